@@ -1,0 +1,3 @@
+from roofplan.cli.app import main
+
+main()

@@ -1,0 +1,52 @@
+"""The ``roofplan`` command: a thin typer app; each command group lives in its own module."""
+
+from __future__ import annotations
+
+import typer
+
+from roofplan.cli import (
+    calibrate_cmd,
+    catalog_cmd,
+    estimate_serve_cmd,
+    estimate_train_cmd,
+    models_cmd,
+    plan_serve_cmd,
+    plan_train_cmd,
+    validate_cmd,
+)
+from roofplan.cli.common import STATE
+
+app = typer.Typer(
+    name="roofplan",
+    help="Analytical cost model and auto-configurator for LLM training and serving.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+catalog_app = typer.Typer(help="Hardware catalogs.", no_args_is_help=True)
+models_app = typer.Typer(help="Model specs.", no_args_is_help=True)
+estimate_app = typer.Typer(help="Evaluate one given configuration.", no_args_is_help=True)
+plan_app = typer.Typer(help="Search for the best configuration.", no_args_is_help=True)
+app.add_typer(catalog_app, name="catalog")
+app.add_typer(models_app, name="models")
+app.add_typer(estimate_app, name="estimate")
+app.add_typer(plan_app, name="plan")
+
+
+@app.callback()
+def _main(debug: bool = typer.Option(False, "--debug", help="Show tracebacks on errors.")) -> None:
+    STATE["debug"] = debug
+
+
+catalog_cmd.register(catalog_app)
+models_cmd.register(models_app)
+estimate_train_cmd.register(estimate_app)
+estimate_serve_cmd.register(estimate_app)
+plan_train_cmd.register(plan_app)
+plan_serve_cmd.register(plan_app)
+calibrate_cmd.register(app)
+validate_cmd.register(app)
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,109 @@
+"""Alpha-beta model of collectives over the node hierarchy, vectorised.
+
+Bandwidth terms use the bus-bandwidth convention of nccl-tests (``doc/PERFORMANCE.md``): an
+all-reduce of B bytes over g ranks moves 2(g-1)/g·B per rank, all-gather and reduce-scatter
+(g-1)/g·B (B = the full, unsharded buffer), all-to-all (g-1)/g·B. A group that spans nodes runs
+hierarchically (NCCL's rail-aligned rings / Megatron's topology-aware groups): the intra-node part
+at the fabric's bus bandwidth, the inter-node part on B/g_intra per device through that device's
+own NIC, all NICs of a node in parallel. Latency is one alpha per intra-node phase plus a tree
+(2·log2 nodes) of inter-node alphas, NCCL's choice for latency-bound sizes.
+
+Placement follows Megatron's rank order (TP innermost, then CP, DP/EP, PP outermost): a group of
+``size`` ranks whose members are ``stride`` ranks apart has ``min(size, node // stride)`` members
+per node.
+
+Topologies (``Fabric.topology``):
+* ``switch`` (NVSwitch): any intra-node group gets the full per-device bandwidth; NVLink SHARP
+  (``in_network_reduction``) multiplies all-reduce bus bandwidth by ``nvls_speedup``.
+* ``full_mesh`` (Ascend HCCS, MI300X Infinity Fabric): each device has n-1 point-to-point links of
+  ``bandwidth/(n-1)``; a group of g uses g-1 of them, so bandwidth scales with g-1.
+* ``partial_mesh`` (MI250X / MI250 GCDs): two GCDs of one package share ``pair_bandwidth_Bps``;
+  any larger group is limited by the slower package-to-package links ``bandwidth_Bps``.
+* ``ring`` / ``torus``: the per-device bandwidth as given.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from roofplan.hardware.spec import DeviceSpec
+
+COLLECTIVES = ("all_reduce", "all_gather", "reduce_scatter", "all_to_all", "p2p")
+
+
+def group_layout(size, stride, devices_per_node: int):
+    """(members per node, nodes spanned) of a group of ``size`` ranks ``stride`` apart."""
+    size = np.asarray(size, dtype=float)
+    stride = np.asarray(stride, dtype=float)
+    per_node = np.clip(np.floor(devices_per_node / np.maximum(stride, 1.0)), 1.0, None)
+    intra = np.minimum(size, per_node)
+    nodes = np.ceil(size / intra)
+    return intra, nodes
+
+
+def intra_bandwidth(hw: DeviceSpec, group_intra, stride=1.0):
+    """Achievable per-device bus bandwidth (bytes/s) of an intra-node group of ``group_intra``."""
+    f = hw.intra
+    g = np.asarray(group_intra, dtype=float)
+    eff = hw.efficiency.intra_bw
+    if f.topology == "full_mesh":
+        n = max(hw.devices_per_node, 2)
+        bw = f.bandwidth_Bps * np.maximum(g - 1.0, 1.0) / (n - 1.0)
+    elif f.topology == "partial_mesh" and f.pair_bandwidth_Bps:
+        pair = (g <= 2) & (np.asarray(stride, dtype=float) <= 1)
+        bw = np.where(pair, f.pair_bandwidth_Bps, f.bandwidth_Bps)
+    else:
+        bw = np.full_like(g, f.bandwidth_Bps)
+    return bw * eff
+
+
+def inter_bandwidth(hw: DeviceSpec):
+    """Achievable per-device bandwidth (bytes/s) into the inter-node network (its NIC)."""
+    return hw.inter.bandwidth_Bps * hw.efficiency.inter_bw
+
+
+def _latency(hw: DeviceSpec, intra, nodes, phases):
+    e = hw.efficiency
+    lat_intra = np.where(intra > 1, phases * e.intra_latency_s, 0.0)
+    lat_inter = np.where(nodes > 1, 2.0 * np.ceil(np.log2(np.maximum(nodes, 1.0))) * e.inter_latency_s, 0.0)
+    return lat_intra + lat_inter
+
+
+def collective_time(op: str, nbytes, size, hw: DeviceSpec, stride=1.0):
+    """Seconds for collective ``op`` on ``nbytes`` (the full buffer) over ``size`` ranks ``stride``
+    apart. ``p2p`` is one send/recv of ``nbytes`` between neighbours ``stride`` ranks apart.
+    Groups of one rank cost nothing."""
+    nbytes = np.asarray(nbytes, dtype=float)
+    size = np.asarray(size, dtype=float)
+    intra, nodes = group_layout(size, stride, hw.devices_per_node)
+    bw_in = intra_bandwidth(hw, intra, stride)
+    bw_out = inter_bandwidth(hw)
+    gi = np.maximum(intra, 1.0)
+
+    if op == "p2p":
+        crosses = np.asarray(stride, dtype=float) >= hw.devices_per_node
+        bw = np.where(crosses, bw_out, bw_in)
+        lat = np.where(crosses, hw.efficiency.inter_latency_s, hw.efficiency.intra_latency_s)
+        t = nbytes / bw + lat
+        return np.where(size > 1, t, 0.0)
+
+    if op == "all_reduce":
+        boost = hw.efficiency.nvls_speedup if hw.intra.in_network_reduction else 1.0
+        t_in = 2.0 * (gi - 1.0) / gi * nbytes / (bw_in * boost)
+        t_out = 2.0 * (nodes - 1.0) / nodes * (nbytes / gi) / bw_out
+        phases = 2.0
+    elif op in ("all_gather", "reduce_scatter"):
+        t_in = (gi - 1.0) / gi * nbytes / bw_in
+        t_out = (nodes - 1.0) / nodes * (nbytes / gi) / bw_out
+        phases = 1.0
+    elif op == "all_to_all":
+        # Each rank keeps 1/g of its buffer, sends (gi-1)/g inside the node and (g-gi)/g across
+        # nodes; the two parts run concurrently on different links.
+        t_in = (gi - 1.0) / size * nbytes / bw_in
+        t_out = (size - gi) / size * nbytes / bw_out
+        t = np.maximum(t_in, t_out) + _latency(hw, intra, nodes, 1.0)
+        return np.where(size > 1, t, 0.0)
+    else:
+        raise ValueError(f"unknown collective {op!r}; expected one of {COLLECTIVES}")
+    t = t_in + t_out + _latency(hw, intra, nodes, phases)
+    return np.where(size > 1, t, 0.0)

@@ -1,0 +1,40 @@
+"""Errors with the exit codes of SPEC §4.
+
+Every error a user can cause is an :class:`InputError` (exit 2) that names the field, the value and
+what is allowed, so the CLI can print one line and no traceback. A request that is well formed but
+has no feasible configuration is an :class:`InfeasibleError` (exit 3) that carries the smallest
+change that would make one fit.
+"""
+
+from __future__ import annotations
+
+
+class RoofplanError(Exception):
+    """Base class; anything else escaping the CLI is an internal error (exit 1)."""
+
+    exit_code = 1
+
+
+class InputError(RoofplanError, ValueError):
+    """Bad input or usage: unknown id, malformed file, impossible flag combination (exit 2)."""
+
+    exit_code = 2
+
+    def __init__(self, field: str, value: object, allowed: str):
+        self.field = field
+        self.value = value
+        self.allowed = allowed
+        super().__init__(f"{field}: {value!r} is not valid; {allowed}")
+
+
+class InfeasibleError(RoofplanError):
+    """No configuration fits (exit 3); ``suggestion`` names the smallest change that would fit."""
+
+    exit_code = 3
+
+    def __init__(self, message: str, suggestion: str = "", details: dict | None = None):
+        self.message = message
+        self.suggestion = suggestion
+        self.details = details or {}
+        text = message if not suggestion else f"{message}; {suggestion}"
+        super().__init__(text)

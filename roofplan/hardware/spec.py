@@ -1,0 +1,154 @@
+"""Typed hardware specs: device, memory tiers, fabrics, calibratable efficiencies.
+
+A catalog YAML (one per device id under ``roofplan/catalogs/``) is parsed into a frozen
+:class:`DeviceSpec`. All quantities are SI: FLOP/s, bytes, bytes/s (per direction), seconds, watts.
+Sources live next to every number in the YAML; this module only carries the values.
+
+The :class:`Efficiency` fields are the knobs of the cost model that ``roofplan calibrate`` fits
+(achievable fractions of peak and fixed latencies). Their defaults in each catalog come from
+datasheets and published microbenchmarks (see ``shared/reference/hardware.md`` §16).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from roofplan.errors import InputError
+
+#: Bytes per element of each numeric type used by the cost model.
+DTYPE_BYTES: dict[str, float] = {
+    "fp32": 4.0,
+    "tf32": 4.0,
+    "bf16": 2.0,
+    "fp16": 2.0,
+    "fp8": 1.0,
+    "int8": 1.0,
+    "int4": 0.5,
+}
+
+#: Fabric topologies the collective model understands.
+TOPOLOGIES = ("switch", "full_mesh", "partial_mesh", "ring", "torus")
+
+
+@dataclass(frozen=True)
+class MemoryTier:
+    """One level of the memory hierarchy of a device.
+
+    ``name`` is one of ``sram`` (on-chip), ``hbm`` (device memory), ``ddr`` (device-attached DDR,
+    SN40L) or ``host`` (host DRAM reached through the host link). ``bandwidth_Bps`` is the peak
+    bandwidth the device sees to that tier (for ``host``: the host link, PCIe, per direction).
+    ``shared_by`` is how many devices share the capacity (host DRAM of a node is shared by all).
+    """
+
+    name: str
+    capacity_bytes: float
+    bandwidth_Bps: float
+    shared_by: int = 1
+
+
+@dataclass(frozen=True)
+class Fabric:
+    """A communication fabric as one device sees it.
+
+    ``bandwidth_Bps`` is the per-device, per-direction aggregate into the fabric (NVLink 450 GB/s
+    for H100, one NIC's line rate for inter-node). ``topology`` decides the collective algorithm:
+    ``switch`` (NVSwitch: any group gets the full per-device bandwidth), ``full_mesh`` (HCCS,
+    Infinity Fabric on MI300X: a group of g devices uses g-1 of the n-1 point-to-point links, so its
+    bandwidth is ``bandwidth * (g-1)/(n-1)``), ``partial_mesh`` (MI250X Frontier node: pairs of GCDs
+    share a fast package link ``pair_bandwidth_Bps``, the rest is slower), ``ring``/``torus``.
+    ``in_network_reduction`` marks NVLink SHARP (NVLS) switches.
+    """
+
+    name: str
+    topology: str
+    bandwidth_Bps: float
+    latency_s: float
+    pair_bandwidth_Bps: float | None = None
+    in_network_reduction: bool = False
+
+
+@dataclass(frozen=True)
+class Efficiency:
+    """Achievable fractions of peak and fixed costs; fitted by ``roofplan calibrate``.
+
+    * ``gemm_max``: fraction of dense peak reached by large GEMMs (MAMF / peak, hardware.md §16c).
+    * ``gemm_half_dim``: GEMM size (the geometric mean of M, N, K) at which the achieved
+      efficiency is half of ``gemm_max``; models the fall-off of small or skinny GEMMs
+      (tile/wave quantisation).
+    * ``attn_max``: fraction of dense peak reached by fused (FlashAttention-style) attention.
+    * ``hbm``: fraction of peak HBM bandwidth reached by streaming kernels (hardware.md §16b).
+    * ``intra_bw`` / ``inter_bw``: fraction of fabric bandwidth a collective's bus bandwidth
+      reaches inside a node / across nodes (nccl-tests busbw / link rate, hardware.md §16a).
+    * ``intra_latency_s`` / ``inter_latency_s``: per-step alpha of a collective.
+    * ``kernel_launch_s``: fixed overhead of one kernel launch (no CUDA graphs).
+    * ``nvls_speedup``: all-reduce bus-bandwidth gain of in-switch reduction where the fabric
+      has it (H100 NVLS 480 vs ring 370 GB/s, hardware.md §16a); 1.0 elsewhere.
+    """
+
+    gemm_max: float = 0.8
+    gemm_half_dim: float = 256.0
+    attn_max: float = 0.6
+    hbm: float = 0.85
+    intra_bw: float = 0.8
+    inter_bw: float = 0.8
+    intra_latency_s: float = 8e-6
+    inter_latency_s: float = 15e-6
+    kernel_launch_s: float = 5e-6
+    nvls_speedup: float = 1.0
+
+    @classmethod
+    def field_names(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in dataclasses.fields(cls))
+
+
+@dataclass(frozen=True)
+class DeviceSpec:
+    """One accelerator as software schedules it (an MI250X GCD, an SN40L socket), with its node."""
+
+    id: str
+    name: str
+    vendor: str
+    peak_flops: dict[str, float]  # dtype -> dense FLOP/s (or OP/s for int types)
+    tiers: tuple[MemoryTier, ...]
+    devices_per_node: int
+    intra: Fabric
+    inter: Fabric
+    tdp_w: float | None
+    price_per_hour: float | None
+    efficiency: Efficiency = field(default_factory=Efficiency)
+    dataflow: bool = False  # SN40L: a decoder layer runs as one fused on-chip pipeline
+    source: str = ""
+
+    # -- lookups -------------------------------------------------------------------------------
+    def peak(self, dtype: str) -> float:
+        """Dense peak FLOP/s for ``dtype``; an unsupported dtype is a user error (exit 2)."""
+        try:
+            return self.peak_flops[dtype]
+        except KeyError:
+            allowed = ", ".join(sorted(self.peak_flops))
+            raise InputError("dtype", dtype, f"{self.id} supports {allowed}") from None
+
+    def tier(self, name: str) -> MemoryTier | None:
+        for t in self.tiers:
+            if t.name == name:
+                return t
+        return None
+
+    @property
+    def hbm(self) -> MemoryTier:
+        t = self.tier("hbm")
+        assert t is not None, "every catalog has an hbm tier (validated on load)"
+        return t
+
+    @property
+    def hbm_bytes(self) -> float:
+        return self.hbm.capacity_bytes
+
+    @property
+    def hbm_Bps(self) -> float:
+        return self.hbm.bandwidth_Bps
+
+    def with_efficiency(self, **changes: float) -> DeviceSpec:
+        """A copy with some efficiency parameters replaced (calibration overlays, invariants)."""
+        return dataclasses.replace(self, efficiency=dataclasses.replace(self.efficiency, **changes))

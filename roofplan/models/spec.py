@@ -1,0 +1,208 @@
+"""Typed model spec: the shape of a decoder-only transformer and what follows from it.
+
+Covers dense (Llama, Qwen, OPT, GPT-2/3, BLOOM), GQA/MQA, mixture-of-experts (Mixtral, Qwen3-MoE,
+DeepSeek-V3 with shared experts and leading dense layers) and multi-head latent attention (MLA,
+DeepSeek-V2/V3). Parameter counts follow the weight shapes of the Hugging Face implementations
+(``modeling_llama.py``, ``modeling_mixtral.py``, ``modeling_deepseek_v3.py``, ``modeling_opt.py``),
+so tests can compare them with the published totals.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from roofplan.hardware.spec import DTYPE_BYTES
+
+
+@dataclass(frozen=True)
+class MoESpec:
+    """Routed experts (and shared experts) replacing the dense MLP in MoE layers.
+
+    ``first_dense_layers`` leading layers keep a dense MLP of the model's ``ffn`` size
+    (DeepSeek-V3 ``first_k_dense_replace`` = 3). ``shared_ffn`` is the intermediate size of one
+    shared expert (defaults to ``expert_ffn``).
+    """
+
+    num_experts: int
+    top_k: int
+    expert_ffn: int
+    shared_experts: int = 0
+    shared_ffn: int = 0
+    first_dense_layers: int = 0
+
+    @property
+    def shared_ffn_size(self) -> int:
+        return self.shared_ffn or self.expert_ffn
+
+
+@dataclass(frozen=True)
+class MLASpec:
+    """Multi-head latent attention (DeepSeek-V2 §2.1): KV compressed to ``kv_lora_rank`` + RoPE key."""
+
+    kv_lora_rank: int
+    qk_nope_head_dim: int
+    qk_rope_head_dim: int
+    v_head_dim: int
+    q_lora_rank: int | None = None  # None: queries are projected directly (DeepSeek-V2-Lite)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A decoder-only transformer.
+
+    ``ffn`` is the dense MLP intermediate size; ``gated_mlp`` means SwiGLU-style (three matrices)
+    instead of two. ``linear_bias`` marks GPT-style models with biases on every linear layer and
+    LayerNorm with bias; ``qkv_bias`` marks Qwen2-style biases on Q/K/V only. ``learned_positions``
+    is the size of a learned position-embedding table (GPT-2, OPT), 0 for RoPE/ALiBi.
+    """
+
+    name: str
+    layers: int
+    hidden: int
+    heads: int
+    kv_heads: int
+    head_dim: int
+    ffn: int
+    vocab: int
+    gated_mlp: bool = True
+    tied_embeddings: bool = False
+    max_seq_len: int = 4096
+    linear_bias: bool = False
+    qkv_bias: bool = False
+    qk_norm: bool = False
+    learned_positions: int = 0
+    embedding_layernorm: bool = False  # BLOOM's word_embeddings_layernorm
+    moe: MoESpec | None = None
+    mla: MLASpec | None = None
+    source: str = ""
+
+    # -- layer structure -------------------------------------------------------------------------
+    @property
+    def moe_layers(self) -> int:
+        """Number of layers whose MLP is a mixture of experts."""
+        return 0 if self.moe is None else self.layers - self.moe.first_dense_layers
+
+    @property
+    def dense_layers(self) -> int:
+        return self.layers - self.moe_layers
+
+    @property
+    def q_dim(self) -> int:
+        """Width of the query projection output (heads x per-head query/key dim)."""
+        if self.mla:
+            return self.heads * (self.mla.qk_nope_head_dim + self.mla.qk_rope_head_dim)
+        return self.heads * self.head_dim
+
+    @property
+    def v_dim(self) -> int:
+        """Width of the attention output before the O projection (heads x value dim)."""
+        return self.heads * (self.mla.v_head_dim if self.mla else self.head_dim)
+
+    # -- parameters ------------------------------------------------------------------------------
+    def _norm_params(self) -> int:
+        return 2 * self.hidden if self.linear_bias else self.hidden
+
+    def attention_params(self) -> int:
+        """Weights of one attention block (projections, their biases, q/k norms; not the layer norm)."""
+        h = self.hidden
+        if self.mla:
+            m = self.mla
+            qk = m.qk_nope_head_dim + m.qk_rope_head_dim
+            if m.q_lora_rank:
+                q = h * m.q_lora_rank + m.q_lora_rank + m.q_lora_rank * self.heads * qk
+            else:
+                q = h * self.heads * qk
+            kv = h * (m.kv_lora_rank + m.qk_rope_head_dim) + m.kv_lora_rank
+            kv += m.kv_lora_rank * self.heads * (m.qk_nope_head_dim + m.v_head_dim)
+            o = self.heads * m.v_head_dim * h
+            return q + kv + o
+        qkv_out = (self.heads + 2 * self.kv_heads) * self.head_dim
+        p = h * qkv_out + self.heads * self.head_dim * h
+        if self.linear_bias:
+            p += qkv_out + h
+        elif self.qkv_bias:
+            p += qkv_out
+        if self.qk_norm:
+            p += 2 * self.head_dim
+        return p
+
+    def mlp_params(self, ffn: int) -> int:
+        """Weights of one dense MLP of intermediate size ``ffn``."""
+        mats = 3 if self.gated_mlp else 2
+        p = mats * self.hidden * ffn
+        if self.linear_bias:
+            p += ffn + self.hidden
+        return p
+
+    def moe_layer_params(self, active: bool) -> int:
+        """Router + experts of one MoE layer; ``active`` counts only top-k routed experts."""
+        assert self.moe is not None
+        m = self.moe
+        routed = m.top_k if active else m.num_experts
+        return (
+            self.hidden * m.num_experts
+            + routed * self.mlp_params(m.expert_ffn)
+            + m.shared_experts * self.mlp_params(m.shared_ffn_size)
+        )
+
+    def layer_params(self, moe_layer: bool, active: bool = False) -> int:
+        mlp = self.moe_layer_params(active) if moe_layer else self.mlp_params(self.ffn)
+        return self.attention_params() + mlp + 2 * self._norm_params()
+
+    def embedding_params(self) -> int:
+        """Input embedding (+ learned positions, BLOOM's embedding norm) and final norm."""
+        p = self.vocab * self.hidden + self.learned_positions * self.hidden + self._norm_params()
+        if self.embedding_layernorm:
+            p += self._norm_params()
+        return p
+
+    def head_params(self) -> int:
+        """The LM head (0 when tied to the input embedding)."""
+        return 0 if self.tied_embeddings else self.vocab * self.hidden
+
+    def _params(self, active: bool) -> int:
+        body = self.dense_layers * self.layer_params(False)
+        if self.moe_layers:
+            body += self.moe_layers * self.layer_params(True, active)
+        return body + self.embedding_params() + self.head_params()
+
+    @property
+    def params_total(self) -> int:
+        return self._params(active=False)
+
+    @property
+    def params_active(self) -> int:
+        """Parameters touched by one token (top-k experts only), embeddings included."""
+        return self._params(active=True)
+
+    @property
+    def matmul_params_active(self) -> int:
+        """Weights that take part in matrix multiplies for one token: every projection of the
+        active path plus the LM head (tied or not); the input embedding is a lookup."""
+        body = self.dense_layers * self.layer_params(False)
+        if self.moe_layers:
+            body += self.moe_layers * self.layer_params(True, active=True)
+        return body + self.vocab * self.hidden
+
+    # -- FLOPs -----------------------------------------------------------------------------------
+    def attention_flops_per_token(self, context: float) -> float:
+        """Forward FLOPs of score and value products for one query attending to ``context`` keys:
+        2 x heads x (qk_dim + v_dim) x context per layer (Kaplan et al. 2020 Table 1)."""
+        qk = self.q_dim // self.heads
+        v = self.v_dim // self.heads
+        return 2.0 * self.layers * self.heads * (qk + v) * context
+
+    def forward_flops_per_token(self, context: float) -> float:
+        """Forward FLOPs for one token: 2 x matmul weights + attention over ``context`` keys."""
+        return 2.0 * self.matmul_params_active + self.attention_flops_per_token(context)
+
+    # -- KV cache --------------------------------------------------------------------------------
+    def kv_elems_per_token(self) -> int:
+        """Cached elements per token over all layers: 2·kv_heads·head_dim (GQA/MQA/MHA), or the
+        compressed latent plus the decoupled RoPE key (kv_lora_rank + rope dim) for MLA."""
+        if self.mla:
+            return self.layers * (self.mla.kv_lora_rank + self.mla.qk_rope_head_dim)
+        return 2 * self.layers * self.kv_heads * self.head_dim
+
+    def kv_bytes_per_token(self, dtype: str = "bf16") -> float:
+        return self.kv_elems_per_token() * DTYPE_BYTES[dtype]

@@ -1,0 +1,53 @@
+"""Predictors for operator microbenchmark rows: one GEMM (``op_gemm``) and one all-reduce
+(``op_allreduce``). They check the two primitives every step model is built from."""
+
+from __future__ import annotations
+
+import re
+
+from roofplan.costmodel.collectives import collective_time
+from roofplan.costmodel.roofline import gemm_time
+from roofplan.hardware.spec import DTYPE_BYTES
+from roofplan.validation.suite import Case, predictor
+
+_SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*(KiB|MiB|GiB|KB|MB|GB|B)$")
+_UNITS = {"B": 1, "KB": 1e3, "MB": 1e6, "GB": 1e9, "KiB": 2**10, "MiB": 2**20, "GiB": 2**30}
+
+
+def message_bytes(metric: str) -> float:
+    """Bytes of the message named at the end of a metric such as ``allreduce_ms_16MiB``."""
+    m = _SIZE.search(metric)
+    if not m:
+        raise ValueError(f"metric {metric!r} does not end with a message size")
+    return float(m.group(1)) * _UNITS[m.group(2)]
+
+
+def _hw(case: Case, calibration):
+    from roofplan.hardware.catalog import load_hardware
+
+    return load_hardware(case.str("hardware"), calibration=calibration)
+
+
+@predictor("op_gemm")
+def predict_gemm(case: Case, calibration=None) -> float:
+    """Gate+up projection of a gated MLP (Vidur's ``mlp_up_proj``): tokens x hidden @ hidden x 2·ffn."""
+    from roofplan.models.loader import load_model
+
+    model = load_model(case.str("model"))
+    hw = _hw(case, calibration)
+    dtype = case.str("dtype", "bf16")
+    tp = case.int("tp", 1)
+    tokens = case.int("isl")
+    n = (2 if model.gated_mlp else 1) * model.ffn // tp
+    b = DTYPE_BYTES[dtype]
+    t = gemm_time(tokens, n, model.hidden, peak_flops=hw.peak(dtype), bandwidth_Bps=hw.hbm_Bps,
+                  eff=hw.efficiency, act_bytes=b, weight_bytes=b)
+    return float(t) * 1e3
+
+
+@predictor("op_allreduce")
+def predict_allreduce(case: Case, calibration=None) -> float:
+    """NCCL all-reduce of the message size named in the metric over ``gpus`` ranks."""
+    hw = _hw(case, calibration)
+    t = collective_time("all_reduce", message_bytes(case.metric), case.int("gpus"), hw)
+    return float(t) * 1e3

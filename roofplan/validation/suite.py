@@ -1,0 +1,186 @@
+"""The built-in suite of published measurements behind ``roofplan validate``.
+
+Cases come from ``published_measurements.csv`` (shipped with the package; every row names its
+source). Each ``kind`` of row (``train``, ``serve_step``, ``serve_throughput``, ``op_gemm``,
+``op_allreduce``) has one predictor registered with :func:`predictor`; a predictor maps a case to
+the predicted value of the row's ``metric`` in the row's ``unit``. Efficiency parameters come from
+the catalogs (or a calibration overlay), never from the case.
+"""
+
+from __future__ import annotations
+
+import csv
+import statistics
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Callable
+
+from roofplan.errors import InputError
+
+SUITE_CSV = "published_measurements.csv"
+
+#: Columns of the shared measurements format (also accepted by ``roofplan calibrate``).
+COLUMNS = (
+    "id", "kind", "model", "hardware", "gpus", "tp", "pp", "dp", "vpp", "global_batch", "micro_batch",
+    "seq_len", "dtype", "recompute", "sequence_parallel", "batch", "isl", "osl", "engine", "metric",
+    "value", "unit", "source", "note",
+)
+
+
+@dataclass(frozen=True)
+class Case:
+    """One published measurement: the raw CSV row plus typed accessors."""
+
+    row: dict[str, str]
+    line: int = 0
+
+    @property
+    def id(self) -> str:
+        return self.row["id"]
+
+    @property
+    def kind(self) -> str:
+        return self.row["kind"]
+
+    @property
+    def metric(self) -> str:
+        return self.row["metric"]
+
+    @property
+    def measured(self) -> float:
+        return float(self.row["value"])
+
+    @property
+    def source(self) -> str:
+        return self.row.get("source", "")
+
+    def int(self, name: str, default: int | None = None) -> int | None:
+        v = (self.row.get(name) or "").strip()
+        return int(float(v)) if v else default
+
+    def str(self, name: str, default: str = "") -> str:
+        return (self.row.get(name) or "").strip() or default
+
+
+@dataclass
+class Result:
+    case: Case
+    predicted: float | None
+    error: float | None  # predicted / measured - 1
+    note: str = ""
+
+    def to_json(self) -> dict:
+        return {
+            "id": self.case.id, "kind": self.case.kind, "model": self.case.str("model"),
+            "hardware": self.case.str("hardware"), "metric": self.case.metric, "unit": self.case.str("unit"),
+            "measured": self.case.measured, "predicted": self.predicted, "error": self.error,
+            "source": self.case.source, "note": self.note,
+        }
+
+
+@dataclass
+class SuiteResult:
+    results: list[Result] = field(default_factory=list)
+
+    def errors(self, kinds: tuple[str, ...] | None = None) -> list[float]:
+        return [abs(r.error) for r in self.results
+                if r.error is not None and (kinds is None or r.case.kind in kinds)]
+
+    def median_abs_error(self, kinds: tuple[str, ...] | None = None) -> float | None:
+        e = self.errors(kinds)
+        return statistics.median(e) if e else None
+
+    def worst_abs_error(self, kinds: tuple[str, ...] | None = None) -> float | None:
+        e = self.errors(kinds)
+        return max(e) if e else None
+
+    def to_json(self) -> dict:
+        groups = {
+            "train": ("train",),
+            "serve": ("serve_step", "serve_throughput"),
+            "ops": ("op_gemm", "op_allreduce"),
+        }
+        summary = {
+            name: {"cases": len(self.errors(k)), "median_abs_error": self.median_abs_error(k),
+                   "worst_abs_error": self.worst_abs_error(k)}
+            for name, k in groups.items()
+        }
+        summary["all"] = {"cases": len(self.errors()), "median_abs_error": self.median_abs_error(),
+                          "worst_abs_error": self.worst_abs_error()}
+        return {"schema": "roofplan.validate/v1", "cases": [r.to_json() for r in self.results],
+                "summary": summary}
+
+
+Predictor = Callable[[Case, "str | Path | dict | None"], float]
+_PREDICTORS: dict[str, Predictor] = {}
+
+
+def predictor(kind: str) -> Callable[[Predictor], Predictor]:
+    """Register the predictor of one kind of case."""
+
+    def deco(fn: Predictor) -> Predictor:
+        _PREDICTORS[kind] = fn
+        return fn
+
+    return deco
+
+
+def _load_predictors() -> None:
+    # Imported for their @predictor registrations; each module owns one family of cases.
+    from roofplan.validation import op_predict  # noqa: F401
+
+    for name in ("train_predict", "serve_predict"):
+        try:
+            __import__(f"roofplan.validation.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"roofplan.validation.{name}":
+                raise
+
+
+def read_cases(path: str | Path | None = None) -> list[Case]:
+    """Read measurement rows; ``None`` reads the built-in suite. Malformed rows raise InputError
+    naming the line."""
+    if path is None:
+        text = resources.files("roofplan.validation").joinpath(SUITE_CSV).read_text()
+        name = SUITE_CSV
+    else:
+        p = Path(path)
+        if not p.is_file():
+            raise InputError("measurements", str(path), "expected an existing CSV file")
+        text, name = p.read_text(), str(path)
+    reader = csv.DictReader(text.splitlines())
+    missing = {"id", "kind", "metric", "value"} - set(reader.fieldnames or ())
+    if missing:
+        raise InputError(f"{name} header", ",".join(reader.fieldnames or ()),
+                         f"expected columns including {', '.join(sorted(missing))}")
+    cases = []
+    for i, row in enumerate(reader, start=2):
+        try:
+            float(row["value"])
+        except (TypeError, ValueError):
+            raise InputError(f"{name} line {i} value", row.get("value"), "expected a number") from None
+        cases.append(Case(row=row, line=i))
+    return cases
+
+
+def predict(case: Case, calibration=None) -> float:
+    _load_predictors()
+    try:
+        fn = _PREDICTORS[case.kind]
+    except KeyError:
+        raise InputError(f"case {case.id} kind", case.kind, f"expected one of {', '.join(sorted(_PREDICTORS))}") from None
+    return float(fn(case, calibration))
+
+
+def run_suite(calibration=None, cases: list[Case] | None = None) -> SuiteResult:
+    """Predict every case; a case whose kind has no predictor yet is reported, not hidden."""
+    _load_predictors()
+    out = SuiteResult()
+    for case in cases if cases is not None else read_cases():
+        if case.kind not in _PREDICTORS:
+            out.results.append(Result(case, None, None, note=f"no predictor for kind {case.kind}"))
+            continue
+        value = predict(case, calibration)
+        out.results.append(Result(case, value, value / case.measured - 1.0))
+    return out
