@@ -9,9 +9,19 @@ so tests can compare them with the published totals.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
+from roofplan.errors import InputError
 from roofplan.hardware.spec import DTYPE_BYTES
+
+
+def _require_positive(owner: str, **values: int | None) -> None:
+    """Raise :class:`InputError` for the first value that is not a positive integer."""
+    for name, value in values.items():
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise InputError(f"{owner}.{name}", value, "a positive integer")
 
 
 @dataclass(frozen=True)
@@ -30,6 +40,15 @@ class MoESpec:
     shared_ffn: int = 0
     first_dense_layers: int = 0
 
+    def __post_init__(self) -> None:
+        _require_positive("moe", num_experts=self.num_experts, top_k=self.top_k, expert_ffn=self.expert_ffn)
+        if self.top_k > self.num_experts:
+            raise InputError("moe.top_k", self.top_k, f"at most num_experts ({self.num_experts})")
+        for name in ("shared_experts", "shared_ffn", "first_dense_layers"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise InputError(f"moe.{name}", value, "a non-negative integer")
+
     @property
     def shared_ffn_size(self) -> int:
         return self.shared_ffn or self.expert_ffn
@@ -44,6 +63,11 @@ class MLASpec:
     qk_rope_head_dim: int
     v_head_dim: int
     q_lora_rank: int | None = None  # None: queries are projected directly (DeepSeek-V2-Lite)
+
+    def __post_init__(self) -> None:
+        _require_positive("mla", kv_lora_rank=self.kv_lora_rank, qk_nope_head_dim=self.qk_nope_head_dim,
+                          qk_rope_head_dim=self.qk_rope_head_dim, v_head_dim=self.v_head_dim,
+                          q_lora_rank=self.q_lora_rank)
 
 
 @dataclass(frozen=True)
@@ -75,6 +99,34 @@ class ModelSpec:
     moe: MoESpec | None = None
     mla: MLASpec | None = None
     source: str = ""
+
+    def __post_init__(self) -> None:
+        """Reject shapes no implementation can build, naming the field (SPEC §4: exit 2)."""
+        _require_positive(self.name or "model", layers=self.layers, hidden=self.hidden, heads=self.heads,
+                          kv_heads=self.kv_heads, head_dim=self.head_dim, ffn=self.ffn, vocab=self.vocab,
+                          max_seq_len=self.max_seq_len)
+        if self.heads % self.kv_heads:
+            raise InputError(f"{self.name or 'model'}.kv_heads", self.kv_heads,
+                             f"a divisor of heads ({self.heads})")
+        if self.learned_positions < 0:
+            raise InputError(f"{self.name or 'model'}.learned_positions", self.learned_positions,
+                             "a non-negative integer (0 for RoPE/ALiBi)")
+        if self.moe is not None and self.moe.first_dense_layers > self.layers:
+            raise InputError(f"{self.name or 'model'}.moe.first_dense_layers", self.moe.first_dense_layers,
+                             f"at most layers ({self.layers})")
+
+    def to_dict(self) -> dict:
+        """Every field as plain data (nested ``moe``/``mla`` dicts or None): the model YAML schema."""
+        return asdict(self)
+
+    @property
+    def attention_kind(self) -> str:
+        """``mla`` (latent KV), ``mha`` (kv_heads == heads), ``mqa`` (one KV head) or ``gqa``."""
+        if self.mla:
+            return "mla"
+        if self.kv_heads == self.heads:
+            return "mha"
+        return "mqa" if self.kv_heads == 1 else "gqa"
 
     # -- layer structure -------------------------------------------------------------------------
     @property

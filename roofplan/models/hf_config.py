@@ -1,0 +1,343 @@
+"""Read a Hugging Face ``config.json`` into a :class:`ModelSpec` (no hub access: a local path).
+
+Supported ``model_type`` values and the fields each one reads (names as in the ``transformers``
+configuration classes, defaults as in those classes where a real config may omit the key):
+
+* ``llama``, ``mistral``, ``mixtral``, ``qwen2``, ``qwen3``, ``qwen3_moe`` — ``hidden_size``,
+  ``intermediate_size``, ``num_hidden_layers``, ``num_attention_heads``, ``vocab_size`` (required);
+  ``num_key_value_heads`` (default: heads), ``head_dim`` (default hidden/heads; 128 for Qwen3),
+  ``max_position_embeddings``, ``tie_word_embeddings`` (default false). SwiGLU MLP, RMSNorm.
+  ``qwen2`` always has Q/K/V biases (``Qwen2Attention``); ``qwen3`` adds Q/K RMSNorm. ``llama``'s
+  ``attention_bias`` maps to Q/K/V biases (the O-projection bias, ``hidden`` weights per layer, and
+  ``mlp_bias`` are not modelled: < 0.01 % of the parameters).
+  ``mixtral``: ``num_local_experts``, ``num_experts_per_tok`` (experts of ``intermediate_size``).
+  ``qwen3_moe``: ``num_experts``, ``num_experts_per_tok``, ``moe_intermediate_size``,
+  ``decoder_sparse_step``, ``mlp_only_layers``; dense layers are counted as leading dense layers.
+* ``deepseek_v3`` (and ``deepseek_v2``) — MLA (``kv_lora_rank``, ``q_lora_rank``,
+  ``qk_nope_head_dim``, ``qk_rope_head_dim``, ``v_head_dim``) and DeepSeekMoE
+  (``n_routed_experts``, ``num_experts_per_tok``, ``moe_intermediate_size``, ``n_shared_experts``,
+  ``first_k_dense_replace``, ``moe_layer_freq``). The multi-token-prediction layers are not part of
+  the model (DeepSeek-V3 report: 671B main model).
+* ``gpt2`` — ``n_embd``, ``n_layer``, ``n_head``, ``vocab_size`` (required), ``n_inner`` (default
+  4·n_embd), ``n_positions`` (default 1024), ``tie_word_embeddings`` (default true). GELU MLP,
+  biases everywhere, learned positions.
+* ``opt`` — ``hidden_size``, ``ffn_dim``, ``num_hidden_layers``, ``num_attention_heads``,
+  ``vocab_size``; ``max_position_embeddings`` (default 2048; the table has 2 extra rows,
+  ``OPTLearnedPositionalEmbedding`` offset), ``enable_bias`` (default true),
+  ``tie_word_embeddings`` (default true). ReLU MLP.
+* ``bloom`` — ``hidden_size`` or ``n_embed``, ``n_layer``, ``num_attention_heads`` or ``n_head``,
+  ``vocab_size``. ALiBi (no position table), embedding LayerNorm, MLP of 4h, tied head; the
+  config has no context length, so ``seq_length`` if given else 2048 (the BLOOM training length).
+* ``gpt_neox`` — ``hidden_size``, ``intermediate_size``, ``num_hidden_layers``,
+  ``num_attention_heads``, ``vocab_size``; ``max_position_embeddings`` (default 2048),
+  ``tie_word_embeddings`` (default false). GELU MLP, biases (``attention_bias`` default true), rotary.
+
+A missing required field, an unknown ``model_type`` or malformed JSON raises
+:class:`~roofplan.errors.InputError` naming the file and the field.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from roofplan.errors import InputError
+from roofplan.models.spec import MLASpec, ModelSpec, MoESpec
+
+_MISSING = object()
+
+
+class _Config:
+    """A parsed config.json with field access that reports the file and field on error."""
+
+    def __init__(self, doc: dict, path: Path):
+        self.doc = doc
+        self.path = path
+        self.model_type = str(doc.get("model_type"))
+
+    def _field(self, key: str) -> str:
+        return f"{self.path}: {key}"
+
+    def get(self, *keys: str, default: Any = _MISSING) -> Any:
+        """The first of ``keys`` present (and not null); ``default`` if none, else InputError."""
+        for key in keys:
+            if self.doc.get(key) is not None:
+                return self.doc[key]
+        if default is _MISSING:
+            raise InputError(
+                self._field(keys[0]),
+                None,
+                f"required for model_type {self.model_type!r} (missing from the config)",
+            )
+        return default
+
+    def int(self, *keys: str, default: Any = _MISSING) -> int:
+        value = self.get(*keys, default=default)
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise InputError(self._field(keys[0]), value, "a positive integer")
+        return value
+
+    def count(self, key: str, default: int) -> int:
+        """A non-negative integer field (expert counts, dense-layer counts)."""
+        value = self.get(key, default=default)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise InputError(self._field(key), value, "a non-negative integer")
+        return value
+
+    def bool(self, key: str, default: bool) -> bool:
+        value = self.get(key, default=default)
+        if not isinstance(value, bool):
+            raise InputError(self._field(key), value, "true or false")
+        return value
+
+
+def _name(cfg: _Config) -> str:
+    """``_name_or_path`` when the config carries it, else the folder holding config.json."""
+    name = cfg.doc.get("_name_or_path")
+    if isinstance(name, str) and name.strip():
+        return name.strip()
+    return cfg.path.parent.name if cfg.path.name == "config.json" else cfg.path.stem
+
+
+def _common(cfg: _Config, *, default_max_pos: int, default_head_dim: int | None = None) -> dict:
+    """Fields shared by the Llama-style families (transformers ``LlamaConfig`` and relatives)."""
+    hidden = cfg.int("hidden_size")
+    heads = cfg.int("num_attention_heads")
+    if default_head_dim is None:
+        if hidden % heads:
+            raise InputError(
+                cfg._field("head_dim"),
+                None,
+                f"required when hidden_size ({hidden}) is not a multiple of heads ({heads})",
+            )
+        default_head_dim = hidden // heads
+    return {
+        "name": _name(cfg),
+        "layers": cfg.int("num_hidden_layers"),
+        "hidden": hidden,
+        "heads": heads,
+        "kv_heads": cfg.int("num_key_value_heads", default=heads),
+        "head_dim": cfg.int("head_dim", default=default_head_dim),
+        "ffn": cfg.int("intermediate_size"),
+        "vocab": cfg.int("vocab_size"),
+        "gated_mlp": True,
+        "tied_embeddings": cfg.bool("tie_word_embeddings", False),
+        "max_seq_len": cfg.int("max_position_embeddings", default=default_max_pos),
+        "source": f"Hugging Face config {cfg.path.name} (model_type {cfg.model_type})",
+    }
+
+
+def _llama(cfg: _Config) -> dict:
+    # LlamaConfig defaults: max_position_embeddings 2048, attention_bias False.
+    return _common(cfg, default_max_pos=2048) | {"qkv_bias": cfg.bool("attention_bias", False)}
+
+
+def _mistral(cfg: _Config) -> dict:
+    # MistralConfig default max_position_embeddings = 4096 * 32.
+    return _common(cfg, default_max_pos=4096 * 32)
+
+
+def _mixtral(cfg: _Config) -> dict:
+    spec = _common(cfg, default_max_pos=4096 * 32)
+    spec["moe"] = MoESpec(
+        num_experts=cfg.int("num_local_experts"), top_k=cfg.int("num_experts_per_tok"), expert_ffn=spec["ffn"]
+    )
+    return spec
+
+
+def _qwen2(cfg: _Config) -> dict:
+    # modeling_qwen2.Qwen2Attention: q/k/v_proj bias=True, o_proj bias=False.
+    return _common(cfg, default_max_pos=32768) | {"qkv_bias": True}
+
+
+def _qwen3(cfg: _Config) -> dict:
+    # Qwen3Config: head_dim 128, attention_bias False; Qwen3Attention has q_norm/k_norm over head_dim.
+    spec = _common(cfg, default_max_pos=32768, default_head_dim=128)
+    return spec | {"qk_norm": True, "qkv_bias": cfg.bool("attention_bias", False)}
+
+
+def _qwen3_moe(cfg: _Config) -> dict:
+    spec = _qwen3(cfg)
+    experts = cfg.count("num_experts", 0)
+    if experts == 0:
+        return spec
+    # modeling_qwen3_moe: layer i is sparse iff i not in mlp_only_layers and (i + 1) % step == 0.
+    step = cfg.int("decoder_sparse_step", default=1)
+    dense_only = cfg.get("mlp_only_layers", default=[])
+    if not isinstance(dense_only, list):
+        raise InputError(cfg._field("mlp_only_layers"), dense_only, "a list of layer indices")
+    sparse = sum(1 for i in range(spec["layers"]) if i not in dense_only and (i + 1) % step == 0)
+    spec["moe"] = MoESpec(
+        num_experts=experts,
+        top_k=cfg.int("num_experts_per_tok"),
+        expert_ffn=cfg.int("moe_intermediate_size"),
+        first_dense_layers=spec["layers"] - sparse,
+    )
+    return spec
+
+
+def _deepseek(cfg: _Config) -> dict:
+    nope, rope = cfg.int("qk_nope_head_dim"), cfg.int("qk_rope_head_dim")
+    heads = cfg.int("num_attention_heads")
+    spec = _common(cfg, default_max_pos=4096, default_head_dim=nope + rope)
+    # MLA rebuilds per-head K/V from the latent: every query head has its own K/V head. The config's
+    # head_dim (transformers sets it to qk_rope_head_dim) is not the attention width; use qk dims.
+    spec.update(kv_heads=heads, head_dim=nope + rope)
+    q_lora = cfg.get("q_lora_rank", default=None)
+    spec["mla"] = MLASpec(
+        kv_lora_rank=cfg.int("kv_lora_rank"),
+        qk_nope_head_dim=nope,
+        qk_rope_head_dim=rope,
+        v_head_dim=cfg.int("v_head_dim"),
+        q_lora_rank=None if q_lora is None else cfg.int("q_lora_rank"),
+    )
+    experts = cfg.count("n_routed_experts", 0)
+    if experts:
+        # modeling_deepseek: layer i is MoE iff i >= first_k_dense_replace and i % moe_layer_freq == 0.
+        first_k = cfg.count("first_k_dense_replace", 0)
+        freq = cfg.int("moe_layer_freq", default=1)
+        sparse = sum(1 for i in range(spec["layers"]) if i >= first_k and i % freq == 0)
+        expert_ffn = cfg.int("moe_intermediate_size")
+        spec["moe"] = MoESpec(
+            num_experts=experts,
+            top_k=cfg.int("num_experts_per_tok"),
+            expert_ffn=expert_ffn,
+            shared_experts=cfg.count("n_shared_experts", 0),
+            shared_ffn=expert_ffn,
+            first_dense_layers=spec["layers"] - sparse,
+        )
+    return spec
+
+
+def _gpt2(cfg: _Config) -> dict:
+    hidden, heads = cfg.int("n_embd"), cfg.int("n_head")
+    positions = cfg.int("n_positions", default=1024)  # GPT2Config default
+    if hidden % heads:
+        raise InputError(cfg._field("n_head"), heads, f"a divisor of n_embd ({hidden})")
+    return {
+        "name": _name(cfg),
+        "layers": cfg.int("n_layer"),
+        "hidden": hidden,
+        "heads": heads,
+        "kv_heads": heads,
+        "head_dim": hidden // heads,
+        "ffn": cfg.int("n_inner", default=4 * hidden),
+        "vocab": cfg.int("vocab_size"),
+        "gated_mlp": False,
+        "tied_embeddings": cfg.bool("tie_word_embeddings", True),
+        "max_seq_len": positions,
+        "linear_bias": True,
+        "learned_positions": positions,
+        "source": f"Hugging Face config {cfg.path.name} (model_type gpt2)",
+    }
+
+
+def _opt(cfg: _Config) -> dict:
+    hidden, heads = cfg.int("hidden_size"), cfg.int("num_attention_heads")
+    proj = cfg.int("word_embed_proj_dim", default=hidden)
+    if proj != hidden:
+        raise InputError(
+            cfg._field("word_embed_proj_dim"),
+            proj,
+            f"equal to hidden_size ({hidden}); OPT's project_in/project_out layers are not modelled",
+        )
+    positions = cfg.int("max_position_embeddings", default=2048)
+    return {
+        "name": _name(cfg),
+        "layers": cfg.int("num_hidden_layers"),
+        "hidden": hidden,
+        "heads": heads,
+        "kv_heads": heads,
+        "head_dim": hidden // heads,
+        "ffn": cfg.int("ffn_dim"),
+        "vocab": cfg.int("vocab_size"),
+        "gated_mlp": False,
+        "tied_embeddings": cfg.bool("tie_word_embeddings", True),
+        "max_seq_len": positions,
+        "linear_bias": cfg.bool("enable_bias", True),
+        "learned_positions": positions + 2,  # modeling_opt.OPTLearnedPositionalEmbedding: offset = 2
+        "source": f"Hugging Face config {cfg.path.name} (model_type opt)",
+    }
+
+
+def _bloom(cfg: _Config) -> dict:
+    hidden = cfg.int("hidden_size", "n_embed")
+    heads = cfg.int("num_attention_heads", "n_head")
+    return {
+        "name": _name(cfg),
+        "layers": cfg.int("n_layer", "num_hidden_layers"),
+        "hidden": hidden,
+        "heads": heads,
+        "kv_heads": heads,
+        "head_dim": hidden // heads,
+        "ffn": 4 * hidden,  # modeling_bloom.BloomMLP: h -> 4h -> h
+        "vocab": cfg.int("vocab_size"),
+        "gated_mlp": False,
+        "tied_embeddings": cfg.bool("tie_word_embeddings", True),
+        "max_seq_len": cfg.int("seq_length", default=2048),
+        "linear_bias": True,
+        "embedding_layernorm": True,
+        "source": f"Hugging Face config {cfg.path.name} (model_type bloom)",
+    }
+
+
+def _gpt_neox(cfg: _Config) -> dict:
+    spec = _common(cfg, default_max_pos=2048)
+    return spec | {"gated_mlp": False, "linear_bias": cfg.bool("attention_bias", True)}
+
+
+_READERS: dict[str, Callable[[_Config], dict]] = {
+    "llama": _llama,
+    "mistral": _mistral,
+    "mixtral": _mixtral,
+    "qwen2": _qwen2,
+    "qwen3": _qwen3,
+    "qwen3_moe": _qwen3_moe,
+    "deepseek_v3": _deepseek,
+    "deepseek_v2": _deepseek,
+    "gpt2": _gpt2,
+    "opt": _opt,
+    "bloom": _bloom,
+    "gpt_neox": _gpt_neox,
+}
+
+#: The ``model_type`` values this reader understands.
+SUPPORTED_MODEL_TYPES: tuple[str, ...] = tuple(_READERS)
+
+
+def spec_from_hf_dict(doc: dict, path: Path | str = "config.json") -> ModelSpec:
+    """Build a :class:`ModelSpec` from an already parsed config dict (``path`` is for messages)."""
+    path = Path(path)
+    if not isinstance(doc, dict):
+        raise InputError(str(path), type(doc).__name__, "a JSON object (a Hugging Face config.json)")
+    model_type = doc.get("model_type")
+    if model_type not in _READERS and isinstance(doc.get("text_config"), dict):
+        # Multimodal wrappers keep the language model's config under text_config.
+        inner = doc["text_config"]
+        if inner.get("model_type") in _READERS:
+            doc, model_type = inner, inner["model_type"]
+    if model_type not in _READERS:
+        raise InputError(f"{path}: model_type", model_type, "one of " + ", ".join(SUPPORTED_MODEL_TYPES))
+    return ModelSpec(**_READERS[model_type](_Config(doc, path)))
+
+
+def read_hf_config(path: Path | str) -> ModelSpec:
+    """Read a Hugging Face ``config.json`` (or a folder holding one) into a :class:`ModelSpec`."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "config.json"
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise InputError(
+            "model", str(path), f"a readable Hugging Face config.json ({exc.strerror})"
+        ) from None
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InputError(
+            str(path), f"malformed JSON at line {exc.lineno} column {exc.colno}", f"valid JSON ({exc.msg})"
+        ) from None
+    return spec_from_hf_dict(doc, path)

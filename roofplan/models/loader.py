@@ -1,0 +1,271 @@
+"""Resolve ``--model`` values to a :class:`ModelSpec`: preset ids, files, and the inline GPT form.
+
+Accepted forms (SPEC §2):
+
+* a :class:`ModelSpec` (returned as is);
+* a preset id (``roofplan models list``): ``roofplan/catalogs/models/<id>.yaml``;
+* a path to a Hugging Face ``config.json`` (or a folder containing one), read by
+  :mod:`roofplan.models.hf_config`;
+* a path to a roofplan model YAML (``.yaml``/``.yml``), the preset schema below;
+* ``gpt(h=2304;l=24;a=24;V=51200)``, the GPT-style models of the published-measurements CSV
+  (Megatron-LM SC21 Table 1). Keys: ``h`` hidden, ``l`` layers, ``a`` heads, ``V`` vocabulary
+  (required); ``f`` MLP size (default 4h), ``s`` sequence length / learned position table (default
+  2048, the SC21 runs), ``kv`` KV heads (default a). The architecture is Megatron's GPT: plain GELU
+  MLP, biases on every linear layer and LayerNorm, learned positions, tied embeddings, head_dim h/a.
+
+Model YAML schema (``roofplan.model/v1``; the presets are examples)::
+
+    schema: roofplan.model/v1      # optional; if present must be this
+    name: my-model                 # optional; default: the file name without extension
+    source: "where the numbers come from"   # optional for user files, set on every preset
+    notes: "free text"             # optional, ignored
+    layers: 32                     # required ints
+    hidden: 4096
+    heads: 32
+    ffn: 14336                     # dense MLP intermediate size
+    vocab: 128256
+    kv_heads: 8                    # default: heads
+    head_dim: 128                  # default: hidden / heads
+    gated_mlp: true                # SwiGLU (3 matrices); false: 2-matrix GELU/ReLU MLP
+    tied_embeddings: false
+    max_seq_len: 8192              # default 4096
+    linear_bias: false             # biases on every linear layer + LayerNorm bias (GPT-2/3, OPT, BLOOM)
+    qkv_bias: false                # biases on Q/K/V only (Qwen2)
+    qk_norm: false                 # RMSNorm on Q and K per head (Qwen3)
+    learned_positions: 0           # rows of a learned position table (0: RoPE/ALiBi)
+    embedding_layernorm: false     # LayerNorm after the word embedding (BLOOM)
+    moe:                           # optional: {num_experts, top_k, expert_ffn, shared_experts,
+      num_experts: 8               #            shared_ffn, first_dense_layers}
+      top_k: 2
+      expert_ffn: 14336
+    mla:                           # optional: {kv_lora_rank, qk_nope_head_dim, qk_rope_head_dim,
+      kv_lora_rank: 512            #            v_head_dim, q_lora_rank}
+      ...
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from functools import cache, lru_cache
+from pathlib import Path
+
+import yaml
+
+from roofplan.errors import InputError
+from roofplan.models.hf_config import read_hf_config
+from roofplan.models.spec import MLASpec, ModelSpec, MoESpec
+
+MODEL_SCHEMA = "roofplan.model/v1"
+
+_SPEC_FIELDS = {f.name: f for f in dataclasses.fields(ModelSpec)}
+_REQUIRED = ("layers", "hidden", "heads", "ffn", "vocab")
+_INT_FIELDS = (
+    "layers",
+    "hidden",
+    "heads",
+    "kv_heads",
+    "head_dim",
+    "ffn",
+    "vocab",
+    "max_seq_len",
+    "learned_positions",
+)
+_BOOL_FIELDS = ("gated_mlp", "tied_embeddings", "linear_bias", "qkv_bias", "qk_norm", "embedding_layernorm")
+_EXTRA_KEYS = ("schema", "notes")
+_SUB_SPECS = {"moe": MoESpec, "mla": MLASpec}
+
+_INLINE_GPT = re.compile(r"^\s*gpt\((?P<body>[^()]*)\)\s*$", re.IGNORECASE)
+_INLINE_KEYS = {
+    "h": "hidden",
+    "l": "layers",
+    "a": "heads",
+    "V": "vocab",
+    "f": "ffn",
+    "s": "max_seq_len",
+    "kv": "kv_heads",
+}
+
+
+def _preset_dir() -> Path:
+    """``roofplan/catalogs/models`` next to this package (shipped as package data)."""
+    return Path(__file__).resolve().parent.parent / "catalogs" / "models"
+
+
+def _natural_key(name: str) -> list:
+    """Sort ``llama-2-7b`` before ``llama-2-13b``: digit runs compare as numbers."""
+    return [(0, int(tok), "") if tok.isdigit() else (1, 0, tok) for tok in re.split(r"(\d+)", name) if tok]
+
+
+@lru_cache(maxsize=1)
+def _preset_ids() -> tuple[str, ...]:
+    names = [p.name[: -len(".yaml")] for p in _preset_dir().iterdir() if p.name.endswith(".yaml")]
+    return tuple(sorted(names, key=_natural_key))
+
+
+def list_models() -> list[str]:
+    """Preset ids, in natural order."""
+    return list(_preset_ids())
+
+
+def _check_int(field: str, value, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise InputError(field, value, "a positive integer" if minimum else "a non-negative integer")
+    return value
+
+
+def model_from_dict(doc: dict, *, where: str, default_name: str) -> ModelSpec:
+    """Build a :class:`ModelSpec` from a model-YAML mapping; ``where`` prefixes field names in errors."""
+    if not isinstance(doc, dict):
+        raise InputError(
+            where, type(doc).__name__, "a YAML mapping of model fields (schema roofplan.model/v1)"
+        )
+    allowed = sorted(set(_SPEC_FIELDS) | set(_EXTRA_KEYS))
+    for key, value in doc.items():
+        if key not in allowed:
+            raise InputError(f"{where}: {key}", value, "a model field, one of " + ", ".join(allowed))
+    if "schema" in doc and doc["schema"] != MODEL_SCHEMA:
+        raise InputError(f"{where}: schema", doc["schema"], MODEL_SCHEMA)
+    for key in _REQUIRED:
+        if doc.get(key) is None:
+            raise InputError(f"{where}: {key}", None, "required (a positive integer)")
+    kwargs: dict = {"name": str(doc.get("name") or default_name), "source": str(doc.get("source") or "")}
+    for key in _INT_FIELDS:
+        if doc.get(key) is not None:
+            kwargs[key] = _check_int(f"{where}: {key}", doc[key], 0 if key == "learned_positions" else 1)
+    for key in _BOOL_FIELDS:
+        if doc.get(key) is not None:
+            if not isinstance(doc[key], bool):
+                raise InputError(f"{where}: {key}", doc[key], "true or false")
+            kwargs[key] = doc[key]
+    kwargs.setdefault("kv_heads", kwargs["heads"])
+    if "head_dim" not in kwargs:
+        if kwargs["hidden"] % kwargs["heads"]:
+            raise InputError(
+                f"{where}: head_dim",
+                None,
+                f"required when hidden ({kwargs['hidden']}) is not a multiple of heads ({kwargs['heads']})",
+            )
+        kwargs["head_dim"] = kwargs["hidden"] // kwargs["heads"]
+    for key, cls in _SUB_SPECS.items():
+        sub = doc.get(key)
+        if sub is None:
+            continue
+        names = [f.name for f in dataclasses.fields(cls)]
+        if not isinstance(sub, dict):
+            raise InputError(f"{where}: {key}", sub, "a mapping with keys " + ", ".join(names))
+        for sub_key, value in sub.items():
+            if sub_key not in names:
+                raise InputError(f"{where}: {key}.{sub_key}", value, "one of " + ", ".join(names))
+        try:
+            kwargs[key] = cls(**sub)
+        except TypeError as exc:  # a required key is missing
+            raise InputError(f"{where}: {key}", sub, f"keys {', '.join(names)} ({exc})") from None
+    return ModelSpec(**kwargs)
+
+
+def _read_yaml(path: Path, where: str, default_name: str) -> ModelSpec:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise InputError("model", str(path), f"a readable model YAML ({exc.strerror})") from None
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}" if mark else ""
+        raise InputError(where, f"malformed YAML{at}", "valid YAML (schema roofplan.model/v1)") from None
+    return model_from_dict(doc, where=where, default_name=default_name)
+
+
+@cache
+def _load_preset(model_id: str) -> ModelSpec:
+    spec = _read_yaml(_preset_dir() / f"{model_id}.yaml", f"preset {model_id}", model_id)
+    if spec.name != model_id:
+        raise InputError(f"preset {model_id}: name", spec.name, f"the file's id {model_id!r}")
+    return spec
+
+
+def parse_inline_gpt(text: str) -> ModelSpec:
+    """``gpt(h=..;l=..;a=..;V=..[;f=..][;s=..][;kv=..])``: a Megatron-LM GPT model (see module doc)."""
+    match = _INLINE_GPT.match(text)
+    if not match:
+        raise InputError("model", text, "gpt(h=H;l=L;a=A;V=V[;f=FFN][;s=SEQ][;kv=KV_HEADS])")
+    values: dict[str, int] = {}
+    for part in re.split(r"[;,]", match.group("body")):
+        if not part.strip():
+            continue
+        key, sep, raw = part.partition("=")
+        key = key.strip()
+        if key == "v":
+            key = "V"
+        if not sep or key not in _INLINE_KEYS:
+            raise InputError(
+                f"model {text}: {key or part}", part.strip(), "key=value with keys " + ", ".join(_INLINE_KEYS)
+            )
+        try:
+            values[key] = int(raw.strip())
+        except ValueError:
+            raise InputError(f"model {text}: {key}", raw.strip(), "an integer") from None
+    for key in ("h", "l", "a", "V"):
+        if key not in values:
+            raise InputError(f"model {text}: {key}", None, f"required ({_INLINE_KEYS[key]})")
+    hidden, heads = values["h"], values["a"]
+    if hidden % heads:
+        raise InputError(f"model {text}: a", heads, f"a divisor of h ({hidden})")
+    seq = values.get("s", 2048)
+    return ModelSpec(
+        name=text.strip(),
+        layers=values["l"],
+        hidden=hidden,
+        heads=heads,
+        kv_heads=values.get("kv", heads),
+        head_dim=hidden // heads,
+        ffn=values.get("f", 4 * hidden),
+        vocab=values["V"],
+        gated_mlp=False,
+        tied_embeddings=True,
+        max_seq_len=seq,
+        linear_bias=True,
+        learned_positions=seq,
+        source="inline GPT (Megatron-LM GPT architecture, Narayanan et al. SC21)",
+    )
+
+
+def load_model(id_or_path) -> ModelSpec:
+    """A :class:`ModelSpec` from a spec object, preset id, HF config.json, model YAML or ``gpt(...)``."""
+    if isinstance(id_or_path, ModelSpec):
+        return id_or_path
+    if not isinstance(id_or_path, (str, Path)):
+        raise InputError(
+            "model", id_or_path, "a preset id, a path to config.json / model YAML, or a ModelSpec"
+        )
+    text = str(id_or_path).strip()
+    if isinstance(id_or_path, str) and text in _preset_ids():
+        return _load_preset(text)
+    if _INLINE_GPT.match(text):
+        return parse_inline_gpt(text)
+    path = Path(text).expanduser()
+    if path.is_dir():
+        path = path / "config.json"
+    if path.exists():
+        suffix = path.suffix.lower()
+        if suffix == ".json":
+            return read_hf_config(path)
+        if suffix in (".yaml", ".yml"):
+            return _read_yaml(path, str(path), path.stem)
+        raise InputError("model", text, "a .json (Hugging Face config) or .yaml/.yml (roofplan model) file")
+    looks_like_path = any(sep in text for sep in ("/", "\\")) or text.lower().endswith(
+        (".json", ".yaml", ".yml")
+    )
+    if looks_like_path:
+        raise InputError(
+            "model", text, "an existing file (no such file); or a preset id: " + ", ".join(list_models())
+        )
+    raise InputError(
+        "model",
+        text,
+        "a preset id ("
+        + ", ".join(list_models())
+        + "), a path to a HF config.json or model YAML, or gpt(h=..;l=..;a=..;V=..)",
+    )

@@ -1,0 +1,33 @@
+"""The README's set-up commands and .ci/run stay in step (CI must run the README's test command)."""
+
+import re
+import shlex
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _fenced_commands(text: str) -> list[str]:
+    return [b.strip() for b in re.findall(r"```bash\n(.*?)```", text, flags=re.S)]
+
+
+def test_ci_runs_the_readme_test_command():
+    readme = (ROOT / "README.md").read_text()
+    commands = _fenced_commands(readme)
+    test_cmd = next(c for c in commands if "pytest" in c)
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert test_cmd in ci.splitlines()
+
+
+def test_readme_run_command_uses_a_known_subcommand():
+    from typer.testing import CliRunner
+
+    from roofplan.cli.app import app
+
+    readme = (ROOT / "README.md").read_text()
+    run_cmd = _fenced_commands(readme)[0]
+    roofplan_part = run_cmd.split("&&", 1)[1].strip()
+    argv = shlex.split(roofplan_part)
+    assert argv[0] == "roofplan"
+    result = CliRunner().invoke(app, [*argv[1:3], "--help"])
+    assert result.exit_code == 0, result.output
