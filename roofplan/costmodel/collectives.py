@@ -64,7 +64,8 @@ def inter_bandwidth(hw: DeviceSpec):
 
 def _latency(hw: DeviceSpec, intra, nodes, phases):
     e = hw.efficiency
-    lat_intra = np.where(intra > 1, phases * e.intra_latency_s, 0.0)
+    # per phase: a base alpha plus one hop latency per ring step (g-1 steps), NCCL tuning.cc
+    lat_intra = np.where(intra > 1, phases * (e.intra_latency_s + (intra - 1.0) * e.intra_step_latency_s), 0.0)
     lat_inter = np.where(nodes > 1, 2.0 * np.ceil(np.log2(np.maximum(nodes, 1.0))) * e.inter_latency_s, 0.0)
     return lat_intra + lat_inter
 

@@ -84,6 +84,11 @@ class Efficiency:
     * ``kernel_launch_s``: fixed overhead of one kernel launch (no CUDA graphs).
     * ``nvls_speedup``: all-reduce bus-bandwidth gain of in-switch reduction where the fabric
       has it (H100 NVLS 480 vs ring 370 GB/s, hardware.md §16a); 1.0 elsewhere.
+    * ``intra_step_latency_s``: extra latency per ring step inside a node; a ring collective over
+      g ranks takes g-1 steps per phase (NCCL's tuning model, ``src/graph/tuning.cc``: latency =
+      base + nsteps x hwLat). 0 keeps the flat per-phase ``intra_latency_s``.
+    * ``gemm_max_fp8``: ``gemm_max`` for FP8 GEMMs (MAMF at FP8 / FP8 dense peak, hardware.md
+      §16c: H100 0.709, H200 0.734, B200 0.763); 0 means the same fraction as ``gemm_max``.
     """
 
     gemm_max: float = 0.8
@@ -96,6 +101,8 @@ class Efficiency:
     inter_latency_s: float = 15e-6
     kernel_launch_s: float = 5e-6
     nvls_speedup: float = 1.0
+    intra_step_latency_s: float = 0.0
+    gemm_max_fp8: float = 0.0
 
     @classmethod
     def field_names(cls) -> tuple[str, ...]:

@@ -164,8 +164,20 @@ def read_cases(path: str | Path | None = None) -> list[Case]:
     return cases
 
 
+def _calibration_for(case: Case, calibration):
+    """The overlay if it was fitted for this case's hardware (or names none), else None: a suite
+    run with one device's overlay predicts the other devices' rows from their catalogs."""
+    if calibration is None:
+        return None
+    from roofplan.hardware.overlay import load_overlay, overlay_applies
+
+    overlay = load_overlay(calibration)
+    return overlay if overlay_applies(case.str("hardware"), overlay) else None
+
+
 def predict(case: Case, calibration=None) -> float:
     _load_predictors()
+    calibration = _calibration_for(case, calibration)
     try:
         fn = _PREDICTORS[case.kind]
     except KeyError:

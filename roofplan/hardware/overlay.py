@@ -1,0 +1,139 @@
+"""Calibration overlays: fitted efficiency parameters layered on top of a catalog.
+
+One format everywhere (written by ``roofplan calibrate``, read by every ``--calibration``)::
+
+    schema: roofplan.calibration/v1
+    hardware: h100-sxm            # the catalog id it applies to (optional)
+    inputs: [measurements.csv]    # what it was fitted on (informational)
+    efficiency: {gemm_max: 0.78, hbm: 0.86}        # any subset of Efficiency fields
+    engines: {vllm: {step_overhead_s: 0.004}}      # any subset of an engine profile's fields
+
+:func:`load_overlay` accepts None, a YAML path or a dict of that shape and returns it normalised
+(efficiency values as floats); :func:`apply_overlay` replaces the efficiency fields of a
+:class:`DeviceSpec`. The ``engines`` block is validated only for shape here; the engine loader
+(``roofplan.hardware.engines``) applies it.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import yaml
+
+from roofplan.errors import InputError
+from roofplan.hardware.spec import DeviceSpec, Efficiency
+
+SCHEMA = "roofplan.calibration/v1"
+_KEYS = ("schema", "hardware", "inputs", "efficiency", "engines", "fit", "notes", "created")
+
+
+def efficiency_kind(name: str) -> tuple[str, bool]:
+    """(quantity kind, zero allowed) of an Efficiency field: latencies (``*_s``) are times and may
+    be 0; so may fields whose default is 0 (a "not set, fall back" sentinel such as
+    ``gemm_max_fp8``); fractions, sizes and speed-ups must otherwise be strictly positive."""
+    zero_ok = getattr(Efficiency(), name, None) == 0
+    if name.endswith("_s"):
+        return "time", True
+    if name in ("gemm_half_dim", "nvls_speedup"):
+        return "number", zero_ok
+    return "fraction", zero_ok
+
+
+def empty_overlay() -> dict:
+    return {"schema": SCHEMA, "hardware": None, "inputs": [], "efficiency": {}, "engines": {}}
+
+
+def load_overlay(calibration: str | os.PathLike | dict | None) -> dict:
+    """Read and validate an overlay; ``None`` gives an empty one."""
+    if calibration is None:
+        return empty_overlay()
+    if isinstance(calibration, (str, os.PathLike)):
+        name = str(calibration)
+        p = Path(calibration)
+        if not p.is_file():
+            raise InputError("calibration", name, "expected an existing overlay YAML file written by "
+                             "`roofplan calibrate`")
+        try:
+            doc = yaml.safe_load(p.read_text(encoding="utf-8"))
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" line {mark.line + 1}" if mark is not None else ""
+            raise InputError(f"calibration {p.name}{where}", "malformed YAML", "expected valid YAML") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise InputError("calibration", name, f"expected a readable UTF-8 file ({exc})") from None
+        label = p.name
+    elif isinstance(calibration, dict):
+        doc, label = calibration, "calibration"
+    else:
+        raise InputError("calibration", repr(calibration), "expected None, a YAML path or a dict")
+    return _normalise(doc, label)
+
+
+def _normalise(doc: object, label: str) -> dict:
+    if not isinstance(doc, dict):
+        raise InputError(label, "not a mapping", f"expected a mapping with schema: {SCHEMA}")
+    for k in doc:
+        if k not in _KEYS:
+            raise InputError(f"{label}: {k}", "unknown key", "allowed keys: " + ", ".join(_KEYS))
+    schema = doc.get("schema", SCHEMA)
+    if schema != SCHEMA:
+        raise InputError(f"{label}: schema", schema, f"expected {SCHEMA}")
+    hw = doc.get("hardware")
+    if hw is not None and (not isinstance(hw, str) or not hw.strip()):
+        raise InputError(f"{label}: hardware", hw, "expected a catalog id")
+    inputs = doc.get("inputs") or []
+    if isinstance(inputs, str):
+        inputs = [inputs]
+    if not isinstance(inputs, list):
+        raise InputError(f"{label}: inputs", inputs, "expected a list of file names")
+
+    eff_in = doc.get("efficiency") or {}
+    if not isinstance(eff_in, dict):
+        raise InputError(f"{label}: efficiency", eff_in, "expected a mapping of Efficiency fields")
+    allowed = Efficiency.field_names()
+    eff: dict[str, float] = {}
+    for name, value in eff_in.items():
+        if name not in allowed:
+            raise InputError(f"{label}: efficiency.{name}", "unknown field", "allowed: " + ", ".join(allowed))
+        eff[name] = check_efficiency_value(name, value, f"{label}: efficiency.{name}")
+
+    engines = doc.get("engines") or {}
+    if not isinstance(engines, dict) or not all(isinstance(v, dict) for v in engines.values()):
+        raise InputError(f"{label}: engines", engines, "expected a mapping engine name -> {field: value}")
+
+    out = dict(doc)
+    out.update({"schema": SCHEMA, "hardware": hw.strip() if isinstance(hw, str) else None,
+                "inputs": list(inputs), "efficiency": eff, "engines": engines})
+    return out
+
+
+def check_efficiency_value(name: str, value: object, field: str) -> float:
+    """A valid value of Efficiency field ``name`` as float, else InputError on ``field``."""
+    _, zero_ok = efficiency_kind(name)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise InputError(field, value, "expected a positive number")
+    if value < 0 or (value == 0 and not zero_ok):
+        raise InputError(field, value, "expected a number >= 0" if zero_ok else "expected a positive number")
+    return float(value)
+
+
+def overlay_applies(spec_id: str, overlay: dict | None) -> bool:
+    """Whether an (already normalised) overlay may be applied to hardware ``spec_id``."""
+    return not overlay or overlay.get("hardware") in (None, spec_id)
+
+
+def apply_overlay(spec: DeviceSpec, overlay: dict | None) -> DeviceSpec:
+    """``spec`` with the overlay's efficiency fields replaced; an overlay fitted for another
+    hardware id is refused (its numbers would be meaningless here)."""
+    if not overlay:
+        return spec
+    overlay = _normalise(overlay, "calibration")
+    hw = overlay.get("hardware")
+    if hw is not None and hw != spec.id:
+        raise InputError("calibration hardware", hw,
+                         f"this overlay was fitted for {hw}; expected an overlay for {spec.id}")
+    if not overlay["efficiency"]:
+        return spec
+    return spec.with_efficiency(**overlay["efficiency"])
