@@ -1,5 +1,139 @@
-"""Placeholder: the command is registered here once implemented."""
+"""``roofplan estimate serve``: evaluate one serving instance at a fixed batch (SPEC §3.2).
+
+Thin: parses the flags, calls :func:`roofplan.costmodel.serve.estimate_serving`, and renders its
+document either as JSON or as rich tables (prefill and decode-step breakdown, memory vs capacity).
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+from roofplan.cli.common import CALIBRATION_OPTION, JSON_OPTION, console, print_json, run
+
+_PARTS = ("compute", "memory", "communication", "overhead")
+_PART_LABELS = {
+    "compute": "compute-bound ops",
+    "memory": "memory-bound ops (weights, KV cache)",
+    "communication": "communication (TP/EP/PP)",
+    "overhead": "fixed overhead (launch, scheduler, sampling)",
+}
 
 
-def register(group) -> None:  # noqa: ARG001
-    return None
+def _render(doc: dict) -> None:
+    i = doc["inputs"]
+    par = f"tp={i['tp']} pp={i['pp']} ep={i['ep']} dp={i['dp']}"
+    console.print(
+        f"[bold]{i['model']}[/bold] on [bold]{i['hardware']}[/bold] x {i['gpus']}  ({par}), "
+        f"engine {i['engine']}"
+    )
+    console.print(
+        f"batch {i['batch']}, isl {i['isl']}, osl {i['osl']}, weights {i['dtype']} "
+        f"(compute {i['compute_dtype']}), KV cache {i['kv_dtype']}"
+    )
+    s = Table(show_header=False, box=None)
+    s.add_row("TTFT", f"{doc['ttft_ms']:,.2f} ms")
+    s.add_row("TPOT", f"{doc['tpot_ms']:,.3f} ms")
+    s.add_row("latency", f"{doc['latency_ms']:,.1f} ms")
+    s.add_row("output tokens/s", f"{doc['output_tokens_per_s']:,.1f}")
+    s.add_row("output tokens/s per GPU", f"{doc['output_tokens_per_s_per_gpu']:,.1f}")
+    s.add_row("max batch (KV fits)", f"{doc['max_batch']:,}")
+    s.add_row("fits", "[green]yes[/green]" if doc["fits"] else "[red]no (out of memory)[/red]")
+    console.print(s)
+
+    t = Table(title="Time breakdown")
+    t.add_column("component")
+    t.add_column("prefill ms", justify="right")
+    t.add_column("share", justify="right")
+    t.add_column("decode step ms", justify="right")
+    t.add_column("share", justify="right")
+    pre, dec = doc["breakdown_ms"]["prefill"], doc["breakdown_ms"]["decode_step"]
+    tp_, td_ = doc["ttft_ms"], doc["tpot_ms"]
+    for key in _PARTS:
+        t.add_row(
+            _PART_LABELS[key],
+            f"{pre[key]:,.3f}",
+            f"{pre[key] / tp_:.1%}" if tp_ else "-",
+            f"{dec[key]:,.3f}",
+            f"{dec[key] / td_:.1%}" if td_ else "-",
+        )
+    t.add_row(
+        "[bold]total[/bold]", f"[bold]{tp_:,.3f}[/bold]", "100.0%", f"[bold]{td_:,.3f}[/bold]", "100.0%"
+    )
+    console.print(t)
+
+    mem = doc["memory_gib_per_gpu"]
+    cap = mem["capacity"]
+    m = Table(title="Memory per GPU")
+    m.add_column("component")
+    m.add_column("GiB", justify="right")
+    m.add_column("of capacity", justify="right")
+    for key in ("weights", "kv_cache", "activations", "total"):
+        val = mem[key]
+        label = f"[bold]{key}[/bold]" if key == "total" else key
+        m.add_row(label, f"{val:.2f}", f"{val / cap:.1%}" if cap else "-")
+    if mem.get("weights_in_ddr"):
+        m.add_row("weights in DDR tier", f"{mem['weights_in_ddr']:.2f}", "")
+    color = "green" if doc["fits"] else "red"
+    m.add_row(
+        "usable (after engine reserve)", f"{mem['usable']:.2f}", f"{mem['usable'] / cap:.1%}" if cap else "-"
+    )
+    m.add_row("capacity", f"[{color}]{cap:.2f}[/{color}]", "")
+    console.print(m)
+
+
+def estimate_serve(
+    model: str = typer.Option(..., "--model", help="Model preset id or path to config.json / model YAML."),
+    hardware: str = typer.Option(..., "--hardware", help="Hardware catalog id or YAML path."),
+    tp: int = typer.Option(1, "--tp", help="Tensor-parallel degree."),
+    pp: int = typer.Option(1, "--pp", help="Pipeline-parallel degree."),
+    ep: int = typer.Option(1, "--ep", help="Expert-parallel degree (MoE; divides tp x dp)."),
+    dp: int = typer.Option(1, "--dp", help="Attention data-parallel ranks (MoE, DeepSeek-style)."),
+    batch: int = typer.Option(..., "--batch", help="Requests prefilled together, then decoded together."),
+    isl: int = typer.Option(..., "--isl", help="Input (prompt) tokens per request."),
+    osl: int = typer.Option(..., "--osl", help="Output tokens per request."),
+    dtype: str = typer.Option("bf16", "--dtype", help="Weight dtype: bf16 | fp16 | fp8 | int8 | int4"),
+    kv_dtype: Optional[str] = typer.Option(
+        None,
+        "--kv-dtype",
+        help="KV-cache dtype: bf16 | fp16 | fp8 | int8 (default: the 16-bit activation dtype)",
+    ),
+    engine: str = typer.Option(
+        "generic", "--engine", help="Engine overhead profile: generic | vllm | sglang | trtllm"
+    ),
+    as_json: bool = JSON_OPTION,
+    calibration: Optional[str] = CALIBRATION_OPTION,
+) -> None:
+    """Estimate TTFT, TPOT, throughput and memory of one serving instance at a fixed batch."""
+
+    def body() -> None:
+        from roofplan.costmodel.serve import estimate_serving
+
+        est = estimate_serving(
+            model,
+            hardware,
+            tp=tp,
+            pp=pp,
+            ep=ep,
+            dp=dp,
+            batch=batch,
+            isl=isl,
+            osl=osl,
+            dtype=dtype,
+            kv_dtype=kv_dtype,
+            engine=engine,
+            calibration=calibration,
+        )
+        doc = est.to_json()
+        if as_json:
+            print_json(doc)
+        else:
+            _render(doc)
+
+    return run(body)
+
+
+def register(group: typer.Typer) -> None:
+    group.command("serve")(estimate_serve)

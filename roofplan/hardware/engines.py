@@ -1,0 +1,148 @@
+"""Serving-engine profiles: the fixed costs and memory policy of an inference engine.
+
+The roofline of a decode step says how long the *GPU work* takes. At small batches and high
+tensor parallelism the step is dominated by costs that do not depend on FLOPs or bytes:
+
+* the host dispatching every kernel of every layer (eager PyTorch: framework + driver time per
+  op) unless the step replays a captured CUDA graph;
+* a small GPU-side gap between consecutive kernels even inside a graph;
+* the latency of the two tensor-parallel all-reduces per layer (engines ship a one-shot custom
+  all-reduce for small messages that beats NCCL's ring latency);
+* per-iteration scheduler, sampling and detokenisation work on the host.
+
+These differ by engine, not by hardware, so they live in one profile per engine
+(``roofplan/catalogs/engines/<name>.yaml``: generic, vllm, sglang, trtllm) with the source of
+each number next to it. ``roofplan calibrate`` can refit any field through the ``engines:`` block
+of a calibration overlay. The memory policy (vLLM ``--gpu-memory-utilization``, SGLang
+``--mem-fraction-static``, TRT-LLM ``kv_cache_config.free_gpu_memory_fraction``) and the step
+token budget (``--max-num-batched-tokens``) are part of the profile too.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from roofplan.errors import InputError
+
+#: Engine profiles shipped with roofplan (``roofplan/catalogs/engines/<name>.yaml``).
+ENGINES = ("generic", "vllm", "sglang", "trtllm")
+
+#: Where the engine profile YAMLs live (package data, see pyproject.toml).
+ENGINE_DIR = Path(__file__).resolve().parent.parent / "catalogs" / "engines"
+
+
+@dataclass(frozen=True)
+class EngineProfile:
+    """Fixed costs and memory policy of one serving engine (all times in seconds).
+
+    * ``cuda_graphs``: iterations replay captured CUDA graphs, so the host does not dispatch kernels
+      one by one (vLLM/SGLang default; TRT-LLM ``cuda_graph_config``).
+    * ``kernels_per_layer``: kernels one decoder layer launches (fused engines ~10, eager
+      PyTorch ~30+ because norms, RoPE and activations are several ops each).
+    * ``host_op_s``: host time to dispatch one kernel when not graphed (framework dispatch plus
+      the driver launch); ``None`` uses the device's ``Efficiency.kernel_launch_s``.
+    * ``kernel_gap_s``: GPU idle time between two consecutive kernels (also inside a graph).
+    * ``step_overhead_s``: per-iteration host work that does not overlap the GPU (scheduling,
+      sampling, detokenisation, input preparation).
+    * ``allreduce_latency_s``: latency of the engine's custom one-shot all-reduce used for
+      messages up to ``custom_allreduce_max_bytes`` inside one node; ``None``: NCCL (collectives.py).
+    * ``flash_attention``: prefill attention is fused (scores never reach HBM, Dao et al. 2022);
+      False materialises the score matrix (eager attention).
+    * ``gqa_kv_shared``: decode attention reads each KV head once for its whole query group
+      (FlashAttention/FlashInfer decode, TRT-LLM XQA); False re-reads it per query head (one
+      thread block per (sequence, query head), vLLM PagedAttention v1/v2, TRT-LLM <= 0.6 MMHA).
+    * ``memory_reserve_fraction``: fraction of HBM the engine leaves unused (vLLM
+      ``gpu_memory_utilization`` 0.9 -> 0.1). With ``reserve_of_free`` the fraction applies to the
+      memory left after the weights (TRT-LLM ``free_gpu_memory_fraction``).
+    * ``max_num_batched_tokens``: token budget of one iteration (chunked prefill); sizes the
+      activation workspace the engine reserves. ``None``: the whole prefill of the batch.
+    """
+
+    name: str
+    description: str = ""
+    cuda_graphs: bool = False
+    kernels_per_layer: float = 12.0
+    host_op_s: float | None = None
+    kernel_gap_s: float = 2e-6
+    step_overhead_s: float = 1e-3
+    allreduce_latency_s: float | None = None
+    custom_allreduce_max_bytes: float = 8 * 2**20
+    flash_attention: bool = True
+    gqa_kv_shared: bool = True
+    memory_reserve_fraction: float = 0.1
+    reserve_of_free: bool = False
+    max_num_batched_tokens: int | None = None
+    source: str = ""
+
+    @classmethod
+    def field_names(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in dataclasses.fields(cls))
+
+    def replace(self, **changes) -> EngineProfile:
+        """A copy with some fields replaced (calibration overlays, engine-version tables)."""
+        bad = sorted(set(changes) - set(self.field_names()))
+        if bad:
+            raise InputError(f"engine {self.name} field", bad[0], "allowed: " + ", ".join(self.field_names()))
+        return dataclasses.replace(self, **{k: _coerce(k, v) for k, v in changes.items()})
+
+
+_BOOL = {"cuda_graphs", "flash_attention", "gqa_kv_shared", "reserve_of_free"}
+_STR = {"name", "description", "source"}
+_OPTIONAL = {"host_op_s", "allreduce_latency_s", "max_num_batched_tokens"}
+
+
+def _coerce(name: str, value):
+    """Type-check one profile field (YAML and overlays are user input: exit 2 on nonsense)."""
+    if name in _STR:
+        return "" if value is None else str(value)
+    if name in _BOOL:
+        if not isinstance(value, bool):
+            raise InputError(f"engine.{name}", value, "true or false")
+        return value
+    if value is None and name in _OPTIONAL:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InputError(f"engine.{name}", value, "a number" + (" or null" if name in _OPTIONAL else ""))
+    if value < 0:
+        raise InputError(f"engine.{name}", value, "a non-negative number")
+    if name == "memory_reserve_fraction" and value >= 1:
+        raise InputError(f"engine.{name}", value, "a fraction in [0, 1)")
+    if name == "max_num_batched_tokens":
+        return int(value)
+    return float(value)
+
+
+def _read_profile(name: str) -> dict:
+    path = ENGINE_DIR / f"{name}.yaml"
+    doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+    if not isinstance(doc, dict):
+        raise InputError(f"engine catalog {name}.yaml", "not a mapping", "a mapping of EngineProfile fields")
+    # Every field in the YAML is {value: .., source: ..} or a bare value.
+    fields = {}
+    for key, item in doc.items():
+        fields[key] = item["value"] if isinstance(item, dict) and "value" in item else item
+    return fields
+
+
+def load_engine(name: str | EngineProfile = "generic", calibration=None) -> EngineProfile:
+    """The profile of engine ``name`` with the ``engines.<name>`` block of a calibration overlay
+    applied. An unknown name is a user error (exit 2)."""
+    if isinstance(name, EngineProfile):
+        profile = name
+    else:
+        if name not in ENGINES:
+            raise InputError("engine", name, "one of " + ", ".join(ENGINES))
+        fields = _read_profile(name)
+        fields["name"] = name
+        profile = EngineProfile(name=name).replace(**{k: v for k, v in fields.items() if k != "name"})
+    if calibration is not None:
+        from roofplan.hardware.overlay import load_overlay
+
+        block = (load_overlay(calibration).get("engines") or {}).get(profile.name) or {}
+        if block:
+            profile = profile.replace(**block)
+    return profile

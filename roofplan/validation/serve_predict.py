@@ -1,0 +1,107 @@
+"""Predictors for serving rows: one prefill or decode step (``serve_step``) and static-batch
+throughput (``serve_throughput``).
+
+Every row names the engine it was measured with. :data:`ENGINE_MAP` is the one table that maps
+those strings to a roofplan engine profile plus the documented features of that engine *version*
+(not fitted per case): what the release lacked compared with today's profile.
+
+``serve_step`` rows give tp, batch and isl. ``prefill_ms`` is the prefill of ``batch`` prompts of
+``isl`` tokens (the TTFT of the static batch); ``decode_step_ms`` is one decode step of ``batch``
+requests at context ``isl`` (the profiles tabulate the step at the given context).
+
+``serve_throughput`` rows: B = ``batch`` requests of ``isl`` then ``osl`` tokens (static batch,
+TensorRT-LLM ``gptSessionBenchmark``), throughput = B·osl / latency. Two A100 rows of the
+TensorRT-LLM v0.6.1 table carry the header "Throughput (out tok/s)" while the H100 table says
+"out tok/s/GPU". We read them (and the other A100 rows of that table appended to the suite)
+**per GPU**: the same document, benchmark and methodology produced both tables; read as
+per-instance totals, the Llama-70B TP4 row would mean a 1280-request static batch taking 245 s,
+four times slower than the per-GPU reading and far above what the A100's FLOPs and bandwidth need
+for that batch, and the Llama-7B TP2 row (782) would be half of what the single-GPU Llama-7B rows
+imply per GPU. Under the per-GPU reading the multi-GPU rows agree with the single-GPU rows (where
+both readings coincide) to within the model's usual error.
+"""
+
+from __future__ import annotations
+
+from roofplan.costmodel.serve import ServeConfigs, serve_step, step_time
+from roofplan.hardware.engines import load_engine
+from roofplan.validation.suite import Case, predictor
+
+#: CSV ``engine`` string -> (profile, version features that differ from the profile, kv dtype rule).
+#: ``fp8_kv``: the benchmark built the engine with an FP8 KV cache whenever weights were FP8.
+ENGINE_MAP: dict[str, tuple[str, dict, bool]] = {
+    # Splitwise (Patel et al., ISCA 2024) profiled vLLM of 2023 (v0.1/0.2): eager PyTorch without
+    # CUDA graphs (added in vLLM 0.2.2), PagedAttention v1/v2 decode with one thread block per
+    # query head (KV re-read per head of a GQA group), xformers fused prefill attention.
+    "splitwise-profile": ("vllm", {"cuda_graphs": False, "gqa_kv_shared": False}, False),
+    # TensorRT-LLM v0.6.1 docs/source/performance.md: gptSessionBenchmark without --enable_cuda_graph;
+    # masked MHA decode kernel before XQA (XQA for GQA/MQA arrived in 0.7.0); engines built with
+    # --enable_fp8 --fp8_kv_cache on H100.
+    "trtllm-0.6.1": ("trtllm", {"cuda_graphs": False, "gqa_kv_shared": False}, True),
+    "trtllm-0.5": ("trtllm", {"cuda_graphs": False, "gqa_kv_shared": False}, True),
+    # FasterTransformer (TRT-LLM's predecessor): C++ runtime with fused kernels, no CUDA graphs.
+    "fastertransformer": ("trtllm", {"cuda_graphs": False}, False),
+    # Vidur profiles vLLM operators (op rows only).
+    "vidur-profile": ("vllm", {}, False),
+    "vllm": ("vllm", {}, False),
+    "sglang": ("sglang", {}, False),
+    "trtllm": ("trtllm", {}, False),
+    "generic": ("generic", {}, False),
+}
+
+
+def engine_for(case: Case, calibration=None):
+    """(engine profile, kv dtype) for a row's engine string (unknown strings: the generic profile)."""
+    name, changes, fp8_kv = ENGINE_MAP.get(case.str("engine"), ("generic", {}, False))
+    profile = load_engine(name, calibration).replace(**changes)
+    dtype = case.str("dtype", "bf16")
+    kv = "fp8" if (fp8_kv and dtype == "fp8") else None
+    return profile, kv
+
+
+def _setup(case: Case, calibration):
+    from roofplan.hardware.catalog import load_hardware
+    from roofplan.models.loader import load_model
+
+    model = load_model(case.str("model"))
+    hw = load_hardware(case.str("hardware"), calibration=calibration)
+    engine, kv = engine_for(case, calibration)
+    cfg = ServeConfigs.single(
+        tp=case.int("tp", 1),
+        pp=case.int("pp", 1),
+        ep=1,
+        dp=1,
+        batch=case.int("batch", 1),
+        isl=case.int("isl", 1),
+        osl=case.int("osl", 1) or 1,
+        dtype=case.str("dtype", "bf16"),
+        kv_dtype=kv,
+        engine=engine.name,
+    )
+    return model, hw, engine, cfg
+
+
+@predictor("serve_step")
+def predict_serve_step(case: Case, calibration=None) -> float:
+    """``prefill_ms``: TTFT of ``batch`` prompts of ``isl`` tokens; ``decode_step_ms``: one decode
+    step of ``batch`` requests at context ``isl``."""
+    model, hw, engine, cfg = _setup(case, calibration)
+    metric = case.metric
+    if metric == "prefill_ms":
+        return float(serve_step(model, hw, cfg, engine).ttft_s[0]) * 1e3
+    if metric in ("decode_step_ms", "tpot_ms"):
+        return float(step_time(model, hw, engine, cfg, 0.0, 0.0, cfg.batch, cfg.isl)[0]) * 1e3
+    raise ValueError(f"serve_step metric {metric!r} not supported (prefill_ms, decode_step_ms, tpot_ms)")
+
+
+@predictor("serve_throughput")
+def predict_serve_throughput(case: Case, calibration=None) -> float:
+    """Static batch throughput, B·osl / (TTFT + (osl-1)·TPOT), per GPU (see module docstring for the
+    two rows whose header says tok/s)."""
+    model, hw, engine, cfg = _setup(case, calibration)
+    a = serve_step(model, hw, cfg, engine)
+    if case.metric in ("output_tokens_per_s_per_gpu", "output_tokens_per_s"):
+        return float(a.output_tokens_per_s_per_gpu[0])
+    if case.metric == "output_tokens_per_s_total":
+        return float(a.output_tokens_per_s[0])
+    raise ValueError(f"serve_throughput metric {case.metric!r} not supported")

@@ -1,0 +1,157 @@
+"""``roofplan estimate serve`` through the typer app (CliRunner)."""
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from roofplan.cli.app import app
+
+runner = CliRunner()
+BASE = [
+    "estimate",
+    "serve",
+    "--model",
+    "llama-3.1-8b",
+    "--hardware",
+    "h100-sxm",
+    "--batch",
+    "8",
+    "--isl",
+    "1024",
+    "--osl",
+    "128",
+]
+
+
+def test_json_document_has_every_spec_key():
+    r = runner.invoke(app, BASE + ["--tp", "2", "--engine", "vllm", "--json"])
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)
+    assert doc["schema"] == "roofplan.estimate.serve/v1"
+    for k in (
+        "inputs",
+        "ttft_ms",
+        "tpot_ms",
+        "latency_ms",
+        "output_tokens_per_s",
+        "output_tokens_per_s_per_gpu",
+        "fits",
+        "max_batch",
+        "memory_gib_per_gpu",
+        "breakdown_ms",
+    ):
+        assert k in doc
+    assert doc["inputs"]["tp"] == 2 and doc["inputs"]["engine"] == "vllm"
+    assert doc["output_tokens_per_s"] == pytest.approx(8 * 128 / (doc["latency_ms"] / 1e3))
+    assert doc["output_tokens_per_s_per_gpu"] == pytest.approx(doc["output_tokens_per_s"] / 2)
+    for phase in ("prefill", "decode_step"):
+        assert set(doc["breakdown_ms"][phase]) == {"compute", "memory", "communication", "overhead"}
+
+
+def test_every_flag_is_accepted():
+    r = runner.invoke(
+        app,
+        [
+            "estimate",
+            "serve",
+            "--model",
+            "mixtral-8x7b",
+            "--hardware",
+            "h100-sxm",
+            "--tp",
+            "2",
+            "--pp",
+            "2",
+            "--ep",
+            "2",
+            "--dp",
+            "1",
+            "--batch",
+            "16",
+            "--isl",
+            "512",
+            "--osl",
+            "64",
+            "--dtype",
+            "fp8",
+            "--kv-dtype",
+            "fp8",
+            "--engine",
+            "sglang",
+            "--json",
+        ],
+    )
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)
+    assert doc["inputs"]["kv_dtype"] == "fp8" and doc["inputs"]["gpus"] == 4
+
+
+def test_rich_output_shows_breakdown_and_memory():
+    r = runner.invoke(app, BASE)
+    assert r.exit_code == 0, r.output
+    for text in ("TTFT", "TPOT", "Time breakdown", "Memory per GPU", "kv_cache", "capacity"):
+        assert text in r.stdout
+
+
+@pytest.mark.parametrize(
+    "extra, field",
+    [
+        (["--tp", "3"], "tp"),  # 3 does not divide 32 heads
+        (["--engine", "tgi"], "engine"),
+        (["--dtype", "fp4"], "dtype"),
+        (["--kv-dtype", "int4"], "kv_dtype"),
+        (["--dp", "2"], "dp"),  # dense model
+    ],
+)
+def test_bad_input_exits_2_with_one_line(extra, field):
+    r = runner.invoke(app, BASE + extra)
+    assert r.exit_code == 2
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and field in lines[0] and "Traceback" not in r.output
+
+
+def test_unknown_model_exits_2():
+    r = runner.invoke(
+        app,
+        [
+            "estimate",
+            "serve",
+            "--model",
+            "nope-1b",
+            "--hardware",
+            "h100-sxm",
+            "--batch",
+            "1",
+            "--isl",
+            "1",
+            "--osl",
+            "1",
+        ],
+    )
+    assert r.exit_code == 2
+
+
+def test_int4_weights_on_a100_is_fine():
+    r = runner.invoke(
+        app,
+        [
+            "estimate",
+            "serve",
+            "--model",
+            "llama-3.1-8b",
+            "--hardware",
+            "a100-sxm-80gb",
+            "--batch",
+            "1",
+            "--isl",
+            "128",
+            "--osl",
+            "16",
+            "--dtype",
+            "int4",
+            "--json",
+        ],
+    )
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["inputs"]["compute_dtype"] in ("bf16", "fp16")
