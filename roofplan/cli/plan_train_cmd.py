@@ -1,5 +1,181 @@
-"""Placeholder: the command is registered here once implemented."""
+"""``roofplan plan train``: search training configurations for a GPU budget (SPEC §3.3).
+
+Thin: parses the flags, calls :func:`roofplan.solver.train_planner.plan_training`, renders a ranked
+rich table (or one JSON document with ``--json``), and with ``--out`` writes the launch files and
+``plan.json`` — only after the whole plan succeeded. A progress bar appears on stderr for searches
+that take longer than a second, only on a terminal and never with ``--json``.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+
+import typer
+from rich import box
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from roofplan.cli.common import CALIBRATION_OPTION, JSON_OPTION, console, err_console, print_json, run
+from roofplan.errors import InputError
+
+_SUFFIX = {"k": 1e3, "m": 1e6, "b": 1e9, "g": 1e9, "t": 1e12, "p": 1e15}
 
 
-def register(group) -> None:  # noqa: ARG001
-    return None
+def parse_tokens(text: str | None) -> float | None:
+    """``15T``, ``2.5e12``, ``300B`` -> a number of tokens."""
+    if text is None:
+        return None
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([kKmMbBgGtTpP]?)\s*", text)
+    if not m:
+        raise InputError("tokens", text, "a token count such as 2e12, 300B or 15T")
+    return float(m.group(1)) * _SUFFIX.get(m.group(2).lower(), 1.0)
+
+
+class _LazyProgress:
+    """A rich progress bar that shows itself only once a search has run for more than a second."""
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled
+        self.t0 = time.perf_counter()
+        self.bar: Progress | None = None
+        self.task = None
+
+    def __call__(self, done: int, total: int) -> None:
+        if not self.enabled:
+            return
+        if self.bar is None:
+            if time.perf_counter() - self.t0 < 1.0:
+                return
+            self.bar = Progress(TextColumn("searching"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                                TimeElapsedColumn(), console=err_console, transient=True)
+            self.bar.start()
+            self.task = self.bar.add_task("search", total=total)
+        self.bar.update(self.task, completed=done, total=total)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+
+def _si(v: float) -> str:
+    """1234567 -> '1.23M' (tokens/s in a narrow column)."""
+    for unit, f in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if v >= f:
+            return f"{v / f:.3g}{unit}" if v / f < 1000 else f"{v / f:,.0f}{unit}"
+    return f"{v:.3g}"
+
+
+def _render(doc: dict, written: list[str]) -> None:
+    i = doc["inputs"]
+    console.print(f"[bold]{i['model']}[/bold] on [bold]{i['gpus']} x {i['hardware']}[/bold]: global batch "
+                  f"{i['global_batch']} x {i['seq_len']} tokens, {i['dtype']}, objective {i['objective']}")
+    t = Table(title="Best training configurations", box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False,
+              collapse_padding=True, show_edge=False)
+    cands = doc["candidates"]
+    moe = any(c["ep"] > 1 for c in cands)
+    many_gpus = len({c["gpus"] for c in cands}) > 1
+    has_cost = doc["objective"]["name"] == "cost" and any("usd_per_million_tokens" in c for c in cands)
+    cols = ["#"] + (["GPUs"] if many_gpus else []) + ["layout", "vpp", "mb"] + (["ep"] if moe else []) + [
+        "rc", "Z", "off", "step s", "tok/s", "MFU", "GiB"]
+    if has_cost:
+        cols.append("$/Mtok")
+    for c in cols:
+        t.add_column(c, justify="left" if c in ("rc", "off", "layout") else "right", no_wrap=True)
+    short_off = {"none": "-", "optimizer": "opt", "optimizer+params": "opt+par"}
+    for c in cands:
+        rc = {"none": "-", "selective": "sel", "full": "full"}[c["recompute"]]
+        if c["recompute"] == "full" and c["recompute_layers"]:
+            rc += f":{c['recompute_layers']}"
+        layout = f"{c['tp']}x{c['pp']}x{c['dp']}x{c['cp']}" + ("+sp" if c["sequence_parallel"] else "")
+        row = [str(c["rank"])] + ([str(c["gpus"])] if many_gpus else []) + [layout, str(c["vpp"]),
+                                                                             str(c["micro_batch"])]
+        if moe:
+            row.append(str(c["ep"]))
+        row += [rc, str(c["zero"]), short_off[c["offload"]], f"{c['step_time_s']:.2f}", _si(c["tokens_per_s"]),
+                f"{c['mfu']:.1%}", f"{c['memory_gib_per_gpu']['total']:.1f}"]
+        if has_cost:
+            v = c.get("usd_per_million_tokens")
+            row.append("-" if v is None else f"{v:.3f}")
+        t.add_row(*row, style="bold green" if c["rank"] == 1 else None)
+    console.print(t)
+    cap = cands[0]["memory_gib_per_gpu"]["capacity"]
+    console.print(f"layout TPxPPxDPxCP (+sp: sequence parallel), vpp virtual stages, mb micro-batch, Z ZeRO "
+                  f"stage, rc recompute (full:N = N layers per stage), off offload, GiB per GPU of {cap:.0f}", style="dim")
+    rej = ", ".join(f"{k} {v:,}" for k, v in sorted(doc["rejected"].items(), key=lambda kv: -kv[1]) if v)
+    console.print(f"searched {doc['searched']:,} configurations, evaluated {doc['evaluated']:,}, feasible "
+                  f"{doc['feasible']:,} in {doc['search_time_s']:.2f} s; rejected: {rej or 'none'}")
+    console.print(f"[bold]why #1 wins:[/bold] {doc['why']['summary']}")
+    p = doc["placement"]
+    if p.get("method") not in (None, "none"):
+        states = ", ".join(f"{k}: {v}" for k, v in p["states"].items())
+        bw = ", ".join(f"{k} {v:.2f} GB/s" for k, v in p.get("bandwidth_needed_GBps", {}).items()) or "none"
+        console.print(f"[bold]placement ({p['method']}{', applied' if p.get('applied') else ''}):[/bold] {states}; "
+                      f"recompute {p['recompute']}"
+                      + (f" ({p['recompute_layers']} layers/stage)" if p["recompute"] == "full" else "")
+                      + f"; offload link bandwidth needed {bw}")
+    obj = doc["objective"]
+    if obj.get("tokens"):
+        days, usd = obj.get("time_to_train_days"), obj.get("cost_to_train_usd")
+        console.print(f"[bold]time to train {obj['tokens']:.3g} tokens:[/bold] {days:.1f} days"
+                      + (f", ${usd:,.0f}" if usd is not None else ""))
+    for fw, cmd in doc["launch"].items():
+        console.print(f"[bold]{fw}:[/bold]")
+        console.print(cmd, soft_wrap=True, highlight=False, markup=False)
+    for fw, why in doc.get("launch_unsupported", {}).items():
+        console.print(f"[dim]{fw}: not emitted ({why})[/dim]")
+    for path in written:
+        console.print(f"wrote {path}", highlight=False)
+
+
+def plan_train(
+    model: str = typer.Option(..., "--model", help="Model preset id or path to config.json / model YAML."),
+    hardware: str = typer.Option(..., "--hardware", help="Hardware catalog id or YAML path."),
+    gpus: int = typer.Option(..., "--gpus", help="GPU budget (world size)."),
+    global_batch: int = typer.Option(..., "--global-batch", help="Global batch in sequences."),
+    seq_len: int = typer.Option(..., "--seq-len", help="Training sequence length."),
+    dtype: str = typer.Option("bf16", "--dtype", help="bf16 | fp16 | fp8."),
+    objective: str = typer.Option("throughput", "--objective", help="throughput (tokens/s) | cost ($ per token)."),
+    tokens: str | None = typer.Option(None, "--tokens", help="Token budget (e.g. 15T): report days and $."),
+    top: int = typer.Option(5, "--top", help="How many ranked candidates to show."),
+    emit: list[str] | None = typer.Option(None, "--emit", help="megatron | deepspeed | torchtitan (repeatable); "  # noqa: B008
+                                             "restricts the search to what the launcher expresses."),
+    out: str | None = typer.Option(None, "--out", help="Write launch files and plan.json to this directory."),
+    gpus_per_node: int | None = typer.Option(None, "--gpus-per-node", help="Default: the catalog's node size."),
+    allow_cross_node_tp: bool = typer.Option(False, "--allow-cross-node-tp", help="Let TP span nodes."),
+    max_micro_batch: int = typer.Option(16, "--max-micro-batch", help="Largest micro-batch searched."),
+    json_out: bool = JSON_OPTION,
+    calibration: str | None = CALIBRATION_OPTION,
+) -> None:
+    """Search every valid training configuration for a GPU budget and print the best."""
+
+    def body():
+        from roofplan.solver.plan_types import FRAMEWORKS
+        from roofplan.solver.train_planner import plan_training
+
+        bar = _LazyProgress(enabled=not json_out and err_console.is_terminal)
+        try:
+            plan = plan_training(model, hardware, gpus=gpus, global_batch=global_batch, seq_len=seq_len,
+                                 dtype=dtype, objective=objective, top=top, tokens=parse_tokens(tokens),
+                                 calibration=calibration, gpus_per_node=gpus_per_node,
+                                 allow_cross_node_tp=allow_cross_node_tp, emit=emit or None,
+                                 max_micro_batch=max_micro_batch, progress=bar)
+        finally:
+            bar.close()
+        written: list[str] = []
+        if out:
+            frameworks = list(emit) if emit else [fw for fw in FRAMEWORKS if fw in plan.launch]
+            written = plan.write(out, frameworks)
+        doc = plan.to_json()
+        if json_out:
+            if written:
+                doc["written"] = written
+            print_json(doc)
+        else:
+            _render(doc, written)
+
+    return run(body)
+
+
+def register(group) -> None:
+    group.command("train")(plan_train)

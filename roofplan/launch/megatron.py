@@ -1,0 +1,152 @@
+"""Megatron-LM launch: a ``torchrun ... pretrain_gpt.py`` command with every chosen degree.
+
+Flag spellings follow ``megatron/training/arguments.py`` (core_v0.4 .. 0.20; see the project's
+launch-configs reference §1): parallel sizes, interleaving via ``--num-layers-per-virtual-pipeline-
+stage`` (there is no ``--virtual-pipeline-model-parallel-size`` flag), batch, recompute (block
+method for a partial layer count), precision, overlap, optimizer offload, and the model shape.
+ZeRO-2/3 map to Megatron-FSDP (``--use-megatron-fsdp --data-parallel-sharding-strategy
+optim_grads|optim_grads_params``, Megatron-FSDP README); ZeRO-1 is the distributed optimizer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from roofplan.errors import InputError
+from roofplan.launch.common import command_line, prediction_header, shell_script, torchrun_argv
+from roofplan.models.spec import ModelSpec
+
+SCRIPT = "launch_megatron.sh"
+
+
+def unsupported(config: Mapping) -> str | None:
+    """Why Megatron-LM cannot run ``config`` (None when it can)."""
+    if config["offload"] == "optimizer+params":
+        return "Megatron-LM has no parameter offload (use --emit deepspeed)"
+    if config["zero"] >= 2 and config["pp"] > 1:
+        return "Megatron-FSDP (ZeRO-2/3) is not combined with pipeline parallelism here"
+    if config["offload"] == "optimizer" and config["zero"] < 1:
+        return "--optimizer-cpu-offload needs the distributed optimizer (ZeRO >= 1)"
+    return None
+
+
+def model_args(model: ModelSpec, seq_len: int) -> list[str]:
+    """Model-shape flags for a GPT-style decoder (launch-configs §1.2 'Model shape')."""
+    a = ["--num-layers", str(model.layers), "--hidden-size", str(model.hidden),
+         "--ffn-hidden-size", str(model.ffn), "--num-attention-heads", str(model.heads)]
+    if model.mla is None:
+        a += ["--kv-channels", str(model.head_dim)]
+        if model.kv_heads != model.heads:
+            a += ["--group-query-attention", "--num-query-groups", str(model.kv_heads)]
+    else:
+        m = model.mla
+        a += ["--multi-latent-attention", "--kv-lora-rank", str(m.kv_lora_rank),
+              "--qk-head-dim", str(m.qk_nope_head_dim), "--qk-pos-emb-head-dim", str(m.qk_rope_head_dim),
+              "--v-head-dim", str(m.v_head_dim)]
+        if m.q_lora_rank:
+            a += ["--q-lora-rank", str(m.q_lora_rank)]
+    if model.gated_mlp:
+        a += ["--swiglu"]
+    if model.linear_bias:
+        a += ["--normalization", "LayerNorm"]
+    else:
+        a += ["--normalization", "RMSNorm", "--disable-bias-linear"]
+    if model.qkv_bias:
+        a += ["--add-qkv-bias"]
+    if model.qk_norm:
+        a += ["--qk-layernorm"]
+    if model.learned_positions:
+        a += ["--position-embedding-type", "learned_absolute"]
+    else:
+        a += ["--position-embedding-type", "rope"]
+    if not model.tied_embeddings:
+        a += ["--untie-embeddings-and-output-weights"]
+    a += ["--seq-length", str(seq_len),
+          "--max-position-embeddings", str(max(seq_len, model.learned_positions or seq_len)),
+          "--vocab-size", str(model.vocab)]
+    if model.moe is not None:
+        moe = model.moe
+        a += ["--num-experts", str(moe.num_experts), "--moe-router-topk", str(moe.top_k),
+              "--moe-ffn-hidden-size", str(moe.expert_ffn), "--moe-grouped-gemm",
+              "--moe-token-dispatcher-type", "alltoall", "--moe-router-load-balancing-type", "aux_loss",
+              "--moe-aux-loss-coeff", "1e-2"]
+        if moe.shared_experts:
+            a += ["--moe-shared-expert-intermediate-size", str(moe.shared_experts * moe.shared_ffn_size)]
+        if moe.first_dense_layers:
+            a += ["--moe-layer-freq", f"[0]*{moe.first_dense_layers}+[1]*{model.moe_layers}"]
+    return a
+
+
+def parallel_args(model: ModelSpec, c: Mapping) -> list[str]:
+    """Parallelism, batch, recompute, precision, overlap and offload flags of one configuration."""
+    a = ["--tensor-model-parallel-size", str(c["tp"]), "--pipeline-model-parallel-size", str(c["pp"]),
+         "--context-parallel-size", str(c["cp"])]
+    if c["vpp"] > 1:
+        a += ["--num-layers-per-virtual-pipeline-stage", str(model.layers // (c["pp"] * c["vpp"]))]
+    if model.moe is not None:
+        a += ["--expert-model-parallel-size", str(c["ep"])]
+    if c["sequence_parallel"] and c["tp"] > 1:
+        a += ["--sequence-parallel"]
+    zero = c["zero"]
+    if zero >= 1:
+        a += ["--use-distributed-optimizer"]
+    if zero >= 2:
+        a += ["--use-megatron-fsdp", "--data-parallel-sharding-strategy",
+              "optim_grads_params" if zero >= 3 else "optim_grads",
+              "--no-gradient-accumulation-fusion", "--ckpt-format", "fsdp_dtensor"]
+    a += ["--overlap-grad-reduce"]
+    if zero >= 1:
+        a += ["--overlap-param-gather"]
+    if c["offload"] == "optimizer":
+        a += ["--optimizer-cpu-offload", "--use-precision-aware-optimizer", "--optimizer-offload-fraction", "1.0"]
+    a += ["--micro-batch-size", str(c["micro_batch"]), "--global-batch-size", str(c["global_batch"])]
+    rc = c["recompute"]
+    if rc == "selective":
+        a += ["--recompute-granularity", "selective"]
+    elif rc == "full":
+        stage_layers = model.layers // c["pp"]
+        n = c.get("recompute_layers") or 0
+        if n and n < stage_layers:
+            a += ["--recompute-granularity", "full", "--recompute-method", "block", "--recompute-num-layers", str(n)]
+        else:
+            a += ["--recompute-granularity", "full", "--recompute-method", "uniform", "--recompute-num-layers", "1"]
+    dtype = c["dtype"]
+    if dtype == "fp16":
+        a += ["--fp16"]
+    elif dtype == "fp8":
+        a += ["--bf16", "--fp8-format", "hybrid", "--fp8-amax-history-len", "1024", "--fp8-amax-compute-algo", "max"]
+    else:
+        a += ["--bf16"]
+    return a
+
+
+def argv(model: ModelSpec, config: Mapping) -> list[str]:
+    """The full argument vector: torchrun, pretrain_gpt.py and its flags."""
+    why = unsupported(config)
+    if why:
+        raise InputError("emit", "megatron", why)
+    run = torchrun_argv(config["gpus"], config["gpus_per_node"])
+    return run + ["pretrain_gpt.py"] + parallel_args(model, config) + model_args(model, config["seq_len"]) + [
+        "--tokenizer-type", "HuggingFaceTokenizer", "--tokenizer-model", "${TOKENIZER_MODEL}",
+        "--data-path", "${DATA_PATH}", "--split", "99,1,0",
+        "--lr", "1.5e-4", "--min-lr", "1.5e-5", "--lr-decay-style", "cosine", "--weight-decay", "0.1",
+        "--clip-grad", "1.0", "--adam-beta1", "0.9", "--adam-beta2", "0.95",
+        "--train-iters", "${TRAIN_ITERS:-1000}", "--log-interval", "10",
+        "--save", "${CHECKPOINT_DIR}", "--load", "${CHECKPOINT_DIR}",
+    ]
+
+
+def command(model: ModelSpec, config: Mapping) -> str:
+    """One-line command (the plan JSON's ``launch.megatron``)."""
+    return command_line(argv(model, config))
+
+
+def emit(model: ModelSpec, config: Mapping, estimate: Mapping) -> dict[str, str]:
+    """Files of a Megatron-LM launch: ``launch_megatron.sh`` (run it on every node with NODE_RANK set)."""
+    av = argv(model, config)
+    header = prediction_header(config, estimate) + [
+        "Run on every node with NODE_RANK=0..nnodes-1 and MASTER_ADDR set; set DATA_PATH, TOKENIZER_MODEL,",
+        "CHECKPOINT_DIR. DP = world / (TP x PP x CP) is implied by the world size.",
+    ]
+    split = av.index("pretrain_gpt.py")
+    return {SCRIPT: shell_script(av, header=header, env={"CUDA_DEVICE_MAX_CONNECTIONS": 1}, split_at=split)}

@@ -1,0 +1,120 @@
+"""The result of ``plan_training``: ranked candidates, search statistics, placement, launch commands.
+
+:meth:`TrainPlan.to_json` is the document of SPEC §3.3 (schema ``roofplan.plan.train/v1``);
+:meth:`TrainPlan.emit` turns the winner into launch files (the emitters never recompute costs).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from roofplan.errors import InputError
+from roofplan.hardware.spec import DeviceSpec
+from roofplan.models.spec import ModelSpec
+
+SCHEMA = "roofplan.plan.train/v1"
+FRAMEWORKS = ("megatron", "deepspeed", "torchtitan")
+
+#: Keys of a candidate that describe the configuration (the rest is its estimate).
+CONFIG_KEYS = ("gpus", "gpus_per_node", "tp", "pp", "dp", "cp", "ep", "vpp", "micro_batch", "global_batch",
+               "seq_len", "dtype", "recompute", "recompute_layers", "sequence_parallel", "zero", "offload")
+
+
+def plain(obj: Any) -> Any:
+    """JSON-safe copy: numpy scalars to Python numbers, non-finite floats to None."""
+    import math
+
+    import numpy as np
+
+    if isinstance(obj, dict):
+        return {str(k): plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [plain(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return plain(obj.tolist())
+    if isinstance(obj, np.generic):
+        return plain(obj.item())
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def emitter(framework: str):
+    """The launch module of ``framework``."""
+    if framework == "megatron":
+        from roofplan.launch import megatron as mod
+    elif framework == "deepspeed":
+        from roofplan.launch import deepspeed as mod
+    elif framework == "torchtitan":
+        from roofplan.launch import torchtitan as mod
+    else:
+        raise InputError("emit", framework, "one of " + ", ".join(FRAMEWORKS))
+    return mod
+
+
+@dataclass
+class TrainPlan:
+    """A finished training plan (see SPEC §3.3)."""
+
+    model: ModelSpec
+    hardware: DeviceSpec
+    inputs: dict
+    best: dict
+    candidates: list[dict]
+    searched: int
+    evaluated: int
+    feasible: int
+    rejected: dict[str, int]
+    search_time_s: float
+    objective: dict
+    placement: dict
+    why: dict
+    launch: dict[str, str] = field(default_factory=dict)
+    launch_unsupported: dict[str, str] = field(default_factory=dict)
+
+    def config(self, candidate: dict | None = None) -> dict:
+        c = candidate or self.best
+        out = {k: c[k] for k in CONFIG_KEYS}
+        out["model"] = self.model.name
+        out["hardware"] = self.hardware.id
+        return out
+
+    def to_json(self) -> dict[str, Any]:
+        return plain({
+            "schema": SCHEMA,
+            "inputs": self.inputs,
+            "objective": self.objective,
+            "best": self.best,
+            "candidates": self.candidates,
+            "searched": self.searched,
+            "evaluated": self.evaluated,
+            "feasible": self.feasible,
+            "rejected": dict(self.rejected),
+            "search_time_s": self.search_time_s,
+            "placement": self.placement,
+            "why": self.why,
+            "launch": self.launch,
+            "launch_unsupported": self.launch_unsupported,
+        })
+
+    def emit(self, framework: str) -> dict[str, str]:
+        """Launch files (name -> text) of the winner for ``framework``."""
+        mod = emitter(framework)
+        return mod.emit(self.model, self.config(), self.best)
+
+    def write(self, out_dir: str | Path, frameworks: list[str] | tuple[str, ...]) -> list[str]:
+        """Write the launch files of ``frameworks`` and ``plan.json`` into ``out_dir``.
+
+        Everything is rendered first, so nothing is written unless all of it succeeded.
+        """
+        import json
+
+        from roofplan.launch.common import write_files
+
+        files: dict[str, str] = {}
+        for fw in frameworks:
+            files.update(self.emit(fw))
+        files["plan.json"] = json.dumps(self.to_json(), indent=2) + "\n"
+        return write_files(out_dir, files, executable=[n for n in files if n.endswith(".sh")])

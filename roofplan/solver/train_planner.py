@@ -1,0 +1,682 @@
+"""Training planner: exhaustive vectorised search over parallelism, then a placement ILP.
+
+1. :mod:`roofplan.solver.space` enumerates every configuration for the GPU budget and prunes by
+   divisibility, node boundaries, framework limits and a cheap model-state memory bound.
+2. The cost model's own validity rules (``check_train_config``) reject what Megatron/DeepSpeed
+   would refuse; the survivors are timed with ONE vectorised ``train_step`` call per chunk, and
+   configurations that do not fit HBM (or whose offloaded state does not fit the offload tier)
+   are rejected as ``oom``/``offload_oom``. The search is exhaustive over the discrete space, so the
+   winner is the true optimum under the model.
+3. For the leading K configurations :mod:`roofplan.solver.placement_ilp` chooses the memory
+   placement and the number of fully recomputed layers; a refinement the cost model and the
+   launchers can express is re-evaluated with ``train_step`` and kept when it is faster.
+4. Objectives: ``throughput`` (tokens/s on exactly ``gpus``) or ``cost`` ($ per million tokens from
+   the catalog's ``price_per_hour``; searches ``gpus``, ``gpus/2``, ... since fewer GPUs at a
+   higher utilisation can be cheaper); ``tokens`` adds the days and dollars to train on that many.
+5. With nothing feasible, relaxations are evaluated with the same search (more GPUs in power-of-two
+   multiples, the full recompute/ZeRO/offload space if it was restricted, shorter sequences) and
+   the smallest one that fits is named in the :class:`InfeasibleError`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections import Counter
+from collections.abc import Callable
+
+import numpy as np
+
+from roofplan.errors import InfeasibleError, InputError
+from roofplan.hardware.spec import DeviceSpec
+from roofplan.models.spec import ModelSpec
+from roofplan.solver import placement_ilp as pilp
+from roofplan.solver.plan_types import CONFIG_KEYS, FRAMEWORKS, TrainPlan, emitter
+from roofplan.solver.space import (
+    OFFLOAD_CODES,
+    OFFLOAD_NAMES,
+    RECOMPUTE_CODES,
+    RECOMPUTE_NAMES,
+    SpaceOptions,
+    enumerate_space,
+)
+
+OBJECTIVES = ("throughput", "cost")
+#: Mixed-precision training types (fp8 = Transformer Engine FP8 GEMMs with bf16 elsewhere).
+TRAIN_DTYPES = ("bf16", "fp16", "fp8")
+#: Configurations per vectorised cost-model call: bounds peak memory and keeps the working set in
+#: cache (measured: ~2x more configurations per second at 16k than at 128k per call).
+CHUNK = 1 << 14
+#: Size of the pool of leading configurations kept while streaming chunks (top K and runner-up).
+POOL = 64
+_INT_KEYS = ("tp", "pp", "dp", "cp", "ep", "vpp", "micro_batch", "global_batch", "seq_len", "recompute",
+             "recompute_layers", "sequence_parallel", "zero", "offload")
+_METRICS = ("step_time_s", "tokens_per_s", "model_flops_per_gpu", "hardware_flops_per_gpu", "mfu", "mem_weights",
+            "mem_gradients", "mem_optimizer", "mem_activations", "mem_other", "mem_total", "capacity",
+            "t_compute", "t_tp_comm", "t_cp_comm", "t_ep_comm", "t_pp_bubble", "t_pp_comm", "t_dp_comm",
+            "t_optimizer", "t_offload")
+GiB = float(2**30)
+
+
+def _cm():
+    """The training cost model module (imported lazily: it is the heaviest import)."""
+    from roofplan.costmodel import train
+
+    return train
+
+
+# -- inputs ------------------------------------------------------------------------------------------
+def _resolve(model, hardware, calibration) -> tuple[ModelSpec, DeviceSpec]:
+    if not isinstance(model, ModelSpec):
+        from roofplan.models.loader import load_model
+
+        model = load_model(model)
+    if not isinstance(hardware, DeviceSpec):
+        from roofplan.hardware.catalog import load_hardware
+
+        hardware = load_hardware(hardware, calibration=calibration)
+    elif calibration is not None:
+        from roofplan.hardware.overlay import apply_overlay, load_overlay
+
+        hardware = apply_overlay(hardware, load_overlay(calibration))
+    return model, hardware
+
+
+def _positive_int(name: str, v) -> int:
+    try:
+        iv = int(v)
+    except (TypeError, ValueError):
+        raise InputError(name, v, "a positive integer") from None
+    if iv != v or iv < 1:
+        raise InputError(name, v, "a positive integer")
+    return iv
+
+
+def _names(field: str, values, allowed) -> tuple:
+    if values is None:
+        return tuple(allowed)
+    if isinstance(values, (str, int)):
+        values = (values,)
+    out = tuple(values)
+    for v in out:
+        if v not in allowed:
+            raise InputError(field, v, "one of " + ", ".join(str(a) for a in allowed))
+    return out
+
+
+def _offload_tier(hw: DeviceSpec):
+    """Where offloaded state goes: SN40L's device DDR if the device has one, else host DRAM."""
+    t = hw.tier("ddr") or hw.tier("host")
+    if t is None:
+        return None
+    return pilp.Tier(t.name, t.capacity_bytes / max(t.shared_by, 1), t.bandwidth_Bps)
+
+
+# -- search ------------------------------------------------------------------------------------------
+@dataclasses.dataclass
+class _Search:
+    searched: int = 0
+    evaluated: int = 0
+    feasible: int = 0
+    rejected: Counter = dataclasses.field(default_factory=Counter)
+    pool_cfg: dict | None = None   # arrays of the pooled configurations (+ "gpus")
+    pool_met: dict | None = None   # their metrics
+    pool_score: np.ndarray | None = None
+
+
+def _score(tokens_per_s: np.ndarray, gpus, objective: str, price: float | None) -> np.ndarray:
+    """Higher is better: tokens/s, or minus dollars per million tokens."""
+    if objective == "cost":
+        return -(price * np.asarray(gpus, dtype=float) / 3600.0) / np.maximum(tokens_per_s, 1e-30) * 1e6
+    return np.asarray(tokens_per_s, dtype=float)
+
+
+def _configs(arrays: dict, dtype: str, gpus_per_node: int, flash_attention: bool):
+    tc = _cm().TrainConfigs
+    kw = {k: arrays[k] for k in _INT_KEYS}
+    kw["sequence_parallel"] = arrays["sequence_parallel"].astype(bool)
+    return tc(**kw, dtype=dtype, gpus_per_node=gpus_per_node, flash_attention=flash_attention)
+
+
+def _search(model: ModelSpec, hw: DeviceSpec, *, gpus: int, global_batch: int, seq_len: int, dtype: str,
+            gpus_per_node: int, opts: SpaceOptions, objective: str, flash_attention: bool, state: _Search,
+            progress: Callable[[int, int], None] | None = None, stop_at_first: bool = False,
+            pool: int = POOL) -> bool:
+    """Search one GPU count into ``state``; returns whether anything fits."""
+    cm = _cm()
+    space = enumerate_space(model, hw, gpus=gpus, global_batch=global_batch, seq_len=seq_len, dtype=dtype,
+                            gpus_per_node=gpus_per_node, opts=opts)
+    state.searched += space.searched
+    state.rejected.update(space.rejected)
+    n = len(space)
+    found = False
+    for start in range(0, n, CHUNK):
+        arrays = {k: v[start:start + CHUNK] for k, v in space.arrays.items()}
+        cfg = _configs(arrays, dtype, gpus_per_node, flash_attention)
+        code = cm.check_train_config(model, cfg)
+        bad = code != 0
+        if bad.any():
+            for c, cnt in zip(*np.unique(code[bad], return_counts=True)):
+                state.rejected[cm.REJECT_REASONS.get(int(c), f"reason_{int(c)}")] += int(cnt)
+            ok = ~bad
+            arrays = {k: v[ok] for k, v in arrays.items()}
+            cfg = cfg.take(ok)
+        if arrays["tp"].size:
+            arr = cm.train_step(model, hw, cfg)
+            state.evaluated += arrays["tp"].size
+            fits = np.asarray(arr.fits, dtype=bool)
+            # the cost model's fits covers HBM and the offload tier; tell the two apart
+            hbm_oom = ~fits & (arr.mem_total > arr.capacity)
+            for name, mask in (("oom", hbm_oom), ("offload_oom", ~fits & ~hbm_oom)):
+                if mask.any():
+                    state.rejected[name] += int(mask.sum())
+            nf = int(fits.sum())
+            state.feasible += nf
+            if nf:
+                found = True
+                score = _score(arr.tokens_per_s[fits], gpus, objective, hw.price_per_hour)
+                k = min(pool, nf)
+                top = np.argpartition(-score, k - 1)[:k] if nf > k else np.arange(nf)
+                idx = np.flatnonzero(fits)[top]
+                cfg_part = {kk: v[idx] for kk, v in arrays.items()}
+                cfg_part["gpus"] = np.full(idx.size, gpus, dtype=np.int64)
+                met_part = {m: np.asarray(getattr(arr, m), dtype=float)[idx] for m in _METRICS}
+                _merge(state, cfg_part, met_part, score[top], pool)
+        if progress is not None:
+            progress(min(start + CHUNK, n), n)
+        if found and stop_at_first:
+            return True
+    return found
+
+
+def _rank(score: np.ndarray, cfg: dict, met: dict) -> np.ndarray:
+    """Order by score (best first); among equal scores (to 10 significant digits) prefer the simpler
+    configuration (no recompute, no offload, lower ZeRO stage, no SP), then the smaller footprint:
+    a knob that does not make the step faster should not be turned on."""
+    mag = 10.0 ** np.floor(np.log10(np.maximum(np.abs(score), 1e-300)))
+    q = np.round(score / mag, 10) * mag
+    complexity = cfg["recompute"] * 4 + cfg["offload"] * 8 + cfg["zero"] + cfg["sequence_parallel"]
+    return np.lexsort((met["mem_total"], complexity, -q))
+
+
+def _merge(state: _Search, cfg: dict, met: dict, score: np.ndarray, pool: int) -> None:
+    if state.pool_cfg is None:
+        state.pool_cfg, state.pool_met, state.pool_score = cfg, met, score
+    else:
+        state.pool_cfg = {k: np.concatenate([state.pool_cfg[k], cfg[k]]) for k in cfg}
+        state.pool_met = {k: np.concatenate([state.pool_met[k], met[k]]) for k in met}
+        state.pool_score = np.concatenate([state.pool_score, score])
+    order = _rank(state.pool_score, state.pool_cfg, state.pool_met)[:pool]
+    state.pool_cfg = {k: v[order] for k, v in state.pool_cfg.items()}
+    state.pool_met = {k: v[order] for k, v in state.pool_met.items()}
+    state.pool_score = state.pool_score[order]
+
+
+# -- candidates --------------------------------------------------------------------------------------
+def _candidate(model: ModelSpec, hw: DeviceSpec, cfg: dict, met: dict, i: int, *, dtype: str, gpus_per_node: int,
+               tokens: float | None) -> dict:
+    """One candidate: its configuration and its estimate (the SPEC §3.1 fields)."""
+    g = int(cfg["gpus"][i])
+    c = {
+        "gpus": g, "gpus_per_node": gpus_per_node,
+        "tp": int(cfg["tp"][i]), "pp": int(cfg["pp"][i]), "dp": int(cfg["dp"][i]), "cp": int(cfg["cp"][i]),
+        "ep": int(cfg["ep"][i]), "vpp": int(cfg["vpp"][i]), "micro_batch": int(cfg["micro_batch"][i]),
+        "global_batch": int(cfg["global_batch"][i]), "seq_len": int(cfg["seq_len"][i]), "dtype": dtype,
+        "recompute": RECOMPUTE_NAMES[int(cfg["recompute"][i])], "recompute_layers": int(cfg["recompute_layers"][i]),
+        "sequence_parallel": bool(cfg["sequence_parallel"][i]), "zero": int(cfg["zero"][i]),
+        "offload": OFFLOAD_NAMES[int(cfg["offload"][i])],
+    }
+    m = {k: float(v[i]) for k, v in met.items()}
+    tps = m["tokens_per_s"]
+    est = {
+        "step_time_s": m["step_time_s"], "tokens_per_s": tps,
+        "model_tflops_per_gpu": m["model_flops_per_gpu"] / 1e12,
+        "hardware_tflops_per_gpu": m["hardware_flops_per_gpu"] / 1e12, "mfu": m["mfu"], "fits": True,
+        "memory_gib_per_gpu": {
+            "weights": m["mem_weights"] / GiB, "gradients": m["mem_gradients"] / GiB,
+            "optimizer": m["mem_optimizer"] / GiB, "activations": m["mem_activations"] / GiB,
+            "other": m["mem_other"] / GiB, "total": m["mem_total"] / GiB, "capacity": m["capacity"] / GiB,
+        },
+        "breakdown_s": {
+            "compute": m["t_compute"], "tp_comm_exposed": m["t_tp_comm"], "cp_comm_exposed": m["t_cp_comm"],
+            "ep_comm_exposed": m["t_ep_comm"], "pp_bubble": m["t_pp_bubble"], "pp_comm_exposed": m["t_pp_comm"],
+            "dp_comm_exposed": m["t_dp_comm"], "optimizer": m["t_optimizer"], "offload_exposed": m["t_offload"],
+        },
+    }
+    price = hw.price_per_hour
+    if price is not None and tps > 0:
+        est["usd_per_million_tokens"] = price * g / 3600.0 / tps * 1e6
+    if tokens is not None and tps > 0:
+        days = tokens / tps / 86400.0
+        est["time_to_train_days"] = days
+        est["cost_to_train_usd"] = None if price is None else days * 24.0 * g * price
+    return {**c, **est}
+
+
+def _layout(c: dict) -> tuple:
+    return tuple(c[k] for k in ("gpus", "tp", "pp", "dp", "cp", "ep", "vpp"))
+
+
+def _sort_key(c: dict, objective: str) -> tuple:
+    """The ranking of :func:`_rank` for one candidate dict (score, then simplicity, then memory)."""
+    score = c["tokens_per_s"] if objective == "throughput" else -c.get("usd_per_million_tokens", float("inf"))
+    complexity = (RECOMPUTE_CODES[c["recompute"]] * 4 + OFFLOAD_CODES[c["offload"]] * 8 + c["zero"]
+                  + int(c["sequence_parallel"]))
+    return (-float(f"{score:.10g}"), complexity, c["memory_gib_per_gpu"]["total"])
+
+
+def _distinct(pool: list[dict], top: int) -> list[dict]:
+    """The first ``top`` candidates that differ in more than a knob that changes nothing (e.g.
+    selective recompute under FlashAttention, which has no scores to recompute): one with the same
+    layout, micro-batch, ZeRO, offload and the same step time as a better-ranked one is skipped."""
+    seen, out = set(), []
+    for c in pool:
+        key = _layout(c) + (c["micro_batch"], c["zero"], c["offload"], c["recompute_layers"],
+                            float(f"{c['step_time_s']:.9g}"))
+        if key in seen:
+            continue
+        seen.add(key)
+        out.append(c)
+        if len(out) == top:
+            break
+    return out
+
+
+def _recompute_s(c: dict) -> float:
+    """Compute time spent re-running forward passes: compute x (1 - model/hardware FLOPs)."""
+    hw_f = c["hardware_tflops_per_gpu"]
+    return c["breakdown_s"]["compute"] * (1.0 - c["model_tflops_per_gpu"] / hw_f) if hw_f > 0 else 0.0
+
+
+def _exposed_comm(c: dict) -> float:
+    b = c["breakdown_s"]
+    return sum(b[k] for k in ("tp_comm_exposed", "cp_comm_exposed", "ep_comm_exposed", "pp_comm_exposed",
+                              "dp_comm_exposed", "offload_exposed"))
+
+
+def _why(best: dict, pool: list[dict], objective: str) -> dict:
+    """Why the winner wins: the terms that differ most from the best other parallel layout."""
+    runner = next((c for c in pool[1:] if _layout(c) != _layout(best)), pool[1] if len(pool) > 1 else None)
+    if runner is None:
+        return {"summary": "the only feasible configuration", "runner_up": None}
+
+    def terms(c):
+        m = c["memory_gib_per_gpu"]
+        return {"pp_bubble_s": c["breakdown_s"]["pp_bubble"], "exposed_comm_s": _exposed_comm(c),
+                "recompute_s": _recompute_s(c), "compute_s": c["breakdown_s"]["compute"],
+                "memory_headroom_gib": m["capacity"] - m["total"], "step_time_s": c["step_time_s"]}
+
+    tb, tr = terms(best), terms(runner)
+    diffs = {k: {"best": tb[k], "runner_up": tr[k], "delta": tb[k] - tr[k]} for k in tb}
+    time_terms = ("pp_bubble_s", "exposed_comm_s", "recompute_s", "compute_s")
+    gains = sorted(((tr[k] - tb[k], k) for k in time_terms), reverse=True)
+    label = {"pp_bubble_s": "pipeline bubble", "exposed_comm_s": "exposed communication",
+             "recompute_s": "recomputation", "compute_s": "compute (GEMM efficiency)"}
+    parts = [f"{1e3 * g:.1f} ms of {label[k]}" for g, k in gains if g > 0][:3]
+    speed = runner["step_time_s"] / best["step_time_s"] if best["step_time_s"] > 0 else float("nan")
+    deg = " ".join(f"{k}={runner[k]}" for k in ("tp", "pp", "dp", "cp", "ep", "vpp", "micro_batch"))
+    rival = f"the runner-up ({runner['gpus']} GPUs, {deg}, recompute {runner['recompute']}, zero {runner['zero']})"
+    if objective == "cost":
+        cb, cr = best.get("usd_per_million_tokens"), runner.get("usd_per_million_tokens")
+        summary = (f"${cb:.3f} vs ${cr:.3f} per million tokens ({100 * (1 - cb / cr):.1f}% cheaper) than {rival}"
+                   if cb and cr else f"cheaper than {rival}")
+    else:
+        summary = (f"ties {rival} on step time" if abs(speed - 1.0) < 1e-6 else
+                   f"{100 * (speed - 1):.2f}% faster per step than {rival}")
+    if parts:
+        summary += "; the winner saves " + ", ".join(parts)
+    summary += (f"; memory headroom {tb['memory_headroom_gib']:.1f} GiB vs {tr['memory_headroom_gib']:.1f} GiB")
+    return {"summary": summary, "runner_up": {k: runner[k] for k in CONFIG_KEYS} | {
+        "step_time_s": runner["step_time_s"], "tokens_per_s": runner["tokens_per_s"]}, "terms": diffs}
+
+
+# -- placement ILP -----------------------------------------------------------------------------------
+def _variants(c: dict, **changes) -> dict:
+    d = {k: np.array([c[k] if not isinstance(c[k], str) else 0]) for k in _INT_KEYS if k in c}
+    d["recompute"] = np.array([RECOMPUTE_CODES[c["recompute"]]])
+    d["offload"] = np.array([OFFLOAD_CODES[c["offload"]]])
+    d["sequence_parallel"] = np.array([int(c["sequence_parallel"])])
+    for k, v in changes.items():
+        d[k] = np.array([v])
+    return d
+
+
+def _stack(rows: list[dict]) -> dict:
+    return {k: np.concatenate([r[k] for r in rows]).astype(np.int64) for k in rows[0]}
+
+
+def _problems(model, hw, cands: list[dict], flash_attention: bool):
+    """Placement programs of ``cands`` with coefficients from three cost-model corners each: no
+    recompute, selective, full (all on HBM)."""
+    cm = _cm()
+    rows = []
+    for c in cands:
+        rows += [_variants(c, recompute=0, recompute_layers=0, offload=0),
+                 _variants(c, recompute=1, recompute_layers=0, offload=0),
+                 _variants(c, recompute=2, recompute_layers=0, offload=0),
+                 _variants(c, recompute=0, recompute_layers=0, offload=1),
+                 _variants(c, recompute=0, recompute_layers=0, offload=2)]
+    arrays = _stack(rows)
+    c0 = cands[0]
+    arr = cm.train_step(model, hw, _configs(arrays, c0["dtype"], c0["gpus_per_node"], flash_attention))
+    tier = _offload_tier(hw)
+    out = []
+    for i, c in enumerate(cands):
+        a, s, f, o1, o2 = 5 * i, 5 * i + 1, 5 * i + 2, 5 * i + 3, 5 * i + 4
+        ls = max(model.layers // c["pp"], 1)
+        opt = float(arr.mem_optimizer[a])
+        t_opt = max(float(arr.step_time_s[o1] - arr.step_time_s[a]), 0.0)
+        live = arr.mem_weights + arr.mem_gradients + arr.mem_optimizer + arr.mem_activations
+        rest = arr.mem_total - live
+        dl = float(live[a] - live[f])
+        overhead = max(float(rest[a] - rest[f]) / dl, 0.0) if dl > 0 else 0.0
+        fixed = float(rest[a] - overhead * live[a])
+        prob = pilp.PlacementProblem(
+            hbm_capacity=float(arr.capacity[a]),
+            # what is not a movable state: other = fixed + overhead x live, fitted on two corners
+            fixed_hbm_bytes=fixed, live_overhead=overhead,
+            # fp32 master weights are 4 of the 12 optimizer bytes per parameter, the Adam moments 8
+            # (mixed-precision Adam, ZeRO §3.1)
+            state_bytes={"optimizer_moments": opt * 8.0 / 12.0, "master_weights": opt * 4.0 / 12.0,
+                         "gradients": float(arr.mem_gradients[a]), "parameters": float(arr.mem_weights[a])},
+            act_none=float(arr.mem_activations[a]), act_selective=float(arr.mem_activations[s]),
+            act_saved_per_layer=max(float(arr.mem_activations[a] - arr.mem_activations[f]) / ls, 0.0),
+            layers_per_stage=ls,
+            t_base=float(arr.step_time_s[a]),
+            t_selective=max(float(arr.step_time_s[s] - arr.step_time_s[a]), 0.0),
+            t_recompute_per_layer=max(float(arr.step_time_s[f] - arr.step_time_s[a]) / ls, 0.0),
+            window=float(arr.t_compute[a]),
+            tiers=(tier,) if tier is not None else (),
+            # the cost model's own price of optimizer offload (host Adam + transfers) split over
+            # moments and master weights by bytes, and of parameter offload (weight streaming)
+            state_cost_s={"optimizer_moments": t_opt * 2.0 / 3.0, "master_weights": t_opt / 3.0,
+                          "parameters": max(float(arr.step_time_s[o2] - arr.step_time_s[o1]), 0.0)},
+        )
+        out.append(prob)
+    return out
+
+
+def _expressible(prob: pilp.PlacementProblem, c: dict, opts: SpaceOptions) -> pilp.PlacementProblem:
+    """Restrict a program to placements the cost model and the launchers express: Adam moments and
+    master weights move together (optimizer offload), parameters only with them and ZeRO-3 (ZeRO-
+    Infinity ``offload_param``), gradients and activations stay in HBM."""
+    tiers = tuple(t.name for t in prob.tiers)
+    allowed = {"optimizer_moments": tiers, "master_weights": tiers, "gradients": (), "activations": (),
+               "parameters": tiers if c["zero"] == 3 else ()}
+    if c["zero"] == 0 or not ({"optimizer", "optimizer+params"} & set(opts.offload)):
+        # optimizer offload needs a ZeRO optimizer (DeepSpeed, Megatron) and the user's consent
+        allowed["optimizer_moments"] = allowed["master_weights"] = ()
+    if "optimizer+params" not in opts.offload:
+        allowed["parameters"] = ()
+    framework = opts.framework
+    fws = (framework,) if isinstance(framework, str) else tuple(framework or ())
+    if "megatron" in fws:
+        allowed["parameters"] = ()
+    if "torchtitan" in fws:  # CPU offload is all-or-nothing there; full AC covers every layer
+        allowed = {k: () for k in allowed}
+    return dataclasses.replace(prob, allowed=allowed, full_all_or_nothing="torchtitan" in fws,
+                               allow_selective="selective" in opts.recompute, allow_full="full" in opts.recompute,
+                               links=(("same", "optimizer_moments", "master_weights"),
+                                      ("implies", "parameters", "optimizer_moments")))
+
+
+def _decision_of(c: dict, prob: pilp.PlacementProblem) -> pilp.Decision:
+    tier = prob.tiers[0].name if prob.tiers else "hbm"
+    off = OFFLOAD_CODES[c["offload"]]
+    placement = {s: "hbm" for s in prob.state_bytes}
+    if off >= 1:
+        placement["optimizer_moments"] = placement["master_weights"] = tier
+    if off >= 2:
+        placement["parameters"] = tier
+    r = c["recompute_layers"] or prob.layers_per_stage if c["recompute"] == "full" else 0
+    return pilp.Decision(placement, {}, c["recompute"] == "selective", int(r))
+
+
+def _configs_of(c: dict, res: pilp.PlacementResult, ls: int, prob: pilp.PlacementProblem) -> list[dict]:
+    """The configurations the cost model checks for a placement decision: its offload level and
+    recompute choice; unless selective, every layer count 0..stage (the program's memory is linear
+    in the layer count, the cost model's need not be exactly, so the count that really fits best is
+    taken from this sweep; the ILP's own count is one of them)."""
+    d = res.decision
+    pl = d.placement
+    off = 0
+    if pl.get("optimizer_moments", "hbm") != "hbm" and pl.get("master_weights", "hbm") != "hbm":
+        off = 2 if pl.get("parameters", "hbm") != "hbm" else 1
+    if d.selective:
+        return [_variants(c, recompute=1, recompute_layers=0, offload=off)]
+    if not prob.allow_full:
+        counts = [0]
+    elif prob.full_all_or_nothing:
+        counts = [0, ls]
+    else:
+        counts = range(ls + 1)
+    out = []
+    for r in counts:
+        if r == 0:
+            out.append(_variants(c, recompute=0, recompute_layers=0, offload=off))
+        else:
+            out.append(_variants(c, recompute=2, recompute_layers=0 if r >= ls else r, offload=off))
+    return out
+
+
+def _refine(model, hw, cands: list[dict], *, objective: str, flash_attention: bool, opts: SpaceOptions,
+            tokens, time_limit_s: float) -> tuple[list[dict], list[dict]]:
+    """Solve the placement program of each candidate, check its decision with the cost model (one
+    vectorised call for all candidates) and keep it where it is faster and fits. Returns
+    (candidates, placement reports)."""
+    probs = _problems(model, hw, cands, flash_attention)
+    results, rows, owner = [], [], []
+    for i, (c, p) in enumerate(zip(cands, probs)):
+        rp = _expressible(p, c, opts)
+        res = pilp.solve(rp, _decision_of(c, rp), time_limit_s=time_limit_s)
+        results.append((p, res))
+        variants = _configs_of(c, res, p.layers_per_stage, rp)
+        rows += variants
+        owner += [i] * len(variants)
+    arrays = _stack(rows)
+    owner = np.array(owner)
+    arr = _cm().train_step(model, hw, _configs(arrays, cands[0]["dtype"], cands[0]["gpus_per_node"],
+                                               flash_attention))
+    fits = np.asarray(arr.fits, dtype=bool)
+    new, reports = [], []
+    price = hw.price_per_hour
+    for i, (c, (p, res)) in enumerate(zip(cands, results)):
+        applied = False
+        mine = np.flatnonzero((owner == i) & fits)
+        if mine.size and res.method == "ilp":
+            score = _score(arr.tokens_per_s[mine], c["gpus"], objective, price)
+            j = int(mine[int(np.argmax(score))])
+            cfg = {k: v[j:j + 1] for k, v in arrays.items()}
+            cfg["gpus"] = np.array([c["gpus"]])
+            met = {m: np.asarray(getattr(arr, m), dtype=float)[j:j + 1] for m in _METRICS}
+            cand = _candidate(model, hw, cfg, met, 0, dtype=c["dtype"], gpus_per_node=c["gpus_per_node"],
+                              tokens=tokens)
+            same = all(cand[k] == c[k] for k in CONFIG_KEYS)
+            s_new = _score(np.array([cand["tokens_per_s"]]), c["gpus"], objective, price)[0]
+            s_old = _score(np.array([c["tokens_per_s"]]), c["gpus"], objective, price)[0]
+            if not same and s_new > s_old * (1 + 1e-9) + 1e-12:
+                c, applied = cand, True
+        new.append(c)
+        rep = res.to_json()
+        rep["applied"] = applied
+        if applied:
+            rep["confirmed"] = {"recompute": c["recompute"], "recompute_layers": c["recompute_layers"],
+                                "offload": c["offload"], "step_time_s": c["step_time_s"]}
+        rep["offload_tier"] = p.tiers[0].name if p.tiers else None
+        reports.append(rep)
+    return new, reports
+
+
+def _unrestricted_placement(model, hw, c: dict, flash_attention: bool, time_limit_s: float) -> dict:
+    """The placement program with every state free to move (advice beyond what launchers express)."""
+    p = _problems(model, hw, [c], flash_attention)[0]
+    res = pilp.solve(p, _decision_of(c, p), time_limit_s=time_limit_s)
+    return res.to_json()
+
+
+# -- infeasible: evaluate relaxations ----------------------------------------------------------------
+def _fits_any(model, hw, *, gpus, global_batch, seq_len, dtype, gpus_per_node, opts, flash_attention) -> bool:
+    st = _Search()
+    return _search(model, hw, gpus=gpus, global_batch=global_batch, seq_len=seq_len, dtype=dtype,
+                   gpus_per_node=gpus_per_node, opts=opts, objective="throughput", flash_attention=flash_attention,
+                   state=st, stop_at_first=True, pool=1)
+
+
+def _infeasible(model, hw, *, gpus, global_batch, seq_len, dtype, gpus_per_node, opts: SpaceOptions,
+                flash_attention, state: _Search) -> InfeasibleError:
+    """The smallest change that would make a configuration fit, each checked with the cost model."""
+    kw = {"global_batch": global_batch, "dtype": dtype, "gpus_per_node": gpus_per_node,
+          "flash_attention": flash_attention}
+    fixes, details = [], {}
+    full = SpaceOptions(framework=opts.framework, allow_cross_node_tp=opts.allow_cross_node_tp,
+                        max_micro_batch=opts.max_micro_batch)
+    restricted = full != dataclasses.replace(opts, tp=None, pp=None, cp=None, ep=None, vpp=None)
+    if restricted and _fits_any(model, hw, gpus=gpus, seq_len=seq_len, opts=full, **kw):
+        fixes.append("allow every recompute / ZeRO / offload / sequence-parallel option and every degree")
+        details["full_space"] = True
+    for k in range(1, 13):
+        g = gpus * 2**k
+        if _fits_any(model, hw, gpus=g, seq_len=seq_len, opts=opts, **kw):
+            fixes.append(f"use {g} GPUs ({2**k}x)")
+            details["gpus"] = g
+            break
+    s = seq_len // 2
+    while s >= 128:
+        if _fits_any(model, hw, gpus=gpus, seq_len=s, opts=opts, **kw):
+            fixes.append(f"shorten --seq-len to {s}")
+            details["seq_len"] = s
+            break
+        s //= 2
+    if not opts.allow_cross_node_tp and gpus > gpus_per_node and _fits_any(
+            model, hw, gpus=gpus, seq_len=seq_len, opts=dataclasses.replace(opts, allow_cross_node_tp=True), **kw):
+        fixes.append("allow tensor parallelism across nodes (--allow-cross-node-tp)")
+        details["allow_cross_node_tp"] = True
+    top = ", ".join(f"{k}: {v}" for k, v in state.rejected.most_common(3))
+    msg = (f"no configuration of {model.name} fits on {gpus} x {hw.id} (global batch {global_batch}, "
+           f"sequence {seq_len}, {dtype}); searched {state.searched}, rejected {top}")
+    suggestion = ("smallest change that fits: " + "; or ".join(fixes)) if fixes else \
+        "nothing tried fits (more GPUs up to 4096x, shorter sequences down to 128)"
+    details.update({"searched": state.searched, "rejected": dict(state.rejected)})
+    return InfeasibleError(msg, suggestion, details)
+
+
+# -- the API -----------------------------------------------------------------------------------------
+def plan_training(model, hardware, *, gpus: int, global_batch: int, seq_len: int, dtype: str = "bf16",
+                  objective: str = "throughput", top: int = 5, tokens: float | None = None, calibration=None,
+                  gpus_per_node: int | None = None, allow_cross_node_tp: bool = False,
+                  emit: str | list[str] | tuple[str, ...] | None = None,
+                  recompute=None, zero=None, offload=None, sequence_parallel=None, max_micro_batch: int = 16,
+                  tp=None, pp=None, cp=None, ep=None, vpp=None, flash_attention: bool = True,
+                  placement: bool = True, ilp_time_limit_s: float = 2.0,
+                  progress: Callable[[int, int], None] | None = None) -> TrainPlan:
+    """Search every valid training configuration for ``gpus`` devices and return the best.
+
+    ``emit`` restricts the search to what that launcher can express (and renders its command);
+    ``recompute``/``zero``/``offload``/``sequence_parallel`` restrict the knobs; ``tp``...``vpp`` fix
+    degrees (an int or a list). Raises :class:`InputError` on bad input and
+    :class:`InfeasibleError` (with the smallest fitting change) when nothing fits.
+    """
+    t0 = time.perf_counter()
+    model, hw = _resolve(model, hardware, calibration)
+    gpus = _positive_int("gpus", gpus)
+    global_batch = _positive_int("global_batch", global_batch)
+    seq_len = _positive_int("seq_len", seq_len)
+    top = _positive_int("top", top)
+    max_micro_batch = _positive_int("max_micro_batch", max_micro_batch)
+    if dtype not in TRAIN_DTYPES:
+        raise InputError("dtype", dtype, "one of " + ", ".join(TRAIN_DTYPES) + " for training")
+    hw.peak(dtype)  # InputError for a dtype the device has no peak for (fp8 before Hopper)
+    if objective not in OBJECTIVES:
+        raise InputError("objective", objective, "one of " + ", ".join(OBJECTIVES))
+    if objective == "cost" and not hw.price_per_hour:
+        raise InputError("objective", objective, f"{hw.id} has no price_per_hour in its catalog; use throughput")
+    if tokens is not None:
+        try:
+            tokens = float(tokens)
+        except (TypeError, ValueError):
+            raise InputError("tokens", tokens, "a positive number of training tokens") from None
+        if not tokens > 0:
+            raise InputError("tokens", tokens, "a positive number of training tokens")
+    node = _positive_int("gpus_per_node", gpus_per_node or hw.devices_per_node)
+    if gpus > node and gpus % node:
+        raise InputError("gpus", gpus, f"at most one node or a multiple of the node size ({node})")
+    frameworks = [] if emit is None else list(_names("emit", emit, FRAMEWORKS))
+    fixed = {}
+    for name, v in (("tp", tp), ("pp", pp), ("cp", cp), ("ep", ep), ("vpp", vpp)):
+        if v is not None:
+            vals = tuple(int(x) for x in (v if isinstance(v, (list, tuple)) else (v,)))
+            for x in vals:
+                _positive_int(name, x)
+            fixed[name] = vals
+    opts = SpaceOptions(
+        recompute=_names("recompute", recompute, RECOMPUTE_CODES),
+        zero=tuple(int(z) for z in _names("zero", zero, (0, 1, 2, 3))),
+        offload=_names("offload", offload, OFFLOAD_CODES),
+        sequence_parallel=_names("sequence_parallel", sequence_parallel, (False, True)),
+        max_micro_batch=max_micro_batch, allow_cross_node_tp=allow_cross_node_tp,
+        framework=(frameworks[0] if len(frameworks) == 1 else tuple(frameworks)) if frameworks else None, **fixed,
+    )
+
+    counts = [gpus]
+    if objective == "cost":
+        g = gpus // 2
+        while g >= 1 and gpus % g == 0 and (g <= node or g % node == 0):
+            counts.append(g)
+            g //= 2
+    state = _Search()
+    for g in counts:
+        _search(model, hw, gpus=g, global_batch=global_batch, seq_len=seq_len, dtype=dtype, gpus_per_node=node,
+                opts=opts, objective=objective, flash_attention=flash_attention, state=state, progress=progress)
+    if state.pool_cfg is None:
+        raise _infeasible(model, hw, gpus=gpus, global_batch=global_batch, seq_len=seq_len, dtype=dtype,
+                          gpus_per_node=node, opts=opts, flash_attention=flash_attention, state=state)
+
+    pool = [_candidate(model, hw, state.pool_cfg, state.pool_met, i, dtype=dtype, gpus_per_node=node,
+                       tokens=tokens) for i in range(state.pool_score.size)]
+    lead = _distinct(pool, 2 * top)  # refine a few more than shown: refinements can collide
+    placement_doc: dict = {"method": "none"}
+    if placement:
+        lead, reports = _refine(model, hw, lead, objective=objective, flash_attention=flash_attention,
+                                opts=opts, tokens=tokens, time_limit_s=ilp_time_limit_s)
+        order = sorted(range(len(lead)), key=lambda i: _sort_key(lead[i], objective))
+        keep = {id(c) for c in _distinct([lead[i] for i in order], top)}
+        order = [i for i in order if id(lead[i]) in keep]
+        lead = [lead[i] for i in order]
+        reports = [reports[i] for i in order]
+        placement_doc = dict(reports[0])
+        placement_doc["unrestricted"] = _unrestricted_placement(model, hw, lead[0], flash_attention,
+                                                                ilp_time_limit_s)
+        placement_doc["candidates"] = [{"rank": i + 1, "method": r["method"], "applied": r["applied"],
+                                        "recompute_layers": r["recompute_layers"]} for i, r in enumerate(reports)]
+    else:
+        lead = lead[:top]
+    for i, c in enumerate(lead):
+        c["rank"] = i + 1
+    best = lead[0]
+    why = _why(best, lead + [c for c in pool if c not in lead], objective)
+
+    cfg = {k: best[k] for k in CONFIG_KEYS} | {"model": model.name, "hardware": hw.id}
+    launch, unsupported = {}, {}
+    for fw in FRAMEWORKS:
+        mod = emitter(fw)
+        reason = mod.unsupported(cfg)
+        if reason:
+            unsupported[fw] = reason
+        else:
+            launch[fw] = mod.command(model, cfg)
+    obj = {"name": objective, "price_per_gpu_hour": hw.price_per_hour}
+    if objective == "cost":
+        obj["gpu_counts_searched"] = counts
+    if tokens is not None:
+        obj["tokens"] = tokens
+        obj["time_to_train_days"] = best.get("time_to_train_days")
+        obj["cost_to_train_usd"] = best.get("cost_to_train_usd")
+    inputs = {"model": model.name, "hardware": hw.id, "gpus": gpus, "gpus_per_node": node,
+              "global_batch": global_batch, "seq_len": seq_len, "dtype": dtype, "objective": objective,
+              "top": top, "tokens": tokens, "emit": frameworks, "allow_cross_node_tp": allow_cross_node_tp,
+              "flash_attention": flash_attention, "calibration": None if calibration is None else str(calibration)
+              if not isinstance(calibration, dict) else "inline"}
+    return TrainPlan(model=model, hardware=hw, inputs=inputs, best=best, candidates=lead,
+                     searched=state.searched, evaluated=state.evaluated, feasible=state.feasible,
+                     rejected=dict(state.rejected), search_time_s=time.perf_counter() - t0, objective=obj,
+                     placement=placement_doc, why=why, launch=launch, launch_unsupported=unsupported)
