@@ -1,5 +1,109 @@
-"""Placeholder: the command is registered here once implemented."""
+"""``roofplan estimate train``: evaluate one training configuration (SPEC §3.1).
+
+Thin: parses the flags, calls :func:`roofplan.costmodel.train.estimate_training`, and renders
+its document either as JSON or as two rich tables (time breakdown, memory against capacity).
+"""
+
+from __future__ import annotations
+
+import typer
+from rich.table import Table
+
+from roofplan.cli.common import CALIBRATION_OPTION, JSON_OPTION, console, print_json, run
+
+_TIME_LABELS = {
+    "compute": "compute (fwd + bwd + recompute)",
+    "tp_comm_exposed": "TP communication (exposed)",
+    "cp_comm_exposed": "CP communication (exposed)",
+    "ep_comm_exposed": "EP all-to-all (exposed)",
+    "pp_bubble": "pipeline bubble",
+    "pp_comm_exposed": "PP p2p (exposed)",
+    "dp_comm_exposed": "DP / ZeRO communication (exposed)",
+    "optimizer": "optimizer step",
+    "offload_exposed": "offload transfers + host optimizer",
+}
 
 
-def register(group) -> None:  # noqa: ARG001
-    return None
+def _render(doc: dict) -> None:
+    i = doc["inputs"]
+    par = f"tp={i['tp']} pp={i['pp']} dp={i['dp']} cp={i['cp']} ep={i['ep']} vpp={i['vpp']}"
+    console.print(f"[bold]{i['model']}[/bold] on [bold]{i['hardware']}[/bold] x {i['world_size']}  ({par})")
+    console.print(f"global batch {i['global_batch']} x {i['seq_len']} tokens, micro batch {i['micro_batch']} "
+                  f"({i['microbatches']} microbatches), {i['dtype']}, recompute {i['recompute']}, "
+                  f"SP {'on' if i['sequence_parallel'] else 'off'}, ZeRO {i['zero']}, offload {i['offload']}")
+    summary = Table(show_header=False, box=None)
+    summary.add_row("step time", f"{doc['step_time_s']:.3f} s")
+    summary.add_row("tokens/s", f"{doc['tokens_per_s']:,.0f}")
+    summary.add_row("model TFLOP/s per GPU", f"{doc['model_tflops_per_gpu']:.1f}")
+    summary.add_row("hardware TFLOP/s per GPU", f"{doc['hardware_tflops_per_gpu']:.1f}")
+    summary.add_row("MFU", f"{doc['mfu']:.1%}")
+    summary.add_row("fits", "[green]yes[/green]" if doc["fits"] else "[red]no (out of memory)[/red]")
+    console.print(summary)
+
+    step = doc["step_time_s"]
+    t = Table(title="Time per step")
+    t.add_column("component")
+    t.add_column("seconds", justify="right")
+    t.add_column("share", justify="right")
+    for key, val in doc["breakdown_s"].items():
+        t.add_row(_TIME_LABELS.get(key, key), f"{val:.4f}", f"{val / step:.1%}" if step else "-")
+    t.add_row("[bold]step[/bold]", f"[bold]{step:.4f}[/bold]", "100.0%")
+    console.print(t)
+
+    mem = doc["memory_gib_per_gpu"]
+    cap = mem["capacity"]
+    m = Table(title="Memory per GPU")
+    m.add_column("component")
+    m.add_column("GiB", justify="right")
+    m.add_column("of capacity", justify="right")
+    for key in ("weights", "gradients", "optimizer", "activations", "other", "total"):
+        style = "bold" if key == "total" else ""
+        val = mem[key]
+        m.add_row(f"[{style}]{key}[/{style}]" if style else key, f"{val:.2f}", f"{val / cap:.1%}")
+    color = "green" if doc["fits"] else "red"
+    m.add_row("capacity", f"[{color}]{cap:.2f}[/{color}]", "")
+    console.print(m)
+
+
+def estimate_train(
+    model: str = typer.Option(..., "--model", help="Model preset id or path to config.json / model YAML."),
+    hardware: str = typer.Option(..., "--hardware", help="Hardware catalog id or YAML path."),
+    tp: int = typer.Option(1, "--tp", help="Tensor-parallel degree."),
+    pp: int = typer.Option(1, "--pp", help="Pipeline-parallel degree."),
+    dp: int = typer.Option(1, "--dp", help="Data-parallel degree."),
+    cp: int = typer.Option(1, "--cp", help="Context-parallel degree."),
+    ep: int = typer.Option(1, "--ep", help="Expert-parallel degree (divides dp x cp)."),
+    vpp: int = typer.Option(1, "--vpp", help="Virtual stages per pipeline rank (interleaved 1F1B); 1 = plain 1F1B."),
+    global_batch: int = typer.Option(..., "--global-batch", help="Global batch in sequences."),
+    micro_batch: int = typer.Option(..., "--micro-batch", help="Micro batch in sequences."),
+    seq_len: int = typer.Option(..., "--seq-len", help="Sequence length in tokens."),
+    dtype: str = typer.Option("bf16", "--dtype", help="bf16 | fp16 | fp8"),
+    recompute: str = typer.Option("none", "--recompute", help="none | selective | full"),
+    sequence_parallel: bool | None = typer.Option(
+        None, "--sequence-parallel/--no-sequence-parallel", help="Megatron sequence parallelism (default: on when tp > 1)."),
+    zero: int = typer.Option(0, "--zero", help="ZeRO stage 0-3 (1 = Megatron distributed optimizer)."),
+    offload: str = typer.Option("none", "--offload", help="none | optimizer | optimizer+params"),
+    gpus_per_node: int | None = typer.Option(None, "--gpus-per-node", help="Devices per node (default: catalog)."),
+    as_json: bool = JSON_OPTION,
+    calibration: str | None = CALIBRATION_OPTION,
+) -> None:
+    """Estimate step time, throughput, MFU and memory of one training configuration."""
+
+    def body() -> None:
+        from roofplan.costmodel.train import estimate_training
+
+        est = estimate_training(model, hardware, tp=tp, pp=pp, dp=dp, cp=cp, ep=ep, vpp=vpp,
+                                global_batch=global_batch, micro_batch=micro_batch, seq_len=seq_len, dtype=dtype,
+                                recompute=recompute, sequence_parallel=sequence_parallel, zero=zero,
+                                offload=offload, gpus_per_node=gpus_per_node, calibration=calibration)
+        doc = est.to_json()
+        if as_json:
+            print_json(doc)
+        else:
+            _render(doc)
+
+    return run(body)
+
+
+def register(group: typer.Typer) -> None:
+    group.command("train")(estimate_train)

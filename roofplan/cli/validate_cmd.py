@@ -1,5 +1,94 @@
-"""Placeholder: the command is registered here once implemented."""
+"""``roofplan validate``: predicted vs published measurements for every case of the built-in suite.
+
+Thin: :func:`roofplan.validation.suite.run_suite` predicts each case; this module renders one rich
+table (id, kind, model, hardware, metric, measured, predicted, error) and the median and worst
+absolute error per group and overall, or ``SuiteResult.to_json()`` with ``--json``.
+"""
+
+from __future__ import annotations
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from roofplan.cli.common import CALIBRATION_OPTION, JSON_OPTION, console, print_json, run
+
+KINDS_OPTION = typer.Option(None, "--kind", help="Only cases of this kind (repeatable): train, serve_step, "
+                                                 "serve_throughput, op_gemm, op_allreduce.")
+CASES_OPTION = typer.Option(None, "--cases", help="A measurements CSV in the suite's format instead of the "
+                                                  "built-in suite.")
 
 
-def register(group) -> None:  # noqa: ARG001
-    return None
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{x:+.1%}"
+
+
+def _abs_pct(x: float | None) -> str:
+    return "-" if x is None else f"{x:.1%}"
+
+
+def _num(x: float | None) -> str:
+    if x is None:
+        return "-"
+    return f"{x:,.4g}" if abs(x) < 1e4 else f"{x:,.0f}"
+
+
+def _render(doc: dict) -> None:
+    # a pipe or CI log gets a wide table instead of rich's 80-column default
+    out = console if console.is_terminal else Console(width=max(console.width, 170))
+    table = Table(title="roofplan validate: predicted vs published measurements")
+    for col, kw in (("id", {"no_wrap": True}), ("kind", {}), ("model", {"overflow": "fold", "max_width": 32}),
+                    ("hardware", {}), ("metric", {"overflow": "fold", "max_width": 30}), ("unit", {}),
+                    ("measured", {"justify": "right"}), ("predicted", {"justify": "right"}),
+                    ("error", {"justify": "right"})):
+        table.add_column(col, **kw)
+    for c in doc["cases"]:
+        err = c["error"]
+        if err is None:
+            err_s = f"[yellow]{c['note'] or 'n/a'}[/yellow]"
+        else:
+            color = "green" if abs(err) <= 0.10 else ("yellow" if abs(err) <= 0.20 else "red")
+            err_s = f"[{color}]{_pct(err)}[/{color}]"
+        table.add_row(c["id"], c["kind"], c["model"] or "-", c["hardware"], c["metric"], c["unit"],
+                      _num(c["measured"]), _num(c["predicted"]), err_s)
+    out.print(table)
+    summary = Table(title="|error| by group")
+    for col in ("group", "cases", "median |error|", "worst |error|"):
+        summary.add_column(col, justify="left" if col == "group" else "right")
+    for name, s in doc["summary"].items():
+        summary.add_row(f"[bold]{name}[/bold]" if name == "all" else name, str(s["cases"]),
+                        _abs_pct(s["median_abs_error"]), _abs_pct(s["worst_abs_error"]))
+    out.print(summary)
+
+
+def validate(
+    as_json: bool = JSON_OPTION,
+    calibration: str | None = CALIBRATION_OPTION,
+    kind: list[str] | None = KINDS_OPTION,
+    cases: str | None = CASES_OPTION,
+) -> None:
+    """Run the built-in suite of published measurements and show the error of every prediction."""
+
+    def body() -> None:
+        from roofplan.errors import InputError
+        from roofplan.validation.suite import read_cases, run_suite
+
+        selected = read_cases(cases)
+        if kind:
+            known = sorted({c.kind for c in selected})
+            bad = [k for k in kind if k not in known]
+            if bad:
+                raise InputError("kind", bad[0], f"expected one of {', '.join(known)}")
+            selected = [c for c in selected if c.kind in kind]
+        result = run_suite(calibration=calibration, cases=selected)
+        doc = result.to_json()
+        if as_json:
+            print_json(doc)
+        else:
+            _render(doc)
+
+    return run(body)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("validate")(validate)

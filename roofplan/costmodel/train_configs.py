@@ -1,0 +1,153 @@
+"""Struct-of-arrays training configurations and the validity rules the frameworks enforce.
+
+:class:`TrainConfigs` holds N configurations as numpy arrays (scalars broadcast), so the cost model
+evaluates one or a million with the same code. :func:`check_train_config` returns one reject-reason
+code per configuration (0 = valid); the codes are the assertions Megatron-LM makes at start-up
+(``megatron/training/arguments.py``, ``megatron/core/parallel_state.py``) plus DeepSpeed's rule
+that ZeRO-2/3 do not combine with pipeline parallelism (``deepspeed/runtime/pipe/engine.py``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import numpy as np
+
+from roofplan.models.spec import ModelSpec
+
+RECOMPUTE = {"none": 0, "selective": 1, "full": 2}
+OFFLOAD = {"none": 0, "optimizer": 1, "optimizer+params": 2}
+
+#: Reject reasons of :func:`check_train_config`; the planner counts rejections with these names.
+REJECT_REASONS: dict[int, str] = {
+    1: "invalid_value",      # a degree or batch < 1, recompute/zero/offload code out of range
+    2: "divisibility",       # heads/kv heads/ffn not divisible by tp, global batch by micro*dp
+    3: "pipeline",           # pp > layers; interleaving needs pp > 1, pp*vpp <= layers, microbatches % pp
+    4: "context_parallel",   # seq_len not divisible by 2*cp (causal load balancing chunks)
+    5: "expert_parallel",    # ep does not divide dp*cp or the experts; ep > 1 on a dense model
+    6: "zero_pipeline",      # ZeRO-2/3 with pp > 1 (DeepSpeed asserts; Megatron has no such mode)
+    7: "recompute_layers",   # recompute_layers > layers per pipeline stage
+}
+
+_INT_FIELDS = ("tp", "pp", "dp", "cp", "ep", "vpp", "micro_batch", "global_batch", "seq_len", "recompute",
+               "recompute_layers", "zero", "offload")
+
+
+@dataclass
+class TrainConfigs:
+    """N training configurations as arrays of equal length (scalars are broadcast).
+
+    Batches are in sequences. ``recompute``: 0 none, 1 selective (attention core, Korthikanti et
+    al. 2022), 2 full; with full, ``recompute_layers`` layers per pipeline stage are recomputed
+    (Megatron ``--recompute-method block --recompute-num-layers``), 0 meaning all. ``zero``: 0 plain
+    DDP, 1 optimizer states sharded (Megatron distributed optimizer), 2 + gradients, 3 + parameters.
+    ``offload``: 0 none, 1 optimizer states to host (SN40L: DDR), 2 optimizer states and parameters.
+    """
+
+    tp: np.ndarray
+    pp: np.ndarray
+    dp: np.ndarray
+    cp: np.ndarray
+    ep: np.ndarray
+    vpp: np.ndarray
+    micro_batch: np.ndarray
+    global_batch: np.ndarray
+    seq_len: np.ndarray
+    recompute: np.ndarray
+    recompute_layers: np.ndarray
+    sequence_parallel: np.ndarray
+    zero: np.ndarray
+    offload: np.ndarray
+    dtype: str = "bf16"
+    gpus_per_node: int | None = None
+    overlap_grad_reduce: bool = True
+    overlap_param_gather: bool = True
+    tp_comm_overlap: bool = False
+    flash_attention: bool = True
+    #: Dropout layers present (masks stored, extra elementwise traffic). None: GPT-style models
+    #: (``linear_bias``: GPT-2/3, OPT, BLOOM recipes train with dropout 0.1) yes, Llama-style no.
+    dropout: bool | None = None
+
+    def __post_init__(self) -> None:
+        arrays = [np.asarray(getattr(self, f), dtype=np.int64) for f in _INT_FIELDS]
+        arrays.append(np.asarray(self.sequence_parallel, dtype=bool))
+        arrays = np.broadcast_arrays(*[np.atleast_1d(a) for a in arrays])
+        for name, a in zip((*_INT_FIELDS, "sequence_parallel"), arrays):
+            object.__setattr__(self, name, np.ascontiguousarray(a))
+
+    def __len__(self) -> int:
+        return int(self.tp.shape[0])
+
+    @classmethod
+    def single(cls, *, tp=1, pp=1, dp=1, cp=1, ep=1, vpp=1, micro_batch=1, global_batch=None, seq_len=2048,
+               recompute=0, recompute_layers=0, sequence_parallel=None, zero=0, offload=0,
+               **scalars) -> TrainConfigs:
+        """One configuration; ``recompute``/``offload`` may be names; SP defaults to on when tp > 1."""
+        if isinstance(recompute, str):
+            recompute = RECOMPUTE[recompute]
+        if isinstance(offload, str):
+            offload = OFFLOAD[offload]
+        if sequence_parallel is None:
+            sequence_parallel = tp > 1
+        if global_batch is None:
+            global_batch = micro_batch * dp
+        return cls(tp=tp, pp=pp, dp=dp, cp=cp, ep=ep, vpp=vpp, micro_batch=micro_batch,
+                   global_batch=global_batch, seq_len=seq_len, recompute=recompute,
+                   recompute_layers=recompute_layers, sequence_parallel=sequence_parallel, zero=zero,
+                   offload=offload, **scalars)
+
+    def take(self, index) -> TrainConfigs:
+        """The configurations at ``index`` (mask or integer indices), scalars kept."""
+        kw = {}
+        for f in fields(self):
+            v = getattr(self, f.name)
+            kw[f.name] = v[index] if isinstance(v, np.ndarray) else v
+        return TrainConfigs(**kw)
+
+    def row(self, i: int = 0) -> dict:
+        """Configuration ``i`` as plain Python values."""
+        out = {}
+        for f in fields(self):
+            v = getattr(self, f.name)
+            out[f.name] = v[i].item() if isinstance(v, np.ndarray) else v
+        return out
+
+
+def check_train_config(model: ModelSpec, cfg: TrainConfigs) -> np.ndarray:
+    """Reject-reason code per configuration (0 = valid; names in :data:`REJECT_REASONS`).
+
+    The first failing rule (in code order) wins, so each rejected configuration is counted once.
+    """
+    tp, pp, dp, cp, ep, vpp = cfg.tp, cfg.pp, cfg.dp, cfg.cp, cfg.ep, cfg.vpp
+    mb, gb, s = cfg.micro_batch, cfg.global_batch, cfg.seq_len
+    code = np.zeros(len(cfg), dtype=np.int64)
+
+    def mark(bad, reason):
+        np.copyto(code, reason, where=(code == 0) & bad)
+
+    positive = np.minimum.reduce([tp, pp, dp, cp, ep, vpp, mb, gb, s])
+    mark((positive < 1) | (cfg.recompute < 0) | (cfg.recompute > 2) | (cfg.zero < 0) | (cfg.zero > 3)
+         | (cfg.offload < 0) | (cfg.offload > 2) | (cfg.recompute_layers < 0), 1)
+    safe_tp, safe_mbdp = np.maximum(tp, 1), np.maximum(mb * dp, 1)
+    ffn_sizes = [model.ffn] + ([model.moe.expert_ffn] if model.moe else [])
+    div = (model.heads % safe_tp != 0) | (model.kv_heads % safe_tp != 0) | (gb % safe_mbdp != 0)
+    for f in ffn_sizes:
+        div |= f % safe_tp != 0
+    mark(div, 2)
+    micro = gb // safe_mbdp
+    safe_pp, safe_v = np.maximum(pp, 1), np.maximum(vpp, 1)
+    interleaved = vpp > 1
+    # Interleaving: Megatron-Core places ceil(L / (p v)) layers per virtual stage when L is not a
+    # multiple (``--pipeline-model-parallel-layout`` / account-for-embedding splits); each virtual
+    # stage needs at least one layer.
+    mark((pp > model.layers)
+         | (interleaved & ((pp < 2) | (safe_pp * safe_v > model.layers) | (micro % safe_pp != 0))), 3)
+    mark((cp > 1) & (s % np.maximum(2 * cp, 1) != 0), 4)
+    if model.moe is None:
+        mark(ep > 1, 5)
+    else:
+        mark(((dp * cp) % np.maximum(ep, 1) != 0) | (model.moe.num_experts % np.maximum(ep, 1) != 0), 5)
+    mark((cfg.zero >= 2) & (pp > 1), 6)
+    layers_per_stage = -(-model.layers // safe_pp)
+    mark((cfg.recompute == 2) & (cfg.recompute_layers > layers_per_stage), 7)
+    return code

@@ -1,0 +1,202 @@
+"""One training configuration, validated, and its SPEC §3.1 document (``roofplan estimate train``).
+
+:func:`estimate_training` resolves ids/paths, turns every bad input into an :class:`InputError`
+that names the field (exit 2), runs the vectorised :func:`~roofplan.costmodel.train_time.train_step`
+on a single lane and wraps the result in a :class:`TrainEstimate`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from roofplan.costmodel.train_configs import (
+    OFFLOAD,
+    RECOMPUTE,
+    REJECT_REASONS,
+    TrainConfigs,
+    check_train_config,
+)
+from roofplan.costmodel.train_memory import GiB
+from roofplan.costmodel.train_time import TrainArrays, train_step
+from roofplan.errors import InputError
+from roofplan.hardware.spec import DeviceSpec
+from roofplan.models.spec import ModelSpec
+
+_BREAKDOWN = (
+    ("compute", "t_compute"), ("tp_comm_exposed", "t_tp_comm"), ("cp_comm_exposed", "t_cp_comm"),
+    ("ep_comm_exposed", "t_ep_comm"), ("pp_bubble", "t_pp_bubble"), ("pp_comm_exposed", "t_pp_comm"),
+    ("dp_comm_exposed", "t_dp_comm"), ("optimizer", "t_optimizer"), ("offload_exposed", "t_offload"),
+)
+_MEMORY = (
+    ("weights", "mem_weights"), ("gradients", "mem_gradients"), ("optimizer", "mem_optimizer"),
+    ("activations", "mem_activations"), ("other", "mem_other"), ("total", "mem_total"), ("capacity", "capacity"),
+)
+TRAIN_DTYPES = ("bf16", "fp16", "fp8")
+
+
+@dataclass
+class TrainEstimate:
+    """The estimate of one training configuration; ``to_json()`` is the SPEC §3.1 document."""
+
+    model: ModelSpec
+    hardware: DeviceSpec
+    config: TrainConfigs
+    arrays: TrainArrays
+    inputs: dict
+
+    def value(self, name: str) -> float:
+        return float(getattr(self.arrays, name)[0])
+
+    @property
+    def step_time_s(self) -> float:
+        return self.value("step_time_s")
+
+    @property
+    def fits(self) -> bool:
+        return bool(self.arrays.fits[0])
+
+    def breakdown_s(self) -> dict[str, float]:
+        return {key: self.value(attr) for key, attr in _BREAKDOWN}
+
+    def memory_gib(self) -> dict[str, float]:
+        return {key: self.value(attr) / GiB for key, attr in _MEMORY}
+
+    def to_json(self) -> dict:
+        return {
+            "schema": "roofplan.estimate.train/v1",
+            "inputs": dict(self.inputs),
+            "step_time_s": self.step_time_s,
+            "tokens_per_s": self.value("tokens_per_s"),
+            "model_tflops_per_gpu": self.value("model_flops_per_gpu") / 1e12,
+            "hardware_tflops_per_gpu": self.value("hardware_flops_per_gpu") / 1e12,
+            "mfu": self.value("mfu"),
+            "fits": self.fits,
+            "memory_gib_per_gpu": self.memory_gib(),
+            "breakdown_s": self.breakdown_s(),
+        }
+
+
+def _resolve_model(model) -> ModelSpec:
+    if isinstance(model, ModelSpec):
+        return model
+    from roofplan.models.loader import load_model
+
+    return load_model(model)
+
+
+def _resolve_hardware(hw, calibration) -> DeviceSpec:
+    if isinstance(hw, DeviceSpec):
+        if calibration is None:
+            return hw
+        from roofplan.hardware.overlay import apply_overlay, load_overlay
+
+        return apply_overlay(hw, load_overlay(calibration))
+    from roofplan.hardware.catalog import load_hardware
+
+    return load_hardware(hw, calibration=calibration)
+
+
+def _positive(name: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise InputError(name, value, "expected a positive integer")
+    return int(value)
+
+
+def _choice(name: str, value, names: dict[str, int]) -> int:
+    if isinstance(value, str) and value in names:
+        return names[value]
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value in names.values():
+        return int(value)
+    raise InputError(name, value, f"expected one of {', '.join(names)}")
+
+
+def _explain(model: ModelSpec, cfg: TrainConfigs, code: int) -> InputError:
+    """The user-facing message for a reject reason of a single configuration."""
+    c = cfg.row(0)
+    tp, pp, dp, cp, ep, vpp = c["tp"], c["pp"], c["dp"], c["cp"], c["ep"], c["vpp"]
+    if code == 2:
+        if model.heads % tp or model.kv_heads % tp:
+            return InputError("tp", tp, f"must divide the attention heads ({model.heads}) and KV heads "
+                                        f"({model.kv_heads}) of {model.name}")
+        ffns = [model.ffn] + ([model.moe.expert_ffn] if model.moe else [])
+        if any(f % tp for f in ffns):
+            return InputError("tp", tp, f"must divide the MLP sizes {ffns} of {model.name}")
+        return InputError("global_batch", c["global_batch"],
+                          f"must be a multiple of micro_batch x dp = {c['micro_batch']} x {dp} = "
+                          f"{c['micro_batch'] * dp}")
+    if code == 3:
+        if pp > model.layers:
+            return InputError("pp", pp, f"must not exceed the {model.layers} layers of {model.name}")
+        if vpp > 1 and pp < 2:
+            return InputError("vpp", vpp, "interleaved pipelining (vpp > 1) needs pp >= 2")
+        if vpp > 1 and pp * vpp > model.layers:
+            return InputError("vpp", vpp, f"pp x vpp = {pp * vpp} must not exceed the {model.layers} layers")
+        micro = c["global_batch"] // (c["micro_batch"] * dp)
+        return InputError("global_batch", c["global_batch"],
+                          f"the interleaved schedule needs the number of microbatches ({micro}) to be a "
+                          f"multiple of pp ({pp})")
+    if code == 4:
+        return InputError("seq_len", c["seq_len"], f"must be divisible by 2 x cp = {2 * cp}")
+    if code == 5:
+        if model.moe is None:
+            return InputError("ep", ep, f"{model.name} has no experts; expected ep = 1")
+        return InputError("ep", ep, f"must divide dp x cp = {dp * cp} and the {model.moe.num_experts} experts")
+    if code == 6:
+        return InputError("zero", c["zero"], "ZeRO-2/3 cannot be combined with pipeline parallelism (pp > 1); "
+                                             "use zero 0 or 1")
+    if code == 7:
+        return InputError("recompute_layers", c["recompute_layers"],
+                          f"must not exceed the layers per pipeline stage ({-(-model.layers // pp)})")
+    return InputError("config", c, REJECT_REASONS.get(code, "invalid"))
+
+
+def estimate_training(model, hw, *, tp=1, pp=1, dp=1, cp=1, ep=1, vpp=1, global_batch, micro_batch, seq_len,
+                      dtype="bf16", recompute="none", sequence_parallel=None, zero=0, offload="none",
+                      gpus_per_node=None, calibration=None, flash_attention=True, recompute_layers=0,
+                      overlap_grad_reduce=True, overlap_param_gather=True, tp_comm_overlap=False,
+                      dropout=None) -> TrainEstimate:
+    """Estimate one training configuration (SPEC §3.1). ``model``/``hw`` are ids, paths or specs.
+
+    Raises :class:`InputError` naming the field for non-positive numbers, unknown names and the
+    framework's divisibility rules (see :func:`check_train_config`).
+    """
+    ints = {k: _positive(k, val) for k, val in {"tp": tp, "pp": pp, "dp": dp, "cp": cp, "ep": ep, "vpp": vpp,
+                                                      "global_batch": global_batch, "micro_batch": micro_batch,
+                                                      "seq_len": seq_len}.items()}
+    rc = _choice("recompute", recompute, RECOMPUTE)
+    off = _choice("offload", offload, OFFLOAD)
+    zero_i = _choice("zero", zero, {"0": 0, "1": 1, "2": 2, "3": 3})
+    if isinstance(recompute_layers, bool) or not isinstance(recompute_layers, (int, np.integer)) \
+            or recompute_layers < 0:
+        raise InputError("recompute_layers", recompute_layers, "expected an integer >= 0")
+    if dtype not in TRAIN_DTYPES:
+        raise InputError("dtype", dtype, f"expected one of {', '.join(TRAIN_DTYPES)}")
+    if gpus_per_node is not None:
+        gpus_per_node = _positive("gpus_per_node", gpus_per_node)
+    m = _resolve_model(model)
+    h = _resolve_hardware(hw, calibration)
+    h.peak(dtype)  # unsupported dtype on this device -> InputError
+    sp = ints["tp"] > 1 if sequence_parallel is None else bool(sequence_parallel) and ints["tp"] > 1
+    cfg = TrainConfigs.single(**ints, recompute=rc, recompute_layers=int(recompute_layers), sequence_parallel=sp,
+                              zero=zero_i, offload=off, dtype=dtype, gpus_per_node=gpus_per_node,
+                              overlap_grad_reduce=overlap_grad_reduce, overlap_param_gather=overlap_param_gather,
+                              tp_comm_overlap=tp_comm_overlap, flash_attention=flash_attention, dropout=dropout)
+    code = int(check_train_config(m, cfg)[0])
+    if code:
+        raise _explain(m, cfg, code)
+    arrays = train_step(m, h, cfg)
+    names_rc = {v: k for k, v in RECOMPUTE.items()}
+    names_off = {v: k for k, v in OFFLOAD.items()}
+    inputs = {
+        "model": m.name, "hardware": h.id, **ints, "world_size": ints["tp"] * ints["pp"] * ints["dp"] * ints["cp"],
+        "microbatches": ints["global_batch"] // (ints["micro_batch"] * ints["dp"]),
+        "dtype": dtype, "recompute": names_rc[rc], "recompute_layers": int(recompute_layers),
+        "sequence_parallel": sp, "zero": zero_i, "offload": names_off[off],
+        "gpus_per_node": gpus_per_node or h.devices_per_node, "flash_attention": bool(flash_attention),
+        "overlap_grad_reduce": bool(overlap_grad_reduce), "overlap_param_gather": bool(overlap_param_gather),
+        "tp_comm_overlap": bool(tp_comm_overlap),
+        "calibration": None if calibration is None else ("overlay" if isinstance(calibration, dict) else str(calibration)),
+    }
+    return TrainEstimate(model=m, hardware=h, config=cfg, arrays=arrays, inputs=inputs)

@@ -1,0 +1,143 @@
+"""Memory per device of one training configuration, vectorised.
+
+Model state (mixed-precision Adam, Rajbhandari et al. "ZeRO", SC20 §3.1): 2-byte weights, gradients
+(fp32 ``main_grad`` for bf16/fp8 — Megatron sets ``accumulate_allreduce_grads_in_fp32`` for bf16 —
+and fp16 for the 2021 fp16 stack), 12 bytes of optimizer state per parameter (fp32 master, Adam
+m and v). ZeRO-1 (Megatron's distributed optimizer) shards the optimizer over the data-parallel
+ranks, ZeRO-2 also the gradients, ZeRO-3 also the weights. This reproduces Megatron-LM's
+``megatron/training/theoretical_memory_usage.py`` (18 bytes/param; 6 + 12/dp with the distributed
+optimizer) on the most loaded stage (first stage: its layers plus the embedding).
+
+Activations follow Korthikanti et al., "Reducing Activation Recomputation in Large Transformer
+Models" (MLSys 2023, §4, Table 2), written per tensor so that GQA, gated MLPs, ffn != 4h, MoE and
+FlashAttention are covered; with multi-head attention, plain GeLU MLP and dropout it is exactly the
+paper's ``sbh(34 + 5as/h)`` (no parallelism), ``sbh(10 + 24/t + 5as/(ht))`` (TP) and
+``sbh(34/t + 5as/(ht))`` (TP + sequence parallelism). Selective recompute drops the attention
+score term; full recompute keeps only each layer's input. The first pipeline stage holds ``p``
+microbatches in flight under 1F1B and ``p(1 + (p-1)/(pv))`` under the interleaved schedule
+(Megatron's formula); the last stage holds one, plus the fp32 logits.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from roofplan.costmodel.train_shapes import ModelShapes
+
+GiB = float(2**30)
+
+#: Bytes per parameter of Adam state: fp32 master weights, first and second moments (ZeRO §3.1).
+OPTIMIZER_BYTES_PER_PARAM = 12.0
+#: CUDA/HIP context, NCCL communicator buffers and GEMM workspaces that every rank allocates
+#: outside the model (PyTorch reports ~0.3-0.5 GiB of context; NCCL 4 MiB x channels x peers per
+#: communicator, several communicators per rank). A round 1.5 GiB.
+FRAMEWORK_BYTES = 1.5 * GiB
+#: Fraction of live tensors the caching allocator holds on top as fragmentation
+#: (PyTorch CUDA caching allocator: reserved vs allocated typically differs by 5-10 %).
+FRAGMENTATION = 0.05
+#: Bytes per token of the input ids kept for the embedding backward (int64; Megatron's formula).
+TOKEN_ID_BYTES = 8.0
+#: Extra routed-token slots per expert over the mean (router load imbalance; GShard's capacity
+#: factor and Megatron's ``--moe-expert-capacity-factor`` are typically 1.0-1.25).
+MOE_IMBALANCE = 1.1
+
+
+@dataclass
+class ParamPlacement:
+    """Parameters held by one device of the most loaded stage (before ZeRO sharding)."""
+
+    dense: np.ndarray      # TP-sharded parameters, replicated over dp*cp
+    expert: np.ndarray     # EP x TP sharded expert parameters, replicated over dp*cp/ep
+    layers_per_stage: np.ndarray
+    moe_per_stage: np.ndarray
+
+    @property
+    def total(self) -> np.ndarray:
+        return self.dense + self.expert
+
+
+def param_placement(s: ModelShapes, tp, pp, ep, vpp) -> ParamPlacement:
+    """Parameters on the most loaded device: ceil(L / (p v)) layers per virtual stage, times v,
+    plus the embedding on the first stage or the LM head (or, when tied, its copy) on the last.
+    Expert tensor parallelism equals TP (Megatron's default ``expert_tensor_parallel_size``)."""
+    per_virtual = np.ceil(s.layers / (pp * vpp))
+    n_s = per_virtual * vpp
+    moe_frac = s.moe_layers / s.layers
+    n_moe = n_s * moe_frac
+    n_dense = n_s - n_moe
+    layer_dense = n_dense * s.dense_layer_params + n_moe * s.moe_layer_nonexpert_params
+    head = s.head_params if not s.tied else s.vocab * s.h
+    ends = np.where(pp > 1, np.maximum(s.embedding_params, head), s.embedding_params + s.head_params)
+    dense = (layer_dense + ends) / tp
+    expert = n_moe * s.moe_layer_expert_params / (ep * tp)
+    return ParamPlacement(dense=dense, expert=expert, layers_per_stage=n_s, moe_per_stage=n_moe)
+
+
+def grad_bytes_per_param(dtype: str) -> float:
+    """fp32 main gradients except on the 2021 fp16 stack (fp16 gradients)."""
+    return 2.0 if dtype == "fp16" else 4.0
+
+
+def layer_activation_bytes(s: ModelShapes, *, tokens, seq_len, tp, sp, scores: bool, dropout: bool,
+                           act_bytes=2.0, gemm_input_bytes=None):
+    """Stored activation bytes of one decoder layer for ``tokens`` tokens of sequences of
+    ``seq_len`` (Korthikanti Table 2 term by term). ``scores``: the attention score/probability
+    tensors are kept (no FlashAttention and no selective recompute)."""
+    drop = 1.0 if dropout else 0.0
+    sp_div = np.where(sp, tp, 1.0)
+    base, _ = _layer_base(s, tokens, tp, sp_div, drop, act_bytes, gemm_input_bytes)
+    score = tokens * s.heads / tp * seq_len * (act_bytes + drop * (1.0 + act_bytes))
+    return base + (score if scores else tokens * 4.0 * s.heads / tp)
+
+
+def activation_bytes(s: ModelShapes, *, micro_batch, seq_len, tp, pp, cp, vpp, microbatches, sp, recompute,
+                     recompute_layers, flash, dropout, layers_per_stage, act_bytes=2.0, gemm_input_bytes=None):
+    """Peak activation bytes per device: max over the first stage (most microbatches in flight)
+    and the last stage (fp32 logits)."""
+    b = act_bytes
+    tokens = micro_batch * seq_len / cp
+    drop = 1.0 if dropout else 0.0
+    sp_div = np.where(sp, tp, 1.0)
+    base_full, ckpt = _layer_base(s, tokens, tp, sp_div, drop, b, gemm_input_bytes)
+    # attention scores, materialised without FlashAttention: softmax out, dropout mask and output
+    score = tokens * s.heads / tp * seq_len * (b + drop * (1.0 + b))
+    lse = tokens * 4.0 * s.heads / tp
+    keep_scores = (~np.asarray(flash, dtype=bool)) & (recompute == 0)
+    stored_none = base_full + np.where(keep_scores, score, lse)
+    working = base_full + np.where(flash, lse, score)          # one layer being recomputed/backpropagated
+    k = np.where(recompute == 2, np.where(recompute_layers > 0, np.minimum(recompute_layers, layers_per_stage),
+                                          layers_per_stage), 0.0)
+    stage = k * ckpt + (layers_per_stage - k) * stored_none
+    in_flight = np.where(vpp > 1, pp * (1.0 + (pp - 1.0) / (pp * vpp)), np.minimum(pp, microbatches))
+    embed = tokens * (TOKEN_ID_BYTES + drop * s.h / sp_div)
+    logits = tokens * (4.0 * s.h / sp_div + 4.0 * s.vocab / tp)
+    recompute_working = np.where(recompute == 2, working, 0.0)
+    first = in_flight * (stage + embed) + recompute_working + np.where(pp > 1, 0.0, logits)
+    last = stage + logits + recompute_working
+    return np.where(pp > 1, np.maximum(first, last), first)
+
+
+def _layer_base(s: ModelShapes, tokens, tp, sp_div, drop, b, bi=None):
+    """(activations of one layer without the score tensors, the layer input alone).
+
+    Korthikanti Table 2 per tensor, in bytes per token: LayerNorm inputs (2 x b h), QKV and MLP
+    inputs (2 x bi h), dropout masks (2 x h): sharded over TP only with SP. Q, K, V (b) and the
+    O-projection input (bi): sharded by heads. MLP: first GEMM output (b, gated: gate and up) and
+    the second GEMM's input (bi). ``bi`` is the storage of GEMM inputs: 1 byte under FP8
+    (Transformer Engine saves the FP8-cast inputs for the backward GEMMs), else ``b``.
+    """
+    bi = b if bi is None else bi
+    sp_part = (2.0 * b + 2.0 * bi + 2.0 * drop) * s.h / sp_div
+    attn_part = (b * (s.qk_dim * s.heads + s.kv_width) + bi * s.o_in) / tp
+    mlp_dense = (b * s.mlp_up + bi * s.ffn) / tp
+    if s.moe_layers:
+        k = s.top_k * MOE_IMBALANCE
+        mlp_moe = ((b * (k * s.expert_up + s.shared_up) + bi * (k * s.expert_ffn + s.shared_ffn)) / tp
+                   + b * k * s.h / sp_div + 4.0 * s.experts)          # permuted tokens, router probs
+        frac = s.moe_layers / s.layers
+        mlp = (1 - frac) * mlp_dense + frac * mlp_moe
+    else:
+        mlp = mlp_dense
+    return tokens * (sp_part + attn_part + mlp), tokens * b * s.h / sp_div

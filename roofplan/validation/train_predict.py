@@ -1,0 +1,80 @@
+"""Predictor for ``train`` rows: Megatron-LM SC21 Table 1 (Narayanan et al. 2021).
+
+The published metric is achieved TFLOP/s per GPU with FLOPs counted by the paper's formula
+(§5.1, eq. 3): ``96 B s l h^2 (1 + s/(6h) + V/(16 l h))`` per iteration, which includes the
+forward pass recomputed under full activation checkpointing. We divide that count by the
+predicted step time and the number of GPUs. The row's tp, pp, dp, vpp, batch sizes, dtype and
+recompute are used as given; the 2021 software stack had no FlashAttention (scores materialised
+with fused softmax kernels), used dropout, overlapped the data-parallel all-reduce and used the
+scatter/gather optimisation for pipeline p2p (modelled in :mod:`roofplan.costmodel.train`).
+"""
+
+from __future__ import annotations
+
+from roofplan.validation.suite import Case, predictor
+
+#: Software stacks named in the ``engine`` column and what they switch on. Megatron-LM 2021
+#: (SC21): no FlashAttention, plain DDP with the all-reduce overlapped, no TP overlap. Megatron
+#: Bridge / NeMo performance recipes (``scripts/performance``): FlashAttention (cuDNN/TE), the
+#: distributed optimizer (ZeRO-1) with overlapped grad reduce and param gather, and TP
+#: communication overlap (TE userbuffers) when tp > 1.
+STACKS: dict[str, dict] = {
+    "megatron-lm-2021": {"flash_attention": False, "zero": 0, "tp_comm_overlap": False},
+    "megatron-bridge": {"flash_attention": True, "zero": 1, "tp_comm_overlap": True},
+}
+_DEFAULT_STACK = {"flash_attention": True, "zero": 0, "tp_comm_overlap": False}
+
+
+def stack_profile(engine: str) -> dict:
+    """Switches of the stack named ``engine`` (prefix match, so ``megatron-bridge-25.11`` works)."""
+    for name, prof in STACKS.items():
+        if engine.startswith(name):
+            return prof
+    return _DEFAULT_STACK
+
+
+def paper_flops_per_iteration(batch: int, seq: int, layers: int, hidden: int, vocab: int) -> float:
+    """Narayanan et al. SC21 eq. 3: FLOPs of one iteration with full recomputation."""
+    return 96.0 * batch * seq * layers * hidden**2 * (1.0 + seq / (6.0 * hidden) + vocab / (16.0 * layers * hidden))
+
+
+def estimate_case(case: Case, calibration=None):
+    """The :class:`~roofplan.costmodel.train.TrainEstimate` of a ``train`` row."""
+    from roofplan.costmodel.train import estimate_training
+
+    prof = stack_profile(case.str("engine"))
+    sp = case.str("sequence_parallel", "")
+    tp, pp, dp = case.int("tp", 1), case.int("pp", 1), case.int("dp", 1)
+    # The CSV has no cp column: context parallelism is what is left of the GPU count.
+    gpus = case.int("gpus", tp * pp * dp)
+    cp = max(gpus // (tp * pp * dp), 1)
+    return estimate_training(
+        case.str("model"), case.str("hardware"), tp=tp, pp=pp, dp=dp, cp=cp,
+        vpp=case.int("vpp", 1), global_batch=case.int("global_batch"), micro_batch=case.int("micro_batch"),
+        seq_len=case.int("seq_len"), dtype=case.str("dtype", "bf16"), recompute=case.str("recompute", "none"),
+        sequence_parallel=None if sp == "" else sp.lower() in ("yes", "true", "1"),
+        flash_attention=prof["flash_attention"], zero=prof["zero"], tp_comm_overlap=prof["tp_comm_overlap"] and tp > 1,
+        calibration=calibration,
+    )
+
+
+@predictor("train")
+def predict_train(case: Case, calibration=None) -> float:
+    """Predicted value of the row's metric (``tflops_per_gpu_incl_recompute`` or ``mfu``...)."""
+    est = estimate_case(case, calibration)
+    metric = case.metric
+    if metric == "tflops_per_gpu_incl_recompute":
+        m = est.model
+        flops = paper_flops_per_iteration(case.int("global_batch"), case.int("seq_len"), m.layers, m.hidden, m.vocab)
+        return flops / est.step_time_s / est.inputs["world_size"] / 1e12
+    if metric == "model_tflops_per_gpu":
+        return est.value("model_flops_per_gpu") / 1e12
+    if metric == "mfu":
+        return est.value("mfu")
+    if metric == "tokens_per_s":
+        return est.value("tokens_per_s")
+    if metric == "tokens_per_s_per_gpu":
+        return est.value("tokens_per_s") / est.inputs["world_size"]
+    if metric == "step_time_s":
+        return est.step_time_s
+    raise ValueError(f"case {case.id}: unsupported train metric {metric!r}")

@@ -1,0 +1,73 @@
+"""``roofplan estimate train`` through the typer app (CliRunner)."""
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from roofplan.cli.app import app
+
+runner = CliRunner()
+BASE = ["estimate", "train", "--model", "llama-3.1-8b", "--hardware", "h100-sxm", "--global-batch", "64",
+        "--micro-batch", "1", "--seq-len", "4096"]
+
+
+def test_json_document_has_every_spec_key():
+    r = runner.invoke(app, BASE + ["--tp", "2", "--pp", "2", "--dp", "2", "--vpp", "2", "--recompute", "selective",
+                                   "--zero", "1", "--json"])
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)
+    assert doc["schema"] == "roofplan.estimate.train/v1"
+    for key in ("inputs", "step_time_s", "tokens_per_s", "model_tflops_per_gpu", "hardware_tflops_per_gpu", "mfu",
+                "fits", "memory_gib_per_gpu", "breakdown_s"):
+        assert key in doc
+    assert set(doc["memory_gib_per_gpu"]) >= {"weights", "gradients", "optimizer", "activations", "other", "total",
+                                              "capacity"}
+    assert set(doc["breakdown_s"]) >= {"compute", "tp_comm_exposed", "cp_comm_exposed", "ep_comm_exposed",
+                                       "pp_bubble", "pp_comm_exposed", "dp_comm_exposed", "optimizer",
+                                       "offload_exposed"}
+    i = doc["inputs"]
+    assert (i["tp"], i["pp"], i["dp"], i["vpp"], i["world_size"]) == (2, 2, 2, 2, 8)
+    assert i["sequence_parallel"] is True and i["recompute"] == "selective" and i["zero"] == 1
+    assert doc["tokens_per_s"] == pytest.approx(64 * 4096 / doc["step_time_s"])
+    assert doc["fits"] is True
+
+
+def test_no_sequence_parallel_flag_and_offload():
+    r = runner.invoke(app, BASE + ["--tp", "2", "--dp", "2", "--no-sequence-parallel", "--offload", "optimizer",
+                                   "--gpus-per-node", "4", "--dtype", "fp8", "--json"])
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)
+    assert doc["inputs"]["sequence_parallel"] is False
+    assert doc["inputs"]["offload"] == "optimizer" and doc["inputs"]["gpus_per_node"] == 4
+    assert doc["memory_gib_per_gpu"]["optimizer"] == 0.0 and doc["breakdown_s"]["offload_exposed"] > 0
+
+
+def test_rich_output_shows_time_and_memory_breakdowns():
+    r = runner.invoke(app, BASE + ["--tp", "4", "--dp", "2"])
+    assert r.exit_code == 0, r.output
+    assert "Time per step" in r.stdout and "Memory per GPU" in r.stdout
+    assert "pipeline bubble" in r.stdout and "capacity" in r.stdout
+
+
+@pytest.mark.parametrize("extra,needle", [
+    (["--tp", "3", "--dp", "2"], "tp"),
+    (["--tp", "2", "--dp", "3"], "global_batch"),
+    (["--ep", "2", "--dp", "2"], "ep"),
+    (["--tp", "-2"], "tp"),
+    (["--recompute", "most"], "recompute"),
+    (["--zero", "5"], "zero"),
+    (["--dtype", "fp4"], "dtype"),
+])
+def test_bad_input_exits_2_with_one_line(extra, needle):
+    r = runner.invoke(app, BASE + extra)
+    assert r.exit_code == 2
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and needle in lines[0]
+    assert "Traceback" not in r.output
+
+
+def test_unknown_model_is_exit_2():
+    r = runner.invoke(app, ["estimate", "train", "--model", "no-such-model", "--hardware", "h100-sxm",
+                            "--global-batch", "8", "--micro-batch", "1", "--seq-len", "1024"])
+    assert r.exit_code == 2
