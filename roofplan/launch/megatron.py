@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from roofplan.errors import InputError
 from roofplan.launch.common import command_line, prediction_header, shell_script, torchrun_argv
 from roofplan.models.spec import ModelSpec
+from roofplan.solver.space import pipeline_split
 
 SCRIPT = "launch_megatron.sh"
 
@@ -83,6 +84,9 @@ def parallel_args(model: ModelSpec, c: Mapping) -> list[str]:
          "--context-parallel-size", str(c["cp"])]
     if c["vpp"] > 1:
         a += ["--num-layers-per-virtual-pipeline-stage", str(model.layers // (c["pp"] * c["vpp"]))]
+    elif model.layers % c["pp"]:
+        first, _, last = (int(x) for x in pipeline_split(model.layers, c["pp"]))
+        a += ["--decoder-first-pipeline-num-layers", str(first), "--decoder-last-pipeline-num-layers", str(last)]
     if model.moe is not None:
         a += ["--expert-model-parallel-size", str(c["ep"])]
     if c["sequence_parallel"] and c["tp"] > 1:
@@ -104,7 +108,7 @@ def parallel_args(model: ModelSpec, c: Mapping) -> list[str]:
     if rc == "selective":
         a += ["--recompute-granularity", "selective"]
     elif rc == "full":
-        stage_layers = model.layers // c["pp"]
+        stage_layers = -(-model.layers // c["pp"])  # the largest (middle) stage
         n = c.get("recompute_layers") or 0
         if n and n < stage_layers:
             a += ["--recompute-granularity", "full", "--recompute-method", "block", "--recompute-num-layers", str(n)]

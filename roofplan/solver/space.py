@@ -96,6 +96,38 @@ class Space:
         return {k: v[idx] for k, v in self.arrays.items()}
 
 
+# -- pipeline layer split ------------------------------------------------------------------------------
+def pipeline_split(layers, pp):
+    """Layers of the (first, middle, last) pipeline stages, vectorised.
+
+    Even when ``pp`` divides ``layers``. Otherwise the middle stages take ceil(L/pp) layers (the
+    slowest stage, which the cost model prices) and the remainder is split between the first and
+    last stages, which also hold the embedding and the loss — Megatron-Core's
+    ``--decoder-first-pipeline-num-layers`` / ``--decoder-last-pipeline-num-layers``, as used for
+    Llama 3 405B (126 layers on 16 stages, Dubey et al. 2024 §3.3.2). Where no such split exists
+    (the remainder is below 2 or above two middle stages) ``first`` is 0.
+    """
+    layers = np.asarray(layers, dtype=np.int64)
+    pp = np.asarray(pp, dtype=np.int64)
+    middle = -(-layers // np.maximum(pp, 1))
+    rest = layers - np.maximum(pp - 2, 0) * middle
+    even = layers % np.maximum(pp, 1) == 0
+    possible = (pp >= 2) & (rest >= 2) & (rest <= 2 * middle)
+    first = np.where(even, middle, np.where(possible, rest - rest // 2, 0))
+    last = np.where(even, middle, np.where(possible, rest // 2, 0))
+    return first, middle, last
+
+
+def pipeline_split_ok(layers, pp, vpp):
+    """Whether the (pp, vpp) pair can be laid out: an even split, or an uneven first/last split
+    with the plain 1F1B schedule (interleaving with uneven stages is not searched)."""
+    pp = np.asarray(pp, dtype=np.int64)
+    vpp = np.asarray(vpp, dtype=np.int64)
+    even = layers % pp == 0
+    first, _, _ = pipeline_split(layers, pp)
+    return (even & ((vpp == 1) | ((pp > 1) & ((layers // pp) % vpp == 0)))) | (~even & (vpp == 1) & (first > 0))
+
+
 # -- framework limits --------------------------------------------------------------------------------
 def framework_mask(framework: str | tuple[str, ...] | None, a: dict[str, np.ndarray], layers: int) -> np.ndarray:
     """True where ``framework`` can launch the configuration (launch-configs.md §1-3).
@@ -230,7 +262,8 @@ def enumerate_space(model: ModelSpec, hw: DeviceSpec, *, gpus: int, global_batch
     # or pp > 1 with vpp dividing the layers of a stage; other pairs are not counted at all
     stage_ok = model.layers % pp == 0
     exists = (vpp == 1) | ((pp > 1) & stage_ok & ((model.layers // pp) % vpp == 0))
-    tp, pp, cp, dp, ep, vpp = (x[exists] for x in (tp, pp, cp, dp, ep, vpp))
+    split_ok = pipeline_split_ok(model.layers, pp, vpp)
+    tp, pp, cp, dp, ep, vpp, split_ok = (x[exists] for x in (tp, pp, cp, dp, ep, vpp, split_ok))
 
     # micro-batch candidates per dp; knob rows per tp>1
     per_replica = np.where(global_batch % dp == 0, global_batch // np.maximum(dp, 1), 0)
@@ -251,7 +284,7 @@ def enumerate_space(model: ModelSpec, hw: DeviceSpec, *, gpus: int, global_batch
 
     heads_ok = (model.heads % tp == 0) & (model.kv_heads % tp == 0)
     reject(~heads_ok, "divisibility")
-    reject(model.layers % pp != 0, "divisibility")
+    reject(~split_ok, "divisibility")
     reject(per_replica == 0, "divisibility")
     reject((cp > 1) & (seq_len % (2 * cp) != 0), "divisibility")
     if model.moe is not None:
