@@ -1,0 +1,369 @@
+"""Measurement files that ``roofplan calibrate`` reads (the format is documented in docs/calibration.md).
+
+Three sources are accepted, each turned into a list of :class:`Measurement`:
+
+* **roofplan measurement CSV**: one row per measurement with a ``kind`` column:
+  ``gemm`` (m, n, k, dtype), ``attention`` (batch, heads, kv_heads, head_dim, seq_len, kv_len, causal,
+  direction, dtype) and ``collective`` (op, ranks, nodes, bytes), each with ``value`` and ``unit``
+  (a time in s/ms/us, or a rate: TFLOP/s for operators, GB/s ``busbw``/``algbw`` for collectives).
+  A file without a ``kind`` column gets the kind its header implies (m,n,k -> gemm; op,bytes ->
+  collective; heads,head_dim,seq_len -> attention).
+* **the shared published-measurements columns** (``roofplan/validation/published_measurements.csv``):
+  rows of kinds train, serve_step, serve_throughput, op_gemm, op_allreduce; they are predicted by the
+  validation suite's predictors.
+* **nccl-tests output text** (``all_reduce_perf`` and friends), parsed row by row.
+
+Operator rows are normalised to a measured time in seconds (a rate is converted with the same FLOP
+or byte count the predictor uses, so the log residual is unchanged); end-to-end rows keep the value
+in their own unit. Every malformed row raises :class:`InputError` naming the file and line.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from roofplan.costmodel.collectives import COLLECTIVES
+from roofplan.costmodel.roofline import gemm_flops
+from roofplan.errors import InputError
+from roofplan.hardware.spec import DTYPE_BYTES
+
+#: Kinds predicted by this package's own vectorised operator predictors.
+OP_KINDS = ("gemm", "attention", "collective")
+#: Kinds of the shared published-measurements format, predicted by ``roofplan.validation.suite``.
+SUITE_KINDS = ("train", "serve_step", "serve_throughput", "op_gemm", "op_allreduce")
+KINDS = OP_KINDS + SUITE_KINDS
+
+TIME_UNITS = {"s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9}
+SIZE_UNITS = {"B": 1, "KB": 1e3, "MB": 1e6, "GB": 1e9, "KiB": 2**10, "MiB": 2**20, "GiB": 2**30, "K": 2**10,
+              "M": 2**20, "G": 2**30}
+#: Time columns accepted instead of ``value`` + ``unit`` on operator rows.
+TIME_COLUMNS = {"time_s": "s", "time_ms": "ms", "time_us": "us"}
+
+#: nccl-tests names (binary ``<name>_perf``, or the CSV ``op`` column) -> collective of the cost model.
+OP_ALIASES = {
+    "all_reduce": "all_reduce", "allreduce": "all_reduce", "all-reduce": "all_reduce",
+    "all_gather": "all_gather", "allgather": "all_gather", "all-gather": "all_gather",
+    "reduce_scatter": "reduce_scatter", "reducescatter": "reduce_scatter", "reduce-scatter": "reduce_scatter",
+    "alltoall": "all_to_all", "all_to_all": "all_to_all", "all-to-all": "all_to_all",
+    "sendrecv": "p2p", "send_recv": "p2p", "p2p": "p2p",
+}
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?(?:[eE][+-]?\d+)?)\s*([A-Za-z]*)\s*$")
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """One measured value and everything needed to predict it.
+
+    ``target`` is what the fit compares with a prediction: seconds for operator kinds, ``value`` in
+    ``unit`` for the suite kinds. ``row`` keeps the raw columns (the suite predictors read them).
+    """
+
+    kind: str
+    hardware: str  # catalog id or path; "" = the hardware being calibrated
+    target: float
+    metric: str
+    value: float
+    unit: str
+    origin: str  # "file:line"
+    row: dict = field(default_factory=dict, compare=False)
+    id: str = ""
+
+    @property
+    def label(self) -> str:
+        return self.id or self.origin
+
+
+# -- small typed readers -----------------------------------------------------------------------------
+def _where(origin: str, column: str) -> str:
+    return f"{origin} {column}"
+
+
+def parse_size(text: str, where: str) -> float:
+    """Bytes from ``16777216``, ``16MiB`` or ``1.5 GB`` (nccl-tests ``-b/-e`` accept K/M/G = 2^10..)."""
+    m = _SIZE.match(str(text or ""))
+    if not m or (m.group(2) and m.group(2) not in SIZE_UNITS):
+        raise InputError(where, text, "expected a byte count such as 16777216 or 16MiB (units "
+                         + ", ".join(SIZE_UNITS) + ")")
+    v = float(m.group(1)) * SIZE_UNITS.get(m.group(2) or "B", 1)
+    if v <= 0:
+        raise InputError(where, text, "expected a positive byte count")
+    return v
+
+
+def _positive(row: dict, col: str, origin: str, *, integer: bool = False, default=None) -> float:
+    raw = (row.get(col) or "").strip()
+    if not raw:
+        if default is not None:
+            return default
+        raise InputError(_where(origin, col), raw, "a value is required for this kind of row")
+    try:
+        v = float(raw)
+    except ValueError:
+        raise InputError(_where(origin, col), raw, "expected a number") from None
+    if not math.isfinite(v) or v <= 0 or (integer and v != int(v)):
+        raise InputError(_where(origin, col), raw, "expected a positive " + ("integer" if integer else "number"))
+    return v
+
+
+def _choice(row: dict, col: str, origin: str, allowed, default: str) -> str:
+    raw = (row.get(col) or "").strip()
+    if not raw:
+        return default
+    v = raw.lower()
+    if v not in allowed:
+        raise InputError(_where(origin, col), raw, "expected one of " + ", ".join(allowed))
+    return v
+
+
+def _bool(row: dict, col: str, origin: str, default: bool) -> bool:
+    v = _choice(row, col, origin, ("yes", "no", "true", "false", "1", "0", "y", "n"), "yes" if default else "no")
+    return v in ("yes", "true", "1", "y")
+
+
+def _measured(row: dict, origin: str) -> tuple[float, str, str]:
+    """(value, unit, metric) of an operator row: ``value``+``unit`` (+``metric``) or a time column."""
+    for col, unit in TIME_COLUMNS.items():
+        if (row.get(col) or "").strip():
+            return _positive(row, col, origin), unit, "time"
+    value = _positive(row, "value", origin)
+    unit = (row.get("unit") or "").strip()
+    metric = (row.get("metric") or "").strip().lower()
+    if unit in TIME_UNITS:
+        return value, unit, metric or "time"
+    if not unit:
+        raise InputError(_where(origin, "unit"), unit, "expected s, ms, us, TFLOP/s or GB/s")
+    return value, unit, metric
+
+
+# -- operator rows -------------------------------------------------------------------------------------
+def attention_flops(batch, heads, seq_len, kv_len, head_dim, causal, direction):
+    """FLOPs of one attention call as FlashAttention's benchmarks count them
+    (Dao-AILab/flash-attention ``benchmarks/benchmark_flash_attention.py``, ``flops()``): 4·b·h·s_q·s_kv·d
+    for the two matmuls of the forward pass, halved when causal; backward 2.5x, forward+backward 3.5x."""
+    f = 4.0 * batch * heads * seq_len * kv_len * head_dim
+    if causal:
+        f /= 2.0
+    return f * {"fwd": 1.0, "bwd": 2.5, "fwd_bwd": 3.5}[direction]
+
+
+def collective_bus_factor(op: str, ranks: float) -> float:
+    """busbw / algbw of nccl-tests (``doc/PERFORMANCE.md``): 2(n-1)/n all-reduce, (n-1)/n
+    all-gather / reduce-scatter / all-to-all, 1 for send/recv."""
+    if op == "all_reduce":
+        return 2.0 * (ranks - 1.0) / ranks
+    if op in ("all_gather", "reduce_scatter", "all_to_all"):
+        return (ranks - 1.0) / ranks
+    return 1.0
+
+
+def _op_measurement(kind: str, row: dict, origin: str) -> Measurement:
+    value, unit, metric = _measured(row, origin)
+    fields: dict = {}
+    if kind == "gemm":
+        m, n, k = (_positive(row, c, origin, integer=True) for c in ("m", "n", "k"))
+        fields.update(m=m, n=n, k=k, dtype=_choice(row, "dtype", origin, tuple(DTYPE_BYTES), "bf16"))
+        work = float(gemm_flops(m, n, k))
+        rate_units = {"TFLOP/s": 1e12, "TFLOPS": 1e12, "GFLOP/s": 1e9}
+    elif kind == "attention":
+        b = _positive(row, "batch", origin, integer=True, default=1.0)
+        h = _positive(row, "heads", origin, integer=True)
+        s = _positive(row, "seq_len", origin, integer=True)
+        fields.update(
+            batch=b, heads=h, seq_len=s, head_dim=_positive(row, "head_dim", origin, integer=True),
+            kv_heads=_positive(row, "kv_heads", origin, integer=True, default=h),
+            kv_len=_positive(row, "kv_len", origin, integer=True, default=s),
+            causal=_bool(row, "causal", origin, True),
+            direction=_choice(row, "direction", origin, ("fwd", "bwd", "fwd_bwd"), "fwd"),
+            dtype=_choice(row, "dtype", origin, tuple(DTYPE_BYTES), "bf16"),
+        )
+        work = attention_flops(b, h, s, fields["kv_len"], fields["head_dim"], fields["causal"], fields["direction"])
+        rate_units = {"TFLOP/s": 1e12, "TFLOPS": 1e12, "GFLOP/s": 1e9}
+    else:
+        raw_op = (row.get("op") or "").strip().lower().removesuffix("_perf")
+        if raw_op not in OP_ALIASES:
+            raise InputError(_where(origin, "op"), row.get("op"), "expected one of " + ", ".join(COLLECTIVES)
+                             + " (nccl-tests names allreduce, allgather, reducescatter, alltoall, sendrecv work too)")
+        op = OP_ALIASES[raw_op]
+        ranks = _positive(row, "ranks", origin, integer=True)
+        if ranks < 2:
+            raise InputError(_where(origin, "ranks"), row.get("ranks"), "a collective needs at least 2 ranks")
+        nodes = _positive(row, "nodes", origin, integer=True, default=0.0) or 0.0
+        if nodes and (nodes > ranks or ranks % nodes):
+            raise InputError(_where(origin, "nodes"), row.get("nodes"), f"expected a divisor of ranks={int(ranks)}")
+        nbytes = parse_size(row.get("bytes") or row.get("size") or "", _where(origin, "bytes"))
+        fields.update(op=op, ranks=ranks, nodes=nodes, bytes=nbytes)
+        work = nbytes
+        rate_units = {"GB/s": 1e9}
+        if unit == "GB/s":
+            metric = metric or "busbw"
+            if metric not in ("busbw", "algbw"):
+                raise InputError(_where(origin, "metric"), metric, "a GB/s value is busbw or algbw")
+            if metric == "busbw":
+                work = nbytes * collective_bus_factor(op, ranks)
+    if unit in TIME_UNITS:
+        if metric != "time":
+            raise InputError(_where(origin, "metric"), metric, f"a value in {unit} is a time (metric 'time')")
+        target = value * TIME_UNITS[unit]
+    elif unit in rate_units:
+        if kind != "collective":
+            metric = metric or "tflops"
+            if metric != "tflops":
+                raise InputError(_where(origin, "metric"), metric, f"a value in {unit} is a rate (metric 'tflops')")
+        target = work / (value * rate_units[unit])
+    else:
+        raise InputError(_where(origin, "unit"), unit, "expected one of " + ", ".join([*TIME_UNITS, *rate_units]))
+    return Measurement(kind=kind, hardware=(row.get("hardware") or "").strip(), target=target,
+                       metric=metric or "time", value=value, unit=unit, origin=origin, row=fields,
+                       id=(row.get("id") or "").strip())
+
+
+def _suite_measurement(kind: str, row: dict, origin: str) -> Measurement:
+    value = _positive(row, "value", origin)
+    metric = (row.get("metric") or "").strip()
+    if not metric:
+        raise InputError(_where(origin, "metric"), metric, "end-to-end rows name their metric (see docs/calibration.md)")
+    return Measurement(kind=kind, hardware=(row.get("hardware") or "").strip(), target=value, metric=metric,
+                       value=value, unit=(row.get("unit") or "").strip(), origin=origin, row=dict(row),
+                       id=(row.get("id") or "").strip())
+
+
+def _implied_kind(header: set[str]) -> str | None:
+    if {"m", "n", "k"} <= header:
+        return "gemm"
+    if {"op", "bytes"} <= header or {"op", "size"} <= header:
+        return "collective"
+    if {"heads", "head_dim", "seq_len"} <= header:
+        return "attention"
+    return None
+
+
+def read_csv_text(text: str, name: str) -> list[Measurement]:
+    """Measurements of one CSV file (roofplan format or the published-measurements columns)."""
+    lines = text.lstrip("\ufeff").splitlines()  # spreadsheet exports start with a byte-order mark
+    reader = csv.DictReader(lines)
+    header = [h.strip() for h in (reader.fieldnames or [])]
+    reader.fieldnames = header
+    implied = None if "kind" in header else _implied_kind(set(header))
+    if "kind" not in header and implied is None:
+        raise InputError(f"{name} line 1 header", ",".join(header),
+                         "expected a 'kind' column, or gemm (m,n,k), collective (op,bytes) or attention "
+                         "(heads,head_dim,seq_len) columns; see docs/calibration.md")
+    out = []
+    for i, row in enumerate(reader, start=2):
+        origin = f"{name} line {i}"
+        if (row.get(header[0]) or "").lstrip().startswith("#"):
+            continue  # comment line
+        if None in row:  # more cells than header columns
+            raise InputError(origin, ",".join(row[None]), f"row has more cells than the {len(header)} header columns")
+        if not any((v or "").strip() for v in row.values()):
+            continue  # blank line
+        kind = implied or (row.get("kind") or "").strip()
+        if kind not in KINDS:
+            raise InputError(_where(origin, "kind"), kind, "expected one of " + ", ".join(KINDS))
+        out.append(_op_measurement(kind, row, origin) if kind in OP_KINDS else _suite_measurement(kind, row, origin))
+    return out
+
+
+# -- nccl-tests output ----------------------------------------------------------------------------------
+_RANK = re.compile(r"^#\s*Rank\s+(\d+)\s+.*?\bon\s+(\S+)\s+device\s+(\d+)")
+_TEST_NAME = re.compile(r"\b(all_reduce|all_gather|reduce_scatter|alltoall|sendrecv|broadcast|reduce|"
+                        r"gather|scatter|hypercube)_perf\b")
+
+
+def looks_like_nccl_tests(text: str) -> bool:
+    """nccl-tests prints '# nThread ...' first and a '#  size  count  type ... algbw busbw' header."""
+    return "algbw" in text and "busbw" in text and re.search(r"^#\s+size\s+count", text, re.MULTILINE) is not None
+
+
+def read_nccl_tests(text: str, name: str, *, op: str | None = None, ranks: int | None = None,
+                    nodes: int | None = None, hardware: str = "") -> list[Measurement]:
+    """Rows of an nccl-tests run (``all_reduce_perf -b 8 -e 8G -f 2 -g 8`` and friends).
+
+    Columns come from the header line (``size count type redop root time algbw busbw #wrong`` twice:
+    out-of-place, then in-place; older versions omit redop/root). The out-of-place time (us) is the
+    measurement. The collective comes from ``op``, else the test name in the text (``all_reduce_perf``)
+    or file name; ranks from ``ranks``, else the ``#  Rank`` lines; nodes from ``nodes``, else the
+    distinct host names of the Rank lines.
+    """
+    lines = text.splitlines()
+    rank_hosts: dict[int, str] = {}
+    header_cols: list[str] | None = None
+    name_hint = None
+    for line in lines:
+        m = _RANK.match(line)
+        if m:
+            rank_hosts[int(m.group(1))] = m.group(2)
+        if header_cols is None and re.match(r"^#\s+size\s+count", line):
+            header_cols = line.lstrip("#").split()
+        t = _TEST_NAME.search(line)
+        if t and name_hint is None:
+            name_hint = t.group(1)
+    if header_cols is None:
+        raise InputError(f"{name} header", "", "expected nccl-tests output with a '#  size  count  type ...' header")
+    if op is None:
+        hint = name_hint
+        fname = Path(name).name.lower()
+        for key in sorted(OP_ALIASES, key=len, reverse=True):  # longest first: all_reduce before reduce
+            if hint is None and key in fname:
+                hint = key
+        if hint is None:
+            raise InputError(f"{name} op", "", "cannot tell the collective; pass --op (" + ", ".join(COLLECTIVES) + ")")
+        op = hint
+    op_key = op.lower().removesuffix("_perf")
+    if op_key not in OP_ALIASES:
+        raise InputError("op", op, "expected one of " + ", ".join(COLLECTIVES) + " (broadcast/reduce are not modelled)")
+    op = OP_ALIASES[op_key]
+    if ranks is None:
+        if not rank_hosts:
+            raise InputError(f"{name} ranks", "", "no '#  Rank' lines in the output; pass --ranks")
+        ranks = len(rank_hosts)
+    if nodes is None:
+        nodes = len(set(rank_hosts.values())) if rank_hosts and len(rank_hosts) == ranks else 0
+    try:
+        i_size, i_time = header_cols.index("size"), header_cols.index("time")
+    except ValueError:
+        raise InputError(f"{name} header", " ".join(header_cols), "expected 'size' and 'time' columns") from None
+    out = []
+    for lineno, line in enumerate(lines, start=1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        cells = line.split()
+        if not cells[0].isdigit():
+            continue  # free text printed by NCCL (warnings, "NCCL INFO ...")
+        origin = f"{name} line {lineno}"
+        if len(cells) <= i_time:
+            raise InputError(origin, line.strip(), f"expected {len(header_cols)} columns like the header")
+        row = {"kind": "collective", "op": op, "ranks": str(ranks), "nodes": str(nodes or ""),
+               "bytes": cells[i_size], "time_us": cells[i_time], "hardware": hardware,
+               "id": f"{Path(name).name}:{op}:{cells[i_size]}B"}
+        out.append(_op_measurement("collective", row, origin))
+    if not out:
+        raise InputError(f"{name}", "", "no result rows found in the nccl-tests output")
+    return out
+
+
+# -- entry point ----------------------------------------------------------------------------------------
+def read_measurements(paths, *, op: str | None = None, ranks: int | None = None, nodes: int | None = None
+                      ) -> list[Measurement]:
+    """Every measurement in ``paths`` (a path or a list of paths), CSV or nccl-tests text."""
+    if isinstance(paths, (str, Path)):
+        paths = [paths]
+    out: list[Measurement] = []
+    for p in paths:
+        path = Path(p)
+        if not path.is_file():
+            raise InputError("measurements", str(p), "expected an existing CSV or nccl-tests output file")
+        try:
+            text = path.read_text()
+        except UnicodeDecodeError:
+            raise InputError("measurements", str(p), "expected a text file (CSV or nccl-tests output)") from None
+        if looks_like_nccl_tests(text):
+            out.extend(read_nccl_tests(text, str(p), op=op, ranks=ranks, nodes=nodes))
+        else:
+            out.extend(read_csv_text(text, str(p)))
+    return out

@@ -1,0 +1,168 @@
+"""`roofplan calibrate` through the typer app (SPEC §3.5, §4) and `--calibration` end to end."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from roofplan.cli.app import app
+
+FIX = Path(__file__).parent / "fixtures" / "calibration"
+runner = CliRunner()
+
+
+def test_calibrate_json_writes_a_loadable_overlay(tmp_path):
+    out = tmp_path / "ov.yaml"
+    r = runner.invoke(app, ["calibrate", str(FIX / "ops_h100.csv"), "--hardware", "h100-sxm", "--out", str(out),
+                            "--json"])
+    assert r.exit_code == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["schema"] == "roofplan.calibrate/v1" and doc["hardware"] == "h100-sxm"
+    assert doc["skipped_other_hardware"] == 1  # the one a100 row of the fixture
+    assert doc["median_abs_error_after"] < doc["median_abs_error_before"]
+    written = yaml.safe_load(out.read_text())
+    assert written == doc["overlay"]
+    assert written["schema"] == "roofplan.calibration/v1" and written["inputs"] == [str(FIX / "ops_h100.csv")]
+    fitted = {p["name"]: p["after"] for p in doc["params"] if p["informed"] and p["after"] != p["before"]}
+    assert written["efficiency"] == fitted and fitted
+    assert not any(p["after"] != p["before"] for p in doc["params"] if not p["informed"])
+    assert {r["id"] for r in written["fit"]["residuals"]} == {r["id"] for r in doc["residuals"]}
+
+
+def test_calibrate_tables_show_uninformed_parameters(tmp_path):
+    out = tmp_path / "net.yaml"
+    r = runner.invoke(app, ["calibrate", str(FIX / "nccl_all_reduce_h100_8gpu.txt"), str(FIX / "all_gather_perf_2node.txt"),
+                            "--hardware", "h100-sxm", "--out", str(out)])
+    assert r.exit_code == 0, r.stderr
+    assert "Parameters" in r.stdout and "Residuals" in r.stdout
+    assert "not informed" in r.stdout  # collectives say nothing about GEMM efficiency
+    doc = yaml.safe_load(out.read_text())
+    assert "gemm_max" not in doc["efficiency"] and "intra_bw" in doc["efficiency"]
+    assert doc["fit"]["measurements"] == 28
+
+
+def test_malformed_csv_exits_2_naming_the_line(tmp_path):
+    out = tmp_path / "ov.yaml"
+    r = runner.invoke(app, ["calibrate", str(FIX / "malformed.csv"), "--hardware", "h100-sxm", "--out", str(out)])
+    assert r.exit_code == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "malformed.csv line 4 k" in lines[0] and "Traceback" not in r.stderr
+    assert not out.exists()
+
+
+def test_bad_inputs_exit_2(tmp_path):
+    ops = str(FIX / "ops_h100.csv")
+    for argv in (["calibrate", ops, "--hardware", "no-such-gpu"],
+                 ["calibrate", ops, "--hardware", "h100-sxm", "--params", "gemm_max,warp_speed"],
+                 ["calibrate", str(tmp_path / "missing.csv"), "--hardware", "h100-sxm"]):
+        r = runner.invoke(app, argv)
+        assert r.exit_code == 2, (argv, r.stdout, r.stderr)
+        assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_nccl_output_without_op_needs_the_hint(tmp_path):
+    text = (FIX / "nccl_all_reduce_h100_8gpu.txt").read_text()
+    plain = tmp_path / "run1.log"
+    plain.write_text("\n".join(ln for ln in text.splitlines() if "Collective test" not in ln))
+    r = runner.invoke(app, ["calibrate", str(plain), "--hardware", "h100-sxm"])
+    assert r.exit_code == 2 and "--op" in r.stderr
+    r = runner.invoke(app, ["calibrate", str(plain), "--hardware", "h100-sxm", "--op", "allreduce", "--json"])
+    assert r.exit_code == 0, r.stderr
+    assert json.loads(r.stdout)["measurements"] == 16
+    shutil.copy(plain, tmp_path / "all_reduce_perf_16.txt")  # the file name names the test
+    r = runner.invoke(app, ["calibrate", str(tmp_path / "all_reduce_perf_16.txt"), "--hardware", "h100-sxm", "--json"])
+    assert r.exit_code == 0, r.stderr
+
+
+def _slow_gemm_overlay(tmp_path: Path) -> tuple[Path, float]:
+    """Calibrate from GEMM timings taken on an H100 that reaches gemm_max = 0.5 (synthesised with the
+    roofline primitive) and return the overlay path and the catalog's gemm_max."""
+    from roofplan.costmodel.roofline import gemm_time
+    from roofplan.hardware.catalog import load_hardware
+
+    hw = load_hardware("h100-sxm")
+    eff = hw.with_efficiency(gemm_max=0.5).efficiency
+    lines = ["m,n,k,dtype,time_ms"]
+    for s in (4096, 8192, 16384):
+        t = float(gemm_time(s, s, s, peak_flops=hw.peak("bf16"), bandwidth_Bps=hw.hbm_Bps, eff=eff))
+        lines.append(f"{s},{s},{s},bf16,{t * 1e3!r}")
+    (tmp_path / "gemm.csv").write_text("\n".join(lines) + "\n")
+    out = tmp_path / "slow.yaml"
+    r = runner.invoke(app, ["calibrate", str(tmp_path / "gemm.csv"), "--hardware", "h100-sxm", "--params",
+                            "gemm_max", "--out", str(out), "--json"])
+    assert r.exit_code == 0, r.stderr
+    assert yaml.safe_load(out.read_text())["efficiency"]["gemm_max"] == pytest.approx(0.5, rel=0.01)
+    return out, hw.efficiency.gemm_max
+
+
+def test_overlay_changes_estimate_train_within_the_gemm_bound(tmp_path):
+    overlay, catalog_max = _slow_gemm_overlay(tmp_path)
+    argv = ["estimate", "train", "--model", "llama-3.1-8b", "--hardware", "h100-sxm", "--tp", "1", "--pp", "1",
+            "--dp", "8", "--global-batch", "64", "--micro-batch", "1", "--seq-len", "4096", "--json"]
+    base = runner.invoke(app, argv)
+    slow = runner.invoke(app, argv + ["--calibration", str(overlay)])
+    assert base.exit_code == 0 and slow.exit_code == 0, (base.stderr, slow.stderr)
+    t0, t1 = json.loads(base.stdout)["step_time_s"], json.loads(slow.stdout)["step_time_s"]
+    # Slower GEMMs make the step slower, but by no more than the GEMM slow-down itself.
+    assert 1.05 < t1 / t0 <= catalog_max / 0.5 * 1.001
+
+
+def test_overlay_applies_in_validate_to_its_own_hardware_only(tmp_path):
+    from roofplan.costmodel.roofline import gemm_time
+    from roofplan.hardware.catalog import load_hardware
+
+    overlay, _ = _slow_gemm_overlay(tmp_path)
+    base = runner.invoke(app, ["validate", "--kind", "op_gemm", "--json"])
+    cal = runner.invoke(app, ["validate", "--kind", "op_gemm", "--json", "--calibration", str(overlay)])
+    assert base.exit_code == 0 and cal.exit_code == 0, (base.stderr, cal.stderr)
+    before = {c["id"]: c for c in json.loads(base.stdout)["cases"]}
+    after = {c["id"]: c for c in json.loads(cal.stdout)["cases"]}
+    hw = load_hardware("h100-sxm", calibration=overlay)
+    assert any(c["hardware"] == "h100-sxm" for c in after.values())
+    for cid, c in after.items():
+        if c["hardware"] != "h100-sxm":
+            assert c["predicted"] == before[cid]["predicted"]
+            continue
+        # The suite's op_gemm rows are Llama-2-7B gate+up GEMMs: isl tokens x 4096 @ 4096 x 2*11008 (fp16).
+        tokens = int(cid.rsplit("-", 1)[1])
+        expect = float(gemm_time(tokens, 2 * 11008, 4096, peak_flops=hw.peak("fp16"), bandwidth_Bps=hw.hbm_Bps,
+                                 eff=hw.efficiency)) * 1e3
+        assert c["predicted"] == pytest.approx(expect, rel=1e-9)
+        assert c["predicted"] >= before[cid]["predicted"]
+
+
+def test_engine_overlay_changes_estimate_serve_by_the_fitted_overhead(tmp_path):
+    """Decode-step rows predicted with a 4 ms vLLM step overhead -> calibrate -> `estimate serve
+    --calibration` moves TPOT by exactly the fitted change of the per-step overhead (it is paid once
+    per decode step)."""
+    from roofplan.hardware.engines import load_engine
+    from roofplan.validation.suite import COLUMNS, Case, predict
+
+    truth = {"schema": "roofplan.calibration/v1", "hardware": "h100-sxm",
+             "engines": {"vllm": {"step_overhead_s": 4e-3}}}
+    lines = [",".join(COLUMNS)]
+    for i, (batch, isl) in enumerate([(1, 512), (8, 1024), (32, 2048)]):
+        row = dict.fromkeys(COLUMNS, "")
+        row.update(id=f"d{i}", kind="serve_step", model="llama-2-7b", hardware="h100-sxm", gpus="1", tp="1", pp="1",
+                   dp="1", dtype="bf16", batch=str(batch), isl=str(isl), osl="1", engine="vllm",
+                   metric="decode_step_ms", unit="ms")
+        row["value"] = repr(predict(Case(row=row), truth))
+        lines.append(",".join(row[c] for c in COLUMNS))
+    (tmp_path / "decode.csv").write_text("\n".join(lines) + "\n")
+    out = tmp_path / "vllm.yaml"
+    r = runner.invoke(app, ["calibrate", str(tmp_path / "decode.csv"), "--hardware", "h100-sxm", "--params",
+                            "vllm.step_overhead_s", "--out", str(out), "--json"])
+    assert r.exit_code == 0, r.stderr
+    fitted = yaml.safe_load(out.read_text())["engines"]["vllm"]["step_overhead_s"]
+    assert fitted == pytest.approx(4e-3, rel=0.05)
+    argv = ["estimate", "serve", "--model", "llama-3.1-8b", "--hardware", "h100-sxm", "--batch", "8", "--isl", "1024",
+            "--osl", "128", "--engine", "vllm", "--json"]
+    base = json.loads(runner.invoke(app, argv).stdout)
+    cal = json.loads(runner.invoke(app, argv + ["--calibration", str(out)]).stdout)
+    delta_ms = (fitted - load_engine("vllm").step_overhead_s) * 1e3
+    assert cal["tpot_ms"] - base["tpot_ms"] == pytest.approx(delta_ms, rel=1e-6)
