@@ -20,6 +20,8 @@ token budget (``--max-num-batched-tokens``) are part of the profile too.
 
 from __future__ import annotations
 
+import functools
+
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
@@ -117,6 +119,12 @@ def _coerce(name: str, value):
 
 
 def _read_profile(name: str) -> dict:
+    """The fields of engine ``name`` (a fresh dict; the parse is cached)."""
+    return dict(_parse_profile(name))
+
+
+@functools.lru_cache(maxsize=None)
+def _parse_profile(name: str) -> dict:
     path = ENGINE_DIR / f"{name}.yaml"
     doc = yaml.safe_load(path.read_text(encoding="utf-8"))
     if not isinstance(doc, dict):
