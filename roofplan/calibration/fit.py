@@ -47,6 +47,7 @@ from roofplan.costmodel.collectives import collective_time
 from roofplan.costmodel.roofline import gemm_time, roofline_time
 from roofplan.errors import InputError
 from roofplan.hardware.spec import DTYPE_BYTES, DeviceSpec, Efficiency
+from roofplan.plain import plain
 
 SCHEMA = "roofplan.calibration/v1"
 RESULT_SCHEMA = "roofplan.calibrate/v1"
@@ -324,7 +325,7 @@ class CalibrationResult:
         return {k: doc[k] for k in order if k in doc}
 
     def write(self, path: str | Path) -> None:
-        Path(path).write_text(yaml.safe_dump(_plain(self.overlay_document()), sort_keys=False, width=110))
+        Path(path).write_text(yaml.safe_dump(plain(self.overlay_document()), sort_keys=False, width=110))
 
     def to_json(self) -> dict:
         return {
@@ -347,18 +348,6 @@ def _unit_value(m: Measurement, predicted_target: float, scale: float) -> float:
     if m.kind in OP_KINDS and m.metric != "time":
         return float(m.value * m.target / predicted_target)
     return float(predicted_target / scale)
-
-
-def _plain(obj):
-    if isinstance(obj, dict):
-        return {str(k): _plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_plain(v) for v in obj]
-    if isinstance(obj, (np.floating, np.integer)):
-        obj = obj.item()
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
 
 
 # -- the fit ---------------------------------------------------------------------------------------------

@@ -8,16 +8,16 @@ the traceback only under ``--debug``.
 from __future__ import annotations
 
 import json
-import math
 import sys
 import traceback
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
-import numpy as np
 import typer
 from rich.console import Console
 
 from roofplan.errors import InfeasibleError, RoofplanError
+from roofplan.plain import plain
 
 console = Console()
 err_console = Console(stderr=True)
@@ -31,19 +31,7 @@ CALIBRATION_OPTION = typer.Option(
 )
 
 
-def _plain(obj: Any) -> Any:
-    """Make numpy scalars/arrays and non-finite floats JSON-safe."""
-    if isinstance(obj, dict):
-        return {str(k): _plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_plain(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return _plain(obj.tolist())
-    if isinstance(obj, np.generic):
-        return _plain(obj.item())
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
+_plain = plain  # the one JSON-safe conversion (roofplan.plain)
 
 
 def print_json(doc: dict) -> None:

@@ -13,6 +13,7 @@ from typing import Any
 from roofplan.errors import InputError
 from roofplan.hardware.spec import DeviceSpec
 from roofplan.models.spec import ModelSpec
+from roofplan.plain import plain
 
 SCHEMA = "roofplan.plan.train/v1"
 FRAMEWORKS = ("megatron", "deepspeed", "torchtitan")
@@ -20,25 +21,6 @@ FRAMEWORKS = ("megatron", "deepspeed", "torchtitan")
 #: Keys of a candidate that describe the configuration (the rest is its estimate).
 CONFIG_KEYS = ("gpus", "gpus_per_node", "tp", "pp", "dp", "cp", "ep", "vpp", "micro_batch", "global_batch",
                "seq_len", "dtype", "recompute", "recompute_layers", "sequence_parallel", "zero", "offload")
-
-
-def plain(obj: Any) -> Any:
-    """JSON-safe copy: numpy scalars to Python numbers, non-finite floats to None."""
-    import math
-
-    import numpy as np
-
-    if isinstance(obj, dict):
-        return {str(k): plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [plain(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return plain(obj.tolist())
-    if isinstance(obj, np.generic):
-        return plain(obj.item())
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
 
 
 def emitter(framework: str):
