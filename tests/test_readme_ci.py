@@ -31,3 +31,17 @@ def test_readme_run_command_uses_a_known_subcommand():
     assert argv[0] == "roofplan"
     result = CliRunner().invoke(app, [*argv[1:3], "--help"])
     assert result.exit_code == 0, result.output
+
+
+def test_readme_accuracy_table_matches_the_validation_suite():
+    """The README's predicted-vs-published table is what `roofplan validate` computes now."""
+    import sys
+
+    sys.path.insert(0, str(ROOT / "tools"))
+    try:
+        import accuracy_table
+    finally:
+        sys.path.pop(0)
+    readme = (ROOT / "README.md").read_text()
+    assert accuracy_table.readme_section(readme) == accuracy_table.table(), (
+        "README accuracy table is stale: run `python tools/accuracy_table.py --write`")
