@@ -128,6 +128,14 @@ def test_plot_without_matplotlib_is_a_clear_usage_error(tmp_path):
     assert not (tmp_path / "front.png").exists()
 
 
+def test_plot_with_matplotlib_writes_a_png(tmp_path):
+    pytest.importorskip("matplotlib")
+    out = tmp_path / "front.png"
+    r = runner.invoke(app, DONE + ["--plot", str(out)])
+    assert r.exit_code == 0, r.output
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 def test_mixed_hardware_pools():
     r = runner.invoke(
         app,
