@@ -17,6 +17,7 @@ from roofplan.models.spec import ModelSpec
 
 RECOMPUTE = {"none": 0, "selective": 1, "full": 2}
 OFFLOAD = {"none": 0, "optimizer": 1, "optimizer+params": 2}
+MOE_DISPATCHERS = ("alltoall", "deepep")
 
 #: Reject reasons of :func:`check_train_config`; the planner counts rejections with these names.
 REJECT_REASONS: dict[int, str] = {
@@ -24,13 +25,13 @@ REJECT_REASONS: dict[int, str] = {
     2: "divisibility",       # heads/kv heads/ffn not divisible by tp, global batch by micro*dp
     3: "pipeline",           # pp > layers; interleaving needs pp > 1, pp*vpp <= layers, microbatches % pp
     4: "context_parallel",   # seq_len not divisible by 2*cp (causal load balancing chunks)
-    5: "expert_parallel",    # ep does not divide dp*cp or the experts; ep > 1 on a dense model
+    5: "expert_parallel",    # ep*etp does not divide tp*dp*cp, ep not the experts; ep > 1 on a dense model
     6: "zero_pipeline",      # ZeRO-2/3 with pp > 1 (DeepSpeed asserts; Megatron has no such mode)
     7: "recompute_layers",   # recompute_layers > layers per pipeline stage
 }
 
 _INT_FIELDS = ("tp", "pp", "dp", "cp", "ep", "vpp", "micro_batch", "global_batch", "seq_len", "recompute",
-               "recompute_layers", "zero", "offload")
+               "recompute_layers", "zero", "offload", "etp")
 
 
 @dataclass
@@ -67,6 +68,27 @@ class TrainConfigs:
     #: Dropout layers present (masks stored, extra elementwise traffic). None: GPT-style models
     #: (``linear_bias``: GPT-2/3, OPT, BLOOM recipes train with dropout 0.1) yes, Llama-style no.
     dropout: bool | None = None
+    #: Transformer Engine FP8 scaling recipe for ``dtype="fp8"``: ``current`` (per-tensor current
+    #: scaling, Megatron-Bridge ``FP8-CS`` recipes: each cast first reduces the tensor's amax, and
+    #: with sequence parallelism all-reduces it over TP) or ``delayed`` (TE ``DelayedScaling``, the
+    #: default of Megatron-LM ``--fp8-recipe`` and of the NeMo 24.x recipes: scales from the amax
+    #: history, the amax reduction is asynchronous, ``NVTE_ASYNC_AMAX_REDUCTION=1``).
+    fp8_recipe: str = "current"
+    #: Expert-parallel all-to-all overlapped with the computation of another microbatch
+    #: (Megatron-Core ``--overlap-moe-expert-parallel-comm --delay-wgrad-compute``, the 1F1B A2A
+    #: overlap of MCore v0.14; DeepSeek-V3 report §3.2.1 DualPipe). Megatron runs it without a
+    #: pipeline or with the interleaved schedule, not with full recomputation; the cost model
+    #: applies it only there.
+    ep_comm_overlap: bool = True
+    #: MoE token dispatcher: ``alltoall`` (Megatron's default; one copy per routed token slot) or
+    #: ``deepep`` (``--moe-token-dispatcher-type flex`` with DeepEP/HybridEP: a token crosses the
+    #: network once per destination node and is forwarded over NVLink, DeepSeek-V3 report §3.2.2).
+    moe_dispatcher: str = "alltoall"
+    #: Expert tensor parallel size (Megatron ``--expert-tensor-parallel-size``); 0 means equal to
+    #: ``tp``. With parallel folding the expert layers regroup a stage's tp*cp*dp ranks as
+    #: ETP x EP x expert-DP, so ep*etp must divide tp*cp*dp (Megatron-Bridge's DeepSeek-V3 and
+    #: Qwen3 recipes run TP 2 with ETP 1).
+    etp: np.ndarray | int = 0
 
     def __post_init__(self) -> None:
         arrays = [np.asarray(getattr(self, f), dtype=np.int64) for f in _INT_FIELDS]
@@ -127,12 +149,13 @@ def check_train_config(model: ModelSpec, cfg: TrainConfigs) -> np.ndarray:
 
     positive = np.minimum.reduce([tp, pp, dp, cp, ep, vpp, mb, gb, s])
     mark((positive < 1) | (cfg.recompute < 0) | (cfg.recompute > 2) | (cfg.zero < 0) | (cfg.zero > 3)
-         | (cfg.offload < 0) | (cfg.offload > 2) | (cfg.recompute_layers < 0), 1)
+         | (cfg.offload < 0) | (cfg.offload > 2) | (cfg.recompute_layers < 0) | (cfg.etp < 0), 1)
     safe_tp, safe_mbdp = np.maximum(tp, 1), np.maximum(mb * dp, 1)
-    ffn_sizes = [model.ffn] + ([model.moe.expert_ffn] if model.moe else [])
+    etp = np.maximum(np.where(cfg.etp > 0, cfg.etp, tp), 1)
     div = (model.heads % safe_tp != 0) | (model.kv_heads % safe_tp != 0) | (gb % safe_mbdp != 0)
-    for f in ffn_sizes:
-        div |= f % safe_tp != 0
+    div |= model.ffn % safe_tp != 0
+    if model.moe:
+        div |= model.moe.expert_ffn % etp != 0
     mark(div, 2)
     micro = gb // safe_mbdp
     safe_pp, safe_v = np.maximum(pp, 1), np.maximum(vpp, 1)
@@ -146,7 +169,8 @@ def check_train_config(model: ModelSpec, cfg: TrainConfigs) -> np.ndarray:
     if model.moe is None:
         mark(ep > 1, 5)
     else:
-        mark(((dp * cp) % np.maximum(ep, 1) != 0) | (model.moe.num_experts % np.maximum(ep, 1) != 0), 5)
+        # parallel folding: EP x ETP regroup the tp*cp*dp ranks (Megatron ``parallel_state``)
+        mark(((tp * dp * cp) % np.maximum(ep * etp, 1) != 0) | (model.moe.num_experts % np.maximum(ep, 1) != 0), 5)
     mark((cfg.zero >= 2) & (pp > 1), 6)
     layers_per_stage = -(-model.layers // safe_pp)
     mark((cfg.recompute == 2) & (cfg.recompute_layers > layers_per_stage), 7)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from roofplan.costmodel.train_configs import (
+    MOE_DISPATCHERS,
     OFFLOAD,
     RECOMPUTE,
     REJECT_REASONS,
@@ -34,6 +35,8 @@ _MEMORY = (
     ("activations", "mem_activations"), ("other", "mem_other"), ("total", "mem_total"), ("capacity", "capacity"),
 )
 TRAIN_DTYPES = ("bf16", "fp16", "fp8")
+#: Transformer Engine FP8 scaling recipes (see ``TrainConfigs.fp8_recipe``).
+FP8_RECIPES = ("current", "delayed")
 
 
 @dataclass
@@ -120,9 +123,12 @@ def _explain(model: ModelSpec, cfg: TrainConfigs, code: int) -> InputError:
         if model.heads % tp or model.kv_heads % tp:
             return InputError("tp", tp, f"must divide the attention heads ({model.heads}) and KV heads "
                                         f"({model.kv_heads}) of {model.name}")
-        ffns = [model.ffn] + ([model.moe.expert_ffn] if model.moe else [])
-        if any(f % tp for f in ffns):
-            return InputError("tp", tp, f"must divide the MLP sizes {ffns} of {model.name}")
+        if model.ffn % tp:
+            return InputError("tp", tp, f"must divide the MLP size {model.ffn} of {model.name}")
+        etp = c["etp"] or tp
+        if model.moe and model.moe.expert_ffn % etp:
+            name = "etp" if c["etp"] else "tp"
+            return InputError(name, etp, f"must divide the expert MLP size {model.moe.expert_ffn} of {model.name}")
         return InputError("global_batch", c["global_batch"],
                           f"must be a multiple of micro_batch x dp = {c['micro_batch']} x {dp} = "
                           f"{c['micro_batch'] * dp}")
@@ -142,7 +148,11 @@ def _explain(model: ModelSpec, cfg: TrainConfigs, code: int) -> InputError:
     if code == 5:
         if model.moe is None:
             return InputError("ep", ep, f"{model.name} has no experts; expected ep = 1")
-        return InputError("ep", ep, f"must divide dp x cp = {dp * cp} and the {model.moe.num_experts} experts")
+        etp = c["etp"] or tp
+        if model.moe.num_experts % ep:
+            return InputError("ep", ep, f"must divide the {model.moe.num_experts} experts of {model.name}")
+        return InputError("ep", ep, f"ep x etp = {ep} x {etp} must divide tp x dp x cp = {tp * dp * cp} "
+                                    "(with etp = tp: ep must divide dp x cp)")
     if code == 6:
         return InputError("zero", c["zero"], "ZeRO-2/3 cannot be combined with pipeline parallelism (pp > 1); "
                                              "use zero 0 or 1")
@@ -156,7 +166,8 @@ def estimate_training(model, hw, *, tp=1, pp=1, dp=1, cp=1, ep=1, vpp=1, global_
                       dtype="bf16", recompute="none", sequence_parallel=None, zero=0, offload="none",
                       gpus_per_node=None, calibration=None, flash_attention=True, recompute_layers=0,
                       overlap_grad_reduce=True, overlap_param_gather=True, tp_comm_overlap=False,
-                      dropout=None) -> TrainEstimate:
+                      dropout=None, ep_comm_overlap=True, moe_dispatcher="alltoall", etp=None,
+                      fp8_recipe="current") -> TrainEstimate:
     """Estimate one training configuration (SPEC §3.1). ``model``/``hw`` are ids, paths or specs.
 
     Raises :class:`InputError` naming the field for non-positive numbers, unknown names and the
@@ -173,6 +184,11 @@ def estimate_training(model, hw, *, tp=1, pp=1, dp=1, cp=1, ep=1, vpp=1, global_
         raise InputError("recompute_layers", recompute_layers, "expected an integer >= 0")
     if dtype not in TRAIN_DTYPES:
         raise InputError("dtype", dtype, f"expected one of {', '.join(TRAIN_DTYPES)}")
+    etp_i = 0 if etp is None else _positive("etp", etp)
+    if moe_dispatcher not in MOE_DISPATCHERS:
+        raise InputError("moe_dispatcher", moe_dispatcher, f"expected one of {', '.join(MOE_DISPATCHERS)}")
+    if fp8_recipe not in FP8_RECIPES:
+        raise InputError("fp8_recipe", fp8_recipe, f"expected one of {', '.join(FP8_RECIPES)}")
     if gpus_per_node is not None:
         gpus_per_node = _positive("gpus_per_node", gpus_per_node)
     m = _resolve_model(model)
@@ -182,7 +198,9 @@ def estimate_training(model, hw, *, tp=1, pp=1, dp=1, cp=1, ep=1, vpp=1, global_
     cfg = TrainConfigs.single(**ints, recompute=rc, recompute_layers=int(recompute_layers), sequence_parallel=sp,
                               zero=zero_i, offload=off, dtype=dtype, gpus_per_node=gpus_per_node,
                               overlap_grad_reduce=overlap_grad_reduce, overlap_param_gather=overlap_param_gather,
-                              tp_comm_overlap=tp_comm_overlap, flash_attention=flash_attention, dropout=dropout)
+                              tp_comm_overlap=tp_comm_overlap, flash_attention=flash_attention, dropout=dropout,
+                              ep_comm_overlap=bool(ep_comm_overlap), moe_dispatcher=moe_dispatcher, etp=etp_i,
+                              fp8_recipe=fp8_recipe)
     code = int(check_train_config(m, cfg)[0])
     if code:
         raise _explain(m, cfg, code)
@@ -197,6 +215,8 @@ def estimate_training(model, hw, *, tp=1, pp=1, dp=1, cp=1, ep=1, vpp=1, global_
         "gpus_per_node": gpus_per_node or h.devices_per_node, "flash_attention": bool(flash_attention),
         "overlap_grad_reduce": bool(overlap_grad_reduce), "overlap_param_gather": bool(overlap_param_gather),
         "tp_comm_overlap": bool(tp_comm_overlap),
+        "ep_comm_overlap": bool(ep_comm_overlap), "moe_dispatcher": moe_dispatcher, "etp": etp_i or ints["tp"],
+        "fp8_recipe": fp8_recipe,
         "calibration": None if calibration is None else ("overlay" if isinstance(calibration, dict) else str(calibration)),
     }
     return TrainEstimate(model=m, hardware=h, config=cfg, arrays=arrays, inputs=inputs)

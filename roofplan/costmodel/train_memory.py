@@ -40,7 +40,9 @@ FRAGMENTATION = 0.05
 #: Bytes per token of the input ids kept for the embedding backward (int64; Megatron's formula).
 TOKEN_ID_BYTES = 8.0
 #: Extra routed-token slots per expert over the mean (router load imbalance; GShard's capacity
-#: factor and Megatron's ``--moe-expert-capacity-factor`` are typically 1.0-1.25).
+#: factor and Megatron's ``--moe-expert-capacity-factor`` are typically 1.0-1.25). The step model
+#: passes the device's calibratable ``Efficiency.moe_balance`` (its inverse) instead; this is the
+#: default of callers without hardware.
 MOE_IMBALANCE = 1.1
 
 
@@ -58,10 +60,11 @@ class ParamPlacement:
         return self.dense + self.expert
 
 
-def param_placement(s: ModelShapes, tp, pp, ep, vpp) -> ParamPlacement:
+def param_placement(s: ModelShapes, tp, pp, ep, vpp, etp=None) -> ParamPlacement:
     """Parameters on the most loaded device: ceil(L / (p v)) layers per virtual stage, times v,
     plus the embedding on the first stage or the LM head (or, when tied, its copy) on the last.
-    Expert tensor parallelism equals TP (Megatron's default ``expert_tensor_parallel_size``)."""
+    Routed experts are sharded over EP x ETP; expert tensor parallelism ``etp`` defaults to TP
+    (Megatron's default ``expert_tensor_parallel_size``)."""
     per_virtual = np.ceil(s.layers / (pp * vpp))
     n_s = per_virtual * vpp
     moe_frac = s.moe_layers / s.layers
@@ -71,7 +74,7 @@ def param_placement(s: ModelShapes, tp, pp, ep, vpp) -> ParamPlacement:
     head = s.head_params if not s.tied else s.vocab * s.h
     ends = np.where(pp > 1, np.maximum(s.embedding_params, head), s.embedding_params + s.head_params)
     dense = (layer_dense + ends) / tp
-    expert = n_moe * s.moe_layer_expert_params / (ep * tp)
+    expert = n_moe * s.moe_layer_expert_params / (ep * (tp if etp is None else etp))
     return ParamPlacement(dense=dense, expert=expert, layers_per_stage=n_s, moe_per_stage=n_moe)
 
 
@@ -93,14 +96,18 @@ def layer_activation_bytes(s: ModelShapes, *, tokens, seq_len, tp, sp, scores: b
 
 
 def activation_bytes(s: ModelShapes, *, micro_batch, seq_len, tp, pp, cp, vpp, microbatches, sp, recompute,
-                     recompute_layers, flash, dropout, layers_per_stage, act_bytes=2.0, gemm_input_bytes=None):
+                     recompute_layers, flash, dropout, layers_per_stage, act_bytes=2.0, gemm_input_bytes=None,
+                     moe_imbalance=MOE_IMBALANCE):
     """Peak activation bytes per device: max over the first stage (most microbatches in flight)
     and the last stage (fp32 logits)."""
     b = act_bytes
     tokens = micro_batch * seq_len / cp
     drop = 1.0 if dropout else 0.0
     sp_div = np.where(sp, tp, 1.0)
-    base_full, ckpt = _layer_base(s, tokens, tp, sp_div, drop, b, gemm_input_bytes)
+    # selective recompute of an MLA model also recomputes the Q/K/V up-projections
+    # (Megatron-Bridge DeepSeek-V3 recipes: ``recompute_modules=["mla_up_proj", ...]``)
+    mla_rc = (np.asarray(recompute) == 1) & (s.mla_q_rank > 0)
+    base_full, ckpt = _layer_base(s, tokens, tp, sp_div, drop, b, gemm_input_bytes, moe_imbalance, mla_rc)
     # attention scores, materialised without FlashAttention: softmax out, dropout mask and output
     score = tokens * s.heads / tp * seq_len * (b + drop * (1.0 + b))
     lse = tokens * 4.0 * s.heads / tp
@@ -119,7 +126,7 @@ def activation_bytes(s: ModelShapes, *, micro_batch, seq_len, tp, pp, cp, vpp, m
     return np.where(pp > 1, np.maximum(first, last), first)
 
 
-def _layer_base(s: ModelShapes, tokens, tp, sp_div, drop, b, bi=None):
+def _layer_base(s: ModelShapes, tokens, tp, sp_div, drop, b, bi=None, imb=MOE_IMBALANCE, mla_rc=False):
     """(activations of one layer without the score tensors, the layer input alone).
 
     Korthikanti Table 2 per tensor, in bytes per token: LayerNorm inputs (2 x b h), QKV and MLP
@@ -131,9 +138,13 @@ def _layer_base(s: ModelShapes, tokens, tp, sp_div, drop, b, bi=None):
     bi = b if bi is None else bi
     sp_part = (2.0 * b + 2.0 * bi + 2.0 * drop) * s.h / sp_div
     attn_part = (b * (s.qk_dim * s.heads + s.kv_width) + bi * s.o_in) / tp
+    if s.mla_q_rank:
+        # MLA up-projections recomputed: keep the query and KV latents (computed by the
+        # unsharded down-projections, so on every TP rank) instead of the per-head Q, K, V
+        attn_part = np.where(mla_rc, b * (s.mla_q_rank + s.mla_kv_rank) + bi * s.o_in / tp, attn_part)
     mlp_dense = (b * s.mlp_up + bi * s.ffn) / tp
     if s.moe_layers:
-        k = s.top_k * MOE_IMBALANCE
+        k = s.top_k * imb
         mlp_moe = ((b * (k * s.expert_up + s.shared_up) + bi * (k * s.expert_ffn + s.shared_ffn)) / tp
                    + b * k * s.h / sp_div + 4.0 * s.experts)          # permuted tokens, router probs
         frac = s.moe_layers / s.layers

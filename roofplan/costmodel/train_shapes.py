@@ -46,6 +46,12 @@ class ModelShapes:
     # FLOPs
     matmul_params_active: float
     attn_flops_per_token_ctx: float     # forward attention FLOPs per token per context token (all layers)
+    # MLA (DeepSeek-V2/V3): latent widths kept per token when the up-projections are recomputed
+    # (Megatron ``--recompute-modules mla_up_proj``), and the up-projections' shapes
+    mla_q_rank: float = 0.0             # q_lora_rank
+    mla_kv_rank: float = 0.0            # kv_lora_rank + qk_rope_head_dim (compressed KV and shared rope key)
+    mla_q_up_out: float = 0.0           # heads x (qk_nope + qk_rope)
+    mla_kv_up_out: float = 0.0          # heads x (qk_nope + v_head)
 
 
 def _attention_matmul_params(model: ModelSpec) -> float:
@@ -107,4 +113,16 @@ def model_shapes(model: ModelSpec) -> ModelShapes:
         head_params=model.head_params(), tied=model.tied_embeddings,
         matmul_params_active=_matmul_params_active(model, attn),
         attn_flops_per_token_ctx=model.attention_flops_per_token(1.0),
+        **_mla_widths(model),
     )
+
+
+def _mla_widths(model: ModelSpec) -> dict:
+    """Latent and up-projection widths of MLA (DeepSeek-V2 §2.1.2-2.1.3); empty without MLA or
+    without a query latent (queries projected directly)."""
+    m = model.mla
+    if m is None or not m.q_lora_rank:
+        return {}
+    return {"mla_q_rank": float(m.q_lora_rank), "mla_kv_rank": float(m.kv_lora_rank + m.qk_rope_head_dim),
+            "mla_q_up_out": float(model.heads * (m.qk_nope_head_dim + m.qk_rope_head_dim)),
+            "mla_kv_up_out": float(model.heads * (m.qk_nope_head_dim + m.v_head_dim))}

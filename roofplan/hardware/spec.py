@@ -89,6 +89,26 @@ class Efficiency:
       base + nsteps x hwLat). 0 keeps the flat per-phase ``intra_latency_s``.
     * ``gemm_max_fp8``: ``gemm_max`` for FP8 GEMMs (MAMF at FP8 / FP8 dense peak, hardware.md
       §16c: H100 0.709, H200 0.734, B200 0.763); 0 means the same fraction as ``gemm_max``.
+    * ``moe_balance``: MoE router load balance, mean / maximum routed tokens per expert-parallel
+      rank (1 = perfectly balanced, as in benchmarks run with Megatron's
+      ``--moe-router-force-load-balancing``). The most loaded rank sets the pace of the expert
+      GEMMs and of the all-to-all, so routed work is divided by it. The default 1/1.1 is the
+      typical capacity factor 1.0-1.25 of GShard (Lepikhin et al. 2021 §2.2) and Switch
+      Transformer (Fedus et al. 2022 §2.2) read as the peak-to-mean load a dropless run absorbs.
+    * ``ep_overlap``: fraction of the dependency-limited ideal of the 1F1B expert-parallel
+      all-to-all overlap (Megatron ``--overlap-moe-expert-parallel-comm``) that a real run hides;
+      below 1 because the communication kernels wait for SMs held by persistent GEMMs and slow
+      the computation they share the GPU with.
+    * ``ep_a2a_bw``: fraction of the NIC line rate the expert-parallel all-to-all reaches across
+      nodes (dispatch/combine of many medium messages to all peers at once, RDMA-direct in DeepEP);
+      0 means the same fraction as the ring collectives' ``inter_bw``.
+    * ``sustained_compute``: fraction of the benchmark tensor-core throughput (``gemm_max``,
+      ``gemm_max_fp8``, ``attn_max``, all measured on isolated kernels: MAMF keeps the fastest of
+      100 iterations, hardware.md §16c) that a long training run sustains. Matmuls on the H100 are
+      power-limited: at the 700 W board limit the SM clock drops under dense tensor-core load and
+      more so when HBM and NVLink draw power at the same time (H. He, "Strangely, Matrix
+      Multiplications on GPUs Run Faster When Given 'Predictable' Data", 2024). Memory-bound
+      kernels are not scaled (the memory clock is not throttled). 1.0 = benchmarks are sustained.
     """
 
     gemm_max: float = 0.8
@@ -103,6 +123,10 @@ class Efficiency:
     nvls_speedup: float = 1.0
     intra_step_latency_s: float = 0.0
     gemm_max_fp8: float = 0.0
+    moe_balance: float = 1.0 / 1.1
+    ep_overlap: float = 0.43
+    ep_a2a_bw: float = 0.0
+    sustained_compute: float = 1.0
 
     @classmethod
     def field_names(cls) -> tuple[str, ...]:

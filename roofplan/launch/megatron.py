@@ -89,6 +89,13 @@ def parallel_args(model: ModelSpec, c: Mapping) -> list[str]:
         a += ["--decoder-first-pipeline-num-layers", str(first), "--decoder-last-pipeline-num-layers", str(last)]
     if model.moe is not None:
         a += ["--expert-model-parallel-size", str(c["ep"])]
+        if c.get("etp"):
+            a += ["--expert-tensor-parallel-size", str(c["etp"])]
+        # The 1F1B A2A overlap the cost model assumes (TrainConfigs.ep_comm_overlap): Megatron-Core
+        # runs it without a pipeline or interleaved, not under full recomputation.
+        if (c.get("ep_comm_overlap", True) and c["ep"] > 1 and (c["pp"] == 1 or c["vpp"] > 1)
+                and c["recompute"] != "full"):
+            a += ["--overlap-moe-expert-parallel-comm", "--delay-wgrad-compute"]
     if c["sequence_parallel"] and c["tp"] > 1:
         a += ["--sequence-parallel"]
     zero = c["zero"]
@@ -107,6 +114,9 @@ def parallel_args(model: ModelSpec, c: Mapping) -> list[str]:
     rc = c["recompute"]
     if rc == "selective":
         a += ["--recompute-granularity", "selective"]
+        if model.mla is not None and model.mla.q_lora_rank:
+            # the cost model's selective recompute of MLA includes the Q/KV up-projections
+            a += ["--recompute-modules", "core_attn", "mla_up_proj"]
     elif rc == "full":
         stage_layers = -(-model.layers // c["pp"])  # the largest (middle) stage
         n = c.get("recompute_layers") or 0

@@ -7,9 +7,17 @@ predicted step time and the number of GPUs. The row's tp, pp, dp, vpp, batch siz
 recompute are used as given; the 2021 software stack had no FlashAttention (scores materialised
 with fused softmax kernels), used dropout, overlapped the data-parallel all-reduce and used the
 scatter/gather optimisation for pipeline p2p (modelled in :mod:`roofplan.costmodel.train`).
+
+MoE rows need settings the shared CSV has no column for; they are written in the row's ``note``
+as ``key=value`` words (see :data:`NOTE_SETTINGS`): ``ep`` and ``etp`` (expert parallel and
+expert tensor parallel sizes), ``moe_dispatcher`` (alltoall | deepep), ``ep_comm_overlap`` and
+``tp_comm_overlap`` (on | off) and ``moe_force_balance`` (on | off), each copied from the recipe
+the row's source names. They override the stack's defaults below.
 """
 
 from __future__ import annotations
+
+import re
 
 from roofplan.validation.suite import Case, predictor
 
@@ -18,11 +26,40 @@ from roofplan.validation.suite import Case, predictor
 #: Bridge / NeMo performance recipes (``scripts/performance``): FlashAttention (cuDNN/TE), the
 #: distributed optimizer (ZeRO-1) with overlapped grad reduce and param gather, and TP
 #: communication overlap (TE userbuffers) when tp > 1.
+#: MoE switches: the Megatron-Bridge performance tables state "In MoE training benchmarks, we
+#: force-balance the token distribution among experts" (``moe_router_force_load_balancing``),
+#: and its H100 MoE recipes turn on the 1F1B A2A overlap (``moe_a2a_overlap``). The
+#: Megatron-MoE-ModelZoo benchmark configs (``model_configs/benchmarking/*.yaml``) use the
+#: distributed optimizer, aux-loss routing (not forced) and no EP overlap unless asked.
 STACKS: dict[str, dict] = {
-    "megatron-lm-2021": {"flash_attention": False, "zero": 0, "tp_comm_overlap": False},
-    "megatron-bridge": {"flash_attention": True, "zero": 1, "tp_comm_overlap": True},
+    "megatron-lm-2021": {"flash_attention": False, "zero": 0, "tp_comm_overlap": False, "ep_comm_overlap": False},
+    "megatron-bridge": {"flash_attention": True, "zero": 1, "tp_comm_overlap": True, "ep_comm_overlap": True,
+                        "moe_force_balance": True},
+    "megatron-moe-modelzoo": {"flash_attention": True, "zero": 1, "tp_comm_overlap": False,
+                              "ep_comm_overlap": False},
+    # NeMo Launcher 24.x (NVIDIA dgxc-benchmarking llama3.1 recipes): Megatron-core with cuDNN fused
+    # attention (``NVTE_FUSED_ATTN=1``), the distributed optimizer and userbuffers TP overlap
+    # (``model.ub_tp_comm_overlap_cfg`` overrides in ``llama3.1/configure.sh``).
+    "nemo-launcher": {"flash_attention": True, "zero": 1, "tp_comm_overlap": True, "ep_comm_overlap": False,
+                      "fp8_recipe": "delayed"},
 }
 _DEFAULT_STACK = {"flash_attention": True, "zero": 0, "tp_comm_overlap": False}
+
+#: ``key=value`` settings a row's note may carry, and how each value is read.
+NOTE_SETTINGS = {"ep": int, "etp": int, "moe_dispatcher": str, "ep_comm_overlap": bool, "tp_comm_overlap": bool,
+                 "moe_force_balance": bool}
+
+
+def note_settings(case: Case) -> dict:
+    """The ``key=value`` settings of the row's note (keys of :data:`NOTE_SETTINGS` only)."""
+    out = {}
+    for key, raw in re.findall(r"\b([a-z_]+)=([\w.+-]+)", case.str("note")):
+        kind = NOTE_SETTINGS.get(key)
+        if kind is bool:
+            out[key] = raw.lower() in ("on", "yes", "true", "1")
+        elif kind is not None:
+            out[key] = kind(raw)
+    return out
 
 
 def stack_profile(engine: str) -> dict:
@@ -42,19 +79,26 @@ def estimate_case(case: Case, calibration=None):
     """The :class:`~roofplan.costmodel.train.TrainEstimate` of a ``train`` row."""
     from roofplan.costmodel.train import estimate_training
 
-    prof = stack_profile(case.str("engine"))
+    prof = {**stack_profile(case.str("engine")), **note_settings(case)}
     sp = case.str("sequence_parallel", "")
     tp, pp, dp = case.int("tp", 1), case.int("pp", 1), case.int("dp", 1)
     # The CSV has no cp column: context parallelism is what is left of the GPU count.
     gpus = case.int("gpus", tp * pp * dp)
     cp = max(gpus // (tp * pp * dp), 1)
+    hw = case.str("hardware")
+    if prof.get("moe_force_balance"):
+        # forced balance: every expert-parallel rank gets the mean load by construction
+        from roofplan.hardware.catalog import load_hardware
+
+        hw, calibration = load_hardware(hw, calibration=calibration).with_efficiency(moe_balance=1.0), None
     return estimate_training(
-        case.str("model"), case.str("hardware"), tp=tp, pp=pp, dp=dp, cp=cp,
+        case.str("model"), hw, tp=tp, pp=pp, dp=dp, cp=cp, ep=prof.get("ep", 1), etp=prof.get("etp"),
         vpp=case.int("vpp", 1), global_batch=case.int("global_batch"), micro_batch=case.int("micro_batch"),
         seq_len=case.int("seq_len"), dtype=case.str("dtype", "bf16"), recompute=case.str("recompute", "none"),
         sequence_parallel=None if sp == "" else sp.lower() in ("yes", "true", "1"),
         flash_attention=prof["flash_attention"], zero=prof["zero"], tp_comm_overlap=prof["tp_comm_overlap"] and tp > 1,
-        calibration=calibration,
+        ep_comm_overlap=prof.get("ep_comm_overlap", True), moe_dispatcher=prof.get("moe_dispatcher", "alltoall"),
+        fp8_recipe=prof.get("fp8_recipe", "current"), calibration=calibration,
     )
 
 
