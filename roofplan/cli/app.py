@@ -14,10 +14,11 @@ from roofplan.cli import (
     plan_train_cmd,
     validate_cmd,
 )
-from roofplan.cli.common import STATE
+from roofplan.cli.common import STATE, RoofplanGroup
 
 app = typer.Typer(
     name="roofplan",
+    cls=RoofplanGroup,  # parser errors as one line on stderr, exit 2 (SPEC §4)
     help="Analytical cost model and auto-configurator for LLM training and serving.",
     no_args_is_help=True,
     add_completion=False,
@@ -34,7 +35,8 @@ app.add_typer(plan_app, name="plan")
 
 
 @app.callback()
-def _main(debug: bool = typer.Option(False, "--debug", help="Show tracebacks on errors.")) -> None:
+def _main(debug: bool = typer.Option(False, "--debug", metavar="",
+                                       help="Show tracebacks on errors.")) -> None:
     STATE["debug"] = debug
 
 

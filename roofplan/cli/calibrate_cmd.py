@@ -13,7 +13,17 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from roofplan.cli.common import CALIBRATION_OPTION, JSON_OPTION, console, print_json, run
+from roofplan.cli.common import (
+    CALIBRATION_OPTION,
+    JSON_OPTION,
+    bounded_count,
+    check_out_file,
+    console,
+    os_error,
+    print_json,
+    run,
+)
+from roofplan.errors import InputError
 
 
 def _fmt_param(name: str, v: float) -> str:
@@ -74,18 +84,20 @@ def _render(result, out: Path | None) -> None:
 
 
 def calibrate(
-    files: list[Path] = typer.Argument(..., help="Measurement CSVs or nccl-tests output (docs/calibration.md)."),
+    files: list[str] = typer.Argument(  # noqa: B008
+        ..., metavar="MEASUREMENTS", help="Measurement CSVs or nccl-tests output (docs/calibration.md)."),
     hardware: str = typer.Option(..., "--hardware", help="Catalog id (or YAML path) the measurements were taken on."),
-    out: Path | None = typer.Option(None, "--out", help="Write the overlay YAML here."),
+    out: str | None = typer.Option(None, "--out", metavar="FILE",
+                                   help="Write the overlay YAML here (its directory is created if missing)."),
     params: str | None = typer.Option(
         None, "--params", help="Comma-separated parameters to fit (default: all the data informs), e.g. "
         "gemm_max,hbm or vllm.step_overhead_s."),
     op: str | None = typer.Option(None, "--op", help="nccl-tests collective when the output does not name it."),
-    ranks: int | None = typer.Option(None, "--ranks", help="nccl-tests ranks when the output has no Rank lines."),
-    nodes: int | None = typer.Option(None, "--nodes", help="nccl-tests nodes (default: distinct hosts)."),
+    ranks: int | None = typer.Option(None, "--ranks", callback=bounded_count, help="nccl-tests ranks when the output has no Rank lines."),
+    nodes: int | None = typer.Option(None, "--nodes", callback=bounded_count, help="nccl-tests nodes (default: distinct hosts)."),
     prior_weight: float | None = typer.Option(
         None, "--prior-weight", help="Weight of the catalog values as a prior (default 0.1; 0: plain least squares)."),
-    calibration: Path | None = CALIBRATION_OPTION,
+    calibration: str | None = CALIBRATION_OPTION,
     json_out: bool = JSON_OPTION,
 ) -> None:
     """Fit the catalog's efficiency parameters to your measurements (least squares) and write an overlay."""
@@ -95,10 +107,24 @@ def calibrate(
 def _impl(files, hardware, out, params, op, ranks, nodes, prior_weight, calibration, json_out) -> None:
     from roofplan.calibration.fit import calibrate as fit
 
+    out_path = check_out_file(out)  # before fitting: a bad --out fails fast and nothing is written
+    for name, value in (("ranks", ranks), ("nodes", nodes)):
+        if value is not None and value < 1:
+            raise InputError(name, value, "a positive integer")
+    if op is not None:  # checked even when no nccl-tests file uses it: a typo should not pass silently
+        from roofplan.calibration.formats import OP_ALIASES
+        from roofplan.costmodel.collectives import COLLECTIVES
+
+        if op.lower().removesuffix("_perf") not in OP_ALIASES:
+            raise InputError("op", op, "expected one of " + ", ".join(COLLECTIVES))
     result = fit([str(f) for f in files], hardware, params=params, out=None, calibration=calibration,
                  op=op, ranks=ranks, nodes=nodes, prior_weight=prior_weight)
-    if out is not None:
-        result.write(out)
+    if out_path is not None:
+        try:
+            out_path.parent.mkdir(parents=True, exist_ok=True)
+            result.write(out_path)
+        except OSError as exc:
+            raise os_error("out", out, exc) from None
     if json_out:
         print_json(result.to_json())
     else:

@@ -14,6 +14,7 @@ from rich import box
 from rich.table import Table
 
 from roofplan.cli.common import CALIBRATION_OPTION, JSON_OPTION, console, print_json, run
+from roofplan.errors import InputError
 from roofplan.hardware.catalog import (
     CatalogEntry,
     CatalogField,
@@ -27,7 +28,7 @@ from roofplan.hardware.spec import DeviceSpec
 from roofplan.hardware.units import SI_UNIT, format_quantity
 
 CATALOG_DIR_OPTION = typer.Option(
-    None, "--catalog-dir", help="Directory of extra <id>.yaml catalogs, searched before $ROOFPLAN_CATALOG_PATH "
+    None, "--catalog-dir", metavar="DIR", help="Directory of extra <id>.yaml catalogs, searched before $ROOFPLAN_CATALOG_PATH "
     "and the built-ins."
 )
 
@@ -58,6 +59,23 @@ def spec_to_json(spec: DeviceSpec) -> dict:
     return dataclasses.asdict(spec)
 
 
+def _dir(catalog_dir: str | None) -> Path | None:
+    """``--catalog-dir`` as a Path; typed str on the command line so that an empty value is an error
+    instead of silently meaning the current directory."""
+    if catalog_dir is None:
+        return None
+    if not catalog_dir.strip():
+        raise InputError("catalog-dir", catalog_dir, "expected an existing directory of <id>.yaml files")
+    return Path(catalog_dir)
+
+
+def _check_calibration(calibration: str | None) -> None:
+    """Validate ``--calibration`` where it changes nothing shown (list, validate): a bad overlay is
+    still a bad input, so a CI job passing the same flag to every command learns about it."""
+    if calibration is not None:
+        load_overlay(calibration)
+
+
 def _fmt(x: float | None, spec: str) -> str:
     return "-" if x is None else format(x, spec)
 
@@ -75,14 +93,17 @@ def _list(as_json: bool, catalog_dir: Path | None) -> None:
     cells = [[_fmt(r["bf16_tflops"], ",.1f"), _fmt(r["hbm_gib"], ",.0f"), _fmt(r["hbm_tbps"], ".2f"),
               str(r["devices_per_node"]), _fmt(r["intra_gb_per_s"], ",.0f"), _fmt(r["nic_gbit_per_s"], ",.0f"),
               _fmt(r["price_per_hour"], ".2f")] for r in rows]
+    # the name column only where it fits on one line: in 80 columns it wrapped every row into three
+    with_name = console.width >= 100
     table.add_column("id", no_wrap=True)
-    table.add_column("name", min_width=10, max_width=28)
+    if with_name:
+        table.add_column("name")
     headers = ("bf16\nTFLOPS", "HBM\nGiB", "HBM\nTB/s", "dev/\nnode", "intra\nGB/s", "NIC\nGb/s", "price\n$/h")
     for i, col in enumerate(headers):
         width = max([len(c[i]) for c in cells] + [max(len(x) for x in col.split("\n"))])
         table.add_column(col, justify="right", no_wrap=True, min_width=width)
     for r, c in zip(rows, cells, strict=True):
-        table.add_row(r["id"], r["name"], *c)
+        table.add_row(r["id"], *([r["name"]] if with_name else []), *c)
     console.print(table)
 
 
@@ -109,7 +130,7 @@ def _render_value(f: CatalogField) -> str:
     return format_quantity(f.value, f.kind)
 
 
-def _show(hw: str, as_json: bool, catalog_dir: Path | None, calibration: Path | None) -> None:
+def _show(hw: str, as_json: bool, catalog_dir: Path | None, calibration: str | None) -> None:
     entry = load_entry(hw, catalog_dir)
     spec, fields, overlay = _with_calibration(entry, calibration)
     if as_json:
@@ -126,10 +147,11 @@ def _show(hw: str, as_json: bool, catalog_dir: Path | None, calibration: Path | 
     console.print(f"[bold]{spec.name}[/bold] ({spec.id}, {spec.vendor})  file: {entry.path}", highlight=False)
     if spec.source:
         console.print(f"main sources: {spec.source}", highlight=False, markup=False)
-    table = Table(show_lines=False)
-    table.add_column("field")
-    table.add_column("value", justify="right")
-    table.add_column("source", overflow="fold")
+    # field and value at their natural width; the (long) source wraps in what is left
+    table = Table(show_lines=False, box=box.SIMPLE_HEAD, pad_edge=False)
+    table.add_column("field", no_wrap=True)
+    table.add_column("value", justify="right", max_width=24)
+    table.add_column("source", overflow="fold", ratio=1)
     section = None
     for f in fields:
         if "." not in f.path:  # a top-level scalar (tdp, price_per_hour, dataflow)
@@ -150,9 +172,11 @@ def _show(hw: str, as_json: bool, catalog_dir: Path | None, calibration: Path | 
 
 # -- validate -----------------------------------------------------------------------------------------
 
-def _validate(file: str, as_json: bool, catalog_dir: Path | None) -> None:
+def _validate(file: str, as_json: bool, catalog_dir: Path | None, calibration: str | None = None) -> None:
     path, _ = resolve(file, catalog_dir)
     spec = validate_catalog_file(path)
+    if calibration is not None:
+        apply_overlay(spec, load_overlay(calibration))  # InputError when fitted for another device
     if as_json:
         print_json({"schema": "roofplan.catalog.validate/v1", "file": str(path), "valid": True, "id": spec.id,
                     "summary": summary(spec)})
@@ -163,22 +187,35 @@ def _validate(file: str, as_json: bool, catalog_dir: Path | None) -> None:
 
 # -- registration -------------------------------------------------------------------------------------
 
-def catalog_list(as_json: bool = JSON_OPTION, catalog_dir: Path | None = CATALOG_DIR_OPTION) -> None:
+def catalog_list(as_json: bool = JSON_OPTION, catalog_dir: str | None = CATALOG_DIR_OPTION,
+                 calibration: str | None = CALIBRATION_OPTION) -> None:
     """List every hardware id with its headline numbers."""
-    return run(lambda: _list(as_json, catalog_dir))
+
+    def body() -> None:
+        _check_calibration(calibration)
+        _list(as_json, _dir(catalog_dir))
+
+    return run(body)
 
 
 def catalog_show(hw: str = typer.Argument(..., metavar="ID", help="Hardware id or path to a catalog YAML."),
-                 as_json: bool = JSON_OPTION, catalog_dir: Path | None = CATALOG_DIR_OPTION,
-                 calibration: Path | None = CALIBRATION_OPTION) -> None:
+                 as_json: bool = JSON_OPTION, catalog_dir: str | None = CATALOG_DIR_OPTION,
+                 calibration: str | None = CALIBRATION_OPTION) -> None:
     """Show every number of one catalog with its source, every memory tier included."""
-    return run(lambda: _show(hw, as_json, catalog_dir, calibration))
+    return run(lambda: _show(hw, as_json, _dir(catalog_dir), calibration))
 
 
 def catalog_validate(file: str = typer.Argument(..., metavar="FILE", help="Catalog YAML to check (or an id)."),
-                     as_json: bool = JSON_OPTION, catalog_dir: Path | None = CATALOG_DIR_OPTION) -> None:
-    """Check one catalog file: schema, units, positive numbers and a source for every number."""
-    return run(lambda: _validate(file, as_json, catalog_dir))
+                     as_json: bool = JSON_OPTION, catalog_dir: str | None = CATALOG_DIR_OPTION,
+                     calibration: str | None = CALIBRATION_OPTION) -> None:
+    """Check one catalog file: schema, units, positive numbers and a source for every number
+    (with --calibration: also that the overlay is valid and applies to this device)."""
+
+    def body() -> None:
+        _check_calibration(calibration)
+        _validate(file, as_json, _dir(catalog_dir), calibration)
+
+    return run(body)
 
 
 def register(group: typer.Typer) -> None:

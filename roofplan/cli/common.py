@@ -2,21 +2,27 @@
 
 Every command body runs inside :func:`run`, which turns a :class:`RoofplanError` into one line on
 stderr and its exit code (2 bad input, 3 infeasible), and any other exception into exit 1 — with
-the traceback only under ``--debug``.
+the traceback only under ``--debug``. Usage errors that typer/click raise while parsing (unknown
+option, missing option, a value that is not a number) get the same one-line treatment through
+:class:`RoofplanGroup`, the root command's class, instead of click's multi-line usage box.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import re
 import sys
 import traceback
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import typer
 from rich.console import Console
+from typer.core import TyperGroup
 
-from roofplan.errors import InfeasibleError, RoofplanError
+from roofplan.errors import InfeasibleError, InputError, RoofplanError
 from roofplan.plain import plain
 
 console = Console()
@@ -25,9 +31,25 @@ err_console = Console(stderr=True)
 #: Set by the ``--debug`` global option.
 STATE = {"debug": False}
 
-JSON_OPTION = typer.Option(False, "--json", help="Print one JSON document on stdout and nothing else.")
+#: Largest integer any count option accepts (GPUs, batch, tokens, degrees). Larger values are no
+#: realistic input and would overflow the int64 arrays of the vectorised cost model.
+MAX_COUNT = 2**31 - 1
+
+
+def bounded_count(value: int | None) -> int | None:
+    """Typer callback for integer options: reject values beyond :data:`MAX_COUNT` while parsing
+    (sign and divisibility are checked by the API, which knows the model and the hardware)."""
+    if value is not None and abs(value) > MAX_COUNT:
+        raise typer.BadParameter(f"expected an integer of at most {MAX_COUNT:,}")
+    return value
+
+
+# metavar "" hides typer's "<bool>" type label: a flag takes no value, and "--json <bool>" reads as if
+# it needed one.
+JSON_OPTION = typer.Option(False, "--json", metavar="", help="Print one JSON document on stdout and nothing else.")
 CALIBRATION_OPTION = typer.Option(
-    None, "--calibration", help="Overlay YAML written by `roofplan calibrate`, applied on top of the catalog."
+    None, "--calibration", metavar="FILE",
+    help="Overlay YAML written by `roofplan calibrate`, applied on top of the catalog."
 )
 
 
@@ -66,3 +88,152 @@ def run(body: Callable[[], Any]) -> Any:
         err_console.print(f"internal error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback)",
                           markup=False, highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
+
+
+# -- output paths ------------------------------------------------------------------------------------
+
+def check_out_dir(out: str | os.PathLike | None, field: str = "out") -> Path | None:
+    """Check before any work that ``out`` can become a directory of launch files: an existing
+    writable directory, or a path whose nearest existing ancestor is a writable directory."""
+    if out is None:
+        return None
+    text = str(out)
+    if not text.strip():
+        raise InputError(field, text, "a directory path (it is created if missing)")
+    p = Path(text).expanduser()
+    if p.exists():
+        if not p.is_dir():
+            raise InputError(field, text, "a directory (or a path that does not exist yet), not an existing file")
+        if not os.access(p, os.W_OK | os.X_OK):
+            raise InputError(field, text, "a writable directory (permission denied)")
+        return p
+    _check_creatable(p, field, text)
+    return p
+
+
+def check_out_file(out: str | os.PathLike | None, field: str = "out") -> Path | None:
+    """Check before any work that file ``out`` can be written: not a directory, and its directory
+    exists and is writable or can be created."""
+    if out is None:
+        return None
+    text = str(out)
+    if not text.strip():
+        raise InputError(field, text, "a file path")
+    p = Path(text).expanduser()
+    if p.is_dir():
+        raise InputError(field, text, "a file path, not a directory")
+    if p.exists():
+        if not os.access(p, os.W_OK):
+            raise InputError(field, text, "a writable file (permission denied)")
+        return p
+    _check_creatable(p.parent, field, text)
+    return p
+
+
+def _check_creatable(p: Path, field: str, text: str) -> None:
+    """``p`` does not exist yet: its nearest existing ancestor must be a writable directory."""
+    anc = p
+    while not anc.exists():
+        if anc.parent == anc:
+            break
+        anc = anc.parent
+    if not anc.is_dir():
+        raise InputError(field, text, f"a path under a directory ({anc} is a file)")
+    if not os.access(anc, os.W_OK | os.X_OK):
+        raise InputError(field, text, f"a path under a writable directory ({anc} is not writable)")
+
+
+def os_error(field: str, path: str | os.PathLike, exc: OSError) -> InputError:
+    """An OSError while writing user-named output, as an InputError naming the path."""
+    return InputError(field, str(path), f"a writable path ({exc.strerror or exc})")
+
+
+# -- usage errors raised by the parser -----------------------------------------------------------------
+
+def _raw_value(args: list[str], opts: list[str]) -> str | None:
+    """The text given on the command line for an option (``--tp 3`` or ``--tp=3``), if any."""
+    value = None
+    for i, a in enumerate(args):
+        for o in opts:
+            if a == o and i + 1 < len(args):
+                value = args[i + 1]
+            elif a.startswith(o + "="):
+                value = a[len(o) + 1:]
+    return value
+
+
+_TYPE_WORDS = {"integer": "expected an integer", "number": "expected a number"}
+
+
+def usage_error_line(exc: Exception, args: list[str]) -> str:
+    """One line for a parser error: the option, the value given and what is allowed."""
+    msg = " ".join(str(getattr(exc, "format_message", lambda: str(exc))()).split())
+    param = getattr(exc, "param", None)
+    opts = list(getattr(param, "opts", []) or []) if param is not None else []
+    if type(exc).__name__ == "BadParameter" and opts:
+        m = re.search(r"Input should be a valid (\w+)", msg)
+        if m:
+            allowed = _TYPE_WORDS.get(m.group(1), f"expected a valid {m.group(1)}")
+        else:
+            allowed = re.sub(r"^Invalid value for '[^']*':\s*", "", msg)
+        raw = _raw_value(args, opts)
+        name = max(opts, key=len)
+        line = f"{name}: {raw!r} is not valid; {allowed}" if raw is not None else f"{name}: {allowed}"
+    else:
+        line = msg[0].lower() + msg[1:] if msg[:1].isupper() and msg[1:2].islower() else msg
+    ctx = getattr(exc, "ctx", None)
+    path = getattr(ctx, "command_path", None)
+    hint = f" (see '{path} --help')" if path else ""
+    return f"error: {line.rstrip('.')}{hint}"
+
+
+class RoofplanGroup(TyperGroup):
+    """The root command: click's usage errors become one line on stderr (SPEC §4), exit 2."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        argv = list(sys.argv[1:] if args is None else args)
+        try:
+            rv = super().main(args=argv, prog_name=prog_name, complete_var=complete_var,
+                              standalone_mode=False, **extra)
+        except typer.TyperException as exc:  # click's UsageError / BadParameter / NoSuchOption ...
+            if not standalone_mode:
+                raise
+            # NoArgsIsHelpError has already printed the help; it needs no error line
+            if type(exc).__name__ != "NoArgsIsHelpError":
+                err_console.print(usage_error_line(exc, argv), markup=False, highlight=False, soft_wrap=True)
+            sys.exit(getattr(exc, "exit_code", 2))
+        except typer.Abort:
+            if not standalone_mode:
+                raise
+            err_console.print("aborted", markup=False, highlight=False)
+            sys.exit(1)
+        if not standalone_mode:
+            return rv
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
+def split_names(field: str, values: str | list[str] | tuple[str, ...] | None, allowed: tuple[str, ...]
+                ) -> list[str] | None:
+    """Names given as a repeatable option and/or comma lists (``--emit vllm --emit sglang`` or
+    ``--emit vllm,sglang``), deduplicated in order; None when the option was not given."""
+    if values is None:
+        return None
+    items = [values] if isinstance(values, str) else list(values)
+    if not items:
+        return None
+    names: list[str] = []
+    for item in items:
+        parts = [p.strip() for p in item.split(",")]
+        if not any(parts):
+            raise InputError(field, item, "one or more of " + ", ".join(allowed) + " (comma-separated or repeated)")
+        for name in filter(None, parts):
+            if name not in allowed:
+                raise InputError(field, name, "one of " + ", ".join(allowed) + " (comma-separated or repeated)")
+            if name not in names:
+                names.append(name)
+    return names
+
+
+def warn(message: str) -> None:
+    """One ``warning:`` line on stderr (never on stdout, so ``--json`` output stays one document)."""
+    err_console.print(f"warning: {message}", markup=False, highlight=False, soft_wrap=True)

@@ -6,12 +6,10 @@ document either as JSON or as rich tables (prefill and decode-step breakdown, me
 
 from __future__ import annotations
 
-from typing import Optional
-
 import typer
 from rich.table import Table
 
-from roofplan.cli.common import CALIBRATION_OPTION, JSON_OPTION, console, print_json, run
+from roofplan.cli.common import CALIBRATION_OPTION, JSON_OPTION, bounded_count, console, print_json, run, warn
 
 _PARTS = ("compute", "memory", "communication", "overhead")
 _PART_LABELS = {
@@ -87,15 +85,15 @@ def _render(doc: dict) -> None:
 def estimate_serve(
     model: str = typer.Option(..., "--model", help="Model preset id or path to config.json / model YAML."),
     hardware: str = typer.Option(..., "--hardware", help="Hardware catalog id or YAML path."),
-    tp: int = typer.Option(1, "--tp", help="Tensor-parallel degree."),
-    pp: int = typer.Option(1, "--pp", help="Pipeline-parallel degree."),
-    ep: int = typer.Option(1, "--ep", help="Expert-parallel degree (MoE; divides tp x dp)."),
-    dp: int = typer.Option(1, "--dp", help="Attention data-parallel ranks (MoE, DeepSeek-style)."),
-    batch: int = typer.Option(..., "--batch", help="Requests prefilled together, then decoded together."),
-    isl: int = typer.Option(..., "--isl", help="Input (prompt) tokens per request."),
-    osl: int = typer.Option(..., "--osl", help="Output tokens per request."),
+    tp: int = typer.Option(1, "--tp", callback=bounded_count, help="Tensor-parallel degree."),
+    pp: int = typer.Option(1, "--pp", callback=bounded_count, help="Pipeline-parallel degree."),
+    ep: int = typer.Option(1, "--ep", callback=bounded_count, help="Expert-parallel degree (MoE; divides tp x dp)."),
+    dp: int = typer.Option(1, "--dp", callback=bounded_count, help="Attention data-parallel ranks (MoE, DeepSeek-style)."),
+    batch: int = typer.Option(..., "--batch", callback=bounded_count, help="Requests prefilled together, then decoded together."),
+    isl: int = typer.Option(..., "--isl", callback=bounded_count, help="Input (prompt) tokens per request."),
+    osl: int = typer.Option(..., "--osl", callback=bounded_count, help="Output tokens per request."),
     dtype: str = typer.Option("bf16", "--dtype", help="Weight dtype: bf16 | fp16 | fp8 | int8 | int4"),
-    kv_dtype: Optional[str] = typer.Option(
+    kv_dtype: str | None = typer.Option(
         None,
         "--kv-dtype",
         help="KV-cache dtype: bf16 | fp16 | fp8 | int8 (default: the 16-bit activation dtype)",
@@ -104,7 +102,7 @@ def estimate_serve(
         "generic", "--engine", help="Engine overhead profile: generic | vllm | sglang | trtllm"
     ),
     as_json: bool = JSON_OPTION,
-    calibration: Optional[str] = CALIBRATION_OPTION,
+    calibration: str | None = CALIBRATION_OPTION,
 ) -> None:
     """Estimate TTFT, TPOT, throughput and memory of one serving instance at a fixed batch."""
 
@@ -126,6 +124,15 @@ def estimate_serve(
             engine=engine,
             calibration=calibration,
         )
+        from roofplan.launch.platforms import unsupported_on
+
+        why = None if engine == "generic" else unsupported_on(engine, est.hardware)
+        if why:
+            warn(f"--engine {engine}: {why}; its overhead profile is applied anyway")
+        if isl + osl > est.model.max_seq_len:
+            warn(f"isl + osl = {isl + osl:,} exceeds the {est.model.max_seq_len:,}-token context of "
+                 f"{est.model.name}; engines refuse such requests unless the context is extended "
+                 "(vLLM --max-model-len with RoPE scaling); the estimate extrapolates")
         doc = est.to_json()
         if as_json:
             print_json(doc)

@@ -9,7 +9,8 @@ from __future__ import annotations
 import typer
 from rich.table import Table
 
-from roofplan.cli.common import CALIBRATION_OPTION, JSON_OPTION, console, print_json, run
+from roofplan.cli.common import CALIBRATION_OPTION, JSON_OPTION, bounded_count, console, print_json, run, warn
+from roofplan.errors import InputError
 
 _TIME_LABELS = {
     "compute": "compute (fwd + bwd + recompute)",
@@ -68,22 +69,26 @@ def _render(doc: dict) -> None:
 def estimate_train(
     model: str = typer.Option(..., "--model", help="Model preset id or path to config.json / model YAML."),
     hardware: str = typer.Option(..., "--hardware", help="Hardware catalog id or YAML path."),
-    tp: int = typer.Option(1, "--tp", help="Tensor-parallel degree."),
-    pp: int = typer.Option(1, "--pp", help="Pipeline-parallel degree."),
-    dp: int = typer.Option(1, "--dp", help="Data-parallel degree."),
-    cp: int = typer.Option(1, "--cp", help="Context-parallel degree."),
-    ep: int = typer.Option(1, "--ep", help="Expert-parallel degree (divides dp x cp)."),
-    vpp: int = typer.Option(1, "--vpp", help="Virtual stages per pipeline rank (interleaved 1F1B); 1 = plain 1F1B."),
-    global_batch: int = typer.Option(..., "--global-batch", help="Global batch in sequences."),
-    micro_batch: int = typer.Option(..., "--micro-batch", help="Micro batch in sequences."),
-    seq_len: int = typer.Option(..., "--seq-len", help="Sequence length in tokens."),
+    tp: int = typer.Option(1, "--tp", callback=bounded_count, help="Tensor-parallel degree."),
+    pp: int = typer.Option(1, "--pp", callback=bounded_count, help="Pipeline-parallel degree."),
+    dp: int = typer.Option(1, "--dp", callback=bounded_count, help="Data-parallel degree."),
+    cp: int = typer.Option(1, "--cp", callback=bounded_count, help="Context-parallel degree."),
+    ep: int = typer.Option(1, "--ep", callback=bounded_count, help="Expert-parallel degree (divides dp x cp)."),
+    vpp: int = typer.Option(1, "--vpp", callback=bounded_count, help="Virtual stages per pipeline rank (interleaved 1F1B); 1 = plain 1F1B."),
+    global_batch: int = typer.Option(..., "--global-batch", callback=bounded_count, help="Global batch in sequences."),
+    micro_batch: int = typer.Option(..., "--micro-batch", callback=bounded_count, help="Micro batch in sequences."),
+    seq_len: int = typer.Option(..., "--seq-len", callback=bounded_count, help="Sequence length in tokens."),
     dtype: str = typer.Option("bf16", "--dtype", help="bf16 | fp16 | fp8"),
     recompute: str = typer.Option("none", "--recompute", help="none | selective | full"),
-    sequence_parallel: bool | None = typer.Option(
-        None, "--sequence-parallel/--no-sequence-parallel", help="Megatron sequence parallelism (default: on when tp > 1)."),
-    zero: int = typer.Option(0, "--zero", help="ZeRO stage 0-3 (1 = Megatron distributed optimizer)."),
+    # two plain flags rather than one "--sequence-parallel/--no-sequence-parallel" option: typer's
+    # help table truncates the pair to "--no-sequence-para…" in an 80-column terminal
+    sequence_parallel: bool = typer.Option(
+        False, "--sequence-parallel", metavar="", help="Megatron sequence parallelism (default: on when tp > 1)."),
+    no_sequence_parallel: bool = typer.Option(
+        False, "--no-sequence-parallel", metavar="", help="Turn sequence parallelism off when tp > 1."),
+    zero: int = typer.Option(0, "--zero", callback=bounded_count, help="ZeRO stage 0-3 (1 = Megatron distributed optimizer)."),
     offload: str = typer.Option("none", "--offload", help="none | optimizer | optimizer+params"),
-    gpus_per_node: int | None = typer.Option(None, "--gpus-per-node", help="Devices per node (default: catalog)."),
+    gpus_per_node: int | None = typer.Option(None, "--gpus-per-node", callback=bounded_count, help="Devices per node (default: catalog)."),
     as_json: bool = JSON_OPTION,
     calibration: str | None = CALIBRATION_OPTION,
 ) -> None:
@@ -92,10 +97,17 @@ def estimate_train(
     def body() -> None:
         from roofplan.costmodel.train import estimate_training
 
+        if sequence_parallel and no_sequence_parallel:
+            raise InputError("sequence-parallel", "--sequence-parallel --no-sequence-parallel",
+                             "at most one of the two flags")
+        sp = True if sequence_parallel else (False if no_sequence_parallel else None)
         est = estimate_training(model, hardware, tp=tp, pp=pp, dp=dp, cp=cp, ep=ep, vpp=vpp,
                                 global_batch=global_batch, micro_batch=micro_batch, seq_len=seq_len, dtype=dtype,
-                                recompute=recompute, sequence_parallel=sequence_parallel, zero=zero,
+                                recompute=recompute, sequence_parallel=sp, zero=zero,
                                 offload=offload, gpus_per_node=gpus_per_node, calibration=calibration)
+        if seq_len > est.model.max_seq_len:
+            warn(f"--seq-len {seq_len:,} exceeds the {est.model.max_seq_len:,}-token context of {est.model.name} "
+                 "(fine for context extension; the estimate covers the longer sequence)")
         doc = est.to_json()
         if as_json:
             print_json(doc)

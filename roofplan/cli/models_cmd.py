@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import typer
+from rich import box
 from rich.table import Table
 
-from roofplan.cli.common import JSON_OPTION, console, print_json, run
+from roofplan.cli.common import CALIBRATION_OPTION, JSON_OPTION, console, print_json, run
 from roofplan.models.loader import list_models, load_model
 from roofplan.models.spec import ModelSpec
 
@@ -69,14 +70,25 @@ def show_document(spec: ModelSpec) -> dict:
     }
 
 
+def _check_calibration(calibration: str | None) -> None:
+    """``--calibration`` is accepted by every command (SPEC §3) so one flag set serves all of them;
+    a model spec does not depend on the device, so here the overlay is only validated."""
+    if calibration is not None:
+        from roofplan.hardware.overlay import load_overlay
+
+        load_overlay(calibration)
+
+
 def _list(json_out: bool) -> None:
     rows = [_summary(load_model(m)) for m in list_models()]
     if json_out:
         print_json({"schema": LIST_SCHEMA, "models": rows})
         return
-    table = Table(title="Model presets (params in billions; KV cache per token in bf16)")
+    # a light box and unit-free cells: in 80 columns the boxed table cut numbers to "176.…"
+    table = Table(title="Model presets (params in billions; KV cache per token in bf16)",
+                  box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1), collapse_padding=True)
     table.add_column("id", no_wrap=True)
-    for col in ("layers", "hidden", "heads/kv", "attn", "total", "active", "KV/token"):
+    for col in ("layers", "hidden", "heads/kv", "attn", "total B", "active B", "KV KiB/tok"):
         table.add_column(col, justify="right", no_wrap=True)
     for r in rows:
         table.add_row(
@@ -87,7 +99,7 @@ def _list(json_out: bool) -> None:
             r["attention"],
             f"{r['params_total'] / 1e9:,.2f}",
             f"{r['params_active'] / 1e9:,.2f}",
-            _kib(r["kv_bytes_per_token_bf16"]),
+            f"{r['kv_bytes_per_token_bf16'] / 1024:,.1f}",
         )
     console.print(table)
 
@@ -128,16 +140,27 @@ def register(group: typer.Typer) -> None:
     """Add ``list`` and ``show`` to the ``models`` sub-app."""
 
     @group.command("list")
-    def list_cmd(json_out: bool = JSON_OPTION) -> None:
+    def list_cmd(json_out: bool = JSON_OPTION, calibration: str | None = CALIBRATION_OPTION) -> None:
         """List the model presets with layers, heads, parameters and KV bytes per token."""
-        return run(lambda: _list(json_out))
+
+        def body() -> None:
+            _check_calibration(calibration)
+            _list(json_out)
+
+        return run(body)
 
     @group.command("show")
     def show_cmd(
         model: str = typer.Argument(
-            ..., help="Preset id, path to a HF config.json or model YAML, or gpt(...)."
+            ..., metavar="MODEL", help="Preset id, path to a HF config.json or model YAML, or gpt(...)."
         ),
         json_out: bool = JSON_OPTION,
+        calibration: str | None = CALIBRATION_OPTION,
     ) -> None:
         """Show every field of a model, its parameter counts, FLOPs and KV bytes per token."""
-        return run(lambda: _show(model, json_out))
+
+        def body() -> None:
+            _check_calibration(calibration)
+            _show(model, json_out)
+
+        return run(body)

@@ -2,15 +2,26 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Optional
-
 import typer
+from rich import box
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from roofplan.cli.common import CALIBRATION_OPTION, JSON_OPTION, console, print_json, run
+from roofplan.cli.common import (
+    CALIBRATION_OPTION,
+    JSON_OPTION,
+    MAX_COUNT,
+    bounded_count,
+    check_out_dir,
+    check_out_file,
+    console,
+    os_error,
+    print_json,
+    run,
+    split_names,
+    warn,
+)
 from roofplan.errors import InputError
 
 EMITTERS = ("vllm", "sglang", "trtllm", "dynamo")
@@ -28,21 +39,22 @@ def plan_serve(
     gpus: str = typer.Option(
         ..., "--gpus", help="GPU budget (N), or one per pool in --hardware order (8,8)."
     ),
-    isl: int = typer.Option(..., "--isl", help="Input (prompt) tokens per request."),
-    osl: int = typer.Option(..., "--osl", help="Output tokens per request."),
-    ttft_ms: Optional[float] = typer.Option(None, "--ttft-ms", help="Time-to-first-token target (ms)."),
-    tpot_ms: Optional[float] = typer.Option(None, "--tpot-ms", help="Time-per-output-token target (ms)."),
-    rate: Optional[float] = typer.Option(None, "--rate", help="Requests/s to sustain (else: maximise)."),
+    isl: int = typer.Option(..., "--isl", callback=bounded_count, help="Input (prompt) tokens per request."),
+    osl: int = typer.Option(..., "--osl", callback=bounded_count, help="Output tokens per request."),
+    ttft_ms: float | None = typer.Option(None, "--ttft-ms", help="Time-to-first-token target (ms)."),
+    tpot_ms: float | None = typer.Option(None, "--tpot-ms", help="Time-per-output-token target (ms)."),
+    rate: float | None = typer.Option(None, "--rate", help="Requests/s to sustain (else: maximise)."),
     mode: str = typer.Option("auto", "--mode", help="auto | colocated | disagg."),
     engine: str = typer.Option("generic", "--engine", help="generic | vllm | sglang | trtllm."),
     dtype: str = typer.Option("bf16", "--dtype", help="Weight dtype: bf16 | fp16 | fp8 | int8 | int4."),
-    kv_dtype: Optional[str] = typer.Option(None, "--kv-dtype", help="KV-cache dtype: bf16 | fp8 | int8."),
+    kv_dtype: str | None = typer.Option(None, "--kv-dtype", help="KV-cache dtype: bf16 | fp8 | int8."),
     objective: str = typer.Option("gpus", "--objective", help="With --rate: fewest gpus | lowest cost."),
-    emit: Optional[str] = typer.Option(None, "--emit", help="vllm | sglang | trtllm | dynamo (comma list)."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Write the launch files and plan.json here."),
-    plot: Optional[Path] = typer.Option(None, "--plot", help="Save the Pareto front as a PNG (matplotlib)."),
+    emit: list[str] | None = typer.Option(  # noqa: B008
+        None, "--emit", metavar="ENGINE", help="vllm | sglang | trtllm | dynamo (repeatable or comma list)."),
+    out: str | None = typer.Option(None, "--out", metavar="DIR", help="Write the launch files and plan.json here."),
+    plot: str | None = typer.Option(None, "--plot", metavar="PNG", help="Save the Pareto front as a PNG (matplotlib)."),
     json_out: bool = JSON_OPTION,
-    calibration: Optional[str] = CALIBRATION_OPTION,
+    calibration: str | None = CALIBRATION_OPTION,
 ) -> None:
     """Search serving deployments for a GPU budget: colocated and prefill/decode disaggregated."""
     return run(
@@ -69,25 +81,30 @@ def plan_serve(
     )
 
 
-def _emitters(emit: str | None) -> list[str]:
-    if emit is None:
-        return list(EMITTERS)
-    names = [e.strip() for e in emit.split(",") if e.strip()]
-    for e in names:
-        if e not in EMITTERS:
-            raise InputError("emit", e, "one of " + ", ".join(EMITTERS) + " (comma-separated)")
-    return names
+def _emitters(emit: list[str] | str | None) -> list[str]:
+    names = split_names("emit", emit, EMITTERS)
+    return list(EMITTERS) if names is None else names
 
 
 def _gpus(value: str):
-    return value if "," in value else _int("gpus", value)
+    """``N`` or one count per pool ``8,8``; each count an integer no larger than MAX_COUNT (the
+    planner checks the sign and that there is one count per pool)."""
+    if "," not in value:
+        return _int("gpus", value)
+    for part in value.split(","):
+        if part.strip():
+            _int("gpus", part.strip())
+    return value
 
 
 def _int(field: str, value: str) -> int:
     try:
-        return int(value)
+        n = int(value)
     except ValueError:
         raise InputError(field, value, "a positive integer (or one per pool: 8,8)") from None
+    if abs(n) > MAX_COUNT:
+        raise InputError(field, value, f"a positive integer of at most {MAX_COUNT:,}")
+    return n
 
 
 def _impl(
@@ -111,14 +128,35 @@ def _impl(
     calibration,
 ):
     from roofplan.launch.common import dumps_json, write_files
+    from roofplan.launch.platforms import unsupported_on
     from roofplan.solver import pareto
-    from roofplan.solver.serve_planner import plan_serving
+    from roofplan.solver.serve_planner import parse_pools, plan_serving
 
     engines = _emitters(emit)
+    # launchers that cannot run on the chosen devices: an error when asked for, else left out
+    devices = [pool.hw for pool in parse_pools(hardware)]
+    off_platform: dict[str, str] = {}
+    for e in EMITTERS:
+        for hw in devices:
+            why = unsupported_on(e, hw)
+            if why:
+                off_platform.setdefault(e, why)
+    for hw in devices:
+        why = None if engine == "generic" else unsupported_on(engine, hw)
+        if why:
+            warn(f"--engine {engine}: {why}; its overhead profile is applied anyway")
+            break
+    if emit is not None:
+        for e in engines:
+            if e in off_platform:
+                ok = [x for x in EMITTERS if x not in off_platform]
+                raise InputError("emit", e, off_platform[e] + (f"; use {' or '.join(ok)}" if ok else ""))
+    else:
+        engines = [e for e in engines if e not in off_platform]
     if plot is not None:
         pareto.require_matplotlib()  # fail before searching, and before anything is written
-    if out is not None and out.exists() and not out.is_dir():
-        raise InputError("out", str(out), "a directory (or a path that does not exist yet)")
+        plot = check_out_file(plot, "plot")
+    out = check_out_dir(out)  # typed str, not Path: Path("") would silently be the current directory
     plan = plan_serving(
         model,
         hardware,
@@ -137,17 +175,27 @@ def _impl(
     )
     plan.launch = {k: v for k, v in plan.launch.items() if k in engines}
     doc = plan.to_json()
+    if objective == "cost" and doc["inputs"].get("objective") != "cost":
+        warn("--objective cost: a catalog here has no price_per_hour, so the fewest GPUs were chosen instead")
+    if off_platform:
+        doc["launch_unsupported"] = off_platform
     written: list[str] = []
     if out is not None:
         files = {name: text for e in engines for name, text in plan.launch[e].items()}
         files["plan.json"] = dumps_json(_json_safe(doc))
         written = write_files(out, files, executable=[n for n in files if n.endswith(".sh")])
     if plot is not None:
-        pareto.save_png(
-            plan.frontier, str(plot), title=f"{doc['inputs']['model']} on {doc['inputs']['hardware']}"
-        )
+        try:
+            plot.parent.mkdir(parents=True, exist_ok=True)
+            pareto.save_png(
+                plan.frontier, str(plot), title=f"{doc['inputs']['model']} on {doc['inputs']['hardware']}"
+            )
+        except OSError as exc:
+            raise os_error("plot", plot, exc) from None
         written.append(str(plot))
     if json_out:
+        if written:
+            doc["written"] = written
         print_json(doc)
         return
     _render(plan, doc, engines if emit else [], written)
@@ -166,6 +214,9 @@ def _cfg(c: dict) -> str:
     return s
 
 
+_COMPACT = {"box": box.SIMPLE_HEAD, "pad_edge": False, "padding": (0, 1), "collapse_padding": True}
+
+
 def _render(plan, doc: dict, engines: list[str], written: list[str]) -> None:
     best = doc["best"]
     inp = doc["inputs"]
@@ -175,45 +226,52 @@ def _render(plan, doc: dict, engines: list[str], written: list[str]) -> None:
         + (f"  TPOT<={inp['tpot_ms']:g} ms" if inp["tpot_ms"] else "")
         + (f"  rate={inp['rate']:g} req/s" if inp["rate"] else "")
     )
+    # light boxes and short cells so the tables read in an 80-column terminal (the boxed version cut
+    # "parallelism" and "prompts/pass" to ellipses there)
     t = Table(
         title=f"Best deployment: {best['mode']}"
-        + (f" {best['ratio']}" if best["ratio"] else f" x{best.get('instances', 1)}")
+        + (f" {best['ratio']}" if best["ratio"] else f" x{best.get('instances', 1)}"),
+        **_COMPACT,
     )
-    for col in ("role", "instances", "parallelism", "batch", "GPUs each", "hardware", "latency"):
-        t.add_column(col)
+    roles = [best["prefill"], best["decode"]] if best["mode"] == "disagg" else [best["prefill"]]
+    mixed = len({r["hardware"] for r in roles}) > 1
+    for col in ("role", "inst.", "layout", "GPUs/inst.", "batch") + (("hardware",) if mixed else ()) + ("latency",):
+        t.add_column(col, justify="right" if col in ("inst.", "GPUs/inst.", "batch") else "left", no_wrap=col != "latency")
     if best["mode"] == "disagg":
         p, d = best["prefill"], best["decode"]
         t.add_row(
             "prefill",
             str(p["instances"]),
             _cfg(p),
-            f"{p['batch']} prompts/pass",
             str(p["gpus_per_instance"]),
-            p["hardware"],
+            f"{p['batch']}/pass",
+            *((p["hardware"],) if mixed else ()),
             f"TTFT {p['ttft_ms']:.1f} ms + KV {best.get('kv_transfer_ms', 0):.1f} ms",
         )
         t.add_row(
             "decode",
             str(d["instances"]),
             _cfg(d),
-            f"{d['batch']} concurrent",
             str(d["gpus_per_instance"]),
-            d["hardware"],
+            str(d["batch"]),
+            *((d["hardware"],) if mixed else ()),
             f"TPOT {d['tpot_ms']:.2f} ms",
         )
+        note = "batch: prompts per prefill pass / concurrent decode requests per instance"
     else:
         c = best["prefill"]
         t.add_row(
             "colocated",
             str(best["instances"]),
             _cfg(c),
-            f"{c['batch']} concurrent, chunk {c['chunk']}",
             str(c["gpus_per_instance"]),
-            c["hardware"],
+            str(c["batch"]),
             f"TTFT {c['ttft_ms']:.1f} ms, TPOT {c['tpot_ms']:.2f} ms",
         )
+        note = f"batch: concurrent requests per instance, prefill chunk {c['chunk']} tokens"
     console.print(f"[bold]{title}[/bold]")
     console.print(t)
+    console.print(note + f"; hardware {roles[0]['hardware']}" * (not mixed), style="dim", highlight=False)
     console.print(
         f"TTFT [bold]{best['ttft_ms']:.1f} ms[/bold]  TPOT [bold]{best['tpot_ms']:.2f} ms[/bold]  "
         f"{best['output_tokens_per_s']:,.0f} output tok/s  "
@@ -223,7 +281,7 @@ def _render(plan, doc: dict, engines: list[str], written: list[str]) -> None:
 
     alt = doc.get("alternatives", {})
     if len(alt) > 1:
-        c = Table(title="Colocated vs disaggregated (best of each)")
+        c = Table(title="Colocated vs disaggregated (best of each)", **_COMPACT)
         for col in ("mode", "layout", "GPUs", "TTFT ms", "TPOT ms", "tok/s/GPU", "goodput req/s"):
             c.add_column(col, justify="right" if col not in ("mode", "layout") else "left")
         for name, a in alt.items():
@@ -243,7 +301,7 @@ def _render(plan, doc: dict, engines: list[str], written: list[str]) -> None:
         console.print(c)
 
     if doc["pareto"]:
-        pt = Table(title="Pareto front: throughput per GPU vs tokens/s per user")
+        pt = Table(title="Pareto front: throughput per GPU vs tokens/s per user", **_COMPACT)
         for col in ("mode", "config", "tok/s/user", "tok/s/GPU", "TTFT ms", "TPOT ms"):
             pt.add_column(col, justify="left" if col in ("mode", "config") else "right")
         for p in doc["pareto"]:
@@ -271,8 +329,10 @@ def _render(plan, doc: dict, engines: list[str], written: list[str]) -> None:
         f"{doc['search_time_s']:.2f} s; rejected: "
         + ", ".join(f"{k} {v:,}" for k, v in sorted(doc["rejected"].items()))
     )
+    for e, why in doc.get("launch_unsupported", {}).items():
+        console.print(f"{e}: not emitted ({why})", style="dim", markup=False, highlight=False)
     if written:
-        console.print("wrote " + ", ".join(written))
+        console.print("wrote " + ", ".join(written), markup=False, highlight=False)
     elif engines:
         for e in engines:
             for name, text in doc["launch"][e].items():

@@ -8,6 +8,7 @@ that take longer than a second, only on a terminal and never with ``--json``.
 
 from __future__ import annotations
 
+import math
 import re
 import time
 
@@ -16,7 +17,17 @@ from rich import box
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from roofplan.cli.common import CALIBRATION_OPTION, JSON_OPTION, console, err_console, print_json, run
+from roofplan.cli.common import (
+    CALIBRATION_OPTION,
+    JSON_OPTION,
+    bounded_count,
+    check_out_dir,
+    console,
+    err_console,
+    print_json,
+    run,
+    split_names,
+)
 from roofplan.errors import InputError
 
 _SUFFIX = {"k": 1e3, "m": 1e6, "b": 1e9, "g": 1e9, "t": 1e12, "p": 1e15}
@@ -29,7 +40,10 @@ def parse_tokens(text: str | None) -> float | None:
     m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([kKmMbBgGtTpP]?)\s*", text)
     if not m:
         raise InputError("tokens", text, "a token count such as 2e12, 300B or 15T")
-    return float(m.group(1)) * _SUFFIX.get(m.group(2).lower(), 1.0)
+    value = float(m.group(1)) * _SUFFIX.get(m.group(2).lower(), 1.0)
+    if not math.isfinite(value):  # 1e400 parses as inf: no run trains on infinitely many tokens
+        raise InputError("tokens", text, "a finite token count such as 2e12, 300B or 15T")
+    return value
 
 
 class _LazyProgress:
@@ -66,7 +80,7 @@ def _si(v: float) -> str:
     return f"{v:.3g}"
 
 
-def _render(doc: dict, written: list[str]) -> None:
+def _render(doc: dict, written: list[str], frameworks: list[str] | None = None) -> None:
     i = doc["inputs"]
     console.print(f"[bold]{i['model']}[/bold] on [bold]{i['gpus']} x {i['hardware']}[/bold]: global batch "
                   f"{i['global_batch']} x {i['seq_len']} tokens, {i['dtype']}, objective {i['objective']}")
@@ -123,27 +137,40 @@ def _render(doc: dict, written: list[str]) -> None:
         console.print(f"[bold]{fw}:[/bold]")
         console.print(cmd, soft_wrap=True, highlight=False, markup=False)
     for fw, why in doc.get("launch_unsupported", {}).items():
-        console.print(f"[dim]{fw}: not emitted ({why})[/dim]")
+        if frameworks is None or fw in frameworks:  # with --emit: only about the launchers asked for
+            console.print(f"{fw}: not emitted ({why})", style="dim", markup=False, highlight=False)
     for path in written:
         console.print(f"wrote {path}", highlight=False)
+
+
+def _off_platform(hardware: str) -> dict[str, str]:
+    """Launchers that cannot run on ``hardware`` at all (vendor), with the reason."""
+    from roofplan.hardware.catalog import load_hardware
+    from roofplan.launch.platforms import unsupported_on
+    from roofplan.solver.plan_types import FRAMEWORKS
+
+    hw = load_hardware(hardware)
+    return {fw: why for fw in FRAMEWORKS if (why := unsupported_on(fw, hw))}
 
 
 def plan_train(
     model: str = typer.Option(..., "--model", help="Model preset id or path to config.json / model YAML."),
     hardware: str = typer.Option(..., "--hardware", help="Hardware catalog id or YAML path."),
-    gpus: int = typer.Option(..., "--gpus", help="GPU budget (world size)."),
-    global_batch: int = typer.Option(..., "--global-batch", help="Global batch in sequences."),
-    seq_len: int = typer.Option(..., "--seq-len", help="Training sequence length."),
+    gpus: int = typer.Option(..., "--gpus", callback=bounded_count, help="GPU budget (world size)."),
+    global_batch: int = typer.Option(..., "--global-batch", callback=bounded_count, help="Global batch in sequences."),
+    seq_len: int = typer.Option(..., "--seq-len", callback=bounded_count, help="Training sequence length."),
     dtype: str = typer.Option("bf16", "--dtype", help="bf16 | fp16 | fp8."),
     objective: str = typer.Option("throughput", "--objective", help="throughput (tokens/s) | cost ($ per token)."),
     tokens: str | None = typer.Option(None, "--tokens", help="Token budget (e.g. 15T): report days and $."),
-    top: int = typer.Option(5, "--top", help="How many ranked candidates to show."),
-    emit: list[str] | None = typer.Option(None, "--emit", help="megatron | deepspeed | torchtitan (repeatable); "  # noqa: B008
-                                             "restricts the search to what the launcher expresses."),
-    out: str | None = typer.Option(None, "--out", help="Write launch files and plan.json to this directory."),
-    gpus_per_node: int | None = typer.Option(None, "--gpus-per-node", help="Default: the catalog's node size."),
-    allow_cross_node_tp: bool = typer.Option(False, "--allow-cross-node-tp", help="Let TP span nodes."),
-    max_micro_batch: int = typer.Option(16, "--max-micro-batch", help="Largest micro-batch searched."),
+    top: int = typer.Option(5, "--top", callback=bounded_count, help="How many ranked candidates to show."),
+    emit: list[str] | None = typer.Option(  # noqa: B008
+        None, "--emit", metavar="FRAMEWORK", help="megatron | deepspeed | torchtitan (repeatable or comma list); "
+        "restricts the search to what the launcher expresses."),
+    out: str | None = typer.Option(None, "--out", metavar="DIR",
+                                   help="Write launch files and plan.json to this directory."),
+    gpus_per_node: int | None = typer.Option(None, "--gpus-per-node", callback=bounded_count, help="Default: the catalog's node size."),
+    allow_cross_node_tp: bool = typer.Option(False, "--allow-cross-node-tp", metavar="", help="Let TP span nodes."),
+    max_micro_batch: int = typer.Option(16, "--max-micro-batch", callback=bounded_count, help="Largest micro-batch searched."),
     json_out: bool = JSON_OPTION,
     calibration: str | None = CALIBRATION_OPTION,
 ) -> None:
@@ -153,26 +180,37 @@ def plan_train(
         from roofplan.solver.plan_types import FRAMEWORKS
         from roofplan.solver.train_planner import plan_training
 
+        frameworks = split_names("emit", emit, FRAMEWORKS)
+        off_platform = _off_platform(hardware)
+        for fw in frameworks or ():
+            if fw in off_platform:
+                ok = [x for x in FRAMEWORKS if x not in off_platform]
+                raise InputError("emit", fw, off_platform[fw] + (f"; use {' or '.join(ok)}" if ok else ""))
+        check_out_dir(out)  # before the search: a bad --out fails fast and nothing is written
+        n_tokens = parse_tokens(tokens)
         bar = _LazyProgress(enabled=not json_out and err_console.is_terminal)
         try:
             plan = plan_training(model, hardware, gpus=gpus, global_batch=global_batch, seq_len=seq_len,
-                                 dtype=dtype, objective=objective, top=top, tokens=parse_tokens(tokens),
+                                 dtype=dtype, objective=objective, top=top, tokens=n_tokens,
                                  calibration=calibration, gpus_per_node=gpus_per_node,
-                                 allow_cross_node_tp=allow_cross_node_tp, emit=emit or None,
+                                 allow_cross_node_tp=allow_cross_node_tp, emit=frameworks,
                                  max_micro_batch=max_micro_batch, progress=bar)
         finally:
             bar.close()
+        for fw, why in off_platform.items():  # launchers that do not run on this device: not emitted
+            plan.launch.pop(fw, None)
+            plan.launch_unsupported[fw] = why
         written: list[str] = []
-        if out:
-            frameworks = list(emit) if emit else [fw for fw in FRAMEWORKS if fw in plan.launch]
-            written = plan.write(out, frameworks)
+        if out is not None:
+            chosen = frameworks or [fw for fw in FRAMEWORKS if fw in plan.launch]
+            written = plan.write(out, chosen)
         doc = plan.to_json()
         if json_out:
             if written:
                 doc["written"] = written
             print_json(doc)
         else:
-            _render(doc, written)
+            _render(doc, written, frameworks)
 
     return run(body)
 

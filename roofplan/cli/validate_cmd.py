@@ -8,6 +8,7 @@ absolute error per group and overall, or ``SuiteResult.to_json()`` with ``--json
 from __future__ import annotations
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -36,12 +37,20 @@ def _num(x: float | None) -> str:
 def _render(doc: dict) -> None:
     # a pipe or CI log gets a wide table instead of rich's 80-column default
     out = console if console.is_terminal else Console(width=max(console.width, 170))
-    table = Table(title="roofplan validate: predicted vs published measurements")
-    for col, kw in (("id", {"no_wrap": True}), ("kind", {}), ("model", {"overflow": "fold", "max_width": 32}),
-                    ("hardware", {}), ("metric", {"overflow": "fold", "max_width": 30}), ("unit", {}),
-                    ("measured", {"justify": "right"}), ("predicted", {"justify": "right"}),
-                    ("error", {"justify": "right"})):
-        table.add_column(col, **kw)
+    # a terminal narrower than the full table gets the compact one (the id names model, hardware and
+    # setting; --json has every field): nine columns squeezed into 80 folded every cell letter by letter
+    wide = out.width >= 140
+    table = Table(title="roofplan validate: predicted vs published measurements",
+                  **({} if wide else {"box": box.SIMPLE_HEAD, "pad_edge": False, "padding": (0, 1),
+                                      "collapse_padding": True}))
+    columns = (("id", {"no_wrap": True}), ("kind", {}), ("model", {"overflow": "fold", "max_width": 32}),
+               ("hardware", {}), ("metric", {"overflow": "fold", "max_width": 30}), ("unit", {"no_wrap": True}),
+               ("measured", {"justify": "right", "no_wrap": True}),
+               ("predicted", {"justify": "right", "no_wrap": True}), ("error", {"justify": "right", "no_wrap": True, "min_width": 6}))
+    shown = [name for name, _ in columns if wide or name not in ("kind", "model", "hardware", "metric")]
+    for col, kw in columns:
+        if col in shown:
+            table.add_column(col, **kw)
     for c in doc["cases"]:
         err = c["error"]
         if err is None:
@@ -49,8 +58,10 @@ def _render(doc: dict) -> None:
         else:
             color = "green" if abs(err) <= 0.10 else ("yellow" if abs(err) <= 0.20 else "red")
             err_s = f"[{color}]{_pct(err)}[/{color}]"
-        table.add_row(c["id"], c["kind"], c["model"] or "-", c["hardware"], c["metric"], c["unit"],
-                      _num(c["measured"]), _num(c["predicted"]), err_s)
+        cells = {"id": c["id"], "kind": c["kind"], "model": c["model"] or "-", "hardware": c["hardware"],
+                 "metric": c["metric"], "unit": c["unit"], "measured": _num(c["measured"]),
+                 "predicted": _num(c["predicted"]), "error": err_s}
+        table.add_row(*(cells[name] for name in shown))
     out.print(table)
     summary = Table(title="|error| by group")
     for col in ("group", "cases", "median |error|", "worst |error|"):

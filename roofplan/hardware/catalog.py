@@ -228,7 +228,7 @@ class _Parser:
 
     def mapping(self, node: object, where: str, keys: tuple[str, ...] | None = None) -> dict:
         if not isinstance(node, dict):
-            raise self.fail(where, _short(node), "expected a mapping")
+            raise self.fail(where or "document", _short(node), "expected a mapping")
         if keys is not None:
             for k in node:
                 if k not in keys:

@@ -102,6 +102,11 @@ def _normalise(doc: object, label: str) -> dict:
     engines = doc.get("engines") or {}
     if not isinstance(engines, dict) or not all(isinstance(v, dict) for v in engines.values()):
         raise InputError(f"{label}: engines", engines, "expected a mapping engine name -> {field: value}")
+    from roofplan.hardware.engines import ENGINES  # here: engines imports this module
+
+    for name in engines:
+        if name not in ENGINES:
+            raise InputError(f"{label}: engines.{name}", "unknown engine", "allowed: " + ", ".join(ENGINES))
 
     out = dict(doc)
     out.update({"schema": SCHEMA, "hardware": hw.strip() if isinstance(hw, str) else None,
@@ -111,11 +116,13 @@ def _normalise(doc: object, label: str) -> dict:
 
 def check_efficiency_value(name: str, value: object, field: str) -> float:
     """A valid value of Efficiency field ``name`` as float, else InputError on ``field``."""
-    _, zero_ok = efficiency_kind(name)
+    kind, zero_ok = efficiency_kind(name)
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise InputError(field, value, "expected a positive number")
     if value < 0 or (value == 0 and not zero_ok):
         raise InputError(field, value, "expected a number >= 0" if zero_ok else "expected a positive number")
+    if kind == "fraction" and value > 1:  # an achieved fraction of a peak: no kernel beats its peak
+        raise InputError(field, value, "expected a fraction of peak in (0, 1]")
     return float(value)
 
 

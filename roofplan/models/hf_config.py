@@ -334,6 +334,8 @@ def read_hf_config(path: Path | str) -> ModelSpec:
         raise InputError(
             "model", str(path), f"a readable Hugging Face config.json ({exc.strerror})"
         ) from None
+    except UnicodeDecodeError:
+        raise InputError("model", str(path), "a UTF-8 text Hugging Face config.json (this file is binary)") from None
     try:
         doc = json.loads(text)
     except json.JSONDecodeError as exc:

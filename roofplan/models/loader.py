@@ -169,6 +169,8 @@ def _read_yaml(path: Path, where: str, default_name: str) -> ModelSpec:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise InputError("model", str(path), f"a readable model YAML ({exc.strerror})") from None
+    except UnicodeDecodeError:
+        raise InputError("model", str(path), "a UTF-8 text model YAML (this file is binary)") from None
     try:
         doc = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -247,6 +249,9 @@ def load_model(id_or_path) -> ModelSpec:
         return parse_inline_gpt(text)
     path = Path(text).expanduser()
     if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise InputError("model", text, "a Hugging Face model directory holding config.json (there is none), "
+                             "a config.json or model YAML file, or a preset id")
         path = path / "config.json"
     if path.exists():
         suffix = path.suffix.lower()

@@ -540,6 +540,24 @@ def _infeasible(model, hw, *, gpus, global_batch, seq_len, dtype, gpus_per_node,
             fixes.append(f"use {g} GPUs ({2**k}x)")
             details["gpus"] = g
             break
+    if "gpus" not in details:
+        # more GPUs did not help: the budget may be larger than the global batch can use (every
+        # layout rejected for divisibility); fewer GPUs, or a larger global batch, then fit
+        # whole nodes times a power of two, then fractions of a node, largest first
+        fewer = [gpus_per_node * 2**k for k in range(40) if gpus_per_node * 2**k < gpus][::-1]
+        fewer += [gpus_per_node // 2**k for k in range(1, 8) if 1 <= gpus_per_node // 2**k < gpus]
+        for g in dict.fromkeys(fewer):
+            if _fits_any(model, hw, gpus=g, seq_len=seq_len, opts=opts, **kw):
+                fixes.append(f"use fewer GPUs: {g}")
+                details["gpus"] = g
+                break
+        gb = global_batch * 2
+        while gb <= global_batch * 2**20:
+            if _fits_any(model, hw, gpus=gpus, seq_len=seq_len, opts=opts, **(kw | {"global_batch": gb})):
+                fixes.append(f"raise --global-batch to {gb}")
+                details["global_batch"] = gb
+                break
+            gb *= 2
     s = seq_len // 2
     while s >= 128:
         if _fits_any(model, hw, gpus=gpus, seq_len=s, opts=opts, **kw):
@@ -597,7 +615,7 @@ def plan_training(model, hardware, *, gpus: int, global_batch: int, seq_len: int
             raise InputError("tokens", tokens, "a positive number of training tokens") from None
         if not tokens > 0:
             raise InputError("tokens", tokens, "a positive number of training tokens")
-    node = _positive_int("gpus_per_node", gpus_per_node or hw.devices_per_node)
+    node = _positive_int("gpus_per_node", hw.devices_per_node if gpus_per_node is None else gpus_per_node)
     if gpus > node and gpus % node:
         raise InputError("gpus", gpus, f"at most one node or a multiple of the node size ({node})")
     frameworks = [] if emit is None else list(_names("emit", emit, FRAMEWORKS))

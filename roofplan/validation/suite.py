@@ -148,7 +148,10 @@ def read_cases(path: str | Path | None = None) -> list[Case]:
         p = Path(path)
         if not p.is_file():
             raise InputError("measurements", str(path), "expected an existing CSV file")
-        text, name = p.read_text(), str(path)
+        try:
+            text, name = p.read_text(encoding="utf-8"), str(path)
+        except (OSError, UnicodeDecodeError) as exc:
+            raise InputError("measurements", str(path), f"expected a readable UTF-8 CSV file ({exc})") from None
     reader = csv.DictReader(text.splitlines())
     missing = {"id", "kind", "metric", "value"} - set(reader.fieldnames or ())
     if missing:
