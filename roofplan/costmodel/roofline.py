@@ -13,9 +13,22 @@ configuration or a million.
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from roofplan.hardware.spec import Efficiency
+
+
+def sustained(eff: Efficiency) -> Efficiency:
+    """``eff`` with the tensor-core fractions (``gemm_max``, ``gemm_max_fp8``, ``attn_max``) scaled
+    by ``sustained_compute``: long runs hold lower clocks under the board power limit than the
+    best-of-N microbenchmarks behind ``gemm_max`` (see ``Efficiency.sustained_compute``)."""
+    s = eff.sustained_compute
+    if s == 1.0:
+        return eff
+    return dataclasses.replace(eff, gemm_max=eff.gemm_max * s, gemm_max_fp8=eff.gemm_max_fp8 * s,
+                               attn_max=eff.attn_max * s)
 
 
 def gemm_efficiency(m, n, k, eff: Efficiency):

@@ -47,7 +47,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from roofplan.costmodel.collectives import collective_time
-from roofplan.costmodel.roofline import gemm_efficiency, gemm_flops
+from roofplan.costmodel.roofline import gemm_efficiency, gemm_flops, sustained
 from roofplan.costmodel.serve_configs import (  # noqa: F401 - re-exported: the serving contract
     KV_DTYPES,
     REJECT_REASONS,
@@ -182,7 +182,7 @@ def step_parts(
     Sp = np.broadcast_to(np.asarray(prefill_seqs, dtype=float), (n,))
 
     mem = _mem if _mem is not None else serve_memory(model, hw, engine, cfg)
-    eff = hw.efficiency
+    eff = sustained(hw.efficiency)  # a serving engine runs its GEMMs back to back, like training
     cdt = compute_dtype(hw, cfg.dtype)
     # FP8 GEMMs reach a lower fraction of their (doubled) peak (MAMF, hardware.md §16c)
     eff_g = (

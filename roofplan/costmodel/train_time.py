@@ -56,6 +56,7 @@ from roofplan.costmodel.roofline import (
     gemm_time,
     memory_time,
     roofline_time,
+    sustained,
 )
 from roofplan.costmodel.train_configs import TrainConfigs
 from roofplan.costmodel.train_memory import (
@@ -227,13 +228,11 @@ def train_step(model: ModelSpec, hw: DeviceSpec, cfg: TrainConfigs) -> TrainArra
     peak_attn = hw.peak("bf16" if cfg.dtype == "fp8" and "bf16" in hw.peak_flops else cfg.dtype)
     bw = hw.hbm_Bps
     fp8 = cfg.dtype == "fp8"
-    # FP8 GEMMs reach a different fraction of their (doubled) peak than BF16 ones (MAMF, §16c).
-    e_gemm = dataclasses.replace(e, gemm_max=e.gemm_max_fp8) if fp8 and e.gemm_max_fp8 > 0 else e
     # A long run sustains only ``sustained_compute`` of the benchmark tensor-core throughput
     # (power-limited SM clock, see Efficiency); memory-bound kernels keep their HBM fraction.
-    e_gemm = dataclasses.replace(e_gemm, gemm_max=e_gemm.gemm_max * e.sustained_compute)
-    e_tc = dataclasses.replace(e, gemm_max=e.gemm_max * e.sustained_compute,
-                               attn_max=e.attn_max * e.sustained_compute)
+    e_tc = sustained(e)
+    # FP8 GEMMs reach a different fraction of their (doubled) peak than BF16 ones (MAMF, §16c).
+    e_gemm = dataclasses.replace(e_tc, gemm_max=e_tc.gemm_max_fp8) if fp8 and e.gemm_max_fp8 > 0 else e_tc
     gk = {"peak_flops": peak, "bandwidth_Bps": bw, "eff": e_gemm, "act_bytes": b, "weight_bytes": WEIGHT_BYTES}
     # GEMMs outside Transformer Engine's FP8 autocast (LM head, MoE router) run in BF16
     gk_bf16 = {**gk, "peak_flops": peak_attn, "eff": e_tc}
