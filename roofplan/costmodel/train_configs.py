@@ -64,6 +64,11 @@ class TrainConfigs:
     overlap_grad_reduce: bool = True
     overlap_param_gather: bool = True
     tp_comm_overlap: bool = False
+    #: Pipeline sends/receives overlapped with non-dependent computation in the steady 1F1B phase
+    #: of the interleaved schedule (Megatron-Core ``overlap_p2p_comm``, on unless
+    #: ``--no-overlap-p2p-communication``; NeMo docs "Pipeline-parallel Communication Overlap":
+    #: only with virtual pipelining, fill and flush stay exposed). Not in the 2021 stack.
+    overlap_p2p_comm: bool = True
     flash_attention: bool = True
     #: Dropout layers present (masks stored, extra elementwise traffic). None: GPT-style models
     #: (``linear_bias``: GPT-2/3, OPT, BLOOM recipes train with dropout 0.1) yes, Llama-style no.

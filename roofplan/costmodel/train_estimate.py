@@ -167,7 +167,7 @@ def estimate_training(model, hw, *, tp=1, pp=1, dp=1, cp=1, ep=1, vpp=1, global_
                       gpus_per_node=None, calibration=None, flash_attention=True, recompute_layers=0,
                       overlap_grad_reduce=True, overlap_param_gather=True, tp_comm_overlap=False,
                       dropout=None, ep_comm_overlap=True, moe_dispatcher="alltoall", etp=None,
-                      fp8_recipe="current") -> TrainEstimate:
+                      fp8_recipe="current", overlap_p2p_comm=True) -> TrainEstimate:
     """Estimate one training configuration (SPEC §3.1). ``model``/``hw`` are ids, paths or specs.
 
     Raises :class:`InputError` naming the field for non-positive numbers, unknown names and the
@@ -200,7 +200,7 @@ def estimate_training(model, hw, *, tp=1, pp=1, dp=1, cp=1, ep=1, vpp=1, global_
                               overlap_grad_reduce=overlap_grad_reduce, overlap_param_gather=overlap_param_gather,
                               tp_comm_overlap=tp_comm_overlap, flash_attention=flash_attention, dropout=dropout,
                               ep_comm_overlap=bool(ep_comm_overlap), moe_dispatcher=moe_dispatcher, etp=etp_i,
-                              fp8_recipe=fp8_recipe)
+                              fp8_recipe=fp8_recipe, overlap_p2p_comm=bool(overlap_p2p_comm))
     code = int(check_train_config(m, cfg)[0])
     if code:
         raise _explain(m, cfg, code)
@@ -214,7 +214,7 @@ def estimate_training(model, hw, *, tp=1, pp=1, dp=1, cp=1, ep=1, vpp=1, global_
         "sequence_parallel": sp, "zero": zero_i, "offload": names_off[off],
         "gpus_per_node": gpus_per_node or h.devices_per_node, "flash_attention": bool(flash_attention),
         "overlap_grad_reduce": bool(overlap_grad_reduce), "overlap_param_gather": bool(overlap_param_gather),
-        "tp_comm_overlap": bool(tp_comm_overlap),
+        "tp_comm_overlap": bool(tp_comm_overlap), "overlap_p2p_comm": bool(overlap_p2p_comm),
         "ep_comm_overlap": bool(ep_comm_overlap), "moe_dispatcher": moe_dispatcher, "etp": etp_i or ints["tp"],
         "fp8_recipe": fp8_recipe,
         "calibration": None if calibration is None else ("overlay" if isinstance(calibration, dict) else str(calibration)),

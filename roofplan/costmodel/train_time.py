@@ -536,6 +536,14 @@ def train_step(model: ModelSpec, hw: DeviceSpec, cfg: TrainConfigs) -> TrainArra
         p2p = collective_time("p2p", act / tp, pp, hw, _slowest_hop(tp * cp * dp, pp, hw))
         gather = np.where(sp, 0.0, ag_tp)
         t_pp = np.where(pp > 1, 2.0 * v * micro * (p2p + gather), 0.0)
+        if cfg.overlap_p2p_comm:
+            # Interleaved 1F1B hides the steady-phase transfers; the warm-up chunks of the first
+            # rank, 2(p-1) + (v-1)p forward passes (Megatron-Core ``get_num_warmup_microbatches``
+            # of the interleaved schedule), and as many backward ones in the flush stay exposed,
+            # out of 2 v m chunk passes per step.
+            warm = 2.0 * (pp - 1.0) + (v - 1.0) * pp
+            exposed = np.where(v > 1, np.minimum(1.0, warm / np.maximum(v * micro, 1.0)), 1.0)
+            t_pp = t_pp * exposed
     else:
         t_pp = np.zeros_like(tp)
 

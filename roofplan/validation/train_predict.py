@@ -32,7 +32,8 @@ from roofplan.validation.suite import Case, predictor
 #: Megatron-MoE-ModelZoo benchmark configs (``model_configs/benchmarking/*.yaml``) use the
 #: distributed optimizer, aux-loss routing (not forced) and no EP overlap unless asked.
 STACKS: dict[str, dict] = {
-    "megatron-lm-2021": {"flash_attention": False, "zero": 0, "tp_comm_overlap": False, "ep_comm_overlap": False},
+    "megatron-lm-2021": {"flash_attention": False, "zero": 0, "tp_comm_overlap": False, "ep_comm_overlap": False,
+                         "overlap_p2p_comm": False},
     "megatron-bridge": {"flash_attention": True, "zero": 1, "tp_comm_overlap": True, "ep_comm_overlap": True,
                         "moe_force_balance": True},
     "megatron-moe-modelzoo": {"flash_attention": True, "zero": 1, "tp_comm_overlap": False,
@@ -98,7 +99,8 @@ def estimate_case(case: Case, calibration=None):
         sequence_parallel=None if sp == "" else sp.lower() in ("yes", "true", "1"),
         flash_attention=prof["flash_attention"], zero=prof["zero"], tp_comm_overlap=prof["tp_comm_overlap"] and tp > 1,
         ep_comm_overlap=prof.get("ep_comm_overlap", True), moe_dispatcher=prof.get("moe_dispatcher", "alltoall"),
-        fp8_recipe=prof.get("fp8_recipe", "current"), calibration=calibration,
+        fp8_recipe=prof.get("fp8_recipe", "current"), overlap_p2p_comm=prof.get("overlap_p2p_comm", True),
+        calibration=calibration,
     )
 
 
