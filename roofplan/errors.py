@@ -38,3 +38,16 @@ class InfeasibleError(RoofplanError):
         self.details = details or {}
         text = message if not suggestion else f"{message}; {suggestion}"
         super().__init__(text)
+
+
+def did_you_mean(value: str, choices: list[str] | tuple[str, ...]) -> str:
+    """``"did you mean X? "`` for a mistyped id (ids that start with it, else the closest by
+    difflib's ratio), or ``""`` when nothing is close."""
+    import difflib
+
+    v = str(value).strip().lower()
+    if not v:
+        return ""
+    close = [c for c in choices if c.lower().startswith(v)][:3] or difflib.get_close_matches(v, list(choices), n=1,
+                                                                                             cutoff=0.75)
+    return f"did you mean {' or '.join(close)}? " if close else ""

@@ -120,6 +120,8 @@ def test_no_arguments_prints_help_not_an_error():
     (PS + ["--hardware", "h100-sxm", "--gpus", "8", "--ttft-ms", "nan"], "ttft_ms"),
     (PS + ["--hardware", "h100-sxm", "--gpus", HUGE], "gpus"),
     (PS + ["--hardware", "h100-sxm", "--gpus", "8", "--mode", "both"], "mode"),
+    (PS + ["--hardware", "h100-sxm", "--gpus", "2147483647"], "gpus"),  # once ran out of memory writing files
+    (PT + ["--gpus", str(2**30)], "gpus"),                              # degree products overflowed int64
     (["models", "show", "llama-3.1-7b"], "model"),
     (["catalog", "show", "h100"], "hardware"),
     (["validate", "--kind", "foo"], "kind"),
@@ -296,6 +298,12 @@ def test_more_gpus_than_the_batch_can_use_suggests_fewer():
     assert fewer < 1000000 and fewer % 8 == 0
 
 
+def test_unreachable_rate_is_infeasible_not_garbage():
+    # 1e308 requests/s once overflowed an int cast (RuntimeWarning on stderr, exit 0 with a bogus plan)
+    r = runner.invoke(app, PS + ["--hardware", "h100-sxm", "--gpus", "8", "--rate", "1e308"])
+    one_line_error(r, 3, "infeasible:", "lower --rate")
+
+
 # -- terminal widths ----------------------------------------------------------------------------------
 
 def test_models_list_keeps_every_number_in_80_columns():
@@ -313,3 +321,41 @@ def test_estimate_train_help_shows_full_flag_names_in_80_columns():
                  "--calibration", "--json"):
         assert flag in r.stdout
     assert "…" not in r.stdout
+
+
+def test_version():
+    from roofplan import __version__
+
+    r = runner.invoke(app, ["--version"])
+    assert r.exit_code == 0 and r.stdout.strip() == f"roofplan {__version__}"
+
+
+def test_out_warns_about_files_of_an_earlier_plan(tmp_path):
+    (tmp_path / "launch_deepspeed.sh").write_text("# from an earlier plan\n")
+    r = runner.invoke(app, PT + ["--gpus", "8", "--emit", "megatron", "--out", str(tmp_path), "--json"])
+    assert r.exit_code == 0, r.stderr
+    json.loads(r.stdout)
+    assert r.stderr.startswith("warning:") and "launch_deepspeed.sh" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_launch_text_is_printed_without_borders():
+    r = runner.invoke(app, PS + ["--hardware", "h100-sxm", "--gpus", "8", "--emit", "vllm"])
+    assert r.exit_code == 0, r.stderr
+    lines = [ln for ln in r.stdout.splitlines() if "vllm serve" in ln]
+    assert lines and all(ln.startswith("CUDA_VISIBLE_DEVICES=") for ln in lines)  # copy-pasteable as is
+
+
+@pytest.mark.parametrize("argv, hint", [
+    (["catalog", "show", "h100"], "did you mean h100-sxm?"),
+    (["catalog", "show", "a100"], "did you mean a100-sxm-40gb or a100-sxm-80gb?"),
+    (["models", "show", "llama3-70b"], "did you mean llama-3-70b?"),
+    (["models", "show", "LLAMA-3.1-70B"], "did you mean llama-3.1-70b?"),
+])
+def test_mistyped_ids_get_a_suggestion(argv, hint):
+    one_line_error(runner.invoke(app, argv), 2, hint)
+
+
+def test_unrelated_ids_get_no_suggestion():
+    line = one_line_error(runner.invoke(app, ["catalog", "show", "tpu-v5p"]), 2, "tpu-v5p")
+    assert "did you mean" not in line

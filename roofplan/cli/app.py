@@ -34,9 +34,19 @@ app.add_typer(estimate_app, name="estimate")
 app.add_typer(plan_app, name="plan")
 
 
+def _version(value: bool) -> None:
+    if value:
+        from roofplan import __version__
+
+        typer.echo(f"roofplan {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
 def _main(debug: bool = typer.Option(False, "--debug", metavar="",
-                                       help="Show tracebacks on errors.")) -> None:
+                                       help="Show tracebacks on errors."),
+          version: bool = typer.Option(False, "--version", metavar="", callback=_version, is_eager=True,
+                                       help="Print the version and exit.")) -> None:
     STATE["debug"] = debug
 
 

@@ -86,15 +86,23 @@ def _render(result, out: Path | None) -> None:
 def calibrate(
     files: list[str] = typer.Argument(  # noqa: B008
         ..., metavar="MEASUREMENTS", help="Measurement CSVs or nccl-tests output (docs/calibration.md)."),
-    hardware: str = typer.Option(..., "--hardware", help="Catalog id (or YAML path) the measurements were taken on."),
+    hardware: str = typer.Option(
+        ..., "--hardware",
+        help="Catalog id (or YAML path) the measurements were taken on."),
     out: str | None = typer.Option(None, "--out", metavar="FILE",
                                    help="Write the overlay YAML here (its directory is created if missing)."),
     params: str | None = typer.Option(
         None, "--params", help="Comma-separated parameters to fit (default: all the data informs), e.g. "
         "gemm_max,hbm or vllm.step_overhead_s."),
-    op: str | None = typer.Option(None, "--op", help="nccl-tests collective when the output does not name it."),
-    ranks: int | None = typer.Option(None, "--ranks", callback=bounded_count, help="nccl-tests ranks when the output has no Rank lines."),
-    nodes: int | None = typer.Option(None, "--nodes", callback=bounded_count, help="nccl-tests nodes (default: distinct hosts)."),
+    op: str | None = typer.Option(
+        None, "--op",
+        help="nccl-tests collective when the output does not name it."),
+    ranks: int | None = typer.Option(
+        None, "--ranks", callback=bounded_count,
+        help="nccl-tests ranks when the output has no Rank lines."),
+    nodes: int | None = typer.Option(
+        None, "--nodes", callback=bounded_count,
+        help="nccl-tests nodes (default: distinct hosts)."),
     prior_weight: float | None = typer.Option(
         None, "--prior-weight", help="Weight of the catalog values as a prior (default 0.1; 0: plain least squares)."),
     calibration: str | None = CALIBRATION_OPTION,

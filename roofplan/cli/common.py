@@ -14,6 +14,7 @@ import os
 import re
 import sys
 import traceback
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -73,9 +74,16 @@ def fail(exc: RoofplanError) -> None:
 
 
 def run(body: Callable[[], Any]) -> Any:
-    """Run a command body under the error conventions of SPEC §4."""
+    """Run a command body under the error conventions of SPEC §4.
+
+    numpy RuntimeWarnings (overflow, division by zero in a vectorised search over extreme input) are
+    silenced unless ``--debug``: stderr carries one line per outcome, and the affected candidates are
+    rejected by the checks that follow, not by the warning."""
     try:
-        return body()
+        with warnings.catch_warnings():
+            if not STATE["debug"]:
+                warnings.simplefilter("ignore", RuntimeWarning)
+            return body()
     except typer.Exit:
         raise
     except RoofplanError as exc:
@@ -237,3 +245,14 @@ def split_names(field: str, values: str | list[str] | tuple[str, ...] | None, al
 def warn(message: str) -> None:
     """One ``warning:`` line on stderr (never on stdout, so ``--json`` output stays one document)."""
     err_console.print(f"warning: {message}", markup=False, highlight=False, soft_wrap=True)
+
+
+def warn_stale(out: str | os.PathLike, written: list[str]) -> None:
+    """Warn when ``out`` also holds files this plan did not write (launchers of an earlier plan
+    would contradict the new plan.json)."""
+    d = Path(out)
+    mine = {Path(w).name for w in written}
+    stale = sorted(p.name for p in d.iterdir() if p.is_file() and p.name not in mine and not p.name.startswith("."))
+    if stale:
+        shown = ", ".join(stale[:5]) + (f" and {len(stale) - 5} more" if len(stale) > 5 else "")
+        warn(f"{d} also holds files this plan did not write ({shown}); they may belong to an earlier plan")

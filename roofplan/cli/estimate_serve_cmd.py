@@ -87,9 +87,15 @@ def estimate_serve(
     hardware: str = typer.Option(..., "--hardware", help="Hardware catalog id or YAML path."),
     tp: int = typer.Option(1, "--tp", callback=bounded_count, help="Tensor-parallel degree."),
     pp: int = typer.Option(1, "--pp", callback=bounded_count, help="Pipeline-parallel degree."),
-    ep: int = typer.Option(1, "--ep", callback=bounded_count, help="Expert-parallel degree (MoE; divides tp x dp)."),
-    dp: int = typer.Option(1, "--dp", callback=bounded_count, help="Attention data-parallel ranks (MoE, DeepSeek-style)."),
-    batch: int = typer.Option(..., "--batch", callback=bounded_count, help="Requests prefilled together, then decoded together."),
+    ep: int = typer.Option(
+        1, "--ep", callback=bounded_count,
+        help="Expert-parallel degree (MoE; divides tp x dp)."),
+    dp: int = typer.Option(
+        1, "--dp", callback=bounded_count,
+        help="Attention data-parallel ranks (MoE, DeepSeek-style)."),
+    batch: int = typer.Option(
+        ..., "--batch", callback=bounded_count,
+        help="Requests prefilled together, then decoded together."),
     isl: int = typer.Option(..., "--isl", callback=bounded_count, help="Input (prompt) tokens per request."),
     osl: int = typer.Option(..., "--osl", callback=bounded_count, help="Output tokens per request."),
     dtype: str = typer.Option("bf16", "--dtype", help="Weight dtype: bf16 | fp16 | fp8 | int8 | int4"),

@@ -73,10 +73,18 @@ def estimate_train(
     pp: int = typer.Option(1, "--pp", callback=bounded_count, help="Pipeline-parallel degree."),
     dp: int = typer.Option(1, "--dp", callback=bounded_count, help="Data-parallel degree."),
     cp: int = typer.Option(1, "--cp", callback=bounded_count, help="Context-parallel degree."),
-    ep: int = typer.Option(1, "--ep", callback=bounded_count, help="Expert-parallel degree (divides dp x cp)."),
-    vpp: int = typer.Option(1, "--vpp", callback=bounded_count, help="Virtual stages per pipeline rank (interleaved 1F1B); 1 = plain 1F1B."),
-    global_batch: int = typer.Option(..., "--global-batch", callback=bounded_count, help="Global batch in sequences."),
-    micro_batch: int = typer.Option(..., "--micro-batch", callback=bounded_count, help="Micro batch in sequences."),
+    ep: int = typer.Option(
+        1, "--ep", callback=bounded_count,
+        help="Expert-parallel degree (divides dp x cp)."),
+    vpp: int = typer.Option(
+        1, "--vpp", callback=bounded_count,
+        help="Virtual stages per pipeline rank (interleaved 1F1B); 1 = plain 1F1B."),
+    global_batch: int = typer.Option(
+        ..., "--global-batch", callback=bounded_count,
+        help="Global batch in sequences."),
+    micro_batch: int = typer.Option(
+        ..., "--micro-batch", callback=bounded_count,
+        help="Micro batch in sequences."),
     seq_len: int = typer.Option(..., "--seq-len", callback=bounded_count, help="Sequence length in tokens."),
     dtype: str = typer.Option("bf16", "--dtype", help="bf16 | fp16 | fp8"),
     recompute: str = typer.Option("none", "--recompute", help="none | selective | full"),
@@ -86,9 +94,13 @@ def estimate_train(
         False, "--sequence-parallel", metavar="", help="Megatron sequence parallelism (default: on when tp > 1)."),
     no_sequence_parallel: bool = typer.Option(
         False, "--no-sequence-parallel", metavar="", help="Turn sequence parallelism off when tp > 1."),
-    zero: int = typer.Option(0, "--zero", callback=bounded_count, help="ZeRO stage 0-3 (1 = Megatron distributed optimizer)."),
+    zero: int = typer.Option(
+        0, "--zero", callback=bounded_count,
+        help="ZeRO stage 0-3 (1 = Megatron distributed optimizer)."),
     offload: str = typer.Option("none", "--offload", help="none | optimizer | optimizer+params"),
-    gpus_per_node: int | None = typer.Option(None, "--gpus-per-node", callback=bounded_count, help="Devices per node (default: catalog)."),
+    gpus_per_node: int | None = typer.Option(
+        None, "--gpus-per-node", callback=bounded_count,
+        help="Devices per node (default: catalog)."),
     as_json: bool = JSON_OPTION,
     calibration: str | None = CALIBRATION_OPTION,
 ) -> None:

@@ -112,7 +112,7 @@ def _show(model: str, json_out: bool) -> None:
         return
     fields = Table(title=f"{spec.name}", show_header=False)
     fields.add_column("field")
-    fields.add_column("value")
+    fields.add_column("value", overflow="fold")  # URLs fold instead of ending in "…"
     for key, value in doc["model"].items():
         if isinstance(value, dict):
             value = ", ".join(f"{k}={v}" for k, v in value.items())

@@ -27,6 +27,7 @@ from roofplan.cli.common import (
     print_json,
     run,
     split_names,
+    warn_stale,
 )
 from roofplan.errors import InputError
 
@@ -157,10 +158,14 @@ def plan_train(
     model: str = typer.Option(..., "--model", help="Model preset id or path to config.json / model YAML."),
     hardware: str = typer.Option(..., "--hardware", help="Hardware catalog id or YAML path."),
     gpus: int = typer.Option(..., "--gpus", callback=bounded_count, help="GPU budget (world size)."),
-    global_batch: int = typer.Option(..., "--global-batch", callback=bounded_count, help="Global batch in sequences."),
+    global_batch: int = typer.Option(
+        ..., "--global-batch", callback=bounded_count,
+        help="Global batch in sequences."),
     seq_len: int = typer.Option(..., "--seq-len", callback=bounded_count, help="Training sequence length."),
     dtype: str = typer.Option("bf16", "--dtype", help="bf16 | fp16 | fp8."),
-    objective: str = typer.Option("throughput", "--objective", help="throughput (tokens/s) | cost ($ per token)."),
+    objective: str = typer.Option(
+        "throughput", "--objective",
+        help="throughput (tokens/s) | cost ($ per token)."),
     tokens: str | None = typer.Option(None, "--tokens", help="Token budget (e.g. 15T): report days and $."),
     top: int = typer.Option(5, "--top", callback=bounded_count, help="How many ranked candidates to show."),
     emit: list[str] | None = typer.Option(  # noqa: B008
@@ -168,9 +173,15 @@ def plan_train(
         "restricts the search to what the launcher expresses."),
     out: str | None = typer.Option(None, "--out", metavar="DIR",
                                    help="Write launch files and plan.json to this directory."),
-    gpus_per_node: int | None = typer.Option(None, "--gpus-per-node", callback=bounded_count, help="Default: the catalog's node size."),
-    allow_cross_node_tp: bool = typer.Option(False, "--allow-cross-node-tp", metavar="", help="Let TP span nodes."),
-    max_micro_batch: int = typer.Option(16, "--max-micro-batch", callback=bounded_count, help="Largest micro-batch searched."),
+    gpus_per_node: int | None = typer.Option(
+        None, "--gpus-per-node", callback=bounded_count,
+        help="Default: the catalog's node size."),
+    allow_cross_node_tp: bool = typer.Option(
+        False, "--allow-cross-node-tp", metavar="",
+        help="Let TP span nodes."),
+    max_micro_batch: int = typer.Option(
+        16, "--max-micro-batch", callback=bounded_count,
+        help="Largest micro-batch searched."),
     json_out: bool = JSON_OPTION,
     calibration: str | None = CALIBRATION_OPTION,
 ) -> None:
@@ -204,6 +215,7 @@ def plan_train(
         if out is not None:
             chosen = frameworks or [fw for fw in FRAMEWORKS if fw in plan.launch]
             written = plan.write(out, chosen)
+            warn_stale(out, written)
         doc = plan.to_json()
         if json_out:
             if written:

@@ -60,7 +60,7 @@ from pathlib import Path
 
 import yaml
 
-from roofplan.errors import InputError
+from roofplan.errors import InputError, did_you_mean
 from roofplan.hardware.spec import DTYPE_BYTES, TOPOLOGIES, DeviceSpec, Efficiency, Fabric, MemoryTier
 from roofplan.hardware.units import parse_quantity
 
@@ -154,8 +154,8 @@ def resolve(id_or_path: str | os.PathLike, catalog_dir: str | os.PathLike | None
                 return p, True
     if Path(s).is_file():
         return Path(s), False
-    raise InputError("hardware", s, "expected one of: " + ", ".join(list_hardware(catalog_dir))
-                     + " (or a path to a catalog YAML)")
+    ids = list_hardware(catalog_dir)
+    raise InputError("hardware", s, did_you_mean(s, ids) + "expected one of: " + ", ".join(ids) + " (or a path to a catalog YAML)")
 
 
 # -- loading ----------------------------------------------------------------------------------------

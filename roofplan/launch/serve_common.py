@@ -60,7 +60,8 @@ def node_var(n: int) -> str:
 
 def node_defaults(best: dict) -> list[str]:
     """Shell lines giving every node variable its default (override in the environment)."""
-    return [f"NODE{n}=${{NODE{n}:-{node_host(n, best)}}}" for n in all_nodes(best)]
+    nodes = all_nodes(best)  # once: node_host() per node re-collected them, O(nodes^2) at 2048 nodes
+    return [f"NODE{n}=${{NODE{n}:-{'127.0.0.1' if len(nodes) == 1 else f'node{n}'}}}" for n in nodes]
 
 
 def model_default(request: dict) -> str:

@@ -52,7 +52,7 @@ from pathlib import Path
 
 import yaml
 
-from roofplan.errors import InputError
+from roofplan.errors import InputError, did_you_mean
 from roofplan.models.hf_config import read_hf_config
 from roofplan.models.spec import MLASpec, ModelSpec, MoESpec
 
@@ -270,7 +270,8 @@ def load_model(id_or_path) -> ModelSpec:
     raise InputError(
         "model",
         text,
-        "a preset id ("
+        did_you_mean(text, list_models())
+        + "a preset id ("
         + ", ".join(list_models())
         + "), a path to a HF config.json or model YAML, or gpt(h=..;l=..;a=..;V=..)",
     )

@@ -566,7 +566,9 @@ def _best_colocated(cands: list[RoleCandidates], budget: Budget, rate, objective
                 continue
             cand_key = (-float(G[j]), int(k[j] * g[j]))
         else:
-            k = np.ceil(rate / r - 1e-12).astype(np.int64)
+            # clipped before the int cast: a huge --rate (1e308) once overflowed it into garbage
+            with np.errstate(over="ignore", divide="ignore"):
+                k = np.minimum(np.ceil(rate / r - 1e-12), cap + 1).astype(np.int64)
             k = np.maximum(k, 1)
             good = k * g <= cap
             if not np.any(good):
@@ -999,7 +1001,8 @@ def _raise_infeasible(
         )
         raise InfeasibleError(
             msg,
-            f"about {need} GPUs are needed (--gpus {need}) or a lower --rate" if need else "lower --rate",
+            (f"about {need} GPUs are needed (--gpus {need}) or a lower --rate" if need < 10**9 else
+             f"about {need:.3g} GPUs would be needed: lower --rate") if need else "lower --rate",
             details,
         )
     msg = f"no deployment of {model.name} on {cap_txt} x {hw_txt} ({mode}) meets " + (

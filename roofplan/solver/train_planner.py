@@ -522,6 +522,10 @@ def _fits_any(model, hw, *, gpus, global_batch, seq_len, dtype, gpus_per_node, o
                    state=st, stop_at_first=True, pool=1)
 
 
+#: Largest GPU count the infeasibility search tries (2^24, far beyond any cluster).
+_MAX_RELAXED_GPUS = 2**24
+
+
 def _infeasible(model, hw, *, gpus, global_batch, seq_len, dtype, gpus_per_node, opts: SpaceOptions,
                 flash_attention, state: _Search) -> InfeasibleError:
     """The smallest change that would make a configuration fit, each checked with the cost model."""
@@ -536,6 +540,8 @@ def _infeasible(model, hw, *, gpus, global_batch, seq_len, dtype, gpus_per_node,
         details["full_space"] = True
     for k in range(1, 13):
         g = gpus * 2**k
+        if g > _MAX_RELAXED_GPUS:  # beyond any cluster; degree products would also overflow int64
+            break
         if _fits_any(model, hw, gpus=g, seq_len=seq_len, opts=opts, **kw):
             fixes.append(f"use {g} GPUs ({2**k}x)")
             details["gpus"] = g
@@ -552,7 +558,7 @@ def _infeasible(model, hw, *, gpus, global_batch, seq_len, dtype, gpus_per_node,
                 details["gpus"] = g
                 break
         gb = global_batch * 2
-        while gb <= global_batch * 2**20:
+        while gb <= min(global_batch * 2**20, 2**31 - 1):
             if _fits_any(model, hw, gpus=gpus, seq_len=seq_len, opts=opts, **(kw | {"global_batch": gb})):
                 fixes.append(f"raise --global-batch to {gb}")
                 details["global_batch"] = gb
@@ -597,6 +603,8 @@ def plan_training(model, hardware, *, gpus: int, global_batch: int, seq_len: int
     t0 = time.perf_counter()
     model, hw = _resolve(model, hardware, calibration)
     gpus = _positive_int("gpus", gpus)
+    if gpus > _MAX_RELAXED_GPUS:  # degree products of larger counts overflow the int64 search arrays
+        raise InputError("gpus", gpus, f"a positive integer of at most {_MAX_RELAXED_GPUS:,}")
     global_batch = _positive_int("global_batch", global_batch)
     seq_len = _positive_int("seq_len", seq_len)
     top = _positive_int("top", top)
