@@ -35,7 +35,7 @@ def test_json_document_has_every_spec_key():
 
 def test_no_sequence_parallel_flag_and_offload():
     r = runner.invoke(app, BASE + ["--tp", "2", "--dp", "2", "--no-sequence-parallel", "--offload", "optimizer",
-                                   "--gpus-per-node", "4", "--dtype", "fp8", "--json"])
+                                   "--zero", "1", "--gpus-per-node", "4", "--dtype", "fp8", "--json"])
     assert r.exit_code == 0, r.output
     doc = json.loads(r.stdout)
     assert doc["inputs"]["sequence_parallel"] is False

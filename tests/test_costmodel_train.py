@@ -183,7 +183,7 @@ def test_offload_to_ddr_on_sn40l_fits_what_hbm_cannot():
     big = load_model("llama-3.1-70b")
     kw = {"tp": 8, "dp": 1, "micro_batch": 1, "global_batch": 8, "seq_len": 4096, "recompute": "full"}
     on_hbm = estimate_training(big, sn, **kw)
-    offl = estimate_training(big, sn, offload="optimizer", **kw)
+    offl = estimate_training(big, sn, offload="optimizer", zero=1, **kw)
     assert offl.arrays.mem_optimizer[0] == 0.0
     assert offl.to_json()["memory_gib_per_gpu"]["total"] < on_hbm.to_json()["memory_gib_per_gpu"]["total"]
     assert offl.breakdown_s()["offload_exposed"] > 0
@@ -192,6 +192,8 @@ def test_offload_to_ddr_on_sn40l_fits_what_hbm_cannot():
 # -- validity --------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("kw,reason", [
+    ({"offload": 1, "zero": 0}, "offload_zero"),
+    ({"offload": 2, "zero": 1}, "offload_zero"),
     ({"tp": 3}, "divisibility"),
     ({"global_batch": 6, "dp": 4}, "divisibility"),
     ({"tp": 0}, "invalid_value"),

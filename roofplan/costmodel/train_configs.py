@@ -28,6 +28,7 @@ REJECT_REASONS: dict[int, str] = {
     5: "expert_parallel",    # ep*etp does not divide tp*dp*cp, ep not the experts; ep > 1 on a dense model
     6: "zero_pipeline",      # ZeRO-2/3 with pp > 1 (DeepSpeed asserts; Megatron has no such mode)
     7: "recompute_layers",   # recompute_layers > layers per pipeline stage
+    8: "offload_zero",       # optimizer offload without a sharded optimizer, parameter offload without ZeRO-3
 }
 
 _INT_FIELDS = ("tp", "pp", "dp", "cp", "ep", "vpp", "micro_batch", "global_batch", "seq_len", "recompute",
@@ -179,4 +180,8 @@ def check_train_config(model: ModelSpec, cfg: TrainConfigs) -> np.ndarray:
     mark((cfg.zero >= 2) & (pp > 1), 6)
     layers_per_stage = -(-model.layers // safe_pp)
     mark((cfg.recompute == 2) & (cfg.recompute_layers > layers_per_stage), 7)
+    # Optimizer CPU offload runs on the optimizer's shard: Megatron ``--optimizer-cpu-offload`` needs
+    # ``--use-distributed-optimizer``, DeepSpeed ``offload_optimizer`` needs ZeRO stage >= 1;
+    # parameter offload exists only with ZeRO-3 (DeepSpeed ``offload_param``).
+    mark(((cfg.offload >= 1) & (cfg.zero < 1)) | ((cfg.offload >= 2) & (cfg.zero < 3)), 8)
     return code

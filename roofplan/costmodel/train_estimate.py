@@ -159,6 +159,10 @@ def _explain(model: ModelSpec, cfg: TrainConfigs, code: int) -> InputError:
     if code == 7:
         return InputError("recompute_layers", c["recompute_layers"],
                           f"must not exceed the layers per pipeline stage ({-(-model.layers // pp)})")
+    if code == 8:
+        need = 3 if c["offload"] >= 2 else 1
+        return InputError("zero", c["zero"], f"offload {'optimizer+params' if need == 3 else 'optimizer'} "
+                                             f"needs ZeRO stage >= {need} (a sharded optimizer)")
     return InputError("config", c, REJECT_REASONS.get(code, "invalid"))
 
 
