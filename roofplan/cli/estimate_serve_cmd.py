@@ -10,6 +10,7 @@ import typer
 from rich.table import Table
 
 from roofplan.cli.common import CALIBRATION_OPTION, JSON_OPTION, bounded_count, console, print_json, run, warn
+from roofplan.cli.render import memory_table
 
 _PARTS = ("compute", "memory", "communication", "overhead")
 _PART_LABELS = {
@@ -63,23 +64,9 @@ def _render(doc: dict) -> None:
     console.print(t)
 
     mem = doc["memory_gib_per_gpu"]
-    cap = mem["capacity"]
-    m = Table(title="Memory per GPU")
-    m.add_column("component")
-    m.add_column("GiB", justify="right")
-    m.add_column("of capacity", justify="right")
-    for key in ("weights", "kv_cache", "activations", "total"):
-        val = mem[key]
-        label = f"[bold]{key}[/bold]" if key == "total" else key
-        m.add_row(label, f"{val:.2f}", f"{val / cap:.1%}" if cap else "-")
-    if mem.get("weights_in_ddr"):
-        m.add_row("weights in DDR tier", f"{mem['weights_in_ddr']:.2f}", "")
-    color = "green" if doc["fits"] else "red"
-    m.add_row(
-        "usable (after engine reserve)", f"{mem['usable']:.2f}", f"{mem['usable'] / cap:.1%}" if cap else "-"
-    )
-    m.add_row("capacity", f"[{color}]{cap:.2f}[/{color}]", "")
-    console.print(m)
+    extra = ((("weights in DDR tier", mem["weights_in_ddr"]),) if mem.get("weights_in_ddr") else ()) + (
+        ("usable (after engine reserve)", mem["usable"]),)
+    console.print(memory_table(mem, ("weights", "kv_cache", "activations", "total"), doc["fits"], extra))
 
 
 def estimate_serve(

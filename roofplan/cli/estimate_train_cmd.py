@@ -10,6 +10,7 @@ import typer
 from rich.table import Table
 
 from roofplan.cli.common import CALIBRATION_OPTION, JSON_OPTION, bounded_count, console, print_json, run, warn
+from roofplan.cli.render import memory_table
 from roofplan.errors import InputError
 
 _TIME_LABELS = {
@@ -51,19 +52,8 @@ def _render(doc: dict) -> None:
     t.add_row("[bold]step[/bold]", f"[bold]{step:.4f}[/bold]", "100.0%")
     console.print(t)
 
-    mem = doc["memory_gib_per_gpu"]
-    cap = mem["capacity"]
-    m = Table(title="Memory per GPU")
-    m.add_column("component")
-    m.add_column("GiB", justify="right")
-    m.add_column("of capacity", justify="right")
-    for key in ("weights", "gradients", "optimizer", "activations", "other", "total"):
-        style = "bold" if key == "total" else ""
-        val = mem[key]
-        m.add_row(f"[{style}]{key}[/{style}]" if style else key, f"{val:.2f}", f"{val / cap:.1%}")
-    color = "green" if doc["fits"] else "red"
-    m.add_row("capacity", f"[{color}]{cap:.2f}[/{color}]", "")
-    console.print(m)
+    keys = ("weights", "gradients", "optimizer", "activations", "other", "total")
+    console.print(memory_table(doc["memory_gib_per_gpu"], keys, doc["fits"]))
 
 
 def estimate_train(
