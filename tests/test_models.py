@@ -269,7 +269,7 @@ def test_model_yaml_defaults_and_errors(tmp_path):
 def test_inline_gpt_matches_megatron_parameter_formula():
     # Narayanan et al. SC21 §5.1: P = 12 l h^2 (1 + 13/(12h) + (V + s)/(12 l h)); it omits the final
     # LayerNorm (2h), which the spec counts.
-    h, l, a, V, s = 2304, 24, 24, 51200, 2048
+    h, l, a, V, s = 2304, 24, 24, 51200, 2048  # noqa: E741 - the paper's notation
     spec = load_model(f"gpt(h={h};l={l};a={a};V={V})")
     expected = 12 * l * h**2 * (1 + 13 / (12 * h) + (V + s) / (12 * l * h)) + 2 * h
     assert spec.params_total == pytest.approx(expected, rel=1e-12)

@@ -16,7 +16,7 @@ SC21 = [c for c in TRAIN if c.id.startswith("sc21-")]
 
 def test_paper_flops_formula_by_hand():
     # SC21 eq. 3 for the 1.7B row: 96 B s l h^2 (1 + s/(6h) + V/(16 l h))
-    B, s, l, h, V = 512, 2048, 24, 2304, 51200
+    B, s, l, h, V = 512, 2048, 24, 2304, 51200  # noqa: E741 - the paper's notation
     by_hand = 96 * 512 * 2048 * 24 * 2304**2 * (1 + 2048 / (6 * 2304) + 51200 / (16 * 24 * 2304))
     assert paper_flops_per_iteration(B, s, l, h, V) == pytest.approx(by_hand, rel=1e-12)
     assert by_hand == pytest.approx(1.5e16, rel=0.1)        # order of magnitude sanity: 15 PFLOP/iteration

@@ -20,9 +20,8 @@ token budget (``--max-num-batched-tokens``) are part of the profile too.
 
 from __future__ import annotations
 
-import functools
-
 import dataclasses
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -123,7 +122,7 @@ def _read_profile(name: str) -> dict:
     return dict(_parse_profile(name))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _parse_profile(name: str) -> dict:
     path = ENGINE_DIR / f"{name}.yaml"
     doc = yaml.safe_load(path.read_text(encoding="utf-8"))

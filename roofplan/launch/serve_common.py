@@ -55,7 +55,7 @@ def node_host(n: int, best: dict) -> str:
 
 
 def node_var(n: int) -> str:
-    return "${NODE%d}" % n
+    return f"${{NODE{n}}}"
 
 
 def node_defaults(best: dict) -> list[str]:

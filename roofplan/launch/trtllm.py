@@ -178,7 +178,7 @@ def emit(best: dict, request: dict) -> dict[str, str]:
         )
         per_node.setdefault(0, []).extend(
             [
-                "# the disaggregated proxy (clients use port %d)" % sc.ROUTER_PORT,
+                f"# the disaggregated proxy (clients use port {sc.ROUTER_PORT})",
                 "trtllm-serve disaggregated -c trtllm_disagg.yaml &",
             ]
         )

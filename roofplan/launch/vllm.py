@@ -186,7 +186,7 @@ def emit(best: dict, request: dict) -> dict[str, str]:
     if best["mode"] == "disagg":
         body = pre + [
             "",
-            "# clients send OpenAI-compatible requests to port %d" % sc.ROUTER_PORT,
+            f"# clients send OpenAI-compatible requests to port {sc.ROUTER_PORT}",
             sc.argv_lines(proxy_argv(best)),
         ]
         files["vllm_proxy.sh"] = sc.script(

@@ -77,7 +77,7 @@ class Shapes:
     def __len__(self) -> int:
         return len(self.tp)
 
-    def take(self, idx) -> "Shapes":
+    def take(self, idx) -> Shapes:
         return Shapes(self.tp[idx], self.pp[idx], self.dp[idx], self.ep[idx], dict(self.rejected))
 
 
