@@ -134,11 +134,20 @@ def test_fp8_weights_halve_the_decode_floor():
     args = dict(tp=1, batch=1, isl=1, osl=1, kv_dtype="bf16")
     bf16 = serve_step(LLAMA31_8B, H100, _cfg(dtype="bf16", **args))
     fp8 = serve_step(LLAMA31_8B, H100, _cfg(dtype="fp8", **args))
-    # the memory-bound part of the step is the weight stream (plus a few KB of activations)
-    assert fp8.decode_memory_s[0] / bf16.decode_memory_s[0] == pytest.approx(0.5, abs=0.01)
-    assert fp8.mem_weights[0] / bf16.mem_weights[0] == pytest.approx(0.5)
+    # quantised checkpoints quantise the decoder's linear layers; the embedding and the LM head
+    # stay 16-bit (ModelOpt hf_quant_config.json excludes lm_head)
+    m = LLAMA31_8B
+    ends = m.embedding_params() + m.head_params()
+    body = m.params_total - ends
+    assert bf16.mem_weights[0] == pytest.approx(2 * m.params_total)
+    assert fp8.mem_weights[0] == pytest.approx(body + 2 * ends)
+    # the memory-bound part of the step is the weight stream of the layers plus the LM head
+    streamed = body + m.vocab * m.hidden  # the input embedding is a lookup
+    ratio = (body * 1 + 2 * m.vocab * m.hidden) / (2 * streamed)
+    assert fp8.decode_memory_s[0] / bf16.decode_memory_s[0] == pytest.approx(ratio, abs=0.01)
     int4 = serve_step(LLAMA31_8B, H100, _cfg(dtype="int4", **args))
-    assert int4.decode_memory_s[0] / bf16.decode_memory_s[0] == pytest.approx(0.25, abs=0.01)
+    ratio4 = (body * 0.5 + 2 * m.vocab * m.hidden) / (2 * streamed)
+    assert int4.decode_memory_s[0] / bf16.decode_memory_s[0] == pytest.approx(ratio4, abs=0.01)
 
 
 def test_fp8_on_device_without_fp8_is_weight_only():
@@ -204,6 +213,21 @@ def test_kv_cache_memory_and_max_batch_by_hand():
         LLAMA2_70B, H100, ServeConfigs(tp=4, pp=1, ep=1, dp=1, batch=[b, b + 1], isl=3000, osl=1000), engine
     ).fits
     assert fits.tolist() == [True, False]
+
+
+def test_engine_batch_cap_and_runtime_reserve_shrink_max_batch():
+    cfg = _cfg(tp=4, batch=16, isl=3000, osl=1000)
+    engine = load_engine("generic").replace(memory_reserve_fraction=0.0)
+    base = int(max_batch(LLAMA2_70B, H100, cfg, engine)[0])
+    assert int(max_batch(LLAMA2_70B, H100, cfg, engine.replace(max_num_seqs=7))[0]) == 7
+    assert int(max_batch(LLAMA2_70B, H100, cfg, engine.replace(max_num_seqs=10**6))[0]) == base
+    # a runtime reserve of r bytes costs r / (bytes per request) requests (KV for 4000 tokens
+    # of 1/4 of the 327,680 B per token, plus the workspace that grows with the batch)
+    a = serve_step(LLAMA2_70B, H100, cfg, engine)
+    per_req = 4000 * 327680 / 4 + a.mem_activations[0] / 16
+    r = 20 * per_req
+    fewer = int(max_batch(LLAMA2_70B, H100, cfg, engine.replace(runtime_reserve_bytes=r))[0])
+    assert base - fewer in (19, 20, 21)
 
 
 def test_weights_that_do_not_fit_give_zero_max_batch():

@@ -36,6 +36,10 @@ def test_each_family_is_accurate_on_its_own(result):
     assert med["trtllm-0.6.1"] <= 0.10
     assert med["fastertransformer"] <= 0.15
     assert med["splitwise-profile"] <= 0.25
+    # today's engines: TensorRT-LLM perf-overview max-throughput tables (v0.17 TRT engines, 1.0
+    # PyTorch backend), Llama 3.1 8B / 70B / 405B and 3.3 70B in FP8 on H100 and H200, TP 1-8
+    assert med["trtllm-0.17-bench"] <= 0.08
+    assert med["trtllm-1.0-bench"] <= 0.08
 
 
 def test_engine_table_covers_every_serving_engine_string():
@@ -59,3 +63,35 @@ def test_ambiguous_a100_rows_read_per_gpu(result):
     r = next(r for r in result.results if r.case.id == "trtllm061-a100-l7b-tp2-2048-2048")
     assert abs(r.error) < 0.15
     assert abs(2 * r.predicted / r.case.measured - 1) > 0.8
+
+
+def test_max_throughput_rows_run_at_the_batch_the_kv_cache_admits(result):
+    """A max-throughput row (no batch column) runs at the largest batch whose KV cache fits.
+    Hand calculation for Llama-3.1-70B FP8 on one H100 at 128/2048 (trtllm-bench, v0.17):
+    weights = 68.45e9 FP8 decoder params (1 B) + embedding and LM head 2 x 128256 x 8192 in bf16
+    (2 B) = 72.65e9 B; HBM 80 GiB = 85.90e9 less the 2 GiB runtime reserve = 83.75e9; the KV
+    cache gets 0.95 of the 11.10e9 left, less the 8192-token activation workspace (8192 x
+    2 x (4 x 8192 + 8192 + 2048 + 8192 + 2 x 28672) B = 1.78e9): 8.76e9 B; each request holds
+    (128 + 2048) tokens x 80 layers x 8 KV heads x 128 x 2 (K, V) x 1 B = 356.5e6 B (+ 0.5e6 of
+    fp32 logits) -> 24 requests."""
+    from roofplan.costmodel.serve import ServeConfigs, serve_step
+    from roofplan.hardware.catalog import load_hardware
+    from roofplan.models.loader import load_model
+    from roofplan.validation.serve_predict import engine_batch
+
+    case = next(c for c in read_cases() if c.id == "trtllm017-h100-l31-70b-tp1-128-2048")
+    model, hw = load_model("llama-3.1-70b"), load_hardware("h100-sxm")
+    engine, kv = engine_for(case)
+    cfg = ServeConfigs.single(tp=1, batch=1, isl=128, osl=2048, dtype="fp8", kv_dtype=kv, engine="trtllm")
+    reached = engine_batch(model, hw, engine, cfg)
+    assert 23 <= int(reached.batch[0]) <= 25
+    # the prediction is the static batch at that batch size, and one more request would not fit
+    r = next(r for r in result.results if r.case.id == case.id)
+    a = serve_step(model, hw, reached, engine)
+    assert r.predicted == pytest.approx(float(a.output_tokens_per_s[0]))
+    assert a.fits[0]
+    bigger = ServeConfigs.single(tp=1, batch=int(reached.batch[0]) + 1, isl=128, osl=2048, dtype="fp8",
+                                 kv_dtype=kv, engine="trtllm")
+    assert not serve_step(model, hw, bigger, engine).fits[0]
+    # measured 911.6 tok/s with ~24 running requests: the memory-bound decode step (~26 ms)
+    assert abs(r.error) < 0.05

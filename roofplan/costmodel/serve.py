@@ -255,7 +255,7 @@ def step_parts(
         f_dec_tok = attn_layer / tp
     f_dec = Td_r * cd_ * f_dec_tok
     b_dec = Td_r * (cd_ * kv_tok_layer * reread + q_io + kv_tok_layer)
-    acc.add(f_dec / (peak16 * eff.attn_max), b_dec / hbm)
+    acc.add(f_dec / (peak16 * eff.attn_max), b_dec / (hbm * engine.decode_attn_hbm))
     # TP all-reduce after the O projection (row-parallel)
     ar_bytes = Ta * h * ab
     comm = comm + _allreduce(hw, engine, ar_bytes, cfg.tp)
@@ -300,6 +300,12 @@ def step_parts(
     acc.add(0.0, act_hbm * Ta * h * ab * _ELEMENTWISE_PER_HIDDEN / hbm)
 
     layer_c, layer_m = acc.finish()
+    if hw.dataflow:
+        # SN40L: the TP all-reduces are stages of the one fused decoder-layer kernel ("entire decoder
+        # blocks can be automatically fused into a single kernel call", Prabhakar et al., SambaNova
+        # SN40L DAC 2025 talk; arXiv:2405.07518), so the weight stream does not stall on them: only
+        # the part of a layer's collectives longer than the layer's own compute/memory time shows.
+        comm = np.maximum(comm - (layer_c + layer_m), 0.0)
     layers_stage = np.ceil(model.layers / pp)
 
     # --- LM head on the last stage: one sampled token per decoding request and per prompt -----------
@@ -308,7 +314,8 @@ def step_parts(
     lc = gemm_flops(logits_tok, model.vocab / tp, h) / (
         peak16 * np.maximum(gemm_efficiency(np.maximum(logits_tok, 1.0), model.vocab / tp, h, eff), 1e-6)
     )
-    lm = (model.vocab / tp * h * wb) / w_bw + logits_tok * model.vocab / tp * 4.0 * 2 / hbm  # + sampling pass
+    # the LM head stays 16-bit in quantised checkpoints (serve_memory.weight_bytes_per_device)
+    lm = (model.vocab / tp * h * ab) / w_bw + logits_tok * model.vocab / tp * 4.0 * 2 / hbm  # + sampling pass
     head.add(lc, lm)
     head_c, head_m = head.finish()
     head_comm = collective_time("all_gather", logits_tok * model.vocab * 4.0, cfg.tp, hw)

@@ -43,10 +43,11 @@ def kv_transfer_bytes(model: ModelSpec, isl, kv_dtype: str | None = "bf16") -> n
     return np.asarray(isl, dtype=float) * model.kv_bytes_per_token(kv_dtype or "bf16")
 
 
-def _weight_params_per_device(model: ModelSpec, tp, pp, ep, dp) -> np.ndarray:
+def _weight_params_per_device(model: ModelSpec, tp, pp, ep, dp, split: bool = False):
     """Parameters resident on the busiest device: its pipeline stage's layers sharded over tp
     (attention, dense MLPs, shared experts), E/ep experts each split over tp·dp/ep, plus the
-    vocab-parallel embedding and LM head (both on one stage when pp = 1)."""
+    vocab-parallel embedding and LM head (both on one stage when pp = 1). ``split``: return
+    (decoder-layer params, embedding + LM-head params) separately."""
     tp, pp, ep, dp = (np.asarray(x, dtype=float) for x in (tp, pp, ep, dp))
     attn = model.attention_params() + 2 * model._norm_params()
     dense = model.dense_layers * (attn + model.mlp_params(model.ffn)) / tp
@@ -61,7 +62,18 @@ def _weight_params_per_device(model: ModelSpec, tp, pp, ep, dp) -> np.ndarray:
     emb = model.embedding_params() / tp
     head = model.head_params() / tp
     ends = np.where(pp > 1, np.maximum(emb, head), emb + head)
-    return body + ends
+    return (body, ends) if split else body + ends
+
+
+def weight_bytes_per_device(model: ModelSpec, cfg: ServeConfigs) -> np.ndarray:
+    """Weight bytes on the busiest device. Quantised checkpoints (fp8/int8/int4) quantise the
+    decoder's linear layers only: the embedding is a table lookup and the LM head is excluded
+    (TensorRT Model Optimizer exports list ``lm_head`` under ``exclude_modules`` in
+    hf_quant_config.json, e.g. nvidia/Llama-3.1-8B-Instruct-FP8; vLLM's Fp8LinearMethod applies to
+    the decoder's Linear layers, VocabParallelEmbedding/ParallelLMHead stay 16-bit), so both stay
+    in the 16-bit activation dtype."""
+    body, ends = _weight_params_per_device(model, cfg.tp, cfg.pp, cfg.ep, cfg.dp, split=True)
+    return body * DTYPE_BYTES[cfg.dtype] + ends * DTYPE_BYTES[act_dtype(cfg.dtype)]
 
 
 def _act_bytes_per_token(model: ModelSpec, tp, dtype: str) -> np.ndarray:
@@ -94,13 +106,15 @@ class ServeMemory:
 
 
 def serve_memory(model: ModelSpec, hw: DeviceSpec, engine: EngineProfile, cfg: ServeConfigs) -> ServeMemory:
-    wb = DTYPE_BYTES[cfg.dtype]
-    weights = _weight_params_per_device(model, cfg.tp, cfg.pp, cfg.ep, cfg.dp) * wb
+    weights = weight_bytes_per_device(model, cfg)
+    # the engine's runtime (CUDA context, cuBLAS/NCCL workspaces, decoder buffers) takes a fixed
+    # amount before the KV cache is sized from what is left
     capacity = np.full(len(cfg), float(hw.hbm_bytes))
+    avail = capacity - engine.runtime_reserve_bytes
     if engine.reserve_of_free:
-        usable = capacity - engine.memory_reserve_fraction * np.maximum(capacity - weights, 0.0)
+        usable = avail - engine.memory_reserve_fraction * np.maximum(avail - weights, 0.0)
     else:
-        usable = capacity * (1.0 - engine.memory_reserve_fraction)
+        usable = np.minimum(capacity * (1.0 - engine.memory_reserve_fraction), avail)
     dp = cfg.dp.astype(float)
     seqs = cfg.batch / dp  # requests per attention rank
     kv_tok = kv_bytes_per_token_per_device(model, cfg)
@@ -127,7 +141,10 @@ def serve_memory(model: ModelSpec, hw: DeviceSpec, engine: EngineProfile, cfg: S
         resident = weights
     room = usable - resident - act_fixed
     per_rank = np.floor(np.maximum(room, 0.0) / (kv_seq + act_seq))
-    max_batch = (per_rank * dp).astype(np.int64)
+    max_batch = per_rank * dp
+    if engine.max_num_seqs:  # the engine runs at most max_num_seqs requests per iteration
+        max_batch = np.minimum(max_batch, engine.max_num_seqs)
+    max_batch = max_batch.astype(np.int64)
     if ddr is not None:
         max_batch = np.where(weights <= room + ddr.capacity_bytes / max(ddr.shared_by, 1), max_batch, 0)
     return ServeMemory(weights, weights_hbm, weights_ddr, kv, act, usable, capacity, fits, max_batch)

@@ -61,6 +61,12 @@ class EngineProfile:
       memory left after the weights (TRT-LLM ``free_gpu_memory_fraction``).
     * ``max_num_batched_tokens``: token budget of one iteration (chunked prefill); sizes the
       activation workspace the engine reserves. ``None``: the whole prefill of the batch.
+    * ``runtime_reserve_bytes``: device memory the engine's runtime holds before it sizes the KV
+      cache (CUDA context, cuBLAS/NCCL workspaces, sampler/decoder buffers).
+    * ``max_num_seqs``: most requests one iteration runs (vLLM ``--max-num-seqs``, SGLang
+      ``--max-running-requests``, TRT-LLM ``max_batch_size``); ``None``: only memory limits it.
+    * ``decode_attn_hbm``: fraction of the device's sustained HBM bandwidth (``Efficiency.hbm``)
+      the engine's decode-attention kernel reaches reading the paged KV cache.
     """
 
     name: str
@@ -77,6 +83,9 @@ class EngineProfile:
     memory_reserve_fraction: float = 0.1
     reserve_of_free: bool = False
     max_num_batched_tokens: int | None = None
+    runtime_reserve_bytes: float = 0.0
+    max_num_seqs: int | None = None
+    decode_attn_hbm: float = 1.0
     source: str = ""
 
     @classmethod
@@ -93,7 +102,7 @@ class EngineProfile:
 
 _BOOL = {"cuda_graphs", "flash_attention", "gqa_kv_shared", "reserve_of_free"}
 _STR = {"name", "description", "source"}
-_OPTIONAL = {"host_op_s", "allreduce_latency_s", "max_num_batched_tokens"}
+_OPTIONAL = {"host_op_s", "allreduce_latency_s", "max_num_batched_tokens", "max_num_seqs"}
 
 
 def _coerce(name: str, value):
@@ -112,8 +121,10 @@ def _coerce(name: str, value):
         raise InputError(f"engine.{name}", value, "a non-negative number")
     if name == "memory_reserve_fraction" and value >= 1:
         raise InputError(f"engine.{name}", value, "a fraction in [0, 1)")
-    if name == "max_num_batched_tokens":
+    if name in ("max_num_batched_tokens", "max_num_seqs"):
         return int(value)
+    if name == "decode_attn_hbm" and not 0 < value <= 1:
+        raise InputError(f"engine.{name}", value, "a fraction in (0, 1]")
     return float(value)
 
 

@@ -19,11 +19,21 @@ four times slower than the per-GPU reading and far above what the A100's FLOPs a
 for that batch, and the Llama-7B TP2 row (782) would be half of what the single-GPU Llama-7B rows
 imply per GPU. Under the per-GPU reading the multi-GPU rows agree with the single-GPU rows (where
 both readings coincide) to within the model's usual error.
+
+Max-throughput rows (no ``batch``; TensorRT-LLM perf-overview, ``trtllm-bench throughput``): every
+request is queued at t = 0 and the in-flight batcher runs as many as its KV cache admits. The
+engine picks that batch, so the row cannot state it; it is predicted rather than fitted: the
+largest batch whose KV cache for isl + osl tokens per request fits under the benchmark's memory
+settings (``kv_cache_free_gpu_mem_fraction`` 0.95 of the memory left after the weights and the
+runtime, batch capped at 4096 by trtllm-bench's tuning), see :func:`engine_batch`. These tables
+report the instance's total output tokens/s (``output_tokens_per_s_total``).
 """
 
 from __future__ import annotations
 
-from roofplan.costmodel.serve import ServeConfigs, serve_step, step_time
+import dataclasses
+
+from roofplan.costmodel.serve import ServeConfigs, max_batch, serve_step, step_time
 from roofplan.hardware.engines import load_engine
 from roofplan.validation.suite import Case, predictor
 
@@ -39,11 +49,25 @@ ENGINE_MAP: dict[str, tuple[str, dict, bool]] = {
     # --enable_fp8 --fp8_kv_cache on H100.
     "trtllm-0.6.1": ("trtllm", {"cuda_graphs": False, "gqa_kv_shared": False}, True),
     "trtllm-0.5": ("trtllm", {"cuda_graphs": False, "gqa_kv_shared": False}, True),
+    # TensorRT-LLM v0.17 docs/source/performance/perf-overview.md: ``trtllm-bench build
+    # --quantization FP8 --dataset`` (the KV cache is FP8 as well, per that page's note) then
+    # ``trtllm-bench throughput`` with ``--kv_cache_free_gpu_mem_fraction 0.95`` "in majority of
+    # cases"; tensorrt_llm/bench/build/tuning.py caps the batch at 4096 requests.
+    "trtllm-0.17-bench": ("trtllm", {"memory_reserve_fraction": 0.05, "max_num_seqs": 4096}, True),
+    # TensorRT-LLM 1.0 perf-overview.md: the same trtllm-bench throughput method on the PyTorch
+    # backend (no engine build; CUDA graphs with padding up to batch 8192; ModelOpt FP8
+    # checkpoints, whose FP8 KV cache the backend takes from hf_quant_config.json).
+    "trtllm-1.0-bench": ("trtllm", {"memory_reserve_fraction": 0.05, "max_num_seqs": 4096}, True),
     # FasterTransformer (TRT-LLM's predecessor): C++ runtime with fused kernels, no CUDA graphs.
     "fastertransformer": ("trtllm", {"cuda_graphs": False}, False),
     # Vidur profiles vLLM operators (op rows only).
     "vidur-profile": ("vllm", {}, False),
     "vllm": ("vllm", {}, False),
+    # SambaFlow on SN40L (LLM-Inference-Bench rows): the generic profile without the GPU engines'
+    # per-step host work: SambaFlow turns consecutive calls of the fused decoder kernel into one
+    # call with a pipelined outer loop (SambaNova SN40L DAC 2025 talk), so no per-step host
+    # scheduling is published or modelled (0); the batch-1 rows bound it below ~0.2 ms per step.
+    "sambaflow": ("generic", {"step_overhead_s": 0.0}, False),
     "sglang": ("sglang", {}, False),
     "trtllm": ("trtllm", {}, False),
     "generic": ("generic", {}, False),
@@ -94,14 +118,31 @@ def predict_serve_step(case: Case, calibration=None) -> float:
     raise ValueError(f"serve_step metric {metric!r} not supported (prefill_ms, decode_step_ms, tpot_ms)")
 
 
+def engine_batch(model, hw, engine, cfg) -> ServeConfigs:
+    """``cfg`` at the batch a max-throughput benchmark reaches: every request is queued at once,
+    so the in-flight batcher keeps as many requests running as its KV cache admits, each holding
+    blocks for isl + osl tokens (TRT-LLM ``GUARANTEED_NO_EVICT``, vLLM/SGLang admission by
+    free blocks), up to the engine's ``max_num_seqs``: ``serve_memory(...).max_batch``. With
+    identical requests that all arrive at t = 0 the running set starts and finishes together, so
+    the steady state is the static batch of :func:`serve_step` at that batch."""
+    b = int(max_batch(model, hw, cfg, engine)[0])
+    return dataclasses.replace(cfg, batch=max(b, 1))
+
+
 @predictor("serve_throughput")
 def predict_serve_throughput(case: Case, calibration=None) -> float:
     """Static batch throughput, B·osl / (TTFT + (osl-1)·TPOT), per GPU (see module docstring for the
-    two rows whose header says tok/s)."""
+    two rows whose header says tok/s), the instance total, or the batch's end-to-end ``latency_s``.
+    A row without a ``batch`` is a max-throughput benchmark (trtllm-bench ``throughput``): the
+    batch is the one the engine reaches (:func:`engine_batch`)."""
     model, hw, engine, cfg = _setup(case, calibration)
+    if case.int("batch") is None:
+        cfg = engine_batch(model, hw, engine, cfg)
     a = serve_step(model, hw, cfg, engine)
     if case.metric in ("output_tokens_per_s_per_gpu", "output_tokens_per_s"):
         return float(a.output_tokens_per_s_per_gpu[0])
     if case.metric == "output_tokens_per_s_total":
         return float(a.output_tokens_per_s[0])
+    if case.metric == "latency_s":  # end-to-end time of the static batch (LLM-Inference-Bench "Latency")
+        return float(a.latency_s[0])
     raise ValueError(f"serve_throughput metric {case.metric!r} not supported")
