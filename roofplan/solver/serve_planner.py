@@ -271,11 +271,7 @@ def evaluate_prefill(
     fits = np.asarray(arr.fits, dtype=bool)
     m = np.minimum(B, s.pp).astype(float)
     rate = B * (m + s.pp - 1.0) / (m * ttft)
-    _count(rejected, "oom", ~fits)
-    ok = fits.copy()
-    if ttft_s is not None:
-        _count(rejected, "ttft_sla", ok & (ttft > ttft_s))
-        ok &= ttft <= ttft_s
+    ok = _within_sla(rejected, fits, ttft, ttft_s, "ttft_sla")
     return RoleCandidates(
         "prefill",
         pool,
@@ -292,6 +288,16 @@ def evaluate_prefill(
     )
 
 
+def _within_sla(rejected: dict, fits, latency, limit, reason: str):
+    """Candidates that fit in memory and meet ``limit`` (if any); rejections counted by reason."""
+    _count(rejected, "oom", ~fits)
+    ok = fits.copy()
+    if limit is not None:
+        _count(rejected, reason, ok & (latency > limit))
+        ok &= latency <= limit
+    return ok
+
+
 def evaluate_decode(
     model, pool: Pool, engine, shapes: Shapes, *, isl, osl, dtype, kv_dtype, engine_name, tpot_s=None
 ) -> RoleCandidates:
@@ -305,11 +311,7 @@ def evaluate_decode(
     tpot = np.asarray(arr.tpot_s, dtype=float)
     fits = np.asarray(arr.fits, dtype=bool)
     rate = B / (osl * tpot)
-    _count(rejected, "oom", ~fits)
-    ok = fits.copy()
-    if tpot_s is not None:
-        _count(rejected, "tpot_sla", ok & (tpot > tpot_s))
-        ok &= tpot <= tpot_s
+    ok = _within_sla(rejected, fits, tpot, tpot_s, "tpot_sla")
     return RoleCandidates(
         "decode",
         pool,
