@@ -71,3 +71,24 @@ def test_unknown_model_is_exit_2():
     r = runner.invoke(app, ["estimate", "train", "--model", "no-such-model", "--hardware", "h100-sxm",
                             "--global-batch", "8", "--micro-batch", "1", "--seq-len", "1024"])
     assert r.exit_code == 2
+
+
+def test_megatron_knobs_reach_the_model():
+    """Each overlap or MoE flag is passed through (echoed in inputs) and an overlap never slows the step."""
+    base = BASE + ["--tp", "4", "--pp", "2", "--vpp", "2", "--dp", "1", "--json"]
+    plain = json.loads(runner.invoke(app, base + ["--no-overlap-p2p-communication"]).stdout)
+    tuned = json.loads(runner.invoke(app, base + ["--tp-comm-overlap"]).stdout)
+    assert plain["inputs"]["overlap_p2p_comm"] is False and tuned["inputs"]["tp_comm_overlap"] is True
+    assert tuned["step_time_s"] <= plain["step_time_s"]
+    assert tuned["breakdown_s"]["pp_comm_exposed"] < plain["breakdown_s"]["pp_comm_exposed"]
+    full = json.loads(runner.invoke(app, BASE + ["--recompute", "full", "--recompute-layers", "2", "--json"]).stdout)
+    assert full["inputs"]["recompute_layers"] == 2
+    noflash = json.loads(runner.invoke(app, BASE + ["--no-flash-attention", "--json"]).stdout)
+    assert noflash["inputs"]["flash_attention"] is False
+
+
+def test_bad_moe_dispatcher_is_one_line():
+    r = runner.invoke(app, BASE + ["--moe-dispatcher", "nccl"])
+    assert r.exit_code == 2
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "moe_dispatcher" in lines[0]

@@ -91,6 +91,23 @@ def estimate_train(
     gpus_per_node: int | None = typer.Option(
         None, "--gpus-per-node", callback=bounded_count,
         help="Devices per node (default: catalog)."),
+    recompute_layers: int = typer.Option(
+        0, "--recompute-layers", callback=bounded_count,
+        help="With --recompute full: layers per stage recomputed (Megatron --recompute-num-layers); 0 = all."),
+    tp_comm_overlap: bool = typer.Option(
+        False, "--tp-comm-overlap", metavar="", help="Overlap TP communication with GEMMs (Megatron --tp-comm-overlap)."),
+    no_p2p_overlap: bool = typer.Option(
+        False, "--no-overlap-p2p-communication", metavar="",
+        help="Expose pipeline sends of the interleaved schedule (Megatron's flag of the same name)."),
+    no_ep_overlap: bool = typer.Option(
+        False, "--no-ep-comm-overlap", metavar="",
+        help="Expose the MoE all-to-all (no --overlap-moe-expert-parallel-comm)."),
+    etp: int | None = typer.Option(
+        None, "--etp", callback=bounded_count, help="Expert tensor-parallel degree (default: tp)."),
+    moe_dispatcher: str = typer.Option("alltoall", "--moe-dispatcher", help="alltoall | deepep"),
+    fp8_recipe: str = typer.Option("current", "--fp8-recipe", help="With --dtype fp8: current | delayed scaling."),
+    no_flash_attention: bool = typer.Option(
+        False, "--no-flash-attention", metavar="", help="Materialise attention scores (pre-FlashAttention stacks)."),
     as_json: bool = JSON_OPTION,
     calibration: str | None = CALIBRATION_OPTION,
 ) -> None:
@@ -106,7 +123,11 @@ def estimate_train(
         est = estimate_training(model, hardware, tp=tp, pp=pp, dp=dp, cp=cp, ep=ep, vpp=vpp,
                                 global_batch=global_batch, micro_batch=micro_batch, seq_len=seq_len, dtype=dtype,
                                 recompute=recompute, sequence_parallel=sp, zero=zero,
-                                offload=offload, gpus_per_node=gpus_per_node, calibration=calibration)
+                                offload=offload, gpus_per_node=gpus_per_node, calibration=calibration,
+                                recompute_layers=recompute_layers, tp_comm_overlap=tp_comm_overlap,
+                                overlap_p2p_comm=not no_p2p_overlap, ep_comm_overlap=not no_ep_overlap,
+                                etp=etp, moe_dispatcher=moe_dispatcher, fp8_recipe=fp8_recipe,
+                                flash_attention=not no_flash_attention)
         if seq_len > est.model.max_seq_len:
             warn(f"--seq-len {seq_len:,} exceeds the {est.model.max_seq_len:,}-token context of {est.model.name} "
                  "(fine for context extension; the estimate covers the longer sequence)")
