@@ -76,7 +76,7 @@ def test_unknown_model_is_exit_2():
 def test_megatron_knobs_reach_the_model():
     """Each overlap or MoE flag is passed through (echoed in inputs) and an overlap never slows the step."""
     base = BASE + ["--tp", "4", "--pp", "2", "--vpp", "2", "--dp", "1", "--json"]
-    plain = json.loads(runner.invoke(app, base + ["--no-overlap-p2p-communication"]).stdout)
+    plain = json.loads(runner.invoke(app, base + ["--no-p2p-overlap"]).stdout)
     tuned = json.loads(runner.invoke(app, base + ["--tp-comm-overlap"]).stdout)
     assert plain["inputs"]["overlap_p2p_comm"] is False and tuned["inputs"]["tp_comm_overlap"] is True
     assert tuned["step_time_s"] <= plain["step_time_s"]

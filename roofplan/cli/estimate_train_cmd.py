@@ -97,11 +97,11 @@ def estimate_train(
     tp_comm_overlap: bool = typer.Option(
         False, "--tp-comm-overlap", metavar="", help="Overlap TP communication with GEMMs (Megatron --tp-comm-overlap)."),
     no_p2p_overlap: bool = typer.Option(
-        False, "--no-overlap-p2p-communication", metavar="",
-        help="Expose pipeline sends of the interleaved schedule (Megatron's flag of the same name)."),
+        False, "--no-p2p-overlap", metavar="",
+        help="Expose interleaved pipeline sends (Megatron --no-overlap-p2p-communication)."),
     no_ep_overlap: bool = typer.Option(
         False, "--no-ep-comm-overlap", metavar="",
-        help="Expose the MoE all-to-all (no --overlap-moe-expert-parallel-comm)."),
+        help="Expose the MoE all-to-all (Megatron without its MoE comm overlap)."),
     etp: int | None = typer.Option(
         None, "--etp", callback=bounded_count, help="Expert tensor-parallel degree (default: tp)."),
     moe_dispatcher: str = typer.Option("alltoall", "--moe-dispatcher", help="alltoall | deepep"),
