@@ -15,6 +15,8 @@ from roofplan.launch.common import quote_arg
 
 #: HTTP entry point of the deployment (router / proxy / frontend).
 ROUTER_PORT = 8000
+#: First HTTP port of prefill and of decode instances (one port per instance, by index).
+PREFILL_PORT_BASE, DECODE_PORT_BASE = 8100, 8200
 
 
 @dataclass
@@ -137,3 +139,14 @@ def argv_lines(argv: list) -> str:
 def script(head: list[str], body: list[str]) -> str:
     """A bash script: shebang, header comments, ``set -euo pipefail``, body lines."""
     return "#!/usr/bin/env bash\n" + comment_block(head) + "set -euo pipefail\n" + "\n".join(body) + "\n"
+
+
+def instance_port(inst: Instance, colocated_count: int = 1) -> int:
+    """HTTP port of an instance behind the router (vLLM and TensorRT-LLM layouts): prefill and
+    decode instances count up from their bases; a single colocated instance serves on the router
+    port itself, several sit behind it on the ports after it."""
+    if inst.role == "prefill":
+        return PREFILL_PORT_BASE + inst.index
+    if inst.role == "decode":
+        return DECODE_PORT_BASE + inst.index
+    return ROUTER_PORT if colocated_count == 1 else ROUTER_PORT + 1 + inst.index

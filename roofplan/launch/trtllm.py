@@ -30,12 +30,7 @@ def _host(n: int, best: dict) -> str:
     return "localhost" if h == "127.0.0.1" else h
 
 
-def port(inst: sc.Instance, n_colo: int = 1) -> int:
-    if inst.role == "prefill":
-        return 8100 + inst.index
-    if inst.role == "decode":
-        return 8200 + inst.index
-    return sc.ROUTER_PORT if n_colo == 1 else sc.ROUTER_PORT + 1 + inst.index
+port = sc.instance_port
 
 
 def batch_per_rank(c: dict) -> int:

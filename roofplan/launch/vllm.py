@@ -40,12 +40,7 @@ def kv_cache_dtype(kv_dtype: str | None) -> str:
     return {"fp8": "fp8", "int8": "int8"}.get(kv_dtype or "", "auto")
 
 
-def port(inst: sc.Instance, colocated_count: int = 1) -> int:
-    if inst.role == "prefill":
-        return 8100 + inst.index
-    if inst.role == "decode":
-        return 8200 + inst.index
-    return sc.ROUTER_PORT if colocated_count == 1 else sc.ROUTER_PORT + 1 + inst.index
+port = sc.instance_port
 
 
 def kv_transfer_config(role: str) -> str:
