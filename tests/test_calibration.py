@@ -12,7 +12,7 @@ import yaml
 from roofplan.calibration import calibrate, read_measurements, split_cases
 from roofplan.calibration.formats import read_csv_text, read_nccl_tests
 from roofplan.costmodel.collectives import collective_time
-from roofplan.costmodel.roofline import gemm_time, roofline_time
+from roofplan.costmodel.ops import gemm_time, prefill_attention_time
 from roofplan.errors import InputError
 from roofplan.hardware.catalog import load_hardware
 from roofplan.hardware.overlay import load_overlay
@@ -125,27 +125,26 @@ def test_header_without_kind_or_known_columns_is_rejected():
 
 
 # -- recovering known parameters ---------------------------------------------------------------------------
-TRUE = {"gemm_max": 0.70, "gemm_half_dim": 300.0, "hbm": 0.80, "attn_max": 0.50, "intra_bw": 0.65,
-        "inter_bw": 0.70, "intra_latency_s": 9e-6, "inter_latency_s": 25e-6, "kernel_launch_s": 6e-6,
-        "nvls_speedup": 1.2, "intra_step_latency_s": 1.0e-6}
+TRUE = {"gemm_max": 0.70, "gemm_k_half": 300.0, "gemm_hbm": 0.70, "attn_max": 0.50, "intra_bw": 0.60,
+        "inter_bw": 0.70, "nccl_ll_latency_s": 4e-6, "inter_latency_s": 25e-6, "gemm_floor_s": 6e-6,
+        "nvls_speedup": 1.3, "intra_step_latency_s": 1.0e-6}
 
 
 def _synthetic_csv(path: Path, hw) -> None:
     """Measurements that the cost-model primitives produce with the TRUE efficiencies, written in the
     documented CSV format (times in us, GEMM rates in TFLOP/s)."""
-    eff = hw.with_efficiency(**TRUE).efficiency
     hwt = hw.with_efficiency(**TRUE)
     lines = [HEADER + ",metric"]
     sweep = [(m, n, k) for m in (256, 1024, 4096, 16384) for n in (1024, 4096, 8192) for k in (1024, 4096, 8192)]
     for m, n, k in sweep + [(1, 8192, 8192), (8, 28672, 8192), (128, 128, 128)]:
-        t = float(gemm_time(m, n, k, peak_flops=hw.peak("bf16"), bandwidth_Bps=hw.hbm_Bps, eff=eff))
+        t = float(gemm_time(m, n, k, hwt))
         lines.append(f"gemm,{hw.id},{m},{n},{k},bf16,,,,,,,,,,,,{2 * m * n * k / t / 1e12!r},TFLOP/s,tflops")
-    for b, s in ((4, 4096), (1, 16384)):  # causal forward FlashAttention, hand-counted FLOPs and bytes
-        flops = 4 * b * 32 * s * s * 128 / 2
-        io = 2 * 128 * b * (2 * 32 * s + 2 * 8 * s)
-        t = float(roofline_time(flops, io, hw.peak("bf16"), TRUE["attn_max"], hw.hbm_Bps, TRUE["hbm"],
-                                TRUE["kernel_launch_s"]))
-        lines.append(f"attention,{hw.id},,,,bf16,{b},32,8,128,{s},,yes,,,,,{t * 1e6!r},us,")
+    # causal forward FlashAttention (the operator library's kernel); several head dims tell the
+    # tensor-core fraction from the softmax cost per score element
+    for b, s in ((4, 4096), (1, 16384), (8, 1024)):
+        for d in (64, 128, 256):
+            t = float(prefill_attention_time(b, s, s, 32, 8, d, hwt))
+            lines.append(f"attention,{hw.id},,,,bf16,{b},32,8,{d},{s},,yes,,,,,{t * 1e6!r},us,")
     for op in ("all_reduce", "all_gather"):
         for ranks, nodes in ((2, 1), (4, 1), (8, 1), (16, 2), (32, 4)):
             for nbytes in (2**12, 2**20, 2**26, 2**30):
@@ -164,8 +163,8 @@ def test_known_parameters_are_recovered(tmp_path):
     got = {p.name: p for p in res.params}
     for name, value in TRUE.items():
         assert got[name].informed, name
-        assert got[name].after == pytest.approx(value, rel=0.01), name
-    assert res.median_abs_error(after=True) < 1e-4
+        assert got[name].after == pytest.approx(value, rel=0.02), name
+    assert res.median_abs_error(after=True) < 1e-3
     assert res.median_abs_error(after=False) > 0.05  # the catalog values really differ
     # With the default catalog prior every parameter still moves most of the way to the truth,
     # and the measurements are reproduced to within 1 %.
@@ -179,10 +178,10 @@ def test_known_parameters_are_recovered(tmp_path):
 def test_only_informed_parameters_move(tmp_path):
     """GEMM rows say nothing about the network: collective parameters stay at the catalog values."""
     hw = load_hardware("h100-sxm")
-    eff = hw.with_efficiency(gemm_max=0.7).efficiency
+    slow = hw.with_efficiency(gemm_max=0.7)
     lines = ["m,n,k,time_us"]
     for s in (1024, 4096, 8192):
-        lines.append(f"{s},{s},{s},{float(gemm_time(s, s, s, peak_flops=hw.peak('bf16'), bandwidth_Bps=hw.hbm_Bps, eff=eff)) * 1e6!r}")
+        lines.append(f"{s},{s},{s},{float(gemm_time(s, s, s, slow)) * 1e6!r}")
     (tmp_path / "g.csv").write_text("\n".join(lines) + "\n")
     res = calibrate(tmp_path / "g.csv", "h100-sxm")
     by = {p.name: p for p in res.params}
@@ -311,9 +310,10 @@ def test_engine_overhead_is_recovered_from_serving_rows(tmp_path):
     (p,) = res.params
     assert p.informed and p.before == before and p.after == pytest.approx(4e-3, rel=0.01)
     assert load_engine("vllm", calibration=tmp_path / "ov.yaml").step_overhead_s == pytest.approx(p.after)
-    # By default the engine's time fields are candidates next to the device efficiencies.
+    # By default the engine's time fields are candidates next to the end-to-end device efficiencies;
+    # kernel parameters are fitted from operator rows only (fit.END_TO_END_FIELDS)
     names = {q.name for q in calibrate(path, "h100-sxm").params}
-    assert "vllm.step_overhead_s" in names and "gemm_max" in names
+    assert "vllm.step_overhead_s" in names and "sustained_compute" in names and "gemm_max" not in names
 
 
 def test_residuals_are_reported_in_each_rows_own_unit():
@@ -326,5 +326,5 @@ def test_residuals_are_reported_in_each_rows_own_unit():
     # A GEMM rate row predicted from the time the roofline gives (2·M·N·K / t).
     hw = load_hardware("h100-sxm")
     r = next(r for r in rows if r["id"] == "gemm-8192")
-    t = float(gemm_time(8192, 8192, 8192, peak_flops=hw.peak("bf16"), bandwidth_Bps=hw.hbm_Bps, eff=hw.efficiency))
+    t = float(gemm_time(8192, 8192, 8192, hw))
     assert r["predicted_before"] == pytest.approx(2 * 8192**3 / t / 1e12)

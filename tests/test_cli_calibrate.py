@@ -82,14 +82,14 @@ def test_nccl_output_without_op_needs_the_hint(tmp_path):
 def _slow_gemm_overlay(tmp_path: Path) -> tuple[Path, float]:
     """Calibrate from GEMM timings taken on an H100 that reaches gemm_max = 0.5 (synthesised with the
     roofline primitive) and return the overlay path and the catalog's gemm_max."""
-    from roofplan.costmodel.roofline import gemm_time
+    from roofplan.costmodel.ops import gemm_time
     from roofplan.hardware.catalog import load_hardware
 
     hw = load_hardware("h100-sxm")
-    eff = hw.with_efficiency(gemm_max=0.5).efficiency
+    slow = hw.with_efficiency(gemm_max=0.5)
     lines = ["m,n,k,dtype,time_ms"]
     for s in (4096, 8192, 16384):
-        t = float(gemm_time(s, s, s, peak_flops=hw.peak("bf16"), bandwidth_Bps=hw.hbm_Bps, eff=eff))
+        t = float(gemm_time(s, s, s, slow))
         lines.append(f"{s},{s},{s},bf16,{t * 1e3!r}")
     (tmp_path / "gemm.csv").write_text("\n".join(lines) + "\n")
     out = tmp_path / "slow.yaml"
@@ -113,7 +113,7 @@ def test_overlay_changes_estimate_train_within_the_gemm_bound(tmp_path):
 
 
 def test_overlay_applies_in_validate_to_its_own_hardware_only(tmp_path):
-    from roofplan.costmodel.roofline import gemm_time
+    from roofplan.costmodel.ops import gemm_time
     from roofplan.hardware.catalog import load_hardware
 
     overlay, _ = _slow_gemm_overlay(tmp_path)
@@ -130,8 +130,7 @@ def test_overlay_applies_in_validate_to_its_own_hardware_only(tmp_path):
             continue
         # The suite's op_gemm rows are Llama-2-7B gate+up GEMMs: isl tokens x 4096 @ 4096 x 2*11008 (fp16).
         tokens = int(cid.rsplit("-", 1)[1])
-        expect = float(gemm_time(tokens, 2 * 11008, 4096, peak_flops=hw.peak("fp16"), bandwidth_Bps=hw.hbm_Bps,
-                                 eff=hw.efficiency)) * 1e3
+        expect = float(gemm_time(tokens, 2 * 11008, 4096, hw, dtype="fp16")) * 1e3
         assert c["predicted"] == pytest.approx(expect, rel=1e-9)
         assert c["predicted"] >= before[cid]["predicted"]
 

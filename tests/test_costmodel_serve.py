@@ -141,13 +141,20 @@ def test_fp8_weights_halve_the_decode_floor():
     body = m.params_total - ends
     assert bf16.mem_weights[0] == pytest.approx(2 * m.params_total)
     assert fp8.mem_weights[0] == pytest.approx(body + 2 * ends)
-    # the memory-bound part of the step is the weight stream of the layers plus the LM head
+    # the memory-bound part of the step is the weight stream of the layers plus the LM head, each
+    # GEMM class at its own measured HBM fraction (ops.gemm_params), plus fixed per-kernel floors
+    # that do not shrink with the bytes: the ratio lies between the byte ratio and 1
+    from roofplan.costmodel.ops import gemm_params
+
+    hbm16, hbm8 = gemm_params(H100.efficiency, "bf16")[1], gemm_params(H100.efficiency, "fp8")[1]
     streamed = body + m.vocab * m.hidden  # the input embedding is a lookup
-    ratio = (body * 1 + 2 * m.vocab * m.hidden) / (2 * streamed)
-    assert fp8.decode_memory_s[0] / bf16.decode_memory_s[0] == pytest.approx(ratio, abs=0.01)
+    ratio = (body / hbm8 + 2 * m.vocab * m.hidden / hbm16) / (2 * streamed / hbm16)
+    got = fp8.decode_memory_s[0] / bf16.decode_memory_s[0]
+    assert ratio - 0.01 <= got <= ratio + 0.15
     int4 = serve_step(LLAMA31_8B, H100, _cfg(dtype="int4", **args))
-    ratio4 = (body * 0.5 + 2 * m.vocab * m.hidden) / (2 * streamed)
-    assert int4.decode_memory_s[0] / bf16.decode_memory_s[0] == pytest.approx(ratio4, abs=0.01)
+    ratio4 = (body * 0.5 / hbm8 + 2 * m.vocab * m.hidden / hbm16) / (2 * streamed / hbm16)
+    got4 = int4.decode_memory_s[0] / bf16.decode_memory_s[0]
+    assert ratio4 - 0.01 <= got4 <= ratio4 + 0.15 and got4 < got
 
 
 def test_fp8_on_device_without_fp8_is_weight_only():
@@ -156,7 +163,9 @@ def test_fp8_on_device_without_fp8_is_weight_only():
     args = dict(tp=1, batch=8, isl=2048, osl=2)
     bf16 = serve_step(LLAMA31_8B, A100, _cfg(dtype="bf16", **args))
     fp8 = serve_step(LLAMA31_8B, A100, _cfg(dtype="fp8", **args))
-    assert fp8.prefill_compute_s[0] == pytest.approx(bf16.prefill_compute_s[0], rel=1e-9)
+    # (each kernel's time blends in its weight stream, ops.blend: half the weight bytes shave a little)
+    assert fp8.prefill_compute_s[0] == pytest.approx(bf16.prefill_compute_s[0], rel=1e-3)
+    assert fp8.prefill_compute_s[0] <= bf16.prefill_compute_s[0]
     h100_bf16 = serve_step(LLAMA31_8B, H100, _cfg(dtype="bf16", **args))
     h100_fp8 = serve_step(LLAMA31_8B, H100, _cfg(dtype="fp8", **args))
     assert h100_fp8.prefill_compute_s[0] < 0.6 * h100_bf16.prefill_compute_s[0]
@@ -310,7 +319,7 @@ def test_cuda_graphs_and_custom_allreduce_help_small_batches_at_high_tp():
     cfg = _cfg(tp=8, batch=1, isl=256, osl=64)
     eager = load_engine("vllm").replace(cuda_graphs=False)
     graphs = load_engine("vllm")
-    nccl = graphs.replace(allreduce_latency_s=None)
+    nccl = graphs.replace(custom_allreduce=False)
     t_eager = serve_step(LLAMA2_70B, H100, cfg, eager).tpot_s[0]
     t_graph = serve_step(LLAMA2_70B, H100, cfg, graphs).tpot_s[0]
     t_nccl = serve_step(LLAMA2_70B, H100, cfg, nccl).tpot_s[0]
@@ -325,10 +334,14 @@ def test_moe_decode_reads_only_touched_experts():
     eng = load_engine("generic")
     one = serve_step(MIXTRAL, H100, _cfg(tp=1, batch=1, isl=16, osl=2, dtype="fp8"), eng)
     many = serve_step(MIXTRAL, H100, _cfg(tp=1, batch=256, isl=16, osl=2, dtype="fp8"), eng)
-    bw = H100.hbm_Bps * H100.efficiency.hbm
-    # batch 1: top-2 of 8 experts per layer -> about the active parameters (12.9B) stream, not 46.7B
+    from roofplan.costmodel.ops import gemm_params
+
+    bw = H100.hbm_Bps * gemm_params(H100.efficiency, "fp8")[1]
+    # batch 1: top-2 of 8 experts per layer -> about the active parameters (12.9B) stream, not 46.7B;
+    # the step also pays per-kernel floors, so it lies between the active and half of all weights
     active_bytes = MIXTRAL.matmul_params_active - MIXTRAL.layers * MIXTRAL.hidden * 8  # router is tiny
-    assert one.decode_memory_s[0] * bw == pytest.approx(active_bytes, rel=0.05)
+    step = (one.decode_memory_s[0] + one.decode_compute_s[0]) * bw
+    assert active_bytes <= step <= MIXTRAL.params_total / 2
     # a large batch touches every expert: E(1-(1-k/E)^T) -> E
     assert many.decode_memory_s[0] + many.decode_compute_s[0] > 3 * one.decode_memory_s[0]
 

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 from roofplan.costmodel.collectives import collective_time, group_layout
-from roofplan.costmodel.roofline import gemm_efficiency, gemm_time
 from roofplan.hardware.spec import DeviceSpec, Efficiency, Fabric, MemoryTier
 
 
@@ -18,29 +17,6 @@ def _device(topology="switch", intra=300e9, nic=25e9, per_node=8, pair=None, nvl
         inter=Fabric("ib", "switch", nic, 10e-6), tdp_w=400, price_per_hour=None,
         efficiency=Efficiency(**eff),
     )
-
-
-def test_gemm_large_is_compute_bound_at_max_efficiency():
-    hw = _device(gemm_max=0.8, gemm_half_dim=1.0, kernel_launch_s=0.0)
-    m = n = k = 16384
-    t = float(gemm_time(m, n, k, peak_flops=312e12, bandwidth_Bps=2e12, eff=hw.efficiency))
-    expected = 2 * m * n * k / (312e12 * 0.8 * 16384 / 16385)
-    assert t == pytest.approx(expected, rel=1e-9)
-
-
-def test_gemm_one_token_is_weight_read_bound():
-    hw = _device(hbm=0.9, kernel_launch_s=0.0)
-    k, n = 4096, 22016
-    t = float(gemm_time(1, n, k, peak_flops=312e12, bandwidth_Bps=2e12, eff=hw.efficiency))
-    weights = k * n * 2
-    assert t >= weights / (2e12 * 0.9)
-    assert t == pytest.approx((weights + (k + n) * 2) / (2e12 * 0.9), rel=1e-9)
-
-
-def test_gemm_efficiency_half_at_half_dim():
-    eff = Efficiency(gemm_max=0.8, gemm_half_dim=512)
-    assert float(gemm_efficiency(512, 512, 512, eff)) == pytest.approx(0.4)
-    assert float(gemm_efficiency(8192, 8192, 8192, eff)) > 0.75
 
 
 def test_group_layout_follows_megatron_order():

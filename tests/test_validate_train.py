@@ -24,7 +24,8 @@ def test_paper_flops_formula_by_hand():
 
 def test_sc21_table1_within_published_bounds():
     res = run_suite(cases=SC21)
-    assert len(res.errors()) == len(SC21) == 10
+    # 8 of SC21's 10 Table 1 rows: 3.6B and 310.1B are held out to fit a100 sustained_compute
+    assert len(res.errors()) == len(SC21) == 8
     # achieved: median 1.3 %, worst 3.7 % (goal 10 % / 20 %)
     assert res.median_abs_error() <= 0.05
     assert res.worst_abs_error() <= 0.10
@@ -55,11 +56,16 @@ def test_sustained_compute_was_fitted_on_runs_outside_the_suite():
 
     import roofplan
 
-    doc = yaml.safe_load((Path(roofplan.__file__).parent / "catalogs" / "h100-sxm.yaml").read_text())
-    source = doc["efficiency"]["sustained_compute"]["source"]
-    assert "README_8b.md" in source and doc["efficiency"]["sustained_compute"]["value"] < 1.0
+    held = read_cases(Path(__file__).parents[1] / "tools" / "data" / "heldout_training.csv")
+    suite_ids = {c.id for c in read_cases()}
+    assert held and not suite_ids & {c.id for c in held}
     assert not [c.id for c in read_cases() if "README_8b.md" in c.source or c.str("model") == "llama-3.1-8b"
                 and c.kind == "train"]
+    for hw_id in ("h100-sxm", "a100-sxm-80gb"):
+        doc = yaml.safe_load((Path(roofplan.__file__).parent / "catalogs" / f"{hw_id}.yaml").read_text())
+        entry = doc["efficiency"]["sustained_compute"]
+        mine = [c.id for c in held if c.str("hardware") == hw_id]
+        assert len(mine) >= 2 and all(i in entry["source"] for i in mine) and entry["value"] < 1.0
 
 
 @pytest.mark.parametrize("case", TRAIN, ids=[c.id for c in TRAIN])

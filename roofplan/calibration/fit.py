@@ -20,8 +20,8 @@ straddled, not missed); a parameter whose column norm is below INFORMED_MIN (mov
 width changes the predictions less than the measurement noise) is reported as "not informed" and
 keeps its catalog value.
 
-Predictions reuse the cost model: operator rows with :func:`roofplan.costmodel.roofline.gemm_time`,
-``roofline_time`` and :func:`roofplan.costmodel.collectives.collective_time`; end-to-end rows with the
+Predictions reuse the cost model: operator rows with the operator library
+(:mod:`roofplan.calibration.op_rows` over :mod:`roofplan.costmodel.ops`); end-to-end rows with the
 validation suite's predictors (:func:`roofplan.validation.suite.predict`) given the overlay dict.
 """
 
@@ -40,13 +40,11 @@ from roofplan.calibration.formats import (
     OP_KINDS,
     SUITE_KINDS,
     Measurement,
-    attention_flops,
     read_measurements,
 )
-from roofplan.costmodel.collectives import collective_time
-from roofplan.costmodel.roofline import gemm_time, roofline_time
+from roofplan.calibration.op_rows import predict_op_rows
 from roofplan.errors import InputError
-from roofplan.hardware.spec import DTYPE_BYTES, DeviceSpec, Efficiency
+from roofplan.hardware.spec import DeviceSpec, Efficiency
 from roofplan.plain import plain
 
 SCHEMA = "roofplan.calibration/v1"
@@ -57,7 +55,10 @@ RESULT_SCHEMA = "roofplan.calibrate/v1"
 #: reduction at most halves the traffic (gain <= 2), and may lose to rings on small messages.
 FRACTION = (1e-3, 1.0)
 TIME = (1e-9, 1e-2)
-EFFICIENCY_BOUNDS: dict[str, tuple[float, float]] = {"gemm_half_dim": (1.0, 1e5), "nvls_speedup": (0.5, 2.0)}
+EFFICIENCY_BOUNDS: dict[str, tuple[float, float]] = {
+    "nvls_speedup": (0.5, 2.0), "gemm_k_half": (1.0, 1e5), "gemm_blend": (1.0, 20.0), "attn_half_len": (1.0, 1e5),
+    "nvls_min_ranks": (2.0, 72.0), "moe_gemm": (0.05, 1.5),
+    "attn_score_flops": (1.0, 4096.0), "decode_split_len": (16.0, 65536.0)}
 
 
 def efficiency_bounds(name: str) -> tuple[float, float]:
@@ -158,41 +159,9 @@ def engine_profile_name(engine: str) -> str:
 
 # -- predictions ---------------------------------------------------------------------------------------
 def _predict_ops(kind: str, ms: list[Measurement], hw: DeviceSpec) -> np.ndarray:
-    """Vectorised predictions (seconds) of operator rows of one kind."""
-    eff = hw.efficiency
-    col = lambda key: np.array([m.row[key] for m in ms], dtype=float)
-    if kind == "gemm":
-        peak = np.array([hw.peak(m.row["dtype"]) for m in ms])
-        b = np.array([DTYPE_BYTES[m.row["dtype"]] for m in ms])
-        return gemm_time(col("m"), col("n"), col("k"), peak_flops=peak, bandwidth_Bps=hw.hbm_Bps, eff=eff,
-                         act_bytes=b, weight_bytes=b)
-    if kind == "attention":
-        # Fused attention on the roofline with the attention efficiency, as the training model
-        # (costmodel/train_time.py) prices it: FLOPs as FlashAttention counts them; HBM traffic = Q, O
-        # (b·h·s·d) and K, V (b·h_kv·s_kv·d) once each (Dao et al. 2022, §3.2, IO complexity of
-        # FlashAttention); the backward kernel re-reads them and writes the gradients (2x); one
-        # kernel launch per pass.
-        peak = np.array([hw.peak(m.row["dtype"]) for m in ms])
-        b = np.array([DTYPE_BYTES[m.row["dtype"]] for m in ms])
-        direction = [m.row["direction"] for m in ms]
-        flops = np.array([attention_flops(m.row["batch"], m.row["heads"], m.row["seq_len"], m.row["kv_len"],
-                                          m.row["head_dim"], m.row["causal"], m.row["direction"]) for m in ms])
-        io = b * col("head_dim") * col("batch") * (2 * col("heads") * col("seq_len") + 2 * col("kv_heads") * col("kv_len"))
-        io_factor = np.array([{"fwd": 1.0, "bwd": 2.0, "fwd_bwd": 3.0}[d] for d in direction])
-        launches = np.array([{"fwd": 1.0, "bwd": 1.0, "fwd_bwd": 2.0}[d] for d in direction])
-        return roofline_time(flops, io * io_factor, peak, eff.attn_max, hw.hbm_Bps, eff.hbm,
-                             launches * eff.kernel_launch_s)
-    out = np.empty(len(ms))
-    ranks, nodes = col("ranks"), col("nodes")
-    packed = np.minimum(ranks, hw.devices_per_node)
-    per_node = np.where(nodes > 0, ranks / np.maximum(nodes, 1), packed)
-    # Place per_node members on each node: ranks stride apart with floor(devices_per_node / stride)
-    # == per_node (Megatron rank order, collectives.group_layout).
-    stride = hw.devices_per_node / per_node
-    for op in sorted({m.row["op"] for m in ms}):
-        idx = np.array([i for i, m in enumerate(ms) if m.row["op"] == op])
-        out[idx] = collective_time(op, col("bytes")[idx], ranks[idx], hw, stride[idx])
-    return out
+    """Vectorised predictions (seconds) of operator rows of one kind: the operator library through
+    the one row predictor that ``validate --measurements`` and ``tools/fit_ops.py`` also use."""
+    return predict_op_rows(kind, ms, hw)
 
 
 def _check_ops(ms: list[Measurement], hw: DeviceSpec) -> None:
@@ -351,10 +320,18 @@ def _unit_value(m: Measurement, predicted_target: float, scale: float) -> float:
 
 
 # -- the fit ---------------------------------------------------------------------------------------------
-def _candidate_params(names, hw: DeviceSpec, engines_used: list[str], prior) -> list[Param]:
-    """Params named in ``names`` (None: every Efficiency field and every float field of the engines
-    the measurements use). Names: an Efficiency field, ``ENGINE.FIELD`` or an engine FIELD (= that field
-    of every engine the measurements use)."""
+#: Efficiency fields that kernel timings cannot inform: end-to-end effects (sustained clocks, MoE
+#: load balance and overlap) and the network beyond one node. Without operator rows only these (and
+#: the engines' fixed costs) are fitted by default: fitting kernel parameters to aggregate rows lets
+#: compensating errors in (it made held-out published rows worse, tests/test_calibration.py).
+END_TO_END_FIELDS = ("sustained_compute", "moe_balance", "ep_overlap", "ep_a2a_bw", "inter_bw", "inter_latency_s",
+                     "kernel_launch_s")
+
+
+def _candidate_params(names, hw: DeviceSpec, engines_used: list[str], prior, kernel_rows: bool = True) -> list[Param]:
+    """Params named in ``names`` (None: every Efficiency field, or only END_TO_END_FIELDS without
+    operator rows, and every float field of the engines the measurements use). Names: an Efficiency
+    field, ``ENGINE.FIELD`` or an engine FIELD (= that field of every engine the measurements use)."""
     eff_fields = Efficiency.field_names()
     profiles = {}
     if engines_used or (names and any(n not in eff_fields for n in names)):
@@ -375,7 +352,7 @@ def _candidate_params(names, hw: DeviceSpec, engines_used: list[str], prior) -> 
         out.append(Param(f"{e}.{f}", f, e, float(v), *_engine_bounds(f, v)))
 
     if names is None:
-        for f in eff_fields:
+        for f in eff_fields if kernel_rows else END_TO_END_FIELDS:
             add_eff(f)
         for e in sorted(set(engines_used)):
             for f in profiles[e]:
@@ -521,7 +498,8 @@ def calibrate(measurements, hardware, *, params=None, out=None, calibration=None
         raise InputError("measurements", f"{len(rows)} rows", "no row kind of this hardware has a predictor yet ("
                          + ", ".join(f"{k}: {v}" for k, v in unpredictable.items()) + ")")
     engines_used = sorted({engine_profile_name(m.row.get("engine", "")) for m in kept if m.kind in SERVE_KINDS})
-    cands = _candidate_params(params, hw, engines_used, prior or None)
+    cands = _candidate_params(params, hw, engines_used, prior or None,
+                              kernel_rows=any(m.kind in OP_KINDS for m in kept))
     ev = Evaluator(kept, hw, prior, hardware_ref)
     before_vals = np.array([p.before for p in cands])
     pred_before = ev.predict(cands, before_vals)

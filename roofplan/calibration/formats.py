@@ -32,7 +32,11 @@ from roofplan.errors import InputError
 from roofplan.hardware.spec import DTYPE_BYTES
 
 #: Kinds predicted by this package's own vectorised operator predictors.
-OP_KINDS = ("gemm", "attention", "collective")
+OP_KINDS = ("gemm", "attention", "decode_attention", "moe", "collective")
+#: dtypes an operator row may name (GEMM classes of costmodel.ops plus the MoE weight formats).
+OP_DTYPES = (*DTYPE_BYTES, "fp8_block", "mxfp4_wo", "int8_wo")
+#: Collective implementations: NCCL's own choice, NCCL forced to NVLink SHARP, an engine's custom all-reduce.
+COLLECTIVE_IMPLS = ("nccl", "nvls", "custom")
 #: Kinds of the shared published-measurements format, predicted by ``roofplan.validation.suite``.
 SUITE_KINDS = ("train", "serve_step", "serve_throughput", "op_gemm", "op_allreduce")
 KINDS = OP_KINDS + SUITE_KINDS
@@ -141,6 +145,17 @@ def _measured(row: dict, origin: str) -> tuple[float, str, str]:
 
 
 # -- operator rows -------------------------------------------------------------------------------------
+_DISTRIBUTION = re.compile(r"^(balanced|power_law_\d+(\.\d+)?)$")
+
+
+def _distribution(row: dict, origin: str) -> str:
+    """Router load of a MoE row: ``balanced`` (default) or ``power_law_<alpha>`` (Zipf over experts)."""
+    raw = (row.get("distribution") or "").strip().lower() or "balanced"
+    if not _DISTRIBUTION.match(raw) or (raw != "balanced" and not 0 < float(raw.removeprefix("power_law_")) <= 10):
+        raise InputError(_where(origin, "distribution"), raw, "expected balanced or power_law_<alpha> (0 < alpha <= 10)")
+    return raw
+
+
 def attention_flops(batch, heads, seq_len, kv_len, head_dim, causal, direction):
     """FLOPs of one attention call as FlashAttention's benchmarks count them
     (Dao-AILab/flash-attention ``benchmarks/benchmark_flash_attention.py``, ``flops()``): 4·b·h·s_q·s_kv·d
@@ -166,7 +181,7 @@ def _op_measurement(kind: str, row: dict, origin: str) -> Measurement:
     fields: dict = {}
     if kind == "gemm":
         m, n, k = (_positive(row, c, origin, integer=True) for c in ("m", "n", "k"))
-        fields.update(m=m, n=n, k=k, dtype=_choice(row, "dtype", origin, tuple(DTYPE_BYTES), "bf16"))
+        fields.update(m=m, n=n, k=k, dtype=_choice(row, "dtype", origin, OP_DTYPES, "bf16"))
         work = float(gemm_flops(m, n, k))
         rate_units = {"TFLOP/s": 1e12, "TFLOPS": 1e12, "GFLOP/s": 1e9}
     elif kind == "attention":
@@ -179,9 +194,40 @@ def _op_measurement(kind: str, row: dict, origin: str) -> Measurement:
             kv_len=_positive(row, "kv_len", origin, integer=True, default=s),
             causal=_bool(row, "causal", origin, True),
             direction=_choice(row, "direction", origin, ("fwd", "bwd", "fwd_bwd"), "fwd"),
-            dtype=_choice(row, "dtype", origin, tuple(DTYPE_BYTES), "bf16"),
+            dtype=_choice(row, "dtype", origin, OP_DTYPES, "bf16"),
+            kv_dtype=_choice(row, "kv_dtype", origin, tuple(DTYPE_BYTES), "bf16"),
         )
         work = attention_flops(b, h, s, fields["kv_len"], fields["head_dim"], fields["causal"], fields["direction"])
+        rate_units = {"TFLOP/s": 1e12, "TFLOPS": 1e12, "GFLOP/s": 1e9}
+    elif kind == "decode_attention":
+        h = _positive(row, "heads", origin, integer=True)
+        fields.update(
+            batch=_positive(row, "batch", origin, integer=True, default=1.0), heads=h,
+            kv_heads=_positive(row, "kv_heads", origin, integer=True, default=h),
+            head_dim=_positive(row, "head_dim", origin, integer=True),
+            kv_len=_positive(row, "kv_len", origin, integer=True),
+            seq_len=_positive(row, "seq_len", origin, integer=True, default=1.0),
+            kv_dtype=_choice(row, "kv_dtype", origin, tuple(DTYPE_BYTES), "bf16"),
+        )
+        work = fields["batch"] * fields["kv_len"] * 2 * fields["kv_heads"] * fields["head_dim"] \
+            * DTYPE_BYTES[fields["kv_dtype"]]
+        rate_units = {"GB/s": 1e9}
+    elif kind == "moe":
+        fields.update(
+            tokens=_positive(row, "tokens", origin, integer=True),
+            hidden=_positive(row, "hidden", origin, integer=True),
+            moe_ffn=_positive(row, "moe_ffn", origin, integer=True),
+            experts=_positive(row, "experts", origin, integer=True),
+            topk=_positive(row, "topk", origin, integer=True),
+            ep=_positive(row, "ep", origin, integer=True, default=1.0),
+            tp=_positive(row, "tp", origin, integer=True, default=1.0),
+            dtype=_choice(row, "dtype", origin, OP_DTYPES, "bf16"),
+            distribution=_distribution(row, origin),
+            gated=_bool(row, "gated", origin, True),
+        )
+        if fields["topk"] > fields["experts"] or fields["experts"] % fields["ep"]:
+            raise InputError(_where(origin, "ep"), row.get("ep"), "expected ep dividing experts and topk <= experts")
+        work = 2.0 * fields["tokens"] * fields["topk"] * 3 * fields["hidden"] * fields["moe_ffn"] / fields["tp"]
         rate_units = {"TFLOP/s": 1e12, "TFLOPS": 1e12, "GFLOP/s": 1e9}
     else:
         raw_op = (row.get("op") or "").strip().lower().removesuffix("_perf")
@@ -196,7 +242,11 @@ def _op_measurement(kind: str, row: dict, origin: str) -> Measurement:
         if nodes and (nodes > ranks or ranks % nodes):
             raise InputError(_where(origin, "nodes"), row.get("nodes"), f"expected a divisor of ranks={int(ranks)}")
         nbytes = parse_size(row.get("bytes") or row.get("size") or "", _where(origin, "bytes"))
-        fields.update(op=op, ranks=ranks, nodes=nodes, bytes=nbytes)
+        impl = _choice(row, "impl", origin, COLLECTIVE_IMPLS, "nccl")
+        if impl == "custom" and op != "all_reduce":
+            raise InputError(_where(origin, "impl"), row.get("impl"), "a custom implementation exists for all_reduce only")
+        fields.update(op=op, ranks=ranks, nodes=nodes, bytes=nbytes, impl=impl,
+                      dtype=_choice(row, "dtype", origin, tuple(DTYPE_BYTES), "bf16"))
         work = nbytes
         rate_units = {"GB/s": 1e9}
         if unit == "GB/s":
@@ -210,7 +260,9 @@ def _op_measurement(kind: str, row: dict, origin: str) -> Measurement:
             raise InputError(_where(origin, "metric"), metric, f"a value in {unit} is a time (metric 'time')")
         target = value * TIME_UNITS[unit]
     elif unit in rate_units:
-        if kind != "collective":
+        if kind == "decode_attention":
+            metric = metric or "kv_read_bw"
+        elif kind != "collective":
             metric = metric or "tflops"
             if metric != "tflops":
                 raise InputError(_where(origin, "metric"), metric, f"a value in {unit} is a rate (metric 'tflops')")
@@ -245,6 +297,10 @@ def _implied_kind(header: set[str]) -> str | None:
 def read_csv_text(text: str, name: str) -> list[Measurement]:
     """Measurements of one CSV file (roofplan format or the published-measurements columns)."""
     lines = text.lstrip("\ufeff").splitlines()  # spreadsheet exports start with a byte-order mark
+    skipped = 0
+    while skipped < len(lines) and lines[skipped].lstrip().startswith("#"):  # a provenance preamble
+        skipped += 1
+    lines = lines[skipped:]
     reader = csv.DictReader(lines)
     header = [h.strip() for h in (reader.fieldnames or [])]
     reader.fieldnames = header
@@ -254,7 +310,7 @@ def read_csv_text(text: str, name: str) -> list[Measurement]:
                          "expected a 'kind' column, or gemm (m,n,k), collective (op,bytes) or attention "
                          "(heads,head_dim,seq_len) columns; see docs/calibration.md")
     out = []
-    for i, row in enumerate(reader, start=2):
+    for i, row in enumerate(reader, start=2 + skipped):
         origin = f"{name} line {i}"
         if (row.get(header[0]) or "").lstrip().startswith("#"):
             continue  # comment line

@@ -10,6 +10,7 @@ from __future__ import annotations
 import typer
 from rich import box
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from roofplan.cli.common import CALIBRATION_OPTION, JSON_OPTION, console, print_json, run
@@ -18,6 +19,11 @@ KINDS_OPTION = typer.Option(None, "--kind", help="Only cases of this kind (repea
                                                  "serve_throughput, op_gemm, op_allreduce.")
 CASES_OPTION = typer.Option(None, "--cases", help="A measurements CSV in the suite's format instead of the "
                                                   "built-in suite.")
+MEASUREMENTS_OPTION = typer.Option(None, "--measurements", help="Operator measurements (calibration CSV or "
+                                   "nccl-tests text, repeatable): predict every row, no fit.")
+HARDWARE_OPTION = typer.Option(None, "--hardware", help="With --measurements: only rows of this catalog id "
+                               "(and the id for rows without a hardware column).")
+ROWS_OPTION = typer.Option(False, "--rows", help="With --measurements: print every row, not only the summary.")
 
 
 def _pct(x: float | None) -> str:
@@ -72,15 +78,60 @@ def _render(doc: dict) -> None:
     out.print(summary)
 
 
+def _render_measured(doc: dict, show_rows: bool) -> None:
+    out = console if console.is_terminal else Console(width=max(console.width, 120))
+    if show_rows or len(doc["rows"]) <= 40:
+        rows = Table(title="measured operators: predicted vs measured", box=box.SIMPLE_HEAD)
+        for col in ("id", "hardware", "family", "band", "measured", "predicted", "error"):
+            rows.add_column(col, justify="right" if col in ("measured", "predicted", "error") else "left",
+                            overflow="fold")
+        for r in doc["rows"]:
+            rows.add_row(escape(r["id"]), r["hardware"], r["family"], r["band"], f"{r['measured_s'] * 1e6:,.4g} us",
+                         f"{r['predicted_s'] * 1e6:,.4g} us", _pct(r["error"]))
+        out.print(rows)
+    table = Table(title="|error| by family and size band (held back: odd log2 size bins, never fitted)",
+                  box=box.SIMPLE_HEAD)
+    for col in ("hardware", "family", "band", "rows", "median", "p90", "signed median"):
+        table.add_column(col, justify="left" if col in ("hardware", "family", "band") else "right")
+    for f in doc["families"]:
+        groups = [("all", f)] + ([("held back", f["held_back"])] if f["held_back"] else []) \
+            + [(b["band"], b) for b in f["bands"]]
+        for i, (band, s) in enumerate(groups):
+            table.add_row(f["hardware"] if i == 0 else "", f"[bold]{f['family']}[/bold]" if i == 0 else "", band,
+                          str(s["rows"]), _abs_pct(s["median_abs_error"]), _abs_pct(s["p90_abs_error"]),
+                          _pct(s["signed_median_error"]))
+        table.add_section()
+    out.print(table)
+    if doc["skipped"]:
+        out.print("skipped: " + escape(", ".join(f"{k}: {v}" for k, v in sorted(doc["skipped"].items()))))
+
+
 def validate(
     as_json: bool = JSON_OPTION,
     calibration: str | None = CALIBRATION_OPTION,
     kind: list[str] | None = KINDS_OPTION,
     cases: str | None = CASES_OPTION,
+    measurements: list[str] | None = MEASUREMENTS_OPTION,
+    hardware: str | None = HARDWARE_OPTION,
+    rows: bool = ROWS_OPTION,
 ) -> None:
-    """Run the built-in suite of published measurements and show the error of every prediction."""
+    """Run the built-in suite of published measurements and show the error of every prediction;
+    with --measurements, predict measured operator rows instead (per family and size band)."""
 
     def body() -> None:
+        if measurements:
+            from roofplan.validation.measured import validate_measurements
+
+            doc = validate_measurements(measurements, hardware=hardware, calibration=calibration).to_json()
+            if as_json:
+                print_json(doc)
+            else:
+                _render_measured(doc, rows)
+            return
+        if hardware or rows:
+            from roofplan.errors import InputError
+
+            raise InputError("--hardware/--rows", hardware or "--rows", "only with --measurements")
         from roofplan.errors import InputError
         from roofplan.validation.suite import read_cases, run_suite
 

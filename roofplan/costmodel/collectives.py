@@ -54,6 +54,12 @@ def intra_bandwidth(hw: DeviceSpec, group_intra, stride=1.0):
         bw = np.where(pair, f.pair_bandwidth_Bps, f.bandwidth_Bps)
     else:
         bw = np.full_like(g, f.bandwidth_Bps)
+        pair = hw.efficiency.intra_bw_pair
+        if f.topology == "switch" and pair:
+            # NCCL drives a 2-rank ring through the switch with fewer channels: measured bus
+            # bandwidth of 2-GPU collectives on H100 is ~15 % below 4 and 8 GPUs (NCCL 2.29 tables,
+            # aiconfigurator-core 0.12.0); intra_bw_pair is that pair's own fraction
+            return bw * np.where(g <= 2, pair, eff)
     return bw * eff
 
 
@@ -62,18 +68,54 @@ def inter_bandwidth(hw: DeviceSpec):
     return hw.inter.bandwidth_Bps * hw.efficiency.inter_bw
 
 
-def _latency(hw: DeviceSpec, intra, nodes, phases):
+#: NCCL protocols: (Efficiency field of the per-phase base latency, fraction of the Simple
+#: protocol's bandwidth). LL moves 8 bytes of data per 16-byte flag+data line (50 %); LL128 uses
+#: 120 of 128 bytes (NCCL ``src/device/prims_ll128.h``); Simple moves raw buffers. NCCL picks the
+#: fastest for each size (``src/graph/tuning.cc``: time = latency + size / bandwidth per protocol).
+PROTOCOLS = (("nccl_ll_latency_s", 0.5), ("nccl_ll128_latency_s", 120.0 / 128.0), ("intra_latency_s", 1.0))
+
+
+def _latency(hw: DeviceSpec, intra, nodes, phases, base_field: str = "intra_latency_s"):
     e = hw.efficiency
-    # per phase: a base alpha plus one hop latency per ring step (g-1 steps), NCCL tuning.cc
-    lat_intra = np.where(intra > 1, phases * (e.intra_latency_s + (intra - 1.0) * e.intra_step_latency_s), 0.0)
+    # a base alpha per collective plus one hop latency per ring step: phases x (g-1) steps (NCCL
+    # src/graph/tuning.cc: latency = baseLat + nsteps x hwLat, nsteps = 2(g-1) for all-reduce)
+    base = getattr(e, base_field) or e.intra_latency_s
+    lat_intra = np.where(intra > 1, base + phases * (intra - 1.0) * e.intra_step_latency_s, 0.0)
     lat_inter = np.where(nodes > 1, 2.0 * np.ceil(np.log2(np.maximum(nodes, 1.0))) * e.inter_latency_s, 0.0)
     return lat_intra + lat_inter
 
 
-def collective_time(op: str, nbytes, size, hw: DeviceSpec, stride=1.0):
+def _fastest_protocol(hw: DeviceSpec, t_in, t_out, intra, nodes, phases, combine=np.add):
+    """min over NCCL's protocols of latency + intra-node transfer at the protocol's bandwidth
+    (+ the inter-node part, ``combine``d: summed, or overlapped for all-to-all)."""
+    best = None
+    for field, frac in PROTOCOLS:
+        if field != "intra_latency_s" and not getattr(hw.efficiency, field):
+            continue  # protocol not characterised for this device: Simple only
+        t = combine(t_in / frac, t_out) + _latency(hw, intra, nodes, phases, field)
+        best = t if best is None else np.minimum(best, t)
+    return best
+
+
+def nvls_applies(hw: DeviceSpec, intra, nvls=None):
+    """Whether an all-reduce inside a node of ``intra`` ranks runs on NVLink SHARP: the switch must
+    reduce in the network, and NCCL picks NVLS only for groups of at least ``nvls_min_ranks``
+    (measured: 2- and 4-GPU all-reduces on H100 reach the ring's bus bandwidth, 8-GPU ones NVLS's;
+    NCCL 2.29 tables of aiconfigurator-core 0.12.0). ``nvls`` True/False forces it (NCCL_NVLS_ENABLE)."""
+    if not hw.intra.in_network_reduction or nvls is False:
+        return np.zeros_like(np.asarray(intra, dtype=float), dtype=bool)
+    if nvls:
+        return np.asarray(intra, dtype=float) >= 2
+    return np.asarray(intra, dtype=float) >= hw.efficiency.nvls_min_ranks
+
+
+def collective_time(op: str, nbytes, size, hw: DeviceSpec, stride=1.0, nvls=None):
     """Seconds for collective ``op`` on ``nbytes`` (the full buffer) over ``size`` ranks ``stride``
     apart. ``p2p`` is one send/recv of ``nbytes`` between neighbours ``stride`` ranks apart.
-    Groups of one rank cost nothing."""
+    Groups of one rank cost nothing. ``nvls`` forces NVLink SHARP on or off (None: NCCL's choice).
+
+    NCCL's protocols (LL, LL128, Simple) trade latency for bandwidth; the fastest one for the size
+    is taken (:data:`PROTOCOLS`)."""
     nbytes = np.asarray(nbytes, dtype=float)
     size = np.asarray(size, dtype=float)
     intra, nodes = group_layout(size, stride, hw.devices_per_node)
@@ -89,7 +131,7 @@ def collective_time(op: str, nbytes, size, hw: DeviceSpec, stride=1.0):
         return np.where(size > 1, t, 0.0)
 
     if op == "all_reduce":
-        boost = hw.efficiency.nvls_speedup if hw.intra.in_network_reduction else 1.0
+        boost = np.where(nvls_applies(hw, intra, nvls), hw.efficiency.nvls_speedup, 1.0)
         t_in = 2.0 * (gi - 1.0) / gi * nbytes / (bw_in * boost)
         t_out = 2.0 * (nodes - 1.0) / nodes * (nbytes / gi) / bw_out
         phases = 2.0
@@ -102,9 +144,9 @@ def collective_time(op: str, nbytes, size, hw: DeviceSpec, stride=1.0):
         # nodes; the two parts run concurrently on different links.
         t_in = (gi - 1.0) / size * nbytes / bw_in
         t_out = (size - gi) / size * nbytes / bw_out
-        t = np.maximum(t_in, t_out) + _latency(hw, intra, nodes, 1.0)
+        t = _fastest_protocol(hw, t_in, t_out, intra, nodes, 1.0, combine=np.maximum)
         return np.where(size > 1, t, 0.0)
     else:
         raise ValueError(f"unknown collective {op!r}; expected one of {COLLECTIVES}")
-    t = t_in + t_out + _latency(hw, intra, nodes, phases)
+    t = _fastest_protocol(hw, t_in, t_out, intra, nodes, phases)
     return np.where(size > 1, t, 0.0)

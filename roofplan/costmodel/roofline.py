@@ -1,11 +1,10 @@
 """Roofline time of one operation, vectorised over numpy arrays.
 
-time = max(flops / (peak x eff_compute(shape)), bytes / (bandwidth x eff_mem)) + launch overhead
+time = max(flops / (peak x eff_compute), bytes / (bandwidth x eff_mem)) + launch overhead
 
 (Williams, Waterman & Patterson, "Roofline", CACM 2009; the achievable-fraction form follows the
-"How to Scale Your Model" book, ch. 1). The shape dependence of GEMM efficiency is a saturating
-curve in the geometric mean of (M, N, K): small or skinny GEMMs leave tiles and waves of SMs
-under-filled, large ones approach the measured maximum (MAMF, hardware.md §16c).
+"How to Scale Your Model" book, ch. 1). Shape-aware kernel times (GEMM tiles and waves, attention,
+MoE, collectives) live in the operator library, :mod:`roofplan.costmodel.ops`.
 
 Every function accepts scalars or arrays and broadcasts, so the same code evaluates one
 configuration or a million.
@@ -28,17 +27,8 @@ def sustained(eff: Efficiency) -> Efficiency:
     if s == 1.0:
         return eff
     return dataclasses.replace(eff, gemm_max=eff.gemm_max * s, gemm_max_fp8=eff.gemm_max_fp8 * s,
-                               attn_max=eff.attn_max * s)
-
-
-def gemm_efficiency(m, n, k, eff: Efficiency):
-    """Achievable fraction of dense peak for an (M x K) @ (K x N) GEMM.
-
-    ``gemm_max * s / (s + gemm_half_dim)`` with ``s = (M N K)^(1/3)``: equals ``gemm_max/2`` at
-    ``s = gemm_half_dim`` and tends to ``gemm_max`` for large GEMMs.
-    """
-    s = np.cbrt(np.asarray(m, dtype=float) * n * k)
-    return eff.gemm_max * s / (s + eff.gemm_half_dim)
+                               gemm_max_fp8_block=eff.gemm_max_fp8_block * s, attn_max=eff.attn_max * s,
+                               attn_max_fp8=eff.attn_max_fp8 * s)
 
 
 def gemm_flops(m, n, k):
@@ -59,20 +49,6 @@ def roofline_time(flops, nbytes, peak_flops, compute_eff, bandwidth_Bps, mem_eff
     t_compute = np.asarray(flops, dtype=float) / (peak_flops * compute_eff)
     t_memory = np.asarray(nbytes, dtype=float) / (bandwidth_Bps * mem_eff)
     return np.maximum(t_compute, t_memory) + overhead_s
-
-
-def gemm_time(m, n, k, *, peak_flops, bandwidth_Bps, eff: Efficiency, act_bytes=2.0, weight_bytes=2.0,
-              launches=1.0):
-    """Roofline time of a GEMM, with ``launches`` kernel launches of fixed overhead."""
-    return roofline_time(
-        gemm_flops(m, n, k),
-        gemm_bytes(m, n, k, act_bytes, weight_bytes),
-        peak_flops,
-        gemm_efficiency(m, n, k, eff),
-        bandwidth_Bps,
-        eff.hbm,
-        launches * eff.kernel_launch_s,
-    )
 
 
 def memory_time(nbytes, *, bandwidth_Bps, eff: Efficiency, launches=1.0):

@@ -18,7 +18,7 @@ layer (Megatron/vLLM tensor parallelism, Shoeybi et al. 2019: column-parallel QK
 row-parallel O and down, one all-reduce after each):
 
 * QKV and O projections, dense MLP or routed experts as GEMMs at M = tokens on the rank
-  (``roofline.gemm_efficiency`` handles small-M shape efficiency); weights read once per step;
+  (the operator library, ``ops.gemm_components``: tiles, waves, split-K, floors); weights read once per step;
 * attention: prefill FLOPs over the causal context (Kaplan et al. 2020), FlashAttention IO (Dao et
   al. 2022: Q, K, V, O once; scores only when not fused); decode reads the paged KV cache of every
   running request (Kwon et al., SOSP 2023), GQA-aware, MLA latent-aware (DeepSeek-V2 §2.1);
@@ -46,8 +46,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from roofplan.costmodel import ops
 from roofplan.costmodel.collectives import collective_time
-from roofplan.costmodel.roofline import gemm_efficiency, gemm_flops, sustained
 from roofplan.costmodel.serve_configs import (  # noqa: F401 - re-exported: the serving contract
     KV_DTYPES,
     REJECT_REASONS,
@@ -80,6 +80,13 @@ _ELEMENTWISE_PER_HIDDEN = 10.0
 #: Q@K^T writes 16-bit scores (2), the mask add reads and writes them (4), softmax in fp32 reads
 #: 16-bit and writes 32-bit (6), the cast back reads 32-bit and writes 16-bit (6), P@V reads (2).
 _UNFUSED_SCORE_BYTES = 20.0
+#: Memory-bound kernels of one decoder layer outside the GEMMs, attention and collectives: two
+#: fused residual-add + RMSNorm and the SiLU x mul (vLLM ``models/llama.py``: ``fused_add_rms_norm``,
+#: ``SiluAndMul``); each costs the device's ``elementwise_floor_s`` besides its traffic.
+ELEMENTWISE_KERNELS = 3.0
+#: Per-kernel floors of the operator library (Efficiency fields).
+_OP_FLOORS = ("gemm_floor_s", "gemm_floor_fp8_s", "gemm_floor_fp8_block_s", "attn_floor_s", "decode_floor_s",
+              "moe_floor_s", "elementwise_floor_s")
 
 
 @dataclass
@@ -133,16 +140,13 @@ class _Acc:
 
 
 def _allreduce(hw: DeviceSpec, engine: EngineProfile, nbytes, size) -> np.ndarray:
-    """TP all-reduce: NCCL (collectives.py), or the engine's one-shot custom all-reduce for small
-    messages inside a node, whose latency replaces NCCL's alpha (bandwidth term unchanged)."""
+    """TP all-reduce: NCCL (collectives.py), or the engine's custom all-reduce for messages up to
+    ``custom_allreduce_max_bytes`` inside a node (operator library, ``ops.custom_allreduce_time``)."""
     nccl = collective_time("all_reduce", nbytes, size, hw)
-    if engine.allreduce_latency_s is None:
+    if not engine.custom_allreduce:
         return nccl
-    alpha = collective_time("all_reduce", 0.0, size, hw)
-    custom = nccl - alpha + engine.allreduce_latency_s
-    use = (np.asarray(nbytes) <= engine.custom_allreduce_max_bytes) & (
-        np.asarray(size) <= hw.devices_per_node
-    )
+    custom = ops.custom_allreduce_time(nbytes, size, hw)
+    use = (np.asarray(nbytes) <= engine.custom_allreduce_max_bytes) & (np.asarray(size) <= hw.devices_per_node)
     return np.where(use & (np.asarray(size) > 1), np.minimum(custom, nccl), nccl)
 
 
@@ -182,17 +186,18 @@ def step_parts(
     Sp = np.broadcast_to(np.asarray(prefill_seqs, dtype=float), (n,))
 
     mem = _mem if _mem is not None else serve_memory(model, hw, engine, cfg)
-    eff = sustained(hw.efficiency)  # a serving engine runs its GEMMs back to back, like training
+    # kernel-level parameters as measured (operator library): no sustained-clock derating, which
+    # stands for training runs' power-limited clocks (Efficiency.sustained_compute)
+    eff = hw.efficiency
+    if hw.dataflow:  # one fused kernel per decoder layer: no per-operator launch floors
+        eff = dataclasses.replace(eff, **{f: 0.0 for f in _OP_FLOORS})
     cdt = compute_dtype(hw, cfg.dtype)
-    # FP8 GEMMs reach a lower fraction of their (doubled) peak (MAMF, hardware.md §16c)
-    eff_g = (
-        dataclasses.replace(eff, gemm_max=eff.gemm_max_fp8)
-        if (cdt == "fp8" and getattr(eff, "gemm_max_fp8", 0.0) > 0)
-        else eff
-    )
+    # the GEMM kernel class: weight-only int4 (W4A16) dequantises onto the 16-bit tensor cores, W4A8
+    # onto the fp8 ones; fp8/int8 W8A8 quantise activations per tensor (ops.gemm_components)
+    gdt = "int4" if (cfg.dtype == "int4" and cdt not in ("fp8", "int8")) else cdt
     wb = DTYPE_BYTES[cfg.dtype]
     ab = DTYPE_BYTES[act_dtype(cfg.dtype)]
-    peak = hw.peak(cdt)
+    hw.peak(cdt)  # an unsupported weight dtype is a user error here, before any arithmetic
     peak16 = hw.peak(compute_dtype(hw, act_dtype(cfg.dtype)))
     hbm = hw.hbm_Bps * eff.hbm
     # weights partly in DDR stream at the harmonic mix of the two bandwidths
@@ -213,13 +218,18 @@ def step_parts(
     acc = _Acc(n, hw.dataflow)  # one decoder layer on one device
     comm = np.zeros(n)
 
-    def gemm(m, n_, k, count=1.0):
-        """count GEMMs of (m x k) @ (k x n_) with weights streamed at w_bw."""
+    def gemm(m, n_, k, count=1.0, dtype=gdt, w_bytes=wb):
+        """count GEMM kernels of (m x k) @ (k x n_) with weights streamed at w_bw (operator library)."""
         m = np.maximum(m, 0.0)
-        flops = gemm_flops(m, n_, k)
-        eff_c = np.maximum(gemm_efficiency(np.maximum(m, 1.0), n_, k, eff_g), 1e-6)
-        t_c = flops / (peak * eff_c)
-        t_m = (k * n_ * wb) / w_bw + act_hbm * (m * k + m * n_) * ab / hbm
+        # FP8/INT8 serving checkpoints (ModelOpt, llm-compressor) carry static per-tensor activation
+        # scales, and the engines fuse the cast into the kernel that produces the activation (RMSNorm,
+        # SiLU x mul): no separate quantisation kernel per GEMM (quantise=False)
+        t_c, t_m, fixed = ops.gemm_components(m, n_, k, hw, dtype=dtype, eff=eff, weight_bw_Bps=w_bw,
+                                              act_in_hbm=act_hbm, weight_bytes=w_bytes, act_bytes=None,
+                                              quantise=False)
+        if not hw.dataflow:  # one kernel: the blended time, booked to whichever side dominates
+            t = ops.blend(t_c, t_m, eff) + fixed
+            t_c, t_m = np.where(t_c >= t_m, t, 0.0), np.where(t_c >= t_m, 0.0, t)
         acc.add(np.where(m > 0, t_c, 0.0), np.where(m > 0, t_m, 0.0), count)
 
     # --- attention block --------------------------------------------------------------------------
@@ -235,15 +245,27 @@ def step_parts(
     Tp_r = Tp / dp
     f_pre = Tp_r * cp_ * attn_layer / tp
     b_pre = Tp_r * (q_io + 2 * kv_tok_layer)  # Q/O once, K/V written to the cache and read
+    kv_heads_dev = np.maximum(model.kv_heads / tp, 1.0) if model.mla is None else heads_dev
     if engine.flash_attention:
-        acc.add(f_pre / (peak16 * eff.attn_max), b_pre / hbm)
+        # fused prefill kernel (operator library): Sp/dp prompts of Tp_r/(Sp/dp) new tokens whose
+        # keys reach back to kv = mean context + (s-1)/2 (a causal chunk after a cached prefix)
+        b_seqs = np.maximum(Sp / dp, 1.0)
+        s_new = Tp_r / b_seqs
+        kv_len = np.maximum(cp_ + (s_new - 1.0) / 2.0, s_new)
+        t_pre = ops.prefill_attention_time(
+            b_seqs, np.maximum(s_new, 1.0), kv_len, heads_dev, kv_heads_dev, model.q_dim / model.heads, hw,
+            kv_dtype=cfg.kv_dtype_resolved, eff=eff, act_in_hbm=act_hbm, v_head_dim=model.v_dim / model.heads,
+            kv_bytes_per_token=kv_tok_layer)
+        t_pre = np.where(Tp > 0, t_pre, 0.0)
+        pre_c = f_pre / (peak16 * eff.attn_max)
+        acc.add(np.where(pre_c >= b_pre / hbm, t_pre, 0.0), np.where(pre_c >= b_pre / hbm, 0.0, t_pre))
     else:
         scores = (
             Tp_r * cp_ * heads_dev * _UNFUSED_SCORE_BYTES * 2.0
         )  # causal mask computed on the full square
-        eff_s = gemm_efficiency(
-            np.maximum(Tp_r / np.maximum(Sp / dp, 1.0), 1.0), np.maximum(cp_, 1.0), model.head_dim, eff
-        )
+        eff_s = ops.gemm_efficiency(
+            np.maximum(Tp_r / np.maximum(Sp / dp, 1.0), 1.0) * heads_dev, np.maximum(cp_, 1.0), model.head_dim, hw,
+            dtype=act_dtype(cfg.dtype), eff=eff)
         acc.add(2.0 * f_pre / (peak16 * np.maximum(eff_s, 1e-6)), (b_pre + scores) / hbm)
     # decode: read the cached K/V of every running request (PagedAttention, Kwon et al. 2023)
     Td_r = Td / dp
@@ -253,9 +275,12 @@ def step_parts(
         f_dec_tok = 2.0 * model.heads * (2 * m.kv_lora_rank + m.qk_rope_head_dim) / tp
     else:
         f_dec_tok = attn_layer / tp
-    f_dec = Td_r * cd_ * f_dec_tok
-    b_dec = Td_r * (cd_ * kv_tok_layer * reread + q_io + kv_tok_layer)
-    acc.add(f_dec / (peak16 * eff.attn_max), b_dec / (hbm * engine.decode_attn_hbm))
+    # paged decode kernel (operator library): the KV read, per-sequence work and the floor
+    t_dec = ops.decode_attention_time(
+        Td_r, np.maximum(cd_, 1.0), heads_dev, kv_heads_dev, model.q_dim / model.heads, hw, eff=eff,
+        kv_bytes_per_token=kv_tok_layer, shared_kv=reread == 1.0)
+    t_dec = np.where(Td > 0, np.maximum(t_dec, Td_r * cd_ * f_dec_tok / (peak16 * eff.attn_max)), 0.0)
+    acc.add(0.0, t_dec)
     # TP all-reduce after the O projection (row-parallel)
     ar_bytes = Ta * h * ab
     comm = comm + _allreduce(hw, engine, ar_bytes, cfg.tp)
@@ -277,12 +302,19 @@ def step_parts(
         E, k = float(mo.num_experts), float(mo.top_k)
         etp = tp * dp / ep
         before = (acc.compute.copy(), acc.memory.copy())
-        touched = E * (1.0 - np.power(1.0 - k / E, T))  # distinct experts hit by T tokens
-        touched_dev = touched / ep
-        rows = np.where(touched > 0, T * k / np.maximum(touched, 1e-9), 0.0)  # tokens per touched expert
-        gemm(rows, mats_in * mo.expert_ffn / etp, h, touched_dev)
-        gemm(rows, h, mo.expert_ffn / etp, touched_dev)
-        acc.add(0.0, act_hbm * rows * touched_dev * (mats_in + 1) * mo.expert_ffn / etp * ab / hbm)
+        if hw.dataflow:  # fused layer: the touched experts' GEMMs overlap the weight stream
+            touched = E * (1.0 - np.power(1.0 - k / E, T))  # distinct experts hit by T tokens
+            touched_dev = touched / ep
+            rows = np.where(touched > 0, T * k / np.maximum(touched, 1e-9), 0.0)  # tokens per touched expert
+            gemm(rows, mats_in * mo.expert_ffn / etp, h, touched_dev)
+            gemm(rows, h, mo.expert_ffn / etp, touched_dev)
+            acc.add(0.0, act_hbm * rows * touched_dev * (mats_in + 1) * mo.expert_ffn / etp * ab / hbm)
+        else:  # one grouped-GEMM MoE kernel sequence per layer (operator library)
+            t_moe = ops.moe_time(T, h, mo.expert_ffn, E, k, hw, ep=ep, tp=etp, dtype=gdt,
+                                 gated=model.gated_mlp, eff=eff, weight_bw_Bps=w_bw)
+            t_moe = np.where(T > 0, t_moe, 0.0)
+            weight_bound = E / ep * (mats_in + 1) * h * mo.expert_ffn / etp * wb / w_bw >= 0.5 * t_moe
+            acc.add(np.where(weight_bound, 0.0, t_moe), np.where(weight_bound, t_moe, 0.0))
         gemm(Ta, E, h)  # router
         if mo.shared_experts:
             sf = mo.shared_experts * mo.shared_ffn_size
@@ -296,8 +328,9 @@ def step_parts(
         comm = comm + moe_frac * np.where(ep > 1, a2a, _allreduce(hw, engine, ar_bytes, cfg.tp))
     if dense_frac > 0:
         comm = comm + dense_frac * _allreduce(hw, engine, ar_bytes, cfg.tp)
-    # elementwise: norms, residual adds, RoPE (memory bound)
-    acc.add(0.0, act_hbm * Ta * h * ab * _ELEMENTWISE_PER_HIDDEN / hbm)
+    # elementwise: norms, residual adds (memory bound; RoPE is in the attention preprocessing)
+    acc.add(0.0, ops.elementwise_time(act_hbm * Ta * h * ab * _ELEMENTWISE_PER_HIDDEN, hw, eff=eff,
+                                      kernels=ELEMENTWISE_KERNELS))
 
     layer_c, layer_m = acc.finish()
     if hw.dataflow:
@@ -311,12 +344,16 @@ def step_parts(
     # --- LM head on the last stage: one sampled token per decoding request and per prompt -----------
     head = _Acc(n, hw.dataflow)
     logits_tok = (Td + Sp) / dp
-    lc = gemm_flops(logits_tok, model.vocab / tp, h) / (
-        peak16 * np.maximum(gemm_efficiency(np.maximum(logits_tok, 1.0), model.vocab / tp, h, eff), 1e-6)
-    )
     # the LM head stays 16-bit in quantised checkpoints (serve_memory.weight_bytes_per_device)
-    lm = (model.vocab / tp * h * ab) / w_bw + logits_tok * model.vocab / tp * 4.0 * 2 / hbm  # + sampling pass
-    head.add(lc, lm)
+    lc, lm, lf = ops.gemm_components(logits_tok, model.vocab / tp, h, hw, dtype=act_dtype(cfg.dtype), eff=eff,
+                                     weight_bw_Bps=w_bw, act_in_hbm=act_hbm, weight_bytes=ab, out_bytes=4.0)
+    sampling = logits_tok * model.vocab / tp * 4.0 * 2 / hbm  # + sampling pass over fp32 logits
+    if hw.dataflow:
+        head.add(lc, lm + sampling)
+    else:
+        t_head = ops.blend(lc, lm, eff) + lf
+        head.add(np.where(lc >= lm, t_head, 0.0), np.where(lc >= lm, 0.0, t_head) + ops.elementwise_time(
+            sampling, hw, eff=eff))
     head_c, head_m = head.finish()
     head_comm = collective_time("all_gather", logits_tok * model.vocab * 4.0, cfg.tp, hw)
 

@@ -7,7 +7,7 @@ configuration is a lane of numpy arrays (struct of arrays); there is no Python l
 configurations, so the planner evaluates ~1e6 configurations per second.
 
 Per microbatch and pipeline stage, every op of a decoder layer is a roofline
-(:func:`roofplan.costmodel.roofline.gemm_time` / ``memory_time``): QKV and O projections, the
+(:func:`roofplan.costmodel.ops.gemm_time` / ``roofline.memory_time``): QKV and O projections, the
 attention core (FlashAttention IO, or materialised scores with fused softmax + dropout as in the
 2021 stack), dense or gated MLP, MoE router and experts (active experts with a load-imbalance
 factor), norms / residual / dropout (memory bound), embedding, logits and cross-entropy. Backward
@@ -49,11 +49,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from roofplan.costmodel.collectives import collective_time, group_layout
+from roofplan.costmodel.ops import gemm_efficiency, gemm_time, prefill_attention_time
 from roofplan.costmodel.roofline import (
-    gemm_bytes,
-    gemm_efficiency,
     gemm_flops,
-    gemm_time,
     memory_time,
     roofline_time,
     sustained,
@@ -167,10 +165,12 @@ def _hw_for(hw: DeviceSpec, cfg: TrainConfigs) -> DeviceSpec:
     return hw
 
 
-def _grouped_gemm(m, n, k, count, *, peak, bw, eff, launches=1.0):
-    """``count`` GEMMs of shape (m x k) @ (k x n) run as one grouped kernel (MoE experts)."""
-    return roofline_time(gemm_flops(m, n, k) * count, gemm_bytes(m, n, k) * count, peak,
-                         gemm_efficiency(m, n, k, eff), bw, eff.hbm, launches * eff.kernel_launch_s)
+def _grouped_gemm(m, n, k, count, *, hw, dtype, eff):
+    """``count`` GEMMs of shape (m x k) @ (k x n) run as one grouped kernel (MoE experts): one GEMM
+    of the stacked rows over all experts' weights at the grouped-GEMM efficiency ``moe_gemm``
+    (the operator library's MoE term, :func:`roofplan.costmodel.ops.moe_time`)."""
+    return gemm_time(m * count, n, k, hw, dtype=dtype, eff=eff, weight_bytes=WEIGHT_BYTES * count,
+                     act_bytes=ACT_BYTES, quantise=False) / eff.moe_gemm
 
 
 def _slowest_hop(stride, size, hw: DeviceSpec):
@@ -231,11 +231,11 @@ def train_step(model: ModelSpec, hw: DeviceSpec, cfg: TrainConfigs) -> TrainArra
     # A long run sustains only ``sustained_compute`` of the benchmark tensor-core throughput
     # (power-limited SM clock, see Efficiency); memory-bound kernels keep their HBM fraction.
     e_tc = sustained(e)
-    # FP8 GEMMs reach a different fraction of their (doubled) peak than BF16 ones (MAMF, §16c).
-    e_gemm = dataclasses.replace(e_tc, gemm_max=e_tc.gemm_max_fp8) if fp8 and e.gemm_max_fp8 > 0 else e_tc
-    gk = {"peak_flops": peak, "bandwidth_Bps": bw, "eff": e_gemm, "act_bytes": b, "weight_bytes": WEIGHT_BYTES}
+    # The operator library picks the FP8 class's fractions (MAMF, §16c) from the dtype; Transformer
+    # Engine's casts are priced below, so the GEMMs leave out their own activation quantisation.
+    gk = {"hw": hw, "dtype": cfg.dtype, "eff": e_tc, "act_bytes": b, "weight_bytes": WEIGHT_BYTES, "quantise": False}
     # GEMMs outside Transformer Engine's FP8 autocast (LM head, MoE router) run in BF16
-    gk_bf16 = {**gk, "peak_flops": peak_attn, "eff": e_tc}
+    gk_bf16 = {**gk, "dtype": "bf16" if fp8 else cfg.dtype}
 
     micro = gb / (mb * dp)                         # microbatches per step per pipeline
     tokens = mb * seq / cp                          # tokens of one microbatch on one device
@@ -282,8 +282,8 @@ def train_step(model: ModelSpec, hw: DeviceSpec, cfg: TrainConfigs) -> TrainArra
         local_experts = s.experts / ep
         m_e = slots / local_experts                             # per-expert GEMM rows (grouped GEMM)
         g_mlp_moe = (gemm_time(tokens, s.experts, s.h, **gk_bf16)  # router (not FP8)
-                     + _grouped_gemm(m_e, s.expert_up / etp, s.h, local_experts, peak=peak, bw=bw, eff=e_gemm)
-                     + _grouped_gemm(m_e, s.h, s.expert_ffn / etp, local_experts, peak=peak, bw=bw, eff=e_gemm))
+                     + _grouped_gemm(m_e, s.expert_up / etp, s.h, local_experts, hw=hw, dtype=cfg.dtype, eff=e_tc)
+                     + _grouped_gemm(m_e, s.h, s.expert_ffn / etp, local_experts, hw=hw, dtype=cfg.dtype, eff=e_tc))
         if s.shared_ffn:
             g_mlp_moe = g_mlp_moe + (gemm_time(tokens, s.shared_up / tp, s.h, **gk)
                                      + gemm_time(tokens, s.h, s.shared_ffn / tp, **gk))
@@ -298,10 +298,12 @@ def train_step(model: ModelSpec, hw: DeviceSpec, cfg: TrainConfigs) -> TrainArra
     score = mb * (s.heads / tp) * (seq / cp) * seq
     qkvo_bytes = tokens * (s.qk_dim * s.heads + s.kv_width + s.o_in) / tp * b
     if flash:
-        attn_flops = 2.0 * score * (s.qk_dim + s.v_head) * CAUSAL_FRACTION_FLASH
-        attn_f = roofline_time(attn_flops, qkvo_bytes, peak_attn, e_tc.attn_max, bw, e.hbm, e.kernel_launch_s)
-        attn_b = roofline_time(FLASH_BWD_RATIO * attn_flops, 2.0 * qkvo_bytes, peak_attn,
-                               e_tc.attn_max * FLASH_BWD_EFF_RATIO, bw, e.hbm, e.kernel_launch_s)
+        # fused attention from the operator library (the prefill kernel without a KV cache); the
+        # backward kernel does FLASH_BWD_RATIO x the work at FLASH_BWD_EFF_RATIO of the rate
+        attn_f = prefill_attention_time(
+            mb, seq / cp, seq, s.heads / tp, np.maximum(s.kv_width / (s.qk_dim + s.v_head) / tp, 1.0), s.qk_dim, hw,
+            eff=e_tc, v_head_dim=s.v_head, causal_fraction=CAUSAL_FRACTION_FLASH, kv_cache=False)
+        attn_b = (attn_f - e.attn_floor_s) * FLASH_BWD_RATIO / FLASH_BWD_EFF_RATIO + e.attn_floor_s
         # context parallel (Transformer Engine p2p ring): each of the cp steps merges its partial
         # output into an fp32 accumulator; the backward accumulates dq and dk/dv likewise.
         merge = CP_MERGE_BYTES * cp * tokens / tp
@@ -311,8 +313,10 @@ def train_step(model: ModelSpec, hw: DeviceSpec, cfg: TrainConfigs) -> TrainArra
         attn_sel = 0.0                              # the backward kernel already recomputes scores
     else:
         # Megatron 2021: two batched GEMMs around a fused scale-mask-softmax kernel and dropout.
-        eff1 = gemm_efficiency(seq / cp, seq, s.qk_dim, e_tc)
-        eff2 = gemm_efficiency(seq / cp, s.v_head, seq, e_tc)
+        heads_mb = mb * s.heads / tp                # batched GEMMs: one tile grid per (sample, head)
+        attn_dt = "bf16" if fp8 else cfg.dtype
+        eff1 = gemm_efficiency(heads_mb * seq / cp, seq, s.qk_dim, hw, dtype=attn_dt, eff=e_tc)
+        eff2 = gemm_efficiency(heads_mb * seq / cp, s.v_head, seq, hw, dtype=attn_dt, eff=e_tc)
         bmm1 = roofline_time(2.0 * score * s.qk_dim, score * b + qkvo_bytes / 2, peak_attn, eff1, bw, e.hbm,
                              e.kernel_launch_s)
         bmm2 = roofline_time(2.0 * score * s.v_head, score * b + qkvo_bytes / 2, peak_attn, eff2, bw, e.hbm,
@@ -379,7 +383,7 @@ def train_step(model: ModelSpec, hw: DeviceSpec, cfg: TrainConfigs) -> TrainArra
         # its input/output only, so the layer is one roofline (Prabhakar et al., SN40L, 2024).
         w_dense = s.dense_layer_params / tp * WEIGHT_BYTES
         fl_dense = gemm_flops(tokens, s.qkv_out + s.o_in + s.mlp_up + s.ffn, s.h) / tp
-        eff_l = gemm_efficiency(tokens, s.mlp_up / tp, s.h, e_tc)
+        eff_l = gemm_efficiency(tokens, s.mlp_up / tp, s.h, hw, dtype=cfg.dtype, eff=e_tc)
         attn_fl = 2.0 * score * (s.qk_dim + s.v_head) * CAUSAL_FRACTION_FLASH
         io = 2.0 * tokens * s.h * b
         lay_f_dense = roofline_time(fl_dense + attn_fl, w_dense + io, peak, eff_l, bw, e.hbm, e.kernel_launch_s)

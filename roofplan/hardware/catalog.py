@@ -73,7 +73,7 @@ TIER_NAMES = ("sram", "hbm", "ddr", "host")
 
 _ID = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 _TOP_KEYS = ("schema", "id", "name", "vendor", "source", "notes", "peak_flops", "memory", "node", "tdp",
-             "price_per_hour", "dataflow", "efficiency")
+             "price_per_hour", "dataflow", "efficiency", "compute_units")
 _TIER_KEYS = ("capacity", "bandwidth", "shared_by", "notes")
 _NODE_KEYS = ("devices_per_node", "intra", "inter", "notes")
 _FABRIC_KEYS = ("name", "topology", "bandwidth", "latency", "pair_bandwidth", "in_network_reduction", "notes")
@@ -340,12 +340,14 @@ class _Parser:
         price = self.number(doc, "price_per_hour", "", "usd_per_hour", required=False, nullable=True)
         dataflow = self.choice_or_flag(doc, "dataflow", "", flag=True, required=False, default=False)
         eff = self.efficiency(doc.get("efficiency"))
+        units = self.number(doc, "compute_units", "", "count", integer=True, required=False, nullable=True)
         if intra.topology == "partial_mesh" and intra.pair_bandwidth_Bps is None:
             raise self.fail("node.intra.pair_bandwidth", "missing", "expected a bandwidth for a partial_mesh fabric")
 
         spec = DeviceSpec(id=dev_id, name=name, vendor=vendor, peak_flops=peaks, tiers=tiers,
                           devices_per_node=devices, intra=intra, inter=inter, tdp_w=tdp,
-                          price_per_hour=price, efficiency=eff, dataflow=bool(dataflow), source=source)
+                          price_per_hour=price, efficiency=eff, dataflow=bool(dataflow), source=source,
+                          compute_units=int(units) if units else None)
         return CatalogEntry(spec=spec, path=self.path, fields=tuple(self.fields))
 
     def peak_flops(self, node: object) -> dict[str, float]:

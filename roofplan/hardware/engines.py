@@ -46,11 +46,14 @@ class EngineProfile:
       PyTorch ~30+ because norms, RoPE and activations are several ops each).
     * ``host_op_s``: host time to dispatch one kernel when not graphed (framework dispatch plus
       the driver launch); ``None`` uses the device's ``Efficiency.kernel_launch_s``.
-    * ``kernel_gap_s``: GPU idle time between two consecutive kernels (also inside a graph).
+    * ``kernel_gap_s``: GPU idle time between two consecutive kernels beyond what the operator
+      library's per-kernel floors already hold (they were measured back to back under CUDA graphs,
+      so the built-in engines set 0).
     * ``step_overhead_s``: per-iteration host work that does not overlap the GPU (scheduling,
       sampling, detokenisation, input preparation).
-    * ``allreduce_latency_s``: latency of the engine's custom one-shot all-reduce used for
-      messages up to ``custom_allreduce_max_bytes`` inside one node; ``None``: NCCL (collectives.py).
+    * ``custom_allreduce``: the engine runs its own one-/two-shot all-reduce inside a node for
+      messages up to ``custom_allreduce_max_bytes`` (priced by ``ops.custom_allreduce_time`` with the
+      device's ``custom_ar_*`` parameters); False: NCCL (collectives.py).
     * ``flash_attention``: prefill attention is fused (scores never reach HBM, Dao et al. 2022);
       False materialises the score matrix (eager attention).
     * ``gqa_kv_shared``: decode attention reads each KV head once for its whole query group
@@ -76,7 +79,7 @@ class EngineProfile:
     host_op_s: float | None = None
     kernel_gap_s: float = 2e-6
     step_overhead_s: float = 1e-3
-    allreduce_latency_s: float | None = None
+    custom_allreduce: bool = False
     custom_allreduce_max_bytes: float = 8 * 2**20
     flash_attention: bool = True
     gqa_kv_shared: bool = True
@@ -100,9 +103,9 @@ class EngineProfile:
         return dataclasses.replace(self, **{k: _coerce(k, v) for k, v in changes.items()})
 
 
-_BOOL = {"cuda_graphs", "flash_attention", "gqa_kv_shared", "reserve_of_free"}
+_BOOL = {"cuda_graphs", "flash_attention", "gqa_kv_shared", "reserve_of_free", "custom_allreduce"}
 _STR = {"name", "description", "source"}
-_OPTIONAL = {"host_op_s", "allreduce_latency_s", "max_num_batched_tokens", "max_num_seqs"}
+_OPTIONAL = {"host_op_s", "max_num_batched_tokens", "max_num_seqs"}
 
 
 def _coerce(name: str, value):

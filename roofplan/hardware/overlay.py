@@ -36,7 +36,8 @@ def efficiency_kind(name: str) -> tuple[str, bool]:
     zero_ok = getattr(Efficiency(), name, None) == 0
     if name.endswith("_s"):
         return "time", True
-    if name in ("gemm_half_dim", "nvls_speedup"):
+    if name in ("nvls_speedup", "moe_gemm", "moe_gemm_fp8", "moe_gemm_fp8_block", "gemm_k_half", "gemm_blend", "attn_half_len", "nvls_min_ranks",
+                "attn_score_flops", "decode_split_len"):
         return "number", zero_ok
     return "fraction", zero_ok
 

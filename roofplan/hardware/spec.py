@@ -73,9 +73,27 @@ class Efficiency:
     """Achievable fractions of peak and fixed costs; fitted by ``roofplan calibrate``.
 
     * ``gemm_max``: fraction of dense peak reached by large GEMMs (MAMF / peak, hardware.md §16c).
-    * ``gemm_half_dim``: GEMM size (the geometric mean of M, N, K) at which the achieved
-      efficiency is half of ``gemm_max``; models the fall-off of small or skinny GEMMs
-      (tile/wave quantisation).
+    * Operator-library parameters (:mod:`roofplan.costmodel.ops`, fitted per device by
+      ``tools/fit_ops.py`` on measured kernel tables, or datasheet priors; the catalog says which):
+      ``gemm_hbm`` / ``gemm_hbm_fp8`` / ``gemm_hbm_fp8_block``: HBM fraction a GEMM streams its
+      operands at; ``gemm_floor_s`` (and ``_fp8_s``, ``_fp8_block_s``): fixed time of one GEMM
+      kernel (launch or graph replay, epilogue; FP8 adds the scale computation);
+      ``gemm_max_fp8_block``: tensor-core fraction of block-scaled FP8; ``gemm_k_half``: K at which
+      the main loop reaches half its steady state; ``gemm_blend``: p of the p-norm that blends the
+      compute and memory times (infinity = max); ``gemm_occupancy``: fraction of the SMs whose CTAs
+      saturate HBM; ``attn_max_fp8``, ``attn_half_len`` (KV length at which prefill attention
+      reaches half of ``attn_max``), ``attn_floor_s``, ``attn_score_flops`` (cost of the softmax
+      per score element in matmul FLOPs: the special-function units' throughput); ``decode_hbm``
+      (HBM fraction of the paged-KV read), ``decode_seq_s`` (per-sequence cost),
+      ``decode_floor_s``, ``decode_occupancy`` (SMs, as a fraction, whose CTAs half-saturate HBM),
+      ``decode_split_len`` (KV tokens per flash-decoding split); ``moe_gemm`` (grouped-GEMM
+      efficiency relative to one dense GEMM of the stacked rows; ``moe_gemm_fp8`` /
+      ``moe_gemm_fp8_block`` per class, 0 = ``moe_gemm``), ``moe_floor_s``; ``elementwise_floor_s``;
+      ``nccl_ll_latency_s`` / ``nccl_ll128_latency_s`` (per-phase latency of NCCL's LL and LL128
+      protocols, 0 = not characterised: Simple only; ``intra_latency_s`` is Simple's),
+      ``nvls_min_ranks`` (smallest group NCCL runs NVLink SHARP on); ``intra_bw_pair`` (bus
+      bandwidth fraction of 2-rank groups on a switch, 0 = ``intra_bw``); ``custom_ar_latency_s`` and
+      ``custom_ar_bw`` (the engines' one-/two-shot all-reduce: latency and fraction of the fabric).
     * ``attn_max``: fraction of dense peak reached by fused (FlashAttention-style) attention.
     * ``hbm``: fraction of peak HBM bandwidth reached by streaming kernels (hardware.md §16b).
     * ``intra_bw`` / ``inter_bw``: fraction of fabric bandwidth a collective's bus bandwidth
@@ -112,7 +130,6 @@ class Efficiency:
     """
 
     gemm_max: float = 0.8
-    gemm_half_dim: float = 256.0
     attn_max: float = 0.6
     hbm: float = 0.85
     intra_bw: float = 0.8
@@ -127,6 +144,36 @@ class Efficiency:
     ep_overlap: float = 0.43
     ep_a2a_bw: float = 0.0
     sustained_compute: float = 1.0
+    gemm_max_fp8_block: float = 0.0
+    gemm_hbm: float = 0.8
+    gemm_hbm_fp8: float = 0.0
+    gemm_hbm_fp8_block: float = 0.0
+    gemm_floor_s: float = 3e-6
+    gemm_floor_fp8_s: float = 6e-6
+    gemm_floor_fp8_block_s: float = 6e-6
+    gemm_k_half: float = 128.0
+    gemm_blend: float = 4.0
+    gemm_occupancy: float = 0.5
+    attn_max_fp8: float = 0.0
+    attn_half_len: float = 512.0
+    attn_floor_s: float = 10e-6
+    attn_score_flops: float = 256.0
+    decode_hbm: float = 0.8
+    decode_seq_s: float = 0.5e-6
+    decode_floor_s: float = 8e-6
+    decode_occupancy: float = 0.5
+    decode_split_len: float = 512.0
+    moe_gemm: float = 0.8
+    moe_gemm_fp8: float = 0.0
+    moe_gemm_fp8_block: float = 0.0
+    moe_floor_s: float = 30e-6
+    elementwise_floor_s: float = 2e-6
+    intra_bw_pair: float = 0.0
+    nccl_ll_latency_s: float = 0.0
+    nccl_ll128_latency_s: float = 0.0
+    nvls_min_ranks: float = 4.0
+    custom_ar_latency_s: float = 5e-6
+    custom_ar_bw: float = 0.8
 
     @classmethod
     def field_names(cls) -> tuple[str, ...]:
@@ -150,6 +197,9 @@ class DeviceSpec:
     efficiency: Efficiency = field(default_factory=Efficiency)
     dataflow: bool = False  # SN40L: a decoder layer runs as one fused on-chip pipeline
     source: str = ""
+    #: streaming multiprocessors / compute units the GEMM wave model spreads tiles over
+    #: (None: no wave quantisation, only tile padding)
+    compute_units: int | None = None
 
     # -- lookups -------------------------------------------------------------------------------
     def peak(self, dtype: str) -> float:

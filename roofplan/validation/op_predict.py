@@ -6,8 +6,7 @@ from __future__ import annotations
 import re
 
 from roofplan.costmodel.collectives import collective_time
-from roofplan.costmodel.roofline import gemm_time
-from roofplan.hardware.spec import DTYPE_BYTES
+from roofplan.costmodel.ops import gemm_time
 from roofplan.validation.suite import Case, predictor
 
 _SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*(KiB|MiB|GiB|KB|MB|GB|B)$")
@@ -39,9 +38,7 @@ def predict_gemm(case: Case, calibration=None) -> float:
     tp = case.int("tp", 1)
     tokens = case.int("isl")
     n = (2 if model.gated_mlp else 1) * model.ffn // tp
-    b = DTYPE_BYTES[dtype]
-    t = gemm_time(tokens, n, model.hidden, peak_flops=hw.peak(dtype), bandwidth_Bps=hw.hbm_Bps,
-                  eff=hw.efficiency, act_bytes=b, weight_bytes=b)
+    t = gemm_time(tokens, n, model.hidden, hw, dtype=dtype)
     return float(t) * 1e3
 
 

@@ -1,0 +1,142 @@
+"""Vectorised predictions of operator measurement rows (one kernel each) with the operator library.
+
+``roofplan calibrate`` fits against these predictions, ``roofplan validate --measurements`` reports
+them, and ``tools/fit_ops.py`` fits the catalogs' per-device operator parameters with them: one
+predictor per row kind, so the three can never disagree. Rows are :class:`Measurement` objects of
+the kinds in :data:`roofplan.calibration.formats.OP_KINDS`; predictions are seconds.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from roofplan.costmodel import ops
+from roofplan.costmodel.collectives import collective_time
+from roofplan.hardware.spec import DeviceSpec
+
+#: What a "size" is for each kind when rows are banded (tables of ``validate --measurements``) and
+#: when alternate log2 bins are held back from a fit.
+SIZE_MEASURES = {
+    "gemm": "FLOPs 2mnk",
+    "attention": "FLOPs of the call",
+    "decode_attention": "KV bytes read",
+    "moe": "FLOPs of the routed tokens",
+    "collective": "message bytes",
+}
+
+
+def _col(ms, key) -> np.ndarray:
+    return np.array([m.row[key] for m in ms], dtype=float)
+
+
+def row_size(m) -> float:
+    """The size a row is banded by (see :data:`SIZE_MEASURES`)."""
+    r = m.row
+    if m.kind == "gemm":
+        return 2.0 * r["m"] * r["n"] * r["k"]
+    if m.kind == "attention":
+        return 4.0 * r["batch"] * r["heads"] * r["seq_len"] * r["kv_len"] * r["head_dim"]
+    if m.kind == "decode_attention":
+        return r["batch"] * r["kv_len"] * 2.0 * r["kv_heads"] * r["head_dim"]
+    if m.kind == "moe":
+        return 6.0 * r["tokens"] * r["topk"] * r["hidden"] * r["moe_ffn"] / r["tp"]
+    return r["bytes"]
+
+
+def _groups(ms, key):
+    out: dict = {}
+    for i, m in enumerate(ms):
+        out.setdefault(m.row[key] if isinstance(key, str) else key(m), []).append(i)
+    return out.items()
+
+
+def _gemm(ms, hw: DeviceSpec) -> np.ndarray:
+    out = np.empty(len(ms))
+    for dtype, idx in _groups(ms, "dtype"):
+        sub = [ms[i] for i in idx]
+        out[idx] = ops.gemm_time(_col(sub, "m"), _col(sub, "n"), _col(sub, "k"), hw, dtype=dtype)
+    return out
+
+
+def _attention(ms, hw: DeviceSpec) -> np.ndarray:
+    out = np.empty(len(ms))
+    for (dtype, kv_dtype, causal, direction), idx in _groups(
+            ms, lambda m: (m.row["dtype"], m.row["kv_dtype"], m.row["causal"], m.row["direction"])):
+        sub = [ms[i] for i in idx]
+        t = ops.prefill_attention_time(_col(sub, "batch"), _col(sub, "seq_len"), _col(sub, "kv_len"),
+                                       _col(sub, "heads"), _col(sub, "kv_heads"), _col(sub, "head_dim"), hw,
+                                       dtype=dtype, kv_dtype=kv_dtype, causal=causal)
+        if direction != "fwd":  # backward: FlashAttention-2 counts 2.5x the forward work
+            t = t * {"bwd": 2.5, "fwd_bwd": 3.5}[direction]
+        out[idx] = t
+    return out
+
+
+def _decode_attention(ms, hw: DeviceSpec) -> np.ndarray:
+    out = np.empty(len(ms))
+    for kv_dtype, idx in _groups(ms, "kv_dtype"):
+        sub = [ms[i] for i in idx]
+        out[idx] = ops.decode_attention_time(_col(sub, "batch"), _col(sub, "kv_len"), _col(sub, "heads"),
+                                             _col(sub, "kv_heads"), _col(sub, "head_dim"), hw, kv_dtype=kv_dtype,
+                                             q_len=_col(sub, "seq_len"))
+    return out
+
+
+def _moe(ms, hw: DeviceSpec) -> np.ndarray:
+    out = np.empty(len(ms))
+    for (dtype, dist, gated), idx in _groups(ms, lambda m: (m.row["dtype"], m.row["distribution"], m.row["gated"])):
+        sub = [ms[i] for i in idx]
+        out[idx] = ops.moe_time(_col(sub, "tokens"), _col(sub, "hidden"), _col(sub, "moe_ffn"), _col(sub, "experts"),
+                                _col(sub, "topk"), hw, ep=_col(sub, "ep"), tp=_col(sub, "tp"), dtype=dtype,
+                                distribution=dist, gated=gated)
+    return out
+
+
+def _collective(ms, hw: DeviceSpec) -> np.ndarray:
+    out = np.empty(len(ms))
+    ranks, nodes = _col(ms, "ranks"), _col(ms, "nodes")
+    packed = np.minimum(ranks, hw.devices_per_node)
+    per_node = np.where(nodes > 0, ranks / np.maximum(nodes, 1), packed)
+    # per_node members on each node sit devices_per_node / per_node ranks apart (Megatron rank
+    # order, collectives.group_layout)
+    stride = hw.devices_per_node / per_node
+    for (op, impl, dtype), idx in _groups(ms, lambda m: (m.row["op"], m.row["impl"], m.row["dtype"])):
+        idx = np.array(idx)
+        nbytes = _col([ms[i] for i in idx], "bytes")
+        if impl == "custom":
+            out[idx] = ops.custom_allreduce_time(nbytes, ranks[idx], hw)
+        else:
+            # NVLS reduces 16/32-bit floats in the switch (multimem.ld_reduce); int8 runs the ring
+            nvls = True if impl == "nvls" else (False if dtype in ("int8", "fp8") else None)
+            out[idx] = collective_time(op, nbytes, ranks[idx], hw, stride[idx], nvls=nvls)
+    return out
+
+
+PREDICTORS = {"gemm": _gemm, "attention": _attention, "decode_attention": _decode_attention, "moe": _moe,
+              "collective": _collective}
+
+
+def predict_op_rows(kind: str, ms: list, hw: DeviceSpec) -> np.ndarray:
+    """Predicted seconds of operator rows of one ``kind`` on ``hw``."""
+    return PREDICTORS[kind](ms, hw)
+
+
+def held_back(m) -> bool:
+    """Whether a measured row belongs to the held-back half: rows whose size (see
+    :data:`SIZE_MEASURES`) falls in an odd log2 bin. Splitting by shape, not by random rows, keeps
+    neighbouring shapes of a sweep out of the fit together, so the held-back error measures how
+    the model carries to sizes it was not fitted on."""
+    return int(np.floor(np.log2(max(row_size(m), 1.0)))) % 2 == 1
+
+
+def size_band(m) -> str:
+    """Decade of a row's size for the per-band tables, e.g. ``1e6-1e7``."""
+    e = int(np.floor(np.log10(max(row_size(m), 1.0))))
+    return f"1e{e}-1e{e + 1}"
+
+
+def family(m) -> str:
+    """Family a row is reported under: the kind, with collectives split by implementation."""
+    if m.kind == "collective":
+        return "custom_allreduce" if m.row["impl"] == "custom" else "nccl"
+    return m.kind

@@ -1,0 +1,313 @@
+"""The operator library: time of one kernel on one device, vectorised, shared by training and serving.
+
+Every function takes numpy arrays (or scalars) of shapes and returns seconds; one call prices one
+kernel or a million. The parameters are the device's :class:`~roofplan.hardware.spec.Efficiency`
+fields, fitted per device to measured kernel tables by ``tools/fit_ops.py`` (H100/H200: the
+measured performance database of ``aiconfigurator-core``; other devices: published microbenchmarks
+or datasheet priors, each named in its catalog's source string). Nothing here is fitted per case.
+
+Terms and their physics:
+
+* **GEMM** (:func:`gemm_time`): roofline of tensor-core time and operand streaming, blended by a
+  p-norm (the two pipelines overlap imperfectly: ``p = gemm_blend``; p -> inf is the pure max of
+  Williams et al., CACM 2009). Tensor-core time counts the work of the *tiles* the kernel launches:
+  M and N are padded to the 64-element quantum of Hopper CUTLASS/cuBLAS tile shapes (tile
+  quantisation), tiles are spread over ``compute_units`` SMs in waves (wave quantisation), and a
+  GEMM with fewer tiles than SMs splits K across CTAs (split-K, as cuBLAS heuristics do for narrow
+  outputs) at the price of writing partial sums. The main loop reaches ``k/(k + gemm_k_half)`` of
+  its steady state (pipeline prologue/epilogue). Few CTAs cannot saturate HBM either: streaming
+  runs at ``min(1, ctas / (SMs x gemm_occupancy))`` of the GEMM's HBM fraction. Each kernel has a
+  fixed floor (launch, or CUDA-graph replay, plus epilogue). FP8 per-tensor GEMMs as engines run
+  them quantise the activation first (a bf16 read and an fp8 write of M x K, the measured Linear
+  includes it; NVIDIA Transformer Engine ``Float8CurrentScaling``); block-scaled FP8 (DeepSeek-V3
+  1x128 / 128x128 scales, DeepGEMM) quantises per token group in the same way and has no split-K.
+* **Prefill attention** (:func:`prefill_attention_time`): FlashAttention FLOPs (Dao et al. 2022) at
+  ``attn_max`` of the compute dtype's peak, with the CTA waves of (batch x heads x query tiles of
+  128) and a saturating length term ``s/(s + attn_half_len)`` (softmax rescaling and the causal
+  diagonal dominate short rows), plus Q/K/V/O and the KV-cache write streamed from HBM, plus a floor.
+* **Decode attention** (:func:`decode_attention_time`): the paged KV cache read once per KV head
+  (GQA groups share it; Kwon et al., SOSP 2023), at ``decode_hbm`` of HBM bandwidth and limited by
+  the number of (sequence x KV head x KV split of ``decode_split_len`` tokens; flash-decoding,
+  FlashInfer / TensorRT-LLM XQA multi-block mode) CTAs (``decode_occupancy`` of the SMs saturate
+  HBM), plus a per-sequence cost (page-table walk,
+  the softmax merge of flash-decoding splits, the output write) and a floor.
+* **MoE** (:func:`moe_time`): the grouped GEMMs of the local experts (gate+up, down) at the rows each
+  expert receives; a skewed router (power law over experts) loads the rank holding the hot
+  experts most, and that rank sets the pace (:func:`router_load`); the expert weights actually
+  touched are streamed; plus the
+  routing/permute/unpermute kernels as a per-assignment cost and a floor.
+* **Collectives** (:func:`roofplan.costmodel.collectives.collective_time`,
+  :func:`custom_allreduce_time`): the alpha-beta model of :mod:`roofplan.costmodel.collectives`
+  (ring/tree over the node hierarchy) for NCCL, taking the fastest of NCCL's LL / LL128 / Simple
+  protocols for the size and NVLink SHARP only from ``nvls_min_ranks`` ranks; the engines' custom
+  all-reduce (vLLM/SGLang/TensorRT-LLM) as the faster of one-shot (every rank reads all peers'
+  buffers, (g-1)·B per rank) and two-shot (reduce-scatter + all-gather, 2(g-1)/g·B).
+* **Elementwise** (:func:`elementwise_time`): bytes over HBM bandwidth plus a floor per kernel.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from roofplan.costmodel.collectives import collective_time
+from roofplan.hardware.spec import DTYPE_BYTES, DeviceSpec, Efficiency
+
+#: GEMM compute classes and what they mean for the kernel (weight bytes from DTYPE_BYTES).
+#: ``fp8``: per-tensor scaled W8A8 with dynamic activation quantisation; ``fp8_block``: block-scaled
+#: (1x128 activation groups, 128x128 weight blocks); ``int8``: SmoothQuant W8A8, priced in the 8-bit
+#: class on the int8 peak; ``int4`` / ``int8_wo`` / ``mxfp4_wo``: weight-only W4A16 / W8A16 / MXFP4
+#: (dequantised in registers onto the 16-bit tensor cores).
+GEMM_DTYPES = ("bf16", "fp16", "fp8", "fp8_block", "int8", "int4", "int8_wo", "mxfp4_wo", "fp32", "tf32")
+#: Bytes per weight element of the GEMM formats that DTYPE_BYTES does not name.
+WEIGHT_BYTES = {**DTYPE_BYTES, "fp8_block": 1.0, "int8_wo": 1.0, "mxfp4_wo": 0.53125}
+#: Tile quantum of M and N (elements): Hopper CUTLASS/cuBLAS tiles are multiples of 64.
+TILE = 64.0
+#: Smallest K slice a split-K CTA takes (elements).
+SPLIT_K_MIN = 256.0
+#: Query rows per FlashAttention CTA (FA2/FA3 forward tile, Dao 2023; Shah et al. 2024).
+ATTN_Q_TILE = 128.0
+
+
+def _f(x) -> np.ndarray:
+    return np.asarray(x, dtype=float)
+
+
+def gemm_class(dtype: str) -> str:
+    """Parameter class of a GEMM dtype: ``bf16`` (16/32-bit and weight-only), ``fp8``, ``fp8_block``."""
+    if dtype in ("fp8", "int8"):
+        return "fp8"
+    if dtype == "fp8_block":
+        return "fp8_block"
+    return "bf16"
+
+
+def gemm_params(eff: Efficiency, dtype: str) -> tuple[float, float, float]:
+    """(tensor-core fraction, HBM fraction, floor seconds) of a GEMM class on this device."""
+    c = gemm_class(dtype)
+    if c == "fp8":
+        return (eff.gemm_max_fp8 or eff.gemm_max, eff.gemm_hbm_fp8 or eff.gemm_hbm, eff.gemm_floor_fp8_s)
+    if c == "fp8_block":
+        return (eff.gemm_max_fp8_block or eff.gemm_max_fp8 or eff.gemm_max,
+                eff.gemm_hbm_fp8_block or eff.gemm_hbm_fp8 or eff.gemm_hbm, eff.gemm_floor_fp8_block_s)
+    return eff.gemm_max, eff.gemm_hbm, eff.gemm_floor_s
+
+
+def gemm_peak(hw: DeviceSpec, dtype: str) -> float:
+    """Dense tensor-core peak a GEMM of ``dtype`` runs at (weight-only int4 computes in 16-bit)."""
+    if dtype == "fp8_block":
+        return hw.peak("fp8")
+    if dtype in ("int4", "int8_wo", "mxfp4_wo"):  # weight-only formats dequantise onto 16-bit tensor cores
+        return hw.peak("bf16") if "bf16" in hw.peak_flops else hw.peak("fp16")
+    return hw.peak(dtype)
+
+
+def gemm_parallelism(m, n, k, compute_units: float | None):
+    """(tile utilisation, CTAs, split-K factor) of an (M x K) @ (K x N) GEMM.
+
+    Utilisation = (useful / padded tile area) x (CTAs / (waves x SMs)); without a known SM count
+    only tile padding is modelled and the CTAs are taken as filling the device."""
+    m, n, k = _f(m), _f(n), _f(k)
+    tiles = np.ceil(m / TILE) * np.ceil(n / TILE)
+    pad = (m * n) / (np.ceil(m / TILE) * TILE * np.ceil(n / TILE) * TILE)
+    if not compute_units:
+        return pad, tiles, np.ones_like(tiles)
+    sms = float(compute_units)
+    splits = np.clip(np.floor(sms / tiles), 1.0, np.maximum(np.floor(k / SPLIT_K_MIN), 1.0))
+    ctas = tiles * splits
+    wave = ctas / (np.ceil(ctas / sms) * sms)
+    return pad * wave, ctas, splits
+
+
+def gemm_efficiency(m, n, k, hw: DeviceSpec, *, dtype: str = "bf16", eff: Efficiency | None = None):
+    """Achieved fraction of the dtype's dense peak for the tensor-core part of a GEMM: the class's
+    ``gemm_max`` x tile and wave utilisation x the main-loop term of the K slice each CTA runs."""
+    eff = hw.efficiency if eff is None else eff
+    util, _, splits = gemm_parallelism(np.maximum(_f(m), 1.0), n, k, hw.compute_units)
+    k_slice = _f(k) / splits
+    return gemm_params(eff, dtype)[0] * np.maximum(util * k_slice / (k_slice + eff.gemm_k_half), 1e-4)
+
+
+def gemm_components(m, n, k, hw: DeviceSpec, *, dtype: str = "bf16", eff: Efficiency | None = None,
+                    weight_bw_Bps=None, act_in_hbm=1.0, weight_bytes=None, act_bytes=None, out_bytes=None,
+                    quantise=True):
+    """(tensor-core seconds, streaming seconds, fixed seconds) of one GEMM kernel; see :func:`gemm_time`."""
+    eff = hw.efficiency if eff is None else eff
+    m, n, k = np.maximum(_f(m), 1.0), _f(n), _f(k)
+    c = gemm_class(dtype)
+    gmax, ghbm, floor = gemm_params(eff, dtype)
+    wb = WEIGHT_BYTES[dtype] if weight_bytes is None else weight_bytes
+    ab_in = (1.0 if c != "bf16" else min(DTYPE_BYTES.get(dtype, 2.0), 2.0)) if act_bytes is None else act_bytes
+    ob = 2.0 if out_bytes is None else out_bytes
+    _, ctas, splits = gemm_parallelism(m, n, k, hw.compute_units)
+    t_c = 2.0 * m * n * k / (gemm_peak(hw, dtype) * gemm_efficiency(m, n, k, hw, dtype=dtype, eff=eff))
+    hbm = hw.hbm_Bps * ghbm
+    mem_par = np.minimum(1.0, ctas / (float(hw.compute_units) * eff.gemm_occupancy)) if hw.compute_units else 1.0
+    w_bw = hbm if weight_bw_Bps is None else np.minimum(_f(weight_bw_Bps), hbm)
+    t_m = (k * n * wb / w_bw + act_in_hbm * (m * k * ab_in + m * n * ob * splits) / hbm) / mem_par
+    if quantise and c in ("fp8", "fp8_block"):  # dynamic activation quantisation: bf16 read, fp8 write
+        fixed = floor + act_in_hbm * m * k * 3.0 / hbm + np.zeros_like(t_c)
+    else:  # the FP8 classes' floors hold their quantisation kernels; the GEMM alone has the 16-bit one
+        fixed = (eff.gemm_floor_s if c != "bf16" else floor) + np.zeros_like(t_c)
+    return t_c, t_m, fixed
+
+
+def blend(t_compute, t_memory, eff: Efficiency):
+    """Compute and memory time of one kernel combined: the p-norm with p = ``gemm_blend``."""
+    p = eff.gemm_blend
+    return (np.asarray(t_compute, dtype=float) ** p + np.asarray(t_memory, dtype=float) ** p) ** (1.0 / p)
+
+
+def gemm_time(m, n, k, hw: DeviceSpec, *, dtype: str = "bf16", eff: Efficiency | None = None,
+              weight_bw_Bps=None, act_in_hbm=1.0, weight_bytes=None, act_bytes=None, out_bytes=None,
+              quantise=True):
+    """Seconds of one (M x K) @ (K x N) GEMM kernel (M = tokens, N = output features, K = input).
+
+    ``weight_bw_Bps`` overrides the bandwidth the weights stream at (weights in a slower tier);
+    ``act_in_hbm`` = 0 keeps activations on chip (dataflow devices); ``quantise`` False leaves out
+    the FP8 activation cast (Transformer Engine training prices its casts itself). ``eff``
+    defaults to the device's own; callers pass :func:`roofplan.costmodel.roofline.sustained` for
+    long runs."""
+    eff = hw.efficiency if eff is None else eff
+    t_c, t_m, fixed = gemm_components(m, n, k, hw, dtype=dtype, eff=eff, weight_bw_Bps=weight_bw_Bps,
+                                      act_in_hbm=act_in_hbm, weight_bytes=weight_bytes, act_bytes=act_bytes,
+                                      out_bytes=out_bytes, quantise=quantise)
+    return blend(t_c, t_m, eff) + fixed
+
+
+def prefill_attention_time(batch, seq_len, kv_len, heads, kv_heads, head_dim, hw: DeviceSpec, *,
+                           dtype: str = "bf16", kv_dtype: str = "bf16", causal=True,
+                           eff: Efficiency | None = None, act_in_hbm=1.0, v_head_dim=None,
+                           kv_bytes_per_token=None, causal_fraction=None, kv_cache=True):
+    """Seconds of one fused prefill attention kernel (FlashAttention / TRT-LLM FMHA) over ``batch``
+    sequences of ``seq_len`` new query tokens attending to ``kv_len`` keys (kv_len >= seq_len with
+    a cached prefix), including the write of the new K/V into the paged cache.
+    ``kv_bytes_per_token`` overrides the cached bytes per token and layer (MLA latent);
+    ``causal_fraction`` overrides the computed share of the score matrix (context-parallel ranks
+    see balanced causal chunks); ``kv_cache`` False (training) leaves out the cache preprocessing."""
+    eff = hw.efficiency if eff is None else eff
+    b, s, kv = _f(batch), np.maximum(_f(seq_len), 1.0), np.maximum(_f(kv_len), 1.0)
+    h, hk, d = _f(heads), _f(kv_heads), _f(head_dim)
+    dv = d if v_head_dim is None else _f(v_head_dim)
+    causal_frac = np.where(causal, 1.0 - 0.5 * s / kv, 1.0) if causal_fraction is None else causal_fraction
+    # tensor-core FLOPs plus the softmax's exponentials, counted as ``attn_score_flops`` matmul
+    # FLOPs per score element (FlashAttention-3, Shah et al. 2024 §3: H100 SXM5 has 989 TFLOPS of
+    # matmul but 3.9 TFLOPS of MUFU exp, 256x less, so small head dims are exp-bound)
+    flops = b * h * s * kv * causal_frac * (2.0 * (d + dv) + eff.attn_score_flops)
+    fp8 = dtype == "fp8"
+    peak = hw.peak("fp8") if fp8 and "fp8" in hw.peak_flops else hw.peak("bf16" if "bf16" in hw.peak_flops else "fp16")
+    amax = (eff.attn_max_fp8 or eff.attn_max) if fp8 else eff.attn_max
+    ctas = b * h * np.ceil(s / ATTN_Q_TILE)
+    sms = float(hw.compute_units or 0.0)
+    wave = ctas / (np.ceil(ctas / sms) * sms) if sms else 1.0
+    util = np.maximum(wave * kv / (kv + eff.attn_half_len), 1e-4)
+    t_c = flops / (peak * amax * util)
+    ab = 1.0 if fp8 else 2.0
+    per_tok = hk * (d + dv) * DTYPE_BYTES.get(kv_dtype, 2.0) if kv_bytes_per_token is None \
+        else _f(kv_bytes_per_token)
+    hbm = hw.hbm_Bps * eff.hbm
+    t_m = b * (act_in_hbm * s * h * (d + dv) * ab + kv * per_tok) / hbm  # Q, O, K, V once
+    # the QKV preprocessing kernel before the FMHA (RoPE on Q and K, the new K/V into the paged
+    # cache; TensorRT-LLM ``QKVPreprocessing``, vLLM ``reshape_and_cache``): reads the 16-bit
+    # projections of the new tokens, writes the rotated Q and the cache entries
+    new_kv = b * s * per_tok
+    t_pre = (act_in_hbm * b * s * (h * d * 2.0 * 2.0 + hk * (d + dv) * 2.0) + new_kv) / hbm if kv_cache else 0.0
+    return np.maximum(t_c, t_m) + t_pre + eff.attn_floor_s
+
+
+def decode_attention_time(batch, kv_len, heads, kv_heads, head_dim, hw: DeviceSpec, *,
+                          kv_dtype: str = "bf16", eff: Efficiency | None = None, q_len=1.0,
+                          kv_bytes_per_token=None, shared_kv=True):
+    """Seconds of one decode attention kernel: ``batch`` sequences of ``q_len`` query tokens each
+    reading ``kv_len`` cached tokens. ``kv_bytes_per_token`` overrides K+V bytes per token and
+    layer on this device (MLA latent); ``shared_kv`` False re-reads K/V once per query head."""
+    eff = hw.efficiency if eff is None else eff
+    b, L = _f(batch), np.maximum(_f(kv_len), 1.0)
+    hk, d = _f(kv_heads), _f(head_dim)
+    per_tok = 2.0 * hk * d * DTYPE_BYTES.get(kv_dtype, 2.0) if kv_bytes_per_token is None else _f(kv_bytes_per_token)
+    reread = 1.0 if shared_kv else _f(heads) / np.maximum(hk, 1.0)
+    kv_bytes = b * L * per_tok * reread
+    ctas = b * np.maximum(hk, 1.0) * np.maximum(L / eff.decode_split_len, 1.0)
+    sms = float(hw.compute_units or 0.0)
+    par = np.maximum(ctas / (ctas + sms * eff.decode_occupancy), 1e-9) if sms else 1.0  # smooth saturation
+    t_m = kv_bytes / (hw.hbm_Bps * eff.decode_hbm * par)
+    t_c = 4.0 * b * _f(heads) * _f(q_len) * L * d / (hw.peak("bf16" if "bf16" in hw.peak_flops else "fp16")
+                                                     * eff.attn_max)
+    return np.maximum(t_m, t_c) + b * eff.decode_seq_s + eff.decode_floor_s
+
+
+def router_load(distribution: str, experts, ep, assignments_total):
+    """(share of the token copies the most loaded expert-parallel rank receives, relative to the
+    balanced 1/ep; expected distinct experts that rank's copies hit) for a router that draws
+    experts with p_i ~ i^-alpha (``power_law_<alpha>``, the skewed workloads of measured MoE
+    tables) or uniformly (``balanced``). Experts sit on ranks in contiguous blocks (TensorRT-LLM,
+    Megatron), so rank 0 holds the hottest block and paces the layer."""
+    E, ep, A = (np.array(x, dtype=float) for x in np.broadcast_arrays(_f(experts), _f(ep), _f(assignments_total)))
+    e_local = np.maximum(E / ep, 1.0)
+    if not distribution or distribution == "balanced":
+        a_rank = A / ep
+        return np.ones_like(E), e_local * (1.0 - np.power(1.0 - 1.0 / e_local, a_rank))
+    alpha = float(distribution.removeprefix("power_law_"))
+    share = np.empty(E.shape)
+    touched = np.empty(E.shape)
+    for key in {(int(a), int(b)) for a, b in zip(E.ravel(), e_local.ravel(), strict=True)}:
+        p = np.arange(1, key[0] + 1, dtype=float) ** -alpha
+        p /= p.sum()
+        hot = p[: key[1]]
+        sel = (E == key[0]) & (e_local == key[1])
+        share[sel] = hot.sum() * key[0] / key[1]
+        # distinct hot experts hit by A draws (without replacement of each token's k experts ignored)
+        touched[sel] = (1.0 - np.power(1.0 - hot[None, :], A[sel][:, None])).sum(axis=1)
+    return share, touched
+
+
+def moe_time(tokens, hidden, ffn, experts, topk, hw: DeviceSpec, *, ep=1.0, tp=1.0, dtype: str = "bf16",
+             gated=True, distribution: str = "balanced", eff: Efficiency | None = None, weight_bw_Bps=None):
+    """Seconds of one MoE layer's expert computation on one device (routing, permute, the grouped
+    gate/up and down GEMMs of its ``experts/ep`` local experts, unpermute and combine), for
+    ``tokens`` tokens entering the layer over the whole expert-parallel group (each of the ``ep``
+    ranks receives ``tokens x topk / ep`` token copies when routing is balanced, more on the hot
+    rank of a skewed router, :func:`router_load`; dispatch/combine communication is priced
+    separately by the all-to-all). Measured so in the TensorRT-LLM MoE tables (``num_tokens`` per
+    layer, aiconfigurator-core 0.12.0 ``moe_perf``)."""
+    eff = hw.efficiency if eff is None else eff
+    T, h, f = _f(tokens), _f(hidden), _f(ffn) / _f(tp)
+    E, k, ep = _f(experts), _f(topk), _f(ep)
+    share, touched = router_load(distribution, E, ep, T * k)
+    assignments = T * k / ep * share  # token copies arriving at the busiest rank's experts
+    up = 2.0 if gated else 1.0
+    # one grouped GEMM = `touched` problems; priced as one GEMM of the stacked rows (the tiles of
+    # all experts share the waves) over the touched experts' weights, at the class's grouped-GEMM
+    # efficiency
+    wb = _moe_weight_bytes(dtype) * touched
+    g = (gemm_time(assignments, up * f, h, hw, dtype=dtype, eff=eff, weight_bw_Bps=weight_bw_Bps, weight_bytes=wb)
+         + gemm_time(assignments, h, f, hw, dtype=dtype, eff=eff, weight_bw_Bps=weight_bw_Bps, weight_bytes=wb))
+    c = gemm_class(dtype)
+    grouped = {"fp8": eff.moe_gemm_fp8, "fp8_block": eff.moe_gemm_fp8_block}.get(c, 0.0) or eff.moe_gemm
+    per_assign = assignments * h * 2.0 * 4.0 / (hw.hbm_Bps * eff.hbm)  # permute + unpermute r/w, bf16
+    return g / grouped + per_assign + eff.moe_floor_s
+
+
+def _moe_weight_bytes(dtype: str) -> float:
+    return WEIGHT_BYTES.get(dtype, 2.0)
+
+
+def elementwise_time(nbytes, hw: DeviceSpec, *, eff: Efficiency | None = None, kernels=1.0):
+    """Seconds of memory-bound kernels (norms, rotary, activations, quantise) moving ``nbytes``."""
+    eff = hw.efficiency if eff is None else eff
+    return _f(nbytes) / (hw.hbm_Bps * eff.hbm) + kernels * eff.elementwise_floor_s
+
+
+def custom_allreduce_time(nbytes, ranks, hw: DeviceSpec, *, eff: Efficiency | None = None):
+    """Seconds of an engine's custom all-reduce inside one node (vLLM ``custom_all_reduce``,
+    SGLang, TensorRT-LLM ``AllReduceStrategy.AUTO``): the faster of one-shot (each rank reads the
+    (g-1) peer buffers over NVLink and reduces locally: one latency, (g-1)·B per rank) and two-shot
+    (reduce-scatter then all-gather: two latencies, 2(g-1)/g·B per rank), at ``custom_ar_bw`` of
+    the fabric's per-device bandwidth. Like TensorRT-LLM's AUTO strategy, large messages fall back
+    to NCCL when it is faster (NVLS on 8 H100s beats two-shot from a few MiB)."""
+    eff = hw.efficiency if eff is None else eff
+    B, g = _f(nbytes), _f(ranks)
+    bw = hw.intra.bandwidth_Bps * eff.custom_ar_bw
+    one = eff.custom_ar_latency_s + (g - 1.0) * B / bw
+    two = 2.0 * eff.custom_ar_latency_s + 2.0 * (g - 1.0) / g * B / bw
+    nccl = collective_time("all_reduce", B, g, hw)
+    return np.where(g > 1, np.minimum(np.minimum(one, two), nccl), 0.0)

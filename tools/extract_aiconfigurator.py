@@ -1,0 +1,273 @@
+#!/usr/bin/env python3
+"""Extract measured kernel timings (H100 SXM, H200 SXM, A100 SXM) from aiconfigurator-core.
+
+What it does
+------------
+Reads the measured performance tables (parquet) that ship inside NVIDIA's
+``aiconfigurator-core`` wheel (PyPI, Apache-2.0; project "aiconfigurator",
+https://github.com/ai-dynamo/aiconfigurator) and writes ONE compact CSV,
+``measured_kernels.csv``, with a fixed schema (see ``COLUMNS``).  The CSV is
+meant to be committed as a test fixture, so nothing is downloaded at test time.
+
+Tables read, relative to the package's ``systems/data/<system>/`` folder
+(``<system>`` is ``h100_sxm``, ``h200_sxm`` or another ``--system``; versions are arguments):
+
+  gemm/trtllm/<V>/gemm_perf.parquet                       -> kind=gemm
+  attention/trtllm/<V>/context_attention_perf.parquet     -> kind=attention
+  attention/trtllm/<V>/generation_attention_perf.parquet  -> kind=decode_attention
+  mla/trtllm/<V>/context_mla_perf.parquet                 -> kind=attention (MLA)
+  mla/trtllm/<V>/generation_mla_perf.parquet              -> kind=decode_attention (MLA)
+  moe/trtllm/<V>/moe_perf.parquet                         -> kind=moe
+  comm/nccl/<N>/nccl_perf.parquet                         -> kind=collective, impl=nccl
+  comm/trtllm/<V>/custom_allreduce_perf.parquet           -> kind=collective, impl=custom
+
+Units and meanings (from the aiconfigurator collector scripts):
+  * ``latency`` is milliseconds (CUDA-event / nccl-tests time); written as us.
+  * gemm: activation x[m, k] (bf16) times weight[n, k] via TensorRT-LLM's
+    ``Linear``; m = tokens, n = output features, k = input features.
+    fp8 / fp8_block include the on-the-fly activation quantization done inside
+    ``Linear.forward``.  Weights are replicated past L2 size (L2-cold weights).
+  * context attention: TRT-LLM attention op forward (fused QKV preprocessing:
+    RoPE + KV-cache write, then causal FMHA), batch_size x isl tokens, no prefix.
+  * generation attention: one new query token per sequence; ``step`` = cached
+    tokens, so attended length kv_len = step + 1.
+  * MLA (DeepSeek-V3 dims: kv_lora_rank 512, qk_rope 64, qk_nope 128, v 128,
+    q_lora 1536); ``num_heads`` is already per GPU (= 128 / tp_size).
+  * moe: TRT-LLM fused MoE forward on one GPU holding num_experts/ep experts
+    with inter_size/tp slices; num_tokens = tokens entering the layer on this
+    GPU; no all-to-all / all-reduce included.
+  * nccl: nccl-tests (-g N, one node), out-of-place time; ``message_size`` is in
+    elements (bytes = elements x dtype size = nccl-tests "size").
+  * custom all-reduce: TRT-LLM ``AllReduce`` (strategy AUTO, autotune off),
+    CUDA-graph timed; ``message_size`` is elements of bf16.
+
+Large tables are subsampled deterministically (same rule for both GPUs) so the
+fixture stays small; ``--full`` disables subsampling.  Per-family counts before
+and after are printed.
+
+Usage:
+  python tools/extract_aiconfigurator.py [--data-dir DIR] [--out measured_kernels.csv]
+
+``--data-dir`` defaults to the ``systems/data`` folder of the installed
+``aiconfigurator_core`` package (located with importlib.resources).
+
+License: the data are (c) NVIDIA CORPORATION & AFFILIATES, Apache-2.0
+(SPDX headers in the package; wheel metadata License-Expression: Apache-2.0).
+Ship the Apache-2.0 text next to the extracted CSV.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import sys
+from importlib import metadata, resources
+
+import pandas as pd
+
+COLUMNS = [
+    "kind", "hardware", "id", "source", "m", "n", "k", "dtype", "batch", "heads",
+    "kv_heads", "head_dim", "seq_len", "kv_len", "kv_dtype", "causal", "direction",
+    "op", "ranks", "nodes", "bytes", "impl", "tokens", "experts", "topk", "hidden",
+    "moe_ffn", "ep", "tp", "distribution", "gated", "time_us",
+]
+
+SYSTEMS = {"h100_sxm": "h100-sxm", "h200_sxm": "h200-sxm"}
+
+# aiconfigurator dtype / quant-mode names -> fixture dtype names
+DTYPE_MAP = {
+    "bfloat16": "bf16",
+    "float16": "fp16",
+    "half": "fp16",
+    "fp8": "fp8",            # FP8 E4M3, per-tensor scales (W8A8)
+    "fp8_block": "fp8_block",  # FP8 E4M3, 1x128 activation / 128x128 weight block scales
+    "w4a16_mxfp4": "mxfp4_wo",  # MXFP4 weights, bf16 activations (weight-only)
+    "int8": "int8",
+    "nvfp4": "nvfp4",
+}
+DTYPE_BYTES = {"bf16": 2, "fp16": 2, "fp8": 1, "int8": 1}
+NCCL_OPS = {"all_reduce": "all_reduce", "all_gather": "all_gather",
+            "reduce_scatter": "reduce_scatter", "alltoall": "all_to_all"}
+
+MLA_ID = "mla kv_lora=512 rope=64"  # + qk_nope=128 v_head=128 q_lora=1536 (DeepSeek-V3)
+
+POW2 = {1 << i for i in range(0, 31)}
+# Common model dimensions kept for GEMM n/k in addition to powers of two.
+GEMM_DIMS = {1024, 2048, 4096, 8192, 16384, 1536, 3072, 5120, 6144, 7168, 12288}
+GEMM_M = {1, 4, 16, 64, 256, 1024, 4096, 16384}
+ATTN_BATCH = {1, 8, 64}
+ATTN_HEADS = {8, 32, 64}
+GEN_BATCH = {1, 16, 256}
+MOE_TOKENS = {1, 16, 64, 256, 1024, 4096, 16384}
+MOE_TP_EP = {(1, 1), (1, 8), (2, 1), (8, 1)}
+MOE_DIST = {"balanced", "power_law_1.2"}
+MLA_BATCH = {1, 4, 16, 64, 256}
+MLA_GEN_BATCH = {1, 16, 256}
+
+
+def default_data_dir() -> str:
+    return os.fspath(resources.files("aiconfigurator_core") / "systems" / "data")
+
+
+def dt(name: str) -> str:
+    return DTYPE_MAP.get(str(name), str(name))
+
+
+def keep_gemm(r) -> bool:
+    return r.m in GEMM_M and r.n in GEMM_DIMS and r.k in GEMM_DIMS and (r.n == r.k or r.n in POW2 or r.k in POW2)
+
+
+def keep_ctx(r) -> bool:
+    # full attention only; MHA (kv=heads) or GQA with 1 or 8 kv heads
+    return (r.window_size == 0 and r.batch_size in ATTN_BATCH and r.isl in POW2 and r.isl >= 128
+            and r.num_heads in ATTN_HEADS and r.num_key_value_heads in {1, 8, r.num_heads})
+
+
+def keep_gen(r) -> bool:
+    return (r.window_size == 0 and r.batch_size in GEN_BATCH and (r.step + 1) in POW2 and (r.step + 1) >= 64
+            and r.num_heads in ATTN_HEADS and r.num_key_value_heads in {1, 8, r.num_heads})
+
+
+def keep_moe(r) -> bool:
+    return (r.num_tokens in MOE_TOKENS and (r.moe_tp_size, r.moe_ep_size) in MOE_TP_EP
+            and r.distribution in MOE_DIST)
+
+
+def keep_mla_ctx(r) -> bool:
+    return r.batch_size in MLA_BATCH and r.isl in POW2 and r.isl >= 128 and r.num_heads in {128, 64, 32, 16, 8}
+
+
+def keep_mla_gen(r) -> bool:
+    return (r.batch_size in MLA_GEN_BATCH and (r.step + 1) in POW2 and (r.step + 1) >= 64
+            and r.num_heads in {128, 64, 32, 16, 8})
+
+
+def blank() -> dict:
+    return {c: "" for c in COLUMNS}
+
+
+def fmt_time(ms: float) -> str:
+    return f"{ms * 1000.0:.4g}"
+
+
+def convert(table: str, df: pd.DataFrame, hw: str, src: str, full: bool):
+    """Yield output rows for one parquet table."""
+    base = os.path.basename(table).replace(".parquet", "")
+    for idx, r in enumerate(df.itertuples(index=False)):
+        o = blank()
+        o["hardware"] = hw
+        o["source"] = src
+        o["time_us"] = fmt_time(r.latency)
+        rid = f"{base}#{idx}"
+        if base == "gemm_perf":
+            if not (full or keep_gemm(r)):
+                continue
+            o.update(kind="gemm", m=r.m, n=r.n, k=r.k, dtype=dt(r.gemm_dtype))
+        elif base in ("context_attention_perf", "generation_attention_perf"):
+            ctx = base.startswith("context")
+            if not (full or (keep_ctx(r) if ctx else keep_gen(r))):
+                continue
+            o.update(batch=r.batch_size, heads=r.num_heads, kv_heads=r.num_key_value_heads,
+                     head_dim=r.head_dim, dtype=dt(r.attn_dtype), kv_dtype=dt(r.kv_cache_dtype), causal="yes")
+            if ctx:
+                o.update(kind="attention", seq_len=r.isl, kv_len=r.isl)
+            else:
+                o.update(kind="decode_attention", seq_len=r.isl, kv_len=r.step + 1)
+                rid += f" cached={r.step}"
+            if r.window_size:
+                rid += f" window={r.window_size}"
+            if r.head_dim == 64:
+                rid += " sinks"  # collector passes attention sinks for head_dim 64 (gpt-oss style)
+        elif base in ("context_mla_perf", "generation_mla_perf"):
+            ctx = base.startswith("context")
+            if not (full or (keep_mla_ctx(r) if ctx else keep_mla_gen(r))):
+                continue
+            o.update(batch=r.batch_size, heads=r.num_heads, dtype=dt(r.mla_dtype),
+                     kv_dtype=dt(r.kv_cache_dtype), causal="yes")
+            rid += f" {MLA_ID} tp={r.tp_size}"
+            if ctx:
+                o.update(kind="attention", seq_len=r.isl, kv_len=r.isl, kv_heads=r.num_heads)
+            else:
+                o.update(kind="decode_attention", seq_len=r.isl, kv_len=r.step + 1, kv_heads=1)
+                rid += f" cached={r.step} absorbed"
+        elif base == "moe_perf":
+            if not (full or keep_moe(r)):
+                continue
+            o.update(kind="moe", tokens=r.num_tokens, hidden=r.hidden_size, moe_ffn=r.inter_size,
+                     experts=r.num_experts, topk=r.topk, ep=r.moe_ep_size, tp=r.moe_tp_size,
+                     dtype=dt(r.moe_dtype), distribution=r.distribution)
+            rid += " " + (r.kernel_source.replace("moe_torch_flow_", "") if r.kernel_source != "moe_torch_flow" else "default")
+        elif base == "nccl_perf":
+            d = dt(r.nccl_dtype)
+            o.update(kind="collective", op=NCCL_OPS[r.op_name], ranks=r.num_gpus, nodes=1,
+                     bytes=int(r.message_size) * DTYPE_BYTES[d], impl="nccl", dtype=d)
+        elif base == "custom_allreduce_perf":
+            d = dt(r.allreduce_dtype)
+            o.update(kind="collective", op="all_reduce", ranks=r.num_gpus, nodes=1,
+                     bytes=int(r.message_size) * DTYPE_BYTES[d], impl="custom", dtype=d)
+            rid += f" trtllm_impl={getattr(r, 'implementation', 'auto')}"
+        else:
+            raise ValueError(f"unknown table {table}")
+        o["id"] = rid
+        yield o
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--data-dir", default=None,
+                    help="aiconfigurator_core systems/data folder (default: from the installed package)")
+    ap.add_argument("--trtllm-version", default="1.3.0rc20",
+                    help="TensorRT-LLM data folder (default 1.3.0rc20, the package's 'current' trtllm slot)")
+    ap.add_argument("--nccl-version", default="2.29.2")
+    ap.add_argument("--out", default="measured_kernels.csv")
+    ap.add_argument("--full", action="store_true", help="keep every row (no subsampling)")
+    ap.add_argument("--system", action="append", metavar="FOLDER=ID",
+                    help="aiconfigurator system folder and roofplan catalog id (repeatable; default "
+                         "h100_sxm=h100-sxm and h200_sxm=h200-sxm)")
+    ap.add_argument("--with-mla", action="store_true",
+                    help="also the MLA tables (their rows leave head_dim empty: not readable by roofplan yet)")
+    a = ap.parse_args(argv)
+
+    data_dir = a.data_dir or default_data_dir()
+    try:
+        pkg = f"aiconfigurator-core=={metadata.version('aiconfigurator-core')}"
+    except metadata.PackageNotFoundError:
+        pkg = "aiconfigurator-core"
+    v, nv = a.trtllm_version, a.nccl_version
+    tables = [
+        f"gemm/trtllm/{v}/gemm_perf.parquet",
+        f"attention/trtllm/{v}/context_attention_perf.parquet",
+        f"attention/trtllm/{v}/generation_attention_perf.parquet",
+        *([f"mla/trtllm/{v}/context_mla_perf.parquet", f"mla/trtllm/{v}/generation_mla_perf.parquet"]
+          if a.with_mla else []),
+        f"moe/trtllm/{v}/moe_perf.parquet",
+        f"comm/nccl/{nv}/nccl_perf.parquet",
+        f"comm/trtllm/{v}/custom_allreduce_perf.parquet",
+    ]
+    rows = []
+    print(f"{'table':60s} {'hw':9s} {'before':>7s} {'after':>7s}", file=sys.stderr)
+    systems = dict(x.split("=", 1) for x in a.system) if a.system else SYSTEMS
+    for system, hw in systems.items():
+        for t in tables:
+            path = os.path.join(data_dir, system, t)
+            if not os.path.exists(path):
+                print(f"missing: {system}/{t}", file=sys.stderr)
+                continue
+            df = pd.read_parquet(path)
+            src = f"{pkg} {system}/{t[:-len('.parquet')]}"
+            out = list(convert(t, df, hw, src, a.full))
+            for r in out:  # MoE kernels without a gate (Nemotron-H, gpt-oss style) say so in their id
+                r["gated"] = ("no" if "nongated" in r["id"] else "yes") if r["kind"] == "moe" else ""
+            print(f"{t:60s} {hw:9s} {len(df):7d} {len(out):7d}", file=sys.stderr)
+            rows.extend(out)
+    with open(a.out, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=COLUMNS, lineterminator="\n")
+        w.writeheader()
+        w.writerows(rows)
+    print(f"wrote {len(rows)} rows to {a.out}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,203 @@
+"""Fit the operator library's per-device parameters to measured kernel tables (development time).
+
+    python tools/fit_ops.py tests/data/measured_kernels_hopper.csv [--hardware h100-sxm] [--write]
+
+For each device in the file and each operator family, the family's parameters (see
+``roofplan.costmodel.ops`` and ``Efficiency``) are fitted by bounded least squares on log
+residuals (soft-L1 loss, so a few odd kernels do not steer the fit) to the rows of EVEN log2 size
+bins only; the rows of odd bins are held back (``roofplan.calibration.op_rows.held_back``).
+Families are fitted in dependency order (GEMM first: MoE reuses its parameters; decode attention
+reuses its occupancy). The tool prints median and p90 |error| of the fitted and the held-back
+half per family and size band; ``--write`` puts the values into the built-in catalog YAMLs with a
+source string naming the table and the split. roofplan never imports this at run time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+from scipy.optimize import least_squares
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from roofplan.calibration.formats import read_measurements  # noqa: E402
+from roofplan.calibration.op_rows import family, held_back, predict_op_rows, size_band  # noqa: E402
+from roofplan.hardware.catalog import load_hardware  # noqa: E402
+
+#: family -> (parameter, lower, upper); fitted in this order.
+FAMILIES = {
+    "gemm": [("gemm_max", 0.3, 1.0), ("gemm_max_fp8", 0.3, 1.0), ("gemm_max_fp8_block", 0.3, 1.0),
+             ("gemm_hbm", 0.3, 1.0), ("gemm_hbm_fp8", 0.3, 1.0), ("gemm_hbm_fp8_block", 0.3, 1.0),
+             ("gemm_floor_s", 0.5e-6, 40e-6), ("gemm_floor_fp8_s", 0.5e-6, 40e-6),
+             ("gemm_floor_fp8_block_s", 0.5e-6, 40e-6), ("gemm_k_half", 1.0, 4096.0), ("gemm_blend", 1.0, 20.0),
+             ("gemm_occupancy", 0.05, 1.0)],
+    "attention": [("attn_max", 0.2, 1.0), ("attn_max_fp8", 0.1, 1.0), ("attn_half_len", 1.0, 16384.0),
+                  ("attn_floor_s", 0.5e-6, 100e-6),
+                  ("attn_score_flops", 1.0, 4096.0)],
+    "decode_attention": [("decode_hbm", 0.2, 1.0), ("decode_seq_s", 1e-9, 20e-6), ("decode_floor_s", 0.5e-6, 100e-6),
+                         ("decode_occupancy", 0.01, 1.0), ("decode_split_len", 16.0, 65536.0)],
+    "moe": [("moe_gemm", 0.1, 1.5), ("moe_gemm_fp8", 0.1, 1.5), ("moe_gemm_fp8_block", 0.1, 1.5),
+            ("moe_floor_s", 0.5e-6, 200e-6)],
+    "nccl": [("intra_bw", 0.3, 1.0), ("intra_bw_pair", 0.2, 1.0), ("intra_latency_s", 0.5e-6, 40e-6), ("intra_step_latency_s", 0.0, 10e-6),
+             ("nccl_ll_latency_s", 0.5e-6, 40e-6), ("nccl_ll128_latency_s", 0.5e-6, 40e-6),
+             ("nvls_speedup", 1.0, 2.0)],
+    "custom_allreduce": [("custom_ar_latency_s", 0.2e-6, 40e-6), ("custom_ar_bw", 0.1, 1.0)],
+}
+#: Starting points of parameters whose catalog value is 0 ("not characterised"): NCCL's own
+#: base latencies of LL / LL128 on NVLink (src/graph/tuning.cc, order of a few microseconds).
+START = {"intra_bw_pair": 0.6, "nccl_ll_latency_s": 3e-6, "nccl_ll128_latency_s": 4e-6, "gemm_max_fp8_block": 0.6, "gemm_hbm_fp8": 0.75,
+         "gemm_hbm_fp8_block": 0.75, "attn_max_fp8": 0.5, "moe_gemm_fp8": 0.8, "moe_gemm_fp8_block": 0.8}
+#: NVLS group sizes tried (a discrete choice, picked by the fitted half's cost).
+NVLS_MIN_RANKS = (2.0, 4.0, 8.0)
+#: (LL, LL128, Simple) base latencies the NCCL fit starts from, seconds.
+NCCL_STARTS = ((3e-6, 4e-6, 8e-6), (5e-6, 12e-6, 20e-6), (2e-6, 6e-6, 25e-6))
+
+
+def predict(rows, hw) -> np.ndarray:
+    out = np.empty(len(rows))
+    by_kind: dict = {}
+    for i, m in enumerate(rows):
+        by_kind.setdefault(m.kind, []).append(i)
+    for kind, idx in by_kind.items():
+        out[idx] = predict_op_rows(kind, [rows[i] for i in idx], hw)
+    return out
+
+
+def errors(rows, hw) -> np.ndarray:
+    return predict(rows, hw) / np.array([m.target for m in rows]) - 1.0
+
+
+def fit_family(rows, hw, params):
+    """Bounded soft-L1 least squares of log(predicted/measured) over ``params`` (log-scaled)."""
+    target = np.log(np.array([m.target for m in rows]))
+    names = [p[0] for p in params]
+    lo = np.log([max(p[1], 1e-12) for p in params])
+    hi = np.log([p[2] for p in params])
+    start = {n: v for n, v in START.items() if not getattr(hw.efficiency, n)}
+    x0 = np.clip(np.log([max(start.get(n, getattr(hw.efficiency, n)), 1e-12) for n in names]), lo + 1e-9, hi - 1e-9)
+
+    def with_x(x):
+        return hw.with_efficiency(**{n: float(np.exp(v)) for n, v in zip(names, x, strict=True)})
+
+    def fun(x):
+        return np.log(np.maximum(predict(rows, with_x(x)), 1e-12)) - target
+
+    res = least_squares(fun, x0, bounds=(lo, hi), loss="soft_l1", f_scale=0.05, x_scale=1.0)
+    return with_x(res.x), float(np.sum(np.log1p(res.fun**2 / 0.05**2)))
+
+
+def summary(errs) -> str:
+    a = np.abs(errs)
+    return f"{len(a):5d} rows  median {np.median(a):6.1%}  p90 {np.quantile(a, 0.9):6.1%}  signed median {np.median(errs):+6.1%}"
+
+
+def fit_device(rows, hw_id: str):
+    hw = load_hardware(hw_id)
+    report = {}
+    for fam, params in FAMILIES.items():
+        sub = [m for m in rows if family(m) == fam]
+        if not sub:
+            continue
+        fit_rows = [m for m in sub if not held_back(m)]
+        if fam == "nccl":
+            # the protocol min() has several basins: start from each NVLS threshold and from a few
+            # physically ordered (LL < LL128 < Simple) latency triples, keep the cheapest fit
+            best = None
+            for g in NVLS_MIN_RANKS:
+                for ll, ll128, simple in NCCL_STARTS:
+                    start = hw.with_efficiency(nvls_min_ranks=g, nccl_ll_latency_s=ll, nccl_ll128_latency_s=ll128,
+                                               intra_latency_s=simple)
+                    cand, cost = fit_family(fit_rows, start, params)
+                    if best is None or cost < best[1]:
+                        best = (cand, cost)
+            hw = best[0]
+        else:
+            hw, _ = fit_family(fit_rows, hw, params)
+        report[fam] = sub
+    return hw, report
+
+
+def print_report(hw, report) -> None:
+    for fam, sub in report.items():
+        names = [p[0] for p in FAMILIES[fam]] + (["nvls_min_ranks"] if fam == "nccl" else [])
+        print(f"== {hw.id} {fam}: " + ", ".join(f"{n}={getattr(hw.efficiency, n):.4g}" for n in names))
+        for part, rows in (("fitted", [m for m in sub if not held_back(m)]), ("held back", [m for m in sub if held_back(m)])):
+            if not rows:
+                continue
+            e = errors(rows, hw)
+            print(f"   {part:9s} {summary(e)}")
+            bands: dict = {}
+            for m, x in zip(rows, e, strict=True):
+                bands.setdefault(size_band(m), []).append(x)
+            for b in sorted(bands, key=lambda s: int(s.split("-")[0][2:])):
+                print(f"      {b:12s} {summary(np.array(bands[b]))}")
+
+
+_LINE = re.compile(r"^  (?P<name>[a-z0-9_]+): \{value: (?P<value>[^,]+), source: .*\}$")
+
+
+def write_catalog(hw, fams, table: str) -> None:
+    """Replace or append the fitted efficiency lines of ``hw``'s built-in catalog YAML."""
+    path = ROOT / "roofplan" / "catalogs" / f"{hw.id}.yaml"
+    lines = path.read_text().splitlines()
+    start = lines.index("efficiency:")
+    names = [p[0] for fam in fams for p in FAMILIES[fam]] + (["nvls_min_ranks"] if "nccl" in fams else [])
+    for name in names:
+        value = getattr(hw.efficiency, name)
+        shown = f"{value * 1e6:.4g} us" if name.endswith("_s") else f"{value:.4g}"
+        fam = next(f for f in fams if name in [p[0] for p in FAMILIES[f]] or (f == "nccl" and name == "nvls_min_ranks"))
+        src = (f"fit: tools/fit_ops.py on the {fam} rows of {table} (aiconfigurator-core 0.12.0 measured tables, "
+               "TensorRT-LLM 1.3.0rc20 / NCCL 2.29.2), even log2 size bins; odd bins held back")
+        new = f'  {name}: {{value: {shown}, source: "{src}"}}'
+        for i in range(start + 1, len(lines)):
+            m = _LINE.match(lines[i])
+            if m and m.group("name") == name:
+                lines[i] = new
+                break
+            if lines[i] and not lines[i].startswith("  "):
+                lines.insert(i, new)
+                break
+        else:
+            lines.append(new)
+    path.write_text("\n".join(lines) + "\n")
+
+
+def explain(hw, rows, columns) -> None:
+    """Signed median and count of errors per group of row columns (where the model misses)."""
+    groups: dict = {}
+    for m, e in zip(rows, errors(rows, hw), strict=True):
+        groups.setdefault(tuple(m.row[c] for c in columns), []).append(e)
+    for key in sorted(groups):
+        v = np.array(groups[key])
+        print(f"{key}: n={len(v):4d} signed median {np.median(v):+6.1%}  median |e| {np.median(np.abs(v)):6.1%}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("files", nargs="+")
+    ap.add_argument("--hardware", action="append", help="only these catalog ids")
+    ap.add_argument("--write", action="store_true", help="write the fitted values into roofplan/catalogs/*.yaml")
+    ap.add_argument("--explain", nargs=2, metavar=("FAMILY", "COLUMNS"),
+                    help="after fitting, the signed median error of FAMILY's rows grouped by COLUMNS (a,b,...)")
+    args = ap.parse_args()
+    rows = read_measurements(args.files)
+    devices = sorted({m.hardware for m in rows if not args.hardware or m.hardware in args.hardware})
+    for dev in devices:
+        hw, report = fit_device([m for m in rows if m.hardware == dev], dev)
+        if args.explain:
+            explain(hw, report.get(args.explain[0], []), args.explain[1].split(","))
+        else:
+            print_report(hw, report)
+        if args.write:
+            write_catalog(hw, list(report), Path(args.files[0]).name)
+    _ = dataclasses
+
+
+if __name__ == "__main__":
+    main()
