@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from roofplan.costmodel.train_memory import pipeline_split
 from roofplan.hardware.spec import DeviceSpec
 from roofplan.models.spec import ModelSpec
 
@@ -97,27 +98,6 @@ class Space:
 
 
 # -- pipeline layer split ------------------------------------------------------------------------------
-def pipeline_split(layers, pp):
-    """Layers of the (first, middle, last) pipeline stages, vectorised.
-
-    Even when ``pp`` divides ``layers``. Otherwise the middle stages take ceil(L/pp) layers (the
-    slowest stage, which the cost model prices) and the remainder is split between the first and
-    last stages, which also hold the embedding and the loss — Megatron-Core's
-    ``--decoder-first-pipeline-num-layers`` / ``--decoder-last-pipeline-num-layers``, as used for
-    Llama 3 405B (126 layers on 16 stages, Dubey et al. 2024 §3.3.2). Where no such split exists
-    (the remainder is below 2 or above two middle stages) ``first`` is 0.
-    """
-    layers = np.asarray(layers, dtype=np.int64)
-    pp = np.asarray(pp, dtype=np.int64)
-    middle = -(-layers // np.maximum(pp, 1))
-    rest = layers - np.maximum(pp - 2, 0) * middle
-    even = layers % np.maximum(pp, 1) == 0
-    possible = (pp >= 2) & (rest >= 2) & (rest <= 2 * middle)
-    first = np.where(even, middle, np.where(possible, rest - rest // 2, 0))
-    last = np.where(even, middle, np.where(possible, rest // 2, 0))
-    return first, middle, last
-
-
 def pipeline_split_ok(layers, pp, vpp):
     """Whether the (pp, vpp) pair can be laid out: an even split, or an uneven first/last split
     with the plain 1F1B schedule (interleaving with uneven stages is not searched)."""
@@ -160,6 +140,7 @@ def framework_mask(framework: str | tuple[str, ...] | None, a: dict[str, np.ndar
         ok &= a["vpp"] == 1
     elif framework == "torchtitan":
         ok &= zero != 1
+        ok &= ~((zero >= 2) & (pp > 1))  # FSDP2 + PP syncs gradients on the last microbatch only
         ok &= ~((off >= 1) & ~((off == 2) & (zero == 3)))
         ok &= ~((a["recompute"] == 2) & (a["recompute_layers"] != 0))
     return ok
