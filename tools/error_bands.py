@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 
 from accuracy_table import _source
+
 from roofplan.validation.suite import read_cases, run_suite
 from roofplan.validation.train_predict import estimate_case
 

@@ -140,7 +140,7 @@ def framework_mask(framework: str | tuple[str, ...] | None, a: dict[str, np.ndar
         ok &= a["vpp"] == 1
     elif framework == "torchtitan":
         ok &= zero != 1
-        ok &= ~((zero >= 2) & (pp > 1))  # FSDP2 + PP syncs gradients on the last microbatch only
+        ok &= ~((zero == 2) & (pp > 1))  # FSDP2 + PP syncs gradients on the last microbatch only
         ok &= ~((off >= 1) & ~((off == 2) & (zero == 3)))
         ok &= ~((a["recompute"] == 2) & (a["recompute_layers"] != 0))
     return ok
