@@ -811,11 +811,14 @@ def plan_training(model, hardware, *, gpus: int, global_batch: int, seq_len: int
     pool = [pool[i] for i in _robust_rank(pool, objective, tie)]
     fastest = min(pool, key=lambda c: _sort_key(c, objective))
     lead = _distinct(pool, 2 * top)  # refine a few more than shown: refinements can collide
+    if all(c is not fastest for c in lead):
+        lead.append(fastest)  # the band is measured from the fastest, so it is refined and ranked too
     placement_doc: dict = {"method": "none"}
     if placement:
         lead, reports = _refine(model, hw, lead, objective=objective, flash_attention=flash_attention,
                                 opts=opts, tokens=tokens, time_limit_s=ilp_time_limit_s, headroom_bytes=headroom,
                                 constraints=constraints)
+        fastest = min(lead, key=lambda c: _sort_key(c, objective))
         order = _robust_rank(lead, objective, tie)
         keep = {id(c) for c in _distinct([lead[i] for i in order], top)}
         order = [i for i in order if id(lead[i]) in keep]
@@ -828,7 +831,6 @@ def plan_training(model, hardware, *, gpus: int, global_batch: int, seq_len: int
                                         "recompute_layers": r["recompute_layers"]} for i, r in enumerate(reports)]
     else:
         lead = lead[:top]
-    fastest = min(lead + [fastest], key=lambda c: _sort_key(c, objective))
     for i, c in enumerate(lead):
         c["rank"] = i + 1
         c["error_band_pct"] = band.pct
