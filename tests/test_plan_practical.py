@@ -75,11 +75,11 @@ def test_constraint_parsing():
 
 
 def test_fully_fixed_layout_equals_estimate():
-    fix = "tp=8,pp=4,dp=2,cp=1,vpp=1,mb=1,zero=1,recompute=selective,offload=none,sp=on"
+    fix = "tp=8,pp=4,dp=2,cp=1,vpp=1,mb=1,zero=1,recompute=selective,offload=none,sp=on,tp_overlap=off"
     plan = plan_training("llama-3.1-70b", "h100-sxm", constraints={"fix": fix}, **L70)
     b = plan.best
-    assert (b["tp"], b["pp"], b["dp"], b["vpp"], b["micro_batch"], b["zero"], b["recompute"]) == \
-        (8, 4, 2, 1, 1, 1, "selective")
+    assert (b["tp"], b["pp"], b["dp"], b["vpp"], b["micro_batch"], b["zero"], b["recompute"],
+            b["tp_comm_overlap"]) == (8, 4, 2, 1, 1, 1, "selective", False)
     est = estimate_training("llama-3.1-70b", "h100-sxm", tp=8, pp=4, dp=2, cp=1, vpp=1, global_batch=512,
                             micro_batch=1, seq_len=8192, recompute="selective", sequence_parallel=True, zero=1)
     e = est.to_json()
@@ -176,3 +176,21 @@ def test_tied_candidates_come_first_simplest_first(plan70):
     assert rest == sorted(rest, reverse=True)
     if plan70.best["tokens_per_s"] < fastest:
         assert "within the error band" in plan70.why["summary"]
+
+
+def test_tp_comm_overlap_is_searched_and_only_kept_where_faster():
+    """Each pick's overlap setting is the faster of the two for its configuration (the cost model
+    re-evaluated with the other setting is never faster), and only Megatron emits it."""
+    plan = plan_training("llama-3.1-70b", "h100-sxm", top=5, placement=False, **L70)
+    assert any(c["tp_comm_overlap"] for c in plan.candidates)
+    for c in plan.candidates:
+        kw = {k: c[k] for k in ("tp", "pp", "dp", "cp", "vpp", "micro_batch", "recompute", "sequence_parallel",
+                                "zero", "offload")}
+        other = estimate_training("llama-3.1-70b", "h100-sxm", global_batch=512, seq_len=8192,
+                                  tp_comm_overlap=not c["tp_comm_overlap"], **kw).to_json()
+        assert other["tokens_per_s"] <= c["tokens_per_s"] * (1 + 1e-9) or not other["fits"]
+    b = plan.best
+    if b["tp_comm_overlap"]:
+        assert "--tp-comm-overlap" in plan.launch["megatron"] and "deepspeed" not in plan.launch
+    ds = plan_training("llama-3.1-70b", "h100-sxm", top=3, placement=False, emit="deepspeed", **L70)
+    assert not any(c["tp_comm_overlap"] for c in ds.candidates)

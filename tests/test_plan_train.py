@@ -88,7 +88,8 @@ def test_candidates_are_ranked_feasible_and_consistent():
     est = estimate_training(
         "llama-3.1-70b", "h100-sxm", tp=b["tp"], pp=b["pp"], dp=b["dp"], cp=b["cp"], vpp=b["vpp"],
         global_batch=512, micro_batch=b["micro_batch"], seq_len=8192, recompute=b["recompute"],
-        sequence_parallel=b["sequence_parallel"], zero=b["zero"], offload=b["offload"])
+        sequence_parallel=b["sequence_parallel"], zero=b["zero"], offload=b["offload"],
+        tp_comm_overlap=b["tp_comm_overlap"])
     if b["recompute_layers"] == 0:
         assert est.to_json()["tokens_per_s"] == pytest.approx(b["tokens_per_s"], rel=1e-9)
 

@@ -5,8 +5,8 @@ them as one boolean mask over the enumerated configurations (rejections are coun
 ``constraint``), and to the placement program's refinements, so a fixed knob stays fixed.
 
 Keys: the parallel degrees ``tp pp dp cp ep vpp``, ``mb`` (micro-batch), ``zero``, ``recompute``
-(none | selective | full), ``offload`` (none | optimizer | optimizer+params) and ``sp`` (sequence
-parallelism: on | off). Degrees, ``mb`` and ``zero`` compare with ``= != < <= > >=``; the named
+(none | selective | full), ``offload`` (none | optimizer | optimizer+params), ``sp`` (sequence
+parallelism: on | off) and ``tp_overlap`` (Megatron TP-comm overlap: on | off). Degrees, ``mb`` and ``zero`` compare with ``= != < <= > >=``; the named
 knobs with ``=`` and ``!=``. ``--fix`` takes only ``=``; ``--exclude`` removes every configuration
 that matches any of its comparisons.
 """
@@ -24,9 +24,11 @@ from roofplan.solver.space import OFFLOAD_CODES, RECOMPUTE_CODES
 
 #: Constraint key -> search-array name.
 KEYS = {"tp": "tp", "pp": "pp", "dp": "dp", "cp": "cp", "ep": "ep", "vpp": "vpp", "mb": "micro_batch",
-        "zero": "zero", "recompute": "recompute", "offload": "offload", "sp": "sequence_parallel"}
+        "zero": "zero", "recompute": "recompute", "offload": "offload", "sp": "sequence_parallel",
+        "tp_overlap": "tp_comm_overlap"}
 _NAMED = {"recompute": RECOMPUTE_CODES, "offload": OFFLOAD_CODES,
           "sp": {"off": 0, "on": 1, "false": 0, "true": 1, "no": 0, "yes": 1, "0": 0, "1": 1}}
+_NAMED["tp_overlap"] = _NAMED["sp"]
 _OPS = {"=": operator.eq, "==": operator.eq, "!=": operator.ne, "<": operator.lt, "<=": operator.le,
         ">": operator.gt, ">=": operator.ge}
 _TERM = re.compile(r"\s*([a-z_]+)\s*(==|!=|<=|>=|=|<|>)\s*([A-Za-z0-9_+.-]+)\s*")
@@ -43,7 +45,9 @@ class Constraint:
     text: str = ""
 
     def matches(self, arrays: dict) -> np.ndarray:
-        return _OPS[self.op](np.asarray(arrays[KEYS[self.key]]), self.value)
+        # the search adds the overlap column only once it is evaluated: absent means off
+        v = arrays.get(KEYS[self.key], np.zeros(np.shape(arrays["tp"]), dtype=np.int64))
+        return _OPS[self.op](np.asarray(v), self.value)
 
     def allows(self, arrays: dict) -> np.ndarray:
         m = self.matches(arrays)

@@ -129,6 +129,8 @@ def framework_mask(framework: str | tuple[str, ...] | None, a: dict[str, np.ndar
             ok &= framework_mask(fw, a, layers)
         return ok
     zero, off, pp = a["zero"], a["offload"], a["pp"]
+    if framework != "megatron" and "tp_comm_overlap" in a:
+        ok &= a["tp_comm_overlap"] == 0  # userbuffers TP-comm overlap is Megatron's
     if framework == "megatron":
         ok &= ~((zero >= 2) & (pp > 1))
         ok &= ~((off >= 1) & (zero < 1))

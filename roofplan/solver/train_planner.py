@@ -145,6 +145,45 @@ def _configs(arrays: dict, dtype: str, gpus_per_node: int, flash_attention: bool
     return tc(**kw, dtype=dtype, gpus_per_node=gpus_per_node, flash_attention=flash_attention)
 
 
+def _overwrite(arr, idx: np.ndarray, sub) -> None:
+    """Put the lanes of ``sub`` (TrainArrays of ``idx.size`` configurations) at ``idx`` of ``arr``."""
+    for f in dataclasses.fields(arr):
+        v = np.array(getattr(arr, f.name), copy=True)
+        v[idx] = getattr(sub, f.name)
+        setattr(arr, f.name, v)
+
+
+def _step(model, hw, arrays: dict, dtype: str, gpus_per_node: int, flash_attention: bool):
+    """``train_step`` of configuration arrays whose ``tp_comm_overlap`` column (0/1, optional) says
+    which lanes run Megatron's TP-comm overlap (a scalar of the cost model: one call per setting)."""
+    cfg = _configs(arrays, dtype, gpus_per_node, flash_attention)
+    arr = _cm().train_step(model, hw, cfg)
+    on = np.flatnonzero(np.asarray(arrays.get("tp_comm_overlap", np.zeros(1)), dtype=bool)
+                        & np.ones(arrays["tp"].shape, dtype=bool))
+    if on.size:
+        _overwrite(arr, on, _cm().train_step(model, hw, dataclasses.replace(cfg, tp_comm_overlap=True).take(on)))
+    return arr
+
+
+def _best_overlap(model, hw, cfg, arr, arrays: dict, constraints: tuple = ()) -> None:
+    """Search TP-comm overlap (Megatron ``--tp-comm-overlap``: needs TP > 1 and sequence
+    parallelism): lanes where it fits and is faster switch to it, in ``arr`` and in ``arrays``;
+    ``constraints`` on ``tp_overlap`` decide which settings a lane may take."""
+    off = np.zeros(arrays["tp"].shape, dtype=np.int64)
+    arrays["tp_comm_overlap"] = off
+    on_ok = cons.mask(constraints, arrays | {"tp_comm_overlap": off + 1})
+    off_ok = cons.mask(constraints, arrays)
+    cand = np.flatnonzero((arrays["tp"] > 1) & (arrays["sequence_parallel"] == 1) & on_ok)
+    if not cand.size:
+        return
+    sub = _cm().train_step(model, hw, dataclasses.replace(cfg.take(cand), tp_comm_overlap=True))
+    off_fits = np.asarray(arr.fits, dtype=bool)[cand] & off_ok[cand]
+    better = np.asarray(sub.fits, dtype=bool) & (~off_fits | (sub.tokens_per_s > arr.tokens_per_s[cand] * (1 + 1e-9)))
+    if better.any():
+        _overwrite(arr, cand[better], sub.take(better))
+        arrays["tp_comm_overlap"][cand[better]] = 1
+
+
 def _threshold(best: float, band: float) -> float:
     """Lowest score within ``band`` (a fraction) of ``best`` (scores may be negative: cost)."""
     return best - band * abs(best)
@@ -154,19 +193,23 @@ def _search(model: ModelSpec, hw: DeviceSpec, *, gpus: int, global_batch: int, s
             gpus_per_node: int, opts: SpaceOptions, objective: str, flash_attention: bool, state: _Search,
             progress: Callable[[int, int], None] | None = None, stop_at_first: bool = False,
             pool: int = POOL, headroom_bytes: float = 0.0, constraints: tuple = (),
-            band: float | None = None) -> bool:
+            band: float | None = None, search_overlap: bool = False) -> bool:
     """Search one GPU count into ``state``; returns whether anything fits.
 
     A configuration that fits but leaves less than ``headroom_bytes`` free is rejected as
     ``headroom``; one outside the user's ``constraints`` as ``constraint``. With ``band`` (a
-    fraction) the robust pool keeps the simplest configurations within the band of the best."""
+    fraction) the robust pool keeps the simplest configurations within the band of the best.
+    ``search_overlap`` also evaluates TP-comm overlap for every lane that can use it."""
     cm = _cm()
     space = enumerate_space(model, hw, gpus=gpus, global_batch=global_batch, seq_len=seq_len, dtype=dtype,
                             gpus_per_node=gpus_per_node, opts=opts)
     state.searched += space.searched
     state.rejected.update(space.rejected)
-    if constraints and len(space):
-        ok = cons.mask(constraints, space.arrays)
+    # constraints on the overlap apply once it is decided (after the cost model), the rest before
+    post = tuple(c for c in constraints if c.key == "tp_overlap")
+    pre = tuple(c for c in constraints if c.key != "tp_overlap")
+    if pre and len(space):
+        ok = cons.mask(pre, space.arrays)
         if not ok.all():
             state.rejected["constraint"] += int((~ok).sum())
             space.arrays = space.take(ok)
@@ -185,13 +228,21 @@ def _search(model: ModelSpec, hw: DeviceSpec, *, gpus: int, global_batch: int, s
             cfg = cfg.take(ok)
         if arrays["tp"].size:
             arr = cm.train_step(model, hw, cfg)
+            if search_overlap:
+                _best_overlap(model, hw, cfg, arr, arrays, post)
+            else:
+                arrays["tp_comm_overlap"] = np.zeros(arrays["tp"].shape, dtype=np.int64)
             state.evaluated += arrays["tp"].size
+            excluded = ~cons.mask(post, arrays)
+            if excluded.any():
+                state.rejected["constraint"] += int(excluded.sum())
             fits = np.asarray(arr.fits, dtype=bool)
             # the cost model's fits covers HBM and the offload tier; tell the two apart
-            hbm_oom = ~fits & (arr.mem_total > arr.capacity)
-            for name, mask in (("oom", hbm_oom), ("offload_oom", ~fits & ~hbm_oom)):
+            hbm_oom = ~fits & ~excluded & (arr.mem_total > arr.capacity)
+            for name, mask in (("oom", hbm_oom), ("offload_oom", ~fits & ~excluded & ~hbm_oom)):
                 if mask.any():
                     state.rejected[name] += int(mask.sum())
+            fits &= ~excluded
             tight = fits & (arr.capacity - arr.mem_total < headroom_bytes)
             if tight.any():
                 state.rejected["headroom"] += int(tight.sum())
@@ -276,6 +327,7 @@ def _candidate(model: ModelSpec, hw: DeviceSpec, cfg: dict, met: dict, i: int, *
         "recompute": RECOMPUTE_NAMES[int(cfg["recompute"][i])], "recompute_layers": int(cfg["recompute_layers"][i]),
         "sequence_parallel": bool(cfg["sequence_parallel"][i]), "zero": int(cfg["zero"][i]),
         "offload": OFFLOAD_NAMES[int(cfg["offload"][i])],
+        "tp_comm_overlap": bool(cfg["tp_comm_overlap"][i]) if "tp_comm_overlap" in cfg else False,
     }
     m = {k: float(v[i]) for k, v in met.items()}
     tps = m["tokens_per_s"]
@@ -426,6 +478,7 @@ def _variants(c: dict, **changes) -> dict:
     d["recompute"] = np.array([RECOMPUTE_CODES[c["recompute"]]])
     d["offload"] = np.array([OFFLOAD_CODES[c["offload"]]])
     d["sequence_parallel"] = np.array([int(c["sequence_parallel"])])
+    d["tp_comm_overlap"] = np.array([int(c.get("tp_comm_overlap", False))])
     for k, v in changes.items():
         d[k] = np.array([v])
     return d
@@ -438,7 +491,6 @@ def _stack(rows: list[dict]) -> dict:
 def _problems(model, hw, cands: list[dict], flash_attention: bool, headroom_bytes: float = 0.0):
     """Placement programs of ``cands`` with coefficients from three cost-model corners each: no
     recompute, selective, full (all on HBM); HBM is the capacity less the headroom."""
-    cm = _cm()
     rows = []
     for c in cands:
         rows += [_variants(c, recompute=0, recompute_layers=0, offload=0),
@@ -448,7 +500,7 @@ def _problems(model, hw, cands: list[dict], flash_attention: bool, headroom_byte
                  _variants(c, recompute=0, recompute_layers=0, offload=2)]
     arrays = _stack(rows)
     c0 = cands[0]
-    arr = cm.train_step(model, hw, _configs(arrays, c0["dtype"], c0["gpus_per_node"], flash_attention))
+    arr = _step(model, hw, arrays, c0["dtype"], c0["gpus_per_node"], flash_attention)
     tier = _offload_tier(hw)
     out = []
     for i, c in enumerate(cands):
@@ -566,8 +618,7 @@ def _refine(model, hw, cands: list[dict], *, objective: str, flash_attention: bo
         owner += [i] * len(variants)
     arrays = _stack(rows)
     owner = np.array(owner)
-    arr = _cm().train_step(model, hw, _configs(arrays, cands[0]["dtype"], cands[0]["gpus_per_node"],
-                                               flash_attention))
+    arr = _step(model, hw, arrays, cands[0]["dtype"], cands[0]["gpus_per_node"], flash_attention)
     # a refinement must keep the headroom and the user's constraints (a fixed knob stays fixed)
     fits = (np.asarray(arr.fits, dtype=bool) & (arr.capacity - arr.mem_total >= headroom_bytes)
             & cons.mask(constraints, arrays))
@@ -728,7 +779,7 @@ def plan_training(model, hardware, *, gpus: int, global_batch: int, seq_len: int
                   tp=None, pp=None, cp=None, ep=None, vpp=None, flash_attention: bool = True,
                   placement: bool = True, ilp_time_limit_s: float = 2.0,
                   progress: Callable[[int, int], None] | None = None, memory_headroom_gib: float | None = None,
-                  constraints=(), robust_choice: bool = True) -> TrainPlan:
+                  constraints=(), robust_choice: bool = True, tp_comm_overlap: bool = True) -> TrainPlan:
     """Search every valid training configuration for ``gpus`` devices and return the best.
 
     ``emit`` restricts the search to what that launcher can express (and renders its command);
@@ -738,7 +789,8 @@ def plan_training(model, hardware, *, gpus: int, global_batch: int, seq_len: int
     ``memory_headroom_gib`` is the free memory every pick must leave (default
     :func:`~roofplan.costmodel.train_memory.default_memory_headroom_bytes`). With ``robust_choice``
     the candidates within the error band of the best are ranked simplest first
-    (:mod:`roofplan.solver.robust`). Raises :class:`InputError` on bad input and
+    (:mod:`roofplan.solver.robust`). ``tp_comm_overlap`` searches Megatron's TP-comm overlap per
+    configuration (unless ``emit`` asks only for launchers without it). Raises :class:`InputError` on bad input and
     :class:`InfeasibleError` (with the smallest fitting change) when nothing fits.
     """
     t0 = time.perf_counter()
@@ -798,10 +850,12 @@ def plan_training(model, hardware, *, gpus: int, global_batch: int, seq_len: int
             counts.append(g)
             g //= 2
     state = _Search()
+    # TP-comm overlap is Megatron's (userbuffers); searched unless only other launchers are asked for
+    search_overlap = tp_comm_overlap and (not frameworks or frameworks == ["megatron"])
     for g in counts:
         _search(model, hw, gpus=g, global_batch=global_batch, seq_len=seq_len, dtype=dtype, gpus_per_node=node,
                 opts=opts, objective=objective, flash_attention=flash_attention, state=state, progress=progress,
-                headroom_bytes=headroom, constraints=constraints, band=tie)
+                headroom_bytes=headroom, constraints=constraints, band=tie, search_overlap=search_overlap)
     if state.pool_cfg is None:
         raise _infeasible(model, hw, gpus=gpus, global_batch=global_batch, seq_len=seq_len, dtype=dtype,
                           gpus_per_node=node, opts=opts, flash_attention=flash_attention, state=state,
