@@ -143,7 +143,7 @@ def simpler_reasons(a: dict, b: dict) -> list[str]:
     if dims[0] < dims[1]:
         out.append(f"{dims[1] - dims[0]} fewer parallel dimension{'s' if dims[1] - dims[0] > 1 else ''}")
     if a["pp"] < b["pp"]:
-        out.append(f"{a['pp']} pipeline stages instead of {b['pp']}")
+        out.append(f"{a['pp']} pipeline stage{'s' if a['pp'] > 1 else ''} instead of {b['pp']}")
     elif a["pp"] == b["pp"] and a["vpp"] < b["vpp"]:
         out.append(f"{a['vpp']} virtual stages instead of {b['vpp']}")
     rc = {"none": 0, "selective": 1, "full": 2}
