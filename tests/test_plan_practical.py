@@ -194,3 +194,34 @@ def test_tp_comm_overlap_is_searched_and_only_kept_where_faster():
         assert "--tp-comm-overlap" in plan.launch["megatron"] and "deepspeed" not in plan.launch
     ds = plan_training("llama-3.1-70b", "h100-sxm", top=3, placement=False, emit="deepspeed", **L70)
     assert not any(c["tp_comm_overlap"] for c in ds.candidates)
+
+
+def test_streamed_robust_pool_finds_the_simplest_tied_configuration():
+    """Brute force over the whole space (one cost-model call, no streaming or pools): the simplest
+    configuration within the band of the fastest, by the tie-break rule, is the planner's #1."""
+    from roofplan.costmodel.train import check_train_config, train_step
+    from roofplan.hardware.catalog import load_hardware
+    from roofplan.models.loader import load_model
+    from roofplan.solver.space import enumerate_space
+    from roofplan.solver.train_planner import _configs
+
+    model, hw = load_model("llama-3.1-8b"), load_hardware("h100-sxm")
+    kw = {"gpus": 16, "global_batch": 128, "seq_len": 8192}
+    plan = plan_training(model, hw, placement=False, tp_comm_overlap=False, **kw)
+    space = enumerate_space(model, hw, dtype="bf16", **kw)
+    a = space.arrays
+    cfg = _configs(a, "bf16", 8, True)
+    ok = check_train_config(model, cfg) == 0
+    a = {k: v[ok] for k, v in a.items()}
+    arr = train_step(model, hw, cfg.take(ok))
+    free = arr.capacity - arr.mem_total
+    good = np.asarray(arr.fits) & (free >= default_memory_headroom_bytes(hw.hbm_bytes))
+    band = plan.best["error_band_pct"] / 100
+    tps = np.where(good, arr.tokens_per_s, 0.0)
+    tied = np.flatnonzero(tps >= tps.max() * (1 - band))
+    sub = {k: v[tied] for k, v in a.items()}
+    first = tied[robust.simplicity_order(sub, free[tied], tps[tied])[0]]
+    b = plan.best
+    for k in ("tp", "pp", "dp", "cp", "vpp", "micro_batch", "zero"):
+        assert b[k] == int(a[k][first]), k
+    assert b["tokens_per_s"] == pytest.approx(float(arr.tokens_per_s[first]), rel=1e-12)
