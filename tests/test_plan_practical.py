@@ -225,3 +225,16 @@ def test_streamed_robust_pool_finds_the_simplest_tied_configuration():
     for k in ("tp", "pp", "dp", "cp", "vpp", "micro_batch", "zero"):
         assert b[k] == int(a[k][first]), k
     assert b["tokens_per_s"] == pytest.approx(float(arr.tokens_per_s[first]), rel=1e-12)
+
+
+def test_mfu_classes():
+    from roofplan.models.loader import load_model
+
+    assert robust.mfu_class(load_model("llama-3.1-405b")) == "dense-large"   # 405 B >= 100 B
+    assert robust.mfu_class(load_model("gpt3-175b")) == "dense-large"
+    assert robust.mfu_class(load_model("llama-3.1-70b")) == "dense-small"
+    assert robust.mfu_class(load_model("mixtral-8x22b")) == "moe"
+    ref = robust.best_published_mfu("h100-sxm", load_model("llama-3.1-405b"), "bf16")
+    band = robust.ErrorBand(8.0, 7, "h100-sxm dense")
+    assert robust.mfu_warning(ref["mfu"] * 1.079, band, "h100-sxm", load_model("llama-3.1-405b"), "bf16") is None
+    assert "exceeds" in robust.mfu_warning(ref["mfu"] * 1.081, band, "h100-sxm", load_model("llama-3.1-405b"), "bf16")

@@ -7,7 +7,8 @@ change to the cost model, run this script with ``--write`` (next to ``tools/accu
 
 For every group of training rows — device and model class (dense or MoE), the device alone, and
 all devices — the band is the p90 of the absolute errors (nearest rank: the ceil(0.9 n)-th smallest).
-The best published MFU per device, model class and precision (16-bit or FP8) is the highest of
+The best published MFU per device, MFU class (MoE, dense from 100B parameters, smaller dense) and
+precision (16-bit or FP8) is the highest of
 the suite rows' measured MFU (the configuration's model FLOPs per GPU at the measured speed over
 the catalog peak of the row's dtype: predicted MFU x measured / predicted throughput) and of the
 published MFU figures listed in :data:`PUBLISHED_MFU` (runs whose configuration the suite lacks).
@@ -22,6 +23,7 @@ from pathlib import Path
 
 from accuracy_table import _source
 
+from roofplan.solver.robust import mfu_class, model_class, precision
 from roofplan.validation.suite import read_cases, run_suite
 from roofplan.validation.train_predict import estimate_case
 
@@ -31,19 +33,11 @@ PERCENTILE = 90
 TIME_METRICS = ("step_time_s",)
 #: Published MFU of runs the suite cannot replay (configuration incomplete), with their sources.
 PUBLISHED_MFU = (
-    {"key": "a100-sxm-80gb/dense/16bit", "mfu": 0.552, "case": "megascale-175b-12288",
+    {"key": "a100-sxm-80gb/dense-large/16bit", "mfu": 0.552, "case": "megascale-175b-12288",
      "source": "Jiang et al., MegaScale (NSDI 2024), abstract: 55.2% MFU training a 175B model on 12,288 GPUs"},
-    {"key": "h100-sxm/dense/16bit", "mfu": 0.43, "case": "llama3-405b-8192",
+    {"key": "h100-sxm/dense-large/16bit", "mfu": 0.43, "case": "llama3-405b-8192",
      "source": "Dubey et al. 2024, The Llama 3 Herd of Models, Table 4: 43% BF16 MFU on 8,192 H100 (TP8 PP16 DP64)"},
 )
-
-
-def model_class(model) -> str:
-    return "moe" if model.moe is not None else "dense"
-
-
-def precision(dtype: str) -> str:
-    return "fp8" if dtype == "fp8" else "16bit"
 
 
 def p90(values: list[float]) -> float:
@@ -70,7 +64,7 @@ def document() -> dict:
             groups.setdefault(key, []).append((c.id, abs(r.error)))
         ratio = (1.0 + r.error) if c.metric in TIME_METRICS else 1.0 / (1.0 + r.error)
         mfu = est.value("mfu") * ratio
-        key = f"{hw}/{cls}/{precision(c.str('dtype', 'bf16'))}"
+        key = f"{hw}/{mfu_class(est.model)}/{precision(c.str('dtype', 'bf16'))}"
         if mfu > best.get(key, {}).get("mfu", 0.0):
             best[key] = {"mfu": round(mfu, 4), "case": c.id, "source": src}
     for p in PUBLISHED_MFU:

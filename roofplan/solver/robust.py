@@ -47,8 +47,26 @@ class ErrorBand:
         return f"±{self.pct:.1f}% (p{_bands()['percentile']} of {self.rows} validated {self.scope} training rows)"
 
 
+#: Dense models from this many parameters up form their own MFU class: they need pipeline or
+#: sharded data parallelism across many nodes, and their published MFU is lower (Megatron SC21
+#: Table 1, Llama 3 405B at 38-43%) than that of 70B-class models on a few nodes.
+LARGE_DENSE_PARAMS = 100e9
+
+
 def model_class(model) -> str:
+    """The class whose validation residuals give the band: ``dense`` or ``moe``."""
     return "moe" if model.moe is not None else "dense"
+
+
+def mfu_class(model) -> str:
+    """The class whose best published MFU bounds a pick: ``moe``, ``dense-large``, ``dense-small``."""
+    if model.moe is not None:
+        return "moe"
+    return "dense-large" if model.params_total >= LARGE_DENSE_PARAMS else "dense-small"
+
+
+def precision(dtype: str) -> str:
+    return "fp8" if dtype == "fp8" else "16bit"
 
 
 def error_band(hw_id: str, model) -> ErrorBand:
@@ -64,20 +82,19 @@ def error_band(hw_id: str, model) -> ErrorBand:
 
 def best_published_mfu(hw_id: str, model, dtype: str) -> dict | None:
     """``{"mfu", "case", "source"}`` of the best published run of this device, class and precision."""
-    prec = "fp8" if dtype == "fp8" else "16bit"
-    return _bands()["best_mfu"].get(f"{hw_id}/{model_class(model)}/{prec}")
+    return _bands()["best_mfu"].get(f"{hw_id}/{mfu_class(model)}/{precision(dtype)}")
 
 
 def mfu_warning(mfu: float, band: ErrorBand, hw_id: str, model, dtype: str) -> str | None:
     """A warning when ``mfu`` exceeds the best published MFU by more than the band, else None."""
     ref = best_published_mfu(hw_id, model, dtype)
     if ref is None:
-        return (f"no published {model_class(model)} training run on {hw_id} in {dtype}: the predicted MFU "
+        return (f"no published {mfu_class(model)} training run on {hw_id} in {dtype}: the predicted MFU "
                 f"{mfu:.1%} is not checked against a measurement")
     limit = ref["mfu"] * (1.0 + band.fraction)
     if mfu <= limit:
         return None
-    return (f"predicted MFU {mfu:.1%} exceeds the best published {model_class(model)} MFU on {hw_id} "
+    return (f"predicted MFU {mfu:.1%} exceeds the best published {mfu_class(model)} MFU on {hw_id} "
             f"({ref['mfu']:.1%}, {ref['case']}: {ref['source']}) by more than the {band.pct:.1f}% band; "
             "the model is optimistic outside validated territory")
 
