@@ -238,3 +238,23 @@ def test_mfu_classes():
     band = robust.ErrorBand(8.0, 7, "h100-sxm dense")
     assert robust.mfu_warning(ref["mfu"] * 1.079, band, "h100-sxm", load_model("llama-3.1-405b"), "bf16") is None
     assert "exceeds" in robust.mfu_warning(ref["mfu"] * 1.081, band, "h100-sxm", load_model("llama-3.1-405b"), "bf16")
+
+
+def test_expert_tensor_parallelism_is_searched_for_moe():
+    """MoE layouts with experts unsplit by TP (ETP = 1) are in the space; a plan fixed to one
+    equals `estimate train --etp 1` of it, and Megatron gets the degree."""
+    kw = {"gpus": 64, "global_batch": 256, "seq_len": 4096}
+    plan = plan_training("mixtral-8x22b", "h100-sxm", top=3, placement=False, constraints={"fix": "etp=1,tp=2"},
+                         **kw)
+    b = plan.best
+    assert (b["tp"], b["etp"]) == (2, 1)
+    assert plan.searched == plan.feasible + sum(plan.rejected.values())
+    est = estimate_training("mixtral-8x22b", "h100-sxm", tp=2, pp=b["pp"], dp=b["dp"], cp=b["cp"], ep=b["ep"], etp=1,
+                            vpp=b["vpp"], micro_batch=b["micro_batch"], recompute=b["recompute"],
+                            recompute_layers=b["recompute_layers"], sequence_parallel=b["sequence_parallel"],
+                            zero=b["zero"], offload=b["offload"], tp_comm_overlap=b["tp_comm_overlap"],
+                            global_batch=256, seq_len=4096).to_json()
+    assert b["step_time_s"] == pytest.approx(est["step_time_s"], rel=1e-12)
+    assert "--expert-tensor-parallel-size 1" in plan.launch["megatron"]
+    dense = plan_training("llama-3.1-8b", "h100-sxm", gpus=8, global_batch=64, seq_len=4096, placement=False)
+    assert all(c["etp"] == c["tp"] for c in dense.candidates)

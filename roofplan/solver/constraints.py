@@ -4,7 +4,7 @@ The CLI parses the text once, at the door, into :class:`Constraint` objects; the
 them as one boolean mask over the enumerated configurations (rejections are counted as
 ``constraint``), and to the placement program's refinements, so a fixed knob stays fixed.
 
-Keys: the parallel degrees ``tp pp dp cp ep vpp``, ``mb`` (micro-batch), ``zero``, ``recompute``
+Keys: the parallel degrees ``tp pp dp cp ep vpp etp`` (expert TP), ``mb`` (micro-batch), ``zero``, ``recompute``
 (none | selective | full), ``offload`` (none | optimizer | optimizer+params), ``sp`` (sequence
 parallelism: on | off) and ``tp_overlap`` (Megatron TP-comm overlap: on | off). Degrees, ``mb`` and ``zero`` compare with ``= != < <= > >=``; the named
 knobs with ``=`` and ``!=``. ``--fix`` takes only ``=``; ``--exclude`` removes every configuration
@@ -25,7 +25,7 @@ from roofplan.solver.space import OFFLOAD_CODES, RECOMPUTE_CODES
 #: Constraint key -> search-array name.
 KEYS = {"tp": "tp", "pp": "pp", "dp": "dp", "cp": "cp", "ep": "ep", "vpp": "vpp", "mb": "micro_batch",
         "zero": "zero", "recompute": "recompute", "offload": "offload", "sp": "sequence_parallel",
-        "tp_overlap": "tp_comm_overlap"}
+        "tp_overlap": "tp_comm_overlap", "etp": "etp"}
 _NAMED = {"recompute": RECOMPUTE_CODES, "offload": OFFLOAD_CODES,
           "sp": {"off": 0, "on": 1, "false": 0, "true": 1, "no": 0, "yes": 1, "0": 0, "1": 1}}
 _NAMED["tp_overlap"] = _NAMED["sp"]
@@ -46,8 +46,10 @@ class Constraint:
 
     def matches(self, arrays: dict) -> np.ndarray:
         # the search adds the overlap column only once it is evaluated: absent means off
-        v = arrays.get(KEYS[self.key], np.zeros(np.shape(arrays["tp"]), dtype=np.int64))
-        return _OPS[self.op](np.asarray(v), self.value)
+        v = np.asarray(arrays.get(KEYS[self.key], np.zeros(np.shape(arrays["tp"]), dtype=np.int64)))
+        if self.key == "etp":  # the search arrays' 0 means expert TP = TP
+            v = np.where(v == 0, np.asarray(arrays["tp"]), v)
+        return _OPS[self.op](v, self.value)
 
     def allows(self, arrays: dict) -> np.ndarray:
         m = self.matches(arrays)

@@ -110,7 +110,8 @@ def simplicity_key(cfg: dict, free_bytes) -> tuple[np.ndarray, ...]:
     3. number of parallel dimensions besides data parallelism (TP, PP, CP, EP above 1);
     4. pipeline stages, then virtual stages (bubble, schedule and memory-imbalance risk);
     5. recompute (none, selective, full), then fewer fully recomputed layers (0 = all); 6. ZeRO stage;
-    7. TP-comm overlap off (userbuffers); 8. more free memory (less headroom risk).
+    7. TP-comm overlap off (userbuffers); 8. expert TP at its default (= TP);
+    9. more free memory (less headroom risk).
 
     ``cfg`` maps names to integer arrays (the search arrays or one candidate as 1-element arrays).
     """
@@ -121,6 +122,7 @@ def simplicity_key(cfg: dict, free_bytes) -> tuple[np.ndarray, ...]:
     return ((~launchable(cfg)).astype(int), np.asarray(cfg["offload"]), (cp > 1).astype(int), dims, pp, np.asarray(cfg["vpp"]),
             np.asarray(cfg["recompute"]), rc_layers, np.asarray(cfg["zero"]),
             np.asarray(cfg.get("tp_comm_overlap", np.zeros_like(tp))),
+            (np.asarray(cfg.get("etp", np.zeros_like(tp))) != 0).astype(int),
             -np.asarray(free_bytes, dtype=float))
 
 

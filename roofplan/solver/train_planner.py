@@ -52,7 +52,7 @@ CHUNK = 1 << 14
 #: Size of the pool of leading configurations kept while streaming chunks (top K and runner-up).
 POOL = 64
 _INT_KEYS = ("tp", "pp", "dp", "cp", "ep", "vpp", "micro_batch", "global_batch", "seq_len", "recompute",
-             "recompute_layers", "sequence_parallel", "zero", "offload")
+             "recompute_layers", "sequence_parallel", "zero", "offload", "etp")
 _METRICS = ("step_time_s", "tokens_per_s", "model_flops_per_gpu", "hardware_flops_per_gpu", "mfu", "mem_weights",
             "mem_gradients", "mem_optimizer", "mem_activations", "mem_other", "mem_total", "capacity",
             "t_compute", "t_tp_comm", "t_cp_comm", "t_ep_comm", "t_pp_bubble", "t_pp_comm", "t_dp_comm",
@@ -329,6 +329,8 @@ def _candidate(model: ModelSpec, hw: DeviceSpec, cfg: dict, met: dict, i: int, *
         "offload": OFFLOAD_NAMES[int(cfg["offload"][i])],
         "tp_comm_overlap": bool(cfg["tp_comm_overlap"][i]) if "tp_comm_overlap" in cfg else False,
     }
+    # expert tensor parallelism as a degree (the arrays' 0 means "= tp")
+    c["etp"] = int(cfg["etp"][i]) or c["tp"]
     m = {k: float(v[i]) for k, v in met.items()}
     tps = m["tokens_per_s"]
     est = {
@@ -479,6 +481,7 @@ def _variants(c: dict, **changes) -> dict:
     d["offload"] = np.array([OFFLOAD_CODES[c["offload"]]])
     d["sequence_parallel"] = np.array([int(c["sequence_parallel"])])
     d["tp_comm_overlap"] = np.array([int(c.get("tp_comm_overlap", False))])
+    d["etp"] = np.array([0 if c.get("etp", c["tp"]) == c["tp"] else c["etp"]])
     for k, v in changes.items():
         d[k] = np.array([v])
     return d
