@@ -401,14 +401,15 @@ def _robust_rank(cands: list[dict], objective: str, band: float | None) -> list[
         return by_score
     thr = _threshold(_score_of(cands[by_score[0]], objective), band or 0.0)
     tied = [i for i in by_score if band is not None and _score_of(cands[i], objective) >= thr] or by_score[:1]
-    rest = [i for i in by_score if i not in set(tied)]
+    in_band = set(tied)
+    rest = [i for i in by_score if i not in in_band]
     if len(tied) > 1:
         arrays = _stack([_variants(cands[i]) for i in tied])
         order = robust.simplicity_order(arrays, [cands[i]["free_memory_gib"] for i in tied],
                                         [_score_of(cands[i], objective) for i in tied])
         tied = [tied[j] for j in order]
     for i in by_score:
-        cands[i]["tied_with_best"] = i in set(tied)
+        cands[i]["tied_with_best"] = i in in_band
     return tied + rest
 
 
@@ -668,7 +669,8 @@ def _fits_any(model, hw, *, gpus, global_batch, seq_len, dtype, gpus_per_node, o
     st = _Search()
     return _search(model, hw, gpus=gpus, global_batch=global_batch, seq_len=seq_len, dtype=dtype,
                    gpus_per_node=gpus_per_node, opts=opts, objective="throughput", flash_attention=flash_attention,
-                   state=st, stop_at_first=True, pool=1, headroom_bytes=headroom_bytes, constraints=constraints)
+                   state=st, stop_at_first=True, pool=1, headroom_bytes=headroom_bytes, constraints=constraints,
+                   search_overlap=any(c.key == "tp_overlap" for c in constraints))
 
 
 #: Largest GPU count the infeasibility search tries (2^24, far beyond any cluster).
