@@ -119,8 +119,8 @@ def simplicity_key(cfg: dict, free_bytes) -> tuple[np.ndarray, ...]:
     dims = (tp > 1).astype(int) + (pp > 1) + (cp > 1) + (ep > 1)
     rl = np.asarray(cfg["recompute_layers"])
     rc_layers = np.where(np.asarray(cfg["recompute"]) == 2, np.where(rl == 0, np.iinfo(np.int64).max, rl), 0)
-    return ((~launchable(cfg)).astype(int), np.asarray(cfg["offload"]), (cp > 1).astype(int), dims, pp, np.asarray(cfg["vpp"]),
-            np.asarray(cfg["recompute"]), rc_layers, np.asarray(cfg["zero"]),
+    return ((~launchable(cfg)).astype(int), np.asarray(cfg["offload"]), (cp > 1).astype(int), dims, pp,
+            np.asarray(cfg["vpp"]), np.asarray(cfg["recompute"]), rc_layers, np.asarray(cfg["zero"]),
             np.asarray(cfg.get("tp_comm_overlap", np.zeros_like(tp))),
             (np.asarray(cfg.get("etp", np.zeros_like(tp))) != 0).astype(int),
             -np.asarray(free_bytes, dtype=float))
