@@ -202,7 +202,7 @@ def test_offload_to_ddr_on_sn40l_fits_what_hbm_cannot():
     ({"vpp": 2, "pp": 4, "global_batch": 6, "micro_batch": 1, "dp": 1}, "pipeline"),
     ({"cp": 3, "seq_len": 4096}, "context_parallel"),
     ({"ep": 2, "dp": 2, "global_batch": 2}, "expert_parallel"),
-    ({"zero": 2, "pp": 2}, "zero_pipeline"),
+    ({"zero": 3, "pp": 2}, "zero_pipeline"),
     ({"recompute": 2, "recompute_layers": 20, "pp": 2}, "recompute_layers"),
 ])
 def test_check_train_config_reasons(kw, reason):

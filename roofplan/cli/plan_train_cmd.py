@@ -91,8 +91,8 @@ def _render(doc: dict, written: list[str], frameworks: list[str] | None = None) 
     moe = any(c["ep"] > 1 for c in cands)
     many_gpus = len({c["gpus"] for c in cands}) > 1
     has_cost = doc["objective"]["name"] == "cost" and any("usd_per_million_tokens" in c for c in cands)
-    cols = ["#"] + (["GPUs"] if many_gpus else []) + ["layout", "vpp", "mb"] + (["ep"] if moe else []) + [
-        "rc", "Z", "off", "step s", "tok/s", "MFU", "GiB"]
+    cols = ["#", "tie"] + (["GPUs"] if many_gpus else []) + ["layout", "vpp", "mb"] + (["ep"] if moe else []) + [
+        "rc", "Z", "off", "step s", "tok/s", "MFU", "GiB", "free"]
     if has_cost:
         cols.append("$/Mtok")
     for c in cols:
@@ -102,25 +102,31 @@ def _render(doc: dict, written: list[str], frameworks: list[str] | None = None) 
         rc = {"none": "-", "selective": "sel", "full": "full"}[c["recompute"]]
         if c["recompute"] == "full" and c["recompute_layers"]:
             rc += f":{c['recompute_layers']}"
-        layout = f"{c['tp']}x{c['pp']}x{c['dp']}x{c['cp']}" + ("+sp" if c["sequence_parallel"] else "")
-        row = [str(c["rank"])] + ([str(c["gpus"])] if many_gpus else []) + [layout, str(c["vpp"]),
-                                                                             str(c["micro_batch"])]
+        layout = (f"{c['tp']}x{c['pp']}x{c['dp']}x{c['cp']}" + ("+sp" if c["sequence_parallel"] else "")
+                  + ("+ov" if c.get("tp_comm_overlap") else ""))
+        row = [str(c["rank"]), "≈" if c.get("tied_with_best") else ""] + ([str(c["gpus"])] if many_gpus else []) + [
+            layout, str(c["vpp"]), str(c["micro_batch"])]
         if moe:
             row.append(str(c["ep"]))
         row += [rc, str(c["zero"]), short_off[c["offload"]], f"{c['step_time_s']:.2f}", _si(c["tokens_per_s"]),
-                f"{c['mfu']:.1%}", f"{c['memory_gib_per_gpu']['total']:.1f}"]
+                f"{c['mfu']:.1%}", f"{c['memory_gib_per_gpu']['total']:.1f}", f"{c['free_memory_gib']:.1f}"]
         if has_cost:
             v = c.get("usd_per_million_tokens")
             row.append("-" if v is None else f"{v:.3f}")
         t.add_row(*row, style="bold green" if c["rank"] == 1 else None)
     console.print(t)
     cap = cands[0]["memory_gib_per_gpu"]["capacity"]
-    console.print(f"layout TPxPPxDPxCP (+sp: sequence parallel), vpp virtual stages, mb micro-batch, Z ZeRO "
-                  f"stage, rc recompute (full:N = N layers per stage), off offload, GiB per GPU of {cap:.0f}", style="dim")
+    console.print(f"layout TPxPPxDPxCP (+sp: sequence parallel, +ov: TP-comm overlap), vpp virtual stages, mb micro-batch, Z ZeRO "
+                  f"stage, rc recompute (full:N = N layers per stage), off offload, GiB per GPU of {cap:.0f}, free "
+                  f"GiB left (at least the {i['memory_headroom_gib']:.1f} GiB headroom), ≈ tied with the best within "
+                  "the error band", style="dim")
+    console.print(f"predictions ±: {cands[0]['error_band']}; ≈ rows are ranked simplest first", highlight=False)
     rej = ", ".join(f"{k} {v:,}" for k, v in sorted(doc["rejected"].items(), key=lambda kv: -kv[1]) if v)
     console.print(f"searched {doc['searched']:,} configurations, evaluated {doc['evaluated']:,}, feasible "
                   f"{doc['feasible']:,} in {doc['search_time_s']:.2f} s; rejected: {rej or 'none'}")
     console.print(f"[bold]why #1 wins:[/bold] {doc['why']['summary']}")
+    for w in cands[0]["warnings"]:
+        console.print(f"[bold yellow]warning:[/bold yellow] {w}", highlight=False)
     p = doc["placement"]
     if p.get("method") not in (None, "none"):
         states = ", ".join(f"{k}: {v}" for k, v in p["states"].items())
@@ -182,6 +188,14 @@ def plan_train(
     max_micro_batch: int = typer.Option(
         16, "--max-micro-batch", callback=bounded_count,
         help="Largest micro-batch searched."),
+    fix: str | None = typer.Option(
+        None, "--fix", metavar="K=V,...",
+        help="Fix knobs (tp pp dp cp ep etp vpp mb zero recompute offload sp tp_overlap), e.g. tp=8,pp=16."),
+    exclude: str | None = typer.Option(
+        None, "--exclude", metavar="COND,...", help="Exclude matches, e.g. cp>1,zero=3."),
+    memory_headroom: float | None = typer.Option(
+        None, "--memory-headroom", metavar="GIB",
+        help="Free GiB per GPU a plan must leave (default 5% of HBM + 1 GiB)."),
     json_out: bool = JSON_OPTION,
     calibration: str | None = CALIBRATION_OPTION,
 ) -> None:
@@ -198,6 +212,9 @@ def plan_train(
                 ok = [x for x in FRAMEWORKS if x not in off_platform]
                 raise InputError("emit", fw, off_platform[fw] + (f"; use {' or '.join(ok)}" if ok else ""))
         check_out_dir(out)  # before the search: a bad --out fails fast and nothing is written
+        from roofplan.solver.constraints import parse
+
+        constraints = parse(fix, exclude=False, field="fix") + parse(exclude, exclude=True, field="exclude")
         n_tokens = parse_tokens(tokens)
         bar = _LazyProgress(enabled=not json_out and err_console.is_terminal)
         try:
@@ -205,7 +222,8 @@ def plan_train(
                                  dtype=dtype, objective=objective, top=top, tokens=n_tokens,
                                  calibration=calibration, gpus_per_node=gpus_per_node,
                                  allow_cross_node_tp=allow_cross_node_tp, emit=frameworks,
-                                 max_micro_batch=max_micro_batch, progress=bar)
+                                 max_micro_batch=max_micro_batch, progress=bar, constraints=constraints,
+                                 memory_headroom_gib=memory_headroom)
         finally:
             bar.close()
         for fw, why in off_platform.items():  # launchers that do not run on this device: not emitted

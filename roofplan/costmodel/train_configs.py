@@ -26,7 +26,7 @@ REJECT_REASONS: dict[int, str] = {
     3: "pipeline",           # pp > layers; interleaving needs pp > 1, pp*vpp <= layers, microbatches % pp
     4: "context_parallel",   # seq_len not divisible by 2*cp (causal load balancing chunks)
     5: "expert_parallel",    # ep*etp does not divide tp*dp*cp, ep not the experts; ep > 1 on a dense model
-    6: "zero_pipeline",      # ZeRO-2/3 with pp > 1 (DeepSpeed asserts; Megatron has no such mode)
+    6: "zero_pipeline",      # ZeRO-3 with pp > 1 (DeepSpeed asserts; Megatron has no such mode)
     7: "recompute_layers",   # recompute_layers > layers per pipeline stage
     8: "offload_zero",       # optimizer offload without a sharded optimizer, parameter offload without ZeRO-3
 }
@@ -177,7 +177,10 @@ def check_train_config(model: ModelSpec, cfg: TrainConfigs) -> np.ndarray:
     else:
         # parallel folding: EP x ETP regroup the tp*cp*dp ranks (Megatron ``parallel_state``)
         mark(((tp * dp * cp) % np.maximum(ep * etp, 1) != 0) | (model.moe.num_experts % np.maximum(ep, 1) != 0), 5)
-    mark((cfg.zero >= 2) & (pp > 1), 6)
+    # ZeRO-2 with a pipeline reduce-scatters each microbatch's gradients into the fp32 shard (FSDP
+    # without no_sync, Llama 3's 4D parallelism, Dubey et al. 2024 §3.3.1-2); ZeRO-3 with a pipeline
+    # (weights re-gathered per microbatch and stage) is not modelled
+    mark((cfg.zero >= 3) & (pp > 1), 6)
     layers_per_stage = -(-model.layers // safe_pp)
     mark((cfg.recompute == 2) & (cfg.recompute_layers > layers_per_stage), 7)
     # Optimizer CPU offload runs on the optimizer's shard: Megatron ``--optimizer-cpu-offload`` needs

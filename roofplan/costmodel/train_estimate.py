@@ -154,8 +154,8 @@ def _explain(model: ModelSpec, cfg: TrainConfigs, code: int) -> InputError:
         return InputError("ep", ep, f"ep x etp = {ep} x {etp} must divide tp x dp x cp = {tp * dp * cp} "
                                     "(with etp = tp: ep must divide dp x cp)")
     if code == 6:
-        return InputError("zero", c["zero"], "ZeRO-2/3 cannot be combined with pipeline parallelism (pp > 1); "
-                                             "use zero 0 or 1")
+        return InputError("zero", c["zero"], "ZeRO-3 cannot be combined with pipeline parallelism (pp > 1) "
+                                             "in this model; use zero 0, 1 or 2")
     if code == 7:
         return InputError("recompute_layers", c["recompute_layers"],
                           f"must not exceed the layers per pipeline stage ({-(-model.layers // pp)})")

@@ -37,6 +37,34 @@ FRAMEWORK_BYTES = 1.5 * GiB
 #: Fraction of live tensors the caching allocator holds on top as fragmentation
 #: (PyTorch CUDA caching allocator: reserved vs allocated typically differs by 5-10 %).
 FRAGMENTATION = 0.05
+#: Default memory headroom the planner leaves free on every device, on top of the cost model's own
+#: ``other`` term (``FRAMEWORK_BYTES`` + ``FRAGMENTATION`` x live, the *typical* allocator overhead).
+#: The headroom covers the spread of that overhead, which no static model predicts:
+#:
+#: * caching-allocator fragmentation: PyTorch's CUDA caching allocator rounds requests into 2 MiB
+#:   (small) and 20 MiB (large) segments and never returns split blocks to the driver; its docs
+#:   ("CUDA semantics: memory management", ``PYTORCH_CUDA_ALLOC_CONF`` ``max_split_size_mb`` and
+#:   ``expandable_segments``) exist because reserved memory grows past allocated memory. Megatron-LM's
+#:   ``report_memory`` prints both; reserved runs 5-10 % above allocated, of which the cost model
+#:   counts the lower 5 % (``FRAGMENTATION``), so another 5 % of HBM is kept free
+#:   (``HEADROOM_FRAGMENTATION``);
+#: * workspaces and communicators beyond the counted ones: NCCL allocates ``NCCL_BUFFSIZE`` (4 MiB
+#:   default, NCCL environment-variable docs) per channel and peer for every communicator (TP, CP,
+#:   DP, PP send/recv, EP and expert-DP groups each have their own) plus NVLink-SHARP buffers on
+#:   NVSwitch systems; cuBLAS/cuBLASLt and Transformer Engine keep a 32 MiB workspace per stream;
+#:   the CUDA context is 0.3-0.5 GiB with lazy module loading and more without. A round 1 GiB
+#:   (``HEADROOM_FIXED_BYTES``).
+#:
+#: On an 80 GiB device the default is 5 GiB; ``plan train --memory-headroom`` overrides it.
+HEADROOM_FRAGMENTATION = 0.05
+HEADROOM_FIXED_BYTES = 1.0 * GiB
+
+
+def default_memory_headroom_bytes(capacity_bytes: float) -> float:
+    """The planner's default free memory per device: 5 % of HBM plus 1 GiB (sources above)."""
+    return HEADROOM_FRAGMENTATION * float(capacity_bytes) + HEADROOM_FIXED_BYTES
+
+
 #: Bytes per token of the input ids kept for the embedding backward (int64; Megatron's formula).
 TOKEN_ID_BYTES = 8.0
 #: Extra routed-token slots per expert over the mean (router load imbalance; GShard's capacity
@@ -78,6 +106,27 @@ def param_placement(s: ModelShapes, tp, pp, ep, vpp, etp=None) -> ParamPlacement
     return ParamPlacement(dense=dense, expert=expert, layers_per_stage=n_s, moe_per_stage=n_moe)
 
 
+def pipeline_split(layers, pp):
+    """Layers of the (first, middle, last) pipeline stages, vectorised.
+
+    Even when ``pp`` divides ``layers``. Otherwise the middle stages take ceil(L/pp) layers (the
+    slowest stage, which the cost model prices) and the remainder is split between the first and
+    last stages, which also hold the embedding and the loss — Megatron-Core's
+    ``--decoder-first-pipeline-num-layers`` / ``--decoder-last-pipeline-num-layers``, as used for
+    Llama 3 405B (126 layers on 16 stages, Dubey et al. 2024 §3.3.2). Where no such split exists
+    (the remainder is below 2 or above two middle stages) ``first`` is 0.
+    """
+    layers = np.asarray(layers, dtype=np.int64)
+    pp = np.asarray(pp, dtype=np.int64)
+    middle = -(-layers // np.maximum(pp, 1))
+    rest = layers - np.maximum(pp - 2, 0) * middle
+    even = layers % np.maximum(pp, 1) == 0
+    possible = (pp >= 2) & (rest >= 2) & (rest <= 2 * middle)
+    first = np.where(even, middle, np.where(possible, rest - rest // 2, 0))
+    last = np.where(even, middle, np.where(possible, rest // 2, 0))
+    return first, middle, last
+
+
 def grad_bytes_per_param(dtype: str) -> float:
     """fp32 main gradients except on the 2021 fp16 stack (fp16 gradients)."""
     return 2.0 if dtype == "fp16" else 4.0
@@ -98,8 +147,18 @@ def layer_activation_bytes(s: ModelShapes, *, tokens, seq_len, tp, sp, scores: b
 def activation_bytes(s: ModelShapes, *, micro_batch, seq_len, tp, pp, cp, vpp, microbatches, sp, recompute,
                      recompute_layers, flash, dropout, layers_per_stage, act_bytes=2.0, gemm_input_bytes=None,
                      moe_imbalance=MOE_IMBALANCE):
-    """Peak activation bytes per device: max over the first stage (most microbatches in flight)
-    and the last stage (fp32 logits)."""
+    """Peak activation bytes per device: the maximum over the pipeline stages.
+
+    Plain 1F1B (Narayanan et al. SC21 §2.2; Megatron-Core ``forward_backward_pipelining_without_
+    interleaving``): stage ``i`` of ``p`` runs ``p - i - 1`` warm-up forwards before its first
+    backward, so it holds ``min(p - i, m)`` microbatches of its own layers. With an even split the
+    first stage is the peak (``p`` x L/p = L layers' worth, Megatron's ``theoretical_memory_usage``).
+    With the uneven split of :func:`pipeline_split` (first and last stages one layer short, Llama 3
+    405B) the second stage holds ``min(p - 1, m)`` microbatches of a full stage, which can exceed the
+    first stage's ``min(p, m)`` of a short one (126 layers on 16: 15 x 8 = 120 > 16 x 7 = 112 layers).
+    Interleaved 1F1B: the first rank holds ``L (1 + (p-1)/(p v))`` layers' worth (Megatron's
+    ``interleaved_schedule_memory_penalty``). The last stage holds one microbatch plus the fp32
+    logits."""
     b = act_bytes
     tokens = micro_batch * seq_len / cp
     drop = 1.0 if dropout else 0.0
@@ -116,14 +175,25 @@ def activation_bytes(s: ModelShapes, *, micro_batch, seq_len, tp, pp, cp, vpp, m
     working = base_full + np.where(flash, lse, score)          # one layer being recomputed/backpropagated
     k = np.where(recompute == 2, np.where(recompute_layers > 0, np.minimum(recompute_layers, layers_per_stage),
                                           layers_per_stage), 0.0)
-    stage = k * ckpt + (layers_per_stage - k) * stored_none
+    def stage_bytes(n_layers):
+        k_n = np.minimum(k, n_layers)
+        return k_n * ckpt + (n_layers - k_n) * stored_none
+
+    stage = stage_bytes(layers_per_stage)
+    # the uneven split's short end stages (plain 1F1B only; interleaving needs an even split)
+    n_first, _, n_last = pipeline_split(s.layers, pp)
+    uneven = (vpp == 1) & (pp > 1) & (n_first > 0) & (n_first < layers_per_stage)
+    first_stage = np.where(uneven, stage_bytes(np.where(uneven, n_first, layers_per_stage)), stage)
+    last_stage = np.where(uneven, stage_bytes(np.where(uneven, n_last, layers_per_stage)), stage)
     in_flight = np.where(vpp > 1, pp * (1.0 + (pp - 1.0) / (pp * vpp)), np.minimum(pp, microbatches))
     embed = tokens * (TOKEN_ID_BYTES + drop * s.h / sp_div)
     logits = tokens * (4.0 * s.h / sp_div + 4.0 * s.vocab / tp)
     recompute_working = np.where(recompute == 2, working, 0.0)
-    first = in_flight * (stage + embed) + recompute_working + np.where(pp > 1, 0.0, logits)
-    last = stage + logits + recompute_working
-    return np.where(pp > 1, np.maximum(first, last), first)
+    first = in_flight * (first_stage + embed) + recompute_working + np.where(pp > 1, 0.0, logits)
+    # the second stage of an uneven split: one microbatch fewer, a full stage of layers
+    second = np.where(uneven & (pp > 2), np.minimum(pp - 1.0, microbatches) * stage + recompute_working, 0.0)
+    last = last_stage + logits + recompute_working
+    return np.where(pp > 1, np.maximum(np.maximum(first, second), last), first)
 
 
 def _layer_base(s: ModelShapes, tokens, tp, sp_div, drop, b, bi=None, imb=MOE_IMBALANCE, mla_rc=False):

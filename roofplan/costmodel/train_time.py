@@ -607,7 +607,11 @@ def train_step(model: ModelSpec, hw: DeviceSpec, cfg: TrainConfigs) -> TrainArra
     # ZeRO-3: weights gathered for forward, backward and each recomputed forward, gradients
     # reduce-scattered, every microbatch (DeepSpeed stage 3 / FSDP); prefetch hides it behind compute.
     z3 = np.where(is_z3, micro * (t_gather * (2.0 + rc_frac) + t_grad), 0.0)
-    grad_exposed = hide(np.where(is_z3, 0.0, t_grad), cfg.overlap_grad_reduce, "bwd", bucket)
+    # ZeRO-2 with a pipeline: every microbatch's gradients are reduce-scattered into the shard
+    # (FSDP without no_sync, Llama 3 §3.3.2), hidden behind the whole step like ZeRO-3's traffic
+    rs_every = (zero == 2) & (pp > 1)
+    z3 = z3 + np.where(rs_every, micro * t_grad, 0.0)
+    grad_exposed = hide(np.where(is_z3 | rs_every, 0.0, t_grad), cfg.overlap_grad_reduce, "bwd", bucket)
     gather_exposed = hide(np.where(is_z3, 0.0, t_gather), cfg.overlap_param_gather, win_fwd, bucket)
     z3_exposed = hide(z3, cfg.overlap_param_gather, None, bucket / np.maximum(micro, 1.0))
     t_dp = grad_exposed + gather_exposed + z3_exposed

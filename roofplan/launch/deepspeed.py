@@ -31,6 +31,8 @@ def unsupported(config: Mapping) -> str | None:
         return "offload_optimizer needs ZeRO stage >= 1"
     if config["cp"] > 1:
         return "context parallelism is not available (DeepSpeed-Ulysses is a different algorithm)"
+    if config.get("tp_comm_overlap"):
+        return "no userbuffers TP-communication overlap (Megatron --tp-comm-overlap)"
     if config["vpp"] > 1:
         return "the DeepSpeed pipeline engine has no interleaved schedule"
     return None

@@ -98,6 +98,8 @@ def parallel_args(model: ModelSpec, c: Mapping) -> list[str]:
             a += ["--overlap-moe-expert-parallel-comm", "--delay-wgrad-compute"]
     if c["sequence_parallel"] and c["tp"] > 1:
         a += ["--sequence-parallel"]
+        if c.get("tp_comm_overlap"):
+            a += ["--tp-comm-overlap"]
     zero = c["zero"]
     if zero >= 1:
         a += ["--use-distributed-optimizer"]

@@ -25,6 +25,11 @@ _MP = {"bf16": "bfloat16", "fp16": "float16", "fp8": "bfloat16"}
 def unsupported(config: Mapping) -> str | None:
     if config["zero"] == 1:
         return "FSDP2 has no optimizer-only sharding (ZeRO-1)"
+    if config.get("tp_comm_overlap"):
+        return "no userbuffers TP-communication overlap (Megatron --tp-comm-overlap)"
+    if config["zero"] == 2 and config["pp"] > 1:
+        return ("under torchtitan's pipeline schedules FSDP2 reduces gradients on the last microbatch only, "
+                "so ZeRO-2 gradients are not sharded while they accumulate")
     if config["offload"] == "optimizer" or (config["offload"] == "optimizer+params" and config["zero"] != 3):
         return "torchtitan CPU offload moves parameters, gradients and optimizer together (ZeRO-3 only)"
     if config["recompute"] == "full" and config.get("recompute_layers"):

@@ -20,7 +20,8 @@ FRAMEWORKS = ("megatron", "deepspeed", "torchtitan")
 
 #: Keys of a candidate that describe the configuration (the rest is its estimate).
 CONFIG_KEYS = ("gpus", "gpus_per_node", "tp", "pp", "dp", "cp", "ep", "vpp", "micro_batch", "global_batch",
-               "seq_len", "dtype", "recompute", "recompute_layers", "sequence_parallel", "zero", "offload")
+               "seq_len", "dtype", "recompute", "recompute_layers", "sequence_parallel", "zero", "offload",
+               "tp_comm_overlap", "etp")
 
 
 def emitter(framework: str):

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from roofplan.costmodel.train_memory import pipeline_split
 from roofplan.hardware.spec import DeviceSpec
 from roofplan.models.spec import ModelSpec
 
@@ -78,6 +79,7 @@ class SpaceOptions:
     cp: tuple[int, ...] | None = None
     ep: tuple[int, ...] | None = None
     vpp: tuple[int, ...] | None = None
+    search_etp: bool = True  # MoE: expert tensor parallelism TP (default) or 1
     framework: str | tuple[str, ...] | None = None  # restrict to what these launchers can express
 
 
@@ -97,27 +99,6 @@ class Space:
 
 
 # -- pipeline layer split ------------------------------------------------------------------------------
-def pipeline_split(layers, pp):
-    """Layers of the (first, middle, last) pipeline stages, vectorised.
-
-    Even when ``pp`` divides ``layers``. Otherwise the middle stages take ceil(L/pp) layers (the
-    slowest stage, which the cost model prices) and the remainder is split between the first and
-    last stages, which also hold the embedding and the loss — Megatron-Core's
-    ``--decoder-first-pipeline-num-layers`` / ``--decoder-last-pipeline-num-layers``, as used for
-    Llama 3 405B (126 layers on 16 stages, Dubey et al. 2024 §3.3.2). Where no such split exists
-    (the remainder is below 2 or above two middle stages) ``first`` is 0.
-    """
-    layers = np.asarray(layers, dtype=np.int64)
-    pp = np.asarray(pp, dtype=np.int64)
-    middle = -(-layers // np.maximum(pp, 1))
-    rest = layers - np.maximum(pp - 2, 0) * middle
-    even = layers % np.maximum(pp, 1) == 0
-    possible = (pp >= 2) & (rest >= 2) & (rest <= 2 * middle)
-    first = np.where(even, middle, np.where(possible, rest - rest // 2, 0))
-    last = np.where(even, middle, np.where(possible, rest // 2, 0))
-    return first, middle, last
-
-
 def pipeline_split_ok(layers, pp, vpp):
     """Whether the (pp, vpp) pair can be laid out: an even split, or an uneven first/last split
     with the plain 1F1B schedule (interleaving with uneven stages is not searched)."""
@@ -149,6 +130,10 @@ def framework_mask(framework: str | tuple[str, ...] | None, a: dict[str, np.ndar
             ok &= framework_mask(fw, a, layers)
         return ok
     zero, off, pp = a["zero"], a["offload"], a["pp"]
+    if framework != "megatron" and "tp_comm_overlap" in a:
+        ok &= a["tp_comm_overlap"] == 0  # userbuffers TP-comm overlap is Megatron's
+    if framework != "megatron" and "etp" in a:
+        ok &= a["etp"] == 0  # a separate expert TP degree is Megatron-Core's
     if framework == "megatron":
         ok &= ~((zero >= 2) & (pp > 1))
         ok &= ~((off >= 1) & (zero < 1))
@@ -160,6 +145,7 @@ def framework_mask(framework: str | tuple[str, ...] | None, a: dict[str, np.ndar
         ok &= a["vpp"] == 1
     elif framework == "torchtitan":
         ok &= zero != 1
+        ok &= ~((zero == 2) & (pp > 1))  # FSDP2 + PP syncs gradients on the last microbatch only
         ok &= ~((off >= 1) & ~((off == 2) & (zero == 3)))
         ok &= ~((a["recompute"] == 2) & (a["recompute_layers"] != 0))
     return ok
@@ -246,24 +232,31 @@ def enumerate_space(model: ModelSpec, hw: DeviceSpec, *, gpus: int, global_batch
     tp, pp, cp, dp = _degree_grid(model, gpus, opts)
     n_kn = {True: _knob_table(opts, True), False: _knob_table(opts, False)}
 
-    # -- degree level: one entry per (tp, pp, cp, dp, ep, vpp) -----------------------------------
+    # -- degree level: one entry per (tp, pp, cp, dp, ep, vpp, etp) ------------------------------
     eps = [1] if model.moe is None else [e for e in divisors(model.moe.num_experts)
                                          if opts.ep is None or e in opts.ep]
+    # expert tensor parallelism: 0 = TP (Megatron's default), 1 = experts unsplit by TP (parallel
+    # folding, Liu et al. 2025; the Megatron MoE model zoo's ETP=1 recipes); MoE models only
+    etps = [0, 1] if model.moe is not None and opts.search_etp else [0]
     blocks = []
     for e in eps:
         for v in (opts.vpp or divisors(model.layers)):
-            blocks.append((np.full_like(tp, e), np.full_like(tp, v)))
+            for et in etps:
+                blocks.append((np.full_like(tp, e), np.full_like(tp, v), np.full_like(tp, et)))
     ep = np.concatenate([b[0] for b in blocks]) if blocks else np.zeros(0, dtype=np.int64)
     vpp = np.concatenate([b[1] for b in blocks]) if blocks else np.zeros(0, dtype=np.int64)
+    etp = np.concatenate([b[2] for b in blocks]) if blocks else np.zeros(0, dtype=np.int64)
     reps = len(blocks)
     tp, pp, cp, dp = (np.tile(x, reps) for x in (tp, pp, cp, dp))
 
     # a (pp, vpp) pair is a configuration only if the interleaved schedule can be built: vpp == 1,
-    # or pp > 1 with vpp dividing the layers of a stage; other pairs are not counted at all
+    # or pp > 1 with vpp dividing the layers of a stage; other pairs are not counted at all; nor
+    # is ETP = 1 with TP = 1 (the same configuration as ETP = TP)
     stage_ok = model.layers % pp == 0
     exists = (vpp == 1) | ((pp > 1) & stage_ok & ((model.layers // pp) % vpp == 0))
+    exists &= ~((etp == 1) & (tp == 1))
     split_ok = pipeline_split_ok(model.layers, pp, vpp)
-    tp, pp, cp, dp, ep, vpp, split_ok = (x[exists] for x in (tp, pp, cp, dp, ep, vpp, split_ok))
+    tp, pp, cp, dp, ep, vpp, etp, split_ok = (x[exists] for x in (tp, pp, cp, dp, ep, vpp, etp, split_ok))
 
     # micro-batch candidates per dp; knob rows per tp>1
     per_replica = np.where(global_batch % dp == 0, global_batch // np.maximum(dp, 1), 0)
@@ -288,17 +281,18 @@ def enumerate_space(model: ModelSpec, hw: DeviceSpec, *, gpus: int, global_batch
     reject(per_replica == 0, "divisibility")
     reject((cp > 1) & (seq_len % (2 * cp) != 0), "divisibility")
     if model.moe is not None:
-        reject(((dp * cp) % ep != 0), "divisibility")
+        # EP x ETP regroup the tp*dp*cp ranks (ETP = TP: ep divides dp*cp)
+        reject(np.where(etp == 1, (tp * dp * cp) % ep, (dp * cp) % ep) != 0, "divisibility")
     if not opts.allow_cross_node_tp:
         reject(tp > node, "tp_cross_node")
     for name in np.unique(reason[reason != ""]):
         rejected[str(name)] += int(mult[reason == name].sum())
     searched += int(mult.sum())
     keep = reason == ""
-    tp, pp, cp, dp, ep, vpp = (x[keep] for x in (tp, pp, cp, dp, ep, vpp))
+    tp, pp, cp, dp, ep, vpp, etp = (x[keep] for x in (tp, pp, cp, dp, ep, vpp, etp))
 
     # -- expand micro-batches and knobs -------------------------------------------------------------
-    cols = {k: [] for k in ("tp", "pp", "cp", "dp", "ep", "vpp", "micro_batch", "recompute",
+    cols = {k: [] for k in ("tp", "pp", "cp", "dp", "ep", "vpp", "etp", "micro_batch", "recompute",
                             "sequence_parallel", "zero", "offload")}
     for d in np.unique(dp):
         sel = dp == d
@@ -312,7 +306,7 @@ def enumerate_space(model: ModelSpec, hw: DeviceSpec, *, gpus: int, global_batch
             idx_d = np.repeat(np.arange(nd), nm * nk)
             idx_m = np.tile(np.repeat(np.arange(nm), nk), nd)
             idx_k = np.tile(np.arange(nk), nd * nm)
-            for k, x in (("tp", tp), ("pp", pp), ("cp", cp), ("dp", dp), ("ep", ep), ("vpp", vpp)):
+            for k, x in (("tp", tp), ("pp", pp), ("cp", cp), ("dp", dp), ("ep", ep), ("vpp", vpp), ("etp", etp)):
                 cols[k].append(x[s2][idx_d])
             cols["micro_batch"].append(mb[idx_m])
             for j, k in enumerate(("recompute", "sequence_parallel", "zero", "offload")):

@@ -30,7 +30,9 @@ import numpy as np
 from roofplan.errors import InfeasibleError, InputError
 from roofplan.hardware.spec import DeviceSpec
 from roofplan.models.spec import ModelSpec
+from roofplan.solver import constraints as cons
 from roofplan.solver import placement_ilp as pilp
+from roofplan.solver import robust
 from roofplan.solver.plan_types import CONFIG_KEYS, FRAMEWORKS, TrainPlan, emitter
 from roofplan.solver.space import (
     OFFLOAD_CODES,
@@ -50,7 +52,7 @@ CHUNK = 1 << 14
 #: Size of the pool of leading configurations kept while streaming chunks (top K and runner-up).
 POOL = 64
 _INT_KEYS = ("tp", "pp", "dp", "cp", "ep", "vpp", "micro_batch", "global_batch", "seq_len", "recompute",
-             "recompute_layers", "sequence_parallel", "zero", "offload")
+             "recompute_layers", "sequence_parallel", "zero", "offload", "etp")
 _METRICS = ("step_time_s", "tokens_per_s", "model_flops_per_gpu", "hardware_flops_per_gpu", "mfu", "mem_weights",
             "mem_gradients", "mem_optimizer", "mem_activations", "mem_other", "mem_total", "capacity",
             "t_compute", "t_tp_comm", "t_cp_comm", "t_ep_comm", "t_pp_bubble", "t_pp_comm", "t_dp_comm",
@@ -122,6 +124,11 @@ class _Search:
     pool_cfg: dict | None = None   # arrays of the pooled configurations (+ "gpus")
     pool_met: dict | None = None   # their metrics
     pool_score: np.ndarray | None = None
+    # the robust pool: configurations within the band of the best score seen so far, simplest first
+    best_score: float = -np.inf
+    rob_cfg: dict | None = None
+    rob_met: dict | None = None
+    rob_score: np.ndarray | None = None
 
 
 def _score(tokens_per_s: np.ndarray, gpus, objective: str, price: float | None) -> np.ndarray:
@@ -138,16 +145,74 @@ def _configs(arrays: dict, dtype: str, gpus_per_node: int, flash_attention: bool
     return tc(**kw, dtype=dtype, gpus_per_node=gpus_per_node, flash_attention=flash_attention)
 
 
+def _overwrite(arr, idx: np.ndarray, sub) -> None:
+    """Put the lanes of ``sub`` (TrainArrays of ``idx.size`` configurations) at ``idx`` of ``arr``."""
+    for f in dataclasses.fields(arr):
+        v = np.array(getattr(arr, f.name), copy=True)
+        v[idx] = getattr(sub, f.name)
+        setattr(arr, f.name, v)
+
+
+def _step(model, hw, arrays: dict, dtype: str, gpus_per_node: int, flash_attention: bool):
+    """``train_step`` of configuration arrays whose ``tp_comm_overlap`` column (0/1, optional) says
+    which lanes run Megatron's TP-comm overlap (a scalar of the cost model: one call per setting)."""
+    cfg = _configs(arrays, dtype, gpus_per_node, flash_attention)
+    arr = _cm().train_step(model, hw, cfg)
+    on = np.flatnonzero(np.asarray(arrays.get("tp_comm_overlap", np.zeros(1)), dtype=bool)
+                        & np.ones(arrays["tp"].shape, dtype=bool))
+    if on.size:
+        _overwrite(arr, on, _cm().train_step(model, hw, dataclasses.replace(cfg, tp_comm_overlap=True).take(on)))
+    return arr
+
+
+def _best_overlap(model, hw, cfg, arr, arrays: dict, constraints: tuple = ()) -> None:
+    """Search TP-comm overlap (Megatron ``--tp-comm-overlap``: needs TP > 1 and sequence
+    parallelism): lanes where it fits and is faster switch to it, in ``arr`` and in ``arrays``;
+    ``constraints`` on ``tp_overlap`` decide which settings a lane may take."""
+    off = np.zeros(arrays["tp"].shape, dtype=np.int64)
+    arrays["tp_comm_overlap"] = off
+    on_ok = cons.mask(constraints, arrays | {"tp_comm_overlap": off + 1})
+    off_ok = cons.mask(constraints, arrays)
+    cand = np.flatnonzero((arrays["tp"] > 1) & (arrays["sequence_parallel"] == 1) & on_ok)
+    if not cand.size:
+        return
+    sub = _cm().train_step(model, hw, dataclasses.replace(cfg.take(cand), tp_comm_overlap=True))
+    off_fits = np.asarray(arr.fits, dtype=bool)[cand] & off_ok[cand]
+    better = np.asarray(sub.fits, dtype=bool) & (~off_fits | (sub.tokens_per_s > arr.tokens_per_s[cand] * (1 + 1e-9)))
+    if better.any():
+        _overwrite(arr, cand[better], sub.take(better))
+        arrays["tp_comm_overlap"][cand[better]] = 1
+
+
+def _threshold(best: float, band: float) -> float:
+    """Lowest score within ``band`` (a fraction) of ``best`` (scores may be negative: cost)."""
+    return best - band * abs(best)
+
+
 def _search(model: ModelSpec, hw: DeviceSpec, *, gpus: int, global_batch: int, seq_len: int, dtype: str,
             gpus_per_node: int, opts: SpaceOptions, objective: str, flash_attention: bool, state: _Search,
             progress: Callable[[int, int], None] | None = None, stop_at_first: bool = False,
-            pool: int = POOL) -> bool:
-    """Search one GPU count into ``state``; returns whether anything fits."""
+            pool: int = POOL, headroom_bytes: float = 0.0, constraints: tuple = (),
+            band: float | None = None, search_overlap: bool = False) -> bool:
+    """Search one GPU count into ``state``; returns whether anything fits.
+
+    A configuration that fits but leaves less than ``headroom_bytes`` free is rejected as
+    ``headroom``; one outside the user's ``constraints`` as ``constraint``. With ``band`` (a
+    fraction) the robust pool keeps the simplest configurations within the band of the best.
+    ``search_overlap`` also evaluates TP-comm overlap for every lane that can use it."""
     cm = _cm()
     space = enumerate_space(model, hw, gpus=gpus, global_batch=global_batch, seq_len=seq_len, dtype=dtype,
                             gpus_per_node=gpus_per_node, opts=opts)
     state.searched += space.searched
     state.rejected.update(space.rejected)
+    # constraints on the overlap apply once it is decided (after the cost model), the rest before
+    post = tuple(c for c in constraints if c.key == "tp_overlap")
+    pre = tuple(c for c in constraints if c.key != "tp_overlap")
+    if pre and len(space):
+        ok = cons.mask(pre, space.arrays)
+        if not ok.all():
+            state.rejected["constraint"] += int((~ok).sum())
+            space.arrays = space.take(ok)
     n = len(space)
     found = False
     for start in range(0, n, CHUNK):
@@ -163,13 +228,25 @@ def _search(model: ModelSpec, hw: DeviceSpec, *, gpus: int, global_batch: int, s
             cfg = cfg.take(ok)
         if arrays["tp"].size:
             arr = cm.train_step(model, hw, cfg)
+            if search_overlap:
+                _best_overlap(model, hw, cfg, arr, arrays, post)
+            else:
+                arrays["tp_comm_overlap"] = np.zeros(arrays["tp"].shape, dtype=np.int64)
             state.evaluated += arrays["tp"].size
+            excluded = ~cons.mask(post, arrays)
+            if excluded.any():
+                state.rejected["constraint"] += int(excluded.sum())
             fits = np.asarray(arr.fits, dtype=bool)
             # the cost model's fits covers HBM and the offload tier; tell the two apart
-            hbm_oom = ~fits & (arr.mem_total > arr.capacity)
-            for name, mask in (("oom", hbm_oom), ("offload_oom", ~fits & ~hbm_oom)):
+            hbm_oom = ~fits & ~excluded & (arr.mem_total > arr.capacity)
+            for name, mask in (("oom", hbm_oom), ("offload_oom", ~fits & ~excluded & ~hbm_oom)):
                 if mask.any():
                     state.rejected[name] += int(mask.sum())
+            fits &= ~excluded
+            tight = fits & (arr.capacity - arr.mem_total < headroom_bytes)
+            if tight.any():
+                state.rejected["headroom"] += int(tight.sum())
+                fits &= ~tight
             nf = int(fits.sum())
             state.feasible += nf
             if nf:
@@ -182,6 +259,14 @@ def _search(model: ModelSpec, hw: DeviceSpec, *, gpus: int, global_batch: int, s
                 cfg_part["gpus"] = np.full(idx.size, gpus, dtype=np.int64)
                 met_part = {m: np.asarray(getattr(arr, m), dtype=float)[idx] for m in _METRICS}
                 _merge(state, cfg_part, met_part, score[top], pool)
+                if band is not None:
+                    state.best_score = max(state.best_score, float(score.max()))
+                    near = np.flatnonzero(score >= _threshold(state.best_score, band))
+                    idx = np.flatnonzero(fits)[near]
+                    cfg_part = {kk: v[idx] for kk, v in arrays.items()}
+                    cfg_part["gpus"] = np.full(idx.size, gpus, dtype=np.int64)
+                    met_part = {m: np.asarray(getattr(arr, m), dtype=float)[idx] for m in _METRICS}
+                    _merge_robust(state, cfg_part, met_part, score[near], pool, band)
         if progress is not None:
             progress(min(start + CHUNK, n), n)
         if found and stop_at_first:
@@ -212,6 +297,23 @@ def _merge(state: _Search, cfg: dict, met: dict, score: np.ndarray, pool: int) -
     state.pool_score = state.pool_score[order]
 
 
+def _merge_robust(state: _Search, cfg: dict, met: dict, score: np.ndarray, pool: int, band: float) -> None:
+    """Keep the ``pool`` simplest configurations within ``band`` of the best score seen so far (a
+    configuration within the band of the final best is within the band of every earlier best, so
+    none is lost by filtering early)."""
+    if state.rob_cfg is not None:
+        cfg = {k: np.concatenate([state.rob_cfg[k], cfg[k]]) for k in cfg}
+        met = {k: np.concatenate([state.rob_met[k], met[k]]) for k in met}
+        score = np.concatenate([state.rob_score, score])
+    keep = np.flatnonzero(score >= _threshold(state.best_score, band))
+    free = met["capacity"][keep] - met["mem_total"][keep]
+    sub = {k: v[keep] for k, v in cfg.items()}
+    order = keep[robust.simplicity_order(sub, free, score[keep])[:pool]]
+    state.rob_cfg = {k: v[order] for k, v in cfg.items()}
+    state.rob_met = {k: v[order] for k, v in met.items()}
+    state.rob_score = score[order]
+
+
 # -- candidates --------------------------------------------------------------------------------------
 def _candidate(model: ModelSpec, hw: DeviceSpec, cfg: dict, met: dict, i: int, *, dtype: str, gpus_per_node: int,
                tokens: float | None) -> dict:
@@ -225,7 +327,10 @@ def _candidate(model: ModelSpec, hw: DeviceSpec, cfg: dict, met: dict, i: int, *
         "recompute": RECOMPUTE_NAMES[int(cfg["recompute"][i])], "recompute_layers": int(cfg["recompute_layers"][i]),
         "sequence_parallel": bool(cfg["sequence_parallel"][i]), "zero": int(cfg["zero"][i]),
         "offload": OFFLOAD_NAMES[int(cfg["offload"][i])],
+        "tp_comm_overlap": bool(cfg["tp_comm_overlap"][i]) if "tp_comm_overlap" in cfg else False,
     }
+    # expert tensor parallelism as a degree (the arrays' 0 means "= tp")
+    c["etp"] = int(cfg["etp"][i]) or c["tp"]
     m = {k: float(v[i]) for k, v in met.items()}
     tps = m["tokens_per_s"]
     est = {
@@ -237,6 +342,7 @@ def _candidate(model: ModelSpec, hw: DeviceSpec, cfg: dict, met: dict, i: int, *
             "optimizer": m["mem_optimizer"] / GiB, "activations": m["mem_activations"] / GiB,
             "other": m["mem_other"] / GiB, "total": m["mem_total"] / GiB, "capacity": m["capacity"] / GiB,
         },
+        "free_memory_gib": (m["capacity"] - m["mem_total"]) / GiB,
         "breakdown_s": {
             "compute": m["t_compute"], "tp_comm_exposed": m["t_tp_comm"], "cp_comm_exposed": m["t_cp_comm"],
             "ep_comm_exposed": m["t_ep_comm"], "pp_bubble": m["t_pp_bubble"], "pp_comm_exposed": m["t_pp_comm"],
@@ -282,6 +388,31 @@ def _distinct(pool: list[dict], top: int) -> list[dict]:
     return out
 
 
+def _score_of(c: dict, objective: str) -> float:
+    return c["tokens_per_s"] if objective == "throughput" else -c.get("usd_per_million_tokens", float("inf"))
+
+
+def _robust_rank(cands: list[dict], objective: str, band: float | None) -> list[int]:
+    """Indices of ``cands`` in the order shown: the candidates whose score is within ``band`` of
+    the best, simplest first (:func:`roofplan.solver.robust.simplicity_order`), then the rest by
+    score (:func:`_sort_key`). Marks each candidate's ``tied_with_best``."""
+    by_score = sorted(range(len(cands)), key=lambda i: _sort_key(cands[i], objective))
+    if not by_score:
+        return by_score
+    thr = _threshold(_score_of(cands[by_score[0]], objective), band or 0.0)
+    tied = [i for i in by_score if band is not None and _score_of(cands[i], objective) >= thr] or by_score[:1]
+    in_band = set(tied)
+    rest = [i for i in by_score if i not in in_band]
+    if len(tied) > 1:
+        arrays = _stack([_variants(cands[i]) for i in tied])
+        order = robust.simplicity_order(arrays, [cands[i]["free_memory_gib"] for i in tied],
+                                        [_score_of(cands[i], objective) for i in tied])
+        tied = [tied[j] for j in order]
+    for i in by_score:
+        cands[i]["tied_with_best"] = i in in_band
+    return tied + rest
+
+
 def _recompute_s(c: dict) -> float:
     """Compute time spent re-running forward passes: compute x (1 - model/hardware FLOPs)."""
     hw_f = c["hardware_tflops_per_gpu"]
@@ -294,11 +425,24 @@ def _exposed_comm(c: dict) -> float:
                               "dp_comm_exposed", "offload_exposed"))
 
 
-def _why(best: dict, pool: list[dict], objective: str) -> dict:
+def _robust_note(best: dict, fastest: dict | None, tied: list[dict], objective: str, band) -> str:
+    """The robust-choice sentence of "why #1 wins" (empty when the fastest is also the simplest)."""
+    if fastest is None or fastest is best:
+        return ""
+    sf, sb = _score_of(fastest, objective), _score_of(best, objective)
+    loss = abs(sf - sb) / abs(sf) if sf else 0.0
+    layout = f"tp={fastest['tp']} pp={fastest['pp']} dp={fastest['dp']} cp={fastest['cp']} ep={fastest['ep']}"
+    reasons = robust.simpler_reasons(best, fastest) or ["simpler by the tie-break rule"]
+    return (f"ranked first although predicted {100 * loss:.2f}% {'slower' if objective == 'throughput' else 'dearer'}"
+            f" than the fastest candidate ({layout}): that is within the error band {band.label}, "
+            f"{len(tied)} of the shown candidates are tied, and this one is simpler: " + ", ".join(reasons) + "; ")
+
+
+def _why(best: dict, pool: list[dict], objective: str, note: str = "") -> dict:
     """Why the winner wins: the terms that differ most from the best other parallel layout."""
     runner = next((c for c in pool[1:] if _layout(c) != _layout(best)), pool[1] if len(pool) > 1 else None)
     if runner is None:
-        return {"summary": "the only feasible configuration", "runner_up": None}
+        return {"summary": note + "the only feasible configuration", "runner_up": None}
 
     def terms(c):
         m = c["memory_gib_per_gpu"]
@@ -322,11 +466,12 @@ def _why(best: dict, pool: list[dict], objective: str) -> dict:
                    if cb and cr else f"cheaper than {rival}")
     else:
         summary = (f"ties {rival} on step time" if abs(speed - 1.0) < 1e-6 else
-                   f"{100 * (speed - 1):.2f}% faster per step than {rival}")
+                   f"{100 * (speed - 1):.2f}% faster per step than {rival}" if speed > 1 else
+                   f"{100 * (1 - speed):.2f}% slower per step than {rival}, within the band")
     if parts:
         summary += "; the winner saves " + ", ".join(parts)
     summary += (f"; memory headroom {tb['memory_headroom_gib']:.1f} GiB vs {tr['memory_headroom_gib']:.1f} GiB")
-    return {"summary": summary, "runner_up": {k: runner[k] for k in CONFIG_KEYS} | {
+    return {"summary": note + summary, "runner_up": {k: runner[k] for k in CONFIG_KEYS} | {
         "step_time_s": runner["step_time_s"], "tokens_per_s": runner["tokens_per_s"]}, "terms": diffs}
 
 
@@ -336,6 +481,8 @@ def _variants(c: dict, **changes) -> dict:
     d["recompute"] = np.array([RECOMPUTE_CODES[c["recompute"]]])
     d["offload"] = np.array([OFFLOAD_CODES[c["offload"]]])
     d["sequence_parallel"] = np.array([int(c["sequence_parallel"])])
+    d["tp_comm_overlap"] = np.array([int(c.get("tp_comm_overlap", False))])
+    d["etp"] = np.array([0 if c.get("etp", c["tp"]) == c["tp"] else c["etp"]])
     for k, v in changes.items():
         d[k] = np.array([v])
     return d
@@ -345,10 +492,9 @@ def _stack(rows: list[dict]) -> dict:
     return {k: np.concatenate([r[k] for r in rows]).astype(np.int64) for k in rows[0]}
 
 
-def _problems(model, hw, cands: list[dict], flash_attention: bool):
+def _problems(model, hw, cands: list[dict], flash_attention: bool, headroom_bytes: float = 0.0):
     """Placement programs of ``cands`` with coefficients from three cost-model corners each: no
-    recompute, selective, full (all on HBM)."""
-    cm = _cm()
+    recompute, selective, full (all on HBM); HBM is the capacity less the headroom."""
     rows = []
     for c in cands:
         rows += [_variants(c, recompute=0, recompute_layers=0, offload=0),
@@ -358,7 +504,7 @@ def _problems(model, hw, cands: list[dict], flash_attention: bool):
                  _variants(c, recompute=0, recompute_layers=0, offload=2)]
     arrays = _stack(rows)
     c0 = cands[0]
-    arr = cm.train_step(model, hw, _configs(arrays, c0["dtype"], c0["gpus_per_node"], flash_attention))
+    arr = _step(model, hw, arrays, c0["dtype"], c0["gpus_per_node"], flash_attention)
     tier = _offload_tier(hw)
     out = []
     for i, c in enumerate(cands):
@@ -372,7 +518,7 @@ def _problems(model, hw, cands: list[dict], flash_attention: bool):
         overhead = max(float(rest[a] - rest[f]) / dl, 0.0) if dl > 0 else 0.0
         fixed = float(rest[a] - overhead * live[a])
         prob = pilp.PlacementProblem(
-            hbm_capacity=float(arr.capacity[a]),
+            hbm_capacity=float(arr.capacity[a]) - headroom_bytes,
             # what is not a movable state: other = fixed + overhead x live, fitted on two corners
             fixed_hbm_bytes=fixed, live_overhead=overhead,
             # fp32 master weights are 4 of the 12 optimizer bytes per parameter, the Adam moments 8
@@ -460,11 +606,12 @@ def _configs_of(c: dict, res: pilp.PlacementResult, ls: int, prob: pilp.Placemen
 
 
 def _refine(model, hw, cands: list[dict], *, objective: str, flash_attention: bool, opts: SpaceOptions,
-            tokens, time_limit_s: float) -> tuple[list[dict], list[dict]]:
+            tokens, time_limit_s: float, headroom_bytes: float = 0.0,
+            constraints: tuple = ()) -> tuple[list[dict], list[dict]]:
     """Solve the placement program of each candidate, check its decision with the cost model (one
     vectorised call for all candidates) and keep it where it is faster and fits. Returns
     (candidates, placement reports)."""
-    probs = _problems(model, hw, cands, flash_attention)
+    probs = _problems(model, hw, cands, flash_attention, headroom_bytes)
     results, rows, owner = [], [], []
     for i, (c, p) in enumerate(zip(cands, probs)):
         rp = _expressible(p, c, opts)
@@ -475,9 +622,10 @@ def _refine(model, hw, cands: list[dict], *, objective: str, flash_attention: bo
         owner += [i] * len(variants)
     arrays = _stack(rows)
     owner = np.array(owner)
-    arr = _cm().train_step(model, hw, _configs(arrays, cands[0]["dtype"], cands[0]["gpus_per_node"],
-                                               flash_attention))
-    fits = np.asarray(arr.fits, dtype=bool)
+    arr = _step(model, hw, arrays, cands[0]["dtype"], cands[0]["gpus_per_node"], flash_attention)
+    # a refinement must keep the headroom and the user's constraints (a fixed knob stays fixed)
+    fits = (np.asarray(arr.fits, dtype=bool) & (arr.capacity - arr.mem_total >= headroom_bytes)
+            & cons.mask(constraints, arrays))
     new, reports = [], []
     price = hw.price_per_hour
     for i, (c, (p, res)) in enumerate(zip(cands, results)):
@@ -507,19 +655,22 @@ def _refine(model, hw, cands: list[dict], *, objective: str, flash_attention: bo
     return new, reports
 
 
-def _unrestricted_placement(model, hw, c: dict, flash_attention: bool, time_limit_s: float) -> dict:
+def _unrestricted_placement(model, hw, c: dict, flash_attention: bool, time_limit_s: float,
+                            headroom_bytes: float = 0.0) -> dict:
     """The placement program with every state free to move (advice beyond what launchers express)."""
-    p = _problems(model, hw, [c], flash_attention)[0]
+    p = _problems(model, hw, [c], flash_attention, headroom_bytes)[0]
     res = pilp.solve(p, _decision_of(c, p), time_limit_s=time_limit_s)
     return res.to_json()
 
 
 # -- infeasible: evaluate relaxations ----------------------------------------------------------------
-def _fits_any(model, hw, *, gpus, global_batch, seq_len, dtype, gpus_per_node, opts, flash_attention) -> bool:
+def _fits_any(model, hw, *, gpus, global_batch, seq_len, dtype, gpus_per_node, opts, flash_attention,
+              headroom_bytes=0.0, constraints=()) -> bool:
     st = _Search()
     return _search(model, hw, gpus=gpus, global_batch=global_batch, seq_len=seq_len, dtype=dtype,
                    gpus_per_node=gpus_per_node, opts=opts, objective="throughput", flash_attention=flash_attention,
-                   state=st, stop_at_first=True, pool=1)
+                   state=st, stop_at_first=True, pool=1, headroom_bytes=headroom_bytes, constraints=constraints,
+                   search_overlap=any(c.key == "tp_overlap" for c in constraints))
 
 
 #: Largest GPU count the infeasibility search tries (2^24, far beyond any cluster).
@@ -527,11 +678,19 @@ _MAX_RELAXED_GPUS = 2**24
 
 
 def _infeasible(model, hw, *, gpus, global_batch, seq_len, dtype, gpus_per_node, opts: SpaceOptions,
-                flash_attention, state: _Search) -> InfeasibleError:
+                flash_attention, state: _Search, headroom_bytes: float = 0.0,
+                constraints: tuple = ()) -> InfeasibleError:
     """The smallest change that would make a configuration fit, each checked with the cost model."""
     kw = {"global_batch": global_batch, "dtype": dtype, "gpus_per_node": gpus_per_node,
-          "flash_attention": flash_attention}
+          "flash_attention": flash_attention, "headroom_bytes": headroom_bytes, "constraints": constraints}
     fixes, details = [], {}
+    base = {"gpus": gpus, "seq_len": seq_len, "opts": opts}
+    if constraints and _fits_any(model, hw, **base, **(kw | {"constraints": ()})):
+        fixes.append(f"drop the constraints ({cons.describe(constraints)})")
+        details["constraints"] = False
+    if headroom_bytes > 0 and _fits_any(model, hw, **base, **(kw | {"headroom_bytes": 0.0})):
+        fixes.append(f"lower --memory-headroom below {headroom_bytes / GiB:.1f} GiB")
+        details["memory_headroom_gib"] = 0.0
     full = SpaceOptions(framework=opts.framework, allow_cross_node_tp=opts.allow_cross_node_tp,
                         max_micro_batch=opts.max_micro_batch)
     restricted = full != dataclasses.replace(opts, tp=None, pp=None, cp=None, ep=None, vpp=None)
@@ -584,6 +743,38 @@ def _infeasible(model, hw, *, gpus, global_batch, seq_len, dtype, gpus_per_node,
     return InfeasibleError(msg, suggestion, details)
 
 
+def _headroom_bytes(gib, hw: DeviceSpec) -> float:
+    """The free memory per device a pick must leave, in bytes (default from the allocator)."""
+    from roofplan.costmodel.train_memory import default_memory_headroom_bytes
+
+    if gib is None:
+        return default_memory_headroom_bytes(hw.hbm_bytes)
+    try:
+        v = float(gib)
+    except (TypeError, ValueError):
+        raise InputError("memory_headroom", gib, "a number of GiB >= 0") from None
+    cap = hw.hbm_bytes / GiB
+    if not (0.0 <= v < cap):
+        raise InputError("memory_headroom", gib, f"a number of GiB from 0 to below the {cap:.0f} GiB of {hw.id}")
+    return v * GiB
+
+
+def _pooled(model, hw, state: _Search, *, dtype: str, gpus_per_node: int, tokens) -> list[dict]:
+    """The candidates of the score pool and of the robust pool, each configuration once."""
+    out, seen = [], set()
+    for cfg, met, score in ((state.pool_cfg, state.pool_met, state.pool_score),
+                            (state.rob_cfg, state.rob_met, state.rob_score)):
+        if cfg is None:
+            continue
+        for i in range(score.size):
+            c = _candidate(model, hw, cfg, met, i, dtype=dtype, gpus_per_node=gpus_per_node, tokens=tokens)
+            key = tuple(c[k] for k in CONFIG_KEYS)
+            if key not in seen:
+                seen.add(key)
+                out.append(c)
+    return out
+
+
 # -- the API -----------------------------------------------------------------------------------------
 def plan_training(model, hardware, *, gpus: int, global_batch: int, seq_len: int, dtype: str = "bf16",
                   objective: str = "throughput", top: int = 5, tokens: float | None = None, calibration=None,
@@ -592,12 +783,19 @@ def plan_training(model, hardware, *, gpus: int, global_batch: int, seq_len: int
                   recompute=None, zero=None, offload=None, sequence_parallel=None, max_micro_batch: int = 16,
                   tp=None, pp=None, cp=None, ep=None, vpp=None, flash_attention: bool = True,
                   placement: bool = True, ilp_time_limit_s: float = 2.0,
-                  progress: Callable[[int, int], None] | None = None) -> TrainPlan:
+                  progress: Callable[[int, int], None] | None = None, memory_headroom_gib: float | None = None,
+                  constraints=(), robust_choice: bool = True, tp_comm_overlap: bool = True) -> TrainPlan:
     """Search every valid training configuration for ``gpus`` devices and return the best.
 
     ``emit`` restricts the search to what that launcher can express (and renders its command);
     ``recompute``/``zero``/``offload``/``sequence_parallel`` restrict the knobs; ``tp``...``vpp`` fix
-    degrees (an int or a list). Raises :class:`InputError` on bad input and
+    degrees (an int or a list). ``constraints`` (:class:`roofplan.solver.constraints.Constraint`, or
+    the ``--fix``/``--exclude`` strings as ``{"fix": ..., "exclude": ...}``) mask the search.
+    ``memory_headroom_gib`` is the free memory every pick must leave (default
+    :func:`~roofplan.costmodel.train_memory.default_memory_headroom_bytes`). With ``robust_choice``
+    the candidates within the error band of the best are ranked simplest first
+    (:mod:`roofplan.solver.robust`). ``tp_comm_overlap`` searches Megatron's TP-comm overlap per
+    configuration (unless ``emit`` asks only for launchers without it). Raises :class:`InputError` on bad input and
     :class:`InfeasibleError` (with the smallest fitting change) when nothing fits.
     """
     t0 = time.perf_counter()
@@ -627,6 +825,13 @@ def plan_training(model, hardware, *, gpus: int, global_batch: int, seq_len: int
     if gpus > node and gpus % node:
         raise InputError("gpus", gpus, f"at most one node or a multiple of the node size ({node})")
     frameworks = [] if emit is None else list(_names("emit", emit, FRAMEWORKS))
+    if isinstance(constraints, dict):
+        constraints = (cons.parse(constraints.get("fix"), exclude=False, field="fix")
+                       + cons.parse(constraints.get("exclude"), exclude=True, field="exclude"))
+    constraints = tuple(constraints or ())
+    headroom = _headroom_bytes(memory_headroom_gib, hw)
+    band = robust.error_band(hw.id, model)
+    tie = band.fraction if robust_choice else None
     fixed = {}
     for name, v in (("tp", tp), ("pp", pp), ("cp", cp), ("ep", ep), ("vpp", vpp)):
         if v is not None:
@@ -650,36 +855,58 @@ def plan_training(model, hardware, *, gpus: int, global_batch: int, seq_len: int
             counts.append(g)
             g //= 2
     state = _Search()
+    # TP-comm overlap is Megatron's (userbuffers); searched unless only other launchers are asked for
+    search_overlap = tp_comm_overlap and (not frameworks or frameworks == ["megatron"])
     for g in counts:
         _search(model, hw, gpus=g, global_batch=global_batch, seq_len=seq_len, dtype=dtype, gpus_per_node=node,
-                opts=opts, objective=objective, flash_attention=flash_attention, state=state, progress=progress)
+                opts=opts, objective=objective, flash_attention=flash_attention, state=state, progress=progress,
+                headroom_bytes=headroom, constraints=constraints, band=tie, search_overlap=search_overlap)
     if state.pool_cfg is None:
         raise _infeasible(model, hw, gpus=gpus, global_batch=global_batch, seq_len=seq_len, dtype=dtype,
-                          gpus_per_node=node, opts=opts, flash_attention=flash_attention, state=state)
+                          gpus_per_node=node, opts=opts, flash_attention=flash_attention, state=state,
+                          headroom_bytes=headroom, constraints=constraints)
 
-    pool = [_candidate(model, hw, state.pool_cfg, state.pool_met, i, dtype=dtype, gpus_per_node=node,
-                       tokens=tokens) for i in range(state.pool_score.size)]
+    pool = _pooled(model, hw, state, dtype=dtype, gpus_per_node=node, tokens=tokens)
+    pool = [pool[i] for i in _robust_rank(pool, objective, tie)]
+    fastest = min(pool, key=lambda c: _sort_key(c, objective))
     lead = _distinct(pool, 2 * top)  # refine a few more than shown: refinements can collide
+    if all(c is not fastest for c in lead):
+        lead.append(fastest)  # the band is measured from the fastest, so it is refined and ranked too
     placement_doc: dict = {"method": "none"}
     if placement:
         lead, reports = _refine(model, hw, lead, objective=objective, flash_attention=flash_attention,
-                                opts=opts, tokens=tokens, time_limit_s=ilp_time_limit_s)
-        order = sorted(range(len(lead)), key=lambda i: _sort_key(lead[i], objective))
+                                opts=opts, tokens=tokens, time_limit_s=ilp_time_limit_s, headroom_bytes=headroom,
+                                constraints=constraints)
+        fastest = min(lead, key=lambda c: _sort_key(c, objective))
+        order = _robust_rank(lead, objective, tie)
         keep = {id(c) for c in _distinct([lead[i] for i in order], top)}
         order = [i for i in order if id(lead[i]) in keep]
         lead = [lead[i] for i in order]
         reports = [reports[i] for i in order]
         placement_doc = dict(reports[0])
         placement_doc["unrestricted"] = _unrestricted_placement(model, hw, lead[0], flash_attention,
-                                                                ilp_time_limit_s)
+                                                                ilp_time_limit_s, headroom)
         placement_doc["candidates"] = [{"rank": i + 1, "method": r["method"], "applied": r["applied"],
                                         "recompute_layers": r["recompute_layers"]} for i, r in enumerate(reports)]
     else:
         lead = lead[:top]
     for i, c in enumerate(lead):
         c["rank"] = i + 1
+        c["error_band_pct"] = band.pct
+        c["error_band"] = band.label
+        warning = robust.mfu_warning(c["mfu"], band, hw.id, model, dtype)
+        c["warnings"] = [warning] if warning else []
+        if not robust.launchable(_variants(c))[0]:
+            c["warnings"].append("no built-in launcher expresses this configuration (ZeRO-2 with pipeline "
+                                 "parallelism is an in-house FSDP schedule such as Llama 3's); --emit megatron, "
+                                 "deepspeed or torchtitan restricts the search to what that launcher runs")
     best = lead[0]
-    why = _why(best, lead + [c for c in pool if c not in lead], objective)
+    tied = [c for c in lead if c.get("tied_with_best")]
+    note = _robust_note(best, fastest, tied, objective, band) if tie is not None else ""
+    why = _why(best, lead + [c for c in pool if c not in lead], objective, note)
+    if fastest is not best:
+        why["fastest"] = {k: fastest[k] for k in CONFIG_KEYS} | {"step_time_s": fastest["step_time_s"],
+                                                                 "tokens_per_s": fastest["tokens_per_s"]}
 
     cfg = {k: best[k] for k in CONFIG_KEYS} | {"model": model.name, "hardware": hw.id}
     launch, unsupported = {}, {}
@@ -701,7 +928,9 @@ def plan_training(model, hardware, *, gpus: int, global_batch: int, seq_len: int
               "global_batch": global_batch, "seq_len": seq_len, "dtype": dtype, "objective": objective,
               "top": top, "tokens": tokens, "emit": frameworks, "allow_cross_node_tp": allow_cross_node_tp,
               "flash_attention": flash_attention, "calibration": None if calibration is None else str(calibration)
-              if not isinstance(calibration, dict) else "inline"}
+              if not isinstance(calibration, dict) else "inline", "memory_headroom_gib": headroom / GiB,
+              "constraints": [("exclude " if c.exclude else "fix ") + c.text for c in constraints],
+              "robust_choice": robust_choice, "error_band": band.label}
     return TrainPlan(model=model, hardware=hw, inputs=inputs, best=best, candidates=lead,
                      searched=state.searched, evaluated=state.evaluated, feasible=state.feasible,
                      rejected=dict(state.rejected), search_time_s=time.perf_counter() - t0, objective=obj,
