@@ -66,6 +66,12 @@ def show_document(spec: ModelSpec) -> dict:
             "bf16": spec.kv_bytes_per_token("bf16"),
             "fp8": spec.kv_bytes_per_token("fp8"),
         },
+        "layer_mix": {
+            "full_attention": spec.full_attention_layers,
+            "windowed_attention": spec.window_layers,
+            "linear_mixers": spec.linear_layers,
+        },
+        "state_bytes_per_seq_bf16": spec.state_bytes_per_seq("bf16"),
         "flops_per_token": flops,
     }
 
