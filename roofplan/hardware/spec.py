@@ -25,6 +25,8 @@ DTYPE_BYTES: dict[str, float] = {
     "fp8": 1.0,
     "int8": 1.0,
     "int4": 0.5,
+    # NVFP4 / MXFP4: 4-bit elements plus one 8-bit scale per 16 (NVFP4) elements = 4.5 bits
+    "fp4": 0.5625,
 }
 
 #: Fabric topologies the collective model understands.

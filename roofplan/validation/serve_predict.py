@@ -79,7 +79,7 @@ def engine_for(case: Case, calibration=None):
     name, changes, fp8_kv = ENGINE_MAP.get(case.str("engine"), ("generic", {}, False))
     profile = load_engine(name, calibration).replace(**changes)
     dtype = case.str("dtype", "bf16")
-    kv = "fp8" if (fp8_kv and dtype == "fp8") else None
+    kv = "fp8" if (fp8_kv and dtype in ("fp8", "fp4")) else None  # NVFP4 checkpoints keep an FP8 KV cache
     return profile, kv
 
 
