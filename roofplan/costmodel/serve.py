@@ -447,6 +447,8 @@ class ServeEstimate:
     arrays: ServeArrays
     weights_in_ddr_bytes: float = 0.0
     usable_bytes: float = 0.0  # capacity less the engine's reserve
+    speculative: object = None  # serve_features.SpecDecode, when speculative decoding is modelled
+    prefix_hit: int = 0  # prompt tokens served from the prefix cache
 
     def to_json(self) -> dict:
         """The ``roofplan.estimate.serve/v1`` document of SPEC §3.2."""
@@ -470,6 +472,10 @@ class ServeEstimate:
             "compute_dtype": compute_dtype(self.hardware, c.dtype),
             "memory_reserve_fraction": self.engine.memory_reserve_fraction,
         }
+        if self.speculative is not None:
+            inputs["speculative"] = self.speculative.to_json()
+        if self.prefix_hit:
+            inputs["prefix_hit_tokens"] = int(self.prefix_hit)
         doc = {
             "schema": "roofplan.estimate.serve/v1",
             "inputs": inputs,
@@ -548,9 +554,14 @@ def estimate_serving(
     kv_dtype=None,
     engine="generic",
     calibration=None,
+    speculative=None,
+    prefix_hit=None,
 ) -> ServeEstimate:
     """Estimate one serving instance at a fixed batch (SPEC §3.2); ``.to_json()`` is the document.
-    ``model``/``hw`` may be ids, paths or spec objects; bad input raises InputError (exit 2)."""
+    ``model``/``hw`` may be ids, paths or spec objects; bad input raises InputError (exit 2).
+    ``speculative`` (a :class:`~roofplan.costmodel.serve_features.SpecDecode`) and ``prefix_hit``
+    (tokens, or a fraction of isl) add speculative decoding and prefix caching
+    (:mod:`roofplan.costmodel.serve_features`); without them the result is unchanged."""
     if not isinstance(engine, EngineProfile) and engine not in ENGINES:
         raise InputError("engine", engine, "one of " + ", ".join(ENGINES))
     vals = {
@@ -561,7 +572,14 @@ def estimate_serving(
     h = _resolve_hw(hw, calibration)
     prof = load_engine(engine, calibration)
     cfg = ServeConfigs(**vals, dtype=dtype, kv_dtype=kv_dtype, engine=prof.name)
-    arrays = serve_step(m, h, cfg, prof)
+    hit = 0
+    if speculative is not None or prefix_hit is not None:
+        from roofplan.costmodel.serve_features import resolve_prefix_hit, serve_step_ext
+
+        hit = resolve_prefix_hit(prefix_hit, vals["isl"])
+        arrays = serve_step_ext(m, h, cfg, prof, spec=speculative, prefix_hit=hit)
+    else:
+        arrays = serve_step(m, h, cfg, prof)
     mem = serve_memory(m, h, prof, cfg)
     return ServeEstimate(
         m,
@@ -571,4 +589,6 @@ def estimate_serving(
         arrays,
         weights_in_ddr_bytes=float(mem.weights_ddr[0]),
         usable_bytes=float(mem.usable[0]),
+        speculative=speculative,
+        prefix_hit=hit,
     )
