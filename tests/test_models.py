@@ -49,7 +49,7 @@ SPEC_PRESETS = [
     "llama-4-maverick",
     "gpt-oss-120b",
     "gpt-oss-20b",
-    "nemotron-3-nano-30b-a3b",
+    "nemotron-3-nano",
 ]
 
 
@@ -116,7 +116,7 @@ NEW_FAMILIES = [
     ("llama-4-maverick", 400e9, 17e9, "", 0.01),
     ("gpt-oss-120b", 116.83e9, 5.13e9, "input_embedding", 0.01),
     ("gpt-oss-20b", 20.91e9, 3.61e9, "input_embedding", 0.01),
-    ("nemotron-3-nano-30b-a3b", 31.6e9, 3.6e9, "", 0.01),
+    ("nemotron-3-nano", 31.6e9, 3.6e9, "", 0.01),
 ]
 
 
@@ -151,7 +151,7 @@ def test_hybrid_kv_cache_and_attention_flops():
     assert ds.kv_elems_per_token() == 61 * (512 + 64 + 128)
     dense_equiv = 2 * 128 * (192 + 128) * 2048 + 2 * 64 * 128 * 100_000
     assert ds.attention_flops_per_token(100_000) == 61 * dense_equiv
-    nano = load_model("nemotron-3-nano-30b-a3b")  # 6 attention layers, 2 KV heads x 128
+    nano = load_model("nemotron-3-nano")  # 6 attention layers, 2 KV heads x 128
     assert (nano.full_attention_layers, nano.linear_layers, nano.layers) == (6, 23, 23)
     assert nano.kv_elems_per_token() == 6 * 2 * 2 * 128
 
@@ -210,7 +210,7 @@ SAME_AS_PRESET = {
     "Llama-4-Maverick-17B-128E-Instruct": "llama-4-maverick",
     "gpt-oss-120b": "gpt-oss-120b",
     "gpt-oss-20b": "gpt-oss-20b",
-    "NVIDIA-Nemotron-3-Nano-30B-A3B-BF16": "nemotron-3-nano-30b-a3b",
+    "NVIDIA-Nemotron-3-Nano-30B-A3B-BF16": "nemotron-3-nano",
 }
 
 

@@ -34,7 +34,7 @@ from roofplan.hardware.spec import DTYPE_BYTES
 #: Kinds predicted by this package's own vectorised operator predictors.
 OP_KINDS = ("gemm", "attention", "collective")
 #: Kinds of the shared published-measurements format, predicted by ``roofplan.validation.suite``.
-SUITE_KINDS = ("train", "serve_step", "serve_throughput", "op_gemm", "op_allreduce")
+SUITE_KINDS = ("train", "serve_step", "serve_throughput", "serve_spec", "op_gemm", "op_allreduce")
 KINDS = OP_KINDS + SUITE_KINDS
 
 TIME_UNITS = {"s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9}
