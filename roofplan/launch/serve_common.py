@@ -166,7 +166,9 @@ SPEC_NAMES = {"mtp": ("mtp", "EAGLE", "MTP"), "eagle3": ("eagle3", "EAGLE3", "Ea
 
 
 def speculative(request: dict) -> dict | None:
-    """The plan's speculative-decoding setting on decode-capable instances, or None."""
+    """The plan's speculative-decoding setting, or None. Every role gets it: the prefill side runs
+    the draft over the prompt too (its hidden states and first draft token travel with the KV
+    cache; roofplan's TTFT counts that draft-layer prefill), as in the engines' PD examples."""
     return request.get("speculative") or None
 
 
@@ -175,10 +177,10 @@ def prefix_caching(request: dict) -> bool:
     return bool(request.get("prefix_hit_tokens"))
 
 
-def vllm_spec_argv(request: dict, role: str) -> list:
-    """``--speculative-config`` JSON for vLLM (decode and colocated instances)."""
+def vllm_spec_argv(request: dict) -> list:
+    """``--speculative-config`` JSON for vLLM."""
     sp = speculative(request)
-    if sp is None or role == "prefill":
+    if sp is None:
         return []
     cfg = {"method": SPEC_NAMES[sp["method"]][0], "num_speculative_tokens": sp["draft_tokens"]}
     if sp["method"] == "eagle3":
@@ -188,10 +190,10 @@ def vllm_spec_argv(request: dict, role: str) -> list:
     return ["--speculative-config", json.dumps(cfg, separators=(",", ":"))]
 
 
-def sglang_spec_argv(request: dict, role: str) -> list:
+def sglang_spec_argv(request: dict) -> list:
     """SGLang EAGLE-style flags: k chained draft steps, top-1 (a chain), k + 1 verified tokens."""
     sp = speculative(request)
-    if sp is None or role == "prefill":
+    if sp is None:
         return []
     k = sp["draft_tokens"]
     argv = ["--speculative-algorithm", SPEC_NAMES[sp["method"]][1], "--speculative-num-steps", k,
@@ -201,10 +203,10 @@ def sglang_spec_argv(request: dict, role: str) -> list:
     return argv
 
 
-def trtllm_spec_config(request: dict, role: str) -> dict | None:
-    """TensorRT-LLM LLM-API ``speculative_config`` (decode and colocated roles)."""
+def trtllm_spec_config(request: dict) -> dict | None:
+    """TensorRT-LLM LLM-API ``speculative_config``."""
     sp = speculative(request)
-    if sp is None or role == "prefill":
+    if sp is None:
         return None
     kind = SPEC_NAMES[sp["method"]][2]
     if kind == "MTP":

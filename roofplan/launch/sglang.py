@@ -119,7 +119,7 @@ def server_argv(inst: sc.Instance, t: int, best: dict, request: dict, k: int) ->
     ]
     if not sc.prefix_caching(request):
         argv += ["--disable-radix-cache"]
-    argv += sc.sglang_spec_argv(request, inst.role)
+    argv += sc.sglang_spec_argv(request)
     if request.get("dtype") == "fp8":
         argv += ["--quantization", "fp8"]
     return argv

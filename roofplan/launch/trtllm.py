@@ -66,7 +66,7 @@ def llm_api_options(role: str, c: dict, request: dict, *, moe: bool) -> dict:
         "dtype": "fp8" if request.get("kv_dtype") == "fp8" else "auto",
         "enable_block_reuse": sc.prefix_caching(request),
     }
-    spec = sc.trtllm_spec_config(request, role)
+    spec = sc.trtllm_spec_config(request)
     if spec is not None:
         doc["speculative_config"] = spec
     if role in ("decode", "colocated"):

@@ -84,7 +84,7 @@ def _engine_flags(inst: sc.Instance, request: dict) -> list:
         argv += ["--quantization", "fp8"]
     argv += ["--enable-chunked-prefill",
              "--enable-prefix-caching" if sc.prefix_caching(request) else "--no-enable-prefix-caching"]
-    argv += sc.vllm_spec_argv(request, inst.role)
+    argv += sc.vllm_spec_argv(request)
     if inst.role in ("prefill", "decode"):
         argv += ["--kv-transfer-config", kv_transfer_config(inst.role)]
     return argv
