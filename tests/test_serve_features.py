@@ -85,3 +85,16 @@ def test_prefix_hit_forms_and_bad_values():
     with pytest.raises(InputError, match="spec-accept"):
         SpecDecode("mtp", 1, 1.5)
     assert np.isclose(SpecDecode.of("eagle3").acceptance, 0.64)
+
+
+def test_expert_skew_loads_only_expert_parallel_ranks():
+    """Skew = max/mean routed tokens per EP rank: it slows EP instances (their busiest rank's
+    expert GEMMs and all-to-all bytes grow) and leaves instances without EP as they are."""
+    ep8 = ServeConfigs.single(tp=1, pp=1, ep=8, dp=8, batch=64, isl=2000, osl=100, dtype="fp8", engine="sglang")
+    tp8 = _cfg(batch=64, isl=2000, osl=100)
+    uniform = serve_step(DS, HW, ep8, "sglang")
+    skewed = serve_step_ext(DS, HW, ep8, "sglang", expert_skew=2.0)
+    assert skewed.ttft_s[0] > uniform.ttft_s[0] and skewed.tpot_s[0] > uniform.tpot_s[0]
+    assert serve_step_ext(DS, HW, tp8, "sglang", expert_skew=2.0).ttft_s[0] == serve_step(DS, HW, tp8, "sglang").ttft_s[0]
+    with pytest.raises(InputError, match="expert-skew"):
+        serve_step_ext(DS, HW, ep8, "sglang", expert_skew=0.9)

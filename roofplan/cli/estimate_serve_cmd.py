@@ -12,6 +12,7 @@ from rich.table import Table
 from roofplan.cli.common import CALIBRATION_OPTION, JSON_OPTION, bounded_count, console, print_json, run, warn
 from roofplan.cli.render import memory_table
 from roofplan.cli.serve_options import (
+    EXPERT_SKEW_OPTION,
     PREFIX_HIT_OPTION,
     SPEC_ACCEPT_OPTION,
     SPEC_METHOD_OPTION,
@@ -51,6 +52,8 @@ def _render(doc: dict) -> None:
         sp = i["speculative"]
         s.add_row("speculative", f"{sp['method']} k={sp['draft_tokens']} accept {sp['acceptance']:.2f} "
                   f"-> {sp['tokens_per_step']:.2f} tokens/step")
+    if i.get("expert_skew"):
+        s.add_row("expert skew (max/mean)", f"{i['expert_skew']:.2f}")
     if i.get("prefix_hit_tokens"):
         s.add_row("prefix-cache hit", f"{i['prefix_hit_tokens']:,} of {i['isl']:,} prompt tokens")
     console.print(s)
@@ -111,6 +114,7 @@ def estimate_serve(
     spec_tokens: int | None = SPEC_TOKENS_OPTION,
     spec_accept: float | None = SPEC_ACCEPT_OPTION,
     prefix_hit: str | None = PREFIX_HIT_OPTION,
+    expert_skew: float = EXPERT_SKEW_OPTION,
     as_json: bool = JSON_OPTION,
     calibration: str | None = CALIBRATION_OPTION,
 ) -> None:
@@ -135,6 +139,7 @@ def estimate_serve(
             calibration=calibration,
             speculative=spec_from_flags(spec_method, spec_tokens, spec_accept),
             prefix_hit=prefix_hit,
+            expert_skew=expert_skew,
         )
         from roofplan.launch.platforms import unsupported_on
 

@@ -23,6 +23,7 @@ from roofplan.cli.common import (
     warn_stale,
 )
 from roofplan.cli.serve_options import (
+    EXPERT_SKEW_OPTION,
     PREFIX_HIT_OPTION,
     SPEC_ACCEPT_OPTION,
     SPEC_METHOD_OPTION,
@@ -67,6 +68,7 @@ def plan_serve(
     spec_tokens: int | None = SPEC_TOKENS_OPTION,
     spec_accept: float | None = SPEC_ACCEPT_OPTION,
     prefix_hit: str | None = PREFIX_HIT_OPTION,
+    expert_skew: float = EXPERT_SKEW_OPTION,
     json_out: bool = JSON_OPTION,
     calibration: str | None = CALIBRATION_OPTION,
 ) -> None:
@@ -91,7 +93,7 @@ def plan_serve(
             plot,
             json_out,
             calibration,
-            (spec_method, spec_tokens, spec_accept, prefix_hit),
+            (spec_method, spec_tokens, spec_accept, prefix_hit, expert_skew),
         )
     )
 
@@ -147,7 +149,7 @@ def _impl(
     plot,
     json_out,
     calibration,
-    features=(None, None, None, None),
+    features=(None, None, None, None, 1.0),
 ):
     from roofplan.cli.serve_options import spec_from_flags
     from roofplan.launch.common import dumps_json, write_files
@@ -197,6 +199,7 @@ def _impl(
         objective=objective,
         speculative=spec_from_flags(*features[:3]),
         prefix_hit=features[3],
+        expert_skew=features[4],
     )
     plan.launch = {k: v for k, v in plan.launch.items() if k in engines}
     doc = plan.to_json()

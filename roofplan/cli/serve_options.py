@@ -16,6 +16,10 @@ PREFIX_HIT_OPTION = typer.Option(
     None, "--prefix-hit",
     help="Prompt tokens served from the prefix cache: a count (e.g. 3000) or a fraction of --isl (e.g. 0.75).")
 
+EXPERT_SKEW_OPTION = typer.Option(
+    1.0, "--expert-skew",
+    help="MoE routed-token load of the busiest expert-parallel rank over the mean (>= 1; 1 = uniform).")
+
 
 def spec_from_flags(method: str | None, tokens: int | None, accept: float | None):
     """The SpecDecode of the flags, or None; --spec-tokens/--spec-accept need --spec-method."""

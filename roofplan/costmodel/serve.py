@@ -157,11 +157,16 @@ def step_parts(
     decode_context,
     prefill_seqs=None,
     _mem: ServeMemory | None = None,
+    expert_skew: float = 1.0,
 ) -> tuple[StepParts, StepParts, np.ndarray]:
     """(stage parts, fixed per-iteration parts, p2p seconds per stage boundary) of one iteration.
 
     The stage parts are the busiest pipeline stage (layers/pp layers plus the LM head) processing
-    the given tokens; callers compose stages into an iteration (see :func:`step_time`)."""
+    the given tokens; callers compose stages into an iteration (see :func:`step_time`).
+    ``expert_skew`` (>= 1; 1 = uniform routing) is the routed-token load of the busiest
+    expert-parallel rank over the mean: with ep > 1 that rank's expert GEMM rows and its
+    dispatch/combine bytes scale by it, and the step waits for it (DeepEP / EPLB literature calls
+    it the imbalance ratio max/mean)."""
     n = np.broadcast_shapes(
         (len(cfg),),
         *(
@@ -280,6 +285,8 @@ def step_parts(
         touched = E * (1.0 - np.power(1.0 - k / E, T))  # distinct experts hit by T tokens
         touched_dev = touched / ep
         rows = np.where(touched > 0, T * k / np.maximum(touched, 1e-9), 0.0)  # tokens per touched expert
+        skew = np.where(ep > 1, float(expert_skew), 1.0)  # the busiest EP rank sets the pace
+        rows = rows * skew
         gemm(rows, mats_in * mo.expert_ffn / etp, h, touched_dev)
         gemm(rows, h, mo.expert_ffn / etp, touched_dev)
         acc.add(0.0, act_hbm * rows * touched_dev * (mats_in + 1) * mo.expert_ffn / etp * ab / hbm)
@@ -292,7 +299,7 @@ def step_parts(
         acc.memory = before[1] + (acc.memory - before[1]) * moe_frac
         # EP: dispatch + combine all-to-all of the routed token copies (DeepEP-style); else an
         # all-reduce over the TP group as for a dense MLP
-        a2a = 2.0 * collective_time("all_to_all", T / (tp * dp) * k * h * ab, cfg.ep, hw)
+        a2a = 2.0 * collective_time("all_to_all", skew * T / (tp * dp) * k * h * ab, cfg.ep, hw)
         comm = comm + moe_frac * np.where(ep > 1, a2a, _allreduce(hw, engine, ar_bytes, cfg.tp))
     if dense_frac > 0:
         comm = comm + dense_frac * _allreduce(hw, engine, ar_bytes, cfg.tp)
@@ -449,6 +456,7 @@ class ServeEstimate:
     usable_bytes: float = 0.0  # capacity less the engine's reserve
     speculative: object = None  # serve_features.SpecDecode, when speculative decoding is modelled
     prefix_hit: int = 0  # prompt tokens served from the prefix cache
+    expert_skew: float = 1.0  # max/mean routed tokens per EP rank
 
     def to_json(self) -> dict:
         """The ``roofplan.estimate.serve/v1`` document of SPEC §3.2."""
@@ -476,6 +484,8 @@ class ServeEstimate:
             inputs["speculative"] = self.speculative.to_json()
         if self.prefix_hit:
             inputs["prefix_hit_tokens"] = int(self.prefix_hit)
+        if self.expert_skew != 1.0:
+            inputs["expert_skew"] = float(self.expert_skew)
         doc = {
             "schema": "roofplan.estimate.serve/v1",
             "inputs": inputs,
@@ -556,12 +566,14 @@ def estimate_serving(
     calibration=None,
     speculative=None,
     prefix_hit=None,
+    expert_skew=1.0,
 ) -> ServeEstimate:
     """Estimate one serving instance at a fixed batch (SPEC §3.2); ``.to_json()`` is the document.
     ``model``/``hw`` may be ids, paths or spec objects; bad input raises InputError (exit 2).
     ``speculative`` (a :class:`~roofplan.costmodel.serve_features.SpecDecode`) and ``prefix_hit``
     (tokens, or a fraction of isl) add speculative decoding and prefix caching
-    (:mod:`roofplan.costmodel.serve_features`); without them the result is unchanged."""
+    (:mod:`roofplan.costmodel.serve_features`); ``expert_skew`` (max/mean routed tokens per EP rank)
+    loads the busiest expert-parallel rank; without them the result is unchanged."""
     if not isinstance(engine, EngineProfile) and engine not in ENGINES:
         raise InputError("engine", engine, "one of " + ", ".join(ENGINES))
     vals = {
@@ -573,11 +585,11 @@ def estimate_serving(
     prof = load_engine(engine, calibration)
     cfg = ServeConfigs(**vals, dtype=dtype, kv_dtype=kv_dtype, engine=prof.name)
     hit = 0
-    if speculative is not None or prefix_hit is not None:
+    if speculative is not None or prefix_hit is not None or expert_skew != 1.0:
         from roofplan.costmodel.serve_features import resolve_prefix_hit, serve_step_ext
 
         hit = resolve_prefix_hit(prefix_hit, vals["isl"])
-        arrays = serve_step_ext(m, h, cfg, prof, spec=speculative, prefix_hit=hit)
+        arrays = serve_step_ext(m, h, cfg, prof, spec=speculative, prefix_hit=hit, expert_skew=expert_skew)
     else:
         arrays = serve_step(m, h, cfg, prof)
     mem = serve_memory(m, h, prof, cfg)
@@ -591,4 +603,5 @@ def estimate_serving(
         usable_bytes=float(mem.usable[0]),
         speculative=speculative,
         prefix_hit=hit,
+        expert_skew=float(expert_skew),
     )

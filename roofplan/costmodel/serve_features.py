@@ -30,6 +30,10 @@ prompt of ``isl`` tokens the first ``prefix_hit`` are already in the KV cache: p
 the ``isl - prefix_hit`` missing tokens, which still attend to the whole prefix (mean context
 ``hit + (miss + 1) / 2``); decode still attends to the full context. The cached prefix is shared by
 the requests (one copy per instance), so each request holds KV for its miss and its output only.
+
+**Expert-load skew**: ``expert_skew`` (max / mean routed tokens per expert-parallel rank, 1 =
+uniform) is passed to :func:`~roofplan.costmodel.serve.step_parts`, where the busiest EP rank's
+expert GEMMs and dispatch/combine bytes scale by it.
 """
 
 from __future__ import annotations
@@ -143,14 +147,17 @@ def serve_step_ext(
     *,
     spec: SpecDecode | None = None,
     prefix_hit: int = 0,
+    expert_skew: float = 1.0,
 ) -> ServeArrays:
     """:func:`~roofplan.costmodel.serve.serve_step` with speculative decoding and a prefix-cache hit
     of ``prefix_hit`` tokens per prompt (module docstring). Same arrays, same meaning."""
     from roofplan.costmodel.serve import serve_step, validate_serve_config
 
     engine = load_engine(engine or cfg.engine)
-    if spec is None and not prefix_hit:
+    if spec is None and not prefix_hit and expert_skew == 1.0:
         return serve_step(model, hw, cfg, engine)
+    if not float(expert_skew) >= 1.0:
+        raise InputError("expert-skew", expert_skew, "a load ratio max/mean >= 1 (1 = uniform routing)")
     validate_serve_config(model, cfg)
     hit = float(prefix_hit)
     mem_model = memory_model(model, spec)
@@ -167,20 +174,21 @@ def serve_step_ext(
     m = np.minimum(B, pp)
     Bm = B / m
     miss = isl - hit
+    skew = dict(expert_skew=float(expert_skew))
     st, fx, p2p = step_parts(mem_model if spec else model, hw, engine, cfg, Bm * miss, hit + (miss + 1.0) / 2.0,
-                             0.0, 0.0, prefill_seqs=Bm, _mem=mem)
+                             0.0, 0.0, prefill_seqs=Bm, _mem=mem, **skew)
     prefill = _compose(st, fx, p2p, m + pp - 1.0, pp)
     ctx = isl + osl / 2.0
     if spec is None:
-        st, fx, p2p = step_parts(model, hw, engine, cfg, 0.0, 0.0, Bm, ctx, _mem=mem)
+        st, fx, p2p = step_parts(model, hw, engine, cfg, 0.0, 0.0, Bm, ctx, _mem=mem, **skew)
         decode = _compose(st, fx, p2p, pp, pp)
     else:
         k = float(spec.draft_tokens)
-        st, fx, p2p = step_parts(model, hw, engine, cfg, Bm * k, ctx, Bm, ctx, prefill_seqs=Bm * k, _mem=mem)
+        st, fx, p2p = step_parts(model, hw, engine, cfg, Bm * k, ctx, Bm, ctx, prefill_seqs=Bm * k, _mem=mem, **skew)
         verify = _compose(st, fx, p2p, pp, pp)
         draft = draft_model(model, spec.method)
         if draft is not None:  # k sequential draft forwards inside the same engine step (no extra step overhead)
-            d_st, _, _ = step_parts(draft, hw, engine, cfg, 0.0, 0.0, Bm * m, ctx)
+            d_st, _, _ = step_parts(draft, hw, engine, cfg, 0.0, 0.0, Bm * m, ctx, **skew)
             verify = dataclasses.replace(verify)
             verify.compute = verify.compute + k * d_st.compute
             verify.memory = verify.memory + k * d_st.memory

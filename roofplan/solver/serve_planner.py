@@ -251,12 +251,13 @@ def _configs(shapes: Shapes, batch, isl, osl, dtype, kv_dtype, engine_name):
 
 def _serve_arrays(model, hw, cfg, engine, features):
     """The cost model's static-batch arrays, with speculative decoding / prefix caching when
-    ``features`` = (SpecDecode or None, prefix-hit tokens) is given (costmodel.serve_features)."""
+    ``features`` = (SpecDecode or None, prefix-hit tokens, expert skew) is given
+    (costmodel.serve_features)."""
     if not features:
         return serve_model.serve_step(model, hw, cfg, engine)
     from roofplan.costmodel.serve_features import serve_step_ext
 
-    return serve_step_ext(model, hw, cfg, engine, spec=features[0], prefix_hit=features[1])
+    return serve_step_ext(model, hw, cfg, engine, spec=features[0], prefix_hit=features[1], expert_skew=features[2])
 
 
 def evaluate_prefill(
@@ -632,6 +633,7 @@ def plan_serving(
     emit_launch: bool = True,
     speculative=None,
     prefix_hit=None,
+    expert_skew: float = 1.0,
 ) -> ServePlan:
     """Search serving deployments of ``model`` on ``gpus`` devices of ``hw`` (SPEC §3.4).
 
@@ -639,9 +641,10 @@ def plan_serving(
     budget wins. ``rate`` (requests/s) asks for the fewest GPUs (``objective="gpus"``) or the lowest
     price per hour (``objective="cost"``) that sustain it. Raises :class:`InfeasibleError` when no
     deployment meets the targets, naming the tightest TTFT and TPOT any deployment reaches.
-    ``speculative`` (SpecDecode) and ``prefix_hit`` (tokens or a fraction of isl) model speculative
-    decoding and prefix caching for prefill and decode instances; with either, only disaggregated
-    deployments are searched (the chunked colocated step does not model them).
+    ``speculative`` (SpecDecode), ``prefix_hit`` (tokens or a fraction of isl) and ``expert_skew``
+    (max/mean routed tokens per EP rank) model speculative decoding, prefix caching and skewed
+    expert load for prefill and decode instances; with any of them only disaggregated deployments
+    are searched (the chunked colocated step does not model them).
     """
     t0 = time.perf_counter()
     from roofplan.hardware.engines import load_engine
@@ -662,13 +665,13 @@ def plan_serving(
     tpot_s = tpot_ms / 1e3 if tpot_ms is not None else None
     common = dict(dtype=dtype, kv_dtype=kv_dtype, engine_name=eng.name)
     features = None
-    if speculative is not None or prefix_hit is not None:
+    if speculative is not None or prefix_hit is not None or expert_skew != 1.0:
         from roofplan.costmodel.serve_features import resolve_prefix_hit
 
-        features = (speculative, resolve_prefix_hit(prefix_hit, isl))
+        features = (speculative, resolve_prefix_hit(prefix_hit, isl), float(expert_skew))
         if mode == "colocated":
-            raise InputError("mode", mode, "auto or disagg (speculative decoding and prefix caching are "
-                             "modelled for prefill and decode instances)")
+            raise InputError("mode", mode, "auto or disagg (speculative decoding, prefix caching and expert "
+                             "skew are modelled for prefill and decode instances)")
         mode = "disagg"
 
     searched = 0
@@ -767,6 +770,7 @@ def plan_serving(
     if features:
         request["speculative"] = features[0].to_json() if features[0] is not None else None
         request["prefix_hit_tokens"] = features[1]
+        request["expert_skew"] = features[2]
     plan = ServePlan(
         best=best,
         pareto=front,
