@@ -98,3 +98,17 @@ def test_expert_skew_loads_only_expert_parallel_ranks():
     assert serve_step_ext(DS, HW, tp8, "sglang", expert_skew=2.0).ttft_s[0] == serve_step(DS, HW, tp8, "sglang").ttft_s[0]
     with pytest.raises(InputError, match="expert-skew"):
         serve_step_ext(DS, HW, ep8, "sglang", expert_skew=0.9)
+
+
+def test_windowed_and_sparse_attention_cut_long_context_cost():
+    """gpt-oss: half the layers read only their last 128 tokens; DeepSeek-V3.2: the MLA core reads
+    the top-2048 latents (plus every 128-wide indexer key) where V3 reads them all."""
+    oss = load_model("gpt-oss-120b")
+    per_layer = 2 * 8 * 64 * 2  # K and V, 8 KV heads x 64, bf16
+    assert oss.kv_read_bytes(32768.0) == per_layer * (18 * 32768 + 18 * 128)
+    assert oss.attention_context(32768.0) == pytest.approx((18 * 32768 + 18 * 128) / 36)
+    v32, v3 = load_model("deepseek-v3.2"), load_model("deepseek-v3")
+    assert v32.kv_read_bytes(65536.0) == 61 * 2 * (2048 * 576 + 65536 * 128)
+    cfg = ServeConfigs.single(tp=8, pp=1, ep=1, dp=1, batch=8, isl=65536, osl=100, dtype="fp8", engine="sglang")
+    assert serve_step(v32, HW, cfg, "sglang").tpot_s[0] < serve_step(v3, HW, cfg, "sglang").tpot_s[0]
+    assert serve_step(v32, HW, cfg, "sglang").ttft_s[0] < serve_step(v3, HW, cfg, "sglang").ttft_s[0]

@@ -238,7 +238,7 @@ def step_parts(
     q_io = act_hbm * (model.q_dim + model.v_dim) / tp * ab  # Q read + O write per token
     # prefill: causal attention over the mean context, FlashAttention IO (Dao et al. 2022)
     Tp_r = Tp / dp
-    f_pre = Tp_r * cp_ * attn_layer / tp
+    f_pre = Tp_r * model.attention_context(cp_) * attn_layer / tp  # windowed / DSA layers see fewer keys
     b_pre = Tp_r * (q_io + 2 * kv_tok_layer)  # Q/O once, K/V written to the cache and read
     if engine.flash_attention:
         acc.add(f_pre / (peak16 * eff.attn_max), b_pre / hbm)
@@ -258,8 +258,9 @@ def step_parts(
         f_dec_tok = 2.0 * model.heads * (2 * m.kv_lora_rank + m.qk_rope_head_dim) / tp
     else:
         f_dec_tok = attn_layer / tp
-    f_dec = Td_r * cd_ * f_dec_tok
-    b_dec = Td_r * (cd_ * kv_tok_layer * reread + q_io + kv_tok_layer)
+    f_dec = Td_r * model.attention_context(cd_) * f_dec_tok
+    kv_read_layer = model.kv_read_bytes(cd_, cfg.kv_dtype_resolved) / model.layers / kv_shards(model, cfg.tp)
+    b_dec = Td_r * (kv_read_layer * reread + q_io + kv_tok_layer)
     acc.add(f_dec / (peak16 * eff.attn_max), b_dec / (hbm * engine.decode_attn_hbm))
     # TP all-reduce after the O projection (row-parallel)
     ar_bytes = Ta * h * ab

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+import numpy as np
+
 from roofplan.errors import InputError
 from roofplan.hardware.spec import DTYPE_BYTES
 
@@ -351,11 +353,33 @@ class ModelSpec:
         per_key = 2.0 * self.heads * (qk + v)
         if self.dsa is not None:
             index = 2.0 * self.dsa.index_heads * self.dsa.index_head_dim * context
-            return self.layers * (per_key * min(context, self.dsa.topk) + index)
+            return self.layers * (per_key * np.minimum(context, self.dsa.topk) + index)
         keys = self.full_attention_layers * context
         if self.window:
-            keys += self.window_layers * min(context, self.window.window)
+            keys = keys + self.window_layers * np.minimum(context, self.window.window)
         return per_key * keys
+
+    def attention_context(self, context):
+        """Keys one query effectively attends to at ``context``, averaged over the layers so that a
+        plain transformer returns ``context`` itself: attention_flops(context) / attention_flops(1).
+        Windowed and DSA layers make it sub-linear (numpy arrays welcome)."""
+        if not (self.window or self.dsa):
+            return context
+        return self.attention_flops_per_token(context) / self.attention_flops_per_token(1.0)
+
+    def kv_read_bytes(self, context, dtype: str = "bf16"):
+        """Cache bytes one decode step of one request reads at ``context`` over all layers: every
+        full-attention layer's KV, windowed layers' last ``window`` tokens, a DSA layer's top-k
+        latents plus every indexer key. ``context`` x :meth:`kv_bytes_per_token` for a plain model."""
+        if not (self.window or self.dsa):
+            return context * self.kv_bytes_per_token(dtype)
+        b = DTYPE_BYTES[dtype]
+        if self.dsa is not None:
+            latent = self.mla.kv_lora_rank + self.mla.qk_rope_head_dim
+            return self.layers * b * (np.minimum(context, self.dsa.topk) * latent + context * self.dsa.index_head_dim)
+        per_layer = self._kv_elems_per_layer() * b
+        return per_layer * (self.full_attention_layers * context
+                            + self.window_layers * np.minimum(context, self.window.window))
 
     def forward_flops_per_token(self, context: float) -> float:
         """Forward FLOPs for one token: 2 x matmul weights + attention over ``context`` keys."""
