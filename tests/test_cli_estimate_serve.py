@@ -99,7 +99,7 @@ def test_rich_output_shows_breakdown_and_memory():
     [
         (["--tp", "3"], "tp"),  # 3 does not divide 32 heads
         (["--engine", "tgi"], "engine"),
-        (["--dtype", "fp4"], "dtype"),
+        (["--dtype", "fp6"], "dtype"),
         (["--kv-dtype", "int4"], "kv_dtype"),
         (["--dp", "2"], "dp"),  # dense model
     ],

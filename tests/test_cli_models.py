@@ -54,7 +54,7 @@ def test_list_json_and_table():
     assert result.exit_code == 0, result.stderr
     doc = json.loads(result.stdout)
     ids = [m["id"] for m in doc["models"]]
-    assert "llama-3.1-405b" in ids and "qwen3-235b-a22b" in ids and len(ids) == 20
+    assert "llama-3.1-405b" in ids and "qwen3-235b-a22b" in ids and len(ids) == 31
     row = next(m for m in doc["models"] if m["id"] == "llama-3-70b")
     assert row["kv_bytes_per_token_bf16"] == 2 * 80 * 8 * 128 * 2
     table = runner.invoke(app, ["models", "list"])

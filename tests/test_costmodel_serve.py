@@ -395,7 +395,7 @@ def test_check_serve_config_reasons():
     [
         (dict(tp=3), "tp"),
         (dict(tp=5), "tp"),
-        (dict(dtype="fp4"), "dtype"),
+        (dict(dtype="fp6"), "dtype"),
         (dict(kv_dtype="int4"), "kv_dtype"),
         (dict(engine="tgi"), "engine"),
         (dict(batch=0), "batch"),

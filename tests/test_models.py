@@ -39,6 +39,17 @@ SPEC_PRESETS = [
     "opt-13b",
     "opt-66b",
     "bloom-176b",
+    "deepseek-v3.2",
+    "kimi-k2",
+    "qwen3.5-397b-a17b",
+    "qwen3.5-35b-a3b",
+    "qwen3.5-27b",
+    "glm-5",
+    "llama-4-scout",
+    "llama-4-maverick",
+    "gpt-oss-120b",
+    "gpt-oss-20b",
+    "nemotron-3-nano",
 ]
 
 
@@ -86,6 +97,72 @@ def test_parameter_counts_match_published(name, total, active, half_unit):
         assert spec.params_active < spec.params_total
 
 
+# 2026 families: (preset, published total, published active, what the active figure leaves out,
+# tolerance). Sources: DeepSeek-V3.2 model card (671B main model as V3; no separate active figure
+# for the indexer-augmented model); Kimi K2 report arXiv 2507.20534 Table 2 (1.04T / 32.6B);
+# Qwen3.5 model ids (397B-A17B, 35B-A3B, 27B: language model plus a ~0.4B vision encoder not
+# modelled); Z.ai GLM-5 release (744B / 40B active); Meta Llama 4 model card (Scout 109B, Maverick
+# 400B, both 17B active; totals include the vision encoder); OpenAI gpt-oss model card Table 1
+# (116.83B / 5.13B, 20.91B / 3.61B, active without the input embedding); NVIDIA Nemotron 3 Nano
+# model card (31.6B total, 3.6B active with embeddings).
+NEW_FAMILIES = [
+    ("deepseek-v3.2", 671e9, None, "", 0.01),
+    ("kimi-k2", 1.04e12, 32.6e9, "", 0.015),  # 1.3 % below the report's 1.04T; see the preset notes
+    ("qwen3.5-397b-a17b", 397e9, 17e9, "", 0.01),
+    ("qwen3.5-35b-a3b", 35e9, 3e9, "", 0.01),
+    ("qwen3.5-27b", 27e9, None, "", 0.01),
+    ("glm-5", 744e9, 40e9, "embeddings", 0.01),
+    ("llama-4-scout", 109e9, 17e9, "", 0.012),  # the published total includes the ~0.9B vision tower
+    ("llama-4-maverick", 400e9, 17e9, "", 0.01),
+    ("gpt-oss-120b", 116.83e9, 5.13e9, "input_embedding", 0.01),
+    ("gpt-oss-20b", 20.91e9, 3.61e9, "input_embedding", 0.01),
+    ("nemotron-3-nano", 31.6e9, 3.6e9, "", 0.01),
+]
+
+
+@pytest.mark.parametrize("name,total,active,without,rel", NEW_FAMILIES, ids=[p[0] for p in NEW_FAMILIES])
+def test_new_family_parameter_counts(name, total, active, without, rel):
+    """Within 1 % of the published figure, or its rounding where that is coarser (A17B: +-0.5B)."""
+    spec = load_model(name)
+    assert abs(spec.params_total - total) <= rel * total
+    if active is None:
+        return
+    ours = spec.params_active
+    if without in ("input_embedding", "embeddings"):
+        ours -= spec.vocab * spec.hidden
+    if without == "embeddings":
+        ours -= spec.head_params()
+    half_unit = 0.5e9 if active % 1e9 == 0 else 0.005e9
+    assert abs(ours - active) <= max(0.01 * active, half_unit)
+
+
+def test_hybrid_kv_cache_and_attention_flops():
+    """Hand calculations from the configs: only full-attention layers grow the KV cache."""
+    qwen = load_model("qwen3.5-397b-a17b")  # 15 full layers x 2 KV heads x 256 x (K, V)
+    assert qwen.kv_elems_per_token() == 15 * 2 * 2 * 256
+    # Gated DeltaNet state: 64 value heads x 128 x 128, conv over (2*16*128 + 64*128) x 3
+    assert qwen.linear.state_elems == 64 * 128 * 128 + (2 * 2048 + 8192) * 3
+    oss = load_model("gpt-oss-120b")  # 18 full + 18 sliding (128) layers of 8 KV heads x 64
+    assert oss.kv_elems_per_token() == 18 * 2 * 8 * 64
+    assert oss.state_elems_per_seq() == 18 * 128 * 2 * 8 * 64
+    per_key = 2 * 64 * (64 + 64)
+    assert oss.attention_flops_per_token(4096) == per_key * (18 * 4096 + 18 * 128)
+    ds = load_model("deepseek-v3.2")  # MLA latent + rope key + indexer key per layer
+    assert ds.kv_elems_per_token() == 61 * (512 + 64 + 128)
+    dense_equiv = 2 * 128 * (192 + 128) * 2048 + 2 * 64 * 128 * 100_000
+    assert ds.attention_flops_per_token(100_000) == 61 * dense_equiv
+    nano = load_model("nemotron-3-nano")  # 6 attention layers, 2 KV heads x 128
+    assert (nano.full_attention_layers, nano.linear_layers, nano.layers) == (6, 23, 23)
+    assert nano.kv_elems_per_token() == 6 * 2 * 2 * 128
+
+
+def test_nemotron_latent_moe_refused(tmp_path):
+    doc = json.loads((FIXTURES / "NVIDIA-Nemotron-3-Nano-30B-A3B-BF16" / "config.json").read_text())
+    doc["moe_latent_size"] = 1024
+    with pytest.raises(InputError, match="moe_latent_size"):
+        read_hf_config(_write(tmp_path, doc))
+
+
 @pytest.mark.parametrize(
     "name,layers,kv_heads,head_dim",
     [
@@ -123,6 +200,17 @@ SAME_AS_PRESET = {
     "gpt3-175b-as-gpt2": "gpt3-175b",
     "opt-13b": "opt-13b",
     "bloom": "bloom-176b",
+    "DeepSeek-V3.2": "deepseek-v3.2",
+    "Kimi-K2-Instruct": "kimi-k2",
+    "Qwen3.5-397B-A17B": "qwen3.5-397b-a17b",
+    "Qwen3.5-35B-A3B": "qwen3.5-35b-a3b",
+    "Qwen3.5-27B": "qwen3.5-27b",
+    "GLM-5": "glm-5",
+    "Llama-4-Scout-17B-16E-Instruct": "llama-4-scout",
+    "Llama-4-Maverick-17B-128E-Instruct": "llama-4-maverick",
+    "gpt-oss-120b": "gpt-oss-120b",
+    "gpt-oss-20b": "gpt-oss-20b",
+    "NVIDIA-Nemotron-3-Nano-30B-A3B-BF16": "nemotron-3-nano",
 }
 
 
@@ -151,7 +239,8 @@ def test_hf_config_parameter_counts(folder, published, rel):
 
 
 def test_every_supported_model_type_has_a_fixture():
-    types = {json.loads(p.read_text())["model_type"] for p in FIXTURES.glob("*/config.json")}
+    docs = [json.loads(p.read_text()) for p in FIXTURES.glob("*/config.json")]
+    types = {d["model_type"] for d in docs} | {d["text_config"]["model_type"] for d in docs if "text_config" in d}
     assert set(SUPPORTED_MODEL_TYPES) - {"deepseek_v2"} <= types
 
 

@@ -35,7 +35,8 @@ FAMILIES = {
     "gemm": [("gemm_max", 0.3, 1.0), ("gemm_max_fp8", 0.3, 1.0), ("gemm_max_fp8_block", 0.3, 1.0),
              ("gemm_hbm", 0.3, 1.0), ("gemm_hbm_fp8", 0.3, 1.0), ("gemm_hbm_fp8_block", 0.3, 1.0),
              ("gemm_floor_s", 0.5e-6, 40e-6), ("gemm_floor_fp8_s", 0.5e-6, 40e-6),
-             ("gemm_floor_fp8_block_s", 0.5e-6, 40e-6), ("gemm_k_half", 1.0, 4096.0), ("gemm_blend", 1.0, 20.0),
+             ("gemm_floor_fp8_block_s", 0.5e-6, 40e-6), ("gemm_max_fp4", 0.1, 1.0), ("gemm_hbm_fp4", 0.2, 1.0),
+             ("gemm_floor_fp4_s", 0.5e-6, 40e-6), ("gemm_k_half", 1.0, 4096.0), ("gemm_blend", 1.0, 20.0),
              ("gemm_occupancy", 0.05, 1.0)],
     "attention": [("attn_max", 0.2, 1.0), ("attn_max_fp8", 0.1, 1.0), ("attn_half_len", 1.0, 16384.0),
                   ("attn_floor_s", 0.5e-6, 100e-6),
@@ -52,7 +53,8 @@ FAMILIES = {
 #: Starting points of parameters whose catalog value is 0 ("not characterised"): NCCL's own
 #: base latencies of LL / LL128 on NVLink (src/graph/tuning.cc, order of a few microseconds).
 START = {"intra_bw_pair": 0.6, "nccl_ll_latency_s": 3e-6, "nccl_ll128_latency_s": 4e-6, "gemm_max_fp8_block": 0.6, "gemm_hbm_fp8": 0.75,
-         "gemm_hbm_fp8_block": 0.75, "attn_max_fp8": 0.5, "moe_gemm_fp8": 0.8, "moe_gemm_fp8_block": 0.8}
+         "gemm_hbm_fp8_block": 0.75, "gemm_max_fp4": 0.5,
+         "gemm_hbm_fp4": 0.7, "gemm_floor_fp4_s": 6e-6, "attn_max_fp8": 0.5, "moe_gemm_fp8": 0.8, "moe_gemm_fp8_block": 0.8}
 #: NVLS group sizes tried (a discrete choice, picked by the fitted half's cost).
 NVLS_MIN_RANKS = (2.0, 4.0, 8.0)
 #: (LL, LL128, Simple) base latencies the NCCL fit starts from, seconds.
@@ -71,6 +73,21 @@ def predict(rows, hw) -> np.ndarray:
 
 def errors(rows, hw) -> np.ndarray:
     return predict(rows, hw) / np.array([m.target for m in rows]) - 1.0
+
+
+#: Parameters that belong to one GEMM/attention dtype class: fitted only when rows of that class exist.
+CLASS_PARAMS = {"fp8": ("gemm_max_fp8", "gemm_hbm_fp8", "gemm_floor_fp8_s", "moe_gemm_fp8", "attn_max_fp8"),
+                "fp8_block": ("gemm_max_fp8_block", "gemm_hbm_fp8_block", "gemm_floor_fp8_block_s", "moe_gemm_fp8_block"),
+                "fp4": ("gemm_max_fp4", "gemm_hbm_fp4", "gemm_floor_fp4_s")}
+
+
+def informed(params, rows):
+    """``params`` without the dtype-class parameters no row of ``rows`` exercises."""
+    from roofplan.costmodel.ops import gemm_class
+
+    present = {gemm_class(m.row.get("dtype", "bf16")) for m in rows}
+    drop = {n for c, names in CLASS_PARAMS.items() if c not in present for n in names}
+    return [p for p in params if p[0] not in drop]
 
 
 def fit_family(rows, hw, params):
@@ -100,11 +117,14 @@ def summary(errs) -> str:
 def fit_device(rows, hw_id: str):
     hw = load_hardware(hw_id)
     report = {}
+    fitted: dict = {}
     for fam, params in FAMILIES.items():
         sub = [m for m in rows if family(m) == fam]
         if not sub:
             continue
         fit_rows = [m for m in sub if not held_back(m)]
+        params = informed(params, sub)
+        fitted[fam] = [p[0] for p in params]
         if fam == "nccl":
             # the protocol min() has several basins: start from each NVLS threshold and from a few
             # physically ordered (LL < LL128 < Simple) latency triples, keep the cheapest fit
@@ -120,12 +140,12 @@ def fit_device(rows, hw_id: str):
         else:
             hw, _ = fit_family(fit_rows, hw, params)
         report[fam] = sub
-    return hw, report
+    return hw, report, fitted
 
 
-def print_report(hw, report) -> None:
+def print_report(hw, report, fitted) -> None:
     for fam, sub in report.items():
-        names = [p[0] for p in FAMILIES[fam]] + (["nvls_min_ranks"] if fam == "nccl" else [])
+        names = fitted[fam] + (["nvls_min_ranks"] if fam == "nccl" else [])
         print(f"== {hw.id} {fam}: " + ", ".join(f"{n}={getattr(hw.efficiency, n):.4g}" for n in names))
         for part, rows in (("fitted", [m for m in sub if not held_back(m)]), ("held back", [m for m in sub if held_back(m)])):
             if not rows:
@@ -142,16 +162,17 @@ def print_report(hw, report) -> None:
 _LINE = re.compile(r"^  (?P<name>[a-z0-9_]+): \{value: (?P<value>[^,]+), source: .*\}$")
 
 
-def write_catalog(hw, fams, table: str) -> None:
+def write_catalog(hw, fitted, table: str) -> None:
     """Replace or append the fitted efficiency lines of ``hw``'s built-in catalog YAML."""
+    fams = list(fitted)
     path = ROOT / "roofplan" / "catalogs" / f"{hw.id}.yaml"
     lines = path.read_text().splitlines()
     start = lines.index("efficiency:")
-    names = [p[0] for fam in fams for p in FAMILIES[fam]] + (["nvls_min_ranks"] if "nccl" in fams else [])
+    names = [n for fam in fams for n in fitted[fam]] + (["nvls_min_ranks"] if "nccl" in fams else [])
     for name in names:
         value = getattr(hw.efficiency, name)
         shown = f"{value * 1e6:.4g} us" if name.endswith("_s") else f"{value:.4g}"
-        fam = next(f for f in fams if name in [p[0] for p in FAMILIES[f]] or (f == "nccl" and name == "nvls_min_ranks"))
+        fam = next(f for f in fams if name in fitted[f] or (f == "nccl" and name == "nvls_min_ranks"))
         src = (f"fit: tools/fit_ops.py on the {fam} rows of {table} (aiconfigurator-core 0.12.0 measured tables, "
                "TensorRT-LLM 1.3.0rc20 / NCCL 2.29.2), even log2 size bins; odd bins held back")
         new = f'  {name}: {{value: {shown}, source: "{src}"}}'
@@ -189,13 +210,14 @@ def main() -> None:
     rows = read_measurements(args.files)
     devices = sorted({m.hardware for m in rows if not args.hardware or m.hardware in args.hardware})
     for dev in devices:
-        hw, report = fit_device([m for m in rows if m.hardware == dev], dev)
+        hw, report, fitted = fit_device([m for m in rows if m.hardware == dev], dev)
         if args.explain:
             explain(hw, report.get(args.explain[0], []), args.explain[1].split(","))
         else:
-            print_report(hw, report)
+            print_report(hw, report, fitted)
         if args.write:
-            write_catalog(hw, list(report), Path(args.files[0]).name)
+            table = next(Path(f).name for f in args.files if any(m.hardware == dev for m in read_measurements(f)))
+            write_catalog(hw, fitted, table)
     _ = dataclasses
 
 

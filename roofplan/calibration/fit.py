@@ -90,7 +90,7 @@ F_SCALE = 0.1
 MAX_NFEV = 60
 #: Jacobian columns more parallel than this are reported as degenerate (only their combination is fitted).
 DEGENERATE_COS = 0.999
-SERVE_KINDS = ("serve_step", "serve_throughput")
+SERVE_KINDS = ("serve_step", "serve_throughput", "serve_spec")
 
 
 # -- parameters ------------------------------------------------------------------------------------------

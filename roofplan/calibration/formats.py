@@ -38,7 +38,7 @@ OP_DTYPES = (*DTYPE_BYTES, "fp8_block", "mxfp4_wo", "int8_wo")
 #: Collective implementations: NCCL's own choice, NCCL forced to NVLink SHARP, an engine's custom all-reduce.
 COLLECTIVE_IMPLS = ("nccl", "nvls", "custom")
 #: Kinds of the shared published-measurements format, predicted by ``roofplan.validation.suite``.
-SUITE_KINDS = ("train", "serve_step", "serve_throughput", "op_gemm", "op_allreduce")
+SUITE_KINDS = ("train", "serve_step", "serve_throughput", "serve_spec", "op_gemm", "op_allreduce")
 KINDS = OP_KINDS + SUITE_KINDS
 
 TIME_UNITS = {"s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9}

@@ -11,6 +11,14 @@ from rich.table import Table
 
 from roofplan.cli.common import CALIBRATION_OPTION, JSON_OPTION, bounded_count, console, print_json, run, warn
 from roofplan.cli.render import memory_table
+from roofplan.cli.serve_options import (
+    EXPERT_SKEW_OPTION,
+    PREFIX_HIT_OPTION,
+    SPEC_ACCEPT_OPTION,
+    SPEC_METHOD_OPTION,
+    SPEC_TOKENS_OPTION,
+    spec_from_flags,
+)
 
 _PARTS = ("compute", "memory", "communication", "overhead")
 _PART_LABELS = {
@@ -40,6 +48,14 @@ def _render(doc: dict) -> None:
     s.add_row("output tokens/s per GPU", f"{doc['output_tokens_per_s_per_gpu']:,.1f}")
     s.add_row("max batch (KV fits)", f"{doc['max_batch']:,}")
     s.add_row("fits", "[green]yes[/green]" if doc["fits"] else "[red]no (out of memory)[/red]")
+    if "speculative" in i:
+        sp = i["speculative"]
+        s.add_row("speculative", f"{sp['method']} k={sp['draft_tokens']} accept {sp['acceptance']:.2f} "
+                  f"-> {sp['tokens_per_step']:.2f} tokens/step")
+    if i.get("expert_skew"):
+        s.add_row("expert skew (max/mean)", f"{i['expert_skew']:.2f}")
+    if i.get("prefix_hit_tokens"):
+        s.add_row("prefix-cache hit", f"{i['prefix_hit_tokens']:,} of {i['isl']:,} prompt tokens")
     console.print(s)
 
     t = Table(title="Time breakdown")
@@ -85,7 +101,7 @@ def estimate_serve(
         help="Requests prefilled together, then decoded together."),
     isl: int = typer.Option(..., "--isl", callback=bounded_count, help="Input (prompt) tokens per request."),
     osl: int = typer.Option(..., "--osl", callback=bounded_count, help="Output tokens per request."),
-    dtype: str = typer.Option("bf16", "--dtype", help="Weight dtype: bf16 | fp16 | fp8 | int8 | int4"),
+    dtype: str = typer.Option("bf16", "--dtype", help="Weight dtype: bf16 | fp16 | fp8 | int8 | int4 | fp4"),
     kv_dtype: str | None = typer.Option(
         None,
         "--kv-dtype",
@@ -94,6 +110,11 @@ def estimate_serve(
     engine: str = typer.Option(
         "generic", "--engine", help="Engine overhead profile: generic | vllm | sglang | trtllm"
     ),
+    spec_method: str | None = SPEC_METHOD_OPTION,
+    spec_tokens: int | None = SPEC_TOKENS_OPTION,
+    spec_accept: float | None = SPEC_ACCEPT_OPTION,
+    prefix_hit: str | None = PREFIX_HIT_OPTION,
+    expert_skew: float = EXPERT_SKEW_OPTION,
     as_json: bool = JSON_OPTION,
     calibration: str | None = CALIBRATION_OPTION,
 ) -> None:
@@ -116,6 +137,9 @@ def estimate_serve(
             kv_dtype=kv_dtype,
             engine=engine,
             calibration=calibration,
+            speculative=spec_from_flags(spec_method, spec_tokens, spec_accept),
+            prefix_hit=prefix_hit,
+            expert_skew=expert_skew,
         )
         from roofplan.launch.platforms import unsupported_on
 

@@ -66,6 +66,12 @@ def show_document(spec: ModelSpec) -> dict:
             "bf16": spec.kv_bytes_per_token("bf16"),
             "fp8": spec.kv_bytes_per_token("fp8"),
         },
+        "layer_mix": {
+            "full_attention": spec.full_attention_layers,
+            "windowed_attention": spec.window_layers,
+            "linear_mixers": spec.linear_layers,
+        },
+        "state_bytes_per_seq_bf16": spec.state_bytes_per_seq("bf16"),
         "flops_per_token": flops,
     }
 
@@ -88,7 +94,7 @@ def _list(json_out: bool) -> None:
     table = Table(title="Model presets (params in billions; KV cache per token in bf16)",
                   box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1), collapse_padding=True)
     table.add_column("id", no_wrap=True)
-    for col in ("layers", "hidden", "heads/kv", "attn", "total B", "active B", "KV KiB/tok"):
+    for col in ("layers", "hidden", "heads/kv", "attn", "total B", "active B", "KV KiB"):
         table.add_column(col, justify="right", no_wrap=True)
     for r in rows:
         table.add_row(
@@ -97,7 +103,7 @@ def _list(json_out: bool) -> None:
             str(r["hidden"]),
             f"{r['heads']}/{r['kv_heads']}",
             r["attention"],
-            f"{r['params_total'] / 1e9:,.2f}",
+            f"{r['params_total'] / 1e9:,.2f}" if r["params_total"] < 1e12 else f"{r['params_total'] / 1e9:,.0f}",
             f"{r['params_active'] / 1e9:,.2f}",
             f"{r['kv_bytes_per_token_bf16'] / 1024:,.1f}",
         )

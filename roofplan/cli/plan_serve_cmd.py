@@ -22,6 +22,13 @@ from roofplan.cli.common import (
     warn,
     warn_stale,
 )
+from roofplan.cli.serve_options import (
+    EXPERT_SKEW_OPTION,
+    PREFIX_HIT_OPTION,
+    SPEC_ACCEPT_OPTION,
+    SPEC_METHOD_OPTION,
+    SPEC_TOKENS_OPTION,
+)
 from roofplan.errors import InputError
 
 EMITTERS = ("vllm", "sglang", "trtllm", "dynamo")
@@ -46,7 +53,7 @@ def plan_serve(
     rate: float | None = typer.Option(None, "--rate", help="Requests/s to sustain (else: maximise)."),
     mode: str = typer.Option("auto", "--mode", help="auto | colocated | disagg."),
     engine: str = typer.Option("generic", "--engine", help="generic | vllm | sglang | trtllm."),
-    dtype: str = typer.Option("bf16", "--dtype", help="Weight dtype: bf16 | fp16 | fp8 | int8 | int4."),
+    dtype: str = typer.Option("bf16", "--dtype", help="Weight dtype: bf16 | fp16 | fp8 | int8 | int4 | fp4."),
     kv_dtype: str | None = typer.Option(None, "--kv-dtype", help="KV-cache dtype: bf16 | fp8 | int8."),
     objective: str = typer.Option("gpus", "--objective", help="With --rate: fewest gpus | lowest cost."),
     emit: list[str] | None = typer.Option(  # noqa: B008
@@ -57,6 +64,11 @@ def plan_serve(
     plot: str | None = typer.Option(
         None, "--plot", metavar="PNG",
         help="Save the Pareto front as a PNG (matplotlib)."),
+    spec_method: str | None = SPEC_METHOD_OPTION,
+    spec_tokens: int | None = SPEC_TOKENS_OPTION,
+    spec_accept: float | None = SPEC_ACCEPT_OPTION,
+    prefix_hit: str | None = PREFIX_HIT_OPTION,
+    expert_skew: float = EXPERT_SKEW_OPTION,
     json_out: bool = JSON_OPTION,
     calibration: str | None = CALIBRATION_OPTION,
 ) -> None:
@@ -81,6 +93,7 @@ def plan_serve(
             plot,
             json_out,
             calibration,
+            (spec_method, spec_tokens, spec_accept, prefix_hit, expert_skew),
         )
     )
 
@@ -136,7 +149,9 @@ def _impl(
     plot,
     json_out,
     calibration,
+    features=(None, None, None, None, 1.0),
 ):
+    from roofplan.cli.serve_options import spec_from_flags
     from roofplan.launch.common import dumps_json, write_files
     from roofplan.launch.platforms import unsupported_on
     from roofplan.solver import pareto
@@ -182,6 +197,9 @@ def _impl(
         kv_dtype=kv_dtype,
         calibration=calibration,
         objective=objective,
+        speculative=spec_from_flags(*features[:3]),
+        prefix_hit=features[3],
+        expert_skew=features[4],
     )
     plan.launch = {k: v for k, v in plan.launch.items() if k in engines}
     doc = plan.to_json()

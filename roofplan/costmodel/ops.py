@@ -73,11 +73,12 @@ def _f(x) -> np.ndarray:
 
 
 def gemm_class(dtype: str) -> str:
-    """Parameter class of a GEMM dtype: ``bf16`` (16/32-bit and weight-only), ``fp8``, ``fp8_block``."""
+    """Parameter class of a GEMM dtype: ``bf16`` (16/32-bit and weight-only), ``fp8``, ``fp8_block``,
+    ``fp4`` (W4A4 NVFP4/MXFP4 on Blackwell-class tensor cores)."""
     if dtype in ("fp8", "int8"):
         return "fp8"
-    if dtype == "fp8_block":
-        return "fp8_block"
+    if dtype in ("fp8_block", "fp4"):
+        return dtype
     return "bf16"
 
 
@@ -89,6 +90,9 @@ def gemm_params(eff: Efficiency, dtype: str) -> tuple[float, float, float]:
     if c == "fp8_block":
         return (eff.gemm_max_fp8_block or eff.gemm_max_fp8 or eff.gemm_max,
                 eff.gemm_hbm_fp8_block or eff.gemm_hbm_fp8 or eff.gemm_hbm, eff.gemm_floor_fp8_block_s)
+    if c == "fp4":
+        return (eff.gemm_max_fp4 or eff.gemm_max_fp8 or eff.gemm_max,
+                eff.gemm_hbm_fp4 or eff.gemm_hbm_fp8 or eff.gemm_hbm, eff.gemm_floor_fp4_s or eff.gemm_floor_fp8_s)
     return eff.gemm_max, eff.gemm_hbm, eff.gemm_floor_s
 
 
@@ -136,7 +140,8 @@ def gemm_components(m, n, k, hw: DeviceSpec, *, dtype: str = "bf16", eff: Effici
     c = gemm_class(dtype)
     gmax, ghbm, floor = gemm_params(eff, dtype)
     wb = WEIGHT_BYTES[dtype] if weight_bytes is None else weight_bytes
-    ab_in = (1.0 if c != "bf16" else min(DTYPE_BYTES.get(dtype, 2.0), 2.0)) if act_bytes is None else act_bytes
+    ab_in = ({"bf16": min(DTYPE_BYTES.get(dtype, 2.0), 2.0), "fp4": 0.5625}.get(c, 1.0)
+             if act_bytes is None else act_bytes)
     ob = 2.0 if out_bytes is None else out_bytes
     _, ctas, splits = gemm_parallelism(m, n, k, hw.compute_units)
     t_c = 2.0 * m * n * k / (gemm_peak(hw, dtype) * gemm_efficiency(m, n, k, hw, dtype=dtype, eff=eff))
@@ -144,7 +149,7 @@ def gemm_components(m, n, k, hw: DeviceSpec, *, dtype: str = "bf16", eff: Effici
     mem_par = np.minimum(1.0, ctas / (float(hw.compute_units) * eff.gemm_occupancy)) if hw.compute_units else 1.0
     w_bw = hbm if weight_bw_Bps is None else np.minimum(_f(weight_bw_Bps), hbm)
     t_m = (k * n * wb / w_bw + act_in_hbm * (m * k * ab_in + m * n * ob * splits) / hbm) / mem_par
-    if quantise and c in ("fp8", "fp8_block"):  # dynamic activation quantisation: bf16 read, fp8 write
+    if quantise and c in ("fp8", "fp8_block", "fp4"):  # dynamic activation quantisation: bf16 read, low-bit write
         fixed = floor + act_in_hbm * m * k * 3.0 / hbm + np.zeros_like(t_c)
     else:  # the FP8 classes' floors hold their quantisation kernels; the GEMM alone has the 16-bit one
         fixed = (eff.gemm_floor_s if c != "bf16" else floor) + np.zeros_like(t_c)

@@ -161,11 +161,16 @@ def step_parts(
     decode_context,
     prefill_seqs=None,
     _mem: ServeMemory | None = None,
+    expert_skew: float = 1.0,
 ) -> tuple[StepParts, StepParts, np.ndarray]:
     """(stage parts, fixed per-iteration parts, p2p seconds per stage boundary) of one iteration.
 
     The stage parts are the busiest pipeline stage (layers/pp layers plus the LM head) processing
-    the given tokens; callers compose stages into an iteration (see :func:`step_time`)."""
+    the given tokens; callers compose stages into an iteration (see :func:`step_time`).
+    ``expert_skew`` (>= 1; 1 = uniform routing) is the routed-token load of the busiest
+    expert-parallel rank over the mean: with ep > 1 that rank's expert GEMM rows and its
+    dispatch/combine bytes scale by it, and the step waits for it (DeepEP / EPLB literature calls
+    it the imbalance ratio max/mean)."""
     n = np.broadcast_shapes(
         (len(cfg),),
         *(
@@ -243,7 +248,7 @@ def step_parts(
     q_io = act_hbm * (model.q_dim + model.v_dim) / tp * ab  # Q read + O write per token
     # prefill: causal attention over the mean context, FlashAttention IO (Dao et al. 2022)
     Tp_r = Tp / dp
-    f_pre = Tp_r * cp_ * attn_layer / tp
+    f_pre = Tp_r * model.attention_context(cp_) * attn_layer / tp  # windowed / DSA layers see fewer keys
     b_pre = Tp_r * (q_io + 2 * kv_tok_layer)  # Q/O once, K/V written to the cache and read
     kv_heads_dev = np.maximum(model.kv_heads / tp, 1.0) if model.mla is None else heads_dev
     if engine.flash_attention:
@@ -252,10 +257,13 @@ def step_parts(
         b_seqs = np.maximum(Sp / dp, 1.0)
         s_new = Tp_r / b_seqs
         kv_len = np.maximum(cp_ + (s_new - 1.0) / 2.0, s_new)
+        # each query attends to attention_context keys on average (the causal mean, fewer in
+        # windowed / sparse layers): the score matrix's computed share of b x s x kv
+        attended = np.minimum(model.attention_context(cp_) / np.maximum(kv_len, 1.0), 1.0)
         t_pre = ops.prefill_attention_time(
             b_seqs, np.maximum(s_new, 1.0), kv_len, heads_dev, kv_heads_dev, model.q_dim / model.heads, hw,
             kv_dtype=cfg.kv_dtype_resolved, eff=eff, act_in_hbm=act_hbm, v_head_dim=model.v_dim / model.heads,
-            kv_bytes_per_token=kv_tok_layer)
+            kv_bytes_per_token=kv_tok_layer, causal_fraction=attended)
         t_pre = np.where(Tp > 0, t_pre, 0.0)
         pre_c = f_pre / (peak16 * eff.attn_max)
         acc.add(np.where(pre_c >= b_pre / hbm, t_pre, 0.0), np.where(pre_c >= b_pre / hbm, 0.0, t_pre))
@@ -275,11 +283,15 @@ def step_parts(
         f_dec_tok = 2.0 * model.heads * (2 * m.kv_lora_rank + m.qk_rope_head_dim) / tp
     else:
         f_dec_tok = attn_layer / tp
-    # paged decode kernel (operator library): the KV read, per-sequence work and the floor
+    # paged decode kernel (operator library): the KV read, per-sequence work and the floor; windowed,
+    # sparse (DSA) and constant-state layers read fewer cached tokens (ModelSpec.kv_read_bytes)
+    kv_read_layer = model.kv_read_bytes(cd_, cfg.kv_dtype_resolved) / model.layers / kv_shards(model, cfg.tp)
+    kv_tokens_read = np.where(kv_tok_layer > 0, kv_read_layer / np.maximum(kv_tok_layer, 1e-30), 0.0)
+    f_dec = Td_r * model.attention_context(cd_) * f_dec_tok
     t_dec = ops.decode_attention_time(
-        Td_r, np.maximum(cd_, 1.0), heads_dev, kv_heads_dev, model.q_dim / model.heads, hw, eff=eff,
+        Td_r, np.maximum(kv_tokens_read, 1.0), heads_dev, kv_heads_dev, model.q_dim / model.heads, hw, eff=eff,
         kv_bytes_per_token=kv_tok_layer, shared_kv=reread == 1.0)
-    t_dec = np.where(Td > 0, np.maximum(t_dec, Td_r * cd_ * f_dec_tok / (peak16 * eff.attn_max)), 0.0)
+    t_dec = np.where(Td > 0, np.maximum(t_dec, f_dec / (peak16 * eff.attn_max)), 0.0)
     acc.add(0.0, t_dec)
     # TP all-reduce after the O projection (row-parallel)
     ar_bytes = Ta * h * ab
@@ -302,15 +314,16 @@ def step_parts(
         E, k = float(mo.num_experts), float(mo.top_k)
         etp = tp * dp / ep
         before = (acc.compute.copy(), acc.memory.copy())
+        skew = np.where(ep > 1, float(expert_skew), 1.0)  # the busiest EP rank sets the pace
         if hw.dataflow:  # fused layer: the touched experts' GEMMs overlap the weight stream
             touched = E * (1.0 - np.power(1.0 - k / E, T))  # distinct experts hit by T tokens
             touched_dev = touched / ep
-            rows = np.where(touched > 0, T * k / np.maximum(touched, 1e-9), 0.0)  # tokens per touched expert
+            rows = np.where(touched > 0, T * k / np.maximum(touched, 1e-9), 0.0) * skew  # tokens per touched expert
             gemm(rows, mats_in * mo.expert_ffn / etp, h, touched_dev)
             gemm(rows, h, mo.expert_ffn / etp, touched_dev)
             acc.add(0.0, act_hbm * rows * touched_dev * (mats_in + 1) * mo.expert_ffn / etp * ab / hbm)
         else:  # one grouped-GEMM MoE kernel sequence per layer (operator library)
-            t_moe = ops.moe_time(T, h, mo.expert_ffn, E, k, hw, ep=ep, tp=etp, dtype=gdt,
+            t_moe = ops.moe_time(T * skew, h, mo.expert_ffn, E, k, hw, ep=ep, tp=etp, dtype=gdt,
                                  gated=model.gated_mlp, eff=eff, weight_bw_Bps=w_bw)
             t_moe = np.where(T > 0, t_moe, 0.0)
             weight_bound = E / ep * (mats_in + 1) * h * mo.expert_ffn / etp * wb / w_bw >= 0.5 * t_moe
@@ -324,7 +337,7 @@ def step_parts(
         acc.memory = before[1] + (acc.memory - before[1]) * moe_frac
         # EP: dispatch + combine all-to-all of the routed token copies (DeepEP-style); else an
         # all-reduce over the TP group as for a dense MLP
-        a2a = 2.0 * collective_time("all_to_all", T / (tp * dp) * k * h * ab, cfg.ep, hw)
+        a2a = 2.0 * collective_time("all_to_all", skew * T / (tp * dp) * k * h * ab, cfg.ep, hw)
         comm = comm + moe_frac * np.where(ep > 1, a2a, _allreduce(hw, engine, ar_bytes, cfg.tp))
     if dense_frac > 0:
         comm = comm + dense_frac * _allreduce(hw, engine, ar_bytes, cfg.tp)
@@ -484,6 +497,9 @@ class ServeEstimate:
     arrays: ServeArrays
     weights_in_ddr_bytes: float = 0.0
     usable_bytes: float = 0.0  # capacity less the engine's reserve
+    speculative: object = None  # serve_features.SpecDecode, when speculative decoding is modelled
+    prefix_hit: int = 0  # prompt tokens served from the prefix cache
+    expert_skew: float = 1.0  # max/mean routed tokens per EP rank
 
     def to_json(self) -> dict:
         """The ``roofplan.estimate.serve/v1`` document of SPEC §3.2."""
@@ -507,6 +523,12 @@ class ServeEstimate:
             "compute_dtype": compute_dtype(self.hardware, c.dtype),
             "memory_reserve_fraction": self.engine.memory_reserve_fraction,
         }
+        if self.speculative is not None:
+            inputs["speculative"] = self.speculative.to_json()
+        if self.prefix_hit:
+            inputs["prefix_hit_tokens"] = int(self.prefix_hit)
+        if self.expert_skew != 1.0:
+            inputs["expert_skew"] = float(self.expert_skew)
         doc = {
             "schema": "roofplan.estimate.serve/v1",
             "inputs": inputs,
@@ -585,9 +607,16 @@ def estimate_serving(
     kv_dtype=None,
     engine="generic",
     calibration=None,
+    speculative=None,
+    prefix_hit=None,
+    expert_skew=1.0,
 ) -> ServeEstimate:
     """Estimate one serving instance at a fixed batch (SPEC §3.2); ``.to_json()`` is the document.
-    ``model``/``hw`` may be ids, paths or spec objects; bad input raises InputError (exit 2)."""
+    ``model``/``hw`` may be ids, paths or spec objects; bad input raises InputError (exit 2).
+    ``speculative`` (a :class:`~roofplan.costmodel.serve_features.SpecDecode`) and ``prefix_hit``
+    (tokens, or a fraction of isl) add speculative decoding and prefix caching
+    (:mod:`roofplan.costmodel.serve_features`); ``expert_skew`` (max/mean routed tokens per EP rank)
+    loads the busiest expert-parallel rank; without them the result is unchanged."""
     if not isinstance(engine, EngineProfile) and engine not in ENGINES:
         raise InputError("engine", engine, "one of " + ", ".join(ENGINES))
     vals = {
@@ -598,7 +627,14 @@ def estimate_serving(
     h = _resolve_hw(hw, calibration)
     prof = load_engine(engine, calibration)
     cfg = ServeConfigs(**vals, dtype=dtype, kv_dtype=kv_dtype, engine=prof.name)
-    arrays = serve_step(m, h, cfg, prof)
+    hit = 0
+    if speculative is not None or prefix_hit is not None or expert_skew != 1.0:
+        from roofplan.costmodel.serve_features import resolve_prefix_hit, serve_step_ext
+
+        hit = resolve_prefix_hit(prefix_hit, vals["isl"])
+        arrays = serve_step_ext(m, h, cfg, prof, spec=speculative, prefix_hit=hit, expert_skew=expert_skew)
+    else:
+        arrays = serve_step(m, h, cfg, prof)
     mem = serve_memory(m, h, prof, cfg)
     return ServeEstimate(
         m,
@@ -608,4 +644,7 @@ def estimate_serving(
         arrays,
         weights_in_ddr_bytes=float(mem.weights_ddr[0]),
         usable_bytes=float(mem.usable[0]),
+        speculative=speculative,
+        prefix_hit=hit,
+        expert_skew=float(expert_skew),
     )

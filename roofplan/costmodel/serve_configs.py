@@ -15,7 +15,7 @@ from roofplan.errors import InputError
 from roofplan.hardware.spec import DeviceSpec
 from roofplan.models.spec import ModelSpec
 
-WEIGHT_DTYPES = ("bf16", "fp16", "fp8", "int8", "int4")
+WEIGHT_DTYPES = ("bf16", "fp16", "fp8", "int8", "int4", "fp4")
 KV_DTYPES = ("bf16", "fp16", "fp8", "int8")
 
 
@@ -145,7 +145,9 @@ def compute_dtype(hw: DeviceSpec, weight_dtype: str) -> str:
         act = "fp16" if "fp16" in hw.peak_flops else "bf16"
     if weight_dtype in ("fp8", "int8") and weight_dtype in hw.peak_flops:
         return weight_dtype
-    if weight_dtype == "int4" and "fp8" in hw.peak_flops:
+    if weight_dtype == "fp4" and "fp4" in hw.peak_flops:  # W4A4 NVFP4 / MXFP4 GEMMs (Blackwell, CDNA 4)
+        return "fp4"
+    if weight_dtype in ("int4", "fp4") and "fp8" in hw.peak_flops:
         return "fp8"
     return act
 

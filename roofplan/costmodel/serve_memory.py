@@ -38,6 +38,13 @@ def kv_bytes_per_token_per_device(model: ModelSpec, cfg: ServeConfigs) -> np.nda
     return per_token / kv_shards(model, cfg.tp) / cfg.pp
 
 
+def state_bytes_per_seq_per_device(model: ModelSpec, cfg: ServeConfigs) -> np.ndarray:
+    """Fixed cache bytes one request holds on a device whatever its length: the windows of
+    sliding/chunked layers and the states of linear mixers (0 for a plain transformer), split
+    like the KV cache over the device's heads and pipeline stage."""
+    return model.state_bytes_per_seq(cfg.kv_dtype_resolved) / kv_shards(model, cfg.tp) / cfg.pp
+
+
 def kv_transfer_bytes(model: ModelSpec, isl, kv_dtype: str | None = "bf16") -> np.ndarray:
     """KV cache of one prompt of ``isl`` tokens, all layers (what PD disaggregation ships)."""
     return np.asarray(isl, dtype=float) * model.kv_bytes_per_token(kv_dtype or "bf16")
@@ -118,7 +125,7 @@ def serve_memory(model: ModelSpec, hw: DeviceSpec, engine: EngineProfile, cfg: S
     dp = cfg.dp.astype(float)
     seqs = cfg.batch / dp  # requests per attention rank
     kv_tok = kv_bytes_per_token_per_device(model, cfg)
-    kv_seq = (cfg.isl + cfg.osl) * kv_tok
+    kv_seq = (cfg.isl + cfg.osl) * kv_tok + state_bytes_per_seq_per_device(model, cfg)
     kv = seqs * kv_seq
     act_tok = _act_bytes_per_token(model, cfg.tp, cfg.dtype)
     logits_seq = model.vocab / cfg.tp * 4.0  # fp32 logits of the sampling tokens

@@ -25,6 +25,8 @@ DTYPE_BYTES: dict[str, float] = {
     "fp8": 1.0,
     "int8": 1.0,
     "int4": 0.5,
+    # NVFP4 / MXFP4: 4-bit elements plus one 8-bit scale per 16 (NVFP4) elements = 4.5 bits
+    "fp4": 0.5625,
 }
 
 #: Fabric topologies the collective model understands.
@@ -78,7 +80,8 @@ class Efficiency:
       ``gemm_hbm`` / ``gemm_hbm_fp8`` / ``gemm_hbm_fp8_block``: HBM fraction a GEMM streams its
       operands at; ``gemm_floor_s`` (and ``_fp8_s``, ``_fp8_block_s``): fixed time of one GEMM
       kernel (launch or graph replay, epilogue; FP8 adds the scale computation);
-      ``gemm_max_fp8_block``: tensor-core fraction of block-scaled FP8; ``gemm_k_half``: K at which
+      ``gemm_max_fp8_block``: tensor-core fraction of block-scaled FP8; ``gemm_max_fp4`` /
+      ``gemm_hbm_fp4`` / ``gemm_floor_fp4_s``: the W4A4 FP4 class (0 = the FP8 class's value); ``gemm_k_half``: K at which
       the main loop reaches half its steady state; ``gemm_blend``: p of the p-norm that blends the
       compute and memory times (infinity = max); ``gemm_occupancy``: fraction of the SMs whose CTAs
       saturate HBM; ``attn_max_fp8``, ``attn_half_len`` (KV length at which prefill attention
@@ -145,6 +148,9 @@ class Efficiency:
     ep_a2a_bw: float = 0.0
     sustained_compute: float = 1.0
     gemm_max_fp8_block: float = 0.0
+    gemm_max_fp4: float = 0.0
+    gemm_hbm_fp4: float = 0.0
+    gemm_floor_fp4_s: float = 0.0
     gemm_hbm: float = 0.8
     gemm_hbm_fp8: float = 0.0
     gemm_hbm_fp8_block: float = 0.0

@@ -9,6 +9,7 @@ YAML files, which the shell does not expand, use the same defaults literally.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 from roofplan.launch.common import quote_arg
@@ -150,3 +151,67 @@ def instance_port(inst: Instance, colocated_count: int = 1) -> int:
     if inst.role == "decode":
         return DECODE_PORT_BASE + inst.index
     return ROUTER_PORT if colocated_count == 1 else ROUTER_PORT + 1 + inst.index
+
+
+# ------------------------------------------------------------------------------------------------
+# speculative decoding and prefix caching (request["speculative"], request["prefix_hit_tokens"])
+# ------------------------------------------------------------------------------------------------
+#: roofplan method -> (vLLM speculative_config method, SGLang --speculative-algorithm,
+#: TensorRT-LLM speculative_config.decoding_type). vLLM docs (speculative decoding): "mtp" (the
+#: model's own MTP layers; "deepseek_mtp" in releases before the rename), "eagle3", "ngram"; SGLang
+#: server args: EAGLE (DeepSeek MTP runs as EAGLE with the NextN draft), EAGLE3, NGRAM;
+#: TensorRT-LLM LLM API: MTP, Eagle, NGram.
+SPEC_NAMES = {"mtp": ("mtp", "EAGLE", "MTP"), "eagle3": ("eagle3", "EAGLE3", "Eagle"),
+              "ngram": ("ngram", "NGRAM", "NGram")}
+
+
+def speculative(request: dict) -> dict | None:
+    """The plan's speculative-decoding setting, or None. Every role gets it: the prefill side runs
+    the draft over the prompt too (its hidden states and first draft token travel with the KV
+    cache; roofplan's TTFT counts that draft-layer prefill), as in the engines' PD examples."""
+    return request.get("speculative") or None
+
+
+def prefix_caching(request: dict) -> bool:
+    """Keep the engine's prefix cache on when the plan counts prefix-cache hits."""
+    return bool(request.get("prefix_hit_tokens"))
+
+
+def vllm_spec_argv(request: dict) -> list:
+    """``--speculative-config`` JSON for vLLM."""
+    sp = speculative(request)
+    if sp is None:
+        return []
+    cfg = {"method": SPEC_NAMES[sp["method"]][0], "num_speculative_tokens": sp["draft_tokens"]}
+    if sp["method"] == "eagle3":
+        cfg["model"] = "${DRAFT_MODEL}"
+    if sp["method"] == "ngram":
+        cfg["prompt_lookup_max"] = 4
+    return ["--speculative-config", json.dumps(cfg, separators=(",", ":"))]
+
+
+def sglang_spec_argv(request: dict) -> list:
+    """SGLang EAGLE-style flags: k chained draft steps, top-1 (a chain), k + 1 verified tokens."""
+    sp = speculative(request)
+    if sp is None:
+        return []
+    k = sp["draft_tokens"]
+    argv = ["--speculative-algorithm", SPEC_NAMES[sp["method"]][1], "--speculative-num-steps", k,
+            "--speculative-eagle-topk", 1, "--speculative-num-draft-tokens", k + 1]
+    if sp["method"] == "eagle3":
+        argv += ["--speculative-draft-model-path", "${DRAFT_MODEL}"]
+    return argv
+
+
+def trtllm_spec_config(request: dict) -> dict | None:
+    """TensorRT-LLM LLM-API ``speculative_config``."""
+    sp = speculative(request)
+    if sp is None:
+        return None
+    kind = SPEC_NAMES[sp["method"]][2]
+    if kind == "MTP":
+        return {"decoding_type": "MTP", "num_nextn_predict_layers": sp["draft_tokens"]}
+    if kind == "Eagle":
+        return {"decoding_type": "Eagle", "max_draft_len": sp["draft_tokens"],
+                "speculative_model_dir": "${DRAFT_MODEL}", "eagle3_one_model": True}
+    return {"decoding_type": "NGram", "max_draft_len": sp["draft_tokens"]}

@@ -116,8 +116,10 @@ def server_argv(inst: sc.Instance, t: int, best: dict, request: dict, k: int) ->
         sc.max_model_len(request),
         "--kv-cache-dtype",
         kv_cache_dtype(request.get("kv_dtype")),
-        "--disable-radix-cache",
     ]
+    if not sc.prefix_caching(request):
+        argv += ["--disable-radix-cache"]
+    argv += sc.sglang_spec_argv(request)
     if request.get("dtype") == "fp8":
         argv += ["--quantization", "fp8"]
     return argv

@@ -64,8 +64,11 @@ def llm_api_options(role: str, c: dict, request: dict, *, moe: bool) -> dict:
     doc["kv_cache_config"] = {
         "free_gpu_memory_fraction": sc.memory_fraction(request, of_free=True),
         "dtype": "fp8" if request.get("kv_dtype") == "fp8" else "auto",
-        "enable_block_reuse": False,
+        "enable_block_reuse": sc.prefix_caching(request),
     }
+    spec = sc.trtllm_spec_config(request)
+    if spec is not None:
+        doc["speculative_config"] = spec
     if role in ("decode", "colocated"):
         doc["cuda_graph_config"] = {"enable_padding": True, "max_batch_size": batch_per_rank(c)}
     if role == "prefill":

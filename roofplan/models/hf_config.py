@@ -18,6 +18,24 @@ configuration classes, defaults as in those classes where a real config may omit
   (``n_routed_experts``, ``num_experts_per_tok``, ``moe_intermediate_size``, ``n_shared_experts``,
   ``first_k_dense_replace``, ``moe_layer_freq``). The multi-token-prediction layers are not part of
   the model (DeepSeek-V3 report: 671B main model).
+* ``deepseek_v32``, ``glm_moe_dsa`` (GLM-5), ``kimi_k2`` — as ``deepseek_v3``; where the config
+  has ``index_topk`` the DeepSeek Sparse Attention indexer (``index_n_heads``, ``index_head_dim``).
+* ``gpt_oss`` — Llama fields plus ``num_local_experts``, ``num_experts_per_tok`` (experts of
+  ``intermediate_size``), ``attention_bias``, ``layer_types`` / ``sliding_window`` (windowed layers).
+* ``llama4_text`` (inside ``llama4``'s ``text_config``) — ``intermediate_size_mlp`` (dense MLP),
+  ``num_local_experts``, ``num_experts_per_tok``, ``intermediate_size`` (routed and the one shared
+  expert), ``moe_layers`` or ``interleave_moe_layer_step``, ``attention_chunk_size`` on the RoPE
+  layers (``no_rope_layers``; default every 4th layer is global, transformers ``Llama4TextConfig``).
+* ``qwen3_5_text``, ``qwen3_5_moe_text`` (inside ``qwen3_5`` / ``qwen3_5_moe``) —
+  Qwen3 fields plus ``layer_types`` (or ``full_attention_interval``) of Gated DeltaNet layers
+  (``linear_num_key_heads``, ``linear_num_value_heads``, ``linear_key_head_dim``,
+  ``linear_value_head_dim``, ``linear_conv_kernel_dim``), ``attn_output_gate``; MoE as
+  ``qwen3_moe`` plus ``shared_expert_intermediate_size``. The MTP layers are not counted.
+* ``nemotron_h`` — ``hybrid_override_pattern`` (``M`` Mamba-2, ``*`` attention, ``E`` MoE, ``-``
+  MLP), Mamba-2 ``mamba_num_heads``, ``mamba_head_dim``, ``n_groups``, ``ssm_state_size``,
+  ``conv_kernel``; squared-ReLU MLPs (two matrices); MoE ``n_routed_experts``,
+  ``num_experts_per_tok``, ``moe_intermediate_size``, ``moe_shared_expert_intermediate_size``.
+  Latent MoE (``moe_latent_size``, Nemotron 3 Super) is refused as not modelled.
 * ``gpt2`` — ``n_embd``, ``n_layer``, ``n_head``, ``vocab_size`` (required), ``n_inner`` (default
   4·n_embd), ``n_positions`` (default 1024), ``tie_word_embeddings`` (default true). GELU MLP,
   biases everywhere, learned positions.
@@ -38,13 +56,14 @@ A missing required field, an unknown ``model_type`` or malformed JSON raises
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from roofplan.errors import InputError
-from roofplan.models.spec import MLASpec, ModelSpec, MoESpec
+from roofplan.models.spec import LinearMixerSpec, MLASpec, ModelSpec, MoESpec, SparseAttnSpec, WindowSpec
 
 _MISSING = object()
 
@@ -211,6 +230,129 @@ def _deepseek(cfg: _Config) -> dict:
     return spec
 
 
+def _deepseek_dsa(cfg: _Config) -> dict:
+    """DeepSeek-V3.2 / GLM-5: DeepSeek-V3 plus the sparse-attention indexer when configured."""
+    spec = _deepseek(cfg)
+    if cfg.get("index_topk", default=None) is not None:
+        spec["dsa"] = SparseAttnSpec(
+            index_heads=cfg.int("index_n_heads"), index_head_dim=cfg.int("index_head_dim"),
+            topk=cfg.int("index_topk"),
+        )
+    return spec
+
+
+def _layer_types(cfg: _Config, layers: int) -> list:
+    value = cfg.get("layer_types", default=None)
+    if value is None:
+        return []
+    if not isinstance(value, list) or len(value) != layers:
+        raise InputError(cfg._field("layer_types"), value, f"a list of {layers} layer kinds")
+    return value
+
+
+def _gpt_oss(cfg: _Config) -> dict:
+    # GptOssConfig: head_dim 64, sliding_window 128, alternating sliding/full layer_types.
+    spec = _common(cfg, default_max_pos=131072, default_head_dim=64)
+    spec["qkv_bias"] = cfg.bool("attention_bias", True)
+    spec["moe"] = MoESpec(num_experts=cfg.int("num_local_experts"), top_k=cfg.int("num_experts_per_tok"),
+                          expert_ffn=spec["ffn"])
+    sliding = sum(1 for t in _layer_types(cfg, spec["layers"]) if t == "sliding_attention")
+    if sliding:
+        spec["window"] = WindowSpec(layers=sliding, window=cfg.int("sliding_window", default=128))
+    return spec
+
+
+def _llama4(cfg: _Config) -> dict:
+    spec = _common(cfg, default_max_pos=131072, default_head_dim=128)
+    layers = spec["layers"]
+    spec["ffn"] = cfg.int("intermediate_size_mlp")
+    step = cfg.int("interleave_moe_layer_step", default=1)
+    moe_layers = cfg.get("moe_layers", default=None) or list(range(step - 1, layers, step))
+    spec["moe"] = MoESpec(
+        num_experts=cfg.int("num_local_experts"), top_k=cfg.int("num_experts_per_tok"),
+        expert_ffn=cfg.int("intermediate_size"), shared_experts=1, shared_ffn=cfg.int("intermediate_size"),
+        first_dense_layers=layers - len(moe_layers),
+    )
+    # Llama4TextConfig: no_rope_layers[i] == 1 marks a RoPE layer with chunked attention; every
+    # 4th layer is a global NoPE layer by default. use_qk_norm is a weightless L2 norm.
+    rope = cfg.get("no_rope_layers", default=None) or [int((i + 1) % 4 != 0) for i in range(layers)]
+    chunk = cfg.get("attention_chunk_size", default=None)
+    if chunk and sum(rope):
+        spec["window"] = WindowSpec(layers=int(sum(rope)), window=cfg.int("attention_chunk_size"), kind="chunked")
+    return spec
+
+
+def _gated_deltanet(cfg: _Config, hidden: int, count: int) -> LinearMixerSpec:
+    """Gated DeltaNet mixer (transformers ``Qwen3NextGatedDeltaNet``): in_proj_qkvz, in_proj_ba,
+    a depthwise causal conv over q/k/v, dt_bias and A_log per value head, a gated RMSNorm over the
+    value head dim, out_proj; state = value heads x key dim x value dim + conv window."""
+    nk, nv = cfg.int("linear_num_key_heads"), cfg.int("linear_num_value_heads")
+    dk, dv = cfg.int("linear_key_head_dim"), cfg.int("linear_value_head_dim")
+    kernel = cfg.int("linear_conv_kernel_dim", default=4)
+    key_dim, value_dim = nk * dk, nv * dv
+    conv_dim = 2 * key_dim + value_dim
+    params = (hidden * (2 * key_dim + 2 * value_dim) + hidden * 2 * nv + conv_dim * kernel + 2 * nv + dv
+              + value_dim * hidden)
+    return LinearMixerSpec(layers=count, params=params, state_elems=nv * dk * dv + conv_dim * (kernel - 1))
+
+
+def _qwen3_5(cfg: _Config) -> dict:
+    if cfg.get("intermediate_size", default=None) is None:  # MoE-only configs carry no dense size
+        cfg = _Config(dict(cfg.doc, intermediate_size=cfg.int("moe_intermediate_size")), cfg.path)
+    spec = _qwen3_moe(cfg)
+    layers = spec["layers"]
+    kinds = _layer_types(cfg, layers)
+    if not kinds:  # Qwen3NextConfig: every full_attention_interval-th layer is full attention
+        interval = cfg.int("full_attention_interval", default=4)
+        kinds = ["full_attention" if (i + 1) % interval == 0 else "linear_attention" for i in range(layers)]
+    linear = sum(1 for k in kinds if k == "linear_attention")
+    if linear:
+        spec["linear"] = _gated_deltanet(cfg, spec["hidden"], linear)
+    spec["attn_output_gate"] = cfg.bool("attn_output_gate", True)
+    shared = cfg.count("shared_expert_intermediate_size", 0)
+    if spec.get("moe") is not None and shared:
+        spec["moe"] = dataclasses.replace(spec["moe"], shared_experts=1, shared_ffn=shared)
+    return spec
+
+
+def _mamba2(cfg: _Config, hidden: int, count: int) -> LinearMixerSpec:
+    """Mamba-2 mixer (transformers ``NemotronHMamba2Mixer``): in_proj to x, z, B, C and dt; a
+    biased depthwise conv over x, B, C; dt_bias, A_log and D per head; a gated RMSNorm; out_proj."""
+    nh, hd = cfg.int("mamba_num_heads"), cfg.int("mamba_head_dim")
+    groups, state = cfg.int("n_groups", default=8), cfg.int("ssm_state_size")
+    kernel = cfg.int("conv_kernel", default=4)
+    inner = nh * hd
+    conv_dim = inner + 2 * groups * state
+    conv_bias = conv_dim if cfg.bool("use_conv_bias", True) else 0
+    params = hidden * (2 * inner + 2 * groups * state + nh) + conv_dim * kernel + conv_bias + 3 * nh + inner \
+        + inner * hidden
+    return LinearMixerSpec(layers=count, params=params, state_elems=nh * hd * state + conv_dim * (kernel - 1),
+                           kind="mamba2")
+
+
+def _nemotron_h(cfg: _Config) -> dict:
+    pattern = cfg.get("hybrid_override_pattern")
+    if not isinstance(pattern, str) or set(pattern) - set("M*E-"):
+        raise InputError(cfg._field("hybrid_override_pattern"), pattern, "a string of M, *, E and -")
+    if cfg.get("moe_latent_size", default=None) is not None:
+        raise InputError(cfg._field("moe_latent_size"), cfg.get("moe_latent_size"),
+                         "absent (latent MoE experts are not modelled)")
+    mlps, moes = pattern.count("-"), pattern.count("E")
+    doc = dict(cfg.doc, num_hidden_layers=mlps + moes,
+               intermediate_size=cfg.get("intermediate_size", default=None) or cfg.int("moe_intermediate_size"))
+    spec = _common(_Config(doc, cfg.path), default_max_pos=4096, default_head_dim=128)
+    spec.update(gated_mlp=False, attn_layers=pattern.count("*"))
+    if pattern.count("M"):
+        spec["linear"] = _mamba2(cfg, spec["hidden"], pattern.count("M"))
+    if moes:
+        spec["moe"] = MoESpec(
+            num_experts=cfg.int("n_routed_experts"), top_k=cfg.int("num_experts_per_tok"),
+            expert_ffn=cfg.int("moe_intermediate_size"), shared_experts=cfg.count("n_shared_experts", 0),
+            shared_ffn=cfg.count("moe_shared_expert_intermediate_size", 0), first_dense_layers=mlps,
+        )
+    return spec
+
+
 def _gpt2(cfg: _Config) -> dict:
     hidden, heads = cfg.int("n_embd"), cfg.int("n_head")
     positions = cfg.int("n_positions", default=1024)  # GPT2Config default
@@ -297,6 +439,14 @@ _READERS: dict[str, Callable[[_Config], dict]] = {
     "qwen3_moe": _qwen3_moe,
     "deepseek_v3": _deepseek,
     "deepseek_v2": _deepseek,
+    "deepseek_v32": _deepseek_dsa,
+    "glm_moe_dsa": _deepseek_dsa,
+    "kimi_k2": _deepseek,
+    "gpt_oss": _gpt_oss,
+    "llama4_text": _llama4,
+    "qwen3_5_text": _qwen3_5,
+    "qwen3_5_moe_text": _qwen3_5,
+    "nemotron_h": _nemotron_h,
     "gpt2": _gpt2,
     "opt": _opt,
     "bloom": _bloom,

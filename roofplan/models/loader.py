@@ -41,6 +41,11 @@ Model YAML schema (``roofplan.model/v1``; the presets are examples)::
     mla:                           # optional: {kv_lora_rank, qk_nope_head_dim, qk_rope_head_dim,
       kv_lora_rank: 512            #            v_head_dim, q_lora_rank}
       ...
+    dsa: {index_heads: 64, index_head_dim: 128, topk: 2048}   # optional, with mla (DeepSeek-V3.2)
+    attn_layers: 0                 # full-attention layers (0: all not windowed or linear)
+    attn_output_gate: false        # gated query projection (Qwen3.5)
+    window: {layers: 18, window: 128, kind: sliding}          # optional: sliding | chunked layers
+    linear: {layers: 45, params: .., state_elems: .., kind: gated_deltanet}   # or mamba2
 """
 
 from __future__ import annotations
@@ -54,7 +59,7 @@ import yaml
 
 from roofplan.errors import InputError, did_you_mean
 from roofplan.models.hf_config import read_hf_config
-from roofplan.models.spec import MLASpec, ModelSpec, MoESpec
+from roofplan.models.spec import LinearMixerSpec, MLASpec, ModelSpec, MoESpec, SparseAttnSpec, WindowSpec
 
 MODEL_SCHEMA = "roofplan.model/v1"
 
@@ -70,10 +75,13 @@ _INT_FIELDS = (
     "vocab",
     "max_seq_len",
     "learned_positions",
+    "attn_layers",
 )
-_BOOL_FIELDS = ("gated_mlp", "tied_embeddings", "linear_bias", "qkv_bias", "qk_norm", "embedding_layernorm")
+_BOOL_FIELDS = ("gated_mlp", "tied_embeddings", "linear_bias", "qkv_bias", "qk_norm", "embedding_layernorm",
+                "attn_output_gate")
 _EXTRA_KEYS = ("schema", "notes")
-_SUB_SPECS = {"moe": MoESpec, "mla": MLASpec}
+_SUB_SPECS = {"moe": MoESpec, "mla": MLASpec, "window": WindowSpec, "linear": LinearMixerSpec,
+              "dsa": SparseAttnSpec}
 
 _INLINE_GPT = re.compile(r"^\s*gpt\((?P<body>[^()]*)\)\s*$", re.IGNORECASE)
 _INLINE_KEYS = {
@@ -132,7 +140,8 @@ def model_from_dict(doc: dict, *, where: str, default_name: str) -> ModelSpec:
     kwargs: dict = {"name": str(doc.get("name") or default_name), "source": str(doc.get("source") or "")}
     for key in _INT_FIELDS:
         if doc.get(key) is not None:
-            kwargs[key] = _check_int(f"{where}: {key}", doc[key], 0 if key == "learned_positions" else 1)
+            minimum = 0 if key in ("learned_positions", "attn_layers") else 1
+            kwargs[key] = _check_int(f"{where}: {key}", doc[key], minimum)
     for key in _BOOL_FIELDS:
         if doc.get(key) is not None:
             if not isinstance(doc[key], bool):

@@ -1,8 +1,10 @@
 """Typed model spec: the shape of a decoder-only transformer and what follows from it.
 
 Covers dense (Llama, Qwen, OPT, GPT-2/3, BLOOM), GQA/MQA, mixture-of-experts (Mixtral, Qwen3-MoE,
-DeepSeek-V3 with shared experts and leading dense layers) and multi-head latent attention (MLA,
-DeepSeek-V2/V3). Parameter counts follow the weight shapes of the Hugging Face implementations
+DeepSeek-V3 with shared experts and leading dense layers), multi-head latent attention (MLA,
+DeepSeek-V2/V3) with DeepSeek Sparse Attention (V3.2, GLM-5), and hybrid stacks: sliding-window or
+chunked attention layers (gpt-oss, Llama 4) and linear-attention / state-space mixers with a
+constant per-sequence state (Qwen3.5 Gated DeltaNet, Nemotron-H Mamba-2). Parameter counts follow the weight shapes of the Hugging Face implementations
 (``modeling_llama.py``, ``modeling_mixtral.py``, ``modeling_deepseek_v3.py``, ``modeling_opt.py``),
 so tests can compare them with the published totals.
 """
@@ -10,6 +12,8 @@ so tests can compare them with the published totals.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+
+import numpy as np
 
 from roofplan.errors import InputError
 from roofplan.hardware.spec import DTYPE_BYTES
@@ -71,6 +75,55 @@ class MLASpec:
 
 
 @dataclass(frozen=True)
+class WindowSpec:
+    """``layers`` attention layers that see at most ``window`` keys: a sliding window (gpt-oss,
+    ``layer_types`` "sliding_attention") or a chunk of ``window`` tokens (Llama 4
+    ``attention_chunk_size``; a chunk sees on average half of it, bounded here by the whole)."""
+
+    layers: int
+    window: int
+    kind: str = "sliding"
+
+    def __post_init__(self) -> None:
+        _require_positive("window", layers=self.layers, window=self.window)
+        if self.kind not in ("sliding", "chunked"):
+            raise InputError("window.kind", self.kind, "sliding or chunked")
+
+
+@dataclass(frozen=True)
+class LinearMixerSpec:
+    """``layers`` token mixers without a growing KV cache: linear attention (Gated DeltaNet,
+    Qwen3-Next/Qwen3.5) or a state-space layer (Mamba-2, Nemotron-H). ``params`` are one mixer's
+    weights; ``state_elems`` the recurrent plus convolution state one sequence keeps in one mixer
+    (constant in the context length)."""
+
+    layers: int
+    params: int
+    state_elems: int
+    kind: str = "gated_deltanet"
+
+    def __post_init__(self) -> None:
+        _require_positive("linear", layers=self.layers, params=self.params, state_elems=self.state_elems)
+        if self.kind not in ("gated_deltanet", "mamba2"):
+            raise InputError("linear.kind", self.kind, "gated_deltanet or mamba2")
+
+
+@dataclass(frozen=True)
+class SparseAttnSpec:
+    """DeepSeek Sparse Attention (DeepSeek-V3.2-Exp report §2.1): a lightning indexer of
+    ``index_heads`` x ``index_head_dim`` scores every cached token, and the MLA core attends to the
+    ``topk`` best. The indexer keeps one ``index_head_dim`` key per token and layer."""
+
+    index_heads: int
+    index_head_dim: int
+    topk: int
+
+    def __post_init__(self) -> None:
+        _require_positive("dsa", index_heads=self.index_heads, index_head_dim=self.index_head_dim,
+                          topk=self.topk)
+
+
+@dataclass(frozen=True)
 class ModelSpec:
     """A decoder-only transformer.
 
@@ -98,6 +151,11 @@ class ModelSpec:
     embedding_layernorm: bool = False  # BLOOM's word_embeddings_layernorm
     moe: MoESpec | None = None
     mla: MLASpec | None = None
+    attn_layers: int = 0
+    attn_output_gate: bool = False
+    window: WindowSpec | None = None
+    linear: LinearMixerSpec | None = None
+    dsa: SparseAttnSpec | None = None
     source: str = ""
 
     def __post_init__(self) -> None:
@@ -111,6 +169,14 @@ class ModelSpec:
         if self.learned_positions < 0:
             raise InputError(f"{self.name or 'model'}.learned_positions", self.learned_positions,
                              "a non-negative integer (0 for RoPE/ALiBi)")
+        if self.attn_layers < 0:
+            raise InputError(f"{self.name or 'model'}.attn_layers", self.attn_layers,
+                             "a non-negative integer (0: every layer not windowed or linear)")
+        if self.attn_layers == 0 and self.full_attention_layers < 0:
+            raise InputError(f"{self.name or 'model'}.window.layers", self.window.layers if self.window else 0,
+                             f"windowed + linear layers at most layers ({self.layers})")
+        if self.dsa is not None and self.mla is None:
+            raise InputError(f"{self.name or 'model'}.dsa", "set", "used with mla (DeepSeek Sparse Attention)")
         if self.moe is not None and self.moe.first_dense_layers > self.layers:
             raise InputError(f"{self.name or 'model'}.moe.first_dense_layers", self.moe.first_dense_layers,
                              f"at most layers ({self.layers})")
@@ -135,6 +201,19 @@ class ModelSpec:
         return 0 if self.moe is None else self.layers - self.moe.first_dense_layers
 
     @property
+    def window_layers(self) -> int:
+        return self.window.layers if self.window else 0
+
+    @property
+    def linear_layers(self) -> int:
+        return self.linear.layers if self.linear else 0
+
+    @property
+    def full_attention_layers(self) -> int:
+        """Attention layers over the whole context (every layer for a plain transformer)."""
+        return self.attn_layers or self.layers - self.window_layers - self.linear_layers
+
+    @property
     def dense_layers(self) -> int:
         return self.layers - self.moe_layers
 
@@ -154,8 +233,9 @@ class ModelSpec:
     def _norm_params(self) -> int:
         return 2 * self.hidden if self.linear_bias else self.hidden
 
-    def attention_params(self) -> int:
-        """Weights of one attention block (projections, their biases, q/k norms; not the layer norm)."""
+    def _softmax_attention_params(self) -> int:
+        """Weights of one softmax attention block (projections, their biases, q/k norms, the DSA
+        indexer; not the layer norm)."""
         h = self.hidden
         if self.mla:
             m = self.mla
@@ -167,9 +247,11 @@ class ModelSpec:
             kv = h * (m.kv_lora_rank + m.qk_rope_head_dim) + m.kv_lora_rank
             kv += m.kv_lora_rank * self.heads * (m.qk_nope_head_dim + m.v_head_dim)
             o = self.heads * m.v_head_dim * h
-            return q + kv + o
+            return q + kv + o + self._indexer_params()
         qkv_out = (self.heads + 2 * self.kv_heads) * self.head_dim
         p = h * qkv_out + self.heads * self.head_dim * h
+        if self.attn_output_gate:
+            p += h * self.heads * self.head_dim
         if self.linear_bias:
             p += qkv_out + h
         elif self.qkv_bias:
@@ -177,6 +259,28 @@ class ModelSpec:
         if self.qk_norm:
             p += 2 * self.head_dim
         return p
+
+    def _indexer_params(self) -> int:
+        """DSA lightning indexer (DeepSeek-V3.2 ``Indexer``): wq_b from the query latent, wk and
+        the head-weight projection from the hidden state, a LayerNorm on the key."""
+        if self.dsa is None:
+            return 0
+        d, q_in = self.dsa, (self.mla.q_lora_rank or self.hidden)
+        return q_in * d.index_heads * d.index_head_dim + self.hidden * d.index_head_dim + 2 * d.index_head_dim \
+            + self.hidden * d.index_heads
+
+    def mixer_params_total(self) -> int:
+        """Token-mixer weights of the whole stack: softmax attention (full and windowed) plus the
+        linear mixers."""
+        softmax = (self.full_attention_layers + self.window_layers) * self._softmax_attention_params()
+        return softmax + (self.linear_layers * self.linear.params if self.linear else 0)
+
+    def attention_params(self) -> int:
+        """Token-mixer weights per layer: one attention block for a plain transformer; for a
+        hybrid stack the mean over its ``layers`` (so per-layer cost-model terms stay right)."""
+        if not (self.window or self.linear or self.attn_layers):
+            return self._softmax_attention_params()
+        return round(self.mixer_params_total() / self.layers)
 
     def mlp_params(self, ffn: int) -> int:
         """Weights of one dense MLP of intermediate size ``ffn``."""
@@ -212,11 +316,15 @@ class ModelSpec:
         """The LM head (0 when tied to the input embedding)."""
         return 0 if self.tied_embeddings else self.vocab * self.hidden
 
-    def _params(self, active: bool) -> int:
-        body = self.dense_layers * self.layer_params(False)
+    def _body_params(self, active: bool) -> int:
+        """Decoder stack: every MLP/MoE block, the exact mixer total and two norms per layer."""
+        body = self.dense_layers * self.mlp_params(self.ffn)
         if self.moe_layers:
-            body += self.moe_layers * self.layer_params(True, active)
-        return body + self.embedding_params() + self.head_params()
+            body += self.moe_layers * self.moe_layer_params(active)
+        return body + self.mixer_params_total() + 2 * self.layers * self._norm_params()
+
+    def _params(self, active: bool) -> int:
+        return self._body_params(active) + self.embedding_params() + self.head_params()
 
     @property
     def params_total(self) -> int:
@@ -231,30 +339,79 @@ class ModelSpec:
     def matmul_params_active(self) -> int:
         """Weights that take part in matrix multiplies for one token: every projection of the
         active path plus the LM head (tied or not); the input embedding is a lookup."""
-        body = self.dense_layers * self.layer_params(False)
-        if self.moe_layers:
-            body += self.moe_layers * self.layer_params(True, active=True)
-        return body + self.vocab * self.hidden
+        return self._body_params(active=True) + self.vocab * self.hidden
 
     # -- FLOPs -----------------------------------------------------------------------------------
     def attention_flops_per_token(self, context: float) -> float:
         """Forward FLOPs of score and value products for one query attending to ``context`` keys:
-        2 x heads x (qk_dim + v_dim) x context per layer (Kaplan et al. 2020 Table 1)."""
+        2 x heads x (qk_dim + v_dim) x keys per softmax layer (Kaplan et al. 2020 Table 1), where a
+        windowed layer sees at most its window and a DSA layer its top-k (plus the indexer's
+        2 x index_heads x index_head_dim per cached key). Linear mixers' recurrences (a few MFLOPs
+        per token, against their projections' ~100) are left to their projection weights."""
         qk = self.q_dim // self.heads
         v = self.v_dim // self.heads
-        return 2.0 * self.layers * self.heads * (qk + v) * context
+        per_key = 2.0 * self.heads * (qk + v)
+        if self.dsa is not None:
+            index = 2.0 * self.dsa.index_heads * self.dsa.index_head_dim * context
+            return self.layers * (per_key * np.minimum(context, self.dsa.topk) + index)
+        keys = self.full_attention_layers * context
+        if self.window:
+            keys = keys + self.window_layers * np.minimum(context, self.window.window)
+        return per_key * keys
+
+    def attention_context(self, context):
+        """Keys one query effectively attends to at ``context``, averaged over the layers so that a
+        plain transformer returns ``context`` itself: attention_flops(context) / attention_flops(1).
+        Windowed and DSA layers make it sub-linear (numpy arrays welcome)."""
+        if not (self.window or self.dsa):
+            return context
+        return self.attention_flops_per_token(context) / self.attention_flops_per_token(1.0)
+
+    def kv_read_bytes(self, context, dtype: str = "bf16"):
+        """Cache bytes one decode step of one request reads at ``context`` over all layers: every
+        full-attention layer's KV, windowed layers' last ``window`` tokens, a DSA layer's top-k
+        latents plus every indexer key. ``context`` x :meth:`kv_bytes_per_token` for a plain model."""
+        if not (self.window or self.dsa):
+            return context * self.kv_bytes_per_token(dtype)
+        b = DTYPE_BYTES[dtype]
+        if self.dsa is not None:
+            latent = self.mla.kv_lora_rank + self.mla.qk_rope_head_dim
+            return self.layers * b * (np.minimum(context, self.dsa.topk) * latent + context * self.dsa.index_head_dim)
+        per_layer = self._kv_elems_per_layer() * b
+        return per_layer * (self.full_attention_layers * context
+                            + self.window_layers * np.minimum(context, self.window.window))
 
     def forward_flops_per_token(self, context: float) -> float:
         """Forward FLOPs for one token: 2 x matmul weights + attention over ``context`` keys."""
         return 2.0 * self.matmul_params_active + self.attention_flops_per_token(context)
 
     # -- KV cache --------------------------------------------------------------------------------
-    def kv_elems_per_token(self) -> int:
-        """Cached elements per token over all layers: 2·kv_heads·head_dim (GQA/MQA/MHA), or the
-        compressed latent plus the decoupled RoPE key (kv_lora_rank + rope dim) for MLA."""
+    def _kv_elems_per_layer(self) -> int:
         if self.mla:
-            return self.layers * (self.mla.kv_lora_rank + self.mla.qk_rope_head_dim)
-        return 2 * self.layers * self.kv_heads * self.head_dim
+            index = self.dsa.index_head_dim if self.dsa else 0
+            return self.mla.kv_lora_rank + self.mla.qk_rope_head_dim + index
+        return 2 * self.kv_heads * self.head_dim
+
+    def kv_elems_per_token(self) -> int:
+        """Cached elements per context token over the full-attention layers: 2·kv_heads·head_dim
+        (GQA/MQA/MHA), or the compressed latent plus the decoupled RoPE key (kv_lora_rank + rope
+        dim; + the DSA indexer key) for MLA. Windowed and linear layers hold a bounded state
+        instead (:meth:`state_elems_per_seq`)."""
+        return self.full_attention_layers * self._kv_elems_per_layer()
+
+    def state_elems_per_seq(self) -> int:
+        """Cache elements one sequence holds whatever its length: a full window in every windowed
+        layer (an upper bound until the context reaches it) plus each linear mixer's state."""
+        win = self.window_layers * self.window.window * self._kv_elems_per_layer() if self.window else 0
+        return win + (self.linear_layers * self.linear.state_elems if self.linear else 0)
+
+    def state_bytes_per_seq(self, dtype: str = "bf16") -> float:
+        """Bytes of :meth:`state_elems_per_seq`: windows in the KV dtype, linear-mixer states in
+        fp32 (``mamba_ssm_dtype`` / ``mamba_ssm_cache_dtype`` float32 in the Qwen3.5 and
+        Nemotron-H configs)."""
+        win = self.state_elems_per_seq() - (self.linear_layers * self.linear.state_elems if self.linear else 0)
+        lin = self.linear_layers * self.linear.state_elems if self.linear else 0
+        return win * DTYPE_BYTES[dtype] + lin * 4.0
 
     def kv_bytes_per_token(self, dtype: str = "bf16") -> float:
         return self.kv_elems_per_token() * DTYPE_BYTES[dtype]

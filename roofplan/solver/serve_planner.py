@@ -249,8 +249,19 @@ def _configs(shapes: Shapes, batch, isl, osl, dtype, kv_dtype, engine_name):
     )
 
 
+def _serve_arrays(model, hw, cfg, engine, features):
+    """The cost model's static-batch arrays, with speculative decoding / prefix caching when
+    ``features`` = (SpecDecode or None, prefix-hit tokens, expert skew) is given
+    (costmodel.serve_features)."""
+    if not features:
+        return serve_model.serve_step(model, hw, cfg, engine)
+    from roofplan.costmodel.serve_features import serve_step_ext
+
+    return serve_step_ext(model, hw, cfg, engine, spec=features[0], prefix_hit=features[1], expert_skew=features[2])
+
+
 def evaluate_prefill(
-    model, pool: Pool, engine, shapes: Shapes, *, isl, dtype, kv_dtype, engine_name, ttft_s=None
+    model, pool: Pool, engine, shapes: Shapes, *, isl, dtype, kv_dtype, engine_name, ttft_s=None, features=None
 ) -> RoleCandidates:
     """Prefill-only instances: ``B`` prompts per pass (B·isl <= MAX_PREFILL_TOKENS, or one prompt).
 
@@ -266,7 +277,7 @@ def evaluate_prefill(
     s, (B,) = cross(shapes, grid)
     s, (B,) = _balanced_dp(s, [B], rejected)
     cfg = _configs(s, B, isl, 1, dtype, kv_dtype, engine_name)
-    arr = serve_model.serve_step(model, pool.hw, cfg, engine)
+    arr = _serve_arrays(model, pool.hw, cfg, engine, features)
     ttft = np.asarray(arr.ttft_s, dtype=float)
     fits = np.asarray(arr.fits, dtype=bool)
     m = np.minimum(B, s.pp).astype(float)
@@ -299,7 +310,8 @@ def _within_sla(rejected: dict, fits, latency, limit, reason: str):
 
 
 def evaluate_decode(
-    model, pool: Pool, engine, shapes: Shapes, *, isl, osl, dtype, kv_dtype, engine_name, tpot_s=None
+    model, pool: Pool, engine, shapes: Shapes, *, isl, osl, dtype, kv_dtype, engine_name, tpot_s=None,
+    features=None,
 ) -> RoleCandidates:
     """Decode-only instances at concurrency ``B``: TPOT = the cost model's mean decode step over the
     O steps; one instance finishes B requests every O·TPOT seconds."""
@@ -307,7 +319,7 @@ def evaluate_decode(
     s, (B,) = cross(shapes, batch_grid())
     s, (B,) = _balanced_dp(s, [B], rejected)
     cfg = _configs(s, B, isl, osl, dtype, kv_dtype, engine_name)
-    arr = serve_model.serve_step(model, pool.hw, cfg, engine)
+    arr = _serve_arrays(model, pool.hw, cfg, engine, features)
     tpot = np.asarray(arr.tpot_s, dtype=float)
     fits = np.asarray(arr.fits, dtype=bool)
     rate = B / (osl * tpot)
@@ -619,6 +631,9 @@ def plan_serving(
     calibration=None,
     objective: str = "gpus",
     emit_launch: bool = True,
+    speculative=None,
+    prefix_hit=None,
+    expert_skew: float = 1.0,
 ) -> ServePlan:
     """Search serving deployments of ``model`` on ``gpus`` devices of ``hw`` (SPEC §3.4).
 
@@ -626,6 +641,10 @@ def plan_serving(
     budget wins. ``rate`` (requests/s) asks for the fewest GPUs (``objective="gpus"``) or the lowest
     price per hour (``objective="cost"``) that sustain it. Raises :class:`InfeasibleError` when no
     deployment meets the targets, naming the tightest TTFT and TPOT any deployment reaches.
+    ``speculative`` (SpecDecode), ``prefix_hit`` (tokens or a fraction of isl) and ``expert_skew``
+    (max/mean routed tokens per EP rank) model speculative decoding, prefix caching and skewed
+    expert load for prefill and decode instances; with any of them only disaggregated deployments
+    are searched (the chunked colocated step does not model them).
     """
     t0 = time.perf_counter()
     from roofplan.hardware.engines import load_engine
@@ -645,6 +664,15 @@ def plan_serving(
     ttft_s = ttft_ms / 1e3 if ttft_ms is not None else None
     tpot_s = tpot_ms / 1e3 if tpot_ms is not None else None
     common = dict(dtype=dtype, kv_dtype=kv_dtype, engine_name=eng.name)
+    features = None
+    if speculative is not None or prefix_hit is not None or expert_skew != 1.0:
+        from roofplan.costmodel.serve_features import resolve_prefix_hit
+
+        features = (speculative, resolve_prefix_hit(prefix_hit, isl), float(expert_skew))
+        if mode == "colocated":
+            raise InputError("mode", mode, "auto or disagg (speculative decoding, prefix caching and expert "
+                             "skew are modelled for prefill and decode instances)")
+        mode = "disagg"
 
     searched = 0
     rejected: dict = {}
@@ -668,10 +696,12 @@ def plan_serving(
             colo.append(R)
         if mode in ("auto", "disagg"):
             if "prefill" in pool.roles:
-                pre.append(evaluate_prefill(model, pool, eng, shapes, isl=isl, ttft_s=ttft_s, **common))
+                pre.append(evaluate_prefill(model, pool, eng, shapes, isl=isl, ttft_s=ttft_s, features=features,
+                                            **common))
             if "decode" in pool.roles:
                 dec.append(
-                    evaluate_decode(model, pool, eng, shapes, isl=isl, osl=osl, tpot_s=tpot_s, **common)
+                    evaluate_decode(model, pool, eng, shapes, isl=isl, osl=osl, tpot_s=tpot_s, features=features,
+                                    **common)
                 )
     for R in colo + pre + dec:
         searched += R.searched
@@ -737,6 +767,10 @@ def plan_serving(
         "memory_reserve_fraction": eng.memory_reserve_fraction,
         "reserve_of_free": eng.reserve_of_free,
     }
+    if features:
+        request["speculative"] = features[0].to_json() if features[0] is not None else None
+        request["prefix_hit_tokens"] = features[1]
+        request["expert_skew"] = features[2]
     plan = ServePlan(
         best=best,
         pareto=front,

@@ -98,7 +98,13 @@ def instance_shapes(
     for tp in tps:
         for pp in pps:
             for dp in dps:
-                eps = sorted({1, tp * dp}) if moe else [1]
+                # Attention DP on an MoE model pairs with expert parallelism over the tp x dp ranks
+                # (SGLang --enable-dp-attention --ep-size, TRT-LLM enable_attention_dp with
+                # moe_expert_parallel_size, vLLM --data-parallel-size --enable-expert-parallel). The
+                # serving cost model charges the MoE layer of an ep=1, dp>1 shape only the tp-group
+                # all-reduce (none at tp=1) although its experts are split over all tp x dp ranks,
+                # so those shapes are not offered until that term covers them.
+                eps = ([tp * dp] if dp > 1 else sorted({1, tp})) if moe else [1]
                 for ep in eps:
                     if tp * pp * dp > max_gpus:
                         reject("gpu_budget")

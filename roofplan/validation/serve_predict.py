@@ -79,7 +79,7 @@ def engine_for(case: Case, calibration=None):
     name, changes, fp8_kv = ENGINE_MAP.get(case.str("engine"), ("generic", {}, False))
     profile = load_engine(name, calibration).replace(**changes)
     dtype = case.str("dtype", "bf16")
-    kv = "fp8" if (fp8_kv and dtype == "fp8") else None
+    kv = "fp8" if (fp8_kv and dtype in ("fp8", "fp4")) else None  # NVFP4 checkpoints keep an FP8 KV cache
     return profile, kv
 
 
@@ -146,3 +146,33 @@ def predict_serve_throughput(case: Case, calibration=None) -> float:
     if case.metric == "latency_s":  # end-to-end time of the static batch (LLM-Inference-Bench "Latency")
         return float(a.latency_s[0])
     raise ValueError(f"serve_throughput metric {case.metric!r} not supported")
+
+
+def _spec_of(case: Case):
+    """``serve_spec`` rows name their speculative-decoding setting in the note as
+    ``spec=METHOD,k=K`` (acceptance: the method's published default, SPEC_DEFAULTS, since the
+    sources do not state it)."""
+    import re
+
+    from roofplan.costmodel.serve_features import SpecDecode
+
+    match = re.search(r"spec=(\w+),k=(\d+)", case.str("note"))
+    if not match:
+        raise ValueError(f"serve_spec row {case.id} has no 'spec=METHOD,k=K' in its note")
+    return SpecDecode.of(match.group(1), int(match.group(2)))
+
+
+@predictor("serve_spec")
+def predict_serve_spec(case: Case, calibration=None) -> float:
+    """Speed-up of speculative decoding at a fixed batch: ``decode_speedup`` = TPOT without /
+    with; ``throughput_speedup`` = output tokens/s with / without (static batch of ``batch``)."""
+    from roofplan.costmodel.serve_features import serve_step_ext
+
+    model, hw, engine, cfg = _setup(case, calibration)
+    base = serve_step(model, hw, cfg, engine)
+    spec = serve_step_ext(model, hw, cfg, engine, spec=_spec_of(case))
+    if case.metric == "decode_speedup":
+        return float(base.tpot_s[0] / spec.tpot_s[0])
+    if case.metric == "throughput_speedup":
+        return float(spec.output_tokens_per_s[0] / base.output_tokens_per_s[0])
+    raise ValueError(f"serve_spec metric {case.metric!r} not supported (decode_speedup, throughput_speedup)")

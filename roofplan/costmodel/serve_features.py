@@ -1,0 +1,210 @@
+"""Serving features on top of :func:`roofplan.costmodel.serve.serve_step`: speculative decoding and
+prefix caching. Pure functions; with neither feature the result equals ``serve_step``'s.
+
+**Speculative decoding** (Leviathan et al., ICML 2023; Chen et al. 2023). A draft proposes ``k``
+tokens per request, the target verifies them in one pass and keeps the accepted prefix plus one
+token of its own. With a per-token acceptance rate ``a`` (independent positions, Leviathan et al.
+eq. 1) one verify step yields on average
+
+    E = (1 - a^(k+1)) / (1 - a)      tokens per request   (k + 1 when a = 1)
+
+One decode step costs ``k`` sequential draft steps plus one verify pass; the verify pass is the
+target's decode step for the B requests (each reads its KV cache once) plus ``B·k`` extra query
+tokens attending to the same context and sampling a token each (the mixed step of
+:func:`~roofplan.costmodel.serve.step_parts` with those tokens as prefill tokens). TPOT =
+(k·draft + verify) / E; throughput follows from TPOT. Drafts by method:
+
+* ``mtp`` — the model's own multi-token-prediction module (DeepSeek-V3 §2.2: one decoder layer of
+  the model's kind plus a 2h x h projection, sharing embedding and head); a draft step is that
+  layer and the LM head. Its weights and its KV cache are one more layer of the model.
+* ``eagle3`` — an EAGLE-3 head (Li et al. 2025): one dense decoder layer of the target's width
+  with the target's LM head; weights and KV of one dense layer.
+* ``ngram`` — prompt lookup (vLLM ``method: ngram``): drafts come from the CPU, no GPU cost, no
+  memory.
+
+:data:`SPEC_DEFAULTS` gives the published defaults per method; the acceptance rate is workload
+dependent and meant to be set by the user.
+
+**Prefix caching** (vLLM automatic prefix caching; SGLang RadixAttention, Zheng et al. 2024). Of a
+prompt of ``isl`` tokens the first ``prefix_hit`` are already in the KV cache: prefill computes only
+the ``isl - prefix_hit`` missing tokens, which still attend to the whole prefix (mean context
+``hit + (miss + 1) / 2``); decode still attends to the full context. The cached prefix is shared by
+the requests (one copy per instance), so each request holds KV for its miss and its output only.
+
+**Expert-load skew**: ``expert_skew`` (max / mean routed tokens per expert-parallel rank, 1 =
+uniform) is passed to :func:`~roofplan.costmodel.serve.step_parts`, where the busiest EP rank's
+expert GEMMs and dispatch/combine bytes scale by it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import numpy as np
+
+from roofplan.costmodel.serve import ServeArrays, ServeConfigs, _compose, serve_memory, step_parts
+from roofplan.costmodel.serve_memory import kv_bytes_per_token_per_device
+from roofplan.errors import InputError
+from roofplan.hardware.engines import EngineProfile, load_engine
+from roofplan.hardware.spec import DeviceSpec
+from roofplan.models.spec import ModelSpec
+
+#: method -> (draft tokens k, acceptance rate per token, source). Published defaults.
+SPEC_DEFAULTS: dict[str, tuple[int, float, str]] = {
+    "mtp": (1, 0.85, "DeepSeek-V3 technical report (arXiv 2412.19437) §5.4.3: the second token "
+            "predicted by the MTP module is accepted 85-90 % of the time (k = 1); 0.85 taken"),
+    "eagle3": (3, 0.64, "nebius/EAGLE3-Llama-3.3-70B-Instruct model card, public checkpoint "
+               "yuhuili/EAGLE3-LLaMA3.1-Instruct-8B: mean acceptance length 2.77 on MT-bench with "
+               "K = 7 at temperature 1, i.e. a = 0.64 per token under E = (1-a^8)/(1-a); k = 3 as "
+               "in SGLang's documented EAGLE-3 examples (--speculative-num-steps 3)"),
+    "ngram": (3, 0.5, "unsourced (typical value: prompt-lookup acceptance depends on how much the "
+              "output copies the prompt, high for summarisation and code edits, near 0 for chat)"),
+}
+SPEC_METHODS = tuple(SPEC_DEFAULTS)
+
+
+@dataclass(frozen=True)
+class SpecDecode:
+    """Speculative decoding: ``method`` (mtp, eagle3, ngram), ``draft_tokens`` k per step and the
+    per-token ``acceptance`` rate."""
+
+    method: str
+    draft_tokens: int
+    acceptance: float
+
+    def __post_init__(self) -> None:
+        if self.method not in SPEC_DEFAULTS:
+            raise InputError("spec-method", self.method, "one of " + ", ".join(SPEC_METHODS))
+        k = self.draft_tokens
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= 16:
+            raise InputError("spec-tokens", k, "an integer draft length from 1 to 16")
+        if not 0.0 <= float(self.acceptance) <= 1.0:
+            raise InputError("spec-accept", self.acceptance, "an acceptance rate from 0 to 1")
+
+    @classmethod
+    def of(cls, method: str, draft_tokens: int | None = None, acceptance: float | None = None) -> SpecDecode:
+        """``method`` with its published defaults for whatever is not given."""
+        if method not in SPEC_DEFAULTS:
+            raise InputError("spec-method", method, "one of " + ", ".join(SPEC_METHODS))
+        k, a, _ = SPEC_DEFAULTS[method]
+        return cls(method, k if draft_tokens is None else draft_tokens, a if acceptance is None else acceptance)
+
+    @property
+    def tokens_per_step(self) -> float:
+        """Expected tokens emitted per verify step (Leviathan et al. 2023 eq. 1)."""
+        a, k = float(self.acceptance), self.draft_tokens
+        return float(k + 1) if a >= 1.0 else (1.0 - a ** (k + 1)) / (1.0 - a)
+
+    def to_json(self) -> dict:
+        return {"method": self.method, "draft_tokens": self.draft_tokens, "acceptance": self.acceptance,
+                "tokens_per_step": self.tokens_per_step, "default_source": SPEC_DEFAULTS[self.method][2]}
+
+
+def resolve_prefix_hit(prefix_hit, isl: int) -> int:
+    """``--prefix-hit``: a token count (>= 1) or a fraction of the prompt (0 <= f < 1), as tokens;
+    at least one prompt token is always computed."""
+    if prefix_hit is None:
+        return 0
+    try:
+        value = float(prefix_hit)
+    except (TypeError, ValueError):
+        raise InputError("prefix-hit", prefix_hit, "a token count or a fraction of isl in [0, 1)") from None
+    if value < 0 or (value >= 1 and value != int(value)):
+        raise InputError("prefix-hit", prefix_hit, "a token count or a fraction of isl in [0, 1)")
+    tokens = int(round(value * isl)) if value < 1 else int(value)
+    if tokens >= isl:
+        raise InputError("prefix-hit", prefix_hit, f"fewer tokens than isl ({isl})")
+    return tokens
+
+
+def draft_model(model: ModelSpec, method: str) -> ModelSpec | None:
+    """The draft network as a one-layer model of the target's width (None for n-gram drafts)."""
+    if method == "ngram":
+        return None
+    plain = dict(layers=1, attn_layers=0, window=None, linear=None, name=f"{model.name}-{method}-draft")
+    if method == "mtp":  # one decoder layer of the model's own kind (its last-layer structure)
+        moe = dataclasses.replace(model.moe, first_dense_layers=0) if model.moe else None
+        return dataclasses.replace(model, moe=moe, **plain)
+    return dataclasses.replace(model, moe=None, dsa=None, **plain)  # EAGLE-3: one dense layer
+
+
+def memory_model(model: ModelSpec, spec: SpecDecode | None) -> ModelSpec:
+    """The target plus the draft's resident weights and KV cache, as one more layer."""
+    if spec is None or spec.method == "ngram":
+        return model
+    extra = dict(layers=model.layers + 1, attn_layers=model.attn_layers + 1 if model.attn_layers else 0)
+    if spec.method == "eagle3" and model.moe is not None:  # a dense layer next to the MoE layers
+        extra["moe"] = dataclasses.replace(model.moe, first_dense_layers=model.moe.first_dense_layers + 1)
+    return dataclasses.replace(model, **extra)
+
+
+def serve_step_ext(
+    model: ModelSpec,
+    hw: DeviceSpec,
+    cfg: ServeConfigs,
+    engine: EngineProfile | str | None = None,
+    *,
+    spec: SpecDecode | None = None,
+    prefix_hit: int = 0,
+    expert_skew: float = 1.0,
+) -> ServeArrays:
+    """:func:`~roofplan.costmodel.serve.serve_step` with speculative decoding and a prefix-cache hit
+    of ``prefix_hit`` tokens per prompt (module docstring). Same arrays, same meaning."""
+    from roofplan.costmodel.serve import serve_step, validate_serve_config
+
+    engine = load_engine(engine or cfg.engine)
+    if spec is None and not prefix_hit and expert_skew == 1.0:
+        return serve_step(model, hw, cfg, engine)
+    if not float(expert_skew) >= 1.0:
+        raise InputError("expert-skew", expert_skew, "a load ratio max/mean >= 1 (1 = uniform routing)")
+    validate_serve_config(model, cfg)
+    hit = float(prefix_hit)
+    mem_model = memory_model(model, spec)
+    mem_cfg = dataclasses.replace(cfg, isl=np.maximum(cfg.isl - int(prefix_hit), 1)) if prefix_hit else cfg
+    mem = serve_memory(mem_model, hw, engine, mem_cfg)
+    kv_tok = kv_bytes_per_token_per_device(mem_model, cfg)
+    shared = hit * kv_tok  # one copy of the cached prefix per instance (per attention rank)
+    kv = mem.kv + shared
+    per_seq = np.maximum((mem_cfg.isl + cfg.osl) * kv_tok, 1.0)
+    max_b = np.maximum(mem.max_batch - np.ceil(shared / per_seq) * cfg.dp, 0).astype(np.int64)
+    fits = mem.fits & (mem.weights_hbm + kv + mem.act <= mem.usable)
+
+    B, isl, osl, pp = (cfg.batch.astype(float), cfg.isl.astype(float), cfg.osl.astype(float), cfg.pp.astype(float))
+    m = np.minimum(B, pp)
+    Bm = B / m
+    miss = isl - hit
+    skew = dict(expert_skew=float(expert_skew))
+    st, fx, p2p = step_parts(mem_model if spec else model, hw, engine, cfg, Bm * miss, hit + (miss + 1.0) / 2.0,
+                             0.0, 0.0, prefill_seqs=Bm, _mem=mem, **skew)
+    prefill = _compose(st, fx, p2p, m + pp - 1.0, pp)
+    ctx = isl + osl / 2.0
+    if spec is None:
+        st, fx, p2p = step_parts(model, hw, engine, cfg, 0.0, 0.0, Bm, ctx, _mem=mem, **skew)
+        decode = _compose(st, fx, p2p, pp, pp)
+    else:
+        k = float(spec.draft_tokens)
+        st, fx, p2p = step_parts(model, hw, engine, cfg, Bm * k, ctx, Bm, ctx, prefill_seqs=Bm * k, _mem=mem, **skew)
+        verify = _compose(st, fx, p2p, pp, pp)
+        draft = draft_model(model, spec.method)
+        if draft is not None:  # k sequential draft forwards inside the same engine step (no extra step overhead)
+            d_st, _, _ = step_parts(draft, hw, engine, cfg, 0.0, 0.0, Bm * m, ctx, **skew)
+            verify = dataclasses.replace(verify)
+            verify.compute = verify.compute + k * d_st.compute
+            verify.memory = verify.memory + k * d_st.memory
+            verify.comm = verify.comm + k * d_st.comm
+            verify.overhead = verify.overhead + k * d_st.overhead
+            verify.total = verify.compute + verify.memory + verify.comm + verify.overhead
+        decode = verify.scaled(1.0 / spec.tokens_per_step)
+    ttft, tpot = prefill.total, decode.total
+    latency = ttft + (osl - 1.0) * tpot
+    tps = B * osl / latency
+    return ServeArrays(
+        ttft_s=ttft, tpot_s=tpot, latency_s=latency, output_tokens_per_s=tps,
+        output_tokens_per_s_per_gpu=tps / cfg.devices, fits=fits, max_batch=max_b,
+        mem_weights=mem.weights, mem_kv_cache=kv, mem_activations=mem.act,
+        mem_total=mem.weights_hbm + kv + mem.act, capacity=mem.capacity,
+        prefill_compute_s=prefill.compute, prefill_memory_s=prefill.memory, prefill_comm_s=prefill.comm,
+        prefill_overhead_s=prefill.overhead, decode_compute_s=decode.compute, decode_memory_s=decode.memory,
+        decode_comm_s=decode.comm, decode_overhead_s=decode.overhead,
+    )
