@@ -36,8 +36,7 @@ FAMILIES = {
              ("gemm_hbm", 0.3, 1.0), ("gemm_hbm_fp8", 0.3, 1.0), ("gemm_hbm_fp8_block", 0.3, 1.0),
              ("gemm_floor_s", 0.5e-6, 40e-6), ("gemm_floor_fp8_s", 0.5e-6, 40e-6),
              ("gemm_floor_fp8_block_s", 0.5e-6, 40e-6), ("gemm_max_fp4", 0.1, 1.0), ("gemm_hbm_fp4", 0.2, 1.0),
-             ("gemm_floor_fp4_s", 0.5e-6, 40e-6), ("gemm_k_half", 1.0, 4096.0), ("gemm_blend", 1.0, 20.0),
-             ("gemm_occupancy", 0.05, 1.0)],
+             ("gemm_floor_fp4_s", 0.5e-6, 40e-6), ("gemm_k_half", 1.0, 4096.0)],
     "attention": [("attn_max", 0.2, 1.0), ("attn_max_fp8", 0.1, 1.0), ("attn_half_len", 1.0, 16384.0),
                   ("attn_floor_s", 0.5e-6, 100e-6),
                   ("attn_score_flops", 1.0, 4096.0)],
@@ -55,6 +54,14 @@ FAMILIES = {
 START = {"intra_bw_pair": 0.6, "nccl_ll_latency_s": 3e-6, "nccl_ll128_latency_s": 4e-6, "gemm_max_fp8_block": 0.6, "gemm_hbm_fp8": 0.75,
          "gemm_hbm_fp8_block": 0.75, "gemm_max_fp4": 0.5,
          "gemm_hbm_fp4": 0.7, "gemm_floor_fp4_s": 6e-6, "attn_max_fp8": 0.5, "moe_gemm_fp8": 0.8, "moe_gemm_fp8_block": 0.8}
+#: What each fixture's rows are, for the catalog source strings.
+PROVENANCE = {
+    "measured_kernels_hopper.csv": "aiconfigurator-core 0.12.0 measured tables, TensorRT-LLM 1.3.0rc20 / NCCL 2.29.2",
+    "measured_kernels_blackwell.csv": "aiconfigurator-core 0.12.0 measured tables, TensorRT-LLM 1.3.0rc20 / NCCL 2.29.2",
+    "measured_kernels_a100.csv": "aiconfigurator-core 0.12.0 measured tables, TensorRT-LLM 1.0.0 / NCCL 2.27.3",
+    "measured_kernels_published.csv": "published microbenchmarks, each row's source column: ROCm blogs, rccl-tests, "
+                                      "hipblaslt-bench, aiter, torch_npu matmul and attention timings",
+}
 #: NVLS group sizes tried (a discrete choice, picked by the fitted half's cost).
 NVLS_MIN_RANKS = (2.0, 4.0, 8.0)
 #: (LL, LL128, Simple) base latencies the NCCL fit starts from, seconds.
@@ -114,6 +121,10 @@ def summary(errs) -> str:
     return f"{len(a):5d} rows  median {np.median(a):6.1%}  p90 {np.quantile(a, 0.9):6.1%}  signed median {np.median(errs):+6.1%}"
 
 
+#: --params restriction (None: every parameter of each family).
+ONLY: set | None = None
+
+
 def fit_device(rows, hw_id: str):
     hw = load_hardware(hw_id)
     report = {}
@@ -123,9 +134,13 @@ def fit_device(rows, hw_id: str):
         if not sub:
             continue
         fit_rows = [m for m in sub if not held_back(m)]
-        params = informed(params, sub)
+        params = [p for p in informed(params, sub) if ONLY is None or p[0] in ONLY]
+        if not params:
+            continue
         fitted[fam] = [p[0] for p in params]
-        if fam == "nccl":
+        if fam == "nccl" and "nvls_min_ranks" not in (ONLY or {"nvls_min_ranks"}):
+            hw, _ = fit_family(fit_rows, hw, params)
+        elif fam == "nccl":
             # the protocol min() has several basins: start from each NVLS threshold and from a few
             # physically ordered (LL < LL128 < Simple) latency triples, keep the cheapest fit
             best = None
@@ -173,8 +188,8 @@ def write_catalog(hw, fitted, table: str) -> None:
         value = getattr(hw.efficiency, name)
         shown = f"{value * 1e6:.4g} us" if name.endswith("_s") else f"{value:.4g}"
         fam = next(f for f in fams if name in fitted[f] or (f == "nccl" and name == "nvls_min_ranks"))
-        src = (f"fit: tools/fit_ops.py on the {fam} rows of {table} (aiconfigurator-core 0.12.0 measured tables, "
-               "TensorRT-LLM 1.3.0rc20 / NCCL 2.29.2), even log2 size bins; odd bins held back")
+        src = (f"fit: tools/fit_ops.py on the {fam} rows of {table} ({PROVENANCE.get(table, 'published tables')}), "
+               "even log2 size bins; odd bins held back")
         new = f'  {name}: {{value: {shown}, source: "{src}"}}'
         for i in range(start + 1, len(lines)):
             m = _LINE.match(lines[i])
@@ -204,9 +219,13 @@ def main() -> None:
     ap.add_argument("files", nargs="+")
     ap.add_argument("--hardware", action="append", help="only these catalog ids")
     ap.add_argument("--write", action="store_true", help="write the fitted values into roofplan/catalogs/*.yaml")
+    ap.add_argument("--params", help="only these parameters (comma-separated); the rest keep their catalog values "
+                    "(for small published tables that inform a few parameters only)")
     ap.add_argument("--explain", nargs=2, metavar=("FAMILY", "COLUMNS"),
                     help="after fitting, the signed median error of FAMILY's rows grouped by COLUMNS (a,b,...)")
     args = ap.parse_args()
+    global ONLY
+    ONLY = {p.strip() for p in args.params.split(",")} if args.params else None
     rows = read_measurements(args.files)
     devices = sorted({m.hardware for m in rows if not args.hardware or m.hardware in args.hardware})
     for dev in devices:

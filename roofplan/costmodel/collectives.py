@@ -80,7 +80,13 @@ def _latency(hw: DeviceSpec, intra, nodes, phases, base_field: str = "intra_late
     # a base alpha per collective plus one hop latency per ring step: phases x (g-1) steps (NCCL
     # src/graph/tuning.cc: latency = baseLat + nsteps x hwLat, nsteps = 2(g-1) for all-reduce)
     base = getattr(e, base_field) or e.intra_latency_s
-    lat_intra = np.where(intra > 1, base + phases * (intra - 1.0) * e.intra_step_latency_s, 0.0)
+    return _step_latency(hw, intra, nodes, phases) + np.where(intra > 1, base, 0.0)
+
+
+def _step_latency(hw: DeviceSpec, intra, nodes, phases):
+    """The per-step part of :func:`_latency`: ring hops inside the node and the inter-node tree."""
+    e = hw.efficiency
+    lat_intra = np.where(intra > 1, phases * (intra - 1.0) * e.intra_step_latency_s, 0.0)
     lat_inter = np.where(nodes > 1, 2.0 * np.ceil(np.log2(np.maximum(nodes, 1.0))) * e.inter_latency_s, 0.0)
     return lat_intra + lat_inter
 
@@ -89,12 +95,14 @@ def _fastest_protocol(hw: DeviceSpec, t_in, t_out, intra, nodes, phases, combine
     """min over NCCL's protocols of latency + intra-node transfer at the protocol's bandwidth
     (+ the inter-node part, ``combine``d: summed, or overlapped for all-to-all)."""
     best = None
+    has_intra = intra > 1
     for field, frac in PROTOCOLS:
-        if field != "intra_latency_s" and not getattr(hw.efficiency, field):
+        base = getattr(hw.efficiency, field)
+        if field != "intra_latency_s" and not base:
             continue  # protocol not characterised for this device: Simple only
-        t = combine(t_in / frac, t_out) + _latency(hw, intra, nodes, phases, field)
+        t = combine(t_in / frac, t_out) + np.where(has_intra, base, 0.0)
         best = t if best is None else np.minimum(best, t)
-    return best
+    return best + _step_latency(hw, intra, nodes, phases)
 
 
 def nvls_applies(hw: DeviceSpec, intra, nvls=None):

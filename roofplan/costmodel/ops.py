@@ -122,11 +122,11 @@ def gemm_parallelism(m, n, k, compute_units: float | None):
     return pad * wave, ctas, splits
 
 
-def gemm_efficiency(m, n, k, hw: DeviceSpec, *, dtype: str = "bf16", eff: Efficiency | None = None):
+def gemm_efficiency(m, n, k, hw: DeviceSpec, *, dtype: str = "bf16", eff: Efficiency | None = None, _par=None):
     """Achieved fraction of the dtype's dense peak for the tensor-core part of a GEMM: the class's
     ``gemm_max`` x tile and wave utilisation x the main-loop term of the K slice each CTA runs."""
     eff = hw.efficiency if eff is None else eff
-    util, _, splits = gemm_parallelism(np.maximum(_f(m), 1.0), n, k, hw.compute_units)
+    util, _, splits = gemm_parallelism(np.maximum(_f(m), 1.0), n, k, hw.compute_units) if _par is None else _par
     k_slice = _f(k) / splits
     return gemm_params(eff, dtype)[0] * np.maximum(util * k_slice / (k_slice + eff.gemm_k_half), 1e-4)
 
@@ -138,13 +138,14 @@ def gemm_components(m, n, k, hw: DeviceSpec, *, dtype: str = "bf16", eff: Effici
     eff = hw.efficiency if eff is None else eff
     m, n, k = np.maximum(_f(m), 1.0), _f(n), _f(k)
     c = gemm_class(dtype)
-    gmax, ghbm, floor = gemm_params(eff, dtype)
+    _, ghbm, floor = gemm_params(eff, dtype)
     wb = WEIGHT_BYTES[dtype] if weight_bytes is None else weight_bytes
     ab_in = ({"bf16": min(DTYPE_BYTES.get(dtype, 2.0), 2.0), "fp4": 0.5625}.get(c, 1.0)
              if act_bytes is None else act_bytes)
     ob = 2.0 if out_bytes is None else out_bytes
-    _, ctas, splits = gemm_parallelism(m, n, k, hw.compute_units)
-    t_c = 2.0 * m * n * k / (gemm_peak(hw, dtype) * gemm_efficiency(m, n, k, hw, dtype=dtype, eff=eff))
+    par = gemm_parallelism(m, n, k, hw.compute_units)
+    _, ctas, splits = par
+    t_c = 2.0 * m * n * k / (gemm_peak(hw, dtype) * gemm_efficiency(m, n, k, hw, dtype=dtype, eff=eff, _par=par))
     hbm = hw.hbm_Bps * ghbm
     mem_par = np.minimum(1.0, ctas / (float(hw.compute_units) * eff.gemm_occupancy)) if hw.compute_units else 1.0
     w_bw = hbm if weight_bw_Bps is None else np.minimum(_f(weight_bw_Bps), hbm)
@@ -157,9 +158,15 @@ def gemm_components(m, n, k, hw: DeviceSpec, *, dtype: str = "bf16", eff: Effici
 
 
 def blend(t_compute, t_memory, eff: Efficiency):
-    """Compute and memory time of one kernel combined: the p-norm with p = ``gemm_blend``."""
+    """Compute and memory time of one kernel combined: the p-norm with p = ``gemm_blend`` (p = 4,
+    the catalogs' value, is evaluated with multiplications and square roots: a power is ~10x dearer
+    and this runs for every GEMM of a million-configuration search)."""
+    a, b = np.asarray(t_compute, dtype=float), np.asarray(t_memory, dtype=float)
     p = eff.gemm_blend
-    return (np.asarray(t_compute, dtype=float) ** p + np.asarray(t_memory, dtype=float) ** p) ** (1.0 / p)
+    if p == 4.0:
+        a2, b2 = a * a, b * b
+        return np.sqrt(np.sqrt(a2 * a2 + b2 * b2))
+    return (a**p + b**p) ** (1.0 / p)
 
 
 def gemm_time(m, n, k, hw: DeviceSpec, *, dtype: str = "bf16", eff: Efficiency | None = None,

@@ -1,0 +1,85 @@
+"""``roofplan validate --measurements``: every operator row predicted without a fit, errors per family
+and size band, one line and exit 2 for a malformed row."""
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from roofplan.calibration.formats import read_measurements
+from roofplan.calibration.op_rows import predict_op_rows
+from roofplan.cli.app import app
+from roofplan.hardware.catalog import load_hardware
+
+runner = CliRunner()
+DATA = Path(__file__).parent / "data"
+
+ROWS = """kind,hardware,id,m,n,k,dtype,batch,heads,kv_heads,head_dim,seq_len,kv_len,kv_dtype,op,ranks,bytes,impl,tokens,experts,topk,hidden,moe_ffn,ep,distribution,time_us
+gemm,h100-sxm,g1,4096,8192,8192,bf16,,,,,,,,,,,,,,,,,,,355
+gemm,h100-sxm,g2,1,8192,8192,fp8,,,,,,,,,,,,,,,,,,,37
+attention,h100-sxm,a1,,,,bf16,8,32,8,128,4096,4096,bf16,,,,,,,,,,,,1200
+decode_attention,h100-sxm,d1,,,,,64,32,8,128,,4096,bf16,,,,,,,,,,,,180
+moe,h100-sxm,m1,,,,bf16,,,,,,,,,,,,4096,128,8,4096,1536,8,balanced,900
+collective,h100-sxm,c1,,,,,,,,,,,,all_reduce,8,1048576,nccl,,,,,,,,40
+collective,h100-sxm,c2,,,,,,,,,,,,all_reduce,8,65536,custom,,,,,,,,12
+"""
+
+
+def test_every_row_is_predicted_by_the_shared_row_predictor(tmp_path):
+    f = tmp_path / "ops.csv"
+    f.write_text(ROWS)
+    r = runner.invoke(app, ["validate", "--measurements", str(f), "--json"])
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)
+    assert doc["schema"] == "roofplan.validate.measurements/v1"
+    assert [row["id"] for row in doc["rows"]] == ["g1", "g2", "a1", "d1", "m1", "c1", "c2"]
+    # the numbers are the operator library's, row by row (no fit)
+    hw = load_hardware("h100-sxm")
+    ms = read_measurements(f)
+    for row, m in zip(doc["rows"], ms, strict=True):
+        expect = float(predict_op_rows(m.kind, [m], hw)[0])
+        assert row["predicted_s"] == pytest.approx(expect, rel=1e-12)
+        assert row["error"] == pytest.approx(expect / m.target - 1, rel=1e-9)
+    fams = {f["family"] for f in doc["families"]}
+    assert fams == {"gemm", "attention", "decode_attention", "moe", "nccl", "custom_allreduce"}
+
+
+def test_table_shows_families_and_bands(tmp_path):
+    f = tmp_path / "ops.csv"
+    f.write_text(ROWS)
+    r = runner.invoke(app, ["validate", "--measurements", str(f)])
+    assert r.exit_code == 0, r.output
+    assert "decode_attention" in r.stdout and "held back" in r.stdout and "p90" in r.stdout
+
+
+def test_hardware_filter_counts_what_it_skips():
+    r = runner.invoke(app, ["validate", "--measurements", str(DATA / "measured_kernels_a100.csv"),
+                            "--measurements", str(DATA / "measured_kernels_hopper.csv"), "--hardware",
+                            "a100-sxm-80gb", "--json"])
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)
+    assert {row["hardware"] for row in doc["rows"]} == {"a100-sxm-80gb"}
+    assert doc["skipped"]["hardware h100-sxm"] > 1000 and doc["skipped"]["hardware h200-sxm"] > 1000
+    gemm = next(f for f in doc["families"] if f["family"] == "gemm")
+    assert gemm["held_back"]["rows"] > 500 and gemm["held_back"]["median_abs_error"] < 0.15
+
+
+@pytest.mark.parametrize("line,where", [
+    ("gemm,h100-sxm,bad,4096,abc,8192,bf16,,,,,,,,,,,,,,,,,,,355", "line 2 n"),
+    ("moe,h100-sxm,bad,,,,bf16,,,,,,,,,,,,4096,128,8,4096,1536,8,zipf,900", "line 2 distribution"),
+    ("collective,h100-sxm,bad,,,,,,,,,,,,all_gather,8,4096,custom,,,,,,,,12", "line 2 impl"),
+    ("decode_attention,h100-sxm,bad,,,,,64,32,8,128,,-5,bf16,,,,,,,,,,,,180", "line 2 kv_len"),
+])
+def test_malformed_row_is_one_line_naming_file_line_and_column(tmp_path, line, where):
+    f = tmp_path / "bad.csv"
+    f.write_text(ROWS.splitlines()[0] + "\n" + line + "\n")
+    r = runner.invoke(app, ["validate", "--measurements", str(f)])
+    assert r.exit_code == 2
+    err = r.stderr.strip()
+    assert len(err.splitlines()) == 1 and f"bad.csv {where}" in err and "Traceback" not in err
+
+
+def test_hardware_without_measurements_flag_is_a_usage_error():
+    r = runner.invoke(app, ["validate", "--hardware", "h100-sxm"])
+    assert r.exit_code == 2 and "--measurements" in r.stderr
