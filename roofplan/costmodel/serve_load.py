@@ -1,0 +1,351 @@
+"""Serving under load: continuous batching with chunked prefill at a concurrency or a request rate.
+
+One colocated instance runs an engine loop (vLLM V1, SGLang, TRT-LLM inflight batching; Orca, Yu et
+al. OSDI 2022; Sarathi-Serve, Agrawal et al. OSDI 2024): every iteration decodes one token for each
+of ``d`` running requests and, while prompts are waiting, also carries up to ``budget - d`` prompt
+tokens (the token budget ``max_num_batched_tokens``). Iteration times come from the cost model's
+mixed-batch :func:`~roofplan.costmodel.serve.step_time` through :func:`round_time`, the one serving
+step function the analytic model, the simulator (:mod:`roofplan.costmodel.serve_sim`) and the
+planner share.
+
+Steady state of one instance at arrival rate ``lam`` (requests/s), lengths L (prompt) and O (output):
+
+* decode batch (Little's law): d = lam · (E[O] - 1) · t̄, with t̄ the mean iteration time;
+* mixed iterations: each arrival needs ceil(L / budget) chunked iterations when alone; when arrivals
+  outpace iterations, every iteration is mixed. Mixed iterations per second
+  m = min(1 / t̄, lam · E[ceil(L / b)]), fraction f = m · t̄ of iterations, carrying c = lam·E[L]/m
+  prompt tokens each; t̄ = f · t_mix(c) + (1 - f) · t_dec;
+* the prefill queue is an M/G/1 server of prompt tokens at the full-budget rate (b - d) / t_mix(b):
+  service S = L · t_mix(b) / (b - d), utilisation rho = lam · E[S], mean wait by
+  Pollaczek-Khinchine W = lam · E[S²] / (2 (1 - rho)) (Kleinrock, Queueing Systems I, §5.6).
+  The wait of a request is 0 with probability 1 - rho and else exponential with mean W / rho (the
+  standard exponential tail of M/G/1 waits, exact for M/M/1 and in heavy traffic);
+* TTFT = wait + the rest of the iteration in progress (uniform over t̄; Poisson arrivals) +
+  ceil(L / b_req) mixed iterations (b_req = b / (m_pp · dp): a request lives in one pipeline
+  microbatch and on one attention-DP rank);
+* TPOT of a request = the mean of its O - 1 iteration times: t_dec + (t_mix - t_dec) · K / (O - 1)
+  with K ~ Binomial(O - 1, f) mixed iterations among them.
+
+Length variance enters through the moments: the context of a running request is time-weighted
+(long outputs stay longer: E[L·O + O²/2] / E[O]), the KV occupancy is d times that, E[S²] grows the
+queue, and the percentiles sample the lengths. A closed loop of C clients has no Poisson wait: the
+rate solves C = lam · (E[TTFT] + (E[O] - 1) · t̄) (Little's law), and beyond the largest
+sustainable rate the extra clients wait (again by Little's law).
+
+Sustainable: rho < 1 and d within the engine's max sequences and the KV cache. The largest such rate
+is found by bisection over the monotone feasibility of the fixed point.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from roofplan.costmodel import serve as serve_model
+from roofplan.hardware.engines import EngineProfile
+from roofplan.hardware.spec import DeviceSpec
+from roofplan.models.spec import ModelSpec
+
+#: Budget for engines without a token budget (whole prompts at once): the largest prompt, at least.
+DEFAULT_BUDGET = 8192
+#: Percentiles reported next to the means.
+PERCENTILES = (50, 90, 99)
+#: Requests sampled for the percentiles (fixed seed: the output is deterministic).
+PCT_SAMPLES = 20000
+_ITER = 30
+
+
+@dataclass(frozen=True)
+class Instance:
+    """One colocated instance: the model, device, engine profile and a length-1 ServeConfigs."""
+
+    model: ModelSpec
+    hw: DeviceSpec
+    engine: EngineProfile
+    cfg: serve_model.ServeConfigs
+
+    @property
+    def pp(self) -> int:
+        return int(self.cfg.pp[0])
+
+    @property
+    def dp(self) -> int:
+        return int(self.cfg.dp[0])
+
+
+def round_time(inst: Instance, prefill_tokens, prefill_context, decode_seqs, decode_context, prefill_seqs=None):
+    """Seconds of one scheduler iteration of an instance (arrays broadcast): every running request
+    advances one token and ``prefill_tokens`` prompt tokens are processed. With pp > 1 the requests
+    form m = min(d, pp) microbatches (vLLM virtual engines) and an iteration is pp stage times of one
+    microbatch, the composition of ``serve_step``'s decode and of the planner's colocated steady
+    state (:mod:`roofplan.solver.colocated`)."""
+    d = np.asarray(decode_seqs, dtype=float)
+    m = np.clip(d, 1.0, float(inst.pp)) if inst.pp > 1 else 1.0
+    p = np.asarray(prefill_tokens, dtype=float)
+    ps = None if prefill_seqs is None else np.asarray(prefill_seqs, dtype=float) / m
+    return np.asarray(
+        serve_model.step_time(inst.model, inst.hw, inst.engine, inst.cfg, p / m, prefill_context, d / m,
+                              decode_context, prefill_seqs=ps),
+        dtype=float,
+    )
+
+
+def token_budget(inst: Instance, isl_max: int) -> int:
+    """Tokens one iteration may carry: the engine's ``max_num_batched_tokens``, else whole prompts."""
+    return int(inst.engine.max_num_batched_tokens or max(DEFAULT_BUDGET, int(isl_max)))
+
+
+def kv_capacity_tokens(inst: Instance) -> float:
+    """KV-cache tokens one instance holds (all attention-DP ranks): the cost model's memory plan
+    with the engine's sequence cap lifted, for 1024-token requests, times 1024."""
+    eng = inst.engine.replace(max_num_seqs=None)
+    cfg = serve_model.ServeConfigs.single(
+        tp=int(inst.cfg.tp[0]), pp=inst.pp, ep=int(inst.cfg.ep[0]), dp=inst.dp, batch=1, isl=1023, osl=1,
+        dtype=inst.cfg.dtype, kv_dtype=inst.cfg.kv_dtype, engine=inst.cfg.engine,
+    )
+    return float(serve_model.serve_memory(inst.model, inst.hw, eng, cfg).max_batch[0]) * 1024.0
+
+
+@dataclass(frozen=True)
+class Moments:
+    """What the steady state needs from the lengths."""
+
+    isl: float
+    osl: float
+    isl_sq: float
+    L_vals: np.ndarray  # distinct prompt lengths
+    L_w: np.ndarray  # their probabilities
+    pre_ctx: float  # mean attended context of a prompt token: E[L (L+1) / 2] / E[L]
+    dec_ctx: float  # time-weighted context of a running request: E[L O + O^2 / 2] / E[O]
+    budget: int
+    share: int  # pp x dp: a request's prompt gets 1/share of an iteration's prompt tokens
+
+    def b_req(self, d) -> np.ndarray:
+        """Prompt tokens of one request per iteration with ``d`` requests decoding."""
+        return np.maximum(self.budget - np.asarray(d, dtype=float), 1.0) / self.share
+
+    def steps(self, d) -> np.ndarray:
+        """E[ceil(L / b_req)]: iterations a prompt needs when it has the budget to itself."""
+        br = np.asarray(self.b_req(d))[..., None]
+        return (np.ceil(self.L_vals / br) * self.L_w).sum(axis=-1)
+
+
+def moments(inst: Instance, isl: np.ndarray, osl: np.ndarray) -> Moments:
+    L = np.asarray(isl, dtype=float)
+    O = np.asarray(osl, dtype=float)
+    vals, counts = np.unique(L, return_counts=True)
+    return Moments(
+        isl=float(L.mean()),
+        osl=float(O.mean()),
+        isl_sq=float((L * L).mean()),
+        L_vals=vals,
+        L_w=counts / counts.sum(),
+        pre_ctx=float((L * (L + 1) / 2).mean() / L.mean()),
+        dec_ctx=float((L * O + O * O / 2).mean() / O.mean()),
+        budget=token_budget(inst, int(L.max())),
+        share=inst.pp * inst.dp,
+    )
+
+
+@dataclass
+class SteadyState:
+    """Steady state of one instance at the rates ``lam`` (arrays, one entry per rate)."""
+
+    lam: np.ndarray
+    d: np.ndarray  # mean running (decoding) requests
+    t_mean: np.ndarray  # mean iteration seconds (= mean TPOT)
+    t_mix: np.ndarray
+    t_dec: np.ndarray
+    f: np.ndarray  # fraction of iterations carrying prompt tokens
+    rho: np.ndarray  # prefill-server utilisation
+    wait: np.ndarray  # mean prefill queueing (P-K), seconds
+    ttft: np.ndarray  # mean TTFT
+    max_seqs: float
+    sustainable: np.ndarray
+
+
+def steady_state(inst: Instance, mo: Moments, lam, *, poisson: bool = True) -> SteadyState:
+    """Fixed point of the steady-state equations of the module docstring, vectorised over ``lam``."""
+    lam = np.atleast_1d(np.asarray(lam, dtype=float))
+    cap_seqs = kv_capacity_tokens(inst) / max(mo.dec_ctx, 1.0)
+    max_seqs = min(float(inst.engine.max_num_seqs or np.inf), cap_seqs)
+    b = float(mo.budget)
+    d = np.minimum(lam * mo.osl * 0.01, max_seqs)
+    t_mean = np.full_like(lam, 1e-3)
+    for _ in range(_ITER):
+        bd = np.maximum(b - d, 1.0)
+        t_dec = round_time(inst, 0.0, 0.0, d, mo.dec_ctx)
+        m_s = np.minimum(1.0 / t_mean, lam * mo.steps(d))
+        c = np.minimum(bd, lam * mo.isl / np.maximum(m_s, 1e-12))
+        t_mix = round_time(inst, c, mo.pre_ctx, d, mo.dec_ctx, prefill_seqs=np.maximum(c / mo.isl, 1.0))
+        f = np.minimum(m_s * t_mean, 1.0)
+        t_new = np.where(lam > 0, f * t_mix + (1.0 - f) * t_dec, t_dec)
+        d_new = np.minimum(lam * max(mo.osl - 1.0, 0.0) * t_new, max_seqs)
+        t_mean = 0.5 * (t_mean + t_new)
+        d = 0.5 * (d + d_new)
+    bd = np.maximum(b - d, 1.0)
+    t_full = round_time(inst, bd, mo.pre_ctx, d, mo.dec_ctx, prefill_seqs=np.maximum(bd / mo.isl, 1.0))
+    s_per_tok = t_full / bd
+    rho = lam * mo.isl * s_per_tok
+    need = lam * max(mo.osl - 1.0, 0.0) * t_mean
+    sustainable = (rho < 1.0) & (need <= max_seqs * (1 + 1e-9))
+    wait = np.where(
+        sustainable & poisson, lam * mo.isl_sq * s_per_tok**2 / (2.0 * np.maximum(1.0 - rho, 1e-12)), 0.0
+    )
+    wait = np.where(sustainable, wait, np.inf)
+    res = 0.5 * t_mean if poisson else 0.0
+    ttft = wait + res + mo.steps(d) * t_mix
+    return SteadyState(lam, d, t_mean, t_mix, t_dec, f, rho, wait, ttft, max_seqs, sustainable)
+
+
+def max_rate(inst: Instance, mo: Moments) -> float:
+    """Largest sustainable request rate of one instance (bisection; feasibility is monotone)."""
+    hi = 1.0
+    while steady_state(inst, mo, hi).sustainable[0] and hi < 1e7:
+        hi *= 4.0
+    lo = 0.0
+    for _ in range(4):  # 4 rounds of a 32-point grid: relative resolution ~ 1e-5
+        grid = np.linspace(lo, hi, 33)[1:]
+        ok = steady_state(inst, mo, grid).sustainable
+        k = int(np.argmin(ok)) if not ok.all() else len(grid)
+        lo = float(grid[k - 1]) if k > 0 else lo
+        hi = float(grid[min(k, len(grid) - 1)])
+    return lo
+
+
+@dataclass
+class LoadResult:
+    """Means, percentiles and rates of a deployment of ``instances`` identical instances."""
+
+    mode: str  # "concurrency" | "rate"
+    instances: int
+    rate_rps: float  # requests/s to the whole deployment
+    max_rate_rps: float  # largest sustainable rate of the deployment
+    concurrency: float  # requests in flight (whole deployment)
+    running_per_instance: float  # decoding requests per instance
+    ttft_s: dict  # {"mean": .., "p50": .., "p90": .., "p99": ..}
+    tpot_s: dict
+    latency_s: dict
+    output_tokens_per_s: float
+    total_tokens_per_s: float
+    utilisation: float  # rate / largest sustainable rate
+    prefill_utilisation: float
+    mixed_fraction: float
+    kv_occupancy: float  # KV tokens in use / capacity
+    queue_wait_s: float
+    budget: int
+    max_seqs: float
+
+    def percentile(self, metric: str, p: float) -> float:
+        return self._samples[metric](p)
+
+    _samples: dict = None  # type: ignore[assignment]
+
+
+def _summary(x: np.ndarray) -> dict:
+    x = x[np.isfinite(x)]
+    if len(x) == 0:
+        return {"mean": float("nan"), **{f"p{p}": float("nan") for p in PERCENTILES}}
+    return {"mean": float(x.mean()), **{f"p{p}": float(np.percentile(x, p)) for p in PERCENTILES}}
+
+
+def request_samples(st: SteadyState, mo: Moments, isl, osl, *, poisson: bool, seed: int = 0, n=PCT_SAMPLES):
+    """Per-request TTFT, TPOT and end-to-end latency of ``n`` sampled requests at steady state
+    ``st`` (its first entry): lengths drawn from the workload, waits from the M/G/1 tail, the mixed
+    iterations among a request's decode steps from Binomial(O-1, f)."""
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(isl), n)
+    L = np.asarray(isl, dtype=float)[idx]
+    O = np.asarray(osl, dtype=float)[idx]
+    rho, wait, f = float(st.rho[0]), float(st.wait[0]), float(st.f[0])
+    t_mix, t_dec, t_mean = float(st.t_mix[0]), float(st.t_dec[0]), float(st.t_mean[0])
+    if poisson and rho > 0 and wait > 0:
+        busy = rng.random(n) < rho
+        w = np.where(busy, rng.exponential(wait / rho, n), 0.0)
+        res = rng.random(n) * t_mean
+    else:
+        w = np.full(n, wait)
+        res = np.zeros(n)
+    ttft = w + res + np.ceil(L / float(mo.b_req(st.d[0]))) * t_mix
+    steps = np.maximum(O - 1.0, 0.0)
+    k = rng.binomial(steps.astype(np.int64), min(max(f, 0.0), 1.0))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        tpot = np.where(steps > 0, t_dec + (t_mix - t_dec) * k / steps, np.nan)
+    latency = ttft + steps * np.nan_to_num(tpot)
+    return ttft, tpot, latency
+
+
+def _result(inst, mo, st, isl, osl, *, mode, instances, conc, extra_wait=0.0, poisson=True, seed=0,
+            max_rate_rps=None):
+    ttft, tpot, lat = request_samples(st, mo, isl, osl, poisson=poisson, seed=seed)
+    ttft = ttft + extra_wait
+    lat = lat + extra_wait
+    lam = float(st.lam[0])
+    mr = max_rate(inst, mo) if max_rate_rps is None else max_rate_rps
+    kv_cap = kv_capacity_tokens(inst)
+    res = LoadResult(
+        mode=mode,
+        instances=instances,
+        rate_rps=lam * instances,
+        max_rate_rps=mr * instances,
+        concurrency=conc,
+        running_per_instance=float(st.d[0]),
+        ttft_s=_summary(ttft),
+        tpot_s=_summary(tpot),
+        latency_s=_summary(lat),
+        output_tokens_per_s=lam * instances * mo.osl,
+        total_tokens_per_s=lam * instances * (mo.osl + mo.isl),
+        utilisation=lam / mr if mr > 0 else float("inf"),
+        prefill_utilisation=float(st.rho[0]),
+        mixed_fraction=float(st.f[0]),
+        kv_occupancy=float(st.d[0]) * mo.dec_ctx / kv_cap if kv_cap > 0 else float("inf"),
+        queue_wait_s=float(st.wait[0]) + extra_wait,
+        budget=mo.budget,
+        max_seqs=st.max_seqs,
+    )
+    res._samples = {
+        "ttft": lambda p, x=ttft: float(np.percentile(x, p)),
+        "tpot": lambda p, x=tpot[np.isfinite(tpot)]: float(np.percentile(x, p)) if len(x) else float("nan"),
+        "latency": lambda p, x=lat: float(np.percentile(x, p)),
+    }
+    return res
+
+
+def open_loop(inst: Instance, isl, osl, rate: float, instances: int = 1, seed: int = 0) -> LoadResult:
+    """Poisson arrivals at ``rate`` requests/s split by a random router over ``instances`` replicas
+    (each sees Poisson at rate/instances). Raises nothing: check ``utilisation < 1``."""
+    mo = moments(inst, isl, osl)
+    lam = rate / instances
+    st = steady_state(inst, mo, lam, poisson=True)
+    conc = lam * (float(st.ttft[0]) + (mo.osl - 1.0) * float(st.t_mean[0])) * instances
+    return _result(inst, mo, st, isl, osl, mode="rate", instances=instances, conc=conc, seed=seed)
+
+
+def closed_loop(inst: Instance, isl, osl, concurrency: int, instances: int = 1, seed: int = 0) -> LoadResult:
+    """``concurrency`` clients over ``instances`` replicas, each sending its next request when the
+    previous one ends. The per-instance rate solves Little's law; when it would exceed the largest
+    sustainable rate the rate is that rate and the surplus clients wait in the queue."""
+    mo = moments(inst, isl, osl)
+    C = concurrency / instances
+    mr = max_rate(inst, mo)
+    lo, hi = 0.0, mr * (1 - 1e-9)
+
+    def in_flight(lam):
+        st = steady_state(inst, mo, lam, poisson=False)
+        return lam * (st.ttft + (mo.osl - 1.0) * st.t_mean)
+
+    if in_flight(hi)[0] <= C:  # saturated: the surplus clients queue
+        lam = hi
+    else:  # Little's law in flight(lam) = C, increasing in lam: bisection on a grid
+        for _ in range(4):
+            grid = np.linspace(lo, hi, 33)[1:]
+            k = int(np.argmax(in_flight(grid) > C))
+            lo, hi = (float(grid[k - 1]) if k > 0 else lo), float(grid[k])
+        lam = 0.5 * (lo + hi)
+    st = steady_state(inst, mo, lam, poisson=False)
+    life = float(st.ttft[0]) + (mo.osl - 1.0) * float(st.t_mean[0])
+    extra = max(C / lam - life, 0.0) if lam > 0 else math.inf
+    return _result(inst, mo, st, isl, osl, mode="concurrency", instances=instances, conc=float(concurrency),
+                   extra_wait=extra, poisson=False, seed=seed, max_rate_rps=mr)
