@@ -138,12 +138,19 @@ def run_instance(
     max_seqs: float,
     kv_blocks: int,
     block: int = BLOCK_TOKENS,
+    closed: int | None = None,
 ) -> tuple[list[float], list[float], list[float], dict]:
     """Simulate one instance. Request i arrives at ``arrival[i]`` (sorted), must compute
     ``prompt[i]`` prompt tokens (0: its KV arrives ready, disaggregated decode), holds ``kv_prompt[i]``
     tokens of KV once admitted and produces ``gen_target[i]`` tokens (the first at the end of its
-    prefill). Returns (first-token times, finish times, first-decode times, counters)."""
+    prefill). ``closed=C``: a closed loop of C clients instead -- the first C requests arrive at 0
+    and each completion sends the next one (``arrival`` is overwritten in place). Returns
+    (first-token times, finish times, first-decode times, counters)."""
     n = len(arrival)
+    if closed is not None:  # the first C start spread over one request lifetime (desynchronised clients)
+        c0 = min(closed, n)
+        life = max(sum(gen_target) / n, 1.0) * step(0.0, 1.0, float(c0), sum(kv_prompt) / n + sum(gen_target) / (2 * n))
+        arrival[:] = [life * k / c0 for k in range(c0)] + [float("inf")] * (n - c0)
     first = [float("nan")] * n
     finish = [float("nan")] * n
     gen = [0] * n  # tokens produced
@@ -251,6 +258,8 @@ def run_instance(
             finish[i] = t
             gen[i] = gen_target[i]
             finished += 1
+            if closed is not None and closed + finished - 1 < n:
+                arrival[closed + finished - 1] = t
         still = []
         for i in prefilling:
             if done_pre[i] < todo[i]:
@@ -264,6 +273,8 @@ def run_instance(
             if gen[i] >= gen_target[i]:
                 finish[i] = t
                 finished += 1
+                if closed is not None and closed + finished - 1 < n:
+                    arrival[closed + finished - 1] = t
             else:
                 enter_decode(i)
         prefilling = still
@@ -311,12 +322,14 @@ def _times(first, finish, osl):
 
 
 def simulate_colocated(
-    inst: Instance, isl, osl, arrival_s, *, instances: int = 1, router: str = "round-robin", seed: int = 0
+    inst: Instance, isl, osl, arrival_s=None, *, instances: int = 1, router: str = "round-robin", seed: int = 0,
+    concurrency: int | None = None,
 ) -> SimResult:
-    """``instances`` colocated replicas of ``inst`` behind a router, fed ``arrival_s``."""
+    """``instances`` colocated replicas of ``inst`` behind a router, fed ``arrival_s`` or a closed
+    loop of ``concurrency`` clients (split evenly over the replicas)."""
     isl = np.asarray(isl, dtype=np.int64)
     osl = np.asarray(osl, dtype=np.int64)
-    arr = np.asarray(arrival_s, dtype=float)
+    arr = np.zeros(len(isl)) if arrival_s is None else np.array(arrival_s, dtype=float)
     budget, max_seqs, blocks, max_ctx = _instance_limits(inst, isl, osl)
     table = _table(inst, isl, osl, budget, max_seqs, blocks, max_ctx)
     where = _route(len(arr), instances, router, np.random.default_rng(seed + 1))
@@ -328,10 +341,13 @@ def simulate_colocated(
         idx = np.nonzero(where == k)[0]
         if len(idx) == 0:
             continue
+        a = arr[idx].tolist()
+        clients = None if concurrency is None else max(concurrency // instances + (k < concurrency % instances), 1)
         f, e, _, st = run_instance(
-            table, arr[idx].tolist(), isl[idx].tolist(), isl[idx].tolist(), osl[idx].tolist(),
-            budget=budget, share=inst.pp * inst.dp, max_seqs=max_seqs, kv_blocks=blocks,
+            table, a, isl[idx].tolist(), isl[idx].tolist(), osl[idx].tolist(),
+            budget=budget, share=inst.pp * inst.dp, max_seqs=max_seqs, kv_blocks=blocks, closed=clients,
         )
+        arr[idx] = a
         ttft[idx] = np.asarray(f) - arr[idx]
         fin[idx] = e
         its += st["iterations"]
@@ -341,7 +357,7 @@ def simulate_colocated(
         end = max(end, st["end"])
     first_abs = ttft + arr
     _, _, tpot = _times(first_abs, fin, osl)
-    span = max(end - float(arr[0]), 1e-12)
+    span = max(end - float(arr.min()), 1e-12)
     return SimResult(arr, ttft, tpot, fin - arr, isl, osl, span, its, pre, area / span / instances,
                      busy / span / instances)
 
