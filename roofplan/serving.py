@@ -203,6 +203,7 @@ class Simulation:
             utilisation=rate / self.max_rate_rps if self.max_rate_rps else float("nan"),
             busy_fraction=r.busy_fraction,
             running_per_instance=r.mean_running,
+            queue_wait_ms=r.summary("wait_s")["mean"] * 1e3,
             iterations=r.iterations,
             preemptions=r.preemptions,
             timing={"simulate_s": self.wall_s},

@@ -205,7 +205,8 @@ def load_trace(path: str | Path) -> Workload:
                 continue
             if len(rec) < len(header):
                 raise InputError(f"{p}:{lineno}:{len(rec) + 1}", ",".join(rec)[:40], f"{len(header)} columns")
-            vals = {k: _cell(str(p), lineno, i + 1, k, rec[i].strip(), allow_zero=(k == "arrival_s"))
+            vals = {k: _cell(str(p), lineno, len(",".join(rec[:i])) + (i > 0) + 1, k, rec[i].strip(),
+                             allow_zero=(k == "arrival_s"))
                     for k, i in idx.items()}
             rows.append((vals["isl"], vals["osl"], vals.get("arrival_s")))
     if not rows:

@@ -20,7 +20,7 @@ Steady state of one instance at arrival rate ``lam`` (requests/s), lengths L (pr
   Pollaczek-Khinchine W = lam · E[S²] / (2 (1 - rho)) (Kleinrock, Queueing Systems I, §5.6).
   The wait of a request is 0 with probability 1 - rho and else exponential with mean W / rho (the
   standard exponential tail of M/G/1 waits, exact for M/M/1 and in heavy traffic);
-* TTFT = wait + the rest of the iteration in progress (uniform over t̄; Poisson arrivals) +
+* TTFT = wait + the rest of the iteration in progress (length-biased: E[t²] / (2 t̄)) +
   ceil(L / b_req) mixed iterations (b_req = b / (m_pp · dp): a request lives in one pipeline
   microbatch and on one attention-DP rank);
 * TPOT of a request = the mean of its O - 1 iteration times: t_dec + (t_mix - t_dec) · K / (O - 1)
@@ -39,7 +39,7 @@ is found by bisection over the monotone feasibility of the fixed point.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -134,16 +134,16 @@ class Moments:
 
 def moments(inst: Instance, isl: np.ndarray, osl: np.ndarray) -> Moments:
     L = np.asarray(isl, dtype=float)
-    O = np.asarray(osl, dtype=float)
+    Lo = np.asarray(osl, dtype=float)
     vals, counts = np.unique(L, return_counts=True)
     return Moments(
         isl=float(L.mean()),
-        osl=float(O.mean()),
+        osl=float(Lo.mean()),
         isl_sq=float((L * L).mean()),
         L_vals=vals,
         L_w=counts / counts.sum(),
         pre_ctx=float((L * (L + 1) / 2).mean() / L.mean()),
-        dec_ctx=float((L * O + O * O / 2).mean() / O.mean()),
+        dec_ctx=float((L * Lo + Lo * Lo / 2).mean() / Lo.mean()),
         budget=token_budget(inst, int(L.max())),
         share=inst.pp * inst.dp,
     )
@@ -195,7 +195,9 @@ def steady_state(inst: Instance, mo: Moments, lam, *, poisson: bool = True) -> S
         sustainable & poisson, lam * mo.isl_sq * s_per_tok**2 / (2.0 * np.maximum(1.0 - rho, 1e-12)), 0.0
     )
     wait = np.where(sustainable, wait, np.inf)
-    res = 0.5 * t_mean if poisson else 0.0
+    # a Poisson arrival lands in an iteration with probability proportional to its length and waits
+    # for the rest of it: E[t^2] / (2 E[t]) (renewal theory; Kleinrock I, §5.2)
+    res = (f * t_mix**2 + (1.0 - f) * t_dec**2) / (2.0 * t_mean) if poisson else 0.0
     ttft = wait + res + mo.steps(d) * t_mix
     return SteadyState(lam, d, t_mean, t_mix, t_dec, f, rho, wait, ttft, max_seqs, sustainable)
 
@@ -238,10 +240,13 @@ class LoadResult:
     budget: int
     max_seqs: float
 
-    def percentile(self, metric: str, p: float) -> float:
-        return self._samples[metric](p)
+    samples: dict = field(default_factory=dict)  # metric -> per-request seconds of the sampled requests
 
-    _samples: dict = None  # type: ignore[assignment]
+    def percentile(self, metric: str, p: float) -> float:
+        """The ``p``-th percentile of "ttft", "tpot" or "latency" (seconds) over the sampled requests."""
+        x = self.samples[metric]
+        x = x[np.isfinite(x)]
+        return float(np.percentile(x, p)) if len(x) else float("nan")
 
 
 def _summary(x: np.ndarray) -> dict:
@@ -258,18 +263,19 @@ def request_samples(st: SteadyState, mo: Moments, isl, osl, *, poisson: bool, se
     rng = np.random.default_rng(seed)
     idx = rng.integers(0, len(isl), n)
     L = np.asarray(isl, dtype=float)[idx]
-    O = np.asarray(osl, dtype=float)[idx]
+    Lo = np.asarray(osl, dtype=float)[idx]
     rho, wait, f = float(st.rho[0]), float(st.wait[0]), float(st.f[0])
-    t_mix, t_dec, t_mean = float(st.t_mix[0]), float(st.t_dec[0]), float(st.t_mean[0])
+    t_mix, t_dec = float(st.t_mix[0]), float(st.t_dec[0])
     if poisson and rho > 0 and wait > 0:
         busy = rng.random(n) < rho
         w = np.where(busy, rng.exponential(wait / rho, n), 0.0)
-        res = rng.random(n) * t_mean
+        in_mix = rng.random(n) < f * t_mix / max(f * t_mix + (1.0 - f) * t_dec, 1e-30)  # length-biased
+        res = rng.random(n) * np.where(in_mix, t_mix, t_dec)
     else:
         w = np.full(n, wait)
         res = np.zeros(n)
     ttft = w + res + np.ceil(L / float(mo.b_req(st.d[0]))) * t_mix
-    steps = np.maximum(O - 1.0, 0.0)
+    steps = np.maximum(Lo - 1.0, 0.0)
     k = rng.binomial(steps.astype(np.int64), min(max(f, 0.0), 1.0))
     with np.errstate(invalid="ignore", divide="ignore"):
         tpot = np.where(steps > 0, t_dec + (t_mix - t_dec) * k / steps, np.nan)
@@ -305,11 +311,7 @@ def _result(inst, mo, st, isl, osl, *, mode, instances, conc, extra_wait=0.0, po
         budget=mo.budget,
         max_seqs=st.max_seqs,
     )
-    res._samples = {
-        "ttft": lambda p, x=ttft: float(np.percentile(x, p)),
-        "tpot": lambda p, x=tpot[np.isfinite(tpot)]: float(np.percentile(x, p)) if len(x) else float("nan"),
-        "latency": lambda p, x=lat: float(np.percentile(x, p)),
-    }
+    res.samples = {"ttft": ttft, "tpot": tpot, "latency": lat}
     return res
 
 

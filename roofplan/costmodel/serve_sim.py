@@ -107,6 +107,7 @@ class SimResult:
     ttft_s: np.ndarray
     tpot_s: np.ndarray
     latency_s: np.ndarray
+    wait_s: np.ndarray  # arrival to the first iteration that computes the prompt (queueing)
     isl: np.ndarray
     osl: np.ndarray
     makespan_s: float
@@ -153,6 +154,7 @@ def run_instance(
         arrival[:] = [life * k / c0 for k in range(c0)] + [float("inf")] * (n - c0)
     first = [float("nan")] * n
     finish = [float("nan")] * n
+    begun = [float("nan")] * n  # start of the first iteration that computes its prompt (or admits it)
     gen = [0] * n  # tokens produced
     todo = list(prompt)  # prompt tokens still to compute
     done_pre = [0] * n
@@ -208,7 +210,7 @@ def run_instance(
             else:  # KV already here (disaggregated decode, or nothing to compute)
                 gen[i] = max(gen[i], 1)
                 if first[i] != first[i]:
-                    first[i] = t
+                    first[i] = begun[i] = t
                 enter_decode(i)
         # preemption when the decoding requests' next tokens do not fit
         while d > 1 and (sum_ctx + d) / block + 0.5 * d + blocks_pre > kv_blocks:
@@ -233,6 +235,8 @@ def run_instance(
             if left <= 0:
                 break
             take = min(todo[i] - done_pre[i], left, cap_req)
+            if begun[i] != begun[i]:
+                begun[i] = t
             ctx_w += take * (done_pre[i] + (take + 1) / 2.0)
             done_pre[i] += take
             p += take
@@ -278,7 +282,7 @@ def run_instance(
             else:
                 enter_decode(i)
         prefilling = still
-    stats = {"iterations": it, "preemptions": preempt, "area_d": area_d, "busy": busy, "end": t}
+    stats = {"iterations": it, "preemptions": preempt, "area_d": area_d, "busy": busy, "end": t, "begun": begun}
     return first, finish, [float(x) for x in start], stats
 
 
@@ -335,6 +339,7 @@ def simulate_colocated(
     where = _route(len(arr), instances, router, np.random.default_rng(seed + 1))
     ttft = np.full(len(arr), np.nan)
     fin = np.full(len(arr), np.nan)
+    wait = np.full(len(arr), np.nan)
     its = pre = 0
     area = busy = end = 0.0
     for k in range(instances):
@@ -348,6 +353,7 @@ def simulate_colocated(
             budget=budget, share=inst.pp * inst.dp, max_seqs=max_seqs, kv_blocks=blocks, closed=clients,
         )
         arr[idx] = a
+        wait[idx] = np.asarray(st["begun"]) - arr[idx]
         ttft[idx] = np.asarray(f) - arr[idx]
         fin[idx] = e
         its += st["iterations"]
@@ -358,7 +364,7 @@ def simulate_colocated(
     first_abs = ttft + arr
     _, _, tpot = _times(first_abs, fin, osl)
     span = max(end - float(arr.min()), 1e-12)
-    return SimResult(arr, ttft, tpot, fin - arr, isl, osl, span, its, pre, area / span / instances,
+    return SimResult(arr, ttft, tpot, fin - arr, wait, isl, osl, span, its, pre, area / span / instances,
                      busy / span / instances)
 
 
@@ -387,6 +393,7 @@ def simulate_disagg(
     tab_p = _table(prefill, isl, np.ones_like(osl), bp, sp, kp, cp, prefill_only=True)
     wp = _route(n, prefill_instances, router, rng)
     ready = np.full(n, np.nan)
+    wait = np.full(n, np.nan)
     its = pre = 0
     busy = end = 0.0
     for k in range(prefill_instances):
@@ -398,6 +405,7 @@ def simulate_disagg(
             budget=bp, share=prefill.pp * prefill.dp, max_seqs=sp, kv_blocks=kp,
         )
         ready[idx] = np.asarray(f) + np.asarray(transfer_s(isl[idx]), dtype=float)
+        wait[idx] = np.asarray(st["begun"]) - arr[idx]
         its += st["iterations"]
         pre += st["preemptions"]
         busy += st["busy"]
@@ -426,5 +434,5 @@ def simulate_disagg(
         end = max(end, st["end"])
     _, _, tpot = _times(first, fin, osl)
     span = max(end - float(arr[0]), 1e-12)
-    return SimResult(arr, first - arr, tpot, fin - arr, isl, osl, span, its, pre,
+    return SimResult(arr, first - arr, tpot, fin - arr, wait, isl, osl, span, its, pre,
                      area / span / decode_instances, busy / span / (prefill_instances + decode_instances))
