@@ -59,12 +59,16 @@ _ITER = 30
 
 @dataclass(frozen=True)
 class Instance:
-    """One colocated instance: the model, device, engine profile and a length-1 ServeConfigs."""
+    """Colocated instance(s): the model, device, engine profile and a ServeConfigs of length 1 (one
+    instance) or N (N candidate shapes evaluated at once; ``budget`` / ``max_seqs`` then override
+    the engine's token budget and sequence cap per candidate)."""
 
     model: ModelSpec
     hw: DeviceSpec
     engine: EngineProfile
     cfg: serve_model.ServeConfigs
+    budget: np.ndarray | None = None
+    max_seqs: np.ndarray | None = None
 
     @property
     def pp(self) -> int:
@@ -74,6 +78,12 @@ class Instance:
     def dp(self) -> int:
         return int(self.cfg.dp[0])
 
+    @property
+    def share(self):
+        """pp x dp per config: a request lives in one microbatch on one attention-DP rank."""
+        s = self.cfg.pp * self.cfg.dp
+        return int(s[0]) if len(self.cfg) == 1 else s.astype(float)
+
 
 def round_time(inst: Instance, prefill_tokens, prefill_context, decode_seqs, decode_context, prefill_seqs=None):
     """Seconds of one scheduler iteration of an instance (arrays broadcast): every running request
@@ -82,7 +92,8 @@ def round_time(inst: Instance, prefill_tokens, prefill_context, decode_seqs, dec
     microbatch, the composition of ``serve_step``'s decode and of the planner's colocated steady
     state (:mod:`roofplan.solver.colocated`)."""
     d = np.asarray(decode_seqs, dtype=float)
-    m = np.clip(d, 1.0, float(inst.pp)) if inst.pp > 1 else 1.0
+    pp = inst.cfg.pp.astype(float)
+    m = np.clip(d, 1.0, pp if len(pp) > 1 else pp[0]) if np.any(pp > 1) else 1.0
     p = np.asarray(prefill_tokens, dtype=float)
     ps = None if prefill_seqs is None else np.asarray(prefill_seqs, dtype=float) / m
     return np.asarray(
@@ -92,20 +103,31 @@ def round_time(inst: Instance, prefill_tokens, prefill_context, decode_seqs, dec
     )
 
 
-def token_budget(inst: Instance, isl_max: int) -> int:
-    """Tokens one iteration may carry: the engine's ``max_num_batched_tokens``, else whole prompts."""
+def token_budget(inst: Instance, isl_max: int):
+    """Tokens one iteration may carry: the per-candidate ``budget``, else the engine's
+    ``max_num_batched_tokens``, else whole prompts (at least DEFAULT_BUDGET)."""
+    if inst.budget is not None:
+        return np.asarray(inst.budget, dtype=float)
     return int(inst.engine.max_num_batched_tokens or max(DEFAULT_BUDGET, int(isl_max)))
 
 
-def kv_capacity_tokens(inst: Instance) -> float:
+def kv_capacity_tokens(inst: Instance):
     """KV-cache tokens one instance holds (all attention-DP ranks): the cost model's memory plan
-    with the engine's sequence cap lifted, for 1024-token requests, times 1024."""
+    with the engine's sequence cap lifted, for 1024-token requests, times 1024 (float for one
+    instance, an array for N candidates)."""
     eng = inst.engine.replace(max_num_seqs=None)
-    cfg = serve_model.ServeConfigs.single(
-        tp=int(inst.cfg.tp[0]), pp=inst.pp, ep=int(inst.cfg.ep[0]), dp=inst.dp, batch=1, isl=1023, osl=1,
-        dtype=inst.cfg.dtype, kv_dtype=inst.cfg.kv_dtype, engine=inst.cfg.engine,
-    )
-    return float(serve_model.serve_memory(inst.model, inst.hw, eng, cfg).max_batch[0]) * 1024.0
+    c = inst.cfg
+    cfg = serve_model.ServeConfigs(tp=c.tp, pp=c.pp, ep=c.ep, dp=c.dp, batch=1, isl=1023, osl=1, dtype=c.dtype,
+                                   kv_dtype=c.kv_dtype, engine=c.engine)
+    cap = serve_model.serve_memory(inst.model, inst.hw, eng, cfg).max_batch.astype(float) * 1024.0
+    return float(cap[0]) if len(cap) == 1 else cap
+
+
+def seq_cap(inst: Instance):
+    """Most requests one instance runs: per-candidate ``max_seqs``, else the engine's cap (inf)."""
+    if inst.max_seqs is not None:
+        return np.asarray(inst.max_seqs, dtype=float)
+    return float(inst.engine.max_num_seqs or np.inf)
 
 
 @dataclass(frozen=True)
@@ -119,8 +141,8 @@ class Moments:
     L_w: np.ndarray  # their probabilities
     pre_ctx: float  # mean attended context of a prompt token: E[L (L+1) / 2] / E[L]
     dec_ctx: float  # time-weighted context of a running request: E[L O + O^2 / 2] / E[O]
-    budget: int
-    share: int  # pp x dp: a request's prompt gets 1/share of an iteration's prompt tokens
+    budget: int | np.ndarray
+    share: int | np.ndarray  # pp x dp: a request's prompt gets 1/share of an iteration's prompt tokens
 
     def b_req(self, d) -> np.ndarray:
         """Prompt tokens of one request per iteration with ``d`` requests decoding."""
@@ -145,7 +167,7 @@ def moments(inst: Instance, isl: np.ndarray, osl: np.ndarray) -> Moments:
         pre_ctx=float((L * (L + 1) / 2).mean() / L.mean()),
         dec_ctx=float((L * Lo + Lo * Lo / 2).mean() / Lo.mean()),
         budget=token_budget(inst, int(L.max())),
-        share=inst.pp * inst.dp,
+        share=inst.share,
     )
 
 
@@ -162,35 +184,33 @@ class SteadyState:
     rho: np.ndarray  # prefill-server utilisation
     wait: np.ndarray  # mean prefill queueing (P-K), seconds
     ttft: np.ndarray  # mean TTFT
-    max_seqs: float
+    max_seqs: float | np.ndarray
     sustainable: np.ndarray
 
 
-def steady_state(inst: Instance, mo: Moments, lam, *, poisson: bool = True) -> SteadyState:
-    """Fixed point of the steady-state equations of the module docstring, vectorised over ``lam``."""
-    lam = np.atleast_1d(np.asarray(lam, dtype=float))
+def state_at(inst: Instance, mo: Moments, d, *, poisson: bool = True) -> SteadyState:
+    """The steady state in which ``d`` requests decode, in closed form (vectorised over ``d``).
+
+    With lam·t̄ = d / (E[O] - 1) (Little's law), the mixed fraction f = min(1, lam·t̄·E[steps]) and
+    the prompt tokens per mixed iteration c = E[L]·lam·t̄ / f follow from d alone; then t_mix,
+    t_dec, t̄ and lam = d / ((E[O] - 1)·t̄). lam grows with d, so a rate's state is found by
+    bisection over d (:func:`steady_state`)."""
+    d = np.atleast_1d(np.asarray(d, dtype=float))
     cap_seqs = kv_capacity_tokens(inst) / max(mo.dec_ctx, 1.0)
-    max_seqs = min(float(inst.engine.max_num_seqs or np.inf), cap_seqs)
-    b = float(mo.budget)
-    d = np.minimum(lam * mo.osl * 0.01, max_seqs)
-    t_mean = np.full_like(lam, 1e-3)
-    for _ in range(_ITER):
-        bd = np.maximum(b - d, 1.0)
-        t_dec = round_time(inst, 0.0, 0.0, d, mo.dec_ctx)
-        m_s = np.minimum(1.0 / t_mean, lam * mo.steps(d))
-        c = np.minimum(bd, lam * mo.isl / np.maximum(m_s, 1e-12))
-        t_mix = round_time(inst, c, mo.pre_ctx, d, mo.dec_ctx, prefill_seqs=np.maximum(c / mo.isl, 1.0))
-        f = np.minimum(m_s * t_mean, 1.0)
-        t_new = np.where(lam > 0, f * t_mix + (1.0 - f) * t_dec, t_dec)
-        d_new = np.minimum(lam * max(mo.osl - 1.0, 0.0) * t_new, max_seqs)
-        t_mean = 0.5 * (t_mean + t_new)
-        d = 0.5 * (d + d_new)
+    max_seqs = np.minimum(seq_cap(inst), cap_seqs)
+    b = np.asarray(mo.budget, dtype=float)
     bd = np.maximum(b - d, 1.0)
-    t_full = round_time(inst, bd, mo.pre_ctx, d, mo.dec_ctx, prefill_seqs=np.maximum(bd / mo.isl, 1.0))
+    per_t = d / max(mo.osl - 1.0, 1e-3)  # arrivals per mean iteration, lam · t̄
+    f = np.minimum(per_t * mo.steps(d), 1.0)
+    c = np.minimum(mo.isl * per_t / np.maximum(f, 1e-12), bd)
+    t_dec = round_time(inst, 0.0, 0.0, d, mo.dec_ctx)
+    t_mix = round_time(inst, np.maximum(c, 1.0), mo.pre_ctx, d, mo.dec_ctx)
+    t_mean = f * t_mix + (1.0 - f) * t_dec
+    lam = per_t / t_mean
+    t_full = round_time(inst, bd, mo.pre_ctx, d, mo.dec_ctx)
     s_per_tok = t_full / bd
     rho = lam * mo.isl * s_per_tok
-    need = lam * max(mo.osl - 1.0, 0.0) * t_mean
-    sustainable = (rho < 1.0) & (need <= max_seqs * (1 + 1e-9))
+    sustainable = (rho < 1.0) & (d <= max_seqs * (1 + 1e-9))
     wait = np.where(
         sustainable & poisson, lam * mo.isl_sq * s_per_tok**2 / (2.0 * np.maximum(1.0 - rho, 1e-12)), 0.0
     )
@@ -202,19 +222,55 @@ def steady_state(inst: Instance, mo: Moments, lam, *, poisson: bool = True) -> S
     return SteadyState(lam, d, t_mean, t_mix, t_dec, f, rho, wait, ttft, max_seqs, sustainable)
 
 
-def max_rate(inst: Instance, mo: Moments) -> float:
-    """Largest sustainable request rate of one instance (bisection; feasibility is monotone)."""
-    hi = 1.0
-    while steady_state(inst, mo, hi).sustainable[0] and hi < 1e7:
-        hi *= 4.0
-    lo = 0.0
-    for _ in range(4):  # 4 rounds of a 32-point grid: relative resolution ~ 1e-5
-        grid = np.linspace(lo, hi, 33)[1:]
-        ok = steady_state(inst, mo, grid).sustainable
-        k = int(np.argmin(ok)) if not ok.all() else len(grid)
-        lo = float(grid[k - 1]) if k > 0 else lo
-        hi = float(grid[min(k, len(grid) - 1)])
+def _bisect(ok, lo, hi, rounds: int) -> np.ndarray:
+    """Per entry, the largest x in [lo, hi] with ok(x) true, for ok monotone (true then false)."""
+    lo = np.asarray(lo, dtype=float).copy()
+    hi = np.asarray(hi, dtype=float).copy()
+    for _ in range(rounds):
+        mid = 0.5 * (lo + hi)
+        good = ok(mid)
+        lo = np.where(good, mid, lo)
+        hi = np.where(good, hi, mid)
     return lo
+
+
+def _max_seqs(inst: Instance, mo: Moments) -> np.ndarray:
+    cap = kv_capacity_tokens(inst) / max(mo.dec_ctx, 1.0)
+    return np.broadcast_to(np.minimum(seq_cap(inst), cap), (len(inst.cfg),)).astype(float)
+
+
+def saturation(inst: Instance, mo: Moments, rounds: int = _ITER) -> np.ndarray:
+    """Largest sustainable decode batch d of every candidate (bisection; rho grows with d)."""
+    hi = _max_seqs(inst, mo)
+    return _bisect(lambda d: state_at(inst, mo, d).sustainable, np.zeros_like(hi), hi, rounds)
+
+
+def capacity(inst: Instance, mo: Moments) -> np.ndarray:
+    """Largest sustainable request rate of every candidate (requests/s per instance)."""
+    d = saturation(inst, mo)
+    return np.where(d > 0, state_at(inst, mo, np.maximum(d, 1e-9)).lam, 0.0)
+
+
+def max_rate(inst: Instance, mo: Moments) -> float:
+    """Largest sustainable request rate of one instance."""
+    return float(capacity(inst, mo)[0])
+
+
+def steady_state(inst: Instance, mo: Moments, lam, *, poisson: bool = True) -> SteadyState:
+    """The steady state at arrival rate ``lam`` (per instance; broadcast over the candidates):
+    bisection over d of lam(d) = lam. Beyond the saturation batch the state is marked
+    unsustainable (``sustainable`` False, infinite wait)."""
+    lam = np.atleast_1d(np.asarray(lam, dtype=float))
+    hi = np.broadcast_to(_max_seqs(inst, mo), lam.shape).copy() if len(inst.cfg) > 1 else np.full(
+        lam.shape, _max_seqs(inst, mo)[0])
+    d = _bisect(lambda x: state_at(inst, mo, x, poisson=poisson).lam <= lam, np.zeros_like(hi), hi, _ITER)
+    st = state_at(inst, mo, np.maximum(d, 1e-12), poisson=poisson)
+    over = st.lam < lam * (1 - 1e-6)  # even the largest batch does not carry lam
+    st.sustainable = st.sustainable & ~over
+    st.wait = np.where(st.sustainable, st.wait, np.inf)
+    st.ttft = np.where(st.sustainable, st.ttft, np.inf)
+    st.lam = lam
+    return st
 
 
 @dataclass
@@ -308,8 +364,8 @@ def _result(inst, mo, st, isl, osl, *, mode, instances, conc, extra_wait=0.0, po
         mixed_fraction=float(st.f[0]),
         kv_occupancy=float(st.d[0]) * mo.dec_ctx / kv_cap if kv_cap > 0 else float("inf"),
         queue_wait_s=float(st.wait[0]) + extra_wait,
-        budget=mo.budget,
-        max_seqs=st.max_seqs,
+        budget=int(mo.budget),
+        max_seqs=float(st.max_seqs),
     )
     res.samples = {"ttft": ttft, "tpot": tpot, "latency": lat}
     return res
@@ -331,23 +387,70 @@ def closed_loop(inst: Instance, isl, osl, concurrency: int, instances: int = 1, 
     sustainable rate the rate is that rate and the surplus clients wait in the queue."""
     mo = moments(inst, isl, osl)
     C = concurrency / instances
-    mr = max_rate(inst, mo)
-    lo, hi = 0.0, mr * (1 - 1e-9)
+    d_sat = saturation(inst, mo)
 
-    def in_flight(lam):
-        st = steady_state(inst, mo, lam, poisson=False)
-        return lam * (st.ttft + (mo.osl - 1.0) * st.t_mean)
+    def in_flight(d):
+        st = state_at(inst, mo, np.maximum(d, 1e-12), poisson=False)
+        return st.lam * (st.ttft + (mo.osl - 1.0) * st.t_mean)
 
-    if in_flight(hi)[0] <= C:  # saturated: the surplus clients queue
-        lam = hi
-    else:  # Little's law in flight(lam) = C, increasing in lam: bisection on a grid
-        for _ in range(4):
-            grid = np.linspace(lo, hi, 33)[1:]
-            k = int(np.argmax(in_flight(grid) > C))
-            lo, hi = (float(grid[k - 1]) if k > 0 else lo), float(grid[k])
-        lam = 0.5 * (lo + hi)
-    st = steady_state(inst, mo, lam, poisson=False)
+    # Little's law: in flight = d + lam·TTFT, increasing in d; saturated when even d_sat falls short
+    d = d_sat if in_flight(d_sat)[0] <= C else _bisect(lambda x: in_flight(x) <= C, np.zeros(1), d_sat, _ITER)
+    st = state_at(inst, mo, np.maximum(d, 1e-12), poisson=False)
+    lam = float(st.lam[0])
+    mr = float(state_at(inst, mo, np.maximum(d_sat, 1e-12)).lam[0])
     life = float(st.ttft[0]) + (mo.osl - 1.0) * float(st.t_mean[0])
     extra = max(C / lam - life, 0.0) if lam > 0 else math.inf
     return _result(inst, mo, st, isl, osl, mode="concurrency", instances=instances, conc=float(concurrency),
                    extra_wait=extra, poisson=False, seed=seed, max_rate_rps=mr)
+
+
+# ------------------------------------------------------------------------------------------------
+# percentiles in closed form and goodput (the planner: fixed lengths, many candidates at once)
+# ------------------------------------------------------------------------------------------------
+def _z(p: float) -> float:
+    """Standard normal quantile."""
+    from statistics import NormalDist
+
+    return NormalDist().inv_cdf(min(max(p, 1e-12), 1 - 1e-12))
+
+
+def quantiles(st: SteadyState, mo: Moments, p: float, *, poisson: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """The ``p``-th percentile (0-100) of TTFT and of TPOT at steady state ``st`` for fixed lengths,
+    vectorised over its entries: the quantiles of the distributions :func:`request_samples` draws
+    from. Wait: 0 with probability 1 - rho, else exponential with mean W / rho, so its quantile is
+    (W / rho) · ln(rho / (1 - q)) when q > 1 - rho; the mean residual iteration is added. TPOT: the
+    normal approximation of Binomial(O - 1, f) mixed iterations."""
+    q = p / 100.0
+    rho = np.clip(st.rho, 1e-12, None)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        w_q = np.where((q > 1.0 - rho) & (st.wait > 0), st.wait / rho * np.log(rho / (1.0 - q)), 0.0)
+    w_q = np.where(st.sustainable, w_q, np.inf)
+    res = (st.f * st.t_mix**2 + (1.0 - st.f) * st.t_dec**2) / (2.0 * st.t_mean) if poisson else 0.0
+    ttft = w_q + res + np.ceil(mo.isl / mo.b_req(st.d)) * st.t_mix
+    n = max(mo.osl - 1.0, 1.0)
+    k = np.clip(st.f + _z(q) * np.sqrt(st.f * (1.0 - st.f) / n), 0.0, 1.0)
+    tpot = st.t_dec + (st.t_mix - st.t_dec) * k
+    return ttft, tpot
+
+
+def goodput(inst: Instance, mo: Moments, p: float, ttft_s=None, tpot_s=None, rounds: int = _ITER):
+    """DistServe goodput of every candidate: the highest Poisson rate at which ``p`` % of requests
+    meet both ``ttft_s`` and ``tpot_s`` (None: no target). Bisection over the decode batch d (the
+    percentiles grow with it). Returns (goodput rps per instance, capacity rps, the state there)."""
+    d_sat = saturation(inst, mo)
+    cap = np.where(d_sat > 0, state_at(inst, mo, np.maximum(d_sat, 1e-9)).lam, 0.0)
+
+    def meets(d):
+        st = state_at(inst, mo, np.maximum(d, 1e-9))
+        t1, t2 = quantiles(st, mo, p)
+        ok = st.sustainable.copy()
+        if ttft_s is not None:
+            ok &= t1 <= ttft_s
+        if tpot_s is not None:
+            ok &= t2 <= tpot_s
+        return ok
+
+    d = _bisect(meets, np.zeros_like(d_sat), d_sat, rounds)
+    st = state_at(inst, mo, np.maximum(d, 1e-9))
+    g = np.where((d > 0) & meets(d), st.lam, 0.0)
+    return g, cap, st
