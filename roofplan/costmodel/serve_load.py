@@ -8,20 +8,21 @@ mixed-batch :func:`~roofplan.costmodel.serve.step_time` through :func:`round_tim
 step function the analytic model, the simulator (:mod:`roofplan.costmodel.serve_sim`) and the
 planner share.
 
-Steady state of one instance at arrival rate ``lam`` (requests/s), lengths L (prompt) and O (output):
+Steady state of one instance at arrival rate ``lam`` (requests/s), lengths L (prompt) and O (output),
+parametrised by the mean decode batch ``d`` (:func:`state_at`, closed form):
 
-* decode batch (Little's law): d = lam · (E[O] - 1) · t̄, with t̄ the mean iteration time;
-* mixed iterations: each arrival needs ceil(L / budget) chunked iterations when alone; when arrivals
-  outpace iterations, every iteration is mixed. Mixed iterations per second
-  m = min(1 / t̄, lam · E[ceil(L / b)]), fraction f = m · t̄ of iterations, carrying c = lam·E[L]/m
-  prompt tokens each; t̄ = f · t_mix(c) + (1 - f) · t_dec;
+* Little's law: d = lam · (E[O] - 1) · t̄, t̄ the mean iteration time, so lam·t̄ = d / (E[O] - 1);
+* a prompt needs ceil(L / b_req) chunked iterations when it has the budget to itself, so the share of
+  iterations carrying prompt tokens is f = min(1, lam·t̄ · E[steps]) and each carries
+  c = E[L] · lam·t̄ / f prompt tokens; t̄ = f · t_mix(c) + (1 - f) · t_dec and lam = d / ((E[O]-1) t̄).
+  lam grows with d, so the state of a given rate is a bisection over d (:func:`steady_state`);
 * the prefill queue is an M/G/1 server of prompt tokens at the full-budget rate (b - d) / t_mix(b):
   service S = L · t_mix(b) / (b - d), utilisation rho = lam · E[S], mean wait by
   Pollaczek-Khinchine W = lam · E[S²] / (2 (1 - rho)) (Kleinrock, Queueing Systems I, §5.6).
   The wait of a request is 0 with probability 1 - rho and else exponential with mean W / rho (the
   standard exponential tail of M/G/1 waits, exact for M/M/1 and in heavy traffic);
 * TTFT = wait + the rest of the iteration in progress (length-biased: E[t²] / (2 t̄)) +
-  ceil(L / b_req) mixed iterations (b_req = b / (m_pp · dp): a request lives in one pipeline
+  ceil(L / b_req) mixed iterations (b_req = (b - d) / (pp · dp): a request lives in one pipeline
   microbatch and on one attention-DP rank);
 * TPOT of a request = the mean of its O - 1 iteration times: t_dec + (t_mix - t_dec) · K / (O - 1)
   with K ~ Binomial(O - 1, f) mixed iterations among them.
@@ -32,12 +33,14 @@ queue, and the percentiles sample the lengths. A closed loop of C clients has no
 rate solves C = lam · (E[TTFT] + (E[O] - 1) · t̄) (Little's law), and beyond the largest
 sustainable rate the extra clients wait (again by Little's law).
 
-Sustainable: rho < 1 and d within the engine's max sequences and the KV cache. The largest such rate
-is found by bisection over the monotone feasibility of the fixed point.
+Sustainable: rho < 1 and d within the engine's max sequences and the KV cache; the largest such d
+(bisection) gives the largest sustainable rate. :func:`goodput` is the DistServe goodput of many
+candidates at once: the highest rate at which P % of requests meet the TTFT and TPOT targets.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 
@@ -139,6 +142,8 @@ class Moments:
     isl_sq: float
     L_vals: np.ndarray  # distinct prompt lengths
     L_w: np.ndarray  # their probabilities
+    L_rep: np.ndarray  # at most 16 representative prompt lengths (quantile midpoints) ...
+    L_rep_w: np.ndarray  # ... and their weights, for the chunk-by-chunk prompt cost
     pre_ctx: float  # mean attended context of a prompt token: E[L (L+1) / 2] / E[L]
     dec_ctx: float  # time-weighted context of a running request: E[L O + O^2 / 2] / E[O]
     budget: int | np.ndarray
@@ -158,12 +163,18 @@ def moments(inst: Instance, isl: np.ndarray, osl: np.ndarray) -> Moments:
     L = np.asarray(isl, dtype=float)
     Lo = np.asarray(osl, dtype=float)
     vals, counts = np.unique(L, return_counts=True)
+    if len(vals) <= 16:
+        rep, rep_w = vals, counts / counts.sum()
+    else:
+        rep, rep_w = np.percentile(L, (np.arange(16) + 0.5) * 100 / 16), np.full(16, 1 / 16)
     return Moments(
         isl=float(L.mean()),
         osl=float(Lo.mean()),
         isl_sq=float((L * L).mean()),
         L_vals=vals,
         L_w=counts / counts.sum(),
+        L_rep=np.asarray(rep, dtype=float),
+        L_rep_w=np.asarray(rep_w, dtype=float),
         pre_ctx=float((L * (L + 1) / 2).mean() / L.mean()),
         dec_ctx=float((L * Lo + Lo * Lo / 2).mean() / Lo.mean()),
         budget=token_budget(inst, int(L.max())),
@@ -186,6 +197,26 @@ class SteadyState:
     ttft: np.ndarray  # mean TTFT
     max_seqs: float | np.ndarray
     sustainable: np.ndarray
+    k_t: np.ndarray | None = None  # iteration seconds on the decode-batch grid (chain, see below)
+    k_w: np.ndarray | None = None  # share of output tokens emitted at each grid point
+
+
+def prompt_excess(inst: Instance, mo: Moments, d, t_dec) -> np.ndarray:
+    """Iteration seconds one prompt adds beyond decode-only iterations when it has the budget to
+    itself: ceil(L / b_req) chunks, all of b_req = (b - d) / (pp·dp) tokens but the last, each
+    costing step_time(chunk, d) - t_dec (the step time is convex in the prompt tokens -- weights are
+    read once per iteration whatever it carries -- so the chunk sizes matter, not only their mean).
+    Averaged over the representative prompt lengths; ``inst`` and ``d`` flattened alike."""
+    d = np.asarray(d, dtype=float)
+    r = np.asarray(mo.b_req(d), dtype=float)
+    out = np.zeros_like(d)
+    t_r = round_time(inst, r, mo.pre_ctx, d, mo.dec_ctx)
+    for L, w in zip(mo.L_rep, mo.L_rep_w):
+        full = np.floor(L / r)
+        rem = L - full * r
+        t_rem = np.where(rem > 0, round_time(inst, np.maximum(rem, 1.0), mo.pre_ctx, d, mo.dec_ctx) - t_dec, 0.0)
+        out = out + w * (full * (t_r - t_dec) + t_rem)
+    return out
 
 
 def state_at(inst: Instance, mo: Moments, d, *, poisson: bool = True) -> SteadyState:
@@ -204,22 +235,37 @@ def state_at(inst: Instance, mo: Moments, d, *, poisson: bool = True) -> SteadyS
     f = np.minimum(per_t * mo.steps(d), 1.0)
     c = np.minimum(mo.isl * per_t / np.maximum(f, 1e-12), bd)
     t_dec = round_time(inst, 0.0, 0.0, d, mo.dec_ctx)
-    t_mix = round_time(inst, np.maximum(c, 1.0), mo.pre_ctx, d, mo.dec_ctx)
-    t_mean = f * t_mix + (1.0 - f) * t_dec
+    excess = prompt_excess(inst, mo, d, t_dec)
+    steps = mo.steps(d)
+    # prompts alone in their iterations: t̄ = t_dec + (arrivals per iteration) x excess; when every
+    # iteration is mixed, prompts share iterations of c tokens (no less than the alone figure)
+    t_alone = t_dec + per_t * excess
+    t_shared = round_time(inst, np.maximum(c, 1.0), mo.pre_ctx, d, mo.dec_ctx)
+    t_mean = np.where(f < 1.0, t_alone, np.maximum(t_shared, t_alone))
+    t_mix = np.where(f < 1.0, t_dec + excess / np.maximum(steps, 1e-12), t_mean)
     lam = per_t / t_mean
+    st = SteadyState(lam, d, t_mean, t_mix, t_dec, f, lam, lam, lam, max_seqs, lam > 0)
+    return _prefill_queue(inst, mo, st, poisson)
+
+
+def _prefill_queue(inst: Instance, mo: Moments, st: SteadyState, poisson: bool) -> SteadyState:
+    """Utilisation, P-K wait, TTFT and sustainability of the prefill server of ``st`` (in place)."""
+    d, lam = st.d, st.lam
+    bd = np.maximum(np.asarray(mo.budget, dtype=float) - d, 1.0)
     t_full = round_time(inst, bd, mo.pre_ctx, d, mo.dec_ctx)
     s_per_tok = t_full / bd
     rho = lam * mo.isl * s_per_tok
-    sustainable = (rho < 1.0) & (d <= max_seqs * (1 + 1e-9))
+    sustainable = (rho < 1.0) & (d <= st.max_seqs * (1 + 1e-9))
     wait = np.where(
         sustainable & poisson, lam * mo.isl_sq * s_per_tok**2 / (2.0 * np.maximum(1.0 - rho, 1e-12)), 0.0
     )
-    wait = np.where(sustainable, wait, np.inf)
+    st.wait = np.where(sustainable, wait, np.inf)
     # a Poisson arrival lands in an iteration with probability proportional to its length and waits
     # for the rest of it: E[t^2] / (2 E[t]) (renewal theory; Kleinrock I, §5.2)
-    res = (f * t_mix**2 + (1.0 - f) * t_dec**2) / (2.0 * t_mean) if poisson else 0.0
-    ttft = wait + res + mo.steps(d) * t_mix
-    return SteadyState(lam, d, t_mean, t_mix, t_dec, f, rho, wait, ttft, max_seqs, sustainable)
+    res = (st.f * st.t_mix**2 + (1.0 - st.f) * st.t_dec**2) / (2.0 * st.t_mean) if poisson else 0.0
+    st.ttft = st.wait + res + mo.steps(d) * st.t_mix
+    st.rho, st.sustainable = rho, sustainable
+    return st
 
 
 def _bisect(ok, lo, hi, rounds: int) -> np.ndarray:
@@ -256,6 +302,96 @@ def max_rate(inst: Instance, mo: Moments) -> float:
     return float(capacity(inst, mo)[0])
 
 
+_REPEATED: dict = {}
+
+
+def _repeated(inst: Instance, n: int) -> Instance:
+    """``inst`` with every candidate repeated ``n`` times (a grid per candidate, flattened)."""
+    key = (id(inst), n)
+    hit = _REPEATED.get(key)
+    if hit is not None and hit[0] is inst:
+        return hit[1]
+    c = inst.cfg
+    cfg = serve_model.ServeConfigs(**{k: np.repeat(getattr(c, k), n) for k in c._ARRAYS}, dtype=c.dtype,
+                                   kv_dtype=c.kv_dtype, engine=c.engine)
+    rep = lambda a: None if a is None else np.repeat(np.asarray(a, dtype=float), n)  # noqa: E731
+    out = Instance(inst.model, inst.hw, inst.engine, cfg, rep(inst.budget), rep(inst.max_seqs))
+    if len(_REPEATED) > 64:
+        _REPEATED.clear()
+    _REPEATED[key] = (inst, out)
+    return out
+
+
+#: Points of the decode-batch grid of :func:`with_batch_chain`.
+CHAIN_POINTS = 32
+
+
+def with_batch_chain(inst: Instance, mo: Moments, st: SteadyState, poisson: bool = True) -> SteadyState:
+    """Replace the mean-field decode batch of ``st`` by its stationary distribution.
+
+    Requests enter decoding at rate lam and leave at mu(k) = k / ((E[O] - 1) · t(k)) when k decode,
+    a birth-death chain whose stationary law is pi(k) ∝ prod_j lam / mu(j) (Kleinrock I, §3.1),
+    taken here as exp of the integral of log(lam / mu) over a grid of k up to the sequence cap. With
+    the rate fixed, the iteration time at k is t(k) = t_dec / (1 - lam·excess) while mixed
+    iterations are a share f = lam·s·t < 1 (:func:`prompt_excess`: each prompt alone), else
+    every iteration is mixed and carries lam·E[L]·t prompt tokens (t solved on the affine
+    interpolation of the step time in the prompt tokens). Because t(k) grows with k, the law is
+    wider than Poisson and its mean above the mean-field d: the TPOT tail near saturation. The
+    mean batch, the token-weighted mean iteration time and the grid (for TPOT percentiles) are
+    stored in the returned state."""
+    n = CHAIN_POINTS
+    lam = np.asarray(st.lam, dtype=float)
+    M = len(lam)
+    K = np.broadcast_to(np.asarray(st.max_seqs, dtype=float), (M,))
+    K = np.where(np.isfinite(K), K, np.maximum(4.0 * st.d, 8.0))
+    K = np.minimum(K, 3.0 * st.d + 10.0 * np.sqrt(np.maximum(st.d, 0.0)) + 24.0)  # the law's support
+    frac = np.linspace(0.0, 1.0, n)
+    x = 0.25 + (np.maximum(K, 1.0)[:, None] - 0.25) * frac[None, :]  # (M, n)
+    many = len(inst.cfg) > 1
+    big = _repeated(inst, n) if many else inst
+    mb = dataclasses.replace(mo, budget=np.repeat(np.asarray(mo.budget, dtype=float), n),
+                             share=np.repeat(np.asarray(mo.share, dtype=float), n)) if many else mo
+    lam2 = np.repeat(lam, n)
+    xf = x.ravel()
+    sx = mb.steps(xf)
+    b = np.asarray(mb.budget, dtype=float)
+    room = np.maximum(b - xf, 1.0)
+    c1 = np.minimum(mo.isl / np.maximum(sx, 1e-12), room)
+    t_dec = round_time(big, 0.0, 0.0, xf, mo.dec_ctx)
+    t_mix1 = round_time(big, np.maximum(c1, 1.0), mo.pre_ctx, xf, mo.dec_ctx)
+    t_room = round_time(big, room, mo.pre_ctx, xf, mo.dec_ctx)
+    excess = prompt_excess(big, mb, xf, t_dec)
+    den = 1.0 - lam2 * excess
+    t_part = np.where(den > 0, t_dec / np.maximum(den, 1e-12), np.inf)
+    partial = lam2 * sx * t_part < 1.0
+    slope = np.where(room > c1, (t_room - t_mix1) / np.maximum(room - c1, 1e-9), 0.0)
+    a0 = t_mix1 - slope * c1
+    den2 = 1.0 - slope * lam2 * mo.isl
+    t_full = np.where(den2 > 0, a0 / np.maximum(den2, 1e-12), np.inf)
+    t_full = np.where(lam2 * mo.isl * t_full <= room * (1 + 1e-9), np.maximum(t_full, t_mix1), np.inf)
+    t = np.where(partial, t_part, np.maximum(t_full, t_dec + excess / np.maximum(sx, 1e-12))).reshape(M, n)
+    t = np.where(np.isfinite(t), t, 1e3)  # prompts exceed the budget there: mu ~ 0, mass piles at K
+    mu = x / (max(mo.osl - 1.0, 1e-3) * t)
+    g = np.log(np.maximum(lam, 1e-300))[:, None] - np.log(np.maximum(mu, 1e-300))
+    logp = np.concatenate([np.zeros((M, 1)), np.cumsum(0.5 * (g[:, 1:] + g[:, :-1]) * np.diff(x, axis=1), axis=1)],
+                          axis=1)
+    logp -= logp.max(axis=1, keepdims=True)
+    w_dx = np.gradient(x, axis=1)
+    pi = np.exp(logp) * w_dx
+    pi /= pi.sum(axis=1, keepdims=True)
+    tok = pi * x / t
+    sus = st.sustainable
+    st.d = (pi * x).sum(axis=1)
+    st.t_mean = (pi * x).sum(axis=1) / np.maximum(tok.sum(axis=1), 1e-300)
+    st.k_t = t
+    st.k_w = tok / np.maximum(tok.sum(axis=1, keepdims=True), 1e-300)
+    st = _prefill_queue(inst, mo, st, poisson)
+    st.sustainable = st.sustainable & sus
+    st.wait = np.where(st.sustainable, st.wait, np.inf)
+    st.ttft = np.where(st.sustainable, st.ttft, np.inf)
+    return st
+
+
 def steady_state(inst: Instance, mo: Moments, lam, *, poisson: bool = True) -> SteadyState:
     """The steady state at arrival rate ``lam`` (per instance; broadcast over the candidates):
     bisection over d of lam(d) = lam. Beyond the saturation batch the state is marked
@@ -270,7 +406,7 @@ def steady_state(inst: Instance, mo: Moments, lam, *, poisson: bool = True) -> S
     st.wait = np.where(st.sustainable, st.wait, np.inf)
     st.ttft = np.where(st.sustainable, st.ttft, np.inf)
     st.lam = lam
-    return st
+    return with_batch_chain(inst, mo, st, poisson)
 
 
 @dataclass
@@ -333,8 +469,12 @@ def request_samples(st: SteadyState, mo: Moments, isl, osl, *, poisson: bool, se
     ttft = w + res + np.ceil(L / float(mo.b_req(st.d[0]))) * t_mix
     steps = np.maximum(Lo - 1.0, 0.0)
     k = rng.binomial(steps.astype(np.int64), min(max(f, 0.0), 1.0))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        tpot = np.where(steps > 0, t_dec + (t_mix - t_dec) * k / steps, np.nan)
+    t_seen = (t_mix - t_dec) * (k / np.maximum(steps, 1.0) - f)  # mixed iterations among its own
+    if st.k_t is not None:  # plus the iteration time at a decode batch drawn from the chain's law
+        t_seen = t_seen + rng.choice(st.k_t[0], size=n, p=st.k_w[0] / st.k_w[0].sum())
+    else:
+        t_seen = t_seen + float(st.t_mean[0])
+    tpot = np.where(steps > 0, t_seen, np.nan)
     latency = ttft + steps * np.nan_to_num(tpot)
     return ttft, tpot, latency
 
@@ -414,22 +554,74 @@ def _z(p: float) -> float:
     return NormalDist().inv_cdf(min(max(p, 1e-12), 1 - 1e-12))
 
 
+def wait_quantile(wait_mean, rho, q: float) -> np.ndarray:
+    """The q-quantile of an M/G/1 wait whose mean is ``wait_mean`` at utilisation ``rho``: zero with
+    probability 1 - rho, else exponential with mean wait_mean / rho, so (wait_mean / rho) ·
+    ln(rho / (1 - q)) when q > 1 - rho, else 0 (the exponential tail; exact for M/M/1)."""
+    rho = np.clip(np.asarray(rho, dtype=float), 1e-12, None)
+    w = np.asarray(wait_mean, dtype=float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where((q > 1.0 - rho) & (w > 0), w / rho * np.log(rho / (1.0 - q)), 0.0)
+
+
+def _wait_plus_residual_quantile(st: SteadyState, q: float) -> np.ndarray:
+    """q-quantile of wait + residual iteration (the TTFT before the request's own iterations).
+    Wait W: 0 w.p. 1 - rho, else Exp(rate beta = rho / E[W]); residual R: uniform over a mixed
+    iteration w.p. pi = f·t_mix / t̄ (length-biased), else over a decode iteration. For R uniform on
+    (0, a): P(W + R <= x) = (m - rho·e^{-beta x}(e^{beta m} - 1) / beta) / a with m = min(a, x);
+    the mixture is inverted by bisection."""
+    rho = np.clip(np.asarray(st.rho, dtype=float), 0.0, 1.0 - 1e-12)
+    beta = np.where(st.wait > 0, rho / np.maximum(st.wait, 1e-300), np.inf)
+    pi = st.f * st.t_mix / np.maximum(st.t_mean, 1e-300)
+
+    def cdf_u(x, a):
+        m = np.minimum(a, x)
+        with np.errstate(over="ignore", invalid="ignore"):
+            tail = np.where(np.isfinite(beta), rho * np.exp(-beta * x) * np.expm1(beta * m) / beta, 0.0)
+        return (m - np.nan_to_num(tail)) / np.maximum(a, 1e-300)
+
+    def cdf(x):
+        return pi * cdf_u(x, st.t_mix) + (1.0 - pi) * cdf_u(x, st.t_dec)
+
+    finite = np.isfinite(st.wait)
+    hi = np.where(finite, st.t_mix + np.nan_to_num(st.wait, posinf=0.0) / np.maximum(rho, 1e-12) * 40.0 + 1e-9, 1.0)
+    lo = np.zeros_like(hi)
+    for _ in range(50):
+        mid = 0.5 * (lo + hi)
+        below = cdf(mid) < q
+        lo = np.where(below, mid, lo)
+        hi = np.where(below, hi, mid)
+    return np.where(finite, hi, np.inf)
+
+
+def md1_wait(lam, service) -> tuple[np.ndarray, np.ndarray]:
+    """(mean wait, rho) of an M/D/1 queue (Pollaczek-Khinchine with E[S²] = S²): rho·S / (2(1-rho));
+    infinite when rho >= 1."""
+    lam = np.asarray(lam, dtype=float)
+    s = np.asarray(service, dtype=float)
+    rho = lam * s
+    with np.errstate(divide="ignore", invalid="ignore"):
+        w = np.where(rho < 1.0, rho * s / (2.0 * (1.0 - rho)), np.inf)
+    return w, rho
+
+
 def quantiles(st: SteadyState, mo: Moments, p: float, *, poisson: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """The ``p``-th percentile (0-100) of TTFT and of TPOT at steady state ``st`` for fixed lengths,
     vectorised over its entries: the quantiles of the distributions :func:`request_samples` draws
-    from. Wait: 0 with probability 1 - rho, else exponential with mean W / rho, so its quantile is
-    (W / rho) · ln(rho / (1 - q)) when q > 1 - rho; the mean residual iteration is added. TPOT: the
-    normal approximation of Binomial(O - 1, f) mixed iterations."""
+    from: wait + residual iteration inverted exactly (:func:`_wait_plus_residual_quantile`), plus the
+    request's own iterations; TPOT by the normal approximation of Binomial(O - 1, f)."""
     q = p / 100.0
-    rho = np.clip(st.rho, 1e-12, None)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        w_q = np.where((q > 1.0 - rho) & (st.wait > 0), st.wait / rho * np.log(rho / (1.0 - q)), 0.0)
-    w_q = np.where(st.sustainable, w_q, np.inf)
-    res = (st.f * st.t_mix**2 + (1.0 - st.f) * st.t_dec**2) / (2.0 * st.t_mean) if poisson else 0.0
-    ttft = w_q + res + np.ceil(mo.isl / mo.b_req(st.d)) * st.t_mix
+    own = np.ceil(mo.isl / mo.b_req(st.d)) * st.t_mix
+    if poisson:
+        wr = _wait_plus_residual_quantile(st, q)
+    else:
+        wr = np.asarray(st.wait, dtype=float)
+    ttft = np.where(st.sustainable, wr + own, np.inf)
     n = max(mo.osl - 1.0, 1.0)
-    k = np.clip(st.f + _z(q) * np.sqrt(st.f * (1.0 - st.f) / n), 0.0, 1.0)
-    tpot = st.t_dec + (st.t_mix - st.t_dec) * k
+    var = (st.t_mix - st.t_dec) ** 2 * st.f * (1.0 - st.f) / n  # mixed iterations among its O - 1
+    if st.k_t is not None:  # plus the spread of the iteration time over the decode-batch law
+        var = var + (st.k_w * (st.k_t - st.t_mean[:, None]) ** 2).sum(axis=1)
+    tpot = st.t_mean + _z(q) * np.sqrt(var)
     return ttft, tpot
 
 
@@ -442,6 +634,8 @@ def goodput(inst: Instance, mo: Moments, p: float, ttft_s=None, tpot_s=None, rou
 
     def meets(d):
         st = state_at(inst, mo, np.maximum(d, 1e-9))
+        if tpot_s is not None:
+            st = with_batch_chain(inst, mo, st)
         t1, t2 = quantiles(st, mo, p)
         ok = st.sustainable.copy()
         if ttft_s is not None:

@@ -24,7 +24,8 @@ Deployments: ``instances`` colocated replicas behind a router (round robin, or u
 which makes each replica's arrivals Poisson), or xPyD disaggregation: prefill instances run
 prompt-only iterations (requests leave after their first token), the KV cache then travels
 ``transfer_s(isl)`` seconds to a decode instance (round robin), which admits it straight into
-decoding. TTFT is counted when the decode instance holds the KV (the first token is streamed from
+decoding. A prefill instance with pp stages keeps pp passes in flight (pp virtual servers, each
+pass the full pp-stage time: the GPipe steady state the planner's prefill rate assumes). TTFT is counted when the decode instance holds the KV (the first token is streamed from
 there).
 """
 
@@ -391,12 +392,16 @@ def simulate_disagg(
     ones = [1] * n
     bp, sp, kp, cp = _instance_limits(prefill, isl, np.ones_like(osl))
     tab_p = _table(prefill, isl, np.ones_like(osl), bp, sp, kp, cp, prefill_only=True)
-    wp = _route(n, prefill_instances, router, rng)
+    # pp > 1: successive passes overlap in the pipeline (GPipe steady state, as the planner's prefill
+    # rate): pp passes in flight, each taking the full pp-stage time -- pp virtual servers per instance
+    depth = prefill.pp
+    kp = max(kp // depth, 1)
+    wp = _route(n, prefill_instances * depth, router, rng)
     ready = np.full(n, np.nan)
     wait = np.full(n, np.nan)
     its = pre = 0
     busy = end = 0.0
-    for k in range(prefill_instances):
+    for k in range(prefill_instances * depth):
         idx = np.nonzero(wp == k)[0]
         if len(idx) == 0:
             continue
