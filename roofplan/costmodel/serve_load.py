@@ -605,6 +605,29 @@ def md1_wait(lam, service) -> tuple[np.ndarray, np.ndarray]:
     return w, rho
 
 
+def slot_wait_quantile(lam, slots, hold_s, q: float) -> np.ndarray:
+    """q-quantile of the wait for one of ``slots`` decode slots, each held ``hold_s`` seconds, under
+    Poisson arrivals at ``lam`` (M/M/c, conservative for the nearly deterministic holding time).
+    P(wait) by the Halfin-Whitt approximation of Erlang C, [1 + beta·Phi(beta)/phi(beta)]^-1 with
+    beta = (1 - rho)·sqrt(c) (Halfin & Whitt, Oper. Res. 1981); the wait when positive is
+    exponential at rate c/hold - lam. Infinite at rho >= 1."""
+    from statistics import NormalDist
+
+    lam = np.asarray(lam, dtype=float)
+    c = np.maximum(np.asarray(slots, dtype=float), 1.0)
+    mu = 1.0 / np.maximum(np.asarray(hold_s, dtype=float), 1e-300)
+    rho = lam / (c * mu)
+    beta = (1.0 - rho) * np.sqrt(c)
+    nd = NormalDist()
+    cdf = np.vectorize(nd.cdf)(np.clip(beta, -30, 30))
+    pdf = np.exp(-0.5 * np.clip(beta, -30, 30) ** 2) / math.sqrt(2 * math.pi)
+    p_wait = np.clip(1.0 / (1.0 + beta * cdf / np.maximum(pdf, 1e-300)), 0.0, 1.0)
+    gap = np.maximum(c * mu - lam, 1e-300)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        w = np.where(p_wait > 1.0 - q, np.log(p_wait / (1.0 - q)) / gap, 0.0)
+    return np.where(rho < 1.0, w, np.inf)
+
+
 def quantiles(st: SteadyState, mo: Moments, p: float, *, poisson: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """The ``p``-th percentile (0-100) of TTFT and of TPOT at steady state ``st`` for fixed lengths,
     vectorised over its entries: the quantiles of the distributions :func:`request_samples` draws
@@ -625,9 +648,13 @@ def quantiles(st: SteadyState, mo: Moments, p: float, *, poisson: bool = True) -
     return ttft, tpot
 
 
+#: Highest share of its capacity a candidate is run at (the queue diverges at capacity).
+MAX_UTILISATION = 0.95
+
+
 def goodput(inst: Instance, mo: Moments, p: float, ttft_s=None, tpot_s=None, rounds: int = _ITER):
-    """DistServe goodput of every candidate: the highest Poisson rate at which ``p`` % of requests
-    meet both ``ttft_s`` and ``tpot_s`` (None: no target). Bisection over the decode batch d (the
+    """DistServe goodput of every candidate: the highest Poisson rate, at most MAX_UTILISATION of
+    the capacity, at which ``p`` % of requests meet both ``ttft_s`` and ``tpot_s`` (None: no target). Bisection over the decode batch d (the
     percentiles grow with it). Returns (goodput rps per instance, capacity rps, the state there)."""
     d_sat = saturation(inst, mo)
     cap = np.where(d_sat > 0, state_at(inst, mo, np.maximum(d_sat, 1e-9)).lam, 0.0)
@@ -644,7 +671,9 @@ def goodput(inst: Instance, mo: Moments, p: float, ttft_s=None, tpot_s=None, rou
             ok &= t2 <= tpot_s
         return ok
 
-    d = _bisect(meets, np.zeros_like(d_sat), d_sat, rounds)
+    d_top = _bisect(lambda x: state_at(inst, mo, np.maximum(x, 1e-9)).lam <= MAX_UTILISATION * cap,
+                    np.zeros_like(d_sat), d_sat, rounds)
+    d = _bisect(meets, np.zeros_like(d_sat), d_top, rounds)
     st = state_at(inst, mo, np.maximum(d, 1e-9))
     g = np.where((d > 0) & meets(d), st.lam, 0.0)
-    return g, cap, st
+    return g, cap, with_batch_chain(inst, mo, st)

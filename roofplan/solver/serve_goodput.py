@@ -11,7 +11,9 @@ and the TPOT target.
 * Disaggregated prefill: an M/D/1 queue in front of each prefill instance, service one pass per
   request (1 / the instance's rate); the rate per instance is the highest at which the P-th
   percentile of wait + pass + KV transfer (to an instance of the same shape in another node) meets
-  the TTFT target. Decode instances keep their fixed-concurrency TPOT (no queue in front of them).
+  the TTFT target. Decode instances keep their fixed-concurrency TPOT; their rate is limited so that
+  the P-th percentile wait for a free decode slot (M/M/c, Halfin-Whitt) stays within a tenth of the
+  TTFT target (the planner couples no more than that share of the budget to the decode side).
 * :func:`confirm` runs the chosen deployment through the discrete-event simulator
   (:mod:`roofplan.costmodel.serve_sim`) at its operating rate and reports the simulated percentiles.
 """
@@ -71,6 +73,29 @@ def prefill_goodput(rate, ttft, kv, p: float, ttft_s) -> np.ndarray:
         lo = np.where(good, mid, lo)
         hi = np.where(good, hi, mid)
     return np.where(ttft + kv <= ttft_s, lo, 0.0)
+
+
+def decode_goodput(rate, batch, tpot, osl: int, p: float, slack_s) -> np.ndarray:
+    """Rate per decode instance at which the P-th percentile wait for one of its ``batch`` slots
+    (each held (osl - 1)·TPOT) stays within ``slack_s`` (the TTFT left after the prefill and the
+    KV transfer; None: at most MAX_UTILISATION of the slots' rate). Bisection; the wait grows
+    with the rate (:func:`roofplan.costmodel.serve_load.slot_wait_quantile`)."""
+    rate = np.asarray(rate, dtype=float)
+    hold = np.maximum(osl - 1.0, 1.0) * np.asarray(tpot, dtype=float)
+    if slack_s is None:
+        return serve_load.MAX_UTILISATION * rate
+    slack = np.asarray(slack_s, dtype=float)
+
+    def ok(lam):
+        return serve_load.slot_wait_quantile(lam, batch, hold, p / 100.0) <= slack
+
+    lo, hi = np.zeros_like(rate), rate.copy()
+    for _ in range(30):
+        mid = 0.5 * (lo + hi)
+        good = ok(mid)
+        lo = np.where(good, mid, lo)
+        hi = np.where(good, hi, mid)
+    return np.where(slack > 0, lo, 0.0)
 
 
 def confirm(model, hw, engine, best: dict, request: dict, p: float, rate_rps: float, seed: int = 0) -> dict:

@@ -430,7 +430,24 @@ def _queue_prefill(model, R: RoleCandidates, *, isl, kv_dtype, p, ttft_s) -> Non
 
     idx = np.arange(len(R.batch))
     kv = kv_transfer_time(model, R, R, idx, idx, isl=isl, kv_dtype=kv_dtype)
-    r = prefill_goodput(R.rate, R.ttft_s, kv, p, ttft_s)
+    r = prefill_goodput(R.rate, R.ttft_s, kv, p, None if ttft_s is None else (1 - DECODE_SLOT_SHARE) * ttft_s)
+    lost = R.ok & (r <= 0)
+    _count(R.rejected, "percentile_sla", lost)
+    R.rate = np.where(r > 0, r, R.rate)
+    R.ok = R.ok & ~lost
+
+
+#: Share of the TTFT target a request may wait for a decode slot (disaggregated, percentile SLA).
+DECODE_SLOT_SHARE = 0.1
+
+
+def _queue_decode(R: RoleCandidates, *, osl, p, ttft_s) -> None:
+    """Limit each decode candidate's rate so that its P-th percentile slot wait stays within
+    DECODE_SLOT_SHARE of the TTFT target (in place)."""
+    from roofplan.solver.serve_goodput import decode_goodput
+
+    slack = None if ttft_s is None else DECODE_SLOT_SHARE * ttft_s
+    r = decode_goodput(R.rate, R.batch, R.tpot_s, osl, p, slack)
     lost = R.ok & (r <= 0)
     _count(R.rejected, "percentile_sla", lost)
     R.rate = np.where(r > 0, r, R.rate)
@@ -781,10 +798,11 @@ def plan_serving(
                     _queue_prefill(model, R, isl=isl, kv_dtype=kv_dtype, p=slo_percentile, ttft_s=ttft_s)
                 pre.append(R)
             if "decode" in pool.roles:
-                dec.append(
-                    evaluate_decode(model, pool, eng, shapes, isl=isl, osl=osl, tpot_s=tpot_s, features=features,
+                R = evaluate_decode(model, pool, eng, shapes, isl=isl, osl=osl, tpot_s=tpot_s, features=features,
                                     **common)
-                )
+                if slo_percentile is not None:
+                    _queue_decode(R, osl=osl, p=slo_percentile, ttft_s=ttft_s)
+                dec.append(R)
     for R in colo + pre + dec:
         searched += R.searched
         merge(R.rejected)
@@ -818,18 +836,27 @@ def plan_serving(
                      "caching or expert skew"}
     elif slo_percentile is not None:
         req = {"isl": isl, "osl": osl, "dtype": dtype, "kv_dtype": kv_dtype, "ttft_ms": ttft_ms, "tpot_ms": tpot_ms}
-        first = None
+        first, tried_dis, colo_failed = None, False, 0
         for _ in range(CONFIRM_TRIES):  # the top candidates, until the simulator confirms one
             simulated = _confirm(model, pools, eng, best, req, slo_percentile, rate)
             first = first or (best, simulated, best_colo)
-            if simulated["meets_sla"] or best is not best_colo:
+            if simulated["meets_sla"]:
                 break
-            R, i = best_colo["_ref"]
-            R.ok[i] = False
-            best_colo = _best_colocated(colo, budget, rate, objective, osl)
-            if best_colo is None and best_dis is None:
+            if best is best_dis:
+                tried_dis = True
+            else:  # drop this colocated candidate
+                colo_failed += 1
+                R, i = best_colo["_ref"]
+                R.ok[i] = False
+                best_colo = _best_colocated(colo, budget, rate, objective, osl)
+            if tried_dis or best_dis is None:
+                best = best_colo
+            elif colo_failed >= 2:  # the colocated model misses: give the disaggregated pick its turn
+                best = best_dis
+            else:
+                best = _pick(best_colo, best_dis)
+            if best is None:
                 break
-            best = _pick(best_colo, best_dis)
         if not simulated["meets_sla"]:
             best, simulated, best_colo = first  # none confirmed: the analytic pick, flagged
     alternatives = {}
