@@ -99,6 +99,7 @@ class SuiteResult:
         groups = {
             "train": ("train",),
             "serve": ("serve_step", "serve_throughput"),
+            "serve_load": ("serve_load",),
             "ops": ("op_gemm", "op_allreduce"),
         }
         summary = {
@@ -130,7 +131,7 @@ def _load_predictors() -> None:
     # Imported for their @predictor registrations; each module owns one family of cases.
     from roofplan.validation import op_predict  # noqa: F401
 
-    for name in ("train_predict", "serve_predict"):
+    for name in ("train_predict", "serve_predict", "load_predict"):
         try:
             __import__(f"roofplan.validation.{name}")
         except ModuleNotFoundError as exc:
