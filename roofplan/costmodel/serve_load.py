@@ -58,6 +58,8 @@ PERCENTILES = (50, 90, 99)
 #: Requests sampled for the percentiles (fixed seed: the output is deterministic).
 PCT_SAMPLES = 20000
 _ITER = 30
+#: Representative prompt lengths of a length distribution in the chunk-by-chunk prompt cost.
+_REPS = 8
 
 
 @dataclass(frozen=True)
@@ -142,7 +144,7 @@ class Moments:
     isl_sq: float
     L_vals: np.ndarray  # distinct prompt lengths
     L_w: np.ndarray  # their probabilities
-    L_rep: np.ndarray  # at most 16 representative prompt lengths (quantile midpoints) ...
+    L_rep: np.ndarray  # at most _REPS representative prompt lengths (quantile midpoints) ...
     L_rep_w: np.ndarray  # ... and their weights, for the chunk-by-chunk prompt cost
     pre_ctx: float  # mean attended context of a prompt token: E[L (L+1) / 2] / E[L]
     dec_ctx: float  # time-weighted context of a running request: E[L O + O^2 / 2] / E[O]
@@ -163,10 +165,10 @@ def moments(inst: Instance, isl: np.ndarray, osl: np.ndarray) -> Moments:
     L = np.asarray(isl, dtype=float)
     Lo = np.asarray(osl, dtype=float)
     vals, counts = np.unique(L, return_counts=True)
-    if len(vals) <= 16:
+    if len(vals) <= _REPS:
         rep, rep_w = vals, counts / counts.sum()
     else:
-        rep, rep_w = np.percentile(L, (np.arange(16) + 0.5) * 100 / 16), np.full(16, 1 / 16)
+        rep, rep_w = np.percentile(L, (np.arange(_REPS) + 0.5) * 100 / _REPS), np.full(_REPS, 1 / _REPS)
     return Moments(
         isl=float(L.mean()),
         osl=float(Lo.mean()),
@@ -285,7 +287,7 @@ def _max_seqs(inst: Instance, mo: Moments) -> np.ndarray:
     return np.broadcast_to(np.minimum(seq_cap(inst), cap), (len(inst.cfg),)).astype(float)
 
 
-def saturation(inst: Instance, mo: Moments, rounds: int = _ITER) -> np.ndarray:
+def saturation(inst: Instance, mo: Moments, rounds: int = 22) -> np.ndarray:
     """Largest sustainable decode batch d of every candidate (bisection; rho grows with d)."""
     hi = _max_seqs(inst, mo)
     return _bisect(lambda d: state_at(inst, mo, d).sustainable, np.zeros_like(hi), hi, rounds)

@@ -312,8 +312,9 @@ def _instance_limits(inst: Instance, isl, osl) -> tuple[int, float, int, float]:
 def _table(inst: Instance, isl, osl, budget, max_seqs, blocks, max_ctx, prefill_only=False) -> StepTable:
     mean_ctx = float(np.mean(np.asarray(isl) + np.asarray(osl) / 2.0))
     seq_cap = int(min(max_seqs, blocks * BLOCK_TOKENS / max(mean_ctx, 1.0) * 2 + 8))
-    anchors = {"p": [float(x) for x in np.unique(isl)[:8]], "cp": [(float(x) + 1) / 2 for x in np.unique(isl)[:8]],
-               "cd": [mean_ctx]}
+    u = np.unique(isl)
+    few = u if len(u) <= 4 else u[:0]  # grid points at the prompt lengths of a fixed-length workload
+    anchors = {"p": [float(x) for x in few], "cp": [(float(x) + 1) / 2 for x in few], "cd": [mean_ctx]}
     return StepTable(inst, budget, 0 if prefill_only else max(seq_cap, 1), max_ctx, anchors)
 
 
