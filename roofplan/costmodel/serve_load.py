@@ -293,10 +293,30 @@ def saturation(inst: Instance, mo: Moments, rounds: int = 22) -> np.ndarray:
     return _bisect(lambda d: state_at(inst, mo, d).sustainable, np.zeros_like(hi), hi, rounds)
 
 
+#: Points of the grid over [0, saturation batch] on which :func:`peak` looks for the largest rate.
+PEAK_POINTS = 24
+
+
+def peak(inst: Instance, mo: Moments) -> tuple[np.ndarray, np.ndarray]:
+    """(decode batch, rate) at which each candidate carries the most requests/s while sustainable.
+    lam(d) grows with d until prompt tokens fill the iterations, and may fall beyond (a larger
+    batch makes every iteration slower than it adds throughput), so the largest sustainable rate
+    is the maximum of lam over the sustainable batches, on a grid up to the saturation batch."""
+    d_sat = saturation(inst, mo)
+    n = PEAK_POINTS
+    big, mb = _on_grid(inst, mo, n)
+    x = (np.maximum(d_sat, 1e-9)[:, None] * np.linspace(1.0 / n, 1.0, n)[None, :]).ravel()
+    st = state_at(big, mb, x)
+    lam = np.where(st.sustainable, st.lam, 0.0).reshape(len(d_sat), n)
+    j = np.argmax(lam, axis=1)
+    rows = np.arange(len(d_sat))
+    d_peak = x.reshape(len(d_sat), n)[rows, j]
+    return np.where(d_sat > 0, d_peak, 0.0), np.where(d_sat > 0, lam[rows, j], 0.0)
+
+
 def capacity(inst: Instance, mo: Moments) -> np.ndarray:
     """Largest sustainable request rate of every candidate (requests/s per instance)."""
-    d = saturation(inst, mo)
-    return np.where(d > 0, state_at(inst, mo, np.maximum(d, 1e-9)).lam, 0.0)
+    return peak(inst, mo)[1]
 
 
 def max_rate(inst: Instance, mo: Moments) -> float:
@@ -305,6 +325,15 @@ def max_rate(inst: Instance, mo: Moments) -> float:
 
 
 _REPEATED: dict = {}
+
+
+def _on_grid(inst: Instance, mo: Moments, n: int) -> tuple[Instance, Moments]:
+    """``inst`` and ``mo`` with every candidate repeated ``n`` times (a grid per candidate)."""
+    if len(inst.cfg) == 1:
+        return inst, mo
+    mb = dataclasses.replace(mo, budget=np.repeat(np.asarray(mo.budget, dtype=float), n),
+                             share=np.repeat(np.asarray(mo.share, dtype=float), n))
+    return _repeated(inst, n), mb
 
 
 def _repeated(inst: Instance, n: int) -> Instance:
@@ -351,10 +380,7 @@ def with_batch_chain(inst: Instance, mo: Moments, st: SteadyState, poisson: bool
     K = np.minimum(K, 3.0 * st.d + 10.0 * np.sqrt(np.maximum(st.d, 0.0)) + 24.0)  # the law's support
     frac = np.linspace(0.0, 1.0, n)
     x = 0.25 + (np.maximum(K, 1.0)[:, None] - 0.25) * frac[None, :]  # (M, n)
-    many = len(inst.cfg) > 1
-    big = _repeated(inst, n) if many else inst
-    mb = dataclasses.replace(mo, budget=np.repeat(np.asarray(mo.budget, dtype=float), n),
-                             share=np.repeat(np.asarray(mo.share, dtype=float), n)) if many else mo
+    big, mb = _on_grid(inst, mo, n)
     lam2 = np.repeat(lam, n)
     xf = x.ravel()
     sx = mb.steps(xf)
@@ -401,11 +427,12 @@ def steady_state(inst: Instance, mo: Moments, lam, *, poisson: bool = True) -> S
     bisection over d of lam(d) = lam. Beyond the saturation batch the state is marked
     unsustainable (``sustainable`` False, infinite wait)."""
     lam = np.atleast_1d(np.asarray(lam, dtype=float))
-    hi = np.broadcast_to(_max_seqs(inst, mo), lam.shape).copy() if len(inst.cfg) > 1 else np.full(
-        lam.shape, _max_seqs(inst, mo)[0])
+    d_pk, cap = peak(inst, mo)
+    hi = np.broadcast_to(d_pk, lam.shape).copy() if len(inst.cfg) > 1 else np.full(lam.shape, d_pk[0])
+    cap = np.broadcast_to(cap, lam.shape)
     d = _bisect(lambda x: state_at(inst, mo, x, poisson=poisson).lam <= lam, np.zeros_like(hi), hi, _ITER)
     st = state_at(inst, mo, np.maximum(d, 1e-12), poisson=poisson)
-    over = st.lam < lam * (1 - 1e-6)  # even the largest batch does not carry lam
+    over = (st.lam < lam * (1 - 1e-6)) | (lam > cap * (1 + 1e-9))  # beyond the largest sustainable rate
     st.sustainable = st.sustainable & ~over
     st.wait = np.where(st.sustainable, st.wait, np.inf)
     st.ttft = np.where(st.sustainable, st.ttft, np.inf)
@@ -531,7 +558,7 @@ def closed_loop(inst: Instance, isl, osl, concurrency: int, instances: int = 1, 
     sustainable rate the rate is that rate and the surplus clients wait in the queue."""
     mo = moments(inst, isl, osl)
     C = concurrency / instances
-    d_sat = saturation(inst, mo)
+    d_sat, mr_arr = peak(inst, mo)
 
     def in_flight(d):
         st = state_at(inst, mo, np.maximum(d, 1e-12), poisson=False)
@@ -541,7 +568,7 @@ def closed_loop(inst: Instance, isl, osl, concurrency: int, instances: int = 1, 
     d = d_sat if in_flight(d_sat)[0] <= C else _bisect(lambda x: in_flight(x) <= C, np.zeros(1), d_sat, _ITER)
     st = state_at(inst, mo, np.maximum(d, 1e-12), poisson=False)
     lam = float(st.lam[0])
-    mr = float(state_at(inst, mo, np.maximum(d_sat, 1e-12)).lam[0])
+    mr = float(mr_arr[0])
     life = float(st.ttft[0]) + (mo.osl - 1.0) * float(st.t_mean[0])
     extra = max(C / lam - life, 0.0) if lam > 0 else math.inf
     return _result(inst, mo, st, isl, osl, mode="concurrency", instances=instances, conc=float(concurrency),
@@ -660,8 +687,7 @@ def goodput(inst: Instance, mo: Moments, p: float, ttft_s=None, tpot_s=None, rou
     """DistServe goodput of every candidate: the highest Poisson rate, at most MAX_UTILISATION of
     the capacity, at which ``p`` % of requests meet both ``ttft_s`` and ``tpot_s`` (None: no target). Bisection over the decode batch d (the
     percentiles grow with it). Returns (goodput rps per instance, capacity rps, the state there)."""
-    d_sat = saturation(inst, mo)
-    cap = np.where(d_sat > 0, state_at(inst, mo, np.maximum(d_sat, 1e-9)).lam, 0.0)
+    d_sat, cap = peak(inst, mo)  # search up to the batch of the largest sustainable rate
 
     def meets(d, chain=True):
         st = state_at(inst, mo, np.maximum(d, 1e-9))
