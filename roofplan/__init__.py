@@ -9,6 +9,8 @@ The public Python API (SPEC §5)::
                                      seq_len=8192)
     plan = roofplan.plan_training(m, hw, gpus=1024, global_batch=1024, seq_len=8192)
     srv = roofplan.plan_serving(m, hw, gpus=16, isl=4000, osl=500, ttft_ms=600, tpot_ms=25)
+    load = roofplan.estimate_serving_load(m, hw, tp=4, rate=5, isl=2000, osl=200)
+    sim = roofplan.simulate_serving(m, hw, tp=4, rate=5, isl=2000, osl=200)
     plan.to_json()  # the same document as --json
 
 Models and hardware may be given as objects or as ids/paths everywhere.
@@ -19,8 +21,9 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 __all__ = [
-    "load_model", "load_hardware", "estimate_training", "estimate_serving", "plan_training",
-    "plan_serving", "validate", "calibrate", "InputError", "InfeasibleError", "RoofplanError",
+    "load_model", "load_hardware", "estimate_training", "estimate_serving", "estimate_serving_load",
+    "simulate_serving", "make_workload", "plan_training", "plan_serving", "validate", "calibrate",
+    "InputError", "InfeasibleError", "RoofplanError",
 ]
 
 from roofplan.errors import InfeasibleError, InputError, RoofplanError
@@ -53,6 +56,35 @@ def estimate_serving(model, hardware, **config):
     from roofplan.costmodel.serve import estimate_serving as _est
 
     return _est(model, hardware, **config)
+
+
+def estimate_serving_load(model, hardware, *, workload=None, **config):
+    """A deployment under load (``concurrency=`` or ``rate=``, ``instances=``): the analytic
+    steady state; ``workload`` a :class:`~roofplan.workload.Workload` (default: ``isl``/``osl``
+    keywords, fixed lengths). See ``roofplan estimate serve --concurrency/--rate``."""
+    from roofplan.serving import estimate_serving_load as _est
+
+    return _est(model, hardware, workload=_workload(workload, config), **config)
+
+
+def simulate_serving(model, hardware, *, workload=None, **config):
+    """Discrete-event simulation of a deployment; see ``roofplan simulate``."""
+    from roofplan.serving import simulate_serving as _sim
+
+    return _sim(model, hardware, workload=_workload(workload, config), **config)
+
+
+def make_workload(**spec):
+    """Request lengths from numbers, distributions, a trace or a preset (``roofplan.workload``)."""
+    from roofplan.workload import make_workload as _make
+
+    return _make(**spec)
+
+
+def _workload(workload, config: dict):
+    if workload is not None:
+        return workload
+    return make_workload(isl=config.pop("isl", None), osl=config.pop("osl", None))
 
 
 def plan_training(model, hardware, **request):

@@ -12,6 +12,7 @@ from roofplan.cli import (
     models_cmd,
     plan_serve_cmd,
     plan_train_cmd,
+    simulate_cmd,
     validate_cmd,
 )
 from roofplan.cli.common import STATE, RoofplanGroup
@@ -57,6 +58,7 @@ estimate_serve_cmd.register(estimate_app)
 plan_train_cmd.register(plan_app)
 plan_serve_cmd.register(plan_app)
 calibrate_cmd.register(app)
+simulate_cmd.register(app)
 validate_cmd.register(app)
 
 

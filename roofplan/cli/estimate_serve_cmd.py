@@ -1,7 +1,9 @@
-"""``roofplan estimate serve``: evaluate one serving instance at a fixed batch (SPEC §3.2).
+"""``roofplan estimate serve``: one serving instance at a fixed batch (SPEC §3.2), or a deployment
+under load (``--concurrency`` / ``--rate`` with ``--instances``, SPEC §6).
 
-Thin: parses the flags, calls :func:`roofplan.costmodel.serve.estimate_serving`, and renders its
-document either as JSON or as rich tables (prefill and decode-step breakdown, memory vs capacity).
+Thin: parses the flags, calls :func:`roofplan.costmodel.serve.estimate_serving` (static batch) or
+:func:`roofplan.serving.estimate_serving_load` (under load), and renders the document as JSON or as
+rich tables. The load flags and their rendering are shared with ``roofplan simulate``.
 """
 
 from __future__ import annotations
@@ -85,6 +87,61 @@ def _render(doc: dict) -> None:
     console.print(memory_table(mem, ("weights", "kv_cache", "activations", "total"), doc["fits"], extra))
 
 
+def render_load(doc: dict, title: str) -> None:
+    """People's view of a document under load (estimate serve --concurrency/--rate, simulate)."""
+    i = doc["inputs"]
+    par = f"tp={i['tp']} pp={i['pp']} ep={i['ep']} dp={i['dp']}"
+    console.print(
+        f"[bold]{i['model']}[/bold] on [bold]{i['hardware']}[/bold]: {i['instances']} instance(s) of "
+        f"{i['gpus']} GPU(s) ({par}), engine {i['engine']} -- {title}"
+    )
+    w = i["workload"]
+    load = (f"concurrency {i['concurrency']}" if "concurrency" in i else
+            f"{i['rate_rps']:g} req/s" if "rate_rps" in i else "trace arrivals")
+    console.print(f"{load}; {w['source']}; isl mean {w['isl']['mean']:,.0f}, osl mean {w['osl']['mean']:,.0f}")
+    t = Table(title="Latency (ms)")
+    for c in ("metric", "mean", "p50", "p90", "p99"):
+        t.add_column(c, justify="right" if c != "metric" else "left")
+    for name in ("ttft", "tpot", "latency"):
+        t.add_row(name.upper() if name != "latency" else "end-to-end",
+                  *(f"{doc[k]:,.2f}" for k in (f"{name}_ms", f"{name}_p50_ms", f"{name}_p90_ms", f"{name}_p99_ms")))
+    console.print(t)
+    s = Table(show_header=False, box=None)
+    s.add_row("request rate", f"{doc['request_rate_rps']:,.3f} req/s")
+    if doc.get("max_rate_rps"):
+        s.add_row("largest sustainable rate", f"{doc['max_rate_rps']:,.3f} req/s")
+        s.add_row("utilisation", f"{doc['utilisation']:.1%}")
+    s.add_row("output tokens/s", f"{doc['output_tokens_per_s']:,.1f}")
+    s.add_row("output tokens/s per GPU", f"{doc['output_tokens_per_s_per_gpu']:,.1f}")
+    s.add_row("running requests per instance", f"{doc['running_per_instance']:,.1f}")
+    for key, label in (("kv_occupancy", "KV cache in use"), ("prefill_utilisation", "prefill budget in use")):
+        if key in doc:
+            s.add_row(label, f"{doc[key]:.1%}")
+    if "preemptions" in doc:
+        s.add_row("iterations / preemptions", f"{doc['iterations']:,} / {doc['preemptions']:,}")
+    console.print(s)
+
+
+def load_workload(isl, osl, isl_dist, osl_dist, workload, seed: int = 0):
+    """The :class:`~roofplan.workload.Workload` the length flags describe (bad input: exit 2)."""
+    from roofplan.workload import make_workload
+
+    return make_workload(isl=isl, osl=osl, isl_dist=isl_dist, osl_dist=osl_dist, workload=workload, seed=seed)
+
+
+ISL_DIST_OPTION = typer.Option(
+    None, "--isl-dist", metavar="KIND:MEAN,SPREAD",
+    help="Prompt-length distribution: normal|lognormal:MEAN,SD, uniform:MEAN,HALF-WIDTH, empirical:V1,V2,..")
+OSL_DIST_OPTION = typer.Option(None, "--osl-dist", metavar="KIND:MEAN,SPREAD",
+                               help="Output-length distribution (as --isl-dist).")
+WORKLOAD_OPTION = typer.Option(
+    None, "--workload", metavar="FILE|PRESET",
+    help="Trace of isl,osl[,arrival_s] rows (CSV with header, or JSONL), or a preset: chat, summarisation, "
+         "code, long-context.")
+INSTANCES_OPTION = typer.Option(1, "--instances", callback=bounded_count,
+                                help="Identical replicas behind a router (the load is split over them).")
+
+
 def estimate_serve(
     model: str = typer.Option(..., "--model", help="Model preset id or path to config.json / model YAML."),
     hardware: str = typer.Option(..., "--hardware", help="Hardware catalog id or YAML path."),
@@ -96,11 +153,19 @@ def estimate_serve(
     dp: int = typer.Option(
         1, "--dp", callback=bounded_count,
         help="Attention data-parallel ranks (MoE, DeepSeek-style)."),
-    batch: int = typer.Option(
-        ..., "--batch", callback=bounded_count,
-        help="Requests prefilled together, then decoded together."),
-    isl: int = typer.Option(..., "--isl", callback=bounded_count, help="Input (prompt) tokens per request."),
-    osl: int = typer.Option(..., "--osl", callback=bounded_count, help="Output tokens per request."),
+    batch: int | None = typer.Option(
+        None, "--batch", callback=bounded_count,
+        help="Static batch: requests prefilled together, then decoded together."),
+    concurrency: int | None = typer.Option(
+        None, "--concurrency", callback=bounded_count,
+        help="Closed loop: requests in flight (a new one starts when one ends)."),
+    rate: float | None = typer.Option(None, "--rate", help="Open loop: Poisson arrivals, requests/s to the deployment."),
+    instances: int = INSTANCES_OPTION,
+    isl: int | None = typer.Option(None, "--isl", callback=bounded_count, help="Input (prompt) tokens per request."),
+    osl: int | None = typer.Option(None, "--osl", callback=bounded_count, help="Output tokens per request."),
+    isl_dist: str | None = ISL_DIST_OPTION,
+    osl_dist: str | None = OSL_DIST_OPTION,
+    workload: str | None = WORKLOAD_OPTION,
     dtype: str = typer.Option("bf16", "--dtype", help="Weight dtype: bf16 | fp16 | fp8 | int8 | int4 | fp4"),
     kv_dtype: str | None = typer.Option(
         None,
@@ -118,10 +183,39 @@ def estimate_serve(
     as_json: bool = JSON_OPTION,
     calibration: str | None = CALIBRATION_OPTION,
 ) -> None:
-    """Estimate TTFT, TPOT, throughput and memory of one serving instance at a fixed batch."""
+    """Estimate TTFT, TPOT, throughput and memory at a fixed batch, or under load (percentiles)."""
 
     def body() -> None:
         from roofplan.costmodel.serve import estimate_serving
+        from roofplan.errors import InputError
+
+        modes = [n for n, v in (("--batch", batch), ("--concurrency", concurrency), ("--rate", rate)) if v is not None]
+        if len(modes) != 1:
+            raise InputError("load", " and ".join(modes) or "none", "exactly one of --batch, --concurrency, --rate")
+        if batch is None:
+            from roofplan.serving import estimate_serving_load
+
+            static_only = [n for n, v in (("--spec-method", spec_method), ("--prefix-hit", prefix_hit),
+                                          ("--expert-skew", None if expert_skew == 1.0 else expert_skew)) if v is not None]
+            if static_only:
+                raise InputError(static_only[0], "set", "with --batch only: the load model does not model "
+                                 "speculative decoding, prefix caching or expert skew yet")
+
+            wl = load_workload(isl, osl, isl_dist, osl_dist, workload)
+            est = estimate_serving_load(
+                model, hardware, workload=wl, concurrency=concurrency, rate=rate, instances=instances, tp=tp,
+                pp=pp, ep=ep, dp=dp, dtype=dtype, kv_dtype=kv_dtype, engine=engine, calibration=calibration)
+            doc = est.to_json()
+            if as_json:
+                print_json(doc)
+            else:
+                render_load(doc, "analytic steady state")
+            return
+        if isl is None or osl is None or isl_dist or osl_dist or workload:
+            raise InputError("--batch", batch, "with --isl and --osl numbers (lengths vary only under load: "
+                             "use --concurrency or --rate with --isl-dist/--osl-dist/--workload)")
+        if instances != 1:
+            raise InputError("--instances", instances, "with --concurrency or --rate (a static batch is one instance)")
 
         est = estimate_serving(
             model,

@@ -56,6 +56,9 @@ def plan_serve(
     dtype: str = typer.Option("bf16", "--dtype", help="Weight dtype: bf16 | fp16 | fp8 | int8 | int4 | fp4."),
     kv_dtype: str | None = typer.Option(None, "--kv-dtype", help="KV-cache dtype: bf16 | fp8 | int8."),
     objective: str = typer.Option("gpus", "--objective", help="With --rate: fewest gpus | lowest cost."),
+    slo_percentile: float = typer.Option(
+        90.0, "--slo-percentile", metavar="P",
+        help="Targets hold for P % of requests under Poisson arrivals (goodput, queueing); 0: unloaded."),
     emit: list[str] | None = typer.Option(  # noqa: B008
         None, "--emit", metavar="ENGINE", help="vllm | sglang | trtllm | dynamo (repeatable or comma list)."),
     out: str | None = typer.Option(
@@ -94,6 +97,7 @@ def plan_serve(
             json_out,
             calibration,
             (spec_method, spec_tokens, spec_accept, prefix_hit, expert_skew),
+            slo_percentile,
         )
     )
 
@@ -150,6 +154,7 @@ def _impl(
     json_out,
     calibration,
     features=(None, None, None, None, 1.0),
+    slo_percentile=90.0,
 ):
     from roofplan.cli.serve_options import spec_from_flags
     from roofplan.launch.common import dumps_json, write_files
@@ -200,6 +205,7 @@ def _impl(
         speculative=spec_from_flags(*features[:3]),
         prefix_hit=features[3],
         expert_skew=features[4],
+        slo_percentile=slo_percentile or None,
     )
     plan.launch = {k: v for k, v in plan.launch.items() if k in engines}
     doc = plan.to_json()
@@ -307,6 +313,17 @@ def _render(plan, doc: dict, engines: list[str], written: list[str]) -> None:
         f"[bold]{best['output_tokens_per_s_per_gpu']:,.1f}[/bold] tok/s/GPU  "
         f"goodput {best['goodput_rps']:.3f} req/s on {best['gpus']} GPUs"
     )
+    if best.get("slo_percentile") is not None:
+        p = f"{best['slo_percentile']:g}"
+        h, sim = best["headroom"], best.get("simulated") or {}
+        pct = "" if h["headroom_pct"] is None else f" (headroom {h['headroom_pct']:.1f} %)"
+        console.print(f"p{p} latencies at the operating rate {h['rate_rps']:.3f} req/s; the p{p} SLA holds up to "
+                      f"{h['sla_limit_rps']:.3f} req/s{pct}", highlight=False)
+        if sim:
+            key = p.replace(".", "_")
+            verdict = "[green]confirmed[/green]" if sim["meets_sla"] else "[red]not confirmed[/red]"
+            console.print(f"simulator ({sim['requests']:,} requests): p{p} TTFT {sim[f'ttft_p{key}_ms']:.1f} ms, "
+                          f"p{p} TPOT {sim[f'tpot_p{key}_ms']:.2f} ms: {verdict}")
 
     alt = doc.get("alternatives", {})
     if len(alt) > 1:

@@ -54,6 +54,8 @@ ROLES = ("prefill", "decode")
 PARETO_POINTS = 24
 #: Wall-clock limit of each CBC solve.
 ILP_TIME_LIMIT_S = 20.0
+#: Candidates the simulator tries with a percentile SLA before the analytic pick is kept, flagged.
+CONFIRM_TRIES = 4
 
 
 # ---------------------------------------------------------------------------------------------
@@ -395,6 +397,90 @@ def evaluate_colocated(
     )
 
 
+def evaluate_colocated_percentile(
+    model, pool: Pool, engine, shapes: Shapes, *, isl, osl, dtype, kv_dtype, engine_name, p, ttft_s=None,
+    tpot_s=None,
+) -> RoleCandidates:
+    """Colocated candidates (shape x token budget) rated by their P-th percentile goodput under
+    Poisson arrivals (:func:`roofplan.solver.serve_goodput.colocated_goodput`). ``batch`` is the
+    saturation batch (the engine's sequence cap that does not limit the goodput), ``chunk`` the
+    rest of the token budget; TTFT/TPOT are the P-th percentiles at the goodput."""
+    from roofplan.solver.serve_goodput import colocated_goodput
+
+    rejected: dict = {}
+    s, budget, g, cap, t1, t2, d_sat, fits = colocated_goodput(
+        model, pool, engine, shapes, isl=isl, osl=osl, dtype=dtype, kv_dtype=kv_dtype, engine_name=engine_name,
+        p=p, ttft_s=ttft_s, tpot_s=tpot_s)
+    batch = np.maximum(np.ceil(d_sat), 1).astype(np.int64)
+    batch = batch + (-batch) % s.dp  # whole requests per attention-DP rank
+    chunk = budget - batch
+    roomy = chunk >= 1
+    _count(rejected, "oom", ~fits)
+    _count(rejected, "chunk_budget", fits & ~roomy)
+    _count(rejected, "percentile_sla", fits & roomy & (g <= 0))
+    ok = fits & roomy & (g > 0)
+    return RoleCandidates("colocated", pool, s, batch, np.maximum(chunk, 1), t1, t2, g, fits & roomy, ok,
+                          len(g), rejected)
+
+
+def _queue_prefill(model, R: RoleCandidates, *, isl, kv_dtype, p, ttft_s) -> None:
+    """Limit each prefill candidate's rate to its P-th percentile TTFT goodput (M/D/1 queue in
+    front of it; KV transfer to an instance of its own shape), in place."""
+    from roofplan.solver.serve_goodput import prefill_goodput
+
+    idx = np.arange(len(R.batch))
+    kv = kv_transfer_time(model, R, R, idx, idx, isl=isl, kv_dtype=kv_dtype)
+    r = prefill_goodput(R.rate, R.ttft_s, kv, p, None if ttft_s is None else (1 - DECODE_SLOT_SHARE) * ttft_s)
+    lost = R.ok & (r <= 0)
+    _count(R.rejected, "percentile_sla", lost)
+    R.rate = np.where(r > 0, r, R.rate)
+    R.ok = R.ok & ~lost
+
+
+#: Share of the TTFT target a request may wait for a decode slot (disaggregated, percentile SLA).
+DECODE_SLOT_SHARE = 0.1
+
+
+def _queue_decode(R: RoleCandidates, *, osl, p, ttft_s) -> None:
+    """Limit each decode candidate's rate so that its P-th percentile slot wait stays within
+    DECODE_SLOT_SHARE of the TTFT target (in place)."""
+    from roofplan.solver.serve_goodput import decode_goodput
+
+    slack = None if ttft_s is None else DECODE_SLOT_SHARE * ttft_s
+    r = decode_goodput(R.rate, R.batch, R.tpot_s, osl, p, slack)
+    lost = R.ok & (r <= 0)
+    _count(R.rejected, "percentile_sla", lost)
+    R.rate = np.where(r > 0, r, R.rate)
+    R.ok = R.ok & ~lost
+
+
+def _pick(best_colo: dict | None, best_dis: dict | None) -> dict:
+    """The better of the two modes (ties to colocated: one engine type, no KV transfer)."""
+    if best_colo is not None and best_dis is not None:
+        better_dis = best_dis["_key"] < best_colo["_key"] and not math.isclose(
+            best_dis["_key"][0], best_colo["_key"][0], rel_tol=1e-9
+        )
+        return best_dis if better_dis else best_colo
+    return best_dis or best_colo
+
+
+def _headroom(best: dict, rate) -> dict:
+    """How far the pick's operating rate is from the rate at which its P-th percentile stops meeting
+    the targets (its goodput): with ``rate``, (goodput - rate) / rate; without, it runs at its
+    goodput (headroom 0)."""
+    g = float(best["goodput_rps"])
+    op = float(rate) if rate is not None else g
+    return {"rate_rps": op, "sla_limit_rps": g, "headroom_pct": 100.0 * (g - op) / op if op > 0 else None}
+
+
+def _confirm(model, pools, eng, best, req, p, rate) -> dict:
+    from roofplan.solver.serve_goodput import confirm
+
+    hw_id = best["decode"]["hardware"]
+    hw = next(pool.hw for pool in pools if pool.name == hw_id)
+    return confirm(model, hw, eng, best, req, p, float(rate) if rate is not None else float(best["goodput_rps"]))
+
+
 # ---------------------------------------------------------------------------------------------
 # KV transfer and pruning
 # ---------------------------------------------------------------------------------------------
@@ -611,6 +697,7 @@ def _best_colocated(cands: list[RoleCandidates], budget: Budget, rate, objective
                 instances=kk,
             )
             best["_key"] = cand_key
+            best["_ref"] = (R, i)
     return best
 
 
@@ -634,6 +721,7 @@ def plan_serving(
     speculative=None,
     prefix_hit=None,
     expert_skew: float = 1.0,
+    slo_percentile: float | None = None,
 ) -> ServePlan:
     """Search serving deployments of ``model`` on ``gpus`` devices of ``hw`` (SPEC §3.4).
 
@@ -645,6 +733,12 @@ def plan_serving(
     (max/mean routed tokens per EP rank) model speculative decoding, prefix caching and skewed
     expert load for prefill and decode instances; with any of them only disaggregated deployments
     are searched (the chunked colocated step does not model them).
+
+    ``slo_percentile`` (0-100): the targets hold for that percentile of requests under Poisson
+    arrivals, and deployments are ranked by goodput from the queueing model
+    (:mod:`roofplan.solver.serve_goodput`); the pick is then run through the simulator
+    (``best["simulated"]``) and its headroom reported (``best["headroom"]``). None: the
+    deterministic operating-point model of the module docstring.
     """
     t0 = time.perf_counter()
     from roofplan.hardware.engines import load_engine
@@ -656,6 +750,9 @@ def plan_serving(
     _check_request(model, isl, osl, ttft_ms, tpot_ms, rate, mode, dtype, kv_dtype)
     if objective not in ("gpus", "cost"):
         raise InputError("objective", objective, "gpus or cost")
+    if slo_percentile is not None and (isinstance(slo_percentile, bool) or not isinstance(
+            slo_percentile, (int, float)) or not 0 < slo_percentile < 100):
+        raise InputError("slo_percentile", slo_percentile, "a percentile between 0 and 100 (e.g. 90)")
     eng = load_engine(engine, calibration)
     objective = _effective_objective(pools, objective)
     mixed = len(pools) > 1
@@ -690,19 +787,22 @@ def plan_serving(
         if len(shapes) == 0:
             continue
         if mode in ("auto", "colocated") and not mixed:
-            R = evaluate_colocated(
-                model, pool, eng, shapes, isl=isl, osl=osl, ttft_s=ttft_s, tpot_s=tpot_s, **common
-            )
+            evaluate = evaluate_colocated if slo_percentile is None else evaluate_colocated_percentile
+            extra = {} if slo_percentile is None else {"p": slo_percentile}
+            R = evaluate(model, pool, eng, shapes, isl=isl, osl=osl, ttft_s=ttft_s, tpot_s=tpot_s, **common, **extra)
             colo.append(R)
         if mode in ("auto", "disagg"):
             if "prefill" in pool.roles:
-                pre.append(evaluate_prefill(model, pool, eng, shapes, isl=isl, ttft_s=ttft_s, features=features,
-                                            **common))
+                R = evaluate_prefill(model, pool, eng, shapes, isl=isl, ttft_s=ttft_s, features=features, **common)
+                if slo_percentile is not None:
+                    _queue_prefill(model, R, isl=isl, kv_dtype=kv_dtype, p=slo_percentile, ttft_s=ttft_s)
+                pre.append(R)
             if "decode" in pool.roles:
-                dec.append(
-                    evaluate_decode(model, pool, eng, shapes, isl=isl, osl=osl, tpot_s=tpot_s, features=features,
+                R = evaluate_decode(model, pool, eng, shapes, isl=isl, osl=osl, tpot_s=tpot_s, features=features,
                                     **common)
-                )
+                if slo_percentile is not None:
+                    _queue_decode(R, osl=osl, p=slo_percentile, ttft_s=ttft_s)
+                dec.append(R)
     for R in colo + pre + dec:
         searched += R.searched
         merge(R.rejected)
@@ -729,13 +829,36 @@ def plan_serving(
             model, pools, budget, colo, pre, dec, ttft_s, tpot_s, rate, mode, isl, osl, kv_dtype, eng, common
         )
 
-    if best_colo is not None and best_dis is not None:
-        better_dis = best_dis["_key"] < best_colo["_key"] and not math.isclose(
-            best_dis["_key"][0], best_colo["_key"][0], rel_tol=1e-9
-        )
-        best = best_dis if better_dis else best_colo
-    else:
-        best = best_dis or best_colo
+    best = _pick(best_colo, best_dis)
+    simulated = None
+    if slo_percentile is not None and features is not None:
+        simulated = {"meets_sla": None, "skipped": "the simulator does not model speculative decoding, prefix "
+                     "caching or expert skew"}
+    elif slo_percentile is not None:
+        req = {"isl": isl, "osl": osl, "dtype": dtype, "kv_dtype": kv_dtype, "ttft_ms": ttft_ms, "tpot_ms": tpot_ms}
+        first, tried_dis, colo_failed = None, False, 0
+        for _ in range(CONFIRM_TRIES):  # the top candidates, until the simulator confirms one
+            simulated = _confirm(model, pools, eng, best, req, slo_percentile, rate)
+            first = first or (best, simulated, best_colo)
+            if simulated["meets_sla"]:
+                break
+            if best is best_dis:
+                tried_dis = True
+            else:  # drop this colocated candidate
+                colo_failed += 1
+                R, i = best_colo["_ref"]
+                R.ok[i] = False
+                best_colo = _best_colocated(colo, budget, rate, objective, osl)
+            if tried_dis or best_dis is None:
+                best = best_colo
+            elif colo_failed >= 2:  # the colocated model misses: give the disaggregated pick its turn
+                best = best_dis
+            else:
+                best = _pick(best_colo, best_dis)
+            if best is None:
+                break
+        if not simulated["meets_sla"]:
+            best, simulated, best_colo = first  # none confirmed: the analytic pick, flagged
     alternatives = {}
     for name, b in (("colocated", best_colo), ("disagg", best_dis)):
         if b is not None:
@@ -744,6 +867,10 @@ def plan_serving(
     best["placement"] = placement(best)
     if pd_info:
         best["ilp"] = pd_info
+    if slo_percentile is not None:
+        best["slo_percentile"] = float(slo_percentile)
+        best["headroom"] = _headroom(best, rate)
+        best["simulated"] = simulated
 
     front, series = _pareto(model, colo, pre, dec, budget, osl=osl, isl=isl, ttft_s=ttft_s, kv_dtype=kv_dtype)
     request = {
@@ -766,6 +893,7 @@ def plan_serving(
         "objective": objective,
         "memory_reserve_fraction": eng.memory_reserve_fraction,
         "reserve_of_free": eng.reserve_of_free,
+        "slo_percentile": slo_percentile,
     }
     if features:
         request["speculative"] = features[0].to_json() if features[0] is not None else None

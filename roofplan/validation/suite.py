@@ -1,8 +1,8 @@
 """The built-in suite of published measurements behind ``roofplan validate``.
 
-Cases come from ``published_measurements.csv`` (shipped with the package; every row names its
-source). Each ``kind`` of row (``train``, ``serve_step``, ``serve_throughput``, ``op_gemm``,
-``op_allreduce``) has one predictor registered with :func:`predictor`; a predictor maps a case to
+Cases come from ``published_measurements.csv`` and ``load_measurements.csv`` (shipped with the
+package; every row names its source). Each ``kind`` of row (``train``, ``serve_step``,
+``serve_throughput``, ``serve_load``, ``op_gemm``, ``op_allreduce``) has one predictor registered with :func:`predictor`; a predictor maps a case to
 the predicted value of the row's ``metric`` in the row's ``unit``. Efficiency parameters come from
 the catalogs (or a calibration overlay), never from the case.
 """
@@ -19,6 +19,9 @@ from pathlib import Path
 from roofplan.errors import InputError
 
 SUITE_CSV = "published_measurements.csv"
+#: Rows measured under load (kind ``serve_load``, :mod:`roofplan.validation.load_predict`), kept in
+#: their own file: the calibration formats read SUITE_CSV and fit only the kinds they know.
+LOAD_CSV = "load_measurements.csv"
 
 #: Columns of the shared measurements format (also accepted by ``roofplan calibrate``).
 COLUMNS = (
@@ -99,6 +102,7 @@ class SuiteResult:
         groups = {
             "train": ("train",),
             "serve": ("serve_step", "serve_throughput"),
+            "serve_load": ("serve_load",),
             "ops": ("op_gemm", "op_allreduce"),
         }
         summary = {
@@ -130,7 +134,7 @@ def _load_predictors() -> None:
     # Imported for their @predictor registrations; each module owns one family of cases.
     from roofplan.validation import op_predict  # noqa: F401
 
-    for name in ("train_predict", "serve_predict"):
+    for name in ("train_predict", "serve_predict", "load_predict"):
         try:
             __import__(f"roofplan.validation.{name}")
         except ModuleNotFoundError as exc:
@@ -142,8 +146,8 @@ def read_cases(path: str | Path | None = None) -> list[Case]:
     """Read measurement rows; ``None`` reads the built-in suite. Malformed rows raise InputError
     naming the line."""
     if path is None:
-        text = resources.files("roofplan.validation").joinpath(SUITE_CSV).read_text()
-        name = SUITE_CSV
+        return [c for n in (SUITE_CSV, LOAD_CSV) for c in _parse_cases(
+            resources.files("roofplan.validation").joinpath(n).read_text(), n)]
     else:
         p = Path(path)
         if not p.is_file():
@@ -152,6 +156,10 @@ def read_cases(path: str | Path | None = None) -> list[Case]:
             text, name = p.read_text(encoding="utf-8"), str(path)
         except (OSError, UnicodeDecodeError) as exc:
             raise InputError("measurements", str(path), f"expected a readable UTF-8 CSV file ({exc})") from None
+    return _parse_cases(text, name)
+
+
+def _parse_cases(text: str, name: str) -> list[Case]:
     reader = csv.DictReader(text.splitlines())
     missing = {"id", "kind", "metric", "value"} - set(reader.fieldnames or ())
     if missing:

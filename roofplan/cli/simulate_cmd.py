@@ -1,0 +1,137 @@
+"""``roofplan simulate``: discrete-event simulation of a serving deployment (SPEC §6).
+
+The same deployment flags as ``estimate serve`` under load, or ``--plan plan.json`` (the ``best`` of
+``plan serve --json``); the same JSON keys. Thin: parses, calls
+:func:`roofplan.serving.simulate_serving`, renders.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from roofplan.cli.common import CALIBRATION_OPTION, JSON_OPTION, bounded_count, print_json, run
+from roofplan.cli.estimate_serve_cmd import (
+    INSTANCES_OPTION,
+    ISL_DIST_OPTION,
+    OSL_DIST_OPTION,
+    WORKLOAD_OPTION,
+    load_workload,
+    render_load,
+)
+from roofplan.errors import InputError
+
+
+def _read_plan(path: str) -> dict:
+    """The ``best`` deployment and ``inputs`` of a ``plan serve --json`` document."""
+    try:
+        doc = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as e:
+        raise InputError("--plan", path, f"a readable plan.json ({e.__class__.__name__})") from None
+    except json.JSONDecodeError as e:
+        raise InputError(f"--plan {path}:{e.lineno}:{e.colno}", "invalid JSON", e.msg) from None
+    if not isinstance(doc, dict) or doc.get("schema") != "roofplan.plan.serve/v1" or not isinstance(
+            doc.get("best"), dict):
+        raise InputError("--plan", path, "a roofplan.plan.serve/v1 document with a best deployment")
+    return doc
+
+
+def plan_deployment(doc: dict) -> dict:
+    """Keyword arguments of :func:`roofplan.serving.simulate_serving` for a plan's best deployment:
+    its shapes, instance counts and the engine limits it was planned with (colocated: token budget
+    chunk + C and C sequences; disaggregated: prompts per pass and decode concurrency)."""
+    from roofplan.hardware.engines import load_engine
+
+    best, inp = doc["best"], doc.get("inputs", {})
+    eng = load_engine(inp.get("engine", "generic"))
+    dec, pre = best["decode"], best["prefill"]
+    shape = {k: int(dec[k]) for k in ("tp", "pp", "ep", "dp")}
+    kw = dict(model=inp.get("model"), hw=dec.get("hardware", inp.get("hardware")), dtype=inp.get("dtype", "bf16"),
+              kv_dtype=inp.get("kv_dtype"), **shape)
+    if best["mode"] == "colocated":
+        kw.update(mode="colocated", instances=int(dec["instances"]),
+                  engine=eng.replace(max_num_seqs=int(dec["batch"]),
+                                     max_num_batched_tokens=int(dec.get("max_num_batched_tokens") or 8192)))
+    else:
+        isl = int(inp.get("isl", 1))
+        kw.update(mode="disagg", prefill_instances=int(pre["instances"]), decode_instances=int(dec["instances"]),
+                  prefill_shape={k: int(pre[k]) for k in ("tp", "pp", "ep", "dp")},
+                  engine=eng.replace(max_num_seqs=int(dec["batch"])),
+                  prefill_engine=eng.replace(max_num_batched_tokens=max(int(pre["batch"]) * isl, isl)))
+    return kw
+
+
+def simulate(
+    model: str | None = typer.Option(None, "--model", help="Model preset id or path (or from --plan)."),
+    hardware: str | None = typer.Option(None, "--hardware", help="Hardware catalog id or YAML path."),
+    plan: str | None = typer.Option(None, "--plan", metavar="FILE",
+                                    help="Simulate the best deployment of a `plan serve --json` document."),
+    tp: int = typer.Option(1, "--tp", callback=bounded_count, help="Tensor-parallel degree."),
+    pp: int = typer.Option(1, "--pp", callback=bounded_count, help="Pipeline-parallel degree."),
+    ep: int = typer.Option(1, "--ep", callback=bounded_count, help="Expert-parallel degree."),
+    dp: int = typer.Option(1, "--dp", callback=bounded_count, help="Attention data-parallel ranks."),
+    concurrency: int | None = typer.Option(None, "--concurrency", callback=bounded_count,
+                                           help="Closed loop: requests in flight."),
+    rate: float | None = typer.Option(None, "--rate", help="Poisson arrivals, requests/s (a plan: its goodput)."),
+    instances: int = INSTANCES_OPTION,
+    mode: str = typer.Option("colocated", "--mode", help="colocated | disagg (xPyD)."),
+    prefill_instances: int = typer.Option(1, "--prefill-instances", callback=bounded_count,
+                                          help="disagg: prefill instances (x of xPyD)."),
+    decode_instances: int = typer.Option(1, "--decode-instances", callback=bounded_count,
+                                         help="disagg: decode instances (y of xPyD)."),
+    prefill_tp: int | None = typer.Option(None, "--prefill-tp", callback=bounded_count,
+                                          help="disagg: prefill tensor parallelism (default --tp)."),
+    isl: int | None = typer.Option(None, "--isl", callback=bounded_count, help="Input tokens per request."),
+    osl: int | None = typer.Option(None, "--osl", callback=bounded_count, help="Output tokens per request."),
+    isl_dist: str | None = ISL_DIST_OPTION,
+    osl_dist: str | None = OSL_DIST_OPTION,
+    workload: str | None = WORKLOAD_OPTION,
+    requests: int | None = typer.Option(None, "--requests", callback=bounded_count,
+                                        help="Requests to simulate (default: the trace, else 10,000)."),
+    router: str = typer.Option("round-robin", "--router", help="round-robin | random"),
+    seed: int = typer.Option(0, "--seed", help="Seed of the arrivals and sampled lengths."),
+    dtype: str = typer.Option("bf16", "--dtype", help="Weight dtype: bf16 | fp16 | fp8 | int8 | int4"),
+    kv_dtype: str | None = typer.Option(None, "--kv-dtype", help="KV-cache dtype (default: 16-bit)."),
+    engine: str = typer.Option("generic", "--engine", help="Engine profile: generic | vllm | sglang | trtllm"),
+    as_json: bool = JSON_OPTION,
+    calibration: str | None = CALIBRATION_OPTION,
+) -> None:
+    """Simulate a serving deployment request by request: TTFT/TPOT/latency percentiles, throughput."""
+
+    def body() -> None:
+        from roofplan.serving import simulate_serving
+
+        if plan is not None:
+            doc = _read_plan(plan)
+            kw = plan_deployment(doc)
+            inp = doc.get("inputs", {})
+            wl = load_workload(isl or (None if (isl_dist or workload) else inp.get("isl")),
+                               osl or (None if (osl_dist or workload) else inp.get("osl")),
+                               isl_dist, osl_dist, workload, seed)
+            r = rate if (rate is not None or concurrency is not None) else doc["best"].get("goodput_rps")
+            sim = simulate_serving(workload=wl, rate=r, concurrency=concurrency, router=router, requests=requests,
+                                   seed=seed, calibration=calibration, **kw)
+        else:
+            if model is None or hardware is None:
+                raise InputError("--model/--hardware", None, "both, or --plan plan.json")
+            wl = load_workload(isl, osl, isl_dist, osl_dist, workload, seed)
+            sim = simulate_serving(
+                model, hardware, workload=wl, rate=rate, concurrency=concurrency, instances=instances, tp=tp, pp=pp,
+                ep=ep, dp=dp, dtype=dtype, kv_dtype=kv_dtype, engine=engine, calibration=calibration, mode=mode,
+                prefill_instances=prefill_instances, decode_instances=decode_instances,
+                prefill_shape=None if prefill_tp is None else {"tp": prefill_tp}, router=router,
+                requests=requests, seed=seed)
+        out = sim.to_json()
+        if as_json:
+            print_json(out)
+        else:
+            render_load(out, f"simulated ({out['inputs']['simulated_requests']:,} requests, "
+                             f"{out['timing']['simulate_s']:.2f} s)")
+
+    return run(body)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("simulate")(simulate)

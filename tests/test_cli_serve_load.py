@@ -1,0 +1,131 @@
+"""``estimate serve --concurrency/--rate``, ``simulate`` and the workload inputs through the CLI."""
+
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from roofplan.cli.app import app
+from roofplan.workload import PRESETS, make_workload, preset_workload
+
+runner = CliRunner()
+BASE = ["--model", "llama-3.1-8b", "--hardware", "h100-sxm", "--engine", "vllm"]
+EST = ["estimate", "serve", *BASE]
+SIM = ["simulate", *BASE]
+
+
+def one_line_error(r, code):
+    assert r.exit_code == code, r.output
+    lines = [x for x in r.stderr.splitlines() if x.strip()]
+    assert len(lines) == 1 and "Traceback" not in r.output, r.stderr
+    return lines[0]
+
+
+def test_concurrency_json_has_the_spec_load_keys():
+    r = runner.invoke(app, EST + ["--concurrency", "32", "--isl", "1000", "--osl", "200", "--json"])
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)
+    for m in ("ttft", "tpot", "latency"):
+        assert doc[f"{m}_p50_ms"] <= doc[f"{m}_p90_ms"] <= doc[f"{m}_p99_ms"]
+    assert 0 < doc["utilisation"] < 1
+    assert doc["inputs"]["concurrency"] == 32
+    # Little's law for the closed loop: 32 in flight = rate x mean latency
+    assert doc["request_rate_rps"] * doc["latency_ms"] / 1e3 == pytest.approx(32, rel=0.02)
+    assert doc["output_tokens_per_s"] == pytest.approx(doc["request_rate_rps"] * 200, rel=1e-9)
+
+
+def test_static_batch_is_unchanged_and_exclusive():
+    r = runner.invoke(app, EST + ["--batch", "8", "--isl", "1000", "--osl", "200", "--json"])
+    assert r.exit_code == 0 and "ttft_p90_ms" not in json.loads(r.stdout)
+    line = one_line_error(runner.invoke(app, EST + ["--batch", "8", "--rate", "2", "--isl", "10", "--osl", "10"]), 2)
+    assert "exactly one of --batch, --concurrency, --rate" in line
+    line = one_line_error(runner.invoke(app, EST + ["--batch", "8", "--workload", "chat"]), 2)
+    assert "--batch" in line
+
+
+def test_unsustainable_rate_exits_3_naming_the_largest_rate():
+    line = one_line_error(runner.invoke(app, EST + ["--rate", "1000", "--isl", "1000", "--osl", "200"]), 3)
+    assert "largest sustainable rate is" in line
+    mr = float(line.split("largest sustainable rate is ")[1].split()[0])
+    r = runner.invoke(app, EST + ["--rate", str(0.95 * mr), "--isl", "1000", "--osl", "200", "--json"])
+    assert r.exit_code == 0, r.output
+
+
+@pytest.mark.parametrize(
+    "name,text,where",
+    [
+        ("w.csv", "isl,osl\n100,200\n100,abc\n", "w.csv:3:5 osl"),
+        ("w.csv", "isl,osl\n0,200\n", "w.csv:2:1 isl"),
+        ("w.csv", "prompt,out\n1,2\n", "w.csv:1:1"),
+        ("w.jsonl", '{"isl": 10, "osl": 5}\n{"isl": 10, osl: 5}\n', "w.jsonl:2:"),
+        ("w.jsonl", '{"isl": 10, "osl": -5}\n', "w.jsonl:1:13 osl"),
+    ],
+)
+def test_bad_workload_files_get_file_line_and_column(tmp_path, name, text, where):
+    p = tmp_path / name
+    p.write_text(text)
+    line = one_line_error(runner.invoke(app, EST + ["--rate", "1", "--workload", str(p)]), 2)
+    assert where in line
+
+
+def test_bad_distribution_and_conflicting_sources():
+    line = one_line_error(runner.invoke(app, EST + ["--rate", "1", "--isl-dist", "weibull:1,2", "--osl", "9"]), 2)
+    assert "--isl-dist" in line and "lognormal" in line
+    line = one_line_error(runner.invoke(app, EST + ["--rate", "1", "--isl", "9", "--isl-dist", "normal:9,1",
+                                                    "--osl", "9"]), 2)
+    assert "not both" in line
+    line = one_line_error(runner.invoke(app, EST + ["--rate", "1", "--workload", "nonesuch"]), 2)
+    assert "chat" in line
+
+
+def test_distributions_have_the_requested_moments():
+    for spec, sd in (("normal:1000,200", 200), ("lognormal:1000,500", 500), ("uniform:1000,300", 300 / 3**0.5)):
+        w = make_workload(isl_dist=spec, osl=10, n=20000)
+        assert w.isl.mean() == pytest.approx(1000, rel=0.02)
+        assert w.isl.std() == pytest.approx(sd, rel=0.05)
+    w = make_workload(isl_dist="empirical:100,300", osl=10, n=20000)
+    assert set(np.unique(w.isl)) == {100, 300}
+
+
+def test_presets_reproduce_their_published_medians_and_p90s():
+    for name, p in PRESETS.items():
+        w = preset_workload(name, n=20000)
+        assert np.median(w.isl) == pytest.approx(p.isl_p50, rel=0.04)
+        assert np.percentile(w.osl, 90) == pytest.approx(p.osl_p90, rel=0.06)
+        assert "http" in p.source
+
+
+def test_trace_with_arrivals_drives_the_simulator(tmp_path):
+    p = tmp_path / "t.jsonl"
+    rows = [{"isl": 500, "osl": 50, "arrival_s": 0.25 * i} for i in range(400)]
+    p.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    r = runner.invoke(app, SIM + ["--workload", str(p), "--json"])
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)
+    assert doc["inputs"]["simulated_requests"] == 400
+    assert doc["request_rate_rps"] == pytest.approx(4.0, rel=0.05)
+
+
+def test_simulate_agrees_with_estimate_through_the_cli():
+    args = ["--rate", "6", "--isl", "1000", "--osl", "200", "--json"]
+    est = json.loads(runner.invoke(app, EST + args).stdout)
+    sim = json.loads(runner.invoke(app, SIM + args + ["--requests", "5000"]).stdout)
+    assert sim["tpot_ms"] == pytest.approx(est["tpot_ms"], rel=0.05)
+    assert sim["ttft_ms"] == pytest.approx(est["ttft_ms"], rel=0.12)
+    assert set(k for k in est if k.endswith("_ms")) <= set(sim)
+
+
+def test_simulate_a_plan(tmp_path):
+    plan = tmp_path / "plan.json"
+    r = runner.invoke(app, ["plan", "serve", "--model", "llama-3.1-8b", "--hardware", "h100-sxm", "--gpus", "2",
+                            "--isl", "1000", "--osl", "200", "--engine", "vllm", "--json"])
+    assert r.exit_code == 0, r.output
+    plan.write_text(r.stdout)
+    s = runner.invoke(app, ["simulate", "--plan", str(plan), "--requests", "3000", "--json"])
+    assert s.exit_code == 0, s.output
+    doc = json.loads(s.stdout)
+    assert doc["inputs"]["gpus_total"] <= 2
+    assert doc["request_rate_rps"] > 0
+    line = one_line_error(runner.invoke(app, ["simulate", "--plan", str(tmp_path / "none.json")]), 2)
+    assert "--plan" in line

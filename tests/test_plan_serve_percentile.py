@@ -1,0 +1,80 @@
+"""``plan serve --slo-percentile``: goodput from the queueing model, confirmed by the simulator."""
+
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from roofplan import serving
+from roofplan.cli.app import app
+from roofplan.costmodel import serve_load as SL
+from roofplan.solver.serve_planner import plan_serving
+
+REQ = dict(isl=1000, osl=200, engine="vllm", emit_launch=False)
+
+
+@pytest.fixture(scope="module")
+def inst():
+    return serving.make_instance("llama-3.1-8b", "h100-sxm", engine="vllm", isl=1000, osl=200)
+
+
+def test_closed_form_quantiles_match_the_sampled_requests(inst):
+    isl, osl = np.array([1000]), np.array([200])
+    mo = SL.moments(inst, isl, osl)
+    for rate in (6.0, 15.0):
+        r = SL.open_loop(inst, isl, osl, rate)
+        st = SL.steady_state(inst, mo, rate)
+        t1, t2 = SL.quantiles(st, mo, 90)
+        assert t1[0] == pytest.approx(r.percentile("ttft", 90), rel=0.05)
+        assert t2[0] == pytest.approx(r.percentile("tpot", 90), rel=0.02)
+
+
+def test_goodput_is_where_the_percentile_meets_the_target(inst):
+    isl, osl = np.array([1000]), np.array([200])
+    mo = SL.moments(inst, isl, osl)
+    g, cap, st = SL.goodput(inst, mo, 90, ttft_s=None, tpot_s=0.02)
+    assert 0 < g[0] < cap[0]
+    below = SL.quantiles(SL.steady_state(inst, mo, 0.98 * g[0]), mo, 90)[1][0]
+    above = SL.quantiles(SL.steady_state(inst, mo, 1.02 * g[0]), mo, 90)[1][0]
+    assert below <= 0.02 < above
+    # a stricter percentile admits less load
+    g99 = SL.goodput(inst, mo, 99, ttft_s=0.2, tpot_s=0.02)[0][0]
+    g50 = SL.goodput(inst, mo, 50, ttft_s=0.2, tpot_s=0.02)[0][0]
+    assert g99 < g50
+
+
+def test_percentile_plan_is_confirmed_and_reports_headroom():
+    plan = plan_serving("llama-3.1-8b", "h100-sxm", gpus=2, ttft_ms=300, tpot_ms=25, slo_percentile=90, **REQ)
+    b = plan.best
+    assert b["slo_percentile"] == 90
+    assert b["ttft_ms"] <= 300 * (1 + 1e-6) and b["tpot_ms"] <= 25 * (1 + 1e-6)
+    sim = b["simulated"]
+    assert sim["meets_sla"]
+    assert sim["ttft_p90_ms"] <= 300 * sim["tolerance"] and sim["tpot_p90_ms"] <= 25 * sim["tolerance"]
+    assert b["headroom"]["sla_limit_rps"] == pytest.approx(b["goodput_rps"])
+
+
+def test_with_a_rate_the_fewest_gpus_meeting_the_percentile():
+    one = plan_serving("llama-3.1-8b", "h100-sxm", gpus=8, ttft_ms=300, tpot_ms=25, slo_percentile=90, **REQ)
+    per_gpu = one.best["goodput_rps"] / one.best["gpus"]
+    rate = 2.5 * per_gpu  # needs about three GPUs' worth of the best per-GPU goodput
+    plan = plan_serving("llama-3.1-8b", "h100-sxm", gpus=8, ttft_ms=300, tpot_ms=25, rate=rate,
+                        slo_percentile=90, **REQ)
+    b = plan.best
+    assert b["goodput_rps"] >= rate
+    assert b["gpus"] >= 3
+    h = b["headroom"]
+    assert h["headroom_pct"] == pytest.approx(100 * (b["goodput_rps"] - rate) / rate)
+    assert h["headroom_pct"] >= 0
+
+
+def test_slo_percentile_flag():
+    base = ["plan", "serve", "--model", "llama-3.1-8b", "--hardware", "h100-sxm", "--gpus", "2", "--isl", "1000",
+            "--osl", "200", "--ttft-ms", "300", "--tpot-ms", "25", "--engine", "vllm"]
+    r = CliRunner().invoke(app, base + ["--slo-percentile", "150"])
+    assert r.exit_code == 2 and "slo_percentile" in r.stderr
+    r = CliRunner().invoke(app, base + ["--slo-percentile", "99", "--json"])
+    assert r.exit_code == 0, r.output
+    best = json.loads(r.stdout)["best"]
+    assert best["slo_percentile"] == 99 and "tpot_p99_ms" in best["simulated"]

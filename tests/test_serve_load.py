@@ -1,0 +1,208 @@
+"""Serving under load: the analytic steady state, the simulator, and their agreement.
+
+Every expected value is derived here from the cost model's iteration time (``round_time``), from
+queueing theory (Little's law, Pollaczek-Khinchine for M/D/1) or from the other model; nothing
+pins a predicted number.
+"""
+
+import math
+
+import numpy as np
+import pytest
+
+from roofplan import serving
+from roofplan.costmodel import serve as serve_model
+from roofplan.costmodel import serve_load as SL
+from roofplan.costmodel import serve_sim as SS
+from roofplan.errors import InfeasibleError
+from roofplan.workload import make_workload
+
+
+@pytest.fixture(scope="module")
+def inst():
+    return serving.make_instance("llama-3.1-8b", "h100-sxm", engine="vllm", isl=1000, osl=200)
+
+
+def fixed(n, isl, osl):
+    return np.full(n, isl), np.full(n, osl)
+
+
+def test_round_time_is_the_cost_model_step_time(inst):
+    t = SL.round_time(inst, 512.0, 256.5, 8.0, 1100.0)
+    ref = serve_model.step_time(inst.model, inst.hw, inst.engine, inst.cfg, 512.0, 256.5, 8.0, 1100.0)
+    assert t[0] == pytest.approx(float(ref[0]), rel=1e-12)
+
+
+def test_closed_loop_of_one_is_one_prefill_then_decode_steps(inst):
+    isl, osl = fixed(1, 1000, 200)
+    r = SL.closed_loop(inst, isl, osl, 1)
+    ctx = 1000 + 200 / 2
+    t_dec = SL.round_time(inst, 0.0, 0.0, 1.0, ctx)[0]
+    t_pre = SL.round_time(inst, 1000.0, 500.5, 1.0, ctx)[0]
+    # a lone client: its prompt rides one iteration (next to its own... no other decodes), then O-1 decodes
+    assert r.tpot_s["mean"] == pytest.approx(t_dec, rel=0.02)
+    assert r.ttft_s["mean"] == pytest.approx(t_pre, rel=0.05)
+    assert r.rate_rps == pytest.approx(1.0 / (r.ttft_s["mean"] + 199 * r.tpot_s["mean"]), rel=0.02)
+
+
+@pytest.mark.parametrize("conc", [8, 64])
+def test_closed_loop_obeys_littles_law(inst, conc):
+    isl, osl = fixed(1, 1000, 200)
+    r = SL.closed_loop(inst, isl, osl, conc)
+    assert r.rate_rps * r.latency_s["mean"] == pytest.approx(conc, rel=0.02)
+    assert r.output_tokens_per_s == pytest.approx(r.rate_rps * 200, rel=1e-9)
+    assert r.utilisation < 1.0
+
+
+def test_tpot_under_load_exceeds_the_static_batch(inst):
+    """Continuous batching carries prompt chunks in decode iterations: TPOT at concurrency 64 is
+    above the static batch-64 decode step, and its percentiles are ordered."""
+    isl, osl = fixed(1, 1000, 200)
+    r = SL.closed_loop(inst, isl, osl, 64)
+    static = serve_model.estimate_serving(inst.model, inst.hw, batch=64, isl=1000, osl=200, engine="vllm")
+    assert r.tpot_s["mean"] > float(static.arrays.tpot_s[0])
+    for m in (r.ttft_s, r.tpot_s, r.latency_s):
+        assert m["p50"] <= m["p90"] <= m["p99"]
+
+
+def test_ttft_grows_with_rate_and_the_rate_limit_is_sharp(inst):
+    isl, osl = fixed(1, 1000, 200)
+    mo = SL.moments(inst, isl, osl)
+    mr = SL.max_rate(inst, mo)
+    ttfts = [SL.open_loop(inst, isl, osl, f * mr).ttft_s["mean"] for f in (0.2, 0.5, 0.8)]
+    assert ttfts[0] < ttfts[1] < ttfts[2]
+    assert SL.steady_state(inst, mo, 0.99 * mr).sustainable[0]
+    assert not SL.steady_state(inst, mo, 1.02 * mr).sustainable[0]
+
+
+def test_instances_split_the_rate(inst):
+    isl, osl = fixed(1, 1000, 200)
+    one = SL.open_loop(inst, isl, osl, 5.0)
+    four = SL.open_loop(inst, isl, osl, 20.0, instances=4)
+    assert four.ttft_s["mean"] == pytest.approx(one.ttft_s["mean"], rel=1e-9)
+    assert four.max_rate_rps == pytest.approx(4 * one.max_rate_rps, rel=1e-9)
+
+
+def test_unsustainable_rate_names_the_largest_rate():
+    wl = make_workload(isl=1000, osl=200)
+    with pytest.raises(InfeasibleError) as e:
+        serving.estimate_serving_load("llama-3.1-8b", "h100-sxm", workload=wl, rate=1e4, engine="vllm")
+    mr = e.value.details["max_rate_rps"]
+    assert f"{mr:.4g}" in str(e.value)
+    ok = serving.estimate_serving_load("llama-3.1-8b", "h100-sxm", workload=wl, rate=0.9 * mr, engine="vllm")
+    assert ok.result.utilisation == pytest.approx(0.9, rel=1e-3)
+
+
+def test_output_length_variance_raises_kv_occupancy_and_the_latency_tail(inst):
+    """Same mean lengths: a long-tailed osl keeps long requests resident longer (time-weighted
+    context E[L·O + O²/2]/E[O] > L + E[O]/2) and spreads end-to-end latency."""
+    n = 8000
+    isl = np.full(n, 1000)
+    osl_var = make_workload(isl=1000, osl_dist="lognormal:200,300", n=n).osl
+    isl_f, osl_f = fixed(1, 1000, int(round(osl_var.mean())))
+    a = SL.open_loop(inst, isl_f, osl_f, 5.0)
+    b = SL.open_loop(inst, isl, osl_var, 5.0)
+    assert b.kv_occupancy / b.running_per_instance > a.kv_occupancy / a.running_per_instance
+    assert b.latency_s["p99"] > 1.5 * a.latency_s["p99"]
+
+
+# ------------------------------------------------------------------------------------------------
+# simulator
+# ------------------------------------------------------------------------------------------------
+def test_step_table_matches_round_time_off_grid(inst):
+    tab = SS.StepTable(inst, 8192, 256, 4096)
+    for p, cp, d, cd in ((0, 1, 37, 1500), (700, 350, 12, 900), (3000, 1500, 100, 2500)):
+        assert tab(p, cp, d, cd) == pytest.approx(SL.round_time(inst, p, cp, d, cd)[0], rel=0.03)
+
+
+@pytest.mark.parametrize("frac", [0.3, 0.5])
+def test_simulator_agrees_with_the_analytic_steady_state(inst, frac):
+    isl, osl = fixed(6000, 1000, 200)
+    mr = SL.max_rate(inst, SL.moments(inst, isl[:1], osl[:1]))
+    rate = frac * mr
+    a = SL.open_loop(inst, isl[:1], osl[:1], rate)
+    s = SS.simulate_colocated(inst, isl, osl, SS.poisson_arrivals(len(isl), rate, seed=1))
+    assert s.summary("tpot_s")["mean"] == pytest.approx(a.tpot_s["mean"], rel=0.05)
+    assert s.summary("ttft_s")["mean"] == pytest.approx(a.ttft_s["mean"], rel=0.10)
+    assert s.mean_running == pytest.approx(a.running_per_instance, rel=0.06)
+
+
+def test_closed_loop_simulation_agrees(inst):
+    isl, osl = fixed(4000, 1000, 200)
+    a = SL.closed_loop(inst, isl[:1], osl[:1], 32)
+    s = SS.simulate_colocated(inst, isl, osl, concurrency=32)
+    assert s.summary("tpot_s")["mean"] == pytest.approx(a.tpot_s["mean"], rel=0.03)
+    assert s.summary("ttft_s")["mean"] == pytest.approx(a.ttft_s["mean"], rel=0.05)
+    assert s.mean_running == pytest.approx(a.running_per_instance, rel=0.05)
+
+
+def test_prefill_queue_waits_follow_md1(inst):
+    """Prompts of two token budgets and one output token: the instance is a single FCFS server with
+    deterministic service D (two full-budget chunks, no decode tokens sharing the budget), so the
+    mean wait follows Pollaczek-Khinchine for M/D/1, W = rho·D / (2(1 - rho)), and grows without
+    bound as rho -> 1."""
+    b = SL.token_budget(inst, 1)
+    L = 2 * b
+    isl, osl = fixed(12000, L, 1)
+    D = SL.round_time(inst, b, (b + 1) / 2, 0.0, 1.0)[0] + SL.round_time(inst, b, b + (b + 1) / 2, 0.0, 1.0)[0]
+    base = SS.simulate_colocated(inst, isl[:2000], osl[:2000], SS.poisson_arrivals(2000, 0.01 / D, seed=2))
+    S = base.summary("ttft_s")["p50"]  # the simulator's service: no queue at rho = 0.01
+    assert S == pytest.approx(D, rel=0.02)  # its step-time table against the cost model
+    waits, pk = {}, {}
+    for rho in (0.5, 0.8):
+        lam = rho / D
+        s = SS.simulate_colocated(inst, isl, osl, SS.poisson_arrivals(len(isl), lam, seed=2))
+        waits[rho] = s.summary("wait_s")["mean"]
+        r = lam * S
+        pk[rho] = r * S / (2 * (1 - r))
+        assert waits[rho] == pytest.approx(pk[rho], rel=0.15)
+    assert waits[0.8] / waits[0.5] == pytest.approx(pk[0.8] / pk[0.5], rel=0.2)
+
+
+def test_kv_pressure_preempts_and_every_request_finishes():
+    tight = serving.make_instance("llama-3.1-70b", "h100-sxm", tp=2, engine="vllm", isl=1000, osl=1000)
+    cap = SL.kv_capacity_tokens(tight)
+    assert 2000 < cap < 200_000  # a small KV cache next to 70 GB of weights per GPU
+    isl, osl = fixed(600, 1000, 1000)
+    s = SS.simulate_colocated(tight, isl, osl, SS.poisson_arrivals(600, 50.0, seed=0))
+    assert s.preemptions > 0
+    assert np.all(np.isfinite(s.latency_s))
+    assert np.all(s.latency_s >= s.ttft_s)
+
+
+def test_disaggregated_ttft_includes_the_kv_transfer():
+    wl = make_workload(isl=4000, osl=50)
+    kw = dict(workload=wl, rate=0.5, tp=4, engine="vllm", mode="disagg", requests=400)
+    sim = serving.simulate_serving("llama-3.1-70b", "h100-sxm", **kw)
+    p = serving.make_instance("llama-3.1-70b", "h100-sxm", tp=4, engine="vllm", isl=4000, osl=50)
+    xfer = float(serving.kv_transfer_s(p, p, [4000], False)[0])
+    t_pre = SL.round_time(p, 4000.0, 2000.5, 0.0, 1.0)[0]
+    # at rho ~ 0.1 most prompts find the prefill instance idle: TTFT median ~ prefill + transfer
+    assert sim.to_json()["ttft_p50_ms"] / 1e3 == pytest.approx(t_pre + xfer, rel=0.1)
+    assert xfer > 0
+
+
+def test_simulate_and_estimate_share_the_json_keys():
+    wl = make_workload(isl=1000, osl=200)
+    est = serving.estimate_serving_load("llama-3.1-8b", "h100-sxm", workload=wl, rate=4.0, engine="vllm").to_json()
+    sim = serving.simulate_serving("llama-3.1-8b", "h100-sxm", workload=wl, rate=4.0, engine="vllm",
+                                   requests=2000).to_json()
+    need = {f"{m}_{s}ms" for m in ("ttft", "tpot", "latency") for s in ("", "p50_", "p90_", "p99_")}
+    need |= {"output_tokens_per_s", "utilisation", "schema", "inputs", "memory_gib_per_gpu"}
+    assert need <= set(est) and need <= set(sim)
+    assert sim["utilisation"] == pytest.approx(est["utilisation"], rel=0.05)
+    assert math.isclose(sim["output_tokens_per_s"], 4.0 * 200, rel_tol=0.08)
+
+
+def test_validation_rows_under_load_are_predicted_and_tpot_within_bounds():
+    """The suite's closed-loop rows (gpustack performance lab, Qwen3-8B on H100 at concurrency 4,
+    vLLM / SGLang / TensorRT-LLM): every row predicted; TPOT within 25 % (measured today: 2-21 %).
+    TTFT is under-predicted by 70-86 %: the model has no per-request API-server time
+    (HTTP, chat template, tokenisation), which dominates a 233-token prefill."""
+    from roofplan.validation.suite import read_cases, run_suite
+
+    res = run_suite(cases=[c for c in read_cases() if c.kind == "serve_load"])
+    assert len(res.results) >= 6
+    assert all(r.predicted and r.predicted > 0 for r in res.results)
+    tpot = [abs(r.error) for r in res.results if r.case.metric == "tpot_ms_mean"]
+    assert max(tpot) <= 0.25
