@@ -234,13 +234,10 @@ def readme_section(title: str, intro: Iterable[str], steps: Iterable[str]) -> st
     return "\n".join(out) + "\n"
 
 
-def train_readme(framework: str, version: str, config: Mapping, steps: Iterable[str]) -> str:
-    """README section of a training launch: the plan it came from and the order of commands."""
-    deg = " ".join(f"{k}={config[k]}" for k in ("tp", "pp", "dp", "cp", "ep", "vpp") if k in config)
-    intro = [f"{framework} {version} launch for {config.get('model', '?')} on {config.get('gpus', '?')} x "
-             f"{config.get('hardware', '?')} ({deg}); predicted numbers are in each file's header and in "
-             "plan.json."]
-    return readme_section(f"{framework} ({version})", intro, steps)
+def train_readme(framework: str, version: str, config: Mapping, estimate: Mapping, steps: Iterable[str]) -> str:
+    """README section of a training launch: the plan it came from, its prediction and the order of
+    commands."""
+    return readme_section(f"{framework} ({version})", prediction_header(config, estimate), steps)
 
 
 def merge_files(parts: Iterable[Mapping[str, str]]) -> dict[str, str]:

@@ -220,4 +220,4 @@ def emit(model: ModelSpec, config: Mapping, estimate: Mapping, target: str | Non
               "the other nodes over ssh (pdsh)." if nn > 1 else f"Run `bash {SCRIPT}`."),
              "Throughput is logged every 10 iterations (`elapsed time per iteration`)."]
     return {CONFIG: dumps_json(doc), SCRIPT: script,
-            "README.md": train_readme("DeepSpeed / Megatron-DeepSpeed", target, config, steps)}
+            "README.md": train_readme("DeepSpeed / Megatron-DeepSpeed", target, config, estimate, steps)}

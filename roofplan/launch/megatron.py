@@ -218,7 +218,7 @@ def emit(model: ModelSpec, config: Mapping, estimate: Mapping, target: str | Non
                       "the prediction above does not count them.")
     split = av.index("pretrain_gpt.py")
     script = shell_script(av, header=header, env=env(config), split_at=split, placeholders=TRAIN_PLACEHOLDERS)
-    return {SCRIPT: script, "README.md": train_readme("Megatron-LM", target, config, [
+    return {SCRIPT: script, "README.md": train_readme("Megatron-LM", target, config, estimate, [
         f"Copy `{SCRIPT}` next to Megatron-LM's `pretrain_gpt.py` on every node.",
         "Set DATA_PATH, TOKENIZER_MODEL and CHECKPOINT_DIR (top of the script).",
         "On each node: `NODE_RANK=<0..nnodes-1> MASTER_ADDR=<node 0> bash " + SCRIPT + "`"

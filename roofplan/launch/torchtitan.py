@@ -214,5 +214,5 @@ def emit(model: ModelSpec, config: Mapping, estimate: Mapping, target: str | Non
              f"On each node: `NODE_RANK=<0..nnodes-1> MASTER_ADDR=<node 0> bash {SCRIPT}` "
              f"(one node: `bash {SCRIPT}`).",
              "Throughput is logged as `tps:` per rank on every logged step."]
-    return {job: text, SCRIPT: script, "README.md": train_readme("torchtitan", target, config, steps)}
+    return {job: text, SCRIPT: script, "README.md": train_readme("torchtitan", target, config, estimate, steps)}
 
