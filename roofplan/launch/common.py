@@ -22,6 +22,7 @@ _SAFE = re.compile(r"^[A-Za-z0-9_@%+=:,./\-]+$")
 # alone or inside a word of safe characters: left unquoted so the shell expands it, nothing else
 _VAR = re.compile(r"^[A-Za-z0-9_./:=@%+,-]*\$\{[A-Za-z_][A-Za-z0-9_]*(:-[A-Za-z0-9_./:=@%+,-]*)?\}"
                   r"[A-Za-z0-9_./:=@%+,-]*$")
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]")
 
 
@@ -39,7 +40,8 @@ def quote_for(fmt: str, value: object) -> str:
     that comes from its inputs (model names and ids, paths) so that none of it can run or change
     the file's structure.
 
-    * ``sh``: one shell word (``shlex.quote``); ``${VAR}`` placeholders stay expandable.
+    * ``sh``: one shell word (``shlex.quote``); ``${VAR}`` placeholders stay expandable, inside
+      double quotes so that their value stays one word.
     * ``comment``: one line of a ``#`` comment: control characters (newline, CR, ...) are shown as
       escapes instead of ending the comment.
     * ``json`` / ``toml``: a double-quoted string with JSON escapes (valid TOML basic strings).
@@ -48,7 +50,14 @@ def quote_for(fmt: str, value: object) -> str:
     """
     s = check_text("launch text", value)
     if fmt == "sh":
-        return s if _SAFE.match(s) or _VAR.match(s) else shlex.quote(s)
+        if _SAFE.match(s):
+            return s
+        # a placeholder is double-quoted: expanded, but never split into words or globbed; in an
+        # environment assignment (NAME=value) only the value, so it stays an assignment
+        if _VAR.match(s):
+            name, eq, value = s.partition("=")
+            return f'{name}="{value}"' if eq and _NAME.match(name) else f'"{s}"'
+        return shlex.quote(s)
     if fmt == "comment":
         return _CONTROL.sub(lambda m: m.group(0).encode("unicode_escape").decode("ascii"), s)
     if fmt in ("json", "toml"):
