@@ -39,6 +39,9 @@ def unsupported(config: Mapping, model: ModelSpec | None = None, target: str | N
     """Why Megatron-LM (version ``target``, default the newest) cannot run ``config`` (None when it can)."""
     if config["zero"] >= 2 and not versions.feature("megatron", target, "megatron_fsdp"):
         return f"Megatron {target} has no Megatron-FSDP (--use-megatron-fsdp) for ZeRO-{config['zero']}"
+    if (model is not None and model.mtp_layers and config["cp"] > 1
+            and not versions.feature("megatron", target, "mtp_with_cp")):
+        return f"Megatron {target} has no multi-token prediction with context parallelism (CP {config['cp']})"
     if config["offload"] == "optimizer+params":
         return "Megatron-LM has no parameter offload (use --emit deepspeed)"
     if config["zero"] >= 2 and config["pp"] > 1:

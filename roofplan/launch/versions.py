@@ -21,14 +21,18 @@ from roofplan.errors import InputError
 #: framework -> version -> the facts the emitter reads. The last row of each framework is the default.
 VERSIONS: dict[str, dict[str, dict]] = {
     "megatron": {
-        # Megatron-FSDP (--use-megatron-fsdp) and the 1F1B EP A2A overlap appear in core_v0.14.0.
-        "core_v0.13": {"megatron_fsdp": False, "ep_a2a_overlap": False, "inventory": "megatron-core_v0.13.0"},
-        "core_v0.16": {"megatron_fsdp": True, "ep_a2a_overlap": True, "inventory": "megatron-core_v0.16.1"},
-        "core_v0.19": {"megatron_fsdp": True, "ep_a2a_overlap": True, "inventory": "megatron-core_v0.19.0"},
+        # Megatron-FSDP (--use-megatron-fsdp) and the 1F1B EP A2A overlap appear in core_v0.14.0;
+        # core_v0.13 validate_args refuses multi-token prediction with context parallelism.
+        "core_v0.13": {"megatron_fsdp": False, "ep_a2a_overlap": False, "mtp_with_cp": False,
+                       "inventory": "megatron-core_v0.13.0"},
+        "core_v0.16": {"megatron_fsdp": True, "ep_a2a_overlap": True, "mtp_with_cp": True,
+                       "inventory": "megatron-core_v0.16.1"},
+        "core_v0.19": {"megatron_fsdp": True, "ep_a2a_overlap": True, "mtp_with_cp": True,
+                       "inventory": "megatron-core_v0.19.0"},
     },
     "deepspeed": {
         # Megatron-DeepSpeed (the fork's megatron/arguments.py) with DeepSpeed's config JSON.
-        "0.19": {"inventory": "megatron-deepspeed"},
+        "0.19": {"inventory": "megatron-deepspeed-4efb479d"},
     },
     "torchtitan": {
         # 0.2.x reads a TOML job file (--job.config_file, [model] name + flavor); 0.3.0 takes a
