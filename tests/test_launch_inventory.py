@@ -383,3 +383,29 @@ def test_inventories_catch_the_defects_the_issue_lists():
     assert problems(["--tensor-model-parallel-size", "two"], meg) == ["--tensor-model-parallel-size 'two': not an int"]
     old = inventory("megatron", "core_v0.13")
     assert "--use-megatron-fsdp" not in old["options"] and "--use-megatron-fsdp" in meg["options"]
+
+
+def test_docs_version_table_matches_versions_py():
+    text = (Path(__file__).parent.parent / "docs" / "launch.md").read_text()
+    rows = set(re.findall(r"^\| (\w+) \| ([\w.]+) \|", text, re.M)) - {("framework", "version")}
+    assert rows == {(fw, v) for fw, vs in versions.VERSIONS.items() for v in vs}
+
+
+def test_cli_target_refuses_what_a_release_cannot_express(tmp_path):
+    from typer.testing import CliRunner
+
+    from roofplan.cli.app import app
+
+    r = CliRunner().invoke(app, ["plan", "train", "--model", "llama-3.1-8b", "--hardware", "h100-sxm", "--gpus", "8",
+                                 "--global-batch", "64", "--seq-len", "4096", "--emit", "megatron", "--target",
+                                 "megatron=core_v9", "--out", str(tmp_path / "a")])
+    assert r.exit_code == 2 and "core_v0.16" in r.output and not (tmp_path / "a").exists()
+    r = CliRunner().invoke(app, ["plan", "train", "--model", "deepseek-v3", "--hardware", "h100-sxm", "--gpus", "64",
+                                 "--global-batch", "256", "--seq-len", "4096", "--emit", "deepspeed",
+                                 "--out", str(tmp_path / "b")])
+    assert r.exit_code == 2 and "multi-latent attention" in r.output and not (tmp_path / "b").exists()
+    r = CliRunner().invoke(app, ["plan", "serve", "--model", "llama-3.1-8b", "--hardware", "h100-sxm", "--gpus", "8",
+                                 "--isl", "1000", "--osl", "100", "--emit", "dynamo", "--target", "dynamo=1.3",
+                                 "--out", str(tmp_path / "c")])
+    assert r.exit_code == 0, r.output
+    assert "apiVersion: nvidia.com/v1alpha1" in (tmp_path / "c" / "dynamo_graph.yaml").read_text()

@@ -85,7 +85,7 @@ def _engine_flags(inst: sc.Instance, request: dict) -> list:
     if request.get("dtype") == "fp8":
         argv += ["--quantization", "fp8"]
     argv += ["--enable-chunked-prefill",
-             "--enable-prefix-caching" if sc.prefix_caching(request) else "--no-enable-prefix-caching"]
+             "--enable-prefix-caching" if sc.prefix_caching(request) else "--disable-prefix-caching"]
     argv += sc.vllm_spec_argv(request)
     if inst.role in ("prefill", "decode"):
         argv += ["--kv-transfer-config", kv_transfer_config(inst.role)]
