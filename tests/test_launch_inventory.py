@@ -150,6 +150,7 @@ def test_training_files_pass_their_inventory(scenario, fw, version):
         (argv,) = commands(files[deepspeed.SCRIPT], ["pretrain_gpt.py"])
         assert problems(argv[1:], inventory(fw, version)) == []
         doc = json.loads(files[deepspeed.CONFIG])
+        assert _ds_config_problems(doc, inventory(fw, version)["ds_config"]) == []
         assert doc["zero_optimization"]["stage"] == b["zero"] == int(value(argv, "--zero-stage"))
         assert doc["train_batch_size"] == b["global_batch"] == int(value(argv, "--global-batch-size"))
         assert doc["train_micro_batch_size_per_gpu"] == b["micro_batch"] == int(value(argv, "--micro-batch-size"))
@@ -161,6 +162,20 @@ def test_training_files_pass_their_inventory(scenario, fw, version):
     else:
         _torchtitan_reads_back(files, b, version)
     assert "README.md" in files and "1." in files["README.md"]
+
+
+def _ds_config_problems(doc: dict, inv: dict) -> list[str]:
+    """Keys of ds_config.json that DeepSpeed does not read (zero_optimization and its offload blocks
+    are pydantic models that forbid extra keys); ``roofplan`` is ours (DeepSpeed reads known keys
+    only from the top level)."""
+    out = [f"top-level {k}" for k in doc if k not in inv["keys"] and k != "roofplan"]
+    zero = doc.get("zero_optimization", {})
+    out += [f"zero_optimization.{k}" for k in zero if k not in inv["zero_optimization"]]
+    for block in ("offload_optimizer", "offload_param"):
+        out += [f"{block}.{k}" for k in zero.get(block, {}) if k not in inv[block]]
+    out += [f"activation_checkpointing.{k}" for k in doc.get("activation_checkpointing", {})
+            if k not in inv["activation_checkpointing"]]
+    return out
 
 
 _EXPECTED_REFUSALS = {("torchtitan", "gpt3-175b"), ("deepspeed", "deepseek-v3")}
@@ -373,6 +388,8 @@ def test_inventories_catch_the_defects_the_issue_lists():
     assert problems(["--position-embedding-type", "learned_absolute"], mds)[0].startswith("unknown option")
     assert problems(["--multi-latent-attention"], mds) == ["unknown option --multi-latent-attention"]
     assert problems(["--moe-ffn-hidden-size", "2048"], mds) == ["unknown option --moe-ffn-hidden-size"]
+    assert _ds_config_problems({"zero_optimization": {"stage": 3, "offload_params": {}}}, mds["ds_config"]) == [
+        "zero_optimization.offload_params"]
     tt2 = inventory("torchtitan", "0.2")
     assert "llama-3.1-8b" not in tt2["registry"] and "8B" in tt2["registry"]["llama3"]
     tt3 = inventory("torchtitan", "0.3")

@@ -6,7 +6,9 @@ stronger check behind them: it writes every file of the emit matrix (``tests/tes
 command to the real code in a virtualenv prepared by ``tools/extract_inventories.py --venv DIR``:
 
 * Megatron-LM: ``parse_args()`` then ``validate_args()`` (``megatron/training/arguments.py`` of
-  ``--megatron-source``), with RANK / WORLD_SIZE of the job;
+  ``--megatron-source``), with RANK / WORLD_SIZE of the job; its device queries answer as the
+  planned GPU (compute capability 8 or 9) and its Transformer Engine version checks as a current
+  TE, since neither exists on CPU;
 * vLLM: ``make_arg_parser`` then ``AsyncEngineArgs.from_cli_args`` (``vllm serve``);
 * SGLang: ``ServerArgs.add_cli_args`` then ``parse_args`` (``ServerArgs.from_cli_args`` runs the
   model-config lookup of ``__post_init__``, which needs the weights, so it is reported separately).
@@ -58,7 +60,7 @@ def _fill(argv: list[str]) -> list[str]:
 def manifest(only: set[str], megatron_target: str | None = None) -> list[dict]:
     """Every command of the emit matrix for the frameworks in ``only``."""
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    from roofplan.launch import dynamo, sglang, versions, vllm
+    from roofplan.launch import dynamo, megatron, sglang, versions, vllm
     from roofplan.solver.serve_planner import plan_serving
     from roofplan.solver.train_planner import plan_training
     from tests.test_launch_inventory import SERVE, TRAIN
@@ -66,18 +68,20 @@ def manifest(only: set[str], megatron_target: str | None = None) -> list[dict]:
     out = []
     if "megatron" in only:
         for model, hw, gpus, gb, seq in TRAIN:
-            plan = plan_training(model, hw, gpus=gpus, global_batch=gb, seq_len=seq, emit="megatron", top=1)
-            for version in [megatron_target] if megatron_target else versions.VERSIONS["megatron"]:
+            plan = plan_training(model, hw, gpus=gpus, global_batch=gb, seq_len=seq, emit="megatron", top=5)
+            for version, (rank, cand) in ((v, rc) for v in ([megatron_target] if megatron_target else
+                                                             versions.VERSIONS["megatron"])
+                                          for rc in enumerate(plan.candidates, 1)):
                 try:
-                    files = plan.emit("megatron", version)
+                    files = megatron.emit(plan.model, plan.config(cand), cand, version)
                 except Exception as exc:  # refused: counted, not run
-                    out.append({"fw": "megatron", "version": version, "case": model, "refused": str(exc)})
+                    out.append({"fw": "megatron", "version": version, "case": f"{model}#{rank}", "refused": str(exc)})
                     continue
                 text = files["launch_megatron.sh"]
                 (argv,) = _commands(text, ["pretrain_gpt.py"])
                 env = dict(re.findall(r"^export (\w+)=(\S+)$", text, re.M))
                 cap = 8 if hw.startswith("a100") else 9  # the compute capability validate_args asks CUDA for
-                out.append({"fw": "megatron", "version": version, "case": f"{model}/{gpus}", "argv": _fill(argv),
+                out.append({"fw": "megatron", "version": version, "case": f"{model}/{gpus}#{rank}", "argv": _fill(argv),
                             "world": gpus, "env": env, "cap": cap})
     for engine, mod, prog in (("vllm", vllm, ["vllm", "serve"]), ("sglang", sglang,
                                                                   ["python", "-m", "sglang.launch_server"])):
@@ -138,6 +142,8 @@ def _megatron(e: dict, source: str) -> None:
     # no GPU here: answer validate_args' device queries as the planned device would
     torch.cuda.get_device_capability = lambda *a, **k: (e["cap"], 0)
     margs.get_device_arch_version = lambda: e["cap"]
+    if getattr(margs, "is_te_min_version", None):  # no Transformer Engine on CPU: a current one (>= 2.9)
+        margs.is_te_min_version = lambda *a, **k: True
     parse_args, validate_args = margs.parse_args, margs.validate_args
     sys.argv = ["pretrain_gpt.py", *e["argv"]]
     args = parse_args()

@@ -26,7 +26,8 @@ Refresh (one framework at a time; minutes each, most of it pip)::
     python tools/extract_inventories.py sglang 0.5.23
     python tools/extract_inventories.py sglang 0.5.11 --source PATH/TO/unpacked/sglang-0.5.11   (ast)
     python tools/extract_inventories.py megatron core_v0.16.1 --source PATH/TO/Megatron-LM@core_v0.16.1
-    python tools/extract_inventories.py megatron-deepspeed HEAD --source PATH/TO/Megatron-DeepSpeed
+    python tools/extract_inventories.py megatron-deepspeed HEAD --source PATH/TO/Megatron-DeepSpeed \
+        --deepspeed-source PATH/TO/unpacked/deepspeed-0.19.8
     python tools/extract_inventories.py torchtitan 0.3.0 --source PATH/TO/unpacked/torchtitan-0.3.0
 
 then add the new file name to ``roofplan/launch/versions.py`` (``inventory``) and rerun the tests.
@@ -204,6 +205,45 @@ def torchtitan_inventory(src: Path, version: str) -> dict:
             "fields": fields, "registry": registry, "activation_checkpoint": ac}
 
 
+def _model_fields(path: Path, cls: str) -> list[str]:
+    """Field names and their ``alias=`` spellings of one pydantic model class."""
+    out = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ClassDef) and node.name == cls:
+            for stmt in node.body:
+                if isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name):
+                    out.append(stmt.target.id)
+                    for sub in ast.walk(stmt.value) if stmt.value else ():
+                        if isinstance(sub, ast.keyword) and sub.arg == "alias" and isinstance(sub.value, ast.Constant):
+                            out.append(sub.value.value)
+    return sorted(set(out))
+
+
+def _string_constants(path: Path) -> list[str]:
+    """Values of ``NAME = "key"`` module constants (DeepSpeed spells its config keys so)."""
+    out = []
+    for node in ast.parse(path.read_text()).body:
+        if (isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str)
+                and re.fullmatch(r"[a-z][a-z0-9_]*", node.value.value)):
+            out.append(node.value.value)
+    return sorted(set(out))
+
+
+def ds_config_inventory(src: Path) -> dict:
+    """Keys DeepSpeed reads from ds_config.json: ``zero_optimization`` and its offload blocks are
+    pydantic models with ``extra="forbid"`` (``runtime/config_utils.py``); the other sections are
+    read by key from ``runtime/constants.py`` and ``runtime/activation_checkpointing/config.py``."""
+    ds = next(src.rglob("deepspeed/runtime/zero/config.py")).parent.parent.parent
+    zero = ds / "runtime" / "zero"
+    return {"zero_optimization": _model_fields(zero / "config.py", "DeepSpeedZeroConfig"),
+            "offload_optimizer": _model_fields(zero / "offload_config.py", "DeepSpeedZeroOffloadOptimizerConfig"),
+            "offload_param": _model_fields(zero / "offload_config.py", "DeepSpeedZeroOffloadParamConfig"),
+            "keys": sorted(set(_string_constants(ds / "runtime" / "constants.py"))
+                           | set(_string_constants(zero / "config.py"))
+                           | set(_string_constants(ds / "runtime" / "activation_checkpointing" / "config.py"))),
+            "activation_checkpointing": _string_constants(ds / "runtime" / "activation_checkpointing" / "config.py")}
+
+
 # ---------------------------------------------------------------- virtualenv driver
 def _run(cmd: list[str], **kw) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, check=False, text=True, capture_output=True, **kw)
@@ -213,7 +253,9 @@ def _venv(path: Path, framework: str, version: str, source: str | None) -> Path:
     py = path / "bin" / "python"
     if not py.exists():
         _run([sys.executable, "-m", "venv", str(path)])
-    pip = [str(py), "-m", "pip", "install", "-q"]
+    pins = path / "constraints.txt"  # nothing may replace the CPU torch (a framework pins its CUDA build)
+    pins.write_text(TORCH + "\n")
+    pip = [str(py), "-m", "pip", "install", "-q", "-c", str(pins)]
     _run(pip + [TORCH, "numpy", "packaging", "pyyaml", "einops", "six", "regex", "pydantic"])
     pkg = {"vllm": "vllm", "sglang": "sglang"}.get(framework)
     if pkg:
@@ -228,7 +270,8 @@ def _venv(path: Path, framework: str, version: str, source: str | None) -> Path:
     return py
 
 
-def extract(framework: str, version: str, source: str | None, venv: str | None) -> dict:
+def extract(framework: str, version: str, source: str | None, venv: str | None,
+            deepspeed_source: str | None = None) -> dict:
     if framework == "torchtitan":
         return torchtitan_inventory(Path(source), version)
     if framework == "sglang" and source:  # releases whose add_cli_args spells every add_argument out
@@ -240,7 +283,11 @@ def extract(framework: str, version: str, source: str | None, venv: str | None) 
             opts[o] = {"takes_value": False, "type": "str", "choices": None, "nargs": None}
         for o in ("--deepspeed_config", "--deepscale_config"):
             opts[o] = {"takes_value": True, "type": "str", "choices": None, "nargs": None}
-        return {"method": "ast: megatron/arguments.py + deepspeed.add_config_arguments", "options": opts}
+        doc = {"method": "ast: megatron/arguments.py + deepspeed.add_config_arguments", "options": opts}
+        if deepspeed_source:
+            doc["ds_config"] = ds_config_inventory(Path(deepspeed_source))
+            doc["method"] += " + DeepSpeed config models (ast)"
+        return doc
     with tempfile.TemporaryDirectory() as tmp:
         py = _venv(Path(venv or tmp) / "venv", framework, version, source)
         env = dict(os.environ, VLLM_TARGET_DEVICE="cpu")
@@ -252,7 +299,8 @@ def extract(framework: str, version: str, source: str | None, venv: str | None) 
             m = re.search(r"No module named '([^'.]+)", r.stderr)
             if not m:
                 raise SystemExit(r.stderr[-3000:])
-            _run([str(py), "-m", "pip", "install", "-q", _MODULE_PACKAGE.get(m.group(1), m.group(1))])
+            _run([str(py), "-m", "pip", "install", "-q", "-c", str(py.parent.parent / "constraints.txt"),
+                  _MODULE_PACKAGE.get(m.group(1), m.group(1))])
     raise SystemExit("gave up after 25 missing modules")
 
 
@@ -262,6 +310,7 @@ def main() -> None:
     ap.add_argument("version")
     ap.add_argument("--source", help="checkout / unpacked release (megatron, megatron-deepspeed, torchtitan)")
     ap.add_argument("--venv", help="keep the virtualenv here (default: a temporary one)")
+    ap.add_argument("--deepspeed-source", help="unpacked DeepSpeed sdist (megatron-deepspeed: its ds_config keys)")
     ap.add_argument("--probe", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--out", default=str(OUT))
     a = ap.parse_args()
@@ -269,7 +318,7 @@ def main() -> None:
         print(json.dumps(_probe(a.framework, a.source)))
         return
     doc = {"schema": "roofplan.inventory/v1", "framework": a.framework, "version": a.version}
-    doc.update(extract(a.framework, a.version, a.source, a.venv))
+    doc.update(extract(a.framework, a.version, a.source, a.venv, a.deepspeed_source))
     name = {"megatron": "megatron-"}.get(a.framework, a.framework + "-") + a.version
     path = Path(a.out) / f"{name}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
