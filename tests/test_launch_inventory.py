@@ -335,6 +335,14 @@ def test_serving_files_pass_their_inventory(scenario, mode, engine, version):
                 path = w["args"][w["args"].index("--extra-engine-args") + 1]
                 assert path.startswith("/config/") and path.split("/")[-1] in cm["data"]
                 assert "/config" in [m["mountPath"] for m in w["mounts"]]
+    # the benchmark script measures at the plan's lengths and concurrency, with vLLM's own benchmark
+    bench = json.loads((INV / f"{versions.feature('vllm', None, 'bench_inventory')}.json").read_text())
+    (b_argv,) = commands(files[f"benchmark_{engine}.sh"], ["vllm", "bench", "serve"])
+    assert problems(b_argv[3:], bench) == []
+    assert (int(value(b_argv, "--random-input-len")), int(value(b_argv, "--random-output-len"))) == (2000, 200)
+    slots = (best["decode"]["batch"] * best["decode"]["instances"] if best["mode"] == "disagg"
+             else best["prefill"]["batch"] * best["instances"])
+    assert int(value(b_argv, "--max-concurrency")) == slots
     # several instances need one entry point on the advertised port
     if mode == "colocated" and best["instances"] > 1 and engine in ("vllm", "trtllm"):
         conf = files["router_nginx.conf"]

@@ -138,7 +138,7 @@ def test_placement_uses_each_gpu_once_and_fills_nodes():
 
 def test_vllm_disagg_roles_sizes_and_ports():
     files = vllm.emit(BEST, REQUEST)
-    assert set(files) == {"vllm_node0.sh", "vllm_node1.sh", "vllm_proxy.sh", "README.md"}
+    assert set(files) == {"vllm_node0.sh", "vllm_node1.sh", "vllm_proxy.sh", "README.md", "benchmark_vllm.sh"}
     serves = {n: commands(files[f"vllm_node{n}.sh"], ["vllm", "serve"]) for n in (0, 1)}
     roles = {"kv_producer": [], "kv_consumer": []}
     for node, cmds in serves.items():

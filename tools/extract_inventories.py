@@ -23,6 +23,7 @@ How each one is made (CPU only, no GPU needed):
 Refresh (one framework at a time; minutes each, most of it pip)::
 
     python tools/extract_inventories.py vllm 0.33.0
+    python tools/extract_inventories.py vllm-bench 0.33.0     (the benchmark scripts' vllm bench serve)
     python tools/extract_inventories.py sglang 0.5.23
     python tools/extract_inventories.py sglang 0.5.11 --source PATH/TO/unpacked/sglang-0.5.11   (ast)
     python tools/extract_inventories.py megatron core_v0.16.1 --source PATH/TO/Megatron-LM@core_v0.16.1
@@ -96,6 +97,15 @@ def _probe(framework: str, source: str | None) -> dict:
 
         return {"method": "import: vllm.entrypoints.common.cli_args.make_arg_parser (vllm serve)",
                 "options": argparse_inventory(make_arg_parser(FlexibleArgumentParser()))}
+    if framework == "vllm-bench":
+        os.environ.setdefault("VLLM_TARGET_DEVICE", "cpu")
+        from vllm.benchmarks.serve import add_cli_args
+        from vllm.utils.argparse_utils import FlexibleArgumentParser
+
+        p = FlexibleArgumentParser()
+        add_cli_args(p)
+        return {"method": "import: vllm.benchmarks.serve.add_cli_args (vllm bench serve)",
+                "options": argparse_inventory(p)}
     if framework == "sglang":
         from sglang.srt.server_args import ServerArgs
 
@@ -257,7 +267,7 @@ def _venv(path: Path, framework: str, version: str, source: str | None) -> Path:
     pins.write_text(TORCH + "\n")
     pip = [str(py), "-m", "pip", "install", "-q", "-c", str(pins)]
     _run(pip + [TORCH, "numpy", "packaging", "pyyaml", "einops", "six", "regex", "pydantic"])
-    pkg = {"vllm": "vllm", "sglang": "sglang"}.get(framework)
+    pkg = {"vllm": "vllm", "vllm-bench": "vllm", "sglang": "sglang"}.get(framework)
     if pkg:
         _run(pip + ["--no-deps", f"{pkg}=={version}"])
         reqs = _run([str(py), "-c", f"from importlib.metadata import requires; print('\\n'.join(requires('{pkg}')))"])
@@ -306,7 +316,8 @@ def extract(framework: str, version: str, source: str | None, venv: str | None,
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("framework", choices=["vllm", "sglang", "megatron", "megatron-deepspeed", "torchtitan"])
+    ap.add_argument("framework", choices=["vllm", "vllm-bench", "sglang", "megatron", "megatron-deepspeed",
+                                          "torchtitan"])
     ap.add_argument("version")
     ap.add_argument("--source", help="checkout / unpacked release (megatron, megatron-deepspeed, torchtitan)")
     ap.add_argument("--venv", help="keep the virtualenv here (default: a temporary one)")

@@ -219,5 +219,8 @@ def emit(best: dict, request: dict, target: str | None = None) -> dict[str, str]
              "`kubectl apply -f dynamo_graph.yaml -n <namespace>`"
              + (" (its first document is the engine ConfigMap)." if len(docs) > 1 else "."),
              f"The Frontend component serves the OpenAI API on port {sc.ROUTER_PORT} and routes to the workers "
-             "(KV-aware); expose it with `kubectl port-forward` or a Service."]
-    return {"dynamo_graph.yaml": text, "README.md": sc.readme("Dynamo", target, best, request, steps)}
+             "(KV-aware); expose it with `kubectl port-forward` or a Service.",
+             f"`HOST=<frontend address> bash {sc.bench_name('dynamo')}` measures the deployment at the plan's lengths and "
+             "concurrency (vllm bench serve)."]
+    return {"dynamo_graph.yaml": text, sc.bench_name("dynamo"): sc.benchmark_script(best, request, "dynamo"),
+            "README.md": sc.readme("Dynamo", target, best, request, steps)}

@@ -173,6 +173,41 @@ def nginx_router(best: dict, urls: list[str]) -> str:
 
 
 ROUTER_CONF = "router_nginx.conf"
+BENCH_RESULT = "roofplan_bench_{engine}.json"
+
+
+def bench_name(engine: str) -> str:
+    return f"benchmark_{engine}.sh"
+
+
+def concurrency(best: dict) -> int:
+    """Requests in flight at the planned operating point: every decoding slot of the deployment."""
+    if best["mode"] == "disagg":
+        return int(best["decode"]["batch"]) * int(best["decode"]["instances"])
+    return int(best["prefill"]["batch"]) * int(best["instances"])
+
+
+def benchmark_argv(best: dict, request: dict, port: int, engine: str) -> list:
+    """``vllm bench serve`` (vLLM's benchmark; it speaks the OpenAI API every engine here serves) at
+    the plan's prompt / output lengths and concurrency (and its request rate when one was given)."""
+    conc = concurrency(best)
+    argv = ["vllm", "bench", "serve", "--backend", "openai", "--base-url", f"http://${{HOST}}:{port}",
+            "--endpoint", "/v1/completions", "--model", "${MODEL}", "--dataset-name", "random",
+            "--random-input-len", int(request["isl"]), "--random-output-len", int(request["osl"]), "--ignore-eos",
+            "--max-concurrency", conc, "--num-prompts", max(5 * conc, 100)]
+    if request.get("rate"):
+        argv += ["--request-rate", float(request["rate"])]
+    return argv + ["--percentile-metrics", "ttft,tpot,itl,e2el", "--metric-percentiles", "50,90,99",
+                   "--save-result", "--result-filename", BENCH_RESULT.format(engine=engine)]
+
+
+def benchmark_script(best: dict, request: dict, engine: str, port: int = ROUTER_PORT) -> str:
+    """``benchmark.sh``: measures the running deployment where the plan predicted it."""
+    head = header(best, request, engine) + [
+        f"Measures the running deployment at the planned isl/osl and concurrency {concurrency(best)}; "
+        f"the result ({BENCH_RESULT.format(engine=engine)}) holds the measured TTFT / TPOT / throughput to compare with the line above."]
+    return script(head, [model_default(request), "HOST=${HOST:-127.0.0.1}  # the router / frontend host", "",
+                         argv_lines(benchmark_argv(best, request, port, engine))])
 
 
 def instance_port(inst: Instance, colocated_count: int = 1) -> int:

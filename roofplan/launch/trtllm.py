@@ -200,6 +200,8 @@ def emit(best: dict, request: dict, target: str | None = None) -> dict[str, str]
         files["trtllm_router.sh"] = sc.script(head + ["Run on node 0: the router of the colocated instances."],
                                               [f'exec nginx -p "$PWD" -c {sc.ROUTER_CONF} -g "daemon off;"'])
         steps.append(f"Then on node 0: `bash trtllm_router.sh` (nginx; hosts in {sc.ROUTER_CONF}).")
-    steps.append(f"Send requests to port {sc.ROUTER_PORT}.")
+    files[sc.bench_name("trtllm")] = sc.benchmark_script(best, request, "trtllm")
+    steps.append(f"Send requests to port {sc.ROUTER_PORT}; `bash {sc.bench_name('trtllm')}` measures the deployment at the "
+                 "plan's lengths and concurrency (vllm bench serve against the OpenAI API).")
     files["README.md"] = sc.readme("TensorRT-LLM", target, best, request, steps)
     return files

@@ -41,7 +41,7 @@ VERSIONS: dict[str, dict[str, dict]] = {
         "0.3": {"interface": "python", "inventory": "torchtitan-0.3.0"},
     },
     "vllm": {
-        "0.33": {"inventory": "vllm-0.33.0"},
+        "0.33": {"inventory": "vllm-0.33.0", "bench_inventory": "vllm-bench-0.33.0"},
     },
     "sglang": {
         # --disaggregation-decode-tp/-dp and --disaggregation-prefill-pp are gone (decode learns the

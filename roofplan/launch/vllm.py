@@ -205,6 +205,9 @@ def emit(best: dict, request: dict, target: str | None = None) -> dict[str, str]
                                             [f'exec nginx -p "$PWD" -c {sc.ROUTER_CONF} -g "daemon off;"'])
         steps.append(f"Then on node 0: `bash vllm_router.sh` (nginx; edit the hosts in {sc.ROUTER_CONF} "
                      "if the nodes are not reachable as node<n>).")
-    steps.append(f"Send requests to port {sc.ROUTER_PORT}; `vllm bench serve` measures the deployment.")
+    files[sc.bench_name("vllm")] = sc.benchmark_script(best, request, "vllm", port(insts[0], n_colo) if n_colo == 1
+                                          else sc.ROUTER_PORT)
+    steps.append(f"Send requests to port {sc.ROUTER_PORT}; `bash {sc.bench_name('vllm')}` measures the deployment at the "
+                 "plan's lengths and concurrency (vllm bench serve).")
     files["README.md"] = sc.readme("vLLM", target, best, request, steps)
     return files
