@@ -81,6 +81,8 @@ def problems(args: list[str], inv: dict, allowed_extra: frozenset = frozenset())
         rec = opts.get(name)
         if rec is None:
             out.append(f"unknown option {name}")
+            while i < len(args) and not args[i].startswith("--"):
+                i += 1  # its values
             continue
         if not rec["takes_value"]:
             continue
