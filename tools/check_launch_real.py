@@ -10,8 +10,10 @@ command to the real code in a virtualenv prepared by ``tools/extract_inventories
   planned GPU (compute capability 8 or 9) and its Transformer Engine version checks as a current
   TE, since neither exists on CPU;
 * vLLM: ``make_arg_parser`` then ``AsyncEngineArgs.from_cli_args`` (``vllm serve``);
-* SGLang: ``ServerArgs.add_cli_args`` then ``parse_args`` (``ServerArgs.from_cli_args`` runs the
-  model-config lookup of ``__post_init__``, which needs the weights, so it is reported separately).
+* SGLang: ``ServerArgs.add_cli_args``, ``parse_args`` then ``ServerArgs.from_cli_args``.
+
+Only the rows of the release installed in the virtualenv are run (the others are reported as
+skipped); Megatron runs the row named by ``--megatron-target`` against ``--megatron-source``.
 
 Usage::
 
@@ -54,7 +56,8 @@ def _fill(argv: list[str]) -> list[str]:
     """Placeholders replaced by plausible values (a path, a host)."""
     sub = {"DATA_PATH": "/data/text_document", "TOKENIZER_MODEL": "/tok", "CHECKPOINT_DIR": "/ckpt",
            "MODEL": "/model", "HOSTFILE": "/hostfile", "MASTER_ADDR": "127.0.0.1", "NODE_RANK": "0"}
-    return [re.sub(r"\$\{([A-Z_0-9]+)(:-[^}]*)?\}", lambda m: sub.get(m.group(1), "127.0.0.1"), a) for a in argv]
+    return [re.sub(r"\$\{([A-Z_0-9]+)(:-([^}]*))?\}", lambda m: m.group(3) or sub.get(m.group(1), "127.0.0.1"), a)
+            for a in argv]
 
 
 def manifest(only: set[str], megatron_target: str | None = None) -> list[dict]:
@@ -100,27 +103,38 @@ def manifest(only: set[str], megatron_target: str | None = None) -> list[dict]:
                             for argv in _commands(text, prog):
                                 out.append({"fw": engine, "version": version, "case": f"{model}/{mode}/{name}",
                                             "argv": _fill(argv[1:] if engine == "vllm" else argv)})
-                    if engine == "vllm":
-                        g = dynamo.graph(plan.best, dict(plan.request, engine="vllm"))
-                        for comp in g["spec"].get("components", []):
-                            if comp["type"] != "frontend":
-                                args = comp["podTemplate"]["spec"]["containers"][0]["args"]
-                                out.append({"fw": "dynamo.vllm", "version": version, "case": f"{model}/{mode}",
-                                            "argv": [a for a in args]})
+                    g = dynamo.graph(plan.best, dict(plan.request, engine=engine))  # its workers' engine args
+                    for comp in g["spec"].get("components", []):
+                        if comp["type"] != "frontend":
+                            args = comp["podTemplate"]["spec"]["containers"][0]["args"]
+                            out.append({"fw": f"dynamo.{engine}", "version": version, "case": f"{model}/{mode}",
+                                        "argv": list(args)})
     return out
 
 
 def probe(entries: list[dict], megatron_source: str | None) -> list[dict]:
     """Run inside the framework virtualenv: each entry through the real parser."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    installed = {}
+    for pkg in ("vllm", "sglang"):
+        try:
+            installed[pkg] = version(pkg)
+        except PackageNotFoundError:
+            installed[pkg] = None
     results = []
     for e in entries:
         if "refused" in e:
             results.append({**e, "ok": None})
             continue
+        pkg = e["fw"].removeprefix("dynamo.")
+        if pkg in installed and not (installed[pkg] or "").startswith(e["version"]):
+            results.append({**e, "ok": "skipped"})
+            continue
         try:
             if e["fw"] == "megatron":
                 _megatron(e, megatron_source)
-            elif e["fw"] in ("vllm", "dynamo.vllm"):
+            elif e["fw"] in ("vllm", "dynamo.vllm"):  # dynamo.<engine> workers take the engine's flags
                 _vllm(e)
             else:
                 _sglang(e)
@@ -171,7 +185,7 @@ def _sglang(e: dict) -> None:
 
     p = argparse.ArgumentParser()
     ServerArgs.add_cli_args(p)
-    p.parse_args(e["argv"])
+    ServerArgs.from_cli_args(p.parse_args(e["argv"]))
 
 
 def main() -> None:
@@ -200,12 +214,15 @@ def main() -> None:
     counts: dict[tuple, list[int]] = {}
     for res in results:
         key = (res["fw"], res["version"])
-        c = counts.setdefault(key, [0, 0, 0])
-        c[0 if res["ok"] else 1 if res["ok"] is False else 2] += 1
+        c = counts.setdefault(key, [0, 0, 0, 0])
+        c[{True: 0, False: 1, None: 2, "skipped": 3}[res["ok"]]] += 1
         if res["ok"] is False:
             print(f"FAIL {res['fw']} {res['version']} {res['case']}: {res['error']}")
-    for (fw, ver), (ok, bad, refused) in sorted(counts.items()):
-        print(f"{fw} {ver}: {ok} accepted, {bad} rejected, {refused} refused by roofplan (exit 2)")
+    for (fw, ver), (ok, bad, refused, skipped) in sorted(counts.items()):
+        if skipped:
+            print(f"{fw} {ver}: {skipped} skipped (that release is not the one installed)")
+        else:
+            print(f"{fw} {ver}: {ok} accepted, {bad} rejected, {refused} refused by roofplan (exit 2)")
 
 
 if __name__ == "__main__":
