@@ -10,7 +10,9 @@ command to the real code in a virtualenv prepared by ``tools/extract_inventories
   planned GPU (compute capability 8 or 9) and its Transformer Engine version checks as a current
   TE, since neither exists on CPU;
 * vLLM: ``make_arg_parser`` then ``AsyncEngineArgs.from_cli_args`` (``vllm serve``);
-* SGLang: ``ServerArgs.add_cli_args``, ``parse_args`` then ``ServerArgs.from_cli_args``.
+* SGLang: ``ServerArgs.add_cli_args``, ``parse_args`` then ``ServerArgs.from_cli_args``;
+* torchtitan: ``ConfigManager().parse_args`` on the emitted job (the config module of 0.3, the
+  TOML of 0.2), and the world size its degrees multiply to.
 
 Only the rows of the release installed in the virtualenv are run (the others are reported as
 skipped); Megatron runs the row named by ``--megatron-target`` against ``--megatron-source``.
@@ -63,7 +65,7 @@ def _fill(argv: list[str]) -> list[str]:
 def manifest(only: set[str], megatron_target: str | None = None) -> list[dict]:
     """Every command of the emit matrix for the frameworks in ``only``."""
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    from roofplan.launch import dynamo, megatron, sglang, versions, vllm
+    from roofplan.launch import dynamo, megatron, sglang, torchtitan, versions, vllm
     from roofplan.solver.serve_planner import plan_serving
     from roofplan.solver.train_planner import plan_training
     from tests.test_launch_inventory import SERVE, TRAIN
@@ -86,6 +88,19 @@ def manifest(only: set[str], megatron_target: str | None = None) -> list[dict]:
                 cap = 8 if hw.startswith("a100") else 9  # the compute capability validate_args asks CUDA for
                 out.append({"fw": "megatron", "version": version, "case": f"{model}/{gpus}#{rank}", "argv": _fill(argv),
                             "world": gpus, "env": env, "cap": cap})
+    if "torchtitan" in only:
+        for model, hw, gpus, gb, seq in TRAIN:
+            plan = plan_training(model, hw, gpus=gpus, global_batch=gb, seq_len=seq, emit="torchtitan", top=3)
+            for version in versions.VERSIONS["torchtitan"]:
+                for rank, cand in enumerate(plan.candidates, 1):
+                    case = f"{model}/{gpus}#{rank}"
+                    try:
+                        files = torchtitan.emit(plan.model, plan.config(cand), cand, version)
+                    except Exception as exc:
+                        out.append({"fw": "torchtitan", "version": version, "case": case, "refused": str(exc)})
+                        continue
+                    out.append({"fw": "torchtitan", "version": version, "case": case, "world": gpus,
+                                "files": {k: v for k, v in files.items() if k.endswith((".py", ".toml"))}})
     for engine, mod, prog in (("vllm", vllm, ["vllm", "serve"]), ("sglang", sglang,
                                                                   ["python", "-m", "sglang.launch_server"])):
         if engine not in only:
@@ -117,7 +132,7 @@ def probe(entries: list[dict], megatron_source: str | None) -> list[dict]:
     from importlib.metadata import PackageNotFoundError, version
 
     installed = {}
-    for pkg in ("vllm", "sglang"):
+    for pkg in ("vllm", "sglang", "torchtitan"):
         try:
             installed[pkg] = version(pkg)
         except PackageNotFoundError:
@@ -134,6 +149,8 @@ def probe(entries: list[dict], megatron_source: str | None) -> list[dict]:
         try:
             if e["fw"] == "megatron":
                 _megatron(e, megatron_source)
+            elif e["fw"] == "torchtitan":
+                _torchtitan(e)
             elif e["fw"] in ("vllm", "dynamo.vllm"):  # dynamo.<engine> workers take the engine's flags
                 _vllm(e)
             else:
@@ -180,6 +197,27 @@ def _vllm(e: dict) -> None:
     AsyncEngineArgs.from_cli_args(args)
 
 
+def _torchtitan(e: dict) -> None:
+    """torchtitan's ConfigManager on the emitted job (0.3: the config module; 0.2: the TOML)."""
+    from torchtitan.config import ConfigManager
+
+    with tempfile.TemporaryDirectory() as d:
+        for name, text in e["files"].items():
+            Path(d, name).write_text(text)
+        if "roofplan_torchtitan.py" in e["files"]:
+            sys.path.insert(0, d)
+            sys.modules.pop("roofplan_torchtitan", None)
+            cfg = ConfigManager().parse_args(["--module", "roofplan_torchtitan", "--config", "roofplan_plan"])
+            sys.path.remove(d)
+        else:
+            cfg = ConfigManager().parse_args(["--job.config_file", str(Path(d, "torchtitan.toml"))])
+    p = cfg.parallelism
+    shard = p.data_parallel_shard_degree
+    world = (p.data_parallel_replicate_degree * shard * p.tensor_parallel_degree * p.pipeline_parallel_degree
+             * p.context_parallel_degree)
+    assert world == e["world"], f"world {world} != {e['world']}"
+
+
 def _sglang(e: dict) -> None:
     from sglang.srt.server_args import ServerArgs
 
@@ -193,7 +231,7 @@ def main() -> None:
     ap.add_argument("--venv", required=False, help="the virtualenv of tools/extract_inventories.py --venv")
     ap.add_argument("--megatron-source")
     ap.add_argument("--megatron-target", help="the versions.py row the source is (e.g. core_v0.16)")
-    ap.add_argument("--only", default="megatron,vllm,sglang")
+    ap.add_argument("--only", default="megatron,vllm,sglang,torchtitan")
     ap.add_argument("--probe", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.probe:
