@@ -48,7 +48,7 @@ MODELS: dict[str, dict[str, tuple[str, str]]] = {
     "qwen3-8b": {"toml": ("qwen3", "8B")},
 }
 
-_MP = {"bf16": "bfloat16", "fp16": "bfloat16", "fp8": "bfloat16"}
+_MP = {"bf16": "bfloat16"}
 
 
 def _interface(target: str | None) -> str:
@@ -76,6 +76,8 @@ def unsupported(config: Mapping, model: ModelSpec | None = None, target: str | N
         return "torchtitan full activation checkpointing covers every layer"
     if config["dtype"] == "fp16":
         return "torchtitan trains in bfloat16 or float32 (mixed_precision_param), not fp16"
+    if config["dtype"] == "fp8":  # a float8 converter is a model option these files do not set
+        return "the torchtitan files here train in bfloat16 (no float8 converter); use --dtype bf16 or --emit megatron"
     return None
 
 
@@ -125,8 +127,6 @@ def toml_doc(model: ModelSpec, config: Mapping, estimate: Mapping, target: str |
         "checkpoint": {"enable": True, "folder": "checkpoint", "interval": 500},
     }
     sections["training"]["dataset_path"] = TRAIN_PLACEHOLDERS["DATA_PATH"][0]
-    if config["dtype"] == "fp8":
-        sections["float8"] = {"enable_fsdp_float8_all_gather": config["zero"] >= 2}
     lines = comment_lines(prediction_header(config, estimate) + [
         "Written for torchtitan 0.2 (TOML job file). Placeholders: training.dataset_path, model.hf_assets_path",
         f"and job.dump_folder below; {SCRIPT} overrides them from DATA_PATH, TOKENIZER_MODEL, CHECKPOINT_DIR.",
