@@ -11,6 +11,7 @@ command to the real code in a virtualenv prepared by ``tools/extract_inventories
   TE, since neither exists on CPU;
 * vLLM: ``make_arg_parser`` then ``AsyncEngineArgs.from_cli_args`` (``vllm serve``);
 * SGLang: ``ServerArgs.add_cli_args``, ``parse_args`` then ``ServerArgs.from_cli_args``;
+* DeepSpeed: ``DeepSpeedConfig(ds_config, mpu)`` with the plan's data-parallel size;
 * torchtitan: ``ConfigManager().parse_args`` on the emitted job (the config module of 0.3, the
   TOML of 0.2), and the world size its degrees multiply to.
 
@@ -65,7 +66,7 @@ def _fill(argv: list[str]) -> list[str]:
 def manifest(only: set[str], megatron_target: str | None = None) -> list[dict]:
     """Every command of the emit matrix for the frameworks in ``only``."""
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    from roofplan.launch import dynamo, megatron, sglang, torchtitan, versions, vllm
+    from roofplan.launch import deepspeed, dynamo, megatron, sglang, torchtitan, versions, vllm
     from roofplan.solver.serve_planner import plan_serving
     from roofplan.solver.train_planner import plan_training
     from tests.test_launch_inventory import SERVE, TRAIN
@@ -88,6 +89,18 @@ def manifest(only: set[str], megatron_target: str | None = None) -> list[dict]:
                 cap = 8 if hw.startswith("a100") else 9  # the compute capability validate_args asks CUDA for
                 out.append({"fw": "megatron", "version": version, "case": f"{model}/{gpus}#{rank}", "argv": _fill(argv),
                             "world": gpus, "env": env, "cap": cap})
+    if "deepspeed" in only:
+        for model, hw, gpus, gb, seq in TRAIN:
+            plan = plan_training(model, hw, gpus=gpus, global_batch=gb, seq_len=seq, emit="deepspeed", top=5)
+            for rank, cand in enumerate(plan.candidates, 1):
+                case = f"{model}/{gpus}#{rank}"
+                try:
+                    files = deepspeed.emit(plan.model, plan.config(cand), cand)
+                except Exception as exc:
+                    out.append({"fw": "deepspeed", "version": "0.19", "case": case, "refused": str(exc)})
+                    continue
+                out.append({"fw": "deepspeed", "version": "0.19", "case": case, "dp": cand["dp"],
+                            "config": json.loads(files[deepspeed.CONFIG])})
     if "torchtitan" in only:
         for model, hw, gpus, gb, seq in TRAIN:
             plan = plan_training(model, hw, gpus=gpus, global_batch=gb, seq_len=seq, emit="torchtitan", top=3)
@@ -149,6 +162,8 @@ def probe(entries: list[dict], megatron_source: str | None) -> list[dict]:
         try:
             if e["fw"] == "megatron":
                 _megatron(e, megatron_source)
+            elif e["fw"] == "deepspeed":
+                _deepspeed(e)
             elif e["fw"] == "torchtitan":
                 _torchtitan(e)
             elif e["fw"] in ("vllm", "dynamo.vllm"):  # dynamo.<engine> workers take the engine's flags
@@ -197,6 +212,21 @@ def _vllm(e: dict) -> None:
     AsyncEngineArgs.from_cli_args(args)
 
 
+def _deepspeed(e: dict) -> None:
+    """DeepSpeed's own config parser (``runtime/config.py`` DeepSpeedConfig: batch triple, ZeRO and
+    offload models with extra keys forbidden, precision) for the job's data-parallel size."""
+    import deepspeed.comm as dist
+    from deepspeed.runtime.config import DeepSpeedConfig
+
+    dist.get_rank = lambda *a, **k: 0  # no process group on CPU: rank 0 of the job
+
+    class _Mpu:  # the data-parallel group of the plan (Megatron-DeepSpeed passes its mpu)
+        def get_data_parallel_world_size(self):
+            return e["dp"]
+
+    DeepSpeedConfig(e["config"], mpu=_Mpu())
+
+
 def _torchtitan(e: dict) -> None:
     """torchtitan's ConfigManager on the emitted job (0.3: the config module; 0.2: the TOML)."""
     from torchtitan.config import ConfigManager
@@ -231,7 +261,7 @@ def main() -> None:
     ap.add_argument("--venv", required=False, help="the virtualenv of tools/extract_inventories.py --venv")
     ap.add_argument("--megatron-source")
     ap.add_argument("--megatron-target", help="the versions.py row the source is (e.g. core_v0.16)")
-    ap.add_argument("--only", default="megatron,vllm,sglang,torchtitan")
+    ap.add_argument("--only", default="megatron,vllm,sglang,torchtitan,deepspeed")
     ap.add_argument("--probe", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.probe:
