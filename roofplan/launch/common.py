@@ -231,6 +231,20 @@ def write_files(out_dir: str | os.PathLike, files: Mapping[str, str], executable
     return [str(final) for _, final in staged]
 
 
+def unexpressed_shape(model, framework: str) -> str | None:
+    """A model feature the training launch files here do not write (sliding-window / chunked
+    attention, linear-attention or state-space mixers, DeepSeek sparse attention, a gated attention
+    output): emitting the file anyway would build a different model, so the launcher refuses."""
+    feats = [name for name, on in (("sliding-window or chunked attention", getattr(model, "window", None)),
+                                   ("linear-attention / state-space mixers", getattr(model, "linear", None)),
+                                   ("DeepSeek sparse attention", getattr(model, "dsa", None)),
+                                   ("a gated attention output", getattr(model, "attn_output_gate", False)))
+             if on]
+    if feats:
+        return f"the {framework} files here do not express {' and '.join(feats)} of {model.name}"
+    return None
+
+
 README = "README.md"
 
 

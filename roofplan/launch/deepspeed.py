@@ -22,6 +22,7 @@ from roofplan.launch.common import (
     prediction_header,
     shell_script,
     train_readme,
+    unexpressed_shape,
 )
 from roofplan.models.spec import ModelSpec
 
@@ -36,6 +37,8 @@ def unsupported_model(model: ModelSpec) -> str | None:
     every expert the dense ``--ffn-hidden-size`` and no shared expert (``--mlp-type residual`` is
     PR-MoE's mixed residual MLP, not a shared expert)."""
     alt = "; use --emit megatron"
+    if why := unexpressed_shape(model, "Megatron-DeepSpeed"):
+        return why
     if model.mla is not None:
         return f"Megatron-DeepSpeed has no multi-latent attention ({model.name}){alt}"
     if model.qk_norm:

@@ -28,6 +28,7 @@ from roofplan.launch.common import (
     shell_script,
     torchrun_argv,
     train_readme,
+    unexpressed_shape,
 )
 from roofplan.models.spec import ModelSpec
 from roofplan.solver.space import pipeline_split
@@ -37,6 +38,8 @@ SCRIPT = "launch_megatron.sh"
 
 def unsupported(config: Mapping, model: ModelSpec | None = None, target: str | None = None) -> str | None:
     """Why Megatron-LM (version ``target``, default the newest) cannot run ``config`` (None when it can)."""
+    if model is not None and (why := unexpressed_shape(model, "Megatron-LM")):
+        return why
     if config["zero"] >= 2 and not versions.feature("megatron", target, "megatron_fsdp"):
         return f"Megatron {target} has no Megatron-FSDP (--use-megatron-fsdp) for ZeRO-{config['zero']}"
     if (model is not None and model.mtp_layers and config["cp"] > 1
