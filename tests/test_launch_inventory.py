@@ -436,3 +436,23 @@ def test_cli_target_refuses_what_a_release_cannot_express(tmp_path):
                                  "--out", str(tmp_path / "c")])
     assert r.exit_code == 0, r.output
     assert "apiVersion: nvidia.com/v1alpha1" in (tmp_path / "c" / "dynamo_graph.yaml").read_text()
+
+
+@pytest.mark.parametrize(("model", "gpus", "method", "hit"), [("deepseek-v3", 64, "mtp", None),
+                                                             ("qwen3-32b", 8, "ngram", 0.5)])
+def test_speculative_and_prefix_cache_flags_pass_their_inventory(model, gpus, method, hit):
+    from roofplan.costmodel.serve_features import SpecDecode
+
+    hw = "h200-sxm" if model == "deepseek-v3" else "h100-sxm"
+    plan = plan_serving(model, hw, gpus=gpus, isl=2000, osl=200, mode="disagg",
+                        speculative=SpecDecode.of(method, None, None), prefix_hit=hit)
+    vfiles = vllm.emit(plan.best, plan.request)
+    for a in [a for n, t in vfiles.items() if n.endswith(".sh") and n.startswith("vllm_node")
+              for a in commands(t, ["vllm", "serve"])]:
+        assert problems(a[3:], inventory("vllm")) == []
+        assert json.loads(value(a, "--speculative-config"))["num_speculative_tokens"] >= 1
+        assert ("--enable-prefix-caching" in a) == bool(hit)
+    sfiles = sglang.emit(plan.best, plan.request)
+    for a in [a for n, t in sfiles.items() if n.startswith("sglang_node")
+              for a in commands(t, ["python", "-m", "sglang.launch_server"])]:
+        assert problems(a[3:], inventory("sglang")) == []
