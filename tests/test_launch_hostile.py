@@ -139,7 +139,7 @@ def test_dynamo_graph_holds_a_hostile_name_as_text():
     assert name and len(name) <= 63 and all(ch.isalnum() or ch == "-" for ch in name) and name == name.lower()
     args = [c["podTemplate"]["spec"]["containers"][0]["args"] for c in graph["spec"]["components"]
             if c["type"] != "frontend"]
-    assert all(a[a.index("--model-path") + 1] == HOSTILE for a in args)
+    assert all(a[a.index("--model") + 1] == HOSTILE for a in args)
 
 
 def test_readme_keeps_a_hostile_name_on_one_line():

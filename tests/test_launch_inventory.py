@@ -330,6 +330,8 @@ def test_serving_files_pass_their_inventory(scenario, mode, engine, version):
         workers = _dynamo_workers(graph)
         gpus = sum(w["replicas"] * w["gpus"] * w["nodes"] for w in workers)
         assert gpus == best["gpus"]
+        if versions.feature("dynamo", version, "inventory"):
+            _dynamo_flags_pass(best, req, version)
         backend = dynamo.backend_of(req)
         if backend == "trtllm":  # the engine YAML the workers name is in a ConfigMap mounted at /config
             cm = docs[0]
@@ -365,6 +367,21 @@ def _roles_read_back(best, heads, tp_flag, tp_of):
         assert (counts["prefill"], counts["decode"]) == (best["prefill"]["instances"], best["decode"]["instances"])
     else:
         assert counts["colocated"] == best["instances"]
+
+
+def _dynamo_flags_pass(best, req, version):
+    """Frontend and worker arguments of every backend against ai-dynamo's own options; vLLM and
+    SGLang workers also take their engine's options (their inventories)."""
+    comps = inventory("dynamo", version)["components"]
+    engine_inv = {"vllm": inventory("vllm"), "sglang": inventory("sglang")}
+    for backend in ("vllm", "sglang", "trtllm"):
+        graph = list(yaml.safe_load_all(dynamo.emit(best, dict(req, engine=backend), version)["dynamo_graph.yaml"]))[-1]
+        front = next(c for c in graph["spec"]["components"] if c["type"] == "frontend")
+        assert problems(front["podTemplate"]["spec"]["containers"][0]["args"], {"options": comps["frontend"]}) == []
+        merged = {"options": {**engine_inv.get(backend, {"options": {}})["options"], **comps[backend]}}
+        for w in _dynamo_workers(graph):
+            assert problems(w["args"], merged) == [], backend
+            assert not any(merged["options"].get(a, {}).get("obsolete") for a in w["args"]), "obsolete flag"
 
 
 def _dynamo_workers(graph) -> list[dict]:

@@ -30,6 +30,7 @@ Refresh (one framework at a time; minutes each, most of it pip)::
     python tools/extract_inventories.py megatron-deepspeed HEAD --source PATH/TO/Megatron-DeepSpeed \
         --deepspeed-source PATH/TO/unpacked/deepspeed-0.19.8
     python tools/extract_inventories.py torchtitan 0.3.0 --source PATH/TO/unpacked/torchtitan-0.3.0
+    python tools/extract_inventories.py dynamo 1.6.1 --source PATH/TO/unpacked/ai_dynamo-1.6.1    (ast)
 
 then add the new file name to ``roofplan/launch/versions.py`` (``inventory``) and rerun the tests.
 """
@@ -153,6 +154,50 @@ def ast_argparse(path: Path) -> dict:
         for o in opts:
             out[o] = rec
     return out
+
+
+def _ast_dynamo_flags(files: list[Path]) -> dict:
+    """Dynamo spells its options as ``add_argument(group, flag_name="--x", choices=..., obsolete_flag=
+    "--old")`` / ``add_negatable_bool_argument(...)`` (``dynamo/common/configuration/utils.py``),
+    besides plain ``parser.add_argument("--x")``."""
+    out: dict = {}
+    for path in files:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.Call):
+                continue
+            fname = node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", "")
+            kw = {k.arg: k.value for k in node.keywords}
+            if fname in ("add_argument", "add_negatable_bool_argument") and "flag_name" in kw:
+                flag = _literal(kw["flag_name"])
+                if not isinstance(flag, str):
+                    continue  # a computed name
+                boolean = fname == "add_negatable_bool_argument" or _literal(kw.get("action")) in (
+                    "store_true", "store_false")
+                choices = _literal(kw["choices"]) if "choices" in kw else None
+                t = kw.get("arg_type") or kw.get("type")
+                rec = {"takes_value": not boolean, "type": (t.id if isinstance(t, ast.Name) else "str"),
+                       "choices": sorted(map(str, choices)) if isinstance(choices, (list, tuple)) else None,
+                       "nargs": _literal(kw["nargs"]) if "nargs" in kw else None}
+                names = [flag] + ([f"--no-{flag[2:]}"] if fname == "add_negatable_bool_argument" else [])
+                old = _literal(kw["obsolete_flag"]) if "obsolete_flag" in kw else None
+                for n in names:
+                    out[n] = rec
+                if isinstance(old, str):
+                    out[old] = dict(rec, obsolete=True)
+    return out
+
+
+def dynamo_inventory(src: Path) -> dict:
+    """Options of ``dynamo.frontend`` and of each worker (``dynamo.vllm`` / ``sglang`` / ``trtllm``: its
+    own flags; vLLM and SGLang workers also take their engine's flags, in those inventories)."""
+    dyn = next(src.rglob("dynamo/frontend")).parent
+    shared = [p for p in (dyn / "common" / "configuration").rglob("*.py") if "tests" not in p.parts]
+
+    def files(part: str) -> list[Path]:
+        return [p for p in (dyn / part).glob("*.py")] + shared
+
+    return {"method": "ast: dynamo/{frontend,vllm,sglang,trtllm}/*.py and common/configuration (flag_name=...)",
+            "components": {c: _ast_dynamo_flags(files(c)) for c in ("frontend", "vllm", "sglang", "trtllm")}}
 
 
 def _annotation(node) -> tuple[str, list[str] | None]:
@@ -284,6 +329,8 @@ def extract(framework: str, version: str, source: str | None, venv: str | None,
             deepspeed_source: str | None = None) -> dict:
     if framework == "torchtitan":
         return torchtitan_inventory(Path(source), version)
+    if framework == "dynamo":
+        return dynamo_inventory(Path(source))
     if framework == "sglang" and source:  # releases whose add_cli_args spells every add_argument out
         path = next(Path(source).rglob("sglang/srt/server_args.py"))
         return {"method": "ast: sglang/srt/server_args.py add_argument calls", "options": ast_argparse(path)}
@@ -317,7 +364,7 @@ def extract(framework: str, version: str, source: str | None, venv: str | None,
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("framework", choices=["vllm", "vllm-bench", "sglang", "megatron", "megatron-deepspeed",
-                                          "torchtitan"])
+                                          "torchtitan", "dynamo"])
     ap.add_argument("version")
     ap.add_argument("--source", help="checkout / unpacked release (megatron, megatron-deepspeed, torchtitan)")
     ap.add_argument("--venv", help="keep the virtualenv here (default: a temporary one)")
@@ -334,7 +381,7 @@ def main() -> None:
     path = Path(a.out) / f"{name}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n")
-    n = len(doc.get("options") or doc.get("fields") or {})
+    n = len(doc.get("options") or doc.get("fields") or doc.get("components") or {})
     print(f"wrote {path} ({n} entries; {doc['method']})")
 
 

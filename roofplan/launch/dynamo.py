@@ -43,7 +43,8 @@ def backend_of(request: dict) -> str:
     return e if e in BACKENDS else "vllm"
 
 
-def _worker_args(backend: str, role: str, c: dict, request: dict, best: dict) -> list[str]:
+def _worker_args(backend: str, role: str, c: dict, request: dict, best: dict,
+                 trt_model_flag: str = "--model") -> list[str]:
     model = str(request.get("model_id") or request.get("model"))
     isl = int(request["isl"])
     if backend == "vllm":
@@ -94,7 +95,7 @@ def _worker_args(backend: str, role: str, c: dict, request: dict, best: dict) ->
             args += ["--disaggregation-mode", role, "--disaggregation-transfer-backend", "nixl"]
     else:
         args = [
-            "--model-path",
+            trt_model_flag,  # --model-path before Dynamo 1.4, an obsolete alias since
             model,
             "--served-model-name",
             model,
@@ -120,14 +121,15 @@ def _name(request: dict, best: dict) -> str:
     return name or "roofplan"
 
 
-def _container(backend: str, role: str, c: dict, request: dict, best: dict, tag: str, beta: bool) -> dict:
+def _container(backend: str, role: str, c: dict, request: dict, best: dict, tag: str, beta: bool,
+               trt_model_flag: str = "--model") -> dict:
     _, runtime, module = BACKENDS[backend]
     g, dpn = int(c["gpus_per_instance"]), int(c["devices_per_node"])
     box: dict = {"name": "main"} if beta else {}
     box.update({"image": IMAGE.format(runtime=runtime, tag=tag),
                 "workingDir": f"/workspace/examples/backends/{backend}",
                 "command": ["python3", "-m", module],
-                "args": _worker_args(backend, role, c, request, best)})
+                "args": _worker_args(backend, role, c, request, best, trt_model_flag)})
     if beta:
         box["envFrom"] = [{"secretRef": {"name": "hf-token-secret"}}]
         box["resources"] = {"limits": {"nvidia.com/gpu": str(min(g, dpn))}}
@@ -140,21 +142,23 @@ def _volumes(backend: str, name: str) -> list[dict]:
     return [{"name": CONFIG_VOLUME, "configMap": {"name": f"{name}-engine-config"}}] if backend == "trtllm" else []
 
 
-def _component_beta(backend: str, role: str, c: dict, replicas: int, request: dict, best: dict, tag: str) -> dict:
+def _component_beta(backend: str, role: str, c: dict, replicas: int, request: dict, best: dict, tag: str,
+                    trt_model_flag: str) -> dict:
     prefix = BACKENDS[backend][0]
     g, dpn = int(c["gpus_per_instance"]), int(c["devices_per_node"])
     comp: dict = {"name": f"{prefix}{'Worker' if role == 'colocated' else role.capitalize() + 'Worker'}",
                   "type": "worker" if role == "colocated" else role, "replicas": int(replicas)}
     if g > dpn:
         comp["multinode"] = {"nodeCount": -(-g // dpn)}
-    spec: dict = {"containers": [_container(backend, role, c, request, best, tag, True)]}
+    spec: dict = {"containers": [_container(backend, role, c, request, best, tag, True, trt_model_flag)]}
     if vols := _volumes(backend, _name(request, best)):
         spec["volumes"] = vols
     comp["podTemplate"] = {"spec": spec}
     return comp
 
 
-def _worker(backend: str, role: str, c: dict, replicas: int, request: dict, best: dict, tag: str) -> dict:
+def _worker(backend: str, role: str, c: dict, replicas: int, request: dict, best: dict, tag: str,
+            trt_model_flag: str) -> dict:
     g, dpn = int(c["gpus_per_instance"]), int(c["devices_per_node"])
     svc: dict = {"componentType": "worker"}
     if role != "colocated":
@@ -164,7 +168,7 @@ def _worker(backend: str, role: str, c: dict, replicas: int, request: dict, best
     svc["resources"] = {"limits": {"gpu": str(min(g, dpn))}}
     if g > dpn:
         svc["multinode"] = {"nodeCount": -(-g // dpn)}
-    svc["extraPodSpec"] = {"mainContainer": _container(backend, role, c, request, best, tag, False)}
+    svc["extraPodSpec"] = {"mainContainer": _container(backend, role, c, request, best, tag, False, trt_model_flag)}
     if vols := _volumes(backend, _name(request, best)):
         svc["extraPodSpec"]["volumes"] = vols
     return svc
@@ -175,6 +179,7 @@ def graph(best: dict, request: dict, target: str | None = None) -> dict:
     backend = backend_of(request)
     api = versions.feature("dynamo", target, "api")
     tag = versions.feature("dynamo", target, "image_tag")
+    flag = versions.feature("dynamo", target, "trtllm_model_flag")
     _, runtime, _ = BACKENDS[backend]
     image = IMAGE.format(runtime=runtime, tag=tag)
     front_args = ["--http-port", str(sc.ROUTER_PORT), "--router-mode", "kv"]
@@ -183,7 +188,7 @@ def graph(best: dict, request: dict, target: str | None = None) -> dict:
     if api.endswith("v1beta1"):
         comps = [{"name": "Frontend", "type": "frontend", "replicas": 1, "podTemplate": {"spec": {"containers": [
             {"name": "main", "image": image, "command": front_cmd, "args": front_args}]}}}]
-        comps += [_component_beta(backend, role, c, n, request, best, tag) for role, c, n in _roles(best)]
+        comps += [_component_beta(backend, role, c, n, request, best, tag, flag) for role, c, n in _roles(best)]
         doc["spec"] = {"backendFramework": backend, "components": comps}
         return doc
     services: dict = {"Frontend": {"componentType": "frontend", "replicas": 1, "extraPodSpec": {
@@ -191,7 +196,7 @@ def graph(best: dict, request: dict, target: str | None = None) -> dict:
     prefix = BACKENDS[backend][0]
     for role, c, n in _roles(best):
         key = f"{prefix}Worker" if role == "colocated" else f"{prefix}{role.capitalize()}Worker"
-        services[key] = _worker(backend, role, c, n, request, best, tag)
+        services[key] = _worker(backend, role, c, n, request, best, tag, flag)
     doc["spec"] = {"services": services}
     return doc
 

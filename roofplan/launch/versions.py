@@ -55,9 +55,12 @@ VERSIONS: dict[str, dict[str, dict]] = {
     },
     "dynamo": {
         # 1.0-1.3: nvidia.com/v1alpha1 spec.services; v1beta1 spec.components is the served API
-        # by 1.4 and v1alpha1 is deprecated. Worker role: --disaggregation-mode from 1.0.
-        "1.3": {"api": "nvidia.com/v1alpha1", "image_tag": "1.3.1", "inventory": None},
-        "1.6": {"api": "nvidia.com/v1beta1", "image_tag": "1.6.1", "inventory": None},
+        # by 1.4 and v1alpha1 is deprecated. Worker role: --disaggregation-mode from 1.0. The
+        # TensorRT-LLM worker's --model-path is an obsolete alias of --model in 1.6.
+        "1.3": {"api": "nvidia.com/v1alpha1", "image_tag": "1.3.1", "trtllm_model_flag": "--model-path",
+                "inventory": None},
+        "1.6": {"api": "nvidia.com/v1beta1", "image_tag": "1.6.1", "trtllm_model_flag": "--model",
+                "inventory": "dynamo-1.6.1"},
     },
 }
 
