@@ -2,6 +2,7 @@
 Dynamo YAML and check roles, degrees, sizes, GPUs and ports against the plan they were made from."""
 
 import json
+import re
 import shlex
 
 import pytest
@@ -137,7 +138,7 @@ def test_placement_uses_each_gpu_once_and_fills_nodes():
 
 def test_vllm_disagg_roles_sizes_and_ports():
     files = vllm.emit(BEST, REQUEST)
-    assert set(files) == {"vllm_node0.sh", "vllm_node1.sh", "vllm_proxy.sh"}
+    assert set(files) == {"vllm_node0.sh", "vllm_node1.sh", "vllm_proxy.sh", "README.md", "benchmark_vllm.sh"}
     serves = {n: commands(files[f"vllm_node{n}.sh"], ["vllm", "serve"]) for n in (0, 1)}
     roles = {"kv_producer": [], "kv_consumer": []}
     for node, cmds in serves.items():
@@ -183,7 +184,8 @@ def test_sglang_disagg_roles_bootstrap_and_router():
     assert len(prefill) == 3 and len(decode) == 1
     for _, a in prefill:
         assert flag(a, "--tp-size") == "2"
-        assert flag(a, "--disaggregation-decode-tp") == "4"  # decode TP differs -> told to the prefill side
+        # decode learns the prefill layout from the bootstrap server: the removed flags stay out
+        assert not {"--disaggregation-decode-tp", "--disaggregation-decode-dp"} & set(a)
     assert flag(decode[0][1], "--tp-size") == "4" and flag(decode[0][1], "--max-running-requests") == "96"
     assert flag(decode[0][1], "--kv-cache-dtype") == "fp8_e4m3"
     # GPUs of instances on one node do not overlap (base-gpu-id + tp-size)
@@ -233,9 +235,9 @@ def test_trtllm_yaml_and_proxy():
 
 
 def test_dynamo_graph_replicas_and_gpus():
-    files = dynamo.emit(BEST, REQUEST)
+    files = dynamo.emit(BEST, REQUEST, "1.3")
     doc = yaml.safe_load(files["dynamo_graph.yaml"])
-    assert doc["kind"] == "DynamoGraphDeployment"
+    assert doc["kind"] == "DynamoGraphDeployment" and doc["apiVersion"] == "nvidia.com/v1alpha1"
     svc = doc["spec"]["services"]
     assert (
         svc["VllmPrefillWorker"]["replicas"] == 3
@@ -279,6 +281,7 @@ def test_multi_node_moe_instances():
     vdec = [
         a
         for n, t in vfiles.items()
+        if n.endswith(".sh")
         for a in commands(t, ["vllm", "serve"])
         if json.loads(flag(a, "--kv-transfer-config"))["kv_role"] == "kv_consumer"
     ]
@@ -287,7 +290,7 @@ def test_multi_node_moe_instances():
     assert all(flag(a, "--data-parallel-size") == "16" and "--enable-expert-parallel" in a for a in vdec)
     assert sum("--headless" in a for a in vdec) == 1
     tfiles = trtllm.emit(best, req)
-    (srun,) = [a for t in tfiles.values() for a in commands(t, ["srun"])]
+    (srun,) = [a for n, t in tfiles.items() if n.endswith(".sh") for a in commands(t, ["srun"])]
     assert flag(srun, "-N") == "2" and "trtllm-llmapi-launch" in srun
     nodes = next(a for a in srun if a.startswith("--nodelist=")).split("=", 1)[1].split(",")
     dec_nodes = [e["nodes"] for e in best["placement"] if e["role"] == "decode"][0]
@@ -296,7 +299,7 @@ def test_multi_node_moe_instances():
     gen = yaml.safe_load(tfiles["trtllm_decode.yaml"])
     assert gen["tensor_parallel_size"] == 16 and gen["enable_attention_dp"] is True
     assert gen["moe_expert_parallel_size"] * gen["moe_tensor_parallel_size"] == 16
-    graph = yaml.safe_load(dynamo.emit(best, req)["dynamo_graph.yaml"])
+    graph = yaml.safe_load(dynamo.emit(best, req, "1.3")["dynamo_graph.yaml"])
     dw = graph["spec"]["services"]["SGLangDecodeWorker"]
     assert dw["multinode"]["nodeCount"] == 2 and dw["resources"]["limits"]["gpu"] == "8"
 
@@ -306,8 +309,13 @@ def test_colocated_instances_and_router():
         _role(4, batch=24, instances=4, chunk=512, max_num_batched_tokens=536, ttft_ms=400.0, tpot_ms=28.0)
     )
     files = vllm.emit(best, REQUEST)
-    serves = [a for t in files.values() for a in commands(t, ["vllm", "serve"])]
+    serves = [a for n, t in files.items() if n.endswith(".sh") for a in commands(t, ["vllm", "serve"])]
     assert len(serves) == 4 and "vllm_proxy.sh" not in files
+    # several colocated instances: the router on the advertised port lists every instance's port
+    conf = files["router_nginx.conf"]
+    assert f"listen {8000};" in conf
+    assert sorted(int(x) for x in re.findall(r"server [^:;]+:(\d+);", conf)) == sorted(
+        int(flag(a, "--port")) for a in serves)
     assert all(
         flag(a, "--max-num-batched-tokens") == "536" and "--kv-transfer-config" not in a for a in serves
     )
@@ -315,7 +323,7 @@ def test_colocated_instances_and_router():
     sfiles = sglang.emit(best, REQUEST)
     (router,) = commands(sfiles["sglang_router.sh"], ["python", "-m", "sglang_router.launch_router"])
     assert len(values_after(router, "--worker-urls")) == 4
-    graph = yaml.safe_load(dynamo.emit(best, REQUEST)["dynamo_graph.yaml"])
+    graph = yaml.safe_load(dynamo.emit(best, REQUEST, "1.3")["dynamo_graph.yaml"])
     assert graph["spec"]["services"]["VllmWorker"]["replicas"] == 4
 
 
@@ -323,7 +331,7 @@ def test_colocated_instances_and_router():
 def test_every_file_is_parseable(emitter):
     for name, text in emitter.emit(BEST, REQUEST).items():
         if name.endswith((".yaml", ".yml")):
-            yaml.safe_load(text)
-        else:
+            list(yaml.safe_load_all(text))
+        elif name.endswith(".sh"):
             for line in text.replace("\\\n", " ").splitlines():
                 shlex.split(line)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shlex
 import tomllib
 
@@ -17,7 +18,8 @@ from roofplan.solver.train_planner import plan_training
 def script_argv(text: str) -> list[str]:
     """The command of a generated bash script: comments and set/export lines dropped, backslash
     continuations joined, then shell-split."""
-    body = [ln for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith(("#", "set ", "export "))]
+    body = [ln for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith(("#", "set ", "export ", "if "))
+            and not re.match(r"^[A-Z_]+=\S*$", ln)]
     return shlex.split(" ".join(ln.rstrip().removesuffix("\\") for ln in body))
 
 
@@ -101,7 +103,8 @@ def test_deepspeed_config_and_launcher():
 
 
 def test_deepspeed_optimizer_offload_only_and_fp16():
-    c = _config(tp=8, pp=2, dp=4, cp=1, vpp=1, zero=1, offload="optimizer", dtype="fp16", micro_batch=4)
+    c = _config(tp=8, pp=2, dp=4, cp=1, vpp=1, zero=1, offload="optimizer", dtype="fp16", micro_batch=4,
+                recompute_layers=0)
     doc = deepspeed.ds_config(c, EST)
     assert doc["zero_optimization"]["stage"] == 1 and "offload_param" not in doc["zero_optimization"]
     assert doc["zero_optimization"]["offload_optimizer"]["device"] == "cpu"
@@ -118,8 +121,9 @@ def test_deepspeed_refuses_what_it_cannot_run(kw):
 def test_torchtitan_toml():
     m = load_model("llama-3.1-70b")
     c = _config(zero=3, recompute="selective", recompute_layers=0)
-    files = torchtitan.emit(m, c, EST)
-    doc = tomllib.loads(files[torchtitan.CONFIG])
+    files = torchtitan.emit(m, c, EST, "0.2")
+    doc = tomllib.loads(files[torchtitan.TOML])
+    assert (doc["model"]["name"], doc["model"]["flavor"]) == ("llama3", "70B")  # a registered model
     par = doc["parallelism"]
     assert par["tensor_parallel_degree"] == 4 and par["pipeline_parallel_degree"] == 4
     assert par["context_parallel_degree"] == 2
@@ -132,9 +136,9 @@ def test_torchtitan_toml():
     assert par["pipeline_parallel_microbatch_size"] == 1
     assert doc["training"]["global_batch_size"] == 128 and doc["training"]["seq_len"] == 8192
     assert doc["activation_checkpoint"]["mode"] == "selective"
-    assert "123,456 tokens/s" in files[torchtitan.CONFIG]
+    assert "123,456 tokens/s" in files[torchtitan.TOML]
     argv = script_argv(files[torchtitan.SCRIPT])
-    assert flag(argv, "--job.config_file") == torchtitan.CONFIG and "torchtitan.train" in argv
+    assert flag(argv, "--job.config_file") == torchtitan.TOML and "torchtitan.train" in argv
 
 
 def test_torchtitan_zero0_replicates_and_refuses_zero1():
@@ -168,7 +172,8 @@ def test_planned_winner_round_trips_through_each_emitter(framework):
         argv = script_argv(files[deepspeed.SCRIPT])
         assert int(flag(argv, "--tensor-model-parallel-size")) == b["tp"]
     else:
-        par = tomllib.loads(files[torchtitan.CONFIG])["parallelism"]
-        assert (par["tensor_parallel_degree"], par["pipeline_parallel_degree"], par["context_parallel_degree"]) == (
-            b["tp"], b["pp"], b["cp"])
+        text = files[torchtitan.PYCONFIG]
+        par = dict(re.findall(r"config\.parallelism\.(\w+) = (\S+)", text))
+        assert (int(par["tensor_parallel_degree"]), int(par["pipeline_parallel_degree"]),
+                int(par["context_parallel_degree"])) == (b["tp"], b["pp"], b["cp"])
     assert shlex.split(plan.launch[framework])[0] in ("torchrun", "deepspeed")

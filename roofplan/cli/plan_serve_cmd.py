@@ -72,6 +72,9 @@ def plan_serve(
     spec_accept: float | None = SPEC_ACCEPT_OPTION,
     prefix_hit: str | None = PREFIX_HIT_OPTION,
     expert_skew: float = EXPERT_SKEW_OPTION,
+    target: list[str] | None = typer.Option(  # noqa: B008
+        None, "--target", metavar="ENGINE=VERSION",
+        help="Engine release the launch files are written for (e.g. sglang=0.5.23); default current."),
     json_out: bool = JSON_OPTION,
     calibration: str | None = CALIBRATION_OPTION,
 ) -> None:
@@ -98,8 +101,15 @@ def plan_serve(
             calibration,
             (spec_method, spec_tokens, spec_accept, prefix_hit, expert_skew),
             slo_percentile,
+            target,
         )
     )
+
+
+def _emitter(engine: str):
+    from roofplan.launch import dynamo, sglang, trtllm, vllm
+
+    return {"vllm": vllm, "sglang": sglang, "trtllm": trtllm, "dynamo": dynamo}[engine]
 
 
 def _emitters(emit: list[str] | str | None) -> list[str]:
@@ -155,13 +165,16 @@ def _impl(
     calibration,
     features=(None, None, None, None, 1.0),
     slo_percentile=90.0,
+    targets=None,
 ):
     from roofplan.cli.serve_options import spec_from_flags
-    from roofplan.launch.common import dumps_json, write_files
+    from roofplan.launch.common import dumps_json, merge_files, write_files
     from roofplan.launch.platforms import unsupported_on
+    from roofplan.launch.versions import parse_targets
     from roofplan.solver import pareto
     from roofplan.solver.serve_planner import parse_pools, plan_serving
 
+    targets = parse_targets(targets)
     engines = _emitters(emit)
     # launchers that cannot run on the chosen devices: an error when asked for, else left out
     devices = [pool.hw for pool in parse_pools(hardware)]
@@ -208,6 +221,9 @@ def _impl(
         slo_percentile=slo_percentile or None,
     )
     plan.launch = {k: v for k, v in plan.launch.items() if k in engines}
+    for e, version in (targets or {}).items():  # the asked-for releases
+        if e in plan.launch:
+            plan.launch[e] = _emitter(e).emit(plan.best, plan.request, version)
     doc = plan.to_json()
     if objective == "cost" and doc["inputs"].get("objective") != "cost":
         warn("--objective cost: a catalog here has no price_per_hour, so the fewest GPUs were chosen instead")
@@ -215,7 +231,7 @@ def _impl(
         doc["launch_unsupported"] = off_platform
     written: list[str] = []
     if out is not None:
-        files = {name: text for e in engines for name, text in plan.launch[e].items()}
+        files = merge_files(plan.launch[e] for e in engines)
         files["plan.json"] = dumps_json(_json_safe(doc))
         written = write_files(out, files, executable=[n for n in files if n.endswith(".sh")])
         warn_stale(out, written)

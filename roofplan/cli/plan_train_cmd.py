@@ -179,6 +179,10 @@ def plan_train(
         "restricts the search to what the launcher expresses."),
     out: str | None = typer.Option(None, "--out", metavar="DIR",
                                    help="Write launch files and plan.json to this directory."),
+    target: list[str] | None = typer.Option(  # noqa: B008
+        None, "--target", metavar="FW=VERSION",
+        help="Framework release the launch files are written for (e.g. megatron=core_v0.16); "
+        "default the current release."),
     gpus_per_node: int | None = typer.Option(
         None, "--gpus-per-node", callback=bounded_count,
         help="Default: the catalog's node size."),
@@ -202,10 +206,12 @@ def plan_train(
     """Search every valid training configuration for a GPU budget and print the best."""
 
     def body():
+        from roofplan.launch.versions import parse_targets
         from roofplan.solver.plan_types import FRAMEWORKS
         from roofplan.solver.train_planner import plan_training
 
         frameworks = split_names("emit", emit, FRAMEWORKS)
+        targets = parse_targets(target)
         off_platform = _off_platform(hardware)
         for fw in frameworks or ():
             if fw in off_platform:
@@ -226,13 +232,14 @@ def plan_train(
                                  memory_headroom_gib=memory_headroom)
         finally:
             bar.close()
+        _retarget(plan, targets)
         for fw, why in off_platform.items():  # launchers that do not run on this device: not emitted
             plan.launch.pop(fw, None)
             plan.launch_unsupported[fw] = why
         written: list[str] = []
         if out is not None:
             chosen = frameworks or [fw for fw in FRAMEWORKS if fw in plan.launch]
-            written = plan.write(out, chosen)
+            written = plan.write(out, chosen, targets)
             warn_stale(out, written)
         doc = plan.to_json()
         if json_out:
@@ -243,6 +250,24 @@ def plan_train(
             _render(doc, written, frameworks)
 
     return run(body)
+
+
+def _retarget(plan, targets: dict[str, str]) -> None:
+    """Launch commands for the asked-for releases; a framework whose release cannot express the
+    winner moves to ``launch_unsupported`` (and with --emit is an error when written)."""
+    from roofplan.solver.plan_types import emitter
+
+    for fw, version in targets.items():
+        if fw not in ("megatron", "deepspeed", "torchtitan"):
+            continue  # a serving engine's release: plan serve reads it
+        mod = emitter(fw)
+        why = mod.unsupported(plan.config(), plan.model, version)
+        if why:
+            plan.launch.pop(fw, None)
+            plan.launch_unsupported[fw] = why
+        else:
+            plan.launch[fw] = mod.command(plan.model, plan.config(), version)
+            plan.launch_unsupported.pop(fw, None)
 
 
 def register(group) -> None:

@@ -18,16 +18,86 @@ from pathlib import Path
 from roofplan.errors import InputError
 
 _SAFE = re.compile(r"^[A-Za-z0-9_@%+=:,./\-]+$")
-_VAR = re.compile(r"^(\$\{[A-Za-z_][A-Za-z0-9_]*(:-[^}]*)?\}|[A-Za-z0-9_./:=-]*\$\{[A-Za-z_][A-Za-z0-9_]*\}"
-                  r"[A-Za-z0-9_./:=-]*)$")
+# a ``${NAME}`` placeholder (optionally ``${NAME:-default}`` with a default of safe characters only),
+# alone or inside a word of safe characters: left unquoted so the shell expands it, nothing else
+_VAR = re.compile(r"^[A-Za-z0-9_./:=@%+,-]*\$\{[A-Za-z_][A-Za-z0-9_]*(:-[A-Za-z0-9_./:=@%+,-]*)?\}"
+                  r"[A-Za-z0-9_./:=@%+,-]*$")
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]")
+
+
+def check_text(field: str, value: object) -> str:
+    """``value`` as text that every emitted format can hold: a NUL byte cannot be an argument of a
+    program (C strings end there), so it is rejected (exit 2) rather than silently cut."""
+    s = str(value)
+    if "\x00" in s:
+        raise InputError(field, s.replace("\x00", "\\0"), "text without NUL bytes")
+    return s
+
+
+def quote_for(fmt: str, value: object) -> str:
+    """``value`` written safely for one emitted format: the one helper every emitter uses for text
+    that comes from its inputs (model names and ids, paths) so that none of it can run or change
+    the file's structure.
+
+    * ``sh``: one shell word (``shlex.quote``); ``${VAR}`` placeholders stay expandable, inside
+      double quotes so that their value stays one word.
+    * ``comment``: one line of a ``#`` comment: control characters (newline, CR, ...) are shown as
+      escapes instead of ending the comment.
+    * ``json`` / ``toml``: a double-quoted string with JSON escapes (valid TOML basic strings).
+    * ``python``: a Python string literal (``repr``).
+    * ``yaml``: a YAML scalar from ``yaml.safe_dump``.
+    """
+    s = check_text("launch text", value)
+    if fmt == "sh":
+        if _SAFE.match(s):
+            return s
+        # a placeholder is double-quoted: expanded, but never split into words or globbed; in an
+        # environment assignment (NAME=value) only the value, so it stays an assignment
+        if _VAR.match(s):
+            name, eq, value = s.partition("=")
+            return f'{name}="{value}"' if eq and _NAME.match(name) else f'"{s}"'
+        return shlex.quote(s)
+    if fmt == "comment":
+        return _CONTROL.sub(lambda m: m.group(0).encode("unicode_escape").decode("ascii"), s)
+    if fmt in ("json", "toml"):
+        return json.dumps(s)
+    if fmt == "python":
+        return repr(s)
+    if fmt == "yaml":
+        import yaml
+
+        return yaml.safe_dump(s, default_flow_style=True, width=1 << 30).removesuffix("\n...\n").strip()
+    raise ValueError(f"unknown format {fmt}")
 
 
 def quote_arg(arg: object) -> str:
     """Shell-quote one argument, leaving ``${VAR}`` placeholders expandable."""
-    s = str(arg)
-    if _SAFE.match(s) or _VAR.match(s):
-        return s
-    return shlex.quote(s)
+    return quote_for("sh", arg)
+
+
+def comment_lines(lines: Iterable[str], prefix: str = "# ") -> list[str]:
+    """Comment lines with every line made safe (:func:`quote_for` ``comment``)."""
+    return [f"{prefix}{quote_for('comment', h)}".rstrip() if h else prefix.rstrip() for h in lines]
+
+
+#: Shell placeholders a user sets for a training job, with what each holds.
+TRAIN_PLACEHOLDERS = {
+    "DATA_PATH": ("/path/to/dataset_text_document", "tokenized training data (the framework's own format)"),
+    "TOKENIZER_MODEL": ("/path/to/tokenizer", "tokenizer: a Hugging Face id or local directory"),
+    "CHECKPOINT_DIR": ("./checkpoints", "where checkpoints are written and resumed from"),
+}
+
+
+def placeholder_lines(placeholders: Mapping[str, tuple[str, str]]) -> list[str]:
+    """Shell lines that give each placeholder its default unless the environment sets it."""
+    out = ["# --- placeholders: set these in the environment (or edit the defaults here) ---"]
+    for name, (default, what) in placeholders.items():
+        out.append(f"# {name}: {quote_for('comment', what)}")
+        out.append(f"{name}=${{{name}:-{quote_for('sh', default)}}}" if _SAFE.match(str(default))
+                   else f'if [ -z "${{{name}:-}}" ]; then {name}={quote_for("sh", default)}; fi')
+    out.append("# ---")
+    return out
 
 
 def command_line(argv: Iterable[object]) -> str:
@@ -55,15 +125,20 @@ def _is_number(s: str) -> bool:
 
 
 def shell_script(argv: list[str], *, header: Iterable[str] = (), env: Mapping[str, object] | None = None,
-                 split_at: int | None = None) -> str:
-    """A bash script running ``argv``, one flag per continuation line, with ``header`` comments.
+                 split_at: int | None = None, placeholders: Mapping[str, tuple[str, str]] | None = None,
+                 prelude: Iterable[str] = ()) -> str:
+    """A bash script running ``argv``, one flag per continuation line, with ``header`` comments and
+    the ``placeholders`` a user fills in, all at the top.
 
     ``split_at`` is the index of the first argument after the launcher (the training script), so
     the launcher's own options stay together on the first lines.
     """
-    out = ["#!/usr/bin/env bash", *(f"# {h}" if h else "#" for h in header), "set -euo pipefail"]
+    out = ["#!/usr/bin/env bash", *comment_lines(header), "set -euo pipefail"]
+    if placeholders:
+        out += placeholder_lines(placeholders)
     for k, v in (env or {}).items():
         out.append(f"export {k}={quote_arg(v)}")
+    out += list(prelude)  # fixed lines of the emitter (no input text)
     head, tail = (argv, []) if split_at is None else (argv[:split_at], argv[split_at:])
     lines = [" ".join(quote_arg(a) for a in grp) for grp in ([head] if head else [])]
     lines += [" ".join(quote_arg(a) for a in grp) for grp in group_flags(tail)]
@@ -154,3 +229,51 @@ def write_files(out_dir: str | os.PathLike, files: Mapping[str, str], executable
                 pass
         raise InputError("out", str(out_dir), f"a writable directory ({exc.strerror or exc})") from None
     return [str(final) for _, final in staged]
+
+
+def unexpressed_shape(model, framework: str) -> str | None:
+    """A model feature the training launch files here do not write (sliding-window / chunked
+    attention, linear-attention or state-space mixers, DeepSeek sparse attention, a gated attention
+    output): emitting the file anyway would build a different model, so the launcher refuses."""
+    feats = [name for name, on in (("sliding-window or chunked attention", getattr(model, "window", None)),
+                                   ("linear-attention / state-space mixers", getattr(model, "linear", None)),
+                                   ("DeepSeek sparse attention", getattr(model, "dsa", None)),
+                                   ("a gated attention output", getattr(model, "attn_output_gate", False)))
+             if on]
+    if feats:
+        return f"the {framework} files here do not express {' and '.join(feats)} of {model.name}"
+    return None
+
+
+README = "README.md"
+
+
+def readme_section(title: str, intro: Iterable[str], steps: Iterable[str]) -> str:
+    """One framework's section of an output directory's README: what it is, then numbered steps."""
+    out = [f"## {quote_for('comment', title)}", ""]
+    out += [quote_for("comment", line) for line in intro]
+    out.append("")
+    out += [f"{i}. {quote_for('comment', s)}" for i, s in enumerate(steps, 1)]
+    return "\n".join(out) + "\n"
+
+
+def train_readme(framework: str, version: str, config: Mapping, estimate: Mapping, steps: Iterable[str]) -> str:
+    """README section of a training launch: the plan it came from, its prediction and the order of
+    commands."""
+    return readme_section(f"{framework} ({version})", prediction_header(config, estimate), steps)
+
+
+def merge_files(parts: Iterable[Mapping[str, str]]) -> dict[str, str]:
+    """The files of several emitters in one directory: their README sections are joined under one
+    heading, every other name must be unique."""
+    files: dict[str, str] = {}
+    sections: list[str] = []
+    for part in parts:
+        for name, text in part.items():
+            if name == README:
+                sections.append(text)
+            else:
+                files[name] = text
+    if sections:
+        files[README] = "# Launch files written by roofplan\n\n" + "\n".join(sections)
+    return files

@@ -13,16 +13,59 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from roofplan.errors import InputError
-from roofplan.launch.common import command_line, dumps_json, nodes, prediction_header, shell_script
-from roofplan.launch.megatron import model_args
+from roofplan.launch import versions
+from roofplan.launch.common import (
+    TRAIN_PLACEHOLDERS,
+    command_line,
+    dumps_json,
+    nodes,
+    prediction_header,
+    shell_script,
+    train_readme,
+    unexpressed_shape,
+)
 from roofplan.models.spec import ModelSpec
 
 CONFIG = "ds_config.json"
 SCRIPT = "launch_deepspeed.sh"
 
 
-def unsupported(config: Mapping) -> str | None:
-    """Why DeepSpeed (with Megatron-DeepSpeed for TP/PP) cannot run ``config``."""
+def unsupported_model(model: ModelSpec) -> str | None:
+    """Why Megatron-DeepSpeed's GPT model (``megatron/model/transformer.py`` of the fork) cannot
+    build ``model``: it has no MLA, no QK-norm or Q/K/V-only bias, no multi-token prediction, only
+    a softmax top-k router, and its MoE (``--num-experts`` per layer, ``--expert-interval``) gives
+    every expert the dense ``--ffn-hidden-size`` and no shared expert (``--mlp-type residual`` is
+    PR-MoE's mixed residual MLP, not a shared expert)."""
+    alt = "; use --emit megatron"
+    if why := unexpressed_shape(model, "Megatron-DeepSpeed"):
+        return why
+    if model.mla is not None:
+        return f"Megatron-DeepSpeed has no multi-latent attention ({model.name}){alt}"
+    if model.qk_norm:
+        return f"Megatron-DeepSpeed has no QK layer norm ({model.name}){alt}"
+    if model.qkv_bias:
+        return f"Megatron-DeepSpeed has no Q/K/V-only bias ({model.name}){alt}"
+    if model.mtp_layers:
+        return f"Megatron-DeepSpeed has no multi-token prediction ({model.name}){alt}"
+    moe = model.moe
+    if moe is not None:
+        if moe.shared_experts:
+            return f"Megatron-DeepSpeed MoE has no shared expert ({model.name}){alt}"
+        if moe.expert_ffn != model.ffn:
+            return (f"Megatron-DeepSpeed MoE gives experts the dense FFN width ({model.ffn}), not "
+                    f"{moe.expert_ffn} ({model.name}){alt}")
+        if moe.score_function != "softmax" or moe.expert_bias or moe.groups > 1:
+            return f"Megatron-DeepSpeed has only a softmax top-k router ({model.name}){alt}"
+    return None
+
+
+def unsupported(config: Mapping, model: ModelSpec | None = None, target: str | None = None) -> str | None:
+    """Why DeepSpeed (with Megatron-DeepSpeed for TP/PP) cannot run ``config`` (and ``model``)."""
+    if model is not None and (why := unsupported_model(model)):
+        return why
+    if config["recompute"] == "full" and config.get("recompute_layers") and config["pp"] > 1:
+        # the DeepSpeed pipeline engine checkpoints uniform chunks only (megatron/model/gpt_model.py)
+        return "the DeepSpeed pipeline engine has no partial (block) recompute"
     if config["zero"] >= 2 and config["pp"] > 1:
         return "ZeRO-2 and ZeRO-3 are incompatible with DeepSpeed pipeline parallelism"
     if config["offload"] == "optimizer+params" and config["zero"] < 3:
@@ -80,9 +123,56 @@ def ds_config(config: Mapping, estimate: Mapping) -> dict:
     return doc
 
 
-def argv(model: ModelSpec, config: Mapping) -> list[str]:
-    """``deepspeed`` launcher + Megatron-DeepSpeed ``pretrain_gpt.py`` flags (fork spellings for
-    GQA/RMSNorm/RoPE, launch-configs §2.2)."""
+def shape_args(model: ModelSpec, seq_len: int) -> list[str]:
+    """Model-shape flags in the fork's spellings (``megatron/arguments.py`` of Megatron-DeepSpeed):
+    RoPE is ``--use-rotary-position-embeddings`` with ``--rotary-position-embeddings-theta``
+    (learned absolute positions are its default; it has no ``--position-embedding-type``), GQA
+    ``--num-key-value-heads``, norms in lower case."""
+    a = ["--num-layers", str(model.layers), "--hidden-size", str(model.hidden), "--ffn-hidden-size", str(model.ffn),
+         "--num-attention-heads", str(model.heads), "--kv-channels", str(model.head_dim)]
+    if model.kv_heads != model.heads:
+        a += ["--num-key-value-heads", str(model.kv_heads)]
+    if model.gated_mlp:
+        a += ["--swiglu"]
+    a += ["--normalization", "layernorm" if model.linear_bias else "rmsnorm"]
+    if not model.linear_bias:
+        a += ["--disable-bias-linear"]
+    if not model.learned_positions:
+        a += ["--use-rotary-position-embeddings", "--rotary-position-embeddings-theta", str(int(model.rope_theta))]
+    if not model.tied_embeddings:
+        a += ["--untie-embeddings-and-output-weights"]
+    a += ["--seq-length", str(seq_len),
+          "--max-position-embeddings", str(max(seq_len, model.learned_positions or seq_len)),
+          "--vocab-size", str(model.vocab)]
+    moe = model.moe
+    if moe is not None:
+        # one count per layer with expert interval 1 (transformer.get_num_experts_per_layer): 1 = dense
+        counts = [1] * moe.first_dense_layers + [moe.num_experts] * (model.layers - moe.first_dense_layers)
+        a += ["--num-experts", *(str(n) for n in (counts if moe.first_dense_layers else [moe.num_experts])),
+              "--expert-interval", "1", "--topk", str(moe.top_k)]
+    return a
+
+
+def recompute_args(config: Mapping) -> list[str]:
+    """Recompute flags the fork honours: ``block`` recomputes the first N layers of the stage (the
+    plan's partial recompute), ``uniform`` 1 every layer. ``--deepspeed-activation-checkpointing``
+    is not used: it checkpoints every layer whatever the plan chose."""
+    rc = config["recompute"]
+    if rc == "selective":
+        return ["--recompute-granularity", "selective"]
+    if rc != "full":
+        return []
+    n = config.get("recompute_layers") or 0
+    if n:
+        return ["--recompute-granularity", "full", "--recompute-method", "block", "--recompute-num-layers", str(n)]
+    return ["--recompute-granularity", "full", "--recompute-method", "uniform", "--recompute-num-layers", "1"]
+
+
+def argv(model: ModelSpec, config: Mapping, target: str | None = None) -> list[str]:
+    """``deepspeed`` launcher + Megatron-DeepSpeed ``pretrain_gpt.py`` flags."""
+    why = unsupported(config, model, target)
+    if why:
+        raise InputError("emit", "deepspeed", why)
     nn, per = nodes(config["gpus"], config["gpus_per_node"])
     a = ["deepspeed", "--num_nodes", str(nn), "--num_gpus", str(per)]
     if nn > 1:
@@ -95,68 +185,42 @@ def argv(model: ModelSpec, config: Mapping) -> list[str]:
     if config["sequence_parallel"] and config["tp"] > 1:
         a += ["--sequence-parallel"]
     if model.moe is not None:
-        a += ["--num-experts", str(model.moe.num_experts), "--moe-expert-parallel-size", str(config["ep"]),
-              "--topk", str(model.moe.top_k)]
-    shape = _shape_without_upstream_moe(model_args(model, config["seq_len"]))
-    # fork spellings (Megatron-DeepSpeed megatron/arguments.py)
-    out = []
-    i = 0
-    while i < len(shape):
-        x = shape[i]
-        if x == "--num-query-groups":
-            out += ["--num-key-value-heads", shape[i + 1]]
-            i += 2
-            continue
-        if x == "--normalization":
-            out += ["--normalization", shape[i + 1].lower()]
-            i += 2
-            continue
-        if x == "--position-embedding-type" and shape[i + 1] == "rope":
-            out += ["--use-rotary-position-embeddings"]
-            i += 2
-            continue
-        out.append(x)
-        i += 1
-    a += out
+        a += ["--moe-expert-parallel-size", str(config["ep"])]
+    a += shape_args(model, config["seq_len"])
     a += ["--micro-batch-size", str(config["micro_batch"]), "--global-batch-size", str(config["global_batch"])]
     a += ["--fp16"] if config["dtype"] == "fp16" else ["--bf16"]
-    if config["recompute"] != "none":
-        a += ["--deepspeed-activation-checkpointing"]
-        a += ["--recompute-granularity", "selective" if config["recompute"] == "selective" else "full"]
+    a += recompute_args(config)
     a += ["--deepspeed", "--deepspeed_config", CONFIG, "--zero-stage", str(config["zero"]),
           "--tokenizer-type", "HFTokenizer", "--tokenizer-model", "${TOKENIZER_MODEL}",
-          "--data-path", "${DATA_PATH}", "--train-iters", "${TRAIN_ITERS:-1000}"]
+          "--data-path", "${DATA_PATH}", "--split", "99,1,0", "--train-iters", "1000",
+          "--lr", "1.5e-4", "--min-lr", "1.5e-5", "--lr-decay-style", "cosine", "--weight-decay", "0.1",
+          "--clip-grad", "1.0", "--log-interval", "10",
+          "--save", "${CHECKPOINT_DIR}", "--load", "${CHECKPOINT_DIR}", "--save-interval", "500"]
     return a
 
 
-def _shape_without_upstream_moe(shape: list[str]) -> list[str]:
-    """Drop GQA's switch and upstream Megatron's ``--moe-*``/``--num-experts`` flags (with their
-    values); the fork spells MoE as ``--num-experts/--moe-expert-parallel-size/--topk``."""
-    out, i = [], 0
-    while i < len(shape):
-        x = shape[i]
-        if x == "--group-query-attention":
-            i += 1
-            continue
-        if x.startswith("--moe-") or x == "--num-experts":
-            i += 1
-            while i < len(shape) and not shape[i].startswith("--"):
-                i += 1
-            continue
-        out.append(x)
-        i += 1
-    return out
+def command(model: ModelSpec, config: Mapping, target: str | None = None) -> str:
+    return command_line(argv(model, config, target))
 
 
-def command(model: ModelSpec, config: Mapping) -> str:
-    return command_line(argv(model, config))
-
-
-def emit(model: ModelSpec, config: Mapping, estimate: Mapping) -> dict[str, str]:
-    """``ds_config.json`` and ``launch_deepspeed.sh``."""
+def emit(model: ModelSpec, config: Mapping, estimate: Mapping, target: str | None = None) -> dict[str, str]:
+    """``ds_config.json``, ``launch_deepspeed.sh`` and their README section."""
+    target = target or versions.default_version("deepspeed")
+    av = argv(model, config, target)
     doc = ds_config(config, estimate)
-    av = argv(model, config)
     header = prediction_header(config, estimate) + [
+        f"Written for DeepSpeed {target} with Megatron-DeepSpeed's pretrain_gpt.py.",
         f"ZeRO stage {config['zero']}, offload {config['offload']}; config in {CONFIG}."]
-    return {CONFIG: dumps_json(doc),
-            SCRIPT: shell_script(av, header=header, split_at=av.index("pretrain_gpt.py"))}
+    nn, _ = nodes(config["gpus"], config["gpus_per_node"])
+    placeholders = dict(TRAIN_PLACEHOLDERS)
+    if nn > 1:
+        placeholders["HOSTFILE"] = ("./hostfile", "DeepSpeed hostfile: one 'host slots=N' line per node")
+    script = shell_script(av, header=header, split_at=av.index("pretrain_gpt.py"), placeholders=placeholders)
+    steps = [f"Copy `{SCRIPT}` and `{CONFIG}` next to Megatron-DeepSpeed's `pretrain_gpt.py`.",
+             "Set DATA_PATH, TOKENIZER_MODEL, CHECKPOINT_DIR" + (", HOSTFILE" if nn > 1 else "")
+             + " (top of the script).",
+             (f"On node 0 only: `MASTER_ADDR=<node 0> bash {SCRIPT}`; the deepspeed launcher starts "
+              "the other nodes over ssh (pdsh)." if nn > 1 else f"Run `bash {SCRIPT}`."),
+             "Throughput is logged every 10 iterations (`elapsed time per iteration`)."]
+    return {CONFIG: dumps_json(doc), SCRIPT: script,
+            "README.md": train_readme("DeepSpeed / Megatron-DeepSpeed", target, config, estimate, steps)}

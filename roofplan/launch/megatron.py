@@ -6,6 +6,13 @@ stage`` (there is no ``--virtual-pipeline-model-parallel-size`` flag), batch, re
 method for a partial layer count), precision, overlap, optimizer offload, and the model shape.
 ZeRO-2/3 map to Megatron-FSDP (``--use-megatron-fsdp --data-parallel-sharding-strategy
 optim_grads|optim_grads_params``, Megatron-FSDP README); ZeRO-1 is the distributed optimizer.
+
+What ``validate_args`` demands beyond the parser (checked against the real function, see
+``tools/extract_inventories.py``): ``--save`` needs ``--save-interval``; Megatron-FSDP refuses
+``CUDA_DEVICE_MAX_CONNECTIONS=1`` (only the other layouts export it, for TP/SP overlap ordering).
+The model's RoPE base and its MoE router (score function, expert bias, scaling, group-limited
+routing) and multi-token prediction are written out, since Megatron's defaults (base 10000, softmax
+top-k, no MTP) would build a different model.
 """
 
 from __future__ import annotations
@@ -13,15 +20,31 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from roofplan.errors import InputError
-from roofplan.launch.common import command_line, prediction_header, shell_script, torchrun_argv
+from roofplan.launch import versions
+from roofplan.launch.common import (
+    TRAIN_PLACEHOLDERS,
+    command_line,
+    prediction_header,
+    shell_script,
+    torchrun_argv,
+    train_readme,
+    unexpressed_shape,
+)
 from roofplan.models.spec import ModelSpec
 from roofplan.solver.space import pipeline_split
 
 SCRIPT = "launch_megatron.sh"
 
 
-def unsupported(config: Mapping) -> str | None:
-    """Why Megatron-LM cannot run ``config`` (None when it can)."""
+def unsupported(config: Mapping, model: ModelSpec | None = None, target: str | None = None) -> str | None:
+    """Why Megatron-LM (version ``target``, default the newest) cannot run ``config`` (None when it can)."""
+    if model is not None and (why := unexpressed_shape(model, "Megatron-LM")):
+        return why
+    if config["zero"] >= 2 and not versions.feature("megatron", target, "megatron_fsdp"):
+        return f"Megatron {target} has no Megatron-FSDP (--use-megatron-fsdp) for ZeRO-{config['zero']}"
+    if (model is not None and model.mtp_layers and config["cp"] > 1
+            and not versions.feature("megatron", target, "mtp_with_cp")):
+        return f"Megatron {target} has no multi-token prediction with context parallelism (CP {config['cp']})"
     if config["offload"] == "optimizer+params":
         return "Megatron-LM has no parameter offload (use --emit deepspeed)"
     if config["zero"] >= 2 and config["pp"] > 1:
@@ -60,25 +83,49 @@ def model_args(model: ModelSpec, seq_len: int) -> list[str]:
         a += ["--position-embedding-type", "learned_absolute"]
     else:
         a += ["--position-embedding-type", "rope"]
+        a += ["--rotary-base", _int_or_float(model.rope_theta)]
     if not model.tied_embeddings:
         a += ["--untie-embeddings-and-output-weights"]
     a += ["--seq-length", str(seq_len),
           "--max-position-embeddings", str(max(seq_len, model.learned_positions or seq_len)),
           "--vocab-size", str(model.vocab)]
     if model.moe is not None:
-        moe = model.moe
-        a += ["--num-experts", str(moe.num_experts), "--moe-router-topk", str(moe.top_k),
-              "--moe-ffn-hidden-size", str(moe.expert_ffn), "--moe-grouped-gemm",
-              "--moe-token-dispatcher-type", "alltoall", "--moe-router-load-balancing-type", "aux_loss",
-              "--moe-aux-loss-coeff", "1e-2"]
-        if moe.shared_experts:
-            a += ["--moe-shared-expert-intermediate-size", str(moe.shared_experts * moe.shared_ffn_size)]
-        if moe.first_dense_layers:
-            a += ["--moe-layer-freq", f"[0]*{moe.first_dense_layers}+[1]*{model.moe_layers}"]
+        a += moe_args(model)
+    if model.mtp_layers:
+        a += ["--mtp-num-layers", str(model.mtp_layers)]
     return a
 
 
-def parallel_args(model: ModelSpec, c: Mapping) -> list[str]:
+def _int_or_float(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else repr(float(x))
+
+
+def moe_args(model: ModelSpec) -> list[str]:
+    """Experts, their width and the router (Megatron MoE README; DeepSeek-V3 recipe in
+    ``examples/``: sigmoid scores with an expert bias instead of a large auxiliary loss)."""
+    moe = model.moe
+    a = ["--num-experts", str(moe.num_experts), "--moe-router-topk", str(moe.top_k),
+         "--moe-ffn-hidden-size", str(moe.expert_ffn), "--moe-grouped-gemm",
+         "--moe-token-dispatcher-type", "alltoall"]
+    if moe.expert_bias:
+        a += ["--moe-router-score-function", moe.score_function, "--moe-router-enable-expert-bias",
+              "--moe-router-bias-update-rate", "1e-3", "--moe-router-load-balancing-type", "seq_aux_loss",
+              "--moe-aux-loss-coeff", "1e-4", "--moe-router-dtype", "fp32"]
+    else:
+        a += ["--moe-router-score-function", moe.score_function, "--moe-router-load-balancing-type", "aux_loss",
+              "--moe-aux-loss-coeff", "1e-2"]
+    if moe.routed_scaling != 1.0:
+        a += ["--moe-router-topk-scaling-factor", _int_or_float(moe.routed_scaling)]
+    if moe.groups > 1 and moe.group_top_k:
+        a += ["--moe-router-num-groups", str(moe.groups), "--moe-router-group-topk", str(moe.group_top_k)]
+    if moe.shared_experts:
+        a += ["--moe-shared-expert-intermediate-size", str(moe.shared_experts * moe.shared_ffn_size)]
+    if moe.first_dense_layers:
+        a += ["--moe-layer-freq", f"[0]*{moe.first_dense_layers}+[1]*{model.moe_layers}"]
+    return a
+
+
+def parallel_args(model: ModelSpec, c: Mapping, target: str | None = None) -> list[str]:
     """Parallelism, batch, recompute, precision, overlap and offload flags of one configuration."""
     a = ["--tensor-model-parallel-size", str(c["tp"]), "--pipeline-model-parallel-size", str(c["pp"]),
          "--context-parallel-size", str(c["cp"])]
@@ -94,7 +141,7 @@ def parallel_args(model: ModelSpec, c: Mapping) -> list[str]:
         # The 1F1B A2A overlap the cost model assumes (TrainConfigs.ep_comm_overlap): Megatron-Core
         # runs it without a pipeline or interleaved, not under full recomputation.
         if (c.get("ep_comm_overlap", True) and c["ep"] > 1 and (c["pp"] == 1 or c["vpp"] > 1)
-                and c["recompute"] != "full"):
+                and c["recompute"] != "full" and versions.feature("megatron", target, "ep_a2a_overlap")):
             a += ["--overlap-moe-expert-parallel-comm", "--delay-wgrad-compute"]
     if c["sequence_parallel"] and c["tp"] > 1:
         a += ["--sequence-parallel"]
@@ -136,33 +183,50 @@ def parallel_args(model: ModelSpec, c: Mapping) -> list[str]:
     return a
 
 
-def argv(model: ModelSpec, config: Mapping) -> list[str]:
+def argv(model: ModelSpec, config: Mapping, target: str | None = None) -> list[str]:
     """The full argument vector: torchrun, pretrain_gpt.py and its flags."""
-    why = unsupported(config)
+    why = unsupported(config, model, target)
     if why:
         raise InputError("emit", "megatron", why)
     run = torchrun_argv(config["gpus"], config["gpus_per_node"])
-    return run + ["pretrain_gpt.py"] + parallel_args(model, config) + model_args(model, config["seq_len"]) + [
+    return run + ["pretrain_gpt.py"] + parallel_args(model, config, target) + model_args(model, config["seq_len"]) + [
         "--tokenizer-type", "HuggingFaceTokenizer", "--tokenizer-model", "${TOKENIZER_MODEL}",
         "--data-path", "${DATA_PATH}", "--split", "99,1,0",
         "--lr", "1.5e-4", "--min-lr", "1.5e-5", "--lr-decay-style", "cosine", "--weight-decay", "0.1",
         "--clip-grad", "1.0", "--adam-beta1", "0.9", "--adam-beta2", "0.95",
-        "--train-iters", "${TRAIN_ITERS:-1000}", "--log-interval", "10",
-        "--save", "${CHECKPOINT_DIR}", "--load", "${CHECKPOINT_DIR}",
+        "--train-iters", "1000", "--log-interval", "10",
+        "--save", "${CHECKPOINT_DIR}", "--load", "${CHECKPOINT_DIR}", "--save-interval", "500",
     ]
 
 
-def command(model: ModelSpec, config: Mapping) -> str:
+def command(model: ModelSpec, config: Mapping, target: str | None = None) -> str:
     """One-line command (the plan JSON's ``launch.megatron``)."""
-    return command_line(argv(model, config))
+    return command_line(argv(model, config, target))
 
 
-def emit(model: ModelSpec, config: Mapping, estimate: Mapping) -> dict[str, str]:
+def env(config: Mapping) -> dict[str, int]:
+    """Environment of the job: one CUDA connection orders TP/SP communication before compute;
+    Megatron-FSDP (ZeRO-2/3) asserts that it is *not* set to 1."""
+    return {} if config["zero"] >= 2 else {"CUDA_DEVICE_MAX_CONNECTIONS": 1}
+
+
+def emit(model: ModelSpec, config: Mapping, estimate: Mapping, target: str | None = None) -> dict[str, str]:
     """Files of a Megatron-LM launch: ``launch_megatron.sh`` (run it on every node with NODE_RANK set)."""
-    av = argv(model, config)
+    target = target or versions.default_version("megatron")
+    av = argv(model, config, target)
     header = prediction_header(config, estimate) + [
-        "Run on every node with NODE_RANK=0..nnodes-1 and MASTER_ADDR set; set DATA_PATH, TOKENIZER_MODEL,",
-        "CHECKPOINT_DIR. DP = world / (TP x PP x CP) is implied by the world size.",
+        f"Written for Megatron-LM {target} (megatron/training/arguments.py of that release).",
+        "Run on every node with NODE_RANK=0..nnodes-1 and MASTER_ADDR set.",
+        "DP = world / (TP x PP x CP) is implied by the world size.",
     ]
+    if model.mtp_layers:
+        header.append(f"Trains {model.mtp_layers} multi-token-prediction layer(s) as the model defines; "
+                      "the prediction above does not count them.")
     split = av.index("pretrain_gpt.py")
-    return {SCRIPT: shell_script(av, header=header, env={"CUDA_DEVICE_MAX_CONNECTIONS": 1}, split_at=split)}
+    script = shell_script(av, header=header, env=env(config), split_at=split, placeholders=TRAIN_PLACEHOLDERS)
+    return {SCRIPT: script, "README.md": train_readme("Megatron-LM", target, config, estimate, [
+        f"Copy `{SCRIPT}` next to Megatron-LM's `pretrain_gpt.py` on every node.",
+        "Set DATA_PATH, TOKENIZER_MODEL and CHECKPOINT_DIR (top of the script).",
+        "On each node: `NODE_RANK=<0..nnodes-1> MASTER_ADDR=<node 0> bash " + SCRIPT + "`"
+        + " (one node: just `bash " + SCRIPT + "`).",
+        "Step time is logged as `elapsed time per iteration (ms)` every 10 iterations."])}

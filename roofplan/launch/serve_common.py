@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from roofplan.launch.common import quote_arg
+from roofplan.launch.common import comment_lines, quote_arg, quote_for, readme_section
 
 #: HTTP entry point of the deployment (router / proxy / frontend).
 ROUTER_PORT = 8000
@@ -67,8 +67,16 @@ def node_defaults(best: dict) -> list[str]:
     return [f"NODE{n}=${{NODE{n}:-{'127.0.0.1' if len(nodes) == 1 else f'node{n}'}}}" for n in nodes]
 
 
+def model_id(request: dict) -> str:
+    """The model the engines load (a Hugging Face id or path: the one placeholder of a serving job)."""
+    return str(request.get("model_id") or request.get("model"))
+
+
 def model_default(request: dict) -> str:
-    return f"MODEL=${{MODEL:-{request.get('model_id') or request.get('model')}}}"
+    """Shell lines giving ``MODEL`` its default unless the environment sets it; the default is one
+    quoted word, so a hostile name (``$(...)``, a newline) stays text."""
+    return ("# --- placeholder: MODEL, the Hugging Face id or local path of the weights ---\n"
+            f'if [ -z "${{MODEL:-}}" ]; then MODEL={quote_for("sh", model_id(request))}; fi')
 
 
 def header(best: dict, request: dict, engine: str) -> list[str]:
@@ -101,7 +109,15 @@ def header(best: dict, request: dict, engine: str) -> list[str]:
 
 
 def comment_block(lines: list[str], prefix: str = "# ") -> str:
-    return "".join(f"{prefix}{line}\n" for line in lines)
+    return "".join(f"{line}\n" for line in comment_lines(lines, prefix))
+
+
+def readme(engine: str, version: str, best: dict, request: dict, steps: list[str]) -> str:
+    """README section of a serving deployment: what was planned and the order of commands."""
+    intro = [*header(best, request, engine.lower()),
+             f"Clients use the OpenAI-compatible API on port {ROUTER_PORT} of the router / frontend host.",
+             "Placeholder: MODEL (weights id or path); node addresses NODE<n> where there are several nodes."]
+    return readme_section(f"{engine} ({version})", intro, steps)
 
 
 def memory_fraction(request: dict, *, of_free: bool = False) -> float:
@@ -140,6 +156,58 @@ def argv_lines(argv: list) -> str:
 def script(head: list[str], body: list[str]) -> str:
     """A bash script: shebang, header comments, ``set -euo pipefail``, body lines."""
     return "#!/usr/bin/env bash\n" + comment_block(head) + "set -euo pipefail\n" + "\n".join(body) + "\n"
+
+
+def nginx_router(best: dict, urls: list[str]) -> str:
+    """An nginx configuration that spreads requests over several colocated instances (least
+    connections) on the router port: the engines (vLLM, TensorRT-LLM) serve one instance each and
+    have no router of their own for replicas. ``nginx -p "$PWD" -c router_nginx.conf``."""
+    servers = "".join(f"    server {u};\n" for u in urls)
+    return ("# " + quote_for("comment", f"Router of {len(urls)} colocated instances: clients use port {ROUTER_PORT}.")
+            + "\nworker_processes auto;\npid router_nginx.pid;\nerror_log stderr;\n"
+            "events { worker_connections 4096; }\nhttp {\n  access_log off;\n"
+            f"  upstream engines {{\n    least_conn;\n{servers}  }}\n"
+            f"  server {{\n    listen {ROUTER_PORT};\n    location / {{\n      proxy_pass http://engines;\n"
+            "      proxy_http_version 1.1;\n      proxy_set_header Connection \"\";\n      proxy_buffering off;\n"
+            "      proxy_read_timeout 3600s;\n    }\n  }\n}\n")
+
+
+ROUTER_CONF = "router_nginx.conf"
+BENCH_RESULT = "roofplan_bench_{engine}.json"
+
+
+def bench_name(engine: str) -> str:
+    return f"benchmark_{engine}.sh"
+
+
+def concurrency(best: dict) -> int:
+    """Requests in flight at the planned operating point: every decoding slot of the deployment."""
+    if best["mode"] == "disagg":
+        return int(best["decode"]["batch"]) * int(best["decode"]["instances"])
+    return int(best["prefill"]["batch"]) * int(best["instances"])
+
+
+def benchmark_argv(best: dict, request: dict, port: int, engine: str) -> list:
+    """``vllm bench serve`` (vLLM's benchmark; it speaks the OpenAI API every engine here serves) at
+    the plan's prompt / output lengths and concurrency (and its request rate when one was given)."""
+    conc = concurrency(best)
+    argv = ["vllm", "bench", "serve", "--backend", "openai", "--base-url", f"http://${{HOST}}:{port}",
+            "--endpoint", "/v1/completions", "--model", "${MODEL}", "--dataset-name", "random",
+            "--random-input-len", int(request["isl"]), "--random-output-len", int(request["osl"]), "--ignore-eos",
+            "--max-concurrency", conc, "--num-prompts", max(5 * conc, 100)]
+    if request.get("rate"):
+        argv += ["--request-rate", float(request["rate"])]
+    return argv + ["--percentile-metrics", "ttft,tpot,itl,e2el", "--metric-percentiles", "50,90,99",
+                   "--save-result", "--result-filename", BENCH_RESULT.format(engine=engine)]
+
+
+def benchmark_script(best: dict, request: dict, engine: str, port: int = ROUTER_PORT) -> str:
+    """``benchmark.sh``: measures the running deployment where the plan predicted it."""
+    head = header(best, request, engine) + [
+        f"Measures the running deployment at the planned isl/osl and concurrency {concurrency(best)}; "
+        f"the result ({BENCH_RESULT.format(engine=engine)}) holds the measured TTFT / TPOT / throughput to compare with the line above."]
+    return script(head, [model_default(request), "HOST=${HOST:-127.0.0.1}  # the router / frontend host", "",
+                         argv_lines(benchmark_argv(best, request, port, engine))])
 
 
 def instance_port(inst: Instance, colocated_count: int = 1) -> int:

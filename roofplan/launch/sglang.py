@@ -9,9 +9,9 @@ tokens of one prefill batch ``--max-prefill-tokens``; ``--context-length`` isl +
 
 Disaggregation (``docs/advanced_features/pd_disaggregation.md``): ``--disaggregation-mode prefill``
 or ``decode``, the KV transfer engine ``--disaggregation-transfer-backend`` (NIXL), a bootstrap
-port on each prefill server (``--disaggregation-bootstrap-port``, 8998 + i), and the decode
-shape on prefill servers when it differs (``--disaggregation-decode-tp/-dp``), the prefill PP on
-decode servers (``--disaggregation-prefill-pp``). The router
+port on each prefill server (``--disaggregation-bootstrap-port``, 8998 + i); decode servers learn
+the prefill layout from the bootstrap server (the former ``--disaggregation-decode-tp/-dp`` and
+``--disaggregation-prefill-pp`` flags are gone from current releases). The router
 ``python -m sglang_router.launch_router --pd-disaggregation --prefill URL BOOTSTRAP_PORT ...
 --decode URL ...`` listens on 8000. Prefill servers use ports 30000+i, decode 31000+j, colocated
 30000+i behind ``sglang_router.launch_router --worker-urls`` when there are several.
@@ -23,6 +23,7 @@ Several instances on one host: ``--base-gpu-id`` (first GPU); across nodes: ``--
 from __future__ import annotations
 
 from roofplan.launch import serve_common as sc
+from roofplan.launch import versions
 
 BOOTSTRAP_PORT_BASE = 8998
 DIST_INIT_PORT_BASE = 5000
@@ -80,7 +81,6 @@ def server_argv(inst: sc.Instance, t: int, best: dict, request: dict, k: int) ->
             f"{sc.node_var(inst.head)}:{DIST_INIT_PORT_BASE + k}",
         ]
     if inst.role == "prefill":
-        d = best["decode"]
         argv += [
             "--disaggregation-mode",
             "prefill",
@@ -89,10 +89,6 @@ def server_argv(inst: sc.Instance, t: int, best: dict, request: dict, k: int) ->
             "--disaggregation-bootstrap-port",
             bootstrap_port(inst),
         ]
-        if d["tp"] * d["dp"] != c["tp"] * c["dp"]:
-            argv += ["--disaggregation-decode-tp", d["tp"] * d["dp"]]
-        if d["dp"] != c["dp"]:
-            argv += ["--disaggregation-decode-dp", d["dp"]]
         argv += [
             "--max-running-requests",
             c["batch"],
@@ -102,10 +98,7 @@ def server_argv(inst: sc.Instance, t: int, best: dict, request: dict, k: int) ->
             max(c["batch"] * isl, isl),
         ]
     elif inst.role == "decode":
-        p = best["prefill"]
         argv += ["--disaggregation-mode", "decode", "--disaggregation-transfer-backend", "nixl"]
-        if p["pp"] > 1:
-            argv += ["--disaggregation-prefill-pp", p["pp"]]
         argv += ["--max-running-requests", c["batch"]]
     else:
         argv += ["--max-running-requests", c["batch"], "--chunked-prefill-size", c["chunk"]]
@@ -143,9 +136,11 @@ def router_argv(best: dict) -> list | None:
     return argv + ["--host", "0.0.0.0", "--port", sc.ROUTER_PORT]
 
 
-def emit(best: dict, request: dict) -> dict[str, str]:
-    """{file name: text}: one script per node and ``sglang_router.sh`` when a router is needed."""
-    head = sc.header(best, request, "sglang")
+def emit(best: dict, request: dict, target: str | None = None) -> dict[str, str]:
+    """{file name: text}: one script per node, ``sglang_router.sh`` when a router is needed, and a
+    README section."""
+    target = target or versions.default_version("sglang")
+    head = sc.header(best, request, "sglang") + [f"Written for SGLang {target}."]
     pre = [sc.model_default(request), *sc.node_defaults(best)]
     per_node: dict[int, list[str]] = {}
     for k, inst in enumerate(sc.instances(best)):
@@ -166,4 +161,12 @@ def emit(best: dict, request: dict) -> dict[str, str]:
         files["sglang_router.sh"] = sc.script(
             head + ["Run on node 0 (or any host reaching every instance)."], pre + ["", sc.argv_lines(r)]
         )
+    steps = ["On every node n: `bash sglang_node<n>.sh` (MODEL set; NODE<n> = each node's address)."]
+    if r is not None:
+        steps.append("Then on node 0: `bash sglang_router.sh` (pip package sglang-router).")
+    entry = sc.ROUTER_PORT if r is not None else port(sc.instances(best)[0])
+    files[sc.bench_name("sglang")] = sc.benchmark_script(best, request, "sglang", entry)
+    steps.append(f"Send requests to port {entry}; `bash {sc.bench_name('sglang')}` measures the deployment at the plan's "
+                 "lengths and concurrency (vllm bench serve against the OpenAI API).")
+    files["README.md"] = sc.readme("SGLang", target, best, request, steps)
     return files

@@ -1,11 +1,18 @@
-"""torchtitan launch: a job TOML (v0.1-v0.2 interface) and the torchrun command that runs it.
+"""torchtitan launch: the job for one plan in the interface of the targeted torchtitan release.
 
-Keys follow ``torchtitan/config/job_config.py`` (launch-configs reference §3.2). WORLD_SIZE =
-dp_replicate x dp_shard x cp x tp x pp (``parallel_dims.py``). ZeRO maps onto FSDP2: stage 0 is
-pure replication (``data_parallel_replicate_degree = DP``), stage 2 is FSDP with
-``fsdp_reshard_after_forward = "never"`` (parameters stay gathered between forward and backward),
-stage 3 is FSDP with resharding; CPU offload (``training.enable_cpu_offload``) moves parameters,
-gradients and optimizer state together, so only ZeRO-3 + optimizer+params offload maps onto it.
+* 0.3 (default): a run is a Python function returning ``Trainer.Config`` selected with
+  ``-m torchtitan.train --module <module> --config <function>`` (``torchtitan/config/manager.py``;
+  ``--module`` also takes a module path). The emitted ``roofplan_torchtitan.py`` starts from the
+  release's registered config of the model (``torchtitan/models/<m>/config_registry.py``) and sets
+  the plan's parallelism, batch and activation checkpointing (``FullAC`` / ``SelectiveAC`` / None).
+* 0.2: a TOML job file (``--job.config_file``, keys of ``torchtitan/config/job_config.py``) with the
+  registered ``[model] name`` and ``flavor`` (``torchtitan/models/<m>/__init__.py``).
+
+A model torchtitan has no definition of is refused: the debug model would be built instead.
+WORLD_SIZE = dp_replicate x dp_shard x cp x tp x pp (``parallel_dims.py``). ZeRO maps onto FSDP2:
+stage 0 is pure replication, stage 2 FSDP with ``fsdp_reshard_after_forward = "never"``, stage 3 FSDP
+with resharding; CPU offload (``training.enable_cpu_offload``) moves parameters, gradients and
+optimizer state together, so only ZeRO-3 + optimizer+params offload maps onto it.
 """
 
 from __future__ import annotations
@@ -13,16 +20,49 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from roofplan.errors import InputError
-from roofplan.launch.common import command_line, prediction_header, shell_script, torchrun_argv
+from roofplan.launch import versions
+from roofplan.launch.common import (
+    TRAIN_PLACEHOLDERS,
+    command_line,
+    comment_lines,
+    prediction_header,
+    quote_for,
+    shell_script,
+    train_readme,
+)
 from roofplan.models.spec import ModelSpec
 
-CONFIG = "torchtitan.toml"
+TOML = "torchtitan.toml"
+PYCONFIG = "roofplan_torchtitan.py"
 SCRIPT = "launch_torchtitan.sh"
+CONFIG_FN = "roofplan_plan"
 
-_MP = {"bf16": "bfloat16", "fp16": "float16", "fp8": "bfloat16"}
+#: roofplan model -> {interface: (torchtitan module, registered config function or flavor)}
+MODELS: dict[str, dict[str, tuple[str, str]]] = {
+    "llama-3.1-8b": {"python": ("llama3", "llama3_8b"), "toml": ("llama3", "8B")},
+    "llama-3.1-70b": {"python": ("llama3", "llama3_70b"), "toml": ("llama3", "70B")},
+    "llama-3.1-405b": {"python": ("llama3", "llama3_405b"), "toml": ("llama3", "405B")},
+    "deepseek-v3": {"python": ("deepseek_v3", "deepseek_v3_671b"), "toml": ("deepseek_v3", "671B")},
+    "qwen3-14b": {"python": ("qwen3", "qwen3_14b"), "toml": ("qwen3", "14B")},
+    "qwen3-32b": {"python": ("qwen3", "qwen3_32b"), "toml": ("qwen3", "32B")},
+    "qwen3-8b": {"toml": ("qwen3", "8B")},
+}
+
+_MP = {"bf16": "bfloat16"}
 
 
-def unsupported(config: Mapping) -> str | None:
+def _interface(target: str | None) -> str:
+    return versions.feature("torchtitan", target, "interface")
+
+
+def unsupported(config: Mapping, model: ModelSpec | None = None, target: str | None = None) -> str | None:
+    """Why torchtitan (release ``target``) cannot run ``config`` of ``config['model']``."""
+    name = config.get("model") or (model.name if model else None)
+    iface = _interface(target)
+    if name not in MODELS or iface not in MODELS[name]:
+        known = ", ".join(m for m, d in MODELS.items() if iface in d)
+        return (f"torchtitan {target or versions.default_version('torchtitan')} has no registered "
+                f"definition of {name} (it has {known})")
     if config["zero"] == 1:
         return "FSDP2 has no optimizer-only sharding (ZeRO-1)"
     if config.get("tp_comm_overlap"):
@@ -34,77 +74,145 @@ def unsupported(config: Mapping) -> str | None:
         return "torchtitan CPU offload moves parameters, gradients and optimizer together (ZeRO-3 only)"
     if config["recompute"] == "full" and config.get("recompute_layers"):
         return "torchtitan full activation checkpointing covers every layer"
+    if config["dtype"] == "fp16":
+        return "torchtitan trains in bfloat16 or float32 (mixed_precision_param), not fp16"
+    if config["dtype"] == "fp8":  # a float8 converter is a model option these files do not set
+        return "the torchtitan files here train in bfloat16 (no float8 converter); use --dtype bf16 or --emit megatron"
     return None
 
 
-def _value(v) -> str:
+def settings(model: ModelSpec, config: Mapping) -> dict[str, dict]:
+    """Section -> key -> value of the plan (names of ``ParallelismConfig`` / ``TrainingConfig``)."""
+    dp, zero = config["dp"], config["zero"]
+    replicate, shard = (dp, 1) if zero == 0 else (1, dp)
+    par = {
+        "data_parallel_replicate_degree": replicate,
+        "data_parallel_shard_degree": shard,
+        "fsdp_reshard_after_forward": "never" if zero == 2 else "default",
+        "tensor_parallel_degree": config["tp"],
+        "pipeline_parallel_degree": config["pp"],
+        "pipeline_parallel_schedule": "Interleaved1F1B" if config["vpp"] > 1 else "1F1B",
+        "pipeline_parallel_microbatch_size": config["micro_batch"],
+        "context_parallel_degree": config["cp"],
+        "expert_parallel_degree": config["ep"],
+    }
+    if config["pp"] > 1:
+        par["pipeline_parallel_layers_per_stage"] = model.layers // (config["pp"] * config["vpp"])
+    # with PP the local batch is split into pipeline micro-batches; without PP the global batch is
+    # reached by gradient accumulation over local batches of one micro-batch
+    training = {"local_batch_size": config["global_batch"] // dp if config["pp"] > 1 else config["micro_batch"],
+                "global_batch_size": config["global_batch"], "seq_len": config["seq_len"],
+                "mixed_precision_param": _MP[config["dtype"]], "steps": 1000}
+    if config["offload"] == "optimizer+params":
+        training["enable_cpu_offload"] = True
+    return {"parallelism": par, "training": training}
+
+
+def _check(model: ModelSpec, config: Mapping, target: str | None) -> None:
+    why = unsupported(config, model, target)
+    if why:
+        raise InputError("emit", "torchtitan", why)
+
+
+def toml_doc(model: ModelSpec, config: Mapping, estimate: Mapping, target: str | None = "0.2") -> str:
+    """The 0.2 job TOML text."""
+    _check(model, config, target)
+    module, flavor = MODELS[config.get("model") or model.name]["toml"]
+    sections: dict[str, dict] = {
+        "job": {"dump_folder": TRAIN_PLACEHOLDERS["CHECKPOINT_DIR"][0],
+                "description": f"roofplan plan for {model.name}"},
+        "model": {"name": module, "flavor": flavor, "hf_assets_path": TRAIN_PLACEHOLDERS["TOKENIZER_MODEL"][0]},
+        **settings(model, config),
+        "activation_checkpoint": {"mode": config["recompute"]},
+        "checkpoint": {"enable": True, "folder": "checkpoint", "interval": 500},
+    }
+    sections["training"]["dataset_path"] = TRAIN_PLACEHOLDERS["DATA_PATH"][0]
+    lines = comment_lines(prediction_header(config, estimate) + [
+        "Written for torchtitan 0.2 (TOML job file). Placeholders: training.dataset_path, model.hf_assets_path",
+        f"and job.dump_folder below; {SCRIPT} overrides them from DATA_PATH, TOKENIZER_MODEL, CHECKPOINT_DIR.",
+        f"WORLD_SIZE = {config['gpus']} = dp_replicate x dp_shard x cp x tp x pp"])
+    for name, kv in sections.items():
+        lines += ["", f"[{name}]"]
+        lines += [f"{k} = {_toml_value(v)}" for k, v in kv.items()]
+    return "\n".join(lines) + "\n"
+
+
+def _toml_value(v) -> str:
     if isinstance(v, bool):
         return "true" if v else "false"
     if isinstance(v, (int, float)):
         return repr(v)
-    return '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return quote_for("toml", v)
 
 
-def toml_doc(model: ModelSpec, config: Mapping, estimate: Mapping) -> str:
-    """The job TOML text."""
-    why = unsupported(config)
-    if why:
-        raise InputError("emit", "torchtitan", why)
-    dp, zero = config["dp"], config["zero"]
-    replicate, shard = (dp, 1) if zero == 0 else (1, dp)
-    sections: dict[str, dict] = {
-        "job": {"dump_folder": "./outputs",
-                "description": f"roofplan plan for {config.get('model', model.name)}"},
-        "model": {"name": model.name},
-        # with PP the local batch is split into pipeline micro-batches; without PP the global
-        # batch is reached by gradient accumulation over local batches of one micro-batch
-        "training": {"local_batch_size": config["global_batch"] // dp if config["pp"] > 1
-                     else config["micro_batch"],
-                     "global_batch_size": config["global_batch"], "seq_len": config["seq_len"],
-                     "mixed_precision_param": _MP.get(config["dtype"], "bfloat16"), "steps": 1000},
-        "parallelism": {
-            "data_parallel_replicate_degree": replicate,
-            "data_parallel_shard_degree": shard,
-            "fsdp_reshard_after_forward": "never" if zero == 2 else "default",
-            "tensor_parallel_degree": config["tp"],
-            "pipeline_parallel_degree": config["pp"],
-            "pipeline_parallel_schedule": "Interleaved1F1B" if config["vpp"] > 1 else "1F1B",
-            "pipeline_parallel_microbatch_size": config["micro_batch"],
-            "context_parallel_degree": config["cp"],
-            "expert_parallel_degree": config["ep"],
-        },
-        "activation_checkpoint": {"mode": config["recompute"]},
-    }
-    if config["pp"] > 1:
-        sections["parallelism"]["pipeline_parallel_layers_per_stage"] = model.layers // (config["pp"] * config["vpp"])
-    if config["offload"] == "optimizer+params":
-        sections["training"]["enable_cpu_offload"] = True
-    if config["dtype"] == "fp8":
-        sections["float8"] = {"enable_fsdp_float8_all_gather": zero >= 2}
-    lines = [f"# {h}" for h in prediction_header(config, estimate)]
-    lines.append(f"# WORLD_SIZE = {config['gpus']} = dp_replicate x dp_shard x cp x tp x pp")
-    for name, kv in sections.items():
-        lines.append("")
-        lines.append(f"[{name}]")
-        lines += [f"{k} = {_value(v)}" for k, v in kv.items()]
-    return "\n".join(lines) + "\n"
+def _py_value(v) -> str:
+    return repr(v) if isinstance(v, (bool, int, float)) else quote_for("python", v)
 
 
-def argv(config: Mapping) -> list[str]:
-    return torchrun_argv(config["gpus"], config["gpus_per_node"]) + [
-        "-m", "torchtitan.train", "--job.config_file", CONFIG]
+def python_config(model: ModelSpec, config: Mapping, estimate: Mapping, target: str | None = None) -> str:
+    """The 0.3 config module: the registered config of the model with the plan's settings."""
+    _check(model, config, target)
+    module, fn = MODELS[config.get("model") or model.name]["python"]
+    ac = {"full": "FullAC.Config()", "selective": "SelectiveAC.Config()", "none": "None"}[config["recompute"]]
+    out = comment_lines(prediction_header(config, estimate) + [
+        f"Written for torchtitan {target or versions.default_version('torchtitan')}: "
+        f"torchrun ... -m torchtitan.train --module roofplan_torchtitan --config {CONFIG_FN}",
+        "Placeholders (environment): DATA_PATH, TOKENIZER_MODEL, CHECKPOINT_DIR."])
+    out += ["", "import os", "",
+           "from torchtitan.distributed.activation_checkpoint import FullAC, SelectiveAC  # noqa: F401",
+           f"from torchtitan.models.{module}.config_registry import {fn}", "", "",
+           f"def {CONFIG_FN}():",
+           f"    config = {fn}()",
+           '    config.hf_assets_path = os.environ.get("TOKENIZER_MODEL", config.hf_assets_path)',
+           '    config.dump_folder = os.environ.get("CHECKPOINT_DIR", config.dump_folder)',
+           '    if os.environ.get("DATA_PATH"):',
+           '        config.dataloader.dataset_path = os.environ["DATA_PATH"]']
+    for section, kv in settings(model, config).items():
+        out += [f"    config.{section}.{k} = {_py_value(v)}" for k, v in kv.items()]
+    out += [f"    config.activation_checkpoint = {ac}", "    return config"]
+    return "\n".join(out) + "\n"
 
 
-def command(model: ModelSpec, config: Mapping) -> str:
-    why = unsupported(config)
-    if why:
-        raise InputError("emit", "torchtitan", why)
-    return command_line(argv(config))
+def argv(config: Mapping, target: str | None = None) -> list[str]:
+    run = ["torchrun", *_torchrun(config)]
+    if _interface(target) == "toml":
+        return run + ["-m", "torchtitan.train", "--job.config_file", TOML]
+    return run + ["-m", "torchtitan.train", "--module", "roofplan_torchtitan", "--config", CONFIG_FN]
 
 
-def emit(model: ModelSpec, config: Mapping, estimate: Mapping) -> dict[str, str]:
-    """``torchtitan.toml`` and ``launch_torchtitan.sh``."""
-    doc = toml_doc(model, config, estimate)
-    av = argv(config)
-    return {CONFIG: doc, SCRIPT: shell_script(av, header=prediction_header(config, estimate),
-                                              split_at=av.index("-m"))}
+def _torchrun(config: Mapping) -> list[str]:
+    from roofplan.launch.common import torchrun_argv
+
+    return torchrun_argv(config["gpus"], config["gpus_per_node"])[1:]
+
+
+def command(model: ModelSpec, config: Mapping, target: str | None = None) -> str:
+    _check(model, config, target)
+    return command_line(argv(config, target))
+
+
+def emit(model: ModelSpec, config: Mapping, estimate: Mapping, target: str | None = None) -> dict[str, str]:
+    """The job file of the target's interface, ``launch_torchtitan.sh`` and a README section."""
+    target = target or versions.default_version("torchtitan")
+    _check(model, config, target)
+    toml = _interface(target) == "toml"
+    job = TOML if toml else PYCONFIG
+    text = toml_doc(model, config, estimate, target) if toml else python_config(model, config, estimate, target)
+    av = argv(config, target)
+    if toml:  # the TOML is not read by a shell: the placeholders are passed as overrides
+        av += ["--training.dataset_path", "${DATA_PATH}", "--model.hf_assets_path", "${TOKENIZER_MODEL}",
+               "--job.dump_folder", "${CHECKPOINT_DIR}"]
+        prelude = []
+    else:  # the config module reads them from the environment
+        prelude = ["export DATA_PATH TOKENIZER_MODEL CHECKPOINT_DIR",
+                   'export PYTHONPATH="${PWD}${PYTHONPATH:+:${PYTHONPATH}}"']
+    header = prediction_header(config, estimate) + [f"Written for torchtitan {target}; job in {job}."]
+    script = shell_script(av, header=header, split_at=av.index("-m"), placeholders=TRAIN_PLACEHOLDERS,
+                          prelude=prelude)
+    steps = [f"Copy `{job}` and `{SCRIPT}` into one directory on every node (torchtitan {target} installed).",
+             "Set DATA_PATH, TOKENIZER_MODEL (Hugging Face assets folder) and CHECKPOINT_DIR (top of the script).",
+             f"On each node: `NODE_RANK=<0..nnodes-1> MASTER_ADDR=<node 0> bash {SCRIPT}` "
+             f"(one node: `bash {SCRIPT}`).",
+             "Throughput is logged as `tps:` per rank on every logged step."]
+    return {job: text, SCRIPT: script, "README.md": train_readme("torchtitan", target, config, estimate, steps)}
+

@@ -23,6 +23,7 @@ from __future__ import annotations
 import yaml
 
 from roofplan.launch import serve_common as sc
+from roofplan.launch import versions
 
 
 def _host(n: int, best: dict) -> str:
@@ -120,8 +121,11 @@ def serve_argv(inst: sc.Instance, request: dict, n_colo: int) -> list:
     return argv
 
 
-def emit(best: dict, request: dict) -> dict[str, str]:
-    head = sc.header(best, request, "trtllm")
+def emit(best: dict, request: dict, target: str | None = None) -> dict[str, str]:
+    """LLM-API YAMLs, one script per node, the proxy (disaggregation) or an nginx router (several
+    colocated instances: trtllm-serve has no replica router), and a README section."""
+    target = target or versions.default_version("trtllm")
+    head = sc.header(best, request, "trtllm") + [f"Written for TensorRT-LLM {target}."]
     moe = bool(request.get("moe"))
     files: dict[str, str] = {}
     roles = ("colocated",) if best["mode"] == "colocated" else ("prefill", "decode")
@@ -185,4 +189,19 @@ def emit(best: dict, request: dict) -> dict[str, str]:
         files[f"trtllm_node{n}.sh"] = sc.script(
             head + [f"Run on node {n}, next to the trtllm_*.yaml files."], pre + [""] + lines + ["wait"]
         )
+    steps = ["Copy the trtllm_*.yaml files next to the scripts on every node.",
+             "On every node n with a script: `bash trtllm_node<n>.sh` (MODEL set; an instance spanning "
+             "nodes is started once, through srun, from its first node)."]
+    if best["mode"] == "disagg":
+        steps.append("Node 0's script also starts the disaggregated proxy (trtllm_disagg.yaml).")
+    elif n_colo > 1:
+        urls = [f"{_host(i.head, best)}:{port(i, n_colo)}" for i in insts]
+        files[sc.ROUTER_CONF] = sc.nginx_router(best, urls)
+        files["trtllm_router.sh"] = sc.script(head + ["Run on node 0: the router of the colocated instances."],
+                                              [f'exec nginx -p "$PWD" -c {sc.ROUTER_CONF} -g "daemon off;"'])
+        steps.append(f"Then on node 0: `bash trtllm_router.sh` (nginx; hosts in {sc.ROUTER_CONF}).")
+    files[sc.bench_name("trtllm")] = sc.benchmark_script(best, request, "trtllm")
+    steps.append(f"Send requests to port {sc.ROUTER_PORT}; `bash {sc.bench_name('trtllm')}` measures the deployment at the "
+                 "plan's lengths and concurrency (vllm bench serve against the OpenAI API).")
+    files["README.md"] = sc.readme("TensorRT-LLM", target, best, request, steps)
     return files

@@ -21,7 +21,8 @@ Instances spanning nodes: attention-DP ranks are spread with ``--data-parallel-s
 ``--headless`` on the secondary nodes; a TP x PP group wider than one node runs on a Ray cluster
 (``--distributed-executor-backend ray``) started on its nodes.
 
-One script per node (``vllm_node<n>.sh``) plus ``vllm_proxy.sh`` for disaggregation.
+One script per node (``vllm_node<n>.sh``) plus ``vllm_proxy.sh`` for disaggregation; several
+colocated instances sit behind an nginx router (``router_nginx.conf``, ``vllm_router.sh``) on 8000.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from __future__ import annotations
 import json
 
 from roofplan.launch import serve_common as sc
+from roofplan.launch import versions
 
 PROXY_SCRIPT = "tests/v1/kv_connector/nixl_integration/toy_proxy_server.py"
 NIXL_PORT_BASE = 5600
@@ -83,7 +85,7 @@ def _engine_flags(inst: sc.Instance, request: dict) -> list:
     if request.get("dtype") == "fp8":
         argv += ["--quantization", "fp8"]
     argv += ["--enable-chunked-prefill",
-             "--enable-prefix-caching" if sc.prefix_caching(request) else "--no-enable-prefix-caching"]
+             "--enable-prefix-caching" if sc.prefix_caching(request) else "--disable-prefix-caching"]
     argv += sc.vllm_spec_argv(request)
     if inst.role in ("prefill", "decode"):
         argv += ["--kv-transfer-config", kv_transfer_config(inst.role)]
@@ -171,9 +173,11 @@ def proxy_argv(best: dict) -> list:
     ]
 
 
-def emit(best: dict, request: dict) -> dict[str, str]:
-    """{file name: text}: one script per node, plus the proxy script for disaggregation."""
-    head = sc.header(best, request, "vllm")
+def emit(best: dict, request: dict, target: str | None = None) -> dict[str, str]:
+    """{file name: text}: one script per node, the proxy (disaggregation) or router (several
+    colocated instances), and a README section."""
+    target = target or versions.default_version("vllm")
+    head = sc.header(best, request, "vllm") + [f"Written for vLLM {target}."]
     pre = [sc.model_default(request), *sc.node_defaults(best)]
     files = {}
     for node, lines in sorted(commands(best, request).items()):
@@ -189,4 +193,21 @@ def emit(best: dict, request: dict) -> dict[str, str]:
         files["vllm_proxy.sh"] = sc.script(
             head + ["Run on node 0 (or any host reaching every instance)."], body
         )
+    insts = sc.instances(best)
+    n_colo = sum(1 for i in insts if i.role == "colocated")
+    steps = ["On every node n: `bash vllm_node<n>.sh` (MODEL set; NODE<n> = each node's address)."]
+    if best["mode"] == "disagg":
+        steps.append(f"Then on node 0: `bash vllm_proxy.sh` (needs vLLM's source tree for {PROXY_SCRIPT}).")
+    elif n_colo > 1:
+        urls = [f"{sc.node_host(i.head, best)}:{port(i, n_colo)}" for i in insts]
+        files[sc.ROUTER_CONF] = sc.nginx_router(best, urls)
+        files["vllm_router.sh"] = sc.script(head + ["Run on node 0: the router of the colocated instances."],
+                                            [f'exec nginx -p "$PWD" -c {sc.ROUTER_CONF} -g "daemon off;"'])
+        steps.append(f"Then on node 0: `bash vllm_router.sh` (nginx; edit the hosts in {sc.ROUTER_CONF} "
+                     "if the nodes are not reachable as node<n>).")
+    files[sc.bench_name("vllm")] = sc.benchmark_script(best, request, "vllm", port(insts[0], n_colo) if n_colo == 1
+                                          else sc.ROUTER_PORT)
+    steps.append(f"Send requests to port {sc.ROUTER_PORT}; `bash {sc.bench_name('vllm')}` measures the deployment at the "
+                 "plan's lengths and concurrency (vllm bench serve).")
+    files["README.md"] = sc.readme("vLLM", target, best, request, steps)
     return files

@@ -105,6 +105,13 @@ class _Config:
             raise InputError(self._field(key), value, "a non-negative integer")
         return value
 
+    def number(self, key: str, default: float) -> float:
+        """A positive finite number (rope_theta, routed_scaling_factor)."""
+        value = self.get(key, default=default)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1e12:
+            raise InputError(self._field(key), value, "a positive number below 1e12")
+        return float(value)
+
     def bool(self, key: str, default: bool) -> bool:
         value = self.get(key, default=default)
         if not isinstance(value, bool):
@@ -144,6 +151,7 @@ def _common(cfg: _Config, *, default_max_pos: int, default_head_dim: int | None 
         "gated_mlp": True,
         "tied_embeddings": cfg.bool("tie_word_embeddings", False),
         "max_seq_len": cfg.int("max_position_embeddings", default=default_max_pos),
+        "rope_theta": cfg.number("rope_theta", 10000.0),
         "source": f"Hugging Face config {cfg.path.name} (model_type {cfg.model_type})",
     }
 
@@ -226,7 +234,13 @@ def _deepseek(cfg: _Config) -> dict:
             shared_experts=cfg.count("n_shared_experts", 0),
             shared_ffn=expert_ffn,
             first_dense_layers=spec["layers"] - sparse,
+            score_function="sigmoid" if cfg.get("scoring_func", default="softmax") == "sigmoid" else "softmax",
+            expert_bias=cfg.get("topk_method", default="") == "noaux_tc",
+            routed_scaling=cfg.number("routed_scaling_factor", 1.0),
+            groups=cfg.count("n_group", 0),
+            group_top_k=cfg.count("topk_group", 0),
         )
+    spec["mtp_layers"] = cfg.count("num_nextn_predict_layers", 0)
     return spec
 
 

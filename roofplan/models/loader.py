@@ -76,6 +76,7 @@ _INT_FIELDS = (
     "max_seq_len",
     "learned_positions",
     "attn_layers",
+    "mtp_layers",
 )
 _BOOL_FIELDS = ("gated_mlp", "tied_embeddings", "linear_bias", "qkv_bias", "qk_norm", "embedding_layernorm",
                 "attn_output_gate")
@@ -140,8 +141,13 @@ def model_from_dict(doc: dict, *, where: str, default_name: str) -> ModelSpec:
     kwargs: dict = {"name": str(doc.get("name") or default_name), "source": str(doc.get("source") or "")}
     for key in _INT_FIELDS:
         if doc.get(key) is not None:
-            minimum = 0 if key in ("learned_positions", "attn_layers") else 1
+            minimum = 0 if key in ("learned_positions", "attn_layers", "mtp_layers") else 1
             kwargs[key] = _check_int(f"{where}: {key}", doc[key], minimum)
+    if doc.get("rope_theta") is not None:
+        theta = doc["rope_theta"]
+        if isinstance(theta, bool) or not isinstance(theta, (int, float)) or not 0 < theta < 1e12:
+            raise InputError(f"{where}: rope_theta", theta, "a positive number below 1e12")
+        kwargs["rope_theta"] = float(theta)
     for key in _BOOL_FIELDS:
         if doc.get(key) is not None:
             if not isinstance(doc[key], bool):

@@ -43,8 +43,18 @@ class MoESpec:
     shared_experts: int = 0
     shared_ffn: int = 0
     first_dense_layers: int = 0
+    # router (what a training launcher must set to build this MoE): score function, the
+    # auxiliary-loss-free expert bias (DeepSeek-V3 "noaux_tc"), the routed-weight scaling, and
+    # group-limited routing (n_group / topk_group); defaults are a plain softmax top-k router
+    score_function: str = "softmax"
+    expert_bias: bool = False
+    routed_scaling: float = 1.0
+    groups: int = 0
+    group_top_k: int = 0
 
     def __post_init__(self) -> None:
+        if self.score_function not in ("softmax", "sigmoid"):
+            raise InputError("moe.score_function", self.score_function, "softmax or sigmoid")
         _require_positive("moe", num_experts=self.num_experts, top_k=self.top_k, expert_ffn=self.expert_ffn)
         if self.top_k > self.num_experts:
             raise InputError("moe.top_k", self.top_k, f"at most num_experts ({self.num_experts})")
@@ -156,6 +166,8 @@ class ModelSpec:
     window: WindowSpec | None = None
     linear: LinearMixerSpec | None = None
     dsa: SparseAttnSpec | None = None
+    rope_theta: float = 10000.0  # RoPE base (HF rope_theta); launchers must pass it, defaults differ
+    mtp_layers: int = 0  # multi-token-prediction modules trained with the model (DeepSeek-V3: 1)
     source: str = ""
 
     def __post_init__(self) -> None:

@@ -82,22 +82,21 @@ class TrainPlan:
             "launch_unsupported": self.launch_unsupported,
         })
 
-    def emit(self, framework: str) -> dict[str, str]:
-        """Launch files (name -> text) of the winner for ``framework``."""
+    def emit(self, framework: str, target: str | None = None) -> dict[str, str]:
+        """Launch files (name -> text) of the winner for ``framework`` (release ``target``)."""
         mod = emitter(framework)
-        return mod.emit(self.model, self.config(), self.best)
+        return mod.emit(self.model, self.config(), self.best, target)
 
-    def write(self, out_dir: str | Path, frameworks: list[str] | tuple[str, ...]) -> list[str]:
+    def write(self, out_dir: str | Path, frameworks: list[str] | tuple[str, ...],
+              targets: dict[str, str] | None = None) -> list[str]:
         """Write the launch files of ``frameworks`` and ``plan.json`` into ``out_dir``.
 
         Everything is rendered first, so nothing is written unless all of it succeeded.
         """
         import json
 
-        from roofplan.launch.common import write_files
+        from roofplan.launch.common import merge_files, write_files
 
-        files: dict[str, str] = {}
-        for fw in frameworks:
-            files.update(self.emit(fw))
+        files = merge_files(self.emit(fw, (targets or {}).get(fw)) for fw in frameworks)
         files["plan.json"] = json.dumps(self.to_json(), indent=2) + "\n"
         return write_files(out_dir, files, executable=[n for n in files if n.endswith(".sh")])

@@ -912,7 +912,7 @@ def plan_training(model, hardware, *, gpus: int, global_batch: int, seq_len: int
     launch, unsupported = {}, {}
     for fw in FRAMEWORKS:
         mod = emitter(fw)
-        reason = mod.unsupported(cfg)
+        reason = mod.unsupported(cfg, model)
         if reason:
             unsupported[fw] = reason
         else:
