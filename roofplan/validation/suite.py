@@ -104,6 +104,7 @@ class SuiteResult:
             "serve": ("serve_step", "serve_throughput"),
             "serve_load": ("serve_load",),
             "ops": ("op_gemm", "op_allreduce"),
+            "energy": ("train_energy",),
         }
         summary = {
             name: {"cases": len(self.errors(k)), "median_abs_error": self.median_abs_error(k),
@@ -134,7 +135,7 @@ def _load_predictors() -> None:
     # Imported for their @predictor registrations; each module owns one family of cases.
     from roofplan.validation import op_predict  # noqa: F401
 
-    for name in ("train_predict", "serve_predict", "load_predict"):
+    for name in ("train_predict", "serve_predict", "load_predict", "energy_predict"):
         try:
             __import__(f"roofplan.validation.{name}")
         except ModuleNotFoundError as exc:
