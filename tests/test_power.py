@@ -7,7 +7,13 @@ import pytest
 import yaml
 
 import roofplan
-from roofplan.costmodel.power import busy_fraction, device_power_w, energy_kwh, joules_per_token, train_power_w
+from roofplan.costmodel.power import (
+    busy_fraction,
+    device_power_w,
+    energy_kwh,
+    joules_per_token,
+    train_power_w,
+)
 from roofplan.errors import InputError
 from roofplan.hardware.catalog import BUILTIN_DIR, load_hardware
 from roofplan.hardware.pricing import apply_prices, parse_prices
@@ -123,3 +129,23 @@ def test_energy_validation_rows_use_stated_gpu_hours():
     bloom = next(r for r in res.results if r.case.id == "bloom-176b-a100-energy")
     assert abs(bloom.error) < 0.20
     assert np.isfinite([r.error for r in res.results]).all()
+
+
+def test_cli_price_override_and_energy_objective_in_json():
+    import json
+
+    from typer.testing import CliRunner
+
+    from roofplan.cli.app import app
+
+    r = CliRunner().invoke(app, ["plan", "train", "--model", "llama-3.1-8b", "--hardware", "h100-sxm", "--gpus", "8",
+                                 "--global-batch", "64", "--seq-len", "4096", "--objective", "energy",
+                                 "--price", "h100-sxm=2", "--tokens", "1T", "--json"])
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.output)
+    assert doc["objective"]["name"] == "energy" and doc["objective"]["price_per_gpu_hour"] == 2.0
+    b = doc["best"]
+    assert b["cost_to_train_usd"] == pytest.approx(b["time_to_train_days"] * 24 * b["gpus"] * 2.0)
+    bad = CliRunner().invoke(app, ["plan", "serve", "--model", "llama-3.1-8b", "--hardware", "h100-sxm", "--gpus",
+                                   "8", "--isl", "100", "--osl", "10", "--price", "h100-sxm=-1"])
+    assert bad.exit_code == 2 and "price" in bad.output

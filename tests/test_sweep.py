@@ -125,3 +125,12 @@ def test_cli_json_summary(tmp_path):
     assert r.exit_code == 0, r.output
     doc = json.loads(r.output)
     assert doc["scenarios"] == 1 and doc["status"] == {"ok": 1}
+
+
+def test_ray_flag_without_an_address_means_a_local_cluster():
+    from roofplan.cli.common import fill_optional_values
+
+    assert fill_optional_values(["sweep", "s.yaml", "--ray", "--workers", "2"]) == [
+        "sweep", "s.yaml", "--ray", "local", "--workers", "2"]
+    assert fill_optional_values(["sweep", "s.yaml", "--ray"]) == ["sweep", "s.yaml", "--ray", "local"]
+    assert fill_optional_values(["sweep", "s.yaml", "--ray", "auto"]) == ["sweep", "s.yaml", "--ray", "auto"]
