@@ -134,3 +134,11 @@ def test_ray_flag_without_an_address_means_a_local_cluster():
         "sweep", "s.yaml", "--ray", "local", "--workers", "2"]
     assert fill_optional_values(["sweep", "s.yaml", "--ray"]) == ["sweep", "s.yaml", "--ray", "local"]
     assert fill_optional_values(["sweep", "s.yaml", "--ray", "auto"]) == ["sweep", "s.yaml", "--ray", "auto"]
+
+
+def test_a_changed_price_reruns_only_the_scenarios_it_affects():
+    base, _ = expand(SPEC)
+    cheaper, _ = expand({**SPEC, "prices": {"h100-sxm": 1.0}})
+    changed = [a["id"] != b["id"] for a, b in zip(base, cheaper)]
+    uses_h100 = ["h100-sxm" in s["hardware"] for s in base]
+    assert changed == uses_h100

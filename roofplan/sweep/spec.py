@@ -94,14 +94,27 @@ def expand(doc: dict) -> tuple[list[dict], dict[str, float]]:
     _check_names(out)
     for i, s in enumerate(out):
         s["index"] = i
-        s["id"] = scenario_id(s)
+        s["id"] = scenario_id(s, prices)
     return out, prices
 
 
-def scenario_id(s: dict) -> str:
-    """A stable id of a scenario's content (index excluded)."""
-    body = json.dumps({k: s.get(k) for k in SCENARIO_KEYS}, sort_keys=True, default=str)
-    return hashlib.sha1(body.encode()).hexdigest()[:12]
+def devices(hardware: str) -> list[str]:
+    """Device ids of a hardware argument (``h100-sxm`` or ``h100-sxm:prefill,a100-sxm-80gb:decode``)."""
+    out = []
+    for part in hardware.split(","):
+        dev = part.strip()
+        out.append(dev.rpartition(":")[0] if dev.endswith((":prefill", ":decode")) else dev)
+    return out
+
+
+def scenario_id(s: dict, prices: dict | None = None) -> str:
+    """A stable id of a scenario's content and the user prices of its devices (index excluded), so a
+    resumed sweep reruns what a changed price affects."""
+    body = {k: s.get(k) for k in SCENARIO_KEYS}
+    mine = {d: prices[d] for d in devices(s["hardware"]) if prices and d in prices}
+    if mine:
+        body["prices"] = mine
+    return hashlib.sha1(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
 def _mapping(node, where: str) -> dict:
@@ -226,10 +239,7 @@ def _check_names(scenarios: list[dict]) -> None:
         except InputError as exc:
             raise InputError("model", name, exc.allowed) from None
     for pool in dict.fromkeys(s["hardware"] for s in scenarios):
-        for part in pool.split(","):
-            dev = part.strip()
-            if dev.endswith((":prefill", ":decode")):
-                dev = dev.rpartition(":")[0]
+        for dev in devices(pool):
             try:
                 load_hardware(dev)
             except InputError as exc:
