@@ -75,6 +75,8 @@ def plot_fronts(rows: list[dict], out_dir: str | Path) -> list[str]:
         ax.set_xlabel("days to train" if train else "tokens/s per user (1 / TPOT)")
         ax.set_ylabel("USD to train" if train else "USD per million output tokens")
         ax.set_yscale("log")
+        if train:  # GPU counts in powers of two spread the days over decades
+            ax.set_xscale("log")
         ax.set_title(key, fontsize=9)
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=8)
