@@ -93,8 +93,11 @@ def _render(doc: dict, written: list[str], frameworks: list[str] | None = None) 
     has_cost = doc["objective"]["name"] == "cost" and any("usd_per_million_tokens" in c for c in cands)
     cols = ["#", "tie"] + (["GPUs"] if many_gpus else []) + ["layout", "vpp", "mb"] + (["ep"] if moe else []) + [
         "rc", "Z", "off", "step s", "tok/s", "MFU", "GiB", "free"]
+    has_energy = doc["objective"]["name"] == "energy" and any("joules_per_token" in c for c in cands)
     if has_cost:
         cols.append("$/Mtok")
+    if has_energy:
+        cols.append("J/tok")
     for c in cols:
         t.add_column(c, justify="left" if c in ("rc", "off", "layout") else "right", no_wrap=True)
     short_off = {"none": "-", "optimizer": "opt", "optimizer+params": "opt+par"}
@@ -113,6 +116,9 @@ def _render(doc: dict, written: list[str], frameworks: list[str] | None = None) 
         if has_cost:
             v = c.get("usd_per_million_tokens")
             row.append("-" if v is None else f"{v:.3f}")
+        if has_energy:
+            v = c.get("joules_per_token")
+            row.append("-" if v is None else f"{v:.4f}")
         t.add_row(*row, style="bold green" if c["rank"] == 1 else None)
     console.print(t)
     cap = cands[0]["memory_gib_per_gpu"]["capacity"]
