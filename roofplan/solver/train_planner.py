@@ -410,6 +410,8 @@ def _distinct(pool: list[dict], top: int) -> list[dict]:
 
 
 def _score_of(c: dict, objective: str) -> float:
+    if objective == "energy":
+        return -c.get("joules_per_token", float("inf"))
     return c["tokens_per_s"] if objective == "throughput" else -c.get("usd_per_million_tokens", float("inf"))
 
 
@@ -446,6 +448,9 @@ def _exposed_comm(c: dict) -> float:
                               "dp_comm_exposed", "offload_exposed"))
 
 
+_WORSE = {"throughput": "slower", "cost": "dearer", "energy": "more energy per token"}
+
+
 def _robust_note(best: dict, fastest: dict | None, tied: list[dict], objective: str, band) -> str:
     """The robust-choice sentence of "why #1 wins" (empty when the fastest is also the simplest)."""
     if fastest is None or fastest is best:
@@ -454,7 +459,7 @@ def _robust_note(best: dict, fastest: dict | None, tied: list[dict], objective: 
     loss = abs(sf - sb) / abs(sf) if sf else 0.0
     layout = f"tp={fastest['tp']} pp={fastest['pp']} dp={fastest['dp']} cp={fastest['cp']} ep={fastest['ep']}"
     reasons = robust.simpler_reasons(best, fastest) or ["simpler by the tie-break rule"]
-    return (f"ranked first although predicted {100 * loss:.2f}% {'slower' if objective == 'throughput' else 'dearer'}"
+    return (f"ranked first although predicted {100 * loss:.2f}% {_WORSE[objective]}"
             f" than the fastest candidate ({layout}): that is within the error band {band.label}, "
             f"{len(tied)} of the shown candidates are tied, and this one is simpler: " + ", ".join(reasons) + "; ")
 
