@@ -14,6 +14,7 @@ Executors: :func:`run_local` (a process pool over the cores; inline with one wor
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 from collections.abc import Callable
@@ -149,7 +150,7 @@ def run_ray(scenarios: list[dict], prices: dict, on_row: Callable[[dict], None],
     started = not ray.is_initialized()
     if started:
         kw = {"address": address} if address else {"num_cpus": num_cpus}
-        ray.init(include_dashboard=False, log_to_driver=False, **kw)
+        ray.init(include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR, **kw)
     try:
         task = ray.remote(num_cpus=1)(run_scenario)
         prices_ref = ray.put(prices)
