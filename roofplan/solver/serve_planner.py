@@ -434,8 +434,20 @@ def evaluate_colocated_percentile(
     _count(rejected, "chunk_budget", fits & ~roomy)
     _count(rejected, "percentile_sla", fits & roomy & (g <= 0))
     ok = fits & roomy & (g > 0)
-    return RoleCandidates("colocated", pool, s, batch, np.maximum(chunk, 1), t1, t2, g, fits & roomy, ok,
-                          len(g), rejected)
+    chunk = np.maximum(chunk, 1)
+    return RoleCandidates("colocated", pool, s, batch, chunk, t1, t2, g, fits & roomy, ok, len(g), rejected,
+                          _saturated_power(model, pool, engine, s, batch, chunk, isl=isl, osl=osl, dtype=dtype,
+                                           kv_dtype=kv_dtype, engine_name=engine_name))
+
+
+def _saturated_power(model, pool: Pool, engine, s: Shapes, batch, chunk, **kw) -> np.ndarray | None:
+    """W per colocated instance kept busy at ``batch`` requests with ``chunk``-token prefill chunks
+    (the steady state of :mod:`roofplan.solver.colocated`), as for prefill and decode instances: an
+    instance loaded below that draws less, so J/token is an upper bound there."""
+    if serve_power_w(pool.hw, 0.0, 0.0, 1.0) is None:
+        return None
+    m = colocated_metrics(model, pool.hw, engine, s, batch, chunk, **kw)
+    return _instance_power(pool, s, m.busy_s, 0.0, m.tpot_s)
 
 
 def _queue_prefill(model, R: RoleCandidates, *, isl, kv_dtype, p, ttft_s) -> None:
