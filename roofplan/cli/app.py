@@ -13,6 +13,7 @@ from roofplan.cli import (
     plan_serve_cmd,
     plan_train_cmd,
     simulate_cmd,
+    sweep_cmd,
     validate_cmd,
 )
 from roofplan.cli.common import STATE, RoofplanGroup
@@ -60,6 +61,7 @@ plan_serve_cmd.register(plan_app)
 calibrate_cmd.register(app)
 simulate_cmd.register(app)
 validate_cmd.register(app)
+sweep_cmd.register(app)
 
 
 def main() -> None:

@@ -195,11 +195,26 @@ def usage_error_line(exc: Exception, args: list[str]) -> str:
     return f"error: {line.rstrip('.')}{hint}"
 
 
+#: Options whose value may be left out (``sweep --ray`` alone), with the value it then takes.
+OPTIONAL_VALUES: dict[str, str] = {}
+
+
+def fill_optional_values(argv: list[str]) -> list[str]:
+    """``--ray`` followed by nothing or by another option becomes ``--ray <default>`` (click
+    options need a value; typer does not expose click's optional-value flags)."""
+    out = []
+    for i, a in enumerate(argv):
+        out.append(a)
+        if a in OPTIONAL_VALUES and (i + 1 == len(argv) or argv[i + 1].startswith("-")):
+            out.append(OPTIONAL_VALUES[a])
+    return out
+
+
 class RoofplanGroup(TyperGroup):
     """The root command: click's usage errors become one line on stderr (SPEC §4), exit 2."""
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
-        argv = list(sys.argv[1:] if args is None else args)
+        argv = fill_optional_values(list(sys.argv[1:] if args is None else args))
         try:
             rv = super().main(args=argv, prog_name=prog_name, complete_var=complete_var,
                               standalone_mode=False, **extra)

@@ -55,7 +55,10 @@ def plan_serve(
     engine: str = typer.Option("generic", "--engine", help="generic | vllm | sglang | trtllm."),
     dtype: str = typer.Option("bf16", "--dtype", help="Weight dtype: bf16 | fp16 | fp8 | int8 | int4 | fp4."),
     kv_dtype: str | None = typer.Option(None, "--kv-dtype", help="KV-cache dtype: bf16 | fp8 | int8."),
-    objective: str = typer.Option("gpus", "--objective", help="With --rate: fewest gpus | lowest cost."),
+    objective: str = typer.Option(
+        "gpus", "--objective", help="With --rate: fewest gpus | lowest cost | energy (least J per token)."),
+    price: list[str] | None = typer.Option(  # noqa: B008
+        None, "--price", metavar="DEVICE=$/h", help="Price per device-hour in place of the catalog's."),
     slo_percentile: float = typer.Option(
         90.0, "--slo-percentile", metavar="P",
         help="Targets hold for P % of requests under Poisson arrivals (goodput, queueing); 0: unloaded."),
@@ -102,6 +105,7 @@ def plan_serve(
             (spec_method, spec_tokens, spec_accept, prefix_hit, expert_skew),
             slo_percentile,
             target,
+            price=price,
         )
     )
 
@@ -166,8 +170,10 @@ def _impl(
     features=(None, None, None, None, 1.0),
     slo_percentile=90.0,
     targets=None,
+    price=None,
 ):
     from roofplan.cli.serve_options import spec_from_flags
+    from roofplan.hardware.pricing import apply_prices, parse_prices
     from roofplan.launch.common import dumps_json, merge_files, write_files
     from roofplan.launch.platforms import unsupported_on
     from roofplan.launch.versions import parse_targets
@@ -202,7 +208,7 @@ def _impl(
     out = check_out_dir(out)  # typed str, not Path: Path("") would silently be the current directory
     plan = plan_serving(
         model,
-        hardware,
+        apply_prices(hardware, parse_prices(price)),
         gpus=_gpus(gpus),
         isl=isl,
         osl=osl,
@@ -340,6 +346,11 @@ def _render(plan, doc: dict, engines: list[str], written: list[str]) -> None:
             verdict = "[green]confirmed[/green]" if sim["meets_sla"] else "[red]not confirmed[/red]"
             console.print(f"simulator ({sim['requests']:,} requests): p{p} TTFT {sim[f'ttft_p{key}_ms']:.1f} ms, "
                           f"p{p} TPOT {sim[f'tpot_p{key}_ms']:.2f} ms: {verdict}")
+    if best.get("joules_per_output_token") is not None:
+        usd = best.get("price_per_hour")
+        console.print(f"energy {best['joules_per_output_token']:.3g} J per output token at {best['power_w'] / 1e3:,.2f} kW"
+                      + (f"; ${usd / 3600 / best['output_tokens_per_s'] * 1e6:.3f} per million output tokens"
+                         if usd and best["output_tokens_per_s"] > 0 else ""), highlight=False)
 
     alt = doc.get("alternatives", {})
     if len(alt) > 1:

@@ -93,8 +93,11 @@ def _render(doc: dict, written: list[str], frameworks: list[str] | None = None) 
     has_cost = doc["objective"]["name"] == "cost" and any("usd_per_million_tokens" in c for c in cands)
     cols = ["#", "tie"] + (["GPUs"] if many_gpus else []) + ["layout", "vpp", "mb"] + (["ep"] if moe else []) + [
         "rc", "Z", "off", "step s", "tok/s", "MFU", "GiB", "free"]
+    has_energy = doc["objective"]["name"] == "energy" and any("joules_per_token" in c for c in cands)
     if has_cost:
         cols.append("$/Mtok")
+    if has_energy:
+        cols.append("J/tok")
     for c in cols:
         t.add_column(c, justify="left" if c in ("rc", "off", "layout") else "right", no_wrap=True)
     short_off = {"none": "-", "optimizer": "opt", "optimizer+params": "opt+par"}
@@ -113,6 +116,9 @@ def _render(doc: dict, written: list[str], frameworks: list[str] | None = None) 
         if has_cost:
             v = c.get("usd_per_million_tokens")
             row.append("-" if v is None else f"{v:.3f}")
+        if has_energy:
+            v = c.get("joules_per_token")
+            row.append("-" if v is None else f"{v:.4f}")
         t.add_row(*row, style="bold green" if c["rank"] == 1 else None)
     console.print(t)
     cap = cands[0]["memory_gib_per_gpu"]["capacity"]
@@ -138,8 +144,15 @@ def _render(doc: dict, written: list[str], frameworks: list[str] | None = None) 
     obj = doc["objective"]
     if obj.get("tokens"):
         days, usd = obj.get("time_to_train_days"), obj.get("cost_to_train_usd")
+        kwh = obj.get("energy_to_train_kwh")
         console.print(f"[bold]time to train {obj['tokens']:.3g} tokens:[/bold] {days:.1f} days"
-                      + (f", ${usd:,.0f}" if usd is not None else ""))
+                      + (f", ${usd:,.0f}" if usd is not None else "")
+                      + (f", {kwh / 1e3:,.1f} MWh (GPU boards)" if kwh is not None else ""))
+    best = cands[0]
+    if best.get("joules_per_token") is not None:
+        console.print(f"energy: {best['joules_per_token']:.4g} J per token, {best['power_w_per_gpu']:.0f} W per GPU "
+                      f"(power model: idle {obj.get('power_idle_w'):.0f} W to {obj.get('power_max_w'):.0f} W)",
+                      highlight=False)
     for fw, cmd in doc["launch"].items():
         console.print(f"[bold]{fw}:[/bold]")
         console.print(cmd, soft_wrap=True, highlight=False, markup=False)
@@ -171,8 +184,10 @@ def plan_train(
     dtype: str = typer.Option("bf16", "--dtype", help="bf16 | fp16 | fp8."),
     objective: str = typer.Option(
         "throughput", "--objective",
-        help="throughput (tokens/s) | cost ($ per token)."),
-    tokens: str | None = typer.Option(None, "--tokens", help="Token budget (e.g. 15T): report days and $."),
+        help="throughput (tokens/s) | cost ($ per token) | energy (J per token)."),
+    tokens: str | None = typer.Option(None, "--tokens", help="Token budget (e.g. 15T): report days, $ and kWh."),
+    price: list[str] | None = typer.Option(  # noqa: B008
+        None, "--price", metavar="DEVICE=$/h", help="Price per device-hour in place of the catalog's."),
     top: int = typer.Option(5, "--top", callback=bounded_count, help="How many ranked candidates to show."),
     emit: list[str] | None = typer.Option(  # noqa: B008
         None, "--emit", metavar="FRAMEWORK", help="megatron | deepspeed | torchtitan (repeatable or comma list); "
@@ -206,6 +221,7 @@ def plan_train(
     """Search every valid training configuration for a GPU budget and print the best."""
 
     def body():
+        from roofplan.hardware.pricing import apply_prices, parse_prices
         from roofplan.launch.versions import parse_targets
         from roofplan.solver.plan_types import FRAMEWORKS
         from roofplan.solver.train_planner import plan_training
@@ -222,9 +238,10 @@ def plan_train(
 
         constraints = parse(fix, exclude=False, field="fix") + parse(exclude, exclude=True, field="exclude")
         n_tokens = parse_tokens(tokens)
+        hw_arg = apply_prices(hardware, parse_prices(price))
         bar = _LazyProgress(enabled=not json_out and err_console.is_terminal)
         try:
-            plan = plan_training(model, hardware, gpus=gpus, global_batch=global_batch, seq_len=seq_len,
+            plan = plan_training(model, hw_arg, gpus=gpus, global_batch=global_batch, seq_len=seq_len,
                                  dtype=dtype, objective=objective, top=top, tokens=n_tokens,
                                  calibration=calibration, gpus_per_node=gpus_per_node,
                                  allow_cross_node_tp=allow_cross_node_tp, emit=frameworks,

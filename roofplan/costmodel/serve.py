@@ -414,12 +414,30 @@ def step_time(
     (mean context ``decode_context``). With pp > 1 the iteration passes all stages in sequence
     (no microbatching inside one iteration). ``prefill_seqs`` (default: 1 when prefilling) is the
     number of prompts, which sample one token each. All arguments broadcast over the N configs."""
+    return step_breakdown(
+        model, hw, engine, cfg, prefill_tokens, prefill_context, decode_seqs, decode_context, prefill_seqs
+    ).total
+
+
+def step_breakdown(
+    model: ModelSpec,
+    hw: DeviceSpec,
+    engine: EngineProfile | str | None,
+    cfg: ServeConfigs,
+    prefill_tokens,
+    prefill_context,
+    decode_seqs,
+    decode_context,
+    prefill_seqs=None,
+) -> StepParts:
+    """:func:`step_time` split into compute-bound, memory-bound, communication and overhead parts
+    (the power model's activity, :mod:`roofplan.costmodel.power`)."""
     engine = load_engine(engine or cfg.engine)
     stage, fixed, p2p = step_parts(
         model, hw, engine, cfg, prefill_tokens, prefill_context, decode_seqs, decode_context, prefill_seqs
     )
     pp = np.broadcast_to(cfg.pp.astype(float), stage.total.shape)
-    return _compose(stage, fixed, p2p, pp, pp).total
+    return _compose(stage, fixed, p2p, pp, pp)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -39,7 +39,12 @@ device-hour) or a string with an explicit unit that the loader converts (``"989.
         in_network_reduction: {value: true, source: ...} # optional (NVLink SHARP)
       inter: {name: ..., topology: ..., bandwidth: {value: 400 Gb/s, ...}, latency: ...}  # NIC per device
     tdp: {value: 700 W, source: ...}              # value may be null (with a source saying why)
-    price_per_hour: {value: 4.916, source: ...}   # USD per device-hour; may be null
+    price:                                        # (or the older top-level price_per_hour quantity)
+      per_device_hour: {value: 4.916, source: ...}  # USD per device-hour; may be null
+      date: "2024"                                # when it was read: YYYY, YYYY-MM or YYYY-MM-DD
+    power:                                        # optional; costmodel/power.py
+      idle: {value: 70 W, source: ...}            # board power with nothing running
+      max: {value: 700 W, source: ...}            # optional: fully active (default: the tdp)
     dataflow: {value: false, source: ...}         # optional; SN40L: true
     efficiency:                                   # any Efficiency field; missing ones use defaults
       gemm_max: {value: 0.803, source: "[MLENG] MAMF 794.5 / 989.4"}
@@ -73,7 +78,10 @@ TIER_NAMES = ("sram", "hbm", "ddr", "host")
 
 _ID = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 _TOP_KEYS = ("schema", "id", "name", "vendor", "source", "notes", "peak_flops", "memory", "node", "tdp",
-             "price_per_hour", "dataflow", "efficiency", "compute_units")
+             "price_per_hour", "price", "power", "dataflow", "efficiency", "compute_units")
+_PRICE_KEYS = ("per_device_hour", "date", "notes")
+_POWER_KEYS = ("idle", "max", "notes")
+_DATE = re.compile(r"^\d{4}(-\d{2}(-\d{2})?)?$")
 _TIER_KEYS = ("capacity", "bandwidth", "shared_by", "notes")
 _NODE_KEYS = ("devices_per_node", "intra", "inter", "notes")
 _FABRIC_KEYS = ("name", "topology", "bandwidth", "latency", "pair_bandwidth", "in_network_reduction", "notes")
@@ -337,7 +345,8 @@ class _Parser:
         intra = self.fabric(node.get("intra"), "node.intra")
         inter = self.fabric(node.get("inter"), "node.inter")
         tdp = self.number(doc, "tdp", "", "power", required=False, nullable=True)
-        price = self.number(doc, "price_per_hour", "", "usd_per_hour", required=False, nullable=True)
+        price, price_date = self.price(doc)
+        idle_w, max_w = self.power(doc.get("power"), tdp)
         dataflow = self.choice_or_flag(doc, "dataflow", "", flag=True, required=False, default=False)
         eff = self.efficiency(doc.get("efficiency"))
         units = self.number(doc, "compute_units", "", "count", integer=True, required=False, nullable=True)
@@ -347,8 +356,39 @@ class _Parser:
         spec = DeviceSpec(id=dev_id, name=name, vendor=vendor, peak_flops=peaks, tiers=tiers,
                           devices_per_node=devices, intra=intra, inter=inter, tdp_w=tdp,
                           price_per_hour=price, efficiency=eff, dataflow=bool(dataflow), source=source,
-                          compute_units=int(units) if units else None)
+                          compute_units=int(units) if units else None, idle_w=idle_w, max_w=max_w,
+                          price_date=price_date)
         return CatalogEntry(spec=spec, path=self.path, fields=tuple(self.fields))
+
+    def price(self, doc: dict) -> tuple[float | None, str | None]:
+        """USD per device-hour and the date it was read: the ``price`` block, or the older
+        top-level ``price_per_hour`` quantity (no date); not both."""
+        if "price" not in doc:
+            return self.number(doc, "price_per_hour", "", "usd_per_hour", required=False, nullable=True), None
+        if "price_per_hour" in doc:
+            raise self.fail("price_per_hour", "given with a price block", "one of price_per_hour or price")
+        node = self.mapping(doc["price"], "price", _PRICE_KEYS)
+        value = self.number(node, "per_device_hour", "price", "usd_per_hour", nullable=True)
+        date = node.get("date")
+        if value is None and date is None:  # no price, so no date to give
+            return None, None
+        if not isinstance(date, str) or not _DATE.match(date):
+            raise self.fail("price.date", _short(date) if date is not None else "missing",
+                            "expected the date the price was read, as a string YYYY, YYYY-MM or YYYY-MM-DD")
+        self.fields.append(CatalogField("price.date", date, "text", self.fields[-1].source))
+        return value, date
+
+    def power(self, node: object, tdp: float | None) -> tuple[float | None, float | None]:
+        """Idle and fully-active board power (W) of the power model; ``max`` defaults to the TDP."""
+        if node is None:
+            return None, None
+        node = self.mapping(node, "power", _POWER_KEYS)
+        idle = self.number(node, "idle", "power", "power", inclusive=True)
+        top = self.number(node, "max", "power", "power", required=False)
+        ceiling = top if top is not None else tdp
+        if ceiling is not None and idle >= ceiling:
+            raise self.fail("power.idle", idle, f"expected less than the fully active power ({ceiling:g} W)")
+        return idle, top
 
     def peak_flops(self, node: object) -> dict[str, float]:
         if node is None:

@@ -206,6 +206,9 @@ class DeviceSpec:
     #: streaming multiprocessors / compute units the GEMM wave model spreads tiles over
     #: (None: no wave quantisation, only tile padding)
     compute_units: int | None = None
+    idle_w: float | None = None  # board power with nothing running (catalog ``power.idle``)
+    max_w: float | None = None  # board power fully active (``power.max``; None: the TDP)
+    price_date: str | None = None  # when ``price_per_hour`` was read (``price.date``)
 
     # -- lookups -------------------------------------------------------------------------------
     def peak(self, dtype: str) -> float:
@@ -235,6 +238,10 @@ class DeviceSpec:
     @property
     def hbm_Bps(self) -> float:
         return self.hbm.bandwidth_Bps
+
+    def with_price(self, usd_per_hour: float, date: str | None = None) -> DeviceSpec:
+        """A copy with another price per device-hour (``--price DEVICE=$/h``)."""
+        return dataclasses.replace(self, price_per_hour=float(usd_per_hour), price_date=date)
 
     def with_efficiency(self, **changes: float) -> DeviceSpec:
         """A copy with some efficiency parameters replaced (calibration overlays, invariants)."""

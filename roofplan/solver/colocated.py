@@ -52,6 +52,7 @@ class ColocatedArrays:
     fits: np.ndarray  # KV of C requests fits and f <= 1
     max_batch: np.ndarray
     balanced: np.ndarray  # f <= 1
+    busy_s: np.ndarray | None = None  # per mean step: compute- plus memory-bound time (power model)
 
 
 def colocated_metrics(
@@ -89,13 +90,12 @@ def colocated_metrics(
     # virtual engine (vLLM), and a round (every request advances one token) takes pp stage times of
     # one microbatch -- the same composition as the cost model's static decode (serve_step).
     m = np.minimum(C, shapes.pp).astype(float)
-    t_mix = np.asarray(
-        serve_model.step_time(
-            model, hw, engine, cfg, chunk / m, pre_ctx, C / m, dec_ctx, prefill_seqs=chunk / (m * isl)
-        ),
-        dtype=float,
+    mix = serve_model.step_breakdown(
+        model, hw, engine, cfg, chunk / m, pre_ctx, C / m, dec_ctx, prefill_seqs=chunk / (m * isl)
     )
-    t_dec = np.asarray(serve_model.step_time(model, hw, engine, cfg, 0.0, 0.0, C / m, dec_ctx), dtype=float)
+    dec = serve_model.step_breakdown(model, hw, engine, cfg, 0.0, 0.0, C / m, dec_ctx)
+    t_mix = np.asarray(mix.total, dtype=float)
+    t_dec = np.asarray(dec.total, dtype=float)
     f = C * float(isl) / (float(osl) * chunk)
     balanced = f <= 1.0
     fc = np.minimum(f, 1.0)
@@ -106,4 +106,5 @@ def colocated_metrics(
     mb = np.asarray(serve_model.max_batch(model, hw, cfg, engine), dtype=np.int64)
     fits = (C <= mb) & balanced
     tokens = C / tpot
-    return ColocatedArrays(ttft, tpot, tokens / osl, tokens, f, t_mix, t_dec, fits, mb, balanced)
+    busy = fc * (mix.compute + mix.memory) + (1.0 - fc) * (dec.compute + dec.memory)
+    return ColocatedArrays(ttft, tpot, tokens / osl, tokens, f, t_mix, t_dec, fits, mb, balanced, busy)

@@ -32,6 +32,7 @@ import numpy as np
 
 from roofplan.costmodel import serve as serve_model
 from roofplan.costmodel.collectives import collective_time
+from roofplan.costmodel.power import require_power, serve_power_w
 from roofplan.errors import InfeasibleError, InputError
 from roofplan.hardware.spec import DeviceSpec
 from roofplan.models.spec import ModelSpec
@@ -50,6 +51,8 @@ from roofplan.solver.serve_space import (
 SCHEMA = "roofplan.plan.serve/v1"
 MODES = ("auto", "colocated", "disagg")
 ROLES = ("prefill", "decode")
+#: With ``rate``: fewest GPUs, lowest price per hour, or least power (hence least energy per token).
+OBJECTIVES = ("gpus", "cost", "energy")
 #: Points of the Pareto front reported in JSON (evenly thinned, ends kept).
 PARETO_POINTS = 24
 #: Wall-clock limit of each CBC solve.
@@ -197,6 +200,7 @@ class RoleCandidates:
     ok: np.ndarray  # fits and meets this role's own SLA
     searched: int = 0
     rejected: dict = field(default_factory=dict)
+    power_w: np.ndarray | None = None  # W per instance at its operating point (costmodel/power.py)
 
     @property
     def gpus(self) -> np.ndarray:
@@ -285,6 +289,7 @@ def evaluate_prefill(
     m = np.minimum(B, s.pp).astype(float)
     rate = B * (m + s.pp - 1.0) / (m * ttft)
     ok = _within_sla(rejected, fits, ttft, ttft_s, "ttft_sla")
+    power = _instance_power(pool, s, arr.prefill_compute_s, arr.prefill_memory_s, ttft)
     return RoleCandidates(
         "prefill",
         pool,
@@ -298,7 +303,14 @@ def evaluate_prefill(
         ok,
         len(B) + rejected.get("dp_balance", 0),
         rejected,
+        power,
     )
+
+
+def _instance_power(pool: Pool, s: Shapes, compute_s, memory_s, total_s) -> np.ndarray | None:
+    """W per instance: its GPUs at the power model's draw for these iteration parts."""
+    per_gpu = serve_power_w(pool.hw, compute_s, memory_s, total_s)
+    return None if per_gpu is None else per_gpu * s.gpus
 
 
 def _within_sla(rejected: dict, fits, latency, limit, reason: str):
@@ -326,6 +338,7 @@ def evaluate_decode(
     fits = np.asarray(arr.fits, dtype=bool)
     rate = B / (osl * tpot)
     ok = _within_sla(rejected, fits, tpot, tpot_s, "tpot_sla")
+    power = _instance_power(pool, s, arr.decode_compute_s, arr.decode_memory_s, tpot)
     return RoleCandidates(
         "decode",
         pool,
@@ -339,6 +352,7 @@ def evaluate_decode(
         ok,
         len(B) + rejected.get("dp_balance", 0),
         rejected,
+        power,
     )
 
 
@@ -394,6 +408,7 @@ def evaluate_colocated(
         ok,
         len(C) + rejected.get("dp_balance", 0),
         rejected,
+        _instance_power(pool, s, m.busy_s, 0.0, m.tpot_s),
     )
 
 
@@ -419,8 +434,20 @@ def evaluate_colocated_percentile(
     _count(rejected, "chunk_budget", fits & ~roomy)
     _count(rejected, "percentile_sla", fits & roomy & (g <= 0))
     ok = fits & roomy & (g > 0)
-    return RoleCandidates("colocated", pool, s, batch, np.maximum(chunk, 1), t1, t2, g, fits & roomy, ok,
-                          len(g), rejected)
+    chunk = np.maximum(chunk, 1)
+    return RoleCandidates("colocated", pool, s, batch, chunk, t1, t2, g, fits & roomy, ok, len(g), rejected,
+                          _saturated_power(model, pool, engine, s, batch, chunk, isl=isl, osl=osl, dtype=dtype,
+                                           kv_dtype=kv_dtype, engine_name=engine_name))
+
+
+def _saturated_power(model, pool: Pool, engine, s: Shapes, batch, chunk, **kw) -> np.ndarray | None:
+    """W per colocated instance kept busy at ``batch`` requests with ``chunk``-token prefill chunks
+    (the steady state of :mod:`roofplan.solver.colocated`), as for prefill and decode instances: an
+    instance loaded below that draws less, so J/token is an upper bound there."""
+    if serve_power_w(pool.hw, 0.0, 0.0, 1.0) is None:
+        return None
+    m = colocated_metrics(model, pool.hw, engine, s, batch, chunk, **kw)
+    return _instance_power(pool, s, m.busy_s, 0.0, m.tpot_s)
 
 
 def _queue_prefill(model, R: RoleCandidates, *, isl, kv_dtype, p, ttft_s) -> None:
@@ -617,7 +644,8 @@ def _inst(R: RoleCandidates, i: int, instances: int) -> dict:
 
 
 def _summary(
-    *, mode, prefill, decode, ratio, gpus, goodput, ttft_s, tpot_s, osl, price, kv_s=None, instances=None
+    *, mode, prefill, decode, ratio, gpus, goodput, ttft_s, tpot_s, osl, price, kv_s=None, instances=None,
+    power_w=None,
 ) -> dict:
     out_tps = goodput * osl
     d = {
@@ -633,6 +661,8 @@ def _summary(
         "goodput_rps": goodput,
         "gpus": int(gpus),
         "price_per_hour": price,
+        "power_w": power_w,
+        "joules_per_output_token": power_w / out_tps if power_w is not None and out_tps > 0 else None,
     }
     if kv_s is not None:
         d["kv_transfer_ms"] = kv_s * 1e3
@@ -653,6 +683,7 @@ def _best_colocated(cands: list[RoleCandidates], budget: Budget, rate, objective
         g = R.gpus[idx].astype(np.int64)
         r = R.rate[idx]
         price = R.pool.hw.price_per_hour
+        unit = _unit_cost(R, objective)[idx]
         if rate is None:
             k = cap // g
             good = k >= 1
@@ -673,7 +704,7 @@ def _best_colocated(cands: list[RoleCandidates], budget: Budget, rate, objective
             good = k * g <= cap
             if not np.any(good):
                 continue
-            cost = k * g * (price if (objective == "cost" and price) else 1.0)
+            cost = k * unit
             key = np.where(good, cost, np.inf)
             order = np.lexsort((np.where(good, k * g, np.iinfo(np.int64).max), key))
             j = order[0]
@@ -695,6 +726,7 @@ def _best_colocated(cands: list[RoleCandidates], budget: Budget, rate, objective
                 osl=osl,
                 price=(kk * int(g[j]) * price) if price else None,
                 instances=kk,
+                power_w=None if R.power_w is None else kk * float(R.power_w[i]),
             )
             best["_key"] = cand_key
             best["_ref"] = (R, i)
@@ -748,8 +780,8 @@ def plan_serving(
     pools = parse_pools(hw, calibration)
     budget = parse_budget(gpus, pools)
     _check_request(model, isl, osl, ttft_ms, tpot_ms, rate, mode, dtype, kv_dtype)
-    if objective not in ("gpus", "cost"):
-        raise InputError("objective", objective, "gpus or cost")
+    if objective not in OBJECTIVES:
+        raise InputError("objective", objective, ", ".join(OBJECTIVES))
     if slo_percentile is not None and (isinstance(slo_percentile, bool) or not isinstance(
             slo_percentile, (int, float)) or not 0 < slo_percentile < 100):
         raise InputError("slo_percentile", slo_percentile, "a percentile between 0 and 100 (e.g. 90)")
@@ -917,14 +949,29 @@ def plan_serving(
 
 
 def _effective_objective(pools: list[Pool], objective: str) -> str:
-    """Price only when every pool has one (catalog ``price_per_hour``); else GPUs."""
+    """Price only when every pool has one (catalog ``price_per_hour``); else GPUs. Energy needs
+    every pool's power model (an InputError naming the catalog field otherwise)."""
+    if objective == "energy":
+        for p in pools:
+            require_power(p.hw)
+        return "energy"
     if objective == "cost" and all(p.hw.price_per_hour for p in pools):
         return "cost"
     return "gpus"
 
 
-def _flatten(model, cands: list[RoleCandidates], use_ttft: bool):
-    """Pruned options of every pool of a role as one RoleOptions plus back-references."""
+def _unit_cost(R: RoleCandidates, objective: str) -> np.ndarray:
+    """What one instance of each candidate costs under ``objective``: $/h, W or GPUs."""
+    if objective == "energy" and R.power_w is not None:
+        return np.asarray(R.power_w, dtype=float)
+    if objective == "cost" and R.pool.hw.price_per_hour:
+        return R.gpus * float(R.pool.hw.price_per_hour)
+    return R.gpus.astype(float)
+
+
+def _flatten(model, cands: list[RoleCandidates], use_ttft: bool, objective: str = "gpus"):
+    """Pruned options of every pool of a role as one RoleOptions plus back-references; with the
+    energy objective the ILP's price is each option's power (W), so "cheapest" is least power."""
     refs = [(R, int(i)) for R in cands for i in prune(model, R, use_ttft)]
     if not refs:
         return None, refs
@@ -936,6 +983,8 @@ def _flatten(model, cands: list[RoleCandidates], use_ttft: bool):
         pool=np.array([R.pool.name for R, _ in refs], dtype=object),
         price=None if any(p is None for p in price) else gpus * np.array(price, dtype=float),
     )
+    if objective == "energy":
+        opts.price = np.array([_unit_cost(R, objective)[i] for R, i in refs], dtype=float)
     return opts, refs
 
 
@@ -958,8 +1007,8 @@ def _kv_matrix(model, prefs, drefs, *, isl, kv_dtype) -> np.ndarray:
 def _best_disagg(model, pre, dec, budget, *, isl, osl, ttft_s, rate, objective, kv_dtype):
     """Prune each role, build the pair-compatibility matrix (TTFT incl. KV transfer) and solve the
     prefill:decode ILP."""
-    P, prefs = _flatten(model, pre, ttft_s is not None)
-    D, drefs = _flatten(model, dec, False)
+    P, prefs = _flatten(model, pre, ttft_s is not None, objective)
+    D, drefs = _flatten(model, dec, False, objective)
     info = {"prefill_options": len(prefs), "decode_options": len(drefs)}
     if P is None or D is None:
         return None, info
@@ -969,7 +1018,8 @@ def _best_disagg(model, pre, dec, budget, *, isl, osl, ttft_s, rate, objective, 
     info["compatible_pairs"] = int(np.count_nonzero(compatible))
     t0 = time.perf_counter()
     sol = solve_pd(
-        P, D, compatible, budget, target_rps=rate, objective=objective, time_limit_s=ILP_TIME_LIMIT_S
+        P, D, compatible, budget, target_rps=rate, objective="cost" if objective == "energy" else objective,
+        time_limit_s=ILP_TIME_LIMIT_S,
     )
     info["solve_time_s"] = time.perf_counter() - t0
     if sol is None:
@@ -980,6 +1030,11 @@ def _best_disagg(model, pre, dec, budget, *, isl, osl, ttft_s, rate, objective, 
     kv_s = float(kv[sol.prefill, sol.decode])
     pinst = _inst(Rp, i, sol.x)
     dinst = _inst(Rd, j, sol.y)
+    hp, hd = Rp.pool.hw.price_per_hour, Rd.pool.hw.price_per_hour
+    price = sol.price if objective != "energy" else (
+        sol.x * int(Rp.gpus[i]) * hp + sol.y * int(Rd.gpus[j]) * hd if hp and hd else None)
+    power = (None if Rp.power_w is None or Rd.power_w is None
+             else sol.x * float(Rp.power_w[i]) + sol.y * float(Rd.power_w[j]))
     best = _summary(
         mode="disagg",
         prefill=pinst,
@@ -990,14 +1045,15 @@ def _best_disagg(model, pre, dec, budget, *, isl, osl, ttft_s, rate, objective, 
         ttft_s=float(Rp.ttft_s[i]) + kv_s,
         tpot_s=float(Rd.tpot_s[j]),
         osl=osl,
-        price=sol.price,
+        price=price,
         kv_s=kv_s,
+        power_w=power,
     )
     if rate is None:
         best["_key"] = (-sol.goodput_rps, sol.gpus)
     else:
         best["_key"] = (
-            (sol.price if objective == "cost" and sol.price is not None else float(sol.gpus)),
+            (sol.price if objective in ("cost", "energy") and sol.price is not None else float(sol.gpus)),
             sol.gpus,
         )
     return best, info

@@ -12,7 +12,9 @@
    launchers can express is re-evaluated with ``train_step`` and kept when it is faster.
 4. Objectives: ``throughput`` (tokens/s on exactly ``gpus``) or ``cost`` ($ per million tokens from
    the catalog's ``price_per_hour``; searches ``gpus``, ``gpus/2``, ... since fewer GPUs at a
-   higher utilisation can be cheaper); ``tokens`` adds the days and dollars to train on that many.
+   higher utilisation can be cheaper); ``energy`` (joules per token from the power model of
+   :mod:`roofplan.costmodel.power`, over the same GPU counts); ``tokens`` adds the days, dollars and
+   kWh to train on that many.
 5. With nothing feasible, relaxations are evaluated with the same search (more GPUs in power-of-two
    multiples, the full recompute/ZeRO/offload space if it was restricted, shorter sequences) and
    the smallest one that fits is named in the :class:`InfeasibleError`.
@@ -27,6 +29,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from roofplan.costmodel.power import energy_kwh, require_power, train_power_w
 from roofplan.errors import InfeasibleError, InputError
 from roofplan.hardware.spec import DeviceSpec
 from roofplan.models.spec import ModelSpec
@@ -43,7 +46,7 @@ from roofplan.solver.space import (
     enumerate_space,
 )
 
-OBJECTIVES = ("throughput", "cost")
+OBJECTIVES = ("throughput", "cost", "energy")
 #: Mixed-precision training types (fp8 = Transformer Engine FP8 GEMMs with bf16 elsewhere).
 TRAIN_DTYPES = ("bf16", "fp16", "fp8")
 #: Configurations per vectorised cost-model call: bounds peak memory and keeps the working set in
@@ -131,11 +134,21 @@ class _Search:
     rob_score: np.ndarray | None = None
 
 
-def _score(tokens_per_s: np.ndarray, gpus, objective: str, price: float | None) -> np.ndarray:
-    """Higher is better: tokens/s, or minus dollars per million tokens."""
+def _score(tokens_per_s: np.ndarray, gpus, objective: str, price: float | None,
+           power_w: np.ndarray | None = None) -> np.ndarray:
+    """Higher is better: tokens/s, minus dollars per million tokens, or minus joules per token
+    (``power_w``: mean power per GPU)."""
     if objective == "cost":
         return -(price * np.asarray(gpus, dtype=float) / 3600.0) / np.maximum(tokens_per_s, 1e-30) * 1e6
+    if objective == "energy":
+        return -np.asarray(power_w, dtype=float) * np.asarray(gpus, dtype=float) / np.maximum(tokens_per_s, 1e-30)
     return np.asarray(tokens_per_s, dtype=float)
+
+
+def _power_w(hw: DeviceSpec, met) -> np.ndarray | None:
+    """Mean power per GPU of evaluated configurations (a TrainArrays or a metrics dict)."""
+    get = met.get if isinstance(met, dict) else lambda k: getattr(met, k)
+    return train_power_w(hw, get("t_compute"), get("t_optimizer"), get("step_time_s"))
 
 
 def _configs(arrays: dict, dtype: str, gpus_per_node: int, flash_attention: bool):
@@ -251,7 +264,8 @@ def _search(model: ModelSpec, hw: DeviceSpec, *, gpus: int, global_batch: int, s
             state.feasible += nf
             if nf:
                 found = True
-                score = _score(arr.tokens_per_s[fits], gpus, objective, hw.price_per_hour)
+                pw = _power_w(hw, arr)[fits] if objective == "energy" else None
+                score = _score(arr.tokens_per_s[fits], gpus, objective, hw.price_per_hour, pw)
                 k = min(pool, nf)
                 top = np.argpartition(-score, k - 1)[:k] if nf > k else np.arange(nf)
                 idx = np.flatnonzero(fits)[top]
@@ -352,10 +366,15 @@ def _candidate(model: ModelSpec, hw: DeviceSpec, cfg: dict, met: dict, i: int, *
     price = hw.price_per_hour
     if price is not None and tps > 0:
         est["usd_per_million_tokens"] = price * g / 3600.0 / tps * 1e6
+    pw = _power_w(hw, m)
+    if pw is not None:
+        est["power_w_per_gpu"] = float(pw)
+        est["joules_per_token"] = float(pw) * g / tps if tps > 0 else None
     if tokens is not None and tps > 0:
         days = tokens / tps / 86400.0
         est["time_to_train_days"] = days
         est["cost_to_train_usd"] = None if price is None else days * 24.0 * g * price
+        est["energy_to_train_kwh"] = None if pw is None else float(energy_kwh(float(pw) * g, days * 86400.0))
     return {**c, **est}
 
 
@@ -365,7 +384,9 @@ def _layout(c: dict) -> tuple:
 
 def _sort_key(c: dict, objective: str) -> tuple:
     """The ranking of :func:`_rank` for one candidate dict (score, then simplicity, then memory)."""
-    score = c["tokens_per_s"] if objective == "throughput" else -c.get("usd_per_million_tokens", float("inf"))
+    score = (c["tokens_per_s"] if objective == "throughput" else
+             -c.get("joules_per_token", float("inf")) if objective == "energy" else
+             -c.get("usd_per_million_tokens", float("inf")))
     complexity = (RECOMPUTE_CODES[c["recompute"]] * 4 + OFFLOAD_CODES[c["offload"]] * 8 + c["zero"]
                   + int(c["sequence_parallel"]))
     return (-float(f"{score:.10g}"), complexity, c["memory_gib_per_gpu"]["total"])
@@ -389,6 +410,8 @@ def _distinct(pool: list[dict], top: int) -> list[dict]:
 
 
 def _score_of(c: dict, objective: str) -> float:
+    if objective == "energy":
+        return -c.get("joules_per_token", float("inf"))
     return c["tokens_per_s"] if objective == "throughput" else -c.get("usd_per_million_tokens", float("inf"))
 
 
@@ -425,6 +448,9 @@ def _exposed_comm(c: dict) -> float:
                               "dp_comm_exposed", "offload_exposed"))
 
 
+_WORSE = {"throughput": "slower", "cost": "dearer", "energy": "more energy per token"}
+
+
 def _robust_note(best: dict, fastest: dict | None, tied: list[dict], objective: str, band) -> str:
     """The robust-choice sentence of "why #1 wins" (empty when the fastest is also the simplest)."""
     if fastest is None or fastest is best:
@@ -433,7 +459,7 @@ def _robust_note(best: dict, fastest: dict | None, tied: list[dict], objective: 
     loss = abs(sf - sb) / abs(sf) if sf else 0.0
     layout = f"tp={fastest['tp']} pp={fastest['pp']} dp={fastest['dp']} cp={fastest['cp']} ep={fastest['ep']}"
     reasons = robust.simpler_reasons(best, fastest) or ["simpler by the tie-break rule"]
-    return (f"ranked first although predicted {100 * loss:.2f}% {'slower' if objective == 'throughput' else 'dearer'}"
+    return (f"ranked first although predicted {100 * loss:.2f}% {_WORSE[objective]}"
             f" than the fastest candidate ({layout}): that is within the error band {band.label}, "
             f"{len(tied)} of the shown candidates are tied, and this one is simpler: " + ", ".join(reasons) + "; ")
 
@@ -464,6 +490,10 @@ def _why(best: dict, pool: list[dict], objective: str, note: str = "") -> dict:
         cb, cr = best.get("usd_per_million_tokens"), runner.get("usd_per_million_tokens")
         summary = (f"${cb:.3f} vs ${cr:.3f} per million tokens ({100 * (1 - cb / cr):.1f}% cheaper) than {rival}"
                    if cb and cr else f"cheaper than {rival}")
+    elif objective == "energy":
+        eb, er = best.get("joules_per_token"), runner.get("joules_per_token")
+        summary = (f"{eb:.4g} vs {er:.4g} J per token ({100 * (1 - eb / er):.1f}% less energy) than {rival}"
+                   if eb and er else f"less energy than {rival}")
     else:
         summary = (f"ties {rival} on step time" if abs(speed - 1.0) < 1e-6 else
                    f"{100 * (speed - 1):.2f}% faster per step than {rival}" if speed > 1 else
@@ -632,7 +662,8 @@ def _refine(model, hw, cands: list[dict], *, objective: str, flash_attention: bo
         applied = False
         mine = np.flatnonzero((owner == i) & fits)
         if mine.size and res.method == "ilp":
-            score = _score(arr.tokens_per_s[mine], c["gpus"], objective, price)
+            pw = _power_w(hw, arr)[mine] if objective == "energy" else None
+            score = _score(arr.tokens_per_s[mine], c["gpus"], objective, price, pw)
             j = int(mine[int(np.argmax(score))])
             cfg = {k: v[j:j + 1] for k, v in arrays.items()}
             cfg["gpus"] = np.array([c["gpus"]])
@@ -640,8 +671,10 @@ def _refine(model, hw, cands: list[dict], *, objective: str, flash_attention: bo
             cand = _candidate(model, hw, cfg, met, 0, dtype=c["dtype"], gpus_per_node=c["gpus_per_node"],
                               tokens=tokens)
             same = all(cand[k] == c[k] for k in CONFIG_KEYS)
-            s_new = _score(np.array([cand["tokens_per_s"]]), c["gpus"], objective, price)[0]
-            s_old = _score(np.array([c["tokens_per_s"]]), c["gpus"], objective, price)[0]
+            s_new = _score(np.array([cand["tokens_per_s"]]), c["gpus"], objective, price,
+                           np.array([cand.get("power_w_per_gpu", np.nan)]))[0]
+            s_old = _score(np.array([c["tokens_per_s"]]), c["gpus"], objective, price,
+                           np.array([c.get("power_w_per_gpu", np.nan)]))[0]
             if not same and s_new > s_old * (1 + 1e-9) + 1e-12:
                 c, applied = cand, True
         new.append(c)
@@ -814,6 +847,8 @@ def plan_training(model, hardware, *, gpus: int, global_batch: int, seq_len: int
         raise InputError("objective", objective, "one of " + ", ".join(OBJECTIVES))
     if objective == "cost" and not hw.price_per_hour:
         raise InputError("objective", objective, f"{hw.id} has no price_per_hour in its catalog; use throughput")
+    if objective == "energy":
+        require_power(hw)
     if tokens is not None:
         try:
             tokens = float(tokens)
@@ -849,7 +884,7 @@ def plan_training(model, hardware, *, gpus: int, global_batch: int, seq_len: int
     )
 
     counts = [gpus]
-    if objective == "cost":
+    if objective in ("cost", "energy"):
         g = gpus // 2
         while g >= 1 and gpus % g == 0 and (g <= node or g % node == 0):
             counts.append(g)
@@ -917,13 +952,15 @@ def plan_training(model, hardware, *, gpus: int, global_batch: int, seq_len: int
             unsupported[fw] = reason
         else:
             launch[fw] = mod.command(model, cfg)
-    obj = {"name": objective, "price_per_gpu_hour": hw.price_per_hour}
-    if objective == "cost":
+    obj = {"name": objective, "price_per_gpu_hour": hw.price_per_hour, "price_date": hw.price_date,
+           "power_idle_w": hw.idle_w, "power_max_w": hw.max_w if hw.max_w is not None else hw.tdp_w}
+    if objective in ("cost", "energy"):
         obj["gpu_counts_searched"] = counts
     if tokens is not None:
         obj["tokens"] = tokens
         obj["time_to_train_days"] = best.get("time_to_train_days")
         obj["cost_to_train_usd"] = best.get("cost_to_train_usd")
+        obj["energy_to_train_kwh"] = best.get("energy_to_train_kwh")
     inputs = {"model": model.name, "hardware": hw.id, "gpus": gpus, "gpus_per_node": node,
               "global_batch": global_batch, "seq_len": seq_len, "dtype": dtype, "objective": objective,
               "top": top, "tokens": tokens, "emit": frameworks, "allow_cross_node_tp": allow_cross_node_tp,

@@ -22,6 +22,9 @@ SUITE_CSV = "published_measurements.csv"
 #: Rows measured under load (kind ``serve_load``, :mod:`roofplan.validation.load_predict`), kept in
 #: their own file: the calibration formats read SUITE_CSV and fit only the kinds they know.
 LOAD_CSV = "load_measurements.csv"
+#: Energy of published training runs (``train_energy`` rows, :mod:`roofplan.validation.energy_predict`):
+#: kept apart from SUITE_CSV, whose rows are also calibration measurements.
+ENERGY_CSV = "energy_measurements.csv"
 
 #: Columns of the shared measurements format (also accepted by ``roofplan calibrate``).
 COLUMNS = (
@@ -104,6 +107,7 @@ class SuiteResult:
             "serve": ("serve_step", "serve_throughput"),
             "serve_load": ("serve_load",),
             "ops": ("op_gemm", "op_allreduce"),
+            "energy": ("train_energy",),
         }
         summary = {
             name: {"cases": len(self.errors(k)), "median_abs_error": self.median_abs_error(k),
@@ -134,7 +138,7 @@ def _load_predictors() -> None:
     # Imported for their @predictor registrations; each module owns one family of cases.
     from roofplan.validation import op_predict  # noqa: F401
 
-    for name in ("train_predict", "serve_predict", "load_predict"):
+    for name in ("train_predict", "serve_predict", "load_predict", "energy_predict"):
         try:
             __import__(f"roofplan.validation.{name}")
         except ModuleNotFoundError as exc:
@@ -146,7 +150,7 @@ def read_cases(path: str | Path | None = None) -> list[Case]:
     """Read measurement rows; ``None`` reads the built-in suite. Malformed rows raise InputError
     naming the line."""
     if path is None:
-        return [c for n in (SUITE_CSV, LOAD_CSV) for c in _parse_cases(
+        return [c for n in (SUITE_CSV, LOAD_CSV, ENERGY_CSV) for c in _parse_cases(
             resources.files("roofplan.validation").joinpath(n).read_text(), n)]
     else:
         p = Path(path)

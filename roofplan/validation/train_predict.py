@@ -48,7 +48,7 @@ _DEFAULT_STACK = {"flash_attention": True, "zero": 0, "tp_comm_overlap": False}
 
 #: ``key=value`` settings a row's note may carry, and how each value is read.
 NOTE_SETTINGS = {"ep": int, "etp": int, "moe_dispatcher": str, "ep_comm_overlap": bool, "tp_comm_overlap": bool,
-                 "moe_force_balance": bool}
+                 "moe_force_balance": bool, "zero": int}
 
 
 def note_settings(case: Case) -> dict:
