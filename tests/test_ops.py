@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from roofplan.calibration.formats import read_measurements
-from roofplan.calibration.op_rows import family, held_back, predict_op_rows, row_size
+from roofplan.calibration.op_rows import family, held_back, predict_rows, row_size
 from roofplan.costmodel import ops
 from roofplan.costmodel.collectives import collective_time
 from roofplan.hardware.catalog import load_hardware
@@ -182,14 +182,7 @@ TARGETS = {
 
 
 def _errors(rows, hw_id):
-    hw = load_hardware(hw_id)
-    out = np.empty(len(rows))
-    by_kind: dict = {}
-    for i, m in enumerate(rows):
-        by_kind.setdefault(m.kind, []).append(i)
-    for kind, idx in by_kind.items():
-        out[idx] = predict_op_rows(kind, [rows[i] for i in idx], hw)
-    return out / np.array([m.target for m in rows]) - 1.0
+    return predict_rows(rows, load_hardware(hw_id)) / np.array([m.target for m in rows]) - 1.0
 
 
 @pytest.mark.parametrize("hw_id", ["h100-sxm", "h200-sxm"])

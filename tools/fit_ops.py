@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from roofplan.calibration.formats import read_measurements  # noqa: E402
-from roofplan.calibration.op_rows import family, held_back, predict_op_rows, size_band  # noqa: E402
+from roofplan.calibration.op_rows import family, held_back, predict_rows, size_band  # noqa: E402
 from roofplan.hardware.catalog import load_hardware  # noqa: E402
 
 #: family -> (parameter, lower, upper); fitted in this order.
@@ -69,13 +69,7 @@ NCCL_STARTS = ((3e-6, 4e-6, 8e-6), (5e-6, 12e-6, 20e-6), (2e-6, 6e-6, 25e-6))
 
 
 def predict(rows, hw) -> np.ndarray:
-    out = np.empty(len(rows))
-    by_kind: dict = {}
-    for i, m in enumerate(rows):
-        by_kind.setdefault(m.kind, []).append(i)
-    for kind, idx in by_kind.items():
-        out[idx] = predict_op_rows(kind, [rows[i] for i in idx], hw)
-    return out
+    return predict_rows(rows, hw)
 
 
 def errors(rows, hw) -> np.ndarray:

@@ -121,6 +121,15 @@ def predict_op_rows(kind: str, ms: list, hw: DeviceSpec) -> np.ndarray:
     return PREDICTORS[kind](ms, hw)
 
 
+def predict_rows(ms: list, hw: DeviceSpec) -> np.ndarray:
+    """Predicted seconds of operator rows of any kinds on ``hw``, in their order (one vectorised
+    call per kind)."""
+    out = np.empty(len(ms))
+    for kind, idx in _groups(ms, lambda m: m.kind):
+        out[idx] = predict_op_rows(kind, [ms[i] for i in idx], hw)
+    return out
+
+
 def held_back(m) -> bool:
     """Whether a measured row belongs to the held-back half: rows whose size (see
     :data:`SIZE_MEASURES`) falls in an odd log2 bin. Splitting by shape, not by random rows, keeps

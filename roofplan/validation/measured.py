@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from roofplan.calibration.formats import OP_KINDS, read_measurements
-from roofplan.calibration.op_rows import SIZE_MEASURES, family, held_back, predict_op_rows, size_band
+from roofplan.calibration.op_rows import SIZE_MEASURES, family, held_back, predict_rows, size_band
 from roofplan.errors import InputError
 
 SCHEMA = "roofplan.validate.measurements/v1"
@@ -67,11 +67,7 @@ def validate_measurements(paths, *, hardware: str | None = None, calibration=Non
     for hw_id in sorted(by_hw):
         hw = load_hardware(hw_id, calibration=calibration)
         mine = by_hw[hw_id]
-        pred = np.empty(len(mine))
-        for kind in OP_KINDS:
-            idx = [i for i, m in enumerate(mine) if m.kind == kind]
-            if idx:
-                pred[idx] = predict_op_rows(kind, [mine[i] for i in idx], hw)
+        pred = predict_rows(mine, hw)
         if not np.all(np.isfinite(pred)):
             bad = mine[int(np.flatnonzero(~np.isfinite(pred))[0])]
             raise InputError(bad.origin, "prediction", "not a finite time: check the catalog or overlay values")
