@@ -21,13 +21,29 @@ from typing import Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
+from rich.text import Text
 from typer.core import TyperGroup
 
 from roofplan.errors import InfeasibleError, InputError, RoofplanError
 from roofplan.plain import plain
 
-console = Console()
-err_console = Console(stderr=True)
+# Names come from users (catalog ids, config.json _name_or_path, file paths): both consoles print
+# text as text, never as rich markup ("[/x]" once raised MarkupError) or emoji codes (":x:" once
+# became an emoji in an error line). Intended styling goes through :func:`styled`.
+console = Console(markup=False, emoji=False)
+err_console = Console(stderr=True, markup=False, emoji=False)
+
+
+def styled(markup: str) -> Text:
+    """Rich markup written by roofplan itself (``"[bold]total[/bold]"``) as styled text; any user
+    string inside must be passed through :func:`esc` first."""
+    return Text.from_markup(markup, emoji=False)
+
+
+def esc(value: object) -> str:
+    """A user-supplied string, escaped for use inside :func:`styled` markup."""
+    return escape(str(value))
 
 #: Set by the ``--debug`` global option.
 STATE = {"debug": False}

@@ -11,7 +11,17 @@ from __future__ import annotations
 import typer
 from rich.table import Table
 
-from roofplan.cli.common import CALIBRATION_OPTION, JSON_OPTION, bounded_count, console, print_json, run, warn
+from roofplan.cli.common import (
+    CALIBRATION_OPTION,
+    JSON_OPTION,
+    bounded_count,
+    console,
+    esc,
+    print_json,
+    run,
+    styled,
+    warn,
+)
 from roofplan.cli.render import memory_table
 from roofplan.cli.serve_options import (
     EXPERT_SKEW_OPTION,
@@ -35,8 +45,8 @@ def _render(doc: dict) -> None:
     i = doc["inputs"]
     par = f"tp={i['tp']} pp={i['pp']} ep={i['ep']} dp={i['dp']}"
     console.print(
-        f"[bold]{i['model']}[/bold] on [bold]{i['hardware']}[/bold] x {i['gpus']}  ({par}), "
-        f"engine {i['engine']}"
+        styled(f"[bold]{esc(i['model'])}[/bold] on [bold]{esc(i['hardware'])}[/bold] x {i['gpus']}  ({par}), "
+               f"engine {esc(i['engine'])}")
     )
     console.print(
         f"batch {i['batch']}, isl {i['isl']}, osl {i['osl']}, weights {i['dtype']} "
@@ -49,7 +59,7 @@ def _render(doc: dict) -> None:
     s.add_row("output tokens/s", f"{doc['output_tokens_per_s']:,.1f}")
     s.add_row("output tokens/s per GPU", f"{doc['output_tokens_per_s_per_gpu']:,.1f}")
     s.add_row("max batch (KV fits)", f"{doc['max_batch']:,}")
-    s.add_row("fits", "[green]yes[/green]" if doc["fits"] else "[red]no (out of memory)[/red]")
+    s.add_row("fits", styled("[green]yes[/green]" if doc["fits"] else "[red]no (out of memory)[/red]"))
     if "speculative" in i:
         sp = i["speculative"]
         s.add_row("speculative", f"{sp['method']} k={sp['draft_tokens']} accept {sp['acceptance']:.2f} "
@@ -77,7 +87,8 @@ def _render(doc: dict) -> None:
             f"{dec[key] / td_:.1%}" if td_ else "-",
         )
     t.add_row(
-        "[bold]total[/bold]", f"[bold]{tp_:,.3f}[/bold]", "100.0%", f"[bold]{td_:,.3f}[/bold]", "100.0%"
+        styled("[bold]total[/bold]"), styled(f"[bold]{tp_:,.3f}[/bold]"), "100.0%", styled(f"[bold]{td_:,.3f}[/bold]"),
+        "100.0%"
     )
     console.print(t)
 

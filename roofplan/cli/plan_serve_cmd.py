@@ -15,10 +15,12 @@ from roofplan.cli.common import (
     check_out_dir,
     check_out_file,
     console,
+    esc,
     os_error,
     print_json,
     run,
     split_names,
+    styled,
     warn,
     warn_stale,
 )
@@ -326,15 +328,15 @@ def _render(plan, doc: dict, engines: list[str], written: list[str]) -> None:
             f"TTFT {c['ttft_ms']:.1f} ms, TPOT {c['tpot_ms']:.2f} ms",
         )
         note = f"batch: concurrent requests per instance, prefill chunk {c['chunk']} tokens"
-    console.print(f"[bold]{title}[/bold]")
+    console.print(styled(f"[bold]{esc(title)}[/bold]"))
     console.print(t)
     console.print(note + f"; hardware {roles[0]['hardware']}" * (not mixed), style="dim", highlight=False)
-    console.print(
+    console.print(styled(
         f"TTFT [bold]{best['ttft_ms']:.1f} ms[/bold]  TPOT [bold]{best['tpot_ms']:.2f} ms[/bold]  "
         f"{best['output_tokens_per_s']:,.0f} output tok/s  "
         f"[bold]{best['output_tokens_per_s_per_gpu']:,.1f}[/bold] tok/s/GPU  "
         f"goodput {best['goodput_rps']:.3f} req/s on {best['gpus']} GPUs"
-    )
+    ))
     if best.get("slo_percentile") is not None:
         p = f"{best['slo_percentile']:g}"
         h, sim = best["headroom"], best.get("simulated") or {}
@@ -344,8 +346,8 @@ def _render(plan, doc: dict, engines: list[str], written: list[str]) -> None:
         if sim:
             key = p.replace(".", "_")
             verdict = "[green]confirmed[/green]" if sim["meets_sla"] else "[red]not confirmed[/red]"
-            console.print(f"simulator ({sim['requests']:,} requests): p{p} TTFT {sim[f'ttft_p{key}_ms']:.1f} ms, "
-                          f"p{p} TPOT {sim[f'tpot_p{key}_ms']:.2f} ms: {verdict}")
+            console.print(styled(f"simulator ({sim['requests']:,} requests): p{p} TTFT {sim[f'ttft_p{key}_ms']:.1f} ms, "
+                                 f"p{p} TPOT {sim[f'tpot_p{key}_ms']:.2f} ms: {verdict}"))
     if best.get("joules_per_output_token") is not None:
         usd = best.get("price_per_hour")
         console.print(f"energy {best['joules_per_output_token']:.3g} J per output token at {best['power_w'] / 1e3:,.2f} kW"
