@@ -74,7 +74,7 @@ def test_zero_heads_in_inline_gpt():
 def test_prior_weight_is_bounded(tmp_path):
     csv = write(tmp_path, "m.csv", "kind,m,n,k,dtype,value,unit\ngemm,4096,4096,4096,bf16,1,ms\n")
     one_line(runner.invoke(app, ["calibrate", csv, "--hardware", "h100-sxm", "--prior-weight", "1e308"]), 2,
-             "prior-weight")
+             "prior_weight")
 
 
 @pytest.mark.parametrize("row", [

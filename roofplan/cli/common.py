@@ -262,10 +262,11 @@ def split_names(field: str, values: str | list[str] | tuple[str, ...] | None, al
         return None
     names: list[str] = []
     for item in items:
-        parts = [p.strip() for p in item.split(",")]
-        if not any(parts):
-            raise InputError(field, item, "one or more of " + ", ".join(allowed) + " (comma-separated or repeated)")
-        for name in filter(None, parts):
+        parts = item.split(",")
+        if not all(p and p == p.strip() for p in parts):  # "vllm," or " vllm": a slip, not a list
+            raise InputError(field, item, "one or more of " + ", ".join(allowed)
+                             + " (comma-separated without spaces or empty items, or repeated)")
+        for name in parts:
             if name not in allowed:
                 raise InputError(field, name, "one of " + ", ".join(allowed) + " (comma-separated or repeated)")
             if name not in names:

@@ -253,6 +253,8 @@ class _Parser:
             return None
         if not isinstance(v, str) or not v.strip():
             raise self.fail(_join(where, key), _short(v), "expected a non-empty string")
+        if any(not ch.isprintable() for ch in v.strip()):  # a newline would forge output lines
+            raise self.fail(_join(where, key), _short(v), "expected one line of printable text")
         return v.strip()
 
     def sourced(self, node: dict, key: str, where: str, required: bool = True) -> tuple[object, str] | None:
@@ -336,6 +338,8 @@ class _Parser:
         if schema != SCHEMA:
             raise self.fail("schema", _short(schema), f"expected {SCHEMA}")
         dev_id = self.text(doc, "id", "")
+        if doc["id"] != dev_id:
+            raise self.fail("id", _short(doc["id"]), "expected an id without surrounding spaces or newlines")
         if not _ID.fullmatch(dev_id) or len(dev_id) > 64:
             raise self.fail("id", dev_id, "expected up to 64 lowercase letters, digits, '.', '_' or '-'")
         name = self.text(doc, "name", "")
