@@ -233,27 +233,27 @@ def test_sloppy_emit_lists_are_errors(tmp_path, emit):
     assert not (tmp_path / "o").exists()
 
 
-def test_infeasible_serve_suggestion_respects_the_gpu_cap():
-    r = runner.invoke(app, ["plan", "serve", "--model", "llama-3.1-405b", "--hardware", "a100-sxm-40gb",
-                            "--gpus", "1", "--isl", "100000", "--osl", "100", "--ttft-ms", "1"])
-    line = one_line(r, 3)
+@pytest.mark.parametrize("rate, suggested", [("100000", True), ("10000000", False)])
+def test_infeasible_serve_suggestion_respects_the_gpu_cap(rate, suggested):
     import re
 
-    for n in re.findall(r"--gpus (\d+)", line):
-        assert int(n) <= 16_384, line
+    r = runner.invoke(app, PS + ["--rate", rate, "--ttft-ms", "1000", "--tpot-ms", "50"])
+    line = one_line(r, 3, "lower --rate")
+    gpus = [int(n) for n in re.findall(r"--gpus (\d+)", line)]
+    assert bool(gpus) == suggested, line
+    assert all(n <= 16_384 for n in gpus), line
 
 
 # -- closed stdout -------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("argv", [["models", "list", "--json"], ["catalog", "list"],
-                                  ["models", "show", "deepseek-v3", "--json"]])
-def test_closed_stdout_ends_quietly(argv):
+@pytest.mark.parametrize("argv, reader", [("models list --json", "true"), ("catalog list", "true"),
+                                          ("models show deepseek-v3", "head -c 1")])
+def test_closed_stdout_ends_quietly(argv, reader):
     import subprocess
     import sys
 
-    p = subprocess.run(f"{sys.executable} -m roofplan {' '.join(argv)} | head -c 1 >/dev/null; "
-                       "exit ${PIPESTATUS[0]}", shell=True, executable="/bin/bash", capture_output=True,
-                       text=True, env=os.environ | {"COLUMNS": "80"}, timeout=60)
-    assert "Traceback" not in p.stderr and "internal error" not in p.stderr and "BrokenPipe" not in p.stderr, \
-        p.stderr
-    assert p.returncode in (0, 141), (p.returncode, p.stderr)
+    p = subprocess.run(f"{sys.executable} -m roofplan {argv} | {reader} >/dev/null; exit ${{PIPESTATUS[0]}}",
+                       shell=True, executable="/bin/bash", capture_output=True, text=True,
+                       env=os.environ | {"COLUMNS": "80"}, timeout=60)
+    assert p.stderr == "", p.stderr
+    assert p.returncode == 0, (p.returncode, p.stderr)

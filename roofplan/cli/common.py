@@ -31,8 +31,16 @@ from roofplan.plain import plain
 # Names come from users (catalog ids, config.json _name_or_path, file paths): both consoles print
 # text as text, never as rich markup ("[/x]" once raised MarkupError) or emoji codes (":x:" once
 # became an emoji in an error line). Intended styling goes through :func:`styled`.
-console = Console(markup=False, emoji=False)
-err_console = Console(stderr=True, markup=False, emoji=False)
+class _Console(Console):
+    """rich's Console, ending with exit 0 (not rich's SystemExit(1)) when stdout is closed."""
+
+    def on_broken_pipe(self) -> None:
+        self.quiet = True
+        stdout_closed()
+
+
+console = _Console(markup=False, emoji=False)
+err_console = _Console(stderr=True, markup=False, emoji=False)
 
 
 def styled(markup: str) -> Text:
@@ -102,6 +110,8 @@ def run(body: Callable[[], Any]) -> Any:
             return body()
     except typer.Exit:
         raise
+    except BrokenPipeError:  # `roofplan ... | head`: the reader has what it wanted
+        stdout_closed()
     except RoofplanError as exc:
         if STATE["debug"]:
             traceback.print_exc()
@@ -112,6 +122,19 @@ def run(body: Callable[[], Any]) -> Any:
         err_console.print(f"internal error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback)",
                           markup=False, highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
+
+
+def stdout_closed() -> None:
+    """End quietly after the reader of stdout went away (``| head``, ``| true``): point stdout at
+    /dev/null so the interpreter's final flush raises nothing, and exit 0 as the command succeeded
+    up to what the reader took."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):  # stdout without a file descriptor (tests capture it)
+        pass
+    raise typer.Exit(0)
 
 
 # -- output paths ------------------------------------------------------------------------------------
