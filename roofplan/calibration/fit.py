@@ -297,7 +297,10 @@ class CalibrationResult:
         return {k: doc[k] for k in order if k in doc}
 
     def write(self, path: str | Path) -> None:
-        Path(path).write_text(yaml.safe_dump(plain(self.overlay_document()), sort_keys=False, width=110))
+        """Write the overlay YAML atomically (a failed write leaves an earlier overlay intact)."""
+        from roofplan.outputs import write_file
+
+        write_file(path, yaml.safe_dump(plain(self.overlay_document()), sort_keys=False, width=110))
 
     def to_json(self) -> dict:
         return {

@@ -28,6 +28,7 @@ from typer.core import TyperGroup
 from roofplan.errors import InfeasibleError, InputError, RoofplanError
 from roofplan.plain import plain
 
+
 # Names come from users (catalog ids, config.json _name_or_path, file paths): both consoles print
 # text as text, never as rich markup ("[/x]" once raised MarkupError) or emoji codes (":x:" once
 # became an emoji in an error line). Intended styling goes through :func:`styled`.
@@ -135,6 +136,18 @@ def stdout_closed() -> None:
     except (OSError, ValueError):  # stdout without a file descriptor (tests capture it)
         pass
     raise typer.Exit(0)
+
+
+def checked(doc: dict, calibration: object = None) -> dict:
+    """A cost-model result document after :func:`roofplan.plain.check_finite`, naming its inputs
+    (model, hardware, overlay) in the error."""
+    from roofplan.plain import check_finite
+
+    inp = doc.get("inputs") or {}
+    named = [f"{k} {inp[k]}" for k in ("model", "hardware") if isinstance(inp.get(k), str)]
+    if calibration is not None:
+        named.append(f"calibration {calibration}")
+    return check_finite(doc, ", ".join(named))
 
 
 # -- output paths ------------------------------------------------------------------------------------

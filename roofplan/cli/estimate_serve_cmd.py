@@ -15,6 +15,7 @@ from roofplan.cli.common import (
     CALIBRATION_OPTION,
     JSON_OPTION,
     bounded_count,
+    checked,
     console,
     esc,
     print_json,
@@ -255,7 +256,7 @@ def estimate_serve(
             warn(f"isl + osl = {isl + osl:,} exceeds the {est.model.max_seq_len:,}-token context of "
                  f"{est.model.name}; engines refuse such requests unless the context is extended "
                  "(vLLM --max-model-len with RoPE scaling); the estimate extrapolates")
-        doc = est.to_json()
+        doc = checked(est.to_json(), calibration)
         if as_json:
             print_json(doc)
         else:

@@ -13,6 +13,7 @@ from roofplan.cli.common import (
     CALIBRATION_OPTION,
     JSON_OPTION,
     bounded_count,
+    checked,
     console,
     esc,
     print_json,
@@ -142,7 +143,7 @@ def estimate_train(
         if seq_len > est.model.max_seq_len:
             warn(f"--seq-len {seq_len:,} exceeds the {est.model.max_seq_len:,}-token context of {est.model.name} "
                  "(fine for context extension; the estimate covers the longer sequence)")
-        doc = est.to_json()
+        doc = checked(est.to_json(), calibration)
         if as_json:
             print_json(doc)
         else:

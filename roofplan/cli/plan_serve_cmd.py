@@ -14,6 +14,7 @@ from roofplan.cli.common import (
     bounded_count,
     check_out_dir,
     check_out_file,
+    checked,
     console,
     esc,
     os_error,
@@ -172,9 +173,10 @@ def _impl(
 ):
     from roofplan.cli.serve_options import spec_from_flags
     from roofplan.hardware.pricing import apply_prices, parse_prices
-    from roofplan.launch.common import dumps_json, merge_files, write_files
+    from roofplan.launch.common import dumps_json, merge_files
     from roofplan.launch.platforms import unsupported_on
     from roofplan.launch.versions import parse_targets
+    from roofplan.outputs import write_tree
     from roofplan.solver import pareto
     from roofplan.solver.serve_planner import parse_pools, plan_serving
 
@@ -228,7 +230,7 @@ def _impl(
     for e, version in (targets or {}).items():  # the asked-for releases
         if e in plan.launch:
             plan.launch[e] = _emitter(e).emit(plan.best, plan.request, version)
-    doc = plan.to_json()
+    doc = checked(plan.to_json(), calibration)  # before anything is written
     if objective == "cost" and doc["inputs"].get("objective") != "cost":
         warn("--objective cost: a catalog here has no price_per_hour, so the fewest GPUs were chosen instead")
     if off_platform:
@@ -237,7 +239,7 @@ def _impl(
     if out is not None:
         files = merge_files(plan.launch[e] for e in engines)
         files["plan.json"] = dumps_json(_json_safe(doc))
-        written = write_files(out, files, executable=[n for n in files if n.endswith(".sh")])
+        written = write_tree(out, files, executable=[n for n in files if n.endswith(".sh")])
         warn_stale(out, written)
     if plot is not None:
         try:

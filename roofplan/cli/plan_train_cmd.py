@@ -22,6 +22,7 @@ from roofplan.cli.common import (
     JSON_OPTION,
     bounded_count,
     check_out_dir,
+    checked,
     console,
     err_console,
     esc,
@@ -255,12 +256,12 @@ def plan_train(
         for fw, why in off_platform.items():  # launchers that do not run on this device: not emitted
             plan.launch.pop(fw, None)
             plan.launch_unsupported[fw] = why
+        doc = checked(plan.to_json(), calibration)  # before anything is written
         written: list[str] = []
         if out is not None:
             chosen = frameworks or [fw for fw in FRAMEWORKS if fw in plan.launch]
             written = plan.write(out, chosen, targets)
             warn_stale(out, written)
-        doc = plan.to_json()
         if json_out:
             if written:
                 doc["written"] = written

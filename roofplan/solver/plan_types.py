@@ -95,8 +95,9 @@ class TrainPlan:
         """
         import json
 
-        from roofplan.launch.common import merge_files, write_files
+        from roofplan.launch.common import merge_files
+        from roofplan.outputs import write_tree
 
         files = merge_files(self.emit(fw, (targets or {}).get(fw)) for fw in frameworks)
         files["plan.json"] = json.dumps(self.to_json(), indent=2) + "\n"
-        return write_files(out_dir, files, executable=[n for n in files if n.endswith(".sh")])
+        return write_tree(out_dir, files, executable=[n for n in files if n.endswith(".sh")])
