@@ -57,3 +57,39 @@ def _why(inputs: str) -> str:
     src = f" from {inputs}" if inputs else ""
     return (f"a finite result; the inputs{src} drive the cost model out of range (an efficiency, bandwidth, "
             "latency or size at the edge of what is allowed): check their values")
+
+
+#: Result keys that hold wall-clock durations: the only fields that differ between two runs of the
+#: same command (measured, not computed).
+TIMING_KEYS = ("search_time_s", "solve_time_s")
+
+
+def _timing_fields(doc: Any, path: str = "") -> dict[str, float]:
+    found: dict[str, float] = {}
+    if isinstance(doc, dict):
+        for k, v in doc.items():
+            where = f"{path}.{k}" if path else str(k)
+            if k in TIMING_KEYS and isinstance(v, (int, float)):
+                found[where] = v
+            elif k != "timing":
+                found.update(_timing_fields(v, where))
+    elif isinstance(doc, list):
+        for i, v in enumerate(doc):
+            found.update(_timing_fields(v, f"{path}[{i}]"))
+    return found
+
+
+def with_timing(doc: dict) -> dict:
+    """``doc`` with a ``"timing"`` object gathering every wall-clock field by its path
+    (``{"search_time_s": .., "placement.solve_time_s": ..}``; SPEC §6). The fields stay where they
+    were as aliases, so earlier readers keep working; :func:`without_timing` removes both."""
+    return {**doc, "timing": _timing_fields(doc)}
+
+
+def without_timing(doc: Any) -> Any:
+    """``doc`` without ``"timing"`` and its aliases: what is byte-identical between two runs."""
+    if isinstance(doc, dict):
+        return {k: without_timing(v) for k, v in doc.items() if k != "timing" and k not in TIMING_KEYS}
+    if isinstance(doc, list):
+        return [without_timing(v) for v in doc]
+    return doc

@@ -257,3 +257,19 @@ def test_closed_stdout_ends_quietly(argv, reader):
                        env=os.environ | {"COLUMNS": "80"}, timeout=60)
     assert p.stderr == "", p.stderr
     assert p.returncode == 0, (p.returncode, p.stderr)
+
+
+# -- results that are not numbers ----------------------------------------------------------------------
+
+def test_non_finite_results_are_errors_naming_the_field_and_inputs():
+    from roofplan.errors import InputError
+    from roofplan.plain import check_finite
+
+    with pytest.raises(InputError) as e:
+        check_finite({"a": {"b": [1.0, float("nan")]}}, "model m, hardware h")
+    assert e.value.field == "a.b[1]" and "model m, hardware h" in str(e.value)
+    with pytest.raises(InputError) as e:
+        check_finite({"max_batch": -(2**63)})  # inf cast to int64
+    assert e.value.field == "max_batch"
+    doc = {"fits": True, "x": [1, 2.5], "y": None}
+    assert check_finite(doc) is doc

@@ -609,7 +609,9 @@ class ServePlan:
     frontier: dict = field(default_factory=dict)  # mode -> (x list, y list), for plots
 
     def to_json(self) -> dict:
-        return {
+        from roofplan.plain import with_timing
+
+        return with_timing({
             "schema": SCHEMA,
             "inputs": self.request,
             "best": self.best,
@@ -620,7 +622,7 @@ class ServePlan:
             "rejected": dict(self.rejected),
             "search_time_s": float(self.search_time_s),
             "launch": self.launch,
-        }
+        })
 
 
 def _hf_id(model: ModelSpec) -> str:
