@@ -71,6 +71,17 @@ COLUMN_BOUNDS = {"m": 2**24, "n": 2**24, "k": 2**24, "batch": 2**20, "heads": 2*
                  "bytes": 2.0**50, "value": 1e15, "time_s": 1e6, "time_ms": 1e9, "time_us": 1e12}
 #: Smallest measured value (any unit): below it a ratio to a prediction is not a number.
 MIN_VALUE = 1e-9
+#: Longest line of a measurement file (a CSV row or an nccl-tests line is < 200 characters).
+MAX_LINE = 2**16
+
+
+def _bounded_lines(lines: Iterable[str], name: str) -> Iterable[str]:
+    """``lines`` (read with a length limit), refusing one longer than :data:`MAX_LINE`."""
+    for lineno, line in enumerate(lines, start=1):
+        if len(line) > MAX_LINE:
+            raise InputError(f"{name} line {lineno}", f"{len(line):,}+ characters",
+                             f"lines of at most {MAX_LINE:,} characters")
+        yield line
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?(?:[eE][+-]?\d+)?)\s*([A-Za-z]*)\s*$")
 
@@ -333,7 +344,8 @@ def read_csv_lines(lines: Iterable[str], name: str) -> list[Measurement]:
         skipped += 1
         first = next(lines, "")
     lines = itertools.chain([first], lines)
-    reader = csv.DictReader(lines)
+    # comment lines become blank before the csv module sees them: blank lines are skipped in C
+    reader = csv.DictReader("\n" if ln[:1] == "#" else ln for ln in lines)
     header = [h.strip() for h in (reader.fieldnames or [])]
     reader.fieldnames = header
     implied = None if "kind" in header else _implied_kind(set(header))
@@ -342,8 +354,8 @@ def read_csv_lines(lines: Iterable[str], name: str) -> list[Measurement]:
                          "expected a 'kind' column, or gemm (m,n,k), collective (op,bytes) or attention "
                          "(heads,head_dim,seq_len) columns; see docs/calibration.md")
     out = []
-    for i, row in enumerate(reader, start=2 + skipped):
-        origin = f"{name} line {i}"
+    for row in reader:
+        origin = f"{name} line {reader.line_num + skipped}"
         if (row.get(header[0]) or "").lstrip().startswith("#"):
             continue  # comment line
         if None in row:  # more cells than header columns
@@ -459,8 +471,9 @@ def read_measurements(paths, *, op: str | None = None, ranks: int | None = None,
         try:
             with open_limited(path, "measurements", "measurements") as f:
                 head = f.read(2**20)  # the nccl-tests header comes after at most a few thousand Rank lines
-                head += f.readline()
-                lines = itertools.chain(io.StringIO(head), f)
+                head += f.readline(MAX_LINE)
+                lines = _bounded_lines(itertools.chain(io.StringIO(head), iter(lambda: f.readline(MAX_LINE + 1), "")),
+                                       str(p))
                 if looks_like_nccl_tests(head):
                     out.extend(read_nccl_lines(lines, str(p), op=op, ranks=ranks, nodes=nodes))
                 else:

@@ -23,12 +23,14 @@ from roofplan.hardware.spec import DTYPE_BYTES
 #: below: Llama-3.1-405B has 126 layers, hidden 16,384, FFN 53,248, 128 heads, vocab 128,256;
 #: DeepSeek-V3 256 routed experts, MLA rank 512, 163,840 positions; Llama 4 a 10M-token context.
 #: Beyond these nothing is a model, and products of such sizes overflow the cost model's int64 /
-#: float64 arithmetic or make one estimate loop for minutes (2^31 layers once took 100 s).
+#: float64 arithmetic or make one command run for minutes: 2^31 layers once took 100 s, and 10^5
+#: layers still take ~19 s and 3 GB to plan; at 10^4 a plan train search takes ~3 s, as long as
+#: the largest real problems (see benchmarks/bench_inputs.py).
 MODEL_BOUNDS: dict[str, int] = {
-    "layers": 100_000, "hidden": 2**20, "heads": 2**16, "kv_heads": 2**16, "head_dim": 2**16,
+    "layers": 10_000, "hidden": 2**20, "heads": 2**16, "kv_heads": 2**16, "head_dim": 2**16,
     "ffn": 2**24, "vocab": 2**24, "max_seq_len": 2**27, "learned_positions": 2**27,
     "num_experts": 2**16, "top_k": 2**16, "expert_ffn": 2**24, "shared_experts": 2**10, "shared_ffn": 2**24,
-    "first_dense_layers": 100_000,
+    "first_dense_layers": 10_000,
     "kv_lora_rank": 2**16, "qk_nope_head_dim": 2**16, "qk_rope_head_dim": 2**16, "v_head_dim": 2**16,
     "q_lora_rank": 2**16, "attn_layers": 10_000, "window": 2**27, "params": 2**36, "state_elems": 2**32,
     "index_heads": 2**16, "index_head_dim": 2**16, "topk": 2**27,

@@ -153,13 +153,12 @@ def read_cases(path: str | Path | None = None) -> list[Case]:
         return [c for n in (SUITE_CSV, LOAD_CSV, ENERGY_CSV) for c in _parse_cases(
             resources.files("roofplan.validation").joinpath(n).read_text(), n)]
     else:
-        p = Path(path)
-        if not p.is_file():
+        from roofplan.inputs import is_file, read_text, user_path
+
+        p = user_path(path, "measurements")
+        if not is_file(p):
             raise InputError("measurements", str(path), "expected an existing CSV file")
-        try:
-            text, name = p.read_text(encoding="utf-8"), str(path)
-        except (OSError, UnicodeDecodeError) as exc:
-            raise InputError("measurements", str(path), f"expected a readable UTF-8 CSV file ({exc})") from None
+        text, name = read_text(p, "measurements", "measurements"), str(path)
     return _parse_cases(text, name)
 
 
