@@ -26,6 +26,7 @@ from rich.text import Text
 from typer.core import TyperGroup
 
 from roofplan.errors import InfeasibleError, InputError, RoofplanError
+from roofplan.inputs import user_path
 from roofplan.plain import plain
 
 
@@ -160,7 +161,7 @@ def check_out_dir(out: str | os.PathLike | None, field: str = "out") -> Path | N
     text = str(out)
     if not text.strip():
         raise InputError(field, text, "a directory path (it is created if missing)")
-    p = Path(text).expanduser()
+    p = user_path(text, field)
     if p.exists():
         if not p.is_dir():
             raise InputError(field, text, "a directory (or a path that does not exist yet), not an existing file")
@@ -179,7 +180,7 @@ def check_out_file(out: str | os.PathLike | None, field: str = "out") -> Path | 
     text = str(out)
     if not text.strip():
         raise InputError(field, text, "a file path")
-    p = Path(text).expanduser()
+    p = user_path(text, field)
     if p.is_dir():
         raise InputError(field, text, "a file path, not a directory")
     if p.exists():
