@@ -11,7 +11,8 @@ work a file can cause is bounded before it is parsed, and every failure is an
   file, and UTF-8 decoding;
 * :func:`load_yaml`: PyYAML's safe loader with nesting limited to :data:`MAX_DEPTH` and aliases
   limited to :data:`MAX_ALIASES` uses and :data:`MAX_NODES` nodes after expansion ("billion
-  laughs": 389 bytes of nested aliases expand to 10^9 nodes); integers of more than
+  laughs": 389 bytes of nested aliases expand to 10^9 nodes) and a key given twice in one mapping
+  is an error (PyYAML keeps the last silently); integers of more than
   :data:`MAX_DIGITS` digits become :class:`HugeInt` (no ``ValueError`` from Python's 4,300-digit
   limit), and the bounds of each field then reject them with its name;
 * :func:`load_json`: duplicate keys are errors, ``NaN``/``Infinity`` are refused, same depth and
@@ -158,6 +159,19 @@ class _BoundedLoader(yaml.SafeLoader):
         _check_expansion(node)
         return super().construct_document(node)
 
+    def construct_mapping(self, node, deep=False):
+        """A mapping whose keys are each given once (PyYAML keeps the last silently)."""
+        if isinstance(node, yaml.MappingNode):
+            seen = set()
+            for key_node, _ in node.value:
+                key = key_node.value if isinstance(key_node, yaml.ScalarNode) else None
+                if key is not None and key != "<<":
+                    if key in seen:
+                        raise _Limit(f"the key {key[:60]!r} twice in one mapping", key_node.start_mark,
+                                     "with each key once")
+                    seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
 
 def _construct_int(loader, node):
     text = str(node.value).replace("_", "")
@@ -170,10 +184,12 @@ _BoundedLoader.add_constructor("tag:yaml.org,2002:int", _construct_int)
 
 
 class _Limit(Exception):
-    def __init__(self, what: str, mark=None):
+    def __init__(self, what: str, mark=None, allowed: str = ""):
         super().__init__(what)
         self.what = what
         self.mark = mark
+        self.allowed = allowed or (f"within roofplan's input limits (nesting {MAX_DEPTH}, aliases {MAX_ALIASES}, "
+                                   f"values {MAX_NODES:,})")
 
 
 def _check_expansion(root) -> None:
@@ -216,8 +232,7 @@ def load_yaml(text: str, where: str, expected: str = "valid YAML"):
         return yaml.load(text, Loader=_BoundedLoader)  # noqa: S506 - a SafeLoader subclass
     except _Limit as exc:
         at = f" line {exc.mark.line + 1}" if exc.mark is not None else ""
-        raise InputError(f"{where}{at}", "YAML with " + exc.what, f"{expected} within roofplan's input limits "
-                         f"(nesting {MAX_DEPTH}, aliases {MAX_ALIASES}, values {MAX_NODES:,})") from None
+        raise InputError(f"{where}{at}", "YAML with " + exc.what, f"{expected} {exc.allowed}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f" line {mark.line + 1}" if mark is not None else ""

@@ -273,3 +273,22 @@ def test_non_finite_results_are_errors_naming_the_field_and_inputs():
     assert e.value.field == "max_batch"
     doc = {"fits": True, "x": [1, 2.5], "y": None}
     assert check_finite(doc) is doc
+
+
+def test_duplicate_yaml_keys_are_errors(tmp_path):
+    path = _catalog(tmp_path, "vendor: NVIDIA", "vendor: NVIDIA\nvendor: AMD")
+    one_line(runner.invoke(app, ["catalog", "validate", path]), 2, "vendor", "twice")
+
+
+@pytest.mark.parametrize("out", ["~nonexistent_user_zz/o", "o/" + "x" * 300])
+def test_hostile_out_paths(tmp_path, out):
+    r = runner.invoke(app, ["plan", "train", "--model", "llama-3.1-8b", "--hardware", "h100-sxm", "--gpus", "8",
+                            "--global-batch", "64", "--seq-len", "4096", "--out", out])
+    one_line(r, 2, "out")
+
+
+def test_limits_are_stated_in_one_short_line(tmp_path):
+    """An 8-level alias tree once printed a 226 MB error line; a 5,000-character id 5,000 characters."""
+    y = write(tmp_path, "m.yaml", billion_laughs(8))
+    assert len(one_line(runner.invoke(app, ["models", "show", y]), 2)) < 400
+    assert len(one_line(runner.invoke(app, ["models", "show", "x" * 5000]), 2)) < 2600
