@@ -102,7 +102,8 @@ def _raw_mutation(text: str, kind: str, draw) -> str:
                                        for i in range(1, levels + 1)]
         if kind == "json":
             return text
-        return text + "\nnotes: *a%d\n" % levels if draw(st.booleans()) else "\n".join(lines) + "\n"
+        laughs = "\n".join(lines) + "\n"
+        return text.rstrip("\n") + "\n" + laughs if draw(st.booleans()) else laughs
     if how == "binary":
         return "\udcff" + text
     return text
