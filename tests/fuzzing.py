@@ -277,6 +277,28 @@ def measurements(draw):
     return {"files": {"m.csv": text}, "argv": cmd}
 
 
+SUITE_CSV = (REPO / "roofplan" / "validation" / "published_measurements.csv").read_text().splitlines()
+
+
+@st.composite
+def suite_csv(draw):
+    """Rows of the published-measurements format (kinds train, serve_step, op_gemm, ...), mutated."""
+    header = SUITE_CSV[0]
+    cols = header.split(",")
+    rows = []
+    for line in draw(st.lists(st.sampled_from(SUITE_CSV[1:40]), min_size=1, max_size=2)):
+        cells = next(iter(__import__("csv").reader([line])))
+        for _ in range(draw(st.integers(0, 3))):
+            i = draw(st.sampled_from([cols.index(c) for c in ("model", "gpus", "tp", "pp", "dp", "vpp", "global_batch",
+                                                               "micro_batch", "seq_len", "dtype", "batch", "isl",
+                                                               "osl", "value", "metric", "kind")]))
+            cells[i] = cli_number(draw(st.one_of(numbers, st.sampled_from(HOSTILE_TEXT + ["fp64", "gpt(h=4;l=1;a=0;V=1)"]))))
+        rows.append(",".join('"' + c.replace('"', "'") + '"' for c in cells))
+    hw = draw(st.sampled_from(["h100-sxm", "a100-sxm-80gb"]))
+    cmd = draw(st.sampled_from([["calibrate", "{f}", "--hardware", hw, "--json"], ["validate", "--cases", "{f}", "--json"]]))
+    return {"files": {"suite.csv": header + "\n" + "\n".join(rows) + "\n"}, "argv": cmd}
+
+
 NCCL_HEAD = """# nThread 1 nGpus 8 minBytes 8 maxBytes 8589934592 step: 2(factor) warmup iters: 5 iters: 20
 #  Rank  0 Group  0 Pid 1 on node01 device  0 [0x1b] NVIDIA H100 80GB HBM3
 #  Rank  1 Group  0 Pid 1 on node01 device  1 [0x2b] NVIDIA H100 80GB HBM3
@@ -361,7 +383,7 @@ def out_targets(draw):
 
 FAMILIES: dict[str, Callable] = {
     "hf_config": hf_config, "model_yaml": model_yaml, "inline_gpt": inline_gpt, "catalog": catalog,
-    "overlay": overlay, "measurements_csv": measurements, "nccl_tests": nccl_tests, "cli_args": cli_args,
+    "overlay": overlay, "measurements_csv": measurements, "suite_csv": suite_csv, "nccl_tests": nccl_tests, "cli_args": cli_args,
     "out_targets": out_targets,
 }
 

@@ -292,3 +292,15 @@ def test_limits_are_stated_in_one_short_line(tmp_path):
     y = write(tmp_path, "m.yaml", billion_laughs(8))
     assert len(one_line(runner.invoke(app, ["models", "show", y]), 2)) < 400
     assert len(one_line(runner.invoke(app, ["models", "show", "x" * 5000]), 2)) < 2600
+
+
+@pytest.mark.parametrize("sub, needle", [
+    (("prefill_ms", "bogus_metric"), "bogus_metric"),   # a predictor's ValueError once escaped as internal
+    ((",154.6,", ",0,"), "value"),                      # measured 0: the error ratio divided by it
+    ((",1024,,", ",1e400,,"), "isl"),                   # int(float("1e400")): OverflowError
+])
+def test_suite_format_rows(tmp_path, sub, needle):
+    lines = (Path(__file__).parent.parent / "roofplan" / "validation" / "published_measurements.csv").read_text()
+    header, row = lines.splitlines()[0], next(r for r in lines.splitlines() if ",prefill_ms,154.6," in r)
+    csv = write(tmp_path, "s.csv", header + "\n" + row.replace(*sub) + "\n")
+    one_line(runner.invoke(app, ["validate", "--cases", csv, "--json"]), 2, needle)
