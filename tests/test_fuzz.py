@@ -50,3 +50,37 @@ def test_more_bandwidth_or_peak_is_never_slower_and_mfu_at_most_one(model, tp, b
 @pytest.mark.parametrize("model, gpus", [("llama-3.1-8b", 8), ("qwen3-8b", 16)])
 def test_a_plan_fits_per_estimate(model, gpus):
     assert check_plan_fits(model, gpus) == []
+
+
+def test_the_harness_detects_each_problem(tmp_path):
+    """run_case reports what a broken command does (so the properties above can fail)."""
+    import typer
+
+    bad, plan = typer.Typer(), typer.Typer()
+    bad.add_typer(plan, name="plan")
+
+    @plan.command()
+    def go(what: str, json_out: bool = typer.Option(False, "--json")) -> None:
+        if what == "crash":
+            raise ZeroDivisionError("x")
+        if what == "outside":
+            (Path.cwd() / "victim.txt").write_text("overwritten")
+        if what == "lines":
+            typer.echo("error: a\nerror: b", err=True)
+            raise typer.Exit(2)
+        if what == "exit":
+            raise typer.Exit(4)
+        if what == "nan":
+            typer.echo('{"step_time_s": NaN}')
+
+    @plan.command()
+    def ok() -> None:
+        typer.echo("{}")
+
+    for what in ["crash", "outside", "lines", "exit", "nan"]:
+        (tmp_path / what).mkdir()
+        found = run_case({"files": {}, "argv": ["plan", "go", what, "--json"]}, tmp_path / what, runner, bad)
+        kind = {"crash": "internal", "nan": "nonfinite"}.get(what, what)
+        assert kind in {k for k, _ in found}, (what, found)
+    (tmp_path / "ok").mkdir()
+    assert run_case({"files": {}, "argv": ["plan", "ok"]}, tmp_path / "ok", runner, bad) == []
