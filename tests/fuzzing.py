@@ -256,6 +256,12 @@ CSV_KINDS = {
                                                             "us"]),
     "attention": ("kind,batch,heads,head_dim,seq_len,causal,direction,dtype,value,unit",
                   ["attention", "4", "32", "128", "4096", "yes", "fwd", "bf16", "300", "TFLOP/s"]),
+    "decode_attention": ("kind,batch,heads,kv_heads,head_dim,kv_len,kv_dtype,value,unit",
+                         ["decode_attention", "32", "32", "8", "128", "4096", "bf16", "80", "us"]),
+    "moe": ("kind,tokens,hidden,moe_ffn,experts,topk,ep,tp,dtype,value,unit",
+            ["moe", "4096", "4096", "14336", "8", "2", "1", "1", "bf16", "2.5", "ms"]),
+    "collective_impl": ("kind,op,ranks,nodes,bytes,impl,value,unit",
+                        ["collective", "all_reduce", "8", "1", "1MiB", "custom", "20", "us"]),
 }
 
 

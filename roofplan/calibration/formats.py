@@ -68,7 +68,9 @@ MAX_ROWS = 50_000
 #: sequence of 2^27 tokens, 2^20 ranks, 2^50 bytes = 1 PiB in one collective).
 COLUMN_BOUNDS = {"m": 2**24, "n": 2**24, "k": 2**24, "batch": 2**20, "heads": 2**16, "kv_heads": 2**16,
                  "head_dim": 2**16, "seq_len": 2**27, "kv_len": 2**27, "ranks": 2**20, "nodes": 2**20,
-                 "bytes": 2.0**50, "value": 1e15, "time_s": 1e6, "time_ms": 1e9, "time_us": 1e12}
+                 "bytes": 2.0**50, "value": 1e15, "time_s": 1e6, "time_ms": 1e9, "time_us": 1e12,
+                 "tokens": 2**27, "hidden": 2**20, "moe_ffn": 2**24, "experts": 2**16, "topk": 2**16, "ep": 2**20,
+                 "tp": 2**20}
 #: Smallest measured value (any unit): below it a ratio to a prediction is not a number.
 MIN_VALUE = 1e-9
 #: Longest line of a measurement file (a CSV row or an nccl-tests line is < 200 characters).

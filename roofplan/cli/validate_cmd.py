@@ -78,7 +78,7 @@ def _render(doc: dict) -> None:
 
 
 def _render_measured(doc: dict, show_rows: bool) -> None:
-    out = console if console.is_terminal else Console(width=max(console.width, 120))
+    out = console if console.is_terminal else Console(width=max(console.width, 120), markup=False, emoji=False)
     if show_rows or len(doc["rows"]) <= 40:
         rows = Table(title="measured operators: predicted vs measured", box=box.SIMPLE_HEAD)
         for col in ("id", "hardware", "family", "band", "measured", "predicted", "error"):

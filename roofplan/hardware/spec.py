@@ -50,7 +50,6 @@ QUANTITY_BOUNDS: dict[str, tuple[float, float]] = {
 FIELD_BOUNDS: dict[str, tuple[float, float]] = {
     "memory.hbm.capacity": (2.0**20, 2.0**40),
     "memory.sram.capacity": (1.0, 2.0**40),
-    "efficiency.gemm_half_dim": (1.0, 2.0**20),
     "efficiency.nvls_speedup": (0.1, 10.0),
 }
 
