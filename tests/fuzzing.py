@@ -280,6 +280,8 @@ def measurements(draw):
     cmd = ["calibrate", "{f}", "--hardware", "h100-sxm"] + draw(st.sampled_from([
         [], ["--json"], ["--prior-weight", cli_number(draw(numbers))], ["--params", draw(st.sampled_from(
             ["gemm_max", "hbm,foo", "vllm.step_overhead_s", ""]))]]))
+    if draw(st.integers(0, 3)) == 0:
+        cmd = ["validate", "--measurements", "{f}", "--hardware", "h100-sxm", "--json"]
     return {"files": {"m.csv": text}, "argv": cmd}
 
 
