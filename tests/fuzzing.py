@@ -574,9 +574,14 @@ def check_plan_fits(model: str, gpus: int) -> list[tuple[str, str]]:
     except RoofplanError:
         return []
     b = plan.best
-    keys = ("tp", "pp", "dp", "cp", "ep", "vpp", "micro_batch", "recompute", "recompute_layers", "zero", "offload",
-            "sequence_parallel", "dtype")
-    est = roofplan.estimate_training(model, "h100-sxm", global_batch=64, seq_len=2048, **{k: b[k] for k in keys})
+    import inspect
+
+    from roofplan.costmodel.train import estimate_training
+
+    # every knob the plan chose that estimate takes (tp_comm_overlap, etp, ... as they are added)
+    accepted = set(inspect.signature(estimate_training).parameters) - {"model", "hw", "global_batch", "seq_len"}
+    est = roofplan.estimate_training(model, "h100-sxm", global_batch=64, seq_len=2048,
+                                     **{k: v for k, v in b.items() if k in accepted})
     if not est.fits:
         return [("invariant", f"plan train {model} on {gpus}: best does not fit per estimate")]
     if abs(est.step_time_s - b["step_time_s"]) > 1e-6 * b["step_time_s"]:

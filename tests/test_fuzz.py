@@ -47,7 +47,7 @@ def test_more_bandwidth_or_peak_is_never_slower_and_mfu_at_most_one(model, tp, b
     assert check_invariants(model, tp, batch, scale, which) == []
 
 
-@pytest.mark.parametrize("model, gpus", [("llama-3.1-8b", 8), ("qwen3-8b", 16)])
+@pytest.mark.parametrize("model, gpus", [("llama-3.1-8b", 8), ("qwen3-8b", 16), ("mixtral-8x7b", 16)])
 def test_a_plan_fits_per_estimate(model, gpus):
     assert check_plan_fits(model, gpus) == []
 

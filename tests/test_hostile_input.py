@@ -298,6 +298,7 @@ def test_limits_are_stated_in_one_short_line(tmp_path):
     (("prefill_ms", "bogus_metric"), "bogus_metric"),   # a predictor's ValueError once escaped as internal
     ((",154.6,", ",0,"), "value"),                      # measured 0: the error ratio divided by it
     ((",1024,,", ",1e400,,"), "isl"),                   # int(float("1e400")): OverflowError
+    ((",8,8,1,1,", ",8,0,1,1,"), "tp"),                  # tp = 0: ZeroDivisionError
 ])
 def test_suite_format_rows(tmp_path, sub, needle):
     lines = (Path(__file__).parent.parent / "roofplan" / "validation" / "published_measurements.csv").read_text()

@@ -64,7 +64,7 @@ class Case:
         return self.row.get("source", "")
 
     def int(self, name: str, default: int | None = None) -> int | None:
-        """A whole-number column (``"8"``, ``"2e3"``) in [0, 2^31 - 1], else InputError naming the row:
+        """A whole-number column (``"8"``, ``"2e3"``) in [1, 2^31 - 1], else InputError naming the row:
         counts beyond it overflow the int64 arithmetic of the cost model (``1e400`` once raised
         OverflowError, ``1e14`` tokens gave a 10^21 ms prediction)."""
         v = (self.row.get(name) or "").strip()
@@ -74,8 +74,8 @@ class Case:
             f = float(v)
         except ValueError:
             raise InputError(f"{self.id} {name}", v, "a whole number") from None
-        if not (math.isfinite(f) and f == int(f) and 0 <= f <= 2**31 - 1):
-            raise InputError(f"{self.id} {name}", v, "a whole number in [0, 2,147,483,647]")
+        if not (math.isfinite(f) and f == int(f) and 1 <= f <= 2**31 - 1):  # counts: 0 GPUs or tp=0 divide by 0
+            raise InputError(f"{self.id} {name}", v, "a whole number in [1, 2,147,483,647]")
         return int(f)
 
     def str(self, name: str, default: str = "") -> str:
