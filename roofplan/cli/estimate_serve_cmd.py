@@ -103,10 +103,10 @@ def render_load(doc: dict, title: str) -> None:
     """People's view of a document under load (estimate serve --concurrency/--rate, simulate)."""
     i = doc["inputs"]
     par = f"tp={i['tp']} pp={i['pp']} ep={i['ep']} dp={i['dp']}"
-    console.print(
-        f"[bold]{i['model']}[/bold] on [bold]{i['hardware']}[/bold]: {i['instances']} instance(s) of "
-        f"{i['gpus']} GPU(s) ({par}), engine {i['engine']} -- {title}"
-    )
+    console.print(styled(
+        f"[bold]{esc(i['model'])}[/bold] on [bold]{esc(i['hardware'])}[/bold]: {i['instances']} instance(s) of "
+        f"{i['gpus']} GPU(s) ({par}), engine {esc(i['engine'])} -- {esc(title)}"
+    ))
     w = i["workload"]
     load = (f"concurrency {i['concurrency']}" if "concurrency" in i else
             f"{i['rate_rps']:g} req/s" if "rate_rps" in i else "trace arrivals")

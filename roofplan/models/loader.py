@@ -169,13 +169,15 @@ def model_from_dict(doc: dict, *, where: str, default_name: str) -> ModelSpec:
         if sub is None:
             continue
         names = [f.name for f in dataclasses.fields(cls)]
+        ints = {f.name for f in dataclasses.fields(cls) if str(f.type).startswith("int")}
         if not isinstance(sub, dict):
             raise InputError(f"{where}: {key}", sub, "a mapping with keys " + ", ".join(names))
         for sub_key, value in sub.items():
             if sub_key not in names:
                 raise InputError(f"{where}: {key}.{sub_key}", value, did_you_mean(str(sub_key), names)
                                  + "one of " + ", ".join(names))
-            if value is not None or sub_key != "q_lora_rank":
+            optional = "None" in str(next(f.type for f in dataclasses.fields(cls) if f.name == sub_key))
+            if sub_key in ints and not (value is None and optional):  # bounds before the spec's own checks
                 check_count(f"{where}: {key}.{sub_key}", value, sub_key, 1 if key == "mla" else 0)
         try:
             kwargs[key] = cls(**sub)
