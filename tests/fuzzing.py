@@ -332,6 +332,30 @@ def nccl_tests(draw):
     return {"files": {"all_reduce_perf.txt": text}, "argv": ["calibrate", "{f}", "--hardware", "h100-sxm", *extra]}
 
 
+@st.composite
+def workload(draw):
+    """Request traces (CSV or JSONL rows of isl, osl[, arrival_s]) for serving under load."""
+    jsonl = draw(st.booleans())
+    rows = []
+    for i in range(draw(st.integers(1, 5))):
+        cells = {"isl": 512, "osl": 64, "arrival_s": 0.1 * i}
+        for _ in range(draw(st.integers(0, 2))):
+            cells[draw(st.sampled_from(sorted(cells)))] = draw(st.one_of(numbers, st.sampled_from(HOSTILE_TEXT)))
+        if jsonl:
+            try:
+                rows.append(json.dumps(cells))
+            except (TypeError, ValueError):
+                rows.append("{}")
+        else:
+            rows.append(",".join(cli_number(cells[k]).replace(",", ";").replace("\n", " ")
+                                 for k in ("isl", "osl", "arrival_s")))
+    text = "\n".join(rows) + "\n" if jsonl else "isl,osl,arrival_s\n" + "\n".join(rows) + "\n"
+    text = _raw_mutation(text, "json", draw) if jsonl and draw(st.integers(0, 4)) == 0 else text
+    name = "trace.jsonl" if jsonl else "trace.csv"
+    load = draw(st.sampled_from([["--concurrency", "4"], ["--rate", "2"], ["--rate", "1e9"]]))
+    return {"files": {name: text}, "argv": ES[:4] + ["--model", "llama-3.1-8b", "--workload", "{f}", *load, "--json"]}
+
+
 TRAIN_FLAGS = ["--tp", "--pp", "--dp", "--cp", "--ep", "--vpp", "--global-batch", "--micro-batch", "--seq-len",
                "--zero", "--gpus-per-node"]
 SERVE_FLAGS = ["--tp", "--pp", "--ep", "--batch", "--isl", "--osl"]
@@ -391,7 +415,7 @@ def out_targets(draw):
 
 FAMILIES: dict[str, Callable] = {
     "hf_config": hf_config, "model_yaml": model_yaml, "inline_gpt": inline_gpt, "catalog": catalog,
-    "overlay": overlay, "measurements_csv": measurements, "suite_csv": suite_csv, "nccl_tests": nccl_tests, "cli_args": cli_args,
+    "overlay": overlay, "measurements_csv": measurements, "suite_csv": suite_csv, "nccl_tests": nccl_tests, "workload": workload, "cli_args": cli_args,
     "out_targets": out_targets,
 }
 

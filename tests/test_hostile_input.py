@@ -305,3 +305,20 @@ def test_suite_format_rows(tmp_path, sub, needle):
     header, row = lines.splitlines()[0], next(r for r in lines.splitlines() if ",prefill_ms,154.6," in r)
     csv = write(tmp_path, "s.csv", header + "\n" + row.replace(*sub) + "\n")
     one_line(runner.invoke(app, ["validate", "--cases", csv, "--json"]), 2, needle)
+
+
+@pytest.mark.parametrize("name, text, needle", [
+    ("w.csv", "isl,osl\n100,1e300\n", "osl"),
+    ("w.jsonl", '{"isl": 1, "isl": 2, "osl": 3}\n', "duplicate"),
+    ("w.jsonl", '{"isl": 512, "osl": 1}\n', "tpot_ms"),            # TPOT of one output token: null once
+    ("w.jsonl", "[" * 5000 + "]" * 5000 + "\n", "nesting"),
+])
+def test_hostile_workload_traces(tmp_path, name, text, needle):
+    w = write(tmp_path, name, text)
+    one_line(runner.invoke(app, ES[:4] + ["--model", "llama-3.1-8b", "--workload", w, "--concurrency", "4",
+                                          "--json"]), 2, needle)
+
+
+def test_hostile_plan_for_simulate(tmp_path):
+    p = write(tmp_path, "plan.json", '{"schema": "roofplan.plan.serve/v1", "best": ' + "[" * 100 + "]" * 100 + "}")
+    one_line(runner.invoke(app, ["simulate", "--plan", p]), 2, "nesting")

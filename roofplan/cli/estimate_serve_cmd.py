@@ -217,7 +217,7 @@ def estimate_serve(
             est = estimate_serving_load(
                 model, hardware, workload=wl, concurrency=concurrency, rate=rate, instances=instances, tp=tp,
                 pp=pp, ep=ep, dp=dp, dtype=dtype, kv_dtype=kv_dtype, engine=engine, calibration=calibration)
-            doc = est.to_json()
+            doc = checked(est.to_json(), calibration)
             if as_json:
                 print_json(doc)
             else:

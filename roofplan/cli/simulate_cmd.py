@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import typer
 
-from roofplan.cli.common import CALIBRATION_OPTION, JSON_OPTION, bounded_count, print_json, run
+from roofplan.cli.common import CALIBRATION_OPTION, JSON_OPTION, bounded_count, checked, print_json, run
 from roofplan.cli.estimate_serve_cmd import (
     INSTANCES_OPTION,
     ISL_DIST_OPTION,
@@ -120,7 +120,7 @@ def simulate(
                 prefill_instances=prefill_instances, decode_instances=decode_instances,
                 prefill_shape=None if prefill_tp is None else {"tp": prefill_tp}, router=router,
                 requests=requests, seed=seed)
-        out = sim.to_json()
+        out = checked(sim.to_json(), calibration)
         if as_json:
             print_json(out)
         else:
