@@ -22,7 +22,7 @@ from tests.fuzzing import FAMILIES, check_invariants, check_plan_fits, run_case
 
 runner = CliRunner()
 #: Examples per family: ~2 s of the suite in all (the long run is tools/fuzz.py).
-BUDGET = {"out_targets": 4, "cli_args": 16}
+BUDGET = {"out_targets": 4, "cli_args": 16, "workload": 5}
 def ci(n: int) -> settings:
     """Fixed seed, no example database, no deadline (a case may load a catalog cold)."""
     return settings(derandomize=True, database=None, deadline=None, max_examples=n,
