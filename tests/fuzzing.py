@@ -422,8 +422,8 @@ FAMILIES: dict[str, Callable] = {
 # -- running a case -----------------------------------------------------------------------------------
 
 
-class Hang(Exception):
-    pass
+class Hang(BaseException):  # noqa: N818 - not an Exception: the CLI's error handler must not catch it
+    """Raised by the alarm in a case running past its limit."""
 
 
 def _snapshot(root: Path, skip: Path | None) -> dict[str, tuple]:

@@ -322,3 +322,13 @@ def test_hostile_workload_traces(tmp_path, name, text, needle):
 def test_hostile_plan_for_simulate(tmp_path):
     p = write(tmp_path, "plan.json", '{"schema": "roofplan.plan.serve/v1", "best": ' + "[" * 100 + "]" * 100 + "}")
     one_line(runner.invoke(app, ["simulate", "--plan", p]), 2, "nesting")
+
+
+def test_simulator_confirmation_work_is_bounded():
+    """3000 simulated requests of 62,292 output tokens once made plan serve run 30 s (a hang for
+    the fuzzer): a confirmation simulates at most 3000 x 2048 output tokens, on >= 50 requests."""
+    from roofplan.solver.serve_goodput import confirm_requests
+
+    assert confirm_requests(2048) == 3000 and confirm_requests(64) == 3000   # typical lengths unchanged
+    assert confirm_requests(62_292) == 3000 * 2048 // 62_292 == 98
+    assert confirm_requests(10**6) == 50
