@@ -33,7 +33,7 @@ MODEL_BOUNDS: dict[str, int] = {
     "first_dense_layers": 10_000,
     "kv_lora_rank": 2**16, "qk_nope_head_dim": 2**16, "qk_rope_head_dim": 2**16, "v_head_dim": 2**16,
     "q_lora_rank": 2**16, "attn_layers": 10_000, "window": 2**27, "params": 2**36, "state_elems": 2**32,
-    "index_heads": 2**16, "index_head_dim": 2**16, "topk": 2**27,
+    "index_heads": 2**16, "index_head_dim": 2**16, "topk": 2**27, "mtp_layers": 10_000,
 }
 #: Ceiling of an integer field not declared above (a field added later still gets an int32 bound).
 DEFAULT_CEILING = 2**31 - 1
