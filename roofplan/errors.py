@@ -24,7 +24,32 @@ class InputError(RoofplanError, ValueError):
         self.field = field
         self.value = value
         self.allowed = allowed
-        super().__init__(f"{field}: {value!r} is not valid; {allowed}")
+        super().__init__(f"{_clip(str(field))}: {_clip(_repr(value))} is not valid; {_clip(str(allowed), 2000)}")
+
+
+#: Longest rendering of a field name or value in an error line: a hostile input (a 5,000-character
+#: id, an alias tree of 10^8 values) must not turn one line on stderr into megabytes.
+MAX_SHOWN = 200
+
+
+def _repr(value: object) -> str:
+    """``repr(value)``; containers through :mod:`reprlib` (bounded depth and length), so that the
+    rendering of a hostile value costs no more than its first few items."""
+    if isinstance(value, (dict, list, tuple, set, frozenset)):
+        import reprlib
+
+        r = reprlib.Repr()
+        r.maxlevel, r.maxdict, r.maxlist, r.maxtuple, r.maxset, r.maxstring, r.maxother = 3, 8, 8, 8, 8, 60, 60
+        return r.repr(value)
+    return repr(value)
+
+
+def _clip(text: str, limit: int = MAX_SHOWN) -> str:
+    """``text`` cut to ``limit`` characters (saying how long it was), on one line."""
+    text = text.replace("\n", "\\n").replace("\r", "\\r")
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit - 30]}... ({len(text):,} characters)"
 
 
 class InfeasibleError(RoofplanError):

@@ -18,7 +18,6 @@ Parsing errors name the file, the line and the column (exit 2, SPEC §4).
 from __future__ import annotations
 
 import csv
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -161,30 +160,28 @@ def _cell(path: str, lineno: int, col: int, name: str, raw, *, allow_zero: bool 
         v = float(raw)
     except (TypeError, ValueError):
         v = float("nan")
-    ok = math.isfinite(v) and (v >= 0 if allow_zero else v >= 1)
+    # lengths up to 2^27 tokens (the longest context a model may declare), arrivals within ~30 years
+    ok = math.isfinite(v) and (0 <= v <= 1e9 if allow_zero else 1 <= v <= 2**27)
     if not ok or (name != "arrival_s" and v != int(v)):
-        what = "a non-negative number of seconds" if allow_zero else "an integer >= 1"
+        what = "a number of seconds in [0, 1e9]" if allow_zero else "an integer in [1, 134,217,728]"
         raise InputError(f"{path}:{lineno}:{col} {name}", raw, what)
     return v
 
 
 def load_trace(path: str | Path) -> Workload:
     """Rows of (isl, osl[, arrival_s]) from a CSV (header required) or JSONL file."""
-    p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise InputError("--workload", str(path), f"a readable CSV or JSONL file or a preset "
-                         f"({', '.join(PRESETS)}); {e.__class__.__name__}") from None
+    from roofplan.inputs import is_file, load_json, read_text, user_path
+
+    p = user_path(path, "--workload")
+    if not is_file(p):
+        raise InputError("--workload", str(path), f"a readable CSV or JSONL file or a preset ({', '.join(PRESETS)})")
+    text = read_text(p, "--workload", "measurements")
     rows: list[tuple[float, float, float | None]] = []
     if p.suffix.lower() in (".jsonl", ".ndjson") or text.lstrip().startswith("{"):
         for lineno, line in enumerate(text.splitlines(), 1):
             if not line.strip():
                 continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise InputError(f"{p}:{lineno}:{e.colno}", line.strip()[:40], f"valid JSON ({e.msg})") from None
+            obj = load_json(line, f"{p}:{lineno}", "valid JSON")  # strict: duplicates, NaN, depth
             if not isinstance(obj, dict) or "isl" not in obj or "osl" not in obj:
                 raise InputError(f"{p}:{lineno}:1", line.strip()[:40], 'an object with "isl" and "osl"')
             col = {k: line.find(f'"{k}"') + 1 for k in ("isl", "osl", "arrival_s")}
@@ -252,7 +249,9 @@ def make_workload(
             raise InputError("--workload", workload, "alone: it sets both lengths (drop --isl/--osl/--*-dist)")
         if workload in PRESETS:
             return preset_workload(workload, n, seed)
-        if not Path(workload).exists():
+        from roofplan.inputs import is_file, user_path
+
+        if not is_file(user_path(workload, "--workload")):
             raise InputError("--workload", workload, "a CSV/JSONL trace file or a preset: " + ", ".join(PRESETS))
         return load_trace(workload)
     rng = np.random.default_rng(seed)

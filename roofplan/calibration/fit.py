@@ -75,6 +75,9 @@ TIME_START = 1e-6
 SIGMA_MEASUREMENT = 0.05
 SIGMA_CATALOG = 0.5
 PRIOR_WEIGHT = SIGMA_MEASUREMENT / SIGMA_CATALOG
+#: Largest prior weight accepted: at 10^3 (10^4 x the default) the prior already pins every
+#: parameter to its catalog value; larger weights only overflow the squared residuals.
+MAX_PRIOR_WEIGHT = 1e3
 #: A parameter is informed when moving it by its prior width changes the predictions by more than
 #: the noise: Jacobian column norm (d log pred / d log p) >= SIGMA_MEASUREMENT / SIGMA_CATALOG.
 #: The column is probed with +-10 % steps so that kinks of the roofline max() are straddled.
@@ -294,7 +297,10 @@ class CalibrationResult:
         return {k: doc[k] for k in order if k in doc}
 
     def write(self, path: str | Path) -> None:
-        Path(path).write_text(yaml.safe_dump(plain(self.overlay_document()), sort_keys=False, width=110))
+        """Write the overlay YAML atomically (a failed write leaves an earlier overlay intact)."""
+        from roofplan.outputs import write_file
+
+        write_file(path, yaml.safe_dump(plain(self.overlay_document()), sort_keys=False, width=110))
 
     def to_json(self) -> dict:
         return {
@@ -464,8 +470,8 @@ def calibrate(measurements, hardware, *, params=None, out=None, calibration=None
     ``prior_weight``: weight of the catalog prior (default PRIOR_WEIGHT; 0 = plain least squares).
     """
     lam = PRIOR_WEIGHT if prior_weight is None else float(prior_weight)
-    if not (lam >= 0 and math.isfinite(lam)):
-        raise InputError("prior_weight", prior_weight, "expected a number >= 0")
+    if not (0 <= lam <= MAX_PRIOR_WEIGHT):
+        raise InputError("prior_weight", prior_weight, f"expected a number in [0, {MAX_PRIOR_WEIGHT:g}]")
     from roofplan.hardware.overlay import load_overlay
 
     prior = load_overlay(calibration) if calibration is not None else {}

@@ -21,8 +21,11 @@ in their own unit. Every malformed row raises :class:`InputError` naming the fil
 from __future__ import annotations
 
 import csv
+import io
+import itertools
 import math
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,6 +33,7 @@ from roofplan.costmodel.collectives import COLLECTIVES
 from roofplan.costmodel.roofline import gemm_flops
 from roofplan.errors import InputError
 from roofplan.hardware.spec import DTYPE_BYTES
+from roofplan.inputs import is_file, open_limited, user_path
 
 #: Kinds predicted by this package's own vectorised operator predictors.
 OP_KINDS = ("gemm", "attention", "decode_attention", "moe", "collective")
@@ -55,6 +59,31 @@ OP_ALIASES = {
     "alltoall": "all_to_all", "all_to_all": "all_to_all", "all-to-all": "all_to_all",
     "sendrecv": "p2p", "send_recv": "p2p", "p2p": "p2p",
 }
+
+#: Most measurement rows one run reads: a least-squares fit needs tens to thousands (an nccl-tests
+#: sweep is ~30 rows, a GEMM sweep a few thousand); the cap bounds the fit's time and memory.
+MAX_ROWS = 50_000
+#: Ceiling (inclusive) of each numeric column; the floor is 1 for integer columns and
+#: :data:`MIN_VALUE` for measured values. Beyond them no kernel or run exists (GEMM dims 2^24, a
+#: sequence of 2^27 tokens, 2^20 ranks, 2^50 bytes = 1 PiB in one collective).
+COLUMN_BOUNDS = {"m": 2**24, "n": 2**24, "k": 2**24, "batch": 2**20, "heads": 2**16, "kv_heads": 2**16,
+                 "head_dim": 2**16, "seq_len": 2**27, "kv_len": 2**27, "ranks": 2**20, "nodes": 2**20,
+                 "bytes": 2.0**50, "value": 1e15, "time_s": 1e6, "time_ms": 1e9, "time_us": 1e12,
+                 "tokens": 2**27, "hidden": 2**20, "moe_ffn": 2**24, "experts": 2**16, "topk": 2**16, "ep": 2**20,
+                 "tp": 2**20}
+#: Smallest measured value (any unit): below it a ratio to a prediction is not a number.
+MIN_VALUE = 1e-9
+#: Longest line of a measurement file (a CSV row or an nccl-tests line is < 200 characters).
+MAX_LINE = 2**16
+
+
+def _bounded_lines(lines: Iterable[str], name: str) -> Iterable[str]:
+    """``lines`` (read with a length limit), refusing one longer than :data:`MAX_LINE`."""
+    for lineno, line in enumerate(lines, start=1):
+        if len(line) > MAX_LINE:
+            raise InputError(f"{name} line {lineno}", f"{len(line):,}+ characters",
+                             f"lines of at most {MAX_LINE:,} characters")
+        yield line
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?(?:[eE][+-]?\d+)?)\s*([A-Za-z]*)\s*$")
 
@@ -94,8 +123,8 @@ def parse_size(text: str, where: str) -> float:
         raise InputError(where, text, "expected a byte count such as 16777216 or 16MiB (units "
                          + ", ".join(SIZE_UNITS) + ")")
     v = float(m.group(1)) * SIZE_UNITS.get(m.group(2) or "B", 1)
-    if v <= 0:
-        raise InputError(where, text, "expected a positive byte count")
+    if not 0 < v <= COLUMN_BOUNDS["bytes"]:
+        raise InputError(where, text, f"expected a positive byte count of at most {COLUMN_BOUNDS['bytes']:.4g} (1 PiB)")
     return v
 
 
@@ -111,6 +140,9 @@ def _positive(row: dict, col: str, origin: str, *, integer: bool = False, defaul
         raise InputError(_where(origin, col), raw, "expected a number") from None
     if not math.isfinite(v) or v <= 0 or (integer and v != int(v)):
         raise InputError(_where(origin, col), raw, "expected a positive " + ("integer" if integer else "number"))
+    lo, hi = (1, COLUMN_BOUNDS.get(col, 2**31)) if integer else (MIN_VALUE, COLUMN_BOUNDS.get(col, 1e15))
+    if not lo <= v <= hi:
+        raise InputError(_where(origin, col), raw, f"expected a {'integer' if integer else 'number'} in [{lo:g}, {hi:g}]")
     return v
 
 
@@ -296,12 +328,26 @@ def _implied_kind(header: set[str]) -> str | None:
 
 def read_csv_text(text: str, name: str) -> list[Measurement]:
     """Measurements of one CSV file (roofplan format or the published-measurements columns)."""
-    lines = text.lstrip("\ufeff").splitlines()  # spreadsheet exports start with a byte-order mark
+    return read_csv_lines(io.StringIO(text), name)
+
+
+def _check_rows(count: int, name: str) -> None:
+    if count > MAX_ROWS:
+        raise InputError(name, f"more than {MAX_ROWS:,} measurement rows",
+                         f"at most {MAX_ROWS:,} rows per run (split the file or sample it)")
+
+
+def read_csv_lines(lines: Iterable[str], name: str) -> list[Measurement]:
+    """Measurements of one CSV file given as lines, read one row at a time (no copy of the file)."""
+    lines = iter(lines)
+    first = next(lines, "").lstrip("\ufeff")  # spreadsheet exports start with a byte-order mark
     skipped = 0
-    while skipped < len(lines) and lines[skipped].lstrip().startswith("#"):  # a provenance preamble
+    while first.lstrip().startswith("#"):  # a provenance preamble
         skipped += 1
-    lines = lines[skipped:]
-    reader = csv.DictReader(lines)
+        first = next(lines, "")
+    lines = itertools.chain([first], lines)
+    # comment lines become blank before the csv module sees them: blank lines are skipped in C
+    reader = csv.DictReader("\n" if ln[:1] == "#" else ln for ln in lines)
     header = [h.strip() for h in (reader.fieldnames or [])]
     reader.fieldnames = header
     implied = None if "kind" in header else _implied_kind(set(header))
@@ -310,8 +356,8 @@ def read_csv_text(text: str, name: str) -> list[Measurement]:
                          "expected a 'kind' column, or gemm (m,n,k), collective (op,bytes) or attention "
                          "(heads,head_dim,seq_len) columns; see docs/calibration.md")
     out = []
-    for i, row in enumerate(reader, start=2 + skipped):
-        origin = f"{name} line {i}"
+    for row in reader:
+        origin = f"{name} line {reader.line_num + skipped}"
         if (row.get(header[0]) or "").lstrip().startswith("#"):
             continue  # comment line
         if None in row:  # more cells than header columns
@@ -319,6 +365,7 @@ def read_csv_text(text: str, name: str) -> list[Measurement]:
         if not any((v or "").strip() for v in row.values()):
             continue  # blank line
         kind = implied or (row.get("kind") or "").strip()
+        _check_rows(len(out) + 1, name)
         if kind not in KINDS:
             raise InputError(_where(origin, "kind"), kind, "expected one of " + ", ".join(KINDS))
         out.append(_op_measurement(kind, row, origin) if kind in OP_KINDS else _suite_measurement(kind, row, origin))
@@ -346,19 +393,33 @@ def read_nccl_tests(text: str, name: str, *, op: str | None = None, ranks: int |
     or file name; ranks from ``ranks``, else the ``#  Rank`` lines; nodes from ``nodes``, else the
     distinct host names of the Rank lines.
     """
-    lines = text.splitlines()
+    return read_nccl_lines(io.StringIO(text), name, op=op, ranks=ranks, nodes=nodes, hardware=hardware)
+
+
+def read_nccl_lines(lines: Iterable[str], name: str, *, op: str | None = None, ranks: int | None = None,
+                    nodes: int | None = None, hardware: str = "") -> list[Measurement]:
+    """:func:`read_nccl_tests` over lines, in one pass: result rows are kept as (line, size, time)
+    cells until the whole output has named the collective and the ranks."""
     rank_hosts: dict[int, str] = {}
     header_cols: list[str] | None = None
     name_hint = None
-    for line in lines:
-        m = _RANK.match(line)
-        if m:
-            rank_hosts[int(m.group(1))] = m.group(2)
-        if header_cols is None and re.match(r"^#\s+size\s+count", line):
-            header_cols = line.lstrip("#").split()
-        t = _TEST_NAME.search(line)
-        if t and name_hint is None:
-            name_hint = t.group(1)
+    cells_of: list[tuple[int, list[str], str]] = []
+    for lineno, line in enumerate(lines, start=1):
+        if line.lstrip().startswith("#"):
+            m = _RANK.match(line)
+            if m and len(rank_hosts) <= COLUMN_BOUNDS["ranks"]:
+                rank_hosts[int(m.group(1)[:8])] = m.group(2)[:256]
+            if header_cols is None and re.match(r"^#\s+size\s+count", line):
+                header_cols = line.lstrip("#").split()[:64]
+        elif line.strip()[:1].isdigit():
+            cells = line.split(None, 64)[:64]
+            if cells[0].isdigit():
+                cells_of.append((lineno, cells, line.strip()[:200]))
+                _check_rows(len(cells_of), name)
+        if name_hint is None and "_perf" in line:
+            t = _TEST_NAME.search(line)
+            if t:
+                name_hint = t.group(1)
     if header_cols is None:
         raise InputError(f"{name} header", "", "expected nccl-tests output with a '#  size  count  type ...' header")
     if op is None:
@@ -385,15 +446,10 @@ def read_nccl_tests(text: str, name: str, *, op: str | None = None, ranks: int |
     except ValueError:
         raise InputError(f"{name} header", " ".join(header_cols), "expected 'size' and 'time' columns") from None
     out = []
-    for lineno, line in enumerate(lines, start=1):
-        if not line.strip() or line.lstrip().startswith("#"):
-            continue
-        cells = line.split()
-        if not cells[0].isdigit():
-            continue  # free text printed by NCCL (warnings, "NCCL INFO ...")
+    for lineno, cells, line in cells_of:  # free text printed by NCCL ("NCCL INFO ...") was skipped
         origin = f"{name} line {lineno}"
         if len(cells) <= i_time:
-            raise InputError(origin, line.strip(), f"expected {len(header_cols)} columns like the header")
+            raise InputError(origin, line, f"expected {len(header_cols)} columns like the header")
         row = {"kind": "collective", "op": op, "ranks": str(ranks), "nodes": str(nodes or ""),
                "bytes": cells[i_size], "time_us": cells[i_time], "hardware": hardware,
                "id": f"{Path(name).name}:{op}:{cells[i_size]}B"}
@@ -411,15 +467,22 @@ def read_measurements(paths, *, op: str | None = None, ranks: int | None = None,
         paths = [paths]
     out: list[Measurement] = []
     for p in paths:
-        path = Path(p)
-        if not path.is_file():
+        path = user_path(p, "measurements")
+        if not is_file(path):
             raise InputError("measurements", str(p), "expected an existing CSV or nccl-tests output file")
         try:
-            text = path.read_text()
+            with open_limited(path, "measurements", "measurements") as f:
+                head = f.read(2**20)  # the nccl-tests header comes after at most a few thousand Rank lines
+                head += f.readline(MAX_LINE)
+                lines = _bounded_lines(itertools.chain(io.StringIO(head), iter(lambda: f.readline(MAX_LINE + 1), "")),
+                                       str(p))
+                if looks_like_nccl_tests(head):
+                    out.extend(read_nccl_lines(lines, str(p), op=op, ranks=ranks, nodes=nodes))
+                else:
+                    out.extend(read_csv_lines(lines, str(p)))
         except UnicodeDecodeError:
             raise InputError("measurements", str(p), "expected a text file (CSV or nccl-tests output)") from None
-        if looks_like_nccl_tests(text):
-            out.extend(read_nccl_tests(text, str(p), op=op, ranks=ranks, nodes=nodes))
-        else:
-            out.extend(read_csv_text(text, str(p)))
+        except csv.Error as exc:
+            raise InputError("measurements", str(p), f"expected a well-formed CSV file ({exc})") from None
+        _check_rows(len(out), "measurements")
     return out

@@ -65,4 +65,12 @@ sweep_cmd.register(app)
 
 
 def main() -> None:
-    app()
+    try:
+        app()
+    except BrokenPipeError:  # output written outside a command body (help, version)
+        from roofplan.cli.common import stdout_closed
+
+        try:
+            stdout_closed()
+        except typer.Exit:
+            raise SystemExit(0) from None

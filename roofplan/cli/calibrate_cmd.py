@@ -22,6 +22,7 @@ from roofplan.cli.common import (
     os_error,
     print_json,
     run,
+    styled,
 )
 from roofplan.errors import InputError
 
@@ -40,7 +41,7 @@ def _fmt_err(e: float) -> str:
 
 def _status(p) -> str:
     if not p.informed:
-        return "[dim]not informed[/dim]"
+        return styled("[dim]not informed[/dim]")
     if p.degenerate_with:
         return "fitted jointly with " + ", ".join(p.degenerate_with)
     return "fitted"
@@ -48,10 +49,10 @@ def _status(p) -> str:
 
 def _render(result, out: Path | None) -> None:
     doc = result.to_json()
-    console.print(f"[bold]calibrate[/bold] {escape(result.hardware)}: {doc['measurements']} measurements"
+    console.print(styled(f"[bold]calibrate[/bold] {escape(result.hardware)}: {doc['measurements']} measurements"
                   + escape(f", {result.skipped_other_hardware} skipped (other hardware: "
                            + ", ".join(f"{k or '?'} {v}" for k, v in sorted(result.skipped_by_hardware.items()))
-                           + ")" if result.skipped_other_hardware else ""))
+                           + ")" if result.skipped_other_hardware else "")))
     if result.skipped_no_predictor:
         console.print("skipped (no predictor for the kind yet): "
                       + ", ".join(f"{k} {v}" for k, v in result.skipped_no_predictor.items()))
@@ -73,14 +74,14 @@ def _render(result, out: Path | None) -> None:
         res.add_column(col, justify="right", no_wrap=True)
     for r in doc["residuals"]:
         unit = f" {r['unit']}" if r["unit"] else ""
-        res.add_row(escape(r["id"]), escape(f"{r['measured']:.4g}{unit}"),
+        res.add_row(r["id"], f"{r['measured']:.4g}{unit}",
                     f"{r['predicted_before']:.4g}", _fmt_err(r["error_before"]), f"{r['predicted_after']:.4g}",
                     _fmt_err(r["error_after"]))
     console.print(res)
     mb, ma = doc["median_abs_error_before"], doc["median_abs_error_after"]
     console.print(f"median |error|: {mb * 100:.1f}% before, {ma * 100:.1f}% after  ({result.status})")
     if out is not None:
-        console.print(escape(f"wrote {out}  (apply with --calibration {out})"))
+        console.print(f"wrote {out}  (apply with --calibration {out})")
 
 
 def calibrate(

@@ -13,7 +13,7 @@ import typer
 from rich import box
 from rich.table import Table
 
-from roofplan.cli.common import CALIBRATION_OPTION, JSON_OPTION, console, print_json, run
+from roofplan.cli.common import CALIBRATION_OPTION, JSON_OPTION, console, esc, print_json, run, styled
 from roofplan.errors import InputError
 from roofplan.hardware.catalog import (
     CatalogEntry,
@@ -144,7 +144,8 @@ def _show(hw: str, as_json: bool, catalog_dir: Path | None, calibration: str | N
             "calibration": overlay,
         })
         return
-    console.print(f"[bold]{spec.name}[/bold] ({spec.id}, {spec.vendor})  file: {entry.path}", highlight=False)
+    console.print(styled(f"[bold]{esc(spec.name)}[/bold] ({esc(spec.id)}, {esc(spec.vendor)})  file: {esc(entry.path)}"),
+                  highlight=False)
     if spec.source:
         console.print(f"main sources: {spec.source}", highlight=False, markup=False)
     # field and value at their natural width; the (long) source wraps in what is left
@@ -161,7 +162,7 @@ def _show(hw: str, as_json: bool, catalog_dir: Path | None, calibration: str | N
         top, rest = f.path.split(".", 1)
         if top != section:
             section = top
-            table.add_row(f"[bold]{top}[/bold]", "", "")
+            table.add_row(styled(f"[bold]{esc(top)}[/bold]"), "", "")
         table.add_row("  " + rest, _render_value(f), f.source)
     console.print(table)
     tiers = ", ".join(f"{t.name} {format_quantity(t.capacity_bytes, 'bytes')} @ "

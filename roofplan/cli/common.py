@@ -21,13 +21,39 @@ from typing import Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
+from rich.text import Text
 from typer.core import TyperGroup
 
 from roofplan.errors import InfeasibleError, InputError, RoofplanError
+from roofplan.inputs import user_path
 from roofplan.plain import plain
 
-console = Console()
-err_console = Console(stderr=True)
+
+# Names come from users (catalog ids, config.json _name_or_path, file paths): both consoles print
+# text as text, never as rich markup ("[/x]" once raised MarkupError) or emoji codes (":x:" once
+# became an emoji in an error line). Intended styling goes through :func:`styled`.
+class _Console(Console):
+    """rich's Console, ending with exit 0 (not rich's SystemExit(1)) when stdout is closed."""
+
+    def on_broken_pipe(self) -> None:
+        self.quiet = True
+        stdout_closed()
+
+
+console = _Console(markup=False, emoji=False)
+err_console = _Console(stderr=True, markup=False, emoji=False)
+
+
+def styled(markup: str) -> Text:
+    """Rich markup written by roofplan itself (``"[bold]total[/bold]"``) as styled text; any user
+    string inside must be passed through :func:`esc` first."""
+    return Text.from_markup(markup, emoji=False)
+
+
+def esc(value: object) -> str:
+    """A user-supplied string, escaped for use inside :func:`styled` markup."""
+    return escape(str(value))
 
 #: Set by the ``--debug`` global option.
 STATE = {"debug": False}
@@ -86,6 +112,8 @@ def run(body: Callable[[], Any]) -> Any:
             return body()
     except typer.Exit:
         raise
+    except BrokenPipeError:  # `roofplan ... | head`: the reader has what it wanted
+        stdout_closed()
     except RoofplanError as exc:
         if STATE["debug"]:
             traceback.print_exc()
@@ -98,6 +126,31 @@ def run(body: Callable[[], Any]) -> Any:
         raise typer.Exit(1) from None
 
 
+def stdout_closed() -> None:
+    """End quietly after the reader of stdout went away (``| head``, ``| true``): point stdout at
+    /dev/null so the interpreter's final flush raises nothing, and exit 0 as the command succeeded
+    up to what the reader took."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):  # stdout without a file descriptor (tests capture it)
+        pass
+    raise typer.Exit(0)
+
+
+def checked(doc: dict, calibration: object = None) -> dict:
+    """A cost-model result document after :func:`roofplan.plain.check_finite`, naming its inputs
+    (model, hardware, overlay) in the error."""
+    from roofplan.plain import check_finite
+
+    inp = doc.get("inputs") or {}
+    named = [f"{k} {inp[k]}" for k in ("model", "hardware") if isinstance(inp.get(k), str)]
+    if calibration is not None:
+        named.append(f"calibration {calibration}")
+    return check_finite(doc, ", ".join(named))
+
+
 # -- output paths ------------------------------------------------------------------------------------
 
 def check_out_dir(out: str | os.PathLike | None, field: str = "out") -> Path | None:
@@ -108,7 +161,7 @@ def check_out_dir(out: str | os.PathLike | None, field: str = "out") -> Path | N
     text = str(out)
     if not text.strip():
         raise InputError(field, text, "a directory path (it is created if missing)")
-    p = Path(text).expanduser()
+    p = user_path(text, field)
     if p.exists():
         if not p.is_dir():
             raise InputError(field, text, "a directory (or a path that does not exist yet), not an existing file")
@@ -127,7 +180,7 @@ def check_out_file(out: str | os.PathLike | None, field: str = "out") -> Path | 
     text = str(out)
     if not text.strip():
         raise InputError(field, text, "a file path")
-    p = Path(text).expanduser()
+    p = user_path(text, field)
     if p.is_dir():
         raise InputError(field, text, "a file path, not a directory")
     if p.exists():
@@ -246,10 +299,11 @@ def split_names(field: str, values: str | list[str] | tuple[str, ...] | None, al
         return None
     names: list[str] = []
     for item in items:
-        parts = [p.strip() for p in item.split(",")]
-        if not any(parts):
-            raise InputError(field, item, "one or more of " + ", ".join(allowed) + " (comma-separated or repeated)")
-        for name in filter(None, parts):
+        parts = item.split(",")
+        if not all(p and p == p.strip() for p in parts):  # "vllm," or " vllm": a slip, not a list
+            raise InputError(field, item, "one or more of " + ", ".join(allowed)
+                             + " (comma-separated without spaces or empty items, or repeated)")
+        for name in parts:
             if name not in allowed:
                 raise InputError(field, name, "one of " + ", ".join(allowed) + " (comma-separated or repeated)")
             if name not in names:

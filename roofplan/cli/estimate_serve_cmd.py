@@ -11,7 +11,18 @@ from __future__ import annotations
 import typer
 from rich.table import Table
 
-from roofplan.cli.common import CALIBRATION_OPTION, JSON_OPTION, bounded_count, console, print_json, run, warn
+from roofplan.cli.common import (
+    CALIBRATION_OPTION,
+    JSON_OPTION,
+    bounded_count,
+    checked,
+    console,
+    esc,
+    print_json,
+    run,
+    styled,
+    warn,
+)
 from roofplan.cli.render import memory_table
 from roofplan.cli.serve_options import (
     EXPERT_SKEW_OPTION,
@@ -35,8 +46,8 @@ def _render(doc: dict) -> None:
     i = doc["inputs"]
     par = f"tp={i['tp']} pp={i['pp']} ep={i['ep']} dp={i['dp']}"
     console.print(
-        f"[bold]{i['model']}[/bold] on [bold]{i['hardware']}[/bold] x {i['gpus']}  ({par}), "
-        f"engine {i['engine']}"
+        styled(f"[bold]{esc(i['model'])}[/bold] on [bold]{esc(i['hardware'])}[/bold] x {i['gpus']}  ({par}), "
+               f"engine {esc(i['engine'])}")
     )
     console.print(
         f"batch {i['batch']}, isl {i['isl']}, osl {i['osl']}, weights {i['dtype']} "
@@ -49,7 +60,7 @@ def _render(doc: dict) -> None:
     s.add_row("output tokens/s", f"{doc['output_tokens_per_s']:,.1f}")
     s.add_row("output tokens/s per GPU", f"{doc['output_tokens_per_s_per_gpu']:,.1f}")
     s.add_row("max batch (KV fits)", f"{doc['max_batch']:,}")
-    s.add_row("fits", "[green]yes[/green]" if doc["fits"] else "[red]no (out of memory)[/red]")
+    s.add_row("fits", styled("[green]yes[/green]" if doc["fits"] else "[red]no (out of memory)[/red]"))
     if "speculative" in i:
         sp = i["speculative"]
         s.add_row("speculative", f"{sp['method']} k={sp['draft_tokens']} accept {sp['acceptance']:.2f} "
@@ -77,7 +88,8 @@ def _render(doc: dict) -> None:
             f"{dec[key] / td_:.1%}" if td_ else "-",
         )
     t.add_row(
-        "[bold]total[/bold]", f"[bold]{tp_:,.3f}[/bold]", "100.0%", f"[bold]{td_:,.3f}[/bold]", "100.0%"
+        styled("[bold]total[/bold]"), styled(f"[bold]{tp_:,.3f}[/bold]"), "100.0%", styled(f"[bold]{td_:,.3f}[/bold]"),
+        "100.0%"
     )
     console.print(t)
 
@@ -91,10 +103,10 @@ def render_load(doc: dict, title: str) -> None:
     """People's view of a document under load (estimate serve --concurrency/--rate, simulate)."""
     i = doc["inputs"]
     par = f"tp={i['tp']} pp={i['pp']} ep={i['ep']} dp={i['dp']}"
-    console.print(
-        f"[bold]{i['model']}[/bold] on [bold]{i['hardware']}[/bold]: {i['instances']} instance(s) of "
-        f"{i['gpus']} GPU(s) ({par}), engine {i['engine']} -- {title}"
-    )
+    console.print(styled(
+        f"[bold]{esc(i['model'])}[/bold] on [bold]{esc(i['hardware'])}[/bold]: {i['instances']} instance(s) of "
+        f"{i['gpus']} GPU(s) ({par}), engine {esc(i['engine'])} -- {esc(title)}"
+    ))
     w = i["workload"]
     load = (f"concurrency {i['concurrency']}" if "concurrency" in i else
             f"{i['rate_rps']:g} req/s" if "rate_rps" in i else "trace arrivals")
@@ -205,7 +217,7 @@ def estimate_serve(
             est = estimate_serving_load(
                 model, hardware, workload=wl, concurrency=concurrency, rate=rate, instances=instances, tp=tp,
                 pp=pp, ep=ep, dp=dp, dtype=dtype, kv_dtype=kv_dtype, engine=engine, calibration=calibration)
-            doc = est.to_json()
+            doc = checked(est.to_json(), calibration)
             if as_json:
                 print_json(doc)
             else:
@@ -244,7 +256,7 @@ def estimate_serve(
             warn(f"isl + osl = {isl + osl:,} exceeds the {est.model.max_seq_len:,}-token context of "
                  f"{est.model.name}; engines refuse such requests unless the context is extended "
                  "(vLLM --max-model-len with RoPE scaling); the estimate extrapolates")
-        doc = est.to_json()
+        doc = checked(est.to_json(), calibration)
         if as_json:
             print_json(doc)
         else:

@@ -9,7 +9,18 @@ from __future__ import annotations
 import typer
 from rich.table import Table
 
-from roofplan.cli.common import CALIBRATION_OPTION, JSON_OPTION, bounded_count, console, print_json, run, warn
+from roofplan.cli.common import (
+    CALIBRATION_OPTION,
+    JSON_OPTION,
+    bounded_count,
+    checked,
+    console,
+    esc,
+    print_json,
+    run,
+    styled,
+    warn,
+)
 from roofplan.cli.render import memory_table
 from roofplan.errors import InputError
 
@@ -29,7 +40,8 @@ _TIME_LABELS = {
 def _render(doc: dict) -> None:
     i = doc["inputs"]
     par = f"tp={i['tp']} pp={i['pp']} dp={i['dp']} cp={i['cp']} ep={i['ep']} vpp={i['vpp']}"
-    console.print(f"[bold]{i['model']}[/bold] on [bold]{i['hardware']}[/bold] x {i['world_size']}  ({par})")
+    console.print(styled(f"[bold]{esc(i['model'])}[/bold] on [bold]{esc(i['hardware'])}[/bold] x {i['world_size']}  "
+                         f"({par})"))
     console.print(f"global batch {i['global_batch']} x {i['seq_len']} tokens, micro batch {i['micro_batch']} "
                   f"({i['microbatches']} microbatches), {i['dtype']}, recompute {i['recompute']}, "
                   f"SP {'on' if i['sequence_parallel'] else 'off'}, ZeRO {i['zero']}, offload {i['offload']}")
@@ -39,7 +51,7 @@ def _render(doc: dict) -> None:
     summary.add_row("model TFLOP/s per GPU", f"{doc['model_tflops_per_gpu']:.1f}")
     summary.add_row("hardware TFLOP/s per GPU", f"{doc['hardware_tflops_per_gpu']:.1f}")
     summary.add_row("MFU", f"{doc['mfu']:.1%}")
-    summary.add_row("fits", "[green]yes[/green]" if doc["fits"] else "[red]no (out of memory)[/red]")
+    summary.add_row("fits", styled("[green]yes[/green]" if doc["fits"] else "[red]no (out of memory)[/red]"))
     console.print(summary)
 
     step = doc["step_time_s"]
@@ -49,7 +61,7 @@ def _render(doc: dict) -> None:
     t.add_column("share", justify="right")
     for key, val in doc["breakdown_s"].items():
         t.add_row(_TIME_LABELS.get(key, key), f"{val:.4f}", f"{val / step:.1%}" if step else "-")
-    t.add_row("[bold]step[/bold]", f"[bold]{step:.4f}[/bold]", "100.0%")
+    t.add_row(styled("[bold]step[/bold]"), styled(f"[bold]{step:.4f}[/bold]"), "100.0%")
     console.print(t)
 
     keys = ("weights", "gradients", "optimizer", "activations", "other", "total")
@@ -131,7 +143,7 @@ def estimate_train(
         if seq_len > est.model.max_seq_len:
             warn(f"--seq-len {seq_len:,} exceeds the {est.model.max_seq_len:,}-token context of {est.model.name} "
                  "(fine for context extension; the estimate covers the longer sequence)")
-        doc = est.to_json()
+        doc = checked(est.to_json(), calibration)
         if as_json:
             print_json(doc)
         else:

@@ -14,11 +14,14 @@ from roofplan.cli.common import (
     bounded_count,
     check_out_dir,
     check_out_file,
+    checked,
     console,
+    esc,
     os_error,
     print_json,
     run,
     split_names,
+    styled,
     warn,
     warn_stale,
 )
@@ -30,6 +33,7 @@ from roofplan.cli.serve_options import (
     SPEC_TOKENS_OPTION,
 )
 from roofplan.errors import InputError
+from roofplan.solver.serve_planner import MAX_SERVE_GPUS  # the planner's suggestions respect it too
 
 EMITTERS = ("vllm", "sglang", "trtllm", "dynamo")
 
@@ -121,11 +125,6 @@ def _emitters(emit: list[str] | str | None) -> list[str]:
     return list(EMITTERS) if names is None else names
 
 
-#: Largest GPU budget ``plan serve`` accepts: the emitted launch files give every node its own script
-#: listing every node (~5 s and 1.3 GB at 16,384 GPUs, 19 GB at 65,536).
-MAX_SERVE_GPUS = 16_384
-
-
 def _gpus(value: str):
     """``N`` or one count per pool ``8,8``; each count an integer no larger than MAX_COUNT (the
     planner checks the sign and that there is one count per pool)."""
@@ -174,9 +173,10 @@ def _impl(
 ):
     from roofplan.cli.serve_options import spec_from_flags
     from roofplan.hardware.pricing import apply_prices, parse_prices
-    from roofplan.launch.common import dumps_json, merge_files, write_files
+    from roofplan.launch.common import dumps_json, merge_files
     from roofplan.launch.platforms import unsupported_on
     from roofplan.launch.versions import parse_targets
+    from roofplan.outputs import write_tree
     from roofplan.solver import pareto
     from roofplan.solver.serve_planner import parse_pools, plan_serving
 
@@ -230,7 +230,7 @@ def _impl(
     for e, version in (targets or {}).items():  # the asked-for releases
         if e in plan.launch:
             plan.launch[e] = _emitter(e).emit(plan.best, plan.request, version)
-    doc = plan.to_json()
+    doc = checked(plan.to_json(), calibration)  # before anything is written
     if objective == "cost" and doc["inputs"].get("objective") != "cost":
         warn("--objective cost: a catalog here has no price_per_hour, so the fewest GPUs were chosen instead")
     if off_platform:
@@ -239,7 +239,7 @@ def _impl(
     if out is not None:
         files = merge_files(plan.launch[e] for e in engines)
         files["plan.json"] = dumps_json(_json_safe(doc))
-        written = write_files(out, files, executable=[n for n in files if n.endswith(".sh")])
+        written = write_tree(out, files, executable=[n for n in files if n.endswith(".sh")])
         warn_stale(out, written)
     if plot is not None:
         try:
@@ -326,15 +326,15 @@ def _render(plan, doc: dict, engines: list[str], written: list[str]) -> None:
             f"TTFT {c['ttft_ms']:.1f} ms, TPOT {c['tpot_ms']:.2f} ms",
         )
         note = f"batch: concurrent requests per instance, prefill chunk {c['chunk']} tokens"
-    console.print(f"[bold]{title}[/bold]")
+    console.print(styled(f"[bold]{esc(title)}[/bold]"))
     console.print(t)
     console.print(note + f"; hardware {roles[0]['hardware']}" * (not mixed), style="dim", highlight=False)
-    console.print(
+    console.print(styled(
         f"TTFT [bold]{best['ttft_ms']:.1f} ms[/bold]  TPOT [bold]{best['tpot_ms']:.2f} ms[/bold]  "
         f"{best['output_tokens_per_s']:,.0f} output tok/s  "
         f"[bold]{best['output_tokens_per_s_per_gpu']:,.1f}[/bold] tok/s/GPU  "
         f"goodput {best['goodput_rps']:.3f} req/s on {best['gpus']} GPUs"
-    )
+    ))
     if best.get("slo_percentile") is not None:
         p = f"{best['slo_percentile']:g}"
         h, sim = best["headroom"], best.get("simulated") or {}
@@ -344,8 +344,8 @@ def _render(plan, doc: dict, engines: list[str], written: list[str]) -> None:
         if sim:
             key = p.replace(".", "_")
             verdict = "[green]confirmed[/green]" if sim["meets_sla"] else "[red]not confirmed[/red]"
-            console.print(f"simulator ({sim['requests']:,} requests): p{p} TTFT {sim[f'ttft_p{key}_ms']:.1f} ms, "
-                          f"p{p} TPOT {sim[f'tpot_p{key}_ms']:.2f} ms: {verdict}")
+            console.print(styled(f"simulator ({sim['requests']:,} requests): p{p} TTFT {sim[f'ttft_p{key}_ms']:.1f} ms, "
+                                 f"p{p} TPOT {sim[f'tpot_p{key}_ms']:.2f} ms: {verdict}"))
     if best.get("joules_per_output_token") is not None:
         usd = best.get("price_per_hour")
         console.print(f"energy {best['joules_per_output_token']:.3g} J per output token at {best['power_w'] / 1e3:,.2f} kW"

@@ -22,11 +22,14 @@ from roofplan.cli.common import (
     JSON_OPTION,
     bounded_count,
     check_out_dir,
+    checked,
     console,
     err_console,
+    esc,
     print_json,
     run,
     split_names,
+    styled,
     warn_stale,
 )
 from roofplan.errors import InputError
@@ -83,8 +86,8 @@ def _si(v: float) -> str:
 
 def _render(doc: dict, written: list[str], frameworks: list[str] | None = None) -> None:
     i = doc["inputs"]
-    console.print(f"[bold]{i['model']}[/bold] on [bold]{i['gpus']} x {i['hardware']}[/bold]: global batch "
-                  f"{i['global_batch']} x {i['seq_len']} tokens, {i['dtype']}, objective {i['objective']}")
+    console.print(styled(f"[bold]{esc(i['model'])}[/bold] on [bold]{i['gpus']} x {esc(i['hardware'])}[/bold]: global "
+                         f"batch {i['global_batch']} x {i['seq_len']} tokens, {i['dtype']}, objective {i['objective']}"))
     t = Table(title="Best training configurations", box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False,
               collapse_padding=True, show_edge=False)
     cands = doc["candidates"]
@@ -130,31 +133,31 @@ def _render(doc: dict, written: list[str], frameworks: list[str] | None = None) 
     rej = ", ".join(f"{k} {v:,}" for k, v in sorted(doc["rejected"].items(), key=lambda kv: -kv[1]) if v)
     console.print(f"searched {doc['searched']:,} configurations, evaluated {doc['evaluated']:,}, feasible "
                   f"{doc['feasible']:,} in {doc['search_time_s']:.2f} s; rejected: {rej or 'none'}")
-    console.print(f"[bold]why #1 wins:[/bold] {doc['why']['summary']}")
+    console.print(styled(f"[bold]why #1 wins:[/bold] {esc(doc['why']['summary'])}"))
     for w in cands[0]["warnings"]:
-        console.print(f"[bold yellow]warning:[/bold yellow] {w}", highlight=False)
+        console.print(styled(f"[bold yellow]warning:[/bold yellow] {esc(w)}"), highlight=False)
     p = doc["placement"]
     if p.get("method") not in (None, "none"):
         states = ", ".join(f"{k}: {v}" for k, v in p["states"].items())
         bw = ", ".join(f"{k} {v:.2f} GB/s" for k, v in p.get("bandwidth_needed_GBps", {}).items()) or "none"
-        console.print(f"[bold]placement ({p['method']}{', applied' if p.get('applied') else ''}):[/bold] {states}; "
-                      f"recompute {p['recompute']}"
-                      + (f" ({p['recompute_layers']} layers/stage)" if p["recompute"] == "full" else "")
-                      + f"; offload link bandwidth needed {bw}")
+        console.print(styled(f"[bold]placement ({p['method']}{', applied' if p.get('applied') else ''}):[/bold] "
+                             + esc(f"{states}; recompute {p['recompute']}"
+                                   + (f" ({p['recompute_layers']} layers/stage)" if p["recompute"] == "full" else "")
+                                   + f"; offload link bandwidth needed {bw}")))
     obj = doc["objective"]
     if obj.get("tokens"):
         days, usd = obj.get("time_to_train_days"), obj.get("cost_to_train_usd")
         kwh = obj.get("energy_to_train_kwh")
-        console.print(f"[bold]time to train {obj['tokens']:.3g} tokens:[/bold] {days:.1f} days"
-                      + (f", ${usd:,.0f}" if usd is not None else "")
-                      + (f", {kwh / 1e3:,.1f} MWh (GPU boards)" if kwh is not None else ""))
+        console.print(styled(f"[bold]time to train {obj['tokens']:.3g} tokens:[/bold] {days:.1f} days"
+                             + (f", ${usd:,.0f}" if usd is not None else "")
+                             + (f", {kwh / 1e3:,.1f} MWh (GPU boards)" if kwh is not None else "")))
     best = cands[0]
     if best.get("joules_per_token") is not None:
         console.print(f"energy: {best['joules_per_token']:.4g} J per token, {best['power_w_per_gpu']:.0f} W per GPU "
                       f"(power model: idle {obj.get('power_idle_w'):.0f} W to {obj.get('power_max_w'):.0f} W)",
                       highlight=False)
     for fw, cmd in doc["launch"].items():
-        console.print(f"[bold]{fw}:[/bold]")
+        console.print(styled(f"[bold]{esc(fw)}:[/bold]"))
         console.print(cmd, soft_wrap=True, highlight=False, markup=False)
     for fw, why in doc.get("launch_unsupported", {}).items():
         if frameworks is None or fw in frameworks:  # with --emit: only about the launchers asked for
@@ -253,12 +256,12 @@ def plan_train(
         for fw, why in off_platform.items():  # launchers that do not run on this device: not emitted
             plan.launch.pop(fw, None)
             plan.launch_unsupported[fw] = why
+        doc = checked(plan.to_json(), calibration)  # before anything is written
         written: list[str] = []
         if out is not None:
             chosen = frameworks or [fw for fw in FRAMEWORKS if fw in plan.launch]
             written = plan.write(out, chosen, targets)
             warn_stale(out, written)
-        doc = plan.to_json()
         if json_out:
             if written:
                 doc["written"] = written

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from rich.table import Table
 
+from roofplan.cli.common import styled
+
 
 def memory_table(mem: dict, keys: tuple[str, ...], fits: bool,
                  extra: tuple[tuple[str, float], ...] = ()) -> Table:
@@ -17,10 +19,10 @@ def memory_table(mem: dict, keys: tuple[str, ...], fits: bool,
     t.add_column("of capacity", justify="right")
     for key in keys:
         val = mem[key]
-        label = f"[bold]{key}[/bold]" if key == "total" else key
+        label = styled(f"[bold]{key}[/bold]") if key == "total" else key
         t.add_row(label, f"{val:.2f}", f"{val / cap:.1%}" if cap else "-")
     for label, val in extra:
         t.add_row(label, f"{val:.2f}", f"{val / cap:.1%}" if cap else "")
     color = "green" if fits else "red"
-    t.add_row("capacity", f"[{color}]{cap:.2f}[/{color}]", "")
+    t.add_row("capacity", styled(f"[{color}]{cap:.2f}[/{color}]"), "")
     return t

@@ -7,12 +7,9 @@ The same deployment flags as ``estimate serve`` under load, or ``--plan plan.jso
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import typer
 
-from roofplan.cli.common import CALIBRATION_OPTION, JSON_OPTION, bounded_count, print_json, run
+from roofplan.cli.common import CALIBRATION_OPTION, JSON_OPTION, bounded_count, checked, print_json, run
 from roofplan.cli.estimate_serve_cmd import (
     INSTANCES_OPTION,
     ISL_DIST_OPTION,
@@ -26,12 +23,12 @@ from roofplan.errors import InputError
 
 def _read_plan(path: str) -> dict:
     """The ``best`` deployment and ``inputs`` of a ``plan serve --json`` document."""
-    try:
-        doc = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as e:
-        raise InputError("--plan", path, f"a readable plan.json ({e.__class__.__name__})") from None
-    except json.JSONDecodeError as e:
-        raise InputError(f"--plan {path}:{e.lineno}:{e.colno}", "invalid JSON", e.msg) from None
+    from roofplan.inputs import is_file, load_json, read_text, user_path
+
+    p = user_path(path, "--plan")
+    if not is_file(p):
+        raise InputError("--plan", path, "a readable plan.json (no such file)")
+    doc = load_json(read_text(p, "--plan", "json"), f"--plan {path}", "a plan.json written by plan serve --json")
     if not isinstance(doc, dict) or doc.get("schema") != "roofplan.plan.serve/v1" or not isinstance(
             doc.get("best"), dict):
         raise InputError("--plan", path, "a roofplan.plan.serve/v1 document with a best deployment")
@@ -123,7 +120,7 @@ def simulate(
                 prefill_instances=prefill_instances, decode_instances=decode_instances,
                 prefill_shape=None if prefill_tp is None else {"tp": prefill_tp}, router=router,
                 requests=requests, seed=seed)
-        out = sim.to_json()
+        out = checked(sim.to_json(), calibration)
         if as_json:
             print_json(out)
         else:

@@ -10,10 +10,9 @@ from __future__ import annotations
 import typer
 from rich import box
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
-from roofplan.cli.common import CALIBRATION_OPTION, JSON_OPTION, console, print_json, run
+from roofplan.cli.common import CALIBRATION_OPTION, JSON_OPTION, console, esc, print_json, run, styled
 
 KINDS_OPTION = typer.Option(None, "--kind", help="Only cases of this kind (repeatable): train, serve_step, "
                                                  "serve_throughput, op_gemm, op_allreduce.")
@@ -42,7 +41,7 @@ def _num(x: float | None) -> str:
 
 def _render(doc: dict) -> None:
     # a pipe or CI log gets a wide table instead of rich's 80-column default
-    out = console if console.is_terminal else Console(width=max(console.width, 170))
+    out = console if console.is_terminal else Console(width=max(console.width, 170), markup=False, emoji=False)
     # a terminal narrower than the full table gets the compact one (the id names model, hardware and
     # setting; --json has every field): nine columns squeezed into 80 folded every cell letter by letter
     wide = out.width >= 140
@@ -60,10 +59,10 @@ def _render(doc: dict) -> None:
     for c in doc["cases"]:
         err = c["error"]
         if err is None:
-            err_s = f"[yellow]{c['note'] or 'n/a'}[/yellow]"
+            err_s = styled(f"[yellow]{esc(c['note'] or 'n/a')}[/yellow]")
         else:
             color = "green" if abs(err) <= 0.10 else ("yellow" if abs(err) <= 0.20 else "red")
-            err_s = f"[{color}]{_pct(err)}[/{color}]"
+            err_s = styled(f"[{color}]{_pct(err)}[/{color}]")
         cells = {"id": c["id"], "kind": c["kind"], "model": c["model"] or "-", "hardware": c["hardware"],
                  "metric": c["metric"], "unit": c["unit"], "measured": _num(c["measured"]),
                  "predicted": _num(c["predicted"]), "error": err_s}
@@ -73,20 +72,20 @@ def _render(doc: dict) -> None:
     for col in ("group", "cases", "median |error|", "worst |error|"):
         summary.add_column(col, justify="left" if col == "group" else "right")
     for name, s in doc["summary"].items():
-        summary.add_row(f"[bold]{name}[/bold]" if name == "all" else name, str(s["cases"]),
+        summary.add_row(styled(f"[bold]{name}[/bold]") if name == "all" else name, str(s["cases"]),
                         _abs_pct(s["median_abs_error"]), _abs_pct(s["worst_abs_error"]))
     out.print(summary)
 
 
 def _render_measured(doc: dict, show_rows: bool) -> None:
-    out = console if console.is_terminal else Console(width=max(console.width, 120))
+    out = console if console.is_terminal else Console(width=max(console.width, 120), markup=False, emoji=False)
     if show_rows or len(doc["rows"]) <= 40:
         rows = Table(title="measured operators: predicted vs measured", box=box.SIMPLE_HEAD)
         for col in ("id", "hardware", "family", "band", "measured", "predicted", "error"):
             rows.add_column(col, justify="right" if col in ("measured", "predicted", "error") else "left",
                             overflow="fold")
         for r in doc["rows"]:
-            rows.add_row(escape(r["id"]), r["hardware"], r["family"], r["band"], f"{r['measured_s'] * 1e6:,.4g} us",
+            rows.add_row(r["id"], r["hardware"], r["family"], r["band"], f"{r['measured_s'] * 1e6:,.4g} us",
                          f"{r['predicted_s'] * 1e6:,.4g} us", _pct(r["error"]))
         out.print(rows)
     table = Table(title="|error| by family and size band (held back: odd log2 size bins, never fitted)",
@@ -97,13 +96,13 @@ def _render_measured(doc: dict, show_rows: bool) -> None:
         groups = [("all", f)] + ([("held back", f["held_back"])] if f["held_back"] else []) \
             + [(b["band"], b) for b in f["bands"]]
         for i, (band, s) in enumerate(groups):
-            table.add_row(f["hardware"] if i == 0 else "", f"[bold]{f['family']}[/bold]" if i == 0 else "", band,
+            table.add_row(f["hardware"] if i == 0 else "", styled(f"[bold]{esc(f['family'])}[/bold]") if i == 0 else "", band,
                           str(s["rows"]), _abs_pct(s["median_abs_error"]), _abs_pct(s["p90_abs_error"]),
                           _pct(s["signed_median_error"]))
         table.add_section()
     out.print(table)
     if doc["skipped"]:
-        out.print("skipped: " + escape(", ".join(f"{k}: {v}" for k, v in sorted(doc["skipped"].items()))))
+        out.print("skipped: " + ", ".join(f"{k}: {v}" for k, v in sorted(doc["skipped"].items())))
 
 
 def validate(

@@ -63,11 +63,18 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
 from roofplan.errors import InputError, did_you_mean
-from roofplan.hardware.spec import DTYPE_BYTES, TOPOLOGIES, DeviceSpec, Efficiency, Fabric, MemoryTier
+from roofplan.hardware.spec import (
+    DTYPE_BYTES,
+    TOPOLOGIES,
+    DeviceSpec,
+    Efficiency,
+    Fabric,
+    MemoryTier,
+    out_of_bounds,
+)
 from roofplan.hardware.units import parse_quantity
+from roofplan.inputs import is_dir, is_file, load_yaml, read_text, user_path
 
 SCHEMA = "roofplan.hardware/v1"
 ENV_VAR = "ROOFPLAN_CATALOG_PATH"
@@ -119,8 +126,8 @@ def search_dirs(catalog_dir: str | os.PathLike | None = None) -> list[Path]:
     """Directories searched for ``<id>.yaml``, highest priority first."""
     dirs: list[Path] = []
     if catalog_dir:
-        d = Path(catalog_dir)
-        if not d.is_dir():
+        d = user_path(catalog_dir, "catalog-dir")
+        if not is_dir(d):
             raise InputError("catalog-dir", str(catalog_dir), "expected an existing directory of <id>.yaml files")
         dirs.append(d)
     for part in os.environ.get(ENV_VAR, "").split(os.pathsep):
@@ -131,9 +138,12 @@ def search_dirs(catalog_dir: str | os.PathLike | None = None) -> list[Path]:
 
 
 def _catalog_files(d: Path) -> list[Path]:
-    if not d.is_dir():
+    if not is_dir(d):
         return []
-    return sorted(p for p in d.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file())
+    try:
+        return sorted(p for p in d.iterdir() if p.suffix in (".yaml", ".yml") and is_file(p))
+    except OSError:  # unreadable directory on the search path: skipped, like PATH
+        return []
 
 
 def list_hardware(catalog_dir: str | os.PathLike | None = None) -> list[str]:
@@ -150,17 +160,18 @@ def resolve(id_or_path: str | os.PathLike, catalog_dir: str | os.PathLike | None
     """(file, found_by_id) for an id or a path; unknown ids raise InputError listing the known ones."""
     s = str(id_or_path).strip()
     if isinstance(id_or_path, os.PathLike) or _looks_like_path(s):
-        p = Path(s)
-        if not p.is_file():
+        p = user_path(s, "hardware")
+        if not is_file(p):
             raise InputError("hardware", s, "expected an existing catalog YAML file or one of: "
                              + ", ".join(list_hardware(catalog_dir)))
         return p, False
+    user_path(s, "hardware")  # a name no file system accepts is an error here, not an OSError below
     for d in search_dirs(catalog_dir):
         for suffix in (".yaml", ".yml"):
             p = d / f"{s}{suffix}"
-            if p.is_file():
+            if is_file(p):
                 return p, True
-    if Path(s).is_file():
+    if is_file(Path(s)):
         return Path(s), False
     ids = list_hardware(catalog_dir)
     raise InputError("hardware", s, did_you_mean(s, ids) + "expected one of: " + ", ".join(ids) + " (or a path to a catalog YAML)")
@@ -196,8 +207,8 @@ def load_hardware(id_or_path, calibration=None, catalog_dir=None) -> DeviceSpec:
 
 def validate_catalog_file(path: str | os.PathLike) -> DeviceSpec:
     """Parse and validate one catalog file (uncached); raises InputError on the first problem."""
-    p = Path(path)
-    if not p.is_file():
+    p = user_path(path, "catalog file")
+    if not is_file(p):
         raise InputError("catalog file", str(path), "expected an existing YAML file")
     return _parse_file(p).spec
 
@@ -208,17 +219,7 @@ def _parse_cached(path: str, mtime_ns: int) -> CatalogEntry:
 
 
 def _parse_file(path: Path) -> CatalogEntry:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError("catalog file", str(path), f"expected a readable UTF-8 YAML file ({exc})") from None
-    try:
-        doc = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or type(exc).__name__
-        raise InputError(f"{path.name}{where}", "malformed YAML", f"expected valid YAML ({problem})") from None
+    doc = load_yaml(read_text(path, "catalog file", "yaml"), path.name, "expected valid YAML")
     return _Parser(path.name, str(path)).document(doc)
 
 
@@ -241,7 +242,7 @@ class _Parser:
             for k in node:
                 if k not in keys:
                     raise self.fail(f"{where}.{k}" if where else str(k), "unknown key",
-                                    "allowed keys: " + ", ".join(keys))
+                                    did_you_mean(str(k), keys) + "allowed keys: " + ", ".join(keys))
         return node
 
     def text(self, node: dict, key: str, where: str, required: bool = True) -> str | None:
@@ -252,6 +253,8 @@ class _Parser:
             return None
         if not isinstance(v, str) or not v.strip():
             raise self.fail(_join(where, key), _short(v), "expected a non-empty string")
+        if any(not ch.isprintable() for ch in v.strip()):  # a newline would forge output lines
+            raise self.fail(_join(where, key), _short(v), "expected one line of printable text")
         return v.strip()
 
     def sourced(self, node: dict, key: str, where: str, required: bool = True) -> tuple[object, str] | None:
@@ -295,6 +298,9 @@ class _Parser:
         if not ok:
             rel = ">=" if inclusive else ">"
             raise self.fail(path, raw, f"expected a number {rel} {minimum:g}")
+        bad = out_of_bounds(path, kind, value, zero_ok=inclusive and minimum == 0)
+        if bad:
+            raise self.fail(path, raw, bad)
         if integer:
             if value != int(value):
                 raise self.fail(path, raw, "expected a whole number")
@@ -332,8 +338,10 @@ class _Parser:
         if schema != SCHEMA:
             raise self.fail("schema", _short(schema), f"expected {SCHEMA}")
         dev_id = self.text(doc, "id", "")
-        if not _ID.match(dev_id):
-            raise self.fail("id", dev_id, "expected lowercase letters, digits, '.', '_' or '-'")
+        if doc["id"] != dev_id:
+            raise self.fail("id", _short(doc["id"]), "expected an id without surrounding spaces or newlines")
+        if not _ID.fullmatch(dev_id) or len(dev_id) > 64:
+            raise self.fail("id", dev_id, "expected up to 64 lowercase letters, digits, '.', '_' or '-'")
         name = self.text(doc, "name", "")
         vendor = self.text(doc, "vendor", "")
         source = self.text(doc, "source", "", required=False) or ""

@@ -22,12 +22,12 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
-from roofplan.errors import InputError
+from roofplan.errors import InputError, did_you_mean
+from roofplan.inputs import load_yaml, read_text
 
 #: Engine profiles shipped with roofplan (``roofplan/catalogs/engines/<name>.yaml``).
 ENGINES = ("generic", "vllm", "sglang", "trtllm")
@@ -104,6 +104,15 @@ class EngineProfile:
 
 
 _BOOL = {"cuda_graphs", "flash_attention", "gqa_kv_shared", "reserve_of_free", "custom_allreduce"}
+#: Ceiling (inclusive) of each numeric field; the floor is 0 (fractions: see _coerce). Engines'
+#: fixed costs are microseconds to milliseconds (vLLM ~4 ms per step, launch gaps ~2 us): 10 s per
+#: kernel or per step is no engine; sizes up to 2^40 bytes (the largest device memory allowed).
+ENGINE_BOUNDS: dict[str, float] = {
+    "kernels_per_layer": 1e4, "host_op_s": 10.0, "kernel_gap_s": 10.0, "step_overhead_s": 10.0,
+    "custom_allreduce_max_bytes": 2.0**40, "memory_reserve_fraction": 1.0,
+    "max_num_batched_tokens": 2**31 - 1, "runtime_reserve_bytes": 2.0**40, "max_num_seqs": 2**20,
+    "decode_attn_hbm": 1.0,
+}
 _STR = {"name", "description", "source"}
 _OPTIONAL = {"host_op_s", "max_num_batched_tokens", "max_num_seqs"}
 
@@ -120,8 +129,9 @@ def _coerce(name: str, value):
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise InputError(f"engine.{name}", value, "a number" + (" or null" if name in _OPTIONAL else ""))
-    if value < 0:
-        raise InputError(f"engine.{name}", value, "a non-negative number")
+    ceiling = ENGINE_BOUNDS.get(name, math.inf)
+    if not math.isfinite(value) or not 0 <= value <= ceiling:
+        raise InputError(f"engine.{name}", value, f"a number in [0, {ceiling:g}]")
     if name == "memory_reserve_fraction" and value >= 1:
         raise InputError(f"engine.{name}", value, "a fraction in [0, 1)")
     if name in ("max_num_batched_tokens", "max_num_seqs"):
@@ -129,6 +139,24 @@ def _coerce(name: str, value):
     if name == "decode_attn_hbm" and not 0 < value <= 1:
         raise InputError(f"engine.{name}", value, "a fraction in (0, 1]")
     return float(value)
+
+
+def check_engine_fields(block: object, where: str) -> dict:
+    """An overlay's ``engines.<name>`` block with every field checked (name, type, range), so a
+    mistake is reported whichever engine the command uses; InputError names ``where.field``."""
+    if not isinstance(block, dict):
+        raise InputError(where, block, "a mapping of engine profile fields")
+    names = [n for n in EngineProfile.field_names() if n != "name"]
+    out = {}
+    for key, value in block.items():
+        if key not in names:
+            raise InputError(f"{where}.{key}", "unknown field", did_you_mean(str(key), names)
+                             + "allowed: " + ", ".join(names))
+        try:
+            out[key] = _coerce(key, value)
+        except InputError as exc:
+            raise InputError(f"{where}.{key}", value, exc.allowed) from None
+    return out
 
 
 def _read_profile(name: str) -> dict:
@@ -139,7 +167,7 @@ def _read_profile(name: str) -> dict:
 @functools.cache
 def _parse_profile(name: str) -> dict:
     path = ENGINE_DIR / f"{name}.yaml"
-    doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+    doc = load_yaml(read_text(path, f"engine catalog {name}.yaml", "yaml"), f"engine catalog {name}.yaml")
     if not isinstance(doc, dict):
         raise InputError(f"engine catalog {name}.yaml", "not a mapping", "a mapping of EngineProfile fields")
     # Every field in the YAML is {value: .., source: ..} or a bare value.

@@ -18,12 +18,10 @@ from __future__ import annotations
 
 import math
 import os
-from pathlib import Path
 
-import yaml
-
-from roofplan.errors import InputError
-from roofplan.hardware.spec import DeviceSpec, Efficiency
+from roofplan.errors import InputError, did_you_mean
+from roofplan.hardware.spec import DeviceSpec, Efficiency, out_of_bounds
+from roofplan.inputs import is_file, load_yaml, read_text, user_path
 
 SCHEMA = "roofplan.calibration/v1"
 _KEYS = ("schema", "hardware", "inputs", "efficiency", "engines", "fit", "notes", "created")
@@ -52,18 +50,11 @@ def load_overlay(calibration: str | os.PathLike | dict | None) -> dict:
         return empty_overlay()
     if isinstance(calibration, (str, os.PathLike)):
         name = str(calibration)
-        p = Path(calibration)
-        if not p.is_file():
+        p = user_path(calibration, "calibration")
+        if not is_file(p):
             raise InputError("calibration", name, "expected an existing overlay YAML file written by "
                              "`roofplan calibrate`")
-        try:
-            doc = yaml.safe_load(p.read_text(encoding="utf-8"))
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f" line {mark.line + 1}" if mark is not None else ""
-            raise InputError(f"calibration {p.name}{where}", "malformed YAML", "expected valid YAML") from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise InputError("calibration", name, f"expected a readable UTF-8 file ({exc})") from None
+        doc = load_yaml(read_text(p, "calibration", "yaml"), f"calibration {p.name}", "expected valid YAML")
         label = p.name
     elif isinstance(calibration, dict):
         doc, label = calibration, "calibration"
@@ -77,7 +68,8 @@ def _normalise(doc: object, label: str) -> dict:
         raise InputError(label, "not a mapping", f"expected a mapping with schema: {SCHEMA}")
     for k in doc:
         if k not in _KEYS:
-            raise InputError(f"{label}: {k}", "unknown key", "allowed keys: " + ", ".join(_KEYS))
+            raise InputError(f"{label}: {k}", "unknown key", did_you_mean(str(k), _KEYS)
+                             + "allowed keys: " + ", ".join(_KEYS))
     schema = doc.get("schema", SCHEMA)
     if schema != SCHEMA:
         raise InputError(f"{label}: schema", schema, f"expected {SCHEMA}")
@@ -97,17 +89,21 @@ def _normalise(doc: object, label: str) -> dict:
     eff: dict[str, float] = {}
     for name, value in eff_in.items():
         if name not in allowed:
-            raise InputError(f"{label}: efficiency.{name}", "unknown field", "allowed: " + ", ".join(allowed))
+            raise InputError(f"{label}: efficiency.{name}", "unknown field", did_you_mean(str(name), allowed)
+                             + "allowed: " + ", ".join(allowed))
         eff[name] = check_efficiency_value(name, value, f"{label}: efficiency.{name}")
 
     engines = doc.get("engines") or {}
     if not isinstance(engines, dict) or not all(isinstance(v, dict) for v in engines.values()):
         raise InputError(f"{label}: engines", engines, "expected a mapping engine name -> {field: value}")
-    from roofplan.hardware.engines import ENGINES  # here: engines imports this module
+    from roofplan.hardware.engines import ENGINES, check_engine_fields  # here: engines imports this module
 
-    for name in engines:
+    for name, block in engines.items():
         if name not in ENGINES:
-            raise InputError(f"{label}: engines.{name}", "unknown engine", "allowed: " + ", ".join(ENGINES))
+            raise InputError(f"{label}: engines.{name}", "unknown engine", did_you_mean(str(name), ENGINES)
+                             + "allowed: " + ", ".join(ENGINES))
+        # every block, not only the engine in use: a bad value must not wait for the day it is used
+        engines = {**engines, name: check_engine_fields(block, f"{label}: engines.{name}")}
 
     out = dict(doc)
     out.update({"schema": SCHEMA, "hardware": hw.strip() if isinstance(hw, str) else None,
@@ -124,6 +120,9 @@ def check_efficiency_value(name: str, value: object, field: str) -> float:
         raise InputError(field, value, "expected a number >= 0" if zero_ok else "expected a positive number")
     if kind == "fraction" and value > 1:  # an achieved fraction of a peak: no kernel beats its peak
         raise InputError(field, value, "expected a fraction of peak in (0, 1]")
+    bad = out_of_bounds(f"efficiency.{name}", kind, value, zero_ok=zero_ok)
+    if bad:
+        raise InputError(field, value, bad)
     return float(value)
 
 

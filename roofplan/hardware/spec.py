@@ -29,6 +29,45 @@ DTYPE_BYTES: dict[str, float] = {
     "fp4": 0.5625,
 }
 
+#: Physical range (inclusive, SI units) of every catalog and overlay number, by quantity kind;
+#: :data:`FIELD_BOUNDS` narrows single fields. Each is 2-3 orders of magnitude beyond any device
+#: in the catalogs (H100: 989 TFLOP/s BF16, 3.35 TB/s HBM, 450 GB/s NVLink, 1-2 us link latency,
+#: 700 W) so new hardware fits, while 1e308 or 5e-324 (which make a step time infinite or zero)
+#: do not. ``count`` is devices per node / devices sharing a tier; ``number`` a unitless size.
+QUANTITY_BOUNDS: dict[str, tuple[float, float]] = {
+    "flops": (1e6, 1e18),
+    "bytes": (1.0, 2.0**50),
+    "bandwidth": (1e6, 1e15),
+    "time": (0.0, 1.0),
+    "power": (1.0, 1e5),
+    "usd_per_hour": (0.0, 1e4),
+    "count": (1, 2**16),
+    "fraction": (1e-3, 1.0),
+    "number": (1e-3, 2.0**20),
+}
+#: Tighter ranges of single fields (dotted catalog path): device memory up to 2^40 bytes (1 TiB,
+#: 7x the H200's 141 GB), an all-reduce speed-up of in-network reduction up to 10x.
+FIELD_BOUNDS: dict[str, tuple[float, float]] = {
+    "memory.hbm.capacity": (2.0**20, 2.0**40),
+    "memory.sram.capacity": (1.0, 2.0**40),
+    "efficiency.nvls_speedup": (0.1, 10.0),
+}
+
+
+def out_of_bounds(path: str, kind: str, value: float, zero_ok: bool = False) -> str | None:
+    """None when ``value`` is inside the declared range of field ``path`` (a quantity of ``kind``),
+    else the allowed range as text for the error message. ``zero_ok``: 0 means "not set"."""
+    lo, hi = FIELD_BOUNDS.get(path) or QUANTITY_BOUNDS.get(kind, (0.0, float("inf")))
+    if value == 0 and zero_ok:
+        return None
+    if lo <= value <= hi:
+        return None
+    zero = "0 or " if zero_ok and lo > 0 else ""
+    unit = {"flops": " FLOP/s", "bytes": " B", "bandwidth": " B/s", "time": " s", "power": " W",
+            "usd_per_hour": " USD/h"}.get(kind, "")
+    return f"expected {zero}a number in [{lo:g}, {hi:g}]{unit}"
+
+
 #: Fabric topologies the collective model understands.
 TOPOLOGIES = ("switch", "full_mesh", "partial_mesh", "ring", "torus")
 

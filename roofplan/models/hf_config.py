@@ -57,15 +57,42 @@ A missing required field, an unknown ``model_type`` or malformed JSON raises
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from roofplan.errors import InputError
-from roofplan.models.spec import LinearMixerSpec, MLASpec, ModelSpec, MoESpec, SparseAttnSpec, WindowSpec
+from roofplan.inputs import load_json, read_text
+from roofplan.models.spec import (
+    LinearMixerSpec,
+    MLASpec,
+    ModelSpec,
+    MoESpec,
+    SparseAttnSpec,
+    WindowSpec,
+    check_count,
+)
 
 _MISSING = object()
+
+#: The model field each integer config key becomes (its bounds: ``MODEL_BOUNDS``); keys named like
+#: the field itself (``kv_lora_rank``) need no entry.
+_BOUND_OF = {
+    "hidden_size": "hidden", "n_embd": "hidden", "n_embed": "hidden", "word_embed_proj_dim": "hidden",
+    "num_attention_heads": "heads", "n_head": "heads", "num_key_value_heads": "kv_heads",
+    "num_hidden_layers": "layers", "n_layer": "layers", "decoder_sparse_step": "layers",
+    "moe_layer_freq": "layers", "first_k_dense_replace": "first_dense_layers",
+    "intermediate_size": "ffn", "ffn_dim": "ffn", "n_inner": "ffn", "moe_intermediate_size": "expert_ffn",
+    "vocab_size": "vocab", "max_position_embeddings": "max_seq_len", "n_positions": "max_seq_len",
+    "seq_length": "max_seq_len", "num_local_experts": "num_experts", "n_routed_experts": "num_experts",
+    "num_experts_per_tok": "top_k", "n_shared_experts": "shared_experts",
+    "index_n_heads": "index_heads", "index_topk": "topk", "sliding_window": "window",
+    "attention_chunk_size": "window", "intermediate_size_mlp": "ffn", "interleave_moe_layer_step": "layers",
+    "full_attention_interval": "layers", "linear_num_key_heads": "heads", "linear_num_value_heads": "heads",
+    "linear_key_head_dim": "head_dim", "linear_value_head_dim": "head_dim", "mamba_num_heads": "heads",
+    "mamba_head_dim": "head_dim", "n_groups": "heads", "shared_expert_intermediate_size": "shared_ffn",
+    "moe_shared_expert_intermediate_size": "shared_ffn",
+}
 
 
 class _Config:
@@ -74,7 +101,7 @@ class _Config:
     def __init__(self, doc: dict, path: Path):
         self.doc = doc
         self.path = path
-        self.model_type = str(doc.get("model_type"))
+        self.model_type = str(doc.get("model_type"))[:40]
 
     def _field(self, key: str) -> str:
         return f"{self.path}: {key}"
@@ -92,18 +119,19 @@ class _Config:
             )
         return default
 
+    def _key(self, keys: tuple[str, ...]) -> str:
+        """The key the value was read from (for the message): the first present, else the first."""
+        return next((k for k in keys if self.doc.get(k) is not None), keys[0])
+
     def int(self, *keys: str, default: Any = _MISSING) -> int:
+        """A positive integer field within the bounds of the model field it becomes."""
         value = self.get(*keys, default=default)
-        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-            raise InputError(self._field(keys[0]), value, "a positive integer")
-        return value
+        key = self._key(keys)
+        return check_count(self._field(key), value, _bound(key))
 
     def count(self, key: str, default: int) -> int:
         """A non-negative integer field (expert counts, dense-layer counts)."""
-        value = self.get(key, default=default)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise InputError(self._field(key), value, "a non-negative integer")
-        return value
+        return check_count(self._field(key), self.get(key, default=default), _bound(key), minimum=0)
 
     def number(self, key: str, default: float) -> float:
         """A positive finite number (rope_theta, routed_scaling_factor)."""
@@ -117,6 +145,11 @@ class _Config:
         if not isinstance(value, bool):
             raise InputError(self._field(key), value, "true or false")
         return value
+
+
+def _bound(key: str) -> str:
+    """The MODEL_BOUNDS name bounding config key ``key`` (a key without one gets the default ceiling)."""
+    return _BOUND_OF.get(key, key)
 
 
 def _name(cfg: _Config) -> str:
@@ -193,8 +226,10 @@ def _qwen3_moe(cfg: _Config) -> dict:
     # modeling_qwen3_moe: layer i is sparse iff i not in mlp_only_layers and (i + 1) % step == 0.
     step = cfg.int("decoder_sparse_step", default=1)
     dense_only = cfg.get("mlp_only_layers", default=[])
-    if not isinstance(dense_only, list):
+    if not isinstance(dense_only, list) or not all(isinstance(i, int) and not isinstance(i, bool)
+                                                   for i in dense_only):
         raise InputError(cfg._field("mlp_only_layers"), dense_only, "a list of layer indices")
+    dense_only = set(dense_only)
     sparse = sum(1 for i in range(spec["layers"]) if i not in dense_only and (i + 1) % step == 0)
     spec["moe"] = MoESpec(
         num_experts=experts,
@@ -477,12 +512,13 @@ def spec_from_hf_dict(doc: dict, path: Path | str = "config.json") -> ModelSpec:
     if not isinstance(doc, dict):
         raise InputError(str(path), type(doc).__name__, "a JSON object (a Hugging Face config.json)")
     model_type = doc.get("model_type")
-    if model_type not in _READERS and isinstance(doc.get("text_config"), dict):
+    known = isinstance(model_type, str) and model_type in _READERS
+    if not known and isinstance(doc.get("text_config"), dict):
         # Multimodal wrappers keep the language model's config under text_config.
         inner = doc["text_config"]
-        if inner.get("model_type") in _READERS:
-            doc, model_type = inner, inner["model_type"]
-    if model_type not in _READERS:
+        if isinstance(inner.get("model_type"), str) and inner["model_type"] in _READERS:
+            doc, model_type, known = inner, inner["model_type"], True
+    if not known:
         raise InputError(f"{path}: model_type", model_type, "one of " + ", ".join(SUPPORTED_MODEL_TYPES))
     return ModelSpec(**_READERS[model_type](_Config(doc, path)))
 
@@ -492,18 +528,5 @@ def read_hf_config(path: Path | str) -> ModelSpec:
     path = Path(path)
     if path.is_dir():
         path = path / "config.json"
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise InputError(
-            "model", str(path), f"a readable Hugging Face config.json ({exc.strerror})"
-        ) from None
-    except UnicodeDecodeError:
-        raise InputError("model", str(path), "a UTF-8 text Hugging Face config.json (this file is binary)") from None
-    try:
-        doc = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise InputError(
-            str(path), f"malformed JSON at line {exc.lineno} column {exc.colno}", f"valid JSON ({exc.msg})"
-        ) from None
+    doc = load_json(read_text(path, "model", "json"), str(path), "valid JSON (a Hugging Face config.json)")
     return spec_from_hf_dict(doc, path)

@@ -55,11 +55,18 @@ import re
 from functools import cache, lru_cache
 from pathlib import Path
 
-import yaml
-
 from roofplan.errors import InputError, did_you_mean
+from roofplan.inputs import is_dir, is_file, load_yaml, read_text, user_path
 from roofplan.models.hf_config import read_hf_config
-from roofplan.models.spec import LinearMixerSpec, MLASpec, ModelSpec, MoESpec, SparseAttnSpec, WindowSpec
+from roofplan.models.spec import (
+    LinearMixerSpec,
+    MLASpec,
+    ModelSpec,
+    MoESpec,
+    SparseAttnSpec,
+    WindowSpec,
+    check_count,
+)
 
 MODEL_SCHEMA = "roofplan.model/v1"
 
@@ -117,12 +124,6 @@ def list_models() -> list[str]:
     return list(_preset_ids())
 
 
-def _check_int(field: str, value, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise InputError(field, value, "a positive integer" if minimum else "a non-negative integer")
-    return value
-
-
 def model_from_dict(doc: dict, *, where: str, default_name: str) -> ModelSpec:
     """Build a :class:`ModelSpec` from a model-YAML mapping; ``where`` prefixes field names in errors."""
     if not isinstance(doc, dict):
@@ -132,7 +133,8 @@ def model_from_dict(doc: dict, *, where: str, default_name: str) -> ModelSpec:
     allowed = sorted(set(_SPEC_FIELDS) | set(_EXTRA_KEYS))
     for key, value in doc.items():
         if key not in allowed:
-            raise InputError(f"{where}: {key}", value, "a model field, one of " + ", ".join(allowed))
+            raise InputError(f"{where}: {key}", value, did_you_mean(str(key), allowed)
+                             + "a model field, one of " + ", ".join(allowed))
     if "schema" in doc and doc["schema"] != MODEL_SCHEMA:
         raise InputError(f"{where}: schema", doc["schema"], MODEL_SCHEMA)
     for key in _REQUIRED:
@@ -142,7 +144,7 @@ def model_from_dict(doc: dict, *, where: str, default_name: str) -> ModelSpec:
     for key in _INT_FIELDS:
         if doc.get(key) is not None:
             minimum = 0 if key in ("learned_positions", "attn_layers", "mtp_layers") else 1
-            kwargs[key] = _check_int(f"{where}: {key}", doc[key], minimum)
+            kwargs[key] = check_count(f"{where}: {key}", doc[key], key, minimum)
     if doc.get("rope_theta") is not None:
         theta = doc["rope_theta"]
         if isinstance(theta, bool) or not isinstance(theta, (int, float)) or not 0 < theta < 1e12:
@@ -167,11 +169,16 @@ def model_from_dict(doc: dict, *, where: str, default_name: str) -> ModelSpec:
         if sub is None:
             continue
         names = [f.name for f in dataclasses.fields(cls)]
+        ints = {f.name for f in dataclasses.fields(cls) if str(f.type).startswith("int")}
         if not isinstance(sub, dict):
             raise InputError(f"{where}: {key}", sub, "a mapping with keys " + ", ".join(names))
         for sub_key, value in sub.items():
             if sub_key not in names:
-                raise InputError(f"{where}: {key}.{sub_key}", value, "one of " + ", ".join(names))
+                raise InputError(f"{where}: {key}.{sub_key}", value, did_you_mean(str(sub_key), names)
+                                 + "one of " + ", ".join(names))
+            optional = "None" in str(next(f.type for f in dataclasses.fields(cls) if f.name == sub_key))
+            if sub_key in ints and not (value is None and optional):  # bounds before the spec's own checks
+                check_count(f"{where}: {key}.{sub_key}", value, sub_key, 1 if key == "mla" else 0)
         try:
             kwargs[key] = cls(**sub)
         except TypeError as exc:  # a required key is missing
@@ -180,18 +187,7 @@ def model_from_dict(doc: dict, *, where: str, default_name: str) -> ModelSpec:
 
 
 def _read_yaml(path: Path, where: str, default_name: str) -> ModelSpec:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise InputError("model", str(path), f"a readable model YAML ({exc.strerror})") from None
-    except UnicodeDecodeError:
-        raise InputError("model", str(path), "a UTF-8 text model YAML (this file is binary)") from None
-    try:
-        doc = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        at = f" at line {mark.line + 1}" if mark else ""
-        raise InputError(where, f"malformed YAML{at}", "valid YAML (schema roofplan.model/v1)") from None
+    doc = load_yaml(read_text(path, "model", "yaml"), where, "valid YAML (schema roofplan.model/v1)")
     return model_from_dict(doc, where=where, default_name=default_name)
 
 
@@ -220,10 +216,10 @@ def parse_inline_gpt(text: str) -> ModelSpec:
             raise InputError(
                 f"model {text}: {key or part}", part.strip(), "key=value with keys " + ", ".join(_INLINE_KEYS)
             )
-        try:
-            values[key] = int(raw.strip())
-        except ValueError:
-            raise InputError(f"model {text}: {key}", raw.strip(), "an integer") from None
+        raw = raw.strip()
+        if not re.fullmatch(r"[+-]?\d{1,24}", raw):
+            raise InputError(f"model {text}: {key}", raw, "an integer of at most 24 digits")
+        values[key] = check_count(f"model {text}: {key}", int(raw), _INLINE_KEYS[key])
     for key in ("h", "l", "a", "V"):
         if key not in values:
             raise InputError(f"model {text}: {key}", None, f"required ({_INLINE_KEYS[key]})")
@@ -262,13 +258,13 @@ def load_model(id_or_path) -> ModelSpec:
         return _load_preset(text)
     if _INLINE_GPT.match(text):
         return parse_inline_gpt(text)
-    path = Path(text).expanduser()
-    if path.is_dir():
-        if not (path / "config.json").is_file():
+    path = user_path(text, "model")
+    if is_dir(path):
+        if not is_file(path / "config.json"):
             raise InputError("model", text, "a Hugging Face model directory holding config.json (there is none), "
                              "a config.json or model YAML file, or a preset id")
         path = path / "config.json"
-    if path.exists():
+    if is_file(path):
         suffix = path.suffix.lower()
         if suffix == ".json":
             return read_hf_config(path)

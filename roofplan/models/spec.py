@@ -18,14 +18,46 @@ import numpy as np
 from roofplan.errors import InputError
 from roofplan.hardware.spec import DTYPE_BYTES
 
+#: Ceiling (inclusive) of every integer field of a model, by field name; the floor is 1 (0 where
+#: the field says "none"). The largest published models are two to three orders of magnitude
+#: below: Llama-3.1-405B has 126 layers, hidden 16,384, FFN 53,248, 128 heads, vocab 128,256;
+#: DeepSeek-V3 256 routed experts, MLA rank 512, 163,840 positions; Llama 4 a 10M-token context.
+#: Beyond these nothing is a model, and products of such sizes overflow the cost model's int64 /
+#: float64 arithmetic or make one command run for minutes: 2^31 layers once took 100 s, and 10^5
+#: layers still take ~19 s and 3 GB to plan; at 10^4 a plan train search takes ~3 s, as long as
+#: the largest real problems (see benchmarks/bench_inputs.py).
+MODEL_BOUNDS: dict[str, int] = {
+    "layers": 10_000, "hidden": 2**20, "heads": 2**16, "kv_heads": 2**16, "head_dim": 2**16,
+    "ffn": 2**24, "vocab": 2**24, "max_seq_len": 2**27, "learned_positions": 2**27,
+    "num_experts": 2**16, "top_k": 2**16, "expert_ffn": 2**24, "shared_experts": 2**10, "shared_ffn": 2**24,
+    "first_dense_layers": 10_000,
+    "kv_lora_rank": 2**16, "qk_nope_head_dim": 2**16, "qk_rope_head_dim": 2**16, "v_head_dim": 2**16,
+    "q_lora_rank": 2**16, "attn_layers": 10_000, "window": 2**27, "params": 2**36, "state_elems": 2**32,
+    "index_heads": 2**16, "index_head_dim": 2**16, "topk": 2**27, "mtp_layers": 10_000,
+}
+#: Ceiling of an integer field not declared above (a field added later still gets an int32 bound).
+DEFAULT_CEILING = 2**31 - 1
+#: Largest parameter count of a model (10^15: 2,500 x Llama-3.1-405B).
+MAX_PARAMS = 10**15
+
+
+def check_count(field: str, value: object, name: str, minimum: int = 1) -> int:
+    """``value`` as an int in ``[minimum, MODEL_BOUNDS[name]]`` (``DEFAULT_CEILING`` for a name not
+    declared there), else InputError on ``field``."""
+    ceiling = MODEL_BOUNDS.get(name, DEFAULT_CEILING)
+    word = "a positive integer" if minimum else "a non-negative integer"
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise InputError(field, value, word + f" (at most {ceiling:,})")
+    if value > ceiling:
+        raise InputError(field, value, word + f" of at most {ceiling:,}")
+    return value
+
 
 def _require_positive(owner: str, **values: int | None) -> None:
-    """Raise :class:`InputError` for the first value that is not a positive integer."""
+    """Raise :class:`InputError` for the first value that is not an integer in [1, its ceiling]."""
     for name, value in values.items():
-        if value is None:
-            continue
-        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-            raise InputError(f"{owner}.{name}", value, "a positive integer")
+        if value is not None:
+            check_count(f"{owner}.{name}", value, name)
 
 
 @dataclass(frozen=True)
@@ -59,9 +91,7 @@ class MoESpec:
         if self.top_k > self.num_experts:
             raise InputError("moe.top_k", self.top_k, f"at most num_experts ({self.num_experts})")
         for name in ("shared_experts", "shared_ffn", "first_dense_layers"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise InputError(f"moe.{name}", value, "a non-negative integer")
+            check_count(f"moe.{name}", getattr(self, name), name, minimum=0)
 
     @property
     def shared_ffn_size(self) -> int:
@@ -79,6 +109,9 @@ class MLASpec:
     q_lora_rank: int | None = None  # None: queries are projected directly (DeepSeek-V2-Lite)
 
     def __post_init__(self) -> None:
+        for name in ("kv_lora_rank", "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim"):
+            if getattr(self, name) is None:
+                raise InputError(f"mla.{name}", None, "a positive integer (required)")
         _require_positive("mla", kv_lora_rank=self.kv_lora_rank, qk_nope_head_dim=self.qk_nope_head_dim,
                           qk_rope_head_dim=self.qk_rope_head_dim, v_head_dim=self.v_head_dim,
                           q_lora_rank=self.q_lora_rank)
@@ -178,12 +211,9 @@ class ModelSpec:
         if self.heads % self.kv_heads:
             raise InputError(f"{self.name or 'model'}.kv_heads", self.kv_heads,
                              f"a divisor of heads ({self.heads})")
-        if self.learned_positions < 0:
-            raise InputError(f"{self.name or 'model'}.learned_positions", self.learned_positions,
-                             "a non-negative integer (0 for RoPE/ALiBi)")
-        if self.attn_layers < 0:
-            raise InputError(f"{self.name or 'model'}.attn_layers", self.attn_layers,
-                             "a non-negative integer (0: every layer not windowed or linear)")
+        check_count(f"{self.name or 'model'}.learned_positions", self.learned_positions, "learned_positions",
+                    minimum=0)
+        check_count(f"{self.name or 'model'}.attn_layers", self.attn_layers, "attn_layers", minimum=0)
         if self.attn_layers == 0 and self.full_attention_layers < 0:
             raise InputError(f"{self.name or 'model'}.window.layers", self.window.layers if self.window else 0,
                              f"windowed + linear layers at most layers ({self.layers})")
@@ -192,6 +222,9 @@ class ModelSpec:
         if self.moe is not None and self.moe.first_dense_layers > self.layers:
             raise InputError(f"{self.name or 'model'}.moe.first_dense_layers", self.moe.first_dense_layers,
                              f"at most layers ({self.layers})")
+        if self.params_total > MAX_PARAMS:
+            raise InputError(f"{self.name or 'model'}", f"{self.params_total:.3g} parameters",
+                             f"a model of at most {MAX_PARAMS:.0e} parameters")
 
     def to_dict(self) -> dict:
         """Every field as plain data (nested ``moe``/``mla`` dicts or None): the model YAML schema."""

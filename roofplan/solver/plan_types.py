@@ -13,7 +13,7 @@ from typing import Any
 from roofplan.errors import InputError
 from roofplan.hardware.spec import DeviceSpec
 from roofplan.models.spec import ModelSpec
-from roofplan.plain import plain
+from roofplan.plain import plain, with_timing
 
 SCHEMA = "roofplan.plan.train/v1"
 FRAMEWORKS = ("megatron", "deepspeed", "torchtitan")
@@ -65,7 +65,7 @@ class TrainPlan:
         return out
 
     def to_json(self) -> dict[str, Any]:
-        return plain({
+        return with_timing(plain({
             "schema": SCHEMA,
             "inputs": self.inputs,
             "objective": self.objective,
@@ -80,7 +80,7 @@ class TrainPlan:
             "why": self.why,
             "launch": self.launch,
             "launch_unsupported": self.launch_unsupported,
-        })
+        }))
 
     def emit(self, framework: str, target: str | None = None) -> dict[str, str]:
         """Launch files (name -> text) of the winner for ``framework`` (release ``target``)."""
@@ -95,8 +95,9 @@ class TrainPlan:
         """
         import json
 
-        from roofplan.launch.common import merge_files, write_files
+        from roofplan.launch.common import merge_files
+        from roofplan.outputs import write_tree
 
         files = merge_files(self.emit(fw, (targets or {}).get(fw)) for fw in frameworks)
         files["plan.json"] = json.dumps(self.to_json(), indent=2) + "\n"
-        return write_files(out_dir, files, executable=[n for n in files if n.endswith(".sh")])
+        return write_tree(out_dir, files, executable=[n for n in files if n.endswith(".sh")])

@@ -30,6 +30,16 @@ from roofplan.solver.serve_space import CHUNK_GRID, Shapes, cross
 
 #: Requests simulated to confirm a pick (keeps confirmation well under a second per candidate).
 CONFIRM_REQUESTS = 3000
+#: Output tokens simulated in one confirmation at most (3000 requests of 2,048 tokens): the
+#: simulator's work grows with requests x output length, and 3000 requests of 62,292 output tokens
+#: once took 30 s. Longer outputs are confirmed on fewer requests, at least CONFIRM_MIN_REQUESTS.
+CONFIRM_TOKENS = 3000 * 2048
+CONFIRM_MIN_REQUESTS = 50
+
+
+def confirm_requests(osl: int) -> int:
+    """Requests one confirmation simulates for outputs of ``osl`` tokens."""
+    return int(min(CONFIRM_REQUESTS, max(CONFIRM_MIN_REQUESTS, CONFIRM_TOKENS // max(int(osl), 1))))
 #: A pick is confirmed when its simulated P-th percentiles are within this factor of the targets:
 #: the simulator and the analytic model agree to ~10 % (tests/test_serve_load.py).
 CONFIRM_TOLERANCE = 1.10
@@ -104,7 +114,7 @@ def confirm(model, hw, engine, best: dict, request: dict, p: float, rate_rps: fl
     from roofplan.serving import kv_transfer_s
 
     isl, osl = int(request["isl"]), int(request["osl"])
-    n = CONFIRM_REQUESTS
+    n = confirm_requests(osl)
     L, Lo = np.full(n, isl), np.full(n, osl)
     arr = serve_sim.poisson_arrivals(n, rate_rps, seed)
     common = dict(dtype=request["dtype"], kv_dtype=request["kv_dtype"], engine=engine.name)

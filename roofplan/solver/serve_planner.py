@@ -59,6 +59,16 @@ PARETO_POINTS = 24
 ILP_TIME_LIMIT_S = 20.0
 #: Candidates the simulator tries with a percentile SLA before the analytic pick is kept, flagged.
 CONFIRM_TRIES = 4
+#: Largest GPU budget of one serving plan (``plan serve --gpus``): the emitted launch files give
+#: every node its own script listing every node (~5 s and 1.3 GB at 16,384 GPUs, 19 GB at 65,536).
+MAX_SERVE_GPUS = 16_384
+
+
+def _use_gpus(need: int, what: str) -> str:
+    """The "use --gpus N" suggestion, or why no budget roofplan accepts would do."""
+    if need > MAX_SERVE_GPUS:
+        return f"{what} about {need:,} GPUs, more than the {MAX_SERVE_GPUS:,} a plan can use"
+    return f"{what} {need} GPUs: use --gpus {need}"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -599,7 +609,9 @@ class ServePlan:
     frontier: dict = field(default_factory=dict)  # mode -> (x list, y list), for plots
 
     def to_json(self) -> dict:
-        return {
+        from roofplan.plain import with_timing
+
+        return with_timing({
             "schema": SCHEMA,
             "inputs": self.request,
             "best": self.best,
@@ -610,7 +622,7 @@ class ServePlan:
             "rejected": dict(self.rejected),
             "search_time_s": float(self.search_time_s),
             "launch": self.launch,
-        }
+        })
 
 
 def _hf_id(model: ModelSpec) -> str:
@@ -1158,7 +1170,7 @@ def _raise_infeasible(
             raise InfeasibleError(what, "try a smaller --dtype/--kv-dtype or shorter --isl/--osl")
         raise InfeasibleError(
             what,
-            f"the smallest instance that fits needs {need} GPUs: use --gpus {need}"
+            _use_gpus(need, "the smallest instance that fits needs")
             + (
                 " or more (disaggregation needs one prefill and one decode instance)"
                 if mode == "disagg"
@@ -1221,8 +1233,9 @@ def _raise_infeasible(
         )
         raise InfeasibleError(
             msg,
-            (f"about {need} GPUs are needed (--gpus {need}) or a lower --rate" if need < 10**9 else
-             f"about {need:.3g} GPUs would be needed: lower --rate") if need else "lower --rate",
+            (f"about {need} GPUs are needed (--gpus {need}) or a lower --rate" if need <= MAX_SERVE_GPUS else
+             f"about {need:.3g} GPUs would be needed, more than the {MAX_SERVE_GPUS:,} a plan can use: "
+             "lower --rate") if need else "lower --rate",
             details,
         )
     msg = f"no deployment of {model.name} on {cap_txt} x {hw_txt} ({mode}) meets " + (
@@ -1234,7 +1247,7 @@ def _raise_infeasible(
         details["smallest_disagg_gpus"] = pair
         raise InfeasibleError(
             msg + " within the budget",
-            f"the smallest prefill + decode pair that meets the targets needs {pair} GPUs: use --gpus {pair}"
+            _use_gpus(pair, "the smallest prefill + decode pair that meets the targets needs")
             + ("" if mode == "disagg" or not colo else " or relax the targets for colocated serving"),
             details,
         )

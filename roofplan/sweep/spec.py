@@ -30,9 +30,6 @@ import hashlib
 import itertools
 import json
 import os
-from pathlib import Path
-
-import yaml
 
 from roofplan.errors import InputError
 
@@ -55,16 +52,12 @@ SCENARIO_KEYS = ("kind", "model", "hardware", "gpus", "objective", "global_batch
 
 def load_spec(path: str | os.PathLike) -> dict:
     """The parsed YAML of ``path`` (InputError when unreadable or not YAML)."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError("spec", str(path), f"a readable YAML file ({exc.__class__.__name__})") from None
-    try:
-        doc = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark is not None else ""
-        raise InputError(f"spec{where}", "malformed YAML", "valid YAML") from None
+    from roofplan.inputs import is_file, load_yaml, read_text, user_path
+
+    p = user_path(path, "spec")
+    if not is_file(p):
+        raise InputError("spec", str(path), "a readable YAML file (no such file)")
+    doc = load_yaml(read_text(p, "spec", "yaml"), "spec", "valid YAML")
     if not isinstance(doc, dict):
         raise InputError("spec", type(doc).__name__, "a mapping with train, serve or scenarios")
     return doc

@@ -10,12 +10,14 @@ the catalogs (or a calibration overlay), never from the case.
 from __future__ import annotations
 
 import csv
+import math
 import statistics
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
+from roofplan.calibration.formats import MAX_ROWS
 from roofplan.errors import InputError
 
 SUITE_CSV = "published_measurements.csv"
@@ -62,8 +64,19 @@ class Case:
         return self.row.get("source", "")
 
     def int(self, name: str, default: int | None = None) -> int | None:
+        """A whole-number column (``"8"``, ``"2e3"``) in [1, 2^31 - 1], else InputError naming the row:
+        counts beyond it overflow the int64 arithmetic of the cost model (``1e400`` once raised
+        OverflowError, ``1e14`` tokens gave a 10^21 ms prediction)."""
         v = (self.row.get(name) or "").strip()
-        return int(float(v)) if v else default
+        if not v:
+            return default
+        try:
+            f = float(v)
+        except ValueError:
+            raise InputError(f"{self.id} {name}", v, "a whole number") from None
+        if not (math.isfinite(f) and f == int(f) and 1 <= f <= 2**31 - 1):  # counts: 0 GPUs or tp=0 divide by 0
+            raise InputError(f"{self.id} {name}", v, "a whole number in [1, 2,147,483,647]")
+        return int(f)
 
     def str(self, name: str, default: str = "") -> str:
         return (self.row.get(name) or "").strip() or default
@@ -153,13 +166,12 @@ def read_cases(path: str | Path | None = None) -> list[Case]:
         return [c for n in (SUITE_CSV, LOAD_CSV, ENERGY_CSV) for c in _parse_cases(
             resources.files("roofplan.validation").joinpath(n).read_text(), n)]
     else:
-        p = Path(path)
-        if not p.is_file():
+        from roofplan.inputs import is_file, read_text, user_path
+
+        p = user_path(path, "measurements")
+        if not is_file(p):
             raise InputError("measurements", str(path), "expected an existing CSV file")
-        try:
-            text, name = p.read_text(encoding="utf-8"), str(path)
-        except (OSError, UnicodeDecodeError) as exc:
-            raise InputError("measurements", str(path), f"expected a readable UTF-8 CSV file ({exc})") from None
+        text, name = read_text(p, "measurements", "measurements"), str(path)
     return _parse_cases(text, name)
 
 
@@ -172,10 +184,14 @@ def _parse_cases(text: str, name: str) -> list[Case]:
     cases = []
     for i, row in enumerate(reader, start=2):
         try:
-            float(row["value"])
+            value = float(row["value"])
         except (TypeError, ValueError):
             raise InputError(f"{name} line {i} value", row.get("value"), "expected a number") from None
+        if not (math.isfinite(value) and 1e-9 <= value <= 1e15):  # a ratio to it must be a number
+            raise InputError(f"{name} line {i} value", row.get("value"), "expected a number in [1e-09, 1e+15]")
         cases.append(Case(row=row, line=i))
+        if len(cases) > MAX_ROWS:
+            raise InputError(name, f"more than {MAX_ROWS:,} rows", f"at most {MAX_ROWS:,} rows per run")
     return cases
 
 
@@ -197,7 +213,11 @@ def predict(case: Case, calibration=None) -> float:
         fn = _PREDICTORS[case.kind]
     except KeyError:
         raise InputError(f"case {case.id} kind", case.kind, f"expected one of {', '.join(sorted(_PREDICTORS))}") from None
-    return float(fn(case, calibration))
+    try:
+        return float(fn(case, calibration))
+    except (ValueError, KeyError) as exc:  # a row the predictor cannot read: the row's fault, not ours
+        raise InputError(f"case {case.id} (line {case.line})", case.metric,
+                         f"a {case.kind} row its predictor accepts ({type(exc).__name__}: {exc})") from None
 
 
 def run_suite(calibration=None, cases: list[Case] | None = None) -> SuiteResult:
