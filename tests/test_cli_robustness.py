@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 from roofplan.cli.app import app
 from roofplan.errors import InputError
-from roofplan.launch.common import write_files
+from roofplan.outputs import write_tree
 
 runner = CliRunner()
 
@@ -226,17 +226,17 @@ def test_infeasible_plan_writes_nothing(tmp_path):
     assert not out.exists()
 
 
-def test_write_files_failure_leaves_nothing(tmp_path):
+def test_write_tree_failure_leaves_nothing(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("x")
     with pytest.raises(InputError) as e:
-        write_files(blocker / "plan", {"a.sh": "echo\n", "plan.json": "{}"}, executable=["a.sh"])
+        write_tree(blocker / "plan", {"a.sh": "echo\n", "plan.json": "{}"}, executable=["a.sh"])
     assert e.value.field == "out"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
 
 
-def test_write_files_is_complete_on_success(tmp_path):
-    written = write_files(tmp_path / "new" / "dir", {"a.sh": "echo\n", "plan.json": "{}"}, executable=["a.sh"])
+def test_write_tree_is_complete_on_success(tmp_path):
+    written = write_tree(tmp_path / "new" / "dir", {"a.sh": "echo\n", "plan.json": "{}"}, executable=["a.sh"])
     d = tmp_path / "new" / "dir"
     assert sorted(Path(w).name for w in written) == ["a.sh", "plan.json"]
     assert sorted(p.name for p in d.iterdir()) == ["a.sh", "plan.json"]  # no temporaries left

@@ -9,11 +9,9 @@ the shell expands them.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shlex
 from collections.abc import Iterable, Mapping
-from pathlib import Path
 
 from roofplan.errors import InputError
 
@@ -194,41 +192,6 @@ def prediction_header(config: Mapping, estimate: Mapping, *, tool: str = "roofpl
 
 def dumps_json(doc: Mapping) -> str:
     return json.dumps(doc, indent=2) + "\n"
-
-
-def write_files(out_dir: str | os.PathLike, files: Mapping[str, str], executable: Iterable[str] = ()) -> list[str]:
-    """Write ``files`` (name -> text) under ``out_dir``; scripts listed in ``executable`` get +x.
-
-    All or nothing: every file is first written to a hidden temporary next to its target and only
-    renamed into place once all of them were written, so a failure (permission, full disk) leaves
-    no partial plan behind; it is reported as an InputError naming the directory (exit 2).
-    """
-    d = Path(out_dir)
-    if d.exists() and not d.is_dir():
-        raise InputError("out", str(out_dir), "a directory (or a path that does not exist yet)")
-    created = not d.exists()
-    exe = set(executable)
-    staged: list[tuple[Path, Path]] = []
-    try:
-        d.mkdir(parents=True, exist_ok=True)
-        for name, text in files.items():
-            tmp = d / f".{name}.tmp"
-            staged.append((tmp, d / name))
-            tmp.write_text(text)
-            if name in exe:
-                tmp.chmod(0o755)
-        for tmp, final in staged:
-            os.replace(tmp, final)
-    except OSError as exc:
-        for tmp, _ in staged:
-            tmp.unlink(missing_ok=True)
-        if created:
-            try:
-                d.rmdir()
-            except OSError:
-                pass
-        raise InputError("out", str(out_dir), f"a writable directory ({exc.strerror or exc})") from None
-    return [str(final) for _, final in staged]
 
 
 def unexpressed_shape(model, framework: str) -> str | None:
