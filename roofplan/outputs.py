@@ -1,6 +1,6 @@
 """Safe writes of user-named outputs (``--out``): all or nothing, never through a planted link.
 
-* :func:`write_file` writes one file (a calibration overlay) through a temporary created with
+* :func:`write_file` writes one file (a calibration overlay, a sweep table or plot) through a temporary created with
   ``O_CREAT | O_EXCL | O_NOFOLLOW`` under a random name in the target's directory, then renamed
   over the target. A symlink planted at any name roofplan might use is never followed (the rename
   replaces a link at the target itself instead of writing where it points), and a write that
@@ -52,16 +52,17 @@ def _write_new(dir_fd_path: Path, name: str, text: str, mode: int) -> Path:
     return path
 
 
-def write_file(path: str | os.PathLike, text: str, *, executable: bool = False, field: str = "out") -> str:
-    """Write ``text`` to ``path`` atomically (see the module doc); returns the path written."""
+def write_file(path: str | os.PathLike, text: str | bytes, *, executable: bool = False, field: str = "out") -> str:
+    """Write ``text`` (or bytes: a Parquet table, a PNG) to ``path`` atomically (see the module
+    doc); returns the path written."""
     target = Path(path)
     tmp: str | None = None
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         # mkstemp opens with O_CREAT | O_EXCL | O_NOFOLLOW under a random name: nothing planted is used
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name[:100]}.", suffix=".tmp")
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            f.write(text if isinstance(text, bytes) else text.encode("utf-8"))
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, (0o777 if executable else 0o666) & ~_umask())

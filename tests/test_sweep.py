@@ -142,3 +142,66 @@ def test_a_changed_price_reruns_only_the_scenarios_it_affects():
     changed = [a["id"] != b["id"] for a, b in zip(base, cheaper)]
     uses_h100 = ["h100-sxm" in s["hardware"] for s in base]
     assert changed == uses_h100
+
+
+def _overlay(tmp_path, name="h100-fit.yaml", hardware="h100-sxm", sustained=0.6):
+    (tmp_path / name).write_text(
+        f"schema: roofplan.calibration/v1\nhardware: {hardware}\nefficiency: {{sustained_compute: {sustained}}}\n")
+    return name
+
+
+def test_calibration_overlay_applies_to_its_device_only(tmp_path):
+    """A spec's calibration overlay reaches the planner for the scenarios on the device it was
+    fitted for (the row equals plan_training with that overlay), leaves the other devices alone,
+    and is part of the scenario id (a changed fit reruns on resume)."""
+    name = _overlay(tmp_path)
+    doc = {"train": {"models": ["llama-3.1-8b"], "hardware": ["h100-sxm", "a100-sxm-80gb"], "gpus": [8],
+                     "workloads": [{"global_batch": 64, "seq_len": 4096}]}}
+    plain, _ = expand(doc)
+    fitted, _ = expand({**doc, "calibration": name}, base=tmp_path)
+    assert [s.get("calibration") for s in fitted] == [name, None]
+    assert fitted[0]["id"] != plain[0]["id"] and fitted[1]["id"] == plain[1]["id"]
+    row, row_plain = run_scenario(fitted[0]), run_scenario(plain[0])
+    overlay = {"hardware": "h100-sxm", "efficiency": {"sustained_compute": 0.6}}
+    plan = roofplan.plan_training("llama-3.1-8b", "h100-sxm", gpus=8, global_batch=64, seq_len=4096, top=1,
+                                  calibration=overlay)
+    assert row["tokens_per_s"] == plan.best["tokens_per_s"]
+    assert row["tokens_per_s"] < row_plain["tokens_per_s"]  # 0.6 of peak sustained against the catalog's 0.84
+    assert run_scenario(fitted[1])["tokens_per_s"] == run_scenario(plain[1])["tokens_per_s"]
+    refit, _ = expand({**doc, "calibration": _overlay(tmp_path, "refit.yaml", sustained=0.7)}, base=tmp_path)
+    assert refit[0]["id"] != fitted[0]["id"]
+
+
+@pytest.mark.parametrize("node, field", [("missing.yaml", "calibration"), ([None], "calibration[0]")])
+def test_bad_calibration_names_the_key(tmp_path, node, field):
+    with pytest.raises(InputError) as exc:
+        expand({**SPEC, "calibration": node}, base=tmp_path)
+    assert exc.value.field == field
+
+
+def test_two_overlays_for_one_mixed_pool_are_refused(tmp_path):
+    a = _overlay(tmp_path)
+    b = _overlay(tmp_path, "a100.yaml", hardware="a100-sxm-80gb")
+    with pytest.raises(InputError) as exc:
+        expand({**SPEC, "calibration": [a, b]}, base=tmp_path)
+    assert exc.value.field == "calibration" and "h100-fit.yaml, a100.yaml" in str(exc.value)
+
+
+def test_outputs_never_follow_planted_links(tmp_path):
+    """results.csv and summary.json are written through the safe writer (a link planted at the name
+    is replaced, its target untouched); a link planted at the journal is an input error."""
+    doc = {"scenarios": [SPEC["scenarios"][0]]}
+    out, victim = tmp_path / "out", tmp_path / "victim.txt"
+    out.mkdir()
+    victim.write_text("keep")
+    for name in ("results.csv", "summary.json"):
+        (out / name).symlink_to(victim)
+    run_sweep(doc, out, workers=1)
+    assert victim.read_text() == "keep"
+    assert not (out / "results.csv").is_symlink() and _rows(out / "results.csv")[0]["status"] == "infeasible"
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "rows.jsonl").symlink_to(victim)
+    with pytest.raises(InputError) as exc:
+        run_sweep(doc, other, workers=1)
+    assert exc.value.field == "out" and victim.read_text() == "keep"

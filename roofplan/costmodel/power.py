@@ -1,22 +1,32 @@
 """Device power and energy: an idle floor plus a part that grows with activity.
 
-    P(a) = P_idle + (P_max - P_idle) * a,        0 <= a <= 1
+    P(a) = P_low + (P_max - P_low) * a,        0 <= a <= 1
 
 the linear utilisation model of server power (Fan, Weber and Barroso, "Power provisioning for a
-warehouse-sized computer", ISCA 2007, §4.1), applied to one accelerator board. ``P_idle`` is the
+warehouse-sized computer", ISCA 2007, §4.1), applied to one accelerator board, whose floor
+``P_low`` while a job runs is its waiting power (below). ``P_idle`` is the
 catalog's ``power.idle``; ``P_max`` its ``power.max`` or else the TDP (an H100 under dense GEMMs
 runs at its 700 W board limit, the reason the catalog's ``sustained_compute`` is below 1).
 
 The activity ``a`` is the share of the time the device executes kernels, compute-bound or
 memory-bound (a memory-bound decode step keeps the HBM, the larger share of board power, busy):
 
-* training: (compute + optimizer) / step time; exposed communication, pipeline bubbles and
-  offload waits count as idle;
-* serving: (compute-bound + memory-bound) / iteration time; collectives and the engine's fixed
-  per-step overhead count as idle.
+* training: (compute + optimizer) / step time; the rest is exposed communication, pipeline
+  bubbles and offload waits;
+* serving: (compute-bound + memory-bound) / iteration time; the rest is collectives and the
+  engine's fixed per-step overhead.
 
-Counting communication as idle understates the power of communication-heavy layouts somewhat
-(NCCL kernels occupy a few SMs and the links); the validation suite's energy rows bound the error.
+The rest is not idle power. A device held by a running job that waits on a collective, a
+pipeline neighbour or the host stays at its clocks with its context, NCCL's spinning kernels and
+its HBM refreshing: the "execution-idle" state of "The Energy Cost of Execution-Idle in GPU
+Clusters" (arXiv 2604.04745), whose per-second telemetry of a large AI cluster puts it at 19.7 % of
+in-execution time and 10.7 % of the energy, across workloads and GPU generations. With busy power
+P_b, that is P_wait x 0.197 = 0.107 x (0.197 P_wait + 0.803 P_b), so P_wait = 0.488 P_b
+(:data:`WAIT_SHARE`). The waiting share of the time is priced at WAIT_SHARE x P_max (never below
+P_idle):
+
+    P(a) = P_max * a + max(P_idle, WAIT_SHARE * P_max) * (1 - a)
+
 Host, network and cooling power are not included (multiply by the site's PUE and host share).
 Pure functions over numpy arrays; nothing here reads files.
 """
@@ -29,6 +39,9 @@ from roofplan.errors import InputError
 from roofplan.hardware.spec import DeviceSpec
 
 J_PER_KWH = 3.6e6
+#: Power of a device that waits inside a running job, as a share of its busy power: 10.7 % of the
+#: energy over 19.7 % of the time (arXiv 2604.04745, abstract) -> 0.107 x 0.803 / (0.197 x 0.893).
+WAIT_SHARE = 0.107 * (1 - 0.197) / (0.197 * (1 - 0.107))
 
 
 def power_limits(hw: DeviceSpec) -> tuple[float, float] | None:
@@ -49,9 +62,11 @@ def require_power(hw: DeviceSpec, field: str = "objective", value: str = "energy
 
 
 def device_power_w(idle_w: float, max_w: float, activity) -> np.ndarray:
-    """Mean board power (W) at ``activity`` (clipped to [0, 1])."""
+    """Mean board power (W) of a device in a running job at ``activity`` (clipped to [0, 1]): busy
+    time at ``max_w``, the rest at the waiting power ``max(idle_w, WAIT_SHARE * max_w)``."""
     a = np.clip(np.asarray(activity, dtype=float), 0.0, 1.0)
-    return idle_w + (max_w - idle_w) * a
+    low = max(idle_w, WAIT_SHARE * max_w)
+    return low + (max_w - low) * a
 
 
 def busy_fraction(busy_s, total_s) -> np.ndarray:

@@ -23,7 +23,8 @@ parametrised by the mean decode batch ``d`` (:func:`state_at`, closed form):
   standard exponential tail of M/G/1 waits, exact for M/M/1 and in heavy traffic);
 * TTFT = wait + the rest of the iteration in progress (length-biased: E[t²] / (2 t̄)) +
   ceil(L / b_req) mixed iterations (b_req = (b - d) / (pp · dp): a request lives in one pipeline
-  microbatch and on one attention-DP rank);
+  microbatch and on one attention-DP rank) + the engine's per-request API-server time
+  (``EngineProfile.request_overhead_s``: HTTP, chat template, tokenisation, hand-off, first chunk);
 * TPOT of a request = the mean of its O - 1 iteration times: t_dec + (t_mix - t_dec) · K / (O - 1)
   with K ~ Binomial(O - 1, f) mixed iterations among them.
 
@@ -201,6 +202,7 @@ class SteadyState:
     sustainable: np.ndarray
     k_t: np.ndarray | None = None  # iteration seconds on the decode-batch grid (chain, see below)
     k_w: np.ndarray | None = None  # share of output tokens emitted at each grid point
+    api_s: float = 0.0  # the engine's per-request API-server time, in every TTFT (request_overhead_s)
 
 
 def prompt_excess(inst: Instance, mo: Moments, d, t_dec) -> np.ndarray:
@@ -265,7 +267,10 @@ def _prefill_queue(inst: Instance, mo: Moments, st: SteadyState, poisson: bool) 
     # a Poisson arrival lands in an iteration with probability proportional to its length and waits
     # for the rest of it: E[t^2] / (2 E[t]) (renewal theory; Kleinrock I, §5.2)
     res = (st.f * st.t_mix**2 + (1.0 - st.f) * st.t_dec**2) / (2.0 * st.t_mean) if poisson else 0.0
-    st.ttft = st.wait + res + mo.steps(d) * st.t_mix
+    # the request also spends the engine's API-server time (HTTP, chat template, tokenisation,
+    # hand-off, first streamed chunk) outside the GPU iterations; its client holds it meanwhile
+    st.api_s = float(inst.engine.request_overhead_s)
+    st.ttft = st.wait + res + mo.steps(d) * st.t_mix + st.api_s
     st.rho, st.sustainable = rho, sustainable
     return st
 
@@ -497,7 +502,7 @@ def request_samples(st: SteadyState, mo: Moments, isl, osl, *, poisson: bool, se
     else:
         w = np.full(n, wait)
         res = np.zeros(n)
-    ttft = w + res + np.ceil(L / float(mo.b_req(st.d[0]))) * t_mix
+    ttft = w + res + np.ceil(L / float(mo.b_req(st.d[0]))) * t_mix + st.api_s
     steps = np.maximum(Lo - 1.0, 0.0)
     k = rng.binomial(steps.astype(np.int64), min(max(f, 0.0), 1.0))
     t_seen = (t_mix - t_dec) * (k / np.maximum(steps, 1.0) - f)  # mixed iterations among its own
@@ -571,8 +576,26 @@ def closed_loop(inst: Instance, isl, osl, concurrency: int, instances: int = 1, 
     mr = float(mr_arr[0])
     life = float(st.ttft[0]) + (mo.osl - 1.0) * float(st.t_mean[0])
     extra = max(C / lam - life, 0.0) if lam > 0 else math.inf
+    extra += closed_loop_residual(st, C, life)
     return _result(inst, mo, st, isl, osl, mode="concurrency", instances=instances, conc=float(concurrency),
                    extra_wait=extra, poisson=False, seed=seed, max_rate_rps=mr)
+
+
+def closed_loop_residual(st: SteadyState, clients: float, life: float) -> float:
+    """Mean wait of a closed-loop request for the engine iteration in progress when it arrives.
+
+    Without an API server the next request enters at the iteration boundary where the previous
+    one ended (no wait). With one (``st.api_s`` > 0) it reaches the engine core tens of ms after
+    that boundary, at a phase the varying API-server time randomises: if any of the other
+    ``clients`` - 1 requests is inside the engine then (each is, independently, for the share
+    1 - api/life of its life) it waits for the rest of the iteration, E[t^2] / (2 E[t])
+    (length-biased residual, Kleinrock I §5.2); alone (one client) the engine is idle."""
+    if st.api_s <= 0 or clients <= 1 or life <= 0:
+        return 0.0
+    inside = min(max(1.0 - st.api_s / life, 0.0), 1.0)
+    p_busy = 1.0 - (1.0 - inside) ** (clients - 1.0)
+    f, t_mix, t_dec, t_mean = float(st.f[0]), float(st.t_mix[0]), float(st.t_dec[0]), float(st.t_mean[0])
+    return p_busy * (f * t_mix**2 + (1.0 - f) * t_dec**2) / (2.0 * max(t_mean, 1e-30))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -670,7 +693,7 @@ def quantiles(st: SteadyState, mo: Moments, p: float, *, poisson: bool = True) -
         wr = _wait_plus_residual_quantile(st, q)
     else:
         wr = np.asarray(st.wait, dtype=float)
-    ttft = np.where(st.sustainable, wr + own, np.inf)
+    ttft = np.where(st.sustainable, wr + own + st.api_s, np.inf)
     n = max(mo.osl - 1.0, 1.0)
     var = (st.t_mix - st.t_dec) ** 2 * st.f * (1.0 - st.f) / n  # mixed iterations among its O - 1
     if st.k_t is not None:  # plus the spread of the iteration time over the decode-batch law

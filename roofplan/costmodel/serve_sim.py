@@ -141,12 +141,14 @@ def run_instance(
     kv_blocks: int,
     block: int = BLOCK_TOKENS,
     closed: int | None = None,
+    api_s: float = 0.0,
 ) -> tuple[list[float], list[float], list[float], dict]:
     """Simulate one instance. Request i arrives at ``arrival[i]`` (sorted), must compute
     ``prompt[i]`` prompt tokens (0: its KV arrives ready, disaggregated decode), holds ``kv_prompt[i]``
     tokens of KV once admitted and produces ``gen_target[i]`` tokens (the first at the end of its
     prefill). ``closed=C``: a closed loop of C clients instead -- the first C requests arrive at 0
-    and each completion sends the next one (``arrival`` is overwritten in place). Returns
+    and each completion sends the next one, which reaches the engine ``api_s`` (the API server's
+    per-request time) later (``arrival`` is overwritten in place). Returns
     (first-token times, finish times, first-decode times, counters)."""
     n = len(arrival)
     if closed is not None:  # the first C start spread over one request lifetime (desynchronised clients)
@@ -264,7 +266,7 @@ def run_instance(
             gen[i] = gen_target[i]
             finished += 1
             if closed is not None and closed + finished - 1 < n:
-                arrival[closed + finished - 1] = t
+                arrival[closed + finished - 1] = t + api_s
         still = []
         for i in prefilling:
             if done_pre[i] < todo[i]:
@@ -279,7 +281,7 @@ def run_instance(
                 finish[i] = t
                 finished += 1
                 if closed is not None and closed + finished - 1 < n:
-                    arrival[closed + finished - 1] = t
+                    arrival[closed + finished - 1] = t + api_s
             else:
                 enter_decode(i)
         prefilling = still
@@ -332,10 +334,13 @@ def simulate_colocated(
     concurrency: int | None = None,
 ) -> SimResult:
     """``instances`` colocated replicas of ``inst`` behind a router, fed ``arrival_s`` or a closed
-    loop of ``concurrency`` clients (split evenly over the replicas)."""
+    loop of ``concurrency`` clients (split evenly over the replicas). A request reaches the engine
+    the engine's ``request_overhead_s`` after its client sends it (the API server's time); TTFT and
+    latency count from the send."""
     isl = np.asarray(isl, dtype=np.int64)
     osl = np.asarray(osl, dtype=np.int64)
     arr = np.zeros(len(isl)) if arrival_s is None else np.array(arrival_s, dtype=float)
+    api = float(inst.engine.request_overhead_s)
     budget, max_seqs, blocks, max_ctx = _instance_limits(inst, isl, osl)
     table = _table(inst, isl, osl, budget, max_seqs, blocks, max_ctx)
     where = _route(len(arr), instances, router, np.random.default_rng(seed + 1))
@@ -348,14 +353,15 @@ def simulate_colocated(
         idx = np.nonzero(where == k)[0]
         if len(idx) == 0:
             continue
-        a = arr[idx].tolist()
+        a = (arr[idx] + api).tolist()  # engine arrivals
         clients = None if concurrency is None else max(concurrency // instances + (k < concurrency % instances), 1)
         f, e, _, st = run_instance(
             table, a, isl[idx].tolist(), isl[idx].tolist(), osl[idx].tolist(),
             budget=budget, share=inst.pp * inst.dp, max_seqs=max_seqs, kv_blocks=blocks, closed=clients,
+            api_s=api,
         )
-        arr[idx] = a
-        wait[idx] = np.asarray(st["begun"]) - arr[idx]
+        arr[idx] = np.asarray(a) - api  # the clients' send times
+        wait[idx] = np.asarray(st["begun"]) - np.asarray(a)
         ttft[idx] = np.asarray(f) - arr[idx]
         fin[idx] = e
         its += st["iterations"]
@@ -402,16 +408,17 @@ def simulate_disagg(
     wait = np.full(n, np.nan)
     its = pre = 0
     busy = end = 0.0
+    api = float(prefill.engine.request_overhead_s)  # the prefill side's API server takes the request
     for k in range(prefill_instances * depth):
         idx = np.nonzero(wp == k)[0]
         if len(idx) == 0:
             continue
         f, _, _, st = run_instance(
-            tab_p, arr[idx].tolist(), isl[idx].tolist(), isl[idx].tolist(), [ones[0]] * len(idx),
+            tab_p, (arr[idx] + api).tolist(), isl[idx].tolist(), isl[idx].tolist(), [ones[0]] * len(idx),
             budget=bp, share=prefill.pp * prefill.dp, max_seqs=sp, kv_blocks=kp,
         )
         ready[idx] = np.asarray(f) + np.asarray(transfer_s(isl[idx]), dtype=float)
-        wait[idx] = np.asarray(st["begun"]) - arr[idx]
+        wait[idx] = np.asarray(st["begun"]) - (arr[idx] + api)
         its += st["iterations"]
         pre += st["preemptions"]
         busy += st["busy"]

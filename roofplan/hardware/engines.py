@@ -51,6 +51,10 @@ class EngineProfile:
       so the built-in engines set 0).
     * ``step_overhead_s``: per-iteration host work that does not overlap the GPU (scheduling,
       sampling, detokenisation, input preparation).
+    * ``request_overhead_s``: per-request time on the TTFT path outside the GPU iterations, in the
+      engine's API server: the HTTP request, chat template and tokenisation, the hand-off to the
+      engine core and admission, and the first detokenised chunk streamed back. Paid once per
+      request by a client of the OpenAI-compatible server (TTFT and latency), not by the GPU.
     * ``custom_allreduce``: the engine runs its own one-/two-shot all-reduce inside a node for
       messages up to ``custom_allreduce_max_bytes`` (priced by ``ops.custom_allreduce_time`` with the
       device's ``custom_ar_*`` parameters); False: NCCL (collectives.py).
@@ -79,6 +83,7 @@ class EngineProfile:
     host_op_s: float | None = None
     kernel_gap_s: float = 2e-6
     step_overhead_s: float = 1e-3
+    request_overhead_s: float = 0.0
     custom_allreduce: bool = False
     custom_allreduce_max_bytes: float = 8 * 2**20
     flash_attention: bool = True
@@ -109,6 +114,7 @@ _BOOL = {"cuda_graphs", "flash_attention", "gqa_kv_shared", "reserve_of_free", "
 #: kernel or per step is no engine; sizes up to 2^40 bytes (the largest device memory allowed).
 ENGINE_BOUNDS: dict[str, float] = {
     "kernels_per_layer": 1e4, "host_op_s": 10.0, "kernel_gap_s": 10.0, "step_overhead_s": 10.0,
+    "request_overhead_s": 10.0,
     "custom_allreduce_max_bytes": 2.0**40, "memory_reserve_fraction": 1.0,
     "max_num_batched_tokens": 2**31 - 1, "runtime_reserve_bytes": 2.0**40, "max_num_seqs": 2**20,
     "decode_attn_hbm": 1.0,

@@ -98,13 +98,14 @@ _BOUND_OF = {
 class _Config:
     """A parsed config.json with field access that reports the file and field on error."""
 
-    def __init__(self, doc: dict, path: Path):
+    def __init__(self, doc: dict, path: Path, section: str = ""):
         self.doc = doc
         self.path = path
+        self.section = section  # "vision_config." for a nested block, so messages name it
         self.model_type = str(doc.get("model_type"))[:40]
 
     def _field(self, key: str) -> str:
-        return f"{self.path}: {key}"
+        return f"{self.path}: {self.section}{key}"
 
     def get(self, *keys: str, default: Any = _MISSING) -> Any:
         """The first of ``keys`` present (and not null); ``default`` if none, else InputError."""
@@ -331,6 +332,24 @@ def _llama4(cfg: _Config) -> dict:
     return spec
 
 
+def _llama4_vision_params(cfg: _Config, text_hidden: int) -> int:
+    """Weights of Llama 4's vision tower as transformers builds it (``Llama4VisionModel`` and
+    ``Llama4MultiModalProjector`` in models/llama4/modeling_llama4.py): an unfold patch projection
+    (no bias), a class token, learned positions over (image/patch)^2 + 1 patches, pre/post
+    LayerNorms, ``num_hidden_layers`` encoder layers (Q/K/V/O and a two-matrix GELU MLP, all with
+    biases, two LayerNorms), the pixel-shuffle adapter MLP (two matrices, no bias) and the
+    projector into the text model's hidden size (no bias). Scout/Maverick: 871,932,416."""
+    h, ffn = cfg.int("hidden_size"), cfg.int("intermediate_size")
+    patch, image = cfg.int("patch_size"), cfg.int("image_size")
+    patches = (image // patch) ** 2 + 1
+    stem = cfg.int("num_channels", default=3) * patch * patch * h + h + patches * h + 4 * h
+    layer = 4 * (h * h + h) + (h * ffn + ffn) + (ffn * h + h) + 4 * h
+    shuffled = round(h / cfg.number("pixel_shuffle_ratio", 0.5) ** 2)
+    adapter = shuffled * cfg.int("projector_input_dim") + cfg.int("projector_output_dim") ** 2
+    projector = cfg.int("vision_output_dim") * text_hidden
+    return stem + cfg.int("num_hidden_layers") * layer + adapter + projector
+
+
 def _gated_deltanet(cfg: _Config, hidden: int, count: int) -> LinearMixerSpec:
     """Gated DeltaNet mixer (transformers ``Qwen3NextGatedDeltaNet``): in_proj_qkvz, in_proj_ba,
     a depthwise causal conv over q/k/v, dt_bias and A_log per value head, a gated RMSNorm over the
@@ -502,6 +521,9 @@ _READERS: dict[str, Callable[[_Config], dict]] = {
     "gpt_neox": _gpt_neox,
 }
 
+#: Vision towers counted into ``vision_params``, by the wrapper's ``model_type``.
+_VISION_READERS = {"llama4": _llama4_vision_params}
+
 #: The ``model_type`` values this reader understands.
 SUPPORTED_MODEL_TYPES: tuple[str, ...] = tuple(_READERS)
 
@@ -513,6 +535,7 @@ def spec_from_hf_dict(doc: dict, path: Path | str = "config.json") -> ModelSpec:
         raise InputError(str(path), type(doc).__name__, "a JSON object (a Hugging Face config.json)")
     model_type = doc.get("model_type")
     known = isinstance(model_type, str) and model_type in _READERS
+    outer = doc
     if not known and isinstance(doc.get("text_config"), dict):
         # Multimodal wrappers keep the language model's config under text_config.
         inner = doc["text_config"]
@@ -520,7 +543,12 @@ def spec_from_hf_dict(doc: dict, path: Path | str = "config.json") -> ModelSpec:
             doc, model_type, known = inner, inner["model_type"], True
     if not known:
         raise InputError(f"{path}: model_type", model_type, "one of " + ", ".join(SUPPORTED_MODEL_TYPES))
-    return ModelSpec(**_READERS[model_type](_Config(doc, path)))
+    spec = _READERS[model_type](_Config(doc, path))
+    vision = outer.get("vision_config") if outer is not doc else None
+    if isinstance(vision, dict) and outer.get("model_type") in _VISION_READERS:
+        spec["vision_params"] = _VISION_READERS[outer["model_type"]](_Config(vision, path, "vision_config."),
+                                                                   spec["hidden"])
+    return ModelSpec(**spec)
 
 
 def read_hf_config(path: Path | str) -> ModelSpec:

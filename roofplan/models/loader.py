@@ -46,6 +46,9 @@ Model YAML schema (``roofplan.model/v1``; the presets are examples)::
     attn_output_gate: false        # gated query projection (Qwen3.5)
     window: {layers: 18, window: 128, kind: sliding}          # optional: sliding | chunked layers
     linear: {layers: 45, params: .., state_elems: .., kind: gated_deltanet}   # or mamba2
+    mtp_layers: 0                  # multi-token-prediction modules trained with the model
+    vision_params: 0               # vision tower + projector weights in the checkpoint (in the
+                                   # total only; a text token never runs them)
 """
 
 from __future__ import annotations
@@ -84,6 +87,7 @@ _INT_FIELDS = (
     "learned_positions",
     "attn_layers",
     "mtp_layers",
+    "vision_params",
 )
 _BOOL_FIELDS = ("gated_mlp", "tied_embeddings", "linear_bias", "qkv_bias", "qk_norm", "embedding_layernorm",
                 "attn_output_gate")
@@ -143,7 +147,7 @@ def model_from_dict(doc: dict, *, where: str, default_name: str) -> ModelSpec:
     kwargs: dict = {"name": str(doc.get("name") or default_name), "source": str(doc.get("source") or "")}
     for key in _INT_FIELDS:
         if doc.get(key) is not None:
-            minimum = 0 if key in ("learned_positions", "attn_layers", "mtp_layers") else 1
+            minimum = 0 if key in ("learned_positions", "attn_layers", "mtp_layers", "vision_params") else 1
             kwargs[key] = check_count(f"{where}: {key}", doc[key], key, minimum)
     if doc.get("rope_theta") is not None:
         theta = doc["rope_theta"]

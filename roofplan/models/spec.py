@@ -34,6 +34,7 @@ MODEL_BOUNDS: dict[str, int] = {
     "kv_lora_rank": 2**16, "qk_nope_head_dim": 2**16, "qk_rope_head_dim": 2**16, "v_head_dim": 2**16,
     "q_lora_rank": 2**16, "attn_layers": 10_000, "window": 2**27, "params": 2**36, "state_elems": 2**32,
     "index_heads": 2**16, "index_head_dim": 2**16, "topk": 2**27, "mtp_layers": 10_000,
+    "vision_params": 2**36,
 }
 #: Ceiling of an integer field not declared above (a field added later still gets an int32 bound).
 DEFAULT_CEILING = 2**31 - 1
@@ -201,6 +202,10 @@ class ModelSpec:
     dsa: SparseAttnSpec | None = None
     rope_theta: float = 10000.0  # RoPE base (HF rope_theta); launchers must pass it, defaults differ
     mtp_layers: int = 0  # multi-token-prediction modules trained with the model (DeepSeek-V3: 1)
+    #: Weights of a vision encoder + projector shipped in the same checkpoint (Llama 4: 0.87B).
+    #: Counted in ``params_total`` (the published totals include them) but in no text-token
+    #: FLOP, activation or active count: a text-only request never runs them.
+    vision_params: int = 0
     source: str = ""
 
     def __post_init__(self) -> None:
@@ -214,6 +219,7 @@ class ModelSpec:
         check_count(f"{self.name or 'model'}.learned_positions", self.learned_positions, "learned_positions",
                     minimum=0)
         check_count(f"{self.name or 'model'}.attn_layers", self.attn_layers, "attn_layers", minimum=0)
+        check_count(f"{self.name or 'model'}.vision_params", self.vision_params, "vision_params", minimum=0)
         if self.attn_layers == 0 and self.full_attention_layers < 0:
             raise InputError(f"{self.name or 'model'}.window.layers", self.window.layers if self.window else 0,
                              f"windowed + linear layers at most layers ({self.layers})")
@@ -373,7 +379,8 @@ class ModelSpec:
 
     @property
     def params_total(self) -> int:
-        return self._params(active=False)
+        """Every weight of the checkpoint: the language model plus any vision tower."""
+        return self._params(active=False) + self.vision_params
 
     @property
     def params_active(self) -> int:

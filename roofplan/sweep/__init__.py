@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from roofplan.outputs import write_file
 from roofplan.sweep import output, run, spec
 
 
@@ -26,7 +27,8 @@ def run_sweep(spec_path, out_dir, *, ray: str | bool | None = None, workers: int
     """
     t0 = time.perf_counter()
     doc = spec_path if isinstance(spec_path, dict) else spec.load_spec(spec_path)
-    scenarios, prices = spec.expand(doc)
+    base = None if isinstance(spec_path, dict) else Path(spec_path).expanduser().parent
+    scenarios, prices = spec.expand(doc, base=base)
     if plot_dir is not None:
         from roofplan.solver.pareto import require_matplotlib
 
@@ -75,5 +77,5 @@ def run_sweep(spec_path, out_dir, *, ray: str | bool | None = None, workers: int
     doc_out["timing"] = {"elapsed_s": time.perf_counter() - t0, "run_s": run_s, "executor": executor,
                          "workers": workers, "scenarios_run": len(todo),
                          "scenarios_per_s": len(todo) / run_s if run_s > 0 and todo else None}
-    (out / "summary.json").write_text(json.dumps(doc_out, indent=2) + "\n", encoding="utf-8")
+    write_file(out / "summary.json", json.dumps(doc_out, indent=2) + "\n")
     return doc_out

@@ -11,9 +11,13 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
+import os
 from pathlib import Path
 
+from roofplan.errors import InputError
+from roofplan.outputs import write_file
 from roofplan.sweep.run import COLUMNS
 
 SUMMARY_SCHEMA = "roofplan.sweep.summary/v1"
@@ -37,11 +41,17 @@ def read_journal(out: Path) -> dict[str, dict]:
 
 
 class Journal:
-    """Appends rows to ``rows.jsonl`` as they finish."""
+    """Appends rows to ``rows.jsonl`` as they finish. The file is opened without following a link
+    (``O_NOFOLLOW``): a symlink planted at that name is an input error, never a write elsewhere."""
 
     def __init__(self, out: Path):
-        out.mkdir(parents=True, exist_ok=True)
-        self.fh = open(out / JOURNAL, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            fd = os.open(out / JOURNAL, flags, 0o666)
+        except OSError as exc:
+            raise InputError("out", str(out), f"a writable directory ({exc.strerror or exc})") from None
+        self.fh = os.fdopen(fd, "a", encoding="utf-8")
 
     def write(self, row: dict) -> None:
         self.fh.write(json.dumps(row, separators=(",", ":")) + "\n")
@@ -62,11 +72,13 @@ def ordered_rows(scenarios: list[dict], done: dict[str, dict]) -> list[dict]:
 
 
 def write_csv(path: Path, rows: list[dict]) -> None:
-    with open(path, "w", newline="", encoding="utf-8") as fh:
-        w = csv.writer(fh, lineterminator="\n")
-        w.writerow(COLUMNS)
-        for r in rows:
-            w.writerow(["" if r.get(k) is None else r[k] for k in COLUMNS])
+    """``rows`` as CSV, written whole through the safe writer (:func:`roofplan.outputs.write_file`)."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(COLUMNS)
+    for r in rows:
+        w.writerow(["" if r.get(k) is None else r[k] for k in COLUMNS])
+    write_file(path, buf.getvalue())
 
 
 def write_parquet(path: Path, rows: list[dict]) -> bool:
@@ -77,7 +89,9 @@ def write_parquet(path: Path, rows: list[dict]) -> bool:
     except ImportError:
         return False
     table = pa.Table.from_pydict({k: [r.get(k) for r in rows] for k in COLUMNS})
-    pq.write_table(table, path)
+    buf = io.BytesIO()
+    pq.write_table(table, buf)
+    write_file(path, buf.getvalue())
     return True
 
 

@@ -9,12 +9,14 @@
 
 from __future__ import annotations
 
+import io
 import json
 import re
 from pathlib import Path
 
 import numpy as np
 
+from roofplan.outputs import write_file
 from roofplan.solver.pareto import pareto_front, require_matplotlib
 from roofplan.sweep.output import workload_key
 
@@ -65,7 +67,6 @@ def plot_fronts(rows: list[dict], out_dir: str | Path) -> list[str]:
     """One PNG per workload in ``out_dir``; returns the paths written."""
     plt = require_matplotlib()
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for key, series in fronts(rows).items():
         train = key.startswith("train:")
@@ -82,7 +83,9 @@ def plot_fronts(rows: list[dict], out_dir: str | Path) -> list[str]:
         ax.legend(fontsize=8)
         fig.tight_layout()
         path = out_dir / (re.sub(r"[^A-Za-z0-9._-]+", "_", key).strip("_") + ".png")
-        fig.savefig(path, dpi=110)
+        buf = io.BytesIO()
+        fig.savefig(buf, dpi=110, format="png")
         plt.close(fig)
+        write_file(path, buf.getvalue(), field="plot")  # atomic, never through a planted link
         written.append(str(path))
     return written

@@ -60,7 +60,7 @@ def _train(s: dict, prices: dict) -> dict:
     hw = apply_prices(s["hardware"], prices, strict=False)
     plan = roofplan.plan_training(s["model"], hw, gpus=s["gpus"], global_batch=s["global_batch"],
                                   seq_len=s["seq_len"], dtype=s.get("dtype") or "bf16", objective=s["objective"],
-                                  tokens=s.get("tokens"), top=1)
+                                  tokens=s.get("tokens"), top=1, calibration=s.get("overlay"))
     b = plan.best
     layout = f"tp{b['tp']} pp{b['pp']} dp{b['dp']} cp{b['cp']} ep{b['ep']} vpp{b['vpp']} mb{b['micro_batch']}"
     layout += f" {b['recompute']} zero{b['zero']}" + (" sp" if b["sequence_parallel"] else "")
@@ -85,7 +85,7 @@ def _serve(s: dict, prices: dict) -> dict:
         s["model"], hw, gpus=s["gpus"], isl=s["isl"], osl=s["osl"], ttft_ms=s.get("ttft_ms"),
         tpot_ms=s.get("tpot_ms"), rate=s.get("rate"), mode=s.get("mode") or "auto",
         engine=s.get("engine") or "generic", dtype=s.get("dtype") or "bf16", kv_dtype=s.get("kv_dtype"),
-        objective=s["objective"], emit_launch=False)
+        objective=s["objective"], emit_launch=False, calibration=s.get("overlay"))
     b = plan.best
     out_tps = b["output_tokens_per_s"]
     price = b.get("price_per_hour")

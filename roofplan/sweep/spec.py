@@ -3,6 +3,9 @@
 Schema (``schema: roofplan.sweep/v1``, every section optional but at least one scenario)::
 
     prices: {h100-sxm: 2.49}                 # USD per device-hour in place of the catalogs'
+    calibration: [h100-fit.yaml]             # overlays written by `roofplan calibrate` (a path or a
+                                             # list; relative to the spec's folder): each applies to
+                                             # the scenarios using the device it was fitted for
     train:                                   # a grid: models x hardware x gpus x workloads x objectives
       models: [llama-3.1-8b, llama-3.1-70b]
       hardware: [h100-sxm, mi300x]
@@ -18,6 +21,10 @@ Schema (``schema: roofplan.sweep/v1``, every section optional but at least one s
       objectives: [gpus, cost, energy]
     scenarios:                               # explicit scenarios, after the grids
       - {kind: train, model: llama-3.1-8b, hardware: h100-sxm, gpus: 8, global_batch: 256, seq_len: 4096}
+
+At most one overlay may apply to a scenario (a mixed pool of two calibrated devices is refused: the
+planner takes one overlay, applied to the pool of its device). The overlay's content is part of the
+scenario ``id``, so a resumed sweep reruns what a changed fit affects.
 
 Order is the spec's: grids expand in the order above (last key fastest), then the list. Each
 scenario gets a stable ``id`` (a hash of its content) that resuming matches on. A bad spec is an
@@ -37,7 +44,7 @@ SCHEMA = "roofplan.sweep/v1"
 KINDS = ("train", "serve")
 TRAIN_OBJECTIVES = ("throughput", "cost", "energy")
 SERVE_OBJECTIVES = ("gpus", "cost", "energy")
-_TOP = ("schema", "prices", "train", "serve", "scenarios", "notes")
+_TOP = ("schema", "prices", "calibration", "train", "serve", "scenarios", "notes")
 _GRID = {"train": ("models", "hardware", "gpus", "workloads", "objectives"),
          "serve": ("models", "hardware", "gpus", "workloads", "slas", "objectives")}
 _WORKLOAD = {"train": {"global_batch": "int", "seq_len": "int", "tokens": "tokens", "dtype": "str"},
@@ -47,7 +54,7 @@ _REQUIRED = {"train": ("global_batch", "seq_len"), "serve": ("isl", "osl")}
 _SLA = {"ttft_ms": "num", "tpot_ms": "num"}
 #: The keys of a scenario in column order (after ``index`` and ``id``).
 SCENARIO_KEYS = ("kind", "model", "hardware", "gpus", "objective", "global_batch", "seq_len", "tokens", "dtype",
-                 "isl", "osl", "rate", "ttft_ms", "tpot_ms", "kv_dtype", "engine", "mode")
+                 "isl", "osl", "rate", "ttft_ms", "tpot_ms", "kv_dtype", "engine", "mode", "calibration")
 
 
 def load_spec(path: str | os.PathLike) -> dict:
@@ -63,8 +70,9 @@ def load_spec(path: str | os.PathLike) -> dict:
     return doc
 
 
-def expand(doc: dict) -> tuple[list[dict], dict[str, float]]:
-    """(scenarios in spec order, each with ``index`` and ``id``; the price overrides)."""
+def expand(doc: dict, base: str | os.PathLike | None = None) -> tuple[list[dict], dict[str, float]]:
+    """(scenarios in spec order, each with ``index`` and ``id``; the price overrides). ``base`` is
+    the folder relative calibration paths are read from (the spec file's; default: the cwd)."""
     from roofplan.hardware.pricing import parse_prices
 
     for k in doc:
@@ -85,10 +93,44 @@ def expand(doc: dict) -> tuple[list[dict], dict[str, float]]:
     if not out:
         raise InputError("spec", "no scenarios", "a train or serve grid, or a scenarios list")
     _check_names(out)
+    overlays = _overlays(doc.get("calibration"), base)
     for i, s in enumerate(out):
+        _attach_overlay(s, overlays)
         s["index"] = i
         s["id"] = scenario_id(s, prices)
     return out, prices
+
+
+def _overlays(node, base) -> list[tuple[str, dict]]:
+    """(file name, normalised overlay) of each ``calibration`` entry, read and checked up front."""
+    from pathlib import Path
+
+    from roofplan.hardware.overlay import load_overlay
+
+    if node is None:
+        return []
+    out = []
+    for i, item in enumerate(_list(node, "calibration")):
+        where = f"calibration[{i}]" if isinstance(node, list) else "calibration"
+        path = _text(item, where)
+        if base is not None and not path.startswith(("/", "~")):
+            path = str(Path(base) / path)
+        try:
+            out.append((Path(path).name, load_overlay(path)))
+        except InputError as exc:
+            raise InputError(where, item, exc.allowed) from None
+    return out
+
+
+def _attach_overlay(s: dict, overlays: list[tuple[str, dict]]) -> None:
+    """Give ``s`` the overlay fitted for one of its devices (or for any device), if there is one."""
+    devs = devices(s["hardware"])
+    mine = [(name, o) for name, o in overlays if o.get("hardware") is None or o.get("hardware") in devs]
+    if len(mine) > 1:
+        raise InputError("calibration", ", ".join(n for n, _ in mine),
+                         f"at most one overlay for the devices of a scenario ({s['hardware']})")
+    if mine:
+        s["calibration"], s["overlay"] = mine[0]
 
 
 def devices(hardware: str) -> list[str]:
@@ -103,10 +145,12 @@ def devices(hardware: str) -> list[str]:
 def scenario_id(s: dict, prices: dict | None = None) -> str:
     """A stable id of a scenario's content and the user prices of its devices (index excluded), so a
     resumed sweep reruns what a changed price affects."""
-    body = {k: s.get(k) for k in SCENARIO_KEYS}
+    body = {k: s.get(k) for k in SCENARIO_KEYS if k != "calibration"}
     mine = {d: prices[d] for d in devices(s["hardware"]) if prices and d in prices}
     if mine:
         body["prices"] = mine
+    if s.get("overlay"):
+        body["overlay"] = s["overlay"]
     return hashlib.sha1(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
