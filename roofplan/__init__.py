@@ -1,6 +1,6 @@
 """roofplan: analytical cost model and auto-configurator for LLM training and serving.
 
-The public Python API (SPEC §5)::
+The public Python API (docs/SPEC.md §5)::
 
     import roofplan
     m = roofplan.load_model("llama-3.1-70b")          # or a path to config.json / model YAML

@@ -1,4 +1,4 @@
-"""Errors with the exit codes of SPEC §4.
+"""Errors with the exit codes of docs/SPEC.md §4.
 
 Every error a user can cause is an :class:`InputError` (exit 2) that names the field, the value and
 what is allowed, so the CLI can print one line and no traceback. A request that is well formed but

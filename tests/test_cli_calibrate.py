@@ -1,4 +1,4 @@
-"""`roofplan calibrate` through the typer app (SPEC §3.5, §4) and `--calibration` end to end."""
+"""`roofplan calibrate` through the typer app (docs/SPEC.md §3.5, §4) and `--calibration` end to end."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""`roofplan catalog list | show | validate` through the typer app (SPEC §3.5, §4)."""
+"""`roofplan catalog list | show | validate` through the typer app (docs/SPEC.md §3.5, §4)."""
 
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ def test_list_json_contains_every_id():
     assert doc["schema"] == "roofplan.catalog.list/v1"
     rows = {r["id"]: r for r in doc["hardware"]}
     assert set(SPEC_IDS) <= set(rows)
-    # hardware.md §4: 989.4 TFLOPS BF16, 3.35 TB/s, 450 GB/s NVLink, 400 Gb/s NIC.
+    # docs/reference/hardware.md §4: 989.4 TFLOPS BF16, 3.35 TB/s, 450 GB/s NVLink, 400 Gb/s NIC.
     h = rows["h100-sxm"]
     assert h["bf16_tflops"] == 989.4 and h["hbm_tbps"] == 3.35
     assert h["intra_gb_per_s"] == 450 and h["nic_gbit_per_s"] == 400 and h["devices_per_node"] == 8

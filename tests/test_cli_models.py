@@ -1,4 +1,4 @@
-"""`roofplan models list | show` through the typer app (SPEC §3.5, §4)."""
+"""`roofplan models list | show` through the typer app (docs/SPEC.md §3.5, §4)."""
 
 from __future__ import annotations
 

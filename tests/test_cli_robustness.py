@@ -1,4 +1,4 @@
-"""Hostile input to every command (SPEC §4): bad input exits 2 with ONE line on stderr naming the
+"""Hostile input to every command (docs/SPEC.md §4): bad input exits 2 with ONE line on stderr naming the
 field, the value and what is allowed; infeasible exits 3 naming the smallest change; nothing ever
 exits 1; ``--json`` puts exactly one JSON document on stdout; nothing is written to ``--out``
 unless the whole plan succeeded.

@@ -1,7 +1,7 @@
 """Hostile input and hostile filesystems (issue: no internal error, no write outside --out, no
 hang, no non-number as a result).
 
-Each case is one cause found by fuzzing every command and input format; each asserts the SPEC §4
+Each case is one cause found by fuzzing every command and input format; each asserts the docs/SPEC.md §4
 outcome: exit 2 (bad input) with one stderr line naming the field, never exit 1 / a traceback.
 """
 

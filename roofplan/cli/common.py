@@ -1,4 +1,4 @@
-"""Shared CLI plumbing: error conventions (SPEC §4), JSON output, consoles.
+"""Shared CLI plumbing: error conventions (docs/SPEC.md §4), JSON output, consoles.
 
 Every command body runs inside :func:`run`, which turns a :class:`RoofplanError` into one line on
 stderr and its exit code (2 bad input, 3 infeasible), and any other exception into exit 1 — with
@@ -100,7 +100,7 @@ def fail(exc: RoofplanError) -> None:
 
 
 def run(body: Callable[[], Any]) -> Any:
-    """Run a command body under the error conventions of SPEC §4.
+    """Run a command body under the error conventions of docs/SPEC.md §4.
 
     numpy RuntimeWarnings (overflow, division by zero in a vectorised search over extreme input) are
     silenced unless ``--debug``: stderr carries one line per outcome, and the affected candidates are
@@ -264,7 +264,7 @@ def fill_optional_values(argv: list[str]) -> list[str]:
 
 
 class RoofplanGroup(TyperGroup):
-    """The root command: click's usage errors become one line on stderr (SPEC §4), exit 2."""
+    """The root command: click's usage errors become one line on stderr (docs/SPEC.md §4), exit 2."""
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         argv = fill_optional_values(list(sys.argv[1:] if args is None else args))

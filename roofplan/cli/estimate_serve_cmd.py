@@ -1,5 +1,5 @@
-"""``roofplan estimate serve``: one serving instance at a fixed batch (SPEC §3.2), or a deployment
-under load (``--concurrency`` / ``--rate`` with ``--instances``, SPEC §6).
+"""``roofplan estimate serve``: one serving instance at a fixed batch (docs/SPEC.md §3.2), or a deployment
+under load (``--concurrency`` / ``--rate`` with ``--instances``, docs/SPEC.md §6).
 
 Thin: parses the flags, calls :func:`roofplan.costmodel.serve.estimate_serving` (static batch) or
 :func:`roofplan.serving.estimate_serving_load` (under load), and renders the document as JSON or as

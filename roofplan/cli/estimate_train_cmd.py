@@ -1,4 +1,4 @@
-"""``roofplan estimate train``: evaluate one training configuration (SPEC §3.1).
+"""``roofplan estimate train``: evaluate one training configuration (docs/SPEC.md §3.1).
 
 Thin: parses the flags, calls :func:`roofplan.costmodel.train.estimate_training`, and renders
 its document either as JSON or as two rich tables (time breakdown, memory against capacity).

@@ -77,7 +77,7 @@ def show_document(spec: ModelSpec) -> dict:
 
 
 def _check_calibration(calibration: str | None) -> None:
-    """``--calibration`` is accepted by every command (SPEC §3) so one flag set serves all of them;
+    """``--calibration`` is accepted by every command (docs/SPEC.md §3) so one flag set serves all of them;
     a model spec does not depend on the device, so here the overlay is only validated."""
     if calibration is not None:
         from roofplan.hardware.overlay import load_overlay

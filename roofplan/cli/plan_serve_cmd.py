@@ -1,4 +1,4 @@
-"""``roofplan plan serve``: search colocated and disaggregated serving deployments (SPEC §3.4)."""
+"""``roofplan plan serve``: search colocated and disaggregated serving deployments (docs/SPEC.md §3.4)."""
 
 from __future__ import annotations
 

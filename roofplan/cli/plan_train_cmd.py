@@ -1,4 +1,4 @@
-"""``roofplan plan train``: search training configurations for a GPU budget (SPEC §3.3).
+"""``roofplan plan train``: search training configurations for a GPU budget (docs/SPEC.md §3.3).
 
 Thin: parses the flags, calls :func:`roofplan.solver.train_planner.plan_training`, renders a ranked
 rich table (or one JSON document with ``--json``), and with ``--out`` writes the launch files and

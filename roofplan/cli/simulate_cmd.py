@@ -1,4 +1,4 @@
-"""``roofplan simulate``: discrete-event simulation of a serving deployment (SPEC §6).
+"""``roofplan simulate``: discrete-event simulation of a serving deployment (docs/SPEC.md §6).
 
 The same deployment flags as ``estimate serve`` under load, or ``--plan plan.json`` (the ``best`` of
 ``plan serve --json``); the same JSON keys. Thin: parses, calls

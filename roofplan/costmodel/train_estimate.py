@@ -1,4 +1,4 @@
-"""One training configuration, validated, and its SPEC §3.1 document (``roofplan estimate train``).
+"""One training configuration, validated, and its docs/SPEC.md §3.1 document (``roofplan estimate train``).
 
 :func:`estimate_training` resolves ids/paths, turns every bad input into an :class:`InputError`
 that names the field (exit 2), runs the vectorised :func:`~roofplan.costmodel.train_time.train_step`
@@ -41,7 +41,7 @@ FP8_RECIPES = ("current", "delayed")
 
 @dataclass
 class TrainEstimate:
-    """The estimate of one training configuration; ``to_json()`` is the SPEC §3.1 document."""
+    """The estimate of one training configuration; ``to_json()`` is the docs/SPEC.md §3.1 document."""
 
     model: ModelSpec
     hardware: DeviceSpec
@@ -172,7 +172,7 @@ def estimate_training(model, hw, *, tp=1, pp=1, dp=1, cp=1, ep=1, vpp=1, global_
                       overlap_grad_reduce=True, overlap_param_gather=True, tp_comm_overlap=False,
                       dropout=None, ep_comm_overlap=True, moe_dispatcher="alltoall", etp=None,
                       fp8_recipe="current", overlap_p2p_comm=True) -> TrainEstimate:
-    """Estimate one training configuration (SPEC §3.1). ``model``/``hw`` are ids, paths or specs.
+    """Estimate one training configuration (docs/SPEC.md §3.1). ``model``/``hw`` are ids, paths or specs.
 
     Raises :class:`InputError` naming the field for non-positive numbers, unknown names and the
     framework's divisibility rules (see :func:`check_train_config`).

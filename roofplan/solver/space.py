@@ -111,7 +111,7 @@ def pipeline_split_ok(layers, pp, vpp):
 
 # -- framework limits --------------------------------------------------------------------------------
 def framework_mask(framework: str | tuple[str, ...] | None, a: dict[str, np.ndarray], layers: int) -> np.ndarray:
-    """True where ``framework`` can launch the configuration (launch-configs.md §1-3).
+    """True where ``framework`` can launch the configuration (docs/reference/launch-configs.md §1-3).
 
     * megatron: ZeRO 0/1 (distributed optimizer) or Megatron-FSDP for 2/3 without pipeline
       parallelism; optimizer CPU offload needs the distributed optimizer; no parameter offload.

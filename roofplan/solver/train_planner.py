@@ -331,7 +331,7 @@ def _merge_robust(state: _Search, cfg: dict, met: dict, score: np.ndarray, pool:
 # -- candidates --------------------------------------------------------------------------------------
 def _candidate(model: ModelSpec, hw: DeviceSpec, cfg: dict, met: dict, i: int, *, dtype: str, gpus_per_node: int,
                tokens: float | None) -> dict:
-    """One candidate: its configuration and its estimate (the SPEC §3.1 fields)."""
+    """One candidate: its configuration and its estimate (the docs/SPEC.md §3.1 fields)."""
     g = int(cfg["gpus"][i])
     c = {
         "gpus": g, "gpus_per_node": gpus_per_node,
