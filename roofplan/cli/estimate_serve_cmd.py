@@ -1,8 +1,8 @@
 """``roofplan estimate serve``: one serving instance at a fixed batch (docs/SPEC.md §3.2), or a deployment
 under load (``--concurrency`` / ``--rate`` with ``--instances``, docs/SPEC.md §6).
 
-Thin: parses the flags, calls :func:`roofplan.costmodel.serve.estimate_serving` (static batch) or
-:func:`roofplan.serving.estimate_serving_load` (under load), and renders the document as JSON or as
+Thin: parses the flags, calls the public API, which resolves the ids once
+(:func:`roofplan.estimate_serving`, static batch, or :func:`roofplan.estimate_serving_load`, under load), and renders the document as JSON or as
 rich tables. The load flags and their rendering are shared with ``roofplan simulate``.
 """
 
@@ -198,14 +198,14 @@ def estimate_serve(
     """Estimate TTFT, TPOT, throughput and memory at a fixed batch, or under load (percentiles)."""
 
     def body() -> None:
-        from roofplan.costmodel.serve import estimate_serving
+        from roofplan import estimate_serving  # resolves the ids at the door
         from roofplan.errors import InputError
 
         modes = [n for n, v in (("--batch", batch), ("--concurrency", concurrency), ("--rate", rate)) if v is not None]
         if len(modes) != 1:
             raise InputError("load", " and ".join(modes) or "none", "exactly one of --batch, --concurrency, --rate")
         if batch is None:
-            from roofplan.serving import estimate_serving_load
+            from roofplan import estimate_serving_load
 
             static_only = [n for n, v in (("--spec-method", spec_method), ("--prefix-hit", prefix_hit),
                                           ("--expert-skew", None if expert_skew == 1.0 else expert_skew)) if v is not None]

@@ -126,7 +126,7 @@ def estimate_train(
     """Estimate step time, throughput, MFU and memory of one training configuration."""
 
     def body() -> None:
-        from roofplan.costmodel.train import estimate_training
+        from roofplan import estimate_training  # resolves the ids at the door
 
         if sequence_parallel and no_sequence_parallel:
             raise InputError("sequence-parallel", "--sequence-parallel --no-sequence-parallel",

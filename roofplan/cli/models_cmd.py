@@ -6,8 +6,9 @@ import typer
 from rich import box
 from rich.table import Table
 
+from roofplan import resolve
 from roofplan.cli.common import CALIBRATION_OPTION, JSON_OPTION, console, print_json, run
-from roofplan.models.loader import list_models, load_model
+from roofplan.models.loader import list_models
 from roofplan.models.spec import ModelSpec
 
 SHOW_SCHEMA = "roofplan.models.show/v1"
@@ -86,7 +87,7 @@ def _check_calibration(calibration: str | None) -> None:
 
 
 def _list(json_out: bool) -> None:
-    rows = [_summary(load_model(m)) for m in list_models()]
+    rows = [_summary(resolve.model(m)) for m in list_models()]
     if json_out:
         print_json({"schema": LIST_SCHEMA, "models": rows})
         return
@@ -111,7 +112,7 @@ def _list(json_out: bool) -> None:
 
 
 def _show(model: str, json_out: bool) -> None:
-    spec = load_model(model)
+    spec = resolve.model(model)
     doc = show_document(spec)
     if json_out:
         print_json(doc)

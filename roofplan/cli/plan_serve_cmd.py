@@ -171,6 +171,7 @@ def _impl(
     targets=None,
     price=None,
 ):
+    from roofplan import resolve
     from roofplan.cli.serve_options import spec_from_flags
     from roofplan.hardware.pricing import apply_prices, parse_prices
     from roofplan.launch.common import dumps_json, merge_files
@@ -178,12 +179,13 @@ def _impl(
     from roofplan.launch.versions import parse_targets
     from roofplan.outputs import write_tree
     from roofplan.solver import pareto
-    from roofplan.solver.serve_planner import parse_pools, plan_serving
+    from roofplan.solver.serve_planner import plan_serving
 
     targets = parse_targets(targets)
     engines = _emitters(emit)
     # launchers that cannot run on the chosen devices: an error when asked for, else left out
-    devices = [pool.hw for pool in parse_pools(hardware)]
+    pools = resolve.pools(hardware, calibration)  # once: the planner gets specs, overlay applied
+    devices = resolve.devices(pools)
     off_platform: dict[str, str] = {}
     for e in EMITTERS:
         for hw in devices:
@@ -207,8 +209,8 @@ def _impl(
         plot = check_out_file(plot, "plot")
     out = check_out_dir(out)  # typed str, not Path: Path("") would silently be the current directory
     plan = plan_serving(
-        model,
-        apply_prices(hardware, parse_prices(price)),
+        resolve.model(model),
+        apply_prices(pools, parse_prices(price)),
         gpus=_gpus(gpus),
         isl=isl,
         osl=osl,
@@ -216,10 +218,9 @@ def _impl(
         tpot_ms=tpot_ms,
         rate=rate,
         mode=mode,
-        engine=engine,
+        engine=resolve.engine(engine, calibration),
         dtype=dtype,
         kv_dtype=kv_dtype,
-        calibration=calibration,
         objective=objective,
         speculative=spec_from_flags(*features[:3]),
         prefix_hit=features[3],

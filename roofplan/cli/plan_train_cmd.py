@@ -166,13 +166,11 @@ def _render(doc: dict, written: list[str], frameworks: list[str] | None = None) 
         console.print(f"wrote {path}", highlight=False)
 
 
-def _off_platform(hardware: str) -> dict[str, str]:
-    """Launchers that cannot run on ``hardware`` at all (vendor), with the reason."""
-    from roofplan.hardware.catalog import load_hardware
+def _off_platform(hw) -> dict[str, str]:
+    """Launchers that cannot run on device ``hw`` (a DeviceSpec) at all (vendor), with the reason."""
     from roofplan.launch.platforms import unsupported_on
     from roofplan.solver.plan_types import FRAMEWORKS
 
-    hw = load_hardware(hardware)
     return {fw: why for fw in FRAMEWORKS if (why := unsupported_on(fw, hw))}
 
 
@@ -224,6 +222,7 @@ def plan_train(
     """Search every valid training configuration for a GPU budget and print the best."""
 
     def body():
+        from roofplan import resolve
         from roofplan.hardware.pricing import apply_prices, parse_prices
         from roofplan.launch.versions import parse_targets
         from roofplan.solver.plan_types import FRAMEWORKS
@@ -231,7 +230,8 @@ def plan_train(
 
         frameworks = split_names("emit", emit, FRAMEWORKS)
         targets = parse_targets(target)
-        off_platform = _off_platform(hardware)
+        device = resolve.hardware(hardware)  # the catalog is read once; the planner applies the overlay
+        off_platform = _off_platform(device)
         for fw in frameworks or ():
             if fw in off_platform:
                 ok = [x for x in FRAMEWORKS if x not in off_platform]
@@ -241,10 +241,10 @@ def plan_train(
 
         constraints = parse(fix, exclude=False, field="fix") + parse(exclude, exclude=True, field="exclude")
         n_tokens = parse_tokens(tokens)
-        hw_arg = apply_prices(hardware, parse_prices(price))
+        hw_arg = apply_prices(device, parse_prices(price))
         bar = _LazyProgress(enabled=not json_out and err_console.is_terminal)
         try:
-            plan = plan_training(model, hw_arg, gpus=gpus, global_batch=global_batch, seq_len=seq_len,
+            plan = plan_training(resolve.model(model), hw_arg, gpus=gpus, global_batch=global_batch, seq_len=seq_len,
                                  dtype=dtype, objective=objective, top=top, tokens=n_tokens,
                                  calibration=calibration, gpus_per_node=gpus_per_node,
                                  allow_cross_node_tp=allow_cross_node_tp, emit=frameworks,

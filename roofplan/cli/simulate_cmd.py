@@ -36,16 +36,16 @@ def _read_plan(path: str) -> dict:
 
 
 def plan_deployment(doc: dict) -> dict:
-    """Keyword arguments of :func:`roofplan.serving.simulate_serving` for a plan's best deployment:
+    """Keyword arguments of :func:`roofplan.simulate_serving` for a plan's best deployment:
     its shapes, instance counts and the engine limits it was planned with (colocated: token budget
     chunk + C and C sequences; disaggregated: prompts per pass and decode concurrency)."""
-    from roofplan.hardware.engines import load_engine
+    from roofplan import resolve
 
     best, inp = doc["best"], doc.get("inputs", {})
-    eng = load_engine(inp.get("engine", "generic"))
+    eng = resolve.engine(inp.get("engine", "generic"))
     dec, pre = best["decode"], best["prefill"]
     shape = {k: int(dec[k]) for k in ("tp", "pp", "ep", "dp")}
-    kw = dict(model=inp.get("model"), hw=dec.get("hardware", inp.get("hardware")), dtype=inp.get("dtype", "bf16"),
+    kw = dict(model=inp.get("model"), hardware=dec.get("hardware", inp.get("hardware")), dtype=inp.get("dtype", "bf16"),
               kv_dtype=inp.get("kv_dtype"), **shape)
     if best["mode"] == "colocated":
         kw.update(mode="colocated", instances=int(dec["instances"]),
@@ -98,7 +98,7 @@ def simulate(
     """Simulate a serving deployment request by request: TTFT/TPOT/latency percentiles, throughput."""
 
     def body() -> None:
-        from roofplan.serving import simulate_serving
+        from roofplan import simulate_serving  # resolves the ids at the door
 
         if plan is not None:
             doc = _read_plan(plan)

@@ -1,6 +1,7 @@
 """One training configuration, validated, and its docs/SPEC.md §3.1 document (``roofplan estimate train``).
 
-:func:`estimate_training` resolves ids/paths, turns every bad input into an :class:`InputError`
+:func:`estimate_training` takes specs (ids and paths are resolved at the door,
+:mod:`roofplan.resolve`), turns every bad input into an :class:`InputError`
 that names the field (exit 2), runs the vectorised :func:`~roofplan.costmodel.train_time.train_step`
 on a single lane and wraps the result in a :class:`TrainEstimate`.
 """
@@ -81,24 +82,13 @@ class TrainEstimate:
         }
 
 
-def _resolve_model(model) -> ModelSpec:
-    if isinstance(model, ModelSpec):
-        return model
-    from roofplan.models.loader import load_model
-
-    return load_model(model)
-
-
-def _resolve_hardware(hw, calibration) -> DeviceSpec:
-    if isinstance(hw, DeviceSpec):
-        if calibration is None:
-            return hw
-        from roofplan.hardware.overlay import apply_overlay, load_overlay
-
-        return apply_overlay(hw, load_overlay(calibration))
-    from roofplan.hardware.catalog import load_hardware
-
-    return load_hardware(hw, calibration=calibration)
+def _spec(name: str, value, kind: type):
+    """``value`` if it is already a spec: ids and paths are resolved at the door
+    (:mod:`roofplan.resolve`, which the public API and the CLI call), never in the cost model."""
+    if not isinstance(value, kind):
+        raise InputError(name, repr(value)[:80], f"a {kind.__name__} (resolve ids and paths with roofplan.resolve."
+                         f"{name}, or call roofplan.estimate_training)")
+    return value
 
 
 def _positive(name: str, value) -> int:
@@ -168,11 +158,14 @@ def _explain(model: ModelSpec, cfg: TrainConfigs, code: int) -> InputError:
 
 def estimate_training(model, hw, *, tp=1, pp=1, dp=1, cp=1, ep=1, vpp=1, global_batch, micro_batch, seq_len,
                       dtype="bf16", recompute="none", sequence_parallel=None, zero=0, offload="none",
-                      gpus_per_node=None, calibration=None, flash_attention=True, recompute_layers=0,
+                      gpus_per_node=None, calibration_label=None, flash_attention=True, recompute_layers=0,
                       overlap_grad_reduce=True, overlap_param_gather=True, tp_comm_overlap=False,
                       dropout=None, ep_comm_overlap=True, moe_dispatcher="alltoall", etp=None,
                       fp8_recipe="current", overlap_p2p_comm=True) -> TrainEstimate:
-    """Estimate one training configuration (docs/SPEC.md §3.1). ``model``/``hw`` are ids, paths or specs.
+    """Estimate one training configuration (docs/SPEC.md §3.1) of ``model`` (a ModelSpec) on ``hw`` (a
+    DeviceSpec, with any calibration overlay already applied; ``calibration_label`` is what the
+    overlay was given as, echoed in ``inputs.calibration``). :func:`roofplan.estimate_training`
+    takes ids and paths and resolves them first.
 
     Raises :class:`InputError` naming the field for non-positive numbers, unknown names and the
     framework's divisibility rules (see :func:`check_train_config`).
@@ -195,8 +188,8 @@ def estimate_training(model, hw, *, tp=1, pp=1, dp=1, cp=1, ep=1, vpp=1, global_
         raise InputError("fp8_recipe", fp8_recipe, f"expected one of {', '.join(FP8_RECIPES)}")
     if gpus_per_node is not None:
         gpus_per_node = _positive("gpus_per_node", gpus_per_node)
-    m = _resolve_model(model)
-    h = _resolve_hardware(hw, calibration)
+    m = _spec("model", model, ModelSpec)
+    h = _spec("hardware", hw, DeviceSpec)
     h.peak(dtype)  # unsupported dtype on this device -> InputError
     sp = ints["tp"] > 1 if sequence_parallel is None else bool(sequence_parallel) and ints["tp"] > 1
     cfg = TrainConfigs.single(**ints, recompute=rc, recompute_layers=int(recompute_layers), sequence_parallel=sp,
@@ -221,6 +214,7 @@ def estimate_training(model, hw, *, tp=1, pp=1, dp=1, cp=1, ep=1, vpp=1, global_
         "tp_comm_overlap": bool(tp_comm_overlap), "overlap_p2p_comm": bool(overlap_p2p_comm),
         "ep_comm_overlap": bool(ep_comm_overlap), "moe_dispatcher": moe_dispatcher, "etp": etp_i or ints["tp"],
         "fp8_recipe": fp8_recipe,
-        "calibration": None if calibration is None else ("overlay" if isinstance(calibration, dict) else str(calibration)),
+        "calibration": None if calibration_label is None else (
+            "overlay" if isinstance(calibration_label, dict) else str(calibration_label)),
     }
     return TrainEstimate(model=m, hardware=h, config=cfg, arrays=arrays, inputs=inputs)
