@@ -13,16 +13,20 @@ from dataclasses import dataclass
 import numpy as np
 
 from roofplan.costmodel.train_configs import (
+    FP8_RECIPES,
     MOE_DISPATCHERS,
     OFFLOAD,
+    OFFLOAD_NAMES,
     RECOMPUTE,
+    RECOMPUTE_NAMES,
     REJECT_REASONS,
+    TRAIN_DTYPES,
     TrainConfigs,
     check_train_config,
 )
 from roofplan.costmodel.train_memory import GiB
 from roofplan.costmodel.train_time import TrainArrays, train_step
-from roofplan.errors import InputError
+from roofplan.errors import InputError, positive_int
 from roofplan.hardware.spec import DeviceSpec
 from roofplan.models.spec import ModelSpec
 
@@ -35,9 +39,6 @@ _MEMORY = (
     ("weights", "mem_weights"), ("gradients", "mem_gradients"), ("optimizer", "mem_optimizer"),
     ("activations", "mem_activations"), ("other", "mem_other"), ("total", "mem_total"), ("capacity", "capacity"),
 )
-TRAIN_DTYPES = ("bf16", "fp16", "fp8")
-#: Transformer Engine FP8 scaling recipes (see ``TrainConfigs.fp8_recipe``).
-FP8_RECIPES = ("current", "delayed")
 
 
 @dataclass
@@ -89,12 +90,6 @@ def _spec(name: str, value, kind: type):
         raise InputError(name, repr(value)[:80], f"a {kind.__name__} (resolve ids and paths with roofplan.resolve."
                          f"{name}, or call roofplan.estimate_training)")
     return value
-
-
-def _positive(name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise InputError(name, value, "expected a positive integer")
-    return int(value)
 
 
 def _choice(name: str, value, names: dict[str, int]) -> int:
@@ -170,7 +165,7 @@ def estimate_training(model, hw, *, tp=1, pp=1, dp=1, cp=1, ep=1, vpp=1, global_
     Raises :class:`InputError` naming the field for non-positive numbers, unknown names and the
     framework's divisibility rules (see :func:`check_train_config`).
     """
-    ints = {k: _positive(k, val) for k, val in {"tp": tp, "pp": pp, "dp": dp, "cp": cp, "ep": ep, "vpp": vpp,
+    ints = {k: positive_int(k, val) for k, val in {"tp": tp, "pp": pp, "dp": dp, "cp": cp, "ep": ep, "vpp": vpp,
                                                       "global_batch": global_batch, "micro_batch": micro_batch,
                                                       "seq_len": seq_len}.items()}
     rc = _choice("recompute", recompute, RECOMPUTE)
@@ -181,13 +176,13 @@ def estimate_training(model, hw, *, tp=1, pp=1, dp=1, cp=1, ep=1, vpp=1, global_
         raise InputError("recompute_layers", recompute_layers, "expected an integer >= 0")
     if dtype not in TRAIN_DTYPES:
         raise InputError("dtype", dtype, f"expected one of {', '.join(TRAIN_DTYPES)}")
-    etp_i = 0 if etp is None else _positive("etp", etp)
+    etp_i = 0 if etp is None else positive_int("etp", etp)
     if moe_dispatcher not in MOE_DISPATCHERS:
         raise InputError("moe_dispatcher", moe_dispatcher, f"expected one of {', '.join(MOE_DISPATCHERS)}")
     if fp8_recipe not in FP8_RECIPES:
         raise InputError("fp8_recipe", fp8_recipe, f"expected one of {', '.join(FP8_RECIPES)}")
     if gpus_per_node is not None:
-        gpus_per_node = _positive("gpus_per_node", gpus_per_node)
+        gpus_per_node = positive_int("gpus_per_node", gpus_per_node)
     m = _spec("model", model, ModelSpec)
     h = _spec("hardware", hw, DeviceSpec)
     h.peak(dtype)  # unsupported dtype on this device -> InputError
@@ -202,13 +197,11 @@ def estimate_training(model, hw, *, tp=1, pp=1, dp=1, cp=1, ep=1, vpp=1, global_
     if code:
         raise _explain(m, cfg, code)
     arrays = train_step(m, h, cfg)
-    names_rc = {v: k for k, v in RECOMPUTE.items()}
-    names_off = {v: k for k, v in OFFLOAD.items()}
     inputs = {
         "model": m.name, "hardware": h.id, **ints, "world_size": ints["tp"] * ints["pp"] * ints["dp"] * ints["cp"],
         "microbatches": ints["global_batch"] // (ints["micro_batch"] * ints["dp"]),
-        "dtype": dtype, "recompute": names_rc[rc], "recompute_layers": int(recompute_layers),
-        "sequence_parallel": sp, "zero": zero_i, "offload": names_off[off],
+        "dtype": dtype, "recompute": RECOMPUTE_NAMES[rc], "recompute_layers": int(recompute_layers),
+        "sequence_parallel": sp, "zero": zero_i, "offload": OFFLOAD_NAMES[off],
         "gpus_per_node": gpus_per_node or h.devices_per_node, "flash_attention": bool(flash_attention),
         "overlap_grad_reduce": bool(overlap_grad_reduce), "overlap_param_gather": bool(overlap_param_gather),
         "tp_comm_overlap": bool(tp_comm_overlap), "overlap_p2p_comm": bool(overlap_p2p_comm),
