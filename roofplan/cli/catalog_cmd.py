@@ -13,7 +13,8 @@ import typer
 from rich import box
 from rich.table import Table
 
-from roofplan.cli.common import CALIBRATION_OPTION, JSON_OPTION, console, esc, print_json, run, styled
+from roofplan.cli.common import console, esc, print_json, run, styled
+from roofplan.cli.options import Calibration, Json
 from roofplan.errors import InputError
 from roofplan.hardware.catalog import (
     CatalogEntry,
@@ -188,8 +189,8 @@ def _validate(file: str, as_json: bool, catalog_dir: Path | None, calibration: s
 
 # -- registration -------------------------------------------------------------------------------------
 
-def catalog_list(as_json: bool = JSON_OPTION, catalog_dir: str | None = CATALOG_DIR_OPTION,
-                 calibration: str | None = CALIBRATION_OPTION) -> None:
+def catalog_list(as_json: Json = False, catalog_dir: str | None = CATALOG_DIR_OPTION,
+                 calibration: Calibration = None) -> None:
     """List every hardware id with its headline numbers."""
 
     def body() -> None:
@@ -200,15 +201,15 @@ def catalog_list(as_json: bool = JSON_OPTION, catalog_dir: str | None = CATALOG_
 
 
 def catalog_show(hw: str = typer.Argument(..., metavar="ID", help="Hardware id or path to a catalog YAML."),
-                 as_json: bool = JSON_OPTION, catalog_dir: str | None = CATALOG_DIR_OPTION,
-                 calibration: str | None = CALIBRATION_OPTION) -> None:
+                 as_json: Json = False, catalog_dir: str | None = CATALOG_DIR_OPTION,
+                 calibration: Calibration = None) -> None:
     """Show every number of one catalog with its source, every memory tier included."""
     return run(lambda: _show(hw, as_json, _dir(catalog_dir), calibration))
 
 
 def catalog_validate(file: str = typer.Argument(..., metavar="FILE", help="Catalog YAML to check (or an id)."),
-                     as_json: bool = JSON_OPTION, catalog_dir: str | None = CATALOG_DIR_OPTION,
-                     calibration: str | None = CALIBRATION_OPTION) -> None:
+                     as_json: Json = False, catalog_dir: str | None = CATALOG_DIR_OPTION,
+                     calibration: Calibration = None) -> None:
     """Check one catalog file: schema, units, positive numbers and a source for every number
     (with --calibration: also that the overlay is valid and applies to this device)."""
 

@@ -25,6 +25,7 @@ from rich.markup import escape
 from rich.text import Text
 from typer.core import TyperGroup
 
+from roofplan.errors import MAX_COUNT as _MAX_COUNT
 from roofplan.errors import InfeasibleError, InputError, RoofplanError
 from roofplan.inputs import user_path
 from roofplan.plain import plain
@@ -58,9 +59,8 @@ def esc(value: object) -> str:
 #: Set by the ``--debug`` global option.
 STATE = {"debug": False}
 
-#: Largest integer any count option accepts (GPUs, batch, tokens, degrees). Larger values are no
-#: realistic input and would overflow the int64 arrays of the vectorised cost model.
-MAX_COUNT = 2**31 - 1
+#: Largest integer any count option accepts (roofplan.errors.MAX_COUNT).
+MAX_COUNT = _MAX_COUNT
 
 
 def bounded_count(value: int | None) -> int | None:
@@ -69,15 +69,6 @@ def bounded_count(value: int | None) -> int | None:
     if value is not None and abs(value) > MAX_COUNT:
         raise typer.BadParameter(f"expected an integer of at most {MAX_COUNT:,}")
     return value
-
-
-# metavar "" hides typer's "<bool>" type label: a flag takes no value, and "--json <bool>" reads as if
-# it needed one.
-JSON_OPTION = typer.Option(False, "--json", metavar="", help="Print one JSON document on stdout and nothing else.")
-CALIBRATION_OPTION = typer.Option(
-    None, "--calibration", metavar="FILE",
-    help="Overlay YAML written by `roofplan calibrate`, applied on top of the catalog."
-)
 
 
 _plain = plain  # the one JSON-safe conversion (roofplan.plain)
@@ -236,7 +227,10 @@ def usage_error_line(exc: Exception, args: list[str]) -> str:
         if m:
             allowed = _TYPE_WORDS.get(m.group(1), f"expected a valid {m.group(1)}")
         else:
-            allowed = re.sub(r"^Invalid value for '[^']*':\s*", "", msg)
+            allowed = re.sub(r"^Invalid value for '[^']*':\s*(Value error,\s*)?", "", msg)
+            choice = re.match(r"^'.*' is not one of (.*)$", allowed)  # an Enum option (cli/options.py)
+            if choice:
+                allowed = "expected one of " + choice.group(1).replace("'", "")
         raw = _raw_value(args, opts)
         name = max(opts, key=len)
         line = f"{name}: {raw!r} is not valid; {allowed}" if raw is not None else f"{name}: {allowed}"

@@ -12,8 +12,6 @@ import typer
 from rich.table import Table
 
 from roofplan.cli.common import (
-    CALIBRATION_OPTION,
-    JSON_OPTION,
     bounded_count,
     checked,
     console,
@@ -23,6 +21,7 @@ from roofplan.cli.common import (
     styled,
     warn,
 )
+from roofplan.cli.options import PP, TP, Calibration, EngineChoice, EngineOpt, Hardware, Json, Model, value
 from roofplan.cli.render import memory_table
 from roofplan.cli.serve_options import (
     EXPERT_SKEW_OPTION,
@@ -155,10 +154,10 @@ INSTANCES_OPTION = typer.Option(1, "--instances", callback=bounded_count,
 
 
 def estimate_serve(
-    model: str = typer.Option(..., "--model", help="Model preset id or path to config.json / model YAML."),
-    hardware: str = typer.Option(..., "--hardware", help="Hardware catalog id or YAML path."),
-    tp: int = typer.Option(1, "--tp", callback=bounded_count, help="Tensor-parallel degree."),
-    pp: int = typer.Option(1, "--pp", callback=bounded_count, help="Pipeline-parallel degree."),
+    model: Model,
+    hardware: Hardware,
+    tp: TP = 1,
+    pp: PP = 1,
     ep: int = typer.Option(
         1, "--ep", callback=bounded_count,
         help="Expert-parallel degree (MoE; divides tp x dp)."),
@@ -184,18 +183,17 @@ def estimate_serve(
         "--kv-dtype",
         help="KV-cache dtype: bf16 | fp16 | fp8 | int8 (default: the 16-bit activation dtype)",
     ),
-    engine: str = typer.Option(
-        "generic", "--engine", help="Engine overhead profile: generic | vllm | sglang | trtllm"
-    ),
+    engine: EngineOpt = EngineChoice.generic,
     spec_method: str | None = SPEC_METHOD_OPTION,
     spec_tokens: int | None = SPEC_TOKENS_OPTION,
     spec_accept: float | None = SPEC_ACCEPT_OPTION,
     prefix_hit: str | None = PREFIX_HIT_OPTION,
     expert_skew: float = EXPERT_SKEW_OPTION,
-    as_json: bool = JSON_OPTION,
-    calibration: str | None = CALIBRATION_OPTION,
+    as_json: Json = False,
+    calibration: Calibration = None,
 ) -> None:
     """Estimate TTFT, TPOT, throughput and memory at a fixed batch, or under load (percentiles)."""
+    engine = value(engine)
 
     def body() -> None:
         from roofplan import estimate_serving  # resolves the ids at the door

@@ -7,7 +7,8 @@ from rich import box
 from rich.table import Table
 
 from roofplan import resolve
-from roofplan.cli.common import CALIBRATION_OPTION, JSON_OPTION, console, print_json, run
+from roofplan.cli.common import console, print_json, run
+from roofplan.cli.options import Calibration, Json
 from roofplan.models.loader import list_models
 from roofplan.models.spec import ModelSpec
 
@@ -147,7 +148,7 @@ def register(group: typer.Typer) -> None:
     """Add ``list`` and ``show`` to the ``models`` sub-app."""
 
     @group.command("list")
-    def list_cmd(json_out: bool = JSON_OPTION, calibration: str | None = CALIBRATION_OPTION) -> None:
+    def list_cmd(json_out: Json = False, calibration: Calibration = None) -> None:
         """List the model presets with layers, heads, parameters and KV bytes per token."""
 
         def body() -> None:
@@ -161,8 +162,8 @@ def register(group: typer.Typer) -> None:
         model: str = typer.Argument(
             ..., metavar="MODEL", help="Preset id, path to a HF config.json or model YAML, or gpt(...)."
         ),
-        json_out: bool = JSON_OPTION,
-        calibration: str | None = CALIBRATION_OPTION,
+        json_out: Json = False,
+        calibration: Calibration = None,
     ) -> None:
         """Show every field of a model, its parameter counts, FLOPs and KV bytes per token."""
 

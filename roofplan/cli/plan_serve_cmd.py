@@ -9,8 +9,6 @@ from rich.table import Table
 from rich.text import Text
 
 from roofplan.cli.common import (
-    CALIBRATION_OPTION,
-    JSON_OPTION,
     bounded_count,
     check_out_dir,
     check_out_file,
@@ -25,6 +23,7 @@ from roofplan.cli.common import (
     warn,
     warn_stale,
 )
+from roofplan.cli.options import Calibration, EngineChoice, EngineOpt, Json, Model, Pools, value
 from roofplan.cli.serve_options import (
     EXPERT_SKEW_OPTION,
     PREFIX_HIT_OPTION,
@@ -43,10 +42,8 @@ def register(group) -> None:
 
 
 def plan_serve(
-    model: str = typer.Option(..., "--model", help="Model preset id, HF config.json or model YAML."),
-    hardware: str = typer.Option(
-        ..., "--hardware", help="Hardware id, or ID:prefill,ID:decode for separate device pools."
-    ),
+    model: Model,
+    hardware: Pools,
     gpus: str = typer.Option(
         ..., "--gpus", help="GPU budget (N), or one per pool in --hardware order (8,8)."
     ),
@@ -56,7 +53,7 @@ def plan_serve(
     tpot_ms: float | None = typer.Option(None, "--tpot-ms", help="Time-per-output-token target (ms)."),
     rate: float | None = typer.Option(None, "--rate", help="Requests/s to sustain (else: maximise)."),
     mode: str = typer.Option("auto", "--mode", help="auto | colocated | disagg."),
-    engine: str = typer.Option("generic", "--engine", help="generic | vllm | sglang | trtllm."),
+    engine: EngineOpt = EngineChoice.generic,
     dtype: str = typer.Option("bf16", "--dtype", help="Weight dtype: bf16 | fp16 | fp8 | int8 | int4 | fp4."),
     kv_dtype: str | None = typer.Option(None, "--kv-dtype", help="KV-cache dtype: bf16 | fp8 | int8."),
     objective: str = typer.Option(
@@ -82,8 +79,8 @@ def plan_serve(
     target: list[str] | None = typer.Option(  # noqa: B008
         None, "--target", metavar="ENGINE=VERSION",
         help="Engine release the launch files are written for (e.g. sglang=0.5.23); default current."),
-    json_out: bool = JSON_OPTION,
-    calibration: str | None = CALIBRATION_OPTION,
+    json_out: Json = False,
+    calibration: Calibration = None,
 ) -> None:
     """Search serving deployments for a GPU budget: colocated and prefill/decode disaggregated."""
     return run(
@@ -97,7 +94,7 @@ def plan_serve(
             tpot_ms,
             rate,
             mode,
-            engine,
+            value(engine),
             dtype,
             kv_dtype,
             objective,

@@ -18,8 +18,6 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from roofplan.cli.common import (
-    CALIBRATION_OPTION,
-    JSON_OPTION,
     bounded_count,
     check_out_dir,
     checked,
@@ -32,6 +30,7 @@ from roofplan.cli.common import (
     styled,
     warn_stale,
 )
+from roofplan.cli.options import Calibration, Hardware, Json, Model
 from roofplan.errors import InputError
 
 _SUFFIX = {"k": 1e3, "m": 1e6, "b": 1e9, "g": 1e9, "t": 1e12, "p": 1e15}
@@ -175,8 +174,8 @@ def _off_platform(hw) -> dict[str, str]:
 
 
 def plan_train(
-    model: str = typer.Option(..., "--model", help="Model preset id or path to config.json / model YAML."),
-    hardware: str = typer.Option(..., "--hardware", help="Hardware catalog id or YAML path."),
+    model: Model,
+    hardware: Hardware,
     gpus: int = typer.Option(..., "--gpus", callback=bounded_count, help="GPU budget (world size)."),
     global_batch: int = typer.Option(
         ..., "--global-batch", callback=bounded_count,
@@ -216,8 +215,8 @@ def plan_train(
     memory_headroom: float | None = typer.Option(
         None, "--memory-headroom", metavar="GIB",
         help="Free GiB per GPU a plan must leave (default 5% of HBM + 1 GiB)."),
-    json_out: bool = JSON_OPTION,
-    calibration: str | None = CALIBRATION_OPTION,
+    json_out: Json = False,
+    calibration: Calibration = None,
 ) -> None:
     """Search every valid training configuration for a GPU budget and print the best."""
 

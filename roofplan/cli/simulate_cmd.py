@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import typer
 
-from roofplan.cli.common import CALIBRATION_OPTION, JSON_OPTION, bounded_count, checked, print_json, run
+from roofplan.cli.common import bounded_count, checked, print_json, run
 from roofplan.cli.estimate_serve_cmd import (
     INSTANCES_OPTION,
     ISL_DIST_OPTION,
@@ -17,6 +17,17 @@ from roofplan.cli.estimate_serve_cmd import (
     WORKLOAD_OPTION,
     load_workload,
     render_load,
+)
+from roofplan.cli.options import (
+    PP,
+    TP,
+    Calibration,
+    EngineChoice,
+    EngineOpt,
+    HardwareOrPlan,
+    Json,
+    ModelOrPlan,
+    value,
 )
 from roofplan.errors import InputError
 
@@ -61,12 +72,12 @@ def plan_deployment(doc: dict) -> dict:
 
 
 def simulate(
-    model: str | None = typer.Option(None, "--model", help="Model preset id or path (or from --plan)."),
-    hardware: str | None = typer.Option(None, "--hardware", help="Hardware catalog id or YAML path."),
+    model: ModelOrPlan = None,
+    hardware: HardwareOrPlan = None,
     plan: str | None = typer.Option(None, "--plan", metavar="FILE",
                                     help="Simulate the best deployment of a `plan serve --json` document."),
-    tp: int = typer.Option(1, "--tp", callback=bounded_count, help="Tensor-parallel degree."),
-    pp: int = typer.Option(1, "--pp", callback=bounded_count, help="Pipeline-parallel degree."),
+    tp: TP = 1,
+    pp: PP = 1,
     ep: int = typer.Option(1, "--ep", callback=bounded_count, help="Expert-parallel degree."),
     dp: int = typer.Option(1, "--dp", callback=bounded_count, help="Attention data-parallel ranks."),
     concurrency: int | None = typer.Option(None, "--concurrency", callback=bounded_count,
@@ -91,11 +102,12 @@ def simulate(
     seed: int = typer.Option(0, "--seed", help="Seed of the arrivals and sampled lengths."),
     dtype: str = typer.Option("bf16", "--dtype", help="Weight dtype: bf16 | fp16 | fp8 | int8 | int4"),
     kv_dtype: str | None = typer.Option(None, "--kv-dtype", help="KV-cache dtype (default: 16-bit)."),
-    engine: str = typer.Option("generic", "--engine", help="Engine profile: generic | vllm | sglang | trtllm"),
-    as_json: bool = JSON_OPTION,
-    calibration: str | None = CALIBRATION_OPTION,
+    engine: EngineOpt = EngineChoice.generic,
+    as_json: Json = False,
+    calibration: Calibration = None,
 ) -> None:
     """Simulate a serving deployment request by request: TTFT/TPOT/latency percentiles, throughput."""
+    engine = value(engine)
 
     def body() -> None:
         from roofplan import simulate_serving  # resolves the ids at the door
