@@ -18,8 +18,8 @@ runner = CliRunner()
 
 def test_calibrate_json_writes_a_loadable_overlay(tmp_path, cli):
     out = tmp_path / "ov.yaml"
-    r = cli(*["calibrate", str(FIX / "ops_h100.csv"), "--hardware", "h100-sxm", "--out", str(out),
-                            "--json"])
+    r = cli("calibrate", str(FIX / "ops_h100.csv"), "--hardware", "h100-sxm", "--out", str(out),
+                            "--json")
     assert r.exit_code == 0, r.stderr
     doc = json.loads(r.stdout)
     assert doc["schema"] == "roofplan.calibrate/v1" and doc["hardware"] == "h100-sxm"
@@ -36,8 +36,8 @@ def test_calibrate_json_writes_a_loadable_overlay(tmp_path, cli):
 
 def test_calibrate_tables_show_uninformed_parameters(tmp_path, cli):
     out = tmp_path / "net.yaml"
-    r = cli(*["calibrate", str(FIX / "nccl_all_reduce_h100_8gpu.txt"), str(FIX / "all_gather_perf_2node.txt"),
-                            "--hardware", "h100-sxm", "--out", str(out)])
+    r = cli("calibrate", str(FIX / "nccl_all_reduce_h100_8gpu.txt"), str(FIX / "all_gather_perf_2node.txt"),
+                            "--hardware", "h100-sxm", "--out", str(out))
     assert r.exit_code == 0, r.stderr
     assert "Parameters" in r.stdout and "Residuals" in r.stdout
     assert "not informed" in r.stdout  # collectives say nothing about GEMM efficiency
@@ -48,7 +48,7 @@ def test_calibrate_tables_show_uninformed_parameters(tmp_path, cli):
 
 def test_malformed_csv_exits_2_naming_the_line(tmp_path, cli):
     out = tmp_path / "ov.yaml"
-    r = cli(*["calibrate", str(FIX / "malformed.csv"), "--hardware", "h100-sxm", "--out", str(out)])
+    r = cli("calibrate", str(FIX / "malformed.csv"), "--hardware", "h100-sxm", "--out", str(out))
     assert r.exit_code == 2
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and "malformed.csv line 4 k" in lines[0] and "Traceback" not in r.stderr
@@ -69,13 +69,13 @@ def test_nccl_output_without_op_needs_the_hint(tmp_path, cli):
     text = (FIX / "nccl_all_reduce_h100_8gpu.txt").read_text()
     plain = tmp_path / "run1.log"
     plain.write_text("\n".join(ln for ln in text.splitlines() if "Collective test" not in ln))
-    r = cli(*["calibrate", str(plain), "--hardware", "h100-sxm"])
+    r = cli("calibrate", str(plain), "--hardware", "h100-sxm")
     assert r.exit_code == 2 and "--op" in r.stderr
-    r = cli(*["calibrate", str(plain), "--hardware", "h100-sxm", "--op", "allreduce", "--json"])
+    r = cli("calibrate", str(plain), "--hardware", "h100-sxm", "--op", "allreduce", "--json")
     assert r.exit_code == 0, r.stderr
     assert json.loads(r.stdout)["measurements"] == 16
     shutil.copy(plain, tmp_path / "all_reduce_perf_16.txt")  # the file name names the test
-    r = cli(*["calibrate", str(tmp_path / "all_reduce_perf_16.txt"), "--hardware", "h100-sxm", "--json"])
+    r = cli("calibrate", str(tmp_path / "all_reduce_perf_16.txt"), "--hardware", "h100-sxm", "--json")
     assert r.exit_code == 0, r.stderr
 
 
@@ -117,8 +117,8 @@ def test_overlay_applies_in_validate_to_its_own_hardware_only(tmp_path, cli):
     from roofplan.hardware.catalog import load_hardware
 
     overlay, _ = _slow_gemm_overlay(tmp_path)
-    base = cli(*["validate", "--kind", "op_gemm", "--json"])
-    cal = cli(*["validate", "--kind", "op_gemm", "--json", "--calibration", str(overlay)])
+    base = cli("validate", "--kind", "op_gemm", "--json")
+    cal = cli("validate", "--kind", "op_gemm", "--json", "--calibration", str(overlay))
     assert base.exit_code == 0 and cal.exit_code == 0, (base.stderr, cal.stderr)
     before = {c["id"]: c for c in json.loads(base.stdout)["cases"]}
     after = {c["id"]: c for c in json.loads(cal.stdout)["cases"]}
@@ -154,8 +154,8 @@ def test_engine_overlay_changes_estimate_serve_by_the_fitted_overhead(tmp_path, 
         lines.append(",".join(row[c] for c in COLUMNS))
     (tmp_path / "decode.csv").write_text("\n".join(lines) + "\n")
     out = tmp_path / "vllm.yaml"
-    r = cli(*["calibrate", str(tmp_path / "decode.csv"), "--hardware", "h100-sxm", "--params",
-                            "vllm.step_overhead_s", "--out", str(out), "--json"])
+    r = cli("calibrate", str(tmp_path / "decode.csv"), "--hardware", "h100-sxm", "--params",
+                            "vllm.step_overhead_s", "--out", str(out), "--json")
     assert r.exit_code == 0, r.stderr
     fitted = yaml.safe_load(out.read_text())["engines"]["vllm"]["step_overhead_s"]
     assert fitted == pytest.approx(4e-3, rel=0.05)

@@ -9,10 +9,8 @@ from pathlib import Path
 FIXTURES = Path(__file__).parent / "fixtures" / "hf"
 
 
-def test_show_deepseek_json(cli):
-    result = cli(*["models", "show", "deepseek-v3", "--json"])
-    assert result.exit_code == 0, result.stderr
-    doc = json.loads(result.stdout)
+def test_show_deepseek_json(cli_json):
+    doc = cli_json("models", "show", "deepseek-v3")
     assert doc["schema"] == "roofplan.models.show/v1"
     assert doc["attention"] == "mla"
     # DeepSeek-V3 report: 671B total, 37B activated per token (rounded to whole billions).
@@ -30,29 +28,25 @@ def test_show_deepseek_json(cli):
     assert all(r["train"] == 3 * r["forward"] for r in flops)
 
 
-def test_show_gqa_from_hf_config_json(cli):
-    result = cli(*["models", "show", str(FIXTURES / "Llama-3.1-70B" / "config.json"), "--json"])
-    assert result.exit_code == 0, result.stderr
-    doc = json.loads(result.stdout)
+def test_show_gqa_from_hf_config_json(cli_json):
+    doc = cli_json("models", "show", str(FIXTURES / "Llama-3.1-70B" / "config.json"))
     assert doc["attention"] == "gqa"
     assert doc["kv_bytes_per_token"]["bf16"] == 2 * 80 * 8 * 128 * 2
 
 
 def test_show_human_output(cli):
-    result = cli(*["models", "show", "mixtral-8x7b"])
+    result = cli("models", "show", "mixtral-8x7b")
     assert result.exit_code == 0, result.stderr
     assert "params total" in result.stdout and "KV bytes/token fp8" in result.stdout
 
 
-def test_list_json_and_table(cli):
-    result = cli(*["models", "list", "--json"])
-    assert result.exit_code == 0, result.stderr
-    doc = json.loads(result.stdout)
+def test_list_json_and_table(cli, cli_json):
+    doc = cli_json("models", "list")
     ids = [m["id"] for m in doc["models"]]
     assert "llama-3.1-405b" in ids and "qwen3-235b-a22b" in ids and len(ids) == 31
     row = next(m for m in doc["models"] if m["id"] == "llama-3-70b")
     assert row["kv_bytes_per_token_bf16"] == 2 * 80 * 8 * 128 * 2
-    table = cli(*["models", "list"])
+    table = cli("models", "list")
     assert table.exit_code == 0 and "bloom-176b" in table.stdout
 
 
@@ -61,7 +55,7 @@ def test_config_missing_hidden_size_exits_2_with_one_line(tmp_path, cli):
     del doc["hidden_size"]
     path = tmp_path / "config.json"
     path.write_text(json.dumps(doc))
-    result = cli(*["models", "show", str(path), "--json"])
+    result = cli("models", "show", str(path), "--json")
     assert result.exit_code == 2
     assert result.stdout == ""
     lines = result.stderr.strip().splitlines()
@@ -69,7 +63,7 @@ def test_config_missing_hidden_size_exits_2_with_one_line(tmp_path, cli):
 
 
 def test_unknown_id_exits_2(cli):
-    result = cli(*["models", "show", "llama-9-1b"])
+    result = cli("models", "show", "llama-9-1b")
     assert result.exit_code == 2
     line = result.stderr.strip()
     assert len(line.splitlines()) == 1 and "llama-9-1b" in line and "llama-3.1-70b" in line
