@@ -141,9 +141,10 @@ def _calibration_for(case: Case, calibration):
     run with one device's overlay predicts the other devices' rows from their catalogs."""
     if calibration is None:
         return None
-    from roofplan.hardware.overlay import load_overlay, overlay_applies
+    from roofplan import resolve
+    from roofplan.hardware.overlay import overlay_applies
 
-    overlay = load_overlay(calibration)
+    overlay = resolve.overlay(calibration)
     return overlay if overlay_applies(case.str("hardware"), overlay) else None
 
 
@@ -163,7 +164,10 @@ def predict(case: Case, calibration=None) -> float:
 
 def run_suite(calibration=None, cases: list[Case] | None = None) -> SuiteResult:
     """Predict every case; a case whose kind has no predictor yet is reported, not hidden."""
+    from roofplan import resolve
+
     _load_predictors()
+    calibration = resolve.overlay(calibration)  # the overlay file is read once per run, not per case
     out = SuiteResult()
     for case in cases if cases is not None else read_cases():
         if case.kind not in _PREDICTORS:
