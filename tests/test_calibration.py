@@ -289,7 +289,7 @@ def test_the_documented_example_parses():
 def test_engine_overhead_is_recovered_from_serving_rows(tmp_path):
     """Decode steps predicted (by the serving predictor) with a 4 ms vLLM step overhead, written in the
     published-measurements columns, give back 4 ms; the overlay's engines block is what load_engine reads."""
-    from roofplan.hardware.engines import load_engine
+    from roofplan.engines.catalog import load_engine
     from roofplan.validation.suite import COLUMNS, Case, predict
 
     truth = {"schema": "roofplan.calibration/v1", "hardware": "h100-sxm",

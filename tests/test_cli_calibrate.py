@@ -139,7 +139,7 @@ def test_engine_overlay_changes_estimate_serve_by_the_fitted_overhead(tmp_path, 
     """Decode-step rows predicted with a 4 ms vLLM step overhead -> calibrate -> `estimate serve
     --calibration` moves TPOT by exactly the fitted change of the per-step overhead (it is paid once
     per decode step)."""
-    from roofplan.hardware.engines import load_engine
+    from roofplan.engines.catalog import load_engine
     from roofplan.validation.suite import COLUMNS, Case, predict
 
     truth = {"schema": "roofplan.calibration/v1", "hardware": "h100-sxm",

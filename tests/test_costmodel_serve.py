@@ -18,8 +18,8 @@ from roofplan.costmodel.serve import (
     serve_step,
     step_time,
 )
+from roofplan.engines.catalog import load_engine
 from roofplan.errors import InputError
-from roofplan.hardware.engines import load_engine
 from roofplan.hardware.spec import DeviceSpec, Efficiency, Fabric, MemoryTier
 from roofplan.models.spec import MLASpec, ModelSpec, MoESpec
 
