@@ -21,16 +21,28 @@ from roofplan.cli.common import (
     styled,
     warn,
 )
-from roofplan.cli.options import PP, TP, Calibration, EngineChoice, EngineOpt, Hardware, Json, Model, value
-from roofplan.cli.render import memory_table
-from roofplan.cli.serve_options import (
-    EXPERT_SKEW_OPTION,
-    PREFIX_HIT_OPTION,
-    SPEC_ACCEPT_OPTION,
-    SPEC_METHOD_OPTION,
-    SPEC_TOKENS_OPTION,
+from roofplan.cli.options import (
+    PP,
+    TP,
+    Calibration,
+    EngineChoice,
+    EngineOpt,
+    ExpertSkew,
+    Hardware,
+    Instances,
+    IslDist,
+    Json,
+    Model,
+    OslDist,
+    PrefixHit,
+    SpecAccept,
+    SpecMethod,
+    SpecTokens,
+    WorkloadOpt,
     spec_from_flags,
+    value,
 )
+from roofplan.cli.render import memory_table
 
 _PARTS = ("compute", "memory", "communication", "overhead")
 _PART_LABELS = {
@@ -140,19 +152,6 @@ def load_workload(isl, osl, isl_dist, osl_dist, workload, seed: int = 0):
     return make_workload(isl=isl, osl=osl, isl_dist=isl_dist, osl_dist=osl_dist, workload=workload, seed=seed)
 
 
-ISL_DIST_OPTION = typer.Option(
-    None, "--isl-dist", metavar="KIND:MEAN,SPREAD",
-    help="Prompt-length distribution: normal|lognormal:MEAN,SD, uniform:MEAN,HALF-WIDTH, empirical:V1,V2,..")
-OSL_DIST_OPTION = typer.Option(None, "--osl-dist", metavar="KIND:MEAN,SPREAD",
-                               help="Output-length distribution (as --isl-dist).")
-WORKLOAD_OPTION = typer.Option(
-    None, "--workload", metavar="FILE|PRESET",
-    help="Trace of isl,osl[,arrival_s] rows (CSV with header, or JSONL), or a preset: chat, summarisation, "
-         "code, long-context.")
-INSTANCES_OPTION = typer.Option(1, "--instances", callback=bounded_count,
-                                help="Identical replicas behind a router (the load is split over them).")
-
-
 def estimate_serve(
     model: Model,
     hardware: Hardware,
@@ -171,12 +170,12 @@ def estimate_serve(
         None, "--concurrency", callback=bounded_count,
         help="Closed loop: requests in flight (a new one starts when one ends)."),
     rate: float | None = typer.Option(None, "--rate", help="Open loop: Poisson arrivals, requests/s to the deployment."),
-    instances: int = INSTANCES_OPTION,
+    instances: Instances = 1,
     isl: int | None = typer.Option(None, "--isl", callback=bounded_count, help="Input (prompt) tokens per request."),
     osl: int | None = typer.Option(None, "--osl", callback=bounded_count, help="Output tokens per request."),
-    isl_dist: str | None = ISL_DIST_OPTION,
-    osl_dist: str | None = OSL_DIST_OPTION,
-    workload: str | None = WORKLOAD_OPTION,
+    isl_dist: IslDist = None,
+    osl_dist: OslDist = None,
+    workload: WorkloadOpt = None,
     dtype: str = typer.Option("bf16", "--dtype", help="Weight dtype: bf16 | fp16 | fp8 | int8 | int4 | fp4"),
     kv_dtype: str | None = typer.Option(
         None,
@@ -184,11 +183,11 @@ def estimate_serve(
         help="KV-cache dtype: bf16 | fp16 | fp8 | int8 (default: the 16-bit activation dtype)",
     ),
     engine: EngineOpt = EngineChoice.generic,
-    spec_method: str | None = SPEC_METHOD_OPTION,
-    spec_tokens: int | None = SPEC_TOKENS_OPTION,
-    spec_accept: float | None = SPEC_ACCEPT_OPTION,
-    prefix_hit: str | None = PREFIX_HIT_OPTION,
-    expert_skew: float = EXPERT_SKEW_OPTION,
+    spec_method: SpecMethod = None,
+    spec_tokens: SpecTokens = None,
+    spec_accept: SpecAccept = None,
+    prefix_hit: PrefixHit = None,
+    expert_skew: ExpertSkew = 1.0,
     as_json: Json = False,
     calibration: Calibration = None,
 ) -> None:

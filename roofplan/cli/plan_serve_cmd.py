@@ -23,13 +23,20 @@ from roofplan.cli.common import (
     warn,
     warn_stale,
 )
-from roofplan.cli.options import Calibration, EngineChoice, EngineOpt, Json, Model, Pools, value
-from roofplan.cli.serve_options import (
-    EXPERT_SKEW_OPTION,
-    PREFIX_HIT_OPTION,
-    SPEC_ACCEPT_OPTION,
-    SPEC_METHOD_OPTION,
-    SPEC_TOKENS_OPTION,
+from roofplan.cli.options import (
+    Calibration,
+    EngineChoice,
+    EngineOpt,
+    ExpertSkew,
+    Json,
+    Model,
+    Pools,
+    PrefixHit,
+    SpecAccept,
+    SpecMethod,
+    SpecTokens,
+    spec_from_flags,
+    value,
 )
 from roofplan.errors import InputError
 from roofplan.solver.serve_planner import MAX_SERVE_GPUS  # the planner's suggestions respect it too
@@ -71,11 +78,11 @@ def plan_serve(
     plot: str | None = typer.Option(
         None, "--plot", metavar="PNG",
         help="Save the Pareto front as a PNG (matplotlib)."),
-    spec_method: str | None = SPEC_METHOD_OPTION,
-    spec_tokens: int | None = SPEC_TOKENS_OPTION,
-    spec_accept: float | None = SPEC_ACCEPT_OPTION,
-    prefix_hit: str | None = PREFIX_HIT_OPTION,
-    expert_skew: float = EXPERT_SKEW_OPTION,
+    spec_method: SpecMethod = None,
+    spec_tokens: SpecTokens = None,
+    spec_accept: SpecAccept = None,
+    prefix_hit: PrefixHit = None,
+    expert_skew: ExpertSkew = 1.0,
     target: list[str] | None = typer.Option(  # noqa: B008
         None, "--target", metavar="ENGINE=VERSION",
         help="Engine release the launch files are written for (e.g. sglang=0.5.23); default current."),
@@ -169,7 +176,6 @@ def _impl(
     price=None,
 ):
     from roofplan import resolve
-    from roofplan.cli.serve_options import spec_from_flags
     from roofplan.hardware.pricing import apply_prices, parse_prices
     from roofplan.launch.common import dumps_json, merge_files
     from roofplan.launch.platforms import unsupported_on

@@ -11,10 +11,6 @@ import typer
 
 from roofplan.cli.common import bounded_count, checked, print_json, run
 from roofplan.cli.estimate_serve_cmd import (
-    INSTANCES_OPTION,
-    ISL_DIST_OPTION,
-    OSL_DIST_OPTION,
-    WORKLOAD_OPTION,
     load_workload,
     render_load,
 )
@@ -25,8 +21,12 @@ from roofplan.cli.options import (
     EngineChoice,
     EngineOpt,
     HardwareOrPlan,
+    Instances,
+    IslDist,
     Json,
     ModelOrPlan,
+    OslDist,
+    WorkloadOpt,
     value,
 )
 from roofplan.errors import InputError
@@ -83,7 +83,7 @@ def simulate(
     concurrency: int | None = typer.Option(None, "--concurrency", callback=bounded_count,
                                            help="Closed loop: requests in flight."),
     rate: float | None = typer.Option(None, "--rate", help="Poisson arrivals, requests/s (a plan: its goodput)."),
-    instances: int = INSTANCES_OPTION,
+    instances: Instances = 1,
     mode: str = typer.Option("colocated", "--mode", help="colocated | disagg (xPyD)."),
     prefill_instances: int = typer.Option(1, "--prefill-instances", callback=bounded_count,
                                           help="disagg: prefill instances (x of xPyD)."),
@@ -93,9 +93,9 @@ def simulate(
                                           help="disagg: prefill tensor parallelism (default --tp)."),
     isl: int | None = typer.Option(None, "--isl", callback=bounded_count, help="Input tokens per request."),
     osl: int | None = typer.Option(None, "--osl", callback=bounded_count, help="Output tokens per request."),
-    isl_dist: str | None = ISL_DIST_OPTION,
-    osl_dist: str | None = OSL_DIST_OPTION,
-    workload: str | None = WORKLOAD_OPTION,
+    isl_dist: IslDist = None,
+    osl_dist: OslDist = None,
+    workload: WorkloadOpt = None,
     requests: int | None = typer.Option(None, "--requests", callback=bounded_count,
                                         help="Requests to simulate (default: the trace, else 10,000)."),
     router: str = typer.Option("round-robin", "--router", help="round-robin | random"),
