@@ -15,13 +15,6 @@ EST = ["estimate", "serve", *BASE]
 SIM = ["simulate", *BASE]
 
 
-def one_line_error(r, code):
-    assert r.exit_code == code, r.output
-    lines = [x for x in r.stderr.splitlines() if x.strip()]
-    assert len(lines) == 1 and "Traceback" not in r.output, r.stderr
-    return lines[0]
-
-
 def test_concurrency_json_has_the_spec_load_keys():
     r = runner.invoke(app, EST + ["--concurrency", "32", "--isl", "1000", "--osl", "200", "--json"])
     assert r.exit_code == 0, r.output
@@ -35,7 +28,7 @@ def test_concurrency_json_has_the_spec_load_keys():
     assert doc["output_tokens_per_s"] == pytest.approx(doc["request_rate_rps"] * 200, rel=1e-9)
 
 
-def test_static_batch_is_unchanged_and_exclusive():
+def test_static_batch_is_unchanged_and_exclusive(one_line_error):
     r = runner.invoke(app, EST + ["--batch", "8", "--isl", "1000", "--osl", "200", "--json"])
     assert r.exit_code == 0 and "ttft_p90_ms" not in json.loads(r.stdout)
     line = one_line_error(runner.invoke(app, EST + ["--batch", "8", "--rate", "2", "--isl", "10", "--osl", "10"]), 2)
@@ -44,7 +37,7 @@ def test_static_batch_is_unchanged_and_exclusive():
     assert "--batch" in line
 
 
-def test_unsustainable_rate_exits_3_naming_the_largest_rate():
+def test_unsustainable_rate_exits_3_naming_the_largest_rate(one_line_error):
     line = one_line_error(runner.invoke(app, EST + ["--rate", "1000", "--isl", "1000", "--osl", "200"]), 3)
     assert "largest sustainable rate is" in line
     mr = float(line.split("largest sustainable rate is ")[1].split()[0])
@@ -62,14 +55,14 @@ def test_unsustainable_rate_exits_3_naming_the_largest_rate():
         ("w.jsonl", '{"isl": 10, "osl": -5}\n', "w.jsonl:1:13 osl"),
     ],
 )
-def test_bad_workload_files_get_file_line_and_column(tmp_path, name, text, where):
+def test_bad_workload_files_get_file_line_and_column(tmp_path, name, text, where, one_line_error):
     p = tmp_path / name
     p.write_text(text)
     line = one_line_error(runner.invoke(app, EST + ["--rate", "1", "--workload", str(p)]), 2)
     assert where in line
 
 
-def test_bad_distribution_and_conflicting_sources():
+def test_bad_distribution_and_conflicting_sources(one_line_error):
     line = one_line_error(runner.invoke(app, EST + ["--rate", "1", "--isl-dist", "weibull:1,2", "--osl", "9"]), 2)
     assert "--isl-dist" in line and "lognormal" in line
     line = one_line_error(runner.invoke(app, EST + ["--rate", "1", "--isl", "9", "--isl-dist", "normal:9,1",
@@ -116,7 +109,7 @@ def test_simulate_agrees_with_estimate_through_the_cli():
     assert set(k for k in est if k.endswith("_ms")) <= set(sim)
 
 
-def test_simulate_a_plan(tmp_path):
+def test_simulate_a_plan(tmp_path, one_line_error):
     plan = tmp_path / "plan.json"
     r = runner.invoke(app, ["plan", "serve", "--model", "llama-3.1-8b", "--hardware", "h100-sxm", "--gpus", "2",
                             "--isl", "1000", "--osl", "200", "--engine", "vllm", "--json"])
