@@ -42,3 +42,14 @@ def test_cited_documents_exist_and_sections_resolve():
         if section and section not in nums and section.split(".")[0] not in nums:
             missing.append(f"{src}: docs/{doc} §{section}")
     assert not missing, missing
+
+
+def test_no_citation_of_a_document_outside_the_repository():
+    """``hardware.md §4`` or ``SPEC §3`` without the docs/ path points at a file a reader cannot find."""
+    bare = re.compile(r"(?<![\w/.-])(?:reference/)?(?:hardware|launch-configs)\.md|(?<![\w/.])SPEC(?:\.md)?\s*§")
+    found = []
+    for path in sorted((ROOT / "roofplan").rglob("*")):
+        if path.suffix in (".py", ".yaml"):
+            text = path.read_text(encoding="utf-8")
+            found += [f"{path.relative_to(ROOT)}: {m.group(0)}" for m in bare.finditer(text)]
+    assert not found, found
