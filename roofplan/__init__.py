@@ -52,10 +52,11 @@ def _at_the_door(model, hardware, config: dict, engines: tuple[str, ...] = ()):
     from roofplan import resolve
 
     calibration = config.pop("calibration", None)
+    overlay = resolve.overlay(calibration)  # the file is read once
     for key in engines:
         if key == "engine" or config.get(key) is not None:
-            config[key] = resolve.engine(config.get(key, "generic"), calibration)
-    return resolve.model(model), resolve.hardware(hardware, calibration), calibration
+            config[key] = resolve.engine(config.get(key, "generic"), overlay)
+    return resolve.model(model), resolve.hardware(hardware, overlay), calibration
 
 
 def estimate_training(model, hardware, **config):
@@ -122,9 +123,9 @@ def plan_serving(model, hardware, **request):
     from roofplan import resolve
     from roofplan.solver.serve_planner import plan_serving as _plan
 
-    calibration = request.pop("calibration", None)
-    request["engine"] = resolve.engine(request.get("engine", "generic"), calibration)
-    return _plan(resolve.model(model), resolve.pools(hardware, calibration), **request)
+    overlay = resolve.overlay(request.pop("calibration", None))
+    request["engine"] = resolve.engine(request.get("engine", "generic"), overlay)
+    return _plan(resolve.model(model), resolve.pools(hardware, overlay), **request)
 
 
 def validate(calibration=None):

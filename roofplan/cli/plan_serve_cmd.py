@@ -187,7 +187,8 @@ def _impl(
     targets = parse_targets(targets)
     engines = _emitters(emit)
     # launchers that cannot run on the chosen devices: an error when asked for, else left out
-    pools = resolve.pools(hardware, calibration)  # once: the planner gets specs, overlay applied
+    overlay = resolve.overlay(calibration)  # read once
+    pools = resolve.pools(hardware, overlay)  # once: the planner gets specs, overlay applied
     devices = resolve.devices(pools)
     off_platform: dict[str, str] = {}
     for e in EMITTERS:
@@ -221,7 +222,7 @@ def _impl(
         tpot_ms=tpot_ms,
         rate=rate,
         mode=mode,
-        engine=resolve.engine(engine, calibration),
+        engine=resolve.engine(engine, overlay),
         dtype=dtype,
         kv_dtype=kv_dtype,
         objective=objective,
