@@ -78,15 +78,6 @@ def show_document(spec: ModelSpec) -> dict:
     }
 
 
-def _check_calibration(calibration: str | None) -> None:
-    """``--calibration`` is accepted by every command (docs/SPEC.md §3) so one flag set serves all of them;
-    a model spec does not depend on the device, so here the overlay is only validated."""
-    if calibration is not None:
-        from roofplan.hardware.overlay import load_overlay
-
-        load_overlay(calibration)
-
-
 def _list(json_out: bool) -> None:
     rows = [_summary(resolve.model(m)) for m in list_models()]
     if json_out:
@@ -152,7 +143,7 @@ def register(group: typer.Typer) -> None:
         """List the model presets with layers, heads, parameters and KV bytes per token."""
 
         def body() -> None:
-            _check_calibration(calibration)
+            resolve.overlay(calibration)  # checked even where it changes nothing shown
             _list(json_out)
 
         return run(body)
@@ -168,7 +159,7 @@ def register(group: typer.Typer) -> None:
         """Show every field of a model, its parameter counts, FLOPs and KV bytes per token."""
 
         def body() -> None:
-            _check_calibration(calibration)
+            resolve.overlay(calibration)  # checked even where it changes nothing shown
             _show(model, json_out)
 
         return run(body)
