@@ -226,7 +226,7 @@ def test_calibration_overlay_is_applied():
 def test_pruned_ilp_equals_brute_force_over_every_candidate():
     """The planner (dominance pruning + ILP) against an exhaustive search over every evaluated
     prefill/decode candidate pair and every instance count within the budget."""
-    from roofplan.hardware.engines import load_engine
+    from roofplan.engines.catalog import load_engine
     from roofplan.solver import serve_planner as sp
     from roofplan.solver.serve_space import instance_shapes
 

@@ -7,7 +7,8 @@ import itertools
 import numpy as np
 import pytest
 
-from roofplan.costmodel.train import TrainConfigs, check_train_config, estimate_training, train_step
+from roofplan import estimate_training  # ids resolved at the door
+from roofplan.costmodel.train import TrainConfigs, check_train_config, train_step
 from roofplan.errors import InfeasibleError, InputError
 from roofplan.hardware.catalog import load_hardware
 from roofplan.models.loader import load_model

@@ -1,6 +1,6 @@
 """The result of ``plan_training``: ranked candidates, search statistics, placement, launch commands.
 
-:meth:`TrainPlan.to_json` is the document of SPEC §3.3 (schema ``roofplan.plan.train/v1``);
+:meth:`TrainPlan.to_json` is the document of docs/SPEC.md §3.3 (schema ``roofplan.plan.train/v1``);
 :meth:`TrainPlan.emit` turns the winner into launch files (the emitters never recompute costs).
 """
 
@@ -39,7 +39,7 @@ def emitter(framework: str):
 
 @dataclass
 class TrainPlan:
-    """A finished training plan (see SPEC §3.3)."""
+    """A finished training plan (see docs/SPEC.md §3.3)."""
 
     model: ModelSpec
     hardware: DeviceSpec

@@ -595,7 +595,7 @@ def prune(model, R: RoleCandidates, use_ttft: bool) -> np.ndarray:
 @dataclass
 class ServePlan:
     """The chosen deployment, the alternatives and the search statistics. ``to_json()`` is the
-    SPEC §3.4 document (schema roofplan.plan.serve/v1)."""
+    docs/SPEC.md §3.4 document (schema roofplan.plan.serve/v1)."""
 
     best: dict
     pareto: list
@@ -767,7 +767,7 @@ def plan_serving(
     expert_skew: float = 1.0,
     slo_percentile: float | None = None,
 ) -> ServePlan:
-    """Search serving deployments of ``model`` on ``gpus`` devices of ``hw`` (SPEC §3.4).
+    """Search serving deployments of ``model`` on ``gpus`` devices of ``hw`` (docs/SPEC.md §3.4).
 
     Without ``ttft_ms``/``tpot_ms``/``rate`` the deployment with the highest throughput for the
     budget wins. ``rate`` (requests/s) asks for the fewest GPUs (``objective="gpus"``) or the lowest

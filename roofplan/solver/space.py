@@ -29,14 +29,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from roofplan.costmodel.train_configs import OFFLOAD as OFFLOAD_CODES  # noqa: F401 - re-exported
+from roofplan.costmodel.train_configs import (
+    OFFLOAD_NAMES,  # noqa: F401 - re-exported
+    RECOMPUTE_NAMES,  # noqa: F401 - re-exported
+)
+from roofplan.costmodel.train_configs import RECOMPUTE as RECOMPUTE_CODES  # noqa: F401 - re-exported
 from roofplan.costmodel.train_memory import pipeline_split
 from roofplan.hardware.spec import DeviceSpec
 from roofplan.models.spec import ModelSpec
-
-RECOMPUTE_CODES = {"none": 0, "selective": 1, "full": 2}
-RECOMPUTE_NAMES = {v: k for k, v in RECOMPUTE_CODES.items()}
-OFFLOAD_CODES = {"none": 0, "optimizer": 1, "optimizer+params": 2}
-OFFLOAD_NAMES = {v: k for k, v in OFFLOAD_CODES.items()}
 
 #: Bytes per parameter of model state that every mixed-precision trainer keeps at minimum: low
 #: precision weights, low precision gradients, and the fp32 master copy plus the two Adam moments
@@ -111,7 +112,7 @@ def pipeline_split_ok(layers, pp, vpp):
 
 # -- framework limits --------------------------------------------------------------------------------
 def framework_mask(framework: str | tuple[str, ...] | None, a: dict[str, np.ndarray], layers: int) -> np.ndarray:
-    """True where ``framework`` can launch the configuration (launch-configs.md §1-3).
+    """True where ``framework`` can launch the configuration (docs/reference/launch-configs.md §1-3).
 
     * megatron: ZeRO 0/1 (distributed optimizer) or Megatron-FSDP for 2/3 without pipeline
       parallelism; optimizer CPU offload needs the distributed optimizer; no parameter offload.
