@@ -1,0 +1,53 @@
+"""Rows measured under an open-loop rate (H200, gpustack performance lab): how they are
+predicted, and invariants the predictions must keep."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from roofplan.costmodel import serve_load
+from roofplan.validation.load_predict import stated_rate
+from roofplan.validation.serve_predict import _setup
+from roofplan.validation.suite import Case, predict, read_cases
+
+
+def _rows(prefix: str) -> list[Case]:
+    return [c for c in read_cases() if c.id.startswith(prefix)]
+
+
+def test_rate_is_read_from_the_note_and_not_from_request_rate():
+    assert stated_rate(Case({"id": "a", "note": "guidellm open loop rate=8 req/s"})) == 8.0
+    assert stated_rate(Case({"id": "b", "note": "vllm bench serve --request_rate=8"})) is None
+
+
+def test_open_loop_rows_are_the_open_loop_steady_state():
+    """A rate row is predicted by open_loop at the stated rate, and its mean latency is its mean
+    TTFT plus (E[O] - 1) mean decode iterations (the definition of TPOT, same samples)."""
+    case = next(c for c in _rows("gpustack-h200-qwen35-35b-a3b-r8-") if c.metric == "latency_s_mean")
+    model, hw, engine, cfg = _setup(case, None)
+    r = serve_load.open_loop(serve_load.Instance(model, hw, engine, cfg), np.array([342]), np.array([281]), 8.0)
+    assert predict(case) == pytest.approx(r.latency_s["mean"], rel=1e-12)
+    assert r.latency_s["mean"] == pytest.approx(r.ttft_s["mean"] + 280 * r.tpot_s["mean"], rel=1e-9)
+
+
+def test_h200_latency_rows_under_load_within_20_percent():
+    """Held-out rows (no constant was fitted on them): gpustack Qwen3.5-35B-A3B on one H200,
+    vLLM v0.17.1, ShareGPT at 1, 4 and 8 requests/s (bf16) and 8 requests/s (FP8)."""
+    cases = [c for c in _rows("gpustack-h200-") if c.metric == "latency_s_mean"]
+    assert len(cases) == 4
+    for c in cases:
+        assert abs(predict(c) / c.measured - 1) <= 0.20, c.id
+
+
+def test_h200_ttft_rows_are_over_predicted_by_the_h100_fitted_api_time():
+    """The H200 TTFT rows miss issue 11's 10 % (held back: +24 % to +69 % at 1 and 8 req/s, -36 %
+    at 4 req/s, whose mean is carried by a few multi-second outliers: p99 3.6 s against a 42 ms
+    median). vLLM's request_overhead_s (48.7 ms) was fitted on vllm bench serve against vLLM 0.11;
+    this page's guidellm client against vLLM 0.17 sees 46 ms of TTFT in all at 1 req/s. Bounded
+    here so that a change that moves them is seen."""
+    cases = [c for c in _rows("gpustack-h200-") if c.metric == "ttft_ms_mean"]
+    assert len(cases) == 4
+    errs = sorted(predict(c) / c.measured - 1 for c in cases)
+    assert -0.5 < errs[0] and errs[-1] < 0.8
+    assert sum(e > 0.2 for e in errs) == 3  # the three rows without outliers are over-predicted
