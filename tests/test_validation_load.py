@@ -51,3 +51,18 @@ def test_h200_ttft_rows_are_over_predicted_by_the_h100_fitted_api_time():
     errs = sorted(predict(c) / c.measured - 1 for c in cases)
     assert -0.5 < errs[0] and errs[-1] < 0.8
     assert sum(e > 0.2 for e in errs) == 3  # the three rows without outliers are over-predicted
+
+
+def test_server_flags_in_the_note_set_the_engine_profile():
+    """SGLang --mem-fraction-static 0.8 leaves 20 % of the memory out of the pool; the running-
+    request cap and token budget follow --max-running-requests / --chunked-prefill-size."""
+    from roofplan.validation.serve_predict import engine_for, note_engine_args
+
+    case = Case({"id": "x", "engine": "sglang",
+                 "note": "mem_fraction_static=0.8 max_running_requests=128 chunked_prefill_size=16384"})
+    assert note_engine_args(case) == {"memory_reserve_fraction": pytest.approx(0.2), "max_num_seqs": 128,
+                                      "max_num_batched_tokens": 16384}
+    profile, _ = engine_for(case)
+    assert (profile.memory_reserve_fraction, profile.max_num_seqs, profile.max_num_batched_tokens) == (
+        pytest.approx(0.2), 128, 16384)
+    assert note_engine_args(Case({"id": "y", "note": "vllm bench serve --max-concurrency 4"})) == {}

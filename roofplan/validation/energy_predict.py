@@ -85,8 +85,7 @@ def serve_energy_state(case: Case, calibration=None) -> tuple[float, float, int]
     d = case.int("batch")
     if not d:
         raise ValueError(f"case {case.id}: a serve_energy row needs batch (the engine's max_num_seqs)")
-    budget = _note_value(case, "max_num_batched_tokens")
-    engine = engine.replace(max_num_seqs=d, **({"max_num_batched_tokens": int(budget)} if budget else {}))
+    engine = engine.replace(max_num_seqs=d)  # the note's other server flags are in _setup's profile
     inst = serve_load.Instance(model, hw, engine, cfg)
     isl, osl = serve_energy_lengths(case)
     mo = serve_load.moments(inst, isl, osl)

@@ -6,10 +6,12 @@ with requests of ``isl`` prompt and ``osl`` output tokens (a dataset's means whe
 vary; the note says which). A row whose note states ``rate=R`` (requests/s) was measured in an
 open loop instead (``--request-rate``, guidellm ``--rate``) and leaves ``batch`` empty.
 ``ttft_ms_mean`` / ``tpot_ms_mean`` / ``latency_s_mean`` are the benchmark's mean TTFT, mean TPOT
-and mean end-to-end latency; they are predicted by the steady state of
+and mean end-to-end latency (``_p50``: medians; ``total_tokens_per_s_per_gpu``: input + output
+tokens/s over the instance's GPUs). They are predicted by the steady state of
 :func:`roofplan.costmodel.serve_load.closed_loop` (or :func:`~roofplan.costmodel.serve_load.open_loop`,
 Poisson arrivals) with the engine profile of the row's engine string
-(:data:`roofplan.validation.serve_predict.ENGINE_MAP`). TTFT, TPOT and latency rows are reported
+(:data:`roofplan.validation.serve_predict.ENGINE_MAP`) and the server flags its note states as
+``key=value`` (:func:`roofplan.validation.serve_predict.note_engine_args`). TTFT, TPOT and latency rows are reported
 apart (``roofplan validate`` groups ``serve_load`` on its own).
 """
 
@@ -23,7 +25,16 @@ from roofplan.costmodel import serve_load
 from roofplan.validation.cases import Case, predictor
 from roofplan.validation.serve_predict import _setup
 
-METRICS = ("ttft_ms_mean", "tpot_ms_mean", "latency_s_mean")
+#: metric -> (LoadResult field, statistic or None, scale): means and medians of TTFT / TPOT in ms,
+#: mean latency in s, and the total (input + output) tokens/s per GPU of a saturated instance.
+METRICS = {
+    "ttft_ms_mean": ("ttft_s", "mean", 1e3),
+    "tpot_ms_mean": ("tpot_s", "mean", 1e3),
+    "ttft_ms_p50": ("ttft_s", "p50", 1e3),
+    "tpot_ms_p50": ("tpot_s", "p50", 1e3),
+    "latency_s_mean": ("latency_s", "mean", 1.0),
+    "total_tokens_per_s_per_gpu": ("total_tokens_per_s", None, 1.0),
+}
 
 
 def stated_rate(case: Case) -> float | None:
@@ -34,8 +45,8 @@ def stated_rate(case: Case) -> float | None:
 
 @predictor("serve_load")
 def predict_serve_load(case: Case, calibration=None) -> float:
-    """Mean TTFT or TPOT (ms), or mean latency (s), of ``batch`` closed-loop clients or of the
-    open loop at the note's ``rate=R``."""
+    """The row's metric (:data:`METRICS`) for ``batch`` closed-loop clients or the open loop at
+    the note's ``rate=R``."""
     model, hw, engine, cfg = _setup(case, calibration)
     if case.metric not in METRICS:
         raise ValueError(f"serve_load metric {case.metric!r} not supported ({', '.join(METRICS)})")
@@ -46,7 +57,8 @@ def predict_serve_load(case: Case, calibration=None) -> float:
     inst = serve_load.Instance(model, hw, engine, cfg)
     isl, osl = np.array([int(cfg.isl[0])]), np.array([int(cfg.osl[0])])
     r = serve_load.open_loop(inst, isl, osl, rate) if rate else serve_load.closed_loop(inst, isl, osl, conc)
-    if case.metric == "latency_s_mean":
-        return r.latency_s["mean"]
-    s = r.ttft_s if case.metric == "ttft_ms_mean" else r.tpot_s
-    return s["mean"] * 1e3
+    field, stat, scale = METRICS[case.metric]
+    value = getattr(r, field)
+    if stat is None:  # a rate of the whole instance: per GPU
+        return value / (int(cfg.tp[0]) * int(cfg.pp[0]))
+    return value[stat] * scale
