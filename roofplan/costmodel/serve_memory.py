@@ -39,10 +39,14 @@ def kv_bytes_per_token_per_device(model: ModelSpec, cfg: ServeConfigs) -> np.nda
 
 
 def state_bytes_per_seq_per_device(model: ModelSpec, cfg: ServeConfigs) -> np.ndarray:
-    """Fixed cache bytes one request holds on a device whatever its length: the windows of
-    sliding/chunked layers and the states of linear mixers (0 for a plain transformer), split
-    like the KV cache over the device's heads and pipeline stage."""
-    return model.state_bytes_per_seq(cfg.kv_dtype_resolved) / kv_shards(model, cfg.tp) / cfg.pp
+    """Fixed cache bytes one request holds on a device whatever its length (0 for a plain
+    transformer), per pipeline stage: the windows of sliding/chunked layers split like the KV
+    cache (:func:`kv_shards`), the linear mixers' states over all tp ranks, since a Gated
+    DeltaNet / Mamba-2 layer is sharded by its own heads (16-128 of them, vLLM and SGLang
+    ``num_heads // tp``), not by the full-attention layers' KV heads."""
+    lin = model.linear_state_bytes_per_seq()
+    win = model.state_bytes_per_seq(cfg.kv_dtype_resolved) - lin
+    return (win / kv_shards(model, cfg.tp) + lin / cfg.tp) / cfg.pp
 
 
 def kv_transfer_bytes(model: ModelSpec, isl, kv_dtype: str | None = "bf16") -> np.ndarray:
