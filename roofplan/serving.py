@@ -1,6 +1,8 @@
-"""Serving under load, resolved from ids: ``estimate serve --concurrency/--rate`` and ``simulate``.
+"""The serving API, resolved from ids: ``estimate serve`` (a fixed batch, :func:`estimate_serving`),
+``estimate serve --concurrency/--rate`` (:func:`estimate_serving_load`) and ``simulate``.
 
-Both take one deployment (an instance shape, ``instances`` replicas behind a router; or xPyD for the
+Ids, paths and calibration overlays become specs in :func:`resolve_inputs`, once; the cost model
+below takes specs and engine profiles only. The load estimates take one deployment (an instance shape, ``instances`` replicas behind a router; or xPyD for the
 simulator) and a :class:`~roofplan.workload.Workload`, and return the ``roofplan.estimate.serve/v1``
 document of docs/SPEC.md §3.2 with the load keys of docs/SPEC.md §6: ``ttft_ms``/``tpot_ms``/``latency_ms`` stay the
 means; ``*_p50_ms``, ``*_p90_ms``, ``*_p99_ms``, ``output_tokens_per_s`` (whole deployment) and
@@ -19,8 +21,15 @@ import numpy as np
 from roofplan.costmodel import serve as serve_model
 from roofplan.costmodel import serve_load, serve_sim
 from roofplan.costmodel.collectives import collective_time
+from roofplan.costmodel.serve import ServeArrays, ServeConfigs, compute_dtype
+from roofplan.costmodel.serve_features import resolve_prefix_hit, serve_step_ext
 from roofplan.errors import InfeasibleError, InputError
-from roofplan.hardware.engines import ENGINES, load_engine
+from roofplan.hardware.catalog import load_hardware
+from roofplan.hardware.engines import ENGINES, EngineProfile, load_engine
+from roofplan.hardware.overlay import apply_overlay, load_overlay
+from roofplan.hardware.spec import DeviceSpec
+from roofplan.models.loader import load_model
+from roofplan.models.spec import ModelSpec
 from roofplan.workload import Workload
 
 SCHEMA = "roofplan.estimate.serve/v1"
@@ -28,27 +37,157 @@ SCHEMA = "roofplan.estimate.serve/v1"
 SIM_REQUESTS = 10000
 
 
+# ------------------------------------------------------------------------------------------------
+# the door: ids, paths and overlays become specs here, once; nothing below resolves a name
+# ------------------------------------------------------------------------------------------------
+def resolve_inputs(model, hw, engine, calibration=None) -> tuple[ModelSpec, DeviceSpec, EngineProfile]:
+    """(ModelSpec, DeviceSpec, EngineProfile) from ids, YAML paths or spec objects, with the
+    calibration overlay applied to the device and the engine. The one place the serving API calls
+    the loaders: the cost model below takes specs only (a shared resolver can replace this)."""
+    if not isinstance(engine, EngineProfile) and engine not in ENGINES:
+        raise InputError("engine", engine, "one of " + ", ".join(ENGINES))
+    m = model if isinstance(model, ModelSpec) else load_model(model)
+    if not isinstance(hw, DeviceSpec):
+        h = load_hardware(hw, calibration=calibration)
+    elif calibration is not None:
+        h = apply_overlay(hw, load_overlay(calibration))
+    else:
+        h = hw
+    return m, h, load_engine(engine, calibration)
+
+
 def _positive(name: str, value, integer: bool = True):
+    """``value`` as a positive int (or finite float); else InputError naming ``name`` (exit 2)."""
     ok = not isinstance(value, bool) and isinstance(value, (int, float, np.integer, np.floating))
     if ok and integer:
-        ok = float(value) == int(value)
+        ok = math.isfinite(float(value)) and float(value) == int(value)
     if not ok or not math.isfinite(float(value)) or value <= 0:
         raise InputError(name, value, "a positive " + ("integer" if integer else "number"))
     return int(value) if integer else float(value)
 
 
+def _configs(model, hw, engine, calibration, *, dtype, kv_dtype, **ints):
+    """Resolved specs and a one-row ServeConfigs of the positive integers ``ints`` (checked against
+    the model: exit 2 on bad input): what the static estimate and the load instance share."""
+    vals = {k: _positive(k, v) for k, v in ints.items()}
+    m, h, prof = resolve_inputs(model, hw, engine, calibration)
+    cfg = serve_model.ServeConfigs(**vals, dtype=dtype, kv_dtype=kv_dtype, engine=prof.name)
+    serve_model.validate_serve_config(m, cfg)
+    return m, h, prof, cfg
+
+
+# ------------------------------------------------------------------------------------------------
+# one configuration at a fixed batch: the SPEC §3.2 document
+# ------------------------------------------------------------------------------------------------
+_GIB = float(2**30)
+
+
+@dataclass
+class ServeEstimate:
+    model: ModelSpec
+    hardware: DeviceSpec
+    engine: EngineProfile
+    config: ServeConfigs
+    arrays: ServeArrays
+    weights_in_ddr_bytes: float = 0.0
+    usable_bytes: float = 0.0  # capacity less the engine's reserve
+    speculative: object = None  # serve_features.SpecDecode, when speculative decoding is modelled
+    prefix_hit: int = 0  # prompt tokens served from the prefix cache
+    expert_skew: float = 1.0  # max/mean routed tokens per EP rank
+
+    def to_json(self) -> dict:
+        """The ``roofplan.estimate.serve/v1`` document of SPEC §3.2."""
+        a = self.arrays.row(0)
+        c = self.config
+        ms = 1e3
+        inputs = {
+            "model": self.model.name,
+            "hardware": self.hardware.id,
+            "engine": self.engine.name,
+            "tp": int(c.tp[0]),
+            "pp": int(c.pp[0]),
+            "ep": int(c.ep[0]),
+            "dp": int(c.dp[0]),
+            "gpus": int(c.devices[0]),
+            "batch": int(c.batch[0]),
+            "isl": int(c.isl[0]),
+            "osl": int(c.osl[0]),
+            "dtype": c.dtype,
+            "kv_dtype": c.kv_dtype_resolved,
+            "compute_dtype": compute_dtype(self.hardware, c.dtype),
+            "memory_reserve_fraction": self.engine.memory_reserve_fraction,
+        }
+        if self.speculative is not None:
+            inputs["speculative"] = self.speculative.to_json()
+        if self.prefix_hit:
+            inputs["prefix_hit_tokens"] = int(self.prefix_hit)
+        if self.expert_skew != 1.0:
+            inputs["expert_skew"] = float(self.expert_skew)
+        doc = {
+            "schema": "roofplan.estimate.serve/v1",
+            "inputs": inputs,
+            "ttft_ms": a["ttft_s"] * ms,
+            "tpot_ms": a["tpot_s"] * ms,
+            "latency_ms": a["latency_s"] * ms,
+            "output_tokens_per_s": a["output_tokens_per_s"],
+            "output_tokens_per_s_per_gpu": a["output_tokens_per_s_per_gpu"],
+            "fits": bool(a["fits"]),
+            "max_batch": int(a["max_batch"]),
+            "memory_gib_per_gpu": {
+                "weights": a["mem_weights"] / _GIB,
+                "kv_cache": a["mem_kv_cache"] / _GIB,
+                "activations": a["mem_activations"] / _GIB,
+                "total": a["mem_total"] / _GIB,
+                "capacity": a["capacity"] / _GIB,
+                "usable": self.usable_bytes / _GIB,
+                "weights_in_ddr": self.weights_in_ddr_bytes / _GIB,
+            },
+            "breakdown_ms": {
+                "prefill": {
+                    "compute": a["prefill_compute_s"] * ms,
+                    "memory": a["prefill_memory_s"] * ms,
+                    "communication": a["prefill_comm_s"] * ms,
+                    "overhead": a["prefill_overhead_s"] * ms,
+                },
+                "decode_step": {
+                    "compute": a["decode_compute_s"] * ms,
+                    "memory": a["decode_memory_s"] * ms,
+                    "communication": a["decode_comm_s"] * ms,
+                    "overhead": a["decode_overhead_s"] * ms,
+                },
+            },
+        }
+        return doc
+
+
+def estimate_serving(
+    model, hw, *, tp=1, pp=1, ep=1, dp=1, batch, isl, osl, dtype="bf16", kv_dtype=None, engine="generic",
+    calibration=None, speculative=None, prefix_hit=None, expert_skew=1.0,
+) -> ServeEstimate:
+    """Estimate one serving instance at a fixed batch (SPEC §3.2); ``.to_json()`` is the document.
+    ``model``/``hw`` may be ids, paths or spec objects; bad input raises InputError (exit 2).
+    ``speculative`` (a :class:`~roofplan.costmodel.serve_features.SpecDecode`) and ``prefix_hit``
+    (tokens, or a fraction of isl) add speculative decoding and prefix caching
+    (:mod:`roofplan.costmodel.serve_features`); ``expert_skew`` (max/mean routed tokens per EP rank)
+    loads the busiest expert-parallel rank; without them the result is unchanged."""
+    m, h, prof, cfg = _configs(model, hw, engine, calibration, dtype=dtype, kv_dtype=kv_dtype, tp=tp, pp=pp,
+                               ep=ep, dp=dp, batch=batch, isl=isl, osl=osl)
+    hit = resolve_prefix_hit(prefix_hit, int(cfg.isl[0]))
+    arrays = serve_step_ext(m, h, cfg, prof, spec=speculative, prefix_hit=hit, expert_skew=expert_skew)
+    mem = serve_model.serve_memory(m, h, prof, cfg)
+    return ServeEstimate(m, h, prof, cfg, arrays, weights_in_ddr_bytes=float(mem.weights_ddr[0]),
+                         usable_bytes=float(mem.usable[0]), speculative=speculative, prefix_hit=hit,
+                         expert_skew=float(expert_skew))
+
+
+# ------------------------------------------------------------------------------------------------
+# under load
+# ------------------------------------------------------------------------------------------------
 def make_instance(model, hw, *, tp=1, pp=1, ep=1, dp=1, dtype="bf16", kv_dtype=None, engine="generic",
                   calibration=None, isl=1024, osl=128) -> serve_load.Instance:
     """An :class:`~roofplan.costmodel.serve_load.Instance` from ids or specs (bad input: exit 2)."""
-    if not isinstance(engine, serve_model.EngineProfile) and engine not in ENGINES:
-        raise InputError("engine", engine, "one of " + ", ".join(ENGINES))
-    vals = {k: _positive(k, v) for k, v in dict(tp=tp, pp=pp, ep=ep, dp=dp).items()}
-    m = serve_model._resolve_model(model)
-    h = serve_model._resolve_hw(hw, calibration)
-    prof = load_engine(engine, calibration)
-    cfg = serve_model.ServeConfigs(**vals, batch=1, isl=int(isl), osl=int(osl), dtype=dtype, kv_dtype=kv_dtype,
-                                   engine=prof.name)
-    serve_model.validate_serve_config(m, cfg)
+    m, h, prof, cfg = _configs(model, hw, engine, calibration, dtype=dtype, kv_dtype=kv_dtype, tp=tp, pp=pp,
+                               ep=ep, dp=dp, batch=1, isl=int(isl), osl=int(osl))
     return serve_load.Instance(m, h, prof, cfg)
 
 
@@ -56,7 +195,7 @@ def _static(inst: serve_load.Instance, batch: int, wl: Workload) -> dict:
     """The static document of the instance at ``batch`` running requests of the mean lengths
     (memory, max batch and the breakdown of one prefill and one decode step)."""
     c = inst.cfg
-    est = serve_model.estimate_serving(
+    est = estimate_serving(
         inst.model, inst.hw, tp=int(c.tp[0]), pp=int(c.pp[0]), ep=int(c.ep[0]), dp=int(c.dp[0]),
         batch=max(int(batch), 1), isl=max(int(round(float(np.mean(wl.isl)))), 1),
         osl=max(int(round(float(np.mean(wl.osl)))), 1), dtype=c.dtype, kv_dtype=c.kv_dtype, engine=inst.engine,

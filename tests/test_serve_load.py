@@ -15,6 +15,7 @@ from roofplan.costmodel import serve as serve_model
 from roofplan.costmodel import serve_load as SL
 from roofplan.costmodel import serve_sim as SS
 from roofplan.errors import InfeasibleError
+from roofplan.serving import estimate_serving
 from roofplan.workload import make_workload
 
 
@@ -60,7 +61,7 @@ def test_tpot_under_load_exceeds_the_static_batch(inst):
     above the static batch-64 decode step, and its percentiles are ordered."""
     isl, osl = fixed(1, 1000, 200)
     r = SL.closed_loop(inst, isl, osl, 64)
-    static = serve_model.estimate_serving(inst.model, inst.hw, batch=64, isl=1000, osl=200, engine="vllm")
+    static = estimate_serving(inst.model, inst.hw, batch=64, isl=1000, osl=200, engine="vllm")
     assert r.tpot_s["mean"] > float(static.arrays.tpot_s[0])
     for m in (r.ttft_s, r.tpot_s, r.latency_s):
         assert m["p50"] <= m["p90"] <= m["p99"]

@@ -67,8 +67,7 @@ from roofplan.costmodel.serve_memory import (  # noqa: F401 - re-exported: the s
     max_batch,
     serve_memory,
 )
-from roofplan.errors import InputError
-from roofplan.hardware.engines import ENGINES, EngineProfile, load_engine
+from roofplan.hardware.engines import EngineProfile
 from roofplan.hardware.spec import DTYPE_BYTES, DeviceSpec
 from roofplan.models.spec import ModelSpec
 
@@ -397,32 +396,21 @@ def _compose(stage: StepParts, fixed: StepParts, p2p, passes, pp) -> StepParts:
     return out
 
 
-def step_time(
-    model: ModelSpec,
-    hw: DeviceSpec,
-    engine: EngineProfile | str | None,
-    cfg: ServeConfigs,
-    prefill_tokens,
-    prefill_context,
-    decode_seqs,
-    decode_context,
-    prefill_seqs=None,
-) -> np.ndarray:
+def step_time(*args, **kwargs) -> np.ndarray:
     """Seconds of ONE engine iteration over the whole instance that processes ``prefill_tokens``
     new prompt tokens (mean attended context ``prefill_context``; causal prefill of a prompt of L
     tokens has mean context (L+1)/2) plus one token for each of ``decode_seqs`` running requests
     (mean context ``decode_context``). With pp > 1 the iteration passes all stages in sequence
     (no microbatching inside one iteration). ``prefill_seqs`` (default: 1 when prefilling) is the
-    number of prompts, which sample one token each. All arguments broadcast over the N configs."""
-    return step_breakdown(
-        model, hw, engine, cfg, prefill_tokens, prefill_context, decode_seqs, decode_context, prefill_seqs
-    ).total
+    number of prompts, which sample one token each. All arguments broadcast over the N configs.
+    The arguments are :func:`step_breakdown`'s (one signature for both)."""
+    return step_breakdown(*args, **kwargs).total
 
 
 def step_breakdown(
     model: ModelSpec,
     hw: DeviceSpec,
-    engine: EngineProfile | str | None,
+    engine: EngineProfile,
     cfg: ServeConfigs,
     prefill_tokens,
     prefill_context,
@@ -432,7 +420,6 @@ def step_breakdown(
 ) -> StepParts:
     """:func:`step_time` split into compute-bound, memory-bound, communication and overhead parts
     (the power model's activity, :mod:`roofplan.costmodel.power`)."""
-    engine = load_engine(engine or cfg.engine)
     stage, fixed, p2p = step_parts(
         model, hw, engine, cfg, prefill_tokens, prefill_context, decode_seqs, decode_context, prefill_seqs
     )
@@ -447,7 +434,7 @@ def serve_step(
     model: ModelSpec,
     hw: DeviceSpec,
     cfg: ServeConfigs,
-    engine: EngineProfile | str | None = None,
+    engine: EngineProfile,
 ) -> ServeArrays:
     """TTFT, TPOT, throughput and memory of B requests prefilled together then decoded together.
 
@@ -455,7 +442,6 @@ def serve_step(
     prefill takes (m + pp - 1) stage times of B/m requests (GPipe fill, Huang et al. 2019), every
     decode round pp stage times of B/m requests. TPOT is the decode step at the mean context
     isl + osl/2 (step time is linear in the context). latency = TTFT + (osl-1)·TPOT."""
-    engine = load_engine(engine or cfg.engine)
     validate_serve_config(model, cfg)
     mem = serve_memory(model, hw, engine, cfg)
     B = cfg.batch.astype(float)
@@ -497,172 +483,4 @@ def serve_step(
         decode_memory_s=decode.memory,
         decode_comm_s=decode.comm,
         decode_overhead_s=decode.overhead,
-    )
-
-
-# ------------------------------------------------------------------------------------------------
-# one configuration, with inputs resolved and the docs/SPEC.md §3.2 document
-# ------------------------------------------------------------------------------------------------
-_GIB = float(2**30)
-
-
-@dataclass
-class ServeEstimate:
-    model: ModelSpec
-    hardware: DeviceSpec
-    engine: EngineProfile
-    config: ServeConfigs
-    arrays: ServeArrays
-    weights_in_ddr_bytes: float = 0.0
-    usable_bytes: float = 0.0  # capacity less the engine's reserve
-    speculative: object = None  # serve_features.SpecDecode, when speculative decoding is modelled
-    prefix_hit: int = 0  # prompt tokens served from the prefix cache
-    expert_skew: float = 1.0  # max/mean routed tokens per EP rank
-
-    def to_json(self) -> dict:
-        """The ``roofplan.estimate.serve/v1`` document of docs/SPEC.md §3.2."""
-        a = self.arrays.row(0)
-        c = self.config
-        ms = 1e3
-        inputs = {
-            "model": self.model.name,
-            "hardware": self.hardware.id,
-            "engine": self.engine.name,
-            "tp": int(c.tp[0]),
-            "pp": int(c.pp[0]),
-            "ep": int(c.ep[0]),
-            "dp": int(c.dp[0]),
-            "gpus": int(c.devices[0]),
-            "batch": int(c.batch[0]),
-            "isl": int(c.isl[0]),
-            "osl": int(c.osl[0]),
-            "dtype": c.dtype,
-            "kv_dtype": c.kv_dtype_resolved,
-            "compute_dtype": compute_dtype(self.hardware, c.dtype),
-            "memory_reserve_fraction": self.engine.memory_reserve_fraction,
-        }
-        if self.speculative is not None:
-            inputs["speculative"] = self.speculative.to_json()
-        if self.prefix_hit:
-            inputs["prefix_hit_tokens"] = int(self.prefix_hit)
-        if self.expert_skew != 1.0:
-            inputs["expert_skew"] = float(self.expert_skew)
-        doc = {
-            "schema": "roofplan.estimate.serve/v1",
-            "inputs": inputs,
-            "ttft_ms": a["ttft_s"] * ms,
-            "tpot_ms": a["tpot_s"] * ms,
-            "latency_ms": a["latency_s"] * ms,
-            "output_tokens_per_s": a["output_tokens_per_s"],
-            "output_tokens_per_s_per_gpu": a["output_tokens_per_s_per_gpu"],
-            "fits": bool(a["fits"]),
-            "max_batch": int(a["max_batch"]),
-            "memory_gib_per_gpu": {
-                "weights": a["mem_weights"] / _GIB,
-                "kv_cache": a["mem_kv_cache"] / _GIB,
-                "activations": a["mem_activations"] / _GIB,
-                "total": a["mem_total"] / _GIB,
-                "capacity": a["capacity"] / _GIB,
-                "usable": self.usable_bytes / _GIB,
-                "weights_in_ddr": self.weights_in_ddr_bytes / _GIB,
-            },
-            "breakdown_ms": {
-                "prefill": {
-                    "compute": a["prefill_compute_s"] * ms,
-                    "memory": a["prefill_memory_s"] * ms,
-                    "communication": a["prefill_comm_s"] * ms,
-                    "overhead": a["prefill_overhead_s"] * ms,
-                },
-                "decode_step": {
-                    "compute": a["decode_compute_s"] * ms,
-                    "memory": a["decode_memory_s"] * ms,
-                    "communication": a["decode_comm_s"] * ms,
-                    "overhead": a["decode_overhead_s"] * ms,
-                },
-            },
-        }
-        return doc
-
-
-def _resolve_model(model) -> ModelSpec:
-    if isinstance(model, ModelSpec):
-        return model
-    from roofplan.models.loader import load_model
-
-    return load_model(model)
-
-
-def _resolve_hw(hw, calibration) -> DeviceSpec:
-    if isinstance(hw, DeviceSpec):
-        if calibration is None:
-            return hw
-        from roofplan.hardware.overlay import apply_overlay, load_overlay
-
-        return apply_overlay(hw, load_overlay(calibration))
-    from roofplan.hardware.catalog import load_hardware
-
-    return load_hardware(hw, calibration=calibration)
-
-
-def _positive_int(name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise InputError(name, value, "a positive integer")
-    return int(value)
-
-
-def estimate_serving(
-    model,
-    hw,
-    *,
-    tp=1,
-    pp=1,
-    ep=1,
-    dp=1,
-    batch,
-    isl,
-    osl,
-    dtype="bf16",
-    kv_dtype=None,
-    engine="generic",
-    calibration=None,
-    speculative=None,
-    prefix_hit=None,
-    expert_skew=1.0,
-) -> ServeEstimate:
-    """Estimate one serving instance at a fixed batch (docs/SPEC.md §3.2); ``.to_json()`` is the document.
-    ``model``/``hw`` may be ids, paths or spec objects; bad input raises InputError (exit 2).
-    ``speculative`` (a :class:`~roofplan.costmodel.serve_features.SpecDecode`) and ``prefix_hit``
-    (tokens, or a fraction of isl) add speculative decoding and prefix caching
-    (:mod:`roofplan.costmodel.serve_features`); ``expert_skew`` (max/mean routed tokens per EP rank)
-    loads the busiest expert-parallel rank; without them the result is unchanged."""
-    if not isinstance(engine, EngineProfile) and engine not in ENGINES:
-        raise InputError("engine", engine, "one of " + ", ".join(ENGINES))
-    vals = {
-        k: _positive_int(k, v)
-        for k, v in dict(tp=tp, pp=pp, ep=ep, dp=dp, batch=batch, isl=isl, osl=osl).items()
-    }
-    m = _resolve_model(model)
-    h = _resolve_hw(hw, calibration)
-    prof = load_engine(engine, calibration)
-    cfg = ServeConfigs(**vals, dtype=dtype, kv_dtype=kv_dtype, engine=prof.name)
-    hit = 0
-    if speculative is not None or prefix_hit is not None or expert_skew != 1.0:
-        from roofplan.costmodel.serve_features import resolve_prefix_hit, serve_step_ext
-
-        hit = resolve_prefix_hit(prefix_hit, vals["isl"])
-        arrays = serve_step_ext(m, h, cfg, prof, spec=speculative, prefix_hit=hit, expert_skew=expert_skew)
-    else:
-        arrays = serve_step(m, h, cfg, prof)
-    mem = serve_memory(m, h, prof, cfg)
-    return ServeEstimate(
-        m,
-        h,
-        prof,
-        cfg,
-        arrays,
-        weights_in_ddr_bytes=float(mem.weights_ddr[0]),
-        usable_bytes=float(mem.usable[0]),
-        speculative=speculative,
-        prefix_hit=hit,
-        expert_skew=float(expert_skew),
     )

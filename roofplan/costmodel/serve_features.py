@@ -46,7 +46,7 @@ import numpy as np
 from roofplan.costmodel.serve import ServeArrays, ServeConfigs, _compose, serve_memory, step_parts
 from roofplan.costmodel.serve_memory import kv_bytes_per_token_per_device
 from roofplan.errors import InputError
-from roofplan.hardware.engines import EngineProfile, load_engine
+from roofplan.hardware.engines import EngineProfile
 from roofplan.hardware.spec import DeviceSpec
 from roofplan.models.spec import ModelSpec
 
@@ -143,7 +143,7 @@ def serve_step_ext(
     model: ModelSpec,
     hw: DeviceSpec,
     cfg: ServeConfigs,
-    engine: EngineProfile | str | None = None,
+    engine: EngineProfile,
     *,
     spec: SpecDecode | None = None,
     prefix_hit: int = 0,
@@ -153,7 +153,6 @@ def serve_step_ext(
     of ``prefix_hit`` tokens per prompt (module docstring). Same arrays, same meaning."""
     from roofplan.costmodel.serve import serve_step, validate_serve_config
 
-    engine = load_engine(engine or cfg.engine)
     if spec is None and not prefix_hit and expert_skew == 1.0:
         return serve_step(model, hw, cfg, engine)
     if not float(expert_skew) >= 1.0:

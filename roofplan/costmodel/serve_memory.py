@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from roofplan.costmodel.serve_configs import ServeConfigs, act_dtype
-from roofplan.hardware.engines import EngineProfile, load_engine
+from roofplan.hardware.engines import EngineProfile
 from roofplan.hardware.spec import DTYPE_BYTES, DeviceSpec
 from roofplan.models.spec import ModelSpec
 
@@ -157,8 +157,7 @@ def serve_memory(model: ModelSpec, hw: DeviceSpec, engine: EngineProfile, cfg: S
     return ServeMemory(weights, weights_hbm, weights_ddr, kv, act, usable, capacity, fits, max_batch)
 
 
-def max_batch(model: ModelSpec, hw: DeviceSpec, cfg: ServeConfigs, engine: EngineProfile | str | None = None):
+def max_batch(model: ModelSpec, hw: DeviceSpec, cfg: ServeConfigs, engine: EngineProfile):
     """Largest B whose KV cache for isl+osl tokens per request (plus the engine's activation
     workspace and reserve) fits next to the weights; 0 when the weights alone do not fit."""
-    engine = load_engine(engine or cfg.engine)
     return serve_memory(model, hw, engine, cfg).max_batch
