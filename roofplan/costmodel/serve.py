@@ -18,7 +18,7 @@ each term: :func:`step_inputs` resolves the batch and rates once; per-op terms
 (:func:`attention_projections_term`, :func:`prefill_attention_term`, :func:`decode_attention_term`,
 :func:`dense_mlp_term`, :func:`moe_term`, :func:`elementwise_term`, :func:`lm_head_term`) and one
 function per parallel dimension (:func:`tp_comm`, :func:`ep_comm`, :func:`dp_moe_comm`,
-:func:`pp_comm`) are composed by :func:`decoder_layer` and :func:`step_parts`. Ops per decoder
+:func:`pp_comm`) are composed by :func:`decoder_layer`, :func:`stage_overhead` and :func:`step_parts`. Ops per decoder
 layer (Megatron/vLLM tensor parallelism, Shoeybi et al. 2019: column-parallel QKV and gate/up,
 row-parallel O and down, one all-reduce after each):
 
@@ -482,16 +482,16 @@ def decoder_layer(s: StepInputs, expert_skew: float = 1.0) -> tuple[np.ndarray, 
     return layer_c, layer_m, comm
 
 
-def fixed_costs(s: StepInputs, layers_stage, busy) -> tuple[np.ndarray, np.ndarray]:
-    """(GPU gaps, overhead) of a stage: kernels x kernel_gap, plus the host's launch time where it
-    exceeds the GPU's ``busy`` time (0 when the step replays a CUDA graph)."""
+def stage_overhead(s: StepInputs, layers_stage, busy) -> np.ndarray:
+    """Overhead seconds of a stage: the GPU's gaps between kernels (kernels x kernel_gap), plus the
+    host's launch time where it exceeds the GPU's ``busy`` time (0 when the step replays a CUDA graph)."""
     engine = s.engine
     kernels = 1.0 if s.hw.dataflow else engine.kernels_per_layer
     n_kernels = layers_stage * kernels + 3.0  # + embedding, final norm, LM head / sampler
     gap = n_kernels * engine.kernel_gap_s
     host_op = s.eff.kernel_launch_s if engine.host_op_s is None else engine.host_op_s
     host = np.where(engine.cuda_graphs or s.hw.dataflow, 0.0, n_kernels * host_op)
-    return gap, gap + np.maximum(host - (busy + gap), 0.0)
+    return gap + np.maximum(host - (busy + gap), 0.0)
 
 
 def step_parts(model: ModelSpec, hw: DeviceSpec, engine: EngineProfile, cfg: ServeConfigs, prefill_tokens,
@@ -513,8 +513,7 @@ def step_parts(model: ModelSpec, hw: DeviceSpec, engine: EngineProfile, cfg: Ser
     compute = layers_stage * layer_c + head_c
     memory = layers_stage * layer_m + head_m
     comm = layers_stage * layer_comm + head_comm
-    _, overhead = fixed_costs(s, layers_stage, compute + memory + comm)
-    stage = StepParts(compute, memory, comm, overhead)
+    stage = StepParts(compute, memory, comm, stage_overhead(s, layers_stage, compute + memory + comm))
     fixed = StepParts(np.zeros(s.n), np.zeros(s.n), np.zeros(s.n), np.full(s.n, engine.step_overhead_s))
     return stage, fixed, pp_comm(s)
 

@@ -128,6 +128,15 @@ class SimResult:
         return {"mean": float(x.mean()), **{f"p{p}": float(np.percentile(x, p)) for p in (50, 90, 99)}}
 
 
+def _closed_loop_arrivals(step, arrival: list[float], kv_prompt, gen_target, closed: int) -> None:
+    """A closed loop of ``closed`` clients: the first C requests start spread over one request
+    lifetime (desynchronised clients), the rest wait for completions (arrival = inf, in place)."""
+    n = len(arrival)
+    c0 = min(closed, n)
+    life = max(sum(gen_target) / n, 1.0) * step(0.0, 1.0, float(c0), sum(kv_prompt) / n + sum(gen_target) / (2 * n))
+    arrival[:] = [life * k / c0 for k in range(c0)] + [float("inf")] * (n - c0)
+
+
 def run_instance(
     step: Callable[[float, float, float, float], float],
     arrival: list[float],
@@ -151,10 +160,8 @@ def run_instance(
     per-request time) later (``arrival`` is overwritten in place). Returns
     (first-token times, finish times, first-decode times, counters)."""
     n = len(arrival)
-    if closed is not None:  # the first C start spread over one request lifetime (desynchronised clients)
-        c0 = min(closed, n)
-        life = max(sum(gen_target) / n, 1.0) * step(0.0, 1.0, float(c0), sum(kv_prompt) / n + sum(gen_target) / (2 * n))
-        arrival[:] = [life * k / c0 for k in range(c0)] + [float("inf")] * (n - c0)
+    if closed is not None:
+        _closed_loop_arrivals(step, arrival, kv_prompt, gen_target, closed)
     first = [float("nan")] * n
     finish = [float("nan")] * n
     begun = [float("nan")] * n  # start of the first iteration that computes its prompt (or admits it)
@@ -191,6 +198,44 @@ def run_instance(
         d += 1
         sum_ctx += base[i]
 
+    def complete(i: int, now: float) -> None:
+        """Request i is done at ``now``; a closed loop sends the next request then."""
+        nonlocal finished
+        finish[i] = now
+        finished += 1
+        if closed is not None and closed + finished - 1 < n:
+            arrival[closed + finished - 1] = now + api_s
+
+    def preempt_newest() -> None:
+        """vLLM recompute preemption of the most recently admitted decoding request."""
+        nonlocal d, sum_ctx, preempt
+        while order and order[-1] not in decoding:
+            order.pop()
+        v = order.pop()
+        decoding.discard(v)
+        d -= 1
+        ctx = base[v] + (it - start[v])
+        sum_ctx -= ctx
+        gen[v] = gen[v] + (it - start[v])
+        epoch[v] += 1
+        todo[v] = kv_prompt[v] + gen[v]  # recompute prompt and generated tokens
+        done_pre[v] = 0
+        waiting.appendleft(v)
+        preempt += 1
+
+    def prompt_done(i: int, now: float) -> None:
+        """Request i's prompt is computed: its first token, then decoding (or done)."""
+        nonlocal blocks_pre
+        blocks_pre -= -(-(kv_prompt[i] + gen[i]) // block)
+        todo[i] = 0
+        if gen[i] == 0:
+            gen[i] = 1
+            first[i] = now
+        if gen[i] >= gen_target[i]:
+            complete(i, now)
+        else:
+            enter_decode(i)
+
     while finished < n:
         while nxt < n and arrival[nxt] <= t:
             waiting.append(nxt)
@@ -217,19 +262,7 @@ def run_instance(
                 enter_decode(i)
         # preemption when the decoding requests' next tokens do not fit
         while d > 1 and (sum_ctx + d) / block + 0.5 * d + blocks_pre > kv_blocks:
-            while order and order[-1] not in decoding:
-                order.pop()
-            v = order.pop()
-            decoding.discard(v)
-            d -= 1
-            ctx = base[v] + (it - start[v])
-            sum_ctx -= ctx
-            gen[v] = gen[v] + (it - start[v])
-            epoch[v] += 1
-            todo[v] = kv_prompt[v] + gen[v]  # recompute prompt and generated tokens
-            done_pre[v] = 0
-            waiting.appendleft(v)
-            preempt += 1
+            preempt_newest()
         # build the iteration
         left = budget - d
         p = 0
@@ -262,28 +295,14 @@ def run_instance(
             decoding.discard(i)
             d -= 1
             sum_ctx -= base[i] + (it - start[i])
-            finish[i] = t
             gen[i] = gen_target[i]
-            finished += 1
-            if closed is not None and closed + finished - 1 < n:
-                arrival[closed + finished - 1] = t + api_s
+            complete(i, t)
         still = []
         for i in prefilling:
             if done_pre[i] < todo[i]:
                 still.append(i)
-                continue
-            blocks_pre -= -(-(kv_prompt[i] + gen[i]) // block)
-            todo[i] = 0
-            if gen[i] == 0:
-                gen[i] = 1
-                first[i] = t
-            if gen[i] >= gen_target[i]:
-                finish[i] = t
-                finished += 1
-                if closed is not None and closed + finished - 1 < n:
-                    arrival[closed + finished - 1] = t + api_s
             else:
-                enter_decode(i)
+                prompt_done(i, t)
         prefilling = still
     stats = {"iterations": it, "preemptions": preempt, "area_d": area_d, "busy": busy, "end": t, "begun": begun}
     return first, finish, [float(x) for x in start], stats
@@ -329,6 +348,27 @@ def _times(first, finish, osl):
     return first, finish, tpot
 
 
+@dataclass
+class _Counters:
+    """Per-instance counters of :func:`run_instance` summed over the instances of a deployment."""
+
+    iterations: int = 0
+    preemptions: int = 0
+    area_d: float = 0.0  # decoding requests x seconds
+    busy: float = 0.0
+    end: float = 0.0
+
+    def add(self, st: dict, decoding: bool = True) -> None:
+        """Add one instance's ``stats``; prefill-only instances (``decoding=False``) add no
+        decode area and do not set the end of the run."""
+        self.iterations += st["iterations"]
+        self.preemptions += st["preemptions"]
+        self.busy += st["busy"]
+        if decoding:
+            self.area_d += st["area_d"]
+            self.end = max(self.end, st["end"])
+
+
 def simulate_colocated(
     inst: Instance, isl, osl, arrival_s=None, *, instances: int = 1, router: str = "round-robin", seed: int = 0,
     concurrency: int | None = None,
@@ -347,8 +387,7 @@ def simulate_colocated(
     ttft = np.full(len(arr), np.nan)
     fin = np.full(len(arr), np.nan)
     wait = np.full(len(arr), np.nan)
-    its = pre = 0
-    area = busy = end = 0.0
+    tot = _Counters()
     for k in range(instances):
         idx = np.nonzero(where == k)[0]
         if len(idx) == 0:
@@ -364,16 +403,12 @@ def simulate_colocated(
         wait[idx] = np.asarray(st["begun"]) - np.asarray(a)
         ttft[idx] = np.asarray(f) - arr[idx]
         fin[idx] = e
-        its += st["iterations"]
-        pre += st["preemptions"]
-        area += st["area_d"]
-        busy += st["busy"]
-        end = max(end, st["end"])
+        tot.add(st)
     first_abs = ttft + arr
     _, _, tpot = _times(first_abs, fin, osl)
-    span = max(end - float(arr.min()), 1e-12)
-    return SimResult(arr, ttft, tpot, fin - arr, wait, isl, osl, span, its, pre, area / span / instances,
-                     busy / span / instances)
+    span = max(tot.end - float(arr.min()), 1e-12)
+    return SimResult(arr, ttft, tpot, fin - arr, wait, isl, osl, span, tot.iterations, tot.preemptions,
+                     tot.area_d / span / instances, tot.busy / span / instances)
 
 
 def simulate_disagg(
@@ -406,8 +441,7 @@ def simulate_disagg(
     wp = _route(n, prefill_instances * depth, router, rng)
     ready = np.full(n, np.nan)
     wait = np.full(n, np.nan)
-    its = pre = 0
-    busy = end = 0.0
+    tot = _Counters()
     api = float(prefill.engine.request_overhead_s)  # the prefill side's API server takes the request
     for k in range(prefill_instances * depth):
         idx = np.nonzero(wp == k)[0]
@@ -419,9 +453,7 @@ def simulate_disagg(
         )
         ready[idx] = np.asarray(f) + np.asarray(transfer_s(isl[idx]), dtype=float)
         wait[idx] = np.asarray(st["begun"]) - (arr[idx] + api)
-        its += st["iterations"]
-        pre += st["preemptions"]
-        busy += st["busy"]
+        tot.add(st, decoding=False)
     bd, sd, kd, cd = _instance_limits(decode, isl, osl)
     tab_d = _table(decode, isl, osl, bd, sd, kd, cd)
     order = np.argsort(ready, kind="stable")
@@ -429,7 +461,6 @@ def simulate_disagg(
     wd[order] = _route(n, decode_instances, router, rng)
     first = np.full(n, np.nan)
     fin = np.full(n, np.nan)
-    area = 0.0
     for k in range(decode_instances):
         idx = order[wd[order] == k]
         if len(idx) == 0:
@@ -440,12 +471,8 @@ def simulate_disagg(
         )
         first[idx] = f
         fin[idx] = e
-        its += st["iterations"]
-        pre += st["preemptions"]
-        area += st["area_d"]
-        busy += st["busy"]
-        end = max(end, st["end"])
+        tot.add(st)
     _, _, tpot = _times(first, fin, osl)
-    span = max(end - float(arr[0]), 1e-12)
-    return SimResult(arr, first - arr, tpot, fin - arr, wait, isl, osl, span, its, pre,
-                     area / span / decode_instances, busy / span / (prefill_instances + decode_instances))
+    span = max(tot.end - float(arr[0]), 1e-12)
+    return SimResult(arr, first - arr, tpot, fin - arr, wait, isl, osl, span, tot.iterations, tot.preemptions,
+                     tot.area_d / span / decode_instances, tot.busy / span / (prefill_instances + decode_instances))
