@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from roofplan import load_hardware, load_model
+from roofplan.costmodel.collectives import collective_time
 from roofplan.costmodel.serve import ServeConfigs, serve_step, step_time
 from roofplan.costmodel.serve_features import SpecDecode, resolve_prefix_hit, serve_step_ext
 from roofplan.errors import InputError
@@ -21,7 +22,7 @@ SG = load_engine("sglang")
 
 
 def _cfg(batch=16, isl=2000, osl=500, tp=8, dtype="fp8"):
-    return ServeConfigs.single(tp=tp, pp=1, ep=1, dp=1, batch=batch, isl=isl, osl=osl, dtype=dtype, engine=SG)
+    return ServeConfigs.single(tp=tp, pp=1, ep=1, dp=1, batch=batch, isl=isl, osl=osl, dtype=dtype, engine="sglang")
 
 
 def test_expected_tokens_per_step_hand_calculation():
@@ -92,7 +93,7 @@ def test_prefix_hit_forms_and_bad_values():
 def test_expert_skew_loads_only_expert_parallel_ranks():
     """Skew = max/mean routed tokens per EP rank: it slows EP instances (their busiest rank's
     expert GEMMs and all-to-all bytes grow) and leaves instances without EP as they are."""
-    ep8 = ServeConfigs.single(tp=1, pp=1, ep=8, dp=8, batch=64, isl=2000, osl=100, dtype="fp8", engine=SG)
+    ep8 = ServeConfigs.single(tp=1, pp=1, ep=8, dp=8, batch=64, isl=2000, osl=100, dtype="fp8", engine="sglang")
     tp8 = _cfg(batch=64, isl=2000, osl=100)
     uniform = serve_step(DS, HW, ep8, SG)
     skewed = serve_step_ext(DS, HW, ep8, SG, expert_skew=2.0)
@@ -111,6 +112,29 @@ def test_windowed_and_sparse_attention_cut_long_context_cost():
     assert oss.attention_context(32768.0) == pytest.approx((18 * 32768 + 18 * 128) / 36)
     v32, v3 = load_model("deepseek-v3.2"), load_model("deepseek-v3")
     assert v32.kv_read_bytes(65536.0) == 61 * 2 * (2048 * 576 + 65536 * 128)
-    cfg = ServeConfigs.single(tp=8, pp=1, ep=1, dp=1, batch=8, isl=65536, osl=100, dtype="fp8", engine=SG)
+    cfg = ServeConfigs.single(tp=8, pp=1, ep=1, dp=1, batch=8, isl=65536, osl=100, dtype="fp8", engine="sglang")
     assert serve_step(v32, HW, cfg, SG).tpot_s[0] < serve_step(v3, HW, cfg, SG).tpot_s[0]
     assert serve_step(v32, HW, cfg, SG).ttft_s[0] < serve_step(v3, HW, cfg, SG).ttft_s[0]
+
+
+def test_attention_dp_without_ep_pays_the_gather_and_combine_all_reduces():
+    """ep = 1, dp = 8, tp = 1: the experts are split over the 8 attention ranks, so each of the 58
+    MoE layers all-reduces the gathered T x 7168 bf16 activations twice (SGLang's dp_gather, then the
+    experts' partial sums). Before, the instance charged no communication at all (tp = 1). Floor:
+    a ring all-reduce moves 2 (g-1)/g of the buffer over one rank's NVLink, 450 GB/s per direction
+    (H200 SXM datasheet)."""
+    from roofplan.costmodel.serve import step_breakdown
+
+    plain = load_engine("sglang").replace(custom_allreduce=False)
+    cfg = ServeConfigs.single(tp=1, pp=1, ep=1, dp=8, batch=64, isl=2000, osl=100, dtype="fp8", engine="sglang")
+    parts = step_breakdown(DS, HW, plain, cfg, 0.0, 0.0, 64.0, 2050.0)
+    buffer = 64 * 7168 * 2  # the 64 decode tokens of all 8 ranks, bf16 activations
+    floor = 58 * 2 * (2 * 7 / 8 * buffer / 450e9)
+    assert parts.comm[0] >= floor
+    assert parts.comm[0] == pytest.approx(58 * 2 * float(collective_time("all_reduce", buffer, 8, HW)), rel=1e-9)
+    # dp = 1 keeps the TP all-reduce of one rank's tokens after attention and the MoE (2 per layer)
+    tp8 = ServeConfigs.single(tp=8, pp=1, ep=1, dp=1, batch=64, isl=2000, osl=100, dtype="fp8", engine="sglang")
+    t8 = step_breakdown(DS, HW, plain, tp8, 0.0, 0.0, 64.0, 2050.0)
+    ar = float(collective_time("all_reduce", buffer, 8, HW))
+    head = float(collective_time("all_gather", 64 * DS.vocab * 4.0, 8, HW))
+    assert t8.comm[0] == pytest.approx(61 * 2 * ar + head, rel=1e-9)

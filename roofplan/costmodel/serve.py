@@ -439,9 +439,16 @@ def ep_comm(s: StepInputs, expert_skew: float = 1.0) -> np.ndarray:
 
 
 def dp_moe_comm(s: StepInputs) -> np.ndarray:
-    """Without EP the experts are split tp x dp ways; the all-reduce that combines their partial
-    sums (currently over the TP group of one attention rank's tokens)."""
-    return tp_comm(s)
+    """Without EP the experts are split tp x dp ways. With dp = 1 their partial sums are combined by
+    the TP all-reduce of a dense MLP (:func:`tp_comm`). With attention DP (dp > 1) every rank needs
+    the tokens of all dp ranks: SGLang gathers them with an all-reduce of the zero-padded global
+    T x hidden buffer over the tp x dp group (``layers/dp_attention.py``, ``_dp_gather``), runs the
+    experts tensor-parallel over that group, combines their partial sums with a second all-reduce
+    of the same buffer, and keeps its own rows (``dp_scatter``, a local copy): two all-reduces of
+    the instance's T x hidden activations."""
+    gathered = s.tokens * s.hidden * s.act_bytes
+    dp_time = 2.0 * _allreduce(s.hw, s.engine, gathered, s.cfg.tp * s.cfg.dp)
+    return np.where(s.dp > 1, dp_time, tp_comm(s))
 
 
 def pp_comm(s: StepInputs) -> np.ndarray:
