@@ -138,3 +138,73 @@ def test_attention_dp_without_ep_pays_the_gather_and_combine_all_reduces():
     ar = float(collective_time("all_reduce", buffer, 8, HW))
     head = float(collective_time("all_gather", 64 * DS.vocab * 4.0, 8, HW))
     assert t8.comm[0] == pytest.approx(61 * 2 * ar + head, rel=1e-9)
+
+
+def _colocated(model, spec=None, hit=0, skew=1.0, tp=1, ep=1, dp=1, C=16, chunk=512, isl=2000, osl=500):
+    from roofplan.solver.colocated import colocated_metrics
+    from roofplan.solver.serve_space import Shapes
+
+    one = np.array([1])
+    shapes = Shapes(tp=one * tp, pp=one, dp=one * dp, ep=one * ep)
+    feats = None if spec is None and not hit and skew == 1.0 else (spec, hit, skew)
+    return colocated_metrics(model, HW, SG, shapes, np.array([C]), np.array([chunk]), isl=isl, osl=osl, dtype="fp8",
+                             kv_dtype=None, engine_name="sglang", features=feats)
+
+
+def test_colocated_speculative_decoding_hand_composition():
+    """n-gram drafts (no draft network): a decode round verifies C x k draft tokens at the decode
+    context, a mixed round adds the 512-token chunk at its causal context (the query-weighted mean
+    context); a round yields E = (1-a^4)/(1-a) tokens per request, so a request leaves after osl/E
+    rounds and TPOT is the mean round over E (Leviathan et al. eq. 1)."""
+    spec = SpecDecode("ngram", 3, 0.5)
+    E = (1 - 0.5**4) / 0.5
+    C, chunk, isl, osl = 16, 512, 2000, 500
+    cfg = _cfg(batch=C, isl=isl, osl=osl, tp=1)
+    ctx, pre = isl + osl / 2, (isl + 1) / 2
+    t_dec = step_time(L8, HW, SG, cfg, C * 3, ctx, C, ctx, prefill_seqs=C * 3)[0]
+    t_mix = step_time(L8, HW, SG, cfg, C * 3 + chunk, (C * 3 * ctx + chunk * pre) / (C * 3 + chunk), C, ctx,
+                      prefill_seqs=C * 3 + chunk / isl)[0]
+    f = C * isl / (osl / E * chunk)
+    got = _colocated(L8, spec=spec)
+    assert got.mix_fraction[0] == pytest.approx(f)
+    assert got.tpot_s[0] == pytest.approx((f * t_mix + (1 - f) * t_dec) / E, rel=1e-9)
+    assert got.ttft_s[0] == pytest.approx(np.ceil(isl / chunk) * t_mix, rel=1e-9)
+    # a draft that is never accepted cannot beat plain decoding
+    assert _colocated(L8, spec=SpecDecode("ngram", 3, 0.0)).tpot_s[0] > _colocated(L8).tpot_s[0]
+    # an MTP layer on DeepSeek-V3 at the published acceptance speeds decoding up
+    assert _colocated(DS, spec=SpecDecode.of("mtp"), tp=8, C=64).tpot_s[0] < _colocated(DS, tp=8, C=64).tpot_s[0]
+
+
+def test_colocated_prefix_hit_prefills_only_the_miss():
+    """1500 of 2000 prompt tokens cached: a chunk computes miss tokens at context 1500 + 501/2,
+    one prompt needs ceil(500 / 512) = 1 mixed round, the token balance needs C x 500 / osl prompt
+    tokens per round, and each request holds KV for its miss only (more requests fit)."""
+    C, chunk, isl, osl, hit = 16, 512, 2000, 500, 1500
+    cfg = _cfg(batch=C, isl=isl, osl=osl, tp=1)
+    t_mix = step_time(L8, HW, SG, cfg, chunk, hit + 501 / 2, C, isl + osl / 2, prefill_seqs=chunk / 500)[0]
+    got, base = _colocated(L8, hit=hit), _colocated(L8)
+    assert got.ttft_s[0] == pytest.approx(t_mix, rel=1e-9)
+    assert got.mix_fraction[0] == pytest.approx(C * 500 / (osl * chunk))
+    assert got.ttft_s[0] < base.ttft_s[0] and got.tpot_s[0] < base.tpot_s[0]
+    assert got.max_batch[0] > base.max_batch[0]
+
+
+def test_colocated_expert_skew_paces_only_expert_parallel_instances():
+    uniform = _colocated(DS, tp=1, ep=8, dp=8, C=64)
+    skewed = _colocated(DS, skew=2.0, tp=1, ep=8, dp=8, C=64)
+    assert skewed.tpot_s[0] > uniform.tpot_s[0] and skewed.ttft_s[0] > uniform.ttft_s[0]
+    assert _colocated(DS, skew=2.0, tp=8, C=64).tpot_s[0] == _colocated(DS, tp=8, C=64).tpot_s[0]
+
+
+def test_colocated_plans_take_speculative_decoding_and_emit_it():
+    """--mode colocated with a draft method plans (it was refused), the plan's TPOT is the colocated
+    steady state with E tokens per round, and the colocated vLLM launch file carries the draft."""
+    from roofplan.solver.serve_planner import plan_serving
+
+    args = dict(gpus=1, isl=2000, osl=500, tpot_ms=20, mode="colocated", engine="vllm")
+    plain = plan_serving("llama-3.1-8b", "h200-sxm", **args)
+    spec = plan_serving("llama-3.1-8b", "h200-sxm", speculative=SpecDecode.of("eagle3"), **args)
+    assert spec.best["mode"] == "colocated" and spec.request["speculative"]["method"] == "eagle3"
+    assert spec.best["tpot_ms"] <= 20 and plain.request.get("speculative") is None
+    vllm = "\n".join(spec.launch["vllm"].values())
+    assert '"method":"eagle3","num_speculative_tokens":3' in vllm

@@ -555,11 +555,14 @@ def step_breakdown(
     decode_seqs,
     decode_context,
     prefill_seqs=None,
+    expert_skew: float = 1.0,
 ) -> StepParts:
     """:func:`step_time` split into compute-bound, memory-bound, communication and overhead parts
-    (the power model's activity, :mod:`roofplan.costmodel.power`)."""
+    (the power model's activity, :mod:`roofplan.costmodel.power`); ``expert_skew`` as in
+    :func:`step_parts`."""
     stage, fixed, p2p = step_parts(
-        model, hw, engine, cfg, prefill_tokens, prefill_context, decode_seqs, decode_context, prefill_seqs
+        model, hw, engine, cfg, prefill_tokens, prefill_context, decode_seqs, decode_context, prefill_seqs,
+        expert_skew=expert_skew,
     )
     pp = np.broadcast_to(cfg.pp.astype(float), stage.total.shape)
     return _compose(stage, fixed, p2p, pp, pp)

@@ -379,6 +379,7 @@ def evaluate_colocated(
     engine_name,
     ttft_s=None,
     tpot_s=None,
+    features=None,
 ) -> RoleCandidates:
     rejected: dict = {}
     s, (C, chunk) = cross(shapes, batch_grid(), np.array(CHUNK_GRID, dtype=np.int64))
@@ -395,6 +396,7 @@ def evaluate_colocated(
         dtype=dtype,
         kv_dtype=kv_dtype,
         engine_name=engine_name,
+        features=features,
     )
     _count(rejected, "oom", C > m.max_batch)
     _count(rejected, "chunk_budget", (C <= m.max_batch) & ~m.balanced)
@@ -775,8 +777,8 @@ def plan_serving(
     deployment meets the targets, naming the tightest TTFT and TPOT any deployment reaches.
     ``speculative`` (SpecDecode), ``prefix_hit`` (tokens or a fraction of isl) and ``expert_skew``
     (max/mean routed tokens per EP rank) model speculative decoding, prefix caching and skewed
-    expert load for prefill and decode instances; with any of them only disaggregated deployments
-    are searched (the chunked colocated step does not model them).
+    expert load for colocated, prefill and decode instances; with ``slo_percentile`` only
+    disaggregated deployments are searched (the percentile colocated model does not take them).
 
     ``slo_percentile`` (0-100): the targets hold for that percentile of requests under Poisson
     arrivals, and deployments are ranked by goodput from the queueing model
@@ -810,10 +812,11 @@ def plan_serving(
         from roofplan.costmodel.serve_features import resolve_prefix_hit
 
         features = (speculative, resolve_prefix_hit(prefix_hit, isl), float(expert_skew))
-        if mode == "colocated":
-            raise InputError("mode", mode, "auto or disagg (speculative decoding, prefix caching and expert "
-                             "skew are modelled for prefill and decode instances)")
-        mode = "disagg"
+        if slo_percentile is not None:  # the percentile (queueing) colocated model does not take them
+            if mode == "colocated":
+                raise InputError("mode", mode, "auto or disagg under a percentile target (--slo-percentile 0 "
+                                 "plans colocated with speculative decoding, prefix caching or expert skew)")
+            mode = "disagg"
 
     searched = 0
     rejected: dict = {}
@@ -832,7 +835,7 @@ def plan_serving(
             continue
         if mode in ("auto", "colocated") and not mixed:
             evaluate = evaluate_colocated if slo_percentile is None else evaluate_colocated_percentile
-            extra = {} if slo_percentile is None else {"p": slo_percentile}
+            extra = {"features": features} if slo_percentile is None else {"p": slo_percentile}
             R = evaluate(model, pool, eng, shapes, isl=isl, osl=osl, ttft_s=ttft_s, tpot_s=tpot_s, **common, **extra)
             colo.append(R)
         if mode in ("auto", "disagg"):
