@@ -208,3 +208,27 @@ def test_colocated_plans_take_speculative_decoding_and_emit_it():
     assert spec.best["tpot_ms"] <= 20 and plain.request.get("speculative") is None
     vllm = "\n".join(spec.launch["vllm"].values())
     assert '"method":"eagle3","num_speculative_tokens":3' in vllm
+
+
+def test_prefix_hit_ships_only_the_miss_to_the_decode_side():
+    """Llama 3.1 8B holds 32 layers x 8 KV heads x 128 x 2 (K, V) x 2 B = 131,072 B per token: a
+    2000-token prompt with 1500 cached ships 500 x 131,072 B; in the planner a prefill pass with
+    that hit costs the transfer of 500-token prompts."""
+    from roofplan.costmodel.serve import kv_transfer_bytes
+    from roofplan.solver.serve_planner import evaluate_prefill, kv_transfer_time, parse_pools
+    from roofplan.solver.serve_space import instance_shapes
+
+    assert float(kv_transfer_bytes(L8, 2000, "bf16", 1500)) == 500 * 131072
+    assert float(kv_transfer_bytes(L8, 2000, "bf16")) == 2000 * 131072
+    pool = parse_pools("h200-sxm")[0]
+    shapes = instance_shapes(L8, 8, 8, "vllm")
+    vllm = load_engine("vllm")
+    common = dict(isl=2000, dtype="bf16", kv_dtype=None, engine_name="vllm")
+    plain = evaluate_prefill(L8, pool, vllm, shapes, **common)
+    hit = evaluate_prefill(L8, pool, vllm, shapes, features=(None, 1500, 1.0), **common)
+    assert hit.prefix_hit == 1500 and np.array_equal(hit.batch, plain.batch)
+    idx = np.arange(len(plain.batch))
+    t_hit = kv_transfer_time(L8, hit, hit, idx, idx, isl=2000, kv_dtype=None)
+    t_500 = kv_transfer_time(L8, plain, plain, idx, idx, isl=500, kv_dtype=None)
+    t_full = kv_transfer_time(L8, plain, plain, idx, idx, isl=2000, kv_dtype=None)
+    assert np.allclose(t_hit, t_500, rtol=1e-12) and np.all(t_hit < t_full)

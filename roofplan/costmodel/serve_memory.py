@@ -45,9 +45,12 @@ def state_bytes_per_seq_per_device(model: ModelSpec, cfg: ServeConfigs) -> np.nd
     return model.state_bytes_per_seq(cfg.kv_dtype_resolved) / kv_shards(model, cfg.tp) / cfg.pp
 
 
-def kv_transfer_bytes(model: ModelSpec, isl, kv_dtype: str | None = "bf16") -> np.ndarray:
-    """KV cache of one prompt of ``isl`` tokens, all layers (what PD disaggregation ships)."""
-    return np.asarray(isl, dtype=float) * model.kv_bytes_per_token(kv_dtype or "bf16")
+def kv_transfer_bytes(model: ModelSpec, isl, kv_dtype: str | None = "bf16", prefix_hit=0) -> np.ndarray:
+    """KV cache of one prompt of ``isl`` tokens, all layers (what PD disaggregation ships). With a
+    prefix-cache hit of ``prefix_hit`` tokens only the miss travels: the shared prefix is held once
+    by every instance, the decode side included (``serve_features.feature_memory``)."""
+    tokens = np.maximum(np.asarray(isl, dtype=float) - np.asarray(prefix_hit, dtype=float), 0.0)
+    return tokens * model.kv_bytes_per_token(kv_dtype or "bf16")
 
 
 def _weight_params_per_device(model: ModelSpec, tp, pp, ep, dp, split: bool = False):

@@ -211,6 +211,7 @@ class RoleCandidates:
     searched: int = 0
     rejected: dict = field(default_factory=dict)
     power_w: np.ndarray | None = None  # W per instance at its operating point (costmodel/power.py)
+    prefix_hit: int = 0  # prompt tokens served from the prefix cache: not shipped to the decode side
 
     @property
     def gpus(self) -> np.ndarray:
@@ -314,6 +315,7 @@ def evaluate_prefill(
         len(B) + rejected.get("dp_balance", 0),
         rejected,
         power,
+        prefix_hit=int(features[1]) if features else 0,
     )
 
 
@@ -525,12 +527,13 @@ def _confirm(model, pools, eng, best, req, p, rate) -> dict:
 # ---------------------------------------------------------------------------------------------
 def kv_transfer_time(model, P: RoleCandidates, D: RoleCandidates, pi, dj, *, isl, kv_dtype) -> np.ndarray:
     """Seconds to ship the KV cache of one prefill pass (B prompts) from prefill option ``pi`` to
-    decode option ``dj`` (broadcast). One point-to-point stream per KV shard, in parallel, each on
+    decode option ``dj`` (broadcast), the prefix-cache hit excluded (``P.prefix_hit``: the decode
+    side holds the shared prefix). One point-to-point stream per KV shard, in parallel, each on
     its own device's link (NVLink inside a node, the NIC across nodes: Mooncake §3, DistServe §4.3
     place pairs to keep the transfer on NVLink when they fit in one node)."""
     pi = np.asarray(pi)
     dj = np.asarray(dj)
-    nbytes = np.asarray(serve_model.kv_transfer_bytes(model, isl, kv_dtype), dtype=float) * P.batch[pi]
+    nbytes = np.asarray(serve_model.kv_transfer_bytes(model, isl, kv_dtype, P.prefix_hit), dtype=float) * P.batch[pi]
     streams = np.minimum(P.streams(model)[pi], D.streams(model)[dj])
     per_stream = nbytes / np.maximum(streams, 1)
     hw_p, hw_d = P.pool.hw, D.pool.hw
