@@ -599,29 +599,25 @@ def serve_step(
     st, fx, p2p = step_parts(model, hw, engine, cfg, 0.0, 0.0, Bm, isl + osl / 2.0, _mem=mem)
     decode = _compose(st, fx, p2p, pp, pp)
 
-    ttft = prefill.total
-    tpot = decode.total
+    return static_arrays(cfg, prefill, decode, mem)
+
+
+def static_arrays(cfg: ServeConfigs, prefill: StepParts, decode: StepParts, mem: ServeMemory, *, kv=None,
+                  fits=None, max_batch_=None) -> ServeArrays:
+    """The static batch's arrays from its prefill and decode parts (per output token) and memory:
+    latency = TTFT + (osl-1)·TPOT, throughput B·osl / latency. ``kv``, ``fits`` and ``max_batch_``
+    replace the memory's where features change them (serve_features.feature_memory)."""
+    kv = mem.kv if kv is None else kv
+    ttft, tpot = prefill.total, decode.total
+    B, osl = cfg.batch.astype(float), cfg.osl.astype(float)
     latency = ttft + (osl - 1.0) * tpot
     tps = B * osl / latency
     return ServeArrays(
-        ttft_s=ttft,
-        tpot_s=tpot,
-        latency_s=latency,
-        output_tokens_per_s=tps,
-        output_tokens_per_s_per_gpu=tps / cfg.devices,
-        fits=mem.fits,
-        max_batch=mem.max_batch,
-        mem_weights=mem.weights,
-        mem_kv_cache=mem.kv,
-        mem_activations=mem.act,
-        mem_total=mem.weights_hbm + mem.kv + mem.act,
-        capacity=mem.capacity,
-        prefill_compute_s=prefill.compute,
-        prefill_memory_s=prefill.memory,
-        prefill_comm_s=prefill.comm,
-        prefill_overhead_s=prefill.overhead,
-        decode_compute_s=decode.compute,
-        decode_memory_s=decode.memory,
-        decode_comm_s=decode.comm,
-        decode_overhead_s=decode.overhead,
+        ttft_s=ttft, tpot_s=tpot, latency_s=latency, output_tokens_per_s=tps,
+        output_tokens_per_s_per_gpu=tps / cfg.devices, fits=mem.fits if fits is None else fits,
+        max_batch=mem.max_batch if max_batch_ is None else max_batch_, mem_weights=mem.weights, mem_kv_cache=kv,
+        mem_activations=mem.act, mem_total=mem.weights_hbm + kv + mem.act, capacity=mem.capacity,
+        prefill_compute_s=prefill.compute, prefill_memory_s=prefill.memory, prefill_comm_s=prefill.comm,
+        prefill_overhead_s=prefill.overhead, decode_compute_s=decode.compute, decode_memory_s=decode.memory,
+        decode_comm_s=decode.comm, decode_overhead_s=decode.overhead,
     )

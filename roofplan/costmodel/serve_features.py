@@ -52,6 +52,7 @@ from roofplan.costmodel.serve import (
     max_batch,
     serve_memory,
     serve_step,
+    static_arrays,
     step_breakdown,
     step_parts,
     validate_serve_config,
@@ -242,18 +243,7 @@ def serve_step_ext(
     else:
         decode = speculative_round(model, hw, engine, cfg, spec, seqs=Bm, context=ctx, all_seqs=Bm * m, mem=mem,
                                    expert_skew=skew).scaled(1.0 / spec.tokens_per_step)
-    ttft, tpot = prefill.total, decode.total
-    latency = ttft + (osl - 1.0) * tpot
-    tps = B * osl / latency
-    return ServeArrays(
-        ttft_s=ttft, tpot_s=tpot, latency_s=latency, output_tokens_per_s=tps,
-        output_tokens_per_s_per_gpu=tps / cfg.devices, fits=fm.fits, max_batch=fm.max_batch,
-        mem_weights=mem.weights, mem_kv_cache=fm.kv, mem_activations=mem.act,
-        mem_total=mem.weights_hbm + fm.kv + mem.act, capacity=mem.capacity,
-        prefill_compute_s=prefill.compute, prefill_memory_s=prefill.memory, prefill_comm_s=prefill.comm,
-        prefill_overhead_s=prefill.overhead, decode_compute_s=decode.compute, decode_memory_s=decode.memory,
-        decode_comm_s=decode.comm, decode_overhead_s=decode.overhead,
-    )
+    return static_arrays(cfg, prefill, decode, mem, kv=fm.kv, fits=fm.fits, max_batch_=fm.max_batch)
 
 
 @dataclass
