@@ -137,6 +137,78 @@ def _closed_loop_arrivals(step, arrival: list[float], kv_prompt, gen_target, clo
     arrival[:] = [life * k / c0 for k in range(c0)] + [float("inf")] * (n - c0)
 
 
+class _Requests:
+    """Per-request state of one simulated instance (lists indexed by request) and the per-request
+    events: entering decoding, completion, preemption, the end of a prompt. The engine loop of
+    :func:`run_instance` keeps the per-iteration totals (running requests, their context) itself."""
+
+    def __init__(self, arrival, prompt, kv_prompt, gen_target, closed, api_s=0.0):
+        n = len(arrival)
+        self.api_s = api_s  # the API server's per-request time: a closed loop's next request waits for it
+        self.n, self.arrival, self.kv_prompt, self.gen_target, self.closed = n, arrival, kv_prompt, gen_target, closed
+        self.first = [float("nan")] * n
+        self.finish = [float("nan")] * n
+        self.begun = [float("nan")] * n  # start of the first iteration that computes its prompt (or admits it)
+        self.gen = [0] * n  # tokens produced
+        self.todo = list(prompt)  # prompt tokens still to compute
+        self.done_pre = [0] * n
+        self.base = [0] * n  # context when entering decoding
+        self.start = [0] * n  # iteration index when entering decoding
+        self.epoch = [0] * n
+        self.heap: list = []  # (finish iteration, request, epoch)
+        self.order: list[int] = []  # decoding requests by admission, for LIFO preemption
+        self.decoding: set = set()
+        self.waiting: deque = deque()
+        self.finished = 0
+
+    def enter_decode(self, i: int, it: int) -> int:
+        """Request i decodes from iteration ``it``; returns its context (KV tokens)."""
+        self.base[i] = self.kv_prompt[i] + self.gen[i]
+        self.start[i] = it
+        heapq.heappush(self.heap, (it + self.gen_target[i] - self.gen[i], i, self.epoch[i]))
+        self.decoding.add(i)
+        self.order.append(i)
+        return self.base[i]
+
+    def complete(self, i: int, now: float) -> None:
+        """Request i is done at ``now``; a closed loop sends the next request then."""
+        self.finish[i] = now
+        self.finished += 1
+        k = self.finished - 1
+        if self.closed is not None and self.closed + k < self.n:
+            self.arrival[self.closed + k] = now + self.api_s
+
+    def preempt_newest(self, it: int) -> int:
+        """vLLM recompute preemption of the most recently admitted decoding request: it returns to
+        the head of the queue to recompute its prompt and the tokens it produced; returns the
+        context it held."""
+        order, decoding = self.order, self.decoding
+        while order and order[-1] not in decoding:
+            order.pop()
+        v = order.pop()
+        decoding.discard(v)
+        ran = it - self.start[v]
+        self.gen[v] += ran
+        self.epoch[v] += 1
+        self.todo[v] = self.kv_prompt[v] + self.gen[v]
+        self.done_pre[v] = 0
+        self.waiting.appendleft(v)
+        return self.base[v] + ran
+
+    def prompt_done(self, i: int, now: float, it: int, block: int) -> tuple[int, int]:
+        """Request i's prompt is computed at ``now``: its first token, then decoding (or done).
+        Returns (prompt blocks released, context entering decoding or -1)."""
+        freed = -(-(self.kv_prompt[i] + self.gen[i]) // block)
+        self.todo[i] = 0
+        if self.gen[i] == 0:
+            self.gen[i] = 1
+            self.first[i] = now
+        if self.gen[i] >= self.gen_target[i]:
+            self.complete(i, now)
+            return freed, -1
+        return freed, self.enter_decode(i, it)
+
+
 def run_instance(
     step: Callable[[float, float, float, float], float],
     arrival: list[float],
@@ -162,81 +234,16 @@ def run_instance(
     n = len(arrival)
     if closed is not None:
         _closed_loop_arrivals(step, arrival, kv_prompt, gen_target, closed)
-    first = [float("nan")] * n
-    finish = [float("nan")] * n
-    begun = [float("nan")] * n  # start of the first iteration that computes its prompt (or admits it)
-    gen = [0] * n  # tokens produced
-    todo = list(prompt)  # prompt tokens still to compute
-    done_pre = [0] * n
-    base = [0] * n  # context when entering decoding
-    start = [0] * n  # iteration index when entering decoding
-    epoch = [0] * n
+    R = _Requests(arrival, prompt, kv_prompt, gen_target, closed, api_s)
+    first, begun, gen, todo, done_pre = R.first, R.begun, R.gen, R.todo, R.done_pre
+    base, start, epoch, heap, decoding, waiting = R.base, R.start, R.epoch, R.heap, R.decoding, R.waiting
     cap_req = max(budget // share, 1)
     t = 0.0
-    it = 0
-    nxt = 0
-    waiting: deque = deque()
-    prefilling: list[int] = []
-    heap: list = []  # (finish iteration, request, epoch)
-    order: list[int] = []  # decoding requests by admission, for LIFO preemption
-    decoding = set()
-    d = 0
-    sum_ctx = 0
+    it = nxt = d = sum_ctx = preempt = 0
     blocks_pre = 0  # blocks held by admitted, not-yet-decoding requests
-    preempt = 0
-    area_d = 0.0
-    busy = 0.0
-    finished = 0
-
-    def enter_decode(i: int) -> None:
-        nonlocal d, sum_ctx
-        base[i] = kv_prompt[i] + gen[i]
-        start[i] = it
-        heapq.heappush(heap, (it + gen_target[i] - gen[i], i, epoch[i]))
-        decoding.add(i)
-        order.append(i)
-        d += 1
-        sum_ctx += base[i]
-
-    def complete(i: int, now: float) -> None:
-        """Request i is done at ``now``; a closed loop sends the next request then."""
-        nonlocal finished
-        finish[i] = now
-        finished += 1
-        if closed is not None and closed + finished - 1 < n:
-            arrival[closed + finished - 1] = now + api_s
-
-    def preempt_newest() -> None:
-        """vLLM recompute preemption of the most recently admitted decoding request."""
-        nonlocal d, sum_ctx, preempt
-        while order and order[-1] not in decoding:
-            order.pop()
-        v = order.pop()
-        decoding.discard(v)
-        d -= 1
-        ctx = base[v] + (it - start[v])
-        sum_ctx -= ctx
-        gen[v] = gen[v] + (it - start[v])
-        epoch[v] += 1
-        todo[v] = kv_prompt[v] + gen[v]  # recompute prompt and generated tokens
-        done_pre[v] = 0
-        waiting.appendleft(v)
-        preempt += 1
-
-    def prompt_done(i: int, now: float) -> None:
-        """Request i's prompt is computed: its first token, then decoding (or done)."""
-        nonlocal blocks_pre
-        blocks_pre -= -(-(kv_prompt[i] + gen[i]) // block)
-        todo[i] = 0
-        if gen[i] == 0:
-            gen[i] = 1
-            first[i] = now
-        if gen[i] >= gen_target[i]:
-            complete(i, now)
-        else:
-            enter_decode(i)
-
-    while finished < n:
+    area_d = busy = 0.0
+    prefilling: list[int] = []
+    while R.finished < n:
         while nxt < n and arrival[nxt] <= t:
             waiting.append(nxt)
             nxt += 1
@@ -259,10 +266,13 @@ def run_instance(
                 gen[i] = max(gen[i], 1)
                 if first[i] != first[i]:
                     first[i] = begun[i] = t
-                enter_decode(i)
+                d += 1
+                sum_ctx += R.enter_decode(i, it)
         # preemption when the decoding requests' next tokens do not fit
         while d > 1 and (sum_ctx + d) / block + 0.5 * d + blocks_pre > kv_blocks:
-            preempt_newest()
+            d -= 1
+            sum_ctx -= R.preempt_newest(it)
+            preempt += 1
         # build the iteration
         left = budget - d
         p = 0
@@ -296,16 +306,20 @@ def run_instance(
             d -= 1
             sum_ctx -= base[i] + (it - start[i])
             gen[i] = gen_target[i]
-            complete(i, t)
+            R.complete(i, t)
         still = []
         for i in prefilling:
             if done_pre[i] < todo[i]:
                 still.append(i)
-            else:
-                prompt_done(i, t)
+                continue
+            freed, ctx = R.prompt_done(i, t, it, block)
+            blocks_pre -= freed
+            if ctx >= 0:
+                d += 1
+                sum_ctx += ctx
         prefilling = still
     stats = {"iterations": it, "preemptions": preempt, "area_d": area_d, "busy": busy, "end": t, "begun": begun}
-    return first, finish, [float(x) for x in start], stats
+    return R.first, R.finish, [float(x) for x in start], stats
 
 
 def _route(n: int, k: int, router: str, rng) -> np.ndarray:
