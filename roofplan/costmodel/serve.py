@@ -73,7 +73,7 @@ from roofplan.costmodel.serve_memory import (  # noqa: F401 - re-exported: the s
     serve_memory,
 )
 from roofplan.hardware.engines import EngineProfile
-from roofplan.hardware.spec import DTYPE_BYTES, DeviceSpec
+from roofplan.hardware.spec import DTYPE_BYTES, DeviceSpec, Efficiency
 from roofplan.models.spec import ModelSpec
 
 #: Bytes of HBM traffic per token per layer of the unfused elementwise work, in units of the
@@ -173,7 +173,7 @@ class StepInputs:
     engine: EngineProfile
     cfg: ServeConfigs
     mem: ServeMemory
-    eff: object  # Efficiency, with the per-kernel floors zeroed on dataflow devices
+    eff: Efficiency  # the device's, with the per-kernel floors zeroed on dataflow devices
     n: int
     tp: np.ndarray
     pp: np.ndarray
@@ -284,6 +284,7 @@ def attention_projections_term(s: StepInputs, acc: _Acc) -> None:
 
 
 def _kv_heads_device(s: StepInputs):
+    """KV heads one device reads (replicated when tp > kv_heads; MLA: every query head's latent)."""
     model = s.model
     return np.maximum(model.kv_heads / s.tp, 1.0) if model.mla is None else model.heads / s.tp
 
