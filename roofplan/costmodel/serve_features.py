@@ -1,5 +1,6 @@
-"""Serving features on top of :func:`roofplan.costmodel.serve.serve_step`: speculative decoding and
-prefix caching. Pure functions; with neither feature the result equals ``serve_step``'s.
+"""Serving features on top of :func:`roofplan.costmodel.serve.serve_step`: speculative decoding,
+prefix caching and expert-load skew. Pure functions; without them the results equal the plain
+cost model's.
 
 **Speculative decoding** (Leviathan et al., ICML 2023; Chen et al. 2023). A draft proposes ``k``
 tokens per request, the target verifies them in one pass and keeps the accepted prefix plus one
@@ -34,6 +35,13 @@ the requests (one copy per instance), so each request holds KV for its miss and 
 **Expert-load skew**: ``expert_skew`` (max / mean routed tokens per expert-parallel rank, 1 =
 uniform) is passed to :func:`~roofplan.costmodel.serve.step_parts`, where the busiest EP rank's
 expert GEMMs and dispatch/combine bytes scale by it.
+
+Both paths use the same pieces: :func:`serve_step_ext` (the static batch: prefill, then decode) and
+:func:`colocated_rounds` (the mixed and decode-only rounds of continuous batching with chunked
+prefill, for :mod:`roofplan.solver.colocated`) price a speculative round with
+:func:`speculative_round` and size memory with :func:`feature_memory`. In disaggregated serving only
+the miss of a prefix-cache hit travels to the decode instance
+(:func:`~roofplan.costmodel.serve_memory.kv_transfer_bytes`).
 """
 
 from __future__ import annotations
