@@ -191,7 +191,7 @@ def make_instance(model, hw, *, tp=1, pp=1, ep=1, dp=1, dtype="bf16", kv_dtype=N
     return serve_load.Instance(m, h, prof, cfg)
 
 
-def _static(inst: serve_load.Instance, batch: int, wl: Workload) -> dict:
+def _static(inst: serve_load.Instance, batch: int, wl: Workload, prefix_hit: int = 0) -> dict:
     """The static document of the instance at ``batch`` running requests of the mean lengths
     (memory, max batch and the breakdown of one prefill and one decode step)."""
     c = inst.cfg
@@ -199,6 +199,7 @@ def _static(inst: serve_load.Instance, batch: int, wl: Workload) -> dict:
         inst.model, inst.hw, tp=int(c.tp[0]), pp=int(c.pp[0]), ep=int(c.ep[0]), dp=int(c.dp[0]),
         batch=max(int(batch), 1), isl=max(int(round(float(np.mean(wl.isl)))), 1),
         osl=max(int(round(float(np.mean(wl.osl)))), 1), dtype=c.dtype, kv_dtype=c.kv_dtype, engine=inst.engine,
+        prefix_hit=prefix_hit or None,
     )
     return est.to_json()
 
@@ -275,10 +276,11 @@ def estimate_serving_load(
     return LoadEstimate(inst, workload, res)
 
 
-def _check_fits(inst: serve_load.Instance, wl: Workload) -> None:
-    """The weights and one request of the longest length must fit (else exit 3)."""
-    cap = serve_load.kv_capacity_tokens(inst)
-    longest = int(np.max(wl.isl + wl.osl))
+def _check_fits(inst: serve_load.Instance, wl: Workload, prefix_hit: int = 0) -> None:
+    """The weights, the cached prefix (one copy per attention rank) and one request of the longest
+    length must fit (else exit 3)."""
+    cap = serve_load.kv_capacity_tokens(inst) - prefix_hit * inst.dp
+    longest = int(np.max(wl.isl + wl.osl)) - prefix_hit
     if cap < longest:
         raise InfeasibleError(
             f"the KV cache of one instance holds {cap:,.0f} tokens, fewer than the longest request ({longest:,})",
@@ -289,15 +291,17 @@ def _check_fits(inst: serve_load.Instance, wl: Workload) -> None:
 # ------------------------------------------------------------------------------------------------
 # simulation
 # ------------------------------------------------------------------------------------------------
-def kv_transfer_s(prefill: serve_load.Instance, decode: serve_load.Instance, isl, colocated_node: bool) -> np.ndarray:
-    """Seconds to ship one request's KV cache (``kv_transfer_bytes``) from a prefill to a decode
-    instance, one point-to-point stream per KV shard of the smaller side (NVLink inside a node, else
-    the NIC; the planner's ``kv_transfer_time`` for one request)."""
+def kv_transfer_s(prefill: serve_load.Instance, decode: serve_load.Instance, isl, colocated_node: bool,
+                  prefix_hit: int = 0) -> np.ndarray:
+    """Seconds to ship one request's KV cache (``kv_transfer_bytes``, the prefix-cache miss only)
+    from a prefill to a decode instance, one point-to-point stream per KV shard of the smaller side
+    (NVLink inside a node, else the NIC; the planner's ``kv_transfer_time`` for one request)."""
     model = prefill.model
     kvd = decode.cfg.kv_dtype_resolved
     streams = min(float(serve_model.kv_shards(model, prefill.cfg.tp)[0]) * prefill.pp,
                   float(serve_model.kv_shards(model, decode.cfg.tp)[0]) * decode.pp)
-    per = np.asarray(serve_model.kv_transfer_bytes(model, np.asarray(isl, dtype=float), kvd)) / max(streams, 1.0)
+    per = np.asarray(serve_model.kv_transfer_bytes(model, np.asarray(isl, dtype=float), kvd, prefix_hit)) / max(
+        streams, 1.0)
     hw = prefill.hw
     stride = 1 if colocated_node else hw.devices_per_node
     return np.asarray(collective_time("p2p", per, 2, hw, stride=stride), dtype=float)
@@ -316,11 +320,12 @@ class Simulation:
     load: dict
     max_rate_rps: float | None
     wall_s: float
+    prefix_hit: int = 0
 
     def to_json(self) -> dict:
         r = self.result
         running = max(int(round(r.mean_running)), 1)
-        doc = _static(self.instance, running, self.workload)
+        doc = _static(self.instance, running, self.workload, self.prefix_hit)
         doc["schema"] = SCHEMA
         doc["inputs"].update(
             batch=running, isl=int(round(float(np.mean(self.workload.isl)))),
@@ -339,7 +344,7 @@ class Simulation:
             total_tokens_per_s=float(np.sum(r.osl[keep] + r.isl[keep])) / span if span > 0 else float("nan"),
             request_rate_rps=rate,
             max_rate_rps=self.max_rate_rps,
-            utilisation=rate / self.max_rate_rps if self.max_rate_rps else float("nan"),
+            utilisation=rate / self.max_rate_rps if self.max_rate_rps else None,  # no analytic rate: disagg, prefix hit
             busy_fraction=r.busy_fraction,
             running_per_instance=r.mean_running,
             queue_wait_ms=r.summary("wait_s")["mean"] * 1e3,
@@ -355,13 +360,15 @@ def simulate_serving(
     dtype="bf16", kv_dtype=None, engine="generic", calibration=None, mode="colocated",
     prefill_instances=1, decode_instances=1, prefill_shape: dict | None = None, prefill_engine=None,
     router="round-robin",
-    requests: int | None = None, seed=0,
+    requests: int | None = None, seed=0, prefix_hit=None,
 ) -> Simulation:
     """Simulate a deployment fed Poisson arrivals at ``rate`` (or the trace's ``arrival_s``); a
     closed loop of ``concurrency`` clients is simulated as arrivals at the analytic closed-loop
     rate. Disaggregated (``mode="disagg"``): ``prefill_instances`` of ``prefill_shape`` (default:
     the same shape; ``prefill_engine``: its engine profile, default ``engine``) and
-    ``decode_instances`` of the given shape."""
+    ``decode_instances`` of the given shape. ``prefix_hit`` (tokens, or a fraction of the shortest
+    prompt) is a prefix every prompt shares and finds cached: only the rest is prefilled, held and
+    shipped; the analytic load model does not take it, so ``utilisation`` is then not given."""
     import time
 
     t0 = time.perf_counter()
@@ -371,7 +378,8 @@ def simulate_serving(
     common = dict(dtype=dtype, kv_dtype=kv_dtype, engine=engine, calibration=calibration,
                   isl=int(np.max(workload.isl)), osl=int(np.max(workload.osl)))
     inst = make_instance(model, hw, **shape, **common)
-    _check_fits(inst, workload)
+    hit = resolve_prefix_hit(prefix_hit, int(np.min(workload.isl)))
+    _check_fits(inst, workload, hit)
     wl = workload
     n_req = requests or (len(wl) if wl.source.startswith("trace") else SIM_REQUESTS)
     n_req = _positive("requests", n_req)
@@ -383,7 +391,7 @@ def simulate_serving(
         isl, osl = wl.isl, wl.osl
     mo = serve_load.moments(inst, wl.isl, wl.osl)
     mr = None
-    if mode == "colocated":
+    if mode == "colocated" and not hit:
         mr = serve_load.max_rate(inst, mo) * _positive("instances", instances)
     load: dict = {}
     if wl.arrival_s is not None and rate is None and concurrency is None:
@@ -401,7 +409,7 @@ def simulate_serving(
         raise InputError("load", "missing or both", "exactly one of --rate or --concurrency (or a trace with arrival_s)")
     if mode == "colocated":
         res = serve_sim.simulate_colocated(inst, isl, osl, arrivals, instances=instances, router=router, seed=seed,
-                                           concurrency=load.get("concurrency"))
+                                           concurrency=load.get("concurrency"), prefix_hit=hit)
         gpus = int(inst.cfg.devices[0]) * instances
         n_inst = instances
     else:
@@ -412,9 +420,10 @@ def simulate_serving(
         res = serve_sim.simulate_disagg(
             pinst, inst, isl, osl, arrivals, prefill_instances=_positive("prefill_instances", prefill_instances),
             decode_instances=_positive("decode_instances", decode_instances),
-            transfer_s=lambda L: kv_transfer_s(pinst, inst, L, same_node), router=router, seed=seed,
+            transfer_s=lambda L: kv_transfer_s(pinst, inst, L, same_node, hit), router=router, seed=seed,
+            prefix_hit=hit,
         )
         gpus = int(pinst.cfg.devices[0]) * prefill_instances + int(inst.cfg.devices[0]) * decode_instances
         n_inst = prefill_instances + decode_instances
         load["ratio"] = f"{prefill_instances}P{decode_instances}D"
-    return Simulation(inst, wl, res, mode, n_inst, gpus, load, mr, time.perf_counter() - t0)
+    return Simulation(inst, wl, res, mode, n_inst, gpus, load, mr, time.perf_counter() - t0, hit)

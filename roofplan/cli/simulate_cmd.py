@@ -26,6 +26,7 @@ from roofplan.cli.options import (
     Json,
     ModelOrPlan,
     OslDist,
+    PrefixHit,
     WorkloadOpt,
     value,
 )
@@ -103,6 +104,7 @@ def simulate(
     dtype: str = typer.Option("bf16", "--dtype", help="Weight dtype: bf16 | fp16 | fp8 | int8 | int4"),
     kv_dtype: str | None = typer.Option(None, "--kv-dtype", help="KV-cache dtype (default: 16-bit)."),
     engine: EngineOpt = EngineChoice.generic,
+    prefix_hit: PrefixHit = None,
     as_json: Json = False,
     calibration: Calibration = None,
 ) -> None:
@@ -120,8 +122,9 @@ def simulate(
                                osl or (None if (osl_dist or workload) else inp.get("osl")),
                                isl_dist, osl_dist, workload, seed)
             r = rate if (rate is not None or concurrency is not None) else doc["best"].get("goodput_rps")
+            hit = prefix_hit if prefix_hit is not None else inp.get("prefix_hit_tokens") or None
             sim = simulate_serving(workload=wl, rate=r, concurrency=concurrency, router=router, requests=requests,
-                                   seed=seed, calibration=calibration, **kw)
+                                   seed=seed, calibration=calibration, prefix_hit=hit, **kw)
         else:
             if model is None or hardware is None:
                 raise InputError("--model/--hardware", None, "both, or --plan plan.json")
@@ -131,7 +134,7 @@ def simulate(
                 ep=ep, dp=dp, dtype=dtype, kv_dtype=kv_dtype, engine=engine, calibration=calibration, mode=mode,
                 prefill_instances=prefill_instances, decode_instances=decode_instances,
                 prefill_shape=None if prefill_tp is None else {"tp": prefill_tp}, router=router,
-                requests=requests, seed=seed)
+                requests=requests, seed=seed, prefix_hit=prefix_hit)
         out = checked(sim.to_json(), calibration)
         if as_json:
             print_json(out)

@@ -128,12 +128,13 @@ class SimResult:
         return {"mean": float(x.mean()), **{f"p{p}": float(np.percentile(x, p)) for p in (50, 90, 99)}}
 
 
-def _closed_loop_arrivals(step, arrival: list[float], kv_prompt, gen_target, closed: int) -> None:
+def _closed_loop_arrivals(step, arrival: list[float], kv_prompt, gen_target, closed: int, prefix: int = 0) -> None:
     """A closed loop of ``closed`` clients: the first C requests start spread over one request
     lifetime (desynchronised clients), the rest wait for completions (arrival = inf, in place)."""
     n = len(arrival)
     c0 = min(closed, n)
-    life = max(sum(gen_target) / n, 1.0) * step(0.0, 1.0, float(c0), sum(kv_prompt) / n + sum(gen_target) / (2 * n))
+    ctx = prefix + sum(kv_prompt) / n + sum(gen_target) / (2 * n)
+    life = max(sum(gen_target) / n, 1.0) * step(0.0, 1.0, float(c0), ctx)
     arrival[:] = [life * k / c0 for k in range(c0)] + [float("inf")] * (n - c0)
 
 
@@ -222,6 +223,7 @@ def run_instance(
     kv_blocks: int,
     block: int = BLOCK_TOKENS,
     closed: int | None = None,
+    prefix: int = 0,
     api_s: float = 0.0,
 ) -> tuple[list[float], list[float], list[float], dict]:
     """Simulate one instance. Request i arrives at ``arrival[i]`` (sorted), must compute
@@ -229,11 +231,13 @@ def run_instance(
     tokens of KV once admitted and produces ``gen_target[i]`` tokens (the first at the end of its
     prefill). ``closed=C``: a closed loop of C clients instead -- the first C requests arrive at 0
     and each completion sends the next one, which reaches the engine ``api_s`` (the API server's
-    per-request time) later (``arrival`` is overwritten in place). Returns
-    (first-token times, finish times, first-decode times, counters)."""
+    per-request time) later (``arrival`` is overwritten in place). ``prefix``: tokens
+    of every prompt already in the prefix cache (shared, held outside ``kv_blocks``): prompts and
+    decoding requests attend to them on top of their own tokens. Returns (first-token times, finish
+    times, first-decode times, counters)."""
     n = len(arrival)
     if closed is not None:
-        _closed_loop_arrivals(step, arrival, kv_prompt, gen_target, closed)
+        _closed_loop_arrivals(step, arrival, kv_prompt, gen_target, closed, prefix)
     R = _Requests(arrival, prompt, kv_prompt, gen_target, closed, api_s)
     first, begun, gen, todo, done_pre = R.first, R.begun, R.gen, R.todo, R.done_pre
     base, start, epoch, heap, decoding, waiting = R.base, R.start, R.epoch, R.heap, R.decoding, R.waiting
@@ -283,7 +287,7 @@ def run_instance(
             take = min(todo[i] - done_pre[i], left, cap_req)
             if begun[i] != begun[i]:
                 begun[i] = t
-            ctx_w += take * (done_pre[i] + (take + 1) / 2.0)
+            ctx_w += take * (prefix + done_pre[i] + (take + 1) / 2.0)
             done_pre[i] += take
             p += take
             left -= take
@@ -292,7 +296,7 @@ def run_instance(
                 t = max(t, arrival[nxt])
                 continue
             break  # nothing can run (a prompt larger than the budget with no room): stop
-        dt = step(float(p), ctx_w / p if p else 1.0, float(d), sum_ctx / d if d else 1.0)
+        dt = step(float(p), ctx_w / p if p else 1.0, float(d), sum_ctx / d + prefix if d else 1.0)
         t += dt
         it += 1
         busy += dt
@@ -336,20 +340,24 @@ def poisson_arrivals(n: int, rate: float, seed: int = 0) -> np.ndarray:
     return np.cumsum(gaps)
 
 
-def _instance_limits(inst: Instance, isl, osl) -> tuple[int, float, int, float]:
+def _instance_limits(inst: Instance, isl, osl, prefix: int = 0) -> tuple[int, float, int, float]:
+    """(token budget, sequence cap, free KV blocks, longest context) of an instance; a cached prefix
+    of ``prefix`` tokens holds its blocks once per attention-DP rank."""
     budget = token_budget(inst, int(np.max(isl)))
-    blocks = int(kv_capacity_tokens(inst) // BLOCK_TOKENS)
+    blocks = int(kv_capacity_tokens(inst) // BLOCK_TOKENS) - inst.dp * -(-int(prefix) // BLOCK_TOKENS)
     max_seqs = float(inst.engine.max_num_seqs or 10**9)
     max_ctx = float(np.max(np.asarray(isl) + np.asarray(osl)))
     return budget, max_seqs, blocks, max_ctx
 
 
-def _table(inst: Instance, isl, osl, budget, max_seqs, blocks, max_ctx, prefill_only=False) -> StepTable:
+def _table(inst: Instance, isl, osl, budget, max_seqs, blocks, max_ctx, prefill_only=False, prefix=0) -> StepTable:
+    """The step table over the contexts this workload reaches (prompts of ``isl`` tokens of which
+    ``prefix`` are cached: chunks of the miss at context prefix + (miss+1)/2)."""
     mean_ctx = float(np.mean(np.asarray(isl) + np.asarray(osl) / 2.0))
-    seq_cap = int(min(max_seqs, blocks * BLOCK_TOKENS / max(mean_ctx, 1.0) * 2 + 8))
-    u = np.unique(isl)
+    seq_cap = int(min(max_seqs, max(blocks, 0) * BLOCK_TOKENS / max(mean_ctx - prefix, 1.0) * 2 + 8))
+    u = np.unique(np.asarray(isl) - prefix)
     few = u if len(u) <= 4 else u[:0]  # grid points at the prompt lengths of a fixed-length workload
-    anchors = {"p": [float(x) for x in few], "cp": [(float(x) + 1) / 2 for x in few], "cd": [mean_ctx]}
+    anchors = {"p": [float(x) for x in few], "cp": [prefix + (float(x) + 1) / 2 for x in few], "cd": [mean_ctx]}
     return StepTable(inst, budget, 0 if prefill_only else max(seq_cap, 1), max_ctx, anchors)
 
 
@@ -385,18 +393,21 @@ class _Counters:
 
 def simulate_colocated(
     inst: Instance, isl, osl, arrival_s=None, *, instances: int = 1, router: str = "round-robin", seed: int = 0,
-    concurrency: int | None = None,
+    concurrency: int | None = None, prefix_hit: int = 0,
 ) -> SimResult:
     """``instances`` colocated replicas of ``inst`` behind a router, fed ``arrival_s`` or a closed
     loop of ``concurrency`` clients (split evenly over the replicas). A request reaches the engine
     the engine's ``request_overhead_s`` after its client sends it (the API server's time); TTFT and
-    latency count from the send."""
+    latency count from the send. ``prefix_hit``: prompt tokens
+    every request finds in the prefix cache (one shared copy per attention-DP rank): prompts
+    compute and hold KV for the rest only."""
     isl = np.asarray(isl, dtype=np.int64)
     osl = np.asarray(osl, dtype=np.int64)
     arr = np.zeros(len(isl)) if arrival_s is None else np.array(arrival_s, dtype=float)
     api = float(inst.engine.request_overhead_s)
-    budget, max_seqs, blocks, max_ctx = _instance_limits(inst, isl, osl)
-    table = _table(inst, isl, osl, budget, max_seqs, blocks, max_ctx)
+    budget, max_seqs, blocks, max_ctx = _instance_limits(inst, isl, osl, prefix_hit)
+    table = _table(inst, isl, osl, budget, max_seqs, blocks, max_ctx, prefix=prefix_hit)
+    miss = isl - int(prefix_hit)
     where = _route(len(arr), instances, router, np.random.default_rng(seed + 1))
     ttft = np.full(len(arr), np.nan)
     fin = np.full(len(arr), np.nan)
@@ -409,8 +420,9 @@ def simulate_colocated(
         a = (arr[idx] + api).tolist()  # engine arrivals
         clients = None if concurrency is None else max(concurrency // instances + (k < concurrency % instances), 1)
         f, e, _, st = run_instance(
-            table, a, isl[idx].tolist(), isl[idx].tolist(), osl[idx].tolist(),
+            table, a, miss[idx].tolist(), miss[idx].tolist(), osl[idx].tolist(),
             budget=budget, share=inst.pp * inst.dp, max_seqs=max_seqs, kv_blocks=blocks, closed=clients,
+            prefix=int(prefix_hit),
             api_s=api,
         )
         arr[idx] = np.asarray(a) - api  # the clients' send times
@@ -437,17 +449,21 @@ def simulate_disagg(
     transfer_s: Callable[[np.ndarray], np.ndarray],
     router: str = "round-robin",
     seed: int = 0,
+    prefix_hit: int = 0,
 ) -> SimResult:
     """xPyD: prompts on ``prefill_instances`` replicas of ``prefill``, then after the KV transfer
-    ``transfer_s(isl)`` the decode on ``decode_instances`` replicas of ``decode``."""
+    ``transfer_s(isl)`` the decode on ``decode_instances`` replicas of ``decode``. ``prefix_hit``
+    as in :func:`simulate_colocated`, on both sides (``transfer_s`` ships what it charges for)."""
     isl = np.asarray(isl, dtype=np.int64)
     osl = np.asarray(osl, dtype=np.int64)
     arr = np.asarray(arrival_s, dtype=float)
     n = len(arr)
     rng = np.random.default_rng(seed + 1)
     ones = [1] * n
-    bp, sp, kp, cp = _instance_limits(prefill, isl, np.ones_like(osl))
-    tab_p = _table(prefill, isl, np.ones_like(osl), bp, sp, kp, cp, prefill_only=True)
+    hit = int(prefix_hit)
+    miss = isl - hit
+    bp, sp, kp, cp = _instance_limits(prefill, isl, np.ones_like(osl), hit)
+    tab_p = _table(prefill, isl, np.ones_like(osl), bp, sp, kp, cp, prefill_only=True, prefix=hit)
     # pp > 1: successive passes overlap in the pipeline (GPipe steady state, as the planner's prefill
     # rate): pp passes in flight, each taking the full pp-stage time -- pp virtual servers per instance
     depth = prefill.pp
@@ -462,14 +478,14 @@ def simulate_disagg(
         if len(idx) == 0:
             continue
         f, _, _, st = run_instance(
-            tab_p, (arr[idx] + api).tolist(), isl[idx].tolist(), isl[idx].tolist(), [ones[0]] * len(idx),
-            budget=bp, share=prefill.pp * prefill.dp, max_seqs=sp, kv_blocks=kp,
+            tab_p, (arr[idx] + api).tolist(), miss[idx].tolist(), miss[idx].tolist(), [ones[0]] * len(idx),
+            budget=bp, share=prefill.pp * prefill.dp, max_seqs=sp, kv_blocks=kp, prefix=hit,
         )
         ready[idx] = np.asarray(f) + np.asarray(transfer_s(isl[idx]), dtype=float)
         wait[idx] = np.asarray(st["begun"]) - (arr[idx] + api)
         tot.add(st, decoding=False)
-    bd, sd, kd, cd = _instance_limits(decode, isl, osl)
-    tab_d = _table(decode, isl, osl, bd, sd, kd, cd)
+    bd, sd, kd, cd = _instance_limits(decode, isl, osl, hit)
+    tab_d = _table(decode, isl, osl, bd, sd, kd, cd, prefix=hit)
     order = np.argsort(ready, kind="stable")
     wd = np.empty(n, dtype=np.int64)
     wd[order] = _route(n, decode_instances, router, rng)
@@ -480,8 +496,8 @@ def simulate_disagg(
         if len(idx) == 0:
             continue
         f, e, _, st = run_instance(
-            tab_d, ready[idx].tolist(), [0] * len(idx), isl[idx].tolist(), osl[idx].tolist(),
-            budget=bd, share=decode.pp * decode.dp, max_seqs=sd, kv_blocks=kd,
+            tab_d, ready[idx].tolist(), [0] * len(idx), miss[idx].tolist(), osl[idx].tolist(),
+            budget=bd, share=decode.pp * decode.dp, max_seqs=sd, kv_blocks=kd, prefix=hit,
         )
         first[idx] = f
         fin[idx] = e
