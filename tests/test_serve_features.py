@@ -266,3 +266,24 @@ def test_simulator_disaggregated_prefix_hit_ships_less():
     hit = simulate_serving("llama-3.1-8b", "h100-sxm", prefix_hit=0.75, **args).to_json()
     full = simulate_serving("llama-3.1-8b", "h100-sxm", **args).to_json()
     assert hit["inputs"]["prefix_hit_tokens"] == 3000 and hit["ttft_ms"] < full["ttft_ms"]
+
+
+def test_simulator_speculative_decoding_lone_request_hand_composition():
+    """A lone request (0.01 req/s) with n-gram drafts (k = 3, a = 0.5: E = 1.875 tokens per round)
+    decodes in ceil(299 / E) = 160 rounds, each a verify pass of its 3 draft tokens at the decode
+    context (the cost model's speculative round), so TPOT = 160 x round / 299; without drafts the
+    same simulation is slower per token, and a never-accepted draft is slower still."""
+    from roofplan.costmodel.serve_sim import speculative_round_time
+    from roofplan.serving import make_instance, simulate_serving
+    from roofplan.workload import make_workload
+
+    args = dict(workload=make_workload(isl=2000, osl=300), rate=0.01, requests=20, engine="vllm")
+    spec = SpecDecode("ngram", 3, 0.5)
+    got = simulate_serving("llama-3.1-8b", "h100-sxm", speculative=spec, **args).to_json()
+    inst = make_instance("llama-3.1-8b", "h100-sxm", engine="vllm", isl=2000, osl=300)
+    one = float(speculative_round_time(inst, spec, 0.0, 1.0, 1.0, 2000 + 150.0)[0])
+    assert got["tpot_p50_ms"] == pytest.approx(160 * one / 299 * 1e3, rel=0.02)
+    assert got["inputs"]["speculative"]["method"] == "ngram" and got["utilisation"] is None
+    plain = simulate_serving("llama-3.1-8b", "h100-sxm", **args).to_json()
+    never = simulate_serving("llama-3.1-8b", "h100-sxm", speculative=SpecDecode("ngram", 3, 0.0), **args).to_json()
+    assert got["tpot_ms"] < plain["tpot_ms"] < never["tpot_ms"]

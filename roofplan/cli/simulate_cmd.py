@@ -27,7 +27,11 @@ from roofplan.cli.options import (
     ModelOrPlan,
     OslDist,
     PrefixHit,
+    SpecAccept,
+    SpecMethod,
+    SpecTokens,
     WorkloadOpt,
+    spec_from_flags,
     value,
 )
 from roofplan.errors import InputError
@@ -45,6 +49,14 @@ def _read_plan(path: str) -> dict:
             doc.get("best"), dict):
         raise InputError("--plan", path, "a roofplan.plan.serve/v1 document with a best deployment")
     return doc
+
+
+def _plan_spec(inputs: dict):
+    """The plan's speculative-decoding setting (``inputs.speculative``) as a SpecDecode, or None."""
+    sp = inputs.get("speculative")
+    if not isinstance(sp, dict):
+        return None
+    return spec_from_flags(sp.get("method"), sp.get("draft_tokens"), sp.get("acceptance"))
 
 
 def plan_deployment(doc: dict) -> dict:
@@ -105,6 +117,9 @@ def simulate(
     kv_dtype: str | None = typer.Option(None, "--kv-dtype", help="KV-cache dtype (default: 16-bit)."),
     engine: EngineOpt = EngineChoice.generic,
     prefix_hit: PrefixHit = None,
+    spec_method: SpecMethod = None,
+    spec_tokens: SpecTokens = None,
+    spec_accept: SpecAccept = None,
     as_json: Json = False,
     calibration: Calibration = None,
 ) -> None:
@@ -114,6 +129,7 @@ def simulate(
     def body() -> None:
         from roofplan import simulate_serving  # resolves the ids at the door
 
+        spec = spec_from_flags(spec_method, spec_tokens, spec_accept)
         if plan is not None:
             doc = _read_plan(plan)
             kw = plan_deployment(doc)
@@ -124,7 +140,8 @@ def simulate(
             r = rate if (rate is not None or concurrency is not None) else doc["best"].get("goodput_rps")
             hit = prefix_hit if prefix_hit is not None else inp.get("prefix_hit_tokens") or None
             sim = simulate_serving(workload=wl, rate=r, concurrency=concurrency, router=router, requests=requests,
-                                   seed=seed, calibration=calibration, prefix_hit=hit, **kw)
+                                   seed=seed, calibration=calibration, prefix_hit=hit,
+                                   speculative=spec or _plan_spec(inp), **kw)
         else:
             if model is None or hardware is None:
                 raise InputError("--model/--hardware", None, "both, or --plan plan.json")
@@ -134,7 +151,7 @@ def simulate(
                 ep=ep, dp=dp, dtype=dtype, kv_dtype=kv_dtype, engine=engine, calibration=calibration, mode=mode,
                 prefill_instances=prefill_instances, decode_instances=decode_instances,
                 prefill_shape=None if prefill_tp is None else {"tp": prefill_tp}, router=router,
-                requests=requests, seed=seed, prefix_hit=prefix_hit)
+                requests=requests, seed=seed, prefix_hit=prefix_hit, speculative=spec)
         out = checked(sim.to_json(), calibration)
         if as_json:
             print_json(out)

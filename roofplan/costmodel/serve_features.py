@@ -206,9 +206,9 @@ def speculative_round(model: ModelSpec, hw: DeviceSpec, engine: EngineProfile, c
     drafted = seqs * k
     tokens = drafted + chunk
     ctx = (drafted * context + chunk * chunk_context) / np.maximum(tokens, 1e-30)
-    pp = np.broadcast_to(cfg.pp.astype(float), np.shape(tokens))
     st, fx, p2p = step_parts(model, hw, engine, cfg, tokens, ctx, seqs, context, prefill_seqs=drafted + chunk_seqs,
                              _mem=mem, expert_skew=expert_skew)
+    pp = np.broadcast_to(cfg.pp.astype(float), st.total.shape)
     verify = _compose(st, fx, p2p, pp, pp)
     draft = draft_model(model, spec.method)
     if draft is None:

@@ -31,7 +31,9 @@ there).
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
+import math
 from bisect import bisect_right
 from collections import deque
 from collections.abc import Callable
@@ -39,6 +41,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from roofplan.costmodel.serve_features import SpecDecode, memory_model, speculative_round
 from roofplan.costmodel.serve_load import Instance, kv_capacity_tokens, round_time, token_budget
 from roofplan.errors import InputError
 
@@ -53,18 +56,36 @@ def _grid(lo: float, hi: float, n: int, anchors=()) -> list[float]:
     return sorted(g)
 
 
+def speculative_round_time(inst: Instance, spec: SpecDecode, prefill_tokens, prefill_context, decode_seqs,
+                           decode_context) -> np.ndarray:
+    """:func:`~roofplan.costmodel.serve_load.round_time` with speculative decoding: an iteration
+    that decodes is a verify pass of its requests' k draft tokens plus k draft forwards
+    (:func:`~roofplan.costmodel.serve_features.speculative_round`), with the same microbatching
+    (m = min(d, pp)); a prompt-only iteration drafts nothing."""
+    d = np.asarray(decode_seqs, dtype=float)
+    p = np.asarray(prefill_tokens, dtype=float)
+    pp = float(inst.cfg.pp[0])
+    m = np.clip(d, 1.0, pp) if pp > 1 else 1.0
+    spec_t = speculative_round(inst.model, inst.hw, inst.engine, inst.cfg, spec, seqs=d / m, context=decode_context,
+                               all_seqs=d, chunk=p / m, chunk_context=prefill_context,
+                               chunk_seqs=np.where(p > 0, 1.0, 0.0)).total
+    plain = round_time(inst, p, prefill_context, d, decode_context)
+    return np.where(d > 0, np.asarray(spec_t, dtype=float), plain)
+
+
 class StepTable:
     """``round_time`` of one instance on a grid of (prompt tokens, prompt context, decoding
     requests, decode context), evaluated in one vectorised call; :meth:`__call__` interpolates."""
 
-    def __init__(self, inst: Instance, budget: int, max_seqs: int, max_ctx: float, anchors: dict | None = None):
+    def __init__(self, inst: Instance, budget: int, max_seqs: int, max_ctx: float, anchors: dict | None = None,
+                 time_fn=round_time):
         a = anchors or {}
         self.p = [0.0] + _grid(1, budget, 20, a.get("p", ()))
         self.cp = _grid(1, max_ctx, 7, a.get("cp", ()))
         self.d = sorted(set(range(0, min(max_seqs, 32) + 1)) | set(_grid(32, max(max_seqs, 33), 16, a.get("d", ()))))
         self.cd = _grid(1, max_ctx, 7, a.get("cd", ()))
         P, CP, D, CD = np.meshgrid(self.p, self.cp, self.d, self.cd, indexing="ij")
-        t = round_time(inst, P.ravel(), CP.ravel(), D.ravel(), CD.ravel())
+        t = time_fn(inst, P.ravel(), CP.ravel(), D.ravel(), CD.ravel())
         self.table = t.tolist()
         self.shape = P.shape
         self._s = (self.shape[1] * self.shape[2] * self.shape[3], self.shape[2] * self.shape[3], self.shape[3])
@@ -143,9 +164,10 @@ class _Requests:
     events: entering decoding, completion, preemption, the end of a prompt. The engine loop of
     :func:`run_instance` keeps the per-iteration totals (running requests, their context) itself."""
 
-    def __init__(self, arrival, prompt, kv_prompt, gen_target, closed, api_s=0.0):
+    def __init__(self, arrival, prompt, kv_prompt, gen_target, closed, api_s=0.0, per_round=1.0):
         n = len(arrival)
         self.api_s = api_s  # the API server's per-request time: a closed loop's next request waits for it
+        self.per_round = per_round  # tokens a decoding request gains per iteration (speculative: E)
         self.n, self.arrival, self.kv_prompt, self.gen_target, self.closed = n, arrival, kv_prompt, gen_target, closed
         self.first = [float("nan")] * n
         self.finish = [float("nan")] * n
@@ -166,7 +188,9 @@ class _Requests:
         """Request i decodes from iteration ``it``; returns its context (KV tokens)."""
         self.base[i] = self.kv_prompt[i] + self.gen[i]
         self.start[i] = it
-        heapq.heappush(self.heap, (it + self.gen_target[i] - self.gen[i], i, self.epoch[i]))
+        left = self.gen_target[i] - self.gen[i]
+        rounds = left if self.per_round == 1.0 else math.ceil(left / self.per_round)
+        heapq.heappush(self.heap, (it + rounds, i, self.epoch[i]))
         self.decoding.add(i)
         self.order.append(i)
         return self.base[i]
@@ -188,13 +212,13 @@ class _Requests:
             order.pop()
         v = order.pop()
         decoding.discard(v)
-        ran = it - self.start[v]
-        self.gen[v] += ran
+        grown = (it - self.start[v]) * self.per_round
+        self.gen[v] = min(self.gen[v] + int(round(grown)), self.gen_target[v] - 1)
         self.epoch[v] += 1
         self.todo[v] = self.kv_prompt[v] + self.gen[v]
         self.done_pre[v] = 0
         self.waiting.appendleft(v)
-        return self.base[v] + ran
+        return self.base[v] + grown
 
     def prompt_done(self, i: int, now: float, it: int, block: int) -> tuple[int, int]:
         """Request i's prompt is computed at ``now``: its first token, then decoding (or done).
@@ -225,6 +249,7 @@ def run_instance(
     closed: int | None = None,
     prefix: int = 0,
     api_s: float = 0.0,
+    per_round: float = 1.0,
 ) -> tuple[list[float], list[float], list[float], dict]:
     """Simulate one instance. Request i arrives at ``arrival[i]`` (sorted), must compute
     ``prompt[i]`` prompt tokens (0: its KV arrives ready, disaggregated decode), holds ``kv_prompt[i]``
@@ -233,12 +258,13 @@ def run_instance(
     and each completion sends the next one, which reaches the engine ``api_s`` (the API server's
     per-request time) later (``arrival`` is overwritten in place). ``prefix``: tokens
     of every prompt already in the prefix cache (shared, held outside ``kv_blocks``): prompts and
-    decoding requests attend to them on top of their own tokens. Returns (first-token times, finish
-    times, first-decode times, counters)."""
+    decoding requests attend to them on top of their own tokens. ``per_round``: tokens a decoding
+    request gains per iteration (speculative decoding: E, as a mean). Returns (first-token times,
+    finish times, first-decode times, counters)."""
     n = len(arrival)
     if closed is not None:
         _closed_loop_arrivals(step, arrival, kv_prompt, gen_target, closed, prefix)
-    R = _Requests(arrival, prompt, kv_prompt, gen_target, closed, api_s)
+    R = _Requests(arrival, prompt, kv_prompt, gen_target, closed, api_s, per_round)
     first, begun, gen, todo, done_pre = R.first, R.begun, R.gen, R.todo, R.done_pre
     base, start, epoch, heap, decoding, waiting = R.base, R.start, R.epoch, R.heap, R.decoding, R.waiting
     cap_req = max(budget // share, 1)
@@ -301,14 +327,14 @@ def run_instance(
         it += 1
         busy += dt
         area_d += d * dt
-        sum_ctx += d
+        sum_ctx += d * per_round
         while heap and heap[0][0] <= it:
             f_it, i, ep = heapq.heappop(heap)
             if ep != epoch[i] or i not in decoding:
                 continue
             decoding.discard(i)
             d -= 1
-            sum_ctx -= base[i] + (it - start[i])
+            sum_ctx -= base[i] + (it - start[i]) * per_round
             gen[i] = gen_target[i]
             R.complete(i, t)
         still = []
@@ -340,17 +366,21 @@ def poisson_arrivals(n: int, rate: float, seed: int = 0) -> np.ndarray:
     return np.cumsum(gaps)
 
 
-def _instance_limits(inst: Instance, isl, osl, prefix: int = 0) -> tuple[int, float, int, float]:
+def _instance_limits(inst: Instance, isl, osl, prefix: int = 0, spec: SpecDecode | None = None,
+                     ) -> tuple[int, float, int, float]:
     """(token budget, sequence cap, free KV blocks, longest context) of an instance; a cached prefix
-    of ``prefix`` tokens holds its blocks once per attention-DP rank."""
+    of ``prefix`` tokens holds its blocks once per attention-DP rank; a draft network's weights and
+    KV take their room (serve_features.memory_model)."""
     budget = token_budget(inst, int(np.max(isl)))
-    blocks = int(kv_capacity_tokens(inst) // BLOCK_TOKENS) - inst.dp * -(-int(prefix) // BLOCK_TOKENS)
+    held = inst if spec is None else dataclasses.replace(inst, model=memory_model(inst.model, spec))
+    blocks = int(kv_capacity_tokens(held) // BLOCK_TOKENS) - inst.dp * -(-int(prefix) // BLOCK_TOKENS)
     max_seqs = float(inst.engine.max_num_seqs or 10**9)
     max_ctx = float(np.max(np.asarray(isl) + np.asarray(osl)))
     return budget, max_seqs, blocks, max_ctx
 
 
-def _table(inst: Instance, isl, osl, budget, max_seqs, blocks, max_ctx, prefill_only=False, prefix=0) -> StepTable:
+def _table(inst: Instance, isl, osl, budget, max_seqs, blocks, max_ctx, prefill_only=False, prefix=0,
+           spec: SpecDecode | None = None) -> StepTable:
     """The step table over the contexts this workload reaches (prompts of ``isl`` tokens of which
     ``prefix`` are cached: chunks of the miss at context prefix + (miss+1)/2)."""
     mean_ctx = float(np.mean(np.asarray(isl) + np.asarray(osl) / 2.0))
@@ -358,7 +388,8 @@ def _table(inst: Instance, isl, osl, budget, max_seqs, blocks, max_ctx, prefill_
     u = np.unique(np.asarray(isl) - prefix)
     few = u if len(u) <= 4 else u[:0]  # grid points at the prompt lengths of a fixed-length workload
     anchors = {"p": [float(x) for x in few], "cp": [prefix + (float(x) + 1) / 2 for x in few], "cd": [mean_ctx]}
-    return StepTable(inst, budget, 0 if prefill_only else max(seq_cap, 1), max_ctx, anchors)
+    fn = round_time if spec is None else (lambda i, *a: speculative_round_time(i, spec, *a))
+    return StepTable(inst, budget, 0 if prefill_only else max(seq_cap, 1), max_ctx, anchors, time_fn=fn)
 
 
 def _times(first, finish, osl):
@@ -393,20 +424,21 @@ class _Counters:
 
 def simulate_colocated(
     inst: Instance, isl, osl, arrival_s=None, *, instances: int = 1, router: str = "round-robin", seed: int = 0,
-    concurrency: int | None = None, prefix_hit: int = 0,
+    concurrency: int | None = None, prefix_hit: int = 0, spec: SpecDecode | None = None,
 ) -> SimResult:
     """``instances`` colocated replicas of ``inst`` behind a router, fed ``arrival_s`` or a closed
     loop of ``concurrency`` clients (split evenly over the replicas). A request reaches the engine
     the engine's ``request_overhead_s`` after its client sends it (the API server's time); TTFT and
     latency count from the send. ``prefix_hit``: prompt tokens
     every request finds in the prefix cache (one shared copy per attention-DP rank): prompts
-    compute and hold KV for the rest only."""
+    compute and hold KV for the rest only. ``spec``: speculative decoding, each decoding request
+    gaining E = ``spec.tokens_per_step`` tokens per iteration."""
     isl = np.asarray(isl, dtype=np.int64)
     osl = np.asarray(osl, dtype=np.int64)
     arr = np.zeros(len(isl)) if arrival_s is None else np.array(arrival_s, dtype=float)
     api = float(inst.engine.request_overhead_s)
-    budget, max_seqs, blocks, max_ctx = _instance_limits(inst, isl, osl, prefix_hit)
-    table = _table(inst, isl, osl, budget, max_seqs, blocks, max_ctx, prefix=prefix_hit)
+    budget, max_seqs, blocks, max_ctx = _instance_limits(inst, isl, osl, prefix_hit, spec)
+    table = _table(inst, isl, osl, budget, max_seqs, blocks, max_ctx, prefix=prefix_hit, spec=spec)
     miss = isl - int(prefix_hit)
     where = _route(len(arr), instances, router, np.random.default_rng(seed + 1))
     ttft = np.full(len(arr), np.nan)
@@ -422,8 +454,7 @@ def simulate_colocated(
         f, e, _, st = run_instance(
             table, a, miss[idx].tolist(), miss[idx].tolist(), osl[idx].tolist(),
             budget=budget, share=inst.pp * inst.dp, max_seqs=max_seqs, kv_blocks=blocks, closed=clients,
-            prefix=int(prefix_hit),
-            api_s=api,
+            prefix=int(prefix_hit), api_s=api, per_round=1.0 if spec is None else spec.tokens_per_step,
         )
         arr[idx] = np.asarray(a) - api  # the clients' send times
         wait[idx] = np.asarray(st["begun"]) - np.asarray(a)
@@ -450,10 +481,12 @@ def simulate_disagg(
     router: str = "round-robin",
     seed: int = 0,
     prefix_hit: int = 0,
+    spec: SpecDecode | None = None,
 ) -> SimResult:
     """xPyD: prompts on ``prefill_instances`` replicas of ``prefill``, then after the KV transfer
     ``transfer_s(isl)`` the decode on ``decode_instances`` replicas of ``decode``. ``prefix_hit``
-    as in :func:`simulate_colocated`, on both sides (``transfer_s`` ships what it charges for)."""
+    as in :func:`simulate_colocated`, on both sides (``transfer_s`` ships what it charges for);
+    ``spec`` on the decode side."""
     isl = np.asarray(isl, dtype=np.int64)
     osl = np.asarray(osl, dtype=np.int64)
     arr = np.asarray(arrival_s, dtype=float)
@@ -484,8 +517,8 @@ def simulate_disagg(
         ready[idx] = np.asarray(f) + np.asarray(transfer_s(isl[idx]), dtype=float)
         wait[idx] = np.asarray(st["begun"]) - (arr[idx] + api)
         tot.add(st, decoding=False)
-    bd, sd, kd, cd = _instance_limits(decode, isl, osl, hit)
-    tab_d = _table(decode, isl, osl, bd, sd, kd, cd, prefix=hit)
+    bd, sd, kd, cd = _instance_limits(decode, isl, osl, hit, spec)
+    tab_d = _table(decode, isl, osl, bd, sd, kd, cd, prefix=hit, spec=spec)
     order = np.argsort(ready, kind="stable")
     wd = np.empty(n, dtype=np.int64)
     wd[order] = _route(n, decode_instances, router, rng)
@@ -498,6 +531,7 @@ def simulate_disagg(
         f, e, _, st = run_instance(
             tab_d, ready[idx].tolist(), [0] * len(idx), miss[idx].tolist(), osl[idx].tolist(),
             budget=bd, share=decode.pp * decode.dp, max_seqs=sd, kv_blocks=kd, prefix=hit,
+            per_round=1.0 if spec is None else spec.tokens_per_step,
         )
         first[idx] = f
         fin[idx] = e
