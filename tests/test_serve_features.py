@@ -287,3 +287,16 @@ def test_simulator_speculative_decoding_lone_request_hand_composition():
     plain = simulate_serving("llama-3.1-8b", "h100-sxm", **args).to_json()
     never = simulate_serving("llama-3.1-8b", "h100-sxm", speculative=SpecDecode("ngram", 3, 0.0), **args).to_json()
     assert got["tpot_ms"] < plain["tpot_ms"] < never["tpot_ms"]
+
+
+def test_percentile_plans_with_prefix_hit_and_drafts_are_confirmed_by_the_simulator():
+    """The simulator models prefix hits and speculative decoding, so a percentile plan with them is
+    simulated (it was skipped); with expert skew, which the simulator lacks, it still says so."""
+    from roofplan.solver.serve_planner import plan_serving
+
+    args = dict(gpus=2, isl=2000, osl=300, ttft_ms=1500, tpot_ms=30, engine="vllm", slo_percentile=90)
+    p = plan_serving("llama-3.1-8b", "h100-sxm", prefix_hit=0.5, speculative=SpecDecode.of("eagle3"), **args)
+    sim = p.best["simulated"]
+    assert sim["meets_sla"] is not None and sim["requests"] > 0 and sim["tpot_p90_ms"] > 0
+    skewed = plan_serving("qwen3.5-35b-a3b", "h100-sxm", expert_skew=1.5, **args)
+    assert skewed.best["simulated"]["meets_sla"] is None and "expert skew" in skewed.best["simulated"]["skipped"]
