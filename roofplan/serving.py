@@ -22,7 +22,7 @@ from roofplan.costmodel import serve as serve_model
 from roofplan.costmodel import serve_load, serve_sim
 from roofplan.costmodel.collectives import collective_time
 from roofplan.costmodel.serve import ServeArrays, ServeConfigs, compute_dtype
-from roofplan.costmodel.serve_features import resolve_prefix_hit, serve_step_ext
+from roofplan.costmodel.serve_features import check_expert_skew, resolve_prefix_hit, serve_step_ext
 from roofplan.errors import InfeasibleError, InputError
 from roofplan.hardware.catalog import load_hardware
 from roofplan.hardware.engines import ENGINES, EngineProfile, load_engine
@@ -191,7 +191,8 @@ def make_instance(model, hw, *, tp=1, pp=1, ep=1, dp=1, dtype="bf16", kv_dtype=N
     return serve_load.Instance(m, h, prof, cfg)
 
 
-def _static(inst: serve_load.Instance, batch: int, wl: Workload, prefix_hit: int = 0, speculative=None) -> dict:
+def _static(inst: serve_load.Instance, batch: int, wl: Workload, prefix_hit: int = 0, speculative=None,
+            expert_skew: float = 1.0) -> dict:
     """The static document of the instance at ``batch`` running requests of the mean lengths
     (memory, max batch and the breakdown of one prefill and one decode step)."""
     c = inst.cfg
@@ -199,7 +200,7 @@ def _static(inst: serve_load.Instance, batch: int, wl: Workload, prefix_hit: int
         inst.model, inst.hw, tp=int(c.tp[0]), pp=int(c.pp[0]), ep=int(c.ep[0]), dp=int(c.dp[0]),
         batch=max(int(batch), 1), isl=max(int(round(float(np.mean(wl.isl)))), 1),
         osl=max(int(round(float(np.mean(wl.osl)))), 1), dtype=c.dtype, kv_dtype=c.kv_dtype, engine=inst.engine,
-        prefix_hit=prefix_hit or None, speculative=speculative,
+        prefix_hit=prefix_hit or None, speculative=speculative, expert_skew=expert_skew,
     )
     return est.to_json()
 
@@ -322,11 +323,12 @@ class Simulation:
     wall_s: float
     prefix_hit: int = 0
     speculative: object = None  # serve_features.SpecDecode
+    expert_skew: float = 1.0
 
     def to_json(self) -> dict:
         r = self.result
         running = max(int(round(r.mean_running)), 1)
-        doc = _static(self.instance, running, self.workload, self.prefix_hit, self.speculative)
+        doc = _static(self.instance, running, self.workload, self.prefix_hit, self.speculative, self.expert_skew)
         doc["schema"] = SCHEMA
         doc["inputs"].update(
             batch=running, isl=int(round(float(np.mean(self.workload.isl)))),
@@ -361,7 +363,7 @@ def simulate_serving(
     dtype="bf16", kv_dtype=None, engine="generic", calibration=None, mode="colocated",
     prefill_instances=1, decode_instances=1, prefill_shape: dict | None = None, prefill_engine=None,
     router="round-robin",
-    requests: int | None = None, seed=0, prefix_hit=None, speculative=None,
+    requests: int | None = None, seed=0, prefix_hit=None, speculative=None, expert_skew=1.0,
 ) -> Simulation:
     """Simulate a deployment fed Poisson arrivals at ``rate`` (or the trace's ``arrival_s``); a
     closed loop of ``concurrency`` clients is simulated as arrivals at the analytic closed-loop
@@ -370,8 +372,8 @@ def simulate_serving(
     ``decode_instances`` of the given shape. ``prefix_hit`` (tokens, or a fraction of the shortest
     prompt) is a prefix every prompt shares and finds cached: only the rest is prefilled, held and
     shipped; ``speculative`` (a SpecDecode) gives decoding requests E tokens per iteration at the
-    cost of a verify pass and k drafts. The analytic load model takes neither, so ``utilisation``
-    is then not given."""
+    cost of a verify pass and k drafts; ``expert_skew`` loads the busiest EP rank. The analytic load
+    model takes none of them, so ``utilisation`` is then not given."""
     import time
 
     t0 = time.perf_counter()
@@ -382,6 +384,7 @@ def simulate_serving(
                   isl=int(np.max(workload.isl)), osl=int(np.max(workload.osl)))
     inst = make_instance(model, hw, **shape, **common)
     hit = resolve_prefix_hit(prefix_hit, int(np.min(workload.isl)))
+    skew = check_expert_skew(expert_skew)
     _check_fits(inst, workload, hit)
     wl = workload
     n_req = requests or (len(wl) if wl.source.startswith("trace") else SIM_REQUESTS)
@@ -394,7 +397,7 @@ def simulate_serving(
         isl, osl = wl.isl, wl.osl
     mo = serve_load.moments(inst, wl.isl, wl.osl)
     mr = None
-    if mode == "colocated" and not hit and speculative is None:
+    if mode == "colocated" and not hit and speculative is None and skew == 1.0:
         mr = serve_load.max_rate(inst, mo) * _positive("instances", instances)
     load: dict = {}
     if wl.arrival_s is not None and rate is None and concurrency is None:
@@ -412,7 +415,8 @@ def simulate_serving(
         raise InputError("load", "missing or both", "exactly one of --rate or --concurrency (or a trace with arrival_s)")
     if mode == "colocated":
         res = serve_sim.simulate_colocated(inst, isl, osl, arrivals, instances=instances, router=router, seed=seed,
-                                           concurrency=load.get("concurrency"), prefix_hit=hit, spec=speculative)
+                                           concurrency=load.get("concurrency"), prefix_hit=hit, spec=speculative,
+                                           expert_skew=skew)
         gpus = int(inst.cfg.devices[0]) * instances
         n_inst = instances
     else:
@@ -424,9 +428,9 @@ def simulate_serving(
             pinst, inst, isl, osl, arrivals, prefill_instances=_positive("prefill_instances", prefill_instances),
             decode_instances=_positive("decode_instances", decode_instances),
             transfer_s=lambda L: kv_transfer_s(pinst, inst, L, same_node, hit), router=router, seed=seed,
-            prefix_hit=hit, spec=speculative,
+            prefix_hit=hit, spec=speculative, expert_skew=skew,
         )
         gpus = int(pinst.cfg.devices[0]) * prefill_instances + int(inst.cfg.devices[0]) * decode_instances
         n_inst = prefill_instances + decode_instances
         load["ratio"] = f"{prefill_instances}P{decode_instances}D"
-    return Simulation(inst, wl, res, mode, n_inst, gpus, load, mr, time.perf_counter() - t0, hit, speculative)
+    return Simulation(inst, wl, res, mode, n_inst, gpus, load, mr, time.perf_counter() - t0, hit, speculative, skew)

@@ -273,7 +273,7 @@ def test_simulator_speculative_decoding_lone_request_hand_composition():
     decodes in ceil(299 / E) = 160 rounds, each a verify pass of its 3 draft tokens at the decode
     context (the cost model's speculative round), so TPOT = 160 x round / 299; without drafts the
     same simulation is slower per token, and a never-accepted draft is slower still."""
-    from roofplan.costmodel.serve_sim import speculative_round_time
+    from roofplan.costmodel.serve_sim import iteration_time
     from roofplan.serving import make_instance, simulate_serving
     from roofplan.workload import make_workload
 
@@ -281,7 +281,7 @@ def test_simulator_speculative_decoding_lone_request_hand_composition():
     spec = SpecDecode("ngram", 3, 0.5)
     got = simulate_serving("llama-3.1-8b", "h100-sxm", speculative=spec, **args).to_json()
     inst = make_instance("llama-3.1-8b", "h100-sxm", engine="vllm", isl=2000, osl=300)
-    one = float(speculative_round_time(inst, spec, 0.0, 1.0, 1.0, 2000 + 150.0)[0])
+    one = float(iteration_time(inst, 0.0, 1.0, 1.0, 2000 + 150.0, spec=spec)[0])
     assert got["tpot_p50_ms"] == pytest.approx(160 * one / 299 * 1e3, rel=0.02)
     assert got["inputs"]["speculative"]["method"] == "ngram" and got["utilisation"] is None
     plain = simulate_serving("llama-3.1-8b", "h100-sxm", **args).to_json()
@@ -289,9 +289,9 @@ def test_simulator_speculative_decoding_lone_request_hand_composition():
     assert got["tpot_ms"] < plain["tpot_ms"] < never["tpot_ms"]
 
 
-def test_percentile_plans_with_prefix_hit_and_drafts_are_confirmed_by_the_simulator():
-    """The simulator models prefix hits and speculative decoding, so a percentile plan with them is
-    simulated (it was skipped); with expert skew, which the simulator lacks, it still says so."""
+def test_percentile_plans_with_serving_features_are_confirmed_by_the_simulator():
+    """The simulator models prefix hits, speculative decoding and expert skew, so a percentile plan
+    with them is simulated (it was skipped)."""
     from roofplan.solver.serve_planner import plan_serving
 
     args = dict(gpus=2, isl=2000, osl=300, ttft_ms=1500, tpot_ms=30, engine="vllm", slo_percentile=90)
@@ -299,4 +299,21 @@ def test_percentile_plans_with_prefix_hit_and_drafts_are_confirmed_by_the_simula
     sim = p.best["simulated"]
     assert sim["meets_sla"] is not None and sim["requests"] > 0 and sim["tpot_p90_ms"] > 0
     skewed = plan_serving("qwen3.5-35b-a3b", "h100-sxm", expert_skew=1.5, **args)
-    assert skewed.best["simulated"]["meets_sla"] is None and "expert skew" in skewed.best["simulated"]["skipped"]
+    assert skewed.best["simulated"]["meets_sla"] is not None and skewed.request["expert_skew"] == 1.5
+
+
+def test_simulator_expert_skew_slows_only_expert_parallel_instances():
+    """The simulator's iterations are the cost model's with the busiest EP rank at 2x the mean load
+    (step_parts): an EP8 instance is slower, a TP8 instance without EP is unchanged."""
+    from roofplan.costmodel.serve_sim import iteration_time
+    from roofplan.serving import make_instance
+
+    ep8 = make_instance("deepseek-v3", "h200-sxm", tp=1, ep=8, dp=8, dtype="fp8", engine="sglang", isl=2000, osl=100)
+    tp8 = make_instance("deepseek-v3", "h200-sxm", tp=8, dtype="fp8", engine="sglang", isl=2000, osl=100)
+    grid = (np.array([0.0, 512.0]), np.array([1.0, 256.5]), np.array([64.0, 64.0]), np.array([2050.0, 2050.0]))
+    assert np.all(iteration_time(ep8, *grid, expert_skew=2.0) > iteration_time(ep8, *grid))
+    assert np.array_equal(iteration_time(tp8, *grid, expert_skew=2.0), iteration_time(tp8, *grid))
+    cfg = ServeConfigs.single(tp=1, pp=1, ep=8, dp=8, batch=64, isl=2000, osl=100, dtype="fp8", engine="sglang")
+    want = serve_step_ext(DS, HW, cfg, SG, expert_skew=2.0).tpot_s[0]  # the static decode step, B = 64
+    got = iteration_time(ep8, 0.0, 1.0, np.array([64.0]), np.array([2050.0]), expert_skew=2.0)[0]
+    assert float(got) == pytest.approx(want, rel=1e-9)

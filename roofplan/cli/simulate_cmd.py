@@ -20,6 +20,7 @@ from roofplan.cli.options import (
     Calibration,
     EngineChoice,
     EngineOpt,
+    ExpertSkew,
     HardwareOrPlan,
     Instances,
     IslDist,
@@ -120,6 +121,7 @@ def simulate(
     spec_method: SpecMethod = None,
     spec_tokens: SpecTokens = None,
     spec_accept: SpecAccept = None,
+    expert_skew: ExpertSkew = 1.0,
     as_json: Json = False,
     calibration: Calibration = None,
 ) -> None:
@@ -141,7 +143,8 @@ def simulate(
             hit = prefix_hit if prefix_hit is not None else inp.get("prefix_hit_tokens") or None
             sim = simulate_serving(workload=wl, rate=r, concurrency=concurrency, router=router, requests=requests,
                                    seed=seed, calibration=calibration, prefix_hit=hit,
-                                   speculative=spec or _plan_spec(inp), **kw)
+                                   speculative=spec or _plan_spec(inp),
+                                   expert_skew=expert_skew if expert_skew != 1.0 else inp.get("expert_skew") or 1.0, **kw)
         else:
             if model is None or hardware is None:
                 raise InputError("--model/--hardware", None, "both, or --plan plan.json")
@@ -151,7 +154,7 @@ def simulate(
                 ep=ep, dp=dp, dtype=dtype, kv_dtype=kv_dtype, engine=engine, calibration=calibration, mode=mode,
                 prefill_instances=prefill_instances, decode_instances=decode_instances,
                 prefill_shape=None if prefill_tp is None else {"tp": prefill_tp}, router=router,
-                requests=requests, seed=seed, prefix_hit=prefix_hit, speculative=spec)
+                requests=requests, seed=seed, prefix_hit=prefix_hit, speculative=spec, expert_skew=expert_skew)
         out = checked(sim.to_json(), calibration)
         if as_json:
             print_json(out)

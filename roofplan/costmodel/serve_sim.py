@@ -56,20 +56,23 @@ def _grid(lo: float, hi: float, n: int, anchors=()) -> list[float]:
     return sorted(g)
 
 
-def speculative_round_time(inst: Instance, spec: SpecDecode, prefill_tokens, prefill_context, decode_seqs,
-                           decode_context) -> np.ndarray:
-    """:func:`~roofplan.costmodel.serve_load.round_time` with speculative decoding: an iteration
-    that decodes is a verify pass of its requests' k draft tokens plus k draft forwards
+def iteration_time(inst: Instance, prefill_tokens, prefill_context, decode_seqs, decode_context,
+                   spec: SpecDecode | None = None, expert_skew: float = 1.0) -> np.ndarray:
+    """:func:`~roofplan.costmodel.serve_load.round_time` with the serving features: the busiest EP
+    rank's ``expert_skew``, and with speculative decoding an iteration that decodes is a verify pass
+    of its requests' k draft tokens plus k draft forwards
     (:func:`~roofplan.costmodel.serve_features.speculative_round`), with the same microbatching
     (m = min(d, pp)); a prompt-only iteration drafts nothing."""
+    plain = round_time(inst, prefill_tokens, prefill_context, decode_seqs, decode_context, expert_skew=expert_skew)
+    if spec is None:
+        return plain
     d = np.asarray(decode_seqs, dtype=float)
     p = np.asarray(prefill_tokens, dtype=float)
     pp = float(inst.cfg.pp[0])
     m = np.clip(d, 1.0, pp) if pp > 1 else 1.0
     spec_t = speculative_round(inst.model, inst.hw, inst.engine, inst.cfg, spec, seqs=d / m, context=decode_context,
                                all_seqs=d, chunk=p / m, chunk_context=prefill_context,
-                               chunk_seqs=np.where(p > 0, 1.0, 0.0)).total
-    plain = round_time(inst, p, prefill_context, d, decode_context)
+                               chunk_seqs=np.where(p > 0, 1.0, 0.0), expert_skew=expert_skew).total
     return np.where(d > 0, np.asarray(spec_t, dtype=float), plain)
 
 
@@ -380,7 +383,7 @@ def _instance_limits(inst: Instance, isl, osl, prefix: int = 0, spec: SpecDecode
 
 
 def _table(inst: Instance, isl, osl, budget, max_seqs, blocks, max_ctx, prefill_only=False, prefix=0,
-           spec: SpecDecode | None = None) -> StepTable:
+           spec: SpecDecode | None = None, expert_skew: float = 1.0) -> StepTable:
     """The step table over the contexts this workload reaches (prompts of ``isl`` tokens of which
     ``prefix`` are cached: chunks of the miss at context prefix + (miss+1)/2)."""
     mean_ctx = float(np.mean(np.asarray(isl) + np.asarray(osl) / 2.0))
@@ -388,7 +391,8 @@ def _table(inst: Instance, isl, osl, budget, max_seqs, blocks, max_ctx, prefill_
     u = np.unique(np.asarray(isl) - prefix)
     few = u if len(u) <= 4 else u[:0]  # grid points at the prompt lengths of a fixed-length workload
     anchors = {"p": [float(x) for x in few], "cp": [prefix + (float(x) + 1) / 2 for x in few], "cd": [mean_ctx]}
-    fn = round_time if spec is None else (lambda i, *a: speculative_round_time(i, spec, *a))
+    plain = spec is None and expert_skew == 1.0
+    fn = round_time if plain else (lambda i, *a: iteration_time(i, *a, spec=spec, expert_skew=expert_skew))
     return StepTable(inst, budget, 0 if prefill_only else max(seq_cap, 1), max_ctx, anchors, time_fn=fn)
 
 
@@ -424,7 +428,7 @@ class _Counters:
 
 def simulate_colocated(
     inst: Instance, isl, osl, arrival_s=None, *, instances: int = 1, router: str = "round-robin", seed: int = 0,
-    concurrency: int | None = None, prefix_hit: int = 0, spec: SpecDecode | None = None,
+    concurrency: int | None = None, prefix_hit: int = 0, spec: SpecDecode | None = None, expert_skew: float = 1.0,
 ) -> SimResult:
     """``instances`` colocated replicas of ``inst`` behind a router, fed ``arrival_s`` or a closed
     loop of ``concurrency`` clients (split evenly over the replicas). A request reaches the engine
@@ -432,13 +436,15 @@ def simulate_colocated(
     latency count from the send. ``prefix_hit``: prompt tokens
     every request finds in the prefix cache (one shared copy per attention-DP rank): prompts
     compute and hold KV for the rest only. ``spec``: speculative decoding, each decoding request
-    gaining E = ``spec.tokens_per_step`` tokens per iteration."""
+    gaining E = ``spec.tokens_per_step`` tokens per iteration; ``expert_skew``: the busiest EP rank's
+    routed load over the mean."""
     isl = np.asarray(isl, dtype=np.int64)
     osl = np.asarray(osl, dtype=np.int64)
     arr = np.zeros(len(isl)) if arrival_s is None else np.array(arrival_s, dtype=float)
     api = float(inst.engine.request_overhead_s)
     budget, max_seqs, blocks, max_ctx = _instance_limits(inst, isl, osl, prefix_hit, spec)
-    table = _table(inst, isl, osl, budget, max_seqs, blocks, max_ctx, prefix=prefix_hit, spec=spec)
+    table = _table(inst, isl, osl, budget, max_seqs, blocks, max_ctx, prefix=prefix_hit, spec=spec,
+                   expert_skew=expert_skew)
     miss = isl - int(prefix_hit)
     where = _route(len(arr), instances, router, np.random.default_rng(seed + 1))
     ttft = np.full(len(arr), np.nan)
@@ -482,11 +488,12 @@ def simulate_disagg(
     seed: int = 0,
     prefix_hit: int = 0,
     spec: SpecDecode | None = None,
+    expert_skew: float = 1.0,
 ) -> SimResult:
     """xPyD: prompts on ``prefill_instances`` replicas of ``prefill``, then after the KV transfer
     ``transfer_s(isl)`` the decode on ``decode_instances`` replicas of ``decode``. ``prefix_hit``
     as in :func:`simulate_colocated`, on both sides (``transfer_s`` ships what it charges for);
-    ``spec`` on the decode side."""
+    ``spec`` on the decode side, ``expert_skew`` on both."""
     isl = np.asarray(isl, dtype=np.int64)
     osl = np.asarray(osl, dtype=np.int64)
     arr = np.asarray(arrival_s, dtype=float)
@@ -496,7 +503,8 @@ def simulate_disagg(
     hit = int(prefix_hit)
     miss = isl - hit
     bp, sp, kp, cp = _instance_limits(prefill, isl, np.ones_like(osl), hit)
-    tab_p = _table(prefill, isl, np.ones_like(osl), bp, sp, kp, cp, prefill_only=True, prefix=hit)
+    tab_p = _table(prefill, isl, np.ones_like(osl), bp, sp, kp, cp, prefill_only=True, prefix=hit,
+                   expert_skew=expert_skew)
     # pp > 1: successive passes overlap in the pipeline (GPipe steady state, as the planner's prefill
     # rate): pp passes in flight, each taking the full pp-stage time -- pp virtual servers per instance
     depth = prefill.pp
@@ -518,7 +526,7 @@ def simulate_disagg(
         wait[idx] = np.asarray(st["begun"]) - (arr[idx] + api)
         tot.add(st, decoding=False)
     bd, sd, kd, cd = _instance_limits(decode, isl, osl, hit, spec)
-    tab_d = _table(decode, isl, osl, bd, sd, kd, cd, prefix=hit, spec=spec)
+    tab_d = _table(decode, isl, osl, bd, sd, kd, cd, prefix=hit, spec=spec, expert_skew=expert_skew)
     order = np.argsort(ready, kind="stable")
     wd = np.empty(n, dtype=np.int64)
     wd[order] = _route(n, decode_instances, router, rng)

@@ -881,12 +881,10 @@ def plan_serving(
 
     best = _pick(best_colo, best_dis)
     simulated = None
-    if slo_percentile is not None and features is not None and features[2] != 1.0:
-        simulated = {"meets_sla": None, "skipped": "the simulator does not model expert skew"}
-    elif slo_percentile is not None:
+    if slo_percentile is not None:
         req = {"isl": isl, "osl": osl, "dtype": dtype, "kv_dtype": kv_dtype, "ttft_ms": ttft_ms, "tpot_ms": tpot_ms}
-        if features is not None:  # speculative decoding and prefix caching, simulated as modelled
-            req.update(speculative=features[0], prefix_hit=features[1])
+        if features is not None:  # speculative decoding, prefix caching and skew, simulated as modelled
+            req.update(speculative=features[0], prefix_hit=features[1], expert_skew=features[2])
         first, tried_dis, colo_failed = None, False, 0
         for _ in range(CONFIRM_TRIES):  # the top candidates, until the simulator confirms one
             simulated = _confirm(model, pools, eng, best, req, slo_percentile, rate)
