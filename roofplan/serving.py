@@ -1,13 +1,15 @@
-"""The serving API, resolved from ids: ``estimate serve`` (a fixed batch, :func:`estimate_serving`),
-``estimate serve --concurrency/--rate`` (:func:`estimate_serving_load`) and ``simulate``.
+"""Serving below the door: ``estimate serve`` at a fixed batch (:func:`estimate_serving`), under load
+(``--concurrency``/``--rate``, :func:`estimate_serving_load`) and ``simulate`` (:func:`simulate_serving`).
 
-Ids, paths and calibration overlays become specs in :func:`resolve_inputs`, once; the cost model
-below takes specs and engine profiles only. The load estimates take one deployment (an instance shape, ``instances`` replicas behind a router; or xPyD for the
-simulator) and a :class:`~roofplan.workload.Workload`, and return the ``roofplan.estimate.serve/v1``
-document of docs/SPEC.md §3.2 with the load keys of docs/SPEC.md §6: ``ttft_ms``/``tpot_ms``/``latency_ms`` stay the
-means; ``*_p50_ms``, ``*_p90_ms``, ``*_p99_ms``, ``output_tokens_per_s`` (whole deployment) and
-``utilisation`` (request rate / the largest sustainable rate) are added. The analytic numbers come
-from :mod:`roofplan.costmodel.serve_load`, the simulated ones from
+Everything here takes specs (ModelSpec, DeviceSpec, EngineProfile: :func:`check_specs`); the public
+API in :mod:`roofplan` resolves ids, paths and calibration overlays once (:mod:`roofplan.resolve`)
+and calls these functions. The load estimates take one deployment (an instance shape,
+``instances`` replicas behind a router; or xPyD for the simulator) and a
+:class:`~roofplan.workload.Workload`, and return the ``roofplan.estimate.serve/v1`` document of
+docs/SPEC.md §3.2 with the load keys of docs/SPEC.md §6: ``ttft_ms``/``tpot_ms``/``latency_ms``
+stay the means; ``*_p50_ms``, ``*_p90_ms``, ``*_p99_ms``, ``output_tokens_per_s`` (whole
+deployment) and ``utilisation`` (request rate / the largest sustainable rate) are added. The
+analytic numbers come from :mod:`roofplan.costmodel.serve_load`, the simulated ones from
 :mod:`roofplan.costmodel.serve_sim`; both use the same iteration times (``serve_load.round_time``).
 """
 
@@ -23,12 +25,9 @@ from roofplan.costmodel import serve_load, serve_sim
 from roofplan.costmodel.collectives import collective_time
 from roofplan.costmodel.serve import ServeArrays, ServeConfigs, compute_dtype
 from roofplan.costmodel.serve_features import check_expert_skew, resolve_prefix_hit, serve_step_ext
+from roofplan.engines.profile import EngineProfile
 from roofplan.errors import InfeasibleError, InputError
-from roofplan.hardware.catalog import load_hardware
-from roofplan.hardware.engines import ENGINES, EngineProfile, load_engine
-from roofplan.hardware.overlay import apply_overlay, load_overlay
 from roofplan.hardware.spec import DeviceSpec
-from roofplan.models.loader import load_model
 from roofplan.models.spec import ModelSpec
 from roofplan.workload import Workload
 
@@ -38,22 +37,17 @@ SIM_REQUESTS = 10000
 
 
 # ------------------------------------------------------------------------------------------------
-# the door: ids, paths and overlays become specs here, once; nothing below resolves a name
+# specs in: ids, paths and overlays are resolved at the door (the API in roofplan, roofplan.resolve)
 # ------------------------------------------------------------------------------------------------
-def resolve_inputs(model, hw, engine, calibration=None) -> tuple[ModelSpec, DeviceSpec, EngineProfile]:
-    """(ModelSpec, DeviceSpec, EngineProfile) from ids, YAML paths or spec objects, with the
-    calibration overlay applied to the device and the engine. The one place the serving API calls
-    the loaders: the cost model below takes specs only (a shared resolver can replace this)."""
-    if not isinstance(engine, EngineProfile) and engine not in ENGINES:
-        raise InputError("engine", engine, "one of " + ", ".join(ENGINES))
-    m = model if isinstance(model, ModelSpec) else load_model(model)
-    if not isinstance(hw, DeviceSpec):
-        h = load_hardware(hw, calibration=calibration)
-    elif calibration is not None:
-        h = apply_overlay(hw, load_overlay(calibration))
-    else:
-        h = hw
-    return m, h, load_engine(engine, calibration)
+def check_specs(model, hw, engine) -> tuple[ModelSpec, DeviceSpec, EngineProfile]:
+    """The model, device and engine profile as given, already resolved; an id or a path here is a
+    caller's error (InputError naming the field), since nothing below the door opens a catalog."""
+    for field, v, kind in (("model", model, ModelSpec), ("hardware", hw, DeviceSpec),
+                           ("engine", engine, EngineProfile)):
+        if not isinstance(v, kind):
+            raise InputError(field, v, f"a resolved {kind.__name__} (the roofplan API and roofplan.resolve "
+                             "turn ids and paths into specs)")
+    return model, hw, engine
 
 
 def _positive(name: str, value, integer: bool = True):
@@ -66,18 +60,18 @@ def _positive(name: str, value, integer: bool = True):
     return int(value) if integer else float(value)
 
 
-def _configs(model, hw, engine, calibration, *, dtype, kv_dtype, **ints):
-    """Resolved specs and a one-row ServeConfigs of the positive integers ``ints`` (checked against
-    the model: exit 2 on bad input): what the static estimate and the load instance share."""
+def _configs(model, hw, engine, *, dtype, kv_dtype, **ints):
+    """The specs and a one-row ServeConfigs of the positive integers ``ints`` (checked against the
+    model: exit 2 on bad input): what the static estimate and the load instance share."""
     vals = {k: _positive(k, v) for k, v in ints.items()}
-    m, h, prof = resolve_inputs(model, hw, engine, calibration)
+    m, h, prof = check_specs(model, hw, engine)
     cfg = serve_model.ServeConfigs(**vals, dtype=dtype, kv_dtype=kv_dtype, engine=prof.name)
     serve_model.validate_serve_config(m, cfg)
     return m, h, prof, cfg
 
 
 # ------------------------------------------------------------------------------------------------
-# one configuration at a fixed batch: the SPEC §3.2 document
+# one configuration at a fixed batch: the docs/SPEC.md §3.2 document
 # ------------------------------------------------------------------------------------------------
 _GIB = float(2**30)
 
@@ -96,7 +90,7 @@ class ServeEstimate:
     expert_skew: float = 1.0  # max/mean routed tokens per EP rank
 
     def to_json(self) -> dict:
-        """The ``roofplan.estimate.serve/v1`` document of SPEC §3.2."""
+        """The ``roofplan.estimate.serve/v1`` document of docs/SPEC.md §3.2."""
         a = self.arrays.row(0)
         c = self.config
         ms = 1e3
@@ -161,16 +155,16 @@ class ServeEstimate:
 
 
 def estimate_serving(
-    model, hw, *, tp=1, pp=1, ep=1, dp=1, batch, isl, osl, dtype="bf16", kv_dtype=None, engine="generic",
-    calibration=None, speculative=None, prefix_hit=None, expert_skew=1.0,
+    model, hw, *, tp=1, pp=1, ep=1, dp=1, batch, isl, osl, dtype="bf16", kv_dtype=None, engine=None,
+    speculative=None, prefix_hit=None, expert_skew=1.0,
 ) -> ServeEstimate:
-    """Estimate one serving instance at a fixed batch (SPEC §3.2); ``.to_json()`` is the document.
+    """Estimate one serving instance at a fixed batch (docs/SPEC.md §3.2); ``.to_json()`` is the document.
     ``model``/``hw`` may be ids, paths or spec objects; bad input raises InputError (exit 2).
     ``speculative`` (a :class:`~roofplan.costmodel.serve_features.SpecDecode`) and ``prefix_hit``
     (tokens, or a fraction of isl) add speculative decoding and prefix caching
     (:mod:`roofplan.costmodel.serve_features`); ``expert_skew`` (max/mean routed tokens per EP rank)
     loads the busiest expert-parallel rank; without them the result is unchanged."""
-    m, h, prof, cfg = _configs(model, hw, engine, calibration, dtype=dtype, kv_dtype=kv_dtype, tp=tp, pp=pp,
+    m, h, prof, cfg = _configs(model, hw, engine, dtype=dtype, kv_dtype=kv_dtype, tp=tp, pp=pp,
                                ep=ep, dp=dp, batch=batch, isl=isl, osl=osl)
     hit = resolve_prefix_hit(prefix_hit, int(cfg.isl[0]))
     arrays = serve_step_ext(m, h, cfg, prof, spec=speculative, prefix_hit=hit, expert_skew=expert_skew)
@@ -183,10 +177,10 @@ def estimate_serving(
 # ------------------------------------------------------------------------------------------------
 # under load
 # ------------------------------------------------------------------------------------------------
-def make_instance(model, hw, *, tp=1, pp=1, ep=1, dp=1, dtype="bf16", kv_dtype=None, engine="generic",
-                  calibration=None, isl=1024, osl=128) -> serve_load.Instance:
+def make_instance(model, hw, *, tp=1, pp=1, ep=1, dp=1, dtype="bf16", kv_dtype=None, engine=None,
+                  isl=1024, osl=128) -> serve_load.Instance:
     """An :class:`~roofplan.costmodel.serve_load.Instance` from ids or specs (bad input: exit 2)."""
-    m, h, prof, cfg = _configs(model, hw, engine, calibration, dtype=dtype, kv_dtype=kv_dtype, tp=tp, pp=pp,
+    m, h, prof, cfg = _configs(model, hw, engine, dtype=dtype, kv_dtype=kv_dtype, tp=tp, pp=pp,
                                ep=ep, dp=dp, batch=1, isl=int(isl), osl=int(osl))
     return serve_load.Instance(m, h, prof, cfg)
 
@@ -251,7 +245,7 @@ class LoadEstimate:
 
 def estimate_serving_load(
     model, hw, *, workload: Workload, concurrency=None, rate=None, instances=1, tp=1, pp=1, ep=1, dp=1,
-    dtype="bf16", kv_dtype=None, engine="generic", calibration=None,
+    dtype="bf16", kv_dtype=None, engine=None,
 ) -> LoadEstimate:
     """The steady state of ``instances`` colocated replicas under a closed loop of ``concurrency``
     clients or Poisson arrivals at ``rate`` requests/s. A rate above the largest sustainable one
@@ -260,7 +254,7 @@ def estimate_serving_load(
         raise InputError("load", "both" if concurrency is not None else "none", "exactly one of concurrency, rate")
     n = _positive("instances", instances)
     inst = make_instance(model, hw, tp=tp, pp=pp, ep=ep, dp=dp, dtype=dtype, kv_dtype=kv_dtype, engine=engine,
-                         calibration=calibration, isl=int(np.max(workload.isl)), osl=int(np.max(workload.osl)))
+                         isl=int(np.max(workload.isl)), osl=int(np.max(workload.osl)))
     _check_fits(inst, workload)
     if concurrency is not None:
         res = serve_load.closed_loop(inst, workload.isl, workload.osl, _positive("concurrency", concurrency), n)
@@ -360,7 +354,7 @@ class Simulation:
 
 def simulate_serving(
     model, hw, *, workload: Workload, rate=None, concurrency=None, instances=1, tp=1, pp=1, ep=1, dp=1,
-    dtype="bf16", kv_dtype=None, engine="generic", calibration=None, mode="colocated",
+    dtype="bf16", kv_dtype=None, engine=None, mode="colocated",
     prefill_instances=1, decode_instances=1, prefill_shape: dict | None = None, prefill_engine=None,
     router="round-robin",
     requests: int | None = None, seed=0, prefix_hit=None, speculative=None, expert_skew=1.0,
@@ -380,7 +374,7 @@ def simulate_serving(
     if mode not in ("colocated", "disagg"):
         raise InputError("--mode", mode, "colocated or disagg")
     shape = dict(tp=tp, pp=pp, ep=ep, dp=dp)
-    common = dict(dtype=dtype, kv_dtype=kv_dtype, engine=engine, calibration=calibration,
+    common = dict(dtype=dtype, kv_dtype=kv_dtype, engine=engine,
                   isl=int(np.max(workload.isl)), osl=int(np.max(workload.osl)))
     inst = make_instance(model, hw, **shape, **common)
     hit = resolve_prefix_hit(prefix_hit, int(np.min(workload.isl)))

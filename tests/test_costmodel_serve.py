@@ -8,6 +8,7 @@ import dataclasses
 import numpy as np
 import pytest
 
+from roofplan import estimate_serving
 from roofplan.costmodel.serve import (
     ServeConfigs,
     check_serve_config,
@@ -21,7 +22,6 @@ from roofplan.engines.catalog import load_engine
 from roofplan.errors import InputError
 from roofplan.hardware.spec import DeviceSpec, Efficiency, Fabric, MemoryTier
 from roofplan.models.spec import MLASpec, ModelSpec, MoESpec
-from roofplan.serving import estimate_serving
 
 GENERIC = load_engine("generic")
 

@@ -6,9 +6,9 @@ import dataclasses
 
 import pytest
 
+from roofplan import estimate_serving
 from roofplan.costmodel.collectives import collective_time
 from roofplan.hardware.catalog import load_hardware
-from roofplan.serving import estimate_serving
 from roofplan.validation.suite import predict, read_cases
 
 # S. Bekman, ML Engineering Open Book, network/README.md: all_reduce_bench.py on one 8x MI300X node,

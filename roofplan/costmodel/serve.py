@@ -13,7 +13,7 @@ al., OSDI 2024) and Vidur (Agrawal et al., MLSys 2024). Its time on one device i
     host  = kernels x host_op   (0 when the step replays a CUDA graph)
     step  = max(GPU, host) + step_overhead          (the host runs ahead of the GPU asynchronously)
 
-with the fixed costs from the engine profile (:mod:`roofplan.hardware.engines`). The code names
+with the fixed costs from the engine profile (:mod:`roofplan.engines`). The code names
 each term: :func:`step_inputs` resolves the batch and rates once; per-op terms
 (:func:`attention_projections_term`, :func:`prefill_attention_term`, :func:`decode_attention_term`,
 :func:`dense_mlp_term`, :func:`moe_term`, :func:`elementwise_term`, :func:`lm_head_term`) and one
@@ -72,7 +72,7 @@ from roofplan.costmodel.serve_memory import (  # noqa: F401 - re-exported: the s
     max_batch,
     serve_memory,
 )
-from roofplan.hardware.engines import EngineProfile
+from roofplan.engines.profile import EngineProfile
 from roofplan.hardware.spec import DTYPE_BYTES, DeviceSpec, Efficiency
 from roofplan.models.spec import ModelSpec
 

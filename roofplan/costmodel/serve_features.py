@@ -66,8 +66,8 @@ from roofplan.costmodel.serve import (
     validate_serve_config,
 )
 from roofplan.costmodel.serve_memory import kv_bytes_per_token_per_device
+from roofplan.engines.profile import EngineProfile
 from roofplan.errors import InputError
-from roofplan.hardware.engines import EngineProfile
 from roofplan.hardware.spec import DeviceSpec
 from roofplan.models.spec import ModelSpec
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from roofplan.costmodel.serve_configs import ServeConfigs, act_dtype
-from roofplan.hardware.engines import EngineProfile
+from roofplan.engines.profile import EngineProfile
 from roofplan.hardware.spec import DTYPE_BYTES, DeviceSpec
 from roofplan.models.spec import ModelSpec
 
