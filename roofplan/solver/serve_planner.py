@@ -211,6 +211,7 @@ class RoleCandidates:
     searched: int = 0
     rejected: dict = field(default_factory=dict)
     power_w: np.ndarray | None = None  # W per instance at its operating point (costmodel/power.py)
+    prefix_hit: int = 0  # prompt tokens served from the prefix cache: not shipped to the decode side
 
     @property
     def gpus(self) -> np.ndarray:
@@ -314,6 +315,7 @@ def evaluate_prefill(
         len(B) + rejected.get("dp_balance", 0),
         rejected,
         power,
+        prefix_hit=int(features[1]) if features else 0,
     )
 
 
@@ -379,6 +381,7 @@ def evaluate_colocated(
     engine_name,
     ttft_s=None,
     tpot_s=None,
+    features=None,
 ) -> RoleCandidates:
     rejected: dict = {}
     s, (C, chunk) = cross(shapes, batch_grid(), np.array(CHUNK_GRID, dtype=np.int64))
@@ -395,6 +398,7 @@ def evaluate_colocated(
         dtype=dtype,
         kv_dtype=kv_dtype,
         engine_name=engine_name,
+        features=features,
     )
     _count(rejected, "oom", C > m.max_batch)
     _count(rejected, "chunk_budget", (C <= m.max_batch) & ~m.balanced)
@@ -523,12 +527,13 @@ def _confirm(model, pools, eng, best, req, p, rate) -> dict:
 # ---------------------------------------------------------------------------------------------
 def kv_transfer_time(model, P: RoleCandidates, D: RoleCandidates, pi, dj, *, isl, kv_dtype) -> np.ndarray:
     """Seconds to ship the KV cache of one prefill pass (B prompts) from prefill option ``pi`` to
-    decode option ``dj`` (broadcast). One point-to-point stream per KV shard, in parallel, each on
+    decode option ``dj`` (broadcast), the prefix-cache hit excluded (``P.prefix_hit``: the decode
+    side holds the shared prefix). One point-to-point stream per KV shard, in parallel, each on
     its own device's link (NVLink inside a node, the NIC across nodes: Mooncake §3, DistServe §4.3
     place pairs to keep the transfer on NVLink when they fit in one node)."""
     pi = np.asarray(pi)
     dj = np.asarray(dj)
-    nbytes = np.asarray(serve_model.kv_transfer_bytes(model, isl, kv_dtype), dtype=float) * P.batch[pi]
+    nbytes = np.asarray(serve_model.kv_transfer_bytes(model, isl, kv_dtype, P.prefix_hit), dtype=float) * P.batch[pi]
     streams = np.minimum(P.streams(model)[pi], D.streams(model)[dj])
     per_stream = nbytes / np.maximum(streams, 1)
     hw_p, hw_d = P.pool.hw, D.pool.hw
@@ -775,8 +780,8 @@ def plan_serving(
     deployment meets the targets, naming the tightest TTFT and TPOT any deployment reaches.
     ``speculative`` (SpecDecode), ``prefix_hit`` (tokens or a fraction of isl) and ``expert_skew``
     (max/mean routed tokens per EP rank) model speculative decoding, prefix caching and skewed
-    expert load for prefill and decode instances; with any of them only disaggregated deployments
-    are searched (the chunked colocated step does not model them).
+    expert load for colocated, prefill and decode instances; with ``slo_percentile`` only
+    disaggregated deployments are searched (the percentile colocated model does not take them).
 
     ``slo_percentile`` (0-100): the targets hold for that percentile of requests under Poisson
     arrivals, and deployments are ranked by goodput from the queueing model
@@ -810,10 +815,11 @@ def plan_serving(
         from roofplan.costmodel.serve_features import resolve_prefix_hit
 
         features = (speculative, resolve_prefix_hit(prefix_hit, isl), float(expert_skew))
-        if mode == "colocated":
-            raise InputError("mode", mode, "auto or disagg (speculative decoding, prefix caching and expert "
-                             "skew are modelled for prefill and decode instances)")
-        mode = "disagg"
+        if slo_percentile is not None:  # the percentile (queueing) colocated model does not take them
+            if mode == "colocated":
+                raise InputError("mode", mode, "auto or disagg under a percentile target (--slo-percentile 0 "
+                                 "plans colocated with speculative decoding, prefix caching or expert skew)")
+            mode = "disagg"
 
     searched = 0
     rejected: dict = {}
@@ -832,7 +838,7 @@ def plan_serving(
             continue
         if mode in ("auto", "colocated") and not mixed:
             evaluate = evaluate_colocated if slo_percentile is None else evaluate_colocated_percentile
-            extra = {} if slo_percentile is None else {"p": slo_percentile}
+            extra = {"features": features} if slo_percentile is None else {"p": slo_percentile}
             R = evaluate(model, pool, eng, shapes, isl=isl, osl=osl, ttft_s=ttft_s, tpot_s=tpot_s, **common, **extra)
             colo.append(R)
         if mode in ("auto", "disagg"):
@@ -875,11 +881,10 @@ def plan_serving(
 
     best = _pick(best_colo, best_dis)
     simulated = None
-    if slo_percentile is not None and features is not None:
-        simulated = {"meets_sla": None, "skipped": "the simulator does not model speculative decoding, prefix "
-                     "caching or expert skew"}
-    elif slo_percentile is not None:
+    if slo_percentile is not None:
         req = {"isl": isl, "osl": osl, "dtype": dtype, "kv_dtype": kv_dtype, "ttft_ms": ttft_ms, "tpot_ms": tpot_ms}
+        if features is not None:  # speculative decoding, prefix caching and skew, simulated as modelled
+            req.update(speculative=features[0], prefix_hit=features[1], expert_skew=features[2])
         first, tried_dis, colo_failed = None, False, 0
         for _ in range(CONFIRM_TRIES):  # the top candidates, until the simulator confirms one
             simulated = _confirm(model, pools, eng, best, req, slo_percentile, rate)
