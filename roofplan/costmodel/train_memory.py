@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from roofplan.costmodel.train_shapes import ModelShapes
+from roofplan.costmodel.shapes import ModelShapes
 
 GiB = float(2**30)
 
