@@ -95,7 +95,14 @@ def tp_comm(L: StepLanes, sc: StageCompute) -> TPComm:
             t_tp1 = 2.0 * ag_tp                           # one f/g conjugate pair's communication
     else:
         t_tp1 = ag_tp = np.zeros_like(tp)
-    tp_stage = t_tp1 * L.n_s * (4.0 + 2.0 * L.rc_frac) + t_tp1 * np.where(L.pp > 1, 1.0, 2.0)
+    t_layer = t_tp1
+    if L.fp8 and bool(np.any(sp)):
+        # FP8 with sequence parallelism: the all-gather of each pair moves the FP8 cast of the
+        # shard (1 byte, see train_ops.fp8_casts); the reduce-scatter stays BF16. The embedding
+        # and LM head pair (outside the FP8 autocast) stays BF16.
+        ag8 = collective_time("all_gather", act * 0.5, tp, hw, 1.0)
+        t_layer = np.where(sp, ag8 + ag_tp, t_tp1)
+    tp_stage = t_layer * L.n_s * (4.0 + 2.0 * L.rc_frac) + t_tp1 * np.where(L.pp > 1, 1.0, 2.0)
     if not L.cfg.tp_comm_overlap:
         return TPComm(raw=tp_stage, exposed=tp_stage, all_gather=ag_tp)
     tp_ov = np.maximum(tp_stage - sc.gemm_stage * (3.0 + L.rc_frac), tp_stage / np.maximum(tp, 1.0))
@@ -185,8 +192,13 @@ def pp_comm(L: StepLanes, tp: TPComm):
     if not bool(np.any(L.cfg.pp > 1)):
         return np.zeros_like(L.tp)
     act = L.tokens * L.s.h * ACT_BYTES
-    p2p = collective_time("p2p", act / L.tp, pp, L.hw, _slowest_hop(L.tp * L.cp * L.dp, pp, L.hw))
-    gather = np.where(L.sp, 0.0, tp.all_gather)
+    if L.cfg.pipeline_engine == "deepspeed":
+        # DeepSpeed's PipelineEngine: every TP rank sends its whole boundary activation
+        p2p = collective_time("p2p", act, pp, L.hw, _slowest_hop(L.tp * L.cp * L.dp, pp, L.hw))
+        gather = 0.0
+    else:
+        p2p = collective_time("p2p", act / L.tp, pp, L.hw, _slowest_hop(L.tp * L.cp * L.dp, pp, L.hw))
+        gather = np.where(L.sp, 0.0, tp.all_gather)
     t_pp = np.where(pp > 1, 2.0 * v * L.micro * (p2p + gather), 0.0)
     if L.cfg.overlap_p2p_comm:
         warm = 2.0 * (pp - 1.0) + (v - 1.0) * pp
@@ -209,8 +221,24 @@ class OverlapBudget:
         hid_bwd = hidden * (2.0 + L.rc_frac) / (3.0 + L.rc_frac) + cp.hid_bwd
         ep_cover_bwd = ep_cover * sc.bwd / np.maximum(sc.fwd + sc.bwd, 1e-30)
         self.all = np.maximum(t_compute - L.micro * (hid_fwd + hid_bwd + ep_cover), 0.0)
-        self.bwd = np.clip(sc.bwd + np.where(L.pp > 1, 0.0, sc.head) - hid_bwd - ep_cover_bwd, 0.0, None)
-        self.fwd = np.clip(sc.fwd - hid_fwd, 0.0, None)
+        bwd = np.clip(sc.bwd + np.where(L.pp > 1, 0.0, sc.head) - hid_bwd - ep_cover_bwd, 0.0, None)
+        fwd = np.clip(sc.fwd - hid_fwd, 0.0, None)
+        # Interleaved schedule: each of the v model chunks syncs on its own. Megatron-Core
+        # (``schedules.py`` forward_backward_pipelining_with_interleaving: ``grad_sync_func`` /
+        # ``param_sync_func`` per model chunk) launches a chunk's gradient reduce-scatter as soon
+        # as its last backward is done, and prefetches the next chunk's parameter all-gather at
+        # its first forward. On the first rank backward runs chunk by chunk in groups of p
+        # micro-batches, so chunk k's last backward is followed by k p more chunk backwards, and
+        # chunk k's first forward comes after k p chunk forwards. The first-synced chunks'
+        # (v-1)/v of the traffic hides behind those ((v-1) p - 1 chunk passes of 1/v of a stage);
+        # the last chunk's 1/v has only its own pass (``fwd``/``bwd`` windows, 1/v of a stage).
+        v = L.v
+        self.chunked = v > 1
+        self.early_frac = (v - 1.0) / v
+        self.bwd_early = np.maximum((v - 1.0) * L.pp - 1.0, 0.0) / v * bwd
+        self.fwd_early = np.maximum((v - 1.0) * L.pp - 1.0, 0.0) / v * fwd
+        self.bwd = bwd / v
+        self.fwd = fwd / v
         self.used_all = np.zeros_like(L.tp)
         self.used_bwd = np.zeros_like(L.tp)
 
@@ -251,7 +279,11 @@ def dp_comm(L: StepLanes, budget: OverlapBudget):
     """Exposed DP gradient all-reduce, or ZeRO reduce-scatter + all-gather, or ZeRO-3 gathers per
     micro-batch, per step, after hiding what the budget allows."""
     cfg, zero, micro = L.cfg, L.cfg.zero, L.micro
-    g_b = grad_bytes_per_param(cfg.dtype)
+    g_b = grad_bytes_per_param(cfg.dtype, cfg.grad_reduce_in_fp32)
+    # DeepSpeed's PipelineEngine reduces after the last micro-batch (``ReduceGrads``), and its
+    # ZeRO-1 all-gathers the updated parameters after the optimizer step: nothing overlaps.
+    overlap_grad = cfg.overlap_grad_reduce and cfg.pipeline_engine != "deepspeed"
+    overlap_gather = cfg.overlap_param_gather and cfg.pipeline_engine != "deepspeed"
     sharded = zero >= 1
     zeros = np.zeros_like(L.tp)
     any_sharded, any_plain = bool(np.any(sharded)), not bool(np.all(sharded))
@@ -268,7 +300,29 @@ def dp_comm(L: StepLanes, budget: OverlapBudget):
     # (FSDP without no_sync, Llama 3 §3.3.2), hidden behind the whole step like ZeRO-3's traffic
     rs_every = (zero == 2) & (L.pp > 1)
     z3 = z3 + np.where(rs_every, micro * t_grad, 0.0)
-    grad_exposed = budget.hide(np.where(is_z3 | rs_every, 0.0, t_grad), cfg.overlap_grad_reduce, "bwd", bucket)
-    gather_exposed = budget.hide(np.where(is_z3, 0.0, t_gather), cfg.overlap_param_gather, budget.fwd, bucket)
+    grad = np.where(is_z3 | rs_every, 0.0, t_grad)
+    gather = np.where(is_z3, 0.0, t_gather)
+    if bool(np.any(budget.chunked)):
+        # the first-synced chunks of an interleaved pipeline (OverlapBudget); v = 1 leaves all to the last
+        early = np.where(budget.chunked, budget.early_frac, 0.0)
+        grad_early = budget.hide(grad * early, overlap_grad, budget.bwd_early)
+        gather_early = budget.hide(gather * early, overlap_gather, budget.fwd_early)
+        grad, gather = grad * (1.0 - early), gather * (1.0 - early)
+    else:
+        grad_early = gather_early = 0.0
+    grad_exposed = grad_early + budget.hide(grad, overlap_grad, "bwd", bucket)
+    gather_exposed = gather_early + budget.hide(gather, overlap_gather, budget.fwd, bucket)
     z3_exposed = budget.hide(z3, cfg.overlap_param_gather, None, bucket / np.maximum(micro, 1.0))
-    return grad_exposed + gather_exposed + z3_exposed
+    return grad_exposed + gather_exposed + z3_exposed + tied_embedding_comm(L, g_b)
+
+
+def tied_embedding_comm(L: StepLanes, g_b: float):
+    """All-reduce of a tied embedding's gradients between the first and the last pipeline stage,
+    after the pipeline flush and outside any overlap (Megatron-Core ``finalize_model_grads``
+    ``_allreduce_word_embedding_grads``; DeepSpeed ``ReduceTiedGrads``): vocab x h / tp gradients
+    over the 2 ranks (p-1) x tp*cp*dp apart."""
+    if not (L.s.tied and bool(np.any(L.cfg.pp > 1))):
+        return 0.0
+    nbytes = L.s.vocab * L.s.h / L.tp * g_b
+    stride = (L.pp - 1.0) * L.tp * L.cp * L.dp
+    return np.where(L.pp > 1, collective_time("all_reduce", nbytes, 2.0, L.hw, stride), 0.0)

@@ -17,6 +17,7 @@ from roofplan.costmodel.train_configs import (
     MOE_DISPATCHERS,
     OFFLOAD,
     OFFLOAD_NAMES,
+    PIPELINE_ENGINES,
     RECOMPUTE,
     RECOMPUTE_NAMES,
     REJECT_REASONS,
@@ -156,7 +157,8 @@ def estimate_training(model, hw, *, tp=1, pp=1, dp=1, cp=1, ep=1, vpp=1, global_
                       gpus_per_node=None, calibration_label=None, flash_attention=True, recompute_layers=0,
                       overlap_grad_reduce=True, overlap_param_gather=True, tp_comm_overlap=False,
                       dropout=None, ep_comm_overlap=True, moe_dispatcher="alltoall", etp=None,
-                      fp8_recipe="current", overlap_p2p_comm=True) -> TrainEstimate:
+                      fp8_recipe="current", overlap_p2p_comm=True, grad_reduce_in_fp32=True,
+                      split_accounts_ends=False, pipeline_engine="megatron") -> TrainEstimate:
     """Estimate one training configuration (docs/SPEC.md §3.1) of ``model`` (a ModelSpec) on ``hw`` (a
     DeviceSpec, with any calibration overlay already applied; ``calibration_label`` is what the
     overlay was given as, echoed in ``inputs.calibration``). :func:`roofplan.estimate_training`
@@ -181,6 +183,8 @@ def estimate_training(model, hw, *, tp=1, pp=1, dp=1, cp=1, ep=1, vpp=1, global_
         raise InputError("moe_dispatcher", moe_dispatcher, f"expected one of {', '.join(MOE_DISPATCHERS)}")
     if fp8_recipe not in FP8_RECIPES:
         raise InputError("fp8_recipe", fp8_recipe, f"expected one of {', '.join(FP8_RECIPES)}")
+    if pipeline_engine not in PIPELINE_ENGINES:
+        raise InputError("pipeline_engine", pipeline_engine, f"expected one of {', '.join(PIPELINE_ENGINES)}")
     if gpus_per_node is not None:
         gpus_per_node = positive_int("gpus_per_node", gpus_per_node)
     m = _spec("model", model, ModelSpec)
@@ -192,7 +196,9 @@ def estimate_training(model, hw, *, tp=1, pp=1, dp=1, cp=1, ep=1, vpp=1, global_
                               overlap_grad_reduce=overlap_grad_reduce, overlap_param_gather=overlap_param_gather,
                               tp_comm_overlap=tp_comm_overlap, flash_attention=flash_attention, dropout=dropout,
                               ep_comm_overlap=bool(ep_comm_overlap), moe_dispatcher=moe_dispatcher, etp=etp_i,
-                              fp8_recipe=fp8_recipe, overlap_p2p_comm=bool(overlap_p2p_comm))
+                              fp8_recipe=fp8_recipe, overlap_p2p_comm=bool(overlap_p2p_comm),
+                              grad_reduce_in_fp32=bool(grad_reduce_in_fp32),
+                              split_accounts_ends=bool(split_accounts_ends), pipeline_engine=pipeline_engine)
     code = int(check_train_config(m, cfg)[0])
     if code:
         raise _explain(m, cfg, code)

@@ -127,9 +127,10 @@ def pipeline_split(layers, pp):
     return first, middle, last
 
 
-def grad_bytes_per_param(dtype: str) -> float:
-    """fp32 main gradients except on the 2021 fp16 stack (fp16 gradients)."""
-    return 2.0 if dtype == "fp16" else 4.0
+def grad_bytes_per_param(dtype: str, reduce_in_fp32: bool = True) -> float:
+    """fp32 main gradients except on the 2021 fp16 stack (fp16 gradients) and where gradients are
+    reduced in 16 bits (``grad_reduce_in_fp32`` off: the buffer takes the bf16 parameter dtype)."""
+    return 2.0 if dtype == "fp16" or not reduce_in_fp32 else 4.0
 
 
 def layer_activation_bytes(s: ModelShapes, *, tokens, seq_len, tp, sp, scores: bool, dropout: bool,

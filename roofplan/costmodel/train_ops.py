@@ -168,6 +168,11 @@ class LayerOps:
     mlp_up: object
     mlp_down: object
     moe_mlp: object = 0.0            # router + routed experts (grouped) + shared experts
+    router: object = 0.0
+    experts_up: object = 0.0         # grouped GEMMs of the local experts
+    experts_down: object = 0.0
+    shared_up: object = 0.0
+    shared_down: object = 0.0
     attn_f: object = 0.0             # attention core forward
     attn_b: object = 0.0             # attention core backward
     attn_sel: object = 0.0           # attention core recomputed by selective recompute
@@ -198,10 +203,10 @@ class LayerOps:
         """(name, forward seconds, forward FLOPs, forward HBM bytes) of every named op."""
         rows = []
         for name, (m, n, k, count) in self.gemm_shapes.items():
-            rows.append((name, getattr(self, name, None), count * gemm_flops(m, n, k),
+            rows.append((name, getattr(self, name), count * gemm_flops(m, n, k),
                          gemm_bytes(m * count, n, k, ACT_BYTES, WEIGHT_BYTES * count)))
         for name, nbytes in self.mem_bytes.items():
-            rows.append((name, getattr(self, name, None), 0.0, nbytes))
+            rows.append((name, getattr(self, name), 0.0, nbytes))
         return rows
 
 
@@ -254,13 +259,16 @@ def moe_gemms(L: StepLanes, ops: LayerOps) -> tuple:
     local = s.experts / L.ep
     m_e = slots / local                                     # per-expert GEMM rows (grouped GEMM)
     kw = {"hw": L.hw, "dtype": L.cfg.dtype, "eff": L.e_tc}
-    moe = (gemm_time(t, s.experts, s.h, **L.gk_bf16)        # router (not FP8)
-           + _grouped_gemm(m_e, s.expert_up / etp, s.h, local, **kw)
-           + _grouped_gemm(m_e, s.h, s.expert_ffn / etp, local, **kw))
+    ops.router = gemm_time(t, s.experts, s.h, **L.gk_bf16)   # not FP8
+    ops.experts_up = _grouped_gemm(m_e, s.expert_up / etp, s.h, local, **kw)
+    ops.experts_down = _grouped_gemm(m_e, s.h, s.expert_ffn / etp, local, **kw)
+    moe = ops.router + ops.experts_up + ops.experts_down
     ops.gemm_shapes.update({"router": (t, s.experts, s.h, 1.0), "experts_up": (m_e, s.expert_up / etp, s.h, local),
                             "experts_down": (m_e, s.h, s.expert_ffn / etp, local)})
     if s.shared_ffn:
-        moe = moe + (gemm_time(t, s.shared_up / L.tp, s.h, **L.gk) + gemm_time(t, s.h, s.shared_ffn / L.tp, **L.gk))
+        ops.shared_up = gemm_time(t, s.shared_up / L.tp, s.h, **L.gk)
+        ops.shared_down = gemm_time(t, s.h, s.shared_ffn / L.tp, **L.gk)
+        moe = moe + (ops.shared_up + ops.shared_down)
         ops.gemm_shapes.update({"shared_up": (t, s.shared_up / L.tp, s.h, 1.0),
                                 "shared_down": (t, s.h, s.shared_ffn / L.tp, 1.0)})
     ops.moe_mlp, ops.moe_sent, ops.moe_slots = moe, sent, slots
@@ -345,18 +353,35 @@ def fp8_casts(L: StepLanes, ops: LayerOps) -> None:
     # all-reduces the amax over TP before casting (TE ``with_amax_reduction``, tp_group).
     amax_ar = cs * np.where(L.sp, collective_time("all_reduce", 4.0, L.tp, L.hw, 1.0), 0.0)
 
-    def casts(in_w, gout_w):
-        fwd_b = t * (3.0 + 2.0 * cs) * in_w
+    def casts(in_w, gout_w, fused_w):
+        """Cast traffic of inputs ``in_w`` wide (``fused_w`` of them cast inside the norm kernel,
+        forward only: the saved FP8 input is still transposed for wgrad) and output gradients
+        ``gout_w`` wide, per token."""
+        fwd_b = t * (3.0 + 2.0 * cs) * (in_w - fused_w)
         bwd_b = t * ((4.0 + 2.0 * cs) * gout_w + 2.0 * in_w)
         return L.mem(fwd_b, launches=4.0) + 2.0 * amax_ar, L.mem(bwd_b, launches=8.0) + 2.0 * amax_ar
 
-    ops.cast_f_dense, ops.cast_b_dense = casts(2.0 * s.h + (s.o_in + s.ffn) / L.tp,
-                                               2.0 * s.h + (s.qkv_out + s.mlp_up) / L.tp)
+    # The h-wide GEMM inputs next to a TP all-gather (forward: QKV and FC1 inputs; backward: the
+    # output gradients of proj and FC2) are cast on this rank's sequence-parallel shard, before
+    # the all-gather, which then moves FP8 (TE ``gather_along_first_dim(..., quantizer=...)`` in
+    # ``Linear``/``LayerNormLinear``; "All-gather is not supported with FP8 column-wise data":
+    # the row-wise FP8 data is gathered). The QKV and FC1 inputs come out of a LayerNorm/RMSNorm:
+    # TE's ``LayerNormLinear``/``LayerNormMLP`` pass the input quantizer to the norm
+    # (``with_quantized_norm``), whose kernel writes FP8 directly under delayed scaling; current
+    # scaling needs the finished tensor's amax first, so it still casts in a kernel of its own.
+    h_in = s.h / L.sp_div
+    normed_in = (1.0 - cs) * h_in          # casts fused into the norm (delayed scaling)
+    ops.cast_f_dense, ops.cast_b_dense = casts(2.0 * h_in + (s.o_in + s.ffn) / L.tp,
+                                               2.0 * h_in + (s.qkv_out + s.mlp_up) / L.tp, 2.0 * normed_in)
     if s.moe_layers:
+        # MoE layer: the experts' h-wide inputs (forward) and output gradients (backward) are cast
+        # per routed slot this rank's experts process (kk x etp/tp per token, ``moe_gemms``); the
+        # shared experts' are h-wide on the shard; the router stays BF16.
         kk = s.top_k * L.imb
+        h_exp = s.h * kk * L.etp / L.tp + (h_in if s.shared_ffn else 0.0)
         ops.cast_f_moe, ops.cast_b_moe = casts(
-            s.h * (1.0 + kk) + (s.o_in + kk * s.expert_ffn + s.shared_ffn) / L.tp + s.h,
-            s.h * (1.0 + kk) + (s.qkv_out + kk * s.expert_up + s.shared_up) / L.tp + s.h)
+            h_in + h_exp + (s.o_in + kk * s.expert_ffn + s.shared_ffn) / L.tp,
+            h_in + h_exp + (s.qkv_out + kk * s.expert_up + s.shared_up) / L.tp, normed_in)
 
 
 def layer_ops(L: StepLanes) -> LayerOps:
@@ -495,9 +520,14 @@ def stage_compute(L: StepLanes, ops: LayerOps) -> StageCompute:
                     + gemm_time(L.tokens, s.mla_kv_up_out / L.tp, kv_lora, **L.gk))
         rcmp = rcmp + L.sel * L.n_s * g_mla_up
     emb, head = _ends(L)
+    bwd = L.n_dense * lt.b_dense + L.n_moe * lt.b_moe + rcmp
+    ends = np.where(L.pp > 1, np.maximum(emb, head), emb + head)
+    if L.cfg.split_accounts_ends:
+        # the end stages hold one decoder layer fewer, so a stage paces the pipeline with the
+        # larger of a middle stage's layers and an end stage's layers plus its embedding or head
+        ends = np.where(L.pp > 1, np.maximum(ends - (fwd + bwd) / L.n_s, 0.0), ends)
     return StageCompute(
-        fwd=fwd, bwd=L.n_dense * lt.b_dense + L.n_moe * lt.b_moe + rcmp, head=head,
-        ends=np.where(L.pp > 1, np.maximum(emb, head), emb + head),
+        fwd=fwd, bwd=bwd, head=head, ends=ends,
         gemm_stage=L.n_dense * lt.gemm_dense + L.n_moe * lt.gemm_moe, ub_pen=_ub_penalty(L, ops),
         att_f=lt.attn_f + g_attn, att_b=lt.attn_b + 2.0 * g_attn, attn_f=lt.attn_f, attn_b=lt.attn_b,
         lay_f_moe=lt.f_moe, lay_b_moe=lt.b_moe)

@@ -135,7 +135,7 @@ def optimizer_offload(L: StepLanes, budget: OverlapBudget):
     ``offload >= 2`` also streams the weights in for every forward/backward/recompute.
     Returns (optimizer seconds, offload seconds, optimizer shard in parameters)."""
     hw, e, off = L.hw, L.e, L.cfg.offload
-    g_b = grad_bytes_per_param(L.cfg.dtype)
+    g_b = grad_bytes_per_param(L.cfg.dtype, L.cfg.grad_reduce_in_fp32)
     shard = np.where(L.cfg.zero >= 1, L.place.dense / (L.dp * L.cp) + L.place.expert / expert_dp(L), L.place.total)
     t_opt_gpu = memory_time(shard * ADAM_BYTES_PER_PARAM, bandwidth_Bps=L.bw, eff=e, launches=4.0)
     ddr, host = hw.tier("ddr"), hw.tier("host")
@@ -187,7 +187,7 @@ def step_memory(L: StepLanes, shard) -> dict:
     zshard = place.dense / (L.dp * L.cp) + place.expert / expert_dp(L)
     weights = np.where(zero >= 3, zshard, w_total) * WEIGHT_BYTES
     weights = np.where(off >= 2, 2.0 * weights / L.n_s, weights)      # a prefetch window of 2 layers
-    grads = np.where(zero >= 2, zshard, w_total) * grad_bytes_per_param(cfg.dtype)
+    grads = np.where(zero >= 2, zshard, w_total) * grad_bytes_per_param(cfg.dtype, cfg.grad_reduce_in_fp32)
     optim = np.where(off >= 1, 0.0, np.where(zero >= 1, zshard, w_total) * OPTIMIZER_BYTES_PER_PARAM)
     acts = activation_bytes(s, micro_batch=L.mb, seq_len=L.seq, tp=L.tp, pp=L.pp, cp=L.cp, vpp=L.v,
                             microbatches=L.micro, sp=L.sp, recompute=cfg.recompute,
