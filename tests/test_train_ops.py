@@ -46,3 +46,46 @@ def test_step_compute_is_the_sum_of_the_table():
     out = train_step(LLAMA, H100, cfg)
     assert np.allclose(out.t_compute, L.micro * (sc.fwd + sc.bwd + sc.ends))
     assert np.allclose(L.micro, 32 / 4)
+
+
+def test_activation_offload_memory_and_time_by_hand():
+    """Offloading N layers' activations frees N - 1 layers' saved tensors (one is on the device
+    being copied) and costs, per micro-batch and layer, what each copy needs beyond the next
+    layer's forward (out) or backward (back) at the host link's rate."""
+    import dataclasses
+
+    from roofplan.costmodel.train_memory import layer_activation_bytes
+    from roofplan.hardware.spec import MemoryTier
+
+    cfg0 = _cfg(tp=1, dp=8, global_batch=16)
+    cfg4 = _cfg(tp=1, dp=8, global_batch=16, act_offload_layers=4)
+    base, off = train_step(LLAMA, H100, cfg0), train_step(LLAMA, H100, cfg4)
+    L = step_lanes(LLAMA, H100, cfg4)
+    layer = layer_activation_bytes(L.s, tokens=L.tokens, seq_len=L.seq, tp=L.tp, sp=L.sp, scores=False,
+                                   dropout=False, moe_imbalance=L.imb)
+    assert np.allclose(base.mem_activations - off.mem_activations, 3 * layer)
+    # a slow host link: 1 GB/s makes every copy exposed beyond its neighbour's compute
+    slow = dataclasses.replace(H100, tiers=tuple(
+        MemoryTier("host", t.capacity_bytes, 1e9, t.shared_by) if t.name == "host" else t for t in H100.tiers))
+    sc = stage_compute(L, layer_ops(L))
+    copy = layer / (1e9 * H100.efficiency.hbm)
+    expected = L.micro * 4 * (2 * copy - sc.fwd / 32 - sc.bwd / 32)
+    extra = train_step(LLAMA, slow, cfg4).t_offload - train_step(LLAMA, slow, cfg0).t_offload
+    assert np.allclose(extra, expected)
+    assert np.all(off.step_time_s >= base.step_time_s)
+
+
+def test_activation_offload_needs_no_pipeline_and_no_recompute():
+    """Megatron-Core refuses activation offload with pp > 1, with recompute, or of every layer."""
+    import pytest
+
+    from roofplan.costmodel.train import estimate_training
+    from roofplan.errors import InputError
+
+    kw = {"global_batch": 8, "micro_batch": 1, "seq_len": 4096}
+    estimate_training(LLAMA, H100, dp=8, act_offload_layers=4, **kw)
+    for bad in ({"pp": 2, "dp": 4}, {"dp": 8, "recompute": "full"}):
+        with pytest.raises(InputError, match="act_offload_layers"):
+            estimate_training(LLAMA, H100, act_offload_layers=4, **{**kw, **bad})
+    with pytest.raises(InputError, match="act_offload_layers"):
+        estimate_training(LLAMA, H100, dp=8, act_offload_layers=32, **kw)

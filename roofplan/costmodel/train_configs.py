@@ -74,10 +74,11 @@ REJECT_REASONS: dict[int, str] = {
     6: "zero_pipeline",      # ZeRO-3 with pp > 1 (DeepSpeed asserts; Megatron has no such mode)
     7: "recompute_layers",   # recompute_layers > layers per pipeline stage
     8: "offload_zero",       # optimizer offload without a sharded optimizer, parameter offload without ZeRO-3
+    9: "activation_offload", # activation offload with pp > 1, with recompute, or of every layer
 }
 
 _INT_FIELDS = ("tp", "pp", "dp", "cp", "ep", "vpp", "micro_batch", "global_batch", "seq_len", "recompute",
-               "recompute_layers", "zero", "offload", "etp")
+               "recompute_layers", "zero", "offload", "etp", "act_offload_layers")
 
 
 @dataclass
@@ -157,6 +158,13 @@ class TrainConfigs:
     #: data-parallel reduction does not overlap the backward; each tensor-parallel rank sends its
     #: whole stage-boundary activation, ``deepspeed/runtime/pipe/engine.py`` and ``schedule.py``).
     pipeline_engine: str = field(default="megatron", metadata={"choices": PIPELINE_ENGINES})
+    #: Decoder layers whose activations are offloaded to host memory (Megatron ``--cpu-offloading
+    #: --cpu-offloading-num-layers N``, Transformer Engine's ``get_cpu_offload_context``): each
+    #: offloaded layer's saved tensors are copied out during the forward and back before its
+    #: backward, overlapped with the neighbouring layer's compute. Megatron-Core allows it only
+    #: without a pipeline, without recomputation and for fewer than all layers
+    #: (``transformer_config.py``).
+    act_offload_layers: np.ndarray | int = 0
 
     def __post_init__(self) -> None:
         arrays = [np.asarray(getattr(self, f), dtype=np.int64) for f in _INT_FIELDS]
@@ -251,4 +259,6 @@ def check_train_config(model: ModelSpec, cfg: TrainConfigs) -> np.ndarray:
     # ``--use-distributed-optimizer``, DeepSpeed ``offload_optimizer`` needs ZeRO stage >= 1;
     # parameter offload exists only with ZeRO-3 (DeepSpeed ``offload_param``).
     mark(((cfg.offload >= 1) & (cfg.zero < 1)) | ((cfg.offload >= 2) & (cfg.zero < 3)), 8)
+    aol = cfg.act_offload_layers
+    mark((aol < 0) | ((aol > 0) & ((pp > 1) | (cfg.recompute > 0) | (aol >= model.layers))), 9)
     return code

@@ -70,6 +70,7 @@ from roofplan.costmodel.train_memory import (
     OPTIMIZER_BYTES_PER_PARAM,
     activation_bytes,
     grad_bytes_per_param,
+    layer_activation_bytes,
 )
 from roofplan.costmodel.train_ops import (
     ACT_BYTES,
@@ -161,6 +162,25 @@ def optimizer_offload(L: StepLanes, budget: OverlapBudget):
     return t_optimizer, t_offload, shard
 
 
+def activation_offload_time(L: StepLanes, sc: StageCompute):
+    """Exposed seconds per step of activation offload (``act_offload_layers``): each offloaded
+    layer's saved tensors (:func:`~roofplan.costmodel.train_memory.layer_activation_bytes`) go to
+    host memory over the host link during the forward and come back before the backward, each copy
+    overlapped with the next layer's forward or backward (Transformer Engine's CPU offload handler
+    copies on a side stream, one layer ahead); what a copy needs beyond that layer's compute shows."""
+    n_off = np.asarray(L.cfg.act_offload_layers, dtype=np.float64)
+    if not bool(np.any(n_off > 0)):
+        return 0.0
+    host = L.hw.tier("host")
+    link = (host.bandwidth_Bps if host is not None else 32e9) * L.e.hbm
+    layer = layer_activation_bytes(L.s, tokens=L.tokens, seq_len=L.seq, tp=L.tp, sp=L.sp, scores=not L.flash,
+                                   dropout=L.dropout, act_bytes=ACT_BYTES, gemm_input_bytes=1.0 if L.fp8 else ACT_BYTES,
+                                   moe_imbalance=L.imb)
+    copy = layer / link
+    per_layer = np.maximum(copy - sc.fwd / L.n_s, 0.0) + np.maximum(copy - sc.bwd / L.n_s, 0.0)
+    return L.micro * n_off * per_layer
+
+
 def step_flops(L: StepLanes):
     """(model FLOPs, hardware FLOPs) of one step. Model FLOPs: 6 x matmul weights per token +
     attention over the full context, no causal halving (PaLM, Chowdhery et al. 2022 App. B;
@@ -193,7 +213,8 @@ def step_memory(L: StepLanes, shard) -> dict:
                             microbatches=L.micro, sp=L.sp, recompute=cfg.recompute,
                             recompute_layers=cfg.recompute_layers, flash=L.flash, dropout=L.dropout,
                             layers_per_stage=L.n_s, act_bytes=ACT_BYTES,
-                            gemm_input_bytes=1.0 if L.fp8 else ACT_BYTES, moe_imbalance=L.imb)
+                            gemm_input_bytes=1.0 if L.fp8 else ACT_BYTES, moe_imbalance=L.imb,
+                            offload_layers=cfg.act_offload_layers)
     live = weights + grads + optim + acts
     other = FRAMEWORK_BYTES + FRAGMENTATION * live
     total = live + other
@@ -233,6 +254,7 @@ def train_step(model: ModelSpec, hw: DeviceSpec, cfg: TrainConfigs) -> TrainArra
     budget = OverlapBudget(L, sc, tp, cp, ep_cover, t_compute)
     t_dp = dp_comm(L, budget)
     t_optimizer, t_offload, shard = optimizer_offload(L, budget)
+    t_offload = t_offload + activation_offload_time(L, sc)
     t_tp, t_cp, t_ep = micro * tp.exposed, micro * cp.exposed, micro * ep_mb
     step = t_compute + t_tp + t_cp + t_ep + bubble + t_pp + t_dp + t_optimizer + t_offload
 
