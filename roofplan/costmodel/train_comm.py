@@ -192,13 +192,10 @@ def pp_comm(L: StepLanes, tp: TPComm):
     if not bool(np.any(L.cfg.pp > 1)):
         return np.zeros_like(L.tp)
     act = L.tokens * L.s.h * ACT_BYTES
-    if L.cfg.pipeline_engine == "deepspeed":
-        # DeepSpeed's PipelineEngine: every TP rank sends its whole boundary activation
-        p2p = collective_time("p2p", act, pp, L.hw, _slowest_hop(L.tp * L.cp * L.dp, pp, L.hw))
-        gather = 0.0
-    else:
-        p2p = collective_time("p2p", act / L.tp, pp, L.hw, _slowest_hop(L.tp * L.cp * L.dp, pp, L.hw))
-        gather = np.where(L.sp, 0.0, tp.all_gather)
+    # DeepSpeed's PipelineEngine does the same (``is_pipe_partitioned = is_model_parallel``: a
+    # PartitionedTensor of 1/tp is sent and all-gathered on arrival)
+    p2p = collective_time("p2p", act / L.tp, pp, L.hw, _slowest_hop(L.tp * L.cp * L.dp, pp, L.hw))
+    gather = np.where(L.sp, 0.0, tp.all_gather)
     t_pp = np.where(pp > 1, 2.0 * v * L.micro * (p2p + gather), 0.0)
     if L.cfg.overlap_p2p_comm:
         warm = 2.0 * (pp - 1.0) + (v - 1.0) * pp

@@ -155,8 +155,9 @@ class TrainConfigs:
     #: Pipeline engine: ``megatron`` (Megatron-Core schedules) or ``deepspeed`` (DeepSpeed's
     #: ``PipelineEngine``, used by Megatron-DeepSpeed: 1F1B ``TrainSchedule`` whose
     #: ``ReduceTiedGrads``/``ReduceGrads`` instructions run after the last micro-batch, so the
-    #: data-parallel reduction does not overlap the backward; each tensor-parallel rank sends its
-    #: whole stage-boundary activation, ``deepspeed/runtime/pipe/engine.py`` and ``schedule.py``).
+    #: data-parallel reduction does not overlap the backward, nor does ZeRO-1's parameter
+    #: all-gather after the step; like Megatron it sends 1/tp of the boundary activation and
+    #: all-gathers it on arrival, ``deepspeed/runtime/pipe/engine.py`` and ``schedule.py``).
     pipeline_engine: str = field(default="megatron", metadata={"choices": PIPELINE_ENGINES})
     #: Decoder layers whose activations are offloaded to host memory (Megatron ``--cpu-offloading
     #: --cpu-offloading-num-layers N``, Transformer Engine's ``get_cpu_offload_context``): each
