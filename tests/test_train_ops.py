@@ -13,10 +13,15 @@ H100 = load_hardware("h100-sxm")
 
 
 def _cfg(**kw):
+    scalars = {k: kw.pop(k) for k in list(kw) if k in _SCALARS}
     base = {"tp": 2, "pp": 1, "dp": 4, "cp": 1, "ep": 1, "vpp": 1, "micro_batch": 1, "global_batch": 32,
             "seq_len": 4096, "recompute": 0, "recompute_layers": 0, "sequence_parallel": True, "zero": 1, "offload": 0}
     base.update(kw)
-    return TrainConfigs(**{k: np.atleast_1d(v) for k, v in base.items()})
+    return TrainConfigs(**{k: np.atleast_1d(v) for k, v in base.items()}, **scalars)
+
+
+_SCALARS = ("dtype", "fp8_recipe", "split_accounts_ends", "pipeline_engine", "overlap_grad_reduce",
+            "overlap_param_gather", "grad_reduce_in_fp32", "tp_comm_overlap")
 
 
 def test_op_table_flops_and_bytes_by_hand():
@@ -89,3 +94,66 @@ def test_activation_offload_needs_no_pipeline_and_no_recompute():
             estimate_training(LLAMA, H100, act_offload_layers=4, **{**kw, **bad})
     with pytest.raises(InputError, match="act_offload_layers"):
         estimate_training(LLAMA, H100, dp=8, act_offload_layers=32, **kw)
+
+
+def test_fp8_output_gradient_casts_run_on_the_sequence_parallel_shard_by_hand():
+    """Delayed scaling, TP4: the output gradients of proj and FC2 (h wide each) are cast on this
+    rank's 1/tp sequence shard before the all-gather: 4 B (cast + transpose) and 2 B (the saved
+    input's transpose) per element less on 2h (1 - 1/tp) per token; the QKV/FC1 input casts are
+    inside the norm with or without SP, so the forward casts do not change."""
+    kw = {"tp": 4, "dp": 2, "global_batch": 2, "dtype": "fp8", "fp8_recipe": "delayed"}
+    on, off = (layer_ops(step_lanes(LLAMA, H100, _cfg(sequence_parallel=sp, **kw))) for sp in (True, False))
+    t, h = 4096.0, 4096.0
+    saved = t * 6.0 * 2 * h * (1 - 1 / 4) / (H100.hbm_Bps * H100.efficiency.hbm)
+    assert np.allclose(off.cast_b_dense - on.cast_b_dense, saved)
+    assert np.allclose(off.cast_f_dense, on.cast_f_dense)
+
+
+def test_split_accounting_takes_one_layer_off_the_end_stages():
+    """Megatron's account-for-embedding/loss split: the last stage holds one layer fewer, so the
+    LM head adds only what it exceeds one layer's forward + backward by (never below zero)."""
+    kw = {"tp": 2, "pp": 4, "dp": 1, "global_batch": 8}
+    base = stage_compute(*_lanes_ops(_cfg(**kw)))
+    split = stage_compute(*_lanes_ops(_cfg(split_accounts_ends=True, **kw)))
+    layer = (base.fwd + base.bwd) / 8.0                     # 32 layers over 4 stages
+    assert np.allclose(split.ends, np.maximum(base.ends - layer, 0.0))
+    assert np.allclose(split.fwd, base.fwd)
+
+
+def _lanes_ops(cfg):
+    L = step_lanes(LLAMA, H100, cfg)
+    return L, layer_ops(L)
+
+
+def test_deepspeed_pipeline_reduces_after_the_flush():
+    """DeepSpeed's PipelineEngine: the DP traffic equals Megatron's with every overlap off, and
+    interleaving is refused."""
+    from roofplan.costmodel.train import check_train_config
+
+    kw = {"tp": 2, "pp": 4, "dp": 4, "global_batch": 64, "zero": 1}
+    ds = train_step(LLAMA, H100, _cfg(pipeline_engine="deepspeed", **kw))
+    plain = train_step(LLAMA, H100, _cfg(overlap_grad_reduce=False, overlap_param_gather=False, **kw))
+    overlapped = train_step(LLAMA, H100, _cfg(**kw))
+    assert np.allclose(ds.t_dp_comm, plain.t_dp_comm)
+    assert np.all(overlapped.t_dp_comm < ds.t_dp_comm)
+    assert int(check_train_config(LLAMA, _cfg(pipeline_engine="deepspeed", vpp=2, **kw))[0]) == 3
+
+
+def test_interleaved_chunks_sync_on_their_own():
+    """With v model chunks, (v-1)/v of the DP traffic hides behind the other chunks' passes: with
+    every overlap off the step carries all of it; on, an interleaved pipeline exposes at most the
+    last chunk's 1/v, and never more than the same layout without interleaving."""
+    kw = {"tp": 4, "pp": 4, "dp": 8, "global_batch": 64, "zero": 1, "micro_batch": 2}
+    full = train_step(LLAMA, H100, _cfg(vpp=4, overlap_grad_reduce=False, overlap_param_gather=False, **kw))
+    v4 = train_step(LLAMA, H100, _cfg(vpp=4, **kw))
+    v1 = train_step(LLAMA, H100, _cfg(vpp=1, **kw))
+    assert np.all(v4.t_dp_comm <= full.t_dp_comm / 4 + 1e-12)
+    assert np.all(v4.t_dp_comm <= v1.t_dp_comm)
+
+
+def test_bf16_gradient_reduction_halves_the_gradient_buffer():
+    """grad_reduce_in_fp32 off: the gradient buffer takes the bf16 parameter dtype (2 B, not 4)."""
+    a = train_step(LLAMA, H100, _cfg())
+    b = train_step(LLAMA, H100, _cfg(grad_reduce_in_fp32=False))
+    assert np.allclose(b.mem_gradients * 2, a.mem_gradients)
+    assert np.all(b.t_dp_comm <= a.t_dp_comm)
