@@ -190,6 +190,7 @@ class LayerOps:
     moe_slots: object = 0.0          # routed token slots this device's expert shards process
     gemm_shapes: dict = field(default_factory=dict, repr=False)
     mem_bytes: dict = field(default_factory=dict, repr=False)
+    operand_bytes: float = ACT_BYTES   # GEMM operand bytes in the table (1 under FP8: cast operands)
 
     @property
     def attn_proj(self):
@@ -203,8 +204,9 @@ class LayerOps:
         """(name, forward seconds, forward FLOPs, forward HBM bytes) of every named op."""
         rows = []
         for name, (m, n, k, count) in self.gemm_shapes.items():
+            ob = self.operand_bytes
             rows.append((name, getattr(self, name), count * gemm_flops(m, n, k),
-                         gemm_bytes(m * count, n, k, ACT_BYTES, WEIGHT_BYTES * count)))
+                         gemm_bytes(m * count, n, k, ob, ob * count, out_bytes=ACT_BYTES)))
         for name, nbytes in self.mem_bytes.items():
             rows.append((name, getattr(self, name), 0.0, nbytes))
         return rows
@@ -222,7 +224,7 @@ def dense_gemms(L: StepLanes) -> LayerOps:
     o = gemm_time(t, s.h, w_o, **L.gk)
     down = gemm_time(t, s.h, w_ffn, **L.gk)
     ops = LayerOps(qkv=gemm_time(t, w_qkv, s.h, **L.gk), o_proj=o, mlp_up=gemm_time(t, w_up, s.h, **L.gk),
-                   mlp_down=down,
+                   mlp_down=down, operand_bytes=1.0 if L.fp8 else ACT_BYTES,
                    gemm_shapes={"qkv": (t, w_qkv, s.h, 1.0), "o_proj": (t, s.h, w_o, 1.0),
                                 "mlp_up": (t, w_up, s.h, 1.0), "mlp_down": (t, s.h, w_ffn, 1.0)})
     ub = np.where(L.cfg.tp > 1, 1.0, 0.0) if L.cfg.tp_comm_overlap else np.zeros_like(L.tp)
