@@ -89,3 +89,24 @@ def test_bad_moe_dispatcher_is_one_line(cli):
     lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
     # the flag's choices are checked while parsing: the line names the flag and the allowed values
     assert len(lines) == 1 and "--moe-dispatcher" in lines[0] and "alltoall, deepep" in lines[0]
+
+
+def test_pipeline_engine_offload_and_bf16_grad_flags(cli):
+    """--pipeline-engine deepspeed exposes the DP reduction; --act-offload-layers frees activation
+    memory; --grad-reduce-bf16 halves the gradient buffer; offload with a pipeline is one line, exit 2."""
+    def doc(*extra):
+        r = cli(*BASE + ["--tp", "2", "--dp", "4", "--zero", "1", "--json", *extra])
+        assert r.exit_code == 0, r.output
+        return json.loads(r.stdout)
+
+    base, off, bf16 = doc(), doc("--act-offload-layers", "8"), doc("--grad-reduce-bf16")
+    assert off["memory_gib_per_gpu"]["activations"] < base["memory_gib_per_gpu"]["activations"]
+    assert bf16["memory_gib_per_gpu"]["gradients"] == pytest.approx(base["memory_gib_per_gpu"]["gradients"] / 2)
+    pipe = ["--pp", "2", "--dp", "2", "--tp", "2", "--zero", "1", "--json"]
+    r_ds = cli(*BASE + pipe + ["--pipeline-engine", "deepspeed"])
+    r_mg = cli(*BASE + pipe)
+    assert r_ds.exit_code == 0 and r_mg.exit_code == 0, r_ds.output
+    ds, mg = json.loads(r_ds.stdout), json.loads(r_mg.stdout)
+    assert ds["breakdown_s"]["dp_comm_exposed"] > mg["breakdown_s"]["dp_comm_exposed"]
+    r = cli(*BASE + ["--pp", "2", "--dp", "4", "--act-offload-layers", "4"])
+    assert r.exit_code == 2 and len(r.output.strip().splitlines()) == 1 and "act_offload_layers" in r.output

@@ -40,8 +40,8 @@ def test_uneven_1f1b_peak_is_the_second_stage():
 def test_even_1f1b_peak_is_the_first_stage_holding_every_layer():
     """128 layers on 16 stages (an even split): the first stage holds 16 microbatches of 8 layers,
     i.e. every layer once (Megatron's ``theoretical_memory_usage``), plus 16 x 8192 token ids."""
+    from roofplan.costmodel.shapes import model_shapes
     from roofplan.costmodel.train_memory import activation_bytes
-    from roofplan.costmodel.train_shapes import model_shapes
     from roofplan.models.loader import load_model
 
     s = model_shapes(dataclasses.replace(load_model("llama-3.1-405b"), layers=128))

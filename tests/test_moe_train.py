@@ -9,7 +9,7 @@ import pytest
 
 from roofplan import estimate_training  # ids resolved at the door
 from roofplan.costmodel.train import TrainConfigs, check_train_config, train_step
-from roofplan.costmodel.train_time import EP_COMM_SM_FRACTION, _node_dedup
+from roofplan.costmodel.train_comm import EP_COMM_SM_FRACTION, _node_dedup
 from roofplan.errors import InputError
 from roofplan.hardware.catalog import load_hardware
 from roofplan.models.loader import load_model

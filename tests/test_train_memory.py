@@ -10,9 +10,9 @@ import math
 
 import pytest
 
+from roofplan.costmodel.shapes import model_shapes
 from roofplan.costmodel.train import TrainConfigs, train_step
 from roofplan.costmodel.train_memory import layer_activation_bytes
-from roofplan.costmodel.train_shapes import model_shapes
 from roofplan.hardware.catalog import load_hardware
 from roofplan.models.spec import ModelSpec
 

@@ -32,6 +32,8 @@ from roofplan.cli.options import (
     MoeDispatcherOpt,
     Offload,
     OffloadOpt,
+    PipelineEngine,
+    PipelineEngineOpt,
     Recompute,
     RecomputeOpt,
     value,
@@ -133,13 +135,20 @@ def estimate_train(
         None, "--etp", callback=bounded_count, help="Expert tensor-parallel degree (default: tp)."),
     moe_dispatcher: MoeDispatcherOpt = MoeDispatcher.alltoall,
     fp8_recipe: Fp8RecipeOpt = Fp8Recipe.current,
+    pipeline_engine: PipelineEngineOpt = PipelineEngine.megatron,
+    act_offload_layers: int = typer.Option(
+        0, "--act-offload-layers", callback=bounded_count,
+        help="Layers whose activations go to host memory (Megatron --cpu-offloading-num-layers; pp 1, no recompute)."),
+    grad_reduce_bf16: bool = typer.Option(
+        False, "--grad-reduce-bf16", metavar="", help="Reduce gradients in bf16 (Megatron --grad-reduce-in-bf16)."),
     no_flash_attention: bool = typer.Option(
         False, "--no-flash-attention", metavar="", help="Materialise attention scores (pre-FlashAttention stacks)."),
     as_json: Json = False,
     calibration: Calibration = None,
 ) -> None:
     """Estimate step time, throughput, MFU and memory of one training configuration."""
-    recompute, offload, moe_dispatcher, fp8_recipe = map(value, (recompute, offload, moe_dispatcher, fp8_recipe))
+    recompute, offload, moe_dispatcher, fp8_recipe, pipeline_engine = map(
+        value, (recompute, offload, moe_dispatcher, fp8_recipe, pipeline_engine))
 
     def body() -> None:
         from roofplan import estimate_training  # resolves the ids at the door
@@ -155,7 +164,8 @@ def estimate_train(
                                 recompute_layers=recompute_layers, tp_comm_overlap=tp_comm_overlap,
                                 overlap_p2p_comm=not no_p2p_overlap, ep_comm_overlap=not no_ep_overlap,
                                 etp=etp, moe_dispatcher=moe_dispatcher, fp8_recipe=fp8_recipe,
-                                flash_attention=not no_flash_attention)
+                                flash_attention=not no_flash_attention, pipeline_engine=pipeline_engine,
+                                act_offload_layers=act_offload_layers, grad_reduce_in_fp32=not grad_reduce_bf16)
         if seq_len > est.model.max_seq_len:
             warn(f"--seq-len {seq_len:,} exceeds the {est.model.max_seq_len:,}-token context of {est.model.name} "
                  "(fine for context extension; the estimate covers the longer sequence)")

@@ -35,6 +35,7 @@ Recompute = _choice("Recompute", choices("recompute"))
 Offload = _choice("Offload", choices("offload"))
 MoeDispatcher = _choice("MoeDispatcher", choices("moe_dispatcher"))
 Fp8Recipe = _choice("Fp8Recipe", choices("fp8_recipe"))
+PipelineEngine = _choice("PipelineEngine", choices("pipeline_engine"))
 EngineChoice = _choice("Engine", ENGINES)
 
 
@@ -69,6 +70,8 @@ RecomputeOpt = Annotated[Recompute, pick("--recompute", Recompute, "Activation r
 OffloadOpt = Annotated[Offload, pick("--offload", Offload, "Kept in host memory")]
 MoeDispatcherOpt = Annotated[MoeDispatcher, pick("--moe-dispatcher", MoeDispatcher, "MoE token dispatcher")]
 Fp8RecipeOpt = Annotated[Fp8Recipe, pick("--fp8-recipe", Fp8Recipe, "With --dtype fp8, the scaling recipe")]
+PipelineEngineOpt = Annotated[PipelineEngine, pick("--pipeline-engine", PipelineEngine,
+                                                   "Pipeline schedule and gradient sync (deepspeed: Megatron-DeepSpeed)")]
 EngineOpt = Annotated[EngineChoice, pick("--engine", EngineChoice, "Serving-engine overhead profile")]
 
 # -- serving: speculative decoding, prefix caching, expert skew (estimate serve, plan serve) ----------

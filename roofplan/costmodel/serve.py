@@ -72,6 +72,7 @@ from roofplan.costmodel.serve_memory import (  # noqa: F401 - re-exported: the s
     max_batch,
     serve_memory,
 )
+from roofplan.costmodel.shapes import ModelShapes, model_shapes
 from roofplan.engines.profile import EngineProfile
 from roofplan.hardware.spec import DTYPE_BYTES, DeviceSpec, Efficiency
 from roofplan.models.spec import ModelSpec
@@ -193,6 +194,7 @@ class StepInputs:
     act_hbm: float
     hidden: float
     kv_token_layer: np.ndarray  # KV-cache bytes per token per layer on one device
+    shapes: ModelShapes = None  # the dimension vocabulary shared with training (costmodel/shapes.py)
 
     @property
     def tokens(self) -> np.ndarray:
@@ -242,6 +244,7 @@ def step_inputs(model, hw, engine, cfg, prefill_tokens, prefill_context, decode_
         w_bw = 1.0 / np.maximum(t_per_byte, 1e-30)
     else:
         w_bw = np.full(n, hbm)
+    sh = model_shapes(model)
     return StepInputs(
         model=model, hw=hw, engine=engine, cfg=cfg, mem=mem, eff=eff, n=n,
         tp=cfg.tp.astype(float), pp=cfg.pp.astype(float), ep=cfg.ep.astype(float), dp=cfg.dp.astype(float),
@@ -253,8 +256,9 @@ def step_inputs(model, hw, engine, cfg, prefill_tokens, prefill_context, decode_
         weight_bytes=DTYPE_BYTES[cfg.dtype], act_bytes=DTYPE_BYTES[act_dtype(cfg.dtype)],
         peak16=hw.peak(compute_dtype(hw, act_dtype(cfg.dtype))), hbm_Bps=hbm, weight_Bps=w_bw,
         # dataflow (SN40L): a layer's intermediates stay in on-chip SRAM; only weights and KV touch HBM
-        act_hbm=0.0 if hw.dataflow else 1.0, hidden=float(model.hidden),
+        act_hbm=0.0 if hw.dataflow else 1.0, hidden=sh.h,
         kv_token_layer=model.kv_bytes_per_token(cfg.kv_dtype_resolved) / model.layers / kv_shards(model, cfg.tp),
+        shapes=sh,
     )
 
 
@@ -277,10 +281,11 @@ def gemm_term(s: StepInputs, acc: _Acc, m, n_, k, count=1.0) -> None:
 
 def attention_projections_term(s: StepInputs, acc: _Acc) -> None:
     """QKV (column-parallel) and O (row-parallel) projections at M = tokens on the rank."""
-    model = s.model
-    qkv_out = (model.attention_params() - model.v_dim * model.hidden) / s.hidden
+    sh = s.shapes
+    # QKV width with biases and norms (ModelSpec.attention_params; ModelShapes.qkv_out has none)
+    qkv_out = (s.model.attention_params() - sh.o_in * sh.h) / s.hidden
     gemm_term(s, acc, s.tokens_rank, qkv_out / s.tp, s.hidden)
-    gemm_term(s, acc, s.tokens_rank, s.hidden, model.v_dim / s.tp)
+    gemm_term(s, acc, s.tokens_rank, s.hidden, sh.o_in / s.tp)
 
 
 def _kv_heads_device(s: StepInputs):
@@ -347,9 +352,9 @@ def decode_attention_term(s: StepInputs, acc: _Acc) -> None:
 
 def dense_mlp_term(s: StepInputs, acc: _Acc) -> None:
     """Gate/up (column-parallel) and down (row-parallel) GEMMs and the SiLU x mul traffic."""
-    mats_in = 2 if s.model.gated_mlp else 1
-    ffn, Ta = s.model.ffn, s.tokens_rank
-    gemm_term(s, acc, Ta, mats_in * ffn / s.tp, s.hidden)
+    mats_in = s.shapes.act_mult
+    ffn, Ta = s.shapes.ffn, s.tokens_rank
+    gemm_term(s, acc, Ta, s.shapes.mlp_up / s.tp, s.hidden)
     gemm_term(s, acc, Ta, s.hidden, ffn / s.tp)
     acc.add(0.0, s.act_hbm * Ta * (mats_in + 1) * ffn / s.tp * s.act_bytes / s.hbm_Bps)  # activation r/w
 
@@ -461,13 +466,12 @@ def pp_comm(s: StepInputs) -> np.ndarray:
 def decoder_layer(s: StepInputs, expert_skew: float = 1.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(compute, memory, communication) seconds of one decoder layer on one device: the per-op terms,
     dense and MoE blocks weighted by their share of layers."""
-    model = s.model
     acc = _Acc(s.n, s.hw.dataflow)
     attention_projections_term(s, acc)
     prefill_attention_term(s, acc)
     decode_attention_term(s, acc)
     comm = tp_comm(s)  # after the O projection (row-parallel)
-    dense_frac = model.dense_layers / model.layers
+    dense_frac = s.shapes.dense_layers / s.shapes.layers
     moe_frac = 1.0 - dense_frac
     if dense_frac > 0:
         dense = _Acc(s.n, s.hw.dataflow)

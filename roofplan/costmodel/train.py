@@ -5,11 +5,16 @@ vectorised over N configurations (struct of arrays). The model is split by conce
 
 * :mod:`~roofplan.costmodel.train_configs` -- :class:`TrainConfigs` and the framework validity
   rules (:func:`check_train_config`, :data:`REJECT_REASONS`);
-* :mod:`~roofplan.costmodel.train_shapes` -- per-model constants, computed once and cached;
+* :mod:`~roofplan.costmodel.shapes` -- the model-shapes object (dimension vocabulary), computed
+  once per model and cached;
+* :mod:`~roofplan.costmodel.train_ops` -- the per-layer op table (every GEMM, attention core, MoE
+  and memory-bound op, named, with FLOPs and bytes) and the stage's compute;
+* :mod:`~roofplan.costmodel.train_comm` -- TP, CP, EP, PP and DP/ZeRO communication terms and the
+  overlap budget the background traffic draws from;
 * :mod:`~roofplan.costmodel.train_memory` -- weights, gradients, optimizer and activation bytes
   (ZeRO, Korthikanti et al. 2022, Megatron's theoretical memory formulas);
-* :mod:`~roofplan.costmodel.train_time` -- :func:`train_step`: rooflines of every op, collectives,
-  pipeline bubble, overlaps, optimizer and offload -> :class:`TrainArrays`;
+* :mod:`~roofplan.costmodel.train_time` -- :func:`train_step`: the composition of those terms,
+  pipeline bubble, optimizer and offload, FLOPs and memory -> :class:`TrainArrays`;
 * :mod:`~roofplan.costmodel.train_estimate` -- :func:`estimate_training` for one validated
   configuration and its docs/SPEC.md §3.1 JSON document (:class:`TrainEstimate`).
 """

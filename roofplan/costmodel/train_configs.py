@@ -55,11 +55,14 @@ MOE_DISPATCHERS = ("alltoall", "deepep")
 FP8_RECIPES = ("current", "delayed")
 #: Training precisions (``TrainConfigs.dtype``; the device decides which it runs).
 TRAIN_DTYPES = ("bf16", "fp16", "fp8")
+#: Pipeline engines (``TrainConfigs.pipeline_engine``).
+PIPELINE_ENGINES = ("megatron", "deepspeed")
 
 
 def choices(name: str) -> tuple[str, ...]:
     """The allowed names of a :class:`TrainConfigs` knob, from its field metadata."""
     return next(f.metadata["choices"] for f in fields(TrainConfigs) if f.name == name)
+
 
 #: Reject reasons of :func:`check_train_config`; the planner counts rejections with these names.
 REJECT_REASONS: dict[int, str] = {
@@ -71,10 +74,11 @@ REJECT_REASONS: dict[int, str] = {
     6: "zero_pipeline",      # ZeRO-3 with pp > 1 (DeepSpeed asserts; Megatron has no such mode)
     7: "recompute_layers",   # recompute_layers > layers per pipeline stage
     8: "offload_zero",       # optimizer offload without a sharded optimizer, parameter offload without ZeRO-3
+    9: "activation_offload", # activation offload with pp > 1, with recompute, or of every layer
 }
 
 _INT_FIELDS = ("tp", "pp", "dp", "cp", "ep", "vpp", "micro_batch", "global_batch", "seq_len", "recompute",
-               "recompute_layers", "zero", "offload", "etp")
+               "recompute_layers", "zero", "offload", "etp", "act_offload_layers")
 
 
 @dataclass
@@ -137,6 +141,31 @@ class TrainConfigs:
     #: ETP x EP x expert-DP, so ep*etp must divide tp*cp*dp (Megatron-Bridge's DeepSeek-V3 and
     #: Qwen3 recipes run TP 2 with ETP 1).
     etp: np.ndarray | int = 0
+    #: Data-parallel gradients reduced in fp32 (Megatron's default, ``main_grad`` buffers in fp32)
+    #: or, when False, in the parameter dtype (``--grad-reduce-in-bf16``; Megatron-Bridge's
+    #: performance recipes set ``ddp.grad_reduce_in_fp32 = False`` in
+    #: ``scripts/performance/utils/helpers.py`` ``set_basic_perf_overrides``): half the bytes on
+    #: the wire and in the gradient buffer.
+    grad_reduce_in_fp32: bool = True
+    #: Megatron ``--account-for-embedding-in-pipeline-split`` and ``--account-for-loss-in-pipeline-
+    #: split``: the embedding and the loss each count as one layer when the layers are split over
+    #: the pipeline, so the first and last stages hold one decoder layer fewer (Megatron-Bridge's
+    #: and NeMo's Llama 3.1 405B recipes: 126 layers + 2 = 128 over PP 8 x VP 8).
+    split_accounts_ends: bool = False
+    #: Pipeline engine: ``megatron`` (Megatron-Core schedules) or ``deepspeed`` (DeepSpeed's
+    #: ``PipelineEngine``, used by Megatron-DeepSpeed: 1F1B ``TrainSchedule`` whose
+    #: ``ReduceTiedGrads``/``ReduceGrads`` instructions run after the last micro-batch, so the
+    #: data-parallel reduction does not overlap the backward, nor does ZeRO-1's parameter
+    #: all-gather after the step; like Megatron it sends 1/tp of the boundary activation and
+    #: all-gathers it on arrival, ``deepspeed/runtime/pipe/engine.py`` and ``schedule.py``).
+    pipeline_engine: str = field(default="megatron", metadata={"choices": PIPELINE_ENGINES})
+    #: Decoder layers whose activations are offloaded to host memory (Megatron ``--cpu-offloading
+    #: --cpu-offloading-num-layers N``, Transformer Engine's ``get_cpu_offload_context``): each
+    #: offloaded layer's saved tensors are copied out during the forward and back before its
+    #: backward, overlapped with the neighbouring layer's compute. Megatron-Core allows it only
+    #: without a pipeline, without recomputation and for fewer than all layers
+    #: (``transformer_config.py``).
+    act_offload_layers: np.ndarray | int = 0
 
     def __post_init__(self) -> None:
         arrays = [np.asarray(getattr(self, f), dtype=np.int64) for f in _INT_FIELDS]
@@ -213,6 +242,8 @@ def check_train_config(model: ModelSpec, cfg: TrainConfigs) -> np.ndarray:
     # stage needs at least one layer.
     mark((pp > model.layers)
          | (interleaved & ((pp < 2) | (safe_pp * safe_v > model.layers) | (micro % safe_pp != 0))), 3)
+    if cfg.pipeline_engine == "deepspeed":
+        mark(interleaved, 3)      # DeepSpeed's PipelineEngine runs plain 1F1B (TrainSchedule)
     mark((cp > 1) & (s % np.maximum(2 * cp, 1) != 0), 4)
     if model.moe is None:
         mark(ep > 1, 5)
@@ -229,4 +260,6 @@ def check_train_config(model: ModelSpec, cfg: TrainConfigs) -> np.ndarray:
     # ``--use-distributed-optimizer``, DeepSpeed ``offload_optimizer`` needs ZeRO stage >= 1;
     # parameter offload exists only with ZeRO-3 (DeepSpeed ``offload_param``).
     mark(((cfg.offload >= 1) & (cfg.zero < 1)) | ((cfg.offload >= 2) & (cfg.zero < 3)), 8)
+    aol = cfg.act_offload_layers
+    mark((aol < 0) | ((aol > 0) & ((pp > 1) | (cfg.recompute > 0) | (aol >= model.layers))), 9)
     return code

@@ -17,6 +17,7 @@ from roofplan.costmodel.train_configs import (
     MOE_DISPATCHERS,
     OFFLOAD,
     OFFLOAD_NAMES,
+    PIPELINE_ENGINES,
     RECOMPUTE,
     RECOMPUTE_NAMES,
     REJECT_REASONS,
@@ -144,6 +145,10 @@ def _explain(model: ModelSpec, cfg: TrainConfigs, code: int) -> InputError:
     if code == 7:
         return InputError("recompute_layers", c["recompute_layers"],
                           f"must not exceed the layers per pipeline stage ({-(-model.layers // pp)})")
+    if code == 9:
+        return InputError("act_offload_layers", c["act_offload_layers"],
+                          f"activation offload needs pp = 1 and no recompute, and fewer than the {model.layers} "
+                          "layers (Megatron-Core)")
     if code == 8:
         need = 3 if c["offload"] >= 2 else 1
         return InputError("zero", c["zero"], f"offload {'optimizer+params' if need == 3 else 'optimizer'} "
@@ -151,12 +156,20 @@ def _explain(model: ModelSpec, cfg: TrainConfigs, code: int) -> InputError:
     return InputError("config", c, REJECT_REASONS.get(code, "invalid"))
 
 
+def _count(name: str, value) -> int:
+    """A whole number >= 0 (not a bool), else InputError naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+        raise InputError(name, value, "expected an integer >= 0")
+    return int(value)
+
+
 def estimate_training(model, hw, *, tp=1, pp=1, dp=1, cp=1, ep=1, vpp=1, global_batch, micro_batch, seq_len,
                       dtype="bf16", recompute="none", sequence_parallel=None, zero=0, offload="none",
                       gpus_per_node=None, calibration_label=None, flash_attention=True, recompute_layers=0,
                       overlap_grad_reduce=True, overlap_param_gather=True, tp_comm_overlap=False,
                       dropout=None, ep_comm_overlap=True, moe_dispatcher="alltoall", etp=None,
-                      fp8_recipe="current", overlap_p2p_comm=True) -> TrainEstimate:
+                      fp8_recipe="current", overlap_p2p_comm=True, grad_reduce_in_fp32=True,
+                      split_accounts_ends=False, pipeline_engine="megatron", act_offload_layers=0) -> TrainEstimate:
     """Estimate one training configuration (docs/SPEC.md §3.1) of ``model`` (a ModelSpec) on ``hw`` (a
     DeviceSpec, with any calibration overlay already applied; ``calibration_label`` is what the
     overlay was given as, echoed in ``inputs.calibration``). :func:`roofplan.estimate_training`
@@ -171,9 +184,7 @@ def estimate_training(model, hw, *, tp=1, pp=1, dp=1, cp=1, ep=1, vpp=1, global_
     rc = _choice("recompute", recompute, RECOMPUTE)
     off = _choice("offload", offload, OFFLOAD)
     zero_i = _choice("zero", zero, {"0": 0, "1": 1, "2": 2, "3": 3})
-    if isinstance(recompute_layers, bool) or not isinstance(recompute_layers, (int, np.integer)) \
-            or recompute_layers < 0:
-        raise InputError("recompute_layers", recompute_layers, "expected an integer >= 0")
+    recompute_layers = _count("recompute_layers", recompute_layers)
     if dtype not in TRAIN_DTYPES:
         raise InputError("dtype", dtype, f"expected one of {', '.join(TRAIN_DTYPES)}")
     etp_i = 0 if etp is None else positive_int("etp", etp)
@@ -181,6 +192,8 @@ def estimate_training(model, hw, *, tp=1, pp=1, dp=1, cp=1, ep=1, vpp=1, global_
         raise InputError("moe_dispatcher", moe_dispatcher, f"expected one of {', '.join(MOE_DISPATCHERS)}")
     if fp8_recipe not in FP8_RECIPES:
         raise InputError("fp8_recipe", fp8_recipe, f"expected one of {', '.join(FP8_RECIPES)}")
+    if pipeline_engine not in PIPELINE_ENGINES:
+        raise InputError("pipeline_engine", pipeline_engine, f"expected one of {', '.join(PIPELINE_ENGINES)}")
     if gpus_per_node is not None:
         gpus_per_node = positive_int("gpus_per_node", gpus_per_node)
     m = _spec("model", model, ModelSpec)
@@ -192,7 +205,10 @@ def estimate_training(model, hw, *, tp=1, pp=1, dp=1, cp=1, ep=1, vpp=1, global_
                               overlap_grad_reduce=overlap_grad_reduce, overlap_param_gather=overlap_param_gather,
                               tp_comm_overlap=tp_comm_overlap, flash_attention=flash_attention, dropout=dropout,
                               ep_comm_overlap=bool(ep_comm_overlap), moe_dispatcher=moe_dispatcher, etp=etp_i,
-                              fp8_recipe=fp8_recipe, overlap_p2p_comm=bool(overlap_p2p_comm))
+                              fp8_recipe=fp8_recipe, overlap_p2p_comm=bool(overlap_p2p_comm),
+                              grad_reduce_in_fp32=bool(grad_reduce_in_fp32),
+                              split_accounts_ends=bool(split_accounts_ends), pipeline_engine=pipeline_engine,
+                              act_offload_layers=_count("act_offload_layers", act_offload_layers))
     code = int(check_train_config(m, cfg)[0])
     if code:
         raise _explain(m, cfg, code)

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from roofplan.costmodel.train_shapes import ModelShapes
+from roofplan.costmodel.shapes import ModelShapes
 
 GiB = float(2**30)
 
@@ -127,26 +127,27 @@ def pipeline_split(layers, pp):
     return first, middle, last
 
 
-def grad_bytes_per_param(dtype: str) -> float:
-    """fp32 main gradients except on the 2021 fp16 stack (fp16 gradients)."""
-    return 2.0 if dtype == "fp16" else 4.0
+def grad_bytes_per_param(dtype: str, reduce_in_fp32: bool = True) -> float:
+    """fp32 main gradients except on the 2021 fp16 stack (fp16 gradients) and where gradients are
+    reduced in 16 bits (``grad_reduce_in_fp32`` off: the buffer takes the bf16 parameter dtype)."""
+    return 2.0 if dtype == "fp16" or not reduce_in_fp32 else 4.0
 
 
 def layer_activation_bytes(s: ModelShapes, *, tokens, seq_len, tp, sp, scores: bool, dropout: bool,
-                           act_bytes=2.0, gemm_input_bytes=None):
+                           act_bytes=2.0, gemm_input_bytes=None, moe_imbalance=MOE_IMBALANCE):
     """Stored activation bytes of one decoder layer for ``tokens`` tokens of sequences of
     ``seq_len`` (Korthikanti Table 2 term by term). ``scores``: the attention score/probability
     tensors are kept (no FlashAttention and no selective recompute)."""
     drop = 1.0 if dropout else 0.0
     sp_div = np.where(sp, tp, 1.0)
-    base, _ = _layer_base(s, tokens, tp, sp_div, drop, act_bytes, gemm_input_bytes)
+    base, _ = _layer_base(s, tokens, tp, sp_div, drop, act_bytes, gemm_input_bytes, moe_imbalance)
     score = tokens * s.heads / tp * seq_len * (act_bytes + drop * (1.0 + act_bytes))
     return base + (score if scores else tokens * 4.0 * s.heads / tp)
 
 
 def activation_bytes(s: ModelShapes, *, micro_batch, seq_len, tp, pp, cp, vpp, microbatches, sp, recompute,
                      recompute_layers, flash, dropout, layers_per_stage, act_bytes=2.0, gemm_input_bytes=None,
-                     moe_imbalance=MOE_IMBALANCE):
+                     moe_imbalance=MOE_IMBALANCE, offload_layers=0):
     """Peak activation bytes per device: the maximum over the pipeline stages.
 
     Plain 1F1B (Narayanan et al. SC21 §2.2; Megatron-Core ``forward_backward_pipelining_without_
@@ -158,7 +159,10 @@ def activation_bytes(s: ModelShapes, *, micro_batch, seq_len, tp, pp, cp, vpp, m
     first stage's ``min(p, m)`` of a short one (126 layers on 16: 15 x 8 = 120 > 16 x 7 = 112 layers).
     Interleaved 1F1B: the first rank holds ``L (1 + (p-1)/(p v))`` layers' worth (Megatron's
     ``interleaved_schedule_memory_penalty``). The last stage holds one microbatch plus the fp32
-    logits."""
+    logits.
+    ``offload_layers`` layers' saved tensors live in host memory (activation offload, no pipeline
+    and no recompute, :class:`TrainConfigs`); one of them is on the device at a time, being
+    copied, so they free ``offload_layers - 1`` layers' worth."""
     b = act_bytes
     tokens = micro_batch * seq_len / cp
     drop = 1.0 if dropout else 0.0
@@ -179,7 +183,7 @@ def activation_bytes(s: ModelShapes, *, micro_batch, seq_len, tp, pp, cp, vpp, m
         k_n = np.minimum(k, n_layers)
         return k_n * ckpt + (n_layers - k_n) * stored_none
 
-    stage = stage_bytes(layers_per_stage)
+    stage = stage_bytes(layers_per_stage) - np.maximum(np.asarray(offload_layers) - 1.0, 0.0) * stored_none
     # the uneven split's short end stages (plain 1F1B only; interleaving needs an even split)
     n_first, _, n_last = pipeline_split(s.layers, pp)
     uneven = (vpp == 1) & (pp > 1) & (n_first > 0) & (n_first < layers_per_stage)

@@ -11,8 +11,9 @@ scatter/gather optimisation for pipeline p2p (modelled in :mod:`roofplan.costmod
 MoE rows need settings the shared CSV has no column for; they are written in the row's ``note``
 as ``key=value`` words (see :data:`NOTE_SETTINGS`): ``ep`` and ``etp`` (expert parallel and
 expert tensor parallel sizes), ``moe_dispatcher`` (alltoall | deepep), ``ep_comm_overlap`` and
-``tp_comm_overlap`` (on | off) and ``moe_force_balance`` (on | off), each copied from the recipe
-the row's source names. They override the stack's defaults below.
+``tp_comm_overlap`` (on | off), ``moe_force_balance`` (on | off), ``split_accounts_ends`` (on |
+off: Megatron's account-for-embedding/loss pipeline split) and ``fp8_recipe`` (current | delayed),
+each copied from the recipe the row's source names. They override the stack's defaults below.
 """
 
 from __future__ import annotations
@@ -35,12 +36,17 @@ STACKS: dict[str, dict] = {
     "megatron-lm-2021": {"flash_attention": False, "zero": 0, "tp_comm_overlap": False, "ep_comm_overlap": False,
                          "overlap_p2p_comm": False},
     "megatron-bridge": {"flash_attention": True, "zero": 1, "tp_comm_overlap": True, "ep_comm_overlap": True,
-                        "moe_force_balance": True},
+                        "moe_force_balance": True, "grad_reduce_in_fp32": False},
     "megatron-moe-modelzoo": {"flash_attention": True, "zero": 1, "tp_comm_overlap": False,
                               "ep_comm_overlap": False},
     # NeMo Launcher 24.x (NVIDIA dgxc-benchmarking llama3.1 recipes): Megatron-core with cuDNN fused
     # attention (``NVTE_FUSED_ATTN=1``), the distributed optimizer and userbuffers TP overlap
     # (``model.ub_tp_comm_overlap_cfg`` overrides in ``llama3.1/configure.sh``).
+    # Megatron-DeepSpeed (2021-22, MT-NLG 530B; Smith et al. 2022 arXiv 2201.11990 §2): Megatron's
+    # tensor-parallel layers and fused kernels (no FlashAttention), DeepSpeed's PipelineEngine and
+    # ZeRO-1, no TP overlap.
+    "megatron-deepspeed": {"flash_attention": False, "zero": 1, "tp_comm_overlap": False, "ep_comm_overlap": False,
+                           "overlap_p2p_comm": False, "pipeline_engine": "deepspeed"},
     "nemo-launcher": {"flash_attention": True, "zero": 1, "tp_comm_overlap": True, "ep_comm_overlap": False,
                       "fp8_recipe": "delayed"},
 }
@@ -48,7 +54,7 @@ _DEFAULT_STACK = {"flash_attention": True, "zero": 0, "tp_comm_overlap": False}
 
 #: ``key=value`` settings a row's note may carry, and how each value is read.
 NOTE_SETTINGS = {"ep": int, "etp": int, "moe_dispatcher": str, "ep_comm_overlap": bool, "tp_comm_overlap": bool,
-                 "moe_force_balance": bool, "zero": int}
+                 "moe_force_balance": bool, "zero": int, "split_accounts_ends": bool, "fp8_recipe": str}
 
 
 def note_settings(case: Case) -> dict:
@@ -99,7 +105,9 @@ def estimate_case(case: Case, calibration=None):
         flash_attention=prof["flash_attention"], zero=prof["zero"], tp_comm_overlap=prof["tp_comm_overlap"] and tp > 1,
         ep_comm_overlap=prof.get("ep_comm_overlap", True), moe_dispatcher=prof.get("moe_dispatcher", "alltoall"),
         fp8_recipe=prof.get("fp8_recipe", "current"), overlap_p2p_comm=prof.get("overlap_p2p_comm", True),
-        calibration_label=calibration,
+        grad_reduce_in_fp32=prof.get("grad_reduce_in_fp32", True),
+        split_accounts_ends=prof.get("split_accounts_ends", False),
+        pipeline_engine=prof.get("pipeline_engine", "megatron"), calibration_label=calibration,
     )
 
 

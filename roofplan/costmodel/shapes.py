@@ -1,7 +1,9 @@
-"""Per-model constants of the training cost model, computed once per model and cached.
+"""The model-shapes object: the dimension vocabulary of the cost model, derived once per model.
 
-Everything here depends on the model only (not on the parallel configuration), so the vectorised
-step model reads plain floats. Weight shapes follow :class:`~roofplan.models.spec.ModelSpec`
+Hidden size, heads, query/key and value head widths, KV width, FFN widths, experts and top-k,
+vocabulary, and layers by kind, plus parameter and FLOP counts. Everything here depends on the
+model only (not on the parallel configuration), so the vectorised step models (training and
+serving) read plain floats, and no step function derives a dimension from a ModelSpec again. Weight shapes follow :class:`~roofplan.models.spec.ModelSpec`
 (Hugging Face layouts): a decoder layer is QKV projection, attention core, O projection and a
 dense or mixture-of-experts MLP.
 """

@@ -1,0 +1,159 @@
+"""The training op table: named ops with hand-derived FLOPs/bytes, and the step as their sum."""
+
+import numpy as np
+
+from roofplan.costmodel.train import TrainConfigs, train_step
+from roofplan.costmodel.train_ops import layer_ops, stage_compute, step_lanes
+from roofplan.hardware.catalog import load_hardware
+from roofplan.models.spec import ModelSpec
+
+LLAMA = ModelSpec(name="llama-test", layers=32, hidden=4096, heads=32, kv_heads=8, head_dim=128, ffn=14336,
+                  vocab=128256, gated_mlp=True, tied_embeddings=False)
+H100 = load_hardware("h100-sxm")
+
+
+def _cfg(**kw):
+    scalars = {k: kw.pop(k) for k in list(kw) if k in _SCALARS}
+    base = {"tp": 2, "pp": 1, "dp": 4, "cp": 1, "ep": 1, "vpp": 1, "micro_batch": 1, "global_batch": 32,
+            "seq_len": 4096, "recompute": 0, "recompute_layers": 0, "sequence_parallel": True, "zero": 1, "offload": 0}
+    base.update(kw)
+    return TrainConfigs(**{k: np.atleast_1d(v) for k, v in base.items()}, **scalars)
+
+
+_SCALARS = ("dtype", "fp8_recipe", "split_accounts_ends", "pipeline_engine", "overlap_grad_reduce",
+            "overlap_param_gather", "grad_reduce_in_fp32", "tp_comm_overlap")
+
+
+def test_op_table_flops_and_bytes_by_hand():
+    """QKV of Llama-3-8B shapes at TP2: tokens 4096, n = (32 + 2 x 8) x 128 / 2 = 3072, k = 4096;
+    FLOPs 2 m n k, bytes (m k + m n) x 2 B activations + k n x 2 B weights."""
+    ops = layer_ops(step_lanes(LLAMA, H100, _cfg()))
+    rows = {name: (t, fl, by) for name, t, fl, by in ops.table()}
+    m, n, k = 4096.0, 3072.0, 4096.0
+    assert np.allclose(rows["qkv"][1], 2 * m * n * k)
+    assert np.allclose(rows["qkv"][2], 2 * (m * k + m * n) + 2 * k * n)
+    # gated MLP up: n = 2 x 14336 / 2
+    assert np.allclose(rows["mlp_up"][1], 2 * m * 14336.0 * k)
+    assert {"qkv", "o_proj", "mlp_up", "mlp_down", "elementwise_dense"} <= set(rows)
+    # every named op takes positive time
+    assert all(np.all(np.asarray(t) > 0) for t, _, _ in rows.values())
+
+
+def test_step_compute_is_the_sum_of_the_table():
+    """t_compute = m x (forward + backward + ends) and the forward is layers x (GEMMs + attention core
+    + memory-bound ops), with no pipeline, no recompute and BF16 (no casts)."""
+    cfg = _cfg()
+    L = step_lanes(LLAMA, H100, cfg)
+    ops = layer_ops(L)
+    sc = stage_compute(L, ops)
+    layer_f = ops.qkv + ops.o_proj + ops.mlp_up + ops.mlp_down + ops.attn_f + ops.elementwise_dense
+    assert np.allclose(sc.fwd, 32 * layer_f)
+    out = train_step(LLAMA, H100, cfg)
+    assert np.allclose(out.t_compute, L.micro * (sc.fwd + sc.bwd + sc.ends))
+    assert np.allclose(L.micro, 32 / 4)
+
+
+def test_activation_offload_memory_and_time_by_hand():
+    """Offloading N layers' activations frees N - 1 layers' saved tensors (one is on the device
+    being copied) and costs, per micro-batch and layer, what each copy needs beyond the next
+    layer's forward (out) or backward (back) at the host link's rate."""
+    import dataclasses
+
+    from roofplan.costmodel.train_memory import layer_activation_bytes
+    from roofplan.hardware.spec import MemoryTier
+
+    cfg0 = _cfg(tp=1, dp=8, global_batch=16)
+    cfg4 = _cfg(tp=1, dp=8, global_batch=16, act_offload_layers=4)
+    base, off = train_step(LLAMA, H100, cfg0), train_step(LLAMA, H100, cfg4)
+    L = step_lanes(LLAMA, H100, cfg4)
+    layer = layer_activation_bytes(L.s, tokens=L.tokens, seq_len=L.seq, tp=L.tp, sp=L.sp, scores=False,
+                                   dropout=False, moe_imbalance=L.imb)
+    assert np.allclose(base.mem_activations - off.mem_activations, 3 * layer)
+    # a slow host link: 1 GB/s makes every copy exposed beyond its neighbour's compute
+    slow = dataclasses.replace(H100, tiers=tuple(
+        MemoryTier("host", t.capacity_bytes, 1e9, t.shared_by) if t.name == "host" else t for t in H100.tiers))
+    sc = stage_compute(L, layer_ops(L))
+    copy = layer / (1e9 * H100.efficiency.hbm)
+    expected = L.micro * 4 * (2 * copy - sc.fwd / 32 - sc.bwd / 32)
+    extra = train_step(LLAMA, slow, cfg4).t_offload - train_step(LLAMA, slow, cfg0).t_offload
+    assert np.allclose(extra, expected)
+    assert np.all(off.step_time_s >= base.step_time_s)
+
+
+def test_activation_offload_needs_no_pipeline_and_no_recompute():
+    """Megatron-Core refuses activation offload with pp > 1, with recompute, or of every layer."""
+    import pytest
+
+    from roofplan.costmodel.train import estimate_training
+    from roofplan.errors import InputError
+
+    kw = {"global_batch": 8, "micro_batch": 1, "seq_len": 4096}
+    estimate_training(LLAMA, H100, dp=8, act_offload_layers=4, **kw)
+    for bad in ({"pp": 2, "dp": 4}, {"dp": 8, "recompute": "full"}):
+        with pytest.raises(InputError, match="act_offload_layers"):
+            estimate_training(LLAMA, H100, act_offload_layers=4, **{**kw, **bad})
+    with pytest.raises(InputError, match="act_offload_layers"):
+        estimate_training(LLAMA, H100, dp=8, act_offload_layers=32, **kw)
+
+
+def test_fp8_output_gradient_casts_run_on_the_sequence_parallel_shard_by_hand():
+    """Delayed scaling, TP4: the output gradients of proj and FC2 (h wide each) are cast on this
+    rank's 1/tp sequence shard before the all-gather: 4 B (cast + transpose) and 2 B (the saved
+    input's transpose) per element less on 2h (1 - 1/tp) per token; the QKV/FC1 input casts are
+    inside the norm with or without SP, so the forward casts do not change."""
+    kw = {"tp": 4, "dp": 2, "global_batch": 2, "dtype": "fp8", "fp8_recipe": "delayed"}
+    on, off = (layer_ops(step_lanes(LLAMA, H100, _cfg(sequence_parallel=sp, **kw))) for sp in (True, False))
+    t, h = 4096.0, 4096.0
+    saved = t * 6.0 * 2 * h * (1 - 1 / 4) / (H100.hbm_Bps * H100.efficiency.hbm)
+    assert np.allclose(off.cast_b_dense - on.cast_b_dense, saved)
+    assert np.allclose(off.cast_f_dense, on.cast_f_dense)
+
+
+def test_split_accounting_takes_one_layer_off_the_end_stages():
+    """Megatron's account-for-embedding/loss split: the last stage holds one layer fewer, so the
+    LM head adds only what it exceeds one layer's forward + backward by (never below zero)."""
+    kw = {"tp": 2, "pp": 4, "dp": 1, "global_batch": 8}
+    base = stage_compute(*_lanes_ops(_cfg(**kw)))
+    split = stage_compute(*_lanes_ops(_cfg(split_accounts_ends=True, **kw)))
+    layer = (base.fwd + base.bwd) / 8.0                     # 32 layers over 4 stages
+    assert np.allclose(split.ends, np.maximum(base.ends - layer, 0.0))
+    assert np.allclose(split.fwd, base.fwd)
+
+
+def _lanes_ops(cfg):
+    L = step_lanes(LLAMA, H100, cfg)
+    return L, layer_ops(L)
+
+
+def test_deepspeed_pipeline_reduces_after_the_flush():
+    """DeepSpeed's PipelineEngine: the DP traffic equals Megatron's with every overlap off, and
+    interleaving is refused."""
+    from roofplan.costmodel.train import check_train_config
+
+    kw = {"tp": 2, "pp": 4, "dp": 4, "global_batch": 64, "zero": 1}
+    ds = train_step(LLAMA, H100, _cfg(pipeline_engine="deepspeed", **kw))
+    plain = train_step(LLAMA, H100, _cfg(overlap_grad_reduce=False, overlap_param_gather=False, **kw))
+    overlapped = train_step(LLAMA, H100, _cfg(**kw))
+    assert np.allclose(ds.t_dp_comm, plain.t_dp_comm)
+    assert np.all(overlapped.t_dp_comm < ds.t_dp_comm)
+    assert int(check_train_config(LLAMA, _cfg(pipeline_engine="deepspeed", vpp=2, **kw))[0]) == 3
+
+
+def test_interleaved_chunks_sync_on_their_own():
+    """With v model chunks, (v-1)/v of the DP traffic hides behind the other chunks' passes: with
+    every overlap off the step carries all of it; on, an interleaved pipeline exposes at most the
+    last chunk's 1/v, and never more than the same layout without interleaving."""
+    kw = {"tp": 4, "pp": 4, "dp": 8, "global_batch": 64, "zero": 1, "micro_batch": 2}
+    full = train_step(LLAMA, H100, _cfg(vpp=4, overlap_grad_reduce=False, overlap_param_gather=False, **kw))
+    v4 = train_step(LLAMA, H100, _cfg(vpp=4, **kw))
+    v1 = train_step(LLAMA, H100, _cfg(vpp=1, **kw))
+    assert np.all(v4.t_dp_comm <= full.t_dp_comm / 4 + 1e-12)
+    assert np.all(v4.t_dp_comm <= v1.t_dp_comm)
+
+
+def test_bf16_gradient_reduction_halves_the_gradient_buffer():
+    """grad_reduce_in_fp32 off: the gradient buffer takes the bf16 parameter dtype (2 B, not 4)."""
+    a = train_step(LLAMA, H100, _cfg())
+    b = train_step(LLAMA, H100, _cfg(grad_reduce_in_fp32=False))
+    assert np.allclose(b.mem_gradients * 2, a.mem_gradients)
+    assert np.all(b.t_dp_comm <= a.t_dp_comm)
