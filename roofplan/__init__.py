@@ -89,14 +89,14 @@ def _workload(workload, config: dict):
 
 def plan_training(model, hardware, **request):
     """Search training configurations; returns a plan with ``to_json()``."""
-    from roofplan.solver.train_planner import plan_training as _plan
+    from roofplan.plan_api import plan_training as _plan
 
     return _plan(model, hardware, **request)
 
 
 def plan_serving(model, hardware, **request):
     """Search serving deployments (colocated and disaggregated); returns a plan with ``to_json()``."""
-    from roofplan.solver.serve_planner import plan_serving as _plan
+    from roofplan.plan_api import plan_serving as _plan
 
     return _plan(model, hardware, **request)
 

@@ -14,9 +14,9 @@ from roofplan.cli.app import app
 from roofplan.costmodel.train import estimate_training
 from roofplan.costmodel.train_memory import default_memory_headroom_bytes
 from roofplan.errors import InputError
+from roofplan.plan_api import plan_training
 from roofplan.solver import constraints as cons
 from roofplan.solver import robust
-from roofplan.solver.train_planner import plan_training
 
 ROOT = Path(__file__).resolve().parents[1]
 GiB = 2**30

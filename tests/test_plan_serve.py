@@ -10,8 +10,8 @@ from roofplan.costmodel.collectives import collective_time
 from roofplan.errors import InfeasibleError, InputError
 from roofplan.hardware.catalog import load_hardware
 from roofplan.models.loader import load_model
+from roofplan.plan_api import plan_serving
 from roofplan.solver.pareto import pareto_front, text_plot
-from roofplan.solver.serve_planner import plan_serving
 
 M70 = "llama-3.1-70b"
 REQ = dict(gpus=16, isl=4000, osl=500)

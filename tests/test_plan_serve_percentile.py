@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 from roofplan import serving
 from roofplan.cli.app import app
 from roofplan.costmodel import serve_load as SL
-from roofplan.solver.serve_planner import plan_serving
+from roofplan.plan_api import plan_serving
 
 REQ = dict(isl=1000, osl=200, engine="vllm", emit_launch=False)
 

@@ -11,8 +11,8 @@ from roofplan.costmodel.train import TrainConfigs, check_train_config, estimate_
 from roofplan.errors import InfeasibleError, InputError
 from roofplan.hardware.catalog import load_hardware
 from roofplan.models.loader import load_model
+from roofplan.plan_api import plan_training
 from roofplan.solver.space import SpaceOptions, enumerate_space, state_bytes_lower_bound
-from roofplan.solver.train_planner import plan_training
 from roofplan.validation.suite import read_cases
 
 

@@ -33,9 +33,8 @@ from roofplan.cli.serve_options import (
     SPEC_TOKENS_OPTION,
 )
 from roofplan.errors import InputError
-from roofplan.solver.serve_planner import MAX_SERVE_GPUS  # the planner's suggestions respect it too
-
-EMITTERS = ("vllm", "sglang", "trtllm", "dynamo")
+from roofplan.launch.registry import SERVE_EMITTERS as EMITTERS
+from roofplan.solver.serve_request import MAX_SERVE_GPUS  # the planner's suggestions respect it too
 
 
 def register(group) -> None:
@@ -114,12 +113,6 @@ def plan_serve(
     )
 
 
-def _emitter(engine: str):
-    from roofplan.launch import dynamo, sglang, trtllm, vllm
-
-    return {"vllm": vllm, "sglang": sglang, "trtllm": trtllm, "dynamo": dynamo}[engine]
-
-
 def _emitters(emit: list[str] | str | None) -> list[str]:
     names = split_names("emit", emit, EMITTERS)
     return list(EMITTERS) if names is None else names
@@ -173,17 +166,17 @@ def _impl(
 ):
     from roofplan.cli.serve_options import spec_from_flags
     from roofplan.hardware.pricing import apply_prices, parse_prices
-    from roofplan.launch.common import dumps_json, merge_files
+    from roofplan.launch import registry
+    from roofplan.launch.common import merge_files
     from roofplan.launch.platforms import unsupported_on
     from roofplan.launch.versions import parse_targets
-    from roofplan.outputs import write_tree
+    from roofplan.plan_api import plan_serving, resolve_pools
     from roofplan.solver import pareto
-    from roofplan.solver.serve_planner import parse_pools, plan_serving
 
     targets = parse_targets(targets)
     engines = _emitters(emit)
     # launchers that cannot run on the chosen devices: an error when asked for, else left out
-    devices = [pool.hw for pool in parse_pools(hardware)]
+    devices = [pool.hw for pool in resolve_pools(hardware)]
     off_platform: dict[str, str] = {}
     for e in EMITTERS:
         for hw in devices:
@@ -225,11 +218,9 @@ def _impl(
         prefix_hit=features[3],
         expert_skew=features[4],
         slo_percentile=slo_percentile or None,
+        engines=engines,
+        targets=targets,
     )
-    plan.launch = {k: v for k, v in plan.launch.items() if k in engines}
-    for e, version in (targets or {}).items():  # the asked-for releases
-        if e in plan.launch:
-            plan.launch[e] = _emitter(e).emit(plan.best, plan.request, version)
     doc = checked(plan.to_json(), calibration)  # before anything is written
     if objective == "cost" and doc["inputs"].get("objective") != "cost":
         warn("--objective cost: a catalog here has no price_per_hour, so the fewest GPUs were chosen instead")
@@ -237,9 +228,7 @@ def _impl(
         doc["launch_unsupported"] = off_platform
     written: list[str] = []
     if out is not None:
-        files = merge_files(plan.launch[e] for e in engines)
-        files["plan.json"] = dumps_json(_json_safe(doc))
-        written = write_tree(out, files, executable=[n for n in files if n.endswith(".sh")])
+        written = registry.write_plan(out, merge_files(plan.launch[e] for e in engines), _json_safe(doc))
         warn_stale(out, written)
     if plot is not None:
         try:

@@ -225,9 +225,10 @@ def plan_train(
 
     def body():
         from roofplan.hardware.pricing import apply_prices, parse_prices
+        from roofplan.launch import registry
         from roofplan.launch.versions import parse_targets
+        from roofplan.plan_api import plan_training
         from roofplan.solver.plan_types import FRAMEWORKS
-        from roofplan.solver.train_planner import plan_training
 
         frameworks = split_names("emit", emit, FRAMEWORKS)
         targets = parse_targets(target)
@@ -249,10 +250,9 @@ def plan_train(
                                  calibration=calibration, gpus_per_node=gpus_per_node,
                                  allow_cross_node_tp=allow_cross_node_tp, emit=frameworks,
                                  max_micro_batch=max_micro_batch, progress=bar, constraints=constraints,
-                                 memory_headroom_gib=memory_headroom)
+                                 memory_headroom_gib=memory_headroom, targets=targets)
         finally:
             bar.close()
-        _retarget(plan, targets)
         for fw, why in off_platform.items():  # launchers that do not run on this device: not emitted
             plan.launch.pop(fw, None)
             plan.launch_unsupported[fw] = why
@@ -260,7 +260,7 @@ def plan_train(
         written: list[str] = []
         if out is not None:
             chosen = frameworks or [fw for fw in FRAMEWORKS if fw in plan.launch]
-            written = plan.write(out, chosen, targets)
+            written = registry.write_plan(out, registry.train_files(plan, chosen, targets), plan.to_json())
             warn_stale(out, written)
         if json_out:
             if written:
@@ -270,24 +270,6 @@ def plan_train(
             _render(doc, written, frameworks)
 
     return run(body)
-
-
-def _retarget(plan, targets: dict[str, str]) -> None:
-    """Launch commands for the asked-for releases; a framework whose release cannot express the
-    winner moves to ``launch_unsupported`` (and with --emit is an error when written)."""
-    from roofplan.solver.plan_types import emitter
-
-    for fw, version in targets.items():
-        if fw not in ("megatron", "deepspeed", "torchtitan"):
-            continue  # a serving engine's release: plan serve reads it
-        mod = emitter(fw)
-        why = mod.unsupported(plan.config(), plan.model, version)
-        if why:
-            plan.launch.pop(fw, None)
-            plan.launch_unsupported[fw] = why
-        else:
-            plan.launch[fw] = mod.command(plan.model, plan.config(), version)
-            plan.launch_unsupported.pop(fw, None)
 
 
 def register(group) -> None:

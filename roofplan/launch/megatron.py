@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from roofplan.costmodel.train_memory import pipeline_split
 from roofplan.errors import InputError
 from roofplan.launch import versions
 from roofplan.launch.common import (
@@ -31,7 +32,6 @@ from roofplan.launch.common import (
     unexpressed_shape,
 )
 from roofplan.models.spec import ModelSpec
-from roofplan.solver.space import pipeline_split
 
 SCRIPT = "launch_megatron.sh"
 

@@ -36,7 +36,7 @@ from roofplan.models.spec import ModelSpec
 from roofplan.solver import constraints as cons
 from roofplan.solver import placement_ilp as pilp
 from roofplan.solver import robust
-from roofplan.solver.plan_types import CONFIG_KEYS, FRAMEWORKS, TrainPlan, emitter
+from roofplan.solver.plan_types import CONFIG_KEYS, FRAMEWORKS, TrainPlan
 from roofplan.solver.space import (
     OFFLOAD_CODES,
     OFFLOAD_NAMES,
@@ -71,20 +71,12 @@ def _cm():
 
 
 # -- inputs ------------------------------------------------------------------------------------------
-def _resolve(model, hardware, calibration) -> tuple[ModelSpec, DeviceSpec]:
+def _check_specs(model, hardware) -> None:
+    """The planner takes resolved specs (:func:`roofplan.plan_training` resolves ids and overlays)."""
     if not isinstance(model, ModelSpec):
-        from roofplan.models.loader import load_model
-
-        model = load_model(model)
+        raise InputError("model", model, "a resolved ModelSpec (roofplan.plan_training resolves ids)")
     if not isinstance(hardware, DeviceSpec):
-        from roofplan.hardware.catalog import load_hardware
-
-        hardware = load_hardware(hardware, calibration=calibration)
-    elif calibration is not None:
-        from roofplan.hardware.overlay import apply_overlay, load_overlay
-
-        hardware = apply_overlay(hardware, load_overlay(calibration))
-    return model, hardware
+        raise InputError("hardware", hardware, "a resolved DeviceSpec (roofplan.plan_training resolves ids)")
 
 
 def _positive_int(name: str, v) -> int:
@@ -810,7 +802,7 @@ def _pooled(model, hw, state: _Search, *, dtype: str, gpus_per_node: int, tokens
 
 # -- the API -----------------------------------------------------------------------------------------
 def plan_training(model, hardware, *, gpus: int, global_batch: int, seq_len: int, dtype: str = "bf16",
-                  objective: str = "throughput", top: int = 5, tokens: float | None = None, calibration=None,
+                  objective: str = "throughput", top: int = 5, tokens: float | None = None, calibration_label=None,
                   gpus_per_node: int | None = None, allow_cross_node_tp: bool = False,
                   emit: str | list[str] | tuple[str, ...] | None = None,
                   recompute=None, zero=None, offload=None, sequence_parallel=None, max_micro_batch: int = 16,
@@ -832,7 +824,8 @@ def plan_training(model, hardware, *, gpus: int, global_batch: int, seq_len: int
     :class:`InfeasibleError` (with the smallest fitting change) when nothing fits.
     """
     t0 = time.perf_counter()
-    model, hw = _resolve(model, hardware, calibration)
+    _check_specs(model, hardware)
+    hw = hardware
     gpus = _positive_int("gpus", gpus)
     if gpus > _MAX_RELAXED_GPUS:  # degree products of larger counts overflow the int64 search arrays
         raise InputError("gpus", gpus, f"a positive integer of at most {_MAX_RELAXED_GPUS:,}")
@@ -943,15 +936,6 @@ def plan_training(model, hardware, *, gpus: int, global_batch: int, seq_len: int
         why["fastest"] = {k: fastest[k] for k in CONFIG_KEYS} | {"step_time_s": fastest["step_time_s"],
                                                                  "tokens_per_s": fastest["tokens_per_s"]}
 
-    cfg = {k: best[k] for k in CONFIG_KEYS} | {"model": model.name, "hardware": hw.id}
-    launch, unsupported = {}, {}
-    for fw in FRAMEWORKS:
-        mod = emitter(fw)
-        reason = mod.unsupported(cfg, model)
-        if reason:
-            unsupported[fw] = reason
-        else:
-            launch[fw] = mod.command(model, cfg)
     obj = {"name": objective, "price_per_gpu_hour": hw.price_per_hour, "price_date": hw.price_date,
            "power_idle_w": hw.idle_w, "power_max_w": hw.max_w if hw.max_w is not None else hw.tdp_w}
     if objective in ("cost", "energy"):
@@ -964,11 +948,10 @@ def plan_training(model, hardware, *, gpus: int, global_batch: int, seq_len: int
     inputs = {"model": model.name, "hardware": hw.id, "gpus": gpus, "gpus_per_node": node,
               "global_batch": global_batch, "seq_len": seq_len, "dtype": dtype, "objective": objective,
               "top": top, "tokens": tokens, "emit": frameworks, "allow_cross_node_tp": allow_cross_node_tp,
-              "flash_attention": flash_attention, "calibration": None if calibration is None else str(calibration)
-              if not isinstance(calibration, dict) else "inline", "memory_headroom_gib": headroom / GiB,
+              "flash_attention": flash_attention, "calibration": calibration_label, "memory_headroom_gib": headroom / GiB,
               "constraints": [("exclude " if c.exclude else "fix ") + c.text for c in constraints],
               "robust_choice": robust_choice, "error_band": band.label}
     return TrainPlan(model=model, hardware=hw, inputs=inputs, best=best, candidates=lead,
                      searched=state.searched, evaluated=state.evaluated, feasible=state.feasible,
                      rejected=dict(state.rejected), search_time_s=time.perf_counter() - t0, objective=obj,
-                     placement=placement_doc, why=why, launch=launch, launch_unsupported=unsupported)
+                     placement=placement_doc, why=why)

@@ -111,9 +111,9 @@ def _serve_layout(b: dict) -> str:
 
 def _pareto_points(plan, hw) -> list[list[float]]:
     """The plan's front as [tokens/s per user, output tokens/s per GPU, USD per GPU-hour or None]."""
-    from roofplan.solver.serve_planner import parse_pools
+    from roofplan.plan_api import resolve_pools
 
-    usd = {pool.hw.id: pool.hw.price_per_hour for pool in parse_pools(hw)}
+    usd = {pool.hw.id: pool.hw.price_per_hour for pool in resolve_pools(hw)}
     return [[p["tokens_per_s_per_user"], p["output_tokens_per_s_per_gpu"],
              usd.get((p.get("instance") or p.get("decode"))["hardware"])] for p in plan.pareto]
 
