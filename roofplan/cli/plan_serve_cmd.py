@@ -264,6 +264,16 @@ _COMPACT = {"box": box.SIMPLE_HEAD, "pad_edge": False, "padding": (0, 1), "colla
 
 
 def _render(plan, doc: dict, engines: list[str], written: list[str]) -> None:
+    """The plan for people: the pick, its load and energy lines, the two modes, the front, the
+    search statistics and the launch files."""
+    _render_best(doc)
+    _render_alternatives(doc)
+    _render_pareto(plan, doc)
+    _render_footer(doc, engines, written)
+
+
+def _render_best(doc: dict) -> None:
+    """The chosen deployment's table and its latency, throughput, load and energy lines."""
     best = doc["best"]
     inp = doc["inputs"]
     title = (
@@ -324,6 +334,11 @@ def _render(plan, doc: dict, engines: list[str], written: list[str]) -> None:
         f"[bold]{best['output_tokens_per_s_per_gpu']:,.1f}[/bold] tok/s/GPU  "
         f"goodput {best['goodput_rps']:.3f} req/s on {best['gpus']} GPUs"
     ))
+    _render_load(best)
+
+
+def _render_load(best: dict) -> None:
+    """Percentile headroom, the simulator's verdict and energy per token of the pick."""
     if best.get("slo_percentile") is not None:
         p = f"{best['slo_percentile']:g}"
         h, sim = best["headroom"], best.get("simulated") or {}
@@ -341,6 +356,10 @@ def _render(plan, doc: dict, engines: list[str], written: list[str]) -> None:
                       + (f"; ${usd / 3600 / best['output_tokens_per_s'] * 1e6:.3f} per million output tokens"
                          if usd and best["output_tokens_per_s"] > 0 else ""), highlight=False)
 
+
+def _render_alternatives(doc: dict) -> None:
+    """The best of each mode side by side."""
+    best = doc["best"]
     alt = doc.get("alternatives", {})
     if len(alt) > 1:
         c = Table(title="Colocated vs disaggregated (best of each)", **_COMPACT)
@@ -362,6 +381,9 @@ def _render(plan, doc: dict, engines: list[str], written: list[str]) -> None:
             )
         console.print(c)
 
+
+def _render_pareto(plan, doc: dict) -> None:
+    """The Pareto front as a table and a text plot."""
     if doc["pareto"]:
         pt = Table(title="Pareto front: throughput per GPU vs tokens/s per user", **_COMPACT)
         for col in ("mode", "config", "tok/s/user", "tok/s/GPU", "TTFT ms", "TPOT ms"):
@@ -386,6 +408,10 @@ def _render(plan, doc: dict, engines: list[str], written: list[str]) -> None:
         from roofplan.solver.pareto import text_plot
 
         console.print(Panel(Text(text_plot(plan.frontier)), title="Pareto front", expand=False))
+
+
+def _render_footer(doc: dict, engines: list[str], written: list[str]) -> None:
+    """Search statistics, launchers left out, and the files written or printed."""
     console.print(
         f"searched {doc['searched']:,} candidates ({doc['feasible']:,} feasible) in "
         f"{doc['search_time_s']:.2f} s; rejected: "
