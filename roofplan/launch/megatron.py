@@ -32,6 +32,7 @@ from roofplan.launch.common import (
     unexpressed_shape,
 )
 from roofplan.models.spec import ModelSpec
+from roofplan.solver.frameworks import violation
 
 SCRIPT = "launch_megatron.sh"
 
@@ -45,13 +46,7 @@ def unsupported(config: Mapping, model: ModelSpec | None = None, target: str | N
     if (model is not None and model.mtp_layers and config["cp"] > 1
             and not versions.feature("megatron", target, "mtp_with_cp")):
         return f"Megatron {target} has no multi-token prediction with context parallelism (CP {config['cp']})"
-    if config["offload"] == "optimizer+params":
-        return "Megatron-LM has no parameter offload (use --emit deepspeed)"
-    if config["zero"] >= 2 and config["pp"] > 1:
-        return "Megatron-FSDP (ZeRO-2/3) is not combined with pipeline parallelism here"
-    if config["offload"] == "optimizer" and config["zero"] < 1:
-        return "--optimizer-cpu-offload needs the distributed optimizer (ZeRO >= 1)"
-    return None
+    return violation("megatron", config)  # the configuration rules (solver/frameworks.py)
 
 
 def model_args(model: ModelSpec, seq_len: int) -> list[str]:

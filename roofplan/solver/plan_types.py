@@ -13,9 +13,9 @@ from typing import Any
 from roofplan.hardware.spec import DeviceSpec
 from roofplan.models.spec import ModelSpec
 from roofplan.plain import plain, with_timing
+from roofplan.solver.frameworks import FRAMEWORKS  # noqa: F401  (the training launchers)
 
 SCHEMA = "roofplan.plan.train/v1"
-FRAMEWORKS = ("megatron", "deepspeed", "torchtitan")
 
 #: Keys of a candidate that describe the configuration (the rest is its estimate).
 CONFIG_KEYS = ("gpus", "gpus_per_node", "tp", "pp", "dp", "cp", "ep", "vpp", "micro_batch", "global_batch",

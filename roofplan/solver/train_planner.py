@@ -34,6 +34,7 @@ from roofplan.errors import InfeasibleError, InputError
 from roofplan.hardware.spec import DeviceSpec
 from roofplan.models.spec import ModelSpec
 from roofplan.solver import constraints as cons
+from roofplan.solver import frameworks as frameworks_
 from roofplan.solver import placement_ilp as pilp
 from roofplan.solver import robust
 from roofplan.solver.plan_types import CONFIG_KEYS, FRAMEWORKS, TrainPlan
@@ -578,11 +579,13 @@ def _expressible(prob: pilp.PlacementProblem, c: dict, opts: SpaceOptions) -> pi
         allowed["parameters"] = ()
     framework = opts.framework
     fws = (framework,) if isinstance(framework, str) else tuple(framework or ())
-    if "megatron" in fws:
+    # what the asked-for launchers write (solver/frameworks.py): optimizer offload, parameters with it
+    if not frameworks_.expresses(fws, c, offload=1):
+        allowed["optimizer_moments"] = allowed["master_weights"] = allowed["parameters"] = ()
+    if not frameworks_.expresses(fws, c, offload=2):
         allowed["parameters"] = ()
-    if "torchtitan" in fws:  # CPU offload is all-or-nothing there; full AC covers every layer
-        allowed = {k: () for k in allowed}
-    return dataclasses.replace(prob, allowed=allowed, full_all_or_nothing="torchtitan" in fws,
+    partial = frameworks_.expresses(fws, c, recompute=2, recompute_layers=1)
+    return dataclasses.replace(prob, allowed=allowed, full_all_or_nothing=not partial,
                                allow_selective="selective" in opts.recompute, allow_full="full" in opts.recompute,
                                links=(("same", "optimizer_moments", "master_weights"),
                                       ("implies", "parameters", "optimizer_moments")))
@@ -884,7 +887,7 @@ def plan_training(model, hardware, *, gpus: int, global_batch: int, seq_len: int
             g //= 2
     state = _Search()
     # TP-comm overlap is Megatron's (userbuffers); searched unless only other launchers are asked for
-    search_overlap = tp_comm_overlap and (not frameworks or frameworks == ["megatron"])
+    search_overlap = tp_comm_overlap and frameworks_.expresses(frameworks, {"zero": 1, "pp": 1}, tp_comm_overlap=1)
     for g in counts:
         _search(model, hw, gpus=g, global_batch=global_batch, seq_len=seq_len, dtype=dtype, gpus_per_node=node,
                 opts=opts, objective=objective, flash_attention=flash_attention, state=state, progress=progress,
