@@ -803,6 +803,54 @@ def _pooled(model, hw, state: _Search, *, dtype: str, gpus_per_node: int, tokens
     return out
 
 
+def _check_goal(hw: DeviceSpec, dtype: str, objective: str, tokens) -> float | None:
+    """InputError for a dtype, objective or token budget the plan cannot take; the tokens as a float."""
+    if dtype not in TRAIN_DTYPES:
+        raise InputError("dtype", dtype, "one of " + ", ".join(TRAIN_DTYPES) + " for training")
+    hw.peak(dtype)  # InputError for a dtype the device has no peak for (fp8 before Hopper)
+    if objective not in OBJECTIVES:
+        raise InputError("objective", objective, "one of " + ", ".join(OBJECTIVES))
+    if objective == "cost" and not hw.price_per_hour:
+        raise InputError("objective", objective, f"{hw.id} has no price_per_hour in its catalog; use throughput")
+    if objective == "energy":
+        require_power(hw)
+    if tokens is None:
+        return None
+    try:
+        tokens = float(tokens)
+    except (TypeError, ValueError):
+        raise InputError("tokens", tokens, "a positive number of training tokens") from None
+    if not tokens > 0:
+        raise InputError("tokens", tokens, "a positive number of training tokens")
+    return tokens
+
+
+def _fixed_degrees(**degrees) -> dict[str, tuple[int, ...]]:
+    """The degrees the caller fixed (an int or a list each), checked positive."""
+    fixed = {}
+    for name, v in degrees.items():
+        if v is not None:
+            vals = tuple(int(x) for x in (v if isinstance(v, (list, tuple)) else (v,)))
+            for x in vals:
+                _positive_int(name, x)
+            fixed[name] = vals
+    return fixed
+
+
+def _objective_doc(hw: DeviceSpec, objective: str, counts: list[int], tokens, best: dict) -> dict:
+    """The ``objective`` part of the plan document: prices, power, and the totals of a token budget."""
+    obj = {"name": objective, "price_per_gpu_hour": hw.price_per_hour, "price_date": hw.price_date,
+           "power_idle_w": hw.idle_w, "power_max_w": hw.max_w if hw.max_w is not None else hw.tdp_w}
+    if objective in ("cost", "energy"):
+        obj["gpu_counts_searched"] = counts
+    if tokens is not None:
+        obj["tokens"] = tokens
+        obj["time_to_train_days"] = best.get("time_to_train_days")
+        obj["cost_to_train_usd"] = best.get("cost_to_train_usd")
+        obj["energy_to_train_kwh"] = best.get("energy_to_train_kwh")
+    return obj
+
+
 # -- the API -----------------------------------------------------------------------------------------
 def plan_training(model, hardware, *, gpus: int, global_batch: int, seq_len: int, dtype: str = "bf16",
                   objective: str = "throughput", top: int = 5, tokens: float | None = None, calibration_label=None,
@@ -815,7 +863,8 @@ def plan_training(model, hardware, *, gpus: int, global_batch: int, seq_len: int
                   constraints=(), robust_choice: bool = True, tp_comm_overlap: bool = True) -> TrainPlan:
     """Search every valid training configuration for ``gpus`` devices and return the best.
 
-    ``emit`` restricts the search to what that launcher can express (and renders its command);
+    ``model``/``hardware`` are resolved specs (:func:`roofplan.plan_training` resolves ids and renders
+    the launch commands). ``emit`` restricts the search to what that launcher can express;
     ``recompute``/``zero``/``offload``/``sequence_parallel`` restrict the knobs; ``tp``...``vpp`` fix
     degrees (an int or a list). ``constraints`` (:class:`roofplan.solver.constraints.Constraint`, or
     the ``--fix``/``--exclude`` strings as ``{"fix": ..., "exclude": ...}``) mask the search.
@@ -836,22 +885,7 @@ def plan_training(model, hardware, *, gpus: int, global_batch: int, seq_len: int
     seq_len = _positive_int("seq_len", seq_len)
     top = _positive_int("top", top)
     max_micro_batch = _positive_int("max_micro_batch", max_micro_batch)
-    if dtype not in TRAIN_DTYPES:
-        raise InputError("dtype", dtype, "one of " + ", ".join(TRAIN_DTYPES) + " for training")
-    hw.peak(dtype)  # InputError for a dtype the device has no peak for (fp8 before Hopper)
-    if objective not in OBJECTIVES:
-        raise InputError("objective", objective, "one of " + ", ".join(OBJECTIVES))
-    if objective == "cost" and not hw.price_per_hour:
-        raise InputError("objective", objective, f"{hw.id} has no price_per_hour in its catalog; use throughput")
-    if objective == "energy":
-        require_power(hw)
-    if tokens is not None:
-        try:
-            tokens = float(tokens)
-        except (TypeError, ValueError):
-            raise InputError("tokens", tokens, "a positive number of training tokens") from None
-        if not tokens > 0:
-            raise InputError("tokens", tokens, "a positive number of training tokens")
+    tokens = _check_goal(hw, dtype, objective, tokens)
     node = _positive_int("gpus_per_node", hw.devices_per_node if gpus_per_node is None else gpus_per_node)
     if gpus > node and gpus % node:
         raise InputError("gpus", gpus, f"at most one node or a multiple of the node size ({node})")
@@ -863,13 +897,7 @@ def plan_training(model, hardware, *, gpus: int, global_batch: int, seq_len: int
     headroom = _headroom_bytes(memory_headroom_gib, hw)
     band = robust.error_band(hw.id, model)
     tie = band.fraction if robust_choice else None
-    fixed = {}
-    for name, v in (("tp", tp), ("pp", pp), ("cp", cp), ("ep", ep), ("vpp", vpp)):
-        if v is not None:
-            vals = tuple(int(x) for x in (v if isinstance(v, (list, tuple)) else (v,)))
-            for x in vals:
-                _positive_int(name, x)
-            fixed[name] = vals
+    fixed = _fixed_degrees(tp=tp, pp=pp, cp=cp, ep=ep, vpp=vpp)
     opts = SpaceOptions(
         recompute=_names("recompute", recompute, RECOMPUTE_CODES),
         zero=tuple(int(z) for z in _names("zero", zero, (0, 1, 2, 3))),
@@ -939,19 +967,12 @@ def plan_training(model, hardware, *, gpus: int, global_batch: int, seq_len: int
         why["fastest"] = {k: fastest[k] for k in CONFIG_KEYS} | {"step_time_s": fastest["step_time_s"],
                                                                  "tokens_per_s": fastest["tokens_per_s"]}
 
-    obj = {"name": objective, "price_per_gpu_hour": hw.price_per_hour, "price_date": hw.price_date,
-           "power_idle_w": hw.idle_w, "power_max_w": hw.max_w if hw.max_w is not None else hw.tdp_w}
-    if objective in ("cost", "energy"):
-        obj["gpu_counts_searched"] = counts
-    if tokens is not None:
-        obj["tokens"] = tokens
-        obj["time_to_train_days"] = best.get("time_to_train_days")
-        obj["cost_to_train_usd"] = best.get("cost_to_train_usd")
-        obj["energy_to_train_kwh"] = best.get("energy_to_train_kwh")
+    obj = _objective_doc(hw, objective, counts, tokens, best)
     inputs = {"model": model.name, "hardware": hw.id, "gpus": gpus, "gpus_per_node": node,
               "global_batch": global_batch, "seq_len": seq_len, "dtype": dtype, "objective": objective,
               "top": top, "tokens": tokens, "emit": frameworks, "allow_cross_node_tp": allow_cross_node_tp,
-              "flash_attention": flash_attention, "calibration": calibration_label, "memory_headroom_gib": headroom / GiB,
+              "flash_attention": flash_attention, "calibration": calibration_label,
+              "memory_headroom_gib": headroom / GiB,
               "constraints": [("exclude " if c.exclude else "fix ") + c.text for c in constraints],
               "robust_choice": robust_choice, "error_band": band.label}
     return TrainPlan(model=model, hardware=hw, inputs=inputs, best=best, candidates=lead,
