@@ -81,6 +81,15 @@ def plan_serve(
     target: list[str] | None = typer.Option(  # noqa: B008
         None, "--target", metavar="ENGINE=VERSION",
         help="Engine release the launch files are written for (e.g. sglang=0.5.23); default current."),
+    memory_headroom: str | None = typer.Option(
+        None, "--memory-headroom", metavar="GIB",
+        help="Free GiB per GPU every instance must leave, or per role prefill=4,decode=8 "
+        "(default 5% of HBM + 1 GiB)."),
+    fix: str | None = typer.Option(
+        None, "--fix", metavar="[ROLE.]K=V,...",
+        help="Fix instance knobs (tp pp ep dp batch chunk), per role e.g. prefill.tp=4,decode.tp=8."),
+    exclude: str | None = typer.Option(
+        None, "--exclude", metavar="[ROLE.]COND,...", help="Exclude matches, e.g. decode.batch>256,pp>1."),
     json_out: bool = JSON_OPTION,
     calibration: str | None = CALIBRATION_OPTION,
 ) -> None:
@@ -109,6 +118,7 @@ def plan_serve(
             slo_percentile,
             target,
             price=price,
+            limits=(memory_headroom, fix, exclude),
         )
     )
 
@@ -163,6 +173,7 @@ def _impl(
     slo_percentile=90.0,
     targets=None,
     price=None,
+    limits=(None, None, None),
 ):
     from roofplan.cli.serve_options import spec_from_flags
     from roofplan.hardware.pricing import apply_prices, parse_prices
@@ -220,6 +231,8 @@ def _impl(
         slo_percentile=slo_percentile or None,
         engines=engines,
         targets=targets,
+        memory_headroom=limits[0],
+        constraints={"fix": limits[1], "exclude": limits[2]},
     )
     doc = checked(plan.to_json(), calibration)  # before anything is written
     if objective == "cost" and doc["inputs"].get("objective") != "cost":
@@ -327,7 +340,12 @@ def _render_best(doc: dict) -> None:
         note = f"batch: concurrent requests per instance, prefill chunk {c['chunk']} tokens"
     console.print(styled(f"[bold]{esc(title)}[/bold]"))
     console.print(t)
-    console.print(note + f"; hardware {roles[0]['hardware']}" * (not mixed), style="dim", highlight=False)
+    free = ", ".join(f"{r} {i['free_memory_gib']:.1f} GiB" for r, i in zip(("prefill", "decode"), roles)
+                     if i.get("free_memory_gib") is not None)
+    if free and best["mode"] == "colocated":
+        free = free.split(", ")[0].replace("prefill", "colocated")
+    console.print(note + f"; hardware {roles[0]['hardware']}" * (not mixed) + (f"; free memory per GPU: {free}"
+                  if free else ""), style="dim", highlight=False)
     console.print(styled(
         f"TTFT [bold]{best['ttft_ms']:.1f} ms[/bold]  TPOT [bold]{best['tpot_ms']:.2f} ms[/bold]  "
         f"{best['output_tokens_per_s']:,.0f} output tok/s  "

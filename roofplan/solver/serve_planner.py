@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from roofplan.costmodel.train_memory import default_memory_headroom_bytes
 from roofplan.errors import InputError
 from roofplan.models.spec import ModelSpec
 from roofplan.solver.pd_ilp import Budget
@@ -47,14 +48,18 @@ from roofplan.solver.serve_request import (
     effective_objective,
     hf_id,
     parse_budget,
+    parse_constraints,
+    parse_headroom,
 )
 from roofplan.solver.serve_result import SCHEMA, Deployment, InstancePlan, ServePlan, pick
 from roofplan.solver.serve_roles import (
     RoleCandidates,
+    apply_limits,
     evaluate_colocated,
     evaluate_colocated_percentile,
     evaluate_decode,
     evaluate_prefill,
+    free_bytes,
     kv_streams,
     kv_transfer_time,
     prune,
@@ -90,6 +95,8 @@ class _Search:
     common: dict  # dtype, kv_dtype, engine_name
     features: tuple | None
     slo_percentile: float | None
+    headroom: dict = field(default_factory=dict)  # role -> GiB a candidate must leave free (None: the default)
+    constraints: tuple = ()  # solver.constraints.Constraint with a role
     colo: list[RoleCandidates] = field(default_factory=list)
     pre: list[RoleCandidates] = field(default_factory=list)
     dec: list[RoleCandidates] = field(default_factory=list)
@@ -186,7 +193,7 @@ def _evaluate(S: _Search) -> None:
             else:
                 R = evaluate_colocated_percentile(S.model, pool, eng, shapes, isl=S.isl, osl=S.osl, ttft_s=S.ttft_s,
                                                   tpot_s=S.tpot_s, p=S.slo_percentile, **common)
-            S.colo.append(R)
+            S.colo.append(_limited(S, R))
         if S.mode not in ("auto", "disagg"):
             continue
         if "prefill" in pool.roles:
@@ -194,16 +201,25 @@ def _evaluate(S: _Search) -> None:
                                  **common)
             if S.slo_percentile is not None:
                 queue_prefill(S.model, R, isl=S.isl, kv_dtype=S.kv_dtype, p=S.slo_percentile, ttft_s=S.ttft_s)
-            S.pre.append(R)
+            S.pre.append(_limited(S, R))
         if "decode" in pool.roles:
             R = evaluate_decode(S.model, pool, eng, shapes, isl=S.isl, osl=S.osl, tpot_s=S.tpot_s,
                                 features=S.features, **common)
             if S.slo_percentile is not None:
                 queue_decode(R, osl=S.osl, p=S.slo_percentile, ttft_s=S.ttft_s)
-            S.dec.append(R)
+            S.dec.append(_limited(S, R))
     for R in S.candidates:
         S.searched += R.searched
         S.count(R.rejected)
+
+
+def _limited(S: _Search, R: RoleCandidates) -> RoleCandidates:
+    """``R`` with the memory headroom of its role and the user's constraints applied."""
+    gib = S.headroom.get(R.role)
+    need = default_memory_headroom_bytes(R.pool.hw.hbm_bytes) if gib is None else float(gib) * 2**30
+    free = free_bytes(S.model, R, S.engine, isl=S.isl, osl=S.osl, **S.common)
+    apply_limits(R, free, need, S.constraints)
+    return R
 
 
 def _confirmed(S: _Search, best: Deployment, best_colo: Deployment | None, best_dis: Deployment | None, req: dict):
@@ -262,6 +278,10 @@ def _request_doc(S: _Search, ttft_ms, tpot_ms, rate) -> dict:
         "memory_reserve_fraction": eng.memory_reserve_fraction,
         "reserve_of_free": eng.reserve_of_free,
         "slo_percentile": S.slo_percentile,
+        "memory_headroom_gib": {p.name: {r: (S.headroom[r] if S.headroom.get(r) is not None else
+                                             default_memory_headroom_bytes(p.hw.hbm_bytes) / 2**30)
+                                         for r in p.roles} for p in pools},
+        "constraints": [("exclude " if c.exclude else "fix ") + c.text for c in S.constraints],
     }
     if S.features:
         request["speculative"] = S.features[0].to_json() if S.features[0] is not None else None
@@ -284,7 +304,8 @@ def _features(mode: str, isl: int, speculative, prefix_hit, expert_skew) -> tupl
 
 
 def _setup(model: ModelSpec, hw, engine, *, gpus, isl, osl, ttft_ms, tpot_ms, rate, mode, dtype, kv_dtype,
-           objective, speculative, prefix_hit, expert_skew, slo_percentile) -> _Search:
+           objective, speculative, prefix_hit, expert_skew, slo_percentile, memory_headroom=None,
+           constraints=()) -> _Search:
     """Check the request and hold it as the search uses it."""
     if not isinstance(model, ModelSpec):
         raise InputError("model", model, "a resolved ModelSpec (roofplan.plan_serving resolves ids)")
@@ -302,7 +323,8 @@ def _setup(model: ModelSpec, hw, engine, *, gpus, isl, osl, ttft_ms, tpot_ms, ra
                    ttft_s=ttft_ms / 1e3 if ttft_ms is not None else None,
                    tpot_s=tpot_ms / 1e3 if tpot_ms is not None else None, rate=rate, mode=mode, objective=objective,
                    common=dict(dtype=dtype, kv_dtype=kv_dtype, engine_name=engine.name), features=features,
-                   slo_percentile=slo_percentile)
+                   slo_percentile=slo_percentile, headroom=parse_headroom(memory_headroom),
+                   constraints=parse_constraints(constraints))
 
 
 def plan_serving(
@@ -324,6 +346,8 @@ def plan_serving(
     prefix_hit=None,
     expert_skew: float = 1.0,
     slo_percentile: float | None = None,
+    memory_headroom=None,
+    constraints=(),
 ) -> ServePlan:
     """Search serving deployments of ``model`` on ``gpus`` devices of ``hw`` (SPEC §3.4).
 
@@ -345,11 +369,19 @@ def plan_serving(
     (:mod:`roofplan.solver.serve_goodput`); the pick is then run through the simulator
     (``best["simulated"]``) and its headroom reported (``best["headroom"]``). None: the
     deterministic operating-point model of the module docstring.
+
+    ``memory_headroom``: free GiB per device every instance must leave at its operating point (one
+    number, or per role ``{"prefill": 4, "decode": 8}`` / ``"prefill=4,decode=8"``); default the
+    training planner's rule, 5 % of the pool's HBM + 1 GiB. ``constraints``: per-role
+    ``{"fix": "prefill.tp=4,decode.tp=8", "exclude": "decode.batch>256"}`` (or Constraint objects).
+    Rejections are counted as ``headroom`` and ``constraint``; every instance reports its
+    ``free_memory_gib``.
     """
     t0 = time.perf_counter()
     S = _setup(model, hw, engine, gpus=gpus, isl=isl, osl=osl, ttft_ms=ttft_ms, tpot_ms=tpot_ms, rate=rate,
                mode=mode, dtype=dtype, kv_dtype=kv_dtype, objective=objective, speculative=speculative,
-               prefix_hit=prefix_hit, expert_skew=expert_skew, slo_percentile=slo_percentile)
+               prefix_hit=prefix_hit, expert_skew=expert_skew, slo_percentile=slo_percentile,
+               memory_headroom=memory_headroom, constraints=constraints)
     _evaluate(S)
     best_colo = best_colocated(S.colo, S.budget, rate, S.objective, osl) if S.colo else None
     best_dis, pd_info = (None, {})

@@ -179,3 +179,49 @@ def hf_id(model: ModelSpec) -> str:
     """The Hugging Face repository of a preset (from its ``source`` URL), else the model name."""
     m = re.search(r"huggingface\.co/([A-Za-z0-9_.\-]+/[A-Za-z0-9_.\-]+)", model.source or "")
     return m.group(1) if m else model.name
+
+
+def parse_headroom(value) -> dict[str, float | None]:
+    """Free GiB per device each role's instances must leave: None (the default rule of
+    :func:`~roofplan.costmodel.train_memory.default_memory_headroom_bytes`, per pool), one number
+    for every role, ``"prefill=4,decode=8"`` or {role: GiB}."""
+    roles = ROLES + ("colocated",)
+    if value is None:
+        return {}
+    if isinstance(value, str) and "=" in value:
+        items = {}
+        for part in value.split(","):
+            role, _, num = part.strip().partition("=")
+            items[role.strip()] = num.strip()
+        value = items
+    if isinstance(value, dict):
+        out = {}
+        for role, v in value.items():
+            if role not in roles:
+                raise InputError("memory_headroom", role, "a role among " + ", ".join(roles))
+            out[role] = _gib(v)
+        return out
+    g = _gib(value)
+    return {r: g for r in roles}
+
+
+def _gib(v) -> float:
+    try:
+        g = float(v)
+    except (TypeError, ValueError):
+        raise InputError("memory_headroom", v, "GiB per device: a number >= 0 (or ROLE=GiB,...)") from None
+    if isinstance(v, bool) or not math.isfinite(g) or not 0 <= g <= 1e6:
+        raise InputError("memory_headroom", v, "GiB per device: a number >= 0 (or ROLE=GiB,...)")
+    return g
+
+
+def parse_constraints(constraints) -> tuple:
+    """Per-role ``--fix``/``--exclude`` (:mod:`roofplan.solver.constraints`): Constraint objects, or
+    {"fix": text, "exclude": text}."""
+    from roofplan.solver import constraints as cons
+
+    if isinstance(constraints, dict):
+        kw = dict(keys=cons.SERVE_KEYS, roles=cons.SERVE_ROLES)
+        return (cons.parse(constraints.get("fix"), exclude=False, field="fix", **kw)
+                + cons.parse(constraints.get("exclude"), exclude=True, field="exclude", **kw))
+    return tuple(constraints or ())

@@ -403,3 +403,31 @@ def unit_cost(R: RoleCandidates, objective: str) -> np.ndarray:
         return R.gpus * float(R.pool.hw.price_per_hour)
     return R.gpus.astype(float)
 
+
+
+def free_bytes(model, R: RoleCandidates, engine, *, isl, osl, dtype, kv_dtype, engine_name) -> np.ndarray:
+    """Device memory each candidate leaves free at its operating point: HBM less the weights held
+    in HBM, the KV cache of its batch (prompts of one pass for prefill, ``isl + osl`` tokens per
+    request otherwise) and activations (:func:`roofplan.costmodel.serve.serve_memory`)."""
+    out = 1 if R.role == "prefill" else osl
+    cfg = serve_configs(R.shapes, R.batch, isl, out, dtype, kv_dtype, engine_name)
+    mem = serve_model.serve_memory(model, R.pool.hw, engine, cfg)
+    return np.asarray(mem.capacity - (mem.weights_hbm + mem.kv + mem.act), dtype=float)
+
+
+def apply_limits(R: RoleCandidates, free: np.ndarray, headroom_bytes: float, constraints=()) -> None:
+    """Keep the candidates that leave ``headroom_bytes`` free and satisfy the user's constraints
+    for this role, in place; among candidates otherwise accepted the others are counted as
+    ``constraint`` and ``headroom``."""
+    from roofplan.solver import constraints as cons
+
+    R.free_bytes = free
+    mine = tuple(c for c in constraints if c.role in (None, R.role))
+    cols = {"tp": R.shapes.tp, "pp": R.shapes.pp, "ep": R.shapes.ep, "dp": R.shapes.dp, "batch": R.batch,
+            "chunk": R.chunk if R.chunk is not None else np.zeros_like(R.batch)}
+    allowed = cons.mask(mine, cols)
+    _count(R.rejected, "constraint", R.ok & ~allowed)
+    short = free < headroom_bytes
+    _count(R.rejected, "headroom", R.ok & allowed & short)
+    R.fits = R.fits & allowed & ~short
+    R.ok = R.ok & R.fits
