@@ -212,7 +212,8 @@ def plan_train(
         help="Largest micro-batch searched."),
     fix: str | None = typer.Option(
         None, "--fix", metavar="K=V,...",
-        help="Fix knobs (tp pp dp cp ep etp vpp mb zero recompute offload sp tp_overlap), e.g. tp=8,pp=16."),
+        help="Fix knobs (tp pp dp cp ep etp vpp mb zero recompute offload sp tp_overlap dispatcher fp8_recipe), "
+        "e.g. tp=8,pp=16."),
     exclude: str | None = typer.Option(
         None, "--exclude", metavar="COND,...", help="Exclude matches, e.g. cp>1,zero=3."),
     memory_headroom: float | None = typer.Option(

@@ -7,7 +7,8 @@ them as one boolean mask over the enumerated configurations (rejections are coun
 
 Keys: the parallel degrees ``tp pp dp cp ep vpp etp`` (expert TP), ``mb`` (micro-batch), ``zero``, ``recompute``
 (none | selective | full), ``offload`` (none | optimizer | optimizer+params), ``sp`` (sequence
-parallelism: on | off) and ``tp_overlap`` (Megatron TP-comm overlap: on | off). Degrees, ``mb`` and ``zero`` compare with ``= != < <= > >=``; the named
+parallelism: on | off), ``tp_overlap`` (Megatron TP-comm overlap: on | off), ``dispatcher``
+(MoE token dispatcher: alltoall | deepep) and ``fp8_recipe`` (current | delayed). Degrees, ``mb`` and ``zero`` compare with ``= != < <= > >=``; the named
 knobs with ``=`` and ``!=``. ``--fix`` takes only ``=``; ``--exclude`` removes every configuration
 that matches any of its comparisons.
 
@@ -31,13 +32,15 @@ from roofplan.solver.space import OFFLOAD_CODES, RECOMPUTE_CODES
 #: Constraint key -> search-array name.
 KEYS = {"tp": "tp", "pp": "pp", "dp": "dp", "cp": "cp", "ep": "ep", "vpp": "vpp", "mb": "micro_batch",
         "zero": "zero", "recompute": "recompute", "offload": "offload", "sp": "sequence_parallel",
-        "tp_overlap": "tp_comm_overlap", "etp": "etp"}
+        "tp_overlap": "tp_comm_overlap", "etp": "etp", "dispatcher": "moe_dispatcher", "fp8_recipe": "fp8_recipe"}
 _NAMED = {"recompute": RECOMPUTE_CODES, "offload": OFFLOAD_CODES,
           "sp": {"off": 0, "on": 1, "false": 0, "true": 1, "no": 0, "yes": 1, "0": 0, "1": 1}}
 _NAMED["tp_overlap"] = _NAMED["sp"]
+_NAMED["dispatcher"] = {"alltoall": 0, "deepep": 1}
+_NAMED["fp8_recipe"] = {"current": 0, "delayed": 1}
 _OPS = {"=": operator.eq, "==": operator.eq, "!=": operator.ne, "<": operator.lt, "<=": operator.le,
         ">": operator.gt, ">=": operator.ge}
-_TERM = re.compile(r"\s*(?:([a-z]+)\.)?([a-z_]+)\s*(==|!=|<=|>=|=|<|>)\s*([A-Za-z0-9_+.-]+)\s*")
+_TERM = re.compile(r"\s*(?:([a-z]+)\.)?([a-z][a-z0-9_]*)\s*(==|!=|<=|>=|=|<|>)\s*([A-Za-z0-9_+.-]+)\s*")
 #: Serving constraint key -> candidate column (see the module docstring).
 SERVE_KEYS = {"tp": "tp", "pp": "pp", "ep": "ep", "dp": "dp", "batch": "batch", "chunk": "chunk"}
 SERVE_ROLES = ("prefill", "decode", "colocated")

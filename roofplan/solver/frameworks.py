@@ -13,6 +13,7 @@ the framework cannot run the configuration, message). From this table alone deri
   (:func:`launchable`).
 
 Arrays hold the search's integer codes: ``offload`` 0 none / 1 optimizer / 2 optimizer+params,
+``moe_dispatcher`` 0 alltoall / 1 deepep, ``fp8_recipe`` 0 current / 1 delayed,
 ``recompute`` 0 none / 1 selective / 2 full, ``recompute_layers`` 0 = every layer, ``etp`` 0 =
 expert TP equal to TP (a plan's configuration gives the degree itself). Sources:
 Megatron-LM ``arguments.py`` (``--optimizer-cpu-offload`` needs ``--use-distributed-optimizer``;
@@ -46,6 +47,10 @@ def _partial_recompute(a):
 
 _TP_OVERLAP = Rule("tp_comm_overlap", lambda a: a["tp_comm_overlap"] != 0,
                    "no userbuffers TP-communication overlap (Megatron --tp-comm-overlap)")
+_DEEPEP = Rule("deepep", lambda a: a["moe_dispatcher"] != 0,
+               "no DeepEP token dispatcher (Megatron-Core --moe-token-dispatcher-type flex)")
+_FP8_DELAYED = Rule("fp8_delayed", lambda a: a["fp8_recipe"] != 0,
+                    "no Transformer Engine delayed-scaling FP8 recipe (Megatron --fp8-recipe delayed)")
 _ETP = Rule("expert_tp", lambda a: (a["etp"] != 0) & (a["tp"] > 1),  # with TP 1 expert TP 1 is the default
             "no separate expert tensor-parallel degree (Megatron-Core --expert-tensor-parallel-size)")
 
@@ -71,6 +76,8 @@ RULES: dict[str, tuple[Rule, ...]] = {
         _TP_OVERLAP,
         Rule("interleaved", lambda a: a["vpp"] > 1, "the DeepSpeed pipeline engine has no interleaved schedule"),
         _ETP,
+        _DEEPEP,
+        _FP8_DELAYED,
     ),
     "torchtitan": (
         Rule("zero1", lambda a: a["zero"] == 1, "FSDP2 has no optimizer-only sharding (ZeRO-1)"),
@@ -82,11 +89,16 @@ RULES: dict[str, tuple[Rule, ...]] = {
              "torchtitan CPU offload moves parameters, gradients and optimizer together (ZeRO-3 only)"),
         Rule("partial_recompute", _partial_recompute, "torchtitan full activation checkpointing covers every layer"),
         _ETP,
+        _DEEPEP,
+        _FP8_DELAYED,
     ),
 }
 
 _DEFAULTS = {"tp_comm_overlap": 0, "etp": 0, "recompute_layers": 0, "cp": 1, "vpp": 1, "tp": 1}
-_KEYS = ("tp", "zero", "pp", "cp", "vpp", "offload", "recompute", "recompute_layers", "tp_comm_overlap", "etp")
+_KEYS = ("tp", "zero", "pp", "cp", "vpp", "offload", "recompute", "recompute_layers", "tp_comm_overlap", "etp",
+         "moe_dispatcher", "fp8_recipe")
+_NAMES = {"offload": OFFLOAD_CODES, "recompute": RECOMPUTE_CODES, "moe_dispatcher": {"alltoall": 0, "deepep": 1},
+          "fp8_recipe": {"current": 0, "delayed": 1}}
 
 
 def as_arrays(config: Mapping) -> dict[str, np.ndarray]:
@@ -95,10 +107,8 @@ def as_arrays(config: Mapping) -> dict[str, np.ndarray]:
     for k in _KEYS:
         v = config.get(k, _DEFAULTS.get(k, 0))
         v = 0 if v is None else v
-        if k == "offload" and isinstance(v, str):
-            v = OFFLOAD_CODES[v]
-        if k == "recompute" and isinstance(v, str):
-            v = RECOMPUTE_CODES[v]
+        if isinstance(v, str):
+            v = _NAMES[k][v]
         out[k] = np.atleast_1d(np.asarray(v, dtype=np.int64))
     out["etp"] = np.where(out["etp"] == out["tp"], 0, out["etp"])  # a plan's expert TP degree; TP = default
     return out

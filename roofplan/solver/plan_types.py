@@ -20,7 +20,7 @@ SCHEMA = "roofplan.plan.train/v1"
 #: Keys of a candidate that describe the configuration (the rest is its estimate).
 CONFIG_KEYS = ("gpus", "gpus_per_node", "tp", "pp", "dp", "cp", "ep", "vpp", "micro_batch", "global_batch",
                "seq_len", "dtype", "recompute", "recompute_layers", "sequence_parallel", "zero", "offload",
-               "tp_comm_overlap", "etp")
+               "tp_comm_overlap", "etp", "moe_dispatcher", "fp8_recipe")
 
 
 @dataclass

@@ -159,35 +159,66 @@ def _overwrite(arr, idx: np.ndarray, sub) -> None:
         setattr(arr, f.name, v)
 
 
+#: Scalars of the cost model the planner searches per configuration: array column -> (TrainConfigs
+#: field, its value for each code). Code 0 is ``estimate train``'s default.
+KNOBS = {"tp_comm_overlap": ("tp_comm_overlap", (False, True)),
+         "moe_dispatcher": ("moe_dispatcher", ("alltoall", "deepep")),
+         "fp8_recipe": ("fp8_recipe", ("current", "delayed"))}
+
+
 def _step(model, hw, arrays: dict, dtype: str, gpus_per_node: int, flash_attention: bool):
-    """``train_step`` of configuration arrays whose ``tp_comm_overlap`` column (0/1, optional) says
-    which lanes run Megatron's TP-comm overlap (a scalar of the cost model: one call per setting)."""
+    """``train_step`` of configuration arrays whose :data:`KNOBS` columns (codes, optional) say
+    which setting each lane runs (scalars of the cost model: one call per combination in use)."""
     cfg = _configs(arrays, dtype, gpus_per_node, flash_attention)
     arr = _cm().train_step(model, hw, cfg)
-    on = np.flatnonzero(np.asarray(arrays.get("tp_comm_overlap", np.zeros(1)), dtype=bool)
-                        & np.ones(arrays["tp"].shape, dtype=bool))
-    if on.size:
-        _overwrite(arr, on, _cm().train_step(model, hw, dataclasses.replace(cfg, tp_comm_overlap=True).take(on)))
+    n = arrays["tp"].shape
+    codes = np.stack([np.broadcast_to(np.asarray(arrays.get(k, 0), dtype=np.int64), n) for k in KNOBS], axis=1)
+    for combo in np.unique(codes, axis=0):
+        if not combo.any():
+            continue
+        lanes = np.flatnonzero(np.all(codes == combo, axis=1))
+        change = {field: values[int(c)] for (field, values), c in zip(KNOBS.values(), combo)}
+        _overwrite(arr, lanes, _cm().train_step(model, hw, dataclasses.replace(cfg, **change).take(lanes)))
     return arr
 
 
-def _best_overlap(model, hw, cfg, arr, arrays: dict, constraints: tuple = ()) -> None:
-    """Search TP-comm overlap (Megatron ``--tp-comm-overlap``: needs TP > 1 and sequence
-    parallelism): lanes where it fits and is faster switch to it, in ``arr`` and in ``arrays``;
-    ``constraints`` on ``tp_overlap`` decide which settings a lane may take."""
+def _best_knob(model, hw, arr, arrays: dict, column: str, eligible: np.ndarray, step_kw: dict,
+               constraints: tuple = ()) -> None:
+    """Search knob ``column`` (code 1 against the current 0) on the ``eligible`` lanes: lanes
+    where it fits and is faster switch to it, in ``arr`` and in ``arrays`` (the other knobs as
+    already chosen); ``constraints`` on the knob decide which settings a lane may take."""
     off = np.zeros(arrays["tp"].shape, dtype=np.int64)
-    arrays["tp_comm_overlap"] = off
-    on_ok = cons.mask(constraints, arrays | {"tp_comm_overlap": off + 1})
+    arrays[column] = off
+    on_ok = cons.mask(constraints, arrays | {column: off + 1})
     off_ok = cons.mask(constraints, arrays)
-    cand = np.flatnonzero((arrays["tp"] > 1) & (arrays["sequence_parallel"] == 1) & on_ok)
+    cand = np.flatnonzero(eligible & on_ok)
     if not cand.size:
         return
-    sub = _cm().train_step(model, hw, dataclasses.replace(cfg.take(cand), tp_comm_overlap=True))
+    sub = _step(model, hw, {k: v[cand] for k, v in arrays.items()} | {column: off[cand] + 1}, **step_kw)
     off_fits = np.asarray(arr.fits, dtype=bool)[cand] & off_ok[cand]
     better = np.asarray(sub.fits, dtype=bool) & (~off_fits | (sub.tokens_per_s > arr.tokens_per_s[cand] * (1 + 1e-9)))
     if better.any():
         _overwrite(arr, cand[better], sub.take(better))
-        arrays["tp_comm_overlap"][cand[better]] = 1
+        arrays[column][cand[better]] = 1
+
+
+def _search_knobs(model, hw, arr, arrays: dict, searched: tuple[str, ...], step_kw: dict, constraints) -> None:
+    """TP-comm overlap (Megatron ``--tp-comm-overlap``: TP > 1 with sequence parallelism), the MoE
+    dispatcher (DeepEP: experts spread over EP > 1) and the FP8 recipe (fp8 training), each where
+    ``searched`` names it; the others stay at code 0."""
+    eligible = {"tp_comm_overlap": (arrays["tp"] > 1) & (arrays["sequence_parallel"] == 1),
+                "moe_dispatcher": arrays["ep"] > 1,
+                "fp8_recipe": np.full(arrays["tp"].shape, step_kw["dtype"] == "fp8")}
+    for column in KNOBS:
+        arrays[column] = np.zeros(arrays["tp"].shape, dtype=np.int64)
+    for column in KNOBS:
+        if column in searched:
+            post = tuple(c for c in constraints if KEYS_OF_KNOB.get(c.key) == column)
+            _best_knob(model, hw, arr, arrays, column, eligible[column], step_kw, post)
+
+
+#: Constraint key (solver/constraints.py) of each searched knob.
+KEYS_OF_KNOB = {"tp_overlap": "tp_comm_overlap", "dispatcher": "moe_dispatcher", "fp8_recipe": "fp8_recipe"}
 
 
 def _threshold(best: float, band: float) -> float:
@@ -199,21 +230,21 @@ def _search(model: ModelSpec, hw: DeviceSpec, *, gpus: int, global_batch: int, s
             gpus_per_node: int, opts: SpaceOptions, objective: str, flash_attention: bool, state: _Search,
             progress: Callable[[int, int], None] | None = None, stop_at_first: bool = False,
             pool: int = POOL, headroom_bytes: float = 0.0, constraints: tuple = (),
-            band: float | None = None, search_overlap: bool = False) -> bool:
+            band: float | None = None, knobs: tuple[str, ...] = ()) -> bool:
     """Search one GPU count into ``state``; returns whether anything fits.
 
     A configuration that fits but leaves less than ``headroom_bytes`` free is rejected as
     ``headroom``; one outside the user's ``constraints`` as ``constraint``. With ``band`` (a
     fraction) the robust pool keeps the simplest configurations within the band of the best.
-    ``search_overlap`` also evaluates TP-comm overlap for every lane that can use it."""
+    ``knobs`` names the :data:`KNOBS` evaluated for every lane that can use them."""
     cm = _cm()
     space = enumerate_space(model, hw, gpus=gpus, global_batch=global_batch, seq_len=seq_len, dtype=dtype,
                             gpus_per_node=gpus_per_node, opts=opts)
     state.searched += space.searched
     state.rejected.update(space.rejected)
     # constraints on the overlap apply once it is decided (after the cost model), the rest before
-    post = tuple(c for c in constraints if c.key == "tp_overlap")
-    pre = tuple(c for c in constraints if c.key != "tp_overlap")
+    post = tuple(c for c in constraints if c.key in KEYS_OF_KNOB)
+    pre = tuple(c for c in constraints if c.key not in KEYS_OF_KNOB)
     if pre and len(space):
         ok = cons.mask(pre, space.arrays)
         if not ok.all():
@@ -234,10 +265,8 @@ def _search(model: ModelSpec, hw: DeviceSpec, *, gpus: int, global_batch: int, s
             cfg = cfg.take(ok)
         if arrays["tp"].size:
             arr = cm.train_step(model, hw, cfg)
-            if search_overlap:
-                _best_overlap(model, hw, cfg, arr, arrays, post)
-            else:
-                arrays["tp_comm_overlap"] = np.zeros(arrays["tp"].shape, dtype=np.int64)
+            _search_knobs(model, hw, arr, arrays, knobs, dict(dtype=dtype, gpus_per_node=gpus_per_node,
+                                                              flash_attention=flash_attention), post)
             state.evaluated += arrays["tp"].size
             excluded = ~cons.mask(post, arrays)
             if excluded.any():
@@ -335,6 +364,8 @@ def _candidate(model: ModelSpec, hw: DeviceSpec, cfg: dict, met: dict, i: int, *
         "sequence_parallel": bool(cfg["sequence_parallel"][i]), "zero": int(cfg["zero"][i]),
         "offload": OFFLOAD_NAMES[int(cfg["offload"][i])],
         "tp_comm_overlap": bool(cfg["tp_comm_overlap"][i]) if "tp_comm_overlap" in cfg else False,
+        "moe_dispatcher": KNOBS["moe_dispatcher"][1][int(cfg["moe_dispatcher"][i]) if "moe_dispatcher" in cfg else 0],
+        "fp8_recipe": KNOBS["fp8_recipe"][1][int(cfg["fp8_recipe"][i]) if "fp8_recipe" in cfg else 0],
     }
     # expert tensor parallelism as a degree (the arrays' 0 means "= tp")
     c["etp"] = int(cfg["etp"][i]) or c["tp"]
@@ -505,6 +536,8 @@ def _variants(c: dict, **changes) -> dict:
     d["offload"] = np.array([OFFLOAD_CODES[c["offload"]]])
     d["sequence_parallel"] = np.array([int(c["sequence_parallel"])])
     d["tp_comm_overlap"] = np.array([int(c.get("tp_comm_overlap", False))])
+    d["moe_dispatcher"] = np.array([KNOBS["moe_dispatcher"][1].index(c.get("moe_dispatcher", "alltoall"))])
+    d["fp8_recipe"] = np.array([KNOBS["fp8_recipe"][1].index(c.get("fp8_recipe", "current"))])
     d["etp"] = np.array([0 if c.get("etp", c["tp"]) == c["tp"] else c["etp"]])
     for k, v in changes.items():
         d[k] = np.array([v])
@@ -698,7 +731,7 @@ def _fits_any(model, hw, *, gpus, global_batch, seq_len, dtype, gpus_per_node, o
     return _search(model, hw, gpus=gpus, global_batch=global_batch, seq_len=seq_len, dtype=dtype,
                    gpus_per_node=gpus_per_node, opts=opts, objective="throughput", flash_attention=flash_attention,
                    state=st, stop_at_first=True, pool=1, headroom_bytes=headroom_bytes, constraints=constraints,
-                   search_overlap=any(c.key == "tp_overlap" for c in constraints))
+                   knobs=tuple(KEYS_OF_KNOB[c.key] for c in constraints if c.key in KEYS_OF_KNOB))
 
 
 #: Largest GPU count the infeasibility search tries (2^24, far beyond any cluster).
@@ -860,7 +893,8 @@ def plan_training(model, hardware, *, gpus: int, global_batch: int, seq_len: int
                   tp=None, pp=None, cp=None, ep=None, vpp=None, flash_attention: bool = True,
                   placement: bool = True, ilp_time_limit_s: float = 2.0,
                   progress: Callable[[int, int], None] | None = None, memory_headroom_gib: float | None = None,
-                  constraints=(), robust_choice: bool = True, tp_comm_overlap: bool = True) -> TrainPlan:
+                  constraints=(), robust_choice: bool = True, tp_comm_overlap: bool = True,
+                  search_dispatcher: bool = True, search_fp8_recipe: bool = True) -> TrainPlan:
     """Search every valid training configuration for ``gpus`` devices and return the best.
 
     ``model``/``hardware`` are resolved specs (:func:`roofplan.plan_training` resolves ids and renders
@@ -872,7 +906,9 @@ def plan_training(model, hardware, *, gpus: int, global_batch: int, seq_len: int
     :func:`~roofplan.costmodel.train_memory.default_memory_headroom_bytes`). With ``robust_choice``
     the candidates within the error band of the best are ranked simplest first
     (:mod:`roofplan.solver.robust`). ``tp_comm_overlap`` searches Megatron's TP-comm overlap per
-    configuration (unless ``emit`` asks only for launchers without it). Raises :class:`InputError` on bad input and
+    configuration (unless ``emit`` asks only for launchers without it); ``search_dispatcher`` the MoE
+    token dispatcher (alltoall or DeepEP) and ``search_fp8_recipe`` the FP8 scaling recipe (current
+    or delayed) likewise. Raises :class:`InputError` on bad input and
     :class:`InfeasibleError` (with the smallest fitting change) when nothing fits.
     """
     t0 = time.perf_counter()
@@ -915,11 +951,13 @@ def plan_training(model, hardware, *, gpus: int, global_batch: int, seq_len: int
             g //= 2
     state = _Search()
     # TP-comm overlap is Megatron's (userbuffers); searched unless only other launchers are asked for
-    search_overlap = tp_comm_overlap and frameworks_.expresses(frameworks, {"zero": 1, "pp": 1}, tp_comm_overlap=1)
+    knobs = tuple(k for k, on in (("tp_comm_overlap", tp_comm_overlap), ("moe_dispatcher", search_dispatcher),
+                                  ("fp8_recipe", search_fp8_recipe))
+                  if on and frameworks_.expresses(frameworks, {"zero": 1, "pp": 1}, **{k: 1}))
     for g in counts:
         _search(model, hw, gpus=g, global_batch=global_batch, seq_len=seq_len, dtype=dtype, gpus_per_node=node,
                 opts=opts, objective=objective, flash_attention=flash_attention, state=state, progress=progress,
-                headroom_bytes=headroom, constraints=constraints, band=tie, search_overlap=search_overlap)
+                headroom_bytes=headroom, constraints=constraints, band=tie, knobs=knobs)
     if state.pool_cfg is None:
         raise _infeasible(model, hw, gpus=gpus, global_batch=global_batch, seq_len=seq_len, dtype=dtype,
                           gpus_per_node=node, opts=opts, flash_attention=flash_attention, state=state,
