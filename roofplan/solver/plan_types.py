@@ -23,6 +23,12 @@ CONFIG_KEYS = ("gpus", "gpus_per_node", "tp", "pp", "dp", "cp", "ep", "vpp", "mi
                "tp_comm_overlap", "etp", "moe_dispatcher", "fp8_recipe")
 
 
+def brief(candidate: dict) -> dict:
+    """A candidate as the plan's ``why`` names it: its configuration, step time and throughput."""
+    return {k: candidate[k] for k in CONFIG_KEYS} | {"step_time_s": candidate["step_time_s"],
+                                                    "tokens_per_s": candidate["tokens_per_s"]}
+
+
 @dataclass
 class TrainPlan:
     """A finished training plan (see SPEC §3.3)."""

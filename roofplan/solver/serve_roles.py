@@ -135,21 +135,14 @@ def evaluate_prefill(
     rate = B * (m + s.pp - 1.0) / (m * ttft)
     ok = _within_sla(rejected, fits, ttft, ttft_s, "ttft_sla")
     power = _instance_power(pool, s, arr.prefill_compute_s, arr.prefill_memory_s, ttft)
-    return RoleCandidates(
-        "prefill",
-        pool,
-        s,
-        B,
-        None,
-        ttft,
-        np.full(len(B), np.nan),
-        rate,
-        fits,
-        ok,
-        len(B) + rejected.get("dp_balance", 0),
-        rejected,
-        power,
-    )
+    return _one_phase("prefill", pool, s, B, ttft, np.full(len(B), np.nan), rate, fits, ok, rejected, power)
+
+
+def _one_phase(role, pool, s, B, ttft, tpot, rate, fits, ok, rejected, power) -> RoleCandidates:
+    """Candidates of a prefill or decode role (no prefill chunk); searched includes the
+    candidates the attention-DP balance removed."""
+    return RoleCandidates(role, pool, s, B, None, ttft, tpot, rate, fits, ok, len(B) + rejected.get("dp_balance", 0),
+                          rejected, power)
 
 
 def _instance_power(pool: Pool, s: Shapes, compute_s, memory_s, total_s) -> np.ndarray | None:
@@ -184,21 +177,7 @@ def evaluate_decode(
     rate = B / (osl * tpot)
     ok = _within_sla(rejected, fits, tpot, tpot_s, "tpot_sla")
     power = _instance_power(pool, s, arr.decode_compute_s, arr.decode_memory_s, tpot)
-    return RoleCandidates(
-        "decode",
-        pool,
-        s,
-        B,
-        None,
-        np.full(len(B), np.nan),
-        tpot,
-        rate,
-        fits,
-        ok,
-        len(B) + rejected.get("dp_balance", 0),
-        rejected,
-        power,
-    )
+    return _one_phase("decode", pool, s, B, np.full(len(B), np.nan), tpot, rate, fits, ok, rejected, power)
 
 
 def evaluate_colocated(

@@ -37,7 +37,7 @@ from roofplan.solver import constraints as cons
 from roofplan.solver import frameworks as frameworks_
 from roofplan.solver import placement_ilp as pilp
 from roofplan.solver import robust
-from roofplan.solver.plan_types import CONFIG_KEYS, FRAMEWORKS, TrainPlan
+from roofplan.solver.plan_types import CONFIG_KEYS, FRAMEWORKS, TrainPlan, brief
 from roofplan.solver.space import (
     OFFLOAD_CODES,
     OFFLOAD_NAMES,
@@ -170,15 +170,20 @@ def _step(model, hw, arrays: dict, dtype: str, gpus_per_node: int, flash_attenti
     """``train_step`` of configuration arrays whose :data:`KNOBS` columns (codes, optional) say
     which setting each lane runs (scalars of the cost model: one call per combination in use)."""
     cfg = _configs(arrays, dtype, gpus_per_node, flash_attention)
-    arr = _cm().train_step(model, hw, cfg)
     n = arrays["tp"].shape
     codes = np.stack([np.broadcast_to(np.asarray(arrays.get(k, 0), dtype=np.int64), n) for k in KNOBS], axis=1)
-    for combo in np.unique(codes, axis=0):
-        if not combo.any():
-            continue
-        lanes = np.flatnonzero(np.all(codes == combo, axis=1))
-        change = {field: values[int(c)] for (field, values), c in zip(KNOBS.values(), combo)}
-        _overwrite(arr, lanes, _cm().train_step(model, hw, dataclasses.replace(cfg, **change).take(lanes)))
+    combos, inverse = np.unique(codes, axis=0, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    counts = np.bincount(inverse, minlength=len(combos))
+    order = np.argsort(-counts, kind="stable")  # the commonest setting over every lane, then the others
+
+    def change(combo) -> dict:
+        return {field: values[int(c)] for (field, values), c in zip(KNOBS.values(), combo)}
+
+    arr = _cm().train_step(model, hw, dataclasses.replace(cfg, **change(combos[order[0]])) if len(combos) else cfg)
+    for k in order[1:]:
+        lanes = np.flatnonzero(inverse == k)
+        _overwrite(arr, lanes, _cm().train_step(model, hw, dataclasses.replace(cfg, **change(combos[k])).take(lanes)))
     return arr
 
 
@@ -525,8 +530,7 @@ def _why(best: dict, pool: list[dict], objective: str, note: str = "") -> dict:
     if parts:
         summary += "; the winner saves " + ", ".join(parts)
     summary += (f"; memory headroom {tb['memory_headroom_gib']:.1f} GiB vs {tr['memory_headroom_gib']:.1f} GiB")
-    return {"summary": note + summary, "runner_up": {k: runner[k] for k in CONFIG_KEYS} | {
-        "step_time_s": runner["step_time_s"], "tokens_per_s": runner["tokens_per_s"]}, "terms": diffs}
+    return {"summary": note + summary, "runner_up": brief(runner), "terms": diffs}
 
 
 # -- placement ILP -----------------------------------------------------------------------------------
@@ -1002,8 +1006,7 @@ def plan_training(model, hardware, *, gpus: int, global_batch: int, seq_len: int
     note = _robust_note(best, fastest, tied, objective, band) if tie is not None else ""
     why = _why(best, lead + [c for c in pool if c not in lead], objective, note)
     if fastest is not best:
-        why["fastest"] = {k: fastest[k] for k in CONFIG_KEYS} | {"step_time_s": fastest["step_time_s"],
-                                                                 "tokens_per_s": fastest["tokens_per_s"]}
+        why["fastest"] = brief(fastest)
 
     obj = _objective_doc(hw, objective, counts, tokens, best)
     inputs = {"model": model.name, "hardware": hw.id, "gpus": gpus, "gpus_per_node": node,
