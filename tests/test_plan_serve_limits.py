@@ -25,8 +25,8 @@ def test_fixed_roles_equal_estimate_of_that_layout():
     assert (p["tp"], d["tp"]) == (4, 8)
     est = _estimate(d, isl=4000, osl=500)
     assert d["tpot_ms"] == pytest.approx(est["tpot_ms"], rel=1e-9)
-    mem = est["memory_gib_per_gpu"]
-    assert d["free_memory_gib"] == pytest.approx(mem["capacity"] - mem["total"], rel=1e-9)
+    mem = est["memory_gib_per_gpu"]  # the engine holds its pool (usable), so that is what stays free
+    assert d["free_memory_gib"] == pytest.approx(mem["capacity"] - max(mem["usable"], mem["total"]), rel=1e-9)
     assert plan.rejected["constraint"] > 0
     assert plan.request["constraints"] == ["fix prefill.tp=4", "fix decode.tp=8"]
 
@@ -40,18 +40,33 @@ def test_exclude_per_role_and_everywhere():
         assert b["decode"]["batch"] <= 64
 
 
-def test_headroom_is_left_and_rejections_counted():
-    """Every instance of the pick leaves the asked-for GiB free; a larger headroom rejects more
-    candidates (counted as headroom) and never raises the goodput."""
+def test_headroom_is_left_and_the_launch_files_leave_it():
+    """Every instance of the pick leaves the asked-for GiB free: the engines preallocate their KV
+    pool, so the share of HBM they leave unused is raised to the headroom (30 of 80 GiB: 0.375),
+    and vLLM's --gpu-memory-utilization follows; less KV room never raises the goodput."""
     base = roofplan.plan_serving("llama-3.1-70b", "h100-sxm", gpus=16, emit_launch=False, **REQ)
-    tight = roofplan.plan_serving("llama-3.1-70b", "h100-sxm", gpus=16, emit_launch=False, memory_headroom=30, **REQ)
+    tight = roofplan.plan_serving("llama-3.1-70b", "h100-sxm", gpus=16, memory_headroom=30, engines=["vllm"], **REQ)
     for inst in (tight.best["prefill"], tight.best["decode"]):
-        assert inst["free_memory_gib"] >= 30
-    assert tight.rejected["headroom"] > base.rejected.get("headroom", 0)
+        assert inst["free_memory_gib"] == pytest.approx(30.0)
+    assert tight.request["memory_reserve_fraction"] == pytest.approx(30 / 80)
+    assert "--gpu-memory-utilization 0.625" in " ".join(tight.launch["vllm"].values())
     assert tight.best["goodput_rps"] <= base.best["goodput_rps"] * (1 + 1e-12)
-    # the default is the training planner's rule per pool: 5 % of 80 GiB + 1 GiB
+    assert tight.rejected.get("oom", 0) > base.rejected.get("oom", 0)
+    # the default is the training planner's rule per pool: 5 % of 80 GiB + 1 GiB, which the
+    # engine's own 10 % reserve already leaves
     assert base.request["memory_headroom_gib"]["h100-sxm"]["decode"] == pytest.approx(
         default_memory_headroom_bytes(80 * 2**30) / 2**30) == pytest.approx(5.0)
+    assert base.request["memory_reserve_fraction"] == pytest.approx(0.1)
+    assert base.best["decode"]["free_memory_gib"] == pytest.approx(8.0)
+
+
+def test_headroom_rejections_counted_where_the_reserve_is_a_share_of_what_the_weights_leave():
+    """TRT-LLM reserves a share of the memory left after the weights: instances whose weights
+    leave it less than the headroom are rejected one by one, counted as headroom."""
+    plan = roofplan.plan_serving("llama-3.1-70b", "h100-sxm", gpus=16, engine="trtllm", emit_launch=False, **REQ)
+    assert plan.rejected["headroom"] > 0
+    for inst in (plan.best["prefill"], plan.best["decode"]):
+        assert inst["free_memory_gib"] >= 5.0
 
 
 def test_headroom_per_role_and_bad_values():

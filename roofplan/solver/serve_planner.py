@@ -178,47 +178,72 @@ def _headroom(best: Deployment, rate) -> dict:
     return {"rate_rps": op, "sla_limit_rps": g, "headroom_pct": 100.0 * (g - op) / op if op > 0 else None}
 
 
+def _need_bytes(S: _Search, pool: Pool, role: str) -> float:
+    """Free bytes per device an instance of ``role`` on ``pool`` must leave."""
+    gib = S.headroom.get(role)
+    return default_memory_headroom_bytes(pool.hw.hbm_bytes) if gib is None else float(gib) * 2**30
+
+
+def engine_for(S: _Search, pool: Pool, role: str):
+    """The engine profile an instance of ``role`` runs on ``pool``: the request's, with the share
+    of HBM it leaves unused raised to the headroom where it leaves less. The engines preallocate
+    their KV pool (vLLM ``--gpu-memory-utilization``, SGLang ``--mem-fraction-static``), so the
+    headroom is what they must leave, and the launch files carry the raised fraction. TRT-LLM's
+    fraction of the memory left after the weights cannot be raised once for every shape: those
+    instances are checked one by one (:func:`~roofplan.solver.serve_roles.apply_limits`)."""
+    eng = S.engine
+    if eng.reserve_of_free:
+        return eng
+    cap = float(pool.hw.hbm_bytes)
+    left = max(cap * eng.memory_reserve_fraction, float(eng.runtime_reserve_bytes))
+    need = _need_bytes(S, pool, role)
+    if left >= need or need >= cap:
+        return eng
+    return eng.replace(memory_reserve_fraction=need / cap)
+
+
 def _evaluate(S: _Search) -> None:
     """Evaluate every role's candidates on every pool (rejections counted by reason)."""
-    common, eng = S.common, S.engine
+    common = S.common
     for pool in S.pools:
-        shapes = instance_shapes(S.model, pool.hw.devices_per_node, S.budget.cap(pool.name), eng.name)
+        shapes = instance_shapes(S.model, pool.hw.devices_per_node, S.budget.cap(pool.name), S.engine.name)
         S.count(shapes.rejected)
         if len(shapes) == 0:
             continue
         if S.mode in ("auto", "colocated") and not S.mixed:
+            eng = engine_for(S, pool, "colocated")
             if S.slo_percentile is None:
                 R = evaluate_colocated(S.model, pool, eng, shapes, isl=S.isl, osl=S.osl, ttft_s=S.ttft_s,
                                        tpot_s=S.tpot_s, **common)
             else:
                 R = evaluate_colocated_percentile(S.model, pool, eng, shapes, isl=S.isl, osl=S.osl, ttft_s=S.ttft_s,
                                                   tpot_s=S.tpot_s, p=S.slo_percentile, **common)
-            S.colo.append(_limited(S, R))
+            S.colo.append(_limited(S, R, eng))
         if S.mode not in ("auto", "disagg"):
             continue
         if "prefill" in pool.roles:
+            eng = engine_for(S, pool, "prefill")
             R = evaluate_prefill(S.model, pool, eng, shapes, isl=S.isl, ttft_s=S.ttft_s, features=S.features,
                                  **common)
             if S.slo_percentile is not None:
                 queue_prefill(S.model, R, isl=S.isl, kv_dtype=S.kv_dtype, p=S.slo_percentile, ttft_s=S.ttft_s)
-            S.pre.append(_limited(S, R))
+            S.pre.append(_limited(S, R, eng))
         if "decode" in pool.roles:
+            eng = engine_for(S, pool, "decode")
             R = evaluate_decode(S.model, pool, eng, shapes, isl=S.isl, osl=S.osl, tpot_s=S.tpot_s,
                                 features=S.features, **common)
             if S.slo_percentile is not None:
                 queue_decode(R, osl=S.osl, p=S.slo_percentile, ttft_s=S.ttft_s)
-            S.dec.append(_limited(S, R))
+            S.dec.append(_limited(S, R, eng))
     for R in S.candidates:
         S.searched += R.searched
         S.count(R.rejected)
 
 
-def _limited(S: _Search, R: RoleCandidates) -> RoleCandidates:
+def _limited(S: _Search, R: RoleCandidates, eng) -> RoleCandidates:
     """``R`` with the memory headroom of its role and the user's constraints applied."""
-    gib = S.headroom.get(R.role)
-    need = default_memory_headroom_bytes(R.pool.hw.hbm_bytes) if gib is None else float(gib) * 2**30
-    free = free_bytes(S.model, R, S.engine, isl=S.isl, osl=S.osl, **S.common)
-    apply_limits(R, free, need, S.constraints)
+    free = free_bytes(S.model, R, eng, isl=S.isl, osl=S.osl, **S.common)
+    apply_limits(R, free, _need_bytes(S, R.pool, R.role), S.constraints)
     return R
 
 
@@ -231,9 +256,10 @@ def _confirmed(S: _Search, best: Deployment, best_colo: Deployment | None, best_
     first, tried_dis, colo_failed = None, False, 0
     simulated: dict = {}
     for _ in range(CONFIRM_TRIES):
-        hw = next(pool.hw for pool in S.pools if pool.name == best.decode.hardware)
+        pool = next(pool for pool in S.pools if pool.name == best.decode.hardware)
         op_rate = float(S.rate) if S.rate is not None else float(best.goodput_rps)
-        simulated = confirm(S.model, hw, S.engine, best.to_json(), req, S.slo_percentile, op_rate)
+        eng = engine_for(S, pool, best.decode.role)
+        simulated = confirm(S.model, pool.hw, eng, best.to_json(), req, S.slo_percentile, op_rate)
         first = first or (best, simulated, best_colo)
         if simulated["meets_sla"]:
             return best, simulated, best_colo
@@ -275,7 +301,8 @@ def _request_doc(S: _Search, ttft_ms, tpot_ms, rate) -> dict:
         "dtype": S.common["dtype"],
         "kv_dtype": S.kv_dtype,
         "objective": S.objective,
-        "memory_reserve_fraction": eng.memory_reserve_fraction,
+        # the largest share any instance leaves unused (the launch files' memory fraction)
+        "memory_reserve_fraction": max(engine_for(S, p, r).memory_reserve_fraction for p in pools for r in p.roles),
         "reserve_of_free": eng.reserve_of_free,
         "slo_percentile": S.slo_percentile,
         "memory_headroom_gib": {p.name: {r: (S.headroom[r] if S.headroom.get(r) is not None else

@@ -45,6 +45,7 @@ class RoleCandidates:
     rejected: dict = field(default_factory=dict)
     power_w: np.ndarray | None = None  # W per instance at its operating point (costmodel/power.py)
     free_bytes: np.ndarray | None = None  # device memory each candidate leaves free
+    batch_is_cap: bool = False  # batch is the engine's sequence cap, not requests in flight (percentile)
 
     @property
     def gpus(self) -> np.ndarray:
@@ -256,12 +257,14 @@ def evaluate_colocated_percentile(
     roomy = chunk >= 1
     _count(rejected, "oom", ~fits)
     _count(rejected, "chunk_budget", fits & ~roomy)
-    _count(rejected, "percentile_sla", fits & roomy & (g <= 0))
-    ok = fits & roomy & (g > 0)
+    # a goodput whose percentiles are not finite (a queue at saturation) meets no target
+    meets = (g > 0) & np.isfinite(t1) & np.isfinite(t2)
+    _count(rejected, "percentile_sla", fits & roomy & ~meets)
+    ok = fits & roomy & meets
     chunk = np.maximum(chunk, 1)
     return RoleCandidates("colocated", pool, s, batch, chunk, t1, t2, g, fits & roomy, ok, len(g), rejected,
                           _saturated_power(model, pool, engine, s, batch, chunk, isl=isl, osl=osl, dtype=dtype,
-                                           kv_dtype=kv_dtype, engine_name=engine_name))
+                                           kv_dtype=kv_dtype, engine_name=engine_name), batch_is_cap=True)
 
 
 def _saturated_power(model, pool: Pool, engine, s: Shapes, batch, chunk, **kw) -> np.ndarray | None:
@@ -385,13 +388,16 @@ def unit_cost(R: RoleCandidates, objective: str) -> np.ndarray:
 
 
 def free_bytes(model, R: RoleCandidates, engine, *, isl, osl, dtype, kv_dtype, engine_name) -> np.ndarray:
-    """Device memory each candidate leaves free at its operating point: HBM less the weights held
-    in HBM, the KV cache of its batch (prompts of one pass for prefill, ``isl + osl`` tokens per
-    request otherwise) and activations (:func:`roofplan.costmodel.serve.serve_memory`)."""
+    """Device memory each candidate leaves free: HBM less what the engine holds, which is its
+    preallocated pool (weights, KV cache, activation workspace: the ``usable`` memory of
+    :func:`roofplan.costmodel.serve.serve_memory`) or, should the candidate's batch need more,
+    that (weights in HBM, the KV cache of its batch, activations)."""
     out = 1 if R.role == "prefill" else osl
     cfg = serve_configs(R.shapes, R.batch, isl, out, dtype, kv_dtype, engine_name)
     mem = serve_model.serve_memory(model, R.pool.hw, engine, cfg)
-    return np.asarray(mem.capacity - (mem.weights_hbm + mem.kv + mem.act), dtype=float)
+    # a sequence cap holds no memory itself: the engine admits what its pool holds
+    held = mem.usable if R.batch_is_cap else np.maximum(mem.usable, mem.weights_hbm + mem.kv + mem.act)
+    return np.asarray(mem.capacity - held, dtype=float)
 
 
 def apply_limits(R: RoleCandidates, free: np.ndarray, headroom_bytes: float, constraints=()) -> None:
