@@ -888,6 +888,21 @@ def _objective_doc(hw: DeviceSpec, objective: str, counts: list[int], tokens, be
     return obj
 
 
+def _annotate(lead: list[dict], band, hw: DeviceSpec, model: ModelSpec, dtype: str) -> None:
+    """Rank, error band and warnings (an MFU beyond the published best plus the band; no built-in
+    launcher) of the shown candidates, in place."""
+    for i, c in enumerate(lead):
+        c["rank"] = i + 1
+        c["error_band_pct"] = band.pct
+        c["error_band"] = band.label
+        warning = robust.mfu_warning(c["mfu"], band, hw.id, model, dtype)
+        c["warnings"] = [warning] if warning else []
+        if not robust.launchable(_variants(c))[0]:
+            c["warnings"].append("no built-in launcher expresses this configuration (ZeRO-2 with pipeline "
+                                 "parallelism is an in-house FSDP schedule such as Llama 3's); --emit megatron, "
+                                 "deepspeed or torchtitan restricts the search to what that launcher runs")
+
+
 # -- the API -----------------------------------------------------------------------------------------
 def plan_training(model, hardware, *, gpus: int, global_batch: int, seq_len: int, dtype: str = "bf16",
                   objective: str = "throughput", top: int = 5, tokens: float | None = None, calibration_label=None,
@@ -991,16 +1006,7 @@ def plan_training(model, hardware, *, gpus: int, global_batch: int, seq_len: int
                                         "recompute_layers": r["recompute_layers"]} for i, r in enumerate(reports)]
     else:
         lead = lead[:top]
-    for i, c in enumerate(lead):
-        c["rank"] = i + 1
-        c["error_band_pct"] = band.pct
-        c["error_band"] = band.label
-        warning = robust.mfu_warning(c["mfu"], band, hw.id, model, dtype)
-        c["warnings"] = [warning] if warning else []
-        if not robust.launchable(_variants(c))[0]:
-            c["warnings"].append("no built-in launcher expresses this configuration (ZeRO-2 with pipeline "
-                                 "parallelism is an in-house FSDP schedule such as Llama 3's); --emit megatron, "
-                                 "deepspeed or torchtitan restricts the search to what that launcher runs")
+    _annotate(lead, band, hw, model, dtype)
     best = lead[0]
     tied = [c for c in lead if c.get("tied_with_best")]
     note = _robust_note(best, fastest, tied, objective, band) if tie is not None else ""
