@@ -109,7 +109,8 @@ def _render(doc: dict, written: list[str], frameworks: list[str] | None = None) 
         if c["recompute"] == "full" and c["recompute_layers"]:
             rc += f":{c['recompute_layers']}"
         layout = (f"{c['tp']}x{c['pp']}x{c['dp']}x{c['cp']}" + ("+sp" if c["sequence_parallel"] else "")
-                  + ("+ov" if c.get("tp_comm_overlap") else ""))
+                  + ("+ov" if c.get("tp_comm_overlap") else "") + ("+deepep" if c.get("moe_dispatcher") == "deepep" else "")
+                  + ("+delayed" if c.get("fp8_recipe") == "delayed" and c["dtype"] == "fp8" else ""))
         row = [str(c["rank"]), "≈" if c.get("tied_with_best") else ""] + ([str(c["gpus"])] if many_gpus else []) + [
             layout, str(c["vpp"]), str(c["micro_batch"])]
         if moe:
@@ -125,7 +126,8 @@ def _render(doc: dict, written: list[str], frameworks: list[str] | None = None) 
         t.add_row(*row, style="bold green" if c["rank"] == 1 else None)
     console.print(t)
     cap = cands[0]["memory_gib_per_gpu"]["capacity"]
-    console.print(f"layout TPxPPxDPxCP (+sp: sequence parallel, +ov: TP-comm overlap), vpp virtual stages, mb micro-batch, Z ZeRO "
+    console.print(f"layout TPxPPxDPxCP (+sp: sequence parallel, +ov: TP-comm overlap, +deepep: DeepEP dispatcher, "
+                  f"+delayed: FP8 delayed scaling), vpp virtual stages, mb micro-batch, Z ZeRO "
                   f"stage, rc recompute (full:N = N layers per stage), off offload, GiB per GPU of {cap:.0f}, free "
                   f"GiB left (at least the {i['memory_headroom_gib']:.1f} GiB headroom), ≈ tied with the best within "
                   "the error band", style="dim")
