@@ -1,6 +1,6 @@
 """roofplan: analytical cost model and auto-configurator for LLM training and serving.
 
-The public Python API (SPEC §5)::
+The public Python API (docs/SPEC.md §5)::
 
     import roofplan
     m = roofplan.load_model("llama-3.1-70b")          # or a path to config.json / model YAML
@@ -13,7 +13,8 @@ The public Python API (SPEC §5)::
     sim = roofplan.simulate_serving(m, hw, tp=4, rate=5, isl=2000, osl=200)
     plan.to_json()  # the same document as --json
 
-Models and hardware may be given as objects or as ids/paths everywhere.
+Models and hardware may be given as objects or as ids/paths everywhere: the functions here resolve
+them once (:mod:`roofplan.resolve`) and pass specs down.
 """
 
 from __future__ import annotations
@@ -31,31 +32,47 @@ from roofplan.errors import InfeasibleError, InputError, RoofplanError
 
 def load_model(id_or_path):
     """A :class:`~roofplan.models.spec.ModelSpec` from a preset id, a HF config.json or a model YAML."""
-    from roofplan.models.loader import load_model as _load
+    from roofplan import resolve
 
-    return _load(id_or_path)
+    return resolve.model(id_or_path)
 
 
 def load_hardware(id_or_path, calibration=None, catalog_dir=None):
     """A :class:`~roofplan.hardware.spec.DeviceSpec` from a catalog id or YAML path, with an
     optional calibration overlay applied."""
-    from roofplan.hardware.catalog import load_hardware as _load
+    from roofplan import resolve
 
-    return _load(id_or_path, calibration=calibration, catalog_dir=catalog_dir)
+    return resolve.hardware(id_or_path, calibration=calibration, catalog_dir=catalog_dir)
+
+
+def _at_the_door(model, hardware, config: dict, engines: tuple[str, ...] = ()):
+    """Resolve the model, the hardware (with ``config["calibration"]`` applied) and the engine
+    keywords named in ``engines`` once (:mod:`roofplan.resolve`); the cost model below takes specs.
+    ``config`` loses ``calibration``; returns (model spec, device spec, calibration as given)."""
+    from roofplan import resolve
+
+    calibration = config.pop("calibration", None)
+    overlay = resolve.overlay(calibration)  # the file is read once
+    for key in engines:
+        if key == "engine" or config.get(key) is not None:
+            config[key] = resolve.engine(config.get(key, "generic"), overlay)
+    return resolve.model(model), resolve.hardware(hardware, overlay), calibration
 
 
 def estimate_training(model, hardware, **config):
     """Estimate one training step; see ``roofplan estimate train`` for the keywords."""
     from roofplan.costmodel.train import estimate_training as _est
 
-    return _est(model, hardware, **config)
+    m, hw, calibration = _at_the_door(model, hardware, config)
+    return _est(m, hw, calibration_label=calibration, **config)
 
 
 def estimate_serving(model, hardware, **config):
     """Estimate one serving instance at a fixed batch; see ``roofplan estimate serve``."""
     from roofplan.costmodel.serve import estimate_serving as _est
 
-    return _est(model, hardware, **config)
+    m, hw, _ = _at_the_door(model, hardware, config, ("engine",))
+    return _est(m, hw, **config)
 
 
 def estimate_serving_load(model, hardware, *, workload=None, **config):
@@ -64,14 +81,18 @@ def estimate_serving_load(model, hardware, *, workload=None, **config):
     keywords, fixed lengths). See ``roofplan estimate serve --concurrency/--rate``."""
     from roofplan.serving import estimate_serving_load as _est
 
-    return _est(model, hardware, workload=_workload(workload, config), **config)
+    wl = _workload(workload, config)
+    m, hw, _ = _at_the_door(model, hardware, config, ("engine",))
+    return _est(m, hw, workload=wl, **config)
 
 
 def simulate_serving(model, hardware, *, workload=None, **config):
     """Discrete-event simulation of a deployment; see ``roofplan simulate``."""
     from roofplan.serving import simulate_serving as _sim
 
-    return _sim(model, hardware, workload=_workload(workload, config), **config)
+    wl = _workload(workload, config)
+    m, hw, _ = _at_the_door(model, hardware, config, ("engine", "prefill_engine"))
+    return _sim(m, hw, workload=wl, **config)
 
 
 def make_workload(**spec):
@@ -87,18 +108,36 @@ def _workload(workload, config: dict):
     return make_workload(isl=config.pop("isl", None), osl=config.pop("osl", None))
 
 
-def plan_training(model, hardware, **request):
-    """Search training configurations; returns a plan with ``to_json()``."""
-    from roofplan.plan_api import plan_training as _plan
+def plan_training(model, hardware, *, calibration=None, targets=None, **request):
+    """Search training configurations; returns a plan with ``to_json()``. The launch registry
+    renders each framework's command of the winner (``plan.launch``, or why not in
+    ``plan.launch_unsupported``) at the releases of ``targets`` ({framework: version})."""
+    from roofplan import resolve
+    from roofplan.launch import registry
+    from roofplan.solver.train_planner import plan_training as _plan
 
-    return _plan(model, hardware, **request)
+    overlay = resolve.overlay(calibration)  # the file is read once
+    label = None if calibration is None else (str(calibration) if not isinstance(calibration, dict) else "inline")
+    plan = _plan(resolve.model(model), resolve.hardware(hardware, overlay), calibration_label=label, **request)
+    registry.train_commands(plan, targets)
+    return plan
 
 
-def plan_serving(model, hardware, **request):
-    """Search serving deployments (colocated and disaggregated); returns a plan with ``to_json()``."""
-    from roofplan.plan_api import plan_serving as _plan
+def plan_serving(model, hardware, *, emit_launch: bool = True, engines=None, targets=None, **request):
+    """Search serving deployments (colocated and disaggregated); returns a plan with ``to_json()``.
+    ``hardware``: an id, a DeviceSpec, ``ID:prefill,ID:decode`` or ``{role: hw}``. With
+    ``emit_launch`` the launch registry renders the files of ``engines`` (default all) at the
+    releases of ``targets`` into ``plan.launch``."""
+    from roofplan import resolve
+    from roofplan.launch import registry
+    from roofplan.solver.serve_planner import plan_serving as _plan
 
-    return _plan(model, hardware, **request)
+    overlay = resolve.overlay(request.pop("calibration", None))
+    request["engine"] = resolve.engine(request.get("engine", "generic"), overlay)
+    plan = _plan(resolve.model(model), resolve.pools(hardware, overlay), **request)
+    if emit_launch:
+        registry.serve_files(plan, registry.SERVE_EMITTERS if engines is None else engines, targets)
+    return plan
 
 
 def validate(calibration=None):

@@ -1,4 +1,4 @@
-"""Errors with the exit codes of SPEC §4.
+"""Errors with the exit codes of docs/SPEC.md §4.
 
 Every error a user can cause is an :class:`InputError` (exit 2) that names the field, the value and
 what is allowed, so the CLI can print one line and no traceback. A request that is well formed but
@@ -7,6 +7,8 @@ change that would make one fit.
 """
 
 from __future__ import annotations
+
+import numbers
 
 
 class RoofplanError(Exception):
@@ -76,3 +78,18 @@ def did_you_mean(value: str, choices: list[str] | tuple[str, ...]) -> str:
     close = [c for c in choices if c.lower().startswith(v)][:3] or difflib.get_close_matches(v, list(choices), n=1,
                                                                                              cutoff=0.75)
     return f"did you mean {' or '.join(close)}? " if close else ""
+
+
+#: Largest count any input accepts (GPUs, batch, tokens, degrees): larger values are no realistic
+#: input and would overflow the int64 arrays of the vectorised cost model.
+MAX_COUNT = 2**31 - 1
+
+
+def positive_int(name: str, value, allowed: str = "expected a positive integer") -> int:
+    """``value`` as an int when it is a whole number >= 1 (Python or numpy integers; booleans and
+    floats are refused, so ``tp=True`` or ``tp=2.5`` cannot slip through), else an InputError
+    naming ``name``. The one positive-integer check of the API (the CLI's count options are bounded
+    by :data:`MAX_COUNT` while parsing and then reach this check)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise InputError(name, value, allowed)
+    return int(value)

@@ -40,6 +40,10 @@ MAX_ALIASES = 1000
 MAX_NODES = 100_000
 #: Digits of the largest integer literal kept as is (2^64 has 20).
 MAX_DIGITS = 24
+#: Most measurement rows one run reads (``calibrate``, ``validate --measurements`` and suite CSVs):
+#: a least-squares fit needs tens to thousands (an nccl-tests sweep is ~30 rows, a GEMM sweep a few
+#: thousand); the cap bounds the fit's time and memory.
+MAX_ROWS = 50_000
 #: Linux NAME_MAX and PATH_MAX.
 NAME_MAX = 255
 PATH_MAX = 4096

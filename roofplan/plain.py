@@ -32,7 +32,7 @@ _MAX_INT_RESULT = 2**53
 def check_finite(doc: Any, inputs: str = "") -> Any:
     """``doc`` unchanged when every number in it is finite, else an InputError (exit 2) naming the
     first result field that is not and the inputs that produced it: a NaN or infinity from extreme
-    but individually valid inputs is never reported as a result (SPEC §4)."""
+    but individually valid inputs is never reported as a result (docs/SPEC.md §4)."""
     from roofplan.errors import InputError
 
     stack: list[tuple[str, Any]] = [("", doc)]
@@ -81,7 +81,7 @@ def _timing_fields(doc: Any, path: str = "") -> dict[str, float]:
 
 def with_timing(doc: dict) -> dict:
     """``doc`` with a ``"timing"`` object gathering every wall-clock field by its path
-    (``{"search_time_s": .., "placement.solve_time_s": ..}``; SPEC §6). The fields stay where they
+    (``{"search_time_s": .., "placement.solve_time_s": ..}``; docs/SPEC.md §6). The fields stay where they
     were as aliases, so earlier readers keep working; :func:`without_timing` removes both."""
     return {**doc, "timing": _timing_fields(doc)}
 

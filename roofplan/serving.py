@@ -2,7 +2,7 @@
 
 Both take one deployment (an instance shape, ``instances`` replicas behind a router; or xPyD for the
 simulator) and a :class:`~roofplan.workload.Workload`, and return the ``roofplan.estimate.serve/v1``
-document of SPEC §3.2 with the load keys of SPEC §6: ``ttft_ms``/``tpot_ms``/``latency_ms`` stay the
+document of docs/SPEC.md §3.2 with the load keys of docs/SPEC.md §6: ``ttft_ms``/``tpot_ms``/``latency_ms`` stay the
 means; ``*_p50_ms``, ``*_p90_ms``, ``*_p99_ms``, ``output_tokens_per_s`` (whole deployment) and
 ``utilisation`` (request rate / the largest sustainable rate) are added. The analytic numbers come
 from :mod:`roofplan.costmodel.serve_load`, the simulated ones from
@@ -72,7 +72,7 @@ def _percentile_keys(doc: dict, name: str, s: dict) -> None:
 
 @dataclass
 class LoadEstimate:
-    """The analytic estimate of a deployment under load; ``to_json()`` is the SPEC document."""
+    """The analytic estimate of a deployment under load; ``to_json()`` is the docs/SPEC.md document."""
 
     instance: serve_load.Instance
     workload: Workload

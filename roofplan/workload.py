@@ -12,7 +12,7 @@ model (:mod:`roofplan.costmodel.serve_load`) reads its moments and samples; the 
 * a trace file, CSV (header ``isl,osl[,arrival_s]``) or JSONL (one object per line with those keys);
 * a built-in preset (:data:`PRESETS`), each with its source.
 
-Parsing errors name the file, the line and the column (exit 2, SPEC §4).
+Parsing errors name the file, the line and the column (exit 2, docs/SPEC.md §4).
 """
 
 from __future__ import annotations

@@ -154,8 +154,8 @@ def _synthetic_csv(path: Path, hw) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
-def test_known_parameters_are_recovered(tmp_path):
-    hw = load_hardware("h100-sxm")
+def test_known_parameters_are_recovered(tmp_path, h100):
+    hw = h100
     csv_path = tmp_path / "synthetic.csv"
     _synthetic_csv(csv_path, hw)
     # Plain least squares (no catalog prior) on exact data: every parameter comes back.
@@ -175,9 +175,9 @@ def test_known_parameters_are_recovered(tmp_path):
     assert res.median_abs_error(after=True) < 0.01
 
 
-def test_only_informed_parameters_move(tmp_path):
+def test_only_informed_parameters_move(tmp_path, h100):
     """GEMM rows say nothing about the network: collective parameters stay at the catalog values."""
-    hw = load_hardware("h100-sxm")
+    hw = h100
     slow = hw.with_efficiency(gemm_max=0.7)
     lines = ["m,n,k,time_us"]
     for s in (1024, 4096, 8192):
@@ -270,6 +270,7 @@ def published_half_split_errors() -> tuple[float, float, dict]:
     return statistics.median(before), statistics.median(after), {"cases": len(before)}
 
 
+@pytest.mark.slow  # ~20-40 s: one calibration per device over half of the published suite
 def test_fitting_half_of_the_published_measurements_improves_the_other_half():
     before, after, info = published_half_split_errors()
     assert info["cases"] >= 8
@@ -288,7 +289,7 @@ def test_the_documented_example_parses():
 def test_engine_overhead_is_recovered_from_serving_rows(tmp_path):
     """Decode steps predicted (by the serving predictor) with a 4 ms vLLM step overhead, written in the
     published-measurements columns, give back 4 ms; the overlay's engines block is what load_engine reads."""
-    from roofplan.hardware.engines import load_engine
+    from roofplan.engines.catalog import load_engine
     from roofplan.validation.suite import COLUMNS, Case, predict
 
     truth = {"schema": "roofplan.calibration/v1", "hardware": "h100-sxm",

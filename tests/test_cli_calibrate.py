@@ -1,4 +1,4 @@
-"""`roofplan calibrate` through the typer app (SPEC §3.5, §4) and `--calibration` end to end."""
+"""`roofplan calibrate` through the typer app (docs/SPEC.md §3.5, §4) and `--calibration` end to end."""
 
 from __future__ import annotations
 
@@ -16,10 +16,10 @@ FIX = Path(__file__).parent / "fixtures" / "calibration"
 runner = CliRunner()
 
 
-def test_calibrate_json_writes_a_loadable_overlay(tmp_path):
+def test_calibrate_json_writes_a_loadable_overlay(tmp_path, cli):
     out = tmp_path / "ov.yaml"
-    r = runner.invoke(app, ["calibrate", str(FIX / "ops_h100.csv"), "--hardware", "h100-sxm", "--out", str(out),
-                            "--json"])
+    r = cli("calibrate", str(FIX / "ops_h100.csv"), "--hardware", "h100-sxm", "--out", str(out),
+                            "--json")
     assert r.exit_code == 0, r.stderr
     doc = json.loads(r.stdout)
     assert doc["schema"] == "roofplan.calibrate/v1" and doc["hardware"] == "h100-sxm"
@@ -34,10 +34,10 @@ def test_calibrate_json_writes_a_loadable_overlay(tmp_path):
     assert {r["id"] for r in written["fit"]["residuals"]} == {r["id"] for r in doc["residuals"]}
 
 
-def test_calibrate_tables_show_uninformed_parameters(tmp_path):
+def test_calibrate_tables_show_uninformed_parameters(tmp_path, cli):
     out = tmp_path / "net.yaml"
-    r = runner.invoke(app, ["calibrate", str(FIX / "nccl_all_reduce_h100_8gpu.txt"), str(FIX / "all_gather_perf_2node.txt"),
-                            "--hardware", "h100-sxm", "--out", str(out)])
+    r = cli("calibrate", str(FIX / "nccl_all_reduce_h100_8gpu.txt"), str(FIX / "all_gather_perf_2node.txt"),
+                            "--hardware", "h100-sxm", "--out", str(out))
     assert r.exit_code == 0, r.stderr
     assert "Parameters" in r.stdout and "Residuals" in r.stdout
     assert "not informed" in r.stdout  # collectives say nothing about GEMM efficiency
@@ -46,36 +46,36 @@ def test_calibrate_tables_show_uninformed_parameters(tmp_path):
     assert doc["fit"]["measurements"] == 28
 
 
-def test_malformed_csv_exits_2_naming_the_line(tmp_path):
+def test_malformed_csv_exits_2_naming_the_line(tmp_path, cli):
     out = tmp_path / "ov.yaml"
-    r = runner.invoke(app, ["calibrate", str(FIX / "malformed.csv"), "--hardware", "h100-sxm", "--out", str(out)])
+    r = cli("calibrate", str(FIX / "malformed.csv"), "--hardware", "h100-sxm", "--out", str(out))
     assert r.exit_code == 2
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and "malformed.csv line 4 k" in lines[0] and "Traceback" not in r.stderr
     assert not out.exists()
 
 
-def test_bad_inputs_exit_2(tmp_path):
+def test_bad_inputs_exit_2(tmp_path, cli):
     ops = str(FIX / "ops_h100.csv")
     for argv in (["calibrate", ops, "--hardware", "no-such-gpu"],
                  ["calibrate", ops, "--hardware", "h100-sxm", "--params", "gemm_max,warp_speed"],
                  ["calibrate", str(tmp_path / "missing.csv"), "--hardware", "h100-sxm"]):
-        r = runner.invoke(app, argv)
+        r = cli(*argv)
         assert r.exit_code == 2, (argv, r.stdout, r.stderr)
         assert len(r.stderr.strip().splitlines()) == 1
 
 
-def test_nccl_output_without_op_needs_the_hint(tmp_path):
+def test_nccl_output_without_op_needs_the_hint(tmp_path, cli):
     text = (FIX / "nccl_all_reduce_h100_8gpu.txt").read_text()
     plain = tmp_path / "run1.log"
     plain.write_text("\n".join(ln for ln in text.splitlines() if "Collective test" not in ln))
-    r = runner.invoke(app, ["calibrate", str(plain), "--hardware", "h100-sxm"])
+    r = cli("calibrate", str(plain), "--hardware", "h100-sxm")
     assert r.exit_code == 2 and "--op" in r.stderr
-    r = runner.invoke(app, ["calibrate", str(plain), "--hardware", "h100-sxm", "--op", "allreduce", "--json"])
+    r = cli("calibrate", str(plain), "--hardware", "h100-sxm", "--op", "allreduce", "--json")
     assert r.exit_code == 0, r.stderr
     assert json.loads(r.stdout)["measurements"] == 16
     shutil.copy(plain, tmp_path / "all_reduce_perf_16.txt")  # the file name names the test
-    r = runner.invoke(app, ["calibrate", str(tmp_path / "all_reduce_perf_16.txt"), "--hardware", "h100-sxm", "--json"])
+    r = cli("calibrate", str(tmp_path / "all_reduce_perf_16.txt"), "--hardware", "h100-sxm", "--json")
     assert r.exit_code == 0, r.stderr
 
 
@@ -100,25 +100,25 @@ def _slow_gemm_overlay(tmp_path: Path) -> tuple[Path, float]:
     return out, hw.efficiency.gemm_max
 
 
-def test_overlay_changes_estimate_train_within_the_gemm_bound(tmp_path):
+def test_overlay_changes_estimate_train_within_the_gemm_bound(tmp_path, cli):
     overlay, catalog_max = _slow_gemm_overlay(tmp_path)
     argv = ["estimate", "train", "--model", "llama-3.1-8b", "--hardware", "h100-sxm", "--tp", "1", "--pp", "1",
             "--dp", "8", "--global-batch", "64", "--micro-batch", "1", "--seq-len", "4096", "--json"]
-    base = runner.invoke(app, argv)
-    slow = runner.invoke(app, argv + ["--calibration", str(overlay)])
+    base = cli(*argv)
+    slow = cli(*argv + ["--calibration", str(overlay)])
     assert base.exit_code == 0 and slow.exit_code == 0, (base.stderr, slow.stderr)
     t0, t1 = json.loads(base.stdout)["step_time_s"], json.loads(slow.stdout)["step_time_s"]
     # Slower GEMMs make the step slower, but by no more than the GEMM slow-down itself.
     assert 1.05 < t1 / t0 <= catalog_max / 0.5 * 1.001
 
 
-def test_overlay_applies_in_validate_to_its_own_hardware_only(tmp_path):
+def test_overlay_applies_in_validate_to_its_own_hardware_only(tmp_path, cli):
     from roofplan.costmodel.ops import gemm_time
     from roofplan.hardware.catalog import load_hardware
 
     overlay, _ = _slow_gemm_overlay(tmp_path)
-    base = runner.invoke(app, ["validate", "--kind", "op_gemm", "--json"])
-    cal = runner.invoke(app, ["validate", "--kind", "op_gemm", "--json", "--calibration", str(overlay)])
+    base = cli("validate", "--kind", "op_gemm", "--json")
+    cal = cli("validate", "--kind", "op_gemm", "--json", "--calibration", str(overlay))
     assert base.exit_code == 0 and cal.exit_code == 0, (base.stderr, cal.stderr)
     before = {c["id"]: c for c in json.loads(base.stdout)["cases"]}
     after = {c["id"]: c for c in json.loads(cal.stdout)["cases"]}
@@ -135,11 +135,11 @@ def test_overlay_applies_in_validate_to_its_own_hardware_only(tmp_path):
         assert c["predicted"] >= before[cid]["predicted"]
 
 
-def test_engine_overlay_changes_estimate_serve_by_the_fitted_overhead(tmp_path):
+def test_engine_overlay_changes_estimate_serve_by_the_fitted_overhead(tmp_path, cli):
     """Decode-step rows predicted with a 4 ms vLLM step overhead -> calibrate -> `estimate serve
     --calibration` moves TPOT by exactly the fitted change of the per-step overhead (it is paid once
     per decode step)."""
-    from roofplan.hardware.engines import load_engine
+    from roofplan.engines.catalog import load_engine
     from roofplan.validation.suite import COLUMNS, Case, predict
 
     truth = {"schema": "roofplan.calibration/v1", "hardware": "h100-sxm",
@@ -154,14 +154,14 @@ def test_engine_overlay_changes_estimate_serve_by_the_fitted_overhead(tmp_path):
         lines.append(",".join(row[c] for c in COLUMNS))
     (tmp_path / "decode.csv").write_text("\n".join(lines) + "\n")
     out = tmp_path / "vllm.yaml"
-    r = runner.invoke(app, ["calibrate", str(tmp_path / "decode.csv"), "--hardware", "h100-sxm", "--params",
-                            "vllm.step_overhead_s", "--out", str(out), "--json"])
+    r = cli("calibrate", str(tmp_path / "decode.csv"), "--hardware", "h100-sxm", "--params",
+                            "vllm.step_overhead_s", "--out", str(out), "--json")
     assert r.exit_code == 0, r.stderr
     fitted = yaml.safe_load(out.read_text())["engines"]["vllm"]["step_overhead_s"]
     assert fitted == pytest.approx(4e-3, rel=0.05)
     argv = ["estimate", "serve", "--model", "llama-3.1-8b", "--hardware", "h100-sxm", "--batch", "8", "--isl", "1024",
             "--osl", "128", "--engine", "vllm", "--json"]
-    base = json.loads(runner.invoke(app, argv).stdout)
-    cal = json.loads(runner.invoke(app, argv + ["--calibration", str(out)]).stdout)
+    base = json.loads(cli(*argv).stdout)
+    cal = json.loads(cli(*argv + ["--calibration", str(out)]).stdout)
     delta_ms = (fitted - load_engine("vllm").step_overhead_s) * 1e3
     assert cal["tpot_ms"] - base["tpot_ms"] == pytest.approx(delta_ms, rel=1e-6)

@@ -3,11 +3,9 @@
 import json
 
 import pytest
-from typer.testing import CliRunner
 
 from roofplan.cli.app import app
 
-runner = CliRunner()
 BASE = [
     "estimate",
     "serve",
@@ -24,8 +22,8 @@ BASE = [
 ]
 
 
-def test_json_document_has_every_spec_key():
-    r = runner.invoke(app, BASE + ["--tp", "2", "--engine", "vllm", "--json"])
+def test_json_document_has_every_spec_key(cli):
+    r = cli(*BASE + ["--tp", "2", "--engine", "vllm", "--json"])
     assert r.exit_code == 0, r.output
     doc = json.loads(r.stdout)
     assert doc["schema"] == "roofplan.estimate.serve/v1"
@@ -49,7 +47,7 @@ def test_json_document_has_every_spec_key():
         assert set(doc["breakdown_ms"][phase]) == {"compute", "memory", "communication", "overhead"}
 
 
-def test_every_flag_is_accepted():
+def test_every_flag_is_accepted(runner):
     r = runner.invoke(
         app,
         [
@@ -87,8 +85,8 @@ def test_every_flag_is_accepted():
     assert doc["inputs"]["kv_dtype"] == "fp8" and doc["inputs"]["gpus"] == 4
 
 
-def test_rich_output_shows_breakdown_and_memory():
-    r = runner.invoke(app, BASE)
+def test_rich_output_shows_breakdown_and_memory(cli):
+    r = cli(*BASE)
     assert r.exit_code == 0, r.output
     for text in ("TTFT", "TPOT", "Time breakdown", "Memory per GPU", "kv_cache", "capacity"):
         assert text in r.stdout
@@ -104,14 +102,14 @@ def test_rich_output_shows_breakdown_and_memory():
         (["--dp", "2"], "dp"),  # dense model
     ],
 )
-def test_bad_input_exits_2_with_one_line(extra, field):
-    r = runner.invoke(app, BASE + extra)
+def test_bad_input_exits_2_with_one_line(extra, field, cli):
+    r = cli(*BASE + extra)
     assert r.exit_code == 2
     lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and field in lines[0] and "Traceback" not in r.output
 
 
-def test_unknown_model_exits_2():
+def test_unknown_model_exits_2(runner):
     r = runner.invoke(
         app,
         [
@@ -132,7 +130,7 @@ def test_unknown_model_exits_2():
     assert r.exit_code == 2
 
 
-def test_int4_weights_on_a100_is_fine():
+def test_int4_weights_on_a100_is_fine(runner):
     r = runner.invoke(
         app,
         [

@@ -1,4 +1,4 @@
-"""`roofplan models list | show` through the typer app (SPEC §3.5, §4)."""
+"""`roofplan models list | show` through the typer app (docs/SPEC.md §3.5, §4)."""
 
 from __future__ import annotations
 
@@ -6,18 +6,11 @@ import itertools
 import json
 from pathlib import Path
 
-from typer.testing import CliRunner
-
-from roofplan.cli.app import app
-
 FIXTURES = Path(__file__).parent / "fixtures" / "hf"
-runner = CliRunner()
 
 
-def test_show_deepseek_json():
-    result = runner.invoke(app, ["models", "show", "deepseek-v3", "--json"])
-    assert result.exit_code == 0, result.stderr
-    doc = json.loads(result.stdout)
+def test_show_deepseek_json(cli_json):
+    doc = cli_json("models", "show", "deepseek-v3")
     assert doc["schema"] == "roofplan.models.show/v1"
     assert doc["attention"] == "mla"
     # DeepSeek-V3 report: 671B total, 37B activated per token (rounded to whole billions).
@@ -35,46 +28,42 @@ def test_show_deepseek_json():
     assert all(r["train"] == 3 * r["forward"] for r in flops)
 
 
-def test_show_gqa_from_hf_config_json():
-    result = runner.invoke(app, ["models", "show", str(FIXTURES / "Llama-3.1-70B" / "config.json"), "--json"])
-    assert result.exit_code == 0, result.stderr
-    doc = json.loads(result.stdout)
+def test_show_gqa_from_hf_config_json(cli_json):
+    doc = cli_json("models", "show", str(FIXTURES / "Llama-3.1-70B" / "config.json"))
     assert doc["attention"] == "gqa"
     assert doc["kv_bytes_per_token"]["bf16"] == 2 * 80 * 8 * 128 * 2
 
 
-def test_show_human_output():
-    result = runner.invoke(app, ["models", "show", "mixtral-8x7b"])
+def test_show_human_output(cli):
+    result = cli("models", "show", "mixtral-8x7b")
     assert result.exit_code == 0, result.stderr
     assert "params total" in result.stdout and "KV bytes/token fp8" in result.stdout
 
 
-def test_list_json_and_table():
-    result = runner.invoke(app, ["models", "list", "--json"])
-    assert result.exit_code == 0, result.stderr
-    doc = json.loads(result.stdout)
+def test_list_json_and_table(cli, cli_json):
+    doc = cli_json("models", "list")
     ids = [m["id"] for m in doc["models"]]
     assert "llama-3.1-405b" in ids and "qwen3-235b-a22b" in ids and len(ids) == 31
     row = next(m for m in doc["models"] if m["id"] == "llama-3-70b")
     assert row["kv_bytes_per_token_bf16"] == 2 * 80 * 8 * 128 * 2
-    table = runner.invoke(app, ["models", "list"])
+    table = cli("models", "list")
     assert table.exit_code == 0 and "bloom-176b" in table.stdout
 
 
-def test_config_missing_hidden_size_exits_2_with_one_line(tmp_path):
+def test_config_missing_hidden_size_exits_2_with_one_line(tmp_path, cli):
     doc = json.loads((FIXTURES / "Llama-3.1-70B" / "config.json").read_text())
     del doc["hidden_size"]
     path = tmp_path / "config.json"
     path.write_text(json.dumps(doc))
-    result = runner.invoke(app, ["models", "show", str(path), "--json"])
+    result = cli("models", "show", str(path), "--json")
     assert result.exit_code == 2
     assert result.stdout == ""
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "hidden_size" in lines[0] and "Traceback" not in result.stderr
 
 
-def test_unknown_id_exits_2():
-    result = runner.invoke(app, ["models", "show", "llama-9-1b"])
+def test_unknown_id_exits_2(cli):
+    result = cli("models", "show", "llama-9-1b")
     assert result.exit_code == 2
     line = result.stderr.strip()
     assert len(line.splitlines()) == 1 and "llama-9-1b" in line and "llama-3.1-70b" in line

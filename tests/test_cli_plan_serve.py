@@ -1,4 +1,4 @@
-"""``roofplan plan serve`` through the typer app (CliRunner): output, JSON per SPEC §3.4, exit codes,
+"""``roofplan plan serve`` through the typer app (CliRunner): output, JSON per docs/SPEC.md §3.4, exit codes,
 launch files written only on success."""
 
 import importlib.util
@@ -70,7 +70,7 @@ def test_without_sla_maximises_throughput_per_gpu():
     doc = json.loads(r.stdout)
     sla = json.loads(runner.invoke(app, DONE + SLA + ["--json"]).stdout)
     assert doc["best"]["goodput_rps"] >= sla["best"]["goodput_rps"]
-    # without targets the highest throughput for the budget wins (SPEC §3.4): the most goodput
+    # without targets the highest throughput for the budget wins (docs/SPEC.md §3.4): the most goodput
     # (requests/s of the whole deployment), whatever GPUs of the budget it takes
     alts = doc["alternatives"].values()
     assert doc["best"]["goodput_rps"] == pytest.approx(max(a["goodput_rps"] for a in alts))

@@ -1,4 +1,4 @@
-"""`roofplan plan train` through the typer app (SPEC §3.3, §4)."""
+"""`roofplan plan train` through the typer app (docs/SPEC.md §3.3, §4)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Hostile input to every command (SPEC §4): bad input exits 2 with ONE line on stderr naming the
+"""Hostile input to every command (docs/SPEC.md §4): bad input exits 2 with ONE line on stderr naming the
 field, the value and what is allowed; infeasible exits 3 naming the smallest change; nothing ever
 exits 1; ``--json`` puts exactly one JSON document on stdout; nothing is written to ``--out``
 unless the whole plan succeeded.
@@ -29,18 +29,6 @@ PT = ["plan", "train", "--model", "llama-3.1-8b", "--hardware", "h100-sxm", "--g
       "--seq-len", "4096"]
 PS = ["plan", "serve", "--model", "llama-3.1-8b", "--isl", "1000", "--osl", "200"]
 HUGE = "99999999999999999999"  # beyond int64: once an OverflowError (exit 1)
-
-
-def one_line_error(r, code: int, *needles: str) -> str:
-    """Assert exit ``code``, nothing on stdout, exactly one stderr line containing every needle."""
-    assert r.exit_code == code, (r.exit_code, r.stdout, r.stderr)
-    assert r.stdout == "", r.stdout
-    lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1, r.stderr
-    assert "Traceback" not in r.stderr
-    for n in needles:
-        assert n in lines[0], (n, lines[0])
-    return lines[0]
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +78,7 @@ def files(tmp_path_factory) -> dict[str, str]:
     (["models", "show", "llama-3.1-8b", "extra"], ("extra",)),
     (["plan", "train", "--emit"], ("--emit",)),
 ])
-def test_parser_errors_are_one_line(argv, needles):
+def test_parser_errors_are_one_line(argv, needles, one_line_error):
     one_line_error(runner.invoke(app, argv), 2, "error:", *needles)
 
 
@@ -126,9 +114,10 @@ def test_no_arguments_prints_help_not_an_error():
     (["catalog", "show", "h100"], "hardware"),
     (["validate", "--kind", "foo"], "kind"),
 ])
-def test_bad_values_name_the_field(argv, field):
+def test_bad_values_name_the_field(argv, field, one_line_error):
     line = one_line_error(runner.invoke(app, argv), 2, "error:")
-    assert line.startswith(f"error: {field}:") or f" {field}:" in line, line
+    flag = "--" + field.replace("_", "-")  # a choice checked while parsing names the flag
+    assert line.startswith(f"error: {field}:") or f" {field}:" in line or f" {flag}:" in line, line
 
 
 # -- files: missing, directories, empty, malformed, binary ------------------------------------------
@@ -137,24 +126,24 @@ def test_bad_values_name_the_field(argv, field):
     ["models", "show"], ["catalog", "show"], ["catalog", "validate"], ["validate", "--cases"],
 ])
 @pytest.mark.parametrize("name", ["empty.yaml", "bad.yaml", "list.yaml", "binary.yaml", "dir.yaml", "missing"])
-def test_unreadable_or_malformed_input_files(files, cmd, name):
+def test_unreadable_or_malformed_input_files(files, cmd, name, one_line_error):
     path = files.get(name, str(Path(files["dir"]) / "does-not-exist.yaml"))
     line = one_line_error(runner.invoke(app, cmd + [path]), 2, "error:")
     assert "is not valid" in line
 
 
 @pytest.mark.parametrize("name", ["bad.json", "binary.yaml", "dir"])
-def test_model_paths(files, name):
+def test_model_paths(files, name, one_line_error):
     one_line_error(runner.invoke(app, ["models", "show", files[name]]), 2, "model" if name != "bad.json" else "JSON")
 
 
 @pytest.mark.parametrize("name", ["empty.yaml", "junk.csv", "binary.yaml", "dir"])
-def test_calibrate_measurement_files(files, name):
+def test_calibrate_measurement_files(files, name, one_line_error):
     one_line_error(runner.invoke(app, ["calibrate", files[name], "--hardware", "h100-sxm"]), 2, "error:")
 
 
 @pytest.mark.parametrize("flag, value", [("--ranks", "0"), ("--nodes", "0"), ("--op", "broadcastish")])
-def test_calibrate_nccl_flags_are_checked_even_for_csv(flag, value):
+def test_calibrate_nccl_flags_are_checked_even_for_csv(flag, value, one_line_error):
     csv_path = str(Path(__file__).parent / "fixtures" / "calibration" / "ops_h100.csv")
     one_line_error(runner.invoke(app, ["calibrate", csv_path, "--hardware", "h100-sxm", flag, value]), 2,
                    flag.lstrip("-"))
@@ -169,7 +158,7 @@ def test_calibrate_nccl_flags_are_checked_even_for_csv(flag, value):
     ("bad.yaml", "YAML"),
     ("dir.yaml", "calibration"),
 ])
-def test_bad_overlays(files, overlay, needle):
+def test_bad_overlays(files, overlay, needle, one_line_error):
     one_line_error(runner.invoke(app, ES + ["--calibration", files[overlay]]), 2, needle)
 
 
@@ -177,7 +166,7 @@ def test_bad_overlays(files, overlay, needle):
     ["catalog", "list"], ["catalog", "show", "h100-sxm"], ["catalog", "validate", "h100-sxm"],
     ["models", "list"], ["models", "show", "llama-3.1-8b"], ["validate", "--kind", "op_gemm"],
 ])
-def test_every_command_takes_calibration(files, argv):
+def test_every_command_takes_calibration(files, argv, one_line_error):
     ok = runner.invoke(app, argv + ["--calibration", files["ok.yaml"], "--json"])
     assert ok.exit_code == 0, ok.stderr
     json.loads(ok.stdout)
@@ -209,7 +198,7 @@ def test_json_warnings_go_to_stderr():
 # -- --out: checked before the search, all or nothing ------------------------------------------------
 
 @pytest.mark.parametrize("cmd", [PT + ["--gpus", "8"], PS + ["--hardware", "h100-sxm", "--gpus", "8"]])
-def test_out_to_a_file_or_under_a_file_or_empty(tmp_path, cmd):
+def test_out_to_a_file_or_under_a_file_or_empty(tmp_path, cmd, one_line_error):
     f = tmp_path / "existing.txt"
     f.write_text("keep")
     for out in (str(f), str(f / "sub"), ""):
@@ -218,7 +207,7 @@ def test_out_to_a_file_or_under_a_file_or_empty(tmp_path, cmd):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["existing.txt"]
 
 
-def test_infeasible_plan_writes_nothing(tmp_path):
+def test_infeasible_plan_writes_nothing(tmp_path, one_line_error):
     out = tmp_path / "launch"
     r = runner.invoke(app, ["plan", "train", "--model", "llama-3.1-405b", "--hardware", "h100-sxm", "--gpus", "8",
                             "--global-batch", "64", "--seq-len", "4096", "--out", str(out)])
@@ -243,7 +232,7 @@ def test_write_tree_is_complete_on_success(tmp_path):
     assert (d / "a.sh").stat().st_mode & 0o111
 
 
-def test_calibrate_out_creates_its_directory_and_rejects_a_directory(tmp_path):
+def test_calibrate_out_creates_its_directory_and_rejects_a_directory(tmp_path, one_line_error):
     csv_path = str(Path(__file__).parent / "fixtures" / "calibration" / "ops_h100.csv")
     one_line_error(runner.invoke(app, ["calibrate", csv_path, "--hardware", "h100-sxm", "--out", str(tmp_path)]),
                    2, "out:", "directory")
@@ -263,7 +252,7 @@ def test_calibrate_out_creates_its_directory_and_rejects_a_directory(tmp_path):
     (PS + ["--hardware", "mi300x", "--gpus", "8", "--emit", "vllm,dynamo"], "dynamo"),
     (PT[:4] + ["--hardware", "sn40l"] + PT[6:] + ["--gpus", "8", "--emit", "megatron"], "dataflow"),
 ])
-def test_emit_errors(argv, needle):
+def test_emit_errors(argv, needle, one_line_error):
     one_line_error(runner.invoke(app, argv), 2, "emit", needle)
 
 
@@ -290,7 +279,7 @@ def test_default_emit_leaves_out_launchers_the_device_cannot_run(tmp_path):
 
 # -- infeasible: the smallest change -------------------------------------------------------------------
 
-def test_more_gpus_than_the_batch_can_use_suggests_fewer():
+def test_more_gpus_than_the_batch_can_use_suggests_fewer(one_line_error):
     # 64 sequences cannot be spread over 10^6 GPUs: the fix is fewer GPUs, never "more"
     r = runner.invoke(app, PT + ["--gpus", "1000000"])
     line = one_line_error(r, 3, "infeasible:", "fewer GPUs")
@@ -298,7 +287,7 @@ def test_more_gpus_than_the_batch_can_use_suggests_fewer():
     assert fewer < 1000000 and fewer % 8 == 0
 
 
-def test_unreachable_rate_is_infeasible_not_garbage():
+def test_unreachable_rate_is_infeasible_not_garbage(one_line_error):
     # 1e308 requests/s once overflowed an int cast (RuntimeWarning on stderr, exit 0 with a bogus plan)
     r = runner.invoke(app, PS + ["--hardware", "h100-sxm", "--gpus", "8", "--rate", "1e308"])
     one_line_error(r, 3, "infeasible:", "lower --rate")
@@ -352,10 +341,10 @@ def test_launch_text_is_printed_without_borders():
     (["models", "show", "llama3-70b"], "did you mean llama-3-70b?"),
     (["models", "show", "LLAMA-3.1-70B"], "did you mean llama-3.1-70b?"),
 ])
-def test_mistyped_ids_get_a_suggestion(argv, hint):
+def test_mistyped_ids_get_a_suggestion(argv, hint, one_line_error):
     one_line_error(runner.invoke(app, argv), 2, hint)
 
 
-def test_unrelated_ids_get_no_suggestion():
+def test_unrelated_ids_get_no_suggestion(one_line_error):
     line = one_line_error(runner.invoke(app, ["catalog", "show", "tpu-v5p"]), 2, "tpu-v5p")
     assert "did you mean" not in line

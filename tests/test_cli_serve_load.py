@@ -4,26 +4,16 @@ import json
 
 import numpy as np
 import pytest
-from typer.testing import CliRunner
 
-from roofplan.cli.app import app
 from roofplan.workload import PRESETS, make_workload, preset_workload
 
-runner = CliRunner()
 BASE = ["--model", "llama-3.1-8b", "--hardware", "h100-sxm", "--engine", "vllm"]
 EST = ["estimate", "serve", *BASE]
 SIM = ["simulate", *BASE]
 
 
-def one_line_error(r, code):
-    assert r.exit_code == code, r.output
-    lines = [x for x in r.stderr.splitlines() if x.strip()]
-    assert len(lines) == 1 and "Traceback" not in r.output, r.stderr
-    return lines[0]
-
-
-def test_concurrency_json_has_the_spec_load_keys():
-    r = runner.invoke(app, EST + ["--concurrency", "32", "--isl", "1000", "--osl", "200", "--json"])
+def test_concurrency_json_has_the_spec_load_keys(cli):
+    r = cli(*EST + ["--concurrency", "32", "--isl", "1000", "--osl", "200", "--json"])
     assert r.exit_code == 0, r.output
     doc = json.loads(r.stdout)
     for m in ("ttft", "tpot", "latency"):
@@ -35,20 +25,20 @@ def test_concurrency_json_has_the_spec_load_keys():
     assert doc["output_tokens_per_s"] == pytest.approx(doc["request_rate_rps"] * 200, rel=1e-9)
 
 
-def test_static_batch_is_unchanged_and_exclusive():
-    r = runner.invoke(app, EST + ["--batch", "8", "--isl", "1000", "--osl", "200", "--json"])
+def test_static_batch_is_unchanged_and_exclusive(one_line_error, cli):
+    r = cli(*EST + ["--batch", "8", "--isl", "1000", "--osl", "200", "--json"])
     assert r.exit_code == 0 and "ttft_p90_ms" not in json.loads(r.stdout)
-    line = one_line_error(runner.invoke(app, EST + ["--batch", "8", "--rate", "2", "--isl", "10", "--osl", "10"]), 2)
+    line = one_line_error(cli(*EST + ["--batch", "8", "--rate", "2", "--isl", "10", "--osl", "10"]), 2)
     assert "exactly one of --batch, --concurrency, --rate" in line
-    line = one_line_error(runner.invoke(app, EST + ["--batch", "8", "--workload", "chat"]), 2)
+    line = one_line_error(cli(*EST + ["--batch", "8", "--workload", "chat"]), 2)
     assert "--batch" in line
 
 
-def test_unsustainable_rate_exits_3_naming_the_largest_rate():
-    line = one_line_error(runner.invoke(app, EST + ["--rate", "1000", "--isl", "1000", "--osl", "200"]), 3)
+def test_unsustainable_rate_exits_3_naming_the_largest_rate(one_line_error, cli):
+    line = one_line_error(cli(*EST + ["--rate", "1000", "--isl", "1000", "--osl", "200"]), 3)
     assert "largest sustainable rate is" in line
     mr = float(line.split("largest sustainable rate is ")[1].split()[0])
-    r = runner.invoke(app, EST + ["--rate", str(0.95 * mr), "--isl", "1000", "--osl", "200", "--json"])
+    r = cli(*EST + ["--rate", str(0.95 * mr), "--isl", "1000", "--osl", "200", "--json"])
     assert r.exit_code == 0, r.output
 
 
@@ -62,20 +52,20 @@ def test_unsustainable_rate_exits_3_naming_the_largest_rate():
         ("w.jsonl", '{"isl": 10, "osl": -5}\n', "w.jsonl:1:13 osl"),
     ],
 )
-def test_bad_workload_files_get_file_line_and_column(tmp_path, name, text, where):
+def test_bad_workload_files_get_file_line_and_column(tmp_path, name, text, where, one_line_error, cli):
     p = tmp_path / name
     p.write_text(text)
-    line = one_line_error(runner.invoke(app, EST + ["--rate", "1", "--workload", str(p)]), 2)
+    line = one_line_error(cli(*EST + ["--rate", "1", "--workload", str(p)]), 2)
     assert where in line
 
 
-def test_bad_distribution_and_conflicting_sources():
-    line = one_line_error(runner.invoke(app, EST + ["--rate", "1", "--isl-dist", "weibull:1,2", "--osl", "9"]), 2)
+def test_bad_distribution_and_conflicting_sources(one_line_error, cli):
+    line = one_line_error(cli(*EST + ["--rate", "1", "--isl-dist", "weibull:1,2", "--osl", "9"]), 2)
     assert "--isl-dist" in line and "lognormal" in line
-    line = one_line_error(runner.invoke(app, EST + ["--rate", "1", "--isl", "9", "--isl-dist", "normal:9,1",
+    line = one_line_error(cli(*EST + ["--rate", "1", "--isl", "9", "--isl-dist", "normal:9,1",
                                                     "--osl", "9"]), 2)
     assert "not both" in line
-    line = one_line_error(runner.invoke(app, EST + ["--rate", "1", "--workload", "nonesuch"]), 2)
+    line = one_line_error(cli(*EST + ["--rate", "1", "--workload", "nonesuch"]), 2)
     assert "chat" in line
 
 
@@ -96,36 +86,36 @@ def test_presets_reproduce_their_published_medians_and_p90s():
         assert "http" in p.source
 
 
-def test_trace_with_arrivals_drives_the_simulator(tmp_path):
+def test_trace_with_arrivals_drives_the_simulator(tmp_path, cli):
     p = tmp_path / "t.jsonl"
     rows = [{"isl": 500, "osl": 50, "arrival_s": 0.25 * i} for i in range(400)]
     p.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
-    r = runner.invoke(app, SIM + ["--workload", str(p), "--json"])
+    r = cli(*SIM + ["--workload", str(p), "--json"])
     assert r.exit_code == 0, r.output
     doc = json.loads(r.stdout)
     assert doc["inputs"]["simulated_requests"] == 400
     assert doc["request_rate_rps"] == pytest.approx(4.0, rel=0.05)
 
 
-def test_simulate_agrees_with_estimate_through_the_cli():
+def test_simulate_agrees_with_estimate_through_the_cli(cli):
     args = ["--rate", "6", "--isl", "1000", "--osl", "200", "--json"]
-    est = json.loads(runner.invoke(app, EST + args).stdout)
-    sim = json.loads(runner.invoke(app, SIM + args + ["--requests", "5000"]).stdout)
+    est = json.loads(cli(*EST + args).stdout)
+    sim = json.loads(cli(*SIM + args + ["--requests", "5000"]).stdout)
     assert sim["tpot_ms"] == pytest.approx(est["tpot_ms"], rel=0.05)
     assert sim["ttft_ms"] == pytest.approx(est["ttft_ms"], rel=0.12)
     assert set(k for k in est if k.endswith("_ms")) <= set(sim)
 
 
-def test_simulate_a_plan(tmp_path):
+def test_simulate_a_plan(tmp_path, one_line_error, cli):
     plan = tmp_path / "plan.json"
-    r = runner.invoke(app, ["plan", "serve", "--model", "llama-3.1-8b", "--hardware", "h100-sxm", "--gpus", "2",
-                            "--isl", "1000", "--osl", "200", "--engine", "vllm", "--json"])
+    r = cli("plan", "serve", "--model", "llama-3.1-8b", "--hardware", "h100-sxm", "--gpus", "2",
+                            "--isl", "1000", "--osl", "200", "--engine", "vllm", "--json")
     assert r.exit_code == 0, r.output
     plan.write_text(r.stdout)
-    s = runner.invoke(app, ["simulate", "--plan", str(plan), "--requests", "3000", "--json"])
+    s = cli("simulate", "--plan", str(plan), "--requests", "3000", "--json")
     assert s.exit_code == 0, s.output
     doc = json.loads(s.stdout)
     assert doc["inputs"]["gpus_total"] <= 2
     assert doc["request_rate_rps"] > 0
-    line = one_line_error(runner.invoke(app, ["simulate", "--plan", str(tmp_path / "none.json")]), 2)
+    line = one_line_error(cli("simulate", "--plan", str(tmp_path / "none.json")), 2)
     assert "--plan" in line

@@ -1,6 +1,6 @@
 """Serving cost model against hand calculations and invariants.
 
-Devices are built here from hardware.md numbers (not the catalogs) so the expectations are
+Devices are built here from docs/reference/hardware.md numbers (not the catalogs) so the expectations are
 independent of catalog fitting; models are the published shapes."""
 
 import dataclasses
@@ -18,12 +18,12 @@ from roofplan.costmodel.serve import (
     serve_step,
     step_time,
 )
+from roofplan.engines.catalog import load_engine
 from roofplan.errors import InputError
-from roofplan.hardware.engines import load_engine
 from roofplan.hardware.spec import DeviceSpec, Efficiency, Fabric, MemoryTier
 from roofplan.models.spec import MLASpec, ModelSpec, MoESpec
 
-# H100 SXM5 (hardware.md §4): 989.4 TFLOPS bf16, 1978.9 fp8, 80 GB at 3.35 TB/s, NVLink 450 GB/s/dir
+# H100 SXM5 (docs/reference/hardware.md §4): 989.4 TFLOPS bf16, 1978.9 fp8, 80 GB at 3.35 TB/s, NVLink 450 GB/s/dir
 H100 = DeviceSpec(
     id="h100-test",
     name="H100 SXM (test)",
@@ -37,7 +37,7 @@ H100 = DeviceSpec(
     price_per_hour=None,
     efficiency=Efficiency(gemm_max=0.8, hbm=0.9),
 )
-# A100 SXM4 80GB (hardware.md §2): 312 TFLOPS bf16, no fp8, 2.039 TB/s
+# A100 SXM4 80GB (docs/reference/hardware.md §2): 312 TFLOPS bf16, no fp8, 2.039 TB/s
 A100 = dataclasses.replace(
     H100,
     id="a100-test",

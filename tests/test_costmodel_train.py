@@ -5,11 +5,11 @@ import dataclasses
 import numpy as np
 import pytest
 
+from roofplan import estimate_training  # ids resolved at the door
 from roofplan.costmodel.train import (
     REJECT_REASONS,
     TrainConfigs,
     check_train_config,
-    estimate_training,
     train_step,
 )
 from roofplan.errors import InputError

@@ -1,4 +1,4 @@
-"""JSON output minus wall-clock time is byte-identical across runs (SPEC §6: a ``timing`` object
+"""JSON output minus wall-clock time is byte-identical across runs (docs/SPEC.md §6: a ``timing`` object
 gathers the wall-clock fields; the old keys stay as aliases)."""
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ def test_json_minus_timing_is_byte_identical(argv):
 def test_timing_gathers_every_wall_clock_field_and_keeps_the_aliases(argv):
     doc = _run(argv)
     timing = doc["timing"]
-    assert timing["search_time_s"] == doc["search_time_s"] > 0  # the SPEC §3.3/3.4 key stays
+    assert timing["search_time_s"] == doc["search_time_s"] > 0  # the docs/SPEC.md §3.3/3.4 key stays
 
     def walk(node, path=""):  # every wall-clock field anywhere in the document is listed in timing
         if isinstance(node, dict):

@@ -3,8 +3,9 @@
 import pytest
 import yaml
 
+from roofplan.engines.catalog import ENGINE_DIR, load_engine
+from roofplan.engines.profile import ENGINES, EngineProfile
 from roofplan.errors import InputError
-from roofplan.hardware.engines import ENGINE_DIR, ENGINES, EngineProfile, load_engine
 
 
 @pytest.mark.parametrize("name", ENGINES)

@@ -57,7 +57,7 @@ def test_every_number_has_a_source_and_every_efficiency_is_set(hw_id):
 def test_h100_numbers_match_hardware_reference():
     h = load_hardware("h100-sxm")
     entry = load_entry("h100-sxm")
-    # hardware.md §4: dense BF16/FP16 989.4, FP8 1,978.9, TF32 494.7 TFLOPS; HBM 3,350 GB/s; NVLink 450 GB/s per
+    # docs/reference/hardware.md §4: dense BF16/FP16 989.4, FP8 1,978.9, TF32 494.7 TFLOPS; HBM 3,350 GB/s; NVLink 450 GB/s per
     # direction through NVSwitch with NVLS; 400 Gb/s NDR per GPU; 8 per node; 700 W.
     assert h.peak("bf16") == pytest.approx(989.4e12)
     assert h.peak("fp16") == pytest.approx(989.4e12)
@@ -71,7 +71,7 @@ def test_h100_numbers_match_hardware_reference():
     assert h.devices_per_node == 8 and h.tdp_w == 700
     # The tensor-core fraction is fitted to measured kernels (tools/fit_ops.py): the large BF16 GEMMs
     # (m, n, k >= 4096) of tests/data/measured_kernels_hopper.csv are predicted within 10 % (median);
-    # they run at 650-830 TFLOP/s, below MAMF's best-of-100 794.5 (hardware.md §16c) on average.
+    # they run at 650-830 TFLOP/s, below MAMF's best-of-100 794.5 (docs/reference/hardware.md §16c) on average.
     from roofplan.calibration.formats import read_measurements
     from roofplan.costmodel.ops import gemm_time
 
@@ -82,7 +82,7 @@ def test_h100_numbers_match_hardware_reference():
     err = [float(gemm_time(m.row["m"], m.row["n"], m.row["k"], h)) / m.target - 1 for m in rows]
     assert np.median(np.abs(err)) < 0.10
     assert "fit_ops.py" in next(f.source for f in entry.fields if f.path == "efficiency.gemm_max")
-    # NVLS gains over the ring all-reduce at 8 GPUs, short of NCCL's headline 480 / 370 (hardware.md §16a)
+    # NVLS gains over the ring all-reduce at 8 GPUs, short of NCCL's headline 480 / 370 (docs/reference/hardware.md §16a)
     assert 1.0 < h.efficiency.nvls_speedup <= 480 / 370
 
 
@@ -93,13 +93,13 @@ def test_a100_and_h200_numbers():
     assert a80.intra.bandwidth_Bps == pytest.approx(300e9) and not a80.intra.in_network_reduction
     assert a80.inter.bandwidth_Bps == pytest.approx(200e9 / 8)
     with pytest.raises(InputError, match="dtype"):
-        a80.peak("fp8")  # Ampere has no FP8 (hardware.md §1)
+        a80.peak("fp8")  # Ampere has no FP8 (docs/reference/hardware.md §1)
     assert h200.hbm_Bps == pytest.approx(4.8e12) and h200.peak("bf16") == pytest.approx(989.4e12)
 
 
 def test_amd_numbers_per_gcd():
     x = load_hardware("mi250x")
-    # hardware.md §8: one GCD = half an MI250X package: 383 / 2 TFLOPS, 3,277 / 2 GB/s, 128 / 2 GB.
+    # docs/reference/hardware.md §8: one GCD = half an MI250X package: 383 / 2 TFLOPS, 3,277 / 2 GB/s, 128 / 2 GB.
     assert x.peak("bf16") == pytest.approx(383e12 / 2)
     assert x.hbm_Bps == pytest.approx(3277e9 / 2, rel=1e-3)
     assert x.hbm_bytes == pytest.approx(64 * GiB)
@@ -116,12 +116,12 @@ def test_amd_numbers_per_gcd():
 
 def test_ascend_and_sn40l():
     a = load_hardware("ascend-910b")
-    # hardware.md §10: 910B2 / A2_376T_64G: BF16 353.9, FP16 376, INT8 752; HCCS full mesh 196 GB/s.
+    # docs/reference/hardware.md §10: 910B2 / A2_376T_64G: BF16 353.9, FP16 376, INT8 752; HCCS full mesh 196 GB/s.
     assert a.peak("bf16") == pytest.approx(353.9e12) and a.peak("fp16") == pytest.approx(376e12)
     assert a.peak("int8") == pytest.approx(752e12) and "fp8" not in a.peak_flops
     assert a.intra.topology == "full_mesh" and a.intra.bandwidth_Bps == pytest.approx(196e9)
     s = load_hardware("sn40l")
-    # hardware.md §13: SRAM 520 MiB, HBM 64 GiB, DDR 1.5 TiB per socket; 638 BF16 TFLOPS; dataflow.
+    # docs/reference/hardware.md §13: SRAM 520 MiB, HBM 64 GiB, DDR 1.5 TiB per socket; 638 BF16 TFLOPS; dataflow.
     assert [t.name for t in s.tiers] == ["sram", "hbm", "ddr"]
     assert s.tier("sram").capacity_bytes == pytest.approx(520 * MiB)
     assert s.tier("hbm").capacity_bytes == pytest.approx(64 * GiB)

@@ -1,7 +1,7 @@
 """Hostile input and hostile filesystems (issue: no internal error, no write outside --out, no
 hang, no non-number as a result).
 
-Each case is one cause found by fuzzing every command and input format; each asserts the SPEC §4
+Each case is one cause found by fuzzing every command and input format; each asserts the docs/SPEC.md §4
 outcome: exit 2 (bad input) with one stderr line naming the field, never exit 1 / a traceback.
 """
 
@@ -26,17 +26,6 @@ PS = ["plan", "serve", "--model", "llama-3.1-8b", "--hardware", "h100-sxm", "--g
       "--osl", "200"]
 
 
-def one_line(r, code: int = 2, *needles: str) -> str:
-    """Exit ``code``, exactly one stderr line holding every needle, no traceback."""
-    assert r.exit_code == code, (r.exit_code, r.stdout[-500:], r.stderr[-2000:])
-    lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1, r.stderr[-2000:]
-    assert "internal error" not in lines[0] and "Traceback" not in r.stderr
-    for n in needles:
-        assert n in lines[0], (n, lines[0])
-    return lines[0]
-
-
 def write(tmp_path: Path, name: str, text: str) -> str:
     p = tmp_path / name
     p.write_text(text)
@@ -54,26 +43,26 @@ def config(tmp_path: Path, raw: str | None = None, **changes) -> str:
     ("hidden_size", "9" * 4301), ("num_hidden_layers", str(2**40)), ("num_hidden_layers", str(2**31 - 1)),
     ("vocab_size", str(2**62)), ("intermediate_size", "1" + "0" * 30), ("max_position_embeddings", str(2**63)),
 ])
-def test_huge_config_integers_are_bounded(tmp_path, field, value):
+def test_huge_config_integers_are_bounded(tmp_path, field, value, one_line_error):
     base = {k: v for k, v in LLAMA.items() if k != field}
     path = config(tmp_path, raw=json.dumps(base).replace("}", f', "{field}": {value}}}'))
-    line = one_line(runner.invoke(app, ["models", "show", path]), 2, field)
+    line = one_line_error(runner.invoke(app, ["models", "show", path]), 2, field)
     assert "at most" in line, line
 
 
-def test_huge_experts_and_inline_gpt(tmp_path):
+def test_huge_experts_and_inline_gpt(tmp_path, one_line_error):
     path = config(tmp_path, model_type="mixtral", num_local_experts=10**18, num_experts_per_tok=2)
-    one_line(runner.invoke(app, ["models", "show", path]), 2, "num_local_experts", "at most")
-    one_line(runner.invoke(app, ["models", "show", f"gpt(h={10**40};l=2;a=2;V=10)"]), 2, "at most")
+    one_line_error(runner.invoke(app, ["models", "show", path]), 2, "num_local_experts", "at most")
+    one_line_error(runner.invoke(app, ["models", "show", f"gpt(h={10**40};l=2;a=2;V=10)"]), 2, "at most")
 
 
-def test_zero_heads_in_inline_gpt():
-    one_line(runner.invoke(app, ["models", "show", "gpt(h=4;l=1;a=0;V=1)"]), 2, "a")
+def test_zero_heads_in_inline_gpt(one_line_error):
+    one_line_error(runner.invoke(app, ["models", "show", "gpt(h=4;l=1;a=0;V=1)"]), 2, "a")
 
 
-def test_prior_weight_is_bounded(tmp_path):
+def test_prior_weight_is_bounded(tmp_path, one_line_error):
     csv = write(tmp_path, "m.csv", "kind,m,n,k,dtype,value,unit\ngemm,4096,4096,4096,bf16,1,ms\n")
-    one_line(runner.invoke(app, ["calibrate", csv, "--hardware", "h100-sxm", "--prior-weight", "1e308"]), 2,
+    one_line_error(runner.invoke(app, ["calibrate", csv, "--hardware", "h100-sxm", "--prior-weight", "1e308"]), 2,
              "prior_weight")
 
 
@@ -81,24 +70,24 @@ def test_prior_weight_is_bounded(tmp_path):
     "gemm,4096,4096,4096,bf16,-inf,ms", "gemm,4096,4096,4096,bf16,1e400,ms", "gemm,4096,4096,4096,fp64,1,ms",
     "gemm,1e30,4096,4096,bf16,1,ms", "gemm,4096,4096,4096,bf16,1e-320,ms",
 ])
-def test_bad_measurement_rows(tmp_path, row):
+def test_bad_measurement_rows(tmp_path, row, one_line_error):
     csv = write(tmp_path, "m.csv", "kind,m,n,k,dtype,value,unit\n" + row + "\n")
-    one_line(runner.invoke(app, ["calibrate", csv, "--hardware", "h100-sxm"]), 2, "m.csv line 2")
+    one_line_error(runner.invoke(app, ["calibrate", csv, "--hardware", "h100-sxm"]), 2, "m.csv line 2")
 
 
-def test_collective_bytes_1e400(tmp_path):
+def test_collective_bytes_1e400(tmp_path, one_line_error):
     csv = write(tmp_path, "c.csv", "kind,op,ranks,bytes,value,unit\ncollective,all_reduce,8,1e400,1,ms\n")
-    one_line(runner.invoke(app, ["calibrate", csv, "--hardware", "h100-sxm"]), 2, "bytes")
+    one_line_error(runner.invoke(app, ["calibrate", csv, "--hardware", "h100-sxm"]), 2, "bytes")
 
 
 # -- nesting, aliases, sizes ---------------------------------------------------------------------------
 
 @pytest.mark.parametrize("depth", [1000, 50_000])
-def test_deep_json_and_yaml(tmp_path, depth):
+def test_deep_json_and_yaml(tmp_path, depth, one_line_error):
     path = config(tmp_path, raw="[" * depth + "]" * depth)
-    one_line(runner.invoke(app, ["models", "show", path]), 2, "nest")
+    one_line_error(runner.invoke(app, ["models", "show", path]), 2, "nest")
     y = write(tmp_path, "m.yaml", "[" * depth + "]" * depth)
-    one_line(runner.invoke(app, ["models", "show", y]), 2, "nest")
+    one_line_error(runner.invoke(app, ["models", "show", y]), 2, "nest")
 
 
 def billion_laughs(levels: int) -> str:
@@ -109,24 +98,24 @@ def billion_laughs(levels: int) -> str:
 
 
 @pytest.mark.parametrize("cmd", [["catalog", "validate"], ["models", "show"]])
-def test_billion_laughs_is_refused_quickly(tmp_path, cmd):
+def test_billion_laughs_is_refused_quickly(tmp_path, cmd, one_line_error):
     y = write(tmp_path, "laughs.yaml", billion_laughs(9))
-    line = one_line(runner.invoke(app, cmd + [y]), 2, "alias")
+    line = one_line_error(runner.invoke(app, cmd + [y]), 2, "alias")
     assert len(line) < 500
 
 
-def test_overlay_billion_laughs(tmp_path):
+def test_overlay_billion_laughs(tmp_path, one_line_error):
     y = write(tmp_path, "o.yaml", OVERLAY + billion_laughs(8).replace("a0:", "notes:", 1))
-    one_line(runner.invoke(app, ES + ["--model", "llama-3.1-8b", "--calibration", y]), 2, "alias")
+    one_line_error(runner.invoke(app, ES + ["--model", "llama-3.1-8b", "--calibration", y]), 2, "alias")
 
 
-def test_input_files_have_a_size_limit(tmp_path):
+def test_input_files_have_a_size_limit(tmp_path, one_line_error):
     big = tmp_path / "config.json"
     with big.open("w") as f:
         f.write('{"model_type": "llama", "x": "')
         f.write("x" * (40 * 2**20))
         f.write('"}')
-    one_line(runner.invoke(app, ["models", "show", str(big)]), 2, "MiB")
+    one_line_error(runner.invoke(app, ["models", "show", str(big)]), 2, "MiB")
 
 
 # -- names as text -------------------------------------------------------------------------------------
@@ -138,8 +127,8 @@ def test_markup_in_names_is_printed_as_text(tmp_path):
     assert "evil[/x] [bold]b" in r.stdout
 
 
-def test_emoji_codes_stay_in_error_lines():
-    line = one_line(runner.invoke(app, ["models", "show", ":x:"]), 2)
+def test_emoji_codes_stay_in_error_lines(one_line_error):
+    line = one_line_error(runner.invoke(app, ["models", "show", ":x:"]), 2)
     assert ":x:" in line, line
 
 
@@ -147,7 +136,7 @@ def test_emoji_codes_stay_in_error_lines():
 
 @pytest.mark.parametrize("flag", ["--model", "--hardware", "--calibration", "--catalog-dir"])
 @pytest.mark.parametrize("value", ["x" * 5000, "~nonexistent_user_zz/x", "a/" + "b" * 300 + "/c.yaml"])
-def test_long_and_odd_paths(flag, value):
+def test_long_and_odd_paths(flag, value, one_line_error):
     argv = ES + ["--model", "llama-3.1-8b"]
     if flag == "--catalog-dir":
         argv = ["catalog", "list", "--catalog-dir", value]
@@ -155,7 +144,7 @@ def test_long_and_odd_paths(flag, value):
         argv = ES + ["--model", value]
     else:
         argv = argv + [flag, value]
-    one_line(runner.invoke(app, argv), 2)
+    one_line_error(runner.invoke(app, argv), 2)
 
 
 # -- config.json shapes --------------------------------------------------------------------------------
@@ -166,14 +155,14 @@ def test_long_and_odd_paths(flag, value):
     ('{"model_type": "llama", "hidden_size": 512, "hidden_size": 1024}', "duplicate"),
     ('{"model_type": "llama", "hidden_size": NaN}', "NaN"),
 ])
-def test_config_shapes(tmp_path, raw, needle):
-    one_line(runner.invoke(app, ["models", "show", config(tmp_path, raw=raw)]), 2, needle)
+def test_config_shapes(tmp_path, raw, needle, one_line_error):
+    one_line_error(runner.invoke(app, ["models", "show", config(tmp_path, raw=raw)]), 2, needle)
 
 
-def test_mla_null_rank(tmp_path):
+def test_mla_null_rank(tmp_path, one_line_error):
     y = write(tmp_path, "m.yaml", "layers: 2\nhidden: 64\nheads: 2\nffn: 128\nvocab: 100\n"
               "mla: {kv_lora_rank: null, qk_nope_head_dim: 16, qk_rope_head_dim: 16, v_head_dim: 16}\n")
-    one_line(runner.invoke(app, ["models", "show", y]), 2, "kv_lora_rank")
+    one_line_error(runner.invoke(app, ["models", "show", y]), 2, "kv_lora_rank")
 
 
 # -- overlays ------------------------------------------------------------------------------------------
@@ -191,15 +180,15 @@ def test_mla_null_rank(tmp_path):
     ("efficiency: {intra_latency_s: 1.8e308}", "intra_latency_s"),
     ("engine: {vllm: {}}", "engines"),                                  # unknown top key, did you mean
 ])
-def test_bad_overlays(tmp_path, body, needle):
+def test_bad_overlays(tmp_path, body, needle, one_line_error):
     y = write(tmp_path, "o.yaml", OVERLAY + body + "\n")
-    one_line(runner.invoke(app, ES + ["--model", "llama-3.1-8b", "--engine", "vllm", "--calibration", y]), 2,
+    one_line_error(runner.invoke(app, ES + ["--model", "llama-3.1-8b", "--engine", "vllm", "--calibration", y]), 2,
              needle)
 
 
-def test_plan_serve_inf_overlay_is_input_error(tmp_path):
+def test_plan_serve_inf_overlay_is_input_error(tmp_path, one_line_error):
     y = write(tmp_path, "o.yaml", OVERLAY + "engines: {vllm: {step_overhead_s: .inf}}\n")
-    one_line(runner.invoke(app, PS + ["--engine", "vllm", "--calibration", y]), 2, "step_overhead_s")
+    one_line_error(runner.invoke(app, PS + ["--engine", "vllm", "--calibration", y]), 2, "step_overhead_s")
 
 
 # -- catalogs ------------------------------------------------------------------------------------------
@@ -219,26 +208,26 @@ def _catalog(tmp_path: Path, old: str, new: str, name: str = "h100-sxm.yaml") ->
     ("devices_per_node: {value: 8", "devices_per_node: {value: 100000000", "devices_per_node"),
     ("  gemm_max: {value", "  gemm_maxx: {value", "did you mean"),
 ])
-def test_bad_catalog_values(tmp_path, old, new, needle):
+def test_bad_catalog_values(tmp_path, old, new, needle, one_line_error):
     path = _catalog(tmp_path, old, new)
-    one_line(runner.invoke(app, ["catalog", "validate", path]), 2, needle)
-    one_line(runner.invoke(app, ES + ["--model", "llama-3.1-8b", "--hardware", path]), 2, needle)
+    one_line_error(runner.invoke(app, ["catalog", "validate", path]), 2, needle)
+    one_line_error(runner.invoke(app, ES + ["--model", "llama-3.1-8b", "--hardware", path]), 2, needle)
 
 
 # -- emit lists, suggestions ---------------------------------------------------------------------------
 
 @pytest.mark.parametrize("emit", [" vllm", "vllm,", ",vllm", "vllm,,sglang"])
-def test_sloppy_emit_lists_are_errors(tmp_path, emit):
-    one_line(runner.invoke(app, PS + ["--emit", emit, "--out", str(tmp_path / "o")]), 2, "emit")
+def test_sloppy_emit_lists_are_errors(tmp_path, emit, one_line_error):
+    one_line_error(runner.invoke(app, PS + ["--emit", emit, "--out", str(tmp_path / "o")]), 2, "emit")
     assert not (tmp_path / "o").exists()
 
 
 @pytest.mark.parametrize("rate, suggested", [("100000", True), ("10000000", False)])
-def test_infeasible_serve_suggestion_respects_the_gpu_cap(rate, suggested):
+def test_infeasible_serve_suggestion_respects_the_gpu_cap(rate, suggested, one_line_error):
     import re
 
     r = runner.invoke(app, PS + ["--rate", rate, "--ttft-ms", "1000", "--tpot-ms", "50"])
-    line = one_line(r, 3, "lower --rate")
+    line = one_line_error(r, 3, "lower --rate")
     gpus = [int(n) for n in re.findall(r"--gpus (\d+)", line)]
     assert bool(gpus) == suggested, line
     assert all(n <= 16_384 for n in gpus), line
@@ -275,23 +264,23 @@ def test_non_finite_results_are_errors_naming_the_field_and_inputs():
     assert check_finite(doc) is doc
 
 
-def test_duplicate_yaml_keys_are_errors(tmp_path):
+def test_duplicate_yaml_keys_are_errors(tmp_path, one_line_error):
     path = _catalog(tmp_path, "vendor: NVIDIA", "vendor: NVIDIA\nvendor: AMD")
-    one_line(runner.invoke(app, ["catalog", "validate", path]), 2, "vendor", "twice")
+    one_line_error(runner.invoke(app, ["catalog", "validate", path]), 2, "vendor", "twice")
 
 
 @pytest.mark.parametrize("out", ["~nonexistent_user_zz/o", "o/" + "x" * 300])
-def test_hostile_out_paths(tmp_path, out):
+def test_hostile_out_paths(tmp_path, out, one_line_error):
     r = runner.invoke(app, ["plan", "train", "--model", "llama-3.1-8b", "--hardware", "h100-sxm", "--gpus", "8",
                             "--global-batch", "64", "--seq-len", "4096", "--out", out])
-    one_line(r, 2, "out")
+    one_line_error(r, 2, "out")
 
 
-def test_limits_are_stated_in_one_short_line(tmp_path):
+def test_limits_are_stated_in_one_short_line(tmp_path, one_line_error):
     """An 8-level alias tree once printed a 226 MB error line; a 5,000-character id 5,000 characters."""
     y = write(tmp_path, "m.yaml", billion_laughs(8))
-    assert len(one_line(runner.invoke(app, ["models", "show", y]), 2)) < 400
-    assert len(one_line(runner.invoke(app, ["models", "show", "x" * 5000]), 2)) < 2600
+    assert len(one_line_error(runner.invoke(app, ["models", "show", y]), 2)) < 400
+    assert len(one_line_error(runner.invoke(app, ["models", "show", "x" * 5000]), 2)) < 2600
 
 
 @pytest.mark.parametrize("sub, needle", [
@@ -300,11 +289,11 @@ def test_limits_are_stated_in_one_short_line(tmp_path):
     ((",1024,,", ",1e400,,"), "isl"),                   # int(float("1e400")): OverflowError
     ((",8,8,1,1,", ",8,0,1,1,"), "tp"),                  # tp = 0: ZeroDivisionError
 ])
-def test_suite_format_rows(tmp_path, sub, needle):
+def test_suite_format_rows(tmp_path, sub, needle, one_line_error):
     lines = (Path(__file__).parent.parent / "roofplan" / "validation" / "published_measurements.csv").read_text()
     header, row = lines.splitlines()[0], next(r for r in lines.splitlines() if ",prefill_ms,154.6," in r)
     csv = write(tmp_path, "s.csv", header + "\n" + row.replace(*sub) + "\n")
-    one_line(runner.invoke(app, ["validate", "--cases", csv, "--json"]), 2, needle)
+    one_line_error(runner.invoke(app, ["validate", "--cases", csv, "--json"]), 2, needle)
 
 
 @pytest.mark.parametrize("name, text, needle", [
@@ -313,15 +302,15 @@ def test_suite_format_rows(tmp_path, sub, needle):
     ("w.jsonl", '{"isl": 512, "osl": 1}\n', "tpot_ms"),            # TPOT of one output token: null once
     ("w.jsonl", "[" * 5000 + "]" * 5000 + "\n", "nesting"),
 ])
-def test_hostile_workload_traces(tmp_path, name, text, needle):
+def test_hostile_workload_traces(tmp_path, name, text, needle, one_line_error):
     w = write(tmp_path, name, text)
-    one_line(runner.invoke(app, ES[:4] + ["--model", "llama-3.1-8b", "--workload", w, "--concurrency", "4",
+    one_line_error(runner.invoke(app, ES[:4] + ["--model", "llama-3.1-8b", "--workload", w, "--concurrency", "4",
                                           "--json"]), 2, needle)
 
 
-def test_hostile_plan_for_simulate(tmp_path):
+def test_hostile_plan_for_simulate(tmp_path, one_line_error):
     p = write(tmp_path, "plan.json", '{"schema": "roofplan.plan.serve/v1", "best": ' + "[" * 100 + "]" * 100 + "}")
-    one_line(runner.invoke(app, ["simulate", "--plan", p]), 2, "nesting")
+    one_line_error(runner.invoke(app, ["simulate", "--plan", p]), 2, "nesting")
 
 
 def test_simulator_confirmation_work_is_bounded():

@@ -22,10 +22,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from roofplan import plan_serving, plan_training
 from roofplan.errors import InputError
 from roofplan.launch import deepspeed, dynamo, megatron, sglang, torchtitan, trtllm, versions, vllm
 from roofplan.launch.registry import emitter, train_files
-from roofplan.plan_api import plan_serving, plan_training
 
 INV = Path(__file__).parent / "data" / "inventories"
 

@@ -9,11 +9,11 @@ import tomllib
 
 import pytest
 
+from roofplan import plan_training
 from roofplan.errors import InputError
 from roofplan.launch import deepspeed, megatron, torchtitan
 from roofplan.launch.registry import train_files
 from roofplan.models.loader import load_model
-from roofplan.plan_api import plan_training
 
 
 def script_argv(text: str) -> list[str]:

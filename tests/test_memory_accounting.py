@@ -20,7 +20,7 @@ import dataclasses
 
 import pytest
 
-from roofplan.costmodel.train import estimate_training
+from roofplan import estimate_training  # ids resolved at the door
 
 GiB = 2**30
 PER_TOKEN_LAYER = 16384 + 4608 + 4096 + 26624 + 13312 + 64

@@ -7,7 +7,8 @@ import dataclasses
 import numpy as np
 import pytest
 
-from roofplan.costmodel.train import TrainConfigs, check_train_config, estimate_training, train_step
+from roofplan import estimate_training  # ids resolved at the door
+from roofplan.costmodel.train import TrainConfigs, check_train_config, train_step
 from roofplan.costmodel.train_time import EP_COMM_SM_FRACTION, _node_dedup
 from roofplan.errors import InputError
 from roofplan.hardware.catalog import load_hardware

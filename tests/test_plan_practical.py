@@ -10,11 +10,13 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from roofplan import (
+    estimate_training,  # ids resolved at the door
+    plan_training,
+)
 from roofplan.cli.app import app
-from roofplan.costmodel.train import estimate_training
 from roofplan.costmodel.train_memory import default_memory_headroom_bytes
 from roofplan.errors import InputError
-from roofplan.plan_api import plan_training
 from roofplan.solver import constraints as cons
 from roofplan.solver import robust
 

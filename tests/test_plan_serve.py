@@ -6,11 +6,11 @@ import math
 import numpy as np
 import pytest
 
+from roofplan import plan_serving
 from roofplan.costmodel.collectives import collective_time
 from roofplan.errors import InfeasibleError, InputError
 from roofplan.hardware.catalog import load_hardware
 from roofplan.models.loader import load_model
-from roofplan.plan_api import plan_serving
 from roofplan.solver.pareto import pareto_front, text_plot
 
 M70 = "llama-3.1-70b"
@@ -226,7 +226,7 @@ def test_calibration_overlay_is_applied():
 def test_pruned_ilp_equals_brute_force_over_every_candidate():
     """The planner (dominance pruning + ILP) against an exhaustive search over every evaluated
     prefill/decode candidate pair and every instance count within the budget."""
-    from roofplan.hardware.engines import load_engine
+    from roofplan.engines.catalog import load_engine
     from roofplan.solver import serve_planner as sp
     from roofplan.solver.serve_space import instance_shapes
 

@@ -7,11 +7,14 @@ import itertools
 import numpy as np
 import pytest
 
-from roofplan.costmodel.train import TrainConfigs, check_train_config, estimate_training, train_step
+from roofplan import (
+    estimate_training,  # ids resolved at the door
+    plan_training,
+)
+from roofplan.costmodel.train import TrainConfigs, check_train_config, train_step
 from roofplan.errors import InfeasibleError, InputError
 from roofplan.hardware.catalog import load_hardware
 from roofplan.models.loader import load_model
-from roofplan.plan_api import plan_training
 from roofplan.solver.space import SpaceOptions, enumerate_space, state_bytes_lower_bound
 from roofplan.validation.suite import read_cases
 

@@ -7,6 +7,7 @@ import pytest
 import yaml
 
 import roofplan
+from roofplan import resolve
 from roofplan.costmodel.power import (
     WAIT_SHARE,
     busy_fraction,
@@ -69,15 +70,15 @@ def test_catalog_rejects_undated_price_and_idle_above_max(tmp_path):
 
 def test_price_override_reaches_the_plan():
     prices = parse_prices(["h100-sxm=2.0"])
-    hw = apply_prices("h100-sxm", prices)
+    hw = apply_prices(resolve.pools("h100-sxm"), prices)
     assert hw.price_per_hour == 2.0 and hw.price_date == "user"
     plan = roofplan.plan_training("llama-3.1-8b", hw, gpus=8, global_batch=64, seq_len=4096, tokens=1e12)
     b = plan.best
     assert b["usd_per_million_tokens"] == pytest.approx(2.0 * 8 / 3600 / b["tokens_per_s"] * 1e6)
-    pools = apply_prices("h100-sxm:prefill,a100-sxm-80gb:decode", parse_prices("a100-sxm-80gb=0.5"))
+    pools = apply_prices(resolve.pools("h100-sxm:prefill,a100-sxm-80gb:decode"), parse_prices("a100-sxm-80gb=0.5"))
     assert pools["decode"].price_per_hour == 0.5 and pools["prefill"].price_per_hour == 4.916
     with pytest.raises(InputError, match="price"):
-        apply_prices("h100-sxm", parse_prices("mi300x=1"))
+        apply_prices(resolve.pools("h100-sxm"), parse_prices("mi300x=1"))
     with pytest.raises(InputError, match="DEVICE=USD_PER_HOUR"):
         parse_prices("h100-sxm")
 

@@ -45,3 +45,17 @@ def test_readme_accuracy_table_matches_the_validation_suite():
     readme = (ROOT / "README.md").read_text()
     assert accuracy_table.readme_section(readme) == accuracy_table.table(), (
         "README accuracy table is stale: run `python tools/accuracy_table.py --write`")
+
+
+def test_the_readme_test_command_runs_the_slow_tests():
+    """``slow`` only tags tests (for ``pytest -m "not slow"`` by hand); CI's run of the README's
+    command must not deselect them, neither on its command line nor through pytest's addopts."""
+    import tomllib
+
+    readme = (ROOT / "README.md").read_text()
+    test_cmd = next(c for c in _fenced_commands(readme) if "pytest" in c)
+    assert "-m" not in shlex.split(test_cmd.split("pytest", 1)[1])
+    conf = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["pytest"]["ini_options"]
+    assert "-m" not in shlex.split(conf.get("addopts", ""))
+    assert any(m.startswith("slow:") for m in conf["markers"])
+    assert "@pytest.mark.slow" in (ROOT / "tests" / "test_calibration.py").read_text()

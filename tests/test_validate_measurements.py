@@ -5,14 +5,11 @@ import json
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
 from roofplan.calibration.formats import read_measurements
 from roofplan.calibration.op_rows import predict_op_rows
-from roofplan.cli.app import app
 from roofplan.hardware.catalog import load_hardware
 
-runner = CliRunner()
 DATA = Path(__file__).parent / "data"
 
 ROWS = """kind,hardware,id,m,n,k,dtype,batch,heads,kv_heads,head_dim,seq_len,kv_len,kv_dtype,op,ranks,bytes,impl,tokens,experts,topk,hidden,moe_ffn,ep,distribution,time_us
@@ -26,10 +23,10 @@ collective,h100-sxm,c2,,,,,,,,,,,,all_reduce,8,65536,custom,,,,,,,,12
 """
 
 
-def test_every_row_is_predicted_by_the_shared_row_predictor(tmp_path):
+def test_every_row_is_predicted_by_the_shared_row_predictor(tmp_path, cli):
     f = tmp_path / "ops.csv"
     f.write_text(ROWS)
-    r = runner.invoke(app, ["validate", "--measurements", str(f), "--json"])
+    r = cli("validate", "--measurements", str(f), "--json")
     assert r.exit_code == 0, r.output
     doc = json.loads(r.stdout)
     assert doc["schema"] == "roofplan.validate.measurements/v1"
@@ -45,18 +42,18 @@ def test_every_row_is_predicted_by_the_shared_row_predictor(tmp_path):
     assert fams == {"gemm", "attention", "decode_attention", "moe", "nccl", "custom_allreduce"}
 
 
-def test_table_shows_families_and_bands(tmp_path):
+def test_table_shows_families_and_bands(tmp_path, cli):
     f = tmp_path / "ops.csv"
     f.write_text(ROWS)
-    r = runner.invoke(app, ["validate", "--measurements", str(f)])
+    r = cli("validate", "--measurements", str(f))
     assert r.exit_code == 0, r.output
     assert "decode_attention" in r.stdout and "held back" in r.stdout and "p90" in r.stdout
 
 
-def test_hardware_filter_counts_what_it_skips():
-    r = runner.invoke(app, ["validate", "--measurements", str(DATA / "measured_kernels_a100.csv"),
+def test_hardware_filter_counts_what_it_skips(cli):
+    r = cli("validate", "--measurements", str(DATA / "measured_kernels_a100.csv"),
                             "--measurements", str(DATA / "measured_kernels_hopper.csv"), "--hardware",
-                            "a100-sxm-80gb", "--json"])
+                            "a100-sxm-80gb", "--json")
     assert r.exit_code == 0, r.output
     doc = json.loads(r.stdout)
     assert {row["hardware"] for row in doc["rows"]} == {"a100-sxm-80gb"}
@@ -71,15 +68,15 @@ def test_hardware_filter_counts_what_it_skips():
     ("collective,h100-sxm,bad,,,,,,,,,,,,all_gather,8,4096,custom,,,,,,,,12", "line 2 impl"),
     ("decode_attention,h100-sxm,bad,,,,,64,32,8,128,,-5,bf16,,,,,,,,,,,,180", "line 2 kv_len"),
 ])
-def test_malformed_row_is_one_line_naming_file_line_and_column(tmp_path, line, where):
+def test_malformed_row_is_one_line_naming_file_line_and_column(tmp_path, line, where, cli):
     f = tmp_path / "bad.csv"
     f.write_text(ROWS.splitlines()[0] + "\n" + line + "\n")
-    r = runner.invoke(app, ["validate", "--measurements", str(f)])
+    r = cli("validate", "--measurements", str(f))
     assert r.exit_code == 2
     err = r.stderr.strip()
     assert len(err.splitlines()) == 1 and f"bad.csv {where}" in err and "Traceback" not in err
 
 
-def test_hardware_without_measurements_flag_is_a_usage_error():
-    r = runner.invoke(app, ["validate", "--hardware", "h100-sxm"])
+def test_hardware_without_measurements_flag_is_a_usage_error(cli):
+    r = cli("validate", "--hardware", "h100-sxm")
     assert r.exit_code == 2 and "--measurements" in r.stderr

@@ -151,7 +151,7 @@ def engine_profile_name(engine: str) -> str:
             return table[engine.strip()][0]
     except ImportError:
         pass
-    from roofplan.hardware.engines import ENGINES
+    from roofplan.engines.profile import ENGINES
 
     e = (engine or "").strip().lower()
     for name in sorted(ENGINES, key=len, reverse=True):
@@ -341,12 +341,13 @@ def _candidate_params(names, hw: DeviceSpec, engines_used: list[str], prior, ker
     eff_fields = Efficiency.field_names()
     profiles = {}
     if engines_used or (names and any(n not in eff_fields for n in names)):
-        from roofplan.hardware.engines import ENGINES, load_engine
+        from roofplan import resolve
+        from roofplan.engines.profile import ENGINES
 
         for e in sorted(set(engines_used) | {n.split(".")[0] for n in (names or []) if "." in n}):
             if e not in ENGINES:
                 raise InputError("params", e, "expected an engine of " + ", ".join(ENGINES))
-            profiles[e] = engine_float_fields(load_engine(e, calibration=prior))
+            profiles[e] = engine_float_fields(resolve.engine(e, prior))
     out: list[Param] = []
 
     def add_eff(f):
@@ -449,14 +450,6 @@ def _degenerate_pairs(jac: np.ndarray, params: list[Param], informed: list[bool]
                     params[b].degenerate_with.append(params[a].name)
 
 
-def _resolve_hardware(hardware, prior):
-    from roofplan.hardware.catalog import load_hardware
-
-    if isinstance(hardware, DeviceSpec):
-        return hardware, hardware.id
-    return load_hardware(hardware, calibration=prior or None), str(hardware)
-
-
 def calibrate(measurements, hardware, *, params=None, out=None, calibration=None, op: str | None = None,
               ranks: int | None = None, nodes: int | None = None, prior_weight: float | None = None
               ) -> CalibrationResult:
@@ -472,11 +465,13 @@ def calibrate(measurements, hardware, *, params=None, out=None, calibration=None
     lam = PRIOR_WEIGHT if prior_weight is None else float(prior_weight)
     if not (0 <= lam <= MAX_PRIOR_WEIGHT):
         raise InputError("prior_weight", prior_weight, f"expected a number in [0, {MAX_PRIOR_WEIGHT:g}]")
-    from roofplan.hardware.overlay import load_overlay
+    from roofplan import resolve
 
-    prior = load_overlay(calibration) if calibration is not None else {}
-    prior = dict(prior or {})
-    hw, hardware_ref = _resolve_hardware(hardware, prior)
+    prior = dict(resolve.overlay(calibration) or {})
+    if isinstance(hardware, DeviceSpec):  # a spec is taken as the starting point as it is
+        hw, hardware_ref = hardware, hardware.id
+    else:
+        hw, hardware_ref = resolve.hardware(hardware, prior or None), str(hardware)
     if isinstance(params, str):
         params = [p.strip() for p in params.split(",") if p.strip()]
     if params is not None and not params:

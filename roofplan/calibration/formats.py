@@ -33,7 +33,7 @@ from roofplan.costmodel.collectives import COLLECTIVES
 from roofplan.costmodel.roofline import gemm_flops
 from roofplan.errors import InputError
 from roofplan.hardware.spec import DTYPE_BYTES
-from roofplan.inputs import is_file, open_limited, user_path
+from roofplan.inputs import MAX_ROWS, is_file, open_limited, user_path
 
 #: Kinds predicted by this package's own vectorised operator predictors.
 OP_KINDS = ("gemm", "attention", "decode_attention", "moe", "collective")
@@ -60,9 +60,6 @@ OP_ALIASES = {
     "sendrecv": "p2p", "send_recv": "p2p", "p2p": "p2p",
 }
 
-#: Most measurement rows one run reads: a least-squares fit needs tens to thousands (an nccl-tests
-#: sweep is ~30 rows, a GEMM sweep a few thousand); the cap bounds the fit's time and memory.
-MAX_ROWS = 50_000
 #: Ceiling (inclusive) of each numeric column; the floor is 1 for integer columns and
 #: :data:`MIN_VALUE` for measured values. Beyond them no kernel or run exists (GEMM dims 2^24, a
 #: sequence of 2^27 tokens, 2^20 ranks, 2^50 bytes = 1 PiB in one collective).

@@ -20,7 +20,7 @@ from roofplan.cli.common import STATE, RoofplanGroup
 
 app = typer.Typer(
     name="roofplan",
-    cls=RoofplanGroup,  # parser errors as one line on stderr, exit 2 (SPEC §4)
+    cls=RoofplanGroup,  # parser errors as one line on stderr, exit 2 (docs/SPEC.md §4)
     help="Analytical cost model and auto-configurator for LLM training and serving.",
     no_args_is_help=True,
     add_completion=False,

@@ -14,8 +14,6 @@ from rich.markup import escape
 from rich.table import Table
 
 from roofplan.cli.common import (
-    CALIBRATION_OPTION,
-    JSON_OPTION,
     bounded_count,
     check_out_file,
     console,
@@ -24,6 +22,7 @@ from roofplan.cli.common import (
     run,
     styled,
 )
+from roofplan.cli.options import Calibration, Json
 from roofplan.errors import InputError
 
 
@@ -106,8 +105,8 @@ def calibrate(
         help="nccl-tests nodes (default: distinct hosts)."),
     prior_weight: float | None = typer.Option(
         None, "--prior-weight", help="Weight of the catalog values as a prior (default 0.1; 0: plain least squares)."),
-    calibration: str | None = CALIBRATION_OPTION,
-    json_out: bool = JSON_OPTION,
+    calibration: Calibration = None,
+    json_out: Json = False,
 ) -> None:
     """Fit the catalog's efficiency parameters to your measurements (least squares) and write an overlay."""
     return run(lambda: _impl(files, hardware, out, params, op, ranks, nodes, prior_weight, calibration, json_out))

@@ -13,7 +13,8 @@ import typer
 from rich import box
 from rich.table import Table
 
-from roofplan.cli.common import CALIBRATION_OPTION, JSON_OPTION, console, esc, print_json, run, styled
+from roofplan.cli.common import console, esc, print_json, run, styled
+from roofplan.cli.options import Calibration, Json
 from roofplan.errors import InputError
 from roofplan.hardware.catalog import (
     CatalogEntry,
@@ -67,13 +68,6 @@ def _dir(catalog_dir: str | None) -> Path | None:
     if not catalog_dir.strip():
         raise InputError("catalog-dir", catalog_dir, "expected an existing directory of <id>.yaml files")
     return Path(catalog_dir)
-
-
-def _check_calibration(calibration: str | None) -> None:
-    """Validate ``--calibration`` where it changes nothing shown (list, validate): a bad overlay is
-    still a bad input, so a CI job passing the same flag to every command learns about it."""
-    if calibration is not None:
-        load_overlay(calibration)
 
 
 def _fmt(x: float | None, spec: str) -> str:
@@ -188,32 +182,32 @@ def _validate(file: str, as_json: bool, catalog_dir: Path | None, calibration: s
 
 # -- registration -------------------------------------------------------------------------------------
 
-def catalog_list(as_json: bool = JSON_OPTION, catalog_dir: str | None = CATALOG_DIR_OPTION,
-                 calibration: str | None = CALIBRATION_OPTION) -> None:
+def catalog_list(as_json: Json = False, catalog_dir: str | None = CATALOG_DIR_OPTION,
+                 calibration: Calibration = None) -> None:
     """List every hardware id with its headline numbers."""
 
     def body() -> None:
-        _check_calibration(calibration)
+        load_overlay(calibration)  # checked even where it changes nothing shown (None: nothing)
         _list(as_json, _dir(catalog_dir))
 
     return run(body)
 
 
 def catalog_show(hw: str = typer.Argument(..., metavar="ID", help="Hardware id or path to a catalog YAML."),
-                 as_json: bool = JSON_OPTION, catalog_dir: str | None = CATALOG_DIR_OPTION,
-                 calibration: str | None = CALIBRATION_OPTION) -> None:
+                 as_json: Json = False, catalog_dir: str | None = CATALOG_DIR_OPTION,
+                 calibration: Calibration = None) -> None:
     """Show every number of one catalog with its source, every memory tier included."""
     return run(lambda: _show(hw, as_json, _dir(catalog_dir), calibration))
 
 
 def catalog_validate(file: str = typer.Argument(..., metavar="FILE", help="Catalog YAML to check (or an id)."),
-                     as_json: bool = JSON_OPTION, catalog_dir: str | None = CATALOG_DIR_OPTION,
-                     calibration: str | None = CALIBRATION_OPTION) -> None:
+                     as_json: Json = False, catalog_dir: str | None = CATALOG_DIR_OPTION,
+                     calibration: Calibration = None) -> None:
     """Check one catalog file: schema, units, positive numbers and a source for every number
     (with --calibration: also that the overlay is valid and applies to this device)."""
 
     def body() -> None:
-        _check_calibration(calibration)
+        load_overlay(calibration)  # checked even where it changes nothing shown (None: nothing)
         _validate(file, as_json, _dir(catalog_dir), calibration)
 
     return run(body)

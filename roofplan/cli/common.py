@@ -1,4 +1,4 @@
-"""Shared CLI plumbing: error conventions (SPEC §4), JSON output, consoles.
+"""Shared CLI plumbing: error conventions (docs/SPEC.md §4), JSON output, consoles.
 
 Every command body runs inside :func:`run`, which turns a :class:`RoofplanError` into one line on
 stderr and its exit code (2 bad input, 3 infeasible), and any other exception into exit 1 — with
@@ -25,6 +25,7 @@ from rich.markup import escape
 from rich.text import Text
 from typer.core import TyperGroup
 
+from roofplan.errors import MAX_COUNT as _MAX_COUNT
 from roofplan.errors import InfeasibleError, InputError, RoofplanError
 from roofplan.inputs import user_path
 from roofplan.plain import plain
@@ -58,9 +59,8 @@ def esc(value: object) -> str:
 #: Set by the ``--debug`` global option.
 STATE = {"debug": False}
 
-#: Largest integer any count option accepts (GPUs, batch, tokens, degrees). Larger values are no
-#: realistic input and would overflow the int64 arrays of the vectorised cost model.
-MAX_COUNT = 2**31 - 1
+#: Largest integer any count option accepts (roofplan.errors.MAX_COUNT).
+MAX_COUNT = _MAX_COUNT
 
 
 def bounded_count(value: int | None) -> int | None:
@@ -69,15 +69,6 @@ def bounded_count(value: int | None) -> int | None:
     if value is not None and abs(value) > MAX_COUNT:
         raise typer.BadParameter(f"expected an integer of at most {MAX_COUNT:,}")
     return value
-
-
-# metavar "" hides typer's "<bool>" type label: a flag takes no value, and "--json <bool>" reads as if
-# it needed one.
-JSON_OPTION = typer.Option(False, "--json", metavar="", help="Print one JSON document on stdout and nothing else.")
-CALIBRATION_OPTION = typer.Option(
-    None, "--calibration", metavar="FILE",
-    help="Overlay YAML written by `roofplan calibrate`, applied on top of the catalog."
-)
 
 
 _plain = plain  # the one JSON-safe conversion (roofplan.plain)
@@ -100,7 +91,7 @@ def fail(exc: RoofplanError) -> None:
 
 
 def run(body: Callable[[], Any]) -> Any:
-    """Run a command body under the error conventions of SPEC §4.
+    """Run a command body under the error conventions of docs/SPEC.md §4.
 
     numpy RuntimeWarnings (overflow, division by zero in a vectorised search over extreme input) are
     silenced unless ``--debug``: stderr carries one line per outcome, and the affected candidates are
@@ -236,7 +227,10 @@ def usage_error_line(exc: Exception, args: list[str]) -> str:
         if m:
             allowed = _TYPE_WORDS.get(m.group(1), f"expected a valid {m.group(1)}")
         else:
-            allowed = re.sub(r"^Invalid value for '[^']*':\s*", "", msg)
+            allowed = re.sub(r"^Invalid value for '[^']*':\s*(Value error,\s*)?", "", msg)
+            choice = re.match(r"^'.*' is not one of (.*)$", allowed)  # an Enum option (cli/options.py)
+            if choice:
+                allowed = "expected one of " + choice.group(1).replace("'", "")
         raw = _raw_value(args, opts)
         name = max(opts, key=len)
         line = f"{name}: {raw!r} is not valid; {allowed}" if raw is not None else f"{name}: {allowed}"
@@ -264,7 +258,7 @@ def fill_optional_values(argv: list[str]) -> list[str]:
 
 
 class RoofplanGroup(TyperGroup):
-    """The root command: click's usage errors become one line on stderr (SPEC §4), exit 2."""
+    """The root command: click's usage errors become one line on stderr (docs/SPEC.md §4), exit 2."""
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         argv = fill_optional_values(list(sys.argv[1:] if args is None else args))

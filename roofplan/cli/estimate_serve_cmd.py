@@ -1,8 +1,8 @@
-"""``roofplan estimate serve``: one serving instance at a fixed batch (SPEC §3.2), or a deployment
-under load (``--concurrency`` / ``--rate`` with ``--instances``, SPEC §6).
+"""``roofplan estimate serve``: one serving instance at a fixed batch (docs/SPEC.md §3.2), or a deployment
+under load (``--concurrency`` / ``--rate`` with ``--instances``, docs/SPEC.md §6).
 
-Thin: parses the flags, calls :func:`roofplan.costmodel.serve.estimate_serving` (static batch) or
-:func:`roofplan.serving.estimate_serving_load` (under load), and renders the document as JSON or as
+Thin: parses the flags, calls the public API, which resolves the ids once
+(:func:`roofplan.estimate_serving`, static batch, or :func:`roofplan.estimate_serving_load`, under load), and renders the document as JSON or as
 rich tables. The load flags and their rendering are shared with ``roofplan simulate``.
 """
 
@@ -12,8 +12,6 @@ import typer
 from rich.table import Table
 
 from roofplan.cli.common import (
-    CALIBRATION_OPTION,
-    JSON_OPTION,
     bounded_count,
     checked,
     console,
@@ -23,15 +21,28 @@ from roofplan.cli.common import (
     styled,
     warn,
 )
-from roofplan.cli.render import memory_table
-from roofplan.cli.serve_options import (
-    EXPERT_SKEW_OPTION,
-    PREFIX_HIT_OPTION,
-    SPEC_ACCEPT_OPTION,
-    SPEC_METHOD_OPTION,
-    SPEC_TOKENS_OPTION,
+from roofplan.cli.options import (
+    PP,
+    TP,
+    Calibration,
+    EngineChoice,
+    EngineOpt,
+    ExpertSkew,
+    Hardware,
+    Instances,
+    IslDist,
+    Json,
+    Model,
+    OslDist,
+    PrefixHit,
+    SpecAccept,
+    SpecMethod,
+    SpecTokens,
+    WorkloadOpt,
     spec_from_flags,
+    value,
 )
+from roofplan.cli.render import memory_table
 
 _PARTS = ("compute", "memory", "communication", "overhead")
 _PART_LABELS = {
@@ -141,24 +152,11 @@ def load_workload(isl, osl, isl_dist, osl_dist, workload, seed: int = 0):
     return make_workload(isl=isl, osl=osl, isl_dist=isl_dist, osl_dist=osl_dist, workload=workload, seed=seed)
 
 
-ISL_DIST_OPTION = typer.Option(
-    None, "--isl-dist", metavar="KIND:MEAN,SPREAD",
-    help="Prompt-length distribution: normal|lognormal:MEAN,SD, uniform:MEAN,HALF-WIDTH, empirical:V1,V2,..")
-OSL_DIST_OPTION = typer.Option(None, "--osl-dist", metavar="KIND:MEAN,SPREAD",
-                               help="Output-length distribution (as --isl-dist).")
-WORKLOAD_OPTION = typer.Option(
-    None, "--workload", metavar="FILE|PRESET",
-    help="Trace of isl,osl[,arrival_s] rows (CSV with header, or JSONL), or a preset: chat, summarisation, "
-         "code, long-context.")
-INSTANCES_OPTION = typer.Option(1, "--instances", callback=bounded_count,
-                                help="Identical replicas behind a router (the load is split over them).")
-
-
 def estimate_serve(
-    model: str = typer.Option(..., "--model", help="Model preset id or path to config.json / model YAML."),
-    hardware: str = typer.Option(..., "--hardware", help="Hardware catalog id or YAML path."),
-    tp: int = typer.Option(1, "--tp", callback=bounded_count, help="Tensor-parallel degree."),
-    pp: int = typer.Option(1, "--pp", callback=bounded_count, help="Pipeline-parallel degree."),
+    model: Model,
+    hardware: Hardware,
+    tp: TP = 1,
+    pp: PP = 1,
     ep: int = typer.Option(
         1, "--ep", callback=bounded_count,
         help="Expert-parallel degree (MoE; divides tp x dp)."),
@@ -172,40 +170,39 @@ def estimate_serve(
         None, "--concurrency", callback=bounded_count,
         help="Closed loop: requests in flight (a new one starts when one ends)."),
     rate: float | None = typer.Option(None, "--rate", help="Open loop: Poisson arrivals, requests/s to the deployment."),
-    instances: int = INSTANCES_OPTION,
+    instances: Instances = 1,
     isl: int | None = typer.Option(None, "--isl", callback=bounded_count, help="Input (prompt) tokens per request."),
     osl: int | None = typer.Option(None, "--osl", callback=bounded_count, help="Output tokens per request."),
-    isl_dist: str | None = ISL_DIST_OPTION,
-    osl_dist: str | None = OSL_DIST_OPTION,
-    workload: str | None = WORKLOAD_OPTION,
+    isl_dist: IslDist = None,
+    osl_dist: OslDist = None,
+    workload: WorkloadOpt = None,
     dtype: str = typer.Option("bf16", "--dtype", help="Weight dtype: bf16 | fp16 | fp8 | int8 | int4 | fp4"),
     kv_dtype: str | None = typer.Option(
         None,
         "--kv-dtype",
         help="KV-cache dtype: bf16 | fp16 | fp8 | int8 (default: the 16-bit activation dtype)",
     ),
-    engine: str = typer.Option(
-        "generic", "--engine", help="Engine overhead profile: generic | vllm | sglang | trtllm"
-    ),
-    spec_method: str | None = SPEC_METHOD_OPTION,
-    spec_tokens: int | None = SPEC_TOKENS_OPTION,
-    spec_accept: float | None = SPEC_ACCEPT_OPTION,
-    prefix_hit: str | None = PREFIX_HIT_OPTION,
-    expert_skew: float = EXPERT_SKEW_OPTION,
-    as_json: bool = JSON_OPTION,
-    calibration: str | None = CALIBRATION_OPTION,
+    engine: EngineOpt = EngineChoice.generic,
+    spec_method: SpecMethod = None,
+    spec_tokens: SpecTokens = None,
+    spec_accept: SpecAccept = None,
+    prefix_hit: PrefixHit = None,
+    expert_skew: ExpertSkew = 1.0,
+    as_json: Json = False,
+    calibration: Calibration = None,
 ) -> None:
     """Estimate TTFT, TPOT, throughput and memory at a fixed batch, or under load (percentiles)."""
+    engine = value(engine)
 
     def body() -> None:
-        from roofplan.costmodel.serve import estimate_serving
+        from roofplan import estimate_serving  # resolves the ids at the door
         from roofplan.errors import InputError
 
         modes = [n for n, v in (("--batch", batch), ("--concurrency", concurrency), ("--rate", rate)) if v is not None]
         if len(modes) != 1:
             raise InputError("load", " and ".join(modes) or "none", "exactly one of --batch, --concurrency, --rate")
         if batch is None:
-            from roofplan.serving import estimate_serving_load
+            from roofplan import estimate_serving_load
 
             static_only = [n for n, v in (("--spec-method", spec_method), ("--prefix-hit", prefix_hit),
                                           ("--expert-skew", None if expert_skew == 1.0 else expert_skew)) if v is not None]

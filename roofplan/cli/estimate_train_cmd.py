@@ -1,4 +1,4 @@
-"""``roofplan estimate train``: evaluate one training configuration (SPEC §3.1).
+"""``roofplan estimate train``: evaluate one training configuration (docs/SPEC.md §3.1).
 
 Thin: parses the flags, calls :func:`roofplan.costmodel.train.estimate_training`, and renders
 its document either as JSON or as two rich tables (time breakdown, memory against capacity).
@@ -10,8 +10,6 @@ import typer
 from rich.table import Table
 
 from roofplan.cli.common import (
-    CALIBRATION_OPTION,
-    JSON_OPTION,
     bounded_count,
     checked,
     console,
@@ -20,6 +18,23 @@ from roofplan.cli.common import (
     run,
     styled,
     warn,
+)
+from roofplan.cli.options import (
+    PP,
+    TP,
+    Calibration,
+    Fp8Recipe,
+    Fp8RecipeOpt,
+    Hardware,
+    Json,
+    Model,
+    MoeDispatcher,
+    MoeDispatcherOpt,
+    Offload,
+    OffloadOpt,
+    Recompute,
+    RecomputeOpt,
+    value,
 )
 from roofplan.cli.render import memory_table
 from roofplan.errors import InputError
@@ -69,10 +84,10 @@ def _render(doc: dict) -> None:
 
 
 def estimate_train(
-    model: str = typer.Option(..., "--model", help="Model preset id or path to config.json / model YAML."),
-    hardware: str = typer.Option(..., "--hardware", help="Hardware catalog id or YAML path."),
-    tp: int = typer.Option(1, "--tp", callback=bounded_count, help="Tensor-parallel degree."),
-    pp: int = typer.Option(1, "--pp", callback=bounded_count, help="Pipeline-parallel degree."),
+    model: Model,
+    hardware: Hardware,
+    tp: TP = 1,
+    pp: PP = 1,
     dp: int = typer.Option(1, "--dp", callback=bounded_count, help="Data-parallel degree."),
     cp: int = typer.Option(1, "--cp", callback=bounded_count, help="Context-parallel degree."),
     ep: int = typer.Option(
@@ -89,7 +104,7 @@ def estimate_train(
         help="Micro batch in sequences."),
     seq_len: int = typer.Option(..., "--seq-len", callback=bounded_count, help="Sequence length in tokens."),
     dtype: str = typer.Option("bf16", "--dtype", help="bf16 | fp16 | fp8"),
-    recompute: str = typer.Option("none", "--recompute", help="none | selective | full"),
+    recompute: RecomputeOpt = Recompute.none,
     # two plain flags rather than one "--sequence-parallel/--no-sequence-parallel" option: typer's
     # help table truncates the pair to "--no-sequence-para…" in an 80-column terminal
     sequence_parallel: bool = typer.Option(
@@ -99,7 +114,7 @@ def estimate_train(
     zero: int = typer.Option(
         0, "--zero", callback=bounded_count,
         help="ZeRO stage 0-3 (1 = Megatron distributed optimizer)."),
-    offload: str = typer.Option("none", "--offload", help="none | optimizer | optimizer+params"),
+    offload: OffloadOpt = Offload.none,
     gpus_per_node: int | None = typer.Option(
         None, "--gpus-per-node", callback=bounded_count,
         help="Devices per node (default: catalog)."),
@@ -116,17 +131,18 @@ def estimate_train(
         help="Expose the MoE all-to-all (Megatron without its MoE comm overlap)."),
     etp: int | None = typer.Option(
         None, "--etp", callback=bounded_count, help="Expert tensor-parallel degree (default: tp)."),
-    moe_dispatcher: str = typer.Option("alltoall", "--moe-dispatcher", help="alltoall | deepep"),
-    fp8_recipe: str = typer.Option("current", "--fp8-recipe", help="With --dtype fp8: current | delayed scaling."),
+    moe_dispatcher: MoeDispatcherOpt = MoeDispatcher.alltoall,
+    fp8_recipe: Fp8RecipeOpt = Fp8Recipe.current,
     no_flash_attention: bool = typer.Option(
         False, "--no-flash-attention", metavar="", help="Materialise attention scores (pre-FlashAttention stacks)."),
-    as_json: bool = JSON_OPTION,
-    calibration: str | None = CALIBRATION_OPTION,
+    as_json: Json = False,
+    calibration: Calibration = None,
 ) -> None:
     """Estimate step time, throughput, MFU and memory of one training configuration."""
+    recompute, offload, moe_dispatcher, fp8_recipe = map(value, (recompute, offload, moe_dispatcher, fp8_recipe))
 
     def body() -> None:
-        from roofplan.costmodel.train import estimate_training
+        from roofplan import estimate_training  # resolves the ids at the door
 
         if sequence_parallel and no_sequence_parallel:
             raise InputError("sequence-parallel", "--sequence-parallel --no-sequence-parallel",

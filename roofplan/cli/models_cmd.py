@@ -6,8 +6,10 @@ import typer
 from rich import box
 from rich.table import Table
 
-from roofplan.cli.common import CALIBRATION_OPTION, JSON_OPTION, console, print_json, run
-from roofplan.models.loader import list_models, load_model
+from roofplan import resolve
+from roofplan.cli.common import console, print_json, run
+from roofplan.cli.options import Calibration, Json
+from roofplan.models.loader import list_models
 from roofplan.models.spec import ModelSpec
 
 SHOW_SCHEMA = "roofplan.models.show/v1"
@@ -76,17 +78,8 @@ def show_document(spec: ModelSpec) -> dict:
     }
 
 
-def _check_calibration(calibration: str | None) -> None:
-    """``--calibration`` is accepted by every command (SPEC §3) so one flag set serves all of them;
-    a model spec does not depend on the device, so here the overlay is only validated."""
-    if calibration is not None:
-        from roofplan.hardware.overlay import load_overlay
-
-        load_overlay(calibration)
-
-
 def _list(json_out: bool) -> None:
-    rows = [_summary(load_model(m)) for m in list_models()]
+    rows = [_summary(resolve.model(m)) for m in list_models()]
     if json_out:
         print_json({"schema": LIST_SCHEMA, "models": rows})
         return
@@ -111,7 +104,7 @@ def _list(json_out: bool) -> None:
 
 
 def _show(model: str, json_out: bool) -> None:
-    spec = load_model(model)
+    spec = resolve.model(model)
     doc = show_document(spec)
     if json_out:
         print_json(doc)
@@ -146,11 +139,11 @@ def register(group: typer.Typer) -> None:
     """Add ``list`` and ``show`` to the ``models`` sub-app."""
 
     @group.command("list")
-    def list_cmd(json_out: bool = JSON_OPTION, calibration: str | None = CALIBRATION_OPTION) -> None:
+    def list_cmd(json_out: Json = False, calibration: Calibration = None) -> None:
         """List the model presets with layers, heads, parameters and KV bytes per token."""
 
         def body() -> None:
-            _check_calibration(calibration)
+            resolve.overlay(calibration)  # checked even where it changes nothing shown
             _list(json_out)
 
         return run(body)
@@ -160,13 +153,13 @@ def register(group: typer.Typer) -> None:
         model: str = typer.Argument(
             ..., metavar="MODEL", help="Preset id, path to a HF config.json or model YAML, or gpt(...)."
         ),
-        json_out: bool = JSON_OPTION,
-        calibration: str | None = CALIBRATION_OPTION,
+        json_out: Json = False,
+        calibration: Calibration = None,
     ) -> None:
         """Show every field of a model, its parameter counts, FLOPs and KV bytes per token."""
 
         def body() -> None:
-            _check_calibration(calibration)
+            resolve.overlay(calibration)  # checked even where it changes nothing shown
             _show(model, json_out)
 
         return run(body)

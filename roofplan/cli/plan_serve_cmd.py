@@ -1,4 +1,4 @@
-"""``roofplan plan serve``: search colocated and disaggregated serving deployments (SPEC §3.4)."""
+"""``roofplan plan serve``: search colocated and disaggregated serving deployments (docs/SPEC.md §3.4)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,6 @@ from rich.table import Table
 from rich.text import Text
 
 from roofplan.cli.common import (
-    CALIBRATION_OPTION,
-    JSON_OPTION,
     bounded_count,
     check_out_dir,
     check_out_file,
@@ -25,12 +23,20 @@ from roofplan.cli.common import (
     warn,
     warn_stale,
 )
-from roofplan.cli.serve_options import (
-    EXPERT_SKEW_OPTION,
-    PREFIX_HIT_OPTION,
-    SPEC_ACCEPT_OPTION,
-    SPEC_METHOD_OPTION,
-    SPEC_TOKENS_OPTION,
+from roofplan.cli.options import (
+    Calibration,
+    EngineChoice,
+    EngineOpt,
+    ExpertSkew,
+    Json,
+    Model,
+    Pools,
+    PrefixHit,
+    SpecAccept,
+    SpecMethod,
+    SpecTokens,
+    spec_from_flags,
+    value,
 )
 from roofplan.errors import InputError
 from roofplan.launch.registry import SERVE_EMITTERS as EMITTERS
@@ -42,10 +48,8 @@ def register(group) -> None:
 
 
 def plan_serve(
-    model: str = typer.Option(..., "--model", help="Model preset id, HF config.json or model YAML."),
-    hardware: str = typer.Option(
-        ..., "--hardware", help="Hardware id, or ID:prefill,ID:decode for separate device pools."
-    ),
+    model: Model,
+    hardware: Pools,
     gpus: str = typer.Option(
         ..., "--gpus", help="GPU budget (N), or one per pool in --hardware order (8,8)."
     ),
@@ -55,7 +59,7 @@ def plan_serve(
     tpot_ms: float | None = typer.Option(None, "--tpot-ms", help="Time-per-output-token target (ms)."),
     rate: float | None = typer.Option(None, "--rate", help="Requests/s to sustain (else: maximise)."),
     mode: str = typer.Option("auto", "--mode", help="auto | colocated | disagg."),
-    engine: str = typer.Option("generic", "--engine", help="generic | vllm | sglang | trtllm."),
+    engine: EngineOpt = EngineChoice.generic,
     dtype: str = typer.Option("bf16", "--dtype", help="Weight dtype: bf16 | fp16 | fp8 | int8 | int4 | fp4."),
     kv_dtype: str | None = typer.Option(None, "--kv-dtype", help="KV-cache dtype: bf16 | fp8 | int8."),
     objective: str = typer.Option(
@@ -73,11 +77,11 @@ def plan_serve(
     plot: str | None = typer.Option(
         None, "--plot", metavar="PNG",
         help="Save the Pareto front as a PNG (matplotlib)."),
-    spec_method: str | None = SPEC_METHOD_OPTION,
-    spec_tokens: int | None = SPEC_TOKENS_OPTION,
-    spec_accept: float | None = SPEC_ACCEPT_OPTION,
-    prefix_hit: str | None = PREFIX_HIT_OPTION,
-    expert_skew: float = EXPERT_SKEW_OPTION,
+    spec_method: SpecMethod = None,
+    spec_tokens: SpecTokens = None,
+    spec_accept: SpecAccept = None,
+    prefix_hit: PrefixHit = None,
+    expert_skew: ExpertSkew = 1.0,
     target: list[str] | None = typer.Option(  # noqa: B008
         None, "--target", metavar="ENGINE=VERSION",
         help="Engine release the launch files are written for (e.g. sglang=0.5.23); default current."),
@@ -90,8 +94,8 @@ def plan_serve(
         help="Fix instance knobs (tp pp ep dp batch chunk), per role e.g. prefill.tp=4,decode.tp=8."),
     exclude: str | None = typer.Option(
         None, "--exclude", metavar="[ROLE.]COND,...", help="Exclude matches, e.g. decode.batch>256,pp>1."),
-    json_out: bool = JSON_OPTION,
-    calibration: str | None = CALIBRATION_OPTION,
+    json_out: Json = False,
+    calibration: Calibration = None,
 ) -> None:
     """Search serving deployments for a GPU budget: colocated and prefill/decode disaggregated."""
     return run(
@@ -105,7 +109,7 @@ def plan_serve(
             tpot_ms,
             rate,
             mode,
-            engine,
+            value(engine),
             dtype,
             kv_dtype,
             objective,
@@ -175,19 +179,21 @@ def _impl(
     price=None,
     limits=(None, None, None),
 ):
-    from roofplan.cli.serve_options import spec_from_flags
+    from roofplan import resolve
     from roofplan.hardware.pricing import apply_prices, parse_prices
     from roofplan.launch import registry
     from roofplan.launch.common import merge_files
     from roofplan.launch.platforms import unsupported_on
     from roofplan.launch.versions import parse_targets
-    from roofplan.plan_api import plan_serving, resolve_pools
     from roofplan.solver import pareto
+    from roofplan.solver.serve_planner import plan_serving
 
     targets = parse_targets(targets)
     engines = _emitters(emit)
     # launchers that cannot run on the chosen devices: an error when asked for, else left out
-    devices = [pool.hw for pool in resolve_pools(hardware)]
+    overlay = resolve.overlay(calibration)  # read once
+    pools = resolve.pools(hardware, overlay)  # once: the planner gets specs, overlay applied
+    devices = resolve.devices(pools)
     off_platform: dict[str, str] = {}
     for e in EMITTERS:
         for hw in devices:
@@ -211,8 +217,8 @@ def _impl(
         plot = check_out_file(plot, "plot")
     out = check_out_dir(out)  # typed str, not Path: Path("") would silently be the current directory
     plan = plan_serving(
-        model,
-        apply_prices(hardware, parse_prices(price)),
+        resolve.model(model),
+        apply_prices(pools, parse_prices(price)),
         gpus=_gpus(gpus),
         isl=isl,
         osl=osl,
@@ -220,20 +226,18 @@ def _impl(
         tpot_ms=tpot_ms,
         rate=rate,
         mode=mode,
-        engine=engine,
+        engine=resolve.engine(engine, overlay),
         dtype=dtype,
         kv_dtype=kv_dtype,
-        calibration=calibration,
         objective=objective,
         speculative=spec_from_flags(*features[:3]),
         prefix_hit=features[3],
         expert_skew=features[4],
         slo_percentile=slo_percentile or None,
-        engines=engines,
-        targets=targets,
         memory_headroom=limits[0],
         constraints={"fix": limits[1], "exclude": limits[2]},
     )
+    registry.serve_files(plan, engines, targets)  # the launch files of the asked-for engines and releases
     doc = checked(plan.to_json(), calibration)  # before anything is written
     if objective == "cost" and doc["inputs"].get("objective") != "cost":
         warn("--objective cost: a catalog here has no price_per_hour, so the fewest GPUs were chosen instead")

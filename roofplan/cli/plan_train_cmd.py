@@ -1,4 +1,4 @@
-"""``roofplan plan train``: search training configurations for a GPU budget (SPEC §3.3).
+"""``roofplan plan train``: search training configurations for a GPU budget (docs/SPEC.md §3.3).
 
 Thin: parses the flags, calls :func:`roofplan.solver.train_planner.plan_training`, renders a ranked
 rich table (or one JSON document with ``--json``), and with ``--out`` writes the launch files and
@@ -18,8 +18,6 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from roofplan.cli.common import (
-    CALIBRATION_OPTION,
-    JSON_OPTION,
     bounded_count,
     check_out_dir,
     checked,
@@ -32,6 +30,7 @@ from roofplan.cli.common import (
     styled,
     warn_stale,
 )
+from roofplan.cli.options import Calibration, Hardware, Json, Model
 from roofplan.errors import InputError
 
 _SUFFIX = {"k": 1e3, "m": 1e6, "b": 1e9, "g": 1e9, "t": 1e12, "p": 1e15}
@@ -168,19 +167,17 @@ def _render(doc: dict, written: list[str], frameworks: list[str] | None = None) 
         console.print(f"wrote {path}", highlight=False)
 
 
-def _off_platform(hardware: str) -> dict[str, str]:
-    """Launchers that cannot run on ``hardware`` at all (vendor), with the reason."""
-    from roofplan.hardware.catalog import load_hardware
+def _off_platform(hw) -> dict[str, str]:
+    """Launchers that cannot run on device ``hw`` (a DeviceSpec) at all (vendor), with the reason."""
     from roofplan.launch.platforms import unsupported_on
     from roofplan.solver.plan_types import FRAMEWORKS
 
-    hw = load_hardware(hardware)
     return {fw: why for fw in FRAMEWORKS if (why := unsupported_on(fw, hw))}
 
 
 def plan_train(
-    model: str = typer.Option(..., "--model", help="Model preset id or path to config.json / model YAML."),
-    hardware: str = typer.Option(..., "--hardware", help="Hardware catalog id or YAML path."),
+    model: Model,
+    hardware: Hardware,
     gpus: int = typer.Option(..., "--gpus", callback=bounded_count, help="GPU budget (world size)."),
     global_batch: int = typer.Option(
         ..., "--global-batch", callback=bounded_count,
@@ -221,21 +218,25 @@ def plan_train(
     memory_headroom: float | None = typer.Option(
         None, "--memory-headroom", metavar="GIB",
         help="Free GiB per GPU a plan must leave (default 5% of HBM + 1 GiB)."),
-    json_out: bool = JSON_OPTION,
-    calibration: str | None = CALIBRATION_OPTION,
+    json_out: Json = False,
+    calibration: Calibration = None,
 ) -> None:
     """Search every valid training configuration for a GPU budget and print the best."""
 
     def body():
+        from roofplan import (
+            plan_training,  # resolves, plans and asks launch for the commands
+            resolve,
+        )
         from roofplan.hardware.pricing import apply_prices, parse_prices
         from roofplan.launch import registry
         from roofplan.launch.versions import parse_targets
-        from roofplan.plan_api import plan_training
         from roofplan.solver.plan_types import FRAMEWORKS
 
         frameworks = split_names("emit", emit, FRAMEWORKS)
         targets = parse_targets(target)
-        off_platform = _off_platform(hardware)
+        device = resolve.hardware(hardware)  # the catalog is read once; the planner applies the overlay
+        off_platform = _off_platform(device)
         for fw in frameworks or ():
             if fw in off_platform:
                 ok = [x for x in FRAMEWORKS if x not in off_platform]
@@ -245,10 +246,10 @@ def plan_train(
 
         constraints = parse(fix, exclude=False, field="fix") + parse(exclude, exclude=True, field="exclude")
         n_tokens = parse_tokens(tokens)
-        hw_arg = apply_prices(hardware, parse_prices(price))
+        hw_arg = apply_prices(device, parse_prices(price))
         bar = _LazyProgress(enabled=not json_out and err_console.is_terminal)
         try:
-            plan = plan_training(model, hw_arg, gpus=gpus, global_batch=global_batch, seq_len=seq_len,
+            plan = plan_training(resolve.model(model), hw_arg, gpus=gpus, global_batch=global_batch, seq_len=seq_len,
                                  dtype=dtype, objective=objective, top=top, tokens=n_tokens,
                                  calibration=calibration, gpus_per_node=gpus_per_node,
                                  allow_cross_node_tp=allow_cross_node_tp, emit=frameworks,

@@ -1,4 +1,4 @@
-"""``roofplan simulate``: discrete-event simulation of a serving deployment (SPEC §6).
+"""``roofplan simulate``: discrete-event simulation of a serving deployment (docs/SPEC.md §6).
 
 The same deployment flags as ``estimate serve`` under load, or ``--plan plan.json`` (the ``best`` of
 ``plan serve --json``); the same JSON keys. Thin: parses, calls
@@ -9,14 +9,25 @@ from __future__ import annotations
 
 import typer
 
-from roofplan.cli.common import CALIBRATION_OPTION, JSON_OPTION, bounded_count, checked, print_json, run
+from roofplan.cli.common import bounded_count, checked, print_json, run
 from roofplan.cli.estimate_serve_cmd import (
-    INSTANCES_OPTION,
-    ISL_DIST_OPTION,
-    OSL_DIST_OPTION,
-    WORKLOAD_OPTION,
     load_workload,
     render_load,
+)
+from roofplan.cli.options import (
+    PP,
+    TP,
+    Calibration,
+    EngineChoice,
+    EngineOpt,
+    HardwareOrPlan,
+    Instances,
+    IslDist,
+    Json,
+    ModelOrPlan,
+    OslDist,
+    WorkloadOpt,
+    value,
 )
 from roofplan.errors import InputError
 
@@ -36,16 +47,16 @@ def _read_plan(path: str) -> dict:
 
 
 def plan_deployment(doc: dict) -> dict:
-    """Keyword arguments of :func:`roofplan.serving.simulate_serving` for a plan's best deployment:
+    """Keyword arguments of :func:`roofplan.simulate_serving` for a plan's best deployment:
     its shapes, instance counts and the engine limits it was planned with (colocated: token budget
     chunk + C and C sequences; disaggregated: prompts per pass and decode concurrency)."""
-    from roofplan.hardware.engines import load_engine
+    from roofplan import resolve
 
     best, inp = doc["best"], doc.get("inputs", {})
-    eng = load_engine(inp.get("engine", "generic"))
+    eng = resolve.engine(inp.get("engine", "generic"))
     dec, pre = best["decode"], best["prefill"]
     shape = {k: int(dec[k]) for k in ("tp", "pp", "ep", "dp")}
-    kw = dict(model=inp.get("model"), hw=dec.get("hardware", inp.get("hardware")), dtype=inp.get("dtype", "bf16"),
+    kw = dict(model=inp.get("model"), hardware=dec.get("hardware", inp.get("hardware")), dtype=inp.get("dtype", "bf16"),
               kv_dtype=inp.get("kv_dtype"), **shape)
     if best["mode"] == "colocated":
         kw.update(mode="colocated", instances=int(dec["instances"]),
@@ -61,18 +72,18 @@ def plan_deployment(doc: dict) -> dict:
 
 
 def simulate(
-    model: str | None = typer.Option(None, "--model", help="Model preset id or path (or from --plan)."),
-    hardware: str | None = typer.Option(None, "--hardware", help="Hardware catalog id or YAML path."),
+    model: ModelOrPlan = None,
+    hardware: HardwareOrPlan = None,
     plan: str | None = typer.Option(None, "--plan", metavar="FILE",
                                     help="Simulate the best deployment of a `plan serve --json` document."),
-    tp: int = typer.Option(1, "--tp", callback=bounded_count, help="Tensor-parallel degree."),
-    pp: int = typer.Option(1, "--pp", callback=bounded_count, help="Pipeline-parallel degree."),
+    tp: TP = 1,
+    pp: PP = 1,
     ep: int = typer.Option(1, "--ep", callback=bounded_count, help="Expert-parallel degree."),
     dp: int = typer.Option(1, "--dp", callback=bounded_count, help="Attention data-parallel ranks."),
     concurrency: int | None = typer.Option(None, "--concurrency", callback=bounded_count,
                                            help="Closed loop: requests in flight."),
     rate: float | None = typer.Option(None, "--rate", help="Poisson arrivals, requests/s (a plan: its goodput)."),
-    instances: int = INSTANCES_OPTION,
+    instances: Instances = 1,
     mode: str = typer.Option("colocated", "--mode", help="colocated | disagg (xPyD)."),
     prefill_instances: int = typer.Option(1, "--prefill-instances", callback=bounded_count,
                                           help="disagg: prefill instances (x of xPyD)."),
@@ -82,23 +93,24 @@ def simulate(
                                           help="disagg: prefill tensor parallelism (default --tp)."),
     isl: int | None = typer.Option(None, "--isl", callback=bounded_count, help="Input tokens per request."),
     osl: int | None = typer.Option(None, "--osl", callback=bounded_count, help="Output tokens per request."),
-    isl_dist: str | None = ISL_DIST_OPTION,
-    osl_dist: str | None = OSL_DIST_OPTION,
-    workload: str | None = WORKLOAD_OPTION,
+    isl_dist: IslDist = None,
+    osl_dist: OslDist = None,
+    workload: WorkloadOpt = None,
     requests: int | None = typer.Option(None, "--requests", callback=bounded_count,
                                         help="Requests to simulate (default: the trace, else 10,000)."),
     router: str = typer.Option("round-robin", "--router", help="round-robin | random"),
     seed: int = typer.Option(0, "--seed", help="Seed of the arrivals and sampled lengths."),
     dtype: str = typer.Option("bf16", "--dtype", help="Weight dtype: bf16 | fp16 | fp8 | int8 | int4"),
     kv_dtype: str | None = typer.Option(None, "--kv-dtype", help="KV-cache dtype (default: 16-bit)."),
-    engine: str = typer.Option("generic", "--engine", help="Engine profile: generic | vllm | sglang | trtllm"),
-    as_json: bool = JSON_OPTION,
-    calibration: str | None = CALIBRATION_OPTION,
+    engine: EngineOpt = EngineChoice.generic,
+    as_json: Json = False,
+    calibration: Calibration = None,
 ) -> None:
     """Simulate a serving deployment request by request: TTFT/TPOT/latency percentiles, throughput."""
+    engine = value(engine)
 
     def body() -> None:
-        from roofplan.serving import simulate_serving
+        from roofplan import simulate_serving  # resolves the ids at the door
 
         if plan is not None:
             doc = _read_plan(plan)

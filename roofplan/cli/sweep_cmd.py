@@ -13,7 +13,6 @@ from rich.progress import (
 )
 
 from roofplan.cli.common import (
-    JSON_OPTION,
     OPTIONAL_VALUES,
     check_out_dir,
     console,
@@ -21,6 +20,7 @@ from roofplan.cli.common import (
     print_json,
     run,
 )
+from roofplan.cli.options import Json
 
 OPTIONAL_VALUES["--ray"] = "local"
 
@@ -53,7 +53,7 @@ def sweep(
         help="Run as Ray tasks: alone (or 'local') starts a local Ray; or a cluster address (auto, host:port)."),
     plot: str | None = typer.Option(None, "--plot", metavar="DIR", help="Pareto fronts per workload (PNG)."),
     workers: int | None = typer.Option(None, "--workers", min=1, help="Processes (default: every core)."),
-    json_out: bool = JSON_OPTION,
+    json_out: Json = False,
 ) -> None:
     """Plan every scenario of a spec (models x hardware x GPUs x workloads x SLAs x objectives)."""
 

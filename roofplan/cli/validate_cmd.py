@@ -12,7 +12,8 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from roofplan.cli.common import CALIBRATION_OPTION, JSON_OPTION, console, esc, print_json, run, styled
+from roofplan.cli.common import console, esc, print_json, run, styled
+from roofplan.cli.options import Calibration, Json
 
 KINDS_OPTION = typer.Option(None, "--kind", help="Only cases of this kind (repeatable): train, serve_step, "
                                                  "serve_throughput, op_gemm, op_allreduce.")
@@ -106,8 +107,8 @@ def _render_measured(doc: dict, show_rows: bool) -> None:
 
 
 def validate(
-    as_json: bool = JSON_OPTION,
-    calibration: str | None = CALIBRATION_OPTION,
+    as_json: Json = False,
+    calibration: Calibration = None,
     kind: list[str] | None = KINDS_OPTION,
     cases: str | None = CASES_OPTION,
     measurements: list[str] | None = MEASUREMENTS_OPTION,

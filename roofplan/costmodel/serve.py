@@ -501,7 +501,7 @@ def serve_step(
 
 
 # ------------------------------------------------------------------------------------------------
-# one configuration, with inputs resolved and the SPEC §3.2 document
+# one configuration, with inputs resolved and the docs/SPEC.md §3.2 document
 # ------------------------------------------------------------------------------------------------
 _GIB = float(2**30)
 
@@ -520,7 +520,7 @@ class ServeEstimate:
     expert_skew: float = 1.0  # max/mean routed tokens per EP rank
 
     def to_json(self) -> dict:
-        """The ``roofplan.estimate.serve/v1`` document of SPEC §3.2."""
+        """The ``roofplan.estimate.serve/v1`` document of docs/SPEC.md §3.2."""
         a = self.arrays.row(0)
         c = self.config
         ms = 1e3
@@ -629,7 +629,7 @@ def estimate_serving(
     prefix_hit=None,
     expert_skew=1.0,
 ) -> ServeEstimate:
-    """Estimate one serving instance at a fixed batch (SPEC §3.2); ``.to_json()`` is the document.
+    """Estimate one serving instance at a fixed batch (docs/SPEC.md §3.2); ``.to_json()`` is the document.
     ``model``/``hw`` may be ids, paths or spec objects; bad input raises InputError (exit 2).
     ``speculative`` (a :class:`~roofplan.costmodel.serve_features.SpecDecode`) and ``prefix_hit``
     (tokens, or a fraction of isl) add speculative decoding and prefix caching

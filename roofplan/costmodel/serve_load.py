@@ -48,7 +48,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from roofplan.costmodel import serve as serve_model
-from roofplan.hardware.engines import EngineProfile
+from roofplan.engines.profile import EngineProfile
 from roofplan.hardware.spec import DeviceSpec
 from roofplan.models.spec import ModelSpec
 

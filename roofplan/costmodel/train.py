@@ -11,7 +11,7 @@ vectorised over N configurations (struct of arrays). The model is split by conce
 * :mod:`~roofplan.costmodel.train_time` -- :func:`train_step`: rooflines of every op, collectives,
   pipeline bubble, overlaps, optimizer and offload -> :class:`TrainArrays`;
 * :mod:`~roofplan.costmodel.train_estimate` -- :func:`estimate_training` for one validated
-  configuration and its SPEC §3.1 JSON document (:class:`TrainEstimate`).
+  configuration and its docs/SPEC.md §3.1 JSON document (:class:`TrainEstimate`).
 """
 
 from __future__ import annotations

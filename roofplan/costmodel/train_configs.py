@@ -9,15 +9,57 @@ that ZeRO-2/3 do not combine with pipeline parallelism (``deepspeed/runtime/pipe
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
+from enum import IntEnum
 
 import numpy as np
 
 from roofplan.models.spec import ModelSpec
 
-RECOMPUTE = {"none": 0, "selective": 1, "full": 2}
-OFFLOAD = {"none": 0, "optimizer": 1, "optimizer+params": 2}
+
+class Recompute(IntEnum):
+    """Activation recomputation, the code stored in ``TrainConfigs.recompute``: selective recomputes
+    the attention core (Korthikanti et al. 2022), full whole layers (Megatron
+    ``--recompute-granularity``)."""
+
+    NONE = 0
+    SELECTIVE = 1
+    FULL = 2
+
+    @property
+    def label(self) -> str:
+        return self.name.lower()
+
+
+class Offload(IntEnum):
+    """What lives in host memory (``TrainConfigs.offload``): the optimizer states, or those and the
+    parameters (DeepSpeed ZeRO-Offload / ZeRO-Infinity; SN40L: DDR)."""
+
+    NONE = 0
+    OPTIMIZER = 1
+    OPTIMIZER_PARAMS = 2
+
+    @property
+    def label(self) -> str:
+        return self.name.lower().replace("_", "+")
+
+
+#: Name -> code of each choice (the names are what the CLI, the JSON and the planner speak).
+RECOMPUTE = {m.label: int(m) for m in Recompute}
+OFFLOAD = {m.label: int(m) for m in Offload}
+RECOMPUTE_NAMES = {v: k for k, v in RECOMPUTE.items()}
+OFFLOAD_NAMES = {v: k for k, v in OFFLOAD.items()}
+#: MoE token dispatchers (``TrainConfigs.moe_dispatcher``).
 MOE_DISPATCHERS = ("alltoall", "deepep")
+#: Transformer Engine FP8 scaling recipes (``TrainConfigs.fp8_recipe``).
+FP8_RECIPES = ("current", "delayed")
+#: Training precisions (``TrainConfigs.dtype``; the device decides which it runs).
+TRAIN_DTYPES = ("bf16", "fp16", "fp8")
+
+
+def choices(name: str) -> tuple[str, ...]:
+    """The allowed names of a :class:`TrainConfigs` knob, from its field metadata."""
+    return next(f.metadata["choices"] for f in fields(TrainConfigs) if f.name == name)
 
 #: Reject reasons of :func:`check_train_config`; the planner counts rejections with these names.
 REJECT_REASONS: dict[int, str] = {
@@ -55,12 +97,12 @@ class TrainConfigs:
     micro_batch: np.ndarray
     global_batch: np.ndarray
     seq_len: np.ndarray
-    recompute: np.ndarray
-    recompute_layers: np.ndarray
-    sequence_parallel: np.ndarray
-    zero: np.ndarray
-    offload: np.ndarray
-    dtype: str = "bf16"
+    recompute: np.ndarray = field(metadata={"choices": tuple(RECOMPUTE)})
+    recompute_layers: np.ndarray = field()
+    sequence_parallel: np.ndarray = field()
+    zero: np.ndarray = field(metadata={"choices": ("0", "1", "2", "3")})
+    offload: np.ndarray = field(metadata={"choices": tuple(OFFLOAD)})
+    dtype: str = field(default="bf16", metadata={"choices": TRAIN_DTYPES})
     gpus_per_node: int | None = None
     overlap_grad_reduce: bool = True
     overlap_param_gather: bool = True
@@ -79,7 +121,7 @@ class TrainConfigs:
     #: with sequence parallelism all-reduces it over TP) or ``delayed`` (TE ``DelayedScaling``, the
     #: default of Megatron-LM ``--fp8-recipe`` and of the NeMo 24.x recipes: scales from the amax
     #: history, the amax reduction is asynchronous, ``NVTE_ASYNC_AMAX_REDUCTION=1``).
-    fp8_recipe: str = "current"
+    fp8_recipe: str = field(default="current", metadata={"choices": FP8_RECIPES})
     #: Expert-parallel all-to-all overlapped with the computation of another microbatch
     #: (Megatron-Core ``--overlap-moe-expert-parallel-comm --delay-wgrad-compute``, the 1F1B A2A
     #: overlap of MCore v0.14; DeepSeek-V3 report §3.2.1 DualPipe). Megatron runs it without a
@@ -89,7 +131,7 @@ class TrainConfigs:
     #: MoE token dispatcher: ``alltoall`` (Megatron's default; one copy per routed token slot) or
     #: ``deepep`` (``--moe-token-dispatcher-type flex`` with DeepEP/HybridEP: a token crosses the
     #: network once per destination node and is forwarded over NVLink, DeepSeek-V3 report §3.2.2).
-    moe_dispatcher: str = "alltoall"
+    moe_dispatcher: str = field(default="alltoall", metadata={"choices": MOE_DISPATCHERS})
     #: Expert tensor parallel size (Megatron ``--expert-tensor-parallel-size``); 0 means equal to
     #: ``tp``. With parallel folding the expert layers regroup a stage's tp*cp*dp ranks as
     #: ETP x EP x expert-DP, so ep*etp must divide tp*cp*dp (Megatron-Bridge's DeepSeek-V3 and

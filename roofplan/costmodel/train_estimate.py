@@ -1,6 +1,7 @@
-"""One training configuration, validated, and its SPEC §3.1 document (``roofplan estimate train``).
+"""One training configuration, validated, and its docs/SPEC.md §3.1 document (``roofplan estimate train``).
 
-:func:`estimate_training` resolves ids/paths, turns every bad input into an :class:`InputError`
+:func:`estimate_training` takes specs (ids and paths are resolved at the door,
+:mod:`roofplan.resolve`), turns every bad input into an :class:`InputError`
 that names the field (exit 2), runs the vectorised :func:`~roofplan.costmodel.train_time.train_step`
 on a single lane and wraps the result in a :class:`TrainEstimate`.
 """
@@ -12,16 +13,20 @@ from dataclasses import dataclass
 import numpy as np
 
 from roofplan.costmodel.train_configs import (
+    FP8_RECIPES,
     MOE_DISPATCHERS,
     OFFLOAD,
+    OFFLOAD_NAMES,
     RECOMPUTE,
+    RECOMPUTE_NAMES,
     REJECT_REASONS,
+    TRAIN_DTYPES,
     TrainConfigs,
     check_train_config,
 )
 from roofplan.costmodel.train_memory import GiB
 from roofplan.costmodel.train_time import TrainArrays, train_step
-from roofplan.errors import InputError
+from roofplan.errors import InputError, positive_int
 from roofplan.hardware.spec import DeviceSpec
 from roofplan.models.spec import ModelSpec
 
@@ -34,14 +39,11 @@ _MEMORY = (
     ("weights", "mem_weights"), ("gradients", "mem_gradients"), ("optimizer", "mem_optimizer"),
     ("activations", "mem_activations"), ("other", "mem_other"), ("total", "mem_total"), ("capacity", "capacity"),
 )
-TRAIN_DTYPES = ("bf16", "fp16", "fp8")
-#: Transformer Engine FP8 scaling recipes (see ``TrainConfigs.fp8_recipe``).
-FP8_RECIPES = ("current", "delayed")
 
 
 @dataclass
 class TrainEstimate:
-    """The estimate of one training configuration; ``to_json()`` is the SPEC §3.1 document."""
+    """The estimate of one training configuration; ``to_json()`` is the docs/SPEC.md §3.1 document."""
 
     model: ModelSpec
     hardware: DeviceSpec
@@ -81,30 +83,13 @@ class TrainEstimate:
         }
 
 
-def _resolve_model(model) -> ModelSpec:
-    if isinstance(model, ModelSpec):
-        return model
-    from roofplan.models.loader import load_model
-
-    return load_model(model)
-
-
-def _resolve_hardware(hw, calibration) -> DeviceSpec:
-    if isinstance(hw, DeviceSpec):
-        if calibration is None:
-            return hw
-        from roofplan.hardware.overlay import apply_overlay, load_overlay
-
-        return apply_overlay(hw, load_overlay(calibration))
-    from roofplan.hardware.catalog import load_hardware
-
-    return load_hardware(hw, calibration=calibration)
-
-
-def _positive(name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise InputError(name, value, "expected a positive integer")
-    return int(value)
+def _spec(name: str, value, kind: type):
+    """``value`` if it is already a spec: ids and paths are resolved at the door
+    (:mod:`roofplan.resolve`, which the public API and the CLI call), never in the cost model."""
+    if not isinstance(value, kind):
+        raise InputError(name, repr(value)[:80], f"a {kind.__name__} (resolve ids and paths with roofplan.resolve."
+                         f"{name}, or call roofplan.estimate_training)")
+    return value
 
 
 def _choice(name: str, value, names: dict[str, int]) -> int:
@@ -168,16 +153,19 @@ def _explain(model: ModelSpec, cfg: TrainConfigs, code: int) -> InputError:
 
 def estimate_training(model, hw, *, tp=1, pp=1, dp=1, cp=1, ep=1, vpp=1, global_batch, micro_batch, seq_len,
                       dtype="bf16", recompute="none", sequence_parallel=None, zero=0, offload="none",
-                      gpus_per_node=None, calibration=None, flash_attention=True, recompute_layers=0,
+                      gpus_per_node=None, calibration_label=None, flash_attention=True, recompute_layers=0,
                       overlap_grad_reduce=True, overlap_param_gather=True, tp_comm_overlap=False,
                       dropout=None, ep_comm_overlap=True, moe_dispatcher="alltoall", etp=None,
                       fp8_recipe="current", overlap_p2p_comm=True) -> TrainEstimate:
-    """Estimate one training configuration (SPEC §3.1). ``model``/``hw`` are ids, paths or specs.
+    """Estimate one training configuration (docs/SPEC.md §3.1) of ``model`` (a ModelSpec) on ``hw`` (a
+    DeviceSpec, with any calibration overlay already applied; ``calibration_label`` is what the
+    overlay was given as, echoed in ``inputs.calibration``). :func:`roofplan.estimate_training`
+    takes ids and paths and resolves them first.
 
     Raises :class:`InputError` naming the field for non-positive numbers, unknown names and the
     framework's divisibility rules (see :func:`check_train_config`).
     """
-    ints = {k: _positive(k, val) for k, val in {"tp": tp, "pp": pp, "dp": dp, "cp": cp, "ep": ep, "vpp": vpp,
+    ints = {k: positive_int(k, val) for k, val in {"tp": tp, "pp": pp, "dp": dp, "cp": cp, "ep": ep, "vpp": vpp,
                                                       "global_batch": global_batch, "micro_batch": micro_batch,
                                                       "seq_len": seq_len}.items()}
     rc = _choice("recompute", recompute, RECOMPUTE)
@@ -188,15 +176,15 @@ def estimate_training(model, hw, *, tp=1, pp=1, dp=1, cp=1, ep=1, vpp=1, global_
         raise InputError("recompute_layers", recompute_layers, "expected an integer >= 0")
     if dtype not in TRAIN_DTYPES:
         raise InputError("dtype", dtype, f"expected one of {', '.join(TRAIN_DTYPES)}")
-    etp_i = 0 if etp is None else _positive("etp", etp)
+    etp_i = 0 if etp is None else positive_int("etp", etp)
     if moe_dispatcher not in MOE_DISPATCHERS:
         raise InputError("moe_dispatcher", moe_dispatcher, f"expected one of {', '.join(MOE_DISPATCHERS)}")
     if fp8_recipe not in FP8_RECIPES:
         raise InputError("fp8_recipe", fp8_recipe, f"expected one of {', '.join(FP8_RECIPES)}")
     if gpus_per_node is not None:
-        gpus_per_node = _positive("gpus_per_node", gpus_per_node)
-    m = _resolve_model(model)
-    h = _resolve_hardware(hw, calibration)
+        gpus_per_node = positive_int("gpus_per_node", gpus_per_node)
+    m = _spec("model", model, ModelSpec)
+    h = _spec("hardware", hw, DeviceSpec)
     h.peak(dtype)  # unsupported dtype on this device -> InputError
     sp = ints["tp"] > 1 if sequence_parallel is None else bool(sequence_parallel) and ints["tp"] > 1
     cfg = TrainConfigs.single(**ints, recompute=rc, recompute_layers=int(recompute_layers), sequence_parallel=sp,
@@ -209,18 +197,17 @@ def estimate_training(model, hw, *, tp=1, pp=1, dp=1, cp=1, ep=1, vpp=1, global_
     if code:
         raise _explain(m, cfg, code)
     arrays = train_step(m, h, cfg)
-    names_rc = {v: k for k, v in RECOMPUTE.items()}
-    names_off = {v: k for k, v in OFFLOAD.items()}
     inputs = {
         "model": m.name, "hardware": h.id, **ints, "world_size": ints["tp"] * ints["pp"] * ints["dp"] * ints["cp"],
         "microbatches": ints["global_batch"] // (ints["micro_batch"] * ints["dp"]),
-        "dtype": dtype, "recompute": names_rc[rc], "recompute_layers": int(recompute_layers),
-        "sequence_parallel": sp, "zero": zero_i, "offload": names_off[off],
+        "dtype": dtype, "recompute": RECOMPUTE_NAMES[rc], "recompute_layers": int(recompute_layers),
+        "sequence_parallel": sp, "zero": zero_i, "offload": OFFLOAD_NAMES[off],
         "gpus_per_node": gpus_per_node or h.devices_per_node, "flash_attention": bool(flash_attention),
         "overlap_grad_reduce": bool(overlap_grad_reduce), "overlap_param_gather": bool(overlap_param_gather),
         "tp_comm_overlap": bool(tp_comm_overlap), "overlap_p2p_comm": bool(overlap_p2p_comm),
         "ep_comm_overlap": bool(ep_comm_overlap), "moe_dispatcher": moe_dispatcher, "etp": etp_i or ints["tp"],
         "fp8_recipe": fp8_recipe,
-        "calibration": None if calibration is None else ("overlay" if isinstance(calibration, dict) else str(calibration)),
+        "calibration": None if calibration_label is None else (
+            "overlay" if isinstance(calibration_label, dict) else str(calibration_label)),
     }
     return TrainEstimate(model=m, hardware=h, config=cfg, arrays=arrays, inputs=inputs)

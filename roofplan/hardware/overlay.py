@@ -11,7 +11,7 @@ One format everywhere (written by ``roofplan calibrate``, read by every ``--cali
 :func:`load_overlay` accepts None, a YAML path or a dict of that shape and returns it normalised
 (efficiency values as floats); :func:`apply_overlay` replaces the efficiency fields of a
 :class:`DeviceSpec`. The ``engines`` block is validated only for shape here; the engine loader
-(``roofplan.hardware.engines``) applies it.
+(:mod:`roofplan.engines.catalog`) applies it.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 import os
 
+from roofplan.engines.profile import ENGINES, check_engine_fields
 from roofplan.errors import InputError, did_you_mean
 from roofplan.hardware.spec import DeviceSpec, Efficiency, out_of_bounds
 from roofplan.inputs import is_file, load_yaml, read_text, user_path
@@ -96,8 +97,6 @@ def _normalise(doc: object, label: str) -> dict:
     engines = doc.get("engines") or {}
     if not isinstance(engines, dict) or not all(isinstance(v, dict) for v in engines.values()):
         raise InputError(f"{label}: engines", engines, "expected a mapping engine name -> {field: value}")
-    from roofplan.hardware.engines import ENGINES, check_engine_fields  # here: engines imports this module
-
     for name, block in engines.items():
         if name not in ENGINES:
             raise InputError(f"{label}: engines.{name}", "unknown engine", did_you_mean(str(name), ENGINES)

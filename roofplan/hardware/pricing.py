@@ -1,22 +1,20 @@
 """User prices: ``--price DEVICE=$/h`` in place of a catalog's ``price.per_device_hour``.
 
 Catalog prices are public list or reserved rates with a date (``price.date``) and go stale; a
-buyer's negotiated rate is what a procurement study needs. :func:`apply_prices` turns any hardware
-argument the planners accept (an id or YAML path, a DeviceSpec, a mixed pool such as
-``h100-sxm:prefill,a100-sxm-80gb:decode``) into DeviceSpecs carrying the user's price.
+buyer's negotiated rate is what a procurement study needs. :func:`apply_prices` gives the resolved
+hardware argument (:func:`roofplan.resolve.pools`: a DeviceSpec, or ``{role: DeviceSpec}`` for a
+mixed pool such as ``h100-sxm:prefill,a100-sxm-80gb:decode``) the user's prices.
 """
 
 from __future__ import annotations
 
 import math
-import re
 
 from roofplan.errors import InputError
 from roofplan.hardware.spec import DeviceSpec
 
 #: ``price_date`` of a DeviceSpec whose price came from the user.
 USER_DATE = "user"
-_POOL = re.compile(r":(prefill|decode)$")
 _FORMAT = "DEVICE=USD_PER_HOUR (e.g. h100-sxm=2.49)"
 
 
@@ -53,24 +51,17 @@ def priced(spec: DeviceSpec, prices: dict[str, float]) -> DeviceSpec:
 
 
 def apply_prices(hardware, prices: dict[str, float], *, strict: bool = True):
-    """The hardware argument with prices replaced: a DeviceSpec for one device, ``{role: DeviceSpec}``
-    for a mixed pool, or ``hardware`` itself when ``prices`` is empty. With ``strict`` a price for a
-    device the argument does not use is an error (a typo would otherwise be ignored)."""
+    """The resolved hardware argument (a DeviceSpec, or ``{role: DeviceSpec}`` for a mixed pool, as
+    :func:`roofplan.resolve.pools` returns it) with prices replaced; ``hardware`` itself when
+    ``prices`` is empty. With ``strict`` a price for a device the argument does not use is an error
+    (a typo would otherwise be ignored)."""
     if not prices:
         return hardware
-    from roofplan.hardware.catalog import load_hardware
-
-    if isinstance(hardware, dict):
-        roles = {r: h if isinstance(h, DeviceSpec) else load_hardware(h) for r, h in hardware.items()}
-    elif isinstance(hardware, str) and ("," in hardware or _POOL.search(hardware)):
-        roles = {}
-        for part in hardware.split(","):
-            name, _, role = part.strip().rpartition(":")
-            roles[role] = load_hardware(name) if name else part
-        if not all(isinstance(h, DeviceSpec) for h in roles.values()):
-            return hardware  # malformed: the planner names the problem
-    else:
-        roles = {"": hardware if isinstance(hardware, DeviceSpec) else load_hardware(hardware)}
+    roles = dict(hardware) if isinstance(hardware, dict) else {"": hardware}
+    for h in roles.values():
+        if not isinstance(h, DeviceSpec):
+            raise InputError("hardware", repr(h)[:80], "a DeviceSpec or {role: DeviceSpec} (resolve ids and "
+                             "pool strings with roofplan.resolve.pools)")
     used = {h.id for h in roles.values()}
     unknown = sorted(set(prices) - used)
     if strict and unknown:

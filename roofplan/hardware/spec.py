@@ -6,7 +6,7 @@ Sources live next to every number in the YAML; this module only carries the valu
 
 The :class:`Efficiency` fields are the knobs of the cost model that ``roofplan calibrate`` fits
 (achievable fractions of peak and fixed latencies). Their defaults in each catalog come from
-datasheets and published microbenchmarks (see ``shared/reference/hardware.md`` §16).
+datasheets and published microbenchmarks (see ``docs/reference/hardware.md`` §16).
 """
 
 from __future__ import annotations
@@ -113,7 +113,7 @@ class Fabric:
 class Efficiency:
     """Achievable fractions of peak and fixed costs; fitted by ``roofplan calibrate``.
 
-    * ``gemm_max``: fraction of dense peak reached by large GEMMs (MAMF / peak, hardware.md §16c).
+    * ``gemm_max``: fraction of dense peak reached by large GEMMs (MAMF / peak, docs/reference/hardware.md §16c).
     * Operator-library parameters (:mod:`roofplan.costmodel.ops`, fitted per device by
       ``tools/fit_ops.py`` on measured kernel tables, or datasheet priors; the catalog says which):
       ``gemm_hbm`` / ``gemm_hbm_fp8`` / ``gemm_hbm_fp8_block``: HBM fraction a GEMM streams its
@@ -137,17 +137,17 @@ class Efficiency:
       bandwidth fraction of 2-rank groups on a switch, 0 = ``intra_bw``); ``custom_ar_latency_s`` and
       ``custom_ar_bw`` (the engines' one-/two-shot all-reduce: latency and fraction of the fabric).
     * ``attn_max``: fraction of dense peak reached by fused (FlashAttention-style) attention.
-    * ``hbm``: fraction of peak HBM bandwidth reached by streaming kernels (hardware.md §16b).
+    * ``hbm``: fraction of peak HBM bandwidth reached by streaming kernels (docs/reference/hardware.md §16b).
     * ``intra_bw`` / ``inter_bw``: fraction of fabric bandwidth a collective's bus bandwidth
-      reaches inside a node / across nodes (nccl-tests busbw / link rate, hardware.md §16a).
+      reaches inside a node / across nodes (nccl-tests busbw / link rate, docs/reference/hardware.md §16a).
     * ``intra_latency_s`` / ``inter_latency_s``: per-step alpha of a collective.
     * ``kernel_launch_s``: fixed overhead of one kernel launch (no CUDA graphs).
     * ``nvls_speedup``: all-reduce bus-bandwidth gain of in-switch reduction where the fabric
-      has it (H100 NVLS 480 vs ring 370 GB/s, hardware.md §16a); 1.0 elsewhere.
+      has it (H100 NVLS 480 vs ring 370 GB/s, docs/reference/hardware.md §16a); 1.0 elsewhere.
     * ``intra_step_latency_s``: extra latency per ring step inside a node; a ring collective over
       g ranks takes g-1 steps per phase (NCCL's tuning model, ``src/graph/tuning.cc``: latency =
       base + nsteps x hwLat). 0 keeps the flat per-phase ``intra_latency_s``.
-    * ``gemm_max_fp8``: ``gemm_max`` for FP8 GEMMs (MAMF at FP8 / FP8 dense peak, hardware.md
+    * ``gemm_max_fp8``: ``gemm_max`` for FP8 GEMMs (MAMF at FP8 / FP8 dense peak, docs/reference/hardware.md
       §16c: H100 0.709, H200 0.734, B200 0.763); 0 means the same fraction as ``gemm_max``.
     * ``moe_balance``: MoE router load balance, mean / maximum routed tokens per expert-parallel
       rank (1 = perfectly balanced, as in benchmarks run with Megatron's
@@ -164,7 +164,7 @@ class Efficiency:
       0 means the same fraction as the ring collectives' ``inter_bw``.
     * ``sustained_compute``: fraction of the benchmark tensor-core throughput (``gemm_max``,
       ``gemm_max_fp8``, ``attn_max``, all measured on isolated kernels: MAMF keeps the fastest of
-      100 iterations, hardware.md §16c) that a long training run sustains. Matmuls on the H100 are
+      100 iterations, docs/reference/hardware.md §16c) that a long training run sustains. Matmuls on the H100 are
       power-limited: at the 700 W board limit the SM clock drops under dense tensor-core load and
       more so when HBM and NVLink draw power at the same time (H. He, "Strangely, Matrix
       Multiplications on GPUs Run Faster When Given 'Predictable' Data", 2024). Memory-bound

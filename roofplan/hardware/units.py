@@ -5,7 +5,7 @@ watts) or a string ``"<number> <unit>"`` whose unit belongs to the quantity the 
 (``"989.4 TFLOPS"``, ``"80 GB"``, ``"64 GiB"``, ``"3.35 TB/s"``, ``"400 Gb/s"``, ``"2 us"``,
 ``"700 W"``). Decimal prefixes are powers of 10, binary prefixes (KiB, MiB, GiB, TiB) powers of 2,
 and a lowercase ``b`` in a rate means bits (``400 Gb/s`` = 50e9 B/s), following the conventions of
-``shared/reference/hardware.md``. A unit of the wrong kind (``"80 GB"`` for a bandwidth) is an error,
+``docs/reference/hardware.md``. A unit of the wrong kind (``"80 GB"`` for a bandwidth) is an error,
 so a slip cannot silently change a number by a factor of 10^9.
 
 PyYAML reads ``989.4e12`` (an exponent without a sign) as a string; such strings are numbers here.

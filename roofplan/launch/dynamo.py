@@ -7,7 +7,7 @@ image tag is the release's (``nvcr.io/nvidia/ai-dynamo/<backend>-runtime:<tag>``
 workers read their LLM-API YAML from ``/config``: the YAMLs travel in a ConfigMap written as the
 first document of ``dynamo_graph.yaml`` and mounted there.
 
-Fields from the Dynamo examples ``examples/backends/<backend>/deploy/disagg.yaml`` (launch-configs.md
+Fields from the Dynamo examples ``examples/backends/<backend>/deploy/disagg.yaml`` (docs/reference/launch-configs.md
 §7.2-§7.3): ``spec.services`` holds a ``Frontend`` (``python3 -m dynamo.frontend --http-port 8000
 --router-mode kv``) and one worker service per role with ``componentType: worker``,
 ``subComponentType: prefill|decode``, ``replicas`` = the planned instance count,

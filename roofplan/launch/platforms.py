@@ -5,11 +5,11 @@ A launch file is only useful where its framework runs. Sources (the projects' in
 * TensorRT-LLM is CUDA-only (NVIDIA/TensorRT-LLM README, "TensorRT-LLM ... on NVIDIA GPUs"), and
   NVIDIA Dynamo deploys on NVIDIA GPUs (ai-dynamo/dynamo README, support matrix).
 * vLLM and SGLang run on NVIDIA CUDA and AMD ROCm; on Ascend NPUs through vLLM-Ascend and SGLang's
-  NPU backend (launch-configs.md §8). Megatron-LM, DeepSpeed and torchtitan are PyTorch programs
+  NPU backend (docs/reference/launch-configs.md §8). Megatron-LM, DeepSpeed and torchtitan are PyTorch programs
   that run on CUDA and ROCm builds of PyTorch, and on Ascend through torch_npu (Megatron via
   MindSpeed).
 * A SambaNova RDU is a dataflow device programmed through SambaFlow / SambaStudio
-  (launch-configs.md, SambaNova section), not through any of these launchers.
+  (docs/reference/launch-configs.md, SambaNova section), not through any of these launchers.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """SGLang launch scripts for a planned serving deployment (``python -m sglang.launch_server``, 0.5.x).
 
-Flags from ``docs/advanced_features/server_arguments.md`` (launch-configs.md §5.2). SGLang's
+Flags from ``docs/advanced_features/server_arguments.md`` (docs/reference/launch-configs.md §5.2). SGLang's
 ``--tp-size`` counts every GPU of the attention-DP group, so an instance of our ``tp`` x ``dp``
 ranks is ``--tp-size tp*dp --dp-size dp --enable-dp-attention``; ``--ep-size`` is EP
 (equal to the TP size when experts are fully sharded); ``--pp-size`` the pipeline.
@@ -30,7 +30,7 @@ DIST_INIT_PORT_BASE = 5000
 
 
 def kv_cache_dtype(kv_dtype: str | None) -> str:
-    """SGLang spells FP8 KV as ``fp8_e4m3`` (launch-configs.md §10)."""
+    """SGLang spells FP8 KV as ``fp8_e4m3`` (docs/reference/launch-configs.md §10)."""
     return "fp8_e4m3" if kv_dtype == "fp8" else "auto"
 
 

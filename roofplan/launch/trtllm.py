@@ -1,6 +1,6 @@
 """TensorRT-LLM launch files for a planned serving deployment (``trtllm-serve``, PyTorch backend).
 
-Names from ``tensorrt_llm/commands/serve.py`` and the LLM-API YAML (launch-configs.md §6.2-§6.4,
+Names from ``tensorrt_llm/commands/serve.py`` and the LLM-API YAML (docs/reference/launch-configs.md §6.2-§6.4,
 top-level ``max_*`` keys of TRT-LLM >= 1.2.0rc5). TRT-LLM's tensor-parallel group contains the
 attention-DP ranks (``enable_attention_dp`` makes attention data parallel over the whole TP
 group), and MoE layers split it as ``moe_tensor_parallel_size x moe_expert_parallel_size`` = TP

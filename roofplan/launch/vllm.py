@@ -1,6 +1,6 @@
 """vLLM launch scripts for a planned serving deployment (``vllm serve``, vLLM V1 ~0.11).
 
-Flags from ``vllm/engine/arg_utils.py`` (shared/reference/launch-configs.md §4.2):
+Flags from ``vllm/engine/arg_utils.py`` (docs/reference/launch-configs.md §4.2):
 ``--tensor-parallel-size``, ``--pipeline-parallel-size``, ``--data-parallel-size`` (MoE attention
 DP; EP = TP x DP with ``--enable-expert-parallel``, there is no EP-size flag), ``--max-num-seqs``
 (concurrency), ``--max-num-batched-tokens`` (token budget per step = prefill chunk + decodes; both

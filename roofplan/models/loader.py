@@ -1,6 +1,6 @@
 """Resolve ``--model`` values to a :class:`ModelSpec`: preset ids, files, and the inline GPT form.
 
-Accepted forms (SPEC §2):
+Accepted forms (docs/SPEC.md §2):
 
 * a :class:`ModelSpec` (returned as is);
 * a preset id (``roofplan models list``): ``roofplan/catalogs/models/<id>.yaml``;

@@ -209,7 +209,7 @@ class ModelSpec:
     source: str = ""
 
     def __post_init__(self) -> None:
-        """Reject shapes no implementation can build, naming the field (SPEC §4: exit 2)."""
+        """Reject shapes no implementation can build, naming the field (docs/SPEC.md §4: exit 2)."""
         _require_positive(self.name or "model", layers=self.layers, hidden=self.hidden, heads=self.heads,
                           kv_heads=self.kv_heads, head_dim=self.head_dim, ffn=self.ffn, vocab=self.vocab,
                           max_seq_len=self.max_seq_len)

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from roofplan.costmodel.train_configs import FP8_RECIPES, MOE_DISPATCHERS
 from roofplan.errors import InputError
 from roofplan.solver.space import OFFLOAD_CODES, RECOMPUTE_CODES
 
@@ -36,8 +37,8 @@ KEYS = {"tp": "tp", "pp": "pp", "dp": "dp", "cp": "cp", "ep": "ep", "vpp": "vpp"
 _NAMED = {"recompute": RECOMPUTE_CODES, "offload": OFFLOAD_CODES,
           "sp": {"off": 0, "on": 1, "false": 0, "true": 1, "no": 0, "yes": 1, "0": 0, "1": 1}}
 _NAMED["tp_overlap"] = _NAMED["sp"]
-_NAMED["dispatcher"] = {"alltoall": 0, "deepep": 1}
-_NAMED["fp8_recipe"] = {"current": 0, "delayed": 1}
+_NAMED["dispatcher"] = {n: i for i, n in enumerate(MOE_DISPATCHERS)}
+_NAMED["fp8_recipe"] = {n: i for i, n in enumerate(FP8_RECIPES)}
 _OPS = {"=": operator.eq, "==": operator.eq, "!=": operator.ne, "<": operator.lt, "<=": operator.le,
         ">": operator.gt, ">=": operator.ge}
 _TERM = re.compile(r"\s*(?:([a-z]+)\.)?([a-z][a-z0-9_]*)\s*(==|!=|<=|>=|=|<|>)\s*([A-Za-z0-9_+.-]+)\s*")

@@ -30,9 +30,9 @@ from typing import NamedTuple
 
 import numpy as np
 
+from roofplan.costmodel.train_configs import FP8_RECIPES, MOE_DISPATCHERS, OFFLOAD, RECOMPUTE
+
 FRAMEWORKS = ("megatron", "deepspeed", "torchtitan")
-OFFLOAD_CODES = {"none": 0, "optimizer": 1, "optimizer+params": 2}
-RECOMPUTE_CODES = {"none": 0, "selective": 1, "full": 2}
 
 
 class Rule(NamedTuple):
@@ -97,8 +97,8 @@ RULES: dict[str, tuple[Rule, ...]] = {
 _DEFAULTS = {"tp_comm_overlap": 0, "etp": 0, "recompute_layers": 0, "cp": 1, "vpp": 1, "tp": 1}
 _KEYS = ("tp", "zero", "pp", "cp", "vpp", "offload", "recompute", "recompute_layers", "tp_comm_overlap", "etp",
          "moe_dispatcher", "fp8_recipe")
-_NAMES = {"offload": OFFLOAD_CODES, "recompute": RECOMPUTE_CODES, "moe_dispatcher": {"alltoall": 0, "deepep": 1},
-          "fp8_recipe": {"current": 0, "delayed": 1}}
+_NAMES = {"offload": OFFLOAD, "recompute": RECOMPUTE, "moe_dispatcher": {n: i for i, n in enumerate(MOE_DISPATCHERS)},
+          "fp8_recipe": {n: i for i, n in enumerate(FP8_RECIPES)}}
 
 
 def as_arrays(config: Mapping) -> dict[str, np.ndarray]:

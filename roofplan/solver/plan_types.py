@@ -1,6 +1,6 @@
 """The result of ``plan_training``: ranked candidates, search statistics, placement, launch commands.
 
-:meth:`TrainPlan.to_json` is the document of SPEC §3.3 (schema ``roofplan.plan.train/v1``).
+:meth:`TrainPlan.to_json` is the document of docs/SPEC.md §3.3 (schema ``roofplan.plan.train/v1``).
 The solver fills no launch command: :mod:`roofplan.launch.registry` renders them for the winner
 (``launch`` and ``launch_unsupported``; the emitters never recompute costs).
 """
@@ -31,7 +31,7 @@ def brief(candidate: dict) -> dict:
 
 @dataclass
 class TrainPlan:
-    """A finished training plan (see SPEC §3.3)."""
+    """A finished training plan (see docs/SPEC.md §3.3)."""
 
     model: ModelSpec
     hardware: DeviceSpec

@@ -21,6 +21,7 @@ from importlib import resources
 
 import numpy as np
 
+from roofplan.costmodel.train_configs import OFFLOAD, RECOMPUTE
 from roofplan.solver.frameworks import launchable
 
 #: Fewest validated rows a group needs before its own p90 is used.
@@ -138,13 +139,11 @@ def simpler_reasons(a: dict, b: dict) -> list[str]:
     """Why candidate dict ``a`` is simpler than ``b``, in the order of :func:`simplicity_key`."""
     out = []
     codes = [{"zero": c["zero"], "pp": c["pp"], "cp": c["cp"], "vpp": c["vpp"], "tp": c["tp"],
-              "offload": {"none": 0, "optimizer": 1, "optimizer+params": 2}[c["offload"]],
-              "recompute": {"none": 0, "selective": 1, "full": 2}[c["recompute"]],
+              "offload": OFFLOAD[c["offload"]], "recompute": RECOMPUTE[c["recompute"]],
               "recompute_layers": c["recompute_layers"]} for c in (a, b)]
     if launchable(codes[0])[0] and not launchable(codes[1])[0]:
         out.append("a built-in launcher expresses it")
-    off = {"none": 0, "optimizer": 1, "optimizer+params": 2}
-    if off[a["offload"]] < off[b["offload"]]:
+    if OFFLOAD[a["offload"]] < OFFLOAD[b["offload"]]:
         out.append("no offload" if a["offload"] == "none" else "less offload")
     if a["cp"] == 1 < b["cp"]:
         out.append(f"no context parallelism instead of cp={b['cp']}")
@@ -155,8 +154,7 @@ def simpler_reasons(a: dict, b: dict) -> list[str]:
         out.append(f"{a['pp']} pipeline stage{'s' if a['pp'] > 1 else ''} instead of {b['pp']}")
     elif a["pp"] == b["pp"] and a["vpp"] < b["vpp"]:
         out.append(f"{a['vpp']} virtual stages instead of {b['vpp']}")
-    rc = {"none": 0, "selective": 1, "full": 2}
-    if rc[a["recompute"]] < rc[b["recompute"]]:
+    if RECOMPUTE[a["recompute"]] < RECOMPUTE[b["recompute"]]:
         out.append(f"recompute {a['recompute']} instead of {b['recompute']}")
     if a["zero"] < b["zero"]:
         out.append(f"ZeRO-{a['zero']} instead of ZeRO-{b['zero']}")

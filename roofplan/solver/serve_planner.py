@@ -376,7 +376,7 @@ def plan_serving(
     memory_headroom=None,
     constraints=(),
 ) -> ServePlan:
-    """Search serving deployments of ``model`` on ``gpus`` devices of ``hw`` (SPEC §3.4).
+    """Search serving deployments of ``model`` on ``gpus`` devices of ``hw`` (docs/SPEC.md §3.4).
 
     ``model`` is a ModelSpec, ``hw`` a DeviceSpec, {role: DeviceSpec} or a list of
     :class:`~roofplan.solver.serve_request.Pool`, ``engine`` an engine profile

@@ -1,7 +1,7 @@
 """The serving request: device pools, the GPU budget and the checks of the request's numbers.
 
 Everything here works on specs already resolved (:class:`~roofplan.hardware.spec.DeviceSpec`);
-turning ids and overlays into specs is the door's job (:mod:`roofplan.plan_api`).
+turning ids and overlays into specs is the door's job (:mod:`roofplan.resolve`).
 """
 
 from __future__ import annotations

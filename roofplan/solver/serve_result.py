@@ -3,7 +3,7 @@
 :class:`InstancePlan` is one instance shape at its operating point, :class:`Deployment` a whole
 deployment (colocated: ``instances`` identical instances; disaggregated: prefill and decode
 instances at a ratio) with the key it is ranked by, and :class:`ServePlan` the answer of
-``plan_serving``. ``to_json()`` of each gives the documents of SPEC §3.4 (schema
+``plan_serving``. ``to_json()`` of each gives the documents of docs/SPEC.md §3.4 (schema
 ``roofplan.plan.serve/v1``); the launch emitters read those documents, never these objects.
 """
 
@@ -135,7 +135,7 @@ def pick(colocated: Deployment | None, disagg: Deployment | None) -> Deployment 
 @dataclass
 class ServePlan:
     """The chosen deployment, the alternatives and the search statistics. ``to_json()`` is the
-    SPEC §3.4 document; ``best`` is the chosen deployment's part of it (what the emitters read)."""
+    docs/SPEC.md §3.4 document; ``best`` is the chosen deployment's part of it (what the emitters read)."""
 
     deployment: Deployment
     pareto: list

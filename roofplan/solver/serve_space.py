@@ -4,7 +4,7 @@ An *instance* is one model replica served by one engine process group on ``tp·p
 (the cost model's :class:`~roofplan.costmodel.serve.ServeConfigs` convention): ``tp`` tensor
 parallel, ``pp`` pipeline stages, ``dp`` attention data-parallel ranks (MoE, DeepSeek-style) and
 experts sharded over ``ep`` devices, ``ep`` dividing ``tp·dp``. The rules below are the launch-time
-checks of the engines (see ``shared/reference/launch-configs.md`` §4–§6 and §10.1):
+checks of the engines (see ``docs/reference/launch-configs.md`` §4–§6 and §10.1):
 
 * ``tp`` divides the attention heads, and the KV heads divide ``tp`` or ``tp`` divides them
   (vLLM replicates KV heads when ``tp > kv_heads``); ``tp`` stays inside one node — engines
@@ -31,7 +31,7 @@ from roofplan.models.spec import ModelSpec
 _MAX_BATCH = 8192
 #: Prefill tokens per mixed (colocated) step: vLLM ``max_num_batched_tokens`` / SGLang
 #: ``chunked-prefill-size`` values in common use (Sarathi-Serve §5 sweeps 256..4096; engines
-#: default to 2048..16384, launch-configs.md §4.2).
+#: default to 2048..16384, docs/reference/launch-configs.md §4.2).
 CHUNK_GRID = (256, 512, 1024, 2048, 4096, 8192, 16384)
 #: Largest prompt-token count one prefill-only pass is allowed to process (SGLang's
 #: ``--max-prefill-tokens`` default is 16384; disaggregated prefill servers are run at 16k..64k).

@@ -29,13 +29,16 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from roofplan.costmodel.train_configs import OFFLOAD as OFFLOAD_CODES  # noqa: F401 - re-exported
+from roofplan.costmodel.train_configs import (
+    OFFLOAD_NAMES,  # noqa: F401 - re-exported
+    RECOMPUTE_NAMES,  # noqa: F401 - re-exported
+)
+from roofplan.costmodel.train_configs import RECOMPUTE as RECOMPUTE_CODES  # noqa: F401 - re-exported
 from roofplan.costmodel.train_memory import pipeline_split
 from roofplan.hardware.spec import DeviceSpec
 from roofplan.models.spec import ModelSpec
-from roofplan.solver.frameworks import OFFLOAD_CODES, RECOMPUTE_CODES, framework_mask
-
-RECOMPUTE_NAMES = {v: k for k, v in RECOMPUTE_CODES.items()}
-OFFLOAD_NAMES = {v: k for k, v in OFFLOAD_CODES.items()}
+from roofplan.solver.frameworks import framework_mask
 
 #: Bytes per parameter of model state that every mixed-precision trainer keeps at minimum: low
 #: precision weights, low precision gradients, and the fp32 master copy plus the two Adam moments

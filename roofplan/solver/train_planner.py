@@ -30,6 +30,7 @@ from collections.abc import Callable
 import numpy as np
 
 from roofplan.costmodel.power import energy_kwh, require_power, train_power_w
+from roofplan.costmodel.train_configs import FP8_RECIPES, MOE_DISPATCHERS, TRAIN_DTYPES
 from roofplan.errors import InfeasibleError, InputError
 from roofplan.hardware.spec import DeviceSpec
 from roofplan.models.spec import ModelSpec
@@ -49,7 +50,6 @@ from roofplan.solver.space import (
 
 OBJECTIVES = ("throughput", "cost", "energy")
 #: Mixed-precision training types (fp8 = Transformer Engine FP8 GEMMs with bf16 elsewhere).
-TRAIN_DTYPES = ("bf16", "fp16", "fp8")
 #: Configurations per vectorised cost-model call: bounds peak memory and keeps the working set in
 #: cache (measured: ~2x more configurations per second at 16k than at 128k per call).
 CHUNK = 1 << 14
@@ -162,8 +162,8 @@ def _overwrite(arr, idx: np.ndarray, sub) -> None:
 #: Scalars of the cost model the planner searches per configuration: array column -> (TrainConfigs
 #: field, its value for each code). Code 0 is ``estimate train``'s default.
 KNOBS = {"tp_comm_overlap": ("tp_comm_overlap", (False, True)),
-         "moe_dispatcher": ("moe_dispatcher", ("alltoall", "deepep")),
-         "fp8_recipe": ("fp8_recipe", ("current", "delayed"))}
+         "moe_dispatcher": ("moe_dispatcher", MOE_DISPATCHERS),
+         "fp8_recipe": ("fp8_recipe", FP8_RECIPES)}
 
 
 def _step(model, hw, arrays: dict, dtype: str, gpus_per_node: int, flash_attention: bool):
@@ -358,7 +358,7 @@ def _merge_robust(state: _Search, cfg: dict, met: dict, score: np.ndarray, pool:
 # -- candidates --------------------------------------------------------------------------------------
 def _candidate(model: ModelSpec, hw: DeviceSpec, cfg: dict, met: dict, i: int, *, dtype: str, gpus_per_node: int,
                tokens: float | None) -> dict:
-    """One candidate: its configuration and its estimate (the SPEC §3.1 fields)."""
+    """One candidate: its configuration and its estimate (the docs/SPEC.md §3.1 fields)."""
     g = int(cfg["gpus"][i])
     c = {
         "gpus": g, "gpus_per_node": gpus_per_node,

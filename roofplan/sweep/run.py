@@ -55,9 +55,10 @@ def _clean(v):
 
 def _train(s: dict, prices: dict) -> dict:
     import roofplan
+    from roofplan import resolve
     from roofplan.hardware.pricing import apply_prices
 
-    hw = apply_prices(s["hardware"], prices, strict=False)
+    hw = apply_prices(resolve.hardware(s["hardware"]), prices, strict=False)
     plan = roofplan.plan_training(s["model"], hw, gpus=s["gpus"], global_batch=s["global_batch"],
                                   seq_len=s["seq_len"], dtype=s.get("dtype") or "bf16", objective=s["objective"],
                                   tokens=s.get("tokens"), top=1, calibration=s.get("overlay"))
@@ -78,9 +79,10 @@ def _train(s: dict, prices: dict) -> dict:
 
 def _serve(s: dict, prices: dict) -> dict:
     import roofplan
+    from roofplan import resolve
     from roofplan.hardware.pricing import apply_prices
 
-    hw = apply_prices(s["hardware"], prices, strict=False)
+    hw = apply_prices(resolve.pools(s["hardware"]), prices, strict=False)
     plan = roofplan.plan_serving(
         s["model"], hw, gpus=s["gpus"], isl=s["isl"], osl=s["osl"], ttft_ms=s.get("ttft_ms"),
         tpot_ms=s.get("tpot_ms"), rate=s.get("rate"), mode=s.get("mode") or "auto",
@@ -111,9 +113,9 @@ def _serve_layout(b: dict) -> str:
 
 def _pareto_points(plan, hw) -> list[list[float]]:
     """The plan's front as [tokens/s per user, output tokens/s per GPU, USD per GPU-hour or None]."""
-    from roofplan.plan_api import resolve_pools
+    from roofplan import resolve
 
-    usd = {pool.hw.id: pool.hw.price_per_hour for pool in resolve_pools(hw)}
+    usd = {dev.id: dev.price_per_hour for dev in resolve.devices(resolve.pools(hw))}
     return [[p["tokens_per_s_per_user"], p["output_tokens_per_s_per_gpu"],
              usd.get((p.get("instance") or p.get("decode"))["hardware"])] for p in plan.pareto]
 

@@ -267,17 +267,16 @@ def _choice(v, allowed: tuple[str, ...], where: str) -> str:
 
 def _check_names(scenarios: list[dict]) -> None:
     """Every model and device resolves (once per name), so a typo fails before the sweep starts."""
-    from roofplan.hardware.catalog import load_hardware
-    from roofplan.models.loader import load_model
+    from roofplan import resolve
 
     for name in dict.fromkeys(s["model"] for s in scenarios):
         try:
-            load_model(name)
+            resolve.model(name)
         except InputError as exc:
             raise InputError("model", name, exc.allowed) from None
     for pool in dict.fromkeys(s["hardware"] for s in scenarios):
         for dev in devices(pool):
             try:
-                load_hardware(dev)
+                resolve.hardware(dev)
             except InputError as exc:
                 raise InputError("hardware", dev, exc.allowed) from None

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 
-from roofplan.validation.suite import Case, predictor
+from roofplan.validation.cases import Case, predictor
 
 
 def stated_gpu_hours(case: Case) -> float:
@@ -25,15 +25,15 @@ def stated_gpu_hours(case: Case) -> float:
 @predictor("train_energy")
 def predict_train_energy(case: Case, calibration=None) -> float:
     """Predicted kWh of the run (metric ``energy_kwh``)."""
+    from roofplan import resolve
     from roofplan.costmodel.power import train_power_w
-    from roofplan.hardware.catalog import load_hardware
     from roofplan.validation.train_predict import estimate_case
 
     if case.metric != "energy_kwh":
         raise ValueError(f"case {case.id}: unsupported train_energy metric {case.metric!r}")
     est = estimate_case(case, calibration)
     b = est.to_json()["breakdown_s"]
-    hw = load_hardware(case.str("hardware"), calibration=calibration)
+    hw = resolve.hardware(case.str("hardware"), calibration)
     watts = train_power_w(hw, b["compute"], b["optimizer"], est.value("step_time_s"))
     if watts is None:
         raise ValueError(f"case {case.id}: {hw.id} has no power model (power.idle) in its catalog")

@@ -15,8 +15,8 @@ from __future__ import annotations
 import numpy as np
 
 from roofplan.costmodel import serve_load
+from roofplan.validation.cases import Case, predictor
 from roofplan.validation.serve_predict import _setup
-from roofplan.validation.suite import Case, predictor
 
 METRICS = ("ttft_ms_mean", "tpot_ms_mean")
 

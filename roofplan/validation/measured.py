@@ -44,7 +44,7 @@ def _band_key(band: str) -> int:
 def validate_measurements(paths, *, hardware: str | None = None, calibration=None) -> MeasuredResult:
     """Predict every operator row of ``paths`` (rows of other hardware than ``hardware`` are skipped
     and counted; rows without a hardware column need ``hardware``)."""
-    from roofplan.hardware.catalog import load_hardware
+    from roofplan import resolve
 
     ms = read_measurements(paths)
     skipped: dict[str, int] = {}
@@ -65,7 +65,7 @@ def validate_measurements(paths, *, hardware: str | None = None, calibration=Non
                          "decode_attention, moe, collective)" + (f" for hardware {hardware}" if hardware else ""))
     rows, families = [], []
     for hw_id in sorted(by_hw):
-        hw = load_hardware(hw_id, calibration=calibration)
+        hw = resolve.hardware(hw_id, calibration)
         mine = by_hw[hw_id]
         pred = predict_rows(mine, hw)
         if not np.all(np.isfinite(pred)):

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import re
 
+from roofplan import resolve
 from roofplan.costmodel.collectives import collective_time
 from roofplan.costmodel.ops import gemm_time
-from roofplan.validation.suite import Case, predictor
+from roofplan.validation.cases import Case, predictor
 
 _SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*(KiB|MiB|GiB|KB|MB|GB|B)$")
 _UNITS = {"B": 1, "KB": 1e3, "MB": 1e6, "GB": 1e9, "KiB": 2**10, "MiB": 2**20, "GiB": 2**30}
@@ -21,19 +22,11 @@ def message_bytes(metric: str) -> float:
     return float(m.group(1)) * _UNITS[m.group(2)]
 
 
-def _hw(case: Case, calibration):
-    from roofplan.hardware.catalog import load_hardware
-
-    return load_hardware(case.str("hardware"), calibration=calibration)
-
-
 @predictor("op_gemm")
 def predict_gemm(case: Case, calibration=None) -> float:
     """Gate+up projection of a gated MLP (Vidur's ``mlp_up_proj``): tokens x hidden @ hidden x 2·ffn."""
-    from roofplan.models.loader import load_model
-
-    model = load_model(case.str("model"))
-    hw = _hw(case, calibration)
+    model = resolve.model(case.str("model"))
+    hw = resolve.hardware(case.str("hardware"), calibration)
     dtype = case.str("dtype", "bf16")
     tp = case.int("tp", 1)
     tokens = case.int("isl")
@@ -45,6 +38,6 @@ def predict_gemm(case: Case, calibration=None) -> float:
 @predictor("op_allreduce")
 def predict_allreduce(case: Case, calibration=None) -> float:
     """NCCL all-reduce of the message size named in the metric over ``gpus`` ranks."""
-    hw = _hw(case, calibration)
+    hw = resolve.hardware(case.str("hardware"), calibration)
     t = collective_time("all_reduce", message_bytes(case.metric), case.int("gpus"), hw)
     return float(t) * 1e3

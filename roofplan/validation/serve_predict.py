@@ -33,9 +33,9 @@ from __future__ import annotations
 
 import dataclasses
 
+from roofplan import resolve
 from roofplan.costmodel.serve import ServeConfigs, max_batch, serve_step, step_time
-from roofplan.hardware.engines import load_engine
-from roofplan.validation.suite import Case, predictor
+from roofplan.validation.cases import Case, predictor
 
 #: CSV ``engine`` string -> (profile, version features that differ from the profile, kv dtype rule).
 #: ``fp8_kv``: the benchmark built the engine with an FP8 KV cache whenever weights were FP8.
@@ -77,18 +77,15 @@ ENGINE_MAP: dict[str, tuple[str, dict, bool]] = {
 def engine_for(case: Case, calibration=None):
     """(engine profile, kv dtype) for a row's engine string (unknown strings: the generic profile)."""
     name, changes, fp8_kv = ENGINE_MAP.get(case.str("engine"), ("generic", {}, False))
-    profile = load_engine(name, calibration).replace(**changes)
+    profile = resolve.engine(name, calibration).replace(**changes)
     dtype = case.str("dtype", "bf16")
     kv = "fp8" if (fp8_kv and dtype in ("fp8", "fp4")) else None  # NVFP4 checkpoints keep an FP8 KV cache
     return profile, kv
 
 
 def _setup(case: Case, calibration):
-    from roofplan.hardware.catalog import load_hardware
-    from roofplan.models.loader import load_model
-
-    model = load_model(case.str("model"))
-    hw = load_hardware(case.str("hardware"), calibration=calibration)
+    model = resolve.model(case.str("model"))
+    hw = resolve.hardware(case.str("hardware"), calibration)
     engine, kv = engine_for(case, calibration)
     cfg = ServeConfigs.single(
         tp=case.int("tp", 1),

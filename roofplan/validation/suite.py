@@ -3,7 +3,8 @@
 Cases come from ``published_measurements.csv`` and ``load_measurements.csv`` (shipped with the
 package; every row names its source). Each ``kind`` of row (``train``, ``serve_step``,
 ``serve_throughput``, ``serve_load``, ``op_gemm``, ``op_allreduce``) has one predictor registered with :func:`predictor`; a predictor maps a case to
-the predicted value of the row's ``metric`` in the row's ``unit``. Efficiency parameters come from
+the predicted value of the row's ``metric`` in the row's ``unit`` (:mod:`roofplan.validation.cases`
+holds :class:`Case` and the registry, so the predictor modules do not import this one back). Efficiency parameters come from
 the catalogs (or a calibration overlay), never from the case.
 """
 
@@ -12,13 +13,13 @@ from __future__ import annotations
 import csv
 import math
 import statistics
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
-from roofplan.calibration.formats import MAX_ROWS
 from roofplan.errors import InputError
+from roofplan.inputs import MAX_ROWS
+from roofplan.validation.cases import _PREDICTORS, Case, Predictor, predictor  # noqa: F401 - re-exported
 
 SUITE_CSV = "published_measurements.csv"
 #: Rows measured under load (kind ``serve_load``, :mod:`roofplan.validation.load_predict`), kept in
@@ -34,52 +35,6 @@ COLUMNS = (
     "seq_len", "dtype", "recompute", "sequence_parallel", "batch", "isl", "osl", "engine", "metric",
     "value", "unit", "source", "note",
 )
-
-
-@dataclass(frozen=True)
-class Case:
-    """One published measurement: the raw CSV row plus typed accessors."""
-
-    row: dict[str, str]
-    line: int = 0
-
-    @property
-    def id(self) -> str:
-        return self.row["id"]
-
-    @property
-    def kind(self) -> str:
-        return self.row["kind"]
-
-    @property
-    def metric(self) -> str:
-        return self.row["metric"]
-
-    @property
-    def measured(self) -> float:
-        return float(self.row["value"])
-
-    @property
-    def source(self) -> str:
-        return self.row.get("source", "")
-
-    def int(self, name: str, default: int | None = None) -> int | None:
-        """A whole-number column (``"8"``, ``"2e3"``) in [1, 2^31 - 1], else InputError naming the row:
-        counts beyond it overflow the int64 arithmetic of the cost model (``1e400`` once raised
-        OverflowError, ``1e14`` tokens gave a 10^21 ms prediction)."""
-        v = (self.row.get(name) or "").strip()
-        if not v:
-            return default
-        try:
-            f = float(v)
-        except ValueError:
-            raise InputError(f"{self.id} {name}", v, "a whole number") from None
-        if not (math.isfinite(f) and f == int(f) and 1 <= f <= 2**31 - 1):  # counts: 0 GPUs or tp=0 divide by 0
-            raise InputError(f"{self.id} {name}", v, "a whole number in [1, 2,147,483,647]")
-        return int(f)
-
-    def str(self, name: str, default: str = "") -> str:
-        return (self.row.get(name) or "").strip() or default
 
 
 @dataclass
@@ -133,30 +88,16 @@ class SuiteResult:
                 "summary": summary}
 
 
-Predictor = Callable[[Case, "str | Path | dict | None"], float]
-_PREDICTORS: dict[str, Predictor] = {}
-
-
-def predictor(kind: str) -> Callable[[Predictor], Predictor]:
-    """Register the predictor of one kind of case."""
-
-    def deco(fn: Predictor) -> Predictor:
-        _PREDICTORS[kind] = fn
-        return fn
-
-    return deco
-
-
 def _load_predictors() -> None:
-    # Imported for their @predictor registrations; each module owns one family of cases.
-    from roofplan.validation import op_predict  # noqa: F401
-
-    for name in ("train_predict", "serve_predict", "load_predict", "energy_predict"):
-        try:
-            __import__(f"roofplan.validation.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"roofplan.validation.{name}":
-                raise
+    """Import the predictor modules for their @predictor registrations (each owns one family of
+    cases; they import :mod:`roofplan.validation.cases`, not this module)."""
+    from roofplan.validation import (  # noqa: F401
+        energy_predict,
+        load_predict,
+        op_predict,
+        serve_predict,
+        train_predict,
+    )
 
 
 def read_cases(path: str | Path | None = None) -> list[Case]:
@@ -200,9 +141,10 @@ def _calibration_for(case: Case, calibration):
     run with one device's overlay predicts the other devices' rows from their catalogs."""
     if calibration is None:
         return None
-    from roofplan.hardware.overlay import load_overlay, overlay_applies
+    from roofplan import resolve
+    from roofplan.hardware.overlay import overlay_applies
 
-    overlay = load_overlay(calibration)
+    overlay = resolve.overlay(calibration)
     return overlay if overlay_applies(case.str("hardware"), overlay) else None
 
 
@@ -222,7 +164,10 @@ def predict(case: Case, calibration=None) -> float:
 
 def run_suite(calibration=None, cases: list[Case] | None = None) -> SuiteResult:
     """Predict every case; a case whose kind has no predictor yet is reported, not hidden."""
+    from roofplan import resolve
+
     _load_predictors()
+    calibration = resolve.overlay(calibration)  # the overlay file is read once per run, not per case
     out = SuiteResult()
     for case in cases if cases is not None else read_cases():
         if case.kind not in _PREDICTORS:

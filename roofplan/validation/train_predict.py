@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import re
 
-from roofplan.validation.suite import Case, predictor
+from roofplan.validation.cases import Case, predictor
 
 #: Software stacks named in the ``engine`` column and what they switch on. Megatron-LM 2021
 #: (SC21): no FlashAttention, plain DDP with the all-reduce overlapped, no TP overlap. Megatron
@@ -78,6 +78,7 @@ def paper_flops_per_iteration(batch: int, seq: int, layers: int, hidden: int, vo
 
 def estimate_case(case: Case, calibration=None):
     """The :class:`~roofplan.costmodel.train.TrainEstimate` of a ``train`` row."""
+    from roofplan import resolve
     from roofplan.costmodel.train import estimate_training
 
     prof = {**stack_profile(case.str("engine")), **note_settings(case)}
@@ -86,21 +87,19 @@ def estimate_case(case: Case, calibration=None):
     # The CSV has no cp column: context parallelism is what is left of the GPU count.
     gpus = case.int("gpus", tp * pp * dp)
     cp = max(gpus // (tp * pp * dp), 1)
-    hw = case.str("hardware")
+    hw = resolve.hardware(case.str("hardware"), calibration)
     if prof.get("moe_force_balance"):
         # forced balance: every expert-parallel rank gets the mean load by construction
-        from roofplan.hardware.catalog import load_hardware
-
-        hw, calibration = load_hardware(hw, calibration=calibration).with_efficiency(moe_balance=1.0), None
+        hw, calibration = hw.with_efficiency(moe_balance=1.0), None
     return estimate_training(
-        case.str("model"), hw, tp=tp, pp=pp, dp=dp, cp=cp, ep=prof.get("ep", 1), etp=prof.get("etp"),
+        resolve.model(case.str("model")), hw, tp=tp, pp=pp, dp=dp, cp=cp, ep=prof.get("ep", 1), etp=prof.get("etp"),
         vpp=case.int("vpp", 1), global_batch=case.int("global_batch"), micro_batch=case.int("micro_batch"),
         seq_len=case.int("seq_len"), dtype=case.str("dtype", "bf16"), recompute=case.str("recompute", "none"),
         sequence_parallel=None if sp == "" else sp.lower() in ("yes", "true", "1"),
         flash_attention=prof["flash_attention"], zero=prof["zero"], tp_comm_overlap=prof["tp_comm_overlap"] and tp > 1,
         ep_comm_overlap=prof.get("ep_comm_overlap", True), moe_dispatcher=prof.get("moe_dispatcher", "alltoall"),
         fp8_recipe=prof.get("fp8_recipe", "current"), overlap_p2p_comm=prof.get("overlap_p2p_comm", True),
-        calibration=calibration,
+        calibration_label=calibration,
     )
 
 

@@ -1,0 +1,112 @@
+"""The CLI options every command shares, declared once (typer ``Annotated`` types), and the Enum
+choices of the knobs with a fixed set of values.
+
+A command declares ``model: Model`` or ``engine: EngineChoice = EngineChoice.generic`` instead of
+spelling the flag, its help text and its allowed values again, so a new knob or a new engine is one
+edit here (the choices come from where the knob is defined: the field metadata of
+:class:`~roofplan.costmodel.train_configs.TrainConfigs` and :data:`roofplan.engines.profile.ENGINES`).
+Enum values reach the API as their ``.value`` (a plain name).
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Annotated
+
+import typer
+
+from roofplan.cli.common import bounded_count
+from roofplan.costmodel.train_configs import choices
+from roofplan.engines.profile import ENGINES
+
+MODEL_HELP = "Model preset id, a HF config.json (or its folder), a model YAML, or gpt(...)."
+HARDWARE_HELP = "Hardware catalog id or YAML path."
+POOLS_HELP = "Hardware id, or ID:prefill,ID:decode for separate device pools."
+JSON_HELP = "Print one JSON document on stdout and nothing else."
+CALIBRATION_HELP = "Overlay YAML written by `roofplan calibrate`, applied on top of the catalog."
+
+
+def _choice(name: str, values) -> type[Enum]:
+    """A str Enum whose members are ``values`` (typer shows and checks them as [a|b|c])."""
+    return Enum(name, {v: v for v in values}, type=str)
+
+
+Recompute = _choice("Recompute", choices("recompute"))
+Offload = _choice("Offload", choices("offload"))
+MoeDispatcher = _choice("MoeDispatcher", choices("moe_dispatcher"))
+Fp8Recipe = _choice("Fp8Recipe", choices("fp8_recipe"))
+EngineChoice = _choice("Engine", ENGINES)
+
+
+def value(choice) -> str | None:
+    """The plain name of an Enum choice (None stays None)."""
+    return None if choice is None else getattr(choice, "value", choice)
+
+
+def count(flag: str, help: str, **kw) -> typer.models.OptionInfo:
+    """An integer option bounded while parsing (:func:`~roofplan.cli.common.bounded_count`)."""
+    return typer.Option(flag, callback=bounded_count, help=help, **kw)
+
+
+Model = Annotated[str, typer.Option("--model", help=MODEL_HELP)]
+ModelOrPlan = Annotated[str | None, typer.Option("--model", help=MODEL_HELP + " Or from --plan.")]
+Hardware = Annotated[str, typer.Option("--hardware", help=HARDWARE_HELP)]
+HardwareOrPlan = Annotated[str | None, typer.Option("--hardware", help=HARDWARE_HELP + " Or from --plan.")]
+Pools = Annotated[str, typer.Option("--hardware", help=POOLS_HELP)]
+# metavar "" hides typer's "<bool>" type label: a flag takes no value, and "--json <bool>" reads as
+# if it needed one.
+Json = Annotated[bool, typer.Option("--json", metavar="", help=JSON_HELP)]
+Calibration = Annotated[str | None, typer.Option("--calibration", metavar="FILE", help=CALIBRATION_HELP)]
+TP = Annotated[int, count("--tp", "Tensor-parallel degree.")]
+PP = Annotated[int, count("--pp", "Pipeline-parallel degree.")]
+def pick(flag: str, enum: type[Enum], help: str, metavar: str = "NAME") -> typer.models.OptionInfo:
+    """An Enum option whose choices are listed in the help text (a short metavar keeps the help
+    table readable in 80 columns; typer's own ``[a|b|c]`` metavar would truncate the flag names)."""
+    return typer.Option(flag, metavar=metavar, help=f"{help}: {' | '.join(m.value for m in enum)}.")
+
+
+RecomputeOpt = Annotated[Recompute, pick("--recompute", Recompute, "Activation recomputation")]
+OffloadOpt = Annotated[Offload, pick("--offload", Offload, "Kept in host memory")]
+MoeDispatcherOpt = Annotated[MoeDispatcher, pick("--moe-dispatcher", MoeDispatcher, "MoE token dispatcher")]
+Fp8RecipeOpt = Annotated[Fp8Recipe, pick("--fp8-recipe", Fp8Recipe, "With --dtype fp8, the scaling recipe")]
+EngineOpt = Annotated[EngineChoice, pick("--engine", EngineChoice, "Serving-engine overhead profile")]
+
+# -- serving: speculative decoding, prefix caching, expert skew (estimate serve, plan serve) ----------
+SpecMethod = Annotated[str | None, typer.Option(
+    "--spec-method",
+    help="Speculative decoding: mtp | eagle3 | ngram (default off). Unset --spec-tokens/--spec-accept "
+         "take the method's published defaults (mtp 1 @ 0.85, eagle3 3 @ 0.64, ngram 3 @ 0.5).")]
+SpecTokens = Annotated[int | None, typer.Option("--spec-tokens", help="Draft tokens per step (1-16).")]
+SpecAccept = Annotated[float | None, typer.Option(
+    "--spec-accept", help="Per-token acceptance rate of the drafts (0-1).")]
+PrefixHit = Annotated[str | None, typer.Option(
+    "--prefix-hit",
+    help="Prompt tokens served from the prefix cache: a count (e.g. 3000) or a fraction of --isl (e.g. 0.75).")]
+ExpertSkew = Annotated[float, typer.Option(
+    "--expert-skew",
+    help="MoE routed-token load of the busiest expert-parallel rank over the mean (>= 1; 1 = uniform).")]
+
+# -- serving under load: request lengths and replicas (estimate serve, simulate) ----------------------
+IslDist = Annotated[str | None, typer.Option(
+    "--isl-dist", metavar="KIND:MEAN,SPREAD",
+    help="Prompt-length distribution: normal|lognormal:MEAN,SD, uniform:MEAN,HALF-WIDTH, empirical:V1,V2,..")]
+OslDist = Annotated[str | None, typer.Option(
+    "--osl-dist", metavar="KIND:MEAN,SPREAD", help="Output-length distribution (as --isl-dist).")]
+WorkloadOpt = Annotated[str | None, typer.Option(
+    "--workload", metavar="FILE|PRESET",
+    help="Trace of isl,osl[,arrival_s] rows (CSV with header, or JSONL), or a preset: chat, summarisation, "
+         "code, long-context.")]
+Instances = Annotated[int, count("--instances", "Identical replicas behind a router (the load is split over them).")]
+
+
+def spec_from_flags(method: str | None, tokens: int | None, accept: float | None):
+    """The :class:`~roofplan.costmodel.serve_features.SpecDecode` of the flags, or None;
+    --spec-tokens/--spec-accept need --spec-method."""
+    from roofplan.costmodel.serve_features import SpecDecode
+    from roofplan.errors import InputError
+
+    if method is None:
+        if tokens is not None or accept is not None:
+            raise InputError("spec-method", None, "mtp, eagle3 or ngram (required with --spec-tokens/--spec-accept)")
+        return None
+    return SpecDecode.of(method, tokens, accept)

@@ -1,0 +1,147 @@
+"""The typed engine profile and the checks of its fields (pure: no file reads).
+
+The fields, their meaning and their bounds are declared here once; the YAML profiles
+(:mod:`roofplan.engines.catalog`) and the ``engines:`` block of calibration overlays
+(:mod:`roofplan.hardware.overlay`) are both checked through :func:`check_engine_fields` /
+:meth:`EngineProfile.replace`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+
+from roofplan.errors import InputError, did_you_mean
+
+#: Engine profiles shipped with roofplan (``roofplan/catalogs/engines/<name>.yaml``).
+ENGINES = ("generic", "vllm", "sglang", "trtllm")
+
+
+@dataclass(frozen=True)
+class EngineProfile:
+    """Fixed costs and memory policy of one serving engine (all times in seconds).
+
+    * ``cuda_graphs``: iterations replay captured CUDA graphs, so the host does not dispatch kernels
+      one by one (vLLM/SGLang default; TRT-LLM ``cuda_graph_config``).
+    * ``kernels_per_layer``: kernels one decoder layer launches (fused engines ~10, eager
+      PyTorch ~30+ because norms, RoPE and activations are several ops each).
+    * ``host_op_s``: host time to dispatch one kernel when not graphed (framework dispatch plus
+      the driver launch); ``None`` uses the device's ``Efficiency.kernel_launch_s``.
+    * ``kernel_gap_s``: GPU idle time between two consecutive kernels beyond what the operator
+      library's per-kernel floors already hold (they were measured back to back under CUDA graphs,
+      so the built-in engines set 0).
+    * ``step_overhead_s``: per-iteration host work that does not overlap the GPU (scheduling,
+      sampling, detokenisation, input preparation).
+    * ``request_overhead_s``: per-request time on the TTFT path outside the GPU iterations, in the
+      engine's API server: the HTTP request, chat template and tokenisation, the hand-off to the
+      engine core and admission, and the first detokenised chunk streamed back. Paid once per
+      request by a client of the OpenAI-compatible server (TTFT and latency), not by the GPU.
+    * ``custom_allreduce``: the engine runs its own one-/two-shot all-reduce inside a node for
+      messages up to ``custom_allreduce_max_bytes`` (priced by ``ops.custom_allreduce_time`` with the
+      device's ``custom_ar_*`` parameters); False: NCCL (collectives.py).
+    * ``flash_attention``: prefill attention is fused (scores never reach HBM, Dao et al. 2022);
+      False materialises the score matrix (eager attention).
+    * ``gqa_kv_shared``: decode attention reads each KV head once for its whole query group
+      (FlashAttention/FlashInfer decode, TRT-LLM XQA); False re-reads it per query head (one
+      thread block per (sequence, query head), vLLM PagedAttention v1/v2, TRT-LLM <= 0.6 MMHA).
+    * ``memory_reserve_fraction``: fraction of HBM the engine leaves unused (vLLM
+      ``gpu_memory_utilization`` 0.9 -> 0.1). With ``reserve_of_free`` the fraction applies to the
+      memory left after the weights (TRT-LLM ``free_gpu_memory_fraction``).
+    * ``max_num_batched_tokens``: token budget of one iteration (chunked prefill); sizes the
+      activation workspace the engine reserves. ``None``: the whole prefill of the batch.
+    * ``runtime_reserve_bytes``: device memory the engine's runtime holds before it sizes the KV
+      cache (CUDA context, cuBLAS/NCCL workspaces, sampler/decoder buffers).
+    * ``max_num_seqs``: most requests one iteration runs (vLLM ``--max-num-seqs``, SGLang
+      ``--max-running-requests``, TRT-LLM ``max_batch_size``); ``None``: only memory limits it.
+    * ``decode_attn_hbm``: fraction of the device's sustained HBM bandwidth (``Efficiency.hbm``)
+      the engine's decode-attention kernel reaches reading the paged KV cache.
+    """
+
+    name: str
+    description: str = ""
+    cuda_graphs: bool = False
+    kernels_per_layer: float = 12.0
+    host_op_s: float | None = None
+    kernel_gap_s: float = 2e-6
+    step_overhead_s: float = 1e-3
+    request_overhead_s: float = 0.0
+    custom_allreduce: bool = False
+    custom_allreduce_max_bytes: float = 8 * 2**20
+    flash_attention: bool = True
+    gqa_kv_shared: bool = True
+    memory_reserve_fraction: float = 0.1
+    reserve_of_free: bool = False
+    max_num_batched_tokens: int | None = None
+    runtime_reserve_bytes: float = 0.0
+    max_num_seqs: int | None = None
+    decode_attn_hbm: float = 1.0
+    source: str = ""
+
+    @classmethod
+    def field_names(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in dataclasses.fields(cls))
+
+    def replace(self, **changes) -> EngineProfile:
+        """A copy with some fields replaced (calibration overlays, engine-version tables)."""
+        bad = sorted(set(changes) - set(self.field_names()))
+        if bad:
+            raise InputError(f"engine {self.name} field", bad[0], "allowed: " + ", ".join(self.field_names()))
+        return dataclasses.replace(self, **{k: _coerce(k, v) for k, v in changes.items()})
+
+
+_BOOL = {"cuda_graphs", "flash_attention", "gqa_kv_shared", "reserve_of_free", "custom_allreduce"}
+#: Ceiling (inclusive) of each numeric field; the floor is 0 (fractions: see _coerce). Engines'
+#: fixed costs are microseconds to milliseconds (vLLM ~4 ms per step, launch gaps ~2 us): 10 s per
+#: kernel or per step is no engine; sizes up to 2^40 bytes (the largest device memory allowed).
+ENGINE_BOUNDS: dict[str, float] = {
+    "kernels_per_layer": 1e4, "host_op_s": 10.0, "kernel_gap_s": 10.0, "step_overhead_s": 10.0,
+    "request_overhead_s": 10.0,
+    "custom_allreduce_max_bytes": 2.0**40, "memory_reserve_fraction": 1.0,
+    "max_num_batched_tokens": 2**31 - 1, "runtime_reserve_bytes": 2.0**40, "max_num_seqs": 2**20,
+    "decode_attn_hbm": 1.0,
+}
+_STR = {"name", "description", "source"}
+_OPTIONAL = {"host_op_s", "max_num_batched_tokens", "max_num_seqs"}
+
+
+def _coerce(name: str, value):
+    """Type-check one profile field (YAML and overlays are user input: exit 2 on nonsense)."""
+    if name in _STR:
+        return "" if value is None else str(value)
+    if name in _BOOL:
+        if not isinstance(value, bool):
+            raise InputError(f"engine.{name}", value, "true or false")
+        return value
+    if value is None and name in _OPTIONAL:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InputError(f"engine.{name}", value, "a number" + (" or null" if name in _OPTIONAL else ""))
+    ceiling = ENGINE_BOUNDS.get(name, math.inf)
+    if not math.isfinite(value) or not 0 <= value <= ceiling:
+        raise InputError(f"engine.{name}", value, f"a number in [0, {ceiling:g}]")
+    if name == "memory_reserve_fraction" and value >= 1:
+        raise InputError(f"engine.{name}", value, "a fraction in [0, 1)")
+    if name in ("max_num_batched_tokens", "max_num_seqs"):
+        return int(value)
+    if name == "decode_attn_hbm" and not 0 < value <= 1:
+        raise InputError(f"engine.{name}", value, "a fraction in (0, 1]")
+    return float(value)
+
+
+def check_engine_fields(block: object, where: str) -> dict:
+    """An overlay's ``engines.<name>`` block with every field checked (name, type, range), so a
+    mistake is reported whichever engine the command uses; InputError names ``where.field``."""
+    if not isinstance(block, dict):
+        raise InputError(where, block, "a mapping of engine profile fields")
+    names = [n for n in EngineProfile.field_names() if n != "name"]
+    out = {}
+    for key, value in block.items():
+        if key not in names:
+            raise InputError(f"{where}.{key}", "unknown field", did_you_mean(str(key), names)
+                             + "allowed: " + ", ".join(names))
+        try:
+            out[key] = _coerce(key, value)
+        except InputError as exc:
+            raise InputError(f"{where}.{key}", value, exc.allowed) from None
+    return out
