@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from roofplan.serving import simulate_serving
+from roofplan import simulate_serving  # resolves the ids at the door
 from roofplan.workload import make_workload
 
 #: (label, model, hardware, deployment keywords, workload keywords)

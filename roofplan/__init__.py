@@ -69,7 +69,7 @@ def estimate_training(model, hardware, **config):
 
 def estimate_serving(model, hardware, **config):
     """Estimate one serving instance at a fixed batch; see ``roofplan estimate serve``."""
-    from roofplan.costmodel.serve import estimate_serving as _est
+    from roofplan.serving import estimate_serving as _est
 
     m, hw, _ = _at_the_door(model, hardware, config, ("engine",))
     return _est(m, hw, **config)

@@ -1,11 +1,15 @@
-"""Serving under load, resolved from ids: ``estimate serve --concurrency/--rate`` and ``simulate``.
+"""Serving below the door: ``estimate serve`` at a fixed batch (:func:`estimate_serving`), under load
+(``--concurrency``/``--rate``, :func:`estimate_serving_load`) and ``simulate`` (:func:`simulate_serving`).
 
-Both take one deployment (an instance shape, ``instances`` replicas behind a router; or xPyD for the
-simulator) and a :class:`~roofplan.workload.Workload`, and return the ``roofplan.estimate.serve/v1``
-document of docs/SPEC.md §3.2 with the load keys of docs/SPEC.md §6: ``ttft_ms``/``tpot_ms``/``latency_ms`` stay the
-means; ``*_p50_ms``, ``*_p90_ms``, ``*_p99_ms``, ``output_tokens_per_s`` (whole deployment) and
-``utilisation`` (request rate / the largest sustainable rate) are added. The analytic numbers come
-from :mod:`roofplan.costmodel.serve_load`, the simulated ones from
+Everything here takes specs (ModelSpec, DeviceSpec, EngineProfile: :func:`check_specs`); the public
+API in :mod:`roofplan` resolves ids, paths and calibration overlays once (:mod:`roofplan.resolve`)
+and calls these functions. The load estimates take one deployment (an instance shape,
+``instances`` replicas behind a router; or xPyD for the simulator) and a
+:class:`~roofplan.workload.Workload`, and return the ``roofplan.estimate.serve/v1`` document of
+docs/SPEC.md §3.2 with the load keys of docs/SPEC.md §6: ``ttft_ms``/``tpot_ms``/``latency_ms``
+stay the means; ``*_p50_ms``, ``*_p90_ms``, ``*_p99_ms``, ``output_tokens_per_s`` (whole
+deployment) and ``utilisation`` (request rate / the largest sustainable rate) are added. The
+analytic numbers come from :mod:`roofplan.costmodel.serve_load`, the simulated ones from
 :mod:`roofplan.costmodel.serve_sim`; both use the same iteration times (``serve_load.round_time``).
 """
 
@@ -19,8 +23,12 @@ import numpy as np
 from roofplan.costmodel import serve as serve_model
 from roofplan.costmodel import serve_load, serve_sim
 from roofplan.costmodel.collectives import collective_time
+from roofplan.costmodel.serve import ServeArrays, ServeConfigs, compute_dtype
+from roofplan.costmodel.serve_features import check_expert_skew, resolve_prefix_hit, serve_step_ext
+from roofplan.engines.profile import EngineProfile
 from roofplan.errors import InfeasibleError, InputError
-from roofplan.hardware.engines import ENGINES, load_engine
+from roofplan.hardware.spec import DeviceSpec
+from roofplan.models.spec import ModelSpec
 from roofplan.workload import Workload
 
 SCHEMA = "roofplan.estimate.serve/v1"
@@ -28,38 +36,165 @@ SCHEMA = "roofplan.estimate.serve/v1"
 SIM_REQUESTS = 10000
 
 
+# ------------------------------------------------------------------------------------------------
+# specs in: ids, paths and overlays are resolved at the door (the API in roofplan, roofplan.resolve)
+# ------------------------------------------------------------------------------------------------
+def check_specs(model, hw, engine) -> tuple[ModelSpec, DeviceSpec, EngineProfile]:
+    """The model, device and engine profile as given, already resolved; an id or a path here is a
+    caller's error (InputError naming the field), since nothing below the door opens a catalog."""
+    for field, v, kind in (("model", model, ModelSpec), ("hardware", hw, DeviceSpec),
+                           ("engine", engine, EngineProfile)):
+        if not isinstance(v, kind):
+            raise InputError(field, v, f"a resolved {kind.__name__} (the roofplan API and roofplan.resolve "
+                             "turn ids and paths into specs)")
+    return model, hw, engine
+
+
 def _positive(name: str, value, integer: bool = True):
+    """``value`` as a positive int (or finite float); else InputError naming ``name`` (exit 2)."""
     ok = not isinstance(value, bool) and isinstance(value, (int, float, np.integer, np.floating))
     if ok and integer:
-        ok = float(value) == int(value)
+        ok = math.isfinite(float(value)) and float(value) == int(value)
     if not ok or not math.isfinite(float(value)) or value <= 0:
         raise InputError(name, value, "a positive " + ("integer" if integer else "number"))
     return int(value) if integer else float(value)
 
 
-def make_instance(model, hw, *, tp=1, pp=1, ep=1, dp=1, dtype="bf16", kv_dtype=None, engine="generic",
-                  calibration=None, isl=1024, osl=128) -> serve_load.Instance:
-    """An :class:`~roofplan.costmodel.serve_load.Instance` from ids or specs (bad input: exit 2)."""
-    if not isinstance(engine, serve_model.EngineProfile) and engine not in ENGINES:
-        raise InputError("engine", engine, "one of " + ", ".join(ENGINES))
-    vals = {k: _positive(k, v) for k, v in dict(tp=tp, pp=pp, ep=ep, dp=dp).items()}
-    m = serve_model._resolve_model(model)
-    h = serve_model._resolve_hw(hw, calibration)
-    prof = load_engine(engine, calibration)
-    cfg = serve_model.ServeConfigs(**vals, batch=1, isl=int(isl), osl=int(osl), dtype=dtype, kv_dtype=kv_dtype,
-                                   engine=prof.name)
+def _configs(model, hw, engine, *, dtype, kv_dtype, **ints):
+    """The specs and a one-row ServeConfigs of the positive integers ``ints`` (checked against the
+    model: exit 2 on bad input): what the static estimate and the load instance share."""
+    vals = {k: _positive(k, v) for k, v in ints.items()}
+    m, h, prof = check_specs(model, hw, engine)
+    cfg = serve_model.ServeConfigs(**vals, dtype=dtype, kv_dtype=kv_dtype, engine=prof.name)
     serve_model.validate_serve_config(m, cfg)
+    return m, h, prof, cfg
+
+
+# ------------------------------------------------------------------------------------------------
+# one configuration at a fixed batch: the docs/SPEC.md §3.2 document
+# ------------------------------------------------------------------------------------------------
+_GIB = float(2**30)
+
+
+@dataclass
+class ServeEstimate:
+    model: ModelSpec
+    hardware: DeviceSpec
+    engine: EngineProfile
+    config: ServeConfigs
+    arrays: ServeArrays
+    weights_in_ddr_bytes: float = 0.0
+    usable_bytes: float = 0.0  # capacity less the engine's reserve
+    speculative: object = None  # serve_features.SpecDecode, when speculative decoding is modelled
+    prefix_hit: int = 0  # prompt tokens served from the prefix cache
+    expert_skew: float = 1.0  # max/mean routed tokens per EP rank
+
+    def to_json(self) -> dict:
+        """The ``roofplan.estimate.serve/v1`` document of docs/SPEC.md §3.2."""
+        a = self.arrays.row(0)
+        c = self.config
+        ms = 1e3
+        inputs = {
+            "model": self.model.name,
+            "hardware": self.hardware.id,
+            "engine": self.engine.name,
+            "tp": int(c.tp[0]),
+            "pp": int(c.pp[0]),
+            "ep": int(c.ep[0]),
+            "dp": int(c.dp[0]),
+            "gpus": int(c.devices[0]),
+            "batch": int(c.batch[0]),
+            "isl": int(c.isl[0]),
+            "osl": int(c.osl[0]),
+            "dtype": c.dtype,
+            "kv_dtype": c.kv_dtype_resolved,
+            "compute_dtype": compute_dtype(self.hardware, c.dtype),
+            "memory_reserve_fraction": self.engine.memory_reserve_fraction,
+        }
+        if self.speculative is not None:
+            inputs["speculative"] = self.speculative.to_json()
+        if self.prefix_hit:
+            inputs["prefix_hit_tokens"] = int(self.prefix_hit)
+        if self.expert_skew != 1.0:
+            inputs["expert_skew"] = float(self.expert_skew)
+        doc = {
+            "schema": "roofplan.estimate.serve/v1",
+            "inputs": inputs,
+            "ttft_ms": a["ttft_s"] * ms,
+            "tpot_ms": a["tpot_s"] * ms,
+            "latency_ms": a["latency_s"] * ms,
+            "output_tokens_per_s": a["output_tokens_per_s"],
+            "output_tokens_per_s_per_gpu": a["output_tokens_per_s_per_gpu"],
+            "fits": bool(a["fits"]),
+            "max_batch": int(a["max_batch"]),
+            "memory_gib_per_gpu": {
+                "weights": a["mem_weights"] / _GIB,
+                "kv_cache": a["mem_kv_cache"] / _GIB,
+                "activations": a["mem_activations"] / _GIB,
+                "total": a["mem_total"] / _GIB,
+                "capacity": a["capacity"] / _GIB,
+                "usable": self.usable_bytes / _GIB,
+                "weights_in_ddr": self.weights_in_ddr_bytes / _GIB,
+            },
+            "breakdown_ms": {
+                "prefill": {
+                    "compute": a["prefill_compute_s"] * ms,
+                    "memory": a["prefill_memory_s"] * ms,
+                    "communication": a["prefill_comm_s"] * ms,
+                    "overhead": a["prefill_overhead_s"] * ms,
+                },
+                "decode_step": {
+                    "compute": a["decode_compute_s"] * ms,
+                    "memory": a["decode_memory_s"] * ms,
+                    "communication": a["decode_comm_s"] * ms,
+                    "overhead": a["decode_overhead_s"] * ms,
+                },
+            },
+        }
+        return doc
+
+
+def estimate_serving(
+    model, hw, *, tp=1, pp=1, ep=1, dp=1, batch, isl, osl, dtype="bf16", kv_dtype=None, engine=None,
+    speculative=None, prefix_hit=None, expert_skew=1.0,
+) -> ServeEstimate:
+    """Estimate one serving instance at a fixed batch (docs/SPEC.md §3.2); ``.to_json()`` is the document.
+    ``model``/``hw`` may be ids, paths or spec objects; bad input raises InputError (exit 2).
+    ``speculative`` (a :class:`~roofplan.costmodel.serve_features.SpecDecode`) and ``prefix_hit``
+    (tokens, or a fraction of isl) add speculative decoding and prefix caching
+    (:mod:`roofplan.costmodel.serve_features`); ``expert_skew`` (max/mean routed tokens per EP rank)
+    loads the busiest expert-parallel rank; without them the result is unchanged."""
+    m, h, prof, cfg = _configs(model, hw, engine, dtype=dtype, kv_dtype=kv_dtype, tp=tp, pp=pp,
+                               ep=ep, dp=dp, batch=batch, isl=isl, osl=osl)
+    hit = resolve_prefix_hit(prefix_hit, int(cfg.isl[0]))
+    arrays = serve_step_ext(m, h, cfg, prof, spec=speculative, prefix_hit=hit, expert_skew=expert_skew)
+    mem = serve_model.serve_memory(m, h, prof, cfg)
+    return ServeEstimate(m, h, prof, cfg, arrays, weights_in_ddr_bytes=float(mem.weights_ddr[0]),
+                         usable_bytes=float(mem.usable[0]), speculative=speculative, prefix_hit=hit,
+                         expert_skew=float(expert_skew))
+
+
+# ------------------------------------------------------------------------------------------------
+# under load
+# ------------------------------------------------------------------------------------------------
+def make_instance(model, hw, *, tp=1, pp=1, ep=1, dp=1, dtype="bf16", kv_dtype=None, engine=None,
+                  isl=1024, osl=128) -> serve_load.Instance:
+    """An :class:`~roofplan.costmodel.serve_load.Instance` from ids or specs (bad input: exit 2)."""
+    m, h, prof, cfg = _configs(model, hw, engine, dtype=dtype, kv_dtype=kv_dtype, tp=tp, pp=pp,
+                               ep=ep, dp=dp, batch=1, isl=int(isl), osl=int(osl))
     return serve_load.Instance(m, h, prof, cfg)
 
 
-def _static(inst: serve_load.Instance, batch: int, wl: Workload) -> dict:
+def _static(inst: serve_load.Instance, batch: int, wl: Workload, prefix_hit: int = 0, speculative=None,
+            expert_skew: float = 1.0) -> dict:
     """The static document of the instance at ``batch`` running requests of the mean lengths
     (memory, max batch and the breakdown of one prefill and one decode step)."""
     c = inst.cfg
-    est = serve_model.estimate_serving(
+    est = estimate_serving(
         inst.model, inst.hw, tp=int(c.tp[0]), pp=int(c.pp[0]), ep=int(c.ep[0]), dp=int(c.dp[0]),
         batch=max(int(batch), 1), isl=max(int(round(float(np.mean(wl.isl)))), 1),
         osl=max(int(round(float(np.mean(wl.osl)))), 1), dtype=c.dtype, kv_dtype=c.kv_dtype, engine=inst.engine,
+        prefix_hit=prefix_hit or None, speculative=speculative, expert_skew=expert_skew,
     )
     return est.to_json()
 
@@ -110,7 +245,7 @@ class LoadEstimate:
 
 def estimate_serving_load(
     model, hw, *, workload: Workload, concurrency=None, rate=None, instances=1, tp=1, pp=1, ep=1, dp=1,
-    dtype="bf16", kv_dtype=None, engine="generic", calibration=None,
+    dtype="bf16", kv_dtype=None, engine=None,
 ) -> LoadEstimate:
     """The steady state of ``instances`` colocated replicas under a closed loop of ``concurrency``
     clients or Poisson arrivals at ``rate`` requests/s. A rate above the largest sustainable one
@@ -119,7 +254,7 @@ def estimate_serving_load(
         raise InputError("load", "both" if concurrency is not None else "none", "exactly one of concurrency, rate")
     n = _positive("instances", instances)
     inst = make_instance(model, hw, tp=tp, pp=pp, ep=ep, dp=dp, dtype=dtype, kv_dtype=kv_dtype, engine=engine,
-                         calibration=calibration, isl=int(np.max(workload.isl)), osl=int(np.max(workload.osl)))
+                         isl=int(np.max(workload.isl)), osl=int(np.max(workload.osl)))
     _check_fits(inst, workload)
     if concurrency is not None:
         res = serve_load.closed_loop(inst, workload.isl, workload.osl, _positive("concurrency", concurrency), n)
@@ -136,10 +271,11 @@ def estimate_serving_load(
     return LoadEstimate(inst, workload, res)
 
 
-def _check_fits(inst: serve_load.Instance, wl: Workload) -> None:
-    """The weights and one request of the longest length must fit (else exit 3)."""
-    cap = serve_load.kv_capacity_tokens(inst)
-    longest = int(np.max(wl.isl + wl.osl))
+def _check_fits(inst: serve_load.Instance, wl: Workload, prefix_hit: int = 0) -> None:
+    """The weights, the cached prefix (one copy per attention rank) and one request of the longest
+    length must fit (else exit 3)."""
+    cap = serve_load.kv_capacity_tokens(inst) - prefix_hit * inst.dp
+    longest = int(np.max(wl.isl + wl.osl)) - prefix_hit
     if cap < longest:
         raise InfeasibleError(
             f"the KV cache of one instance holds {cap:,.0f} tokens, fewer than the longest request ({longest:,})",
@@ -150,15 +286,17 @@ def _check_fits(inst: serve_load.Instance, wl: Workload) -> None:
 # ------------------------------------------------------------------------------------------------
 # simulation
 # ------------------------------------------------------------------------------------------------
-def kv_transfer_s(prefill: serve_load.Instance, decode: serve_load.Instance, isl, colocated_node: bool) -> np.ndarray:
-    """Seconds to ship one request's KV cache (``kv_transfer_bytes``) from a prefill to a decode
-    instance, one point-to-point stream per KV shard of the smaller side (NVLink inside a node, else
-    the NIC; the planner's ``kv_transfer_time`` for one request)."""
+def kv_transfer_s(prefill: serve_load.Instance, decode: serve_load.Instance, isl, colocated_node: bool,
+                  prefix_hit: int = 0) -> np.ndarray:
+    """Seconds to ship one request's KV cache (``kv_transfer_bytes``, the prefix-cache miss only)
+    from a prefill to a decode instance, one point-to-point stream per KV shard of the smaller side
+    (NVLink inside a node, else the NIC; the planner's ``kv_transfer_time`` for one request)."""
     model = prefill.model
     kvd = decode.cfg.kv_dtype_resolved
     streams = min(float(serve_model.kv_shards(model, prefill.cfg.tp)[0]) * prefill.pp,
                   float(serve_model.kv_shards(model, decode.cfg.tp)[0]) * decode.pp)
-    per = np.asarray(serve_model.kv_transfer_bytes(model, np.asarray(isl, dtype=float), kvd)) / max(streams, 1.0)
+    per = np.asarray(serve_model.kv_transfer_bytes(model, np.asarray(isl, dtype=float), kvd, prefix_hit)) / max(
+        streams, 1.0)
     hw = prefill.hw
     stride = 1 if colocated_node else hw.devices_per_node
     return np.asarray(collective_time("p2p", per, 2, hw, stride=stride), dtype=float)
@@ -177,11 +315,14 @@ class Simulation:
     load: dict
     max_rate_rps: float | None
     wall_s: float
+    prefix_hit: int = 0
+    speculative: object = None  # serve_features.SpecDecode
+    expert_skew: float = 1.0
 
     def to_json(self) -> dict:
         r = self.result
         running = max(int(round(r.mean_running)), 1)
-        doc = _static(self.instance, running, self.workload)
+        doc = _static(self.instance, running, self.workload, self.prefix_hit, self.speculative, self.expert_skew)
         doc["schema"] = SCHEMA
         doc["inputs"].update(
             batch=running, isl=int(round(float(np.mean(self.workload.isl)))),
@@ -200,7 +341,7 @@ class Simulation:
             total_tokens_per_s=float(np.sum(r.osl[keep] + r.isl[keep])) / span if span > 0 else float("nan"),
             request_rate_rps=rate,
             max_rate_rps=self.max_rate_rps,
-            utilisation=rate / self.max_rate_rps if self.max_rate_rps else float("nan"),
+            utilisation=rate / self.max_rate_rps if self.max_rate_rps else None,  # no analytic rate: disagg, prefix hit
             busy_fraction=r.busy_fraction,
             running_per_instance=r.mean_running,
             queue_wait_ms=r.summary("wait_s")["mean"] * 1e3,
@@ -213,26 +354,32 @@ class Simulation:
 
 def simulate_serving(
     model, hw, *, workload: Workload, rate=None, concurrency=None, instances=1, tp=1, pp=1, ep=1, dp=1,
-    dtype="bf16", kv_dtype=None, engine="generic", calibration=None, mode="colocated",
+    dtype="bf16", kv_dtype=None, engine=None, mode="colocated",
     prefill_instances=1, decode_instances=1, prefill_shape: dict | None = None, prefill_engine=None,
     router="round-robin",
-    requests: int | None = None, seed=0,
+    requests: int | None = None, seed=0, prefix_hit=None, speculative=None, expert_skew=1.0,
 ) -> Simulation:
     """Simulate a deployment fed Poisson arrivals at ``rate`` (or the trace's ``arrival_s``); a
     closed loop of ``concurrency`` clients is simulated as arrivals at the analytic closed-loop
     rate. Disaggregated (``mode="disagg"``): ``prefill_instances`` of ``prefill_shape`` (default:
     the same shape; ``prefill_engine``: its engine profile, default ``engine``) and
-    ``decode_instances`` of the given shape."""
+    ``decode_instances`` of the given shape. ``prefix_hit`` (tokens, or a fraction of the shortest
+    prompt) is a prefix every prompt shares and finds cached: only the rest is prefilled, held and
+    shipped; ``speculative`` (a SpecDecode) gives decoding requests E tokens per iteration at the
+    cost of a verify pass and k drafts; ``expert_skew`` loads the busiest EP rank. The analytic load
+    model takes none of them, so ``utilisation`` is then not given."""
     import time
 
     t0 = time.perf_counter()
     if mode not in ("colocated", "disagg"):
         raise InputError("--mode", mode, "colocated or disagg")
     shape = dict(tp=tp, pp=pp, ep=ep, dp=dp)
-    common = dict(dtype=dtype, kv_dtype=kv_dtype, engine=engine, calibration=calibration,
+    common = dict(dtype=dtype, kv_dtype=kv_dtype, engine=engine,
                   isl=int(np.max(workload.isl)), osl=int(np.max(workload.osl)))
     inst = make_instance(model, hw, **shape, **common)
-    _check_fits(inst, workload)
+    hit = resolve_prefix_hit(prefix_hit, int(np.min(workload.isl)))
+    skew = check_expert_skew(expert_skew)
+    _check_fits(inst, workload, hit)
     wl = workload
     n_req = requests or (len(wl) if wl.source.startswith("trace") else SIM_REQUESTS)
     n_req = _positive("requests", n_req)
@@ -244,7 +391,7 @@ def simulate_serving(
         isl, osl = wl.isl, wl.osl
     mo = serve_load.moments(inst, wl.isl, wl.osl)
     mr = None
-    if mode == "colocated":
+    if mode == "colocated" and not hit and speculative is None and skew == 1.0:
         mr = serve_load.max_rate(inst, mo) * _positive("instances", instances)
     load: dict = {}
     if wl.arrival_s is not None and rate is None and concurrency is None:
@@ -262,7 +409,8 @@ def simulate_serving(
         raise InputError("load", "missing or both", "exactly one of --rate or --concurrency (or a trace with arrival_s)")
     if mode == "colocated":
         res = serve_sim.simulate_colocated(inst, isl, osl, arrivals, instances=instances, router=router, seed=seed,
-                                           concurrency=load.get("concurrency"))
+                                           concurrency=load.get("concurrency"), prefix_hit=hit, spec=speculative,
+                                           expert_skew=skew)
         gpus = int(inst.cfg.devices[0]) * instances
         n_inst = instances
     else:
@@ -273,9 +421,10 @@ def simulate_serving(
         res = serve_sim.simulate_disagg(
             pinst, inst, isl, osl, arrivals, prefill_instances=_positive("prefill_instances", prefill_instances),
             decode_instances=_positive("decode_instances", decode_instances),
-            transfer_s=lambda L: kv_transfer_s(pinst, inst, L, same_node), router=router, seed=seed,
+            transfer_s=lambda L: kv_transfer_s(pinst, inst, L, same_node, hit), router=router, seed=seed,
+            prefix_hit=hit, spec=speculative, expert_skew=skew,
         )
         gpus = int(pinst.cfg.devices[0]) * prefill_instances + int(inst.cfg.devices[0]) * decode_instances
         n_inst = prefill_instances + decode_instances
         load["ratio"] = f"{prefill_instances}P{decode_instances}D"
-    return Simulation(inst, wl, res, mode, n_inst, gpus, load, mr, time.perf_counter() - t0)
+    return Simulation(inst, wl, res, mode, n_inst, gpus, load, mr, time.perf_counter() - t0, hit, speculative, skew)

@@ -8,10 +8,10 @@ import dataclasses
 import numpy as np
 import pytest
 
+from roofplan import estimate_serving
 from roofplan.costmodel.serve import (
     ServeConfigs,
     check_serve_config,
-    estimate_serving,
     kv_bytes_per_token_per_device,
     kv_transfer_bytes,
     max_batch,
@@ -22,6 +22,8 @@ from roofplan.engines.catalog import load_engine
 from roofplan.errors import InputError
 from roofplan.hardware.spec import DeviceSpec, Efficiency, Fabric, MemoryTier
 from roofplan.models.spec import MLASpec, ModelSpec, MoESpec
+
+GENERIC = load_engine("generic")
 
 # H100 SXM5 (docs/reference/hardware.md §4): 989.4 TFLOPS bf16, 1978.9 fp8, 80 GB at 3.35 TB/s, NVLink 450 GB/s/dir
 H100 = DeviceSpec(
@@ -118,7 +120,7 @@ def _cfg(**kw):
 @pytest.mark.parametrize("engine", ["generic", "vllm", "sglang", "trtllm"])
 def test_decode_batch1_never_faster_than_weight_read(hw, tp, engine):
     model = LLAMA2_70B if tp >= 2 else LLAMA31_8B
-    a = serve_step(model, hw, _cfg(tp=tp, batch=1, isl=512, osl=64, dtype="bf16"), engine)
+    a = serve_step(model, hw, _cfg(tp=tp, batch=1, isl=512, osl=64, dtype="bf16"), load_engine(engine))
     # every matmul weight (all layers + LM head; the input embedding is a lookup) read once per
     # step at the datasheet bandwidth: the absolute floor of one decode step
     h, f, kv = model.hidden, model.ffn, model.kv_heads * model.head_dim
@@ -132,8 +134,8 @@ def test_decode_batch1_never_faster_than_weight_read(hw, tp, engine):
 
 def test_fp8_weights_halve_the_decode_floor():
     args = dict(tp=1, batch=1, isl=1, osl=1, kv_dtype="bf16")
-    bf16 = serve_step(LLAMA31_8B, H100, _cfg(dtype="bf16", **args))
-    fp8 = serve_step(LLAMA31_8B, H100, _cfg(dtype="fp8", **args))
+    bf16 = serve_step(LLAMA31_8B, H100, _cfg(dtype="bf16", **args), GENERIC)
+    fp8 = serve_step(LLAMA31_8B, H100, _cfg(dtype="fp8", **args), GENERIC)
     # quantised checkpoints quantise the decoder's linear layers; the embedding and the LM head
     # stay 16-bit (ModelOpt hf_quant_config.json excludes lm_head)
     m = LLAMA31_8B
@@ -151,7 +153,7 @@ def test_fp8_weights_halve_the_decode_floor():
     ratio = (body / hbm8 + 2 * m.vocab * m.hidden / hbm16) / (2 * streamed / hbm16)
     got = fp8.decode_memory_s[0] / bf16.decode_memory_s[0]
     assert ratio - 0.01 <= got <= ratio + 0.15
-    int4 = serve_step(LLAMA31_8B, H100, _cfg(dtype="int4", **args))
+    int4 = serve_step(LLAMA31_8B, H100, _cfg(dtype="int4", **args), GENERIC)
     ratio4 = (body * 0.5 / hbm8 + 2 * m.vocab * m.hidden / hbm16) / (2 * streamed / hbm16)
     got4 = int4.decode_memory_s[0] / bf16.decode_memory_s[0]
     assert ratio4 - 0.01 <= got4 <= ratio4 + 0.15 and got4 < got
@@ -161,27 +163,27 @@ def test_fp8_on_device_without_fp8_is_weight_only():
     # A100 has no FP8 units: fp8 weights halve the bytes but compute stays 16-bit, so a compute-bound
     # prefill is not faster than bf16 (within the few % of weight traffic)
     args = dict(tp=1, batch=8, isl=2048, osl=2)
-    bf16 = serve_step(LLAMA31_8B, A100, _cfg(dtype="bf16", **args))
-    fp8 = serve_step(LLAMA31_8B, A100, _cfg(dtype="fp8", **args))
+    bf16 = serve_step(LLAMA31_8B, A100, _cfg(dtype="bf16", **args), GENERIC)
+    fp8 = serve_step(LLAMA31_8B, A100, _cfg(dtype="fp8", **args), GENERIC)
     # (each kernel's time blends in its weight stream, ops.blend: half the weight bytes shave a little)
     assert fp8.prefill_compute_s[0] == pytest.approx(bf16.prefill_compute_s[0], rel=1e-3)
     assert fp8.prefill_compute_s[0] <= bf16.prefill_compute_s[0]
-    h100_bf16 = serve_step(LLAMA31_8B, H100, _cfg(dtype="bf16", **args))
-    h100_fp8 = serve_step(LLAMA31_8B, H100, _cfg(dtype="fp8", **args))
+    h100_bf16 = serve_step(LLAMA31_8B, H100, _cfg(dtype="bf16", **args), GENERIC)
+    h100_fp8 = serve_step(LLAMA31_8B, H100, _cfg(dtype="fp8", **args), GENERIC)
     assert h100_fp8.prefill_compute_s[0] < 0.6 * h100_bf16.prefill_compute_s[0]
 
 
 # -- prefill ---------------------------------------------------------------------------------------
 def test_ttft_superlinear_in_isl_at_long_context():
     isl = np.array([1024, 2048, 4096, 8192, 16384, 32768, 65536])
-    a = serve_step(LLAMA31_8B, H100, _cfg(tp=1, batch=1, isl=isl, osl=1))
+    a = serve_step(LLAMA31_8B, H100, _cfg(tp=1, batch=1, isl=isl, osl=1), GENERIC)
     per_token = a.ttft_s / isl
     assert np.all(np.diff(per_token[2:]) > 0)  # cost per prompt token rises with the context
     assert a.ttft_s[-1] / a.ttft_s[-2] > 2.2  # causal attention O(L^2) dominates at 64k
 
 
 def test_prefill_is_compute_bound_at_long_prompts():
-    a = serve_step(LLAMA31_8B, H100, _cfg(tp=1, batch=1, isl=8192, osl=1))
+    a = serve_step(LLAMA31_8B, H100, _cfg(tp=1, batch=1, isl=8192, osl=1), GENERIC)
     flops = 2 * 8192 * (LLAMA31_8B.matmul_params_active)  # GEMM FLOPs alone
     assert a.ttft_s[0] >= flops / (H100.peak("bf16") * H100.efficiency.gemm_max)
     assert a.prefill_compute_s[0] > 0.8 * a.ttft_s[0]
@@ -240,7 +242,7 @@ def test_engine_batch_cap_and_runtime_reserve_shrink_max_batch():
 
 
 def test_weights_that_do_not_fit_give_zero_max_batch():
-    a = serve_step(LLAMA2_70B, H100, _cfg(tp=1, batch=1, isl=128, osl=16))
+    a = serve_step(LLAMA2_70B, H100, _cfg(tp=1, batch=1, isl=128, osl=16), GENERIC)
     assert not a.fits[0] and a.max_batch[0] == 0
 
 
@@ -259,6 +261,7 @@ def _grid():
 
 @pytest.mark.parametrize("engine", ["generic", "vllm", "trtllm"])
 def test_more_bandwidth_never_slower(engine):
+    engine = load_engine(engine)
     base = serve_step(LLAMA31_8B, H100, _grid(), engine)
     fast_hbm = dataclasses.replace(H100, tiers=(MemoryTier("hbm", 80e9, 4.8e12),))
     fast_link = dataclasses.replace(H100, intra=Fabric("nvlink5", "switch", 900e9, 3e-6))
@@ -291,7 +294,7 @@ def test_mixed_step_costs_at_least_each_part():
 
 def test_vectorised_matches_single():
     grid = _grid()
-    a = serve_step(LLAMA31_8B, H100, grid, "vllm")
+    a = serve_step(LLAMA31_8B, H100, grid, load_engine("vllm"))
     for i in range(len(grid)):
         one = ServeConfigs.single(
             tp=int(grid.tp[i]),
@@ -300,13 +303,13 @@ def test_vectorised_matches_single():
             isl=int(grid.isl[i]),
             osl=int(grid.osl[i]),
         )
-        b = serve_step(LLAMA31_8B, H100, one, "vllm")
+        b = serve_step(LLAMA31_8B, H100, one, load_engine("vllm"))
         assert b.tpot_s[0] == pytest.approx(a.tpot_s[i], rel=1e-12)
         assert b.ttft_s[0] == pytest.approx(a.ttft_s[i], rel=1e-12)
 
 
 def test_latency_and_throughput_identities():
-    a = serve_step(LLAMA2_70B, H100, _cfg(tp=4, pp=2, batch=24, isl=1000, osl=300), "sglang")
+    a = serve_step(LLAMA2_70B, H100, _cfg(tp=4, pp=2, batch=24, isl=1000, osl=300), load_engine("sglang"))
     assert a.latency_s[0] == pytest.approx(a.ttft_s[0] + 299 * a.tpot_s[0])
     assert a.output_tokens_per_s[0] == pytest.approx(24 * 300 / a.latency_s[0])
     assert a.output_tokens_per_s_per_gpu[0] == pytest.approx(a.output_tokens_per_s[0] / 8)
@@ -347,12 +350,12 @@ def test_moe_decode_reads_only_touched_experts():
 
 
 def test_expert_parallel_and_mla_config():
-    a = serve_step(DSV3, H100, _cfg(tp=8, ep=8, batch=32, isl=1024, osl=128, dtype="fp8"), "sglang")
+    a = serve_step(DSV3, H100, _cfg(tp=8, ep=8, batch=32, isl=1024, osl=128, dtype="fp8"), load_engine("sglang"))
     # 671B fp8 over 8 GPUs: ~84 GB per GPU does not fit an 80 GB H100
     assert a.mem_weights[0] == pytest.approx(DSV3.params_total / 8, rel=0.02)
     assert not a.fits[0]
     h200 = dataclasses.replace(H100, tiers=(MemoryTier("hbm", 141e9, 4.8e12),))
-    b = serve_step(DSV3, h200, _cfg(tp=8, ep=8, batch=32, isl=1024, osl=128, dtype="fp8"), "sglang")
+    b = serve_step(DSV3, h200, _cfg(tp=8, ep=8, batch=32, isl=1024, osl=128, dtype="fp8"), load_engine("sglang"))
     assert b.fits[0] and b.decode_comm_s[0] > 0
 
 
@@ -371,8 +374,8 @@ def test_ddr_tier_holds_weights_that_do_not_fit():
     )
     big = dataclasses.replace(sn, tiers=(MemoryTier("hbm", 1e12, 1.6e12),))
     cfg = _cfg(tp=1, batch=1, isl=128, osl=16)
-    spill = serve_step(LLAMA2_70B, sn, cfg)
-    fits = serve_step(LLAMA2_70B, big, cfg)
+    spill = serve_step(LLAMA2_70B, sn, cfg, GENERIC)
+    fits = serve_step(LLAMA2_70B, big, cfg, GENERIC)
     assert spill.fits[0] and spill.max_batch[0] > 0
     # by hand: HBM part at 1.6 TB/s, the rest at 0.1 TB/s (same efficiency)
     est = estimate_serving(LLAMA2_70B, sn, tp=1, batch=1, isl=128, osl=16)

@@ -51,22 +51,11 @@ FORBIDDEN = {
 
 #: (importer, imported) pairs that break a rule today, each with who removes it.
 ALLOWED = {
-    # The "serve" developer moves engine resolution out of the serving cost model (issue 14, item 1):
-    # the step functions will take an EngineProfile, not a name.
-    ("roofplan.costmodel.serve", "roofplan.hardware.engines"): "serve: step_time takes a profile",
-    ("roofplan.costmodel.serve", "roofplan.models.loader"): "serve: _resolve_model goes to the door",
-    ("roofplan.costmodel.serve", "roofplan.hardware.catalog"): "serve: _resolve_hw goes to the door",
-    ("roofplan.costmodel.serve_memory", "roofplan.hardware.engines"): "serve: serve_memory takes a profile",
-    ("roofplan.costmodel.serve_features", "roofplan.hardware.engines"): "serve: features take a profile",
-    ("roofplan.serving", "roofplan.hardware.engines"): "serve: make_instance takes a profile",
     # The sweep reads the CLI's token-count parser; it belongs one floor lower (sweep/spec.py).
     ("roofplan.sweep.spec", "roofplan.cli.plan_train_cmd"): "sweep: parse_tokens moves below the CLI",
 }
 #: Import cycles that exist today (each a sorted tuple of its modules), with who removes them.
 ALLOWED_CYCLES: dict[tuple[str, ...], str] = {
-    # serve_features extends serve's step and serve imports it lazily for the extended step; the
-    # "serve" developer's split of the serving step removes it.
-    ("roofplan.costmodel.serve", "roofplan.costmodel.serve_features"): "serve: one direction only",
 }
 
 

@@ -6,8 +6,8 @@ import dataclasses
 
 import pytest
 
+from roofplan import estimate_serving
 from roofplan.costmodel.collectives import collective_time
-from roofplan.costmodel.serve import estimate_serving
 from roofplan.hardware.catalog import load_hardware
 from roofplan.validation.suite import predict, read_cases
 

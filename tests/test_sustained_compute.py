@@ -6,6 +6,7 @@ import pytest
 
 from roofplan.costmodel.roofline import sustained
 from roofplan.costmodel.serve import ServeConfigs, serve_step
+from roofplan.engines.catalog import load_engine
 
 
 def test_sustained_scales_only_tensor_core_fractions(a100):
@@ -20,7 +21,8 @@ def test_serving_uses_the_measured_kernel_rates(h100, llama8b):
     full = h100.with_efficiency(sustained_compute=1.0)
     half = full.with_efficiency(sustained_compute=0.5)
     cfg = ServeConfigs.single(tp=1, batch=1, isl=8192, osl=16)
-    a, b = serve_step(model, full, cfg), serve_step(model, half, cfg)
+    eng = load_engine("generic")
+    a, b = serve_step(model, full, cfg, eng), serve_step(model, half, cfg, eng)
     assert float(b.ttft_s[0]) == float(a.ttft_s[0]) and float(b.tpot_s[0]) == float(a.tpot_s[0])
 
 

@@ -15,7 +15,7 @@ from roofplan.validation.suite import run_suite
 START, END = "<!-- accuracy:start -->", "<!-- accuracy:end -->"
 GROUPS = (("training", ("train",)), ("serving", ("serve_step", "serve_throughput")),
           ("serving under load", ("serve_load",)), ("operators", ("op_gemm", "op_allreduce")),
-          ("energy", ("train_energy",)))
+          ("energy", ("train_energy", "serve_energy")))
 
 
 def _num(x: float) -> str:

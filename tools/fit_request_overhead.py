@@ -7,7 +7,7 @@ server: the HTTP request, the chat template and tokenisation, the hand-off to th
 its admission, and the first detokenised chunk streamed back (``EngineProfile.request_overhead_s``).
 No engine publishes it, so it is fitted here, once per engine, on the TTFT of one ``serve_load``
 row of the suite (FIT_ROWS); every other ``serve_load`` row of that engine is held back and
-reported as the check. TRT-LLM has a single TTFT row and is not fitted: its profile takes vLLM's
+reported as the check, per device and metric (TTFT, TPOT, mean latency apart). TRT-LLM has a single TTFT row and is not fitted: its profile takes vLLM's
 value as a prior (``trtllm-serve`` is a Python FastAPI/uvicorn front end with HF tokenisation, the
 same architecture as vLLM's API server) and its one row is a check. The fitted values are written
 into ``roofplan/catalogs/engines/<engine>.yaml`` by hand, with this script named as the source;
@@ -58,7 +58,7 @@ def main() -> None:
         print(f"{engine}: request_overhead_s = {fitted[engine]:.4g} (fitted on {row})")
     fitted["trtllm"] = fitted["vllm"]
     print(f"trtllm: request_overhead_s = {fitted['trtllm']:.4g} (vLLM's value as a prior, not fitted)")
-    held: dict[str, list[float]] = {"ttft_ms_mean": [], "tpot_ms_mean": []}
+    held: dict[tuple[str, str], list[float]] = {}
     for c in cases:
         engine = ENGINE_MAP.get(c.str("engine"), ("generic",))[0]
         if engine not in fitted:
@@ -67,11 +67,15 @@ def main() -> None:
         got = predict(c, _overlay(engine, fitted[engine]))
         err = got / float(c.row["value"]) - 1
         if part == "held":
-            held[c.metric].append(abs(err))
+            held.setdefault((c.str("hardware"), c.metric), []).append(abs(err))
         print(f"  {part} {c.id:52s} {c.metric:13s} measured {float(c.row['value']):7.2f}  "
               f"predicted {got:7.2f}  {err:+.1%}")
-    for metric, errs in held.items():
-        print(f"held back, {metric}: {len(errs)} rows, median |error| {np.median(errs):.1%}, worst {max(errs):.1%}")
+    for (hw, metric), errs in sorted(held.items()):
+        print(f"held back, {hw} {metric}: {len(errs)} rows, median |error| {np.median(errs):.1%}, "
+              f"worst {max(errs):.1%}")
+    for metric in sorted({m for _, m in held}):
+        errs = [e for (_, m), es in held.items() if m == metric for e in es]
+        print(f"held back, all devices, {metric}: {len(errs)} rows, median |error| {np.median(errs):.1%}")
 
 
 if __name__ == "__main__":

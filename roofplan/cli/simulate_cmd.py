@@ -20,13 +20,19 @@ from roofplan.cli.options import (
     Calibration,
     EngineChoice,
     EngineOpt,
+    ExpertSkew,
     HardwareOrPlan,
     Instances,
     IslDist,
     Json,
     ModelOrPlan,
     OslDist,
+    PrefixHit,
+    SpecAccept,
+    SpecMethod,
+    SpecTokens,
     WorkloadOpt,
+    spec_from_flags,
     value,
 )
 from roofplan.errors import InputError
@@ -44,6 +50,14 @@ def _read_plan(path: str) -> dict:
             doc.get("best"), dict):
         raise InputError("--plan", path, "a roofplan.plan.serve/v1 document with a best deployment")
     return doc
+
+
+def _plan_spec(inputs: dict):
+    """The plan's speculative-decoding setting (``inputs.speculative``) as a SpecDecode, or None."""
+    sp = inputs.get("speculative")
+    if not isinstance(sp, dict):
+        return None
+    return spec_from_flags(sp.get("method"), sp.get("draft_tokens"), sp.get("acceptance"))
 
 
 def plan_deployment(doc: dict) -> dict:
@@ -103,6 +117,11 @@ def simulate(
     dtype: str = typer.Option("bf16", "--dtype", help="Weight dtype: bf16 | fp16 | fp8 | int8 | int4"),
     kv_dtype: str | None = typer.Option(None, "--kv-dtype", help="KV-cache dtype (default: 16-bit)."),
     engine: EngineOpt = EngineChoice.generic,
+    prefix_hit: PrefixHit = None,
+    spec_method: SpecMethod = None,
+    spec_tokens: SpecTokens = None,
+    spec_accept: SpecAccept = None,
+    expert_skew: ExpertSkew = 1.0,
     as_json: Json = False,
     calibration: Calibration = None,
 ) -> None:
@@ -112,6 +131,7 @@ def simulate(
     def body() -> None:
         from roofplan import simulate_serving  # resolves the ids at the door
 
+        spec = spec_from_flags(spec_method, spec_tokens, spec_accept)
         if plan is not None:
             doc = _read_plan(plan)
             kw = plan_deployment(doc)
@@ -120,8 +140,11 @@ def simulate(
                                osl or (None if (osl_dist or workload) else inp.get("osl")),
                                isl_dist, osl_dist, workload, seed)
             r = rate if (rate is not None or concurrency is not None) else doc["best"].get("goodput_rps")
+            hit = prefix_hit if prefix_hit is not None else inp.get("prefix_hit_tokens") or None
             sim = simulate_serving(workload=wl, rate=r, concurrency=concurrency, router=router, requests=requests,
-                                   seed=seed, calibration=calibration, **kw)
+                                   seed=seed, calibration=calibration, prefix_hit=hit,
+                                   speculative=spec or _plan_spec(inp),
+                                   expert_skew=expert_skew if expert_skew != 1.0 else inp.get("expert_skew") or 1.0, **kw)
         else:
             if model is None or hardware is None:
                 raise InputError("--model/--hardware", None, "both, or --plan plan.json")
@@ -131,7 +154,7 @@ def simulate(
                 ep=ep, dp=dp, dtype=dtype, kv_dtype=kv_dtype, engine=engine, calibration=calibration, mode=mode,
                 prefill_instances=prefill_instances, decode_instances=decode_instances,
                 prefill_shape=None if prefill_tp is None else {"tp": prefill_tp}, router=router,
-                requests=requests, seed=seed)
+                requests=requests, seed=seed, prefix_hit=prefix_hit, speculative=spec, expert_skew=expert_skew)
         out = checked(sim.to_json(), calibration)
         if as_json:
             print_json(out)

@@ -1,5 +1,6 @@
-"""Serving features on top of :func:`roofplan.costmodel.serve.serve_step`: speculative decoding and
-prefix caching. Pure functions; with neither feature the result equals ``serve_step``'s.
+"""Serving features on top of :func:`roofplan.costmodel.serve.serve_step`: speculative decoding,
+prefix caching and expert-load skew. Pure functions; without them the results equal the plain
+cost model's.
 
 **Speculative decoding** (Leviathan et al., ICML 2023; Chen et al. 2023). A draft proposes ``k``
 tokens per request, the target verifies them in one pass and keeps the accepted prefix plus one
@@ -34,6 +35,13 @@ the requests (one copy per instance), so each request holds KV for its miss and 
 **Expert-load skew**: ``expert_skew`` (max / mean routed tokens per expert-parallel rank, 1 =
 uniform) is passed to :func:`~roofplan.costmodel.serve.step_parts`, where the busiest EP rank's
 expert GEMMs and dispatch/combine bytes scale by it.
+
+Both paths use the same pieces: :func:`serve_step_ext` (the static batch: prefill, then decode) and
+:func:`colocated_rounds` (the mixed and decode-only rounds of continuous batching with chunked
+prefill, for :mod:`roofplan.solver.colocated`) price a speculative round with
+:func:`speculative_round` and size memory with :func:`feature_memory`. In disaggregated serving only
+the miss of a prefix-cache hit travels to the decode instance
+(:func:`~roofplan.costmodel.serve_memory.kv_transfer_bytes`).
 """
 
 from __future__ import annotations
@@ -43,10 +51,23 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from roofplan.costmodel.serve import ServeArrays, ServeConfigs, _compose, serve_memory, step_parts
+from roofplan.costmodel.serve import (
+    ServeArrays,
+    ServeConfigs,
+    ServeMemory,
+    StepParts,
+    _compose,
+    max_batch,
+    serve_memory,
+    serve_step,
+    static_arrays,
+    step_breakdown,
+    step_parts,
+    validate_serve_config,
+)
 from roofplan.costmodel.serve_memory import kv_bytes_per_token_per_device
+from roofplan.engines.profile import EngineProfile
 from roofplan.errors import InputError
-from roofplan.hardware.engines import EngineProfile, load_engine
 from roofplan.hardware.spec import DeviceSpec
 from roofplan.models.spec import ModelSpec
 
@@ -139,11 +160,69 @@ def memory_model(model: ModelSpec, spec: SpecDecode | None) -> ModelSpec:
     return dataclasses.replace(model, **extra)
 
 
+@dataclass
+class FeatureMemory:
+    """Memory of an instance with the draft's weights and KV and a shared cached prefix."""
+
+    mem: ServeMemory  # of the target + draft, prompts holding KV for their miss only
+    kv: np.ndarray  # KV bytes per device, the one copy of the cached prefix included
+    max_batch: np.ndarray
+    fits: np.ndarray
+
+
+def feature_memory(model: ModelSpec, hw: DeviceSpec, engine: EngineProfile, cfg: ServeConfigs,
+                   spec: SpecDecode | None, prefix_hit: int) -> FeatureMemory:
+    """The draft's weights and KV are one more layer (:func:`memory_model`); each request holds KV
+    for its miss and its output; the cached prefix is one copy per attention rank, which takes the
+    room of ceil(prefix / per-request KV) requests on each rank."""
+    mem_model = memory_model(model, spec)
+    mem_cfg = dataclasses.replace(cfg, isl=np.maximum(cfg.isl - int(prefix_hit), 1)) if prefix_hit else cfg
+    mem = serve_memory(mem_model, hw, engine, mem_cfg)
+    kv_tok = kv_bytes_per_token_per_device(mem_model, cfg)
+    shared = float(prefix_hit) * kv_tok  # one copy of the cached prefix per instance (per attention rank)
+    kv = mem.kv + shared
+    per_seq = np.maximum((mem_cfg.isl + cfg.osl) * kv_tok, 1.0)
+    max_b = np.maximum(mem.max_batch - np.ceil(shared / per_seq) * cfg.dp, 0).astype(np.int64)
+    fits = mem.fits & (mem.weights_hbm + kv + mem.act <= mem.usable)
+    return FeatureMemory(mem, kv, max_b, fits)
+
+
+def check_expert_skew(expert_skew) -> float:
+    """``--expert-skew`` as a float >= 1 (max/mean routed tokens per EP rank), else exit 2."""
+    if not float(expert_skew) >= 1.0:
+        raise InputError("expert-skew", expert_skew, "a load ratio max/mean >= 1 (1 = uniform routing)")
+    return float(expert_skew)
+
+
+def speculative_round(model: ModelSpec, hw: DeviceSpec, engine: EngineProfile, cfg: ServeConfigs,
+                      spec: SpecDecode, *, seqs, context, all_seqs, mem: ServeMemory | None = None,
+                      expert_skew: float = 1.0, chunk=0.0, chunk_context=0.0, chunk_seqs=0.0) -> StepParts:
+    """One engine round of speculative decoding, composed over the pp stages: the verify pass (the
+    decode step of ``seqs`` requests per microbatch plus their k draft tokens as extra query tokens
+    at the same context, each sampling a token; plus ``chunk`` prompt tokens of ``chunk_seqs``
+    prompts at ``chunk_context`` when the round also prefills) and k sequential draft forwards over
+    all ``all_seqs`` running requests inside the same engine step (no extra step overhead)."""
+    k = float(spec.draft_tokens)
+    drafted = seqs * k
+    tokens = drafted + chunk
+    ctx = (drafted * context + chunk * chunk_context) / np.maximum(tokens, 1e-30)
+    st, fx, p2p = step_parts(model, hw, engine, cfg, tokens, ctx, seqs, context, prefill_seqs=drafted + chunk_seqs,
+                             _mem=mem, expert_skew=expert_skew)
+    pp = np.broadcast_to(cfg.pp.astype(float), st.total.shape)
+    verify = _compose(st, fx, p2p, pp, pp)
+    draft = draft_model(model, spec.method)
+    if draft is None:
+        return verify
+    d_st, _, _ = step_parts(draft, hw, engine, cfg, 0.0, 0.0, all_seqs, context, expert_skew=expert_skew)
+    return StepParts(verify.compute + k * d_st.compute, verify.memory + k * d_st.memory,
+                     verify.comm + k * d_st.comm, verify.overhead + k * d_st.overhead)
+
+
 def serve_step_ext(
     model: ModelSpec,
     hw: DeviceSpec,
     cfg: ServeConfigs,
-    engine: EngineProfile | str | None = None,
+    engine: EngineProfile,
     *,
     spec: SpecDecode | None = None,
     prefix_hit: int = 0,
@@ -151,60 +230,70 @@ def serve_step_ext(
 ) -> ServeArrays:
     """:func:`~roofplan.costmodel.serve.serve_step` with speculative decoding and a prefix-cache hit
     of ``prefix_hit`` tokens per prompt (module docstring). Same arrays, same meaning."""
-    from roofplan.costmodel.serve import serve_step, validate_serve_config
-
-    engine = load_engine(engine or cfg.engine)
     if spec is None and not prefix_hit and expert_skew == 1.0:
         return serve_step(model, hw, cfg, engine)
-    if not float(expert_skew) >= 1.0:
-        raise InputError("expert-skew", expert_skew, "a load ratio max/mean >= 1 (1 = uniform routing)")
+    skew = check_expert_skew(expert_skew)
     validate_serve_config(model, cfg)
     hit = float(prefix_hit)
-    mem_model = memory_model(model, spec)
-    mem_cfg = dataclasses.replace(cfg, isl=np.maximum(cfg.isl - int(prefix_hit), 1)) if prefix_hit else cfg
-    mem = serve_memory(mem_model, hw, engine, mem_cfg)
-    kv_tok = kv_bytes_per_token_per_device(mem_model, cfg)
-    shared = hit * kv_tok  # one copy of the cached prefix per instance (per attention rank)
-    kv = mem.kv + shared
-    per_seq = np.maximum((mem_cfg.isl + cfg.osl) * kv_tok, 1.0)
-    max_b = np.maximum(mem.max_batch - np.ceil(shared / per_seq) * cfg.dp, 0).astype(np.int64)
-    fits = mem.fits & (mem.weights_hbm + kv + mem.act <= mem.usable)
-
+    fm = feature_memory(model, hw, engine, cfg, spec, prefix_hit)
+    mem = fm.mem
     B, isl, osl, pp = (cfg.batch.astype(float), cfg.isl.astype(float), cfg.osl.astype(float), cfg.pp.astype(float))
     m = np.minimum(B, pp)
     Bm = B / m
     miss = isl - hit
-    skew = dict(expert_skew=float(expert_skew))
-    st, fx, p2p = step_parts(mem_model if spec else model, hw, engine, cfg, Bm * miss, hit + (miss + 1.0) / 2.0,
-                             0.0, 0.0, prefill_seqs=Bm, _mem=mem, **skew)
+    st, fx, p2p = step_parts(memory_model(model, spec), hw, engine, cfg, Bm * miss, hit + (miss + 1.0) / 2.0,
+                             0.0, 0.0, prefill_seqs=Bm, _mem=mem, expert_skew=skew)
     prefill = _compose(st, fx, p2p, m + pp - 1.0, pp)
     ctx = isl + osl / 2.0
     if spec is None:
-        st, fx, p2p = step_parts(model, hw, engine, cfg, 0.0, 0.0, Bm, ctx, _mem=mem, **skew)
+        st, fx, p2p = step_parts(model, hw, engine, cfg, 0.0, 0.0, Bm, ctx, _mem=mem, expert_skew=skew)
         decode = _compose(st, fx, p2p, pp, pp)
     else:
-        k = float(spec.draft_tokens)
-        st, fx, p2p = step_parts(model, hw, engine, cfg, Bm * k, ctx, Bm, ctx, prefill_seqs=Bm * k, _mem=mem, **skew)
-        verify = _compose(st, fx, p2p, pp, pp)
-        draft = draft_model(model, spec.method)
-        if draft is not None:  # k sequential draft forwards inside the same engine step (no extra step overhead)
-            d_st, _, _ = step_parts(draft, hw, engine, cfg, 0.0, 0.0, Bm * m, ctx, **skew)
-            verify = dataclasses.replace(verify)
-            verify.compute = verify.compute + k * d_st.compute
-            verify.memory = verify.memory + k * d_st.memory
-            verify.comm = verify.comm + k * d_st.comm
-            verify.overhead = verify.overhead + k * d_st.overhead
-            verify.total = verify.compute + verify.memory + verify.comm + verify.overhead
-        decode = verify.scaled(1.0 / spec.tokens_per_step)
-    ttft, tpot = prefill.total, decode.total
-    latency = ttft + (osl - 1.0) * tpot
-    tps = B * osl / latency
-    return ServeArrays(
-        ttft_s=ttft, tpot_s=tpot, latency_s=latency, output_tokens_per_s=tps,
-        output_tokens_per_s_per_gpu=tps / cfg.devices, fits=fits, max_batch=max_b,
-        mem_weights=mem.weights, mem_kv_cache=kv, mem_activations=mem.act,
-        mem_total=mem.weights_hbm + kv + mem.act, capacity=mem.capacity,
-        prefill_compute_s=prefill.compute, prefill_memory_s=prefill.memory, prefill_comm_s=prefill.comm,
-        prefill_overhead_s=prefill.overhead, decode_compute_s=decode.compute, decode_memory_s=decode.memory,
-        decode_comm_s=decode.comm, decode_overhead_s=decode.overhead,
-    )
+        decode = speculative_round(model, hw, engine, cfg, spec, seqs=Bm, context=ctx, all_seqs=Bm * m, mem=mem,
+                                   expert_skew=skew).scaled(1.0 / spec.tokens_per_step)
+    return static_arrays(cfg, prefill, decode, mem, kv=fm.kv, fits=fm.fits, max_batch_=fm.max_batch)
+
+
+@dataclass
+class ColocatedRounds:
+    """The two rounds of a colocated instance's steady state (continuous batching with chunked
+    prefill, :mod:`roofplan.solver.colocated`), each composed over the pp stages."""
+
+    mixed: StepParts  # every running request advances and a prefill chunk rides along
+    decode: StepParts  # a decode-only round
+    tokens_per_round: float  # output tokens a request gains per round (E with speculative decoding)
+    prompt_tokens: float  # prompt tokens computed per request (isl less the prefix-cache hit)
+    max_batch: np.ndarray
+
+
+def colocated_rounds(model: ModelSpec, hw: DeviceSpec, engine: EngineProfile, cfg: ServeConfigs, concurrency,
+                     chunk, microbatches, *, isl: int, osl: int, spec: SpecDecode | None = None, prefix_hit: int = 0,
+                     expert_skew: float = 1.0) -> ColocatedRounds:
+    """Rounds of ``microbatches`` = m microbatches of ``concurrency``/m running requests, the mixed
+    one carrying ``chunk``/m prompt tokens. Prompt chunks compute only the miss (``isl - prefix_hit``
+    tokens, attending to the cached prefix: mean context hit + (miss + 1)/2); decoding requests
+    attend to isl + osl/2. With speculative decoding each round is a :func:`speculative_round` and
+    yields E = ``spec.tokens_per_step`` tokens per request. Without features: the cost model's
+    mixed and decode steps (:func:`~roofplan.costmodel.serve.step_breakdown`) and ``max_batch``."""
+    C, m = concurrency, microbatches
+    hit = float(prefix_hit)
+    miss = isl - hit
+    dec_ctx = isl + osl / 2.0
+    pre_ctx = hit + (miss + 1.0) / 2.0
+    skew = check_expert_skew(expert_skew)
+    if spec is None:
+        mixed = step_breakdown(model, hw, engine, cfg, chunk / m, pre_ctx, C / m, dec_ctx,
+                               prefill_seqs=chunk / (m * miss), expert_skew=skew)
+        decode = step_breakdown(model, hw, engine, cfg, 0.0, 0.0, C / m, dec_ctx, expert_skew=skew)
+        per_round = 1.0
+    else:
+        common = dict(seqs=C / m, context=dec_ctx, all_seqs=C, expert_skew=skew)
+        mixed = speculative_round(model, hw, engine, cfg, spec, chunk=chunk / m, chunk_context=pre_ctx,
+                                  chunk_seqs=chunk / (m * miss), **common)
+        decode = speculative_round(model, hw, engine, cfg, spec, **common)
+        per_round = spec.tokens_per_step
+    if spec is None and not prefix_hit:
+        mb = max_batch(model, hw, cfg, engine)
+    else:
+        mb = feature_memory(model, hw, engine, cfg, spec, prefix_hit).max_batch
+    return ColocatedRounds(mixed, decode, per_round, miss, np.asarray(mb, dtype=np.int64))

@@ -91,12 +91,13 @@ class Instance:
         return int(s[0]) if len(self.cfg) == 1 else s.astype(float)
 
 
-def round_time(inst: Instance, prefill_tokens, prefill_context, decode_seqs, decode_context, prefill_seqs=None):
+def round_time(inst: Instance, prefill_tokens, prefill_context, decode_seqs, decode_context, prefill_seqs=None,
+               expert_skew: float = 1.0):
     """Seconds of one scheduler iteration of an instance (arrays broadcast): every running request
     advances one token and ``prefill_tokens`` prompt tokens are processed. With pp > 1 the requests
     form m = min(d, pp) microbatches (vLLM virtual engines) and an iteration is pp stage times of one
     microbatch, the composition of ``serve_step``'s decode and of the planner's colocated steady
-    state (:mod:`roofplan.solver.colocated`)."""
+    state (:mod:`roofplan.solver.colocated`). ``expert_skew``: the busiest EP rank's load (serve.step_parts)."""
     d = np.asarray(decode_seqs, dtype=float)
     pp = inst.cfg.pp.astype(float)
     m = np.clip(d, 1.0, pp if len(pp) > 1 else pp[0]) if np.any(pp > 1) else 1.0
@@ -104,7 +105,7 @@ def round_time(inst: Instance, prefill_tokens, prefill_context, decode_seqs, dec
     ps = None if prefill_seqs is None else np.asarray(prefill_seqs, dtype=float) / m
     return np.asarray(
         serve_model.step_time(inst.model, inst.hw, inst.engine, inst.cfg, p / m, prefill_context, d / m,
-                              decode_context, prefill_seqs=ps),
+                              decode_context, prefill_seqs=ps, expert_skew=expert_skew),
         dtype=float,
     )
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from roofplan.costmodel.serve_configs import ServeConfigs, act_dtype
-from roofplan.hardware.engines import EngineProfile, load_engine
+from roofplan.engines.profile import EngineProfile
 from roofplan.hardware.spec import DTYPE_BYTES, DeviceSpec
 from roofplan.models.spec import ModelSpec
 
@@ -39,15 +39,22 @@ def kv_bytes_per_token_per_device(model: ModelSpec, cfg: ServeConfigs) -> np.nda
 
 
 def state_bytes_per_seq_per_device(model: ModelSpec, cfg: ServeConfigs) -> np.ndarray:
-    """Fixed cache bytes one request holds on a device whatever its length: the windows of
-    sliding/chunked layers and the states of linear mixers (0 for a plain transformer), split
-    like the KV cache over the device's heads and pipeline stage."""
-    return model.state_bytes_per_seq(cfg.kv_dtype_resolved) / kv_shards(model, cfg.tp) / cfg.pp
+    """Fixed cache bytes one request holds on a device whatever its length (0 for a plain
+    transformer), per pipeline stage: the windows of sliding/chunked layers split like the KV
+    cache (:func:`kv_shards`), the linear mixers' states over all tp ranks, since a Gated
+    DeltaNet / Mamba-2 layer is sharded by its own heads (16-128 of them, vLLM and SGLang
+    ``num_heads // tp``), not by the full-attention layers' KV heads."""
+    lin = model.linear_state_bytes_per_seq()
+    win = model.state_bytes_per_seq(cfg.kv_dtype_resolved) - lin
+    return (win / kv_shards(model, cfg.tp) + lin / cfg.tp) / cfg.pp
 
 
-def kv_transfer_bytes(model: ModelSpec, isl, kv_dtype: str | None = "bf16") -> np.ndarray:
-    """KV cache of one prompt of ``isl`` tokens, all layers (what PD disaggregation ships)."""
-    return np.asarray(isl, dtype=float) * model.kv_bytes_per_token(kv_dtype or "bf16")
+def kv_transfer_bytes(model: ModelSpec, isl, kv_dtype: str | None = "bf16", prefix_hit=0) -> np.ndarray:
+    """KV cache of one prompt of ``isl`` tokens, all layers (what PD disaggregation ships). With a
+    prefix-cache hit of ``prefix_hit`` tokens only the miss travels: the shared prefix is held once
+    by every instance, the decode side included (``serve_features.feature_memory``)."""
+    tokens = np.maximum(np.asarray(isl, dtype=float) - np.asarray(prefix_hit, dtype=float), 0.0)
+    return tokens * model.kv_bytes_per_token(kv_dtype or "bf16")
 
 
 def _weight_params_per_device(model: ModelSpec, tp, pp, ep, dp, split: bool = False):
@@ -157,8 +164,7 @@ def serve_memory(model: ModelSpec, hw: DeviceSpec, engine: EngineProfile, cfg: S
     return ServeMemory(weights, weights_hbm, weights_ddr, kv, act, usable, capacity, fits, max_batch)
 
 
-def max_batch(model: ModelSpec, hw: DeviceSpec, cfg: ServeConfigs, engine: EngineProfile | str | None = None):
+def max_batch(model: ModelSpec, hw: DeviceSpec, cfg: ServeConfigs, engine: EngineProfile):
     """Largest B whose KV cache for isl+osl tokens per request (plus the engine's activation
     workspace and reserve) fits next to the weights; 0 when the weights alone do not fit."""
-    engine = load_engine(engine or cfg.engine)
     return serve_memory(model, hw, engine, cfg).max_batch

@@ -31,7 +31,9 @@ there).
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
+import math
 from bisect import bisect_right
 from collections import deque
 from collections.abc import Callable
@@ -39,6 +41,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from roofplan.costmodel.serve_features import SpecDecode, memory_model, speculative_round
 from roofplan.costmodel.serve_load import Instance, kv_capacity_tokens, round_time, token_budget
 from roofplan.errors import InputError
 
@@ -53,18 +56,39 @@ def _grid(lo: float, hi: float, n: int, anchors=()) -> list[float]:
     return sorted(g)
 
 
+def iteration_time(inst: Instance, prefill_tokens, prefill_context, decode_seqs, decode_context,
+                   spec: SpecDecode | None = None, expert_skew: float = 1.0) -> np.ndarray:
+    """:func:`~roofplan.costmodel.serve_load.round_time` with the serving features: the busiest EP
+    rank's ``expert_skew``, and with speculative decoding an iteration that decodes is a verify pass
+    of its requests' k draft tokens plus k draft forwards
+    (:func:`~roofplan.costmodel.serve_features.speculative_round`), with the same microbatching
+    (m = min(d, pp)); a prompt-only iteration drafts nothing."""
+    plain = round_time(inst, prefill_tokens, prefill_context, decode_seqs, decode_context, expert_skew=expert_skew)
+    if spec is None:
+        return plain
+    d = np.asarray(decode_seqs, dtype=float)
+    p = np.asarray(prefill_tokens, dtype=float)
+    pp = float(inst.cfg.pp[0])
+    m = np.clip(d, 1.0, pp) if pp > 1 else 1.0
+    spec_t = speculative_round(inst.model, inst.hw, inst.engine, inst.cfg, spec, seqs=d / m, context=decode_context,
+                               all_seqs=d, chunk=p / m, chunk_context=prefill_context,
+                               chunk_seqs=np.where(p > 0, 1.0, 0.0), expert_skew=expert_skew).total
+    return np.where(d > 0, np.asarray(spec_t, dtype=float), plain)
+
+
 class StepTable:
     """``round_time`` of one instance on a grid of (prompt tokens, prompt context, decoding
     requests, decode context), evaluated in one vectorised call; :meth:`__call__` interpolates."""
 
-    def __init__(self, inst: Instance, budget: int, max_seqs: int, max_ctx: float, anchors: dict | None = None):
+    def __init__(self, inst: Instance, budget: int, max_seqs: int, max_ctx: float, anchors: dict | None = None,
+                 time_fn=round_time):
         a = anchors or {}
         self.p = [0.0] + _grid(1, budget, 20, a.get("p", ()))
         self.cp = _grid(1, max_ctx, 7, a.get("cp", ()))
         self.d = sorted(set(range(0, min(max_seqs, 32) + 1)) | set(_grid(32, max(max_seqs, 33), 16, a.get("d", ()))))
         self.cd = _grid(1, max_ctx, 7, a.get("cd", ()))
         P, CP, D, CD = np.meshgrid(self.p, self.cp, self.d, self.cd, indexing="ij")
-        t = round_time(inst, P.ravel(), CP.ravel(), D.ravel(), CD.ravel())
+        t = time_fn(inst, P.ravel(), CP.ravel(), D.ravel(), CD.ravel())
         self.table = t.tolist()
         self.shape = P.shape
         self._s = (self.shape[1] * self.shape[2] * self.shape[3], self.shape[2] * self.shape[3], self.shape[3])
@@ -128,6 +152,91 @@ class SimResult:
         return {"mean": float(x.mean()), **{f"p{p}": float(np.percentile(x, p)) for p in (50, 90, 99)}}
 
 
+def _closed_loop_arrivals(step, arrival: list[float], kv_prompt, gen_target, closed: int, prefix: int = 0) -> None:
+    """A closed loop of ``closed`` clients: the first C requests start spread over one request
+    lifetime (desynchronised clients), the rest wait for completions (arrival = inf, in place)."""
+    n = len(arrival)
+    c0 = min(closed, n)
+    ctx = prefix + sum(kv_prompt) / n + sum(gen_target) / (2 * n)
+    life = max(sum(gen_target) / n, 1.0) * step(0.0, 1.0, float(c0), ctx)
+    arrival[:] = [life * k / c0 for k in range(c0)] + [float("inf")] * (n - c0)
+
+
+class _Requests:
+    """Per-request state of one simulated instance (lists indexed by request) and the per-request
+    events: entering decoding, completion, preemption, the end of a prompt. The engine loop of
+    :func:`run_instance` keeps the per-iteration totals (running requests, their context) itself."""
+
+    def __init__(self, arrival, prompt, kv_prompt, gen_target, closed, api_s=0.0, per_round=1.0):
+        n = len(arrival)
+        self.api_s = api_s  # the API server's per-request time: a closed loop's next request waits for it
+        self.per_round = per_round  # tokens a decoding request gains per iteration (speculative: E)
+        self.n, self.arrival, self.kv_prompt, self.gen_target, self.closed = n, arrival, kv_prompt, gen_target, closed
+        self.first = [float("nan")] * n
+        self.finish = [float("nan")] * n
+        self.begun = [float("nan")] * n  # start of the first iteration that computes its prompt (or admits it)
+        self.gen = [0] * n  # tokens produced
+        self.todo = list(prompt)  # prompt tokens still to compute
+        self.done_pre = [0] * n
+        self.base = [0] * n  # context when entering decoding
+        self.start = [0] * n  # iteration index when entering decoding
+        self.epoch = [0] * n
+        self.heap: list = []  # (finish iteration, request, epoch)
+        self.order: list[int] = []  # decoding requests by admission, for LIFO preemption
+        self.decoding: set = set()
+        self.waiting: deque = deque()
+        self.finished = 0
+
+    def enter_decode(self, i: int, it: int) -> int:
+        """Request i decodes from iteration ``it``; returns its context (KV tokens)."""
+        self.base[i] = self.kv_prompt[i] + self.gen[i]
+        self.start[i] = it
+        left = self.gen_target[i] - self.gen[i]
+        rounds = left if self.per_round == 1.0 else math.ceil(left / self.per_round)
+        heapq.heappush(self.heap, (it + rounds, i, self.epoch[i]))
+        self.decoding.add(i)
+        self.order.append(i)
+        return self.base[i]
+
+    def complete(self, i: int, now: float) -> None:
+        """Request i is done at ``now``; a closed loop sends the next request then."""
+        self.finish[i] = now
+        self.finished += 1
+        k = self.finished - 1
+        if self.closed is not None and self.closed + k < self.n:
+            self.arrival[self.closed + k] = now + self.api_s
+
+    def preempt_newest(self, it: int) -> int:
+        """vLLM recompute preemption of the most recently admitted decoding request: it returns to
+        the head of the queue to recompute its prompt and the tokens it produced; returns the
+        context it held."""
+        order, decoding = self.order, self.decoding
+        while order and order[-1] not in decoding:
+            order.pop()
+        v = order.pop()
+        decoding.discard(v)
+        grown = (it - self.start[v]) * self.per_round
+        self.gen[v] = min(self.gen[v] + int(round(grown)), self.gen_target[v] - 1)
+        self.epoch[v] += 1
+        self.todo[v] = self.kv_prompt[v] + self.gen[v]
+        self.done_pre[v] = 0
+        self.waiting.appendleft(v)
+        return self.base[v] + grown
+
+    def prompt_done(self, i: int, now: float, it: int, block: int) -> tuple[int, int]:
+        """Request i's prompt is computed at ``now``: its first token, then decoding (or done).
+        Returns (prompt blocks released, context entering decoding or -1)."""
+        freed = -(-(self.kv_prompt[i] + self.gen[i]) // block)
+        self.todo[i] = 0
+        if self.gen[i] == 0:
+            self.gen[i] = 1
+            self.first[i] = now
+        if self.gen[i] >= self.gen_target[i]:
+            self.complete(i, now)
+            return freed, -1
+        return freed, self.enter_decode(i, it)
+
+
 def run_instance(
     step: Callable[[float, float, float, float], float],
     arrival: list[float],
@@ -141,57 +250,33 @@ def run_instance(
     kv_blocks: int,
     block: int = BLOCK_TOKENS,
     closed: int | None = None,
+    prefix: int = 0,
     api_s: float = 0.0,
+    per_round: float = 1.0,
 ) -> tuple[list[float], list[float], list[float], dict]:
     """Simulate one instance. Request i arrives at ``arrival[i]`` (sorted), must compute
     ``prompt[i]`` prompt tokens (0: its KV arrives ready, disaggregated decode), holds ``kv_prompt[i]``
     tokens of KV once admitted and produces ``gen_target[i]`` tokens (the first at the end of its
     prefill). ``closed=C``: a closed loop of C clients instead -- the first C requests arrive at 0
     and each completion sends the next one, which reaches the engine ``api_s`` (the API server's
-    per-request time) later (``arrival`` is overwritten in place). Returns
-    (first-token times, finish times, first-decode times, counters)."""
+    per-request time) later (``arrival`` is overwritten in place). ``prefix``: tokens
+    of every prompt already in the prefix cache (shared, held outside ``kv_blocks``): prompts and
+    decoding requests attend to them on top of their own tokens. ``per_round``: tokens a decoding
+    request gains per iteration (speculative decoding: E, as a mean). Returns (first-token times,
+    finish times, first-decode times, counters)."""
     n = len(arrival)
-    if closed is not None:  # the first C start spread over one request lifetime (desynchronised clients)
-        c0 = min(closed, n)
-        life = max(sum(gen_target) / n, 1.0) * step(0.0, 1.0, float(c0), sum(kv_prompt) / n + sum(gen_target) / (2 * n))
-        arrival[:] = [life * k / c0 for k in range(c0)] + [float("inf")] * (n - c0)
-    first = [float("nan")] * n
-    finish = [float("nan")] * n
-    begun = [float("nan")] * n  # start of the first iteration that computes its prompt (or admits it)
-    gen = [0] * n  # tokens produced
-    todo = list(prompt)  # prompt tokens still to compute
-    done_pre = [0] * n
-    base = [0] * n  # context when entering decoding
-    start = [0] * n  # iteration index when entering decoding
-    epoch = [0] * n
+    if closed is not None:
+        _closed_loop_arrivals(step, arrival, kv_prompt, gen_target, closed, prefix)
+    R = _Requests(arrival, prompt, kv_prompt, gen_target, closed, api_s, per_round)
+    first, begun, gen, todo, done_pre = R.first, R.begun, R.gen, R.todo, R.done_pre
+    base, start, epoch, heap, decoding, waiting = R.base, R.start, R.epoch, R.heap, R.decoding, R.waiting
     cap_req = max(budget // share, 1)
     t = 0.0
-    it = 0
-    nxt = 0
-    waiting: deque = deque()
-    prefilling: list[int] = []
-    heap: list = []  # (finish iteration, request, epoch)
-    order: list[int] = []  # decoding requests by admission, for LIFO preemption
-    decoding = set()
-    d = 0
-    sum_ctx = 0
+    it = nxt = d = sum_ctx = preempt = 0
     blocks_pre = 0  # blocks held by admitted, not-yet-decoding requests
-    preempt = 0
-    area_d = 0.0
-    busy = 0.0
-    finished = 0
-
-    def enter_decode(i: int) -> None:
-        nonlocal d, sum_ctx
-        base[i] = kv_prompt[i] + gen[i]
-        start[i] = it
-        heapq.heappush(heap, (it + gen_target[i] - gen[i], i, epoch[i]))
-        decoding.add(i)
-        order.append(i)
-        d += 1
-        sum_ctx += base[i]
-
-    while finished < n:
+    area_d = busy = 0.0
+    prefilling: list[int] = []
+    while R.finished < n:
         while nxt < n and arrival[nxt] <= t:
             waiting.append(nxt)
             nxt += 1
@@ -214,21 +299,12 @@ def run_instance(
                 gen[i] = max(gen[i], 1)
                 if first[i] != first[i]:
                     first[i] = begun[i] = t
-                enter_decode(i)
+                d += 1
+                sum_ctx += R.enter_decode(i, it)
         # preemption when the decoding requests' next tokens do not fit
         while d > 1 and (sum_ctx + d) / block + 0.5 * d + blocks_pre > kv_blocks:
-            while order and order[-1] not in decoding:
-                order.pop()
-            v = order.pop()
-            decoding.discard(v)
             d -= 1
-            ctx = base[v] + (it - start[v])
-            sum_ctx -= ctx
-            gen[v] = gen[v] + (it - start[v])
-            epoch[v] += 1
-            todo[v] = kv_prompt[v] + gen[v]  # recompute prompt and generated tokens
-            done_pre[v] = 0
-            waiting.appendleft(v)
+            sum_ctx -= R.preempt_newest(it)
             preempt += 1
         # build the iteration
         left = budget - d
@@ -240,7 +316,7 @@ def run_instance(
             take = min(todo[i] - done_pre[i], left, cap_req)
             if begun[i] != begun[i]:
                 begun[i] = t
-            ctx_w += take * (done_pre[i] + (take + 1) / 2.0)
+            ctx_w += take * (prefix + done_pre[i] + (take + 1) / 2.0)
             done_pre[i] += take
             p += take
             left -= take
@@ -249,44 +325,34 @@ def run_instance(
                 t = max(t, arrival[nxt])
                 continue
             break  # nothing can run (a prompt larger than the budget with no room): stop
-        dt = step(float(p), ctx_w / p if p else 1.0, float(d), sum_ctx / d if d else 1.0)
+        dt = step(float(p), ctx_w / p if p else 1.0, float(d), sum_ctx / d + prefix if d else 1.0)
         t += dt
         it += 1
         busy += dt
         area_d += d * dt
-        sum_ctx += d
+        sum_ctx += d * per_round
         while heap and heap[0][0] <= it:
             f_it, i, ep = heapq.heappop(heap)
             if ep != epoch[i] or i not in decoding:
                 continue
             decoding.discard(i)
             d -= 1
-            sum_ctx -= base[i] + (it - start[i])
-            finish[i] = t
+            sum_ctx -= base[i] + (it - start[i]) * per_round
             gen[i] = gen_target[i]
-            finished += 1
-            if closed is not None and closed + finished - 1 < n:
-                arrival[closed + finished - 1] = t + api_s
+            R.complete(i, t)
         still = []
         for i in prefilling:
             if done_pre[i] < todo[i]:
                 still.append(i)
                 continue
-            blocks_pre -= -(-(kv_prompt[i] + gen[i]) // block)
-            todo[i] = 0
-            if gen[i] == 0:
-                gen[i] = 1
-                first[i] = t
-            if gen[i] >= gen_target[i]:
-                finish[i] = t
-                finished += 1
-                if closed is not None and closed + finished - 1 < n:
-                    arrival[closed + finished - 1] = t + api_s
-            else:
-                enter_decode(i)
+            freed, ctx = R.prompt_done(i, t, it, block)
+            blocks_pre -= freed
+            if ctx >= 0:
+                d += 1
+                sum_ctx += ctx
         prefilling = still
     stats = {"iterations": it, "preemptions": preempt, "area_d": area_d, "busy": busy, "end": t, "begun": begun}
-    return first, finish, [float(x) for x in start], stats
+    return R.first, R.finish, [float(x) for x in start], stats
 
 
 def _route(n: int, k: int, router: str, rng) -> np.ndarray:
@@ -303,21 +369,31 @@ def poisson_arrivals(n: int, rate: float, seed: int = 0) -> np.ndarray:
     return np.cumsum(gaps)
 
 
-def _instance_limits(inst: Instance, isl, osl) -> tuple[int, float, int, float]:
+def _instance_limits(inst: Instance, isl, osl, prefix: int = 0, spec: SpecDecode | None = None,
+                     ) -> tuple[int, float, int, float]:
+    """(token budget, sequence cap, free KV blocks, longest context) of an instance; a cached prefix
+    of ``prefix`` tokens holds its blocks once per attention-DP rank; a draft network's weights and
+    KV take their room (serve_features.memory_model)."""
     budget = token_budget(inst, int(np.max(isl)))
-    blocks = int(kv_capacity_tokens(inst) // BLOCK_TOKENS)
+    held = inst if spec is None else dataclasses.replace(inst, model=memory_model(inst.model, spec))
+    blocks = int(kv_capacity_tokens(held) // BLOCK_TOKENS) - inst.dp * -(-int(prefix) // BLOCK_TOKENS)
     max_seqs = float(inst.engine.max_num_seqs or 10**9)
     max_ctx = float(np.max(np.asarray(isl) + np.asarray(osl)))
     return budget, max_seqs, blocks, max_ctx
 
 
-def _table(inst: Instance, isl, osl, budget, max_seqs, blocks, max_ctx, prefill_only=False) -> StepTable:
+def _table(inst: Instance, isl, osl, budget, max_seqs, blocks, max_ctx, prefill_only=False, prefix=0,
+           spec: SpecDecode | None = None, expert_skew: float = 1.0) -> StepTable:
+    """The step table over the contexts this workload reaches (prompts of ``isl`` tokens of which
+    ``prefix`` are cached: chunks of the miss at context prefix + (miss+1)/2)."""
     mean_ctx = float(np.mean(np.asarray(isl) + np.asarray(osl) / 2.0))
-    seq_cap = int(min(max_seqs, blocks * BLOCK_TOKENS / max(mean_ctx, 1.0) * 2 + 8))
-    u = np.unique(isl)
+    seq_cap = int(min(max_seqs, max(blocks, 0) * BLOCK_TOKENS / max(mean_ctx - prefix, 1.0) * 2 + 8))
+    u = np.unique(np.asarray(isl) - prefix)
     few = u if len(u) <= 4 else u[:0]  # grid points at the prompt lengths of a fixed-length workload
-    anchors = {"p": [float(x) for x in few], "cp": [(float(x) + 1) / 2 for x in few], "cd": [mean_ctx]}
-    return StepTable(inst, budget, 0 if prefill_only else max(seq_cap, 1), max_ctx, anchors)
+    anchors = {"p": [float(x) for x in few], "cp": [prefix + (float(x) + 1) / 2 for x in few], "cd": [mean_ctx]}
+    plain = spec is None and expert_skew == 1.0
+    fn = round_time if plain else (lambda i, *a: iteration_time(i, *a, spec=spec, expert_skew=expert_skew))
+    return StepTable(inst, budget, 0 if prefill_only else max(seq_cap, 1), max_ctx, anchors, time_fn=fn)
 
 
 def _times(first, finish, osl):
@@ -329,26 +405,52 @@ def _times(first, finish, osl):
     return first, finish, tpot
 
 
+@dataclass
+class _Counters:
+    """Per-instance counters of :func:`run_instance` summed over the instances of a deployment."""
+
+    iterations: int = 0
+    preemptions: int = 0
+    area_d: float = 0.0  # decoding requests x seconds
+    busy: float = 0.0
+    end: float = 0.0
+
+    def add(self, st: dict, decoding: bool = True) -> None:
+        """Add one instance's ``stats``; prefill-only instances (``decoding=False``) add no
+        decode area and do not set the end of the run."""
+        self.iterations += st["iterations"]
+        self.preemptions += st["preemptions"]
+        self.busy += st["busy"]
+        if decoding:
+            self.area_d += st["area_d"]
+            self.end = max(self.end, st["end"])
+
+
 def simulate_colocated(
     inst: Instance, isl, osl, arrival_s=None, *, instances: int = 1, router: str = "round-robin", seed: int = 0,
-    concurrency: int | None = None,
+    concurrency: int | None = None, prefix_hit: int = 0, spec: SpecDecode | None = None, expert_skew: float = 1.0,
 ) -> SimResult:
     """``instances`` colocated replicas of ``inst`` behind a router, fed ``arrival_s`` or a closed
     loop of ``concurrency`` clients (split evenly over the replicas). A request reaches the engine
     the engine's ``request_overhead_s`` after its client sends it (the API server's time); TTFT and
-    latency count from the send."""
+    latency count from the send. ``prefix_hit``: prompt tokens
+    every request finds in the prefix cache (one shared copy per attention-DP rank): prompts
+    compute and hold KV for the rest only. ``spec``: speculative decoding, each decoding request
+    gaining E = ``spec.tokens_per_step`` tokens per iteration; ``expert_skew``: the busiest EP rank's
+    routed load over the mean."""
     isl = np.asarray(isl, dtype=np.int64)
     osl = np.asarray(osl, dtype=np.int64)
     arr = np.zeros(len(isl)) if arrival_s is None else np.array(arrival_s, dtype=float)
     api = float(inst.engine.request_overhead_s)
-    budget, max_seqs, blocks, max_ctx = _instance_limits(inst, isl, osl)
-    table = _table(inst, isl, osl, budget, max_seqs, blocks, max_ctx)
+    budget, max_seqs, blocks, max_ctx = _instance_limits(inst, isl, osl, prefix_hit, spec)
+    table = _table(inst, isl, osl, budget, max_seqs, blocks, max_ctx, prefix=prefix_hit, spec=spec,
+                   expert_skew=expert_skew)
+    miss = isl - int(prefix_hit)
     where = _route(len(arr), instances, router, np.random.default_rng(seed + 1))
     ttft = np.full(len(arr), np.nan)
     fin = np.full(len(arr), np.nan)
     wait = np.full(len(arr), np.nan)
-    its = pre = 0
-    area = busy = end = 0.0
+    tot = _Counters()
     for k in range(instances):
         idx = np.nonzero(where == k)[0]
         if len(idx) == 0:
@@ -356,24 +458,20 @@ def simulate_colocated(
         a = (arr[idx] + api).tolist()  # engine arrivals
         clients = None if concurrency is None else max(concurrency // instances + (k < concurrency % instances), 1)
         f, e, _, st = run_instance(
-            table, a, isl[idx].tolist(), isl[idx].tolist(), osl[idx].tolist(),
+            table, a, miss[idx].tolist(), miss[idx].tolist(), osl[idx].tolist(),
             budget=budget, share=inst.pp * inst.dp, max_seqs=max_seqs, kv_blocks=blocks, closed=clients,
-            api_s=api,
+            prefix=int(prefix_hit), api_s=api, per_round=1.0 if spec is None else spec.tokens_per_step,
         )
         arr[idx] = np.asarray(a) - api  # the clients' send times
         wait[idx] = np.asarray(st["begun"]) - np.asarray(a)
         ttft[idx] = np.asarray(f) - arr[idx]
         fin[idx] = e
-        its += st["iterations"]
-        pre += st["preemptions"]
-        area += st["area_d"]
-        busy += st["busy"]
-        end = max(end, st["end"])
+        tot.add(st)
     first_abs = ttft + arr
     _, _, tpot = _times(first_abs, fin, osl)
-    span = max(end - float(arr.min()), 1e-12)
-    return SimResult(arr, ttft, tpot, fin - arr, wait, isl, osl, span, its, pre, area / span / instances,
-                     busy / span / instances)
+    span = max(tot.end - float(arr.min()), 1e-12)
+    return SimResult(arr, ttft, tpot, fin - arr, wait, isl, osl, span, tot.iterations, tot.preemptions,
+                     tot.area_d / span / instances, tot.busy / span / instances)
 
 
 def simulate_disagg(
@@ -388,17 +486,25 @@ def simulate_disagg(
     transfer_s: Callable[[np.ndarray], np.ndarray],
     router: str = "round-robin",
     seed: int = 0,
+    prefix_hit: int = 0,
+    spec: SpecDecode | None = None,
+    expert_skew: float = 1.0,
 ) -> SimResult:
     """xPyD: prompts on ``prefill_instances`` replicas of ``prefill``, then after the KV transfer
-    ``transfer_s(isl)`` the decode on ``decode_instances`` replicas of ``decode``."""
+    ``transfer_s(isl)`` the decode on ``decode_instances`` replicas of ``decode``. ``prefix_hit``
+    as in :func:`simulate_colocated`, on both sides (``transfer_s`` ships what it charges for);
+    ``spec`` on the decode side, ``expert_skew`` on both."""
     isl = np.asarray(isl, dtype=np.int64)
     osl = np.asarray(osl, dtype=np.int64)
     arr = np.asarray(arrival_s, dtype=float)
     n = len(arr)
     rng = np.random.default_rng(seed + 1)
     ones = [1] * n
-    bp, sp, kp, cp = _instance_limits(prefill, isl, np.ones_like(osl))
-    tab_p = _table(prefill, isl, np.ones_like(osl), bp, sp, kp, cp, prefill_only=True)
+    hit = int(prefix_hit)
+    miss = isl - hit
+    bp, sp, kp, cp = _instance_limits(prefill, isl, np.ones_like(osl), hit)
+    tab_p = _table(prefill, isl, np.ones_like(osl), bp, sp, kp, cp, prefill_only=True, prefix=hit,
+                   expert_skew=expert_skew)
     # pp > 1: successive passes overlap in the pipeline (GPipe steady state, as the planner's prefill
     # rate): pp passes in flight, each taking the full pp-stage time -- pp virtual servers per instance
     depth = prefill.pp
@@ -406,46 +512,39 @@ def simulate_disagg(
     wp = _route(n, prefill_instances * depth, router, rng)
     ready = np.full(n, np.nan)
     wait = np.full(n, np.nan)
-    its = pre = 0
-    busy = end = 0.0
+    tot = _Counters()
     api = float(prefill.engine.request_overhead_s)  # the prefill side's API server takes the request
     for k in range(prefill_instances * depth):
         idx = np.nonzero(wp == k)[0]
         if len(idx) == 0:
             continue
         f, _, _, st = run_instance(
-            tab_p, (arr[idx] + api).tolist(), isl[idx].tolist(), isl[idx].tolist(), [ones[0]] * len(idx),
-            budget=bp, share=prefill.pp * prefill.dp, max_seqs=sp, kv_blocks=kp,
+            tab_p, (arr[idx] + api).tolist(), miss[idx].tolist(), miss[idx].tolist(), [ones[0]] * len(idx),
+            budget=bp, share=prefill.pp * prefill.dp, max_seqs=sp, kv_blocks=kp, prefix=hit,
         )
         ready[idx] = np.asarray(f) + np.asarray(transfer_s(isl[idx]), dtype=float)
         wait[idx] = np.asarray(st["begun"]) - (arr[idx] + api)
-        its += st["iterations"]
-        pre += st["preemptions"]
-        busy += st["busy"]
-    bd, sd, kd, cd = _instance_limits(decode, isl, osl)
-    tab_d = _table(decode, isl, osl, bd, sd, kd, cd)
+        tot.add(st, decoding=False)
+    bd, sd, kd, cd = _instance_limits(decode, isl, osl, hit, spec)
+    tab_d = _table(decode, isl, osl, bd, sd, kd, cd, prefix=hit, spec=spec, expert_skew=expert_skew)
     order = np.argsort(ready, kind="stable")
     wd = np.empty(n, dtype=np.int64)
     wd[order] = _route(n, decode_instances, router, rng)
     first = np.full(n, np.nan)
     fin = np.full(n, np.nan)
-    area = 0.0
     for k in range(decode_instances):
         idx = order[wd[order] == k]
         if len(idx) == 0:
             continue
         f, e, _, st = run_instance(
-            tab_d, ready[idx].tolist(), [0] * len(idx), isl[idx].tolist(), osl[idx].tolist(),
-            budget=bd, share=decode.pp * decode.dp, max_seqs=sd, kv_blocks=kd,
+            tab_d, ready[idx].tolist(), [0] * len(idx), miss[idx].tolist(), osl[idx].tolist(),
+            budget=bd, share=decode.pp * decode.dp, max_seqs=sd, kv_blocks=kd, prefix=hit,
+            per_round=1.0 if spec is None else spec.tokens_per_step,
         )
         first[idx] = f
         fin[idx] = e
-        its += st["iterations"]
-        pre += st["preemptions"]
-        area += st["area_d"]
-        busy += st["busy"]
-        end = max(end, st["end"])
+        tot.add(st)
     _, _, tpot = _times(first, fin, osl)
-    span = max(end - float(arr[0]), 1e-12)
-    return SimResult(arr, first - arr, tpot, fin - arr, wait, isl, osl, span, its, pre,
-                     area / span / decode_instances, busy / span / (prefill_instances + decode_instances))
+    span = max(tot.end - float(arr[0]), 1e-12)
+    return SimResult(arr, first - arr, tpot, fin - arr, wait, isl, osl, span, tot.iterations, tot.preemptions,
+                     tot.area_d / span / decode_instances, tot.busy / span / (prefill_instances + decode_instances))

@@ -457,13 +457,16 @@ class ModelSpec:
         win = self.window_layers * self.window.window * self._kv_elems_per_layer() if self.window else 0
         return win + (self.linear_layers * self.linear.state_elems if self.linear else 0)
 
+    def linear_state_bytes_per_seq(self) -> float:
+        """Bytes of the linear mixers' states of one sequence, in fp32 (``mamba_ssm_dtype`` /
+        ``mamba_ssm_cache_dtype`` float32 in the Qwen3.5 and Nemotron-H configs)."""
+        return (self.linear_layers * self.linear.state_elems if self.linear else 0) * 4.0
+
     def state_bytes_per_seq(self, dtype: str = "bf16") -> float:
         """Bytes of :meth:`state_elems_per_seq`: windows in the KV dtype, linear-mixer states in
-        fp32 (``mamba_ssm_dtype`` / ``mamba_ssm_cache_dtype`` float32 in the Qwen3.5 and
-        Nemotron-H configs)."""
-        win = self.state_elems_per_seq() - (self.linear_layers * self.linear.state_elems if self.linear else 0)
+        fp32 (:meth:`linear_state_bytes_per_seq`)."""
         lin = self.linear_layers * self.linear.state_elems if self.linear else 0
-        return win * DTYPE_BYTES[dtype] + lin * 4.0
+        return (self.state_elems_per_seq() - lin) * DTYPE_BYTES[dtype] + self.linear_state_bytes_per_seq()
 
     def kv_bytes_per_token(self, dtype: str = "bf16") -> float:
         return self.kv_elems_per_token() * DTYPE_BYTES[dtype]

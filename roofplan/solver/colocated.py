@@ -24,6 +24,11 @@ prompt tokens. Attention-DP ranks (MoE) each schedule their own requests, so a r
 chunk/dp of the chunk: TTFT = ceil(isl·m·dp / chunk) rounds.
 * throughput = C / TPOT output tokens/s; request rate = C / (osl · TPOT)
 
+Speculative decoding, prefix caching and expert skew (``features``): a round yields E tokens per
+request (TPOT = the mean round / E; a request leaves after osl/E rounds), prompt chunks compute only
+the prefix-cache miss, and the busiest EP rank paces the MoE layers
+(:func:`~roofplan.costmodel.serve_features.colocated_rounds`).
+
 Attended context: a prompt's chunks attend on average to (isl+1)/2 keys (the causal triangle averaged
 over its chunks); decoding requests to isl + osl/2 (their mean context over the O steps).
 """
@@ -35,6 +40,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from roofplan.costmodel import serve as serve_model
+from roofplan.costmodel.serve_features import colocated_rounds
 from roofplan.solver.serve_space import Shapes
 
 
@@ -68,8 +74,12 @@ def colocated_metrics(
     dtype: str,
     kv_dtype: str | None,
     engine_name: str,
+    features=None,
 ) -> ColocatedArrays:
-    """Evaluate every (shape, concurrency, chunk) candidate at once (all arrays length N)."""
+    """Evaluate every (shape, concurrency, chunk) candidate at once (all arrays length N).
+    ``features`` = (SpecDecode or None, prefix-hit tokens, expert skew) adds speculative decoding
+    (E tokens per request per round), prefix caching (only the miss is prefilled) and skewed expert
+    load (:func:`~roofplan.costmodel.serve_features.colocated_rounds`)."""
     C = np.asarray(concurrency, dtype=np.int64)
     chunk = np.asarray(chunk, dtype=float)
     cfg = serve_model.ServeConfigs(
@@ -84,27 +94,26 @@ def colocated_metrics(
         kv_dtype=kv_dtype,
         engine=engine_name,
     )
-    dec_ctx = isl + osl / 2.0
-    pre_ctx = (isl + 1.0) / 2.0
     # Pipeline parallel: the running requests are split into m = min(C, pp) microbatches, one per
     # virtual engine (vLLM), and a round (every request advances one token) takes pp stage times of
     # one microbatch -- the same composition as the cost model's static decode (serve_step).
     m = np.minimum(C, shapes.pp).astype(float)
-    mix = serve_model.step_breakdown(
-        model, hw, engine, cfg, chunk / m, pre_ctx, C / m, dec_ctx, prefill_seqs=chunk / (m * isl)
-    )
-    dec = serve_model.step_breakdown(model, hw, engine, cfg, 0.0, 0.0, C / m, dec_ctx)
+    spec, hit, skew = features or (None, 0, 1.0)
+    r = colocated_rounds(model, hw, engine, cfg, C, chunk, m, isl=isl, osl=osl, spec=spec, prefix_hit=hit,
+                         expert_skew=skew)
+    mix, dec, E = r.mixed, r.decode, r.tokens_per_round
     t_mix = np.asarray(mix.total, dtype=float)
     t_dec = np.asarray(dec.total, dtype=float)
-    f = C * float(isl) / (float(osl) * chunk)
+    # a request leaves after osl/E rounds; its replacement's miss must be prefilled meanwhile
+    f = C * float(r.prompt_tokens) / (float(osl) / E * chunk)
     balanced = f <= 1.0
     fc = np.minimum(f, 1.0)
-    tpot = fc * t_mix + (1.0 - fc) * t_dec
+    tpot = (fc * t_mix + (1.0 - fc) * t_dec) / E
     # a request lives in one microbatch and on one attention-DP rank, so its prompt advances
     # chunk/(m·dp) tokens per round
-    ttft = np.ceil(isl * m * shapes.dp / chunk) * t_mix
-    mb = np.asarray(serve_model.max_batch(model, hw, cfg, engine), dtype=np.int64)
+    ttft = np.ceil(r.prompt_tokens * m * shapes.dp / chunk) * t_mix
+    mb = r.max_batch
     fits = (C <= mb) & balanced
     tokens = C / tpot
-    busy = fc * (mix.compute + mix.memory) + (1.0 - fc) * (dec.compute + dec.memory)
+    busy = (fc * (mix.compute + mix.memory) + (1.0 - fc) * (dec.compute + dec.memory)) / E
     return ColocatedArrays(ttft, tpot, tokens / osl, tokens, f, t_mix, t_dec, fits, mb, balanced, busy)

@@ -110,7 +110,9 @@ def decode_goodput(rate, batch, tpot, osl: int, p: float, slack_s) -> np.ndarray
 
 def confirm(model, hw, engine, best: dict, request: dict, p: float, rate_rps: float, seed: int = 0) -> dict:
     """Simulate the deployment ``best`` (a plan's best) at ``rate_rps`` requests/s and report its
-    P-th percentile TTFT and TPOT against the targets."""
+    P-th percentile TTFT and TPOT against the targets; ``request["speculative"]`` (a SpecDecode) and
+    ``request["prefix_hit"]`` (tokens) and ``request["expert_skew"]`` are simulated as the plan
+    modelled them."""
     from roofplan.serving import kv_transfer_s
 
     isl, osl = int(request["isl"]), int(request["osl"])
@@ -118,6 +120,8 @@ def confirm(model, hw, engine, best: dict, request: dict, p: float, rate_rps: fl
     L, Lo = np.full(n, isl), np.full(n, osl)
     arr = serve_sim.poisson_arrivals(n, rate_rps, seed)
     common = dict(dtype=request["dtype"], kv_dtype=request["kv_dtype"], engine=engine.name)
+    spec, hit = request.get("speculative"), int(request.get("prefix_hit") or 0)
+    skew = float(request.get("expert_skew") or 1.0)
 
     def make(d: dict, eng) -> serve_load.Instance:
         cfg = serve_model.ServeConfigs(tp=d["tp"], pp=d["pp"], ep=d["ep"], dp=d["dp"], batch=1, isl=isl, osl=osl,
@@ -127,7 +131,8 @@ def confirm(model, hw, engine, best: dict, request: dict, p: float, rate_rps: fl
     dec = best["decode"]
     if best["mode"] == "colocated":
         eng = engine.replace(max_num_seqs=int(dec["batch"]), max_num_batched_tokens=int(dec["max_num_batched_tokens"]))
-        res = serve_sim.simulate_colocated(make(dec, eng), L, Lo, arr, instances=int(best["instances"]))
+        res = serve_sim.simulate_colocated(make(dec, eng), L, Lo, arr, instances=int(best["instances"]),
+                                           prefix_hit=hit, spec=spec, expert_skew=skew)
     else:
         pre = best["prefill"]
         pi = make(pre, engine.replace(max_num_batched_tokens=max(int(pre["batch"]) * isl, isl)))
@@ -135,7 +140,8 @@ def confirm(model, hw, engine, best: dict, request: dict, p: float, rate_rps: fl
         same = int(pre["gpus_per_instance"]) + int(dec["gpus_per_instance"]) <= hw.devices_per_node
         res = serve_sim.simulate_disagg(pi, di, L, Lo, arr, prefill_instances=int(pre["instances"]),
                                         decode_instances=int(dec["instances"]),
-                                        transfer_s=lambda x: kv_transfer_s(pi, di, x, same))
+                                        transfer_s=lambda x: kv_transfer_s(pi, di, x, same, hit), prefix_hit=hit,
+                                        spec=spec, expert_skew=skew)
     ttft = _pct(res.ttft_s, p)
     tpot = _pct(res.tpot_s, p)
     t_lim, p_lim = request.get("ttft_ms"), request.get("tpot_ms")

@@ -214,7 +214,7 @@ def _evaluate(S: _Search) -> None:
             eng = engine_for(S, pool, "colocated")
             if S.slo_percentile is None:
                 R = evaluate_colocated(S.model, pool, eng, shapes, isl=S.isl, osl=S.osl, ttft_s=S.ttft_s,
-                                       tpot_s=S.tpot_s, **common)
+                                       tpot_s=S.tpot_s, features=S.features, **common)
             else:
                 R = evaluate_colocated_percentile(S.model, pool, eng, shapes, isl=S.isl, osl=S.osl, ttft_s=S.ttft_s,
                                                   tpot_s=S.tpot_s, p=S.slo_percentile, **common)
@@ -317,17 +317,21 @@ def _request_doc(S: _Search, ttft_ms, tpot_ms, rate) -> dict:
     return request
 
 
-def _features(mode: str, isl: int, speculative, prefix_hit, expert_skew) -> tuple[tuple | None, str]:
+def _features(mode: str, isl: int, speculative, prefix_hit, expert_skew, slo_percentile) -> tuple[tuple | None, str]:
     """(SpecDecode or None, prefix-hit tokens, expert skew) when any is asked for, and the mode:
-    with any of them only disaggregated deployments are searched."""
+    under a percentile target only disaggregated deployments take them (the percentile colocated
+    model does not)."""
     if speculative is None and prefix_hit is None and expert_skew == 1.0:
         return None, mode
     from roofplan.costmodel.serve_features import resolve_prefix_hit
 
+    features = (speculative, resolve_prefix_hit(prefix_hit, isl), float(expert_skew))
+    if slo_percentile is None:
+        return features, mode
     if mode == "colocated":
-        raise InputError("mode", mode, "auto or disagg (speculative decoding, prefix caching and expert "
-                         "skew are modelled for prefill and decode instances)")
-    return (speculative, resolve_prefix_hit(prefix_hit, isl), float(expert_skew)), "disagg"
+        raise InputError("mode", mode, "auto or disagg under a percentile target (--slo-percentile 0 "
+                         "plans colocated with speculative decoding, prefix caching or expert skew)")
+    return features, "disagg"
 
 
 def _setup(model: ModelSpec, hw, engine, *, gpus, isl, osl, ttft_ms, tpot_ms, rate, mode, dtype, kv_dtype,
@@ -345,7 +349,7 @@ def _setup(model: ModelSpec, hw, engine, *, gpus, isl, osl, ttft_ms, tpot_ms, ra
     objective = effective_objective(pools, objective)
     if len(pools) > 1 and mode == "colocated":
         raise InputError("mode", mode, "auto or disagg with separate prefill and decode hardware")
-    features, mode = _features(mode, isl, speculative, prefix_hit, expert_skew)
+    features, mode = _features(mode, isl, speculative, prefix_hit, expert_skew, slo_percentile)
     return _Search(model=model, pools=pools, budget=budget, engine=engine, isl=isl, osl=osl,
                    ttft_s=ttft_ms / 1e3 if ttft_ms is not None else None,
                    tpot_s=tpot_ms / 1e3 if tpot_ms is not None else None, rate=rate, mode=mode, objective=objective,
@@ -388,8 +392,8 @@ def plan_serving(
     targets, naming the tightest TTFT and TPOT any deployment reaches. ``speculative``
     (SpecDecode), ``prefix_hit`` (tokens or a fraction of isl) and ``expert_skew`` (max/mean
     routed tokens per EP rank) model speculative decoding, prefix caching and skewed expert load
-    for prefill and decode instances; with any of them only disaggregated deployments are searched
-    (the chunked colocated step does not model them).
+    for colocated, prefill and decode instances; with ``slo_percentile`` only disaggregated
+    deployments take them (the percentile colocated model does not).
 
     ``slo_percentile`` (0-100): the targets hold for that percentile of requests under Poisson
     arrivals, and deployments are ranked by goodput from the queueing model
@@ -420,11 +424,10 @@ def plan_serving(
         raise_infeasible(S.model, S.pools, S.budget, S.colo, S.pre, S.dec, S.ttft_s, S.tpot_s, rate, S.mode, isl,
                          osl, kv_dtype, engine, S.common)
     best, simulated = pick(best_colo, best_dis), None
-    if slo_percentile is not None and S.features is not None:
-        simulated = {"meets_sla": None, "skipped": "the simulator does not model speculative decoding, prefix "
-                     "caching or expert skew"}
-    elif slo_percentile is not None:
+    if slo_percentile is not None:
         req = {"isl": isl, "osl": osl, "dtype": dtype, "kv_dtype": kv_dtype, "ttft_ms": ttft_ms, "tpot_ms": tpot_ms}
+        if S.features is not None:  # speculative decoding, prefix caching and skew, simulated as modelled
+            req.update(speculative=S.features[0], prefix_hit=S.features[1], expert_skew=S.features[2])
         best, simulated, best_colo = _confirmed(S, best, best_colo, best_dis, req)
     alternatives = {name: b for name, b in (("colocated", best_colo), ("disagg", best_dis)) if b is not None}
     chosen = _chosen(best, pd_info, slo_percentile, rate, simulated)

@@ -46,6 +46,7 @@ class RoleCandidates:
     power_w: np.ndarray | None = None  # W per instance at its operating point (costmodel/power.py)
     free_bytes: np.ndarray | None = None  # device memory each candidate leaves free
     batch_is_cap: bool = False  # batch is the engine's sequence cap, not requests in flight (percentile)
+    prefix_hit: int = 0  # prompt tokens served from the prefix cache: not shipped to the decode side
 
     @property
     def gpus(self) -> np.ndarray:
@@ -136,7 +137,9 @@ def evaluate_prefill(
     rate = B * (m + s.pp - 1.0) / (m * ttft)
     ok = _within_sla(rejected, fits, ttft, ttft_s, "ttft_sla")
     power = _instance_power(pool, s, arr.prefill_compute_s, arr.prefill_memory_s, ttft)
-    return _one_phase("prefill", pool, s, B, ttft, np.full(len(B), np.nan), rate, fits, ok, rejected, power)
+    R = _one_phase("prefill", pool, s, B, ttft, np.full(len(B), np.nan), rate, fits, ok, rejected, power)
+    R.prefix_hit = int(features[1]) if features else 0
+    return R
 
 
 def _one_phase(role, pool, s, B, ttft, tpot, rate, fits, ok, rejected, power) -> RoleCandidates:
@@ -194,7 +197,11 @@ def evaluate_colocated(
     engine_name,
     ttft_s=None,
     tpot_s=None,
+    features=None,
 ) -> RoleCandidates:
+    """Colocated instances (shape x concurrency x prefill chunk) in the chunked-prefill steady
+    state of :mod:`roofplan.solver.colocated`, with speculative decoding / prefix caching / expert
+    skew when ``features`` is given."""
     rejected: dict = {}
     s, (C, chunk) = cross(shapes, batch_grid(), np.array(CHUNK_GRID, dtype=np.int64))
     s, (C, chunk) = _balanced_dp(s, [C, chunk], rejected)
@@ -210,6 +217,7 @@ def evaluate_colocated(
         dtype=dtype,
         kv_dtype=kv_dtype,
         engine_name=engine_name,
+        features=features,
     )
     _count(rejected, "oom", C > m.max_batch)
     _count(rejected, "chunk_budget", (C <= m.max_batch) & ~m.balanced)
@@ -310,12 +318,13 @@ def queue_decode(R: RoleCandidates, *, osl, p, ttft_s) -> None:
 
 def kv_transfer_time(model, P: RoleCandidates, D: RoleCandidates, pi, dj, *, isl, kv_dtype) -> np.ndarray:
     """Seconds to ship the KV cache of one prefill pass (B prompts) from prefill option ``pi`` to
-    decode option ``dj`` (broadcast). One point-to-point stream per KV shard, in parallel, each on
+    decode option ``dj`` (broadcast), the prefix-cache hit excluded (``P.prefix_hit``: the decode
+    side holds the shared prefix). One point-to-point stream per KV shard, in parallel, each on
     its own device's link (NVLink inside a node, the NIC across nodes: Mooncake §3, DistServe §4.3
     place pairs to keep the transfer on NVLink when they fit in one node)."""
     pi = np.asarray(pi)
     dj = np.asarray(dj)
-    nbytes = np.asarray(serve_model.kv_transfer_bytes(model, isl, kv_dtype), dtype=float) * P.batch[pi]
+    nbytes = np.asarray(serve_model.kv_transfer_bytes(model, isl, kv_dtype, P.prefix_hit), dtype=float) * P.batch[pi]
     streams = np.minimum(P.streams(model)[pi], D.streams(model)[dj])
     per_stream = nbytes / np.maximum(streams, 1)
     hw_p, hw_d = P.pool.hw, D.pool.hw

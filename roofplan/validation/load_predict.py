@@ -3,14 +3,21 @@
 A ``serve_load`` row is a benchmark client (``vllm bench serve`` and the like) holding ``batch``
 requests in flight (``--max-concurrency``: a closed loop) against one instance of ``tp`` devices,
 with requests of ``isl`` prompt and ``osl`` output tokens (a dataset's means where the lengths
-vary; the note says which). ``ttft_ms_mean`` / ``tpot_ms_mean`` are the benchmark's mean TTFT and
-mean TPOT; they are predicted by the closed-loop steady state of
-:func:`roofplan.costmodel.serve_load.closed_loop` with the engine profile of the row's engine
-string (:data:`roofplan.validation.serve_predict.ENGINE_MAP`). TTFT and TPOT rows are reported
+vary; the note says which). A row whose note states ``rate=R`` (requests/s) was measured in an
+open loop instead (``--request-rate``, guidellm ``--rate``) and leaves ``batch`` empty.
+``ttft_ms_mean`` / ``tpot_ms_mean`` / ``latency_s_mean`` are the benchmark's mean TTFT, mean TPOT
+and mean end-to-end latency (``_p50``: medians; ``total_tokens_per_s_per_gpu``: input + output
+tokens/s over the instance's GPUs). They are predicted by the steady state of
+:func:`roofplan.costmodel.serve_load.closed_loop` (or :func:`~roofplan.costmodel.serve_load.open_loop`,
+Poisson arrivals) with the engine profile of the row's engine string
+(:data:`roofplan.validation.serve_predict.ENGINE_MAP`) and the server flags its note states as
+``key=value`` (:func:`roofplan.validation.serve_predict.note_engine_args`). TTFT, TPOT and latency rows are reported
 apart (``roofplan validate`` groups ``serve_load`` on its own).
 """
 
 from __future__ import annotations
+
+import re
 
 import numpy as np
 
@@ -18,20 +25,40 @@ from roofplan.costmodel import serve_load
 from roofplan.validation.cases import Case, predictor
 from roofplan.validation.serve_predict import _setup
 
-METRICS = ("ttft_ms_mean", "tpot_ms_mean")
+#: metric -> (LoadResult field, statistic or None, scale): means and medians of TTFT / TPOT in ms,
+#: mean latency in s, and the total (input + output) tokens/s per GPU of a saturated instance.
+METRICS = {
+    "ttft_ms_mean": ("ttft_s", "mean", 1e3),
+    "tpot_ms_mean": ("tpot_s", "mean", 1e3),
+    "ttft_ms_p50": ("ttft_s", "p50", 1e3),
+    "tpot_ms_p50": ("tpot_s", "p50", 1e3),
+    "latency_s_mean": ("latency_s", "mean", 1.0),
+    "total_tokens_per_s_per_gpu": ("total_tokens_per_s", None, 1.0),
+}
+
+
+def stated_rate(case: Case) -> float | None:
+    """The open-loop request rate (requests/s) a row's note states as ``rate=R``, else None."""
+    m = re.search(r"\brate=([0-9.]+)", case.str("note"))
+    return float(m.group(1)) if m else None
 
 
 @predictor("serve_load")
 def predict_serve_load(case: Case, calibration=None) -> float:
-    """Mean TTFT or mean TPOT (ms) of the closed loop of ``batch`` clients."""
+    """The row's metric (:data:`METRICS`) for ``batch`` closed-loop clients or the open loop at
+    the note's ``rate=R``."""
     model, hw, engine, cfg = _setup(case, calibration)
     if case.metric not in METRICS:
         raise ValueError(f"serve_load metric {case.metric!r} not supported ({', '.join(METRICS)})")
-    conc = case.int("batch")
-    if not conc:
-        raise ValueError(f"serve_load row {case.id}: the batch column (the concurrency) is required")
+    rate, conc = stated_rate(case), case.int("batch")
+    if not conc and not rate:
+        raise ValueError(f"serve_load row {case.id}: the batch column (the concurrency) or rate=R in the note "
+                         "is required")
     inst = serve_load.Instance(model, hw, engine, cfg)
     isl, osl = np.array([int(cfg.isl[0])]), np.array([int(cfg.osl[0])])
-    r = serve_load.closed_loop(inst, isl, osl, conc)
-    s = r.ttft_s if case.metric == "ttft_ms_mean" else r.tpot_s
-    return s["mean"] * 1e3
+    r = serve_load.open_loop(inst, isl, osl, rate) if rate else serve_load.closed_loop(inst, isl, osl, conc)
+    field, stat, scale = METRICS[case.metric]
+    value = getattr(r, field)
+    if stat is None:  # a rate of the whole instance: per GPU
+        return value / (int(cfg.tp[0]) * int(cfg.pp[0]))
+    return value[stat] * scale

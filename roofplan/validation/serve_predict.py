@@ -63,6 +63,10 @@ ENGINE_MAP: dict[str, tuple[str, dict, bool]] = {
     # Vidur profiles vLLM operators (op rows only).
     "vidur-profile": ("vllm", {}, False),
     "vllm": ("vllm", {}, False),
+    # vLLM >= 0.10 with --async-scheduling: the scheduler prepares step n+1 while the GPU runs step
+    # n (vLLM docs, "Asynchronous scheduling"), so the per-step host work is hidden behind any step
+    # longer than it (the profile's step_overhead_s, 1.5 ms, against 5-10 ms decode steps).
+    "vllm-async": ("vllm", {"step_overhead_s": 0.0}, False),
     # SambaFlow on SN40L (LLM-Inference-Bench rows): the generic profile without the GPU engines'
     # per-step host work: SambaFlow turns consecutive calls of the fused decoder kernel into one
     # call with a pipelined outer loop (SambaNova SN40L DAC 2025 talk), so no per-step host
@@ -74,10 +78,37 @@ ENGINE_MAP: dict[str, tuple[str, dict, bool]] = {
 }
 
 
+#: Server flags a row's note may state as ``key=value`` and the engine-profile field each sets:
+#: SGLang ``--mem-fraction-static F`` and vLLM ``--gpu-memory-utilization F`` leave 1 - F of the
+#: device memory out of the weights + KV pool; ``--max-num-seqs`` / ``--max-running-requests`` cap
+#: the running batch; ``--max-num-batched-tokens`` / ``--chunked-prefill-size`` is the token budget.
+NOTE_ENGINE_ARGS = {
+    "mem_fraction_static": ("memory_reserve_fraction", lambda v: 1.0 - float(v)),
+    "gpu_memory_utilization": ("memory_reserve_fraction", lambda v: 1.0 - float(v)),
+    "max_num_seqs": ("max_num_seqs", int),
+    "max_running_requests": ("max_num_seqs", int),
+    "max_num_batched_tokens": ("max_num_batched_tokens", int),
+    "chunked_prefill_size": ("max_num_batched_tokens", int),
+}
+
+
+def note_engine_args(case: Case) -> dict:
+    """Engine-profile changes for the server flags the row's note states (:data:`NOTE_ENGINE_ARGS`)."""
+    import re
+
+    out = {}
+    for key, (field, conv) in NOTE_ENGINE_ARGS.items():
+        m = re.search(rf"\b{key}=([0-9.]+)", case.str("note"))
+        if m:
+            out[field] = conv(m.group(1))
+    return out
+
+
 def engine_for(case: Case, calibration=None):
-    """(engine profile, kv dtype) for a row's engine string (unknown strings: the generic profile)."""
+    """(engine profile, kv dtype) for a row's engine string (unknown strings: the generic profile),
+    with the server flags its note states (:func:`note_engine_args`)."""
     name, changes, fp8_kv = ENGINE_MAP.get(case.str("engine"), ("generic", {}, False))
-    profile = resolve.engine(name, calibration).replace(**changes)
+    profile = resolve.engine(name, calibration).replace(**{**changes, **note_engine_args(case)})
     dtype = case.str("dtype", "bf16")
     kv = "fp8" if (fp8_kv and dtype in ("fp8", "fp4")) else None  # NVFP4 checkpoints keep an FP8 KV cache
     return profile, kv

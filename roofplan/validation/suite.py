@@ -75,7 +75,7 @@ class SuiteResult:
             "serve": ("serve_step", "serve_throughput"),
             "serve_load": ("serve_load",),
             "ops": ("op_gemm", "op_allreduce"),
-            "energy": ("train_energy",),
+            "energy": ("train_energy", "serve_energy"),
         }
         summary = {
             name: {"cases": len(self.errors(k)), "median_abs_error": self.median_abs_error(k),

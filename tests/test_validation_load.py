@@ -1,0 +1,85 @@
+"""Rows measured under an open-loop rate (H200, gpustack performance lab): how they are
+predicted, and invariants the predictions must keep."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from roofplan.costmodel import serve_load
+from roofplan.validation.load_predict import stated_rate
+from roofplan.validation.serve_predict import _setup
+from roofplan.validation.suite import Case, predict, read_cases
+
+
+def _rows(prefix: str) -> list[Case]:
+    return [c for c in read_cases() if c.id.startswith(prefix)]
+
+
+def test_rate_is_read_from_the_note_and_not_from_request_rate():
+    assert stated_rate(Case({"id": "a", "note": "guidellm open loop rate=8 req/s"})) == 8.0
+    assert stated_rate(Case({"id": "b", "note": "vllm bench serve --request_rate=8"})) is None
+
+
+def test_open_loop_rows_are_the_open_loop_steady_state():
+    """A rate row is predicted by open_loop at the stated rate, and its mean latency is its mean
+    TTFT plus (E[O] - 1) mean decode iterations (the definition of TPOT, same samples)."""
+    case = next(c for c in _rows("gpustack-h200-qwen35-35b-a3b-r8-") if c.metric == "latency_s_mean")
+    model, hw, engine, cfg = _setup(case, None)
+    r = serve_load.open_loop(serve_load.Instance(model, hw, engine, cfg), np.array([342]), np.array([281]), 8.0)
+    assert predict(case) == pytest.approx(r.latency_s["mean"], rel=1e-12)
+    assert r.latency_s["mean"] == pytest.approx(r.ttft_s["mean"] + 280 * r.tpot_s["mean"], rel=1e-9)
+
+
+def test_h200_latency_rows_under_load_within_20_percent():
+    """Held-out rows (no constant was fitted on them): gpustack Qwen3.5-35B-A3B on one H200,
+    vLLM v0.17.1, ShareGPT at 1, 4 and 8 requests/s (bf16) and 8 requests/s (FP8)."""
+    cases = [c for c in _rows("gpustack-h200-") if c.metric == "latency_s_mean"]
+    assert len(cases) == 4
+    for c in cases:
+        assert abs(predict(c) / c.measured - 1) <= 0.20, c.id
+
+
+def test_h200_ttft_rows_are_over_predicted_by_the_h100_fitted_api_time():
+    """The H200 TTFT rows miss issue 11's 10 % (held back: +24 % to +69 % at 1 and 8 req/s, -36 %
+    at 4 req/s, whose mean is carried by a few multi-second outliers: p99 3.6 s against a 42 ms
+    median). vLLM's request_overhead_s (48.7 ms) was fitted on vllm bench serve against vLLM 0.11;
+    this page's guidellm client against vLLM 0.17 sees 46 ms of TTFT in all at 1 req/s. Bounded
+    here so that a change that moves them is seen."""
+    cases = [c for c in _rows("gpustack-h200-") if c.metric == "ttft_ms_mean"]
+    assert len(cases) == 4
+    errs = sorted(predict(c) / c.measured - 1 for c in cases)
+    assert -0.5 < errs[0] and errs[-1] < 0.8
+    assert sum(e > 0.2 for e in errs) == 3  # the three rows without outliers are over-predicted
+
+
+def test_server_flags_in_the_note_set_the_engine_profile():
+    """SGLang --mem-fraction-static 0.8 leaves 20 % of the memory out of the pool; the running-
+    request cap and token budget follow --max-running-requests / --chunked-prefill-size."""
+    from roofplan.validation.serve_predict import engine_for, note_engine_args
+
+    case = Case({"id": "x", "engine": "sglang",
+                 "note": "mem_fraction_static=0.8 max_running_requests=128 chunked_prefill_size=16384"})
+    assert note_engine_args(case) == {"memory_reserve_fraction": pytest.approx(0.2), "max_num_seqs": 128,
+                                      "max_num_batched_tokens": 16384}
+    profile, _ = engine_for(case)
+    assert (profile.memory_reserve_fraction, profile.max_num_seqs, profile.max_num_batched_tokens) == (
+        pytest.approx(0.2), 128, 16384)
+    assert note_engine_args(Case({"id": "y", "note": "vllm bench serve --max-concurrency 4"})) == {}
+
+
+def test_saturated_h200_sglang_rows():
+    """SGLang cookbook, Qwen3.5 on H200 at 1024 clients (SGLang 0.5.16, 8192/1024 fixed lengths,
+    held back): the instance's throughput within 20 % on all four servers, the median TPOT within
+    20 % but on the FP8 35B-A3B server, which ran --mamba-ssm-dtype bfloat16 (the model keeps the
+    linear state in fp32, so it admits fewer requests: -35 %)."""
+    rows = _rows("sglang-cookbook-h200-")
+    assert len(rows) == 8
+    for c in rows:
+        err = predict(c) / c.measured - 1
+        if c.metric == "total_tokens_per_s_per_gpu":
+            assert abs(err) <= 0.20, c.id
+        elif "fp8" in c.id and "35b" in c.id:
+            assert -0.5 < err < -0.2, c.id
+        else:
+            assert abs(err) <= 0.20, c.id
