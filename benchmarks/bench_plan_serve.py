@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from roofplan.solver.serve_planner import plan_serving
+from roofplan import plan_serving
 
 SCENARIOS = [
     ("deepseek-v3", "h200-sxm", 64, dict(isl=4000, osl=500)),

@@ -19,11 +19,12 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import numpy as np
 
+from roofplan import plan_training
 from roofplan.costmodel.train import TrainConfigs, check_train_config, train_step
 from roofplan.hardware.catalog import load_hardware
 from roofplan.models.loader import load_model
 from roofplan.solver.space import enumerate_space
-from roofplan.solver.train_planner import CHUNK, plan_training
+from roofplan.solver.train_planner import CHUNK
 
 CASES = (
     ("gpt3-175b", "a100-sxm-80gb", 1024, 1536, 2048),

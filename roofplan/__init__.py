@@ -108,24 +108,36 @@ def _workload(workload, config: dict):
     return make_workload(isl=config.pop("isl", None), osl=config.pop("osl", None))
 
 
-def plan_training(model, hardware, **request):
-    """Search training configurations; returns a plan with ``to_json()``."""
+def plan_training(model, hardware, *, calibration=None, targets=None, **request):
+    """Search training configurations; returns a plan with ``to_json()``. The launch registry
+    renders each framework's command of the winner (``plan.launch``, or why not in
+    ``plan.launch_unsupported``) at the releases of ``targets`` ({framework: version})."""
     from roofplan import resolve
+    from roofplan.launch import registry
     from roofplan.solver.train_planner import plan_training as _plan
 
-    # the overlay is applied by the planner, which echoes it in ``inputs.calibration``
-    return _plan(resolve.model(model), resolve.hardware(hardware), **request)
+    overlay = resolve.overlay(calibration)  # the file is read once
+    label = None if calibration is None else (str(calibration) if not isinstance(calibration, dict) else "inline")
+    plan = _plan(resolve.model(model), resolve.hardware(hardware, overlay), calibration_label=label, **request)
+    registry.train_commands(plan, targets)
+    return plan
 
 
-def plan_serving(model, hardware, **request):
+def plan_serving(model, hardware, *, emit_launch: bool = True, engines=None, targets=None, **request):
     """Search serving deployments (colocated and disaggregated); returns a plan with ``to_json()``.
-    ``hardware``: an id, a DeviceSpec, ``ID:prefill,ID:decode`` or ``{role: hw}``."""
+    ``hardware``: an id, a DeviceSpec, ``ID:prefill,ID:decode`` or ``{role: hw}``. With
+    ``emit_launch`` the launch registry renders the files of ``engines`` (default all) at the
+    releases of ``targets`` into ``plan.launch``."""
     from roofplan import resolve
+    from roofplan.launch import registry
     from roofplan.solver.serve_planner import plan_serving as _plan
 
     overlay = resolve.overlay(request.pop("calibration", None))
     request["engine"] = resolve.engine(request.get("engine", "generic"), overlay)
-    return _plan(resolve.model(model), resolve.pools(hardware, overlay), **request)
+    plan = _plan(resolve.model(model), resolve.pools(hardware, overlay), **request)
+    if emit_launch:
+        registry.serve_files(plan, registry.SERVE_EMITTERS if engines is None else engines, targets)
+    return plan
 
 
 def validate(calibration=None):

@@ -52,12 +52,18 @@ def pools(hardware_arg, calibration=None) -> DeviceSpec | dict[str, DeviceSpec]:
     the order given (per-pool GPU budgets follow that order). With several pools an overlay fitted
     for one device id is applied to that pool only. The planner accepts either form and loads
     nothing more (pass ``calibration=None`` to it: the overlay is already in the specs)."""
-    from roofplan.solver.serve_planner import parse_pools  # the one parser of the pool syntax
+    from roofplan.hardware.overlay import apply_overlay, overlay_applies
+    from roofplan.solver.serve_request import split_pools  # the one parser of the pool syntax
 
-    parsed = parse_pools(hardware_arg, calibration)
-    if len(parsed) == 1:
-        return parsed[0].hw
-    return {role: p.hw for p in parsed for role in p.roles if role != "colocated"}
+    items = split_pools(hardware_arg)
+    ov = overlay(calibration)
+    if len(items) == 1 and items[0][1] is None:
+        return hardware(items[0][0], ov)
+    out = {}
+    for dev, role in items:
+        hw = hardware(dev)
+        out[role] = apply_overlay(hw, ov) if ov is not None and overlay_applies(hw.id, ov) else hw
+    return out
 
 
 def devices(resolved_pools: DeviceSpec | dict[str, DeviceSpec]) -> list[DeviceSpec]:

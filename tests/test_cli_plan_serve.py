@@ -159,3 +159,15 @@ def test_mixed_hardware_pools():
     best = json.loads(r.stdout)["best"]
     assert best["mode"] == "disagg"
     assert (best["prefill"]["hardware"], best["decode"]["hardware"]) == ("h100-sxm", "a100-sxm-80gb")
+
+
+def test_fix_exclude_and_headroom_flags():
+    r = runner.invoke(app, DONE + SLA + ["--mode", "disagg", "--fix", "prefill.tp=4,decode.tp=8",
+                                         "--memory-headroom", "decode=12", "--json"])
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)
+    assert (doc["best"]["prefill"]["tp"], doc["best"]["decode"]["tp"]) == (4, 8)
+    assert doc["best"]["decode"]["free_memory_gib"] >= 12
+    assert doc["inputs"]["memory_headroom_gib"]["h100-sxm"]["decode"] == 12
+    r = runner.invoke(app, DONE + ["--exclude", "decode.tp<0x"])
+    assert r.exit_code == 2 and "exclude" in _err(r)

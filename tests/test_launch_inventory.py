@@ -22,11 +22,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from roofplan import plan_serving, plan_training
 from roofplan.errors import InputError
 from roofplan.launch import deepspeed, dynamo, megatron, sglang, torchtitan, trtllm, versions, vllm
-from roofplan.solver.plan_types import emitter
-from roofplan.solver.serve_planner import plan_serving
-from roofplan.solver.train_planner import plan_training
+from roofplan.launch.registry import emitter, train_files
 
 INV = Path(__file__).parent / "data" / "inventories"
 
@@ -138,11 +137,11 @@ def test_training_files_pass_their_inventory(scenario, fw, version):
     why = mod.unsupported(cfg, model, version)
     if why:  # refused with one line (exit 2), never a file that builds something else
         with pytest.raises(InputError):
-            plan.emit(fw, version)
+            train_files(plan, [fw], {fw: version})
         assert (fw, scenario[0]) in _EXPECTED_REFUSALS or (fw == "megatron" and version == "core_v0.13")
         return
     assert (fw, scenario[0]) not in _EXPECTED_REFUSALS
-    files = plan.emit(fw, version)
+    files = train_files(plan, [fw], {fw: version})
     b = plan.best
     if fw == "megatron":
         (argv,) = commands(files[megatron.SCRIPT], ["pretrain_gpt.py"])

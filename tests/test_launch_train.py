@@ -9,10 +9,11 @@ import tomllib
 
 import pytest
 
+from roofplan import plan_training
 from roofplan.errors import InputError
 from roofplan.launch import deepspeed, megatron, torchtitan
+from roofplan.launch.registry import train_files
 from roofplan.models.loader import load_model
-from roofplan.solver.train_planner import plan_training
 
 
 def script_argv(text: str) -> list[str]:
@@ -156,7 +157,7 @@ def test_torchtitan_zero0_replicates_and_refuses_zero1():
 def test_planned_winner_round_trips_through_each_emitter(framework):
     plan = plan_training("llama-3.1-8b", "h100-sxm", gpus=16, global_batch=128, seq_len=4096, emit=framework, top=2)
     b = plan.best
-    files = plan.emit(framework)
+    files = train_files(plan, [framework])
     if framework == "megatron":
         argv = script_argv(files[megatron.SCRIPT])
         assert int(flag(argv, "--tensor-model-parallel-size")) == b["tp"]

@@ -51,21 +51,6 @@ FORBIDDEN = {
 
 #: (importer, imported) pairs that break a rule today, each with who removes it.
 ALLOWED = {
-    # The "planner" developer moves id resolution out of the solver, pipeline_split into the cost
-    # model and launch-file rendering into launch/ (issue 14, item 4).
-    ("roofplan.solver.train_planner", "roofplan.models.loader"): "planner: takes specs",
-    ("roofplan.solver.train_planner", "roofplan.hardware.catalog"): "planner: takes specs",
-    ("roofplan.solver.serve_planner", "roofplan.hardware.catalog"): "planner: parse_pools takes specs",
-    ("roofplan.solver.serve_planner", "roofplan.hardware.engines"): "planner: takes an EngineProfile",
-    ("roofplan.solver.serve_planner", "roofplan.models.loader"): "planner: takes specs",
-    ("roofplan.solver.serve_planner", "roofplan.launch.dynamo"): "planner: the CLI asks launch to render",
-    ("roofplan.solver.serve_planner", "roofplan.launch.sglang"): "planner: the CLI asks launch to render",
-    ("roofplan.solver.serve_planner", "roofplan.launch.trtllm"): "planner: the CLI asks launch to render",
-    ("roofplan.solver.serve_planner", "roofplan.launch.vllm"): "planner: the CLI asks launch to render",
-    ("roofplan.solver.plan_types", "roofplan.launch.megatron"): "planner: an emitter registry in launch/",
-    ("roofplan.solver.plan_types", "roofplan.launch.deepspeed"): "planner: an emitter registry in launch/",
-    ("roofplan.solver.plan_types", "roofplan.launch.torchtitan"): "planner: an emitter registry in launch/",
-    ("roofplan.solver.plan_types", "roofplan.launch.common"): "planner: an emitter registry in launch/",
     # The sweep reads the CLI's token-count parser; it belongs one floor lower (sweep/spec.py).
     ("roofplan.sweep.spec", "roofplan.cli.plan_train_cmd"): "sweep: parse_tokens moves below the CLI",
 }

@@ -2,9 +2,10 @@
 
 import numpy as np
 
+from roofplan.costmodel.train_memory import pipeline_split
 from roofplan.launch import megatron
 from roofplan.models.loader import load_model
-from roofplan.solver.space import pipeline_split, pipeline_split_ok
+from roofplan.solver.space import pipeline_split_ok
 from tests.test_launch_train import EST, _config, flag, script_argv
 
 

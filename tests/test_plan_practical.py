@@ -10,13 +10,15 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from roofplan import estimate_training  # ids resolved at the door
+from roofplan import (
+    estimate_training,  # ids resolved at the door
+    plan_training,
+)
 from roofplan.cli.app import app
 from roofplan.costmodel.train_memory import default_memory_headroom_bytes
 from roofplan.errors import InputError
 from roofplan.solver import constraints as cons
 from roofplan.solver import robust
-from roofplan.solver.train_planner import plan_training
 
 ROOT = Path(__file__).resolve().parents[1]
 GiB = 2**30
@@ -258,3 +260,45 @@ def test_expert_tensor_parallelism_is_searched_for_moe():
     assert "--expert-tensor-parallel-size 1" in plan.launch["megatron"]
     dense = plan_training("llama-3.1-8b", "h100-sxm", gpus=8, global_batch=64, seq_len=4096, placement=False)
     assert all(c["etp"] == c["tp"] for c in dense.candidates)
+
+
+def _estimate_of(model: str, b: dict, **kw) -> dict:
+    """`estimate train` of a plan's pick, every searched knob passed as the pick has it."""
+    return estimate_training(model, "h100-sxm", tp=b["tp"], pp=b["pp"], dp=b["dp"], cp=b["cp"], ep=b["ep"],
+                             etp=b["etp"], vpp=b["vpp"], micro_batch=b["micro_batch"], recompute=b["recompute"],
+                             recompute_layers=b["recompute_layers"], sequence_parallel=b["sequence_parallel"],
+                             zero=b["zero"], offload=b["offload"], tp_comm_overlap=b["tp_comm_overlap"],
+                             moe_dispatcher=b["moe_dispatcher"], fp8_recipe=b["fp8_recipe"], dtype=b["dtype"],
+                             global_batch=b["global_batch"], seq_len=b["seq_len"], **kw).to_json()
+
+
+def test_moe_dispatcher_is_searched_and_a_fixed_one_equals_estimate():
+    """DeepEP fixed: the pick equals `estimate train --moe-dispatcher deepep` of it and Megatron
+    gets the flex dispatcher; free choice picks whichever the cost model finds faster for that
+    layout (alltoall and deepep of the same layout compared against estimate)."""
+    kw = {"gpus": 64, "global_batch": 256, "seq_len": 4096, "placement": False, "top": 2}
+    fixed = plan_training("mixtral-8x22b", "h100-sxm", constraints={"fix": "tp=2,ep=8,dispatcher=deepep"}, **kw)
+    b = fixed.best
+    assert b["moe_dispatcher"] == "deepep"
+    assert b["step_time_s"] == pytest.approx(_estimate_of("mixtral-8x22b", b)["step_time_s"], rel=1e-12)
+    assert "--moe-token-dispatcher-type flex --moe-enable-deepep" in fixed.launch["megatron"]
+    layout = ",".join(f"{k}={b[k]}" for k in ("tp", "pp", "cp", "ep", "vpp", "zero")) + f",mb={b['micro_batch']}"
+    free = plan_training("mixtral-8x22b", "h100-sxm", constraints={"fix": layout + ",recompute=" + b["recompute"]},
+                         **kw).best
+    times = {d: _estimate_of("mixtral-8x22b", dict(free, moe_dispatcher=d))["step_time_s"] for d in ("alltoall", "deepep")}
+    assert free["moe_dispatcher"] == min(times, key=times.get)
+
+
+def test_fp8_recipe_is_searched_and_a_fixed_one_equals_estimate():
+    kw = {"gpus": 16, "global_batch": 128, "seq_len": 4096, "placement": False, "top": 2, "dtype": "fp8"}
+    plan = plan_training("llama-3.1-8b", "h100-sxm", **kw)
+    b = plan.best
+    other = "current" if b["fp8_recipe"] == "delayed" else "delayed"
+    mine, alt = (_estimate_of("llama-3.1-8b", dict(b, fp8_recipe=r))["step_time_s"] for r in (b["fp8_recipe"], other))
+    assert b["step_time_s"] == pytest.approx(mine, rel=1e-12) and mine <= alt
+    assert f"--fp8-recipe {'delayed' if b['fp8_recipe'] == 'delayed' else 'tensorwise'}" in plan.launch["megatron"]
+    cur = plan_training("llama-3.1-8b", "h100-sxm", constraints={"fix": "fp8_recipe=current"}, **kw).best
+    assert cur["fp8_recipe"] == "current"
+    assert cur["step_time_s"] == pytest.approx(_estimate_of("llama-3.1-8b", cur)["step_time_s"], rel=1e-12)
+    bf16 = plan_training("llama-3.1-8b", "h100-sxm", **dict(kw, dtype="bf16")).best
+    assert bf16["fp8_recipe"] == "current"  # not searched outside fp8: the estimate's default

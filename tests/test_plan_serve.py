@@ -6,12 +6,12 @@ import math
 import numpy as np
 import pytest
 
+from roofplan import plan_serving
 from roofplan.costmodel.collectives import collective_time
 from roofplan.errors import InfeasibleError, InputError
 from roofplan.hardware.catalog import load_hardware
 from roofplan.models.loader import load_model
 from roofplan.solver.pareto import pareto_front, text_plot
-from roofplan.solver.serve_planner import plan_serving
 
 M70 = "llama-3.1-70b"
 REQ = dict(gpus=16, isl=4000, osl=500)

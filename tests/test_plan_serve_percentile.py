@@ -6,10 +6,9 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from roofplan import resolve, serving
+from roofplan import plan_serving, resolve, serving
 from roofplan.cli.app import app
 from roofplan.costmodel import serve_load as SL
-from roofplan.solver.serve_planner import plan_serving
 
 REQ = dict(isl=1000, osl=200, engine="vllm", emit_launch=False)
 

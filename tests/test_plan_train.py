@@ -7,13 +7,15 @@ import itertools
 import numpy as np
 import pytest
 
-from roofplan import estimate_training  # ids resolved at the door
+from roofplan import (
+    estimate_training,  # ids resolved at the door
+    plan_training,
+)
 from roofplan.costmodel.train import TrainConfigs, check_train_config, train_step
 from roofplan.errors import InfeasibleError, InputError
 from roofplan.hardware.catalog import load_hardware
 from roofplan.models.loader import load_model
 from roofplan.solver.space import SpaceOptions, enumerate_space, state_bytes_lower_bound
-from roofplan.solver.train_planner import plan_training
 from roofplan.validation.suite import read_cases
 
 

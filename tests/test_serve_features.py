@@ -207,7 +207,7 @@ def test_colocated_expert_skew_paces_only_expert_parallel_instances():
 def test_colocated_plans_take_speculative_decoding_and_emit_it():
     """--mode colocated with a draft method plans (it was refused), the plan's TPOT is the colocated
     steady state with E tokens per round, and the colocated vLLM launch file carries the draft."""
-    from roofplan.solver.serve_planner import plan_serving
+    from roofplan import plan_serving
 
     args = dict(gpus=1, isl=2000, osl=500, tpot_ms=20, mode="colocated", engine="vllm")
     plain = plan_serving("llama-3.1-8b", "h200-sxm", **args)
@@ -223,12 +223,12 @@ def test_prefix_hit_ships_only_the_miss_to_the_decode_side():
     2000-token prompt with 1500 cached ships 500 x 131,072 B; in the planner a prefill pass with
     that hit costs the transfer of 500-token prompts."""
     from roofplan.costmodel.serve import kv_transfer_bytes
-    from roofplan.solver.serve_planner import evaluate_prefill, kv_transfer_time, parse_pools
+    from roofplan.solver.serve_planner import Pool, evaluate_prefill, kv_transfer_time
     from roofplan.solver.serve_space import instance_shapes
 
     assert float(kv_transfer_bytes(L8, 2000, "bf16", 1500)) == 500 * 131072
     assert float(kv_transfer_bytes(L8, 2000, "bf16")) == 2000 * 131072
-    pool = parse_pools("h200-sxm")[0]
+    pool = Pool(load_hardware("h200-sxm"), ("prefill", "decode", "colocated"))
     shapes = instance_shapes(L8, 8, 8, "vllm")
     vllm = load_engine("vllm")
     common = dict(isl=2000, dtype="bf16", kv_dtype=None, engine_name="vllm")
@@ -300,7 +300,7 @@ def test_simulator_speculative_decoding_lone_request_hand_composition():
 def test_percentile_plans_with_serving_features_are_confirmed_by_the_simulator():
     """The simulator models prefix hits, speculative decoding and expert skew, so a percentile plan
     with them is simulated (it was skipped)."""
-    from roofplan.solver.serve_planner import plan_serving
+    from roofplan import plan_serving
 
     args = dict(gpus=2, isl=2000, osl=300, ttft_ms=1500, tpot_ms=30, engine="vllm", slo_percentile=90)
     p = plan_serving("llama-3.1-8b", "h100-sxm", prefix_hit=0.5, speculative=SpecDecode.of("eagle3"), **args)

@@ -66,9 +66,8 @@ def _fill(argv: list[str]) -> list[str]:
 def manifest(only: set[str], megatron_target: str | None = None) -> list[dict]:
     """Every command of the emit matrix for the frameworks in ``only``."""
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from roofplan import plan_serving, plan_training
     from roofplan.launch import deepspeed, dynamo, megatron, sglang, torchtitan, versions, vllm
-    from roofplan.solver.serve_planner import plan_serving
-    from roofplan.solver.train_planner import plan_training
     from tests.test_launch_inventory import SERVE, TRAIN
 
     out = []

@@ -39,9 +39,8 @@ from roofplan.cli.options import (
     value,
 )
 from roofplan.errors import InputError
-from roofplan.solver.serve_planner import MAX_SERVE_GPUS  # the planner's suggestions respect it too
-
-EMITTERS = ("vllm", "sglang", "trtllm", "dynamo")
+from roofplan.launch.registry import SERVE_EMITTERS as EMITTERS
+from roofplan.solver.serve_request import MAX_SERVE_GPUS  # the planner's suggestions respect it too
 
 
 def register(group) -> None:
@@ -86,6 +85,15 @@ def plan_serve(
     target: list[str] | None = typer.Option(  # noqa: B008
         None, "--target", metavar="ENGINE=VERSION",
         help="Engine release the launch files are written for (e.g. sglang=0.5.23); default current."),
+    memory_headroom: str | None = typer.Option(
+        None, "--memory-headroom", metavar="GIB",
+        help="Free GiB per GPU every instance must leave, or per role prefill=4,decode=8 "
+        "(default 5% of HBM + 1 GiB)."),
+    fix: str | None = typer.Option(
+        None, "--fix", metavar="[ROLE.]K=V,...",
+        help="Fix instance knobs (tp pp ep dp batch chunk), per role e.g. prefill.tp=4,decode.tp=8."),
+    exclude: str | None = typer.Option(
+        None, "--exclude", metavar="[ROLE.]COND,...", help="Exclude matches, e.g. decode.batch>256,pp>1."),
     json_out: Json = False,
     calibration: Calibration = None,
 ) -> None:
@@ -114,14 +122,9 @@ def plan_serve(
             slo_percentile,
             target,
             price=price,
+            limits=(memory_headroom, fix, exclude),
         )
     )
-
-
-def _emitter(engine: str):
-    from roofplan.launch import dynamo, sglang, trtllm, vllm
-
-    return {"vllm": vllm, "sglang": sglang, "trtllm": trtllm, "dynamo": dynamo}[engine]
 
 
 def _emitters(emit: list[str] | str | None) -> list[str]:
@@ -174,13 +177,14 @@ def _impl(
     slo_percentile=90.0,
     targets=None,
     price=None,
+    limits=(None, None, None),
 ):
     from roofplan import resolve
     from roofplan.hardware.pricing import apply_prices, parse_prices
-    from roofplan.launch.common import dumps_json, merge_files
+    from roofplan.launch import registry
+    from roofplan.launch.common import merge_files
     from roofplan.launch.platforms import unsupported_on
     from roofplan.launch.versions import parse_targets
-    from roofplan.outputs import write_tree
     from roofplan.solver import pareto
     from roofplan.solver.serve_planner import plan_serving
 
@@ -230,11 +234,10 @@ def _impl(
         prefix_hit=features[3],
         expert_skew=features[4],
         slo_percentile=slo_percentile or None,
+        memory_headroom=limits[0],
+        constraints={"fix": limits[1], "exclude": limits[2]},
     )
-    plan.launch = {k: v for k, v in plan.launch.items() if k in engines}
-    for e, version in (targets or {}).items():  # the asked-for releases
-        if e in plan.launch:
-            plan.launch[e] = _emitter(e).emit(plan.best, plan.request, version)
+    registry.serve_files(plan, engines, targets)  # the launch files of the asked-for engines and releases
     doc = checked(plan.to_json(), calibration)  # before anything is written
     if objective == "cost" and doc["inputs"].get("objective") != "cost":
         warn("--objective cost: a catalog here has no price_per_hour, so the fewest GPUs were chosen instead")
@@ -242,9 +245,7 @@ def _impl(
         doc["launch_unsupported"] = off_platform
     written: list[str] = []
     if out is not None:
-        files = merge_files(plan.launch[e] for e in engines)
-        files["plan.json"] = dumps_json(_json_safe(doc))
-        written = write_tree(out, files, executable=[n for n in files if n.endswith(".sh")])
+        written = registry.write_plan(out, merge_files(plan.launch[e] for e in engines), _json_safe(doc))
         warn_stale(out, written)
     if plot is not None:
         try:
@@ -280,6 +281,16 @@ _COMPACT = {"box": box.SIMPLE_HEAD, "pad_edge": False, "padding": (0, 1), "colla
 
 
 def _render(plan, doc: dict, engines: list[str], written: list[str]) -> None:
+    """The plan for people: the pick, its load and energy lines, the two modes, the front, the
+    search statistics and the launch files."""
+    _render_best(doc)
+    _render_alternatives(doc)
+    _render_pareto(plan, doc)
+    _render_footer(doc, engines, written)
+
+
+def _render_best(doc: dict) -> None:
+    """The chosen deployment's table and its latency, throughput, load and energy lines."""
     best = doc["best"]
     inp = doc["inputs"]
     title = (
@@ -333,13 +344,23 @@ def _render(plan, doc: dict, engines: list[str], written: list[str]) -> None:
         note = f"batch: concurrent requests per instance, prefill chunk {c['chunk']} tokens"
     console.print(styled(f"[bold]{esc(title)}[/bold]"))
     console.print(t)
-    console.print(note + f"; hardware {roles[0]['hardware']}" * (not mixed), style="dim", highlight=False)
+    free = ", ".join(f"{r} {i['free_memory_gib']:.1f} GiB" for r, i in zip(("prefill", "decode"), roles)
+                     if i.get("free_memory_gib") is not None)
+    if free and best["mode"] == "colocated":
+        free = free.split(", ")[0].replace("prefill", "colocated")
+    console.print(note + f"; hardware {roles[0]['hardware']}" * (not mixed) + (f"; free memory per GPU: {free}"
+                  if free else ""), style="dim", highlight=False)
     console.print(styled(
         f"TTFT [bold]{best['ttft_ms']:.1f} ms[/bold]  TPOT [bold]{best['tpot_ms']:.2f} ms[/bold]  "
         f"{best['output_tokens_per_s']:,.0f} output tok/s  "
         f"[bold]{best['output_tokens_per_s_per_gpu']:,.1f}[/bold] tok/s/GPU  "
         f"goodput {best['goodput_rps']:.3f} req/s on {best['gpus']} GPUs"
     ))
+    _render_load(best)
+
+
+def _render_load(best: dict) -> None:
+    """Percentile headroom, the simulator's verdict and energy per token of the pick."""
     if best.get("slo_percentile") is not None:
         p = f"{best['slo_percentile']:g}"
         h, sim = best["headroom"], best.get("simulated") or {}
@@ -357,6 +378,10 @@ def _render(plan, doc: dict, engines: list[str], written: list[str]) -> None:
                       + (f"; ${usd / 3600 / best['output_tokens_per_s'] * 1e6:.3f} per million output tokens"
                          if usd and best["output_tokens_per_s"] > 0 else ""), highlight=False)
 
+
+def _render_alternatives(doc: dict) -> None:
+    """The best of each mode side by side."""
+    best = doc["best"]
     alt = doc.get("alternatives", {})
     if len(alt) > 1:
         c = Table(title="Colocated vs disaggregated (best of each)", **_COMPACT)
@@ -378,6 +403,9 @@ def _render(plan, doc: dict, engines: list[str], written: list[str]) -> None:
             )
         console.print(c)
 
+
+def _render_pareto(plan, doc: dict) -> None:
+    """The Pareto front as a table and a text plot."""
     if doc["pareto"]:
         pt = Table(title="Pareto front: throughput per GPU vs tokens/s per user", **_COMPACT)
         for col in ("mode", "config", "tok/s/user", "tok/s/GPU", "TTFT ms", "TPOT ms"):
@@ -402,6 +430,10 @@ def _render(plan, doc: dict, engines: list[str], written: list[str]) -> None:
         from roofplan.solver.pareto import text_plot
 
         console.print(Panel(Text(text_plot(plan.frontier)), title="Pareto front", expand=False))
+
+
+def _render_footer(doc: dict, engines: list[str], written: list[str]) -> None:
+    """Search statistics, launchers left out, and the files written or printed."""
     console.print(
         f"searched {doc['searched']:,} candidates ({doc['feasible']:,} feasible) in "
         f"{doc['search_time_s']:.2f} s; rejected: "

@@ -108,7 +108,8 @@ def _render(doc: dict, written: list[str], frameworks: list[str] | None = None) 
         if c["recompute"] == "full" and c["recompute_layers"]:
             rc += f":{c['recompute_layers']}"
         layout = (f"{c['tp']}x{c['pp']}x{c['dp']}x{c['cp']}" + ("+sp" if c["sequence_parallel"] else "")
-                  + ("+ov" if c.get("tp_comm_overlap") else ""))
+                  + ("+ov" if c.get("tp_comm_overlap") else "") + ("+deepep" if c.get("moe_dispatcher") == "deepep" else "")
+                  + ("+delayed" if c.get("fp8_recipe") == "delayed" and c["dtype"] == "fp8" else ""))
         row = [str(c["rank"]), "≈" if c.get("tied_with_best") else ""] + ([str(c["gpus"])] if many_gpus else []) + [
             layout, str(c["vpp"]), str(c["micro_batch"])]
         if moe:
@@ -124,7 +125,8 @@ def _render(doc: dict, written: list[str], frameworks: list[str] | None = None) 
         t.add_row(*row, style="bold green" if c["rank"] == 1 else None)
     console.print(t)
     cap = cands[0]["memory_gib_per_gpu"]["capacity"]
-    console.print(f"layout TPxPPxDPxCP (+sp: sequence parallel, +ov: TP-comm overlap), vpp virtual stages, mb micro-batch, Z ZeRO "
+    console.print(f"layout TPxPPxDPxCP (+sp: sequence parallel, +ov: TP-comm overlap, +deepep: DeepEP dispatcher, "
+                  f"+delayed: FP8 delayed scaling), vpp virtual stages, mb micro-batch, Z ZeRO "
                   f"stage, rc recompute (full:N = N layers per stage), off offload, GiB per GPU of {cap:.0f}, free "
                   f"GiB left (at least the {i['memory_headroom_gib']:.1f} GiB headroom), ≈ tied with the best within "
                   "the error band", style="dim")
@@ -209,7 +211,8 @@ def plan_train(
         help="Largest micro-batch searched."),
     fix: str | None = typer.Option(
         None, "--fix", metavar="K=V,...",
-        help="Fix knobs (tp pp dp cp ep etp vpp mb zero recompute offload sp tp_overlap), e.g. tp=8,pp=16."),
+        help="Fix knobs (tp pp dp cp ep etp vpp mb zero recompute offload sp tp_overlap dispatcher fp8_recipe), "
+        "e.g. tp=8,pp=16."),
     exclude: str | None = typer.Option(
         None, "--exclude", metavar="COND,...", help="Exclude matches, e.g. cp>1,zero=3."),
     memory_headroom: float | None = typer.Option(
@@ -221,11 +224,14 @@ def plan_train(
     """Search every valid training configuration for a GPU budget and print the best."""
 
     def body():
-        from roofplan import resolve
+        from roofplan import (
+            plan_training,  # resolves, plans and asks launch for the commands
+            resolve,
+        )
         from roofplan.hardware.pricing import apply_prices, parse_prices
+        from roofplan.launch import registry
         from roofplan.launch.versions import parse_targets
         from roofplan.solver.plan_types import FRAMEWORKS
-        from roofplan.solver.train_planner import plan_training
 
         frameworks = split_names("emit", emit, FRAMEWORKS)
         targets = parse_targets(target)
@@ -248,10 +254,9 @@ def plan_train(
                                  calibration=calibration, gpus_per_node=gpus_per_node,
                                  allow_cross_node_tp=allow_cross_node_tp, emit=frameworks,
                                  max_micro_batch=max_micro_batch, progress=bar, constraints=constraints,
-                                 memory_headroom_gib=memory_headroom)
+                                 memory_headroom_gib=memory_headroom, targets=targets)
         finally:
             bar.close()
-        _retarget(plan, targets)
         for fw, why in off_platform.items():  # launchers that do not run on this device: not emitted
             plan.launch.pop(fw, None)
             plan.launch_unsupported[fw] = why
@@ -259,7 +264,7 @@ def plan_train(
         written: list[str] = []
         if out is not None:
             chosen = frameworks or [fw for fw in FRAMEWORKS if fw in plan.launch]
-            written = plan.write(out, chosen, targets)
+            written = registry.write_plan(out, registry.train_files(plan, chosen, targets), plan.to_json())
             warn_stale(out, written)
         if json_out:
             if written:
@@ -269,24 +274,6 @@ def plan_train(
             _render(doc, written, frameworks)
 
     return run(body)
-
-
-def _retarget(plan, targets: dict[str, str]) -> None:
-    """Launch commands for the asked-for releases; a framework whose release cannot express the
-    winner moves to ``launch_unsupported`` (and with --emit is an error when written)."""
-    from roofplan.solver.plan_types import emitter
-
-    for fw, version in targets.items():
-        if fw not in ("megatron", "deepspeed", "torchtitan"):
-            continue  # a serving engine's release: plan serve reads it
-        mod = emitter(fw)
-        why = mod.unsupported(plan.config(), plan.model, version)
-        if why:
-            plan.launch.pop(fw, None)
-            plan.launch_unsupported[fw] = why
-        else:
-            plan.launch[fw] = mod.command(plan.model, plan.config(), version)
-            plan.launch_unsupported.pop(fw, None)
 
 
 def register(group) -> None:

@@ -25,6 +25,7 @@ from roofplan.launch.common import (
     unexpressed_shape,
 )
 from roofplan.models.spec import ModelSpec
+from roofplan.solver.frameworks import violation
 
 CONFIG = "ds_config.json"
 SCRIPT = "launch_deepspeed.sh"
@@ -63,22 +64,7 @@ def unsupported(config: Mapping, model: ModelSpec | None = None, target: str | N
     """Why DeepSpeed (with Megatron-DeepSpeed for TP/PP) cannot run ``config`` (and ``model``)."""
     if model is not None and (why := unsupported_model(model)):
         return why
-    if config["recompute"] == "full" and config.get("recompute_layers") and config["pp"] > 1:
-        # the DeepSpeed pipeline engine checkpoints uniform chunks only (megatron/model/gpt_model.py)
-        return "the DeepSpeed pipeline engine has no partial (block) recompute"
-    if config["zero"] >= 2 and config["pp"] > 1:
-        return "ZeRO-2 and ZeRO-3 are incompatible with DeepSpeed pipeline parallelism"
-    if config["offload"] == "optimizer+params" and config["zero"] < 3:
-        return "offload_param needs ZeRO stage 3"
-    if config["offload"] == "optimizer" and config["zero"] < 1:
-        return "offload_optimizer needs ZeRO stage >= 1"
-    if config["cp"] > 1:
-        return "context parallelism is not available (DeepSpeed-Ulysses is a different algorithm)"
-    if config.get("tp_comm_overlap"):
-        return "no userbuffers TP-communication overlap (Megatron --tp-comm-overlap)"
-    if config["vpp"] > 1:
-        return "the DeepSpeed pipeline engine has no interleaved schedule"
-    return None
+    return violation("deepspeed", config)  # the configuration rules (solver/frameworks.py)
 
 
 def ds_config(config: Mapping, estimate: Mapping) -> dict:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from roofplan.costmodel.train_memory import pipeline_split
 from roofplan.errors import InputError
 from roofplan.launch import versions
 from roofplan.launch.common import (
@@ -31,7 +32,7 @@ from roofplan.launch.common import (
     unexpressed_shape,
 )
 from roofplan.models.spec import ModelSpec
-from roofplan.solver.space import pipeline_split
+from roofplan.solver.frameworks import violation
 
 SCRIPT = "launch_megatron.sh"
 
@@ -45,16 +46,10 @@ def unsupported(config: Mapping, model: ModelSpec | None = None, target: str | N
     if (model is not None and model.mtp_layers and config["cp"] > 1
             and not versions.feature("megatron", target, "mtp_with_cp")):
         return f"Megatron {target} has no multi-token prediction with context parallelism (CP {config['cp']})"
-    if config["offload"] == "optimizer+params":
-        return "Megatron-LM has no parameter offload (use --emit deepspeed)"
-    if config["zero"] >= 2 and config["pp"] > 1:
-        return "Megatron-FSDP (ZeRO-2/3) is not combined with pipeline parallelism here"
-    if config["offload"] == "optimizer" and config["zero"] < 1:
-        return "--optimizer-cpu-offload needs the distributed optimizer (ZeRO >= 1)"
-    return None
+    return violation("megatron", config)  # the configuration rules (solver/frameworks.py)
 
 
-def model_args(model: ModelSpec, seq_len: int) -> list[str]:
+def model_args(model: ModelSpec, seq_len: int, dispatcher: str = "alltoall") -> list[str]:
     """Model-shape flags for a GPT-style decoder (launch-configs §1.2 'Model shape')."""
     a = ["--num-layers", str(model.layers), "--hidden-size", str(model.hidden),
          "--ffn-hidden-size", str(model.ffn), "--num-attention-heads", str(model.heads)]
@@ -90,7 +85,7 @@ def model_args(model: ModelSpec, seq_len: int) -> list[str]:
           "--max-position-embeddings", str(max(seq_len, model.learned_positions or seq_len)),
           "--vocab-size", str(model.vocab)]
     if model.moe is not None:
-        a += moe_args(model)
+        a += moe_args(model, dispatcher)
     if model.mtp_layers:
         a += ["--mtp-num-layers", str(model.mtp_layers)]
     return a
@@ -100,13 +95,15 @@ def _int_or_float(x: float) -> str:
     return str(int(x)) if float(x).is_integer() else repr(float(x))
 
 
-def moe_args(model: ModelSpec) -> list[str]:
-    """Experts, their width and the router (Megatron MoE README; DeepSeek-V3 recipe in
-    ``examples/``: sigmoid scores with an expert bias instead of a large auxiliary loss)."""
+def moe_args(model: ModelSpec, dispatcher: str = "alltoall") -> list[str]:
+    """Experts, their width, the token dispatcher and the router (Megatron MoE README; DeepSeek-V3
+    recipe in ``examples/``: sigmoid scores with an expert bias instead of a large auxiliary loss;
+    DeepEP through the flex dispatcher, ``--moe-enable-deepep`` from core_v0.13)."""
     moe = model.moe
     a = ["--num-experts", str(moe.num_experts), "--moe-router-topk", str(moe.top_k),
-         "--moe-ffn-hidden-size", str(moe.expert_ffn), "--moe-grouped-gemm",
-         "--moe-token-dispatcher-type", "alltoall"]
+         "--moe-ffn-hidden-size", str(moe.expert_ffn), "--moe-grouped-gemm"]
+    a += (["--moe-token-dispatcher-type", "flex", "--moe-enable-deepep"] if dispatcher == "deepep"
+          else ["--moe-token-dispatcher-type", "alltoall"])
     if moe.expert_bias:
         a += ["--moe-router-score-function", moe.score_function, "--moe-router-enable-expert-bias",
               "--moe-router-bias-update-rate", "1e-3", "--moe-router-load-balancing-type", "seq_aux_loss",
@@ -177,7 +174,11 @@ def parallel_args(model: ModelSpec, c: Mapping, target: str | None = None) -> li
     if dtype == "fp16":
         a += ["--fp16"]
     elif dtype == "fp8":
-        a += ["--bf16", "--fp8-format", "hybrid", "--fp8-amax-history-len", "1024", "--fp8-amax-compute-algo", "max"]
+        a += ["--bf16", "--fp8-format", "hybrid"]
+        if c.get("fp8_recipe", "current") == "delayed":  # TE DelayedScaling from the amax history
+            a += ["--fp8-recipe", "delayed", "--fp8-amax-history-len", "1024", "--fp8-amax-compute-algo", "max"]
+        else:  # per-tensor current scaling, the cost model's default (Megatron-Bridge FP8-CS)
+            a += ["--fp8-recipe", "tensorwise"]
     else:
         a += ["--bf16"]
     return a
@@ -189,7 +190,7 @@ def argv(model: ModelSpec, config: Mapping, target: str | None = None) -> list[s
     if why:
         raise InputError("emit", "megatron", why)
     run = torchrun_argv(config["gpus"], config["gpus_per_node"])
-    return run + ["pretrain_gpt.py"] + parallel_args(model, config, target) + model_args(model, config["seq_len"]) + [
+    return run + ["pretrain_gpt.py"] + parallel_args(model, config, target) + model_args(model, config["seq_len"], config.get("moe_dispatcher", "alltoall")) + [
         "--tokenizer-type", "HuggingFaceTokenizer", "--tokenizer-model", "${TOKENIZER_MODEL}",
         "--data-path", "${DATA_PATH}", "--split", "99,1,0",
         "--lr", "1.5e-4", "--min-lr", "1.5e-5", "--lr-decay-style", "cosine", "--weight-decay", "0.1",

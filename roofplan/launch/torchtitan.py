@@ -31,6 +31,7 @@ from roofplan.launch.common import (
     train_readme,
 )
 from roofplan.models.spec import ModelSpec
+from roofplan.solver.frameworks import violation
 
 TOML = "torchtitan.toml"
 PYCONFIG = "roofplan_torchtitan.py"
@@ -63,17 +64,8 @@ def unsupported(config: Mapping, model: ModelSpec | None = None, target: str | N
         known = ", ".join(m for m, d in MODELS.items() if iface in d)
         return (f"torchtitan {target or versions.default_version('torchtitan')} has no registered "
                 f"definition of {name} (it has {known})")
-    if config["zero"] == 1:
-        return "FSDP2 has no optimizer-only sharding (ZeRO-1)"
-    if config.get("tp_comm_overlap"):
-        return "no userbuffers TP-communication overlap (Megatron --tp-comm-overlap)"
-    if config["zero"] == 2 and config["pp"] > 1:
-        return ("under torchtitan's pipeline schedules FSDP2 reduces gradients on the last microbatch only, "
-                "so ZeRO-2 gradients are not sharded while they accumulate")
-    if config["offload"] == "optimizer" or (config["offload"] == "optimizer+params" and config["zero"] != 3):
-        return "torchtitan CPU offload moves parameters, gradients and optimizer together (ZeRO-3 only)"
-    if config["recompute"] == "full" and config.get("recompute_layers"):
-        return "torchtitan full activation checkpointing covers every layer"
+    if why := violation("torchtitan", config):  # the configuration rules (solver/frameworks.py)
+        return why
     if config["dtype"] == "fp16":
         return "torchtitan trains in bfloat16 or float32 (mixed_precision_param), not fp16"
     if config["dtype"] == "fp8":  # a float8 converter is a model option these files do not set

@@ -22,6 +22,7 @@ from importlib import resources
 import numpy as np
 
 from roofplan.costmodel.train_configs import OFFLOAD, RECOMPUTE
+from roofplan.solver.frameworks import launchable
 
 #: Fewest validated rows a group needs before its own p90 is used.
 MIN_ROWS = 5
@@ -126,18 +127,6 @@ def simplicity_key(cfg: dict, free_bytes) -> tuple[np.ndarray, ...]:
             np.asarray(cfg.get("tp_comm_overlap", np.zeros_like(tp))),
             (np.asarray(cfg.get("etp", np.zeros_like(tp))) != 0).astype(int),
             -np.asarray(free_bytes, dtype=float))
-
-
-def launchable(cfg: dict) -> np.ndarray:
-    """True where at least one built-in launcher can express the configuration."""
-    from roofplan.solver.plan_types import FRAMEWORKS
-    from roofplan.solver.space import framework_mask
-
-    arrays = {k: np.atleast_1d(np.asarray(v)) for k, v in cfg.items()}
-    ok = np.zeros(arrays["tp"].shape, dtype=bool)
-    for fw in FRAMEWORKS:
-        ok |= framework_mask(fw, arrays, 0)
-    return ok
 
 
 def simplicity_order(cfg: dict, free_bytes, score) -> np.ndarray:

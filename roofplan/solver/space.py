@@ -38,6 +38,7 @@ from roofplan.costmodel.train_configs import RECOMPUTE as RECOMPUTE_CODES  # noq
 from roofplan.costmodel.train_memory import pipeline_split
 from roofplan.hardware.spec import DeviceSpec
 from roofplan.models.spec import ModelSpec
+from roofplan.solver.frameworks import framework_mask
 
 #: Bytes per parameter of model state that every mixed-precision trainer keeps at minimum: low
 #: precision weights, low precision gradients, and the fp32 master copy plus the two Adam moments
@@ -108,48 +109,6 @@ def pipeline_split_ok(layers, pp, vpp):
     even = layers % pp == 0
     first, _, _ = pipeline_split(layers, pp)
     return (even & ((vpp == 1) | ((pp > 1) & ((layers // pp) % vpp == 0)))) | (~even & (vpp == 1) & (first > 0))
-
-
-# -- framework limits --------------------------------------------------------------------------------
-def framework_mask(framework: str | tuple[str, ...] | None, a: dict[str, np.ndarray], layers: int) -> np.ndarray:
-    """True where ``framework`` can launch the configuration (docs/reference/launch-configs.md §1-3).
-
-    * megatron: ZeRO 0/1 (distributed optimizer) or Megatron-FSDP for 2/3 without pipeline
-      parallelism; optimizer CPU offload needs the distributed optimizer; no parameter offload.
-    * deepspeed: "ZeRO-2 and ZeRO-3 are incompatible with pipeline parallelism"
-      (``deepspeed/runtime/pipe/engine.py``); ``offload_param`` needs stage 3; no context parallel
-      (Ulysses is a different algorithm) and no interleaved pipeline schedule.
-    * torchtitan: FSDP2 expresses ZeRO 0 (replicate), 2 (reshard_after_forward=never) and 3;
-      CPU offload is all-or-nothing (params+grads+optimizer, ZeRO-3); full AC covers all layers.
-    """
-    n = a["tp"].size
-    ok = np.ones(n, dtype=bool)
-    if framework is None:
-        return ok
-    if isinstance(framework, tuple):
-        for fw in framework:
-            ok &= framework_mask(fw, a, layers)
-        return ok
-    zero, off, pp = a["zero"], a["offload"], a["pp"]
-    if framework != "megatron" and "tp_comm_overlap" in a:
-        ok &= a["tp_comm_overlap"] == 0  # userbuffers TP-comm overlap is Megatron's
-    if framework != "megatron" and "etp" in a:
-        ok &= a["etp"] == 0  # a separate expert TP degree is Megatron-Core's
-    if framework == "megatron":
-        ok &= ~((zero >= 2) & (pp > 1))
-        ok &= ~((off >= 1) & (zero < 1))
-        ok &= off <= 1
-    elif framework == "deepspeed":
-        ok &= ~((zero >= 2) & (pp > 1))
-        ok &= ~((off >= 2) & (zero < 3))
-        ok &= a["cp"] == 1
-        ok &= a["vpp"] == 1
-    elif framework == "torchtitan":
-        ok &= zero != 1
-        ok &= ~((zero == 2) & (pp > 1))  # FSDP2 + PP syncs gradients on the last microbatch only
-        ok &= ~((off >= 1) & ~((off == 2) & (zero == 3)))
-        ok &= ~((a["recompute"] == 2) & (a["recompute_layers"] != 0))
-    return ok
 
 
 # -- memory bound ------------------------------------------------------------------------------------

@@ -30,14 +30,15 @@ from collections.abc import Callable
 import numpy as np
 
 from roofplan.costmodel.power import energy_kwh, require_power, train_power_w
-from roofplan.costmodel.train_configs import TRAIN_DTYPES
+from roofplan.costmodel.train_configs import FP8_RECIPES, MOE_DISPATCHERS, TRAIN_DTYPES
 from roofplan.errors import InfeasibleError, InputError
 from roofplan.hardware.spec import DeviceSpec
 from roofplan.models.spec import ModelSpec
 from roofplan.solver import constraints as cons
+from roofplan.solver import frameworks as frameworks_
 from roofplan.solver import placement_ilp as pilp
 from roofplan.solver import robust
-from roofplan.solver.plan_types import CONFIG_KEYS, FRAMEWORKS, TrainPlan, emitter
+from roofplan.solver.plan_types import CONFIG_KEYS, FRAMEWORKS, TrainPlan, brief
 from roofplan.solver.space import (
     OFFLOAD_CODES,
     OFFLOAD_NAMES,
@@ -71,20 +72,12 @@ def _cm():
 
 
 # -- inputs ------------------------------------------------------------------------------------------
-def _resolve(model, hardware, calibration) -> tuple[ModelSpec, DeviceSpec]:
+def _check_specs(model, hardware) -> None:
+    """The planner takes resolved specs (:func:`roofplan.plan_training` resolves ids and overlays)."""
     if not isinstance(model, ModelSpec):
-        from roofplan.models.loader import load_model
-
-        model = load_model(model)
+        raise InputError("model", model, "a resolved ModelSpec (roofplan.plan_training resolves ids)")
     if not isinstance(hardware, DeviceSpec):
-        from roofplan.hardware.catalog import load_hardware
-
-        hardware = load_hardware(hardware, calibration=calibration)
-    elif calibration is not None:
-        from roofplan.hardware.overlay import apply_overlay, load_overlay
-
-        hardware = apply_overlay(hardware, load_overlay(calibration))
-    return model, hardware
+        raise InputError("hardware", hardware, "a resolved DeviceSpec (roofplan.plan_training resolves ids)")
 
 
 def _positive_int(name: str, v) -> int:
@@ -166,35 +159,71 @@ def _overwrite(arr, idx: np.ndarray, sub) -> None:
         setattr(arr, f.name, v)
 
 
+#: Scalars of the cost model the planner searches per configuration: array column -> (TrainConfigs
+#: field, its value for each code). Code 0 is ``estimate train``'s default.
+KNOBS = {"tp_comm_overlap": ("tp_comm_overlap", (False, True)),
+         "moe_dispatcher": ("moe_dispatcher", MOE_DISPATCHERS),
+         "fp8_recipe": ("fp8_recipe", FP8_RECIPES)}
+
+
 def _step(model, hw, arrays: dict, dtype: str, gpus_per_node: int, flash_attention: bool):
-    """``train_step`` of configuration arrays whose ``tp_comm_overlap`` column (0/1, optional) says
-    which lanes run Megatron's TP-comm overlap (a scalar of the cost model: one call per setting)."""
+    """``train_step`` of configuration arrays whose :data:`KNOBS` columns (codes, optional) say
+    which setting each lane runs (scalars of the cost model: one call per combination in use)."""
     cfg = _configs(arrays, dtype, gpus_per_node, flash_attention)
-    arr = _cm().train_step(model, hw, cfg)
-    on = np.flatnonzero(np.asarray(arrays.get("tp_comm_overlap", np.zeros(1)), dtype=bool)
-                        & np.ones(arrays["tp"].shape, dtype=bool))
-    if on.size:
-        _overwrite(arr, on, _cm().train_step(model, hw, dataclasses.replace(cfg, tp_comm_overlap=True).take(on)))
+    n = arrays["tp"].shape
+    codes = np.stack([np.broadcast_to(np.asarray(arrays.get(k, 0), dtype=np.int64), n) for k in KNOBS], axis=1)
+    combos, inverse = np.unique(codes, axis=0, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    counts = np.bincount(inverse, minlength=len(combos))
+    order = np.argsort(-counts, kind="stable")  # the commonest setting over every lane, then the others
+
+    def change(combo) -> dict:
+        return {field: values[int(c)] for (field, values), c in zip(KNOBS.values(), combo)}
+
+    arr = _cm().train_step(model, hw, dataclasses.replace(cfg, **change(combos[order[0]])) if len(combos) else cfg)
+    for k in order[1:]:
+        lanes = np.flatnonzero(inverse == k)
+        _overwrite(arr, lanes, _cm().train_step(model, hw, dataclasses.replace(cfg, **change(combos[k])).take(lanes)))
     return arr
 
 
-def _best_overlap(model, hw, cfg, arr, arrays: dict, constraints: tuple = ()) -> None:
-    """Search TP-comm overlap (Megatron ``--tp-comm-overlap``: needs TP > 1 and sequence
-    parallelism): lanes where it fits and is faster switch to it, in ``arr`` and in ``arrays``;
-    ``constraints`` on ``tp_overlap`` decide which settings a lane may take."""
+def _best_knob(model, hw, arr, arrays: dict, column: str, eligible: np.ndarray, step_kw: dict,
+               constraints: tuple = ()) -> None:
+    """Search knob ``column`` (code 1 against the current 0) on the ``eligible`` lanes: lanes
+    where it fits and is faster switch to it, in ``arr`` and in ``arrays`` (the other knobs as
+    already chosen); ``constraints`` on the knob decide which settings a lane may take."""
     off = np.zeros(arrays["tp"].shape, dtype=np.int64)
-    arrays["tp_comm_overlap"] = off
-    on_ok = cons.mask(constraints, arrays | {"tp_comm_overlap": off + 1})
+    arrays[column] = off
+    on_ok = cons.mask(constraints, arrays | {column: off + 1})
     off_ok = cons.mask(constraints, arrays)
-    cand = np.flatnonzero((arrays["tp"] > 1) & (arrays["sequence_parallel"] == 1) & on_ok)
+    cand = np.flatnonzero(eligible & on_ok)
     if not cand.size:
         return
-    sub = _cm().train_step(model, hw, dataclasses.replace(cfg.take(cand), tp_comm_overlap=True))
+    sub = _step(model, hw, {k: v[cand] for k, v in arrays.items()} | {column: off[cand] + 1}, **step_kw)
     off_fits = np.asarray(arr.fits, dtype=bool)[cand] & off_ok[cand]
     better = np.asarray(sub.fits, dtype=bool) & (~off_fits | (sub.tokens_per_s > arr.tokens_per_s[cand] * (1 + 1e-9)))
     if better.any():
         _overwrite(arr, cand[better], sub.take(better))
-        arrays["tp_comm_overlap"][cand[better]] = 1
+        arrays[column][cand[better]] = 1
+
+
+def _search_knobs(model, hw, arr, arrays: dict, searched: tuple[str, ...], step_kw: dict, constraints) -> None:
+    """TP-comm overlap (Megatron ``--tp-comm-overlap``: TP > 1 with sequence parallelism), the MoE
+    dispatcher (DeepEP: experts spread over EP > 1) and the FP8 recipe (fp8 training), each where
+    ``searched`` names it; the others stay at code 0."""
+    eligible = {"tp_comm_overlap": (arrays["tp"] > 1) & (arrays["sequence_parallel"] == 1),
+                "moe_dispatcher": arrays["ep"] > 1,
+                "fp8_recipe": np.full(arrays["tp"].shape, step_kw["dtype"] == "fp8")}
+    for column in KNOBS:
+        arrays[column] = np.zeros(arrays["tp"].shape, dtype=np.int64)
+    for column in KNOBS:
+        if column in searched:
+            post = tuple(c for c in constraints if KEYS_OF_KNOB.get(c.key) == column)
+            _best_knob(model, hw, arr, arrays, column, eligible[column], step_kw, post)
+
+
+#: Constraint key (solver/constraints.py) of each searched knob.
+KEYS_OF_KNOB = {"tp_overlap": "tp_comm_overlap", "dispatcher": "moe_dispatcher", "fp8_recipe": "fp8_recipe"}
 
 
 def _threshold(best: float, band: float) -> float:
@@ -206,21 +235,21 @@ def _search(model: ModelSpec, hw: DeviceSpec, *, gpus: int, global_batch: int, s
             gpus_per_node: int, opts: SpaceOptions, objective: str, flash_attention: bool, state: _Search,
             progress: Callable[[int, int], None] | None = None, stop_at_first: bool = False,
             pool: int = POOL, headroom_bytes: float = 0.0, constraints: tuple = (),
-            band: float | None = None, search_overlap: bool = False) -> bool:
+            band: float | None = None, knobs: tuple[str, ...] = ()) -> bool:
     """Search one GPU count into ``state``; returns whether anything fits.
 
     A configuration that fits but leaves less than ``headroom_bytes`` free is rejected as
     ``headroom``; one outside the user's ``constraints`` as ``constraint``. With ``band`` (a
     fraction) the robust pool keeps the simplest configurations within the band of the best.
-    ``search_overlap`` also evaluates TP-comm overlap for every lane that can use it."""
+    ``knobs`` names the :data:`KNOBS` evaluated for every lane that can use them."""
     cm = _cm()
     space = enumerate_space(model, hw, gpus=gpus, global_batch=global_batch, seq_len=seq_len, dtype=dtype,
                             gpus_per_node=gpus_per_node, opts=opts)
     state.searched += space.searched
     state.rejected.update(space.rejected)
     # constraints on the overlap apply once it is decided (after the cost model), the rest before
-    post = tuple(c for c in constraints if c.key == "tp_overlap")
-    pre = tuple(c for c in constraints if c.key != "tp_overlap")
+    post = tuple(c for c in constraints if c.key in KEYS_OF_KNOB)
+    pre = tuple(c for c in constraints if c.key not in KEYS_OF_KNOB)
     if pre and len(space):
         ok = cons.mask(pre, space.arrays)
         if not ok.all():
@@ -241,10 +270,8 @@ def _search(model: ModelSpec, hw: DeviceSpec, *, gpus: int, global_batch: int, s
             cfg = cfg.take(ok)
         if arrays["tp"].size:
             arr = cm.train_step(model, hw, cfg)
-            if search_overlap:
-                _best_overlap(model, hw, cfg, arr, arrays, post)
-            else:
-                arrays["tp_comm_overlap"] = np.zeros(arrays["tp"].shape, dtype=np.int64)
+            _search_knobs(model, hw, arr, arrays, knobs, dict(dtype=dtype, gpus_per_node=gpus_per_node,
+                                                              flash_attention=flash_attention), post)
             state.evaluated += arrays["tp"].size
             excluded = ~cons.mask(post, arrays)
             if excluded.any():
@@ -342,6 +369,8 @@ def _candidate(model: ModelSpec, hw: DeviceSpec, cfg: dict, met: dict, i: int, *
         "sequence_parallel": bool(cfg["sequence_parallel"][i]), "zero": int(cfg["zero"][i]),
         "offload": OFFLOAD_NAMES[int(cfg["offload"][i])],
         "tp_comm_overlap": bool(cfg["tp_comm_overlap"][i]) if "tp_comm_overlap" in cfg else False,
+        "moe_dispatcher": KNOBS["moe_dispatcher"][1][int(cfg["moe_dispatcher"][i]) if "moe_dispatcher" in cfg else 0],
+        "fp8_recipe": KNOBS["fp8_recipe"][1][int(cfg["fp8_recipe"][i]) if "fp8_recipe" in cfg else 0],
     }
     # expert tensor parallelism as a degree (the arrays' 0 means "= tp")
     c["etp"] = int(cfg["etp"][i]) or c["tp"]
@@ -501,8 +530,7 @@ def _why(best: dict, pool: list[dict], objective: str, note: str = "") -> dict:
     if parts:
         summary += "; the winner saves " + ", ".join(parts)
     summary += (f"; memory headroom {tb['memory_headroom_gib']:.1f} GiB vs {tr['memory_headroom_gib']:.1f} GiB")
-    return {"summary": note + summary, "runner_up": {k: runner[k] for k in CONFIG_KEYS} | {
-        "step_time_s": runner["step_time_s"], "tokens_per_s": runner["tokens_per_s"]}, "terms": diffs}
+    return {"summary": note + summary, "runner_up": brief(runner), "terms": diffs}
 
 
 # -- placement ILP -----------------------------------------------------------------------------------
@@ -512,6 +540,8 @@ def _variants(c: dict, **changes) -> dict:
     d["offload"] = np.array([OFFLOAD_CODES[c["offload"]]])
     d["sequence_parallel"] = np.array([int(c["sequence_parallel"])])
     d["tp_comm_overlap"] = np.array([int(c.get("tp_comm_overlap", False))])
+    d["moe_dispatcher"] = np.array([KNOBS["moe_dispatcher"][1].index(c.get("moe_dispatcher", "alltoall"))])
+    d["fp8_recipe"] = np.array([KNOBS["fp8_recipe"][1].index(c.get("fp8_recipe", "current"))])
     d["etp"] = np.array([0 if c.get("etp", c["tp"]) == c["tp"] else c["etp"]])
     for k, v in changes.items():
         d[k] = np.array([v])
@@ -586,11 +616,13 @@ def _expressible(prob: pilp.PlacementProblem, c: dict, opts: SpaceOptions) -> pi
         allowed["parameters"] = ()
     framework = opts.framework
     fws = (framework,) if isinstance(framework, str) else tuple(framework or ())
-    if "megatron" in fws:
+    # what the asked-for launchers write (solver/frameworks.py): optimizer offload, parameters with it
+    if not frameworks_.expresses(fws, c, offload=1):
+        allowed["optimizer_moments"] = allowed["master_weights"] = allowed["parameters"] = ()
+    if not frameworks_.expresses(fws, c, offload=2):
         allowed["parameters"] = ()
-    if "torchtitan" in fws:  # CPU offload is all-or-nothing there; full AC covers every layer
-        allowed = {k: () for k in allowed}
-    return dataclasses.replace(prob, allowed=allowed, full_all_or_nothing="torchtitan" in fws,
+    partial = frameworks_.expresses(fws, c, recompute=2, recompute_layers=1)
+    return dataclasses.replace(prob, allowed=allowed, full_all_or_nothing=not partial,
                                allow_selective="selective" in opts.recompute, allow_full="full" in opts.recompute,
                                links=(("same", "optimizer_moments", "master_weights"),
                                       ("implies", "parameters", "optimizer_moments")))
@@ -703,7 +735,7 @@ def _fits_any(model, hw, *, gpus, global_batch, seq_len, dtype, gpus_per_node, o
     return _search(model, hw, gpus=gpus, global_batch=global_batch, seq_len=seq_len, dtype=dtype,
                    gpus_per_node=gpus_per_node, opts=opts, objective="throughput", flash_attention=flash_attention,
                    state=st, stop_at_first=True, pool=1, headroom_bytes=headroom_bytes, constraints=constraints,
-                   search_overlap=any(c.key == "tp_overlap" for c in constraints))
+                   knobs=tuple(KEYS_OF_KNOB[c.key] for c in constraints if c.key in KEYS_OF_KNOB))
 
 
 #: Largest GPU count the infeasibility search tries (2^24, far beyond any cluster).
@@ -808,38 +840,8 @@ def _pooled(model, hw, state: _Search, *, dtype: str, gpus_per_node: int, tokens
     return out
 
 
-# -- the API -----------------------------------------------------------------------------------------
-def plan_training(model, hardware, *, gpus: int, global_batch: int, seq_len: int, dtype: str = "bf16",
-                  objective: str = "throughput", top: int = 5, tokens: float | None = None, calibration=None,
-                  gpus_per_node: int | None = None, allow_cross_node_tp: bool = False,
-                  emit: str | list[str] | tuple[str, ...] | None = None,
-                  recompute=None, zero=None, offload=None, sequence_parallel=None, max_micro_batch: int = 16,
-                  tp=None, pp=None, cp=None, ep=None, vpp=None, flash_attention: bool = True,
-                  placement: bool = True, ilp_time_limit_s: float = 2.0,
-                  progress: Callable[[int, int], None] | None = None, memory_headroom_gib: float | None = None,
-                  constraints=(), robust_choice: bool = True, tp_comm_overlap: bool = True) -> TrainPlan:
-    """Search every valid training configuration for ``gpus`` devices and return the best.
-
-    ``emit`` restricts the search to what that launcher can express (and renders its command);
-    ``recompute``/``zero``/``offload``/``sequence_parallel`` restrict the knobs; ``tp``...``vpp`` fix
-    degrees (an int or a list). ``constraints`` (:class:`roofplan.solver.constraints.Constraint`, or
-    the ``--fix``/``--exclude`` strings as ``{"fix": ..., "exclude": ...}``) mask the search.
-    ``memory_headroom_gib`` is the free memory every pick must leave (default
-    :func:`~roofplan.costmodel.train_memory.default_memory_headroom_bytes`). With ``robust_choice``
-    the candidates within the error band of the best are ranked simplest first
-    (:mod:`roofplan.solver.robust`). ``tp_comm_overlap`` searches Megatron's TP-comm overlap per
-    configuration (unless ``emit`` asks only for launchers without it). Raises :class:`InputError` on bad input and
-    :class:`InfeasibleError` (with the smallest fitting change) when nothing fits.
-    """
-    t0 = time.perf_counter()
-    model, hw = _resolve(model, hardware, calibration)
-    gpus = _positive_int("gpus", gpus)
-    if gpus > _MAX_RELAXED_GPUS:  # degree products of larger counts overflow the int64 search arrays
-        raise InputError("gpus", gpus, f"a positive integer of at most {_MAX_RELAXED_GPUS:,}")
-    global_batch = _positive_int("global_batch", global_batch)
-    seq_len = _positive_int("seq_len", seq_len)
-    top = _positive_int("top", top)
-    max_micro_batch = _positive_int("max_micro_batch", max_micro_batch)
+def _check_goal(hw: DeviceSpec, dtype: str, objective: str, tokens) -> float | None:
+    """InputError for a dtype, objective or token budget the plan cannot take; the tokens as a float."""
     if dtype not in TRAIN_DTYPES:
         raise InputError("dtype", dtype, "one of " + ", ".join(TRAIN_DTYPES) + " for training")
     hw.peak(dtype)  # InputError for a dtype the device has no peak for (fp8 before Hopper)
@@ -849,13 +851,96 @@ def plan_training(model, hardware, *, gpus: int, global_batch: int, seq_len: int
         raise InputError("objective", objective, f"{hw.id} has no price_per_hour in its catalog; use throughput")
     if objective == "energy":
         require_power(hw)
+    if tokens is None:
+        return None
+    try:
+        tokens = float(tokens)
+    except (TypeError, ValueError):
+        raise InputError("tokens", tokens, "a positive number of training tokens") from None
+    if not tokens > 0:
+        raise InputError("tokens", tokens, "a positive number of training tokens")
+    return tokens
+
+
+def _fixed_degrees(**degrees) -> dict[str, tuple[int, ...]]:
+    """The degrees the caller fixed (an int or a list each), checked positive."""
+    fixed = {}
+    for name, v in degrees.items():
+        if v is not None:
+            vals = tuple(int(x) for x in (v if isinstance(v, (list, tuple)) else (v,)))
+            for x in vals:
+                _positive_int(name, x)
+            fixed[name] = vals
+    return fixed
+
+
+def _objective_doc(hw: DeviceSpec, objective: str, counts: list[int], tokens, best: dict) -> dict:
+    """The ``objective`` part of the plan document: prices, power, and the totals of a token budget."""
+    obj = {"name": objective, "price_per_gpu_hour": hw.price_per_hour, "price_date": hw.price_date,
+           "power_idle_w": hw.idle_w, "power_max_w": hw.max_w if hw.max_w is not None else hw.tdp_w}
+    if objective in ("cost", "energy"):
+        obj["gpu_counts_searched"] = counts
     if tokens is not None:
-        try:
-            tokens = float(tokens)
-        except (TypeError, ValueError):
-            raise InputError("tokens", tokens, "a positive number of training tokens") from None
-        if not tokens > 0:
-            raise InputError("tokens", tokens, "a positive number of training tokens")
+        obj["tokens"] = tokens
+        obj["time_to_train_days"] = best.get("time_to_train_days")
+        obj["cost_to_train_usd"] = best.get("cost_to_train_usd")
+        obj["energy_to_train_kwh"] = best.get("energy_to_train_kwh")
+    return obj
+
+
+def _annotate(lead: list[dict], band, hw: DeviceSpec, model: ModelSpec, dtype: str) -> None:
+    """Rank, error band and warnings (an MFU beyond the published best plus the band; no built-in
+    launcher) of the shown candidates, in place."""
+    for i, c in enumerate(lead):
+        c["rank"] = i + 1
+        c["error_band_pct"] = band.pct
+        c["error_band"] = band.label
+        warning = robust.mfu_warning(c["mfu"], band, hw.id, model, dtype)
+        c["warnings"] = [warning] if warning else []
+        if not robust.launchable(_variants(c))[0]:
+            c["warnings"].append("no built-in launcher expresses this configuration (ZeRO-2 with pipeline "
+                                 "parallelism is an in-house FSDP schedule such as Llama 3's); --emit megatron, "
+                                 "deepspeed or torchtitan restricts the search to what that launcher runs")
+
+
+# -- the API -----------------------------------------------------------------------------------------
+def plan_training(model, hardware, *, gpus: int, global_batch: int, seq_len: int, dtype: str = "bf16",
+                  objective: str = "throughput", top: int = 5, tokens: float | None = None, calibration_label=None,
+                  gpus_per_node: int | None = None, allow_cross_node_tp: bool = False,
+                  emit: str | list[str] | tuple[str, ...] | None = None,
+                  recompute=None, zero=None, offload=None, sequence_parallel=None, max_micro_batch: int = 16,
+                  tp=None, pp=None, cp=None, ep=None, vpp=None, flash_attention: bool = True,
+                  placement: bool = True, ilp_time_limit_s: float = 2.0,
+                  progress: Callable[[int, int], None] | None = None, memory_headroom_gib: float | None = None,
+                  constraints=(), robust_choice: bool = True, tp_comm_overlap: bool = True,
+                  search_dispatcher: bool = True, search_fp8_recipe: bool = True) -> TrainPlan:
+    """Search every valid training configuration for ``gpus`` devices and return the best.
+
+    ``model``/``hardware`` are resolved specs (:func:`roofplan.plan_training` resolves ids and renders
+    the launch commands). ``emit`` restricts the search to what that launcher can express;
+    ``recompute``/``zero``/``offload``/``sequence_parallel`` restrict the knobs; ``tp``...``vpp`` fix
+    degrees (an int or a list). ``constraints`` (:class:`roofplan.solver.constraints.Constraint`, or
+    the ``--fix``/``--exclude`` strings as ``{"fix": ..., "exclude": ...}``) mask the search.
+    ``memory_headroom_gib`` is the free memory every pick must leave (default
+    :func:`~roofplan.costmodel.train_memory.default_memory_headroom_bytes`). With ``robust_choice``
+    the candidates within the error band of the best are ranked simplest first
+    (:mod:`roofplan.solver.robust`). ``tp_comm_overlap`` searches Megatron's TP-comm overlap per
+    configuration (unless ``emit`` asks only for launchers without it); ``search_dispatcher`` the MoE
+    token dispatcher (alltoall or DeepEP) and ``search_fp8_recipe`` the FP8 scaling recipe (current
+    or delayed) likewise. Raises :class:`InputError` on bad input and
+    :class:`InfeasibleError` (with the smallest fitting change) when nothing fits.
+    """
+    t0 = time.perf_counter()
+    _check_specs(model, hardware)
+    hw = hardware
+    gpus = _positive_int("gpus", gpus)
+    if gpus > _MAX_RELAXED_GPUS:  # degree products of larger counts overflow the int64 search arrays
+        raise InputError("gpus", gpus, f"a positive integer of at most {_MAX_RELAXED_GPUS:,}")
+    global_batch = _positive_int("global_batch", global_batch)
+    seq_len = _positive_int("seq_len", seq_len)
+    top = _positive_int("top", top)
+    max_micro_batch = _positive_int("max_micro_batch", max_micro_batch)
+    tokens = _check_goal(hw, dtype, objective, tokens)
     node = _positive_int("gpus_per_node", hw.devices_per_node if gpus_per_node is None else gpus_per_node)
     if gpus > node and gpus % node:
         raise InputError("gpus", gpus, f"at most one node or a multiple of the node size ({node})")
@@ -867,13 +952,7 @@ def plan_training(model, hardware, *, gpus: int, global_batch: int, seq_len: int
     headroom = _headroom_bytes(memory_headroom_gib, hw)
     band = robust.error_band(hw.id, model)
     tie = band.fraction if robust_choice else None
-    fixed = {}
-    for name, v in (("tp", tp), ("pp", pp), ("cp", cp), ("ep", ep), ("vpp", vpp)):
-        if v is not None:
-            vals = tuple(int(x) for x in (v if isinstance(v, (list, tuple)) else (v,)))
-            for x in vals:
-                _positive_int(name, x)
-            fixed[name] = vals
+    fixed = _fixed_degrees(tp=tp, pp=pp, cp=cp, ep=ep, vpp=vpp)
     opts = SpaceOptions(
         recompute=_names("recompute", recompute, RECOMPUTE_CODES),
         zero=tuple(int(z) for z in _names("zero", zero, (0, 1, 2, 3))),
@@ -891,11 +970,13 @@ def plan_training(model, hardware, *, gpus: int, global_batch: int, seq_len: int
             g //= 2
     state = _Search()
     # TP-comm overlap is Megatron's (userbuffers); searched unless only other launchers are asked for
-    search_overlap = tp_comm_overlap and (not frameworks or frameworks == ["megatron"])
+    knobs = tuple(k for k, on in (("tp_comm_overlap", tp_comm_overlap), ("moe_dispatcher", search_dispatcher),
+                                  ("fp8_recipe", search_fp8_recipe))
+                  if on and frameworks_.expresses(frameworks, {"zero": 1, "pp": 1}, **{k: 1}))
     for g in counts:
         _search(model, hw, gpus=g, global_batch=global_batch, seq_len=seq_len, dtype=dtype, gpus_per_node=node,
                 opts=opts, objective=objective, flash_attention=flash_attention, state=state, progress=progress,
-                headroom_bytes=headroom, constraints=constraints, band=tie, search_overlap=search_overlap)
+                headroom_bytes=headroom, constraints=constraints, band=tie, knobs=knobs)
     if state.pool_cfg is None:
         raise _infeasible(model, hw, gpus=gpus, global_batch=global_batch, seq_len=seq_len, dtype=dtype,
                           gpus_per_node=node, opts=opts, flash_attention=flash_attention, state=state,
@@ -925,50 +1006,23 @@ def plan_training(model, hardware, *, gpus: int, global_batch: int, seq_len: int
                                         "recompute_layers": r["recompute_layers"]} for i, r in enumerate(reports)]
     else:
         lead = lead[:top]
-    for i, c in enumerate(lead):
-        c["rank"] = i + 1
-        c["error_band_pct"] = band.pct
-        c["error_band"] = band.label
-        warning = robust.mfu_warning(c["mfu"], band, hw.id, model, dtype)
-        c["warnings"] = [warning] if warning else []
-        if not robust.launchable(_variants(c))[0]:
-            c["warnings"].append("no built-in launcher expresses this configuration (ZeRO-2 with pipeline "
-                                 "parallelism is an in-house FSDP schedule such as Llama 3's); --emit megatron, "
-                                 "deepspeed or torchtitan restricts the search to what that launcher runs")
+    _annotate(lead, band, hw, model, dtype)
     best = lead[0]
     tied = [c for c in lead if c.get("tied_with_best")]
     note = _robust_note(best, fastest, tied, objective, band) if tie is not None else ""
     why = _why(best, lead + [c for c in pool if c not in lead], objective, note)
     if fastest is not best:
-        why["fastest"] = {k: fastest[k] for k in CONFIG_KEYS} | {"step_time_s": fastest["step_time_s"],
-                                                                 "tokens_per_s": fastest["tokens_per_s"]}
+        why["fastest"] = brief(fastest)
 
-    cfg = {k: best[k] for k in CONFIG_KEYS} | {"model": model.name, "hardware": hw.id}
-    launch, unsupported = {}, {}
-    for fw in FRAMEWORKS:
-        mod = emitter(fw)
-        reason = mod.unsupported(cfg, model)
-        if reason:
-            unsupported[fw] = reason
-        else:
-            launch[fw] = mod.command(model, cfg)
-    obj = {"name": objective, "price_per_gpu_hour": hw.price_per_hour, "price_date": hw.price_date,
-           "power_idle_w": hw.idle_w, "power_max_w": hw.max_w if hw.max_w is not None else hw.tdp_w}
-    if objective in ("cost", "energy"):
-        obj["gpu_counts_searched"] = counts
-    if tokens is not None:
-        obj["tokens"] = tokens
-        obj["time_to_train_days"] = best.get("time_to_train_days")
-        obj["cost_to_train_usd"] = best.get("cost_to_train_usd")
-        obj["energy_to_train_kwh"] = best.get("energy_to_train_kwh")
+    obj = _objective_doc(hw, objective, counts, tokens, best)
     inputs = {"model": model.name, "hardware": hw.id, "gpus": gpus, "gpus_per_node": node,
               "global_batch": global_batch, "seq_len": seq_len, "dtype": dtype, "objective": objective,
               "top": top, "tokens": tokens, "emit": frameworks, "allow_cross_node_tp": allow_cross_node_tp,
-              "flash_attention": flash_attention, "calibration": None if calibration is None else str(calibration)
-              if not isinstance(calibration, dict) else "inline", "memory_headroom_gib": headroom / GiB,
+              "flash_attention": flash_attention, "calibration": calibration_label,
+              "memory_headroom_gib": headroom / GiB,
               "constraints": [("exclude " if c.exclude else "fix ") + c.text for c in constraints],
               "robust_choice": robust_choice, "error_band": band.label}
     return TrainPlan(model=model, hardware=hw, inputs=inputs, best=best, candidates=lead,
                      searched=state.searched, evaluated=state.evaluated, feasible=state.feasible,
                      rejected=dict(state.rejected), search_time_s=time.perf_counter() - t0, objective=obj,
-                     placement=placement_doc, why=why, launch=launch, launch_unsupported=unsupported)
+                     placement=placement_doc, why=why)
