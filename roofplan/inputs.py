@@ -22,7 +22,9 @@ work a file can cause is bounded before it is parsed, and every failure is an
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
 from pathlib import Path
 
 import yaml
@@ -293,3 +295,20 @@ def load_json(text: str, where: str, expected: str = "valid JSON"):
     if _depth(doc) > MAX_DEPTH:
         raise InputError(where, f"JSON nesting deeper than {MAX_DEPTH} levels", expected)
     return doc
+
+
+#: Suffixes of a token count: kilo ... peta (``g`` for giga, as some recipes write it).
+_SUFFIX = {"k": 1e3, "m": 1e6, "b": 1e9, "g": 1e9, "t": 1e12, "p": 1e15}
+
+
+def parse_tokens(text: str | None) -> float | None:
+    """``15T``, ``2.5e12``, ``300B`` -> a number of tokens."""
+    if text is None:
+        return None
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([kKmMbBgGtTpP]?)\s*", text)
+    if not m:
+        raise InputError("tokens", text, "a token count such as 2e12, 300B or 15T")
+    value = float(m.group(1)) * _SUFFIX.get(m.group(2).lower(), 1.0)
+    if not math.isfinite(value):  # 1e400 parses as inf: no run trains on infinitely many tokens
+        raise InputError("tokens", text, "a finite token count such as 2e12, 300B or 15T")
+    return value

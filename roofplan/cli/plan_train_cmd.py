@@ -8,8 +8,6 @@ that take longer than a second, only on a terminal and never with ``--json``.
 
 from __future__ import annotations
 
-import math
-import re
 import time
 
 import typer
@@ -32,21 +30,7 @@ from roofplan.cli.common import (
 )
 from roofplan.cli.options import Calibration, Hardware, Json, Model
 from roofplan.errors import InputError
-
-_SUFFIX = {"k": 1e3, "m": 1e6, "b": 1e9, "g": 1e9, "t": 1e12, "p": 1e15}
-
-
-def parse_tokens(text: str | None) -> float | None:
-    """``15T``, ``2.5e12``, ``300B`` -> a number of tokens."""
-    if text is None:
-        return None
-    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([kKmMbBgGtTpP]?)\s*", text)
-    if not m:
-        raise InputError("tokens", text, "a token count such as 2e12, 300B or 15T")
-    value = float(m.group(1)) * _SUFFIX.get(m.group(2).lower(), 1.0)
-    if not math.isfinite(value):  # 1e400 parses as inf: no run trains on infinitely many tokens
-        raise InputError("tokens", text, "a finite token count such as 2e12, 300B or 15T")
-    return value
+from roofplan.inputs import parse_tokens
 
 
 class _LazyProgress:

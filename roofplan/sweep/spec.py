@@ -233,7 +233,7 @@ def _fields(d: dict, types: dict, where: str) -> dict:
 
 
 def _tokens(v, where: str) -> float:
-    from roofplan.cli.plan_train_cmd import parse_tokens
+    from roofplan.inputs import parse_tokens
 
     try:
         return parse_tokens(str(v))
