@@ -36,6 +36,7 @@ from roofplan.cli.options import (
     PipelineEngineOpt,
     Recompute,
     RecomputeOpt,
+    TrainDtype,
     value,
 )
 from roofplan.cli.render import memory_table
@@ -105,7 +106,7 @@ def estimate_train(
         ..., "--micro-batch", callback=bounded_count,
         help="Micro batch in sequences."),
     seq_len: int = typer.Option(..., "--seq-len", callback=bounded_count, help="Sequence length in tokens."),
-    dtype: str = typer.Option("bf16", "--dtype", help="bf16 | fp16 | fp8"),
+    dtype: TrainDtype = "bf16",
     recompute: RecomputeOpt = Recompute.none,
     # two plain flags rather than one "--sequence-parallel/--no-sequence-parallel" option: typer's
     # help table truncates the pair to "--no-sequence-para…" in an 80-column terminal

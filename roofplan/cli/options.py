@@ -16,7 +16,8 @@ from typing import Annotated
 import typer
 
 from roofplan.cli.common import bounded_count
-from roofplan.costmodel.train_configs import choices
+from roofplan.costmodel.serve_configs import KV_DTYPES, WEIGHT_DTYPES
+from roofplan.costmodel.train_configs import TRAIN_DTYPES, choices
 from roofplan.engines.profile import ENGINES
 
 MODEL_HELP = "Model preset id, a HF config.json (or its folder), a model YAML, or gpt(...)."
@@ -100,6 +101,11 @@ WorkloadOpt = Annotated[str | None, typer.Option(
     help="Trace of isl,osl[,arrival_s] rows (CSV with header, or JSONL), or a preset: chat, summarisation, "
          "code, long-context.")]
 Instances = Annotated[int, count("--instances", "Identical replicas behind a router (the load is split over them).")]
+#: Weight and KV-cache dtypes of serving, and the training dtypes (checked where they are defined).
+ServeDtype = Annotated[str, typer.Option("--dtype", help="Weight dtype: " + " | ".join(WEIGHT_DTYPES) + ".")]
+KvDtype = Annotated[str | None, typer.Option(
+    "--kv-dtype", help="KV-cache dtype: " + " | ".join(KV_DTYPES) + " (default: the 16-bit activation dtype).")]
+TrainDtype = Annotated[str, typer.Option("--dtype", help=" | ".join(TRAIN_DTYPES) + ".")]
 
 
 def spec_from_flags(method: str | None, tokens: int | None, accept: float | None):

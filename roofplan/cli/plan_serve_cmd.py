@@ -29,9 +29,11 @@ from roofplan.cli.options import (
     EngineOpt,
     ExpertSkew,
     Json,
+    KvDtype,
     Model,
     Pools,
     PrefixHit,
+    ServeDtype,
     SpecAccept,
     SpecMethod,
     SpecTokens,
@@ -60,8 +62,8 @@ def plan_serve(
     rate: float | None = typer.Option(None, "--rate", help="Requests/s to sustain (else: maximise)."),
     mode: str = typer.Option("auto", "--mode", help="auto | colocated | disagg."),
     engine: EngineOpt = EngineChoice.generic,
-    dtype: str = typer.Option("bf16", "--dtype", help="Weight dtype: bf16 | fp16 | fp8 | int8 | int4 | fp4."),
-    kv_dtype: str | None = typer.Option(None, "--kv-dtype", help="KV-cache dtype: bf16 | fp8 | int8."),
+    dtype: ServeDtype = "bf16",
+    kv_dtype: KvDtype = None,
     objective: str = typer.Option(
         "gpus", "--objective", help="With --rate: fewest gpus | lowest cost | energy (least J per token)."),
     price: list[str] | None = typer.Option(  # noqa: B008

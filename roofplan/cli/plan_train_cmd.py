@@ -28,7 +28,7 @@ from roofplan.cli.common import (
     styled,
     warn_stale,
 )
-from roofplan.cli.options import Calibration, Hardware, Json, Model
+from roofplan.cli.options import Calibration, Hardware, Json, Model, TrainDtype
 from roofplan.errors import InputError
 from roofplan.inputs import parse_tokens
 
@@ -167,7 +167,7 @@ def plan_train(
         ..., "--global-batch", callback=bounded_count,
         help="Global batch in sequences."),
     seq_len: int = typer.Option(..., "--seq-len", callback=bounded_count, help="Training sequence length."),
-    dtype: str = typer.Option("bf16", "--dtype", help="bf16 | fp16 | fp8."),
+    dtype: TrainDtype = "bf16",
     objective: str = typer.Option(
         "throughput", "--objective",
         help="throughput (tokens/s) | cost ($ per token) | energy (J per token)."),
