@@ -42,6 +42,27 @@ _MEMORY = (
 )
 
 
+#: TrainArrays attributes an estimate document reads (the planner keeps these per candidate).
+ESTIMATE_METRICS = ("step_time_s", "tokens_per_s", "model_flops_per_gpu", "hardware_flops_per_gpu", "mfu",
+                    *(attr for _, attr in _MEMORY), *(attr for _, attr in _BREAKDOWN))
+
+
+def estimate_fields(value) -> dict:
+    """The docs/SPEC.md §3.1 numbers of one configuration, from ``value(attr)``: the float of a
+    :class:`~roofplan.costmodel.train_time.TrainArrays` attribute at its lane. One document for
+    ``estimate train`` and for every candidate of ``plan train``."""
+    return {
+        "step_time_s": value("step_time_s"),
+        "tokens_per_s": value("tokens_per_s"),
+        "model_tflops_per_gpu": value("model_flops_per_gpu") / 1e12,
+        "hardware_tflops_per_gpu": value("hardware_flops_per_gpu") / 1e12,
+        "mfu": value("mfu"),
+        "memory_gib_per_gpu": {key: value(attr) / GiB for key, attr in _MEMORY},
+        "free_memory_gib": (value("capacity") - value("mem_total")) / GiB,
+        "breakdown_s": {key: value(attr) for key, attr in _BREAKDOWN},
+    }
+
+
 @dataclass
 class TrainEstimate:
     """The estimate of one training configuration; ``to_json()`` is the docs/SPEC.md §3.1 document."""
@@ -70,18 +91,8 @@ class TrainEstimate:
         return {key: self.value(attr) / GiB for key, attr in _MEMORY}
 
     def to_json(self) -> dict:
-        return {
-            "schema": "roofplan.estimate.train/v1",
-            "inputs": dict(self.inputs),
-            "step_time_s": self.step_time_s,
-            "tokens_per_s": self.value("tokens_per_s"),
-            "model_tflops_per_gpu": self.value("model_flops_per_gpu") / 1e12,
-            "hardware_tflops_per_gpu": self.value("hardware_flops_per_gpu") / 1e12,
-            "mfu": self.value("mfu"),
-            "fits": self.fits,
-            "memory_gib_per_gpu": self.memory_gib(),
-            "breakdown_s": self.breakdown_s(),
-        }
+        return {"schema": "roofplan.estimate.train/v1", "inputs": dict(self.inputs), **estimate_fields(self.value),
+                "fits": self.fits}
 
 
 def _spec(name: str, value, kind: type):

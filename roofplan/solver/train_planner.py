@@ -31,6 +31,7 @@ import numpy as np
 
 from roofplan.costmodel.power import energy_kwh, require_power, train_power_w
 from roofplan.costmodel.train_configs import FP8_RECIPES, MOE_DISPATCHERS, TRAIN_DTYPES
+from roofplan.costmodel.train_estimate import ESTIMATE_METRICS, estimate_fields
 from roofplan.errors import InfeasibleError, InputError
 from roofplan.hardware.spec import DeviceSpec
 from roofplan.models.spec import ModelSpec
@@ -57,10 +58,7 @@ CHUNK = 1 << 14
 POOL = 64
 _INT_KEYS = ("tp", "pp", "dp", "cp", "ep", "vpp", "micro_batch", "global_batch", "seq_len", "recompute",
              "recompute_layers", "sequence_parallel", "zero", "offload", "etp")
-_METRICS = ("step_time_s", "tokens_per_s", "model_flops_per_gpu", "hardware_flops_per_gpu", "mfu", "mem_weights",
-            "mem_gradients", "mem_optimizer", "mem_activations", "mem_other", "mem_total", "capacity",
-            "t_compute", "t_tp_comm", "t_cp_comm", "t_ep_comm", "t_pp_bubble", "t_pp_comm", "t_dp_comm",
-            "t_optimizer", "t_offload")
+_METRICS = ESTIMATE_METRICS
 GiB = float(2**30)
 
 
@@ -376,22 +374,7 @@ def _candidate(model: ModelSpec, hw: DeviceSpec, cfg: dict, met: dict, i: int, *
     c["etp"] = int(cfg["etp"][i]) or c["tp"]
     m = {k: float(v[i]) for k, v in met.items()}
     tps = m["tokens_per_s"]
-    est = {
-        "step_time_s": m["step_time_s"], "tokens_per_s": tps,
-        "model_tflops_per_gpu": m["model_flops_per_gpu"] / 1e12,
-        "hardware_tflops_per_gpu": m["hardware_flops_per_gpu"] / 1e12, "mfu": m["mfu"], "fits": True,
-        "memory_gib_per_gpu": {
-            "weights": m["mem_weights"] / GiB, "gradients": m["mem_gradients"] / GiB,
-            "optimizer": m["mem_optimizer"] / GiB, "activations": m["mem_activations"] / GiB,
-            "other": m["mem_other"] / GiB, "total": m["mem_total"] / GiB, "capacity": m["capacity"] / GiB,
-        },
-        "free_memory_gib": (m["capacity"] - m["mem_total"]) / GiB,
-        "breakdown_s": {
-            "compute": m["t_compute"], "tp_comm_exposed": m["t_tp_comm"], "cp_comm_exposed": m["t_cp_comm"],
-            "ep_comm_exposed": m["t_ep_comm"], "pp_bubble": m["t_pp_bubble"], "pp_comm_exposed": m["t_pp_comm"],
-            "dp_comm_exposed": m["t_dp_comm"], "optimizer": m["t_optimizer"], "offload_exposed": m["t_offload"],
-        },
-    }
+    est = {**estimate_fields(m.__getitem__), "fits": True}
     price = hw.price_per_hour
     if price is not None and tps > 0:
         est["usd_per_million_tokens"] = price * g / 3600.0 / tps * 1e6
