@@ -324,3 +324,26 @@ def test_simulator_expert_skew_slows_only_expert_parallel_instances():
     want = serve_step_ext(DS, HW, cfg, SG, expert_skew=2.0).tpot_s[0]  # the static decode step, B = 64
     got = iteration_time(ep8, 0.0, 1.0, np.array([64.0]), np.array([2050.0]), expert_skew=2.0)[0]
     assert float(got) == pytest.approx(want, rel=1e-9)
+
+
+def test_planner_ttft_holds_the_api_servers_time_but_not_its_rate():
+    """The client's TTFT holds the engine's per-request API-server time (``request_overhead_s``, as
+    the load model and the simulator count it); the server runs beside the GPU, so a prefill
+    instance's rate and a colocated instance's TPOT are the GPU's alone."""
+    import dataclasses
+
+    from roofplan.solver.serve_planner import Pool, evaluate_colocated, evaluate_prefill
+    from roofplan.solver.serve_space import instance_shapes
+
+    pool = Pool(load_hardware("h100-sxm"), ("prefill", "decode", "colocated"))
+    shapes = instance_shapes(L8, 2, 2, "vllm")
+    vllm = load_engine("vllm")
+    bare = dataclasses.replace(vllm, request_overhead_s=0.0)
+    assert vllm.request_overhead_s > 0.01  # fitted: tens of ms
+    common = dict(isl=2000, dtype="bf16", kv_dtype=None, engine_name="vllm")
+    with_api, without = (evaluate_prefill(L8, pool, e, shapes, **common) for e in (vllm, bare))
+    assert np.allclose(with_api.ttft_s - without.ttft_s, vllm.request_overhead_s, rtol=0, atol=1e-12)
+    assert np.array_equal(with_api.rate, without.rate)
+    colo = [evaluate_colocated(L8, pool, e, shapes, osl=200, **common) for e in (vllm, bare)]
+    assert np.allclose(colo[0].ttft_s - colo[1].ttft_s, vllm.request_overhead_s, rtol=0, atol=1e-12)
+    assert np.array_equal(colo[0].tpot_s, colo[1].tpot_s)

@@ -110,8 +110,8 @@ def colocated_metrics(
     fc = np.minimum(f, 1.0)
     tpot = (fc * t_mix + (1.0 - fc) * t_dec) / E
     # a request lives in one microbatch and on one attention-DP rank, so its prompt advances
-    # chunk/(m·dp) tokens per round
-    ttft = np.ceil(r.prompt_tokens * m * shapes.dp / chunk) * t_mix
+    # chunk/(m·dp) tokens per round; the API server's per-request time comes on top (serve_load)
+    ttft = np.ceil(r.prompt_tokens * m * shapes.dp / chunk) * t_mix + float(engine.request_overhead_s)
     mb = r.max_batch
     fits = (C <= mb) & balanced
     tokens = C / tpot

@@ -118,7 +118,8 @@ def evaluate_prefill(
 ) -> RoleCandidates:
     """Prefill-only instances: ``B`` prompts per pass (B·isl <= MAX_PREFILL_TOKENS, or one prompt).
 
-    TTFT of the pass = the cost model's prefill of B prompts (first token included). Throughput:
+    TTFT of the pass = the cost model's prefill of B prompts (first token included) plus the engine's
+    per-request API-server time (``request_overhead_s``, as in the load model). Throughput:
     with pp = 1 passes run back to back, B / TTFT requests/s. With pp > 1 the cost model splits the
     pass into m = min(B, pp) microbatches taking (m + pp - 1) stage times; successive passes keep
     the pipeline full (GPipe steady state, Huang et al. 2019), so a pass leaves every m stage
@@ -131,12 +132,15 @@ def evaluate_prefill(
     s, (B,) = _balanced_dp(s, [B], rejected)
     cfg = serve_configs(s, B, isl, 1, dtype, kv_dtype, engine_name)
     arr = _serve_arrays(model, pool.hw, cfg, engine, features)
-    ttft = np.asarray(arr.ttft_s, dtype=float)
+    gpu_s = np.asarray(arr.ttft_s, dtype=float)
+    # the client's TTFT also holds the API server's per-request time, which runs beside the GPU
+    # (it delays each request, not the passes: the rate is the GPU's)
+    ttft = gpu_s + float(engine.request_overhead_s)
     fits = np.asarray(arr.fits, dtype=bool)
     m = np.minimum(B, s.pp).astype(float)
-    rate = B * (m + s.pp - 1.0) / (m * ttft)
+    rate = B * (m + s.pp - 1.0) / (m * gpu_s)
     ok = _within_sla(rejected, fits, ttft, ttft_s, "ttft_sla")
-    power = _instance_power(pool, s, arr.prefill_compute_s, arr.prefill_memory_s, ttft)
+    power = _instance_power(pool, s, arr.prefill_compute_s, arr.prefill_memory_s, gpu_s)
     R = _one_phase("prefill", pool, s, B, ttft, np.full(len(B), np.nan), rate, fits, ok, rejected, power)
     R.prefix_hit = int(features[1]) if features else 0
     return R
