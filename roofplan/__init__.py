@@ -118,6 +118,7 @@ def plan_training(model, hardware, *, calibration=None, targets=None, **request)
 
     overlay = resolve.overlay(calibration)  # the file is read once
     label = None if calibration is None else (str(calibration) if not isinstance(calibration, dict) else "inline")
+    request.setdefault("error_bands", resolve.error_bands())
     plan = _plan(resolve.model(model), resolve.hardware(hardware, overlay), calibration_label=label, **request)
     registry.train_commands(plan, targets)
     return plan
@@ -134,6 +135,7 @@ def plan_serving(model, hardware, *, emit_launch: bool = True, engines=None, tar
 
     overlay = resolve.overlay(request.pop("calibration", None))
     request["engine"] = resolve.engine(request.get("engine", "generic"), overlay)
+    request.setdefault("error_bands", resolve.error_bands())
     plan = _plan(resolve.model(model), resolve.pools(hardware, overlay), **request)
     if emit_launch:
         registry.serve_files(plan, registry.SERVE_EMITTERS if engines is None else engines, targets)

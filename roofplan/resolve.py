@@ -13,6 +13,10 @@ cheap: a spec passes straight through; an overlay is applied only when one is gi
 
 from __future__ import annotations
 
+import json
+from functools import lru_cache
+from importlib import resources
+
 from roofplan.engines.catalog import load_engine
 from roofplan.engines.profile import EngineProfile
 from roofplan.hardware.catalog import load_hardware
@@ -71,3 +75,10 @@ def devices(resolved_pools: DeviceSpec | dict[str, DeviceSpec]) -> list[DeviceSp
     if isinstance(resolved_pools, DeviceSpec):
         return [resolved_pools]
     return list({hw.id: hw for hw in resolved_pools.values()}.values())
+
+
+@lru_cache(maxsize=1)
+def error_bands() -> dict:
+    """The planners' error bands and best published MFU (``catalogs/error_bands.json``, written by
+    ``tools/error_bands.py`` from the validation suite), read once per process."""
+    return json.loads(resources.files("roofplan").joinpath("catalogs/error_bands.json").read_text())

@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 from roofplan import (
     estimate_training,  # ids resolved at the door
     plan_training,
+    resolve,
 )
 from roofplan.cli.app import app
 from roofplan.costmodel.train_memory import default_memory_headroom_bytes
@@ -105,6 +106,9 @@ def test_cli_constraints_bad_syntax_and_infeasible():
         assert {"free_memory_gib", "error_band_pct", "warnings"} <= set(c)
 
 
+BANDS = resolve.error_bands()
+
+
 # -- error bands --------------------------------------------------------------------------------------
 def test_error_band_file_is_in_step_with_validate():
     """catalogs/error_bands.json is what tools/error_bands.py computes from `roofplan validate` now."""
@@ -123,20 +127,35 @@ def test_band_is_the_p90_of_the_groups_absolute_errors():
 
     res = run_suite(cases=[c for c in read_cases() if c.kind == "train" and c.str("hardware") == "a100-sxm-80gb"])
     errs = sorted(abs(r.error) for r in res.results)
-    band = robust.error_band("a100-sxm-80gb", load_model("gpt3-175b"))
+    band = robust.error_band(BANDS, "a100-sxm-80gb", load_model("gpt3-175b"))
     assert band.rows == len(errs) >= robust.MIN_ROWS
     k = -(-9 * len(errs) // 10) - 1   # nearest rank: the ceil(0.9 n)-th smallest
     assert band.pct == pytest.approx(100 * errs[k], abs=0.005)
     assert f"{band.rows} validated a100-sxm-80gb dense training rows" in band.label
     # no validated row on MI300X: the band falls back to every training row
-    assert "all devices" in robust.error_band("mi300x", load_model("llama-3.1-8b")).label
+    assert "all devices" in robust.error_band(BANDS, "mi300x", load_model("llama-3.1-8b")).label
+
+
+def test_serve_pick_carries_the_p90_of_its_devices_serving_rows():
+    """plan serve's pick names its band: the nearest-rank p90 of the |error| of the validated
+    serving rows (static, max-throughput, speculative, under load) of its device, from validate."""
+    from roofplan import plan_serving
+    from roofplan.validation.suite import read_cases, run_suite
+
+    kinds = ("serve_step", "serve_throughput", "serve_spec", "serve_load")
+    res = run_suite(cases=[c for c in read_cases() if c.kind in kinds and c.str("hardware") == "h100-sxm"])
+    errs = sorted(abs(r.error) for r in res.results if r.error is not None)
+    k = -(-9 * len(errs) // 10) - 1
+    best = plan_serving("llama-3.1-8b", "h100-sxm", gpus=8, isl=2000, osl=200, emit_launch=False).to_json()["best"]
+    assert best["error_band_pct"] == pytest.approx(100 * errs[k], abs=0.005)
+    assert f"p90 of {len(errs)} validated h100-sxm serving rows" in best["error_band"]
 
 
 def test_gpt3_on_1024_a100_keeps_headroom_and_flags_mfu_above_published():
     plan = plan_training("gpt3-175b", "a100-sxm-80gb", gpus=1024, global_batch=1536, seq_len=2048, top=3)
     b = plan.best
     assert b["free_memory_gib"] >= plan.inputs["memory_headroom_gib"]
-    ref = robust.best_published_mfu("a100-sxm-80gb", plan.model, "bf16")
+    ref = robust.best_published_mfu(BANDS, "a100-sxm-80gb", plan.model, "bf16")
     over = b["mfu"] > ref["mfu"] * (1 + b["error_band_pct"] / 100)
     assert over == any("exceeds the best published" in w for w in b["warnings"])
 
@@ -236,10 +255,10 @@ def test_mfu_classes():
     assert robust.mfu_class(load_model("gpt3-175b")) == "dense-large"
     assert robust.mfu_class(load_model("llama-3.1-70b")) == "dense-small"
     assert robust.mfu_class(load_model("mixtral-8x22b")) == "moe"
-    ref = robust.best_published_mfu("h100-sxm", load_model("llama-3.1-405b"), "bf16")
+    ref = robust.best_published_mfu(BANDS, "h100-sxm", load_model("llama-3.1-405b"), "bf16")
     band = robust.ErrorBand(8.0, 7, "h100-sxm dense")
-    assert robust.mfu_warning(ref["mfu"] * 1.079, band, "h100-sxm", load_model("llama-3.1-405b"), "bf16") is None
-    assert "exceeds" in robust.mfu_warning(ref["mfu"] * 1.081, band, "h100-sxm", load_model("llama-3.1-405b"), "bf16")
+    assert robust.mfu_warning(BANDS, ref["mfu"] * 1.079, band, "h100-sxm", load_model("llama-3.1-405b"), "bf16") is None
+    assert "exceeds" in robust.mfu_warning(BANDS, ref["mfu"] * 1.081, band, "h100-sxm", load_model("llama-3.1-405b"), "bf16")
 
 
 def test_expert_tensor_parallelism_is_searched_for_moe():

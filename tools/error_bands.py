@@ -1,4 +1,4 @@
-"""Write the planner's error bands from the training rows of the built-in validation suite.
+"""Write the planners' error bands from the training and serving rows of the built-in validation suite.
 
 Usage: ``python tools/error_bands.py`` prints the JSON document; ``--write`` stores it as
 ``roofplan/catalogs/error_bands.json``, which ``plan train`` reads (so a plan never runs the suite).
@@ -7,6 +7,8 @@ change to the cost model, run this script with ``--write`` (next to ``tools/accu
 
 For every group of training rows — device and model class (dense or MoE), the device alone, and
 all devices — the band is the p90 of the absolute errors (nearest rank: the ceil(0.9 n)-th smallest).
+``serve_bands`` holds the same per device (and over all devices) for the serving rows (static
+steps, max-throughput runs and runs under load: :data:`SERVE_KINDS`), which ``plan serve`` reads.
 The best published MFU per device, MFU class (MoE, dense from 100B parameters, smaller dense) and
 precision (16-bit or FP8) is the highest of
 the suite rows' measured MFU (the configuration's model FLOPs per GPU at the measured speed over
@@ -31,6 +33,8 @@ PATH = Path(__file__).resolve().parents[1] / "roofplan" / "catalogs" / "error_ba
 PERCENTILE = 90
 #: Time-like metrics: predicted/measured - 1 > 0 means the prediction is slow (low MFU).
 TIME_METRICS = ("step_time_s",)
+#: The row kinds whose residuals make the serving band.
+SERVE_KINDS = ("serve_step", "serve_throughput", "serve_spec", "serve_load")
 #: Published MFU of runs the suite cannot replay (configuration incomplete), with their sources.
 PUBLISHED_MFU = (
     {"key": "a100-sxm-80gb/dense-large/16bit", "mfu": 0.552, "case": "megascale-175b-12288",
@@ -71,13 +75,28 @@ def document() -> dict:
         if p["mfu"] > best.get(p["key"], {}).get("mfu", 0.0):
             best[p["key"]] = {k: p[k] for k in ("mfu", "case", "source")}
     return {
-        "about": "p90 absolute error of the validated training rows per device and model class; written by "
-                 "tools/error_bands.py from the suite behind `roofplan validate`",
+        "about": "p90 absolute error of the validated training rows per device and model class, and of the "
+                 "serving rows per device; written by tools/error_bands.py from the suite behind `roofplan validate`",
         "percentile": PERCENTILE,
-        "bands": {k: {"rows": len(v), "band_pct": round(100 * p90([e for _, e in v]), 2),
-                      "cases": [i for i, _ in v]} for k, v in sorted(groups.items())},
+        "bands": _table(groups),
         "best_mfu": dict(sorted(best.items())),
+        "serve_bands": _table(serve_groups()),
     }
+
+
+def _table(groups: dict[str, list]) -> dict:
+    return {k: {"rows": len(v), "band_pct": round(100 * p90([e for _, e in v]), 2), "cases": [i for i, _ in v]}
+            for k, v in sorted(groups.items())}
+
+
+def serve_groups() -> dict[str, list]:
+    """(case id, |error|) of the validated serving rows, per device and over all devices."""
+    groups: dict[str, list] = {}
+    for r in run_suite(cases=[c for c in read_cases() if c.kind in SERVE_KINDS]).results:
+        if r.error is not None:
+            for key in (r.case.str("hardware"), "all"):
+                groups.setdefault(key, []).append((r.case.id, abs(r.error)))
+    return groups
 
 
 def text() -> str:

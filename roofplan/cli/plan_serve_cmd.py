@@ -238,6 +238,7 @@ def _impl(
         slo_percentile=slo_percentile or None,
         memory_headroom=limits[0],
         constraints={"fix": limits[1], "exclude": limits[2]},
+        error_bands=resolve.error_bands(),
     )
     registry.serve_files(plan, engines, targets)  # the launch files of the asked-for engines and releases
     doc = checked(plan.to_json(), calibration)  # before anything is written
@@ -358,6 +359,8 @@ def _render_best(doc: dict) -> None:
         f"[bold]{best['output_tokens_per_s_per_gpu']:,.1f}[/bold] tok/s/GPU  "
         f"goodput {best['goodput_rps']:.3f} req/s on {best['gpus']} GPUs"
     ))
+    if best.get("error_band"):
+        console.print(f"predictions ±: {best['error_band']}", style="dim", highlight=False)
     _render_load(best)
 
 

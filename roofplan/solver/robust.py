@@ -2,10 +2,12 @@
 has reached, and the simplest of the candidates the model cannot tell apart.
 
 * :func:`error_band` — the p90 absolute error of the validated training rows of the plan's device
-  and model class (dense / MoE), from ``catalogs/error_bands.json`` (written by
+  and model class (dense / MoE); :func:`serve_error_band` the same over the serving rows of the
+  device. Both read the document of ``catalogs/error_bands.json`` (written by
   ``tools/error_bands.py`` from the suite behind ``roofplan validate``; a test keeps the two in
-  step). A group with fewer than :data:`MIN_ROWS` rows falls back to the device, then to every
-  validated training row.
+  step), which the door reads once (:func:`roofplan.resolve.error_bands`) and the planners take as
+  an argument. A group with fewer than :data:`MIN_ROWS` rows falls back to the device, then to
+  every validated row of its kind.
 * :func:`mfu_warning` — a pick whose MFU exceeds the best published MFU of its device, model class
   and precision by more than its band lies where no measurement supports the model.
 * :func:`simplicity_key` — the one tie-break rule: among candidates whose predicted score is within
@@ -14,10 +16,7 @@ has reached, and the simplest of the candidates the model cannot tell apart.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from functools import lru_cache
-from importlib import resources
 
 import numpy as np
 
@@ -28,11 +27,6 @@ from roofplan.solver.frameworks import launchable
 MIN_ROWS = 5
 
 
-@lru_cache(maxsize=1)
-def _bands() -> dict:
-    return json.loads(resources.files("roofplan").joinpath("catalogs/error_bands.json").read_text())
-
-
 @dataclass(frozen=True)
 class ErrorBand:
     """A prediction's band: ``pct`` percent either way, from ``rows`` validated rows of ``scope``."""
@@ -40,6 +34,8 @@ class ErrorBand:
     pct: float
     rows: int
     scope: str
+    percentile: int = 90
+    kind: str = "training"
 
     @property
     def fraction(self) -> float:
@@ -47,7 +43,7 @@ class ErrorBand:
 
     @property
     def label(self) -> str:
-        return f"±{self.pct:.1f}% (p{_bands()['percentile']} of {self.rows} validated {self.scope} training rows)"
+        return f"±{self.pct:.1f}% (p{self.percentile} of {self.rows} validated {self.scope} {self.kind} rows)"
 
 
 #: Dense models from this many parameters up form their own MFU class: they need pipeline or
@@ -72,25 +68,38 @@ def precision(dtype: str) -> str:
     return "fp8" if dtype == "fp8" else "16bit"
 
 
-def error_band(hw_id: str, model) -> ErrorBand:
-    """The band of a training prediction for ``model`` on device ``hw_id`` (see module doc)."""
-    bands = _bands()["bands"]
+def _band(groups: dict, keys, percentile: int, kind: str) -> ErrorBand:
+    """The first of ``keys`` ((group, scope) pairs, the last one the catch-all) with enough rows."""
+    for i, (key, scope) in enumerate(keys):
+        g = groups.get(key)
+        if g is not None and (g["rows"] >= MIN_ROWS or i == len(keys) - 1):
+            return ErrorBand(float(g["band_pct"]), int(g["rows"]), scope, percentile, kind)
+    raise KeyError(f"the error bands have no 'all' {kind} group")  # the tool always writes it
+
+
+def error_band(bands: dict, hw_id: str, model) -> ErrorBand:
+    """The band of a training prediction for ``model`` on device ``hw_id`` (see module doc);
+    ``bands`` is the error-bands document."""
     cls = model_class(model)
-    for key, scope in ((f"{hw_id}/{cls}", f"{hw_id} {cls}"), (hw_id, hw_id), ("all", "(all devices)")):
-        g = bands.get(key)
-        if g is not None and (g["rows"] >= MIN_ROWS or key == "all"):
-            return ErrorBand(float(g["band_pct"]), int(g["rows"]), scope)
-    raise KeyError("error_bands.json has no 'all' group")  # the tool always writes it
+    keys = ((f"{hw_id}/{cls}", f"{hw_id} {cls}"), (hw_id, hw_id), ("all", "(all devices)"))
+    return _band(bands["bands"], keys, bands["percentile"], "training")
 
 
-def best_published_mfu(hw_id: str, model, dtype: str) -> dict | None:
+def serve_error_band(bands: dict, hw_id: str) -> ErrorBand:
+    """The band of a serving prediction (TTFT, TPOT, throughput) on device ``hw_id``: the p90 of
+    the device's validated serving rows (static, max-throughput and under load), else of all."""
+    keys = ((hw_id, hw_id), ("all", "(all devices)"))
+    return _band(bands["serve_bands"], keys, bands["percentile"], "serving")
+
+
+def best_published_mfu(bands: dict, hw_id: str, model, dtype: str) -> dict | None:
     """``{"mfu", "case", "source"}`` of the best published run of this device, class and precision."""
-    return _bands()["best_mfu"].get(f"{hw_id}/{mfu_class(model)}/{precision(dtype)}")
+    return bands["best_mfu"].get(f"{hw_id}/{mfu_class(model)}/{precision(dtype)}")
 
 
-def mfu_warning(mfu: float, band: ErrorBand, hw_id: str, model, dtype: str) -> str | None:
+def mfu_warning(bands: dict, mfu: float, band: ErrorBand, hw_id: str, model, dtype: str) -> str | None:
     """A warning when ``mfu`` exceeds the best published MFU by more than the band, else None."""
-    ref = best_published_mfu(hw_id, model, dtype)
+    ref = best_published_mfu(bands, hw_id, model, dtype)
     if ref is None:
         return (f"no published {mfu_class(model)} training run on {hw_id} in {dtype}: the predicted MFU "
                 f"{mfu:.1%} is not checked against a measurement")

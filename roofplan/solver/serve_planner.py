@@ -31,6 +31,7 @@ import numpy as np
 from roofplan.costmodel.train_memory import default_memory_headroom_bytes
 from roofplan.errors import InputError
 from roofplan.models.spec import ModelSpec
+from roofplan.solver import robust
 from roofplan.solver.pd_ilp import Budget
 from roofplan.solver.serve_disagg import best_disagg
 from roofplan.solver.serve_explain import raise_infeasible
@@ -379,6 +380,7 @@ def plan_serving(
     slo_percentile: float | None = None,
     memory_headroom=None,
     constraints=(),
+    error_bands: dict | None = None,
 ) -> ServePlan:
     """Search serving deployments of ``model`` on ``gpus`` devices of ``hw`` (docs/SPEC.md §3.4).
 
@@ -406,8 +408,11 @@ def plan_serving(
     training planner's rule, 5 % of the pool's HBM + 1 GiB. ``constraints``: per-role
     ``{"fix": "prefill.tp=4,decode.tp=8", "exclude": "decode.batch>256"}`` (or Constraint objects).
     Rejections are counted as ``headroom`` and ``constraint``; every instance reports its
-    ``free_memory_gib``.
+    ``free_memory_gib``. ``error_bands`` (:func:`roofplan.resolve.error_bands`) gives the pick's
+    band: the p90 error of the validated serving rows of its decode device.
     """
+    if error_bands is None:
+        raise TypeError("plan_serving needs error_bands (roofplan.resolve.error_bands(): the door reads them)")
     t0 = time.perf_counter()
     S = _setup(model, hw, engine, gpus=gpus, isl=isl, osl=osl, ttft_ms=ttft_ms, tpot_ms=tpot_ms, rate=rate,
                mode=mode, dtype=dtype, kv_dtype=kv_dtype, objective=objective, speculative=speculative,
@@ -430,7 +435,8 @@ def plan_serving(
             req.update(speculative=S.features[0], prefix_hit=S.features[1], expert_skew=S.features[2])
         best, simulated, best_colo = _confirmed(S, best, best_colo, best_dis, req)
     alternatives = {name: b for name, b in (("colocated", best_colo), ("disagg", best_dis)) if b is not None}
-    chosen = _chosen(best, pd_info, slo_percentile, rate, simulated)
+    band = robust.serve_error_band(error_bands, best.decode.hardware)
+    chosen = _chosen(best, pd_info, slo_percentile, rate, simulated, band)
     front, series = pareto_points(S.model, S.colo, S.pre, S.dec, S.budget, osl=osl, isl=isl, ttft_s=S.ttft_s,
                                   kv_dtype=kv_dtype)
     return ServePlan(deployment=chosen, pareto=front, searched=S.searched, search_time_s=time.perf_counter() - t0,
@@ -438,12 +444,13 @@ def plan_serving(
                      feasible=feasible, frontier=series)
 
 
-def _chosen(best: Deployment, pd_info: dict, slo_percentile, rate, simulated) -> Deployment:
-    """The pick with what only the chosen deployment reports: placement, ILP statistics, percentile
-    headroom and the simulator's verdict (its alternative entry stays without them)."""
+def _chosen(best: Deployment, pd_info: dict, slo_percentile, rate, simulated, band) -> Deployment:
+    """The pick with what only the chosen deployment reports: its error band, placement, ILP
+    statistics, percentile headroom and the simulator's verdict (its alternative entry stays
+    without them)."""
     from dataclasses import replace
 
-    extra = {"placement": placement(best.to_json())}
+    extra = {"error_band_pct": band.pct, "error_band": band.label, "placement": placement(best.to_json())}
     if pd_info:
         extra["ilp"] = pd_info
     if slo_percentile is not None:

@@ -871,14 +871,14 @@ def _objective_doc(hw: DeviceSpec, objective: str, counts: list[int], tokens, be
     return obj
 
 
-def _annotate(lead: list[dict], band, hw: DeviceSpec, model: ModelSpec, dtype: str) -> None:
+def _annotate(lead: list[dict], bands: dict, band, hw: DeviceSpec, model: ModelSpec, dtype: str) -> None:
     """Rank, error band and warnings (an MFU beyond the published best plus the band; no built-in
     launcher) of the shown candidates, in place."""
     for i, c in enumerate(lead):
         c["rank"] = i + 1
         c["error_band_pct"] = band.pct
         c["error_band"] = band.label
-        warning = robust.mfu_warning(c["mfu"], band, hw.id, model, dtype)
+        warning = robust.mfu_warning(bands, c["mfu"], band, hw.id, model, dtype)
         c["warnings"] = [warning] if warning else []
         if not robust.launchable(_variants(c))[0]:
             c["warnings"].append("no built-in launcher expresses this configuration (ZeRO-2 with pipeline "
@@ -896,7 +896,8 @@ def plan_training(model, hardware, *, gpus: int, global_batch: int, seq_len: int
                   placement: bool = True, ilp_time_limit_s: float = 2.0,
                   progress: Callable[[int, int], None] | None = None, memory_headroom_gib: float | None = None,
                   constraints=(), robust_choice: bool = True, tp_comm_overlap: bool = True,
-                  search_dispatcher: bool = True, search_fp8_recipe: bool = True) -> TrainPlan:
+                  search_dispatcher: bool = True, search_fp8_recipe: bool = True,
+                  error_bands: dict | None = None) -> TrainPlan:
     """Search every valid training configuration for ``gpus`` devices and return the best.
 
     ``model``/``hardware`` are resolved specs (:func:`roofplan.plan_training` resolves ids and renders
@@ -910,7 +911,8 @@ def plan_training(model, hardware, *, gpus: int, global_batch: int, seq_len: int
     (:mod:`roofplan.solver.robust`). ``tp_comm_overlap`` searches Megatron's TP-comm overlap per
     configuration (unless ``emit`` asks only for launchers without it); ``search_dispatcher`` the MoE
     token dispatcher (alltoall or DeepEP) and ``search_fp8_recipe`` the FP8 scaling recipe (current
-    or delayed) likewise. Raises :class:`InputError` on bad input and
+    or delayed) likewise. ``error_bands`` is the error-bands document
+    (:func:`roofplan.resolve.error_bands`) behind each pick's band. Raises :class:`InputError` on bad input and
     :class:`InfeasibleError` (with the smallest fitting change) when nothing fits.
     """
     t0 = time.perf_counter()
@@ -933,7 +935,9 @@ def plan_training(model, hardware, *, gpus: int, global_batch: int, seq_len: int
                        + cons.parse(constraints.get("exclude"), exclude=True, field="exclude"))
     constraints = tuple(constraints or ())
     headroom = _headroom_bytes(memory_headroom_gib, hw)
-    band = robust.error_band(hw.id, model)
+    if error_bands is None:
+        raise TypeError("plan_training needs error_bands (roofplan.resolve.error_bands(): the door reads them)")
+    band = robust.error_band(error_bands, hw.id, model)
     tie = band.fraction if robust_choice else None
     fixed = _fixed_degrees(tp=tp, pp=pp, cp=cp, ep=ep, vpp=vpp)
     opts = SpaceOptions(
@@ -989,7 +993,7 @@ def plan_training(model, hardware, *, gpus: int, global_batch: int, seq_len: int
                                         "recompute_layers": r["recompute_layers"]} for i, r in enumerate(reports)]
     else:
         lead = lead[:top]
-    _annotate(lead, band, hw, model, dtype)
+    _annotate(lead, error_bands, band, hw, model, dtype)
     best = lead[0]
     tied = [c for c in lead if c.get("tied_with_best")]
     note = _robust_note(best, fastest, tied, objective, band) if tie is not None else ""
