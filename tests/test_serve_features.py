@@ -259,7 +259,7 @@ def test_simulator_prefix_hit_prefills_the_miss_at_the_cached_context():
     one = float(serve_load.round_time(inst, 1000.0, 3000 + 1001 / 2, 0.0, 1.0)[0])
     api = inst.engine.request_overhead_s  # the API server's per-request time comes first
     assert hit["ttft_p50_ms"] == pytest.approx((api + one) * 1e3, rel=1e-6)  # the mean has one overlap
-    assert hit["inputs"]["prefix_hit_tokens"] == 3000 and hit["utilisation"] is None
+    assert hit["inputs"]["prefix_hit_tokens"] == 3000 and 0 < hit["utilisation"] < 1  # analytic, with the hit
     assert full["ttft_ms"] - api * 1e3 > 2 * (hit["ttft_ms"] - api * 1e3)
     decode = float(serve_load.round_time(inst, 0.0, 1.0, 1.0, 4000 + 25.5)[0])
     assert hit["tpot_ms"] == pytest.approx(decode * 1e3, rel=0.02)
@@ -291,7 +291,7 @@ def test_simulator_speculative_decoding_lone_request_hand_composition():
     inst = _instance("llama-3.1-8b", "h100-sxm", "vllm", isl=2000, osl=300)
     one = float(iteration_time(inst, 0.0, 1.0, 1.0, 2000 + 150.0, spec=spec)[0])
     assert got["tpot_p50_ms"] == pytest.approx(160 * one / 299 * 1e3, rel=0.02)
-    assert got["inputs"]["speculative"]["method"] == "ngram" and got["utilisation"] is None
+    assert got["inputs"]["speculative"]["method"] == "ngram" and 0 < got["utilisation"] < 1
     plain = simulate_serving("llama-3.1-8b", "h100-sxm", **args).to_json()
     never = simulate_serving("llama-3.1-8b", "h100-sxm", speculative=SpecDecode("ngram", 3, 0.0), **args).to_json()
     assert got["tpot_ms"] < plain["tpot_ms"] < never["tpot_ms"]
