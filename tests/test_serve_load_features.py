@@ -159,7 +159,7 @@ def test_percentile_planning_searches_colocated_feature_plans():
     instances (it was disaggregated only): the pick's P90 under Poisson arrivals at its goodput,
     simulated, meets the targets and agrees with the analytic P90 within 10 %; a 50 % prefix hit
     raises the goodput of one H100 (half the prompt work)."""
-    from roofplan.solver.serve_planner import plan_serving
+    from roofplan import plan_serving  # resolves the ids at the door
 
     args = dict(gpus=1, isl=2000, osl=300, ttft_ms=1500, tpot_ms=30, engine="vllm", slo_percentile=90,
                 mode="colocated")
