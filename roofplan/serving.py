@@ -15,6 +15,7 @@ analytic numbers come from :mod:`roofplan.costmodel.serve_load`, the simulated o
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -24,7 +25,12 @@ from roofplan.costmodel import serve as serve_model
 from roofplan.costmodel import serve_load, serve_sim
 from roofplan.costmodel.collectives import collective_time
 from roofplan.costmodel.serve import ServeArrays, ServeConfigs, compute_dtype
-from roofplan.costmodel.serve_features import check_expert_skew, resolve_prefix_hit, serve_step_ext
+from roofplan.costmodel.serve_features import (
+    SpecDecode,
+    check_expert_skew,
+    resolve_prefix_hit,
+    serve_step_ext,
+)
 from roofplan.engines.profile import EngineProfile
 from roofplan.errors import InfeasibleError, InputError
 from roofplan.hardware.spec import DeviceSpec
@@ -216,7 +222,8 @@ class LoadEstimate:
     def to_json(self) -> dict:
         r = self.result
         running = max(int(round(r.running_per_instance)), 1)
-        doc = _static(self.instance, running, self.workload)
+        i = self.instance
+        doc = _static(i, running, self.workload, i.prefix_hit, i.spec, i.expert_skew)
         gpus = int(self.instance.cfg.devices[0]) * r.instances
         doc["inputs"].update(
             batch=running, isl=int(round(float(np.mean(self.workload.isl)))),
@@ -245,17 +252,21 @@ class LoadEstimate:
 
 def estimate_serving_load(
     model, hw, *, workload: Workload, concurrency=None, rate=None, instances=1, tp=1, pp=1, ep=1, dp=1,
-    dtype="bf16", kv_dtype=None, engine=None,
+    dtype="bf16", kv_dtype=None, engine=None, speculative=None, prefix_hit=None, expert_skew=1.0,
 ) -> LoadEstimate:
     """The steady state of ``instances`` colocated replicas under a closed loop of ``concurrency``
     clients or Poisson arrivals at ``rate`` requests/s. A rate above the largest sustainable one
-    raises InfeasibleError (exit 3) naming that rate."""
+    raises InfeasibleError (exit 3) naming that rate. ``speculative`` (a SpecDecode),
+    ``prefix_hit`` (tokens, or a fraction of the shortest prompt, that every prompt finds cached)
+    and ``expert_skew`` as in :func:`simulate_serving` (:class:`~roofplan.costmodel.serve_load.Instance`)."""
     if (concurrency is None) == (rate is None):
         raise InputError("load", "both" if concurrency is not None else "none", "exactly one of concurrency, rate")
     n = _positive("instances", instances)
-    inst = make_instance(model, hw, tp=tp, pp=pp, ep=ep, dp=dp, dtype=dtype, kv_dtype=kv_dtype, engine=engine,
-                         isl=int(np.max(workload.isl)), osl=int(np.max(workload.osl)))
-    _check_fits(inst, workload)
+    inst = _feature_instance(
+        make_instance(model, hw, tp=tp, pp=pp, ep=ep, dp=dp, dtype=dtype, kv_dtype=kv_dtype, engine=engine,
+                      isl=int(np.max(workload.isl)), osl=int(np.max(workload.osl))),
+        workload, speculative, prefix_hit, expert_skew)
+    _check_fits(inst, workload, inst.prefix_hit)
     if concurrency is not None:
         res = serve_load.closed_loop(inst, workload.isl, workload.osl, _positive("concurrency", concurrency), n)
     else:
@@ -269,6 +280,15 @@ def estimate_serving_load(
                 {"max_rate_rps": res.max_rate_rps},
             )
     return LoadEstimate(inst, workload, res)
+
+
+def _feature_instance(inst: serve_load.Instance, wl: Workload, speculative, prefix_hit, expert_skew):
+    """``inst`` with the serving features (bad input: exit 2); a fractional ``prefix_hit`` is of the
+    shortest prompt of the workload."""
+    if speculative is not None and not isinstance(speculative, SpecDecode):
+        raise InputError("speculative", speculative, "a SpecDecode (method, draft tokens, acceptance)")
+    hit = resolve_prefix_hit(prefix_hit, int(np.min(wl.isl)))
+    return dataclasses.replace(inst, spec=speculative, prefix_hit=hit, expert_skew=check_expert_skew(expert_skew))
 
 
 def _check_fits(inst: serve_load.Instance, wl: Workload, prefix_hit: int = 0) -> None:
@@ -341,7 +361,7 @@ class Simulation:
             total_tokens_per_s=float(np.sum(r.osl[keep] + r.isl[keep])) / span if span > 0 else float("nan"),
             request_rate_rps=rate,
             max_rate_rps=self.max_rate_rps,
-            utilisation=rate / self.max_rate_rps if self.max_rate_rps else None,  # no analytic rate: disagg, prefix hit
+            utilisation=rate / self.max_rate_rps if self.max_rate_rps else None,  # no analytic rate: disagg
             busy_fraction=r.busy_fraction,
             running_per_instance=r.mean_running,
             queue_wait_ms=r.summary("wait_s")["mean"] * 1e3,
@@ -366,8 +386,8 @@ def simulate_serving(
     ``decode_instances`` of the given shape. ``prefix_hit`` (tokens, or a fraction of the shortest
     prompt) is a prefix every prompt shares and finds cached: only the rest is prefilled, held and
     shipped; ``speculative`` (a SpecDecode) gives decoding requests E tokens per iteration at the
-    cost of a verify pass and k drafts; ``expert_skew`` loads the busiest EP rank. The analytic load
-    model takes none of them, so ``utilisation`` is then not given."""
+    cost of a verify pass and k drafts; ``expert_skew`` loads the busiest EP rank. ``utilisation``
+    (colocated only) is against the analytic largest sustainable rate with the same features."""
     import time
 
     t0 = time.perf_counter()
@@ -389,10 +409,10 @@ def simulate_serving(
         isl, osl = wl.isl[pick], wl.osl[pick]
     else:
         isl, osl = wl.isl, wl.osl
-    mo = serve_load.moments(inst, wl.isl, wl.osl)
     mr = None
-    if mode == "colocated" and not hit and speculative is None and skew == 1.0:
-        mr = serve_load.max_rate(inst, mo) * _positive("instances", instances)
+    if mode == "colocated":
+        finst = dataclasses.replace(inst, spec=speculative, prefix_hit=hit, expert_skew=skew)
+        mr = serve_load.max_rate(finst, serve_load.moments(finst, wl.isl, wl.osl)) * _positive("instances", instances)
     load: dict = {}
     if wl.arrival_s is not None and rate is None and concurrency is None:
         arrivals = wl.arrival_s[:n_req] - wl.arrival_s[0]

@@ -74,14 +74,7 @@ def _render(doc: dict) -> None:
     s.add_row("output tokens/s per GPU", f"{doc['output_tokens_per_s_per_gpu']:,.1f}")
     s.add_row("max batch (KV fits)", f"{doc['max_batch']:,}")
     s.add_row("fits", styled("[green]yes[/green]" if doc["fits"] else "[red]no (out of memory)[/red]"))
-    if "speculative" in i:
-        sp = i["speculative"]
-        s.add_row("speculative", f"{sp['method']} k={sp['draft_tokens']} accept {sp['acceptance']:.2f} "
-                  f"-> {sp['tokens_per_step']:.2f} tokens/step")
-    if i.get("expert_skew"):
-        s.add_row("expert skew (max/mean)", f"{i['expert_skew']:.2f}")
-    if i.get("prefix_hit_tokens"):
-        s.add_row("prefix-cache hit", f"{i['prefix_hit_tokens']:,} of {i['isl']:,} prompt tokens")
+    _feature_rows(s, i)
     console.print(s)
 
     t = Table(title="Time breakdown")
@@ -110,6 +103,18 @@ def _render(doc: dict) -> None:
     extra = ((("weights in DDR tier", mem["weights_in_ddr"]),) if mem.get("weights_in_ddr") else ()) + (
         ("usable (after engine reserve)", mem["usable"]),)
     console.print(memory_table(mem, ("weights", "kv_cache", "activations", "total"), doc["fits"], extra))
+
+
+def _feature_rows(s: Table, i: dict) -> None:
+    """Rows for the serving features in ``inputs`` (speculative decoding, expert skew, prefix hit)."""
+    if "speculative" in i:
+        sp = i["speculative"]
+        s.add_row("speculative", f"{sp['method']} k={sp['draft_tokens']} accept {sp['acceptance']:.2f} "
+                  f"-> {sp['tokens_per_step']:.2f} tokens/step")
+    if i.get("expert_skew"):
+        s.add_row("expert skew (max/mean)", f"{i['expert_skew']:.2f}")
+    if i.get("prefix_hit_tokens"):
+        s.add_row("prefix-cache hit", f"{i['prefix_hit_tokens']:,} of {i['isl']:,} prompt tokens")
 
 
 def render_load(doc: dict, title: str) -> None:
@@ -144,6 +149,7 @@ def render_load(doc: dict, title: str) -> None:
             s.add_row(label, f"{doc[key]:.1%}")
     if "preemptions" in doc:
         s.add_row("iterations / preemptions", f"{doc['iterations']:,} / {doc['preemptions']:,}")
+    _feature_rows(s, i)
     console.print(s)
 
 
@@ -202,16 +208,12 @@ def estimate_serve(
         if batch is None:
             from roofplan import estimate_serving_load
 
-            static_only = [n for n, v in (("--spec-method", spec_method), ("--prefix-hit", prefix_hit),
-                                          ("--expert-skew", None if expert_skew == 1.0 else expert_skew)) if v is not None]
-            if static_only:
-                raise InputError(static_only[0], "set", "with --batch only: the load model does not model "
-                                 "speculative decoding, prefix caching or expert skew yet")
-
             wl = load_workload(isl, osl, isl_dist, osl_dist, workload)
             est = estimate_serving_load(
                 model, hardware, workload=wl, concurrency=concurrency, rate=rate, instances=instances, tp=tp,
-                pp=pp, ep=ep, dp=dp, dtype=dtype, kv_dtype=kv_dtype, engine=engine, calibration=calibration)
+                pp=pp, ep=ep, dp=dp, dtype=dtype, kv_dtype=kv_dtype, engine=engine, calibration=calibration,
+                speculative=spec_from_flags(spec_method, spec_tokens, spec_accept), prefix_hit=prefix_hit,
+                expert_skew=expert_skew)
             doc = checked(est.to_json(), calibration)
             if as_json:
                 print_json(doc)

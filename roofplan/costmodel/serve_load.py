@@ -48,6 +48,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from roofplan.costmodel import serve as serve_model
+from roofplan.costmodel.serve_features import SpecDecode, memory_model, speculative_round
 from roofplan.engines.profile import EngineProfile
 from roofplan.hardware.spec import DeviceSpec
 from roofplan.models.spec import ModelSpec
@@ -67,7 +68,11 @@ _REPS = 8
 class Instance:
     """Colocated instance(s): the model, device, engine profile and a ServeConfigs of length 1 (one
     instance) or N (N candidate shapes evaluated at once; ``budget`` / ``max_seqs`` then override
-    the engine's token budget and sequence cap per candidate)."""
+    the engine's token budget and sequence cap per candidate). The serving features
+    (:mod:`roofplan.costmodel.serve_features`): ``spec`` speculative decoding (every decoding
+    iteration is a speculative round yielding E tokens per request), ``prefix_hit`` prompt tokens
+    found in the prefix cache (only the miss is prefilled; one shared copy per attention-DP rank in
+    the KV cache) and ``expert_skew`` the busiest EP rank's load."""
 
     model: ModelSpec
     hw: DeviceSpec
@@ -75,6 +80,9 @@ class Instance:
     cfg: serve_model.ServeConfigs
     budget: np.ndarray | None = None
     max_seqs: np.ndarray | None = None
+    spec: SpecDecode | None = None
+    prefix_hit: int = 0
+    expert_skew: float = 1.0
 
     @property
     def pp(self) -> int:
@@ -92,22 +100,34 @@ class Instance:
 
 
 def round_time(inst: Instance, prefill_tokens, prefill_context, decode_seqs, decode_context, prefill_seqs=None,
-               expert_skew: float = 1.0):
+               expert_skew: float | None = None):
     """Seconds of one scheduler iteration of an instance (arrays broadcast): every running request
     advances one token and ``prefill_tokens`` prompt tokens are processed. With pp > 1 the requests
     form m = min(d, pp) microbatches (vLLM virtual engines) and an iteration is pp stage times of one
     microbatch, the composition of ``serve_step``'s decode and of the planner's colocated steady
-    state (:mod:`roofplan.solver.colocated`). ``expert_skew``: the busiest EP rank's load (serve.step_parts)."""
+    state (:mod:`roofplan.solver.colocated`). ``expert_skew`` (default the instance's): the busiest
+    EP rank's load (serve.step_parts). With ``inst.spec`` an iteration that decodes is a verify
+    pass of its requests' k draft tokens plus k draft forwards
+    (:func:`~roofplan.costmodel.serve_features.speculative_round`, same microbatching); a
+    prompt-only iteration drafts nothing."""
+    skew = inst.expert_skew if expert_skew is None else expert_skew
     d = np.asarray(decode_seqs, dtype=float)
     pp = inst.cfg.pp.astype(float)
     m = np.clip(d, 1.0, pp if len(pp) > 1 else pp[0]) if np.any(pp > 1) else 1.0
     p = np.asarray(prefill_tokens, dtype=float)
     ps = None if prefill_seqs is None else np.asarray(prefill_seqs, dtype=float) / m
-    return np.asarray(
+    plain = np.asarray(
         serve_model.step_time(inst.model, inst.hw, inst.engine, inst.cfg, p / m, prefill_context, d / m,
-                              decode_context, prefill_seqs=ps, expert_skew=expert_skew),
+                              decode_context, prefill_seqs=ps, expert_skew=skew),
         dtype=float,
     )
+    if inst.spec is None:
+        return plain
+    chunk_seqs = np.where(p > 0, 1.0, 0.0) if ps is None else ps
+    spec_t = speculative_round(inst.model, inst.hw, inst.engine, inst.cfg, inst.spec, seqs=d / m,
+                               context=decode_context, all_seqs=d, chunk=p / m, chunk_context=prefill_context,
+                               chunk_seqs=chunk_seqs, expert_skew=skew).total
+    return np.where(d > 0, np.asarray(spec_t, dtype=float), plain)
 
 
 def token_budget(inst: Instance, isl_max: int):
@@ -121,13 +141,22 @@ def token_budget(inst: Instance, isl_max: int):
 def kv_capacity_tokens(inst: Instance):
     """KV-cache tokens one instance holds (all attention-DP ranks): the cost model's memory plan
     with the engine's sequence cap lifted, for 1024-token requests, times 1024 (float for one
-    instance, an array for N candidates)."""
+    instance, an array for N candidates). With speculative decoding the draft's weights and KV take
+    their room (:func:`~roofplan.costmodel.serve_features.memory_model`); the cached prefix is not
+    subtracted here (:func:`shared_prefix_tokens`)."""
     eng = inst.engine.replace(max_num_seqs=None)
     c = inst.cfg
     cfg = serve_model.ServeConfigs(tp=c.tp, pp=c.pp, ep=c.ep, dp=c.dp, batch=1, isl=1023, osl=1, dtype=c.dtype,
                                    kv_dtype=c.kv_dtype, engine=c.engine)
-    cap = serve_model.serve_memory(inst.model, inst.hw, eng, cfg).max_batch.astype(float) * 1024.0
+    held = memory_model(inst.model, inst.spec)
+    cap = serve_model.serve_memory(held, inst.hw, eng, cfg).max_batch.astype(float) * 1024.0
     return float(cap[0]) if len(cap) == 1 else cap
+
+
+def shared_prefix_tokens(inst: Instance):
+    """KV tokens of the cached prefix: one copy per attention-DP rank (0 without a prefix hit)."""
+    dp = inst.cfg.dp.astype(float)
+    return float(inst.prefix_hit) * (float(dp[0]) if len(dp) == 1 else dp)
 
 
 def seq_cap(inst: Instance):
@@ -152,6 +181,17 @@ class Moments:
     dec_ctx: float  # time-weighted context of a running request: E[L O + O^2 / 2] / E[O]
     budget: int | np.ndarray
     share: int | np.ndarray  # pp x dp: a request's prompt gets 1/share of an iteration's prompt tokens
+    hit: float = 0.0  # prompt tokens found in the prefix cache (isl, isl_sq, L_* and pre_ctx are of the miss)
+    per_round: float = 1.0  # output tokens a decoding request gains per iteration (speculative: E)
+
+    @property
+    def rounds(self) -> float:
+        """Decoding iterations of a mean request after its first token: (E[O] - 1) / E (floored)."""
+        return max(self.osl - 1.0, 1e-3) / self.per_round
+
+    def decode_s(self, t_iter):
+        """Seconds a mean request decodes after its first token at ``t_iter`` per iteration."""
+        return (self.osl - 1.0) / self.per_round * t_iter
 
     def b_req(self, d) -> np.ndarray:
         """Prompt tokens of one request per iteration with ``d`` requests decoding."""
@@ -164,7 +204,12 @@ class Moments:
 
 
 def moments(inst: Instance, isl: np.ndarray, osl: np.ndarray) -> Moments:
-    L = np.asarray(isl, dtype=float)
+    """The length moments of a workload on ``inst``: the prompt work counts only the prefix-cache
+    miss (isl - ``inst.prefix_hit``, attending to the cached prefix too), the decode context the full
+    prompt; with speculative decoding a decoding iteration yields E = ``spec.tokens_per_step``."""
+    hit = float(inst.prefix_hit)
+    full = np.asarray(isl, dtype=float)
+    L = full - hit
     Lo = np.asarray(osl, dtype=float)
     vals, counts = np.unique(L, return_counts=True)
     if len(vals) <= _REPS:
@@ -179,10 +224,12 @@ def moments(inst: Instance, isl: np.ndarray, osl: np.ndarray) -> Moments:
         L_w=counts / counts.sum(),
         L_rep=np.asarray(rep, dtype=float),
         L_rep_w=np.asarray(rep_w, dtype=float),
-        pre_ctx=float((L * (L + 1) / 2).mean() / L.mean()),
-        dec_ctx=float((L * Lo + Lo * Lo / 2).mean() / Lo.mean()),
-        budget=token_budget(inst, int(L.max())),
+        pre_ctx=hit + float((L * (L + 1) / 2).mean() / L.mean()),
+        dec_ctx=float((full * Lo + Lo * Lo / 2).mean() / Lo.mean()),
+        budget=token_budget(inst, int(full.max())),
         share=inst.share,
+        hit=hit,
+        per_round=1.0 if inst.spec is None else float(inst.spec.tokens_per_step),
     )
 
 
@@ -192,7 +239,7 @@ class SteadyState:
 
     lam: np.ndarray
     d: np.ndarray  # mean running (decoding) requests
-    t_mean: np.ndarray  # mean iteration seconds (= mean TPOT)
+    t_mean: np.ndarray  # mean iteration seconds (= mean TPOT x E, E tokens per iteration)
     t_mix: np.ndarray
     t_dec: np.ndarray
     f: np.ndarray  # fraction of iterations carrying prompt tokens
@@ -232,11 +279,10 @@ def state_at(inst: Instance, mo: Moments, d, *, poisson: bool = True) -> SteadyS
     t_dec, t̄ and lam = d / ((E[O] - 1)·t̄). lam grows with d, so a rate's state is found by
     bisection over d (:func:`steady_state`)."""
     d = np.atleast_1d(np.asarray(d, dtype=float))
-    cap_seqs = kv_capacity_tokens(inst) / max(mo.dec_ctx, 1.0)
-    max_seqs = np.minimum(seq_cap(inst), cap_seqs)
+    max_seqs = _seq_limit(inst, mo)
     b = np.asarray(mo.budget, dtype=float)
     bd = np.maximum(b - d, 1.0)
-    per_t = d / max(mo.osl - 1.0, 1e-3)  # arrivals per mean iteration, lam · t̄
+    per_t = d / mo.rounds  # arrivals per mean iteration, lam · t̄
     f = np.minimum(per_t * mo.steps(d), 1.0)
     c = np.minimum(mo.isl * per_t / np.maximum(f, 1e-12), bd)
     t_dec = round_time(inst, 0.0, 0.0, d, mo.dec_ctx)
@@ -288,9 +334,15 @@ def _bisect(ok, lo, hi, rounds: int) -> np.ndarray:
     return lo
 
 
+def _seq_limit(inst: Instance, mo: Moments):
+    """Most requests that run at once: the sequence cap, or the KV cache (less the shared cached
+    prefix) over a request's own time-weighted context (its miss and its output)."""
+    cap = (kv_capacity_tokens(inst) - shared_prefix_tokens(inst)) / max(mo.dec_ctx - mo.hit, 1.0)
+    return np.minimum(seq_cap(inst), cap)
+
+
 def _max_seqs(inst: Instance, mo: Moments) -> np.ndarray:
-    cap = kv_capacity_tokens(inst) / max(mo.dec_ctx, 1.0)
-    return np.broadcast_to(np.minimum(seq_cap(inst), cap), (len(inst.cfg),)).astype(float)
+    return np.broadcast_to(_seq_limit(inst, mo), (len(inst.cfg),)).astype(float)
 
 
 def saturation(inst: Instance, mo: Moments, rounds: int = 22) -> np.ndarray:
@@ -352,7 +404,7 @@ def _repeated(inst: Instance, n: int) -> Instance:
     cfg = serve_model.ServeConfigs(**{k: np.repeat(getattr(c, k), n) for k in c._ARRAYS}, dtype=c.dtype,
                                    kv_dtype=c.kv_dtype, engine=c.engine)
     rep = lambda a: None if a is None else np.repeat(np.asarray(a, dtype=float), n)  # noqa: E731
-    out = Instance(inst.model, inst.hw, inst.engine, cfg, rep(inst.budget), rep(inst.max_seqs))
+    out = dataclasses.replace(inst, cfg=cfg, budget=rep(inst.budget), max_seqs=rep(inst.max_seqs))
     if len(_REPEATED) > 64:
         _REPEATED.clear()
     _REPEATED[key] = (inst, out)
@@ -407,7 +459,7 @@ def with_batch_chain(inst: Instance, mo: Moments, st: SteadyState, poisson: bool
     t_full = np.where(lam2 * mo.isl * t_full <= room * (1 + 1e-9), np.maximum(t_full, t_mix1), np.inf)
     t = np.where(partial, t_part, np.maximum(t_full, t_dec + excess / np.maximum(sx, 1e-12))).reshape(M, n)
     t = np.where(np.isfinite(t), t, 1e3)  # prompts exceed the budget there: mu ~ 0, mass piles at K
-    mu = x / (max(mo.osl - 1.0, 1e-3) * t)
+    mu = x / (mo.rounds * t)
     g = np.log(np.maximum(lam, 1e-300))[:, None] - np.log(np.maximum(mu, 1e-300))
     logp = np.concatenate([np.zeros((M, 1)), np.cumsum(0.5 * (g[:, 1:] + g[:, :-1]) * np.diff(x, axis=1), axis=1)],
                           axis=1)
@@ -503,15 +555,16 @@ def request_samples(st: SteadyState, mo: Moments, isl, osl, *, poisson: bool, se
     else:
         w = np.full(n, wait)
         res = np.zeros(n)
-    ttft = w + res + np.ceil(L / float(mo.b_req(st.d[0]))) * t_mix + st.api_s
+    ttft = w + res + np.ceil((L - mo.hit) / float(mo.b_req(st.d[0]))) * t_mix + st.api_s
     steps = np.maximum(Lo - 1.0, 0.0)
-    k = rng.binomial(steps.astype(np.int64), min(max(f, 0.0), 1.0))
-    t_seen = (t_mix - t_dec) * (k / np.maximum(steps, 1.0) - f)  # mixed iterations among its own
+    iters = np.ceil(steps / mo.per_round)  # its decoding iterations (E tokens each, speculative)
+    k = rng.binomial(iters.astype(np.int64), min(max(f, 0.0), 1.0))
+    t_seen = (t_mix - t_dec) * (k / np.maximum(iters, 1.0) - f)  # mixed iterations among its own
     if st.k_t is not None:  # plus the iteration time at a decode batch drawn from the chain's law
         t_seen = t_seen + rng.choice(st.k_t[0], size=n, p=st.k_w[0] / st.k_w[0].sum())
     else:
         t_seen = t_seen + float(st.t_mean[0])
-    tpot = np.where(steps > 0, t_seen, np.nan)
+    tpot = np.where(steps > 0, t_seen / mo.per_round, np.nan)
     latency = ttft + steps * np.nan_to_num(tpot)
     return ttft, tpot, latency
 
@@ -535,11 +588,12 @@ def _result(inst, mo, st, isl, osl, *, mode, instances, conc, extra_wait=0.0, po
         tpot_s=_summary(tpot),
         latency_s=_summary(lat),
         output_tokens_per_s=lam * instances * mo.osl,
-        total_tokens_per_s=lam * instances * (mo.osl + mo.isl),
+        total_tokens_per_s=lam * instances * (mo.osl + mo.isl + mo.hit),
         utilisation=lam / mr if mr > 0 else float("inf"),
         prefill_utilisation=float(st.rho[0]),
         mixed_fraction=float(st.f[0]),
-        kv_occupancy=float(st.d[0]) * mo.dec_ctx / kv_cap if kv_cap > 0 else float("inf"),
+        kv_occupancy=(float(st.d[0]) * (mo.dec_ctx - mo.hit) + shared_prefix_tokens(inst)) / kv_cap
+        if kv_cap > 0 else float("inf"),
         queue_wait_s=float(st.wait[0]) + extra_wait,
         budget=int(mo.budget),
         max_seqs=float(st.max_seqs),
@@ -554,7 +608,7 @@ def open_loop(inst: Instance, isl, osl, rate: float, instances: int = 1, seed: i
     mo = moments(inst, isl, osl)
     lam = rate / instances
     st = steady_state(inst, mo, lam, poisson=True)
-    conc = lam * (float(st.ttft[0]) + (mo.osl - 1.0) * float(st.t_mean[0])) * instances
+    conc = lam * (float(st.ttft[0]) + mo.decode_s(float(st.t_mean[0]))) * instances
     return _result(inst, mo, st, isl, osl, mode="rate", instances=instances, conc=conc, seed=seed)
 
 
@@ -568,14 +622,14 @@ def closed_loop(inst: Instance, isl, osl, concurrency: int, instances: int = 1, 
 
     def in_flight(d):
         st = state_at(inst, mo, np.maximum(d, 1e-12), poisson=False)
-        return st.lam * (st.ttft + (mo.osl - 1.0) * st.t_mean)
+        return st.lam * (st.ttft + mo.decode_s(st.t_mean))
 
     # Little's law: in flight = d + lam·TTFT, increasing in d; saturated when even d_sat falls short
     d = d_sat if in_flight(d_sat)[0] <= C else _bisect(lambda x: in_flight(x) <= C, np.zeros(1), d_sat, _ITER)
     st = state_at(inst, mo, np.maximum(d, 1e-12), poisson=False)
     lam = float(st.lam[0])
     mr = float(mr_arr[0])
-    life = float(st.ttft[0]) + (mo.osl - 1.0) * float(st.t_mean[0])
+    life = float(st.ttft[0]) + mo.decode_s(float(st.t_mean[0]))
     extra = max(C / lam - life, 0.0) if lam > 0 else math.inf
     extra += closed_loop_residual(st, C, life)
     return _result(inst, mo, st, isl, osl, mode="concurrency", instances=instances, conc=float(concurrency),
@@ -689,17 +743,17 @@ def quantiles(st: SteadyState, mo: Moments, p: float, *, poisson: bool = True) -
     from: wait + residual iteration inverted exactly (:func:`_wait_plus_residual_quantile`), plus the
     request's own iterations; TPOT by the normal approximation of Binomial(O - 1, f)."""
     q = p / 100.0
-    own = np.ceil(mo.isl / mo.b_req(st.d)) * st.t_mix
+    own = np.ceil(mo.isl / mo.b_req(st.d)) * st.t_mix  # mo.isl: the prefix-cache miss
     if poisson:
         wr = _wait_plus_residual_quantile(st, q)
     else:
         wr = np.asarray(st.wait, dtype=float)
     ttft = np.where(st.sustainable, wr + own + st.api_s, np.inf)
-    n = max(mo.osl - 1.0, 1.0)
-    var = (st.t_mix - st.t_dec) ** 2 * st.f * (1.0 - st.f) / n  # mixed iterations among its O - 1
+    n = max((mo.osl - 1.0) / mo.per_round, 1.0)
+    var = (st.t_mix - st.t_dec) ** 2 * st.f * (1.0 - st.f) / n  # mixed iterations among its own
     if st.k_t is not None:  # plus the spread of the iteration time over the decode-batch law
         var = var + (st.k_w * (st.k_t - st.t_mean[:, None]) ** 2).sum(axis=1)
-    tpot = st.t_mean + _z(q) * np.sqrt(var)
+    tpot = (st.t_mean + _z(q) * np.sqrt(var)) / mo.per_round
     return ttft, tpot
 
 

@@ -41,7 +41,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from roofplan.costmodel.serve_features import SpecDecode, memory_model, speculative_round
+from roofplan.costmodel.serve_features import SpecDecode
 from roofplan.costmodel.serve_load import Instance, kv_capacity_tokens, round_time, token_budget
 from roofplan.errors import InputError
 
@@ -58,22 +58,10 @@ def _grid(lo: float, hi: float, n: int, anchors=()) -> list[float]:
 
 def iteration_time(inst: Instance, prefill_tokens, prefill_context, decode_seqs, decode_context,
                    spec: SpecDecode | None = None, expert_skew: float = 1.0) -> np.ndarray:
-    """:func:`~roofplan.costmodel.serve_load.round_time` with the serving features: the busiest EP
-    rank's ``expert_skew``, and with speculative decoding an iteration that decodes is a verify pass
-    of its requests' k draft tokens plus k draft forwards
-    (:func:`~roofplan.costmodel.serve_features.speculative_round`), with the same microbatching
-    (m = min(d, pp)); a prompt-only iteration drafts nothing."""
-    plain = round_time(inst, prefill_tokens, prefill_context, decode_seqs, decode_context, expert_skew=expert_skew)
-    if spec is None:
-        return plain
-    d = np.asarray(decode_seqs, dtype=float)
-    p = np.asarray(prefill_tokens, dtype=float)
-    pp = float(inst.cfg.pp[0])
-    m = np.clip(d, 1.0, pp) if pp > 1 else 1.0
-    spec_t = speculative_round(inst.model, inst.hw, inst.engine, inst.cfg, spec, seqs=d / m, context=decode_context,
-                               all_seqs=d, chunk=p / m, chunk_context=prefill_context,
-                               chunk_seqs=np.where(p > 0, 1.0, 0.0), expert_skew=expert_skew).total
-    return np.where(d > 0, np.asarray(spec_t, dtype=float), plain)
+    """:func:`~roofplan.costmodel.serve_load.round_time` of ``inst`` with speculative decoding
+    ``spec`` and the busiest EP rank's ``expert_skew`` (one code path: the analytic model's)."""
+    return round_time(dataclasses.replace(inst, spec=spec), prefill_tokens, prefill_context, decode_seqs,
+                      decode_context, expert_skew=expert_skew)
 
 
 class StepTable:
@@ -152,13 +140,17 @@ class SimResult:
         return {"mean": float(x.mean()), **{f"p{p}": float(np.percentile(x, p)) for p in (50, 90, 99)}}
 
 
-def _closed_loop_arrivals(step, arrival: list[float], kv_prompt, gen_target, closed: int, prefix: int = 0) -> None:
+def _closed_loop_arrivals(step, arrival: list[float], kv_prompt, gen_target, closed: int, prefix: int = 0,
+                          per_round: float = 1.0) -> None:
     """A closed loop of ``closed`` clients: the first C requests start spread over one request
-    lifetime (desynchronised clients), the rest wait for completions (arrival = inf, in place)."""
+    lifetime (its decoding iterations, ``per_round`` tokens each; desynchronised clients), the rest
+    wait for completions (arrival = inf, in place). A spread over more than one lifetime would let
+    a client's second request meet a later client's first; with fixed lengths such a bunch then
+    prefills, decodes and finishes together for the rest of the run."""
     n = len(arrival)
     c0 = min(closed, n)
     ctx = prefix + sum(kv_prompt) / n + sum(gen_target) / (2 * n)
-    life = max(sum(gen_target) / n, 1.0) * step(0.0, 1.0, float(c0), ctx)
+    life = max(sum(gen_target) / n / per_round, 1.0) * step(0.0, 1.0, float(c0), ctx)
     arrival[:] = [life * k / c0 for k in range(c0)] + [float("inf")] * (n - c0)
 
 
@@ -266,7 +258,7 @@ def run_instance(
     finish times, first-decode times, counters)."""
     n = len(arrival)
     if closed is not None:
-        _closed_loop_arrivals(step, arrival, kv_prompt, gen_target, closed, prefix)
+        _closed_loop_arrivals(step, arrival, kv_prompt, gen_target, closed, prefix, per_round)
     R = _Requests(arrival, prompt, kv_prompt, gen_target, closed, api_s, per_round)
     first, begun, gen, todo, done_pre = R.first, R.begun, R.gen, R.todo, R.done_pre
     base, start, epoch, heap, decoding, waiting = R.base, R.start, R.epoch, R.heap, R.decoding, R.waiting
@@ -375,7 +367,7 @@ def _instance_limits(inst: Instance, isl, osl, prefix: int = 0, spec: SpecDecode
     of ``prefix`` tokens holds its blocks once per attention-DP rank; a draft network's weights and
     KV take their room (serve_features.memory_model)."""
     budget = token_budget(inst, int(np.max(isl)))
-    held = inst if spec is None else dataclasses.replace(inst, model=memory_model(inst.model, spec))
+    held = dataclasses.replace(inst, spec=spec)
     blocks = int(kv_capacity_tokens(held) // BLOCK_TOKENS) - inst.dp * -(-int(prefix) // BLOCK_TOKENS)
     max_seqs = float(inst.engine.max_num_seqs or 10**9)
     max_ctx = float(np.max(np.asarray(isl) + np.asarray(osl)))

@@ -46,17 +46,23 @@ CONFIRM_TOLERANCE = 1.10
 
 
 def colocated_goodput(model, pool, engine, shapes: Shapes, *, isl, osl, dtype, kv_dtype, engine_name, p,
-                      ttft_s, tpot_s):
+                      ttft_s, tpot_s, features=None):
     """(shapes, budgets, goodput rps, capacity rps, P-th TTFT, P-th TPOT, saturation batch, fits)
-    of every shape x token budget (``CHUNK_GRID`` as ``max_num_batched_tokens``)."""
+    of every shape x token budget (``CHUNK_GRID`` as ``max_num_batched_tokens``). ``features`` =
+    (SpecDecode or None, prefix-hit tokens, expert skew), as the planner's other evaluators take
+    them: the analytic load model prices them (:class:`~roofplan.costmodel.serve_load.Instance`)."""
     s, (budget,) = cross(shapes, np.array(CHUNK_GRID, dtype=np.int64))
     n = len(s)
     cfg = serve_model.ServeConfigs(tp=s.tp, pp=s.pp, ep=s.ep, dp=s.dp, batch=1, isl=np.full(n, isl),
                                    osl=np.full(n, osl), dtype=dtype, kv_dtype=kv_dtype, engine=engine_name)
-    inst = serve_load.Instance(model, pool.hw, engine, cfg, budget=budget.astype(float))
+    spec, hit, skew = features or (None, 0, 1.0)
+    inst = serve_load.Instance(model, pool.hw, engine, cfg, budget=budget.astype(float), spec=spec,
+                               prefix_hit=int(hit), expert_skew=float(skew))
     isl_a, osl_a = np.array([isl]), np.array([osl])
     mo = serve_load.moments(inst, isl_a, osl_a)
-    fits = np.asarray(serve_load.kv_capacity_tokens(inst)) >= isl + osl
+    # the cached prefix (one copy per attention-DP rank) and one request's own KV must fit
+    room = np.asarray(serve_load.kv_capacity_tokens(inst)) - serve_load.shared_prefix_tokens(inst)
+    fits = room >= isl + osl - int(hit)
     g, cap, st = serve_load.goodput(inst, mo, p, ttft_s, tpot_s)
     t1, t2 = serve_load.quantiles(st, mo, p)
     d_sat = serve_load.saturation(inst, mo)

@@ -218,7 +218,8 @@ def _evaluate(S: _Search) -> None:
                                        tpot_s=S.tpot_s, features=S.features, **common)
             else:
                 R = evaluate_colocated_percentile(S.model, pool, eng, shapes, isl=S.isl, osl=S.osl, ttft_s=S.ttft_s,
-                                                  tpot_s=S.tpot_s, p=S.slo_percentile, **common)
+                                                  tpot_s=S.tpot_s, p=S.slo_percentile, features=S.features,
+                                                  **common)
             S.colo.append(_limited(S, R, eng))
         if S.mode not in ("auto", "disagg"):
             continue
@@ -318,21 +319,15 @@ def _request_doc(S: _Search, ttft_ms, tpot_ms, rate) -> dict:
     return request
 
 
-def _features(mode: str, isl: int, speculative, prefix_hit, expert_skew, slo_percentile) -> tuple[tuple | None, str]:
-    """(SpecDecode or None, prefix-hit tokens, expert skew) when any is asked for, and the mode:
-    under a percentile target only disaggregated deployments take them (the percentile colocated
-    model does not)."""
+def _features(mode: str, isl: int, speculative, prefix_hit, expert_skew) -> tuple[tuple | None, str]:
+    """(SpecDecode or None, prefix-hit tokens, expert skew) when any is asked for, and the mode
+    (every mode takes them, under a percentile target too: the colocated goodput prices them,
+    :func:`roofplan.solver.serve_goodput.colocated_goodput`)."""
     if speculative is None and prefix_hit is None and expert_skew == 1.0:
         return None, mode
     from roofplan.costmodel.serve_features import resolve_prefix_hit
 
-    features = (speculative, resolve_prefix_hit(prefix_hit, isl), float(expert_skew))
-    if slo_percentile is None:
-        return features, mode
-    if mode == "colocated":
-        raise InputError("mode", mode, "auto or disagg under a percentile target (--slo-percentile 0 "
-                         "plans colocated with speculative decoding, prefix caching or expert skew)")
-    return features, "disagg"
+    return (speculative, resolve_prefix_hit(prefix_hit, isl), float(expert_skew)), mode
 
 
 def _setup(model: ModelSpec, hw, engine, *, gpus, isl, osl, ttft_ms, tpot_ms, rate, mode, dtype, kv_dtype,
@@ -350,7 +345,7 @@ def _setup(model: ModelSpec, hw, engine, *, gpus, isl, osl, ttft_ms, tpot_ms, ra
     objective = effective_objective(pools, objective)
     if len(pools) > 1 and mode == "colocated":
         raise InputError("mode", mode, "auto or disagg with separate prefill and decode hardware")
-    features, mode = _features(mode, isl, speculative, prefix_hit, expert_skew, slo_percentile)
+    features, mode = _features(mode, isl, speculative, prefix_hit, expert_skew)
     return _Search(model=model, pools=pools, budget=budget, engine=engine, isl=isl, osl=osl,
                    ttft_s=ttft_ms / 1e3 if ttft_ms is not None else None,
                    tpot_s=tpot_ms / 1e3 if tpot_ms is not None else None, rate=rate, mode=mode, objective=objective,
@@ -394,8 +389,7 @@ def plan_serving(
     targets, naming the tightest TTFT and TPOT any deployment reaches. ``speculative``
     (SpecDecode), ``prefix_hit`` (tokens or a fraction of isl) and ``expert_skew`` (max/mean
     routed tokens per EP rank) model speculative decoding, prefix caching and skewed expert load
-    for colocated, prefill and decode instances; with ``slo_percentile`` only disaggregated
-    deployments take them (the percentile colocated model does not).
+    for colocated, prefill and decode instances, with ``slo_percentile`` too.
 
     ``slo_percentile`` (0-100): the targets hold for that percentile of requests under Poisson
     arrivals, and deployments are ranked by goodput from the queueing model

@@ -251,7 +251,7 @@ def evaluate_colocated(
 
 def evaluate_colocated_percentile(
     model, pool: Pool, engine, shapes: Shapes, *, isl, osl, dtype, kv_dtype, engine_name, p, ttft_s=None,
-    tpot_s=None,
+    tpot_s=None, features=None,
 ) -> RoleCandidates:
     """Colocated candidates (shape x token budget) rated by their P-th percentile goodput under
     Poisson arrivals (:func:`roofplan.solver.serve_goodput.colocated_goodput`). ``batch`` is the
@@ -262,7 +262,7 @@ def evaluate_colocated_percentile(
     rejected: dict = {}
     s, budget, g, cap, t1, t2, d_sat, fits = colocated_goodput(
         model, pool, engine, shapes, isl=isl, osl=osl, dtype=dtype, kv_dtype=kv_dtype, engine_name=engine_name,
-        p=p, ttft_s=ttft_s, tpot_s=tpot_s)
+        p=p, ttft_s=ttft_s, tpot_s=tpot_s, features=features)
     batch = np.maximum(np.ceil(d_sat), 1).astype(np.int64)
     batch = batch + (-batch) % s.dp  # whole requests per attention-DP rank
     chunk = budget - batch
