@@ -272,7 +272,7 @@ def router_load(distribution: str, experts, ep, tokens, topk=1.0):
 
 def _power_law_rank0(experts: int, ep: int, tokens: int, topk: int, alpha: float) -> tuple[float, float]:
     """Mean (load share, experts hit) of the busiest rank under aiconfigurator's skewed router
-    (``power_law_logits_v3``, aiconfigurator collector ``helper.py``, the generator of its measured
+    (``power_law_logits_v3`` of aiconfigurator's MoE collectors, the generator of its measured
     ``moe_perf`` tables): each expert's load is an independent draw from a power law truncated to
     [1, 0.8 x tokens] (to [0.01, 2] when tokens x topk <= experts), scaled to tokens x topk in
     all and rounded, no expert above ``tokens`` (a token picks an expert once); experts sit on
