@@ -275,7 +275,7 @@ def _power_law_rank0(experts: int, ep: int, tokens: int, topk: int, alpha: float
     (``power_law_logits_v3`` of aiconfigurator's MoE collectors, the generator of its measured
     ``moe_perf`` tables): each expert's load is an independent draw from a power law truncated to
     [1, 0.8 x tokens] (to [0.01, 2] when tokens x topk <= experts), scaled to tokens x topk in
-    all and rounded, no expert above ``tokens`` (a token picks an expert once); experts sit on
+    all and rounded (the remainder one by one to the largest), no expert above ``tokens`` (a token picks an expert once); experts sit on
     ranks in contiguous blocks and the busiest block is measured. Averaged over ``ROUTER_DRAWS``
     draws of a fixed seed."""
     rng = np.random.default_rng(0)
@@ -283,7 +283,17 @@ def _power_law_rank0(experts: int, ep: int, tokens: int, topk: int, alpha: float
     lo, hi = (1.0, 0.8 * tokens) if tokens * topk > experts else (0.01, 2.0)
     a1 = 1.0 - alpha
     x = ((hi**a1 - lo**a1) * u + lo**a1) ** (1.0 / a1)
-    loads = np.minimum(np.round(x / x.sum(axis=1, keepdims=True) * tokens * topk), tokens)
+    target = tokens * topk
+    loads = np.round(x / x.sum(axis=1, keepdims=True) * target)
+    # the rounding remainder goes one by one to the largest experts (or is taken from the smallest)
+    delta = target - loads.sum(axis=1)
+    order = np.argsort(-loads, axis=1, kind="stable")
+    rank = np.empty_like(order)
+    np.put_along_axis(rank, order, np.arange(experts)[None, :], axis=1)
+    pos = np.where(delta[:, None] >= 0, rank, experts - 1 - rank)  # from the top, or from the bottom
+    step = np.abs(delta)[:, None]
+    extra = np.floor(step / experts) + (pos < np.mod(step, experts))
+    loads = np.clip(loads + np.sign(delta)[:, None] * extra, 0.0, tokens)
     per_rank = max(experts // max(ep, 1), 1)
     blocks = loads[:, : per_rank * max(ep, 1)].reshape(ROUTER_DRAWS, -1, per_rank)
     sums = blocks.sum(axis=2)
