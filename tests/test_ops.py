@@ -121,9 +121,14 @@ def test_router_load_balanced_and_power_law():
     # one token copy over 8 ranks: 1/8 of a copy per rank, spread over its 16 experts
     assert touched[0] == pytest.approx(16 * (1 - (1 - 1 / 16) ** (1 / 8)), rel=1e-9)
     assert touched[1] == pytest.approx(16.0)
-    share, _ = ops.router_load("power_law_1.2", 128, 8, 1e4)
-    p = np.arange(1, 129) ** -1.2
-    assert float(share) == pytest.approx(p[:16].sum() / p.sum() * 8)
+    # skewed router: the busiest of 8 blocks carries more than 1/8 and at most all copies; one rank
+    # carries all of them except what the per-expert cap (a token picks an expert once) clips
+    share, hit = ops.router_load("power_law_1.2", 128, np.array([8.0, 1.0]), 4096, 8)
+    assert 1.0 < share[0] <= 8.0 and 0.9 < share[1] <= 1.0
+    assert 0 < hit[0] <= 16 and 0 < hit[1] <= 128
+    # fewer tokens than experts: most experts get nothing, so the busiest rank hits few of its 16
+    _, few = ops.router_load("power_law_1.2", 128, 8.0, 1, 8)
+    assert float(few) <= 8
 
 
 def test_moe_layer_costs_more_with_skew_and_with_more_tokens():
@@ -177,7 +182,7 @@ TARGETS = {
     "nccl": (0.10, 0.25),
     "custom_allreduce": (0.10, 0.36),
     "decode_attention": (0.22, 0.80),
-    "moe": (0.20, 0.80),
+    "moe": (0.16, 0.56),
 }
 
 

@@ -32,8 +32,8 @@ Terms and their physics:
   HBM), plus a per-sequence cost (page-table walk,
   the softmax merge of flash-decoding splits, the output write) and a floor.
 * **MoE** (:func:`moe_time`): the grouped GEMMs of the local experts (gate+up, down) at the rows each
-  expert receives; a skewed router (power law over experts) loads the rank holding the hot
-  experts most, and that rank sets the pace (:func:`router_load`); the expert weights actually
+  expert receives; a skewed router (power-law expert loads, the measured tables' generator) loads
+  one rank most, and that rank sets the pace (:func:`router_load`); the expert weights actually
   touched are streamed; plus the
   routing/permute/unpermute kernels as a per-assignment cost and a floor.
 * **Collectives** (:func:`roofplan.costmodel.collectives.collective_time`,
@@ -247,29 +247,60 @@ def decode_attention_time(batch, kv_len, heads, kv_heads, head_dim, hw: DeviceSp
     return np.maximum(t_m, t_c) + b * eff.decode_seq_s + eff.decode_floor_s
 
 
-def router_load(distribution: str, experts, ep, assignments_total):
+#: Draws of the skewed-router generator averaged by :func:`router_load` (fixed seed: deterministic).
+ROUTER_DRAWS = 256
+
+
+def router_load(distribution: str, experts, ep, tokens, topk=1.0):
     """(share of the token copies the most loaded expert-parallel rank receives, relative to the
-    balanced 1/ep; expected distinct experts that rank's copies hit) for a router that draws
-    experts with p_i ~ i^-alpha (``power_law_<alpha>``, the skewed workloads of measured MoE
-    tables) or uniformly (``balanced``). Experts sit on ranks in contiguous blocks (TensorRT-LLM,
-    Megatron), so rank 0 holds the hottest block and paces the layer."""
-    E, ep, A = (np.array(x, dtype=float) for x in np.broadcast_arrays(_f(experts), _f(ep), _f(assignments_total)))
+    balanced 1/ep; expected distinct experts that rank's copies hit) for ``tokens`` tokens routed
+    to ``topk`` of ``experts`` experts each, uniformly (``balanced``) or by the skewed generator of
+    the measured MoE tables (``power_law_<alpha>``, :func:`_power_law_rank0`)."""
+    E, ep, T, k = (np.array(x, dtype=float) for x in np.broadcast_arrays(_f(experts), _f(ep), _f(tokens), _f(topk)))
     e_local = np.maximum(E / ep, 1.0)
     if not distribution or distribution == "balanced":
-        a_rank = A / ep
+        a_rank = T * k / ep
         return np.ones_like(E), e_local * (1.0 - np.power(1.0 - 1.0 / e_local, a_rank))
     alpha = float(distribution.removeprefix("power_law_"))
     share = np.empty(E.shape)
     touched = np.empty(E.shape)
-    for key in {(int(a), int(b)) for a, b in zip(E.ravel(), e_local.ravel(), strict=True)}:
-        p = np.arange(1, key[0] + 1, dtype=float) ** -alpha
-        p /= p.sum()
-        hot = p[: key[1]]
-        sel = (E == key[0]) & (e_local == key[1])
-        share[sel] = hot.sum() * key[0] / key[1]
-        # distinct hot experts hit by A draws (without replacement of each token's k experts ignored)
-        touched[sel] = (1.0 - np.power(1.0 - hot[None, :], A[sel][:, None])).sum(axis=1)
+    for key in set(zip(E.ravel(), ep.ravel(), T.ravel(), k.ravel(), strict=True)):
+        sel = (E == key[0]) & (ep == key[1]) & (T == key[2]) & (k == key[3])
+        share[sel], touched[sel] = _power_law_rank0(*(int(v) for v in key), alpha)
     return share, touched
+
+
+def _power_law_rank0(experts: int, ep: int, tokens: int, topk: int, alpha: float) -> tuple[float, float]:
+    """Mean (load share, experts hit) of the busiest rank under aiconfigurator's skewed router
+    (``power_law_logits_v3`` of aiconfigurator's MoE collectors, the generator of its measured
+    ``moe_perf`` tables): each expert's load is an independent draw from a power law truncated to
+    [1, 0.8 x tokens] (to [0.01, 2] when tokens x topk <= experts), scaled to tokens x topk in
+    all and rounded (the remainder one by one to the largest), no expert above ``tokens`` (a token picks an expert once); experts sit on
+    ranks in contiguous blocks and the busiest block is measured. Averaged over ``ROUTER_DRAWS``
+    draws of a fixed seed."""
+    rng = np.random.default_rng(0)
+    u = rng.random((ROUTER_DRAWS, experts))
+    lo, hi = (1.0, 0.8 * tokens) if tokens * topk > experts else (0.01, 2.0)
+    a1 = 1.0 - alpha
+    x = ((hi**a1 - lo**a1) * u + lo**a1) ** (1.0 / a1)
+    target = tokens * topk
+    loads = np.round(x / x.sum(axis=1, keepdims=True) * target)
+    # the rounding remainder goes one by one to the largest experts (or is taken from the smallest)
+    delta = target - loads.sum(axis=1)
+    order = np.argsort(-loads, axis=1, kind="stable")
+    rank = np.empty_like(order)
+    np.put_along_axis(rank, order, np.arange(experts)[None, :], axis=1)
+    pos = np.where(delta[:, None] >= 0, rank, experts - 1 - rank)  # from the top, or from the bottom
+    step = np.abs(delta)[:, None]
+    extra = np.floor(step / experts) + (pos < np.mod(step, experts))
+    loads = np.clip(loads + np.sign(delta)[:, None] * extra, 0.0, tokens)
+    per_rank = max(experts // max(ep, 1), 1)
+    blocks = loads[:, : per_rank * max(ep, 1)].reshape(ROUTER_DRAWS, -1, per_rank)
+    sums = blocks.sum(axis=2)
+    hot = np.argmax(sums, axis=1)
+    busiest = sums[np.arange(ROUTER_DRAWS), hot]
+    hit = (blocks[np.arange(ROUTER_DRAWS), hot] > 0).sum(axis=1)
+    return float(busiest.mean() / max(tokens * topk / max(ep, 1), 1e-30)), float(hit.mean())
 
 
 def moe_time(tokens, hidden, ffn, experts, topk, hw: DeviceSpec, *, ep=1.0, tp=1.0, dtype: str = "bf16",
@@ -284,7 +315,7 @@ def moe_time(tokens, hidden, ffn, experts, topk, hw: DeviceSpec, *, ep=1.0, tp=1
     eff = hw.efficiency if eff is None else eff
     T, h, f = _f(tokens), _f(hidden), _f(ffn) / _f(tp)
     E, k, ep = _f(experts), _f(topk), _f(ep)
-    share, touched = router_load(distribution, E, ep, T * k)
+    share, touched = router_load(distribution, E, ep, T, k)
     assignments = T * k / ep * share  # token copies arriving at the busiest rank's experts
     up = 2.0 if gated else 1.0
     # one grouped GEMM = `touched` problems; priced as one GEMM of the stacked rows (the tiles of
