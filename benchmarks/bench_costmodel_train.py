@@ -30,10 +30,22 @@ def random_configs(model, n: int, seed: int = 0) -> TrainConfigs:
     vpp = pick([1, 1, 2, 4], size)
     mb = pick([1, 2, 4], size)
     gb = mb * dp * pick([4, 8, 16, 32], size) * pp
-    cfg = TrainConfigs(tp=tp, pp=pp, dp=dp, cp=cp, ep=ep, vpp=vpp, micro_batch=mb, global_batch=gb,
-                       seq_len=pick([2048, 4096, 8192], size), recompute=pick([0, 1, 2], size),
-                       recompute_layers=0, sequence_parallel=tp > 1, zero=pick([0, 1], size),
-                       offload=pick([0, 0, 0, 1], size))
+    cfg = TrainConfigs(
+        tp=tp,
+        pp=pp,
+        dp=dp,
+        cp=cp,
+        ep=ep,
+        vpp=vpp,
+        micro_batch=mb,
+        global_batch=gb,
+        seq_len=pick([2048, 4096, 8192], size),
+        recompute=pick([0, 1, 2], size),
+        recompute_layers=0,
+        sequence_parallel=tp > 1,
+        zero=pick([0, 1], size),
+        offload=pick([0, 0, 0, 1], size),
+    )
     valid = np.flatnonzero(check_train_config(model, cfg) == 0)[:n]
     return cfg.take(valid)
 
@@ -53,8 +65,10 @@ def main() -> None:
         t0 = time.perf_counter()
         train_step(model, hw, cfg)
         best = min(best, time.perf_counter() - t0)
-    print(f"model={args.model} hardware={args.hardware} configs={len(cfg)} best_of_{args.repeat}={best * 1e3:.1f} ms "
-          f"configs_per_s={len(cfg) / best:,.0f}")
+    print(
+        f"model={args.model} hardware={args.hardware} configs={len(cfg)} best_of_{args.repeat}={best * 1e3:.1f} ms "
+        f"configs_per_s={len(cfg) / best:,.0f}"
+    )
 
 
 if __name__ == "__main__":

@@ -63,10 +63,18 @@ def main() -> None:
         d = Path(d)
         cases = {
             "csv rows": ("m.csv", "kind,m,n,k,dtype,value,unit\n", "gemm,4096,4096,4096,bf16,1.5,ms\n", ""),
-            "csv comments": ("c.csv", "kind,m,n,k,dtype,value,unit\n", "# a comment line of a long export\n",
-                             "gemm,4096,4096,4096,bf16,1.5,ms\n"),
-            "nccl noise": ("all_reduce_perf.txt", NCCL_HEAD, "node01:1:1 [0] NCCL INFO Channel 00/32 : 0 1 2 3\n",
-                           "     1048576  262144  float  sum  -1  45.2  23.2  40.6  0  44.9  23.3  40.8  0\n"),
+            "csv comments": (
+                "c.csv",
+                "kind,m,n,k,dtype,value,unit\n",
+                "# a comment line of a long export\n",
+                "gemm,4096,4096,4096,bf16,1.5,ms\n",
+            ),
+            "nccl noise": (
+                "all_reduce_perf.txt",
+                NCCL_HEAD,
+                "node01:1:1 [0] NCCL INFO Channel 00/32 : 0 1 2 3\n",
+                "     1048576  262144  float  sum  -1  45.2  23.2  40.6  0  44.9  23.3  40.8  0\n",
+            ),
             "one line": ("one.csv", "kind,m,n,k,dtype,value,unit\n", "x" * 4096, "\n"),
         }
         for label, (name, head, line, tail) in cases.items():
@@ -79,8 +87,9 @@ def main() -> None:
             f.truncate(SIZE_LIMITS["measurements"] + 1)  # sparse: no disk used
         _time("over limit", lambda: read_measurements(big))
 
-    laughs = "\n".join(['a0: &a0 ["lol"]'] + [f"a{i}: &a{i} [" + ",".join([f"*a{i - 1}"] * 9) + "]"
-                                             for i in range(1, 10)])
+    laughs = "\n".join(
+        ['a0: &a0 ["lol"]'] + [f"a{i}: &a{i} [" + ",".join([f"*a{i - 1}"] * 9) + "]" for i in range(1, 10)]
+    )
     _time("billion laughs", lambda: load_yaml(laughs, "laughs.yaml") or [])
     _time("deep JSON", lambda: load_json("[" * 50_000 + "]" * 50_000, "deep.json") or [])
 

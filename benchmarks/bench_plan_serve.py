@@ -27,8 +27,12 @@ SCENARIOS = [
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeat", type=int, default=3, help="runs per scenario; the fastest is reported")
-    ap.add_argument("--slo-percentile", type=float, default=None,
-                    help="plan for a percentile SLA (queueing goodput + simulator confirmation)")
+    ap.add_argument(
+        "--slo-percentile",
+        type=float,
+        default=None,
+        help="plan for a percentile SLA (queueing goodput + simulator confirmation)",
+    )
     args = ap.parse_args()
     cols = f"{'candidates':>10s} {'cand/s':>10s} {'ILP P x D':>10s} {'ILP s':>6s} {'wall s':>7s}"
     print(f"{'scenario':58s} {cols}  best")

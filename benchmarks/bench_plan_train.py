@@ -30,8 +30,21 @@ CASES = (
     ("gpt3-175b", "a100-sxm-80gb", 1024, 1536, 2048),
     ("llama-3.1-405b", "h100-sxm", 16384, 2048, 8192),
 )
-_KEYS = ("tp", "pp", "dp", "cp", "ep", "vpp", "micro_batch", "global_batch", "seq_len", "recompute",
-         "recompute_layers", "zero", "offload")
+_KEYS = (
+    "tp",
+    "pp",
+    "dp",
+    "cp",
+    "ep",
+    "vpp",
+    "micro_batch",
+    "global_batch",
+    "seq_len",
+    "recompute",
+    "recompute_layers",
+    "zero",
+    "offload",
+)
 
 
 def bench_plan(model: str, hw: str, gpus: int, gbs: int, seq: int) -> None:
@@ -42,11 +55,15 @@ def bench_plan(model: str, hw: str, gpus: int, gbs: int, seq: int) -> None:
     b = plan.best
     print(f"{model} on {gpus} x {hw} (GBS {gbs}, seq {seq})")
     print(f"  considered {plan.searched:,}  evaluated {plan.evaluated:,}  feasible {plan.feasible:,}")
-    print(f"  wall {wall:.3f} s (target < 2 s)  -> {plan.searched / wall:,.0f} considered/s, "
-          f"{plan.evaluated / wall:,.0f} evaluated/s")
-    print(f"  best tp={b['tp']} pp={b['pp']} dp={b['dp']} cp={b['cp']} vpp={b['vpp']} mbs={b['micro_batch']} "
-          f"recompute={b['recompute']} zero={b['zero']} offload={b['offload']}: {b['tokens_per_s']:,.0f} tokens/s, "
-          f"MFU {b['mfu']:.1%}; placement {plan.placement.get('method')}")
+    print(
+        f"  wall {wall:.3f} s (target < 2 s)  -> {plan.searched / wall:,.0f} considered/s, "
+        f"{plan.evaluated / wall:,.0f} evaluated/s"
+    )
+    print(
+        f"  best tp={b['tp']} pp={b['pp']} dp={b['dp']} cp={b['cp']} vpp={b['vpp']} mbs={b['micro_batch']} "
+        f"recompute={b['recompute']} zero={b['zero']} offload={b['offload']}: {b['tokens_per_s']:,.0f} tokens/s, "
+        f"MFU {b['mfu']:.1%}; placement {plan.placement.get('method')}"
+    )
 
 
 def bench_cost_model(n_target: int = 1_000_000) -> None:
@@ -65,8 +82,10 @@ def bench_cost_model(n_target: int = 1_000_000) -> None:
         for p in parts:
             train_step(model, hw, p)
         dt = time.perf_counter() - t0
-        print(f"cost model: {len(big):,} configurations in calls of {chunk:,}: {dt:.3f} s -> "
-              f"{len(big) / dt:,.0f} per second (target >= 1,000,000)")
+        print(
+            f"cost model: {len(big):,} configurations in calls of {chunk:,}: {dt:.3f} s -> "
+            f"{len(big) / dt:,.0f} per second (target >= 1,000,000)"
+        )
 
 
 if __name__ == "__main__":

@@ -33,13 +33,19 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         local, t_local = _run(args.spec, Path(tmp) / "local", workers=args.workers)
         n = local["scenarios"]
-        print(f"local: {n} scenarios ({local['status']}) in {t_local:.1f} s = {n / t_local:.1f} scenarios/s "
-              f"({local['timing']['workers'] or 'all'} workers)")
+        print(
+            f"local: {n} scenarios ({local['status']}) in {t_local:.1f} s = {n / t_local:.1f} scenarios/s "
+            f"({local['timing']['workers'] or 'all'} workers)"
+        )
         if args.ray:
             ray, t_ray = _run(args.spec, Path(tmp) / "ray", workers=args.workers, ray=True)
-            same = filecmp.cmp(Path(tmp) / "local" / "results.csv", Path(tmp) / "ray" / "results.csv", shallow=False)
-            print(f"ray:   {n} scenarios in {t_ray:.1f} s = {n / t_ray:.1f} scenarios/s (incl. Ray start); "
-                  f"results.csv identical to local: {same}")
+            same = filecmp.cmp(
+                Path(tmp) / "local" / "results.csv", Path(tmp) / "ray" / "results.csv", shallow=False
+            )
+            print(
+                f"ray:   {n} scenarios in {t_ray:.1f} s = {n / t_ray:.1f} scenarios/s (incl. Ray start); "
+                f"results.csv identical to local: {same}"
+            )
 
 
 if __name__ == "__main__":

@@ -22,9 +22,20 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 __all__ = [
-    "load_model", "load_hardware", "estimate_training", "estimate_serving", "estimate_serving_load",
-    "simulate_serving", "make_workload", "plan_training", "plan_serving", "validate", "calibrate",
-    "InputError", "InfeasibleError", "RoofplanError",
+    "load_model",
+    "load_hardware",
+    "estimate_training",
+    "estimate_serving",
+    "estimate_serving_load",
+    "simulate_serving",
+    "make_workload",
+    "plan_training",
+    "plan_serving",
+    "validate",
+    "calibrate",
+    "InputError",
+    "InfeasibleError",
+    "RoofplanError",
 ]
 
 from roofplan.errors import InfeasibleError, InputError, RoofplanError
@@ -117,9 +128,13 @@ def plan_training(model, hardware, *, calibration=None, targets=None, **request)
     from roofplan.solver.train_planner import plan_training as _plan
 
     overlay = resolve.overlay(calibration)  # the file is read once
-    label = None if calibration is None else (str(calibration) if not isinstance(calibration, dict) else "inline")
+    label = (
+        None if calibration is None else (str(calibration) if not isinstance(calibration, dict) else "inline")
+    )
     request.setdefault("error_bands", resolve.error_bands())
-    plan = _plan(resolve.model(model), resolve.hardware(hardware, overlay), calibration_label=label, **request)
+    plan = _plan(
+        resolve.model(model), resolve.hardware(hardware, overlay), calibration_label=label, **request
+    )
     registry.train_commands(plan, targets)
     return plan
 

@@ -26,7 +26,9 @@ class InputError(RoofplanError, ValueError):
         self.field = field
         self.value = value
         self.allowed = allowed
-        super().__init__(f"{_clip(str(field))}: {_clip(_repr(value))} is not valid; {_clip(str(allowed), 2000)}")
+        super().__init__(
+            f"{_clip(str(field))}: {_clip(_repr(value))} is not valid; {_clip(str(allowed), 2000)}"
+        )
 
 
 #: Longest rendering of a field name or value in an error line: a hostile input (a 5,000-character
@@ -41,7 +43,15 @@ def _repr(value: object) -> str:
         import reprlib
 
         r = reprlib.Repr()
-        r.maxlevel, r.maxdict, r.maxlist, r.maxtuple, r.maxset, r.maxstring, r.maxother = 3, 8, 8, 8, 8, 60, 60
+        r.maxlevel, r.maxdict, r.maxlist, r.maxtuple, r.maxset, r.maxstring, r.maxother = (
+            3,
+            8,
+            8,
+            8,
+            8,
+            60,
+            60,
+        )
         return r.repr(value)
     return repr(value)
 
@@ -51,7 +61,7 @@ def _clip(text: str, limit: int = MAX_SHOWN) -> str:
     text = text.replace("\n", "\\n").replace("\r", "\\r")
     if len(text) <= limit:
         return text
-    return f"{text[:limit - 30]}... ({len(text):,} characters)"
+    return f"{text[: limit - 30]}... ({len(text):,} characters)"
 
 
 class InfeasibleError(RoofplanError):
@@ -75,8 +85,9 @@ def did_you_mean(value: str, choices: list[str] | tuple[str, ...]) -> str:
     v = str(value).strip().lower()
     if not v:
         return ""
-    close = [c for c in choices if c.lower().startswith(v)][:3] or difflib.get_close_matches(v, list(choices), n=1,
-                                                                                             cutoff=0.75)
+    close = [c for c in choices if c.lower().startswith(v)][:3] or difflib.get_close_matches(
+        v, list(choices), n=1, cutoff=0.75
+    )
     return f"did you mean {' or '.join(close)}? " if close else ""
 
 

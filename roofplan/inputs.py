@@ -87,7 +87,9 @@ def user_path(text: str | os.PathLike, field: str) -> Path:
         if s.startswith("~"):
             raise InputError(field, s, "a path whose ~ names a known user's home (no such user)")
     if len(os.fsencode(s)) > PATH_MAX or any(len(os.fsencode(part)) > NAME_MAX for part in s.split(os.sep)):
-        raise InputError(field, s, f"a path of at most {PATH_MAX} bytes with names of at most {NAME_MAX} bytes")
+        raise InputError(
+            field, s, f"a path of at most {PATH_MAX} bytes with names of at most {NAME_MAX} bytes"
+        )
     return Path(s)
 
 
@@ -121,8 +123,9 @@ def open_limited(path: Path, field: str, kind: str):
         raise InputError(field, str(path), f"a readable file ({exc.strerror or exc})") from None
     if size > limit:
         f.close()
-        raise InputError(field, str(path), f"a file of at most {limit // 2**20} MiB (this one is "
-                         f"{size / 2**20:.1f} MiB)")
+        raise InputError(
+            field, str(path), f"a file of at most {limit // 2**20} MiB (this one is {size / 2**20:.1f} MiB)"
+        )
     return f
 
 
@@ -138,6 +141,7 @@ def read_text(path: Path, field: str, kind: str) -> str:
 
 
 # -- YAML --------------------------------------------------------------------------------------------
+
 
 class _BoundedLoader(yaml.SafeLoader):
     """SafeLoader with limits on nesting and on alias expansion."""
@@ -173,8 +177,11 @@ class _BoundedLoader(yaml.SafeLoader):
                 key = key_node.value if isinstance(key_node, yaml.ScalarNode) else None
                 if key is not None and key != "<<":
                     if key in seen:
-                        raise _Limit(f"the key {key[:60]!r} twice in one mapping", key_node.start_mark,
-                                     "with each key once")
+                        raise _Limit(
+                            f"the key {key[:60]!r} twice in one mapping",
+                            key_node.start_mark,
+                            "with each key once",
+                        )
                     seen.add(key)
         return super().construct_mapping(node, deep=deep)
 
@@ -194,8 +201,10 @@ class _Limit(Exception):
         super().__init__(what)
         self.what = what
         self.mark = mark
-        self.allowed = allowed or (f"within roofplan's input limits (nesting {MAX_DEPTH}, aliases {MAX_ALIASES}, "
-                                   f"values {MAX_NODES:,})")
+        self.allowed = allowed or (
+            f"within roofplan's input limits (nesting {MAX_DEPTH}, aliases {MAX_ALIASES}, "
+            f"values {MAX_NODES:,})"
+        )
 
 
 def _check_expansion(root) -> None:
@@ -245,10 +254,13 @@ def load_yaml(text: str, where: str, expected: str = "valid YAML"):
         problem = getattr(exc, "problem", None) or type(exc).__name__
         raise InputError(f"{where}{at}", "malformed YAML", f"{expected} ({problem})") from None
     except (RecursionError, ValueError) as exc:  # defence in depth: limits above come first
-        raise InputError(where, "YAML beyond roofplan's input limits", f"{expected} ({type(exc).__name__})") from None
+        raise InputError(
+            where, "YAML beyond roofplan's input limits", f"{expected} ({type(exc).__name__})"
+        ) from None
 
 
 # -- JSON --------------------------------------------------------------------------------------------
+
 
 class _Duplicate(Exception):
     pass
@@ -286,8 +298,9 @@ def load_json(text: str, where: str, expected: str = "valid JSON"):
     except _Duplicate as exc:
         raise InputError(f"{where}: {exc}", "duplicate key", f"{expected} with each key once") from None
     except json.JSONDecodeError as exc:
-        raise InputError(where, f"malformed JSON at line {exc.lineno} column {exc.colno}",
-                         f"{expected} ({exc.msg})") from None
+        raise InputError(
+            where, f"malformed JSON at line {exc.lineno} column {exc.colno}", f"{expected} ({exc.msg})"
+        ) from None
     except RecursionError:  # CPython's decoder recurses once per level
         raise InputError(where, f"JSON nesting deeper than {MAX_DEPTH} levels", expected) from None
     except ValueError as exc:

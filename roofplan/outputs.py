@@ -52,7 +52,9 @@ def _write_new(dir_fd_path: Path, name: str, text: str, mode: int) -> Path:
     return path
 
 
-def write_file(path: str | os.PathLike, text: str | bytes, *, executable: bool = False, field: str = "out") -> str:
+def write_file(
+    path: str | os.PathLike, text: str | bytes, *, executable: bool = False, field: str = "out"
+) -> str:
     """Write ``text`` (or bytes: a Parquet table, a PNG) to ``path`` atomically (see the module
     doc); returns the path written."""
     target = Path(path)
@@ -101,7 +103,9 @@ def _stage(parent: Path, prefix: str, files: Mapping[str, str], exe: set[str]) -
     return staging
 
 
-def write_tree(out_dir: str | os.PathLike, files: Mapping[str, str], executable: Iterable[str] = ()) -> list[str]:
+def write_tree(
+    out_dir: str | os.PathLike, files: Mapping[str, str], executable: Iterable[str] = ()
+) -> list[str]:
     """Write ``files`` (name -> text) into ``out_dir`` as a whole or not at all; scripts named in
     ``executable`` get +x. Returns the paths written."""
     d = Path(out_dir)

@@ -55,8 +55,10 @@ def check_finite(doc: Any, inputs: str = "") -> Any:
 
 def _why(inputs: str) -> str:
     src = f" from {inputs}" if inputs else ""
-    return (f"a finite result; the inputs{src} give no number here (a value at the edge of its allowed range, "
-            "or a quantity that does not exist for them, such as TPOT with one output token): check them")
+    return (
+        f"a finite result; the inputs{src} give no number here (a value at the edge of its allowed range, "
+        "or a quantity that does not exist for them, such as TPOT with one output token): check them"
+    )
 
 
 #: Result keys that hold wall-clock durations: the only fields that differ between two runs of the

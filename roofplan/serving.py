@@ -48,11 +48,18 @@ SIM_REQUESTS = 10000
 def check_specs(model, hw, engine) -> tuple[ModelSpec, DeviceSpec, EngineProfile]:
     """The model, device and engine profile as given, already resolved; an id or a path here is a
     caller's error (InputError naming the field), since nothing below the door opens a catalog."""
-    for field, v, kind in (("model", model, ModelSpec), ("hardware", hw, DeviceSpec),
-                           ("engine", engine, EngineProfile)):
+    for field, v, kind in (
+        ("model", model, ModelSpec),
+        ("hardware", hw, DeviceSpec),
+        ("engine", engine, EngineProfile),
+    ):
         if not isinstance(v, kind):
-            raise InputError(field, v, f"a resolved {kind.__name__} (the roofplan API and roofplan.resolve "
-                             "turn ids and paths into specs)")
+            raise InputError(
+                field,
+                v,
+                f"a resolved {kind.__name__} (the roofplan API and roofplan.resolve "
+                "turn ids and paths into specs)",
+            )
     return model, hw, engine
 
 
@@ -161,8 +168,22 @@ class ServeEstimate:
 
 
 def estimate_serving(
-    model, hw, *, tp=1, pp=1, ep=1, dp=1, batch, isl, osl, dtype="bf16", kv_dtype=None, engine=None,
-    speculative=None, prefix_hit=None, expert_skew=1.0,
+    model,
+    hw,
+    *,
+    tp=1,
+    pp=1,
+    ep=1,
+    dp=1,
+    batch,
+    isl,
+    osl,
+    dtype="bf16",
+    kv_dtype=None,
+    engine=None,
+    speculative=None,
+    prefix_hit=None,
+    expert_skew=1.0,
 ) -> ServeEstimate:
     """Estimate one serving instance at a fixed batch (docs/SPEC.md §3.2); ``.to_json()`` is the document.
     ``model``/``hw`` may be ids, paths or spec objects; bad input raises InputError (exit 2).
@@ -170,37 +191,88 @@ def estimate_serving(
     (tokens, or a fraction of isl) add speculative decoding and prefix caching
     (:mod:`roofplan.costmodel.serve_features`); ``expert_skew`` (max/mean routed tokens per EP rank)
     loads the busiest expert-parallel rank; without them the result is unchanged."""
-    m, h, prof, cfg = _configs(model, hw, engine, dtype=dtype, kv_dtype=kv_dtype, tp=tp, pp=pp,
-                               ep=ep, dp=dp, batch=batch, isl=isl, osl=osl)
+    m, h, prof, cfg = _configs(
+        model,
+        hw,
+        engine,
+        dtype=dtype,
+        kv_dtype=kv_dtype,
+        tp=tp,
+        pp=pp,
+        ep=ep,
+        dp=dp,
+        batch=batch,
+        isl=isl,
+        osl=osl,
+    )
     hit = resolve_prefix_hit(prefix_hit, int(cfg.isl[0]))
     arrays = serve_step_ext(m, h, cfg, prof, spec=speculative, prefix_hit=hit, expert_skew=expert_skew)
     mem = serve_model.serve_memory(m, h, prof, cfg)
-    return ServeEstimate(m, h, prof, cfg, arrays, weights_in_ddr_bytes=float(mem.weights_ddr[0]),
-                         usable_bytes=float(mem.usable[0]), speculative=speculative, prefix_hit=hit,
-                         expert_skew=float(expert_skew))
+    return ServeEstimate(
+        m,
+        h,
+        prof,
+        cfg,
+        arrays,
+        weights_in_ddr_bytes=float(mem.weights_ddr[0]),
+        usable_bytes=float(mem.usable[0]),
+        speculative=speculative,
+        prefix_hit=hit,
+        expert_skew=float(expert_skew),
+    )
 
 
 # ------------------------------------------------------------------------------------------------
 # under load
 # ------------------------------------------------------------------------------------------------
-def make_instance(model, hw, *, tp=1, pp=1, ep=1, dp=1, dtype="bf16", kv_dtype=None, engine=None,
-                  isl=1024, osl=128) -> serve_load.Instance:
+def make_instance(
+    model, hw, *, tp=1, pp=1, ep=1, dp=1, dtype="bf16", kv_dtype=None, engine=None, isl=1024, osl=128
+) -> serve_load.Instance:
     """An :class:`~roofplan.costmodel.serve_load.Instance` from ids or specs (bad input: exit 2)."""
-    m, h, prof, cfg = _configs(model, hw, engine, dtype=dtype, kv_dtype=kv_dtype, tp=tp, pp=pp,
-                               ep=ep, dp=dp, batch=1, isl=int(isl), osl=int(osl))
+    m, h, prof, cfg = _configs(
+        model,
+        hw,
+        engine,
+        dtype=dtype,
+        kv_dtype=kv_dtype,
+        tp=tp,
+        pp=pp,
+        ep=ep,
+        dp=dp,
+        batch=1,
+        isl=int(isl),
+        osl=int(osl),
+    )
     return serve_load.Instance(m, h, prof, cfg)
 
 
-def _static(inst: serve_load.Instance, batch: int, wl: Workload, prefix_hit: int = 0, speculative=None,
-            expert_skew: float = 1.0) -> dict:
+def _static(
+    inst: serve_load.Instance,
+    batch: int,
+    wl: Workload,
+    prefix_hit: int = 0,
+    speculative=None,
+    expert_skew: float = 1.0,
+) -> dict:
     """The static document of the instance at ``batch`` running requests of the mean lengths
     (memory, max batch and the breakdown of one prefill and one decode step)."""
     c = inst.cfg
     est = estimate_serving(
-        inst.model, inst.hw, tp=int(c.tp[0]), pp=int(c.pp[0]), ep=int(c.ep[0]), dp=int(c.dp[0]),
-        batch=max(int(batch), 1), isl=max(int(round(float(np.mean(wl.isl)))), 1),
-        osl=max(int(round(float(np.mean(wl.osl)))), 1), dtype=c.dtype, kv_dtype=c.kv_dtype, engine=inst.engine,
-        prefix_hit=prefix_hit or None, speculative=speculative, expert_skew=expert_skew,
+        inst.model,
+        inst.hw,
+        tp=int(c.tp[0]),
+        pp=int(c.pp[0]),
+        ep=int(c.ep[0]),
+        dp=int(c.dp[0]),
+        batch=max(int(batch), 1),
+        isl=max(int(round(float(np.mean(wl.isl)))), 1),
+        osl=max(int(round(float(np.mean(wl.osl)))), 1),
+        dtype=c.dtype,
+        kv_dtype=c.kv_dtype,
+        engine=inst.engine,
+        prefix_hit=prefix_hit or None,
+        speculative=speculative,
+        expert_skew=expert_skew,
     )
     return est.to_json()
 
@@ -226,9 +298,14 @@ class LoadEstimate:
         doc = _static(i, running, self.workload, i.prefix_hit, i.spec, i.expert_skew)
         gpus = int(self.instance.cfg.devices[0]) * r.instances
         doc["inputs"].update(
-            batch=running, isl=int(round(float(np.mean(self.workload.isl)))),
-            osl=int(round(float(np.mean(self.workload.osl)))), load=r.mode, instances=r.instances,
-            gpus_total=gpus, token_budget=r.budget, workload=self.workload.describe(),
+            batch=running,
+            isl=int(round(float(np.mean(self.workload.isl)))),
+            osl=int(round(float(np.mean(self.workload.osl)))),
+            load=r.mode,
+            instances=r.instances,
+            gpus_total=gpus,
+            token_budget=r.budget,
+            workload=self.workload.describe(),
             **({"concurrency": int(r.concurrency)} if r.mode == "concurrency" else {"rate_rps": r.rate_rps}),
         )
         for name, s in (("ttft", r.ttft_s), ("tpot", r.tpot_s), ("latency", r.latency_s)):
@@ -251,8 +328,23 @@ class LoadEstimate:
 
 
 def estimate_serving_load(
-    model, hw, *, workload: Workload, concurrency=None, rate=None, instances=1, tp=1, pp=1, ep=1, dp=1,
-    dtype="bf16", kv_dtype=None, engine=None, speculative=None, prefix_hit=None, expert_skew=1.0,
+    model,
+    hw,
+    *,
+    workload: Workload,
+    concurrency=None,
+    rate=None,
+    instances=1,
+    tp=1,
+    pp=1,
+    ep=1,
+    dp=1,
+    dtype="bf16",
+    kv_dtype=None,
+    engine=None,
+    speculative=None,
+    prefix_hit=None,
+    expert_skew=1.0,
 ) -> LoadEstimate:
     """The steady state of ``instances`` colocated replicas under a closed loop of ``concurrency``
     clients or Poisson arrivals at ``rate`` requests/s. A rate above the largest sustainable one
@@ -260,15 +352,34 @@ def estimate_serving_load(
     ``prefix_hit`` (tokens, or a fraction of the shortest prompt, that every prompt finds cached)
     and ``expert_skew`` as in :func:`simulate_serving` (:class:`~roofplan.costmodel.serve_load.Instance`)."""
     if (concurrency is None) == (rate is None):
-        raise InputError("load", "both" if concurrency is not None else "none", "exactly one of concurrency, rate")
+        raise InputError(
+            "load", "both" if concurrency is not None else "none", "exactly one of concurrency, rate"
+        )
     n = _positive("instances", instances)
     inst = _feature_instance(
-        make_instance(model, hw, tp=tp, pp=pp, ep=ep, dp=dp, dtype=dtype, kv_dtype=kv_dtype, engine=engine,
-                      isl=int(np.max(workload.isl)), osl=int(np.max(workload.osl))),
-        workload, speculative, prefix_hit, expert_skew)
+        make_instance(
+            model,
+            hw,
+            tp=tp,
+            pp=pp,
+            ep=ep,
+            dp=dp,
+            dtype=dtype,
+            kv_dtype=kv_dtype,
+            engine=engine,
+            isl=int(np.max(workload.isl)),
+            osl=int(np.max(workload.osl)),
+        ),
+        workload,
+        speculative,
+        prefix_hit,
+        expert_skew,
+    )
     _check_fits(inst, workload, inst.prefix_hit)
     if concurrency is not None:
-        res = serve_load.closed_loop(inst, workload.isl, workload.osl, _positive("concurrency", concurrency), n)
+        res = serve_load.closed_loop(
+            inst, workload.isl, workload.osl, _positive("concurrency", concurrency), n
+        )
     else:
         r = _positive("rate", rate, integer=False)
         res = serve_load.open_loop(inst, workload.isl, workload.osl, r, n)
@@ -288,7 +399,9 @@ def _feature_instance(inst: serve_load.Instance, wl: Workload, speculative, pref
     if speculative is not None and not isinstance(speculative, SpecDecode):
         raise InputError("speculative", speculative, "a SpecDecode (method, draft tokens, acceptance)")
     hit = resolve_prefix_hit(prefix_hit, int(np.min(wl.isl)))
-    return dataclasses.replace(inst, spec=speculative, prefix_hit=hit, expert_skew=check_expert_skew(expert_skew))
+    return dataclasses.replace(
+        inst, spec=speculative, prefix_hit=hit, expert_skew=check_expert_skew(expert_skew)
+    )
 
 
 def _check_fits(inst: serve_load.Instance, wl: Workload, prefix_hit: int = 0) -> None:
@@ -306,17 +419,21 @@ def _check_fits(inst: serve_load.Instance, wl: Workload, prefix_hit: int = 0) ->
 # ------------------------------------------------------------------------------------------------
 # simulation
 # ------------------------------------------------------------------------------------------------
-def kv_transfer_s(prefill: serve_load.Instance, decode: serve_load.Instance, isl, colocated_node: bool,
-                  prefix_hit: int = 0) -> np.ndarray:
+def kv_transfer_s(
+    prefill: serve_load.Instance, decode: serve_load.Instance, isl, colocated_node: bool, prefix_hit: int = 0
+) -> np.ndarray:
     """Seconds to ship one request's KV cache (``kv_transfer_bytes``, the prefix-cache miss only)
     from a prefill to a decode instance, one point-to-point stream per KV shard of the smaller side
     (NVLink inside a node, else the NIC; the planner's ``kv_transfer_time`` for one request)."""
     model = prefill.model
     kvd = decode.cfg.kv_dtype_resolved
-    streams = min(float(serve_model.kv_shards(model, prefill.cfg.tp)[0]) * prefill.pp,
-                  float(serve_model.kv_shards(model, decode.cfg.tp)[0]) * decode.pp)
-    per = np.asarray(serve_model.kv_transfer_bytes(model, np.asarray(isl, dtype=float), kvd, prefix_hit)) / max(
-        streams, 1.0)
+    streams = min(
+        float(serve_model.kv_shards(model, prefill.cfg.tp)[0]) * prefill.pp,
+        float(serve_model.kv_shards(model, decode.cfg.tp)[0]) * decode.pp,
+    )
+    per = np.asarray(
+        serve_model.kv_transfer_bytes(model, np.asarray(isl, dtype=float), kvd, prefix_hit)
+    ) / max(streams, 1.0)
     hw = prefill.hw
     stride = 1 if colocated_node else hw.devices_per_node
     return np.asarray(collective_time("p2p", per, 2, hw, stride=stride), dtype=float)
@@ -342,16 +459,24 @@ class Simulation:
     def to_json(self) -> dict:
         r = self.result
         running = max(int(round(r.mean_running)), 1)
-        doc = _static(self.instance, running, self.workload, self.prefix_hit, self.speculative, self.expert_skew)
+        doc = _static(
+            self.instance, running, self.workload, self.prefix_hit, self.speculative, self.expert_skew
+        )
         doc["schema"] = SCHEMA
         doc["inputs"].update(
-            batch=running, isl=int(round(float(np.mean(self.workload.isl)))),
-            osl=int(round(float(np.mean(self.workload.osl)))), mode=self.mode, instances=self.instances,
-            gpus_total=self.gpus, workload=self.workload.describe(), simulated_requests=len(r.isl), **self.load,
+            batch=running,
+            isl=int(round(float(np.mean(self.workload.isl)))),
+            osl=int(round(float(np.mean(self.workload.osl)))),
+            mode=self.mode,
+            instances=self.instances,
+            gpus_total=self.gpus,
+            workload=self.workload.describe(),
+            simulated_requests=len(r.isl),
+            **self.load,
         )
         for name in ("ttft", "tpot", "latency"):
             _percentile_keys(doc, name, r.summary(f"{name}_s"))
-        keep = np.argsort(r.arrival_s, kind="stable")[int(len(r.isl) * 0.1):]
+        keep = np.argsort(r.arrival_s, kind="stable")[int(len(r.isl) * 0.1) :]
         span = float(np.nanmax(r.arrival_s[keep] + r.latency_s[keep]) - r.arrival_s[keep][0])
         rate = len(keep) / span if span > 0 else float("nan")
         out = float(np.sum(r.osl[keep])) / span if span > 0 else float("nan")
@@ -373,11 +498,31 @@ class Simulation:
 
 
 def simulate_serving(
-    model, hw, *, workload: Workload, rate=None, concurrency=None, instances=1, tp=1, pp=1, ep=1, dp=1,
-    dtype="bf16", kv_dtype=None, engine=None, mode="colocated",
-    prefill_instances=1, decode_instances=1, prefill_shape: dict | None = None, prefill_engine=None,
+    model,
+    hw,
+    *,
+    workload: Workload,
+    rate=None,
+    concurrency=None,
+    instances=1,
+    tp=1,
+    pp=1,
+    ep=1,
+    dp=1,
+    dtype="bf16",
+    kv_dtype=None,
+    engine=None,
+    mode="colocated",
+    prefill_instances=1,
+    decode_instances=1,
+    prefill_shape: dict | None = None,
+    prefill_engine=None,
     router="round-robin",
-    requests: int | None = None, seed=0, prefix_hit=None, speculative=None, expert_skew=1.0,
+    requests: int | None = None,
+    seed=0,
+    prefix_hit=None,
+    speculative=None,
+    expert_skew=1.0,
 ) -> Simulation:
     """Simulate a deployment fed Poisson arrivals at ``rate`` (or the trace's ``arrival_s``); a
     closed loop of ``concurrency`` clients is simulated as arrivals at the analytic closed-loop
@@ -394,8 +539,13 @@ def simulate_serving(
     if mode not in ("colocated", "disagg"):
         raise InputError("--mode", mode, "colocated or disagg")
     shape = dict(tp=tp, pp=pp, ep=ep, dp=dp)
-    common = dict(dtype=dtype, kv_dtype=kv_dtype, engine=engine,
-                  isl=int(np.max(workload.isl)), osl=int(np.max(workload.osl)))
+    common = dict(
+        dtype=dtype,
+        kv_dtype=kv_dtype,
+        engine=engine,
+        isl=int(np.max(workload.isl)),
+        osl=int(np.max(workload.osl)),
+    )
     inst = make_instance(model, hw, **shape, **common)
     hit = resolve_prefix_hit(prefix_hit, int(np.min(workload.isl)))
     skew = check_expert_skew(expert_skew)
@@ -412,7 +562,9 @@ def simulate_serving(
     mr = None
     if mode == "colocated":
         finst = dataclasses.replace(inst, spec=speculative, prefix_hit=hit, expert_skew=skew)
-        mr = serve_load.max_rate(finst, serve_load.moments(finst, wl.isl, wl.osl)) * _positive("instances", instances)
+        mr = serve_load.max_rate(finst, serve_load.moments(finst, wl.isl, wl.osl)) * _positive(
+            "instances", instances
+        )
     load: dict = {}
     if wl.arrival_s is not None and rate is None and concurrency is None:
         arrivals = wl.arrival_s[:n_req] - wl.arrival_s[0]
@@ -426,11 +578,23 @@ def simulate_serving(
         arrivals = None  # each completion sends the next request (serve_sim.run_instance closed=)
         load.update(load="concurrency", concurrency=_positive("concurrency", concurrency))
     else:
-        raise InputError("load", "missing or both", "exactly one of --rate or --concurrency (or a trace with arrival_s)")
+        raise InputError(
+            "load", "missing or both", "exactly one of --rate or --concurrency (or a trace with arrival_s)"
+        )
     if mode == "colocated":
-        res = serve_sim.simulate_colocated(inst, isl, osl, arrivals, instances=instances, router=router, seed=seed,
-                                           concurrency=load.get("concurrency"), prefix_hit=hit, spec=speculative,
-                                           expert_skew=skew)
+        res = serve_sim.simulate_colocated(
+            inst,
+            isl,
+            osl,
+            arrivals,
+            instances=instances,
+            router=router,
+            seed=seed,
+            concurrency=load.get("concurrency"),
+            prefix_hit=hit,
+            spec=speculative,
+            expert_skew=skew,
+        )
         gpus = int(inst.cfg.devices[0]) * instances
         n_inst = instances
     else:
@@ -439,12 +603,23 @@ def simulate_serving(
         pinst = make_instance(model, hw, **pshape, **pcommon)
         same_node = (int(pinst.cfg.devices[0]) + int(inst.cfg.devices[0])) <= inst.hw.devices_per_node
         res = serve_sim.simulate_disagg(
-            pinst, inst, isl, osl, arrivals, prefill_instances=_positive("prefill_instances", prefill_instances),
+            pinst,
+            inst,
+            isl,
+            osl,
+            arrivals,
+            prefill_instances=_positive("prefill_instances", prefill_instances),
             decode_instances=_positive("decode_instances", decode_instances),
-            transfer_s=lambda L: kv_transfer_s(pinst, inst, L, same_node, hit), router=router, seed=seed,
-            prefix_hit=hit, spec=speculative, expert_skew=skew,
+            transfer_s=lambda L: kv_transfer_s(pinst, inst, L, same_node, hit),
+            router=router,
+            seed=seed,
+            prefix_hit=hit,
+            spec=speculative,
+            expert_skew=skew,
         )
         gpus = int(pinst.cfg.devices[0]) * prefill_instances + int(inst.cfg.devices[0]) * decode_instances
         n_inst = prefill_instances + decode_instances
         load["ratio"] = f"{prefill_instances}P{decode_instances}D"
-    return Simulation(inst, wl, res, mode, n_inst, gpus, load, mr, time.perf_counter() - t0, hit, speculative, skew)
+    return Simulation(
+        inst, wl, res, mode, n_inst, gpus, load, mr, time.perf_counter() - t0, hit, speculative, skew
+    )

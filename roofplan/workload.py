@@ -79,24 +79,40 @@ PRESETS = {
     p.name: p
     for p in (
         Preset(
-            "chat", 1730, 5696, 415, 834,
+            "chat",
+            1730,
+            5696,
+            415,
+            834,
             "openchat_sharegpt4 (multi-turn ShareGPT-4 chat): median / p90 prompt 1730 / 5696, "
             "output 415 / 834 tokens; Agrawal et al., Sarathi-Serve, OSDI 2024, Table 3 "
             "(https://arxiv.org/abs/2403.02310)",
         ),
         Preset(
-            "summarisation", 7059, 12985, 208, 371,
+            "summarisation",
+            7059,
+            12985,
+            208,
+            371,
             "arxiv_summarization: median / p90 prompt 7059 / 12985, output 208 / 371 tokens; "
             "Agrawal et al., Sarathi-Serve, OSDI 2024, Table 3 (https://arxiv.org/abs/2403.02310)",
         ),
         Preset(
-            "code", 1500, 4500, 13, 60,
+            "code",
+            1500,
+            4500,
+            13,
+            60,
             "Azure LLM inference trace 2023, coding: median prompt 1500 and median output 13 tokens "
             "(Patel et al., Splitwise, ISCA 2024, §III; https://arxiv.org/abs/2311.18677); the p90s "
             "(3x and ~4.6x the medians) are read off its length CDFs (Fig. 3) and are approximate",
         ),
         Preset(
-            "long-context", 7590, 16000, 182, 400,
+            "long-context",
+            7590,
+            16000,
+            182,
+            400,
             "Mooncake conversation trace: mean input 7590, mean output 182 tokens (Qin et al., "
             "Mooncake, FAST 2025, §7 trace statistics; https://arxiv.org/abs/2407.00079); used as "
             "medians, with p90s about twice the median (approximate, a long-tailed trace)",
@@ -123,8 +139,13 @@ def parse_dist(text: str, field: str) -> tuple[str, list[float]]:
     kind, _, rest = str(text).partition(":")
     kind = kind.strip().lower()
     if kind not in DIST_KINDS or not rest:
-        raise InputError(field, text, "KIND:MEAN,SPREAD with KIND one of " + ", ".join(DIST_KINDS)
-                         + " (e.g. lognormal:1000,400), or empirical:V1,V2,...")
+        raise InputError(
+            field,
+            text,
+            "KIND:MEAN,SPREAD with KIND one of "
+            + ", ".join(DIST_KINDS)
+            + " (e.g. lognormal:1000,400), or empirical:V1,V2,...",
+        )
     try:
         vals = [float(x) for x in rest.split(",") if x.strip()]
     except ValueError:
@@ -174,7 +195,9 @@ def load_trace(path: str | Path) -> Workload:
 
     p = user_path(path, "--workload")
     if not is_file(p):
-        raise InputError("--workload", str(path), f"a readable CSV or JSONL file or a preset ({', '.join(PRESETS)})")
+        raise InputError(
+            "--workload", str(path), f"a readable CSV or JSONL file or a preset ({', '.join(PRESETS)})"
+        )
     text = read_text(p, "--workload", "measurements")
     rows: list[tuple[float, float, float | None]] = []
     if p.suffix.lower() in (".jsonl", ".ndjson") or text.lstrip().startswith("{"):
@@ -186,11 +209,15 @@ def load_trace(path: str | Path) -> Workload:
                 raise InputError(f"{p}:{lineno}:1", line.strip()[:40], 'an object with "isl" and "osl"')
             col = {k: line.find(f'"{k}"') + 1 for k in ("isl", "osl", "arrival_s")}
             arr = obj.get("arrival_s")
-            rows.append((
-                _cell(str(p), lineno, col["isl"], "isl", obj["isl"]),
-                _cell(str(p), lineno, col["osl"], "osl", obj["osl"]),
-                None if arr is None else _cell(str(p), lineno, col["arrival_s"], "arrival_s", arr, allow_zero=True),
-            ))
+            rows.append(
+                (
+                    _cell(str(p), lineno, col["isl"], "isl", obj["isl"]),
+                    _cell(str(p), lineno, col["osl"], "osl", obj["osl"]),
+                    None
+                    if arr is None
+                    else _cell(str(p), lineno, col["arrival_s"], "arrival_s", arr, allow_zero=True),
+                )
+            )
     else:
         reader = csv.reader(text.splitlines())
         header = [h.strip().lower() for h in next(reader, [])]
@@ -202,9 +229,17 @@ def load_trace(path: str | Path) -> Workload:
                 continue
             if len(rec) < len(header):
                 raise InputError(f"{p}:{lineno}:{len(rec) + 1}", ",".join(rec)[:40], f"{len(header)} columns")
-            vals = {k: _cell(str(p), lineno, len(",".join(rec[:i])) + (i > 0) + 1, k, rec[i].strip(),
-                             allow_zero=(k == "arrival_s"))
-                    for k, i in idx.items()}
+            vals = {
+                k: _cell(
+                    str(p),
+                    lineno,
+                    len(",".join(rec[:i])) + (i > 0) + 1,
+                    k,
+                    rec[i].strip(),
+                    allow_zero=(k == "arrival_s"),
+                )
+                for k, i in idx.items()
+            }
             rows.append((vals["isl"], vals["osl"], vals.get("arrival_s")))
     if not rows:
         raise InputError("--workload", str(path), "a trace with at least one (isl, osl) row")
@@ -214,7 +249,9 @@ def load_trace(path: str | Path) -> Workload:
     arr = None if arrivals[0] is None else np.asarray(arrivals, dtype=float)
     if arr is not None and np.any(np.diff(arr) < 0):
         line = int(np.nonzero(np.diff(arr) < 0)[0][0]) + 2
-        raise InputError(f"{p} row {line} arrival_s", float(arr[line - 1]), "arrival times in non-decreasing order")
+        raise InputError(
+            f"{p} row {line} arrival_s", float(arr[line - 1]), "arrival times in non-decreasing order"
+        )
     return Workload(
         np.asarray([r[0] for r in rows], dtype=np.int64),
         np.asarray([r[1] for r in rows], dtype=np.int64),
@@ -229,7 +266,9 @@ def preset_workload(name: str, n: int = DEFAULT_SAMPLES, seed: int = 0) -> Workl
     rng = np.random.default_rng(seed)
     isl = _lognormal(rng, pr.isl_p50, math.log(pr.isl_p90 / pr.isl_p50) / _Z90, n)
     osl = _lognormal(rng, pr.osl_p50, math.log(pr.osl_p90 / pr.osl_p50) / _Z90, n)
-    return Workload(_as_lengths(isl, name), _as_lengths(osl, name), None, source=f"preset {name}: {pr.source}")
+    return Workload(
+        _as_lengths(isl, name), _as_lengths(osl, name), None, source=f"preset {name}: {pr.source}"
+    )
 
 
 def make_workload(
@@ -246,13 +285,17 @@ def make_workload(
     each as a number or a distribution. Conflicting or missing sources raise InputError."""
     if workload is not None:
         if any(v is not None for v in (isl, osl, isl_dist, osl_dist)):
-            raise InputError("--workload", workload, "alone: it sets both lengths (drop --isl/--osl/--*-dist)")
+            raise InputError(
+                "--workload", workload, "alone: it sets both lengths (drop --isl/--osl/--*-dist)"
+            )
         if workload in PRESETS:
             return preset_workload(workload, n, seed)
         from roofplan.inputs import is_file, user_path
 
         if not is_file(user_path(workload, "--workload")):
-            raise InputError("--workload", workload, "a CSV/JSONL trace file or a preset: " + ", ".join(PRESETS))
+            raise InputError(
+                "--workload", workload, "a CSV/JSONL trace file or a preset: " + ", ".join(PRESETS)
+            )
         return load_trace(workload)
     rng = np.random.default_rng(seed)
 

@@ -38,19 +38,58 @@ PROBLEMS = ("internal", "exit", "lines", "nonfinite", "outside", "hang")
 
 # -- values -------------------------------------------------------------------------------------------
 
-HOSTILE_TEXT = ["[/x]", "[bold]b", ":x:", "$(touch PWNED)", "`touch PWNED`", "a\nb", "x" * 300, "~nouser_zz/x",
-                "../../victim.txt", "", " ", "\x00", "é☃", "-1", "1e400", "nan", "inf", "0x10", "1_000", "h100-sxm",
-                "llama-3.1-8b"]
+HOSTILE_TEXT = [
+    "[/x]",
+    "[bold]b",
+    ":x:",
+    "$(touch PWNED)",
+    "`touch PWNED`",
+    "a\nb",
+    "x" * 300,
+    "~nouser_zz/x",
+    "../../victim.txt",
+    "",
+    " ",
+    "\x00",
+    "é☃",
+    "-1",
+    "1e400",
+    "nan",
+    "inf",
+    "0x10",
+    "1_000",
+    "h100-sxm",
+    "llama-3.1-8b",
+]
 HUGE_INTS = [0, -1, 1, 2, 3, 7, 2**31 - 1, 2**31, 2**40, 2**53 + 1, 2**63, 2**64, 10**30]
-SPECIAL_FLOATS = [0.0, -0.0, 5e-324, 1e-300, 1e-9, 0.5, 1.0, 1.0000001, 1e9, 1e308, 1.8e308, float("inf"),
-                  float("-inf"), float("nan")]
+SPECIAL_FLOATS = [
+    0.0,
+    -0.0,
+    5e-324,
+    1e-300,
+    1e-9,
+    0.5,
+    1.0,
+    1.0000001,
+    1e9,
+    1e308,
+    1.8e308,
+    float("inf"),
+    float("-inf"),
+    float("nan"),
+]
 
 numbers = st.one_of(
-    st.sampled_from(HUGE_INTS), st.integers(-(2**70), 2**70), st.sampled_from(SPECIAL_FLOATS),
-    st.floats(allow_nan=True, allow_infinity=True), st.integers(1, 100_000),
+    st.sampled_from(HUGE_INTS),
+    st.integers(-(2**70), 2**70),
+    st.sampled_from(SPECIAL_FLOATS),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.integers(1, 100_000),
 )
 scalars = st.one_of(numbers, st.sampled_from(HOSTILE_TEXT), st.text(max_size=12), st.none(), st.booleans())
-values = st.one_of(scalars, st.lists(scalars, max_size=3), st.dictionaries(st.text(max_size=5), scalars, max_size=2))
+values = st.one_of(
+    scalars, st.lists(scalars, max_size=3), st.dictionaries(st.text(max_size=5), scalars, max_size=2)
+)
 
 
 def cli_number(v) -> str:
@@ -62,28 +101,80 @@ def cli_number(v) -> str:
 
 # -- input families -----------------------------------------------------------------------------------
 
-LLAMA = {"model_type": "llama", "hidden_size": 1024, "intermediate_size": 2816, "num_hidden_layers": 4,
-         "num_attention_heads": 16, "num_key_value_heads": 4, "vocab_size": 32000, "max_position_embeddings": 4096}
+LLAMA = {
+    "model_type": "llama",
+    "hidden_size": 1024,
+    "intermediate_size": 2816,
+    "num_hidden_layers": 4,
+    "num_attention_heads": 16,
+    "num_key_value_heads": 4,
+    "vocab_size": 32000,
+    "max_position_embeddings": 4096,
+}
 HF_BASES = [
     LLAMA,
     LLAMA | {"model_type": "mixtral", "num_local_experts": 8, "num_experts_per_tok": 2},
-    LLAMA | {"model_type": "qwen3_moe", "num_experts": 8, "num_experts_per_tok": 2, "moe_intermediate_size": 512,
-             "decoder_sparse_step": 1, "mlp_only_layers": [0]},
-    LLAMA | {"model_type": "deepseek_v3", "kv_lora_rank": 128, "q_lora_rank": 256, "qk_nope_head_dim": 32,
-             "qk_rope_head_dim": 16, "v_head_dim": 32, "n_routed_experts": 8, "num_experts_per_tok": 2,
-             "moe_intermediate_size": 256, "n_shared_experts": 1, "first_k_dense_replace": 1},
+    LLAMA
+    | {
+        "model_type": "qwen3_moe",
+        "num_experts": 8,
+        "num_experts_per_tok": 2,
+        "moe_intermediate_size": 512,
+        "decoder_sparse_step": 1,
+        "mlp_only_layers": [0],
+    },
+    LLAMA
+    | {
+        "model_type": "deepseek_v3",
+        "kv_lora_rank": 128,
+        "q_lora_rank": 256,
+        "qk_nope_head_dim": 32,
+        "qk_rope_head_dim": 16,
+        "v_head_dim": 32,
+        "n_routed_experts": 8,
+        "num_experts_per_tok": 2,
+        "moe_intermediate_size": 256,
+        "n_shared_experts": 1,
+        "first_k_dense_replace": 1,
+    },
     {"model_type": "gpt2", "n_embd": 768, "n_layer": 4, "n_head": 12, "vocab_size": 50257},
-    {"model_type": "opt", "hidden_size": 768, "ffn_dim": 3072, "num_hidden_layers": 4, "num_attention_heads": 12,
-     "vocab_size": 50272},
+    {
+        "model_type": "opt",
+        "hidden_size": 768,
+        "ffn_dim": 3072,
+        "num_hidden_layers": 4,
+        "num_attention_heads": 12,
+        "vocab_size": 50272,
+    },
     {"model_type": "bloom", "hidden_size": 1024, "n_layer": 4, "n_head": 16, "vocab_size": 250880},
 ]
-MODEL_YAML = {"layers": 4, "hidden": 1024, "heads": 16, "kv_heads": 4, "ffn": 2816, "vocab": 32000,
-              "max_seq_len": 4096, "moe": {"num_experts": 8, "top_k": 2, "expert_ffn": 1024},
-              "mla": {"kv_lora_rank": 128, "qk_nope_head_dim": 32, "qk_rope_head_dim": 16, "v_head_dim": 32}}
+MODEL_YAML = {
+    "layers": 4,
+    "hidden": 1024,
+    "heads": 16,
+    "kv_heads": 4,
+    "ffn": 2816,
+    "vocab": 32000,
+    "max_seq_len": 4096,
+    "moe": {"num_experts": 8, "top_k": 2, "expert_ffn": 1024},
+    "mla": {"kv_lora_rank": 128, "qk_nope_head_dim": 32, "qk_rope_head_dim": 16, "v_head_dim": 32},
+}
 
 ES = ["estimate", "serve", "--hardware", "h100-sxm", "--batch", "4", "--isl", "512", "--osl", "64"]
-ET = ["estimate", "train", "--hardware", "h100-sxm", "--tp", "1", "--global-batch", "8", "--micro-batch", "1",
-      "--seq-len", "1024"]
+ET = [
+    "estimate",
+    "train",
+    "--hardware",
+    "h100-sxm",
+    "--tp",
+    "1",
+    "--global-batch",
+    "8",
+    "--micro-batch",
+    "1",
+    "--seq-len",
+    "1024",
+]
 
 
 def _raw_mutation(text: str, kind: str, draw) -> str:
@@ -98,8 +189,9 @@ def _raw_mutation(text: str, kind: str, draw) -> str:
         return '{"hidden_size": 8, ' + text[1:]
     if how == "aliases":
         levels = draw(st.integers(3, 9))
-        lines = ['a0: &a0 ["lol"]'] + [f"a{i}: &a{i} [" + ",".join([f"*a{i - 1}"] * 9) + "]"
-                                       for i in range(1, levels + 1)]
+        lines = ['a0: &a0 ["lol"]'] + [
+            f"a{i}: &a{i} [" + ",".join([f"*a{i - 1}"] * 9) + "]" for i in range(1, levels + 1)
+        ]
         if kind == "json":
             return text
         laughs = "\n".join(lines) + "\n"
@@ -137,14 +229,24 @@ def _mutate_dict(doc: dict, draw, keys: list[str]) -> dict:
 
 @st.composite
 def hf_config(draw):
-    doc = _mutate_dict(draw(st.sampled_from(HF_BASES)), draw, list(LLAMA) + ["mlp_only_layers", "kv_lora_rank"])
+    doc = _mutate_dict(
+        draw(st.sampled_from(HF_BASES)), draw, list(LLAMA) + ["mlp_only_layers", "kv_lora_rank"]
+    )
     try:
         text = json.dumps(doc, allow_nan=True)
     except (ValueError, TypeError):
         text = "{}"
     text = _raw_mutation(text, "json", draw)
-    cmd = draw(st.sampled_from([["models", "show", "{f}"], ["models", "show", "{f}", "--json"],
-                                ES + ["--model", "{f}", "--json"], ET + ["--model", "{f}"]]))
+    cmd = draw(
+        st.sampled_from(
+            [
+                ["models", "show", "{f}"],
+                ["models", "show", "{f}", "--json"],
+                ES + ["--model", "{f}", "--json"],
+                ET + ["--model", "{f}"],
+            ]
+        )
+    )
     return {"files": {"config.json": text}, "argv": cmd}
 
 
@@ -172,12 +274,16 @@ def inline_gpt(draw):
             old = values_of.get(key, 1024)
             values_of[key] = _scaled(draw, old if isinstance(old, int) else 1024)
         else:
-            values_of[key] = draw(st.one_of(st.sampled_from(HUGE_INTS + [64, 128, 2048]),
-                                            st.sampled_from(HOSTILE_TEXT[:6])))
+            values_of[key] = draw(
+                st.one_of(st.sampled_from(HUGE_INTS + [64, 128, 2048]), st.sampled_from(HOSTILE_TEXT[:6]))
+            )
     parts = [f"{k}={v}" for k, v in values_of.items()]
     text = "gpt(" + draw(st.sampled_from([";", ","])).join(parts) + ")"
-    cmd = draw(st.sampled_from([["models", "show", text], ES + ["--model", text, "--json"],
-                                ET + ["--model", text, "--json"]]))
+    cmd = draw(
+        st.sampled_from(
+            [["models", "show", text], ES + ["--model", text, "--json"], ET + ["--model", text, "--json"]]
+        )
+    )
     return {"files": {}, "argv": cmd}
 
 
@@ -208,27 +314,59 @@ def catalog(draw):
         elif how == 0:
             node[path[-1] + draw(st.sampled_from(["x", "_"]))] = node.pop(path[-1], None)  # a misspelt key
         elif how == 1 and path[-1] == "value":
-            node["value"] = draw(st.sampled_from(["1e30 B", "0 B/s", "5 us", "1e-300", "80 GB/s", "-1 TFLOPS"]))
+            node["value"] = draw(
+                st.sampled_from(["1e30 B", "0 B/s", "5 us", "1e-300", "80 GB/s", "-1 TFLOPS"])
+            )
         else:
             node[path[-1]] = draw(values)
     text = _raw_mutation(yaml.safe_dump(doc, allow_unicode=True), "yaml", draw)
-    cmd = draw(st.sampled_from([["catalog", "validate", "{f}"], ["catalog", "show", "{f}"],
-                                ES + ["--model", "llama-3.1-8b", "--hardware", "{f}", "--json"],
-                                ET + ["--model", "llama-3.1-8b", "--hardware", "{f}", "--json"]]))
+    cmd = draw(
+        st.sampled_from(
+            [
+                ["catalog", "validate", "{f}"],
+                ["catalog", "show", "{f}"],
+                ES + ["--model", "llama-3.1-8b", "--hardware", "{f}", "--json"],
+                ET + ["--model", "llama-3.1-8b", "--hardware", "{f}", "--json"],
+            ]
+        )
+    )
     return {"files": {"cat.yaml": text}, "argv": cmd}
 
 
-EFFICIENCY = ["gemm_max", "hbm", "intra_bw", "inter_bw", "intra_latency_s", "kernel_launch_s", "nvls_speedup",
-              "gemm_half_dim", "sustained_compute", "gemm_max_fp8", "moe_balance", "gemm_maxx"]
-ENGINE_FIELDS = ["step_overhead_s", "kernel_gap_s", "kernels_per_layer", "memory_reserve_fraction",
-                 "max_num_seqs", "max_num_batched_tokens", "decode_attn_hbm", "cuda_graphs", "foo"]
+EFFICIENCY = [
+    "gemm_max",
+    "hbm",
+    "intra_bw",
+    "inter_bw",
+    "intra_latency_s",
+    "kernel_launch_s",
+    "nvls_speedup",
+    "gemm_half_dim",
+    "sustained_compute",
+    "gemm_max_fp8",
+    "moe_balance",
+    "gemm_maxx",
+]
+ENGINE_FIELDS = [
+    "step_overhead_s",
+    "kernel_gap_s",
+    "kernels_per_layer",
+    "memory_reserve_fraction",
+    "max_num_seqs",
+    "max_num_batched_tokens",
+    "decode_attn_hbm",
+    "cuda_graphs",
+    "foo",
+]
 
 
 @st.composite
 def overlay(draw):
     doc: dict = {"schema": draw(st.sampled_from(["roofplan.calibration/v1"] * 5 + ["x", None]))}
     if draw(st.booleans()):
-        doc["efficiency"] = {draw(st.sampled_from(EFFICIENCY)): draw(values) for _ in range(draw(st.integers(1, 3)))}
+        doc["efficiency"] = {
+            draw(st.sampled_from(EFFICIENCY)): draw(values) for _ in range(draw(st.integers(1, 3)))
+        }
     if draw(st.booleans()):
         eng = draw(st.sampled_from(["vllm", "sglang", "trtllm", "generic", "tgi"]))
         doc["engines"] = {eng: {draw(st.sampled_from(ENGINE_FIELDS)): draw(values)}}
@@ -240,28 +378,59 @@ def overlay(draw):
         text = "schema: roofplan.calibration/v1\n"
     text = _raw_mutation(text, "yaml", draw)
     engine = draw(st.sampled_from(["vllm", "sglang", "generic"]))
-    cmd = draw(st.sampled_from([
-        ES + ["--model", "llama-3.1-8b", "--engine", engine, "--calibration", "{f}", "--json"],
-        ET + ["--model", "llama-3.1-8b", "--calibration", "{f}", "--json"],
-        ["catalog", "show", "h100-sxm", "--calibration", "{f}"],
-        ["plan", "serve", "--model", "llama-3.1-8b", "--hardware", "h100-sxm", "--gpus", "2", "--isl", "512",
-         "--osl", "64", "--engine", engine, "--calibration", "{f}", "--json"],
-    ]))
+    cmd = draw(
+        st.sampled_from(
+            [
+                ES + ["--model", "llama-3.1-8b", "--engine", engine, "--calibration", "{f}", "--json"],
+                ET + ["--model", "llama-3.1-8b", "--calibration", "{f}", "--json"],
+                ["catalog", "show", "h100-sxm", "--calibration", "{f}"],
+                [
+                    "plan",
+                    "serve",
+                    "--model",
+                    "llama-3.1-8b",
+                    "--hardware",
+                    "h100-sxm",
+                    "--gpus",
+                    "2",
+                    "--isl",
+                    "512",
+                    "--osl",
+                    "64",
+                    "--engine",
+                    engine,
+                    "--calibration",
+                    "{f}",
+                    "--json",
+                ],
+            ]
+        )
+    )
     return {"files": {"overlay.yaml": text}, "argv": cmd}
 
 
 CSV_KINDS = {
     "gemm": ("kind,m,n,k,dtype,value,unit", ["gemm", "4096", "4096", "4096", "bf16", "1.2", "ms"]),
-    "collective": ("kind,op,ranks,nodes,bytes,value,unit", ["collective", "all_reduce", "8", "1", "16MiB", "180",
-                                                            "us"]),
-    "attention": ("kind,batch,heads,head_dim,seq_len,causal,direction,dtype,value,unit",
-                  ["attention", "4", "32", "128", "4096", "yes", "fwd", "bf16", "300", "TFLOP/s"]),
-    "decode_attention": ("kind,batch,heads,kv_heads,head_dim,kv_len,kv_dtype,value,unit",
-                         ["decode_attention", "32", "32", "8", "128", "4096", "bf16", "80", "us"]),
-    "moe": ("kind,tokens,hidden,moe_ffn,experts,topk,ep,tp,dtype,value,unit",
-            ["moe", "4096", "4096", "14336", "8", "2", "1", "1", "bf16", "2.5", "ms"]),
-    "collective_impl": ("kind,op,ranks,nodes,bytes,impl,value,unit",
-                        ["collective", "all_reduce", "8", "1", "1MiB", "custom", "20", "us"]),
+    "collective": (
+        "kind,op,ranks,nodes,bytes,value,unit",
+        ["collective", "all_reduce", "8", "1", "16MiB", "180", "us"],
+    ),
+    "attention": (
+        "kind,batch,heads,head_dim,seq_len,causal,direction,dtype,value,unit",
+        ["attention", "4", "32", "128", "4096", "yes", "fwd", "bf16", "300", "TFLOP/s"],
+    ),
+    "decode_attention": (
+        "kind,batch,heads,kv_heads,head_dim,kv_len,kv_dtype,value,unit",
+        ["decode_attention", "32", "32", "8", "128", "4096", "bf16", "80", "us"],
+    ),
+    "moe": (
+        "kind,tokens,hidden,moe_ffn,experts,topk,ep,tp,dtype,value,unit",
+        ["moe", "4096", "4096", "14336", "8", "2", "1", "1", "bf16", "2.5", "ms"],
+    ),
+    "collective_impl": (
+        "kind,op,ranks,nodes,bytes,impl,value,unit",
+        ["collective", "all_reduce", "8", "1", "1MiB", "custom", "20", "us"],
+    ),
 }
 
 
@@ -274,12 +443,21 @@ def measurements(draw):
         cells = list(row)
         for _ in range(draw(st.integers(0, 3))):
             i = draw(st.integers(1, len(cells) - 1))
-            cells[i] = cli_number(draw(st.one_of(numbers, st.sampled_from(HOSTILE_TEXT + ["fp64", "1e400", "-inf"]))))
+            cells[i] = cli_number(
+                draw(st.one_of(numbers, st.sampled_from(HOSTILE_TEXT + ["fp64", "1e400", "-inf"])))
+            )
         rows.append(",".join(c.replace(",", ";").replace("\n", " ") for c in cells))
     text = header + "\n" + "\n".join(rows) + "\n"
-    cmd = ["calibrate", "{f}", "--hardware", "h100-sxm"] + draw(st.sampled_from([
-        [], ["--json"], ["--prior-weight", cli_number(draw(numbers))], ["--params", draw(st.sampled_from(
-            ["gemm_max", "hbm,foo", "vllm.step_overhead_s", ""]))]]))
+    cmd = ["calibrate", "{f}", "--hardware", "h100-sxm"] + draw(
+        st.sampled_from(
+            [
+                [],
+                ["--json"],
+                ["--prior-weight", cli_number(draw(numbers))],
+                ["--params", draw(st.sampled_from(["gemm_max", "hbm,foo", "vllm.step_overhead_s", ""]))],
+            ]
+        )
+    )
     if draw(st.integers(0, 3)) == 0:
         cmd = ["validate", "--measurements", "{f}", "--hardware", "h100-sxm", "--json"]
     return {"files": {"m.csv": text}, "argv": cmd}
@@ -297,13 +475,41 @@ def suite_csv(draw):
     for line in draw(st.lists(st.sampled_from(SUITE_CSV[1:40]), min_size=1, max_size=2)):
         cells = next(iter(__import__("csv").reader([line])))
         for _ in range(draw(st.integers(0, 3))):
-            i = draw(st.sampled_from([cols.index(c) for c in ("model", "gpus", "tp", "pp", "dp", "vpp", "global_batch",
-                                                               "micro_batch", "seq_len", "dtype", "batch", "isl",
-                                                               "osl", "value", "metric", "kind")]))
-            cells[i] = cli_number(draw(st.one_of(numbers, st.sampled_from(HOSTILE_TEXT + ["fp64", "gpt(h=4;l=1;a=0;V=1)"]))))
+            i = draw(
+                st.sampled_from(
+                    [
+                        cols.index(c)
+                        for c in (
+                            "model",
+                            "gpus",
+                            "tp",
+                            "pp",
+                            "dp",
+                            "vpp",
+                            "global_batch",
+                            "micro_batch",
+                            "seq_len",
+                            "dtype",
+                            "batch",
+                            "isl",
+                            "osl",
+                            "value",
+                            "metric",
+                            "kind",
+                        )
+                    ]
+                )
+            )
+            cells[i] = cli_number(
+                draw(st.one_of(numbers, st.sampled_from(HOSTILE_TEXT + ["fp64", "gpt(h=4;l=1;a=0;V=1)"])))
+            )
         rows.append(",".join('"' + c.replace('"', "'") + '"' for c in cells))
     hw = draw(st.sampled_from(["h100-sxm", "a100-sxm-80gb"]))
-    cmd = draw(st.sampled_from([["calibrate", "{f}", "--hardware", hw, "--json"], ["validate", "--cases", "{f}", "--json"]]))
+    cmd = draw(
+        st.sampled_from(
+            [["calibrate", "{f}", "--hardware", hw, "--json"], ["validate", "--cases", "{f}", "--json"]]
+        )
+    )
     return {"files": {"suite.csv": header + "\n" + "\n".join(rows) + "\n"}, "argv": cmd}
 
 
@@ -320,16 +526,40 @@ NCCL_HEAD = """# nThread 1 nGpus 8 minBytes 8 maxBytes 8589934592 step: 2(factor
 def nccl_tests(draw):
     rows = []
     for size in (8, 1048576, 16777216, 1073741824):
-        cells = [str(size), str(size // 4), "float", "sum", "-1", "25.1", "0.00", "0.00", "0", "24.9", "0.00",
-                 "0.00", "0"]
+        cells = [
+            str(size),
+            str(size // 4),
+            "float",
+            "sum",
+            "-1",
+            "25.1",
+            "0.00",
+            "0.00",
+            "0",
+            "24.9",
+            "0.00",
+            "0.00",
+            "0",
+        ]
         if draw(st.booleans()):
             i = draw(st.sampled_from([0, 5, 9]))
             cells[i] = cli_number(draw(st.one_of(numbers, st.sampled_from(HOSTILE_TEXT))))
         rows.append("  ".join(c.replace("\n", " ") for c in cells))
     text = NCCL_HEAD + "\n".join(rows) + "\n"
-    extra = draw(st.sampled_from([[], ["--op", "all_reduce"], ["--ranks", cli_number(draw(numbers))],
-                                  ["--op", draw(st.sampled_from(HOSTILE_TEXT))]]))
-    return {"files": {"all_reduce_perf.txt": text}, "argv": ["calibrate", "{f}", "--hardware", "h100-sxm", *extra]}
+    extra = draw(
+        st.sampled_from(
+            [
+                [],
+                ["--op", "all_reduce"],
+                ["--ranks", cli_number(draw(numbers))],
+                ["--op", draw(st.sampled_from(HOSTILE_TEXT))],
+            ]
+        )
+    )
+    return {
+        "files": {"all_reduce_perf.txt": text},
+        "argv": ["calibrate", "{f}", "--hardware", "h100-sxm", *extra],
+    }
 
 
 @st.composite
@@ -340,24 +570,44 @@ def workload(draw):
     for i in range(draw(st.integers(1, 5))):
         cells = {"isl": 512, "osl": 64, "arrival_s": 0.1 * i}
         for _ in range(draw(st.integers(0, 2))):
-            cells[draw(st.sampled_from(sorted(cells)))] = draw(st.one_of(numbers, st.sampled_from(HOSTILE_TEXT)))
+            cells[draw(st.sampled_from(sorted(cells)))] = draw(
+                st.one_of(numbers, st.sampled_from(HOSTILE_TEXT))
+            )
         if jsonl:
             try:
                 rows.append(json.dumps(cells))
             except (TypeError, ValueError):
                 rows.append("{}")
         else:
-            rows.append(",".join(cli_number(cells[k]).replace(",", ";").replace("\n", " ")
-                                 for k in ("isl", "osl", "arrival_s")))
+            rows.append(
+                ",".join(
+                    cli_number(cells[k]).replace(",", ";").replace("\n", " ")
+                    for k in ("isl", "osl", "arrival_s")
+                )
+            )
     text = "\n".join(rows) + "\n" if jsonl else "isl,osl,arrival_s\n" + "\n".join(rows) + "\n"
     text = _raw_mutation(text, "json", draw) if jsonl and draw(st.integers(0, 4)) == 0 else text
     name = "trace.jsonl" if jsonl else "trace.csv"
     load = draw(st.sampled_from([["--concurrency", "4"], ["--rate", "2"], ["--rate", "1e9"]]))
-    return {"files": {name: text}, "argv": ES[:4] + ["--model", "llama-3.1-8b", "--workload", "{f}", *load, "--json"]}
+    return {
+        "files": {name: text},
+        "argv": ES[:4] + ["--model", "llama-3.1-8b", "--workload", "{f}", *load, "--json"],
+    }
 
 
-TRAIN_FLAGS = ["--tp", "--pp", "--dp", "--cp", "--ep", "--vpp", "--global-batch", "--micro-batch", "--seq-len",
-               "--zero", "--gpus-per-node"]
+TRAIN_FLAGS = [
+    "--tp",
+    "--pp",
+    "--dp",
+    "--cp",
+    "--ep",
+    "--vpp",
+    "--global-batch",
+    "--micro-batch",
+    "--seq-len",
+    "--zero",
+    "--gpus-per-node",
+]
 SERVE_FLAGS = ["--tp", "--pp", "--ep", "--batch", "--isl", "--osl"]
 PLAN_SERVE_FLAGS = ["--gpus", "--isl", "--osl", "--ttft-ms", "--tpot-ms", "--rate"]
 
@@ -371,23 +621,42 @@ def cli_args(draw):
 
     if which == "et":
         argv = ET + ["--model", draw(st.sampled_from(["llama-3.1-8b", "mixtral-8x7b", "deepseek-v3"]))]
-        for f in draw(st.lists(st.sampled_from(TRAIN_FLAGS + ["--dtype", "--recompute", "--offload"]), max_size=3)):
+        for f in draw(
+            st.lists(st.sampled_from(TRAIN_FLAGS + ["--dtype", "--recompute", "--offload"]), max_size=3)
+        ):
             argv += [f, flagval()]
     elif which == "es":
         argv = ES + ["--model", draw(st.sampled_from(["llama-3.1-8b", "mixtral-8x7b", "deepseek-v3"]))]
-        for f in draw(st.lists(st.sampled_from(SERVE_FLAGS + ["--dtype", "--kv-dtype", "--engine"]), max_size=3)):
+        for f in draw(
+            st.lists(st.sampled_from(SERVE_FLAGS + ["--dtype", "--kv-dtype", "--engine"]), max_size=3)
+        ):
             argv += [f, flagval()]
     elif which == "ps":
-        argv = ["plan", "serve", "--model", "llama-3.1-8b", "--hardware", "h100-sxm", "--gpus", "2", "--isl",
-                "512", "--osl", "64"]
+        argv = [
+            "plan",
+            "serve",
+            "--model",
+            "llama-3.1-8b",
+            "--hardware",
+            "h100-sxm",
+            "--gpus",
+            "2",
+            "--isl",
+            "512",
+            "--osl",
+            "64",
+        ]
         for f in draw(st.lists(st.sampled_from(PLAN_SERVE_FLAGS + ["--emit", "--mode"]), max_size=2)):
             argv += [f, flagval()]
     elif which == "models":
         argv = ["models", "show", draw(st.sampled_from(HOSTILE_TEXT + ["x" * 5000, "a/" + "b" * 300]))]
     else:
         argv = ["catalog", draw(st.sampled_from(["show", "list"]))]
-        argv += [draw(st.sampled_from(HOSTILE_TEXT))] if argv[1] == "show" else ["--catalog-dir",
-                                                                                  draw(st.sampled_from(HOSTILE_TEXT))]
+        argv += (
+            [draw(st.sampled_from(HOSTILE_TEXT))]
+            if argv[1] == "show"
+            else ["--catalog-dir", draw(st.sampled_from(HOSTILE_TEXT))]
+        )
     if draw(st.booleans()):
         argv.append("--json")
     return {"files": {}, "argv": argv}
@@ -398,24 +667,63 @@ def out_targets(draw):
     """--out into a directory holding planted symlinks (at every name roofplan writes or once used
     for temporaries), files of an earlier plan, or a path under a file."""
     train = draw(st.booleans())
-    names = (["plan.json", ".plan.json.tmp", "launch_megatron.sh", ".launch_megatron.sh.tmp"] if train else
-             ["plan.json", ".plan.json.tmp", "launch_vllm.sh", ".launch_vllm.sh.tmp", "vllm_instances.sh"])
+    names = (
+        ["plan.json", ".plan.json.tmp", "launch_megatron.sh", ".launch_megatron.sh.tmp"]
+        if train
+        else ["plan.json", ".plan.json.tmp", "launch_vllm.sh", ".launch_vllm.sh.tmp", "vllm_instances.sh"]
+    )
     plants = draw(st.lists(st.sampled_from(names), max_size=4, unique=True))
     layout = draw(st.sampled_from(["dir", "dir", "new", "file", "under_file"]))
     if train:
-        argv = ["plan", "train", "--model", "llama-3.1-8b", "--hardware", "h100-sxm", "--gpus",
-                draw(st.sampled_from(["8", "1", "0"])), "--global-batch", "64", "--seq-len", "4096", "--emit",
-                draw(st.sampled_from(["megatron", "megatron,", "torchtitan"]))]
+        argv = [
+            "plan",
+            "train",
+            "--model",
+            "llama-3.1-8b",
+            "--hardware",
+            "h100-sxm",
+            "--gpus",
+            draw(st.sampled_from(["8", "1", "0"])),
+            "--global-batch",
+            "64",
+            "--seq-len",
+            "4096",
+            "--emit",
+            draw(st.sampled_from(["megatron", "megatron,", "torchtitan"])),
+        ]
     else:
-        argv = ["plan", "serve", "--model", "llama-3.1-8b", "--hardware", "h100-sxm", "--gpus",
-                draw(st.sampled_from(["2", "1", "0"])), "--isl", "512", "--osl", "64", "--emit",
-                draw(st.sampled_from(["vllm", " vllm", "sglang"])), "--ttft-ms", draw(st.sampled_from(["5000", "1"]))]
+        argv = [
+            "plan",
+            "serve",
+            "--model",
+            "llama-3.1-8b",
+            "--hardware",
+            "h100-sxm",
+            "--gpus",
+            draw(st.sampled_from(["2", "1", "0"])),
+            "--isl",
+            "512",
+            "--osl",
+            "64",
+            "--emit",
+            draw(st.sampled_from(["vllm", " vllm", "sglang"])),
+            "--ttft-ms",
+            draw(st.sampled_from(["5000", "1"])),
+        ]
     return {"files": {}, "argv": argv, "out": {"layout": layout, "plants": plants}}
 
 
 FAMILIES: dict[str, Callable] = {
-    "hf_config": hf_config, "model_yaml": model_yaml, "inline_gpt": inline_gpt, "catalog": catalog,
-    "overlay": overlay, "measurements_csv": measurements, "suite_csv": suite_csv, "nccl_tests": nccl_tests, "workload": workload, "cli_args": cli_args,
+    "hf_config": hf_config,
+    "model_yaml": model_yaml,
+    "inline_gpt": inline_gpt,
+    "catalog": catalog,
+    "overlay": overlay,
+    "measurements_csv": measurements,
+    "suite_csv": suite_csv,
+    "nccl_tests": nccl_tests,
+    "workload": workload,
+    "cli_args": cli_args,
     "out_targets": out_targets,
 }
 
@@ -436,17 +744,34 @@ def _snapshot(root: Path, skip: Path | None) -> dict[str, tuple]:
         for name in filenames + [d for d in dirnames if (here / d).is_symlink()]:
             p = here / name
             st_ = os.lstat(p)
-            snap[str(p.relative_to(root))] = (st_.st_mode, st_.st_size, st_.st_mtime_ns,
-                                              os.readlink(p) if p.is_symlink() else None)
+            snap[str(p.relative_to(root))] = (
+                st_.st_mode,
+                st_.st_size,
+                st_.st_mtime_ns,
+                os.readlink(p) if p.is_symlink() else None,
+            )
     return snap
 
 
 def _tree(root: Path) -> dict[str, tuple]:
-    return _snapshot(root, None) if root.is_dir() else ({"": ("file", root.stat().st_size)} if root.exists() else {})
+    return (
+        _snapshot(root, None)
+        if root.is_dir()
+        else ({"": ("file", root.stat().st_size)} if root.exists() else {})
+    )
 
 
-_RESULT_NUMBERS = ("step_time_s", "tokens_per_s", "mfu", "ttft_ms", "tpot_ms", "latency_ms", "output_tokens_per_s",
-                   "output_tokens_per_s_per_gpu", "max_batch")
+_RESULT_NUMBERS = (
+    "step_time_s",
+    "tokens_per_s",
+    "mfu",
+    "ttft_ms",
+    "tpot_ms",
+    "latency_ms",
+    "output_tokens_per_s",
+    "output_tokens_per_s_per_gpu",
+    "max_batch",
+)
 
 
 def _nonfinite(stdout: str) -> str | None:
@@ -472,7 +797,9 @@ def _nonfinite(stdout: str) -> str | None:
     return None
 
 
-def run_case(case: dict, sandbox: Path, runner: CliRunner, app, limit_s: float = 30.0) -> list[tuple[str, str]]:
+def run_case(
+    case: dict, sandbox: Path, runner: CliRunner, app, limit_s: float = 30.0
+) -> list[tuple[str, str]]:
     """Run one case in ``sandbox`` (a fresh empty directory); returns [(problem kind, detail)]."""
     inp = sandbox / "in"
     inp.mkdir()
@@ -523,8 +850,12 @@ def run_case(case: dict, sandbox: Path, runner: CliRunner, app, limit_s: float =
         problems.append(("hang", f"{elapsed:.1f} s"))
     err = r.stderr
     lines = [ln for ln in err.splitlines() if ln.strip()]
-    if r.exit_code == 1 or "internal error" in err or "Traceback" in err or (
-            r.exception is not None and not isinstance(r.exception, SystemExit)):
+    if (
+        r.exit_code == 1
+        or "internal error" in err
+        or "Traceback" in err
+        or (r.exception is not None and not isinstance(r.exception, SystemExit))
+    ):
         problems.append(("internal", f"{argv!r}: {err.strip()[-300:] or repr(r.exception)}"))
     elif r.exit_code not in (0, 2, 3):
         problems.append(("exit", f"{argv!r}: exit {r.exit_code}"))
@@ -549,6 +880,7 @@ def _alarm(signum, frame):
 
 # -- physical invariants (Python API) -----------------------------------------------------------------
 
+
 def check_invariants(model: str, tp: int, batch: int, scale: float, which: str) -> list[tuple[str, str]]:
     """More bandwidth or peak never slows a step; MFU <= 1; a planned configuration fits per estimate."""
     import dataclasses
@@ -558,13 +890,17 @@ def check_invariants(model: str, tp: int, batch: int, scale: float, which: str) 
 
     hw = roofplan.load_hardware("h100-sxm")
     if which == "hbm":
-        tiers = tuple(dataclasses.replace(t, bandwidth_Bps=t.bandwidth_Bps * scale) if t.name == "hbm" else t
-                      for t in hw.tiers)
+        tiers = tuple(
+            dataclasses.replace(t, bandwidth_Bps=t.bandwidth_Bps * scale) if t.name == "hbm" else t
+            for t in hw.tiers
+        )
         faster = dataclasses.replace(hw, tiers=tiers)
     elif which == "peak":
         faster = dataclasses.replace(hw, peak_flops={k: v * scale for k, v in hw.peak_flops.items()})
     else:
-        faster = dataclasses.replace(hw, intra=dataclasses.replace(hw.intra, bandwidth_Bps=hw.intra.bandwidth_Bps * scale))
+        faster = dataclasses.replace(
+            hw, intra=dataclasses.replace(hw.intra, bandwidth_Bps=hw.intra.bandwidth_Bps * scale)
+        )
     out: list[tuple[str, str]] = []
     kw = dict(tp=tp, dp=8 // tp, global_batch=batch * (8 // tp), micro_batch=1, seq_len=2048)
     try:
@@ -573,7 +909,12 @@ def check_invariants(model: str, tp: int, batch: int, scale: float, which: str) 
     except RoofplanError:
         return out
     if fast.step_time_s > slow.step_time_s * (1 + 1e-9):
-        out.append(("invariant", f"{model} tp={tp}: x{scale} {which} slower: {fast.step_time_s} > {slow.step_time_s}"))
+        out.append(
+            (
+                "invariant",
+                f"{model} tp={tp}: x{scale} {which} slower: {fast.step_time_s} > {slow.step_time_s}",
+            )
+        )
     for e in (slow, fast):
         if not 0 < e.value("mfu") <= 1:
             out.append(("invariant", f"{model} tp={tp}: mfu {e.value('mfu')}"))
@@ -603,11 +944,22 @@ def check_plan_fits(model: str, gpus: int) -> list[tuple[str, str]]:
     from roofplan.costmodel.train import estimate_training
 
     # every knob the plan chose that estimate takes (tp_comm_overlap, etp, ... as they are added)
-    accepted = set(inspect.signature(estimate_training).parameters) - {"model", "hw", "global_batch", "seq_len"}
-    est = roofplan.estimate_training(model, "h100-sxm", global_batch=64, seq_len=2048,
-                                     **{k: v for k, v in b.items() if k in accepted})
+    accepted = set(inspect.signature(estimate_training).parameters) - {
+        "model",
+        "hw",
+        "global_batch",
+        "seq_len",
+    }
+    est = roofplan.estimate_training(
+        model, "h100-sxm", global_batch=64, seq_len=2048, **{k: v for k, v in b.items() if k in accepted}
+    )
     if not est.fits:
         return [("invariant", f"plan train {model} on {gpus}: best does not fit per estimate")]
     if abs(est.step_time_s - b["step_time_s"]) > 1e-6 * b["step_time_s"]:
-        return [("invariant", f"plan train {model} on {gpus}: step {b['step_time_s']} vs estimate {est.step_time_s}")]
+        return [
+            (
+                "invariant",
+                f"plan train {model} on {gpus}: step {b['step_time_s']} vs estimate {est.step_time_s}",
+            )
+        ]
     return []

@@ -53,7 +53,10 @@ def _serve_terms(case) -> dict:
 
     model, hw, engine, cfg = _setup(case, None)
     out = {}
-    for name, args in (("prefill", (cfg.batch * cfg.isl, cfg.isl, 0, 0)), ("decode", (0, 0, cfg.batch, cfg.isl))):
+    for name, args in (
+        ("prefill", (cfg.batch * cfg.isl, cfg.isl, 0, 0)),
+        ("decode", (0, 0, cfg.batch, cfg.isl)),
+    ):
         parts = step_breakdown(model, hw, engine, cfg, *args)
         out[name] = {k: _plain(getattr(parts, k)) for k in ("compute", "memory", "comm", "overhead")}
     return out
@@ -95,7 +98,11 @@ def differences(expected, actual, path: str = "", rel: float = 1e-12) -> list[st
     if isinstance(expected, list) and isinstance(actual, list):
         if len(expected) != len(actual):
             return [f"{path}: length {len(expected)} != {len(actual)}"]
-        return [d for i, (e, a) in enumerate(zip(expected, actual)) for d in differences(e, a, f"{path}[{i}]", rel)]
+        return [
+            d
+            for i, (e, a) in enumerate(zip(expected, actual))
+            for d in differences(e, a, f"{path}[{i}]", rel)
+        ]
     numbers = (int, float)
     if isinstance(expected, numbers) and isinstance(actual, numbers) and not isinstance(expected, bool):
         if math.isclose(expected, actual, rel_tol=rel, abs_tol=1e-300):

@@ -76,14 +76,16 @@ def test_nccl_tests_without_op_or_ranks_asks_for_the_hint():
 
 # -- CSV format ---------------------------------------------------------------------------------------------
 def test_rates_become_times_with_independent_counts():
-    text = "\n".join([
-        "kind,m,n,k,op,ranks,bytes,value,unit,metric",
-        "gemm,4096,4096,4096,,,,500,TFLOP/s,tflops",
-        "collective,,,,all_reduce,8,1GiB,360,GB/s,busbw",
-        "collective,,,,all_gather,8,1GiB,200,GB/s,algbw",
-        "gemm,1,2,3,,,,250,us,",
-        "gemm,4096,4096,4096,,,,500,TFLOP/s,",
-    ])
+    text = "\n".join(
+        [
+            "kind,m,n,k,op,ranks,bytes,value,unit,metric",
+            "gemm,4096,4096,4096,,,,500,TFLOP/s,tflops",
+            "collective,,,,all_reduce,8,1GiB,360,GB/s,busbw",
+            "collective,,,,all_gather,8,1GiB,200,GB/s,algbw",
+            "gemm,1,2,3,,,,250,us,",
+            "gemm,4096,4096,4096,,,,500,TFLOP/s,",
+        ]
+    )
     g, ar, ag, t, g2 = read_csv_text(text, "x.csv")
     assert g.target == pytest.approx(2 * 4096**3 / 500e12)
     assert (g2.metric, g2.target) == ("tflops", g.target)  # the metric follows from the unit
@@ -99,19 +101,22 @@ def test_kind_implied_by_header():
     assert c.kind == "collective" and c.row["op"] == "all_to_all" and c.row["bytes"] == 16 * 2**20
 
 
-@pytest.mark.parametrize("row, line_field", [
-    ("gemm,h100-sxm,128,abc,64,bf16,,,,,,,,,,,,1,ms", "line 3 n"),
-    ("gemm,h100-sxm,128,128,64,bf16,,,,,,,,,,,,-1,ms", "line 3 value"),
-    ("gemm,h100-sxm,128,128,64,bf17,,,,,,,,,,,,1,ms", "line 3 dtype"),
-    ("gemm,h100-sxm,128,128,64,bf16,,,,,,,,,,,,1,parsecs", "line 3 unit"),
-    ("matmul,h100-sxm,128,128,64,bf16,,,,,,,,,,,,1,ms", "line 3 kind"),
-    ("gemm,h100-sxm,,128,64,bf16,,,,,,,,,,,,1,ms", "line 3 m"),
-    ("collective,h100-sxm,,,,,,,,,,,,broadcast,8,1,1MiB,1,ms", "line 3 op"),
-    ("collective,h100-sxm,,,,,,,,,,,,all_reduce,8,3,1MiB,1,ms", "line 3 nodes"),
-    ("collective,h100-sxm,,,,,,,,,,,,all_reduce,8,1,lots,1,ms", "line 3 bytes"),
-    ("attention,h100-sxm,,,,bf16,1,,,128,2048,,yes,,,,,1,ms", "line 3 heads"),
-    ("gemm,h100-sxm,128,128,64,bf16,,,,,,,,,,,,1,ms,extra", "line 3"),
-])
+@pytest.mark.parametrize(
+    "row, line_field",
+    [
+        ("gemm,h100-sxm,128,abc,64,bf16,,,,,,,,,,,,1,ms", "line 3 n"),
+        ("gemm,h100-sxm,128,128,64,bf16,,,,,,,,,,,,-1,ms", "line 3 value"),
+        ("gemm,h100-sxm,128,128,64,bf17,,,,,,,,,,,,1,ms", "line 3 dtype"),
+        ("gemm,h100-sxm,128,128,64,bf16,,,,,,,,,,,,1,parsecs", "line 3 unit"),
+        ("matmul,h100-sxm,128,128,64,bf16,,,,,,,,,,,,1,ms", "line 3 kind"),
+        ("gemm,h100-sxm,,128,64,bf16,,,,,,,,,,,,1,ms", "line 3 m"),
+        ("collective,h100-sxm,,,,,,,,,,,,broadcast,8,1,1MiB,1,ms", "line 3 op"),
+        ("collective,h100-sxm,,,,,,,,,,,,all_reduce,8,3,1MiB,1,ms", "line 3 nodes"),
+        ("collective,h100-sxm,,,,,,,,,,,,all_reduce,8,1,lots,1,ms", "line 3 bytes"),
+        ("attention,h100-sxm,,,,bf16,1,,,128,2048,,yes,,,,,1,ms", "line 3 heads"),
+        ("gemm,h100-sxm,128,128,64,bf16,,,,,,,,,,,,1,ms,extra", "line 3"),
+    ],
+)
 def test_malformed_rows_name_the_line(row, line_field):
     text = "\n".join([HEADER, "gemm,h100-sxm,128,128,64,bf16,,,,,,,,,,,,1,ms", row])
     with pytest.raises(InputError) as exc:
@@ -125,9 +130,19 @@ def test_header_without_kind_or_known_columns_is_rejected():
 
 
 # -- recovering known parameters ---------------------------------------------------------------------------
-TRUE = {"gemm_max": 0.70, "gemm_k_half": 300.0, "gemm_hbm": 0.70, "attn_max": 0.50, "intra_bw": 0.60,
-        "inter_bw": 0.70, "nccl_ll_latency_s": 4e-6, "inter_latency_s": 25e-6, "gemm_floor_s": 6e-6,
-        "nvls_speedup": 1.3, "intra_step_latency_s": 1.0e-6}
+TRUE = {
+    "gemm_max": 0.70,
+    "gemm_k_half": 300.0,
+    "gemm_hbm": 0.70,
+    "attn_max": 0.50,
+    "intra_bw": 0.60,
+    "inter_bw": 0.70,
+    "nccl_ll_latency_s": 4e-6,
+    "inter_latency_s": 25e-6,
+    "gemm_floor_s": 6e-6,
+    "nvls_speedup": 1.3,
+    "intra_step_latency_s": 1.0e-6,
+}
 
 
 def _synthetic_csv(path: Path, hw) -> None:
@@ -135,7 +150,9 @@ def _synthetic_csv(path: Path, hw) -> None:
     documented CSV format (times in us, GEMM rates in TFLOP/s)."""
     hwt = hw.with_efficiency(**TRUE)
     lines = [HEADER + ",metric"]
-    sweep = [(m, n, k) for m in (256, 1024, 4096, 16384) for n in (1024, 4096, 8192) for k in (1024, 4096, 8192)]
+    sweep = [
+        (m, n, k) for m in (256, 1024, 4096, 16384) for n in (1024, 4096, 8192) for k in (1024, 4096, 8192)
+    ]
     for m, n, k in sweep + [(1, 8192, 8192), (8, 28672, 8192), (128, 128, 128)]:
         t = float(gemm_time(m, n, k, hwt))
         lines.append(f"gemm,{hw.id},{m},{n},{k},bf16,,,,,,,,,,,,{2 * m * n * k / t / 1e12!r},TFLOP/s,tflops")
@@ -171,7 +188,9 @@ def test_known_parameters_are_recovered(tmp_path, h100):
     res = calibrate(csv_path, "h100-sxm")
     for p in res.params:
         if p.name in TRUE:
-            assert abs(math.log(p.after / TRUE[p.name])) < 0.35 * abs(math.log(p.before / TRUE[p.name])), p.name
+            assert abs(math.log(p.after / TRUE[p.name])) < 0.35 * abs(math.log(p.before / TRUE[p.name])), (
+                p.name
+            )
     assert res.median_abs_error(after=True) < 0.01
 
 
@@ -232,7 +251,9 @@ def test_no_rows_for_the_hardware_is_an_input_error():
 
 # -- the shared published measurements: fit on one half, check the other ----------------------------------
 def test_split_is_deterministic_and_alternates_within_groups():
-    ms = read_measurements(Path(__file__).parents[1] / "roofplan" / "validation" / "published_measurements.csv")
+    ms = read_measurements(
+        Path(__file__).parents[1] / "roofplan" / "validation" / "published_measurements.csv"
+    )
     a, b = split_cases(ms)
     assert len(a) + len(b) == len(ms) and not {id(m) for m in a} & {id(m) for m in b}
     groups = {(m.kind, m.hardware) for m in ms}
@@ -292,22 +313,47 @@ def test_engine_overhead_is_recovered_from_serving_rows(tmp_path):
     from roofplan.engines.catalog import load_engine
     from roofplan.validation.suite import COLUMNS, Case, predict
 
-    truth = {"schema": "roofplan.calibration/v1", "hardware": "h100-sxm",
-             "engines": {"vllm": {"step_overhead_s": 4e-3}}}
+    truth = {
+        "schema": "roofplan.calibration/v1",
+        "hardware": "h100-sxm",
+        "engines": {"vllm": {"step_overhead_s": 4e-3}},
+    }
     rows = []
-    for i, (batch, isl, metric) in enumerate([(1, 512, "decode_step_ms"), (8, 1024, "decode_step_ms"),
-                                              (32, 2048, "decode_step_ms"), (1, 2048, "prefill_ms")]):
+    for i, (batch, isl, metric) in enumerate(
+        [
+            (1, 512, "decode_step_ms"),
+            (8, 1024, "decode_step_ms"),
+            (32, 2048, "decode_step_ms"),
+            (1, 2048, "prefill_ms"),
+        ]
+    ):
         row = dict.fromkeys(COLUMNS, "")
-        row.update(id=f"syn-{i}", kind="serve_step", model="llama-2-7b", hardware="h100-sxm", gpus="1", tp="1",
-                   pp="1", dp="1", dtype="bf16", batch=str(batch), isl=str(isl), osl="1", engine="vllm",
-                   metric=metric, unit="ms")
+        row.update(
+            id=f"syn-{i}",
+            kind="serve_step",
+            model="llama-2-7b",
+            hardware="h100-sxm",
+            gpus="1",
+            tp="1",
+            pp="1",
+            dp="1",
+            dtype="bf16",
+            batch=str(batch),
+            isl=str(isl),
+            osl="1",
+            engine="vllm",
+            metric=metric,
+            unit="ms",
+        )
         row["value"] = repr(predict(Case(row=row), truth))
         rows.append(",".join(row[c] for c in COLUMNS))
     path = tmp_path / "serve.csv"
     path.write_text(",".join(COLUMNS) + "\n" + "\n".join(rows) + "\n")
     before = load_engine("vllm").step_overhead_s
     assert before != pytest.approx(4e-3, rel=0.1)
-    res = calibrate(path, "h100-sxm", params="vllm.step_overhead_s", prior_weight=0.0, out=tmp_path / "ov.yaml")
+    res = calibrate(
+        path, "h100-sxm", params="vllm.step_overhead_s", prior_weight=0.0, out=tmp_path / "ov.yaml"
+    )
     (p,) = res.params
     assert p.informed and p.before == before and p.after == pytest.approx(4e-3, rel=0.01)
     assert load_engine("vllm", calibration=tmp_path / "ov.yaml").step_overhead_s == pytest.approx(p.after)

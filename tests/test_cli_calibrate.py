@@ -18,8 +18,7 @@ runner = CliRunner()
 
 def test_calibrate_json_writes_a_loadable_overlay(tmp_path, cli):
     out = tmp_path / "ov.yaml"
-    r = cli("calibrate", str(FIX / "ops_h100.csv"), "--hardware", "h100-sxm", "--out", str(out),
-                            "--json")
+    r = cli("calibrate", str(FIX / "ops_h100.csv"), "--hardware", "h100-sxm", "--out", str(out), "--json")
     assert r.exit_code == 0, r.stderr
     doc = json.loads(r.stdout)
     assert doc["schema"] == "roofplan.calibrate/v1" and doc["hardware"] == "h100-sxm"
@@ -36,8 +35,15 @@ def test_calibrate_json_writes_a_loadable_overlay(tmp_path, cli):
 
 def test_calibrate_tables_show_uninformed_parameters(tmp_path, cli):
     out = tmp_path / "net.yaml"
-    r = cli("calibrate", str(FIX / "nccl_all_reduce_h100_8gpu.txt"), str(FIX / "all_gather_perf_2node.txt"),
-                            "--hardware", "h100-sxm", "--out", str(out))
+    r = cli(
+        "calibrate",
+        str(FIX / "nccl_all_reduce_h100_8gpu.txt"),
+        str(FIX / "all_gather_perf_2node.txt"),
+        "--hardware",
+        "h100-sxm",
+        "--out",
+        str(out),
+    )
     assert r.exit_code == 0, r.stderr
     assert "Parameters" in r.stdout and "Residuals" in r.stdout
     assert "not informed" in r.stdout  # collectives say nothing about GEMM efficiency
@@ -57,9 +63,11 @@ def test_malformed_csv_exits_2_naming_the_line(tmp_path, cli):
 
 def test_bad_inputs_exit_2(tmp_path, cli):
     ops = str(FIX / "ops_h100.csv")
-    for argv in (["calibrate", ops, "--hardware", "no-such-gpu"],
-                 ["calibrate", ops, "--hardware", "h100-sxm", "--params", "gemm_max,warp_speed"],
-                 ["calibrate", str(tmp_path / "missing.csv"), "--hardware", "h100-sxm"]):
+    for argv in (
+        ["calibrate", ops, "--hardware", "no-such-gpu"],
+        ["calibrate", ops, "--hardware", "h100-sxm", "--params", "gemm_max,warp_speed"],
+        ["calibrate", str(tmp_path / "missing.csv"), "--hardware", "h100-sxm"],
+    ):
         r = cli(*argv)
         assert r.exit_code == 2, (argv, r.stdout, r.stderr)
         assert len(r.stderr.strip().splitlines()) == 1
@@ -93,8 +101,20 @@ def _slow_gemm_overlay(tmp_path: Path) -> tuple[Path, float]:
         lines.append(f"{s},{s},{s},bf16,{t * 1e3!r}")
     (tmp_path / "gemm.csv").write_text("\n".join(lines) + "\n")
     out = tmp_path / "slow.yaml"
-    r = runner.invoke(app, ["calibrate", str(tmp_path / "gemm.csv"), "--hardware", "h100-sxm", "--params",
-                            "gemm_max", "--out", str(out), "--json"])
+    r = runner.invoke(
+        app,
+        [
+            "calibrate",
+            str(tmp_path / "gemm.csv"),
+            "--hardware",
+            "h100-sxm",
+            "--params",
+            "gemm_max",
+            "--out",
+            str(out),
+            "--json",
+        ],
+    )
     assert r.exit_code == 0, r.stderr
     assert yaml.safe_load(out.read_text())["efficiency"]["gemm_max"] == pytest.approx(0.5, rel=0.01)
     return out, hw.efficiency.gemm_max
@@ -102,8 +122,27 @@ def _slow_gemm_overlay(tmp_path: Path) -> tuple[Path, float]:
 
 def test_overlay_changes_estimate_train_within_the_gemm_bound(tmp_path, cli):
     overlay, catalog_max = _slow_gemm_overlay(tmp_path)
-    argv = ["estimate", "train", "--model", "llama-3.1-8b", "--hardware", "h100-sxm", "--tp", "1", "--pp", "1",
-            "--dp", "8", "--global-batch", "64", "--micro-batch", "1", "--seq-len", "4096", "--json"]
+    argv = [
+        "estimate",
+        "train",
+        "--model",
+        "llama-3.1-8b",
+        "--hardware",
+        "h100-sxm",
+        "--tp",
+        "1",
+        "--pp",
+        "1",
+        "--dp",
+        "8",
+        "--global-batch",
+        "64",
+        "--micro-batch",
+        "1",
+        "--seq-len",
+        "4096",
+        "--json",
+    ]
     base = cli(*argv)
     slow = cli(*argv + ["--calibration", str(overlay)])
     assert base.exit_code == 0 and slow.exit_code == 0, (base.stderr, slow.stderr)
@@ -142,25 +181,66 @@ def test_engine_overlay_changes_estimate_serve_by_the_fitted_overhead(tmp_path, 
     from roofplan.engines.catalog import load_engine
     from roofplan.validation.suite import COLUMNS, Case, predict
 
-    truth = {"schema": "roofplan.calibration/v1", "hardware": "h100-sxm",
-             "engines": {"vllm": {"step_overhead_s": 4e-3}}}
+    truth = {
+        "schema": "roofplan.calibration/v1",
+        "hardware": "h100-sxm",
+        "engines": {"vllm": {"step_overhead_s": 4e-3}},
+    }
     lines = [",".join(COLUMNS)]
     for i, (batch, isl) in enumerate([(1, 512), (8, 1024), (32, 2048)]):
         row = dict.fromkeys(COLUMNS, "")
-        row.update(id=f"d{i}", kind="serve_step", model="llama-2-7b", hardware="h100-sxm", gpus="1", tp="1", pp="1",
-                   dp="1", dtype="bf16", batch=str(batch), isl=str(isl), osl="1", engine="vllm",
-                   metric="decode_step_ms", unit="ms")
+        row.update(
+            id=f"d{i}",
+            kind="serve_step",
+            model="llama-2-7b",
+            hardware="h100-sxm",
+            gpus="1",
+            tp="1",
+            pp="1",
+            dp="1",
+            dtype="bf16",
+            batch=str(batch),
+            isl=str(isl),
+            osl="1",
+            engine="vllm",
+            metric="decode_step_ms",
+            unit="ms",
+        )
         row["value"] = repr(predict(Case(row=row), truth))
         lines.append(",".join(row[c] for c in COLUMNS))
     (tmp_path / "decode.csv").write_text("\n".join(lines) + "\n")
     out = tmp_path / "vllm.yaml"
-    r = cli("calibrate", str(tmp_path / "decode.csv"), "--hardware", "h100-sxm", "--params",
-                            "vllm.step_overhead_s", "--out", str(out), "--json")
+    r = cli(
+        "calibrate",
+        str(tmp_path / "decode.csv"),
+        "--hardware",
+        "h100-sxm",
+        "--params",
+        "vllm.step_overhead_s",
+        "--out",
+        str(out),
+        "--json",
+    )
     assert r.exit_code == 0, r.stderr
     fitted = yaml.safe_load(out.read_text())["engines"]["vllm"]["step_overhead_s"]
     assert fitted == pytest.approx(4e-3, rel=0.05)
-    argv = ["estimate", "serve", "--model", "llama-3.1-8b", "--hardware", "h100-sxm", "--batch", "8", "--isl", "1024",
-            "--osl", "128", "--engine", "vllm", "--json"]
+    argv = [
+        "estimate",
+        "serve",
+        "--model",
+        "llama-3.1-8b",
+        "--hardware",
+        "h100-sxm",
+        "--batch",
+        "8",
+        "--isl",
+        "1024",
+        "--osl",
+        "128",
+        "--engine",
+        "vllm",
+        "--json",
+    ]
     base = json.loads(cli(*argv).stdout)
     cal = json.loads(cli(*argv + ["--calibration", str(out)]).stdout)
     delta_ms = (fitted - load_engine("vllm").step_overhead_s) * 1e3

@@ -9,8 +9,17 @@ import yaml
 
 from roofplan.hardware.catalog import BUILTIN_DIR
 
-SPEC_IDS = ("a100-sxm-40gb", "a100-sxm-80gb", "h100-sxm", "h200-sxm", "mi250x", "mi250", "mi300x",
-            "ascend-910b", "sn40l")
+SPEC_IDS = (
+    "a100-sxm-40gb",
+    "a100-sxm-80gb",
+    "h100-sxm",
+    "h200-sxm",
+    "mi250x",
+    "mi250",
+    "mi300x",
+    "ascend-910b",
+    "sn40l",
+)
 
 
 def _user_file(tmp_path: Path, mutate=None, name: str = "my-gpu.yaml") -> Path:
@@ -63,8 +72,11 @@ def test_show_sn40l_has_three_tiers(cli):
 
 def test_show_with_calibration(tmp_path, cli):
     overlay = tmp_path / "cal.yaml"
-    overlay.write_text(yaml.safe_dump({"schema": "roofplan.calibration/v1", "hardware": "h100-sxm",
-                                       "efficiency": {"gemm_max": 0.71}}))
+    overlay.write_text(
+        yaml.safe_dump(
+            {"schema": "roofplan.calibration/v1", "hardware": "h100-sxm", "efficiency": {"gemm_max": 0.71}}
+        )
+    )
     result = cli("catalog", "show", "h100-sxm", "--json", "--calibration", str(overlay))
     assert result.exit_code == 0, result.stderr
     doc = json.loads(result.stdout)

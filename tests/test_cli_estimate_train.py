@@ -4,24 +4,76 @@ import json
 
 import pytest
 
-BASE = ["estimate", "train", "--model", "llama-3.1-8b", "--hardware", "h100-sxm", "--global-batch", "64",
-        "--micro-batch", "1", "--seq-len", "4096"]
+BASE = [
+    "estimate",
+    "train",
+    "--model",
+    "llama-3.1-8b",
+    "--hardware",
+    "h100-sxm",
+    "--global-batch",
+    "64",
+    "--micro-batch",
+    "1",
+    "--seq-len",
+    "4096",
+]
 
 
 def test_json_document_has_every_spec_key(cli):
-    r = cli(*BASE + ["--tp", "2", "--pp", "2", "--dp", "2", "--vpp", "2", "--recompute", "selective",
-                                   "--zero", "1", "--json"])
+    r = cli(
+        *BASE
+        + [
+            "--tp",
+            "2",
+            "--pp",
+            "2",
+            "--dp",
+            "2",
+            "--vpp",
+            "2",
+            "--recompute",
+            "selective",
+            "--zero",
+            "1",
+            "--json",
+        ]
+    )
     assert r.exit_code == 0, r.output
     doc = json.loads(r.stdout)
     assert doc["schema"] == "roofplan.estimate.train/v1"
-    for key in ("inputs", "step_time_s", "tokens_per_s", "model_tflops_per_gpu", "hardware_tflops_per_gpu", "mfu",
-                "fits", "memory_gib_per_gpu", "breakdown_s"):
+    for key in (
+        "inputs",
+        "step_time_s",
+        "tokens_per_s",
+        "model_tflops_per_gpu",
+        "hardware_tflops_per_gpu",
+        "mfu",
+        "fits",
+        "memory_gib_per_gpu",
+        "breakdown_s",
+    ):
         assert key in doc
-    assert set(doc["memory_gib_per_gpu"]) >= {"weights", "gradients", "optimizer", "activations", "other", "total",
-                                              "capacity"}
-    assert set(doc["breakdown_s"]) >= {"compute", "tp_comm_exposed", "cp_comm_exposed", "ep_comm_exposed",
-                                       "pp_bubble", "pp_comm_exposed", "dp_comm_exposed", "optimizer",
-                                       "offload_exposed"}
+    assert set(doc["memory_gib_per_gpu"]) >= {
+        "weights",
+        "gradients",
+        "optimizer",
+        "activations",
+        "other",
+        "total",
+        "capacity",
+    }
+    assert set(doc["breakdown_s"]) >= {
+        "compute",
+        "tp_comm_exposed",
+        "cp_comm_exposed",
+        "ep_comm_exposed",
+        "pp_bubble",
+        "pp_comm_exposed",
+        "dp_comm_exposed",
+        "optimizer",
+        "offload_exposed",
+    }
     i = doc["inputs"]
     assert (i["tp"], i["pp"], i["dp"], i["vpp"], i["world_size"]) == (2, 2, 2, 2, 8)
     assert i["sequence_parallel"] is True and i["recompute"] == "selective" and i["zero"] == 1
@@ -30,8 +82,25 @@ def test_json_document_has_every_spec_key(cli):
 
 
 def test_no_sequence_parallel_flag_and_offload(cli):
-    r = cli(*BASE + ["--tp", "2", "--dp", "2", "--no-sequence-parallel", "--offload", "optimizer",
-                                   "--zero", "1", "--gpus-per-node", "4", "--dtype", "fp8", "--json"])
+    r = cli(
+        *BASE
+        + [
+            "--tp",
+            "2",
+            "--dp",
+            "2",
+            "--no-sequence-parallel",
+            "--offload",
+            "optimizer",
+            "--zero",
+            "1",
+            "--gpus-per-node",
+            "4",
+            "--dtype",
+            "fp8",
+            "--json",
+        ]
+    )
     assert r.exit_code == 0, r.output
     doc = json.loads(r.stdout)
     assert doc["inputs"]["sequence_parallel"] is False
@@ -46,15 +115,18 @@ def test_rich_output_shows_time_and_memory_breakdowns(cli):
     assert "pipeline bubble" in r.stdout and "capacity" in r.stdout
 
 
-@pytest.mark.parametrize("extra,needle", [
-    (["--tp", "3", "--dp", "2"], "tp"),
-    (["--tp", "2", "--dp", "3"], "global_batch"),
-    (["--ep", "2", "--dp", "2"], "ep"),
-    (["--tp", "-2"], "tp"),
-    (["--recompute", "most"], "recompute"),
-    (["--zero", "5"], "zero"),
-    (["--dtype", "fp4"], "dtype"),
-])
+@pytest.mark.parametrize(
+    "extra,needle",
+    [
+        (["--tp", "3", "--dp", "2"], "tp"),
+        (["--tp", "2", "--dp", "3"], "global_batch"),
+        (["--ep", "2", "--dp", "2"], "ep"),
+        (["--tp", "-2"], "tp"),
+        (["--recompute", "most"], "recompute"),
+        (["--zero", "5"], "zero"),
+        (["--dtype", "fp4"], "dtype"),
+    ],
+)
 def test_bad_input_exits_2_with_one_line(extra, needle, cli):
     r = cli(*BASE + extra)
     assert r.exit_code == 2
@@ -64,8 +136,20 @@ def test_bad_input_exits_2_with_one_line(extra, needle, cli):
 
 
 def test_unknown_model_is_exit_2(cli):
-    r = cli("estimate", "train", "--model", "no-such-model", "--hardware", "h100-sxm",
-                            "--global-batch", "8", "--micro-batch", "1", "--seq-len", "1024")
+    r = cli(
+        "estimate",
+        "train",
+        "--model",
+        "no-such-model",
+        "--hardware",
+        "h100-sxm",
+        "--global-batch",
+        "8",
+        "--micro-batch",
+        "1",
+        "--seq-len",
+        "1024",
+    )
     assert r.exit_code == 2
 
 
@@ -94,6 +178,7 @@ def test_bad_moe_dispatcher_is_one_line(cli):
 def test_pipeline_engine_offload_and_bf16_grad_flags(cli):
     """--pipeline-engine deepspeed exposes the DP reduction; --act-offload-layers frees activation
     memory; --grad-reduce-bf16 halves the gradient buffer; offload with a pipeline is one line, exit 2."""
+
     def doc(*extra):
         r = cli(*BASE + ["--tp", "2", "--dp", "4", "--zero", "1", "--json", *extra])
         assert r.exit_code == 0, r.output
@@ -101,7 +186,9 @@ def test_pipeline_engine_offload_and_bf16_grad_flags(cli):
 
     base, off, bf16 = doc(), doc("--act-offload-layers", "8"), doc("--grad-reduce-bf16")
     assert off["memory_gib_per_gpu"]["activations"] < base["memory_gib_per_gpu"]["activations"]
-    assert bf16["memory_gib_per_gpu"]["gradients"] == pytest.approx(base["memory_gib_per_gpu"]["gradients"] / 2)
+    assert bf16["memory_gib_per_gpu"]["gradients"] == pytest.approx(
+        base["memory_gib_per_gpu"]["gradients"] / 2
+    )
     pipe = ["--pp", "2", "--dp", "2", "--tp", "2", "--zero", "1", "--json"]
     r_ds = cli(*BASE + pipe + ["--pipeline-engine", "deepspeed"])
     r_mg = cli(*BASE + pipe)

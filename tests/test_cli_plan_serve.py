@@ -162,8 +162,20 @@ def test_mixed_hardware_pools():
 
 
 def test_fix_exclude_and_headroom_flags():
-    r = runner.invoke(app, DONE + SLA + ["--mode", "disagg", "--fix", "prefill.tp=4,decode.tp=8",
-                                         "--memory-headroom", "decode=12", "--json"])
+    r = runner.invoke(
+        app,
+        DONE
+        + SLA
+        + [
+            "--mode",
+            "disagg",
+            "--fix",
+            "prefill.tp=4,decode.tp=8",
+            "--memory-headroom",
+            "decode=12",
+            "--json",
+        ],
+    )
     assert r.exit_code == 0, r.output
     doc = json.loads(r.stdout)
     assert (doc["best"]["prefill"]["tp"], doc["best"]["decode"]["tp"]) == (4, 8)

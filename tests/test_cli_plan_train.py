@@ -10,8 +10,20 @@ from typer.testing import CliRunner
 from roofplan.cli.app import app
 
 runner = CliRunner()
-BASE = ["plan", "train", "--model", "llama-3.1-70b", "--hardware", "h100-sxm", "--gpus", "64",
-        "--global-batch", "512", "--seq-len", "8192"]
+BASE = [
+    "plan",
+    "train",
+    "--model",
+    "llama-3.1-70b",
+    "--hardware",
+    "h100-sxm",
+    "--gpus",
+    "64",
+    "--global-batch",
+    "512",
+    "--seq-len",
+    "8192",
+]
 
 
 def test_prints_a_ranked_table():
@@ -21,8 +33,11 @@ def test_prints_a_ranked_table():
     assert "Best training configurations" in out and "tok/s" in out
     assert "why #1 wins" in out and "searched" in out
     # three ranked rows, each with its TPxPPxDPxCP layout whose product is the GPU count
-    rows = [[w for w in ln.split() if w != "≈"] for ln in out.splitlines()
-            if ln[:1].isdigit() and any(w.count("x") == 3 for w in ln.split())]
+    rows = [
+        [w for w in ln.split() if w != "≈"]
+        for ln in out.splitlines()
+        if ln[:1].isdigit() and any(w.count("x") == 3 for w in ln.split())
+    ]
     assert [r[0] for r in rows] == ["1", "2", "3"]
     for r in rows:
         tp, pp, dp, cp = (int(v) for v in r[1].split("+")[0].split("x"))
@@ -77,8 +92,25 @@ def test_emit_megatron_writes_a_script_matching_the_plan(tmp_path):
 
 def test_infeasible_exits_3_with_a_suggestion_and_writes_nothing(tmp_path):
     out = tmp_path / "never"
-    result = runner.invoke(app, ["plan", "train", "--model", "llama-3.1-405b", "--hardware", "a100-sxm-40gb",
-                                 "--gpus", "8", "--global-batch", "512", "--seq-len", "8192", "--out", str(out)])
+    result = runner.invoke(
+        app,
+        [
+            "plan",
+            "train",
+            "--model",
+            "llama-3.1-405b",
+            "--hardware",
+            "a100-sxm-40gb",
+            "--gpus",
+            "8",
+            "--global-batch",
+            "512",
+            "--seq-len",
+            "8192",
+            "--out",
+            str(out),
+        ],
+    )
     assert result.exit_code == 3
     assert "GPUs" in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert not out.exists()
@@ -94,12 +126,34 @@ def test_bad_input_exits_2_naming_the_field():
 
 def test_out_without_emit_writes_every_supported_launcher(tmp_path):
     out = tmp_path / "all"
-    result = runner.invoke(app, ["plan", "train", "--model", "llama-3.1-8b", "--hardware", "h100-sxm", "--gpus", "16",
-                                 "--global-batch", "128", "--seq-len", "4096", "--out", str(out), "--json"])
+    result = runner.invoke(
+        app,
+        [
+            "plan",
+            "train",
+            "--model",
+            "llama-3.1-8b",
+            "--hardware",
+            "h100-sxm",
+            "--gpus",
+            "16",
+            "--global-batch",
+            "128",
+            "--seq-len",
+            "4096",
+            "--out",
+            str(out),
+            "--json",
+        ],
+    )
     assert result.exit_code == 0, result.stderr
     doc = json.loads(result.stdout)
     names = {p.name for p in out.iterdir()}
     assert "plan.json" in names
-    expected = {"megatron": "launch_megatron.sh", "deepspeed": "ds_config.json", "torchtitan": "torchtitan.toml"}
+    expected = {
+        "megatron": "launch_megatron.sh",
+        "deepspeed": "ds_config.json",
+        "torchtitan": "torchtitan.toml",
+    }
     for fw, name in expected.items():
         assert (name in names) == (fw in doc["launch"])

@@ -21,12 +21,46 @@ from roofplan.outputs import write_tree
 
 runner = CliRunner()
 
-ET = ["estimate", "train", "--model", "llama-3.1-8b", "--hardware", "h100-sxm", "--global-batch", "64",
-      "--micro-batch", "1", "--seq-len", "4096"]
-ES = ["estimate", "serve", "--model", "llama-3.1-8b", "--hardware", "h100-sxm", "--batch", "8", "--isl", "1000",
-      "--osl", "200"]
-PT = ["plan", "train", "--model", "llama-3.1-8b", "--hardware", "h100-sxm", "--global-batch", "64",
-      "--seq-len", "4096"]
+ET = [
+    "estimate",
+    "train",
+    "--model",
+    "llama-3.1-8b",
+    "--hardware",
+    "h100-sxm",
+    "--global-batch",
+    "64",
+    "--micro-batch",
+    "1",
+    "--seq-len",
+    "4096",
+]
+ES = [
+    "estimate",
+    "serve",
+    "--model",
+    "llama-3.1-8b",
+    "--hardware",
+    "h100-sxm",
+    "--batch",
+    "8",
+    "--isl",
+    "1000",
+    "--osl",
+    "200",
+]
+PT = [
+    "plan",
+    "train",
+    "--model",
+    "llama-3.1-8b",
+    "--hardware",
+    "h100-sxm",
+    "--global-batch",
+    "64",
+    "--seq-len",
+    "4096",
+]
 PS = ["plan", "serve", "--model", "llama-3.1-8b", "--isl", "1000", "--osl", "200"]
 HUGE = "99999999999999999999"  # beyond int64: once an OverflowError (exit 1)
 
@@ -64,20 +98,24 @@ def files(tmp_path_factory) -> dict[str, str]:
 
 # -- parser errors: one line, exit 2, the option named -----------------------------------------------
 
-@pytest.mark.parametrize("argv, needles", [
-    (ET + ["--tp", "abc"], ("--tp", "'abc'", "integer")),
-    (ET + ["--tp=2.5"], ("--tp", "'2.5'", "integer")),
-    (ET + ["--tp", HUGE], ("--tp", HUGE, "at most")),
-    (ES + ["--batch", HUGE], ("--batch", HUGE)),
-    (PT + ["--gpus", HUGE], ("--gpus", HUGE)),
-    (PS + ["--hardware", "h100-sxm", "--gpus", "8", "--rate", "fast"], ("--rate", "'fast'", "number")),
-    (ET[:-2], ("--seq-len",)),                                           # missing required option
-    (ET + ["--jsn"], ("--jsn", "--json")),                               # typo: the right flag suggested
-    (["catalog", "show"], ("ID",)),                                      # missing argument
-    (["catalog", "lst"], ("lst", "list")),                               # unknown subcommand
-    (["models", "show", "llama-3.1-8b", "extra"], ("extra",)),
-    (["plan", "train", "--emit"], ("--emit",)),
-])
+
+@pytest.mark.parametrize(
+    "argv, needles",
+    [
+        (ET + ["--tp", "abc"], ("--tp", "'abc'", "integer")),
+        (ET + ["--tp=2.5"], ("--tp", "'2.5'", "integer")),
+        (ET + ["--tp", HUGE], ("--tp", HUGE, "at most")),
+        (ES + ["--batch", HUGE], ("--batch", HUGE)),
+        (PT + ["--gpus", HUGE], ("--gpus", HUGE)),
+        (PS + ["--hardware", "h100-sxm", "--gpus", "8", "--rate", "fast"], ("--rate", "'fast'", "number")),
+        (ET[:-2], ("--seq-len",)),  # missing required option
+        (ET + ["--jsn"], ("--jsn", "--json")),  # typo: the right flag suggested
+        (["catalog", "show"], ("ID",)),  # missing argument
+        (["catalog", "lst"], ("lst", "list")),  # unknown subcommand
+        (["models", "show", "llama-3.1-8b", "extra"], ("extra",)),
+        (["plan", "train", "--emit"], ("--emit",)),
+    ],
+)
 def test_parser_errors_are_one_line(argv, needles, one_line_error):
     one_line_error(runner.invoke(app, argv), 2, "error:", *needles)
 
@@ -89,31 +127,38 @@ def test_no_arguments_prints_help_not_an_error():
 
 # -- bad values: the API names the field ------------------------------------------------------------
 
-@pytest.mark.parametrize("argv, field", [
-    (ET + ["--tp", "3"], "tp"),                      # does not divide 32 heads / 8 KV heads
-    (ET + ["--tp", "0"], "tp"),
-    (ET + ["--pp", "-2"], "pp"),
-    (ET + ["--ep", "2"], "ep"),                      # experts on a dense model
-    (ET + ["--dp", "3"], "global_batch"),            # 64 not divisible by micro_batch x dp
-    (ET + ["--zero", "4"], "zero"),
-    (ET + ["--dtype", "int4"], "dtype"),
-    (ET + ["--sequence-parallel", "--no-sequence-parallel"], "sequence-parallel"),
-    (ES + ["--tp", "3"], "tp"),
-    (ES + ["--ep", "2"], "ep"),
-    (ES + ["--engine", "tgi"], "engine"),
-    (PT + ["--gpus", "0"], "gpus"),
-    (PT + ["--gpus", "8", "--gpus-per-node", "0"], "gpus_per_node"),  # 0 once silently meant "default"
-    (PT + ["--gpus", "8", "--tokens", "1e400"], "tokens"),             # inf once passed as a budget
-    (PT + ["--gpus", "8", "--objective", "speed"], "objective"),
-    (PS + ["--hardware", "h100-sxm", "--gpus", "8", "--ttft-ms", "nan"], "ttft_ms"),
-    (PS + ["--hardware", "h100-sxm", "--gpus", HUGE], "gpus"),
-    (PS + ["--hardware", "h100-sxm", "--gpus", "8", "--mode", "both"], "mode"),
-    (PS + ["--hardware", "h100-sxm", "--gpus", "2147483647"], "gpus"),  # once ran out of memory writing files
-    (PT + ["--gpus", str(2**30)], "gpus"),                              # degree products overflowed int64
-    (["models", "show", "llama-3.1-7b"], "model"),
-    (["catalog", "show", "h100"], "hardware"),
-    (["validate", "--kind", "foo"], "kind"),
-])
+
+@pytest.mark.parametrize(
+    "argv, field",
+    [
+        (ET + ["--tp", "3"], "tp"),  # does not divide 32 heads / 8 KV heads
+        (ET + ["--tp", "0"], "tp"),
+        (ET + ["--pp", "-2"], "pp"),
+        (ET + ["--ep", "2"], "ep"),  # experts on a dense model
+        (ET + ["--dp", "3"], "global_batch"),  # 64 not divisible by micro_batch x dp
+        (ET + ["--zero", "4"], "zero"),
+        (ET + ["--dtype", "int4"], "dtype"),
+        (ET + ["--sequence-parallel", "--no-sequence-parallel"], "sequence-parallel"),
+        (ES + ["--tp", "3"], "tp"),
+        (ES + ["--ep", "2"], "ep"),
+        (ES + ["--engine", "tgi"], "engine"),
+        (PT + ["--gpus", "0"], "gpus"),
+        (PT + ["--gpus", "8", "--gpus-per-node", "0"], "gpus_per_node"),  # 0 once silently meant "default"
+        (PT + ["--gpus", "8", "--tokens", "1e400"], "tokens"),  # inf once passed as a budget
+        (PT + ["--gpus", "8", "--objective", "speed"], "objective"),
+        (PS + ["--hardware", "h100-sxm", "--gpus", "8", "--ttft-ms", "nan"], "ttft_ms"),
+        (PS + ["--hardware", "h100-sxm", "--gpus", HUGE], "gpus"),
+        (PS + ["--hardware", "h100-sxm", "--gpus", "8", "--mode", "both"], "mode"),
+        (
+            PS + ["--hardware", "h100-sxm", "--gpus", "2147483647"],
+            "gpus",
+        ),  # once ran out of memory writing files
+        (PT + ["--gpus", str(2**30)], "gpus"),  # degree products overflowed int64
+        (["models", "show", "llama-3.1-7b"], "model"),
+        (["catalog", "show", "h100"], "hardware"),
+        (["validate", "--kind", "foo"], "kind"),
+    ],
+)
 def test_bad_values_name_the_field(argv, field, one_line_error):
     line = one_line_error(runner.invoke(app, argv), 2, "error:")
     flag = "--" + field.replace("_", "-")  # a choice checked while parsing names the flag
@@ -122,10 +167,19 @@ def test_bad_values_name_the_field(argv, field, one_line_error):
 
 # -- files: missing, directories, empty, malformed, binary ------------------------------------------
 
-@pytest.mark.parametrize("cmd", [
-    ["models", "show"], ["catalog", "show"], ["catalog", "validate"], ["validate", "--cases"],
-])
-@pytest.mark.parametrize("name", ["empty.yaml", "bad.yaml", "list.yaml", "binary.yaml", "dir.yaml", "missing"])
+
+@pytest.mark.parametrize(
+    "cmd",
+    [
+        ["models", "show"],
+        ["catalog", "show"],
+        ["catalog", "validate"],
+        ["validate", "--cases"],
+    ],
+)
+@pytest.mark.parametrize(
+    "name", ["empty.yaml", "bad.yaml", "list.yaml", "binary.yaml", "dir.yaml", "missing"]
+)
 def test_unreadable_or_malformed_input_files(files, cmd, name, one_line_error):
     path = files.get(name, str(Path(files["dir"]) / "does-not-exist.yaml"))
     line = one_line_error(runner.invoke(app, cmd + [path]), 2, "error:")
@@ -134,7 +188,9 @@ def test_unreadable_or_malformed_input_files(files, cmd, name, one_line_error):
 
 @pytest.mark.parametrize("name", ["bad.json", "binary.yaml", "dir"])
 def test_model_paths(files, name, one_line_error):
-    one_line_error(runner.invoke(app, ["models", "show", files[name]]), 2, "model" if name != "bad.json" else "JSON")
+    one_line_error(
+        runner.invoke(app, ["models", "show", files[name]]), 2, "model" if name != "bad.json" else "JSON"
+    )
 
 
 @pytest.mark.parametrize("name", ["empty.yaml", "junk.csv", "binary.yaml", "dir"])
@@ -145,27 +201,41 @@ def test_calibrate_measurement_files(files, name, one_line_error):
 @pytest.mark.parametrize("flag, value", [("--ranks", "0"), ("--nodes", "0"), ("--op", "broadcastish")])
 def test_calibrate_nccl_flags_are_checked_even_for_csv(flag, value, one_line_error):
     csv_path = str(Path(__file__).parent / "fixtures" / "calibration" / "ops_h100.csv")
-    one_line_error(runner.invoke(app, ["calibrate", csv_path, "--hardware", "h100-sxm", flag, value]), 2,
-                   flag.lstrip("-"))
+    one_line_error(
+        runner.invoke(app, ["calibrate", csv_path, "--hardware", "h100-sxm", flag, value]),
+        2,
+        flag.lstrip("-"),
+    )
 
 
 # -- calibration overlays -----------------------------------------------------------------------------
 
-@pytest.mark.parametrize("overlay, needle", [
-    ("mi300x.yaml", "mi300x"),        # fitted for another device
-    ("over1.yaml", "gemm_max"),       # a fraction of peak above 1
-    ("tgi.yaml", "tgi"),              # an engine roofplan has no profile for
-    ("bad.yaml", "YAML"),
-    ("dir.yaml", "calibration"),
-])
+
+@pytest.mark.parametrize(
+    "overlay, needle",
+    [
+        ("mi300x.yaml", "mi300x"),  # fitted for another device
+        ("over1.yaml", "gemm_max"),  # a fraction of peak above 1
+        ("tgi.yaml", "tgi"),  # an engine roofplan has no profile for
+        ("bad.yaml", "YAML"),
+        ("dir.yaml", "calibration"),
+    ],
+)
 def test_bad_overlays(files, overlay, needle, one_line_error):
     one_line_error(runner.invoke(app, ES + ["--calibration", files[overlay]]), 2, needle)
 
 
-@pytest.mark.parametrize("argv", [
-    ["catalog", "list"], ["catalog", "show", "h100-sxm"], ["catalog", "validate", "h100-sxm"],
-    ["models", "list"], ["models", "show", "llama-3.1-8b"], ["validate", "--kind", "op_gemm"],
-])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["catalog", "list"],
+        ["catalog", "show", "h100-sxm"],
+        ["catalog", "validate", "h100-sxm"],
+        ["models", "list"],
+        ["models", "show", "llama-3.1-8b"],
+        ["validate", "--kind", "op_gemm"],
+    ],
+)
 def test_every_command_takes_calibration(files, argv, one_line_error):
     ok = runner.invoke(app, argv + ["--calibration", files["ok.yaml"], "--json"])
     assert ok.exit_code == 0, ok.stderr
@@ -175,13 +245,22 @@ def test_every_command_takes_calibration(files, argv, one_line_error):
 
 # -- --json: exactly one document on stdout -----------------------------------------------------------
 
-@pytest.mark.parametrize("argv", [
-    ["catalog", "list"], ["catalog", "show", "mi300x"], ["catalog", "validate", "sn40l"],
-    ["models", "list"], ["models", "show", "deepseek-v3"],
-    ET + ["--tp", "2", "--dp", "4"], ES + ["--engine", "vllm"],
-    PT + ["--gpus", "8", "--top", "2"], PS + ["--hardware", "h100-sxm", "--gpus", "8"],
-    ["validate", "--kind", "op_allreduce"],
-])
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["catalog", "list"],
+        ["catalog", "show", "mi300x"],
+        ["catalog", "validate", "sn40l"],
+        ["models", "list"],
+        ["models", "show", "deepseek-v3"],
+        ET + ["--tp", "2", "--dp", "4"],
+        ES + ["--engine", "vllm"],
+        PT + ["--gpus", "8", "--top", "2"],
+        PS + ["--hardware", "h100-sxm", "--gpus", "8"],
+        ["validate", "--kind", "op_allreduce"],
+    ],
+)
 def test_json_stdout_is_one_document(argv):
     r = runner.invoke(app, argv + ["--json"])
     assert r.exit_code == 0, r.stderr
@@ -197,6 +276,7 @@ def test_json_warnings_go_to_stderr():
 
 # -- --out: checked before the search, all or nothing ------------------------------------------------
 
+
 @pytest.mark.parametrize("cmd", [PT + ["--gpus", "8"], PS + ["--hardware", "h100-sxm", "--gpus", "8"]])
 def test_out_to_a_file_or_under_a_file_or_empty(tmp_path, cmd, one_line_error):
     f = tmp_path / "existing.txt"
@@ -209,8 +289,25 @@ def test_out_to_a_file_or_under_a_file_or_empty(tmp_path, cmd, one_line_error):
 
 def test_infeasible_plan_writes_nothing(tmp_path, one_line_error):
     out = tmp_path / "launch"
-    r = runner.invoke(app, ["plan", "train", "--model", "llama-3.1-405b", "--hardware", "h100-sxm", "--gpus", "8",
-                            "--global-batch", "64", "--seq-len", "4096", "--out", str(out)])
+    r = runner.invoke(
+        app,
+        [
+            "plan",
+            "train",
+            "--model",
+            "llama-3.1-405b",
+            "--hardware",
+            "h100-sxm",
+            "--gpus",
+            "8",
+            "--global-batch",
+            "64",
+            "--seq-len",
+            "4096",
+            "--out",
+            str(out),
+        ],
+    )
     one_line_error(r, 3, "infeasible:", "GPUs")
     assert not out.exists()
 
@@ -234,8 +331,12 @@ def test_write_tree_is_complete_on_success(tmp_path):
 
 def test_calibrate_out_creates_its_directory_and_rejects_a_directory(tmp_path, one_line_error):
     csv_path = str(Path(__file__).parent / "fixtures" / "calibration" / "ops_h100.csv")
-    one_line_error(runner.invoke(app, ["calibrate", csv_path, "--hardware", "h100-sxm", "--out", str(tmp_path)]),
-                   2, "out:", "directory")
+    one_line_error(
+        runner.invoke(app, ["calibrate", csv_path, "--hardware", "h100-sxm", "--out", str(tmp_path)]),
+        2,
+        "out:",
+        "directory",
+    )
     target = tmp_path / "new" / "overlay.yaml"
     r = runner.invoke(app, ["calibrate", csv_path, "--hardware", "h100-sxm", "--out", str(target), "--json"])
     assert r.exit_code == 0, r.stderr
@@ -244,25 +345,57 @@ def test_calibrate_out_creates_its_directory_and_rejects_a_directory(tmp_path, o
 
 # -- --emit: names, lists, and launchers that cannot run on the device -------------------------------
 
-@pytest.mark.parametrize("argv, needle", [
-    (PT + ["--gpus", "8", "--emit", "pytorch"], "pytorch"),
-    (PS + ["--hardware", "h100-sxm", "--gpus", "8", "--emit", ""], "emit"),
-    (PS + ["--hardware", "h100-sxm", "--gpus", "8", "--emit", ","], "emit"),
-    (PS + ["--hardware", "mi300x", "--gpus", "8", "--emit", "trtllm"], "NVIDIA"),
-    (PS + ["--hardware", "mi300x", "--gpus", "8", "--emit", "vllm,dynamo"], "dynamo"),
-    (PT[:4] + ["--hardware", "sn40l"] + PT[6:] + ["--gpus", "8", "--emit", "megatron"], "dataflow"),
-])
+
+@pytest.mark.parametrize(
+    "argv, needle",
+    [
+        (PT + ["--gpus", "8", "--emit", "pytorch"], "pytorch"),
+        (PS + ["--hardware", "h100-sxm", "--gpus", "8", "--emit", ""], "emit"),
+        (PS + ["--hardware", "h100-sxm", "--gpus", "8", "--emit", ","], "emit"),
+        (PS + ["--hardware", "mi300x", "--gpus", "8", "--emit", "trtllm"], "NVIDIA"),
+        (PS + ["--hardware", "mi300x", "--gpus", "8", "--emit", "vllm,dynamo"], "dynamo"),
+        (PT[:4] + ["--hardware", "sn40l"] + PT[6:] + ["--gpus", "8", "--emit", "megatron"], "dataflow"),
+    ],
+)
 def test_emit_errors(argv, needle, one_line_error):
     one_line_error(runner.invoke(app, argv), 2, "emit", needle)
 
 
 def test_emit_takes_comma_lists_and_repeats_on_both_planners(tmp_path):
-    r = runner.invoke(app, PT + ["--gpus", "8", "--emit", "megatron,deepspeed", "--emit", "megatron",
-                                 "--out", str(tmp_path / "t"), "--json"])
+    r = runner.invoke(
+        app,
+        PT
+        + [
+            "--gpus",
+            "8",
+            "--emit",
+            "megatron,deepspeed",
+            "--emit",
+            "megatron",
+            "--out",
+            str(tmp_path / "t"),
+            "--json",
+        ],
+    )
     assert r.exit_code == 0, r.stderr
     assert json.loads(r.stdout)["inputs"]["emit"] == ["megatron", "deepspeed"]
-    r = runner.invoke(app, PS + ["--hardware", "h100-sxm", "--gpus", "8", "--emit", "vllm", "--emit", "sglang",
-                                 "--out", str(tmp_path / "s"), "--json"])
+    r = runner.invoke(
+        app,
+        PS
+        + [
+            "--hardware",
+            "h100-sxm",
+            "--gpus",
+            "8",
+            "--emit",
+            "vllm",
+            "--emit",
+            "sglang",
+            "--out",
+            str(tmp_path / "s"),
+            "--json",
+        ],
+    )
     assert r.exit_code == 0, r.stderr
     names = {p.name for p in (tmp_path / "s").iterdir()}
     assert any(n.startswith("vllm") for n in names) and any(n.startswith("sglang") for n in names)
@@ -278,6 +411,7 @@ def test_default_emit_leaves_out_launchers_the_device_cannot_run(tmp_path):
 
 
 # -- infeasible: the smallest change -------------------------------------------------------------------
+
 
 def test_more_gpus_than_the_batch_can_use_suggests_fewer(one_line_error):
     # 64 sequences cannot be spread over 10^6 GPUs: the fix is fewer GPUs, never "more"
@@ -295,6 +429,7 @@ def test_unreachable_rate_is_infeasible_not_garbage(one_line_error):
 
 # -- terminal widths ----------------------------------------------------------------------------------
 
+
 def test_models_list_keeps_every_number_in_80_columns():
     r = runner.invoke(app, ["models", "list"])  # CliRunner output is not a terminal: rich uses 80 columns
     assert r.exit_code == 0
@@ -306,8 +441,14 @@ def test_models_list_keeps_every_number_in_80_columns():
 def test_estimate_train_help_shows_full_flag_names_in_80_columns():
     r = runner.invoke(app, ["estimate", "train", "--help"], env={"COLUMNS": "80"})
     assert r.exit_code == 0
-    for flag in ("--sequence-parallel", "--no-sequence-parallel", "--global-batch", "--gpus-per-node",
-                 "--calibration", "--json"):
+    for flag in (
+        "--sequence-parallel",
+        "--no-sequence-parallel",
+        "--global-batch",
+        "--gpus-per-node",
+        "--calibration",
+        "--json",
+    ):
         assert flag in r.stdout
     assert "…" not in r.stdout
 
@@ -335,12 +476,15 @@ def test_launch_text_is_printed_without_borders():
     assert lines and all(ln.startswith("CUDA_VISIBLE_DEVICES=") for ln in lines)  # copy-pasteable as is
 
 
-@pytest.mark.parametrize("argv, hint", [
-    (["catalog", "show", "h100"], "did you mean h100-sxm?"),
-    (["catalog", "show", "a100"], "did you mean a100-sxm-40gb or a100-sxm-80gb?"),
-    (["models", "show", "llama3-70b"], "did you mean llama-3-70b?"),
-    (["models", "show", "LLAMA-3.1-70B"], "did you mean llama-3.1-70b?"),
-])
+@pytest.mark.parametrize(
+    "argv, hint",
+    [
+        (["catalog", "show", "h100"], "did you mean h100-sxm?"),
+        (["catalog", "show", "a100"], "did you mean a100-sxm-40gb or a100-sxm-80gb?"),
+        (["models", "show", "llama3-70b"], "did you mean llama-3-70b?"),
+        (["models", "show", "LLAMA-3.1-70B"], "did you mean llama-3.1-70b?"),
+    ],
+)
 def test_mistyped_ids_get_a_suggestion(argv, hint, one_line_error):
     one_line_error(runner.invoke(app, argv), 2, hint)
 

@@ -62,15 +62,20 @@ def test_bad_workload_files_get_file_line_and_column(tmp_path, name, text, where
 def test_bad_distribution_and_conflicting_sources(one_line_error, cli):
     line = one_line_error(cli(*EST + ["--rate", "1", "--isl-dist", "weibull:1,2", "--osl", "9"]), 2)
     assert "--isl-dist" in line and "lognormal" in line
-    line = one_line_error(cli(*EST + ["--rate", "1", "--isl", "9", "--isl-dist", "normal:9,1",
-                                                    "--osl", "9"]), 2)
+    line = one_line_error(
+        cli(*EST + ["--rate", "1", "--isl", "9", "--isl-dist", "normal:9,1", "--osl", "9"]), 2
+    )
     assert "not both" in line
     line = one_line_error(cli(*EST + ["--rate", "1", "--workload", "nonesuch"]), 2)
     assert "chat" in line
 
 
 def test_distributions_have_the_requested_moments():
-    for spec, sd in (("normal:1000,200", 200), ("lognormal:1000,500", 500), ("uniform:1000,300", 300 / 3**0.5)):
+    for spec, sd in (
+        ("normal:1000,200", 200),
+        ("lognormal:1000,500", 500),
+        ("uniform:1000,300", 300 / 3**0.5),
+    ):
         w = make_workload(isl_dist=spec, osl=10, n=20000)
         assert w.isl.mean() == pytest.approx(1000, rel=0.02)
         assert w.isl.std() == pytest.approx(sd, rel=0.05)
@@ -108,8 +113,23 @@ def test_simulate_agrees_with_estimate_through_the_cli(cli):
 
 def test_simulate_a_plan(tmp_path, one_line_error, cli):
     plan = tmp_path / "plan.json"
-    r = cli("plan", "serve", "--model", "llama-3.1-8b", "--hardware", "h100-sxm", "--gpus", "2",
-                            "--isl", "1000", "--osl", "200", "--engine", "vllm", "--json")
+    r = cli(
+        "plan",
+        "serve",
+        "--model",
+        "llama-3.1-8b",
+        "--hardware",
+        "h100-sxm",
+        "--gpus",
+        "2",
+        "--isl",
+        "1000",
+        "--osl",
+        "200",
+        "--engine",
+        "vllm",
+        "--json",
+    )
     assert r.exit_code == 0, r.output
     plan.write_text(r.stdout)
     s = cli("simulate", "--plan", str(plan), "--requests", "3000", "--json")

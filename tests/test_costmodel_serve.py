@@ -350,12 +350,16 @@ def test_moe_decode_reads_only_touched_experts():
 
 
 def test_expert_parallel_and_mla_config():
-    a = serve_step(DSV3, H100, _cfg(tp=8, ep=8, batch=32, isl=1024, osl=128, dtype="fp8"), load_engine("sglang"))
+    a = serve_step(
+        DSV3, H100, _cfg(tp=8, ep=8, batch=32, isl=1024, osl=128, dtype="fp8"), load_engine("sglang")
+    )
     # 671B fp8 over 8 GPUs: ~84 GB per GPU does not fit an 80 GB H100
     assert a.mem_weights[0] == pytest.approx(DSV3.params_total / 8, rel=0.02)
     assert not a.fits[0]
     h200 = dataclasses.replace(H100, tiers=(MemoryTier("hbm", 141e9, 4.8e12),))
-    b = serve_step(DSV3, h200, _cfg(tp=8, ep=8, batch=32, isl=1024, osl=128, dtype="fp8"), load_engine("sglang"))
+    b = serve_step(
+        DSV3, h200, _cfg(tp=8, ep=8, batch=32, isl=1024, osl=128, dtype="fp8"), load_engine("sglang")
+    )
     assert b.fits[0] and b.decode_comm_s[0] > 0
 
 

@@ -18,8 +18,18 @@ from roofplan.hardware.spec import MemoryTier
 from roofplan.models.loader import load_model
 from roofplan.models.spec import ModelSpec
 
-LLAMA = ModelSpec(name="llama-test", layers=32, hidden=4096, heads=32, kv_heads=8, head_dim=128, ffn=14336,
-                  vocab=128256, gated_mlp=True, tied_embeddings=False)
+LLAMA = ModelSpec(
+    name="llama-test",
+    layers=32,
+    hidden=4096,
+    heads=32,
+    kv_heads=8,
+    head_dim=128,
+    ffn=14336,
+    vocab=128256,
+    gated_mlp=True,
+    tied_embeddings=False,
+)
 H100 = load_hardware("h100-sxm")
 A100 = load_hardware("a100-sxm-80gb")
 
@@ -29,10 +39,22 @@ def random_valid(model, n=400, seed=1, **fixed):
     size = 6 * n
     pick = lambda vals: rng.choice(np.asarray(vals), size=size)
     tp, pp, dp, mb = pick([1, 2, 4, 8]), pick([1, 2, 4, 8]), pick([1, 2, 4, 8, 16, 64]), pick([1, 2])
-    kw = {"tp": tp, "pp": pp, "dp": dp, "cp": pick([1, 1, 2]), "ep": 1, "vpp": pick([1, 1, 2]), "micro_batch": mb,
-              "global_batch": mb * dp * pp * pick([1, 2, 4]), "seq_len": pick([2048, 4096]), "recompute": pick([0, 1, 2]),
-              "recompute_layers": pick([0, 0, 1]), "sequence_parallel": pick([True, False]) & (tp > 1),
-              "zero": pick([0, 1, 2, 3]), "offload": pick([0, 0, 1, 2])}
+    kw = {
+        "tp": tp,
+        "pp": pp,
+        "dp": dp,
+        "cp": pick([1, 1, 2]),
+        "ep": 1,
+        "vpp": pick([1, 1, 2]),
+        "micro_batch": mb,
+        "global_batch": mb * dp * pp * pick([1, 2, 4]),
+        "seq_len": pick([2048, 4096]),
+        "recompute": pick([0, 1, 2]),
+        "recompute_layers": pick([0, 0, 1]),
+        "sequence_parallel": pick([True, False]) & (tp > 1),
+        "zero": pick([0, 1, 2, 3]),
+        "offload": pick([0, 0, 1, 2]),
+    }
     if model.moe:
         kw["ep"] = pick([1, 2, 4, 8])
     kw.update(fixed)
@@ -44,12 +66,13 @@ def random_valid(model, n=400, seed=1, **fixed):
 
 # -- FLOPs by hand -----------------------------------------------------------------------------------
 
+
 def test_model_flops_are_6N_plus_attention():
     m, s, gb = LLAMA, 4096, 64
     h, L, kv = m.hidden, m.layers, m.kv_heads * m.head_dim
-    per_layer = h * h + 2 * h * kv + h * h + 3 * h * m.ffn            # q, k, v, o, gate/up/down
-    n_matmul = L * per_layer + m.vocab * h                             # + LM head
-    attention = 12 * L * h * s                                         # PaLM App. B: 6 x (2 x 2 L h s)/2... = 12 L h s
+    per_layer = h * h + 2 * h * kv + h * h + 3 * h * m.ffn  # q, k, v, o, gate/up/down
+    n_matmul = L * per_layer + m.vocab * h  # + LM head
+    attention = 12 * L * h * s  # PaLM App. B: 6 x (2 x 2 L h s)/2... = 12 L h s
     expected = gb * s * (6 * n_matmul + attention)
     est = estimate_training(m, H100, tp=2, pp=2, dp=4, global_batch=gb, micro_batch=1, seq_len=s)
     world = 16
@@ -79,13 +102,19 @@ def test_mfu_is_model_flops_over_peak():
 
 # -- invariants ----------------------------------------------------------------------------------------
 
+
 def _scaled(hw, *, flops=1.0, hbm=1.0, intra=1.0, inter=1.0):
-    tiers = tuple(dataclasses.replace(t, bandwidth_Bps=t.bandwidth_Bps * hbm) if t.name == "hbm" else t
-                  for t in hw.tiers)
+    tiers = tuple(
+        dataclasses.replace(t, bandwidth_Bps=t.bandwidth_Bps * hbm) if t.name == "hbm" else t
+        for t in hw.tiers
+    )
     return dataclasses.replace(
-        hw, peak_flops={k: v * flops for k, v in hw.peak_flops.items()}, tiers=tiers,
+        hw,
+        peak_flops={k: v * flops for k, v in hw.peak_flops.items()},
+        tiers=tiers,
         intra=dataclasses.replace(hw.intra, bandwidth_Bps=hw.intra.bandwidth_Bps * intra),
-        inter=dataclasses.replace(hw.inter, bandwidth_Bps=hw.inter.bandwidth_Bps * inter))
+        inter=dataclasses.replace(hw.inter, bandwidth_Bps=hw.inter.bandwidth_Bps * inter),
+    )
 
 
 @pytest.mark.parametrize("change", [{"flops": 2.0}, {"hbm": 2.0}, {"intra": 2.0}, {"inter": 2.0}])
@@ -151,7 +180,16 @@ def test_vectorised_lanes_equal_single_evaluations():
 
 def test_expert_parallel_shards_experts_and_costs_all_to_all():
     model = load_model("mixtral-8x7b")
-    kw = {"tp": 1, "pp": 1, "dp": 8, "micro_batch": 1, "global_batch": 8, "seq_len": 4096, "recompute": 2, "zero": 1}
+    kw = {
+        "tp": 1,
+        "pp": 1,
+        "dp": 8,
+        "micro_batch": 1,
+        "global_batch": 8,
+        "seq_len": 4096,
+        "recompute": 2,
+        "zero": 1,
+    }
     e1 = train_step(model, H100, TrainConfigs.single(ep=1, **kw))
     e8 = train_step(model, H100, TrainConfigs.single(ep=8, **kw))
     assert float(e1.t_ep_comm[0]) == 0.0 and float(e8.t_ep_comm[0]) > 0.0
@@ -191,20 +229,24 @@ def test_offload_to_ddr_on_sn40l_fits_what_hbm_cannot():
 
 # -- validity --------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("kw,reason", [
-    ({"offload": 1, "zero": 0}, "offload_zero"),
-    ({"offload": 2, "zero": 1}, "offload_zero"),
-    ({"tp": 3}, "divisibility"),
-    ({"global_batch": 6, "dp": 4}, "divisibility"),
-    ({"tp": 0}, "invalid_value"),
-    ({"pp": 64}, "pipeline"),
-    ({"vpp": 2, "pp": 1}, "pipeline"),
-    ({"vpp": 2, "pp": 4, "global_batch": 6, "micro_batch": 1, "dp": 1}, "pipeline"),
-    ({"cp": 3, "seq_len": 4096}, "context_parallel"),
-    ({"ep": 2, "dp": 2, "global_batch": 2}, "expert_parallel"),
-    ({"zero": 3, "pp": 2}, "zero_pipeline"),
-    ({"recompute": 2, "recompute_layers": 20, "pp": 2}, "recompute_layers"),
-])
+
+@pytest.mark.parametrize(
+    "kw,reason",
+    [
+        ({"offload": 1, "zero": 0}, "offload_zero"),
+        ({"offload": 2, "zero": 1}, "offload_zero"),
+        ({"tp": 3}, "divisibility"),
+        ({"global_batch": 6, "dp": 4}, "divisibility"),
+        ({"tp": 0}, "invalid_value"),
+        ({"pp": 64}, "pipeline"),
+        ({"vpp": 2, "pp": 1}, "pipeline"),
+        ({"vpp": 2, "pp": 4, "global_batch": 6, "micro_batch": 1, "dp": 1}, "pipeline"),
+        ({"cp": 3, "seq_len": 4096}, "context_parallel"),
+        ({"ep": 2, "dp": 2, "global_batch": 2}, "expert_parallel"),
+        ({"zero": 3, "pp": 2}, "zero_pipeline"),
+        ({"recompute": 2, "recompute_layers": 20, "pp": 2}, "recompute_layers"),
+    ],
+)
 def test_check_train_config_reasons(kw, reason):
     base = {"micro_batch": 1, "global_batch": 8, "seq_len": 4096}
     base.update(kw)
@@ -213,15 +255,32 @@ def test_check_train_config_reasons(kw, reason):
 
 
 def test_valid_config_has_code_zero():
-    assert int(check_train_config(LLAMA, TrainConfigs.single(tp=8, pp=4, vpp=2, dp=2, micro_batch=1,
-                                                             global_batch=16, seq_len=4096))[0]) == 0
+    assert (
+        int(
+            check_train_config(
+                LLAMA,
+                TrainConfigs.single(tp=8, pp=4, vpp=2, dp=2, micro_batch=1, global_batch=16, seq_len=4096),
+            )[0]
+        )
+        == 0
+    )
 
 
-@pytest.mark.parametrize("kw,field", [
-    ({"tp": 3}, "tp"), ({"tp": -1}, "tp"), ({"global_batch": 7}, "global_batch"), ({"ep": 2}, "ep"),
-    ({"dtype": "fp4"}, "dtype"), ({"recompute": "some"}, "recompute"), ({"offload": "disk"}, "offload"),
-    ({"zero": 4}, "zero"), ({"cp": 3}, "seq_len"), ({"vpp": 2}, "vpp"),
-])
+@pytest.mark.parametrize(
+    "kw,field",
+    [
+        ({"tp": 3}, "tp"),
+        ({"tp": -1}, "tp"),
+        ({"global_batch": 7}, "global_batch"),
+        ({"ep": 2}, "ep"),
+        ({"dtype": "fp4"}, "dtype"),
+        ({"recompute": "some"}, "recompute"),
+        ({"offload": "disk"}, "offload"),
+        ({"zero": 4}, "zero"),
+        ({"cp": 3}, "seq_len"),
+        ({"vpp": 2}, "vpp"),
+    ],
+)
 def test_estimate_training_input_errors_name_the_field(kw, field):
     base = {"tp": 1, "dp": 2, "global_batch": 8, "micro_batch": 1, "seq_len": 4096}
     base.update(kw)
@@ -236,15 +295,31 @@ def test_fp8_on_a100_is_an_input_error():
 
 
 def test_estimate_json_schema_and_sequence_parallel_default():
-    j = estimate_training("llama-3.1-8b", "h100-sxm", tp=2, dp=4, global_batch=32, micro_batch=1,
-                          seq_len=4096).to_json()
+    j = estimate_training(
+        "llama-3.1-8b", "h100-sxm", tp=2, dp=4, global_batch=32, micro_batch=1, seq_len=4096
+    ).to_json()
     assert j["schema"] == "roofplan.estimate.train/v1"
     assert j["inputs"]["sequence_parallel"] is True and j["inputs"]["world_size"] == 8
-    assert set(j["memory_gib_per_gpu"]) == {"weights", "gradients", "optimizer", "activations", "other", "total",
-                                            "capacity"}
-    assert set(j["breakdown_s"]) == {"compute", "tp_comm_exposed", "cp_comm_exposed", "ep_comm_exposed",
-                                     "pp_bubble", "pp_comm_exposed", "dp_comm_exposed", "optimizer",
-                                     "offload_exposed"}
+    assert set(j["memory_gib_per_gpu"]) == {
+        "weights",
+        "gradients",
+        "optimizer",
+        "activations",
+        "other",
+        "total",
+        "capacity",
+    }
+    assert set(j["breakdown_s"]) == {
+        "compute",
+        "tp_comm_exposed",
+        "cp_comm_exposed",
+        "ep_comm_exposed",
+        "pp_bubble",
+        "pp_comm_exposed",
+        "dp_comm_exposed",
+        "optimizer",
+        "offload_exposed",
+    }
     assert j["memory_gib_per_gpu"]["capacity"] == pytest.approx(H100.hbm_bytes / 2**30)
 
 
@@ -260,30 +335,40 @@ def test_gpus_per_node_changes_placement():
     kw = {"tp": 8, "dp": 4, "global_batch": 32, "micro_batch": 1, "seq_len": 4096}
     node8 = estimate_training(LLAMA, H100, **kw).breakdown_s()["tp_comm_exposed"]
     node4 = estimate_training(LLAMA, H100, gpus_per_node=4, **kw).breakdown_s()["tp_comm_exposed"]
-    assert node4 > node8            # TP=8 now spans two nodes and crosses the NICs
+    assert node4 > node8  # TP=8 now spans two nodes and crosses the NICs
 
 
 def test_host_capacity_limits_offload():
-    tiny_host = dataclasses.replace(H100, tiers=tuple(
-        MemoryTier("host", 1e9, t.bandwidth_Bps, t.shared_by) if t.name == "host" else t for t in H100.tiers))
+    tiny_host = dataclasses.replace(
+        H100,
+        tiers=tuple(
+            MemoryTier("host", 1e9, t.bandwidth_Bps, t.shared_by) if t.name == "host" else t
+            for t in H100.tiers
+        ),
+    )
     cfg = TrainConfigs.single(dp=1, micro_batch=1, global_batch=1, seq_len=1024, offload=1, recompute=2)
     assert not bool(train_step(LLAMA, tiny_host, cfg).fits[0])
 
 
 # -- H100 FP8 / BF16 compute path ------------------------------------------------------------------
 
+
 def test_sustained_compute_scales_only_the_tensor_core_fractions():
     # sustained_compute = s is the same as multiplying gemm_max, gemm_max_fp8 and attn_max by s
     e, s = H100.efficiency, 0.7
     scaled = H100.with_efficiency(sustained_compute=s)
-    by_hand = H100.with_efficiency(sustained_compute=1.0, gemm_max=e.gemm_max * s,
-                                   gemm_max_fp8=e.gemm_max_fp8 * s, attn_max=e.attn_max * s)
+    by_hand = H100.with_efficiency(
+        sustained_compute=1.0,
+        gemm_max=e.gemm_max * s,
+        gemm_max_fp8=e.gemm_max_fp8 * s,
+        attn_max=e.attn_max * s,
+    )
     for dtype in ("bf16", "fp8"):
         cfg = dataclasses.replace(random_valid(LLAMA, seed=11), dtype=dtype)
         a, b = train_step(LLAMA, scaled, cfg), train_step(LLAMA, by_hand, cfg)
         np.testing.assert_allclose(a.step_time_s, b.step_time_s, rtol=1e-12)
         full = train_step(LLAMA, H100.with_efficiency(sustained_compute=1.0), cfg)
-        assert np.all(a.t_compute > full.t_compute)                  # matmuls slow down ...
+        assert np.all(a.t_compute > full.t_compute)  # matmuls slow down ...
         np.testing.assert_allclose(a.t_optimizer, full.t_optimizer)  # ... the memory-bound Adam step does not
 
 
@@ -320,8 +405,18 @@ def test_fp8_speedup_over_bf16_is_below_the_peak_ratio_on_h100():
     # Published NeMo 24.12 Llama 3.1 70B on 64 H100 (TP4 PP4 CP2 VP5): 14.61 s BF16, 10.46 s FP8,
     # a 1.40x speed-up for 2x the dense peak; casts, BF16 attention and memory-bound ops keep
     # the modelled speed-up well under 2 as well
-    kw = {"tp": 4, "pp": 4, "dp": 2, "cp": 2, "vpp": 5, "global_batch": 128, "micro_batch": 1, "seq_len": 8192,
-          "zero": 1, "tp_comm_overlap": True}
+    kw = {
+        "tp": 4,
+        "pp": 4,
+        "dp": 2,
+        "cp": 2,
+        "vpp": 5,
+        "global_batch": 128,
+        "micro_batch": 1,
+        "seq_len": 8192,
+        "zero": 1,
+        "tp_comm_overlap": True,
+    }
     bf16 = estimate_training("llama-3.1-70b", H100, dtype="bf16", **kw).step_time_s
     fp8 = estimate_training("llama-3.1-70b", H100, dtype="fp8", fp8_recipe="delayed", **kw).step_time_s
     assert 1.2 < bf16 / fp8 < 1.6
@@ -335,8 +430,10 @@ def test_fp8_keeps_the_lm_head_in_bf16():
     kw = {"dp": 1, "global_batch": 2, "micro_batch": 1, "seq_len": 4096}
 
     def extra(dtype):
-        return (estimate_training(big, H100, dtype=dtype, **kw).step_time_s
-                - estimate_training(small, H100, dtype=dtype, **kw).step_time_s)
+        return (
+            estimate_training(big, H100, dtype=dtype, **kw).step_time_s
+            - estimate_training(small, H100, dtype=dtype, **kw).step_time_s
+        )
 
     assert extra("fp8") == pytest.approx(extra("bf16"), rel=1e-9)
     assert extra("bf16") > 0

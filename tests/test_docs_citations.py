@@ -46,7 +46,9 @@ def test_cited_documents_exist_and_sections_resolve():
 
 def test_no_citation_of_a_document_outside_the_repository():
     """``hardware.md §4`` or ``SPEC §3`` without the docs/ path points at a file a reader cannot find."""
-    bare = re.compile(r"(?<![\w/.-])(?:reference/)?(?:hardware|launch-configs)\.md|(?<![\w/.])SPEC(?:\.md)?\s*§|shared/reference/")
+    bare = re.compile(
+        r"(?<![\w/.-])(?:reference/)?(?:hardware|launch-configs)\.md|(?<![\w/.])SPEC(?:\.md)?\s*§|shared/reference/"
+    )
     found = []
     for path in sorted((ROOT / "roofplan").rglob("*")):
         if path.suffix in (".py", ".yaml"):

@@ -50,7 +50,11 @@ def test_batch_cap_runtime_reserve_and_attention_bandwidth_fields():
     assert p.max_num_seqs == 256 and isinstance(p.max_num_seqs, int)
     assert p.runtime_reserve_bytes == 2**30 and p.decode_attn_hbm == 0.8
     assert load_engine("trtllm").runtime_reserve_bytes == 2 * 2**30  # fitted once, see trtllm.yaml
-    for bad in ({"decode_attn_hbm": 0.0}, {"decode_attn_hbm": 1.5}, {"max_num_seqs": -1},
-                {"runtime_reserve_bytes": "2GiB"}):
+    for bad in (
+        {"decode_attn_hbm": 0.0},
+        {"decode_attn_hbm": 1.5},
+        {"max_num_seqs": -1},
+        {"runtime_reserve_bytes": "2GiB"},
+    ):
         with pytest.raises(InputError):
             load_engine("vllm").replace(**bad)

@@ -26,9 +26,13 @@ def _config(a: dict, i: int) -> dict:
 @pytest.mark.parametrize("fw", frameworks.FRAMEWORKS)
 def test_search_mask_and_launcher_refusals_agree(fw):
     model, hw = load_model("llama-3.1-8b"), load_hardware("h100-sxm")
-    space = enumerate_space(model, hw, gpus=16, global_batch=64, seq_len=4096, opts=SpaceOptions(max_micro_batch=1))
+    space = enumerate_space(
+        model, hw, gpus=16, global_batch=64, seq_len=4096, opts=SpaceOptions(max_micro_batch=1)
+    )
     a = space.arrays
-    a["recompute_layers"] = np.where(a["recompute"] == 2, np.arange(len(space)) % 3, 0)  # some partial recompute
+    a["recompute_layers"] = np.where(
+        a["recompute"] == 2, np.arange(len(space)) % 3, 0
+    )  # some partial recompute
     mask = frameworks.framework_mask(fw, a)
     assert mask.any() and (~mask).any()
     mod = emitter(fw)
@@ -39,12 +43,27 @@ def test_search_mask_and_launcher_refusals_agree(fw):
 
 def test_each_rule_is_the_launchers_message():
     """A configuration breaking one rule is refused by the launcher with that rule's message."""
-    base = {"tp": 2, "pp": 1, "cp": 1, "vpp": 1, "zero": 1, "offload": "none", "recompute": "none",
-            "recompute_layers": 0, "tp_comm_overlap": False, "etp": 2, "dtype": "bf16", "model": "llama-3.1-8b"}
-    cases = {("megatron", "param_offload"): dict(offload="optimizer+params", zero=3),
-             ("deepspeed", "cp"): dict(cp=2), ("deepspeed", "interleaved"): dict(pp=2, vpp=2),
-             ("torchtitan", "zero1"): dict(), ("torchtitan", "partial_recompute"): dict(zero=3, recompute="full",
-                                                                                        recompute_layers=3)}
+    base = {
+        "tp": 2,
+        "pp": 1,
+        "cp": 1,
+        "vpp": 1,
+        "zero": 1,
+        "offload": "none",
+        "recompute": "none",
+        "recompute_layers": 0,
+        "tp_comm_overlap": False,
+        "etp": 2,
+        "dtype": "bf16",
+        "model": "llama-3.1-8b",
+    }
+    cases = {
+        ("megatron", "param_offload"): dict(offload="optimizer+params", zero=3),
+        ("deepspeed", "cp"): dict(cp=2),
+        ("deepspeed", "interleaved"): dict(pp=2, vpp=2),
+        ("torchtitan", "zero1"): dict(),
+        ("torchtitan", "partial_recompute"): dict(zero=3, recompute="full", recompute_layers=3),
+    }
     model = load_model("llama-3.1-8b")
     for (fw, reason), change in cases.items():
         rule = next(r for r in frameworks.RULES[fw] if r.reason == reason)

@@ -23,10 +23,17 @@ from tests.fuzzing import FAMILIES, check_invariants, check_plan_fits, run_case
 runner = CliRunner()
 #: Examples per family: ~2 s of the suite in all (the long run is tools/fuzz.py).
 BUDGET = {"out_targets": 4, "cli_args": 16, "workload": 5}
+
+
 def ci(n: int) -> settings:
     """Fixed seed, no example database, no deadline (a case may load a catalog cold)."""
-    return settings(derandomize=True, database=None, deadline=None, max_examples=n,
-                    suppress_health_check=list(HealthCheck))
+    return settings(
+        derandomize=True,
+        database=None,
+        deadline=None,
+        max_examples=n,
+        suppress_health_check=list(HealthCheck),
+    )
 
 
 @pytest.mark.parametrize("family", sorted(FAMILIES))
@@ -41,8 +48,13 @@ def test_family_keeps_the_cli_properties(family):
 
 
 @ci(6)
-@given(st.sampled_from(["llama-3.1-8b", "mixtral-8x7b", "qwen3-8b"]), st.sampled_from([1, 2, 8]),
-       st.sampled_from([1, 4, 16]), st.floats(1.0, 100.0), st.sampled_from(["hbm", "peak", "nvlink"]))
+@given(
+    st.sampled_from(["llama-3.1-8b", "mixtral-8x7b", "qwen3-8b"]),
+    st.sampled_from([1, 2, 8]),
+    st.sampled_from([1, 4, 16]),
+    st.floats(1.0, 100.0),
+    st.sampled_from(["hbm", "peak", "nvlink"]),
+)
 def test_more_bandwidth_or_peak_is_never_slower_and_mfu_at_most_one(model, tp, batch, scale, which):
     assert check_invariants(model, tp, batch, scale, which) == []
 

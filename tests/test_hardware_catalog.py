@@ -25,12 +25,22 @@ from roofplan.hardware.overlay import apply_overlay, load_overlay
 from roofplan.hardware.spec import Efficiency
 from roofplan.hardware.units import parse_quantity
 
-SPEC_IDS = ("a100-sxm-40gb", "a100-sxm-80gb", "h100-sxm", "h200-sxm", "mi250x", "mi250", "mi300x",
-            "ascend-910b", "sn40l")
+SPEC_IDS = (
+    "a100-sxm-40gb",
+    "a100-sxm-80gb",
+    "h100-sxm",
+    "h200-sxm",
+    "mi250x",
+    "mi250",
+    "mi300x",
+    "ascend-910b",
+    "sn40l",
+)
 GiB, TiB, MiB = 2.0**30, 2.0**40, 2.0**20
 
 
 # -- every built-in ----------------------------------------------------------------------------------
+
 
 def test_every_spec_id_is_listed_and_loads():
     ids = list_hardware()
@@ -75,9 +85,14 @@ def test_h100_numbers_match_hardware_reference():
     from roofplan.calibration.formats import read_measurements
     from roofplan.costmodel.ops import gemm_time
 
-    rows = [m for m in read_measurements(Path(__file__).parent / "data" / "measured_kernels_hopper.csv")
-            if m.kind == "gemm" and m.hardware == "h100-sxm" and m.row["dtype"] == "bf16"
-            and min(m.row["m"], m.row["n"], m.row["k"]) >= 4096]
+    rows = [
+        m
+        for m in read_measurements(Path(__file__).parent / "data" / "measured_kernels_hopper.csv")
+        if m.kind == "gemm"
+        and m.hardware == "h100-sxm"
+        and m.row["dtype"] == "bf16"
+        and min(m.row["m"], m.row["n"], m.row["k"]) >= 4096
+    ]
     assert len(rows) >= 20
     err = [float(gemm_time(m.row["m"], m.row["n"], m.row["k"], h)) / m.target - 1 for m in rows]
     assert np.median(np.abs(err)) < 0.10
@@ -148,6 +163,7 @@ def test_builtins_are_cached():
 
 # -- microbenchmark rows (the fitted efficiencies) ----------------------------------------------------
 
+
 def test_op_rows_of_the_suite_within_15_percent():
     from roofplan.validation.suite import read_cases, run_suite
 
@@ -177,6 +193,7 @@ def test_ring_step_latency_grows_with_group_size():
 
 # -- units --------------------------------------------------------------------------------------------
 
+
 def test_units_convert_to_si():
     assert parse_quantity("400 Gb/s", "bandwidth") == pytest.approx(50e9)
     assert parse_quantity("3.35 TB/s", "bandwidth") == pytest.approx(3.35e12)
@@ -191,6 +208,7 @@ def test_units_convert_to_si():
 
 
 # -- validation ---------------------------------------------------------------------------------------
+
 
 def _h100_doc() -> dict:
     return yaml.safe_load((BUILTIN_DIR / "h100-sxm.yaml").read_text())
@@ -210,19 +228,28 @@ def _broken(tmp_path, mutate) -> Path:
     return _write(tmp_path, doc)
 
 
-@pytest.mark.parametrize("mutate, field", [
-    (lambda d: d["memory"]["hbm"]["bandwidth"].update(value=-3.35e12), "memory.hbm.bandwidth"),
-    (lambda d: d["memory"]["hbm"]["bandwidth"].update(value="fast"), "memory.hbm.bandwidth"),
-    (lambda d: d["memory"]["hbm"]["capacity"].pop("source"), "memory.hbm.capacity.source"),
-    (lambda d: d["memory"].pop("hbm"), "memory.hbm"),
-    (lambda d: d["node"]["intra"]["topology"].update(value="hypercube"), "node.intra.topology"),
-    (lambda d: d["node"].pop("devices_per_node"), "node.devices_per_node"),
-    (lambda d: d.pop("name"), "name"),
-    (lambda d: d["peak_flops"].update(fp64={"value": 1, "source": "x"}), "peak_flops.fp64"),
-    (lambda d: d["efficiency"].update(gemm_maximum={"value": 0.8, "source": "x"}), "efficiency.gemm_maximum"),
-    (lambda d: d["efficiency"]["hbm"].update(value=0), "efficiency.hbm"),
-    (lambda d: d["node"]["intra"].update(bandwidth=450e9), "node.intra.bandwidth"),  # bare number: no source
-])
+@pytest.mark.parametrize(
+    "mutate, field",
+    [
+        (lambda d: d["memory"]["hbm"]["bandwidth"].update(value=-3.35e12), "memory.hbm.bandwidth"),
+        (lambda d: d["memory"]["hbm"]["bandwidth"].update(value="fast"), "memory.hbm.bandwidth"),
+        (lambda d: d["memory"]["hbm"]["capacity"].pop("source"), "memory.hbm.capacity.source"),
+        (lambda d: d["memory"].pop("hbm"), "memory.hbm"),
+        (lambda d: d["node"]["intra"]["topology"].update(value="hypercube"), "node.intra.topology"),
+        (lambda d: d["node"].pop("devices_per_node"), "node.devices_per_node"),
+        (lambda d: d.pop("name"), "name"),
+        (lambda d: d["peak_flops"].update(fp64={"value": 1, "source": "x"}), "peak_flops.fp64"),
+        (
+            lambda d: d["efficiency"].update(gemm_maximum={"value": 0.8, "source": "x"}),
+            "efficiency.gemm_maximum",
+        ),
+        (lambda d: d["efficiency"]["hbm"].update(value=0), "efficiency.hbm"),
+        (
+            lambda d: d["node"]["intra"].update(bandwidth=450e9),
+            "node.intra.bandwidth",
+        ),  # bare number: no source
+    ],
+)
 def test_invalid_catalog_names_the_field(tmp_path, mutate, field):
     p = _broken(tmp_path, mutate)
     with pytest.raises(InputError) as exc:
@@ -253,6 +280,7 @@ def test_id_must_match_file_name_when_found_by_id(tmp_path):
 
 
 # -- search path --------------------------------------------------------------------------------------
+
 
 def _user_catalog(tmp_path: Path) -> Path:
     doc = _h100_doc()
@@ -294,10 +322,16 @@ def test_load_by_path(tmp_path):
 
 # -- overlays -----------------------------------------------------------------------------------------
 
+
 def test_overlay_dict_and_file(tmp_path):
     base = load_hardware("h100-sxm")
-    overlay = {"schema": "roofplan.calibration/v1", "hardware": "h100-sxm", "inputs": ["m.csv"],
-               "efficiency": {"gemm_max": 0.7, "hbm": 0.8}, "engines": {"vllm": {"step_overhead_s": 0.004}}}
+    overlay = {
+        "schema": "roofplan.calibration/v1",
+        "hardware": "h100-sxm",
+        "inputs": ["m.csv"],
+        "efficiency": {"gemm_max": 0.7, "hbm": 0.8},
+        "engines": {"vllm": {"step_overhead_s": 0.004}},
+    }
     h = load_hardware("h100-sxm", calibration=overlay)
     assert h.efficiency.gemm_max == 0.7 and h.efficiency.hbm == 0.8
     assert h.efficiency.intra_bw == base.efficiency.intra_bw  # untouched fields stay

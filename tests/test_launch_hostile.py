@@ -51,8 +51,15 @@ def _run_sandboxed(script: Path, work: Path) -> list[list[str]]:
         stub.write_text(f'#!/bin/sh\nprintf "%s\\0" "{name}" "$@" >> "{log}"\nprintf "\\n" >> "{log}"\n')
         stub.chmod(0o755)
     env = {"PATH": f"{stubs}:/usr/bin:/bin", "HOME": str(work), "NODE_RANK": "0", "MASTER_ADDR": "127.0.0.1"}
-    subprocess.run(["bash", str(script)], cwd=work, env=env, timeout=30, check=True,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run(
+        ["bash", str(script)],
+        cwd=work,
+        env=env,
+        timeout=30,
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     calls = []
     if log.exists():
         for rec in log.read_bytes().split(b"\0\n"):
@@ -72,8 +79,13 @@ def test_quote_for_every_format_round_trips():
     assert tomllib.loads("k = " + quote_for("toml", HOSTILE))["k"] == HOSTILE
     assert yaml.safe_load(quote_for("yaml", HOSTILE)) == HOSTILE
     assert "\n" not in quote_for("comment", HOSTILE)
-    out = subprocess.run(["bash", "-c", "printf %s " + quote_for("sh", HOSTILE)], capture_output=True, text=True,
-                         check=True, timeout=10)
+    out = subprocess.run(
+        ["bash", "-c", "printf %s " + quote_for("sh", HOSTILE)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=10,
+    )
     assert out.stdout == HOSTILE
 
 
@@ -87,10 +99,27 @@ def test_nul_byte_is_refused():
 def test_training_scripts_from_a_hostile_name_run_nothing(tmp_path):
     model = load_model(_hostile_config(tmp_path))
     assert model.name == HOSTILE.strip()
-    cfg = {"model": model.name, "hardware": "h100-sxm", "gpus": 8, "gpus_per_node": 8, "tp": 2, "pp": 1, "dp": 4,
-           "cp": 1, "ep": 1, "vpp": 1, "micro_batch": 1, "global_batch": 64, "seq_len": 4096, "dtype": "bf16",
-           "recompute": "selective", "recompute_layers": 0, "sequence_parallel": True, "zero": 1,
-           "offload": "none"}
+    cfg = {
+        "model": model.name,
+        "hardware": "h100-sxm",
+        "gpus": 8,
+        "gpus_per_node": 8,
+        "tp": 2,
+        "pp": 1,
+        "dp": 4,
+        "cp": 1,
+        "ep": 1,
+        "vpp": 1,
+        "micro_batch": 1,
+        "global_batch": 64,
+        "seq_len": 4096,
+        "dtype": "bf16",
+        "recompute": "selective",
+        "recompute_layers": 0,
+        "sequence_parallel": True,
+        "zero": 1,
+        "offload": "none",
+    }
     work = tmp_path / "train"
     work.mkdir()
     script = work / megatron.SCRIPT
@@ -109,8 +138,17 @@ def _serve_case():
 
 @pytest.mark.parametrize("emitter", [vllm, sglang, trtllm])
 def test_serving_scripts_from_a_hostile_name_run_nothing(tmp_path, emitter):
-    request = {"model": HOSTILE, "model_id": HOSTILE, "moe": False, "isl": 1000, "osl": 100, "engine": "vllm",
-               "dtype": "bf16", "kv_dtype": None, "memory_reserve_fraction": 0.1}
+    request = {
+        "model": HOSTILE,
+        "model_id": HOSTILE,
+        "moe": False,
+        "isl": 1000,
+        "osl": 100,
+        "engine": "vllm",
+        "dtype": "bf16",
+        "kv_dtype": None,
+        "memory_reserve_fraction": 0.1,
+    }
     for k, best in enumerate(_serve_case()):
         work = tmp_path / f"{emitter.__name__.rsplit('.', 1)[1]}{k}"
         work.mkdir()
@@ -124,27 +162,53 @@ def test_serving_scripts_from_a_hostile_name_run_nothing(tmp_path, emitter):
             if name.endswith(".sh"):
                 engine_calls += _run_sandboxed(work / name, work)
         _no_marker(work)
-        models = [c[c.index(flag) + 1] for c in engine_calls for flag in ("serve", "--model-path", "trtllm-serve")
-                  if flag in c[:6] and c.index(flag) + 1 < len(c) and c[0] != "nginx" and "disaggregated" not in c and "bench" not in c]
+        models = [
+            c[c.index(flag) + 1]
+            for c in engine_calls
+            for flag in ("serve", "--model-path", "trtllm-serve")
+            if flag in c[:6]
+            and c.index(flag) + 1 < len(c)
+            and c[0] != "nginx"
+            and "disaggregated" not in c
+            and "bench" not in c
+        ]
         assert models and all(m == HOSTILE for m in models), models[:3]
 
 
 def test_dynamo_graph_holds_a_hostile_name_as_text():
     best, _ = _serve_case()
-    request = {"model": HOSTILE, "model_id": HOSTILE, "moe": False, "isl": 1000, "osl": 100, "engine": "trtllm",
-               "dtype": "bf16", "kv_dtype": None, "memory_reserve_fraction": 0.1}
+    request = {
+        "model": HOSTILE,
+        "model_id": HOSTILE,
+        "moe": False,
+        "isl": 1000,
+        "osl": 100,
+        "engine": "trtllm",
+        "dtype": "bf16",
+        "kv_dtype": None,
+        "memory_reserve_fraction": 0.1,
+    }
     docs = list(yaml.safe_load_all(dynamo.emit(best, request)["dynamo_graph.yaml"]))
     graph = docs[-1]
     name = graph["metadata"]["name"]
     assert name and len(name) <= 63 and all(ch.isalnum() or ch == "-" for ch in name) and name == name.lower()
-    args = [c["podTemplate"]["spec"]["containers"][0]["args"] for c in graph["spec"]["components"]
-            if c["type"] != "frontend"]
+    args = [
+        c["podTemplate"]["spec"]["containers"][0]["args"]
+        for c in graph["spec"]["components"]
+        if c["type"] != "frontend"
+    ]
     assert all(a[a.index("--model") + 1] == HOSTILE for a in args)
 
 
 def test_readme_keeps_a_hostile_name_on_one_line():
     best, _ = _serve_case()
-    request = {"model": HOSTILE, "model_id": HOSTILE, "moe": False, "isl": 1000, "osl": 100,
-               "memory_reserve_fraction": 0.1}
+    request = {
+        "model": HOSTILE,
+        "model_id": HOSTILE,
+        "moe": False,
+        "isl": 1000,
+        "osl": 100,
+        "memory_reserve_fraction": 0.1,
+    }
     text = vllm.emit(best, request)["README.md"]
     assert "\n$(touch" not in text and os.linesep + "$(" not in text

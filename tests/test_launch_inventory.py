@@ -29,10 +29,19 @@ from roofplan.launch.registry import emitter, train_files
 
 INV = Path(__file__).parent / "data" / "inventories"
 
-TRAIN = [("llama-3.1-70b", "h100-sxm", 64, 512, 8192), ("gpt3-175b", "a100-sxm-80gb", 1024, 1536, 2048),
-         ("deepseek-v3", "h100-sxm", 1024, 4096, 4096), ("llama-3.1-8b", "h100-sxm", 8, 128, 8192)]
-SERVE = [("llama-3.1-70b", "h100-sxm", 16), ("deepseek-v3", "h200-sxm", 64), ("qwen3-32b", "h100-sxm", 8),
-         ("llama-3.1-8b", "h100-sxm", 1), ("llama-3.1-70b", "h100-sxm:prefill,a100-sxm-80gb:decode", "8,8")]
+TRAIN = [
+    ("llama-3.1-70b", "h100-sxm", 64, 512, 8192),
+    ("gpt3-175b", "a100-sxm-80gb", 1024, 1536, 2048),
+    ("deepseek-v3", "h100-sxm", 1024, 4096, 4096),
+    ("llama-3.1-8b", "h100-sxm", 8, 128, 8192),
+]
+SERVE = [
+    ("llama-3.1-70b", "h100-sxm", 16),
+    ("deepseek-v3", "h200-sxm", 64),
+    ("qwen3-32b", "h100-sxm", 8),
+    ("llama-3.1-8b", "h100-sxm", 1),
+    ("llama-3.1-70b", "h100-sxm:prefill,a100-sxm-80gb:decode", "8,8"),
+]
 
 
 @cache
@@ -56,7 +65,7 @@ def commands(text: str, program: list[str]) -> list[list[str]]:
         while k < len(argv) and re.match(r"^[A-Za-z_][A-Za-z0-9_]*=", argv[k]):
             k += 1
         for j in range(k, len(argv) - len(program) + 1):
-            if argv[j:j + len(program)] == program:
+            if argv[j : j + len(program)] == program:
                 out.append(argv[j:])
                 break
     return out
@@ -98,7 +107,7 @@ def problems(args: list[str], inv: dict, allowed_extra: frozenset = frozenset())
             i += len(values)
         else:
             n = nargs if isinstance(nargs, int) else 1
-            values = args[i:i + n]
+            values = args[i : i + n]
             i += n
         for v in values:
             if "${" in v:
@@ -154,11 +163,18 @@ def test_training_files_pass_their_inventory(scenario, fw, version):
         assert _ds_config_problems(doc, inventory(fw, version)["ds_config"]) == []
         assert doc["zero_optimization"]["stage"] == b["zero"] == int(value(argv, "--zero-stage"))
         assert doc["train_batch_size"] == b["global_batch"] == int(value(argv, "--global-batch-size"))
-        assert doc["train_micro_batch_size_per_gpu"] == b["micro_batch"] == int(value(argv, "--micro-batch-size"))
+        assert (
+            doc["train_micro_batch_size_per_gpu"]
+            == b["micro_batch"]
+            == int(value(argv, "--micro-batch-size"))
+        )
         assert doc["gradient_accumulation_steps"] * b["micro_batch"] * b["dp"] == b["global_batch"]
         assert int(value(argv, "--tensor-model-parallel-size")) == b["tp"]
-        assert (int(value(argv, "--pipeline-model-parallel-size")) if b["pp"] > 1
-                else "--no-pipeline-parallel" in argv and 1) == b["pp"]
+        assert (
+            int(value(argv, "--pipeline-model-parallel-size"))
+            if b["pp"] > 1
+            else "--no-pipeline-parallel" in argv and 1
+        ) == b["pp"]
         _recompute_reads_back(argv, b)
     else:
         _torchtitan_reads_back(files, b, version)
@@ -174,8 +190,11 @@ def _ds_config_problems(doc: dict, inv: dict) -> list[str]:
     out += [f"zero_optimization.{k}" for k in zero if k not in inv["zero_optimization"]]
     for block in ("offload_optimizer", "offload_param"):
         out += [f"{block}.{k}" for k in zero.get(block, {}) if k not in inv[block]]
-    out += [f"activation_checkpointing.{k}" for k in doc.get("activation_checkpointing", {})
-            if k not in inv["activation_checkpointing"]]
+    out += [
+        f"activation_checkpointing.{k}"
+        for k in doc.get("activation_checkpointing", {})
+        if k not in inv["activation_checkpointing"]
+    ]
     return out
 
 
@@ -191,7 +210,10 @@ def _recompute_reads_back(argv, b):
         assert value(argv, "--recompute-granularity") == "full"
         n = b.get("recompute_layers") or 0
         if n:  # partial: the first n layers of each stage, not all of them
-            assert value(argv, "--recompute-method") == "block" and int(value(argv, "--recompute-num-layers")) == n
+            assert (
+                value(argv, "--recompute-method") == "block"
+                and int(value(argv, "--recompute-num-layers")) == n
+            )
         else:
             assert value(argv, "--recompute-method") == "uniform"
 
@@ -206,7 +228,9 @@ def _megatron_reads_back(argv, b, model, text):
     if model.moe is not None:
         assert int(value(argv, "--expert-model-parallel-size")) == b["ep"]
     if b["vpp"] > 1:
-        assert model.layers // b["pp"] // int(value(argv, "--num-layers-per-virtual-pipeline-stage")) == b["vpp"]
+        assert (
+            model.layers // b["pp"] // int(value(argv, "--num-layers-per-virtual-pipeline-stage")) == b["vpp"]
+        )
     assert ("--use-distributed-optimizer" in argv) == (b["zero"] >= 1)
     assert ("--use-megatron-fsdp" in argv) == (b["zero"] >= 2)
     _recompute_reads_back(argv, b)
@@ -258,10 +282,16 @@ def _torchtitan_reads_back(files, b, version):
         module, fn = re.search(r"from torchtitan\.models\.(\w+)\.config_registry import (\w+)", text).groups()
         assert fn in inv["registry"][module]
         ac = {"full": "FullAC", "selective": "SelectiveAC", "none": "None"}[b["recompute"]]
-        assert f"config.activation_checkpoint = {ac}" in text and (ac == "None" or ac in inv["activation_checkpoint"])
+        assert f"config.activation_checkpoint = {ac}" in text and (
+            ac == "None" or ac in inv["activation_checkpoint"]
+        )
     assert par["data_parallel_replicate_degree"] * par["data_parallel_shard_degree"] == b["dp"]
-    assert (par["tensor_parallel_degree"], par["pipeline_parallel_degree"], par["context_parallel_degree"],
-            par["expert_parallel_degree"]) == (b["tp"], b["pp"], b["cp"], b["ep"])
+    assert (
+        par["tensor_parallel_degree"],
+        par["pipeline_parallel_degree"],
+        par["context_parallel_degree"],
+        par["expert_parallel_degree"],
+    ) == (b["tp"], b["pp"], b["cp"], b["ep"])
 
 
 # ---------------------------------------------------------------- serving
@@ -279,7 +309,9 @@ def _serve_cases():
                 continue  # a prefill / decode pool is disaggregated by definition
             for engine in ("vllm", "sglang", "trtllm", "dynamo"):
                 for version in versions.VERSIONS[engine]:
-                    yield pytest.param(scenario, mode, engine, version, id=f"{scenario[0]}-{mode}-{engine}-{version}")
+                    yield pytest.param(
+                        scenario, mode, engine, version, id=f"{scenario[0]}-{mode}-{engine}-{version}"
+                    )
 
 
 _EMIT = {"vllm": vllm, "sglang": sglang, "trtllm": trtllm, "dynamo": dynamo}
@@ -303,8 +335,12 @@ def test_serving_files_pass_their_inventory(scenario, mode, engine, version):
         assert len(heads) == n_inst
         _roles_read_back(best, heads, "--tensor-parallel-size", lambda c: c["tp"])
     elif engine == "sglang":
-        calls = [a for n, t in files.items() if n.endswith(".sh")
-                 for a in commands(t, ["python", "-m", "sglang.launch_server"])]
+        calls = [
+            a
+            for n, t in files.items()
+            if n.endswith(".sh")
+            for a in commands(t, ["python", "-m", "sglang.launch_server"])
+        ]
         for a in calls:
             assert problems(a[3:], inventory("sglang", version)) == []
             assert float(value(a, "--mem-fraction-static")) == reserve
@@ -316,7 +352,9 @@ def test_serving_files_pass_their_inventory(scenario, mode, engine, version):
         for role in ("colocated",) if mode == "colocated" else ("prefill", "decode"):
             doc = yaml.safe_load(files[trtllm.config_name(role)])
             c = best["prefill"] if role != "decode" else best["decode"]
-            assert doc["tensor_parallel_size"] == c["tp"] * c["dp"] and doc["pipeline_parallel_size"] == c["pp"]
+            assert (
+                doc["tensor_parallel_size"] == c["tp"] * c["dp"] and doc["pipeline_parallel_size"] == c["pp"]
+            )
             assert doc["max_batch_size"] == -(-c["batch"] // c["dp"])
     else:
         docs = list(yaml.safe_load_all(files["dynamo_graph.yaml"]))
@@ -325,7 +363,9 @@ def test_serving_files_pass_their_inventory(scenario, mode, engine, version):
         assert graph["apiVersion"] == api
         tag = versions.feature("dynamo", version, "image_tag")
         images = re.findall(r"image: (\S+)", files["dynamo_graph.yaml"])
-        assert images and all(i.endswith(f"-runtime:{tag}") for i in images)  # a real tag, no <dynamo-version>
+        assert images and all(
+            i.endswith(f"-runtime:{tag}") for i in images
+        )  # a real tag, no <dynamo-version>
         workers = _dynamo_workers(graph)
         gpus = sum(w["replicas"] * w["gpus"] * w["nodes"] for w in workers)
         assert gpus == best["gpus"]
@@ -342,9 +382,15 @@ def test_serving_files_pass_their_inventory(scenario, mode, engine, version):
     bench = json.loads((INV / f"{versions.feature('vllm', None, 'bench_inventory')}.json").read_text())
     (b_argv,) = commands(files[f"benchmark_{engine}.sh"], ["vllm", "bench", "serve"])
     assert problems(b_argv[3:], bench) == []
-    assert (int(value(b_argv, "--random-input-len")), int(value(b_argv, "--random-output-len"))) == (2000, 200)
-    slots = (best["decode"]["batch"] * best["decode"]["instances"] if best["mode"] == "disagg"
-             else best["prefill"]["batch"] * best["instances"])
+    assert (int(value(b_argv, "--random-input-len")), int(value(b_argv, "--random-output-len"))) == (
+        2000,
+        200,
+    )
+    slots = (
+        best["decode"]["batch"] * best["decode"]["instances"]
+        if best["mode"] == "disagg"
+        else best["prefill"]["batch"] * best["instances"]
+    )
     assert int(value(b_argv, "--max-concurrency")) == slots
     # several instances need one entry point on the advertised port
     if mode == "colocated" and best["instances"] > 1 and engine in ("vllm", "trtllm"):
@@ -357,13 +403,25 @@ def _roles_read_back(best, heads, tp_flag, tp_of):
     by_role = {"prefill": best["prefill"], "decode": best["decode"] if best["mode"] == "disagg" else None}
     counts = {"prefill": 0, "decode": 0, "colocated": 0}
     for a in heads:
-        role = a[a.index("--disaggregation-mode") + 1] if "--disaggregation-mode" in a else (
-            "prefill" if "kv_producer" in " ".join(a) else "decode" if "kv_consumer" in " ".join(a) else "colocated")
+        role = (
+            a[a.index("--disaggregation-mode") + 1]
+            if "--disaggregation-mode" in a
+            else (
+                "prefill"
+                if "kv_producer" in " ".join(a)
+                else "decode"
+                if "kv_consumer" in " ".join(a)
+                else "colocated"
+            )
+        )
         counts[role] += 1
         c = by_role["prefill" if role == "colocated" else role]
         assert int(value(a, tp_flag)) == tp_of(c)
     if best["mode"] == "disagg":
-        assert (counts["prefill"], counts["decode"]) == (best["prefill"]["instances"], best["decode"]["instances"])
+        assert (counts["prefill"], counts["decode"]) == (
+            best["prefill"]["instances"],
+            best["decode"]["instances"],
+        )
     else:
         assert counts["colocated"] == best["instances"]
 
@@ -374,9 +432,14 @@ def _dynamo_flags_pass(best, req, version):
     comps = inventory("dynamo", version)["components"]
     engine_inv = {"vllm": inventory("vllm"), "sglang": inventory("sglang")}
     for backend in ("vllm", "sglang", "trtllm"):
-        graph = list(yaml.safe_load_all(dynamo.emit(best, dict(req, engine=backend), version)["dynamo_graph.yaml"]))[-1]
+        graph = list(
+            yaml.safe_load_all(dynamo.emit(best, dict(req, engine=backend), version)["dynamo_graph.yaml"])
+        )[-1]
         front = next(c for c in graph["spec"]["components"] if c["type"] == "frontend")
-        assert problems(front["podTemplate"]["spec"]["containers"][0]["args"], {"options": comps["frontend"]}) == []
+        assert (
+            problems(front["podTemplate"]["spec"]["containers"][0]["args"], {"options": comps["frontend"]})
+            == []
+        )
         merged = {"options": {**engine_inv.get(backend, {"options": {}})["options"], **comps[backend]}}
         for w in _dynamo_workers(graph):
             assert problems(w["args"], merged) == [], backend
@@ -390,17 +453,29 @@ def _dynamo_workers(graph) -> list[dict]:
             if comp["type"] == "frontend":
                 continue
             box = comp["podTemplate"]["spec"]["containers"][0]
-            out.append({"replicas": comp["replicas"], "gpus": int(box["resources"]["limits"]["nvidia.com/gpu"]),
-                        "nodes": comp.get("multinode", {}).get("nodeCount", 1), "args": box["args"],
-                        "mounts": box.get("volumeMounts", [])})
+            out.append(
+                {
+                    "replicas": comp["replicas"],
+                    "gpus": int(box["resources"]["limits"]["nvidia.com/gpu"]),
+                    "nodes": comp.get("multinode", {}).get("nodeCount", 1),
+                    "args": box["args"],
+                    "mounts": box.get("volumeMounts", []),
+                }
+            )
     else:
         for svc in graph["spec"]["services"].values():
             if svc["componentType"] != "worker":
                 continue
             box = svc["extraPodSpec"]["mainContainer"]
-            out.append({"replicas": svc["replicas"], "gpus": int(svc["resources"]["limits"]["gpu"]),
-                        "nodes": svc.get("multinode", {}).get("nodeCount", 1), "args": box["args"],
-                        "mounts": box.get("volumeMounts", [])})
+            out.append(
+                {
+                    "replicas": svc["replicas"],
+                    "gpus": int(svc["resources"]["limits"]["gpu"]),
+                    "nodes": svc.get("multinode", {}).get("nodeCount", 1),
+                    "args": box["args"],
+                    "mounts": box.get("volumeMounts", []),
+                }
+            )
     return out
 
 
@@ -409,13 +484,16 @@ def test_inventories_catch_the_defects_the_issue_lists():
     """Spellings of the files before this fix, against the inventories: each is flagged."""
     sg = inventory("sglang", "0.5.23")
     assert problems(["--disaggregation-decode-tp", "8"], sg) == ["unknown option --disaggregation-decode-tp"]
-    assert problems(["--disaggregation-prefill-pp", "2"], sg) == ["unknown option --disaggregation-prefill-pp"]
+    assert problems(["--disaggregation-prefill-pp", "2"], sg) == [
+        "unknown option --disaggregation-prefill-pp"
+    ]
     mds = inventory("deepspeed")
     assert problems(["--position-embedding-type", "learned_absolute"], mds)[0].startswith("unknown option")
     assert problems(["--multi-latent-attention"], mds) == ["unknown option --multi-latent-attention"]
     assert problems(["--moe-ffn-hidden-size", "2048"], mds) == ["unknown option --moe-ffn-hidden-size"]
-    assert _ds_config_problems({"zero_optimization": {"stage": 3, "offload_params": {}}}, mds["ds_config"]) == [
-        "zero_optimization.offload_params"]
+    assert _ds_config_problems(
+        {"zero_optimization": {"stage": 3, "offload_params": {}}}, mds["ds_config"]
+    ) == ["zero_optimization.offload_params"]
     tt2 = inventory("torchtitan", "0.2")
     assert "llama-3.1-8b" not in tt2["registry"] and "8B" in tt2["registry"]["llama3"]
     tt3 = inventory("torchtitan", "0.3")
@@ -423,7 +501,9 @@ def test_inventories_catch_the_defects_the_issue_lists():
     meg = inventory("megatron", "core_v0.16")
     assert problems(["--virtual-pipeline-model-parallel-size", "2"], meg)[0].startswith("unknown option")
     assert problems(["--recompute-method", "partial"], meg)[0].endswith("not one of ['block', 'uniform']")
-    assert problems(["--tensor-model-parallel-size", "two"], meg) == ["--tensor-model-parallel-size 'two': not an int"]
+    assert problems(["--tensor-model-parallel-size", "two"], meg) == [
+        "--tensor-model-parallel-size 'two': not an int"
+    ]
     old = inventory("megatron", "core_v0.13")
     assert "--use-megatron-fsdp" not in old["options"] and "--use-megatron-fsdp" in meg["options"]
 
@@ -439,36 +519,111 @@ def test_cli_target_refuses_what_a_release_cannot_express(tmp_path):
 
     from roofplan.cli.app import app
 
-    r = CliRunner().invoke(app, ["plan", "train", "--model", "llama-3.1-8b", "--hardware", "h100-sxm", "--gpus", "8",
-                                 "--global-batch", "64", "--seq-len", "4096", "--emit", "megatron", "--target",
-                                 "megatron=core_v9", "--out", str(tmp_path / "a")])
+    r = CliRunner().invoke(
+        app,
+        [
+            "plan",
+            "train",
+            "--model",
+            "llama-3.1-8b",
+            "--hardware",
+            "h100-sxm",
+            "--gpus",
+            "8",
+            "--global-batch",
+            "64",
+            "--seq-len",
+            "4096",
+            "--emit",
+            "megatron",
+            "--target",
+            "megatron=core_v9",
+            "--out",
+            str(tmp_path / "a"),
+        ],
+    )
     assert r.exit_code == 2 and "core_v0.16" in r.output and not (tmp_path / "a").exists()
-    r = CliRunner().invoke(app, ["plan", "train", "--model", "deepseek-v3", "--hardware", "h100-sxm", "--gpus", "64",
-                                 "--global-batch", "256", "--seq-len", "4096", "--emit", "deepspeed",
-                                 "--out", str(tmp_path / "b")])
+    r = CliRunner().invoke(
+        app,
+        [
+            "plan",
+            "train",
+            "--model",
+            "deepseek-v3",
+            "--hardware",
+            "h100-sxm",
+            "--gpus",
+            "64",
+            "--global-batch",
+            "256",
+            "--seq-len",
+            "4096",
+            "--emit",
+            "deepspeed",
+            "--out",
+            str(tmp_path / "b"),
+        ],
+    )
     assert r.exit_code == 2 and "multi-latent attention" in r.output and not (tmp_path / "b").exists()
-    r = CliRunner().invoke(app, ["plan", "serve", "--model", "llama-3.1-8b", "--hardware", "h100-sxm", "--gpus", "8",
-                                 "--isl", "1000", "--osl", "100", "--emit", "dynamo", "--target", "dynamo=1.3",
-                                 "--out", str(tmp_path / "c")])
+    r = CliRunner().invoke(
+        app,
+        [
+            "plan",
+            "serve",
+            "--model",
+            "llama-3.1-8b",
+            "--hardware",
+            "h100-sxm",
+            "--gpus",
+            "8",
+            "--isl",
+            "1000",
+            "--osl",
+            "100",
+            "--emit",
+            "dynamo",
+            "--target",
+            "dynamo=1.3",
+            "--out",
+            str(tmp_path / "c"),
+        ],
+    )
     assert r.exit_code == 0, r.output
     assert "apiVersion: nvidia.com/v1alpha1" in (tmp_path / "c" / "dynamo_graph.yaml").read_text()
 
 
-@pytest.mark.parametrize(("model", "gpus", "method", "hit"), [("deepseek-v3", 64, "mtp", None),
-                                                             ("qwen3-32b", 8, "ngram", 0.5)])
+@pytest.mark.parametrize(
+    ("model", "gpus", "method", "hit"), [("deepseek-v3", 64, "mtp", None), ("qwen3-32b", 8, "ngram", 0.5)]
+)
 def test_speculative_and_prefix_cache_flags_pass_their_inventory(model, gpus, method, hit):
     from roofplan.costmodel.serve_features import SpecDecode
 
     hw = "h200-sxm" if model == "deepseek-v3" else "h100-sxm"
-    plan = plan_serving(model, hw, gpus=gpus, isl=2000, osl=200, mode="disagg",
-                        speculative=SpecDecode.of(method, None, None), prefix_hit=hit)
+    plan = plan_serving(
+        model,
+        hw,
+        gpus=gpus,
+        isl=2000,
+        osl=200,
+        mode="disagg",
+        speculative=SpecDecode.of(method, None, None),
+        prefix_hit=hit,
+    )
     vfiles = vllm.emit(plan.best, plan.request)
-    for a in [a for n, t in vfiles.items() if n.endswith(".sh") and n.startswith("vllm_node")
-              for a in commands(t, ["vllm", "serve"])]:
+    for a in [
+        a
+        for n, t in vfiles.items()
+        if n.endswith(".sh") and n.startswith("vllm_node")
+        for a in commands(t, ["vllm", "serve"])
+    ]:
         assert problems(a[3:], inventory("vllm")) == []
         assert json.loads(value(a, "--speculative-config"))["num_speculative_tokens"] >= 1
         assert ("--enable-prefix-caching" in a) == bool(hit)
     sfiles = sglang.emit(plan.best, plan.request)
-    for a in [a for n, t in sfiles.items() if n.startswith("sglang_node")
-              for a in commands(t, ["python", "-m", "sglang.launch_server"])]:
+    for a in [
+        a
+        for n, t in sfiles.items()
+        if n.startswith("sglang_node")
+        for a in commands(t, ["python", "-m", "sglang.launch_server"])
+    ]:
         assert problems(a[3:], inventory("sglang")) == []

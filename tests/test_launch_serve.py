@@ -315,7 +315,8 @@ def test_colocated_instances_and_router():
     conf = files["router_nginx.conf"]
     assert f"listen {8000};" in conf
     assert sorted(int(x) for x in re.findall(r"server [^:;]+:(\d+);", conf)) == sorted(
-        int(flag(a, "--port")) for a in serves)
+        int(flag(a, "--port")) for a in serves
+    )
     assert all(
         flag(a, "--max-num-batched-tokens") == "536" and "--kv-transfer-config" not in a for a in serves
     )

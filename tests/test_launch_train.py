@@ -19,8 +19,13 @@ from roofplan.models.loader import load_model
 def script_argv(text: str) -> list[str]:
     """The command of a generated bash script: comments and set/export lines dropped, backslash
     continuations joined, then shell-split."""
-    body = [ln for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith(("#", "set ", "export ", "if "))
-            and not re.match(r"^[A-Z_]+=\S*$", ln)]
+    body = [
+        ln
+        for ln in text.splitlines()
+        if ln.strip()
+        and not ln.lstrip().startswith(("#", "set ", "export ", "if "))
+        and not re.match(r"^[A-Z_]+=\S*$", ln)
+    ]
     return shlex.split(" ".join(ln.rstrip().removesuffix("\\") for ln in body))
 
 
@@ -30,9 +35,27 @@ def flag(argv: list[str], name: str) -> str:
 
 
 def _config(**kw) -> dict:
-    c = {"model": "llama-3.1-70b", "hardware": "h100-sxm", "gpus": 64, "gpus_per_node": 8, "tp": 4, "pp": 4, "dp": 2, "cp": 2, "ep": 1,
-             "vpp": 5, "micro_batch": 1, "global_batch": 128, "seq_len": 8192, "dtype": "bf16", "recompute": "full",
-             "recompute_layers": 3, "sequence_parallel": True, "zero": 1, "offload": "none"}
+    c = {
+        "model": "llama-3.1-70b",
+        "hardware": "h100-sxm",
+        "gpus": 64,
+        "gpus_per_node": 8,
+        "tp": 4,
+        "pp": 4,
+        "dp": 2,
+        "cp": 2,
+        "ep": 1,
+        "vpp": 5,
+        "micro_batch": 1,
+        "global_batch": 128,
+        "seq_len": 8192,
+        "dtype": "bf16",
+        "recompute": "full",
+        "recompute_layers": 3,
+        "sequence_parallel": True,
+        "zero": 1,
+        "offload": "none",
+    }
     c.update(kw)
     return c
 
@@ -48,8 +71,10 @@ def test_megatron_script_carries_every_degree():
     argv = script_argv(text)
     assert argv[0] == "torchrun"
     nnodes, nproc = int(flag(argv, "--nnodes")), int(flag(argv, "--nproc_per_node"))
-    tp, pp, cp = (int(flag(argv, f)) for f in ("--tensor-model-parallel-size", "--pipeline-model-parallel-size",
-                                               "--context-parallel-size"))
+    tp, pp, cp = (
+        int(flag(argv, f))
+        for f in ("--tensor-model-parallel-size", "--pipeline-model-parallel-size", "--context-parallel-size")
+    )
     assert (tp, pp, cp) == (4, 4, 2)
     assert nnodes * nproc == 64 and nnodes * nproc // (tp * pp * cp) == c["dp"]
     # VPP = layers / PP / layers-per-virtual-stage
@@ -68,8 +93,20 @@ def test_megatron_script_carries_every_degree():
 
 def test_megatron_recompute_all_layers_and_fp16_and_moe():
     m = load_model("mixtral-8x7b")
-    c = _config(model="mixtral-8x7b", tp=2, pp=1, dp=32, cp=1, ep=8, vpp=1, recompute="full", recompute_layers=0,
-                dtype="fp16", zero=0, sequence_parallel=False)
+    c = _config(
+        model="mixtral-8x7b",
+        tp=2,
+        pp=1,
+        dp=32,
+        cp=1,
+        ep=8,
+        vpp=1,
+        recompute="full",
+        recompute_layers=0,
+        dtype="fp16",
+        zero=0,
+        sequence_parallel=False,
+    )
     argv = script_argv(megatron.emit(m, c, EST)[megatron.SCRIPT])
     assert flag(argv, "--recompute-method") == "uniform" and flag(argv, "--recompute-num-layers") == "1"
     assert "--fp16" in argv and "--bf16" not in argv
@@ -85,11 +122,17 @@ def test_megatron_refuses_parameter_offload():
 
 def test_deepspeed_config_and_launcher():
     m = load_model("llama-3.1-70b")
-    c = _config(tp=8, pp=1, dp=8, cp=1, vpp=1, micro_batch=2, global_batch=256, zero=3, offload="optimizer+params")
+    c = _config(
+        tp=8, pp=1, dp=8, cp=1, vpp=1, micro_batch=2, global_batch=256, zero=3, offload="optimizer+params"
+    )
     files = deepspeed.emit(m, c, EST)
     doc = json.loads(files[deepspeed.CONFIG])
     z = doc["zero_optimization"]
-    assert z["stage"] == 3 and z["offload_optimizer"]["device"] == "cpu" and z["offload_param"]["device"] == "cpu"
+    assert (
+        z["stage"] == 3
+        and z["offload_optimizer"]["device"] == "cpu"
+        and z["offload_param"]["device"] == "cpu"
+    )
     assert doc["train_micro_batch_size_per_gpu"] == 2 and doc["train_batch_size"] == 256
     # train_batch_size = micro x accumulation x data-parallel ranks
     assert doc["train_micro_batch_size_per_gpu"] * doc["gradient_accumulation_steps"] * c["dp"] == 256
@@ -104,8 +147,18 @@ def test_deepspeed_config_and_launcher():
 
 
 def test_deepspeed_optimizer_offload_only_and_fp16():
-    c = _config(tp=8, pp=2, dp=4, cp=1, vpp=1, zero=1, offload="optimizer", dtype="fp16", micro_batch=4,
-                recompute_layers=0)
+    c = _config(
+        tp=8,
+        pp=2,
+        dp=4,
+        cp=1,
+        vpp=1,
+        zero=1,
+        offload="optimizer",
+        dtype="fp16",
+        micro_batch=4,
+        recompute_layers=0,
+    )
     doc = deepspeed.ds_config(c, EST)
     assert doc["zero_optimization"]["stage"] == 1 and "offload_param" not in doc["zero_optimization"]
     assert doc["zero_optimization"]["offload_optimizer"]["device"] == "cpu"
@@ -129,8 +182,13 @@ def test_torchtitan_toml():
     assert par["tensor_parallel_degree"] == 4 and par["pipeline_parallel_degree"] == 4
     assert par["context_parallel_degree"] == 2
     assert par["data_parallel_shard_degree"] * par["data_parallel_replicate_degree"] == c["dp"]
-    world = (par["data_parallel_shard_degree"] * par["data_parallel_replicate_degree"] * par["tensor_parallel_degree"]
-             * par["pipeline_parallel_degree"] * par["context_parallel_degree"])
+    world = (
+        par["data_parallel_shard_degree"]
+        * par["data_parallel_replicate_degree"]
+        * par["tensor_parallel_degree"]
+        * par["pipeline_parallel_degree"]
+        * par["context_parallel_degree"]
+    )
     assert world == 64
     assert par["pipeline_parallel_schedule"] == "Interleaved1F1B"
     assert par["pipeline_parallel_layers_per_stage"] == 80 // (4 * 5)
@@ -155,7 +213,9 @@ def test_torchtitan_zero0_replicates_and_refuses_zero1():
 
 @pytest.mark.parametrize("framework", ["megatron", "deepspeed", "torchtitan"])
 def test_planned_winner_round_trips_through_each_emitter(framework):
-    plan = plan_training("llama-3.1-8b", "h100-sxm", gpus=16, global_batch=128, seq_len=4096, emit=framework, top=2)
+    plan = plan_training(
+        "llama-3.1-8b", "h100-sxm", gpus=16, global_batch=128, seq_len=4096, emit=framework, top=2
+    )
     b = plan.best
     files = train_files(plan, [framework])
     if framework == "megatron":
@@ -175,6 +235,9 @@ def test_planned_winner_round_trips_through_each_emitter(framework):
     else:
         text = files[torchtitan.PYCONFIG]
         par = dict(re.findall(r"config\.parallelism\.(\w+) = (\S+)", text))
-        assert (int(par["tensor_parallel_degree"]), int(par["pipeline_parallel_degree"]),
-                int(par["context_parallel_degree"])) == (b["tp"], b["pp"], b["cp"])
+        assert (
+            int(par["tensor_parallel_degree"]),
+            int(par["pipeline_parallel_degree"]),
+            int(par["context_parallel_degree"]),
+        ) == (b["tp"], b["pp"], b["cp"])
     assert shlex.split(plan.launch[framework])[0] in ("torchrun", "deepspeed")

@@ -27,22 +27,46 @@ PKG = ROOT / "roofplan"
 
 #: Floor of each top-level part of ``roofplan`` (modules not listed are the base floor 0).
 FLOORS = {
-    "errors": 0, "inputs": 0, "outputs": 0, "plain": 0, "catalogs": 0,
-    "hardware": 1, "engines": 1, "models": 1, "workload": 1,
+    "errors": 0,
+    "inputs": 0,
+    "outputs": 0,
+    "plain": 0,
+    "catalogs": 0,
+    "hardware": 1,
+    "engines": 1,
+    "models": 1,
+    "workload": 1,
     "costmodel": 2,
-    "solver": 3, "serving": 3,
+    "solver": 3,
+    "serving": 3,
     "launch": 4,
-    "resolve": 5, "validation": 5, "calibration": 5, "sweep": 5,
-    "cli": 6, "__init__": 6, "__main__": 6,
+    "resolve": 5,
+    "validation": 5,
+    "calibration": 5,
+    "sweep": 5,
+    "cli": 6,
+    "__init__": 6,
+    "__main__": 6,
 }
 #: Modules that read catalogs, overlays or model files (ids and paths in, specs out).
 LOADERS = (
-    "roofplan.hardware.catalog", "roofplan.hardware.engines", "roofplan.engines.catalog",
-    "roofplan.models.loader", "roofplan.models.hf_config", "roofplan.resolve",
+    "roofplan.hardware.catalog",
+    "roofplan.hardware.engines",
+    "roofplan.engines.catalog",
+    "roofplan.models.loader",
+    "roofplan.models.hf_config",
+    "roofplan.resolve",
 )
 FORBIDDEN = {
-    "costmodel": ("roofplan.solver", "roofplan.launch", "roofplan.cli", "roofplan.validation",
-                  "roofplan.calibration", "yaml", *LOADERS),
+    "costmodel": (
+        "roofplan.solver",
+        "roofplan.launch",
+        "roofplan.cli",
+        "roofplan.validation",
+        "roofplan.calibration",
+        "yaml",
+        *LOADERS,
+    ),
     "solver": ("roofplan.cli", "roofplan.launch", *LOADERS),
     # below the door too: the serving-under-load composition and the launch emitters take specs
     "serving": LOADERS,
@@ -50,11 +74,9 @@ FORBIDDEN = {
 }
 
 #: (importer, imported) pairs that break a rule today, each with who removes it.
-ALLOWED = {
-}
+ALLOWED = {}
 #: Import cycles that exist today (each a sorted tuple of its modules), with who removes them.
-ALLOWED_CYCLES: dict[tuple[str, ...], str] = {
-}
+ALLOWED_CYCLES: dict[tuple[str, ...], str] = {}
 
 
 def _module_name(path: Path) -> str:
@@ -129,7 +151,9 @@ def _with_packages(graph: dict[str, set[str]]) -> dict[str, set[str]]:
             full.add(dep)
             parts = dep.split(".")
             # a package the importer lives in is already being initialised: no edge to it
-            full.update(pkg for i in range(2, len(parts)) if not mod.startswith((pkg := ".".join(parts[:i])) + "."))
+            full.update(
+                pkg for i in range(2, len(parts)) if not mod.startswith((pkg := ".".join(parts[:i])) + ".")
+            )
         out[mod] = {d for d in full if d in graph and d != mod}
     return out
 
@@ -194,7 +218,9 @@ def test_no_module_imports_a_higher_floor_or_a_forbidden_package():
 def test_the_allowlist_only_shrinks():
     found = _violations(_graph())
     gone = sorted(k for k in ALLOWED if k not in found)
-    assert not gone, "no longer a violation, remove from ALLOWED: " + ", ".join(f"{a} -> {b}" for a, b in gone)
+    assert not gone, "no longer a violation, remove from ALLOWED: " + ", ".join(
+        f"{a} -> {b}" for a, b in gone
+    )
 
 
 def test_no_import_cycle():

@@ -11,8 +11,9 @@ from roofplan.models.loader import load_model
 
 
 def _cfg(tp: int) -> ServeConfigs:
-    return ServeConfigs.single(tp=tp, pp=1, ep=1, dp=1, batch=1, isl=1, osl=1, dtype="bf16", kv_dtype=None,
-                               engine="vllm")
+    return ServeConfigs.single(
+        tp=tp, pp=1, ep=1, dp=1, batch=1, isl=1, osl=1, dtype="bf16", kv_dtype=None, engine="vllm"
+    )
 
 
 def test_gated_deltanet_state_splits_over_all_tp_ranks():

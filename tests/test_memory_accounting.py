@@ -45,8 +45,22 @@ def test_even_1f1b_peak_is_the_first_stage_holding_every_layer():
     from roofplan.models.loader import load_model
 
     s = model_shapes(dataclasses.replace(load_model("llama-3.1-405b"), layers=128))
-    acts = activation_bytes(s, micro_batch=1, seq_len=8192, tp=8, pp=16, cp=1, vpp=1, microbatches=16, sp=True,
-                            recompute=0, recompute_layers=0, flash=True, dropout=False, layers_per_stage=8)
+    acts = activation_bytes(
+        s,
+        micro_batch=1,
+        seq_len=8192,
+        tp=8,
+        pp=16,
+        cp=1,
+        vpp=1,
+        microbatches=16,
+        sp=True,
+        recompute=0,
+        recompute_layers=0,
+        flash=True,
+        dropout=False,
+        layers_per_stage=8,
+    )
     assert float(acts) == pytest.approx(16 * (8 * 8192 * PER_TOKEN_LAYER + 8192 * 8), rel=1e-9)
 
 

@@ -165,7 +165,13 @@ def test_kimi_k2_checkpoint_count():
         return -(-m // 128) * -(-n // 128)
 
     h = spec.hidden
-    attn = blocks(1536, h) + blocks(64 * 192, 1536) + blocks(576, h) + blocks(64 * 256, 512) + blocks(h, 64 * 128)
+    attn = (
+        blocks(1536, h)
+        + blocks(64 * 192, 1536)
+        + blocks(576, h)
+        + blocks(64 * 256, 512)
+        + blocks(h, 64 * 128)
+    )
     expert = 2 * blocks(2048, h) + blocks(h, 2048)
     dense = 2 * blocks(18432, h) + blocks(h, 18432)
     scales = 61 * attn + 60 * 385 * expert + dense
@@ -277,7 +283,9 @@ def test_hf_config_parameter_counts(folder, published, rel):
 
 def test_every_supported_model_type_has_a_fixture():
     docs = [json.loads(p.read_text()) for p in FIXTURES.glob("*/config.json")]
-    types = {d["model_type"] for d in docs} | {d["text_config"]["model_type"] for d in docs if "text_config" in d}
+    types = {d["model_type"] for d in docs} | {
+        d["text_config"]["model_type"] for d in docs if "text_config" in d
+    }
     assert set(SUPPORTED_MODEL_TYPES) - {"deepseek_v2"} <= types
 
 

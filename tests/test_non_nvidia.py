@@ -66,8 +66,9 @@ def test_sn40l_dataflow_overlap_only_removes_time():
     assert d["communication"] < d["memory"]
 
 
-@pytest.mark.parametrize("case_id", ["lib-sn40l-l3-70b-b1-128", "lib-sn40l-l3-70b-b16-1024",
-                                     "mleng-mi300x-ar-2x-4gb"])
+@pytest.mark.parametrize(
+    "case_id", ["lib-sn40l-l3-70b-b1-128", "lib-sn40l-l3-70b-b16-1024", "mleng-mi300x-ar-2x-4gb"]
+)
 def test_published_non_nvidia_rows_within_20_percent(case_id):
     case = next(c for c in read_cases() if c.id == case_id)
     assert predict(case, None) == pytest.approx(case.measured, rel=0.20)

@@ -19,11 +19,18 @@ DATA = Path(__file__).parent / "data"
 
 def _device(units=None, **eff):
     return DeviceSpec(
-        id="test", name="test", vendor="test", peak_flops={"bf16": 1000e12, "fp8": 2000e12},
-        tiers=(MemoryTier("hbm", 80e9, 3.0e12),), devices_per_node=8,
+        id="test",
+        name="test",
+        vendor="test",
+        peak_flops={"bf16": 1000e12, "fp8": 2000e12},
+        tiers=(MemoryTier("hbm", 80e9, 3.0e12),),
+        devices_per_node=8,
         intra=Fabric("x", "switch", 450e9, 5e-6, in_network_reduction=True),
-        inter=Fabric("ib", "switch", 50e9, 10e-6), tdp_w=700, price_per_hour=None,
-        efficiency=Efficiency(**eff), compute_units=units,
+        inter=Fabric("ib", "switch", 50e9, 10e-6),
+        tdp_w=700,
+        price_per_hour=None,
+        efficiency=Efficiency(**eff),
+        compute_units=units,
     )
 
 
@@ -95,8 +102,10 @@ def test_prefill_attention_flops_include_the_softmax_exponentials():
 
 def test_small_head_dims_are_exponential_bound():
     hw = load_hardware("h100-sxm")
-    per_flop = [float(ops.prefill_attention_time(8, 4096, 4096, 32, 32, d, hw)) / (4 * 8 * 32 * 4096**2 * d / 2)
-                for d in (64, 128, 256)]
+    per_flop = [
+        float(ops.prefill_attention_time(8, 4096, 4096, 32, 32, d, hw)) / (4 * 8 * 32 * 4096**2 * d / 2)
+        for d in (64, 128, 256)
+    ]
     assert per_flop[0] > per_flop[1] > per_flop[2]
 
 
@@ -105,7 +114,8 @@ def test_decode_attention_grows_with_batch_and_context_and_gqa_shares_kv():
     t = ops.decode_attention_time(np.array([1, 64, 1024]), 4096, 32, 8, 128, hw)
     assert np.all(np.diff(t) > 0)
     assert float(ops.decode_attention_time(64, 8192, 32, 8, 128, hw)) > float(
-        ops.decode_attention_time(64, 4096, 32, 8, 128, hw))
+        ops.decode_attention_time(64, 4096, 32, 8, 128, hw)
+    )
     shared = float(ops.decode_attention_time(64, 4096, 32, 8, 128, hw))
     reread = float(ops.decode_attention_time(64, 4096, 32, 8, 128, hw, shared_kv=False))
     assert reread > 2 * shared
@@ -142,8 +152,15 @@ def test_moe_layer_costs_more_with_skew_and_with_more_tokens():
 
 # -- collectives ---------------------------------------------------------------------------------------------
 def test_nccl_takes_the_fastest_protocol():
-    hw = _device(units=None, intra_bw=1.0, intra_latency_s=20e-6, intra_step_latency_s=0.0,
-                 nccl_ll_latency_s=5e-6, nccl_ll128_latency_s=10e-6, nvls_min_ranks=8)
+    hw = _device(
+        units=None,
+        intra_bw=1.0,
+        intra_latency_s=20e-6,
+        intra_step_latency_s=0.0,
+        nccl_ll_latency_s=5e-6,
+        nccl_ll128_latency_s=10e-6,
+        nvls_min_ranks=8,
+    )
     g = 4
     small = float(collective_time("all_gather", 4096, g, hw))
     assert small == pytest.approx(5e-6 + 3 / 4 * 4096 / (450e9 * 0.5))
@@ -153,7 +170,9 @@ def test_nccl_takes_the_fastest_protocol():
 
 
 def test_nvls_only_from_its_group_size():
-    hw = _device(units=None, nvls_speedup=1.3, nvls_min_ranks=8, intra_latency_s=0.0, intra_step_latency_s=0.0)
+    hw = _device(
+        units=None, nvls_speedup=1.3, nvls_min_ranks=8, intra_latency_s=0.0, intra_step_latency_s=0.0
+    )
     four = float(collective_time("all_reduce", 1 << 28, 4, hw))
     assert four == pytest.approx(2 * 3 / 4 * (1 << 28) / (450e9 * hw.efficiency.intra_bw))
     eight = float(collective_time("all_reduce", 1 << 28, 8, hw))
@@ -167,8 +186,9 @@ def test_custom_allreduce_one_shot_for_small_two_shot_for_large():
     assert t == pytest.approx(3e-6 + 7 * 1024 / bw)
     B = 8 << 20
     two = 6e-6 + 2 * 7 / 8 * B / bw
-    assert float(ops.custom_allreduce_time(B, 8, hw)) == pytest.approx(min(two, float(collective_time(
-        "all_reduce", B, 8, hw))))
+    assert float(ops.custom_allreduce_time(B, 8, hw)) == pytest.approx(
+        min(two, float(collective_time("all_reduce", B, 8, hw)))
+    )
 
 
 # -- accuracy on measured kernels: the held-back half ----------------------------------------------------
@@ -193,8 +213,11 @@ def _errors(rows, hw_id):
 @pytest.mark.parametrize("hw_id", ["h100-sxm", "h200-sxm"])
 @pytest.mark.parametrize("fam", list(TARGETS))
 def test_held_back_kernels_within_target(hw_id, fam):
-    rows = [m for m in _ROWS["measured_kernels_hopper.csv"] if m.hardware == hw_id and family(m) == fam
-            and held_back(m)]
+    rows = [
+        m
+        for m in _ROWS["measured_kernels_hopper.csv"]
+        if m.hardware == hw_id and family(m) == fam and held_back(m)
+    ]
     assert len(rows) >= 30
     e = np.abs(_errors(rows, hw_id))
     med, p90 = TARGETS[fam]

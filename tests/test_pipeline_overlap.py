@@ -13,8 +13,18 @@ HW = load_hardware("h100-sxm")
 
 
 def _step(overlap: bool, vpp: int, gbs: int = 512):
-    cfg = TrainConfigs.single(tp=4, pp=8, dp=2, vpp=vpp, micro_batch=1, global_batch=gbs, seq_len=4096,
-                              sequence_parallel=True, zero=1, overlap_p2p_comm=overlap)
+    cfg = TrainConfigs.single(
+        tp=4,
+        pp=8,
+        dp=2,
+        vpp=vpp,
+        micro_batch=1,
+        global_batch=gbs,
+        seq_len=4096,
+        sequence_parallel=True,
+        zero=1,
+        overlap_p2p_comm=overlap,
+    )
     return train_step(MODEL, HW, cfg)
 
 

@@ -33,8 +33,18 @@ def test_uneven_split_only_with_plain_1f1b():
 
 def test_megatron_emits_first_and_last_stage_layers_for_an_uneven_split():
     m = load_model("llama-3.1-405b")
-    c = _config(model="llama-3.1-405b", gpus=16384, tp=8, pp=16, dp=128, cp=1, vpp=1, global_batch=2048,
-                recompute="none", recompute_layers=0)
+    c = _config(
+        model="llama-3.1-405b",
+        gpus=16384,
+        tp=8,
+        pp=16,
+        dp=128,
+        cp=1,
+        vpp=1,
+        global_batch=2048,
+        recompute="none",
+        recompute_layers=0,
+    )
     argv = script_argv(megatron.emit(m, c, EST)[megatron.SCRIPT])
     assert int(flag(argv, "--pipeline-model-parallel-size")) == 16
     assert int(flag(argv, "--decoder-first-pipeline-num-layers")) == 7

@@ -14,11 +14,23 @@ HOST = Tier("host", capacity_bytes=100 * GB, bandwidth_Bps=25 * GB)
 
 def _problem(**kw) -> PlacementProblem:
     base = {
-        "hbm_capacity": 80 * GB, "fixed_hbm_bytes": 2 * GB,
-        "state_bytes": {"optimizer_moments": 16 * GB, "master_weights": 8 * GB, "gradients": 8 * GB,
-                     "parameters": 4 * GB},
-        "act_none": 30 * GB, "act_selective": 26 * GB, "act_saved_per_layer": 1 * GB, "layers_per_stage": 20,
-        "t_base": 10.0, "t_selective": 0.2, "t_recompute_per_layer": 0.1, "window": 6.0, "tiers": (HOST,),
+        "hbm_capacity": 80 * GB,
+        "fixed_hbm_bytes": 2 * GB,
+        "state_bytes": {
+            "optimizer_moments": 16 * GB,
+            "master_weights": 8 * GB,
+            "gradients": 8 * GB,
+            "parameters": 4 * GB,
+        },
+        "act_none": 30 * GB,
+        "act_selective": 26 * GB,
+        "act_saved_per_layer": 1 * GB,
+        "layers_per_stage": 20,
+        "t_base": 10.0,
+        "t_selective": 0.2,
+        "t_recompute_per_layer": 0.1,
+        "window": 6.0,
+        "tiers": (HOST,),
     }
     base.update(kw)
     return PlacementProblem(**base)
@@ -59,8 +71,11 @@ def test_recompute_versus_offload_hand_calculation():
 
 def test_priced_state_uses_the_given_cost():
     # With optimizer offload priced at 0.05 s (cheaper than any crossing accounting) it wins.
-    p = _problem(hbm_capacity=60 * GB, state_cost_s={"optimizer_moments": 0.05, "master_weights": 0.05},
-                 allowed={"activations": ()})
+    p = _problem(
+        hbm_capacity=60 * GB,
+        state_cost_s={"optimizer_moments": 0.05, "master_weights": 0.05},
+        allowed={"activations": ()},
+    )
     r = solve(p, _all_hbm(p))
     assert r.decision.placement["optimizer_moments"] == "host"
     assert r.step_time_s == pytest.approx(10.05)
@@ -104,8 +119,13 @@ def test_infeasible_program_falls_back():
 
 def test_ilp_matches_brute_force():
     # Enumerate every placement of the four states x recompute choice on a small program.
-    p = _problem(hbm_capacity=52 * GB, layers_per_stage=6, act_saved_per_layer=3 * GB,
-                 allowed={"activations": ()}, tiers=(Tier("host", 20 * GB, 10 * GB),))
+    p = _problem(
+        hbm_capacity=52 * GB,
+        layers_per_stage=6,
+        act_saved_per_layer=3 * GB,
+        allowed={"activations": ()},
+        tiers=(Tier("host", 20 * GB, 10 * GB),),
+    )
     best = None
     states = list(p.state_bytes)
     for tiers in itertools.product(("hbm", "host"), repeat=len(states)):

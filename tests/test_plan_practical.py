@@ -48,8 +48,14 @@ def test_every_pick_keeps_the_headroom_and_reports_its_free_memory(plan70):
 
 def test_every_configuration_is_feasible_or_rejected_once(plan70):
     assert plan70.searched == plan70.feasible + sum(plan70.rejected.values())
-    tight = plan_training("llama-3.1-70b", "h100-sxm", placement=False, memory_headroom_gib=30,
-                          constraints={"exclude": "cp>1"}, **L70)
+    tight = plan_training(
+        "llama-3.1-70b",
+        "h100-sxm",
+        placement=False,
+        memory_headroom_gib=30,
+        constraints={"exclude": "cp>1"},
+        **L70,
+    )
     assert tight.searched == tight.feasible + sum(tight.rejected.values())
     assert tight.rejected["headroom"] > 0 and tight.rejected["constraint"] > 0
     assert all(c["free_memory_gib"] >= 30 and c["cp"] == 1 for c in tight.candidates)
@@ -60,19 +66,31 @@ def test_every_configuration_is_feasible_or_rejected_once(plan70):
 def test_headroom_out_of_range_is_bad_input():
     for bad in (-1, 80, "x"):
         with pytest.raises(InputError):
-            plan_training("llama-3.1-8b", "h100-sxm", gpus=8, global_batch=64, seq_len=4096, memory_headroom_gib=bad)
+            plan_training(
+                "llama-3.1-8b", "h100-sxm", gpus=8, global_batch=64, seq_len=4096, memory_headroom_gib=bad
+            )
 
 
 # -- constraints --------------------------------------------------------------------------------------
 def test_constraint_parsing():
     fix = cons.parse("tp=8, pp=16,recompute=full,sp=on", exclude=False, field="fix")
-    assert [(c.key, c.op, c.value) for c in fix] == [("tp", "=", 8), ("pp", "=", 16), ("recompute", "=", 2),
-                                                     ("sp", "=", 1)]
+    assert [(c.key, c.op, c.value) for c in fix] == [
+        ("tp", "=", 8),
+        ("pp", "=", 16),
+        ("recompute", "=", 2),
+        ("sp", "=", 1),
+    ]
     exc = cons.parse("cp>1,zero>=3", exclude=True, field="exclude")
     arrays = {"tp": np.array([1, 1, 1]), "cp": np.array([1, 2, 1]), "zero": np.array([1, 1, 3])}
     assert cons.mask(exc, arrays).tolist() == [True, False, False]
-    for text, exclude in (("tp8", False), ("tp>8", False), ("foo=1", True), ("recompute<full", True),
-                          ("tp=x", False), ("offload=disk", True)):
+    for text, exclude in (
+        ("tp8", False),
+        ("tp>8", False),
+        ("foo=1", True),
+        ("recompute<full", True),
+        ("tp=x", False),
+        ("offload=disk", True),
+    ):
         with pytest.raises(InputError):
             cons.parse(text, exclude=exclude, field="exclude" if exclude else "fix")
 
@@ -81,10 +99,31 @@ def test_fully_fixed_layout_equals_estimate():
     fix = "tp=8,pp=4,dp=2,cp=1,vpp=1,mb=1,zero=1,recompute=selective,offload=none,sp=on,tp_overlap=off"
     plan = plan_training("llama-3.1-70b", "h100-sxm", constraints={"fix": fix}, **L70)
     b = plan.best
-    assert (b["tp"], b["pp"], b["dp"], b["vpp"], b["micro_batch"], b["zero"], b["recompute"],
-            b["tp_comm_overlap"]) == (8, 4, 2, 1, 1, 1, "selective", False)
-    est = estimate_training("llama-3.1-70b", "h100-sxm", tp=8, pp=4, dp=2, cp=1, vpp=1, global_batch=512,
-                            micro_batch=1, seq_len=8192, recompute="selective", sequence_parallel=True, zero=1)
+    assert (
+        b["tp"],
+        b["pp"],
+        b["dp"],
+        b["vpp"],
+        b["micro_batch"],
+        b["zero"],
+        b["recompute"],
+        b["tp_comm_overlap"],
+    ) == (8, 4, 2, 1, 1, 1, "selective", False)
+    est = estimate_training(
+        "llama-3.1-70b",
+        "h100-sxm",
+        tp=8,
+        pp=4,
+        dp=2,
+        cp=1,
+        vpp=1,
+        global_batch=512,
+        micro_batch=1,
+        seq_len=8192,
+        recompute="selective",
+        sequence_parallel=True,
+        zero=1,
+    )
     e = est.to_json()
     for k in ("step_time_s", "tokens_per_s", "mfu"):
         assert b[k] == pytest.approx(e[k], rel=1e-12)
@@ -92,8 +131,20 @@ def test_fully_fixed_layout_equals_estimate():
 
 
 def test_cli_constraints_bad_syntax_and_infeasible():
-    base = ["plan", "train", "--model", "llama-3.1-70b", "--hardware", "h100-sxm", "--gpus", "64",
-            "--global-batch", "512", "--seq-len", "8192"]
+    base = [
+        "plan",
+        "train",
+        "--model",
+        "llama-3.1-70b",
+        "--hardware",
+        "h100-sxm",
+        "--gpus",
+        "64",
+        "--global-batch",
+        "512",
+        "--seq-len",
+        "8192",
+    ]
     bad = runner.invoke(app, base + ["--fix", "tp8"])
     assert bad.exit_code == 2 and len(bad.stderr.strip().splitlines()) == 1 and "fix" in bad.stderr
     inf = runner.invoke(app, base + ["--fix", "tp=1,pp=1,zero=0"])
@@ -125,11 +176,13 @@ def test_band_is_the_p90_of_the_groups_absolute_errors():
     from roofplan.models.loader import load_model
     from roofplan.validation.suite import read_cases, run_suite
 
-    res = run_suite(cases=[c for c in read_cases() if c.kind == "train" and c.str("hardware") == "a100-sxm-80gb"])
+    res = run_suite(
+        cases=[c for c in read_cases() if c.kind == "train" and c.str("hardware") == "a100-sxm-80gb"]
+    )
     errs = sorted(abs(r.error) for r in res.results)
     band = robust.error_band(BANDS, "a100-sxm-80gb", load_model("gpt3-175b"))
     assert band.rows == len(errs) >= robust.MIN_ROWS
-    k = -(-9 * len(errs) // 10) - 1   # nearest rank: the ceil(0.9 n)-th smallest
+    k = -(-9 * len(errs) // 10) - 1  # nearest rank: the ceil(0.9 n)-th smallest
     assert band.pct == pytest.approx(100 * errs[k], abs=0.005)
     assert f"{band.rows} validated a100-sxm-80gb dense training rows" in band.label
     # no validated row on MI300X: the band falls back to every training row
@@ -146,7 +199,9 @@ def test_serve_pick_carries_the_p90_of_its_devices_serving_rows():
     res = run_suite(cases=[c for c in read_cases() if c.kind in kinds and c.str("hardware") == "h100-sxm"])
     errs = sorted(abs(r.error) for r in res.results if r.error is not None)
     k = -(-9 * len(errs) // 10) - 1
-    best = plan_serving("llama-3.1-8b", "h100-sxm", gpus=8, isl=2000, osl=200, emit_launch=False).to_json()["best"]
+    best = plan_serving("llama-3.1-8b", "h100-sxm", gpus=8, isl=2000, osl=200, emit_launch=False).to_json()[
+        "best"
+    ]
     assert best["error_band_pct"] == pytest.approx(100 * errs[k], abs=0.005)
     assert f"p90 of {len(errs)} validated h100-sxm serving rows" in best["error_band"]
 
@@ -162,15 +217,34 @@ def test_gpt3_on_1024_a100_keeps_headroom_and_flags_mfu_above_published():
 
 # -- robust choice ------------------------------------------------------------------------------------
 def _arrays(**kw):
-    base = {"tp": 1, "pp": 1, "dp": 8, "cp": 1, "ep": 1, "vpp": 1, "recompute": 0, "recompute_layers": 0,
-            "zero": 1, "offload": 0, "micro_batch": 1, "sequence_parallel": 0}
+    base = {
+        "tp": 1,
+        "pp": 1,
+        "dp": 8,
+        "cp": 1,
+        "ep": 1,
+        "vpp": 1,
+        "recompute": 0,
+        "recompute_layers": 0,
+        "zero": 1,
+        "offload": 0,
+        "micro_batch": 1,
+        "sequence_parallel": 0,
+    }
     rows = [base | r for r in kw["rows"]]
     return {k: np.array([r[k] for r in rows]) for k in base}
 
 
 def test_tie_break_rule():
-    rows = [{"offload": 1, "zero": 1}, {"cp": 2}, {"tp": 2, "pp": 2}, {"tp": 2}, {"tp": 2, "pp": 2, "vpp": 2},
-            {"tp": 2, "recompute": 2}, {"tp": 2, "zero": 2}]
+    rows = [
+        {"offload": 1, "zero": 1},
+        {"cp": 2},
+        {"tp": 2, "pp": 2},
+        {"tp": 2},
+        {"tp": 2, "pp": 2, "vpp": 2},
+        {"tp": 2, "recompute": 2},
+        {"tp": 2, "zero": 2},
+    ]
     a = _arrays(rows=rows)
     order = robust.simplicity_order(a, np.zeros(len(rows)), np.zeros(len(rows))).tolist()
     # tp only; tp + ZeRO-2 (recompute ranks before ZeRO); tp + full recompute; tp x pp; tp x pp x vpp;
@@ -193,7 +267,7 @@ def test_tied_candidates_come_first_simplest_first(plan70):
     assert cands[: len(tied)] == tied and tied[0] is plan70.best
     for c in cands:
         assert c["tied_with_best"] == (c["tokens_per_s"] >= fastest * (1 - band) * (1 - 1e-12))
-    rest = [c["tokens_per_s"] for c in cands[len(tied):]]
+    rest = [c["tokens_per_s"] for c in cands[len(tied) :]]
     assert rest == sorted(rest, reverse=True)
     if plan70.best["tokens_per_s"] < fastest:
         assert "within the error band" in plan70.why["summary"]
@@ -205,10 +279,29 @@ def test_tp_comm_overlap_is_searched_and_only_kept_where_faster():
     plan = plan_training("llama-3.1-70b", "h100-sxm", top=5, placement=False, **L70)
     assert any(c["tp_comm_overlap"] for c in plan.candidates)
     for c in plan.candidates:
-        kw = {k: c[k] for k in ("tp", "pp", "dp", "cp", "vpp", "micro_batch", "recompute", "sequence_parallel",
-                                "zero", "offload")}
-        other = estimate_training("llama-3.1-70b", "h100-sxm", global_batch=512, seq_len=8192,
-                                  tp_comm_overlap=not c["tp_comm_overlap"], **kw).to_json()
+        kw = {
+            k: c[k]
+            for k in (
+                "tp",
+                "pp",
+                "dp",
+                "cp",
+                "vpp",
+                "micro_batch",
+                "recompute",
+                "sequence_parallel",
+                "zero",
+                "offload",
+            )
+        }
+        other = estimate_training(
+            "llama-3.1-70b",
+            "h100-sxm",
+            global_batch=512,
+            seq_len=8192,
+            tp_comm_overlap=not c["tp_comm_overlap"],
+            **kw,
+        ).to_json()
         assert other["tokens_per_s"] <= c["tokens_per_s"] * (1 + 1e-9) or not other["fits"]
     b = plan.best
     if b["tp_comm_overlap"]:
@@ -251,30 +344,51 @@ def test_streamed_robust_pool_finds_the_simplest_tied_configuration():
 def test_mfu_classes():
     from roofplan.models.loader import load_model
 
-    assert robust.mfu_class(load_model("llama-3.1-405b")) == "dense-large"   # 405 B >= 100 B
+    assert robust.mfu_class(load_model("llama-3.1-405b")) == "dense-large"  # 405 B >= 100 B
     assert robust.mfu_class(load_model("gpt3-175b")) == "dense-large"
     assert robust.mfu_class(load_model("llama-3.1-70b")) == "dense-small"
     assert robust.mfu_class(load_model("mixtral-8x22b")) == "moe"
     ref = robust.best_published_mfu(BANDS, "h100-sxm", load_model("llama-3.1-405b"), "bf16")
     band = robust.ErrorBand(8.0, 7, "h100-sxm dense")
-    assert robust.mfu_warning(BANDS, ref["mfu"] * 1.079, band, "h100-sxm", load_model("llama-3.1-405b"), "bf16") is None
-    assert "exceeds" in robust.mfu_warning(BANDS, ref["mfu"] * 1.081, band, "h100-sxm", load_model("llama-3.1-405b"), "bf16")
+    assert (
+        robust.mfu_warning(BANDS, ref["mfu"] * 1.079, band, "h100-sxm", load_model("llama-3.1-405b"), "bf16")
+        is None
+    )
+    assert "exceeds" in robust.mfu_warning(
+        BANDS, ref["mfu"] * 1.081, band, "h100-sxm", load_model("llama-3.1-405b"), "bf16"
+    )
 
 
 def test_expert_tensor_parallelism_is_searched_for_moe():
     """MoE layouts with experts unsplit by TP (ETP = 1) are in the space; a plan fixed to one
     equals `estimate train --etp 1` of it, and Megatron gets the degree."""
     kw = {"gpus": 64, "global_batch": 256, "seq_len": 4096}
-    plan = plan_training("mixtral-8x22b", "h100-sxm", top=3, placement=False, constraints={"fix": "etp=1,tp=2"},
-                         **kw)
+    plan = plan_training(
+        "mixtral-8x22b", "h100-sxm", top=3, placement=False, constraints={"fix": "etp=1,tp=2"}, **kw
+    )
     b = plan.best
     assert (b["tp"], b["etp"]) == (2, 1)
     assert plan.searched == plan.feasible + sum(plan.rejected.values())
-    est = estimate_training("mixtral-8x22b", "h100-sxm", tp=2, pp=b["pp"], dp=b["dp"], cp=b["cp"], ep=b["ep"], etp=1,
-                            vpp=b["vpp"], micro_batch=b["micro_batch"], recompute=b["recompute"],
-                            recompute_layers=b["recompute_layers"], sequence_parallel=b["sequence_parallel"],
-                            zero=b["zero"], offload=b["offload"], tp_comm_overlap=b["tp_comm_overlap"],
-                            global_batch=256, seq_len=4096).to_json()
+    est = estimate_training(
+        "mixtral-8x22b",
+        "h100-sxm",
+        tp=2,
+        pp=b["pp"],
+        dp=b["dp"],
+        cp=b["cp"],
+        ep=b["ep"],
+        etp=1,
+        vpp=b["vpp"],
+        micro_batch=b["micro_batch"],
+        recompute=b["recompute"],
+        recompute_layers=b["recompute_layers"],
+        sequence_parallel=b["sequence_parallel"],
+        zero=b["zero"],
+        offload=b["offload"],
+        tp_comm_overlap=b["tp_comm_overlap"],
+        global_batch=256,
+        seq_len=4096,
+    ).to_json()
     assert b["step_time_s"] == pytest.approx(est["step_time_s"], rel=1e-12)
     assert "--expert-tensor-parallel-size 1" in plan.launch["megatron"]
     dense = plan_training("llama-3.1-8b", "h100-sxm", gpus=8, global_batch=64, seq_len=4096, placement=False)
@@ -283,12 +397,30 @@ def test_expert_tensor_parallelism_is_searched_for_moe():
 
 def _estimate_of(model: str, b: dict, **kw) -> dict:
     """`estimate train` of a plan's pick, every searched knob passed as the pick has it."""
-    return estimate_training(model, "h100-sxm", tp=b["tp"], pp=b["pp"], dp=b["dp"], cp=b["cp"], ep=b["ep"],
-                             etp=b["etp"], vpp=b["vpp"], micro_batch=b["micro_batch"], recompute=b["recompute"],
-                             recompute_layers=b["recompute_layers"], sequence_parallel=b["sequence_parallel"],
-                             zero=b["zero"], offload=b["offload"], tp_comm_overlap=b["tp_comm_overlap"],
-                             moe_dispatcher=b["moe_dispatcher"], fp8_recipe=b["fp8_recipe"], dtype=b["dtype"],
-                             global_batch=b["global_batch"], seq_len=b["seq_len"], **kw).to_json()
+    return estimate_training(
+        model,
+        "h100-sxm",
+        tp=b["tp"],
+        pp=b["pp"],
+        dp=b["dp"],
+        cp=b["cp"],
+        ep=b["ep"],
+        etp=b["etp"],
+        vpp=b["vpp"],
+        micro_batch=b["micro_batch"],
+        recompute=b["recompute"],
+        recompute_layers=b["recompute_layers"],
+        sequence_parallel=b["sequence_parallel"],
+        zero=b["zero"],
+        offload=b["offload"],
+        tp_comm_overlap=b["tp_comm_overlap"],
+        moe_dispatcher=b["moe_dispatcher"],
+        fp8_recipe=b["fp8_recipe"],
+        dtype=b["dtype"],
+        global_batch=b["global_batch"],
+        seq_len=b["seq_len"],
+        **kw,
+    ).to_json()
 
 
 def test_moe_dispatcher_is_searched_and_a_fixed_one_equals_estimate():
@@ -296,15 +428,23 @@ def test_moe_dispatcher_is_searched_and_a_fixed_one_equals_estimate():
     gets the flex dispatcher; free choice picks whichever the cost model finds faster for that
     layout (alltoall and deepep of the same layout compared against estimate)."""
     kw = {"gpus": 64, "global_batch": 256, "seq_len": 4096, "placement": False, "top": 2}
-    fixed = plan_training("mixtral-8x22b", "h100-sxm", constraints={"fix": "tp=2,ep=8,dispatcher=deepep"}, **kw)
+    fixed = plan_training(
+        "mixtral-8x22b", "h100-sxm", constraints={"fix": "tp=2,ep=8,dispatcher=deepep"}, **kw
+    )
     b = fixed.best
     assert b["moe_dispatcher"] == "deepep"
     assert b["step_time_s"] == pytest.approx(_estimate_of("mixtral-8x22b", b)["step_time_s"], rel=1e-12)
     assert "--moe-token-dispatcher-type flex --moe-enable-deepep" in fixed.launch["megatron"]
-    layout = ",".join(f"{k}={b[k]}" for k in ("tp", "pp", "cp", "ep", "vpp", "zero")) + f",mb={b['micro_batch']}"
-    free = plan_training("mixtral-8x22b", "h100-sxm", constraints={"fix": layout + ",recompute=" + b["recompute"]},
-                         **kw).best
-    times = {d: _estimate_of("mixtral-8x22b", dict(free, moe_dispatcher=d))["step_time_s"] for d in ("alltoall", "deepep")}
+    layout = (
+        ",".join(f"{k}={b[k]}" for k in ("tp", "pp", "cp", "ep", "vpp", "zero")) + f",mb={b['micro_batch']}"
+    )
+    free = plan_training(
+        "mixtral-8x22b", "h100-sxm", constraints={"fix": layout + ",recompute=" + b["recompute"]}, **kw
+    ).best
+    times = {
+        d: _estimate_of("mixtral-8x22b", dict(free, moe_dispatcher=d))["step_time_s"]
+        for d in ("alltoall", "deepep")
+    }
     assert free["moe_dispatcher"] == min(times, key=times.get)
 
 
@@ -313,9 +453,14 @@ def test_fp8_recipe_is_searched_and_a_fixed_one_equals_estimate():
     plan = plan_training("llama-3.1-8b", "h100-sxm", **kw)
     b = plan.best
     other = "current" if b["fp8_recipe"] == "delayed" else "delayed"
-    mine, alt = (_estimate_of("llama-3.1-8b", dict(b, fp8_recipe=r))["step_time_s"] for r in (b["fp8_recipe"], other))
+    mine, alt = (
+        _estimate_of("llama-3.1-8b", dict(b, fp8_recipe=r))["step_time_s"] for r in (b["fp8_recipe"], other)
+    )
     assert b["step_time_s"] == pytest.approx(mine, rel=1e-12) and mine <= alt
-    assert f"--fp8-recipe {'delayed' if b['fp8_recipe'] == 'delayed' else 'tensorwise'}" in plan.launch["megatron"]
+    assert (
+        f"--fp8-recipe {'delayed' if b['fp8_recipe'] == 'delayed' else 'tensorwise'}"
+        in plan.launch["megatron"]
+    )
     cur = plan_training("llama-3.1-8b", "h100-sxm", constraints={"fix": "fp8_recipe=current"}, **kw).best
     assert cur["fp8_recipe"] == "current"
     assert cur["step_time_s"] == pytest.approx(_estimate_of("llama-3.1-8b", cur)["step_time_s"], rel=1e-12)

@@ -12,15 +12,30 @@ REQ = dict(isl=4000, osl=500, ttft_ms=1500, tpot_ms=40)
 
 
 def _estimate(inst: dict, **kw) -> dict:
-    return roofplan.estimate_serving("llama-3.1-70b", inst["hardware"], tp=inst["tp"], pp=inst["pp"],
-                                     ep=inst["ep"], dp=inst["dp"], batch=inst["batch"], **kw).to_json()
+    return roofplan.estimate_serving(
+        "llama-3.1-70b",
+        inst["hardware"],
+        tp=inst["tp"],
+        pp=inst["pp"],
+        ep=inst["ep"],
+        dp=inst["dp"],
+        batch=inst["batch"],
+        **kw,
+    ).to_json()
 
 
 def test_fixed_roles_equal_estimate_of_that_layout():
     """--fix prefill.tp=4,decode.tp=8: the pick has those layouts, and its decode TPOT and free
     memory are what `estimate serve` gives for that instance and batch."""
-    plan = roofplan.plan_serving("llama-3.1-70b", "h100-sxm", gpus=16, mode="disagg", emit_launch=False,
-                                 constraints={"fix": "prefill.tp=4,decode.tp=8"}, **REQ)
+    plan = roofplan.plan_serving(
+        "llama-3.1-70b",
+        "h100-sxm",
+        gpus=16,
+        mode="disagg",
+        emit_launch=False,
+        constraints={"fix": "prefill.tp=4,decode.tp=8"},
+        **REQ,
+    )
     p, d = plan.best["prefill"], plan.best["decode"]
     assert (p["tp"], d["tp"]) == (4, 8)
     est = _estimate(d, isl=4000, osl=500)
@@ -32,8 +47,14 @@ def test_fixed_roles_equal_estimate_of_that_layout():
 
 
 def test_exclude_per_role_and_everywhere():
-    plan = roofplan.plan_serving("llama-3.1-70b", "h100-sxm", gpus=16, emit_launch=False,
-                                 constraints={"exclude": "pp>1,decode.batch>64"}, **REQ)
+    plan = roofplan.plan_serving(
+        "llama-3.1-70b",
+        "h100-sxm",
+        gpus=16,
+        emit_launch=False,
+        constraints={"exclude": "pp>1,decode.batch>64"},
+        **REQ,
+    )
     b = plan.best
     assert b["prefill"]["pp"] == 1 and b["decode"]["pp"] == 1
     if b["mode"] == "disagg":
@@ -45,7 +66,9 @@ def test_headroom_is_left_and_the_launch_files_leave_it():
     pool, so the share of HBM they leave unused is raised to the headroom (30 of 80 GiB: 0.375),
     and vLLM's --gpu-memory-utilization follows; less KV room never raises the goodput."""
     base = roofplan.plan_serving("llama-3.1-70b", "h100-sxm", gpus=16, emit_launch=False, **REQ)
-    tight = roofplan.plan_serving("llama-3.1-70b", "h100-sxm", gpus=16, memory_headroom=30, engines=["vllm"], **REQ)
+    tight = roofplan.plan_serving(
+        "llama-3.1-70b", "h100-sxm", gpus=16, memory_headroom=30, engines=["vllm"], **REQ
+    )
     for inst in (tight.best["prefill"], tight.best["decode"]):
         assert inst["free_memory_gib"] == pytest.approx(30.0)
     assert tight.request["memory_reserve_fraction"] == pytest.approx(30 / 80)
@@ -54,8 +77,11 @@ def test_headroom_is_left_and_the_launch_files_leave_it():
     assert tight.rejected.get("oom", 0) > base.rejected.get("oom", 0)
     # the default is the training planner's rule per pool: 5 % of 80 GiB + 1 GiB, which the
     # engine's own 10 % reserve already leaves
-    assert base.request["memory_headroom_gib"]["h100-sxm"]["decode"] == pytest.approx(
-        default_memory_headroom_bytes(80 * 2**30) / 2**30) == pytest.approx(5.0)
+    assert (
+        base.request["memory_headroom_gib"]["h100-sxm"]["decode"]
+        == pytest.approx(default_memory_headroom_bytes(80 * 2**30) / 2**30)
+        == pytest.approx(5.0)
+    )
     assert base.request["memory_reserve_fraction"] == pytest.approx(0.1)
     assert base.best["decode"]["free_memory_gib"] == pytest.approx(8.0)
 
@@ -63,15 +89,24 @@ def test_headroom_is_left_and_the_launch_files_leave_it():
 def test_headroom_rejections_counted_where_the_reserve_is_a_share_of_what_the_weights_leave():
     """TRT-LLM reserves a share of the memory left after the weights: instances whose weights
     leave it less than the headroom are rejected one by one, counted as headroom."""
-    plan = roofplan.plan_serving("llama-3.1-70b", "h100-sxm", gpus=16, engine="trtllm", emit_launch=False, **REQ)
+    plan = roofplan.plan_serving(
+        "llama-3.1-70b", "h100-sxm", gpus=16, engine="trtllm", emit_launch=False, **REQ
+    )
     assert plan.rejected["headroom"] > 0
     for inst in (plan.best["prefill"], plan.best["decode"]):
         assert inst["free_memory_gib"] >= 5.0
 
 
 def test_headroom_per_role_and_bad_values():
-    plan = roofplan.plan_serving("llama-3.1-70b", "h100-sxm", gpus=16, mode="disagg", emit_launch=False,
-                                 memory_headroom="decode=40", **REQ)
+    plan = roofplan.plan_serving(
+        "llama-3.1-70b",
+        "h100-sxm",
+        gpus=16,
+        mode="disagg",
+        emit_launch=False,
+        memory_headroom="decode=40",
+        **REQ,
+    )
     assert plan.best["decode"]["free_memory_gib"] >= 40
     with pytest.raises(InputError):
         roofplan.plan_serving("llama-3.1-70b", "h100-sxm", gpus=16, memory_headroom="x=3", **REQ)

@@ -16,7 +16,12 @@ REQ = dict(isl=1000, osl=200, engine="vllm", emit_launch=False)
 @pytest.fixture(scope="module")
 def inst():
     return serving.make_instance(
-        resolve.model("llama-3.1-8b"), resolve.hardware("h100-sxm"), engine=resolve.engine("vllm"), isl=1000, osl=200)
+        resolve.model("llama-3.1-8b"),
+        resolve.hardware("h100-sxm"),
+        engine=resolve.engine("vllm"),
+        isl=1000,
+        osl=200,
+    )
 
 
 def test_closed_form_quantiles_match_the_sampled_requests(inst):
@@ -59,8 +64,9 @@ def test_with_a_rate_the_fewest_gpus_meeting_the_percentile():
     one = plan_serving("llama-3.1-8b", "h100-sxm", gpus=8, ttft_ms=300, tpot_ms=25, slo_percentile=90, **REQ)
     per_gpu = one.best["goodput_rps"] / one.best["gpus"]
     rate = 2.5 * per_gpu  # needs about three GPUs' worth of the best per-GPU goodput
-    plan = plan_serving("llama-3.1-8b", "h100-sxm", gpus=8, ttft_ms=300, tpot_ms=25, rate=rate,
-                        slo_percentile=90, **REQ)
+    plan = plan_serving(
+        "llama-3.1-8b", "h100-sxm", gpus=8, ttft_ms=300, tpot_ms=25, rate=rate, slo_percentile=90, **REQ
+    )
     b = plan.best
     assert b["goodput_rps"] >= rate
     assert b["gpus"] >= 3
@@ -70,8 +76,26 @@ def test_with_a_rate_the_fewest_gpus_meeting_the_percentile():
 
 
 def test_slo_percentile_flag():
-    base = ["plan", "serve", "--model", "llama-3.1-8b", "--hardware", "h100-sxm", "--gpus", "2", "--isl", "1000",
-            "--osl", "200", "--ttft-ms", "300", "--tpot-ms", "25", "--engine", "vllm"]
+    base = [
+        "plan",
+        "serve",
+        "--model",
+        "llama-3.1-8b",
+        "--hardware",
+        "h100-sxm",
+        "--gpus",
+        "2",
+        "--isl",
+        "1000",
+        "--osl",
+        "200",
+        "--ttft-ms",
+        "300",
+        "--tpot-ms",
+        "25",
+        "--engine",
+        "vllm",
+    ]
     r = CliRunner().invoke(app, base + ["--slo-percentile", "150"])
     assert r.exit_code == 2 and "slo_percentile" in r.stderr
     r = CliRunner().invoke(app, base + ["--slo-percentile", "99", "--json"])

@@ -40,30 +40,56 @@ def test_planner_finds_the_brute_force_optimum(small):
         dp = gpus // (tp * pp * cp)
         if gbs % dp:
             continue
-        vpps = [1] + ([v for v in _divisors(model.layers // pp) if v > 1] if pp > 1 and model.layers % pp == 0
-                      else [])
+        vpps = [1] + (
+            [v for v in _divisors(model.layers // pp) if v > 1] if pp > 1 and model.layers % pp == 0 else []
+        )
         for vpp, mbs in itertools.product(vpps, [m for m in _divisors(gbs // dp) if m <= 16]):
-            for rc, sp, zero, off in itertools.product((0, 1, 2), (0, 1) if tp > 1 else (0,), (0, 1, 2, 3), (0, 1, 2)):
+            for rc, sp, zero, off in itertools.product(
+                (0, 1, 2), (0, 1) if tp > 1 else (0,), (0, 1, 2, 3), (0, 1, 2)
+            ):
                 if (off == 2 and zero != 3) or (off >= 1 and zero == 0):
                     continue
                 rows.append((tp, pp, dp, cp, vpp, mbs, rc, sp, zero, off))
     a = np.array(rows)
-    cfg = TrainConfigs(tp=a[:, 0], pp=a[:, 1], dp=a[:, 2], cp=a[:, 3], ep=1, vpp=a[:, 4], micro_batch=a[:, 5],
-                       global_batch=gbs, seq_len=seq, recompute=a[:, 6], recompute_layers=0,
-                       sequence_parallel=a[:, 7].astype(bool), zero=a[:, 8], offload=a[:, 9])
+    cfg = TrainConfigs(
+        tp=a[:, 0],
+        pp=a[:, 1],
+        dp=a[:, 2],
+        cp=a[:, 3],
+        ep=1,
+        vpp=a[:, 4],
+        micro_batch=a[:, 5],
+        global_batch=gbs,
+        seq_len=seq,
+        recompute=a[:, 6],
+        recompute_layers=0,
+        sequence_parallel=a[:, 7].astype(bool),
+        zero=a[:, 8],
+        offload=a[:, 9],
+    )
     ok = check_train_config(model, cfg) == 0
     arr = train_step(model, hw, cfg.take(ok))
     best = float(np.max(np.where(arr.fits, arr.tokens_per_s, 0.0)))
     assert best > 0
 
-    plan = plan_training(model, hw, gpus=gpus, global_batch=gbs, seq_len=seq, placement=False, robust_choice=False,
-                         memory_headroom_gib=0)
+    plan = plan_training(
+        model,
+        hw,
+        gpus=gpus,
+        global_batch=gbs,
+        seq_len=seq,
+        placement=False,
+        robust_choice=False,
+        memory_headroom_gib=0,
+    )
     assert plan.best["tokens_per_s"] == pytest.approx(best, rel=1e-12)
     assert plan.feasible == int(np.sum(arr.fits))
 
 
 def test_rejections_account_for_every_configuration():
-    plan = plan_training("llama-3.1-70b", "h100-sxm", gpus=64, global_batch=512, seq_len=8192, placement=False)
+    plan = plan_training(
+        "llama-3.1-70b", "h100-sxm", gpus=64, global_batch=512, seq_len=8192, placement=False
+    )
     # every point of the cross product is either feasible or rejected for exactly one reason
     assert plan.searched == plan.feasible + sum(plan.rejected.values())
     assert plan.evaluated >= plan.feasible
@@ -73,8 +99,9 @@ def test_rejections_account_for_every_configuration():
 
 
 def test_candidates_are_ranked_feasible_and_consistent():
-    plan = plan_training("llama-3.1-70b", "h100-sxm", gpus=64, global_batch=512, seq_len=8192, top=5,
-                         robust_choice=False)
+    plan = plan_training(
+        "llama-3.1-70b", "h100-sxm", gpus=64, global_batch=512, seq_len=8192, top=5, robust_choice=False
+    )
     cands = plan.candidates
     assert len(cands) == 5 and cands[0] is plan.best
     tps = [c["tokens_per_s"] for c in cands]
@@ -89,10 +116,22 @@ def test_candidates_are_ranked_feasible_and_consistent():
         # the winner as an independent single estimate agrees with the planner's numbers
     b = plan.best
     est = estimate_training(
-        "llama-3.1-70b", "h100-sxm", tp=b["tp"], pp=b["pp"], dp=b["dp"], cp=b["cp"], vpp=b["vpp"],
-        global_batch=512, micro_batch=b["micro_batch"], seq_len=8192, recompute=b["recompute"],
-        sequence_parallel=b["sequence_parallel"], zero=b["zero"], offload=b["offload"],
-        tp_comm_overlap=b["tp_comm_overlap"])
+        "llama-3.1-70b",
+        "h100-sxm",
+        tp=b["tp"],
+        pp=b["pp"],
+        dp=b["dp"],
+        cp=b["cp"],
+        vpp=b["vpp"],
+        global_batch=512,
+        micro_batch=b["micro_batch"],
+        seq_len=8192,
+        recompute=b["recompute"],
+        sequence_parallel=b["sequence_parallel"],
+        zero=b["zero"],
+        offload=b["offload"],
+        tp_comm_overlap=b["tp_comm_overlap"],
+    )
     if b["recompute_layers"] == 0:
         assert est.to_json()["tokens_per_s"] == pytest.approx(b["tokens_per_s"], rel=1e-9)
 
@@ -104,7 +143,9 @@ def test_tokens_budget_days_and_dollars():
     days = 1e12 / b["tokens_per_s"] / 86400
     assert b["time_to_train_days"] == pytest.approx(days)
     assert b["cost_to_train_usd"] == pytest.approx(days * 24 * 8 * hw.price_per_hour)
-    assert b["usd_per_million_tokens"] == pytest.approx(hw.price_per_hour * 8 / 3600 / b["tokens_per_s"] * 1e6)
+    assert b["usd_per_million_tokens"] == pytest.approx(
+        hw.price_per_hour * 8 / 3600 / b["tokens_per_s"] * 1e6
+    )
 
 
 def test_cost_objective_is_never_more_expensive_than_throughput():
@@ -120,7 +161,9 @@ def test_cost_objective_is_never_more_expensive_than_throughput():
 
 
 def test_emit_target_restricts_the_search():
-    plan = plan_training("llama-3.1-70b", "h100-sxm", gpus=64, global_batch=512, seq_len=8192, emit="deepspeed")
+    plan = plan_training(
+        "llama-3.1-70b", "h100-sxm", gpus=64, global_batch=512, seq_len=8192, emit="deepspeed"
+    )
     for c in plan.candidates:
         assert c["cp"] == 1 and c["vpp"] == 1
         assert c["zero"] < 2 or c["pp"] == 1
@@ -137,9 +180,27 @@ def test_memory_bound_never_exceeds_the_cost_model(small):
         m = load_model(name)
         sp = enumerate_space(m, hw, gpus=gpus, global_batch=128, seq_len=4096, capacity_bytes=float("inf"))
         a = sp.arrays
-        cfg = TrainConfigs(**{k: a[k] for k in ("tp", "pp", "dp", "cp", "ep", "vpp", "micro_batch", "global_batch",
-                                                 "seq_len", "recompute", "recompute_layers", "zero", "offload")},
-                           sequence_parallel=a["sequence_parallel"].astype(bool))
+        cfg = TrainConfigs(
+            **{
+                k: a[k]
+                for k in (
+                    "tp",
+                    "pp",
+                    "dp",
+                    "cp",
+                    "ep",
+                    "vpp",
+                    "micro_batch",
+                    "global_batch",
+                    "seq_len",
+                    "recompute",
+                    "recompute_layers",
+                    "zero",
+                    "offload",
+                )
+            },
+            sequence_parallel=a["sequence_parallel"].astype(bool),
+        )
         ok = check_train_config(m, cfg) == 0
         arr = train_step(m, hw, cfg.take(ok))
         bound = state_bytes_lower_bound(m, {k: v[ok] for k, v in a.items()}, "bf16")
@@ -150,8 +211,9 @@ def test_cross_node_tp_is_pruned_unless_allowed(small):
     _, hw = small
     model = load_model("gpt3-175b")  # 96 heads: TP 16 and 32 divide them
     no = enumerate_space(model, hw, gpus=32, global_batch=64, seq_len=2048)
-    yes = enumerate_space(model, hw, gpus=32, global_batch=64, seq_len=2048,
-                          opts=SpaceOptions(allow_cross_node_tp=True))
+    yes = enumerate_space(
+        model, hw, gpus=32, global_batch=64, seq_len=2048, opts=SpaceOptions(allow_cross_node_tp=True)
+    )
     assert no.arrays["tp"].max() <= 8 and no.rejected["tp_cross_node"] > 0
     assert yes.arrays["tp"].max() > 8 and "tp_cross_node" not in yes.rejected
     assert no.searched == yes.searched
@@ -174,9 +236,17 @@ def test_planner_beats_or_matches_sc21_table1(case):
     from roofplan.validation.train_predict import estimate_case
 
     published = estimate_case(case)
-    plan = plan_training(case.str("model"), case.str("hardware"), gpus=case.int("gpus"),
-                         global_batch=case.int("global_batch"), seq_len=case.int("seq_len"), dtype="fp16",
-                         flash_attention=False, top=1, placement=False)
+    plan = plan_training(
+        case.str("model"),
+        case.str("hardware"),
+        gpus=case.int("gpus"),
+        global_batch=case.int("global_batch"),
+        seq_len=case.int("seq_len"),
+        dtype="fp16",
+        flash_attention=False,
+        top=1,
+        placement=False,
+    )
     assert plan.best["tokens_per_s"] >= published.to_json()["tokens_per_s"] * (1 - 1e-9)
 
 
@@ -186,18 +256,29 @@ def test_405b_on_eight_a100_40gb_is_infeasible_with_the_smallest_gpu_count():
     g = e.value.details["gpus"]
     assert "GPUs" in e.value.suggestion and str(g) in e.value.suggestion
     # the suggestion is the smallest power-of-two multiple: it fits, half of it does not
-    assert plan_training("llama-3.1-405b", "a100-sxm-40gb", gpus=g, global_batch=512, seq_len=8192,
-                         placement=False).feasible > 0
+    assert (
+        plan_training(
+            "llama-3.1-405b", "a100-sxm-40gb", gpus=g, global_batch=512, seq_len=8192, placement=False
+        ).feasible
+        > 0
+    )
     if g // 2 > 8:
         with pytest.raises(InfeasibleError):
             plan_training("llama-3.1-405b", "a100-sxm-40gb", gpus=g // 2, global_batch=512, seq_len=8192)
 
 
-@pytest.mark.parametrize("kw,field", [
-    ({"gpus": 0}, "gpus"), ({"objective": "speed"}, "objective"), ({"emit": "jax"}, "emit"),
-    ({"dtype": "int3"}, "dtype"), ({"gpus": 12}, "gpus"), ({"tokens": -1}, "tokens"),
-    ({"recompute": "some"}, "recompute"),
-])
+@pytest.mark.parametrize(
+    "kw,field",
+    [
+        ({"gpus": 0}, "gpus"),
+        ({"objective": "speed"}, "objective"),
+        ({"emit": "jax"}, "emit"),
+        ({"dtype": "int3"}, "dtype"),
+        ({"gpus": 12}, "gpus"),
+        ({"tokens": -1}, "tokens"),
+        ({"recompute": "some"}, "recompute"),
+    ],
+)
 def test_bad_input_names_the_field(kw, field):
     args = {"gpus": 16, "global_batch": 64, "seq_len": 4096} | kw
     with pytest.raises(InputError) as e:
@@ -209,11 +290,35 @@ def test_plan_json_document():
     plan = plan_training("llama-3.1-8b", "h100-sxm", gpus=8, global_batch=64, seq_len=4096, top=3)
     doc = plan.to_json()
     assert doc["schema"] == "roofplan.plan.train/v1"
-    for key in ("best", "candidates", "searched", "feasible", "rejected", "search_time_s", "launch", "placement"):
+    for key in (
+        "best",
+        "candidates",
+        "searched",
+        "feasible",
+        "rejected",
+        "search_time_s",
+        "launch",
+        "placement",
+    ):
         assert key in doc
     assert doc["placement"]["method"] in ("ilp", "fallback")
-    for key in ("tp", "pp", "dp", "cp", "ep", "vpp", "micro_batch", "recompute", "zero", "offload", "step_time_s",
-                "tokens_per_s", "mfu", "memory_gib_per_gpu", "breakdown_s"):
+    for key in (
+        "tp",
+        "pp",
+        "dp",
+        "cp",
+        "ep",
+        "vpp",
+        "micro_batch",
+        "recompute",
+        "zero",
+        "offload",
+        "step_time_s",
+        "tokens_per_s",
+        "mfu",
+        "memory_gib_per_gpu",
+        "breakdown_s",
+    ):
         assert key in doc["best"]
     assert isinstance(doc["searched"], int) and doc["feasible"] <= doc["searched"]
     assert doc["launch"] and all(isinstance(v, str) for v in doc["launch"].values())
@@ -225,8 +330,18 @@ def test_placement_refinement_is_confirmed_by_the_cost_model():
     activations overflow 80 GiB, with every layer recomputed most of HBM sits idle. The placement
     ILP chooses a partial layer count; the cost model re-evaluates that configuration, and the
     refined plan is faster than the enumerated one (which only knows none/all)."""
-    kw = {"gpus": 8, "global_batch": 64, "seq_len": 16384, "recompute": ["none", "full"], "offload": ["none"], "tp": 1, "pp": 1,
-              "cp": 1, "zero": [3], "top": 3}
+    kw = {
+        "gpus": 8,
+        "global_batch": 64,
+        "seq_len": 16384,
+        "recompute": ["none", "full"],
+        "offload": ["none"],
+        "tp": 1,
+        "pp": 1,
+        "cp": 1,
+        "zero": [3],
+        "top": 3,
+    }
     plain = plan_training("llama-3.1-8b", "h100-sxm", placement=False, **kw)
     refined = plan_training("llama-3.1-8b", "h100-sxm", **kw)
     b = refined.best
@@ -236,10 +351,21 @@ def test_placement_refinement_is_confirmed_by_the_cost_model():
     model, hw = load_model("llama-3.1-8b"), load_hardware("h100-sxm")
     for c in refined.candidates:
         assert c["offload"] == "none" and c["recompute"] in ("none", "full")  # the user's restriction holds
-        cfg = TrainConfigs.single(tp=c["tp"], pp=c["pp"], dp=c["dp"], cp=c["cp"], vpp=c["vpp"],
-                                  micro_batch=c["micro_batch"], global_batch=64, seq_len=16384,
-                                  recompute=c["recompute"], recompute_layers=c["recompute_layers"],
-                                  sequence_parallel=c["sequence_parallel"], zero=c["zero"], offload=c["offload"])
+        cfg = TrainConfigs.single(
+            tp=c["tp"],
+            pp=c["pp"],
+            dp=c["dp"],
+            cp=c["cp"],
+            vpp=c["vpp"],
+            micro_batch=c["micro_batch"],
+            global_batch=64,
+            seq_len=16384,
+            recompute=c["recompute"],
+            recompute_layers=c["recompute_layers"],
+            sequence_parallel=c["sequence_parallel"],
+            zero=c["zero"],
+            offload=c["offload"],
+        )
         arr = train_step(model, hw, cfg)
         assert bool(arr.fits[0])
         assert float(arr.tokens_per_s[0]) == pytest.approx(c["tokens_per_s"], rel=1e-12)

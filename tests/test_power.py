@@ -40,7 +40,9 @@ def test_linear_power_hand_calculation():
 def test_train_power_counts_compute_and_optimizer_as_busy():
     hw = load_hardware("a100-sxm-80gb")  # idle 55 W, TDP 400 W: waiting at 0.4884 x 400 = 195.4 W
     # 6 s compute + 1 s optimizer of a 10 s step: 400 x 0.7 + 195.4 x 0.3
-    assert float(train_power_w(hw, 6.0, 1.0, 10.0)) == pytest.approx(400 * 0.7 + 0.48841 * 400 * 0.3, rel=1e-5)
+    assert float(train_power_w(hw, 6.0, 1.0, 10.0)) == pytest.approx(
+        400 * 0.7 + 0.48841 * 400 * 0.3, rel=1e-5
+    )
 
 
 def test_every_builtin_catalog_has_power_and_dated_prices():
@@ -75,7 +77,9 @@ def test_price_override_reaches_the_plan():
     plan = roofplan.plan_training("llama-3.1-8b", hw, gpus=8, global_batch=64, seq_len=4096, tokens=1e12)
     b = plan.best
     assert b["usd_per_million_tokens"] == pytest.approx(2.0 * 8 / 3600 / b["tokens_per_s"] * 1e6)
-    pools = apply_prices(resolve.pools("h100-sxm:prefill,a100-sxm-80gb:decode"), parse_prices("a100-sxm-80gb=0.5"))
+    pools = apply_prices(
+        resolve.pools("h100-sxm:prefill,a100-sxm-80gb:decode"), parse_prices("a100-sxm-80gb=0.5")
+    )
     assert pools["decode"].price_per_hour == 0.5 and pools["prefill"].price_per_hour == 4.916
     with pytest.raises(InputError, match="price"):
         apply_prices(resolve.pools("h100-sxm"), parse_prices("mi300x=1"))
@@ -84,7 +88,9 @@ def test_price_override_reaches_the_plan():
 
 
 def test_train_plan_reports_energy_consistent_with_power_and_time():
-    plan = roofplan.plan_training("llama-3.1-8b", "h100-sxm", gpus=8, global_batch=64, seq_len=4096, tokens=1e12)
+    plan = roofplan.plan_training(
+        "llama-3.1-8b", "h100-sxm", gpus=8, global_batch=64, seq_len=4096, tokens=1e12
+    )
     b = plan.best
     kwh = b["power_w_per_gpu"] * 8 * b["time_to_train_days"] * 86400 / 3.6e6
     assert b["energy_to_train_kwh"] == pytest.approx(kwh)
@@ -100,7 +106,9 @@ def test_energy_objective_minimises_joules_per_token():
     t = roofplan.plan_training("llama-3.1-8b", "h100-sxm", objective="throughput", **kw)
     assert e.best["joules_per_token"] <= t.best["joules_per_token"] * (1 + 1e-9)
     assert e.best["joules_per_token"] == pytest.approx(min(c["joules_per_token"] for c in e.candidates))
-    r = roofplan.plan_training("llama-3.1-8b", "h100-sxm", objective="energy", **{**kw, "robust_choice": True})
+    r = roofplan.plan_training(
+        "llama-3.1-8b", "h100-sxm", objective="energy", **{**kw, "robust_choice": True}
+    )
     band = r.best["error_band_pct"] / 100.0
     assert r.best["joules_per_token"] <= e.best["joules_per_token"] * (1 + band) + 1e-12
 
@@ -122,7 +130,9 @@ def test_energy_objective_without_power_model_is_an_input_error(tmp_path):
     p = tmp_path / "h100-sxm.yaml"
     p.write_text(yaml.safe_dump(doc))
     with pytest.raises(InputError, match="power.idle"):
-        roofplan.plan_training("llama-3.1-8b", str(p), gpus=8, global_batch=64, seq_len=4096, objective="energy")
+        roofplan.plan_training(
+            "llama-3.1-8b", str(p), gpus=8, global_batch=64, seq_len=4096, objective="energy"
+        )
 
 
 def test_energy_validation_rows_use_stated_gpu_hours():
@@ -150,16 +160,54 @@ def test_cli_price_override_and_energy_objective_in_json():
 
     from roofplan.cli.app import app
 
-    r = CliRunner().invoke(app, ["plan", "train", "--model", "llama-3.1-8b", "--hardware", "h100-sxm", "--gpus", "8",
-                                 "--global-batch", "64", "--seq-len", "4096", "--objective", "energy",
-                                 "--price", "h100-sxm=2", "--tokens", "1T", "--json"])
+    r = CliRunner().invoke(
+        app,
+        [
+            "plan",
+            "train",
+            "--model",
+            "llama-3.1-8b",
+            "--hardware",
+            "h100-sxm",
+            "--gpus",
+            "8",
+            "--global-batch",
+            "64",
+            "--seq-len",
+            "4096",
+            "--objective",
+            "energy",
+            "--price",
+            "h100-sxm=2",
+            "--tokens",
+            "1T",
+            "--json",
+        ],
+    )
     assert r.exit_code == 0, r.output
     doc = json.loads(r.output)
     assert doc["objective"]["name"] == "energy" and doc["objective"]["price_per_gpu_hour"] == 2.0
     b = doc["best"]
     assert b["cost_to_train_usd"] == pytest.approx(b["time_to_train_days"] * 24 * b["gpus"] * 2.0)
-    bad = CliRunner().invoke(app, ["plan", "serve", "--model", "llama-3.1-8b", "--hardware", "h100-sxm", "--gpus",
-                                   "8", "--isl", "100", "--osl", "10", "--price", "h100-sxm=-1"])
+    bad = CliRunner().invoke(
+        app,
+        [
+            "plan",
+            "serve",
+            "--model",
+            "llama-3.1-8b",
+            "--hardware",
+            "h100-sxm",
+            "--gpus",
+            "8",
+            "--isl",
+            "100",
+            "--osl",
+            "10",
+            "--price",
+            "h100-sxm=-1",
+        ],
+    )
     assert bad.exit_code == 2 and "price" in bad.output
 
 

@@ -11,10 +11,16 @@ from roofplan.hardware.spec import DeviceSpec, Efficiency, Fabric, MemoryTier
 
 def _device(topology="switch", intra=300e9, nic=25e9, per_node=8, pair=None, nvls=False, **eff):
     return DeviceSpec(
-        id="test", name="test", vendor="test", peak_flops={"bf16": 312e12},
-        tiers=(MemoryTier("hbm", 80e9, 2.0e12),), devices_per_node=per_node,
+        id="test",
+        name="test",
+        vendor="test",
+        peak_flops={"bf16": 312e12},
+        tiers=(MemoryTier("hbm", 80e9, 2.0e12),),
+        devices_per_node=per_node,
         intra=Fabric("x", topology, intra, 5e-6, pair_bandwidth_Bps=pair, in_network_reduction=nvls),
-        inter=Fabric("ib", "switch", nic, 10e-6), tdp_w=400, price_per_hour=None,
+        inter=Fabric("ib", "switch", nic, 10e-6),
+        tdp_w=400,
+        price_per_hour=None,
         efficiency=Efficiency(**eff),
     )
 
@@ -59,7 +65,8 @@ def test_partial_mesh_pairs_are_faster():
     hw = _device(topology="partial_mesh", intra=50e9, pair=200e9, intra_latency_s=0.0)
     b = 1e9
     assert float(collective_time("all_reduce", b, 2, hw, stride=1)) < float(
-        collective_time("all_reduce", b, 2, hw, stride=2))
+        collective_time("all_reduce", b, 2, hw, stride=2)
+    )
 
 
 @pytest.mark.parametrize("op", ["all_reduce", "all_gather", "reduce_scatter", "all_to_all", "p2p"])
@@ -67,11 +74,17 @@ def test_more_bandwidth_never_slower(op):
     slow, fast = _device(intra=300e9, nic=25e9), _device(intra=600e9, nic=50e9)
     sizes = np.array([2, 8, 16, 64])
     strides = np.array([1, 1, 8, 1])
-    assert np.all(collective_time(op, 1e8, sizes, fast, strides) <= collective_time(op, 1e8, sizes, slow, strides))
+    assert np.all(
+        collective_time(op, 1e8, sizes, fast, strides) <= collective_time(op, 1e8, sizes, slow, strides)
+    )
 
 
 def test_nvls_speeds_up_allreduce_only():
     plain = _device(nvls=False, nvls_speedup=1.3)
     nvls = dataclasses.replace(plain, intra=dataclasses.replace(plain.intra, in_network_reduction=True))
-    assert float(collective_time("all_reduce", 1e9, 8, nvls)) < float(collective_time("all_reduce", 1e9, 8, plain))
-    assert float(collective_time("all_gather", 1e9, 8, nvls)) == float(collective_time("all_gather", 1e9, 8, plain))
+    assert float(collective_time("all_reduce", 1e9, 8, nvls)) < float(
+        collective_time("all_reduce", 1e9, 8, plain)
+    )
+    assert float(collective_time("all_gather", 1e9, 8, nvls)) == float(
+        collective_time("all_gather", 1e9, 8, plain)
+    )

@@ -35,8 +35,17 @@ def test_wide_ep_all_to_all_stays_on_nvlink_in_the_rack():
 
 @pytest.fixture(scope="module")
 def plan():
-    return plan_serving("deepseek-v3.2", "gb200-nvl72", gpus=72, isl=4000, osl=1000, tpot_ms=50,
-                        dtype="fp8", engine="sglang", speculative=SpecDecode.of("mtp", 3))
+    return plan_serving(
+        "deepseek-v3.2",
+        "gb200-nvl72",
+        gpus=72,
+        isl=4000,
+        osl=1000,
+        tpot_ms=50,
+        dtype="fp8",
+        engine="sglang",
+        speculative=SpecDecode.of("mtp", 3),
+    )
 
 
 def test_deepseek_plans_on_gb200_with_attention_dp_wide_ep_and_mtp(plan):

@@ -44,7 +44,8 @@ def test_readme_accuracy_table_matches_the_validation_suite():
         sys.path.pop(0)
     readme = (ROOT / "README.md").read_text()
     assert accuracy_table.readme_section(readme) == accuracy_table.table(), (
-        "README accuracy table is stale: run `python tools/accuracy_table.py --write`")
+        "README accuracy table is stale: run `python tools/accuracy_table.py --write`"
+    )
 
 
 def test_the_readme_test_command_runs_the_slow_tests():

@@ -34,7 +34,10 @@ def test_the_cost_model_takes_specs_and_the_api_resolves_them():
     via_api = roofplan.estimate_training("llama-3.1-8b", "h100-sxm", calibration=overlay, **kw)
     direct = costmodel_estimate(resolve.model("llama-3.1-8b"), resolve.hardware("h100-sxm", overlay), **kw)
     assert via_api.step_time_s == direct.step_time_s
-    assert via_api.to_json()["inputs"]["calibration"] == "overlay" and direct.to_json()["inputs"]["calibration"] is None
+    assert (
+        via_api.to_json()["inputs"]["calibration"] == "overlay"
+        and direct.to_json()["inputs"]["calibration"] is None
+    )
     # the overlay reached the model: a GEMM ceiling of half the catalog's makes the step slower
     assert via_api.step_time_s > roofplan.estimate_training("llama-3.1-8b", "h100-sxm", **kw).step_time_s
 
@@ -54,14 +57,42 @@ def catalog_reads(monkeypatch):
 
 
 def test_plan_train_reads_its_catalog_once(cli, catalog_reads):
-    r = cli("plan", "train", "--model", "llama-3.1-8b", "--hardware", "h100-sxm", "--gpus", "8",
-            "--global-batch", "64", "--seq-len", "4096", "--top", "1", "--json")
+    r = cli(
+        "plan",
+        "train",
+        "--model",
+        "llama-3.1-8b",
+        "--hardware",
+        "h100-sxm",
+        "--gpus",
+        "8",
+        "--global-batch",
+        "64",
+        "--seq-len",
+        "4096",
+        "--top",
+        "1",
+        "--json",
+    )
     assert r.exit_code == 0, r.stderr
     assert catalog_reads == ["h100-sxm"]
 
 
 def test_plan_serve_reads_each_pool_once(cli, catalog_reads):
-    r = cli("plan", "serve", "--model", "llama-3.1-8b", "--hardware", "h100-sxm:prefill,a100-sxm-80gb:decode",
-            "--gpus", "4", "--isl", "512", "--osl", "64", "--json")
+    r = cli(
+        "plan",
+        "serve",
+        "--model",
+        "llama-3.1-8b",
+        "--hardware",
+        "h100-sxm:prefill,a100-sxm-80gb:decode",
+        "--gpus",
+        "4",
+        "--isl",
+        "512",
+        "--osl",
+        "64",
+        "--json",
+    )
     assert r.exit_code == 0, r.stderr
     assert sorted(catalog_reads) == ["a100-sxm-80gb", "h100-sxm"]

@@ -23,8 +23,22 @@ from roofplan.errors import InputError
 from roofplan.outputs import write_file, write_tree
 
 runner = CliRunner()
-PT = ["plan", "train", "--model", "llama-3.1-8b", "--hardware", "h100-sxm", "--gpus", "8", "--global-batch", "64",
-      "--seq-len", "4096", "--emit", "megatron"]
+PT = [
+    "plan",
+    "train",
+    "--model",
+    "llama-3.1-8b",
+    "--hardware",
+    "h100-sxm",
+    "--gpus",
+    "8",
+    "--global-batch",
+    "64",
+    "--seq-len",
+    "4096",
+    "--emit",
+    "megatron",
+]
 
 
 def test_planted_symlinks_are_not_followed(tmp_path):
@@ -56,8 +70,10 @@ def test_failed_write_leaves_the_previous_file_intact(tmp_path):
     old = "x" * 10_000
     target = tmp_path / "overlay.yaml"
     target.write_text(old)
-    code = ("import resource, sys; resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096));"
-            "from roofplan.outputs import write_file; write_file(sys.argv[1], 'y' * 100_000)")
+    code = (
+        "import resource, sys; resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096));"
+        "from roofplan.outputs import write_file; write_file(sys.argv[1], 'y' * 100_000)"
+    )
     p = subprocess.run([sys.executable, "-c", code, str(target)], capture_output=True, text=True, timeout=60)
     assert p.returncode != 0 and "InputError" in p.stderr and "too large" in p.stderr.lower(), p.stderr
     assert target.read_text() == old

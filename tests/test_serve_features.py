@@ -30,7 +30,9 @@ def _instance(model: str, hw: str, engine: str, **shape):
 
 
 def _cfg(batch=16, isl=2000, osl=500, tp=8, dtype="fp8"):
-    return ServeConfigs.single(tp=tp, pp=1, ep=1, dp=1, batch=batch, isl=isl, osl=osl, dtype=dtype, engine="sglang")
+    return ServeConfigs.single(
+        tp=tp, pp=1, ep=1, dp=1, batch=batch, isl=isl, osl=osl, dtype=dtype, engine="sglang"
+    )
 
 
 def test_expected_tokens_per_step_hand_calculation():
@@ -101,7 +103,9 @@ def test_prefix_hit_forms_and_bad_values():
 def test_expert_skew_loads_only_expert_parallel_ranks():
     """Skew = max/mean routed tokens per EP rank: it slows EP instances (their busiest rank's
     expert GEMMs and all-to-all bytes grow) and leaves instances without EP as they are."""
-    ep8 = ServeConfigs.single(tp=1, pp=1, ep=8, dp=8, batch=64, isl=2000, osl=100, dtype="fp8", engine="sglang")
+    ep8 = ServeConfigs.single(
+        tp=1, pp=1, ep=8, dp=8, batch=64, isl=2000, osl=100, dtype="fp8", engine="sglang"
+    )
     tp8 = _cfg(batch=64, isl=2000, osl=100)
     uniform = serve_step(DS, HW, ep8, SG)
     skewed = serve_step_ext(DS, HW, ep8, SG, expert_skew=2.0)
@@ -120,7 +124,9 @@ def test_windowed_and_sparse_attention_cut_long_context_cost():
     assert oss.attention_context(32768.0) == pytest.approx((18 * 32768 + 18 * 128) / 36)
     v32, v3 = load_model("deepseek-v3.2"), load_model("deepseek-v3")
     assert v32.kv_read_bytes(65536.0) == 61 * 2 * (2048 * 576 + 65536 * 128)
-    cfg = ServeConfigs.single(tp=8, pp=1, ep=1, dp=1, batch=8, isl=65536, osl=100, dtype="fp8", engine="sglang")
+    cfg = ServeConfigs.single(
+        tp=8, pp=1, ep=1, dp=1, batch=8, isl=65536, osl=100, dtype="fp8", engine="sglang"
+    )
     assert serve_step(v32, HW, cfg, SG).tpot_s[0] < serve_step(v3, HW, cfg, SG).tpot_s[0]
     assert serve_step(v32, HW, cfg, SG).ttft_s[0] < serve_step(v3, HW, cfg, SG).ttft_s[0]
 
@@ -134,14 +140,20 @@ def test_attention_dp_without_ep_pays_the_gather_and_combine_all_reduces():
     from roofplan.costmodel.serve import step_breakdown
 
     plain = load_engine("sglang").replace(custom_allreduce=False)
-    cfg = ServeConfigs.single(tp=1, pp=1, ep=1, dp=8, batch=64, isl=2000, osl=100, dtype="fp8", engine="sglang")
+    cfg = ServeConfigs.single(
+        tp=1, pp=1, ep=1, dp=8, batch=64, isl=2000, osl=100, dtype="fp8", engine="sglang"
+    )
     parts = step_breakdown(DS, HW, plain, cfg, 0.0, 0.0, 64.0, 2050.0)
     buffer = 64 * 7168 * 2  # the 64 decode tokens of all 8 ranks, bf16 activations
     floor = 58 * 2 * (2 * 7 / 8 * buffer / 450e9)
     assert parts.comm[0] >= floor
-    assert parts.comm[0] == pytest.approx(58 * 2 * float(collective_time("all_reduce", buffer, 8, HW)), rel=1e-9)
+    assert parts.comm[0] == pytest.approx(
+        58 * 2 * float(collective_time("all_reduce", buffer, 8, HW)), rel=1e-9
+    )
     # dp = 1 keeps the TP all-reduce of one rank's tokens after attention and the MoE (2 per layer)
-    tp8 = ServeConfigs.single(tp=8, pp=1, ep=1, dp=1, batch=64, isl=2000, osl=100, dtype="fp8", engine="sglang")
+    tp8 = ServeConfigs.single(
+        tp=8, pp=1, ep=1, dp=1, batch=64, isl=2000, osl=100, dtype="fp8", engine="sglang"
+    )
     t8 = step_breakdown(DS, HW, plain, tp8, 0.0, 0.0, 64.0, 2050.0)
     ar = float(collective_time("all_reduce", buffer, 8, HW))
     head = float(collective_time("all_gather", 64 * DS.vocab * 4.0, 8, HW))
@@ -155,8 +167,20 @@ def _colocated(model, spec=None, hit=0, skew=1.0, tp=1, ep=1, dp=1, C=16, chunk=
     one = np.array([1])
     shapes = Shapes(tp=one * tp, pp=one, dp=one * dp, ep=one * ep)
     feats = None if spec is None and not hit and skew == 1.0 else (spec, hit, skew)
-    return colocated_metrics(model, HW, SG, shapes, np.array([C]), np.array([chunk]), isl=isl, osl=osl, dtype="fp8",
-                             kv_dtype=None, engine_name="sglang", features=feats)
+    return colocated_metrics(
+        model,
+        HW,
+        SG,
+        shapes,
+        np.array([C]),
+        np.array([chunk]),
+        isl=isl,
+        osl=osl,
+        dtype="fp8",
+        kv_dtype=None,
+        engine_name="sglang",
+        features=feats,
+    )
 
 
 def test_colocated_speculative_decoding_hand_composition():
@@ -170,8 +194,17 @@ def test_colocated_speculative_decoding_hand_composition():
     cfg = _cfg(batch=C, isl=isl, osl=osl, tp=1)
     ctx, pre = isl + osl / 2, (isl + 1) / 2
     t_dec = step_time(L8, HW, SG, cfg, C * 3, ctx, C, ctx, prefill_seqs=C * 3)[0]
-    t_mix = step_time(L8, HW, SG, cfg, C * 3 + chunk, (C * 3 * ctx + chunk * pre) / (C * 3 + chunk), C, ctx,
-                      prefill_seqs=C * 3 + chunk / isl)[0]
+    t_mix = step_time(
+        L8,
+        HW,
+        SG,
+        cfg,
+        C * 3 + chunk,
+        (C * 3 * ctx + chunk * pre) / (C * 3 + chunk),
+        C,
+        ctx,
+        prefill_seqs=C * 3 + chunk / isl,
+    )[0]
     f = C * isl / (osl / E * chunk)
     got = _colocated(L8, spec=spec)
     assert got.mix_fraction[0] == pytest.approx(f)
@@ -181,7 +214,9 @@ def test_colocated_speculative_decoding_hand_composition():
     # a draft that is never accepted cannot beat plain decoding
     assert _colocated(L8, spec=SpecDecode("ngram", 3, 0.0)).tpot_s[0] > _colocated(L8).tpot_s[0]
     # an MTP layer on DeepSeek-V3 at the published acceptance speeds decoding up
-    assert _colocated(DS, spec=SpecDecode.of("mtp"), tp=8, C=64).tpot_s[0] < _colocated(DS, tp=8, C=64).tpot_s[0]
+    assert (
+        _colocated(DS, spec=SpecDecode.of("mtp"), tp=8, C=64).tpot_s[0] < _colocated(DS, tp=8, C=64).tpot_s[0]
+    )
 
 
 def test_colocated_prefix_hit_prefills_only_the_miss():
@@ -271,7 +306,9 @@ def test_simulator_disaggregated_prefix_hit_ships_less():
     from roofplan import simulate_serving
     from roofplan.workload import make_workload
 
-    args = dict(workload=make_workload(isl=4000, osl=50), rate=0.01, requests=20, engine="vllm", mode="disagg")
+    args = dict(
+        workload=make_workload(isl=4000, osl=50), rate=0.01, requests=20, engine="vllm", mode="disagg"
+    )
     hit = simulate_serving("llama-3.1-8b", "h100-sxm", prefix_hit=0.75, **args).to_json()
     full = simulate_serving("llama-3.1-8b", "h100-sxm", **args).to_json()
     assert hit["inputs"]["prefix_hit_tokens"] == 3000 and hit["ttft_ms"] < full["ttft_ms"]
@@ -294,7 +331,9 @@ def test_simulator_speculative_decoding_lone_request_hand_composition():
     assert got["tpot_p50_ms"] == pytest.approx(160 * one / 299 * 1e3, rel=0.02)
     assert got["inputs"]["speculative"]["method"] == "ngram" and 0 < got["utilisation"] < 1
     plain = simulate_serving("llama-3.1-8b", "h100-sxm", **args).to_json()
-    never = simulate_serving("llama-3.1-8b", "h100-sxm", speculative=SpecDecode("ngram", 3, 0.0), **args).to_json()
+    never = simulate_serving(
+        "llama-3.1-8b", "h100-sxm", speculative=SpecDecode("ngram", 3, 0.0), **args
+    ).to_json()
     assert got["tpot_ms"] < plain["tpot_ms"] < never["tpot_ms"]
 
 
@@ -318,10 +357,17 @@ def test_simulator_expert_skew_slows_only_expert_parallel_instances():
 
     ep8 = _instance("deepseek-v3", "h200-sxm", "sglang", tp=1, ep=8, dp=8, dtype="fp8", isl=2000, osl=100)
     tp8 = _instance("deepseek-v3", "h200-sxm", "sglang", tp=8, dtype="fp8", isl=2000, osl=100)
-    grid = (np.array([0.0, 512.0]), np.array([1.0, 256.5]), np.array([64.0, 64.0]), np.array([2050.0, 2050.0]))
+    grid = (
+        np.array([0.0, 512.0]),
+        np.array([1.0, 256.5]),
+        np.array([64.0, 64.0]),
+        np.array([2050.0, 2050.0]),
+    )
     assert np.all(iteration_time(ep8, *grid, expert_skew=2.0) > iteration_time(ep8, *grid))
     assert np.array_equal(iteration_time(tp8, *grid, expert_skew=2.0), iteration_time(tp8, *grid))
-    cfg = ServeConfigs.single(tp=1, pp=1, ep=8, dp=8, batch=64, isl=2000, osl=100, dtype="fp8", engine="sglang")
+    cfg = ServeConfigs.single(
+        tp=1, pp=1, ep=8, dp=8, batch=64, isl=2000, osl=100, dtype="fp8", engine="sglang"
+    )
     want = serve_step_ext(DS, HW, cfg, SG, expert_skew=2.0).tpot_s[0]  # the static decode step, B = 64
     got = iteration_time(ep8, 0.0, 1.0, np.array([64.0]), np.array([2050.0]), expert_skew=2.0)[0]
     assert float(got) == pytest.approx(want, rel=1e-9)

@@ -22,7 +22,12 @@ from roofplan.workload import make_workload
 @pytest.fixture(scope="module")
 def inst():
     return serving.make_instance(
-        resolve.model("llama-3.1-8b"), resolve.hardware("h100-sxm"), engine=resolve.engine("vllm"), isl=1000, osl=200)
+        resolve.model("llama-3.1-8b"),
+        resolve.hardware("h100-sxm"),
+        engine=resolve.engine("vllm"),
+        isl=1000,
+        osl=200,
+    )
 
 
 def fixed(n, isl, osl):
@@ -147,7 +152,10 @@ def test_prefill_queue_waits_follow_md1(inst):
     b = SL.token_budget(inst, 1)
     L = 2 * b
     isl, osl = fixed(12000, L, 1)
-    D = SL.round_time(inst, b, (b + 1) / 2, 0.0, 1.0)[0] + SL.round_time(inst, b, b + (b + 1) / 2, 0.0, 1.0)[0]
+    D = (
+        SL.round_time(inst, b, (b + 1) / 2, 0.0, 1.0)[0]
+        + SL.round_time(inst, b, b + (b + 1) / 2, 0.0, 1.0)[0]
+    )
     base = SS.simulate_colocated(inst, isl[:2000], osl[:2000], SS.poisson_arrivals(2000, 0.01 / D, seed=2))
     # the simulator's service (no queue at rho = 0.01): TTFT less the API server's time
     S = base.summary("ttft_s")["p50"] - inst.engine.request_overhead_s
@@ -165,7 +173,13 @@ def test_prefill_queue_waits_follow_md1(inst):
 
 def test_kv_pressure_preempts_and_every_request_finishes():
     tight = serving.make_instance(
-        resolve.model("llama-3.1-70b"), resolve.hardware("h100-sxm"), tp=2, engine=resolve.engine("vllm"), isl=1000, osl=1000)
+        resolve.model("llama-3.1-70b"),
+        resolve.hardware("h100-sxm"),
+        tp=2,
+        engine=resolve.engine("vllm"),
+        isl=1000,
+        osl=1000,
+    )
     cap = SL.kv_capacity_tokens(tight)
     assert 2000 < cap < 200_000  # a small KV cache next to 70 GB of weights per GPU
     isl, osl = fixed(600, 1000, 1000)
@@ -180,7 +194,13 @@ def test_disaggregated_ttft_includes_the_kv_transfer():
     kw = dict(workload=wl, rate=0.5, tp=4, engine="vllm", mode="disagg", requests=400)
     sim = roofplan.simulate_serving("llama-3.1-70b", "h100-sxm", **kw)
     p = serving.make_instance(
-        resolve.model("llama-3.1-70b"), resolve.hardware("h100-sxm"), tp=4, engine=resolve.engine("vllm"), isl=4000, osl=50)
+        resolve.model("llama-3.1-70b"),
+        resolve.hardware("h100-sxm"),
+        tp=4,
+        engine=resolve.engine("vllm"),
+        isl=4000,
+        osl=50,
+    )
     xfer = float(serving.kv_transfer_s(p, p, [4000], False)[0])
     t_pre = SL.round_time(p, 4000.0, 2000.5, 0.0, 1.0)[0]
     # at rho ~ 0.1 most prompts find the prefill instance idle: TTFT median ~ the API server's
@@ -192,9 +212,12 @@ def test_disaggregated_ttft_includes_the_kv_transfer():
 
 def test_simulate_and_estimate_share_the_json_keys():
     wl = make_workload(isl=1000, osl=200)
-    est = roofplan.estimate_serving_load("llama-3.1-8b", "h100-sxm", workload=wl, rate=4.0, engine="vllm").to_json()
-    sim = roofplan.simulate_serving("llama-3.1-8b", "h100-sxm", workload=wl, rate=4.0, engine="vllm",
-                                   requests=2000).to_json()
+    est = roofplan.estimate_serving_load(
+        "llama-3.1-8b", "h100-sxm", workload=wl, rate=4.0, engine="vllm"
+    ).to_json()
+    sim = roofplan.simulate_serving(
+        "llama-3.1-8b", "h100-sxm", workload=wl, rate=4.0, engine="vllm", requests=2000
+    ).to_json()
     need = {f"{m}_{s}ms" for m in ("ttft", "tpot", "latency") for s in ("", "p50_", "p90_", "p99_")}
     need |= {"output_tokens_per_s", "utilisation", "schema", "inputs", "memory_gib_per_gpu"}
     assert need <= set(est) and need <= set(sim)

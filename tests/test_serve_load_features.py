@@ -22,7 +22,12 @@ EAGLE = SpecDecode.of("eagle3")  # k = 3, a = 0.64: E = 2.31 tokens per round
 @pytest.fixture(scope="module")
 def inst():
     return serving.make_instance(
-        resolve.model("llama-3.1-8b"), resolve.hardware("h100-sxm"), engine=resolve.engine("vllm"), isl=1000, osl=200)
+        resolve.model("llama-3.1-8b"),
+        resolve.hardware("h100-sxm"),
+        engine=resolve.engine("vllm"),
+        isl=1000,
+        osl=200,
+    )
 
 
 def fixed(n, isl, osl):
@@ -34,10 +39,16 @@ def with_features(inst, **feats):
 
 
 def sim_kw(feats):
-    return dict(prefix_hit=feats.get("prefix_hit", 0), spec=feats.get("spec"), expert_skew=feats.get("expert_skew", 1.0))
+    return dict(
+        prefix_hit=feats.get("prefix_hit", 0),
+        spec=feats.get("spec"),
+        expert_skew=feats.get("expert_skew", 1.0),
+    )
 
 
-@pytest.mark.parametrize("feats", [dict(spec=EAGLE), dict(spec=EAGLE, prefix_hit=500)], ids=["eagle3", "eagle3+hit"])
+@pytest.mark.parametrize(
+    "feats", [dict(spec=EAGLE), dict(spec=EAGLE, prefix_hit=500)], ids=["eagle3", "eagle3+hit"]
+)
 def test_open_loop_with_features_agrees_with_the_simulator(inst, feats):
     isl, osl = fixed(5000, 1000, 200)
     fi = with_features(inst, **feats)
@@ -65,9 +76,16 @@ def test_expert_skew_under_load_agrees_with_the_simulator_and_costs_rate():
     """Mixtral at tp 2, ep 2 with the busiest EP rank at 1.6x the mean routed load: the simulator
     and the analytic model agree at 40 % load; the largest sustainable rate falls; an instance
     without expert parallelism is unaffected (skew is per EP rank)."""
+
     def make(**shape):
-        return serving.make_instance(resolve.model("mixtral-8x7b"), resolve.hardware("h100-sxm"),
-                                     engine=resolve.engine("vllm"), isl=1000, osl=200, **shape)
+        return serving.make_instance(
+            resolve.model("mixtral-8x7b"),
+            resolve.hardware("h100-sxm"),
+            engine=resolve.engine("vllm"),
+            isl=1000,
+            osl=200,
+            **shape,
+        )
 
     ep2 = make(tp=2, ep=2)
     isl, osl = fixed(3000, 1000, 200)
@@ -80,7 +98,9 @@ def test_expert_skew_under_load_agrees_with_the_simulator_and_costs_rate():
     assert s.summary("ttft_s")["mean"] == pytest.approx(a.ttft_s["mean"], rel=0.10)
     assert mr < SL.max_rate(ep2, mo)
     tp2 = make(tp=2)
-    assert SL.max_rate(with_features(tp2, expert_skew=1.6), mo) == pytest.approx(SL.max_rate(tp2, mo), rel=1e-12)
+    assert SL.max_rate(with_features(tp2, expert_skew=1.6), mo) == pytest.approx(
+        SL.max_rate(tp2, mo), rel=1e-12
+    )
 
 
 def test_half_prefix_hit_halves_the_prompt_work_at_low_load():
@@ -88,8 +108,13 @@ def test_half_prefix_hit_halves_the_prompt_work_at_low_load():
     attending to the 1000 cached ones too (mean context 1000 + 1001/2), its decode attends to the
     full 2000 + 200/2; the prefill server's load is about half (the miss attends to a longer
     context, so a little more than half); the deployment still moves isl + osl tokens a request."""
-    inst = serving.make_instance(resolve.model("llama-3.1-8b"), resolve.hardware("h100-sxm"),
-                                 engine=resolve.engine("vllm"), isl=2000, osl=200)
+    inst = serving.make_instance(
+        resolve.model("llama-3.1-8b"),
+        resolve.hardware("h100-sxm"),
+        engine=resolve.engine("vllm"),
+        isl=2000,
+        osl=200,
+    )
     isl, osl = fixed(1, 2000, 200)
     hit = with_features(inst, prefix_hit=1000)
     r = SL.closed_loop(hit, isl, osl, 1)
@@ -137,8 +162,22 @@ def test_the_draft_takes_kv_room_and_the_cached_prefix_one_copy(inst):
 
 
 def test_estimate_serve_under_load_takes_the_feature_flags(cli, one_line_error):
-    base = ["estimate", "serve", "--model", "llama-3.1-8b", "--hardware", "h100-sxm", "--engine", "vllm",
-            "--isl", "2048", "--osl", "256", "--rate", "4"]
+    base = [
+        "estimate",
+        "serve",
+        "--model",
+        "llama-3.1-8b",
+        "--hardware",
+        "h100-sxm",
+        "--engine",
+        "vllm",
+        "--isl",
+        "2048",
+        "--osl",
+        "256",
+        "--rate",
+        "4",
+    ]
     feats = ["--spec-method", "eagle3", "--prefix-hit", "0.5"]
     r = cli(*base, *feats, "--json")
     assert r.exit_code == 0, r.output
@@ -161,8 +200,16 @@ def test_percentile_planning_searches_colocated_feature_plans():
     raises the goodput of one H100 (half the prompt work)."""
     from roofplan import plan_serving  # resolves the ids at the door
 
-    args = dict(gpus=1, isl=2000, osl=300, ttft_ms=1500, tpot_ms=30, engine="vllm", slo_percentile=90,
-                mode="colocated")
+    args = dict(
+        gpus=1,
+        isl=2000,
+        osl=300,
+        ttft_ms=1500,
+        tpot_ms=30,
+        engine="vllm",
+        slo_percentile=90,
+        mode="colocated",
+    )
     plain = plan_serving("llama-3.1-8b", "h100-sxm", **args).best
     hit = plan_serving("llama-3.1-8b", "h100-sxm", prefix_hit=0.5, **args).best
     spec = plan_serving("llama-3.1-8b", "h100-sxm", speculative=SpecDecode.of("ngram", 2, 0.5), **args).best

@@ -18,14 +18,31 @@ from roofplan.sweep.spec import expand
 
 SPEC = {
     "prices": {"h100-sxm": 2.0},
-    "train": {"models": ["llama-3.1-8b"], "hardware": ["h100-sxm", "a100-sxm-80gb"], "gpus": [8, 16],
-              "workloads": [{"global_batch": 64, "seq_len": 4096, "tokens": "1T"}],
-              "objectives": ["throughput", "energy"]},
-    "serve": {"models": ["llama-3.1-8b"], "hardware": ["h100-sxm", "h100-sxm:prefill,a100-sxm-80gb:decode"],
-              "gpus": [8], "workloads": [{"isl": 1000, "osl": 200}], "slas": [{"ttft_ms": 500, "tpot_ms": 30}],
-              "objectives": ["cost", "energy"]},
-    "scenarios": [{"kind": "train", "model": "llama-3.1-405b", "hardware": "a100-sxm-40gb", "gpus": 8,
-                   "global_batch": 64, "seq_len": 4096}],
+    "train": {
+        "models": ["llama-3.1-8b"],
+        "hardware": ["h100-sxm", "a100-sxm-80gb"],
+        "gpus": [8, 16],
+        "workloads": [{"global_batch": 64, "seq_len": 4096, "tokens": "1T"}],
+        "objectives": ["throughput", "energy"],
+    },
+    "serve": {
+        "models": ["llama-3.1-8b"],
+        "hardware": ["h100-sxm", "h100-sxm:prefill,a100-sxm-80gb:decode"],
+        "gpus": [8],
+        "workloads": [{"isl": 1000, "osl": 200}],
+        "slas": [{"ttft_ms": 500, "tpot_ms": 30}],
+        "objectives": ["cost", "energy"],
+    },
+    "scenarios": [
+        {
+            "kind": "train",
+            "model": "llama-3.1-405b",
+            "hardware": "a100-sxm-40gb",
+            "gpus": 8,
+            "global_batch": 64,
+            "seq_len": 4096,
+        }
+    ],
 }
 
 
@@ -41,20 +58,26 @@ def test_grid_expands_in_spec_order_with_stable_ids():
     assert [s["index"] for s in scen] == list(range(len(scen)))
     # last grid key fastest: objective, then gpus, then hardware
     assert [(s["hardware"], s["gpus"], s["objective"]) for s in scen[:3]] == [
-        ("h100-sxm", 8, "throughput"), ("h100-sxm", 8, "energy"), ("h100-sxm", 16, "throughput")]
+        ("h100-sxm", 8, "throughput"),
+        ("h100-sxm", 8, "energy"),
+        ("h100-sxm", 16, "throughput"),
+    ]
     assert scen[0]["tokens"] == 1e12
     again, _ = expand(SPEC)
     assert [s["id"] for s in again] == [s["id"] for s in scen]
     assert len({s["id"] for s in scen}) == len(scen)
 
 
-@pytest.mark.parametrize("patch, key", [
-    ({"train": {**SPEC["train"], "gpus": [0]}}, "train.gpus[0]"),
-    ({"serve": {**SPEC["serve"], "workloads": [{"isl": 10}]}}, "serve.workloads[0].osl"),
-    ({"serve": {**SPEC["serve"], "objectives": ["throughput"]}}, "serve.objectives[0]"),
-    ({"train": {**SPEC["train"], "models": ["no-such-model"]}}, "model"),
-    ({"bogus": 1}, "bogus"),
-])
+@pytest.mark.parametrize(
+    "patch, key",
+    [
+        ({"train": {**SPEC["train"], "gpus": [0]}}, "train.gpus[0]"),
+        ({"serve": {**SPEC["serve"], "workloads": [{"isl": 10}]}}, "serve.workloads[0].osl"),
+        ({"serve": {**SPEC["serve"], "objectives": ["throughput"]}}, "serve.objectives[0]"),
+        ({"train": {**SPEC["train"], "models": ["no-such-model"]}}, "model"),
+        ({"bogus": 1}, "bogus"),
+    ],
+)
 def test_bad_spec_names_the_key(patch, key):
     with pytest.raises(InputError) as exc:
         expand({**SPEC, **patch})
@@ -66,8 +89,9 @@ def test_row_equals_the_public_api_plan():
     s = scen[1]  # llama-3.1-8b, h100-sxm, 8 GPUs, energy, with the 2 $/h price
     row = run_scenario(s, prices)
     hw = roofplan.load_hardware("h100-sxm").with_price(2.0)
-    plan = roofplan.plan_training("llama-3.1-8b", hw, gpus=8, global_batch=64, seq_len=4096, tokens=1e12,
-                                  objective="energy", top=1)
+    plan = roofplan.plan_training(
+        "llama-3.1-8b", hw, gpus=8, global_batch=64, seq_len=4096, tokens=1e12, objective="energy", top=1
+    )
     assert row["status"] == "ok"
     assert row["tokens_per_s"] == plan.best["tokens_per_s"]
     assert row["cost_to_train_usd"] == pytest.approx(plan.best["cost_to_train_usd"])
@@ -95,7 +119,9 @@ def test_sweep_outputs_resume_and_process_pool_equal_inline(tmp_path):
     assert set(sa["best"]) and sa["best"] == b["best"]
 
 
-@pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="ray not installed (pip install 'roofplan[ray]')")
+@pytest.mark.skipif(
+    importlib.util.find_spec("ray") is None, reason="ray not installed (pip install 'roofplan[ray]')"
+)
 def test_ray_two_workers_equal_local_row_for_row(tmp_path):
     run_sweep(SPEC, tmp_path / "local", workers=1)
     run_sweep(SPEC, tmp_path / "ray", ray=True, workers=2)
@@ -111,16 +137,22 @@ def test_plot_writes_one_png_per_workload(tmp_path):
 
 def test_cli_bad_spec_exits_2_with_one_line(tmp_path):
     p = tmp_path / "s.yaml"
-    p.write_text("serve:\n  models: [llama-3.1-8b]\n  hardware: [h100-sxm]\n  gpus: [8]\n  workloads: [{isl: -1, osl: 5}]\n")
+    p.write_text(
+        "serve:\n  models: [llama-3.1-8b]\n  hardware: [h100-sxm]\n  gpus: [8]\n  workloads: [{isl: -1, osl: 5}]\n"
+    )
     r = CliRunner().invoke(app, ["sweep", str(p), "--out", str(tmp_path / "o")])
     assert r.exit_code == 2
-    assert r.output.strip().splitlines() == ["error: serve.workloads[0].isl: -1 is not valid; a positive integer"]
+    assert r.output.strip().splitlines() == [
+        "error: serve.workloads[0].isl: -1 is not valid; a positive integer"
+    ]
 
 
 def test_cli_json_summary(tmp_path):
     p = tmp_path / "s.yaml"
-    p.write_text("train:\n  models: [llama-3.1-8b]\n  hardware: [h100-sxm]\n  gpus: [8]\n"
-                 "  workloads: [{global_batch: 64, seq_len: 4096}]\n")
+    p.write_text(
+        "train:\n  models: [llama-3.1-8b]\n  hardware: [h100-sxm]\n  gpus: [8]\n"
+        "  workloads: [{global_batch: 64, seq_len: 4096}]\n"
+    )
     r = CliRunner().invoke(app, ["sweep", str(p), "--out", str(tmp_path / "o"), "--workers", "1", "--json"])
     assert r.exit_code == 0, r.output
     doc = json.loads(r.output)
@@ -131,7 +163,13 @@ def test_ray_flag_without_an_address_means_a_local_cluster():
     from roofplan.cli.common import fill_optional_values
 
     assert fill_optional_values(["sweep", "s.yaml", "--ray", "--workers", "2"]) == [
-        "sweep", "s.yaml", "--ray", "local", "--workers", "2"]
+        "sweep",
+        "s.yaml",
+        "--ray",
+        "local",
+        "--workers",
+        "2",
+    ]
     assert fill_optional_values(["sweep", "s.yaml", "--ray"]) == ["sweep", "s.yaml", "--ray", "local"]
     assert fill_optional_values(["sweep", "s.yaml", "--ray", "auto"]) == ["sweep", "s.yaml", "--ray", "auto"]
 
@@ -146,7 +184,8 @@ def test_a_changed_price_reruns_only_the_scenarios_it_affects():
 
 def _overlay(tmp_path, name="h100-fit.yaml", hardware="h100-sxm", sustained=0.6):
     (tmp_path / name).write_text(
-        f"schema: roofplan.calibration/v1\nhardware: {hardware}\nefficiency: {{sustained_compute: {sustained}}}\n")
+        f"schema: roofplan.calibration/v1\nhardware: {hardware}\nefficiency: {{sustained_compute: {sustained}}}\n"
+    )
     return name
 
 
@@ -155,16 +194,23 @@ def test_calibration_overlay_applies_to_its_device_only(tmp_path):
     fitted for (the row equals plan_training with that overlay), leaves the other devices alone,
     and is part of the scenario id (a changed fit reruns on resume)."""
     name = _overlay(tmp_path)
-    doc = {"train": {"models": ["llama-3.1-8b"], "hardware": ["h100-sxm", "a100-sxm-80gb"], "gpus": [8],
-                     "workloads": [{"global_batch": 64, "seq_len": 4096}]}}
+    doc = {
+        "train": {
+            "models": ["llama-3.1-8b"],
+            "hardware": ["h100-sxm", "a100-sxm-80gb"],
+            "gpus": [8],
+            "workloads": [{"global_batch": 64, "seq_len": 4096}],
+        }
+    }
     plain, _ = expand(doc)
     fitted, _ = expand({**doc, "calibration": name}, base=tmp_path)
     assert [s.get("calibration") for s in fitted] == [name, None]
     assert fitted[0]["id"] != plain[0]["id"] and fitted[1]["id"] == plain[1]["id"]
     row, row_plain = run_scenario(fitted[0]), run_scenario(plain[0])
     overlay = {"hardware": "h100-sxm", "efficiency": {"sustained_compute": 0.6}}
-    plan = roofplan.plan_training("llama-3.1-8b", "h100-sxm", gpus=8, global_batch=64, seq_len=4096, top=1,
-                                  calibration=overlay)
+    plan = roofplan.plan_training(
+        "llama-3.1-8b", "h100-sxm", gpus=8, global_batch=64, seq_len=4096, top=1, calibration=overlay
+    )
     assert row["tokens_per_s"] == plan.best["tokens_per_s"]
     assert row["tokens_per_s"] < row_plain["tokens_per_s"]  # 0.6 of peak sustained against the catalog's 0.84
     assert run_scenario(fitted[1])["tokens_per_s"] == run_scenario(plain[1])["tokens_per_s"]

@@ -17,11 +17,32 @@ from roofplan.hardware.catalog import load_hardware
 from roofplan.models.spec import ModelSpec
 
 # A GPT-style model without biases (so parameter counts match Megatron's closed form up to norms).
-GPT = ModelSpec(name="gpt-test", layers=24, hidden=4096, heads=32, kv_heads=32, head_dim=128, ffn=16384,
-                vocab=51200, gated_mlp=False, tied_embeddings=False, linear_bias=False)
+GPT = ModelSpec(
+    name="gpt-test",
+    layers=24,
+    hidden=4096,
+    heads=32,
+    kv_heads=32,
+    head_dim=128,
+    ffn=16384,
+    vocab=51200,
+    gated_mlp=False,
+    tied_embeddings=False,
+    linear_bias=False,
+)
 # Llama-style: GQA, SwiGLU, untied head.
-LLAMA = ModelSpec(name="llama-test", layers=32, hidden=4096, heads=32, kv_heads=8, head_dim=128, ffn=14336,
-                  vocab=128256, gated_mlp=True, tied_embeddings=False)
+LLAMA = ModelSpec(
+    name="llama-test",
+    layers=32,
+    hidden=4096,
+    heads=32,
+    kv_heads=8,
+    head_dim=128,
+    ffn=14336,
+    vocab=128256,
+    gated_mlp=True,
+    tied_embeddings=False,
+)
 
 
 def megatron_weight_and_optimizer_bytes(m: ModelSpec, tp, pp, dp, distributed_optimizer):
@@ -29,7 +50,7 @@ def megatron_weight_and_optimizer_bytes(m: ModelSpec, tp, pp, dp, distributed_op
     h, L = m.hidden, m.layers
     q_ratio = m.heads * m.head_dim / h
     gated = 1.5 if m.gated_mlp else 1.0
-    per_layer_ratio = ((1 + m.kv_heads / m.heads) * q_ratio + (m.ffn / h) * gated + 2 / h + 1 / (L * h))
+    per_layer_ratio = (1 + m.kv_heads / m.heads) * q_ratio + (m.ffn / h) * gated + 2 / h + 1 / (L * h)
     transformer = 2 * L * h * h * per_layer_ratio
     embedding = h * m.vocab
     most_loaded = (transformer / pp + embedding) / tp
@@ -54,7 +75,13 @@ def megatron_activation_bytes(m: ModelSpec, s, b, tp, pp, vpp, microbatches):
 
 
 def _cfg(**kw):
-    base = {"recompute": 1, "sequence_parallel": True, "dtype": "bf16", "flash_attention": False, "dropout": True}
+    base = {
+        "recompute": 1,
+        "sequence_parallel": True,
+        "dtype": "bf16",
+        "flash_attention": False,
+        "dropout": True,
+    }
     base.update(kw)
     return TrainConfigs.single(**base)
 
@@ -63,7 +90,9 @@ H100 = load_hardware("h100-sxm")
 
 
 @pytest.mark.parametrize("model", [GPT, LLAMA])
-@pytest.mark.parametrize("tp,pp,dp,zero", [(1, 1, 8, 0), (4, 1, 2, 0), (2, 4, 4, 0), (8, 2, 16, 1), (4, 4, 2, 1)])
+@pytest.mark.parametrize(
+    "tp,pp,dp,zero", [(1, 1, 8, 0), (4, 1, 2, 0), (2, 4, 4, 0), (8, 2, 16, 1), (4, 4, 2, 1)]
+)
 def test_weights_and_optimizer_match_megatron(model, tp, pp, dp, zero):
     cfg = _cfg(tp=tp, pp=pp, dp=dp, zero=zero, micro_batch=1, global_batch=8 * dp, seq_len=2048)
     a = train_step(model, H100, cfg)
@@ -73,8 +102,10 @@ def test_weights_and_optimizer_match_megatron(model, tp, pp, dp, zero):
     assert ours == pytest.approx(ref, rel=1e-3)
 
 
-@pytest.mark.parametrize("tp,pp,vpp,mb,micro", [(1, 1, 1, 1, 8), (4, 1, 1, 2, 8), (8, 4, 1, 1, 16),
-                                                 (4, 4, 2, 1, 8), (2, 8, 3, 2, 16)])
+@pytest.mark.parametrize(
+    "tp,pp,vpp,mb,micro",
+    [(1, 1, 1, 1, 8), (4, 1, 1, 2, 8), (8, 4, 1, 1, 16), (4, 4, 2, 1, 8), (2, 8, 3, 2, 16)],
+)
 def test_activations_match_megatron(tp, pp, vpp, mb, micro):
     model = GPT
     layers_ok = model.layers % (pp * vpp) == 0
@@ -96,13 +127,17 @@ def test_korthikanti_table2_per_layer():
     sbh = s * b * h
 
     def ours(tp, sp):
-        return float(layer_activation_bytes(sh, tokens=s * b, seq_len=s, tp=tp, sp=sp, scores=True, dropout=True))
+        return float(
+            layer_activation_bytes(sh, tokens=s * b, seq_len=s, tp=tp, sp=sp, scores=True, dropout=True)
+        )
 
     assert ours(1, False) == pytest.approx(sbh * (34 + 5 * a * s / h), rel=1e-12)
     assert ours(8, False) == pytest.approx(sbh * (10 + 24 / 8 + 5 * a * s / (h * 8)), rel=1e-12)
     assert ours(8, True) == pytest.approx(sbh * (34 / 8 + 5 * a * s / (h * 8)), rel=1e-12)
     # selective recompute drops exactly the 5as/h term (Korthikanti eq. 4 / 34 sbh / t with SP)
-    sel = float(layer_activation_bytes(sh, tokens=s * b, seq_len=s, tp=8, sp=True, scores=False, dropout=True))
+    sel = float(
+        layer_activation_bytes(sh, tokens=s * b, seq_len=s, tp=8, sp=True, scores=False, dropout=True)
+    )
     assert sel == pytest.approx(sbh * 34 / 8 + s * b * 4 * a / 8, rel=1e-12)  # + FlashAttention's fp32 LSE
 
 
@@ -112,22 +147,32 @@ def test_full_recompute_keeps_layer_inputs_only():
     cfg = _cfg(tp=tp, pp=pp, dp=1, micro_batch=b, global_batch=b, seq_len=s, recompute=2)
     act = float(train_step(m, H100, cfg).mem_activations[0])
     sh = model_shapes(m)
-    inputs = m.layers * 2 * s * b * m.hidden / tp                  # 2sbh/t per layer with SP
-    working = float(layer_activation_bytes(sh, tokens=s * b, seq_len=s, tp=tp, sp=True, scores=True, dropout=True))
+    inputs = m.layers * 2 * s * b * m.hidden / tp  # 2sbh/t per layer with SP
+    working = float(
+        layer_activation_bytes(sh, tokens=s * b, seq_len=s, tp=tp, sp=True, scores=True, dropout=True)
+    )
     embed = s * b * (8 + m.hidden / tp)
     logits = s * b * 4 * (m.hidden / tp + m.vocab / tp)
     assert act == pytest.approx(inputs + working + embed + logits, rel=1e-12)
 
 
 def test_partial_recompute_between_none_and_full():
-    base = {"tp": 2, "pp": 2, "dp": 2, "micro_batch": 1, "global_batch": 16, "seq_len": 4096, "flash_attention": True}
+    base = {
+        "tp": 2,
+        "pp": 2,
+        "dp": 2,
+        "micro_batch": 1,
+        "global_batch": 16,
+        "seq_len": 4096,
+        "flash_attention": True,
+    }
     acts, times = [], []
-    for rc, k in ((0, 0), (2, 8), (2, 16), (2, 0)):   # 32 layers / pp 2 = 16 per stage
+    for rc, k in ((0, 0), (2, 8), (2, 16), (2, 0)):  # 32 layers / pp 2 = 16 per stage
         a = train_step(LLAMA, H100, _cfg(recompute=rc, recompute_layers=k, **base))
         acts.append(float(a.mem_activations[0]))
         times.append(float(a.t_compute[0]))
     assert acts[0] > acts[1] > acts[2]
-    assert acts[2] == pytest.approx(acts[3])           # 16 of the 16 layers per stage == all (0)
+    assert acts[2] == pytest.approx(acts[3])  # 16 of the 16 layers per stage == all (0)
     assert times[0] < times[1] < times[2] == pytest.approx(times[3])
 
 
@@ -135,7 +180,9 @@ def test_zero_stages_shard_state():
     P = None
     res = {}
     for zero in (0, 1, 2, 3):
-        a = train_step(LLAMA, H100, _cfg(tp=1, pp=1, dp=8, zero=zero, micro_batch=1, global_batch=8, seq_len=2048))
+        a = train_step(
+            LLAMA, H100, _cfg(tp=1, pp=1, dp=8, zero=zero, micro_batch=1, global_batch=8, seq_len=2048)
+        )
         res[zero] = (float(a.mem_weights[0]), float(a.mem_gradients[0]), float(a.mem_optimizer[0]))
     w0, g0, o0 = res[0]
     P = w0 / 2
@@ -163,8 +210,16 @@ def test_flash_attention_removes_score_memory():
 
 
 def test_fp8_stores_gemm_inputs_in_one_byte():
-    kw = {"tp": 1, "dp": 1, "micro_batch": 1, "global_batch": 1, "seq_len": 2048, "recompute": 0, "flash_attention": True,
-              "dropout": False}
+    kw = {
+        "tp": 1,
+        "dp": 1,
+        "micro_batch": 1,
+        "global_batch": 1,
+        "seq_len": 2048,
+        "recompute": 0,
+        "flash_attention": True,
+        "dropout": False,
+    }
     bf = float(train_step(LLAMA, H100, _cfg(dtype="bf16", **kw)).mem_activations[0])
     f8 = float(train_step(LLAMA, H100, _cfg(dtype="fp8", **kw)).mem_activations[0])
     h, s = LLAMA.hidden, 2048

@@ -7,21 +7,53 @@ from roofplan.costmodel.train_ops import layer_ops, stage_compute, step_lanes
 from roofplan.hardware.catalog import load_hardware
 from roofplan.models.spec import ModelSpec
 
-LLAMA = ModelSpec(name="llama-test", layers=32, hidden=4096, heads=32, kv_heads=8, head_dim=128, ffn=14336,
-                  vocab=128256, gated_mlp=True, tied_embeddings=False)
+LLAMA = ModelSpec(
+    name="llama-test",
+    layers=32,
+    hidden=4096,
+    heads=32,
+    kv_heads=8,
+    head_dim=128,
+    ffn=14336,
+    vocab=128256,
+    gated_mlp=True,
+    tied_embeddings=False,
+)
 H100 = load_hardware("h100-sxm")
 
 
 def _cfg(**kw):
     scalars = {k: kw.pop(k) for k in list(kw) if k in _SCALARS}
-    base = {"tp": 2, "pp": 1, "dp": 4, "cp": 1, "ep": 1, "vpp": 1, "micro_batch": 1, "global_batch": 32,
-            "seq_len": 4096, "recompute": 0, "recompute_layers": 0, "sequence_parallel": True, "zero": 1, "offload": 0}
+    base = {
+        "tp": 2,
+        "pp": 1,
+        "dp": 4,
+        "cp": 1,
+        "ep": 1,
+        "vpp": 1,
+        "micro_batch": 1,
+        "global_batch": 32,
+        "seq_len": 4096,
+        "recompute": 0,
+        "recompute_layers": 0,
+        "sequence_parallel": True,
+        "zero": 1,
+        "offload": 0,
+    }
     base.update(kw)
     return TrainConfigs(**{k: np.atleast_1d(v) for k, v in base.items()}, **scalars)
 
 
-_SCALARS = ("dtype", "fp8_recipe", "split_accounts_ends", "pipeline_engine", "overlap_grad_reduce",
-            "overlap_param_gather", "grad_reduce_in_fp32", "tp_comm_overlap")
+_SCALARS = (
+    "dtype",
+    "fp8_recipe",
+    "split_accounts_ends",
+    "pipeline_engine",
+    "overlap_grad_reduce",
+    "overlap_param_gather",
+    "grad_reduce_in_fp32",
+    "tp_comm_overlap",
+)
 
 
 def test_op_table_flops_and_bytes_by_hand():
@@ -66,12 +98,25 @@ def test_activation_offload_memory_and_time_by_hand():
     cfg4 = _cfg(tp=1, dp=8, global_batch=16, act_offload_layers=4)
     base, off = train_step(LLAMA, H100, cfg0), train_step(LLAMA, H100, cfg4)
     L = step_lanes(LLAMA, H100, cfg4)
-    layer = layer_activation_bytes(L.s, tokens=L.tokens, seq_len=L.seq, tp=L.tp, sp=L.sp, scores=False,
-                                   dropout=False, moe_imbalance=L.imb)
+    layer = layer_activation_bytes(
+        L.s,
+        tokens=L.tokens,
+        seq_len=L.seq,
+        tp=L.tp,
+        sp=L.sp,
+        scores=False,
+        dropout=False,
+        moe_imbalance=L.imb,
+    )
     assert np.allclose(base.mem_activations - off.mem_activations, 3 * layer)
     # a slow host link: 1 GB/s makes every copy exposed beyond its neighbour's compute
-    slow = dataclasses.replace(H100, tiers=tuple(
-        MemoryTier("host", t.capacity_bytes, 1e9, t.shared_by) if t.name == "host" else t for t in H100.tiers))
+    slow = dataclasses.replace(
+        H100,
+        tiers=tuple(
+            MemoryTier("host", t.capacity_bytes, 1e9, t.shared_by) if t.name == "host" else t
+            for t in H100.tiers
+        ),
+    )
     sc = stage_compute(L, layer_ops(L))
     copy = layer / (1e9 * H100.efficiency.hbm)
     expected = L.micro * 4 * (2 * copy - sc.fwd / 32 - sc.bwd / 32)
@@ -115,7 +160,7 @@ def test_split_accounting_takes_one_layer_off_the_end_stages():
     kw = {"tp": 2, "pp": 4, "dp": 1, "global_batch": 8}
     base = stage_compute(*_lanes_ops(_cfg(**kw)))
     split = stage_compute(*_lanes_ops(_cfg(split_accounts_ends=True, **kw)))
-    layer = (base.fwd + base.bwd) / 8.0                     # 32 layers over 4 stages
+    layer = (base.fwd + base.bwd) / 8.0  # 32 layers over 4 stages
     assert np.allclose(split.ends, np.maximum(base.ends - layer, 0.0))
     assert np.allclose(split.fwd, base.fwd)
 

@@ -51,9 +51,16 @@ def test_table_shows_families_and_bands(tmp_path, cli):
 
 
 def test_hardware_filter_counts_what_it_skips(cli):
-    r = cli("validate", "--measurements", str(DATA / "measured_kernels_a100.csv"),
-                            "--measurements", str(DATA / "measured_kernels_hopper.csv"), "--hardware",
-                            "a100-sxm-80gb", "--json")
+    r = cli(
+        "validate",
+        "--measurements",
+        str(DATA / "measured_kernels_a100.csv"),
+        "--measurements",
+        str(DATA / "measured_kernels_hopper.csv"),
+        "--hardware",
+        "a100-sxm-80gb",
+        "--json",
+    )
     assert r.exit_code == 0, r.output
     doc = json.loads(r.stdout)
     assert {row["hardware"] for row in doc["rows"]} == {"a100-sxm-80gb"}
@@ -62,12 +69,15 @@ def test_hardware_filter_counts_what_it_skips(cli):
     assert gemm["held_back"]["rows"] > 500 and gemm["held_back"]["median_abs_error"] < 0.15
 
 
-@pytest.mark.parametrize("line,where", [
-    ("gemm,h100-sxm,bad,4096,abc,8192,bf16,,,,,,,,,,,,,,,,,,,355", "line 2 n"),
-    ("moe,h100-sxm,bad,,,,bf16,,,,,,,,,,,,4096,128,8,4096,1536,8,zipf,900", "line 2 distribution"),
-    ("collective,h100-sxm,bad,,,,,,,,,,,,all_gather,8,4096,custom,,,,,,,,12", "line 2 impl"),
-    ("decode_attention,h100-sxm,bad,,,,,64,32,8,128,,-5,bf16,,,,,,,,,,,,180", "line 2 kv_len"),
-])
+@pytest.mark.parametrize(
+    "line,where",
+    [
+        ("gemm,h100-sxm,bad,4096,abc,8192,bf16,,,,,,,,,,,,,,,,,,,355", "line 2 n"),
+        ("moe,h100-sxm,bad,,,,bf16,,,,,,,,,,,,4096,128,8,4096,1536,8,zipf,900", "line 2 distribution"),
+        ("collective,h100-sxm,bad,,,,,,,,,,,,all_gather,8,4096,custom,,,,,,,,12", "line 2 impl"),
+        ("decode_attention,h100-sxm,bad,,,,,64,32,8,128,,-5,bf16,,,,,,,,,,,,180", "line 2 kv_len"),
+    ],
+)
 def test_malformed_row_is_one_line_naming_file_line_and_column(tmp_path, line, where, cli):
     f = tmp_path / "bad.csv"
     f.write_text(ROWS.splitlines()[0] + "\n" + line + "\n")

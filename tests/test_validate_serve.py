@@ -103,8 +103,9 @@ def test_max_throughput_rows_run_at_the_batch_the_kv_cache_admits(result):
     a = serve_step(model, hw, reached, engine)
     assert r.predicted == pytest.approx(float(a.output_tokens_per_s[0]))
     assert a.fits[0]
-    bigger = ServeConfigs.single(tp=1, batch=int(reached.batch[0]) + 1, isl=128, osl=2048, dtype="fp8",
-                                 kv_dtype=kv, engine="trtllm")
+    bigger = ServeConfigs.single(
+        tp=1, batch=int(reached.batch[0]) + 1, isl=128, osl=2048, dtype="fp8", kv_dtype=kv, engine="trtllm"
+    )
     assert not serve_step(model, hw, bigger, engine).fits[0]
     # measured 911.6 tok/s with ~24 running requests: the memory-bound decode step (~26 ms); the
     # measured FP8 GEMM tables stream weights at 0.80 of HBM on H100 (tools/fit_ops.py), which puts

@@ -19,7 +19,7 @@ def test_paper_flops_formula_by_hand():
     B, s, l, h, V = 512, 2048, 24, 2304, 51200  # noqa: E741 - the paper's notation
     by_hand = 96 * 512 * 2048 * 24 * 2304**2 * (1 + 2048 / (6 * 2304) + 51200 / (16 * 24 * 2304))
     assert paper_flops_per_iteration(B, s, l, h, V) == pytest.approx(by_hand, rel=1e-12)
-    assert by_hand == pytest.approx(1.5e16, rel=0.1)        # order of magnitude sanity: 15 PFLOP/iteration
+    assert by_hand == pytest.approx(1.5e16, rel=0.1)  # order of magnitude sanity: 15 PFLOP/iteration
 
 
 def test_sc21_table1_within_published_bounds():
@@ -59,8 +59,11 @@ def test_sustained_compute_was_fitted_on_runs_outside_the_suite():
     held = read_cases(Path(__file__).parents[1] / "tools" / "data" / "heldout_training.csv")
     suite_ids = {c.id for c in read_cases()}
     assert held and not suite_ids & {c.id for c in held}
-    assert not [c.id for c in read_cases() if "README_8b.md" in c.source or c.str("model") == "llama-3.1-8b"
-                and c.kind == "train"]
+    assert not [
+        c.id
+        for c in read_cases()
+        if "README_8b.md" in c.source or c.str("model") == "llama-3.1-8b" and c.kind == "train"
+    ]
     for hw_id in ("h100-sxm", "a100-sxm-80gb"):
         doc = yaml.safe_load((Path(roofplan.__file__).parent / "catalogs" / f"{hw_id}.yaml").read_text())
         entry = doc["efficiency"]["sustained_compute"]

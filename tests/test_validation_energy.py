@@ -36,7 +36,9 @@ def test_serve_energy_is_power_between_idle_and_tdp_over_the_token_rate():
 def test_serve_energy_per_token_falls_with_the_batch():
     """ML.ENERGY's published trend (and the physics: weights read once per step): energy per
     token falls as max_num_seqs grows, here from 8 to 64 to 256."""
-    js = [predict_serve_energy(_energy_case(batch=str(b), note="", isl="500", osl="500")) for b in (8, 64, 256)]
+    js = [
+        predict_serve_energy(_energy_case(batch=str(b), note="", isl="500", osl="500")) for b in (8, 64, 256)
+    ]
     assert js[0] > js[1] > js[2] > 0
 
 
@@ -63,8 +65,10 @@ def test_mlenergy_power_rows_meet_tdp_only_at_large_batch():
     back: nothing was fitted on these rows."""
     from roofplan.validation.suite import predict
 
-    rows = sorted((c for c in read_cases() if c.kind == "serve_energy" and c.metric == "power_w"),
-                  key=lambda c: c.int("batch"))
+    rows = sorted(
+        (c for c in read_cases() if c.kind == "serve_energy" and c.metric == "power_w"),
+        key=lambda c: c.int("batch"),
+    )
     assert [c.int("batch") for c in rows] == [16, 64, 256]
     errs = [predict(c) / c.measured - 1 for c in rows]
     assert errs[0] > errs[1] > errs[2] >= 0

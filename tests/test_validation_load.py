@@ -26,7 +26,9 @@ def test_open_loop_rows_are_the_open_loop_steady_state():
     TTFT plus (E[O] - 1) mean decode iterations (the definition of TPOT, same samples)."""
     case = next(c for c in _rows("gpustack-h200-qwen35-35b-a3b-r8-") if c.metric == "latency_s_mean")
     model, hw, engine, cfg = _setup(case, None)
-    r = serve_load.open_loop(serve_load.Instance(model, hw, engine, cfg), np.array([342]), np.array([281]), 8.0)
+    r = serve_load.open_loop(
+        serve_load.Instance(model, hw, engine, cfg), np.array([342]), np.array([281]), 8.0
+    )
     assert predict(case) == pytest.approx(r.latency_s["mean"], rel=1e-12)
     assert r.latency_s["mean"] == pytest.approx(r.ttft_s["mean"] + 280 * r.tpot_s["mean"], rel=1e-9)
 
@@ -58,13 +60,24 @@ def test_server_flags_in_the_note_set_the_engine_profile():
     request cap and token budget follow --max-running-requests / --chunked-prefill-size."""
     from roofplan.validation.serve_predict import engine_for, note_engine_args
 
-    case = Case({"id": "x", "engine": "sglang",
-                 "note": "mem_fraction_static=0.8 max_running_requests=128 chunked_prefill_size=16384"})
-    assert note_engine_args(case) == {"memory_reserve_fraction": pytest.approx(0.2), "max_num_seqs": 128,
-                                      "max_num_batched_tokens": 16384}
+    case = Case(
+        {
+            "id": "x",
+            "engine": "sglang",
+            "note": "mem_fraction_static=0.8 max_running_requests=128 chunked_prefill_size=16384",
+        }
+    )
+    assert note_engine_args(case) == {
+        "memory_reserve_fraction": pytest.approx(0.2),
+        "max_num_seqs": 128,
+        "max_num_batched_tokens": 16384,
+    }
     profile, _ = engine_for(case)
     assert (profile.memory_reserve_fraction, profile.max_num_seqs, profile.max_num_batched_tokens) == (
-        pytest.approx(0.2), 128, 16384)
+        pytest.approx(0.2),
+        128,
+        16384,
+    )
     assert note_engine_args(Case({"id": "y", "note": "vllm bench serve --max-concurrency 4"})) == {}
 
 

@@ -13,9 +13,13 @@ from pathlib import Path
 from roofplan.validation.suite import run_suite
 
 START, END = "<!-- accuracy:start -->", "<!-- accuracy:end -->"
-GROUPS = (("training", ("train",)), ("serving", ("serve_step", "serve_throughput")),
-          ("serving under load", ("serve_load",)), ("operators", ("op_gemm", "op_allreduce")),
-          ("energy", ("train_energy", "serve_energy")))
+GROUPS = (
+    ("training", ("train",)),
+    ("serving", ("serve_step", "serve_throughput")),
+    ("serving under load", ("serve_load",)),
+    ("operators", ("op_gemm", "op_allreduce")),
+    ("energy", ("train_energy", "serve_energy")),
+)
 
 
 def _num(x: float) -> str:
@@ -31,8 +35,10 @@ def _source(text: str, previous: str) -> str:
 
 def table() -> str:
     res = run_suite()
-    lines = ["| case | hardware | model | metric | measured | predicted | error | source |",
-             "|---|---|---|---|---:|---:|---:|---|"]
+    lines = [
+        "| case | hardware | model | metric | measured | predicted | error | source |",
+        "|---|---|---|---|---:|---:|---:|---|",
+    ]
     previous = ""
     for r in res.results:
         c = r.case
@@ -40,13 +46,19 @@ def table() -> str:
         previous = src
         if r.predicted is None:
             continue
-        lines.append(f"| {c.id} | {c.str('hardware')} | {c.str('model', '-')} | {c.metric} | "
-                     f"{_num(c.measured)} {c.str('unit')} | {_num(r.predicted)} | {r.error:+.1%} | {src} |")
+        lines.append(
+            f"| {c.id} | {c.str('hardware')} | {c.str('model', '-')} | {c.metric} | "
+            f"{_num(c.measured)} {c.str('unit')} | {_num(r.predicted)} | {r.error:+.1%} | {src} |"
+        )
     lines += ["", "| group | cases | median abs error | worst abs error |", "|---|---:|---:|---:|"]
     for name, kinds in GROUPS:
-        lines.append(f"| {name} | {len(res.errors(kinds))} | {res.median_abs_error(kinds):.1%} | "
-                     f"{res.worst_abs_error(kinds):.1%} |")
-    lines.append(f"| all | {len(res.errors())} | {res.median_abs_error():.1%} | {res.worst_abs_error():.1%} |")
+        lines.append(
+            f"| {name} | {len(res.errors(kinds))} | {res.median_abs_error(kinds):.1%} | "
+            f"{res.worst_abs_error(kinds):.1%} |"
+        )
+    lines.append(
+        f"| all | {len(res.errors())} | {res.median_abs_error():.1%} | {res.worst_abs_error():.1%} |"
+    )
     return "\n".join(lines)
 
 

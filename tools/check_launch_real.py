@@ -49,18 +49,27 @@ def _commands(text: str, program: list[str]) -> list[list[str]]:
         argv = shlex.split(s)
         argv = argv[:-1] if argv and argv[-1] == "&" else argv
         for j in range(len(argv) - len(program) + 1):
-            if argv[j:j + len(program)] == program:
-                out.append(argv[j + len(program):])
+            if argv[j : j + len(program)] == program:
+                out.append(argv[j + len(program) :])
                 break
     return out
 
 
 def _fill(argv: list[str]) -> list[str]:
     """Placeholders replaced by plausible values (a path, a host)."""
-    sub = {"DATA_PATH": "/data/text_document", "TOKENIZER_MODEL": "/tok", "CHECKPOINT_DIR": "/ckpt",
-           "MODEL": "/model", "HOSTFILE": "/hostfile", "MASTER_ADDR": "127.0.0.1", "NODE_RANK": "0"}
-    return [re.sub(r"\$\{([A-Z_0-9]+)(:-([^}]*))?\}", lambda m: m.group(3) or sub.get(m.group(1), "127.0.0.1"), a)
-            for a in argv]
+    sub = {
+        "DATA_PATH": "/data/text_document",
+        "TOKENIZER_MODEL": "/tok",
+        "CHECKPOINT_DIR": "/ckpt",
+        "MODEL": "/model",
+        "HOSTFILE": "/hostfile",
+        "MASTER_ADDR": "127.0.0.1",
+        "NODE_RANK": "0",
+    }
+    return [
+        re.sub(r"\$\{([A-Z_0-9]+)(:-([^}]*))?\}", lambda m: m.group(3) or sub.get(m.group(1), "127.0.0.1"), a)
+        for a in argv
+    ]
 
 
 def manifest(only: set[str], megatron_target: str | None = None) -> list[dict]:
@@ -74,20 +83,33 @@ def manifest(only: set[str], megatron_target: str | None = None) -> list[dict]:
     if "megatron" in only:
         for model, hw, gpus, gb, seq in TRAIN:
             plan = plan_training(model, hw, gpus=gpus, global_batch=gb, seq_len=seq, emit="megatron", top=5)
-            for version, (rank, cand) in ((v, rc) for v in ([megatron_target] if megatron_target else
-                                                             versions.VERSIONS["megatron"])
-                                          for rc in enumerate(plan.candidates, 1)):
+            for version, (rank, cand) in (
+                (v, rc)
+                for v in ([megatron_target] if megatron_target else versions.VERSIONS["megatron"])
+                for rc in enumerate(plan.candidates, 1)
+            ):
                 try:
                     files = megatron.emit(plan.model, plan.config(cand), cand, version)
                 except Exception as exc:  # refused: counted, not run
-                    out.append({"fw": "megatron", "version": version, "case": f"{model}#{rank}", "refused": str(exc)})
+                    out.append(
+                        {"fw": "megatron", "version": version, "case": f"{model}#{rank}", "refused": str(exc)}
+                    )
                     continue
                 text = files["launch_megatron.sh"]
                 (argv,) = _commands(text, ["pretrain_gpt.py"])
                 env = dict(re.findall(r"^export (\w+)=(\S+)$", text, re.M))
                 cap = 8 if hw.startswith("a100") else 9  # the compute capability validate_args asks CUDA for
-                out.append({"fw": "megatron", "version": version, "case": f"{model}/{gpus}#{rank}", "argv": _fill(argv),
-                            "world": gpus, "env": env, "cap": cap})
+                out.append(
+                    {
+                        "fw": "megatron",
+                        "version": version,
+                        "case": f"{model}/{gpus}#{rank}",
+                        "argv": _fill(argv),
+                        "world": gpus,
+                        "env": env,
+                        "cap": cap,
+                    }
+                )
     if "deepspeed" in only:
         for model, hw, gpus, gb, seq in TRAIN:
             plan = plan_training(model, hw, gpus=gpus, global_batch=gb, seq_len=seq, emit="deepspeed", top=5)
@@ -98,8 +120,15 @@ def manifest(only: set[str], megatron_target: str | None = None) -> list[dict]:
                 except Exception as exc:
                     out.append({"fw": "deepspeed", "version": "0.19", "case": case, "refused": str(exc)})
                     continue
-                out.append({"fw": "deepspeed", "version": "0.19", "case": case, "dp": cand["dp"],
-                            "config": json.loads(files[deepspeed.CONFIG])})
+                out.append(
+                    {
+                        "fw": "deepspeed",
+                        "version": "0.19",
+                        "case": case,
+                        "dp": cand["dp"],
+                        "config": json.loads(files[deepspeed.CONFIG]),
+                    }
+                )
     if "torchtitan" in only:
         for model, hw, gpus, gb, seq in TRAIN:
             plan = plan_training(model, hw, gpus=gpus, global_batch=gb, seq_len=seq, emit="torchtitan", top=3)
@@ -109,12 +138,23 @@ def manifest(only: set[str], megatron_target: str | None = None) -> list[dict]:
                     try:
                         files = torchtitan.emit(plan.model, plan.config(cand), cand, version)
                     except Exception as exc:
-                        out.append({"fw": "torchtitan", "version": version, "case": case, "refused": str(exc)})
+                        out.append(
+                            {"fw": "torchtitan", "version": version, "case": case, "refused": str(exc)}
+                        )
                         continue
-                    out.append({"fw": "torchtitan", "version": version, "case": case, "world": gpus,
-                                "files": {k: v for k, v in files.items() if k.endswith((".py", ".toml"))}})
-    for engine, mod, prog in (("vllm", vllm, ["vllm", "serve"]), ("sglang", sglang,
-                                                                  ["python", "-m", "sglang.launch_server"])):
+                    out.append(
+                        {
+                            "fw": "torchtitan",
+                            "version": version,
+                            "case": case,
+                            "world": gpus,
+                            "files": {k: v for k, v in files.items() if k.endswith((".py", ".toml"))},
+                        }
+                    )
+    for engine, mod, prog in (
+        ("vllm", vllm, ["vllm", "serve"]),
+        ("sglang", sglang, ["python", "-m", "sglang.launch_server"]),
+    ):
         if engine not in only:
             continue
         for model, hw, gpus in SERVE:
@@ -128,14 +168,26 @@ def manifest(only: set[str], megatron_target: str | None = None) -> list[dict]:
                     for name, text in files.items():
                         if name.endswith(".sh"):
                             for argv in _commands(text, prog):
-                                out.append({"fw": engine, "version": version, "case": f"{model}/{mode}/{name}",
-                                            "argv": _fill(argv[1:] if engine == "vllm" else argv)})
+                                out.append(
+                                    {
+                                        "fw": engine,
+                                        "version": version,
+                                        "case": f"{model}/{mode}/{name}",
+                                        "argv": _fill(argv[1:] if engine == "vllm" else argv),
+                                    }
+                                )
                     g = dynamo.graph(plan.best, dict(plan.request, engine=engine))  # its workers' engine args
                     for comp in g["spec"].get("components", []):
                         if comp["type"] != "frontend":
                             args = comp["podTemplate"]["spec"]["containers"][0]["args"]
-                            out.append({"fw": f"dynamo.{engine}", "version": version, "case": f"{model}/{mode}",
-                                        "argv": list(args)})
+                            out.append(
+                                {
+                                    "fw": f"dynamo.{engine}",
+                                    "version": version,
+                                    "case": f"{model}/{mode}",
+                                    "argv": list(args),
+                                }
+                            )
     return out
 
 
@@ -205,7 +257,7 @@ def _vllm(e: dict) -> None:
     if e["fw"] == "dynamo.vllm":  # Dynamo's own flags, then the engine's
         i = argv.index("--disaggregation-mode") if "--disaggregation-mode" in argv else -1
         if i >= 0:
-            del argv[i:i + 2]
+            del argv[i : i + 2]
     parser = make_arg_parser(FlexibleArgumentParser())
     args = parser.parse_args(argv if e["fw"] == "dynamo.vllm" else ["/model", *argv])
     AsyncEngineArgs.from_cli_args(args)
@@ -242,8 +294,13 @@ def _torchtitan(e: dict) -> None:
             cfg = ConfigManager().parse_args(["--job.config_file", str(Path(d, "torchtitan.toml"))])
     p = cfg.parallelism
     shard = p.data_parallel_shard_degree
-    world = (p.data_parallel_replicate_degree * shard * p.tensor_parallel_degree * p.pipeline_parallel_degree
-             * p.context_parallel_degree)
+    world = (
+        p.data_parallel_replicate_degree
+        * shard
+        * p.tensor_parallel_degree
+        * p.pipeline_parallel_degree
+        * p.context_parallel_degree
+    )
     assert world == e["world"], f"world {world} != {e['world']}"
 
 
@@ -271,10 +328,12 @@ def main() -> None:
         path = Path(tmp) / "manifest.json"
         path.write_text(json.dumps(entries))
         py = Path(a.venv) / "venv" / "bin" / "python"
-        cmd = [str(py), __file__, "--probe", str(path)] + (["--megatron-source", a.megatron_source]
-                                                           if a.megatron_source else [])
-        r = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, VLLM_TARGET_DEVICE="cpu"),
-                           check=False)
+        cmd = [str(py), __file__, "--probe", str(path)] + (
+            ["--megatron-source", a.megatron_source] if a.megatron_source else []
+        )
+        r = subprocess.run(
+            cmd, capture_output=True, text=True, env=dict(os.environ, VLLM_TARGET_DEVICE="cpu"), check=False
+        )
         if r.returncode:
             raise SystemExit(r.stderr[-4000:])
         results = json.loads(r.stdout.strip().splitlines()[-1])

@@ -37,10 +37,18 @@ TIME_METRICS = ("step_time_s",)
 SERVE_KINDS = ("serve_step", "serve_throughput", "serve_spec", "serve_load")
 #: Published MFU of runs the suite cannot replay (configuration incomplete), with their sources.
 PUBLISHED_MFU = (
-    {"key": "a100-sxm-80gb/dense-large/16bit", "mfu": 0.552, "case": "megascale-175b-12288",
-     "source": "Jiang et al., MegaScale (NSDI 2024), abstract: 55.2% MFU training a 175B model on 12,288 GPUs"},
-    {"key": "h100-sxm/dense-large/16bit", "mfu": 0.43, "case": "llama3-405b-8192",
-     "source": "Dubey et al. 2024, The Llama 3 Herd of Models, Table 4: 43% BF16 MFU on 8,192 H100 (TP8 PP16 DP64)"},
+    {
+        "key": "a100-sxm-80gb/dense-large/16bit",
+        "mfu": 0.552,
+        "case": "megascale-175b-12288",
+        "source": "Jiang et al., MegaScale (NSDI 2024), abstract: 55.2% MFU training a 175B model on 12,288 GPUs",
+    },
+    {
+        "key": "h100-sxm/dense-large/16bit",
+        "mfu": 0.43,
+        "case": "llama3-405b-8192",
+        "source": "Dubey et al. 2024, The Llama 3 Herd of Models, Table 4: 43% BF16 MFU on 8,192 H100 (TP8 PP16 DP64)",
+    },
 )
 
 
@@ -76,7 +84,7 @@ def document() -> dict:
             best[p["key"]] = {k: p[k] for k in ("mfu", "case", "source")}
     return {
         "about": "p90 absolute error of the validated training rows per device and model class, and of the "
-                 "serving rows per device; written by tools/error_bands.py from the suite behind `roofplan validate`",
+        "serving rows per device; written by tools/error_bands.py from the suite behind `roofplan validate`",
         "percentile": PERCENTILE,
         "bands": _table(groups),
         "best_mfu": dict(sorted(best.items())),
@@ -85,8 +93,10 @@ def document() -> dict:
 
 
 def _table(groups: dict[str, list]) -> dict:
-    return {k: {"rows": len(v), "band_pct": round(100 * p90([e for _, e in v]), 2), "cases": [i for i, _ in v]}
-            for k, v in sorted(groups.items())}
+    return {
+        k: {"rows": len(v), "band_pct": round(100 * p90([e for _, e in v]), 2), "cases": [i for i, _ in v]}
+        for k, v in sorted(groups.items())
+    }
 
 
 def serve_groups() -> dict[str, list]:

@@ -67,10 +67,38 @@ from importlib import metadata, resources
 import pandas as pd
 
 COLUMNS = [
-    "kind", "hardware", "id", "source", "m", "n", "k", "dtype", "batch", "heads",
-    "kv_heads", "head_dim", "seq_len", "kv_len", "kv_dtype", "causal", "direction",
-    "op", "ranks", "nodes", "bytes", "impl", "tokens", "experts", "topk", "hidden",
-    "moe_ffn", "ep", "tp", "distribution", "gated", "time_us",
+    "kind",
+    "hardware",
+    "id",
+    "source",
+    "m",
+    "n",
+    "k",
+    "dtype",
+    "batch",
+    "heads",
+    "kv_heads",
+    "head_dim",
+    "seq_len",
+    "kv_len",
+    "kv_dtype",
+    "causal",
+    "direction",
+    "op",
+    "ranks",
+    "nodes",
+    "bytes",
+    "impl",
+    "tokens",
+    "experts",
+    "topk",
+    "hidden",
+    "moe_ffn",
+    "ep",
+    "tp",
+    "distribution",
+    "gated",
+    "time_us",
 ]
 
 SYSTEMS = {"h100_sxm": "h100-sxm", "h200_sxm": "h200-sxm"}
@@ -80,15 +108,19 @@ DTYPE_MAP = {
     "bfloat16": "bf16",
     "float16": "fp16",
     "half": "fp16",
-    "fp8": "fp8",            # FP8 E4M3, per-tensor scales (W8A8)
+    "fp8": "fp8",  # FP8 E4M3, per-tensor scales (W8A8)
     "fp8_block": "fp8_block",  # FP8 E4M3, 1x128 activation / 128x128 weight block scales
     "w4a16_mxfp4": "mxfp4_wo",  # MXFP4 weights, bf16 activations (weight-only)
     "int8": "int8",
     "nvfp4": "nvfp4",
 }
 DTYPE_BYTES = {"bf16": 2, "fp16": 2, "fp8": 1, "int8": 1}
-NCCL_OPS = {"all_reduce": "all_reduce", "all_gather": "all_gather",
-            "reduce_scatter": "reduce_scatter", "alltoall": "all_to_all"}
+NCCL_OPS = {
+    "all_reduce": "all_reduce",
+    "all_gather": "all_gather",
+    "reduce_scatter": "reduce_scatter",
+    "alltoall": "all_to_all",
+}
 
 MLA_ID = "mla kv_lora=512 rope=64"  # + qk_nope=128 v_head=128 q_lora=1536 (DeepSeek-V3)
 
@@ -115,32 +147,55 @@ def dt(name: str) -> str:
 
 
 def keep_gemm(r) -> bool:
-    return r.m in GEMM_M and r.n in GEMM_DIMS and r.k in GEMM_DIMS and (r.n == r.k or r.n in POW2 or r.k in POW2)
+    return (
+        r.m in GEMM_M and r.n in GEMM_DIMS and r.k in GEMM_DIMS and (r.n == r.k or r.n in POW2 or r.k in POW2)
+    )
 
 
 def keep_ctx(r) -> bool:
     # full attention only; MHA (kv=heads) or GQA with 1 or 8 kv heads
-    return (r.window_size == 0 and r.batch_size in ATTN_BATCH and r.isl in POW2 and r.isl >= 128
-            and r.num_heads in ATTN_HEADS and r.num_key_value_heads in {1, 8, r.num_heads})
+    return (
+        r.window_size == 0
+        and r.batch_size in ATTN_BATCH
+        and r.isl in POW2
+        and r.isl >= 128
+        and r.num_heads in ATTN_HEADS
+        and r.num_key_value_heads in {1, 8, r.num_heads}
+    )
 
 
 def keep_gen(r) -> bool:
-    return (r.window_size == 0 and r.batch_size in GEN_BATCH and (r.step + 1) in POW2 and (r.step + 1) >= 64
-            and r.num_heads in ATTN_HEADS and r.num_key_value_heads in {1, 8, r.num_heads})
+    return (
+        r.window_size == 0
+        and r.batch_size in GEN_BATCH
+        and (r.step + 1) in POW2
+        and (r.step + 1) >= 64
+        and r.num_heads in ATTN_HEADS
+        and r.num_key_value_heads in {1, 8, r.num_heads}
+    )
 
 
 def keep_moe(r) -> bool:
-    return (r.num_tokens in MOE_TOKENS and (r.moe_tp_size, r.moe_ep_size) in MOE_TP_EP
-            and r.distribution in MOE_DIST)
+    return (
+        r.num_tokens in MOE_TOKENS
+        and (r.moe_tp_size, r.moe_ep_size) in MOE_TP_EP
+        and r.distribution in MOE_DIST
+    )
 
 
 def keep_mla_ctx(r) -> bool:
-    return r.batch_size in MLA_BATCH and r.isl in POW2 and r.isl >= 128 and r.num_heads in {128, 64, 32, 16, 8}
+    return (
+        r.batch_size in MLA_BATCH and r.isl in POW2 and r.isl >= 128 and r.num_heads in {128, 64, 32, 16, 8}
+    )
 
 
 def keep_mla_gen(r) -> bool:
-    return (r.batch_size in MLA_GEN_BATCH and (r.step + 1) in POW2 and (r.step + 1) >= 64
-            and r.num_heads in {128, 64, 32, 16, 8})
+    return (
+        r.batch_size in MLA_GEN_BATCH
+        and (r.step + 1) in POW2
+        and (r.step + 1) >= 64
+        and r.num_heads in {128, 64, 32, 16, 8}
+    )
 
 
 def blank() -> dict:
@@ -168,8 +223,15 @@ def convert(table: str, df: pd.DataFrame, hw: str, src: str, full: bool):
             ctx = base.startswith("context")
             if not (full or (keep_ctx(r) if ctx else keep_gen(r))):
                 continue
-            o.update(batch=r.batch_size, heads=r.num_heads, kv_heads=r.num_key_value_heads,
-                     head_dim=r.head_dim, dtype=dt(r.attn_dtype), kv_dtype=dt(r.kv_cache_dtype), causal="yes")
+            o.update(
+                batch=r.batch_size,
+                heads=r.num_heads,
+                kv_heads=r.num_key_value_heads,
+                head_dim=r.head_dim,
+                dtype=dt(r.attn_dtype),
+                kv_dtype=dt(r.kv_cache_dtype),
+                causal="yes",
+            )
             if ctx:
                 o.update(kind="attention", seq_len=r.isl, kv_len=r.isl)
             else:
@@ -183,8 +245,13 @@ def convert(table: str, df: pd.DataFrame, hw: str, src: str, full: bool):
             ctx = base.startswith("context")
             if not (full or (keep_mla_ctx(r) if ctx else keep_mla_gen(r))):
                 continue
-            o.update(batch=r.batch_size, heads=r.num_heads, dtype=dt(r.mla_dtype),
-                     kv_dtype=dt(r.kv_cache_dtype), causal="yes")
+            o.update(
+                batch=r.batch_size,
+                heads=r.num_heads,
+                dtype=dt(r.mla_dtype),
+                kv_dtype=dt(r.kv_cache_dtype),
+                causal="yes",
+            )
             rid += f" {MLA_ID} tp={r.tp_size}"
             if ctx:
                 o.update(kind="attention", seq_len=r.isl, kv_len=r.isl, kv_heads=r.num_heads)
@@ -194,18 +261,45 @@ def convert(table: str, df: pd.DataFrame, hw: str, src: str, full: bool):
         elif base == "moe_perf":
             if not (full or keep_moe(r)):
                 continue
-            o.update(kind="moe", tokens=r.num_tokens, hidden=r.hidden_size, moe_ffn=r.inter_size,
-                     experts=r.num_experts, topk=r.topk, ep=r.moe_ep_size, tp=r.moe_tp_size,
-                     dtype=dt(r.moe_dtype), distribution=r.distribution)
-            rid += " " + (r.kernel_source.replace("moe_torch_flow_", "") if r.kernel_source != "moe_torch_flow" else "default")
+            o.update(
+                kind="moe",
+                tokens=r.num_tokens,
+                hidden=r.hidden_size,
+                moe_ffn=r.inter_size,
+                experts=r.num_experts,
+                topk=r.topk,
+                ep=r.moe_ep_size,
+                tp=r.moe_tp_size,
+                dtype=dt(r.moe_dtype),
+                distribution=r.distribution,
+            )
+            rid += " " + (
+                r.kernel_source.replace("moe_torch_flow_", "")
+                if r.kernel_source != "moe_torch_flow"
+                else "default"
+            )
         elif base == "nccl_perf":
             d = dt(r.nccl_dtype)
-            o.update(kind="collective", op=NCCL_OPS[r.op_name], ranks=r.num_gpus, nodes=1,
-                     bytes=int(r.message_size) * DTYPE_BYTES[d], impl="nccl", dtype=d)
+            o.update(
+                kind="collective",
+                op=NCCL_OPS[r.op_name],
+                ranks=r.num_gpus,
+                nodes=1,
+                bytes=int(r.message_size) * DTYPE_BYTES[d],
+                impl="nccl",
+                dtype=d,
+            )
         elif base == "custom_allreduce_perf":
             d = dt(r.allreduce_dtype)
-            o.update(kind="collective", op="all_reduce", ranks=r.num_gpus, nodes=1,
-                     bytes=int(r.message_size) * DTYPE_BYTES[d], impl="custom", dtype=d)
+            o.update(
+                kind="collective",
+                op="all_reduce",
+                ranks=r.num_gpus,
+                nodes=1,
+                bytes=int(r.message_size) * DTYPE_BYTES[d],
+                impl="custom",
+                dtype=d,
+            )
             rid += f" trtllm_impl={getattr(r, 'implementation', 'auto')}"
         else:
             raise ValueError(f"unknown table {table}")
@@ -215,18 +309,31 @@ def convert(table: str, df: pd.DataFrame, hw: str, src: str, full: bool):
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--data-dir", default=None,
-                    help="aiconfigurator_core systems/data folder (default: from the installed package)")
-    ap.add_argument("--trtllm-version", default="1.3.0rc20",
-                    help="TensorRT-LLM data folder (default 1.3.0rc20, the package's 'current' trtllm slot)")
+    ap.add_argument(
+        "--data-dir",
+        default=None,
+        help="aiconfigurator_core systems/data folder (default: from the installed package)",
+    )
+    ap.add_argument(
+        "--trtllm-version",
+        default="1.3.0rc20",
+        help="TensorRT-LLM data folder (default 1.3.0rc20, the package's 'current' trtllm slot)",
+    )
     ap.add_argument("--nccl-version", default="2.29.2")
     ap.add_argument("--out", default="measured_kernels.csv")
     ap.add_argument("--full", action="store_true", help="keep every row (no subsampling)")
-    ap.add_argument("--system", action="append", metavar="FOLDER=ID",
-                    help="aiconfigurator system folder and roofplan catalog id (repeatable; default "
-                         "h100_sxm=h100-sxm and h200_sxm=h200-sxm)")
-    ap.add_argument("--with-mla", action="store_true",
-                    help="also the MLA tables (their rows leave head_dim empty: not readable by roofplan yet)")
+    ap.add_argument(
+        "--system",
+        action="append",
+        metavar="FOLDER=ID",
+        help="aiconfigurator system folder and roofplan catalog id (repeatable; default "
+        "h100_sxm=h100-sxm and h200_sxm=h200-sxm)",
+    )
+    ap.add_argument(
+        "--with-mla",
+        action="store_true",
+        help="also the MLA tables (their rows leave head_dim empty: not readable by roofplan yet)",
+    )
     a = ap.parse_args(argv)
 
     data_dir = a.data_dir or default_data_dir()
@@ -239,8 +346,11 @@ def main(argv=None) -> int:
         f"gemm/trtllm/{v}/gemm_perf.parquet",
         f"attention/trtllm/{v}/context_attention_perf.parquet",
         f"attention/trtllm/{v}/generation_attention_perf.parquet",
-        *([f"mla/trtllm/{v}/context_mla_perf.parquet", f"mla/trtllm/{v}/generation_mla_perf.parquet"]
-          if a.with_mla else []),
+        *(
+            [f"mla/trtllm/{v}/context_mla_perf.parquet", f"mla/trtllm/{v}/generation_mla_perf.parquet"]
+            if a.with_mla
+            else []
+        ),
         f"moe/trtllm/{v}/moe_perf.parquet",
         f"comm/nccl/{nv}/nccl_perf.parquet",
         f"comm/trtllm/{v}/custom_allreduce_perf.parquet",
@@ -255,7 +365,7 @@ def main(argv=None) -> int:
                 print(f"missing: {system}/{t}", file=sys.stderr)
                 continue
             df = pd.read_parquet(path)
-            src = f"{pkg} {system}/{t[:-len('.parquet')]}"
+            src = f"{pkg} {system}/{t[: -len('.parquet')]}"
             out = list(convert(t, df, hw, src, a.full))
             for r in out:  # MoE kernels without a gate (Nemotron-H, gpt-oss style) say so in their id
                 r["gated"] = ("no" if "nongated" in r["id"] else "yes") if r["kind"] == "moe" else ""

@@ -50,11 +50,21 @@ from pathlib import Path
 OUT = Path(__file__).resolve().parent.parent / "tests" / "data" / "inventories"
 TORCH = "torch==2.13.0"  # the CPU wheel; the frameworks only need it to import their parsers
 # GPU kernels, compilers and heavy optional stacks a parser import does not need
-_SKIP = re.compile(r"^(torch|torchaudio|torchvision|xformers|flashinfer|triton|nvidia|cupy|ray|numba|cuda|deep|"
-                   r"flash|fastsafetensors|tilelang|apache-tvm|helion|pynvvideocodec|nvtx|instanttensor|sgl-kernel|"
-                   r"tokenspeed|humming|quack|kernels|decord|torchao|xgrammar|mooncake|nixl)", re.I)
-_MODULE_PACKAGE = {"PIL": "pillow", "yaml": "pyyaml", "zmq": "pyzmq", "cpuinfo": "py-cpuinfo",
-                   "google": "protobuf", "attr": "attrs", "IPython": "ipython"}
+_SKIP = re.compile(
+    r"^(torch|torchaudio|torchvision|xformers|flashinfer|triton|nvidia|cupy|ray|numba|cuda|deep|"
+    r"flash|fastsafetensors|tilelang|apache-tvm|helion|pynvvideocodec|nvtx|instanttensor|sgl-kernel|"
+    r"tokenspeed|humming|quack|kernels|decord|torchao|xgrammar|mooncake|nixl)",
+    re.I,
+)
+_MODULE_PACKAGE = {
+    "PIL": "pillow",
+    "yaml": "pyyaml",
+    "zmq": "pyzmq",
+    "cpuinfo": "py-cpuinfo",
+    "google": "protobuf",
+    "attr": "attrs",
+    "IPython": "ipython",
+}
 
 
 # ---------------------------------------------------------------- inventory records (shared)
@@ -71,10 +81,22 @@ def argparse_inventory(parser) -> dict:
     out = {}
     for action in parser._actions:
         nargs = action.nargs
-        takes = not (nargs == 0 or action.const is not None and nargs is None and action.type is None
-                     and type(action).__name__ in ("_StoreConstAction", "_AppendConstAction"))
-        if type(action).__name__ in ("_StoreTrueAction", "_StoreFalseAction", "_CountAction", "_HelpAction",
-                                     "_VersionAction", "BooleanOptionalAction", "_StoreConstAction"):
+        takes = not (
+            nargs == 0
+            or action.const is not None
+            and nargs is None
+            and action.type is None
+            and type(action).__name__ in ("_StoreConstAction", "_AppendConstAction")
+        )
+        if type(action).__name__ in (
+            "_StoreTrueAction",
+            "_StoreFalseAction",
+            "_CountAction",
+            "_HelpAction",
+            "_VersionAction",
+            "BooleanOptionalAction",
+            "_StoreConstAction",
+        ):
             takes = False
         choices = None
         if action.choices is not None:
@@ -82,8 +104,12 @@ def argparse_inventory(parser) -> dict:
                 choices = sorted(str(c) for c in action.choices)
             except TypeError:
                 choices = None
-        rec = {"takes_value": takes, "type": _type_name(action.type), "choices": choices,
-               "nargs": nargs if isinstance(nargs, (int, str)) else None}
+        rec = {
+            "takes_value": takes,
+            "type": _type_name(action.type),
+            "choices": choices,
+            "nargs": nargs if isinstance(nargs, (int, str)) else None,
+        }
         for opt in action.option_strings:
             out[opt] = rec
     return out
@@ -96,8 +122,10 @@ def _probe(framework: str, source: str | None) -> dict:
         from vllm.entrypoints.common.cli_args import make_arg_parser
         from vllm.utils.argparse_utils import FlexibleArgumentParser
 
-        return {"method": "import: vllm.entrypoints.common.cli_args.make_arg_parser (vllm serve)",
-                "options": argparse_inventory(make_arg_parser(FlexibleArgumentParser()))}
+        return {
+            "method": "import: vllm.entrypoints.common.cli_args.make_arg_parser (vllm serve)",
+            "options": argparse_inventory(make_arg_parser(FlexibleArgumentParser())),
+        }
     if framework == "vllm-bench":
         os.environ.setdefault("VLLM_TARGET_DEVICE", "cpu")
         from vllm.benchmarks.serve import add_cli_args
@@ -105,21 +133,29 @@ def _probe(framework: str, source: str | None) -> dict:
 
         p = FlexibleArgumentParser()
         add_cli_args(p)
-        return {"method": "import: vllm.benchmarks.serve.add_cli_args (vllm bench serve)",
-                "options": argparse_inventory(p)}
+        return {
+            "method": "import: vllm.benchmarks.serve.add_cli_args (vllm bench serve)",
+            "options": argparse_inventory(p),
+        }
     if framework == "sglang":
         from sglang.srt.server_args import ServerArgs
 
         p = argparse.ArgumentParser()
         ServerArgs.add_cli_args(p)
-        return {"method": "import: sglang.srt.server_args.ServerArgs.add_cli_args", "options": argparse_inventory(p)}
+        return {
+            "method": "import: sglang.srt.server_args.ServerArgs.add_cli_args",
+            "options": argparse_inventory(p),
+        }
     if framework == "megatron":
         sys.path.insert(0, source)
         from megatron.training.arguments import add_megatron_arguments
 
         p = argparse.ArgumentParser(allow_abbrev=False)
         add_megatron_arguments(p)
-        return {"method": "import: megatron.training.arguments.add_megatron_arguments", "options": argparse_inventory(p)}
+        return {
+            "method": "import: megatron.training.arguments.add_megatron_arguments",
+            "options": argparse_inventory(p),
+        }
     raise SystemExit(f"no import probe for {framework}")
 
 
@@ -136,8 +172,11 @@ def ast_argparse(path: Path) -> dict:
     imported on CPU): option strings, ``type`` (a name), ``choices`` (when literal), ``action``."""
     out = {}
     for node in ast.walk(ast.parse(path.read_text())):
-        if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
-                and node.func.attr == "add_argument"):
+        if not (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr == "add_argument"
+        ):
             continue
         opts = [a.value for a in node.args if isinstance(a, ast.Constant) and str(a.value).startswith("-")]
         if not opts:
@@ -149,8 +188,12 @@ def ast_argparse(path: Path) -> dict:
         choices = _literal(kw["choices"]) if "choices" in kw else None
         nargs = _literal(kw["nargs"]) if "nargs" in kw else None
         takes = action not in ("store_true", "store_false", "count", "help", "version", "store_const")
-        rec = {"takes_value": takes, "type": tname, "choices": sorted(map(str, choices)) if choices else None,
-               "nargs": nargs}
+        rec = {
+            "takes_value": takes,
+            "type": tname,
+            "choices": sorted(map(str, choices)) if choices else None,
+            "nargs": nargs,
+        }
         for o in opts:
             out[o] = rec
     return out
@@ -172,12 +215,17 @@ def _ast_dynamo_flags(files: list[Path]) -> dict:
                 if not isinstance(flag, str):
                     continue  # a computed name
                 boolean = fname == "add_negatable_bool_argument" or _literal(kw.get("action")) in (
-                    "store_true", "store_false")
+                    "store_true",
+                    "store_false",
+                )
                 choices = _literal(kw["choices"]) if "choices" in kw else None
                 t = kw.get("arg_type") or kw.get("type")
-                rec = {"takes_value": not boolean, "type": (t.id if isinstance(t, ast.Name) else "str"),
-                       "choices": sorted(map(str, choices)) if isinstance(choices, (list, tuple)) else None,
-                       "nargs": _literal(kw["nargs"]) if "nargs" in kw else None}
+                rec = {
+                    "takes_value": not boolean,
+                    "type": (t.id if isinstance(t, ast.Name) else "str"),
+                    "choices": sorted(map(str, choices)) if isinstance(choices, (list, tuple)) else None,
+                    "nargs": _literal(kw["nargs"]) if "nargs" in kw else None,
+                }
                 names = [flag] + ([f"--no-{flag[2:]}"] if fname == "add_negatable_bool_argument" else [])
                 old = _literal(kw["obsolete_flag"]) if "obsolete_flag" in kw else None
                 for n in names:
@@ -196,8 +244,10 @@ def dynamo_inventory(src: Path) -> dict:
     def files(part: str) -> list[Path]:
         return [p for p in (dyn / part).glob("*.py")] + shared
 
-    return {"method": "ast: dynamo/{frontend,vllm,sglang,trtllm}/*.py and common/configuration (flag_name=...)",
-            "components": {c: _ast_dynamo_flags(files(c)) for c in ("frontend", "vllm", "sglang", "trtllm")}}
+    return {
+        "method": "ast: dynamo/{frontend,vllm,sglang,trtllm}/*.py and common/configuration (flag_name=...)",
+        "components": {c: _ast_dynamo_flags(files(c)) for c in ("frontend", "vllm", "sglang", "trtllm")},
+    }
 
 
 def _annotation(node) -> tuple[str, list[str] | None]:
@@ -231,9 +281,18 @@ def torchtitan_inventory(src: Path, version: str) -> dict:
     tt = src / "torchtitan"
     models = sorted(p.name for p in (tt / "models").iterdir() if (p / "__init__.py").exists())
     if version.startswith("0.2"):
-        fields = dataclass_fields(tt / "config" / "job_config.py", {
-            "Job": "job", "Model": "model", "Training": "training", "Parallelism": "parallelism",
-            "ActivationCheckpoint": "activation_checkpoint", "Checkpoint": "checkpoint", "Float8": "float8"})
+        fields = dataclass_fields(
+            tt / "config" / "job_config.py",
+            {
+                "Job": "job",
+                "Model": "model",
+                "Training": "training",
+                "Parallelism": "parallelism",
+                "ActivationCheckpoint": "activation_checkpoint",
+                "Checkpoint": "checkpoint",
+                "Float8": "float8",
+            },
+        )
         flavors = {}
         for m in models:
             tree = ast.parse((tt / "models" / m / "__init__.py").read_text())
@@ -242,22 +301,36 @@ def torchtitan_inventory(src: Path, version: str) -> dict:
                     keys = [k.value for k in node.value.keys if isinstance(k, ast.Constant)]
                     if keys and all(isinstance(k, str) for k in keys):
                         flavors[m] = sorted(keys)
-        return {"method": "ast: torchtitan/config/job_config.py dataclasses, torchtitan/models/*/__init__.py flavors",
-                "fields": fields, "registry": flavors}
-    fields = dataclass_fields(tt / "config" / "configs.py", {"TrainingConfig": "training",
-                                                             "ParallelismConfig": "parallelism"})
+        return {
+            "method": "ast: torchtitan/config/job_config.py dataclasses, torchtitan/models/*/__init__.py flavors",
+            "fields": fields,
+            "registry": flavors,
+        }
+    fields = dataclass_fields(
+        tt / "config" / "configs.py", {"TrainingConfig": "training", "ParallelismConfig": "parallelism"}
+    )
     trainer = dataclass_fields(tt / "trainer.py", {"Config": ""})
     fields.update({k: v for k, v in trainer.items() if "." not in k})
     registry = {}
     for m in models:
         reg = tt / "models" / m / "config_registry.py"
         if reg.exists():
-            registry[m] = sorted(n.name for n in ast.parse(reg.read_text()).body if isinstance(n, ast.FunctionDef)
-                                 and not n.name.startswith("_"))
-    ac = sorted(n.name for n in ast.walk(ast.parse((tt / "distributed" / "activation_checkpoint.py").read_text()))
-                if isinstance(n, ast.ClassDef) and n.name.endswith("AC"))
-    return {"method": "ast: torchtitan/config/configs.py and trainer.py dataclasses, models/*/config_registry.py",
-            "fields": fields, "registry": registry, "activation_checkpoint": ac}
+            registry[m] = sorted(
+                n.name
+                for n in ast.parse(reg.read_text()).body
+                if isinstance(n, ast.FunctionDef) and not n.name.startswith("_")
+            )
+    ac = sorted(
+        n.name
+        for n in ast.walk(ast.parse((tt / "distributed" / "activation_checkpoint.py").read_text()))
+        if isinstance(n, ast.ClassDef) and n.name.endswith("AC")
+    )
+    return {
+        "method": "ast: torchtitan/config/configs.py and trainer.py dataclasses, models/*/config_registry.py",
+        "fields": fields,
+        "registry": registry,
+        "activation_checkpoint": ac,
+    }
 
 
 def _model_fields(path: Path, cls: str) -> list[str]:
@@ -269,7 +342,11 @@ def _model_fields(path: Path, cls: str) -> list[str]:
                 if isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name):
                     out.append(stmt.target.id)
                     for sub in ast.walk(stmt.value) if stmt.value else ():
-                        if isinstance(sub, ast.keyword) and sub.arg == "alias" and isinstance(sub.value, ast.Constant):
+                        if (
+                            isinstance(sub, ast.keyword)
+                            and sub.arg == "alias"
+                            and isinstance(sub.value, ast.Constant)
+                        ):
                             out.append(sub.value.value)
     return sorted(set(out))
 
@@ -278,8 +355,12 @@ def _string_constants(path: Path) -> list[str]:
     """Values of ``NAME = "key"`` module constants (DeepSpeed spells its config keys so)."""
     out = []
     for node in ast.parse(path.read_text()).body:
-        if (isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str)
-                and re.fullmatch(r"[a-z][a-z0-9_]*", node.value.value)):
+        if (
+            isinstance(node, ast.Assign)
+            and isinstance(node.value, ast.Constant)
+            and isinstance(node.value.value, str)
+            and re.fullmatch(r"[a-z][a-z0-9_]*", node.value.value)
+        ):
             out.append(node.value.value)
     return sorted(set(out))
 
@@ -290,13 +371,19 @@ def ds_config_inventory(src: Path) -> dict:
     read by key from ``runtime/constants.py`` and ``runtime/activation_checkpointing/config.py``."""
     ds = next(src.rglob("deepspeed/runtime/zero/config.py")).parent.parent.parent
     zero = ds / "runtime" / "zero"
-    return {"zero_optimization": _model_fields(zero / "config.py", "DeepSpeedZeroConfig"),
-            "offload_optimizer": _model_fields(zero / "offload_config.py", "DeepSpeedZeroOffloadOptimizerConfig"),
-            "offload_param": _model_fields(zero / "offload_config.py", "DeepSpeedZeroOffloadParamConfig"),
-            "keys": sorted(set(_string_constants(ds / "runtime" / "constants.py"))
-                           | set(_string_constants(zero / "config.py"))
-                           | set(_string_constants(ds / "runtime" / "activation_checkpointing" / "config.py"))),
-            "activation_checkpointing": _string_constants(ds / "runtime" / "activation_checkpointing" / "config.py")}
+    return {
+        "zero_optimization": _model_fields(zero / "config.py", "DeepSpeedZeroConfig"),
+        "offload_optimizer": _model_fields(zero / "offload_config.py", "DeepSpeedZeroOffloadOptimizerConfig"),
+        "offload_param": _model_fields(zero / "offload_config.py", "DeepSpeedZeroOffloadParamConfig"),
+        "keys": sorted(
+            set(_string_constants(ds / "runtime" / "constants.py"))
+            | set(_string_constants(zero / "config.py"))
+            | set(_string_constants(ds / "runtime" / "activation_checkpointing" / "config.py"))
+        ),
+        "activation_checkpointing": _string_constants(
+            ds / "runtime" / "activation_checkpointing" / "config.py"
+        ),
+    }
 
 
 # ---------------------------------------------------------------- virtualenv driver
@@ -315,7 +402,9 @@ def _venv(path: Path, framework: str, version: str, source: str | None) -> Path:
     pkg = {"vllm": "vllm", "vllm-bench": "vllm", "sglang": "sglang"}.get(framework)
     if pkg:
         _run(pip + ["--no-deps", f"{pkg}=={version}"])
-        reqs = _run([str(py), "-c", f"from importlib.metadata import requires; print('\\n'.join(requires('{pkg}')))"])
+        reqs = _run(
+            [str(py), "-c", f"from importlib.metadata import requires; print('\\n'.join(requires('{pkg}')))"]
+        )
         for line in reqs.stdout.splitlines():
             if "extra ==" in line:
                 continue
@@ -325,8 +414,9 @@ def _venv(path: Path, framework: str, version: str, source: str | None) -> Path:
     return py
 
 
-def extract(framework: str, version: str, source: str | None, venv: str | None,
-            deepspeed_source: str | None = None) -> dict:
+def extract(
+    framework: str, version: str, source: str | None, venv: str | None, deepspeed_source: str | None = None
+) -> dict:
     if framework == "torchtitan":
         return torchtitan_inventory(Path(source), version)
     if framework == "dynamo":
@@ -349,26 +439,42 @@ def extract(framework: str, version: str, source: str | None, venv: str | None,
         py = _venv(Path(venv or tmp) / "venv", framework, version, source)
         env = dict(os.environ, VLLM_TARGET_DEVICE="cpu")
         for _ in range(25):  # import, install what is missing, retry
-            r = _run([str(py), __file__, "--probe", framework, version] + (["--source", source] if source else []),
-                     env=env)
+            r = _run(
+                [str(py), __file__, "--probe", framework, version] + (["--source", source] if source else []),
+                env=env,
+            )
             if r.returncode == 0:
                 return json.loads(r.stdout)
             m = re.search(r"No module named '([^'.]+)", r.stderr)
             if not m:
                 raise SystemExit(r.stderr[-3000:])
-            _run([str(py), "-m", "pip", "install", "-q", "-c", str(py.parent.parent / "constraints.txt"),
-                  _MODULE_PACKAGE.get(m.group(1), m.group(1))])
+            _run(
+                [
+                    str(py),
+                    "-m",
+                    "pip",
+                    "install",
+                    "-q",
+                    "-c",
+                    str(py.parent.parent / "constraints.txt"),
+                    _MODULE_PACKAGE.get(m.group(1), m.group(1)),
+                ]
+            )
     raise SystemExit("gave up after 25 missing modules")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("framework", choices=["vllm", "vllm-bench", "sglang", "megatron", "megatron-deepspeed",
-                                          "torchtitan", "dynamo"])
+    ap.add_argument(
+        "framework",
+        choices=["vllm", "vllm-bench", "sglang", "megatron", "megatron-deepspeed", "torchtitan", "dynamo"],
+    )
     ap.add_argument("version")
     ap.add_argument("--source", help="checkout / unpacked release (megatron, megatron-deepspeed, torchtitan)")
     ap.add_argument("--venv", help="keep the virtualenv here (default: a temporary one)")
-    ap.add_argument("--deepspeed-source", help="unpacked DeepSpeed sdist (megatron-deepspeed: its ds_config keys)")
+    ap.add_argument(
+        "--deepspeed-source", help="unpacked DeepSpeed sdist (megatron-deepspeed: its ds_config keys)"
+    )
     ap.add_argument("--probe", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--out", default=str(OUT))
     a = ap.parse_args()

@@ -32,35 +32,75 @@ from roofplan.hardware.catalog import load_hardware  # noqa: E402
 
 #: family -> (parameter, lower, upper); fitted in this order.
 FAMILIES = {
-    "gemm": [("gemm_max", 0.3, 1.0), ("gemm_max_fp8", 0.3, 1.0), ("gemm_max_fp8_block", 0.3, 1.0),
-             ("gemm_hbm", 0.3, 1.0), ("gemm_hbm_fp8", 0.3, 1.0), ("gemm_hbm_fp8_block", 0.3, 1.0),
-             ("gemm_floor_s", 0.5e-6, 40e-6), ("gemm_floor_fp8_s", 0.5e-6, 40e-6),
-             ("gemm_floor_fp8_block_s", 0.5e-6, 40e-6), ("gemm_max_fp4", 0.1, 1.0), ("gemm_hbm_fp4", 0.2, 1.0),
-             ("gemm_floor_fp4_s", 0.5e-6, 40e-6), ("gemm_k_half", 1.0, 4096.0)],
-    "attention": [("attn_max", 0.2, 1.0), ("attn_max_fp8", 0.1, 1.0), ("attn_half_len", 1.0, 16384.0),
-                  ("attn_floor_s", 0.5e-6, 100e-6),
-                  ("attn_score_flops", 1.0, 4096.0)],
-    "decode_attention": [("decode_hbm", 0.2, 1.0), ("decode_seq_s", 1e-9, 20e-6), ("decode_floor_s", 0.5e-6, 100e-6),
-                         ("decode_occupancy", 0.01, 1.0), ("decode_split_len", 16.0, 65536.0)],
-    "moe": [("moe_gemm", 0.1, 1.5), ("moe_gemm_fp8", 0.1, 1.5), ("moe_gemm_fp8_block", 0.1, 1.5),
-            ("moe_floor_s", 0.5e-6, 200e-6)],
-    "nccl": [("intra_bw", 0.3, 1.0), ("intra_bw_pair", 0.2, 1.0), ("intra_latency_s", 0.5e-6, 40e-6), ("intra_step_latency_s", 0.0, 10e-6),
-             ("nccl_ll_latency_s", 0.5e-6, 40e-6), ("nccl_ll128_latency_s", 0.5e-6, 40e-6),
-             ("nvls_speedup", 1.0, 2.0)],
+    "gemm": [
+        ("gemm_max", 0.3, 1.0),
+        ("gemm_max_fp8", 0.3, 1.0),
+        ("gemm_max_fp8_block", 0.3, 1.0),
+        ("gemm_hbm", 0.3, 1.0),
+        ("gemm_hbm_fp8", 0.3, 1.0),
+        ("gemm_hbm_fp8_block", 0.3, 1.0),
+        ("gemm_floor_s", 0.5e-6, 40e-6),
+        ("gemm_floor_fp8_s", 0.5e-6, 40e-6),
+        ("gemm_floor_fp8_block_s", 0.5e-6, 40e-6),
+        ("gemm_max_fp4", 0.1, 1.0),
+        ("gemm_hbm_fp4", 0.2, 1.0),
+        ("gemm_floor_fp4_s", 0.5e-6, 40e-6),
+        ("gemm_k_half", 1.0, 4096.0),
+    ],
+    "attention": [
+        ("attn_max", 0.2, 1.0),
+        ("attn_max_fp8", 0.1, 1.0),
+        ("attn_half_len", 1.0, 16384.0),
+        ("attn_floor_s", 0.5e-6, 100e-6),
+        ("attn_score_flops", 1.0, 4096.0),
+    ],
+    "decode_attention": [
+        ("decode_hbm", 0.2, 1.0),
+        ("decode_seq_s", 1e-9, 20e-6),
+        ("decode_floor_s", 0.5e-6, 100e-6),
+        ("decode_occupancy", 0.01, 1.0),
+        ("decode_split_len", 16.0, 65536.0),
+    ],
+    "moe": [
+        ("moe_gemm", 0.1, 1.5),
+        ("moe_gemm_fp8", 0.1, 1.5),
+        ("moe_gemm_fp8_block", 0.1, 1.5),
+        ("moe_floor_s", 0.5e-6, 200e-6),
+    ],
+    "nccl": [
+        ("intra_bw", 0.3, 1.0),
+        ("intra_bw_pair", 0.2, 1.0),
+        ("intra_latency_s", 0.5e-6, 40e-6),
+        ("intra_step_latency_s", 0.0, 10e-6),
+        ("nccl_ll_latency_s", 0.5e-6, 40e-6),
+        ("nccl_ll128_latency_s", 0.5e-6, 40e-6),
+        ("nvls_speedup", 1.0, 2.0),
+    ],
     "custom_allreduce": [("custom_ar_latency_s", 0.2e-6, 40e-6), ("custom_ar_bw", 0.1, 1.0)],
 }
 #: Starting points of parameters whose catalog value is 0 ("not characterised"): NCCL's own
 #: base latencies of LL / LL128 on NVLink (src/graph/tuning.cc, order of a few microseconds).
-START = {"intra_bw_pair": 0.6, "nccl_ll_latency_s": 3e-6, "nccl_ll128_latency_s": 4e-6, "gemm_max_fp8_block": 0.6, "gemm_hbm_fp8": 0.75,
-         "gemm_hbm_fp8_block": 0.75, "gemm_max_fp4": 0.5,
-         "gemm_hbm_fp4": 0.7, "gemm_floor_fp4_s": 6e-6, "attn_max_fp8": 0.5, "moe_gemm_fp8": 0.8, "moe_gemm_fp8_block": 0.8}
+START = {
+    "intra_bw_pair": 0.6,
+    "nccl_ll_latency_s": 3e-6,
+    "nccl_ll128_latency_s": 4e-6,
+    "gemm_max_fp8_block": 0.6,
+    "gemm_hbm_fp8": 0.75,
+    "gemm_hbm_fp8_block": 0.75,
+    "gemm_max_fp4": 0.5,
+    "gemm_hbm_fp4": 0.7,
+    "gemm_floor_fp4_s": 6e-6,
+    "attn_max_fp8": 0.5,
+    "moe_gemm_fp8": 0.8,
+    "moe_gemm_fp8_block": 0.8,
+}
 #: What each fixture's rows are, for the catalog source strings.
 PROVENANCE = {
     "measured_kernels_hopper.csv": "aiconfigurator-core 0.12.0 measured tables, TensorRT-LLM 1.3.0rc20 / NCCL 2.29.2",
     "measured_kernels_blackwell.csv": "aiconfigurator-core 0.12.0 measured tables, TensorRT-LLM 1.3.0rc20 / NCCL 2.29.2",
     "measured_kernels_a100.csv": "aiconfigurator-core 0.12.0 measured tables, TensorRT-LLM 1.0.0 / NCCL 2.27.3",
     "measured_kernels_published.csv": "published microbenchmarks, each row's source column: ROCm blogs, rccl-tests, "
-                                      "hipblaslt-bench, aiter, torch_npu matmul and attention timings",
+    "hipblaslt-bench, aiter, torch_npu matmul and attention timings",
 }
 #: NVLS group sizes tried (a discrete choice, picked by the fitted half's cost).
 NVLS_MIN_RANKS = (2.0, 4.0, 8.0)
@@ -77,9 +117,11 @@ def errors(rows, hw) -> np.ndarray:
 
 
 #: Parameters that belong to one GEMM/attention dtype class: fitted only when rows of that class exist.
-CLASS_PARAMS = {"fp8": ("gemm_max_fp8", "gemm_hbm_fp8", "gemm_floor_fp8_s", "moe_gemm_fp8", "attn_max_fp8"),
-                "fp8_block": ("gemm_max_fp8_block", "gemm_hbm_fp8_block", "gemm_floor_fp8_block_s", "moe_gemm_fp8_block"),
-                "fp4": ("gemm_max_fp4", "gemm_hbm_fp4", "gemm_floor_fp4_s")}
+CLASS_PARAMS = {
+    "fp8": ("gemm_max_fp8", "gemm_hbm_fp8", "gemm_floor_fp8_s", "moe_gemm_fp8", "attn_max_fp8"),
+    "fp8_block": ("gemm_max_fp8_block", "gemm_hbm_fp8_block", "gemm_floor_fp8_block_s", "moe_gemm_fp8_block"),
+    "fp4": ("gemm_max_fp4", "gemm_hbm_fp4", "gemm_floor_fp4_s"),
+}
 
 
 def informed(params, rows):
@@ -98,7 +140,9 @@ def fit_family(rows, hw, params):
     lo = np.log([max(p[1], 1e-12) for p in params])
     hi = np.log([p[2] for p in params])
     start = {n: v for n, v in START.items() if not getattr(hw.efficiency, n)}
-    x0 = np.clip(np.log([max(start.get(n, getattr(hw.efficiency, n)), 1e-12) for n in names]), lo + 1e-9, hi - 1e-9)
+    x0 = np.clip(
+        np.log([max(start.get(n, getattr(hw.efficiency, n)), 1e-12) for n in names]), lo + 1e-9, hi - 1e-9
+    )
 
     def with_x(x):
         return hw.with_efficiency(**{n: float(np.exp(v)) for n, v in zip(names, x, strict=True)})
@@ -140,8 +184,12 @@ def fit_device(rows, hw_id: str):
             best = None
             for g in NVLS_MIN_RANKS:
                 for ll, ll128, simple in NCCL_STARTS:
-                    start = hw.with_efficiency(nvls_min_ranks=g, nccl_ll_latency_s=ll, nccl_ll128_latency_s=ll128,
-                                               intra_latency_s=simple)
+                    start = hw.with_efficiency(
+                        nvls_min_ranks=g,
+                        nccl_ll_latency_s=ll,
+                        nccl_ll128_latency_s=ll128,
+                        intra_latency_s=simple,
+                    )
                     cand, cost = fit_family(fit_rows, start, params)
                     if best is None or cost < best[1]:
                         best = (cand, cost)
@@ -156,7 +204,10 @@ def print_report(hw, report, fitted) -> None:
     for fam, sub in report.items():
         names = fitted[fam] + (["nvls_min_ranks"] if fam == "nccl" else [])
         print(f"== {hw.id} {fam}: " + ", ".join(f"{n}={getattr(hw.efficiency, n):.4g}" for n in names))
-        for part, rows in (("fitted", [m for m in sub if not held_back(m)]), ("held back", [m for m in sub if held_back(m)])):
+        for part, rows in (
+            ("fitted", [m for m in sub if not held_back(m)]),
+            ("held back", [m for m in sub if held_back(m)]),
+        ):
             if not rows:
                 continue
             e = errors(rows, hw)
@@ -182,8 +233,10 @@ def write_catalog(hw, fitted, table: str) -> None:
         value = getattr(hw.efficiency, name)
         shown = f"{value * 1e6:.4g} us" if name.endswith("_s") else f"{value:.4g}"
         fam = next(f for f in fams if name in fitted[f] or (f == "nccl" and name == "nvls_min_ranks"))
-        src = (f"fit: tools/fit_ops.py on the {fam} rows of {table} ({PROVENANCE.get(table, 'published tables')}), "
-               "even log2 size bins; odd bins held back")
+        src = (
+            f"fit: tools/fit_ops.py on the {fam} rows of {table} ({PROVENANCE.get(table, 'published tables')}), "
+            "even log2 size bins; odd bins held back"
+        )
         new = f'  {name}: {{value: {shown}, source: "{src}"}}'
         for i in range(start + 1, len(lines)):
             m = _LINE.match(lines[i])
@@ -205,18 +258,29 @@ def explain(hw, rows, columns) -> None:
         groups.setdefault(tuple(m.row[c] for c in columns), []).append(e)
     for key in sorted(groups):
         v = np.array(groups[key])
-        print(f"{key}: n={len(v):4d} signed median {np.median(v):+6.1%}  median |e| {np.median(np.abs(v)):6.1%}")
+        print(
+            f"{key}: n={len(v):4d} signed median {np.median(v):+6.1%}  median |e| {np.median(np.abs(v)):6.1%}"
+        )
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("files", nargs="+")
     ap.add_argument("--hardware", action="append", help="only these catalog ids")
-    ap.add_argument("--write", action="store_true", help="write the fitted values into roofplan/catalogs/*.yaml")
-    ap.add_argument("--params", help="only these parameters (comma-separated); the rest keep their catalog values "
-                    "(for small published tables that inform a few parameters only)")
-    ap.add_argument("--explain", nargs=2, metavar=("FAMILY", "COLUMNS"),
-                    help="after fitting, the signed median error of FAMILY's rows grouped by COLUMNS (a,b,...)")
+    ap.add_argument(
+        "--write", action="store_true", help="write the fitted values into roofplan/catalogs/*.yaml"
+    )
+    ap.add_argument(
+        "--params",
+        help="only these parameters (comma-separated); the rest keep their catalog values "
+        "(for small published tables that inform a few parameters only)",
+    )
+    ap.add_argument(
+        "--explain",
+        nargs=2,
+        metavar=("FAMILY", "COLUMNS"),
+        help="after fitting, the signed median error of FAMILY's rows grouped by COLUMNS (a,b,...)",
+    )
     args = ap.parse_args()
     global ONLY
     ONLY = {p.strip() for p in args.params.split(",")} if args.params else None
@@ -229,7 +293,9 @@ def main() -> None:
         else:
             print_report(hw, report, fitted)
         if args.write:
-            table = next(Path(f).name for f in args.files if any(m.hardware == dev for m in read_measurements(f)))
+            table = next(
+                Path(f).name for f in args.files if any(m.hardware == dev for m in read_measurements(f))
+            )
             write_catalog(hw, fitted, table)
     _ = dataclasses
 

@@ -68,11 +68,15 @@ def main() -> None:
         err = got / float(c.row["value"]) - 1
         if part == "held":
             held.setdefault((c.str("hardware"), c.metric), []).append(abs(err))
-        print(f"  {part} {c.id:52s} {c.metric:13s} measured {float(c.row['value']):7.2f}  "
-              f"predicted {got:7.2f}  {err:+.1%}")
+        print(
+            f"  {part} {c.id:52s} {c.metric:13s} measured {float(c.row['value']):7.2f}  "
+            f"predicted {got:7.2f}  {err:+.1%}"
+        )
     for (hw, metric), errs in sorted(held.items()):
-        print(f"held back, {hw} {metric}: {len(errs)} rows, median |error| {np.median(errs):.1%}, "
-              f"worst {max(errs):.1%}")
+        print(
+            f"held back, {hw} {metric}: {len(errs)} rows, median |error| {np.median(errs):.1%}, "
+            f"worst {max(errs):.1%}"
+        )
     for metric in sorted({m for _, m in held}):
         errs = [e for (_, m), es in held.items() if m == metric for e in es]
         print(f"held back, all devices, {metric}: {len(errs)} rows, median |error| {np.median(errs):.1%}")

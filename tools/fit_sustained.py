@@ -32,8 +32,12 @@ from roofplan.validation.suite import predict, read_cases  # noqa: E402
 #: the suite).
 HELD_OUT_CSV = ROOT / "tools" / "data" / "heldout_training.csv"
 #: Devices that share a die and board limit with a fitted one take its value.
-SAME_AS = {"h200-sxm": "h100-sxm", "a100-sxm-40gb": "a100-sxm-80gb", "b300-sxm": "b200-sxm",
-           "gb300-nvl72": "gb200-nvl72"}
+SAME_AS = {
+    "h200-sxm": "h100-sxm",
+    "a100-sxm-40gb": "a100-sxm-80gb",
+    "b300-sxm": "b200-sxm",
+    "gb300-nvl72": "gb200-nvl72",
+}
 
 
 def fit(hw_id: str, cases) -> float:
@@ -50,17 +54,22 @@ def fit(hw_id: str, cases) -> float:
 
 def _predict(case, dev) -> float:
     """The suite's prediction of ``case`` on the device spec ``dev`` (overlay of its efficiencies)."""
-    overlay = {"schema": "roofplan.calibration/v1", "hardware": dev.id,
-               "efficiency": {"sustained_compute": dev.efficiency.sustained_compute}}
+    overlay = {
+        "schema": "roofplan.calibration/v1",
+        "hardware": dev.id,
+        "efficiency": {"sustained_compute": dev.efficiency.sustained_compute},
+    }
     return predict(case, overlay)
 
 
 def source(hw_id: str, value: float, cases) -> str:
     runs = "; ".join(f"{c.id} {c.measured:g} {c.str('unit')}" for c in cases)
-    return (f"fit (held out of the validation suite, tools/data/heldout_training.csv): {runs}; "
-            f"tools/fit_sustained.py least squares {value:.3f} with the kernel-fitted operator library (tools/fit_ops.py). "
-            "Cause: matmuls are power-limited in long runs (H. He, thonking.ai 2024, Strangely Matrix Multiplications "
-            "Run Faster When Given Predictable Data) while measured kernel tables time short bursts")
+    return (
+        f"fit (held out of the validation suite, tools/data/heldout_training.csv): {runs}; "
+        f"tools/fit_sustained.py least squares {value:.3f} with the kernel-fitted operator library (tools/fit_ops.py). "
+        "Cause: matmuls are power-limited in long runs (H. He, thonking.ai 2024, Strangely Matrix Multiplications "
+        "Run Faster When Given Predictable Data) while measured kernel tables time short bursts"
+    )
 
 
 def main() -> None:
@@ -75,8 +84,13 @@ def main() -> None:
         if not args.write:
             continue
         lines = {hw_id: source(hw_id, value, mine)}
-        lines.update({other: f"assumed equal to {hw_id} (same die and board power limit; see {hw_id}.yaml)"
-                      for other, same in SAME_AS.items() if same == hw_id})
+        lines.update(
+            {
+                other: f"assumed equal to {hw_id} (same die and board power limit; see {hw_id}.yaml)"
+                for other, same in SAME_AS.items()
+                if same == hw_id
+            }
+        )
         for dev, src in lines.items():
             path = ROOT / "roofplan" / "catalogs" / f"{dev}.yaml"
             line = f'  sustained_compute: {{value: {value:.3f}, source: "{src}"}}'

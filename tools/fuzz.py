@@ -36,7 +36,9 @@ def _settings(n: int) -> settings:
     return settings(max_examples=n, database=None, deadline=None, suppress_health_check=list(HealthCheck))
 
 
-def run_family(name: str, n: int, rng_seed: int, limit_s: float) -> tuple[int, collections.Counter, dict, list]:
+def run_family(
+    name: str, n: int, rng_seed: int, limit_s: float
+) -> tuple[int, collections.Counter, dict, list]:
     runner = CliRunner()
     exits: collections.Counter = collections.Counter()
     problems: dict[str, list[str]] = collections.defaultdict(list)
@@ -79,9 +81,13 @@ def run_invariants(n: int, rng_seed: int) -> tuple[int, dict]:
 
     @seed(rng_seed)
     @_settings(n)
-    @given(st.sampled_from(["llama-3.1-8b", "mixtral-8x7b", "qwen3-8b", "llama-3.1-70b", "deepseek-v3"]),
-           st.sampled_from([1, 2, 4, 8]), st.sampled_from([1, 2, 8, 32, 128]), st.floats(1.0, 1000.0),
-           st.sampled_from(["hbm", "peak", "nvlink"]))
+    @given(
+        st.sampled_from(["llama-3.1-8b", "mixtral-8x7b", "qwen3-8b", "llama-3.1-70b", "deepseek-v3"]),
+        st.sampled_from([1, 2, 4, 8]),
+        st.sampled_from([1, 2, 8, 32, 128]),
+        st.floats(1.0, 1000.0),
+        st.sampled_from(["hbm", "peak", "nvlink"]),
+    )
     def one(model, tp, batch, scale, which):
         count[0] += 1
         for kind, detail in check_invariants(model, tp, batch, scale, which):
@@ -105,7 +111,11 @@ def main(argv: list[str] | None = None) -> int:
     names = [f for f in args.families.split(",") if f]
     per = max(1, args.cases // len(names))
     total = collections.Counter()
-    print(f"{'family':<18}{'cases':>7}  {'exit 0/2/3':<16}" + "".join(f"{k:>10}" for k in KINDS) + f"{'time s':>9}")
+    print(
+        f"{'family':<18}{'cases':>7}  {'exit 0/2/3':<16}"
+        + "".join(f"{k:>10}" for k in KINDS)
+        + f"{'time s':>9}"
+    )
     examples: dict[str, list[str]] = collections.defaultdict(list)
     for name in names:
         t0 = time.perf_counter()
@@ -120,8 +130,12 @@ def main(argv: list[str] | None = None) -> int:
         for k, v in problems.items():
             examples[f"{name}/{k}"] += v[: args.show]
         codes = "/".join(str(exits.get(c, 0)) for c in (0, 2, 3)) if exits else "-"
-        print(f"{name:<18}{n:>7}  {codes:<16}" + "".join(f"{counts[k]:>10}" for k in KINDS)
-              + f"{time.perf_counter() - t0:>9.1f}", flush=True)
+        print(
+            f"{name:<18}{n:>7}  {codes:<16}"
+            + "".join(f"{counts[k]:>10}" for k in KINDS)
+            + f"{time.perf_counter() - t0:>9.1f}",
+            flush=True,
+        )
     print(f"{'total':<18}{total['cases']:>7}  {'':<16}" + "".join(f"{total[k]:>10}" for k in KINDS))
     for key, items in examples.items():
         print(f"\n{key}:")

@@ -28,7 +28,9 @@ def main() -> int:
     doc = collect()
     if args.write:
         PATH.write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n")
-        print(f"wrote {PATH.relative_to(ROOT)}: {len(doc['suite'])} suite predictions, {len(doc['plans'])} plans")
+        print(
+            f"wrote {PATH.relative_to(ROOT)}: {len(doc['suite'])} suite predictions, {len(doc['plans'])} plans"
+        )
         return 0
     diffs = differences(json.loads(PATH.read_text()), doc)
     print("\n".join(diffs[:200]) or "unchanged")

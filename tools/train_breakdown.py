@@ -21,8 +21,17 @@ from roofplan.costmodel.train_ops import layer_ops, step_lanes  # noqa: E402
 from roofplan.validation.suite import predict, read_cases  # noqa: E402
 from roofplan.validation.train_predict import estimate_case  # noqa: E402
 
-TERMS = ("t_compute", "t_tp_comm", "t_cp_comm", "t_ep_comm", "t_pp_bubble", "t_pp_comm", "t_dp_comm",
-         "t_optimizer", "t_offload")
+TERMS = (
+    "t_compute",
+    "t_tp_comm",
+    "t_cp_comm",
+    "t_ep_comm",
+    "t_pp_bubble",
+    "t_pp_comm",
+    "t_dp_comm",
+    "t_optimizer",
+    "t_offload",
+)
 
 
 def main() -> int:
@@ -39,10 +48,15 @@ def main() -> int:
         step = float(a.step_time_s[0])
         pred = predict(case)
         err = pred / case.measured - 1.0
-        parts = "  ".join(f"{t[2:]}={float(getattr(a, t)[0]):.3f}({float(getattr(a, t)[0]) / step:.0%})"
-                          for t in TERMS if float(getattr(a, t)[0]) > 0)
-        print(f"{case.id:44s} meas={case.measured:<10g} pred={pred:<10.4g} err={err:+.1%}  step={step:.3f}s  "
-              f"mfu={float(a.mfu[0]):.1%}\n    {parts}")
+        parts = "  ".join(
+            f"{t[2:]}={float(getattr(a, t)[0]):.3f}({float(getattr(a, t)[0]) / step:.0%})"
+            for t in TERMS
+            if float(getattr(a, t)[0]) > 0
+        )
+        print(
+            f"{case.id:44s} meas={case.measured:<10g} pred={pred:<10.4g} err={err:+.1%}  step={step:.3f}s  "
+            f"mfu={float(a.mfu[0]):.1%}\n    {parts}"
+        )
         if args.ops:
             print_ops(est)
     return 0

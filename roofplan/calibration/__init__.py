@@ -5,4 +5,12 @@ applies everywhere. Formats: docs/calibration.md."""
 from roofplan.calibration.fit import CalibrationResult, Param, calibrate, split_cases
 from roofplan.calibration.formats import KINDS, Measurement, read_measurements
 
-__all__ = ["KINDS", "CalibrationResult", "Measurement", "Param", "calibrate", "read_measurements", "split_cases"]
+__all__ = [
+    "KINDS",
+    "CalibrationResult",
+    "Measurement",
+    "Param",
+    "calibrate",
+    "read_measurements",
+    "split_cases",
+]

@@ -56,15 +56,23 @@ RESULT_SCHEMA = "roofplan.calibrate/v1"
 FRACTION = (1e-3, 1.0)
 TIME = (1e-9, 1e-2)
 EFFICIENCY_BOUNDS: dict[str, tuple[float, float]] = {
-    "nvls_speedup": (0.5, 2.0), "gemm_k_half": (1.0, 1e5), "gemm_blend": (1.0, 20.0), "attn_half_len": (1.0, 1e5),
-    "nvls_min_ranks": (2.0, 72.0), "moe_gemm": (0.05, 1.5),
-    "attn_score_flops": (1.0, 4096.0), "decode_split_len": (16.0, 65536.0)}
+    "nvls_speedup": (0.5, 2.0),
+    "gemm_k_half": (1.0, 1e5),
+    "gemm_blend": (1.0, 20.0),
+    "attn_half_len": (1.0, 1e5),
+    "nvls_min_ranks": (2.0, 72.0),
+    "moe_gemm": (0.05, 1.5),
+    "attn_score_flops": (1.0, 4096.0),
+    "decode_split_len": (16.0, 65536.0),
+}
 
 
 def efficiency_bounds(name: str) -> tuple[float, float]:
     """Bounds of an Efficiency field: its entry in EFFICIENCY_BOUNDS, else TIME for ``*_s`` fields
     (latencies, launch overheads) and FRACTION for the rest (achievable fractions of a peak)."""
     return EFFICIENCY_BOUNDS.get(name, TIME if name.endswith("_s") else FRACTION)
+
+
 #: Where a time parameter whose catalog value is 0 starts (log space cannot start at 0).
 TIME_START = 1e-6
 #: The fit is a maximum a posteriori estimate: log residuals with a noise of SIGMA_MEASUREMENT
@@ -118,9 +126,16 @@ class Param:
         return min(max(v, self.lo), self.hi)
 
     def to_json(self) -> dict:
-        return {"name": self.name, "before": self.before, "after": self.after, "lower": self.lo, "upper": self.hi,
-                "informed": self.informed, "sensitivity": self.sensitivity,
-                "degenerate_with": list(self.degenerate_with)}
+        return {
+            "name": self.name,
+            "before": self.before,
+            "after": self.after,
+            "lower": self.lo,
+            "upper": self.hi,
+            "informed": self.informed,
+            "sensitivity": self.sensitivity,
+            "degenerate_with": list(self.degenerate_with),
+        }
 
 
 def _engine_bounds(name: str, value: float) -> tuple[float, float]:
@@ -136,8 +151,11 @@ def _engine_bounds(name: str, value: float) -> tuple[float, float]:
 def engine_float_fields(profile, overheads_only: bool = False) -> dict[str, float]:
     """The float fields of an EngineProfile; with ``overheads_only`` just the times (``*_s``), the
     fields fitted by default (counts, thresholds and memory fractions only when named)."""
-    return {f.name: getattr(profile, f.name) for f in dataclasses.fields(profile)
-            if isinstance(getattr(profile, f.name), float) and (not overheads_only or f.name.endswith("_s"))}
+    return {
+        f.name: getattr(profile, f.name)
+        for f in dataclasses.fields(profile)
+        if isinstance(getattr(profile, f.name), float) and (not overheads_only or f.name.endswith("_s"))
+    }
 
 
 def engine_profile_name(engine: str) -> str:
@@ -169,10 +187,17 @@ def _predict_ops(kind: str, ms: list[Measurement], hw: DeviceSpec) -> np.ndarray
 
 def _check_ops(ms: list[Measurement], hw: DeviceSpec) -> None:
     for m in ms:
-        if m.kind == "collective" and m.row["nodes"] and m.row["ranks"] / m.row["nodes"] > hw.devices_per_node:
-            raise InputError(f"{m.origin} nodes", int(m.row["nodes"]),
-                             f"{int(m.row['ranks'])} ranks on {int(m.row['nodes'])} nodes exceeds {hw.id}'s "
-                             f"{hw.devices_per_node} devices per node")
+        if (
+            m.kind == "collective"
+            and m.row["nodes"]
+            and m.row["ranks"] / m.row["nodes"] > hw.devices_per_node
+        ):
+            raise InputError(
+                f"{m.origin} nodes",
+                int(m.row["nodes"]),
+                f"{int(m.row['ranks'])} ranks on {int(m.row['nodes'])} nodes exceeds {hw.id}'s "
+                f"{hw.devices_per_node} devices per node",
+            )
         if m.kind in ("gemm", "attention"):
             hw.peak(m.row["dtype"])
 
@@ -272,9 +297,20 @@ class CalibrationResult:
         out = []
         for m, pb, pa, b, a in zip(self.measurements, self.predicted_before, self.predicted_after, eb, ea):
             scale = m.target / m.value  # predicted values in the row's own unit
-            out.append({"id": m.label, "kind": m.kind, "metric": m.metric, "unit": m.unit, "measured": m.value,
-                        "predicted_before": _unit_value(m, pb, scale), "predicted_after": _unit_value(m, pa, scale),
-                        "error_before": float(b), "error_after": float(a), "origin": m.origin})
+            out.append(
+                {
+                    "id": m.label,
+                    "kind": m.kind,
+                    "metric": m.metric,
+                    "unit": m.unit,
+                    "measured": m.value,
+                    "predicted_before": _unit_value(m, pb, scale),
+                    "predicted_after": _unit_value(m, pa, scale),
+                    "error_before": float(b),
+                    "error_after": float(a),
+                    "origin": m.origin,
+                }
+            )
         return out
 
     def fit_block(self) -> dict:
@@ -283,10 +319,14 @@ class CalibrationResult:
             "skipped_other_hardware": self.skipped_other_hardware,
             "median_abs_error_before": self.median_abs_error(False),
             "median_abs_error_after": self.median_abs_error(True),
-            "params": {p.name: {"before": p.before, "after": p.after, "informed": p.informed} for p in self.params},
+            "params": {
+                p.name: {"before": p.before, "after": p.after, "informed": p.informed} for p in self.params
+            },
             "not_informed": [p.name for p in self.params if not p.informed],
-            "residuals": [{k: r[k] for k in ("id", "kind", "metric", "measured", "error_before", "error_after")}
-                          for r in self.residuals()],
+            "residuals": [
+                {k: r[k] for k in ("id", "kind", "metric", "measured", "error_before", "error_after")}
+                for r in self.residuals()
+            ],
         }
 
     def overlay_document(self) -> dict:
@@ -304,8 +344,11 @@ class CalibrationResult:
 
     def to_json(self) -> dict:
         return {
-            "schema": RESULT_SCHEMA, "hardware": self.hardware, "inputs": list(self.inputs),
-            "measurements": len(self.measurements), "skipped_other_hardware": self.skipped_other_hardware,
+            "schema": RESULT_SCHEMA,
+            "hardware": self.hardware,
+            "inputs": list(self.inputs),
+            "measurements": len(self.measurements),
+            "skipped_other_hardware": self.skipped_other_hardware,
             "skipped_by_hardware": dict(self.skipped_by_hardware),
             "skipped_no_predictor": dict(self.skipped_no_predictor),
             "params": [p.to_json() for p in self.params],
@@ -313,7 +356,9 @@ class CalibrationResult:
             "residuals": self.residuals(),
             "median_abs_error_before": self.median_abs_error(False),
             "median_abs_error_after": self.median_abs_error(True),
-            "cost_before": self.cost_before, "cost_after": self.cost_after, "status": self.status,
+            "cost_before": self.cost_before,
+            "cost_after": self.cost_after,
+            "status": self.status,
             "overlay": self.overlay_document(),
         }
 
@@ -330,11 +375,20 @@ def _unit_value(m: Measurement, predicted_target: float, scale: float) -> float:
 #: load balance and overlap) and the network beyond one node. Without operator rows only these (and
 #: the engines' fixed costs) are fitted by default: fitting kernel parameters to aggregate rows lets
 #: compensating errors in (it made held-out published rows worse, tests/test_calibration.py).
-END_TO_END_FIELDS = ("sustained_compute", "moe_balance", "ep_overlap", "ep_a2a_bw", "inter_bw", "inter_latency_s",
-                     "kernel_launch_s")
+END_TO_END_FIELDS = (
+    "sustained_compute",
+    "moe_balance",
+    "ep_overlap",
+    "ep_a2a_bw",
+    "inter_bw",
+    "inter_latency_s",
+    "kernel_launch_s",
+)
 
 
-def _candidate_params(names, hw: DeviceSpec, engines_used: list[str], prior, kernel_rows: bool = True) -> list[Param]:
+def _candidate_params(
+    names, hw: DeviceSpec, engines_used: list[str], prior, kernel_rows: bool = True
+) -> list[Param]:
     """Params named in ``names`` (None: every Efficiency field, or only END_TO_END_FIELDS without
     operator rows, and every float field of the engines the measurements use). Names: an Efficiency
     field, ``ENGINE.FIELD`` or an engine FIELD (= that field of every engine the measurements use)."""
@@ -429,8 +483,10 @@ def _jacobian(ev: Evaluator, params: list[Param], u0: np.ndarray) -> np.ndarray:
         dn[j] = max(u0[j] - PROBE, math.log(p.lo))
         if up[j] == dn[j]:
             continue
-        col = (_log_residual(ev.predict(params, np.exp(up)), ev.target)
-               - _log_residual(ev.predict(params, np.exp(dn)), ev.target)) / (up[j] - dn[j])
+        col = (
+            _log_residual(ev.predict(params, np.exp(up)), ev.target)
+            - _log_residual(ev.predict(params, np.exp(dn)), ev.target)
+        ) / (up[j] - dn[j])
         out[:, j] = col
     return out
 
@@ -450,9 +506,18 @@ def _degenerate_pairs(jac: np.ndarray, params: list[Param], informed: list[bool]
                     params[b].degenerate_with.append(params[a].name)
 
 
-def calibrate(measurements, hardware, *, params=None, out=None, calibration=None, op: str | None = None,
-              ranks: int | None = None, nodes: int | None = None, prior_weight: float | None = None
-              ) -> CalibrationResult:
+def calibrate(
+    measurements,
+    hardware,
+    *,
+    params=None,
+    out=None,
+    calibration=None,
+    op: str | None = None,
+    ranks: int | None = None,
+    nodes: int | None = None,
+    prior_weight: float | None = None,
+) -> CalibrationResult:
     """Fit the efficiency parameters of ``hardware`` to ``measurements``.
 
     ``measurements``: a path or list of paths (CSV or nccl-tests output; docs/calibration.md), or a
@@ -477,8 +542,9 @@ def calibrate(measurements, hardware, *, params=None, out=None, calibration=None
     if params is not None and not params:
         raise InputError("params", "", "expected a comma-separated list of parameter names")
 
-    if isinstance(measurements, (str, Path)) or (isinstance(measurements, list) and measurements
-                                                 and not isinstance(measurements[0], Measurement)):
+    if isinstance(measurements, (str, Path)) or (
+        isinstance(measurements, list) and measurements and not isinstance(measurements[0], Measurement)
+    ):
         inputs = [str(p) for p in ([measurements] if isinstance(measurements, (str, Path)) else measurements)]
         rows = read_measurements(inputs, op=op, ranks=ranks, nodes=nodes)
     else:
@@ -492,15 +558,25 @@ def calibrate(measurements, hardware, *, params=None, out=None, calibration=None
             skipped[m.hardware] = skipped.get(m.hardware, 0) + 1
     if not kept:
         seen = ", ".join(sorted(skipped)) or "none"
-        raise InputError("measurements", f"{len(rows)} rows", f"expected rows for hardware {hw.id} (rows are for {seen})")
+        raise InputError(
+            "measurements", f"{len(rows)} rows", f"expected rows for hardware {hw.id} (rows are for {seen})"
+        )
     unpredictable = _without_predictor(kept)
     kept = [m for m in kept if m.kind not in unpredictable]
     if not kept:
-        raise InputError("measurements", f"{len(rows)} rows", "no row kind of this hardware has a predictor yet ("
-                         + ", ".join(f"{k}: {v}" for k, v in unpredictable.items()) + ")")
-    engines_used = sorted({engine_profile_name(m.row.get("engine", "")) for m in kept if m.kind in SERVE_KINDS})
-    cands = _candidate_params(params, hw, engines_used, prior or None,
-                              kernel_rows=any(m.kind in OP_KINDS for m in kept))
+        raise InputError(
+            "measurements",
+            f"{len(rows)} rows",
+            "no row kind of this hardware has a predictor yet ("
+            + ", ".join(f"{k}: {v}" for k, v in unpredictable.items())
+            + ")",
+        )
+    engines_used = sorted(
+        {engine_profile_name(m.row.get("engine", "")) for m in kept if m.kind in SERVE_KINDS}
+    )
+    cands = _candidate_params(
+        params, hw, engines_used, prior or None, kernel_rows=any(m.kind in OP_KINDS for m in kept)
+    )
     ev = Evaluator(kept, hw, prior, hardware_ref)
     before_vals = np.array([p.before for p in cands])
     pred_before = ev.predict(cands, before_vals)
@@ -513,7 +589,7 @@ def calibrate(measurements, hardware, *, params=None, out=None, calibration=None
     _degenerate_pairs(jac, cands, [p.informed for p in cands])
     free = [p for p in cands if p.informed]
     r0 = _log_residual(pred_before, ev.target)
-    cost_before = float(0.5 * np.sum(r0 ** 2))
+    cost_before = float(0.5 * np.sum(r0**2))
     status = "no informed parameters"
     if free:
         u0 = np.log([p.start for p in free])
@@ -523,8 +599,20 @@ def calibrate(measurements, hardware, *, params=None, out=None, calibration=None
             r = _log_residual(ev.predict(free, np.exp(u)), ev.target)
             return np.concatenate([r, lam * (u - u0)])
 
-        sol = least_squares(fun, u0, bounds=(lo, hi), method="trf", x_scale=1.0, diff_step=1e-4,
-                            loss=LOSS, f_scale=F_SCALE, xtol=1e-8, ftol=1e-8, gtol=1e-8, max_nfev=MAX_NFEV)
+        sol = least_squares(
+            fun,
+            u0,
+            bounds=(lo, hi),
+            method="trf",
+            x_scale=1.0,
+            diff_step=1e-4,
+            loss=LOSS,
+            f_scale=F_SCALE,
+            xtol=1e-8,
+            ftol=1e-8,
+            gtol=1e-8,
+            max_nfev=MAX_NFEV,
+        )
         status = sol.message
         # The objective the fit minimised, at the catalog values (zero-valued times start at their
         # floor, so the start point of the solver is not always the catalog) and at the solution.
@@ -537,12 +625,24 @@ def calibrate(measurements, hardware, *, params=None, out=None, calibration=None
     all_after = np.array([p.after for p in cands])
     pred_after = ev.predict(cands, all_after)
     cost_after = float(0.5 * np.sum(_log_residual(pred_after, ev.target) ** 2))
-    overlay = ev.overlay([p for p in free if p.after != p.before], [p.after for p in free if p.after != p.before])
+    overlay = ev.overlay(
+        [p for p in free if p.after != p.before], [p.after for p in free if p.after != p.before]
+    )
     result = CalibrationResult(
-        hardware=hw.id, inputs=inputs, params=cands, measurements=kept, predicted_before=pred_before,
-        predicted_after=pred_after, overlay=overlay, skipped_other_hardware=sum(skipped.values()),
-        skipped_by_hardware=skipped, skipped_no_predictor=unpredictable, cost_before=cost_before,
-        cost_after=cost_after, status=status)
+        hardware=hw.id,
+        inputs=inputs,
+        params=cands,
+        measurements=kept,
+        predicted_before=pred_before,
+        predicted_after=pred_after,
+        overlay=overlay,
+        skipped_other_hardware=sum(skipped.values()),
+        skipped_by_hardware=skipped,
+        skipped_no_predictor=unpredictable,
+        cost_before=cost_before,
+        cost_after=cost_after,
+        status=status,
+    )
     if out is not None:
         result.write(out)
     return result

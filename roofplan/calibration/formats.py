@@ -46,28 +46,68 @@ SUITE_KINDS = ("train", "serve_step", "serve_throughput", "serve_spec", "op_gemm
 KINDS = OP_KINDS + SUITE_KINDS
 
 TIME_UNITS = {"s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9}
-SIZE_UNITS = {"B": 1, "KB": 1e3, "MB": 1e6, "GB": 1e9, "KiB": 2**10, "MiB": 2**20, "GiB": 2**30, "K": 2**10,
-              "M": 2**20, "G": 2**30}
+SIZE_UNITS = {
+    "B": 1,
+    "KB": 1e3,
+    "MB": 1e6,
+    "GB": 1e9,
+    "KiB": 2**10,
+    "MiB": 2**20,
+    "GiB": 2**30,
+    "K": 2**10,
+    "M": 2**20,
+    "G": 2**30,
+}
 #: Time columns accepted instead of ``value`` + ``unit`` on operator rows.
 TIME_COLUMNS = {"time_s": "s", "time_ms": "ms", "time_us": "us"}
 
 #: nccl-tests names (binary ``<name>_perf``, or the CSV ``op`` column) -> collective of the cost model.
 OP_ALIASES = {
-    "all_reduce": "all_reduce", "allreduce": "all_reduce", "all-reduce": "all_reduce",
-    "all_gather": "all_gather", "allgather": "all_gather", "all-gather": "all_gather",
-    "reduce_scatter": "reduce_scatter", "reducescatter": "reduce_scatter", "reduce-scatter": "reduce_scatter",
-    "alltoall": "all_to_all", "all_to_all": "all_to_all", "all-to-all": "all_to_all",
-    "sendrecv": "p2p", "send_recv": "p2p", "p2p": "p2p",
+    "all_reduce": "all_reduce",
+    "allreduce": "all_reduce",
+    "all-reduce": "all_reduce",
+    "all_gather": "all_gather",
+    "allgather": "all_gather",
+    "all-gather": "all_gather",
+    "reduce_scatter": "reduce_scatter",
+    "reducescatter": "reduce_scatter",
+    "reduce-scatter": "reduce_scatter",
+    "alltoall": "all_to_all",
+    "all_to_all": "all_to_all",
+    "all-to-all": "all_to_all",
+    "sendrecv": "p2p",
+    "send_recv": "p2p",
+    "p2p": "p2p",
 }
 
 #: Ceiling (inclusive) of each numeric column; the floor is 1 for integer columns and
 #: :data:`MIN_VALUE` for measured values. Beyond them no kernel or run exists (GEMM dims 2^24, a
 #: sequence of 2^27 tokens, 2^20 ranks, 2^50 bytes = 1 PiB in one collective).
-COLUMN_BOUNDS = {"m": 2**24, "n": 2**24, "k": 2**24, "batch": 2**20, "heads": 2**16, "kv_heads": 2**16,
-                 "head_dim": 2**16, "seq_len": 2**27, "kv_len": 2**27, "ranks": 2**20, "nodes": 2**20,
-                 "bytes": 2.0**50, "value": 1e15, "time_s": 1e6, "time_ms": 1e9, "time_us": 1e12,
-                 "tokens": 2**27, "hidden": 2**20, "moe_ffn": 2**24, "experts": 2**16, "topk": 2**16, "ep": 2**20,
-                 "tp": 2**20}
+COLUMN_BOUNDS = {
+    "m": 2**24,
+    "n": 2**24,
+    "k": 2**24,
+    "batch": 2**20,
+    "heads": 2**16,
+    "kv_heads": 2**16,
+    "head_dim": 2**16,
+    "seq_len": 2**27,
+    "kv_len": 2**27,
+    "ranks": 2**20,
+    "nodes": 2**20,
+    "bytes": 2.0**50,
+    "value": 1e15,
+    "time_s": 1e6,
+    "time_ms": 1e9,
+    "time_us": 1e12,
+    "tokens": 2**27,
+    "hidden": 2**20,
+    "moe_ffn": 2**24,
+    "experts": 2**16,
+    "topk": 2**16,
+    "ep": 2**20,
+    "tp": 2**20,
+}
 #: Smallest measured value (any unit): below it a ratio to a prediction is not a number.
 MIN_VALUE = 1e-9
 #: Longest line of a measurement file (a CSV row or an nccl-tests line is < 200 characters).
@@ -78,9 +118,13 @@ def _bounded_lines(lines: Iterable[str], name: str) -> Iterable[str]:
     """``lines`` (read with a length limit), refusing one longer than :data:`MAX_LINE`."""
     for lineno, line in enumerate(lines, start=1):
         if len(line) > MAX_LINE:
-            raise InputError(f"{name} line {lineno}", f"{len(line):,}+ characters",
-                             f"lines of at most {MAX_LINE:,} characters")
+            raise InputError(
+                f"{name} line {lineno}",
+                f"{len(line):,}+ characters",
+                f"lines of at most {MAX_LINE:,} characters",
+            )
         yield line
+
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?(?:[eE][+-]?\d+)?)\s*([A-Za-z]*)\s*$")
 
@@ -117,11 +161,16 @@ def parse_size(text: str, where: str) -> float:
     """Bytes from ``16777216``, ``16MiB`` or ``1.5 GB`` (nccl-tests ``-b/-e`` accept K/M/G = 2^10..)."""
     m = _SIZE.match(str(text or ""))
     if not m or (m.group(2) and m.group(2) not in SIZE_UNITS):
-        raise InputError(where, text, "expected a byte count such as 16777216 or 16MiB (units "
-                         + ", ".join(SIZE_UNITS) + ")")
+        raise InputError(
+            where,
+            text,
+            "expected a byte count such as 16777216 or 16MiB (units " + ", ".join(SIZE_UNITS) + ")",
+        )
     v = float(m.group(1)) * SIZE_UNITS.get(m.group(2) or "B", 1)
     if not 0 < v <= COLUMN_BOUNDS["bytes"]:
-        raise InputError(where, text, f"expected a positive byte count of at most {COLUMN_BOUNDS['bytes']:.4g} (1 PiB)")
+        raise InputError(
+            where, text, f"expected a positive byte count of at most {COLUMN_BOUNDS['bytes']:.4g} (1 PiB)"
+        )
     return v
 
 
@@ -136,10 +185,14 @@ def _positive(row: dict, col: str, origin: str, *, integer: bool = False, defaul
     except ValueError:
         raise InputError(_where(origin, col), raw, "expected a number") from None
     if not math.isfinite(v) or v <= 0 or (integer and v != int(v)):
-        raise InputError(_where(origin, col), raw, "expected a positive " + ("integer" if integer else "number"))
+        raise InputError(
+            _where(origin, col), raw, "expected a positive " + ("integer" if integer else "number")
+        )
     lo, hi = (1, COLUMN_BOUNDS.get(col, 2**31)) if integer else (MIN_VALUE, COLUMN_BOUNDS.get(col, 1e15))
     if not lo <= v <= hi:
-        raise InputError(_where(origin, col), raw, f"expected a {'integer' if integer else 'number'} in [{lo:g}, {hi:g}]")
+        raise InputError(
+            _where(origin, col), raw, f"expected a {'integer' if integer else 'number'} in [{lo:g}, {hi:g}]"
+        )
     return v
 
 
@@ -154,7 +207,9 @@ def _choice(row: dict, col: str, origin: str, allowed, default: str) -> str:
 
 
 def _bool(row: dict, col: str, origin: str, default: bool) -> bool:
-    v = _choice(row, col, origin, ("yes", "no", "true", "false", "1", "0", "y", "n"), "yes" if default else "no")
+    v = _choice(
+        row, col, origin, ("yes", "no", "true", "false", "1", "0", "y", "n"), "yes" if default else "no"
+    )
     return v in ("yes", "true", "1", "y")
 
 
@@ -180,8 +235,12 @@ _DISTRIBUTION = re.compile(r"^(balanced|power_law_\d+(\.\d+)?)$")
 def _distribution(row: dict, origin: str) -> str:
     """Router load of a MoE row: ``balanced`` (default) or ``power_law_<alpha>`` (Zipf over experts)."""
     raw = (row.get("distribution") or "").strip().lower() or "balanced"
-    if not _DISTRIBUTION.match(raw) or (raw != "balanced" and not 0 < float(raw.removeprefix("power_law_")) <= 10):
-        raise InputError(_where(origin, "distribution"), raw, "expected balanced or power_law_<alpha> (0 < alpha <= 10)")
+    if not _DISTRIBUTION.match(raw) or (
+        raw != "balanced" and not 0 < float(raw.removeprefix("power_law_")) <= 10
+    ):
+        raise InputError(
+            _where(origin, "distribution"), raw, "expected balanced or power_law_<alpha> (0 < alpha <= 10)"
+        )
     return raw
 
 
@@ -218,7 +277,10 @@ def _op_measurement(kind: str, row: dict, origin: str) -> Measurement:
         h = _positive(row, "heads", origin, integer=True)
         s = _positive(row, "seq_len", origin, integer=True)
         fields.update(
-            batch=b, heads=h, seq_len=s, head_dim=_positive(row, "head_dim", origin, integer=True),
+            batch=b,
+            heads=h,
+            seq_len=s,
+            head_dim=_positive(row, "head_dim", origin, integer=True),
             kv_heads=_positive(row, "kv_heads", origin, integer=True, default=h),
             kv_len=_positive(row, "kv_len", origin, integer=True, default=s),
             causal=_bool(row, "causal", origin, True),
@@ -226,20 +288,29 @@ def _op_measurement(kind: str, row: dict, origin: str) -> Measurement:
             dtype=_choice(row, "dtype", origin, OP_DTYPES, "bf16"),
             kv_dtype=_choice(row, "kv_dtype", origin, tuple(DTYPE_BYTES), "bf16"),
         )
-        work = attention_flops(b, h, s, fields["kv_len"], fields["head_dim"], fields["causal"], fields["direction"])
+        work = attention_flops(
+            b, h, s, fields["kv_len"], fields["head_dim"], fields["causal"], fields["direction"]
+        )
         rate_units = {"TFLOP/s": 1e12, "TFLOPS": 1e12, "GFLOP/s": 1e9}
     elif kind == "decode_attention":
         h = _positive(row, "heads", origin, integer=True)
         fields.update(
-            batch=_positive(row, "batch", origin, integer=True, default=1.0), heads=h,
+            batch=_positive(row, "batch", origin, integer=True, default=1.0),
+            heads=h,
             kv_heads=_positive(row, "kv_heads", origin, integer=True, default=h),
             head_dim=_positive(row, "head_dim", origin, integer=True),
             kv_len=_positive(row, "kv_len", origin, integer=True),
             seq_len=_positive(row, "seq_len", origin, integer=True, default=1.0),
             kv_dtype=_choice(row, "kv_dtype", origin, tuple(DTYPE_BYTES), "bf16"),
         )
-        work = fields["batch"] * fields["kv_len"] * 2 * fields["kv_heads"] * fields["head_dim"] \
+        work = (
+            fields["batch"]
+            * fields["kv_len"]
+            * 2
+            * fields["kv_heads"]
+            * fields["head_dim"]
             * DTYPE_BYTES[fields["kv_dtype"]]
+        )
         rate_units = {"GB/s": 1e9}
     elif kind == "moe":
         fields.update(
@@ -255,27 +326,46 @@ def _op_measurement(kind: str, row: dict, origin: str) -> Measurement:
             gated=_bool(row, "gated", origin, True),
         )
         if fields["topk"] > fields["experts"] or fields["experts"] % fields["ep"]:
-            raise InputError(_where(origin, "ep"), row.get("ep"), "expected ep dividing experts and topk <= experts")
-        work = 2.0 * fields["tokens"] * fields["topk"] * 3 * fields["hidden"] * fields["moe_ffn"] / fields["tp"]
+            raise InputError(
+                _where(origin, "ep"), row.get("ep"), "expected ep dividing experts and topk <= experts"
+            )
+        work = (
+            2.0 * fields["tokens"] * fields["topk"] * 3 * fields["hidden"] * fields["moe_ffn"] / fields["tp"]
+        )
         rate_units = {"TFLOP/s": 1e12, "TFLOPS": 1e12, "GFLOP/s": 1e9}
     else:
         raw_op = (row.get("op") or "").strip().lower().removesuffix("_perf")
         if raw_op not in OP_ALIASES:
-            raise InputError(_where(origin, "op"), row.get("op"), "expected one of " + ", ".join(COLLECTIVES)
-                             + " (nccl-tests names allreduce, allgather, reducescatter, alltoall, sendrecv work too)")
+            raise InputError(
+                _where(origin, "op"),
+                row.get("op"),
+                "expected one of "
+                + ", ".join(COLLECTIVES)
+                + " (nccl-tests names allreduce, allgather, reducescatter, alltoall, sendrecv work too)",
+            )
         op = OP_ALIASES[raw_op]
         ranks = _positive(row, "ranks", origin, integer=True)
         if ranks < 2:
             raise InputError(_where(origin, "ranks"), row.get("ranks"), "a collective needs at least 2 ranks")
         nodes = _positive(row, "nodes", origin, integer=True, default=0.0) or 0.0
         if nodes and (nodes > ranks or ranks % nodes):
-            raise InputError(_where(origin, "nodes"), row.get("nodes"), f"expected a divisor of ranks={int(ranks)}")
+            raise InputError(
+                _where(origin, "nodes"), row.get("nodes"), f"expected a divisor of ranks={int(ranks)}"
+            )
         nbytes = parse_size(row.get("bytes") or row.get("size") or "", _where(origin, "bytes"))
         impl = _choice(row, "impl", origin, COLLECTIVE_IMPLS, "nccl")
         if impl == "custom" and op != "all_reduce":
-            raise InputError(_where(origin, "impl"), row.get("impl"), "a custom implementation exists for all_reduce only")
-        fields.update(op=op, ranks=ranks, nodes=nodes, bytes=nbytes, impl=impl,
-                      dtype=_choice(row, "dtype", origin, tuple(DTYPE_BYTES), "bf16"))
+            raise InputError(
+                _where(origin, "impl"), row.get("impl"), "a custom implementation exists for all_reduce only"
+            )
+        fields.update(
+            op=op,
+            ranks=ranks,
+            nodes=nodes,
+            bytes=nbytes,
+            impl=impl,
+            dtype=_choice(row, "dtype", origin, tuple(DTYPE_BYTES), "bf16"),
+        )
         work = nbytes
         rate_units = {"GB/s": 1e9}
         if unit == "GB/s":
@@ -294,23 +384,45 @@ def _op_measurement(kind: str, row: dict, origin: str) -> Measurement:
         elif kind != "collective":
             metric = metric or "tflops"
             if metric != "tflops":
-                raise InputError(_where(origin, "metric"), metric, f"a value in {unit} is a rate (metric 'tflops')")
+                raise InputError(
+                    _where(origin, "metric"), metric, f"a value in {unit} is a rate (metric 'tflops')"
+                )
         target = work / (value * rate_units[unit])
     else:
-        raise InputError(_where(origin, "unit"), unit, "expected one of " + ", ".join([*TIME_UNITS, *rate_units]))
-    return Measurement(kind=kind, hardware=(row.get("hardware") or "").strip(), target=target,
-                       metric=metric or "time", value=value, unit=unit, origin=origin, row=fields,
-                       id=(row.get("id") or "").strip())
+        raise InputError(
+            _where(origin, "unit"), unit, "expected one of " + ", ".join([*TIME_UNITS, *rate_units])
+        )
+    return Measurement(
+        kind=kind,
+        hardware=(row.get("hardware") or "").strip(),
+        target=target,
+        metric=metric or "time",
+        value=value,
+        unit=unit,
+        origin=origin,
+        row=fields,
+        id=(row.get("id") or "").strip(),
+    )
 
 
 def _suite_measurement(kind: str, row: dict, origin: str) -> Measurement:
     value = _positive(row, "value", origin)
     metric = (row.get("metric") or "").strip()
     if not metric:
-        raise InputError(_where(origin, "metric"), metric, "end-to-end rows name their metric (see docs/calibration.md)")
-    return Measurement(kind=kind, hardware=(row.get("hardware") or "").strip(), target=value, metric=metric,
-                       value=value, unit=(row.get("unit") or "").strip(), origin=origin, row=dict(row),
-                       id=(row.get("id") or "").strip())
+        raise InputError(
+            _where(origin, "metric"), metric, "end-to-end rows name their metric (see docs/calibration.md)"
+        )
+    return Measurement(
+        kind=kind,
+        hardware=(row.get("hardware") or "").strip(),
+        target=value,
+        metric=metric,
+        value=value,
+        unit=(row.get("unit") or "").strip(),
+        origin=origin,
+        row=dict(row),
+        id=(row.get("id") or "").strip(),
+    )
 
 
 def _implied_kind(header: set[str]) -> str | None:
@@ -330,8 +442,11 @@ def read_csv_text(text: str, name: str) -> list[Measurement]:
 
 def _check_rows(count: int, name: str) -> None:
     if count > MAX_ROWS:
-        raise InputError(name, f"more than {MAX_ROWS:,} measurement rows",
-                         f"at most {MAX_ROWS:,} rows per run (split the file or sample it)")
+        raise InputError(
+            name,
+            f"more than {MAX_ROWS:,} measurement rows",
+            f"at most {MAX_ROWS:,} rows per run (split the file or sample it)",
+        )
 
 
 def read_csv_lines(lines: Iterable[str], name: str) -> list[Measurement]:
@@ -349,39 +464,59 @@ def read_csv_lines(lines: Iterable[str], name: str) -> list[Measurement]:
     reader.fieldnames = header
     implied = None if "kind" in header else _implied_kind(set(header))
     if "kind" not in header and implied is None:
-        raise InputError(f"{name} line 1 header", ",".join(header),
-                         "expected a 'kind' column, or gemm (m,n,k), collective (op,bytes) or attention "
-                         "(heads,head_dim,seq_len) columns; see docs/calibration.md")
+        raise InputError(
+            f"{name} line 1 header",
+            ",".join(header),
+            "expected a 'kind' column, or gemm (m,n,k), collective (op,bytes) or attention "
+            "(heads,head_dim,seq_len) columns; see docs/calibration.md",
+        )
     out = []
     for row in reader:
         origin = f"{name} line {reader.line_num + skipped}"
         if (row.get(header[0]) or "").lstrip().startswith("#"):
             continue  # comment line
         if None in row:  # more cells than header columns
-            raise InputError(origin, ",".join(row[None]), f"row has more cells than the {len(header)} header columns")
+            raise InputError(
+                origin, ",".join(row[None]), f"row has more cells than the {len(header)} header columns"
+            )
         if not any((v or "").strip() for v in row.values()):
             continue  # blank line
         kind = implied or (row.get("kind") or "").strip()
         _check_rows(len(out) + 1, name)
         if kind not in KINDS:
             raise InputError(_where(origin, "kind"), kind, "expected one of " + ", ".join(KINDS))
-        out.append(_op_measurement(kind, row, origin) if kind in OP_KINDS else _suite_measurement(kind, row, origin))
+        out.append(
+            _op_measurement(kind, row, origin) if kind in OP_KINDS else _suite_measurement(kind, row, origin)
+        )
     return out
 
 
 # -- nccl-tests output ----------------------------------------------------------------------------------
 _RANK = re.compile(r"^#\s*Rank\s+(\d+)\s+.*?\bon\s+(\S+)\s+device\s+(\d+)")
-_TEST_NAME = re.compile(r"\b(all_reduce|all_gather|reduce_scatter|alltoall|sendrecv|broadcast|reduce|"
-                        r"gather|scatter|hypercube)_perf\b")
+_TEST_NAME = re.compile(
+    r"\b(all_reduce|all_gather|reduce_scatter|alltoall|sendrecv|broadcast|reduce|"
+    r"gather|scatter|hypercube)_perf\b"
+)
 
 
 def looks_like_nccl_tests(text: str) -> bool:
     """nccl-tests prints '# nThread ...' first and a '#  size  count  type ... algbw busbw' header."""
-    return "algbw" in text and "busbw" in text and re.search(r"^#\s+size\s+count", text, re.MULTILINE) is not None
+    return (
+        "algbw" in text
+        and "busbw" in text
+        and re.search(r"^#\s+size\s+count", text, re.MULTILINE) is not None
+    )
 
 
-def read_nccl_tests(text: str, name: str, *, op: str | None = None, ranks: int | None = None,
-                    nodes: int | None = None, hardware: str = "") -> list[Measurement]:
+def read_nccl_tests(
+    text: str,
+    name: str,
+    *,
+    op: str | None = None,
+    ranks: int | None = None,
+    nodes: int | None = None,
+    hardware: str = "",
+) -> list[Measurement]:
     """Rows of an nccl-tests run (``all_reduce_perf -b 8 -e 8G -f 2 -g 8`` and friends).
 
     Columns come from the header line (``size count type redop root time algbw busbw #wrong`` twice:
@@ -393,8 +528,15 @@ def read_nccl_tests(text: str, name: str, *, op: str | None = None, ranks: int |
     return read_nccl_lines(io.StringIO(text), name, op=op, ranks=ranks, nodes=nodes, hardware=hardware)
 
 
-def read_nccl_lines(lines: Iterable[str], name: str, *, op: str | None = None, ranks: int | None = None,
-                    nodes: int | None = None, hardware: str = "") -> list[Measurement]:
+def read_nccl_lines(
+    lines: Iterable[str],
+    name: str,
+    *,
+    op: str | None = None,
+    ranks: int | None = None,
+    nodes: int | None = None,
+    hardware: str = "",
+) -> list[Measurement]:
     """:func:`read_nccl_tests` over lines, in one pass: result rows are kept as (line, size, time)
     cells until the whole output has named the collective and the ranks."""
     rank_hosts: dict[int, str] = {}
@@ -418,7 +560,9 @@ def read_nccl_lines(lines: Iterable[str], name: str, *, op: str | None = None, r
             if t:
                 name_hint = t.group(1)
     if header_cols is None:
-        raise InputError(f"{name} header", "", "expected nccl-tests output with a '#  size  count  type ...' header")
+        raise InputError(
+            f"{name} header", "", "expected nccl-tests output with a '#  size  count  type ...' header"
+        )
     if op is None:
         hint = name_hint
         fname = Path(name).name.lower()
@@ -426,11 +570,15 @@ def read_nccl_lines(lines: Iterable[str], name: str, *, op: str | None = None, r
             if hint is None and key in fname:
                 hint = key
         if hint is None:
-            raise InputError(f"{name} op", "", "cannot tell the collective; pass --op (" + ", ".join(COLLECTIVES) + ")")
+            raise InputError(
+                f"{name} op", "", "cannot tell the collective; pass --op (" + ", ".join(COLLECTIVES) + ")"
+            )
         op = hint
     op_key = op.lower().removesuffix("_perf")
     if op_key not in OP_ALIASES:
-        raise InputError("op", op, "expected one of " + ", ".join(COLLECTIVES) + " (broadcast/reduce are not modelled)")
+        raise InputError(
+            "op", op, "expected one of " + ", ".join(COLLECTIVES) + " (broadcast/reduce are not modelled)"
+        )
     op = OP_ALIASES[op_key]
     if ranks is None:
         if not rank_hosts:
@@ -441,15 +589,24 @@ def read_nccl_lines(lines: Iterable[str], name: str, *, op: str | None = None, r
     try:
         i_size, i_time = header_cols.index("size"), header_cols.index("time")
     except ValueError:
-        raise InputError(f"{name} header", " ".join(header_cols), "expected 'size' and 'time' columns") from None
+        raise InputError(
+            f"{name} header", " ".join(header_cols), "expected 'size' and 'time' columns"
+        ) from None
     out = []
     for lineno, cells, line in cells_of:  # free text printed by NCCL ("NCCL INFO ...") was skipped
         origin = f"{name} line {lineno}"
         if len(cells) <= i_time:
             raise InputError(origin, line, f"expected {len(header_cols)} columns like the header")
-        row = {"kind": "collective", "op": op, "ranks": str(ranks), "nodes": str(nodes or ""),
-               "bytes": cells[i_size], "time_us": cells[i_time], "hardware": hardware,
-               "id": f"{Path(name).name}:{op}:{cells[i_size]}B"}
+        row = {
+            "kind": "collective",
+            "op": op,
+            "ranks": str(ranks),
+            "nodes": str(nodes or ""),
+            "bytes": cells[i_size],
+            "time_us": cells[i_time],
+            "hardware": hardware,
+            "id": f"{Path(name).name}:{op}:{cells[i_size]}B",
+        }
         out.append(_op_measurement("collective", row, origin))
     if not out:
         raise InputError(f"{name}", "", "no result rows found in the nccl-tests output")
@@ -457,8 +614,9 @@ def read_nccl_lines(lines: Iterable[str], name: str, *, op: str | None = None, r
 
 
 # -- entry point ----------------------------------------------------------------------------------------
-def read_measurements(paths, *, op: str | None = None, ranks: int | None = None, nodes: int | None = None
-                      ) -> list[Measurement]:
+def read_measurements(
+    paths, *, op: str | None = None, ranks: int | None = None, nodes: int | None = None
+) -> list[Measurement]:
     """Every measurement in ``paths`` (a path or a list of paths), CSV or nccl-tests text."""
     if isinstance(paths, (str, Path)):
         paths = [paths]
@@ -471,14 +629,17 @@ def read_measurements(paths, *, op: str | None = None, ranks: int | None = None,
             with open_limited(path, "measurements", "measurements") as f:
                 head = f.read(2**20)  # the nccl-tests header comes after at most a few thousand Rank lines
                 head += f.readline(MAX_LINE)
-                lines = _bounded_lines(itertools.chain(io.StringIO(head), iter(lambda: f.readline(MAX_LINE + 1), "")),
-                                       str(p))
+                lines = _bounded_lines(
+                    itertools.chain(io.StringIO(head), iter(lambda: f.readline(MAX_LINE + 1), "")), str(p)
+                )
                 if looks_like_nccl_tests(head):
                     out.extend(read_nccl_lines(lines, str(p), op=op, ranks=ranks, nodes=nodes))
                 else:
                     out.extend(read_csv_lines(lines, str(p)))
         except UnicodeDecodeError:
-            raise InputError("measurements", str(p), "expected a text file (CSV or nccl-tests output)") from None
+            raise InputError(
+                "measurements", str(p), "expected a text file (CSV or nccl-tests output)"
+            ) from None
         except csv.Error as exc:
             raise InputError("measurements", str(p), f"expected a well-formed CSV file ({exc})") from None
         _check_rows(len(out), "measurements")

@@ -61,11 +61,21 @@ def _gemm(ms, hw: DeviceSpec) -> np.ndarray:
 def _attention(ms, hw: DeviceSpec) -> np.ndarray:
     out = np.empty(len(ms))
     for (dtype, kv_dtype, causal, direction), idx in _groups(
-            ms, lambda m: (m.row["dtype"], m.row["kv_dtype"], m.row["causal"], m.row["direction"])):
+        ms, lambda m: (m.row["dtype"], m.row["kv_dtype"], m.row["causal"], m.row["direction"])
+    ):
         sub = [ms[i] for i in idx]
-        t = ops.prefill_attention_time(_col(sub, "batch"), _col(sub, "seq_len"), _col(sub, "kv_len"),
-                                       _col(sub, "heads"), _col(sub, "kv_heads"), _col(sub, "head_dim"), hw,
-                                       dtype=dtype, kv_dtype=kv_dtype, causal=causal)
+        t = ops.prefill_attention_time(
+            _col(sub, "batch"),
+            _col(sub, "seq_len"),
+            _col(sub, "kv_len"),
+            _col(sub, "heads"),
+            _col(sub, "kv_heads"),
+            _col(sub, "head_dim"),
+            hw,
+            dtype=dtype,
+            kv_dtype=kv_dtype,
+            causal=causal,
+        )
         if direction != "fwd":  # backward: FlashAttention-2 counts 2.5x the forward work
             t = t * {"bwd": 2.5, "fwd_bwd": 3.5}[direction]
         out[idx] = t
@@ -76,19 +86,38 @@ def _decode_attention(ms, hw: DeviceSpec) -> np.ndarray:
     out = np.empty(len(ms))
     for kv_dtype, idx in _groups(ms, "kv_dtype"):
         sub = [ms[i] for i in idx]
-        out[idx] = ops.decode_attention_time(_col(sub, "batch"), _col(sub, "kv_len"), _col(sub, "heads"),
-                                             _col(sub, "kv_heads"), _col(sub, "head_dim"), hw, kv_dtype=kv_dtype,
-                                             q_len=_col(sub, "seq_len"))
+        out[idx] = ops.decode_attention_time(
+            _col(sub, "batch"),
+            _col(sub, "kv_len"),
+            _col(sub, "heads"),
+            _col(sub, "kv_heads"),
+            _col(sub, "head_dim"),
+            hw,
+            kv_dtype=kv_dtype,
+            q_len=_col(sub, "seq_len"),
+        )
     return out
 
 
 def _moe(ms, hw: DeviceSpec) -> np.ndarray:
     out = np.empty(len(ms))
-    for (dtype, dist, gated), idx in _groups(ms, lambda m: (m.row["dtype"], m.row["distribution"], m.row["gated"])):
+    for (dtype, dist, gated), idx in _groups(
+        ms, lambda m: (m.row["dtype"], m.row["distribution"], m.row["gated"])
+    ):
         sub = [ms[i] for i in idx]
-        out[idx] = ops.moe_time(_col(sub, "tokens"), _col(sub, "hidden"), _col(sub, "moe_ffn"), _col(sub, "experts"),
-                                _col(sub, "topk"), hw, ep=_col(sub, "ep"), tp=_col(sub, "tp"), dtype=dtype,
-                                distribution=dist, gated=gated)
+        out[idx] = ops.moe_time(
+            _col(sub, "tokens"),
+            _col(sub, "hidden"),
+            _col(sub, "moe_ffn"),
+            _col(sub, "experts"),
+            _col(sub, "topk"),
+            hw,
+            ep=_col(sub, "ep"),
+            tp=_col(sub, "tp"),
+            dtype=dtype,
+            distribution=dist,
+            gated=gated,
+        )
     return out
 
 
@@ -112,8 +141,13 @@ def _collective(ms, hw: DeviceSpec) -> np.ndarray:
     return out
 
 
-PREDICTORS = {"gemm": _gemm, "attention": _attention, "decode_attention": _decode_attention, "moe": _moe,
-              "collective": _collective}
+PREDICTORS = {
+    "gemm": _gemm,
+    "attention": _attention,
+    "decode_attention": _decode_attention,
+    "moe": _moe,
+    "collective": _collective,
+}
 
 
 def predict_op_rows(kind: str, ms: list, hw: DeviceSpec) -> np.ndarray:

@@ -45,10 +45,12 @@ def _version(value: bool) -> None:
 
 
 @app.callback()
-def _main(debug: bool = typer.Option(False, "--debug", metavar="",
-                                       help="Show tracebacks on errors."),
-          version: bool = typer.Option(False, "--version", metavar="", callback=_version, is_eager=True,
-                                       help="Print the version and exit.")) -> None:
+def _main(
+    debug: bool = typer.Option(False, "--debug", metavar="", help="Show tracebacks on errors."),
+    version: bool = typer.Option(
+        False, "--version", metavar="", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
     STATE["debug"] = debug
 
 

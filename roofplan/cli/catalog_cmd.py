@@ -29,12 +29,15 @@ from roofplan.hardware.spec import DeviceSpec
 from roofplan.hardware.units import SI_UNIT, format_quantity
 
 CATALOG_DIR_OPTION = typer.Option(
-    None, "--catalog-dir", metavar="DIR", help="Directory of extra <id>.yaml catalogs, searched before $ROOFPLAN_CATALOG_PATH "
-    "and the built-ins."
+    None,
+    "--catalog-dir",
+    metavar="DIR",
+    help="Directory of extra <id>.yaml catalogs, searched before $ROOFPLAN_CATALOG_PATH and the built-ins.",
 )
 
 
 # -- summaries ----------------------------------------------------------------------------------------
+
 
 def summary(spec: DeviceSpec) -> dict:
     """The one-line summary of a device used by ``catalog list`` (units in the key names)."""
@@ -48,9 +51,9 @@ def summary(spec: DeviceSpec) -> dict:
         "hbm_tbps": spec.hbm_Bps / 1e12,
         "devices_per_node": spec.devices_per_node,
         "intra_topology": spec.intra.topology,
-        "intra_gb_per_s": spec.intra.bandwidth_Bps / 1e9,          # GB/s per device per direction
-        "nic_gbit_per_s": spec.inter.bandwidth_Bps * 8 / 1e9,      # Gb/s per device
-        "price_per_hour": spec.price_per_hour,                 # USD per device-hour
+        "intra_gb_per_s": spec.intra.bandwidth_Bps / 1e9,  # GB/s per device per direction
+        "nic_gbit_per_s": spec.inter.bandwidth_Bps * 8 / 1e9,  # Gb/s per device
+        "price_per_hour": spec.price_per_hour,  # USD per device-hour
         "tiers": [t.name for t in spec.tiers],
     }
 
@@ -76,23 +79,44 @@ def _fmt(x: float | None, spec: str) -> str:
 
 # -- list ---------------------------------------------------------------------------------------------
 
+
 def _list(as_json: bool, catalog_dir: Path | None) -> None:
     entries = [load_entry(i, catalog_dir) for i in list_hardware(catalog_dir)]
     rows = [summary(e.spec) | {"path": e.path} for e in entries]
     if as_json:
         print_json({"schema": "roofplan.catalog.list/v1", "hardware": rows})
         return
-    table = Table(title="Hardware catalogs (per device as software schedules it; dense peaks)",
-                  box=box.SIMPLE_HEAD, pad_edge=False)
-    cells = [[_fmt(r["bf16_tflops"], ",.1f"), _fmt(r["hbm_gib"], ",.0f"), _fmt(r["hbm_tbps"], ".2f"),
-              str(r["devices_per_node"]), _fmt(r["intra_gb_per_s"], ",.0f"), _fmt(r["nic_gbit_per_s"], ",.0f"),
-              _fmt(r["price_per_hour"], ".2f")] for r in rows]
+    table = Table(
+        title="Hardware catalogs (per device as software schedules it; dense peaks)",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+    )
+    cells = [
+        [
+            _fmt(r["bf16_tflops"], ",.1f"),
+            _fmt(r["hbm_gib"], ",.0f"),
+            _fmt(r["hbm_tbps"], ".2f"),
+            str(r["devices_per_node"]),
+            _fmt(r["intra_gb_per_s"], ",.0f"),
+            _fmt(r["nic_gbit_per_s"], ",.0f"),
+            _fmt(r["price_per_hour"], ".2f"),
+        ]
+        for r in rows
+    ]
     # the name column only where it fits on one line: in 80 columns it wrapped every row into three
     with_name = console.width >= 100
     table.add_column("id", no_wrap=True)
     if with_name:
         table.add_column("name")
-    headers = ("bf16\nTFLOPS", "HBM\nGiB", "HBM\nTB/s", "dev/\nnode", "intra\nGB/s", "NIC\nGb/s", "price\n$/h")
+    headers = (
+        "bf16\nTFLOPS",
+        "HBM\nGiB",
+        "HBM\nTB/s",
+        "dev/\nnode",
+        "intra\nGB/s",
+        "NIC\nGb/s",
+        "price\n$/h",
+    )
     for i, col in enumerate(headers):
         width = max([len(c[i]) for c in cells] + [max(len(x) for x in col.split("\n"))])
         table.add_column(col, justify="right", no_wrap=True, min_width=width)
@@ -103,13 +127,18 @@ def _list(as_json: bool, catalog_dir: Path | None) -> None:
 
 # -- show ---------------------------------------------------------------------------------------------
 
+
 def _with_calibration(entry: CatalogEntry, calibration) -> tuple[DeviceSpec, list[CatalogField], dict | None]:
     fields = list(entry.fields)
     if calibration is None:
         return entry.spec, fields, None
     overlay = load_overlay(calibration)
     spec = apply_overlay(entry.spec, overlay)
-    label = f"calibration overlay {Path(calibration).name}" if isinstance(calibration, (str, Path)) else "calibration"
+    label = (
+        f"calibration overlay {Path(calibration).name}"
+        if isinstance(calibration, (str, Path))
+        else "calibration"
+    )
     for name, value in overlay["efficiency"].items():
         path = f"efficiency.{name}"
         fields = [dataclasses.replace(f, value=value, source=label) if f.path == path else f for f in fields]
@@ -128,18 +157,30 @@ def _show(hw: str, as_json: bool, catalog_dir: Path | None, calibration: str | N
     entry = load_entry(hw, catalog_dir)
     spec, fields, overlay = _with_calibration(entry, calibration)
     if as_json:
-        print_json({
-            "schema": "roofplan.catalog.show/v1",
-            "id": spec.id, "name": spec.name, "vendor": spec.vendor, "path": entry.path, "source": spec.source,
-            "summary": summary(spec),
-            "hardware": spec_to_json(spec),
-            "fields": [{"path": f.path, "value": f.value, "unit": SI_UNIT.get(f.kind, ""), "source": f.source}
-                       for f in fields],
-            "calibration": overlay,
-        })
+        print_json(
+            {
+                "schema": "roofplan.catalog.show/v1",
+                "id": spec.id,
+                "name": spec.name,
+                "vendor": spec.vendor,
+                "path": entry.path,
+                "source": spec.source,
+                "summary": summary(spec),
+                "hardware": spec_to_json(spec),
+                "fields": [
+                    {"path": f.path, "value": f.value, "unit": SI_UNIT.get(f.kind, ""), "source": f.source}
+                    for f in fields
+                ],
+                "calibration": overlay,
+            }
+        )
         return
-    console.print(styled(f"[bold]{esc(spec.name)}[/bold] ({esc(spec.id)}, {esc(spec.vendor)})  file: {esc(entry.path)}"),
-                  highlight=False)
+    console.print(
+        styled(
+            f"[bold]{esc(spec.name)}[/bold] ({esc(spec.id)}, {esc(spec.vendor)})  file: {esc(entry.path)}"
+        ),
+        highlight=False,
+    )
     if spec.source:
         console.print(f"main sources: {spec.source}", highlight=False, markup=False)
     # field and value at their natural width; the (long) source wraps in what is left
@@ -159,13 +200,17 @@ def _show(hw: str, as_json: bool, catalog_dir: Path | None, calibration: str | N
             table.add_row(styled(f"[bold]{esc(top)}[/bold]"), "", "")
         table.add_row("  " + rest, _render_value(f), f.source)
     console.print(table)
-    tiers = ", ".join(f"{t.name} {format_quantity(t.capacity_bytes, 'bytes')} @ "
-                      f"{format_quantity(t.bandwidth_Bps, 'bandwidth')}"
-                      + (f" shared by {t.shared_by}" if t.shared_by > 1 else "") for t in spec.tiers)
+    tiers = ", ".join(
+        f"{t.name} {format_quantity(t.capacity_bytes, 'bytes')} @ "
+        f"{format_quantity(t.bandwidth_Bps, 'bandwidth')}"
+        + (f" shared by {t.shared_by}" if t.shared_by > 1 else "")
+        for t in spec.tiers
+    )
     console.print(f"memory tiers: {tiers}", highlight=False, markup=False)
 
 
 # -- validate -----------------------------------------------------------------------------------------
+
 
 def _validate(file: str, as_json: bool, catalog_dir: Path | None, calibration: str | None = None) -> None:
     path, _ = resolve(file, catalog_dir)
@@ -173,17 +218,30 @@ def _validate(file: str, as_json: bool, catalog_dir: Path | None, calibration: s
     if calibration is not None:
         apply_overlay(spec, load_overlay(calibration))  # InputError when fitted for another device
     if as_json:
-        print_json({"schema": "roofplan.catalog.validate/v1", "file": str(path), "valid": True, "id": spec.id,
-                    "summary": summary(spec)})
+        print_json(
+            {
+                "schema": "roofplan.catalog.validate/v1",
+                "file": str(path),
+                "valid": True,
+                "id": spec.id,
+                "summary": summary(spec),
+            }
+        )
         return
-    console.print(f"ok: {path} is a valid catalog for {spec.id} ({spec.name}; tiers "
-                  f"{', '.join(t.name for t in spec.tiers)})", highlight=False, markup=False)
+    console.print(
+        f"ok: {path} is a valid catalog for {spec.id} ({spec.name}; tiers "
+        f"{', '.join(t.name for t in spec.tiers)})",
+        highlight=False,
+        markup=False,
+    )
 
 
 # -- registration -------------------------------------------------------------------------------------
 
-def catalog_list(as_json: Json = False, catalog_dir: str | None = CATALOG_DIR_OPTION,
-                 calibration: Calibration = None) -> None:
+
+def catalog_list(
+    as_json: Json = False, catalog_dir: str | None = CATALOG_DIR_OPTION, calibration: Calibration = None
+) -> None:
     """List every hardware id with its headline numbers."""
 
     def body() -> None:
@@ -193,16 +251,22 @@ def catalog_list(as_json: Json = False, catalog_dir: str | None = CATALOG_DIR_OP
     return run(body)
 
 
-def catalog_show(hw: str = typer.Argument(..., metavar="ID", help="Hardware id or path to a catalog YAML."),
-                 as_json: Json = False, catalog_dir: str | None = CATALOG_DIR_OPTION,
-                 calibration: Calibration = None) -> None:
+def catalog_show(
+    hw: str = typer.Argument(..., metavar="ID", help="Hardware id or path to a catalog YAML."),
+    as_json: Json = False,
+    catalog_dir: str | None = CATALOG_DIR_OPTION,
+    calibration: Calibration = None,
+) -> None:
     """Show every number of one catalog with its source, every memory tier included."""
     return run(lambda: _show(hw, as_json, _dir(catalog_dir), calibration))
 
 
-def catalog_validate(file: str = typer.Argument(..., metavar="FILE", help="Catalog YAML to check (or an id)."),
-                     as_json: Json = False, catalog_dir: str | None = CATALOG_DIR_OPTION,
-                     calibration: Calibration = None) -> None:
+def catalog_validate(
+    file: str = typer.Argument(..., metavar="FILE", help="Catalog YAML to check (or an id)."),
+    as_json: Json = False,
+    catalog_dir: str | None = CATALOG_DIR_OPTION,
+    calibration: Calibration = None,
+) -> None:
     """Check one catalog file: schema, units, positive numbers and a source for every number
     (with --calibration: also that the overlay is valid and applies to this device)."""
 

@@ -56,6 +56,7 @@ def esc(value: object) -> str:
     """A user-supplied string, escaped for use inside :func:`styled` markup."""
     return escape(str(value))
 
+
 #: Set by the ``--debug`` global option.
 STATE = {"debug": False}
 
@@ -112,8 +113,12 @@ def run(body: Callable[[], Any]) -> Any:
     except Exception as exc:  # noqa: BLE001 - the one place internal errors are reported
         if STATE["debug"]:
             traceback.print_exc()
-        err_console.print(f"internal error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback)",
-                          markup=False, highlight=False, soft_wrap=True)
+        err_console.print(
+            f"internal error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback)",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
         raise typer.Exit(1) from None
 
 
@@ -144,6 +149,7 @@ def checked(doc: dict, calibration: object = None) -> dict:
 
 # -- output paths ------------------------------------------------------------------------------------
 
+
 def check_out_dir(out: str | os.PathLike | None, field: str = "out") -> Path | None:
     """Check before any work that ``out`` can become a directory of launch files: an existing
     writable directory, or a path whose nearest existing ancestor is a writable directory."""
@@ -155,7 +161,9 @@ def check_out_dir(out: str | os.PathLike | None, field: str = "out") -> Path | N
     p = user_path(text, field)
     if p.exists():
         if not p.is_dir():
-            raise InputError(field, text, "a directory (or a path that does not exist yet), not an existing file")
+            raise InputError(
+                field, text, "a directory (or a path that does not exist yet), not an existing file"
+            )
         if not os.access(p, os.W_OK | os.X_OK):
             raise InputError(field, text, "a writable directory (permission denied)")
         return p
@@ -202,6 +210,7 @@ def os_error(field: str, path: str | os.PathLike, exc: OSError) -> InputError:
 
 # -- usage errors raised by the parser -----------------------------------------------------------------
 
+
 def _raw_value(args: list[str], opts: list[str]) -> str | None:
     """The text given on the command line for an option (``--tp 3`` or ``--tp=3``), if any."""
     value = None
@@ -210,7 +219,7 @@ def _raw_value(args: list[str], opts: list[str]) -> str | None:
             if a == o and i + 1 < len(args):
                 value = args[i + 1]
             elif a.startswith(o + "="):
-                value = a[len(o) + 1:]
+                value = a[len(o) + 1 :]
     return value
 
 
@@ -263,8 +272,9 @@ class RoofplanGroup(TyperGroup):
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         argv = fill_optional_values(list(sys.argv[1:] if args is None else args))
         try:
-            rv = super().main(args=argv, prog_name=prog_name, complete_var=complete_var,
-                              standalone_mode=False, **extra)
+            rv = super().main(
+                args=argv, prog_name=prog_name, complete_var=complete_var, standalone_mode=False, **extra
+            )
         except typer.TyperException as exc:  # click's UsageError / BadParameter / NoSuchOption ...
             if not standalone_mode:
                 raise
@@ -282,8 +292,9 @@ class RoofplanGroup(TyperGroup):
         sys.exit(rv if isinstance(rv, int) else 0)
 
 
-def split_names(field: str, values: str | list[str] | tuple[str, ...] | None, allowed: tuple[str, ...]
-                ) -> list[str] | None:
+def split_names(
+    field: str, values: str | list[str] | tuple[str, ...] | None, allowed: tuple[str, ...]
+) -> list[str] | None:
     """Names given as a repeatable option and/or comma lists (``--emit vllm --emit sglang`` or
     ``--emit vllm,sglang``), deduplicated in order; None when the option was not given."""
     if values is None:
@@ -295,11 +306,18 @@ def split_names(field: str, values: str | list[str] | tuple[str, ...] | None, al
     for item in items:
         parts = item.split(",")
         if not all(p and p == p.strip() for p in parts):  # "vllm," or " vllm": a slip, not a list
-            raise InputError(field, item, "one or more of " + ", ".join(allowed)
-                             + " (comma-separated without spaces or empty items, or repeated)")
+            raise InputError(
+                field,
+                item,
+                "one or more of "
+                + ", ".join(allowed)
+                + " (comma-separated without spaces or empty items, or repeated)",
+            )
         for name in parts:
             if name not in allowed:
-                raise InputError(field, name, "one of " + ", ".join(allowed) + " (comma-separated or repeated)")
+                raise InputError(
+                    field, name, "one of " + ", ".join(allowed) + " (comma-separated or repeated)"
+                )
             if name not in names:
                 names.append(name)
     return names
@@ -315,7 +333,9 @@ def warn_stale(out: str | os.PathLike, written: list[str]) -> None:
     would contradict the new plan.json)."""
     d = Path(out)
     mine = {Path(w).name for w in written}
-    stale = sorted(p.name for p in d.iterdir() if p.is_file() and p.name not in mine and not p.name.startswith("."))
+    stale = sorted(
+        p.name for p in d.iterdir() if p.is_file() and p.name not in mine and not p.name.startswith(".")
+    )
     if stale:
         shown = ", ".join(stale[:5]) + (f" and {len(stale) - 5} more" if len(stale) > 5 else "")
         warn(f"{d} also holds files this plan did not write ({shown}); they may belong to an earlier plan")

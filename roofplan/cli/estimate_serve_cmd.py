@@ -59,8 +59,10 @@ def _render(doc: dict) -> None:
     i = doc["inputs"]
     par = f"tp={i['tp']} pp={i['pp']} ep={i['ep']} dp={i['dp']}"
     console.print(
-        styled(f"[bold]{esc(i['model'])}[/bold] on [bold]{esc(i['hardware'])}[/bold] x {i['gpus']}  ({par}), "
-               f"engine {esc(i['engine'])}")
+        styled(
+            f"[bold]{esc(i['model'])}[/bold] on [bold]{esc(i['hardware'])}[/bold] x {i['gpus']}  ({par}), "
+            f"engine {esc(i['engine'])}"
+        )
     )
     console.print(
         f"batch {i['batch']}, isl {i['isl']}, osl {i['osl']}, weights {i['dtype']} "
@@ -94,14 +96,18 @@ def _render(doc: dict) -> None:
             f"{dec[key] / td_:.1%}" if td_ else "-",
         )
     t.add_row(
-        styled("[bold]total[/bold]"), styled(f"[bold]{tp_:,.3f}[/bold]"), "100.0%", styled(f"[bold]{td_:,.3f}[/bold]"),
-        "100.0%"
+        styled("[bold]total[/bold]"),
+        styled(f"[bold]{tp_:,.3f}[/bold]"),
+        "100.0%",
+        styled(f"[bold]{td_:,.3f}[/bold]"),
+        "100.0%",
     )
     console.print(t)
 
     mem = doc["memory_gib_per_gpu"]
     extra = ((("weights in DDR tier", mem["weights_in_ddr"]),) if mem.get("weights_in_ddr") else ()) + (
-        ("usable (after engine reserve)", mem["usable"]),)
+        ("usable (after engine reserve)", mem["usable"]),
+    )
     console.print(memory_table(mem, ("weights", "kv_cache", "activations", "total"), doc["fits"], extra))
 
 
@@ -109,8 +115,11 @@ def _feature_rows(s: Table, i: dict) -> None:
     """Rows for the serving features in ``inputs`` (speculative decoding, expert skew, prefix hit)."""
     if "speculative" in i:
         sp = i["speculative"]
-        s.add_row("speculative", f"{sp['method']} k={sp['draft_tokens']} accept {sp['acceptance']:.2f} "
-                  f"-> {sp['tokens_per_step']:.2f} tokens/step")
+        s.add_row(
+            "speculative",
+            f"{sp['method']} k={sp['draft_tokens']} accept {sp['acceptance']:.2f} "
+            f"-> {sp['tokens_per_step']:.2f} tokens/step",
+        )
     if i.get("expert_skew"):
         s.add_row("expert skew (max/mean)", f"{i['expert_skew']:.2f}")
     if i.get("prefix_hit_tokens"):
@@ -121,20 +130,31 @@ def render_load(doc: dict, title: str) -> None:
     """People's view of a document under load (estimate serve --concurrency/--rate, simulate)."""
     i = doc["inputs"]
     par = f"tp={i['tp']} pp={i['pp']} ep={i['ep']} dp={i['dp']}"
-    console.print(styled(
-        f"[bold]{esc(i['model'])}[/bold] on [bold]{esc(i['hardware'])}[/bold]: {i['instances']} instance(s) of "
-        f"{i['gpus']} GPU(s) ({par}), engine {esc(i['engine'])} -- {esc(title)}"
-    ))
+    console.print(
+        styled(
+            f"[bold]{esc(i['model'])}[/bold] on [bold]{esc(i['hardware'])}[/bold]: {i['instances']} instance(s) of "
+            f"{i['gpus']} GPU(s) ({par}), engine {esc(i['engine'])} -- {esc(title)}"
+        )
+    )
     w = i["workload"]
-    load = (f"concurrency {i['concurrency']}" if "concurrency" in i else
-            f"{i['rate_rps']:g} req/s" if "rate_rps" in i else "trace arrivals")
-    console.print(f"{load}; {w['source']}; isl mean {w['isl']['mean']:,.0f}, osl mean {w['osl']['mean']:,.0f}")
+    load = (
+        f"concurrency {i['concurrency']}"
+        if "concurrency" in i
+        else f"{i['rate_rps']:g} req/s"
+        if "rate_rps" in i
+        else "trace arrivals"
+    )
+    console.print(
+        f"{load}; {w['source']}; isl mean {w['isl']['mean']:,.0f}, osl mean {w['osl']['mean']:,.0f}"
+    )
     t = Table(title="Latency (ms)")
     for c in ("metric", "mean", "p50", "p90", "p99"):
         t.add_column(c, justify="right" if c != "metric" else "left")
     for name in ("ttft", "tpot", "latency"):
-        t.add_row(name.upper() if name != "latency" else "end-to-end",
-                  *(f"{doc[k]:,.2f}" for k in (f"{name}_ms", f"{name}_p50_ms", f"{name}_p90_ms", f"{name}_p99_ms")))
+        t.add_row(
+            name.upper() if name != "latency" else "end-to-end",
+            *(f"{doc[k]:,.2f}" for k in (f"{name}_ms", f"{name}_p50_ms", f"{name}_p90_ms", f"{name}_p99_ms")),
+        )
     console.print(t)
     s = Table(show_header=False, box=None)
     s.add_row("request rate", f"{doc['request_rate_rps']:,.3f} req/s")
@@ -166,20 +186,30 @@ def estimate_serve(
     tp: TP = 1,
     pp: PP = 1,
     ep: int = typer.Option(
-        1, "--ep", callback=bounded_count,
-        help="Expert-parallel degree (MoE; divides tp x dp)."),
+        1, "--ep", callback=bounded_count, help="Expert-parallel degree (MoE; divides tp x dp)."
+    ),
     dp: int = typer.Option(
-        1, "--dp", callback=bounded_count,
-        help="Attention data-parallel ranks (MoE, DeepSeek-style)."),
+        1, "--dp", callback=bounded_count, help="Attention data-parallel ranks (MoE, DeepSeek-style)."
+    ),
     batch: int | None = typer.Option(
-        None, "--batch", callback=bounded_count,
-        help="Static batch: requests prefilled together, then decoded together."),
+        None,
+        "--batch",
+        callback=bounded_count,
+        help="Static batch: requests prefilled together, then decoded together.",
+    ),
     concurrency: int | None = typer.Option(
-        None, "--concurrency", callback=bounded_count,
-        help="Closed loop: requests in flight (a new one starts when one ends)."),
-    rate: float | None = typer.Option(None, "--rate", help="Open loop: Poisson arrivals, requests/s to the deployment."),
+        None,
+        "--concurrency",
+        callback=bounded_count,
+        help="Closed loop: requests in flight (a new one starts when one ends).",
+    ),
+    rate: float | None = typer.Option(
+        None, "--rate", help="Open loop: Poisson arrivals, requests/s to the deployment."
+    ),
     instances: Instances = 1,
-    isl: int | None = typer.Option(None, "--isl", callback=bounded_count, help="Input (prompt) tokens per request."),
+    isl: int | None = typer.Option(
+        None, "--isl", callback=bounded_count, help="Input (prompt) tokens per request."
+    ),
     osl: int | None = typer.Option(None, "--osl", callback=bounded_count, help="Output tokens per request."),
     isl_dist: IslDist = None,
     osl_dist: OslDist = None,
@@ -202,18 +232,38 @@ def estimate_serve(
         from roofplan import estimate_serving  # resolves the ids at the door
         from roofplan.errors import InputError
 
-        modes = [n for n, v in (("--batch", batch), ("--concurrency", concurrency), ("--rate", rate)) if v is not None]
+        modes = [
+            n
+            for n, v in (("--batch", batch), ("--concurrency", concurrency), ("--rate", rate))
+            if v is not None
+        ]
         if len(modes) != 1:
-            raise InputError("load", " and ".join(modes) or "none", "exactly one of --batch, --concurrency, --rate")
+            raise InputError(
+                "load", " and ".join(modes) or "none", "exactly one of --batch, --concurrency, --rate"
+            )
         if batch is None:
             from roofplan import estimate_serving_load
 
             wl = load_workload(isl, osl, isl_dist, osl_dist, workload)
             est = estimate_serving_load(
-                model, hardware, workload=wl, concurrency=concurrency, rate=rate, instances=instances, tp=tp,
-                pp=pp, ep=ep, dp=dp, dtype=dtype, kv_dtype=kv_dtype, engine=engine, calibration=calibration,
-                speculative=spec_from_flags(spec_method, spec_tokens, spec_accept), prefix_hit=prefix_hit,
-                expert_skew=expert_skew)
+                model,
+                hardware,
+                workload=wl,
+                concurrency=concurrency,
+                rate=rate,
+                instances=instances,
+                tp=tp,
+                pp=pp,
+                ep=ep,
+                dp=dp,
+                dtype=dtype,
+                kv_dtype=kv_dtype,
+                engine=engine,
+                calibration=calibration,
+                speculative=spec_from_flags(spec_method, spec_tokens, spec_accept),
+                prefix_hit=prefix_hit,
+                expert_skew=expert_skew,
+            )
             doc = checked(est.to_json(), calibration)
             if as_json:
                 print_json(doc)
@@ -221,10 +271,16 @@ def estimate_serve(
                 render_load(doc, "analytic steady state")
             return
         if isl is None or osl is None or isl_dist or osl_dist or workload:
-            raise InputError("--batch", batch, "with --isl and --osl numbers (lengths vary only under load: "
-                             "use --concurrency or --rate with --isl-dist/--osl-dist/--workload)")
+            raise InputError(
+                "--batch",
+                batch,
+                "with --isl and --osl numbers (lengths vary only under load: "
+                "use --concurrency or --rate with --isl-dist/--osl-dist/--workload)",
+            )
         if instances != 1:
-            raise InputError("--instances", instances, "with --concurrency or --rate (a static batch is one instance)")
+            raise InputError(
+                "--instances", instances, "with --concurrency or --rate (a static batch is one instance)"
+            )
 
         est = estimate_serving(
             model,
@@ -250,9 +306,11 @@ def estimate_serve(
         if why:
             warn(f"--engine {engine}: {why}; its overhead profile is applied anyway")
         if isl + osl > est.model.max_seq_len:
-            warn(f"isl + osl = {isl + osl:,} exceeds the {est.model.max_seq_len:,}-token context of "
-                 f"{est.model.name}; engines refuse such requests unless the context is extended "
-                 "(vLLM --max-model-len with RoPE scaling); the estimate extrapolates")
+            warn(
+                f"isl + osl = {isl + osl:,} exceeds the {est.model.max_seq_len:,}-token context of "
+                f"{est.model.name}; engines refuse such requests unless the context is extended "
+                "(vLLM --max-model-len with RoPE scaling); the estimate extrapolates"
+            )
         doc = checked(est.to_json(), calibration)
         if as_json:
             print_json(doc)

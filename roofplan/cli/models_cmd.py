@@ -84,8 +84,13 @@ def _list(json_out: bool) -> None:
         print_json({"schema": LIST_SCHEMA, "models": rows})
         return
     # a light box and unit-free cells: in 80 columns the boxed table cut numbers to "176.…"
-    table = Table(title="Model presets (params in billions; KV cache per token in bf16)",
-                  box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1), collapse_padding=True)
+    table = Table(
+        title="Model presets (params in billions; KV cache per token in bf16)",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        padding=(0, 1),
+        collapse_padding=True,
+    )
     table.add_column("id", no_wrap=True)
     for col in ("layers", "hidden", "heads/kv", "attn", "total B", "active B", "KV KiB"):
         table.add_column(col, justify="right", no_wrap=True)
@@ -96,7 +101,9 @@ def _list(json_out: bool) -> None:
             str(r["hidden"]),
             f"{r['heads']}/{r['kv_heads']}",
             r["attention"],
-            f"{r['params_total'] / 1e9:,.2f}" if r["params_total"] < 1e12 else f"{r['params_total'] / 1e9:,.0f}",
+            f"{r['params_total'] / 1e9:,.2f}"
+            if r["params_total"] < 1e12
+            else f"{r['params_total'] / 1e9:,.0f}",
             f"{r['params_active'] / 1e9:,.2f}",
             f"{r['kv_bytes_per_token_bf16'] / 1024:,.1f}",
         )

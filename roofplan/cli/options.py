@@ -61,6 +61,8 @@ Json = Annotated[bool, typer.Option("--json", metavar="", help=JSON_HELP)]
 Calibration = Annotated[str | None, typer.Option("--calibration", metavar="FILE", help=CALIBRATION_HELP)]
 TP = Annotated[int, count("--tp", "Tensor-parallel degree.")]
 PP = Annotated[int, count("--pp", "Pipeline-parallel degree.")]
+
+
 def pick(flag: str, enum: type[Enum], help: str, metavar: str = "NAME") -> typer.models.OptionInfo:
     """An Enum option whose choices are listed in the help text (a short metavar keeps the help
     table readable in 80 columns; typer's own ``[a|b|c]`` metavar would truncate the flag names)."""
@@ -71,40 +73,80 @@ RecomputeOpt = Annotated[Recompute, pick("--recompute", Recompute, "Activation r
 OffloadOpt = Annotated[Offload, pick("--offload", Offload, "Kept in host memory")]
 MoeDispatcherOpt = Annotated[MoeDispatcher, pick("--moe-dispatcher", MoeDispatcher, "MoE token dispatcher")]
 Fp8RecipeOpt = Annotated[Fp8Recipe, pick("--fp8-recipe", Fp8Recipe, "With --dtype fp8, the scaling recipe")]
-PipelineEngineOpt = Annotated[PipelineEngine, pick("--pipeline-engine", PipelineEngine,
-                                                   "Pipeline schedule and gradient sync (deepspeed: Megatron-DeepSpeed)")]
+PipelineEngineOpt = Annotated[
+    PipelineEngine,
+    pick(
+        "--pipeline-engine",
+        PipelineEngine,
+        "Pipeline schedule and gradient sync (deepspeed: Megatron-DeepSpeed)",
+    ),
+]
 EngineOpt = Annotated[EngineChoice, pick("--engine", EngineChoice, "Serving-engine overhead profile")]
 
 # -- serving: speculative decoding, prefix caching, expert skew (estimate serve, plan serve) ----------
-SpecMethod = Annotated[str | None, typer.Option(
-    "--spec-method",
-    help="Speculative decoding: mtp | eagle3 | ngram (default off). Unset --spec-tokens/--spec-accept "
-         "take the method's published defaults (mtp 1 @ 0.85, eagle3 3 @ 0.64, ngram 3 @ 0.5).")]
+SpecMethod = Annotated[
+    str | None,
+    typer.Option(
+        "--spec-method",
+        help="Speculative decoding: mtp | eagle3 | ngram (default off). Unset --spec-tokens/--spec-accept "
+        "take the method's published defaults (mtp 1 @ 0.85, eagle3 3 @ 0.64, ngram 3 @ 0.5).",
+    ),
+]
 SpecTokens = Annotated[int | None, typer.Option("--spec-tokens", help="Draft tokens per step (1-16).")]
-SpecAccept = Annotated[float | None, typer.Option(
-    "--spec-accept", help="Per-token acceptance rate of the drafts (0-1).")]
-PrefixHit = Annotated[str | None, typer.Option(
-    "--prefix-hit",
-    help="Prompt tokens served from the prefix cache: a count (e.g. 3000) or a fraction of --isl (e.g. 0.75).")]
-ExpertSkew = Annotated[float, typer.Option(
-    "--expert-skew",
-    help="MoE routed-token load of the busiest expert-parallel rank over the mean (>= 1; 1 = uniform).")]
+SpecAccept = Annotated[
+    float | None, typer.Option("--spec-accept", help="Per-token acceptance rate of the drafts (0-1).")
+]
+PrefixHit = Annotated[
+    str | None,
+    typer.Option(
+        "--prefix-hit",
+        help="Prompt tokens served from the prefix cache: a count (e.g. 3000) or a fraction of --isl (e.g. 0.75).",
+    ),
+]
+ExpertSkew = Annotated[
+    float,
+    typer.Option(
+        "--expert-skew",
+        help="MoE routed-token load of the busiest expert-parallel rank over the mean (>= 1; 1 = uniform).",
+    ),
+]
 
 # -- serving under load: request lengths and replicas (estimate serve, simulate) ----------------------
-IslDist = Annotated[str | None, typer.Option(
-    "--isl-dist", metavar="KIND:MEAN,SPREAD",
-    help="Prompt-length distribution: normal|lognormal:MEAN,SD, uniform:MEAN,HALF-WIDTH, empirical:V1,V2,..")]
-OslDist = Annotated[str | None, typer.Option(
-    "--osl-dist", metavar="KIND:MEAN,SPREAD", help="Output-length distribution (as --isl-dist).")]
-WorkloadOpt = Annotated[str | None, typer.Option(
-    "--workload", metavar="FILE|PRESET",
-    help="Trace of isl,osl[,arrival_s] rows (CSV with header, or JSONL), or a preset: chat, summarisation, "
-         "code, long-context.")]
-Instances = Annotated[int, count("--instances", "Identical replicas behind a router (the load is split over them).")]
+IslDist = Annotated[
+    str | None,
+    typer.Option(
+        "--isl-dist",
+        metavar="KIND:MEAN,SPREAD",
+        help="Prompt-length distribution: normal|lognormal:MEAN,SD, uniform:MEAN,HALF-WIDTH, empirical:V1,V2,..",
+    ),
+]
+OslDist = Annotated[
+    str | None,
+    typer.Option(
+        "--osl-dist", metavar="KIND:MEAN,SPREAD", help="Output-length distribution (as --isl-dist)."
+    ),
+]
+WorkloadOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--workload",
+        metavar="FILE|PRESET",
+        help="Trace of isl,osl[,arrival_s] rows (CSV with header, or JSONL), or a preset: chat, summarisation, "
+        "code, long-context.",
+    ),
+]
+Instances = Annotated[
+    int, count("--instances", "Identical replicas behind a router (the load is split over them).")
+]
 #: Weight and KV-cache dtypes of serving, and the training dtypes (checked where they are defined).
 ServeDtype = Annotated[str, typer.Option("--dtype", help="Weight dtype: " + " | ".join(WEIGHT_DTYPES) + ".")]
-KvDtype = Annotated[str | None, typer.Option(
-    "--kv-dtype", help="KV-cache dtype: " + " | ".join(KV_DTYPES) + " (default: the 16-bit activation dtype).")]
+KvDtype = Annotated[
+    str | None,
+    typer.Option(
+        "--kv-dtype",
+        help="KV-cache dtype: " + " | ".join(KV_DTYPES) + " (default: the 16-bit activation dtype).",
+    ),
+]
 TrainDtype = Annotated[str, typer.Option("--dtype", help=" | ".join(TRAIN_DTYPES) + ".")]
 
 
@@ -116,6 +158,8 @@ def spec_from_flags(method: str | None, tokens: int | None, accept: float | None
 
     if method is None:
         if tokens is not None or accept is not None:
-            raise InputError("spec-method", None, "mtp, eagle3 or ngram (required with --spec-tokens/--spec-accept)")
+            raise InputError(
+                "spec-method", None, "mtp, eagle3 or ngram (required with --spec-tokens/--spec-accept)"
+            )
         return None
     return SpecDecode.of(method, tokens, accept)

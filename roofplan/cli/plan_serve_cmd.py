@@ -65,37 +65,53 @@ def plan_serve(
     dtype: ServeDtype = "bf16",
     kv_dtype: KvDtype = None,
     objective: str = typer.Option(
-        "gpus", "--objective", help="With --rate: fewest gpus | lowest cost | energy (least J per token)."),
+        "gpus", "--objective", help="With --rate: fewest gpus | lowest cost | energy (least J per token)."
+    ),
     price: list[str] | None = typer.Option(  # noqa: B008
-        None, "--price", metavar="DEVICE=$/h", help="Price per device-hour in place of the catalog's."),
+        None, "--price", metavar="DEVICE=$/h", help="Price per device-hour in place of the catalog's."
+    ),
     slo_percentile: float = typer.Option(
-        90.0, "--slo-percentile", metavar="P",
-        help="Targets hold for P % of requests under Poisson arrivals (goodput, queueing); 0: unloaded."),
+        90.0,
+        "--slo-percentile",
+        metavar="P",
+        help="Targets hold for P % of requests under Poisson arrivals (goodput, queueing); 0: unloaded.",
+    ),
     emit: list[str] | None = typer.Option(  # noqa: B008
-        None, "--emit", metavar="ENGINE", help="vllm | sglang | trtllm | dynamo (repeatable or comma list)."),
+        None, "--emit", metavar="ENGINE", help="vllm | sglang | trtllm | dynamo (repeatable or comma list)."
+    ),
     out: str | None = typer.Option(
-        None, "--out", metavar="DIR",
-        help="Write the launch files and plan.json here."),
+        None, "--out", metavar="DIR", help="Write the launch files and plan.json here."
+    ),
     plot: str | None = typer.Option(
-        None, "--plot", metavar="PNG",
-        help="Save the Pareto front as a PNG (matplotlib)."),
+        None, "--plot", metavar="PNG", help="Save the Pareto front as a PNG (matplotlib)."
+    ),
     spec_method: SpecMethod = None,
     spec_tokens: SpecTokens = None,
     spec_accept: SpecAccept = None,
     prefix_hit: PrefixHit = None,
     expert_skew: ExpertSkew = 1.0,
     target: list[str] | None = typer.Option(  # noqa: B008
-        None, "--target", metavar="ENGINE=VERSION",
-        help="Engine release the launch files are written for (e.g. sglang=0.5.23); default current."),
+        None,
+        "--target",
+        metavar="ENGINE=VERSION",
+        help="Engine release the launch files are written for (e.g. sglang=0.5.23); default current.",
+    ),
     memory_headroom: str | None = typer.Option(
-        None, "--memory-headroom", metavar="GIB",
+        None,
+        "--memory-headroom",
+        metavar="GIB",
         help="Free GiB per GPU every instance must leave, or per role prefill=4,decode=8 "
-        "(default 5% of HBM + 1 GiB)."),
+        "(default 5% of HBM + 1 GiB).",
+    ),
     fix: str | None = typer.Option(
-        None, "--fix", metavar="[ROLE.]K=V,...",
-        help="Fix instance knobs (tp pp ep dp batch chunk), per role e.g. prefill.tp=4,decode.tp=8."),
+        None,
+        "--fix",
+        metavar="[ROLE.]K=V,...",
+        help="Fix instance knobs (tp pp ep dp batch chunk), per role e.g. prefill.tp=4,decode.tp=8.",
+    ),
     exclude: str | None = typer.Option(
-        None, "--exclude", metavar="[ROLE.]COND,...", help="Exclude matches, e.g. decode.batch>256,pp>1."),
+        None, "--exclude", metavar="[ROLE.]COND,...", help="Exclude matches, e.g. decode.batch>256,pp>1."
+    ),
     json_out: Json = False,
     calibration: Calibration = None,
 ) -> None:
@@ -151,8 +167,12 @@ def _int(field: str, value: str) -> int:
     except ValueError:
         raise InputError(field, value, "a positive integer (or one per pool: 8,8)") from None
     if abs(n) > MAX_SERVE_GPUS:
-        raise InputError(field, value, f"a positive integer of at most {MAX_SERVE_GPUS:,} (the launch files "
-                         "name every node; for a larger fleet plan one pool and replicate it)")
+        raise InputError(
+            field,
+            value,
+            f"a positive integer of at most {MAX_SERVE_GPUS:,} (the launch files "
+            "name every node; for a larger fleet plan one pool and replicate it)",
+        )
     return n
 
 
@@ -311,8 +331,14 @@ def _render_best(doc: dict) -> None:
     )
     roles = [best["prefill"], best["decode"]] if best["mode"] == "disagg" else [best["prefill"]]
     mixed = len({r["hardware"] for r in roles}) > 1
-    for col in ("role", "inst.", "layout", "GPUs/inst.", "batch") + (("hardware",) if mixed else ()) + ("latency",):
-        t.add_column(col, justify="right" if col in ("inst.", "GPUs/inst.", "batch") else "left", no_wrap=col != "latency")
+    for col in (
+        ("role", "inst.", "layout", "GPUs/inst.", "batch") + (("hardware",) if mixed else ()) + ("latency",)
+    ):
+        t.add_column(
+            col,
+            justify="right" if col in ("inst.", "GPUs/inst.", "batch") else "left",
+            no_wrap=col != "latency",
+        )
     if best["mode"] == "disagg":
         p, d = best["prefill"], best["decode"]
         t.add_row(
@@ -347,18 +373,28 @@ def _render_best(doc: dict) -> None:
         note = f"batch: concurrent requests per instance, prefill chunk {c['chunk']} tokens"
     console.print(styled(f"[bold]{esc(title)}[/bold]"))
     console.print(t)
-    free = ", ".join(f"{r} {i['free_memory_gib']:.1f} GiB" for r, i in zip(("prefill", "decode"), roles)
-                     if i.get("free_memory_gib") is not None)
+    free = ", ".join(
+        f"{r} {i['free_memory_gib']:.1f} GiB"
+        for r, i in zip(("prefill", "decode"), roles)
+        if i.get("free_memory_gib") is not None
+    )
     if free and best["mode"] == "colocated":
         free = free.split(", ")[0].replace("prefill", "colocated")
-    console.print(note + f"; hardware {roles[0]['hardware']}" * (not mixed) + (f"; free memory per GPU: {free}"
-                  if free else ""), style="dim", highlight=False)
-    console.print(styled(
-        f"TTFT [bold]{best['ttft_ms']:.1f} ms[/bold]  TPOT [bold]{best['tpot_ms']:.2f} ms[/bold]  "
-        f"{best['output_tokens_per_s']:,.0f} output tok/s  "
-        f"[bold]{best['output_tokens_per_s_per_gpu']:,.1f}[/bold] tok/s/GPU  "
-        f"goodput {best['goodput_rps']:.3f} req/s on {best['gpus']} GPUs"
-    ))
+    console.print(
+        note
+        + f"; hardware {roles[0]['hardware']}" * (not mixed)
+        + (f"; free memory per GPU: {free}" if free else ""),
+        style="dim",
+        highlight=False,
+    )
+    console.print(
+        styled(
+            f"TTFT [bold]{best['ttft_ms']:.1f} ms[/bold]  TPOT [bold]{best['tpot_ms']:.2f} ms[/bold]  "
+            f"{best['output_tokens_per_s']:,.0f} output tok/s  "
+            f"[bold]{best['output_tokens_per_s_per_gpu']:,.1f}[/bold] tok/s/GPU  "
+            f"goodput {best['goodput_rps']:.3f} req/s on {best['gpus']} GPUs"
+        )
+    )
     if best.get("error_band"):
         console.print(f"predictions ±: {best['error_band']}", style="dim", highlight=False)
     _render_load(best)
@@ -370,18 +406,31 @@ def _render_load(best: dict) -> None:
         p = f"{best['slo_percentile']:g}"
         h, sim = best["headroom"], best.get("simulated") or {}
         pct = "" if h["headroom_pct"] is None else f" (headroom {h['headroom_pct']:.1f} %)"
-        console.print(f"p{p} latencies at the operating rate {h['rate_rps']:.3f} req/s; the p{p} SLA holds up to "
-                      f"{h['sla_limit_rps']:.3f} req/s{pct}", highlight=False)
+        console.print(
+            f"p{p} latencies at the operating rate {h['rate_rps']:.3f} req/s; the p{p} SLA holds up to "
+            f"{h['sla_limit_rps']:.3f} req/s{pct}",
+            highlight=False,
+        )
         if sim:
             key = p.replace(".", "_")
             verdict = "[green]confirmed[/green]" if sim["meets_sla"] else "[red]not confirmed[/red]"
-            console.print(styled(f"simulator ({sim['requests']:,} requests): p{p} TTFT {sim[f'ttft_p{key}_ms']:.1f} ms, "
-                                 f"p{p} TPOT {sim[f'tpot_p{key}_ms']:.2f} ms: {verdict}"))
+            console.print(
+                styled(
+                    f"simulator ({sim['requests']:,} requests): p{p} TTFT {sim[f'ttft_p{key}_ms']:.1f} ms, "
+                    f"p{p} TPOT {sim[f'tpot_p{key}_ms']:.2f} ms: {verdict}"
+                )
+            )
     if best.get("joules_per_output_token") is not None:
         usd = best.get("price_per_hour")
-        console.print(f"energy {best['joules_per_output_token']:.3g} J per output token at {best['power_w'] / 1e3:,.2f} kW"
-                      + (f"; ${usd / 3600 / best['output_tokens_per_s'] * 1e6:.3f} per million output tokens"
-                         if usd and best["output_tokens_per_s"] > 0 else ""), highlight=False)
+        console.print(
+            f"energy {best['joules_per_output_token']:.3g} J per output token at {best['power_w'] / 1e3:,.2f} kW"
+            + (
+                f"; ${usd / 3600 / best['output_tokens_per_s'] * 1e6:.3f} per million output tokens"
+                if usd and best["output_tokens_per_s"] > 0
+                else ""
+            ),
+            highlight=False,
+        )
 
 
 def _render_alternatives(doc: dict) -> None:

@@ -48,8 +48,14 @@ class _LazyProgress:
         if self.bar is None:
             if time.perf_counter() - self.t0 < 1.0:
                 return
-            self.bar = Progress(TextColumn("searching"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                                TimeElapsedColumn(), console=err_console, transient=True)
+            self.bar = Progress(
+                TextColumn("searching"),
+                BarColumn(),
+                TextColumn("{task.completed}/{task.total}"),
+                TimeElapsedColumn(),
+                console=err_console,
+                transient=True,
+            )
             self.bar.start()
             self.task = self.bar.add_task("search", total=total)
         self.bar.update(self.task, completed=done, total=total)
@@ -69,16 +75,31 @@ def _si(v: float) -> str:
 
 def _render(doc: dict, written: list[str], frameworks: list[str] | None = None) -> None:
     i = doc["inputs"]
-    console.print(styled(f"[bold]{esc(i['model'])}[/bold] on [bold]{i['gpus']} x {esc(i['hardware'])}[/bold]: global "
-                         f"batch {i['global_batch']} x {i['seq_len']} tokens, {i['dtype']}, objective {i['objective']}"))
-    t = Table(title="Best training configurations", box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False,
-              collapse_padding=True, show_edge=False)
+    console.print(
+        styled(
+            f"[bold]{esc(i['model'])}[/bold] on [bold]{i['gpus']} x {esc(i['hardware'])}[/bold]: global "
+            f"batch {i['global_batch']} x {i['seq_len']} tokens, {i['dtype']}, objective {i['objective']}"
+        )
+    )
+    t = Table(
+        title="Best training configurations",
+        box=box.SIMPLE_HEAD,
+        padding=(0, 1),
+        pad_edge=False,
+        collapse_padding=True,
+        show_edge=False,
+    )
     cands = doc["candidates"]
     moe = any(c["ep"] > 1 for c in cands)
     many_gpus = len({c["gpus"] for c in cands}) > 1
     has_cost = doc["objective"]["name"] == "cost" and any("usd_per_million_tokens" in c for c in cands)
-    cols = ["#", "tie"] + (["GPUs"] if many_gpus else []) + ["layout", "vpp", "mb"] + (["ep"] if moe else []) + [
-        "rc", "Z", "off", "step s", "tok/s", "MFU", "GiB", "free"]
+    cols = (
+        ["#", "tie"]
+        + (["GPUs"] if many_gpus else [])
+        + ["layout", "vpp", "mb"]
+        + (["ep"] if moe else [])
+        + ["rc", "Z", "off", "step s", "tok/s", "MFU", "GiB", "free"]
+    )
     has_energy = doc["objective"]["name"] == "energy" and any("joules_per_token" in c for c in cands)
     if has_cost:
         cols.append("$/Mtok")
@@ -91,15 +112,30 @@ def _render(doc: dict, written: list[str], frameworks: list[str] | None = None) 
         rc = {"none": "-", "selective": "sel", "full": "full"}[c["recompute"]]
         if c["recompute"] == "full" and c["recompute_layers"]:
             rc += f":{c['recompute_layers']}"
-        layout = (f"{c['tp']}x{c['pp']}x{c['dp']}x{c['cp']}" + ("+sp" if c["sequence_parallel"] else "")
-                  + ("+ov" if c.get("tp_comm_overlap") else "") + ("+deepep" if c.get("moe_dispatcher") == "deepep" else "")
-                  + ("+delayed" if c.get("fp8_recipe") == "delayed" and c["dtype"] == "fp8" else ""))
-        row = [str(c["rank"]), "≈" if c.get("tied_with_best") else ""] + ([str(c["gpus"])] if many_gpus else []) + [
-            layout, str(c["vpp"]), str(c["micro_batch"])]
+        layout = (
+            f"{c['tp']}x{c['pp']}x{c['dp']}x{c['cp']}"
+            + ("+sp" if c["sequence_parallel"] else "")
+            + ("+ov" if c.get("tp_comm_overlap") else "")
+            + ("+deepep" if c.get("moe_dispatcher") == "deepep" else "")
+            + ("+delayed" if c.get("fp8_recipe") == "delayed" and c["dtype"] == "fp8" else "")
+        )
+        row = (
+            [str(c["rank"]), "≈" if c.get("tied_with_best") else ""]
+            + ([str(c["gpus"])] if many_gpus else [])
+            + [layout, str(c["vpp"]), str(c["micro_batch"])]
+        )
         if moe:
             row.append(str(c["ep"]))
-        row += [rc, str(c["zero"]), short_off[c["offload"]], f"{c['step_time_s']:.2f}", _si(c["tokens_per_s"]),
-                f"{c['mfu']:.1%}", f"{c['memory_gib_per_gpu']['total']:.1f}", f"{c['free_memory_gib']:.1f}"]
+        row += [
+            rc,
+            str(c["zero"]),
+            short_off[c["offload"]],
+            f"{c['step_time_s']:.2f}",
+            _si(c["tokens_per_s"]),
+            f"{c['mfu']:.1%}",
+            f"{c['memory_gib_per_gpu']['total']:.1f}",
+            f"{c['free_memory_gib']:.1f}",
+        ]
         if has_cost:
             v = c.get("usd_per_million_tokens")
             row.append("-" if v is None else f"{v:.3f}")
@@ -109,15 +145,22 @@ def _render(doc: dict, written: list[str], frameworks: list[str] | None = None) 
         t.add_row(*row, style="bold green" if c["rank"] == 1 else None)
     console.print(t)
     cap = cands[0]["memory_gib_per_gpu"]["capacity"]
-    console.print(f"layout TPxPPxDPxCP (+sp: sequence parallel, +ov: TP-comm overlap, +deepep: DeepEP dispatcher, "
-                  f"+delayed: FP8 delayed scaling), vpp virtual stages, mb micro-batch, Z ZeRO "
-                  f"stage, rc recompute (full:N = N layers per stage), off offload, GiB per GPU of {cap:.0f}, free "
-                  f"GiB left (at least the {i['memory_headroom_gib']:.1f} GiB headroom), ≈ tied with the best within "
-                  "the error band", style="dim")
-    console.print(f"predictions ±: {cands[0]['error_band']}; ≈ rows are ranked simplest first", highlight=False)
+    console.print(
+        f"layout TPxPPxDPxCP (+sp: sequence parallel, +ov: TP-comm overlap, +deepep: DeepEP dispatcher, "
+        f"+delayed: FP8 delayed scaling), vpp virtual stages, mb micro-batch, Z ZeRO "
+        f"stage, rc recompute (full:N = N layers per stage), off offload, GiB per GPU of {cap:.0f}, free "
+        f"GiB left (at least the {i['memory_headroom_gib']:.1f} GiB headroom), ≈ tied with the best within "
+        "the error band",
+        style="dim",
+    )
+    console.print(
+        f"predictions ±: {cands[0]['error_band']}; ≈ rows are ranked simplest first", highlight=False
+    )
     rej = ", ".join(f"{k} {v:,}" for k, v in sorted(doc["rejected"].items(), key=lambda kv: -kv[1]) if v)
-    console.print(f"searched {doc['searched']:,} configurations, evaluated {doc['evaluated']:,}, feasible "
-                  f"{doc['feasible']:,} in {doc['search_time_s']:.2f} s; rejected: {rej or 'none'}")
+    console.print(
+        f"searched {doc['searched']:,} configurations, evaluated {doc['evaluated']:,}, feasible "
+        f"{doc['feasible']:,} in {doc['search_time_s']:.2f} s; rejected: {rej or 'none'}"
+    )
     console.print(styled(f"[bold]why #1 wins:[/bold] {esc(doc['why']['summary'])}"))
     for w in cands[0]["warnings"]:
         console.print(styled(f"[bold yellow]warning:[/bold yellow] {esc(w)}"), highlight=False)
@@ -125,22 +168,34 @@ def _render(doc: dict, written: list[str], frameworks: list[str] | None = None) 
     if p.get("method") not in (None, "none"):
         states = ", ".join(f"{k}: {v}" for k, v in p["states"].items())
         bw = ", ".join(f"{k} {v:.2f} GB/s" for k, v in p.get("bandwidth_needed_GBps", {}).items()) or "none"
-        console.print(styled(f"[bold]placement ({p['method']}{', applied' if p.get('applied') else ''}):[/bold] "
-                             + esc(f"{states}; recompute {p['recompute']}"
-                                   + (f" ({p['recompute_layers']} layers/stage)" if p["recompute"] == "full" else "")
-                                   + f"; offload link bandwidth needed {bw}")))
+        console.print(
+            styled(
+                f"[bold]placement ({p['method']}{', applied' if p.get('applied') else ''}):[/bold] "
+                + esc(
+                    f"{states}; recompute {p['recompute']}"
+                    + (f" ({p['recompute_layers']} layers/stage)" if p["recompute"] == "full" else "")
+                    + f"; offload link bandwidth needed {bw}"
+                )
+            )
+        )
     obj = doc["objective"]
     if obj.get("tokens"):
         days, usd = obj.get("time_to_train_days"), obj.get("cost_to_train_usd")
         kwh = obj.get("energy_to_train_kwh")
-        console.print(styled(f"[bold]time to train {obj['tokens']:.3g} tokens:[/bold] {days:.1f} days"
-                             + (f", ${usd:,.0f}" if usd is not None else "")
-                             + (f", {kwh / 1e3:,.1f} MWh (GPU boards)" if kwh is not None else "")))
+        console.print(
+            styled(
+                f"[bold]time to train {obj['tokens']:.3g} tokens:[/bold] {days:.1f} days"
+                + (f", ${usd:,.0f}" if usd is not None else "")
+                + (f", {kwh / 1e3:,.1f} MWh (GPU boards)" if kwh is not None else "")
+            )
+        )
     best = cands[0]
     if best.get("joules_per_token") is not None:
-        console.print(f"energy: {best['joules_per_token']:.4g} J per token, {best['power_w_per_gpu']:.0f} W per GPU "
-                      f"(power model: idle {obj.get('power_idle_w'):.0f} W to {obj.get('power_max_w'):.0f} W)",
-                      highlight=False)
+        console.print(
+            f"energy: {best['joules_per_token']:.4g} J per token, {best['power_w_per_gpu']:.0f} W per GPU "
+            f"(power model: idle {obj.get('power_idle_w'):.0f} W to {obj.get('power_max_w'):.0f} W)",
+            highlight=False,
+        )
     for fw, cmd in doc["launch"].items():
         console.print(styled(f"[bold]{esc(fw)}:[/bold]"))
         console.print(cmd, soft_wrap=True, highlight=False, markup=False)
@@ -164,44 +219,62 @@ def plan_train(
     hardware: Hardware,
     gpus: int = typer.Option(..., "--gpus", callback=bounded_count, help="GPU budget (world size)."),
     global_batch: int = typer.Option(
-        ..., "--global-batch", callback=bounded_count,
-        help="Global batch in sequences."),
+        ..., "--global-batch", callback=bounded_count, help="Global batch in sequences."
+    ),
     seq_len: int = typer.Option(..., "--seq-len", callback=bounded_count, help="Training sequence length."),
     dtype: TrainDtype = "bf16",
     objective: str = typer.Option(
-        "throughput", "--objective",
-        help="throughput (tokens/s) | cost ($ per token) | energy (J per token)."),
-    tokens: str | None = typer.Option(None, "--tokens", help="Token budget (e.g. 15T): report days, $ and kWh."),
+        "throughput", "--objective", help="throughput (tokens/s) | cost ($ per token) | energy (J per token)."
+    ),
+    tokens: str | None = typer.Option(
+        None, "--tokens", help="Token budget (e.g. 15T): report days, $ and kWh."
+    ),
     price: list[str] | None = typer.Option(  # noqa: B008
-        None, "--price", metavar="DEVICE=$/h", help="Price per device-hour in place of the catalog's."),
+        None, "--price", metavar="DEVICE=$/h", help="Price per device-hour in place of the catalog's."
+    ),
     top: int = typer.Option(5, "--top", callback=bounded_count, help="How many ranked candidates to show."),
     emit: list[str] | None = typer.Option(  # noqa: B008
-        None, "--emit", metavar="FRAMEWORK", help="megatron | deepspeed | torchtitan (repeatable or comma list); "
-        "restricts the search to what the launcher expresses."),
-    out: str | None = typer.Option(None, "--out", metavar="DIR",
-                                   help="Write launch files and plan.json to this directory."),
+        None,
+        "--emit",
+        metavar="FRAMEWORK",
+        help="megatron | deepspeed | torchtitan (repeatable or comma list); "
+        "restricts the search to what the launcher expresses.",
+    ),
+    out: str | None = typer.Option(
+        None, "--out", metavar="DIR", help="Write launch files and plan.json to this directory."
+    ),
     target: list[str] | None = typer.Option(  # noqa: B008
-        None, "--target", metavar="FW=VERSION",
+        None,
+        "--target",
+        metavar="FW=VERSION",
         help="Framework release the launch files are written for (e.g. megatron=core_v0.16); "
-        "default the current release."),
+        "default the current release.",
+    ),
     gpus_per_node: int | None = typer.Option(
-        None, "--gpus-per-node", callback=bounded_count,
-        help="Default: the catalog's node size."),
+        None, "--gpus-per-node", callback=bounded_count, help="Default: the catalog's node size."
+    ),
     allow_cross_node_tp: bool = typer.Option(
-        False, "--allow-cross-node-tp", metavar="",
-        help="Let TP span nodes."),
+        False, "--allow-cross-node-tp", metavar="", help="Let TP span nodes."
+    ),
     max_micro_batch: int = typer.Option(
-        16, "--max-micro-batch", callback=bounded_count,
-        help="Largest micro-batch searched."),
+        16, "--max-micro-batch", callback=bounded_count, help="Largest micro-batch searched."
+    ),
     fix: str | None = typer.Option(
-        None, "--fix", metavar="K=V,...",
+        None,
+        "--fix",
+        metavar="K=V,...",
         help="Fix knobs (tp pp dp cp ep etp vpp mb zero recompute offload sp tp_overlap dispatcher fp8_recipe), "
-        "e.g. tp=8,pp=16."),
+        "e.g. tp=8,pp=16.",
+    ),
     exclude: str | None = typer.Option(
-        None, "--exclude", metavar="COND,...", help="Exclude matches, e.g. cp>1,zero=3."),
+        None, "--exclude", metavar="COND,...", help="Exclude matches, e.g. cp>1,zero=3."
+    ),
     memory_headroom: float | None = typer.Option(
-        None, "--memory-headroom", metavar="GIB",
-        help="Free GiB per GPU a plan must leave (default 5% of HBM + 1 GiB)."),
+        None,
+        "--memory-headroom",
+        metavar="GIB",
+        help="Free GiB per GPU a plan must leave (default 5% of HBM + 1 GiB).",
+    ),
     json_out: Json = False,
     calibration: Calibration = None,
 ) -> None:
@@ -233,12 +306,26 @@ def plan_train(
         hw_arg = apply_prices(device, parse_prices(price))
         bar = _LazyProgress(enabled=not json_out and err_console.is_terminal)
         try:
-            plan = plan_training(resolve.model(model), hw_arg, gpus=gpus, global_batch=global_batch, seq_len=seq_len,
-                                 dtype=dtype, objective=objective, top=top, tokens=n_tokens,
-                                 calibration=calibration, gpus_per_node=gpus_per_node,
-                                 allow_cross_node_tp=allow_cross_node_tp, emit=frameworks,
-                                 max_micro_batch=max_micro_batch, progress=bar, constraints=constraints,
-                                 memory_headroom_gib=memory_headroom, targets=targets)
+            plan = plan_training(
+                resolve.model(model),
+                hw_arg,
+                gpus=gpus,
+                global_batch=global_batch,
+                seq_len=seq_len,
+                dtype=dtype,
+                objective=objective,
+                top=top,
+                tokens=n_tokens,
+                calibration=calibration,
+                gpus_per_node=gpus_per_node,
+                allow_cross_node_tp=allow_cross_node_tp,
+                emit=frameworks,
+                max_micro_batch=max_micro_batch,
+                progress=bar,
+                constraints=constraints,
+                memory_headroom_gib=memory_headroom,
+                targets=targets,
+            )
         finally:
             bar.close()
         for fw, why in off_platform.items():  # launchers that do not run on this device: not emitted

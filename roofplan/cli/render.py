@@ -7,8 +7,9 @@ from rich.table import Table
 from roofplan.cli.common import styled
 
 
-def memory_table(mem: dict, keys: tuple[str, ...], fits: bool,
-                 extra: tuple[tuple[str, float], ...] = ()) -> Table:
+def memory_table(
+    mem: dict, keys: tuple[str, ...], fits: bool, extra: tuple[tuple[str, float], ...] = ()
+) -> Table:
     """'Memory per GPU': one row per component in ``keys`` (GiB and share of capacity), the
     ``extra`` (label, GiB) rows, then the capacity in green when the configuration fits, red
     when it does not."""

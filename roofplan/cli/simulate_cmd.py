@@ -47,9 +47,14 @@ def _read_plan(path: str) -> dict:
     p = user_path(path, "--plan")
     if not is_file(p):
         raise InputError("--plan", path, "a readable plan.json (no such file)")
-    doc = load_json(read_text(p, "--plan", "json"), f"--plan {path}", "a plan.json written by plan serve --json")
-    if not isinstance(doc, dict) or doc.get("schema") != "roofplan.plan.serve/v1" or not isinstance(
-            doc.get("best"), dict):
+    doc = load_json(
+        read_text(p, "--plan", "json"), f"--plan {path}", "a plan.json written by plan serve --json"
+    )
+    if (
+        not isinstance(doc, dict)
+        or doc.get("schema") != "roofplan.plan.serve/v1"
+        or not isinstance(doc.get("best"), dict)
+    ):
         raise InputError("--plan", path, "a roofplan.plan.serve/v1 document with a best deployment")
     return doc
 
@@ -72,48 +77,76 @@ def plan_deployment(doc: dict) -> dict:
     eng = resolve.engine(inp.get("engine", "generic"))
     dec, pre = best["decode"], best["prefill"]
     shape = {k: int(dec[k]) for k in ("tp", "pp", "ep", "dp")}
-    kw = dict(model=inp.get("model"), hardware=dec.get("hardware", inp.get("hardware")), dtype=inp.get("dtype", "bf16"),
-              kv_dtype=inp.get("kv_dtype"), **shape)
+    kw = dict(
+        model=inp.get("model"),
+        hardware=dec.get("hardware", inp.get("hardware")),
+        dtype=inp.get("dtype", "bf16"),
+        kv_dtype=inp.get("kv_dtype"),
+        **shape,
+    )
     if best["mode"] == "colocated":
-        kw.update(mode="colocated", instances=int(dec["instances"]),
-                  engine=eng.replace(max_num_seqs=int(dec["batch"]),
-                                     max_num_batched_tokens=int(dec.get("max_num_batched_tokens") or 8192)))
+        kw.update(
+            mode="colocated",
+            instances=int(dec["instances"]),
+            engine=eng.replace(
+                max_num_seqs=int(dec["batch"]),
+                max_num_batched_tokens=int(dec.get("max_num_batched_tokens") or 8192),
+            ),
+        )
     else:
         isl = int(inp.get("isl", 1))
-        kw.update(mode="disagg", prefill_instances=int(pre["instances"]), decode_instances=int(dec["instances"]),
-                  prefill_shape={k: int(pre[k]) for k in ("tp", "pp", "ep", "dp")},
-                  engine=eng.replace(max_num_seqs=int(dec["batch"])),
-                  prefill_engine=eng.replace(max_num_batched_tokens=max(int(pre["batch"]) * isl, isl)))
+        kw.update(
+            mode="disagg",
+            prefill_instances=int(pre["instances"]),
+            decode_instances=int(dec["instances"]),
+            prefill_shape={k: int(pre[k]) for k in ("tp", "pp", "ep", "dp")},
+            engine=eng.replace(max_num_seqs=int(dec["batch"])),
+            prefill_engine=eng.replace(max_num_batched_tokens=max(int(pre["batch"]) * isl, isl)),
+        )
     return kw
 
 
 def simulate(
     model: ModelOrPlan = None,
     hardware: HardwareOrPlan = None,
-    plan: str | None = typer.Option(None, "--plan", metavar="FILE",
-                                    help="Simulate the best deployment of a `plan serve --json` document."),
+    plan: str | None = typer.Option(
+        None, "--plan", metavar="FILE", help="Simulate the best deployment of a `plan serve --json` document."
+    ),
     tp: TP = 1,
     pp: PP = 1,
     ep: int = typer.Option(1, "--ep", callback=bounded_count, help="Expert-parallel degree."),
     dp: int = typer.Option(1, "--dp", callback=bounded_count, help="Attention data-parallel ranks."),
-    concurrency: int | None = typer.Option(None, "--concurrency", callback=bounded_count,
-                                           help="Closed loop: requests in flight."),
-    rate: float | None = typer.Option(None, "--rate", help="Poisson arrivals, requests/s (a plan: its goodput)."),
+    concurrency: int | None = typer.Option(
+        None, "--concurrency", callback=bounded_count, help="Closed loop: requests in flight."
+    ),
+    rate: float | None = typer.Option(
+        None, "--rate", help="Poisson arrivals, requests/s (a plan: its goodput)."
+    ),
     instances: Instances = 1,
     mode: str = typer.Option("colocated", "--mode", help="colocated | disagg (xPyD)."),
-    prefill_instances: int = typer.Option(1, "--prefill-instances", callback=bounded_count,
-                                          help="disagg: prefill instances (x of xPyD)."),
-    decode_instances: int = typer.Option(1, "--decode-instances", callback=bounded_count,
-                                         help="disagg: decode instances (y of xPyD)."),
-    prefill_tp: int | None = typer.Option(None, "--prefill-tp", callback=bounded_count,
-                                          help="disagg: prefill tensor parallelism (default --tp)."),
+    prefill_instances: int = typer.Option(
+        1, "--prefill-instances", callback=bounded_count, help="disagg: prefill instances (x of xPyD)."
+    ),
+    decode_instances: int = typer.Option(
+        1, "--decode-instances", callback=bounded_count, help="disagg: decode instances (y of xPyD)."
+    ),
+    prefill_tp: int | None = typer.Option(
+        None,
+        "--prefill-tp",
+        callback=bounded_count,
+        help="disagg: prefill tensor parallelism (default --tp).",
+    ),
     isl: int | None = typer.Option(None, "--isl", callback=bounded_count, help="Input tokens per request."),
     osl: int | None = typer.Option(None, "--osl", callback=bounded_count, help="Output tokens per request."),
     isl_dist: IslDist = None,
     osl_dist: OslDist = None,
     workload: WorkloadOpt = None,
-    requests: int | None = typer.Option(None, "--requests", callback=bounded_count,
-                                        help="Requests to simulate (default: the trace, else 10,000)."),
+    requests: int | None = typer.Option(
+        None,
+        "--requests",
+        callback=bounded_count,
+        help="Requests to simulate (default: the trace, else 10,000).",
+    ),
     router: str = typer.Option("round-robin", "--router", help="round-robin | random"),
     seed: int = typer.Option(0, "--seed", help="Seed of the arrivals and sampled lengths."),
     dtype: ServeDtype = "bf16",
@@ -138,31 +171,68 @@ def simulate(
             doc = _read_plan(plan)
             kw = plan_deployment(doc)
             inp = doc.get("inputs", {})
-            wl = load_workload(isl or (None if (isl_dist or workload) else inp.get("isl")),
-                               osl or (None if (osl_dist or workload) else inp.get("osl")),
-                               isl_dist, osl_dist, workload, seed)
+            wl = load_workload(
+                isl or (None if (isl_dist or workload) else inp.get("isl")),
+                osl or (None if (osl_dist or workload) else inp.get("osl")),
+                isl_dist,
+                osl_dist,
+                workload,
+                seed,
+            )
             r = rate if (rate is not None or concurrency is not None) else doc["best"].get("goodput_rps")
             hit = prefix_hit if prefix_hit is not None else inp.get("prefix_hit_tokens") or None
-            sim = simulate_serving(workload=wl, rate=r, concurrency=concurrency, router=router, requests=requests,
-                                   seed=seed, calibration=calibration, prefix_hit=hit,
-                                   speculative=spec or _plan_spec(inp),
-                                   expert_skew=expert_skew if expert_skew != 1.0 else inp.get("expert_skew") or 1.0, **kw)
+            sim = simulate_serving(
+                workload=wl,
+                rate=r,
+                concurrency=concurrency,
+                router=router,
+                requests=requests,
+                seed=seed,
+                calibration=calibration,
+                prefix_hit=hit,
+                speculative=spec or _plan_spec(inp),
+                expert_skew=expert_skew if expert_skew != 1.0 else inp.get("expert_skew") or 1.0,
+                **kw,
+            )
         else:
             if model is None or hardware is None:
                 raise InputError("--model/--hardware", None, "both, or --plan plan.json")
             wl = load_workload(isl, osl, isl_dist, osl_dist, workload, seed)
             sim = simulate_serving(
-                model, hardware, workload=wl, rate=rate, concurrency=concurrency, instances=instances, tp=tp, pp=pp,
-                ep=ep, dp=dp, dtype=dtype, kv_dtype=kv_dtype, engine=engine, calibration=calibration, mode=mode,
-                prefill_instances=prefill_instances, decode_instances=decode_instances,
-                prefill_shape=None if prefill_tp is None else {"tp": prefill_tp}, router=router,
-                requests=requests, seed=seed, prefix_hit=prefix_hit, speculative=spec, expert_skew=expert_skew)
+                model,
+                hardware,
+                workload=wl,
+                rate=rate,
+                concurrency=concurrency,
+                instances=instances,
+                tp=tp,
+                pp=pp,
+                ep=ep,
+                dp=dp,
+                dtype=dtype,
+                kv_dtype=kv_dtype,
+                engine=engine,
+                calibration=calibration,
+                mode=mode,
+                prefill_instances=prefill_instances,
+                decode_instances=decode_instances,
+                prefill_shape=None if prefill_tp is None else {"tp": prefill_tp},
+                router=router,
+                requests=requests,
+                seed=seed,
+                prefix_hit=prefix_hit,
+                speculative=spec,
+                expert_skew=expert_skew,
+            )
         out = checked(sim.to_json(), calibration)
         if as_json:
             print_json(out)
         else:
-            render_load(out, f"simulated ({out['inputs']['simulated_requests']:,} requests, "
-                             f"{out['timing']['simulate_s']:.2f} s)")
+            render_load(
+                out,
+                f"simulated ({out['inputs']['simulated_requests']:,} requests, "
+                f"{out['timing']['simulate_s']:.2f} s)",
+            )
 
     return run(body)
 

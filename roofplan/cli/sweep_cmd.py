@@ -31,8 +31,16 @@ class _Bar:
     def __init__(self, enabled: bool):
         self.progress = None
         if enabled:
-            self.progress = Progress(TextColumn("sweep"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                                     TextColumn("ETA"), TimeRemainingColumn(), console=err_console, transient=True)
+            self.progress = Progress(
+                TextColumn("sweep"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                TextColumn("ETA"),
+                TimeRemainingColumn(),
+                console=err_console,
+                transient=True,
+            )
             self.progress.start()
             self.task = self.progress.add_task("sweep", total=None)
 
@@ -47,10 +55,15 @@ class _Bar:
 
 def sweep(
     spec: str = typer.Argument(..., metavar="SPEC.yaml", help="Sweep spec (see docs/examples/sweep.yaml)."),
-    out: str = typer.Option("sweep-out", "--out", metavar="DIR", help="Results, journal and summary go here."),
+    out: str = typer.Option(
+        "sweep-out", "--out", metavar="DIR", help="Results, journal and summary go here."
+    ),
     ray: str | None = typer.Option(
-        None, "--ray", metavar="[ADDRESS]",
-        help="Run as Ray tasks: alone (or 'local') starts a local Ray; or a cluster address (auto, host:port)."),
+        None,
+        "--ray",
+        metavar="[ADDRESS]",
+        help="Run as Ray tasks: alone (or 'local') starts a local Ray; or a cluster address (auto, host:port).",
+    ),
     plot: str | None = typer.Option(None, "--plot", metavar="DIR", help="Pareto fronts per workload (PNG)."),
     workers: int | None = typer.Option(None, "--workers", min=1, help="Processes (default: every core)."),
     json_out: Json = False,
@@ -73,8 +86,11 @@ def sweep(
         st = ", ".join(f"{k} {v}" for k, v in doc["status"].items())
         t = doc["timing"]
         rate = f", {t['scenarios_per_s']:.1f} scenarios/s" if t["scenarios_per_s"] else ""
-        console.print(f"{doc['scenarios']} scenarios ({st}; {doc['resumed']} from an earlier run) in "
-                      f"{t['elapsed_s']:.1f} s on {t['executor']}{rate}", highlight=False)
+        console.print(
+            f"{doc['scenarios']} scenarios ({st}; {doc['resumed']} from an earlier run) in "
+            f"{t['elapsed_s']:.1f} s on {t['executor']}{rate}",
+            highlight=False,
+        )
         for k, path in doc["files"].items():
             for p in path if isinstance(path, list) else [path]:
                 console.print(f"wrote {p}" if k != "journal" else f"journal {p}", highlight=False)

@@ -88,11 +88,17 @@ def gemm_params(eff: Efficiency, dtype: str) -> tuple[float, float, float]:
     if c == "fp8":
         return (eff.gemm_max_fp8 or eff.gemm_max, eff.gemm_hbm_fp8 or eff.gemm_hbm, eff.gemm_floor_fp8_s)
     if c == "fp8_block":
-        return (eff.gemm_max_fp8_block or eff.gemm_max_fp8 or eff.gemm_max,
-                eff.gemm_hbm_fp8_block or eff.gemm_hbm_fp8 or eff.gemm_hbm, eff.gemm_floor_fp8_block_s)
+        return (
+            eff.gemm_max_fp8_block or eff.gemm_max_fp8 or eff.gemm_max,
+            eff.gemm_hbm_fp8_block or eff.gemm_hbm_fp8 or eff.gemm_hbm,
+            eff.gemm_floor_fp8_block_s,
+        )
     if c == "fp4":
-        return (eff.gemm_max_fp4 or eff.gemm_max_fp8 or eff.gemm_max,
-                eff.gemm_hbm_fp4 or eff.gemm_hbm_fp8 or eff.gemm_hbm, eff.gemm_floor_fp4_s or eff.gemm_floor_fp8_s)
+        return (
+            eff.gemm_max_fp4 or eff.gemm_max_fp8 or eff.gemm_max,
+            eff.gemm_hbm_fp4 or eff.gemm_hbm_fp8 or eff.gemm_hbm,
+            eff.gemm_floor_fp4_s or eff.gemm_floor_fp8_s,
+        )
     return eff.gemm_max, eff.gemm_hbm, eff.gemm_floor_s
 
 
@@ -122,35 +128,66 @@ def gemm_parallelism(m, n, k, compute_units: float | None):
     return pad * wave, ctas, splits
 
 
-def gemm_efficiency(m, n, k, hw: DeviceSpec, *, dtype: str = "bf16", eff: Efficiency | None = None, _par=None):
+def gemm_efficiency(
+    m, n, k, hw: DeviceSpec, *, dtype: str = "bf16", eff: Efficiency | None = None, _par=None
+):
     """Achieved fraction of the dtype's dense peak for the tensor-core part of a GEMM: the class's
     ``gemm_max`` x tile and wave utilisation x the main-loop term of the K slice each CTA runs."""
     eff = hw.efficiency if eff is None else eff
-    util, _, splits = gemm_parallelism(np.maximum(_f(m), 1.0), n, k, hw.compute_units) if _par is None else _par
+    util, _, splits = (
+        gemm_parallelism(np.maximum(_f(m), 1.0), n, k, hw.compute_units) if _par is None else _par
+    )
     k_slice = _f(k) / splits
     return gemm_params(eff, dtype)[0] * np.maximum(util * k_slice / (k_slice + eff.gemm_k_half), 1e-4)
 
 
-def gemm_components(m, n, k, hw: DeviceSpec, *, dtype: str = "bf16", eff: Efficiency | None = None,
-                    weight_bw_Bps=None, act_in_hbm=1.0, weight_bytes=None, act_bytes=None, out_bytes=None,
-                    quantise=True):
+def gemm_components(
+    m,
+    n,
+    k,
+    hw: DeviceSpec,
+    *,
+    dtype: str = "bf16",
+    eff: Efficiency | None = None,
+    weight_bw_Bps=None,
+    act_in_hbm=1.0,
+    weight_bytes=None,
+    act_bytes=None,
+    out_bytes=None,
+    quantise=True,
+):
     """(tensor-core seconds, streaming seconds, fixed seconds) of one GEMM kernel; see :func:`gemm_time`."""
     eff = hw.efficiency if eff is None else eff
     m, n, k = np.maximum(_f(m), 1.0), _f(n), _f(k)
     c = gemm_class(dtype)
     _, ghbm, floor = gemm_params(eff, dtype)
     wb = WEIGHT_BYTES[dtype] if weight_bytes is None else weight_bytes
-    ab_in = ({"bf16": min(DTYPE_BYTES.get(dtype, 2.0), 2.0), "fp4": 0.5625}.get(c, 1.0)
-             if act_bytes is None else act_bytes)
+    ab_in = (
+        {"bf16": min(DTYPE_BYTES.get(dtype, 2.0), 2.0), "fp4": 0.5625}.get(c, 1.0)
+        if act_bytes is None
+        else act_bytes
+    )
     ob = 2.0 if out_bytes is None else out_bytes
     par = gemm_parallelism(m, n, k, hw.compute_units)
     _, ctas, splits = par
-    t_c = 2.0 * m * n * k / (gemm_peak(hw, dtype) * gemm_efficiency(m, n, k, hw, dtype=dtype, eff=eff, _par=par))
+    t_c = (
+        2.0
+        * m
+        * n
+        * k
+        / (gemm_peak(hw, dtype) * gemm_efficiency(m, n, k, hw, dtype=dtype, eff=eff, _par=par))
+    )
     hbm = hw.hbm_Bps * ghbm
-    mem_par = np.minimum(1.0, ctas / (float(hw.compute_units) * eff.gemm_occupancy)) if hw.compute_units else 1.0
+    mem_par = (
+        np.minimum(1.0, ctas / (float(hw.compute_units) * eff.gemm_occupancy)) if hw.compute_units else 1.0
+    )
     w_bw = hbm if weight_bw_Bps is None else np.minimum(_f(weight_bw_Bps), hbm)
     t_m = (k * n * wb / w_bw + act_in_hbm * (m * k * ab_in + m * n * ob * splits) / hbm) / mem_par
-    if quantise and c in ("fp8", "fp8_block", "fp4"):  # dynamic activation quantisation: bf16 read, low-bit write
+    if quantise and c in (
+        "fp8",
+        "fp8_block",
+        "fp4",
+    ):  # dynamic activation quantisation: bf16 read, low-bit write
         fixed = floor + act_in_hbm * m * k * 3.0 / hbm + np.zeros_like(t_c)
     else:  # the FP8 classes' floors hold their quantisation kernels; the GEMM alone has the 16-bit one
         fixed = (eff.gemm_floor_s if c != "bf16" else floor) + np.zeros_like(t_c)
@@ -169,9 +206,21 @@ def blend(t_compute, t_memory, eff: Efficiency):
     return (a**p + b**p) ** (1.0 / p)
 
 
-def gemm_time(m, n, k, hw: DeviceSpec, *, dtype: str = "bf16", eff: Efficiency | None = None,
-              weight_bw_Bps=None, act_in_hbm=1.0, weight_bytes=None, act_bytes=None, out_bytes=None,
-              quantise=True):
+def gemm_time(
+    m,
+    n,
+    k,
+    hw: DeviceSpec,
+    *,
+    dtype: str = "bf16",
+    eff: Efficiency | None = None,
+    weight_bw_Bps=None,
+    act_in_hbm=1.0,
+    weight_bytes=None,
+    act_bytes=None,
+    out_bytes=None,
+    quantise=True,
+):
     """Seconds of one (M x K) @ (K x N) GEMM kernel (M = tokens, N = output features, K = input).
 
     ``weight_bw_Bps`` overrides the bandwidth the weights stream at (weights in a slower tier);
@@ -180,16 +229,42 @@ def gemm_time(m, n, k, hw: DeviceSpec, *, dtype: str = "bf16", eff: Efficiency |
     defaults to the device's own; callers pass :func:`roofplan.costmodel.roofline.sustained` for
     long runs."""
     eff = hw.efficiency if eff is None else eff
-    t_c, t_m, fixed = gemm_components(m, n, k, hw, dtype=dtype, eff=eff, weight_bw_Bps=weight_bw_Bps,
-                                      act_in_hbm=act_in_hbm, weight_bytes=weight_bytes, act_bytes=act_bytes,
-                                      out_bytes=out_bytes, quantise=quantise)
+    t_c, t_m, fixed = gemm_components(
+        m,
+        n,
+        k,
+        hw,
+        dtype=dtype,
+        eff=eff,
+        weight_bw_Bps=weight_bw_Bps,
+        act_in_hbm=act_in_hbm,
+        weight_bytes=weight_bytes,
+        act_bytes=act_bytes,
+        out_bytes=out_bytes,
+        quantise=quantise,
+    )
     return blend(t_c, t_m, eff) + fixed
 
 
-def prefill_attention_time(batch, seq_len, kv_len, heads, kv_heads, head_dim, hw: DeviceSpec, *,
-                           dtype: str = "bf16", kv_dtype: str = "bf16", causal=True,
-                           eff: Efficiency | None = None, act_in_hbm=1.0, v_head_dim=None,
-                           kv_bytes_per_token=None, causal_fraction=None, kv_cache=True):
+def prefill_attention_time(
+    batch,
+    seq_len,
+    kv_len,
+    heads,
+    kv_heads,
+    head_dim,
+    hw: DeviceSpec,
+    *,
+    dtype: str = "bf16",
+    kv_dtype: str = "bf16",
+    causal=True,
+    eff: Efficiency | None = None,
+    act_in_hbm=1.0,
+    v_head_dim=None,
+    kv_bytes_per_token=None,
+    causal_fraction=None,
+    kv_cache=True,
+):
     """Seconds of one fused prefill attention kernel (FlashAttention / TRT-LLM FMHA) over ``batch``
     sequences of ``seq_len`` new query tokens attending to ``kv_len`` keys (kv_len >= seq_len with
     a cached prefix), including the write of the new K/V into the paged cache.
@@ -206,7 +281,11 @@ def prefill_attention_time(batch, seq_len, kv_len, heads, kv_heads, head_dim, hw
     # matmul but 3.9 TFLOPS of MUFU exp, 256x less, so small head dims are exp-bound)
     flops = b * h * s * kv * causal_frac * (2.0 * (d + dv) + eff.attn_score_flops)
     fp8 = dtype == "fp8"
-    peak = hw.peak("fp8") if fp8 and "fp8" in hw.peak_flops else hw.peak("bf16" if "bf16" in hw.peak_flops else "fp16")
+    peak = (
+        hw.peak("fp8")
+        if fp8 and "fp8" in hw.peak_flops
+        else hw.peak("bf16" if "bf16" in hw.peak_flops else "fp16")
+    )
     amax = (eff.attn_max_fp8 or eff.attn_max) if fp8 else eff.attn_max
     ctas = b * h * np.ceil(s / ATTN_Q_TILE)
     sms = float(hw.compute_units or 0.0)
@@ -214,36 +293,63 @@ def prefill_attention_time(batch, seq_len, kv_len, heads, kv_heads, head_dim, hw
     util = np.maximum(wave * kv / (kv + eff.attn_half_len), 1e-4)
     t_c = flops / (peak * amax * util)
     ab = 1.0 if fp8 else 2.0
-    per_tok = hk * (d + dv) * DTYPE_BYTES.get(kv_dtype, 2.0) if kv_bytes_per_token is None \
+    per_tok = (
+        hk * (d + dv) * DTYPE_BYTES.get(kv_dtype, 2.0)
+        if kv_bytes_per_token is None
         else _f(kv_bytes_per_token)
+    )
     hbm = hw.hbm_Bps * eff.hbm
     t_m = b * (act_in_hbm * s * h * (d + dv) * ab + kv * per_tok) / hbm  # Q, O, K, V once
     # the QKV preprocessing kernel before the FMHA (RoPE on Q and K, the new K/V into the paged
     # cache; TensorRT-LLM ``QKVPreprocessing``, vLLM ``reshape_and_cache``): reads the 16-bit
     # projections of the new tokens, writes the rotated Q and the cache entries
     new_kv = b * s * per_tok
-    t_pre = (act_in_hbm * b * s * (h * d * 2.0 * 2.0 + hk * (d + dv) * 2.0) + new_kv) / hbm if kv_cache else 0.0
+    t_pre = (
+        (act_in_hbm * b * s * (h * d * 2.0 * 2.0 + hk * (d + dv) * 2.0) + new_kv) / hbm if kv_cache else 0.0
+    )
     return np.maximum(t_c, t_m) + t_pre + eff.attn_floor_s
 
 
-def decode_attention_time(batch, kv_len, heads, kv_heads, head_dim, hw: DeviceSpec, *,
-                          kv_dtype: str = "bf16", eff: Efficiency | None = None, q_len=1.0,
-                          kv_bytes_per_token=None, shared_kv=True):
+def decode_attention_time(
+    batch,
+    kv_len,
+    heads,
+    kv_heads,
+    head_dim,
+    hw: DeviceSpec,
+    *,
+    kv_dtype: str = "bf16",
+    eff: Efficiency | None = None,
+    q_len=1.0,
+    kv_bytes_per_token=None,
+    shared_kv=True,
+):
     """Seconds of one decode attention kernel: ``batch`` sequences of ``q_len`` query tokens each
     reading ``kv_len`` cached tokens. ``kv_bytes_per_token`` overrides K+V bytes per token and
     layer on this device (MLA latent); ``shared_kv`` False re-reads K/V once per query head."""
     eff = hw.efficiency if eff is None else eff
     b, L = _f(batch), np.maximum(_f(kv_len), 1.0)
     hk, d = _f(kv_heads), _f(head_dim)
-    per_tok = 2.0 * hk * d * DTYPE_BYTES.get(kv_dtype, 2.0) if kv_bytes_per_token is None else _f(kv_bytes_per_token)
+    per_tok = (
+        2.0 * hk * d * DTYPE_BYTES.get(kv_dtype, 2.0)
+        if kv_bytes_per_token is None
+        else _f(kv_bytes_per_token)
+    )
     reread = 1.0 if shared_kv else _f(heads) / np.maximum(hk, 1.0)
     kv_bytes = b * L * per_tok * reread
     ctas = b * np.maximum(hk, 1.0) * np.maximum(L / eff.decode_split_len, 1.0)
     sms = float(hw.compute_units or 0.0)
     par = np.maximum(ctas / (ctas + sms * eff.decode_occupancy), 1e-9) if sms else 1.0  # smooth saturation
     t_m = kv_bytes / (hw.hbm_Bps * eff.decode_hbm * par)
-    t_c = 4.0 * b * _f(heads) * _f(q_len) * L * d / (hw.peak("bf16" if "bf16" in hw.peak_flops else "fp16")
-                                                     * eff.attn_max)
+    t_c = (
+        4.0
+        * b
+        * _f(heads)
+        * _f(q_len)
+        * L
+        * d
+        / (hw.peak("bf16" if "bf16" in hw.peak_flops else "fp16") * eff.attn_max)
+    )
     return np.maximum(t_m, t_c) + b * eff.decode_seq_s + eff.decode_floor_s
 
 
@@ -256,7 +362,9 @@ def router_load(distribution: str, experts, ep, tokens, topk=1.0):
     balanced 1/ep; expected distinct experts that rank's copies hit) for ``tokens`` tokens routed
     to ``topk`` of ``experts`` experts each, uniformly (``balanced``) or by the skewed generator of
     the measured MoE tables (``power_law_<alpha>``, :func:`_power_law_rank0`)."""
-    E, ep, T, k = (np.array(x, dtype=float) for x in np.broadcast_arrays(_f(experts), _f(ep), _f(tokens), _f(topk)))
+    E, ep, T, k = (
+        np.array(x, dtype=float) for x in np.broadcast_arrays(_f(experts), _f(ep), _f(tokens), _f(topk))
+    )
     e_local = np.maximum(E / ep, 1.0)
     if not distribution or distribution == "balanced":
         a_rank = T * k / ep
@@ -303,8 +411,22 @@ def _power_law_rank0(experts: int, ep: int, tokens: int, topk: int, alpha: float
     return float(busiest.mean() / max(tokens * topk / max(ep, 1), 1e-30)), float(hit.mean())
 
 
-def moe_time(tokens, hidden, ffn, experts, topk, hw: DeviceSpec, *, ep=1.0, tp=1.0, dtype: str = "bf16",
-             gated=True, distribution: str = "balanced", eff: Efficiency | None = None, weight_bw_Bps=None):
+def moe_time(
+    tokens,
+    hidden,
+    ffn,
+    experts,
+    topk,
+    hw: DeviceSpec,
+    *,
+    ep=1.0,
+    tp=1.0,
+    dtype: str = "bf16",
+    gated=True,
+    distribution: str = "balanced",
+    eff: Efficiency | None = None,
+    weight_bw_Bps=None,
+):
     """Seconds of one MoE layer's expert computation on one device (routing, permute, the grouped
     gate/up and down GEMMs of its ``experts/ep`` local experts, unpermute and combine), for
     ``tokens`` tokens entering the layer over the whole expert-parallel group (each of the ``ep``
@@ -322,8 +444,9 @@ def moe_time(tokens, hidden, ffn, experts, topk, hw: DeviceSpec, *, ep=1.0, tp=1
     # all experts share the waves) over the touched experts' weights, at the class's grouped-GEMM
     # efficiency
     wb = _moe_weight_bytes(dtype) * touched
-    g = (gemm_time(assignments, up * f, h, hw, dtype=dtype, eff=eff, weight_bw_Bps=weight_bw_Bps, weight_bytes=wb)
-         + gemm_time(assignments, h, f, hw, dtype=dtype, eff=eff, weight_bw_Bps=weight_bw_Bps, weight_bytes=wb))
+    g = gemm_time(
+        assignments, up * f, h, hw, dtype=dtype, eff=eff, weight_bw_Bps=weight_bw_Bps, weight_bytes=wb
+    ) + gemm_time(assignments, h, f, hw, dtype=dtype, eff=eff, weight_bw_Bps=weight_bw_Bps, weight_bytes=wb)
     c = gemm_class(dtype)
     grouped = {"fp8": eff.moe_gemm_fp8, "fp8_block": eff.moe_gemm_fp8_block}.get(c, 0.0) or eff.moe_gemm
     per_assign = assignments * h * 2.0 * 4.0 / (hw.hbm_Bps * eff.hbm)  # permute + unpermute r/w, bf16

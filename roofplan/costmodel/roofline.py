@@ -26,9 +26,14 @@ def sustained(eff: Efficiency) -> Efficiency:
     s = eff.sustained_compute
     if s == 1.0:
         return eff
-    return dataclasses.replace(eff, gemm_max=eff.gemm_max * s, gemm_max_fp8=eff.gemm_max_fp8 * s,
-                               gemm_max_fp8_block=eff.gemm_max_fp8_block * s, attn_max=eff.attn_max * s,
-                               attn_max_fp8=eff.attn_max_fp8 * s)
+    return dataclasses.replace(
+        eff,
+        gemm_max=eff.gemm_max * s,
+        gemm_max_fp8=eff.gemm_max_fp8 * s,
+        gemm_max_fp8_block=eff.gemm_max_fp8_block * s,
+        attn_max=eff.attn_max * s,
+        attn_max_fp8=eff.attn_max_fp8 * s,
+    )
 
 
 def gemm_flops(m, n, k):

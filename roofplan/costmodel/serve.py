@@ -90,8 +90,15 @@ _UNFUSED_SCORE_BYTES = 20.0
 #: ``SiluAndMul``); each costs the device's ``elementwise_floor_s`` besides its traffic.
 ELEMENTWISE_KERNELS = 3.0
 #: Per-kernel floors of the operator library (Efficiency fields).
-_OP_FLOORS = ("gemm_floor_s", "gemm_floor_fp8_s", "gemm_floor_fp8_block_s", "attn_floor_s", "decode_floor_s",
-              "moe_floor_s", "elementwise_floor_s")
+_OP_FLOORS = (
+    "gemm_floor_s",
+    "gemm_floor_fp8_s",
+    "gemm_floor_fp8_block_s",
+    "attn_floor_s",
+    "decode_floor_s",
+    "moe_floor_s",
+    "elementwise_floor_s",
+)
 
 
 @dataclass
@@ -156,7 +163,9 @@ def _allreduce(hw: DeviceSpec, engine: EngineProfile, nbytes, size) -> np.ndarra
     if not engine.custom_allreduce:
         return nccl
     custom = ops.custom_allreduce_time(nbytes, size, hw)
-    use = (np.asarray(nbytes) <= engine.custom_allreduce_max_bytes) & (np.asarray(size) <= hw.devices_per_node)
+    use = (np.asarray(nbytes) <= engine.custom_allreduce_max_bytes) & (
+        np.asarray(size) <= hw.devices_per_node
+    )
     return np.where(use & (np.asarray(size) > 1), np.minimum(custom, nccl), nccl)
 
 
@@ -210,15 +219,28 @@ class StepInputs:
         return self.tokens_rank * self.hidden * self.act_bytes
 
 
-def step_inputs(model, hw, engine, cfg, prefill_tokens, prefill_context, decode_seqs, decode_context,
-                prefill_seqs=None, _mem: ServeMemory | None = None) -> StepInputs:
+def step_inputs(
+    model,
+    hw,
+    engine,
+    cfg,
+    prefill_tokens,
+    prefill_context,
+    decode_seqs,
+    decode_context,
+    prefill_seqs=None,
+    _mem: ServeMemory | None = None,
+) -> StepInputs:
     """Broadcast the batch description against the N configs and resolve the per-step rates: the
     compute dtype, weight/activation bytes, HBM and weight-stream bandwidths (weights partly in DDR
     stream at the harmonic mix of the two bandwidths) and the KV bytes per token and layer."""
     n = np.broadcast_shapes(
         (len(cfg),),
-        *(np.shape(x) for x in (prefill_tokens, prefill_context, decode_seqs, decode_context, prefill_seqs)
-          if x is not None),
+        *(
+            np.shape(x)
+            for x in (prefill_tokens, prefill_context, decode_seqs, decode_context, prefill_seqs)
+            if x is not None
+        ),
     )[0]
     if n != len(cfg):
         cfg, _mem = cfg.broadcast_to(n), None
@@ -240,24 +262,43 @@ def step_inputs(model, hw, engine, cfg, prefill_tokens, prefill_context, decode_
     ddr = hw.tier("ddr")
     if ddr is not None:
         t_per_byte = (mem.weights_hbm / hbm + mem.weights_ddr / (ddr.bandwidth_Bps * eff.hbm)) / np.maximum(
-            mem.weights, 1.0)
+            mem.weights, 1.0
+        )
         w_bw = 1.0 / np.maximum(t_per_byte, 1e-30)
     else:
         w_bw = np.full(n, hbm)
     sh = model_shapes(model)
     return StepInputs(
-        model=model, hw=hw, engine=engine, cfg=cfg, mem=mem, eff=eff, n=n,
-        tp=cfg.tp.astype(float), pp=cfg.pp.astype(float), ep=cfg.ep.astype(float), dp=cfg.dp.astype(float),
-        prefill_tokens=Tp, decode_seqs=vec(decode_seqs), prefill_context=vec(prefill_context),
-        decode_context=vec(decode_context), prefill_seqs=Sp,
+        model=model,
+        hw=hw,
+        engine=engine,
+        cfg=cfg,
+        mem=mem,
+        eff=eff,
+        n=n,
+        tp=cfg.tp.astype(float),
+        pp=cfg.pp.astype(float),
+        ep=cfg.ep.astype(float),
+        dp=cfg.dp.astype(float),
+        prefill_tokens=Tp,
+        decode_seqs=vec(decode_seqs),
+        prefill_context=vec(prefill_context),
+        decode_context=vec(decode_context),
+        prefill_seqs=Sp,
         # the GEMM kernel class: weight-only int4 (W4A16) dequantises onto the 16-bit tensor cores,
         # W4A8 onto the fp8 ones; fp8/int8 W8A8 quantise activations per tensor (ops.gemm_components)
         gemm_dtype="int4" if (cfg.dtype == "int4" and cdt not in ("fp8", "int8")) else cdt,
-        weight_bytes=DTYPE_BYTES[cfg.dtype], act_bytes=DTYPE_BYTES[act_dtype(cfg.dtype)],
-        peak16=hw.peak(compute_dtype(hw, act_dtype(cfg.dtype))), hbm_Bps=hbm, weight_Bps=w_bw,
+        weight_bytes=DTYPE_BYTES[cfg.dtype],
+        act_bytes=DTYPE_BYTES[act_dtype(cfg.dtype)],
+        peak16=hw.peak(compute_dtype(hw, act_dtype(cfg.dtype))),
+        hbm_Bps=hbm,
+        weight_Bps=w_bw,
         # dataflow (SN40L): a layer's intermediates stay in on-chip SRAM; only weights and KV touch HBM
-        act_hbm=0.0 if hw.dataflow else 1.0, hidden=sh.h,
-        kv_token_layer=model.kv_bytes_per_token(cfg.kv_dtype_resolved) / model.layers / kv_shards(model, cfg.tp),
+        act_hbm=0.0 if hw.dataflow else 1.0,
+        hidden=sh.h,
+        kv_token_layer=model.kv_bytes_per_token(cfg.kv_dtype_resolved)
+        / model.layers
+        / kv_shards(model, cfg.tp),
         shapes=sh,
     )
 
@@ -270,9 +311,19 @@ def gemm_term(s: StepInputs, acc: _Acc, m, n_, k, count=1.0) -> None:
     # FP8/INT8 serving checkpoints (ModelOpt, llm-compressor) carry static per-tensor activation
     # scales, and the engines fuse the cast into the kernel that produces the activation (RMSNorm,
     # SiLU x mul): no separate quantisation kernel per GEMM (quantise=False)
-    t_c, t_m, fixed = ops.gemm_components(m, n_, k, s.hw, dtype=s.gemm_dtype, eff=s.eff, weight_bw_Bps=s.weight_Bps,
-                                          act_in_hbm=s.act_hbm, weight_bytes=s.weight_bytes, act_bytes=None,
-                                          quantise=False)
+    t_c, t_m, fixed = ops.gemm_components(
+        m,
+        n_,
+        k,
+        s.hw,
+        dtype=s.gemm_dtype,
+        eff=s.eff,
+        weight_bw_Bps=s.weight_Bps,
+        act_in_hbm=s.act_hbm,
+        weight_bytes=s.weight_bytes,
+        act_bytes=None,
+        quantise=False,
+    )
     if not s.hw.dataflow:  # one kernel: the blended time, booked to whichever side dominates
         t = ops.blend(t_c, t_m, s.eff) + fixed
         t_c, t_m = np.where(t_c >= t_m, t, 0.0), np.where(t_c >= t_m, 0.0, t)
@@ -314,17 +365,35 @@ def prefill_attention_term(s: StepInputs, acc: _Acc) -> None:
         # windowed / sparse layers): the score matrix's computed share of b x s x kv
         attended = np.minimum(model.attention_context(cp_) / np.maximum(kv_len, 1.0), 1.0)
         t_pre = ops.prefill_attention_time(
-            b_seqs, np.maximum(s_new, 1.0), kv_len, heads_dev, _kv_heads_device(s), model.q_dim / model.heads, s.hw,
-            kv_dtype=s.cfg.kv_dtype_resolved, eff=s.eff, act_in_hbm=s.act_hbm, v_head_dim=model.v_dim / model.heads,
-            kv_bytes_per_token=s.kv_token_layer, causal_fraction=attended)
+            b_seqs,
+            np.maximum(s_new, 1.0),
+            kv_len,
+            heads_dev,
+            _kv_heads_device(s),
+            model.q_dim / model.heads,
+            s.hw,
+            kv_dtype=s.cfg.kv_dtype_resolved,
+            eff=s.eff,
+            act_in_hbm=s.act_hbm,
+            v_head_dim=model.v_dim / model.heads,
+            kv_bytes_per_token=s.kv_token_layer,
+            causal_fraction=attended,
+        )
         t_pre = np.where(Tp > 0, t_pre, 0.0)
         compute_bound = f_pre / (s.peak16 * s.eff.attn_max) >= b_pre / s.hbm_Bps
         acc.add(np.where(compute_bound, t_pre, 0.0), np.where(compute_bound, 0.0, t_pre))
     else:
-        scores = Tp_r * cp_ * heads_dev * _UNFUSED_SCORE_BYTES * 2.0  # causal mask computed on the full square
+        scores = (
+            Tp_r * cp_ * heads_dev * _UNFUSED_SCORE_BYTES * 2.0
+        )  # causal mask computed on the full square
         eff_s = ops.gemm_efficiency(
-            np.maximum(Tp_r / np.maximum(s.prefill_seqs / dp, 1.0), 1.0) * heads_dev, np.maximum(cp_, 1.0),
-            model.head_dim, s.hw, dtype=act_dtype(s.cfg.dtype), eff=s.eff)
+            np.maximum(Tp_r / np.maximum(s.prefill_seqs / dp, 1.0), 1.0) * heads_dev,
+            np.maximum(cp_, 1.0),
+            model.head_dim,
+            s.hw,
+            dtype=act_dtype(s.cfg.dtype),
+            eff=s.eff,
+        )
         acc.add(2.0 * f_pre / (s.peak16 * np.maximum(eff_s, 1e-6)), (b_pre + scores) / s.hbm_Bps)
 
 
@@ -340,13 +409,23 @@ def decode_attention_term(s: StepInputs, acc: _Acc) -> None:
         f_dec_tok = 2.0 * model.heads * (2 * m.kv_lora_rank + m.qk_rope_head_dim) / tp
     else:
         f_dec_tok = model.attention_flops_per_token(1.0) / model.layers / tp
-    kv_read_layer = model.kv_read_bytes(cd_, s.cfg.kv_dtype_resolved) / model.layers / kv_shards(model, s.cfg.tp)
+    kv_read_layer = (
+        model.kv_read_bytes(cd_, s.cfg.kv_dtype_resolved) / model.layers / kv_shards(model, s.cfg.tp)
+    )
     kv_tok = s.kv_token_layer
     kv_tokens_read = np.where(kv_tok > 0, kv_read_layer / np.maximum(kv_tok, 1e-30), 0.0)
     f_dec = Td_r * model.attention_context(cd_) * f_dec_tok
     t_dec = ops.decode_attention_time(
-        Td_r, np.maximum(kv_tokens_read, 1.0), model.heads / tp, _kv_heads_device(s), model.q_dim / model.heads,
-        s.hw, eff=s.eff, kv_bytes_per_token=kv_tok, shared_kv=reread == 1.0)
+        Td_r,
+        np.maximum(kv_tokens_read, 1.0),
+        model.heads / tp,
+        _kv_heads_device(s),
+        model.q_dim / model.heads,
+        s.hw,
+        eff=s.eff,
+        kv_bytes_per_token=kv_tok,
+        shared_kv=reread == 1.0,
+    )
     acc.add(0.0, np.where(s.decode_seqs > 0, np.maximum(t_dec, f_dec / (s.peak16 * s.eff.attn_max)), 0.0))
 
 
@@ -376,15 +455,34 @@ def moe_term(s: StepInputs, acc: _Acc, expert_skew: float = 1.0) -> None:
     if s.hw.dataflow:  # fused layer: the touched experts' GEMMs overlap the weight stream
         touched = E * (1.0 - np.power(1.0 - k / E, T))
         touched_dev = touched / s.ep
-        rows = np.where(touched > 0, T * k / np.maximum(touched, 1e-9), 0.0) * skew  # tokens per touched expert
+        rows = (
+            np.where(touched > 0, T * k / np.maximum(touched, 1e-9), 0.0) * skew
+        )  # tokens per touched expert
         gemm_term(s, acc, rows, mats_in * mo.expert_ffn / etp, h, touched_dev)
         gemm_term(s, acc, rows, h, mo.expert_ffn / etp, touched_dev)
-        acc.add(0.0, s.act_hbm * rows * touched_dev * (mats_in + 1) * mo.expert_ffn / etp * s.act_bytes / s.hbm_Bps)
+        acc.add(
+            0.0,
+            s.act_hbm * rows * touched_dev * (mats_in + 1) * mo.expert_ffn / etp * s.act_bytes / s.hbm_Bps,
+        )
     else:  # one grouped-GEMM MoE kernel sequence per layer (operator library)
-        t_moe = ops.moe_time(T * skew, h, mo.expert_ffn, E, k, s.hw, ep=s.ep, tp=etp, dtype=s.gemm_dtype,
-                             gated=s.model.gated_mlp, eff=s.eff, weight_bw_Bps=s.weight_Bps)
+        t_moe = ops.moe_time(
+            T * skew,
+            h,
+            mo.expert_ffn,
+            E,
+            k,
+            s.hw,
+            ep=s.ep,
+            tp=etp,
+            dtype=s.gemm_dtype,
+            gated=s.model.gated_mlp,
+            eff=s.eff,
+            weight_bw_Bps=s.weight_Bps,
+        )
         t_moe = np.where(T > 0, t_moe, 0.0)
-        weight_bound = E / s.ep * (mats_in + 1) * h * mo.expert_ffn / etp * s.weight_bytes / s.weight_Bps >= 0.5 * t_moe
+        weight_bound = (
+            E / s.ep * (mats_in + 1) * h * mo.expert_ffn / etp * s.weight_bytes / s.weight_Bps >= 0.5 * t_moe
+        )
         acc.add(np.where(weight_bound, 0.0, t_moe), np.where(weight_bound, t_moe, 0.0))
     gemm_term(s, acc, s.tokens_rank, E, h)  # router
     if mo.shared_experts:
@@ -407,16 +505,27 @@ def lm_head_term(s: StepInputs) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     model, hw, eff = s.model, s.hw, s.eff
     head = _Acc(s.n, hw.dataflow)
     logits_tok = (s.decode_seqs + s.prefill_seqs) / s.dp
-    lc, lm, lf = ops.gemm_components(logits_tok, model.vocab / s.tp, s.hidden, hw, dtype=act_dtype(s.cfg.dtype),
-                                     eff=eff, weight_bw_Bps=s.weight_Bps, act_in_hbm=s.act_hbm,
-                                     weight_bytes=s.act_bytes, out_bytes=4.0)
+    lc, lm, lf = ops.gemm_components(
+        logits_tok,
+        model.vocab / s.tp,
+        s.hidden,
+        hw,
+        dtype=act_dtype(s.cfg.dtype),
+        eff=eff,
+        weight_bw_Bps=s.weight_Bps,
+        act_in_hbm=s.act_hbm,
+        weight_bytes=s.act_bytes,
+        out_bytes=4.0,
+    )
     sampling = logits_tok * model.vocab / s.tp * 4.0 * 2 / s.hbm_Bps
     if hw.dataflow:
         head.add(lc, lm + sampling)
     else:
         t_head = ops.blend(lc, lm, eff) + lf
-        head.add(np.where(lc >= lm, t_head, 0.0),
-                 np.where(lc >= lm, 0.0, t_head) + ops.elementwise_time(sampling, hw, eff=eff))
+        head.add(
+            np.where(lc >= lm, t_head, 0.0),
+            np.where(lc >= lm, 0.0, t_head) + ops.elementwise_time(sampling, hw, eff=eff),
+        )
     head_c, head_m = head.finish()
     return head_c, head_m, tp_gather_comm(s, logits_tok * model.vocab * 4.0)
 
@@ -439,8 +548,12 @@ def ep_comm(s: StepInputs, expert_skew: float = 1.0) -> np.ndarray:
     all-reduce after the tensor-parallel experts (:func:`dp_moe_comm`)."""
     mo = s.model.moe
     skew = expert_skew_factor(s, expert_skew)
-    a2a = 2.0 * collective_time("all_to_all", skew * s.tokens / (s.tp * s.dp) * float(mo.top_k) * s.hidden * s.act_bytes,
-                                s.cfg.ep, s.hw)
+    a2a = 2.0 * collective_time(
+        "all_to_all",
+        skew * s.tokens / (s.tp * s.dp) * float(mo.top_k) * s.hidden * s.act_bytes,
+        s.cfg.ep,
+        s.hw,
+    )
     return np.where(s.ep > 1, a2a, dp_moe_comm(s))
 
 
@@ -506,9 +619,19 @@ def stage_overhead(s: StepInputs, layers_stage, busy) -> np.ndarray:
     return gap + np.maximum(host - (busy + gap), 0.0)
 
 
-def step_parts(model: ModelSpec, hw: DeviceSpec, engine: EngineProfile, cfg: ServeConfigs, prefill_tokens,
-               prefill_context, decode_seqs, decode_context, prefill_seqs=None, _mem: ServeMemory | None = None,
-               expert_skew: float = 1.0) -> tuple[StepParts, StepParts, np.ndarray]:
+def step_parts(
+    model: ModelSpec,
+    hw: DeviceSpec,
+    engine: EngineProfile,
+    cfg: ServeConfigs,
+    prefill_tokens,
+    prefill_context,
+    decode_seqs,
+    decode_context,
+    prefill_seqs=None,
+    _mem: ServeMemory | None = None,
+    expert_skew: float = 1.0,
+) -> tuple[StepParts, StepParts, np.ndarray]:
     """(stage parts, fixed per-iteration parts, p2p seconds per stage boundary) of one iteration.
 
     The stage parts are the busiest pipeline stage (layers/pp layers plus the LM head) processing
@@ -517,8 +640,18 @@ def step_parts(model: ModelSpec, hw: DeviceSpec, engine: EngineProfile, cfg: Ser
     expert-parallel rank over the mean: with ep > 1 that rank's expert GEMM rows and its
     dispatch/combine bytes scale by it, and the step waits for it (DeepEP / EPLB literature calls
     it the imbalance ratio max/mean)."""
-    s = step_inputs(model, hw, engine, cfg, prefill_tokens, prefill_context, decode_seqs, decode_context,
-                    prefill_seqs, _mem)
+    s = step_inputs(
+        model,
+        hw,
+        engine,
+        cfg,
+        prefill_tokens,
+        prefill_context,
+        decode_seqs,
+        decode_context,
+        prefill_seqs,
+        _mem,
+    )
     layer_c, layer_m, layer_comm = decoder_layer(s, expert_skew)
     head_c, head_m, head_comm = lm_head_term(s)
     layers_stage = np.ceil(model.layers / s.pp)
@@ -566,7 +699,15 @@ def step_breakdown(
     (the power model's activity, :mod:`roofplan.costmodel.power`); ``expert_skew`` as in
     :func:`step_parts`."""
     stage, fixed, p2p = step_parts(
-        model, hw, engine, cfg, prefill_tokens, prefill_context, decode_seqs, decode_context, prefill_seqs,
+        model,
+        hw,
+        engine,
+        cfg,
+        prefill_tokens,
+        prefill_context,
+        decode_seqs,
+        decode_context,
+        prefill_seqs,
         expert_skew=expert_skew,
     )
     pp = np.broadcast_to(cfg.pp.astype(float), stage.total.shape)
@@ -607,8 +748,16 @@ def serve_step(
     return static_arrays(cfg, prefill, decode, mem)
 
 
-def static_arrays(cfg: ServeConfigs, prefill: StepParts, decode: StepParts, mem: ServeMemory, *, kv=None,
-                  fits=None, max_batch_=None) -> ServeArrays:
+def static_arrays(
+    cfg: ServeConfigs,
+    prefill: StepParts,
+    decode: StepParts,
+    mem: ServeMemory,
+    *,
+    kv=None,
+    fits=None,
+    max_batch_=None,
+) -> ServeArrays:
     """The static batch's arrays from its prefill and decode parts (per output token) and memory:
     latency = TTFT + (osl-1)·TPOT, throughput B·osl / latency. ``kv``, ``fits`` and ``max_batch_``
     replace the memory's where features change them (serve_features.feature_memory)."""
@@ -618,11 +767,24 @@ def static_arrays(cfg: ServeConfigs, prefill: StepParts, decode: StepParts, mem:
     latency = ttft + (osl - 1.0) * tpot
     tps = B * osl / latency
     return ServeArrays(
-        ttft_s=ttft, tpot_s=tpot, latency_s=latency, output_tokens_per_s=tps,
-        output_tokens_per_s_per_gpu=tps / cfg.devices, fits=mem.fits if fits is None else fits,
-        max_batch=mem.max_batch if max_batch_ is None else max_batch_, mem_weights=mem.weights, mem_kv_cache=kv,
-        mem_activations=mem.act, mem_total=mem.weights_hbm + kv + mem.act, capacity=mem.capacity,
-        prefill_compute_s=prefill.compute, prefill_memory_s=prefill.memory, prefill_comm_s=prefill.comm,
-        prefill_overhead_s=prefill.overhead, decode_compute_s=decode.compute, decode_memory_s=decode.memory,
-        decode_comm_s=decode.comm, decode_overhead_s=decode.overhead,
+        ttft_s=ttft,
+        tpot_s=tpot,
+        latency_s=latency,
+        output_tokens_per_s=tps,
+        output_tokens_per_s_per_gpu=tps / cfg.devices,
+        fits=mem.fits if fits is None else fits,
+        max_batch=mem.max_batch if max_batch_ is None else max_batch_,
+        mem_weights=mem.weights,
+        mem_kv_cache=kv,
+        mem_activations=mem.act,
+        mem_total=mem.weights_hbm + kv + mem.act,
+        capacity=mem.capacity,
+        prefill_compute_s=prefill.compute,
+        prefill_memory_s=prefill.memory,
+        prefill_comm_s=prefill.comm,
+        prefill_overhead_s=prefill.overhead,
+        decode_compute_s=decode.compute,
+        decode_memory_s=decode.memory,
+        decode_comm_s=decode.comm,
+        decode_overhead_s=decode.overhead,
     )

@@ -73,14 +73,26 @@ from roofplan.models.spec import ModelSpec
 
 #: method -> (draft tokens k, acceptance rate per token, source). Published defaults.
 SPEC_DEFAULTS: dict[str, tuple[int, float, str]] = {
-    "mtp": (1, 0.85, "DeepSeek-V3 technical report (arXiv 2412.19437) §5.4.3: the second token "
-            "predicted by the MTP module is accepted 85-90 % of the time (k = 1); 0.85 taken"),
-    "eagle3": (3, 0.64, "nebius/EAGLE3-Llama-3.3-70B-Instruct model card, public checkpoint "
-               "yuhuili/EAGLE3-LLaMA3.1-Instruct-8B: mean acceptance length 2.77 on MT-bench with "
-               "K = 7 at temperature 1, i.e. a = 0.64 per token under E = (1-a^8)/(1-a); k = 3 as "
-               "in SGLang's documented EAGLE-3 examples (--speculative-num-steps 3)"),
-    "ngram": (3, 0.5, "unsourced (typical value: prompt-lookup acceptance depends on how much the "
-              "output copies the prompt, high for summarisation and code edits, near 0 for chat)"),
+    "mtp": (
+        1,
+        0.85,
+        "DeepSeek-V3 technical report (arXiv 2412.19437) §5.4.3: the second token "
+        "predicted by the MTP module is accepted 85-90 % of the time (k = 1); 0.85 taken",
+    ),
+    "eagle3": (
+        3,
+        0.64,
+        "nebius/EAGLE3-Llama-3.3-70B-Instruct model card, public checkpoint "
+        "yuhuili/EAGLE3-LLaMA3.1-Instruct-8B: mean acceptance length 2.77 on MT-bench with "
+        "K = 7 at temperature 1, i.e. a = 0.64 per token under E = (1-a^8)/(1-a); k = 3 as "
+        "in SGLang's documented EAGLE-3 examples (--speculative-num-steps 3)",
+    ),
+    "ngram": (
+        3,
+        0.5,
+        "unsourced (typical value: prompt-lookup acceptance depends on how much the "
+        "output copies the prompt, high for summarisation and code edits, near 0 for chat)",
+    ),
 }
 SPEC_METHODS = tuple(SPEC_DEFAULTS)
 
@@ -109,7 +121,9 @@ class SpecDecode:
         if method not in SPEC_DEFAULTS:
             raise InputError("spec-method", method, "one of " + ", ".join(SPEC_METHODS))
         k, a, _ = SPEC_DEFAULTS[method]
-        return cls(method, k if draft_tokens is None else draft_tokens, a if acceptance is None else acceptance)
+        return cls(
+            method, k if draft_tokens is None else draft_tokens, a if acceptance is None else acceptance
+        )
 
     @property
     def tokens_per_step(self) -> float:
@@ -118,8 +132,13 @@ class SpecDecode:
         return float(k + 1) if a >= 1.0 else (1.0 - a ** (k + 1)) / (1.0 - a)
 
     def to_json(self) -> dict:
-        return {"method": self.method, "draft_tokens": self.draft_tokens, "acceptance": self.acceptance,
-                "tokens_per_step": self.tokens_per_step, "default_source": SPEC_DEFAULTS[self.method][2]}
+        return {
+            "method": self.method,
+            "draft_tokens": self.draft_tokens,
+            "acceptance": self.acceptance,
+            "tokens_per_step": self.tokens_per_step,
+            "default_source": SPEC_DEFAULTS[self.method][2],
+        }
 
 
 def resolve_prefix_hit(prefix_hit, isl: int) -> int:
@@ -170,8 +189,14 @@ class FeatureMemory:
     fits: np.ndarray
 
 
-def feature_memory(model: ModelSpec, hw: DeviceSpec, engine: EngineProfile, cfg: ServeConfigs,
-                   spec: SpecDecode | None, prefix_hit: int) -> FeatureMemory:
+def feature_memory(
+    model: ModelSpec,
+    hw: DeviceSpec,
+    engine: EngineProfile,
+    cfg: ServeConfigs,
+    spec: SpecDecode | None,
+    prefix_hit: int,
+) -> FeatureMemory:
     """The draft's weights and KV are one more layer (:func:`memory_model`); each request holds KV
     for its miss and its output; the cached prefix is one copy per attention rank, which takes the
     room of ceil(prefix / per-request KV) requests on each rank."""
@@ -194,9 +219,22 @@ def check_expert_skew(expert_skew) -> float:
     return float(expert_skew)
 
 
-def speculative_round(model: ModelSpec, hw: DeviceSpec, engine: EngineProfile, cfg: ServeConfigs,
-                      spec: SpecDecode, *, seqs, context, all_seqs, mem: ServeMemory | None = None,
-                      expert_skew: float = 1.0, chunk=0.0, chunk_context=0.0, chunk_seqs=0.0) -> StepParts:
+def speculative_round(
+    model: ModelSpec,
+    hw: DeviceSpec,
+    engine: EngineProfile,
+    cfg: ServeConfigs,
+    spec: SpecDecode,
+    *,
+    seqs,
+    context,
+    all_seqs,
+    mem: ServeMemory | None = None,
+    expert_skew: float = 1.0,
+    chunk=0.0,
+    chunk_context=0.0,
+    chunk_seqs=0.0,
+) -> StepParts:
     """One engine round of speculative decoding, composed over the pp stages: the verify pass (the
     decode step of ``seqs`` requests per microbatch plus their k draft tokens as extra query tokens
     at the same context, each sampling a token; plus ``chunk`` prompt tokens of ``chunk_seqs``
@@ -206,16 +244,31 @@ def speculative_round(model: ModelSpec, hw: DeviceSpec, engine: EngineProfile, c
     drafted = seqs * k
     tokens = drafted + chunk
     ctx = (drafted * context + chunk * chunk_context) / np.maximum(tokens, 1e-30)
-    st, fx, p2p = step_parts(model, hw, engine, cfg, tokens, ctx, seqs, context, prefill_seqs=drafted + chunk_seqs,
-                             _mem=mem, expert_skew=expert_skew)
+    st, fx, p2p = step_parts(
+        model,
+        hw,
+        engine,
+        cfg,
+        tokens,
+        ctx,
+        seqs,
+        context,
+        prefill_seqs=drafted + chunk_seqs,
+        _mem=mem,
+        expert_skew=expert_skew,
+    )
     pp = np.broadcast_to(cfg.pp.astype(float), st.total.shape)
     verify = _compose(st, fx, p2p, pp, pp)
     draft = draft_model(model, spec.method)
     if draft is None:
         return verify
     d_st, _, _ = step_parts(draft, hw, engine, cfg, 0.0, 0.0, all_seqs, context, expert_skew=expert_skew)
-    return StepParts(verify.compute + k * d_st.compute, verify.memory + k * d_st.memory,
-                     verify.comm + k * d_st.comm, verify.overhead + k * d_st.overhead)
+    return StepParts(
+        verify.compute + k * d_st.compute,
+        verify.memory + k * d_st.memory,
+        verify.comm + k * d_st.comm,
+        verify.overhead + k * d_st.overhead,
+    )
 
 
 def serve_step_ext(
@@ -237,20 +290,37 @@ def serve_step_ext(
     hit = float(prefix_hit)
     fm = feature_memory(model, hw, engine, cfg, spec, prefix_hit)
     mem = fm.mem
-    B, isl, osl, pp = (cfg.batch.astype(float), cfg.isl.astype(float), cfg.osl.astype(float), cfg.pp.astype(float))
+    B, isl, osl, pp = (
+        cfg.batch.astype(float),
+        cfg.isl.astype(float),
+        cfg.osl.astype(float),
+        cfg.pp.astype(float),
+    )
     m = np.minimum(B, pp)
     Bm = B / m
     miss = isl - hit
-    st, fx, p2p = step_parts(memory_model(model, spec), hw, engine, cfg, Bm * miss, hit + (miss + 1.0) / 2.0,
-                             0.0, 0.0, prefill_seqs=Bm, _mem=mem, expert_skew=skew)
+    st, fx, p2p = step_parts(
+        memory_model(model, spec),
+        hw,
+        engine,
+        cfg,
+        Bm * miss,
+        hit + (miss + 1.0) / 2.0,
+        0.0,
+        0.0,
+        prefill_seqs=Bm,
+        _mem=mem,
+        expert_skew=skew,
+    )
     prefill = _compose(st, fx, p2p, m + pp - 1.0, pp)
     ctx = isl + osl / 2.0
     if spec is None:
         st, fx, p2p = step_parts(model, hw, engine, cfg, 0.0, 0.0, Bm, ctx, _mem=mem, expert_skew=skew)
         decode = _compose(st, fx, p2p, pp, pp)
     else:
-        decode = speculative_round(model, hw, engine, cfg, spec, seqs=Bm, context=ctx, all_seqs=Bm * m, mem=mem,
-                                   expert_skew=skew).scaled(1.0 / spec.tokens_per_step)
+        decode = speculative_round(
+            model, hw, engine, cfg, spec, seqs=Bm, context=ctx, all_seqs=Bm * m, mem=mem, expert_skew=skew
+        ).scaled(1.0 / spec.tokens_per_step)
     return static_arrays(cfg, prefill, decode, mem, kv=fm.kv, fits=fm.fits, max_batch_=fm.max_batch)
 
 
@@ -266,9 +336,21 @@ class ColocatedRounds:
     max_batch: np.ndarray
 
 
-def colocated_rounds(model: ModelSpec, hw: DeviceSpec, engine: EngineProfile, cfg: ServeConfigs, concurrency,
-                     chunk, microbatches, *, isl: int, osl: int, spec: SpecDecode | None = None, prefix_hit: int = 0,
-                     expert_skew: float = 1.0) -> ColocatedRounds:
+def colocated_rounds(
+    model: ModelSpec,
+    hw: DeviceSpec,
+    engine: EngineProfile,
+    cfg: ServeConfigs,
+    concurrency,
+    chunk,
+    microbatches,
+    *,
+    isl: int,
+    osl: int,
+    spec: SpecDecode | None = None,
+    prefix_hit: int = 0,
+    expert_skew: float = 1.0,
+) -> ColocatedRounds:
     """Rounds of ``microbatches`` = m microbatches of ``concurrency``/m running requests, the mixed
     one carrying ``chunk``/m prompt tokens. Prompt chunks compute only the miss (``isl - prefix_hit``
     tokens, attending to the cached prefix: mean context hit + (miss + 1)/2); decoding requests
@@ -282,14 +364,33 @@ def colocated_rounds(model: ModelSpec, hw: DeviceSpec, engine: EngineProfile, cf
     pre_ctx = hit + (miss + 1.0) / 2.0
     skew = check_expert_skew(expert_skew)
     if spec is None:
-        mixed = step_breakdown(model, hw, engine, cfg, chunk / m, pre_ctx, C / m, dec_ctx,
-                               prefill_seqs=chunk / (m * miss), expert_skew=skew)
+        mixed = step_breakdown(
+            model,
+            hw,
+            engine,
+            cfg,
+            chunk / m,
+            pre_ctx,
+            C / m,
+            dec_ctx,
+            prefill_seqs=chunk / (m * miss),
+            expert_skew=skew,
+        )
         decode = step_breakdown(model, hw, engine, cfg, 0.0, 0.0, C / m, dec_ctx, expert_skew=skew)
         per_round = 1.0
     else:
         common = dict(seqs=C / m, context=dec_ctx, all_seqs=C, expert_skew=skew)
-        mixed = speculative_round(model, hw, engine, cfg, spec, chunk=chunk / m, chunk_context=pre_ctx,
-                                  chunk_seqs=chunk / (m * miss), **common)
+        mixed = speculative_round(
+            model,
+            hw,
+            engine,
+            cfg,
+            spec,
+            chunk=chunk / m,
+            chunk_context=pre_ctx,
+            chunk_seqs=chunk / (m * miss),
+            **common,
+        )
         decode = speculative_round(model, hw, engine, cfg, spec, **common)
         per_round = spec.tokens_per_step
     if spec is None and not prefix_hit:

@@ -99,8 +99,15 @@ class Instance:
         return int(s[0]) if len(self.cfg) == 1 else s.astype(float)
 
 
-def round_time(inst: Instance, prefill_tokens, prefill_context, decode_seqs, decode_context, prefill_seqs=None,
-               expert_skew: float | None = None):
+def round_time(
+    inst: Instance,
+    prefill_tokens,
+    prefill_context,
+    decode_seqs,
+    decode_context,
+    prefill_seqs=None,
+    expert_skew: float | None = None,
+):
     """Seconds of one scheduler iteration of an instance (arrays broadcast): every running request
     advances one token and ``prefill_tokens`` prompt tokens are processed. With pp > 1 the requests
     form m = min(d, pp) microbatches (vLLM virtual engines) and an iteration is pp stage times of one
@@ -117,16 +124,37 @@ def round_time(inst: Instance, prefill_tokens, prefill_context, decode_seqs, dec
     p = np.asarray(prefill_tokens, dtype=float)
     ps = None if prefill_seqs is None else np.asarray(prefill_seqs, dtype=float) / m
     plain = np.asarray(
-        serve_model.step_time(inst.model, inst.hw, inst.engine, inst.cfg, p / m, prefill_context, d / m,
-                              decode_context, prefill_seqs=ps, expert_skew=skew),
+        serve_model.step_time(
+            inst.model,
+            inst.hw,
+            inst.engine,
+            inst.cfg,
+            p / m,
+            prefill_context,
+            d / m,
+            decode_context,
+            prefill_seqs=ps,
+            expert_skew=skew,
+        ),
         dtype=float,
     )
     if inst.spec is None:
         return plain
     chunk_seqs = np.where(p > 0, 1.0, 0.0) if ps is None else ps
-    spec_t = speculative_round(inst.model, inst.hw, inst.engine, inst.cfg, inst.spec, seqs=d / m,
-                               context=decode_context, all_seqs=d, chunk=p / m, chunk_context=prefill_context,
-                               chunk_seqs=chunk_seqs, expert_skew=skew).total
+    spec_t = speculative_round(
+        inst.model,
+        inst.hw,
+        inst.engine,
+        inst.cfg,
+        inst.spec,
+        seqs=d / m,
+        context=decode_context,
+        all_seqs=d,
+        chunk=p / m,
+        chunk_context=prefill_context,
+        chunk_seqs=chunk_seqs,
+        expert_skew=skew,
+    ).total
     return np.where(d > 0, np.asarray(spec_t, dtype=float), plain)
 
 
@@ -146,8 +174,18 @@ def kv_capacity_tokens(inst: Instance):
     subtracted here (:func:`shared_prefix_tokens`)."""
     eng = inst.engine.replace(max_num_seqs=None)
     c = inst.cfg
-    cfg = serve_model.ServeConfigs(tp=c.tp, pp=c.pp, ep=c.ep, dp=c.dp, batch=1, isl=1023, osl=1, dtype=c.dtype,
-                                   kv_dtype=c.kv_dtype, engine=c.engine)
+    cfg = serve_model.ServeConfigs(
+        tp=c.tp,
+        pp=c.pp,
+        ep=c.ep,
+        dp=c.dp,
+        batch=1,
+        isl=1023,
+        osl=1,
+        dtype=c.dtype,
+        kv_dtype=c.kv_dtype,
+        engine=c.engine,
+    )
     held = memory_model(inst.model, inst.spec)
     cap = serve_model.serve_memory(held, inst.hw, eng, cfg).max_batch.astype(float) * 1024.0
     return float(cap[0]) if len(cap) == 1 else cap
@@ -266,7 +304,9 @@ def prompt_excess(inst: Instance, mo: Moments, d, t_dec) -> np.ndarray:
     for L, w in zip(mo.L_rep, mo.L_rep_w):
         full = np.floor(L / r)
         rem = L - full * r
-        t_rem = np.where(rem > 0, round_time(inst, np.maximum(rem, 1.0), mo.pre_ctx, d, mo.dec_ctx) - t_dec, 0.0)
+        t_rem = np.where(
+            rem > 0, round_time(inst, np.maximum(rem, 1.0), mo.pre_ctx, d, mo.dec_ctx) - t_dec, 0.0
+        )
         out = out + w * (full * (t_r - t_dec) + t_rem)
     return out
 
@@ -389,8 +429,11 @@ def _on_grid(inst: Instance, mo: Moments, n: int) -> tuple[Instance, Moments]:
     """``inst`` and ``mo`` with every candidate repeated ``n`` times (a grid per candidate)."""
     if len(inst.cfg) == 1:
         return inst, mo
-    mb = dataclasses.replace(mo, budget=np.repeat(np.asarray(mo.budget, dtype=float), n),
-                             share=np.repeat(np.asarray(mo.share, dtype=float), n))
+    mb = dataclasses.replace(
+        mo,
+        budget=np.repeat(np.asarray(mo.budget, dtype=float), n),
+        share=np.repeat(np.asarray(mo.share, dtype=float), n),
+    )
     return _repeated(inst, n), mb
 
 
@@ -401,8 +444,12 @@ def _repeated(inst: Instance, n: int) -> Instance:
     if hit is not None and hit[0] is inst:
         return hit[1]
     c = inst.cfg
-    cfg = serve_model.ServeConfigs(**{k: np.repeat(getattr(c, k), n) for k in c._ARRAYS}, dtype=c.dtype,
-                                   kv_dtype=c.kv_dtype, engine=c.engine)
+    cfg = serve_model.ServeConfigs(
+        **{k: np.repeat(getattr(c, k), n) for k in c._ARRAYS},
+        dtype=c.dtype,
+        kv_dtype=c.kv_dtype,
+        engine=c.engine,
+    )
     rep = lambda a: None if a is None else np.repeat(np.asarray(a, dtype=float), n)  # noqa: E731
     out = dataclasses.replace(inst, cfg=cfg, budget=rep(inst.budget), max_seqs=rep(inst.max_seqs))
     if len(_REPEATED) > 64:
@@ -461,8 +508,9 @@ def with_batch_chain(inst: Instance, mo: Moments, st: SteadyState, poisson: bool
     t = np.where(np.isfinite(t), t, 1e3)  # prompts exceed the budget there: mu ~ 0, mass piles at K
     mu = x / (mo.rounds * t)
     g = np.log(np.maximum(lam, 1e-300))[:, None] - np.log(np.maximum(mu, 1e-300))
-    logp = np.concatenate([np.zeros((M, 1)), np.cumsum(0.5 * (g[:, 1:] + g[:, :-1]) * np.diff(x, axis=1), axis=1)],
-                          axis=1)
+    logp = np.concatenate(
+        [np.zeros((M, 1)), np.cumsum(0.5 * (g[:, 1:] + g[:, :-1]) * np.diff(x, axis=1), axis=1)], axis=1
+    )
     logp -= logp.max(axis=1, keepdims=True)
     w_dx = np.gradient(x, axis=1)
     pi = np.exp(logp) * w_dx
@@ -569,8 +617,9 @@ def request_samples(st: SteadyState, mo: Moments, isl, osl, *, poisson: bool, se
     return ttft, tpot, latency
 
 
-def _result(inst, mo, st, isl, osl, *, mode, instances, conc, extra_wait=0.0, poisson=True, seed=0,
-            max_rate_rps=None):
+def _result(
+    inst, mo, st, isl, osl, *, mode, instances, conc, extra_wait=0.0, poisson=True, seed=0, max_rate_rps=None
+):
     ttft, tpot, lat = request_samples(st, mo, isl, osl, poisson=poisson, seed=seed)
     ttft = ttft + extra_wait
     lat = lat + extra_wait
@@ -593,7 +642,8 @@ def _result(inst, mo, st, isl, osl, *, mode, instances, conc, extra_wait=0.0, po
         prefill_utilisation=float(st.rho[0]),
         mixed_fraction=float(st.f[0]),
         kv_occupancy=(float(st.d[0]) * (mo.dec_ctx - mo.hit) + shared_prefix_tokens(inst)) / kv_cap
-        if kv_cap > 0 else float("inf"),
+        if kv_cap > 0
+        else float("inf"),
         queue_wait_s=float(st.wait[0]) + extra_wait,
         budget=int(mo.budget),
         max_seqs=float(st.max_seqs),
@@ -632,8 +682,20 @@ def closed_loop(inst: Instance, isl, osl, concurrency: int, instances: int = 1, 
     life = float(st.ttft[0]) + mo.decode_s(float(st.t_mean[0]))
     extra = max(C / lam - life, 0.0) if lam > 0 else math.inf
     extra += closed_loop_residual(st, C, life)
-    return _result(inst, mo, st, isl, osl, mode="concurrency", instances=instances, conc=float(concurrency),
-                   extra_wait=extra, poisson=False, seed=seed, max_rate_rps=mr)
+    return _result(
+        inst,
+        mo,
+        st,
+        isl,
+        osl,
+        mode="concurrency",
+        instances=instances,
+        conc=float(concurrency),
+        extra_wait=extra,
+        poisson=False,
+        seed=seed,
+        max_rate_rps=mr,
+    )
 
 
 def closed_loop_residual(st: SteadyState, clients: float, life: float) -> float:
@@ -693,7 +755,9 @@ def _wait_plus_residual_quantile(st: SteadyState, q: float) -> np.ndarray:
         return pi * cdf_u(x, st.t_mix) + (1.0 - pi) * cdf_u(x, st.t_dec)
 
     finite = np.isfinite(st.wait)
-    hi = np.where(finite, st.t_mix + np.nan_to_num(st.wait, posinf=0.0) / np.maximum(rho, 1e-12) * 40.0 + 1e-9, 1.0)
+    hi = np.where(
+        finite, st.t_mix + np.nan_to_num(st.wait, posinf=0.0) / np.maximum(rho, 1e-12) * 40.0 + 1e-9, 1.0
+    )
     lo = np.zeros_like(hi)
     for _ in range(50):
         mid = 0.5 * (lo + hi)
@@ -737,7 +801,9 @@ def slot_wait_quantile(lam, slots, hold_s, q: float) -> np.ndarray:
     return np.where(rho < 1.0, w, np.inf)
 
 
-def quantiles(st: SteadyState, mo: Moments, p: float, *, poisson: bool = True) -> tuple[np.ndarray, np.ndarray]:
+def quantiles(
+    st: SteadyState, mo: Moments, p: float, *, poisson: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
     """The ``p``-th percentile (0-100) of TTFT and of TPOT at steady state ``st`` for fixed lengths,
     vectorised over its entries: the quantiles of the distributions :func:`request_samples` draws
     from: wait + residual iteration inverted exactly (:func:`_wait_plus_residual_quantile`), plus the
@@ -779,8 +845,12 @@ def goodput(inst: Instance, mo: Moments, p: float, ttft_s=None, tpot_s=None, rou
             ok &= t2 <= tpot_s
         return ok
 
-    d_top = _bisect(lambda x: state_at(inst, mo, np.maximum(x, 1e-9)).lam <= MAX_UTILISATION * cap,
-                    np.zeros_like(d_sat), d_sat, rounds)
+    d_top = _bisect(
+        lambda x: state_at(inst, mo, np.maximum(x, 1e-9)).lam <= MAX_UTILISATION * cap,
+        np.zeros_like(d_sat),
+        d_sat,
+        rounds,
+    )
     # the mean-field batch brackets the answer (the chain only widens the TPOT law): bisect without
     # the chain first, then with it below that bound (fewer of the costlier chain evaluations)
     d_mf = _bisect(lambda x: meets(x, chain=False), np.zeros_like(d_sat), d_top, rounds)

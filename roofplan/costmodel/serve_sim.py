@@ -56,30 +56,56 @@ def _grid(lo: float, hi: float, n: int, anchors=()) -> list[float]:
     return sorted(g)
 
 
-def iteration_time(inst: Instance, prefill_tokens, prefill_context, decode_seqs, decode_context,
-                   spec: SpecDecode | None = None, expert_skew: float = 1.0) -> np.ndarray:
+def iteration_time(
+    inst: Instance,
+    prefill_tokens,
+    prefill_context,
+    decode_seqs,
+    decode_context,
+    spec: SpecDecode | None = None,
+    expert_skew: float = 1.0,
+) -> np.ndarray:
     """:func:`~roofplan.costmodel.serve_load.round_time` of ``inst`` with speculative decoding
     ``spec`` and the busiest EP rank's ``expert_skew`` (one code path: the analytic model's)."""
-    return round_time(dataclasses.replace(inst, spec=spec), prefill_tokens, prefill_context, decode_seqs,
-                      decode_context, expert_skew=expert_skew)
+    return round_time(
+        dataclasses.replace(inst, spec=spec),
+        prefill_tokens,
+        prefill_context,
+        decode_seqs,
+        decode_context,
+        expert_skew=expert_skew,
+    )
 
 
 class StepTable:
     """``round_time`` of one instance on a grid of (prompt tokens, prompt context, decoding
     requests, decode context), evaluated in one vectorised call; :meth:`__call__` interpolates."""
 
-    def __init__(self, inst: Instance, budget: int, max_seqs: int, max_ctx: float, anchors: dict | None = None,
-                 time_fn=round_time):
+    def __init__(
+        self,
+        inst: Instance,
+        budget: int,
+        max_seqs: int,
+        max_ctx: float,
+        anchors: dict | None = None,
+        time_fn=round_time,
+    ):
         a = anchors or {}
         self.p = [0.0] + _grid(1, budget, 20, a.get("p", ()))
         self.cp = _grid(1, max_ctx, 7, a.get("cp", ()))
-        self.d = sorted(set(range(0, min(max_seqs, 32) + 1)) | set(_grid(32, max(max_seqs, 33), 16, a.get("d", ()))))
+        self.d = sorted(
+            set(range(0, min(max_seqs, 32) + 1)) | set(_grid(32, max(max_seqs, 33), 16, a.get("d", ())))
+        )
         self.cd = _grid(1, max_ctx, 7, a.get("cd", ()))
         P, CP, D, CD = np.meshgrid(self.p, self.cp, self.d, self.cd, indexing="ij")
         t = time_fn(inst, P.ravel(), CP.ravel(), D.ravel(), CD.ravel())
         self.table = t.tolist()
         self.shape = P.shape
-        self._s = (self.shape[1] * self.shape[2] * self.shape[3], self.shape[2] * self.shape[3], self.shape[3])
+        self._s = (
+            self.shape[1] * self.shape[2] * self.shape[3],
+            self.shape[2] * self.shape[3],
+            self.shape[3],
+        )
 
     @staticmethod
     def _locate(g: list[float], x: float) -> tuple[int, float]:
@@ -133,15 +159,16 @@ class SimResult:
         """Mean and percentiles over the requests after the first ``skip`` share (warm-up)."""
         x = getattr(self, key)
         order = np.argsort(self.arrival_s, kind="stable")
-        x = x[order][int(len(x) * skip):]
+        x = x[order][int(len(x) * skip) :]
         x = x[np.isfinite(x)]
         if len(x) == 0:
             return {"mean": float("nan"), "p50": float("nan"), "p90": float("nan"), "p99": float("nan")}
         return {"mean": float(x.mean()), **{f"p{p}": float(np.percentile(x, p)) for p in (50, 90, 99)}}
 
 
-def _closed_loop_arrivals(step, arrival: list[float], kv_prompt, gen_target, closed: int, prefix: int = 0,
-                          per_round: float = 1.0) -> None:
+def _closed_loop_arrivals(
+    step, arrival: list[float], kv_prompt, gen_target, closed: int, prefix: int = 0, per_round: float = 1.0
+) -> None:
     """A closed loop of ``closed`` clients: the first C requests start spread over one request
     lifetime (its decoding iterations, ``per_round`` tokens each; desynchronised clients), the rest
     wait for completions (arrival = inf, in place). A spread over more than one lifetime would let
@@ -163,10 +190,18 @@ class _Requests:
         n = len(arrival)
         self.api_s = api_s  # the API server's per-request time: a closed loop's next request waits for it
         self.per_round = per_round  # tokens a decoding request gains per iteration (speculative: E)
-        self.n, self.arrival, self.kv_prompt, self.gen_target, self.closed = n, arrival, kv_prompt, gen_target, closed
+        self.n, self.arrival, self.kv_prompt, self.gen_target, self.closed = (
+            n,
+            arrival,
+            kv_prompt,
+            gen_target,
+            closed,
+        )
         self.first = [float("nan")] * n
         self.finish = [float("nan")] * n
-        self.begun = [float("nan")] * n  # start of the first iteration that computes its prompt (or admits it)
+        self.begun = [
+            float("nan")
+        ] * n  # start of the first iteration that computes its prompt (or admits it)
         self.gen = [0] * n  # tokens produced
         self.todo = list(prompt)  # prompt tokens still to compute
         self.done_pre = [0] * n
@@ -343,7 +378,14 @@ def run_instance(
                 d += 1
                 sum_ctx += ctx
         prefilling = still
-    stats = {"iterations": it, "preemptions": preempt, "area_d": area_d, "busy": busy, "end": t, "begun": begun}
+    stats = {
+        "iterations": it,
+        "preemptions": preempt,
+        "area_d": area_d,
+        "busy": busy,
+        "end": t,
+        "begun": begun,
+    }
     return R.first, R.finish, [float(x) for x in start], stats
 
 
@@ -361,8 +403,13 @@ def poisson_arrivals(n: int, rate: float, seed: int = 0) -> np.ndarray:
     return np.cumsum(gaps)
 
 
-def _instance_limits(inst: Instance, isl, osl, prefix: int = 0, spec: SpecDecode | None = None,
-                     ) -> tuple[int, float, int, float]:
+def _instance_limits(
+    inst: Instance,
+    isl,
+    osl,
+    prefix: int = 0,
+    spec: SpecDecode | None = None,
+) -> tuple[int, float, int, float]:
     """(token budget, sequence cap, free KV blocks, longest context) of an instance; a cached prefix
     of ``prefix`` tokens holds its blocks once per attention-DP rank; a draft network's weights and
     KV take their room (serve_features.memory_model)."""
@@ -374,15 +421,30 @@ def _instance_limits(inst: Instance, isl, osl, prefix: int = 0, spec: SpecDecode
     return budget, max_seqs, blocks, max_ctx
 
 
-def _table(inst: Instance, isl, osl, budget, max_seqs, blocks, max_ctx, prefill_only=False, prefix=0,
-           spec: SpecDecode | None = None, expert_skew: float = 1.0) -> StepTable:
+def _table(
+    inst: Instance,
+    isl,
+    osl,
+    budget,
+    max_seqs,
+    blocks,
+    max_ctx,
+    prefill_only=False,
+    prefix=0,
+    spec: SpecDecode | None = None,
+    expert_skew: float = 1.0,
+) -> StepTable:
     """The step table over the contexts this workload reaches (prompts of ``isl`` tokens of which
     ``prefix`` are cached: chunks of the miss at context prefix + (miss+1)/2)."""
     mean_ctx = float(np.mean(np.asarray(isl) + np.asarray(osl) / 2.0))
     seq_cap = int(min(max_seqs, max(blocks, 0) * BLOCK_TOKENS / max(mean_ctx - prefix, 1.0) * 2 + 8))
     u = np.unique(np.asarray(isl) - prefix)
     few = u if len(u) <= 4 else u[:0]  # grid points at the prompt lengths of a fixed-length workload
-    anchors = {"p": [float(x) for x in few], "cp": [prefix + (float(x) + 1) / 2 for x in few], "cd": [mean_ctx]}
+    anchors = {
+        "p": [float(x) for x in few],
+        "cp": [prefix + (float(x) + 1) / 2 for x in few],
+        "cd": [mean_ctx],
+    }
     plain = spec is None and expert_skew == 1.0
     fn = round_time if plain else (lambda i, *a: iteration_time(i, *a, spec=spec, expert_skew=expert_skew))
     return StepTable(inst, budget, 0 if prefill_only else max(seq_cap, 1), max_ctx, anchors, time_fn=fn)
@@ -419,8 +481,18 @@ class _Counters:
 
 
 def simulate_colocated(
-    inst: Instance, isl, osl, arrival_s=None, *, instances: int = 1, router: str = "round-robin", seed: int = 0,
-    concurrency: int | None = None, prefix_hit: int = 0, spec: SpecDecode | None = None, expert_skew: float = 1.0,
+    inst: Instance,
+    isl,
+    osl,
+    arrival_s=None,
+    *,
+    instances: int = 1,
+    router: str = "round-robin",
+    seed: int = 0,
+    concurrency: int | None = None,
+    prefix_hit: int = 0,
+    spec: SpecDecode | None = None,
+    expert_skew: float = 1.0,
 ) -> SimResult:
     """``instances`` colocated replicas of ``inst`` behind a router, fed ``arrival_s`` or a closed
     loop of ``concurrency`` clients (split evenly over the replicas). A request reaches the engine
@@ -435,8 +507,18 @@ def simulate_colocated(
     arr = np.zeros(len(isl)) if arrival_s is None else np.array(arrival_s, dtype=float)
     api = float(inst.engine.request_overhead_s)
     budget, max_seqs, blocks, max_ctx = _instance_limits(inst, isl, osl, prefix_hit, spec)
-    table = _table(inst, isl, osl, budget, max_seqs, blocks, max_ctx, prefix=prefix_hit, spec=spec,
-                   expert_skew=expert_skew)
+    table = _table(
+        inst,
+        isl,
+        osl,
+        budget,
+        max_seqs,
+        blocks,
+        max_ctx,
+        prefix=prefix_hit,
+        spec=spec,
+        expert_skew=expert_skew,
+    )
     miss = isl - int(prefix_hit)
     where = _route(len(arr), instances, router, np.random.default_rng(seed + 1))
     ttft = np.full(len(arr), np.nan)
@@ -448,11 +530,23 @@ def simulate_colocated(
         if len(idx) == 0:
             continue
         a = (arr[idx] + api).tolist()  # engine arrivals
-        clients = None if concurrency is None else max(concurrency // instances + (k < concurrency % instances), 1)
+        clients = (
+            None if concurrency is None else max(concurrency // instances + (k < concurrency % instances), 1)
+        )
         f, e, _, st = run_instance(
-            table, a, miss[idx].tolist(), miss[idx].tolist(), osl[idx].tolist(),
-            budget=budget, share=inst.pp * inst.dp, max_seqs=max_seqs, kv_blocks=blocks, closed=clients,
-            prefix=int(prefix_hit), api_s=api, per_round=1.0 if spec is None else spec.tokens_per_step,
+            table,
+            a,
+            miss[idx].tolist(),
+            miss[idx].tolist(),
+            osl[idx].tolist(),
+            budget=budget,
+            share=inst.pp * inst.dp,
+            max_seqs=max_seqs,
+            kv_blocks=blocks,
+            closed=clients,
+            prefix=int(prefix_hit),
+            api_s=api,
+            per_round=1.0 if spec is None else spec.tokens_per_step,
         )
         arr[idx] = np.asarray(a) - api  # the clients' send times
         wait[idx] = np.asarray(st["begun"]) - np.asarray(a)
@@ -462,8 +556,20 @@ def simulate_colocated(
     first_abs = ttft + arr
     _, _, tpot = _times(first_abs, fin, osl)
     span = max(tot.end - float(arr.min()), 1e-12)
-    return SimResult(arr, ttft, tpot, fin - arr, wait, isl, osl, span, tot.iterations, tot.preemptions,
-                     tot.area_d / span / instances, tot.busy / span / instances)
+    return SimResult(
+        arr,
+        ttft,
+        tpot,
+        fin - arr,
+        wait,
+        isl,
+        osl,
+        span,
+        tot.iterations,
+        tot.preemptions,
+        tot.area_d / span / instances,
+        tot.busy / span / instances,
+    )
 
 
 def simulate_disagg(
@@ -495,8 +601,18 @@ def simulate_disagg(
     hit = int(prefix_hit)
     miss = isl - hit
     bp, sp, kp, cp = _instance_limits(prefill, isl, np.ones_like(osl), hit)
-    tab_p = _table(prefill, isl, np.ones_like(osl), bp, sp, kp, cp, prefill_only=True, prefix=hit,
-                   expert_skew=expert_skew)
+    tab_p = _table(
+        prefill,
+        isl,
+        np.ones_like(osl),
+        bp,
+        sp,
+        kp,
+        cp,
+        prefill_only=True,
+        prefix=hit,
+        expert_skew=expert_skew,
+    )
     # pp > 1: successive passes overlap in the pipeline (GPipe steady state, as the planner's prefill
     # rate): pp passes in flight, each taking the full pp-stage time -- pp virtual servers per instance
     depth = prefill.pp
@@ -511,8 +627,16 @@ def simulate_disagg(
         if len(idx) == 0:
             continue
         f, _, _, st = run_instance(
-            tab_p, (arr[idx] + api).tolist(), miss[idx].tolist(), miss[idx].tolist(), [ones[0]] * len(idx),
-            budget=bp, share=prefill.pp * prefill.dp, max_seqs=sp, kv_blocks=kp, prefix=hit,
+            tab_p,
+            (arr[idx] + api).tolist(),
+            miss[idx].tolist(),
+            miss[idx].tolist(),
+            [ones[0]] * len(idx),
+            budget=bp,
+            share=prefill.pp * prefill.dp,
+            max_seqs=sp,
+            kv_blocks=kp,
+            prefix=hit,
         )
         ready[idx] = np.asarray(f) + np.asarray(transfer_s(isl[idx]), dtype=float)
         wait[idx] = np.asarray(st["begun"]) - (arr[idx] + api)
@@ -529,8 +653,16 @@ def simulate_disagg(
         if len(idx) == 0:
             continue
         f, e, _, st = run_instance(
-            tab_d, ready[idx].tolist(), [0] * len(idx), miss[idx].tolist(), osl[idx].tolist(),
-            budget=bd, share=decode.pp * decode.dp, max_seqs=sd, kv_blocks=kd, prefix=hit,
+            tab_d,
+            ready[idx].tolist(),
+            [0] * len(idx),
+            miss[idx].tolist(),
+            osl[idx].tolist(),
+            budget=bd,
+            share=decode.pp * decode.dp,
+            max_seqs=sd,
+            kv_blocks=kd,
+            prefix=hit,
             per_round=1.0 if spec is None else spec.tokens_per_step,
         )
         first[idx] = f
@@ -538,5 +670,17 @@ def simulate_disagg(
         tot.add(st)
     _, _, tpot = _times(first, fin, osl)
     span = max(tot.end - float(arr[0]), 1e-12)
-    return SimResult(arr, first - arr, tpot, fin - arr, wait, isl, osl, span, tot.iterations, tot.preemptions,
-                     tot.area_d / span / decode_instances, tot.busy / span / (prefill_instances + decode_instances))
+    return SimResult(
+        arr,
+        first - arr,
+        tpot,
+        fin - arr,
+        wait,
+        isl,
+        osl,
+        span,
+        tot.iterations,
+        tot.preemptions,
+        tot.area_d / span / decode_instances,
+        tot.busy / span / (prefill_instances + decode_instances),
+    )

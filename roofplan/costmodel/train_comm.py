@@ -88,11 +88,11 @@ def tp_comm(L: StepLanes, sc: StageCompute) -> TPComm:
     tp, sp, hw = L.tp, L.sp, L.hw
     act = L.tokens * L.s.h * ACT_BYTES
     if bool(np.any(L.cfg.tp > 1)):
-        ag_tp = collective_time("all_gather", act, tp, hw, 1.0)   # reduce-scatter costs the same
+        ag_tp = collective_time("all_gather", act, tp, hw, 1.0)  # reduce-scatter costs the same
         if bool(np.any(~sp & (L.cfg.tp > 1))):
             t_tp1 = np.where(sp, 2.0 * ag_tp, collective_time("all_reduce", act, tp, hw, 1.0))
         else:
-            t_tp1 = 2.0 * ag_tp                           # one f/g conjugate pair's communication
+            t_tp1 = 2.0 * ag_tp  # one f/g conjugate pair's communication
     else:
         t_tp1 = ag_tp = np.zeros_like(tp)
     t_layer = t_tp1
@@ -130,9 +130,11 @@ def cp_comm(L: StepLanes, sc: StageCompute) -> CPComm:
     kv = L.tokens * L.s.kv_width / tp * ACT_BYTES
     ring = (cp - 1.0) * collective_time("p2p", kv, cp, L.hw, _slowest_hop(tp, cp, L.hw))
     exp_f, exp_b = np.maximum(ring - sc.attn_f, 0.0), np.maximum(2.0 * ring - sc.attn_b, 0.0)
-    return CPComm(exposed=L.n_s * (exp_f * (1.0 + L.rc_frac) + exp_b),
-                  hid_fwd=L.n_s * (ring - exp_f),
-                  hid_bwd=L.n_s * ((2.0 * ring - exp_b) + (ring - exp_f) * L.rc_frac))
+    return CPComm(
+        exposed=L.n_s * (exp_f * (1.0 + L.rc_frac) + exp_b),
+        hid_fwd=L.n_s * (ring - exp_f),
+        hid_bwd=L.n_s * ((2.0 * ring - exp_b) + (ring - exp_f) * L.rc_frac),
+    )
 
 
 def ep_comm(L: StepLanes, ops: LayerOps, sc: StageCompute, tp: TPComm, cp: CPComm):
@@ -164,7 +166,10 @@ def ep_comm(L: StepLanes, ops: LayerOps, sc: StageCompute, tp: TPComm, cp: CPCom
     if not cfg.ep_comm_overlap:
         return ep_raw, zero
     net = np.clip(1.0 - (tp.hidden + cp.hid_fwd + cp.hid_bwd) / np.maximum(sc.fwd + sc.bwd, 1e-30), 0.0, 1.0)
-    mlp_f, mlp_b = np.maximum(sc.lay_f_moe - sc.att_f, 0.0) * net, np.maximum(sc.lay_b_moe - sc.att_b, 0.0) * net
+    mlp_f, mlp_b = (
+        np.maximum(sc.lay_f_moe - sc.att_f, 0.0) * net,
+        np.maximum(sc.lay_b_moe - sc.att_b, 0.0) * net,
+    )
     blocks = (sc.att_f * net, mlp_b, mlp_f, sc.att_b * net)
     hidden = L.e.ep_overlap * L.n_moe * sum(np.minimum(a2a, blk) for blk in blocks)
     steady = ep_raw - hidden * (1.0 - EP_COMM_SM_FRACTION)
@@ -177,8 +182,10 @@ def ep_comm(L: StepLanes, ops: LayerOps, sc: StageCompute, tp: TPComm, cp: CPCom
     # Megatron runs the overlap without a pipeline or with the interleaved schedule, and not
     # under full recomputation (``transformer_config.py`` asserts).
     applies = (cfg.recompute != 2) & ((cfg.pp == 1) | (cfg.vpp > 1))
-    return (np.where(applies, frac * steady + (1.0 - frac) * ep_raw, ep_raw),
-            np.where(applies, frac * hidden, 0.0))
+    return (
+        np.where(applies, frac * steady + (1.0 - frac) * ep_raw, ep_raw),
+        np.where(applies, frac * hidden, 0.0),
+    )
 
 
 def pp_comm(L: StepLanes, tp: TPComm):
@@ -213,7 +220,7 @@ class OverlapBudget:
     """
 
     def __init__(self, L: StepLanes, sc: StageCompute, tp: TPComm, cp: CPComm, ep_cover, t_compute):
-        hidden = tp.hidden      # behind forward (1) and backward + recompute (2 + rc) GEMMs
+        hidden = tp.hidden  # behind forward (1) and backward + recompute (2 + rc) GEMMs
         hid_fwd = hidden / (3.0 + L.rc_frac) + cp.hid_fwd
         hid_bwd = hidden * (2.0 + L.rc_frac) / (3.0 + L.rc_frac) + cp.hid_bwd
         ep_cover_bwd = ep_cover * sc.bwd / np.maximum(sc.fwd + sc.bwd, 1e-30)

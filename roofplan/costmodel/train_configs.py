@@ -66,19 +66,34 @@ def choices(name: str) -> tuple[str, ...]:
 
 #: Reject reasons of :func:`check_train_config`; the planner counts rejections with these names.
 REJECT_REASONS: dict[int, str] = {
-    1: "invalid_value",      # a degree or batch < 1, recompute/zero/offload code out of range
-    2: "divisibility",       # heads/kv heads/ffn not divisible by tp, global batch by micro*dp
-    3: "pipeline",           # pp > layers; interleaving needs pp > 1, pp*vpp <= layers, microbatches % pp
-    4: "context_parallel",   # seq_len not divisible by 2*cp (causal load balancing chunks)
-    5: "expert_parallel",    # ep*etp does not divide tp*dp*cp, ep not the experts; ep > 1 on a dense model
-    6: "zero_pipeline",      # ZeRO-3 with pp > 1 (DeepSpeed asserts; Megatron has no such mode)
-    7: "recompute_layers",   # recompute_layers > layers per pipeline stage
-    8: "offload_zero",       # optimizer offload without a sharded optimizer, parameter offload without ZeRO-3
-    9: "activation_offload", # activation offload with pp > 1, with recompute, or of every layer
+    1: "invalid_value",  # a degree or batch < 1, recompute/zero/offload code out of range
+    2: "divisibility",  # heads/kv heads/ffn not divisible by tp, global batch by micro*dp
+    3: "pipeline",  # pp > layers; interleaving needs pp > 1, pp*vpp <= layers, microbatches % pp
+    4: "context_parallel",  # seq_len not divisible by 2*cp (causal load balancing chunks)
+    5: "expert_parallel",  # ep*etp does not divide tp*dp*cp, ep not the experts; ep > 1 on a dense model
+    6: "zero_pipeline",  # ZeRO-3 with pp > 1 (DeepSpeed asserts; Megatron has no such mode)
+    7: "recompute_layers",  # recompute_layers > layers per pipeline stage
+    8: "offload_zero",  # optimizer offload without a sharded optimizer, parameter offload without ZeRO-3
+    9: "activation_offload",  # activation offload with pp > 1, with recompute, or of every layer
 }
 
-_INT_FIELDS = ("tp", "pp", "dp", "cp", "ep", "vpp", "micro_batch", "global_batch", "seq_len", "recompute",
-               "recompute_layers", "zero", "offload", "etp", "act_offload_layers")
+_INT_FIELDS = (
+    "tp",
+    "pp",
+    "dp",
+    "cp",
+    "ep",
+    "vpp",
+    "micro_batch",
+    "global_batch",
+    "seq_len",
+    "recompute",
+    "recompute_layers",
+    "zero",
+    "offload",
+    "etp",
+    "act_offload_layers",
+)
 
 
 @dataclass
@@ -178,9 +193,25 @@ class TrainConfigs:
         return int(self.tp.shape[0])
 
     @classmethod
-    def single(cls, *, tp=1, pp=1, dp=1, cp=1, ep=1, vpp=1, micro_batch=1, global_batch=None, seq_len=2048,
-               recompute=0, recompute_layers=0, sequence_parallel=None, zero=0, offload=0,
-               **scalars) -> TrainConfigs:
+    def single(
+        cls,
+        *,
+        tp=1,
+        pp=1,
+        dp=1,
+        cp=1,
+        ep=1,
+        vpp=1,
+        micro_batch=1,
+        global_batch=None,
+        seq_len=2048,
+        recompute=0,
+        recompute_layers=0,
+        sequence_parallel=None,
+        zero=0,
+        offload=0,
+        **scalars,
+    ) -> TrainConfigs:
         """One configuration; ``recompute``/``offload`` may be names; SP defaults to on when tp > 1."""
         if isinstance(recompute, str):
             recompute = RECOMPUTE[recompute]
@@ -190,10 +221,23 @@ class TrainConfigs:
             sequence_parallel = tp > 1
         if global_batch is None:
             global_batch = micro_batch * dp
-        return cls(tp=tp, pp=pp, dp=dp, cp=cp, ep=ep, vpp=vpp, micro_batch=micro_batch,
-                   global_batch=global_batch, seq_len=seq_len, recompute=recompute,
-                   recompute_layers=recompute_layers, sequence_parallel=sequence_parallel, zero=zero,
-                   offload=offload, **scalars)
+        return cls(
+            tp=tp,
+            pp=pp,
+            dp=dp,
+            cp=cp,
+            ep=ep,
+            vpp=vpp,
+            micro_batch=micro_batch,
+            global_batch=global_batch,
+            seq_len=seq_len,
+            recompute=recompute,
+            recompute_layers=recompute_layers,
+            sequence_parallel=sequence_parallel,
+            zero=zero,
+            offload=offload,
+            **scalars,
+        )
 
     def take(self, index) -> TrainConfigs:
         """The configurations at ``index`` (mask or integer indices), scalars kept."""
@@ -225,8 +269,18 @@ def check_train_config(model: ModelSpec, cfg: TrainConfigs) -> np.ndarray:
         np.copyto(code, reason, where=(code == 0) & bad)
 
     positive = np.minimum.reduce([tp, pp, dp, cp, ep, vpp, mb, gb, s])
-    mark((positive < 1) | (cfg.recompute < 0) | (cfg.recompute > 2) | (cfg.zero < 0) | (cfg.zero > 3)
-         | (cfg.offload < 0) | (cfg.offload > 2) | (cfg.recompute_layers < 0) | (cfg.etp < 0), 1)
+    mark(
+        (positive < 1)
+        | (cfg.recompute < 0)
+        | (cfg.recompute > 2)
+        | (cfg.zero < 0)
+        | (cfg.zero > 3)
+        | (cfg.offload < 0)
+        | (cfg.offload > 2)
+        | (cfg.recompute_layers < 0)
+        | (cfg.etp < 0),
+        1,
+    )
     safe_tp, safe_mbdp = np.maximum(tp, 1), np.maximum(mb * dp, 1)
     etp = np.maximum(np.where(cfg.etp > 0, cfg.etp, tp), 1)
     div = (model.heads % safe_tp != 0) | (model.kv_heads % safe_tp != 0) | (gb % safe_mbdp != 0)
@@ -240,16 +294,23 @@ def check_train_config(model: ModelSpec, cfg: TrainConfigs) -> np.ndarray:
     # Interleaving: Megatron-Core places ceil(L / (p v)) layers per virtual stage when L is not a
     # multiple (``--pipeline-model-parallel-layout`` / account-for-embedding splits); each virtual
     # stage needs at least one layer.
-    mark((pp > model.layers)
-         | (interleaved & ((pp < 2) | (safe_pp * safe_v > model.layers) | (micro % safe_pp != 0))), 3)
+    mark(
+        (pp > model.layers)
+        | (interleaved & ((pp < 2) | (safe_pp * safe_v > model.layers) | (micro % safe_pp != 0))),
+        3,
+    )
     if cfg.pipeline_engine == "deepspeed":
-        mark(interleaved, 3)      # DeepSpeed's PipelineEngine runs plain 1F1B (TrainSchedule)
+        mark(interleaved, 3)  # DeepSpeed's PipelineEngine runs plain 1F1B (TrainSchedule)
     mark((cp > 1) & (s % np.maximum(2 * cp, 1) != 0), 4)
     if model.moe is None:
         mark(ep > 1, 5)
     else:
         # parallel folding: EP x ETP regroup the tp*cp*dp ranks (Megatron ``parallel_state``)
-        mark(((tp * dp * cp) % np.maximum(ep * etp, 1) != 0) | (model.moe.num_experts % np.maximum(ep, 1) != 0), 5)
+        mark(
+            ((tp * dp * cp) % np.maximum(ep * etp, 1) != 0)
+            | (model.moe.num_experts % np.maximum(ep, 1) != 0),
+            5,
+        )
     # ZeRO-2 with a pipeline reduce-scatters each microbatch's gradients into the fp32 shard (FSDP
     # without no_sync, Llama 3's 4D parallelism, Dubey et al. 2024 §3.3.1-2); ZeRO-3 with a pipeline
     # (weights re-gathered per microbatch and stage) is not modelled

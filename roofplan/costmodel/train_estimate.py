@@ -32,19 +32,37 @@ from roofplan.hardware.spec import DeviceSpec
 from roofplan.models.spec import ModelSpec
 
 _BREAKDOWN = (
-    ("compute", "t_compute"), ("tp_comm_exposed", "t_tp_comm"), ("cp_comm_exposed", "t_cp_comm"),
-    ("ep_comm_exposed", "t_ep_comm"), ("pp_bubble", "t_pp_bubble"), ("pp_comm_exposed", "t_pp_comm"),
-    ("dp_comm_exposed", "t_dp_comm"), ("optimizer", "t_optimizer"), ("offload_exposed", "t_offload"),
+    ("compute", "t_compute"),
+    ("tp_comm_exposed", "t_tp_comm"),
+    ("cp_comm_exposed", "t_cp_comm"),
+    ("ep_comm_exposed", "t_ep_comm"),
+    ("pp_bubble", "t_pp_bubble"),
+    ("pp_comm_exposed", "t_pp_comm"),
+    ("dp_comm_exposed", "t_dp_comm"),
+    ("optimizer", "t_optimizer"),
+    ("offload_exposed", "t_offload"),
 )
 _MEMORY = (
-    ("weights", "mem_weights"), ("gradients", "mem_gradients"), ("optimizer", "mem_optimizer"),
-    ("activations", "mem_activations"), ("other", "mem_other"), ("total", "mem_total"), ("capacity", "capacity"),
+    ("weights", "mem_weights"),
+    ("gradients", "mem_gradients"),
+    ("optimizer", "mem_optimizer"),
+    ("activations", "mem_activations"),
+    ("other", "mem_other"),
+    ("total", "mem_total"),
+    ("capacity", "capacity"),
 )
 
 
 #: TrainArrays attributes an estimate document reads (the planner keeps these per candidate).
-ESTIMATE_METRICS = ("step_time_s", "tokens_per_s", "model_flops_per_gpu", "hardware_flops_per_gpu", "mfu",
-                    *(attr for _, attr in _MEMORY), *(attr for _, attr in _BREAKDOWN))
+ESTIMATE_METRICS = (
+    "step_time_s",
+    "tokens_per_s",
+    "model_flops_per_gpu",
+    "hardware_flops_per_gpu",
+    "mfu",
+    *(attr for _, attr in _MEMORY),
+    *(attr for _, attr in _BREAKDOWN),
+)
 
 
 def estimate_fields(value) -> dict:
@@ -91,16 +109,24 @@ class TrainEstimate:
         return {key: self.value(attr) / GiB for key, attr in _MEMORY}
 
     def to_json(self) -> dict:
-        return {"schema": "roofplan.estimate.train/v1", "inputs": dict(self.inputs), **estimate_fields(self.value),
-                "fits": self.fits}
+        return {
+            "schema": "roofplan.estimate.train/v1",
+            "inputs": dict(self.inputs),
+            **estimate_fields(self.value),
+            "fits": self.fits,
+        }
 
 
 def _spec(name: str, value, kind: type):
     """``value`` if it is already a spec: ids and paths are resolved at the door
     (:mod:`roofplan.resolve`, which the public API and the CLI call), never in the cost model."""
     if not isinstance(value, kind):
-        raise InputError(name, repr(value)[:80], f"a {kind.__name__} (resolve ids and paths with roofplan.resolve."
-                         f"{name}, or call roofplan.estimate_training)")
+        raise InputError(
+            name,
+            repr(value)[:80],
+            f"a {kind.__name__} (resolve ids and paths with roofplan.resolve."
+            f"{name}, or call roofplan.estimate_training)",
+        )
     return value
 
 
@@ -118,17 +144,25 @@ def _explain(model: ModelSpec, cfg: TrainConfigs, code: int) -> InputError:
     tp, pp, dp, cp, ep, vpp = c["tp"], c["pp"], c["dp"], c["cp"], c["ep"], c["vpp"]
     if code == 2:
         if model.heads % tp or model.kv_heads % tp:
-            return InputError("tp", tp, f"must divide the attention heads ({model.heads}) and KV heads "
-                                        f"({model.kv_heads}) of {model.name}")
+            return InputError(
+                "tp",
+                tp,
+                f"must divide the attention heads ({model.heads}) and KV heads "
+                f"({model.kv_heads}) of {model.name}",
+            )
         if model.ffn % tp:
             return InputError("tp", tp, f"must divide the MLP size {model.ffn} of {model.name}")
         etp = c["etp"] or tp
         if model.moe and model.moe.expert_ffn % etp:
             name = "etp" if c["etp"] else "tp"
-            return InputError(name, etp, f"must divide the expert MLP size {model.moe.expert_ffn} of {model.name}")
-        return InputError("global_batch", c["global_batch"],
-                          f"must be a multiple of micro_batch x dp = {c['micro_batch']} x {dp} = "
-                          f"{c['micro_batch'] * dp}")
+            return InputError(
+                name, etp, f"must divide the expert MLP size {model.moe.expert_ffn} of {model.name}"
+            )
+        return InputError(
+            "global_batch",
+            c["global_batch"],
+            f"must be a multiple of micro_batch x dp = {c['micro_batch']} x {dp} = {c['micro_batch'] * dp}",
+        )
     if code == 3:
         if pp > model.layers:
             return InputError("pp", pp, f"must not exceed the {model.layers} layers of {model.name}")
@@ -137,9 +171,12 @@ def _explain(model: ModelSpec, cfg: TrainConfigs, code: int) -> InputError:
         if vpp > 1 and pp * vpp > model.layers:
             return InputError("vpp", vpp, f"pp x vpp = {pp * vpp} must not exceed the {model.layers} layers")
         micro = c["global_batch"] // (c["micro_batch"] * dp)
-        return InputError("global_batch", c["global_batch"],
-                          f"the interleaved schedule needs the number of microbatches ({micro}) to be a "
-                          f"multiple of pp ({pp})")
+        return InputError(
+            "global_batch",
+            c["global_batch"],
+            f"the interleaved schedule needs the number of microbatches ({micro}) to be a "
+            f"multiple of pp ({pp})",
+        )
     if code == 4:
         return InputError("seq_len", c["seq_len"], f"must be divisible by 2 x cp = {2 * cp}")
     if code == 5:
@@ -148,22 +185,39 @@ def _explain(model: ModelSpec, cfg: TrainConfigs, code: int) -> InputError:
         etp = c["etp"] or tp
         if model.moe.num_experts % ep:
             return InputError("ep", ep, f"must divide the {model.moe.num_experts} experts of {model.name}")
-        return InputError("ep", ep, f"ep x etp = {ep} x {etp} must divide tp x dp x cp = {tp * dp * cp} "
-                                    "(with etp = tp: ep must divide dp x cp)")
+        return InputError(
+            "ep",
+            ep,
+            f"ep x etp = {ep} x {etp} must divide tp x dp x cp = {tp * dp * cp} "
+            "(with etp = tp: ep must divide dp x cp)",
+        )
     if code == 6:
-        return InputError("zero", c["zero"], "ZeRO-3 cannot be combined with pipeline parallelism (pp > 1) "
-                                             "in this model; use zero 0, 1 or 2")
+        return InputError(
+            "zero",
+            c["zero"],
+            "ZeRO-3 cannot be combined with pipeline parallelism (pp > 1) in this model; use zero 0, 1 or 2",
+        )
     if code == 7:
-        return InputError("recompute_layers", c["recompute_layers"],
-                          f"must not exceed the layers per pipeline stage ({-(-model.layers // pp)})")
+        return InputError(
+            "recompute_layers",
+            c["recompute_layers"],
+            f"must not exceed the layers per pipeline stage ({-(-model.layers // pp)})",
+        )
     if code == 9:
-        return InputError("act_offload_layers", c["act_offload_layers"],
-                          f"activation offload needs pp = 1 and no recompute, and fewer than the {model.layers} "
-                          "layers (Megatron-Core)")
+        return InputError(
+            "act_offload_layers",
+            c["act_offload_layers"],
+            f"activation offload needs pp = 1 and no recompute, and fewer than the {model.layers} "
+            "layers (Megatron-Core)",
+        )
     if code == 8:
         need = 3 if c["offload"] >= 2 else 1
-        return InputError("zero", c["zero"], f"offload {'optimizer+params' if need == 3 else 'optimizer'} "
-                                             f"needs ZeRO stage >= {need} (a sharded optimizer)")
+        return InputError(
+            "zero",
+            c["zero"],
+            f"offload {'optimizer+params' if need == 3 else 'optimizer'} "
+            f"needs ZeRO stage >= {need} (a sharded optimizer)",
+        )
     return InputError("config", c, REJECT_REASONS.get(code, "invalid"))
 
 
@@ -174,13 +228,42 @@ def _count(name: str, value) -> int:
     return int(value)
 
 
-def estimate_training(model, hw, *, tp=1, pp=1, dp=1, cp=1, ep=1, vpp=1, global_batch, micro_batch, seq_len,
-                      dtype="bf16", recompute="none", sequence_parallel=None, zero=0, offload="none",
-                      gpus_per_node=None, calibration_label=None, flash_attention=True, recompute_layers=0,
-                      overlap_grad_reduce=True, overlap_param_gather=True, tp_comm_overlap=False,
-                      dropout=None, ep_comm_overlap=True, moe_dispatcher="alltoall", etp=None,
-                      fp8_recipe="current", overlap_p2p_comm=True, grad_reduce_in_fp32=True,
-                      split_accounts_ends=False, pipeline_engine="megatron", act_offload_layers=0) -> TrainEstimate:
+def estimate_training(
+    model,
+    hw,
+    *,
+    tp=1,
+    pp=1,
+    dp=1,
+    cp=1,
+    ep=1,
+    vpp=1,
+    global_batch,
+    micro_batch,
+    seq_len,
+    dtype="bf16",
+    recompute="none",
+    sequence_parallel=None,
+    zero=0,
+    offload="none",
+    gpus_per_node=None,
+    calibration_label=None,
+    flash_attention=True,
+    recompute_layers=0,
+    overlap_grad_reduce=True,
+    overlap_param_gather=True,
+    tp_comm_overlap=False,
+    dropout=None,
+    ep_comm_overlap=True,
+    moe_dispatcher="alltoall",
+    etp=None,
+    fp8_recipe="current",
+    overlap_p2p_comm=True,
+    grad_reduce_in_fp32=True,
+    split_accounts_ends=False,
+    pipeline_engine="megatron",
+    act_offload_layers=0,
+) -> TrainEstimate:
     """Estimate one training configuration (docs/SPEC.md §3.1) of ``model`` (a ModelSpec) on ``hw`` (a
     DeviceSpec, with any calibration overlay already applied; ``calibration_label`` is what the
     overlay was given as, echoed in ``inputs.calibration``). :func:`roofplan.estimate_training`
@@ -189,9 +272,20 @@ def estimate_training(model, hw, *, tp=1, pp=1, dp=1, cp=1, ep=1, vpp=1, global_
     Raises :class:`InputError` naming the field for non-positive numbers, unknown names and the
     framework's divisibility rules (see :func:`check_train_config`).
     """
-    ints = {k: positive_int(k, val) for k, val in {"tp": tp, "pp": pp, "dp": dp, "cp": cp, "ep": ep, "vpp": vpp,
-                                                      "global_batch": global_batch, "micro_batch": micro_batch,
-                                                      "seq_len": seq_len}.items()}
+    ints = {
+        k: positive_int(k, val)
+        for k, val in {
+            "tp": tp,
+            "pp": pp,
+            "dp": dp,
+            "cp": cp,
+            "ep": ep,
+            "vpp": vpp,
+            "global_batch": global_batch,
+            "micro_batch": micro_batch,
+            "seq_len": seq_len,
+        }.items()
+    }
     rc = _choice("recompute", recompute, RECOMPUTE)
     off = _choice("offload", offload, OFFLOAD)
     zero_i = _choice("zero", zero, {"0": 0, "1": 1, "2": 2, "3": 3})
@@ -211,30 +305,58 @@ def estimate_training(model, hw, *, tp=1, pp=1, dp=1, cp=1, ep=1, vpp=1, global_
     h = _spec("hardware", hw, DeviceSpec)
     h.peak(dtype)  # unsupported dtype on this device -> InputError
     sp = ints["tp"] > 1 if sequence_parallel is None else bool(sequence_parallel) and ints["tp"] > 1
-    cfg = TrainConfigs.single(**ints, recompute=rc, recompute_layers=int(recompute_layers), sequence_parallel=sp,
-                              zero=zero_i, offload=off, dtype=dtype, gpus_per_node=gpus_per_node,
-                              overlap_grad_reduce=overlap_grad_reduce, overlap_param_gather=overlap_param_gather,
-                              tp_comm_overlap=tp_comm_overlap, flash_attention=flash_attention, dropout=dropout,
-                              ep_comm_overlap=bool(ep_comm_overlap), moe_dispatcher=moe_dispatcher, etp=etp_i,
-                              fp8_recipe=fp8_recipe, overlap_p2p_comm=bool(overlap_p2p_comm),
-                              grad_reduce_in_fp32=bool(grad_reduce_in_fp32),
-                              split_accounts_ends=bool(split_accounts_ends), pipeline_engine=pipeline_engine,
-                              act_offload_layers=_count("act_offload_layers", act_offload_layers))
+    cfg = TrainConfigs.single(
+        **ints,
+        recompute=rc,
+        recompute_layers=int(recompute_layers),
+        sequence_parallel=sp,
+        zero=zero_i,
+        offload=off,
+        dtype=dtype,
+        gpus_per_node=gpus_per_node,
+        overlap_grad_reduce=overlap_grad_reduce,
+        overlap_param_gather=overlap_param_gather,
+        tp_comm_overlap=tp_comm_overlap,
+        flash_attention=flash_attention,
+        dropout=dropout,
+        ep_comm_overlap=bool(ep_comm_overlap),
+        moe_dispatcher=moe_dispatcher,
+        etp=etp_i,
+        fp8_recipe=fp8_recipe,
+        overlap_p2p_comm=bool(overlap_p2p_comm),
+        grad_reduce_in_fp32=bool(grad_reduce_in_fp32),
+        split_accounts_ends=bool(split_accounts_ends),
+        pipeline_engine=pipeline_engine,
+        act_offload_layers=_count("act_offload_layers", act_offload_layers),
+    )
     code = int(check_train_config(m, cfg)[0])
     if code:
         raise _explain(m, cfg, code)
     arrays = train_step(m, h, cfg)
     inputs = {
-        "model": m.name, "hardware": h.id, **ints, "world_size": ints["tp"] * ints["pp"] * ints["dp"] * ints["cp"],
+        "model": m.name,
+        "hardware": h.id,
+        **ints,
+        "world_size": ints["tp"] * ints["pp"] * ints["dp"] * ints["cp"],
         "microbatches": ints["global_batch"] // (ints["micro_batch"] * ints["dp"]),
-        "dtype": dtype, "recompute": RECOMPUTE_NAMES[rc], "recompute_layers": int(recompute_layers),
-        "sequence_parallel": sp, "zero": zero_i, "offload": OFFLOAD_NAMES[off],
-        "gpus_per_node": gpus_per_node or h.devices_per_node, "flash_attention": bool(flash_attention),
-        "overlap_grad_reduce": bool(overlap_grad_reduce), "overlap_param_gather": bool(overlap_param_gather),
-        "tp_comm_overlap": bool(tp_comm_overlap), "overlap_p2p_comm": bool(overlap_p2p_comm),
-        "ep_comm_overlap": bool(ep_comm_overlap), "moe_dispatcher": moe_dispatcher, "etp": etp_i or ints["tp"],
+        "dtype": dtype,
+        "recompute": RECOMPUTE_NAMES[rc],
+        "recompute_layers": int(recompute_layers),
+        "sequence_parallel": sp,
+        "zero": zero_i,
+        "offload": OFFLOAD_NAMES[off],
+        "gpus_per_node": gpus_per_node or h.devices_per_node,
+        "flash_attention": bool(flash_attention),
+        "overlap_grad_reduce": bool(overlap_grad_reduce),
+        "overlap_param_gather": bool(overlap_param_gather),
+        "tp_comm_overlap": bool(tp_comm_overlap),
+        "overlap_p2p_comm": bool(overlap_p2p_comm),
+        "ep_comm_overlap": bool(ep_comm_overlap),
+        "moe_dispatcher": moe_dispatcher,
+        "etp": etp_i or ints["tp"],
         "fp8_recipe": fp8_recipe,
-        "calibration": None if calibration_label is None else (
-            "overlay" if isinstance(calibration_label, dict) else str(calibration_label)),
+        "calibration": None
+        if calibration_label is None
+        else ("overlay" if isinstance(calibration_label, dict) else str(calibration_label)),
     }
     return TrainEstimate(model=m, hardware=h, config=cfg, arrays=arrays, inputs=inputs)

@@ -78,8 +78,8 @@ MOE_IMBALANCE = 1.1
 class ParamPlacement:
     """Parameters held by one device of the most loaded stage (before ZeRO sharding)."""
 
-    dense: np.ndarray      # TP-sharded parameters, replicated over dp*cp
-    expert: np.ndarray     # EP x TP sharded expert parameters, replicated over dp*cp/ep
+    dense: np.ndarray  # TP-sharded parameters, replicated over dp*cp
+    expert: np.ndarray  # EP x TP sharded expert parameters, replicated over dp*cp/ep
     layers_per_stage: np.ndarray
     moe_per_stage: np.ndarray
 
@@ -133,8 +133,19 @@ def grad_bytes_per_param(dtype: str, reduce_in_fp32: bool = True) -> float:
     return 2.0 if dtype == "fp16" or not reduce_in_fp32 else 4.0
 
 
-def layer_activation_bytes(s: ModelShapes, *, tokens, seq_len, tp, sp, scores: bool, dropout: bool,
-                           act_bytes=2.0, gemm_input_bytes=None, moe_imbalance=MOE_IMBALANCE):
+def layer_activation_bytes(
+    s: ModelShapes,
+    *,
+    tokens,
+    seq_len,
+    tp,
+    sp,
+    scores: bool,
+    dropout: bool,
+    act_bytes=2.0,
+    gemm_input_bytes=None,
+    moe_imbalance=MOE_IMBALANCE,
+):
     """Stored activation bytes of one decoder layer for ``tokens`` tokens of sequences of
     ``seq_len`` (Korthikanti Table 2 term by term). ``scores``: the attention score/probability
     tensors are kept (no FlashAttention and no selective recompute)."""
@@ -145,9 +156,27 @@ def layer_activation_bytes(s: ModelShapes, *, tokens, seq_len, tp, sp, scores: b
     return base + (score if scores else tokens * 4.0 * s.heads / tp)
 
 
-def activation_bytes(s: ModelShapes, *, micro_batch, seq_len, tp, pp, cp, vpp, microbatches, sp, recompute,
-                     recompute_layers, flash, dropout, layers_per_stage, act_bytes=2.0, gemm_input_bytes=None,
-                     moe_imbalance=MOE_IMBALANCE, offload_layers=0):
+def activation_bytes(
+    s: ModelShapes,
+    *,
+    micro_batch,
+    seq_len,
+    tp,
+    pp,
+    cp,
+    vpp,
+    microbatches,
+    sp,
+    recompute,
+    recompute_layers,
+    flash,
+    dropout,
+    layers_per_stage,
+    act_bytes=2.0,
+    gemm_input_bytes=None,
+    moe_imbalance=MOE_IMBALANCE,
+    offload_layers=0,
+):
     """Peak activation bytes per device: the maximum over the pipeline stages.
 
     Plain 1F1B (Narayanan et al. SC21 §2.2; Megatron-Core ``forward_backward_pipelining_without_
@@ -176,9 +205,13 @@ def activation_bytes(s: ModelShapes, *, micro_batch, seq_len, tp, pp, cp, vpp, m
     lse = tokens * 4.0 * s.heads / tp
     keep_scores = (~np.asarray(flash, dtype=bool)) & (recompute == 0)
     stored_none = base_full + np.where(keep_scores, score, lse)
-    working = base_full + np.where(flash, lse, score)          # one layer being recomputed/backpropagated
-    k = np.where(recompute == 2, np.where(recompute_layers > 0, np.minimum(recompute_layers, layers_per_stage),
-                                          layers_per_stage), 0.0)
+    working = base_full + np.where(flash, lse, score)  # one layer being recomputed/backpropagated
+    k = np.where(
+        recompute == 2,
+        np.where(recompute_layers > 0, np.minimum(recompute_layers, layers_per_stage), layers_per_stage),
+        0.0,
+    )
+
     def stage_bytes(n_layers):
         k_n = np.minimum(k, n_layers)
         return k_n * ckpt + (n_layers - k_n) * stored_none
@@ -219,8 +252,11 @@ def _layer_base(s: ModelShapes, tokens, tp, sp_div, drop, b, bi=None, imb=MOE_IM
     mlp_dense = (b * s.mlp_up + bi * s.ffn) / tp
     if s.moe_layers:
         k = s.top_k * imb
-        mlp_moe = ((b * (k * s.expert_up + s.shared_up) + bi * (k * s.expert_ffn + s.shared_ffn)) / tp
-                   + b * k * s.h / sp_div + 4.0 * s.experts)          # permuted tokens, router probs
+        mlp_moe = (
+            (b * (k * s.expert_up + s.shared_up) + bi * (k * s.expert_ffn + s.shared_ffn)) / tp
+            + b * k * s.h / sp_div
+            + 4.0 * s.experts
+        )  # permuted tokens, router probs
         frac = s.moe_layers / s.layers
         mlp = (1 - frac) * mlp_dense + frac * mlp_moe
     else:

@@ -73,8 +73,8 @@ class StepLanes:
     model: ModelSpec
     hw: DeviceSpec
     cfg: TrainConfigs
-    e: Efficiency          # the device's efficiency (memory-bound kernels keep their HBM fraction)
-    e_tc: Efficiency       # tensor-core kernels at ``sustained_compute`` (power-limited clocks)
+    e: Efficiency  # the device's efficiency (memory-bound kernels keep their HBM fraction)
+    e_tc: Efficiency  # tensor-core kernels at ``sustained_compute`` (power-limited clocks)
     tp: np.ndarray
     pp: np.ndarray
     dp: np.ndarray
@@ -84,21 +84,21 @@ class StepLanes:
     mb: np.ndarray
     gb: np.ndarray
     seq: np.ndarray
-    etp: np.ndarray        # expert tensor parallelism (0 in the config = tp)
-    sp: np.ndarray         # sequence parallelism on (and tp > 1)
-    micro: np.ndarray      # micro-batches per step per pipeline
-    tokens: np.ndarray     # tokens of one micro-batch on one device
-    sp_div: np.ndarray     # tp where sequence parallelism shards the h-sized tensors, else 1
+    etp: np.ndarray  # expert tensor parallelism (0 in the config = tp)
+    sp: np.ndarray  # sequence parallelism on (and tp > 1)
+    micro: np.ndarray  # micro-batches per step per pipeline
+    tokens: np.ndarray  # tokens of one micro-batch on one device
+    sp_div: np.ndarray  # tp where sequence parallelism shards the h-sized tensors, else 1
     place: ParamPlacement
-    n_s: np.ndarray        # layers per stage (most loaded)
+    n_s: np.ndarray  # layers per stage (most loaded)
     n_moe: np.ndarray
     n_dense: np.ndarray
-    rc_frac: np.ndarray    # fraction of the stage's layers fully recomputed
-    sel: np.ndarray        # 1 where selective recompute is on
+    rc_frac: np.ndarray  # fraction of the stage's layers fully recomputed
+    sel: np.ndarray  # 1 where selective recompute is on
     fp8: bool
     flash: bool
     dropout: bool
-    imb: float             # MoE load imbalance: hottest rank's slots over the mean
+    imb: float  # MoE load imbalance: hottest rank's slots over the mean
     gk: dict = field(repr=False)
     gk_bf16: dict = field(repr=False)
 
@@ -135,23 +135,54 @@ def step_lanes(model: ModelSpec, hw: DeviceSpec, cfg: TrainConfigs) -> StepLanes
     e_tc = sustained(hw.efficiency)
     # The operator library picks the FP8 class's fractions (MAMF, §16c) from the dtype; Transformer
     # Engine's casts are priced in :func:`fp8_casts`, so the GEMMs leave out their own quantisation.
-    gk = {"hw": hw, "dtype": cfg.dtype, "eff": e_tc, "act_bytes": ACT_BYTES, "weight_bytes": WEIGHT_BYTES,
-          "quantise": False}
+    gk = {
+        "hw": hw,
+        "dtype": cfg.dtype,
+        "eff": e_tc,
+        "act_bytes": ACT_BYTES,
+        "weight_bytes": WEIGHT_BYTES,
+        "quantise": False,
+    }
     # Parallel folding (MCore v0.10+, Liu et al. 2025 "MoE Parallel Folding"): the MoE layers
     # regroup the tp*cp*dp ranks of a stage as ETP (innermost) x EP x expert-DP.
     etp = np.where(cfg.etp > 0, cfg.etp, cfg.tp).astype(f64)
     place = param_placement(s, tp, pp, ep, v, etp)
     n_s, n_moe = place.layers_per_stage, place.moe_per_stage
-    rc_layers = np.where(rc == 2, np.where(cfg.recompute_layers > 0,
-                                           np.minimum(cfg.recompute_layers, n_s), n_s), 0.0)
+    rc_layers = np.where(
+        rc == 2, np.where(cfg.recompute_layers > 0, np.minimum(cfg.recompute_layers, n_s), n_s), 0.0
+    )
     return StepLanes(
-        s=s, model=model, hw=hw, cfg=cfg, e=hw.efficiency, e_tc=e_tc,
-        tp=tp, pp=pp, dp=dp, cp=cp, ep=ep, v=v, mb=mb, gb=gb, seq=seq, etp=etp, sp=sp,
-        micro=gb / (mb * dp), tokens=mb * seq / cp, sp_div=np.where(sp, tp, 1.0), place=place,
-        n_s=n_s, n_moe=n_moe, n_dense=n_s - n_moe, rc_frac=rc_layers / n_s, sel=np.where(rc == 1, 1.0, 0.0),
-        fp8=fp8, flash=bool(cfg.flash_attention),
+        s=s,
+        model=model,
+        hw=hw,
+        cfg=cfg,
+        e=hw.efficiency,
+        e_tc=e_tc,
+        tp=tp,
+        pp=pp,
+        dp=dp,
+        cp=cp,
+        ep=ep,
+        v=v,
+        mb=mb,
+        gb=gb,
+        seq=seq,
+        etp=etp,
+        sp=sp,
+        micro=gb / (mb * dp),
+        tokens=mb * seq / cp,
+        sp_div=np.where(sp, tp, 1.0),
+        place=place,
+        n_s=n_s,
+        n_moe=n_moe,
+        n_dense=n_s - n_moe,
+        rc_frac=rc_layers / n_s,
+        sel=np.where(rc == 1, 1.0, 0.0),
+        fp8=fp8,
+        flash=bool(cfg.flash_attention),
         dropout=model.linear_bias if cfg.dropout is None else bool(cfg.dropout),
-        imb=1.0 / hw.efficiency.moe_balance, gk=gk,
+        imb=1.0 / hw.efficiency.moe_balance,
+        gk=gk,
         # GEMMs outside Transformer Engine's FP8 autocast (LM head, MoE router) run in BF16
         gk_bf16={**gk, "dtype": "bf16" if fp8 else cfg.dtype},
     )
@@ -167,30 +198,30 @@ class LayerOps:
     o_proj: object
     mlp_up: object
     mlp_down: object
-    moe_mlp: object = 0.0            # router + routed experts (grouped) + shared experts
+    moe_mlp: object = 0.0  # router + routed experts (grouped) + shared experts
     router: object = 0.0
-    experts_up: object = 0.0         # grouped GEMMs of the local experts
+    experts_up: object = 0.0  # grouped GEMMs of the local experts
     experts_down: object = 0.0
     shared_up: object = 0.0
     shared_down: object = 0.0
-    attn_f: object = 0.0             # attention core forward
-    attn_b: object = 0.0             # attention core backward
-    attn_sel: object = 0.0           # attention core recomputed by selective recompute
+    attn_f: object = 0.0  # attention core forward
+    attn_b: object = 0.0  # attention core backward
+    attn_sel: object = 0.0  # attention core recomputed by selective recompute
     elementwise_dense: object = 0.0
     elementwise_moe: object = 0.0
-    cast_f_dense: object = 0.0       # FP8 casts/transposes (Transformer Engine)
+    cast_f_dense: object = 0.0  # FP8 casts/transposes (Transformer Engine)
     cast_b_dense: object = 0.0
     cast_f_moe: object = 0.0
     cast_b_moe: object = 0.0
-    attn_proj_f_chunked: object = 0.0   # QKV + O forward as userbuffers chunks
+    attn_proj_f_chunked: object = 0.0  # QKV + O forward as userbuffers chunks
     mlp_f_chunked: object = 0.0
     attn_proj_b_chunked: object = 0.0
     mlp_b_chunked: object = 0.0
-    moe_sent: object = 0.0           # routed token slots this device dispatches
-    moe_slots: object = 0.0          # routed token slots this device's expert shards process
+    moe_sent: object = 0.0  # routed token slots this device dispatches
+    moe_slots: object = 0.0  # routed token slots this device's expert shards process
     gemm_shapes: dict = field(default_factory=dict, repr=False)
     mem_bytes: dict = field(default_factory=dict, repr=False)
-    operand_bytes: float = ACT_BYTES   # GEMM operand bytes in the table (1 under FP8: cast operands)
+    operand_bytes: float = ACT_BYTES  # GEMM operand bytes in the table (1 under FP8: cast operands)
 
     @property
     def attn_proj(self):
@@ -205,8 +236,14 @@ class LayerOps:
         rows = []
         for name, (m, n, k, count) in self.gemm_shapes.items():
             ob = self.operand_bytes
-            rows.append((name, getattr(self, name), count * gemm_flops(m, n, k),
-                         gemm_bytes(m * count, n, k, ob, ob * count, out_bytes=ACT_BYTES)))
+            rows.append(
+                (
+                    name,
+                    getattr(self, name),
+                    count * gemm_flops(m, n, k),
+                    gemm_bytes(m * count, n, k, ob, ob * count, out_bytes=ACT_BYTES),
+                )
+            )
         for name, nbytes in self.mem_bytes.items():
             rows.append((name, getattr(self, name), 0.0, nbytes))
         return rows
@@ -223,10 +260,19 @@ def dense_gemms(L: StepLanes) -> LayerOps:
     w_qkv, w_o, w_up, w_ffn = s.qkv_out / L.tp, s.o_in / L.tp, s.mlp_up / L.tp, s.ffn / L.tp
     o = gemm_time(t, s.h, w_o, **L.gk)
     down = gemm_time(t, s.h, w_ffn, **L.gk)
-    ops = LayerOps(qkv=gemm_time(t, w_qkv, s.h, **L.gk), o_proj=o, mlp_up=gemm_time(t, w_up, s.h, **L.gk),
-                   mlp_down=down, operand_bytes=1.0 if L.fp8 else ACT_BYTES,
-                   gemm_shapes={"qkv": (t, w_qkv, s.h, 1.0), "o_proj": (t, s.h, w_o, 1.0),
-                                "mlp_up": (t, w_up, s.h, 1.0), "mlp_down": (t, s.h, w_ffn, 1.0)})
+    ops = LayerOps(
+        qkv=gemm_time(t, w_qkv, s.h, **L.gk),
+        o_proj=o,
+        mlp_up=gemm_time(t, w_up, s.h, **L.gk),
+        mlp_down=down,
+        operand_bytes=1.0 if L.fp8 else ACT_BYTES,
+        gemm_shapes={
+            "qkv": (t, w_qkv, s.h, 1.0),
+            "o_proj": (t, s.h, w_o, 1.0),
+            "mlp_up": (t, w_up, s.h, 1.0),
+            "mlp_down": (t, s.h, w_ffn, 1.0),
+        },
+    )
     ub = np.where(L.cfg.tp > 1, 1.0, 0.0) if L.cfg.tp_comm_overlap else np.zeros_like(L.tp)
     ag_ch = np.where(ub > 0, L.tp, 1.0)
     rs_ch = ag_ch if L.fp8 else np.where(ub > 0, UB_RS_SPLITS, 1.0)
@@ -243,8 +289,20 @@ def _grouped_gemm(m, n, k, count, *, hw, dtype, eff):
     """``count`` GEMMs of shape (m x k) @ (k x n) run as one grouped kernel (MoE experts): one GEMM
     of the stacked rows over all experts' weights at the grouped-GEMM efficiency ``moe_gemm``
     (the operator library's MoE term, :func:`roofplan.costmodel.ops.moe_time`)."""
-    return gemm_time(m * count, n, k, hw, dtype=dtype, eff=eff, weight_bytes=WEIGHT_BYTES * count,
-                     act_bytes=ACT_BYTES, quantise=False) / eff.moe_gemm
+    return (
+        gemm_time(
+            m * count,
+            n,
+            k,
+            hw,
+            dtype=dtype,
+            eff=eff,
+            weight_bytes=WEIGHT_BYTES * count,
+            act_bytes=ACT_BYTES,
+            quantise=False,
+        )
+        / eff.moe_gemm
+    )
 
 
 def moe_gemms(L: StepLanes, ops: LayerOps) -> tuple:
@@ -254,25 +312,34 @@ def moe_gemms(L: StepLanes, ops: LayerOps) -> tuple:
     MoE load imbalance: the most loaded expert-parallel rank receives 1/moe_balance times the mean
     number of routed token slots and paces the expert GEMMs and the all-to-all."""
     s, t, etp = L.s, L.tokens, L.etp
-    sent = t * s.top_k * L.imb                              # routed token slots of this device's tokens
+    sent = t * s.top_k * L.imb  # routed token slots of this device's tokens
     # slots this device's expert shards process: every expert replica (1/etp of its width) sees
     # the slots of etp/tp of the tokens' owners; equal to ``sent`` when etp = tp
     slots = sent * etp / L.tp
     local = s.experts / L.ep
-    m_e = slots / local                                     # per-expert GEMM rows (grouped GEMM)
+    m_e = slots / local  # per-expert GEMM rows (grouped GEMM)
     kw = {"hw": L.hw, "dtype": L.cfg.dtype, "eff": L.e_tc}
-    ops.router = gemm_time(t, s.experts, s.h, **L.gk_bf16)   # not FP8
+    ops.router = gemm_time(t, s.experts, s.h, **L.gk_bf16)  # not FP8
     ops.experts_up = _grouped_gemm(m_e, s.expert_up / etp, s.h, local, **kw)
     ops.experts_down = _grouped_gemm(m_e, s.h, s.expert_ffn / etp, local, **kw)
     moe = ops.router + ops.experts_up + ops.experts_down
-    ops.gemm_shapes.update({"router": (t, s.experts, s.h, 1.0), "experts_up": (m_e, s.expert_up / etp, s.h, local),
-                            "experts_down": (m_e, s.h, s.expert_ffn / etp, local)})
+    ops.gemm_shapes.update(
+        {
+            "router": (t, s.experts, s.h, 1.0),
+            "experts_up": (m_e, s.expert_up / etp, s.h, local),
+            "experts_down": (m_e, s.h, s.expert_ffn / etp, local),
+        }
+    )
     if s.shared_ffn:
         ops.shared_up = gemm_time(t, s.shared_up / L.tp, s.h, **L.gk)
         ops.shared_down = gemm_time(t, s.h, s.shared_ffn / L.tp, **L.gk)
         moe = moe + (ops.shared_up + ops.shared_down)
-        ops.gemm_shapes.update({"shared_up": (t, s.shared_up / L.tp, s.h, 1.0),
-                                "shared_down": (t, s.h, s.shared_ffn / L.tp, 1.0)})
+        ops.gemm_shapes.update(
+            {
+                "shared_up": (t, s.shared_up / L.tp, s.h, 1.0),
+                "shared_down": (t, s.h, s.shared_ffn / L.tp, 1.0),
+            }
+        )
     ops.moe_mlp, ops.moe_sent, ops.moe_slots = moe, sent, slots
     return slots * s.expert_ffn / etp + t * s.shared_ffn / L.tp, 4.0 * sent * s.h * ACT_BYTES / L.sp_div
 
@@ -281,32 +348,46 @@ def attention_core(L: StepLanes, ops: LayerOps) -> None:
     """Attention core forward/backward: fused FlashAttention from the operator library, or the 2021
     stack's two batched GEMMs around a fused scale-mask-softmax and dropout (Megatron SC21)."""
     s, e, b, seq, cp, tp = L.s, L.e, ACT_BYTES, L.seq, L.cp, L.tp
-    score = L.mb * (s.heads / tp) * (seq / cp) * seq     # this device's heads, query chunk, all keys
+    score = L.mb * (s.heads / tp) * (seq / cp) * seq  # this device's heads, query chunk, all keys
     if L.flash:
         # the prefill kernel without a KV cache; the backward kernel does FLASH_BWD_RATIO x the
         # work at FLASH_BWD_EFF_RATIO of the rate
         f = prefill_attention_time(
-            L.mb, seq / cp, seq, s.heads / tp, np.maximum(s.kv_width / (s.qk_dim + s.v_head) / tp, 1.0), s.qk_dim,
-            L.hw, eff=L.e_tc, v_head_dim=s.v_head, causal_fraction=CAUSAL_FRACTION_FLASH, kv_cache=False)
+            L.mb,
+            seq / cp,
+            seq,
+            s.heads / tp,
+            np.maximum(s.kv_width / (s.qk_dim + s.v_head) / tp, 1.0),
+            s.qk_dim,
+            L.hw,
+            eff=L.e_tc,
+            v_head_dim=s.v_head,
+            causal_fraction=CAUSAL_FRACTION_FLASH,
+            kv_cache=False,
+        )
         bk = (f - e.attn_floor_s) * FLASH_BWD_RATIO / FLASH_BWD_EFF_RATIO + e.attn_floor_s
         # context parallel (Transformer Engine p2p ring): each of the cp steps merges its partial
         # output into an fp32 accumulator; the backward accumulates dq and dk/dv likewise.
         merge = CP_MERGE_BYTES * cp * L.tokens / tp
         ops.attn_f = f + np.where(cp > 1, L.mem(merge * s.o_in, launches=cp), 0.0)
-        ops.attn_b = bk + np.where(cp > 1, L.mem(merge * (s.qk_dim * s.heads + s.kv_width), launches=2.0 * cp), 0.0)
-        ops.attn_sel = 0.0                                   # the backward kernel already recomputes scores
+        ops.attn_b = bk + np.where(
+            cp > 1, L.mem(merge * (s.qk_dim * s.heads + s.kv_width), launches=2.0 * cp), 0.0
+        )
+        ops.attn_sel = 0.0  # the backward kernel already recomputes scores
         return
     drop = L.drop
     qkvo_bytes = L.tokens * (s.qk_dim * s.heads + s.kv_width + s.o_in) / tp * b
-    heads_mb = L.mb * s.heads / tp                           # batched GEMMs: one tile grid per (sample, head)
+    heads_mb = L.mb * s.heads / tp  # batched GEMMs: one tile grid per (sample, head)
     attn_dt = "bf16" if L.fp8 else L.cfg.dtype
     peak_attn = L.hw.peak("bf16" if L.fp8 and "bf16" in L.hw.peak_flops else L.cfg.dtype)
     eff1 = gemm_efficiency(heads_mb * seq / cp, seq, s.qk_dim, L.hw, dtype=attn_dt, eff=L.e_tc)
     eff2 = gemm_efficiency(heads_mb * seq / cp, s.v_head, seq, L.hw, dtype=attn_dt, eff=L.e_tc)
-    bmm1 = roofline_time(2.0 * score * s.qk_dim, score * b + qkvo_bytes / 2, peak_attn, eff1, L.bw, e.hbm,
-                         e.kernel_launch_s)
-    bmm2 = roofline_time(2.0 * score * s.v_head, score * b + qkvo_bytes / 2, peak_attn, eff2, L.bw, e.hbm,
-                         e.kernel_launch_s)
+    bmm1 = roofline_time(
+        2.0 * score * s.qk_dim, score * b + qkvo_bytes / 2, peak_attn, eff1, L.bw, e.hbm, e.kernel_launch_s
+    )
+    bmm2 = roofline_time(
+        2.0 * score * s.v_head, score * b + qkvo_bytes / 2, peak_attn, eff2, L.bw, e.hbm, e.kernel_launch_s
+    )
     softmax_f = L.mem(score * (2.0 * b + drop * (2.0 * b + 1.0)), launches=1.0 + drop)
     softmax_b = L.mem(score * (3.0 * b + drop * (2.0 * b + 1.0)), launches=1.0 + drop)
     ops.attn_f = bmm1 + bmm2 + softmax_f
@@ -372,9 +453,10 @@ def fp8_casts(L: StepLanes, ops: LayerOps) -> None:
     # (``with_quantized_norm``), whose kernel writes FP8 directly under delayed scaling; current
     # scaling needs the finished tensor's amax first, so it still casts in a kernel of its own.
     h_in = s.h / L.sp_div
-    normed_in = (1.0 - cs) * h_in          # casts fused into the norm (delayed scaling)
-    ops.cast_f_dense, ops.cast_b_dense = casts(2.0 * h_in + (s.o_in + s.ffn) / L.tp,
-                                               2.0 * h_in + (s.qkv_out + s.mlp_up) / L.tp, 2.0 * normed_in)
+    normed_in = (1.0 - cs) * h_in  # casts fused into the norm (delayed scaling)
+    ops.cast_f_dense, ops.cast_b_dense = casts(
+        2.0 * h_in + (s.o_in + s.ffn) / L.tp, 2.0 * h_in + (s.qkv_out + s.mlp_up) / L.tp, 2.0 * normed_in
+    )
     if s.moe_layers:
         # MoE layer: the experts' h-wide inputs (forward) and output gradients (backward) are cast
         # per routed slot this rank's experts process (kk x etp/tp per token, ``moe_gemms``); the
@@ -383,7 +465,9 @@ def fp8_casts(L: StepLanes, ops: LayerOps) -> None:
         h_exp = s.h * kk * L.etp / L.tp + (h_in if s.shared_ffn else 0.0)
         ops.cast_f_moe, ops.cast_b_moe = casts(
             h_in + h_exp + (s.o_in + kk * s.expert_ffn + s.shared_ffn) / L.tp,
-            h_in + h_exp + (s.qkv_out + kk * s.expert_up + s.shared_up) / L.tp, normed_in)
+            h_in + h_exp + (s.qkv_out + kk * s.expert_up + s.shared_up) / L.tp,
+            normed_in,
+        )
 
 
 def layer_ops(L: StepLanes) -> LayerOps:
@@ -423,12 +507,20 @@ def layer_times(L: StepLanes, ops: LayerOps) -> LayerTimes:
     moe = bool(L.s.moe_layers)
     g_attn, g_dense = ops.attn_proj, ops.mlp_dense
     f_moe = g_attn + ops.moe_mlp + ops.attn_f + ops.elementwise_moe + ops.cast_f_moe if moe else 0.0
-    b_moe = 2.0 * (g_attn + ops.moe_mlp) + ops.attn_b + 2.0 * ops.elementwise_moe + ops.cast_b_moe if moe else 0.0
+    b_moe = (
+        2.0 * (g_attn + ops.moe_mlp) + ops.attn_b + 2.0 * ops.elementwise_moe + ops.cast_b_moe if moe else 0.0
+    )
     return LayerTimes(
         f_dense=g_attn + g_dense + ops.attn_f + ops.elementwise_dense + ops.cast_f_dense,
         b_dense=2.0 * (g_attn + g_dense) + ops.attn_b + 2.0 * ops.elementwise_dense + ops.cast_b_dense,
-        f_moe=f_moe, b_moe=b_moe, gemm_dense=g_attn + g_dense, gemm_moe=g_attn + ops.moe_mlp,
-        attn_f=ops.attn_f, attn_b=ops.attn_b, sel=ops.attn_sel)
+        f_moe=f_moe,
+        b_moe=b_moe,
+        gemm_dense=g_attn + g_dense,
+        gemm_moe=g_attn + ops.moe_mlp,
+        attn_f=ops.attn_f,
+        attn_b=ops.attn_b,
+        sel=ops.attn_sel,
+    )
 
 
 def dataflow_layer_times(L: StepLanes, ops: LayerOps) -> LayerTimes:
@@ -447,14 +539,27 @@ def dataflow_layer_times(L: StepLanes, ops: LayerOps) -> LayerTimes:
     # the attention share of the fused layer is what can hide context-parallel transfers
     attn_f = f_dense * attn_fl / (fl_dense + attn_fl)
     if s.moe_layers:
-        w_moe = (s.moe_layer_nonexpert_params / tp + s.moe_layer_expert_params / (L.ep * L.etp)) * WEIGHT_BYTES
-        fl_moe = (gemm_flops(t, s.qkv_out + s.o_in + s.experts + s.shared_up + s.shared_ffn, s.h) / tp
-                  + gemm_flops(ops.moe_slots, s.expert_up + s.expert_ffn, s.h) / L.etp)
+        w_moe = (
+            s.moe_layer_nonexpert_params / tp + s.moe_layer_expert_params / (L.ep * L.etp)
+        ) * WEIGHT_BYTES
+        fl_moe = (
+            gemm_flops(t, s.qkv_out + s.o_in + s.experts + s.shared_up + s.shared_ffn, s.h) / tp
+            + gemm_flops(ops.moe_slots, s.expert_up + s.expert_ffn, s.h) / L.etp
+        )
         f_moe = roofline_time(fl_moe + attn_fl, w_moe + io, peak, eff_l, L.bw, e.hbm, e.kernel_launch_s)
         attn_moe = f_moe * attn_fl / (fl_moe + attn_fl)
         attn_f = (L.n_dense * attn_f + L.n_moe * attn_moe) / L.n_s
-    return LayerTimes(f_dense=f_dense, b_dense=2.0 * f_dense, f_moe=f_moe, b_moe=2.0 * f_moe, gemm_dense=f_dense,
-                      gemm_moe=f_moe, attn_f=attn_f, attn_b=2.0 * attn_f, sel=0.0)
+    return LayerTimes(
+        f_dense=f_dense,
+        b_dense=2.0 * f_dense,
+        f_moe=f_moe,
+        b_moe=2.0 * f_moe,
+        gemm_dense=f_dense,
+        gemm_moe=f_moe,
+        attn_f=attn_f,
+        attn_b=2.0 * attn_f,
+        sel=0.0,
+    )
 
 
 @dataclass
@@ -469,9 +574,9 @@ class StageCompute:
     ends: object
     gemm_stage: object
     ub_pen: object
-    att_f: object          # attention block (projections + core) of a layer, forward
+    att_f: object  # attention block (projections + core) of a layer, forward
     att_b: object
-    attn_f: object         # attention core alone (hides CP transfers)
+    attn_f: object  # attention core alone (hides CP transfers)
     attn_b: object
     lay_f_moe: object
     lay_b_moe: object
@@ -487,10 +592,16 @@ def _ub_penalty(L: StepLanes, ops: LayerOps):
     if L.hw.dataflow:
         return np.zeros_like(L.tp)
     g_dense = ops.mlp_dense
-    ub_attn_f, ub_attn_b = ops.attn_proj_f_chunked - ops.attn_proj, ops.attn_proj_b_chunked - 2.0 * ops.attn_proj
-    return (L.n_dense * ((ub_attn_f + ops.mlp_f_chunked - g_dense) * (1.0 + L.rc_frac) + ub_attn_b
-                         + ops.mlp_b_chunked - 2.0 * g_dense)
-            + L.n_moe * (ub_attn_f * (1.0 + L.rc_frac) + ub_attn_b))
+    ub_attn_f, ub_attn_b = (
+        ops.attn_proj_f_chunked - ops.attn_proj,
+        ops.attn_proj_b_chunked - 2.0 * ops.attn_proj,
+    )
+    return L.n_dense * (
+        (ub_attn_f + ops.mlp_f_chunked - g_dense) * (1.0 + L.rc_frac)
+        + ub_attn_b
+        + ops.mlp_b_chunked
+        - 2.0 * g_dense
+    ) + L.n_moe * (ub_attn_f * (1.0 + L.rc_frac) + ub_attn_b)
 
 
 def _ends(L: StepLanes):
@@ -517,9 +628,10 @@ def stage_compute(L: StepLanes, ops: LayerOps) -> StageCompute:
     if s.mla_q_rank and not L.hw.dataflow:
         # selective recompute of MLA re-runs the Q and KV up-projections before the backward
         # (``mla_up_proj`` recompute module; memory in train_memory._layer_base)
-        kv_lora = s.mla_kv_rank - (s.kv_width - s.mla_kv_up_out) / s.heads     # latent minus the rope key
-        g_mla_up = (gemm_time(L.tokens, s.mla_q_up_out / L.tp, s.mla_q_rank, **L.gk)
-                    + gemm_time(L.tokens, s.mla_kv_up_out / L.tp, kv_lora, **L.gk))
+        kv_lora = s.mla_kv_rank - (s.kv_width - s.mla_kv_up_out) / s.heads  # latent minus the rope key
+        g_mla_up = gemm_time(L.tokens, s.mla_q_up_out / L.tp, s.mla_q_rank, **L.gk) + gemm_time(
+            L.tokens, s.mla_kv_up_out / L.tp, kv_lora, **L.gk
+        )
         rcmp = rcmp + L.sel * L.n_s * g_mla_up
     emb, head = _ends(L)
     bwd = L.n_dense * lt.b_dense + L.n_moe * lt.b_moe + rcmp
@@ -529,7 +641,16 @@ def stage_compute(L: StepLanes, ops: LayerOps) -> StageCompute:
         # larger of a middle stage's layers and an end stage's layers plus its embedding or head
         ends = np.where(L.pp > 1, np.maximum(ends - (fwd + bwd) / L.n_s, 0.0), ends)
     return StageCompute(
-        fwd=fwd, bwd=bwd, head=head, ends=ends,
-        gemm_stage=L.n_dense * lt.gemm_dense + L.n_moe * lt.gemm_moe, ub_pen=_ub_penalty(L, ops),
-        att_f=lt.attn_f + g_attn, att_b=lt.attn_b + 2.0 * g_attn, attn_f=lt.attn_f, attn_b=lt.attn_b,
-        lay_f_moe=lt.f_moe, lay_b_moe=lt.b_moe)
+        fwd=fwd,
+        bwd=bwd,
+        head=head,
+        ends=ends,
+        gemm_stage=L.n_dense * lt.gemm_dense + L.n_moe * lt.gemm_moe,
+        ub_pen=_ub_penalty(L, ops),
+        att_f=lt.attn_f + g_attn,
+        att_b=lt.attn_b + 2.0 * g_attn,
+        attn_f=lt.attn_f,
+        attn_b=lt.attn_b,
+        lay_f_moe=lt.f_moe,
+        lay_b_moe=lt.b_moe,
+    )

@@ -129,7 +129,6 @@ class TrainArrays:
         return TrainArrays(**{f.name: getattr(self, f.name)[index] for f in dataclasses.fields(self)})
 
 
-
 def optimizer_offload(L: StepLanes, budget: OverlapBudget):
     """Optimizer step on the device, or ZeRO-Offload's CPU Adam with the gradient/parameter
     transfers over the host link (or, on SN40L, the step streamed from the device's own DDR);
@@ -137,7 +136,9 @@ def optimizer_offload(L: StepLanes, budget: OverlapBudget):
     Returns (optimizer seconds, offload seconds, optimizer shard in parameters)."""
     hw, e, off = L.hw, L.e, L.cfg.offload
     g_b = grad_bytes_per_param(L.cfg.dtype, L.cfg.grad_reduce_in_fp32)
-    shard = np.where(L.cfg.zero >= 1, L.place.dense / (L.dp * L.cp) + L.place.expert / expert_dp(L), L.place.total)
+    shard = np.where(
+        L.cfg.zero >= 1, L.place.dense / (L.dp * L.cp) + L.place.expert / expert_dp(L), L.place.total
+    )
     t_opt_gpu = memory_time(shard * ADAM_BYTES_PER_PARAM, bandwidth_Bps=L.bw, eff=e, launches=4.0)
     ddr, host = hw.tier("ddr"), hw.tier("host")
     if ddr is not None:
@@ -173,9 +174,18 @@ def activation_offload_time(L: StepLanes, sc: StageCompute):
         return 0.0
     host = L.hw.tier("host")
     link = (host.bandwidth_Bps if host is not None else 32e9) * L.e.hbm
-    layer = layer_activation_bytes(L.s, tokens=L.tokens, seq_len=L.seq, tp=L.tp, sp=L.sp, scores=not L.flash,
-                                   dropout=L.dropout, act_bytes=ACT_BYTES, gemm_input_bytes=1.0 if L.fp8 else ACT_BYTES,
-                                   moe_imbalance=L.imb)
+    layer = layer_activation_bytes(
+        L.s,
+        tokens=L.tokens,
+        seq_len=L.seq,
+        tp=L.tp,
+        sp=L.sp,
+        scores=not L.flash,
+        dropout=L.dropout,
+        act_bytes=ACT_BYTES,
+        gemm_input_bytes=1.0 if L.fp8 else ACT_BYTES,
+        moe_imbalance=L.imb,
+    )
     copy = layer / link
     per_layer = np.maximum(copy - sc.fwd / L.n_s, 0.0) + np.maximum(copy - sc.bwd / L.n_s, 0.0)
     return L.micro * n_off * per_layer
@@ -192,8 +202,9 @@ def step_flops(L: StepLanes):
     attn_fwd = s.attn_flops_per_token_ctx * seq
     kv_lora_all = s.mla_kv_rank - ((s.kv_width - s.mla_kv_up_out) / s.heads if s.heads else 0.0)
     mla_up_flops = 2.0 * s.layers * (s.mla_q_rank * s.mla_q_up_out + kv_lora_all * s.mla_kv_up_out)
-    recompute_flops = step_tokens * (L.rc_frac * body_fwd + (L.sel if not L.flash else 0.0) * attn_fwd
-                                     + L.sel * mla_up_flops)
+    recompute_flops = step_tokens * (
+        L.rc_frac * body_fwd + (L.sel if not L.flash else 0.0) * attn_fwd + L.sel * mla_up_flops
+    )
     return model_flops, model_flops + recompute_flops
 
 
@@ -206,15 +217,29 @@ def step_memory(L: StepLanes, shard) -> dict:
     w_total = place.total
     zshard = place.dense / (L.dp * L.cp) + place.expert / expert_dp(L)
     weights = np.where(zero >= 3, zshard, w_total) * WEIGHT_BYTES
-    weights = np.where(off >= 2, 2.0 * weights / L.n_s, weights)      # a prefetch window of 2 layers
+    weights = np.where(off >= 2, 2.0 * weights / L.n_s, weights)  # a prefetch window of 2 layers
     grads = np.where(zero >= 2, zshard, w_total) * grad_bytes_per_param(cfg.dtype, cfg.grad_reduce_in_fp32)
     optim = np.where(off >= 1, 0.0, np.where(zero >= 1, zshard, w_total) * OPTIMIZER_BYTES_PER_PARAM)
-    acts = activation_bytes(s, micro_batch=L.mb, seq_len=L.seq, tp=L.tp, pp=L.pp, cp=L.cp, vpp=L.v,
-                            microbatches=L.micro, sp=L.sp, recompute=cfg.recompute,
-                            recompute_layers=cfg.recompute_layers, flash=L.flash, dropout=L.dropout,
-                            layers_per_stage=L.n_s, act_bytes=ACT_BYTES,
-                            gemm_input_bytes=1.0 if L.fp8 else ACT_BYTES, moe_imbalance=L.imb,
-                            offload_layers=cfg.act_offload_layers)
+    acts = activation_bytes(
+        s,
+        micro_batch=L.mb,
+        seq_len=L.seq,
+        tp=L.tp,
+        pp=L.pp,
+        cp=L.cp,
+        vpp=L.v,
+        microbatches=L.micro,
+        sp=L.sp,
+        recompute=cfg.recompute,
+        recompute_layers=cfg.recompute_layers,
+        flash=L.flash,
+        dropout=L.dropout,
+        layers_per_stage=L.n_s,
+        act_bytes=ACT_BYTES,
+        gemm_input_bytes=1.0 if L.fp8 else ACT_BYTES,
+        moe_imbalance=L.imb,
+        offload_layers=cfg.act_offload_layers,
+    )
     live = weights + grads + optim + acts
     other = FRAMEWORK_BYTES + FRAGMENTATION * live
     total = live + other
@@ -223,13 +248,22 @@ def step_memory(L: StepLanes, shard) -> dict:
     ddr, host = L.hw.tier("ddr"), L.hw.tier("host")
     if host is not None or ddr is not None:
         tier = ddr if ddr is not None else host
-        off_bytes = np.where(off >= 1, shard * OPTIMIZER_BYTES_PER_PARAM, 0.0) \
-            + np.where(off >= 2, w_total * WEIGHT_BYTES, 0.0)
+        off_bytes = np.where(off >= 1, shard * OPTIMIZER_BYTES_PER_PARAM, 0.0) + np.where(
+            off >= 2, w_total * WEIGHT_BYTES, 0.0
+        )
         fits &= off_bytes <= tier.capacity_bytes / max(tier.shared_by, 1)
     else:
         fits &= off == 0
-    return {"mem_weights": weights, "mem_gradients": grads, "mem_optimizer": optim, "mem_activations": acts,
-            "mem_other": other, "mem_total": total, "capacity": capacity, "fits": fits}
+    return {
+        "mem_weights": weights,
+        "mem_gradients": grads,
+        "mem_optimizer": optim,
+        "mem_activations": acts,
+        "mem_other": other,
+        "mem_total": total,
+        "capacity": capacity,
+        "fits": fits,
+    }
 
 
 def train_step(model: ModelSpec, hw: DeviceSpec, cfg: TrainConfigs) -> TrainArrays:
@@ -263,8 +297,19 @@ def train_step(model: ModelSpec, hw: DeviceSpec, cfg: TrainConfigs) -> TrainArra
     model_flops, hw_flops = step_flops(L)
     model_fpg = model_flops / step / world
     return TrainArrays(
-        step_time_s=step, tokens_per_s=step_tokens / step, model_flops_per_gpu=model_fpg,
-        hardware_flops_per_gpu=hw_flops / step / world, mfu=model_fpg / L.hw.peak(cfg.dtype),
-        t_compute=t_compute, t_tp_comm=t_tp, t_cp_comm=t_cp, t_ep_comm=t_ep, t_pp_bubble=bubble, t_pp_comm=t_pp,
-        t_dp_comm=t_dp, t_optimizer=t_optimizer, t_offload=t_offload, **step_memory(L, shard),
+        step_time_s=step,
+        tokens_per_s=step_tokens / step,
+        model_flops_per_gpu=model_fpg,
+        hardware_flops_per_gpu=hw_flops / step / world,
+        mfu=model_fpg / L.hw.peak(cfg.dtype),
+        t_compute=t_compute,
+        t_tp_comm=t_tp,
+        t_cp_comm=t_cp,
+        t_ep_comm=t_ep,
+        t_pp_bubble=bubble,
+        t_pp_comm=t_pp,
+        t_dp_comm=t_dp,
+        t_optimizer=t_optimizer,
+        t_offload=t_offload,
+        **step_memory(L, shard),
     )

@@ -95,10 +95,16 @@ _BOOL = {"cuda_graphs", "flash_attention", "gqa_kv_shared", "reserve_of_free", "
 #: fixed costs are microseconds to milliseconds (vLLM ~4 ms per step, launch gaps ~2 us): 10 s per
 #: kernel or per step is no engine; sizes up to 2^40 bytes (the largest device memory allowed).
 ENGINE_BOUNDS: dict[str, float] = {
-    "kernels_per_layer": 1e4, "host_op_s": 10.0, "kernel_gap_s": 10.0, "step_overhead_s": 10.0,
+    "kernels_per_layer": 1e4,
+    "host_op_s": 10.0,
+    "kernel_gap_s": 10.0,
+    "step_overhead_s": 10.0,
     "request_overhead_s": 10.0,
-    "custom_allreduce_max_bytes": 2.0**40, "memory_reserve_fraction": 1.0,
-    "max_num_batched_tokens": 2**31 - 1, "runtime_reserve_bytes": 2.0**40, "max_num_seqs": 2**20,
+    "custom_allreduce_max_bytes": 2.0**40,
+    "memory_reserve_fraction": 1.0,
+    "max_num_batched_tokens": 2**31 - 1,
+    "runtime_reserve_bytes": 2.0**40,
+    "max_num_seqs": 2**20,
     "decode_attn_hbm": 1.0,
 }
 _STR = {"name", "description", "source"}
@@ -138,8 +144,11 @@ def check_engine_fields(block: object, where: str) -> dict:
     out = {}
     for key, value in block.items():
         if key not in names:
-            raise InputError(f"{where}.{key}", "unknown field", did_you_mean(str(key), names)
-                             + "allowed: " + ", ".join(names))
+            raise InputError(
+                f"{where}.{key}",
+                "unknown field",
+                did_you_mean(str(key), names) + "allowed: " + ", ".join(names),
+            )
         try:
             out[key] = _coerce(key, value)
         except InputError as exc:

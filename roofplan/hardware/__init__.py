@@ -11,6 +11,14 @@ from roofplan.hardware.overlay import apply_overlay, load_overlay
 from roofplan.hardware.spec import DTYPE_BYTES, DeviceSpec, Efficiency, Fabric, MemoryTier
 
 __all__ = [
-    "DTYPE_BYTES", "DeviceSpec", "Efficiency", "Fabric", "MemoryTier", "apply_overlay", "list_hardware",
-    "load_hardware", "load_overlay", "validate_catalog_file",
+    "DTYPE_BYTES",
+    "DeviceSpec",
+    "Efficiency",
+    "Fabric",
+    "MemoryTier",
+    "apply_overlay",
+    "list_hardware",
+    "load_hardware",
+    "load_overlay",
+    "validate_catalog_file",
 ]

@@ -84,8 +84,24 @@ BUILTIN_DIR = Path(__file__).resolve().parent.parent / "catalogs"
 TIER_NAMES = ("sram", "hbm", "ddr", "host")
 
 _ID = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
-_TOP_KEYS = ("schema", "id", "name", "vendor", "source", "notes", "peak_flops", "memory", "node", "tdp",
-             "price_per_hour", "price", "power", "dataflow", "efficiency", "compute_units")
+_TOP_KEYS = (
+    "schema",
+    "id",
+    "name",
+    "vendor",
+    "source",
+    "notes",
+    "peak_flops",
+    "memory",
+    "node",
+    "tdp",
+    "price_per_hour",
+    "price",
+    "power",
+    "dataflow",
+    "efficiency",
+    "compute_units",
+)
 _PRICE_KEYS = ("per_device_hour", "date", "notes")
 _POWER_KEYS = ("idle", "max", "notes")
 _DATE = re.compile(r"^\d{4}(-\d{2}(-\d{2})?)?$")
@@ -122,13 +138,16 @@ class CatalogEntry:
 
 # -- search path ------------------------------------------------------------------------------------
 
+
 def search_dirs(catalog_dir: str | os.PathLike | None = None) -> list[Path]:
     """Directories searched for ``<id>.yaml``, highest priority first."""
     dirs: list[Path] = []
     if catalog_dir:
         d = user_path(catalog_dir, "catalog-dir")
         if not is_dir(d):
-            raise InputError("catalog-dir", str(catalog_dir), "expected an existing directory of <id>.yaml files")
+            raise InputError(
+                "catalog-dir", str(catalog_dir), "expected an existing directory of <id>.yaml files"
+            )
         dirs.append(d)
     for part in os.environ.get(ENV_VAR, "").split(os.pathsep):
         if part.strip():
@@ -162,8 +181,11 @@ def resolve(id_or_path: str | os.PathLike, catalog_dir: str | os.PathLike | None
     if isinstance(id_or_path, os.PathLike) or _looks_like_path(s):
         p = user_path(s, "hardware")
         if not is_file(p):
-            raise InputError("hardware", s, "expected an existing catalog YAML file or one of: "
-                             + ", ".join(list_hardware(catalog_dir)))
+            raise InputError(
+                "hardware",
+                s,
+                "expected an existing catalog YAML file or one of: " + ", ".join(list_hardware(catalog_dir)),
+            )
         return p, False
     user_path(s, "hardware")  # a name no file system accepts is an error here, not an OSError below
     for d in search_dirs(catalog_dir):
@@ -174,10 +196,15 @@ def resolve(id_or_path: str | os.PathLike, catalog_dir: str | os.PathLike | None
     if is_file(Path(s)):
         return Path(s), False
     ids = list_hardware(catalog_dir)
-    raise InputError("hardware", s, did_you_mean(s, ids) + "expected one of: " + ", ".join(ids) + " (or a path to a catalog YAML)")
+    raise InputError(
+        "hardware",
+        s,
+        did_you_mean(s, ids) + "expected one of: " + ", ".join(ids) + " (or a path to a catalog YAML)",
+    )
 
 
 # -- loading ----------------------------------------------------------------------------------------
+
 
 def load_entry(id_or_path: str | os.PathLike, catalog_dir: str | os.PathLike | None = None) -> CatalogEntry:
     """Parse and validate the catalog for an id or path (cached)."""
@@ -198,7 +225,9 @@ def load_hardware(id_or_path, calibration=None, catalog_dir=None) -> DeviceSpec:
         spec = id_or_path
     else:
         if not isinstance(id_or_path, (str, os.PathLike)):
-            raise InputError("hardware", repr(id_or_path), "expected a catalog id, a YAML path or a DeviceSpec")
+            raise InputError(
+                "hardware", repr(id_or_path), "expected a catalog id, a YAML path or a DeviceSpec"
+            )
         spec = load_entry(id_or_path, catalog_dir).spec
     if calibration is None:
         return spec
@@ -241,8 +270,11 @@ class _Parser:
         if keys is not None:
             for k in node:
                 if k not in keys:
-                    raise self.fail(f"{where}.{k}" if where else str(k), "unknown key",
-                                    did_you_mean(str(k), keys) + "allowed keys: " + ", ".join(keys))
+                    raise self.fail(
+                        f"{where}.{k}" if where else str(k),
+                        "unknown key",
+                        did_you_mean(str(k), keys) + "allowed keys: " + ", ".join(keys),
+                    )
         return node
 
     def text(self, node: dict, key: str, where: str, required: bool = True) -> str | None:
@@ -266,20 +298,35 @@ class _Parser:
             return None
         q = node[key]
         if not isinstance(q, dict):
-            raise self.fail(path, _short(q), "expected {value: ..., source: '...'}: every number needs a source")
+            raise self.fail(
+                path, _short(q), "expected {value: ..., source: '...'}: every number needs a source"
+            )
         self.mapping(q, path, _QTY_KEYS)
         if "value" not in q:
             raise self.fail(f"{path}.value", "missing", "expected a value")
         src = q.get("source")
         if not isinstance(src, str) or not src.strip():
-            raise self.fail(f"{path}.source", _short(src) if src is not None else "missing",
-                            "expected a non-empty source (document and section, URL, 'derived: ...', "
-                            "'fit: ...' or 'unsourced (typical value ...)')")
+            raise self.fail(
+                f"{path}.source",
+                _short(src) if src is not None else "missing",
+                "expected a non-empty source (document and section, URL, 'derived: ...', "
+                "'fit: ...' or 'unsourced (typical value ...)')",
+            )
         return q["value"], src.strip()
 
-    def number(self, node: dict, key: str, where: str, kind: str, *, required: bool = True,
-               nullable: bool = False, integer: bool = False, minimum: float = 0.0,
-               inclusive: bool = False) -> float | int | None:
+    def number(
+        self,
+        node: dict,
+        key: str,
+        where: str,
+        kind: str,
+        *,
+        required: bool = True,
+        nullable: bool = False,
+        integer: bool = False,
+        minimum: float = 0.0,
+        inclusive: bool = False,
+    ) -> float | int | None:
         got = self.sourced(node, key, where, required)
         if got is None:
             return None
@@ -308,13 +355,24 @@ class _Parser:
         self.fields.append(CatalogField(path, value, kind, src))
         return value
 
-    def choice_or_flag(self, node: dict, key: str, where: str, *, flag: bool, choices: tuple[str, ...] = (),
-                       required: bool = True, default: object = None) -> object:
+    def choice_or_flag(
+        self,
+        node: dict,
+        key: str,
+        where: str,
+        *,
+        flag: bool,
+        choices: tuple[str, ...] = (),
+        required: bool = True,
+        default: object = None,
+    ) -> object:
         """A string choice or boolean flag, given plainly or as ``{value, source}``."""
         path = _join(where, key)
         if key not in node:
             if required:
-                raise self.fail(path, "missing", "expected " + ("true or false" if flag else " | ".join(choices)))
+                raise self.fail(
+                    path, "missing", "expected " + ("true or false" if flag else " | ".join(choices))
+                )
             return default
         q = node[key]
         if isinstance(q, dict):
@@ -359,13 +417,29 @@ class _Parser:
         eff = self.efficiency(doc.get("efficiency"))
         units = self.number(doc, "compute_units", "", "count", integer=True, required=False, nullable=True)
         if intra.topology == "partial_mesh" and intra.pair_bandwidth_Bps is None:
-            raise self.fail("node.intra.pair_bandwidth", "missing", "expected a bandwidth for a partial_mesh fabric")
+            raise self.fail(
+                "node.intra.pair_bandwidth", "missing", "expected a bandwidth for a partial_mesh fabric"
+            )
 
-        spec = DeviceSpec(id=dev_id, name=name, vendor=vendor, peak_flops=peaks, tiers=tiers,
-                          devices_per_node=devices, intra=intra, inter=inter, tdp_w=tdp,
-                          price_per_hour=price, efficiency=eff, dataflow=bool(dataflow), source=source,
-                          compute_units=int(units) if units else None, idle_w=idle_w, max_w=max_w,
-                          price_date=price_date)
+        spec = DeviceSpec(
+            id=dev_id,
+            name=name,
+            vendor=vendor,
+            peak_flops=peaks,
+            tiers=tiers,
+            devices_per_node=devices,
+            intra=intra,
+            inter=inter,
+            tdp_w=tdp,
+            price_per_hour=price,
+            efficiency=eff,
+            dataflow=bool(dataflow),
+            source=source,
+            compute_units=int(units) if units else None,
+            idle_w=idle_w,
+            max_w=max_w,
+            price_date=price_date,
+        )
         return CatalogEntry(spec=spec, path=self.path, fields=tuple(self.fields))
 
     def price(self, doc: dict) -> tuple[float | None, str | None]:
@@ -381,8 +455,11 @@ class _Parser:
         if value is None and date is None:  # no price, so no date to give
             return None, None
         if not isinstance(date, str) or not _DATE.match(date):
-            raise self.fail("price.date", _short(date) if date is not None else "missing",
-                            "expected the date the price was read, as a string YYYY, YYYY-MM or YYYY-MM-DD")
+            raise self.fail(
+                "price.date",
+                _short(date) if date is not None else "missing",
+                "expected the date the price was read, as a string YYYY, YYYY-MM or YYYY-MM-DD",
+            )
         self.fields.append(CatalogField("price.date", date, "text", self.fields[-1].source))
         return value, date
 
@@ -408,7 +485,9 @@ class _Parser:
 
     def memory(self, node: object) -> tuple[MemoryTier, ...]:
         if node is None:
-            raise self.fail("memory", "missing", "expected tiers " + ", ".join(TIER_NAMES) + " (hbm required)")
+            raise self.fail(
+                "memory", "missing", "expected tiers " + ", ".join(TIER_NAMES) + " (hbm required)"
+            )
         node = self.mapping(node, "memory", TIER_NAMES)
         if "hbm" not in node:
             raise self.fail("memory.hbm", "missing", "every device needs an hbm tier (device memory)")
@@ -426,16 +505,26 @@ class _Parser:
 
     def fabric(self, node: object, where: str) -> Fabric:
         if node is None:
-            raise self.fail(where, "missing", "expected a fabric mapping (name, topology, bandwidth, latency)")
+            raise self.fail(
+                where, "missing", "expected a fabric mapping (name, topology, bandwidth, latency)"
+            )
         f = self.mapping(node, where, _FABRIC_KEYS)
         name = self.text(f, "name", where)
         topo = self.choice_or_flag(f, "topology", where, flag=False, choices=TOPOLOGIES)
         bw = self.number(f, "bandwidth", where, "bandwidth")
         lat = self.number(f, "latency", where, "time", inclusive=True)
         pair = self.number(f, "pair_bandwidth", where, "bandwidth", required=False)
-        innet = self.choice_or_flag(f, "in_network_reduction", where, flag=True, required=False, default=False)
-        return Fabric(name=name, topology=topo, bandwidth_Bps=bw, latency_s=lat, pair_bandwidth_Bps=pair,
-                      in_network_reduction=bool(innet))
+        innet = self.choice_or_flag(
+            f, "in_network_reduction", where, flag=True, required=False, default=False
+        )
+        return Fabric(
+            name=name,
+            topology=topo,
+            bandwidth_Bps=bw,
+            latency_s=lat,
+            pair_bandwidth_Bps=pair,
+            in_network_reduction=bool(innet),
+        )
 
     def efficiency(self, node: object) -> Efficiency:
         from roofplan.hardware.overlay import efficiency_kind
@@ -451,8 +540,14 @@ class _Parser:
             if name in node:
                 values[name] = self.number(node, name, "efficiency", kind, inclusive=inclusive)
             else:
-                self.fields.append(CatalogField(f"efficiency.{name}", getattr(defaults, name), kind,
-                                                "roofplan default (not set in this catalog)"))
+                self.fields.append(
+                    CatalogField(
+                        f"efficiency.{name}",
+                        getattr(defaults, name),
+                        kind,
+                        "roofplan default (not set in this catalog)",
+                    )
+                )
         return dataclasses.replace(defaults, **values)
 
 

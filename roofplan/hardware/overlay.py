@@ -35,8 +35,18 @@ def efficiency_kind(name: str) -> tuple[str, bool]:
     zero_ok = getattr(Efficiency(), name, None) == 0
     if name.endswith("_s"):
         return "time", True
-    if name in ("nvls_speedup", "moe_gemm", "moe_gemm_fp8", "moe_gemm_fp8_block", "gemm_k_half", "gemm_blend", "attn_half_len", "nvls_min_ranks",
-                "attn_score_flops", "decode_split_len"):
+    if name in (
+        "nvls_speedup",
+        "moe_gemm",
+        "moe_gemm_fp8",
+        "moe_gemm_fp8_block",
+        "gemm_k_half",
+        "gemm_blend",
+        "attn_half_len",
+        "nvls_min_ranks",
+        "attn_score_flops",
+        "decode_split_len",
+    ):
         return "number", zero_ok
     return "fraction", zero_ok
 
@@ -53,8 +63,9 @@ def load_overlay(calibration: str | os.PathLike | dict | None) -> dict:
         name = str(calibration)
         p = user_path(calibration, "calibration")
         if not is_file(p):
-            raise InputError("calibration", name, "expected an existing overlay YAML file written by "
-                             "`roofplan calibrate`")
+            raise InputError(
+                "calibration", name, "expected an existing overlay YAML file written by `roofplan calibrate`"
+            )
         doc = load_yaml(read_text(p, "calibration", "yaml"), f"calibration {p.name}", "expected valid YAML")
         label = p.name
     elif isinstance(calibration, dict):
@@ -69,8 +80,11 @@ def _normalise(doc: object, label: str) -> dict:
         raise InputError(label, "not a mapping", f"expected a mapping with schema: {SCHEMA}")
     for k in doc:
         if k not in _KEYS:
-            raise InputError(f"{label}: {k}", "unknown key", did_you_mean(str(k), _KEYS)
-                             + "allowed keys: " + ", ".join(_KEYS))
+            raise InputError(
+                f"{label}: {k}",
+                "unknown key",
+                did_you_mean(str(k), _KEYS) + "allowed keys: " + ", ".join(_KEYS),
+            )
     schema = doc.get("schema", SCHEMA)
     if schema != SCHEMA:
         raise InputError(f"{label}: schema", schema, f"expected {SCHEMA}")
@@ -90,8 +104,11 @@ def _normalise(doc: object, label: str) -> dict:
     eff: dict[str, float] = {}
     for name, value in eff_in.items():
         if name not in allowed:
-            raise InputError(f"{label}: efficiency.{name}", "unknown field", did_you_mean(str(name), allowed)
-                             + "allowed: " + ", ".join(allowed))
+            raise InputError(
+                f"{label}: efficiency.{name}",
+                "unknown field",
+                did_you_mean(str(name), allowed) + "allowed: " + ", ".join(allowed),
+            )
         eff[name] = check_efficiency_value(name, value, f"{label}: efficiency.{name}")
 
     engines = doc.get("engines") or {}
@@ -99,14 +116,24 @@ def _normalise(doc: object, label: str) -> dict:
         raise InputError(f"{label}: engines", engines, "expected a mapping engine name -> {field: value}")
     for name, block in engines.items():
         if name not in ENGINES:
-            raise InputError(f"{label}: engines.{name}", "unknown engine", did_you_mean(str(name), ENGINES)
-                             + "allowed: " + ", ".join(ENGINES))
+            raise InputError(
+                f"{label}: engines.{name}",
+                "unknown engine",
+                did_you_mean(str(name), ENGINES) + "allowed: " + ", ".join(ENGINES),
+            )
         # every block, not only the engine in use: a bad value must not wait for the day it is used
         engines = {**engines, name: check_engine_fields(block, f"{label}: engines.{name}")}
 
     out = dict(doc)
-    out.update({"schema": SCHEMA, "hardware": hw.strip() if isinstance(hw, str) else None,
-                "inputs": list(inputs), "efficiency": eff, "engines": engines})
+    out.update(
+        {
+            "schema": SCHEMA,
+            "hardware": hw.strip() if isinstance(hw, str) else None,
+            "inputs": list(inputs),
+            "efficiency": eff,
+            "engines": engines,
+        }
+    )
     return out
 
 
@@ -138,8 +165,9 @@ def apply_overlay(spec: DeviceSpec, overlay: dict | None) -> DeviceSpec:
     overlay = _normalise(overlay, "calibration")
     hw = overlay.get("hardware")
     if hw is not None and hw != spec.id:
-        raise InputError("calibration hardware", hw,
-                         f"this overlay was fitted for {hw}; expected an overlay for {spec.id}")
+        raise InputError(
+            "calibration hardware", hw, f"this overlay was fitted for {hw}; expected an overlay for {spec.id}"
+        )
     if not overlay["efficiency"]:
         return spec
     return spec.with_efficiency(**overlay["efficiency"])

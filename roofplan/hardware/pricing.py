@@ -60,8 +60,12 @@ def apply_prices(hardware, prices: dict[str, float], *, strict: bool = True):
     roles = dict(hardware) if isinstance(hardware, dict) else {"": hardware}
     for h in roles.values():
         if not isinstance(h, DeviceSpec):
-            raise InputError("hardware", repr(h)[:80], "a DeviceSpec or {role: DeviceSpec} (resolve ids and "
-                             "pool strings with roofplan.resolve.pools)")
+            raise InputError(
+                "hardware",
+                repr(h)[:80],
+                "a DeviceSpec or {role: DeviceSpec} (resolve ids and "
+                "pool strings with roofplan.resolve.pools)",
+            )
     used = {h.id for h in roles.values()}
     unknown = sorted(set(prices) - used)
     if strict and unknown:

@@ -63,8 +63,14 @@ def out_of_bounds(path: str, kind: str, value: float, zero_ok: bool = False) -> 
     if lo <= value <= hi:
         return None
     zero = "0 or " if zero_ok and lo > 0 else ""
-    unit = {"flops": " FLOP/s", "bytes": " B", "bandwidth": " B/s", "time": " s", "power": " W",
-            "usd_per_hour": " USD/h"}.get(kind, "")
+    unit = {
+        "flops": " FLOP/s",
+        "bytes": " B",
+        "bandwidth": " B/s",
+        "time": " s",
+        "power": " W",
+        "usd_per_hour": " USD/h",
+    }.get(kind, "")
     return f"expected {zero}a number in [{lo:g}, {hi:g}]{unit}"
 
 

@@ -36,8 +36,17 @@ def _table() -> dict[str, dict[str, float]]:
 UNITS: dict[str, dict[str, float]] = _table()
 
 #: Human names of the SI unit of each kind (for error messages and ``catalog show``).
-SI_UNIT = {"flops": "FLOP/s", "bytes": "B", "bandwidth": "B/s", "time": "s", "power": "W",
-           "fraction": "", "count": "", "usd_per_hour": "USD/h", "number": ""}
+SI_UNIT = {
+    "flops": "FLOP/s",
+    "bytes": "B",
+    "bandwidth": "B/s",
+    "time": "s",
+    "power": "W",
+    "fraction": "",
+    "count": "",
+    "usd_per_hour": "USD/h",
+    "number": "",
+}
 
 _QTY = re.compile(r"^\s*([+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?)\s*([A-Za-zµ/]*)\s*$")
 
@@ -73,7 +82,9 @@ def _allowed(kind: str) -> str:
     if not units:
         return "expected a plain number"
     sample = ", ".join(sorted(units, key=lambda u: (units[u], u))[:12])
-    return f"expected a number in {SI_UNIT[kind]} or a string '<number> <unit>' with unit one of {sample}, ..."
+    return (
+        f"expected a number in {SI_UNIT[kind]} or a string '<number> <unit>' with unit one of {sample}, ..."
+    )
 
 
 def format_quantity(value: float | None, kind: str) -> str:

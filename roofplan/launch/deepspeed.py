@@ -53,8 +53,10 @@ def unsupported_model(model: ModelSpec) -> str | None:
         if moe.shared_experts:
             return f"Megatron-DeepSpeed MoE has no shared expert ({model.name}){alt}"
         if moe.expert_ffn != model.ffn:
-            return (f"Megatron-DeepSpeed MoE gives experts the dense FFN width ({model.ffn}), not "
-                    f"{moe.expert_ffn} ({model.name}){alt}")
+            return (
+                f"Megatron-DeepSpeed MoE gives experts the dense FFN width ({model.ffn}), not "
+                f"{moe.expert_ffn} ({model.name}){alt}"
+            )
         if moe.score_function != "softmax" or moe.expert_bias or moe.groups > 1:
             return f"Megatron-DeepSpeed has only a softmax top-k router ({model.name}){alt}"
     return None
@@ -100,12 +102,33 @@ def ds_config(config: Mapping, estimate: Mapping) -> dict:
     else:
         doc["bf16"] = {"enabled": True}
     if config["recompute"] != "none":
-        doc["activation_checkpointing"] = {"partition_activations": config["sequence_parallel"],
-                                           "cpu_checkpointing": False, "contiguous_memory_optimization": False}
-    doc["roofplan"] = {"predicted": {k: estimate.get(k) for k in ("tokens_per_s", "step_time_s", "mfu",
-                                                                   "model_tflops_per_gpu")},
-                       "config": {k: config[k] for k in ("tp", "pp", "dp", "cp", "ep", "vpp", "zero", "offload",
-                                                          "recompute", "micro_batch", "global_batch", "seq_len")}}
+        doc["activation_checkpointing"] = {
+            "partition_activations": config["sequence_parallel"],
+            "cpu_checkpointing": False,
+            "contiguous_memory_optimization": False,
+        }
+    doc["roofplan"] = {
+        "predicted": {
+            k: estimate.get(k) for k in ("tokens_per_s", "step_time_s", "mfu", "model_tflops_per_gpu")
+        },
+        "config": {
+            k: config[k]
+            for k in (
+                "tp",
+                "pp",
+                "dp",
+                "cp",
+                "ep",
+                "vpp",
+                "zero",
+                "offload",
+                "recompute",
+                "micro_batch",
+                "global_batch",
+                "seq_len",
+            )
+        },
+    }
     return doc
 
 
@@ -114,8 +137,18 @@ def shape_args(model: ModelSpec, seq_len: int) -> list[str]:
     RoPE is ``--use-rotary-position-embeddings`` with ``--rotary-position-embeddings-theta``
     (learned absolute positions are its default; it has no ``--position-embedding-type``), GQA
     ``--num-key-value-heads``, norms in lower case."""
-    a = ["--num-layers", str(model.layers), "--hidden-size", str(model.hidden), "--ffn-hidden-size", str(model.ffn),
-         "--num-attention-heads", str(model.heads), "--kv-channels", str(model.head_dim)]
+    a = [
+        "--num-layers",
+        str(model.layers),
+        "--hidden-size",
+        str(model.hidden),
+        "--ffn-hidden-size",
+        str(model.ffn),
+        "--num-attention-heads",
+        str(model.heads),
+        "--kv-channels",
+        str(model.head_dim),
+    ]
     if model.kv_heads != model.heads:
         a += ["--num-key-value-heads", str(model.kv_heads)]
     if model.gated_mlp:
@@ -124,18 +157,33 @@ def shape_args(model: ModelSpec, seq_len: int) -> list[str]:
     if not model.linear_bias:
         a += ["--disable-bias-linear"]
     if not model.learned_positions:
-        a += ["--use-rotary-position-embeddings", "--rotary-position-embeddings-theta", str(int(model.rope_theta))]
+        a += [
+            "--use-rotary-position-embeddings",
+            "--rotary-position-embeddings-theta",
+            str(int(model.rope_theta)),
+        ]
     if not model.tied_embeddings:
         a += ["--untie-embeddings-and-output-weights"]
-    a += ["--seq-length", str(seq_len),
-          "--max-position-embeddings", str(max(seq_len, model.learned_positions or seq_len)),
-          "--vocab-size", str(model.vocab)]
+    a += [
+        "--seq-length",
+        str(seq_len),
+        "--max-position-embeddings",
+        str(max(seq_len, model.learned_positions or seq_len)),
+        "--vocab-size",
+        str(model.vocab),
+    ]
     moe = model.moe
     if moe is not None:
         # one count per layer with expert interval 1 (transformer.get_num_experts_per_layer): 1 = dense
         counts = [1] * moe.first_dense_layers + [moe.num_experts] * (model.layers - moe.first_dense_layers)
-        a += ["--num-experts", *(str(n) for n in (counts if moe.first_dense_layers else [moe.num_experts])),
-              "--expert-interval", "1", "--topk", str(moe.top_k)]
+        a += [
+            "--num-experts",
+            *(str(n) for n in (counts if moe.first_dense_layers else [moe.num_experts])),
+            "--expert-interval",
+            "1",
+            "--topk",
+            str(moe.top_k),
+        ]
     return a
 
 
@@ -150,7 +198,14 @@ def recompute_args(config: Mapping) -> list[str]:
         return []
     n = config.get("recompute_layers") or 0
     if n:
-        return ["--recompute-granularity", "full", "--recompute-method", "block", "--recompute-num-layers", str(n)]
+        return [
+            "--recompute-granularity",
+            "full",
+            "--recompute-method",
+            "block",
+            "--recompute-num-layers",
+            str(n),
+        ]
     return ["--recompute-granularity", "full", "--recompute-method", "uniform", "--recompute-num-layers", "1"]
 
 
@@ -173,15 +228,49 @@ def argv(model: ModelSpec, config: Mapping, target: str | None = None) -> list[s
     if model.moe is not None:
         a += ["--moe-expert-parallel-size", str(config["ep"])]
     a += shape_args(model, config["seq_len"])
-    a += ["--micro-batch-size", str(config["micro_batch"]), "--global-batch-size", str(config["global_batch"])]
+    a += [
+        "--micro-batch-size",
+        str(config["micro_batch"]),
+        "--global-batch-size",
+        str(config["global_batch"]),
+    ]
     a += ["--fp16"] if config["dtype"] == "fp16" else ["--bf16"]
     a += recompute_args(config)
-    a += ["--deepspeed", "--deepspeed_config", CONFIG, "--zero-stage", str(config["zero"]),
-          "--tokenizer-type", "HFTokenizer", "--tokenizer-model", "${TOKENIZER_MODEL}",
-          "--data-path", "${DATA_PATH}", "--split", "99,1,0", "--train-iters", "1000",
-          "--lr", "1.5e-4", "--min-lr", "1.5e-5", "--lr-decay-style", "cosine", "--weight-decay", "0.1",
-          "--clip-grad", "1.0", "--log-interval", "10",
-          "--save", "${CHECKPOINT_DIR}", "--load", "${CHECKPOINT_DIR}", "--save-interval", "500"]
+    a += [
+        "--deepspeed",
+        "--deepspeed_config",
+        CONFIG,
+        "--zero-stage",
+        str(config["zero"]),
+        "--tokenizer-type",
+        "HFTokenizer",
+        "--tokenizer-model",
+        "${TOKENIZER_MODEL}",
+        "--data-path",
+        "${DATA_PATH}",
+        "--split",
+        "99,1,0",
+        "--train-iters",
+        "1000",
+        "--lr",
+        "1.5e-4",
+        "--min-lr",
+        "1.5e-5",
+        "--lr-decay-style",
+        "cosine",
+        "--weight-decay",
+        "0.1",
+        "--clip-grad",
+        "1.0",
+        "--log-interval",
+        "10",
+        "--save",
+        "${CHECKPOINT_DIR}",
+        "--load",
+        "${CHECKPOINT_DIR}",
+        "--save-interval",
+        "500",
+    ]
     return a
 
 
@@ -196,17 +285,28 @@ def emit(model: ModelSpec, config: Mapping, estimate: Mapping, target: str | Non
     doc = ds_config(config, estimate)
     header = prediction_header(config, estimate) + [
         f"Written for DeepSpeed {target} with Megatron-DeepSpeed's pretrain_gpt.py.",
-        f"ZeRO stage {config['zero']}, offload {config['offload']}; config in {CONFIG}."]
+        f"ZeRO stage {config['zero']}, offload {config['offload']}; config in {CONFIG}.",
+    ]
     nn, _ = nodes(config["gpus"], config["gpus_per_node"])
     placeholders = dict(TRAIN_PLACEHOLDERS)
     if nn > 1:
         placeholders["HOSTFILE"] = ("./hostfile", "DeepSpeed hostfile: one 'host slots=N' line per node")
     script = shell_script(av, header=header, split_at=av.index("pretrain_gpt.py"), placeholders=placeholders)
-    steps = [f"Copy `{SCRIPT}` and `{CONFIG}` next to Megatron-DeepSpeed's `pretrain_gpt.py`.",
-             "Set DATA_PATH, TOKENIZER_MODEL, CHECKPOINT_DIR" + (", HOSTFILE" if nn > 1 else "")
-             + " (top of the script).",
-             (f"On node 0 only: `MASTER_ADDR=<node 0> bash {SCRIPT}`; the deepspeed launcher starts "
-              "the other nodes over ssh (pdsh)." if nn > 1 else f"Run `bash {SCRIPT}`."),
-             "Throughput is logged every 10 iterations (`elapsed time per iteration`)."]
-    return {CONFIG: dumps_json(doc), SCRIPT: script,
-            "README.md": train_readme("DeepSpeed / Megatron-DeepSpeed", target, config, estimate, steps)}
+    steps = [
+        f"Copy `{SCRIPT}` and `{CONFIG}` next to Megatron-DeepSpeed's `pretrain_gpt.py`.",
+        "Set DATA_PATH, TOKENIZER_MODEL, CHECKPOINT_DIR"
+        + (", HOSTFILE" if nn > 1 else "")
+        + " (top of the script).",
+        (
+            f"On node 0 only: `MASTER_ADDR=<node 0> bash {SCRIPT}`; the deepspeed launcher starts "
+            "the other nodes over ssh (pdsh)."
+            if nn > 1
+            else f"Run `bash {SCRIPT}`."
+        ),
+        "Throughput is logged every 10 iterations (`elapsed time per iteration`).",
+    ]
+    return {
+        CONFIG: dumps_json(doc),
+        SCRIPT: script,
+        "README.md": train_readme("DeepSpeed / Megatron-DeepSpeed", target, config, estimate, steps),
+    }

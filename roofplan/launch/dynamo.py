@@ -43,8 +43,9 @@ def backend_of(request: dict) -> str:
     return e if e in BACKENDS else "vllm"
 
 
-def _worker_args(backend: str, role: str, c: dict, request: dict, best: dict,
-                 trt_model_flag: str = "--model") -> list[str]:
+def _worker_args(
+    backend: str, role: str, c: dict, request: dict, best: dict, trt_model_flag: str = "--model"
+) -> list[str]:
     model = str(request.get("model_id") or request.get("model"))
     isl = int(request["isl"])
     if backend == "vllm":
@@ -110,8 +111,10 @@ def _worker_args(backend: str, role: str, c: dict, request: dict, best: dict,
 def _roles(best: dict) -> list[tuple[str, dict, int]]:
     if best["mode"] == "colocated":
         return [("colocated", best["prefill"], best["instances"])]
-    return [("prefill", best["prefill"], best["prefill"]["instances"]),
-            ("decode", best["decode"], best["decode"]["instances"])]
+    return [
+        ("prefill", best["prefill"], best["prefill"]["instances"]),
+        ("decode", best["decode"], best["decode"]["instances"]),
+    ]
 
 
 def _name(request: dict, best: dict) -> str:
@@ -121,15 +124,27 @@ def _name(request: dict, best: dict) -> str:
     return name or "roofplan"
 
 
-def _container(backend: str, role: str, c: dict, request: dict, best: dict, tag: str, beta: bool,
-               trt_model_flag: str = "--model") -> dict:
+def _container(
+    backend: str,
+    role: str,
+    c: dict,
+    request: dict,
+    best: dict,
+    tag: str,
+    beta: bool,
+    trt_model_flag: str = "--model",
+) -> dict:
     _, runtime, module = BACKENDS[backend]
     g, dpn = int(c["gpus_per_instance"]), int(c["devices_per_node"])
     box: dict = {"name": "main"} if beta else {}
-    box.update({"image": IMAGE.format(runtime=runtime, tag=tag),
-                "workingDir": f"/workspace/examples/backends/{backend}",
-                "command": ["python3", "-m", module],
-                "args": _worker_args(backend, role, c, request, best, trt_model_flag)})
+    box.update(
+        {
+            "image": IMAGE.format(runtime=runtime, tag=tag),
+            "workingDir": f"/workspace/examples/backends/{backend}",
+            "command": ["python3", "-m", module],
+            "args": _worker_args(backend, role, c, request, best, trt_model_flag),
+        }
+    )
     if beta:
         box["envFrom"] = [{"secretRef": {"name": "hf-token-secret"}}]
         box["resources"] = {"limits": {"nvidia.com/gpu": str(min(g, dpn))}}
@@ -139,15 +154,23 @@ def _container(backend: str, role: str, c: dict, request: dict, best: dict, tag:
 
 
 def _volumes(backend: str, name: str) -> list[dict]:
-    return [{"name": CONFIG_VOLUME, "configMap": {"name": f"{name}-engine-config"}}] if backend == "trtllm" else []
+    return (
+        [{"name": CONFIG_VOLUME, "configMap": {"name": f"{name}-engine-config"}}]
+        if backend == "trtllm"
+        else []
+    )
 
 
-def _component_beta(backend: str, role: str, c: dict, replicas: int, request: dict, best: dict, tag: str,
-                    trt_model_flag: str) -> dict:
+def _component_beta(
+    backend: str, role: str, c: dict, replicas: int, request: dict, best: dict, tag: str, trt_model_flag: str
+) -> dict:
     prefix = BACKENDS[backend][0]
     g, dpn = int(c["gpus_per_instance"]), int(c["devices_per_node"])
-    comp: dict = {"name": f"{prefix}{'Worker' if role == 'colocated' else role.capitalize() + 'Worker'}",
-                  "type": "worker" if role == "colocated" else role, "replicas": int(replicas)}
+    comp: dict = {
+        "name": f"{prefix}{'Worker' if role == 'colocated' else role.capitalize() + 'Worker'}",
+        "type": "worker" if role == "colocated" else role,
+        "replicas": int(replicas),
+    }
     if g > dpn:
         comp["multinode"] = {"nodeCount": -(-g // dpn)}
     spec: dict = {"containers": [_container(backend, role, c, request, best, tag, True, trt_model_flag)]}
@@ -157,8 +180,9 @@ def _component_beta(backend: str, role: str, c: dict, replicas: int, request: di
     return comp
 
 
-def _worker(backend: str, role: str, c: dict, replicas: int, request: dict, best: dict, tag: str,
-            trt_model_flag: str) -> dict:
+def _worker(
+    backend: str, role: str, c: dict, replicas: int, request: dict, best: dict, tag: str, trt_model_flag: str
+) -> dict:
     g, dpn = int(c["gpus_per_instance"]), int(c["devices_per_node"])
     svc: dict = {"componentType": "worker"}
     if role != "colocated":
@@ -168,7 +192,9 @@ def _worker(backend: str, role: str, c: dict, replicas: int, request: dict, best
     svc["resources"] = {"limits": {"gpu": str(min(g, dpn))}}
     if g > dpn:
         svc["multinode"] = {"nodeCount": -(-g // dpn)}
-    svc["extraPodSpec"] = {"mainContainer": _container(backend, role, c, request, best, tag, False, trt_model_flag)}
+    svc["extraPodSpec"] = {
+        "mainContainer": _container(backend, role, c, request, best, tag, False, trt_model_flag)
+    }
     if vols := _volumes(backend, _name(request, best)):
         svc["extraPodSpec"]["volumes"] = vols
     return svc
@@ -184,15 +210,38 @@ def graph(best: dict, request: dict, target: str | None = None) -> dict:
     image = IMAGE.format(runtime=runtime, tag=tag)
     front_args = ["--http-port", str(sc.ROUTER_PORT), "--router-mode", "kv"]
     front_cmd = ["python3", "-m", "dynamo.frontend"]
-    doc: dict = {"apiVersion": api, "kind": "DynamoGraphDeployment", "metadata": {"name": _name(request, best)}}
+    doc: dict = {
+        "apiVersion": api,
+        "kind": "DynamoGraphDeployment",
+        "metadata": {"name": _name(request, best)},
+    }
     if api.endswith("v1beta1"):
-        comps = [{"name": "Frontend", "type": "frontend", "replicas": 1, "podTemplate": {"spec": {"containers": [
-            {"name": "main", "image": image, "command": front_cmd, "args": front_args}]}}}]
-        comps += [_component_beta(backend, role, c, n, request, best, tag, flag) for role, c, n in _roles(best)]
+        comps = [
+            {
+                "name": "Frontend",
+                "type": "frontend",
+                "replicas": 1,
+                "podTemplate": {
+                    "spec": {
+                        "containers": [
+                            {"name": "main", "image": image, "command": front_cmd, "args": front_args}
+                        ]
+                    }
+                },
+            }
+        ]
+        comps += [
+            _component_beta(backend, role, c, n, request, best, tag, flag) for role, c, n in _roles(best)
+        ]
         doc["spec"] = {"backendFramework": backend, "components": comps}
         return doc
-    services: dict = {"Frontend": {"componentType": "frontend", "replicas": 1, "extraPodSpec": {
-        "mainContainer": {"image": image, "command": front_cmd, "args": front_args}}}}
+    services: dict = {
+        "Frontend": {
+            "componentType": "frontend",
+            "replicas": 1,
+            "extraPodSpec": {"mainContainer": {"image": image, "command": front_cmd, "args": front_args}},
+        }
+    }
     prefix = BACKENDS[backend][0]
     for role, c, n in _roles(best):
         key = f"{prefix}Worker" if role == "colocated" else f"{prefix}{role.capitalize()}Worker"
@@ -204,11 +253,19 @@ def graph(best: dict, request: dict, target: str | None = None) -> dict:
 def config_map(best: dict, request: dict, head: list[str]) -> dict:
     """The ConfigMap holding the TensorRT-LLM LLM-API YAML of each role (mounted at /config)."""
     moe = bool(request.get("moe"))
-    data = {trtllm.config_name(role): trtllm.yaml_text(trtllm.llm_api_options(role, c, request, moe=moe),
-                                                       head + [f"LLM-API options of the {role} workers."])
-            for role, c, _ in _roles(best)}
-    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": f"{_name(request, best)}-engine-config"},
-            "data": data}
+    data = {
+        trtllm.config_name(role): trtllm.yaml_text(
+            trtllm.llm_api_options(role, c, request, moe=moe),
+            head + [f"LLM-API options of the {role} workers."],
+        )
+        for role, c, _ in _roles(best)
+    }
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": f"{_name(request, best)}-engine-config"},
+        "data": data,
+    }
 
 
 def emit(best: dict, request: dict, target: str | None = None) -> dict[str, str]:
@@ -218,14 +275,20 @@ def emit(best: dict, request: dict, target: str | None = None) -> dict[str, str]
     docs = [graph(best, request, target)]
     if backend_of(request) == "trtllm":
         docs.insert(0, config_map(best, request, head))
-    text = sc.comment_block(head + ["Apply with: kubectl apply -f dynamo_graph.yaml -n <ns>"]) + yaml.safe_dump_all(
-        docs, sort_keys=False)
-    steps = ["Install the Dynamo platform (operator) in the cluster and create the `hf-token-secret` secret.",
-             "`kubectl apply -f dynamo_graph.yaml -n <namespace>`"
-             + (" (its first document is the engine ConfigMap)." if len(docs) > 1 else "."),
-             f"The Frontend component serves the OpenAI API on port {sc.ROUTER_PORT} and routes to the workers "
-             "(KV-aware); expose it with `kubectl port-forward` or a Service.",
-             f"`HOST=<frontend address> bash {sc.bench_name('dynamo')}` measures the deployment at the plan's lengths and "
-             "concurrency (vllm bench serve)."]
-    return {"dynamo_graph.yaml": text, sc.bench_name("dynamo"): sc.benchmark_script(best, request, "dynamo"),
-            "README.md": sc.readme("Dynamo", target, best, request, steps)}
+    text = sc.comment_block(
+        head + ["Apply with: kubectl apply -f dynamo_graph.yaml -n <ns>"]
+    ) + yaml.safe_dump_all(docs, sort_keys=False)
+    steps = [
+        "Install the Dynamo platform (operator) in the cluster and create the `hf-token-secret` secret.",
+        "`kubectl apply -f dynamo_graph.yaml -n <namespace>`"
+        + (" (its first document is the engine ConfigMap)." if len(docs) > 1 else "."),
+        f"The Frontend component serves the OpenAI API on port {sc.ROUTER_PORT} and routes to the workers "
+        "(KV-aware); expose it with `kubectl port-forward` or a Service.",
+        f"`HOST=<frontend address> bash {sc.bench_name('dynamo')}` measures the deployment at the plan's lengths and "
+        "concurrency (vllm bench serve).",
+    ]
+    return {
+        "dynamo_graph.yaml": text,
+        sc.bench_name("dynamo"): sc.benchmark_script(best, request, "dynamo"),
+        "README.md": sc.readme("Dynamo", target, best, request, steps),
+    }

@@ -43,25 +43,45 @@ def unsupported(config: Mapping, model: ModelSpec | None = None, target: str | N
         return why
     if config["zero"] >= 2 and not versions.feature("megatron", target, "megatron_fsdp"):
         return f"Megatron {target} has no Megatron-FSDP (--use-megatron-fsdp) for ZeRO-{config['zero']}"
-    if (model is not None and model.mtp_layers and config["cp"] > 1
-            and not versions.feature("megatron", target, "mtp_with_cp")):
+    if (
+        model is not None
+        and model.mtp_layers
+        and config["cp"] > 1
+        and not versions.feature("megatron", target, "mtp_with_cp")
+    ):
         return f"Megatron {target} has no multi-token prediction with context parallelism (CP {config['cp']})"
     return violation("megatron", config)  # the configuration rules (solver/frameworks.py)
 
 
 def model_args(model: ModelSpec, seq_len: int, dispatcher: str = "alltoall") -> list[str]:
     """Model-shape flags for a GPT-style decoder (launch-configs §1.2 'Model shape')."""
-    a = ["--num-layers", str(model.layers), "--hidden-size", str(model.hidden),
-         "--ffn-hidden-size", str(model.ffn), "--num-attention-heads", str(model.heads)]
+    a = [
+        "--num-layers",
+        str(model.layers),
+        "--hidden-size",
+        str(model.hidden),
+        "--ffn-hidden-size",
+        str(model.ffn),
+        "--num-attention-heads",
+        str(model.heads),
+    ]
     if model.mla is None:
         a += ["--kv-channels", str(model.head_dim)]
         if model.kv_heads != model.heads:
             a += ["--group-query-attention", "--num-query-groups", str(model.kv_heads)]
     else:
         m = model.mla
-        a += ["--multi-latent-attention", "--kv-lora-rank", str(m.kv_lora_rank),
-              "--qk-head-dim", str(m.qk_nope_head_dim), "--qk-pos-emb-head-dim", str(m.qk_rope_head_dim),
-              "--v-head-dim", str(m.v_head_dim)]
+        a += [
+            "--multi-latent-attention",
+            "--kv-lora-rank",
+            str(m.kv_lora_rank),
+            "--qk-head-dim",
+            str(m.qk_nope_head_dim),
+            "--qk-pos-emb-head-dim",
+            str(m.qk_rope_head_dim),
+            "--v-head-dim",
+            str(m.v_head_dim),
+        ]
         if m.q_lora_rank:
             a += ["--q-lora-rank", str(m.q_lora_rank)]
     if model.gated_mlp:
@@ -81,9 +101,14 @@ def model_args(model: ModelSpec, seq_len: int, dispatcher: str = "alltoall") -> 
         a += ["--rotary-base", _int_or_float(model.rope_theta)]
     if not model.tied_embeddings:
         a += ["--untie-embeddings-and-output-weights"]
-    a += ["--seq-length", str(seq_len),
-          "--max-position-embeddings", str(max(seq_len, model.learned_positions or seq_len)),
-          "--vocab-size", str(model.vocab)]
+    a += [
+        "--seq-length",
+        str(seq_len),
+        "--max-position-embeddings",
+        str(max(seq_len, model.learned_positions or seq_len)),
+        "--vocab-size",
+        str(model.vocab),
+    ]
     if model.moe is not None:
         a += moe_args(model, dispatcher)
     if model.mtp_layers:
@@ -100,17 +125,43 @@ def moe_args(model: ModelSpec, dispatcher: str = "alltoall") -> list[str]:
     recipe in ``examples/``: sigmoid scores with an expert bias instead of a large auxiliary loss;
     DeepEP through the flex dispatcher, ``--moe-enable-deepep`` from core_v0.13)."""
     moe = model.moe
-    a = ["--num-experts", str(moe.num_experts), "--moe-router-topk", str(moe.top_k),
-         "--moe-ffn-hidden-size", str(moe.expert_ffn), "--moe-grouped-gemm"]
-    a += (["--moe-token-dispatcher-type", "flex", "--moe-enable-deepep"] if dispatcher == "deepep"
-          else ["--moe-token-dispatcher-type", "alltoall"])
+    a = [
+        "--num-experts",
+        str(moe.num_experts),
+        "--moe-router-topk",
+        str(moe.top_k),
+        "--moe-ffn-hidden-size",
+        str(moe.expert_ffn),
+        "--moe-grouped-gemm",
+    ]
+    a += (
+        ["--moe-token-dispatcher-type", "flex", "--moe-enable-deepep"]
+        if dispatcher == "deepep"
+        else ["--moe-token-dispatcher-type", "alltoall"]
+    )
     if moe.expert_bias:
-        a += ["--moe-router-score-function", moe.score_function, "--moe-router-enable-expert-bias",
-              "--moe-router-bias-update-rate", "1e-3", "--moe-router-load-balancing-type", "seq_aux_loss",
-              "--moe-aux-loss-coeff", "1e-4", "--moe-router-dtype", "fp32"]
+        a += [
+            "--moe-router-score-function",
+            moe.score_function,
+            "--moe-router-enable-expert-bias",
+            "--moe-router-bias-update-rate",
+            "1e-3",
+            "--moe-router-load-balancing-type",
+            "seq_aux_loss",
+            "--moe-aux-loss-coeff",
+            "1e-4",
+            "--moe-router-dtype",
+            "fp32",
+        ]
     else:
-        a += ["--moe-router-score-function", moe.score_function, "--moe-router-load-balancing-type", "aux_loss",
-              "--moe-aux-loss-coeff", "1e-2"]
+        a += [
+            "--moe-router-score-function",
+            moe.score_function,
+            "--moe-router-load-balancing-type",
+            "aux_loss",
+            "--moe-aux-loss-coeff",
+            "1e-2",
+        ]
     if moe.routed_scaling != 1.0:
         a += ["--moe-router-topk-scaling-factor", _int_or_float(moe.routed_scaling)]
     if moe.groups > 1 and moe.group_top_k:
@@ -124,21 +175,37 @@ def moe_args(model: ModelSpec, dispatcher: str = "alltoall") -> list[str]:
 
 def parallel_args(model: ModelSpec, c: Mapping, target: str | None = None) -> list[str]:
     """Parallelism, batch, recompute, precision, overlap and offload flags of one configuration."""
-    a = ["--tensor-model-parallel-size", str(c["tp"]), "--pipeline-model-parallel-size", str(c["pp"]),
-         "--context-parallel-size", str(c["cp"])]
+    a = [
+        "--tensor-model-parallel-size",
+        str(c["tp"]),
+        "--pipeline-model-parallel-size",
+        str(c["pp"]),
+        "--context-parallel-size",
+        str(c["cp"]),
+    ]
     if c["vpp"] > 1:
         a += ["--num-layers-per-virtual-pipeline-stage", str(model.layers // (c["pp"] * c["vpp"]))]
     elif model.layers % c["pp"]:
         first, _, last = (int(x) for x in pipeline_split(model.layers, c["pp"]))
-        a += ["--decoder-first-pipeline-num-layers", str(first), "--decoder-last-pipeline-num-layers", str(last)]
+        a += [
+            "--decoder-first-pipeline-num-layers",
+            str(first),
+            "--decoder-last-pipeline-num-layers",
+            str(last),
+        ]
     if model.moe is not None:
         a += ["--expert-model-parallel-size", str(c["ep"])]
         if c.get("etp"):
             a += ["--expert-tensor-parallel-size", str(c["etp"])]
         # The 1F1B A2A overlap the cost model assumes (TrainConfigs.ep_comm_overlap): Megatron-Core
         # runs it without a pipeline or interleaved, not under full recomputation.
-        if (c.get("ep_comm_overlap", True) and c["ep"] > 1 and (c["pp"] == 1 or c["vpp"] > 1)
-                and c["recompute"] != "full" and versions.feature("megatron", target, "ep_a2a_overlap")):
+        if (
+            c.get("ep_comm_overlap", True)
+            and c["ep"] > 1
+            and (c["pp"] == 1 or c["vpp"] > 1)
+            and c["recompute"] != "full"
+            and versions.feature("megatron", target, "ep_a2a_overlap")
+        ):
             a += ["--overlap-moe-expert-parallel-comm", "--delay-wgrad-compute"]
     if c["sequence_parallel"] and c["tp"] > 1:
         a += ["--sequence-parallel"]
@@ -148,14 +215,24 @@ def parallel_args(model: ModelSpec, c: Mapping, target: str | None = None) -> li
     if zero >= 1:
         a += ["--use-distributed-optimizer"]
     if zero >= 2:
-        a += ["--use-megatron-fsdp", "--data-parallel-sharding-strategy",
-              "optim_grads_params" if zero >= 3 else "optim_grads",
-              "--no-gradient-accumulation-fusion", "--ckpt-format", "fsdp_dtensor"]
+        a += [
+            "--use-megatron-fsdp",
+            "--data-parallel-sharding-strategy",
+            "optim_grads_params" if zero >= 3 else "optim_grads",
+            "--no-gradient-accumulation-fusion",
+            "--ckpt-format",
+            "fsdp_dtensor",
+        ]
     a += ["--overlap-grad-reduce"]
     if zero >= 1:
         a += ["--overlap-param-gather"]
     if c["offload"] == "optimizer":
-        a += ["--optimizer-cpu-offload", "--use-precision-aware-optimizer", "--optimizer-offload-fraction", "1.0"]
+        a += [
+            "--optimizer-cpu-offload",
+            "--use-precision-aware-optimizer",
+            "--optimizer-offload-fraction",
+            "1.0",
+        ]
     a += ["--micro-batch-size", str(c["micro_batch"]), "--global-batch-size", str(c["global_batch"])]
     rc = c["recompute"]
     if rc == "selective":
@@ -167,16 +244,37 @@ def parallel_args(model: ModelSpec, c: Mapping, target: str | None = None) -> li
         stage_layers = -(-model.layers // c["pp"])  # the largest (middle) stage
         n = c.get("recompute_layers") or 0
         if n and n < stage_layers:
-            a += ["--recompute-granularity", "full", "--recompute-method", "block", "--recompute-num-layers", str(n)]
+            a += [
+                "--recompute-granularity",
+                "full",
+                "--recompute-method",
+                "block",
+                "--recompute-num-layers",
+                str(n),
+            ]
         else:
-            a += ["--recompute-granularity", "full", "--recompute-method", "uniform", "--recompute-num-layers", "1"]
+            a += [
+                "--recompute-granularity",
+                "full",
+                "--recompute-method",
+                "uniform",
+                "--recompute-num-layers",
+                "1",
+            ]
     dtype = c["dtype"]
     if dtype == "fp16":
         a += ["--fp16"]
     elif dtype == "fp8":
         a += ["--bf16", "--fp8-format", "hybrid"]
         if c.get("fp8_recipe", "current") == "delayed":  # TE DelayedScaling from the amax history
-            a += ["--fp8-recipe", "delayed", "--fp8-amax-history-len", "1024", "--fp8-amax-compute-algo", "max"]
+            a += [
+                "--fp8-recipe",
+                "delayed",
+                "--fp8-amax-history-len",
+                "1024",
+                "--fp8-amax-compute-algo",
+                "max",
+            ]
         else:  # per-tensor current scaling, the cost model's default (Megatron-Bridge FP8-CS)
             a += ["--fp8-recipe", "tensorwise"]
     else:
@@ -190,14 +288,46 @@ def argv(model: ModelSpec, config: Mapping, target: str | None = None) -> list[s
     if why:
         raise InputError("emit", "megatron", why)
     run = torchrun_argv(config["gpus"], config["gpus_per_node"])
-    return run + ["pretrain_gpt.py"] + parallel_args(model, config, target) + model_args(model, config["seq_len"], config.get("moe_dispatcher", "alltoall")) + [
-        "--tokenizer-type", "HuggingFaceTokenizer", "--tokenizer-model", "${TOKENIZER_MODEL}",
-        "--data-path", "${DATA_PATH}", "--split", "99,1,0",
-        "--lr", "1.5e-4", "--min-lr", "1.5e-5", "--lr-decay-style", "cosine", "--weight-decay", "0.1",
-        "--clip-grad", "1.0", "--adam-beta1", "0.9", "--adam-beta2", "0.95",
-        "--train-iters", "1000", "--log-interval", "10",
-        "--save", "${CHECKPOINT_DIR}", "--load", "${CHECKPOINT_DIR}", "--save-interval", "500",
-    ]
+    return (
+        run
+        + ["pretrain_gpt.py"]
+        + parallel_args(model, config, target)
+        + model_args(model, config["seq_len"], config.get("moe_dispatcher", "alltoall"))
+        + [
+            "--tokenizer-type",
+            "HuggingFaceTokenizer",
+            "--tokenizer-model",
+            "${TOKENIZER_MODEL}",
+            "--data-path",
+            "${DATA_PATH}",
+            "--split",
+            "99,1,0",
+            "--lr",
+            "1.5e-4",
+            "--min-lr",
+            "1.5e-5",
+            "--lr-decay-style",
+            "cosine",
+            "--weight-decay",
+            "0.1",
+            "--clip-grad",
+            "1.0",
+            "--adam-beta1",
+            "0.9",
+            "--adam-beta2",
+            "0.95",
+            "--train-iters",
+            "1000",
+            "--log-interval",
+            "10",
+            "--save",
+            "${CHECKPOINT_DIR}",
+            "--load",
+            "${CHECKPOINT_DIR}",
+            "--save-interval",
+            "500",
+        ]
+    )
 
 
 def command(model: ModelSpec, config: Mapping, target: str | None = None) -> str:
@@ -221,13 +351,29 @@ def emit(model: ModelSpec, config: Mapping, estimate: Mapping, target: str | Non
         "DP = world / (TP x PP x CP) is implied by the world size.",
     ]
     if model.mtp_layers:
-        header.append(f"Trains {model.mtp_layers} multi-token-prediction layer(s) as the model defines; "
-                      "the prediction above does not count them.")
+        header.append(
+            f"Trains {model.mtp_layers} multi-token-prediction layer(s) as the model defines; "
+            "the prediction above does not count them."
+        )
     split = av.index("pretrain_gpt.py")
     script = shell_script(av, header=header, env=env(config), split_at=split, placeholders=TRAIN_PLACEHOLDERS)
-    return {SCRIPT: script, "README.md": train_readme("Megatron-LM", target, config, estimate, [
-        f"Copy `{SCRIPT}` next to Megatron-LM's `pretrain_gpt.py` on every node.",
-        "Set DATA_PATH, TOKENIZER_MODEL and CHECKPOINT_DIR (top of the script).",
-        "On each node: `NODE_RANK=<0..nnodes-1> MASTER_ADDR=<node 0> bash " + SCRIPT + "`"
-        + " (one node: just `bash " + SCRIPT + "`).",
-        "Step time is logged as `elapsed time per iteration (ms)` every 10 iterations."])}
+    return {
+        SCRIPT: script,
+        "README.md": train_readme(
+            "Megatron-LM",
+            target,
+            config,
+            estimate,
+            [
+                f"Copy `{SCRIPT}` next to Megatron-LM's `pretrain_gpt.py` on every node.",
+                "Set DATA_PATH, TOKENIZER_MODEL and CHECKPOINT_DIR (top of the script).",
+                "On each node: `NODE_RANK=<0..nnodes-1> MASTER_ADDR=<node 0> bash "
+                + SCRIPT
+                + "`"
+                + " (one node: just `bash "
+                + SCRIPT
+                + "`).",
+                "Step time is logged as `elapsed time per iteration (ms)` every 10 iterations.",
+            ],
+        ),
+    }

@@ -48,8 +48,9 @@ def train_files(plan, frameworks, targets: dict[str, str] | None = None) -> dict
     from roofplan.launch.common import merge_files
 
     targets = targets or {}
-    return merge_files(emitter(fw).emit(plan.model, plan.config(), plan.best, targets.get(fw))
-                       for fw in frameworks)
+    return merge_files(
+        emitter(fw).emit(plan.model, plan.config(), plan.best, targets.get(fw)) for fw in frameworks
+    )
 
 
 def serve_files(plan, engines=SERVE_EMITTERS, targets: dict[str, str] | None = None) -> None:

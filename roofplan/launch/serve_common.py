@@ -75,8 +75,10 @@ def model_id(request: dict) -> str:
 def model_default(request: dict) -> str:
     """Shell lines giving ``MODEL`` its default unless the environment sets it; the default is one
     quoted word, so a hostile name (``$(...)``, a newline) stays text."""
-    return ("# --- placeholder: MODEL, the Hugging Face id or local path of the weights ---\n"
-            f'if [ -z "${{MODEL:-}}" ]; then MODEL={quote_for("sh", model_id(request))}; fi')
+    return (
+        "# --- placeholder: MODEL, the Hugging Face id or local path of the weights ---\n"
+        f'if [ -z "${{MODEL:-}}" ]; then MODEL={quote_for("sh", model_id(request))}; fi'
+    )
 
 
 def header(best: dict, request: dict, engine: str) -> list[str]:
@@ -114,9 +116,11 @@ def comment_block(lines: list[str], prefix: str = "# ") -> str:
 
 def readme(engine: str, version: str, best: dict, request: dict, steps: list[str]) -> str:
     """README section of a serving deployment: what was planned and the order of commands."""
-    intro = [*header(best, request, engine.lower()),
-             f"Clients use the OpenAI-compatible API on port {ROUTER_PORT} of the router / frontend host.",
-             "Placeholder: MODEL (weights id or path); node addresses NODE<n> where there are several nodes."]
+    intro = [
+        *header(best, request, engine.lower()),
+        f"Clients use the OpenAI-compatible API on port {ROUTER_PORT} of the router / frontend host.",
+        "Placeholder: MODEL (weights id or path); node addresses NODE<n> where there are several nodes.",
+    ]
     return readme_section(f"{engine} ({version})", intro, steps)
 
 
@@ -163,13 +167,16 @@ def nginx_router(best: dict, urls: list[str]) -> str:
     connections) on the router port: the engines (vLLM, TensorRT-LLM) serve one instance each and
     have no router of their own for replicas. ``nginx -p "$PWD" -c router_nginx.conf``."""
     servers = "".join(f"    server {u};\n" for u in urls)
-    return ("# " + quote_for("comment", f"Router of {len(urls)} colocated instances: clients use port {ROUTER_PORT}.")
-            + "\nworker_processes auto;\npid router_nginx.pid;\nerror_log stderr;\n"
-            "events { worker_connections 4096; }\nhttp {\n  access_log off;\n"
-            f"  upstream engines {{\n    least_conn;\n{servers}  }}\n"
-            f"  server {{\n    listen {ROUTER_PORT};\n    location / {{\n      proxy_pass http://engines;\n"
-            "      proxy_http_version 1.1;\n      proxy_set_header Connection \"\";\n      proxy_buffering off;\n"
-            "      proxy_read_timeout 3600s;\n    }\n  }\n}\n")
+    return (
+        "# "
+        + quote_for("comment", f"Router of {len(urls)} colocated instances: clients use port {ROUTER_PORT}.")
+        + "\nworker_processes auto;\npid router_nginx.pid;\nerror_log stderr;\n"
+        "events { worker_connections 4096; }\nhttp {\n  access_log off;\n"
+        f"  upstream engines {{\n    least_conn;\n{servers}  }}\n"
+        f"  server {{\n    listen {ROUTER_PORT};\n    location / {{\n      proxy_pass http://engines;\n"
+        '      proxy_http_version 1.1;\n      proxy_set_header Connection "";\n      proxy_buffering off;\n'
+        "      proxy_read_timeout 3600s;\n    }\n  }\n}\n"
+    )
 
 
 ROUTER_CONF = "router_nginx.conf"
@@ -191,23 +198,58 @@ def benchmark_argv(best: dict, request: dict, port: int, engine: str) -> list:
     """``vllm bench serve`` (vLLM's benchmark; it speaks the OpenAI API every engine here serves) at
     the plan's prompt / output lengths and concurrency (and its request rate when one was given)."""
     conc = concurrency(best)
-    argv = ["vllm", "bench", "serve", "--backend", "openai", "--base-url", f"http://${{HOST}}:{port}",
-            "--endpoint", "/v1/completions", "--model", "${MODEL}", "--dataset-name", "random",
-            "--random-input-len", int(request["isl"]), "--random-output-len", int(request["osl"]), "--ignore-eos",
-            "--max-concurrency", conc, "--num-prompts", max(5 * conc, 100)]
+    argv = [
+        "vllm",
+        "bench",
+        "serve",
+        "--backend",
+        "openai",
+        "--base-url",
+        f"http://${{HOST}}:{port}",
+        "--endpoint",
+        "/v1/completions",
+        "--model",
+        "${MODEL}",
+        "--dataset-name",
+        "random",
+        "--random-input-len",
+        int(request["isl"]),
+        "--random-output-len",
+        int(request["osl"]),
+        "--ignore-eos",
+        "--max-concurrency",
+        conc,
+        "--num-prompts",
+        max(5 * conc, 100),
+    ]
     if request.get("rate"):
         argv += ["--request-rate", float(request["rate"])]
-    return argv + ["--percentile-metrics", "ttft,tpot,itl,e2el", "--metric-percentiles", "50,90,99",
-                   "--save-result", "--result-filename", BENCH_RESULT.format(engine=engine)]
+    return argv + [
+        "--percentile-metrics",
+        "ttft,tpot,itl,e2el",
+        "--metric-percentiles",
+        "50,90,99",
+        "--save-result",
+        "--result-filename",
+        BENCH_RESULT.format(engine=engine),
+    ]
 
 
 def benchmark_script(best: dict, request: dict, engine: str, port: int = ROUTER_PORT) -> str:
     """``benchmark.sh``: measures the running deployment where the plan predicted it."""
     head = header(best, request, engine) + [
         f"Measures the running deployment at the planned isl/osl and concurrency {concurrency(best)}; "
-        f"the result ({BENCH_RESULT.format(engine=engine)}) holds the measured TTFT / TPOT / throughput to compare with the line above."]
-    return script(head, [model_default(request), "HOST=${HOST:-127.0.0.1}  # the router / frontend host", "",
-                         argv_lines(benchmark_argv(best, request, port, engine))])
+        f"the result ({BENCH_RESULT.format(engine=engine)}) holds the measured TTFT / TPOT / throughput to compare with the line above."
+    ]
+    return script(
+        head,
+        [
+            model_default(request),
+            "HOST=${HOST:-127.0.0.1}  # the router / frontend host",
+            "",
+            argv_lines(benchmark_argv(best, request, port, engine)),
+        ],
+    )
 
 
 def instance_port(inst: Instance, colocated_count: int = 1) -> int:
@@ -229,8 +271,11 @@ def instance_port(inst: Instance, colocated_count: int = 1) -> int:
 #: model's own MTP layers; "deepseek_mtp" in releases before the rename), "eagle3", "ngram"; SGLang
 #: server args: EAGLE (DeepSeek MTP runs as EAGLE with the NextN draft), EAGLE3, NGRAM;
 #: TensorRT-LLM LLM API: MTP, Eagle, NGram.
-SPEC_NAMES = {"mtp": ("mtp", "EAGLE", "MTP"), "eagle3": ("eagle3", "EAGLE3", "Eagle"),
-              "ngram": ("ngram", "NGRAM", "NGram")}
+SPEC_NAMES = {
+    "mtp": ("mtp", "EAGLE", "MTP"),
+    "eagle3": ("eagle3", "EAGLE3", "Eagle"),
+    "ngram": ("ngram", "NGRAM", "NGram"),
+}
 
 
 def speculative(request: dict) -> dict | None:
@@ -264,8 +309,16 @@ def sglang_spec_argv(request: dict) -> list:
     if sp is None:
         return []
     k = sp["draft_tokens"]
-    argv = ["--speculative-algorithm", SPEC_NAMES[sp["method"]][1], "--speculative-num-steps", k,
-            "--speculative-eagle-topk", 1, "--speculative-num-draft-tokens", k + 1]
+    argv = [
+        "--speculative-algorithm",
+        SPEC_NAMES[sp["method"]][1],
+        "--speculative-num-steps",
+        k,
+        "--speculative-eagle-topk",
+        1,
+        "--speculative-num-draft-tokens",
+        k + 1,
+    ]
     if sp["method"] == "eagle3":
         argv += ["--speculative-draft-model-path", "${DRAFT_MODEL}"]
     return argv
@@ -280,6 +333,10 @@ def trtllm_spec_config(request: dict) -> dict | None:
     if kind == "MTP":
         return {"decoding_type": "MTP", "num_nextn_predict_layers": sp["draft_tokens"]}
     if kind == "Eagle":
-        return {"decoding_type": "Eagle", "max_draft_len": sp["draft_tokens"],
-                "speculative_model_dir": "${DRAFT_MODEL}", "eagle3_one_model": True}
+        return {
+            "decoding_type": "Eagle",
+            "max_draft_len": sp["draft_tokens"],
+            "speculative_model_dir": "${DRAFT_MODEL}",
+            "eagle3_one_model": True,
+        }
     return {"decoding_type": "NGram", "max_draft_len": sp["draft_tokens"]}

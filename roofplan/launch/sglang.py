@@ -166,7 +166,9 @@ def emit(best: dict, request: dict, target: str | None = None) -> dict[str, str]
         steps.append("Then on node 0: `bash sglang_router.sh` (pip package sglang-router).")
     entry = sc.ROUTER_PORT if r is not None else port(sc.instances(best)[0])
     files[sc.bench_name("sglang")] = sc.benchmark_script(best, request, "sglang", entry)
-    steps.append(f"Send requests to port {entry}; `bash {sc.bench_name('sglang')}` measures the deployment at the plan's "
-                 "lengths and concurrency (vllm bench serve against the OpenAI API).")
+    steps.append(
+        f"Send requests to port {entry}; `bash {sc.bench_name('sglang')}` measures the deployment at the plan's "
+        "lengths and concurrency (vllm bench serve against the OpenAI API)."
+    )
     files["README.md"] = sc.readme("SGLang", target, best, request, steps)
     return files

@@ -62,8 +62,10 @@ def unsupported(config: Mapping, model: ModelSpec | None = None, target: str | N
     iface = _interface(target)
     if name not in MODELS or iface not in MODELS[name]:
         known = ", ".join(m for m, d in MODELS.items() if iface in d)
-        return (f"torchtitan {target or versions.default_version('torchtitan')} has no registered "
-                f"definition of {name} (it has {known})")
+        return (
+            f"torchtitan {target or versions.default_version('torchtitan')} has no registered "
+            f"definition of {name} (it has {known})"
+        )
     if why := violation("torchtitan", config):  # the configuration rules (solver/frameworks.py)
         return why
     if config["dtype"] == "fp16":
@@ -92,9 +94,13 @@ def settings(model: ModelSpec, config: Mapping) -> dict[str, dict]:
         par["pipeline_parallel_layers_per_stage"] = model.layers // (config["pp"] * config["vpp"])
     # with PP the local batch is split into pipeline micro-batches; without PP the global batch is
     # reached by gradient accumulation over local batches of one micro-batch
-    training = {"local_batch_size": config["global_batch"] // dp if config["pp"] > 1 else config["micro_batch"],
-                "global_batch_size": config["global_batch"], "seq_len": config["seq_len"],
-                "mixed_precision_param": _MP[config["dtype"]], "steps": 1000}
+    training = {
+        "local_batch_size": config["global_batch"] // dp if config["pp"] > 1 else config["micro_batch"],
+        "global_batch_size": config["global_batch"],
+        "seq_len": config["seq_len"],
+        "mixed_precision_param": _MP[config["dtype"]],
+        "steps": 1000,
+    }
     if config["offload"] == "optimizer+params":
         training["enable_cpu_offload"] = True
     return {"parallelism": par, "training": training}
@@ -111,18 +117,28 @@ def toml_doc(model: ModelSpec, config: Mapping, estimate: Mapping, target: str |
     _check(model, config, target)
     module, flavor = MODELS[config.get("model") or model.name]["toml"]
     sections: dict[str, dict] = {
-        "job": {"dump_folder": TRAIN_PLACEHOLDERS["CHECKPOINT_DIR"][0],
-                "description": f"roofplan plan for {model.name}"},
-        "model": {"name": module, "flavor": flavor, "hf_assets_path": TRAIN_PLACEHOLDERS["TOKENIZER_MODEL"][0]},
+        "job": {
+            "dump_folder": TRAIN_PLACEHOLDERS["CHECKPOINT_DIR"][0],
+            "description": f"roofplan plan for {model.name}",
+        },
+        "model": {
+            "name": module,
+            "flavor": flavor,
+            "hf_assets_path": TRAIN_PLACEHOLDERS["TOKENIZER_MODEL"][0],
+        },
         **settings(model, config),
         "activation_checkpoint": {"mode": config["recompute"]},
         "checkpoint": {"enable": True, "folder": "checkpoint", "interval": 500},
     }
     sections["training"]["dataset_path"] = TRAIN_PLACEHOLDERS["DATA_PATH"][0]
-    lines = comment_lines(prediction_header(config, estimate) + [
-        "Written for torchtitan 0.2 (TOML job file). Placeholders: training.dataset_path, model.hf_assets_path",
-        f"and job.dump_folder below; {SCRIPT} overrides them from DATA_PATH, TOKENIZER_MODEL, CHECKPOINT_DIR.",
-        f"WORLD_SIZE = {config['gpus']} = dp_replicate x dp_shard x cp x tp x pp"])
+    lines = comment_lines(
+        prediction_header(config, estimate)
+        + [
+            "Written for torchtitan 0.2 (TOML job file). Placeholders: training.dataset_path, model.hf_assets_path",
+            f"and job.dump_folder below; {SCRIPT} overrides them from DATA_PATH, TOKENIZER_MODEL, CHECKPOINT_DIR.",
+            f"WORLD_SIZE = {config['gpus']} = dp_replicate x dp_shard x cp x tp x pp",
+        ]
+    )
     for name, kv in sections.items():
         lines += ["", f"[{name}]"]
         lines += [f"{k} = {_toml_value(v)}" for k, v in kv.items()]
@@ -146,19 +162,29 @@ def python_config(model: ModelSpec, config: Mapping, estimate: Mapping, target: 
     _check(model, config, target)
     module, fn = MODELS[config.get("model") or model.name]["python"]
     ac = {"full": "FullAC.Config()", "selective": "SelectiveAC.Config()", "none": "None"}[config["recompute"]]
-    out = comment_lines(prediction_header(config, estimate) + [
-        f"Written for torchtitan {target or versions.default_version('torchtitan')}: "
-        f"torchrun ... -m torchtitan.train --module roofplan_torchtitan --config {CONFIG_FN}",
-        "Placeholders (environment): DATA_PATH, TOKENIZER_MODEL, CHECKPOINT_DIR."])
-    out += ["", "import os", "",
-           "from torchtitan.distributed.activation_checkpoint import FullAC, SelectiveAC  # noqa: F401",
-           f"from torchtitan.models.{module}.config_registry import {fn}", "", "",
-           f"def {CONFIG_FN}():",
-           f"    config = {fn}()",
-           '    config.hf_assets_path = os.environ.get("TOKENIZER_MODEL", config.hf_assets_path)',
-           '    config.dump_folder = os.environ.get("CHECKPOINT_DIR", config.dump_folder)',
-           '    if os.environ.get("DATA_PATH"):',
-           '        config.dataloader.dataset_path = os.environ["DATA_PATH"]']
+    out = comment_lines(
+        prediction_header(config, estimate)
+        + [
+            f"Written for torchtitan {target or versions.default_version('torchtitan')}: "
+            f"torchrun ... -m torchtitan.train --module roofplan_torchtitan --config {CONFIG_FN}",
+            "Placeholders (environment): DATA_PATH, TOKENIZER_MODEL, CHECKPOINT_DIR.",
+        ]
+    )
+    out += [
+        "",
+        "import os",
+        "",
+        "from torchtitan.distributed.activation_checkpoint import FullAC, SelectiveAC  # noqa: F401",
+        f"from torchtitan.models.{module}.config_registry import {fn}",
+        "",
+        "",
+        f"def {CONFIG_FN}():",
+        f"    config = {fn}()",
+        '    config.hf_assets_path = os.environ.get("TOKENIZER_MODEL", config.hf_assets_path)',
+        '    config.dump_folder = os.environ.get("CHECKPOINT_DIR", config.dump_folder)',
+        '    if os.environ.get("DATA_PATH"):',
+        '        config.dataloader.dataset_path = os.environ["DATA_PATH"]',
+    ]
     for section, kv in settings(model, config).items():
         out += [f"    config.{section}.{k} = {_py_value(v)}" for k, v in kv.items()]
     out += [f"    config.activation_checkpoint = {ac}", "    return config"]
@@ -189,22 +215,38 @@ def emit(model: ModelSpec, config: Mapping, estimate: Mapping, target: str | Non
     _check(model, config, target)
     toml = _interface(target) == "toml"
     job = TOML if toml else PYCONFIG
-    text = toml_doc(model, config, estimate, target) if toml else python_config(model, config, estimate, target)
+    text = (
+        toml_doc(model, config, estimate, target) if toml else python_config(model, config, estimate, target)
+    )
     av = argv(config, target)
     if toml:  # the TOML is not read by a shell: the placeholders are passed as overrides
-        av += ["--training.dataset_path", "${DATA_PATH}", "--model.hf_assets_path", "${TOKENIZER_MODEL}",
-               "--job.dump_folder", "${CHECKPOINT_DIR}"]
+        av += [
+            "--training.dataset_path",
+            "${DATA_PATH}",
+            "--model.hf_assets_path",
+            "${TOKENIZER_MODEL}",
+            "--job.dump_folder",
+            "${CHECKPOINT_DIR}",
+        ]
         prelude = []
     else:  # the config module reads them from the environment
-        prelude = ["export DATA_PATH TOKENIZER_MODEL CHECKPOINT_DIR",
-                   'export PYTHONPATH="${PWD}${PYTHONPATH:+:${PYTHONPATH}}"']
+        prelude = [
+            "export DATA_PATH TOKENIZER_MODEL CHECKPOINT_DIR",
+            'export PYTHONPATH="${PWD}${PYTHONPATH:+:${PYTHONPATH}}"',
+        ]
     header = prediction_header(config, estimate) + [f"Written for torchtitan {target}; job in {job}."]
-    script = shell_script(av, header=header, split_at=av.index("-m"), placeholders=TRAIN_PLACEHOLDERS,
-                          prelude=prelude)
-    steps = [f"Copy `{job}` and `{SCRIPT}` into one directory on every node (torchtitan {target} installed).",
-             "Set DATA_PATH, TOKENIZER_MODEL (Hugging Face assets folder) and CHECKPOINT_DIR (top of the script).",
-             f"On each node: `NODE_RANK=<0..nnodes-1> MASTER_ADDR=<node 0> bash {SCRIPT}` "
-             f"(one node: `bash {SCRIPT}`).",
-             "Throughput is logged as `tps:` per rank on every logged step."]
-    return {job: text, SCRIPT: script, "README.md": train_readme("torchtitan", target, config, estimate, steps)}
-
+    script = shell_script(
+        av, header=header, split_at=av.index("-m"), placeholders=TRAIN_PLACEHOLDERS, prelude=prelude
+    )
+    steps = [
+        f"Copy `{job}` and `{SCRIPT}` into one directory on every node (torchtitan {target} installed).",
+        "Set DATA_PATH, TOKENIZER_MODEL (Hugging Face assets folder) and CHECKPOINT_DIR (top of the script).",
+        f"On each node: `NODE_RANK=<0..nnodes-1> MASTER_ADDR=<node 0> bash {SCRIPT}` "
+        f"(one node: `bash {SCRIPT}`).",
+        "Throughput is logged as `tps:` per rank on every logged step.",
+    ]
+    return {
+        job: text,
+        SCRIPT: script,
+        "README.md": train_readme("torchtitan", target, config, estimate, steps),
+    }

@@ -189,19 +189,25 @@ def emit(best: dict, request: dict, target: str | None = None) -> dict[str, str]
         files[f"trtllm_node{n}.sh"] = sc.script(
             head + [f"Run on node {n}, next to the trtllm_*.yaml files."], pre + [""] + lines + ["wait"]
         )
-    steps = ["Copy the trtllm_*.yaml files next to the scripts on every node.",
-             "On every node n with a script: `bash trtllm_node<n>.sh` (MODEL set; an instance spanning "
-             "nodes is started once, through srun, from its first node)."]
+    steps = [
+        "Copy the trtllm_*.yaml files next to the scripts on every node.",
+        "On every node n with a script: `bash trtllm_node<n>.sh` (MODEL set; an instance spanning "
+        "nodes is started once, through srun, from its first node).",
+    ]
     if best["mode"] == "disagg":
         steps.append("Node 0's script also starts the disaggregated proxy (trtllm_disagg.yaml).")
     elif n_colo > 1:
         urls = [f"{_host(i.head, best)}:{port(i, n_colo)}" for i in insts]
         files[sc.ROUTER_CONF] = sc.nginx_router(best, urls)
-        files["trtllm_router.sh"] = sc.script(head + ["Run on node 0: the router of the colocated instances."],
-                                              [f'exec nginx -p "$PWD" -c {sc.ROUTER_CONF} -g "daemon off;"'])
+        files["trtllm_router.sh"] = sc.script(
+            head + ["Run on node 0: the router of the colocated instances."],
+            [f'exec nginx -p "$PWD" -c {sc.ROUTER_CONF} -g "daemon off;"'],
+        )
         steps.append(f"Then on node 0: `bash trtllm_router.sh` (nginx; hosts in {sc.ROUTER_CONF}).")
     files[sc.bench_name("trtllm")] = sc.benchmark_script(best, request, "trtllm")
-    steps.append(f"Send requests to port {sc.ROUTER_PORT}; `bash {sc.bench_name('trtllm')}` measures the deployment at the "
-                 "plan's lengths and concurrency (vllm bench serve against the OpenAI API).")
+    steps.append(
+        f"Send requests to port {sc.ROUTER_PORT}; `bash {sc.bench_name('trtllm')}` measures the deployment at the "
+        "plan's lengths and concurrency (vllm bench serve against the OpenAI API)."
+    )
     files["README.md"] = sc.readme("TensorRT-LLM", target, best, request, steps)
     return files

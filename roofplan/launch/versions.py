@@ -23,12 +23,24 @@ VERSIONS: dict[str, dict[str, dict]] = {
     "megatron": {
         # Megatron-FSDP (--use-megatron-fsdp) and the 1F1B EP A2A overlap appear in core_v0.14.0;
         # core_v0.13 validate_args refuses multi-token prediction with context parallelism.
-        "core_v0.13": {"megatron_fsdp": False, "ep_a2a_overlap": False, "mtp_with_cp": False,
-                       "inventory": "megatron-core_v0.13.0"},
-        "core_v0.16": {"megatron_fsdp": True, "ep_a2a_overlap": True, "mtp_with_cp": True,
-                       "inventory": "megatron-core_v0.16.1"},
-        "core_v0.19": {"megatron_fsdp": True, "ep_a2a_overlap": True, "mtp_with_cp": True,
-                       "inventory": "megatron-core_v0.19.0"},
+        "core_v0.13": {
+            "megatron_fsdp": False,
+            "ep_a2a_overlap": False,
+            "mtp_with_cp": False,
+            "inventory": "megatron-core_v0.13.0",
+        },
+        "core_v0.16": {
+            "megatron_fsdp": True,
+            "ep_a2a_overlap": True,
+            "mtp_with_cp": True,
+            "inventory": "megatron-core_v0.16.1",
+        },
+        "core_v0.19": {
+            "megatron_fsdp": True,
+            "ep_a2a_overlap": True,
+            "mtp_with_cp": True,
+            "inventory": "megatron-core_v0.19.0",
+        },
     },
     "deepspeed": {
         # Megatron-DeepSpeed (the fork's megatron/arguments.py) with DeepSpeed's config JSON.
@@ -57,10 +69,18 @@ VERSIONS: dict[str, dict[str, dict]] = {
         # 1.0-1.3: nvidia.com/v1alpha1 spec.services; v1beta1 spec.components is the served API
         # by 1.4 and v1alpha1 is deprecated. Worker role: --disaggregation-mode from 1.0. The
         # TensorRT-LLM worker's --model-path is an obsolete alias of --model in 1.6.
-        "1.3": {"api": "nvidia.com/v1alpha1", "image_tag": "1.3.1", "trtllm_model_flag": "--model-path",
-                "inventory": None},
-        "1.6": {"api": "nvidia.com/v1beta1", "image_tag": "1.6.1", "trtllm_model_flag": "--model",
-                "inventory": "dynamo-1.6.1"},
+        "1.3": {
+            "api": "nvidia.com/v1alpha1",
+            "image_tag": "1.3.1",
+            "trtllm_model_flag": "--model-path",
+            "inventory": None,
+        },
+        "1.6": {
+            "api": "nvidia.com/v1beta1",
+            "image_tag": "1.6.1",
+            "trtllm_model_flag": "--model",
+            "inventory": "dynamo-1.6.1",
+        },
     },
 }
 
@@ -80,7 +100,9 @@ def parse_targets(text: str | list[str] | None) -> dict[str, str]:
         if not sep or fw not in VERSIONS:
             raise InputError("target", part, "FRAMEWORK=VERSION with FRAMEWORK one of " + ", ".join(VERSIONS))
         if ver not in VERSIONS[fw]:
-            raise InputError("target", part, f"a {fw} version this emitter writes for: " + ", ".join(VERSIONS[fw]))
+            raise InputError(
+                "target", part, f"a {fw} version this emitter writes for: " + ", ".join(VERSIONS[fw])
+            )
         if fw in out and out[fw] != ver:
             raise InputError("target", part, f"one version per framework ({fw}={out[fw]} given already)")
         out[fw] = ver

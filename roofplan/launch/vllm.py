@@ -84,8 +84,10 @@ def _engine_flags(inst: sc.Instance, request: dict) -> list:
     ]
     if request.get("dtype") == "fp8":
         argv += ["--quantization", "fp8"]
-    argv += ["--enable-chunked-prefill",
-             "--enable-prefix-caching" if sc.prefix_caching(request) else "--disable-prefix-caching"]
+    argv += [
+        "--enable-chunked-prefill",
+        "--enable-prefix-caching" if sc.prefix_caching(request) else "--disable-prefix-caching",
+    ]
     argv += sc.vllm_spec_argv(request)
     if inst.role in ("prefill", "decode"):
         argv += ["--kv-transfer-config", kv_transfer_config(inst.role)]
@@ -201,13 +203,20 @@ def emit(best: dict, request: dict, target: str | None = None) -> dict[str, str]
     elif n_colo > 1:
         urls = [f"{sc.node_host(i.head, best)}:{port(i, n_colo)}" for i in insts]
         files[sc.ROUTER_CONF] = sc.nginx_router(best, urls)
-        files["vllm_router.sh"] = sc.script(head + ["Run on node 0: the router of the colocated instances."],
-                                            [f'exec nginx -p "$PWD" -c {sc.ROUTER_CONF} -g "daemon off;"'])
-        steps.append(f"Then on node 0: `bash vllm_router.sh` (nginx; edit the hosts in {sc.ROUTER_CONF} "
-                     "if the nodes are not reachable as node<n>).")
-    files[sc.bench_name("vllm")] = sc.benchmark_script(best, request, "vllm", port(insts[0], n_colo) if n_colo == 1
-                                          else sc.ROUTER_PORT)
-    steps.append(f"Send requests to port {sc.ROUTER_PORT}; `bash {sc.bench_name('vllm')}` measures the deployment at the "
-                 "plan's lengths and concurrency (vllm bench serve).")
+        files["vllm_router.sh"] = sc.script(
+            head + ["Run on node 0: the router of the colocated instances."],
+            [f'exec nginx -p "$PWD" -c {sc.ROUTER_CONF} -g "daemon off;"'],
+        )
+        steps.append(
+            f"Then on node 0: `bash vllm_router.sh` (nginx; edit the hosts in {sc.ROUTER_CONF} "
+            "if the nodes are not reachable as node<n>)."
+        )
+    files[sc.bench_name("vllm")] = sc.benchmark_script(
+        best, request, "vllm", port(insts[0], n_colo) if n_colo == 1 else sc.ROUTER_PORT
+    )
+    steps.append(
+        f"Send requests to port {sc.ROUTER_PORT}; `bash {sc.bench_name('vllm')}` measures the deployment at the "
+        "plan's lengths and concurrency (vllm bench serve)."
+    )
     files["README.md"] = sc.readme("vLLM", target, best, request, steps)
     return files

@@ -78,19 +78,45 @@ _MISSING = object()
 #: The model field each integer config key becomes (its bounds: ``MODEL_BOUNDS``); keys named like
 #: the field itself (``kv_lora_rank``) need no entry.
 _BOUND_OF = {
-    "hidden_size": "hidden", "n_embd": "hidden", "n_embed": "hidden", "word_embed_proj_dim": "hidden",
-    "num_attention_heads": "heads", "n_head": "heads", "num_key_value_heads": "kv_heads",
-    "num_hidden_layers": "layers", "n_layer": "layers", "decoder_sparse_step": "layers",
-    "moe_layer_freq": "layers", "first_k_dense_replace": "first_dense_layers",
-    "intermediate_size": "ffn", "ffn_dim": "ffn", "n_inner": "ffn", "moe_intermediate_size": "expert_ffn",
-    "vocab_size": "vocab", "max_position_embeddings": "max_seq_len", "n_positions": "max_seq_len",
-    "seq_length": "max_seq_len", "num_local_experts": "num_experts", "n_routed_experts": "num_experts",
-    "num_experts_per_tok": "top_k", "n_shared_experts": "shared_experts",
-    "index_n_heads": "index_heads", "index_topk": "topk", "sliding_window": "window",
-    "attention_chunk_size": "window", "intermediate_size_mlp": "ffn", "interleave_moe_layer_step": "layers",
-    "full_attention_interval": "layers", "linear_num_key_heads": "heads", "linear_num_value_heads": "heads",
-    "linear_key_head_dim": "head_dim", "linear_value_head_dim": "head_dim", "mamba_num_heads": "heads",
-    "mamba_head_dim": "head_dim", "n_groups": "heads", "shared_expert_intermediate_size": "shared_ffn",
+    "hidden_size": "hidden",
+    "n_embd": "hidden",
+    "n_embed": "hidden",
+    "word_embed_proj_dim": "hidden",
+    "num_attention_heads": "heads",
+    "n_head": "heads",
+    "num_key_value_heads": "kv_heads",
+    "num_hidden_layers": "layers",
+    "n_layer": "layers",
+    "decoder_sparse_step": "layers",
+    "moe_layer_freq": "layers",
+    "first_k_dense_replace": "first_dense_layers",
+    "intermediate_size": "ffn",
+    "ffn_dim": "ffn",
+    "n_inner": "ffn",
+    "moe_intermediate_size": "expert_ffn",
+    "vocab_size": "vocab",
+    "max_position_embeddings": "max_seq_len",
+    "n_positions": "max_seq_len",
+    "seq_length": "max_seq_len",
+    "num_local_experts": "num_experts",
+    "n_routed_experts": "num_experts",
+    "num_experts_per_tok": "top_k",
+    "n_shared_experts": "shared_experts",
+    "index_n_heads": "index_heads",
+    "index_topk": "topk",
+    "sliding_window": "window",
+    "attention_chunk_size": "window",
+    "intermediate_size_mlp": "ffn",
+    "interleave_moe_layer_step": "layers",
+    "full_attention_interval": "layers",
+    "linear_num_key_heads": "heads",
+    "linear_num_value_heads": "heads",
+    "linear_key_head_dim": "head_dim",
+    "linear_value_head_dim": "head_dim",
+    "mamba_num_heads": "heads",
+    "mamba_head_dim": "head_dim",
+    "n_groups": "heads",
+    "shared_expert_intermediate_size": "shared_ffn",
     "moe_shared_expert_intermediate_size": "shared_ffn",
 }
 
@@ -227,8 +253,9 @@ def _qwen3_moe(cfg: _Config) -> dict:
     # modeling_qwen3_moe: layer i is sparse iff i not in mlp_only_layers and (i + 1) % step == 0.
     step = cfg.int("decoder_sparse_step", default=1)
     dense_only = cfg.get("mlp_only_layers", default=[])
-    if not isinstance(dense_only, list) or not all(isinstance(i, int) and not isinstance(i, bool)
-                                                   for i in dense_only):
+    if not isinstance(dense_only, list) or not all(
+        isinstance(i, int) and not isinstance(i, bool) for i in dense_only
+    ):
         raise InputError(cfg._field("mlp_only_layers"), dense_only, "a list of layer indices")
     dense_only = set(dense_only)
     sparse = sum(1 for i in range(spec["layers"]) if i not in dense_only and (i + 1) % step == 0)
@@ -270,7 +297,9 @@ def _deepseek(cfg: _Config) -> dict:
             shared_experts=cfg.count("n_shared_experts", 0),
             shared_ffn=expert_ffn,
             first_dense_layers=spec["layers"] - sparse,
-            score_function="sigmoid" if cfg.get("scoring_func", default="softmax") == "sigmoid" else "softmax",
+            score_function="sigmoid"
+            if cfg.get("scoring_func", default="softmax") == "sigmoid"
+            else "softmax",
             expert_bias=cfg.get("topk_method", default="") == "noaux_tc",
             routed_scaling=cfg.number("routed_scaling_factor", 1.0),
             groups=cfg.count("n_group", 0),
@@ -285,7 +314,8 @@ def _deepseek_dsa(cfg: _Config) -> dict:
     spec = _deepseek(cfg)
     if cfg.get("index_topk", default=None) is not None:
         spec["dsa"] = SparseAttnSpec(
-            index_heads=cfg.int("index_n_heads"), index_head_dim=cfg.int("index_head_dim"),
+            index_heads=cfg.int("index_n_heads"),
+            index_head_dim=cfg.int("index_head_dim"),
             topk=cfg.int("index_topk"),
         )
     return spec
@@ -304,8 +334,9 @@ def _gpt_oss(cfg: _Config) -> dict:
     # GptOssConfig: head_dim 64, sliding_window 128, alternating sliding/full layer_types.
     spec = _common(cfg, default_max_pos=131072, default_head_dim=64)
     spec["qkv_bias"] = cfg.bool("attention_bias", True)
-    spec["moe"] = MoESpec(num_experts=cfg.int("num_local_experts"), top_k=cfg.int("num_experts_per_tok"),
-                          expert_ffn=spec["ffn"])
+    spec["moe"] = MoESpec(
+        num_experts=cfg.int("num_local_experts"), top_k=cfg.int("num_experts_per_tok"), expert_ffn=spec["ffn"]
+    )
     sliding = sum(1 for t in _layer_types(cfg, spec["layers"]) if t == "sliding_attention")
     if sliding:
         spec["window"] = WindowSpec(layers=sliding, window=cfg.int("sliding_window", default=128))
@@ -319,8 +350,11 @@ def _llama4(cfg: _Config) -> dict:
     step = cfg.int("interleave_moe_layer_step", default=1)
     moe_layers = cfg.get("moe_layers", default=None) or list(range(step - 1, layers, step))
     spec["moe"] = MoESpec(
-        num_experts=cfg.int("num_local_experts"), top_k=cfg.int("num_experts_per_tok"),
-        expert_ffn=cfg.int("intermediate_size"), shared_experts=1, shared_ffn=cfg.int("intermediate_size"),
+        num_experts=cfg.int("num_local_experts"),
+        top_k=cfg.int("num_experts_per_tok"),
+        expert_ffn=cfg.int("intermediate_size"),
+        shared_experts=1,
+        shared_ffn=cfg.int("intermediate_size"),
         first_dense_layers=layers - len(moe_layers),
     )
     # Llama4TextConfig: no_rope_layers[i] == 1 marks a RoPE layer with chunked attention; every
@@ -328,7 +362,9 @@ def _llama4(cfg: _Config) -> dict:
     rope = cfg.get("no_rope_layers", default=None) or [int((i + 1) % 4 != 0) for i in range(layers)]
     chunk = cfg.get("attention_chunk_size", default=None)
     if chunk and sum(rope):
-        spec["window"] = WindowSpec(layers=int(sum(rope)), window=cfg.int("attention_chunk_size"), kind="chunked")
+        spec["window"] = WindowSpec(
+            layers=int(sum(rope)), window=cfg.int("attention_chunk_size"), kind="chunked"
+        )
     return spec
 
 
@@ -359,8 +395,14 @@ def _gated_deltanet(cfg: _Config, hidden: int, count: int) -> LinearMixerSpec:
     kernel = cfg.int("linear_conv_kernel_dim", default=4)
     key_dim, value_dim = nk * dk, nv * dv
     conv_dim = 2 * key_dim + value_dim
-    params = (hidden * (2 * key_dim + 2 * value_dim) + hidden * 2 * nv + conv_dim * kernel + 2 * nv + dv
-              + value_dim * hidden)
+    params = (
+        hidden * (2 * key_dim + 2 * value_dim)
+        + hidden * 2 * nv
+        + conv_dim * kernel
+        + 2 * nv
+        + dv
+        + value_dim * hidden
+    )
     return LinearMixerSpec(layers=count, params=params, state_elems=nv * dk * dv + conv_dim * (kernel - 1))
 
 
@@ -392,10 +434,17 @@ def _mamba2(cfg: _Config, hidden: int, count: int) -> LinearMixerSpec:
     inner = nh * hd
     conv_dim = inner + 2 * groups * state
     conv_bias = conv_dim if cfg.bool("use_conv_bias", True) else 0
-    params = hidden * (2 * inner + 2 * groups * state + nh) + conv_dim * kernel + conv_bias + 3 * nh + inner \
+    params = (
+        hidden * (2 * inner + 2 * groups * state + nh)
+        + conv_dim * kernel
+        + conv_bias
+        + 3 * nh
+        + inner
         + inner * hidden
-    return LinearMixerSpec(layers=count, params=params, state_elems=nh * hd * state + conv_dim * (kernel - 1),
-                           kind="mamba2")
+    )
+    return LinearMixerSpec(
+        layers=count, params=params, state_elems=nh * hd * state + conv_dim * (kernel - 1), kind="mamba2"
+    )
 
 
 def _nemotron_h(cfg: _Config) -> dict:
@@ -403,20 +452,29 @@ def _nemotron_h(cfg: _Config) -> dict:
     if not isinstance(pattern, str) or set(pattern) - set("M*E-"):
         raise InputError(cfg._field("hybrid_override_pattern"), pattern, "a string of M, *, E and -")
     if cfg.get("moe_latent_size", default=None) is not None:
-        raise InputError(cfg._field("moe_latent_size"), cfg.get("moe_latent_size"),
-                         "absent (latent MoE experts are not modelled)")
+        raise InputError(
+            cfg._field("moe_latent_size"),
+            cfg.get("moe_latent_size"),
+            "absent (latent MoE experts are not modelled)",
+        )
     mlps, moes = pattern.count("-"), pattern.count("E")
-    doc = dict(cfg.doc, num_hidden_layers=mlps + moes,
-               intermediate_size=cfg.get("intermediate_size", default=None) or cfg.int("moe_intermediate_size"))
+    doc = dict(
+        cfg.doc,
+        num_hidden_layers=mlps + moes,
+        intermediate_size=cfg.get("intermediate_size", default=None) or cfg.int("moe_intermediate_size"),
+    )
     spec = _common(_Config(doc, cfg.path), default_max_pos=4096, default_head_dim=128)
     spec.update(gated_mlp=False, attn_layers=pattern.count("*"))
     if pattern.count("M"):
         spec["linear"] = _mamba2(cfg, spec["hidden"], pattern.count("M"))
     if moes:
         spec["moe"] = MoESpec(
-            num_experts=cfg.int("n_routed_experts"), top_k=cfg.int("num_experts_per_tok"),
-            expert_ffn=cfg.int("moe_intermediate_size"), shared_experts=cfg.count("n_shared_experts", 0),
-            shared_ffn=cfg.count("moe_shared_expert_intermediate_size", 0), first_dense_layers=mlps,
+            num_experts=cfg.int("n_routed_experts"),
+            top_k=cfg.int("num_experts_per_tok"),
+            expert_ffn=cfg.int("moe_intermediate_size"),
+            shared_experts=cfg.count("n_shared_experts", 0),
+            shared_ffn=cfg.count("moe_shared_expert_intermediate_size", 0),
+            first_dense_layers=mlps,
         )
     return spec
 
@@ -546,8 +604,9 @@ def spec_from_hf_dict(doc: dict, path: Path | str = "config.json") -> ModelSpec:
     spec = _READERS[model_type](_Config(doc, path))
     vision = outer.get("vision_config") if outer is not doc else None
     if isinstance(vision, dict) and outer.get("model_type") in _VISION_READERS:
-        spec["vision_params"] = _VISION_READERS[outer["model_type"]](_Config(vision, path, "vision_config."),
-                                                                   spec["hidden"])
+        spec["vision_params"] = _VISION_READERS[outer["model_type"]](
+            _Config(vision, path, "vision_config."), spec["hidden"]
+        )
     return ModelSpec(**spec)
 
 

@@ -89,11 +89,23 @@ _INT_FIELDS = (
     "mtp_layers",
     "vision_params",
 )
-_BOOL_FIELDS = ("gated_mlp", "tied_embeddings", "linear_bias", "qkv_bias", "qk_norm", "embedding_layernorm",
-                "attn_output_gate")
+_BOOL_FIELDS = (
+    "gated_mlp",
+    "tied_embeddings",
+    "linear_bias",
+    "qkv_bias",
+    "qk_norm",
+    "embedding_layernorm",
+    "attn_output_gate",
+)
 _EXTRA_KEYS = ("schema", "notes")
-_SUB_SPECS = {"moe": MoESpec, "mla": MLASpec, "window": WindowSpec, "linear": LinearMixerSpec,
-              "dsa": SparseAttnSpec}
+_SUB_SPECS = {
+    "moe": MoESpec,
+    "mla": MLASpec,
+    "window": WindowSpec,
+    "linear": LinearMixerSpec,
+    "dsa": SparseAttnSpec,
+}
 
 _INLINE_GPT = re.compile(r"^\s*gpt\((?P<body>[^()]*)\)\s*$", re.IGNORECASE)
 _INLINE_KEYS = {
@@ -137,8 +149,11 @@ def model_from_dict(doc: dict, *, where: str, default_name: str) -> ModelSpec:
     allowed = sorted(set(_SPEC_FIELDS) | set(_EXTRA_KEYS))
     for key, value in doc.items():
         if key not in allowed:
-            raise InputError(f"{where}: {key}", value, did_you_mean(str(key), allowed)
-                             + "a model field, one of " + ", ".join(allowed))
+            raise InputError(
+                f"{where}: {key}",
+                value,
+                did_you_mean(str(key), allowed) + "a model field, one of " + ", ".join(allowed),
+            )
     if "schema" in doc and doc["schema"] != MODEL_SCHEMA:
         raise InputError(f"{where}: schema", doc["schema"], MODEL_SCHEMA)
     for key in _REQUIRED:
@@ -178,8 +193,11 @@ def model_from_dict(doc: dict, *, where: str, default_name: str) -> ModelSpec:
             raise InputError(f"{where}: {key}", sub, "a mapping with keys " + ", ".join(names))
         for sub_key, value in sub.items():
             if sub_key not in names:
-                raise InputError(f"{where}: {key}.{sub_key}", value, did_you_mean(str(sub_key), names)
-                                 + "one of " + ", ".join(names))
+                raise InputError(
+                    f"{where}: {key}.{sub_key}",
+                    value,
+                    did_you_mean(str(sub_key), names) + "one of " + ", ".join(names),
+                )
             optional = "None" in str(next(f.type for f in dataclasses.fields(cls) if f.name == sub_key))
             if sub_key in ints and not (value is None and optional):  # bounds before the spec's own checks
                 check_count(f"{where}: {key}.{sub_key}", value, sub_key, 1 if key == "mla" else 0)
@@ -265,8 +283,12 @@ def load_model(id_or_path) -> ModelSpec:
     path = user_path(text, "model")
     if is_dir(path):
         if not is_file(path / "config.json"):
-            raise InputError("model", text, "a Hugging Face model directory holding config.json (there is none), "
-                             "a config.json or model YAML file, or a preset id")
+            raise InputError(
+                "model",
+                text,
+                "a Hugging Face model directory holding config.json (there is none), "
+                "a config.json or model YAML file, or a preset id",
+            )
         path = path / "config.json"
     if is_file(path):
         suffix = path.suffix.lower()

@@ -27,13 +27,34 @@ from roofplan.hardware.spec import DTYPE_BYTES
 #: layers still take ~19 s and 3 GB to plan; at 10^4 a plan train search takes ~3 s, as long as
 #: the largest real problems (see benchmarks/bench_inputs.py).
 MODEL_BOUNDS: dict[str, int] = {
-    "layers": 10_000, "hidden": 2**20, "heads": 2**16, "kv_heads": 2**16, "head_dim": 2**16,
-    "ffn": 2**24, "vocab": 2**24, "max_seq_len": 2**27, "learned_positions": 2**27,
-    "num_experts": 2**16, "top_k": 2**16, "expert_ffn": 2**24, "shared_experts": 2**10, "shared_ffn": 2**24,
+    "layers": 10_000,
+    "hidden": 2**20,
+    "heads": 2**16,
+    "kv_heads": 2**16,
+    "head_dim": 2**16,
+    "ffn": 2**24,
+    "vocab": 2**24,
+    "max_seq_len": 2**27,
+    "learned_positions": 2**27,
+    "num_experts": 2**16,
+    "top_k": 2**16,
+    "expert_ffn": 2**24,
+    "shared_experts": 2**10,
+    "shared_ffn": 2**24,
     "first_dense_layers": 10_000,
-    "kv_lora_rank": 2**16, "qk_nope_head_dim": 2**16, "qk_rope_head_dim": 2**16, "v_head_dim": 2**16,
-    "q_lora_rank": 2**16, "attn_layers": 10_000, "window": 2**27, "params": 2**36, "state_elems": 2**32,
-    "index_heads": 2**16, "index_head_dim": 2**16, "topk": 2**27, "mtp_layers": 10_000,
+    "kv_lora_rank": 2**16,
+    "qk_nope_head_dim": 2**16,
+    "qk_rope_head_dim": 2**16,
+    "v_head_dim": 2**16,
+    "q_lora_rank": 2**16,
+    "attn_layers": 10_000,
+    "window": 2**27,
+    "params": 2**36,
+    "state_elems": 2**32,
+    "index_heads": 2**16,
+    "index_head_dim": 2**16,
+    "topk": 2**27,
+    "mtp_layers": 10_000,
     "vision_params": 2**36,
 }
 #: Ceiling of an integer field not declared above (a field added later still gets an int32 bound).
@@ -113,9 +134,14 @@ class MLASpec:
         for name in ("kv_lora_rank", "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim"):
             if getattr(self, name) is None:
                 raise InputError(f"mla.{name}", None, "a positive integer (required)")
-        _require_positive("mla", kv_lora_rank=self.kv_lora_rank, qk_nope_head_dim=self.qk_nope_head_dim,
-                          qk_rope_head_dim=self.qk_rope_head_dim, v_head_dim=self.v_head_dim,
-                          q_lora_rank=self.q_lora_rank)
+        _require_positive(
+            "mla",
+            kv_lora_rank=self.kv_lora_rank,
+            qk_nope_head_dim=self.qk_nope_head_dim,
+            qk_rope_head_dim=self.qk_rope_head_dim,
+            v_head_dim=self.v_head_dim,
+            q_lora_rank=self.q_lora_rank,
+        )
 
 
 @dataclass(frozen=True)
@@ -163,8 +189,9 @@ class SparseAttnSpec:
     topk: int
 
     def __post_init__(self) -> None:
-        _require_positive("dsa", index_heads=self.index_heads, index_head_dim=self.index_head_dim,
-                          topk=self.topk)
+        _require_positive(
+            "dsa", index_heads=self.index_heads, index_head_dim=self.index_head_dim, topk=self.topk
+        )
 
 
 @dataclass(frozen=True)
@@ -210,27 +237,51 @@ class ModelSpec:
 
     def __post_init__(self) -> None:
         """Reject shapes no implementation can build, naming the field (docs/SPEC.md §4: exit 2)."""
-        _require_positive(self.name or "model", layers=self.layers, hidden=self.hidden, heads=self.heads,
-                          kv_heads=self.kv_heads, head_dim=self.head_dim, ffn=self.ffn, vocab=self.vocab,
-                          max_seq_len=self.max_seq_len)
+        _require_positive(
+            self.name or "model",
+            layers=self.layers,
+            hidden=self.hidden,
+            heads=self.heads,
+            kv_heads=self.kv_heads,
+            head_dim=self.head_dim,
+            ffn=self.ffn,
+            vocab=self.vocab,
+            max_seq_len=self.max_seq_len,
+        )
         if self.heads % self.kv_heads:
-            raise InputError(f"{self.name or 'model'}.kv_heads", self.kv_heads,
-                             f"a divisor of heads ({self.heads})")
-        check_count(f"{self.name or 'model'}.learned_positions", self.learned_positions, "learned_positions",
-                    minimum=0)
+            raise InputError(
+                f"{self.name or 'model'}.kv_heads", self.kv_heads, f"a divisor of heads ({self.heads})"
+            )
+        check_count(
+            f"{self.name or 'model'}.learned_positions",
+            self.learned_positions,
+            "learned_positions",
+            minimum=0,
+        )
         check_count(f"{self.name or 'model'}.attn_layers", self.attn_layers, "attn_layers", minimum=0)
         check_count(f"{self.name or 'model'}.vision_params", self.vision_params, "vision_params", minimum=0)
         if self.attn_layers == 0 and self.full_attention_layers < 0:
-            raise InputError(f"{self.name or 'model'}.window.layers", self.window.layers if self.window else 0,
-                             f"windowed + linear layers at most layers ({self.layers})")
+            raise InputError(
+                f"{self.name or 'model'}.window.layers",
+                self.window.layers if self.window else 0,
+                f"windowed + linear layers at most layers ({self.layers})",
+            )
         if self.dsa is not None and self.mla is None:
-            raise InputError(f"{self.name or 'model'}.dsa", "set", "used with mla (DeepSeek Sparse Attention)")
+            raise InputError(
+                f"{self.name or 'model'}.dsa", "set", "used with mla (DeepSeek Sparse Attention)"
+            )
         if self.moe is not None and self.moe.first_dense_layers > self.layers:
-            raise InputError(f"{self.name or 'model'}.moe.first_dense_layers", self.moe.first_dense_layers,
-                             f"at most layers ({self.layers})")
+            raise InputError(
+                f"{self.name or 'model'}.moe.first_dense_layers",
+                self.moe.first_dense_layers,
+                f"at most layers ({self.layers})",
+            )
         if self.params_total > MAX_PARAMS:
-            raise InputError(f"{self.name or 'model'}", f"{self.params_total:.3g} parameters",
-                             f"a model of at most {MAX_PARAMS:.0e} parameters")
+            raise InputError(
+                f"{self.name or 'model'}",
+                f"{self.params_total:.3g} parameters",
+                f"a model of at most {MAX_PARAMS:.0e} parameters",
+            )
 
     def to_dict(self) -> dict:
         """Every field as plain data (nested ``moe``/``mla`` dicts or None): the model YAML schema."""
@@ -317,8 +368,12 @@ class ModelSpec:
         if self.dsa is None:
             return 0
         d, q_in = self.dsa, (self.mla.q_lora_rank or self.hidden)
-        return q_in * d.index_heads * d.index_head_dim + self.hidden * d.index_head_dim + 2 * d.index_head_dim \
+        return (
+            q_in * d.index_heads * d.index_head_dim
+            + self.hidden * d.index_head_dim
+            + 2 * d.index_head_dim
             + self.hidden * d.index_heads
+        )
 
     def mixer_params_total(self) -> int:
         """Token-mixer weights of the whole stack: softmax attention (full and windowed) plus the
@@ -428,10 +483,16 @@ class ModelSpec:
         b = DTYPE_BYTES[dtype]
         if self.dsa is not None:
             latent = self.mla.kv_lora_rank + self.mla.qk_rope_head_dim
-            return self.layers * b * (np.minimum(context, self.dsa.topk) * latent + context * self.dsa.index_head_dim)
+            return (
+                self.layers
+                * b
+                * (np.minimum(context, self.dsa.topk) * latent + context * self.dsa.index_head_dim)
+            )
         per_layer = self._kv_elems_per_layer() * b
-        return per_layer * (self.full_attention_layers * context
-                            + self.window_layers * np.minimum(context, self.window.window))
+        return per_layer * (
+            self.full_attention_layers * context
+            + self.window_layers * np.minimum(context, self.window.window)
+        )
 
     def forward_flops_per_token(self, context: float) -> float:
         """Forward FLOPs for one token: 2 x matmul weights + attention over ``context`` keys."""

@@ -99,8 +99,9 @@ def colocated_metrics(
     # one microbatch -- the same composition as the cost model's static decode (serve_step).
     m = np.minimum(C, shapes.pp).astype(float)
     spec, hit, skew = features or (None, 0, 1.0)
-    r = colocated_rounds(model, hw, engine, cfg, C, chunk, m, isl=isl, osl=osl, spec=spec, prefix_hit=hit,
-                         expert_skew=skew)
+    r = colocated_rounds(
+        model, hw, engine, cfg, C, chunk, m, isl=isl, osl=osl, spec=spec, prefix_hit=hit, expert_skew=skew
+    )
     mix, dec, E = r.mixed, r.decode, r.tokens_per_round
     t_mix = np.asarray(mix.total, dtype=float)
     t_dec = np.asarray(dec.total, dtype=float)

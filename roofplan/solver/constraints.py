@@ -31,16 +31,40 @@ from roofplan.errors import InputError
 from roofplan.solver.space import OFFLOAD_CODES, RECOMPUTE_CODES
 
 #: Constraint key -> search-array name.
-KEYS = {"tp": "tp", "pp": "pp", "dp": "dp", "cp": "cp", "ep": "ep", "vpp": "vpp", "mb": "micro_batch",
-        "zero": "zero", "recompute": "recompute", "offload": "offload", "sp": "sequence_parallel",
-        "tp_overlap": "tp_comm_overlap", "etp": "etp", "dispatcher": "moe_dispatcher", "fp8_recipe": "fp8_recipe"}
-_NAMED = {"recompute": RECOMPUTE_CODES, "offload": OFFLOAD_CODES,
-          "sp": {"off": 0, "on": 1, "false": 0, "true": 1, "no": 0, "yes": 1, "0": 0, "1": 1}}
+KEYS = {
+    "tp": "tp",
+    "pp": "pp",
+    "dp": "dp",
+    "cp": "cp",
+    "ep": "ep",
+    "vpp": "vpp",
+    "mb": "micro_batch",
+    "zero": "zero",
+    "recompute": "recompute",
+    "offload": "offload",
+    "sp": "sequence_parallel",
+    "tp_overlap": "tp_comm_overlap",
+    "etp": "etp",
+    "dispatcher": "moe_dispatcher",
+    "fp8_recipe": "fp8_recipe",
+}
+_NAMED = {
+    "recompute": RECOMPUTE_CODES,
+    "offload": OFFLOAD_CODES,
+    "sp": {"off": 0, "on": 1, "false": 0, "true": 1, "no": 0, "yes": 1, "0": 0, "1": 1},
+}
 _NAMED["tp_overlap"] = _NAMED["sp"]
 _NAMED["dispatcher"] = {n: i for i, n in enumerate(MOE_DISPATCHERS)}
 _NAMED["fp8_recipe"] = {n: i for i, n in enumerate(FP8_RECIPES)}
-_OPS = {"=": operator.eq, "==": operator.eq, "!=": operator.ne, "<": operator.lt, "<=": operator.le,
-        ">": operator.gt, ">=": operator.ge}
+_OPS = {
+    "=": operator.eq,
+    "==": operator.eq,
+    "!=": operator.ne,
+    "<": operator.lt,
+    "<=": operator.le,
+    ">": operator.gt,
+    ">=": operator.ge,
+}
 _TERM = re.compile(r"\s*(?:([a-z]+)\.)?([a-z][a-z0-9_]*)\s*(==|!=|<=|>=|=|<|>)\s*([A-Za-z0-9_+.-]+)\s*")
 #: Serving constraint key -> candidate column (see the module docstring).
 SERVE_KEYS = {"tp": "tp", "pp": "pp", "ep": "ep", "dp": "dp", "batch": "batch", "chunk": "chunk"}
@@ -72,16 +96,21 @@ class Constraint:
         return ~m if self.exclude else m
 
 
-def parse(text: str | None, *, exclude: bool, field: str, keys: dict | None = None,
-          roles: tuple[str, ...] = ()) -> tuple[Constraint, ...]:
+def parse(
+    text: str | None, *, exclude: bool, field: str, keys: dict | None = None, roles: tuple[str, ...] = ()
+) -> tuple[Constraint, ...]:
     """``"tp=8,pp=16"`` -> constraints; :class:`InputError` naming ``field`` on bad syntax.
     ``keys`` (default the training :data:`KEYS`) maps keys to columns; with ``roles`` a term may
     name its role (``decode.tp=8``)."""
     if text is None or not text.strip():
         return ()
     keys = KEYS if keys is None else keys
-    allowed = ("comma-separated key=value terms" if not exclude else "comma-separated comparisons such as cp>1") + \
-        " over " + ", ".join(keys) + (f" (optionally ROLE.key, ROLE one of {', '.join(roles)})" if roles else "")
+    allowed = (
+        ("comma-separated key=value terms" if not exclude else "comma-separated comparisons such as cp>1")
+        + " over "
+        + ", ".join(keys)
+        + (f" (optionally ROLE.key, ROLE one of {', '.join(roles)})" if roles else "")
+    )
     out = []
     for term in text.split(","):
         m = _TERM.fullmatch(term)

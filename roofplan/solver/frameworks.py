@@ -45,36 +45,75 @@ def _partial_recompute(a):
     return (a["recompute"] == 2) & (a["recompute_layers"] != 0)
 
 
-_TP_OVERLAP = Rule("tp_comm_overlap", lambda a: a["tp_comm_overlap"] != 0,
-                   "no userbuffers TP-communication overlap (Megatron --tp-comm-overlap)")
-_DEEPEP = Rule("deepep", lambda a: a["moe_dispatcher"] != 0,
-               "no DeepEP token dispatcher (Megatron-Core --moe-token-dispatcher-type flex)")
-_FP8_DELAYED = Rule("fp8_delayed", lambda a: a["fp8_recipe"] != 0,
-                    "no Transformer Engine delayed-scaling FP8 recipe (Megatron --fp8-recipe delayed)")
-_ETP = Rule("expert_tp", lambda a: (a["etp"] != 0) & (a["tp"] > 1),  # with TP 1 expert TP 1 is the default
-            "no separate expert tensor-parallel degree (Megatron-Core --expert-tensor-parallel-size)")
+_TP_OVERLAP = Rule(
+    "tp_comm_overlap",
+    lambda a: a["tp_comm_overlap"] != 0,
+    "no userbuffers TP-communication overlap (Megatron --tp-comm-overlap)",
+)
+_DEEPEP = Rule(
+    "deepep",
+    lambda a: a["moe_dispatcher"] != 0,
+    "no DeepEP token dispatcher (Megatron-Core --moe-token-dispatcher-type flex)",
+)
+_FP8_DELAYED = Rule(
+    "fp8_delayed",
+    lambda a: a["fp8_recipe"] != 0,
+    "no Transformer Engine delayed-scaling FP8 recipe (Megatron --fp8-recipe delayed)",
+)
+_ETP = Rule(
+    "expert_tp",
+    lambda a: (a["etp"] != 0) & (a["tp"] > 1),  # with TP 1 expert TP 1 is the default
+    "no separate expert tensor-parallel degree (Megatron-Core --expert-tensor-parallel-size)",
+)
 
 RULES: dict[str, tuple[Rule, ...]] = {
     "megatron": (
-        Rule("param_offload", lambda a: a["offload"] >= 2, "Megatron-LM has no parameter offload (use --emit deepspeed)"),
-        Rule("fsdp_with_pp", lambda a: (a["zero"] >= 2) & (a["pp"] > 1),
-             "Megatron-FSDP (ZeRO-2/3) is not combined with pipeline parallelism here"),
-        Rule("offload_without_zero", lambda a: (a["offload"] >= 1) & (a["zero"] < 1),
-             "--optimizer-cpu-offload needs the distributed optimizer (ZeRO >= 1)"),
+        Rule(
+            "param_offload",
+            lambda a: a["offload"] >= 2,
+            "Megatron-LM has no parameter offload (use --emit deepspeed)",
+        ),
+        Rule(
+            "fsdp_with_pp",
+            lambda a: (a["zero"] >= 2) & (a["pp"] > 1),
+            "Megatron-FSDP (ZeRO-2/3) is not combined with pipeline parallelism here",
+        ),
+        Rule(
+            "offload_without_zero",
+            lambda a: (a["offload"] >= 1) & (a["zero"] < 1),
+            "--optimizer-cpu-offload needs the distributed optimizer (ZeRO >= 1)",
+        ),
     ),
     "deepspeed": (
-        Rule("partial_recompute_with_pp", lambda a: _partial_recompute(a) & (a["pp"] > 1),
-             "the DeepSpeed pipeline engine has no partial (block) recompute"),
-        Rule("zero_with_pp", lambda a: (a["zero"] >= 2) & (a["pp"] > 1),
-             "ZeRO-2 and ZeRO-3 are incompatible with DeepSpeed pipeline parallelism"),
-        Rule("param_offload_without_zero3", lambda a: (a["offload"] >= 2) & (a["zero"] < 3),
-             "offload_param needs ZeRO stage 3"),
-        Rule("offload_without_zero", lambda a: (a["offload"] == 1) & (a["zero"] < 1),
-             "offload_optimizer needs ZeRO stage >= 1"),
-        Rule("cp", lambda a: a["cp"] > 1,
-             "context parallelism is not available (DeepSpeed-Ulysses is a different algorithm)"),
+        Rule(
+            "partial_recompute_with_pp",
+            lambda a: _partial_recompute(a) & (a["pp"] > 1),
+            "the DeepSpeed pipeline engine has no partial (block) recompute",
+        ),
+        Rule(
+            "zero_with_pp",
+            lambda a: (a["zero"] >= 2) & (a["pp"] > 1),
+            "ZeRO-2 and ZeRO-3 are incompatible with DeepSpeed pipeline parallelism",
+        ),
+        Rule(
+            "param_offload_without_zero3",
+            lambda a: (a["offload"] >= 2) & (a["zero"] < 3),
+            "offload_param needs ZeRO stage 3",
+        ),
+        Rule(
+            "offload_without_zero",
+            lambda a: (a["offload"] == 1) & (a["zero"] < 1),
+            "offload_optimizer needs ZeRO stage >= 1",
+        ),
+        Rule(
+            "cp",
+            lambda a: a["cp"] > 1,
+            "context parallelism is not available (DeepSpeed-Ulysses is a different algorithm)",
+        ),
         _TP_OVERLAP,
-        Rule("interleaved", lambda a: a["vpp"] > 1, "the DeepSpeed pipeline engine has no interleaved schedule"),
+        Rule(
+            "interleaved", lambda a: a["vpp"] > 1, "the DeepSpeed pipeline engine has no interleaved schedule"
+        ),
         _ETP,
         _DEEPEP,
         _FP8_DELAYED,
@@ -82,12 +121,22 @@ RULES: dict[str, tuple[Rule, ...]] = {
     "torchtitan": (
         Rule("zero1", lambda a: a["zero"] == 1, "FSDP2 has no optimizer-only sharding (ZeRO-1)"),
         _TP_OVERLAP,
-        Rule("zero2_with_pp", lambda a: (a["zero"] == 2) & (a["pp"] > 1),
-             "under torchtitan's pipeline schedules FSDP2 reduces gradients on the last microbatch only, "
-             "so ZeRO-2 gradients are not sharded while they accumulate"),
-        Rule("partial_offload", lambda a: (a["offload"] >= 1) & ~((a["offload"] == 2) & (a["zero"] == 3)),
-             "torchtitan CPU offload moves parameters, gradients and optimizer together (ZeRO-3 only)"),
-        Rule("partial_recompute", _partial_recompute, "torchtitan full activation checkpointing covers every layer"),
+        Rule(
+            "zero2_with_pp",
+            lambda a: (a["zero"] == 2) & (a["pp"] > 1),
+            "under torchtitan's pipeline schedules FSDP2 reduces gradients on the last microbatch only, "
+            "so ZeRO-2 gradients are not sharded while they accumulate",
+        ),
+        Rule(
+            "partial_offload",
+            lambda a: (a["offload"] >= 1) & ~((a["offload"] == 2) & (a["zero"] == 3)),
+            "torchtitan CPU offload moves parameters, gradients and optimizer together (ZeRO-3 only)",
+        ),
+        Rule(
+            "partial_recompute",
+            _partial_recompute,
+            "torchtitan full activation checkpointing covers every layer",
+        ),
         _ETP,
         _DEEPEP,
         _FP8_DELAYED,
@@ -95,10 +144,26 @@ RULES: dict[str, tuple[Rule, ...]] = {
 }
 
 _DEFAULTS = {"tp_comm_overlap": 0, "etp": 0, "recompute_layers": 0, "cp": 1, "vpp": 1, "tp": 1}
-_KEYS = ("tp", "zero", "pp", "cp", "vpp", "offload", "recompute", "recompute_layers", "tp_comm_overlap", "etp",
-         "moe_dispatcher", "fp8_recipe")
-_NAMES = {"offload": OFFLOAD, "recompute": RECOMPUTE, "moe_dispatcher": {n: i for i, n in enumerate(MOE_DISPATCHERS)},
-          "fp8_recipe": {n: i for i, n in enumerate(FP8_RECIPES)}}
+_KEYS = (
+    "tp",
+    "zero",
+    "pp",
+    "cp",
+    "vpp",
+    "offload",
+    "recompute",
+    "recompute_layers",
+    "tp_comm_overlap",
+    "etp",
+    "moe_dispatcher",
+    "fp8_recipe",
+)
+_NAMES = {
+    "offload": OFFLOAD,
+    "recompute": RECOMPUTE,
+    "moe_dispatcher": {n: i for i, n in enumerate(MOE_DISPATCHERS)},
+    "fp8_recipe": {n: i for i, n in enumerate(FP8_RECIPES)},
+}
 
 
 def as_arrays(config: Mapping) -> dict[str, np.ndarray]:
@@ -116,8 +181,7 @@ def as_arrays(config: Mapping) -> dict[str, np.ndarray]:
 
 def _inputs(a: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     n = np.asarray(a["zero"]).shape
-    return {k: np.asarray(a[k]) if k in a else np.full(n, _DEFAULTS.get(k, 0))
-            for k in _KEYS}
+    return {k: np.asarray(a[k]) if k in a else np.full(n, _DEFAULTS.get(k, 0)) for k in _KEYS}
 
 
 def framework_mask(framework: str | tuple[str, ...] | None, a: Mapping[str, np.ndarray], layers: int = 0):

@@ -159,7 +159,8 @@ def solve_pd(
     if not pairs:
         return None
     if target_rps is not None and target_rps > max(
-            min(float(P.rate[i]) * ub_x[i], float(D.rate[j]) * ub_y[j]) for i, j in pairs):
+        min(float(P.rate[i]) * ub_x[i], float(D.rate[j]) * ub_y[j]) for i, j in pairs
+    ):
         return None  # above what any pair reaches at its instance caps: infeasible without a solve
     I_ = sorted(set(i for i, _ in pairs))
     J_ = sorted(set(j for _, j in pairs))

@@ -124,8 +124,12 @@ class PlacementResult:
         return {
             "method": self.method,
             "status": self.status,
-            "states": dict(d.placement, activations="hbm" if not any(d.act_offload.values()) else
-                           "hbm+" + "+".join(t for t, b in d.act_offload.items() if b > 0)),
+            "states": dict(
+                d.placement,
+                activations="hbm"
+                if not any(d.act_offload.values())
+                else "hbm+" + "+".join(t for t, b in d.act_offload.items() if b > 0),
+            ),
             "activation_bytes_offloaded": dict(d.act_offload),
             "recompute": self.recompute,
             "recompute_layers": d.recompute_layers,
@@ -144,8 +148,13 @@ def _activations(p: PlacementProblem, selective: bool, r: int) -> float:
     return max(a - r * p.act_saved_per_layer, 0.0)
 
 
-def evaluate(p: PlacementProblem, d: Decision, method: str = "fallback", status: str = "given",
-             solve_time_s: float = 0.0) -> PlacementResult:
+def evaluate(
+    p: PlacementProblem,
+    d: Decision,
+    method: str = "fallback",
+    status: str = "given",
+    solve_time_s: float = 0.0,
+) -> PlacementResult:
     """Step time, tier usage and link bandwidth of a decision under the program's accounting."""
     bw = {t.name: t.bandwidth_Bps for t in p.tiers}
     cap = {t.name: t.capacity_bytes for t in p.tiers}
@@ -170,12 +179,26 @@ def evaluate(p: PlacementProblem, d: Decision, method: str = "fallback", status:
         overl[t] += ov * b / bw[t]
         exposed += ex * b / bw[t]
     exposed += sum(max(v - p.window, 0.0) for v in overl.values())
-    step = (p.t_base + (p.t_selective if d.selective else 0.0) + d.recompute_layers * p.t_recompute_per_layer
-            + exposed)
+    step = (
+        p.t_base
+        + (p.t_selective if d.selective else 0.0)
+        + d.recompute_layers * p.t_recompute_per_layer
+        + exposed
+    )
     # 1e-6 relative: CBC's primal feasibility tolerance
     feasible = hbm <= p.hbm_capacity * (1 + 1e-6) and all(tier_bytes[t] <= cap[t] * (1 + 1e-6) for t in cap)
-    return PlacementResult(method, status, d, step, hbm, tier_bytes,
-                           {t: moved[t] / step for t in moved if moved[t] > 0}, exposed, solve_time_s, feasible)
+    return PlacementResult(
+        method,
+        status,
+        d,
+        step,
+        hbm,
+        tier_bytes,
+        {t: moved[t] / step for t in moved if moved[t] > 0},
+        exposed,
+        solve_time_s,
+        feasible,
+    )
 
 
 def solve(p: PlacementProblem, fallback: Decision, time_limit_s: float = 2.0) -> PlacementResult:
@@ -186,8 +209,9 @@ def solve(p: PlacementProblem, fallback: Decision, time_limit_s: float = 2.0) ->
             warnings.simplefilter("ignore", DeprecationWarning)
             return _solve(p, fallback, time_limit_s, t0)
     except Exception as exc:  # noqa: BLE001 - any solver failure falls back (recorded in the result)
-        return evaluate(p, fallback, "fallback", f"solver failed: {type(exc).__name__}: {exc}",
-                        time.perf_counter() - t0)
+        return evaluate(
+            p, fallback, "fallback", f"solver failed: {type(exc).__name__}: {exc}", time.perf_counter() - t0
+        )
 
 
 def _solve(p: PlacementProblem, fallback: Decision, time_limit_s: float, t0: float) -> PlacementResult:
@@ -222,13 +246,19 @@ def _solve(p: PlacementProblem, fallback: Decision, time_limit_s: float, t0: flo
     a = {t: pulp.LpVariable(f"act_{t}", lowBound=0) for t in act_ok}
     act = p.act_none - (p.act_none - p.act_selective) * sel - p.act_saved_per_layer * r
     prob += pulp.lpSum(a.values()) <= act
-    prob += (p.fixed_hbm_bytes + (1.0 + p.live_overhead) * (
-        act - pulp.lpSum(a.values()) + pulp.lpSum(b * x[s, "hbm"] for s, b in p.state_bytes.items()))
-        <= p.hbm_capacity)
+    prob += (
+        p.fixed_hbm_bytes
+        + (1.0 + p.live_overhead)
+        * (act - pulp.lpSum(a.values()) + pulp.lpSum(b * x[s, "hbm"] for s, b in p.state_bytes.items()))
+        <= p.hbm_capacity
+    )
     exposed_terms = []
     for t in p.tiers:
-        prob += (pulp.lpSum(b * x[s, t.name] for s, b in p.state_bytes.items() if (s, t.name) in x)
-                 + a.get(t.name, 0) <= t.capacity_bytes)
+        prob += (
+            pulp.lpSum(b * x[s, t.name] for s, b in p.state_bytes.items() if (s, t.name) in x)
+            + a.get(t.name, 0)
+            <= t.capacity_bytes
+        )
         e = pulp.LpVariable(f"exposed_{t.name}", lowBound=0)
         priced = [s for s in p.state_bytes if (s, t.name) in x and s in p.state_cost_s]
         crossing = [s for s in p.state_bytes if (s, t.name) in x and s not in p.state_cost_s]
@@ -239,18 +269,21 @@ def _solve(p: PlacementProblem, fallback: Decision, time_limit_s: float, t0: flo
         exposed_terms.append(e)
         exposed_terms += [CROSSINGS[s][1] * p.state_bytes[s] / bw[t.name] * x[s, t.name] for s in crossing]
         exposed_terms += [p.state_cost_s[s] * x[s, t.name] for s in priced]
-    prob += (p.t_base + p.t_selective * sel + p.t_recompute_per_layer * r + pulp.lpSum(exposed_terms))
+    prob += p.t_base + p.t_selective * sel + p.t_recompute_per_layer * r + pulp.lpSum(exposed_terms)
     solver = pulp.PULP_CBC_CMD(msg=False, timeLimit=time_limit_s)
     prob.solve(solver)
     status = pulp.LpStatus[prob.status]
     if status != "Optimal":
         raise RuntimeError(status)
-    placement = {s: next(t for t in tiers if (s, t) in x and (x[s, t].value() or 0) > 0.5)
-                 for s in p.state_bytes}
-    d = Decision(placement=placement,
-                 act_offload={t: max(float(v.value() or 0.0), 0.0) for t, v in a.items()},
-                 selective=bool(p.allow_selective and (sel.value() or 0) > 0.5),
-                 recompute_layers=round(r.value() or 0))
+    placement = {
+        s: next(t for t in tiers if (s, t) in x and (x[s, t].value() or 0) > 0.5) for s in p.state_bytes
+    }
+    d = Decision(
+        placement=placement,
+        act_offload={t: max(float(v.value() or 0.0), 0.0) for t, v in a.items()},
+        selective=bool(p.allow_selective and (sel.value() or 0) > 0.5),
+        recompute_layers=round(r.value() or 0),
+    )
     res = evaluate(p, d, "ilp", "optimal", time.perf_counter() - t0)
     # an equally fast given decision is an optimum too: report it rather than a different tie
     given = evaluate(p, fallback, "ilp", "optimal", res.solve_time_s)

@@ -18,15 +18,37 @@ from roofplan.solver.frameworks import FRAMEWORKS  # noqa: F401  (the training l
 SCHEMA = "roofplan.plan.train/v1"
 
 #: Keys of a candidate that describe the configuration (the rest is its estimate).
-CONFIG_KEYS = ("gpus", "gpus_per_node", "tp", "pp", "dp", "cp", "ep", "vpp", "micro_batch", "global_batch",
-               "seq_len", "dtype", "recompute", "recompute_layers", "sequence_parallel", "zero", "offload",
-               "tp_comm_overlap", "etp", "moe_dispatcher", "fp8_recipe")
+CONFIG_KEYS = (
+    "gpus",
+    "gpus_per_node",
+    "tp",
+    "pp",
+    "dp",
+    "cp",
+    "ep",
+    "vpp",
+    "micro_batch",
+    "global_batch",
+    "seq_len",
+    "dtype",
+    "recompute",
+    "recompute_layers",
+    "sequence_parallel",
+    "zero",
+    "offload",
+    "tp_comm_overlap",
+    "etp",
+    "moe_dispatcher",
+    "fp8_recipe",
+)
 
 
 def brief(candidate: dict) -> dict:
     """A candidate as the plan's ``why`` names it: its configuration, step time and throughput."""
-    return {k: candidate[k] for k in CONFIG_KEYS} | {"step_time_s": candidate["step_time_s"],
-                                                    "tokens_per_s": candidate["tokens_per_s"]}
+    return {k: candidate[k] for k in CONFIG_KEYS} | {
+        "step_time_s": candidate["step_time_s"],
+        "tokens_per_s": candidate["tokens_per_s"],
+    }
 
 
 @dataclass
@@ -57,19 +79,23 @@ class TrainPlan:
         return out
 
     def to_json(self) -> dict[str, Any]:
-        return with_timing(plain({
-            "schema": SCHEMA,
-            "inputs": self.inputs,
-            "objective": self.objective,
-            "best": self.best,
-            "candidates": self.candidates,
-            "searched": self.searched,
-            "evaluated": self.evaluated,
-            "feasible": self.feasible,
-            "rejected": dict(self.rejected),
-            "search_time_s": self.search_time_s,
-            "placement": self.placement,
-            "why": self.why,
-            "launch": self.launch,
-            "launch_unsupported": self.launch_unsupported,
-        }))
+        return with_timing(
+            plain(
+                {
+                    "schema": SCHEMA,
+                    "inputs": self.inputs,
+                    "objective": self.objective,
+                    "best": self.best,
+                    "candidates": self.candidates,
+                    "searched": self.searched,
+                    "evaluated": self.evaluated,
+                    "feasible": self.feasible,
+                    "rejected": dict(self.rejected),
+                    "search_time_s": self.search_time_s,
+                    "placement": self.placement,
+                    "why": self.why,
+                    "launch": self.launch,
+                    "launch_unsupported": self.launch_unsupported,
+                }
+            )
+        )

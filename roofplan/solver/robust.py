@@ -101,14 +101,18 @@ def mfu_warning(bands: dict, mfu: float, band: ErrorBand, hw_id: str, model, dty
     """A warning when ``mfu`` exceeds the best published MFU by more than the band, else None."""
     ref = best_published_mfu(bands, hw_id, model, dtype)
     if ref is None:
-        return (f"no published {mfu_class(model)} training run on {hw_id} in {dtype}: the predicted MFU "
-                f"{mfu:.1%} is not checked against a measurement")
+        return (
+            f"no published {mfu_class(model)} training run on {hw_id} in {dtype}: the predicted MFU "
+            f"{mfu:.1%} is not checked against a measurement"
+        )
     limit = ref["mfu"] * (1.0 + band.fraction)
     if mfu <= limit:
         return None
-    return (f"predicted MFU {mfu:.1%} exceeds the best published {mfu_class(model)} MFU on {hw_id} "
-            f"({ref['mfu']:.1%}, {ref['case']}: {ref['source']}) by more than the {band.pct:.1f}% band; "
-            "the model is optimistic outside validated territory")
+    return (
+        f"predicted MFU {mfu:.1%} exceeds the best published {mfu_class(model)} MFU on {hw_id} "
+        f"({ref['mfu']:.1%}, {ref['case']}: {ref['source']}) by more than the {band.pct:.1f}% band; "
+        "the model is optimistic outside validated territory"
+    )
 
 
 def simplicity_key(cfg: dict, free_bytes) -> tuple[np.ndarray, ...]:
@@ -131,11 +135,20 @@ def simplicity_key(cfg: dict, free_bytes) -> tuple[np.ndarray, ...]:
     dims = (tp > 1).astype(int) + (pp > 1) + (cp > 1) + (ep > 1)
     rl = np.asarray(cfg["recompute_layers"])
     rc_layers = np.where(np.asarray(cfg["recompute"]) == 2, np.where(rl == 0, np.iinfo(np.int64).max, rl), 0)
-    return ((~launchable(cfg)).astype(int), np.asarray(cfg["offload"]), (cp > 1).astype(int), dims, pp,
-            np.asarray(cfg["vpp"]), np.asarray(cfg["recompute"]), rc_layers, np.asarray(cfg["zero"]),
-            np.asarray(cfg.get("tp_comm_overlap", np.zeros_like(tp))),
-            (np.asarray(cfg.get("etp", np.zeros_like(tp))) != 0).astype(int),
-            -np.asarray(free_bytes, dtype=float))
+    return (
+        (~launchable(cfg)).astype(int),
+        np.asarray(cfg["offload"]),
+        (cp > 1).astype(int),
+        dims,
+        pp,
+        np.asarray(cfg["vpp"]),
+        np.asarray(cfg["recompute"]),
+        rc_layers,
+        np.asarray(cfg["zero"]),
+        np.asarray(cfg.get("tp_comm_overlap", np.zeros_like(tp))),
+        (np.asarray(cfg.get("etp", np.zeros_like(tp))) != 0).astype(int),
+        -np.asarray(free_bytes, dtype=float),
+    )
 
 
 def simplicity_order(cfg: dict, free_bytes, score) -> np.ndarray:
@@ -147,9 +160,19 @@ def simplicity_order(cfg: dict, free_bytes, score) -> np.ndarray:
 def simpler_reasons(a: dict, b: dict) -> list[str]:
     """Why candidate dict ``a`` is simpler than ``b``, in the order of :func:`simplicity_key`."""
     out = []
-    codes = [{"zero": c["zero"], "pp": c["pp"], "cp": c["cp"], "vpp": c["vpp"], "tp": c["tp"],
-              "offload": OFFLOAD[c["offload"]], "recompute": RECOMPUTE[c["recompute"]],
-              "recompute_layers": c["recompute_layers"]} for c in (a, b)]
+    codes = [
+        {
+            "zero": c["zero"],
+            "pp": c["pp"],
+            "cp": c["cp"],
+            "vpp": c["vpp"],
+            "tp": c["tp"],
+            "offload": OFFLOAD[c["offload"]],
+            "recompute": RECOMPUTE[c["recompute"]],
+            "recompute_layers": c["recompute_layers"],
+        }
+        for c in (a, b)
+    ]
     if launchable(codes[0])[0] and not launchable(codes[1])[0]:
         out.append("a built-in launcher expresses it")
     if OFFLOAD[a["offload"]] < OFFLOAD[b["offload"]]:

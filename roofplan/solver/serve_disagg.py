@@ -65,7 +65,12 @@ def best_disagg(model, pre, dec, budget, *, isl, osl, ttft_s, rate, objective, k
     info["compatible_pairs"] = int(np.count_nonzero(compatible))
     t0 = time.perf_counter()
     sol = solve_pd(
-        P, D, compatible, budget, target_rps=rate, objective="cost" if objective == "energy" else objective,
+        P,
+        D,
+        compatible,
+        budget,
+        target_rps=rate,
+        objective="cost" if objective == "energy" else objective,
         time_limit_s=ILP_TIME_LIMIT_S,
     )
     info["solve_time_s"] = time.perf_counter() - t0
@@ -76,17 +81,36 @@ def best_disagg(model, pre, dec, budget, *, isl, osl, ttft_s, rate, objective, k
     Rd, j = drefs[sol.decode]
     kv_s = float(kv[sol.prefill, sol.decode])
     hp, hd = Rp.pool.hw.price_per_hour, Rd.pool.hw.price_per_hour
-    price = sol.price if objective != "energy" else (
-        sol.x * int(Rp.gpus[i]) * hp + sol.y * int(Rd.gpus[j]) * hd if hp and hd else None)
-    power = (None if Rp.power_w is None or Rd.power_w is None
-             else sol.x * float(Rp.power_w[i]) + sol.y * float(Rd.power_w[j]))
+    price = (
+        sol.price
+        if objective != "energy"
+        else (sol.x * int(Rp.gpus[i]) * hp + sol.y * int(Rd.gpus[j]) * hd if hp and hd else None)
+    )
+    power = (
+        None
+        if Rp.power_w is None or Rd.power_w is None
+        else sol.x * float(Rp.power_w[i]) + sol.y * float(Rd.power_w[j])
+    )
     if rate is None:
         key = (-sol.goodput_rps, sol.gpus)
     else:
-        key = ((sol.price if objective in ("cost", "energy") and sol.price is not None else float(sol.gpus)),
-               sol.gpus)
-    best = Deployment(mode="disagg", prefill=InstancePlan.of(Rp, i, sol.x), decode=InstancePlan.of(Rd, j, sol.y),
-                      ratio=sol.ratio, gpus=sol.gpus, goodput_rps=sol.goodput_rps, ttft_s=float(Rp.ttft_s[i]) + kv_s,
-                      tpot_s=float(Rd.tpot_s[j]), osl=osl, price_per_hour=price, kv_transfer_s=kv_s, power_w=power,
-                      rank_key=key)
+        key = (
+            (sol.price if objective in ("cost", "energy") and sol.price is not None else float(sol.gpus)),
+            sol.gpus,
+        )
+    best = Deployment(
+        mode="disagg",
+        prefill=InstancePlan.of(Rp, i, sol.x),
+        decode=InstancePlan.of(Rd, j, sol.y),
+        ratio=sol.ratio,
+        gpus=sol.gpus,
+        goodput_rps=sol.goodput_rps,
+        ttft_s=float(Rp.ttft_s[i]) + kv_s,
+        tpot_s=float(Rd.tpot_s[j]),
+        osl=osl,
+        price_per_hour=price,
+        kv_transfer_s=kv_s,
+        power_w=power,
+        rank_key=key,
+    )
     return best, info

@@ -95,9 +95,14 @@ def raise_infeasible(
         )
         raise InfeasibleError(
             msg,
-            (f"about {need} GPUs are needed (--gpus {need}) or a lower --rate" if need <= MAX_SERVE_GPUS else
-             f"about {need:.3g} GPUs would be needed, more than the {MAX_SERVE_GPUS:,} a plan can use: "
-             "lower --rate") if need else "lower --rate",
+            (
+                f"about {need} GPUs are needed (--gpus {need}) or a lower --rate"
+                if need <= MAX_SERVE_GPUS
+                else f"about {need:.3g} GPUs would be needed, more than the {MAX_SERVE_GPUS:,} a plan can use: "
+                "lower --rate"
+            )
+            if need
+            else "lower --rate",
             details,
         )
     msg = f"no deployment of {model.name} on {cap_txt} x {hw_txt} ({mode}) meets " + (
@@ -154,10 +159,11 @@ def _min_gpus_to_fit(model, pools, eng, *, isl, osl, dtype, kv_dtype, engine_nam
         shapes = instance_shapes(model, pool.hw.devices_per_node, 4096, engine_name)
         if len(shapes) == 0:
             continue
-        cfg = serve_configs(shapes, np.ones(len(shapes), dtype=np.int64), isl, osl, dtype, kv_dtype, engine_name)
+        cfg = serve_configs(
+            shapes, np.ones(len(shapes), dtype=np.int64), isl, osl, dtype, kv_dtype, engine_name
+        )
         fits = np.asarray(serve_model.serve_step(model, pool.hw, cfg, eng).fits, dtype=bool)
         if np.any(fits):
             g = int(np.min(shapes.gpus[fits]))
             best = g if best is None else min(best, g)
     return best
-

@@ -95,4 +95,3 @@ def pareto_points(model, colo, pre, dec, budget, *, osl, isl, ttft_s, kv_dtype):
             point["prefill_per_decode"] = float(ratio)
         out.append(point)
     return out, series
-

@@ -40,24 +40,58 @@ CONFIRM_MIN_REQUESTS = 50
 def confirm_requests(osl: int) -> int:
     """Requests one confirmation simulates for outputs of ``osl`` tokens."""
     return int(min(CONFIRM_REQUESTS, max(CONFIRM_MIN_REQUESTS, CONFIRM_TOKENS // max(int(osl), 1))))
+
+
 #: A pick is confirmed when its simulated P-th percentiles are within this factor of the targets:
 #: the simulator and the analytic model agree to ~10 % (tests/test_serve_load.py).
 CONFIRM_TOLERANCE = 1.10
 
 
-def colocated_goodput(model, pool, engine, shapes: Shapes, *, isl, osl, dtype, kv_dtype, engine_name, p,
-                      ttft_s, tpot_s, features=None):
+def colocated_goodput(
+    model,
+    pool,
+    engine,
+    shapes: Shapes,
+    *,
+    isl,
+    osl,
+    dtype,
+    kv_dtype,
+    engine_name,
+    p,
+    ttft_s,
+    tpot_s,
+    features=None,
+):
     """(shapes, budgets, goodput rps, capacity rps, P-th TTFT, P-th TPOT, saturation batch, fits)
     of every shape x token budget (``CHUNK_GRID`` as ``max_num_batched_tokens``). ``features`` =
     (SpecDecode or None, prefix-hit tokens, expert skew), as the planner's other evaluators take
     them: the analytic load model prices them (:class:`~roofplan.costmodel.serve_load.Instance`)."""
     s, (budget,) = cross(shapes, np.array(CHUNK_GRID, dtype=np.int64))
     n = len(s)
-    cfg = serve_model.ServeConfigs(tp=s.tp, pp=s.pp, ep=s.ep, dp=s.dp, batch=1, isl=np.full(n, isl),
-                                   osl=np.full(n, osl), dtype=dtype, kv_dtype=kv_dtype, engine=engine_name)
+    cfg = serve_model.ServeConfigs(
+        tp=s.tp,
+        pp=s.pp,
+        ep=s.ep,
+        dp=s.dp,
+        batch=1,
+        isl=np.full(n, isl),
+        osl=np.full(n, osl),
+        dtype=dtype,
+        kv_dtype=kv_dtype,
+        engine=engine_name,
+    )
     spec, hit, skew = features or (None, 0, 1.0)
-    inst = serve_load.Instance(model, pool.hw, engine, cfg, budget=budget.astype(float), spec=spec,
-                               prefix_hit=int(hit), expert_skew=float(skew))
+    inst = serve_load.Instance(
+        model,
+        pool.hw,
+        engine,
+        cfg,
+        budget=budget.astype(float),
+        spec=spec,
+        prefix_hit=int(hit),
+        expert_skew=float(skew),
+    )
     isl_a, osl_a = np.array([isl]), np.array([osl])
     mo = serve_load.moments(inst, isl_a, osl_a)
     # the cached prefix (one copy per attention-DP rank) and one request's own KV must fit
@@ -130,29 +164,59 @@ def confirm(model, hw, engine, best: dict, request: dict, p: float, rate_rps: fl
     skew = float(request.get("expert_skew") or 1.0)
 
     def make(d: dict, eng) -> serve_load.Instance:
-        cfg = serve_model.ServeConfigs(tp=d["tp"], pp=d["pp"], ep=d["ep"], dp=d["dp"], batch=1, isl=isl, osl=osl,
-                                       dtype=common["dtype"], kv_dtype=common["kv_dtype"], engine=eng.name)
+        cfg = serve_model.ServeConfigs(
+            tp=d["tp"],
+            pp=d["pp"],
+            ep=d["ep"],
+            dp=d["dp"],
+            batch=1,
+            isl=isl,
+            osl=osl,
+            dtype=common["dtype"],
+            kv_dtype=common["kv_dtype"],
+            engine=eng.name,
+        )
         return serve_load.Instance(model, hw, eng, cfg)
 
     dec = best["decode"]
     if best["mode"] == "colocated":
-        eng = engine.replace(max_num_seqs=int(dec["batch"]), max_num_batched_tokens=int(dec["max_num_batched_tokens"]))
-        res = serve_sim.simulate_colocated(make(dec, eng), L, Lo, arr, instances=int(best["instances"]),
-                                           prefix_hit=hit, spec=spec, expert_skew=skew)
+        eng = engine.replace(
+            max_num_seqs=int(dec["batch"]), max_num_batched_tokens=int(dec["max_num_batched_tokens"])
+        )
+        res = serve_sim.simulate_colocated(
+            make(dec, eng),
+            L,
+            Lo,
+            arr,
+            instances=int(best["instances"]),
+            prefix_hit=hit,
+            spec=spec,
+            expert_skew=skew,
+        )
     else:
         pre = best["prefill"]
         pi = make(pre, engine.replace(max_num_batched_tokens=max(int(pre["batch"]) * isl, isl)))
         di = make(dec, engine.replace(max_num_seqs=int(dec["batch"])))
         same = int(pre["gpus_per_instance"]) + int(dec["gpus_per_instance"]) <= hw.devices_per_node
-        res = serve_sim.simulate_disagg(pi, di, L, Lo, arr, prefill_instances=int(pre["instances"]),
-                                        decode_instances=int(dec["instances"]),
-                                        transfer_s=lambda x: kv_transfer_s(pi, di, x, same, hit), prefix_hit=hit,
-                                        spec=spec, expert_skew=skew)
+        res = serve_sim.simulate_disagg(
+            pi,
+            di,
+            L,
+            Lo,
+            arr,
+            prefill_instances=int(pre["instances"]),
+            decode_instances=int(dec["instances"]),
+            transfer_s=lambda x: kv_transfer_s(pi, di, x, same, hit),
+            prefix_hit=hit,
+            spec=spec,
+            expert_skew=skew,
+        )
     ttft = _pct(res.ttft_s, p)
     tpot = _pct(res.tpot_s, p)
     t_lim, p_lim = request.get("ttft_ms"), request.get("tpot_ms")
     meets = (t_lim is None or ttft * 1e3 <= t_lim * CONFIRM_TOLERANCE) and (
-        p_lim is None or tpot * 1e3 <= p_lim * CONFIRM_TOLERANCE)
+        p_lim is None or tpot * 1e3 <= p_lim * CONFIRM_TOLERANCE
+    )
     return {
         "requests": n,
         "rate_rps": rate_rps,
@@ -165,7 +229,7 @@ def confirm(model, hw, engine, best: dict, request: dict, p: float, rate_rps: fl
 
 
 def _pct(x: np.ndarray, p: float) -> float:
-    keep = x[int(len(x) * 0.1):]
+    keep = x[int(len(x) * 0.1) :]
     keep = keep[np.isfinite(keep)]
     return float(np.percentile(keep, p)) if len(keep) else math.inf
 

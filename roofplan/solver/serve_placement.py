@@ -53,4 +53,3 @@ def placement(best: dict) -> list[dict]:
         node_base += len(free)
     out.sort(key=lambda e: (("prefill", "decode", "colocated").index(e["role"]), e["index"]))
     return out
-

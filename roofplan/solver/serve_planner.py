@@ -70,9 +70,25 @@ from roofplan.solver.serve_roles import (
 )
 from roofplan.solver.serve_space import instance_shapes
 
-__all__ = ["MAX_SERVE_GPUS", "MODES", "OBJECTIVES", "ROLES", "SCHEMA", "Deployment", "InstancePlan", "Pool",
-           "RoleCandidates", "ServePlan", "evaluate_decode", "evaluate_prefill", "kv_streams", "kv_transfer_time",
-           "placement", "plan_serving", "prune"]
+__all__ = [
+    "MAX_SERVE_GPUS",
+    "MODES",
+    "OBJECTIVES",
+    "ROLES",
+    "SCHEMA",
+    "Deployment",
+    "InstancePlan",
+    "Pool",
+    "RoleCandidates",
+    "ServePlan",
+    "evaluate_decode",
+    "evaluate_prefill",
+    "kv_streams",
+    "kv_transfer_time",
+    "placement",
+    "plan_serving",
+    "prune",
+]
 
 #: Candidates the simulator tries with a percentile SLA before the analytic pick is kept, flagged.
 CONFIRM_TRIES = 4
@@ -96,7 +112,9 @@ class _Search:
     common: dict  # dtype, kv_dtype, engine_name
     features: tuple | None
     slo_percentile: float | None
-    headroom: dict = field(default_factory=dict)  # role -> GiB a candidate must leave free (None: the default)
+    headroom: dict = field(
+        default_factory=dict
+    )  # role -> GiB a candidate must leave free (None: the default)
     constraints: tuple = ()  # solver.constraints.Constraint with a role
     colo: list[RoleCandidates] = field(default_factory=list)
     pre: list[RoleCandidates] = field(default_factory=list)
@@ -164,10 +182,21 @@ def _colocated_deployment(R: RoleCandidates, i: int, k: int, key: tuple, osl: in
     inst = InstancePlan.of(R, i, k)
     gpus = k * int(R.gpus[i])
     price = R.pool.hw.price_per_hour
-    return Deployment(mode="colocated", prefill=inst, decode=inst, gpus=gpus, goodput_rps=k * float(R.rate[i]),
-                      ttft_s=float(R.ttft_s[i]), tpot_s=float(R.tpot_s[i]), osl=osl,
-                      price_per_hour=(gpus * price) if price else None, instances=k,
-                      power_w=None if R.power_w is None else k * float(R.power_w[i]), rank_key=key, ref=(R, i))
+    return Deployment(
+        mode="colocated",
+        prefill=inst,
+        decode=inst,
+        gpus=gpus,
+        goodput_rps=k * float(R.rate[i]),
+        ttft_s=float(R.ttft_s[i]),
+        tpot_s=float(R.tpot_s[i]),
+        osl=osl,
+        price_per_hour=(gpus * price) if price else None,
+        instances=k,
+        power_w=None if R.power_w is None else k * float(R.power_w[i]),
+        rank_key=key,
+        ref=(R, i),
+    )
 
 
 def _headroom(best: Deployment, rate) -> dict:
@@ -214,26 +243,56 @@ def _evaluate(S: _Search) -> None:
         if S.mode in ("auto", "colocated") and not S.mixed:
             eng = engine_for(S, pool, "colocated")
             if S.slo_percentile is None:
-                R = evaluate_colocated(S.model, pool, eng, shapes, isl=S.isl, osl=S.osl, ttft_s=S.ttft_s,
-                                       tpot_s=S.tpot_s, features=S.features, **common)
+                R = evaluate_colocated(
+                    S.model,
+                    pool,
+                    eng,
+                    shapes,
+                    isl=S.isl,
+                    osl=S.osl,
+                    ttft_s=S.ttft_s,
+                    tpot_s=S.tpot_s,
+                    features=S.features,
+                    **common,
+                )
             else:
-                R = evaluate_colocated_percentile(S.model, pool, eng, shapes, isl=S.isl, osl=S.osl, ttft_s=S.ttft_s,
-                                                  tpot_s=S.tpot_s, p=S.slo_percentile, features=S.features,
-                                                  **common)
+                R = evaluate_colocated_percentile(
+                    S.model,
+                    pool,
+                    eng,
+                    shapes,
+                    isl=S.isl,
+                    osl=S.osl,
+                    ttft_s=S.ttft_s,
+                    tpot_s=S.tpot_s,
+                    p=S.slo_percentile,
+                    features=S.features,
+                    **common,
+                )
             S.colo.append(_limited(S, R, eng))
         if S.mode not in ("auto", "disagg"):
             continue
         if "prefill" in pool.roles:
             eng = engine_for(S, pool, "prefill")
-            R = evaluate_prefill(S.model, pool, eng, shapes, isl=S.isl, ttft_s=S.ttft_s, features=S.features,
-                                 **common)
+            R = evaluate_prefill(
+                S.model, pool, eng, shapes, isl=S.isl, ttft_s=S.ttft_s, features=S.features, **common
+            )
             if S.slo_percentile is not None:
                 queue_prefill(S.model, R, isl=S.isl, kv_dtype=S.kv_dtype, p=S.slo_percentile, ttft_s=S.ttft_s)
             S.pre.append(_limited(S, R, eng))
         if "decode" in pool.roles:
             eng = engine_for(S, pool, "decode")
-            R = evaluate_decode(S.model, pool, eng, shapes, isl=S.isl, osl=S.osl, tpot_s=S.tpot_s,
-                                features=S.features, **common)
+            R = evaluate_decode(
+                S.model,
+                pool,
+                eng,
+                shapes,
+                isl=S.isl,
+                osl=S.osl,
+                tpot_s=S.tpot_s,
+                features=S.features,
+                **common,
+            )
             if S.slo_percentile is not None:
                 queue_decode(R, osl=S.osl, p=S.slo_percentile, ttft_s=S.ttft_s)
             S.dec.append(_limited(S, R, eng))
@@ -249,7 +308,9 @@ def _limited(S: _Search, R: RoleCandidates, eng) -> RoleCandidates:
     return R
 
 
-def _confirmed(S: _Search, best: Deployment, best_colo: Deployment | None, best_dis: Deployment | None, req: dict):
+def _confirmed(
+    S: _Search, best: Deployment, best_colo: Deployment | None, best_dis: Deployment | None, req: dict
+):
     """Run the top picks through the simulator until one meets the percentile targets
     (CONFIRM_TRIES at most); none confirmed: the analytic pick, flagged. Returns (best, simulated,
     best colocated)."""
@@ -291,7 +352,8 @@ def _request_doc(S: _Search, ttft_ms, tpot_ms, rate) -> dict:
         "model_id": hf_id(S.model),
         "moe": S.model.moe is not None,
         "hardware": ",".join(f"{p.name}:{r}" for p in pools for r in p.roles if r != "colocated")
-        if S.mixed else pools[0].name,
+        if S.mixed
+        else pools[0].name,
         "gpus": S.budget.total if S.budget.total is not None else dict(S.budget.per_pool),
         "isl": S.isl,
         "osl": S.osl,
@@ -304,12 +366,22 @@ def _request_doc(S: _Search, ttft_ms, tpot_ms, rate) -> dict:
         "kv_dtype": S.kv_dtype,
         "objective": S.objective,
         # the largest share any instance leaves unused (the launch files' memory fraction)
-        "memory_reserve_fraction": max(engine_for(S, p, r).memory_reserve_fraction for p in pools for r in p.roles),
+        "memory_reserve_fraction": max(
+            engine_for(S, p, r).memory_reserve_fraction for p in pools for r in p.roles
+        ),
         "reserve_of_free": eng.reserve_of_free,
         "slo_percentile": S.slo_percentile,
-        "memory_headroom_gib": {p.name: {r: (S.headroom[r] if S.headroom.get(r) is not None else
-                                             default_memory_headroom_bytes(p.hw.hbm_bytes) / 2**30)
-                                         for r in p.roles} for p in pools},
+        "memory_headroom_gib": {
+            p.name: {
+                r: (
+                    S.headroom[r]
+                    if S.headroom.get(r) is not None
+                    else default_memory_headroom_bytes(p.hw.hbm_bytes) / 2**30
+                )
+                for r in p.roles
+            }
+            for p in pools
+        },
         "constraints": [("exclude " if c.exclude else "fix ") + c.text for c in S.constraints],
     }
     if S.features:
@@ -330,9 +402,28 @@ def _features(mode: str, isl: int, speculative, prefix_hit, expert_skew) -> tupl
     return (speculative, resolve_prefix_hit(prefix_hit, isl), float(expert_skew)), mode
 
 
-def _setup(model: ModelSpec, hw, engine, *, gpus, isl, osl, ttft_ms, tpot_ms, rate, mode, dtype, kv_dtype,
-           objective, speculative, prefix_hit, expert_skew, slo_percentile, memory_headroom=None,
-           constraints=()) -> _Search:
+def _setup(
+    model: ModelSpec,
+    hw,
+    engine,
+    *,
+    gpus,
+    isl,
+    osl,
+    ttft_ms,
+    tpot_ms,
+    rate,
+    mode,
+    dtype,
+    kv_dtype,
+    objective,
+    speculative,
+    prefix_hit,
+    expert_skew,
+    slo_percentile,
+    memory_headroom=None,
+    constraints=(),
+) -> _Search:
     """Check the request and hold it as the search uses it."""
     if not isinstance(model, ModelSpec):
         raise InputError("model", model, "a resolved ModelSpec (roofplan.plan_serving resolves ids)")
@@ -346,12 +437,24 @@ def _setup(model: ModelSpec, hw, engine, *, gpus, isl, osl, ttft_ms, tpot_ms, ra
     if len(pools) > 1 and mode == "colocated":
         raise InputError("mode", mode, "auto or disagg with separate prefill and decode hardware")
     features, mode = _features(mode, isl, speculative, prefix_hit, expert_skew)
-    return _Search(model=model, pools=pools, budget=budget, engine=engine, isl=isl, osl=osl,
-                   ttft_s=ttft_ms / 1e3 if ttft_ms is not None else None,
-                   tpot_s=tpot_ms / 1e3 if tpot_ms is not None else None, rate=rate, mode=mode, objective=objective,
-                   common=dict(dtype=dtype, kv_dtype=kv_dtype, engine_name=engine.name), features=features,
-                   slo_percentile=slo_percentile, headroom=parse_headroom(memory_headroom),
-                   constraints=parse_constraints(constraints))
+    return _Search(
+        model=model,
+        pools=pools,
+        budget=budget,
+        engine=engine,
+        isl=isl,
+        osl=osl,
+        ttft_s=ttft_ms / 1e3 if ttft_ms is not None else None,
+        tpot_s=tpot_ms / 1e3 if tpot_ms is not None else None,
+        rate=rate,
+        mode=mode,
+        objective=objective,
+        common=dict(dtype=dtype, kv_dtype=kv_dtype, engine_name=engine.name),
+        features=features,
+        slo_percentile=slo_percentile,
+        headroom=parse_headroom(memory_headroom),
+        constraints=parse_constraints(constraints),
+    )
 
 
 def plan_serving(
@@ -406,36 +509,96 @@ def plan_serving(
     band: the p90 error of the validated serving rows of its decode device.
     """
     if error_bands is None:
-        raise TypeError("plan_serving needs error_bands (roofplan.resolve.error_bands(): the door reads them)")
+        raise TypeError(
+            "plan_serving needs error_bands (roofplan.resolve.error_bands(): the door reads them)"
+        )
     t0 = time.perf_counter()
-    S = _setup(model, hw, engine, gpus=gpus, isl=isl, osl=osl, ttft_ms=ttft_ms, tpot_ms=tpot_ms, rate=rate,
-               mode=mode, dtype=dtype, kv_dtype=kv_dtype, objective=objective, speculative=speculative,
-               prefix_hit=prefix_hit, expert_skew=expert_skew, slo_percentile=slo_percentile,
-               memory_headroom=memory_headroom, constraints=constraints)
+    S = _setup(
+        model,
+        hw,
+        engine,
+        gpus=gpus,
+        isl=isl,
+        osl=osl,
+        ttft_ms=ttft_ms,
+        tpot_ms=tpot_ms,
+        rate=rate,
+        mode=mode,
+        dtype=dtype,
+        kv_dtype=kv_dtype,
+        objective=objective,
+        speculative=speculative,
+        prefix_hit=prefix_hit,
+        expert_skew=expert_skew,
+        slo_percentile=slo_percentile,
+        memory_headroom=memory_headroom,
+        constraints=constraints,
+    )
     _evaluate(S)
     best_colo = best_colocated(S.colo, S.budget, rate, S.objective, osl) if S.colo else None
     best_dis, pd_info = (None, {})
     if S.pre and S.dec:
-        best_dis, pd_info = best_disagg(S.model, S.pre, S.dec, S.budget, isl=isl, osl=osl, ttft_s=S.ttft_s,
-                                        rate=rate, objective=S.objective, kv_dtype=kv_dtype)
+        best_dis, pd_info = best_disagg(
+            S.model,
+            S.pre,
+            S.dec,
+            S.budget,
+            isl=isl,
+            osl=osl,
+            ttft_s=S.ttft_s,
+            rate=rate,
+            objective=S.objective,
+            kv_dtype=kv_dtype,
+        )
     feasible = int(sum(np.count_nonzero(R.ok) for R in S.candidates))
     if best_colo is None and best_dis is None:
-        raise_infeasible(S.model, S.pools, S.budget, S.colo, S.pre, S.dec, S.ttft_s, S.tpot_s, rate, S.mode, isl,
-                         osl, kv_dtype, engine, S.common)
+        raise_infeasible(
+            S.model,
+            S.pools,
+            S.budget,
+            S.colo,
+            S.pre,
+            S.dec,
+            S.ttft_s,
+            S.tpot_s,
+            rate,
+            S.mode,
+            isl,
+            osl,
+            kv_dtype,
+            engine,
+            S.common,
+        )
     best, simulated = pick(best_colo, best_dis), None
     if slo_percentile is not None:
-        req = {"isl": isl, "osl": osl, "dtype": dtype, "kv_dtype": kv_dtype, "ttft_ms": ttft_ms, "tpot_ms": tpot_ms}
+        req = {
+            "isl": isl,
+            "osl": osl,
+            "dtype": dtype,
+            "kv_dtype": kv_dtype,
+            "ttft_ms": ttft_ms,
+            "tpot_ms": tpot_ms,
+        }
         if S.features is not None:  # speculative decoding, prefix caching and skew, simulated as modelled
             req.update(speculative=S.features[0], prefix_hit=S.features[1], expert_skew=S.features[2])
         best, simulated, best_colo = _confirmed(S, best, best_colo, best_dis, req)
     alternatives = {name: b for name, b in (("colocated", best_colo), ("disagg", best_dis)) if b is not None}
     band = robust.serve_error_band(error_bands, best.decode.hardware)
     chosen = _chosen(best, pd_info, slo_percentile, rate, simulated, band)
-    front, series = pareto_points(S.model, S.colo, S.pre, S.dec, S.budget, osl=osl, isl=isl, ttft_s=S.ttft_s,
-                                  kv_dtype=kv_dtype)
-    return ServePlan(deployment=chosen, pareto=front, searched=S.searched, search_time_s=time.perf_counter() - t0,
-                     rejected=S.rejected, alternatives=alternatives, request=_request_doc(S, ttft_ms, tpot_ms, rate),
-                     feasible=feasible, frontier=series)
+    front, series = pareto_points(
+        S.model, S.colo, S.pre, S.dec, S.budget, osl=osl, isl=isl, ttft_s=S.ttft_s, kv_dtype=kv_dtype
+    )
+    return ServePlan(
+        deployment=chosen,
+        pareto=front,
+        searched=S.searched,
+        search_time_s=time.perf_counter() - t0,
+        rejected=S.rejected,
+        alternatives=alternatives,
+        request=_request_doc(S, ttft_ms, tpot_ms, rate),
+        feasible=feasible,
+        frontier=series,
+    )
 
 
 def _chosen(best: Deployment, pd_info: dict, slo_percentile, rate, simulated, band) -> Deployment:

@@ -158,8 +158,11 @@ def check_request(model: ModelSpec, isl, osl, ttft_ms, tpot_ms, rate, mode, dtyp
 
 def check_percentile(slo_percentile) -> None:
     """InputError unless None or a percentile strictly between 0 and 100."""
-    if slo_percentile is not None and (isinstance(slo_percentile, bool) or not isinstance(
-            slo_percentile, (int, float)) or not 0 < slo_percentile < 100):
+    if slo_percentile is not None and (
+        isinstance(slo_percentile, bool)
+        or not isinstance(slo_percentile, (int, float))
+        or not 0 < slo_percentile < 100
+    ):
         raise InputError("slo_percentile", slo_percentile, "a percentile between 0 and 100 (e.g. 90)")
 
 
@@ -222,6 +225,7 @@ def parse_constraints(constraints) -> tuple:
 
     if isinstance(constraints, dict):
         kw = dict(keys=cons.SERVE_KEYS, roles=cons.SERVE_ROLES)
-        return (cons.parse(constraints.get("fix"), exclude=False, field="fix", **kw)
-                + cons.parse(constraints.get("exclude"), exclude=True, field="exclude", **kw))
+        return cons.parse(constraints.get("fix"), exclude=False, field="fix", **kw) + cons.parse(
+            constraints.get("exclude"), exclude=True, field="exclude", **kw
+        )
     return tuple(constraints or ())

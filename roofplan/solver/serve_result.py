@@ -42,19 +42,37 @@ class InstancePlan:
     def of(cls, R, i: int, instances: int) -> InstancePlan:
         """Candidate ``i`` of the role candidates ``R`` (:class:`~roofplan.solver.serve_roles.RoleCandidates`)."""
         s = R.shapes
-        return cls(role=R.role, tp=int(s.tp[i]), pp=int(s.pp[i]), ep=int(s.ep[i]), dp=int(s.dp[i]),
-                   batch=int(R.batch[i]), instances=int(instances), gpus_per_instance=int(R.gpus[i]),
-                   hardware=R.pool.name, devices_per_node=int(R.pool.hw.devices_per_node),
-                   rate_rps_per_instance=float(R.rate[i]),
-                   chunk=None if R.chunk is None else int(R.chunk[i]),
-                   ttft_s=float(R.ttft_s[i]) if R.role in ("prefill", "colocated") else None,
-                   tpot_s=float(R.tpot_s[i]) if R.role in ("decode", "colocated") else None,
-                   free_memory_gib=None if R.free_bytes is None else float(R.free_bytes[i]) / 2**30)
+        return cls(
+            role=R.role,
+            tp=int(s.tp[i]),
+            pp=int(s.pp[i]),
+            ep=int(s.ep[i]),
+            dp=int(s.dp[i]),
+            batch=int(R.batch[i]),
+            instances=int(instances),
+            gpus_per_instance=int(R.gpus[i]),
+            hardware=R.pool.name,
+            devices_per_node=int(R.pool.hw.devices_per_node),
+            rate_rps_per_instance=float(R.rate[i]),
+            chunk=None if R.chunk is None else int(R.chunk[i]),
+            ttft_s=float(R.ttft_s[i]) if R.role in ("prefill", "colocated") else None,
+            tpot_s=float(R.tpot_s[i]) if R.role in ("decode", "colocated") else None,
+            free_memory_gib=None if R.free_bytes is None else float(R.free_bytes[i]) / 2**30,
+        )
 
     def to_json(self) -> dict:
-        d = {"tp": self.tp, "pp": self.pp, "ep": self.ep, "dp": self.dp, "batch": self.batch,
-             "instances": self.instances, "gpus_per_instance": self.gpus_per_instance, "hardware": self.hardware,
-             "devices_per_node": self.devices_per_node, "rate_rps_per_instance": self.rate_rps_per_instance}
+        d = {
+            "tp": self.tp,
+            "pp": self.pp,
+            "ep": self.ep,
+            "dp": self.dp,
+            "batch": self.batch,
+            "instances": self.instances,
+            "gpus_per_instance": self.gpus_per_instance,
+            "hardware": self.hardware,
+            "devices_per_node": self.devices_per_node,
+            "rate_rps_per_instance": self.rate_rps_per_instance,
+        }
         if self.chunk is not None:
             d["chunk"] = self.chunk
             d["max_num_batched_tokens"] = self.chunk + self.batch
@@ -92,7 +110,8 @@ class Deployment:
     def beats(self, other: Deployment) -> bool:
         """Strictly better than ``other`` (a first-key tie within 1e-9 is no win)."""
         return self.rank_key < other.rank_key and not math.isclose(
-            self.rank_key[0], other.rank_key[0], rel_tol=1e-9)
+            self.rank_key[0], other.rank_key[0], rel_tol=1e-9
+        )
 
     @property
     def output_tokens_per_s(self) -> float:
@@ -153,15 +172,17 @@ class ServePlan:
         return self.deployment.to_json()
 
     def to_json(self) -> dict:
-        return with_timing({
-            "schema": SCHEMA,
-            "inputs": self.request,
-            "best": self.best,
-            "alternatives": {name: d.to_json() for name, d in self.alternatives.items()},
-            "pareto": self.pareto,
-            "searched": int(self.searched),
-            "feasible": int(self.feasible),
-            "rejected": dict(self.rejected),
-            "search_time_s": float(self.search_time_s),
-            "launch": self.launch,
-        })
+        return with_timing(
+            {
+                "schema": SCHEMA,
+                "inputs": self.request,
+                "best": self.best,
+                "alternatives": {name: d.to_json() for name, d in self.alternatives.items()},
+                "pareto": self.pareto,
+                "searched": int(self.searched),
+                "feasible": int(self.feasible),
+                "rejected": dict(self.rejected),
+                "search_time_s": float(self.search_time_s),
+                "launch": self.launch,
+            }
+        )

@@ -110,11 +110,23 @@ def _serve_arrays(model, hw, cfg, engine, features):
         return serve_model.serve_step(model, hw, cfg, engine)
     from roofplan.costmodel.serve_features import serve_step_ext
 
-    return serve_step_ext(model, hw, cfg, engine, spec=features[0], prefix_hit=features[1], expert_skew=features[2])
+    return serve_step_ext(
+        model, hw, cfg, engine, spec=features[0], prefix_hit=features[1], expert_skew=features[2]
+    )
 
 
 def evaluate_prefill(
-    model, pool: Pool, engine, shapes: Shapes, *, isl, dtype, kv_dtype, engine_name, ttft_s=None, features=None
+    model,
+    pool: Pool,
+    engine,
+    shapes: Shapes,
+    *,
+    isl,
+    dtype,
+    kv_dtype,
+    engine_name,
+    ttft_s=None,
+    features=None,
 ) -> RoleCandidates:
     """Prefill-only instances: ``B`` prompts per pass (B·isl <= MAX_PREFILL_TOKENS, or one prompt).
 
@@ -149,8 +161,21 @@ def evaluate_prefill(
 def _one_phase(role, pool, s, B, ttft, tpot, rate, fits, ok, rejected, power) -> RoleCandidates:
     """Candidates of a prefill or decode role (no prefill chunk); searched includes the
     candidates the attention-DP balance removed."""
-    return RoleCandidates(role, pool, s, B, None, ttft, tpot, rate, fits, ok, len(B) + rejected.get("dp_balance", 0),
-                          rejected, power)
+    return RoleCandidates(
+        role,
+        pool,
+        s,
+        B,
+        None,
+        ttft,
+        tpot,
+        rate,
+        fits,
+        ok,
+        len(B) + rejected.get("dp_balance", 0),
+        rejected,
+        power,
+    )
 
 
 def _instance_power(pool: Pool, s: Shapes, compute_s, memory_s, total_s) -> np.ndarray | None:
@@ -170,7 +195,17 @@ def _within_sla(rejected: dict, fits, latency, limit, reason: str):
 
 
 def evaluate_decode(
-    model, pool: Pool, engine, shapes: Shapes, *, isl, osl, dtype, kv_dtype, engine_name, tpot_s=None,
+    model,
+    pool: Pool,
+    engine,
+    shapes: Shapes,
+    *,
+    isl,
+    osl,
+    dtype,
+    kv_dtype,
+    engine_name,
+    tpot_s=None,
     features=None,
 ) -> RoleCandidates:
     """Decode-only instances at concurrency ``B``: TPOT = the cost model's mean decode step over the
@@ -250,8 +285,20 @@ def evaluate_colocated(
 
 
 def evaluate_colocated_percentile(
-    model, pool: Pool, engine, shapes: Shapes, *, isl, osl, dtype, kv_dtype, engine_name, p, ttft_s=None,
-    tpot_s=None, features=None,
+    model,
+    pool: Pool,
+    engine,
+    shapes: Shapes,
+    *,
+    isl,
+    osl,
+    dtype,
+    kv_dtype,
+    engine_name,
+    p,
+    ttft_s=None,
+    tpot_s=None,
+    features=None,
 ) -> RoleCandidates:
     """Colocated candidates (shape x token budget) rated by their P-th percentile goodput under
     Poisson arrivals (:func:`roofplan.solver.serve_goodput.colocated_goodput`). ``batch`` is the
@@ -261,8 +308,20 @@ def evaluate_colocated_percentile(
 
     rejected: dict = {}
     s, budget, g, cap, t1, t2, d_sat, fits = colocated_goodput(
-        model, pool, engine, shapes, isl=isl, osl=osl, dtype=dtype, kv_dtype=kv_dtype, engine_name=engine_name,
-        p=p, ttft_s=ttft_s, tpot_s=tpot_s, features=features)
+        model,
+        pool,
+        engine,
+        shapes,
+        isl=isl,
+        osl=osl,
+        dtype=dtype,
+        kv_dtype=kv_dtype,
+        engine_name=engine_name,
+        p=p,
+        ttft_s=ttft_s,
+        tpot_s=tpot_s,
+        features=features,
+    )
     batch = np.maximum(np.ceil(d_sat), 1).astype(np.int64)
     batch = batch + (-batch) % s.dp  # whole requests per attention-DP rank
     chunk = budget - batch
@@ -274,9 +333,34 @@ def evaluate_colocated_percentile(
     _count(rejected, "percentile_sla", fits & roomy & ~meets)
     ok = fits & roomy & meets
     chunk = np.maximum(chunk, 1)
-    return RoleCandidates("colocated", pool, s, batch, chunk, t1, t2, g, fits & roomy, ok, len(g), rejected,
-                          _saturated_power(model, pool, engine, s, batch, chunk, isl=isl, osl=osl, dtype=dtype,
-                                           kv_dtype=kv_dtype, engine_name=engine_name), batch_is_cap=True)
+    return RoleCandidates(
+        "colocated",
+        pool,
+        s,
+        batch,
+        chunk,
+        t1,
+        t2,
+        g,
+        fits & roomy,
+        ok,
+        len(g),
+        rejected,
+        _saturated_power(
+            model,
+            pool,
+            engine,
+            s,
+            batch,
+            chunk,
+            isl=isl,
+            osl=osl,
+            dtype=dtype,
+            kv_dtype=kv_dtype,
+            engine_name=engine_name,
+        ),
+        batch_is_cap=True,
+    )
 
 
 def _saturated_power(model, pool: Pool, engine, s: Shapes, batch, chunk, **kw) -> np.ndarray | None:
@@ -328,7 +412,10 @@ def kv_transfer_time(model, P: RoleCandidates, D: RoleCandidates, pi, dj, *, isl
     place pairs to keep the transfer on NVLink when they fit in one node)."""
     pi = np.asarray(pi)
     dj = np.asarray(dj)
-    nbytes = np.asarray(serve_model.kv_transfer_bytes(model, isl, kv_dtype, P.prefix_hit), dtype=float) * P.batch[pi]
+    nbytes = (
+        np.asarray(serve_model.kv_transfer_bytes(model, isl, kv_dtype, P.prefix_hit), dtype=float)
+        * P.batch[pi]
+    )
     streams = np.minimum(P.streams(model)[pi], D.streams(model)[dj])
     per_stream = nbytes / np.maximum(streams, 1)
     hw_p, hw_d = P.pool.hw, D.pool.hw
@@ -389,7 +476,6 @@ def prune(model, R: RoleCandidates, use_ttft: bool) -> np.ndarray:
     return idx[_nondominated(keys, group)]
 
 
-
 def unit_cost(R: RoleCandidates, objective: str) -> np.ndarray:
     """What one instance of each candidate costs under ``objective``: $/h, W or GPUs."""
     if objective == "energy" and R.power_w is not None:
@@ -397,7 +483,6 @@ def unit_cost(R: RoleCandidates, objective: str) -> np.ndarray:
     if objective == "cost" and R.pool.hw.price_per_hour:
         return R.gpus * float(R.pool.hw.price_per_hour)
     return R.gpus.astype(float)
-
 
 
 def free_bytes(model, R: RoleCandidates, engine, *, isl, osl, dtype, kv_dtype, engine_name) -> np.ndarray:
@@ -421,8 +506,14 @@ def apply_limits(R: RoleCandidates, free: np.ndarray, headroom_bytes: float, con
 
     R.free_bytes = free
     mine = tuple(c for c in constraints if c.role in (None, R.role))
-    cols = {"tp": R.shapes.tp, "pp": R.shapes.pp, "ep": R.shapes.ep, "dp": R.shapes.dp, "batch": R.batch,
-            "chunk": R.chunk if R.chunk is not None else np.zeros_like(R.batch)}
+    cols = {
+        "tp": R.shapes.tp,
+        "pp": R.shapes.pp,
+        "ep": R.shapes.ep,
+        "dp": R.shapes.dp,
+        "batch": R.batch,
+        "chunk": R.chunk if R.chunk is not None else np.zeros_like(R.batch),
+    }
     allowed = cons.mask(mine, cols)
     _count(R.rejected, "constraint", R.ok & ~allowed)
     short = free < headroom_bytes

@@ -108,7 +108,9 @@ def pipeline_split_ok(layers, pp, vpp):
     vpp = np.asarray(vpp, dtype=np.int64)
     even = layers % pp == 0
     first, _, _ = pipeline_split(layers, pp)
-    return (even & ((vpp == 1) | ((pp > 1) & ((layers // pp) % vpp == 0)))) | (~even & (vpp == 1) & (first > 0))
+    return (even & ((vpp == 1) | ((pp > 1) & ((layers // pp) % vpp == 0)))) | (
+        ~even & (vpp == 1) & (first > 0)
+    )
 
 
 # -- memory bound ------------------------------------------------------------------------------------
@@ -127,9 +129,14 @@ def state_bytes_lower_bound(model: ModelSpec, a: dict[str, np.ndarray], dtype: s
         expert = model.moe_layers * m.num_experts * model.mlp_params(m.expert_ffn)
     else:
         expert = 0
-    dense = model.layers * model.layer_params(False) if model.moe is None else (
-        model.dense_layers * model.layer_params(False)
-        + model.moe_layers * model.layer_params(True) - expert
+    dense = (
+        model.layers * model.layer_params(False)
+        if model.moe is None
+        else (
+            model.dense_layers * model.layer_params(False)
+            + model.moe_layers * model.layer_params(True)
+            - expert
+        )
     )
     dense_dev = dense / (tp * pp)
     expert_dev = expert / (tp * pp * ep)
@@ -138,7 +145,9 @@ def state_bytes_lower_bound(model: ModelSpec, a: dict[str, np.ndarray], dtype: s
     dpcp = dp * a["cp"].astype(float)
 
     def sharded(flag):
-        return np.where(flag, dense_dev / dpcp + expert_dev / np.maximum(dpcp / ep, 1.0), dense_dev + expert_dev)
+        return np.where(
+            flag, dense_dev / dpcp + expert_dev / np.maximum(dpcp / ep, 1.0), dense_dev + expert_dev
+        )
 
     zero, off = a["zero"], a["offload"]
     w = _MIN_WEIGHT_BYTES.get(dtype, 2.0) * sharded(zero >= 3)
@@ -181,9 +190,18 @@ def _knob_table(opts: SpaceOptions, tp_gt1: bool) -> np.ndarray:
     return np.array(rows, dtype=np.int64).reshape(-1, 4)
 
 
-def enumerate_space(model: ModelSpec, hw: DeviceSpec, *, gpus: int, global_batch: int, seq_len: int,
-                    dtype: str = "bf16", gpus_per_node: int | None = None,
-                    opts: SpaceOptions | None = None, capacity_bytes: float | None = None) -> Space:
+def enumerate_space(
+    model: ModelSpec,
+    hw: DeviceSpec,
+    *,
+    gpus: int,
+    global_batch: int,
+    seq_len: int,
+    dtype: str = "bf16",
+    gpus_per_node: int | None = None,
+    opts: SpaceOptions | None = None,
+    capacity_bytes: float | None = None,
+) -> Space:
     """Enumerate, prune and count the search space; returns the survivors as flat arrays."""
     opts = opts or SpaceOptions()
     node = gpus_per_node or hw.devices_per_node
@@ -193,14 +211,17 @@ def enumerate_space(model: ModelSpec, hw: DeviceSpec, *, gpus: int, global_batch
     n_kn = {True: _knob_table(opts, True), False: _knob_table(opts, False)}
 
     # -- degree level: one entry per (tp, pp, cp, dp, ep, vpp, etp) ------------------------------
-    eps = [1] if model.moe is None else [e for e in divisors(model.moe.num_experts)
-                                         if opts.ep is None or e in opts.ep]
+    eps = (
+        [1]
+        if model.moe is None
+        else [e for e in divisors(model.moe.num_experts) if opts.ep is None or e in opts.ep]
+    )
     # expert tensor parallelism: 0 = TP (Megatron's default), 1 = experts unsplit by TP (parallel
     # folding, Liu et al. 2025; the Megatron MoE model zoo's ETP=1 recipes); MoE models only
     etps = [0, 1] if model.moe is not None and opts.search_etp else [0]
     blocks = []
     for e in eps:
-        for v in (opts.vpp or divisors(model.layers)):
+        for v in opts.vpp or divisors(model.layers):
             for et in etps:
                 blocks.append((np.full_like(tp, e), np.full_like(tp, v), np.full_like(tp, et)))
     ep = np.concatenate([b[0] for b in blocks]) if blocks else np.zeros(0, dtype=np.int64)
@@ -252,8 +273,23 @@ def enumerate_space(model: ModelSpec, hw: DeviceSpec, *, gpus: int, global_batch
     tp, pp, cp, dp, ep, vpp, etp = (x[keep] for x in (tp, pp, cp, dp, ep, vpp, etp))
 
     # -- expand micro-batches and knobs -------------------------------------------------------------
-    cols = {k: [] for k in ("tp", "pp", "cp", "dp", "ep", "vpp", "etp", "micro_batch", "recompute",
-                            "sequence_parallel", "zero", "offload")}
+    cols = {
+        k: []
+        for k in (
+            "tp",
+            "pp",
+            "cp",
+            "dp",
+            "ep",
+            "vpp",
+            "etp",
+            "micro_batch",
+            "recompute",
+            "sequence_parallel",
+            "zero",
+            "offload",
+        )
+    }
     for d in np.unique(dp):
         sel = dp == d
         mb = np.array(mbs_lists[int(d)], dtype=np.int64)
@@ -266,13 +302,22 @@ def enumerate_space(model: ModelSpec, hw: DeviceSpec, *, gpus: int, global_batch
             idx_d = np.repeat(np.arange(nd), nm * nk)
             idx_m = np.tile(np.repeat(np.arange(nm), nk), nd)
             idx_k = np.tile(np.arange(nk), nd * nm)
-            for k, x in (("tp", tp), ("pp", pp), ("cp", cp), ("dp", dp), ("ep", ep), ("vpp", vpp), ("etp", etp)):
+            for k, x in (
+                ("tp", tp),
+                ("pp", pp),
+                ("cp", cp),
+                ("dp", dp),
+                ("ep", ep),
+                ("vpp", vpp),
+                ("etp", etp),
+            ):
                 cols[k].append(x[s2][idx_d])
             cols["micro_batch"].append(mb[idx_m])
             for j, k in enumerate(("recompute", "sequence_parallel", "zero", "offload")):
                 cols[k].append(kn[idx_k, j])
-    arrays = {k: (np.concatenate(v) if v else np.zeros(0, dtype=np.int64)).astype(np.int64)
-              for k, v in cols.items()}
+    arrays = {
+        k: (np.concatenate(v) if v else np.zeros(0, dtype=np.int64)).astype(np.int64) for k, v in cols.items()
+    }
     arrays["recompute_layers"] = np.zeros_like(arrays["tp"])
     arrays["global_batch"] = np.full_like(arrays["tp"], global_batch)
     arrays["seq_len"] = np.full_like(arrays["tp"], seq_len)

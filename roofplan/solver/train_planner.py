@@ -56,8 +56,23 @@ OBJECTIVES = ("throughput", "cost", "energy")
 CHUNK = 1 << 14
 #: Size of the pool of leading configurations kept while streaming chunks (top K and runner-up).
 POOL = 64
-_INT_KEYS = ("tp", "pp", "dp", "cp", "ep", "vpp", "micro_batch", "global_batch", "seq_len", "recompute",
-             "recompute_layers", "sequence_parallel", "zero", "offload", "etp")
+_INT_KEYS = (
+    "tp",
+    "pp",
+    "dp",
+    "cp",
+    "ep",
+    "vpp",
+    "micro_batch",
+    "global_batch",
+    "seq_len",
+    "recompute",
+    "recompute_layers",
+    "sequence_parallel",
+    "zero",
+    "offload",
+    "etp",
+)
 _METRICS = ESTIMATE_METRICS
 GiB = float(2**30)
 
@@ -115,8 +130,8 @@ class _Search:
     evaluated: int = 0
     feasible: int = 0
     rejected: Counter = dataclasses.field(default_factory=Counter)
-    pool_cfg: dict | None = None   # arrays of the pooled configurations (+ "gpus")
-    pool_met: dict | None = None   # their metrics
+    pool_cfg: dict | None = None  # arrays of the pooled configurations (+ "gpus")
+    pool_met: dict | None = None  # their metrics
     pool_score: np.ndarray | None = None
     # the robust pool: configurations within the band of the best score seen so far, simplest first
     best_score: float = -np.inf
@@ -125,14 +140,19 @@ class _Search:
     rob_score: np.ndarray | None = None
 
 
-def _score(tokens_per_s: np.ndarray, gpus, objective: str, price: float | None,
-           power_w: np.ndarray | None = None) -> np.ndarray:
+def _score(
+    tokens_per_s: np.ndarray, gpus, objective: str, price: float | None, power_w: np.ndarray | None = None
+) -> np.ndarray:
     """Higher is better: tokens/s, minus dollars per million tokens, or minus joules per token
     (``power_w``: mean power per GPU)."""
     if objective == "cost":
         return -(price * np.asarray(gpus, dtype=float) / 3600.0) / np.maximum(tokens_per_s, 1e-30) * 1e6
     if objective == "energy":
-        return -np.asarray(power_w, dtype=float) * np.asarray(gpus, dtype=float) / np.maximum(tokens_per_s, 1e-30)
+        return (
+            -np.asarray(power_w, dtype=float)
+            * np.asarray(gpus, dtype=float)
+            / np.maximum(tokens_per_s, 1e-30)
+        )
     return np.asarray(tokens_per_s, dtype=float)
 
 
@@ -159,9 +179,11 @@ def _overwrite(arr, idx: np.ndarray, sub) -> None:
 
 #: Scalars of the cost model the planner searches per configuration: array column -> (TrainConfigs
 #: field, its value for each code). Code 0 is ``estimate train``'s default.
-KNOBS = {"tp_comm_overlap": ("tp_comm_overlap", (False, True)),
-         "moe_dispatcher": ("moe_dispatcher", MOE_DISPATCHERS),
-         "fp8_recipe": ("fp8_recipe", FP8_RECIPES)}
+KNOBS = {
+    "tp_comm_overlap": ("tp_comm_overlap", (False, True)),
+    "moe_dispatcher": ("moe_dispatcher", MOE_DISPATCHERS),
+    "fp8_recipe": ("fp8_recipe", FP8_RECIPES),
+}
 
 
 def _step(model, hw, arrays: dict, dtype: str, gpus_per_node: int, flash_attention: bool):
@@ -169,7 +191,9 @@ def _step(model, hw, arrays: dict, dtype: str, gpus_per_node: int, flash_attenti
     which setting each lane runs (scalars of the cost model: one call per combination in use)."""
     cfg = _configs(arrays, dtype, gpus_per_node, flash_attention)
     n = arrays["tp"].shape
-    codes = np.stack([np.broadcast_to(np.asarray(arrays.get(k, 0), dtype=np.int64), n) for k in KNOBS], axis=1)
+    codes = np.stack(
+        [np.broadcast_to(np.asarray(arrays.get(k, 0), dtype=np.int64), n) for k in KNOBS], axis=1
+    )
     combos, inverse = np.unique(codes, axis=0, return_inverse=True)
     inverse = inverse.reshape(-1)
     counts = np.bincount(inverse, minlength=len(combos))
@@ -178,15 +202,20 @@ def _step(model, hw, arrays: dict, dtype: str, gpus_per_node: int, flash_attenti
     def change(combo) -> dict:
         return {field: values[int(c)] for (field, values), c in zip(KNOBS.values(), combo)}
 
-    arr = _cm().train_step(model, hw, dataclasses.replace(cfg, **change(combos[order[0]])) if len(combos) else cfg)
+    arr = _cm().train_step(
+        model, hw, dataclasses.replace(cfg, **change(combos[order[0]])) if len(combos) else cfg
+    )
     for k in order[1:]:
         lanes = np.flatnonzero(inverse == k)
-        _overwrite(arr, lanes, _cm().train_step(model, hw, dataclasses.replace(cfg, **change(combos[k])).take(lanes)))
+        _overwrite(
+            arr, lanes, _cm().train_step(model, hw, dataclasses.replace(cfg, **change(combos[k])).take(lanes))
+        )
     return arr
 
 
-def _best_knob(model, hw, arr, arrays: dict, column: str, eligible: np.ndarray, step_kw: dict,
-               constraints: tuple = ()) -> None:
+def _best_knob(
+    model, hw, arr, arrays: dict, column: str, eligible: np.ndarray, step_kw: dict, constraints: tuple = ()
+) -> None:
     """Search knob ``column`` (code 1 against the current 0) on the ``eligible`` lanes: lanes
     where it fits and is faster switch to it, in ``arr`` and in ``arrays`` (the other knobs as
     already chosen); ``constraints`` on the knob decide which settings a lane may take."""
@@ -199,19 +228,25 @@ def _best_knob(model, hw, arr, arrays: dict, column: str, eligible: np.ndarray, 
         return
     sub = _step(model, hw, {k: v[cand] for k, v in arrays.items()} | {column: off[cand] + 1}, **step_kw)
     off_fits = np.asarray(arr.fits, dtype=bool)[cand] & off_ok[cand]
-    better = np.asarray(sub.fits, dtype=bool) & (~off_fits | (sub.tokens_per_s > arr.tokens_per_s[cand] * (1 + 1e-9)))
+    better = np.asarray(sub.fits, dtype=bool) & (
+        ~off_fits | (sub.tokens_per_s > arr.tokens_per_s[cand] * (1 + 1e-9))
+    )
     if better.any():
         _overwrite(arr, cand[better], sub.take(better))
         arrays[column][cand[better]] = 1
 
 
-def _search_knobs(model, hw, arr, arrays: dict, searched: tuple[str, ...], step_kw: dict, constraints) -> None:
+def _search_knobs(
+    model, hw, arr, arrays: dict, searched: tuple[str, ...], step_kw: dict, constraints
+) -> None:
     """TP-comm overlap (Megatron ``--tp-comm-overlap``: TP > 1 with sequence parallelism), the MoE
     dispatcher (DeepEP: experts spread over EP > 1) and the FP8 recipe (fp8 training), each where
     ``searched`` names it; the others stay at code 0."""
-    eligible = {"tp_comm_overlap": (arrays["tp"] > 1) & (arrays["sequence_parallel"] == 1),
-                "moe_dispatcher": arrays["ep"] > 1,
-                "fp8_recipe": np.full(arrays["tp"].shape, step_kw["dtype"] == "fp8")}
+    eligible = {
+        "tp_comm_overlap": (arrays["tp"] > 1) & (arrays["sequence_parallel"] == 1),
+        "moe_dispatcher": arrays["ep"] > 1,
+        "fp8_recipe": np.full(arrays["tp"].shape, step_kw["dtype"] == "fp8"),
+    }
     for column in KNOBS:
         arrays[column] = np.zeros(arrays["tp"].shape, dtype=np.int64)
     for column in KNOBS:
@@ -229,11 +264,27 @@ def _threshold(best: float, band: float) -> float:
     return best - band * abs(best)
 
 
-def _search(model: ModelSpec, hw: DeviceSpec, *, gpus: int, global_batch: int, seq_len: int, dtype: str,
-            gpus_per_node: int, opts: SpaceOptions, objective: str, flash_attention: bool, state: _Search,
-            progress: Callable[[int, int], None] | None = None, stop_at_first: bool = False,
-            pool: int = POOL, headroom_bytes: float = 0.0, constraints: tuple = (),
-            band: float | None = None, knobs: tuple[str, ...] = ()) -> bool:
+def _search(
+    model: ModelSpec,
+    hw: DeviceSpec,
+    *,
+    gpus: int,
+    global_batch: int,
+    seq_len: int,
+    dtype: str,
+    gpus_per_node: int,
+    opts: SpaceOptions,
+    objective: str,
+    flash_attention: bool,
+    state: _Search,
+    progress: Callable[[int, int], None] | None = None,
+    stop_at_first: bool = False,
+    pool: int = POOL,
+    headroom_bytes: float = 0.0,
+    constraints: tuple = (),
+    band: float | None = None,
+    knobs: tuple[str, ...] = (),
+) -> bool:
     """Search one GPU count into ``state``; returns whether anything fits.
 
     A configuration that fits but leaves less than ``headroom_bytes`` free is rejected as
@@ -241,8 +292,16 @@ def _search(model: ModelSpec, hw: DeviceSpec, *, gpus: int, global_batch: int, s
     fraction) the robust pool keeps the simplest configurations within the band of the best.
     ``knobs`` names the :data:`KNOBS` evaluated for every lane that can use them."""
     cm = _cm()
-    space = enumerate_space(model, hw, gpus=gpus, global_batch=global_batch, seq_len=seq_len, dtype=dtype,
-                            gpus_per_node=gpus_per_node, opts=opts)
+    space = enumerate_space(
+        model,
+        hw,
+        gpus=gpus,
+        global_batch=global_batch,
+        seq_len=seq_len,
+        dtype=dtype,
+        gpus_per_node=gpus_per_node,
+        opts=opts,
+    )
     state.searched += space.searched
     state.rejected.update(space.rejected)
     # constraints on the overlap apply once it is decided (after the cost model), the rest before
@@ -256,7 +315,7 @@ def _search(model: ModelSpec, hw: DeviceSpec, *, gpus: int, global_batch: int, s
     n = len(space)
     found = False
     for start in range(0, n, CHUNK):
-        arrays = {k: v[start:start + CHUNK] for k, v in space.arrays.items()}
+        arrays = {k: v[start : start + CHUNK] for k, v in space.arrays.items()}
         cfg = _configs(arrays, dtype, gpus_per_node, flash_attention)
         code = cm.check_train_config(model, cfg)
         bad = code != 0
@@ -268,8 +327,15 @@ def _search(model: ModelSpec, hw: DeviceSpec, *, gpus: int, global_batch: int, s
             cfg = cfg.take(ok)
         if arrays["tp"].size:
             arr = cm.train_step(model, hw, cfg)
-            _search_knobs(model, hw, arr, arrays, knobs, dict(dtype=dtype, gpus_per_node=gpus_per_node,
-                                                              flash_attention=flash_attention), post)
+            _search_knobs(
+                model,
+                hw,
+                arr,
+                arrays,
+                knobs,
+                dict(dtype=dtype, gpus_per_node=gpus_per_node, flash_attention=flash_attention),
+                post,
+            )
             state.evaluated += arrays["tp"].size
             excluded = ~cons.mask(post, arrays)
             if excluded.any():
@@ -354,20 +420,41 @@ def _merge_robust(state: _Search, cfg: dict, met: dict, score: np.ndarray, pool:
 
 
 # -- candidates --------------------------------------------------------------------------------------
-def _candidate(model: ModelSpec, hw: DeviceSpec, cfg: dict, met: dict, i: int, *, dtype: str, gpus_per_node: int,
-               tokens: float | None) -> dict:
+def _candidate(
+    model: ModelSpec,
+    hw: DeviceSpec,
+    cfg: dict,
+    met: dict,
+    i: int,
+    *,
+    dtype: str,
+    gpus_per_node: int,
+    tokens: float | None,
+) -> dict:
     """One candidate: its configuration and its estimate (the docs/SPEC.md §3.1 fields)."""
     g = int(cfg["gpus"][i])
     c = {
-        "gpus": g, "gpus_per_node": gpus_per_node,
-        "tp": int(cfg["tp"][i]), "pp": int(cfg["pp"][i]), "dp": int(cfg["dp"][i]), "cp": int(cfg["cp"][i]),
-        "ep": int(cfg["ep"][i]), "vpp": int(cfg["vpp"][i]), "micro_batch": int(cfg["micro_batch"][i]),
-        "global_batch": int(cfg["global_batch"][i]), "seq_len": int(cfg["seq_len"][i]), "dtype": dtype,
-        "recompute": RECOMPUTE_NAMES[int(cfg["recompute"][i])], "recompute_layers": int(cfg["recompute_layers"][i]),
-        "sequence_parallel": bool(cfg["sequence_parallel"][i]), "zero": int(cfg["zero"][i]),
+        "gpus": g,
+        "gpus_per_node": gpus_per_node,
+        "tp": int(cfg["tp"][i]),
+        "pp": int(cfg["pp"][i]),
+        "dp": int(cfg["dp"][i]),
+        "cp": int(cfg["cp"][i]),
+        "ep": int(cfg["ep"][i]),
+        "vpp": int(cfg["vpp"][i]),
+        "micro_batch": int(cfg["micro_batch"][i]),
+        "global_batch": int(cfg["global_batch"][i]),
+        "seq_len": int(cfg["seq_len"][i]),
+        "dtype": dtype,
+        "recompute": RECOMPUTE_NAMES[int(cfg["recompute"][i])],
+        "recompute_layers": int(cfg["recompute_layers"][i]),
+        "sequence_parallel": bool(cfg["sequence_parallel"][i]),
+        "zero": int(cfg["zero"][i]),
         "offload": OFFLOAD_NAMES[int(cfg["offload"][i])],
         "tp_comm_overlap": bool(cfg["tp_comm_overlap"][i]) if "tp_comm_overlap" in cfg else False,
-        "moe_dispatcher": KNOBS["moe_dispatcher"][1][int(cfg["moe_dispatcher"][i]) if "moe_dispatcher" in cfg else 0],
+        "moe_dispatcher": KNOBS["moe_dispatcher"][1][
+            int(cfg["moe_dispatcher"][i]) if "moe_dispatcher" in cfg else 0
+        ],
         "fp8_recipe": KNOBS["fp8_recipe"][1][int(cfg["fp8_recipe"][i]) if "fp8_recipe" in cfg else 0],
     }
     # expert tensor parallelism as a degree (the arrays' 0 means "= tp")
@@ -396,11 +483,19 @@ def _layout(c: dict) -> tuple:
 
 def _sort_key(c: dict, objective: str) -> tuple:
     """The ranking of :func:`_rank` for one candidate dict (score, then simplicity, then memory)."""
-    score = (c["tokens_per_s"] if objective == "throughput" else
-             -c.get("joules_per_token", float("inf")) if objective == "energy" else
-             -c.get("usd_per_million_tokens", float("inf")))
-    complexity = (RECOMPUTE_CODES[c["recompute"]] * 4 + OFFLOAD_CODES[c["offload"]] * 8 + c["zero"]
-                  + int(c["sequence_parallel"]))
+    score = (
+        c["tokens_per_s"]
+        if objective == "throughput"
+        else -c.get("joules_per_token", float("inf"))
+        if objective == "energy"
+        else -c.get("usd_per_million_tokens", float("inf"))
+    )
+    complexity = (
+        RECOMPUTE_CODES[c["recompute"]] * 4
+        + OFFLOAD_CODES[c["offload"]] * 8
+        + c["zero"]
+        + int(c["sequence_parallel"])
+    )
     return (-float(f"{score:.10g}"), complexity, c["memory_gib_per_gpu"]["total"])
 
 
@@ -410,8 +505,13 @@ def _distinct(pool: list[dict], top: int) -> list[dict]:
     layout, micro-batch, ZeRO, offload and the same step time as a better-ranked one is skipped."""
     seen, out = set(), []
     for c in pool:
-        key = _layout(c) + (c["micro_batch"], c["zero"], c["offload"], c["recompute_layers"],
-                            float(f"{c['step_time_s']:.9g}"))
+        key = _layout(c) + (
+            c["micro_batch"],
+            c["zero"],
+            c["offload"],
+            c["recompute_layers"],
+            float(f"{c['step_time_s']:.9g}"),
+        )
         if key in seen:
             continue
         seen.add(key)
@@ -440,8 +540,11 @@ def _robust_rank(cands: list[dict], objective: str, band: float | None) -> list[
     rest = [i for i in by_score if i not in in_band]
     if len(tied) > 1:
         arrays = _stack([_variants(cands[i]) for i in tied])
-        order = robust.simplicity_order(arrays, [cands[i]["free_memory_gib"] for i in tied],
-                                        [_score_of(cands[i], objective) for i in tied])
+        order = robust.simplicity_order(
+            arrays,
+            [cands[i]["free_memory_gib"] for i in tied],
+            [_score_of(cands[i], objective) for i in tied],
+        )
         tied = [tied[j] for j in order]
     for i in by_score:
         cands[i]["tied_with_best"] = i in in_band
@@ -456,8 +559,17 @@ def _recompute_s(c: dict) -> float:
 
 def _exposed_comm(c: dict) -> float:
     b = c["breakdown_s"]
-    return sum(b[k] for k in ("tp_comm_exposed", "cp_comm_exposed", "ep_comm_exposed", "pp_comm_exposed",
-                              "dp_comm_exposed", "offload_exposed"))
+    return sum(
+        b[k]
+        for k in (
+            "tp_comm_exposed",
+            "cp_comm_exposed",
+            "ep_comm_exposed",
+            "pp_comm_exposed",
+            "dp_comm_exposed",
+            "offload_exposed",
+        )
+    )
 
 
 _WORSE = {"throughput": "slower", "cost": "dearer", "energy": "more energy per token"}
@@ -471,9 +583,11 @@ def _robust_note(best: dict, fastest: dict | None, tied: list[dict], objective: 
     loss = abs(sf - sb) / abs(sf) if sf else 0.0
     layout = f"tp={fastest['tp']} pp={fastest['pp']} dp={fastest['dp']} cp={fastest['cp']} ep={fastest['ep']}"
     reasons = robust.simpler_reasons(best, fastest) or ["simpler by the tie-break rule"]
-    return (f"ranked first although predicted {100 * loss:.2f}% {_WORSE[objective]}"
-            f" than the fastest candidate ({layout}): that is within the error band {band.label}, "
-            f"{len(tied)} of the shown candidates are tied, and this one is simpler: " + ", ".join(reasons) + "; ")
+    return (
+        f"ranked first although predicted {100 * loss:.2f}% {_WORSE[objective]}"
+        f" than the fastest candidate ({layout}): that is within the error band {band.label}, "
+        f"{len(tied)} of the shown candidates are tied, and this one is simpler: " + ", ".join(reasons) + "; "
+    )
 
 
 def _why(best: dict, pool: list[dict], objective: str, note: str = "") -> dict:
@@ -484,35 +598,54 @@ def _why(best: dict, pool: list[dict], objective: str, note: str = "") -> dict:
 
     def terms(c):
         m = c["memory_gib_per_gpu"]
-        return {"pp_bubble_s": c["breakdown_s"]["pp_bubble"], "exposed_comm_s": _exposed_comm(c),
-                "recompute_s": _recompute_s(c), "compute_s": c["breakdown_s"]["compute"],
-                "memory_headroom_gib": m["capacity"] - m["total"], "step_time_s": c["step_time_s"]}
+        return {
+            "pp_bubble_s": c["breakdown_s"]["pp_bubble"],
+            "exposed_comm_s": _exposed_comm(c),
+            "recompute_s": _recompute_s(c),
+            "compute_s": c["breakdown_s"]["compute"],
+            "memory_headroom_gib": m["capacity"] - m["total"],
+            "step_time_s": c["step_time_s"],
+        }
 
     tb, tr = terms(best), terms(runner)
     diffs = {k: {"best": tb[k], "runner_up": tr[k], "delta": tb[k] - tr[k]} for k in tb}
     time_terms = ("pp_bubble_s", "exposed_comm_s", "recompute_s", "compute_s")
     gains = sorted(((tr[k] - tb[k], k) for k in time_terms), reverse=True)
-    label = {"pp_bubble_s": "pipeline bubble", "exposed_comm_s": "exposed communication",
-             "recompute_s": "recomputation", "compute_s": "compute (GEMM efficiency)"}
+    label = {
+        "pp_bubble_s": "pipeline bubble",
+        "exposed_comm_s": "exposed communication",
+        "recompute_s": "recomputation",
+        "compute_s": "compute (GEMM efficiency)",
+    }
     parts = [f"{1e3 * g:.1f} ms of {label[k]}" for g, k in gains if g > 0][:3]
     speed = runner["step_time_s"] / best["step_time_s"] if best["step_time_s"] > 0 else float("nan")
     deg = " ".join(f"{k}={runner[k]}" for k in ("tp", "pp", "dp", "cp", "ep", "vpp", "micro_batch"))
     rival = f"the runner-up ({runner['gpus']} GPUs, {deg}, recompute {runner['recompute']}, zero {runner['zero']})"
     if objective == "cost":
         cb, cr = best.get("usd_per_million_tokens"), runner.get("usd_per_million_tokens")
-        summary = (f"${cb:.3f} vs ${cr:.3f} per million tokens ({100 * (1 - cb / cr):.1f}% cheaper) than {rival}"
-                   if cb and cr else f"cheaper than {rival}")
+        summary = (
+            f"${cb:.3f} vs ${cr:.3f} per million tokens ({100 * (1 - cb / cr):.1f}% cheaper) than {rival}"
+            if cb and cr
+            else f"cheaper than {rival}"
+        )
     elif objective == "energy":
         eb, er = best.get("joules_per_token"), runner.get("joules_per_token")
-        summary = (f"{eb:.4g} vs {er:.4g} J per token ({100 * (1 - eb / er):.1f}% less energy) than {rival}"
-                   if eb and er else f"less energy than {rival}")
+        summary = (
+            f"{eb:.4g} vs {er:.4g} J per token ({100 * (1 - eb / er):.1f}% less energy) than {rival}"
+            if eb and er
+            else f"less energy than {rival}"
+        )
     else:
-        summary = (f"ties {rival} on step time" if abs(speed - 1.0) < 1e-6 else
-                   f"{100 * (speed - 1):.2f}% faster per step than {rival}" if speed > 1 else
-                   f"{100 * (1 - speed):.2f}% slower per step than {rival}, within the band")
+        summary = (
+            f"ties {rival} on step time"
+            if abs(speed - 1.0) < 1e-6
+            else f"{100 * (speed - 1):.2f}% faster per step than {rival}"
+            if speed > 1
+            else f"{100 * (1 - speed):.2f}% slower per step than {rival}, within the band"
+        )
     if parts:
         summary += "; the winner saves " + ", ".join(parts)
-    summary += (f"; memory headroom {tb['memory_headroom_gib']:.1f} GiB vs {tr['memory_headroom_gib']:.1f} GiB")
+    summary += f"; memory headroom {tb['memory_headroom_gib']:.1f} GiB vs {tr['memory_headroom_gib']:.1f} GiB"
     return {"summary": note + summary, "runner_up": brief(runner), "terms": diffs}
 
 
@@ -540,11 +673,13 @@ def _problems(model, hw, cands: list[dict], flash_attention: bool, headroom_byte
     recompute, selective, full (all on HBM); HBM is the capacity less the headroom."""
     rows = []
     for c in cands:
-        rows += [_variants(c, recompute=0, recompute_layers=0, offload=0),
-                 _variants(c, recompute=1, recompute_layers=0, offload=0),
-                 _variants(c, recompute=2, recompute_layers=0, offload=0),
-                 _variants(c, recompute=0, recompute_layers=0, offload=1),
-                 _variants(c, recompute=0, recompute_layers=0, offload=2)]
+        rows += [
+            _variants(c, recompute=0, recompute_layers=0, offload=0),
+            _variants(c, recompute=1, recompute_layers=0, offload=0),
+            _variants(c, recompute=2, recompute_layers=0, offload=0),
+            _variants(c, recompute=0, recompute_layers=0, offload=1),
+            _variants(c, recompute=0, recompute_layers=0, offload=2),
+        ]
     arrays = _stack(rows)
     c0 = cands[0]
     arr = _step(model, hw, arrays, c0["dtype"], c0["gpus_per_node"], flash_attention)
@@ -563,12 +698,18 @@ def _problems(model, hw, cands: list[dict], flash_attention: bool, headroom_byte
         prob = pilp.PlacementProblem(
             hbm_capacity=float(arr.capacity[a]) - headroom_bytes,
             # what is not a movable state: other = fixed + overhead x live, fitted on two corners
-            fixed_hbm_bytes=fixed, live_overhead=overhead,
+            fixed_hbm_bytes=fixed,
+            live_overhead=overhead,
             # fp32 master weights are 4 of the 12 optimizer bytes per parameter, the Adam moments 8
             # (mixed-precision Adam, ZeRO §3.1)
-            state_bytes={"optimizer_moments": opt * 8.0 / 12.0, "master_weights": opt * 4.0 / 12.0,
-                         "gradients": float(arr.mem_gradients[a]), "parameters": float(arr.mem_weights[a])},
-            act_none=float(arr.mem_activations[a]), act_selective=float(arr.mem_activations[s]),
+            state_bytes={
+                "optimizer_moments": opt * 8.0 / 12.0,
+                "master_weights": opt * 4.0 / 12.0,
+                "gradients": float(arr.mem_gradients[a]),
+                "parameters": float(arr.mem_weights[a]),
+            },
+            act_none=float(arr.mem_activations[a]),
+            act_selective=float(arr.mem_activations[s]),
             act_saved_per_layer=max(float(arr.mem_activations[a] - arr.mem_activations[f]) / ls, 0.0),
             layers_per_stage=ls,
             t_base=float(arr.step_time_s[a]),
@@ -578,8 +719,11 @@ def _problems(model, hw, cands: list[dict], flash_attention: bool, headroom_byte
             tiers=(tier,) if tier is not None else (),
             # the cost model's own price of optimizer offload (host Adam + transfers) split over
             # moments and master weights by bytes, and of parameter offload (weight streaming)
-            state_cost_s={"optimizer_moments": t_opt * 2.0 / 3.0, "master_weights": t_opt / 3.0,
-                          "parameters": max(float(arr.step_time_s[o2] - arr.step_time_s[o1]), 0.0)},
+            state_cost_s={
+                "optimizer_moments": t_opt * 2.0 / 3.0,
+                "master_weights": t_opt / 3.0,
+                "parameters": max(float(arr.step_time_s[o2] - arr.step_time_s[o1]), 0.0),
+            },
         )
         out.append(prob)
     return out
@@ -590,8 +734,13 @@ def _expressible(prob: pilp.PlacementProblem, c: dict, opts: SpaceOptions) -> pi
     master weights move together (optimizer offload), parameters only with them and ZeRO-3 (ZeRO-
     Infinity ``offload_param``), gradients and activations stay in HBM."""
     tiers = tuple(t.name for t in prob.tiers)
-    allowed = {"optimizer_moments": tiers, "master_weights": tiers, "gradients": (), "activations": (),
-               "parameters": tiers if c["zero"] == 3 else ()}
+    allowed = {
+        "optimizer_moments": tiers,
+        "master_weights": tiers,
+        "gradients": (),
+        "activations": (),
+        "parameters": tiers if c["zero"] == 3 else (),
+    }
     if c["zero"] == 0 or not ({"optimizer", "optimizer+params"} & set(opts.offload)):
         # optimizer offload needs a ZeRO optimizer (DeepSpeed, Megatron) and the user's consent
         allowed["optimizer_moments"] = allowed["master_weights"] = ()
@@ -605,10 +754,17 @@ def _expressible(prob: pilp.PlacementProblem, c: dict, opts: SpaceOptions) -> pi
     if not frameworks_.expresses(fws, c, offload=2):
         allowed["parameters"] = ()
     partial = frameworks_.expresses(fws, c, recompute=2, recompute_layers=1)
-    return dataclasses.replace(prob, allowed=allowed, full_all_or_nothing=not partial,
-                               allow_selective="selective" in opts.recompute, allow_full="full" in opts.recompute,
-                               links=(("same", "optimizer_moments", "master_weights"),
-                                      ("implies", "parameters", "optimizer_moments")))
+    return dataclasses.replace(
+        prob,
+        allowed=allowed,
+        full_all_or_nothing=not partial,
+        allow_selective="selective" in opts.recompute,
+        allow_full="full" in opts.recompute,
+        links=(
+            ("same", "optimizer_moments", "master_weights"),
+            ("implies", "parameters", "optimizer_moments"),
+        ),
+    )
 
 
 def _decision_of(c: dict, prob: pilp.PlacementProblem) -> pilp.Decision:
@@ -650,9 +806,19 @@ def _configs_of(c: dict, res: pilp.PlacementResult, ls: int, prob: pilp.Placemen
     return out
 
 
-def _refine(model, hw, cands: list[dict], *, objective: str, flash_attention: bool, opts: SpaceOptions,
-            tokens, time_limit_s: float, headroom_bytes: float = 0.0,
-            constraints: tuple = ()) -> tuple[list[dict], list[dict]]:
+def _refine(
+    model,
+    hw,
+    cands: list[dict],
+    *,
+    objective: str,
+    flash_attention: bool,
+    opts: SpaceOptions,
+    tokens,
+    time_limit_s: float,
+    headroom_bytes: float = 0.0,
+    constraints: tuple = (),
+) -> tuple[list[dict], list[dict]]:
     """Solve the placement program of each candidate, check its decision with the cost model (one
     vectorised call for all candidates) and keep it where it is faster and fits. Returns
     (candidates, placement reports)."""
@@ -669,8 +835,11 @@ def _refine(model, hw, cands: list[dict], *, objective: str, flash_attention: bo
     owner = np.array(owner)
     arr = _step(model, hw, arrays, cands[0]["dtype"], cands[0]["gpus_per_node"], flash_attention)
     # a refinement must keep the headroom and the user's constraints (a fixed knob stays fixed)
-    fits = (np.asarray(arr.fits, dtype=bool) & (arr.capacity - arr.mem_total >= headroom_bytes)
-            & cons.mask(constraints, arrays))
+    fits = (
+        np.asarray(arr.fits, dtype=bool)
+        & (arr.capacity - arr.mem_total >= headroom_bytes)
+        & cons.mask(constraints, arrays)
+    )
     new, reports = [], []
     price = hw.price_per_hour
     for i, (c, (p, res)) in enumerate(zip(cands, results)):
@@ -680,31 +849,47 @@ def _refine(model, hw, cands: list[dict], *, objective: str, flash_attention: bo
             pw = _power_w(hw, arr)[mine] if objective == "energy" else None
             score = _score(arr.tokens_per_s[mine], c["gpus"], objective, price, pw)
             j = int(mine[int(np.argmax(score))])
-            cfg = {k: v[j:j + 1] for k, v in arrays.items()}
+            cfg = {k: v[j : j + 1] for k, v in arrays.items()}
             cfg["gpus"] = np.array([c["gpus"]])
-            met = {m: np.asarray(getattr(arr, m), dtype=float)[j:j + 1] for m in _METRICS}
-            cand = _candidate(model, hw, cfg, met, 0, dtype=c["dtype"], gpus_per_node=c["gpus_per_node"],
-                              tokens=tokens)
+            met = {m: np.asarray(getattr(arr, m), dtype=float)[j : j + 1] for m in _METRICS}
+            cand = _candidate(
+                model, hw, cfg, met, 0, dtype=c["dtype"], gpus_per_node=c["gpus_per_node"], tokens=tokens
+            )
             same = all(cand[k] == c[k] for k in CONFIG_KEYS)
-            s_new = _score(np.array([cand["tokens_per_s"]]), c["gpus"], objective, price,
-                           np.array([cand.get("power_w_per_gpu", np.nan)]))[0]
-            s_old = _score(np.array([c["tokens_per_s"]]), c["gpus"], objective, price,
-                           np.array([c.get("power_w_per_gpu", np.nan)]))[0]
+            s_new = _score(
+                np.array([cand["tokens_per_s"]]),
+                c["gpus"],
+                objective,
+                price,
+                np.array([cand.get("power_w_per_gpu", np.nan)]),
+            )[0]
+            s_old = _score(
+                np.array([c["tokens_per_s"]]),
+                c["gpus"],
+                objective,
+                price,
+                np.array([c.get("power_w_per_gpu", np.nan)]),
+            )[0]
             if not same and s_new > s_old * (1 + 1e-9) + 1e-12:
                 c, applied = cand, True
         new.append(c)
         rep = res.to_json()
         rep["applied"] = applied
         if applied:
-            rep["confirmed"] = {"recompute": c["recompute"], "recompute_layers": c["recompute_layers"],
-                                "offload": c["offload"], "step_time_s": c["step_time_s"]}
+            rep["confirmed"] = {
+                "recompute": c["recompute"],
+                "recompute_layers": c["recompute_layers"],
+                "offload": c["offload"],
+                "step_time_s": c["step_time_s"],
+            }
         rep["offload_tier"] = p.tiers[0].name if p.tiers else None
         reports.append(rep)
     return new, reports
 
 
-def _unrestricted_placement(model, hw, c: dict, flash_attention: bool, time_limit_s: float,
-                            headroom_bytes: float = 0.0) -> dict:
+def _unrestricted_placement(
+    model, hw, c: dict, flash_attention: bool, time_limit_s: float, headroom_bytes: float = 0.0
+) -> dict:
     """The placement program with every state free to move (advice beyond what launchers express)."""
     p = _problems(model, hw, [c], flash_attention, headroom_bytes)[0]
     res = pilp.solve(p, _decision_of(c, p), time_limit_s=time_limit_s)
@@ -712,25 +897,69 @@ def _unrestricted_placement(model, hw, c: dict, flash_attention: bool, time_limi
 
 
 # -- infeasible: evaluate relaxations ----------------------------------------------------------------
-def _fits_any(model, hw, *, gpus, global_batch, seq_len, dtype, gpus_per_node, opts, flash_attention,
-              headroom_bytes=0.0, constraints=()) -> bool:
+def _fits_any(
+    model,
+    hw,
+    *,
+    gpus,
+    global_batch,
+    seq_len,
+    dtype,
+    gpus_per_node,
+    opts,
+    flash_attention,
+    headroom_bytes=0.0,
+    constraints=(),
+) -> bool:
     st = _Search()
-    return _search(model, hw, gpus=gpus, global_batch=global_batch, seq_len=seq_len, dtype=dtype,
-                   gpus_per_node=gpus_per_node, opts=opts, objective="throughput", flash_attention=flash_attention,
-                   state=st, stop_at_first=True, pool=1, headroom_bytes=headroom_bytes, constraints=constraints,
-                   knobs=tuple(KEYS_OF_KNOB[c.key] for c in constraints if c.key in KEYS_OF_KNOB))
+    return _search(
+        model,
+        hw,
+        gpus=gpus,
+        global_batch=global_batch,
+        seq_len=seq_len,
+        dtype=dtype,
+        gpus_per_node=gpus_per_node,
+        opts=opts,
+        objective="throughput",
+        flash_attention=flash_attention,
+        state=st,
+        stop_at_first=True,
+        pool=1,
+        headroom_bytes=headroom_bytes,
+        constraints=constraints,
+        knobs=tuple(KEYS_OF_KNOB[c.key] for c in constraints if c.key in KEYS_OF_KNOB),
+    )
 
 
 #: Largest GPU count the infeasibility search tries (2^24, far beyond any cluster).
 _MAX_RELAXED_GPUS = 2**24
 
 
-def _infeasible(model, hw, *, gpus, global_batch, seq_len, dtype, gpus_per_node, opts: SpaceOptions,
-                flash_attention, state: _Search, headroom_bytes: float = 0.0,
-                constraints: tuple = ()) -> InfeasibleError:
+def _infeasible(
+    model,
+    hw,
+    *,
+    gpus,
+    global_batch,
+    seq_len,
+    dtype,
+    gpus_per_node,
+    opts: SpaceOptions,
+    flash_attention,
+    state: _Search,
+    headroom_bytes: float = 0.0,
+    constraints: tuple = (),
+) -> InfeasibleError:
     """The smallest change that would make a configuration fit, each checked with the cost model."""
-    kw = {"global_batch": global_batch, "dtype": dtype, "gpus_per_node": gpus_per_node,
-          "flash_attention": flash_attention, "headroom_bytes": headroom_bytes, "constraints": constraints}
+    kw = {
+        "global_batch": global_batch,
+        "dtype": dtype,
+        "gpus_per_node": gpus_per_node,
+        "flash_attention": flash_attention,
+        "headroom_bytes": headroom_bytes,
+        "constraints": constraints,
+    }
     fixes, details = [], {}
     base = {"gpus": gpus, "seq_len": seq_len, "opts": opts}
     if constraints and _fits_any(model, hw, **base, **(kw | {"constraints": ()})):
@@ -739,8 +968,11 @@ def _infeasible(model, hw, *, gpus, global_batch, seq_len, dtype, gpus_per_node,
     if headroom_bytes > 0 and _fits_any(model, hw, **base, **(kw | {"headroom_bytes": 0.0})):
         fixes.append(f"lower --memory-headroom below {headroom_bytes / GiB:.1f} GiB")
         details["memory_headroom_gib"] = 0.0
-    full = SpaceOptions(framework=opts.framework, allow_cross_node_tp=opts.allow_cross_node_tp,
-                        max_micro_batch=opts.max_micro_batch)
+    full = SpaceOptions(
+        framework=opts.framework,
+        allow_cross_node_tp=opts.allow_cross_node_tp,
+        max_micro_batch=opts.max_micro_batch,
+    )
     restricted = full != dataclasses.replace(opts, tp=None, pp=None, cp=None, ep=None, vpp=None)
     if restricted and _fits_any(model, hw, gpus=gpus, seq_len=seq_len, opts=full, **kw):
         fixes.append("allow every recompute / ZeRO / offload / sequence-parallel option and every degree")
@@ -778,15 +1010,30 @@ def _infeasible(model, hw, *, gpus, global_batch, seq_len, dtype, gpus_per_node,
             details["seq_len"] = s
             break
         s //= 2
-    if not opts.allow_cross_node_tp and gpus > gpus_per_node and _fits_any(
-            model, hw, gpus=gpus, seq_len=seq_len, opts=dataclasses.replace(opts, allow_cross_node_tp=True), **kw):
+    if (
+        not opts.allow_cross_node_tp
+        and gpus > gpus_per_node
+        and _fits_any(
+            model,
+            hw,
+            gpus=gpus,
+            seq_len=seq_len,
+            opts=dataclasses.replace(opts, allow_cross_node_tp=True),
+            **kw,
+        )
+    ):
         fixes.append("allow tensor parallelism across nodes (--allow-cross-node-tp)")
         details["allow_cross_node_tp"] = True
     top = ", ".join(f"{k}: {v}" for k, v in state.rejected.most_common(3))
-    msg = (f"no configuration of {model.name} fits on {gpus} x {hw.id} (global batch {global_batch}, "
-           f"sequence {seq_len}, {dtype}); searched {state.searched}, rejected {top}")
-    suggestion = ("smallest change that fits: " + "; or ".join(fixes)) if fixes else \
-        "nothing tried fits (more GPUs up to 4096x, shorter sequences down to 128)"
+    msg = (
+        f"no configuration of {model.name} fits on {gpus} x {hw.id} (global batch {global_batch}, "
+        f"sequence {seq_len}, {dtype}); searched {state.searched}, rejected {top}"
+    )
+    suggestion = (
+        ("smallest change that fits: " + "; or ".join(fixes))
+        if fixes
+        else "nothing tried fits (more GPUs up to 4096x, shorter sequences down to 128)"
+    )
     details.update({"searched": state.searched, "rejected": dict(state.rejected)})
     return InfeasibleError(msg, suggestion, details)
 
@@ -803,15 +1050,19 @@ def _headroom_bytes(gib, hw: DeviceSpec) -> float:
         raise InputError("memory_headroom", gib, "a number of GiB >= 0") from None
     cap = hw.hbm_bytes / GiB
     if not (0.0 <= v < cap):
-        raise InputError("memory_headroom", gib, f"a number of GiB from 0 to below the {cap:.0f} GiB of {hw.id}")
+        raise InputError(
+            "memory_headroom", gib, f"a number of GiB from 0 to below the {cap:.0f} GiB of {hw.id}"
+        )
     return v * GiB
 
 
 def _pooled(model, hw, state: _Search, *, dtype: str, gpus_per_node: int, tokens) -> list[dict]:
     """The candidates of the score pool and of the robust pool, each configuration once."""
     out, seen = [], set()
-    for cfg, met, score in ((state.pool_cfg, state.pool_met, state.pool_score),
-                            (state.rob_cfg, state.rob_met, state.rob_score)):
+    for cfg, met, score in (
+        (state.pool_cfg, state.pool_met, state.pool_score),
+        (state.rob_cfg, state.rob_met, state.rob_score),
+    ):
         if cfg is None:
             continue
         for i in range(score.size):
@@ -831,7 +1082,9 @@ def _check_goal(hw: DeviceSpec, dtype: str, objective: str, tokens) -> float | N
     if objective not in OBJECTIVES:
         raise InputError("objective", objective, "one of " + ", ".join(OBJECTIVES))
     if objective == "cost" and not hw.price_per_hour:
-        raise InputError("objective", objective, f"{hw.id} has no price_per_hour in its catalog; use throughput")
+        raise InputError(
+            "objective", objective, f"{hw.id} has no price_per_hour in its catalog; use throughput"
+        )
     if objective == "energy":
         require_power(hw)
     if tokens is None:
@@ -859,8 +1112,13 @@ def _fixed_degrees(**degrees) -> dict[str, tuple[int, ...]]:
 
 def _objective_doc(hw: DeviceSpec, objective: str, counts: list[int], tokens, best: dict) -> dict:
     """The ``objective`` part of the plan document: prices, power, and the totals of a token budget."""
-    obj = {"name": objective, "price_per_gpu_hour": hw.price_per_hour, "price_date": hw.price_date,
-           "power_idle_w": hw.idle_w, "power_max_w": hw.max_w if hw.max_w is not None else hw.tdp_w}
+    obj = {
+        "name": objective,
+        "price_per_gpu_hour": hw.price_per_hour,
+        "price_date": hw.price_date,
+        "power_idle_w": hw.idle_w,
+        "power_max_w": hw.max_w if hw.max_w is not None else hw.tdp_w,
+    }
     if objective in ("cost", "energy"):
         obj["gpu_counts_searched"] = counts
     if tokens is not None:
@@ -881,23 +1139,51 @@ def _annotate(lead: list[dict], bands: dict, band, hw: DeviceSpec, model: ModelS
         warning = robust.mfu_warning(bands, c["mfu"], band, hw.id, model, dtype)
         c["warnings"] = [warning] if warning else []
         if not robust.launchable(_variants(c))[0]:
-            c["warnings"].append("no built-in launcher expresses this configuration (ZeRO-2 with pipeline "
-                                 "parallelism is an in-house FSDP schedule such as Llama 3's); --emit megatron, "
-                                 "deepspeed or torchtitan restricts the search to what that launcher runs")
+            c["warnings"].append(
+                "no built-in launcher expresses this configuration (ZeRO-2 with pipeline "
+                "parallelism is an in-house FSDP schedule such as Llama 3's); --emit megatron, "
+                "deepspeed or torchtitan restricts the search to what that launcher runs"
+            )
 
 
 # -- the API -----------------------------------------------------------------------------------------
-def plan_training(model, hardware, *, gpus: int, global_batch: int, seq_len: int, dtype: str = "bf16",
-                  objective: str = "throughput", top: int = 5, tokens: float | None = None, calibration_label=None,
-                  gpus_per_node: int | None = None, allow_cross_node_tp: bool = False,
-                  emit: str | list[str] | tuple[str, ...] | None = None,
-                  recompute=None, zero=None, offload=None, sequence_parallel=None, max_micro_batch: int = 16,
-                  tp=None, pp=None, cp=None, ep=None, vpp=None, flash_attention: bool = True,
-                  placement: bool = True, ilp_time_limit_s: float = 2.0,
-                  progress: Callable[[int, int], None] | None = None, memory_headroom_gib: float | None = None,
-                  constraints=(), robust_choice: bool = True, tp_comm_overlap: bool = True,
-                  search_dispatcher: bool = True, search_fp8_recipe: bool = True,
-                  error_bands: dict | None = None) -> TrainPlan:
+def plan_training(
+    model,
+    hardware,
+    *,
+    gpus: int,
+    global_batch: int,
+    seq_len: int,
+    dtype: str = "bf16",
+    objective: str = "throughput",
+    top: int = 5,
+    tokens: float | None = None,
+    calibration_label=None,
+    gpus_per_node: int | None = None,
+    allow_cross_node_tp: bool = False,
+    emit: str | list[str] | tuple[str, ...] | None = None,
+    recompute=None,
+    zero=None,
+    offload=None,
+    sequence_parallel=None,
+    max_micro_batch: int = 16,
+    tp=None,
+    pp=None,
+    cp=None,
+    ep=None,
+    vpp=None,
+    flash_attention: bool = True,
+    placement: bool = True,
+    ilp_time_limit_s: float = 2.0,
+    progress: Callable[[int, int], None] | None = None,
+    memory_headroom_gib: float | None = None,
+    constraints=(),
+    robust_choice: bool = True,
+    tp_comm_overlap: bool = True,
+    search_dispatcher: bool = True,
+    search_fp8_recipe: bool = True,
+    error_bands: dict | None = None,
+) -> TrainPlan:
     """Search every valid training configuration for ``gpus`` devices and return the best.
 
     ``model``/``hardware`` are resolved specs (:func:`roofplan.plan_training` resolves ids and renders
@@ -931,12 +1217,15 @@ def plan_training(model, hardware, *, gpus: int, global_batch: int, seq_len: int
         raise InputError("gpus", gpus, f"at most one node or a multiple of the node size ({node})")
     frameworks = [] if emit is None else list(_names("emit", emit, FRAMEWORKS))
     if isinstance(constraints, dict):
-        constraints = (cons.parse(constraints.get("fix"), exclude=False, field="fix")
-                       + cons.parse(constraints.get("exclude"), exclude=True, field="exclude"))
+        constraints = cons.parse(constraints.get("fix"), exclude=False, field="fix") + cons.parse(
+            constraints.get("exclude"), exclude=True, field="exclude"
+        )
     constraints = tuple(constraints or ())
     headroom = _headroom_bytes(memory_headroom_gib, hw)
     if error_bands is None:
-        raise TypeError("plan_training needs error_bands (roofplan.resolve.error_bands(): the door reads them)")
+        raise TypeError(
+            "plan_training needs error_bands (roofplan.resolve.error_bands(): the door reads them)"
+        )
     band = robust.error_band(error_bands, hw.id, model)
     tie = band.fraction if robust_choice else None
     fixed = _fixed_degrees(tp=tp, pp=pp, cp=cp, ep=ep, vpp=vpp)
@@ -945,8 +1234,10 @@ def plan_training(model, hardware, *, gpus: int, global_batch: int, seq_len: int
         zero=tuple(int(z) for z in _names("zero", zero, (0, 1, 2, 3))),
         offload=_names("offload", offload, OFFLOAD_CODES),
         sequence_parallel=_names("sequence_parallel", sequence_parallel, (False, True)),
-        max_micro_batch=max_micro_batch, allow_cross_node_tp=allow_cross_node_tp,
-        framework=(frameworks[0] if len(frameworks) == 1 else tuple(frameworks)) if frameworks else None, **fixed,
+        max_micro_batch=max_micro_batch,
+        allow_cross_node_tp=allow_cross_node_tp,
+        framework=(frameworks[0] if len(frameworks) == 1 else tuple(frameworks)) if frameworks else None,
+        **fixed,
     )
 
     counts = [gpus]
@@ -957,17 +1248,49 @@ def plan_training(model, hardware, *, gpus: int, global_batch: int, seq_len: int
             g //= 2
     state = _Search()
     # TP-comm overlap is Megatron's (userbuffers); searched unless only other launchers are asked for
-    knobs = tuple(k for k, on in (("tp_comm_overlap", tp_comm_overlap), ("moe_dispatcher", search_dispatcher),
-                                  ("fp8_recipe", search_fp8_recipe))
-                  if on and frameworks_.expresses(frameworks, {"zero": 1, "pp": 1}, **{k: 1}))
+    knobs = tuple(
+        k
+        for k, on in (
+            ("tp_comm_overlap", tp_comm_overlap),
+            ("moe_dispatcher", search_dispatcher),
+            ("fp8_recipe", search_fp8_recipe),
+        )
+        if on and frameworks_.expresses(frameworks, {"zero": 1, "pp": 1}, **{k: 1})
+    )
     for g in counts:
-        _search(model, hw, gpus=g, global_batch=global_batch, seq_len=seq_len, dtype=dtype, gpus_per_node=node,
-                opts=opts, objective=objective, flash_attention=flash_attention, state=state, progress=progress,
-                headroom_bytes=headroom, constraints=constraints, band=tie, knobs=knobs)
+        _search(
+            model,
+            hw,
+            gpus=g,
+            global_batch=global_batch,
+            seq_len=seq_len,
+            dtype=dtype,
+            gpus_per_node=node,
+            opts=opts,
+            objective=objective,
+            flash_attention=flash_attention,
+            state=state,
+            progress=progress,
+            headroom_bytes=headroom,
+            constraints=constraints,
+            band=tie,
+            knobs=knobs,
+        )
     if state.pool_cfg is None:
-        raise _infeasible(model, hw, gpus=gpus, global_batch=global_batch, seq_len=seq_len, dtype=dtype,
-                          gpus_per_node=node, opts=opts, flash_attention=flash_attention, state=state,
-                          headroom_bytes=headroom, constraints=constraints)
+        raise _infeasible(
+            model,
+            hw,
+            gpus=gpus,
+            global_batch=global_batch,
+            seq_len=seq_len,
+            dtype=dtype,
+            gpus_per_node=node,
+            opts=opts,
+            flash_attention=flash_attention,
+            state=state,
+            headroom_bytes=headroom,
+            constraints=constraints,
+        )
 
     pool = _pooled(model, hw, state, dtype=dtype, gpus_per_node=node, tokens=tokens)
     pool = [pool[i] for i in _robust_rank(pool, objective, tie)]
@@ -977,9 +1300,18 @@ def plan_training(model, hardware, *, gpus: int, global_batch: int, seq_len: int
         lead.append(fastest)  # the band is measured from the fastest, so it is refined and ranked too
     placement_doc: dict = {"method": "none"}
     if placement:
-        lead, reports = _refine(model, hw, lead, objective=objective, flash_attention=flash_attention,
-                                opts=opts, tokens=tokens, time_limit_s=ilp_time_limit_s, headroom_bytes=headroom,
-                                constraints=constraints)
+        lead, reports = _refine(
+            model,
+            hw,
+            lead,
+            objective=objective,
+            flash_attention=flash_attention,
+            opts=opts,
+            tokens=tokens,
+            time_limit_s=ilp_time_limit_s,
+            headroom_bytes=headroom,
+            constraints=constraints,
+        )
         fastest = min(lead, key=lambda c: _sort_key(c, objective))
         order = _robust_rank(lead, objective, tie)
         keep = {id(c) for c in _distinct([lead[i] for i in order], top)}
@@ -987,10 +1319,18 @@ def plan_training(model, hardware, *, gpus: int, global_batch: int, seq_len: int
         lead = [lead[i] for i in order]
         reports = [reports[i] for i in order]
         placement_doc = dict(reports[0])
-        placement_doc["unrestricted"] = _unrestricted_placement(model, hw, lead[0], flash_attention,
-                                                                ilp_time_limit_s, headroom)
-        placement_doc["candidates"] = [{"rank": i + 1, "method": r["method"], "applied": r["applied"],
-                                        "recompute_layers": r["recompute_layers"]} for i, r in enumerate(reports)]
+        placement_doc["unrestricted"] = _unrestricted_placement(
+            model, hw, lead[0], flash_attention, ilp_time_limit_s, headroom
+        )
+        placement_doc["candidates"] = [
+            {
+                "rank": i + 1,
+                "method": r["method"],
+                "applied": r["applied"],
+                "recompute_layers": r["recompute_layers"],
+            }
+            for i, r in enumerate(reports)
+        ]
     else:
         lead = lead[:top]
     _annotate(lead, error_bands, band, hw, model, dtype)
@@ -1002,14 +1342,38 @@ def plan_training(model, hardware, *, gpus: int, global_batch: int, seq_len: int
         why["fastest"] = brief(fastest)
 
     obj = _objective_doc(hw, objective, counts, tokens, best)
-    inputs = {"model": model.name, "hardware": hw.id, "gpus": gpus, "gpus_per_node": node,
-              "global_batch": global_batch, "seq_len": seq_len, "dtype": dtype, "objective": objective,
-              "top": top, "tokens": tokens, "emit": frameworks, "allow_cross_node_tp": allow_cross_node_tp,
-              "flash_attention": flash_attention, "calibration": calibration_label,
-              "memory_headroom_gib": headroom / GiB,
-              "constraints": [("exclude " if c.exclude else "fix ") + c.text for c in constraints],
-              "robust_choice": robust_choice, "error_band": band.label}
-    return TrainPlan(model=model, hardware=hw, inputs=inputs, best=best, candidates=lead,
-                     searched=state.searched, evaluated=state.evaluated, feasible=state.feasible,
-                     rejected=dict(state.rejected), search_time_s=time.perf_counter() - t0, objective=obj,
-                     placement=placement_doc, why=why)
+    inputs = {
+        "model": model.name,
+        "hardware": hw.id,
+        "gpus": gpus,
+        "gpus_per_node": node,
+        "global_batch": global_batch,
+        "seq_len": seq_len,
+        "dtype": dtype,
+        "objective": objective,
+        "top": top,
+        "tokens": tokens,
+        "emit": frameworks,
+        "allow_cross_node_tp": allow_cross_node_tp,
+        "flash_attention": flash_attention,
+        "calibration": calibration_label,
+        "memory_headroom_gib": headroom / GiB,
+        "constraints": [("exclude " if c.exclude else "fix ") + c.text for c in constraints],
+        "robust_choice": robust_choice,
+        "error_band": band.label,
+    }
+    return TrainPlan(
+        model=model,
+        hardware=hw,
+        inputs=inputs,
+        best=best,
+        candidates=lead,
+        searched=state.searched,
+        evaluated=state.evaluated,
+        feasible=state.feasible,
+        rejected=dict(state.rejected),
+        search_time_s=time.perf_counter() - t0,
+        objective=obj,
+        placement=placement_doc,
+        why=why,
+    )

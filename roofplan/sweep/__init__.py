@@ -18,8 +18,15 @@ from roofplan.outputs import write_file
 from roofplan.sweep import output, run, spec
 
 
-def run_sweep(spec_path, out_dir, *, ray: str | bool | None = None, workers: int | None = None,
-              plot_dir=None, progress: Callable[[int, int], None] | None = None) -> dict:
+def run_sweep(
+    spec_path,
+    out_dir,
+    *,
+    ray: str | bool | None = None,
+    workers: int | None = None,
+    plot_dir=None,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict:
     """Run the spec at ``spec_path`` (or a parsed mapping) into ``out_dir``; returns the summary.
 
     ``ray``: None/False runs locally; True or "local" starts a local Ray (``workers`` CPUs); any
@@ -74,8 +81,13 @@ def run_sweep(spec_path, out_dir, *, ray: str | bool | None = None, workers: int
         files["plots"] = plot_fronts(rows, plot_dir)
     files["summary"] = str(out / "summary.json")
     doc_out = output.summary(rows, files, resumed)
-    doc_out["timing"] = {"elapsed_s": time.perf_counter() - t0, "run_s": run_s, "executor": executor,
-                         "workers": workers, "scenarios_run": len(todo),
-                         "scenarios_per_s": len(todo) / run_s if run_s > 0 and todo else None}
+    doc_out["timing"] = {
+        "elapsed_s": time.perf_counter() - t0,
+        "run_s": run_s,
+        "executor": executor,
+        "workers": workers,
+        "scenarios_run": len(todo),
+        "scenarios_per_s": len(todo) / run_s if run_s > 0 and todo else None,
+    }
     write_file(out / "summary.json", json.dumps(doc_out, indent=2) + "\n")
     return doc_out

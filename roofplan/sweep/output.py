@@ -45,7 +45,13 @@ class Journal:
     (``O_NOFOLLOW``): a symlink planted at that name is an input error, never a write elsewhere."""
 
     def __init__(self, out: Path):
-        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+        flags = (
+            os.O_WRONLY
+            | os.O_APPEND
+            | os.O_CREAT
+            | getattr(os, "O_NOFOLLOW", 0)
+            | getattr(os, "O_CLOEXEC", 0)
+        )
         try:
             out.mkdir(parents=True, exist_ok=True)
             fd = os.open(out / JOURNAL, flags, 0o666)
@@ -128,10 +134,22 @@ def summary(rows: list[dict], files: dict, resumed: int) -> dict:
     best = {}
     for k, rs in groups.items():
         if rs[0]["kind"] == "train":
-            best[k] = {"fastest": _best(rs, "tokens_per_s", higher=True),
-                       "cheapest": _best(rs, "usd_per_million_tokens"), "least_energy": _best(rs, "joules_per_token")}
+            best[k] = {
+                "fastest": _best(rs, "tokens_per_s", higher=True),
+                "cheapest": _best(rs, "usd_per_million_tokens"),
+                "least_energy": _best(rs, "joules_per_token"),
+            }
         else:
-            best[k] = {"most_goodput_per_gpu": _best(rs, "output_tokens_per_s_per_gpu", higher=True),
-                       "cheapest": _best(rs, "usd_per_million_tokens"), "least_energy": _best(rs, "joules_per_token")}
-    return {"schema": SUMMARY_SCHEMA, "scenarios": len(rows), "status": dict(sorted(status.items())),
-            "resumed": resumed, "best": best, "files": files}
+            best[k] = {
+                "most_goodput_per_gpu": _best(rs, "output_tokens_per_s_per_gpu", higher=True),
+                "cheapest": _best(rs, "usd_per_million_tokens"),
+                "least_energy": _best(rs, "joules_per_token"),
+            }
+    return {
+        "schema": SUMMARY_SCHEMA,
+        "scenarios": len(rows),
+        "status": dict(sorted(status.items())),
+        "resumed": resumed,
+        "best": best,
+        "files": files,
+    }

@@ -25,10 +25,29 @@ from roofplan.sweep.spec import SCENARIO_KEYS
 #: Result columns, after the scenario's own (SCENARIO_KEYS); one schema for training and serving
 #: rows (a column that does not apply is empty).
 RESULT_KEYS = (
-    "status", "reason", "layout", "gpus_used", "tokens_per_s", "step_time_s", "mfu", "deployment", "ttft_ms_pred",
-    "tpot_ms_pred", "output_tokens_per_s", "output_tokens_per_s_per_gpu", "tokens_per_s_per_user",
-    "goodput_rps", "price_per_hour", "usd_per_million_tokens", "power_w", "joules_per_token",
-    "time_to_train_days", "cost_to_train_usd", "energy_to_train_kwh", "pareto")
+    "status",
+    "reason",
+    "layout",
+    "gpus_used",
+    "tokens_per_s",
+    "step_time_s",
+    "mfu",
+    "deployment",
+    "ttft_ms_pred",
+    "tpot_ms_pred",
+    "output_tokens_per_s",
+    "output_tokens_per_s_per_gpu",
+    "tokens_per_s_per_user",
+    "goodput_rps",
+    "price_per_hour",
+    "usd_per_million_tokens",
+    "power_w",
+    "joules_per_token",
+    "time_to_train_days",
+    "cost_to_train_usd",
+    "energy_to_train_kwh",
+    "pareto",
+)
 COLUMNS = ("index", "id") + SCENARIO_KEYS + RESULT_KEYS
 
 
@@ -36,7 +55,9 @@ def run_scenario(scenario: dict, prices: dict | None = None) -> dict:
     """One row for ``scenario``: status ``ok``, ``infeasible`` (exit-3 reason) or ``error``."""
     row = {k: scenario.get(k) for k in ("index", "id") + SCENARIO_KEYS}
     try:
-        row.update(_train(scenario, prices or {}) if scenario["kind"] == "train" else _serve(scenario, prices or {}))
+        row.update(
+            _train(scenario, prices or {}) if scenario["kind"] == "train" else _serve(scenario, prices or {})
+        )
         row["status"] = "ok"
     except InfeasibleError as exc:
         row.update(status="infeasible", reason=str(exc))
@@ -59,21 +80,35 @@ def _train(s: dict, prices: dict) -> dict:
     from roofplan.hardware.pricing import apply_prices
 
     hw = apply_prices(resolve.hardware(s["hardware"]), prices, strict=False)
-    plan = roofplan.plan_training(s["model"], hw, gpus=s["gpus"], global_batch=s["global_batch"],
-                                  seq_len=s["seq_len"], dtype=s.get("dtype") or "bf16", objective=s["objective"],
-                                  tokens=s.get("tokens"), top=1, calibration=s.get("overlay"))
+    plan = roofplan.plan_training(
+        s["model"],
+        hw,
+        gpus=s["gpus"],
+        global_batch=s["global_batch"],
+        seq_len=s["seq_len"],
+        dtype=s.get("dtype") or "bf16",
+        objective=s["objective"],
+        tokens=s.get("tokens"),
+        top=1,
+        calibration=s.get("overlay"),
+    )
     b = plan.best
     layout = f"tp{b['tp']} pp{b['pp']} dp{b['dp']} cp{b['cp']} ep{b['ep']} vpp{b['vpp']} mb{b['micro_batch']}"
     layout += f" {b['recompute']} zero{b['zero']}" + (" sp" if b["sequence_parallel"] else "")
     price = plan.hardware.price_per_hour
     return {
-        "layout": layout, "gpus_used": b["gpus"], "tokens_per_s": b["tokens_per_s"],
-        "step_time_s": b["step_time_s"], "mfu": b["mfu"],
+        "layout": layout,
+        "gpus_used": b["gpus"],
+        "tokens_per_s": b["tokens_per_s"],
+        "step_time_s": b["step_time_s"],
+        "mfu": b["mfu"],
         "price_per_hour": None if price is None else price * b["gpus"],
         "usd_per_million_tokens": b.get("usd_per_million_tokens"),
         "power_w": None if b.get("power_w_per_gpu") is None else b["power_w_per_gpu"] * b["gpus"],
-        "joules_per_token": b.get("joules_per_token"), "time_to_train_days": b.get("time_to_train_days"),
-        "cost_to_train_usd": b.get("cost_to_train_usd"), "energy_to_train_kwh": b.get("energy_to_train_kwh"),
+        "joules_per_token": b.get("joules_per_token"),
+        "time_to_train_days": b.get("time_to_train_days"),
+        "cost_to_train_usd": b.get("cost_to_train_usd"),
+        "energy_to_train_kwh": b.get("energy_to_train_kwh"),
     }
 
 
@@ -84,20 +119,39 @@ def _serve(s: dict, prices: dict) -> dict:
 
     hw = apply_prices(resolve.pools(s["hardware"]), prices, strict=False)
     plan = roofplan.plan_serving(
-        s["model"], hw, gpus=s["gpus"], isl=s["isl"], osl=s["osl"], ttft_ms=s.get("ttft_ms"),
-        tpot_ms=s.get("tpot_ms"), rate=s.get("rate"), mode=s.get("mode") or "auto",
-        engine=s.get("engine") or "generic", dtype=s.get("dtype") or "bf16", kv_dtype=s.get("kv_dtype"),
-        objective=s["objective"], emit_launch=False, calibration=s.get("overlay"))
+        s["model"],
+        hw,
+        gpus=s["gpus"],
+        isl=s["isl"],
+        osl=s["osl"],
+        ttft_ms=s.get("ttft_ms"),
+        tpot_ms=s.get("tpot_ms"),
+        rate=s.get("rate"),
+        mode=s.get("mode") or "auto",
+        engine=s.get("engine") or "generic",
+        dtype=s.get("dtype") or "bf16",
+        kv_dtype=s.get("kv_dtype"),
+        objective=s["objective"],
+        emit_launch=False,
+        calibration=s.get("overlay"),
+    )
     b = plan.best
     out_tps = b["output_tokens_per_s"]
     price = b.get("price_per_hour")
     return {
-        "layout": _serve_layout(b), "gpus_used": b["gpus"], "deployment": b["mode"], "ttft_ms_pred": b["ttft_ms"],
-        "tpot_ms_pred": b["tpot_ms"], "output_tokens_per_s": out_tps,
+        "layout": _serve_layout(b),
+        "gpus_used": b["gpus"],
+        "deployment": b["mode"],
+        "ttft_ms_pred": b["ttft_ms"],
+        "tpot_ms_pred": b["tpot_ms"],
+        "output_tokens_per_s": out_tps,
         "output_tokens_per_s_per_gpu": b["output_tokens_per_s_per_gpu"],
-        "tokens_per_s_per_user": b["tokens_per_s_per_user"], "goodput_rps": b["goodput_rps"],
-        "price_per_hour": price, "usd_per_million_tokens": price / 3600.0 / out_tps * 1e6 if price and out_tps else None,
-        "power_w": b.get("power_w"), "joules_per_token": b.get("joules_per_output_token"),
+        "tokens_per_s_per_user": b["tokens_per_s_per_user"],
+        "goodput_rps": b["goodput_rps"],
+        "price_per_hour": price,
+        "usd_per_million_tokens": price / 3600.0 / out_tps * 1e6 if price and out_tps else None,
+        "power_w": b.get("power_w"),
+        "joules_per_token": b.get("joules_per_output_token"),
         "pareto": json.dumps(_pareto_points(plan, hw), separators=(",", ":")),
     }
 
@@ -116,18 +170,26 @@ def _pareto_points(plan, hw) -> list[list[float]]:
     from roofplan import resolve
 
     usd = {dev.id: dev.price_per_hour for dev in resolve.devices(resolve.pools(hw))}
-    return [[p["tokens_per_s_per_user"], p["output_tokens_per_s_per_gpu"],
-             usd.get((p.get("instance") or p.get("decode"))["hardware"])] for p in plan.pareto]
+    return [
+        [
+            p["tokens_per_s_per_user"],
+            p["output_tokens_per_s_per_gpu"],
+            usd.get((p.get("instance") or p.get("decode"))["hardware"]),
+        ]
+        for p in plan.pareto
+    ]
 
 
 # -- executors ------------------------------------------------------------------------------------
+
 
 def _worker_count(workers: int | None, n: int) -> int:
     return max(1, min(n, workers or os.cpu_count() or 1))
 
 
-def run_local(scenarios: list[dict], prices: dict, on_row: Callable[[dict], None],
-              workers: int | None = None) -> None:
+def run_local(
+    scenarios: list[dict], prices: dict, on_row: Callable[[dict], None], workers: int | None = None
+) -> None:
     """Every scenario in a process pool of ``workers`` (default: the cores), or inline with one."""
     n = _worker_count(workers, len(scenarios))
     if n == 1:
@@ -144,8 +206,13 @@ def run_local(scenarios: list[dict], prices: dict, on_row: Callable[[dict], None
             on_row(f.result())
 
 
-def run_ray(scenarios: list[dict], prices: dict, on_row: Callable[[dict], None], address: str | None = None,
-            num_cpus: int | None = None) -> None:
+def run_ray(
+    scenarios: list[dict],
+    prices: dict,
+    on_row: Callable[[dict], None],
+    address: str | None = None,
+    num_cpus: int | None = None,
+) -> None:
     """Every scenario as a Ray task. ``address``: an existing cluster (``auto``, ``host:port``,
     ``ray://host:10001``); None starts a local Ray with ``num_cpus`` workers."""
     ray = require_ray()
@@ -173,4 +240,3 @@ def require_ray():
     except ImportError:
         raise InputError("ray", "not installed", "pip install 'roofplan[ray]' (or pip install ray)") from None
     return ray
-

@@ -45,16 +45,45 @@ KINDS = ("train", "serve")
 TRAIN_OBJECTIVES = ("throughput", "cost", "energy")
 SERVE_OBJECTIVES = ("gpus", "cost", "energy")
 _TOP = ("schema", "prices", "calibration", "train", "serve", "scenarios", "notes")
-_GRID = {"train": ("models", "hardware", "gpus", "workloads", "objectives"),
-         "serve": ("models", "hardware", "gpus", "workloads", "slas", "objectives")}
-_WORKLOAD = {"train": {"global_batch": "int", "seq_len": "int", "tokens": "tokens", "dtype": "str"},
-             "serve": {"isl": "int", "osl": "int", "rate": "num", "dtype": "str", "kv_dtype": "str",
-                       "engine": "str", "mode": "str"}}
+_GRID = {
+    "train": ("models", "hardware", "gpus", "workloads", "objectives"),
+    "serve": ("models", "hardware", "gpus", "workloads", "slas", "objectives"),
+}
+_WORKLOAD = {
+    "train": {"global_batch": "int", "seq_len": "int", "tokens": "tokens", "dtype": "str"},
+    "serve": {
+        "isl": "int",
+        "osl": "int",
+        "rate": "num",
+        "dtype": "str",
+        "kv_dtype": "str",
+        "engine": "str",
+        "mode": "str",
+    },
+}
 _REQUIRED = {"train": ("global_batch", "seq_len"), "serve": ("isl", "osl")}
 _SLA = {"ttft_ms": "num", "tpot_ms": "num"}
 #: The keys of a scenario in column order (after ``index`` and ``id``).
-SCENARIO_KEYS = ("kind", "model", "hardware", "gpus", "objective", "global_batch", "seq_len", "tokens", "dtype",
-                 "isl", "osl", "rate", "ttft_ms", "tpot_ms", "kv_dtype", "engine", "mode", "calibration")
+SCENARIO_KEYS = (
+    "kind",
+    "model",
+    "hardware",
+    "gpus",
+    "objective",
+    "global_batch",
+    "seq_len",
+    "tokens",
+    "dtype",
+    "isl",
+    "osl",
+    "rate",
+    "ttft_ms",
+    "tpot_ms",
+    "kv_dtype",
+    "engine",
+    "mode",
+    "calibration",
+)
 
 
 def load_spec(path: str | os.PathLike) -> dict:
@@ -127,8 +156,11 @@ def _attach_overlay(s: dict, overlays: list[tuple[str, dict]]) -> None:
     devs = devices(s["hardware"])
     mine = [(name, o) for name, o in overlays if o.get("hardware") is None or o.get("hardware") in devs]
     if len(mine) > 1:
-        raise InputError("calibration", ", ".join(n for n, _ in mine),
-                         f"at most one overlay for the devices of a scenario ({s['hardware']})")
+        raise InputError(
+            "calibration",
+            ", ".join(n for n, _ in mine),
+            f"at most one overlay for the devices of a scenario ({s['hardware']})",
+        )
     if mine:
         s["calibration"], s["overlay"] = mine[0]
 
@@ -175,32 +207,50 @@ def _grid(kind: str, g: dict) -> list[dict]:
         if k not in keys:
             raise InputError(f"{kind}.{k}", "unknown key", "allowed: " + ", ".join(keys))
     models = [_text(m, f"{kind}.models[{i}]") for i, m in enumerate(_list(g.get("models"), f"{kind}.models"))]
-    hws = [_text(h, f"{kind}.hardware[{i}]") for i, h in enumerate(_list(g.get("hardware"), f"{kind}.hardware"))]
+    hws = [
+        _text(h, f"{kind}.hardware[{i}]") for i, h in enumerate(_list(g.get("hardware"), f"{kind}.hardware"))
+    ]
     gpus = [_int(n, f"{kind}.gpus[{i}]") for i, n in enumerate(_list(g.get("gpus"), f"{kind}.gpus"))]
-    loads = [_workload(kind, _mapping(w, f"{kind}.workloads[{i}]"), f"{kind}.workloads[{i}]")
-             for i, w in enumerate(_list(g.get("workloads"), f"{kind}.workloads"))]
+    loads = [
+        _workload(kind, _mapping(w, f"{kind}.workloads[{i}]"), f"{kind}.workloads[{i}]")
+        for i, w in enumerate(_list(g.get("workloads"), f"{kind}.workloads"))
+    ]
     slas = [{}]
     if kind == "serve" and g.get("slas") is not None:
-        slas = [_fields(_mapping(s, f"serve.slas[{i}]"), _SLA, f"serve.slas[{i}]")
-                for i, s in enumerate(_list(g.get("slas"), "serve.slas"))]
+        slas = [
+            _fields(_mapping(s, f"serve.slas[{i}]"), _SLA, f"serve.slas[{i}]")
+            for i, s in enumerate(_list(g.get("slas"), "serve.slas"))
+        ]
     allowed = TRAIN_OBJECTIVES if kind == "train" else SERVE_OBJECTIVES
     objs = g.get("objectives", [allowed[0]])
-    objs = [_choice(o, allowed, f"{kind}.objectives[{i}]") for i, o in enumerate(_list(objs, f"{kind}.objectives"))]
-    return [{"kind": kind, "model": m, "hardware": h, "gpus": n, **w, **s, "objective": o}
-            for m, h, n, w, s, o in itertools.product(models, hws, gpus, loads, slas, objs)]
+    objs = [
+        _choice(o, allowed, f"{kind}.objectives[{i}]")
+        for i, o in enumerate(_list(objs, f"{kind}.objectives"))
+    ]
+    return [
+        {"kind": kind, "model": m, "hardware": h, "gpus": n, **w, **s, "objective": o}
+        for m, h, n, w, s, o in itertools.product(models, hws, gpus, loads, slas, objs)
+    ]
 
 
 def _scenario(d: dict, where: str) -> dict:
     kind = _choice(d.get("kind"), KINDS, f"{where}.kind")
-    allowed = ("kind", "model", "hardware", "gpus", "objective") + tuple(_WORKLOAD[kind]) + (
-        tuple(_SLA) if kind == "serve" else ())
+    allowed = (
+        ("kind", "model", "hardware", "gpus", "objective")
+        + tuple(_WORKLOAD[kind])
+        + (tuple(_SLA) if kind == "serve" else ())
+    )
     for k in d:
         if k not in allowed:
             raise InputError(f"{where}.{k}", "unknown key", "allowed: " + ", ".join(allowed))
     objectives = TRAIN_OBJECTIVES if kind == "train" else SERVE_OBJECTIVES
-    out = {"kind": kind, "model": _text(d.get("model"), f"{where}.model"),
-           "hardware": _text(d.get("hardware"), f"{where}.hardware"), "gpus": _int(d.get("gpus"), f"{where}.gpus"),
-           "objective": _choice(d.get("objective", objectives[0]), objectives, f"{where}.objective")}
+    out = {
+        "kind": kind,
+        "model": _text(d.get("model"), f"{where}.model"),
+        "hardware": _text(d.get("hardware"), f"{where}.hardware"),
+        "gpus": _int(d.get("gpus"), f"{where}.gpus"),
+        "objective": _choice(d.get("objective", objectives[0]), objectives, f"{where}.objective"),
+    }
     out.update(_workload(kind, {k: v for k, v in d.items() if k in _WORKLOAD[kind]}, where))
     if kind == "serve":
         out.update(_fields({k: v for k, v in d.items() if k in _SLA}, _SLA, where))

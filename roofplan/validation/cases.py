@@ -53,13 +53,14 @@ class Case:
             f = float(v)
         except ValueError:
             raise InputError(f"{self.id} {name}", v, "a whole number") from None
-        if not (math.isfinite(f) and f == int(f) and 1 <= f <= 2**31 - 1):  # counts: 0 GPUs or tp=0 divide by 0
+        if not (
+            math.isfinite(f) and f == int(f) and 1 <= f <= 2**31 - 1
+        ):  # counts: 0 GPUs or tp=0 divide by 0
             raise InputError(f"{self.id} {name}", v, "a whole number in [1, 2,147,483,647]")
         return int(f)
 
     def str(self, name: str, default: str = "") -> str:
         return (self.row.get(name) or "").strip() or default
-
 
 
 Predictor = Callable[[Case, "str | Path | dict | None"], float]

@@ -111,8 +111,10 @@ def predict_serve_energy(case: Case, calibration=None) -> float:
     from roofplan.costmodel.power import joules_per_token
 
     if case.metric not in SERVE_ENERGY_METRICS:
-        raise ValueError(f"case {case.id}: unsupported serve_energy metric {case.metric!r} "
-                         f"({', '.join(SERVE_ENERGY_METRICS)})")
+        raise ValueError(
+            f"case {case.id}: unsupported serve_energy metric {case.metric!r} "
+            f"({', '.join(SERVE_ENERGY_METRICS)})"
+        )
     watts, tokens_per_s, gpus = serve_energy_state(case, calibration)
     if case.metric == "power_w":
         return watts

@@ -52,8 +52,9 @@ def predict_serve_load(case: Case, calibration=None) -> float:
         raise ValueError(f"serve_load metric {case.metric!r} not supported ({', '.join(METRICS)})")
     rate, conc = stated_rate(case), case.int("batch")
     if not conc and not rate:
-        raise ValueError(f"serve_load row {case.id}: the batch column (the concurrency) or rate=R in the note "
-                         "is required")
+        raise ValueError(
+            f"serve_load row {case.id}: the batch column (the concurrency) or rate=R in the note is required"
+        )
     inst = serve_load.Instance(model, hw, engine, cfg)
     isl, osl = np.array([int(cfg.isl[0])]), np.array([int(cfg.osl[0])])
     r = serve_load.open_loop(inst, isl, osl, rate) if rate else serve_load.closed_loop(inst, isl, osl, conc)

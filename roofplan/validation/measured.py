@@ -33,8 +33,12 @@ class MeasuredResult:
 
 def _stats(errors) -> dict:
     a = np.abs(np.asarray(errors, dtype=float))
-    return {"rows": int(a.size), "median_abs_error": float(np.median(a)), "p90_abs_error": float(np.quantile(a, 0.9)),
-            "signed_median_error": float(np.median(errors))}
+    return {
+        "rows": int(a.size),
+        "median_abs_error": float(np.median(a)),
+        "p90_abs_error": float(np.quantile(a, 0.9)),
+        "signed_median_error": float(np.median(errors)),
+    }
 
 
 def _band_key(band: str) -> int:
@@ -61,8 +65,12 @@ def validate_measurements(paths, *, hardware: str | None = None, calibration=Non
             continue
         by_hw.setdefault(hw_id, []).append(m)
     if not by_hw:
-        raise InputError("measurements", f"{len(ms)} rows", "expected operator rows (gemm, attention, "
-                         "decode_attention, moe, collective)" + (f" for hardware {hardware}" if hardware else ""))
+        raise InputError(
+            "measurements",
+            f"{len(ms)} rows",
+            "expected operator rows (gemm, attention, "
+            "decode_attention, moe, collective)" + (f" for hardware {hardware}" if hardware else ""),
+        )
     rows, families = [], []
     for hw_id in sorted(by_hw):
         hw = resolve.hardware(hw_id, calibration)
@@ -70,11 +78,24 @@ def validate_measurements(paths, *, hardware: str | None = None, calibration=Non
         pred = predict_rows(mine, hw)
         if not np.all(np.isfinite(pred)):
             bad = mine[int(np.flatnonzero(~np.isfinite(pred))[0])]
-            raise InputError(bad.origin, "prediction", "not a finite time: check the catalog or overlay values")
+            raise InputError(
+                bad.origin, "prediction", "not a finite time: check the catalog or overlay values"
+            )
         err = pred / np.array([m.target for m in mine]) - 1.0
         for m, p, e in zip(mine, pred, err, strict=True):
-            rows.append({"id": m.label, "hardware": hw_id, "kind": m.kind, "family": family(m), "band": size_band(m),
-                         "held_back": held_back(m), "measured_s": m.target, "predicted_s": float(p), "error": float(e)})
+            rows.append(
+                {
+                    "id": m.label,
+                    "hardware": hw_id,
+                    "kind": m.kind,
+                    "family": family(m),
+                    "band": size_band(m),
+                    "held_back": held_back(m),
+                    "measured_s": m.target,
+                    "predicted_s": float(p),
+                    "error": float(e),
+                }
+            )
         fams: dict[str, list[int]] = {}
         for i, m in enumerate(mine):
             fams.setdefault(family(m), []).append(i)
@@ -83,9 +104,14 @@ def validate_measurements(paths, *, hardware: str | None = None, calibration=Non
             for i in idx:
                 bands.setdefault(size_band(mine[i]), []).append(i)
             held = [i for i in idx if held_back(mine[i])]
-            families.append({
-                "hardware": hw_id, "family": fam, "size": SIZE_MEASURES[mine[idx[0]].kind], **_stats(err[idx]),
-                "held_back": _stats(err[held]) if held else None,
-                "bands": [{"band": b, **_stats(err[bands[b]])} for b in sorted(bands, key=_band_key)],
-            })
+            families.append(
+                {
+                    "hardware": hw_id,
+                    "family": fam,
+                    "size": SIZE_MEASURES[mine[idx[0]].kind],
+                    **_stats(err[idx]),
+                    "held_back": _stats(err[held]) if held else None,
+                    "bands": [{"band": b, **_stats(err[bands[b]])} for b in sorted(bands, key=_band_key)],
+                }
+            )
     return MeasuredResult(rows=rows, families=families, skipped=skipped)

@@ -31,9 +31,30 @@ ENERGY_CSV = "energy_measurements.csv"
 
 #: Columns of the shared measurements format (also accepted by ``roofplan calibrate``).
 COLUMNS = (
-    "id", "kind", "model", "hardware", "gpus", "tp", "pp", "dp", "vpp", "global_batch", "micro_batch",
-    "seq_len", "dtype", "recompute", "sequence_parallel", "batch", "isl", "osl", "engine", "metric",
-    "value", "unit", "source", "note",
+    "id",
+    "kind",
+    "model",
+    "hardware",
+    "gpus",
+    "tp",
+    "pp",
+    "dp",
+    "vpp",
+    "global_batch",
+    "micro_batch",
+    "seq_len",
+    "dtype",
+    "recompute",
+    "sequence_parallel",
+    "batch",
+    "isl",
+    "osl",
+    "engine",
+    "metric",
+    "value",
+    "unit",
+    "source",
+    "note",
 )
 
 
@@ -46,10 +67,17 @@ class Result:
 
     def to_json(self) -> dict:
         return {
-            "id": self.case.id, "kind": self.case.kind, "model": self.case.str("model"),
-            "hardware": self.case.str("hardware"), "metric": self.case.metric, "unit": self.case.str("unit"),
-            "measured": self.case.measured, "predicted": self.predicted, "error": self.error,
-            "source": self.case.source, "note": self.note,
+            "id": self.case.id,
+            "kind": self.case.kind,
+            "model": self.case.str("model"),
+            "hardware": self.case.str("hardware"),
+            "metric": self.case.metric,
+            "unit": self.case.str("unit"),
+            "measured": self.case.measured,
+            "predicted": self.predicted,
+            "error": self.error,
+            "source": self.case.source,
+            "note": self.note,
         }
 
 
@@ -58,8 +86,11 @@ class SuiteResult:
     results: list[Result] = field(default_factory=list)
 
     def errors(self, kinds: tuple[str, ...] | None = None) -> list[float]:
-        return [abs(r.error) for r in self.results
-                if r.error is not None and (kinds is None or r.case.kind in kinds)]
+        return [
+            abs(r.error)
+            for r in self.results
+            if r.error is not None and (kinds is None or r.case.kind in kinds)
+        ]
 
     def median_abs_error(self, kinds: tuple[str, ...] | None = None) -> float | None:
         e = self.errors(kinds)
@@ -78,14 +109,23 @@ class SuiteResult:
             "energy": ("train_energy", "serve_energy"),
         }
         summary = {
-            name: {"cases": len(self.errors(k)), "median_abs_error": self.median_abs_error(k),
-                   "worst_abs_error": self.worst_abs_error(k)}
+            name: {
+                "cases": len(self.errors(k)),
+                "median_abs_error": self.median_abs_error(k),
+                "worst_abs_error": self.worst_abs_error(k),
+            }
             for name, k in groups.items()
         }
-        summary["all"] = {"cases": len(self.errors()), "median_abs_error": self.median_abs_error(),
-                          "worst_abs_error": self.worst_abs_error()}
-        return {"schema": "roofplan.validate/v1", "cases": [r.to_json() for r in self.results],
-                "summary": summary}
+        summary["all"] = {
+            "cases": len(self.errors()),
+            "median_abs_error": self.median_abs_error(),
+            "worst_abs_error": self.worst_abs_error(),
+        }
+        return {
+            "schema": "roofplan.validate/v1",
+            "cases": [r.to_json() for r in self.results],
+            "summary": summary,
+        }
 
 
 def _load_predictors() -> None:
@@ -104,8 +144,11 @@ def read_cases(path: str | Path | None = None) -> list[Case]:
     """Read measurement rows; ``None`` reads the built-in suite. Malformed rows raise InputError
     naming the line."""
     if path is None:
-        return [c for n in (SUITE_CSV, LOAD_CSV, ENERGY_CSV) for c in _parse_cases(
-            resources.files("roofplan.validation").joinpath(n).read_text(), n)]
+        return [
+            c
+            for n in (SUITE_CSV, LOAD_CSV, ENERGY_CSV)
+            for c in _parse_cases(resources.files("roofplan.validation").joinpath(n).read_text(), n)
+        ]
     else:
         from roofplan.inputs import is_file, read_text, user_path
 
@@ -120,8 +163,11 @@ def _parse_cases(text: str, name: str) -> list[Case]:
     reader = csv.DictReader(text.splitlines())
     missing = {"id", "kind", "metric", "value"} - set(reader.fieldnames or ())
     if missing:
-        raise InputError(f"{name} header", ",".join(reader.fieldnames or ()),
-                         f"expected columns including {', '.join(sorted(missing))}")
+        raise InputError(
+            f"{name} header",
+            ",".join(reader.fieldnames or ()),
+            f"expected columns including {', '.join(sorted(missing))}",
+        )
     cases = []
     for i, row in enumerate(reader, start=2):
         try:
@@ -129,7 +175,9 @@ def _parse_cases(text: str, name: str) -> list[Case]:
         except (TypeError, ValueError):
             raise InputError(f"{name} line {i} value", row.get("value"), "expected a number") from None
         if not (math.isfinite(value) and 1e-9 <= value <= 1e15):  # a ratio to it must be a number
-            raise InputError(f"{name} line {i} value", row.get("value"), "expected a number in [1e-09, 1e+15]")
+            raise InputError(
+                f"{name} line {i} value", row.get("value"), "expected a number in [1e-09, 1e+15]"
+            )
         cases.append(Case(row=row, line=i))
         if len(cases) > MAX_ROWS:
             raise InputError(name, f"more than {MAX_ROWS:,} rows", f"at most {MAX_ROWS:,} rows per run")
@@ -154,12 +202,17 @@ def predict(case: Case, calibration=None) -> float:
     try:
         fn = _PREDICTORS[case.kind]
     except KeyError:
-        raise InputError(f"case {case.id} kind", case.kind, f"expected one of {', '.join(sorted(_PREDICTORS))}") from None
+        raise InputError(
+            f"case {case.id} kind", case.kind, f"expected one of {', '.join(sorted(_PREDICTORS))}"
+        ) from None
     try:
         return float(fn(case, calibration))
     except (ValueError, KeyError) as exc:  # a row the predictor cannot read: the row's fault, not ours
-        raise InputError(f"case {case.id} (line {case.line})", case.metric,
-                         f"a {case.kind} row its predictor accepts ({type(exc).__name__}: {exc})") from None
+        raise InputError(
+            f"case {case.id} (line {case.line})",
+            case.metric,
+            f"a {case.kind} row its predictor accepts ({type(exc).__name__}: {exc})",
+        ) from None
 
 
 def run_suite(calibration=None, cases: list[Case] | None = None) -> SuiteResult:

@@ -33,28 +33,63 @@ from roofplan.validation.cases import Case, predictor
 #: Megatron-MoE-ModelZoo benchmark configs (``model_configs/benchmarking/*.yaml``) use the
 #: distributed optimizer, aux-loss routing (not forced) and no EP overlap unless asked.
 STACKS: dict[str, dict] = {
-    "megatron-lm-2021": {"flash_attention": False, "zero": 0, "tp_comm_overlap": False, "ep_comm_overlap": False,
-                         "overlap_p2p_comm": False},
-    "megatron-bridge": {"flash_attention": True, "zero": 1, "tp_comm_overlap": True, "ep_comm_overlap": True,
-                        "moe_force_balance": True, "grad_reduce_in_fp32": False},
-    "megatron-moe-modelzoo": {"flash_attention": True, "zero": 1, "tp_comm_overlap": False,
-                              "ep_comm_overlap": False},
+    "megatron-lm-2021": {
+        "flash_attention": False,
+        "zero": 0,
+        "tp_comm_overlap": False,
+        "ep_comm_overlap": False,
+        "overlap_p2p_comm": False,
+    },
+    "megatron-bridge": {
+        "flash_attention": True,
+        "zero": 1,
+        "tp_comm_overlap": True,
+        "ep_comm_overlap": True,
+        "moe_force_balance": True,
+        "grad_reduce_in_fp32": False,
+    },
+    "megatron-moe-modelzoo": {
+        "flash_attention": True,
+        "zero": 1,
+        "tp_comm_overlap": False,
+        "ep_comm_overlap": False,
+    },
     # NeMo Launcher 24.x (NVIDIA dgxc-benchmarking llama3.1 recipes): Megatron-core with cuDNN fused
     # attention (``NVTE_FUSED_ATTN=1``), the distributed optimizer and userbuffers TP overlap
     # (``model.ub_tp_comm_overlap_cfg`` overrides in ``llama3.1/configure.sh``).
     # Megatron-DeepSpeed (2021-22, MT-NLG 530B; Smith et al. 2022 arXiv 2201.11990 §2): Megatron's
     # tensor-parallel layers and fused kernels (no FlashAttention), DeepSpeed's PipelineEngine and
     # ZeRO-1, no TP overlap.
-    "megatron-deepspeed": {"flash_attention": False, "zero": 1, "tp_comm_overlap": False, "ep_comm_overlap": False,
-                           "overlap_p2p_comm": False, "pipeline_engine": "deepspeed"},
-    "nemo-launcher": {"flash_attention": True, "zero": 1, "tp_comm_overlap": True, "ep_comm_overlap": False,
-                      "fp8_recipe": "delayed"},
+    "megatron-deepspeed": {
+        "flash_attention": False,
+        "zero": 1,
+        "tp_comm_overlap": False,
+        "ep_comm_overlap": False,
+        "overlap_p2p_comm": False,
+        "pipeline_engine": "deepspeed",
+    },
+    "nemo-launcher": {
+        "flash_attention": True,
+        "zero": 1,
+        "tp_comm_overlap": True,
+        "ep_comm_overlap": False,
+        "fp8_recipe": "delayed",
+    },
 }
 _DEFAULT_STACK = {"flash_attention": True, "zero": 0, "tp_comm_overlap": False}
 
 #: ``key=value`` settings a row's note may carry, and how each value is read.
-NOTE_SETTINGS = {"ep": int, "etp": int, "moe_dispatcher": str, "ep_comm_overlap": bool, "tp_comm_overlap": bool,
-                 "moe_force_balance": bool, "zero": int, "split_accounts_ends": bool, "fp8_recipe": str}
+NOTE_SETTINGS = {
+    "ep": int,
+    "etp": int,
+    "moe_dispatcher": str,
+    "ep_comm_overlap": bool,
+    "tp_comm_overlap": bool,
+    "moe_force_balance": bool,
+    "zero": int,
+    "split_accounts_ends": bool,
+    "fp8_recipe": str,
+}
 
 
 def note_settings(case: Case) -> dict:
@@ -79,7 +114,14 @@ def stack_profile(engine: str) -> dict:
 
 def paper_flops_per_iteration(batch: int, seq: int, layers: int, hidden: int, vocab: int) -> float:
     """Narayanan et al. SC21 eq. 3: FLOPs of one iteration with full recomputation."""
-    return 96.0 * batch * seq * layers * hidden**2 * (1.0 + seq / (6.0 * hidden) + vocab / (16.0 * layers * hidden))
+    return (
+        96.0
+        * batch
+        * seq
+        * layers
+        * hidden**2
+        * (1.0 + seq / (6.0 * hidden) + vocab / (16.0 * layers * hidden))
+    )
 
 
 def estimate_case(case: Case, calibration=None):
@@ -98,16 +140,32 @@ def estimate_case(case: Case, calibration=None):
         # forced balance: every expert-parallel rank gets the mean load by construction
         hw, calibration = hw.with_efficiency(moe_balance=1.0), None
     return estimate_training(
-        resolve.model(case.str("model")), hw, tp=tp, pp=pp, dp=dp, cp=cp, ep=prof.get("ep", 1), etp=prof.get("etp"),
-        vpp=case.int("vpp", 1), global_batch=case.int("global_batch"), micro_batch=case.int("micro_batch"),
-        seq_len=case.int("seq_len"), dtype=case.str("dtype", "bf16"), recompute=case.str("recompute", "none"),
+        resolve.model(case.str("model")),
+        hw,
+        tp=tp,
+        pp=pp,
+        dp=dp,
+        cp=cp,
+        ep=prof.get("ep", 1),
+        etp=prof.get("etp"),
+        vpp=case.int("vpp", 1),
+        global_batch=case.int("global_batch"),
+        micro_batch=case.int("micro_batch"),
+        seq_len=case.int("seq_len"),
+        dtype=case.str("dtype", "bf16"),
+        recompute=case.str("recompute", "none"),
         sequence_parallel=None if sp == "" else sp.lower() in ("yes", "true", "1"),
-        flash_attention=prof["flash_attention"], zero=prof["zero"], tp_comm_overlap=prof["tp_comm_overlap"] and tp > 1,
-        ep_comm_overlap=prof.get("ep_comm_overlap", True), moe_dispatcher=prof.get("moe_dispatcher", "alltoall"),
-        fp8_recipe=prof.get("fp8_recipe", "current"), overlap_p2p_comm=prof.get("overlap_p2p_comm", True),
+        flash_attention=prof["flash_attention"],
+        zero=prof["zero"],
+        tp_comm_overlap=prof["tp_comm_overlap"] and tp > 1,
+        ep_comm_overlap=prof.get("ep_comm_overlap", True),
+        moe_dispatcher=prof.get("moe_dispatcher", "alltoall"),
+        fp8_recipe=prof.get("fp8_recipe", "current"),
+        overlap_p2p_comm=prof.get("overlap_p2p_comm", True),
         grad_reduce_in_fp32=prof.get("grad_reduce_in_fp32", True),
         split_accounts_ends=prof.get("split_accounts_ends", False),
-        pipeline_engine=prof.get("pipeline_engine", "megatron"), calibration_label=calibration,
+        pipeline_engine=prof.get("pipeline_engine", "megatron"),
+        calibration_label=calibration,
     )
 
 
@@ -118,7 +176,9 @@ def predict_train(case: Case, calibration=None) -> float:
     metric = case.metric
     if metric == "tflops_per_gpu_incl_recompute":
         m = est.model
-        flops = paper_flops_per_iteration(case.int("global_batch"), case.int("seq_len"), m.layers, m.hidden, m.vocab)
+        flops = paper_flops_per_iteration(
+            case.int("global_batch"), case.int("seq_len"), m.layers, m.hidden, m.vocab
+        )
         return flops / est.step_time_s / est.inputs["world_size"] / 1e12
     if metric == "model_tflops_per_gpu":
         return est.value("model_flops_per_gpu") / 1e12
