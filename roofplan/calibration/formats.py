@@ -264,116 +264,135 @@ def collective_bus_factor(op: str, ranks: float) -> float:
     return 1.0
 
 
+_FLOP_RATES = {"TFLOP/s": 1e12, "TFLOPS": 1e12, "GFLOP/s": 1e9}
+_BYTE_RATES = {"GB/s": 1e9}
+
+
+def _gemm_row(row: dict, origin: str, unit: str, metric):
+    """(fields, work, rate units, metric) of a ``gemm`` row: work in FLOPs."""
+    m, n, k = (_positive(row, c, origin, integer=True) for c in ("m", "n", "k"))
+    fields = dict(m=m, n=n, k=k, dtype=_choice(row, "dtype", origin, OP_DTYPES, "bf16"))
+    return fields, float(gemm_flops(m, n, k)), _FLOP_RATES, metric
+
+
+def _attention_row(row: dict, origin: str, unit: str, metric):
+    """(fields, work, rate units, metric) of a prefill ``attention`` row: work in FLOPs."""
+    b = _positive(row, "batch", origin, integer=True, default=1.0)
+    h = _positive(row, "heads", origin, integer=True)
+    s = _positive(row, "seq_len", origin, integer=True)
+    fields = dict(
+        batch=b,
+        heads=h,
+        seq_len=s,
+        head_dim=_positive(row, "head_dim", origin, integer=True),
+        kv_heads=_positive(row, "kv_heads", origin, integer=True, default=h),
+        kv_len=_positive(row, "kv_len", origin, integer=True, default=s),
+        causal=_bool(row, "causal", origin, True),
+        direction=_choice(row, "direction", origin, ("fwd", "bwd", "fwd_bwd"), "fwd"),
+        dtype=_choice(row, "dtype", origin, OP_DTYPES, "bf16"),
+        kv_dtype=_choice(row, "kv_dtype", origin, tuple(DTYPE_BYTES), "bf16"),
+    )
+    work = attention_flops(
+        b, h, s, fields["kv_len"], fields["head_dim"], fields["causal"], fields["direction"]
+    )
+    return fields, work, _FLOP_RATES, metric
+
+
+def _decode_row(row: dict, origin: str, unit: str, metric):
+    """(fields, work, rate units, metric) of a ``decode_attention`` row: work in KV bytes read."""
+    h = _positive(row, "heads", origin, integer=True)
+    f = dict(
+        batch=_positive(row, "batch", origin, integer=True, default=1.0),
+        heads=h,
+        kv_heads=_positive(row, "kv_heads", origin, integer=True, default=h),
+        head_dim=_positive(row, "head_dim", origin, integer=True),
+        kv_len=_positive(row, "kv_len", origin, integer=True),
+        seq_len=_positive(row, "seq_len", origin, integer=True, default=1.0),
+        kv_dtype=_choice(row, "kv_dtype", origin, tuple(DTYPE_BYTES), "bf16"),
+    )
+    work = f["batch"] * f["kv_len"] * 2 * f["kv_heads"] * f["head_dim"] * DTYPE_BYTES[f["kv_dtype"]]
+    return f, work, _BYTE_RATES, metric
+
+
+def _moe_row(row: dict, origin: str, unit: str, metric):
+    """(fields, work, rate units, metric) of a ``moe`` row: work in the experts' FLOPs."""
+    f = dict(
+        tokens=_positive(row, "tokens", origin, integer=True),
+        hidden=_positive(row, "hidden", origin, integer=True),
+        moe_ffn=_positive(row, "moe_ffn", origin, integer=True),
+        experts=_positive(row, "experts", origin, integer=True),
+        topk=_positive(row, "topk", origin, integer=True),
+        ep=_positive(row, "ep", origin, integer=True, default=1.0),
+        tp=_positive(row, "tp", origin, integer=True, default=1.0),
+        dtype=_choice(row, "dtype", origin, OP_DTYPES, "bf16"),
+        distribution=_distribution(row, origin),
+        gated=_bool(row, "gated", origin, True),
+    )
+    if f["topk"] > f["experts"] or f["experts"] % f["ep"]:
+        raise InputError(
+            _where(origin, "ep"), row.get("ep"), "expected ep dividing experts and topk <= experts"
+        )
+    work = 2.0 * f["tokens"] * f["topk"] * 3 * f["hidden"] * f["moe_ffn"] / f["tp"]
+    return f, work, _FLOP_RATES, metric
+
+
+def _collective_row(row: dict, origin: str, unit: str, metric):
+    """(fields, work, rate units, metric) of a collective row (nccl-tests names accepted): work in
+    bytes, times the bus factor when the value is a bus bandwidth."""
+    raw_op = (row.get("op") or "").strip().lower().removesuffix("_perf")
+    if raw_op not in OP_ALIASES:
+        raise InputError(
+            _where(origin, "op"),
+            row.get("op"),
+            "expected one of "
+            + ", ".join(COLLECTIVES)
+            + " (nccl-tests names allreduce, allgather, reducescatter, alltoall, sendrecv work too)",
+        )
+    op = OP_ALIASES[raw_op]
+    ranks = _positive(row, "ranks", origin, integer=True)
+    if ranks < 2:
+        raise InputError(_where(origin, "ranks"), row.get("ranks"), "a collective needs at least 2 ranks")
+    nodes = _positive(row, "nodes", origin, integer=True, default=0.0) or 0.0
+    if nodes and (nodes > ranks or ranks % nodes):
+        raise InputError(
+            _where(origin, "nodes"), row.get("nodes"), f"expected a divisor of ranks={int(ranks)}"
+        )
+    nbytes = parse_size(row.get("bytes") or row.get("size") or "", _where(origin, "bytes"))
+    impl = _choice(row, "impl", origin, COLLECTIVE_IMPLS, "nccl")
+    if impl == "custom" and op != "all_reduce":
+        raise InputError(
+            _where(origin, "impl"), row.get("impl"), "a custom implementation exists for all_reduce only"
+        )
+    fields = dict(
+        op=op,
+        ranks=ranks,
+        nodes=nodes,
+        bytes=nbytes,
+        impl=impl,
+        dtype=_choice(row, "dtype", origin, tuple(DTYPE_BYTES), "bf16"),
+    )
+    work = nbytes
+    if unit == "GB/s":
+        metric = metric or "busbw"
+        if metric not in ("busbw", "algbw"):
+            raise InputError(_where(origin, "metric"), metric, "a GB/s value is busbw or algbw")
+        if metric == "busbw":
+            work = nbytes * collective_bus_factor(op, ranks)
+    return fields, work, _BYTE_RATES, metric
+
+
+#: The reader of each operator row kind (anything else is a collective).
+_ROW_READERS = {
+    "gemm": _gemm_row,
+    "attention": _attention_row,
+    "decode_attention": _decode_row,
+    "moe": _moe_row,
+}
+
+
 def _op_measurement(kind: str, row: dict, origin: str) -> Measurement:
     value, unit, metric = _measured(row, origin)
-    fields: dict = {}
-    if kind == "gemm":
-        m, n, k = (_positive(row, c, origin, integer=True) for c in ("m", "n", "k"))
-        fields.update(m=m, n=n, k=k, dtype=_choice(row, "dtype", origin, OP_DTYPES, "bf16"))
-        work = float(gemm_flops(m, n, k))
-        rate_units = {"TFLOP/s": 1e12, "TFLOPS": 1e12, "GFLOP/s": 1e9}
-    elif kind == "attention":
-        b = _positive(row, "batch", origin, integer=True, default=1.0)
-        h = _positive(row, "heads", origin, integer=True)
-        s = _positive(row, "seq_len", origin, integer=True)
-        fields.update(
-            batch=b,
-            heads=h,
-            seq_len=s,
-            head_dim=_positive(row, "head_dim", origin, integer=True),
-            kv_heads=_positive(row, "kv_heads", origin, integer=True, default=h),
-            kv_len=_positive(row, "kv_len", origin, integer=True, default=s),
-            causal=_bool(row, "causal", origin, True),
-            direction=_choice(row, "direction", origin, ("fwd", "bwd", "fwd_bwd"), "fwd"),
-            dtype=_choice(row, "dtype", origin, OP_DTYPES, "bf16"),
-            kv_dtype=_choice(row, "kv_dtype", origin, tuple(DTYPE_BYTES), "bf16"),
-        )
-        work = attention_flops(
-            b, h, s, fields["kv_len"], fields["head_dim"], fields["causal"], fields["direction"]
-        )
-        rate_units = {"TFLOP/s": 1e12, "TFLOPS": 1e12, "GFLOP/s": 1e9}
-    elif kind == "decode_attention":
-        h = _positive(row, "heads", origin, integer=True)
-        fields.update(
-            batch=_positive(row, "batch", origin, integer=True, default=1.0),
-            heads=h,
-            kv_heads=_positive(row, "kv_heads", origin, integer=True, default=h),
-            head_dim=_positive(row, "head_dim", origin, integer=True),
-            kv_len=_positive(row, "kv_len", origin, integer=True),
-            seq_len=_positive(row, "seq_len", origin, integer=True, default=1.0),
-            kv_dtype=_choice(row, "kv_dtype", origin, tuple(DTYPE_BYTES), "bf16"),
-        )
-        work = (
-            fields["batch"]
-            * fields["kv_len"]
-            * 2
-            * fields["kv_heads"]
-            * fields["head_dim"]
-            * DTYPE_BYTES[fields["kv_dtype"]]
-        )
-        rate_units = {"GB/s": 1e9}
-    elif kind == "moe":
-        fields.update(
-            tokens=_positive(row, "tokens", origin, integer=True),
-            hidden=_positive(row, "hidden", origin, integer=True),
-            moe_ffn=_positive(row, "moe_ffn", origin, integer=True),
-            experts=_positive(row, "experts", origin, integer=True),
-            topk=_positive(row, "topk", origin, integer=True),
-            ep=_positive(row, "ep", origin, integer=True, default=1.0),
-            tp=_positive(row, "tp", origin, integer=True, default=1.0),
-            dtype=_choice(row, "dtype", origin, OP_DTYPES, "bf16"),
-            distribution=_distribution(row, origin),
-            gated=_bool(row, "gated", origin, True),
-        )
-        if fields["topk"] > fields["experts"] or fields["experts"] % fields["ep"]:
-            raise InputError(
-                _where(origin, "ep"), row.get("ep"), "expected ep dividing experts and topk <= experts"
-            )
-        work = (
-            2.0 * fields["tokens"] * fields["topk"] * 3 * fields["hidden"] * fields["moe_ffn"] / fields["tp"]
-        )
-        rate_units = {"TFLOP/s": 1e12, "TFLOPS": 1e12, "GFLOP/s": 1e9}
-    else:
-        raw_op = (row.get("op") or "").strip().lower().removesuffix("_perf")
-        if raw_op not in OP_ALIASES:
-            raise InputError(
-                _where(origin, "op"),
-                row.get("op"),
-                "expected one of "
-                + ", ".join(COLLECTIVES)
-                + " (nccl-tests names allreduce, allgather, reducescatter, alltoall, sendrecv work too)",
-            )
-        op = OP_ALIASES[raw_op]
-        ranks = _positive(row, "ranks", origin, integer=True)
-        if ranks < 2:
-            raise InputError(_where(origin, "ranks"), row.get("ranks"), "a collective needs at least 2 ranks")
-        nodes = _positive(row, "nodes", origin, integer=True, default=0.0) or 0.0
-        if nodes and (nodes > ranks or ranks % nodes):
-            raise InputError(
-                _where(origin, "nodes"), row.get("nodes"), f"expected a divisor of ranks={int(ranks)}"
-            )
-        nbytes = parse_size(row.get("bytes") or row.get("size") or "", _where(origin, "bytes"))
-        impl = _choice(row, "impl", origin, COLLECTIVE_IMPLS, "nccl")
-        if impl == "custom" and op != "all_reduce":
-            raise InputError(
-                _where(origin, "impl"), row.get("impl"), "a custom implementation exists for all_reduce only"
-            )
-        fields.update(
-            op=op,
-            ranks=ranks,
-            nodes=nodes,
-            bytes=nbytes,
-            impl=impl,
-            dtype=_choice(row, "dtype", origin, tuple(DTYPE_BYTES), "bf16"),
-        )
-        work = nbytes
-        rate_units = {"GB/s": 1e9}
-        if unit == "GB/s":
-            metric = metric or "busbw"
-            if metric not in ("busbw", "algbw"):
-                raise InputError(_where(origin, "metric"), metric, "a GB/s value is busbw or algbw")
-            if metric == "busbw":
-                work = nbytes * collective_bus_factor(op, ranks)
+    fields, work, rate_units, metric = _ROW_READERS.get(kind, _collective_row)(row, origin, unit, metric)
     if unit in TIME_UNITS:
         if metric != "time":
             raise InputError(_where(origin, "metric"), metric, f"a value in {unit} is a time (metric 'time')")

@@ -164,38 +164,7 @@ def _render(doc: dict, written: list[str], frameworks: list[str] | None = None) 
     console.print(styled(f"[bold]why #1 wins:[/bold] {esc(doc['why']['summary'])}"))
     for w in cands[0]["warnings"]:
         console.print(styled(f"[bold yellow]warning:[/bold yellow] {esc(w)}"), highlight=False)
-    p = doc["placement"]
-    if p.get("method") not in (None, "none"):
-        states = ", ".join(f"{k}: {v}" for k, v in p["states"].items())
-        bw = ", ".join(f"{k} {v:.2f} GB/s" for k, v in p.get("bandwidth_needed_GBps", {}).items()) or "none"
-        console.print(
-            styled(
-                f"[bold]placement ({p['method']}{', applied' if p.get('applied') else ''}):[/bold] "
-                + esc(
-                    f"{states}; recompute {p['recompute']}"
-                    + (f" ({p['recompute_layers']} layers/stage)" if p["recompute"] == "full" else "")
-                    + f"; offload link bandwidth needed {bw}"
-                )
-            )
-        )
-    obj = doc["objective"]
-    if obj.get("tokens"):
-        days, usd = obj.get("time_to_train_days"), obj.get("cost_to_train_usd")
-        kwh = obj.get("energy_to_train_kwh")
-        console.print(
-            styled(
-                f"[bold]time to train {obj['tokens']:.3g} tokens:[/bold] {days:.1f} days"
-                + (f", ${usd:,.0f}" if usd is not None else "")
-                + (f", {kwh / 1e3:,.1f} MWh (GPU boards)" if kwh is not None else "")
-            )
-        )
-    best = cands[0]
-    if best.get("joules_per_token") is not None:
-        console.print(
-            f"energy: {best['joules_per_token']:.4g} J per token, {best['power_w_per_gpu']:.0f} W per GPU "
-            f"(power model: idle {obj.get('power_idle_w'):.0f} W to {obj.get('power_max_w'):.0f} W)",
-            highlight=False,
-        )
+    _render_placement_and_goal(doc["placement"], doc["objective"], cands[0])
     for fw, cmd in doc["launch"].items():
         console.print(styled(f"[bold]{esc(fw)}:[/bold]"))
         console.print(cmd, soft_wrap=True, highlight=False, markup=False)
@@ -349,3 +318,37 @@ def plan_train(
 
 def register(group) -> None:
     group.command("train")(plan_train)
+
+
+def _render_placement_and_goal(p: dict, obj: dict, best: dict) -> None:
+    """The pick's placement (what lives where, the offload bandwidth it needs), its time, cost and
+    energy to train the token goal, and its energy per token."""
+    if p.get("method") not in (None, "none"):
+        states = ", ".join(f"{k}: {v}" for k, v in p["states"].items())
+        bw = ", ".join(f"{k} {v:.2f} GB/s" for k, v in p.get("bandwidth_needed_GBps", {}).items()) or "none"
+        console.print(
+            styled(
+                f"[bold]placement ({p['method']}{', applied' if p.get('applied') else ''}):[/bold] "
+                + esc(
+                    f"{states}; recompute {p['recompute']}"
+                    + (f" ({p['recompute_layers']} layers/stage)" if p["recompute"] == "full" else "")
+                    + f"; offload link bandwidth needed {bw}"
+                )
+            )
+        )
+    if obj.get("tokens"):
+        days, usd = obj.get("time_to_train_days"), obj.get("cost_to_train_usd")
+        kwh = obj.get("energy_to_train_kwh")
+        console.print(
+            styled(
+                f"[bold]time to train {obj['tokens']:.3g} tokens:[/bold] {days:.1f} days"
+                + (f", ${usd:,.0f}" if usd is not None else "")
+                + (f", {kwh / 1e3:,.1f} MWh (GPU boards)" if kwh is not None else "")
+            )
+        )
+    if best.get("joules_per_token") is not None:
+        console.print(
+            f"energy: {best['joules_per_token']:.4g} J per token, {best['power_w_per_gpu']:.0f} W per GPU "
+            f"(power model: idle {obj.get('power_idle_w'):.0f} W to {obj.get('power_max_w'):.0f} W)",
+            highlight=False,
+        )

@@ -210,42 +210,10 @@ def enumerate_space(
     tp, pp, cp, dp = _degree_grid(model, gpus, opts)
     n_kn = {True: _knob_table(opts, True), False: _knob_table(opts, False)}
 
-    # -- degree level: one entry per (tp, pp, cp, dp, ep, vpp, etp) ------------------------------
-    eps = (
-        [1]
-        if model.moe is None
-        else [e for e in divisors(model.moe.num_experts) if opts.ep is None or e in opts.ep]
-    )
-    # expert tensor parallelism: 0 = TP (Megatron's default), 1 = experts unsplit by TP (parallel
-    # folding, Liu et al. 2025; the Megatron MoE model zoo's ETP=1 recipes); MoE models only
-    etps = [0, 1] if model.moe is not None and opts.search_etp else [0]
-    blocks = []
-    for e in eps:
-        for v in opts.vpp or divisors(model.layers):
-            for et in etps:
-                blocks.append((np.full_like(tp, e), np.full_like(tp, v), np.full_like(tp, et)))
-    ep = np.concatenate([b[0] for b in blocks]) if blocks else np.zeros(0, dtype=np.int64)
-    vpp = np.concatenate([b[1] for b in blocks]) if blocks else np.zeros(0, dtype=np.int64)
-    etp = np.concatenate([b[2] for b in blocks]) if blocks else np.zeros(0, dtype=np.int64)
-    reps = len(blocks)
-    tp, pp, cp, dp = (np.tile(x, reps) for x in (tp, pp, cp, dp))
-
-    # a (pp, vpp) pair is a configuration only if the interleaved schedule can be built: vpp == 1,
-    # or pp > 1 with vpp dividing the layers of a stage; other pairs are not counted at all; nor
-    # is ETP = 1 with TP = 1 (the same configuration as ETP = TP)
-    stage_ok = model.layers % pp == 0
-    exists = (vpp == 1) | ((pp > 1) & stage_ok & ((model.layers // pp) % vpp == 0))
-    exists &= ~((etp == 1) & (tp == 1))
-    split_ok = pipeline_split_ok(model.layers, pp, vpp)
-    tp, pp, cp, dp, ep, vpp, etp, split_ok = (x[exists] for x in (tp, pp, cp, dp, ep, vpp, etp, split_ok))
+    tp, pp, cp, dp, ep, vpp, etp, split_ok = _degree_level(model, opts, tp, pp, cp, dp)
 
     # micro-batch candidates per dp; knob rows per tp>1
-    per_replica = np.where(global_batch % dp == 0, global_batch // np.maximum(dp, 1), 0)
-    mbs_lists = {}
-    for d in np.unique(dp):
-        r = global_batch // d if global_batch % d == 0 else 0
-        mbs_lists[int(d)] = [m for m in divisors(r) if m <= opts.max_micro_batch] if r else []
-    n_mbs = np.array([max(len(mbs_lists[int(d)]), 1) for d in dp])
+    per_replica, mbs_lists, n_mbs = _micro_batches(global_batch, dp, opts.max_micro_batch)
     n_knobs = np.where(tp > 1, len(n_kn[True]), len(n_kn[False]))
     mult = n_mbs * n_knobs
 
@@ -273,6 +241,76 @@ def enumerate_space(
     tp, pp, cp, dp, ep, vpp, etp = (x[keep] for x in (tp, pp, cp, dp, ep, vpp, etp))
 
     # -- expand micro-batches and knobs -------------------------------------------------------------
+    arrays = _expanded((tp, pp, cp, dp, ep, vpp, etp), mbs_lists, n_kn)
+    arrays["recompute_layers"] = np.zeros_like(arrays["tp"])
+    arrays["global_batch"] = np.full_like(arrays["tp"], global_batch)
+    arrays["seq_len"] = np.full_like(arrays["tp"], seq_len)
+
+    # -- framework limits and memory bound ----------------------------------------------------------
+    ok = framework_mask(opts.framework, arrays, model.layers)
+    if (~ok).any():
+        fw = opts.framework if isinstance(opts.framework, str) else "+".join(opts.framework)
+        rejected[f"unsupported_by_{fw}"] += int((~ok).sum())
+        arrays = {k: v[ok] for k, v in arrays.items()}
+    cap = hw.hbm_bytes if capacity_bytes is None else capacity_bytes
+    bound = state_bytes_lower_bound(model, arrays, dtype)
+    fits = bound <= MEMORY_BOUND_SLACK * cap
+    if (~fits).any():
+        rejected["oom"] += int((~fits).sum())
+        arrays = {k: v[fits] for k, v in arrays.items()}
+    return Space(arrays=arrays, searched=searched, rejected=rejected)
+
+
+def _degree_level(model: ModelSpec, opts: SpaceOptions, tp, pp, cp, dp):
+    """One entry per (tp, pp, cp, dp, ep, vpp, etp) that exists as a configuration, with whether
+    its pipeline split is possible: the (tp, pp, cp, dp) grid crossed with the expert degrees,
+    virtual stages and expert-TP choices."""
+    eps = (
+        [1]
+        if model.moe is None
+        else [e for e in divisors(model.moe.num_experts) if opts.ep is None or e in opts.ep]
+    )
+    # expert tensor parallelism: 0 = TP (Megatron's default), 1 = experts unsplit by TP (parallel
+    # folding, Liu et al. 2025; the Megatron MoE model zoo's ETP=1 recipes); MoE models only
+    etps = [0, 1] if model.moe is not None and opts.search_etp else [0]
+    blocks = []
+    for e in eps:
+        for v in opts.vpp or divisors(model.layers):
+            for et in etps:
+                blocks.append((np.full_like(tp, e), np.full_like(tp, v), np.full_like(tp, et)))
+    ep = np.concatenate([b[0] for b in blocks]) if blocks else np.zeros(0, dtype=np.int64)
+    vpp = np.concatenate([b[1] for b in blocks]) if blocks else np.zeros(0, dtype=np.int64)
+    etp = np.concatenate([b[2] for b in blocks]) if blocks else np.zeros(0, dtype=np.int64)
+    reps = len(blocks)
+    tp, pp, cp, dp = (np.tile(x, reps) for x in (tp, pp, cp, dp))
+
+    # a (pp, vpp) pair is a configuration only if the interleaved schedule can be built: vpp == 1,
+    # or pp > 1 with vpp dividing the layers of a stage; other pairs are not counted at all; nor
+    # is ETP = 1 with TP = 1 (the same configuration as ETP = TP)
+    stage_ok = model.layers % pp == 0
+    exists = (vpp == 1) | ((pp > 1) & stage_ok & ((model.layers // pp) % vpp == 0))
+    exists &= ~((etp == 1) & (tp == 1))
+    split_ok = pipeline_split_ok(model.layers, pp, vpp)
+    tp, pp, cp, dp, ep, vpp, etp, split_ok = (x[exists] for x in (tp, pp, cp, dp, ep, vpp, etp, split_ok))
+    return tp, pp, cp, dp, ep, vpp, etp, split_ok
+
+
+def _micro_batches(global_batch: int, dp, max_micro_batch: int):
+    """Per entry the micro-batch count of a replica (0: dp does not divide the batch), the
+    micro-batch candidates of each dp, and how many there are per entry."""
+    per_replica = np.where(global_batch % dp == 0, global_batch // np.maximum(dp, 1), 0)
+    mbs_lists = {}
+    for d in np.unique(dp):
+        r = global_batch // d if global_batch % d == 0 else 0
+        mbs_lists[int(d)] = [m for m in divisors(r) if m <= max_micro_batch] if r else []
+    n_mbs = np.array([max(len(mbs_lists[int(d)]), 1) for d in dp])
+    return per_replica, mbs_lists, n_mbs
+
+
+def _expanded(degrees, mbs_lists: dict, n_kn: dict) -> dict:
+    """Flat configuration arrays: every surviving degree entry crossed with its micro-batch
+    candidates and the knob rows of its TP (``n_kn[tp > 1]``)."""
+    tp, pp, cp, dp, ep, vpp, etp = degrees
     cols = {
         k: []
         for k in (
@@ -318,20 +356,4 @@ def enumerate_space(
     arrays = {
         k: (np.concatenate(v) if v else np.zeros(0, dtype=np.int64)).astype(np.int64) for k, v in cols.items()
     }
-    arrays["recompute_layers"] = np.zeros_like(arrays["tp"])
-    arrays["global_batch"] = np.full_like(arrays["tp"], global_batch)
-    arrays["seq_len"] = np.full_like(arrays["tp"], seq_len)
-
-    # -- framework limits and memory bound ----------------------------------------------------------
-    ok = framework_mask(opts.framework, arrays, model.layers)
-    if (~ok).any():
-        fw = opts.framework if isinstance(opts.framework, str) else "+".join(opts.framework)
-        rejected[f"unsupported_by_{fw}"] += int((~ok).sum())
-        arrays = {k: v[ok] for k, v in arrays.items()}
-    cap = hw.hbm_bytes if capacity_bytes is None else capacity_bytes
-    bound = state_bytes_lower_bound(model, arrays, dtype)
-    fits = bound <= MEMORY_BOUND_SLACK * cap
-    if (~fits).any():
-        rejected["oom"] += int((~fits).sum())
-        arrays = {k: v[fits] for k, v in arrays.items()}
-    return Space(arrays=arrays, searched=searched, rejected=rejected)
+    return arrays

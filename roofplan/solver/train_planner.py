@@ -1216,11 +1216,7 @@ def plan_training(
     if gpus > node and gpus % node:
         raise InputError("gpus", gpus, f"at most one node or a multiple of the node size ({node})")
     frameworks = [] if emit is None else list(_names("emit", emit, FRAMEWORKS))
-    if isinstance(constraints, dict):
-        constraints = cons.parse(constraints.get("fix"), exclude=False, field="fix") + cons.parse(
-            constraints.get("exclude"), exclude=True, field="exclude"
-        )
-    constraints = tuple(constraints or ())
+    constraints = _constraints(constraints)
     headroom = _headroom_bytes(memory_headroom_gib, hw)
     if error_bands is None:
         raise TypeError(
@@ -1240,57 +1236,32 @@ def plan_training(
         **fixed,
     )
 
-    counts = [gpus]
-    if objective in ("cost", "energy"):
-        g = gpus // 2
-        while g >= 1 and gpus % g == 0 and (g <= node or g % node == 0):
-            counts.append(g)
-            g //= 2
+    counts = _gpu_counts(gpus, node, objective)
     state = _Search()
-    # TP-comm overlap is Megatron's (userbuffers); searched unless only other launchers are asked for
-    knobs = tuple(
-        k
-        for k, on in (
-            ("tp_comm_overlap", tp_comm_overlap),
-            ("moe_dispatcher", search_dispatcher),
-            ("fp8_recipe", search_fp8_recipe),
-        )
-        if on and frameworks_.expresses(frameworks, {"zero": 1, "pp": 1}, **{k: 1})
+    knobs = _searched_knobs(
+        frameworks,
+        tp_comm_overlap=tp_comm_overlap,
+        moe_dispatcher=search_dispatcher,
+        fp8_recipe=search_fp8_recipe,
     )
+    # what the search, the infeasibility explanation and the refinement share
+    job = dict(global_batch=global_batch, seq_len=seq_len, dtype=dtype, gpus_per_node=node, opts=opts)
+    limits = dict(flash_attention=flash_attention, headroom_bytes=headroom, constraints=constraints)
     for g in counts:
         _search(
             model,
             hw,
             gpus=g,
-            global_batch=global_batch,
-            seq_len=seq_len,
-            dtype=dtype,
-            gpus_per_node=node,
-            opts=opts,
+            **job,
+            **limits,
             objective=objective,
-            flash_attention=flash_attention,
             state=state,
             progress=progress,
-            headroom_bytes=headroom,
-            constraints=constraints,
             band=tie,
             knobs=knobs,
         )
     if state.pool_cfg is None:
-        raise _infeasible(
-            model,
-            hw,
-            gpus=gpus,
-            global_batch=global_batch,
-            seq_len=seq_len,
-            dtype=dtype,
-            gpus_per_node=node,
-            opts=opts,
-            flash_attention=flash_attention,
-            state=state,
-            headroom_bytes=headroom,
-            constraints=constraints,
-        )
+        raise _infeasible(model, hw, gpus=gpus, **job, **limits, state=state)
 
     pool = _pooled(model, hw, state, dtype=dtype, gpus_per_node=node, tokens=tokens)
     pool = [pool[i] for i in _robust_rank(pool, objective, tie)]
@@ -1300,37 +1271,18 @@ def plan_training(
         lead.append(fastest)  # the band is measured from the fastest, so it is refined and ranked too
     placement_doc: dict = {"method": "none"}
     if placement:
-        lead, reports = _refine(
+        lead, fastest, placement_doc = _placed(
             model,
             hw,
             lead,
+            **limits,
             objective=objective,
-            flash_attention=flash_attention,
             opts=opts,
             tokens=tokens,
             time_limit_s=ilp_time_limit_s,
-            headroom_bytes=headroom,
-            constraints=constraints,
+            tie=tie,
+            top=top,
         )
-        fastest = min(lead, key=lambda c: _sort_key(c, objective))
-        order = _robust_rank(lead, objective, tie)
-        keep = {id(c) for c in _distinct([lead[i] for i in order], top)}
-        order = [i for i in order if id(lead[i]) in keep]
-        lead = [lead[i] for i in order]
-        reports = [reports[i] for i in order]
-        placement_doc = dict(reports[0])
-        placement_doc["unrestricted"] = _unrestricted_placement(
-            model, hw, lead[0], flash_attention, ilp_time_limit_s, headroom
-        )
-        placement_doc["candidates"] = [
-            {
-                "rank": i + 1,
-                "method": r["method"],
-                "applied": r["applied"],
-                "recompute_layers": r["recompute_layers"],
-            }
-            for i, r in enumerate(reports)
-        ]
     else:
         lead = lead[:top]
     _annotate(lead, error_bands, band, hw, model, dtype)
@@ -1342,26 +1294,26 @@ def plan_training(
         why["fastest"] = brief(fastest)
 
     obj = _objective_doc(hw, objective, counts, tokens, best)
-    inputs = {
-        "model": model.name,
-        "hardware": hw.id,
-        "gpus": gpus,
-        "gpus_per_node": node,
-        "global_batch": global_batch,
-        "seq_len": seq_len,
-        "dtype": dtype,
-        "objective": objective,
-        "top": top,
-        "tokens": tokens,
-        "emit": frameworks,
-        "allow_cross_node_tp": allow_cross_node_tp,
-        "flash_attention": flash_attention,
-        "calibration": calibration_label,
-        "memory_headroom_gib": headroom / GiB,
-        "constraints": [("exclude " if c.exclude else "fix ") + c.text for c in constraints],
-        "robust_choice": robust_choice,
-        "error_band": band.label,
-    }
+    inputs = _inputs_doc(
+        model,
+        hw,
+        gpus=gpus,
+        gpus_per_node=node,
+        global_batch=global_batch,
+        seq_len=seq_len,
+        dtype=dtype,
+        objective=objective,
+        top=top,
+        tokens=tokens,
+        emit=frameworks,
+        allow_cross_node_tp=allow_cross_node_tp,
+        flash_attention=flash_attention,
+        calibration=calibration_label,
+        headroom_bytes=headroom,
+        constraints=constraints,
+        robust_choice=robust_choice,
+        band=band,
+    )
     return TrainPlan(
         model=model,
         hardware=hw,
@@ -1377,3 +1329,130 @@ def plan_training(
         placement=placement_doc,
         why=why,
     )
+
+
+def _gpu_counts(gpus: int, node: int, objective: str) -> list[int]:
+    """The GPU counts searched: ``gpus``, and for cost or energy also its halvings that still
+    fill whole nodes (a smaller job can be cheaper per token)."""
+    counts = [gpus]
+    if objective in ("cost", "energy"):
+        g = gpus // 2
+        while g >= 1 and gpus % g == 0 and (g <= node or g % node == 0):
+            counts.append(g)
+            g //= 2
+    return counts
+
+
+def _searched_knobs(frameworks, **asked: bool) -> tuple[str, ...]:
+    """The knobs searched per configuration: those asked for that a requested launcher expresses
+    (TP-comm overlap is Megatron's userbuffers; all of them when no launcher is named)."""
+    return tuple(
+        k
+        for k, on in asked.items()
+        if on and frameworks_.expresses(frameworks, {"zero": 1, "pp": 1}, **{k: 1})
+    )
+
+
+def _placed(
+    model,
+    hw,
+    lead,
+    *,
+    objective,
+    flash_attention,
+    opts,
+    tokens,
+    time_limit_s,
+    headroom_bytes,
+    constraints,
+    tie,
+    top,
+):
+    """The leading candidates after the placement program (:func:`_refine`), re-ranked and cut to
+    ``top``, the fastest of them, and the placement document of the pick."""
+    lead, reports = _refine(
+        model,
+        hw,
+        lead,
+        objective=objective,
+        flash_attention=flash_attention,
+        opts=opts,
+        tokens=tokens,
+        time_limit_s=time_limit_s,
+        headroom_bytes=headroom_bytes,
+        constraints=constraints,
+    )
+    fastest = min(lead, key=lambda c: _sort_key(c, objective))
+    order = _robust_rank(lead, objective, tie)
+    keep = {id(c) for c in _distinct([lead[i] for i in order], top)}
+    order = [i for i in order if id(lead[i]) in keep]
+    lead = [lead[i] for i in order]
+    reports = [reports[i] for i in order]
+    doc = dict(reports[0])
+    doc["unrestricted"] = _unrestricted_placement(
+        model, hw, lead[0], flash_attention, time_limit_s, headroom_bytes
+    )
+    doc["candidates"] = [
+        {
+            "rank": i + 1,
+            "method": r["method"],
+            "applied": r["applied"],
+            "recompute_layers": r["recompute_layers"],
+        }
+        for i, r in enumerate(reports)
+    ]
+    return lead, fastest, doc
+
+
+def _inputs_doc(
+    model,
+    hw,
+    *,
+    gpus,
+    gpus_per_node,
+    global_batch,
+    seq_len,
+    dtype,
+    objective,
+    top,
+    tokens,
+    emit,
+    allow_cross_node_tp,
+    flash_attention,
+    calibration,
+    headroom_bytes,
+    constraints,
+    robust_choice,
+    band,
+) -> dict:
+    """The plan's ``inputs`` document: the request as resolved (docs/SPEC.md §3.3)."""
+    return {
+        "model": model.name,
+        "hardware": hw.id,
+        "gpus": gpus,
+        "gpus_per_node": gpus_per_node,
+        "global_batch": global_batch,
+        "seq_len": seq_len,
+        "dtype": dtype,
+        "objective": objective,
+        "top": top,
+        "tokens": tokens,
+        "emit": emit,
+        "allow_cross_node_tp": allow_cross_node_tp,
+        "flash_attention": flash_attention,
+        "calibration": calibration,
+        "memory_headroom_gib": headroom_bytes / GiB,
+        "constraints": [("exclude " if c.exclude else "fix ") + c.text for c in constraints],
+        "robust_choice": robust_choice,
+        "error_band": band.label,
+    }
+
+
+def _constraints(constraints) -> tuple:
+    """``--fix``/``--exclude`` as Constraint objects: given as ``{"fix": ..., "exclude": ...}``
+    strings or as Constraint objects already."""
+    if isinstance(constraints, dict):
+        constraints = cons.parse(constraints.get("fix"), exclude=False, field="fix") + cons.parse(
+            constraints.get("exclude"), exclude=True, field="exclude"
+        )
+    return tuple(constraints or ())
