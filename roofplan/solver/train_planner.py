@@ -1204,17 +1204,10 @@ def plan_training(
     t0 = time.perf_counter()
     _check_specs(model, hardware)
     hw = hardware
-    gpus = _positive_int("gpus", gpus)
-    if gpus > _MAX_RELAXED_GPUS:  # degree products of larger counts overflow the int64 search arrays
-        raise InputError("gpus", gpus, f"a positive integer of at most {_MAX_RELAXED_GPUS:,}")
-    global_batch = _positive_int("global_batch", global_batch)
-    seq_len = _positive_int("seq_len", seq_len)
-    top = _positive_int("top", top)
-    max_micro_batch = _positive_int("max_micro_batch", max_micro_batch)
+    gpus, global_batch, seq_len, top, max_micro_batch, node = _checked_counts(
+        hw, gpus, global_batch, seq_len, top, max_micro_batch, gpus_per_node
+    )
     tokens = _check_goal(hw, dtype, objective, tokens)
-    node = _positive_int("gpus_per_node", hw.devices_per_node if gpus_per_node is None else gpus_per_node)
-    if gpus > node and gpus % node:
-        raise InputError("gpus", gpus, f"at most one node or a multiple of the node size ({node})")
     frameworks = [] if emit is None else list(_names("emit", emit, FRAMEWORKS))
     constraints = _constraints(constraints)
     headroom = _headroom_bytes(memory_headroom_gib, hw)
@@ -1456,3 +1449,24 @@ def _constraints(constraints) -> tuple:
             constraints.get("exclude"), exclude=True, field="exclude"
         )
     return tuple(constraints or ())
+
+
+def _checked_counts(hw: DeviceSpec, gpus, global_batch, seq_len, top, max_micro_batch, gpus_per_node):
+    """The request's counts as positive ints (InputError naming the field otherwise), the GPU
+    count bounded and whole nodes beyond one node; the node size defaults to the device's."""
+    gpus = _positive_int("gpus", gpus)
+    if gpus > _MAX_RELAXED_GPUS:  # degree products of larger counts overflow the int64 search arrays
+        raise InputError("gpus", gpus, f"a positive integer of at most {_MAX_RELAXED_GPUS:,}")
+    counts = [
+        _positive_int(k, v)
+        for k, v in (
+            ("global_batch", global_batch),
+            ("seq_len", seq_len),
+            ("top", top),
+            ("max_micro_batch", max_micro_batch),
+        )
+    ]
+    node = _positive_int("gpus_per_node", hw.devices_per_node if gpus_per_node is None else gpus_per_node)
+    if gpus > node and gpus % node:
+        raise InputError("gpus", gpus, f"at most one node or a multiple of the node size ({node})")
+    return (gpus, *counts, node)
