@@ -88,6 +88,34 @@ TRAIN_PLACEHOLDERS = {
     "CHECKPOINT_DIR": ("./checkpoints", "where checkpoints are written and resumed from"),
 }
 
+#: Flags Megatron-LM and its DeepSpeed fork spell alike, around the placeholders above: the data
+#: (a 99/1/0 train/valid/test split), the learning-rate schedule (cosine from 1.5e-4 to 1.5e-5,
+#: weight decay 0.1, clipping at 1.0: starting values in the style of Megatron-LM's example
+#: scripts, not chosen by the plan) and logging and checkpoints every 10 and 500 iterations.
+MEGATRON_DATA_ARGS = ["--data-path", "${DATA_PATH}", "--split", "99,1,0"]
+MEGATRON_LR_ARGS = [
+    "--lr",
+    "1.5e-4",
+    "--min-lr",
+    "1.5e-5",
+    "--lr-decay-style",
+    "cosine",
+    "--weight-decay",
+    "0.1",
+    "--clip-grad",
+    "1.0",
+]
+MEGATRON_CHECKPOINT_ARGS = [
+    "--log-interval",
+    "10",
+    "--save",
+    "${CHECKPOINT_DIR}",
+    "--load",
+    "${CHECKPOINT_DIR}",
+    "--save-interval",
+    "500",
+]
+
 
 def placeholder_lines(placeholders: Mapping[str, tuple[str, str]]) -> list[str]:
     """Shell lines that give each placeholder its default unless the environment sets it."""

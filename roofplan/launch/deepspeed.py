@@ -15,6 +15,9 @@ from collections.abc import Mapping
 from roofplan.errors import InputError
 from roofplan.launch import versions
 from roofplan.launch.common import (
+    MEGATRON_CHECKPOINT_ARGS,
+    MEGATRON_DATA_ARGS,
+    MEGATRON_LR_ARGS,
     TRAIN_PLACEHOLDERS,
     command_line,
     dumps_json,
@@ -246,32 +249,8 @@ def argv(model: ModelSpec, config: Mapping, target: str | None = None) -> list[s
         "HFTokenizer",
         "--tokenizer-model",
         "${TOKENIZER_MODEL}",
-        "--data-path",
-        "${DATA_PATH}",
-        "--split",
-        "99,1,0",
-        "--train-iters",
-        "1000",
-        "--lr",
-        "1.5e-4",
-        "--min-lr",
-        "1.5e-5",
-        "--lr-decay-style",
-        "cosine",
-        "--weight-decay",
-        "0.1",
-        "--clip-grad",
-        "1.0",
-        "--log-interval",
-        "10",
-        "--save",
-        "${CHECKPOINT_DIR}",
-        "--load",
-        "${CHECKPOINT_DIR}",
-        "--save-interval",
-        "500",
     ]
-    return a
+    return a + MEGATRON_DATA_ARGS + ["--train-iters", "1000"] + MEGATRON_LR_ARGS + MEGATRON_CHECKPOINT_ARGS
 
 
 def command(model: ModelSpec, config: Mapping, target: str | None = None) -> str:

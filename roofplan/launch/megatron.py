@@ -23,6 +23,9 @@ from roofplan.costmodel.train_memory import pipeline_split
 from roofplan.errors import InputError
 from roofplan.launch import versions
 from roofplan.launch.common import (
+    MEGATRON_CHECKPOINT_ARGS,
+    MEGATRON_DATA_ARGS,
+    MEGATRON_LR_ARGS,
     TRAIN_PLACEHOLDERS,
     command_line,
     prediction_header,
@@ -298,35 +301,11 @@ def argv(model: ModelSpec, config: Mapping, target: str | None = None) -> list[s
             "HuggingFaceTokenizer",
             "--tokenizer-model",
             "${TOKENIZER_MODEL}",
-            "--data-path",
-            "${DATA_PATH}",
-            "--split",
-            "99,1,0",
-            "--lr",
-            "1.5e-4",
-            "--min-lr",
-            "1.5e-5",
-            "--lr-decay-style",
-            "cosine",
-            "--weight-decay",
-            "0.1",
-            "--clip-grad",
-            "1.0",
-            "--adam-beta1",
-            "0.9",
-            "--adam-beta2",
-            "0.95",
-            "--train-iters",
-            "1000",
-            "--log-interval",
-            "10",
-            "--save",
-            "${CHECKPOINT_DIR}",
-            "--load",
-            "${CHECKPOINT_DIR}",
-            "--save-interval",
-            "500",
         ]
+        + MEGATRON_DATA_ARGS
+        + MEGATRON_LR_ARGS
+        + ["--adam-beta1", "0.9", "--adam-beta2", "0.95", "--train-iters", "1000"]
+        + MEGATRON_CHECKPOINT_ARGS
     )
 
 
