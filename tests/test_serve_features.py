@@ -394,3 +394,15 @@ def test_planner_ttft_holds_the_api_servers_time_but_not_its_rate():
     colo = [evaluate_colocated(L8, pool, e, shapes, osl=200, **common) for e in (vllm, bare)]
     assert np.allclose(colo[0].ttft_s - colo[1].ttft_s, vllm.request_overhead_s, rtol=0, atol=1e-12)
     assert np.array_equal(colo[0].tpot_s, colo[1].tpot_s)
+
+
+def test_mtp_needs_a_model_with_an_mtp_module():
+    """vLLM, SGLang and TRT-LLM load the MTP draft from the checkpoint (DeepSeek-V3's
+    num_nextn_predict_layers = 1); Llama 3.1 has none, so asking for it is a bad request."""
+    from roofplan import estimate_serving
+
+    with pytest.raises(InputError, match="no MTP module"):
+        estimate_serving(L8, "h100-sxm", tp=1, batch=8, isl=1000, osl=200, speculative=SpecDecode.of("mtp"))
+    assert estimate_serving(
+        L8, "h100-sxm", tp=1, batch=8, isl=1000, osl=200, speculative=SpecDecode.of("eagle3")
+    )

@@ -164,6 +164,10 @@ def draft_model(model: ModelSpec, method: str) -> ModelSpec | None:
         return None
     plain = dict(layers=1, attn_layers=0, window=None, linear=None, name=f"{model.name}-{method}-draft")
     if method == "mtp":  # one decoder layer of the model's own kind (its last-layer structure)
+        if model.mtp_layers < 1:  # engines load the MTP module from the checkpoint; it must have one
+            raise InputError(
+                "spec-method", "mtp", f"{model.name} has no MTP module (mtp_layers 0): use eagle3 or ngram"
+            )
         moe = dataclasses.replace(model.moe, first_dense_layers=0) if model.moe else None
         return dataclasses.replace(model, moe=moe, **plain)
     return dataclasses.replace(model, moe=None, dsa=None, **plain)  # EAGLE-3: one dense layer
