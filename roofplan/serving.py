@@ -23,7 +23,7 @@ import numpy as np
 
 from roofplan.costmodel import serve as serve_model
 from roofplan.costmodel import serve_load, serve_sim
-from roofplan.costmodel.collectives import collective_time
+from roofplan.costmodel.collectives import p2p_between
 from roofplan.costmodel.serve import ServeArrays, ServeConfigs, compute_dtype
 from roofplan.costmodel.serve_features import (
     SpecDecode,
@@ -424,7 +424,8 @@ def kv_transfer_s(
 ) -> np.ndarray:
     """Seconds to ship one request's KV cache (``kv_transfer_bytes``, the prefix-cache miss only)
     from a prefill to a decode instance, one point-to-point stream per KV shard of the smaller side
-    (NVLink inside a node, else the NIC; the planner's ``kv_transfer_time`` for one request)."""
+    (:func:`~roofplan.costmodel.collectives.p2p_between`, as the planner's ``kv_transfer_time``
+    for one request)."""
     model = prefill.model
     kvd = decode.cfg.kv_dtype_resolved
     streams = min(
@@ -434,9 +435,7 @@ def kv_transfer_s(
     per = np.asarray(
         serve_model.kv_transfer_bytes(model, np.asarray(isl, dtype=float), kvd, prefix_hit)
     ) / max(streams, 1.0)
-    hw = prefill.hw
-    stride = 1 if colocated_node else hw.devices_per_node
-    return np.asarray(collective_time("p2p", per, 2, hw, stride=stride), dtype=float)
+    return np.asarray(p2p_between(per, prefill.hw, decode.hw, colocated_node), dtype=float)
 
 
 @dataclass

@@ -158,3 +158,16 @@ def collective_time(op: str, nbytes, size, hw: DeviceSpec, stride=1.0, nvls=None
         raise ValueError(f"unknown collective {op!r}; expected one of {COLLECTIVES}")
     t = _fastest_protocol(hw, t_in, t_out, intra, nodes, phases)
     return np.where(size > 1, t, 0.0)
+
+
+def p2p_between(per_stream_bytes, hw_src: DeviceSpec, hw_dst: DeviceSpec, same_node) -> np.ndarray:
+    """Seconds for point-to-point streams of ``per_stream_bytes`` from a device of ``hw_src`` to
+    one of ``hw_dst``: the intra-node link where the two share a node (``same_node``), else the
+    slower of the two ends' network links (each end's NIC carries the stream). The KV hand-off of
+    disaggregated serving (Mooncake §3, DistServe §4.3)."""
+    t_intra = collective_time("p2p", per_stream_bytes, 2, hw_src, stride=1)
+    t_inter = np.maximum(
+        collective_time("p2p", per_stream_bytes, 2, hw_src, stride=hw_src.devices_per_node),
+        collective_time("p2p", per_stream_bytes, 2, hw_dst, stride=hw_dst.devices_per_node),
+    )
+    return np.where(same_node, t_intra, t_inter)

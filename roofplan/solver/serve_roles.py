@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from roofplan.costmodel import serve as serve_model
-from roofplan.costmodel.collectives import collective_time
+from roofplan.costmodel.collectives import p2p_between
 from roofplan.costmodel.power import serve_power_w
 from roofplan.models.spec import ModelSpec
 from roofplan.solver.colocated import colocated_metrics
@@ -418,15 +418,8 @@ def kv_transfer_time(model, P: RoleCandidates, D: RoleCandidates, pi, dj, *, isl
     )
     streams = np.minimum(P.streams(model)[pi], D.streams(model)[dj])
     per_stream = nbytes / np.maximum(streams, 1)
-    hw_p, hw_d = P.pool.hw, D.pool.hw
-    same_pool = P.pool is D.pool
-    same_node = same_pool & (P.gpus[pi] + D.gpus[dj] <= hw_p.devices_per_node)
-    t_intra = collective_time("p2p", per_stream, 2, hw_p, stride=1)
-    t_inter = np.maximum(
-        collective_time("p2p", per_stream, 2, hw_p, stride=hw_p.devices_per_node),
-        collective_time("p2p", per_stream, 2, hw_d, stride=hw_d.devices_per_node),
-    )
-    return np.where(same_node, t_intra, t_inter)
+    same_node = (P.pool is D.pool) & (P.gpus[pi] + D.gpus[dj] <= P.pool.hw.devices_per_node)
+    return p2p_between(per_stream, P.pool.hw, D.pool.hw, same_node)
 
 
 def _nondominated(keys_min: list[np.ndarray], group: np.ndarray) -> np.ndarray:
