@@ -10,23 +10,13 @@ from typer.testing import CliRunner
 
 from roofplan.cli.app import app
 from roofplan.plain import TIMING_KEYS, without_timing
+from tests.commands import PLAN_TRAIN_8B
 
 runner = CliRunner()
 
 COMMANDS = [
     [
-        "plan",
-        "train",
-        "--model",
-        "llama-3.1-8b",
-        "--hardware",
-        "h100-sxm",
-        "--gpus",
-        "8",
-        "--global-batch",
-        "64",
-        "--seq-len",
-        "4096",
+        *PLAN_TRAIN_8B,
     ],
     [
         "plan",

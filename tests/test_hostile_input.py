@@ -15,6 +15,7 @@ import pytest
 from typer.testing import CliRunner
 
 from roofplan.cli.app import app
+from tests.commands import PLAN_TRAIN_8B
 
 runner = CliRunner()
 
@@ -342,18 +343,7 @@ def test_hostile_out_paths(tmp_path, out, one_line_error):
     r = runner.invoke(
         app,
         [
-            "plan",
-            "train",
-            "--model",
-            "llama-3.1-8b",
-            "--hardware",
-            "h100-sxm",
-            "--gpus",
-            "8",
-            "--global-batch",
-            "64",
-            "--seq-len",
-            "4096",
+            *PLAN_TRAIN_8B,
             "--out",
             out,
         ],

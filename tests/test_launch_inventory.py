@@ -26,6 +26,7 @@ from roofplan import plan_serving, plan_training
 from roofplan.errors import InputError
 from roofplan.launch import deepspeed, dynamo, megatron, sglang, torchtitan, trtllm, versions, vllm
 from roofplan.launch.registry import emitter, train_files
+from tests.commands import PLAN_TRAIN_8B
 
 INV = Path(__file__).parent / "data" / "inventories"
 
@@ -522,18 +523,7 @@ def test_cli_target_refuses_what_a_release_cannot_express(tmp_path):
     r = CliRunner().invoke(
         app,
         [
-            "plan",
-            "train",
-            "--model",
-            "llama-3.1-8b",
-            "--hardware",
-            "h100-sxm",
-            "--gpus",
-            "8",
-            "--global-batch",
-            "64",
-            "--seq-len",
-            "4096",
+            *PLAN_TRAIN_8B,
             "--emit",
             "megatron",
             "--target",

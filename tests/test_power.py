@@ -19,6 +19,7 @@ from roofplan.costmodel.power import (
 from roofplan.errors import InputError
 from roofplan.hardware.catalog import BUILTIN_DIR, load_hardware
 from roofplan.hardware.pricing import apply_prices, parse_prices
+from tests.commands import PLAN_TRAIN_8B
 
 
 def test_linear_power_hand_calculation():
@@ -163,18 +164,7 @@ def test_cli_price_override_and_energy_objective_in_json():
     r = CliRunner().invoke(
         app,
         [
-            "plan",
-            "train",
-            "--model",
-            "llama-3.1-8b",
-            "--hardware",
-            "h100-sxm",
-            "--gpus",
-            "8",
-            "--global-batch",
-            "64",
-            "--seq-len",
-            "4096",
+            *PLAN_TRAIN_8B,
             "--objective",
             "energy",
             "--price",

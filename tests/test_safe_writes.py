@@ -21,21 +21,11 @@ from typer.testing import CliRunner
 from roofplan.cli.app import app
 from roofplan.errors import InputError
 from roofplan.outputs import write_file, write_tree
+from tests.commands import PLAN_TRAIN_8B
 
 runner = CliRunner()
 PT = [
-    "plan",
-    "train",
-    "--model",
-    "llama-3.1-8b",
-    "--hardware",
-    "h100-sxm",
-    "--gpus",
-    "8",
-    "--global-batch",
-    "64",
-    "--seq-len",
-    "4096",
+    *PLAN_TRAIN_8B,
     "--emit",
     "megatron",
 ]
