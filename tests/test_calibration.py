@@ -16,6 +16,7 @@ from roofplan.costmodel.ops import gemm_time, prefill_attention_time
 from roofplan.errors import InputError
 from roofplan.hardware.catalog import load_hardware
 from roofplan.hardware.overlay import load_overlay
+from tests.synthetic import VLLM_4MS, serve_step_csv
 
 FIX = Path(__file__).parent / "fixtures" / "calibration"
 HEADER = "kind,hardware,m,n,k,dtype,batch,heads,kv_heads,head_dim,seq_len,kv_len,causal,op,ranks,nodes,bytes,value,unit"
@@ -311,44 +312,16 @@ def test_engine_overhead_is_recovered_from_serving_rows(tmp_path):
     """Decode steps predicted (by the serving predictor) with a 4 ms vLLM step overhead, written in the
     published-measurements columns, give back 4 ms; the overlay's engines block is what load_engine reads."""
     from roofplan.engines.catalog import load_engine
-    from roofplan.validation.suite import COLUMNS, Case, predict
 
-    truth = {
-        "schema": "roofplan.calibration/v1",
-        "hardware": "h100-sxm",
-        "engines": {"vllm": {"step_overhead_s": 4e-3}},
-    }
-    rows = []
-    for i, (batch, isl, metric) in enumerate(
-        [
-            (1, 512, "decode_step_ms"),
-            (8, 1024, "decode_step_ms"),
-            (32, 2048, "decode_step_ms"),
-            (1, 2048, "prefill_ms"),
-        ]
-    ):
-        row = dict.fromkeys(COLUMNS, "")
-        row.update(
-            id=f"syn-{i}",
-            kind="serve_step",
-            model="llama-2-7b",
-            hardware="h100-sxm",
-            gpus="1",
-            tp="1",
-            pp="1",
-            dp="1",
-            dtype="bf16",
-            batch=str(batch),
-            isl=str(isl),
-            osl="1",
-            engine="vllm",
-            metric=metric,
-            unit="ms",
-        )
-        row["value"] = repr(predict(Case(row=row), truth))
-        rows.append(",".join(row[c] for c in COLUMNS))
+    truth = VLLM_4MS
+    points = [
+        (1, 512, "decode_step_ms"),
+        (8, 1024, "decode_step_ms"),
+        (32, 2048, "decode_step_ms"),
+        (1, 2048, "prefill_ms"),
+    ]
     path = tmp_path / "serve.csv"
-    path.write_text(",".join(COLUMNS) + "\n" + "\n".join(rows) + "\n")
+    path.write_text(serve_step_csv(points, truth))
     before = load_engine("vllm").step_overhead_s
     assert before != pytest.approx(4e-3, rel=0.1)
     res = calibrate(

@@ -11,6 +11,7 @@ import yaml
 from typer.testing import CliRunner
 
 from roofplan.cli.app import app
+from tests.synthetic import VLLM_4MS, serve_step_csv
 
 FIX = Path(__file__).parent / "fixtures" / "calibration"
 runner = CliRunner()
@@ -179,36 +180,10 @@ def test_engine_overlay_changes_estimate_serve_by_the_fitted_overhead(tmp_path, 
     --calibration` moves TPOT by exactly the fitted change of the per-step overhead (it is paid once
     per decode step)."""
     from roofplan.engines.catalog import load_engine
-    from roofplan.validation.suite import COLUMNS, Case, predict
 
-    truth = {
-        "schema": "roofplan.calibration/v1",
-        "hardware": "h100-sxm",
-        "engines": {"vllm": {"step_overhead_s": 4e-3}},
-    }
-    lines = [",".join(COLUMNS)]
-    for i, (batch, isl) in enumerate([(1, 512), (8, 1024), (32, 2048)]):
-        row = dict.fromkeys(COLUMNS, "")
-        row.update(
-            id=f"d{i}",
-            kind="serve_step",
-            model="llama-2-7b",
-            hardware="h100-sxm",
-            gpus="1",
-            tp="1",
-            pp="1",
-            dp="1",
-            dtype="bf16",
-            batch=str(batch),
-            isl=str(isl),
-            osl="1",
-            engine="vllm",
-            metric="decode_step_ms",
-            unit="ms",
-        )
-        row["value"] = repr(predict(Case(row=row), truth))
-        lines.append(",".join(row[c] for c in COLUMNS))
-    (tmp_path / "decode.csv").write_text("\n".join(lines) + "\n")
+    truth = VLLM_4MS
+    points = [(1, 512, "decode_step_ms"), (8, 1024, "decode_step_ms"), (32, 2048, "decode_step_ms")]
+    (tmp_path / "decode.csv").write_text(serve_step_csv(points, truth, prefix="d"))
     out = tmp_path / "vllm.yaml"
     r = cli(
         "calibrate",
