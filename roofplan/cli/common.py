@@ -81,6 +81,14 @@ def print_json(doc: dict) -> None:
     sys.stdout.flush()
 
 
+def output(doc: dict, as_json: bool, render: Callable[[dict], None]) -> None:
+    """A command's result: the document as JSON with ``--json``, else ``render(doc)`` for people."""
+    if as_json:
+        print_json(doc)
+    else:
+        render(doc)
+
+
 def fail(exc: RoofplanError) -> None:
     """Print one line for ``exc`` on stderr and exit with its code."""
     if isinstance(exc, InfeasibleError):

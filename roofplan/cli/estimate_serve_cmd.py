@@ -16,7 +16,7 @@ from roofplan.cli.common import (
     checked,
     console,
     esc,
-    print_json,
+    output,
     run,
     styled,
     warn,
@@ -25,24 +25,28 @@ from roofplan.cli.options import (
     PP,
     TP,
     Calibration,
+    Concurrency,
     EngineChoice,
     EngineOpt,
     ExpertSkew,
     Hardware,
     Instances,
+    Isl,
     IslDist,
     Json,
     KvDtype,
     Model,
+    Osl,
     OslDist,
     PrefixHit,
+    ServeDP,
     ServeDtype,
+    ServeEP,
     SpecAccept,
     SpecMethod,
     SpecTokens,
     WorkloadOpt,
-    spec_from_flags,
-    value,
+    serving_kwargs,
 )
 from roofplan.cli.render import memory_table
 
@@ -181,36 +185,26 @@ def load_workload(isl, osl, isl_dist, osl_dist, workload, seed: int = 0):
 
 
 def estimate_serve(
+    ctx: typer.Context,
     model: Model,
     hardware: Hardware,
     tp: TP = 1,
     pp: PP = 1,
-    ep: int = typer.Option(
-        1, "--ep", callback=bounded_count, help="Expert-parallel degree (MoE; divides tp x dp)."
-    ),
-    dp: int = typer.Option(
-        1, "--dp", callback=bounded_count, help="Attention data-parallel ranks (MoE, DeepSeek-style)."
-    ),
+    ep: ServeEP = 1,
+    dp: ServeDP = 1,
     batch: int | None = typer.Option(
         None,
         "--batch",
         callback=bounded_count,
         help="Static batch: requests prefilled together, then decoded together.",
     ),
-    concurrency: int | None = typer.Option(
-        None,
-        "--concurrency",
-        callback=bounded_count,
-        help="Closed loop: requests in flight (a new one starts when one ends).",
-    ),
+    concurrency: Concurrency = None,
     rate: float | None = typer.Option(
         None, "--rate", help="Open loop: Poisson arrivals, requests/s to the deployment."
     ),
     instances: Instances = 1,
-    isl: int | None = typer.Option(
-        None, "--isl", callback=bounded_count, help="Input (prompt) tokens per request."
-    ),
-    osl: int | None = typer.Option(None, "--osl", callback=bounded_count, help="Output tokens per request."),
+    isl: Isl = None,
+    osl: Osl = None,
     isl_dist: IslDist = None,
     osl_dist: OslDist = None,
     workload: WorkloadOpt = None,
@@ -226,10 +220,9 @@ def estimate_serve(
     calibration: Calibration = None,
 ) -> None:
     """Estimate TTFT, TPOT, throughput and memory at a fixed batch, or under load (percentiles)."""
-    engine = value(engine)
 
     def body() -> None:
-        from roofplan import estimate_serving  # resolves the ids at the door
+        from roofplan import estimate_serving, estimate_serving_load  # resolve the ids at the door
         from roofplan.errors import InputError
 
         modes = [
@@ -241,34 +234,17 @@ def estimate_serve(
             raise InputError(
                 "load", " and ".join(modes) or "none", "exactly one of --batch, --concurrency, --rate"
             )
+        kw = serving_kwargs(ctx.params)
         if batch is None:
-            from roofplan import estimate_serving_load
-
             wl = load_workload(isl, osl, isl_dist, osl_dist, workload)
             est = estimate_serving_load(
-                model,
-                hardware,
-                workload=wl,
-                concurrency=concurrency,
-                rate=rate,
-                instances=instances,
-                tp=tp,
-                pp=pp,
-                ep=ep,
-                dp=dp,
-                dtype=dtype,
-                kv_dtype=kv_dtype,
-                engine=engine,
-                calibration=calibration,
-                speculative=spec_from_flags(spec_method, spec_tokens, spec_accept),
-                prefix_hit=prefix_hit,
-                expert_skew=expert_skew,
+                model, hardware, workload=wl, concurrency=concurrency, rate=rate, instances=instances, **kw
             )
-            doc = checked(est.to_json(), calibration)
-            if as_json:
-                print_json(doc)
-            else:
-                render_load(doc, "analytic steady state")
+            output(
+                checked(est.to_json(), calibration),
+                as_json,
+                lambda d: render_load(d, "analytic steady state"),
+            )
             return
         if isl is None or osl is None or isl_dist or osl_dist or workload:
             raise InputError(
@@ -281,43 +257,27 @@ def estimate_serve(
             raise InputError(
                 "--instances", instances, "with --concurrency or --rate (a static batch is one instance)"
             )
-
-        est = estimate_serving(
-            model,
-            hardware,
-            tp=tp,
-            pp=pp,
-            ep=ep,
-            dp=dp,
-            batch=batch,
-            isl=isl,
-            osl=osl,
-            dtype=dtype,
-            kv_dtype=kv_dtype,
-            engine=engine,
-            calibration=calibration,
-            speculative=spec_from_flags(spec_method, spec_tokens, spec_accept),
-            prefix_hit=prefix_hit,
-            expert_skew=expert_skew,
-        )
-        from roofplan.launch.platforms import unsupported_on
-
-        why = None if engine == "generic" else unsupported_on(engine, est.hardware)
-        if why:
-            warn(f"--engine {engine}: {why}; its overhead profile is applied anyway")
-        if isl + osl > est.model.max_seq_len:
-            warn(
-                f"isl + osl = {isl + osl:,} exceeds the {est.model.max_seq_len:,}-token context of "
-                f"{est.model.name}; engines refuse such requests unless the context is extended "
-                "(vLLM --max-model-len with RoPE scaling); the estimate extrapolates"
-            )
-        doc = checked(est.to_json(), calibration)
-        if as_json:
-            print_json(doc)
-        else:
-            _render(doc)
+        est = estimate_serving(model, hardware, batch=batch, isl=isl, osl=osl, **kw)
+        _warn_static(est, kw["engine"], isl + osl)
+        output(checked(est.to_json(), calibration), as_json, _render)
 
     return run(body)
+
+
+def _warn_static(est, engine: str, seq: int) -> None:
+    """Warnings about a static-batch estimate: an engine that does not run on the device, and
+    requests longer than the model's context."""
+    from roofplan.launch.platforms import unsupported_on
+
+    why = None if engine == "generic" else unsupported_on(engine, est.hardware)
+    if why:
+        warn(f"--engine {engine}: {why}; its overhead profile is applied anyway")
+    if seq > est.model.max_seq_len:
+        warn(
+            f"isl + osl = {seq:,} exceeds the {est.model.max_seq_len:,}-token context of "
+            f"{est.model.name}; engines refuse such requests unless the context is extended "
+            "(vLLM --max-model-len with RoPE scaling); the estimate extrapolates"
+        )
 
 
 def register(group: typer.Typer) -> None:

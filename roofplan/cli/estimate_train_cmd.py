@@ -6,15 +6,16 @@ its document either as JSON or as two rich tables (time breakdown, memory agains
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 from rich.table import Table
 
 from roofplan.cli.common import (
-    bounded_count,
     checked,
     console,
     esc,
-    print_json,
+    output,
     run,
     styled,
     warn,
@@ -25,6 +26,7 @@ from roofplan.cli.options import (
     Calibration,
     Fp8Recipe,
     Fp8RecipeOpt,
+    GlobalBatch,
     Hardware,
     Json,
     Model,
@@ -36,7 +38,10 @@ from roofplan.cli.options import (
     PipelineEngineOpt,
     Recompute,
     RecomputeOpt,
+    SeqLen,
     TrainDtype,
+    count,
+    flag,
     value,
 )
 from roofplan.cli.render import memory_table
@@ -97,92 +102,67 @@ def estimate_train(
     hardware: Hardware,
     tp: TP = 1,
     pp: PP = 1,
-    dp: int = typer.Option(1, "--dp", callback=bounded_count, help="Data-parallel degree."),
-    cp: int = typer.Option(1, "--cp", callback=bounded_count, help="Context-parallel degree."),
-    ep: int = typer.Option(
-        1, "--ep", callback=bounded_count, help="Expert-parallel degree (divides dp x cp)."
-    ),
-    vpp: int = typer.Option(
-        1,
-        "--vpp",
-        callback=bounded_count,
-        help="Virtual stages per pipeline rank (interleaved 1F1B); 1 = plain 1F1B.",
-    ),
-    global_batch: int = typer.Option(
-        ..., "--global-batch", callback=bounded_count, help="Global batch in sequences."
-    ),
-    micro_batch: int = typer.Option(
-        ..., "--micro-batch", callback=bounded_count, help="Micro batch in sequences."
-    ),
-    seq_len: int = typer.Option(..., "--seq-len", callback=bounded_count, help="Sequence length in tokens."),
+    dp: Annotated[int, count("--dp", "Data-parallel degree.")] = 1,
+    cp: Annotated[int, count("--cp", "Context-parallel degree.")] = 1,
+    ep: Annotated[int, count("--ep", "Expert-parallel degree (divides dp x cp).")] = 1,
+    vpp: Annotated[
+        int, count("--vpp", "Virtual stages per pipeline rank (interleaved 1F1B); 1 = plain 1F1B.")
+    ] = 1,
+    global_batch: GlobalBatch = ...,
+    micro_batch: Annotated[int, count("--micro-batch", "Micro batch in sequences.")] = ...,
+    seq_len: SeqLen = ...,
     dtype: TrainDtype = "bf16",
     recompute: RecomputeOpt = Recompute.none,
     # two plain flags rather than one "--sequence-parallel/--no-sequence-parallel" option: typer's
     # help table truncates the pair to "--no-sequence-para…" in an 80-column terminal
-    sequence_parallel: bool = typer.Option(
-        False,
-        "--sequence-parallel",
-        metavar="",
-        help="Megatron sequence parallelism (default: on when tp > 1).",
-    ),
-    no_sequence_parallel: bool = typer.Option(
-        False, "--no-sequence-parallel", metavar="", help="Turn sequence parallelism off when tp > 1."
-    ),
-    zero: int = typer.Option(
-        0, "--zero", callback=bounded_count, help="ZeRO stage 0-3 (1 = Megatron distributed optimizer)."
-    ),
+    sequence_parallel: Annotated[
+        bool, flag("--sequence-parallel", "Megatron sequence parallelism (default: on when tp > 1).")
+    ] = False,
+    no_sequence_parallel: Annotated[
+        bool, flag("--no-sequence-parallel", "Turn sequence parallelism off when tp > 1.")
+    ] = False,
+    zero: Annotated[int, count("--zero", "ZeRO stage 0-3 (1 = Megatron distributed optimizer).")] = 0,
     offload: OffloadOpt = Offload.none,
-    gpus_per_node: int | None = typer.Option(
-        None, "--gpus-per-node", callback=bounded_count, help="Devices per node (default: catalog)."
-    ),
-    recompute_layers: int = typer.Option(
-        0,
-        "--recompute-layers",
-        callback=bounded_count,
-        help="With --recompute full: layers per stage recomputed (Megatron --recompute-num-layers); 0 = all.",
-    ),
-    tp_comm_overlap: bool = typer.Option(
-        False,
-        "--tp-comm-overlap",
-        metavar="",
-        help="Overlap TP communication with GEMMs (Megatron --tp-comm-overlap).",
-    ),
-    no_p2p_overlap: bool = typer.Option(
-        False,
-        "--no-p2p-overlap",
-        metavar="",
-        help="Expose interleaved pipeline sends (Megatron --no-overlap-p2p-communication).",
-    ),
-    no_ep_overlap: bool = typer.Option(
-        False,
-        "--no-ep-comm-overlap",
-        metavar="",
-        help="Expose the MoE all-to-all (Megatron without its MoE comm overlap).",
-    ),
-    etp: int | None = typer.Option(
-        None, "--etp", callback=bounded_count, help="Expert tensor-parallel degree (default: tp)."
-    ),
+    gpus_per_node: Annotated[
+        int | None, count("--gpus-per-node", "Devices per node (default: catalog).")
+    ] = None,
+    recompute_layers: Annotated[
+        int,
+        count(
+            "--recompute-layers",
+            "With --recompute full: layers per stage recomputed (Megatron --recompute-num-layers); 0 = all.",
+        ),
+    ] = 0,
+    tp_comm_overlap: Annotated[
+        bool, flag("--tp-comm-overlap", "Overlap TP communication with GEMMs (Megatron --tp-comm-overlap).")
+    ] = False,
+    no_p2p_overlap: Annotated[
+        bool,
+        flag(
+            "--no-p2p-overlap", "Expose interleaved pipeline sends (Megatron --no-overlap-p2p-communication)."
+        ),
+    ] = False,
+    no_ep_overlap: Annotated[
+        bool,
+        flag("--no-ep-comm-overlap", "Expose the MoE all-to-all (Megatron without its MoE comm overlap)."),
+    ] = False,
+    etp: Annotated[int | None, count("--etp", "Expert tensor-parallel degree (default: tp).")] = None,
     moe_dispatcher: MoeDispatcherOpt = MoeDispatcher.alltoall,
     fp8_recipe: Fp8RecipeOpt = Fp8Recipe.current,
     pipeline_engine: PipelineEngineOpt = PipelineEngine.megatron,
-    act_offload_layers: int = typer.Option(
-        0,
-        "--act-offload-layers",
-        callback=bounded_count,
-        help="Layers whose activations go to host memory (Megatron --cpu-offloading-num-layers; pp 1, no recompute).",
-    ),
-    grad_reduce_bf16: bool = typer.Option(
-        False,
-        "--grad-reduce-bf16",
-        metavar="",
-        help="Reduce gradients in bf16 (Megatron --grad-reduce-in-bf16).",
-    ),
-    no_flash_attention: bool = typer.Option(
-        False,
-        "--no-flash-attention",
-        metavar="",
-        help="Materialise attention scores (pre-FlashAttention stacks).",
-    ),
+    act_offload_layers: Annotated[
+        int,
+        count(
+            "--act-offload-layers",
+            "Layers whose activations go to host memory (Megatron --cpu-offloading-num-layers; pp 1, no recompute).",
+        ),
+    ] = 0,
+    grad_reduce_bf16: Annotated[
+        bool, flag("--grad-reduce-bf16", "Reduce gradients in bf16 (Megatron --grad-reduce-in-bf16).")
+    ] = False,
+    no_flash_attention: Annotated[
+        bool, flag("--no-flash-attention", "Materialise attention scores (pre-FlashAttention stacks).")
+    ] = False,
     as_json: Json = False,
     calibration: Calibration = None,
 ) -> None:
@@ -237,11 +217,7 @@ def estimate_train(
                 f"--seq-len {seq_len:,} exceeds the {est.model.max_seq_len:,}-token context of {est.model.name} "
                 "(fine for context extension; the estimate covers the longer sequence)"
             )
-        doc = checked(est.to_json(), calibration)
-        if as_json:
-            print_json(doc)
-        else:
-            _render(doc)
+        output(checked(est.to_json(), calibration), as_json, _render)
 
     return run(body)
 
