@@ -48,7 +48,7 @@ from roofplan.cli.options import (
     WorkloadOpt,
     serving_kwargs,
 )
-from roofplan.cli.render import memory_table
+from roofplan.cli.render import heading, memory_table
 
 _PARTS = ("compute", "memory", "communication", "overhead")
 _PART_LABELS = {
@@ -62,12 +62,7 @@ _PART_LABELS = {
 def _render(doc: dict) -> None:
     i = doc["inputs"]
     par = f"tp={i['tp']} pp={i['pp']} ep={i['ep']} dp={i['dp']}"
-    console.print(
-        styled(
-            f"[bold]{esc(i['model'])}[/bold] on [bold]{esc(i['hardware'])}[/bold] x {i['gpus']}  ({par}), "
-            f"engine {esc(i['engine'])}"
-        )
-    )
+    heading(i, f" x {i['gpus']}  ({par})", f", engine {esc(i['engine'])}")
     console.print(
         f"batch {i['batch']}, isl {i['isl']}, osl {i['osl']}, weights {i['dtype']} "
         f"(compute {i['compute_dtype']}), KV cache {i['kv_dtype']}"
@@ -134,11 +129,10 @@ def render_load(doc: dict, title: str) -> None:
     """People's view of a document under load (estimate serve --concurrency/--rate, simulate)."""
     i = doc["inputs"]
     par = f"tp={i['tp']} pp={i['pp']} ep={i['ep']} dp={i['dp']}"
-    console.print(
-        styled(
-            f"[bold]{esc(i['model'])}[/bold] on [bold]{esc(i['hardware'])}[/bold]: {i['instances']} instance(s) of "
-            f"{i['gpus']} GPU(s) ({par}), engine {esc(i['engine'])} -- {esc(title)}"
-        )
+    heading(
+        i,
+        f": {i['instances']} instance(s) of {i['gpus']} GPU(s) ({par})",
+        f", engine {esc(i['engine'])} -- {esc(title)}",
     )
     w = i["workload"]
     load = (

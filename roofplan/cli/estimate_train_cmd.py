@@ -14,7 +14,6 @@ from rich.table import Table
 from roofplan.cli.common import (
     checked,
     console,
-    esc,
     output,
     run,
     styled,
@@ -44,7 +43,7 @@ from roofplan.cli.options import (
     flag,
     value,
 )
-from roofplan.cli.render import memory_table
+from roofplan.cli.render import heading, memory_table
 from roofplan.errors import InputError
 
 _TIME_LABELS = {
@@ -63,12 +62,7 @@ _TIME_LABELS = {
 def _render(doc: dict) -> None:
     i = doc["inputs"]
     par = f"tp={i['tp']} pp={i['pp']} dp={i['dp']} cp={i['cp']} ep={i['ep']} vpp={i['vpp']}"
-    console.print(
-        styled(
-            f"[bold]{esc(i['model'])}[/bold] on [bold]{esc(i['hardware'])}[/bold] x {i['world_size']}  "
-            f"({par})"
-        )
-    )
+    heading(i, f" x {i['world_size']}  ({par})")
     console.print(
         f"global batch {i['global_batch']} x {i['seq_len']} tokens, micro batch {i['micro_batch']} "
         f"({i['microbatches']} microbatches), {i['dtype']}, recompute {i['recompute']}, "

@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 from rich import box
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from roofplan.cli.common import (
@@ -41,6 +41,7 @@ from roofplan.cli.options import (
     TrainDtype,
     flag,
 )
+from roofplan.cli.render import progress_bar
 from roofplan.errors import InputError
 from roofplan.inputs import parse_tokens
 
@@ -60,15 +61,9 @@ class _LazyProgress:
         if self.bar is None:
             if time.perf_counter() - self.t0 < 1.0:
                 return
-            self.bar = Progress(
-                TextColumn("searching"),
-                BarColumn(),
-                TextColumn("{task.completed}/{task.total}"),
-                TimeElapsedColumn(),
-                console=err_console,
-                transient=True,
+            self.bar = progress_bar(
+                "searching", TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn()
             )
-            self.bar.start()
             self.task = self.bar.add_task("search", total=total)
         self.bar.update(self.task, completed=done, total=total)
 
