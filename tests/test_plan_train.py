@@ -15,7 +15,9 @@ from roofplan.costmodel.train import TrainConfigs, check_train_config, train_ste
 from roofplan.errors import InfeasibleError, InputError
 from roofplan.hardware.catalog import load_hardware
 from roofplan.models.loader import load_model
+from roofplan.solver.plan_types import CONFIG_KEYS
 from roofplan.solver.space import SpaceOptions, enumerate_space, state_bytes_lower_bound
+from roofplan.solver.train_planner import _configs as configs_of_space
 from roofplan.validation.suite import read_cases
 
 
@@ -180,27 +182,7 @@ def test_memory_bound_never_exceeds_the_cost_model(small):
         m = load_model(name)
         sp = enumerate_space(m, hw, gpus=gpus, global_batch=128, seq_len=4096, capacity_bytes=float("inf"))
         a = sp.arrays
-        cfg = TrainConfigs(
-            **{
-                k: a[k]
-                for k in (
-                    "tp",
-                    "pp",
-                    "dp",
-                    "cp",
-                    "ep",
-                    "vpp",
-                    "micro_batch",
-                    "global_batch",
-                    "seq_len",
-                    "recompute",
-                    "recompute_layers",
-                    "zero",
-                    "offload",
-                )
-            },
-            sequence_parallel=a["sequence_parallel"].astype(bool),
-        )
+        cfg = configs_of_space(a, "bf16", None, True)  # as the planner builds them
         ok = check_train_config(m, cfg) == 0
         arr = train_step(m, hw, cfg.take(ok))
         bound = state_bytes_lower_bound(m, {k: v[ok] for k, v in a.items()}, "bf16")
@@ -303,16 +285,7 @@ def test_plan_json_document():
         assert key in doc
     assert doc["placement"]["method"] in ("ilp", "fallback")
     for key in (
-        "tp",
-        "pp",
-        "dp",
-        "cp",
-        "ep",
-        "vpp",
-        "micro_batch",
-        "recompute",
-        "zero",
-        "offload",
+        *CONFIG_KEYS,
         "step_time_s",
         "tokens_per_s",
         "mfu",
