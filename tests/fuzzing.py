@@ -32,6 +32,8 @@ import yaml
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
+from tests.commands import PLAN_SERVE_8B_2GPU, PLAN_TRAIN_8B_ANY_GPUS
+
 REPO = Path(__file__).resolve().parent.parent
 H100_YAML = (REPO / "roofplan" / "catalogs" / "h100-sxm.yaml").read_text()
 PROBLEMS = ("internal", "exit", "lines", "nonfinite", "outside", "hang")
@@ -384,25 +386,7 @@ def overlay(draw):
                 ES + ["--model", "llama-3.1-8b", "--engine", engine, "--calibration", "{f}", "--json"],
                 ET + ["--model", "llama-3.1-8b", "--calibration", "{f}", "--json"],
                 ["catalog", "show", "h100-sxm", "--calibration", "{f}"],
-                [
-                    "plan",
-                    "serve",
-                    "--model",
-                    "llama-3.1-8b",
-                    "--hardware",
-                    "h100-sxm",
-                    "--gpus",
-                    "2",
-                    "--isl",
-                    "512",
-                    "--osl",
-                    "64",
-                    "--engine",
-                    engine,
-                    "--calibration",
-                    "{f}",
-                    "--json",
-                ],
+                [*PLAN_SERVE_8B_2GPU, "--engine", engine, "--calibration", "{f}", "--json"],
             ]
         )
     )
@@ -632,20 +616,7 @@ def cli_args(draw):
         ):
             argv += [f, flagval()]
     elif which == "ps":
-        argv = [
-            "plan",
-            "serve",
-            "--model",
-            "llama-3.1-8b",
-            "--hardware",
-            "h100-sxm",
-            "--gpus",
-            "2",
-            "--isl",
-            "512",
-            "--osl",
-            "64",
-        ]
+        argv = list(PLAN_SERVE_8B_2GPU)
         for f in draw(st.lists(st.sampled_from(PLAN_SERVE_FLAGS + ["--emit", "--mode"]), max_size=2)):
             argv += [f, flagval()]
     elif which == "models":
@@ -676,18 +647,9 @@ def out_targets(draw):
     layout = draw(st.sampled_from(["dir", "dir", "new", "file", "under_file"]))
     if train:
         argv = [
-            "plan",
-            "train",
-            "--model",
-            "llama-3.1-8b",
-            "--hardware",
-            "h100-sxm",
+            *PLAN_TRAIN_8B_ANY_GPUS,
             "--gpus",
             draw(st.sampled_from(["8", "1", "0"])),
-            "--global-batch",
-            "64",
-            "--seq-len",
-            "4096",
             "--emit",
             draw(st.sampled_from(["megatron", "megatron,", "torchtitan"])),
         ]

@@ -5,21 +5,9 @@ import json
 import pytest
 
 from roofplan.cli.app import app
+from tests.commands import ESTIMATE_SERVE_8B
 
-BASE = [
-    "estimate",
-    "serve",
-    "--model",
-    "llama-3.1-8b",
-    "--hardware",
-    "h100-sxm",
-    "--batch",
-    "8",
-    "--isl",
-    "1024",
-    "--osl",
-    "128",
-]
+BASE = ESTIMATE_SERVE_8B
 
 
 def test_json_document_has_every_spec_key(cli):

@@ -4,20 +4,9 @@ import json
 
 import pytest
 
-BASE = [
-    "estimate",
-    "train",
-    "--model",
-    "llama-3.1-8b",
-    "--hardware",
-    "h100-sxm",
-    "--global-batch",
-    "64",
-    "--micro-batch",
-    "1",
-    "--seq-len",
-    "4096",
-]
+from tests.commands import ESTIMATE_TRAIN_8B
+
+BASE = ESTIMATE_TRAIN_8B
 
 
 def test_json_document_has_every_spec_key(cli):

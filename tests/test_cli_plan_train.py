@@ -8,22 +8,10 @@ import shlex
 from typer.testing import CliRunner
 
 from roofplan.cli.app import app
+from tests.commands import PLAN_TRAIN_70B
 
 runner = CliRunner()
-BASE = [
-    "plan",
-    "train",
-    "--model",
-    "llama-3.1-70b",
-    "--hardware",
-    "h100-sxm",
-    "--gpus",
-    "64",
-    "--global-batch",
-    "512",
-    "--seq-len",
-    "8192",
-]
+BASE = PLAN_TRAIN_70B
 
 
 def test_prints_a_ranked_table():

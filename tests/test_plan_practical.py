@@ -20,6 +20,7 @@ from roofplan.costmodel.train_memory import default_memory_headroom_bytes
 from roofplan.errors import InputError
 from roofplan.solver import constraints as cons
 from roofplan.solver import robust
+from tests.commands import PLAN_TRAIN_70B
 
 ROOT = Path(__file__).resolve().parents[1]
 GiB = 2**30
@@ -131,20 +132,7 @@ def test_fully_fixed_layout_equals_estimate():
 
 
 def test_cli_constraints_bad_syntax_and_infeasible():
-    base = [
-        "plan",
-        "train",
-        "--model",
-        "llama-3.1-70b",
-        "--hardware",
-        "h100-sxm",
-        "--gpus",
-        "64",
-        "--global-batch",
-        "512",
-        "--seq-len",
-        "8192",
-    ]
+    base = PLAN_TRAIN_70B
     bad = runner.invoke(app, base + ["--fix", "tp8"])
     assert bad.exit_code == 2 and len(bad.stderr.strip().splitlines()) == 1 and "fix" in bad.stderr
     inf = runner.invoke(app, base + ["--fix", "tp=1,pp=1,zero=0"])
