@@ -32,7 +32,7 @@ import yaml
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from tests.commands import PLAN_SERVE_8B_2GPU, PLAN_TRAIN_8B_ANY_GPUS
+from tests.commands import PLAN_SERVE_8B_2GPU, PLAN_TRAIN_8B_ANY_GPUS, serve_plan
 
 REPO = Path(__file__).resolve().parent.parent
 H100_YAML = (REPO / "roofplan" / "catalogs" / "h100-sxm.yaml").read_text()
@@ -655,18 +655,7 @@ def out_targets(draw):
         ]
     else:
         argv = [
-            "plan",
-            "serve",
-            "--model",
-            "llama-3.1-8b",
-            "--hardware",
-            "h100-sxm",
-            "--gpus",
-            draw(st.sampled_from(["2", "1", "0"])),
-            "--isl",
-            "512",
-            "--osl",
-            "64",
+            *serve_plan(draw(st.sampled_from(["2", "1", "0"])), 512, 64),
             "--emit",
             draw(st.sampled_from(["vllm", " vllm", "sglang"])),
             "--ttft-ms",

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from roofplan.cli.app import app
-from tests.commands import ESTIMATE_SERVE_8B
+from tests.commands import ESTIMATE_SERVE_8B, serve_estimate
 
 BASE = ESTIMATE_SERVE_8B
 
@@ -39,12 +39,7 @@ def test_every_flag_is_accepted(runner):
     r = runner.invoke(
         app,
         [
-            "estimate",
-            "serve",
-            "--model",
-            "mixtral-8x7b",
-            "--hardware",
-            "h100-sxm",
+            *serve_estimate(16, 512, 64, "mixtral-8x7b"),
             "--tp",
             "2",
             "--pp",
@@ -53,12 +48,6 @@ def test_every_flag_is_accepted(runner):
             "2",
             "--dp",
             "1",
-            "--batch",
-            "16",
-            "--isl",
-            "512",
-            "--osl",
-            "64",
             "--dtype",
             "fp8",
             "--kv-dtype",
@@ -100,20 +89,7 @@ def test_bad_input_exits_2_with_one_line(extra, field, cli):
 def test_unknown_model_exits_2(runner):
     r = runner.invoke(
         app,
-        [
-            "estimate",
-            "serve",
-            "--model",
-            "nope-1b",
-            "--hardware",
-            "h100-sxm",
-            "--batch",
-            "1",
-            "--isl",
-            "1",
-            "--osl",
-            "1",
-        ],
+        serve_estimate(1, 1, 1, "nope-1b"),
     )
     assert r.exit_code == 2
 
@@ -121,23 +97,7 @@ def test_unknown_model_exits_2(runner):
 def test_int4_weights_on_a100_is_fine(runner):
     r = runner.invoke(
         app,
-        [
-            "estimate",
-            "serve",
-            "--model",
-            "llama-3.1-8b",
-            "--hardware",
-            "a100-sxm-80gb",
-            "--batch",
-            "1",
-            "--isl",
-            "128",
-            "--osl",
-            "16",
-            "--dtype",
-            "int4",
-            "--json",
-        ],
+        [*serve_estimate(1, 128, 16, hardware="a100-sxm-80gb"), "--dtype", "int4", "--json"],
     )
     assert r.exit_code == 0, r.output
     assert json.loads(r.stdout)["inputs"]["compute_dtype"] in ("bf16", "fp16")

@@ -8,22 +8,10 @@ import pytest
 from typer.testing import CliRunner
 
 from roofplan.cli.app import app
+from tests.commands import serve_plan
 
 runner = CliRunner()
-DONE = [
-    "plan",
-    "serve",
-    "--model",
-    "llama-3.1-70b",
-    "--hardware",
-    "h100-sxm",
-    "--gpus",
-    "16",
-    "--isl",
-    "4000",
-    "--osl",
-    "500",
-]
+DONE = serve_plan(16, 4000, 500, "llama-3.1-70b")
 SLA = ["--ttft-ms", "1000", "--tpot-ms", "30"]
 
 
@@ -139,21 +127,7 @@ def test_plot_with_matplotlib_writes_a_png(tmp_path):
 def test_mixed_hardware_pools():
     r = runner.invoke(
         app,
-        [
-            "plan",
-            "serve",
-            "--model",
-            "llama-3.1-70b",
-            "--hardware",
-            "h100-sxm:prefill,a100-sxm-80gb:decode",
-            "--gpus",
-            "8,8",
-            "--isl",
-            "4000",
-            "--osl",
-            "500",
-            "--json",
-        ],
+        [*serve_plan("8,8", 4000, 500, "llama-3.1-70b", "h100-sxm:prefill,a100-sxm-80gb:decode"), "--json"],
     )
     assert r.exit_code == 0, r.output
     best = json.loads(r.stdout)["best"]

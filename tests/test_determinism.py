@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from roofplan.cli.app import app
 from roofplan.plain import TIMING_KEYS, without_timing
-from tests.commands import PLAN_SERVE_8B, PLAN_TRAIN_8B
+from tests.commands import PLAN_SERVE_8B, PLAN_TRAIN_8B, serve_estimate
 
 runner = CliRunner()
 
@@ -19,22 +19,7 @@ COMMANDS = [
         *PLAN_TRAIN_8B,
     ],
     [*PLAN_SERVE_8B, "--ttft-ms", "1000", "--tpot-ms", "50"],
-    [
-        "estimate",
-        "serve",
-        "--model",
-        "mixtral-8x7b",
-        "--hardware",
-        "h100-sxm",
-        "--tp",
-        "2",
-        "--batch",
-        "8",
-        "--isl",
-        "1000",
-        "--osl",
-        "200",
-    ],
+    [*serve_estimate(8, 1000, 200, "mixtral-8x7b"), "--tp", "2"],
 ]
 
 

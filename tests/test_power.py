@@ -19,7 +19,7 @@ from roofplan.costmodel.power import (
 from roofplan.errors import InputError
 from roofplan.hardware.catalog import BUILTIN_DIR, load_hardware
 from roofplan.hardware.pricing import apply_prices, parse_prices
-from tests.commands import PLAN_TRAIN_8B
+from tests.commands import PLAN_TRAIN_8B, serve_plan
 
 
 def test_linear_power_hand_calculation():
@@ -181,22 +181,7 @@ def test_cli_price_override_and_energy_objective_in_json():
     assert b["cost_to_train_usd"] == pytest.approx(b["time_to_train_days"] * 24 * b["gpus"] * 2.0)
     bad = CliRunner().invoke(
         app,
-        [
-            "plan",
-            "serve",
-            "--model",
-            "llama-3.1-8b",
-            "--hardware",
-            "h100-sxm",
-            "--gpus",
-            "8",
-            "--isl",
-            "100",
-            "--osl",
-            "10",
-            "--price",
-            "h100-sxm=-1",
-        ],
+        [*serve_plan(8, 100, 10), "--price", "h100-sxm=-1"],
     )
     assert bad.exit_code == 2 and "price" in bad.output
 
