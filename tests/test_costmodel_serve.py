@@ -22,6 +22,7 @@ from roofplan.engines.catalog import load_engine
 from roofplan.errors import InputError
 from roofplan.hardware.spec import DeviceSpec, Efficiency, Fabric, MemoryTier
 from roofplan.models.spec import MLASpec, ModelSpec, MoESpec
+from tests.specs import LLAMA_8B
 
 GENERIC = load_engine("generic")
 
@@ -59,25 +60,11 @@ LLAMA2_70B = ModelSpec(
     vocab=32000,
     max_seq_len=4096,
 )
-LLAMA31_8B = ModelSpec(
-    name="llama-3.1-8b",
-    layers=32,
-    hidden=4096,
-    heads=32,
-    kv_heads=8,
-    head_dim=128,
-    ffn=14336,
-    vocab=128256,
-    max_seq_len=131072,
-)
-MIXTRAL = ModelSpec(
+LLAMA31_8B = dataclasses.replace(LLAMA_8B, name="llama-3.1-8b", max_seq_len=131072)
+#: Mixtral 8x7B: the Llama 3 8B attention and FFN widths, a 32000 vocabulary, 8 experts, top 2.
+MIXTRAL = dataclasses.replace(
+    LLAMA_8B,
     name="mixtral-8x7b",
-    layers=32,
-    hidden=4096,
-    heads=32,
-    kv_heads=8,
-    head_dim=128,
-    ffn=14336,
     vocab=32000,
     max_seq_len=32768,
     moe=MoESpec(num_experts=8, top_k=2, expert_ffn=14336),

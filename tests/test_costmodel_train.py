@@ -16,20 +16,9 @@ from roofplan.errors import InputError
 from roofplan.hardware.catalog import load_hardware
 from roofplan.hardware.spec import MemoryTier
 from roofplan.models.loader import load_model
-from roofplan.models.spec import ModelSpec
+from tests.specs import LLAMA_8B
 
-LLAMA = ModelSpec(
-    name="llama-test",
-    layers=32,
-    hidden=4096,
-    heads=32,
-    kv_heads=8,
-    head_dim=128,
-    ffn=14336,
-    vocab=128256,
-    gated_mlp=True,
-    tied_embeddings=False,
-)
+LLAMA = LLAMA_8B
 H100 = load_hardware("h100-sxm")
 A100 = load_hardware("a100-sxm-80gb")
 
