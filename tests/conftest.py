@@ -79,3 +79,18 @@ def a100():
 @pytest.fixture(scope="session")
 def llama8b():
     return resolve.model("llama-3.1-8b")
+
+
+@pytest.fixture(scope="session")
+def vllm_8b_instance():
+    """One serving instance the serving-under-load tests share: Llama 3.1 8B on one H100 under
+    vLLM, for 1000-token prompts and 200-token outputs."""
+    from roofplan import serving
+
+    return serving.make_instance(
+        resolve.model("llama-3.1-8b"),
+        resolve.hardware("h100-sxm"),
+        engine=resolve.engine("vllm"),
+        isl=1000,
+        osl=200,
+    )

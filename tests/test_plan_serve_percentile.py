@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from roofplan import plan_serving, resolve, serving
+from roofplan import plan_serving
 from roofplan.cli.app import app
 from roofplan.costmodel import serve_load as SL
 from tests.commands import serve_plan
@@ -15,14 +15,8 @@ REQ = dict(isl=1000, osl=200, engine="vllm", emit_launch=False)
 
 
 @pytest.fixture(scope="module")
-def inst():
-    return serving.make_instance(
-        resolve.model("llama-3.1-8b"),
-        resolve.hardware("h100-sxm"),
-        engine=resolve.engine("vllm"),
-        isl=1000,
-        osl=200,
-    )
+def inst(vllm_8b_instance):
+    return vllm_8b_instance
 
 
 def test_closed_form_quantiles_match_the_sampled_requests(inst):

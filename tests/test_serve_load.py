@@ -17,21 +17,12 @@ from roofplan.costmodel import serve_load as SL
 from roofplan.costmodel import serve_sim as SS
 from roofplan.errors import InfeasibleError
 from roofplan.workload import make_workload
+from tests.synthetic import fixed
 
 
 @pytest.fixture(scope="module")
-def inst():
-    return serving.make_instance(
-        resolve.model("llama-3.1-8b"),
-        resolve.hardware("h100-sxm"),
-        engine=resolve.engine("vllm"),
-        isl=1000,
-        osl=200,
-    )
-
-
-def fixed(n, isl, osl):
-    return np.full(n, isl), np.full(n, osl)
+def inst(vllm_8b_instance):
+    return vllm_8b_instance
 
 
 def test_round_time_is_the_cost_model_step_time(inst):

@@ -8,30 +8,20 @@ invariants (Little's law, the tokens a prefix hit leaves to compute); nothing pi
 import dataclasses
 import json
 
-import numpy as np
 import pytest
 
 from roofplan import resolve, serving
 from roofplan.costmodel import serve_load as SL
 from roofplan.costmodel import serve_sim as SS
 from roofplan.costmodel.serve_features import SpecDecode
+from tests.synthetic import fixed
 
 EAGLE = SpecDecode.of("eagle3")  # k = 3, a = 0.64: E = 2.31 tokens per round
 
 
 @pytest.fixture(scope="module")
-def inst():
-    return serving.make_instance(
-        resolve.model("llama-3.1-8b"),
-        resolve.hardware("h100-sxm"),
-        engine=resolve.engine("vllm"),
-        isl=1000,
-        osl=200,
-    )
-
-
-def fixed(n, isl, osl):
-    return np.full(n, isl), np.full(n, osl)
+def inst(vllm_8b_instance):
+    return vllm_8b_instance
 
 
 def with_features(inst, **feats):
