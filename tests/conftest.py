@@ -85,12 +85,6 @@ def llama8b():
 def vllm_8b_instance():
     """One serving instance the serving-under-load tests share: Llama 3.1 8B on one H100 under
     vLLM, for 1000-token prompts and 200-token outputs."""
-    from roofplan import serving
+    from tests.specs import instance
 
-    return serving.make_instance(
-        resolve.model("llama-3.1-8b"),
-        resolve.hardware("h100-sxm"),
-        engine=resolve.engine("vllm"),
-        isl=1000,
-        osl=200,
-    )
+    return instance("llama-3.1-8b", isl=1000, osl=200)

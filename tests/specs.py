@@ -9,16 +9,18 @@ from __future__ import annotations
 
 from roofplan.models.spec import ModelSpec
 
-#: The Llama 3 8B shape under a test name (its context is ModelSpec's 4096 default).
+#: The Llama 3 8B shape under a test name (SwiGLU and an untied head are ModelSpec's defaults, and
+#: so is its 4096-token context).
 LLAMA_8B = ModelSpec(
-    name="llama-test",
-    layers=32,
-    hidden=4096,
-    heads=32,
-    kv_heads=8,
-    head_dim=128,
-    ffn=14336,
-    vocab=128256,
-    gated_mlp=True,
-    tied_embeddings=False,
+    name="llama-test", layers=32, hidden=4096, heads=32, kv_heads=8, head_dim=128, ffn=14336, vocab=128256
 )
+
+
+def instance(model: str, hardware: str = "h100-sxm", engine: str = "vllm", **shape):
+    """A serving instance (``serving.make_instance``) of catalog ids, resolved as the API resolves
+    them; ``shape`` sets tp/pp/ep/dp, dtypes and the request lengths ``isl``/``osl``."""
+    from roofplan import resolve, serving
+
+    return serving.make_instance(
+        resolve.model(model), resolve.hardware(hardware), engine=resolve.engine(engine), **shape
+    )
