@@ -1,5 +1,5 @@
 """What docs/SPEC.md promises, written down once for the tests that check it: the hardware ids
-(§2) and the keys of the ``estimate train`` document (§3.1)."""
+(§2) and the keys of the ``estimate train`` (§3.1) and ``estimate serve`` (§3.2) documents."""
 
 #: Hardware ids SPEC §2 lists (a catalog may hold more).
 SPEC_HARDWARE_IDS = (
@@ -29,5 +29,20 @@ TRAIN_BREAKDOWN_KEYS = frozenset(
         "dp_comm_exposed",
         "optimizer",
         "offload_exposed",
+    )
+)
+#: The top-level keys of ``estimate serve --json`` beside ``schema`` (SPEC §3.2).
+SERVE_ESTIMATE_KEYS = frozenset(
+    (
+        "inputs",
+        "ttft_ms",
+        "tpot_ms",
+        "latency_ms",
+        "output_tokens_per_s",
+        "output_tokens_per_s_per_gpu",
+        "fits",
+        "max_batch",
+        "memory_gib_per_gpu",
+        "breakdown_ms",
     )
 )

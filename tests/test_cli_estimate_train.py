@@ -10,27 +10,8 @@ from tests.spec_keys import TRAIN_BREAKDOWN_KEYS, TRAIN_MEMORY_KEYS
 BASE = ESTIMATE_TRAIN_8B
 
 
-def test_json_document_has_every_spec_key(cli):
-    r = cli(
-        *BASE
-        + [
-            "--tp",
-            "2",
-            "--pp",
-            "2",
-            "--dp",
-            "2",
-            "--vpp",
-            "2",
-            "--recompute",
-            "selective",
-            "--zero",
-            "1",
-            "--json",
-        ]
-    )
-    assert r.exit_code == 0, r.output
-    doc = json.loads(r.stdout)
+def test_json_document_has_every_spec_key(cli_json):
+    doc = cli_json(*BASE, *"--tp 2 --pp 2 --dp 2 --vpp 2 --recompute selective --zero 1".split())
     assert doc["schema"] == "roofplan.estimate.train/v1"
     for key in (
         "inputs",
@@ -53,28 +34,9 @@ def test_json_document_has_every_spec_key(cli):
     assert doc["fits"] is True
 
 
-def test_no_sequence_parallel_flag_and_offload(cli):
-    r = cli(
-        *BASE
-        + [
-            "--tp",
-            "2",
-            "--dp",
-            "2",
-            "--no-sequence-parallel",
-            "--offload",
-            "optimizer",
-            "--zero",
-            "1",
-            "--gpus-per-node",
-            "4",
-            "--dtype",
-            "fp8",
-            "--json",
-        ]
-    )
-    assert r.exit_code == 0, r.output
-    doc = json.loads(r.stdout)
+def test_no_sequence_parallel_flag_and_offload(cli_json):
+    flags = "--tp 2 --dp 2 --no-sequence-parallel --offload optimizer --zero 1 --gpus-per-node 4 --dtype fp8"
+    doc = cli_json(*BASE, *flags.split())
     assert doc["inputs"]["sequence_parallel"] is False
     assert doc["inputs"]["offload"] == "optimizer" and doc["inputs"]["gpus_per_node"] == 4
     assert doc["memory_gib_per_gpu"]["optimizer"] == 0.0 and doc["breakdown_s"]["offload_exposed"] > 0

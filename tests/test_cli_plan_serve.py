@@ -135,23 +135,9 @@ def test_mixed_hardware_pools():
     assert (best["prefill"]["hardware"], best["decode"]["hardware"]) == ("h100-sxm", "a100-sxm-80gb")
 
 
-def test_fix_exclude_and_headroom_flags():
-    r = runner.invoke(
-        app,
-        DONE
-        + SLA
-        + [
-            "--mode",
-            "disagg",
-            "--fix",
-            "prefill.tp=4,decode.tp=8",
-            "--memory-headroom",
-            "decode=12",
-            "--json",
-        ],
-    )
-    assert r.exit_code == 0, r.output
-    doc = json.loads(r.stdout)
+def test_fix_exclude_and_headroom_flags(cli_json):
+    flags = "--mode disagg --fix prefill.tp=4,decode.tp=8 --memory-headroom decode=12".split()
+    doc = cli_json(*DONE, *SLA, *flags)
     assert (doc["best"]["prefill"]["tp"], doc["best"]["decode"]["tp"]) == (4, 8)
     assert doc["best"]["decode"]["free_memory_gib"] >= 12
     assert doc["inputs"]["memory_headroom_gib"]["h100-sxm"]["decode"] == 12
