@@ -276,6 +276,14 @@ def _render(plan, doc: dict, engines: list[str], written: list[str]) -> None:
     _render_footer(doc, engines, written)
 
 
+def _role_cells(role: str, r: dict, instances: int, batch: str, mixed: bool) -> tuple[str, ...]:
+    """The cells of one role's row in the best-deployment table, up to its latency: role, instance
+    count, layout, GPUs per instance, batch and (with devices that differ by role) the hardware."""
+    return (role, str(instances), _cfg(r), str(r["gpus_per_instance"]), batch) + (
+        (r["hardware"],) if mixed else ()
+    )
+
+
 def _render_best(doc: dict) -> None:
     """The chosen deployment's table and its latency, throughput, load and energy lines."""
     best = doc["best"]
@@ -305,33 +313,19 @@ def _render_best(doc: dict) -> None:
         )
     if best["mode"] == "disagg":
         p, d = best["prefill"], best["decode"]
+        kv = best.get("kv_transfer_ms", 0)
         t.add_row(
-            "prefill",
-            str(p["instances"]),
-            _cfg(p),
-            str(p["gpus_per_instance"]),
-            f"{p['batch']}/pass",
-            *((p["hardware"],) if mixed else ()),
-            f"TTFT {p['ttft_ms']:.1f} ms + KV {best.get('kv_transfer_ms', 0):.1f} ms",
+            *_role_cells("prefill", p, p["instances"], f"{p['batch']}/pass", mixed),
+            f"TTFT {p['ttft_ms']:.1f} ms + KV {kv:.1f} ms",
         )
         t.add_row(
-            "decode",
-            str(d["instances"]),
-            _cfg(d),
-            str(d["gpus_per_instance"]),
-            str(d["batch"]),
-            *((d["hardware"],) if mixed else ()),
-            f"TPOT {d['tpot_ms']:.2f} ms",
+            *_role_cells("decode", d, d["instances"], str(d["batch"]), mixed), f"TPOT {d['tpot_ms']:.2f} ms"
         )
         note = "batch: prompts per prefill pass / concurrent decode requests per instance"
     else:
         c = best["prefill"]
         t.add_row(
-            "colocated",
-            str(best["instances"]),
-            _cfg(c),
-            str(c["gpus_per_instance"]),
-            str(c["batch"]),
+            *_role_cells("colocated", c, best["instances"], str(c["batch"]), False),
             f"TTFT {c['ttft_ms']:.1f} ms, TPOT {c['tpot_ms']:.2f} ms",
         )
         note = f"batch: concurrent requests per instance, prefill chunk {c['chunk']} tokens"
