@@ -10,10 +10,11 @@ from __future__ import annotations
 _MODEL, _HARDWARE = "llama-3.1-8b", "h100-sxm"
 
 
-def _argv(command: str, model: str, hardware: str, *flags: tuple[str, object]) -> list[str]:
-    """``command --model M --hardware H`` then each (flag, value) whose value is not None, in order."""
-    argv = [*command.split(), "--model", model, "--hardware", hardware]
-    for flag, val in flags:
+def _argv(command: str, model: str | None, hardware: str, *flags: tuple[str, object]) -> list[str]:
+    """``command --model M --hardware H`` then each (flag, value) whose value is not None, in order
+    (without ``--model`` when ``model`` is None: a test that adds its own)."""
+    argv = command.split()
+    for flag, val in (("--model", model), ("--hardware", hardware), *flags):
         if val is not None:
             argv += [flag, str(val)]
     return argv
@@ -31,12 +32,27 @@ def train_plan(gpus, global_batch, seq_len, model: str = _MODEL, hardware: str =
     )
 
 
+def train_estimate(
+    global_batch, micro_batch, seq_len, model: str | None = _MODEL, hardware: str = _HARDWARE
+) -> list[str]:
+    """``estimate train`` of one configuration (every degree 1 unless a test adds one); it ends
+    with ``--seq-len N``."""
+    return _argv(
+        "estimate train",
+        model,
+        hardware,
+        ("--global-batch", global_batch),
+        ("--micro-batch", micro_batch),
+        ("--seq-len", seq_len),
+    )
+
+
 def serve_plan(gpus, isl, osl, model: str = _MODEL, hardware: str = _HARDWARE) -> list[str]:
     """``plan serve`` for a GPU budget (``N`` or one per pool, ``8,8``) and request lengths."""
     return _argv("plan serve", model, hardware, ("--gpus", gpus), ("--isl", isl), ("--osl", osl))
 
 
-def serve_estimate(batch, isl, osl, model: str = _MODEL, hardware: str = _HARDWARE) -> list[str]:
+def serve_estimate(batch, isl, osl, model: str | None = _MODEL, hardware: str = _HARDWARE) -> list[str]:
     """``estimate serve`` of one instance at a static batch; it ends with the request lengths."""
     return _argv("estimate serve", model, hardware, ("--batch", batch), ("--isl", isl), ("--osl", osl))
 
@@ -49,9 +65,7 @@ PLAN_TRAIN_8B = train_plan(8, 64, 4096)
 PLAN_TRAIN_70B = train_plan(64, 512, 8192, "llama-3.1-70b")
 #: One training configuration of Llama 3.1 8B on H100 (every degree 1 unless a test adds one);
 #: it ends with --seq-len so that a test can drop a required option with ``[:-2]``.
-ESTIMATE_TRAIN_8B = _argv(
-    "estimate train", _MODEL, _HARDWARE, ("--global-batch", 64), ("--micro-batch", 1), ("--seq-len", 4096)
-)
+ESTIMATE_TRAIN_8B = train_estimate(64, 1, 4096)
 #: One serving instance of Llama 3.1 8B on one H100 at a static batch of 8.
 ESTIMATE_SERVE_8B = serve_estimate(8, 1024, 128)
 #: Serving plans for Llama 3.1 8B on H100: one node with 1000/200-token requests, and two GPUs

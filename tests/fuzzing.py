@@ -32,7 +32,13 @@ import yaml
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from tests.commands import PLAN_SERVE_8B_2GPU, PLAN_TRAIN_8B_ANY_GPUS, serve_plan
+from tests.commands import (
+    PLAN_SERVE_8B_2GPU,
+    PLAN_TRAIN_8B_ANY_GPUS,
+    serve_estimate,
+    serve_plan,
+    train_estimate,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 H100_YAML = (REPO / "roofplan" / "catalogs" / "h100-sxm.yaml").read_text()
@@ -162,21 +168,9 @@ MODEL_YAML = {
     "mla": {"kv_lora_rank": 128, "qk_nope_head_dim": 32, "qk_rope_head_dim": 16, "v_head_dim": 32},
 }
 
-ES = ["estimate", "serve", "--hardware", "h100-sxm", "--batch", "4", "--isl", "512", "--osl", "64"]
-ET = [
-    "estimate",
-    "train",
-    "--hardware",
-    "h100-sxm",
-    "--tp",
-    "1",
-    "--global-batch",
-    "8",
-    "--micro-batch",
-    "1",
-    "--seq-len",
-    "1024",
-]
+#: estimate serve / train without --model (each case adds the model it tests)
+ES = serve_estimate(4, 512, 64, model=None)
+ET = train_estimate(8, 1, 1024, model=None)
 
 
 def _raw_mutation(text: str, kind: str, draw) -> str:

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from tests.commands import ESTIMATE_TRAIN_8B
+from tests.commands import ESTIMATE_TRAIN_8B, train_estimate
 from tests.spec_keys import TRAIN_BREAKDOWN_KEYS, TRAIN_MEMORY_KEYS
 
 BASE = ESTIMATE_TRAIN_8B
@@ -70,20 +70,7 @@ def test_bad_input_exits_2_with_one_line(extra, needle, cli):
 
 
 def test_unknown_model_is_exit_2(cli):
-    r = cli(
-        "estimate",
-        "train",
-        "--model",
-        "no-such-model",
-        "--hardware",
-        "h100-sxm",
-        "--global-batch",
-        "8",
-        "--micro-batch",
-        "1",
-        "--seq-len",
-        "1024",
-    )
+    r = cli(*train_estimate(8, 1, 1024, "no-such-model"))
     assert r.exit_code == 2
 
 

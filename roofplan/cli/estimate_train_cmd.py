@@ -91,7 +91,35 @@ def _render(doc: dict) -> None:
     console.print(memory_table(doc["memory_gib_per_gpu"], keys, doc["fits"]))
 
 
+#: Flags that are not keywords of the configuration, and the negated flags :func:`_config` turns
+#: into the keyword they switch off.
+_NOT_CONFIG = ("model", "hardware", "as_json")
+_NEGATED = {
+    "no_p2p_overlap": "overlap_p2p_comm",
+    "no_ep_overlap": "ep_comm_overlap",
+    "no_flash_attention": "flash_attention",
+    "grad_reduce_bf16": "grad_reduce_in_fp32",
+}
+
+
+def _config(flags: dict) -> dict:
+    """The keywords of :func:`roofplan.estimate_training` for the parsed flags (click's
+    ``ctx.params``): the flag names themselves, Enum choices as their names, the negated flags as
+    the keyword they turn off, and the two sequence-parallel flags as one tri-state."""
+    sp, no_sp = flags["sequence_parallel"], flags["no_sequence_parallel"]
+    if sp and no_sp:
+        raise InputError(
+            "sequence-parallel", "--sequence-parallel --no-sequence-parallel", "at most one of the two flags"
+        )
+    kw = {k: value(v) for k, v in flags.items() if k not in _NOT_CONFIG and k not in _NEGATED}
+    kw |= {key: not flags[flag] for flag, key in _NEGATED.items()}
+    del kw["no_sequence_parallel"]
+    kw["sequence_parallel"] = True if sp else (False if no_sp else None)
+    return kw
+
+
 def estimate_train(
+    ctx: typer.Context,
     model: Model,
     hardware: Hardware,
     tp: TP = 1,
@@ -161,51 +189,11 @@ def estimate_train(
     calibration: Calibration = None,
 ) -> None:
     """Estimate step time, throughput, MFU and memory of one training configuration."""
-    recompute, offload, moe_dispatcher, fp8_recipe, pipeline_engine = map(
-        value, (recompute, offload, moe_dispatcher, fp8_recipe, pipeline_engine)
-    )
 
     def body() -> None:
         from roofplan import estimate_training  # resolves the ids at the door
 
-        if sequence_parallel and no_sequence_parallel:
-            raise InputError(
-                "sequence-parallel",
-                "--sequence-parallel --no-sequence-parallel",
-                "at most one of the two flags",
-            )
-        sp = True if sequence_parallel else (False if no_sequence_parallel else None)
-        est = estimate_training(
-            model,
-            hardware,
-            tp=tp,
-            pp=pp,
-            dp=dp,
-            cp=cp,
-            ep=ep,
-            vpp=vpp,
-            global_batch=global_batch,
-            micro_batch=micro_batch,
-            seq_len=seq_len,
-            dtype=dtype,
-            recompute=recompute,
-            sequence_parallel=sp,
-            zero=zero,
-            offload=offload,
-            gpus_per_node=gpus_per_node,
-            calibration=calibration,
-            recompute_layers=recompute_layers,
-            tp_comm_overlap=tp_comm_overlap,
-            overlap_p2p_comm=not no_p2p_overlap,
-            ep_comm_overlap=not no_ep_overlap,
-            etp=etp,
-            moe_dispatcher=moe_dispatcher,
-            fp8_recipe=fp8_recipe,
-            flash_attention=not no_flash_attention,
-            pipeline_engine=pipeline_engine,
-            act_offload_layers=act_offload_layers,
-            grad_reduce_in_fp32=not grad_reduce_bf16,
-        )
+        est = estimate_training(model, hardware, **_config(ctx.params))
         if seq_len > est.model.max_seq_len:
             warn(
                 f"--seq-len {seq_len:,} exceeds the {est.model.max_seq_len:,}-token context of {est.model.name} "
