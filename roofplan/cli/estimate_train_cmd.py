@@ -91,29 +91,24 @@ def _render(doc: dict) -> None:
     console.print(memory_table(doc["memory_gib_per_gpu"], keys, doc["fits"]))
 
 
-#: Flags that are not keywords of the configuration, and the negated flags :func:`_config` turns
-#: into the keyword they switch off.
+#: Flags that are not keywords of the configuration.
 _NOT_CONFIG = ("model", "hardware", "as_json")
-_NEGATED = {
-    "no_p2p_overlap": "overlap_p2p_comm",
-    "no_ep_overlap": "ep_comm_overlap",
-    "no_flash_attention": "flash_attention",
-    "grad_reduce_bf16": "grad_reduce_in_fp32",
-}
 
 
 def _config(flags: dict) -> dict:
     """The keywords of :func:`roofplan.estimate_training` for the parsed flags (click's
-    ``ctx.params``): the flag names themselves, Enum choices as their names, the negated flags as
-    the keyword they turn off, and the two sequence-parallel flags as one tri-state."""
-    sp, no_sp = flags["sequence_parallel"], flags["no_sequence_parallel"]
+    ``ctx.params``): the flag names themselves, Enum choices as their names, each negated flag as
+    the keyword it switches off, and the two sequence-parallel flags as one tri-state."""
+    kw = {k: value(v) for k, v in flags.items() if k not in _NOT_CONFIG}
+    kw["overlap_p2p_comm"] = not kw.pop("no_p2p_overlap")
+    kw["ep_comm_overlap"] = not kw.pop("no_ep_overlap")
+    kw["flash_attention"] = not kw.pop("no_flash_attention")
+    kw["grad_reduce_in_fp32"] = not kw.pop("grad_reduce_bf16")
+    sp, no_sp = kw.pop("sequence_parallel"), kw.pop("no_sequence_parallel")
     if sp and no_sp:
         raise InputError(
             "sequence-parallel", "--sequence-parallel --no-sequence-parallel", "at most one of the two flags"
         )
-    kw = {k: value(v) for k, v in flags.items() if k not in _NOT_CONFIG and k not in _NEGATED}
-    kw |= {key: not flags[flag] for flag, key in _NEGATED.items()}
-    del kw["no_sequence_parallel"]
     kw["sequence_parallel"] = True if sp else (False if no_sp else None)
     return kw
 
