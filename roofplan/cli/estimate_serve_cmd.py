@@ -48,7 +48,7 @@ from roofplan.cli.options import (
     WorkloadOpt,
     serving_kwargs,
 )
-from roofplan.cli.render import heading, memory_table
+from roofplan.cli.render import heading, memory_table, summary_table
 
 _PARTS = ("compute", "memory", "communication", "overhead")
 _PART_LABELS = {
@@ -67,14 +67,15 @@ def _render(doc: dict) -> None:
         f"batch {i['batch']}, isl {i['isl']}, osl {i['osl']}, weights {i['dtype']} "
         f"(compute {i['compute_dtype']}), KV cache {i['kv_dtype']}"
     )
-    s = Table(show_header=False, box=None)
-    s.add_row("TTFT", f"{doc['ttft_ms']:,.2f} ms")
-    s.add_row("TPOT", f"{doc['tpot_ms']:,.3f} ms")
-    s.add_row("latency", f"{doc['latency_ms']:,.1f} ms")
-    s.add_row("output tokens/s", f"{doc['output_tokens_per_s']:,.1f}")
-    s.add_row("output tokens/s per GPU", f"{doc['output_tokens_per_s_per_gpu']:,.1f}")
-    s.add_row("max batch (KV fits)", f"{doc['max_batch']:,}")
-    s.add_row("fits", styled("[green]yes[/green]" if doc["fits"] else "[red]no (out of memory)[/red]"))
+    rows = [
+        ("TTFT", f"{doc['ttft_ms']:,.2f} ms"),
+        ("TPOT", f"{doc['tpot_ms']:,.3f} ms"),
+        ("latency", f"{doc['latency_ms']:,.1f} ms"),
+        ("output tokens/s", f"{doc['output_tokens_per_s']:,.1f}"),
+        ("output tokens/s per GPU", f"{doc['output_tokens_per_s_per_gpu']:,.1f}"),
+        ("max batch (KV fits)", f"{doc['max_batch']:,}"),
+    ]
+    s = summary_table(rows, doc["fits"])
     _feature_rows(s, i)
     console.print(s)
 

@@ -43,7 +43,7 @@ from roofplan.cli.options import (
     flag,
     value,
 )
-from roofplan.cli.render import heading, memory_table
+from roofplan.cli.render import heading, memory_table, summary_table
 from roofplan.errors import InputError
 
 _TIME_LABELS = {
@@ -68,14 +68,14 @@ def _render(doc: dict) -> None:
         f"({i['microbatches']} microbatches), {i['dtype']}, recompute {i['recompute']}, "
         f"SP {'on' if i['sequence_parallel'] else 'off'}, ZeRO {i['zero']}, offload {i['offload']}"
     )
-    summary = Table(show_header=False, box=None)
-    summary.add_row("step time", f"{doc['step_time_s']:.3f} s")
-    summary.add_row("tokens/s", f"{doc['tokens_per_s']:,.0f}")
-    summary.add_row("model TFLOP/s per GPU", f"{doc['model_tflops_per_gpu']:.1f}")
-    summary.add_row("hardware TFLOP/s per GPU", f"{doc['hardware_tflops_per_gpu']:.1f}")
-    summary.add_row("MFU", f"{doc['mfu']:.1%}")
-    summary.add_row("fits", styled("[green]yes[/green]" if doc["fits"] else "[red]no (out of memory)[/red]"))
-    console.print(summary)
+    rows = [
+        ("step time", f"{doc['step_time_s']:.3f} s"),
+        ("tokens/s", f"{doc['tokens_per_s']:,.0f}"),
+        ("model TFLOP/s per GPU", f"{doc['model_tflops_per_gpu']:.1f}"),
+        ("hardware TFLOP/s per GPU", f"{doc['hardware_tflops_per_gpu']:.1f}"),
+        ("MFU", f"{doc['mfu']:.1%}"),
+    ]
+    console.print(summary_table(rows, doc["fits"]))
 
     step = doc["step_time_s"]
     t = Table(title="Time per step")

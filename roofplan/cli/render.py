@@ -46,3 +46,13 @@ def progress_bar(label: str, *columns: ProgressColumn) -> Progress:
     bar = Progress(TextColumn(label), BarColumn(), *columns, console=err_console, transient=True)
     bar.start()
     return bar
+
+
+def summary_table(rows: list[tuple[str, str]], fits: bool) -> Table:
+    """The headline numbers of an estimate as label/value rows without borders, ending with
+    whether the configuration fits in memory (green yes, red no)."""
+    t = Table(show_header=False, box=None)
+    for label, text in rows:
+        t.add_row(label, text)
+    t.add_row("fits", styled("[green]yes[/green]" if fits else "[red]no (out of memory)[/red]"))
+    return t
