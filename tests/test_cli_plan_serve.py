@@ -135,6 +135,13 @@ def test_mixed_hardware_pools():
     assert (best["prefill"]["hardware"], best["decode"]["hardware"]) == ("h100-sxm", "a100-sxm-80gb")
 
 
+def test_mixed_pools_title_names_each_pool(cli):
+    """The people's view names one count per pool (it once printed the inputs' dict)."""
+    r = cli(*serve_plan("8,8", 4000, 500, "llama-3.1-70b", "h100-sxm:prefill,a100-sxm-80gb:decode"))
+    assert r.exit_code == 0, r.stderr
+    assert r.stdout.splitlines()[0].startswith("llama-3.1-70b on 8 x h100-sxm + 8 x a100-sxm-80gb  isl=4000")
+
+
 def test_fix_exclude_and_headroom_flags(cli_json):
     flags = "--mode disagg --fix prefill.tp=4,decode.tp=8 --memory-headroom decode=12".split()
     doc = cli_json(*DONE, *SLA, *flags)

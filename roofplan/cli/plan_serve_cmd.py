@@ -284,12 +284,20 @@ def _role_cells(role: str, r: dict, instances: int, batch: str, mixed: bool) -> 
     )
 
 
+def _budget(gpus, hardware: str) -> str:
+    """The GPU budget as people read it: ``8 x h100-sxm``, or one count per pool
+    (``8 x h100-sxm + 8 x a100-sxm-80gb``) when the inputs hold one per device."""
+    if isinstance(gpus, dict):
+        return " + ".join(f"{n} x {hw}" for hw, n in gpus.items())
+    return f"{gpus} x {hardware}"
+
+
 def _render_best(doc: dict) -> None:
     """The chosen deployment's table and its latency, throughput, load and energy lines."""
     best = doc["best"]
     inp = doc["inputs"]
     title = (
-        f"{inp['model']} on {inp['gpus']} x {inp['hardware']}  isl={inp['isl']} osl={inp['osl']}"
+        f"{inp['model']} on {_budget(inp['gpus'], inp['hardware'])}  isl={inp['isl']} osl={inp['osl']}"
         + (f"  TTFT<={inp['ttft_ms']:g} ms" if inp["ttft_ms"] else "")
         + (f"  TPOT<={inp['tpot_ms']:g} ms" if inp["tpot_ms"] else "")
         + (f"  rate={inp['rate']:g} req/s" if inp["rate"] else "")
