@@ -20,30 +20,16 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import numpy as np
 
 from roofplan import plan_training
-from roofplan.costmodel.train import TrainConfigs, check_train_config, train_step
+from roofplan.costmodel.train import check_train_config, train_step
 from roofplan.hardware.catalog import load_hardware
 from roofplan.models.loader import load_model
 from roofplan.solver.space import enumerate_space
 from roofplan.solver.train_planner import CHUNK
+from roofplan.solver.train_planner import _configs as configs_of_space
 
 CASES = (
     ("gpt3-175b", "a100-sxm-80gb", 1024, 1536, 2048),
     ("llama-3.1-405b", "h100-sxm", 16384, 2048, 8192),
-)
-_KEYS = (
-    "tp",
-    "pp",
-    "dp",
-    "cp",
-    "ep",
-    "vpp",
-    "micro_batch",
-    "global_batch",
-    "seq_len",
-    "recompute",
-    "recompute_layers",
-    "zero",
-    "offload",
 )
 
 
@@ -69,8 +55,7 @@ def bench_plan(model: str, hw: str, gpus: int, gbs: int, seq: int) -> None:
 def bench_cost_model(n_target: int = 1_000_000) -> None:
     model, hw = load_model("gpt3-175b"), load_hardware("a100-sxm-80gb")
     sp = enumerate_space(model, hw, gpus=1024, global_batch=1536, seq_len=2048, capacity_bytes=float("inf"))
-    a = sp.arrays
-    cfg = TrainConfigs(**{k: a[k] for k in _KEYS}, sequence_parallel=a["sequence_parallel"].astype(bool))
+    cfg = configs_of_space(sp.arrays, "bf16", None, True)  # as the planner builds them
     cfg = cfg.take(check_train_config(model, cfg) == 0)
     reps = int(np.ceil(n_target / len(cfg)))
     idx = np.tile(np.arange(len(cfg)), reps)[:n_target]

@@ -79,3 +79,12 @@ def a100():
 @pytest.fixture(scope="session")
 def llama8b():
     return resolve.model("llama-3.1-8b")
+
+
+@pytest.fixture(scope="session")
+def vllm_8b_instance():
+    """One serving instance the serving-under-load tests share: Llama 3.1 8B on one H100 under
+    vLLM, for 1000-token prompts and 200-token outputs."""
+    from tests.specs import instance
+
+    return instance("llama-3.1-8b", isl=1000, osl=200)

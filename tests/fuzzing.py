@@ -32,6 +32,14 @@ import yaml
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
+from tests.commands import (
+    PLAN_SERVE_8B_2GPU,
+    PLAN_TRAIN_8B_ANY_GPUS,
+    serve_estimate,
+    serve_plan,
+    train_estimate,
+)
+
 REPO = Path(__file__).resolve().parent.parent
 H100_YAML = (REPO / "roofplan" / "catalogs" / "h100-sxm.yaml").read_text()
 PROBLEMS = ("internal", "exit", "lines", "nonfinite", "outside", "hang")
@@ -160,21 +168,9 @@ MODEL_YAML = {
     "mla": {"kv_lora_rank": 128, "qk_nope_head_dim": 32, "qk_rope_head_dim": 16, "v_head_dim": 32},
 }
 
-ES = ["estimate", "serve", "--hardware", "h100-sxm", "--batch", "4", "--isl", "512", "--osl", "64"]
-ET = [
-    "estimate",
-    "train",
-    "--hardware",
-    "h100-sxm",
-    "--tp",
-    "1",
-    "--global-batch",
-    "8",
-    "--micro-batch",
-    "1",
-    "--seq-len",
-    "1024",
-]
+#: estimate serve / train without --model (each case adds the model it tests)
+ES = serve_estimate(4, 512, 64, model=None)
+ET = train_estimate(8, 1, 1024, model=None)
 
 
 def _raw_mutation(text: str, kind: str, draw) -> str:
@@ -384,25 +380,7 @@ def overlay(draw):
                 ES + ["--model", "llama-3.1-8b", "--engine", engine, "--calibration", "{f}", "--json"],
                 ET + ["--model", "llama-3.1-8b", "--calibration", "{f}", "--json"],
                 ["catalog", "show", "h100-sxm", "--calibration", "{f}"],
-                [
-                    "plan",
-                    "serve",
-                    "--model",
-                    "llama-3.1-8b",
-                    "--hardware",
-                    "h100-sxm",
-                    "--gpus",
-                    "2",
-                    "--isl",
-                    "512",
-                    "--osl",
-                    "64",
-                    "--engine",
-                    engine,
-                    "--calibration",
-                    "{f}",
-                    "--json",
-                ],
+                [*PLAN_SERVE_8B_2GPU, "--engine", engine, "--calibration", "{f}", "--json"],
             ]
         )
     )
@@ -471,35 +449,14 @@ def suite_csv(draw):
     """Rows of the published-measurements format (kinds train, serve_step, op_gemm, ...), mutated."""
     header = SUITE_CSV[0]
     cols = header.split(",")
+    # every column a prediction reads, not the labels and free text around it
+    labels = ("id", "hardware", "recompute", "sequence_parallel", "engine", "unit", "source", "note")
+    mutable = [i for i, c in enumerate(cols) if c not in labels]
     rows = []
     for line in draw(st.lists(st.sampled_from(SUITE_CSV[1:40]), min_size=1, max_size=2)):
         cells = next(iter(__import__("csv").reader([line])))
         for _ in range(draw(st.integers(0, 3))):
-            i = draw(
-                st.sampled_from(
-                    [
-                        cols.index(c)
-                        for c in (
-                            "model",
-                            "gpus",
-                            "tp",
-                            "pp",
-                            "dp",
-                            "vpp",
-                            "global_batch",
-                            "micro_batch",
-                            "seq_len",
-                            "dtype",
-                            "batch",
-                            "isl",
-                            "osl",
-                            "value",
-                            "metric",
-                            "kind",
-                        )
-                    ]
-                )
-            )
+            i = draw(st.sampled_from(mutable))
             cells[i] = cli_number(
                 draw(st.one_of(numbers, st.sampled_from(HOSTILE_TEXT + ["fp64", "gpt(h=4;l=1;a=0;V=1)"])))
             )
@@ -632,20 +589,7 @@ def cli_args(draw):
         ):
             argv += [f, flagval()]
     elif which == "ps":
-        argv = [
-            "plan",
-            "serve",
-            "--model",
-            "llama-3.1-8b",
-            "--hardware",
-            "h100-sxm",
-            "--gpus",
-            "2",
-            "--isl",
-            "512",
-            "--osl",
-            "64",
-        ]
+        argv = list(PLAN_SERVE_8B_2GPU)
         for f in draw(st.lists(st.sampled_from(PLAN_SERVE_FLAGS + ["--emit", "--mode"]), max_size=2)):
             argv += [f, flagval()]
     elif which == "models":
@@ -676,35 +620,15 @@ def out_targets(draw):
     layout = draw(st.sampled_from(["dir", "dir", "new", "file", "under_file"]))
     if train:
         argv = [
-            "plan",
-            "train",
-            "--model",
-            "llama-3.1-8b",
-            "--hardware",
-            "h100-sxm",
+            *PLAN_TRAIN_8B_ANY_GPUS,
             "--gpus",
             draw(st.sampled_from(["8", "1", "0"])),
-            "--global-batch",
-            "64",
-            "--seq-len",
-            "4096",
             "--emit",
             draw(st.sampled_from(["megatron", "megatron,", "torchtitan"])),
         ]
     else:
         argv = [
-            "plan",
-            "serve",
-            "--model",
-            "llama-3.1-8b",
-            "--hardware",
-            "h100-sxm",
-            "--gpus",
-            draw(st.sampled_from(["2", "1", "0"])),
-            "--isl",
-            "512",
-            "--osl",
-            "64",
+            *serve_plan(draw(st.sampled_from(["2", "1", "0"])), 512, 64),
             "--emit",
             draw(st.sampled_from(["vllm", " vllm", "sglang"])),
             "--ttft-ms",

@@ -1,5 +1,8 @@
-"""Synthetic measurements shared by the calibration tests: rows whose values the validation
-suite's own predictor gives under a known overlay, so a fit must recover that overlay."""
+"""Synthetic inputs shared by several test modules: calibration rows whose values the validation
+suite's own predictor gives under a known overlay (so a fit must recover that overlay), and
+fixed request lengths for the serving-under-load tests."""
+
+import numpy as np
 
 #: A calibration overlay with a 4 ms vLLM per-step overhead (the value the fits must recover).
 VLLM_4MS = {
@@ -37,3 +40,8 @@ def serve_step_csv(points, truth: dict, prefix: str = "syn") -> str:
         row["value"] = repr(predict(Case(row=row), truth))
         lines.append(",".join(row[c] for c in COLUMNS))
     return "\n".join(lines) + "\n"
+
+
+def fixed(n: int, isl: int, osl: int):
+    """``n`` requests of ``isl`` prompt and ``osl`` output tokens each (prompt and output arrays)."""
+    return np.full(n, isl), np.full(n, osl)

@@ -11,6 +11,7 @@ import yaml
 from typer.testing import CliRunner
 
 from roofplan.cli.app import app
+from tests.commands import ESTIMATE_SERVE_8B, ESTIMATE_TRAIN_8B
 from tests.synthetic import VLLM_4MS, serve_step_csv
 
 FIX = Path(__file__).parent / "fixtures" / "calibration"
@@ -123,27 +124,7 @@ def _slow_gemm_overlay(tmp_path: Path) -> tuple[Path, float]:
 
 def test_overlay_changes_estimate_train_within_the_gemm_bound(tmp_path, cli):
     overlay, catalog_max = _slow_gemm_overlay(tmp_path)
-    argv = [
-        "estimate",
-        "train",
-        "--model",
-        "llama-3.1-8b",
-        "--hardware",
-        "h100-sxm",
-        "--tp",
-        "1",
-        "--pp",
-        "1",
-        "--dp",
-        "8",
-        "--global-batch",
-        "64",
-        "--micro-batch",
-        "1",
-        "--seq-len",
-        "4096",
-        "--json",
-    ]
+    argv = [*ESTIMATE_TRAIN_8B, "--dp", "8", "--json"]
     base = cli(*argv)
     slow = cli(*argv + ["--calibration", str(overlay)])
     assert base.exit_code == 0 and slow.exit_code == 0, (base.stderr, slow.stderr)
@@ -199,23 +180,7 @@ def test_engine_overlay_changes_estimate_serve_by_the_fitted_overhead(tmp_path, 
     assert r.exit_code == 0, r.stderr
     fitted = yaml.safe_load(out.read_text())["engines"]["vllm"]["step_overhead_s"]
     assert fitted == pytest.approx(4e-3, rel=0.05)
-    argv = [
-        "estimate",
-        "serve",
-        "--model",
-        "llama-3.1-8b",
-        "--hardware",
-        "h100-sxm",
-        "--batch",
-        "8",
-        "--isl",
-        "1024",
-        "--osl",
-        "128",
-        "--engine",
-        "vllm",
-        "--json",
-    ]
+    argv = [*ESTIMATE_SERVE_8B, "--engine", "vllm", "--json"]
     base = json.loads(cli(*argv).stdout)
     cal = json.loads(cli(*argv + ["--calibration", str(out)]).stdout)
     delta_ms = (fitted - load_engine("vllm").step_overhead_s) * 1e3

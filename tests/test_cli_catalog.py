@@ -8,18 +8,7 @@ from pathlib import Path
 import yaml
 
 from roofplan.hardware.catalog import BUILTIN_DIR
-
-SPEC_IDS = (
-    "a100-sxm-40gb",
-    "a100-sxm-80gb",
-    "h100-sxm",
-    "h200-sxm",
-    "mi250x",
-    "mi250",
-    "mi300x",
-    "ascend-910b",
-    "sn40l",
-)
+from tests.spec_keys import SPEC_HARDWARE_IDS
 
 
 def _user_file(tmp_path: Path, mutate=None, name: str = "my-gpu.yaml") -> Path:
@@ -44,7 +33,7 @@ def test_list_json_contains_every_id(cli_json):
     doc = cli_json("catalog", "list")
     assert doc["schema"] == "roofplan.catalog.list/v1"
     rows = {r["id"]: r for r in doc["hardware"]}
-    assert set(SPEC_IDS) <= set(rows)
+    assert set(SPEC_HARDWARE_IDS) <= set(rows)
     # docs/reference/hardware.md §4: 989.4 TFLOPS BF16, 3.35 TB/s, 450 GB/s NVLink, 400 Gb/s NIC.
     h = rows["h100-sxm"]
     assert h["bf16_tflops"] == 989.4 and h["hbm_tbps"] == 3.35

@@ -5,41 +5,16 @@ import json
 import pytest
 
 from roofplan.cli.app import app
+from tests.commands import ESTIMATE_SERVE_8B, serve_estimate
+from tests.spec_keys import SERVE_ESTIMATE_KEYS
 
-BASE = [
-    "estimate",
-    "serve",
-    "--model",
-    "llama-3.1-8b",
-    "--hardware",
-    "h100-sxm",
-    "--batch",
-    "8",
-    "--isl",
-    "1024",
-    "--osl",
-    "128",
-]
+BASE = ESTIMATE_SERVE_8B
 
 
-def test_json_document_has_every_spec_key(cli):
-    r = cli(*BASE + ["--tp", "2", "--engine", "vllm", "--json"])
-    assert r.exit_code == 0, r.output
-    doc = json.loads(r.stdout)
+def test_json_document_has_every_spec_key(cli_json):
+    doc = cli_json(*BASE, "--tp", "2", "--engine", "vllm")
     assert doc["schema"] == "roofplan.estimate.serve/v1"
-    for k in (
-        "inputs",
-        "ttft_ms",
-        "tpot_ms",
-        "latency_ms",
-        "output_tokens_per_s",
-        "output_tokens_per_s_per_gpu",
-        "fits",
-        "max_batch",
-        "memory_gib_per_gpu",
-        "breakdown_ms",
-    ):
-        assert k in doc
+    assert set(doc) >= SERVE_ESTIMATE_KEYS
     assert doc["inputs"]["tp"] == 2 and doc["inputs"]["engine"] == "vllm"
     assert doc["output_tokens_per_s"] == pytest.approx(8 * 128 / (doc["latency_ms"] / 1e3))
     assert doc["output_tokens_per_s_per_gpu"] == pytest.approx(doc["output_tokens_per_s"] / 2)
@@ -47,41 +22,9 @@ def test_json_document_has_every_spec_key(cli):
         assert set(doc["breakdown_ms"][phase]) == {"compute", "memory", "communication", "overhead"}
 
 
-def test_every_flag_is_accepted(runner):
-    r = runner.invoke(
-        app,
-        [
-            "estimate",
-            "serve",
-            "--model",
-            "mixtral-8x7b",
-            "--hardware",
-            "h100-sxm",
-            "--tp",
-            "2",
-            "--pp",
-            "2",
-            "--ep",
-            "2",
-            "--dp",
-            "1",
-            "--batch",
-            "16",
-            "--isl",
-            "512",
-            "--osl",
-            "64",
-            "--dtype",
-            "fp8",
-            "--kv-dtype",
-            "fp8",
-            "--engine",
-            "sglang",
-            "--json",
-        ],
-    )
-    assert r.exit_code == 0, r.output
-    doc = json.loads(r.stdout)
+def test_every_flag_is_accepted(cli_json):
+    flags = "--tp 2 --pp 2 --ep 2 --dp 1 --dtype fp8 --kv-dtype fp8 --engine sglang".split()
+    doc = cli_json(*serve_estimate(16, 512, 64, "mixtral-8x7b"), *flags)
     assert doc["inputs"]["kv_dtype"] == "fp8" and doc["inputs"]["gpus"] == 4
 
 
@@ -112,20 +55,7 @@ def test_bad_input_exits_2_with_one_line(extra, field, cli):
 def test_unknown_model_exits_2(runner):
     r = runner.invoke(
         app,
-        [
-            "estimate",
-            "serve",
-            "--model",
-            "nope-1b",
-            "--hardware",
-            "h100-sxm",
-            "--batch",
-            "1",
-            "--isl",
-            "1",
-            "--osl",
-            "1",
-        ],
+        serve_estimate(1, 1, 1, "nope-1b"),
     )
     assert r.exit_code == 2
 
@@ -133,23 +63,7 @@ def test_unknown_model_exits_2(runner):
 def test_int4_weights_on_a100_is_fine(runner):
     r = runner.invoke(
         app,
-        [
-            "estimate",
-            "serve",
-            "--model",
-            "llama-3.1-8b",
-            "--hardware",
-            "a100-sxm-80gb",
-            "--batch",
-            "1",
-            "--isl",
-            "128",
-            "--osl",
-            "16",
-            "--dtype",
-            "int4",
-            "--json",
-        ],
+        [*serve_estimate(1, 128, 16, hardware="a100-sxm-80gb"), "--dtype", "int4", "--json"],
     )
     assert r.exit_code == 0, r.output
     assert json.loads(r.stdout)["inputs"]["compute_dtype"] in ("bf16", "fp16")

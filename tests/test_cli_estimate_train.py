@@ -4,43 +4,14 @@ import json
 
 import pytest
 
-BASE = [
-    "estimate",
-    "train",
-    "--model",
-    "llama-3.1-8b",
-    "--hardware",
-    "h100-sxm",
-    "--global-batch",
-    "64",
-    "--micro-batch",
-    "1",
-    "--seq-len",
-    "4096",
-]
+from tests.commands import ESTIMATE_TRAIN_8B, train_estimate
+from tests.spec_keys import TRAIN_BREAKDOWN_KEYS, TRAIN_MEMORY_KEYS
+
+BASE = ESTIMATE_TRAIN_8B
 
 
-def test_json_document_has_every_spec_key(cli):
-    r = cli(
-        *BASE
-        + [
-            "--tp",
-            "2",
-            "--pp",
-            "2",
-            "--dp",
-            "2",
-            "--vpp",
-            "2",
-            "--recompute",
-            "selective",
-            "--zero",
-            "1",
-            "--json",
-        ]
-    )
-    assert r.exit_code == 0, r.output
-    doc = json.loads(r.stdout)
+def test_json_document_has_every_spec_key(cli_json):
+    doc = cli_json(*BASE, *"--tp 2 --pp 2 --dp 2 --vpp 2 --recompute selective --zero 1".split())
     assert doc["schema"] == "roofplan.estimate.train/v1"
     for key in (
         "inputs",
@@ -54,26 +25,8 @@ def test_json_document_has_every_spec_key(cli):
         "breakdown_s",
     ):
         assert key in doc
-    assert set(doc["memory_gib_per_gpu"]) >= {
-        "weights",
-        "gradients",
-        "optimizer",
-        "activations",
-        "other",
-        "total",
-        "capacity",
-    }
-    assert set(doc["breakdown_s"]) >= {
-        "compute",
-        "tp_comm_exposed",
-        "cp_comm_exposed",
-        "ep_comm_exposed",
-        "pp_bubble",
-        "pp_comm_exposed",
-        "dp_comm_exposed",
-        "optimizer",
-        "offload_exposed",
-    }
+    assert set(doc["memory_gib_per_gpu"]) >= TRAIN_MEMORY_KEYS
+    assert set(doc["breakdown_s"]) >= TRAIN_BREAKDOWN_KEYS
     i = doc["inputs"]
     assert (i["tp"], i["pp"], i["dp"], i["vpp"], i["world_size"]) == (2, 2, 2, 2, 8)
     assert i["sequence_parallel"] is True and i["recompute"] == "selective" and i["zero"] == 1
@@ -81,28 +34,9 @@ def test_json_document_has_every_spec_key(cli):
     assert doc["fits"] is True
 
 
-def test_no_sequence_parallel_flag_and_offload(cli):
-    r = cli(
-        *BASE
-        + [
-            "--tp",
-            "2",
-            "--dp",
-            "2",
-            "--no-sequence-parallel",
-            "--offload",
-            "optimizer",
-            "--zero",
-            "1",
-            "--gpus-per-node",
-            "4",
-            "--dtype",
-            "fp8",
-            "--json",
-        ]
-    )
-    assert r.exit_code == 0, r.output
-    doc = json.loads(r.stdout)
+def test_no_sequence_parallel_flag_and_offload(cli_json):
+    flags = "--tp 2 --dp 2 --no-sequence-parallel --offload optimizer --zero 1 --gpus-per-node 4 --dtype fp8"
+    doc = cli_json(*BASE, *flags.split())
     assert doc["inputs"]["sequence_parallel"] is False
     assert doc["inputs"]["offload"] == "optimizer" and doc["inputs"]["gpus_per_node"] == 4
     assert doc["memory_gib_per_gpu"]["optimizer"] == 0.0 and doc["breakdown_s"]["offload_exposed"] > 0
@@ -136,20 +70,7 @@ def test_bad_input_exits_2_with_one_line(extra, needle, cli):
 
 
 def test_unknown_model_is_exit_2(cli):
-    r = cli(
-        "estimate",
-        "train",
-        "--model",
-        "no-such-model",
-        "--hardware",
-        "h100-sxm",
-        "--global-batch",
-        "8",
-        "--micro-batch",
-        "1",
-        "--seq-len",
-        "1024",
-    )
+    r = cli(*train_estimate(8, 1, 1024, "no-such-model"))
     assert r.exit_code == 2
 
 

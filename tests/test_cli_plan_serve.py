@@ -8,22 +8,10 @@ import pytest
 from typer.testing import CliRunner
 
 from roofplan.cli.app import app
+from tests.commands import serve_plan
 
 runner = CliRunner()
-DONE = [
-    "plan",
-    "serve",
-    "--model",
-    "llama-3.1-70b",
-    "--hardware",
-    "h100-sxm",
-    "--gpus",
-    "16",
-    "--isl",
-    "4000",
-    "--osl",
-    "500",
-]
+DONE = serve_plan(16, 4000, 500, "llama-3.1-70b")
 SLA = ["--ttft-ms", "1000", "--tpot-ms", "30"]
 
 
@@ -139,21 +127,7 @@ def test_plot_with_matplotlib_writes_a_png(tmp_path):
 def test_mixed_hardware_pools():
     r = runner.invoke(
         app,
-        [
-            "plan",
-            "serve",
-            "--model",
-            "llama-3.1-70b",
-            "--hardware",
-            "h100-sxm:prefill,a100-sxm-80gb:decode",
-            "--gpus",
-            "8,8",
-            "--isl",
-            "4000",
-            "--osl",
-            "500",
-            "--json",
-        ],
+        [*serve_plan("8,8", 4000, 500, "llama-3.1-70b", "h100-sxm:prefill,a100-sxm-80gb:decode"), "--json"],
     )
     assert r.exit_code == 0, r.output
     best = json.loads(r.stdout)["best"]
@@ -161,23 +135,16 @@ def test_mixed_hardware_pools():
     assert (best["prefill"]["hardware"], best["decode"]["hardware"]) == ("h100-sxm", "a100-sxm-80gb")
 
 
-def test_fix_exclude_and_headroom_flags():
-    r = runner.invoke(
-        app,
-        DONE
-        + SLA
-        + [
-            "--mode",
-            "disagg",
-            "--fix",
-            "prefill.tp=4,decode.tp=8",
-            "--memory-headroom",
-            "decode=12",
-            "--json",
-        ],
-    )
-    assert r.exit_code == 0, r.output
-    doc = json.loads(r.stdout)
+def test_mixed_pools_title_names_each_pool(cli):
+    """The people's view names one count per pool (it once printed the inputs' dict)."""
+    r = cli(*serve_plan("8,8", 4000, 500, "llama-3.1-70b", "h100-sxm:prefill,a100-sxm-80gb:decode"))
+    assert r.exit_code == 0, r.stderr
+    assert r.stdout.splitlines()[0].startswith("llama-3.1-70b on 8 x h100-sxm + 8 x a100-sxm-80gb  isl=4000")
+
+
+def test_fix_exclude_and_headroom_flags(cli_json):
+    flags = "--mode disagg --fix prefill.tp=4,decode.tp=8 --memory-headroom decode=12".split()
+    doc = cli_json(*DONE, *SLA, *flags)
     assert (doc["best"]["prefill"]["tp"], doc["best"]["decode"]["tp"]) == (4, 8)
     assert doc["best"]["decode"]["free_memory_gib"] >= 12
     assert doc["inputs"]["memory_headroom_gib"]["h100-sxm"]["decode"] == 12

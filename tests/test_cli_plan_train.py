@@ -8,22 +8,10 @@ import shlex
 from typer.testing import CliRunner
 
 from roofplan.cli.app import app
+from tests.commands import PLAN_TRAIN_70B, train_plan
 
 runner = CliRunner()
-BASE = [
-    "plan",
-    "train",
-    "--model",
-    "llama-3.1-70b",
-    "--hardware",
-    "h100-sxm",
-    "--gpus",
-    "64",
-    "--global-batch",
-    "512",
-    "--seq-len",
-    "8192",
-]
+BASE = PLAN_TRAIN_70B
 
 
 def test_prints_a_ranked_table():
@@ -94,22 +82,7 @@ def test_infeasible_exits_3_with_a_suggestion_and_writes_nothing(tmp_path):
     out = tmp_path / "never"
     result = runner.invoke(
         app,
-        [
-            "plan",
-            "train",
-            "--model",
-            "llama-3.1-405b",
-            "--hardware",
-            "a100-sxm-40gb",
-            "--gpus",
-            "8",
-            "--global-batch",
-            "512",
-            "--seq-len",
-            "8192",
-            "--out",
-            str(out),
-        ],
+        [*train_plan(8, 512, 8192, "llama-3.1-405b", "a100-sxm-40gb"), "--out", str(out)],
     )
     assert result.exit_code == 3
     assert "GPUs" in result.stderr and len(result.stderr.strip().splitlines()) == 1
@@ -128,23 +101,7 @@ def test_out_without_emit_writes_every_supported_launcher(tmp_path):
     out = tmp_path / "all"
     result = runner.invoke(
         app,
-        [
-            "plan",
-            "train",
-            "--model",
-            "llama-3.1-8b",
-            "--hardware",
-            "h100-sxm",
-            "--gpus",
-            "16",
-            "--global-batch",
-            "128",
-            "--seq-len",
-            "4096",
-            "--out",
-            str(out),
-            "--json",
-        ],
+        [*train_plan(16, 128, 4096), "--out", str(out), "--json"],
     )
     assert result.exit_code == 0, result.stderr
     doc = json.loads(result.stdout)

@@ -18,49 +18,13 @@ from typer.testing import CliRunner
 from roofplan.cli.app import app
 from roofplan.errors import InputError
 from roofplan.outputs import write_tree
+from tests.commands import ESTIMATE_SERVE_8B, ESTIMATE_TRAIN_8B, PLAN_TRAIN_8B_ANY_GPUS, train_plan
 
 runner = CliRunner()
 
-ET = [
-    "estimate",
-    "train",
-    "--model",
-    "llama-3.1-8b",
-    "--hardware",
-    "h100-sxm",
-    "--global-batch",
-    "64",
-    "--micro-batch",
-    "1",
-    "--seq-len",
-    "4096",
-]
-ES = [
-    "estimate",
-    "serve",
-    "--model",
-    "llama-3.1-8b",
-    "--hardware",
-    "h100-sxm",
-    "--batch",
-    "8",
-    "--isl",
-    "1000",
-    "--osl",
-    "200",
-]
-PT = [
-    "plan",
-    "train",
-    "--model",
-    "llama-3.1-8b",
-    "--hardware",
-    "h100-sxm",
-    "--global-batch",
-    "64",
-    "--seq-len",
-    "4096",
-]
+ET = ESTIMATE_TRAIN_8B
+ES = ESTIMATE_SERVE_8B
+PT = PLAN_TRAIN_8B_ANY_GPUS
 PS = ["plan", "serve", "--model", "llama-3.1-8b", "--isl", "1000", "--osl", "200"]
 HUGE = "99999999999999999999"  # beyond int64: once an OverflowError (exit 1)
 
@@ -291,22 +255,7 @@ def test_infeasible_plan_writes_nothing(tmp_path, one_line_error):
     out = tmp_path / "launch"
     r = runner.invoke(
         app,
-        [
-            "plan",
-            "train",
-            "--model",
-            "llama-3.1-405b",
-            "--hardware",
-            "h100-sxm",
-            "--gpus",
-            "8",
-            "--global-batch",
-            "64",
-            "--seq-len",
-            "4096",
-            "--out",
-            str(out),
-        ],
+        [*train_plan(8, 64, 4096, "llama-3.1-405b"), "--out", str(out)],
     )
     one_line_error(r, 3, "infeasible:", "GPUs")
     assert not out.exists()

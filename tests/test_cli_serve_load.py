@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from roofplan.workload import PRESETS, make_workload, preset_workload
+from tests.commands import serve_plan
 
 BASE = ["--model", "llama-3.1-8b", "--hardware", "h100-sxm", "--engine", "vllm"]
 EST = ["estimate", "serve", *BASE]
@@ -113,23 +114,7 @@ def test_simulate_agrees_with_estimate_through_the_cli(cli):
 
 def test_simulate_a_plan(tmp_path, one_line_error, cli):
     plan = tmp_path / "plan.json"
-    r = cli(
-        "plan",
-        "serve",
-        "--model",
-        "llama-3.1-8b",
-        "--hardware",
-        "h100-sxm",
-        "--gpus",
-        "2",
-        "--isl",
-        "1000",
-        "--osl",
-        "200",
-        "--engine",
-        "vllm",
-        "--json",
-    )
+    r = cli(*serve_plan(2, 1000, 200), "--engine", "vllm", "--json")
     assert r.exit_code == 0, r.output
     plan.write_text(r.stdout)
     s = cli("simulate", "--plan", str(plan), "--requests", "3000", "--json")

@@ -16,20 +16,10 @@ from roofplan.errors import InputError
 from roofplan.hardware.catalog import load_hardware
 from roofplan.hardware.spec import MemoryTier
 from roofplan.models.loader import load_model
-from roofplan.models.spec import ModelSpec
+from tests.spec_keys import TRAIN_BREAKDOWN_KEYS, TRAIN_MEMORY_KEYS
+from tests.specs import LLAMA_8B
 
-LLAMA = ModelSpec(
-    name="llama-test",
-    layers=32,
-    hidden=4096,
-    heads=32,
-    kv_heads=8,
-    head_dim=128,
-    ffn=14336,
-    vocab=128256,
-    gated_mlp=True,
-    tied_embeddings=False,
-)
+LLAMA = LLAMA_8B
 H100 = load_hardware("h100-sxm")
 A100 = load_hardware("a100-sxm-80gb")
 
@@ -300,26 +290,8 @@ def test_estimate_json_schema_and_sequence_parallel_default():
     ).to_json()
     assert j["schema"] == "roofplan.estimate.train/v1"
     assert j["inputs"]["sequence_parallel"] is True and j["inputs"]["world_size"] == 8
-    assert set(j["memory_gib_per_gpu"]) == {
-        "weights",
-        "gradients",
-        "optimizer",
-        "activations",
-        "other",
-        "total",
-        "capacity",
-    }
-    assert set(j["breakdown_s"]) == {
-        "compute",
-        "tp_comm_exposed",
-        "cp_comm_exposed",
-        "ep_comm_exposed",
-        "pp_bubble",
-        "pp_comm_exposed",
-        "dp_comm_exposed",
-        "optimizer",
-        "offload_exposed",
-    }
+    assert set(j["memory_gib_per_gpu"]) == TRAIN_MEMORY_KEYS
+    assert set(j["breakdown_s"]) == TRAIN_BREAKDOWN_KEYS
     assert j["memory_gib_per_gpu"]["capacity"] == pytest.approx(H100.hbm_bytes / 2**30)
 
 

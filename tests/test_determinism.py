@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from roofplan.cli.app import app
 from roofplan.plain import TIMING_KEYS, without_timing
-from tests.commands import PLAN_TRAIN_8B
+from tests.commands import PLAN_SERVE_8B, PLAN_TRAIN_8B, serve_estimate
 
 runner = CliRunner()
 
@@ -18,40 +18,8 @@ COMMANDS = [
     [
         *PLAN_TRAIN_8B,
     ],
-    [
-        "plan",
-        "serve",
-        "--model",
-        "llama-3.1-8b",
-        "--hardware",
-        "h100-sxm",
-        "--gpus",
-        "8",
-        "--isl",
-        "1000",
-        "--osl",
-        "200",
-        "--ttft-ms",
-        "1000",
-        "--tpot-ms",
-        "50",
-    ],
-    [
-        "estimate",
-        "serve",
-        "--model",
-        "mixtral-8x7b",
-        "--hardware",
-        "h100-sxm",
-        "--tp",
-        "2",
-        "--batch",
-        "8",
-        "--isl",
-        "1000",
-        "--osl",
-        "200",
-    ],
+    [*PLAN_SERVE_8B, "--ttft-ms", "1000", "--tpot-ms", "50"],
+    [*serve_estimate(8, 1000, 200, "mixtral-8x7b"), "--tp", "2"],
 ]
 
 

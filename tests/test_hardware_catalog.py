@@ -24,18 +24,8 @@ from roofplan.hardware.catalog import (
 from roofplan.hardware.overlay import apply_overlay, load_overlay
 from roofplan.hardware.spec import Efficiency
 from roofplan.hardware.units import parse_quantity
+from tests.spec_keys import SPEC_HARDWARE_IDS
 
-SPEC_IDS = (
-    "a100-sxm-40gb",
-    "a100-sxm-80gb",
-    "h100-sxm",
-    "h200-sxm",
-    "mi250x",
-    "mi250",
-    "mi300x",
-    "ascend-910b",
-    "sn40l",
-)
 GiB, TiB, MiB = 2.0**30, 2.0**40, 2.0**20
 
 
@@ -44,7 +34,7 @@ GiB, TiB, MiB = 2.0**30, 2.0**40, 2.0**20
 
 def test_every_spec_id_is_listed_and_loads():
     ids = list_hardware()
-    for hw_id in SPEC_IDS:
+    for hw_id in SPEC_HARDWARE_IDS:
         assert hw_id in ids
         spec = load_hardware(hw_id)
         assert spec.id == hw_id
@@ -52,7 +42,7 @@ def test_every_spec_id_is_listed_and_loads():
         assert spec.intra.bandwidth_Bps > 0 and spec.inter.bandwidth_Bps > 0
 
 
-@pytest.mark.parametrize("hw_id", SPEC_IDS)
+@pytest.mark.parametrize("hw_id", SPEC_HARDWARE_IDS)
 def test_every_number_has_a_source_and_every_efficiency_is_set(hw_id):
     entry = load_entry(hw_id)
     numeric = [f for f in entry.fields if f.kind not in ("text", "flag")]

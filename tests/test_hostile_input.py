@@ -15,7 +15,7 @@ import pytest
 from typer.testing import CliRunner
 
 from roofplan.cli.app import app
-from tests.commands import PLAN_TRAIN_8B
+from tests.commands import PLAN_SERVE_8B, PLAN_TRAIN_8B
 
 runner = CliRunner()
 
@@ -29,20 +29,7 @@ LLAMA = {
 }
 OVERLAY = "schema: roofplan.calibration/v1\n"
 ES = ["estimate", "serve", "--hardware", "h100-sxm", "--batch", "8", "--isl", "1000", "--osl", "200"]
-PS = [
-    "plan",
-    "serve",
-    "--model",
-    "llama-3.1-8b",
-    "--hardware",
-    "h100-sxm",
-    "--gpus",
-    "8",
-    "--isl",
-    "1000",
-    "--osl",
-    "200",
-]
+PS = PLAN_SERVE_8B
 
 
 def write(tmp_path: Path, name: str, text: str) -> str:

@@ -130,6 +130,20 @@ def test_training_scripts_from_a_hostile_name_run_nothing(tmp_path):
     assert calls and calls[0][0] == "torchrun" and "pretrain_gpt.py" in calls[0]
 
 
+def _hostile_request(**extra) -> dict:
+    """The serving request the emitters get, with the hostile name as model and model id;
+    ``extra`` adds keys (the engine and its dtypes, which the README does not need)."""
+    return {
+        "model": HOSTILE,
+        "model_id": HOSTILE,
+        "moe": False,
+        "isl": 1000,
+        "osl": 100,
+        **extra,
+        "memory_reserve_fraction": 0.1,
+    }
+
+
 def _serve_case():
     from tests.test_launch_serve import BEST, _colocated, _role
 
@@ -138,17 +152,7 @@ def _serve_case():
 
 @pytest.mark.parametrize("emitter", [vllm, sglang, trtllm])
 def test_serving_scripts_from_a_hostile_name_run_nothing(tmp_path, emitter):
-    request = {
-        "model": HOSTILE,
-        "model_id": HOSTILE,
-        "moe": False,
-        "isl": 1000,
-        "osl": 100,
-        "engine": "vllm",
-        "dtype": "bf16",
-        "kv_dtype": None,
-        "memory_reserve_fraction": 0.1,
-    }
+    request = _hostile_request(engine="vllm", dtype="bf16", kv_dtype=None)
     for k, best in enumerate(_serve_case()):
         work = tmp_path / f"{emitter.__name__.rsplit('.', 1)[1]}{k}"
         work.mkdir()
@@ -177,17 +181,7 @@ def test_serving_scripts_from_a_hostile_name_run_nothing(tmp_path, emitter):
 
 def test_dynamo_graph_holds_a_hostile_name_as_text():
     best, _ = _serve_case()
-    request = {
-        "model": HOSTILE,
-        "model_id": HOSTILE,
-        "moe": False,
-        "isl": 1000,
-        "osl": 100,
-        "engine": "trtllm",
-        "dtype": "bf16",
-        "kv_dtype": None,
-        "memory_reserve_fraction": 0.1,
-    }
+    request = _hostile_request(engine="trtllm", dtype="bf16", kv_dtype=None)
     docs = list(yaml.safe_load_all(dynamo.emit(best, request)["dynamo_graph.yaml"]))
     graph = docs[-1]
     name = graph["metadata"]["name"]
@@ -202,13 +196,6 @@ def test_dynamo_graph_holds_a_hostile_name_as_text():
 
 def test_readme_keeps_a_hostile_name_on_one_line():
     best, _ = _serve_case()
-    request = {
-        "model": HOSTILE,
-        "model_id": HOSTILE,
-        "moe": False,
-        "isl": 1000,
-        "osl": 100,
-        "memory_reserve_fraction": 0.1,
-    }
+    request = _hostile_request()
     text = vllm.emit(best, request)["README.md"]
     assert "\n$(touch" not in text and os.linesep + "$(" not in text

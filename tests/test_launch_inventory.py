@@ -26,7 +26,7 @@ from roofplan import plan_serving, plan_training
 from roofplan.errors import InputError
 from roofplan.launch import deepspeed, dynamo, megatron, sglang, torchtitan, trtllm, versions, vllm
 from roofplan.launch.registry import emitter, train_files
-from tests.commands import PLAN_TRAIN_8B
+from tests.commands import PLAN_TRAIN_8B, serve_plan, train_plan
 
 INV = Path(__file__).parent / "data" / "inventories"
 
@@ -535,41 +535,13 @@ def test_cli_target_refuses_what_a_release_cannot_express(tmp_path):
     assert r.exit_code == 2 and "core_v0.16" in r.output and not (tmp_path / "a").exists()
     r = CliRunner().invoke(
         app,
-        [
-            "plan",
-            "train",
-            "--model",
-            "deepseek-v3",
-            "--hardware",
-            "h100-sxm",
-            "--gpus",
-            "64",
-            "--global-batch",
-            "256",
-            "--seq-len",
-            "4096",
-            "--emit",
-            "deepspeed",
-            "--out",
-            str(tmp_path / "b"),
-        ],
+        [*train_plan(64, 256, 4096, "deepseek-v3"), "--emit", "deepspeed", "--out", str(tmp_path / "b")],
     )
     assert r.exit_code == 2 and "multi-latent attention" in r.output and not (tmp_path / "b").exists()
     r = CliRunner().invoke(
         app,
         [
-            "plan",
-            "serve",
-            "--model",
-            "llama-3.1-8b",
-            "--hardware",
-            "h100-sxm",
-            "--gpus",
-            "8",
-            "--isl",
-            "1000",
-            "--osl",
-            "100",
+            *serve_plan(8, 1000, 100),
             "--emit",
             "dynamo",
             "--target",

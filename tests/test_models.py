@@ -381,22 +381,29 @@ def test_model_yaml_round_trip(tmp_path, name):
     assert load_model(str(path)) == spec
 
 
-def test_model_yaml_defaults_and_errors(tmp_path):
+TINY = "layers: 2\nhidden: 64\nheads: 4\nffn: 256\nvocab: 100\n"
+
+
+def test_model_yaml_defaults(tmp_path):
     path = tmp_path / "tiny.yaml"
-    path.write_text("layers: 2\nhidden: 64\nheads: 4\nffn: 256\nvocab: 100\n")
+    path.write_text(TINY)
     spec = load_model(str(path))
     assert (spec.name, spec.kv_heads, spec.head_dim, spec.attention_kind) == ("tiny", 4, 16, "mha")
-    path.write_text("layers: 2\nhidden: 64\nheads: 4\nffn: 256\nvocab: 100\nhiden: 3\n")
-    with pytest.raises(InputError, match="hiden"):
-        load_model(str(path))
-    path.write_text("layers: 2\nhidden: 64\nheads: 4\nffn: 256\n")
-    with pytest.raises(InputError, match="vocab"):
-        load_model(str(path))
-    path.write_text("layers: 2\nhidden: 64\nheads: 4\nkv_heads: 3\nffn: 256\nvocab: 100\n")
-    with pytest.raises(InputError, match="kv_heads"):
-        load_model(str(path))
-    path.write_text("layers: [2\n")
-    with pytest.raises(InputError, match="YAML"):
+
+
+@pytest.mark.parametrize(
+    "text, field",
+    [
+        (TINY + "hiden: 3\n", "hiden"),  # a typo is named, not ignored
+        (TINY.replace("vocab: 100\n", ""), "vocab"),  # a required field is missing
+        (TINY + "kv_heads: 3\n", "kv_heads"),  # 4 heads are not a multiple of 3 KV heads
+        ("layers: [2\n", "YAML"),
+    ],
+)
+def test_model_yaml_errors(tmp_path, text, field):
+    path = tmp_path / "tiny.yaml"
+    path.write_text(text)
+    with pytest.raises(InputError, match=field):
         load_model(str(path))
 
 

@@ -20,6 +20,8 @@ from roofplan.costmodel.train_memory import default_memory_headroom_bytes
 from roofplan.errors import InputError
 from roofplan.solver import constraints as cons
 from roofplan.solver import robust
+from tests.commands import PLAN_TRAIN_70B
+from tests.picks import estimate_of_pick
 
 ROOT = Path(__file__).resolve().parents[1]
 GiB = 2**30
@@ -131,20 +133,7 @@ def test_fully_fixed_layout_equals_estimate():
 
 
 def test_cli_constraints_bad_syntax_and_infeasible():
-    base = [
-        "plan",
-        "train",
-        "--model",
-        "llama-3.1-70b",
-        "--hardware",
-        "h100-sxm",
-        "--gpus",
-        "64",
-        "--global-batch",
-        "512",
-        "--seq-len",
-        "8192",
-    ]
+    base = PLAN_TRAIN_70B
     bad = runner.invoke(app, base + ["--fix", "tp8"])
     assert bad.exit_code == 2 and len(bad.stderr.strip().splitlines()) == 1 and "fix" in bad.stderr
     inf = runner.invoke(app, base + ["--fix", "tp=1,pp=1,zero=0"])
@@ -369,58 +358,11 @@ def test_expert_tensor_parallelism_is_searched_for_moe():
     b = plan.best
     assert (b["tp"], b["etp"]) == (2, 1)
     assert plan.searched == plan.feasible + sum(plan.rejected.values())
-    est = estimate_training(
-        "mixtral-8x22b",
-        "h100-sxm",
-        tp=2,
-        pp=b["pp"],
-        dp=b["dp"],
-        cp=b["cp"],
-        ep=b["ep"],
-        etp=1,
-        vpp=b["vpp"],
-        micro_batch=b["micro_batch"],
-        recompute=b["recompute"],
-        recompute_layers=b["recompute_layers"],
-        sequence_parallel=b["sequence_parallel"],
-        zero=b["zero"],
-        offload=b["offload"],
-        tp_comm_overlap=b["tp_comm_overlap"],
-        global_batch=256,
-        seq_len=4096,
-    ).to_json()
+    est = estimate_of_pick("mixtral-8x22b", b)
     assert b["step_time_s"] == pytest.approx(est["step_time_s"], rel=1e-12)
     assert "--expert-tensor-parallel-size 1" in plan.launch["megatron"]
     dense = plan_training("llama-3.1-8b", "h100-sxm", gpus=8, global_batch=64, seq_len=4096, placement=False)
     assert all(c["etp"] == c["tp"] for c in dense.candidates)
-
-
-def _estimate_of(model: str, b: dict, **kw) -> dict:
-    """`estimate train` of a plan's pick, every searched knob passed as the pick has it."""
-    return estimate_training(
-        model,
-        "h100-sxm",
-        tp=b["tp"],
-        pp=b["pp"],
-        dp=b["dp"],
-        cp=b["cp"],
-        ep=b["ep"],
-        etp=b["etp"],
-        vpp=b["vpp"],
-        micro_batch=b["micro_batch"],
-        recompute=b["recompute"],
-        recompute_layers=b["recompute_layers"],
-        sequence_parallel=b["sequence_parallel"],
-        zero=b["zero"],
-        offload=b["offload"],
-        tp_comm_overlap=b["tp_comm_overlap"],
-        moe_dispatcher=b["moe_dispatcher"],
-        fp8_recipe=b["fp8_recipe"],
-        dtype=b["dtype"],
-        global_batch=b["global_batch"],
-        seq_len=b["seq_len"],
-        **kw,
-    ).to_json()
 
 
 def test_moe_dispatcher_is_searched_and_a_fixed_one_equals_estimate():
@@ -433,7 +375,7 @@ def test_moe_dispatcher_is_searched_and_a_fixed_one_equals_estimate():
     )
     b = fixed.best
     assert b["moe_dispatcher"] == "deepep"
-    assert b["step_time_s"] == pytest.approx(_estimate_of("mixtral-8x22b", b)["step_time_s"], rel=1e-12)
+    assert b["step_time_s"] == pytest.approx(estimate_of_pick("mixtral-8x22b", b)["step_time_s"], rel=1e-12)
     assert "--moe-token-dispatcher-type flex --moe-enable-deepep" in fixed.launch["megatron"]
     layout = (
         ",".join(f"{k}={b[k]}" for k in ("tp", "pp", "cp", "ep", "vpp", "zero")) + f",mb={b['micro_batch']}"
@@ -442,7 +384,7 @@ def test_moe_dispatcher_is_searched_and_a_fixed_one_equals_estimate():
         "mixtral-8x22b", "h100-sxm", constraints={"fix": layout + ",recompute=" + b["recompute"]}, **kw
     ).best
     times = {
-        d: _estimate_of("mixtral-8x22b", dict(free, moe_dispatcher=d))["step_time_s"]
+        d: estimate_of_pick("mixtral-8x22b", dict(free, moe_dispatcher=d))["step_time_s"]
         for d in ("alltoall", "deepep")
     }
     assert free["moe_dispatcher"] == min(times, key=times.get)
@@ -454,7 +396,8 @@ def test_fp8_recipe_is_searched_and_a_fixed_one_equals_estimate():
     b = plan.best
     other = "current" if b["fp8_recipe"] == "delayed" else "delayed"
     mine, alt = (
-        _estimate_of("llama-3.1-8b", dict(b, fp8_recipe=r))["step_time_s"] for r in (b["fp8_recipe"], other)
+        estimate_of_pick("llama-3.1-8b", dict(b, fp8_recipe=r))["step_time_s"]
+        for r in (b["fp8_recipe"], other)
     )
     assert b["step_time_s"] == pytest.approx(mine, rel=1e-12) and mine <= alt
     assert (
@@ -463,6 +406,8 @@ def test_fp8_recipe_is_searched_and_a_fixed_one_equals_estimate():
     )
     cur = plan_training("llama-3.1-8b", "h100-sxm", constraints={"fix": "fp8_recipe=current"}, **kw).best
     assert cur["fp8_recipe"] == "current"
-    assert cur["step_time_s"] == pytest.approx(_estimate_of("llama-3.1-8b", cur)["step_time_s"], rel=1e-12)
+    assert cur["step_time_s"] == pytest.approx(
+        estimate_of_pick("llama-3.1-8b", cur)["step_time_s"], rel=1e-12
+    )
     bf16 = plan_training("llama-3.1-8b", "h100-sxm", **dict(kw, dtype="bf16")).best
     assert bf16["fp8_recipe"] == "current"  # not searched outside fp8: the estimate's default

@@ -11,6 +11,11 @@ from roofplan.errors import InfeasibleError, InputError
 REQ = dict(isl=4000, osl=500, ttft_ms=1500, tpot_ms=40)
 
 
+def _plan(**kw):
+    """plan serve of Llama 3.1 70B on 16 H100s for the requests and targets of ``REQ``."""
+    return roofplan.plan_serving("llama-3.1-70b", "h100-sxm", gpus=16, **REQ, **kw)
+
+
 def _estimate(inst: dict, **kw) -> dict:
     return roofplan.estimate_serving(
         "llama-3.1-70b",
@@ -27,15 +32,7 @@ def _estimate(inst: dict, **kw) -> dict:
 def test_fixed_roles_equal_estimate_of_that_layout():
     """--fix prefill.tp=4,decode.tp=8: the pick has those layouts, and its decode TPOT and free
     memory are what `estimate serve` gives for that instance and batch."""
-    plan = roofplan.plan_serving(
-        "llama-3.1-70b",
-        "h100-sxm",
-        gpus=16,
-        mode="disagg",
-        emit_launch=False,
-        constraints={"fix": "prefill.tp=4,decode.tp=8"},
-        **REQ,
-    )
+    plan = _plan(mode="disagg", emit_launch=False, constraints={"fix": "prefill.tp=4,decode.tp=8"})
     p, d = plan.best["prefill"], plan.best["decode"]
     assert (p["tp"], d["tp"]) == (4, 8)
     est = _estimate(d, isl=4000, osl=500)
@@ -47,14 +44,7 @@ def test_fixed_roles_equal_estimate_of_that_layout():
 
 
 def test_exclude_per_role_and_everywhere():
-    plan = roofplan.plan_serving(
-        "llama-3.1-70b",
-        "h100-sxm",
-        gpus=16,
-        emit_launch=False,
-        constraints={"exclude": "pp>1,decode.batch>64"},
-        **REQ,
-    )
+    plan = _plan(emit_launch=False, constraints={"exclude": "pp>1,decode.batch>64"})
     b = plan.best
     assert b["prefill"]["pp"] == 1 and b["decode"]["pp"] == 1
     if b["mode"] == "disagg":
@@ -65,10 +55,8 @@ def test_headroom_is_left_and_the_launch_files_leave_it():
     """Every instance of the pick leaves the asked-for GiB free: the engines preallocate their KV
     pool, so the share of HBM they leave unused is raised to the headroom (30 of 80 GiB: 0.375),
     and vLLM's --gpu-memory-utilization follows; less KV room never raises the goodput."""
-    base = roofplan.plan_serving("llama-3.1-70b", "h100-sxm", gpus=16, emit_launch=False, **REQ)
-    tight = roofplan.plan_serving(
-        "llama-3.1-70b", "h100-sxm", gpus=16, memory_headroom=30, engines=["vllm"], **REQ
-    )
+    base = _plan(emit_launch=False)
+    tight = _plan(memory_headroom=30, engines=["vllm"])
     for inst in (tight.best["prefill"], tight.best["decode"]):
         assert inst["free_memory_gib"] == pytest.approx(30.0)
     assert tight.request["memory_reserve_fraction"] == pytest.approx(30 / 80)
@@ -89,28 +77,18 @@ def test_headroom_is_left_and_the_launch_files_leave_it():
 def test_headroom_rejections_counted_where_the_reserve_is_a_share_of_what_the_weights_leave():
     """TRT-LLM reserves a share of the memory left after the weights: instances whose weights
     leave it less than the headroom are rejected one by one, counted as headroom."""
-    plan = roofplan.plan_serving(
-        "llama-3.1-70b", "h100-sxm", gpus=16, engine="trtllm", emit_launch=False, **REQ
-    )
+    plan = _plan(engine="trtllm", emit_launch=False)
     assert plan.rejected["headroom"] > 0
     for inst in (plan.best["prefill"], plan.best["decode"]):
         assert inst["free_memory_gib"] >= 5.0
 
 
 def test_headroom_per_role_and_bad_values():
-    plan = roofplan.plan_serving(
-        "llama-3.1-70b",
-        "h100-sxm",
-        gpus=16,
-        mode="disagg",
-        emit_launch=False,
-        memory_headroom="decode=40",
-        **REQ,
-    )
+    plan = _plan(mode="disagg", emit_launch=False, memory_headroom="decode=40")
     assert plan.best["decode"]["free_memory_gib"] >= 40
     with pytest.raises(InputError):
-        roofplan.plan_serving("llama-3.1-70b", "h100-sxm", gpus=16, memory_headroom="x=3", **REQ)
+        _plan(memory_headroom="x=3")
     with pytest.raises(InputError):
-        roofplan.plan_serving("llama-3.1-70b", "h100-sxm", gpus=16, constraints={"fix": "train.tp=4"}, **REQ)
+        _plan(constraints={"fix": "train.tp=4"})
     with pytest.raises(InfeasibleError):
-        roofplan.plan_serving("llama-3.1-70b", "h100-sxm", gpus=16, memory_headroom=79, **REQ)
+        _plan(memory_headroom=79)

@@ -6,22 +6,17 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from roofplan import plan_serving, resolve, serving
+from roofplan import plan_serving
 from roofplan.cli.app import app
 from roofplan.costmodel import serve_load as SL
+from tests.commands import serve_plan
 
 REQ = dict(isl=1000, osl=200, engine="vllm", emit_launch=False)
 
 
 @pytest.fixture(scope="module")
-def inst():
-    return serving.make_instance(
-        resolve.model("llama-3.1-8b"),
-        resolve.hardware("h100-sxm"),
-        engine=resolve.engine("vllm"),
-        isl=1000,
-        osl=200,
-    )
+def inst(vllm_8b_instance):
+    return vllm_8b_instance
 
 
 def test_closed_form_quantiles_match_the_sampled_requests(inst):
@@ -76,26 +71,7 @@ def test_with_a_rate_the_fewest_gpus_meeting_the_percentile():
 
 
 def test_slo_percentile_flag():
-    base = [
-        "plan",
-        "serve",
-        "--model",
-        "llama-3.1-8b",
-        "--hardware",
-        "h100-sxm",
-        "--gpus",
-        "2",
-        "--isl",
-        "1000",
-        "--osl",
-        "200",
-        "--ttft-ms",
-        "300",
-        "--tpot-ms",
-        "25",
-        "--engine",
-        "vllm",
-    ]
+    base = [*serve_plan(2, 1000, 200), "--ttft-ms", "300", "--tpot-ms", "25", "--engine", "vllm"]
     r = CliRunner().invoke(app, base + ["--slo-percentile", "150"])
     assert r.exit_code == 2 and "slo_percentile" in r.stderr
     r = CliRunner().invoke(app, base + ["--slo-percentile", "99", "--json"])

@@ -8,15 +8,17 @@ import numpy as np
 import pytest
 
 from roofplan import (
-    estimate_training,  # ids resolved at the door
     plan_training,
 )
 from roofplan.costmodel.train import TrainConfigs, check_train_config, train_step
 from roofplan.errors import InfeasibleError, InputError
 from roofplan.hardware.catalog import load_hardware
 from roofplan.models.loader import load_model
+from roofplan.solver.plan_types import CONFIG_KEYS
 from roofplan.solver.space import SpaceOptions, enumerate_space, state_bytes_lower_bound
+from roofplan.solver.train_planner import _configs as configs_of_space
 from roofplan.validation.suite import read_cases
+from tests.picks import estimate_of_pick
 
 
 def _divisors(n):
@@ -115,25 +117,8 @@ def test_candidates_are_ranked_feasible_and_consistent():
         assert c["tokens_per_s"] == pytest.approx(512 * 8192 / c["step_time_s"], rel=1e-9)
         # the winner as an independent single estimate agrees with the planner's numbers
     b = plan.best
-    est = estimate_training(
-        "llama-3.1-70b",
-        "h100-sxm",
-        tp=b["tp"],
-        pp=b["pp"],
-        dp=b["dp"],
-        cp=b["cp"],
-        vpp=b["vpp"],
-        global_batch=512,
-        micro_batch=b["micro_batch"],
-        seq_len=8192,
-        recompute=b["recompute"],
-        sequence_parallel=b["sequence_parallel"],
-        zero=b["zero"],
-        offload=b["offload"],
-        tp_comm_overlap=b["tp_comm_overlap"],
-    )
-    if b["recompute_layers"] == 0:
-        assert est.to_json()["tokens_per_s"] == pytest.approx(b["tokens_per_s"], rel=1e-9)
+    est = estimate_of_pick("llama-3.1-70b", b)
+    assert est["tokens_per_s"] == pytest.approx(b["tokens_per_s"], rel=1e-9)
 
 
 def test_tokens_budget_days_and_dollars():
@@ -180,27 +165,7 @@ def test_memory_bound_never_exceeds_the_cost_model(small):
         m = load_model(name)
         sp = enumerate_space(m, hw, gpus=gpus, global_batch=128, seq_len=4096, capacity_bytes=float("inf"))
         a = sp.arrays
-        cfg = TrainConfigs(
-            **{
-                k: a[k]
-                for k in (
-                    "tp",
-                    "pp",
-                    "dp",
-                    "cp",
-                    "ep",
-                    "vpp",
-                    "micro_batch",
-                    "global_batch",
-                    "seq_len",
-                    "recompute",
-                    "recompute_layers",
-                    "zero",
-                    "offload",
-                )
-            },
-            sequence_parallel=a["sequence_parallel"].astype(bool),
-        )
+        cfg = configs_of_space(a, "bf16", None, True)  # as the planner builds them
         ok = check_train_config(m, cfg) == 0
         arr = train_step(m, hw, cfg.take(ok))
         bound = state_bytes_lower_bound(m, {k: v[ok] for k, v in a.items()}, "bf16")
@@ -303,16 +268,7 @@ def test_plan_json_document():
         assert key in doc
     assert doc["placement"]["method"] in ("ilp", "fallback")
     for key in (
-        "tp",
-        "pp",
-        "dp",
-        "cp",
-        "ep",
-        "vpp",
-        "micro_batch",
-        "recompute",
-        "zero",
-        "offload",
+        *CONFIG_KEYS,
         "step_time_s",
         "tokens_per_s",
         "mfu",

@@ -19,7 +19,7 @@ from roofplan.costmodel.power import (
 from roofplan.errors import InputError
 from roofplan.hardware.catalog import BUILTIN_DIR, load_hardware
 from roofplan.hardware.pricing import apply_prices, parse_prices
-from tests.commands import PLAN_TRAIN_8B
+from tests.commands import PLAN_TRAIN_8B, serve_plan
 
 
 def test_linear_power_hand_calculation():
@@ -154,50 +154,12 @@ def test_energy_validation_rows_use_stated_gpu_hours():
     assert np.isfinite([r.error for r in res.results]).all()
 
 
-def test_cli_price_override_and_energy_objective_in_json():
-    import json
-
-    from typer.testing import CliRunner
-
-    from roofplan.cli.app import app
-
-    r = CliRunner().invoke(
-        app,
-        [
-            *PLAN_TRAIN_8B,
-            "--objective",
-            "energy",
-            "--price",
-            "h100-sxm=2",
-            "--tokens",
-            "1T",
-            "--json",
-        ],
-    )
-    assert r.exit_code == 0, r.output
-    doc = json.loads(r.output)
+def test_cli_price_override_and_energy_objective_in_json(cli, cli_json):
+    doc = cli_json(*PLAN_TRAIN_8B, *"--objective energy --price h100-sxm=2 --tokens 1T".split())
     assert doc["objective"]["name"] == "energy" and doc["objective"]["price_per_gpu_hour"] == 2.0
     b = doc["best"]
     assert b["cost_to_train_usd"] == pytest.approx(b["time_to_train_days"] * 24 * b["gpus"] * 2.0)
-    bad = CliRunner().invoke(
-        app,
-        [
-            "plan",
-            "serve",
-            "--model",
-            "llama-3.1-8b",
-            "--hardware",
-            "h100-sxm",
-            "--gpus",
-            "8",
-            "--isl",
-            "100",
-            "--osl",
-            "10",
-            "--price",
-            "h100-sxm=-1",
-        ],
-    )
+    bad = cli(*serve_plan(8, 100, 10), "--price", "h100-sxm=-1")
     assert bad.exit_code == 2 and "price" in bad.output
 
 

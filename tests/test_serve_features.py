@@ -14,19 +14,12 @@ from roofplan.costmodel.serve import ServeConfigs, serve_step, step_time
 from roofplan.costmodel.serve_features import SpecDecode, resolve_prefix_hit, serve_step_ext
 from roofplan.engines.catalog import load_engine
 from roofplan.errors import InputError
+from tests.specs import instance
 
 HW = load_hardware("h200-sxm")
 DS = load_model("deepseek-v3")
 L8 = load_model("llama-3.1-8b")
 SG = load_engine("sglang")
-
-
-def _instance(model: str, hw: str, engine: str, **shape):
-    """A serve_load.Instance of resolved specs (below the door, serving takes specs only)."""
-    from roofplan import resolve
-    from roofplan.serving import make_instance
-
-    return make_instance(resolve.model(model), resolve.hardware(hw), engine=resolve.engine(engine), **shape)
 
 
 def _cfg(batch=16, isl=2000, osl=500, tp=8, dtype="fp8"):
@@ -291,7 +284,7 @@ def test_simulator_prefix_hit_prefills_the_miss_at_the_cached_context():
     args = dict(workload=wl, rate=0.01, requests=20, engine="vllm")
     hit = simulate_serving("llama-3.1-8b", "h100-sxm", prefix_hit=3000, **args).to_json()
     full = simulate_serving("llama-3.1-8b", "h100-sxm", **args).to_json()
-    inst = _instance("llama-3.1-8b", "h100-sxm", "vllm", isl=4000, osl=50)
+    inst = instance("llama-3.1-8b", "h100-sxm", "vllm", isl=4000, osl=50)
     one = float(serve_load.round_time(inst, 1000.0, 3000 + 1001 / 2, 0.0, 1.0)[0])
     api = inst.engine.request_overhead_s  # the API server's per-request time comes first
     assert hit["ttft_p50_ms"] == pytest.approx((api + one) * 1e3, rel=1e-6)  # the mean has one overlap
@@ -326,7 +319,7 @@ def test_simulator_speculative_decoding_lone_request_hand_composition():
     args = dict(workload=make_workload(isl=2000, osl=300), rate=0.01, requests=20, engine="vllm")
     spec = SpecDecode("ngram", 3, 0.5)
     got = simulate_serving("llama-3.1-8b", "h100-sxm", speculative=spec, **args).to_json()
-    inst = _instance("llama-3.1-8b", "h100-sxm", "vllm", isl=2000, osl=300)
+    inst = instance("llama-3.1-8b", "h100-sxm", "vllm", isl=2000, osl=300)
     one = float(iteration_time(inst, 0.0, 1.0, 1.0, 2000 + 150.0, spec=spec)[0])
     assert got["tpot_p50_ms"] == pytest.approx(160 * one / 299 * 1e3, rel=0.02)
     assert got["inputs"]["speculative"]["method"] == "ngram" and 0 < got["utilisation"] < 1
@@ -355,8 +348,8 @@ def test_simulator_expert_skew_slows_only_expert_parallel_instances():
     (step_parts): an EP8 instance is slower, a TP8 instance without EP is unchanged."""
     from roofplan.costmodel.serve_sim import iteration_time
 
-    ep8 = _instance("deepseek-v3", "h200-sxm", "sglang", tp=1, ep=8, dp=8, dtype="fp8", isl=2000, osl=100)
-    tp8 = _instance("deepseek-v3", "h200-sxm", "sglang", tp=8, dtype="fp8", isl=2000, osl=100)
+    ep8 = instance("deepseek-v3", "h200-sxm", "sglang", tp=1, ep=8, dp=8, dtype="fp8", isl=2000, osl=100)
+    tp8 = instance("deepseek-v3", "h200-sxm", "sglang", tp=8, dtype="fp8", isl=2000, osl=100)
     grid = (
         np.array([0.0, 512.0]),
         np.array([1.0, 256.5]),

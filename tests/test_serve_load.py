@@ -11,27 +11,19 @@ import numpy as np
 import pytest
 
 import roofplan
-from roofplan import estimate_serving, resolve, serving
+from roofplan import estimate_serving, serving
 from roofplan.costmodel import serve as serve_model
 from roofplan.costmodel import serve_load as SL
 from roofplan.costmodel import serve_sim as SS
 from roofplan.errors import InfeasibleError
 from roofplan.workload import make_workload
+from tests.specs import instance
+from tests.synthetic import fixed
 
 
 @pytest.fixture(scope="module")
-def inst():
-    return serving.make_instance(
-        resolve.model("llama-3.1-8b"),
-        resolve.hardware("h100-sxm"),
-        engine=resolve.engine("vllm"),
-        isl=1000,
-        osl=200,
-    )
-
-
-def fixed(n, isl, osl):
-    return np.full(n, isl), np.full(n, osl)
+def inst(vllm_8b_instance):
+    return vllm_8b_instance
 
 
 def test_round_time_is_the_cost_model_step_time(inst):
@@ -172,14 +164,7 @@ def test_prefill_queue_waits_follow_md1(inst):
 
 
 def test_kv_pressure_preempts_and_every_request_finishes():
-    tight = serving.make_instance(
-        resolve.model("llama-3.1-70b"),
-        resolve.hardware("h100-sxm"),
-        tp=2,
-        engine=resolve.engine("vllm"),
-        isl=1000,
-        osl=1000,
-    )
+    tight = instance("llama-3.1-70b", tp=2, isl=1000, osl=1000)
     cap = SL.kv_capacity_tokens(tight)
     assert 2000 < cap < 200_000  # a small KV cache next to 70 GB of weights per GPU
     isl, osl = fixed(600, 1000, 1000)
@@ -193,14 +178,7 @@ def test_disaggregated_ttft_includes_the_kv_transfer():
     wl = make_workload(isl=4000, osl=50)
     kw = dict(workload=wl, rate=0.5, tp=4, engine="vllm", mode="disagg", requests=400)
     sim = roofplan.simulate_serving("llama-3.1-70b", "h100-sxm", **kw)
-    p = serving.make_instance(
-        resolve.model("llama-3.1-70b"),
-        resolve.hardware("h100-sxm"),
-        tp=4,
-        engine=resolve.engine("vllm"),
-        isl=4000,
-        osl=50,
-    )
+    p = instance("llama-3.1-70b", tp=4, isl=4000, osl=50)
     xfer = float(serving.kv_transfer_s(p, p, [4000], False)[0])
     t_pre = SL.round_time(p, 4000.0, 2000.5, 0.0, 1.0)[0]
     # at rho ~ 0.1 most prompts find the prefill instance idle: TTFT median ~ the API server's

@@ -8,30 +8,20 @@ invariants (Little's law, the tokens a prefix hit leaves to compute); nothing pi
 import dataclasses
 import json
 
-import numpy as np
 import pytest
 
-from roofplan import resolve, serving
 from roofplan.costmodel import serve_load as SL
 from roofplan.costmodel import serve_sim as SS
 from roofplan.costmodel.serve_features import SpecDecode
+from tests.specs import instance
+from tests.synthetic import fixed
 
 EAGLE = SpecDecode.of("eagle3")  # k = 3, a = 0.64: E = 2.31 tokens per round
 
 
 @pytest.fixture(scope="module")
-def inst():
-    return serving.make_instance(
-        resolve.model("llama-3.1-8b"),
-        resolve.hardware("h100-sxm"),
-        engine=resolve.engine("vllm"),
-        isl=1000,
-        osl=200,
-    )
-
-
-def fixed(n, isl, osl):
-    return np.full(n, isl), np.full(n, osl)
+def inst(vllm_8b_instance):
+    return vllm_8b_instance
 
 
 def with_features(inst, **feats):
@@ -78,14 +68,7 @@ def test_expert_skew_under_load_agrees_with_the_simulator_and_costs_rate():
     without expert parallelism is unaffected (skew is per EP rank)."""
 
     def make(**shape):
-        return serving.make_instance(
-            resolve.model("mixtral-8x7b"),
-            resolve.hardware("h100-sxm"),
-            engine=resolve.engine("vllm"),
-            isl=1000,
-            osl=200,
-            **shape,
-        )
+        return instance("mixtral-8x7b", isl=1000, osl=200, **shape)
 
     ep2 = make(tp=2, ep=2)
     isl, osl = fixed(3000, 1000, 200)
@@ -108,13 +91,7 @@ def test_half_prefix_hit_halves_the_prompt_work_at_low_load():
     attending to the 1000 cached ones too (mean context 1000 + 1001/2), its decode attends to the
     full 2000 + 200/2; the prefill server's load is about half (the miss attends to a longer
     context, so a little more than half); the deployment still moves isl + osl tokens a request."""
-    inst = serving.make_instance(
-        resolve.model("llama-3.1-8b"),
-        resolve.hardware("h100-sxm"),
-        engine=resolve.engine("vllm"),
-        isl=2000,
-        osl=200,
-    )
+    inst = instance("llama-3.1-8b", isl=2000, osl=200)
     isl, osl = fixed(1, 2000, 200)
     hit = with_features(inst, prefix_hit=1000)
     r = SL.closed_loop(hit, isl, osl, 1)

@@ -15,6 +15,7 @@ from roofplan.costmodel.train import TrainConfigs, train_step
 from roofplan.costmodel.train_memory import layer_activation_bytes
 from roofplan.hardware.catalog import load_hardware
 from roofplan.models.spec import ModelSpec
+from tests.specs import LLAMA_8B
 
 # A GPT-style model without biases (so parameter counts match Megatron's closed form up to norms).
 GPT = ModelSpec(
@@ -31,18 +32,7 @@ GPT = ModelSpec(
     linear_bias=False,
 )
 # Llama-style: GQA, SwiGLU, untied head.
-LLAMA = ModelSpec(
-    name="llama-test",
-    layers=32,
-    hidden=4096,
-    heads=32,
-    kv_heads=8,
-    head_dim=128,
-    ffn=14336,
-    vocab=128256,
-    gated_mlp=True,
-    tied_embeddings=False,
-)
+LLAMA = LLAMA_8B
 
 
 def megatron_weight_and_optimizer_bytes(m: ModelSpec, tp, pp, dp, distributed_optimizer):

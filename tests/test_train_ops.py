@@ -5,20 +5,9 @@ import numpy as np
 from roofplan.costmodel.train import TrainConfigs, train_step
 from roofplan.costmodel.train_ops import layer_ops, stage_compute, step_lanes
 from roofplan.hardware.catalog import load_hardware
-from roofplan.models.spec import ModelSpec
+from tests.specs import LLAMA_8B
 
-LLAMA = ModelSpec(
-    name="llama-test",
-    layers=32,
-    hidden=4096,
-    heads=32,
-    kv_heads=8,
-    head_dim=128,
-    ffn=14336,
-    vocab=128256,
-    gated_mlp=True,
-    tied_embeddings=False,
-)
+LLAMA = LLAMA_8B
 H100 = load_hardware("h100-sxm")
 
 

@@ -33,7 +33,6 @@ import argparse
 import json
 import os
 import re
-import shlex
 import subprocess
 import sys
 import tempfile
@@ -41,18 +40,11 @@ from pathlib import Path
 
 
 def _commands(text: str, program: list[str]) -> list[list[str]]:
-    out = []
-    for line in text.replace("\\\n", " ").splitlines():
-        s = line.strip()
-        if not s or s.startswith(("#", "if ", "set ")) or re.match(r"^[A-Z_0-9]+=\S*$", s):
-            continue
-        argv = shlex.split(s)
-        argv = argv[:-1] if argv and argv[-1] == "&" else argv
-        for j in range(len(argv) - len(program) + 1):
-            if argv[j : j + len(program)] == program:
-                out.append(argv[j + len(program) :])
-                break
-    return out
+    """The arguments of every command of script ``text`` that runs ``program`` (the unit tests'
+    parser of emitted scripts, :func:`tests.test_launch_inventory.commands`)."""
+    from tests.test_launch_inventory import commands
+
+    return [argv[len(program) :] for argv in commands(text, program)]
 
 
 def _fill(argv: list[str]) -> list[str]:

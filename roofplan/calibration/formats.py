@@ -527,24 +527,17 @@ def looks_like_nccl_tests(text: str) -> bool:
     )
 
 
-def read_nccl_tests(
-    text: str,
-    name: str,
-    *,
-    op: str | None = None,
-    ranks: int | None = None,
-    nodes: int | None = None,
-    hardware: str = "",
-) -> list[Measurement]:
+def read_nccl_tests(text: str, name: str, **known) -> list[Measurement]:
     """Rows of an nccl-tests run (``all_reduce_perf -b 8 -e 8G -f 2 -g 8`` and friends).
 
     Columns come from the header line (``size count type redop root time algbw busbw #wrong`` twice:
     out-of-place, then in-place; older versions omit redop/root). The out-of-place time (us) is the
     measurement. The collective comes from ``op``, else the test name in the text (``all_reduce_perf``)
     or file name; ranks from ``ranks``, else the ``#  Rank`` lines; nodes from ``nodes``, else the
-    distinct host names of the Rank lines.
+    distinct host names of the Rank lines. ``known`` are the keywords of :func:`read_nccl_lines`
+    (``op``, ``ranks``, ``nodes``, ``hardware``).
     """
-    return read_nccl_lines(io.StringIO(text), name, op=op, ranks=ranks, nodes=nodes, hardware=hardware)
+    return read_nccl_lines(io.StringIO(text), name, **known)
 
 
 def read_nccl_lines(

@@ -29,6 +29,12 @@ def _col(ms, key) -> np.ndarray:
     return np.array([m.row[key] for m in ms], dtype=float)
 
 
+def _cols(ms, *keys) -> list[np.ndarray]:
+    """The columns ``keys`` of rows ``ms`` as float arrays, in order (the positional arguments of an
+    operator time)."""
+    return [_col(ms, k) for k in keys]
+
+
 def row_size(m) -> float:
     """The size a row is banded by (see :data:`SIZE_MEASURES`)."""
     r = m.row
@@ -50,75 +56,50 @@ def _groups(ms, key):
     return out.items()
 
 
-def _gemm(ms, hw: DeviceSpec) -> np.ndarray:
+def _per_group(ms, key, time_of) -> np.ndarray:
+    """``time_of(rows, group)`` for each group of rows sharing ``key`` (a column name or a function
+    of the row), put back in the rows' order: one vectorised call per group of scalar settings."""
     out = np.empty(len(ms))
-    for dtype, idx in _groups(ms, "dtype"):
-        sub = [ms[i] for i in idx]
-        out[idx] = ops.gemm_time(_col(sub, "m"), _col(sub, "n"), _col(sub, "k"), hw, dtype=dtype)
+    for group, idx in _groups(ms, key):
+        out[idx] = time_of([ms[i] for i in idx], group)
     return out
+
+
+def _gemm(ms, hw: DeviceSpec) -> np.ndarray:
+    return _per_group(
+        ms, "dtype", lambda sub, dtype: ops.gemm_time(*_cols(sub, "m", "n", "k"), hw, dtype=dtype)
+    )
 
 
 def _attention(ms, hw: DeviceSpec) -> np.ndarray:
-    out = np.empty(len(ms))
-    for (dtype, kv_dtype, causal, direction), idx in _groups(
-        ms, lambda m: (m.row["dtype"], m.row["kv_dtype"], m.row["causal"], m.row["direction"])
-    ):
-        sub = [ms[i] for i in idx]
-        t = ops.prefill_attention_time(
-            _col(sub, "batch"),
-            _col(sub, "seq_len"),
-            _col(sub, "kv_len"),
-            _col(sub, "heads"),
-            _col(sub, "kv_heads"),
-            _col(sub, "head_dim"),
-            hw,
-            dtype=dtype,
-            kv_dtype=kv_dtype,
-            causal=causal,
-        )
-        if direction != "fwd":  # backward: FlashAttention-2 counts 2.5x the forward work
-            t = t * {"bwd": 2.5, "fwd_bwd": 3.5}[direction]
-        out[idx] = t
-    return out
+    def time_of(sub, group):
+        dtype, kv_dtype, causal, direction = group
+        shape = _cols(sub, "batch", "seq_len", "kv_len", "heads", "kv_heads", "head_dim")
+        t = ops.prefill_attention_time(*shape, hw, dtype=dtype, kv_dtype=kv_dtype, causal=causal)
+        # backward: FlashAttention-2 counts 2.5x the forward work
+        return t if direction == "fwd" else t * {"bwd": 2.5, "fwd_bwd": 3.5}[direction]
+
+    return _per_group(
+        ms, lambda m: (m.row["dtype"], m.row["kv_dtype"], m.row["causal"], m.row["direction"]), time_of
+    )
 
 
 def _decode_attention(ms, hw: DeviceSpec) -> np.ndarray:
-    out = np.empty(len(ms))
-    for kv_dtype, idx in _groups(ms, "kv_dtype"):
-        sub = [ms[i] for i in idx]
-        out[idx] = ops.decode_attention_time(
-            _col(sub, "batch"),
-            _col(sub, "kv_len"),
-            _col(sub, "heads"),
-            _col(sub, "kv_heads"),
-            _col(sub, "head_dim"),
-            hw,
-            kv_dtype=kv_dtype,
-            q_len=_col(sub, "seq_len"),
-        )
-    return out
+    def time_of(sub, kv_dtype):
+        shape = _cols(sub, "batch", "kv_len", "heads", "kv_heads", "head_dim")
+        return ops.decode_attention_time(*shape, hw, kv_dtype=kv_dtype, q_len=_col(sub, "seq_len"))
+
+    return _per_group(ms, "kv_dtype", time_of)
 
 
 def _moe(ms, hw: DeviceSpec) -> np.ndarray:
-    out = np.empty(len(ms))
-    for (dtype, dist, gated), idx in _groups(
-        ms, lambda m: (m.row["dtype"], m.row["distribution"], m.row["gated"])
-    ):
-        sub = [ms[i] for i in idx]
-        out[idx] = ops.moe_time(
-            _col(sub, "tokens"),
-            _col(sub, "hidden"),
-            _col(sub, "moe_ffn"),
-            _col(sub, "experts"),
-            _col(sub, "topk"),
-            hw,
-            ep=_col(sub, "ep"),
-            tp=_col(sub, "tp"),
-            dtype=dtype,
-            distribution=dist,
-            gated=gated,
-        )
-    return out
+    def time_of(sub, group):
+        dtype, dist, gated = group
+        shape = _cols(sub, "tokens", "hidden", "moe_ffn", "experts", "topk")
+        ep, tp = _cols(sub, "ep", "tp")
+        return ops.moe_time(*shape, hw, ep=ep, tp=tp, dtype=dtype, distribution=dist, gated=gated)
+
+    return _per_group(ms, lambda m: (m.row["dtype"], m.row["distribution"], m.row["gated"]), time_of)
 
 
 def _collective(ms, hw: DeviceSpec) -> np.ndarray:
@@ -158,10 +139,7 @@ def predict_op_rows(kind: str, ms: list, hw: DeviceSpec) -> np.ndarray:
 def predict_rows(ms: list, hw: DeviceSpec) -> np.ndarray:
     """Predicted seconds of operator rows of any kinds on ``hw``, in their order (one vectorised
     call per kind)."""
-    out = np.empty(len(ms))
-    for kind, idx in _groups(ms, lambda m: m.kind):
-        out[idx] = predict_op_rows(kind, [ms[i] for i in idx], hw)
-    return out
+    return _per_group(ms, lambda m: m.kind, lambda sub, kind: predict_op_rows(kind, sub, hw))
 
 
 def held_back(m) -> bool:

@@ -81,6 +81,14 @@ def print_json(doc: dict) -> None:
     sys.stdout.flush()
 
 
+def output(doc: dict, as_json: bool, render: Callable[[dict], None]) -> None:
+    """A command's result: the document as JSON with ``--json``, else ``render(doc)`` for people."""
+    if as_json:
+        print_json(doc)
+    else:
+        render(doc)
+
+
 def fail(exc: RoofplanError) -> None:
     """Print one line for ``exc`` on stderr and exit with its code."""
     if isinstance(exc, InfeasibleError):
@@ -155,10 +163,7 @@ def check_out_dir(out: str | os.PathLike | None, field: str = "out") -> Path | N
     writable directory, or a path whose nearest existing ancestor is a writable directory."""
     if out is None:
         return None
-    text = str(out)
-    if not text.strip():
-        raise InputError(field, text, "a directory path (it is created if missing)")
-    p = user_path(text, field)
+    p, text = _out_path(out, field, "a directory path (it is created if missing)")
     if p.exists():
         if not p.is_dir():
             raise InputError(
@@ -176,10 +181,7 @@ def check_out_file(out: str | os.PathLike | None, field: str = "out") -> Path | 
     exists and is writable or can be created."""
     if out is None:
         return None
-    text = str(out)
-    if not text.strip():
-        raise InputError(field, text, "a file path")
-    p = user_path(text, field)
+    p, text = _out_path(out, field, "a file path")
     if p.is_dir():
         raise InputError(field, text, "a file path, not a directory")
     if p.exists():
@@ -188,6 +190,14 @@ def check_out_file(out: str | os.PathLike | None, field: str = "out") -> Path | 
         return p
     _check_creatable(p.parent, field, text)
     return p
+
+
+def _out_path(out: str | os.PathLike, field: str, allowed: str) -> tuple[Path, str]:
+    """The user's output path (``~`` expanded) and its text; a blank one is bad input."""
+    text = str(out)
+    if not text.strip():
+        raise InputError(field, text, allowed)
+    return user_path(text, field), text
 
 
 def _check_creatable(p: Path, field: str, text: str) -> None:

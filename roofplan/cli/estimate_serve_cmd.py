@@ -16,7 +16,7 @@ from roofplan.cli.common import (
     checked,
     console,
     esc,
-    print_json,
+    output,
     run,
     styled,
     warn,
@@ -25,26 +25,30 @@ from roofplan.cli.options import (
     PP,
     TP,
     Calibration,
+    Concurrency,
     EngineChoice,
     EngineOpt,
     ExpertSkew,
     Hardware,
     Instances,
+    Isl,
     IslDist,
     Json,
     KvDtype,
     Model,
+    Osl,
     OslDist,
     PrefixHit,
+    ServeDP,
     ServeDtype,
+    ServeEP,
     SpecAccept,
     SpecMethod,
     SpecTokens,
     WorkloadOpt,
-    spec_from_flags,
-    value,
+    serving_kwargs,
 )
-from roofplan.cli.render import memory_table
+from roofplan.cli.render import heading, memory_table, summary_table
 
 _PARTS = ("compute", "memory", "communication", "overhead")
 _PART_LABELS = {
@@ -58,24 +62,20 @@ _PART_LABELS = {
 def _render(doc: dict) -> None:
     i = doc["inputs"]
     par = f"tp={i['tp']} pp={i['pp']} ep={i['ep']} dp={i['dp']}"
-    console.print(
-        styled(
-            f"[bold]{esc(i['model'])}[/bold] on [bold]{esc(i['hardware'])}[/bold] x {i['gpus']}  ({par}), "
-            f"engine {esc(i['engine'])}"
-        )
-    )
+    heading(i, f" x {i['gpus']}  ({par})", f", engine {esc(i['engine'])}")
     console.print(
         f"batch {i['batch']}, isl {i['isl']}, osl {i['osl']}, weights {i['dtype']} "
         f"(compute {i['compute_dtype']}), KV cache {i['kv_dtype']}"
     )
-    s = Table(show_header=False, box=None)
-    s.add_row("TTFT", f"{doc['ttft_ms']:,.2f} ms")
-    s.add_row("TPOT", f"{doc['tpot_ms']:,.3f} ms")
-    s.add_row("latency", f"{doc['latency_ms']:,.1f} ms")
-    s.add_row("output tokens/s", f"{doc['output_tokens_per_s']:,.1f}")
-    s.add_row("output tokens/s per GPU", f"{doc['output_tokens_per_s_per_gpu']:,.1f}")
-    s.add_row("max batch (KV fits)", f"{doc['max_batch']:,}")
-    s.add_row("fits", styled("[green]yes[/green]" if doc["fits"] else "[red]no (out of memory)[/red]"))
+    rows = [
+        ("TTFT", f"{doc['ttft_ms']:,.2f} ms"),
+        ("TPOT", f"{doc['tpot_ms']:,.3f} ms"),
+        ("latency", f"{doc['latency_ms']:,.1f} ms"),
+        ("output tokens/s", f"{doc['output_tokens_per_s']:,.1f}"),
+        ("output tokens/s per GPU", f"{doc['output_tokens_per_s_per_gpu']:,.1f}"),
+        ("max batch (KV fits)", f"{doc['max_batch']:,}"),
+    ]
+    s = summary_table(rows, doc["fits"])
     _feature_rows(s, i)
     console.print(s)
 
@@ -130,11 +130,10 @@ def render_load(doc: dict, title: str) -> None:
     """People's view of a document under load (estimate serve --concurrency/--rate, simulate)."""
     i = doc["inputs"]
     par = f"tp={i['tp']} pp={i['pp']} ep={i['ep']} dp={i['dp']}"
-    console.print(
-        styled(
-            f"[bold]{esc(i['model'])}[/bold] on [bold]{esc(i['hardware'])}[/bold]: {i['instances']} instance(s) of "
-            f"{i['gpus']} GPU(s) ({par}), engine {esc(i['engine'])} -- {esc(title)}"
-        )
+    heading(
+        i,
+        f": {i['instances']} instance(s) of {i['gpus']} GPU(s) ({par})",
+        f", engine {esc(i['engine'])} -- {esc(title)}",
     )
     w = i["workload"]
     load = (
@@ -181,36 +180,26 @@ def load_workload(isl, osl, isl_dist, osl_dist, workload, seed: int = 0):
 
 
 def estimate_serve(
+    ctx: typer.Context,
     model: Model,
     hardware: Hardware,
     tp: TP = 1,
     pp: PP = 1,
-    ep: int = typer.Option(
-        1, "--ep", callback=bounded_count, help="Expert-parallel degree (MoE; divides tp x dp)."
-    ),
-    dp: int = typer.Option(
-        1, "--dp", callback=bounded_count, help="Attention data-parallel ranks (MoE, DeepSeek-style)."
-    ),
+    ep: ServeEP = 1,
+    dp: ServeDP = 1,
     batch: int | None = typer.Option(
         None,
         "--batch",
         callback=bounded_count,
         help="Static batch: requests prefilled together, then decoded together.",
     ),
-    concurrency: int | None = typer.Option(
-        None,
-        "--concurrency",
-        callback=bounded_count,
-        help="Closed loop: requests in flight (a new one starts when one ends).",
-    ),
+    concurrency: Concurrency = None,
     rate: float | None = typer.Option(
         None, "--rate", help="Open loop: Poisson arrivals, requests/s to the deployment."
     ),
     instances: Instances = 1,
-    isl: int | None = typer.Option(
-        None, "--isl", callback=bounded_count, help="Input (prompt) tokens per request."
-    ),
-    osl: int | None = typer.Option(None, "--osl", callback=bounded_count, help="Output tokens per request."),
+    isl: Isl = None,
+    osl: Osl = None,
     isl_dist: IslDist = None,
     osl_dist: OslDist = None,
     workload: WorkloadOpt = None,
@@ -226,10 +215,9 @@ def estimate_serve(
     calibration: Calibration = None,
 ) -> None:
     """Estimate TTFT, TPOT, throughput and memory at a fixed batch, or under load (percentiles)."""
-    engine = value(engine)
 
     def body() -> None:
-        from roofplan import estimate_serving  # resolves the ids at the door
+        from roofplan import estimate_serving, estimate_serving_load  # resolve the ids at the door
         from roofplan.errors import InputError
 
         modes = [
@@ -241,34 +229,17 @@ def estimate_serve(
             raise InputError(
                 "load", " and ".join(modes) or "none", "exactly one of --batch, --concurrency, --rate"
             )
+        kw = serving_kwargs(ctx.params)
         if batch is None:
-            from roofplan import estimate_serving_load
-
             wl = load_workload(isl, osl, isl_dist, osl_dist, workload)
             est = estimate_serving_load(
-                model,
-                hardware,
-                workload=wl,
-                concurrency=concurrency,
-                rate=rate,
-                instances=instances,
-                tp=tp,
-                pp=pp,
-                ep=ep,
-                dp=dp,
-                dtype=dtype,
-                kv_dtype=kv_dtype,
-                engine=engine,
-                calibration=calibration,
-                speculative=spec_from_flags(spec_method, spec_tokens, spec_accept),
-                prefix_hit=prefix_hit,
-                expert_skew=expert_skew,
+                model, hardware, workload=wl, concurrency=concurrency, rate=rate, instances=instances, **kw
             )
-            doc = checked(est.to_json(), calibration)
-            if as_json:
-                print_json(doc)
-            else:
-                render_load(doc, "analytic steady state")
+            output(
+                checked(est.to_json(), calibration),
+                as_json,
+                lambda d: render_load(d, "analytic steady state"),
+            )
             return
         if isl is None or osl is None or isl_dist or osl_dist or workload:
             raise InputError(
@@ -281,43 +252,27 @@ def estimate_serve(
             raise InputError(
                 "--instances", instances, "with --concurrency or --rate (a static batch is one instance)"
             )
-
-        est = estimate_serving(
-            model,
-            hardware,
-            tp=tp,
-            pp=pp,
-            ep=ep,
-            dp=dp,
-            batch=batch,
-            isl=isl,
-            osl=osl,
-            dtype=dtype,
-            kv_dtype=kv_dtype,
-            engine=engine,
-            calibration=calibration,
-            speculative=spec_from_flags(spec_method, spec_tokens, spec_accept),
-            prefix_hit=prefix_hit,
-            expert_skew=expert_skew,
-        )
-        from roofplan.launch.platforms import unsupported_on
-
-        why = None if engine == "generic" else unsupported_on(engine, est.hardware)
-        if why:
-            warn(f"--engine {engine}: {why}; its overhead profile is applied anyway")
-        if isl + osl > est.model.max_seq_len:
-            warn(
-                f"isl + osl = {isl + osl:,} exceeds the {est.model.max_seq_len:,}-token context of "
-                f"{est.model.name}; engines refuse such requests unless the context is extended "
-                "(vLLM --max-model-len with RoPE scaling); the estimate extrapolates"
-            )
-        doc = checked(est.to_json(), calibration)
-        if as_json:
-            print_json(doc)
-        else:
-            _render(doc)
+        est = estimate_serving(model, hardware, batch=batch, isl=isl, osl=osl, **kw)
+        _warn_static(est, kw["engine"], isl + osl)
+        output(checked(est.to_json(), calibration), as_json, _render)
 
     return run(body)
+
+
+def _warn_static(est, engine: str, seq: int) -> None:
+    """Warnings about a static-batch estimate: an engine that does not run on the device, and
+    requests longer than the model's context."""
+    from roofplan.launch.platforms import unsupported_on
+
+    why = None if engine == "generic" else unsupported_on(engine, est.hardware)
+    if why:
+        warn(f"--engine {engine}: {why}; its overhead profile is applied anyway")
+    if seq > est.model.max_seq_len:
+        warn(
+            f"isl + osl = {seq:,} exceeds the {est.model.max_seq_len:,}-token context of "
+            f"{est.model.name}; engines refuse such requests unless the context is extended "
+            "(vLLM --max-model-len with RoPE scaling); the estimate extrapolates"
+        )
 
 
 def register(group: typer.Typer) -> None:

@@ -6,15 +6,15 @@ its document either as JSON or as two rich tables (time breakdown, memory agains
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 from rich.table import Table
 
 from roofplan.cli.common import (
-    bounded_count,
     checked,
     console,
-    esc,
-    print_json,
+    output,
     run,
     styled,
     warn,
@@ -25,6 +25,7 @@ from roofplan.cli.options import (
     Calibration,
     Fp8Recipe,
     Fp8RecipeOpt,
+    GlobalBatch,
     Hardware,
     Json,
     Model,
@@ -36,10 +37,13 @@ from roofplan.cli.options import (
     PipelineEngineOpt,
     Recompute,
     RecomputeOpt,
+    SeqLen,
     TrainDtype,
+    count,
+    flag,
     value,
 )
-from roofplan.cli.render import memory_table
+from roofplan.cli.render import heading, memory_table, summary_table
 from roofplan.errors import InputError
 
 _TIME_LABELS = {
@@ -58,25 +62,20 @@ _TIME_LABELS = {
 def _render(doc: dict) -> None:
     i = doc["inputs"]
     par = f"tp={i['tp']} pp={i['pp']} dp={i['dp']} cp={i['cp']} ep={i['ep']} vpp={i['vpp']}"
-    console.print(
-        styled(
-            f"[bold]{esc(i['model'])}[/bold] on [bold]{esc(i['hardware'])}[/bold] x {i['world_size']}  "
-            f"({par})"
-        )
-    )
+    heading(i, f" x {i['world_size']}  ({par})")
     console.print(
         f"global batch {i['global_batch']} x {i['seq_len']} tokens, micro batch {i['micro_batch']} "
         f"({i['microbatches']} microbatches), {i['dtype']}, recompute {i['recompute']}, "
         f"SP {'on' if i['sequence_parallel'] else 'off'}, ZeRO {i['zero']}, offload {i['offload']}"
     )
-    summary = Table(show_header=False, box=None)
-    summary.add_row("step time", f"{doc['step_time_s']:.3f} s")
-    summary.add_row("tokens/s", f"{doc['tokens_per_s']:,.0f}")
-    summary.add_row("model TFLOP/s per GPU", f"{doc['model_tflops_per_gpu']:.1f}")
-    summary.add_row("hardware TFLOP/s per GPU", f"{doc['hardware_tflops_per_gpu']:.1f}")
-    summary.add_row("MFU", f"{doc['mfu']:.1%}")
-    summary.add_row("fits", styled("[green]yes[/green]" if doc["fits"] else "[red]no (out of memory)[/red]"))
-    console.print(summary)
+    rows = [
+        ("step time", f"{doc['step_time_s']:.3f} s"),
+        ("tokens/s", f"{doc['tokens_per_s']:,.0f}"),
+        ("model TFLOP/s per GPU", f"{doc['model_tflops_per_gpu']:.1f}"),
+        ("hardware TFLOP/s per GPU", f"{doc['hardware_tflops_per_gpu']:.1f}"),
+        ("MFU", f"{doc['mfu']:.1%}"),
+    ]
+    console.print(summary_table(rows, doc["fits"]))
 
     step = doc["step_time_s"]
     t = Table(title="Time per step")
@@ -92,156 +91,110 @@ def _render(doc: dict) -> None:
     console.print(memory_table(doc["memory_gib_per_gpu"], keys, doc["fits"]))
 
 
+#: Flags that are not keywords of the configuration.
+_NOT_CONFIG = ("model", "hardware", "as_json")
+
+
+def _config(flags: dict) -> dict:
+    """The keywords of :func:`roofplan.estimate_training` for the parsed flags (click's
+    ``ctx.params``): the flag names themselves, Enum choices as their names, each negated flag as
+    the keyword it switches off, and the two sequence-parallel flags as one tri-state."""
+    kw = {k: value(v) for k, v in flags.items() if k not in _NOT_CONFIG}
+    kw["overlap_p2p_comm"] = not kw.pop("no_p2p_overlap")
+    kw["ep_comm_overlap"] = not kw.pop("no_ep_overlap")
+    kw["flash_attention"] = not kw.pop("no_flash_attention")
+    kw["grad_reduce_in_fp32"] = not kw.pop("grad_reduce_bf16")
+    sp, no_sp = kw.pop("sequence_parallel"), kw.pop("no_sequence_parallel")
+    if sp and no_sp:
+        raise InputError(
+            "sequence-parallel", "--sequence-parallel --no-sequence-parallel", "at most one of the two flags"
+        )
+    kw["sequence_parallel"] = True if sp else (False if no_sp else None)
+    return kw
+
+
 def estimate_train(
+    ctx: typer.Context,
     model: Model,
     hardware: Hardware,
     tp: TP = 1,
     pp: PP = 1,
-    dp: int = typer.Option(1, "--dp", callback=bounded_count, help="Data-parallel degree."),
-    cp: int = typer.Option(1, "--cp", callback=bounded_count, help="Context-parallel degree."),
-    ep: int = typer.Option(
-        1, "--ep", callback=bounded_count, help="Expert-parallel degree (divides dp x cp)."
-    ),
-    vpp: int = typer.Option(
-        1,
-        "--vpp",
-        callback=bounded_count,
-        help="Virtual stages per pipeline rank (interleaved 1F1B); 1 = plain 1F1B.",
-    ),
-    global_batch: int = typer.Option(
-        ..., "--global-batch", callback=bounded_count, help="Global batch in sequences."
-    ),
-    micro_batch: int = typer.Option(
-        ..., "--micro-batch", callback=bounded_count, help="Micro batch in sequences."
-    ),
-    seq_len: int = typer.Option(..., "--seq-len", callback=bounded_count, help="Sequence length in tokens."),
+    dp: Annotated[int, count("--dp", "Data-parallel degree.")] = 1,
+    cp: Annotated[int, count("--cp", "Context-parallel degree.")] = 1,
+    ep: Annotated[int, count("--ep", "Expert-parallel degree (divides dp x cp).")] = 1,
+    vpp: Annotated[
+        int, count("--vpp", "Virtual stages per pipeline rank (interleaved 1F1B); 1 = plain 1F1B.")
+    ] = 1,
+    global_batch: GlobalBatch = ...,
+    micro_batch: Annotated[int, count("--micro-batch", "Micro batch in sequences.")] = ...,
+    seq_len: SeqLen = ...,
     dtype: TrainDtype = "bf16",
     recompute: RecomputeOpt = Recompute.none,
     # two plain flags rather than one "--sequence-parallel/--no-sequence-parallel" option: typer's
     # help table truncates the pair to "--no-sequence-para…" in an 80-column terminal
-    sequence_parallel: bool = typer.Option(
-        False,
-        "--sequence-parallel",
-        metavar="",
-        help="Megatron sequence parallelism (default: on when tp > 1).",
-    ),
-    no_sequence_parallel: bool = typer.Option(
-        False, "--no-sequence-parallel", metavar="", help="Turn sequence parallelism off when tp > 1."
-    ),
-    zero: int = typer.Option(
-        0, "--zero", callback=bounded_count, help="ZeRO stage 0-3 (1 = Megatron distributed optimizer)."
-    ),
+    sequence_parallel: Annotated[
+        bool, flag("--sequence-parallel", "Megatron sequence parallelism (default: on when tp > 1).")
+    ] = False,
+    no_sequence_parallel: Annotated[
+        bool, flag("--no-sequence-parallel", "Turn sequence parallelism off when tp > 1.")
+    ] = False,
+    zero: Annotated[int, count("--zero", "ZeRO stage 0-3 (1 = Megatron distributed optimizer).")] = 0,
     offload: OffloadOpt = Offload.none,
-    gpus_per_node: int | None = typer.Option(
-        None, "--gpus-per-node", callback=bounded_count, help="Devices per node (default: catalog)."
-    ),
-    recompute_layers: int = typer.Option(
-        0,
-        "--recompute-layers",
-        callback=bounded_count,
-        help="With --recompute full: layers per stage recomputed (Megatron --recompute-num-layers); 0 = all.",
-    ),
-    tp_comm_overlap: bool = typer.Option(
-        False,
-        "--tp-comm-overlap",
-        metavar="",
-        help="Overlap TP communication with GEMMs (Megatron --tp-comm-overlap).",
-    ),
-    no_p2p_overlap: bool = typer.Option(
-        False,
-        "--no-p2p-overlap",
-        metavar="",
-        help="Expose interleaved pipeline sends (Megatron --no-overlap-p2p-communication).",
-    ),
-    no_ep_overlap: bool = typer.Option(
-        False,
-        "--no-ep-comm-overlap",
-        metavar="",
-        help="Expose the MoE all-to-all (Megatron without its MoE comm overlap).",
-    ),
-    etp: int | None = typer.Option(
-        None, "--etp", callback=bounded_count, help="Expert tensor-parallel degree (default: tp)."
-    ),
+    gpus_per_node: Annotated[
+        int | None, count("--gpus-per-node", "Devices per node (default: catalog).")
+    ] = None,
+    recompute_layers: Annotated[
+        int,
+        count(
+            "--recompute-layers",
+            "With --recompute full: layers per stage recomputed (Megatron --recompute-num-layers); 0 = all.",
+        ),
+    ] = 0,
+    tp_comm_overlap: Annotated[
+        bool, flag("--tp-comm-overlap", "Overlap TP communication with GEMMs (Megatron --tp-comm-overlap).")
+    ] = False,
+    no_p2p_overlap: Annotated[
+        bool,
+        flag(
+            "--no-p2p-overlap", "Expose interleaved pipeline sends (Megatron --no-overlap-p2p-communication)."
+        ),
+    ] = False,
+    no_ep_overlap: Annotated[
+        bool,
+        flag("--no-ep-comm-overlap", "Expose the MoE all-to-all (Megatron without its MoE comm overlap)."),
+    ] = False,
+    etp: Annotated[int | None, count("--etp", "Expert tensor-parallel degree (default: tp).")] = None,
     moe_dispatcher: MoeDispatcherOpt = MoeDispatcher.alltoall,
     fp8_recipe: Fp8RecipeOpt = Fp8Recipe.current,
     pipeline_engine: PipelineEngineOpt = PipelineEngine.megatron,
-    act_offload_layers: int = typer.Option(
-        0,
-        "--act-offload-layers",
-        callback=bounded_count,
-        help="Layers whose activations go to host memory (Megatron --cpu-offloading-num-layers; pp 1, no recompute).",
-    ),
-    grad_reduce_bf16: bool = typer.Option(
-        False,
-        "--grad-reduce-bf16",
-        metavar="",
-        help="Reduce gradients in bf16 (Megatron --grad-reduce-in-bf16).",
-    ),
-    no_flash_attention: bool = typer.Option(
-        False,
-        "--no-flash-attention",
-        metavar="",
-        help="Materialise attention scores (pre-FlashAttention stacks).",
-    ),
+    act_offload_layers: Annotated[
+        int,
+        count(
+            "--act-offload-layers",
+            "Layers whose activations go to host memory (Megatron --cpu-offloading-num-layers; pp 1, no recompute).",
+        ),
+    ] = 0,
+    grad_reduce_bf16: Annotated[
+        bool, flag("--grad-reduce-bf16", "Reduce gradients in bf16 (Megatron --grad-reduce-in-bf16).")
+    ] = False,
+    no_flash_attention: Annotated[
+        bool, flag("--no-flash-attention", "Materialise attention scores (pre-FlashAttention stacks).")
+    ] = False,
     as_json: Json = False,
     calibration: Calibration = None,
 ) -> None:
     """Estimate step time, throughput, MFU and memory of one training configuration."""
-    recompute, offload, moe_dispatcher, fp8_recipe, pipeline_engine = map(
-        value, (recompute, offload, moe_dispatcher, fp8_recipe, pipeline_engine)
-    )
 
     def body() -> None:
         from roofplan import estimate_training  # resolves the ids at the door
 
-        if sequence_parallel and no_sequence_parallel:
-            raise InputError(
-                "sequence-parallel",
-                "--sequence-parallel --no-sequence-parallel",
-                "at most one of the two flags",
-            )
-        sp = True if sequence_parallel else (False if no_sequence_parallel else None)
-        est = estimate_training(
-            model,
-            hardware,
-            tp=tp,
-            pp=pp,
-            dp=dp,
-            cp=cp,
-            ep=ep,
-            vpp=vpp,
-            global_batch=global_batch,
-            micro_batch=micro_batch,
-            seq_len=seq_len,
-            dtype=dtype,
-            recompute=recompute,
-            sequence_parallel=sp,
-            zero=zero,
-            offload=offload,
-            gpus_per_node=gpus_per_node,
-            calibration=calibration,
-            recompute_layers=recompute_layers,
-            tp_comm_overlap=tp_comm_overlap,
-            overlap_p2p_comm=not no_p2p_overlap,
-            ep_comm_overlap=not no_ep_overlap,
-            etp=etp,
-            moe_dispatcher=moe_dispatcher,
-            fp8_recipe=fp8_recipe,
-            flash_attention=not no_flash_attention,
-            pipeline_engine=pipeline_engine,
-            act_offload_layers=act_offload_layers,
-            grad_reduce_in_fp32=not grad_reduce_bf16,
-        )
+        est = estimate_training(model, hardware, **_config(ctx.params))
         if seq_len > est.model.max_seq_len:
             warn(
                 f"--seq-len {seq_len:,} exceeds the {est.model.max_seq_len:,}-token context of {est.model.name} "
                 "(fine for context extension; the estimate covers the longer sequence)"
             )
-        doc = checked(est.to_json(), calibration)
-        if as_json:
-            print_json(doc)
-        else:
-            _render(doc)
+        output(checked(est.to_json(), calibration), as_json, _render)
 
     return run(body)
 

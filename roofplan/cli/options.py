@@ -63,6 +63,25 @@ TP = Annotated[int, count("--tp", "Tensor-parallel degree.")]
 PP = Annotated[int, count("--pp", "Pipeline-parallel degree.")]
 
 
+def flag(name: str, help: str) -> typer.models.OptionInfo:
+    """A boolean flag that takes no value (metavar "" hides typer's "<bool>" label, see ``Json``)."""
+    return typer.Option(name, metavar="", help=help)
+
+
+#: The training batch (estimate train, plan train).
+GlobalBatch = Annotated[int, count("--global-batch", "Global batch in sequences.")]
+SeqLen = Annotated[int, count("--seq-len", "Sequence length in tokens.")]
+
+#: Flags the planners share (plan train, plan serve).
+Price = Annotated[
+    list[str] | None,
+    typer.Option("--price", metavar="DEVICE=$/h", help="Price per device-hour in place of the catalog's."),
+]
+OutDir = Annotated[
+    str | None, typer.Option("--out", metavar="DIR", help="Write the launch files and plan.json here.")
+]
+
+
 def pick(flag: str, enum: type[Enum], help: str, metavar: str = "NAME") -> typer.models.OptionInfo:
     """An Enum option whose choices are listed in the help text (a short metavar keeps the help
     table readable in 80 columns; typer's own ``[a|b|c]`` metavar would truncate the flag names)."""
@@ -111,7 +130,16 @@ ExpertSkew = Annotated[
     ),
 ]
 
+# -- one serving instance: the shape and request lengths (estimate serve, simulate, plan serve) -------
+ServeEP = Annotated[int, count("--ep", "Expert-parallel degree (MoE; divides tp x dp).")]
+ServeDP = Annotated[int, count("--dp", "Attention data-parallel ranks (MoE, DeepSeek-style).")]
+Isl = Annotated[int | None, count("--isl", "Input (prompt) tokens per request.")]
+Osl = Annotated[int | None, count("--osl", "Output tokens per request.")]
+
 # -- serving under load: request lengths and replicas (estimate serve, simulate) ----------------------
+Concurrency = Annotated[
+    int | None, count("--concurrency", "Closed loop: requests in flight (a new one starts when one ends).")
+]
 IslDist = Annotated[
     str | None,
     typer.Option(
@@ -148,6 +176,21 @@ KvDtype = Annotated[
     ),
 ]
 TrainDtype = Annotated[str, typer.Option("--dtype", help=" | ".join(TRAIN_DTYPES) + ".")]
+
+
+#: The flags of ``estimate serve`` and ``simulate`` that describe one deployment, by parameter name,
+#: passed through to the API unchanged (:func:`serving_kwargs`).
+_DEPLOYMENT_FLAGS = ("tp", "pp", "ep", "dp", "dtype", "kv_dtype", "calibration", "prefix_hit", "expert_skew")
+
+
+def serving_kwargs(params: dict) -> dict:
+    """The keyword arguments of :func:`roofplan.estimate_serving`, :func:`roofplan.estimate_serving_load`
+    and :func:`roofplan.simulate_serving` that a command's parsed flags (click's ``ctx.params``) give
+    for the deployment: its shape, dtypes, engine, overlay and serving features."""
+    kw = {k: params[k] for k in _DEPLOYMENT_FLAGS}
+    kw["engine"] = value(params["engine"])
+    kw["speculative"] = spec_from_flags(params["spec_method"], params["spec_tokens"], params["spec_accept"])
+    return kw
 
 
 def spec_from_flags(method: str | None, tokens: int | None, accept: float | None):

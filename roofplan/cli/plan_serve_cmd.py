@@ -9,7 +9,6 @@ from rich.table import Table
 from rich.text import Text
 
 from roofplan.cli.common import (
-    bounded_count,
     check_out_dir,
     check_out_file,
     checked,
@@ -28,11 +27,15 @@ from roofplan.cli.options import (
     EngineChoice,
     EngineOpt,
     ExpertSkew,
+    Isl,
     Json,
     KvDtype,
     Model,
+    Osl,
+    OutDir,
     Pools,
     PrefixHit,
+    Price,
     ServeDtype,
     SpecAccept,
     SpecMethod,
@@ -50,13 +53,14 @@ def register(group) -> None:
 
 
 def plan_serve(
+    ctx: typer.Context,
     model: Model,
     hardware: Pools,
     gpus: str = typer.Option(
         ..., "--gpus", help="GPU budget (N), or one per pool in --hardware order (8,8)."
     ),
-    isl: int = typer.Option(..., "--isl", callback=bounded_count, help="Input (prompt) tokens per request."),
-    osl: int = typer.Option(..., "--osl", callback=bounded_count, help="Output tokens per request."),
+    isl: Isl = ...,
+    osl: Osl = ...,
     ttft_ms: float | None = typer.Option(None, "--ttft-ms", help="Time-to-first-token target (ms)."),
     tpot_ms: float | None = typer.Option(None, "--tpot-ms", help="Time-per-output-token target (ms)."),
     rate: float | None = typer.Option(None, "--rate", help="Requests/s to sustain (else: maximise)."),
@@ -67,9 +71,7 @@ def plan_serve(
     objective: str = typer.Option(
         "gpus", "--objective", help="With --rate: fewest gpus | lowest cost | energy (least J per token)."
     ),
-    price: list[str] | None = typer.Option(  # noqa: B008
-        None, "--price", metavar="DEVICE=$/h", help="Price per device-hour in place of the catalog's."
-    ),
+    price: Price = None,
     slo_percentile: float = typer.Option(
         90.0,
         "--slo-percentile",
@@ -79,9 +81,7 @@ def plan_serve(
     emit: list[str] | None = typer.Option(  # noqa: B008
         None, "--emit", metavar="ENGINE", help="vllm | sglang | trtllm | dynamo (repeatable or comma list)."
     ),
-    out: str | None = typer.Option(
-        None, "--out", metavar="DIR", help="Write the launch files and plan.json here."
-    ),
+    out: OutDir = None,
     plot: str | None = typer.Option(
         None, "--plot", metavar="PNG", help="Save the Pareto front as a PNG (matplotlib)."
     ),
@@ -116,33 +116,7 @@ def plan_serve(
     calibration: Calibration = None,
 ) -> None:
     """Search serving deployments for a GPU budget: colocated and prefill/decode disaggregated."""
-    return run(
-        lambda: _impl(
-            model,
-            hardware,
-            gpus,
-            isl,
-            osl,
-            ttft_ms,
-            tpot_ms,
-            rate,
-            mode,
-            value(engine),
-            dtype,
-            kv_dtype,
-            objective,
-            emit,
-            out,
-            plot,
-            json_out,
-            calibration,
-            (spec_method, spec_tokens, spec_accept, prefix_hit, expert_skew),
-            slo_percentile,
-            target,
-            price=price,
-            limits=(memory_headroom, fix, exclude),
-        )
-    )
+    return run(lambda: _impl(ctx.params))
 
 
 def _emitters(emit: list[str] | str | None) -> list[str]:
@@ -176,46 +150,12 @@ def _int(field: str, value: str) -> int:
     return n
 
 
-def _impl(
-    model,
-    hardware,
-    gpus,
-    isl,
-    osl,
-    ttft_ms,
-    tpot_ms,
-    rate,
-    mode,
-    engine,
-    dtype,
-    kv_dtype,
-    objective,
-    emit,
-    out,
-    plot,
-    json_out,
-    calibration,
-    features=(None, None, None, None, 1.0),
-    slo_percentile=90.0,
-    targets=None,
-    price=None,
-    limits=(None, None, None),
-):
-    from roofplan import resolve
-    from roofplan.hardware.pricing import apply_prices, parse_prices
-    from roofplan.launch import registry
-    from roofplan.launch.common import merge_files
+def _launchers(emit, engine: str, devices) -> tuple[list[str], dict[str, str]]:
+    """The launchers to write and those that cannot run on the chosen devices (with the reason):
+    one asked for with --emit that cannot is an error, else it is left out."""
     from roofplan.launch.platforms import unsupported_on
-    from roofplan.launch.versions import parse_targets
-    from roofplan.solver import pareto
-    from roofplan.solver.serve_planner import plan_serving
 
-    targets = parse_targets(targets)
     engines = _emitters(emit)
-    # launchers that cannot run on the chosen devices: an error when asked for, else left out
-    overlay = resolve.overlay(calibration)  # read once
-    pools = resolve.pools(hardware, overlay)  # once: the planner gets specs, overlay applied
-    devices = resolve.devices(pools)
     off_platform: dict[str, str] = {}
     for e in EMITTERS:
         for hw in devices:
@@ -227,42 +167,49 @@ def _impl(
         if why:
             warn(f"--engine {engine}: {why}; its overhead profile is applied anyway")
             break
-    if emit is not None:
-        for e in engines:
-            if e in off_platform:
-                ok = [x for x in EMITTERS if x not in off_platform]
-                raise InputError("emit", e, off_platform[e] + (f"; use {' or '.join(ok)}" if ok else ""))
-    else:
-        engines = [e for e in engines if e not in off_platform]
+    if emit is None:
+        return [e for e in engines if e not in off_platform], off_platform
+    for e in engines:
+        if e in off_platform:
+            ok = [x for x in EMITTERS if x not in off_platform]
+            raise InputError("emit", e, off_platform[e] + (f"; use {' or '.join(ok)}" if ok else ""))
+    return engines, off_platform
+
+
+def _impl(f: dict) -> None:
+    """Plan, write and print for the parsed flags ``f`` (click's ``ctx.params``)."""
+    from roofplan import resolve
+    from roofplan.hardware.pricing import apply_prices, parse_prices
+    from roofplan.launch import registry
+    from roofplan.launch.common import merge_files
+    from roofplan.launch.versions import parse_targets
+    from roofplan.solver import pareto
+    from roofplan.solver.serve_planner import plan_serving
+
+    # click passes an unused repeatable option as () where typer's own call passes None
+    emit, targets = f["emit"] or None, parse_targets(f["target"] or None)
+    engine, calibration, plot = value(f["engine"]), f["calibration"], f["plot"]
+    overlay = resolve.overlay(calibration)  # read once
+    pools = resolve.pools(f["hardware"], overlay)  # once: the planner gets specs, overlay applied
+    engines, off_platform = _launchers(emit, engine, resolve.devices(pools))
     if plot is not None:
         pareto.require_matplotlib()  # fail before searching, and before anything is written
         plot = check_out_file(plot, "plot")
-    out = check_out_dir(out)  # typed str, not Path: Path("") would silently be the current directory
+    out = check_out_dir(f["out"])  # typed str, not Path: Path("") would silently be the current directory
     plan = plan_serving(
-        resolve.model(model),
-        apply_prices(pools, parse_prices(price)),
-        gpus=_gpus(gpus),
-        isl=isl,
-        osl=osl,
-        ttft_ms=ttft_ms,
-        tpot_ms=tpot_ms,
-        rate=rate,
-        mode=mode,
+        resolve.model(f["model"]),
+        apply_prices(pools, parse_prices(f["price"] or None)),
+        gpus=_gpus(f["gpus"]),
         engine=resolve.engine(engine, overlay),
-        dtype=dtype,
-        kv_dtype=kv_dtype,
-        objective=objective,
-        speculative=spec_from_flags(*features[:3]),
-        prefix_hit=features[3],
-        expert_skew=features[4],
-        slo_percentile=slo_percentile or None,
-        memory_headroom=limits[0],
-        constraints={"fix": limits[1], "exclude": limits[2]},
+        speculative=spec_from_flags(f["spec_method"], f["spec_tokens"], f["spec_accept"]),
+        slo_percentile=f["slo_percentile"] or None,
+        constraints={"fix": f["fix"], "exclude": f["exclude"]},
         error_bands=resolve.error_bands(),
+        **{k: f[k] for k in _PLANNER_FLAGS},
     )
     registry.serve_files(plan, engines, targets)  # the launch files of the asked-for engines and releases
     doc = checked(plan.to_json(), calibration)  # before anything is written
-    if objective == "cost" and doc["inputs"].get("objective") != "cost":
+    if f["objective"] == "cost" and doc["inputs"].get("objective") != "cost":
         warn("--objective cost: a catalog here has no price_per_hour, so the fewest GPUs were chosen instead")
     if off_platform:
         doc["launch_unsupported"] = off_platform
@@ -279,12 +226,29 @@ def _impl(
         except OSError as exc:
             raise os_error("plot", plot, exc) from None
         written.append(str(plot))
-    if json_out:
+    if f["json_out"]:
         if written:
             doc["written"] = written
         print_json(doc)
         return
     _render(plan, doc, engines if emit else [], written)
+
+
+#: Flags passed to :func:`~roofplan.solver.serve_planner.plan_serving` under their own names.
+_PLANNER_FLAGS = (
+    "isl",
+    "osl",
+    "ttft_ms",
+    "tpot_ms",
+    "rate",
+    "mode",
+    "dtype",
+    "kv_dtype",
+    "objective",
+    "prefix_hit",
+    "expert_skew",
+    "memory_headroom",
+)
 
 
 def _json_safe(doc: dict) -> dict:
@@ -312,12 +276,28 @@ def _render(plan, doc: dict, engines: list[str], written: list[str]) -> None:
     _render_footer(doc, engines, written)
 
 
+def _role_cells(role: str, r: dict, instances: int, batch: str, mixed: bool) -> tuple[str, ...]:
+    """The cells of one role's row in the best-deployment table, up to its latency: role, instance
+    count, layout, GPUs per instance, batch and (with devices that differ by role) the hardware."""
+    return (role, str(instances), _cfg(r), str(r["gpus_per_instance"]), batch) + (
+        (r["hardware"],) if mixed else ()
+    )
+
+
+def _budget(gpus, hardware: str) -> str:
+    """The GPU budget as people read it: ``8 x h100-sxm``, or one count per pool
+    (``8 x h100-sxm + 8 x a100-sxm-80gb``) when the inputs hold one per device."""
+    if isinstance(gpus, dict):
+        return " + ".join(f"{n} x {hw}" for hw, n in gpus.items())
+    return f"{gpus} x {hardware}"
+
+
 def _render_best(doc: dict) -> None:
     """The chosen deployment's table and its latency, throughput, load and energy lines."""
     best = doc["best"]
     inp = doc["inputs"]
     title = (
-        f"{inp['model']} on {inp['gpus']} x {inp['hardware']}  isl={inp['isl']} osl={inp['osl']}"
+        f"{inp['model']} on {_budget(inp['gpus'], inp['hardware'])}  isl={inp['isl']} osl={inp['osl']}"
         + (f"  TTFT<={inp['ttft_ms']:g} ms" if inp["ttft_ms"] else "")
         + (f"  TPOT<={inp['tpot_ms']:g} ms" if inp["tpot_ms"] else "")
         + (f"  rate={inp['rate']:g} req/s" if inp["rate"] else "")
@@ -341,33 +321,19 @@ def _render_best(doc: dict) -> None:
         )
     if best["mode"] == "disagg":
         p, d = best["prefill"], best["decode"]
+        kv = best.get("kv_transfer_ms", 0)
         t.add_row(
-            "prefill",
-            str(p["instances"]),
-            _cfg(p),
-            str(p["gpus_per_instance"]),
-            f"{p['batch']}/pass",
-            *((p["hardware"],) if mixed else ()),
-            f"TTFT {p['ttft_ms']:.1f} ms + KV {best.get('kv_transfer_ms', 0):.1f} ms",
+            *_role_cells("prefill", p, p["instances"], f"{p['batch']}/pass", mixed),
+            f"TTFT {p['ttft_ms']:.1f} ms + KV {kv:.1f} ms",
         )
         t.add_row(
-            "decode",
-            str(d["instances"]),
-            _cfg(d),
-            str(d["gpus_per_instance"]),
-            str(d["batch"]),
-            *((d["hardware"],) if mixed else ()),
-            f"TPOT {d['tpot_ms']:.2f} ms",
+            *_role_cells("decode", d, d["instances"], str(d["batch"]), mixed), f"TPOT {d['tpot_ms']:.2f} ms"
         )
         note = "batch: prompts per prefill pass / concurrent decode requests per instance"
     else:
         c = best["prefill"]
         t.add_row(
-            "colocated",
-            str(best["instances"]),
-            _cfg(c),
-            str(c["gpus_per_instance"]),
-            str(c["batch"]),
+            *_role_cells("colocated", c, best["instances"], str(c["batch"]), False),
             f"TTFT {c['ttft_ms']:.1f} ms, TPOT {c['tpot_ms']:.2f} ms",
         )
         note = f"batch: concurrent requests per instance, prefill chunk {c['chunk']} tokens"

@@ -9,10 +9,11 @@ that take longer than a second, only on a terminal and never with ``--json``.
 from __future__ import annotations
 
 import time
+from typing import Annotated
 
 import typer
 from rich import box
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from roofplan.cli.common import (
@@ -28,7 +29,19 @@ from roofplan.cli.common import (
     styled,
     warn_stale,
 )
-from roofplan.cli.options import Calibration, Hardware, Json, Model, TrainDtype
+from roofplan.cli.options import (
+    Calibration,
+    GlobalBatch,
+    Hardware,
+    Json,
+    Model,
+    OutDir,
+    Price,
+    SeqLen,
+    TrainDtype,
+    flag,
+)
+from roofplan.cli.render import progress_bar
 from roofplan.errors import InputError
 from roofplan.inputs import parse_tokens
 
@@ -48,15 +61,9 @@ class _LazyProgress:
         if self.bar is None:
             if time.perf_counter() - self.t0 < 1.0:
                 return
-            self.bar = Progress(
-                TextColumn("searching"),
-                BarColumn(),
-                TextColumn("{task.completed}/{task.total}"),
-                TimeElapsedColumn(),
-                console=err_console,
-                transient=True,
+            self.bar = progress_bar(
+                "searching", TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn()
             )
-            self.bar.start()
             self.task = self.bar.add_task("search", total=total)
         self.bar.update(self.task, completed=done, total=total)
 
@@ -187,10 +194,8 @@ def plan_train(
     model: Model,
     hardware: Hardware,
     gpus: int = typer.Option(..., "--gpus", callback=bounded_count, help="GPU budget (world size)."),
-    global_batch: int = typer.Option(
-        ..., "--global-batch", callback=bounded_count, help="Global batch in sequences."
-    ),
-    seq_len: int = typer.Option(..., "--seq-len", callback=bounded_count, help="Training sequence length."),
+    global_batch: GlobalBatch = ...,
+    seq_len: SeqLen = ...,
     dtype: TrainDtype = "bf16",
     objective: str = typer.Option(
         "throughput", "--objective", help="throughput (tokens/s) | cost ($ per token) | energy (J per token)."
@@ -198,9 +203,7 @@ def plan_train(
     tokens: str | None = typer.Option(
         None, "--tokens", help="Token budget (e.g. 15T): report days, $ and kWh."
     ),
-    price: list[str] | None = typer.Option(  # noqa: B008
-        None, "--price", metavar="DEVICE=$/h", help="Price per device-hour in place of the catalog's."
-    ),
+    price: Price = None,
     top: int = typer.Option(5, "--top", callback=bounded_count, help="How many ranked candidates to show."),
     emit: list[str] | None = typer.Option(  # noqa: B008
         None,
@@ -209,9 +212,7 @@ def plan_train(
         help="megatron | deepspeed | torchtitan (repeatable or comma list); "
         "restricts the search to what the launcher expresses.",
     ),
-    out: str | None = typer.Option(
-        None, "--out", metavar="DIR", help="Write launch files and plan.json to this directory."
-    ),
+    out: OutDir = None,
     target: list[str] | None = typer.Option(  # noqa: B008
         None,
         "--target",
@@ -222,9 +223,7 @@ def plan_train(
     gpus_per_node: int | None = typer.Option(
         None, "--gpus-per-node", callback=bounded_count, help="Default: the catalog's node size."
     ),
-    allow_cross_node_tp: bool = typer.Option(
-        False, "--allow-cross-node-tp", metavar="", help="Let TP span nodes."
-    ),
+    allow_cross_node_tp: Annotated[bool, flag("--allow-cross-node-tp", "Let TP span nodes.")] = False,
     max_micro_batch: int = typer.Option(
         16, "--max-micro-batch", callback=bounded_count, help="Largest micro-batch searched."
     ),

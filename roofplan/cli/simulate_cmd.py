@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import typer
 
-from roofplan.cli.common import bounded_count, checked, print_json, run
+from roofplan.cli.common import bounded_count, checked, output, run
 from roofplan.cli.estimate_serve_cmd import (
     load_workload,
     render_load,
@@ -18,24 +18,29 @@ from roofplan.cli.options import (
     PP,
     TP,
     Calibration,
+    Concurrency,
     EngineChoice,
     EngineOpt,
     ExpertSkew,
     HardwareOrPlan,
     Instances,
+    Isl,
     IslDist,
     Json,
     KvDtype,
     ModelOrPlan,
+    Osl,
     OslDist,
     PrefixHit,
+    ServeDP,
     ServeDtype,
+    ServeEP,
     SpecAccept,
     SpecMethod,
     SpecTokens,
     WorkloadOpt,
+    serving_kwargs,
     spec_from_flags,
-    value,
 )
 from roofplan.errors import InputError
 
@@ -107,6 +112,7 @@ def plan_deployment(doc: dict) -> dict:
 
 
 def simulate(
+    ctx: typer.Context,
     model: ModelOrPlan = None,
     hardware: HardwareOrPlan = None,
     plan: str | None = typer.Option(
@@ -114,11 +120,9 @@ def simulate(
     ),
     tp: TP = 1,
     pp: PP = 1,
-    ep: int = typer.Option(1, "--ep", callback=bounded_count, help="Expert-parallel degree."),
-    dp: int = typer.Option(1, "--dp", callback=bounded_count, help="Attention data-parallel ranks."),
-    concurrency: int | None = typer.Option(
-        None, "--concurrency", callback=bounded_count, help="Closed loop: requests in flight."
-    ),
+    ep: ServeEP = 1,
+    dp: ServeDP = 1,
+    concurrency: Concurrency = None,
     rate: float | None = typer.Option(
         None, "--rate", help="Poisson arrivals, requests/s (a plan: its goodput)."
     ),
@@ -136,8 +140,8 @@ def simulate(
         callback=bounded_count,
         help="disagg: prefill tensor parallelism (default --tp).",
     ),
-    isl: int | None = typer.Option(None, "--isl", callback=bounded_count, help="Input tokens per request."),
-    osl: int | None = typer.Option(None, "--osl", callback=bounded_count, help="Output tokens per request."),
+    isl: Isl = None,
+    osl: Osl = None,
     isl_dist: IslDist = None,
     osl_dist: OslDist = None,
     workload: WorkloadOpt = None,
@@ -161,12 +165,10 @@ def simulate(
     calibration: Calibration = None,
 ) -> None:
     """Simulate a serving deployment request by request: TTFT/TPOT/latency percentiles, throughput."""
-    engine = value(engine)
 
     def body() -> None:
         from roofplan import simulate_serving  # resolves the ids at the door
 
-        spec = spec_from_flags(spec_method, spec_tokens, spec_accept)
         if plan is not None:
             doc = _read_plan(plan)
             kw = plan_deployment(doc)
@@ -190,7 +192,7 @@ def simulate(
                 seed=seed,
                 calibration=calibration,
                 prefix_hit=hit,
-                speculative=spec or _plan_spec(inp),
+                speculative=spec_from_flags(spec_method, spec_tokens, spec_accept) or _plan_spec(inp),
                 expert_skew=expert_skew if expert_skew != 1.0 else inp.get("expert_skew") or 1.0,
                 **kw,
             )
@@ -205,14 +207,6 @@ def simulate(
                 rate=rate,
                 concurrency=concurrency,
                 instances=instances,
-                tp=tp,
-                pp=pp,
-                ep=ep,
-                dp=dp,
-                dtype=dtype,
-                kv_dtype=kv_dtype,
-                engine=engine,
-                calibration=calibration,
                 mode=mode,
                 prefill_instances=prefill_instances,
                 decode_instances=decode_instances,
@@ -220,21 +214,18 @@ def simulate(
                 router=router,
                 requests=requests,
                 seed=seed,
-                prefix_hit=prefix_hit,
-                speculative=spec,
-                expert_skew=expert_skew,
+                **serving_kwargs(ctx.params),
             )
-        out = checked(sim.to_json(), calibration)
-        if as_json:
-            print_json(out)
-        else:
-            render_load(
-                out,
-                f"simulated ({out['inputs']['simulated_requests']:,} requests, "
-                f"{out['timing']['simulate_s']:.2f} s)",
-            )
+        output(checked(sim.to_json(), calibration), as_json, _render)
 
     return run(body)
+
+
+def _render(doc: dict) -> None:
+    render_load(
+        doc,
+        f"simulated ({doc['inputs']['simulated_requests']:,} requests, {doc['timing']['simulate_s']:.2f} s)",
+    )
 
 
 def register(app: typer.Typer) -> None:

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import typer
 from rich.progress import (
-    BarColumn,
     MofNCompleteColumn,
-    Progress,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
@@ -21,6 +19,7 @@ from roofplan.cli.common import (
     run,
 )
 from roofplan.cli.options import Json
+from roofplan.cli.render import progress_bar
 
 OPTIONAL_VALUES["--ray"] = "local"
 
@@ -31,17 +30,9 @@ class _Bar:
     def __init__(self, enabled: bool):
         self.progress = None
         if enabled:
-            self.progress = Progress(
-                TextColumn("sweep"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TimeElapsedColumn(),
-                TextColumn("ETA"),
-                TimeRemainingColumn(),
-                console=err_console,
-                transient=True,
+            self.progress = progress_bar(
+                "sweep", MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn()
             )
-            self.progress.start()
             self.task = self.progress.add_task("sweep", total=None)
 
     def __call__(self, done: int, total: int) -> None:
