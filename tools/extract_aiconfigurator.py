@@ -235,7 +235,7 @@ def convert(table: str, df: pd.DataFrame, hw: str, src: str, full: bool):
             if ctx:
                 o.update(kind="attention", seq_len=r.isl, kv_len=r.isl)
             else:
-                o.update(kind="decode_attention", seq_len=r.isl, kv_len=r.step + 1)
+                o.update(kind="decode_attention", seq_len=r.isl, kv_len=r.step + 1, impl="trtllm")
                 rid += f" cached={r.step}"
             if r.window_size:
                 rid += f" window={r.window_size}"

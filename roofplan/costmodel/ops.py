@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from roofplan.costmodel import trtllm_decode
 from roofplan.costmodel.collectives import collective_time
 from roofplan.hardware.spec import DTYPE_BYTES, DeviceSpec, Efficiency
 
@@ -323,10 +324,14 @@ def decode_attention_time(
     q_len=1.0,
     kv_bytes_per_token=None,
     shared_kv=True,
+    dispatch: str = "shared",
 ):
     """Seconds of one decode attention kernel: ``batch`` sequences of ``q_len`` query tokens each
     reading ``kv_len`` cached tokens. ``kv_bytes_per_token`` overrides K+V bytes per token and
-    layer on this device (MLA latent); ``shared_kv`` False re-reads K/V once per query head."""
+    layer on this device (MLA latent); ``shared_kv`` False re-reads K/V once per query head.
+    ``dispatch`` ``"trtllm"``: TensorRT-LLM's XQA / masked-MHA kernels
+    (:mod:`roofplan.costmodel.trtllm_decode`) on a device whose catalog characterises them;
+    otherwise (and for ``"shared"``: FlashAttention / FlashInfer decode) the generic model below."""
     eff = hw.efficiency if eff is None else eff
     b, L = _f(batch), np.maximum(_f(kv_len), 1.0)
     hk, d = _f(kv_heads), _f(head_dim)
@@ -335,6 +340,11 @@ def decode_attention_time(
         if kv_bytes_per_token is None
         else _f(kv_bytes_per_token)
     )
+    if dispatch == "trtllm" and shared_kv and trtllm_decode.has_xqa_model(eff) and hw.compute_units:
+        fp8_kv = DTYPE_BYTES.get(kv_dtype, 2.0) < 2.0
+        return trtllm_decode.trtllm_decode_time(
+            b, L, heads, hk, d, per_tok, fp8_kv, hw.hbm_Bps, float(hw.compute_units), eff
+        )
     reread = 1.0 if shared_kv else _f(heads) / np.maximum(hk, 1.0)
     kv_bytes = b * L * per_tok * reread
     ctas = b * np.maximum(hk, 1.0) * np.maximum(L / eff.decode_split_len, 1.0)

@@ -425,6 +425,8 @@ def decode_attention_term(s: StepInputs, acc: _Acc) -> None:
         eff=s.eff,
         kv_bytes_per_token=kv_tok,
         shared_kv=reread == 1.0,
+        kv_dtype=s.cfg.kv_dtype_resolved,
+        dispatch="trtllm" if s.engine.name == "trtllm" and model.mla is None else "shared",
     )
     acc.add(0.0, np.where(s.decode_seqs > 0, np.maximum(t_dec, f_dec / (s.peak16 * s.eff.attn_max)), 0.0))
 
