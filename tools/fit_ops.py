@@ -52,6 +52,23 @@ XQA_PARAMS = [
     ("mmha_elem_rate", 1e9, 2e12),
     ("mmha_fp8_cvt_rate", 1e9, 2e12),
 ]
+#: FlashAttention-3 decode parameters (costmodel.flash_decode), fitted in the same way on the
+#: ``impl=flash`` decode rows (vLLM's measured tables) of the same devices.
+FA_PARAMS = [
+    ("fa_hbm", 0.5, 1.0),
+    ("fa_floor_s", 1e-6, 30e-6),
+    ("fa_cta_s", 1e-8, 20e-6),
+    ("fa_cta_Bps", 1e9, 300e9),
+    ("fa_ctas_per_sm", 0.5, 8.0),
+    ("fa_combine_s", 1e-8, 30e-6),
+    ("fa_max_splits", 1.0, 128.0),
+    ("fa_fp8_cvt_rate", 1e9, 5e12),
+]
+#: decode row ``impl`` -> (parameters, report/fitted key) of the kernel models fitted on XQA_DEVICES.
+KERNEL_MODELS = {
+    "trtllm": (XQA_PARAMS, "decode_attention_trtllm"),
+    "flash": (FA_PARAMS, "decode_attention_flash"),
+}
 #: family -> (parameter, lower, upper); fitted in this order.
 FAMILIES = {
     "gemm": [
@@ -218,14 +235,13 @@ def fit_device(rows, hw_id: str):
         if not sub:
             continue
         if fam == "decode_attention" and hw_id in XQA_DEVICES:
-            trt = [m for m in sub if m.row.get("impl") == "trtllm"]
-            if trt and (ONLY is None or ONLY & {p[0] for p in XQA_PARAMS}):
-                hw, _ = fit_family_global([m for m in trt if not held_back(m)], hw, XQA_PARAMS)
-                fitted["decode_attention_trtllm"] = [p[0] for p in XQA_PARAMS]
-                report["decode_attention_trtllm"] = trt
-            sub = [m for m in sub if m.row.get("impl") != "trtllm"]
-            if not sub:
-                continue
+            for impl, (kparams, key) in KERNEL_MODELS.items():
+                mine = [m for m in sub if m.row.get("impl") == impl]
+                if mine and (ONLY is None or ONLY & {p[0] for p in kparams}):
+                    hw, _ = fit_family_global([m for m in mine if not held_back(m)], hw, kparams)
+                    fitted[key] = [p[0] for p in kparams]
+                    report[key] = mine
+            continue  # the generic decode parameters keep their catalog values on these devices
         fit_rows = [m for m in sub if not held_back(m)]
         params = [p for p in informed(params, sub) if ONLY is None or p[0] in ONLY]
         if not params:

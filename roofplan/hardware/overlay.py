@@ -52,6 +52,7 @@ def efficiency_kind(name: str) -> tuple[str, bool]:
         "nvls_min_ranks",
         "attn_score_flops",
         "decode_split_len",
+        "fa_max_splits",
     ) or name.endswith("_per_sm"):
         return "number", zero_ok
     return "fraction", zero_ok
