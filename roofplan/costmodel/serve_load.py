@@ -339,17 +339,25 @@ def state_at(inst: Instance, mo: Moments, d, *, poisson: bool = True) -> SteadyS
     return _prefill_queue(inst, mo, st, poisson)
 
 
+def prefill_wait(inst: Instance, mo: Moments, d, lam) -> tuple[np.ndarray, np.ndarray]:
+    """(utilisation, mean wait) of the prefill server with ``d`` requests decoding, fed prompts at
+    ``lam`` per second: an M/G/1 queue whose service is the prompt's tokens at the seconds per token
+    of a full-budget iteration, wait by Pollaczek-Khinchine, W = lam E[S^2] / (2 (1 - rho))
+    (Kleinrock I, §5.6); inf where rho >= 1."""
+    d = np.asarray(d, dtype=float)
+    bd = np.maximum(np.asarray(mo.budget, dtype=float) - d, 1.0)
+    s_per_tok = round_time(inst, bd, mo.pre_ctx, d, mo.dec_ctx) / bd
+    rho = np.asarray(lam, dtype=float) * mo.isl * s_per_tok
+    wait = np.where(rho < 1.0, lam * mo.isl_sq * s_per_tok**2 / (2.0 * np.maximum(1.0 - rho, 1e-12)), np.inf)
+    return rho, wait
+
+
 def _prefill_queue(inst: Instance, mo: Moments, st: SteadyState, poisson: bool) -> SteadyState:
     """Utilisation, P-K wait, TTFT and sustainability of the prefill server of ``st`` (in place)."""
-    d, lam = st.d, st.lam
-    bd = np.maximum(np.asarray(mo.budget, dtype=float) - d, 1.0)
-    t_full = round_time(inst, bd, mo.pre_ctx, d, mo.dec_ctx)
-    s_per_tok = t_full / bd
-    rho = lam * mo.isl * s_per_tok
+    d = st.d
+    rho, pk = prefill_wait(inst, mo, d, st.lam)
     sustainable = (rho < 1.0) & (d <= st.max_seqs * (1 + 1e-9))
-    wait = np.where(
-        sustainable & poisson, lam * mo.isl_sq * s_per_tok**2 / (2.0 * np.maximum(1.0 - rho, 1e-12)), 0.0
-    )
+    wait = np.where(sustainable & poisson, pk, 0.0)
     st.wait = np.where(sustainable, wait, np.inf)
     # a Poisson arrival lands in an iteration with probability proportional to its length and waits
     # for the rest of it: E[t^2] / (2 E[t]) (renewal theory; Kleinrock I, §5.2)
