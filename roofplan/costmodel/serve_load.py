@@ -678,17 +678,22 @@ def closed_loop(inst: Instance, isl, osl, concurrency: int, instances: int = 1, 
     C = concurrency / instances
     d_sat, mr_arr = peak(inst, mo)
 
+    def others_wait(st):
+        return closed_loop_wait(inst, mo, st, C)
+
     def in_flight(d):
         st = state_at(inst, mo, np.maximum(d, 1e-12), poisson=False)
-        return st.lam * (st.ttft + mo.decode_s(st.t_mean))
+        return st.lam * (st.ttft + others_wait(st) + mo.decode_s(st.t_mean))
 
     # Little's law: in flight = d + lam·TTFT, increasing in d; saturated when even d_sat falls short
     d = d_sat if in_flight(d_sat)[0] <= C else _bisect(lambda x: in_flight(x) <= C, np.zeros(1), d_sat, _ITER)
     st = state_at(inst, mo, np.maximum(d, 1e-12), poisson=False)
     lam = float(st.lam[0])
     mr = float(mr_arr[0])
-    life = float(st.ttft[0]) + mo.decode_s(float(st.t_mean[0]))
-    extra = max(C / lam - life, 0.0) if lam > 0 else math.inf
+    queue = float(others_wait(st)[0])
+    queue = queue if math.isfinite(queue) else 0.0  # saturated: the surplus clients' wait below
+    life = float(st.ttft[0]) + queue + mo.decode_s(float(st.t_mean[0]))
+    extra = queue + (max(C / lam - life, 0.0) if lam > 0 else math.inf)
     extra += closed_loop_residual(st, C, life)
     return _result(
         inst,
@@ -704,6 +709,22 @@ def closed_loop(inst: Instance, isl, osl, concurrency: int, instances: int = 1, 
         seed=seed,
         max_rate_rps=mr,
     )
+
+
+def closed_loop_wait(inst: Instance, mo: Moments, st: SteadyState, clients: float) -> np.ndarray:
+    """Mean wait of a closed-loop request in the prefill queue behind the other clients' prompts.
+
+    Clients whose returns are desynchronised (varying lengths, a varying API-server time) send
+    prompts that, superposed over many clients, approach a Poisson stream (Palm-Khintchine theorem;
+    Cox & Smith 1954); by the arrival theorem of closed networks an arriving request sees the
+    queue of the other C - 1 clients (Sevcik & Mitrani 1981), approximated as in the Bard-Schweitzer
+    mean-value analysis by the Pollaczek-Khinchine wait at their share of the rate,
+    lam (C - 1) / C (:func:`prefill_wait`). One client never waits; at 64 clients the wait is the
+    open loop's. Without it the closed loop assumed evenly spaced prompts that never queue
+    (D/D/1), which put TTFT at 64 clients 13% under the simulator (lengths +-20%)."""
+    if clients <= 1:
+        return np.zeros_like(st.lam)
+    return prefill_wait(inst, mo, st.d, st.lam * (clients - 1.0) / clients)[1]
 
 
 def closed_loop_residual(st: SteadyState, clients: float, life: float) -> float:
