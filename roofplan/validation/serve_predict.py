@@ -81,7 +81,9 @@ ENGINE_MAP: dict[str, tuple[str, dict, bool]] = {
 #: Server flags a row's note may state as ``key=value`` and the engine-profile field each sets:
 #: SGLang ``--mem-fraction-static F`` and vLLM ``--gpu-memory-utilization F`` leave 1 - F of the
 #: device memory out of the weights + KV pool; ``--max-num-seqs`` / ``--max-running-requests`` cap
-#: the running batch; ``--max-num-batched-tokens`` / ``--chunked-prefill-size`` is the token budget.
+#: the running batch; ``--max-num-batched-tokens`` / ``--chunked-prefill-size`` is the token budget;
+#: SGLang ``--mamba-ssm-dtype`` / vLLM ``--mamba-ssm-cache-dtype`` the linear mixers' state dtype.
+_STATE_BYTES = {"bfloat16": 2.0, "bf16": 2.0, "float16": 2.0, "fp16": 2.0, "float32": 4.0, "fp32": 4.0}
 NOTE_ENGINE_ARGS = {
     "mem_fraction_static": ("memory_reserve_fraction", lambda v: 1.0 - float(v)),
     "gpu_memory_utilization": ("memory_reserve_fraction", lambda v: 1.0 - float(v)),
@@ -89,6 +91,8 @@ NOTE_ENGINE_ARGS = {
     "max_running_requests": ("max_num_seqs", int),
     "max_num_batched_tokens": ("max_num_batched_tokens", int),
     "chunked_prefill_size": ("max_num_batched_tokens", int),
+    "mamba_ssm_dtype": ("linear_state_bytes", lambda v: _STATE_BYTES[v]),
+    "mamba_ssm_cache_dtype": ("linear_state_bytes", lambda v: _STATE_BYTES[v]),
 }
 
 
@@ -98,7 +102,7 @@ def note_engine_args(case: Case) -> dict:
 
     out = {}
     for key, (field, conv) in NOTE_ENGINE_ARGS.items():
-        m = re.search(rf"\b{key}=([0-9.]+)", case.str("note"))
+        m = re.search(rf"\b{key}=([0-9.]+|[a-z]+[0-9]+)", case.str("note"))
         if m:
             out[field] = conv(m.group(1))
     return out
