@@ -86,7 +86,9 @@ def test_server_flags_in_the_note_set_the_engine_profile():
         16384,
     )
     assert note_engine_args(Case({"id": "y", "note": "vllm bench serve --max-concurrency 4"})) == {}
-    assert note_engine_args(Case({"id": "z", "note": "mamba_ssm_dtype=bfloat16;"})) == {"linear_state_bytes": 2.0}
+    assert note_engine_args(Case({"id": "z", "note": "mamba_ssm_dtype=bfloat16;"})) == {
+        "linear_state_bytes": 2.0
+    }
 
 
 def test_saturated_h200_sglang_rows():

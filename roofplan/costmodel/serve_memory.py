@@ -38,7 +38,9 @@ def kv_bytes_per_token_per_device(model: ModelSpec, cfg: ServeConfigs) -> np.nda
     return per_token / kv_shards(model, cfg.tp) / cfg.pp
 
 
-def state_bytes_per_seq_per_device(model: ModelSpec, cfg: ServeConfigs, linear_bytes: float = 4.0) -> np.ndarray:
+def state_bytes_per_seq_per_device(
+    model: ModelSpec, cfg: ServeConfigs, linear_bytes: float = 4.0
+) -> np.ndarray:
     """Fixed cache bytes one request holds on a device whatever its length (0 for a plain
     transformer), per pipeline stage: the windows of sliding/chunked layers split like the KV
     cache (:func:`kv_shards`), the linear mixers' states over all tp ranks, since a Gated
@@ -133,7 +135,9 @@ def serve_memory(model: ModelSpec, hw: DeviceSpec, engine: EngineProfile, cfg: S
     dp = cfg.dp.astype(float)
     seqs = cfg.batch / dp  # requests per attention rank
     kv_tok = kv_bytes_per_token_per_device(model, cfg)
-    kv_seq = (cfg.isl + cfg.osl) * kv_tok + state_bytes_per_seq_per_device(model, cfg, engine.linear_state_bytes)
+    kv_seq = (cfg.isl + cfg.osl) * kv_tok + state_bytes_per_seq_per_device(
+        model, cfg, engine.linear_state_bytes
+    )
     kv = seqs * kv_seq
     act_tok = _act_bytes_per_token(model, cfg.tp, cfg.dtype)
     logits_seq = model.vocab / cfg.tp * 4.0  # fp32 logits of the sampling tokens

@@ -480,7 +480,9 @@ class _Counters:
             self.end = max(self.end, st["end"])
 
 
-def _sim_result(arr, ttft, first_abs, fin, wait, isl, osl, tot: _Counters, start: float, decoding, busy) -> SimResult:
+def _sim_result(
+    arr, ttft, first_abs, fin, wait, isl, osl, tot: _Counters, start: float, decoding, busy
+) -> SimResult:
     """The SimResult of a run: per-request times from the send times ``arr``, first-token times
     ``first_abs`` and finish times ``fin``; the span from ``start`` to the last decoding instance's
     end; the mean running batch per decoding instance (``decoding`` of them) and the busy share
@@ -576,7 +578,9 @@ def simulate_colocated(
         ttft[idx] = np.asarray(f) - arr[idx]
         fin[idx] = e
         tot.add(st)
-    return _sim_result(arr, ttft, ttft + arr, fin, wait, isl, osl, tot, float(arr.min()), instances, instances)
+    return _sim_result(
+        arr, ttft, ttft + arr, fin, wait, isl, osl, tot, float(arr.min()), instances, instances
+    )
 
 
 def simulate_disagg(
@@ -676,4 +680,6 @@ def simulate_disagg(
         fin[idx] = e
         tot.add(st)
     busy_instances = prefill_instances + decode_instances
-    return _sim_result(arr, first - arr, first, fin, wait, isl, osl, tot, float(arr[0]), decode_instances, busy_instances)
+    return _sim_result(
+        arr, first - arr, first, fin, wait, isl, osl, tot, float(arr[0]), decode_instances, busy_instances
+    )
