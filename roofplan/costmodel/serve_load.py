@@ -359,15 +359,20 @@ def _prefill_queue(inst: Instance, mo: Moments, st: SteadyState, poisson: bool) 
     sustainable = (rho < 1.0) & (d <= st.max_seqs * (1 + 1e-9))
     wait = np.where(sustainable & poisson, pk, 0.0)
     st.wait = np.where(sustainable, wait, np.inf)
-    # a Poisson arrival lands in an iteration with probability proportional to its length and waits
-    # for the rest of it: E[t^2] / (2 E[t]) (renewal theory; Kleinrock I, §5.2)
-    res = (st.f * st.t_mix**2 + (1.0 - st.f) * st.t_dec**2) / (2.0 * st.t_mean) if poisson else 0.0
+    res = _poisson_residual(st) if poisson else 0.0
     # the request also spends the engine's API-server time (HTTP, chat template, tokenisation,
     # hand-off, first streamed chunk) outside the GPU iterations; its client holds it meanwhile
     st.api_s = float(inst.engine.request_overhead_s)
     st.ttft = st.wait + res + mo.steps(d) * st.t_mix + st.api_s
     st.rho, st.sustainable = rho, sustainable
     return st
+
+
+def _poisson_residual(st: SteadyState) -> np.ndarray:
+    """Mean rest of the iteration in progress that a Poisson arrival waits for: it lands in an
+    iteration with probability proportional to its length, E[t^2] / (2 E[t]) (renewal theory;
+    Kleinrock I, §5.2)."""
+    return (st.f * st.t_mix**2 + (1.0 - st.f) * st.t_dec**2) / (2.0 * st.t_mean)
 
 
 def _bisect(ok, lo, hi, rounds: int) -> np.ndarray:
@@ -693,8 +698,18 @@ def closed_loop(inst: Instance, isl, osl, concurrency: int, instances: int = 1, 
     queue = float(others_wait(st)[0])
     queue = queue if math.isfinite(queue) else 0.0  # saturated: the surplus clients' wait below
     life = float(st.ttft[0]) + queue + mo.decode_s(float(st.t_mean[0]))
-    extra = queue + (max(C / lam - life, 0.0) if lam > 0 else math.inf)
-    extra += closed_loop_residual(st, C, life)
+    extra = max(C / lam - life, 0.0) if lam > 0 else math.inf
+    residual = closed_loop_residual(st, C, life)
+    many = C > 1 and queue > 0.0
+    if many:
+        # the other clients' prompts as a Poisson stream: the per-request wait and residual
+        # iteration are drawn as the open loop's (M/G/1 tail), at the others' rate; the constant
+        # keeps the mean residual the closed loop's (an idle engine for a lone arrival)
+        rho_o = prefill_wait(inst, mo, st.d, st.lam * (C - 1.0) / C)[0]
+        st = dataclasses.replace(st, wait=np.array([queue]), rho=np.asarray(rho_o, dtype=float))
+        extra += residual - float(_poisson_residual(st)[0])
+    else:
+        extra += queue + residual
     return _result(
         inst,
         mo,
@@ -705,7 +720,7 @@ def closed_loop(inst: Instance, isl, osl, concurrency: int, instances: int = 1, 
         instances=instances,
         conc=float(concurrency),
         extra_wait=extra,
-        poisson=False,
+        poisson=many,
         seed=seed,
         max_rate_rps=mr,
     )
