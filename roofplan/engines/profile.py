@@ -56,6 +56,10 @@ class EngineProfile:
       ``--max-running-requests``, TRT-LLM ``max_batch_size``); ``None``: only memory limits it.
     * ``decode_attn_hbm``: fraction of the device's sustained HBM bandwidth (``Efficiency.hbm``)
       the engine's decode-attention kernel reaches reading the paged KV cache.
+    * ``linear_state_bytes``: bytes per element of a linear mixer's recurrent state (Gated
+      DeltaNet / Mamba-2 layers), which every request holds whatever its length: 4 (fp32, the
+      ``mamba_ssm_dtype`` of the Qwen3.5 and Nemotron-H configs and both engines' default), 2 with
+      SGLang ``--mamba-ssm-dtype bfloat16`` or vLLM ``--mamba-ssm-cache-dtype bfloat16``.
     """
 
     name: str
@@ -76,6 +80,7 @@ class EngineProfile:
     runtime_reserve_bytes: float = 0.0
     max_num_seqs: int | None = None
     decode_attn_hbm: float = 1.0
+    linear_state_bytes: float = 4.0
     source: str = ""
 
     @classmethod
@@ -106,6 +111,7 @@ ENGINE_BOUNDS: dict[str, float] = {
     "runtime_reserve_bytes": 2.0**40,
     "max_num_seqs": 2**20,
     "decode_attn_hbm": 1.0,
+    "linear_state_bytes": 8.0,
 }
 _STR = {"name", "description", "source"}
 _OPTIONAL = {"host_op_s", "max_num_batched_tokens", "max_num_seqs"}
@@ -132,6 +138,8 @@ def _coerce(name: str, value):
         return int(value)
     if name == "decode_attn_hbm" and not 0 < value <= 1:
         raise InputError(f"engine.{name}", value, "a fraction in (0, 1]")
+    if name == "linear_state_bytes" and value not in (1, 2, 4, 8):
+        raise InputError(f"engine.{name}", value, "1, 2, 4 or 8 (bytes per element: fp8, bf16, fp32, fp64)")
     return float(value)
 
 
