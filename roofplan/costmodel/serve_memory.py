@@ -38,14 +38,17 @@ def kv_bytes_per_token_per_device(model: ModelSpec, cfg: ServeConfigs) -> np.nda
     return per_token / kv_shards(model, cfg.tp) / cfg.pp
 
 
-def state_bytes_per_seq_per_device(model: ModelSpec, cfg: ServeConfigs) -> np.ndarray:
+def state_bytes_per_seq_per_device(
+    model: ModelSpec, cfg: ServeConfigs, linear_bytes: float = 4.0
+) -> np.ndarray:
     """Fixed cache bytes one request holds on a device whatever its length (0 for a plain
     transformer), per pipeline stage: the windows of sliding/chunked layers split like the KV
     cache (:func:`kv_shards`), the linear mixers' states over all tp ranks, since a Gated
     DeltaNet / Mamba-2 layer is sharded by its own heads (16-128 of them, vLLM and SGLang
-    ``num_heads // tp``), not by the full-attention layers' KV heads."""
-    lin = model.linear_state_bytes_per_seq()
-    win = model.state_bytes_per_seq(cfg.kv_dtype_resolved) - lin
+    ``num_heads // tp``), not by the full-attention layers' KV heads. The linear states take
+    ``linear_bytes`` per element (the engine's ``linear_state_bytes``)."""
+    win = model.state_bytes_per_seq(cfg.kv_dtype_resolved) - model.linear_state_bytes_per_seq()
+    lin = model.linear_state_bytes_per_seq(linear_bytes)
     return (win / kv_shards(model, cfg.tp) + lin / cfg.tp) / cfg.pp
 
 
@@ -132,7 +135,9 @@ def serve_memory(model: ModelSpec, hw: DeviceSpec, engine: EngineProfile, cfg: S
     dp = cfg.dp.astype(float)
     seqs = cfg.batch / dp  # requests per attention rank
     kv_tok = kv_bytes_per_token_per_device(model, cfg)
-    kv_seq = (cfg.isl + cfg.osl) * kv_tok + state_bytes_per_seq_per_device(model, cfg)
+    kv_seq = (cfg.isl + cfg.osl) * kv_tok + state_bytes_per_seq_per_device(
+        model, cfg, engine.linear_state_bytes
+    )
     kv = seqs * kv_seq
     act_tok = _act_bytes_per_token(model, cfg.tp, cfg.dtype)
     logits_seq = model.vocab / cfg.tp * 4.0  # fp32 logits of the sampling tokens

@@ -480,6 +480,31 @@ class _Counters:
             self.end = max(self.end, st["end"])
 
 
+def _sim_result(
+    arr, ttft, first_abs, fin, wait, isl, osl, tot: _Counters, start: float, decoding, busy
+) -> SimResult:
+    """The SimResult of a run: per-request times from the send times ``arr``, first-token times
+    ``first_abs`` and finish times ``fin``; the span from ``start`` to the last decoding instance's
+    end; the mean running batch per decoding instance (``decoding`` of them) and the busy share
+    per instance (``busy`` of them)."""
+    _, _, tpot = _times(first_abs, fin, osl)
+    span = max(tot.end - start, 1e-12)
+    return SimResult(
+        arr,
+        ttft,
+        tpot,
+        fin - arr,
+        wait,
+        isl,
+        osl,
+        span,
+        tot.iterations,
+        tot.preemptions,
+        tot.area_d / span / decoding,
+        tot.busy / span / busy,
+    )
+
+
 def simulate_colocated(
     inst: Instance,
     isl,
@@ -553,22 +578,8 @@ def simulate_colocated(
         ttft[idx] = np.asarray(f) - arr[idx]
         fin[idx] = e
         tot.add(st)
-    first_abs = ttft + arr
-    _, _, tpot = _times(first_abs, fin, osl)
-    span = max(tot.end - float(arr.min()), 1e-12)
-    return SimResult(
-        arr,
-        ttft,
-        tpot,
-        fin - arr,
-        wait,
-        isl,
-        osl,
-        span,
-        tot.iterations,
-        tot.preemptions,
-        tot.area_d / span / instances,
-        tot.busy / span / instances,
+    return _sim_result(
+        arr, ttft, ttft + arr, fin, wait, isl, osl, tot, float(arr.min()), instances, instances
     )
 
 
@@ -668,19 +679,7 @@ def simulate_disagg(
         first[idx] = f
         fin[idx] = e
         tot.add(st)
-    _, _, tpot = _times(first, fin, osl)
-    span = max(tot.end - float(arr[0]), 1e-12)
-    return SimResult(
-        arr,
-        first - arr,
-        tpot,
-        fin - arr,
-        wait,
-        isl,
-        osl,
-        span,
-        tot.iterations,
-        tot.preemptions,
-        tot.area_d / span / decode_instances,
-        tot.busy / span / (prefill_instances + decode_instances),
+    busy_instances = prefill_instances + decode_instances
+    return _sim_result(
+        arr, first - arr, first, fin, wait, isl, osl, tot, float(arr[0]), decode_instances, busy_instances
     )

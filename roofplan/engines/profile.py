@@ -54,6 +54,10 @@ class EngineProfile:
       cache (CUDA context, cuBLAS/NCCL workspaces, sampler/decoder buffers).
     * ``max_num_seqs``: most requests one iteration runs (vLLM ``--max-num-seqs``, SGLang
       ``--max-running-requests``, TRT-LLM ``max_batch_size``); ``None``: only memory limits it.
+    * ``linear_state_bytes``: bytes per element of a linear mixer's recurrent state (Gated
+      DeltaNet / Mamba-2 layers), which every request holds whatever its length: 4 (fp32, the
+      ``mamba_ssm_dtype`` of the Qwen3.5 and Nemotron-H configs and both engines' default), 2 with
+      SGLang ``--mamba-ssm-dtype bfloat16`` or vLLM ``--mamba-ssm-cache-dtype bfloat16``.
     """
 
     name: str
@@ -73,6 +77,7 @@ class EngineProfile:
     max_num_batched_tokens: int | None = None
     runtime_reserve_bytes: float = 0.0
     max_num_seqs: int | None = None
+    linear_state_bytes: float = 4.0
     source: str = ""
 
     @classmethod
@@ -102,6 +107,7 @@ ENGINE_BOUNDS: dict[str, float] = {
     "max_num_batched_tokens": 2**31 - 1,
     "runtime_reserve_bytes": 2.0**40,
     "max_num_seqs": 2**20,
+    "linear_state_bytes": 8.0,
 }
 _STR = {"name", "description", "source"}
 _OPTIONAL = {"host_op_s", "max_num_batched_tokens", "max_num_seqs"}
@@ -126,6 +132,9 @@ def _coerce(name: str, value):
         raise InputError(f"engine.{name}", value, "a fraction in [0, 1)")
     if name in ("max_num_batched_tokens", "max_num_seqs"):
         return int(value)
+        raise InputError(f"engine.{name}", value, "a fraction in (0, 1]")
+    if name == "linear_state_bytes" and value not in (1, 2, 4, 8):
+        raise InputError(f"engine.{name}", value, "1, 2, 4 or 8 (bytes per element: fp8, bf16, fp32, fp64)")
     return float(value)
 
 

@@ -518,10 +518,12 @@ class ModelSpec:
         win = self.window_layers * self.window.window * self._kv_elems_per_layer() if self.window else 0
         return win + (self.linear_layers * self.linear.state_elems if self.linear else 0)
 
-    def linear_state_bytes_per_seq(self) -> float:
-        """Bytes of the linear mixers' states of one sequence, in fp32 (``mamba_ssm_dtype`` /
-        ``mamba_ssm_cache_dtype`` float32 in the Qwen3.5 and Nemotron-H configs)."""
-        return (self.linear_layers * self.linear.state_elems if self.linear else 0) * 4.0
+    def linear_state_bytes_per_seq(self, elem_bytes: float = 4.0) -> float:
+        """Bytes of the linear mixers' states of one sequence at ``elem_bytes`` per element: fp32
+        by default (``mamba_ssm_dtype`` / ``mamba_ssm_cache_dtype`` float32 in the Qwen3.5 and
+        Nemotron-H configs); the serving engine may hold it in bf16
+        (``EngineProfile.linear_state_bytes``)."""
+        return (self.linear_layers * self.linear.state_elems if self.linear else 0) * float(elem_bytes)
 
     def state_bytes_per_seq(self, dtype: str = "bf16") -> float:
         """Bytes of :meth:`state_elems_per_seq`: windows in the KV dtype, linear-mixer states in

@@ -37,6 +37,9 @@ from roofplan import resolve
 from roofplan.costmodel.serve import ServeConfigs, max_batch, serve_step, step_time
 from roofplan.validation.cases import Case, predictor
 
+#: vLLM v0.17.1 + guidellm per-request API-server seconds (tools/fit_request_overhead.py, FIT_ROWS).
+VLLM_017_REQUEST_OVERHEAD_S = 1.709e-2
+
 #: CSV ``engine`` string -> (profile, version features that differ from the profile, kv dtype rule).
 #: ``fp8_kv``: the benchmark built the engine with an FP8 KV cache whenever weights were FP8.
 ENGINE_MAP: dict[str, tuple[str, dict, bool]] = {
@@ -67,6 +70,10 @@ ENGINE_MAP: dict[str, tuple[str, dict, bool]] = {
     # n (vLLM docs, "Asynchronous scheduling"), so the per-step host work is hidden behind any step
     # longer than it (the profile's step_overhead_s, 1.5 ms, against 5-10 ms decode steps).
     "vllm-async": ("vllm", {"step_overhead_s": 0.0}, False),
+    # vLLM v0.17.1 behind guidellm (the gpustack H200 performance-lab rows): its per-request API
+    # time, fitted by tools/fit_request_overhead.py on the 1 req/s row alone (the 4 and 8 req/s and
+    # FP8 rows are held back); the profile's 48.7 ms is vLLM v0.11 behind ``vllm bench serve``.
+    "vllm-0.17": ("vllm", {"request_overhead_s": VLLM_017_REQUEST_OVERHEAD_S}, False),
     # SambaFlow on SN40L (LLM-Inference-Bench rows): the generic profile without the GPU engines'
     # per-step host work: SambaFlow turns consecutive calls of the fused decoder kernel into one
     # call with a pipelined outer loop (SambaNova SN40L DAC 2025 talk), so no per-step host
@@ -81,7 +88,9 @@ ENGINE_MAP: dict[str, tuple[str, dict, bool]] = {
 #: Server flags a row's note may state as ``key=value`` and the engine-profile field each sets:
 #: SGLang ``--mem-fraction-static F`` and vLLM ``--gpu-memory-utilization F`` leave 1 - F of the
 #: device memory out of the weights + KV pool; ``--max-num-seqs`` / ``--max-running-requests`` cap
-#: the running batch; ``--max-num-batched-tokens`` / ``--chunked-prefill-size`` is the token budget.
+#: the running batch; ``--max-num-batched-tokens`` / ``--chunked-prefill-size`` is the token budget;
+#: SGLang ``--mamba-ssm-dtype`` / vLLM ``--mamba-ssm-cache-dtype`` the linear mixers' state dtype.
+_STATE_BYTES = {"bfloat16": 2.0, "bf16": 2.0, "float16": 2.0, "fp16": 2.0, "float32": 4.0, "fp32": 4.0}
 NOTE_ENGINE_ARGS = {
     "mem_fraction_static": ("memory_reserve_fraction", lambda v: 1.0 - float(v)),
     "gpu_memory_utilization": ("memory_reserve_fraction", lambda v: 1.0 - float(v)),
@@ -89,6 +98,8 @@ NOTE_ENGINE_ARGS = {
     "max_running_requests": ("max_num_seqs", int),
     "max_num_batched_tokens": ("max_num_batched_tokens", int),
     "chunked_prefill_size": ("max_num_batched_tokens", int),
+    "mamba_ssm_dtype": ("linear_state_bytes", lambda v: _STATE_BYTES[v]),
+    "mamba_ssm_cache_dtype": ("linear_state_bytes", lambda v: _STATE_BYTES[v]),
 }
 
 
@@ -98,7 +109,7 @@ def note_engine_args(case: Case) -> dict:
 
     out = {}
     for key, (field, conv) in NOTE_ENGINE_ARGS.items():
-        m = re.search(rf"\b{key}=([0-9.]+)", case.str("note"))
+        m = re.search(rf"\b{key}=([0-9.]+|[a-z]+[0-9]+)", case.str("note"))
         if m:
             out[field] = conv(m.group(1))
     return out
