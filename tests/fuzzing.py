@@ -350,7 +350,6 @@ ENGINE_FIELDS = [
     "memory_reserve_fraction",
     "max_num_seqs",
     "max_num_batched_tokens",
-    "decode_attn_hbm",
     "cuda_graphs",
     "foo",
 ]

@@ -45,14 +45,13 @@ def test_unknown_engine_and_bad_fields_are_input_errors():
         load_engine("vllm").replace(cuda_graphs="yes")
 
 
-def test_batch_cap_runtime_reserve_and_attention_bandwidth_fields():
-    p = load_engine("vllm").replace(max_num_seqs=256, runtime_reserve_bytes=2**30, decode_attn_hbm=0.8)
+def test_batch_cap_and_runtime_reserve_fields():
+    p = load_engine("vllm").replace(max_num_seqs=256, runtime_reserve_bytes=2**30)
     assert p.max_num_seqs == 256 and isinstance(p.max_num_seqs, int)
-    assert p.runtime_reserve_bytes == 2**30 and p.decode_attn_hbm == 0.8
+    assert p.runtime_reserve_bytes == 2**30
     assert load_engine("trtllm").runtime_reserve_bytes == 2 * 2**30  # fitted once, see trtllm.yaml
     for bad in (
-        {"decode_attn_hbm": 0.0},
-        {"decode_attn_hbm": 1.5},
+        {"memory_reserve_fraction": 1.5},
         {"max_num_seqs": -1},
         {"runtime_reserve_bytes": "2GiB"},
     ):

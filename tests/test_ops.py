@@ -201,7 +201,7 @@ TARGETS = {
     "attention": (0.10, 0.25),
     "nccl": (0.10, 0.25),
     "custom_allreduce": (0.10, 0.36),
-    "decode_attention": (0.22, 0.80),
+    "decode_attention": (0.10, 0.25),
     "moe": (0.16, 0.56),
 }
 

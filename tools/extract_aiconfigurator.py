@@ -235,7 +235,9 @@ def convert(table: str, df: pd.DataFrame, hw: str, src: str, full: bool):
             if ctx:
                 o.update(kind="attention", seq_len=r.isl, kv_len=r.isl)
             else:
-                o.update(kind="decode_attention", seq_len=r.isl, kv_len=r.step + 1)
+                # TensorRT-LLM's XQA / masked-MHA dispatch, or vLLM's FlashAttention-3 decode
+                impl = "trtllm" if "/trtllm/" in table else "flash"
+                o.update(kind="decode_attention", seq_len=r.isl, kv_len=r.step + 1, impl=impl)
                 rid += f" cached={r.step}"
             if r.window_size:
                 rid += f" window={r.window_size}"
@@ -320,6 +322,12 @@ def main(argv=None) -> int:
         help="TensorRT-LLM data folder (default 1.3.0rc20, the package's 'current' trtllm slot)",
     )
     ap.add_argument("--nccl-version", default="2.29.2")
+    ap.add_argument(
+        "--vllm-version",
+        default="0.24.0",
+        help="vLLM data folder whose generation-attention table (FlashAttention-3 decode) is added; "
+        "'' for none",
+    )
     ap.add_argument("--out", default="measured_kernels.csv")
     ap.add_argument("--full", action="store_true", help="keep every row (no subsampling)")
     ap.add_argument(
@@ -351,6 +359,7 @@ def main(argv=None) -> int:
             if a.with_mla
             else []
         ),
+        *([f"attention/vllm/{a.vllm_version}/generation_attention_perf.parquet"] if a.vllm_version else []),
         f"moe/trtllm/{v}/moe_perf.parquet",
         f"comm/nccl/{nv}/nccl_perf.parquet",
         f"comm/trtllm/{v}/custom_allreduce_perf.parquet",

@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from scipy.optimize import least_squares
+from scipy.optimize import differential_evolution, least_squares
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -30,6 +30,45 @@ from roofplan.calibration.formats import read_measurements  # noqa: E402
 from roofplan.calibration.op_rows import family, held_back, predict_rows, size_band  # noqa: E402
 from roofplan.hardware.catalog import load_hardware  # noqa: E402
 
+#: TensorRT-LLM decode-kernel parameters (costmodel.trtllm_decode), fitted on ``impl=trtllm`` decode
+#: rows of devices where TensorRT-LLM runs XQA / masked MHA (Hopper); the launch grid's waves make
+#: the cost piecewise constant in the occupancies, so these are fitted by differential evolution.
+XQA_DEVICES = ("h100-sxm", "h200-sxm")
+XQA_PARAMS = [
+    ("xqa_hbm", 0.6, 1.0),
+    ("xqa_preprocess_s", 1e-6, 20e-6),
+    ("xqa_fused_floor_s", 1e-6, 20e-6),
+    ("xqa_merge_s", 1e-8, 30e-6),
+    ("xqa_hmma_ctas_per_sm", 0.5, 8.0),
+    ("xqa_hmma_cta_s", 1e-8, 20e-6),
+    ("xqa_hmma_cta_Bps", 1e9, 200e9),
+    ("xqa_qgmma_ctas_per_sm", 0.5, 8.0),
+    ("xqa_qgmma_cta_s", 1e-8, 20e-6),
+    ("xqa_qgmma_cta_Bps", 1e9, 200e9),
+    ("xqa_qgmma_elem_rate", 1e9, 5e12),
+    ("mmha_blocks_per_sm", 1.0, 16.0),
+    ("mmha_cta_s", 1e-8, 20e-6),
+    ("mmha_cta_Bps", 1e9, 200e9),
+    ("mmha_elem_rate", 1e9, 2e12),
+    ("mmha_fp8_cvt_rate", 1e9, 2e12),
+]
+#: FlashAttention-3 decode parameters (costmodel.flash_decode), fitted in the same way on the
+#: ``impl=flash`` decode rows (vLLM's measured tables) of the same devices.
+FA_PARAMS = [
+    ("fa_hbm", 0.5, 1.0),
+    ("fa_floor_s", 1e-6, 30e-6),
+    ("fa_cta_s", 1e-8, 20e-6),
+    ("fa_cta_Bps", 1e9, 300e9),
+    ("fa_ctas_per_sm", 0.5, 8.0),
+    ("fa_combine_s", 1e-8, 30e-6),
+    ("fa_max_splits", 1.0, 128.0),
+    ("fa_fp8_cvt_rate", 1e9, 5e12),
+]
+#: decode row ``impl`` -> (parameters, report/fitted key) of the kernel models fitted on XQA_DEVICES.
+KERNEL_MODELS = {
+    "trtllm": (XQA_PARAMS, "decode_attention_trtllm"),
+    "flash": (FA_PARAMS, "decode_attention_flash"),
+}
 #: family -> (parameter, lower, upper); fitted in this order.
 FAMILIES = {
     "gemm": [
@@ -154,6 +193,30 @@ def fit_family(rows, hw, params):
     return with_x(res.x), float(np.sum(np.log1p(res.fun**2 / 0.05**2)))
 
 
+def fit_family_global(rows, hw, params, generations: int = 150):
+    """Differential evolution (fixed seed) of the same objective as :func:`fit_family`, for
+    costs that are piecewise constant in some parameters (kernel waves), then returned as is."""
+    target = np.log(np.array([m.target for m in rows]))
+    names = [p[0] for p in params]
+    bounds = [(np.log(p[1]), np.log(p[2])) for p in params]
+    x0 = [
+        float(np.clip(np.log(max(getattr(hw.efficiency, n), 1e-12)), lo, hi))
+        for n, (lo, hi) in zip(names, bounds, strict=True)
+    ]
+
+    def with_x(x):
+        return hw.with_efficiency(**{n: float(np.exp(v)) for n, v in zip(names, x, strict=True)})
+
+    def cost(x):
+        r = np.log(np.maximum(predict(rows, with_x(x)), 1e-12)) - target
+        return float(np.mean(np.sqrt(1.0 + (r / 0.05) ** 2) - 1.0))
+
+    res = differential_evolution(
+        cost, bounds, seed=0, maxiter=generations, popsize=15, tol=1e-7, polish=False, x0=x0
+    )
+    return with_x(res.x), float(res.fun)
+
+
 def summary(errs) -> str:
     a = np.abs(errs)
     return f"{len(a):5d} rows  median {np.median(a):6.1%}  p90 {np.quantile(a, 0.9):6.1%}  signed median {np.median(errs):+6.1%}"
@@ -171,6 +234,14 @@ def fit_device(rows, hw_id: str):
         sub = [m for m in rows if family(m) == fam]
         if not sub:
             continue
+        if fam == "decode_attention" and hw_id in XQA_DEVICES:
+            for impl, (kparams, key) in KERNEL_MODELS.items():
+                mine = [m for m in sub if m.row.get("impl") == impl]
+                if mine and (ONLY is None or ONLY & {p[0] for p in kparams}):
+                    hw, _ = fit_family_global([m for m in mine if not held_back(m)], hw, kparams)
+                    fitted[key] = [p[0] for p in kparams]
+                    report[key] = mine
+            continue  # the generic decode parameters keep their catalog values on these devices
         fit_rows = [m for m in sub if not held_back(m)]
         params = [p for p in informed(params, sub) if ONLY is None or p[0] in ONLY]
         if not params:
@@ -219,7 +290,7 @@ def print_report(hw, report, fitted) -> None:
                 print(f"      {b:12s} {summary(np.array(bands[b]))}")
 
 
-_LINE = re.compile(r"^  (?P<name>[a-z0-9_]+): \{value: (?P<value>[^,]+), source: .*\}$")
+_LINE = re.compile(r"^  (?P<name>[A-Za-z0-9_]+): \{value: (?P<value>[^,]+), source: .*\}$")
 
 
 def write_catalog(hw, fitted, table: str) -> None:

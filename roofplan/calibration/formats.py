@@ -41,6 +41,9 @@ OP_KINDS = ("gemm", "attention", "decode_attention", "moe", "collective")
 OP_DTYPES = (*DTYPE_BYTES, "fp8_block", "mxfp4_wo", "int8_wo")
 #: Collective implementations: NCCL's own choice, NCCL forced to NVLink SHARP, an engine's custom all-reduce.
 COLLECTIVE_IMPLS = ("nccl", "nvls", "custom")
+#: Decode-attention kernel libraries: FlashAttention / FlashInfer decode (vLLM, SGLang) or
+#: TensorRT-LLM's XQA / masked-MHA dispatch (costmodel.trtllm_decode).
+DECODE_IMPLS = ("flash", "trtllm")
 #: Kinds of the shared published-measurements format, predicted by ``roofplan.validation.suite``.
 SUITE_KINDS = ("train", "serve_step", "serve_throughput", "serve_spec", "op_gemm", "op_allreduce")
 KINDS = OP_KINDS + SUITE_KINDS
@@ -309,6 +312,7 @@ def _decode_row(row: dict, origin: str, unit: str, metric):
         kv_len=_positive(row, "kv_len", origin, integer=True),
         seq_len=_positive(row, "seq_len", origin, integer=True, default=1.0),
         kv_dtype=_choice(row, "kv_dtype", origin, tuple(DTYPE_BYTES), "bf16"),
+        impl=_choice(row, "impl", origin, DECODE_IMPLS, "flash"),
     )
     work = f["batch"] * f["kv_len"] * 2 * f["kv_heads"] * f["head_dim"] * DTYPE_BYTES[f["kv_dtype"]]
     return f, work, _BYTE_RATES, metric

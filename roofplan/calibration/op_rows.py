@@ -85,11 +85,14 @@ def _attention(ms, hw: DeviceSpec) -> np.ndarray:
 
 
 def _decode_attention(ms, hw: DeviceSpec) -> np.ndarray:
-    def time_of(sub, kv_dtype):
+    def time_of(sub, group):
+        kv_dtype, impl = group
         shape = _cols(sub, "batch", "kv_len", "heads", "kv_heads", "head_dim")
-        return ops.decode_attention_time(*shape, hw, kv_dtype=kv_dtype, q_len=_col(sub, "seq_len"))
+        return ops.decode_attention_time(
+            *shape, hw, kv_dtype=kv_dtype, q_len=_col(sub, "seq_len"), dispatch=impl
+        )
 
-    return _per_group(ms, "kv_dtype", time_of)
+    return _per_group(ms, lambda m: (m.row["kv_dtype"], m.row["impl"]), time_of)
 
 
 def _moe(ms, hw: DeviceSpec) -> np.ndarray:

@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from roofplan.costmodel import flash_decode, trtllm_decode
 from roofplan.costmodel.collectives import collective_time
 from roofplan.hardware.spec import DTYPE_BYTES, DeviceSpec, Efficiency
 
@@ -323,10 +324,15 @@ def decode_attention_time(
     q_len=1.0,
     kv_bytes_per_token=None,
     shared_kv=True,
+    dispatch: str = "shared",
 ):
     """Seconds of one decode attention kernel: ``batch`` sequences of ``q_len`` query tokens each
     reading ``kv_len`` cached tokens. ``kv_bytes_per_token`` overrides K+V bytes per token and
-    layer on this device (MLA latent); ``shared_kv`` False re-reads K/V once per query head."""
+    layer on this device (MLA latent); ``shared_kv`` False re-reads K/V once per query head.
+    ``dispatch`` names the kernel library: ``"trtllm"``, TensorRT-LLM's XQA / masked-MHA kernels
+    (:mod:`roofplan.costmodel.trtllm_decode`); ``"flash"``, FlashAttention-3 paged decode as vLLM
+    and SGLang run it (:mod:`roofplan.costmodel.flash_decode`); each where the device's catalog
+    characterises it. Otherwise (and for ``"shared"``) the generic model below."""
     eff = hw.efficiency if eff is None else eff
     b, L = _f(batch), np.maximum(_f(kv_len), 1.0)
     hk, d = _f(kv_heads), _f(head_dim)
@@ -335,6 +341,15 @@ def decode_attention_time(
         if kv_bytes_per_token is None
         else _f(kv_bytes_per_token)
     )
+    fp8_kv = DTYPE_BYTES.get(kv_dtype, 2.0) < 2.0
+    if dispatch == "trtllm" and shared_kv and trtllm_decode.has_xqa_model(eff) and hw.compute_units:
+        return trtllm_decode.trtllm_decode_time(
+            b, L, heads, hk, d, per_tok, fp8_kv, hw.hbm_Bps, float(hw.compute_units), eff
+        )
+    if dispatch == "flash" and shared_kv and flash_decode.has_fa3_model(eff) and hw.compute_units:
+        return flash_decode.fa3_decode_time(
+            b, L, hk, d, per_tok, fp8_kv, hw.hbm_Bps, float(hw.compute_units), eff
+        )
     reread = 1.0 if shared_kv else _f(heads) / np.maximum(hk, 1.0)
     kv_bytes = b * L * per_tok * reread
     ctas = b * np.maximum(hk, 1.0) * np.maximum(L / eff.decode_split_len, 1.0)

@@ -397,6 +397,17 @@ def prefill_attention_term(s: StepInputs, acc: _Acc) -> None:
         acc.add(2.0 * f_pre / (s.peak16 * np.maximum(eff_s, 1e-6)), (b_pre + scores) / s.hbm_Bps)
 
 
+#: Decode-attention kernel library of each engine (ops.decode_attention_time ``dispatch``): TensorRT-LLM
+#: its own XQA / masked MHA; vLLM and SGLang FlashAttention-3 on Hopper (vLLM's FLASH_ATTN backend,
+#: SGLang's ``fa3`` attention backend, their defaults there). MLA runs other kernels (FlashMLA).
+ENGINE_DECODE_KERNELS = {"trtllm": "trtllm", "vllm": "flash", "sglang": "flash"}
+
+
+def decode_kernels(engine_name: str, model) -> str:
+    """The ``dispatch`` of :func:`ops.decode_attention_time` for this engine and model."""
+    return "shared" if model.mla is not None else ENGINE_DECODE_KERNELS.get(engine_name, "shared")
+
+
 def decode_attention_term(s: StepInputs, acc: _Acc) -> None:
     """Decode attention: each running request reads its paged KV cache (PagedAttention, Kwon et al.
     2023; operator library), GQA-aware and MLA latent-aware (absorbed MLA, DeepSeek-V2 App. C);
@@ -425,6 +436,8 @@ def decode_attention_term(s: StepInputs, acc: _Acc) -> None:
         eff=s.eff,
         kv_bytes_per_token=kv_tok,
         shared_kv=reread == 1.0,
+        kv_dtype=s.cfg.kv_dtype_resolved,
+        dispatch=decode_kernels(s.engine.name, model),
     )
     acc.add(0.0, np.where(s.decode_seqs > 0, np.maximum(t_dec, f_dec / (s.peak16 * s.eff.attn_max)), 0.0))
 

@@ -54,8 +54,6 @@ class EngineProfile:
       cache (CUDA context, cuBLAS/NCCL workspaces, sampler/decoder buffers).
     * ``max_num_seqs``: most requests one iteration runs (vLLM ``--max-num-seqs``, SGLang
       ``--max-running-requests``, TRT-LLM ``max_batch_size``); ``None``: only memory limits it.
-    * ``decode_attn_hbm``: fraction of the device's sustained HBM bandwidth (``Efficiency.hbm``)
-      the engine's decode-attention kernel reaches reading the paged KV cache.
     * ``linear_state_bytes``: bytes per element of a linear mixer's recurrent state (Gated
       DeltaNet / Mamba-2 layers), which every request holds whatever its length: 4 (fp32, the
       ``mamba_ssm_dtype`` of the Qwen3.5 and Nemotron-H configs and both engines' default), 2 with
@@ -79,7 +77,6 @@ class EngineProfile:
     max_num_batched_tokens: int | None = None
     runtime_reserve_bytes: float = 0.0
     max_num_seqs: int | None = None
-    decode_attn_hbm: float = 1.0
     linear_state_bytes: float = 4.0
     source: str = ""
 
@@ -110,7 +107,6 @@ ENGINE_BOUNDS: dict[str, float] = {
     "max_num_batched_tokens": 2**31 - 1,
     "runtime_reserve_bytes": 2.0**40,
     "max_num_seqs": 2**20,
-    "decode_attn_hbm": 1.0,
     "linear_state_bytes": 8.0,
 }
 _STR = {"name", "description", "source"}
@@ -136,7 +132,6 @@ def _coerce(name: str, value):
         raise InputError(f"engine.{name}", value, "a fraction in [0, 1)")
     if name in ("max_num_batched_tokens", "max_num_seqs"):
         return int(value)
-    if name == "decode_attn_hbm" and not 0 < value <= 1:
         raise InputError(f"engine.{name}", value, "a fraction in (0, 1]")
     if name == "linear_state_bytes" and value not in (1, 2, 4, 8):
         raise InputError(f"engine.{name}", value, "1, 2, 4 or 8 (bytes per element: fp8, bf16, fp32, fp64)")

@@ -31,10 +31,16 @@ _KEYS = ("schema", "hardware", "inputs", "efficiency", "engines", "fit", "notes"
 def efficiency_kind(name: str) -> tuple[str, bool]:
     """(quantity kind, zero allowed) of an Efficiency field: latencies (``*_s``) are times and may
     be 0; so may fields whose default is 0 (a "not set, fall back" sentinel such as
-    ``gemm_max_fp8``); fractions, sizes and speed-ups must otherwise be strictly positive."""
+    ``gemm_max_fp8``); per-CTA bandwidths (``*_Bps``) and element rates (``*_rate``, operations per
+    second) are bounded as bandwidths and FLOP rates; fractions, sizes, speed-ups and occupancies
+    (``*_per_sm``) must otherwise be strictly positive."""
     zero_ok = getattr(Efficiency(), name, None) == 0
     if name.endswith("_s"):
         return "time", True
+    if name.endswith("_Bps"):
+        return "bandwidth", zero_ok
+    if name.endswith("_rate"):
+        return "flops", zero_ok  # element operations per second
     if name in (
         "nvls_speedup",
         "moe_gemm",
@@ -46,7 +52,8 @@ def efficiency_kind(name: str) -> tuple[str, bool]:
         "nvls_min_ranks",
         "attn_score_flops",
         "decode_split_len",
-    ):
+        "fa_max_splits",
+    ) or name.endswith("_per_sm"):
         return "number", zero_ok
     return "fraction", zero_ok
 

@@ -134,7 +134,10 @@ class Efficiency:
       per score element in matmul FLOPs: the special-function units' throughput); ``decode_hbm``
       (HBM fraction of the paged-KV read), ``decode_seq_s`` (per-sequence cost),
       ``decode_floor_s``, ``decode_occupancy`` (SMs, as a fraction, whose CTAs half-saturate HBM),
-      ``decode_split_len`` (KV tokens per flash-decoding split); ``moe_gemm`` (grouped-GEMM
+      ``decode_split_len`` (KV tokens per flash-decoding split); ``xqa_*`` / ``mmha_*`` (TensorRT-LLM's
+      decode kernels on Hopper, :mod:`roofplan.costmodel.trtllm_decode`; ``xqa_hbm`` 0 = not
+      characterised, the generic decode model applies); ``fa_*`` (FlashAttention-3 paged decode as vLLM
+      and SGLang run it, :mod:`roofplan.costmodel.flash_decode`; ``fa_hbm`` 0 = not characterised); ``moe_gemm`` (grouped-GEMM
       efficiency relative to one dense GEMM of the stacked rows; ``moe_gemm_fp8`` /
       ``moe_gemm_fp8_block`` per class, 0 = ``moe_gemm``), ``moe_floor_s``; ``elementwise_floor_s``;
       ``nccl_ll_latency_s`` / ``nccl_ll128_latency_s`` (per-phase latency of NCCL's LL and LL128
@@ -214,6 +217,30 @@ class Efficiency:
     decode_floor_s: float = 8e-6
     decode_occupancy: float = 0.5
     decode_split_len: float = 512.0
+    xqa_hbm: float = 0.0
+    xqa_preprocess_s: float = 0.0
+    xqa_fused_floor_s: float = 0.0
+    xqa_merge_s: float = 0.0
+    xqa_hmma_ctas_per_sm: float = 1.0
+    xqa_hmma_cta_s: float = 0.0
+    xqa_hmma_cta_Bps: float = 20e9
+    xqa_qgmma_ctas_per_sm: float = 1.0
+    xqa_qgmma_cta_s: float = 0.0
+    xqa_qgmma_cta_Bps: float = 70e9
+    xqa_qgmma_elem_rate: float = 300e9
+    mmha_blocks_per_sm: float = 4.0
+    mmha_cta_s: float = 0.0
+    mmha_cta_Bps: float = 50e9
+    mmha_elem_rate: float = 6e9
+    mmha_fp8_cvt_rate: float = 1e12
+    fa_hbm: float = 0.0
+    fa_floor_s: float = 0.0
+    fa_cta_s: float = 0.0
+    fa_cta_Bps: float = 50e9
+    fa_ctas_per_sm: float = 1.5
+    fa_combine_s: float = 0.0
+    fa_max_splits: float = 32.0
+    fa_fp8_cvt_rate: float = 30e9
     moe_gemm: float = 0.8
     moe_gemm_fp8: float = 0.0
     moe_gemm_fp8_block: float = 0.0
