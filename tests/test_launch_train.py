@@ -191,7 +191,11 @@ def test_torchtitan_toml():
     )
     assert world == 64
     assert par["pipeline_parallel_schedule"] == "Interleaved1F1B"
-    assert par["pipeline_parallel_layers_per_stage"] == 80 // (4 * 5)
+    # 80 layers on 4 x 5 virtual stages of 4, the embedding and head not counted as layers: torchtitan
+    # builds ceil((80 + 0 + 0) / 4) = 20 stages, a multiple of pp (with its default weights of 1 it
+    # would build ceil(82 / 4) = 21 and refuse)
+    assert par["pipeline_parallel_layers_per_stage"] == 4
+    assert par["pipeline_parallel_first_stage_less_layers"] == par["pipeline_parallel_last_stage_less_layers"] == 0
     assert par["pipeline_parallel_microbatch_size"] == 1
     assert doc["training"]["global_batch_size"] == 128 and doc["training"]["seq_len"] == 8192
     assert doc["activation_checkpoint"]["mode"] == "selective"

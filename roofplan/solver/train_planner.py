@@ -833,10 +833,13 @@ def _refine(
         owner += [i] * len(variants)
     arrays = _stack(rows)
     owner = np.array(owner)
-    arr = _step(model, hw, arrays, cands[0]["dtype"], cands[0]["gpus_per_node"], flash_attention)
-    # a refinement must keep the headroom and the user's constraints (a fixed knob stays fixed)
+    step_kw = (cands[0]["dtype"], cands[0]["gpus_per_node"], flash_attention)
+    arr = _step(model, hw, arrays, *step_kw)
+    # a refinement must be a configuration the cost model prices (e.g. no CPU offload under FSDP2
+    # with a pipeline), keep the headroom and the user's constraints (a fixed knob stays fixed)
     fits = (
-        np.asarray(arr.fits, dtype=bool)
+        (_cm().check_train_config(model, _configs(arrays, *step_kw)) == 0)
+        & np.asarray(arr.fits, dtype=bool)
         & (arr.capacity - arr.mem_total >= headroom_bytes)
         & cons.mask(constraints, arrays)
     )
