@@ -53,6 +53,8 @@ def unsupported(config: Mapping, model: ModelSpec | None = None, target: str | N
         and not versions.feature("megatron", target, "mtp_with_cp")
     ):
         return f"Megatron {target} has no multi-token prediction with context parallelism (CP {config['cp']})"
+    if config.get("act_offload_layers", 0) and not versions.feature("megatron", target, "act_offload"):
+        return f"Megatron {target} has no activation offload (--cpu-offloading-num-layers)"
     return violation("megatron", config)  # the configuration rules (solver/frameworks.py)
 
 
@@ -236,6 +238,9 @@ def parallel_args(model: ModelSpec, c: Mapping, target: str | None = None) -> li
             "--optimizer-offload-fraction",
             "1.0",
         ]
+    if c.get("act_offload_layers", 0):
+        # validate_args turns cpu_offloading on when the layer count is > 0 (arguments.py)
+        a += ["--cpu-offloading-num-layers", str(c["act_offload_layers"])]
     a += ["--micro-batch-size", str(c["micro_batch"]), "--global-batch-size", str(c["global_batch"])]
     rc = c["recompute"]
     if rc == "selective":

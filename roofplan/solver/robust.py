@@ -120,7 +120,9 @@ def simplicity_key(cfg: dict, free_bytes) -> tuple[np.ndarray, ...]:
 
     0. no built-in launcher (Megatron-LM, DeepSpeed, torchtitan) expresses it (e.g. ZeRO-2 with a
        pipeline, Meta's in-house FSDP);
-    1. offload level (host round trips are the first thing to break in production);
+    1. offload level (host round trips are the first thing to break in production), then
+       activation offload on (Megatron-Core ``--cpu-offloading-num-layers``: the same host link,
+       every micro-batch);
     2. context parallelism on (CP is only worth it where the sequence needs it: a CP-free
        candidate within the band says it does not);
     3. number of parallel dimensions besides data parallelism (TP, PP, CP, EP above 1);
@@ -135,9 +137,11 @@ def simplicity_key(cfg: dict, free_bytes) -> tuple[np.ndarray, ...]:
     dims = (tp > 1).astype(int) + (pp > 1) + (cp > 1) + (ep > 1)
     rl = np.asarray(cfg["recompute_layers"])
     rc_layers = np.where(np.asarray(cfg["recompute"]) == 2, np.where(rl == 0, np.iinfo(np.int64).max, rl), 0)
+    act = np.asarray(cfg.get("act_offload_layers", np.zeros_like(tp)))
     return (
         (~launchable(cfg)).astype(int),
         np.asarray(cfg["offload"]),
+        (act > 0).astype(int),
         (cp > 1).astype(int),
         dims,
         pp,
@@ -170,6 +174,7 @@ def simpler_reasons(a: dict, b: dict) -> list[str]:
             "offload": OFFLOAD[c["offload"]],
             "recompute": RECOMPUTE[c["recompute"]],
             "recompute_layers": c["recompute_layers"],
+            "act_offload_layers": c.get("act_offload_layers", 0),
         }
         for c in (a, b)
     ]
@@ -177,6 +182,8 @@ def simpler_reasons(a: dict, b: dict) -> list[str]:
         out.append("a built-in launcher expresses it")
     if OFFLOAD[a["offload"]] < OFFLOAD[b["offload"]]:
         out.append("no offload" if a["offload"] == "none" else "less offload")
+    elif a.get("act_offload_layers", 0) == 0 < b.get("act_offload_layers", 0):
+        out.append("no activation offload")
     if a["cp"] == 1 < b["cp"]:
         out.append(f"no context parallelism instead of cp={b['cp']}")
     dims = [sum(int(c[k] > 1) for k in ("tp", "pp", "cp", "ep")) for c in (a, b)]
