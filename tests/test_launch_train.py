@@ -245,3 +245,15 @@ def test_planned_winner_round_trips_through_each_emitter(framework):
             int(par["context_parallel_degree"]),
         ) == (b["tp"], b["pp"], b["cp"])
     assert shlex.split(plan.launch[framework])[0] in ("torchrun", "deepspeed")
+
+
+def test_fp8_plans_are_not_written_for_deepspeed():
+    """DeepSpeed's config has fp16/bf16 sections only: an FP8 plan is refused with the reason
+    (it used to be written with --bf16, a different recipe), and asking the planner for FP8
+    DeepSpeed files is bad input naming --emit."""
+    c = _config(dtype="fp8", pp=1, vpp=1, cp=1, dp=16, zero=1, recompute="none", recompute_layers=0)
+    with pytest.raises(InputError, match="no FP8 recipe"):
+        deepspeed.ds_config(c, EST)
+    assert deepspeed.ds_config(dict(c, dtype="bf16"), EST)["bf16"] == {"enabled": True}
+    with pytest.raises(InputError, match="emit"):
+        plan_training("llama-3.1-8b", "h100-sxm", gpus=8, global_batch=64, seq_len=4096, dtype="fp8", emit="deepspeed")

@@ -28,7 +28,7 @@ from roofplan.launch.common import (
     unexpressed_shape,
 )
 from roofplan.models.spec import ModelSpec
-from roofplan.solver.frameworks import violation
+from roofplan.solver.frameworks import dtype_violation, violation
 
 CONFIG = "ds_config.json"
 SCRIPT = "launch_deepspeed.sh"
@@ -68,6 +68,8 @@ def unsupported_model(model: ModelSpec) -> str | None:
 def unsupported(config: Mapping, model: ModelSpec | None = None, target: str | None = None) -> str | None:
     """Why DeepSpeed (with Megatron-DeepSpeed for TP/PP) cannot run ``config`` (and ``model``)."""
     if model is not None and (why := unsupported_model(model)):
+        return why
+    if why := dtype_violation("deepspeed", config.get("dtype", "bf16")):
         return why
     return violation("deepspeed", config)  # the configuration rules (solver/frameworks.py)
 

@@ -36,7 +36,7 @@ from roofplan.launch.common import (
     train_readme,
 )
 from roofplan.models.spec import ModelSpec
-from roofplan.solver.frameworks import violation
+from roofplan.solver.frameworks import dtype_violation, violation
 
 TOML = "torchtitan.toml"
 PYCONFIG = "roofplan_torchtitan.py"
@@ -73,11 +73,7 @@ def unsupported(config: Mapping, model: ModelSpec | None = None, target: str | N
         )
     if why := violation("torchtitan", config):  # the configuration rules (solver/frameworks.py)
         return why
-    if config["dtype"] == "fp16":
-        return "torchtitan trains in bfloat16 or float32 (mixed_precision_param), not fp16"
-    if config["dtype"] == "fp8":  # a float8 converter is a model option these files do not set
-        return "the torchtitan files here train in bfloat16 (no float8 converter); use --dtype bf16 or --emit megatron"
-    return None
+    return dtype_violation("torchtitan", config["dtype"])
 
 
 def stage_split(layers: int, pp: int, vpp: int) -> dict[str, int]:

@@ -184,6 +184,26 @@ _NAMES = {
 }
 
 
+#: Training precisions each launcher's files express, and why not the others. Megatron-LM: ``--bf16``,
+#: ``--fp16``, ``--fp8-format`` (Transformer Engine). DeepSpeed's config has fp16/bf16 sections only;
+#: FP8 GEMMs would need Megatron-DeepSpeed's Transformer Engine layers (``--transformer-impl
+#: transformer_engine --fp8-hybrid``), which the files here do not write, and ``--bf16`` alone would
+#: silently train another recipe. torchtitan: ``mixed_precision_param`` bfloat16 or float32; float8
+#: is a model converter these files do not set.
+DTYPE_LIMITS: dict[str, dict[str, str]] = {
+    "deepspeed": {"fp8": "the DeepSpeed files here train in bf16 or fp16 (no FP8 recipe); use --dtype bf16 or --emit megatron"},
+    "torchtitan": {
+        "fp16": "torchtitan trains in bfloat16 or float32 (mixed_precision_param), not fp16",
+        "fp8": "the torchtitan files here train in bfloat16 (no float8 converter); use --dtype bf16 or --emit megatron",
+    },
+}
+
+
+def dtype_violation(framework: str, dtype: str) -> str | None:
+    """Why ``framework``'s launch files cannot train in ``dtype`` (None: they can)."""
+    return DTYPE_LIMITS.get(framework, {}).get(dtype)
+
+
 def as_arrays(config: Mapping) -> dict[str, np.ndarray]:
     """The rule inputs of one configuration (names as in plans, or codes) as 1-element arrays."""
     out = {}

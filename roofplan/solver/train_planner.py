@@ -1258,6 +1258,9 @@ def plan_training(
     )
     tokens = _check_goal(hw, dtype, objective, tokens)
     frameworks = [] if emit is None else list(_names("emit", emit, FRAMEWORKS))
+    for fw in frameworks:  # a precision the asked-for launcher cannot write is bad input
+        if why := frameworks_.dtype_violation(fw, dtype):
+            raise InputError("emit", fw, why)
     constraints = _constraints(constraints)
     headroom = _headroom_bytes(memory_headroom_gib, hw)
     if error_bands is None:
