@@ -78,3 +78,11 @@ def test_slo_percentile_flag():
     assert r.exit_code == 0, r.output
     best = json.loads(r.stdout)["best"]
     assert best["slo_percentile"] == 99 and "tpot_p99_ms" in best["simulated"]
+
+
+def test_without_a_rate_no_rate_headroom_is_claimed():
+    """Maximising goodput, the pick runs at its goodput: its rate headroom would be 0 by
+    construction, so none is reported (the text printed "headroom 0.0 %")."""
+    plan = plan_serving("llama-3.1-8b", "h100-sxm", gpus=2, ttft_ms=300, tpot_ms=25, slo_percentile=90, **REQ)
+    h = plan.best["headroom"]
+    assert h["headroom_pct"] is None and h["rate_rps"] == h["sla_limit_rps"] == plan.best["goodput_rps"]

@@ -201,11 +201,13 @@ def _colocated_deployment(R: RoleCandidates, i: int, k: int, key: tuple, osl: in
 
 def _headroom(best: Deployment, rate) -> dict:
     """How far the pick's operating rate is from the rate at which its P-th percentile stops meeting
-    the targets (its goodput): with ``rate``, (goodput - rate) / rate; without, it runs at its
-    goodput (headroom 0)."""
+    the targets (its goodput): with ``rate``, (goodput - rate) / rate. Without a rate the pick is
+    the one with the most goodput and is reported at it; a headroom would be 0 by construction and
+    say nothing, so it is None (the text said "headroom 0.0 %", which read as a plan at its limit)."""
     g = float(best.goodput_rps)
     op = float(rate) if rate is not None else g
-    return {"rate_rps": op, "sla_limit_rps": g, "headroom_pct": 100.0 * (g - op) / op if op > 0 else None}
+    pct = 100.0 * (g - op) / op if rate is not None and op > 0 else None
+    return {"rate_rps": op, "sla_limit_rps": g, "headroom_pct": pct}
 
 
 def _need_bytes(S: _Search, pool: Pool, role: str) -> float:
