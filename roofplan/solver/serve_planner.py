@@ -244,33 +244,11 @@ def _evaluate(S: _Search) -> None:
             continue
         if S.mode in ("auto", "colocated") and not S.mixed:
             eng = engine_for(S, pool, "colocated")
+            req = dict(isl=S.isl, osl=S.osl, ttft_s=S.ttft_s, tpot_s=S.tpot_s, features=S.features, **common)
             if S.slo_percentile is None:
-                R = evaluate_colocated(
-                    S.model,
-                    pool,
-                    eng,
-                    shapes,
-                    isl=S.isl,
-                    osl=S.osl,
-                    ttft_s=S.ttft_s,
-                    tpot_s=S.tpot_s,
-                    features=S.features,
-                    **common,
-                )
+                R = evaluate_colocated(S.model, pool, eng, shapes, **req)
             else:
-                R = evaluate_colocated_percentile(
-                    S.model,
-                    pool,
-                    eng,
-                    shapes,
-                    isl=S.isl,
-                    osl=S.osl,
-                    ttft_s=S.ttft_s,
-                    tpot_s=S.tpot_s,
-                    p=S.slo_percentile,
-                    features=S.features,
-                    **common,
-                )
+                R = evaluate_colocated_percentile(S.model, pool, eng, shapes, p=S.slo_percentile, **req)
             S.colo.append(_limited(S, R, eng))
         if S.mode not in ("auto", "disagg"):
             continue

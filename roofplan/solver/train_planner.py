@@ -946,38 +946,25 @@ def _unrestricted_placement(
 
 
 # -- infeasible: evaluate relaxations ----------------------------------------------------------------
-def _fits_any(
-    model,
-    hw,
-    *,
-    gpus,
-    global_batch,
-    seq_len,
-    dtype,
-    gpus_per_node,
-    opts,
-    flash_attention,
-    headroom_bytes=0.0,
-    constraints=(),
-) -> bool:
-    st = _Search()
+def _fits_any(model, hw, *, opts: SpaceOptions, constraints=(), **job) -> bool:
+    """Whether anything fits ``job`` (the other keywords of :func:`_search`); the first fitting
+    configuration ends the search. The knobs searched are those the constraints name, and
+    activation offload where the search may offload and the launchers of ``opts`` write it."""
+    knobs = tuple(KEYS_OF_KNOB[c.key] for c in constraints if c.key in KEYS_OF_KNOB)
+    fws = (opts.framework,) if isinstance(opts.framework, str) else tuple(opts.framework or ())
+    if set(opts.offload) != {"none"} and frameworks_.expresses(fws, {"zero": 1, "pp": 1}, act_offload_layers=1):
+        knobs = tuple(dict.fromkeys(knobs + ("act_offload_layers",)))
     return _search(
         model,
         hw,
-        gpus=gpus,
-        global_batch=global_batch,
-        seq_len=seq_len,
-        dtype=dtype,
-        gpus_per_node=gpus_per_node,
         opts=opts,
+        constraints=constraints,
         objective="throughput",
-        flash_attention=flash_attention,
-        state=st,
+        state=_Search(),
         stop_at_first=True,
         pool=1,
-        headroom_bytes=headroom_bytes,
-        constraints=constraints,
-        knobs=tuple(KEYS_OF_KNOB[c.key] for c in constraints if c.key in KEYS_OF_KNOB),
+        knobs=knobs,
+        **job,
     )
 
 
