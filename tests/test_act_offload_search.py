@@ -87,3 +87,16 @@ def test_tie_break_prefers_no_activation_offload():
     faster = [c for c in plan.candidates if c["act_offload_layers"] > 0 and c["step_time_s"] < b["step_time_s"]]
     assert faster and all(c["tied_with_best"] for c in faster)
     assert "no activation offload" in robust.simpler_reasons(b, faster[0])
+
+
+def test_the_offload_flag_is_in_every_release_that_writes_it():
+    """--cpu-offloading-num-layers is in the option inventory of each Megatron release the
+    launcher writes it for, and not in the one it refuses it for."""
+    import json
+    from pathlib import Path
+
+    inv = Path(__file__).parent / "data" / "inventories"
+    for version in versions.VERSIONS["megatron"]:
+        options = json.loads((inv / f"{versions.feature('megatron', version, 'inventory')}.json").read_text())
+        has = "--cpu-offloading-num-layers" in options["options"]
+        assert has == versions.feature("megatron", version, "act_offload"), version
