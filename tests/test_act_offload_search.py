@@ -84,7 +84,9 @@ def test_tie_break_prefers_no_activation_offload():
     )
     b = plan.best
     assert b["act_offload_layers"] == 0
-    faster = [c for c in plan.candidates if c["act_offload_layers"] > 0 and c["step_time_s"] < b["step_time_s"]]
+    faster = [
+        c for c in plan.candidates if c["act_offload_layers"] > 0 and c["step_time_s"] < b["step_time_s"]
+    ]
     assert faster and all(c["tied_with_best"] for c in faster)
     assert "no activation offload" in robust.simpler_reasons(b, faster[0])
 

@@ -45,7 +45,9 @@ def test_fsdp2_pipeline_memory_by_hand():
     z1 = _est(zero=1)
     assert float(a.mem_total[0]) == pytest.approx(float(z1.mem_total[0]), rel=1e-12)
     # ... and far more than ZeRO-3 without a pipeline, which shards all 18 bytes
-    flat = estimate_training("llama-3.1-8b", "h100-sxm", **{**LAYOUT, "pp": 1, "dp": 16, "global_batch": 32}, zero=3)
+    flat = estimate_training(
+        "llama-3.1-8b", "h100-sxm", **{**LAYOUT, "pp": 1, "dp": 16, "global_batch": 32}, zero=3
+    )
     assert float(flat.arrays.mem_weights[0]) < float(a.mem_weights[0]) / 8
 
 
@@ -100,7 +102,9 @@ def test_torchtitan_plan_picks_fsdp2_with_pipeline_and_equals_estimate():
     fixed = plan_training(
         "llama-3.1-405b",
         "h100-sxm",
-        constraints={"fix": f"tp=8,pp={b['pp']},cp={b['cp']},zero=3,mb={b['micro_batch']},recompute={b['recompute']}"},
+        constraints={
+            "fix": f"tp=8,pp={b['pp']},cp={b['cp']},zero=3,mb={b['micro_batch']},recompute={b['recompute']}"
+        },
         **PLAN_405B,
     ).best
     est = estimate_training(
@@ -113,7 +117,9 @@ def test_torchtitan_plan_picks_fsdp2_with_pipeline_and_equals_estimate():
         sequence_parallel=fixed["sequence_parallel"],
     ).to_json()
     assert fixed["step_time_s"] == pytest.approx(est["step_time_s"], rel=1e-12)
-    assert fixed["memory_gib_per_gpu"]["total"] == pytest.approx(est["memory_gib_per_gpu"]["total"], rel=1e-12)
+    assert fixed["memory_gib_per_gpu"]["total"] == pytest.approx(
+        est["memory_gib_per_gpu"]["total"], rel=1e-12
+    )
     doc = tomllib.loads(torchtitan.emit(plan.model, plan.config(b), b, "0.2")[torchtitan.TOML])
     par = doc["parallelism"]
     assert (par["pipeline_parallel_degree"], par["data_parallel_shard_degree"]) == (b["pp"], b["dp"])

@@ -195,7 +195,11 @@ def test_torchtitan_toml():
     # builds ceil((80 + 0 + 0) / 4) = 20 stages, a multiple of pp (with its default weights of 1 it
     # would build ceil(82 / 4) = 21 and refuse)
     assert par["pipeline_parallel_layers_per_stage"] == 4
-    assert par["pipeline_parallel_first_stage_less_layers"] == par["pipeline_parallel_last_stage_less_layers"] == 0
+    assert (
+        par["pipeline_parallel_first_stage_less_layers"]
+        == par["pipeline_parallel_last_stage_less_layers"]
+        == 0
+    )
     assert par["pipeline_parallel_microbatch_size"] == 1
     assert doc["training"]["global_batch_size"] == 128 and doc["training"]["seq_len"] == 8192
     assert doc["activation_checkpoint"]["mode"] == "selective"
@@ -256,4 +260,6 @@ def test_fp8_plans_are_not_written_for_deepspeed():
         deepspeed.ds_config(c, EST)
     assert deepspeed.ds_config(dict(c, dtype="bf16"), EST)["bf16"] == {"enabled": True}
     with pytest.raises(InputError, match="emit"):
-        plan_training("llama-3.1-8b", "h100-sxm", gpus=8, global_batch=64, seq_len=4096, dtype="fp8", emit="deepspeed")
+        plan_training(
+            "llama-3.1-8b", "h100-sxm", gpus=8, global_batch=64, seq_len=4096, dtype="fp8", emit="deepspeed"
+        )

@@ -88,6 +88,7 @@ TRAIN_PLACEHOLDERS = {
     "CHECKPOINT_DIR": ("./checkpoints", "where checkpoints are written and resumed from"),
 }
 
+
 #: Flags Megatron-LM and its DeepSpeed fork spell alike, around the placeholders above: the data
 #: (a 99/1/0 train/valid/test split), the learning-rate schedule (cosine from 1.5e-4 to 1.5e-5,
 #: weight decay 0.1, clipping at 1.0: starting values in the style of Megatron-LM's example

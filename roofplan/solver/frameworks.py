@@ -191,7 +191,9 @@ _NAMES = {
 #: silently train another recipe. torchtitan: ``mixed_precision_param`` bfloat16 or float32; float8
 #: is a model converter these files do not set.
 DTYPE_LIMITS: dict[str, dict[str, str]] = {
-    "deepspeed": {"fp8": "the DeepSpeed files here train in bf16 or fp16 (no FP8 recipe); use --dtype bf16 or --emit megatron"},
+    "deepspeed": {
+        "fp8": "the DeepSpeed files here train in bf16 or fp16 (no FP8 recipe); use --dtype bf16 or --emit megatron"
+    },
     "torchtitan": {
         "fp16": "torchtitan trains in bfloat16 or float32 (mixed_precision_param), not fp16",
         "fp8": "the torchtitan files here train in bfloat16 (no float8 converter); use --dtype bf16 or --emit megatron",

@@ -952,7 +952,9 @@ def _fits_any(model, hw, *, opts: SpaceOptions, constraints=(), **job) -> bool:
     activation offload where the search may offload and the launchers of ``opts`` write it."""
     knobs = tuple(KEYS_OF_KNOB[c.key] for c in constraints if c.key in KEYS_OF_KNOB)
     fws = (opts.framework,) if isinstance(opts.framework, str) else tuple(opts.framework or ())
-    if set(opts.offload) != {"none"} and frameworks_.expresses(fws, {"zero": 1, "pp": 1}, act_offload_layers=1):
+    if set(opts.offload) != {"none"} and frameworks_.expresses(
+        fws, {"zero": 1, "pp": 1}, act_offload_layers=1
+    ):
         knobs = tuple(dict.fromkeys(knobs + ("act_offload_layers",)))
     return _search(
         model,
