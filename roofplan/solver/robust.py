@@ -155,6 +155,18 @@ def simplicity_key(cfg: dict, free_bytes) -> tuple[np.ndarray, ...]:
     )
 
 
+def serve_simplicity_key(tp, pp, ep, dp) -> tuple[np.ndarray, ...]:
+    """The serving tie-break, most significant first (smaller is simpler): parallel dimensions of
+    an instance (TP, PP, EP, attention DP above 1), then pipeline stages. Among deployments the
+    model cannot tell apart (within the serving band) the one with fewer kinds of parallelism and
+    no pipeline is what a practitioner runs first: fewer collectives and no pipeline bubbles at
+    low load (the serving analogue of :func:`simplicity_key`). The degree of one dimension (TP 2
+    or 4) is no simplicity: the score decides it."""
+    tp, pp, ep, dp = (np.asarray(x) for x in (tp, pp, ep, dp))
+    dims = (tp > 1).astype(int) + (pp > 1) + (ep > 1) + (dp > 1)
+    return dims, pp
+
+
 def simplicity_order(cfg: dict, free_bytes, score) -> np.ndarray:
     """Indices simplest first (ties of :func:`simplicity_key` broken by the higher score)."""
     keys = simplicity_key(cfg, free_bytes) + (-np.asarray(score, dtype=float),)
