@@ -11,7 +11,8 @@ has reached, and the simplest of the candidates the model cannot tell apart.
 * :func:`mfu_warning` — a pick whose MFU exceeds the best published MFU of its device, model class
   and precision by more than its band lies where no measurement supports the model.
 * :func:`simplicity_key` — the one tie-break rule: among candidates whose predicted score is within
-  the band of the best, the planner ranks the simplest first.
+  the band of the best, the planner ranks the simplest first; :func:`serve_simplicity_key` is its
+  serving form (the colocated pick of ``plan serve``).
 """
 
 from __future__ import annotations
