@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from roofplan import estimate_training, plan_training
+from roofplan import plan_training
 from roofplan.costmodel.train_memory import default_memory_headroom_bytes
 from roofplan.errors import InfeasibleError
 from roofplan.launch import megatron, versions
 from roofplan.solver import robust
+from tests.picks import estimate_of_pick
 
 #: Llama 3.1 8B on one H100 node at a 16K sequence with data parallelism only and no recompute:
 #: one micro-batch stores about 1.3 GiB of activations per layer, 42 GiB for the 32 layers.
@@ -17,15 +18,7 @@ FIX = "tp=1,cp=1,pp=1,recompute=none"
 
 
 def _estimate(b: dict, layers: int) -> dict:
-    return estimate_training(
-        "llama-3.1-8b",
-        "h100-sxm",
-        **{k: b[k] for k in ("tp", "pp", "dp", "cp", "vpp", "micro_batch", "global_batch", "seq_len")},
-        zero=b["zero"],
-        offload=b["offload"],
-        recompute="none",
-        act_offload_layers=layers,
-    ).to_json()
+    return estimate_of_pick("llama-3.1-8b", b, act_offload_layers=layers)
 
 
 def test_plan_offloads_the_fewest_layers_that_fit_and_equals_estimate():

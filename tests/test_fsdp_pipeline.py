@@ -16,6 +16,7 @@ from roofplan.costmodel.collectives import collective_time
 from roofplan.costmodel.train_memory import pipeline_split
 from roofplan.launch import torchtitan
 from roofplan.solver.frameworks import violation
+from tests.picks import estimate_of_pick
 
 GiB = 2**30
 #: Llama 3.1 8B by hand (Dubey et al. 2024 Table 3: h 4096, 32 heads / 8 KV heads of 128, FFN 14336,
@@ -107,15 +108,7 @@ def test_torchtitan_plan_picks_fsdp2_with_pipeline_and_equals_estimate():
         },
         **PLAN_405B,
     ).best
-    est = estimate_training(
-        "llama-3.1-405b",
-        "h100-sxm",
-        **{k: fixed[k] for k in ("tp", "pp", "dp", "cp", "vpp", "micro_batch", "global_batch", "seq_len")},
-        zero=3,
-        recompute=fixed["recompute"],
-        recompute_layers=fixed["recompute_layers"],
-        sequence_parallel=fixed["sequence_parallel"],
-    ).to_json()
+    est = estimate_of_pick("llama-3.1-405b", fixed)
     assert fixed["step_time_s"] == pytest.approx(est["step_time_s"], rel=1e-12)
     assert fixed["memory_gib_per_gpu"]["total"] == pytest.approx(
         est["memory_gib_per_gpu"]["total"], rel=1e-12
