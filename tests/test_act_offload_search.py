@@ -35,6 +35,7 @@ def test_plan_offloads_the_fewest_layers_that_fit_and_equals_estimate():
     # without offload (and with one layer fewer) it leaves less than the headroom; with n it fits
     assert free(0) < headroom and free(n - 1) < headroom <= free(n)
     est = _estimate(b, n)
+    assert est["inputs"]["act_offload_layers"] == n  # the estimate echoes what it priced
     assert b["step_time_s"] == pytest.approx(est["step_time_s"], rel=1e-12)
     assert b["memory_gib_per_gpu"]["total"] == pytest.approx(est["memory_gib_per_gpu"]["total"], rel=1e-12)
     argv = plan.launch["megatron"].split()

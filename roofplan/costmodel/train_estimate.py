@@ -356,6 +356,7 @@ def estimate_training(
         "moe_dispatcher": moe_dispatcher,
         "etp": etp_i or ints["tp"],
         "fp8_recipe": fp8_recipe,
+        "act_offload_layers": int(cfg.act_offload_layers[0]),
         "calibration": None
         if calibration_label is None
         else ("overlay" if isinstance(calibration_label, dict) else str(calibration_label)),
