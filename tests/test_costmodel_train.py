@@ -233,7 +233,9 @@ def test_offload_to_ddr_on_sn40l_fits_what_hbm_cannot():
         ({"vpp": 2, "pp": 4, "global_batch": 6, "micro_batch": 1, "dp": 1}, "pipeline"),
         ({"cp": 3, "seq_len": 4096}, "context_parallel"),
         ({"ep": 2, "dp": 2, "global_batch": 2}, "expert_parallel"),
-        ({"zero": 3, "pp": 2}, "zero_pipeline"),
+        # ZeRO-3 with a pipeline is FSDP2 under torchtitan's schedules, not on DeepSpeed's engine
+        ({"zero": 3, "pp": 2, "pipeline_engine": "deepspeed"}, "zero_pipeline"),
+        ({"zero": 3, "pp": 2, "offload": 2}, "zero_pipeline"),
         ({"recompute": 2, "recompute_layers": 20, "pp": 2}, "recompute_layers"),
     ],
 )

@@ -191,7 +191,15 @@ def test_torchtitan_toml():
     )
     assert world == 64
     assert par["pipeline_parallel_schedule"] == "Interleaved1F1B"
-    assert par["pipeline_parallel_layers_per_stage"] == 80 // (4 * 5)
+    # 80 layers on 4 x 5 virtual stages of 4, the embedding and head not counted as layers: torchtitan
+    # builds ceil((80 + 0 + 0) / 4) = 20 stages, a multiple of pp (with its default weights of 1 it
+    # would build ceil(82 / 4) = 21 and refuse)
+    assert par["pipeline_parallel_layers_per_stage"] == 4
+    assert (
+        par["pipeline_parallel_first_stage_less_layers"]
+        == par["pipeline_parallel_last_stage_less_layers"]
+        == 0
+    )
     assert par["pipeline_parallel_microbatch_size"] == 1
     assert doc["training"]["global_batch_size"] == 128 and doc["training"]["seq_len"] == 8192
     assert doc["activation_checkpoint"]["mode"] == "selective"
@@ -241,3 +249,17 @@ def test_planned_winner_round_trips_through_each_emitter(framework):
             int(par["context_parallel_degree"]),
         ) == (b["tp"], b["pp"], b["cp"])
     assert shlex.split(plan.launch[framework])[0] in ("torchrun", "deepspeed")
+
+
+def test_fp8_plans_are_not_written_for_deepspeed():
+    """DeepSpeed's config has fp16/bf16 sections only: an FP8 plan is refused with the reason
+    (it used to be written with --bf16, a different recipe), and asking the planner for FP8
+    DeepSpeed files is bad input naming --emit."""
+    c = _config(dtype="fp8", pp=1, vpp=1, cp=1, dp=16, zero=1, recompute="none", recompute_layers=0)
+    with pytest.raises(InputError, match="no FP8 recipe"):
+        deepspeed.ds_config(c, EST)
+    assert deepspeed.ds_config(dict(c, dtype="bf16"), EST)["bf16"] == {"enabled": True}
+    with pytest.raises(InputError, match="emit"):
+        plan_training(
+            "llama-3.1-8b", "h100-sxm", gpus=8, global_batch=64, seq_len=4096, dtype="fp8", emit="deepspeed"
+        )

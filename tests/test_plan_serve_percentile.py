@@ -78,3 +78,26 @@ def test_slo_percentile_flag():
     assert r.exit_code == 0, r.output
     best = json.loads(r.stdout)["best"]
     assert best["slo_percentile"] == 99 and "tpot_p99_ms" in best["simulated"]
+
+
+def test_without_a_rate_no_rate_headroom_is_claimed():
+    """Maximising goodput, the pick runs at its goodput: its rate headroom would be 0 by
+    construction, so none is reported (the text printed "headroom 0.0 %")."""
+    plan = plan_serving("llama-3.1-8b", "h100-sxm", gpus=2, ttft_ms=300, tpot_ms=25, slo_percentile=90, **REQ)
+    h = plan.best["headroom"]
+    assert h["headroom_pct"] is None and h["rate_rps"] == h["sla_limit_rps"] == plan.best["goodput_rps"]
+
+
+def test_colocated_pick_is_the_simplest_within_the_serving_band():
+    """Llama 3.1 8B on 8 H100 at TTFT 200 ms / TPOT 20 ms: 4 x tp1 pp2 (TTFT-bound) predicts 1.6 %
+    more p90 goodput than 8 x tp1 pp1 (TPOT-bound), far inside the serving band; the robust pick
+    is the one without a pipeline, and without the tie-break the pipeline wins."""
+    kw = dict(
+        isl=2048, osl=512, ttft_ms=200, tpot_ms=20, slo_percentile=90, emit_launch=False, mode="colocated"
+    )
+    raw = plan_serving("llama-3.1-8b", "h100-sxm", gpus=8, robust_choice=False, **kw).best
+    best = plan_serving("llama-3.1-8b", "h100-sxm", gpus=8, **kw).best
+    assert (raw["decode"]["tp"], raw["decode"]["pp"]) == (1, 2)
+    assert (best["decode"]["tp"], best["decode"]["pp"]) == (1, 1)
+    band = best["error_band_pct"] / 100
+    assert raw["goodput_rps"] * (1 - band) <= best["goodput_rps"] < raw["goodput_rps"]

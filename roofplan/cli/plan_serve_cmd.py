@@ -371,12 +371,14 @@ def _render_load(best: dict) -> None:
     if best.get("slo_percentile") is not None:
         p = f"{best['slo_percentile']:g}"
         h, sim = best["headroom"], best.get("simulated") or {}
-        pct = "" if h["headroom_pct"] is None else f" (headroom {h['headroom_pct']:.1f} %)"
-        console.print(
-            f"p{p} latencies at the operating rate {h['rate_rps']:.3f} req/s; the p{p} SLA holds up to "
-            f"{h['sla_limit_rps']:.3f} req/s{pct}",
-            highlight=False,
-        )
+        if h["headroom_pct"] is None:  # no --rate: the pick is reported at its goodput
+            line = f"p{p} latencies at the p{p} goodput {h['sla_limit_rps']:.3f} req/s (no --rate: no rate headroom)"
+        else:
+            line = (
+                f"p{p} latencies at the operating rate {h['rate_rps']:.3f} req/s; the p{p} SLA holds up to "
+                f"{h['sla_limit_rps']:.3f} req/s (headroom {h['headroom_pct']:.1f} %)"
+            )
+        console.print(line, highlight=False)
         if sim:
             key = p.replace(".", "_")
             verdict = "[green]confirmed[/green]" if sim["meets_sla"] else "[red]not confirmed[/red]"

@@ -72,6 +72,13 @@ class _LazyProgress:
             self.bar.stop()
 
 
+def _offload_cell(state: str, act_layers: int) -> str:
+    """The ``off`` column: optimizer/parameter offload, then activation offload of N layers."""
+    if not act_layers:
+        return state
+    return f"act:{act_layers}" if state == "-" else f"{state}+act:{act_layers}"
+
+
 def _si(v: float) -> str:
     """1234567 -> '1.23M' (tokens/s in a narrow column)."""
     for unit, f in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
@@ -136,7 +143,7 @@ def _render(doc: dict, written: list[str], frameworks: list[str] | None = None) 
         row += [
             rc,
             str(c["zero"]),
-            short_off[c["offload"]],
+            _offload_cell(short_off[c["offload"]], c.get("act_offload_layers", 0)),
             f"{c['step_time_s']:.2f}",
             _si(c["tokens_per_s"]),
             f"{c['mfu']:.1%}",
@@ -155,7 +162,7 @@ def _render(doc: dict, written: list[str], frameworks: list[str] | None = None) 
     console.print(
         f"layout TPxPPxDPxCP (+sp: sequence parallel, +ov: TP-comm overlap, +deepep: DeepEP dispatcher, "
         f"+delayed: FP8 delayed scaling), vpp virtual stages, mb micro-batch, Z ZeRO "
-        f"stage, rc recompute (full:N = N layers per stage), off offload, GiB per GPU of {cap:.0f}, free "
+        f"stage, rc recompute (full:N = N layers per stage), off offload (act:N = activations of N layers), GiB per GPU of {cap:.0f}, free "
         f"GiB left (at least the {i['memory_headroom_gib']:.1f} GiB headroom), ≈ tied with the best within "
         "the error band",
         style="dim",
@@ -231,7 +238,8 @@ def plan_train(
         None,
         "--fix",
         metavar="K=V,...",
-        help="Fix knobs (tp pp dp cp ep etp vpp mb zero recompute offload sp tp_overlap dispatcher fp8_recipe), "
+        help="Fix knobs (tp pp dp cp ep etp vpp mb zero recompute offload sp tp_overlap dispatcher fp8_recipe "
+        "act_offload), "
         "e.g. tp=8,pp=16.",
     ),
     exclude: str | None = typer.Option(

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from roofplan.costmodel.collectives import collective_time, group_layout
-from roofplan.costmodel.train_memory import grad_bytes_per_param
+from roofplan.costmodel.train_memory import fsdp_under_pipeline, grad_bytes_per_param
 from roofplan.costmodel.train_ops import ACT_BYTES, WEIGHT_BYTES, LayerOps, StageCompute, StepLanes
 from roofplan.hardware.spec import DeviceSpec
 
@@ -296,7 +296,11 @@ def dp_comm(L: StepLanes, budget: OverlapBudget):
     t_grad = np.where(sharded, rs_grad, ar_grad)
     t_gather = np.where(sharded, _dp_collective(L, "all_gather", WEIGHT_BYTES), 0.0) if any_sharded else zeros
     bucket = np.minimum(1.0, DDP_BUCKET_PARAMS / np.maximum(L.place.total, 1.0))
-    is_z3 = zero >= 3
+    # FSDP2 under a pipeline (fsdp_under_pipeline): one all-gather per step, hidden behind the first
+    # forward like ZeRO-1's, and one reduce-scatter after the stage's last backward, exposed
+    fsdp_pp = fsdp_under_pipeline(zero, L.pp)
+    fsdp_rs = np.where(fsdp_pp, t_grad, 0.0)
+    is_z3 = (zero >= 3) & ~fsdp_pp
     # ZeRO-3: weights gathered for forward, backward and each recomputed forward, gradients
     # reduce-scattered, every micro-batch (DeepSpeed stage 3 / FSDP); prefetch hides it behind compute.
     z3 = np.where(is_z3, micro * (t_gather * (2.0 + L.rc_frac) + t_grad), 0.0)
@@ -304,7 +308,7 @@ def dp_comm(L: StepLanes, budget: OverlapBudget):
     # (FSDP without no_sync, Llama 3 §3.3.2), hidden behind the whole step like ZeRO-3's traffic
     rs_every = (zero == 2) & (L.pp > 1)
     z3 = z3 + np.where(rs_every, micro * t_grad, 0.0)
-    grad = np.where(is_z3 | rs_every, 0.0, t_grad)
+    grad = np.where(is_z3 | rs_every | fsdp_pp, 0.0, t_grad)
     gather = np.where(is_z3, 0.0, t_gather)
     if bool(np.any(budget.chunked)):
         # the first-synced chunks of an interleaved pipeline (OverlapBudget); v = 1 leaves all to the last
@@ -317,7 +321,7 @@ def dp_comm(L: StepLanes, budget: OverlapBudget):
     grad_exposed = grad_early + budget.hide(grad, overlap_grad, "bwd", bucket)
     gather_exposed = gather_early + budget.hide(gather, overlap_gather, budget.fwd, bucket)
     z3_exposed = budget.hide(z3, cfg.overlap_param_gather, None, bucket / np.maximum(micro, 1.0))
-    return grad_exposed + gather_exposed + z3_exposed + tied_embedding_comm(L, g_b)
+    return grad_exposed + gather_exposed + z3_exposed + fsdp_rs + tied_embedding_comm(L, g_b)
 
 
 def tied_embedding_comm(L: StepLanes, g_b: float):

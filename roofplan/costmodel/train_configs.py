@@ -71,7 +71,7 @@ REJECT_REASONS: dict[int, str] = {
     3: "pipeline",  # pp > layers; interleaving needs pp > 1, pp*vpp <= layers, microbatches % pp
     4: "context_parallel",  # seq_len not divisible by 2*cp (causal load balancing chunks)
     5: "expert_parallel",  # ep*etp does not divide tp*dp*cp, ep not the experts; ep > 1 on a dense model
-    6: "zero_pipeline",  # ZeRO-3 with pp > 1 (DeepSpeed asserts; Megatron has no such mode)
+    6: "zero_pipeline",  # ZeRO-3 with pp > 1 on DeepSpeed's engine (it asserts) or with CPU offload
     7: "recompute_layers",  # recompute_layers > layers per pipeline stage
     8: "offload_zero",  # optimizer offload without a sharded optimizer, parameter offload without ZeRO-3
     9: "activation_offload",  # activation offload with pp > 1, with recompute, or of every layer
@@ -313,8 +313,11 @@ def check_train_config(model: ModelSpec, cfg: TrainConfigs) -> np.ndarray:
         )
     # ZeRO-2 with a pipeline reduce-scatters each microbatch's gradients into the fp32 shard (FSDP
     # without no_sync, Llama 3's 4D parallelism, Dubey et al. 2024 §3.3.1-2); ZeRO-3 with a pipeline
-    # (weights re-gathered per microbatch and stage) is not modelled
-    mark((cfg.zero >= 3) & (pp > 1), 6)
+    # is torchtitan's FSDP2 under a pipeline schedule (train_memory.fsdp_under_pipeline), which
+    # DeepSpeed's PipelineEngine refuses; CPU offload under it (sharded state on the host while the
+    # pipeline keeps the stage unsharded on the device) is not modelled
+    deepspeed_pp = cfg.pipeline_engine == "deepspeed"
+    mark((cfg.zero >= 3) & (pp > 1) & (deepspeed_pp | (cfg.offload >= 1)), 6)
     layers_per_stage = -(-model.layers // safe_pp)
     mark((cfg.recompute == 2) & (cfg.recompute_layers > layers_per_stage), 7)
     # Optimizer CPU offload runs on the optimizer's shard: Megatron ``--optimizer-cpu-offload`` needs

@@ -195,7 +195,8 @@ def _explain(model: ModelSpec, cfg: TrainConfigs, code: int) -> InputError:
         return InputError(
             "zero",
             c["zero"],
-            "ZeRO-3 cannot be combined with pipeline parallelism (pp > 1) in this model; use zero 0, 1 or 2",
+            "ZeRO-3 with pipeline parallelism (pp > 1) is FSDP2 under a pipeline schedule (torchtitan): "
+            "not with DeepSpeed's pipeline engine nor with CPU offload; use zero 0, 1 or 2, or offload none",
         )
     if code == 7:
         return InputError(
@@ -355,6 +356,7 @@ def estimate_training(
         "moe_dispatcher": moe_dispatcher,
         "etp": etp_i or ints["tp"],
         "fp8_recipe": fp8_recipe,
+        "act_offload_layers": int(cfg.act_offload_layers[0]),
         "calibration": None
         if calibration_label is None
         else ("overlay" if isinstance(calibration_label, dict) else str(calibration_label)),

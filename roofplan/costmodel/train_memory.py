@@ -127,6 +127,33 @@ def pipeline_split(layers, pp):
     return first, middle, last
 
 
+def fsdp_under_pipeline(zero, pp):
+    """True where ZeRO-3 runs under a pipeline schedule: torchtitan's FSDP2 (``fully_shard``) with
+    pipeline parallelism, the only framework here that composes the two (Megatron-LM and
+    DeepSpeed refuse it, :mod:`roofplan.solver.frameworks`).
+
+    What FSDP2 then does differs from ZeRO-3 without a pipeline, in memory and in traffic:
+
+    * torchtitan's ``fsdp_reshard_after_forward = "default"`` resolves to *no* resharding after
+      forward when PP is on ("to avoid per-microbatch all-gathers, which can be expensive and
+      non-overlapped", ``torchtitan/distributed/fsdp.py`` ``get_fsdp_reshard_after_forward_policy``);
+    * PyTorch's pipeline stage runs every backward with ``set_reshard_after_backward(False)`` and
+      ``set_requires_gradient_sync(False)`` and calls FSDP's post-backward (reduce-scatter, then
+      reshard) by hand after the stage's last backward only (``torch/distributed/pipelining/
+      stage.py`` ``backward_maybe_with_nosync``).
+
+    So the stage's parameters are all-gathered once per step, by the first micro-batch's forward,
+    and stay unsharded (2-byte weights of the whole stage) until the step's last backward; the
+    gradients accumulate unsharded in the reduce dtype (FSDP2 ``to_accumulated_grad_if_needed``
+    upcasts to ``reduce_dtype``, torchtitan's ``mixed_precision_reduce`` float32) and are
+    reduce-scattered once, after the last backward, outside any overlap. Only the fp32 master
+    weights and the Adam moments stay sharded over the data-parallel ranks: the memory of ZeRO-1.
+    ``"always"`` would reshard after each forward and re-gather in each backward, but the
+    unsharded weights are back after every backward (no reshard in backward), so the peak is the
+    same at more traffic; the planner does not emit it."""
+    return (np.asarray(zero) >= 3) & (np.asarray(pp) > 1)
+
+
 def grad_bytes_per_param(dtype: str, reduce_in_fp32: bool = True) -> float:
     """fp32 main gradients except on the 2021 fp16 stack (fp16 gradients) and where gradients are
     reduced in 16 bits (``grad_reduce_in_fp32`` off: the buffer takes the bf16 parameter dtype)."""

@@ -69,6 +69,7 @@ from roofplan.costmodel.train_memory import (
     FRAMEWORK_BYTES,
     OPTIMIZER_BYTES_PER_PARAM,
     activation_bytes,
+    fsdp_under_pipeline,
     grad_bytes_per_param,
     layer_activation_bytes,
 )
@@ -216,9 +217,13 @@ def step_memory(L: StepLanes, shard) -> dict:
     zero, off = cfg.zero, cfg.offload
     w_total = place.total
     zshard = place.dense / (L.dp * L.cp) + place.expert / expert_dp(L)
-    weights = np.where(zero >= 3, zshard, w_total) * WEIGHT_BYTES
+    # FSDP2 under a pipeline keeps the stage's weights and gradients unsharded (fsdp_under_pipeline)
+    unsharded = fsdp_under_pipeline(zero, L.pp)
+    weights = np.where((zero >= 3) & ~unsharded, zshard, w_total) * WEIGHT_BYTES
     weights = np.where(off >= 2, 2.0 * weights / L.n_s, weights)  # a prefetch window of 2 layers
-    grads = np.where(zero >= 2, zshard, w_total) * grad_bytes_per_param(cfg.dtype, cfg.grad_reduce_in_fp32)
+    grads = np.where((zero >= 2) & ~unsharded, zshard, w_total) * grad_bytes_per_param(
+        cfg.dtype, cfg.grad_reduce_in_fp32
+    )
     optim = np.where(off >= 1, 0.0, np.where(zero >= 1, zshard, w_total) * OPTIMIZER_BYTES_PER_PARAM)
     acts = activation_bytes(
         s,

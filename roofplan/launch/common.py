@@ -88,10 +88,39 @@ TRAIN_PLACEHOLDERS = {
     "CHECKPOINT_DIR": ("./checkpoints", "where checkpoints are written and resumed from"),
 }
 
+
 #: Flags Megatron-LM and its DeepSpeed fork spell alike, around the placeholders above: the data
 #: (a 99/1/0 train/valid/test split), the learning-rate schedule (cosine from 1.5e-4 to 1.5e-5,
 #: weight decay 0.1, clipping at 1.0: starting values in the style of Megatron-LM's example
 #: scripts, not chosen by the plan) and logging and checkpoints every 10 and 500 iterations.
+def megatron_width_args(model) -> list[str]:
+    """The decoder's depth and widths, spelled alike by Megatron-LM and Megatron-DeepSpeed
+    (``--num-layers --hidden-size --ffn-hidden-size --num-attention-heads``)."""
+    return [
+        "--num-layers",
+        str(model.layers),
+        "--hidden-size",
+        str(model.hidden),
+        "--ffn-hidden-size",
+        str(model.ffn),
+        "--num-attention-heads",
+        str(model.heads),
+    ]
+
+
+def megatron_length_args(model, seq_len: int) -> list[str]:
+    """Sequence length, position-table size (at least a learned table's) and vocabulary, spelled
+    alike by Megatron-LM and Megatron-DeepSpeed."""
+    return [
+        "--seq-length",
+        str(seq_len),
+        "--max-position-embeddings",
+        str(max(seq_len, model.learned_positions or seq_len)),
+        "--vocab-size",
+        str(model.vocab),
+    ]
+
+
 MEGATRON_DATA_ARGS = ["--data-path", "${DATA_PATH}", "--split", "99,1,0"]
 MEGATRON_LR_ARGS = [
     "--lr",

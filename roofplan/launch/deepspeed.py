@@ -21,6 +21,8 @@ from roofplan.launch.common import (
     TRAIN_PLACEHOLDERS,
     command_line,
     dumps_json,
+    megatron_length_args,
+    megatron_width_args,
     nodes,
     prediction_header,
     shell_script,
@@ -28,7 +30,7 @@ from roofplan.launch.common import (
     unexpressed_shape,
 )
 from roofplan.models.spec import ModelSpec
-from roofplan.solver.frameworks import violation
+from roofplan.solver.frameworks import dtype_violation, violation
 
 CONFIG = "ds_config.json"
 SCRIPT = "launch_deepspeed.sh"
@@ -68,6 +70,8 @@ def unsupported_model(model: ModelSpec) -> str | None:
 def unsupported(config: Mapping, model: ModelSpec | None = None, target: str | None = None) -> str | None:
     """Why DeepSpeed (with Megatron-DeepSpeed for TP/PP) cannot run ``config`` (and ``model``)."""
     if model is not None and (why := unsupported_model(model)):
+        return why
+    if why := dtype_violation("deepspeed", config.get("dtype", "bf16")):
         return why
     return violation("deepspeed", config)  # the configuration rules (solver/frameworks.py)
 
@@ -140,18 +144,7 @@ def shape_args(model: ModelSpec, seq_len: int) -> list[str]:
     RoPE is ``--use-rotary-position-embeddings`` with ``--rotary-position-embeddings-theta``
     (learned absolute positions are its default; it has no ``--position-embedding-type``), GQA
     ``--num-key-value-heads``, norms in lower case."""
-    a = [
-        "--num-layers",
-        str(model.layers),
-        "--hidden-size",
-        str(model.hidden),
-        "--ffn-hidden-size",
-        str(model.ffn),
-        "--num-attention-heads",
-        str(model.heads),
-        "--kv-channels",
-        str(model.head_dim),
-    ]
+    a = megatron_width_args(model) + ["--kv-channels", str(model.head_dim)]
     if model.kv_heads != model.heads:
         a += ["--num-key-value-heads", str(model.kv_heads)]
     if model.gated_mlp:
@@ -167,14 +160,7 @@ def shape_args(model: ModelSpec, seq_len: int) -> list[str]:
         ]
     if not model.tied_embeddings:
         a += ["--untie-embeddings-and-output-weights"]
-    a += [
-        "--seq-length",
-        str(seq_len),
-        "--max-position-embeddings",
-        str(max(seq_len, model.learned_positions or seq_len)),
-        "--vocab-size",
-        str(model.vocab),
-    ]
+    a += megatron_length_args(model, seq_len)
     moe = model.moe
     if moe is not None:
         # one count per layer with expert interval 1 (transformer.get_num_experts_per_layer): 1 = dense

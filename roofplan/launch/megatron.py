@@ -28,6 +28,8 @@ from roofplan.launch.common import (
     MEGATRON_LR_ARGS,
     TRAIN_PLACEHOLDERS,
     command_line,
+    megatron_length_args,
+    megatron_width_args,
     prediction_header,
     shell_script,
     torchrun_argv,
@@ -53,21 +55,14 @@ def unsupported(config: Mapping, model: ModelSpec | None = None, target: str | N
         and not versions.feature("megatron", target, "mtp_with_cp")
     ):
         return f"Megatron {target} has no multi-token prediction with context parallelism (CP {config['cp']})"
+    if config.get("act_offload_layers", 0) and not versions.feature("megatron", target, "act_offload"):
+        return f"Megatron {target} has no activation offload (--cpu-offloading-num-layers)"
     return violation("megatron", config)  # the configuration rules (solver/frameworks.py)
 
 
 def model_args(model: ModelSpec, seq_len: int, dispatcher: str = "alltoall") -> list[str]:
     """Model-shape flags for a GPT-style decoder (launch-configs §1.2 'Model shape')."""
-    a = [
-        "--num-layers",
-        str(model.layers),
-        "--hidden-size",
-        str(model.hidden),
-        "--ffn-hidden-size",
-        str(model.ffn),
-        "--num-attention-heads",
-        str(model.heads),
-    ]
+    a = megatron_width_args(model)
     if model.mla is None:
         a += ["--kv-channels", str(model.head_dim)]
         if model.kv_heads != model.heads:
@@ -104,14 +99,7 @@ def model_args(model: ModelSpec, seq_len: int, dispatcher: str = "alltoall") -> 
         a += ["--rotary-base", _int_or_float(model.rope_theta)]
     if not model.tied_embeddings:
         a += ["--untie-embeddings-and-output-weights"]
-    a += [
-        "--seq-length",
-        str(seq_len),
-        "--max-position-embeddings",
-        str(max(seq_len, model.learned_positions or seq_len)),
-        "--vocab-size",
-        str(model.vocab),
-    ]
+    a += megatron_length_args(model, seq_len)
     if model.moe is not None:
         a += moe_args(model, dispatcher)
     if model.mtp_layers:
@@ -236,6 +224,9 @@ def parallel_args(model: ModelSpec, c: Mapping, target: str | None = None) -> li
             "--optimizer-offload-fraction",
             "1.0",
         ]
+    if c.get("act_offload_layers", 0):
+        # validate_args turns cpu_offloading on when the layer count is > 0 (arguments.py)
+        a += ["--cpu-offloading-num-layers", str(c["act_offload_layers"])]
     a += ["--micro-batch-size", str(c["micro_batch"]), "--global-batch-size", str(c["global_batch"])]
     rc = c["recompute"]
     if rc == "selective":

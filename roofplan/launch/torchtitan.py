@@ -11,14 +11,19 @@
 A model torchtitan has no definition of is refused: the debug model would be built instead.
 WORLD_SIZE = dp_replicate x dp_shard x cp x tp x pp (``parallel_dims.py``). ZeRO maps onto FSDP2:
 stage 0 is pure replication, stage 2 FSDP with ``fsdp_reshard_after_forward = "never"``, stage 3 FSDP
-with resharding; CPU offload (``training.enable_cpu_offload``) moves parameters, gradients and
-optimizer state together, so only ZeRO-3 + optimizer+params offload maps onto it.
+with the ``"default"`` policy: resharding after forward without a pipeline; with one (pp > 1),
+FSDP2 under torchtitan's pipeline schedules, which ``"default"`` resolves to no resharding and the
+cost model prices as :func:`roofplan.costmodel.train_memory.fsdp_under_pipeline` (weights gathered
+once per step, gradients reduce-scattered once after the last backward). CPU offload
+(``training.enable_cpu_offload``) moves parameters, gradients and optimizer state together, so only
+ZeRO-3 + optimizer+params offload maps onto it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
+from roofplan.costmodel.train_memory import pipeline_split
 from roofplan.errors import InputError
 from roofplan.launch import versions
 from roofplan.launch.common import (
@@ -31,7 +36,7 @@ from roofplan.launch.common import (
     train_readme,
 )
 from roofplan.models.spec import ModelSpec
-from roofplan.solver.frameworks import violation
+from roofplan.solver.frameworks import dtype_violation, violation
 
 TOML = "torchtitan.toml"
 PYCONFIG = "roofplan_torchtitan.py"
@@ -68,11 +73,35 @@ def unsupported(config: Mapping, model: ModelSpec | None = None, target: str | N
         )
     if why := violation("torchtitan", config):  # the configuration rules (solver/frameworks.py)
         return why
-    if config["dtype"] == "fp16":
-        return "torchtitan trains in bfloat16 or float32 (mixed_precision_param), not fp16"
-    if config["dtype"] == "fp8":  # a float8 converter is a model option these files do not set
-        return "the torchtitan files here train in bfloat16 (no float8 converter); use --dtype bf16 or --emit megatron"
-    return None
+    return dtype_violation("torchtitan", config["dtype"])
+
+
+def stage_split(layers: int, pp: int, vpp: int) -> dict[str, int]:
+    """The ``[parallelism]`` keys that make torchtitan split ``layers`` decoder layers over
+    ``pp`` x ``vpp`` stages the way the cost model prices them (``pipeline_split``).
+
+    torchtitan counts the embedding as ``pipeline_parallel_first_stage_less_layers`` layers and
+    the norm + output as ``..._last_stage_less_layers`` (both 1 by default), builds
+    ``ceil((layers + first + last) / layers_per_stage)`` virtual stages, which must be a multiple
+    of ``pp``, and deals the effective layers out evenly, the remainder to the first stages
+    (``torchtitan/distributed/pipeline_parallel.py``: ``get_pipeline_stage_count`` /
+    ``_generate_llm_fqn_per_model_part``, 0.2 and 0.3). The defaults would put 11 of Llama 70B's
+    80 layers on the second of 8 stages; weights of 0 give the even split of 10 (the embedding
+    and head on top, as Megatron does), and for an uneven split (126 layers on 16 stages: 7, 8 x
+    14, 7) the weights are the layers the end stages are short of the middle ones.
+    """
+    first, middle, last = (int(x) for x in pipeline_split(layers, pp))
+    if vpp > 1 or layers % pp == 0:
+        return {
+            "pipeline_parallel_layers_per_stage": layers // (pp * vpp),
+            "pipeline_parallel_first_stage_less_layers": 0,
+            "pipeline_parallel_last_stage_less_layers": 0,
+        }
+    return {
+        "pipeline_parallel_layers_per_stage": middle,
+        "pipeline_parallel_first_stage_less_layers": middle - first,
+        "pipeline_parallel_last_stage_less_layers": middle - last,
+    }
 
 
 def settings(model: ModelSpec, config: Mapping) -> dict[str, dict]:
@@ -91,7 +120,7 @@ def settings(model: ModelSpec, config: Mapping) -> dict[str, dict]:
         "expert_parallel_degree": config["ep"],
     }
     if config["pp"] > 1:
-        par["pipeline_parallel_layers_per_stage"] = model.layers // (config["pp"] * config["vpp"])
+        par.update(stage_split(model.layers, config["pp"], config["vpp"]))
     # with PP the local batch is split into pipeline micro-batches; without PP the global batch is
     # reached by gradient accumulation over local batches of one micro-batch
     training = {

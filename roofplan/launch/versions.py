@@ -22,23 +22,27 @@ from roofplan.errors import InputError
 VERSIONS: dict[str, dict[str, dict]] = {
     "megatron": {
         # Megatron-FSDP (--use-megatron-fsdp) and the 1F1B EP A2A overlap appear in core_v0.14.0;
-        # core_v0.13 validate_args refuses multi-token prediction with context parallelism.
+        # core_v0.13 validate_args refuses multi-token prediction with context parallelism and has
+        # no --cpu-offloading-num-layers (activation offload; in the core_v0.16.1 inventory).
         "core_v0.13": {
             "megatron_fsdp": False,
             "ep_a2a_overlap": False,
             "mtp_with_cp": False,
+            "act_offload": False,
             "inventory": "megatron-core_v0.13.0",
         },
         "core_v0.16": {
             "megatron_fsdp": True,
             "ep_a2a_overlap": True,
             "mtp_with_cp": True,
+            "act_offload": True,
             "inventory": "megatron-core_v0.16.1",
         },
         "core_v0.19": {
             "megatron_fsdp": True,
             "ep_a2a_overlap": True,
             "mtp_with_cp": True,
+            "act_offload": True,
             "inventory": "megatron-core_v0.19.0",
         },
     },

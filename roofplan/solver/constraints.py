@@ -47,6 +47,7 @@ KEYS = {
     "etp": "etp",
     "dispatcher": "moe_dispatcher",
     "fp8_recipe": "fp8_recipe",
+    "act_offload": "act_offload_layers",
 }
 _NAMED = {
     "recompute": RECOMPUTE_CODES,

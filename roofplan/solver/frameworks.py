@@ -15,7 +15,9 @@ the framework cannot run the configuration, message). From this table alone deri
 Arrays hold the search's integer codes: ``offload`` 0 none / 1 optimizer / 2 optimizer+params,
 ``moe_dispatcher`` 0 alltoall / 1 deepep, ``fp8_recipe`` 0 current / 1 delayed,
 ``recompute`` 0 none / 1 selective / 2 full, ``recompute_layers`` 0 = every layer, ``etp`` 0 =
-expert TP equal to TP (a plan's configuration gives the degree itself). Sources:
+expert TP equal to TP (a plan's configuration gives the degree itself), ``act_offload_layers``
+layers whose activations go to host memory (Megatron-Core only; its own limits, pp 1 and no
+recompute, are the cost model's ``activation_offload`` reject reason). Sources:
 Megatron-LM ``arguments.py`` (``--optimizer-cpu-offload`` needs ``--use-distributed-optimizer``;
 Megatron-FSDP without pipeline stages), DeepSpeed ``runtime/pipe/engine.py`` ("ZeRO-2 and ZeRO-3
 are incompatible with pipeline parallelism"), ``runtime/zero/config.py`` (``offload_param`` needs
@@ -59,6 +61,11 @@ _FP8_DELAYED = Rule(
     "fp8_delayed",
     lambda a: a["fp8_recipe"] != 0,
     "no Transformer Engine delayed-scaling FP8 recipe (Megatron --fp8-recipe delayed)",
+)
+_ACT_OFFLOAD = Rule(
+    "activation_offload",
+    lambda a: a["act_offload_layers"] > 0,
+    "no activation offload to host (Megatron-Core --cpu-offloading-num-layers)",
 )
 _ETP = Rule(
     "expert_tp",
@@ -117,6 +124,7 @@ RULES: dict[str, tuple[Rule, ...]] = {
         _ETP,
         _DEEPEP,
         _FP8_DELAYED,
+        _ACT_OFFLOAD,
     ),
     "torchtitan": (
         Rule("zero1", lambda a: a["zero"] == 1, "FSDP2 has no optimizer-only sharding (ZeRO-1)"),
@@ -140,10 +148,19 @@ RULES: dict[str, tuple[Rule, ...]] = {
         _ETP,
         _DEEPEP,
         _FP8_DELAYED,
+        _ACT_OFFLOAD,
     ),
 }
 
-_DEFAULTS = {"tp_comm_overlap": 0, "etp": 0, "recompute_layers": 0, "cp": 1, "vpp": 1, "tp": 1}
+_DEFAULTS = {
+    "tp_comm_overlap": 0,
+    "etp": 0,
+    "recompute_layers": 0,
+    "cp": 1,
+    "vpp": 1,
+    "tp": 1,
+    "act_offload_layers": 0,
+}
 _KEYS = (
     "tp",
     "zero",
@@ -157,6 +174,7 @@ _KEYS = (
     "etp",
     "moe_dispatcher",
     "fp8_recipe",
+    "act_offload_layers",
 )
 _NAMES = {
     "offload": OFFLOAD,
@@ -164,6 +182,28 @@ _NAMES = {
     "moe_dispatcher": {n: i for i, n in enumerate(MOE_DISPATCHERS)},
     "fp8_recipe": {n: i for i, n in enumerate(FP8_RECIPES)},
 }
+
+
+#: Training precisions each launcher's files express, and why not the others. Megatron-LM: ``--bf16``,
+#: ``--fp16``, ``--fp8-format`` (Transformer Engine). DeepSpeed's config has fp16/bf16 sections only;
+#: FP8 GEMMs would need Megatron-DeepSpeed's Transformer Engine layers (``--transformer-impl
+#: transformer_engine --fp8-hybrid``), which the files here do not write, and ``--bf16`` alone would
+#: silently train another recipe. torchtitan: ``mixed_precision_param`` bfloat16 or float32; float8
+#: is a model converter these files do not set.
+DTYPE_LIMITS: dict[str, dict[str, str]] = {
+    "deepspeed": {
+        "fp8": "the DeepSpeed files here train in bf16 or fp16 (no FP8 recipe); use --dtype bf16 or --emit megatron"
+    },
+    "torchtitan": {
+        "fp16": "torchtitan trains in bfloat16 or float32 (mixed_precision_param), not fp16",
+        "fp8": "the torchtitan files here train in bfloat16 (no float8 converter); use --dtype bf16 or --emit megatron",
+    },
+}
+
+
+def dtype_violation(framework: str, dtype: str) -> str | None:
+    """Why ``framework``'s launch files cannot train in ``dtype`` (None: they can)."""
+    return DTYPE_LIMITS.get(framework, {}).get(dtype)
 
 
 def as_arrays(config: Mapping) -> dict[str, np.ndarray]:

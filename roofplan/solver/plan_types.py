@@ -40,6 +40,7 @@ CONFIG_KEYS = (
     "etp",
     "moe_dispatcher",
     "fp8_recipe",
+    "act_offload_layers",
 )
 
 

@@ -11,7 +11,8 @@ has reached, and the simplest of the candidates the model cannot tell apart.
 * :func:`mfu_warning` — a pick whose MFU exceeds the best published MFU of its device, model class
   and precision by more than its band lies where no measurement supports the model.
 * :func:`simplicity_key` — the one tie-break rule: among candidates whose predicted score is within
-  the band of the best, the planner ranks the simplest first.
+  the band of the best, the planner ranks the simplest first; :func:`serve_simplicity_key` is its
+  serving form (the colocated pick of ``plan serve``).
 """
 
 from __future__ import annotations
@@ -120,7 +121,9 @@ def simplicity_key(cfg: dict, free_bytes) -> tuple[np.ndarray, ...]:
 
     0. no built-in launcher (Megatron-LM, DeepSpeed, torchtitan) expresses it (e.g. ZeRO-2 with a
        pipeline, Meta's in-house FSDP);
-    1. offload level (host round trips are the first thing to break in production);
+    1. offload level (host round trips are the first thing to break in production), then
+       activation offload on (Megatron-Core ``--cpu-offloading-num-layers``: the same host link,
+       every micro-batch);
     2. context parallelism on (CP is only worth it where the sequence needs it: a CP-free
        candidate within the band says it does not);
     3. number of parallel dimensions besides data parallelism (TP, PP, CP, EP above 1);
@@ -135,9 +138,11 @@ def simplicity_key(cfg: dict, free_bytes) -> tuple[np.ndarray, ...]:
     dims = (tp > 1).astype(int) + (pp > 1) + (cp > 1) + (ep > 1)
     rl = np.asarray(cfg["recompute_layers"])
     rc_layers = np.where(np.asarray(cfg["recompute"]) == 2, np.where(rl == 0, np.iinfo(np.int64).max, rl), 0)
+    act = np.asarray(cfg.get("act_offload_layers", np.zeros_like(tp)))
     return (
         (~launchable(cfg)).astype(int),
         np.asarray(cfg["offload"]),
+        (act > 0).astype(int),
         (cp > 1).astype(int),
         dims,
         pp,
@@ -149,6 +154,18 @@ def simplicity_key(cfg: dict, free_bytes) -> tuple[np.ndarray, ...]:
         (np.asarray(cfg.get("etp", np.zeros_like(tp))) != 0).astype(int),
         -np.asarray(free_bytes, dtype=float),
     )
+
+
+def serve_simplicity_key(tp, pp, ep, dp) -> tuple[np.ndarray, ...]:
+    """The serving tie-break, most significant first (smaller is simpler): parallel dimensions of
+    an instance (TP, PP, EP, attention DP above 1), then pipeline stages. Among deployments the
+    model cannot tell apart (within the serving band) the one with fewer kinds of parallelism and
+    no pipeline is what a practitioner runs first: fewer collectives and no pipeline bubbles at
+    low load (the serving analogue of :func:`simplicity_key`). The degree of one dimension (TP 2
+    or 4) is no simplicity: the score decides it."""
+    tp, pp, ep, dp = (np.asarray(x) for x in (tp, pp, ep, dp))
+    dims = (tp > 1).astype(int) + (pp > 1) + (ep > 1) + (dp > 1)
+    return dims, pp
 
 
 def simplicity_order(cfg: dict, free_bytes, score) -> np.ndarray:
@@ -170,6 +187,7 @@ def simpler_reasons(a: dict, b: dict) -> list[str]:
             "offload": OFFLOAD[c["offload"]],
             "recompute": RECOMPUTE[c["recompute"]],
             "recompute_layers": c["recompute_layers"],
+            "act_offload_layers": c.get("act_offload_layers", 0),
         }
         for c in (a, b)
     ]
@@ -177,6 +195,8 @@ def simpler_reasons(a: dict, b: dict) -> list[str]:
         out.append("a built-in launcher expresses it")
     if OFFLOAD[a["offload"]] < OFFLOAD[b["offload"]]:
         out.append("no offload" if a["offload"] == "none" else "less offload")
+    elif a.get("act_offload_layers", 0) == 0 < b.get("act_offload_layers", 0):
+        out.append("no activation offload")
     if a["cp"] == 1 < b["cp"]:
         out.append(f"no context parallelism instead of cp={b['cp']}")
     dims = [sum(int(c[k] > 1) for k in ("tp", "pp", "cp", "ep")) for c in (a, b)]

@@ -116,6 +116,7 @@ class _Search:
         default_factory=dict
     )  # role -> GiB a candidate must leave free (None: the default)
     constraints: tuple = ()  # solver.constraints.Constraint with a role
+    band: float | None = None  # colocated picks: the serving error band of the tie-break (None: off)
     colo: list[RoleCandidates] = field(default_factory=list)
     pre: list[RoleCandidates] = field(default_factory=list)
     dec: list[RoleCandidates] = field(default_factory=list)
@@ -139,11 +140,16 @@ class _Search:
         return self.colo + self.pre + self.dec
 
 
-def best_colocated(cands: list[RoleCandidates], budget: Budget, rate, objective, osl) -> Deployment | None:
-    """k identical colocated instances on one pool: k = floor(cap / gpus) (throughput) or the
-    fewest k meeting ``rate``."""
-    best = None
-    for R in cands:
+def best_colocated(
+    cands: list[RoleCandidates], budget: Budget, rate, objective, osl, band: float | None = None
+) -> Deployment | None:
+    """k identical colocated instances on one pool: k = floor(cap / gpus) (throughput: most goodput,
+    then fewest GPUs) or the fewest k meeting ``rate`` (lowest cost, then fewest GPUs). With
+    ``band`` (a fraction: the serving error band) the pick is the simplest of the candidates whose
+    score is within the band of the best (:func:`roofplan.solver.robust.serve_simplicity_key`),
+    then the best score: a 2 % win of a two-stage pipeline is no reason to run one."""
+    parts = []
+    for n, R in enumerate(cands):
         idx = np.nonzero(R.ok)[0]
         if len(idx) == 0:
             continue
@@ -152,29 +158,32 @@ def best_colocated(cands: list[RoleCandidates], budget: Budget, rate, objective,
         r = R.rate[idx]
         if rate is None:
             k = cap // g
-            good = k >= 1
-            G = k * r
-            # maximise goodput, then fewest GPUs
-            order = np.lexsort((np.where(good, k * g, np.iinfo(np.int64).max), np.where(good, -G, np.inf)))
-            j = order[0]
-            if not good[j]:
-                continue
-            key = (-float(G[j]), int(k[j] * g[j]))
+            score = -(k * r)  # smaller is better: the negated goodput
         else:
             # clipped before the int cast: a huge --rate (1e308) once overflowed it into garbage
             with np.errstate(over="ignore", divide="ignore"):
                 k = np.minimum(np.ceil(rate / r - 1e-12), cap + 1).astype(np.int64)
             k = np.maximum(k, 1)
-            good = k * g <= cap
-            if not np.any(good):
-                continue
-            cost = k * unit_cost(R, objective)[idx]
-            order = np.lexsort((np.where(good, k * g, np.iinfo(np.int64).max), np.where(good, cost, np.inf)))
-            j = order[0]
-            key = (float(cost[j]), int(k[j] * g[j]))
-        if best is None or key < best.rank_key:
-            best = _colocated_deployment(R, int(idx[j]), int(k[j]), key, osl)
-    return best
+            score = k * unit_cost(R, objective)[idx]
+        good = (k >= 1) & (k * g <= cap)
+        if np.any(good):
+            s = R.shapes
+            simple = robust.serve_simplicity_key(*(x[idx][good] for x in (s.tp, s.pp, s.ep, s.dp)))
+            parts.append(
+                (np.full(int(good.sum()), n), idx[good], k[good], score[good], (k * g)[good], simple)
+            )
+    if not parts:
+        return None
+    which, idx, k, score, gpus = (np.concatenate([p[j] for p in parts]) for j in range(5))
+    simple = [np.concatenate([p[5][j] for p in parts]) for j in range(2)]
+    order = np.lexsort((gpus, score))
+    if band is not None:
+        best = score[order[0]]
+        tied = score <= best + band * abs(best)
+        order = np.lexsort((gpus, score, *simple[::-1], ~tied))
+    j = order[0]
+    R = cands[int(which[j])]
+    return _colocated_deployment(R, int(idx[j]), int(k[j]), (float(score[j]), int(gpus[j])), osl)
 
 
 def _colocated_deployment(R: RoleCandidates, i: int, k: int, key: tuple, osl: int) -> Deployment:
@@ -201,11 +210,13 @@ def _colocated_deployment(R: RoleCandidates, i: int, k: int, key: tuple, osl: in
 
 def _headroom(best: Deployment, rate) -> dict:
     """How far the pick's operating rate is from the rate at which its P-th percentile stops meeting
-    the targets (its goodput): with ``rate``, (goodput - rate) / rate; without, it runs at its
-    goodput (headroom 0)."""
+    the targets (its goodput): with ``rate``, (goodput - rate) / rate. Without a rate the pick is
+    the one with the most goodput and is reported at it; a headroom would be 0 by construction and
+    say nothing, so it is None (the text said "headroom 0.0 %", which read as a plan at its limit)."""
     g = float(best.goodput_rps)
     op = float(rate) if rate is not None else g
-    return {"rate_rps": op, "sla_limit_rps": g, "headroom_pct": 100.0 * (g - op) / op if op > 0 else None}
+    pct = 100.0 * (g - op) / op if rate is not None and op > 0 else None
+    return {"rate_rps": op, "sla_limit_rps": g, "headroom_pct": pct}
 
 
 def _need_bytes(S: _Search, pool: Pool, role: str) -> float:
@@ -242,33 +253,11 @@ def _evaluate(S: _Search) -> None:
             continue
         if S.mode in ("auto", "colocated") and not S.mixed:
             eng = engine_for(S, pool, "colocated")
+            req = dict(isl=S.isl, osl=S.osl, ttft_s=S.ttft_s, tpot_s=S.tpot_s, features=S.features, **common)
             if S.slo_percentile is None:
-                R = evaluate_colocated(
-                    S.model,
-                    pool,
-                    eng,
-                    shapes,
-                    isl=S.isl,
-                    osl=S.osl,
-                    ttft_s=S.ttft_s,
-                    tpot_s=S.tpot_s,
-                    features=S.features,
-                    **common,
-                )
+                R = evaluate_colocated(S.model, pool, eng, shapes, **req)
             else:
-                R = evaluate_colocated_percentile(
-                    S.model,
-                    pool,
-                    eng,
-                    shapes,
-                    isl=S.isl,
-                    osl=S.osl,
-                    ttft_s=S.ttft_s,
-                    tpot_s=S.tpot_s,
-                    p=S.slo_percentile,
-                    features=S.features,
-                    **common,
-                )
+                R = evaluate_colocated_percentile(S.model, pool, eng, shapes, p=S.slo_percentile, **req)
             S.colo.append(_limited(S, R, eng))
         if S.mode not in ("auto", "disagg"):
             continue
@@ -332,7 +321,7 @@ def _confirmed(
             colo_failed += 1
             R, i = best_colo.ref
             R.ok[i] = False
-            best_colo = best_colocated(S.colo, S.budget, S.rate, S.objective, S.osl)
+            best_colo = best_colocated(S.colo, S.budget, S.rate, S.objective, S.osl, S.band)
         if tried_dis or best_dis is None:
             best = best_colo
         elif colo_failed >= 2:  # the colocated model misses: give the disaggregated pick its turn
@@ -479,6 +468,7 @@ def plan_serving(
     memory_headroom=None,
     constraints=(),
     error_bands: dict | None = None,
+    robust_choice: bool = True,
 ) -> ServePlan:
     """Search serving deployments of ``model`` on ``gpus`` devices of ``hw`` (docs/SPEC.md §3.4).
 
@@ -506,7 +496,9 @@ def plan_serving(
     ``{"fix": "prefill.tp=4,decode.tp=8", "exclude": "decode.batch>256"}`` (or Constraint objects).
     Rejections are counted as ``headroom`` and ``constraint``; every instance reports its
     ``free_memory_gib``. ``error_bands`` (:func:`roofplan.resolve.error_bands`) gives the pick's
-    band: the p90 error of the validated serving rows of its decode device.
+    band: the p90 error of the validated serving rows of its decode device. With ``robust_choice``
+    the colocated pick is the simplest of the colocated candidates within that band of the best
+    (:func:`roofplan.solver.robust.serve_simplicity_key`).
     """
     if error_bands is None:
         raise TypeError(
@@ -535,7 +527,9 @@ def plan_serving(
         constraints=constraints,
     )
     _evaluate(S)
-    best_colo = best_colocated(S.colo, S.budget, rate, S.objective, osl) if S.colo else None
+    if S.colo and robust_choice:
+        S.band = robust.serve_error_band(error_bands, S.pools[0].hw.id).fraction
+    best_colo = best_colocated(S.colo, S.budget, rate, S.objective, osl, S.band) if S.colo else None
     best_dis, pd_info = (None, {})
     if S.pre and S.dec:
         best_dis, pd_info = best_disagg(

@@ -35,7 +35,7 @@ from roofplan.costmodel.train_configs import (
     RECOMPUTE_NAMES,  # noqa: F401 - re-exported
 )
 from roofplan.costmodel.train_configs import RECOMPUTE as RECOMPUTE_CODES  # noqa: F401 - re-exported
-from roofplan.costmodel.train_memory import pipeline_split
+from roofplan.costmodel.train_memory import fsdp_under_pipeline, pipeline_split
 from roofplan.hardware.spec import DeviceSpec
 from roofplan.models.spec import ModelSpec
 from roofplan.solver.frameworks import framework_mask
@@ -121,7 +121,8 @@ def state_bytes_lower_bound(model: ModelSpec, a: dict[str, np.ndarray], dtype: s
     over EP (Megatron's expert parallelism shards experts; ETP = TP). Embeddings are left out (they
     live on the first/last stage only), which keeps this a lower bound for every stage. ZeRO stage
     k shards optimizer (k >= 1), gradients (k >= 2), weights (k = 3) over DP·CP; offloaded state
-    does not count against HBM.
+    does not count against HBM. ZeRO-3 with a pipeline (torchtitan's FSDP2) shards only the
+    optimizer.
     """
     tp, pp, dp, ep = (a[k].astype(float) for k in ("tp", "pp", "dp", "ep"))
     if model.moe is not None:
@@ -150,9 +151,11 @@ def state_bytes_lower_bound(model: ModelSpec, a: dict[str, np.ndarray], dtype: s
         )
 
     zero, off = a["zero"], a["offload"]
-    w = _MIN_WEIGHT_BYTES.get(dtype, 2.0) * sharded(zero >= 3)
+    # FSDP2 under a pipeline keeps the stage's weights and gradients whole (fsdp_under_pipeline)
+    whole = fsdp_under_pipeline(zero, a["pp"])
+    w = _MIN_WEIGHT_BYTES.get(dtype, 2.0) * sharded((zero >= 3) & ~whole)
     w = np.where(off >= 2, 0.0, w)
-    g = _MIN_GRAD_BYTES * sharded(zero >= 2)
+    g = _MIN_GRAD_BYTES * sharded((zero >= 2) & ~whole)
     o = _MIN_OPTIMIZER_BYTES * sharded(zero >= 1)
     o = np.where(off >= 1, 0.0, o)
     return w + g + o

@@ -166,6 +166,7 @@ def _configs(arrays: dict, dtype: str, gpus_per_node: int, flash_attention: bool
     tc = _cm().TrainConfigs
     kw = {k: arrays[k] for k in _INT_KEYS}
     kw["sequence_parallel"] = arrays["sequence_parallel"].astype(bool)
+    kw["act_offload_layers"] = arrays.get("act_offload_layers", 0)
     return tc(**kw, dtype=dtype, gpus_per_node=gpus_per_node, flash_attention=flash_attention)
 
 
@@ -256,7 +257,52 @@ def _search_knobs(
 
 
 #: Constraint key (solver/constraints.py) of each searched knob.
-KEYS_OF_KNOB = {"tp_overlap": "tp_comm_overlap", "dispatcher": "moe_dispatcher", "fp8_recipe": "fp8_recipe"}
+KEYS_OF_KNOB = {
+    "tp_overlap": "tp_comm_overlap",
+    "dispatcher": "moe_dispatcher",
+    "fp8_recipe": "fp8_recipe",
+    "act_offload": "act_offload_layers",
+}
+
+
+def _search_act_offload(model, hw, arr, arrays: dict, step_kw: dict, headroom_bytes: float, constraints=()):
+    """Activation offload to host (Megatron-Core ``--cpu-offloading-num-layers``) on the lanes
+    that do not fit, or not with the headroom, without it and where Megatron-Core allows it
+    (pp 1, no recompute; the cost model's ``activation_offload`` rule): each takes the fewest
+    offloaded layers that fit. Every offloaded layer beyond the first frees one layer's stored
+    activations (:func:`~roofplan.costmodel.train_memory.activation_bytes`) while the exposed copy
+    time grows with the count (:func:`~roofplan.costmodel.train_time.activation_offload_time`), so
+    the fewest layers that fit are the fastest; a probe at 2 layers measures what one layer frees.
+    A lane that fits without offload keeps none: offload only adds copies there."""
+    n = arrays["tp"].shape
+    arrays["act_offload_layers"] = np.zeros(n, dtype=np.int64)
+    room = arr.capacity - headroom_bytes
+    short = ~(np.asarray(arr.fits, dtype=bool) & (arr.mem_total <= room))
+    lanes = (arrays["pp"] == 1) & (arrays["recompute"] == 0) & short
+    lanes &= cons.mask(constraints, arrays | {"act_offload_layers": np.full(n, 2)})
+    cand = np.flatnonzero(lanes)
+    if not cand.size or model.layers < 3:
+        return
+    sub = {k: v[cand] for k, v in arrays.items()}
+    probe = _step(model, hw, sub | {"act_offload_layers": np.full(cand.size, 2)}, **step_kw)
+    per_layer = arr.mem_total[cand] - probe.mem_total
+    need = arr.mem_total[cand] - room[cand]
+    layers = 1 + np.ceil(need / np.where(per_layer > 0, per_layer, np.inf))
+    ok = (per_layer > 0) & (layers < model.layers)
+    layers = np.where(ok, np.maximum(layers, 2), 0).astype(np.int64)
+    cand, layers = cand[ok], layers[ok]
+    if not cand.size:
+        return
+    sub = {k: v[cand] for k, v in arrays.items()} | {"act_offload_layers": layers}
+    if not cons.mask(constraints, sub).all():
+        keep = cons.mask(constraints, sub)
+        cand, layers = cand[keep], layers[keep]
+        sub = {k: v[keep] for k, v in sub.items()}
+    res = _step(model, hw, sub, **step_kw)
+    good = np.asarray(res.fits, dtype=bool) & (res.mem_total <= res.capacity - headroom_bytes)
+    if good.any():
+        _overwrite(arr, cand[good], res.take(good))
+        arrays["act_offload_layers"][cand[good]] = layers[good]
 
 
 def _threshold(best: float, band: float) -> float:
@@ -327,15 +373,11 @@ def _search(
             cfg = cfg.take(ok)
         if arrays["tp"].size:
             arr = cm.train_step(model, hw, cfg)
-            _search_knobs(
-                model,
-                hw,
-                arr,
-                arrays,
-                knobs,
-                dict(dtype=dtype, gpus_per_node=gpus_per_node, flash_attention=flash_attention),
-                post,
-            )
+            step_kw = dict(dtype=dtype, gpus_per_node=gpus_per_node, flash_attention=flash_attention)
+            _search_knobs(model, hw, arr, arrays, knobs, step_kw, post)
+            if "act_offload_layers" in knobs:
+                act = tuple(c for c in post if c.key == "act_offload")
+                _search_act_offload(model, hw, arr, arrays, step_kw, headroom_bytes, act)
             state.evaluated += arrays["tp"].size
             excluded = ~cons.mask(post, arrays)
             if excluded.any():
@@ -385,7 +427,8 @@ def _rank(score: np.ndarray, cfg: dict, met: dict) -> np.ndarray:
     a knob that does not make the step faster should not be turned on."""
     mag = 10.0 ** np.floor(np.log10(np.maximum(np.abs(score), 1e-300)))
     q = np.round(score / mag, 10) * mag
-    complexity = cfg["recompute"] * 4 + cfg["offload"] * 8 + cfg["zero"] + cfg["sequence_parallel"]
+    act = np.asarray(cfg.get("act_offload_layers", 0)) > 0
+    complexity = cfg["recompute"] * 4 + (cfg["offload"] + act) * 8 + cfg["zero"] + cfg["sequence_parallel"]
     return np.lexsort((met["mem_total"], complexity, -q))
 
 
@@ -456,6 +499,7 @@ def _candidate(
             int(cfg["moe_dispatcher"][i]) if "moe_dispatcher" in cfg else 0
         ],
         "fp8_recipe": KNOBS["fp8_recipe"][1][int(cfg["fp8_recipe"][i]) if "fp8_recipe" in cfg else 0],
+        "act_offload_layers": int(cfg["act_offload_layers"][i]) if "act_offload_layers" in cfg else 0,
     }
     # expert tensor parallelism as a degree (the arrays' 0 means "= tp")
     c["etp"] = int(cfg["etp"][i]) or c["tp"]
@@ -492,7 +536,7 @@ def _sort_key(c: dict, objective: str) -> tuple:
     )
     complexity = (
         RECOMPUTE_CODES[c["recompute"]] * 4
-        + OFFLOAD_CODES[c["offload"]] * 8
+        + (OFFLOAD_CODES[c["offload"]] + int(c.get("act_offload_layers", 0) > 0)) * 8
         + c["zero"]
         + int(c["sequence_parallel"])
     )
@@ -510,6 +554,7 @@ def _distinct(pool: list[dict], top: int) -> list[dict]:
             c["zero"],
             c["offload"],
             c["recompute_layers"],
+            c.get("act_offload_layers", 0),
             float(f"{c['step_time_s']:.9g}"),
         )
         if key in seen:
@@ -659,6 +704,7 @@ def _variants(c: dict, **changes) -> dict:
     d["moe_dispatcher"] = np.array([KNOBS["moe_dispatcher"][1].index(c.get("moe_dispatcher", "alltoall"))])
     d["fp8_recipe"] = np.array([KNOBS["fp8_recipe"][1].index(c.get("fp8_recipe", "current"))])
     d["etp"] = np.array([0 if c.get("etp", c["tp"]) == c["tp"] else c["etp"]])
+    d["act_offload_layers"] = np.array([c.get("act_offload_layers", 0)])
     for k, v in changes.items():
         d[k] = np.array([v])
     return d
@@ -833,10 +879,13 @@ def _refine(
         owner += [i] * len(variants)
     arrays = _stack(rows)
     owner = np.array(owner)
-    arr = _step(model, hw, arrays, cands[0]["dtype"], cands[0]["gpus_per_node"], flash_attention)
-    # a refinement must keep the headroom and the user's constraints (a fixed knob stays fixed)
+    step_kw = (cands[0]["dtype"], cands[0]["gpus_per_node"], flash_attention)
+    arr = _step(model, hw, arrays, *step_kw)
+    # a refinement must be a configuration the cost model prices (e.g. no CPU offload under FSDP2
+    # with a pipeline), keep the headroom and the user's constraints (a fixed knob stays fixed)
     fits = (
-        np.asarray(arr.fits, dtype=bool)
+        (_cm().check_train_config(model, _configs(arrays, *step_kw)) == 0)
+        & np.asarray(arr.fits, dtype=bool)
         & (arr.capacity - arr.mem_total >= headroom_bytes)
         & cons.mask(constraints, arrays)
     )
@@ -897,38 +946,27 @@ def _unrestricted_placement(
 
 
 # -- infeasible: evaluate relaxations ----------------------------------------------------------------
-def _fits_any(
-    model,
-    hw,
-    *,
-    gpus,
-    global_batch,
-    seq_len,
-    dtype,
-    gpus_per_node,
-    opts,
-    flash_attention,
-    headroom_bytes=0.0,
-    constraints=(),
-) -> bool:
-    st = _Search()
+def _fits_any(model, hw, *, opts: SpaceOptions, constraints=(), **job) -> bool:
+    """Whether anything fits ``job`` (the other keywords of :func:`_search`); the first fitting
+    configuration ends the search. The knobs searched are those the constraints name, and
+    activation offload where the search may offload and the launchers of ``opts`` write it."""
+    knobs = tuple(KEYS_OF_KNOB[c.key] for c in constraints if c.key in KEYS_OF_KNOB)
+    fws = (opts.framework,) if isinstance(opts.framework, str) else tuple(opts.framework or ())
+    if set(opts.offload) != {"none"} and frameworks_.expresses(
+        fws, {"zero": 1, "pp": 1}, act_offload_layers=1
+    ):
+        knobs = tuple(dict.fromkeys(knobs + ("act_offload_layers",)))
     return _search(
         model,
         hw,
-        gpus=gpus,
-        global_batch=global_batch,
-        seq_len=seq_len,
-        dtype=dtype,
-        gpus_per_node=gpus_per_node,
         opts=opts,
+        constraints=constraints,
         objective="throughput",
-        flash_attention=flash_attention,
-        state=st,
+        state=_Search(),
         stop_at_first=True,
         pool=1,
-        headroom_bytes=headroom_bytes,
-        constraints=constraints,
-        knobs=tuple(KEYS_OF_KNOB[c.key] for c in constraints if c.key in KEYS_OF_KNOB),
+        knobs=knobs,
+        **job,
     )
 
 
@@ -1209,6 +1247,9 @@ def plan_training(
     )
     tokens = _check_goal(hw, dtype, objective, tokens)
     frameworks = [] if emit is None else list(_names("emit", emit, FRAMEWORKS))
+    for fw in frameworks:  # a precision the asked-for launcher cannot write is bad input
+        if why := frameworks_.dtype_violation(fw, dtype):
+            raise InputError("emit", fw, why)
     constraints = _constraints(constraints)
     headroom = _headroom_bytes(memory_headroom_gib, hw)
     if error_bands is None:
@@ -1236,6 +1277,8 @@ def plan_training(
         tp_comm_overlap=tp_comm_overlap,
         moe_dispatcher=search_dispatcher,
         fp8_recipe=search_fp8_recipe,
+        # activation offload: with the user's consent to offload (``offload`` not only "none")
+        act_offload_layers=set(opts.offload) != {"none"},
     )
     # what the search, the infeasibility explanation and the refinement share
     job = dict(global_batch=global_batch, seq_len=seq_len, dtype=dtype, gpus_per_node=node, opts=opts)
