@@ -299,7 +299,8 @@ def write_catalog(hw, fitted, table: str) -> None:
     path = ROOT / "roofplan" / "catalogs" / f"{hw.id}.yaml"
     lines = path.read_text().splitlines()
     start = lines.index("efficiency:")
-    names = [n for fam in fams for n in fitted[fam]] + (["nvls_min_ranks"] if "nccl" in fams else [])
+    nvls = "nccl" in fams and "nvls_min_ranks" in (ONLY or {"nvls_min_ranks"})  # searched, not given
+    names = [n for fam in fams for n in fitted[fam]] + (["nvls_min_ranks"] if nvls else [])
     for name in names:
         value = getattr(hw.efficiency, name)
         shown = f"{value * 1e6:.4g} us" if name.endswith("_s") else f"{value:.4g}"
