@@ -1246,17 +1246,10 @@ def plan_training(
         hw, gpus, global_batch, seq_len, top, max_micro_batch, gpus_per_node
     )
     tokens = _check_goal(hw, dtype, objective, tokens)
-    frameworks = [] if emit is None else list(_names("emit", emit, FRAMEWORKS))
-    for fw in frameworks:  # a precision the asked-for launcher cannot write is bad input
-        if why := frameworks_.dtype_violation(fw, dtype):
-            raise InputError("emit", fw, why)
+    frameworks = _frameworks(emit, dtype)
     constraints = _constraints(constraints)
     headroom = _headroom_bytes(memory_headroom_gib, hw)
-    if error_bands is None:
-        raise TypeError(
-            "plan_training needs error_bands (roofplan.resolve.error_bands(): the door reads them)"
-        )
-    band = robust.error_band(error_bands, hw.id, model)
+    band = _error_band(error_bands, hw, model)
     tie = band.fraction if robust_choice else None
     fixed = _fixed_degrees(tp=tp, pp=pp, cp=cp, ep=ep, vpp=vpp)
     opts = SpaceOptions(
@@ -1365,6 +1358,24 @@ def plan_training(
         placement=placement_doc,
         why=why,
     )
+
+
+def _frameworks(emit, dtype: str) -> list[str]:
+    """The launchers asked for (``emit``), checked: a precision one cannot write is bad input."""
+    frameworks = [] if emit is None else list(_names("emit", emit, FRAMEWORKS))
+    for fw in frameworks:
+        if why := frameworks_.dtype_violation(fw, dtype):
+            raise InputError("emit", fw, why)
+    return frameworks
+
+
+def _error_band(error_bands: dict | None, hw, model):
+    """The validated error band of this device and model class (the door reads the bands)."""
+    if error_bands is None:
+        raise TypeError(
+            "plan_training needs error_bands (roofplan.resolve.error_bands(): the door reads them)"
+        )
+    return robust.error_band(error_bands, hw.id, model)
 
 
 def _gpu_counts(gpus: int, node: int, objective: str) -> list[int]:
