@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from roofplan.costmodel.collectives import collective_time
+from roofplan.costmodel.lanes import distinct_rows
 from roofplan.costmodel.ops import gemm_efficiency, gemm_time, prefill_attention_time
 from roofplan.costmodel.roofline import gemm_bytes, gemm_flops, memory_time, roofline_time, sustained
 from roofplan.costmodel.shapes import ModelShapes, model_shapes
@@ -219,6 +220,8 @@ class LayerOps:
     mlp_b_chunked: object = 0.0
     moe_sent: object = 0.0  # routed token slots this device dispatches
     moe_slots: object = 0.0  # routed token slots this device's expert shards process
+    embedding: object = 0.0  # the pipeline's ends, forward + backward (:func:`_ends`)
+    head: object = 0.0
     gemm_shapes: dict = field(default_factory=dict, repr=False)
     mem_bytes: dict = field(default_factory=dict, repr=False)
     operand_bytes: float = ACT_BYTES  # GEMM operand bytes in the table (1 under FP8: cast operands)
@@ -226,6 +229,18 @@ class LayerOps:
     @property
     def attn_proj(self):
         return self.qkv + self.o_proj
+
+    def take(self, index) -> LayerOps:
+        """The table of the lanes at ``index`` (integer indices into this table's lanes); scalar
+        entries stay scalars."""
+
+        def pick(v):
+            return v[index] if isinstance(v, np.ndarray) and v.ndim == 1 else v
+
+        kw = {f.name: pick(getattr(self, f.name)) for f in dataclasses.fields(self)}
+        kw["gemm_shapes"] = {name: tuple(map(pick, shape)) for name, shape in self.gemm_shapes.items()}
+        kw["mem_bytes"] = {name: pick(v) for name, v in self.mem_bytes.items()}
+        return LayerOps(**kw)
 
     @property
     def mlp_dense(self):
@@ -479,7 +494,23 @@ def layer_ops(L: StepLanes) -> LayerOps:
     attention_core(L, ops)
     elementwise(L, ops, ffn_elems_moe, permute_bytes)
     fp8_casts(L, ops)
+    ops.embedding, ops.head = _ends(L)
     return ops
+
+
+#: The :class:`TrainConfigs` lanes the op table reads (:func:`layer_ops`, down to the operator
+#: library): two configurations that agree on these have the same table.
+LAYER_SHAPE_FIELDS = ("micro_batch", "seq_len", "cp", "tp", "sequence_parallel", "ep", "etp")
+
+
+def layer_ops_by_shape(L: StepLanes) -> LayerOps:
+    """:func:`layer_ops` of every lane, evaluated once per distinct layer shape
+    (:data:`LAYER_SHAPE_FIELDS`) and gathered back: the same numbers at a fraction of the cost,
+    since a search repeats a few hundred shapes over a million configurations."""
+    rep, row = distinct_rows([getattr(L.cfg, f) for f in LAYER_SHAPE_FIELDS])
+    if 2 * len(rep) > len(row):
+        return layer_ops(L)  # little is repeated: gathering would not pay
+    return layer_ops(step_lanes(L.model, L.hw, L.cfg.take(rep))).take(row)
 
 
 @dataclass
@@ -633,7 +664,7 @@ def stage_compute(L: StepLanes, ops: LayerOps) -> StageCompute:
             L.tokens, s.mla_kv_up_out / L.tp, kv_lora, **L.gk
         )
         rcmp = rcmp + L.sel * L.n_s * g_mla_up
-    emb, head = _ends(L)
+    emb, head = ops.embedding, ops.head
     bwd = L.n_dense * lt.b_dense + L.n_moe * lt.b_moe + rcmp
     ends = np.where(L.pp > 1, np.maximum(emb, head), emb + head)
     if L.cfg.split_accounts_ends:

@@ -78,7 +78,7 @@ from roofplan.costmodel.train_ops import (
     WEIGHT_BYTES,
     StageCompute,
     StepLanes,
-    layer_ops,
+    layer_ops_by_shape,
     stage_compute,
     step_lanes,
 )
@@ -279,7 +279,7 @@ def train_step(model: ModelSpec, hw: DeviceSpec, cfg: TrainConfigs) -> TrainArra
     :func:`check_train_config`) give meaningless numbers; callers filter them first.
     """
     L = step_lanes(model, hw, cfg)
-    ops = layer_ops(L)
+    ops = layer_ops_by_shape(L)
     sc: StageCompute = stage_compute(L, ops)
     compute_mb = sc.per_microbatch
     tp = tp_comm(L, sc)
