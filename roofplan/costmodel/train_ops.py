@@ -102,6 +102,7 @@ class StepLanes:
     imb: float  # MoE load imbalance: hottest rank's slots over the mean
     gk: dict = field(repr=False)
     gk_bf16: dict = field(repr=False)
+    _distinct: dict = field(default_factory=dict, repr=False)  # Distinct by knob names (cache)
 
     @property
     def bw(self) -> float:
@@ -114,6 +115,43 @@ class StepLanes:
     def mem(self, nbytes, launches=1.0):
         """A memory-bound kernel moving ``nbytes`` HBM bytes (roofline.memory_time)."""
         return memory_time(nbytes, bandwidth_Bps=self.bw, eff=self.e, launches=launches)
+
+    def distinct(self, knobs: tuple[str, ...]) -> Distinct:
+        """The distinct values of the :class:`TrainConfigs` columns ``knobs`` as lanes of their own
+        (:class:`Distinct`), built once per call of the step and shared by the terms that read
+        only those knobs."""
+        if knobs not in self._distinct:
+            rep, row = distinct_rows([getattr(self.cfg, k) for k in knobs])
+            if 2 * len(rep) > len(row):  # little is repeated: gathering would not pay
+                self._distinct[knobs] = Distinct(self, None)
+            else:
+                self._distinct[knobs] = Distinct(step_lanes(self.model, self.hw, self.cfg.take(rep)), row)
+        return self._distinct[knobs]
+
+
+@dataclass
+class Distinct:
+    """A term evaluated once per distinct value of a few knobs and gathered back to every lane.
+
+    ``lanes`` holds one lane per distinct row of the knobs, ``row`` the row of each lane of the
+    full :class:`StepLanes` (None: ``lanes`` is the full one). numpy arithmetic is elementwise, so
+    a term that reads only those knobs gives every lane exactly the number it would have computed
+    on its own; the terms that use this name the knobs they read (:data:`LAYER_SHAPE_FIELDS`,
+    ``train_comm.PLACEMENT_FIELDS``), and ``tests/test_train_lanes.py`` checks it bit for bit."""
+
+    lanes: StepLanes
+    row: np.ndarray | None
+
+    def gather(self, x):
+        """``x`` (one value per distinct row, or a scalar) at every lane."""
+        if self.row is None or not isinstance(x, np.ndarray) or x.ndim != 1:
+            return x
+        return x[self.row]
+
+    def each(self, term, *args):
+        """``term(lanes, *args)`` gathered to every lane (each element of a returned tuple)."""
+        out = term(self.lanes, *args)
+        return tuple(map(self.gather, out)) if isinstance(out, tuple) else self.gather(out)
 
 
 def _hw_for(hw: DeviceSpec, cfg: TrainConfigs) -> DeviceSpec:
@@ -507,10 +545,9 @@ def layer_ops_by_shape(L: StepLanes) -> LayerOps:
     """:func:`layer_ops` of every lane, evaluated once per distinct layer shape
     (:data:`LAYER_SHAPE_FIELDS`) and gathered back: the same numbers at a fraction of the cost,
     since a search repeats a few hundred shapes over a million configurations."""
-    rep, row = distinct_rows([getattr(L.cfg, f) for f in LAYER_SHAPE_FIELDS])
-    if 2 * len(rep) > len(row):
-        return layer_ops(L)  # little is repeated: gathering would not pay
-    return layer_ops(step_lanes(L.model, L.hw, L.cfg.take(rep))).take(row)
+    shapes = L.distinct(LAYER_SHAPE_FIELDS)
+    ops = layer_ops(shapes.lanes)
+    return ops if shapes.row is None else ops.take(shapes.row)
 
 
 @dataclass
