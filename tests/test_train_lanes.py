@@ -11,10 +11,17 @@ import dataclasses
 import numpy as np
 import pytest
 
-import roofplan.costmodel.train_time as train_time
 from roofplan.costmodel.lanes import distinct_rows
 from roofplan.costmodel.train import TrainConfigs, check_train_config, train_step
-from roofplan.costmodel.train_ops import LAYER_SHAPE_FIELDS, layer_ops, layer_ops_by_shape, step_lanes
+from roofplan.costmodel.train_comm import PLACEMENT_FIELDS
+from roofplan.costmodel.train_ops import (
+    LAYER_SHAPE_FIELDS,
+    Distinct,
+    StepLanes,
+    layer_ops,
+    layer_ops_by_shape,
+    step_lanes,
+)
 from roofplan.hardware.catalog import load_hardware
 from roofplan.models.loader import load_model
 
@@ -80,17 +87,17 @@ CASES = [
 @pytest.mark.parametrize("model_id, hw_id, scalars", CASES)
 def test_shape_grouped_step_equals_plain_step_bit_for_bit(model_id, hw_id, scalars, monkeypatch):
     model, hw = load_model(model_id), load_hardware(hw_id)
-    cfg = _configs(model, n=4000 if model.moe else 1500, **scalars)
+    cfg = _configs(model, n=6000 if model.moe else 1500, **scalars)
+    for knobs in (LAYER_SHAPE_FIELDS, PLACEMENT_FIELDS):  # the grouped paths are the ones under test
+        assert 2 * len(distinct_rows([getattr(cfg, f) for f in knobs])[0]) < len(cfg)
     L = step_lanes(model, hw, cfg)
     grouped, plain = layer_ops_by_shape(L), layer_ops(L)
-    shapes = len(distinct_rows([getattr(cfg, f) for f in LAYER_SHAPE_FIELDS])[0])
-    assert 2 * shapes < len(cfg)  # the grouped path is the one under test
     for f in dataclasses.fields(plain):
         if f.name not in ("gemm_shapes", "mem_bytes"):
             a, b = np.broadcast_arrays(getattr(grouped, f.name), getattr(plain, f.name))
             assert np.array_equal(a, b), f.name
     fast = train_step(model, hw, cfg)
-    monkeypatch.setattr(train_time, "layer_ops_by_shape", layer_ops)
+    monkeypatch.setattr(StepLanes, "distinct", lambda self, knobs: Distinct(self, None))  # every lane itself
     slow = train_step(model, hw, cfg)
     for f in dataclasses.fields(slow):
         assert np.array_equal(getattr(fast, f.name), getattr(slow, f.name)), f.name
