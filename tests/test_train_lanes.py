@@ -87,8 +87,8 @@ CASES = [
 @pytest.mark.parametrize("model_id, hw_id, scalars", CASES)
 def test_shape_grouped_step_equals_plain_step_bit_for_bit(model_id, hw_id, scalars, monkeypatch):
     model, hw = load_model(model_id), load_hardware(hw_id)
-    cfg = _configs(model, n=6000 if model.moe else 1500, **scalars)
-    for knobs in (LAYER_SHAPE_FIELDS, PLACEMENT_FIELDS):  # the grouped paths are the ones under test
+    cfg = _configs(model, n=8000 if model.moe else 1500, **scalars)
+    for knobs in (LAYER_SHAPE_FIELDS, LAYER_SHAPE_FIELDS + ("recompute",), PLACEMENT_FIELDS):  # grouped paths
         assert 2 * len(distinct_rows([getattr(cfg, f) for f in knobs])[0]) < len(cfg)
     L = step_lanes(model, hw, cfg)
     grouped, plain = layer_ops_by_shape(L), layer_ops(L)

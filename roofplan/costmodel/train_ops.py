@@ -121,7 +121,11 @@ class StepLanes:
         (:class:`Distinct`), built once per call of the step and shared by the terms that read
         only those knobs."""
         if knobs not in self._distinct:
-            rep, row = distinct_rows([getattr(self.cfg, k) for k in knobs])
+            # a grouping by some of these knobs stands for them in one column (its rows)
+            known = [k for k, d in self._distinct.items() if d.row is not None and set(k) <= set(knobs)]
+            base = max(known, key=len, default=())
+            columns = [self._distinct[base].row] if base else []
+            rep, row = distinct_rows(columns + [getattr(self.cfg, k) for k in knobs if k not in base])
             if 2 * len(rep) > len(row):  # little is repeated: gathering would not pay
                 self._distinct[knobs] = Distinct(self, None)
             else:

@@ -72,9 +72,11 @@ from roofplan.costmodel.train_memory import (
     fsdp_under_pipeline,
     grad_bytes_per_param,
     layer_activation_bytes,
+    layer_bytes,
 )
 from roofplan.costmodel.train_ops import (
     ACT_BYTES,
+    LAYER_SHAPE_FIELDS,
     WEIGHT_BYTES,
     StageCompute,
     StepLanes,
@@ -209,6 +211,25 @@ def step_flops(L: StepLanes):
     return model_flops, model_flops + recompute_flops
 
 
+def _layer_memory(L: StepLanes):
+    """The per-layer activation terms (:func:`~roofplan.costmodel.train_memory.layer_bytes`);
+    they read the layer shape and the recompute mode only."""
+    return layer_bytes(
+        L.s,
+        micro_batch=L.mb,
+        seq_len=L.seq,
+        tp=L.tp,
+        cp=L.cp,
+        sp=L.sp,
+        recompute=L.cfg.recompute,
+        flash=L.flash,
+        dropout=L.dropout,
+        act_bytes=ACT_BYTES,
+        gemm_input_bytes=1.0 if L.fp8 else ACT_BYTES,
+        moe_imbalance=L.imb,
+    )
+
+
 def step_memory(L: StepLanes, shard) -> dict:
     """Bytes per device: weights, gradients, optimizer states, activations, framework/allocator
     overhead (:mod:`roofplan.costmodel.train_memory`), and whether it fits HBM (and the host or DDR
@@ -227,6 +248,7 @@ def step_memory(L: StepLanes, shard) -> dict:
     optim = np.where(off >= 1, 0.0, np.where(zero >= 1, zshard, w_total) * OPTIMIZER_BYTES_PER_PARAM)
     acts = activation_bytes(
         s,
+        layer=L.distinct(LAYER_SHAPE_FIELDS + ("recompute",)).each(_layer_memory),
         micro_batch=L.mb,
         seq_len=L.seq,
         tp=L.tp,
