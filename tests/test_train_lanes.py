@@ -93,9 +93,13 @@ def test_shape_grouped_step_equals_plain_step_bit_for_bit(model_id, hw_id, scala
     L = step_lanes(model, hw, cfg)
     grouped, plain = layer_ops_by_shape(L), layer_ops(L)
     for f in dataclasses.fields(plain):
-        if f.name not in ("gemm_shapes", "mem_bytes"):
+        if f.name not in ("gemm_shapes", "mem_bytes", "shape_rows"):
             a, b = np.broadcast_arrays(getattr(grouped, f.name), getattr(plain, f.name))
             assert np.array_equal(a, b), f.name
+    for row_g, row_p in zip(grouped.table(), plain.table(), strict=True):  # names, FLOPs, bytes per op
+        assert row_g[0] == row_p[0]
+        for a, b in zip(row_g[1:], row_p[1:]):
+            assert np.array_equal(*np.broadcast_arrays(a, b)), row_g[0]
     fast = train_step(model, hw, cfg)
     monkeypatch.setattr(StepLanes, "distinct", lambda self, knobs: Distinct(self, None))  # every lane itself
     slow = train_step(model, hw, cfg)

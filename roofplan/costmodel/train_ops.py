@@ -267,6 +267,9 @@ class LayerOps:
     gemm_shapes: dict = field(default_factory=dict, repr=False)
     mem_bytes: dict = field(default_factory=dict, repr=False)
     operand_bytes: float = ACT_BYTES  # GEMM operand bytes in the table (1 under FP8: cast operands)
+    #: Lanes of ``gemm_shapes`` / ``mem_bytes`` of each lane of the times (None: the same lanes); a
+    #: table taken from the distinct layer shapes (:meth:`take`) keeps those per shape.
+    shape_rows: object = None
 
     @property
     def attn_proj(self):
@@ -276,12 +279,18 @@ class LayerOps:
         """The table of the lanes at ``index`` (integer indices into this table's lanes); scalar
         entries stay scalars."""
 
+        taken: dict = {}  # one gather per array, however many fields share it
+
         def pick(v):
-            return v[index] if isinstance(v, np.ndarray) and v.ndim == 1 else v
+            if not (isinstance(v, np.ndarray) and v.ndim == 1):
+                return v
+            if id(v) not in taken:
+                taken[id(v)] = v[index]
+            return taken[id(v)]
 
         kw = {f.name: pick(getattr(self, f.name)) for f in dataclasses.fields(self)}
-        kw["gemm_shapes"] = {name: tuple(map(pick, shape)) for name, shape in self.gemm_shapes.items()}
-        kw["mem_bytes"] = {name: pick(v) for name, v in self.mem_bytes.items()}
+        kw["gemm_shapes"], kw["mem_bytes"] = self.gemm_shapes, self.mem_bytes  # gathered in table()
+        kw["shape_rows"] = np.asarray(index) if self.shape_rows is None else self.shape_rows[index]
         return LayerOps(**kw)
 
     @property
@@ -290,6 +299,11 @@ class LayerOps:
 
     def table(self) -> list[tuple[str, object, object, object]]:
         """(name, forward seconds, forward FLOPs, forward HBM bytes) of every named op."""
+        lanes = self.shape_rows
+
+        def at(v):
+            return v[lanes] if lanes is not None and isinstance(v, np.ndarray) and v.ndim == 1 else v
+
         rows = []
         for name, (m, n, k, count) in self.gemm_shapes.items():
             ob = self.operand_bytes
@@ -297,12 +311,12 @@ class LayerOps:
                 (
                     name,
                     getattr(self, name),
-                    count * gemm_flops(m, n, k),
-                    gemm_bytes(m * count, n, k, ob, ob * count, out_bytes=ACT_BYTES),
+                    at(count * gemm_flops(m, n, k)),
+                    at(gemm_bytes(m * count, n, k, ob, ob * count, out_bytes=ACT_BYTES)),
                 )
             )
         for name, nbytes in self.mem_bytes.items():
-            rows.append((name, getattr(self, name), 0.0, nbytes))
+            rows.append((name, getattr(self, name), 0.0, at(nbytes)))
         return rows
 
 
