@@ -32,6 +32,7 @@ def test_distinct_rows_groups_equal_rows_and_only_those():
         n = int(rng.integers(1, 3000))
         cols = [rng.integers(0, 10 ** int(rng.integers(1, 10)), n) for _ in range(int(rng.integers(1, 6)))]
         cols += [rng.random(n) < 0.3, np.full(n, 5), rng.choice([2048, 4096, 131072], n)]
+        cols = [cols[-3], *cols]  # a boolean first, then wide integer ranges after it
         rep, row = distinct_rows(cols)
         for c in cols:
             assert np.array_equal(c[rep][row], c)  # every lane's row holds its own values

@@ -51,14 +51,14 @@ def distinct_rows(columns) -> tuple[np.ndarray, np.ndarray]:
     n = len(columns[0])
     if n == 0:
         return np.zeros(0, dtype=np.intp), np.zeros(0, dtype=np.intp)
-    code, radix = np.zeros(n, dtype=np.int64), 1
+    code, radix = np.zeros(n, dtype=np.int64), 1  # the code of the columns so far, in 0..radix-1
     for col in columns:
         c, k = _codes(col)
         if k == 1:
             continue  # the same value in every lane
         if radix * k >= BINCOUNT_RANGE:
             code, radix = _codes(code, dense=True)  # keep the combined code small
-        code, radix = code * k + c, radix * k
+        code, radix = (code * k + c if radix > 1 else c.astype(np.int64, copy=False)), radix * k
     row, groups = _codes(code, dense=True)
     rep = np.empty(groups, dtype=np.intp)
     rep[row] = np.arange(n)  # any lane of a group represents it (they agree on every column)

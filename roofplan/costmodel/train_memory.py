@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from roofplan.costmodel.lanes import distinct_rows
 from roofplan.costmodel.shapes import ModelShapes
 
 GiB = float(2**30)
@@ -118,6 +119,11 @@ def pipeline_split(layers, pp):
     """
     layers = np.asarray(layers, dtype=np.int64)
     pp = np.asarray(pp, dtype=np.int64)
+    if layers.ndim == 0 and pp.ndim == 1 and len(pp) > 256:
+        # a search repeats a few pipeline degrees: split each once (integer division is slow)
+        rep, row = distinct_rows([pp])
+        if 2 * len(rep) <= len(pp):
+            return tuple(x[row] for x in pipeline_split(layers, pp[rep]))
     middle = -(-layers // np.maximum(pp, 1))
     rest = layers - np.maximum(pp - 2, 0) * middle
     even = layers % np.maximum(pp, 1) == 0
