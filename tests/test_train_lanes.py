@@ -11,6 +11,7 @@ import dataclasses
 import numpy as np
 import pytest
 
+import roofplan.costmodel.train_time as train_time
 from roofplan.costmodel.lanes import distinct_rows
 from roofplan.costmodel.train import TrainConfigs, check_train_config, train_step
 from roofplan.costmodel.train_comm import PLACEMENT_FIELDS
@@ -106,3 +107,14 @@ def test_shape_grouped_step_equals_plain_step_bit_for_bit(model_id, hw_id, scala
     slow = train_step(model, hw, cfg)
     for f in dataclasses.fields(slow):
         assert np.array_equal(getattr(fast, f.name), getattr(slow, f.name)), f.name
+
+
+def test_blocked_step_equals_one_pass_bit_for_bit(monkeypatch):
+    """A large input runs in blocks of BLOCK_LANES lanes: the same numbers as one pass."""
+    model, hw = load_model("mixtral-8x7b"), load_hardware("h100-sxm")
+    cfg = _configs(model, n=1000)
+    whole = train_step(model, hw, cfg)
+    monkeypatch.setattr(train_time, "BLOCK_LANES", 64)  # 1000 lanes -> 16 blocks of 63
+    blocked = train_step(model, hw, cfg)
+    for f in dataclasses.fields(whole):
+        assert np.array_equal(getattr(whole, f.name), getattr(blocked, f.name)), f.name
