@@ -274,15 +274,16 @@ class OverlapBudget:
         if not enabled:
             return amount
         in_bwd = isinstance(window, str)
-        room = self.all - self.used_all
+        room = self.all - self.used_all  # a fresh array: the steps below work in place
         if in_bwd:
-            room = np.minimum(room, self.bwd - self.used_bwd)
+            np.minimum(room, self.bwd - self.used_bwd, out=room)
         elif window is not None:
-            room = np.minimum(room, window)
-        hidden = np.minimum(amount * (1.0 - floor_frac), np.maximum(room, 0.0))
-        self.used_all = self.used_all + hidden
+            np.minimum(room, window, out=room)
+        hideable = amount if isinstance(floor_frac, float) and floor_frac == 0.0 else amount * (1.0 - floor_frac)
+        hidden = np.minimum(hideable, np.maximum(room, 0.0, out=room), out=room)
+        self.used_all += hidden
         if in_bwd:
-            self.used_bwd = self.used_bwd + hidden
+            self.used_bwd += hidden
         return amount - hidden
 
 
