@@ -5,8 +5,9 @@ One micro-batch on one device, one lane per configuration (struct of arrays). :f
 derives once, from a model, a device and the configurations, the arrays every term reads
 (:class:`StepLanes`); :func:`layer_ops` builds the :class:`LayerOps` table. The table keeps every
 op's time under its name and, on demand (:meth:`LayerOps.table`), its FLOPs and HBM bytes, so a
-breakdown can name what a layer spends its time on. Sources of each formula are in the docstrings
-below and in :mod:`roofplan.costmodel.train_time`.
+breakdown can name what a layer spends its time on. The step evaluates the table once per distinct
+layer shape (:func:`layer_ops_by_shape`, :meth:`StepLanes.distinct`). Sources of each formula are in
+the docstrings below and in :mod:`roofplan.costmodel.train_time`.
 """
 
 from __future__ import annotations

@@ -4,7 +4,11 @@ One training step of a decoder-only transformer under Megatron-style TP x CP x E
 (Narayanan et al., "Efficient Large-Scale Language Model Training on GPU Clusters Using
 Megatron-LM", SC21; Korthikanti et al. 2022 for sequence parallelism and recomputation). Every
 configuration is a lane of numpy arrays (struct of arrays); there is no Python loop over
-configurations, so the planner evaluates ~1e6 configurations per second.
+configurations, so the planner evaluates over 1e6 configurations per second. Terms that read only a
+few knobs (the per-layer op table and the ends, TP and CP communication, the DP/ZeRO collectives,
+the per-layer activation bytes) run once per distinct value of those knobs and are gathered back
+(:meth:`~roofplan.costmodel.train_ops.StepLanes.distinct`): a search repeats a few hundred layer
+shapes over a million configurations, and every lane gets the numbers it would compute alone.
 
 Per microbatch and pipeline stage, every op of a decoder layer is a roofline
 (:func:`roofplan.costmodel.ops.gemm_time` / ``roofline.memory_time``): QKV and O projections, the
