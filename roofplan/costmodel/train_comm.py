@@ -279,7 +279,9 @@ class OverlapBudget:
             np.minimum(room, self.bwd - self.used_bwd, out=room)
         elif window is not None:
             np.minimum(room, window, out=room)
-        hideable = amount if isinstance(floor_frac, float) and floor_frac == 0.0 else amount * (1.0 - floor_frac)
+        hideable = (
+            amount if isinstance(floor_frac, float) and floor_frac == 0.0 else amount * (1.0 - floor_frac)
+        )
         hidden = np.minimum(hideable, np.maximum(room, 0.0, out=room), out=room)
         self.used_all += hidden
         if in_bwd:

@@ -139,7 +139,10 @@ class TrainArrays:
     def concat(parts: list[TrainArrays]) -> TrainArrays:
         """The lanes of ``parts`` one after the other."""
         return TrainArrays(
-            **{f.name: np.concatenate([getattr(p, f.name) for p in parts]) for f in dataclasses.fields(TrainArrays)}
+            **{
+                f.name: np.concatenate([getattr(p, f.name) for p in parts])
+                for f in dataclasses.fields(TrainArrays)
+            }
         )
 
 
@@ -324,7 +327,9 @@ def train_step(model: ModelSpec, hw: DeviceSpec, cfg: TrainConfigs) -> TrainArra
     if n <= 4 * BLOCK_LANES:
         return _train_block(model, hw, cfg)
     size = -(-n // -(-n // BLOCK_LANES))  # even blocks
-    return TrainArrays.concat([_train_block(model, hw, cfg.take(slice(i, i + size))) for i in range(0, n, size)])
+    return TrainArrays.concat(
+        [_train_block(model, hw, cfg.take(slice(i, i + size))) for i in range(0, n, size)]
+    )
 
 
 def _train_block(model: ModelSpec, hw: DeviceSpec, cfg: TrainConfigs) -> TrainArrays:
