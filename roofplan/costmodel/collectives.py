@@ -35,7 +35,7 @@ def group_layout(size, stride, devices_per_node: int):
     """(members per node, nodes spanned) of a group of ``size`` ranks ``stride`` apart."""
     size = np.asarray(size, dtype=float)
     stride = np.asarray(stride, dtype=float)
-    per_node = np.clip(np.floor(devices_per_node / np.maximum(stride, 1.0)), 1.0, None)
+    per_node = np.maximum(np.floor(devices_per_node / np.maximum(stride, 1.0)), 1.0)
     intra = np.minimum(size, per_node)
     nodes = np.ceil(size / intra)
     return intra, nodes
@@ -53,13 +53,13 @@ def intra_bandwidth(hw: DeviceSpec, group_intra, stride=1.0):
         pair = (g <= 2) & (np.asarray(stride, dtype=float) <= 1)
         bw = np.where(pair, f.pair_bandwidth_Bps, f.bandwidth_Bps)
     else:
-        bw = np.full_like(g, f.bandwidth_Bps)
         pair = hw.efficiency.intra_bw_pair
         if f.topology == "switch" and pair:
             # NCCL drives a 2-rank ring through the switch with fewer channels: measured bus
             # bandwidth of 2-GPU collectives on H100 is ~15 % below 4 and 8 GPUs (NCCL 2.29 tables,
             # aiconfigurator-core 0.12.0); intra_bw_pair is that pair's own fraction
-            return bw * np.where(g <= 2, pair, eff)
+            return np.where(g <= 2, f.bandwidth_Bps * pair, f.bandwidth_Bps * eff)
+        return np.full_like(g, f.bandwidth_Bps * eff)
     return bw * eff
 
 
@@ -75,19 +75,15 @@ def inter_bandwidth(hw: DeviceSpec):
 PROTOCOLS = (("nccl_ll_latency_s", 0.5), ("nccl_ll128_latency_s", 120.0 / 128.0), ("intra_latency_s", 1.0))
 
 
-def _latency(hw: DeviceSpec, intra, nodes, phases, base_field: str = "intra_latency_s"):
-    e = hw.efficiency
-    # a base alpha per collective plus one hop latency per ring step: phases x (g-1) steps (NCCL
-    # src/graph/tuning.cc: latency = baseLat + nsteps x hwLat, nsteps = 2(g-1) for all-reduce)
-    base = getattr(e, base_field) or e.intra_latency_s
-    return _step_latency(hw, intra, nodes, phases) + np.where(intra > 1, base, 0.0)
-
-
 def _step_latency(hw: DeviceSpec, intra, nodes, phases):
-    """The per-step part of :func:`_latency`: ring hops inside the node and the inter-node tree."""
+    """Ring hops inside the node and the inter-node tree: a base alpha per collective (added by
+    :func:`_fastest_protocol`) plus one hop latency per ring step, phases x (g-1) steps (NCCL
+    src/graph/tuning.cc: latency = baseLat + nsteps x hwLat, nsteps = 2(g-1) for all-reduce), and
+    2 log2(nodes) inter-node alphas. Both terms vanish by themselves for one member per node and
+    one node (``intra``, ``nodes`` >= 1 from :func:`group_layout`), so no mask is needed."""
     e = hw.efficiency
-    lat_intra = np.where(intra > 1, phases * (intra - 1.0) * e.intra_step_latency_s, 0.0)
-    lat_inter = np.where(nodes > 1, 2.0 * np.ceil(np.log2(np.maximum(nodes, 1.0))) * e.inter_latency_s, 0.0)
+    lat_intra = phases * (intra - 1.0) * e.intra_step_latency_s
+    lat_inter = 2.0 * np.ceil(np.log2(np.maximum(nodes, 1.0))) * e.inter_latency_s
     return lat_intra + lat_inter
 
 
@@ -95,12 +91,12 @@ def _fastest_protocol(hw: DeviceSpec, t_in, t_out, intra, nodes, phases, combine
     """min over NCCL's protocols of latency + intra-node transfer at the protocol's bandwidth
     (+ the inter-node part, ``combine``d: summed, or overlapped for all-to-all)."""
     best = None
-    has_intra = intra > 1
+    has_intra = np.where(intra > 1, 1.0, 0.0)  # the base alpha is paid inside a node only
     for field, frac in PROTOCOLS:
         base = getattr(hw.efficiency, field)
         if field != "intra_latency_s" and not base:
             continue  # protocol not characterised for this device: Simple only
-        t = combine(t_in / frac, t_out) + np.where(has_intra, base, 0.0)
+        t = combine(t_in / frac, t_out) + base * has_intra
         best = t if best is None else np.minimum(best, t)
     return best + _step_latency(hw, intra, nodes, phases)
 

@@ -17,7 +17,14 @@ import numpy as np
 
 from roofplan.costmodel.collectives import collective_time, group_layout
 from roofplan.costmodel.train_memory import fsdp_under_pipeline, grad_bytes_per_param
-from roofplan.costmodel.train_ops import ACT_BYTES, WEIGHT_BYTES, LayerOps, StageCompute, StepLanes
+from roofplan.costmodel.train_ops import (
+    ACT_BYTES,
+    LAYER_SHAPE_FIELDS,
+    WEIGHT_BYTES,
+    LayerOps,
+    StageCompute,
+    StepLanes,
+)
 from roofplan.hardware.spec import DeviceSpec
 
 #: Megatron DDP gradient bucket (``--ddp-bucket-size`` default 40M elements): the last bucket's
@@ -77,14 +84,10 @@ class TPComm:
         return self.raw - self.exposed
 
 
-def tp_comm(L: StepLanes, sc: StageCompute) -> TPComm:
-    """TP all-reduce (or reduce-scatter + all-gather with SP) 2x forward, 2x backward, 2x per
-    recomputed forward per layer, plus the ends. With ``--tp-comm-overlap`` Transformer Engine's
-    userbuffers split each GEMM into tp chunks pipelined with a ring exchange (all-gather chunks
-    arrive while earlier ones multiply; reduce-scatter chunks leave as they finish): the last
-    chunk's transfer of each pipelined collective stays exposed. The chunked GEMMs (``ub_pen``)
-    are the price of the overlap; the recipes pick the overlap method per GEMM by tuning, so the
-    overlap is kept only where it pays for itself."""
+def _tp_pair(L: StepLanes):
+    """(one f/g conjugate pair's communication, the same inside a decoder layer, one all-gather of
+    a layer's activation) per micro-batch: all-reduce, or reduce-scatter + all-gather with SP.
+    Reads only the layer shape (:data:`~roofplan.costmodel.train_ops.LAYER_SHAPE_FIELDS`)."""
     tp, sp, hw = L.tp, L.sp, L.hw
     act = L.tokens * L.s.h * ACT_BYTES
     if bool(np.any(L.cfg.tp > 1)):
@@ -102,10 +105,22 @@ def tp_comm(L: StepLanes, sc: StageCompute) -> TPComm:
         # and LM head pair (outside the FP8 autocast) stays BF16.
         ag8 = collective_time("all_gather", act * 0.5, tp, hw, 1.0)
         t_layer = np.where(sp, ag8 + ag_tp, t_tp1)
+    return t_tp1, t_layer, ag_tp
+
+
+def tp_comm(L: StepLanes, sc: StageCompute) -> TPComm:
+    """TP all-reduce (or reduce-scatter + all-gather with SP) 2x forward, 2x backward, 2x per
+    recomputed forward per layer, plus the ends. With ``--tp-comm-overlap`` Transformer Engine's
+    userbuffers split each GEMM into tp chunks pipelined with a ring exchange (all-gather chunks
+    arrive while earlier ones multiply; reduce-scatter chunks leave as they finish): the last
+    chunk's transfer of each pipelined collective stays exposed. The chunked GEMMs (``ub_pen``)
+    are the price of the overlap; the recipes pick the overlap method per GEMM by tuning, so the
+    overlap is kept only where it pays for itself."""
+    t_tp1, t_layer, ag_tp = L.distinct(LAYER_SHAPE_FIELDS).each(_tp_pair)
     tp_stage = t_layer * L.n_s * (4.0 + 2.0 * L.rc_frac) + t_tp1 * np.where(L.pp > 1, 1.0, 2.0)
     if not L.cfg.tp_comm_overlap:
         return TPComm(raw=tp_stage, exposed=tp_stage, all_gather=ag_tp)
-    tp_ov = np.maximum(tp_stage - sc.gemm_stage * (3.0 + L.rc_frac), tp_stage / np.maximum(tp, 1.0))
+    tp_ov = np.maximum(tp_stage - sc.gemm_stage * (3.0 + L.rc_frac), tp_stage / np.maximum(L.tp, 1.0))
     use_ov = tp_ov + sc.ub_pen < tp_stage
     return TPComm(raw=tp_stage, exposed=np.where(use_ov, tp_ov + sc.ub_pen, tp_stage), all_gather=ag_tp)
 
@@ -119,6 +134,14 @@ class CPComm:
     hid_bwd: object
 
 
+def _cp_ring(L: StepLanes):
+    """Seconds of one layer's K/V ring pass (cp-1 p2p steps at the slowest hop's pace); reads only
+    the layer shape."""
+    cp, tp = L.cp, L.tp
+    kv = L.tokens * L.s.kv_width / tp * ACT_BYTES
+    return (cp - 1.0) * collective_time("p2p", kv, cp, L.hw, _slowest_hop(tp, cp, L.hw))
+
+
 def cp_comm(L: StepLanes, sc: StageCompute) -> CPComm:
     """Ring attention: K/V chunks passed cp-1 times, overlapped with the attention core; a ring
     spanning nodes runs at the pace of its slowest (inter-node) hop. Backward passes twice the
@@ -126,9 +149,7 @@ def cp_comm(L: StepLanes, sc: StageCompute) -> CPComm:
     zero = np.zeros_like(L.tp)
     if not bool(np.any(L.cfg.cp > 1)):
         return CPComm(zero, zero, zero)
-    cp, tp = L.cp, L.tp
-    kv = L.tokens * L.s.kv_width / tp * ACT_BYTES
-    ring = (cp - 1.0) * collective_time("p2p", kv, cp, L.hw, _slowest_hop(tp, cp, L.hw))
+    ring = L.distinct(LAYER_SHAPE_FIELDS).each(_cp_ring)
     exp_f, exp_b = np.maximum(ring - sc.attn_f, 0.0), np.maximum(2.0 * ring - sc.attn_b, 0.0)
     return CPComm(
         exposed=L.n_s * (exp_f * (1.0 + L.rc_frac) + exp_b),
@@ -253,21 +274,35 @@ class OverlapBudget:
         if not enabled:
             return amount
         in_bwd = isinstance(window, str)
-        room = self.all - self.used_all
+        room = self.all - self.used_all  # a fresh array: the steps below work in place
         if in_bwd:
-            room = np.minimum(room, self.bwd - self.used_bwd)
+            np.minimum(room, self.bwd - self.used_bwd, out=room)
         elif window is not None:
-            room = np.minimum(room, window)
-        hidden = np.minimum(amount * (1.0 - floor_frac), np.maximum(room, 0.0))
-        self.used_all = self.used_all + hidden
+            np.minimum(room, window, out=room)
+        hideable = (
+            amount if isinstance(floor_frac, float) and floor_frac == 0.0 else amount * (1.0 - floor_frac)
+        )
+        hidden = np.minimum(hideable, np.maximum(room, 0.0, out=room), out=room)
+        self.used_all += hidden
         if in_bwd:
-            self.used_bwd = self.used_bwd + hidden
+            self.used_bwd += hidden
         return amount - hidden
+
+
+#: The :class:`TrainConfigs` lanes the data-parallel collectives read: the parameters on a device
+#: (tp, pp, vpp, ep, etp) and the dense and expert DP groups (dp, cp).
+PLACEMENT_FIELDS = ("tp", "pp", "vpp", "dp", "cp", "ep", "etp")
 
 
 def _dp_collective(L: StepLanes, op: str, bytes_per_param):
     """``op`` over the dense DP group (dp*cp ranks, stride tp) and the expert DP group
-    (tp*dp*cp/(ep*etp) ranks, stride etp*ep; Megatron's expert-data-parallel group)."""
+    (tp*dp*cp/(ep*etp) ranks, stride etp*ep; Megatron's expert-data-parallel group), evaluated once
+    per distinct placement (:data:`PLACEMENT_FIELDS`)."""
+    return L.distinct(PLACEMENT_FIELDS).each(_dp_collective_lanes, op, bytes_per_param)
+
+
+def _dp_collective_lanes(L: StepLanes, op: str, bytes_per_param):
+    """:func:`_dp_collective` on every lane of ``L``."""
     t = collective_time(op, L.place.dense * bytes_per_param, L.dp * L.cp, L.hw, L.tp)
     if L.s.moe_layers:
         t = t + collective_time(op, L.place.expert * bytes_per_param, expert_dp(L), L.hw, L.etp * L.ep)

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from roofplan.costmodel.lanes import distinct_rows
 from roofplan.costmodel.shapes import ModelShapes
 
 GiB = float(2**30)
@@ -118,6 +119,11 @@ def pipeline_split(layers, pp):
     """
     layers = np.asarray(layers, dtype=np.int64)
     pp = np.asarray(pp, dtype=np.int64)
+    if layers.ndim == 0 and pp.ndim == 1 and len(pp) > 256:
+        # a search repeats a few pipeline degrees: split each once (integer division is slow)
+        rep, row = distinct_rows([pp])
+        if 2 * len(rep) <= len(pp):
+            return tuple(x[row] for x in pipeline_split(layers, pp[rep]))
     middle = -(-layers // np.maximum(pp, 1))
     rest = layers - np.maximum(pp - 2, 0) * middle
     even = layers % np.maximum(pp, 1) == 0
@@ -203,6 +209,7 @@ def activation_bytes(
     gemm_input_bytes=None,
     moe_imbalance=MOE_IMBALANCE,
     offload_layers=0,
+    layer=None,
 ):
     """Peak activation bytes per device: the maximum over the pipeline stages.
 
@@ -218,21 +225,24 @@ def activation_bytes(
     logits.
     ``offload_layers`` layers' saved tensors live in host memory (activation offload, no pipeline
     and no recompute, :class:`TrainConfigs`); one of them is on the device at a time, being
-    copied, so they free ``offload_layers - 1`` layers' worth."""
-    b = act_bytes
-    tokens = micro_batch * seq_len / cp
-    drop = 1.0 if dropout else 0.0
-    sp_div = np.where(sp, tp, 1.0)
-    # selective recompute of an MLA model also recomputes the Q/K/V up-projections
-    # (Megatron-Bridge DeepSeek-V3 recipes: ``recompute_modules=["mla_up_proj", ...]``)
-    mla_rc = (np.asarray(recompute) == 1) & (s.mla_q_rank > 0)
-    base_full, ckpt = _layer_base(s, tokens, tp, sp_div, drop, b, gemm_input_bytes, moe_imbalance, mla_rc)
-    # attention scores, materialised without FlashAttention: softmax out, dropout mask and output
-    score = tokens * s.heads / tp * seq_len * (b + drop * (1.0 + b))
-    lse = tokens * 4.0 * s.heads / tp
-    keep_scores = (~np.asarray(flash, dtype=bool)) & (recompute == 0)
-    stored_none = base_full + np.where(keep_scores, score, lse)
-    working = base_full + np.where(flash, lse, score)  # one layer being recomputed/backpropagated
+    copied, so they free ``offload_layers - 1`` layers' worth. ``layer``: the per-layer terms of
+    :func:`layer_bytes` for these lanes, when the caller has them already."""
+    if layer is None:
+        layer = layer_bytes(
+            s,
+            micro_batch=micro_batch,
+            seq_len=seq_len,
+            tp=tp,
+            cp=cp,
+            sp=sp,
+            recompute=recompute,
+            flash=flash,
+            dropout=dropout,
+            act_bytes=act_bytes,
+            gemm_input_bytes=gemm_input_bytes,
+            moe_imbalance=moe_imbalance,
+        )
+    stored_none, working, ckpt, embed, logits = layer
     k = np.where(
         recompute == 2,
         np.where(recompute_layers > 0, np.minimum(recompute_layers, layers_per_stage), layers_per_stage),
@@ -250,14 +260,49 @@ def activation_bytes(
     first_stage = np.where(uneven, stage_bytes(np.where(uneven, n_first, layers_per_stage)), stage)
     last_stage = np.where(uneven, stage_bytes(np.where(uneven, n_last, layers_per_stage)), stage)
     in_flight = np.where(vpp > 1, pp * (1.0 + (pp - 1.0) / (pp * vpp)), np.minimum(pp, microbatches))
-    embed = tokens * (TOKEN_ID_BYTES + drop * s.h / sp_div)
-    logits = tokens * (4.0 * s.h / sp_div + 4.0 * s.vocab / tp)
     recompute_working = np.where(recompute == 2, working, 0.0)
     first = in_flight * (first_stage + embed) + recompute_working + np.where(pp > 1, 0.0, logits)
     # the second stage of an uneven split: one microbatch fewer, a full stage of layers
     second = np.where(uneven & (pp > 2), np.minimum(pp - 1.0, microbatches) * stage + recompute_working, 0.0)
     last = last_stage + logits + recompute_working
     return np.where(pp > 1, np.maximum(np.maximum(first, second), last), first)
+
+
+def layer_bytes(
+    s: ModelShapes,
+    *,
+    micro_batch,
+    seq_len,
+    tp,
+    cp,
+    sp,
+    recompute,
+    flash,
+    dropout,
+    act_bytes=2.0,
+    gemm_input_bytes=None,
+    moe_imbalance=MOE_IMBALANCE,
+):
+    """The per-layer terms :func:`activation_bytes` stacks over a stage: (a layer as stored without
+    full recompute, a layer being recomputed or backpropagated, a layer's checkpointed input, the
+    embedding's saved tensors, the fp32 logits and their input), bytes for one micro-batch."""
+    b = act_bytes
+    tokens = micro_batch * seq_len / cp
+    drop = 1.0 if dropout else 0.0
+    sp_div = np.where(sp, tp, 1.0)
+    # selective recompute of an MLA model also recomputes the Q/K/V up-projections
+    # (Megatron-Bridge DeepSeek-V3 recipes: ``recompute_modules=["mla_up_proj", ...]``)
+    mla_rc = (np.asarray(recompute) == 1) & (s.mla_q_rank > 0)
+    base_full, ckpt = _layer_base(s, tokens, tp, sp_div, drop, b, gemm_input_bytes, moe_imbalance, mla_rc)
+    # attention scores, materialised without FlashAttention: softmax out, dropout mask and output
+    score = tokens * s.heads / tp * seq_len * (b + drop * (1.0 + b))
+    lse = tokens * 4.0 * s.heads / tp
+    keep_scores = (~np.asarray(flash, dtype=bool)) & (recompute == 0)
+    stored_none = base_full + np.where(keep_scores, score, lse)
+    working = base_full + np.where(flash, lse, score)  # one layer being recomputed/backpropagated
+    embed = tokens * (TOKEN_ID_BYTES + drop * s.h / sp_div)
+    logits = tokens * (4.0 * s.h / sp_div + 4.0 * s.vocab / tp)
+    return stored_none, working, ckpt, embed, logits
 
 
 def _layer_base(s: ModelShapes, tokens, tp, sp_div, drop, b, bi=None, imb=MOE_IMBALANCE, mla_rc=False):

@@ -5,8 +5,9 @@ One micro-batch on one device, one lane per configuration (struct of arrays). :f
 derives once, from a model, a device and the configurations, the arrays every term reads
 (:class:`StepLanes`); :func:`layer_ops` builds the :class:`LayerOps` table. The table keeps every
 op's time under its name and, on demand (:meth:`LayerOps.table`), its FLOPs and HBM bytes, so a
-breakdown can name what a layer spends its time on. Sources of each formula are in the docstrings
-below and in :mod:`roofplan.costmodel.train_time`.
+breakdown can name what a layer spends its time on. The step evaluates the table once per distinct
+layer shape (:func:`layer_ops_by_shape`, :meth:`StepLanes.distinct`). Sources of each formula are in
+the docstrings below and in :mod:`roofplan.costmodel.train_time`.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from roofplan.costmodel.collectives import collective_time
+from roofplan.costmodel.lanes import distinct_rows
 from roofplan.costmodel.ops import gemm_efficiency, gemm_time, prefill_attention_time
 from roofplan.costmodel.roofline import gemm_bytes, gemm_flops, memory_time, roofline_time, sustained
 from roofplan.costmodel.shapes import ModelShapes, model_shapes
@@ -101,6 +103,7 @@ class StepLanes:
     imb: float  # MoE load imbalance: hottest rank's slots over the mean
     gk: dict = field(repr=False)
     gk_bf16: dict = field(repr=False)
+    _distinct: dict = field(default_factory=dict, repr=False)  # Distinct by knob names (cache)
 
     @property
     def bw(self) -> float:
@@ -113,6 +116,47 @@ class StepLanes:
     def mem(self, nbytes, launches=1.0):
         """A memory-bound kernel moving ``nbytes`` HBM bytes (roofline.memory_time)."""
         return memory_time(nbytes, bandwidth_Bps=self.bw, eff=self.e, launches=launches)
+
+    def distinct(self, knobs: tuple[str, ...]) -> Distinct:
+        """The distinct values of the :class:`TrainConfigs` columns ``knobs`` as lanes of their own
+        (:class:`Distinct`), built once per call of the step and shared by the terms that read
+        only those knobs."""
+        if knobs not in self._distinct:
+            # a grouping by some of these knobs stands for them in one column (its rows)
+            known = [k for k, d in self._distinct.items() if d.row is not None and set(k) <= set(knobs)]
+            base = max(known, key=len, default=())
+            columns = [self._distinct[base].row] if base else []
+            rep, row = distinct_rows(columns + [getattr(self.cfg, k) for k in knobs if k not in base])
+            if 2 * len(rep) > len(row):  # little is repeated: gathering would not pay
+                self._distinct[knobs] = Distinct(self, None)
+            else:
+                self._distinct[knobs] = Distinct(step_lanes(self.model, self.hw, self.cfg.take(rep)), row)
+        return self._distinct[knobs]
+
+
+@dataclass
+class Distinct:
+    """A term evaluated once per distinct value of a few knobs and gathered back to every lane.
+
+    ``lanes`` holds one lane per distinct row of the knobs, ``row`` the row of each lane of the
+    full :class:`StepLanes` (None: ``lanes`` is the full one). numpy arithmetic is elementwise, so
+    a term that reads only those knobs gives every lane exactly the number it would have computed
+    on its own; the terms that use this name the knobs they read (:data:`LAYER_SHAPE_FIELDS`,
+    ``train_comm.PLACEMENT_FIELDS``), and ``tests/test_train_lanes.py`` checks it bit for bit."""
+
+    lanes: StepLanes
+    row: np.ndarray | None
+
+    def gather(self, x):
+        """``x`` (one value per distinct row, or a scalar) at every lane."""
+        if self.row is None or not isinstance(x, np.ndarray) or x.ndim != 1:
+            return x
+        return x[self.row]
+
+    def each(self, term, *args):
+        """``term(lanes, *args)`` gathered to every lane (each element of a returned tuple)."""
+        out = term(self.lanes, *args)
+        return tuple(map(self.gather, out)) if isinstance(out, tuple) else self.gather(out)
 
 
 def _hw_for(hw: DeviceSpec, cfg: TrainConfigs) -> DeviceSpec:
@@ -219,13 +263,36 @@ class LayerOps:
     mlp_b_chunked: object = 0.0
     moe_sent: object = 0.0  # routed token slots this device dispatches
     moe_slots: object = 0.0  # routed token slots this device's expert shards process
+    embedding: object = 0.0  # the pipeline's ends, forward + backward (:func:`_ends`)
+    head: object = 0.0
     gemm_shapes: dict = field(default_factory=dict, repr=False)
     mem_bytes: dict = field(default_factory=dict, repr=False)
     operand_bytes: float = ACT_BYTES  # GEMM operand bytes in the table (1 under FP8: cast operands)
+    #: Lanes of ``gemm_shapes`` / ``mem_bytes`` of each lane of the times (None: the same lanes); a
+    #: table taken from the distinct layer shapes (:meth:`take`) keeps those per shape.
+    shape_rows: object = None
 
     @property
     def attn_proj(self):
         return self.qkv + self.o_proj
+
+    def take(self, index) -> LayerOps:
+        """The table of the lanes at ``index`` (integer indices into this table's lanes); scalar
+        entries stay scalars."""
+
+        taken: dict = {}  # one gather per array, however many fields share it
+
+        def pick(v):
+            if not (isinstance(v, np.ndarray) and v.ndim == 1):
+                return v
+            if id(v) not in taken:
+                taken[id(v)] = v[index]
+            return taken[id(v)]
+
+        kw = {f.name: pick(getattr(self, f.name)) for f in dataclasses.fields(self)}
+        kw["gemm_shapes"], kw["mem_bytes"] = self.gemm_shapes, self.mem_bytes  # gathered in table()
+        kw["shape_rows"] = np.asarray(index) if self.shape_rows is None else self.shape_rows[index]
+        return LayerOps(**kw)
 
     @property
     def mlp_dense(self):
@@ -233,6 +300,11 @@ class LayerOps:
 
     def table(self) -> list[tuple[str, object, object, object]]:
         """(name, forward seconds, forward FLOPs, forward HBM bytes) of every named op."""
+        lanes = self.shape_rows
+
+        def at(v):
+            return v[lanes] if lanes is not None and isinstance(v, np.ndarray) and v.ndim == 1 else v
+
         rows = []
         for name, (m, n, k, count) in self.gemm_shapes.items():
             ob = self.operand_bytes
@@ -240,12 +312,12 @@ class LayerOps:
                 (
                     name,
                     getattr(self, name),
-                    count * gemm_flops(m, n, k),
-                    gemm_bytes(m * count, n, k, ob, ob * count, out_bytes=ACT_BYTES),
+                    at(count * gemm_flops(m, n, k)),
+                    at(gemm_bytes(m * count, n, k, ob, ob * count, out_bytes=ACT_BYTES)),
                 )
             )
         for name, nbytes in self.mem_bytes.items():
-            rows.append((name, getattr(self, name), 0.0, nbytes))
+            rows.append((name, getattr(self, name), 0.0, at(nbytes)))
         return rows
 
 
@@ -479,7 +551,22 @@ def layer_ops(L: StepLanes) -> LayerOps:
     attention_core(L, ops)
     elementwise(L, ops, ffn_elems_moe, permute_bytes)
     fp8_casts(L, ops)
+    ops.embedding, ops.head = _ends(L)
     return ops
+
+
+#: The :class:`TrainConfigs` lanes the op table reads (:func:`layer_ops`, down to the operator
+#: library): two configurations that agree on these have the same table.
+LAYER_SHAPE_FIELDS = ("micro_batch", "seq_len", "cp", "tp", "sequence_parallel", "ep", "etp")
+
+
+def layer_ops_by_shape(L: StepLanes) -> LayerOps:
+    """:func:`layer_ops` of every lane, evaluated once per distinct layer shape
+    (:data:`LAYER_SHAPE_FIELDS`) and gathered back: the same numbers at a fraction of the cost,
+    since a search repeats a few hundred shapes over a million configurations."""
+    shapes = L.distinct(LAYER_SHAPE_FIELDS)
+    ops = layer_ops(shapes.lanes)
+    return ops if shapes.row is None else ops.take(shapes.row)
 
 
 @dataclass
@@ -633,7 +720,7 @@ def stage_compute(L: StepLanes, ops: LayerOps) -> StageCompute:
             L.tokens, s.mla_kv_up_out / L.tp, kv_lora, **L.gk
         )
         rcmp = rcmp + L.sel * L.n_s * g_mla_up
-    emb, head = _ends(L)
+    emb, head = ops.embedding, ops.head
     bwd = L.n_dense * lt.b_dense + L.n_moe * lt.b_moe + rcmp
     ends = np.where(L.pp > 1, np.maximum(emb, head), emb + head)
     if L.cfg.split_accounts_ends:

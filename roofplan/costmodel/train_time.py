@@ -4,7 +4,11 @@ One training step of a decoder-only transformer under Megatron-style TP x CP x E
 (Narayanan et al., "Efficient Large-Scale Language Model Training on GPU Clusters Using
 Megatron-LM", SC21; Korthikanti et al. 2022 for sequence parallelism and recomputation). Every
 configuration is a lane of numpy arrays (struct of arrays); there is no Python loop over
-configurations, so the planner evaluates ~1e6 configurations per second.
+configurations, so the planner evaluates over 1e6 configurations per second. Terms that read only a
+few knobs (the per-layer op table and the ends, TP and CP communication, the DP/ZeRO collectives,
+the per-layer activation bytes) run once per distinct value of those knobs and are gathered back
+(:meth:`~roofplan.costmodel.train_ops.StepLanes.distinct`): a search repeats a few hundred layer
+shapes over a million configurations, and every lane gets the numbers it would compute alone.
 
 Per microbatch and pipeline stage, every op of a decoder layer is a roofline
 (:func:`roofplan.costmodel.ops.gemm_time` / ``roofline.memory_time``): QKV and O projections, the
@@ -72,13 +76,15 @@ from roofplan.costmodel.train_memory import (
     fsdp_under_pipeline,
     grad_bytes_per_param,
     layer_activation_bytes,
+    layer_bytes,
 )
 from roofplan.costmodel.train_ops import (
     ACT_BYTES,
+    LAYER_SHAPE_FIELDS,
     WEIGHT_BYTES,
     StageCompute,
     StepLanes,
-    layer_ops,
+    layer_ops_by_shape,
     stage_compute,
     step_lanes,
 )
@@ -128,6 +134,16 @@ class TrainArrays:
 
     def take(self, index) -> TrainArrays:
         return TrainArrays(**{f.name: getattr(self, f.name)[index] for f in dataclasses.fields(self)})
+
+    @staticmethod
+    def concat(parts: list[TrainArrays]) -> TrainArrays:
+        """The lanes of ``parts`` one after the other."""
+        return TrainArrays(
+            **{
+                f.name: np.concatenate([getattr(p, f.name) for p in parts])
+                for f in dataclasses.fields(TrainArrays)
+            }
+        )
 
 
 def optimizer_offload(L: StepLanes, budget: OverlapBudget):
@@ -209,6 +225,25 @@ def step_flops(L: StepLanes):
     return model_flops, model_flops + recompute_flops
 
 
+def _layer_memory(L: StepLanes):
+    """The per-layer activation terms (:func:`~roofplan.costmodel.train_memory.layer_bytes`);
+    they read the layer shape and the recompute mode only."""
+    return layer_bytes(
+        L.s,
+        micro_batch=L.mb,
+        seq_len=L.seq,
+        tp=L.tp,
+        cp=L.cp,
+        sp=L.sp,
+        recompute=L.cfg.recompute,
+        flash=L.flash,
+        dropout=L.dropout,
+        act_bytes=ACT_BYTES,
+        gemm_input_bytes=1.0 if L.fp8 else ACT_BYTES,
+        moe_imbalance=L.imb,
+    )
+
+
 def step_memory(L: StepLanes, shard) -> dict:
     """Bytes per device: weights, gradients, optimizer states, activations, framework/allocator
     overhead (:mod:`roofplan.costmodel.train_memory`), and whether it fits HBM (and the host or DDR
@@ -227,6 +262,7 @@ def step_memory(L: StepLanes, shard) -> dict:
     optim = np.where(off >= 1, 0.0, np.where(zero >= 1, zshard, w_total) * OPTIMIZER_BYTES_PER_PARAM)
     acts = activation_bytes(
         s,
+        layer=L.distinct(LAYER_SHAPE_FIELDS + ("recompute",)).each(_layer_memory),
         micro_batch=L.mb,
         seq_len=L.seq,
         tp=L.tp,
@@ -271,15 +307,35 @@ def step_memory(L: StepLanes, shard) -> dict:
     }
 
 
+#: An input of more than 4 x this many lanes runs in even blocks of at most this many. Each
+#: whole-array temporary then stays a fraction of a MiB and is reused by the allocator: with a
+#: million lanes (8 MB temporaries) most of a call went into the kernel faulting in fresh pages
+#: (1.8 s of system time against 0.7 s of computation, gpt3-175b search space of
+#: ``benchmarks/bench_plan_train.py``). Up to 4 blocks' worth one pass is as fast (fewer calls).
+BLOCK_LANES = 1 << 15
+
+
 def train_step(model: ModelSpec, hw: DeviceSpec, cfg: TrainConfigs) -> TrainArrays:
     """Step time, throughput and memory per device of every configuration in ``cfg`` (pure).
 
     Step = compute + exposed TP/CP/EP comm (per micro-batch, times m) + pipeline bubble + exposed
     PP p2p + exposed DP comm + optimizer + exposed offload. Invalid configurations (see
-    :func:`check_train_config`) give meaningless numbers; callers filter them first.
+    :func:`check_train_config`) give meaningless numbers; callers filter them first. Lanes are
+    independent, so evaluating them in blocks (:data:`BLOCK_LANES`) changes no number.
     """
+    n = len(cfg)
+    if n <= 4 * BLOCK_LANES:
+        return _train_block(model, hw, cfg)
+    size = -(-n // -(-n // BLOCK_LANES))  # even blocks
+    return TrainArrays.concat(
+        [_train_block(model, hw, cfg.take(slice(i, i + size))) for i in range(0, n, size)]
+    )
+
+
+def _train_block(model: ModelSpec, hw: DeviceSpec, cfg: TrainConfigs) -> TrainArrays:
+    """:func:`train_step` of one block of lanes."""
     L = step_lanes(model, hw, cfg)
-    ops = layer_ops(L)
+    ops = layer_ops_by_shape(L)
     sc: StageCompute = stage_compute(L, ops)
     compute_mb = sc.per_microbatch
     tp = tp_comm(L, sc)
