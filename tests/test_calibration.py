@@ -348,3 +348,19 @@ def test_residuals_are_reported_in_each_rows_own_unit():
     r = next(r for r in rows if r["id"] == "gemm-8192")
     t = float(gemm_time(8192, 8192, 8192, hw))
     assert r["predicted_before"] == pytest.approx(2 * 8192**3 / t / 1e12)
+
+
+@pytest.mark.parametrize("hw_id", ["h100-sxm", "h200-sxm", "a100-sxm-80gb", "b200-sxm", "mi300x", "sn40l"])
+def test_every_catalog_efficiency_lies_inside_its_fit_bounds(hw_id):
+    """calibrate starts each parameter at its catalog value and clips it to its bounds: a value
+    outside them (a per-CTA bandwidth of 4.7e10 B/s under a fraction's [0.001, 1]) would be
+    clipped before the fit starts and the fit could never return it."""
+    from roofplan.calibration.fit import efficiency_bounds
+    from roofplan.hardware.catalog import load_hardware
+    from roofplan.hardware.spec import Efficiency
+
+    eff = load_hardware(hw_id).efficiency
+    for name in Efficiency.field_names():
+        value = getattr(eff, name)
+        lo, hi = efficiency_bounds(name)
+        assert value == 0 or lo <= value <= hi, (name, value, lo, hi)

@@ -62,15 +62,24 @@ EFFICIENCY_BOUNDS: dict[str, tuple[float, float]] = {
     "attn_half_len": (1.0, 1e5),
     "nvls_min_ranks": (2.0, 72.0),
     "moe_gemm": (0.05, 1.5),
+    "moe_gemm_fp8": (0.05, 1.5),
+    "moe_gemm_fp8_block": (0.05, 1.5),
     "attn_score_flops": (1.0, 4096.0),
     "decode_split_len": (16.0, 65536.0),
+    "fa_max_splits": (1.0, 128.0),
 }
+#: Bounds by name suffix of the decode-kernel parameters (costmodel.trtllm_decode / flash_decode):
+#: per-CTA bandwidths (B/s), element rates (operations/s) and resident CTAs per SM.
+SUFFIX_BOUNDS = {"_Bps": (1e8, 1e13), "_rate": (1e8, 1e14), "_per_sm": (0.25, 32.0), "_s": TIME}
 
 
 def efficiency_bounds(name: str) -> tuple[float, float]:
-    """Bounds of an Efficiency field: its entry in EFFICIENCY_BOUNDS, else TIME for ``*_s`` fields
-    (latencies, launch overheads) and FRACTION for the rest (achievable fractions of a peak)."""
-    return EFFICIENCY_BOUNDS.get(name, TIME if name.endswith("_s") else FRACTION)
+    """Bounds of an Efficiency field: its entry in EFFICIENCY_BOUNDS, else by its suffix
+    (SUFFIX_BOUNDS: times, per-CTA bandwidths, rates, occupancies), else FRACTION (an achievable
+    fraction of a peak)."""
+    if name in EFFICIENCY_BOUNDS:
+        return EFFICIENCY_BOUNDS[name]
+    return next((b for suffix, b in SUFFIX_BOUNDS.items() if name.endswith(suffix)), FRACTION)
 
 
 #: Where a time parameter whose catalog value is 0 starts (log space cannot start at 0).
