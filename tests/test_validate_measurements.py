@@ -76,6 +76,7 @@ def test_hardware_filter_counts_what_it_skips(cli):
         ("moe,h100-sxm,bad,,,,bf16,,,,,,,,,,,,4096,128,8,4096,1536,8,zipf,900", "line 2 distribution"),
         ("collective,h100-sxm,bad,,,,,,,,,,,,all_gather,8,4096,custom,,,,,,,,12", "line 2 impl"),
         ("decode_attention,h100-sxm,bad,,,,,64,32,8,128,,-5,bf16,,,,,,,,,,,,180", "line 2 kv_len"),
+        ("decode_attention,h100-sxm,bad,,,,,64,32,8,128,,4096,bf16,,,,nvls,,,,,,,,180", "line 2 impl"),
     ],
 )
 def test_malformed_row_is_one_line_naming_file_line_and_column(tmp_path, line, where, cli):

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from roofplan.costmodel.trtllm_decode import cta_waves
 from roofplan.hardware.spec import Efficiency
 
 #: KV tokens per FlashAttention-3 decode tile (``kBlockN`` of the head-dim 128 forward kernels).
@@ -64,6 +65,6 @@ def fa3_decode_time(batch, kv_len, kv_heads, head_dim, per_tok, fp8_kv, hbm_Bps,
     chunk = np.minimum(np.ceil(kv_blocks / splits) * FA_BLOCK_N, L)
     convert = np.where(fp8, 2.0 * d / eff.fa_fp8_cvt_rate, 0.0)
     per_cta = eff.fa_cta_s + chunk * (per_tok / hk / eff.fa_cta_Bps + convert)
-    waves = np.ceil(b * hk * splits / max(round(sms * eff.fa_ctas_per_sm), 1.0))
+    waves = cta_waves(b * hk * splits, sms, eff.fa_ctas_per_sm)
     hbm = b * L * per_tok / (hbm_Bps * eff.fa_hbm)
     return np.maximum(waves * per_cta, hbm) + np.where(splits > 1.0, eff.fa_combine_s, 0.0) + eff.fa_floor_s

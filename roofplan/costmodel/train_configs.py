@@ -77,7 +77,8 @@ REJECT_REASONS: dict[int, str] = {
     9: "activation_offload",  # activation offload with pp > 1, with recompute, or of every layer
 }
 
-_INT_FIELDS = (
+#: The integer fields of :class:`TrainConfigs` (the planner's search arrays carry the same names).
+INT_FIELDS = (
     "tp",
     "pp",
     "dp",
@@ -183,10 +184,10 @@ class TrainConfigs:
     act_offload_layers: np.ndarray | int = 0
 
     def __post_init__(self) -> None:
-        arrays = [np.asarray(getattr(self, f), dtype=np.int64) for f in _INT_FIELDS]
+        arrays = [np.asarray(getattr(self, f), dtype=np.int64) for f in INT_FIELDS]
         arrays.append(np.asarray(self.sequence_parallel, dtype=bool))
         arrays = np.broadcast_arrays(*[np.atleast_1d(a) for a in arrays])
-        for name, a in zip((*_INT_FIELDS, "sequence_parallel"), arrays):
+        for name, a in zip((*INT_FIELDS, "sequence_parallel"), arrays):
             object.__setattr__(self, name, np.ascontiguousarray(a))
 
     def __len__(self) -> int:

@@ -93,7 +93,8 @@ def mmha_grid(batch, kv_len, heads, head_dim, sms: float, resident: float):
     return block, tiles, per_sm
 
 
-def _waves(ctas, sms: float, per_sm):
+def cta_waves(ctas, sms: float, per_sm):
+    """Waves of ``ctas`` CTAs over ``sms`` SMs holding ``per_sm`` resident CTAs each."""
     return np.ceil(ctas / np.maximum(np.round(sms * per_sm), 1.0))
 
 
@@ -108,7 +109,7 @@ def xqa_time(batch, kv_len, heads, kv_heads, head_dim, tok_bytes, fp8_kv, hbm_fl
     per_sm = np.where(fp8_kv, eff.xqa_qgmma_ctas_per_sm, eff.xqa_hmma_ctas_per_sm)
     convert = np.where(fp8_kv, 2.0 * head_dim * group / max(eff.xqa_qgmma_elem_rate, 1.0), 0.0)
     per_cta = cta_s + chunk * (tok_bytes / cta_bps + convert)
-    t = np.maximum(_waves(batch * kv_heads * mb, sms, per_sm) * per_cta, hbm_floor)
+    t = np.maximum(cta_waves(batch * kv_heads * mb, sms, per_sm) * per_cta, hbm_floor)
     return t + np.where(mb > 1.0, eff.xqa_merge_s, 0.0)
 
 
@@ -122,7 +123,7 @@ def mmha_time(batch, kv_len, heads, head_dim, tok_bytes, fp8_kv, hbm_floor, sms:
     elem = 2.0 * head_dim / eff.mmha_elem_rate + np.where(fp8_kv, 2.0 * head_dim / eff.mmha_fp8_cvt_rate, 0.0)
     per_token = np.maximum(tok_bytes / eff.mmha_cta_Bps, elem) / width
     per_cta = eff.mmha_cta_s + chunk * per_token
-    t = np.maximum(_waves(batch * heads * tiles, sms, per_sm) * per_cta, hbm_floor)
+    t = np.maximum(cta_waves(batch * heads * tiles, sms, per_sm) * per_cta, hbm_floor)
     return t + np.where(tiles > 1.0, eff.xqa_merge_s, 0.0)
 
 

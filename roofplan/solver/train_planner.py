@@ -30,7 +30,7 @@ from collections.abc import Callable
 import numpy as np
 
 from roofplan.costmodel.power import energy_kwh, require_power, train_power_w
-from roofplan.costmodel.train_configs import FP8_RECIPES, MOE_DISPATCHERS, TRAIN_DTYPES
+from roofplan.costmodel.train_configs import FP8_RECIPES, INT_FIELDS, MOE_DISPATCHERS, TRAIN_DTYPES
 from roofplan.costmodel.train_estimate import ESTIMATE_METRICS, estimate_fields
 from roofplan.errors import InfeasibleError, InputError
 from roofplan.hardware.spec import DeviceSpec
@@ -56,23 +56,8 @@ OBJECTIVES = ("throughput", "cost", "energy")
 CHUNK = 1 << 14
 #: Size of the pool of leading configurations kept while streaming chunks (top K and runner-up).
 POOL = 64
-_INT_KEYS = (
-    "tp",
-    "pp",
-    "dp",
-    "cp",
-    "ep",
-    "vpp",
-    "micro_batch",
-    "global_batch",
-    "seq_len",
-    "recompute",
-    "recompute_layers",
-    "sequence_parallel",
-    "zero",
-    "offload",
-    "etp",
-)
+#: The search arrays that become TrainConfigs fields as they are (activation offload is added apart).
+_INT_KEYS = (*(f for f in INT_FIELDS if f != "act_offload_layers"), "sequence_parallel")
 _METRICS = ESTIMATE_METRICS
 GiB = float(2**30)
 
