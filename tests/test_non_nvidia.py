@@ -141,10 +141,11 @@ def test_mi300x_gemm_parameters_fitted_on_the_aiter_tables_say_so(cli):
         ("mi300x", "mi300x_aiter_bf16_", 0.15),
         ("mi300x", "mi300x_aiter_fp8blk_", 0.25),
         ("mi355x", "mi355x_aiter_bf16_", 0.18),
+        ("mi300x", "mi300x_aiter_fmoe_", 0.15),
     ],
 )
-def test_aiter_gemm_rows_the_fit_held_back_are_predicted(hw, prefix, limit):
-    # the odd log2 size bins of ROCm/aiter's tuned-GEMM tables, which tools/fit_ops.py never saw
+def test_aiter_rows_the_fit_held_back_are_predicted(hw, prefix, limit):
+    # the odd log2 size bins of ROCm/aiter's tuned GEMM and fused-MoE tables, which tools/fit_ops.py never saw
     rows = [m for m in read_measurements([str(PUBLISHED)]) if m.hardware == hw and m.id.startswith(prefix)]
     rows = [m for m in rows if held_back(m)]
     assert len(rows) >= 8
