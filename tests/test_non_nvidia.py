@@ -143,6 +143,8 @@ def test_mi300x_gemm_parameters_fitted_on_the_aiter_tables_say_so(cli):
         ("mi300x", "mi300x_aiter_fp8blk_", 0.25),
         ("mi355x", "mi355x_aiter_bf16_", 0.18),
         ("mi300x", "mi300x_aiter_fmoe_", 0.15),
+        ("mi355x", "mi355x_aiter_fp4_", 0.10),
+        ("mi355x", "mi355x_aiter_fp8blk_", 0.15),
     ],
 )
 def test_aiter_rows_the_fit_held_back_are_predicted(hw, prefix, limit):
