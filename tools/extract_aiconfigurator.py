@@ -112,7 +112,7 @@ DTYPE_MAP = {
     "fp8_block": "fp8_block",  # FP8 E4M3, 1x128 activation / 128x128 weight block scales
     "w4a16_mxfp4": "mxfp4_wo",  # MXFP4 weights, bf16 activations (weight-only)
     "int8": "int8",
-    "nvfp4": "nvfp4",
+    "nvfp4": "fp4",  # NVFP4 W4A4 (the fixtures and the op reader call it fp4)
 }
 DTYPE_BYTES = {"bf16": 2, "fp16": 2, "fp8": 1, "int8": 1}
 NCCL_OPS = {
