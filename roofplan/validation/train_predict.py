@@ -5,15 +5,18 @@ The published metric is achieved TFLOP/s per GPU with FLOPs counted by the paper
 forward pass recomputed under full activation checkpointing. We divide that count by the
 predicted step time and the number of GPUs. The row's tp, pp, dp, vpp, batch sizes, dtype and
 recompute are used as given; the 2021 software stack had no FlashAttention (scores materialised
-with fused softmax kernels), used dropout, overlapped the data-parallel all-reduce and used the
+with fused softmax kernels), used dropout, overlapped the data-parallel all-reduce where it ran PyTorch DDP and used the
 scatter/gather optimisation for pipeline p2p (modelled in :mod:`roofplan.costmodel.train`).
 
 MoE rows need settings the shared CSV has no column for; they are written in the row's ``note``
 as ``key=value`` words (see :data:`NOTE_SETTINGS`): ``ep`` and ``etp`` (expert parallel and
 expert tensor parallel sizes), ``moe_dispatcher`` (alltoall | deepep), ``ep_comm_overlap`` and
 ``tp_comm_overlap`` (on | off), ``moe_force_balance`` (on | off), ``split_accounts_ends`` (on |
-off: Megatron's account-for-embedding/loss pipeline split) and ``fp8_recipe`` (current | delayed),
-each copied from the recipe the row's source names. They override the stack's defaults below.
+off: Megatron's account-for-embedding/loss pipeline split), ``fp8_recipe`` (current | delayed)
+and ``overlap_grad_reduce`` (on | off: whether the data-parallel gradient reduction overlaps the
+backward; Megatron-LM 2021's ``--DDP-impl local`` all-reduces its contiguous gradient buffer after
+the last backward, ``megatron/model/distributed.py`` ``allreduce_gradients``), each copied from the
+recipe the row's source names. They override the stack's defaults below.
 """
 
 from __future__ import annotations
@@ -23,7 +26,8 @@ import re
 from roofplan.validation.cases import Case, predictor
 
 #: Software stacks named in the ``engine`` column and what they switch on. Megatron-LM 2021
-#: (SC21): no FlashAttention, plain DDP with the all-reduce overlapped, no TP overlap. Megatron
+#: (SC21): no FlashAttention, plain DDP with the all-reduce overlapped (PyTorch DDP; rows run with
+#: Megatron's local DDP say ``overlap_grad_reduce=off``), no TP overlap. Megatron
 #: Bridge / NeMo performance recipes (``scripts/performance``): FlashAttention (cuDNN/TE), the
 #: distributed optimizer (ZeRO-1) with overlapped grad reduce and param gather, and TP
 #: communication overlap (TE userbuffers) when tp > 1.
@@ -89,6 +93,7 @@ NOTE_SETTINGS = {
     "zero": int,
     "split_accounts_ends": bool,
     "fp8_recipe": str,
+    "overlap_grad_reduce": bool,
 }
 
 
@@ -163,6 +168,7 @@ def estimate_case(case: Case, calibration=None):
         fp8_recipe=prof.get("fp8_recipe", "current"),
         overlap_p2p_comm=prof.get("overlap_p2p_comm", True),
         grad_reduce_in_fp32=prof.get("grad_reduce_in_fp32", True),
+        overlap_grad_reduce=prof.get("overlap_grad_reduce", True),
         split_accounts_ends=prof.get("split_accounts_ends", False),
         pipeline_engine=prof.get("pipeline_engine", "megatron"),
         calibration_label=calibration,
