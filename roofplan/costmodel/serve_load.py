@@ -298,6 +298,9 @@ class SteadyState:
     co_tok_s: np.ndarray | float = 0.0  # seconds one joining prompt token adds to that iteration
     co_room: np.ndarray | float = 0.0  # prompt tokens that iteration has room for besides the request's
     co_rate: np.ndarray | float = 0.0  # prompt tokens per second that may join it (Poisson arrivals)
+    front_s: np.ndarray | float = (
+        0.0  # the first token's wait for the API server's output pass (frontend_wait)
+    )
 
 
 def prompt_excess(inst: Instance, mo: Moments, d, t_dec) -> np.ndarray:
@@ -375,9 +378,30 @@ def _prefill_queue(inst: Instance, mo: Moments, st: SteadyState, poisson: bool) 
     st.co_tok_s, st.co_room = co_batch(inst, mo, d, st.t_dec)
     st.co_rate = st.lam * mo.isl if poisson else np.zeros_like(st.lam)
     st.co_s = st.co_tok_s * np.minimum(st.co_rate * res, st.co_room)
-    st.ttft = st.wait + res + mo.steps(d) * st.t_mix + st.co_s + st.api_s
+    st.front_s = frontend_wait(inst.engine, d, st.t_mean)
+    st.ttft = st.wait + res + mo.steps(d) * st.t_mix + st.co_s + st.front_s + st.api_s
     st.rho, st.sustainable = rho, sustainable
     return st
+
+
+def frontend_wait(engine: EngineProfile, d, t_iter) -> np.ndarray:
+    """Mean wait of a first token for the API server's pass over the running requests' outputs.
+
+    Every engine step hands the outputs of its d running requests to the API-server process, which
+    detokenises and streams them one request after another, ``engine.api_output_s`` each, so a
+    pass takes x = d·api_output_s. A new request's first token sits, on average, halfway down its
+    pass (x / 2), and the pass is late by the rest of the previous one with probability
+    rho = min(x / t_iter, 1) (the share of time the process is busy; its mean rest is again x / 2):
+    x / 2 · (1 + rho). At rho = 1 the process cannot keep up with the steps and streams several
+    tokens per chunk (the pass then takes each request's accumulated tokens at once), which bounds
+    the wait at one pass. 0 where the engine's ``api_output_s`` is 0 (not characterised)."""
+    c = float(engine.api_output_s)
+    d = np.asarray(d, dtype=float)
+    if c <= 0.0:
+        return np.zeros_like(d)
+    x = c * np.maximum(d, 0.0)
+    rho = np.minimum(x / np.maximum(np.asarray(t_iter, dtype=float), 1e-30), 1.0)
+    return 0.5 * x * (1.0 + rho)
 
 
 def co_batch(inst: Instance, mo: Moments, d, t_dec) -> tuple[np.ndarray, np.ndarray]:
@@ -651,7 +675,8 @@ def request_samples(st: SteadyState, mo: Moments, isl, osl, *, poisson: bool, se
     co = float(np.asarray(st.co_tok_s).ravel()[0]) * np.minimum(
         float(np.asarray(st.co_rate).ravel()[0]) * res, float(np.asarray(st.co_room).ravel()[0])
     )  # the prompts arriving during its residual join its prompt iteration (co_batch)
-    ttft = w + res + co + np.ceil((L - mo.hit) / float(mo.b_req(st.d[0]))) * t_mix + st.api_s
+    front = float(np.asarray(st.front_s).ravel()[0])
+    ttft = w + res + co + np.ceil((L - mo.hit) / float(mo.b_req(st.d[0]))) * t_mix + front + st.api_s
     steps = np.maximum(Lo - 1.0, 0.0)
     iters = np.ceil(steps / mo.per_round)  # its decoding iterations (E tokens each, speculative)
     k = rng.binomial(iters.astype(np.int64), min(max(f, 0.0), 1.0))
@@ -928,7 +953,7 @@ def quantiles(
         wr = _wait_plus_residual_quantile(st, q)
     else:
         wr = np.asarray(st.wait, dtype=float)
-    ttft = np.where(st.sustainable, wr + own + st.co_s + st.api_s, np.inf)
+    ttft = np.where(st.sustainable, wr + own + st.co_s + st.front_s + st.api_s, np.inf)
     n = max((mo.osl - 1.0) / mo.per_round, 1.0)
     var = (st.t_mix - st.t_dec) ** 2 * st.f * (1.0 - st.f) / n  # mixed iterations among its own
     if st.k_t is not None:  # plus the spread of the iteration time over the decode-batch law
