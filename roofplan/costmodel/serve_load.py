@@ -672,9 +672,12 @@ def request_samples(st: SteadyState, mo: Moments, isl, osl, *, poisson: bool, se
     else:
         w = np.full(n, wait)
         res = np.zeros(n)
+    # the prompts arriving during its residual join its prompt iteration (co_batch): a Poisson
+    # number of them, at the mean prompt length each
+    joined = rng.poisson(float(np.asarray(st.co_rate).ravel()[0]) / max(mo.isl, 1.0) * res) * mo.isl
     co = float(np.asarray(st.co_tok_s).ravel()[0]) * np.minimum(
-        float(np.asarray(st.co_rate).ravel()[0]) * res, float(np.asarray(st.co_room).ravel()[0])
-    )  # the prompts arriving during its residual join its prompt iteration (co_batch)
+        joined, float(np.asarray(st.co_room).ravel()[0])
+    )
     front = float(np.asarray(st.front_s).ravel()[0])
     ttft = w + res + co + np.ceil((L - mo.hit) / float(mo.b_req(st.d[0]))) * t_mix + front + st.api_s
     steps = np.maximum(Lo - 1.0, 0.0)
