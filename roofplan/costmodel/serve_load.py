@@ -672,12 +672,9 @@ def request_samples(st: SteadyState, mo: Moments, isl, osl, *, poisson: bool, se
     else:
         w = np.full(n, wait)
         res = np.zeros(n)
-    # the prompts arriving during its residual join its prompt iteration (co_batch): a Poisson
-    # number of them, at the mean prompt length each
-    joined = rng.poisson(float(np.asarray(st.co_rate).ravel()[0]) / max(mo.isl, 1.0) * res) * mo.isl
-    co = float(np.asarray(st.co_tok_s).ravel()[0]) * np.minimum(
-        joined, float(np.asarray(st.co_room).ravel()[0])
-    )
+    # the prompts arriving during its residual join its prompt iteration (co_batch), in proportion
+    # to that residual: it stretches by co_stretch (the mean kept, the closed-form quantiles exact)
+    co = (co_stretch(st)[0] - 1.0) * res
     front = float(np.asarray(st.front_s).ravel()[0])
     ttft = w + res + co + np.ceil((L - mo.hit) / float(mo.b_req(st.d[0]))) * t_mix + front + st.api_s
     steps = np.maximum(Lo - 1.0, 0.0)
@@ -877,15 +874,27 @@ def wait_quantile(wait_mean, rho, q: float) -> np.ndarray:
         return np.where((q > 1.0 - rho) & (w > 0), w / rho * np.log(rho / (1.0 - q)), 0.0)
 
 
+def co_stretch(st: SteadyState) -> np.ndarray:
+    """1 + (mean time the joining prompts add) / (mean residual): the prompts that join a request's
+    prompt iteration (:func:`co_batch`) arrive during its residual R, so they add in proportion to
+    it and wait + residual + joining = W + k·R with k this factor (the mean of the joining time
+    kept, capped by the room in the budget as there)."""
+    res = np.asarray(_poisson_residual(st), dtype=float)
+    co = np.asarray(st.co_s, dtype=float)
+    return 1.0 + np.where(res > 0, co / np.maximum(res, 1e-300), 0.0) * np.ones_like(res)
+
+
 def _wait_plus_residual_quantile(st: SteadyState, q: float) -> np.ndarray:
-    """q-quantile of wait + residual iteration (the TTFT before the request's own iterations).
-    Wait W: 0 w.p. 1 - rho, else Exp(rate beta = rho / E[W]); residual R: uniform over a mixed
-    iteration w.p. pi = f·t_mix / t̄ (length-biased), else over a decode iteration. For R uniform on
-    (0, a): P(W + R <= x) = (m - rho·e^{-beta x}(e^{beta m} - 1) / beta) / a with m = min(a, x);
-    the mixture is inverted by bisection."""
+    """q-quantile of wait + residual iteration + the prompts joining it (the TTFT before the
+    request's own iterations). Wait W: 0 w.p. 1 - rho, else Exp(rate beta = rho / E[W]); residual
+    R: uniform over a mixed iteration w.p. pi = f·t_mix / t̄ (length-biased), else over a decode
+    iteration, stretched by k = :func:`co_stretch`. For kR uniform on (0, a): P(W + kR <= x) =
+    (m - rho·e^{-beta x}(e^{beta m} - 1) / beta) / a with m = min(a, x); the mixture is inverted by
+    bisection."""
     rho = np.clip(np.asarray(st.rho, dtype=float), 0.0, 1.0 - 1e-12)
     beta = np.where(st.wait > 0, rho / np.maximum(st.wait, 1e-300), np.inf)
     pi = st.f * st.t_mix / np.maximum(st.t_mean, 1e-300)
+    k = co_stretch(st)
 
     def cdf_u(x, a):
         m = np.minimum(a, x)
@@ -894,11 +903,11 @@ def _wait_plus_residual_quantile(st: SteadyState, q: float) -> np.ndarray:
         return (m - np.nan_to_num(tail)) / np.maximum(a, 1e-300)
 
     def cdf(x):
-        return pi * cdf_u(x, st.t_mix) + (1.0 - pi) * cdf_u(x, st.t_dec)
+        return pi * cdf_u(x, k * st.t_mix) + (1.0 - pi) * cdf_u(x, k * st.t_dec)
 
     finite = np.isfinite(st.wait)
     hi = np.where(
-        finite, st.t_mix + np.nan_to_num(st.wait, posinf=0.0) / np.maximum(rho, 1e-12) * 40.0 + 1e-9, 1.0
+        finite, k * st.t_mix + np.nan_to_num(st.wait, posinf=0.0) / np.maximum(rho, 1e-12) * 40.0 + 1e-9, 1.0
     )
     lo = np.zeros_like(hi)
     for _ in range(50):
@@ -953,10 +962,10 @@ def quantiles(
     q = p / 100.0
     own = np.ceil(mo.isl / mo.b_req(st.d)) * st.t_mix  # mo.isl: the prefix-cache miss
     if poisson:
-        wr = _wait_plus_residual_quantile(st, q)
+        wr = _wait_plus_residual_quantile(st, q)  # with the joining prompts (co_stretch)
     else:
-        wr = np.asarray(st.wait, dtype=float)
-    ttft = np.where(st.sustainable, wr + own + st.co_s + st.front_s + st.api_s, np.inf)
+        wr = np.asarray(st.wait, dtype=float) + st.co_s
+    ttft = np.where(st.sustainable, wr + own + st.front_s + st.api_s, np.inf)
     n = max((mo.osl - 1.0) / mo.per_round, 1.0)
     var = (st.t_mix - st.t_dec) ** 2 * st.f * (1.0 - st.f) / n  # mixed iterations among its own
     if st.k_t is not None:  # plus the spread of the iteration time over the decode-batch law
