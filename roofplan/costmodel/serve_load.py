@@ -23,8 +23,11 @@ parametrised by the mean decode batch ``d`` (:func:`state_at`, closed form):
   standard exponential tail of M/G/1 waits, exact for M/M/1 and in heavy traffic);
 * TTFT = wait + the rest of the iteration in progress (length-biased: E[t²] / (2 t̄)) +
   ceil(L / b_req) mixed iterations (b_req = (b - d) / (pp · dp): a request lives in one pipeline
-  microbatch and on one attention-DP rank) + the engine's per-request API-server time
-  (``EngineProfile.request_overhead_s``: HTTP, chat template, tokenisation, hand-off, first chunk);
+  microbatch and on one attention-DP rank) + the prompts that join its prompt iteration after it
+  arrived (iteration-level batching: those arriving during the rest of the iteration in progress,
+  and in a closed loop the ones sent back together with it; :func:`co_batch`) + the engine's
+  per-request API-server time (``EngineProfile.request_overhead_s``: HTTP, chat template,
+  tokenisation, hand-off, first chunk);
 * TPOT of a request = the mean of its O - 1 iteration times: t_dec + (t_mix - t_dec) · K / (O - 1)
   with K ~ Binomial(O - 1, f) mixed iterations among them.
 
@@ -289,6 +292,15 @@ class SteadyState:
     k_t: np.ndarray | None = None  # iteration seconds on the decode-batch grid (chain, see below)
     k_w: np.ndarray | None = None  # share of output tokens emitted at each grid point
     api_s: float = 0.0  # the engine's per-request API-server time, in every TTFT (request_overhead_s)
+    co_s: np.ndarray | float = (
+        0.0  # mean time the prompts joining a request's prompt iteration add (co_batch)
+    )
+    co_tok_s: np.ndarray | float = 0.0  # seconds one joining prompt token adds to that iteration
+    co_room: np.ndarray | float = 0.0  # prompt tokens that iteration has room for besides the request's
+    co_rate: np.ndarray | float = 0.0  # prompt tokens per second that may join it (Poisson arrivals)
+    front_s: np.ndarray | float = (
+        0.0  # the first token's wait for the API server's output pass (frontend_wait)
+    )
 
 
 def prompt_excess(inst: Instance, mo: Moments, d, t_dec) -> np.ndarray:
@@ -363,9 +375,53 @@ def _prefill_queue(inst: Instance, mo: Moments, st: SteadyState, poisson: bool) 
     # the request also spends the engine's API-server time (HTTP, chat template, tokenisation,
     # hand-off, first streamed chunk) outside the GPU iterations; its client holds it meanwhile
     st.api_s = float(inst.engine.request_overhead_s)
-    st.ttft = st.wait + res + mo.steps(d) * st.t_mix + st.api_s
+    st.co_tok_s, st.co_room = co_batch(inst, mo, d, st.t_dec)
+    st.co_rate = st.lam * mo.isl if poisson else np.zeros_like(st.lam)
+    st.co_s = st.co_tok_s * np.minimum(st.co_rate * res, st.co_room)
+    st.front_s = frontend_wait(inst.engine, d, st.t_mean)
+    st.ttft = st.wait + res + mo.steps(d) * st.t_mix + st.co_s + st.front_s + st.api_s
     st.rho, st.sustainable = rho, sustainable
     return st
+
+
+def frontend_wait(engine: EngineProfile, d, t_iter) -> np.ndarray:
+    """Mean wait of a first token for the API server's pass over the running requests' outputs.
+
+    Every engine step hands the outputs of its d running requests to the API-server process, which
+    detokenises and streams them one request after another, ``engine.api_output_s`` each, so a
+    pass takes x = d·api_output_s. A new request's first token sits, on average, halfway down its
+    pass (x / 2), and the pass is late by the rest of the previous one with probability
+    rho = min(x / t_iter, 1) (the share of time the process is busy; its mean rest is again x / 2):
+    x / 2 · (1 + rho). At rho = 1 the process cannot keep up with the steps and streams several
+    tokens per chunk (the pass then takes each request's accumulated tokens at once), which bounds
+    the wait at one pass. 0 where the engine's ``api_output_s`` is 0 (not characterised)."""
+    c = float(engine.api_output_s)
+    d = np.asarray(d, dtype=float)
+    if c <= 0.0:
+        return np.zeros_like(d)
+    x = c * np.maximum(d, 0.0)
+    rho = np.minimum(x / np.maximum(np.asarray(t_iter, dtype=float), 1e-30), 1.0)
+    return 0.5 * x * (1.0 + rho)
+
+
+def co_batch(inst: Instance, mo: Moments, d, t_dec) -> tuple[np.ndarray, np.ndarray]:
+    """(seconds per token, room in tokens) of the prompts that join a request's prompt iteration.
+
+    The engine batches at iteration level (Orca, Yu et al. OSDI 2022; vLLM's scheduler): every
+    prompt waiting when an iteration starts rides in it, and all of them get their first token when
+    it ends. A prompt arriving *after* a request but before its iteration starts (during the rest
+    of the iteration in progress) therefore lengthens that request's prompt iteration, which the
+    FCFS Pollaczek-Khinchine wait (:func:`prefill_wait`, only the work *ahead*) does not count.
+    Each joining token costs the marginal step time of a full-budget iteration over a decode-only
+    one, (t(b - d) - t_dec) / (b - d); at most the budget left after the request's own first chunk
+    (times pp·dp, the other microbatches' and ranks' shares) joins. For a prompt of more than one
+    chunk the first fills its share of the budget and nothing joins."""
+    d = np.asarray(d, dtype=float)
+    bd = np.maximum(np.asarray(mo.budget, dtype=float) - d, 1.0)
+    first = np.minimum(mo.isl, mo.b_req(d))
+    room = np.maximum(bd - first * np.asarray(mo.share, dtype=float), 0.0)
+    s_tok = np.maximum(round_time(inst, bd, mo.pre_ctx, d, mo.dec_ctx) - t_dec, 0.0) / bd
+    return s_tok, room
 
 
 def _poisson_residual(st: SteadyState) -> np.ndarray:
@@ -616,7 +672,11 @@ def request_samples(st: SteadyState, mo: Moments, isl, osl, *, poisson: bool, se
     else:
         w = np.full(n, wait)
         res = np.zeros(n)
-    ttft = w + res + np.ceil((L - mo.hit) / float(mo.b_req(st.d[0]))) * t_mix + st.api_s
+    # the prompts arriving during its residual join its prompt iteration (co_batch), in proportion
+    # to that residual: it stretches by co_stretch (the mean kept, the closed-form quantiles exact)
+    co = (co_stretch(st)[0] - 1.0) * res
+    front = float(np.asarray(st.front_s).ravel()[0])
+    ttft = w + res + co + np.ceil((L - mo.hit) / float(mo.b_req(st.d[0]))) * t_mix + front + st.api_s
     steps = np.maximum(Lo - 1.0, 0.0)
     iters = np.ceil(steps / mo.per_round)  # its decoding iterations (E tokens each, speculative)
     k = rng.binomial(iters.astype(np.int64), min(max(f, 0.0), 1.0))
@@ -631,7 +691,20 @@ def request_samples(st: SteadyState, mo: Moments, isl, osl, *, poisson: bool, se
 
 
 def _result(
-    inst, mo, st, isl, osl, *, mode, instances, conc, extra_wait=0.0, poisson=True, seed=0, max_rate_rps=None
+    inst,
+    mo,
+    st,
+    isl,
+    osl,
+    *,
+    mode,
+    instances,
+    conc,
+    extra_wait=0.0,
+    poisson=True,
+    seed=0,
+    max_rate_rps=None,
+    co_s=0.0,
 ):
     ttft, tpot, lat = request_samples(st, mo, isl, osl, poisson=poisson, seed=seed)
     ttft = ttft + extra_wait
@@ -657,7 +730,7 @@ def _result(
         kv_occupancy=(float(st.d[0]) * (mo.dec_ctx - mo.hit) + shared_prefix_tokens(inst)) / kv_cap
         if kv_cap > 0
         else float("inf"),
-        queue_wait_s=float(st.wait[0]) + extra_wait,
+        queue_wait_s=float(st.wait[0]) + extra_wait - co_s,  # co_s: in the prompt iteration, not a wait
         budget=int(mo.budget),
         max_seqs=float(st.max_seqs),
     )
@@ -688,7 +761,8 @@ def closed_loop(inst: Instance, isl, osl, concurrency: int, instances: int = 1, 
 
     def in_flight(d):
         st = state_at(inst, mo, np.maximum(d, 1e-12), poisson=False)
-        return st.lam * (st.ttft + others_wait(st) + mo.decode_s(st.t_mean))
+        co = closed_loop_co_batch(mo, st, C)
+        return st.lam * (st.ttft + others_wait(st) + co + mo.decode_s(st.t_mean))
 
     # Little's law: in flight = d + lam·TTFT, increasing in d; saturated when even d_sat falls short
     d = d_sat if in_flight(d_sat)[0] <= C else _bisect(lambda x: in_flight(x) <= C, np.zeros(1), d_sat, _ITER)
@@ -697,8 +771,9 @@ def closed_loop(inst: Instance, isl, osl, concurrency: int, instances: int = 1, 
     mr = float(mr_arr[0])
     queue = float(others_wait(st)[0])
     queue = queue if math.isfinite(queue) else 0.0  # saturated: the surplus clients' wait below
-    life = float(st.ttft[0]) + queue + mo.decode_s(float(st.t_mean[0]))
-    extra = max(C / lam - life, 0.0) if lam > 0 else math.inf
+    co = float(closed_loop_co_batch(mo, st, C)[0])
+    life = float(st.ttft[0]) + queue + co + mo.decode_s(float(st.t_mean[0]))
+    extra = (max(C / lam - life, 0.0) if lam > 0 else math.inf) + co
     residual = closed_loop_residual(st, C, life)
     many = C > 1 and queue > 0.0
     if many:
@@ -723,6 +798,7 @@ def closed_loop(inst: Instance, isl, osl, concurrency: int, instances: int = 1, 
         poisson=many,
         seed=seed,
         max_rate_rps=mr,
+        co_s=co,
     )
 
 
@@ -740,6 +816,25 @@ def closed_loop_wait(inst: Instance, mo: Moments, st: SteadyState, clients: floa
     if clients <= 1:
         return np.zeros_like(st.lam)
     return prefill_wait(inst, mo, st.d, st.lam * (clients - 1.0) / clients)[1]
+
+
+def closed_loop_co_batch(mo: Moments, st: SteadyState, clients: float) -> np.ndarray:
+    """Mean time the other clients' prompts add to a closed-loop request's prompt iteration.
+
+    Two groups join it (:func:`co_batch`: iteration-level batching, every prompt waiting when an
+    iteration starts rides in it): (1) the requests sent back together with it -- the ones whose
+    predecessors finished in the same iteration as its own predecessor (each of the other d - 1
+    decoding requests ends in a given iteration with probability 1 / rounds, rounds = its
+    decoding iterations), which reach the engine the same API-server time later; and (2) the
+    prompts of the other clients arriving during the rest of the iteration in progress (Poisson at
+    their rate lam (C - 1) / C, over the length-biased residual E[t^2] / (2 E[t])). With outputs of
+    200 +- 20% and 128 clients the analytic TTFT was 16% under the simulator (107.6 vs 127.8 ms)
+    without them: the simulated prompt iteration was 56 ms against one prompt's 33.5 ms."""
+    if clients <= 1:
+        return np.zeros_like(st.lam)
+    together = np.maximum(np.minimum(st.d, clients) - 1.0, 0.0) / mo.rounds
+    during = st.lam * (clients - 1.0) / clients * _poisson_residual(st)
+    return st.co_tok_s * np.minimum((together + during) * mo.isl, st.co_room)
 
 
 def closed_loop_residual(st: SteadyState, clients: float, life: float) -> float:
@@ -779,15 +874,27 @@ def wait_quantile(wait_mean, rho, q: float) -> np.ndarray:
         return np.where((q > 1.0 - rho) & (w > 0), w / rho * np.log(rho / (1.0 - q)), 0.0)
 
 
+def co_stretch(st: SteadyState) -> np.ndarray:
+    """1 + (mean time the joining prompts add) / (mean residual): the prompts that join a request's
+    prompt iteration (:func:`co_batch`) arrive during its residual R, so they add in proportion to
+    it and wait + residual + joining = W + k·R with k this factor (the mean of the joining time
+    kept, capped by the room in the budget as there)."""
+    res = np.asarray(_poisson_residual(st), dtype=float)
+    co = np.asarray(st.co_s, dtype=float)
+    return 1.0 + np.where(res > 0, co / np.maximum(res, 1e-300), 0.0) * np.ones_like(res)
+
+
 def _wait_plus_residual_quantile(st: SteadyState, q: float) -> np.ndarray:
-    """q-quantile of wait + residual iteration (the TTFT before the request's own iterations).
-    Wait W: 0 w.p. 1 - rho, else Exp(rate beta = rho / E[W]); residual R: uniform over a mixed
-    iteration w.p. pi = f·t_mix / t̄ (length-biased), else over a decode iteration. For R uniform on
-    (0, a): P(W + R <= x) = (m - rho·e^{-beta x}(e^{beta m} - 1) / beta) / a with m = min(a, x);
-    the mixture is inverted by bisection."""
+    """q-quantile of wait + residual iteration + the prompts joining it (the TTFT before the
+    request's own iterations). Wait W: 0 w.p. 1 - rho, else Exp(rate beta = rho / E[W]); residual
+    R: uniform over a mixed iteration w.p. pi = f·t_mix / t̄ (length-biased), else over a decode
+    iteration, stretched by k = :func:`co_stretch`. For kR uniform on (0, a): P(W + kR <= x) =
+    (m - rho·e^{-beta x}(e^{beta m} - 1) / beta) / a with m = min(a, x); the mixture is inverted by
+    bisection."""
     rho = np.clip(np.asarray(st.rho, dtype=float), 0.0, 1.0 - 1e-12)
     beta = np.where(st.wait > 0, rho / np.maximum(st.wait, 1e-300), np.inf)
     pi = st.f * st.t_mix / np.maximum(st.t_mean, 1e-300)
+    k = co_stretch(st)
 
     def cdf_u(x, a):
         m = np.minimum(a, x)
@@ -796,11 +903,11 @@ def _wait_plus_residual_quantile(st: SteadyState, q: float) -> np.ndarray:
         return (m - np.nan_to_num(tail)) / np.maximum(a, 1e-300)
 
     def cdf(x):
-        return pi * cdf_u(x, st.t_mix) + (1.0 - pi) * cdf_u(x, st.t_dec)
+        return pi * cdf_u(x, k * st.t_mix) + (1.0 - pi) * cdf_u(x, k * st.t_dec)
 
     finite = np.isfinite(st.wait)
     hi = np.where(
-        finite, st.t_mix + np.nan_to_num(st.wait, posinf=0.0) / np.maximum(rho, 1e-12) * 40.0 + 1e-9, 1.0
+        finite, k * st.t_mix + np.nan_to_num(st.wait, posinf=0.0) / np.maximum(rho, 1e-12) * 40.0 + 1e-9, 1.0
     )
     lo = np.zeros_like(hi)
     for _ in range(50):
@@ -855,10 +962,10 @@ def quantiles(
     q = p / 100.0
     own = np.ceil(mo.isl / mo.b_req(st.d)) * st.t_mix  # mo.isl: the prefix-cache miss
     if poisson:
-        wr = _wait_plus_residual_quantile(st, q)
+        wr = _wait_plus_residual_quantile(st, q)  # with the joining prompts (co_stretch)
     else:
-        wr = np.asarray(st.wait, dtype=float)
-    ttft = np.where(st.sustainable, wr + own + st.api_s, np.inf)
+        wr = np.asarray(st.wait, dtype=float) + st.co_s
+    ttft = np.where(st.sustainable, wr + own + st.front_s + st.api_s, np.inf)
     n = max((mo.osl - 1.0) / mo.per_round, 1.0)
     var = (st.t_mix - st.t_dec) ** 2 * st.f * (1.0 - st.f) / n  # mixed iterations among its own
     if st.k_t is not None:  # plus the spread of the iteration time over the decode-batch law

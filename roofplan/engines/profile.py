@@ -37,6 +37,10 @@ class EngineProfile:
       engine's API server: the HTTP request, chat template and tokenisation, the hand-off to the
       engine core and admission, and the first detokenised chunk streamed back. Paid once per
       request by a client of the OpenAI-compatible server (TTFT and latency), not by the GPU.
+    * ``api_output_s``: API-server time per running request per engine step: detokenising its new
+      tokens and streaming its chunk, done for every running request in one process (vLLM V1's
+      ``AsyncLLM`` output handler, then each request's SSE generator, on one asyncio loop). A first
+      token waits for that pass (``serve_load.frontend_wait``); 0: not characterised.
     * ``custom_allreduce``: the engine runs its own one-/two-shot all-reduce inside a node for
       messages up to ``custom_allreduce_max_bytes`` (priced by ``ops.custom_allreduce_time`` with the
       device's ``custom_ar_*`` parameters); False: NCCL (collectives.py).
@@ -68,6 +72,7 @@ class EngineProfile:
     kernel_gap_s: float = 2e-6
     step_overhead_s: float = 1e-3
     request_overhead_s: float = 0.0
+    api_output_s: float = 0.0
     custom_allreduce: bool = False
     custom_allreduce_max_bytes: float = 8 * 2**20
     flash_attention: bool = True
@@ -102,6 +107,7 @@ ENGINE_BOUNDS: dict[str, float] = {
     "kernel_gap_s": 10.0,
     "step_overhead_s": 10.0,
     "request_overhead_s": 10.0,
+    "api_output_s": 1.0,
     "custom_allreduce_max_bytes": 2.0**40,
     "memory_reserve_fraction": 1.0,
     "max_num_batched_tokens": 2**31 - 1,

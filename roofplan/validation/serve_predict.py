@@ -37,8 +37,11 @@ from roofplan import resolve
 from roofplan.costmodel.serve import ServeConfigs, max_batch, serve_step, step_time
 from roofplan.validation.cases import Case, predictor
 
-#: vLLM v0.17.1 + guidellm per-request API-server seconds (tools/fit_request_overhead.py, FIT_ROWS).
-VLLM_017_REQUEST_OVERHEAD_S = 1.709e-2
+#: vLLM v0.17.1 + guidellm per-request API-server seconds (tools/fit_request_overhead.py, FIT_ROWS:
+#: the 1 req/s median TTFT) and API-server seconds per running request per engine step
+#: (OUTPUT_FIT_ROWS: the 8 req/s bf16 median TTFT); the 4 req/s and FP8 8 req/s rows are held back.
+VLLM_017_REQUEST_OVERHEAD_S = 6.158e-3
+VLLM_017_API_OUTPUT_S = 4.383e-4
 
 #: CSV ``engine`` string -> (profile, version features that differ from the profile, kv dtype rule).
 #: ``fp8_kv``: the benchmark built the engine with an FP8 KV cache whenever weights were FP8.
@@ -71,9 +74,14 @@ ENGINE_MAP: dict[str, tuple[str, dict, bool]] = {
     # longer than it (the profile's step_overhead_s, 1.5 ms, against 5-10 ms decode steps).
     "vllm-async": ("vllm", {"step_overhead_s": 0.0}, False),
     # vLLM v0.17.1 behind guidellm (the gpustack H200 performance-lab rows): its per-request API
-    # time, fitted by tools/fit_request_overhead.py on the 1 req/s row alone (the 4 and 8 req/s and
-    # FP8 rows are held back); the profile's 48.7 ms is vLLM v0.11 behind ``vllm bench serve``.
-    "vllm-0.17": ("vllm", {"request_overhead_s": VLLM_017_REQUEST_OVERHEAD_S}, False),
+    # time and its per-running-request output pass (serve_load.frontend_wait), fitted by
+    # tools/fit_request_overhead.py on the 1 and 8 req/s median TTFTs (the 4 req/s and FP8 rows
+    # are held back); the profile's 48.7 ms is vLLM v0.11 behind ``vllm bench serve``.
+    "vllm-0.17": (
+        "vllm",
+        {"request_overhead_s": VLLM_017_REQUEST_OVERHEAD_S, "api_output_s": VLLM_017_API_OUTPUT_S},
+        False,
+    ),
     # SambaFlow on SN40L (LLM-Inference-Bench rows): the generic profile without the GPU engines'
     # per-step host work: SambaFlow turns consecutive calls of the fused decoder kernel into one
     # call with a pipelined outer loop (SambaNova SN40L DAC 2025 talk), so no per-step host
