@@ -7,7 +7,8 @@ For each device in the file and each operator family, the family's parameters (s
 residuals (soft-L1 loss, so a few odd kernels do not steer the fit) to the rows of EVEN log2 size
 bins only; the rows of odd bins are held back (``roofplan.calibration.op_rows.held_back``).
 Families are fitted in dependency order (GEMM first: MoE reuses its parameters; decode attention
-reuses its occupancy). The tool prints median and p90 |error| of the fitted and the held-back
+reuses its occupancy). On Hopper the MoE rows fit the launch-grid parameters (MOE_GRID_PARAMS) by
+differential evolution instead, as the decode-kernel parameters are. The tool prints median and p90 |error| of the fitted and the held-back
 half per family and size band; ``--write`` puts the values into the built-in catalog YAMLs with a
 source string naming the table and the split. roofplan never imports this at run time.
 """
