@@ -17,6 +17,7 @@ from roofplan.cli.common import console, esc, print_json, run, styled
 from roofplan.cli.options import Calibration, Json
 from roofplan.errors import InputError
 from roofplan.hardware.catalog import (
+    MEASURED_BASES,
     CatalogEntry,
     CatalogField,
     list_hardware,
@@ -134,15 +135,25 @@ def _with_calibration(entry: CatalogEntry, calibration) -> tuple[DeviceSpec, lis
         return entry.spec, fields, None
     overlay = load_overlay(calibration)
     spec = apply_overlay(entry.spec, overlay)
-    label = (
-        f"calibration overlay {Path(calibration).name}"
+    label = (  # "fit:" so that the basis column says these are fitted (to the user's measurements)
+        f"fit: calibration overlay {Path(calibration).name}"
         if isinstance(calibration, (str, Path))
-        else "calibration"
+        else "fit: calibration"
     )
     for name, value in overlay["efficiency"].items():
         path = f"efficiency.{name}"
         fields = [dataclasses.replace(f, value=value, source=label) if f.path == path else f for f in fields]
     return spec, fields, overlay
+
+
+def efficiency_basis(fields) -> dict[str, int]:
+    """How many efficiency parameters rest on each basis (fitted, measured, prior, ...), the
+    measured ones first: the one line that says how much of a device's model is measured."""
+    counts: dict[str, int] = {}
+    for f in fields:
+        if f.path.startswith("efficiency."):
+            counts[f.basis] = counts.get(f.basis, 0) + 1
+    return dict(sorted(counts.items(), key=lambda kv: (kv[0] not in MEASURED_BASES, -kv[1], kv[0])))
 
 
 def _render_value(f: CatalogField) -> str:
@@ -168,9 +179,16 @@ def _show(hw: str, as_json: bool, catalog_dir: Path | None, calibration: str | N
                 "summary": summary(spec),
                 "hardware": spec_to_json(spec),
                 "fields": [
-                    {"path": f.path, "value": f.value, "unit": SI_UNIT.get(f.kind, ""), "source": f.source}
+                    {
+                        "path": f.path,
+                        "value": f.value,
+                        "unit": SI_UNIT.get(f.kind, ""),
+                        "basis": f.basis,
+                        "source": f.source,
+                    }
                     for f in fields
                 ],
+                "efficiency_basis": efficiency_basis(fields),
                 "calibration": overlay,
             }
         )
@@ -187,19 +205,26 @@ def _show(hw: str, as_json: bool, catalog_dir: Path | None, calibration: str | N
     table = Table(show_lines=False, box=box.SIMPLE_HEAD, pad_edge=False)
     table.add_column("field", no_wrap=True)
     table.add_column("value", justify="right", max_width=24)
+    table.add_column("basis", no_wrap=True)
     table.add_column("source", overflow="fold", ratio=1)
     section = None
     for f in fields:
         if "." not in f.path:  # a top-level scalar (tdp, price_per_hour, dataflow)
             section = None
-            table.add_row(f.path, _render_value(f), f.source)
+            table.add_row(f.path, _render_value(f), f.basis, f.source)
             continue
         top, rest = f.path.split(".", 1)
         if top != section:
             section = top
-            table.add_row(styled(f"[bold]{esc(top)}[/bold]"), "", "")
-        table.add_row("  " + rest, _render_value(f), f.source)
+            table.add_row(styled(f"[bold]{esc(top)}[/bold]"), "", "", "")
+        table.add_row("  " + rest, _render_value(f), f.basis, f.source)
     console.print(table)
+    counts = efficiency_basis(fields)
+    console.print(
+        "efficiency parameters by basis: " + ", ".join(f"{n} {b}" for b, n in counts.items()),
+        highlight=False,
+        markup=False,
+    )
     tiers = ", ".join(
         f"{t.name} {format_quantity(t.capacity_bytes, 'bytes')} @ "
         f"{format_quantity(t.bandwidth_Bps, 'bandwidth')}"

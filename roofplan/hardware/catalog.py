@@ -111,6 +111,34 @@ _FABRIC_KEYS = ("name", "topology", "bandwidth", "latency", "pair_bandwidth", "i
 _QTY_KEYS = ("value", "source", "note")
 
 
+#: How a catalog number was obtained, read from the start of its ``source`` string (the convention
+#: every built-in catalog follows): prefix -> basis. A source that starts otherwise cites a
+#: document (a datasheet or paper key such as ``[AMD-MI300X-web]``): basis "cited".
+BASIS_PREFIXES = (
+    ("fit:", "fitted"),  # tools/fit_ops.py (or a hand fit) on measured rows
+    ("measured:", "measured"),  # read off one published measurement
+    ("derived:", "derived"),  # computed from other sourced numbers or from the design
+    ("fixed:", "fixed"),  # a model constant chosen on purpose (its source says why)
+    ("prior:", "prior"),  # borrowed from another device or a default: not measured on this one
+    ("not measured", "prior"),
+    ("unsourced", "unsourced"),  # a typical value without a source
+    ("not applicable", "n/a"),
+)
+#: The bases that rest on a measurement of this device.
+MEASURED_BASES = ("fitted", "measured")
+
+
+def basis(source: str) -> str:
+    """The basis of a catalog number ("fitted", "measured", "derived", "fixed", "prior", "unsourced",
+    "n/a" or "cited"), so that ``catalog show`` can say which parameters are measured and which are
+    priors without the reader parsing each source string."""
+    text = source.strip()
+    for prefix, name in BASIS_PREFIXES:
+        if text.startswith(prefix):
+            return name
+    return "cited"
+
+
 @dataclass(frozen=True)
 class CatalogField:
     """One number (or flag) of a catalog with its source, for ``roofplan catalog show``."""
@@ -119,6 +147,11 @@ class CatalogField:
     value: object  # SI float, int, bool, str or None
     kind: str  # flops | bytes | bandwidth | time | power | usd_per_hour | count | fraction | text | flag
     source: str
+
+    @property
+    def basis(self) -> str:
+        """How this number was obtained (:func:`basis` of its source)."""
+        return basis(self.source)
 
 
 @dataclass(frozen=True)
