@@ -100,9 +100,7 @@ def _moe(ms, hw: DeviceSpec) -> np.ndarray:
         dtype, dist, gated = group
         shape = _cols(sub, "tokens", "hidden", "moe_ffn", "experts", "topk")
         ep, tp = _cols(sub, "ep", "tp")
-        # the measured MoE rows are TensorRT-LLM's MoE kernels (cutlass grouped GEMM sequences);
-        # their "balanced" router is aiconfigurator's round-robin generator (ops.router_stats)
-        dist = "round_robin" if dist == "balanced" else dist
+        # the measured MoE rows are TensorRT-LLM's MoE kernels (cutlass grouped GEMM sequences)
         return ops.moe_time(
             *shape, hw, ep=ep, tp=tp, dtype=dtype, distribution=dist, gated=gated, kernels="trtllm"
         )
