@@ -273,7 +273,9 @@ def convert(table: str, df: pd.DataFrame, hw: str, src: str, full: bool):
                 ep=r.moe_ep_size,
                 tp=r.moe_tp_size,
                 dtype=dt(r.moe_dtype),
-                distribution=r.distribution,
+                # the tables' "balanced" router is the collectors' round-robin generator
+                # (balanced_logits), not independent uniform picks
+                distribution="round_robin" if r.distribution == "balanced" else r.distribution,
             )
             rid += " " + (
                 r.kernel_source.replace("moe_torch_flow_", "")

@@ -7,7 +7,8 @@ For each device in the file and each operator family, the family's parameters (s
 residuals (soft-L1 loss, so a few odd kernels do not steer the fit) to the rows of EVEN log2 size
 bins only; the rows of odd bins are held back (``roofplan.calibration.op_rows.held_back``).
 Families are fitted in dependency order (GEMM first: MoE reuses its parameters; decode attention
-reuses its occupancy). The tool prints median and p90 |error| of the fitted and the held-back
+reuses its occupancy). On Hopper the MoE rows fit the launch-grid parameters (MOE_GRID_PARAMS) by
+differential evolution instead, as the decode-kernel parameters are. The tool prints median and p90 |error| of the fitted and the held-back
 half per family and size band; ``--write`` puts the values into the built-in catalog YAMLs with a
 source string naming the table and the split. roofplan never imports this at run time.
 """
@@ -64,6 +65,38 @@ FA_PARAMS = [
     ("fa_max_splits", 1.0, 128.0),
     ("fa_fp8_cvt_rate", 1e9, 5e12),
 ]
+#: MoE launch-grid parameters (costmodel.ops.grouped_gemm_time / moe_time), fitted on the moe rows
+#: of devices whose MoE rows are TensorRT-LLM's SM90 grouped-GEMM kernels (Hopper); the CTA waves
+#: make the cost piecewise constant, so these are fitted by differential evolution. Elsewhere the
+#: stacked-GEMM parameters of FAMILIES["moe"] are fitted.
+MOE_GRID_DEVICES = ("h100-sxm", "h200-sxm")
+MOE_GRID_PARAMS = [
+    ("moe_mma", 0.2, 1.0),
+    ("moe_mma_fp8", 0.2, 1.0),
+    ("moe_mma_fp8_block", 0.1, 1.0),
+    ("moe_cta_Bps", 5e9, 2e12),
+    ("moe_hbm", 0.4, 1.0),
+    ("moe_tile_s", 1e-8, 10e-6),
+    ("moe_grid_floor_s", 1e-6, 60e-6),
+    ("moe_expert_s", 1e-9, 2e-6),
+    ("moe_expert_fp8_block_s", 1e-9, 2e-6),
+    ("moe_permute_Bps", 1e11, 5e12),
+    ("moe_permute_fp8_block_Bps", 1e11, 5e12),
+]
+#: Where the launch-grid fit starts (catalog values of 0 mean "not characterised").
+MOE_GRID_START = {
+    "moe_mma": 0.7,
+    "moe_mma_fp8": 0.7,
+    "moe_mma_fp8_block": 0.3,
+    "moe_cta_Bps": 2e11,
+    "moe_hbm": 0.85,
+    "moe_tile_s": 1e-6,
+    "moe_grid_floor_s": 15e-6,
+    "moe_expert_s": 1e-8,
+    "moe_expert_fp8_block_s": 3e-7,
+    "moe_permute_Bps": 1e12,
+    "moe_permute_fp8_block_Bps": 5e11,
+}
 #: decode row ``impl`` -> (parameters, report/fitted key) of the kernel models fitted on XQA_DEVICES.
 KERNEL_MODELS = {
     "trtllm": (XQA_PARAMS, "decode_attention_trtllm"),
@@ -157,8 +190,23 @@ def errors(rows, hw) -> np.ndarray:
 
 #: Parameters that belong to one GEMM/attention dtype class: fitted only when rows of that class exist.
 CLASS_PARAMS = {
-    "fp8": ("gemm_max_fp8", "gemm_hbm_fp8", "gemm_floor_fp8_s", "moe_gemm_fp8", "attn_max_fp8"),
-    "fp8_block": ("gemm_max_fp8_block", "gemm_hbm_fp8_block", "gemm_floor_fp8_block_s", "moe_gemm_fp8_block"),
+    "fp8": (
+        "gemm_max_fp8",
+        "gemm_hbm_fp8",
+        "gemm_floor_fp8_s",
+        "moe_gemm_fp8",
+        "moe_mma_fp8",
+        "attn_max_fp8",
+    ),
+    "fp8_block": (
+        "gemm_max_fp8_block",
+        "gemm_hbm_fp8_block",
+        "gemm_floor_fp8_block_s",
+        "moe_gemm_fp8_block",
+        "moe_mma_fp8_block",
+        "moe_expert_fp8_block_s",
+        "moe_permute_fp8_block_Bps",
+    ),
     "fp4": ("gemm_max_fp4", "gemm_hbm_fp4", "gemm_floor_fp4_s"),
 }
 
@@ -193,14 +241,15 @@ def fit_family(rows, hw, params):
     return with_x(res.x), float(np.sum(np.log1p(res.fun**2 / 0.05**2)))
 
 
-def fit_family_global(rows, hw, params, generations: int = 150):
+def fit_family_global(rows, hw, params, generations: int = 150, start=None):
     """Differential evolution (fixed seed) of the same objective as :func:`fit_family`, for
     costs that are piecewise constant in some parameters (kernel waves), then returned as is."""
     target = np.log(np.array([m.target for m in rows]))
     names = [p[0] for p in params]
     bounds = [(np.log(p[1]), np.log(p[2])) for p in params]
+    start = start or {}
     x0 = [
-        float(np.clip(np.log(max(getattr(hw.efficiency, n), 1e-12)), lo, hi))
+        float(np.clip(np.log(max(getattr(hw.efficiency, n) or start.get(n, 0.0), 1e-12)), lo, hi))
         for n, (lo, hi) in zip(names, bounds, strict=True)
     ]
 
@@ -242,6 +291,14 @@ def fit_device(rows, hw_id: str):
                     fitted[key] = [p[0] for p in kparams]
                     report[key] = mine
             continue  # the generic decode parameters keep their catalog values on these devices
+        if fam == "moe" and hw_id in MOE_GRID_DEVICES:
+            params = [p for p in informed(MOE_GRID_PARAMS, sub) if ONLY is None or p[0] in ONLY]
+            if params:
+                fit_rows = [m for m in sub if not held_back(m)]
+                hw, _ = fit_family_global(fit_rows, hw, params, generations=100, start=MOE_GRID_START)
+                fitted[fam] = [p[0] for p in params]
+                report[fam] = sub
+            continue  # the stacked-GEMM parameters keep their catalog values on these devices
         fit_rows = [m for m in sub if not held_back(m)]
         params = [p for p in informed(params, sub) if ONLY is None or p[0] in ONLY]
         if not params:

@@ -232,17 +232,21 @@ def _measured(row: dict, origin: str) -> tuple[float, str, str]:
 
 
 # -- operator rows -------------------------------------------------------------------------------------
-_DISTRIBUTION = re.compile(r"^(balanced|power_law_\d+(\.\d+)?)$")
+_DISTRIBUTION = re.compile(r"^(balanced|round_robin|power_law_\d+(\.\d+)?)$")
 
 
 def _distribution(row: dict, origin: str) -> str:
-    """Router load of a MoE row: ``balanced`` (default) or ``power_law_<alpha>`` (Zipf over experts)."""
+    """Router load of a MoE row: ``balanced`` (default: independent uniform picks), ``round_robin``
+    (aiconfigurator's balanced generator) or ``power_law_<alpha>`` (Zipf over experts); see
+    :func:`roofplan.costmodel.ops.router_stats`."""
     raw = (row.get("distribution") or "").strip().lower() or "balanced"
     if not _DISTRIBUTION.match(raw) or (
-        raw != "balanced" and not 0 < float(raw.removeprefix("power_law_")) <= 10
+        raw not in ("balanced", "round_robin") and not 0 < float(raw.removeprefix("power_law_")) <= 10
     ):
         raise InputError(
-            _where(origin, "distribution"), raw, "expected balanced or power_law_<alpha> (0 < alpha <= 10)"
+            _where(origin, "distribution"),
+            raw,
+            "expected balanced, round_robin or power_law_<alpha> (0 < alpha <= 10)",
         )
     return raw
 

@@ -100,7 +100,10 @@ def _moe(ms, hw: DeviceSpec) -> np.ndarray:
         dtype, dist, gated = group
         shape = _cols(sub, "tokens", "hidden", "moe_ffn", "experts", "topk")
         ep, tp = _cols(sub, "ep", "tp")
-        return ops.moe_time(*shape, hw, ep=ep, tp=tp, dtype=dtype, distribution=dist, gated=gated)
+        # the measured MoE rows are TensorRT-LLM's MoE kernels (cutlass grouped GEMM sequences)
+        return ops.moe_time(
+            *shape, hw, ep=ep, tp=tp, dtype=dtype, distribution=dist, gated=gated, kernels="trtllm"
+        )
 
     return _per_group(ms, lambda m: (m.row["dtype"], m.row["distribution"], m.row["gated"]), time_of)
 

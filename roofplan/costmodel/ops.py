@@ -33,9 +33,13 @@ Terms and their physics:
   the softmax merge of flash-decoding splits, the output write) and a floor.
 * **MoE** (:func:`moe_time`): the grouped GEMMs of the local experts (gate+up, down) at the rows each
   expert receives; a skewed router (power-law expert loads, the measured tables' generator) loads
-  one rank most, and that rank sets the pace (:func:`router_load`); the expert weights actually
-  touched are streamed; plus the
-  routing/permute/unpermute kernels as a per-assignment cost and a floor.
+  one rank most, and that rank sets the pace (:func:`router_load`, :func:`router_stats`). Where the
+  catalog characterises TensorRT-LLM's SM90 grouped kernels, each grouped GEMM is priced from its
+  launch grid (:func:`grouped_gemm_time`: per expert ceil(m_e / token tile) x ceil(n / weight tile)
+  CTAs in waves over the SMs, a tile costing the larger of its MMA and its k-slab stream, bounded
+  below by the touched experts' weight read), plus the permute / activation / finalize streams, a
+  cost per local expert and a floor; elsewhere as one GEMM of the stacked rows over the touched
+  experts' weights at a grouped-GEMM efficiency, plus the permute bytes and a floor.
 * **Collectives** (:func:`roofplan.costmodel.collectives.collective_time`,
   :func:`custom_allreduce_time`): the alpha-beta model of :mod:`roofplan.costmodel.collectives`
   (ring/tree over the node hierarchy) for NCCL, taking the fastest of NCCL's LL / LL128 / Simple
@@ -46,6 +50,8 @@ Terms and their physics:
 """
 
 from __future__ import annotations
+
+import functools
 
 import numpy as np
 
@@ -370,37 +376,81 @@ def decode_attention_time(
 
 #: Draws of the skewed-router generator averaged by :func:`router_load` (fixed seed: deterministic).
 ROUTER_DRAWS = 256
+#: CTA tiles (weight rows x token columns) TensorRT-LLM's SM90 grouped GEMM autotunes over
+#: (``cutlass_heuristic.cpp`` ``get_candidate_tiles_sm90`` with ``GROUPED_GEMM``: CtaShape128x16,
+#: 128x32, 128x64, 128x128, 128x256 and 256x128, x128B in K). The MoE GEMM runs transposed (the
+#: experts' weights are the M operand, the expert's token copies the N operand), so the token
+#: columns of a tile are the small side that follows the load.
+MOE_TILES = ((128.0, 16.0), (128.0, 32.0), (128.0, 64.0), (128.0, 128.0), (128.0, 256.0), (256.0, 128.0))
+#: The same for weight-only (mixed-input) grouped GEMMs (``WEIGHT_ONLY``: 64 and 128 weight rows
+#: by 16 to 128 token columns).
+MOE_TILES_WO = tuple((w, t) for w in (64.0, 128.0) for t in (16.0, 32.0, 64.0, 128.0))
+#: The block-scaled FP8 grouped GEMM (DeepGEMM's kernel as TensorRT-LLM ports it,
+#: ``fp8_blockscale_gemm``): token blocks of 64 or 128 rows (BLOCK_M), weight blocks of 128 or 256
+#: columns (BLOCK_N), the 128-wide K step of the scales.
+MOE_TILES_FP8_BLOCK = ((128.0, 64.0), (128.0, 128.0), (256.0, 64.0), (256.0, 128.0))
+#: Token columns of the candidate tiles, for the per-expert tile counts of :func:`router_load`.
+TOKEN_TILES = (16.0, 32.0, 64.0, 128.0, 256.0)
 
 
 def router_load(distribution: str, experts, ep, tokens, topk=1.0):
     """(share of the token copies the most loaded expert-parallel rank receives, relative to the
     balanced 1/ep; expected distinct experts that rank's copies hit) for ``tokens`` tokens routed
-    to ``topk`` of ``experts`` experts each, uniformly (``balanced``) or by the skewed generator of
-    the measured MoE tables (``power_law_<alpha>``, :func:`_power_law_rank0`)."""
-    E, ep, T, k = (
-        np.array(x, dtype=float) for x in np.broadcast_arrays(_f(experts), _f(ep), _f(tokens), _f(topk))
-    )
-    e_local = np.maximum(E / ep, 1.0)
-    if not distribution or distribution == "balanced":
-        a_rank = T * k / ep
-        return np.ones_like(E), e_local * (1.0 - np.power(1.0 - 1.0 / e_local, a_rank))
-    alpha = float(distribution.removeprefix("power_law_"))
-    share = np.empty(E.shape)
-    touched = np.empty(E.shape)
-    for key in set(zip(E.ravel(), ep.ravel(), T.ravel(), k.ravel(), strict=True)):
-        sel = (E == key[0]) & (ep == key[1]) & (T == key[2]) & (k == key[3])
-        share[sel], touched[sel] = _power_law_rank0(*(int(v) for v in key), alpha)
+    to ``topk`` of ``experts`` experts each, uniformly at random (``balanced``), by the measured MoE
+    tables' balanced generator (``round_robin``) or by their skewed one (``power_law_<alpha>``,
+    :func:`_power_law_rank0`)."""
+    share, touched, _ = router_stats(distribution, experts, ep, tokens, topk)
     return share, touched
 
 
-def _power_law_rank0(experts: int, ep: int, tokens: int, topk: int, alpha: float) -> tuple[float, float]:
-    """Mean (load share, experts hit) of the busiest rank under aiconfigurator's skewed router
-    (``power_law_logits_v3`` of aiconfigurator's MoE collectors, the generator of its measured
-    ``moe_perf`` tables): each expert's load is an independent draw from a power law truncated to
-    [1, 0.8 x tokens] (to [0.01, 2] when tokens x topk <= experts), scaled to tokens x topk in
-    all and rounded (the remainder one by one to the largest), no expert above ``tokens`` (a token picks an expert once); experts sit on
-    ranks in contiguous blocks and the busiest block is measured. Averaged over ``ROUTER_DRAWS``
-    draws of a fixed seed."""
+def router_stats(distribution: str, experts, ep, tokens, topk=1.0):
+    """:func:`router_load`'s (share, experts hit) and, for each token tile of :data:`TOKEN_TILES`,
+    the expected tiles sum_e ceil(m_e / tile) of the busiest rank's experts (m_e copies each): the
+    token side of the grouped GEMM's launch grid."""
+    E, ep, T, k = (
+        np.array(x, dtype=float) for x in np.broadcast_arrays(_f(experts), _f(ep), _f(tokens), _f(topk))
+    )
+    if not distribution or distribution in ("balanced", "round_robin"):
+        copies = T * k / ep
+        e_local = np.maximum(E / ep, 1.0)
+        if distribution == "round_robin":
+            # aiconfigurator's balanced router (``balanced_logits`` of its MoE collectors, the
+            # "balanced" rows of its measured tables): token i's j-th copy goes to expert
+            # (i + j x ceil(E / topk)) mod E, spread over the stride when there are fewer tokens
+            # than it; so a rank's copies land on distinct experts until every local expert has one
+            hit = np.minimum(e_local, copies)
+        else:  # independent uniform picks: the expected distinct experts of ``copies`` draws
+            hit = e_local * (1.0 - np.power(1.0 - 1.0 / e_local, copies))
+        per = copies / np.maximum(hit, 1e-9)
+        tiles = np.stack([hit * np.ceil(np.maximum(per, 1e-9) / t - 1e-9) for t in TOKEN_TILES])
+        return np.ones_like(E), hit, tiles
+    alpha = float(distribution.removeprefix("power_law_"))
+    keys = np.stack([E.ravel(), ep.ravel(), T.ravel(), k.ravel()], axis=1)
+    uniq, inv = np.unique(keys, axis=0, return_inverse=True)
+    stats = np.array([_power_law_rank0(*(int(v) for v in key), alpha) for key in uniq])
+    out = stats[inv.ravel()]
+    shape = E.shape
+    tiles = np.stack([out[:, 2 + i].reshape(shape) for i in range(len(TOKEN_TILES))])
+    return out[:, 0].reshape(shape), out[:, 1].reshape(shape), tiles
+
+
+def _rank_stats(mine, tokens: int, topk: int, ep: int) -> tuple[float, ...]:
+    """(load share relative to tokens x topk / ep, experts hit, token tiles per :data:`TOKEN_TILES`)
+    of one rank's expert loads ``mine`` (draws x local experts), averaged over the draws."""
+    tiles = [float(np.ceil(mine / t).sum(axis=1).mean()) for t in TOKEN_TILES]
+    share = float(mine.sum(axis=1).mean() / max(tokens * topk / max(ep, 1), 1e-30))
+    return (share, float((mine > 0).sum(axis=1).mean()), *tiles)
+
+
+@functools.lru_cache(maxsize=4096)
+def _power_law_rank0(experts: int, ep: int, tokens: int, topk: int, alpha: float) -> tuple[float, ...]:
+    """Mean (load share, experts hit, token tiles per :data:`TOKEN_TILES`) of the busiest rank under
+    aiconfigurator's skewed router (``power_law_logits_v3`` of aiconfigurator's MoE collectors,
+    the generator of its measured ``moe_perf`` tables): each expert's load is an independent draw
+    from a power law truncated to [1, 0.8 x tokens] (to [0.01, 2] when tokens x topk <= experts),
+    scaled to tokens x topk in all and rounded (the remainder one by one to the largest draws), no
+    expert above ``tokens`` (a token picks an expert once); experts sit on ranks in contiguous
+    blocks and the busiest block is measured. Averaged over ``ROUTER_DRAWS`` draws of a fixed seed."""
     rng = np.random.default_rng(0)
     u = rng.random((ROUTER_DRAWS, experts))
     lo, hi = (1.0, 0.8 * tokens) if tokens * topk > experts else (0.01, 2.0)
@@ -408,22 +458,88 @@ def _power_law_rank0(experts: int, ep: int, tokens: int, topk: int, alpha: float
     x = ((hi**a1 - lo**a1) * u + lo**a1) ** (1.0 / a1)
     target = tokens * topk
     loads = np.round(x / x.sum(axis=1, keepdims=True) * target)
-    # the rounding remainder goes one by one to the largest experts (or is taken from the smallest)
+    # the rounding remainder goes one by one to the largest experts (or is taken from the smallest);
+    # experts rounded to the same load take it in turn across the ranks (with fewer copies than
+    # experts most round to 0: the measured one-token rows of 8 copies cost the weight read of
+    # 8/ep experts at ep = 2, 4, 8, not of 8, so the remainder is spread over the ranks)
     delta = target - loads.sum(axis=1)
-    order = np.argsort(-loads, axis=1, kind="stable")
+    per_rank = max(experts // max(ep, 1), 1)
+    spread = (np.arange(experts) % per_rank) * experts + np.arange(experts) // per_rank
+    order = np.lexsort((np.broadcast_to(spread, loads.shape), -loads), axis=1)
     rank = np.empty_like(order)
     np.put_along_axis(rank, order, np.arange(experts)[None, :], axis=1)
     pos = np.where(delta[:, None] >= 0, rank, experts - 1 - rank)  # from the top, or from the bottom
     step = np.abs(delta)[:, None]
     extra = np.floor(step / experts) + (pos < np.mod(step, experts))
     loads = np.clip(loads + np.sign(delta)[:, None] * extra, 0.0, tokens)
-    per_rank = max(experts // max(ep, 1), 1)
     blocks = loads[:, : per_rank * max(ep, 1)].reshape(ROUTER_DRAWS, -1, per_rank)
     sums = blocks.sum(axis=2)
     hot = np.argmax(sums, axis=1)
-    busiest = sums[np.arange(ROUTER_DRAWS), hot]
-    hit = (blocks[np.arange(ROUTER_DRAWS), hot] > 0).sum(axis=1)
-    return float(busiest.mean() / max(tokens * topk / max(ep, 1), 1e-30)), float(hit.mean())
+    return _rank_stats(blocks[np.arange(ROUTER_DRAWS), hot], tokens, topk, ep)
+
+
+def moe_class(dtype: str) -> str:
+    """Grouped-GEMM class of a MoE dtype: ``wo`` for the weight-only (mixed-input) formats (int4 /
+    int8 / MXFP4 weights dequantised in registers onto the 16-bit tensor cores: the ``bf16``
+    parameters, the weight-only tiles), otherwise the GEMM class."""
+    return "wo" if dtype in ("int4", "int8_wo", "mxfp4_wo") else gemm_class(dtype)
+
+
+def has_grouped_moe_model(hw: DeviceSpec, eff: Efficiency | None = None) -> bool:
+    """Whether the device's catalog characterises the grouped-GEMM launch-grid model
+    (:func:`grouped_gemm_time`; ``moe_mma`` > 0 and a known SM count)."""
+    eff = hw.efficiency if eff is None else eff
+    return eff.moe_mma > 0 and bool(hw.compute_units)
+
+
+def balanced_token_tiles(rows_per_expert, experts):
+    """Token tiles (indexed like :data:`TOKEN_TILES`) of ``experts`` problems of
+    ``rows_per_expert`` rows each (a balanced router, training's grouped GEMMs)."""
+    m, e = _f(rows_per_expert), _f(experts)
+    return np.stack([e * np.ceil(np.maximum(m, 1e-9) / t - 1e-9) for t in TOKEN_TILES])
+
+
+def grouped_gemm_time(
+    token_tiles,
+    copies,
+    experts_hit,
+    n,
+    k,
+    hw: DeviceSpec,
+    *,
+    dtype="bf16",
+    eff=None,
+    weight_bw_Bps=None,
+    weight_bytes=None,
+    act_bytes=None,
+):
+    """Seconds of one grouped GEMM (one problem per touched expert, weights n x k each, ``copies``
+    token copies in all) as its launch grid runs: for each candidate CTA tile of the class
+    (:data:`MOE_TILES`, :data:`MOE_TILES_FP8_BLOCK`, :data:`MOE_TILES_WO`; the autotuner keeps the
+    fastest) the CTAs are the experts' token tiles (``token_tiles``, indexed like
+    :data:`TOKEN_TILES`) x ceil(n / weight rows), in waves over the SMs; a tile costs ``moe_tile_s``
+    (prologue, epilogue) plus the larger of its MMA time (at ``moe_mma*`` of the SM's share of the
+    dtype's dense peak) and the stream of its weight and activation k-slabs at the per-CTA rate
+    ``moe_cta_Bps``. Bounded below by every touched expert's weights (and the activations) read
+    once at ``moe_hbm`` of HBM bandwidth (``weight_bw_Bps`` caps the weights' tier)."""
+    eff = hw.efficiency if eff is None else eff
+    n, k, copies, hit = _f(n), _f(k), _f(copies), _f(experts_hit)
+    c = moe_class(dtype)
+    wb = WEIGHT_BYTES.get(dtype, 2.0) if weight_bytes is None else weight_bytes
+    ab = ({"bf16": 2.0, "wo": 2.0}.get(c, 1.0)) if act_bytes is None else act_bytes
+    mma = {"fp8": eff.moe_mma_fp8, "fp8_block": eff.moe_mma_fp8_block}.get(c, 0.0) or eff.moe_mma
+    sms = float(hw.compute_units)
+    sm_flops = gemm_peak(hw, dtype) / sms * mma
+    best = None
+    for w_rows, t_cols in {"wo": MOE_TILES_WO, "fp8_block": MOE_TILES_FP8_BLOCK}.get(c, MOE_TILES):
+        ctas = token_tiles[TOKEN_TILES.index(t_cols)] * np.ceil(n / w_rows)
+        t_mma = 2.0 * w_rows * t_cols * k / sm_flops
+        t_stream = (w_rows * wb + t_cols * ab) * k / eff.moe_cta_Bps
+        t = np.ceil(ctas / sms) * (eff.moe_tile_s + np.maximum(t_mma, t_stream))
+        best = t if best is None else np.minimum(best, t)
+    hbm = hw.hbm_Bps * eff.moe_hbm
+    w_bw = hbm if weight_bw_Bps is None else np.minimum(_f(weight_bw_Bps), hbm)
+    return np.maximum(best, hit * n * k * wb / w_bw + copies * (k * ab + n * 2.0) / hbm)
 
 
 def moe_time(
@@ -441,6 +557,7 @@ def moe_time(
     distribution: str = "balanced",
     eff: Efficiency | None = None,
     weight_bw_Bps=None,
+    kernels: str = "shared",
 ):
     """Seconds of one MoE layer's expert computation on one device (routing, permute, the grouped
     gate/up and down GEMMs of its ``experts/ep`` local experts, unpermute and combine), for
@@ -448,28 +565,60 @@ def moe_time(
     ranks receives ``tokens x topk / ep`` token copies when routing is balanced, more on the hot
     rank of a skewed router, :func:`router_load`; dispatch/combine communication is priced
     separately by the all-to-all). Measured so in the TensorRT-LLM MoE tables (``num_tokens`` per
-    layer, aiconfigurator-core 0.12.0 ``moe_perf``)."""
+    layer, aiconfigurator-core 0.12.0 ``moe_perf``). ``kernels`` names the MoE kernel library:
+    ``"trtllm"``, TensorRT-LLM's cutlass MoE sequence, is priced from its launch grid
+    (:func:`_moe_time_grid`) where the catalog characterises it (:func:`has_grouped_moe_model`);
+    otherwise (and for ``"shared"``: vLLM's / SGLang's fused MoE kernels, whose per-expert setup
+    and permute differ) one GEMM of the stacked rows (:func:`_moe_time_stacked`)."""
     eff = hw.efficiency if eff is None else eff
     T, h, f = _f(tokens), _f(hidden), _f(ffn) / _f(tp)
     E, k, ep = _f(experts), _f(topk), _f(ep)
+    up = 2.0 if gated else 1.0
+    args = (T, h, f, E, k, ep, up, hw, dtype, distribution, eff, weight_bw_Bps)
+    grid = kernels == "trtllm" and has_grouped_moe_model(hw, eff)
+    return _moe_time_grid(*args) if grid else _moe_time_stacked(*args)
+
+
+def _moe_time_grid(T, h, f, E, k, ep, up, hw, dtype, distribution, eff, weight_bw_Bps):
+    """:func:`moe_time` as TensorRT-LLM's kernel sequence runs it: the two grouped GEMMs
+    (:func:`grouped_gemm_time`) at the busiest rank's per-expert loads (:func:`router_stats`); the
+    permute (with the FP8 activation cast), the activation between the GEMMs and the finalize
+    (unpermute, top-k reduction) streaming their bytes at ``moe_permute_Bps``
+    (``moe_permute_fp8_block_Bps`` with the 1x128 block quantisation: these kernels gather and
+    scatter rows through the permutation); ``moe_grid_floor_s`` for the sequence and
+    ``moe_expert_s`` (``moe_expert_fp8_block_s``) per local expert, touched or not (the measured
+    one-token rows grow with experts / ep at equal weights read: the per-expert problem list and
+    scale layout the grouped kernels set up)."""
+    share, touched, tiles = router_stats(distribution, E, ep, T, k)
+    copies = T * k / ep * share  # token copies arriving at the busiest rank's experts
+    kw = {"dtype": dtype, "eff": eff, "weight_bw_Bps": weight_bw_Bps}
+    g = grouped_gemm_time(tiles, copies, touched, up * f, h, hw, **kw) + grouped_gemm_time(
+        tiles, copies, touched, h, f, hw, **kw
+    )
+    # permute (16-bit read and write), activation (read up x f, write f), finalize (read the
+    # copies' outputs, write the tokens')
+    moved = copies * (h * 2.0 * 3.0 + f * 2.0 * (up + 1.0)) + T / ep * h * 2.0
+    block = moe_class(dtype) == "fp8_block"
+    bw = (eff.moe_permute_fp8_block_Bps if block else 0.0) or eff.moe_permute_Bps
+    bw = np.minimum(bw, hw.hbm_Bps * eff.hbm)
+    per_expert = (eff.moe_expert_fp8_block_s if block else 0.0) or eff.moe_expert_s
+    return g + moved / bw + eff.moe_grid_floor_s + np.maximum(E / ep, 1.0) * per_expert
+
+
+def _moe_time_stacked(T, h, f, E, k, ep, up, hw, dtype, distribution, eff, weight_bw_Bps):
+    """:func:`moe_time` where the grouped kernels are not characterised: one GEMM of the stacked
+    rows (the tiles of all experts share the waves) over the touched experts' weights, at the
+    class's grouped-GEMM efficiency ``moe_gemm*`` relative to a dense GEMM, plus the permute and
+    unpermute bytes and ``moe_floor_s``."""
     share, touched = router_load(distribution, E, ep, T, k)
     assignments = T * k / ep * share  # token copies arriving at the busiest rank's experts
-    up = 2.0 if gated else 1.0
-    # one grouped GEMM = `touched` problems; priced as one GEMM of the stacked rows (the tiles of
-    # all experts share the waves) over the touched experts' weights, at the class's grouped-GEMM
-    # efficiency
-    wb = _moe_weight_bytes(dtype) * touched
-    g = gemm_time(
-        assignments, up * f, h, hw, dtype=dtype, eff=eff, weight_bw_Bps=weight_bw_Bps, weight_bytes=wb
-    ) + gemm_time(assignments, h, f, hw, dtype=dtype, eff=eff, weight_bw_Bps=weight_bw_Bps, weight_bytes=wb)
+    wb = WEIGHT_BYTES.get(dtype, 2.0) * touched
+    kw = {"dtype": dtype, "eff": eff, "weight_bw_Bps": weight_bw_Bps, "weight_bytes": wb}
+    g = gemm_time(assignments, up * f, h, hw, **kw) + gemm_time(assignments, h, f, hw, **kw)
     c = gemm_class(dtype)
     grouped = {"fp8": eff.moe_gemm_fp8, "fp8_block": eff.moe_gemm_fp8_block}.get(c, 0.0) or eff.moe_gemm
     per_assign = assignments * h * 2.0 * 4.0 / (hw.hbm_Bps * eff.hbm)  # permute + unpermute r/w, bf16
     return g / grouped + per_assign + eff.moe_floor_s
-
-
-def _moe_weight_bytes(dtype: str) -> float:
-    return WEIGHT_BYTES.get(dtype, 2.0)
 
 
 def elementwise_time(nbytes, hw: DeviceSpec, *, eff: Efficiency | None = None, kernels=1.0):

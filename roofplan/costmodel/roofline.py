@@ -20,7 +20,8 @@ from roofplan.hardware.spec import Efficiency
 
 
 def sustained(eff: Efficiency) -> Efficiency:
-    """``eff`` with the tensor-core fractions (``gemm_max``, ``gemm_max_fp8``, ``attn_max``) scaled
+    """``eff`` with the tensor-core fractions (``gemm_max``, ``gemm_max_fp8``, ``attn_max``, the
+    grouped GEMMs' ``moe_mma``) scaled
     by ``sustained_compute``: long runs hold lower clocks under the board power limit than the
     best-of-N microbenchmarks behind ``gemm_max`` (see ``Efficiency.sustained_compute``)."""
     s = eff.sustained_compute
@@ -33,6 +34,9 @@ def sustained(eff: Efficiency) -> Efficiency:
         gemm_max_fp8_block=eff.gemm_max_fp8_block * s,
         attn_max=eff.attn_max * s,
         attn_max_fp8=eff.attn_max_fp8 * s,
+        moe_mma=eff.moe_mma * s,
+        moe_mma_fp8=eff.moe_mma_fp8 * s,
+        moe_mma_fp8_block=eff.moe_mma_fp8_block * s,
     )
 
 

@@ -97,6 +97,7 @@ _OP_FLOORS = (
     "attn_floor_s",
     "decode_floor_s",
     "moe_floor_s",
+    "moe_grid_floor_s",
     "elementwise_floor_s",
 )
 
@@ -403,6 +404,11 @@ def prefill_attention_term(s: StepInputs, acc: _Acc) -> None:
 ENGINE_DECODE_KERNELS = {"trtllm": "trtllm", "vllm": "flash", "sglang": "flash"}
 
 
+#: MoE kernel library of each engine (ops.moe_time ``kernels``): TensorRT-LLM its cutlass MoE
+#: sequence; vLLM and SGLang their own fused MoE kernels (the stacked-GEMM model).
+ENGINE_MOE_KERNELS = {"trtllm": "trtllm"}
+
+
 def decode_kernels(engine_name: str, model) -> str:
     """The ``dispatch`` of :func:`ops.decode_attention_time` for this engine and model."""
     return "shared" if model.mla is not None else ENGINE_DECODE_KERNELS.get(engine_name, "shared")
@@ -491,6 +497,7 @@ def moe_term(s: StepInputs, acc: _Acc, expert_skew: float = 1.0) -> None:
             gated=s.model.gated_mlp,
             eff=s.eff,
             weight_bw_Bps=s.weight_Bps,
+            kernels=ENGINE_MOE_KERNELS.get(s.engine.name, "shared"),
         )
         t_moe = np.where(T > 0, t_moe, 0.0)
         weight_bound = (

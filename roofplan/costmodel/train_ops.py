@@ -19,7 +19,14 @@ import numpy as np
 
 from roofplan.costmodel.collectives import collective_time
 from roofplan.costmodel.lanes import distinct_rows
-from roofplan.costmodel.ops import gemm_efficiency, gemm_time, prefill_attention_time
+from roofplan.costmodel.ops import (
+    balanced_token_tiles,
+    gemm_efficiency,
+    gemm_time,
+    grouped_gemm_time,
+    has_grouped_moe_model,
+    prefill_attention_time,
+)
 from roofplan.costmodel.roofline import gemm_bytes, gemm_flops, memory_time, roofline_time, sustained
 from roofplan.costmodel.shapes import ModelShapes, model_shapes
 from roofplan.costmodel.train_configs import TrainConfigs
@@ -358,9 +365,15 @@ def dense_gemms(L: StepLanes) -> LayerOps:
 
 
 def _grouped_gemm(m, n, k, count, *, hw, dtype, eff):
-    """``count`` GEMMs of shape (m x k) @ (k x n) run as one grouped kernel (MoE experts): one GEMM
-    of the stacked rows over all experts' weights at the grouped-GEMM efficiency ``moe_gemm``
-    (the operator library's MoE term, :func:`roofplan.costmodel.ops.moe_time`)."""
+    """``count`` GEMMs of shape (m x k) @ (k x n) run as one grouped kernel (MoE experts), priced
+    by the operator library's MoE term: the grouped kernel's launch grid at ``m`` rows per expert
+    where the catalog characterises it (:func:`roofplan.costmodel.ops.grouped_gemm_time`), else one
+    GEMM of the stacked rows over all experts' weights at the grouped-GEMM efficiency ``moe_gemm``
+    (:func:`roofplan.costmodel.ops.moe_time`)."""
+    if has_grouped_moe_model(hw, eff):
+        tiles = balanced_token_tiles(m, count)
+        kw = {"dtype": dtype, "eff": eff, "weight_bytes": WEIGHT_BYTES, "act_bytes": ACT_BYTES}
+        return grouped_gemm_time(tiles, m * count, count, n, k, hw, **kw)
     return (
         gemm_time(
             m * count,

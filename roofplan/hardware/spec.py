@@ -139,7 +139,15 @@ class Efficiency:
       characterised, the generic decode model applies); ``fa_*`` (FlashAttention-3 paged decode as vLLM
       and SGLang run it, :mod:`roofplan.costmodel.flash_decode`; ``fa_hbm`` 0 = not characterised); ``moe_gemm`` (grouped-GEMM
       efficiency relative to one dense GEMM of the stacked rows; ``moe_gemm_fp8`` /
-      ``moe_gemm_fp8_block`` per class, 0 = ``moe_gemm``), ``moe_floor_s``; ``elementwise_floor_s``;
+      ``moe_gemm_fp8_block`` per class, 0 = ``moe_gemm``), ``moe_floor_s``; ``moe_mma`` ... (the
+      grouped-GEMM launch-grid model of TensorRT-LLM's MoE kernels, :func:`roofplan.costmodel.ops.grouped_gemm_time`;
+      ``moe_mma`` 0 = not characterised, the stacked-GEMM model with ``moe_gemm`` applies):
+      ``moe_mma`` / ``moe_mma_fp8`` / ``moe_mma_fp8_block`` (fraction of an SM's share of the dense
+      peak a tile's MMA reaches, per class, 0 = ``moe_mma``), ``moe_cta_Bps`` (per-CTA stream rate of
+      a tile's k-slabs), ``moe_hbm`` (HBM fraction of the touched experts' weight read),
+      ``moe_tile_s`` (per-tile prologue/epilogue), ``moe_grid_floor_s`` (fixed cost of the kernel sequence), ``moe_expert_s`` / ``moe_expert_fp8_block_s`` (cost
+      per local expert), ``moe_permute_Bps`` / ``moe_permute_fp8_block_Bps`` (stream rate of the
+      permute, activation and finalize kernels); ``elementwise_floor_s``;
       ``nccl_ll_latency_s`` / ``nccl_ll128_latency_s`` (per-phase latency of NCCL's LL and LL128
       protocols, 0 = not characterised: Simple only; ``intra_latency_s`` is Simple's),
       ``nvls_min_ranks`` (smallest group NCCL runs NVLink SHARP on); ``intra_bw_pair`` (bus
@@ -245,6 +253,17 @@ class Efficiency:
     moe_gemm_fp8: float = 0.0
     moe_gemm_fp8_block: float = 0.0
     moe_floor_s: float = 30e-6
+    moe_mma: float = 0.0
+    moe_mma_fp8: float = 0.0
+    moe_mma_fp8_block: float = 0.0
+    moe_cta_Bps: float = 0.0
+    moe_hbm: float = 0.0
+    moe_tile_s: float = 0.0
+    moe_grid_floor_s: float = 0.0
+    moe_expert_s: float = 0.0
+    moe_expert_fp8_block_s: float = 0.0
+    moe_permute_Bps: float = 0.0
+    moe_permute_fp8_block_Bps: float = 0.0
     elementwise_floor_s: float = 2e-6
     intra_bw_pair: float = 0.0
     nccl_ll_latency_s: float = 0.0
