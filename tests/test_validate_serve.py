@@ -90,7 +90,7 @@ def test_max_throughput_rows_run_at_the_batch_the_kv_cache_admits(result):
     from roofplan.costmodel.serve import ServeConfigs, serve_step
     from roofplan.hardware.catalog import load_hardware
     from roofplan.models.loader import load_model
-    from roofplan.validation.serve_predict import engine_batch
+    from roofplan.validation.serve_predict import bench_throughput, engine_batch
 
     case = next(c for c in read_cases() if c.id == "trtllm017-h100-l31-70b-tp1-128-2048")
     model, hw = load_model("llama-3.1-70b"), load_hardware("h100-sxm")
@@ -98,10 +98,12 @@ def test_max_throughput_rows_run_at_the_batch_the_kv_cache_admits(result):
     cfg = ServeConfigs.single(tp=1, batch=1, isl=128, osl=2048, dtype="fp8", kv_dtype=kv, engine="trtllm")
     reached = engine_batch(model, hw, engine, cfg)
     assert 23 <= int(reached.batch[0]) <= 25
-    # the prediction is the static batch at that batch size, and one more request would not fit
+    # the prediction replays the 3000-request run at that batch (125 full waves of 24: within a
+    # few % of the static batch), and one more request would not fit
     r = next(r for r in result.results if r.case.id == case.id)
     a = serve_step(model, hw, reached, engine)
-    assert r.predicted == pytest.approx(float(a.output_tokens_per_s[0]))
+    assert r.predicted == pytest.approx(bench_throughput(model, hw, engine, reached, 3000))
+    assert r.predicted == pytest.approx(float(a.output_tokens_per_s[0]), rel=0.05)
     assert a.fits[0]
     bigger = ServeConfigs.single(
         tp=1, batch=int(reached.batch[0]) + 1, isl=128, osl=2048, dtype="fp8", kv_dtype=kv, engine="trtllm"
@@ -111,3 +113,43 @@ def test_max_throughput_rows_run_at_the_batch_the_kv_cache_admits(result):
     # measured FP8 GEMM tables stream weights at 0.80 of HBM on H100 (tools/fit_ops.py), which puts
     # the prediction 16 % low (README known misses)
     assert abs(r.error) < 0.20
+
+
+@pytest.mark.parametrize(
+    "batch,isl,osl,budget",
+    [
+        (1573, 128, 2048, 2048),  # 1573 x 1.0625 = 1671 < 4096: at least 2048
+        (2500, 128, 2048, 2816),  # 2656.25 -> up to a multiple of 256
+        (300, 2048, 128, 5120),  # 5100 -> up to a multiple of 512
+        (1633, 5000, 500, 18432),  # 17963 -> up to a multiple of 1024
+        (4096, 2048, 128, 32768),  # 69632 capped at 32768
+    ],
+)
+def test_bench_token_budget_is_trtllm_bench_tuning(batch, isl, osl, budget):
+    """trtllm-bench's max_num_tokens (tuning.py finetune_setting), by hand."""
+    from roofplan.validation.serve_predict import bench_token_budget
+
+    assert bench_token_budget(batch, isl, osl) == budget
+
+
+def test_a_bench_run_pays_for_its_last_partial_wave():
+    """B + 1 requests at batch B run a second wave of one request: its osl - 1 decode steps at
+    batch 1 come on top of the first wave, so the run's throughput falls below that of 2B
+    requests (two full waves), and the extra span is at least those steps."""
+    from roofplan.costmodel.serve import ServeConfigs, step_time
+    from roofplan.engines.catalog import load_engine
+    from roofplan.hardware.catalog import load_hardware
+    from roofplan.models.loader import load_model
+    from roofplan.validation.serve_predict import bench_throughput
+
+    model, hw = load_model("llama-3.1-8b"), load_hardware("h100-sxm")
+    engine = load_engine("trtllm")
+    B, isl, osl = 64, 128, 256
+    cfg = ServeConfigs.single(tp=1, batch=B, isl=isl, osl=osl, dtype="fp8", kv_dtype="fp8", engine="trtllm")
+    full = bench_throughput(model, hw, engine, cfg, 2 * B)
+    one = bench_throughput(model, hw, engine, cfg, B)
+    partial = bench_throughput(model, hw, engine, cfg, B + 1)
+    assert partial < full
+    t1 = float(step_time(model, hw, engine, cfg, 0.0, 0.0, 1.0, isl + osl / 2.0)[0])
+    span_one, span_partial = B * osl / one, (B + 1) * osl / partial
+    assert span_partial - span_one >= 0.9 * (osl - 1) * t1

@@ -26,15 +26,24 @@ engine picks that batch, so the row cannot state it; it is predicted rather than
 largest batch whose KV cache for isl + osl tokens per request fits under the benchmark's memory
 settings (``kv_cache_free_gpu_mem_fraction`` 0.95 of the memory left after the weights and the
 runtime, batch capped at 4096 by trtllm-bench's tuning), see :func:`engine_batch`. These tables
-report the instance's total output tokens/s (``output_tokens_per_s_total``).
+report the instance's total output tokens/s (``output_tokens_per_s_total``): the dataset's output
+tokens over the run's span. The run is a finite dataset (:data:`TRTLLM_BENCH_REQUESTS` requests)
+under the iteration token budget trtllm-bench sets (:func:`bench_token_budget`), so it is replayed
+iteration by iteration (:func:`bench_throughput`): the batch fills at the budget's pace, a last
+partial wave runs at a smaller batch, new prompts share iterations with decoding requests.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
+
+import numpy as np
 
 from roofplan import resolve
 from roofplan.costmodel.serve import ServeConfigs, max_batch, serve_step, step_time
+from roofplan.costmodel.serve_load import Instance
+from roofplan.costmodel.serve_sim import simulate_colocated
 from roofplan.validation.cases import Case, predictor
 
 #: vLLM v0.17.1 + guidellm per-request API-server seconds (tools/fit_request_overhead.py, FIT_ROWS).
@@ -82,6 +91,26 @@ ENGINE_MAP: dict[str, tuple[str, dict, bool]] = {
     "sglang": ("sglang", {}, False),
     "trtllm": ("trtllm", {}, False),
     "generic": ("generic", {}, False),
+}
+
+
+#: Engines whose rows without a ``batch`` are trtllm-bench ``throughput`` runs (:func:`bench_throughput`).
+BENCH_ENGINES = ("trtllm-0.17-bench", "trtllm-1.0-bench")
+#: (ISL, OSL) -> requests in the synthetic dataset of a trtllm-bench max-throughput run (TensorRT-LLM
+#: docs/source/performance/perf-overview.md, v0.17 and v1.0, the ``$num_requests`` table: "for longer
+#: input/output sequence lengths, requests remain in the system longer and therefore require less
+#: requests to achieve steady state").
+TRTLLM_BENCH_REQUESTS = {
+    (128, 128): 30000,
+    (128, 2048): 3000,
+    (128, 4096): 1500,
+    (500, 2000): 3000,
+    (1000, 1000): 3000,
+    (1000, 2000): 1500,
+    (2048, 128): 3000,
+    (2048, 2048): 1500,
+    (5000, 500): 1500,
+    (20000, 2000): 1000,
 }
 
 
@@ -162,10 +191,38 @@ def engine_batch(model, hw, engine, cfg) -> ServeConfigs:
     so the in-flight batcher keeps as many requests running as its KV cache admits, each holding
     blocks for isl + osl tokens (TRT-LLM ``GUARANTEED_NO_EVICT``, vLLM/SGLang admission by
     free blocks), up to the engine's ``max_num_seqs``: ``serve_memory(...).max_batch``. With
-    identical requests that all arrive at t = 0 the running set starts and finishes together, so
-    the steady state is the static batch of :func:`serve_step` at that batch."""
+    identical requests that all arrive at t = 0 the running set starts and finishes nearly
+    together, so without a dataset size the static batch of :func:`serve_step` at that batch
+    stands for the run (:func:`bench_throughput` replays the run where the dataset is known)."""
     b = int(max_batch(model, hw, cfg, engine)[0])
     return dataclasses.replace(cfg, batch=max(b, 1))
+
+
+def bench_token_budget(batch: int, isl: int, osl: int) -> int:
+    """``max_num_tokens`` trtllm-bench sets for a dataset of ISL/OSL requests and a KV cache that
+    admits ``batch`` of them (``tensorrt_llm/bench/build/tuning.py``, ``finetune_setting``: batch x
+    (1 + ISL/OSL), capped at 32768, rounded up to 256 tokens (at least 2048) below 4096, to 512
+    below 8192, else to 1024). Every iteration's prompt and decode tokens share it."""
+    raw = min(batch * (1.0 + isl / osl), 32768.0)
+    if raw < 4096:
+        return max(2048, 256 * math.ceil(raw / 256))
+    if raw < 8192:
+        return 512 * math.ceil(raw / 512)
+    return 1024 * math.ceil(raw / 1024)
+
+
+def bench_throughput(model, hw, engine, cfg: ServeConfigs, requests: int) -> float:
+    """Output tokens/s of a trtllm-bench ``throughput`` run: ``requests`` identical requests queued
+    at t = 0, at most ``cfg.batch`` running (the KV cache's admission, :func:`engine_batch`; TRT-LLM
+    ``GUARANTEED_NO_EVICT`` reserves isl + osl tokens a request), iterations under
+    :func:`bench_token_budget`, replayed by the serving simulator (costmodel.serve_sim). The client
+    is in-process (no API server: ``request_overhead_s`` 0); throughput = requests x OSL / span."""
+    isl, osl, b = int(cfg.isl[0]), int(cfg.osl[0]), int(cfg.batch[0])
+    eng = engine.replace(
+        max_num_seqs=b, max_num_batched_tokens=bench_token_budget(b, isl, osl), request_overhead_s=0.0
+    )
+    run = simulate_colocated(Instance(model, hw, eng, cfg), np.full(requests, isl), np.full(requests, osl))
+    return requests * osl / run.makespan_s
 
 
 @predictor("serve_throughput")
@@ -177,6 +234,9 @@ def predict_serve_throughput(case: Case, calibration=None) -> float:
     model, hw, engine, cfg = _setup(case, calibration)
     if case.int("batch") is None:
         cfg = engine_batch(model, hw, engine, cfg)
+        requests = TRTLLM_BENCH_REQUESTS.get((int(cfg.isl[0]), int(cfg.osl[0])))
+        if case.str("engine") in BENCH_ENGINES and requests and case.metric == "output_tokens_per_s_total":
+            return bench_throughput(model, hw, engine, cfg, requests)
     a = serve_step(model, hw, cfg, engine)
     if case.metric in ("output_tokens_per_s_per_gpu", "output_tokens_per_s"):
         return float(a.output_tokens_per_s_per_gpu[0])
