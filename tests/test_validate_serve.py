@@ -79,27 +79,30 @@ def test_ambiguous_a100_rows_read_per_gpu(result):
 
 
 def test_max_throughput_rows_run_at_the_batch_the_kv_cache_admits(result):
-    """A max-throughput row (no batch column) runs at the largest batch whose KV cache fits.
-    Hand calculation for Llama-3.1-70B FP8 on one H100 at 128/2048 (trtllm-bench, v0.17):
-    weights = 68.45e9 FP8 decoder params (1 B) + embedding and LM head 2 x 128256 x 8192 in bf16
-    (2 B) = 72.65e9 B; HBM 80 GiB = 85.90e9 less the 2 GiB runtime reserve = 83.75e9; the KV
-    cache gets 0.95 of the 11.10e9 left, less the 8192-token activation workspace (8192 x
-    2 x (4 x 8192 + 8192 + 2048 + 8192 + 2 x 28672) B = 1.78e9): 8.76e9 B; each request holds
-    (128 + 2048) tokens x 80 layers x 8 KV heads x 128 x 2 (K, V) x 1 B = 356.5e6 B (+ 0.5e6 of
-    fp32 logits) -> 24 requests."""
+    """A max-throughput row (no batch column) runs at the largest batch whose KV cache fits, in an
+    engine built with trtllm-bench's tuned limits (here a 2048-token budget, see
+    test_bench_settings_follow_trtllm_bench_tuning). Hand calculation for Llama-3.1-70B FP8 on one
+    H100 at 128/2048 (trtllm-bench, v0.17): weights = 68.45e9 FP8 decoder params (1 B) + embedding
+    and LM head 2 x 128256 x 8192 in bf16 (2 B) = 72.65e9 B; HBM 80 GiB = 85.90e9 less the 2 GiB
+    runtime reserve = 83.75e9; the KV cache gets 0.95 of the 11.10e9 left, less the 2048-token
+    activation workspace (2048 x 2 x (4 x 8192 + 8192 + 2048 + 8192 + 2 x 28672) B = 0.445e9):
+    10.10e9 B; each request holds (128 + 2048) tokens x 80 layers x 8 KV heads x 128 x 2 (K, V) x
+    1 B = 356.5e6 B (+ 0.5e6 of fp32 logits) -> 28 requests."""
     from roofplan.costmodel.serve import ServeConfigs, serve_step
     from roofplan.hardware.catalog import load_hardware
     from roofplan.models.loader import load_model
-    from roofplan.validation.serve_predict import bench_throughput, engine_batch
+    from roofplan.validation.serve_predict import bench_settings, bench_throughput, engine_batch
 
     case = next(c for c in read_cases() if c.id == "trtllm017-h100-l31-70b-tp1-128-2048")
     model, hw = load_model("llama-3.1-70b"), load_hardware("h100-sxm")
     engine, kv = engine_for(case)
     cfg = ServeConfigs.single(tp=1, batch=1, isl=128, osl=2048, dtype="fp8", kv_dtype=kv, engine="trtllm")
+    max_bs, budget = bench_settings(model, hw, cfg)
+    engine = engine.replace(max_num_seqs=max_bs, max_num_batched_tokens=budget)
     reached = engine_batch(model, hw, engine, cfg)
-    assert 23 <= int(reached.batch[0]) <= 25
-    # the prediction replays the 3000-request run at that batch (125 full waves of 24: within a
-    # few % of the static batch), and one more request would not fit
+    assert 27 <= int(reached.batch[0]) <= 29
+    # the prediction replays the 3000-request run at that batch (107 waves: within a few % of the
+    # static batch), and one more request would not fit
     r = next(r for r in result.results if r.case.id == case.id)
     a = serve_step(model, hw, reached, engine)
     assert r.predicted == pytest.approx(bench_throughput(model, hw, engine, reached, 3000))
@@ -109,10 +112,8 @@ def test_max_throughput_rows_run_at_the_batch_the_kv_cache_admits(result):
         tp=1, batch=int(reached.batch[0]) + 1, isl=128, osl=2048, dtype="fp8", kv_dtype=kv, engine="trtllm"
     )
     assert not serve_step(model, hw, bigger, engine).fits[0]
-    # measured 911.6 tok/s with ~24 running requests: the memory-bound decode step (~26 ms); the
-    # measured FP8 GEMM tables stream weights at 0.80 of HBM on H100 (tools/fit_ops.py), which puts
-    # the prediction 16 % low (README known misses)
-    assert abs(r.error) < 0.20
+    # measured 911.6 tok/s: with 28 running requests the memory-bound decode step (~31 ms)
+    assert abs(r.error) < 0.10
 
 
 @pytest.mark.parametrize(
@@ -153,3 +154,26 @@ def test_a_bench_run_pays_for_its_last_partial_wave():
     t1 = float(step_time(model, hw, engine, cfg, 0.0, 0.0, 1.0, isl + osl / 2.0)[0])
     span_one, span_partial = B * osl / one, (B + 1) * osl / partial
     assert span_partial - span_one >= 0.9 * (osl - 1) * t1
+
+
+@pytest.mark.parametrize("tp,settings", [(1, (64, 2048)), (8, (1792, 2048))])
+def test_bench_settings_follow_trtllm_bench_tuning(tp, settings):
+    """trtllm-bench's tuning for Llama-3.1-70B FP8 (70.55e9 params x 1 B) on H100 (80 GiB =
+    85.90e9 B) at 128/2048, by hand: KV per token 2 x 80 layers x max(tp, 8) heads x 128 x 1 B =
+    163840 B, x 2176 tokens = 356.5e6 B a request. TP1: 0.95 x (85.90e9 - 70.55e9) / 356.5e6 =
+    40.9 requests -> batch cap 64 (the minimum), budget 40.9 x 1.0625 = 43 -> 2048. TP8:
+    0.95 x (8 x 85.90e9 - 70.55e9) / 356.5e6 = 1643 -> 1792 (multiple of 256), 1746 -> 2048."""
+    from roofplan.costmodel.serve import ServeConfigs
+    from roofplan.hardware.catalog import load_hardware
+    from roofplan.models.loader import load_model
+    from roofplan.validation.serve_predict import bench_settings
+
+    cfg = ServeConfigs.single(tp=tp, batch=1, isl=128, osl=2048, dtype="fp8", kv_dtype="fp8", engine="trtllm")
+    assert bench_settings(load_model("llama-3.1-70b"), load_hardware("h100-sxm"), cfg) == settings
+
+
+@pytest.mark.parametrize("raw,cap", [(40.9, 64), (300, 384), (1643, 1792), (9000, 4096)])
+def test_bench_batch_cap_is_trtllm_bench_tuning(raw, cap):
+    from roofplan.validation.serve_predict import bench_batch_cap
+
+    assert bench_batch_cap(raw) == cap

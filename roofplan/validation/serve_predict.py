@@ -27,8 +27,10 @@ largest batch whose KV cache for isl + osl tokens per request fits under the ben
 settings (``kv_cache_free_gpu_mem_fraction`` 0.95 of the memory left after the weights and the
 runtime, batch capped at 4096 by trtllm-bench's tuning), see :func:`engine_batch`. These tables
 report the instance's total output tokens/s (``output_tokens_per_s_total``): the dataset's output
-tokens over the run's span. The run is a finite dataset (:data:`TRTLLM_BENCH_REQUESTS` requests)
-under the iteration token budget trtllm-bench sets (:func:`bench_token_budget`), so it is replayed
+tokens over the run's span. trtllm-bench builds the engine with limits it derives from the dataset
+(:func:`bench_settings`: a batch cap and an iteration token budget, which also sizes the activation
+workspace the KV cache makes room for). The run is a finite dataset (:data:`TRTLLM_BENCH_REQUESTS`
+requests) under that budget, so it is replayed
 iteration by iteration (:func:`bench_throughput`): the batch fills at the budget's pace, a last
 partial wave runs at a smaller batch, new prompts share iterations with decoding requests.
 """
@@ -198,11 +200,16 @@ def engine_batch(model, hw, engine, cfg) -> ServeConfigs:
     return dataclasses.replace(cfg, batch=max(b, 1))
 
 
-def bench_token_budget(batch: int, isl: int, osl: int) -> int:
-    """``max_num_tokens`` trtllm-bench sets for a dataset of ISL/OSL requests and a KV cache that
-    admits ``batch`` of them (``tensorrt_llm/bench/build/tuning.py``, ``finetune_setting``: batch x
-    (1 + ISL/OSL), capped at 32768, rounded up to 256 tokens (at least 2048) below 4096, to 512
-    below 8192, else to 1024). Every iteration's prompt and decode tokens share it."""
+#: Weight / KV bytes per element trtllm-bench's tuning assumes per checkpoint dtype
+#: (``tensorrt_llm/bench/build/tuning.py``, ``BYTES_PER_ELEM``: FP8 1, NVFP4 0.5, else 2).
+_BENCH_ELEM_BYTES = {"fp8": 1.0, "fp4": 0.5}
+
+
+def bench_token_budget(batch: float, isl: int, osl: int) -> int:
+    """``max_num_tokens`` trtllm-bench sets for a dataset of ISL/OSL requests and a KV cache it
+    estimates at ``batch`` of them (``tensorrt_llm/bench/build/tuning.py``, ``finetune_setting``:
+    batch x (1 + ISL/OSL), capped at 32768, rounded up to 256 tokens (at least 2048) below 4096,
+    to 512 below 8192, else to 1024). Every iteration's prompt and decode tokens share it."""
     raw = min(batch * (1.0 + isl / osl), 32768.0)
     if raw < 4096:
         return max(2048, 256 * math.ceil(raw / 256))
@@ -211,16 +218,41 @@ def bench_token_budget(batch: int, isl: int, osl: int) -> int:
     return 1024 * math.ceil(raw / 1024)
 
 
+def bench_batch_cap(batch: float) -> int:
+    """``max_batch_size`` of the same tuning: the estimate capped at 4096 and rounded up (to 32,
+    at least 64, below 256; to 128 below 1024; else to 256)."""
+    raw = min(batch, 4096.0)
+    if raw < 256:
+        return max(64, 32 * math.ceil(raw / 32))
+    if raw < 1024:
+        return 128 * math.ceil(raw / 128)
+    return 256 * math.ceil(raw / 256)
+
+
+def bench_settings(model, hw, cfg: ServeConfigs) -> tuple[int, int]:
+    """(max_batch_size, max_num_tokens) trtllm-bench derives from the dataset before the run
+    (``tuning.py``, ``calc_engine_setting``, TensorRT-LLM v0.17 build and v1.0 PyTorch flow alike):
+    its own estimate of the requests the KV cache holds, 0.95 of the device memory left after
+    parameters x bytes per element, over (ISL + OSL) tokens of 2 x layers x max(tp, kv heads) x
+    head dim x KV bytes each (pp 1), then :func:`bench_batch_cap` and :func:`bench_token_budget`."""
+    isl, osl, tp = int(cfg.isl[0]), int(cfg.osl[0]), int(cfg.tp[0])
+    gpus = tp * int(cfg.pp[0])
+    weights = model.params_total * _BENCH_ELEM_BYTES.get(cfg.dtype, 2.0)
+    kv_elem = 1.0 if cfg.kv_dtype_resolved == "fp8" else 2.0
+    per_token = 2.0 * model.layers * max(tp, model.kv_heads) * model.head_dim * kv_elem
+    requests = 0.95 * (float(hw.hbm_bytes) * gpus - weights) / (per_token * (isl + osl))
+    requests /= int(cfg.pp[0])
+    return bench_batch_cap(requests), bench_token_budget(requests, isl, osl)
+
+
 def bench_throughput(model, hw, engine, cfg: ServeConfigs, requests: int) -> float:
     """Output tokens/s of a trtllm-bench ``throughput`` run: ``requests`` identical requests queued
     at t = 0, at most ``cfg.batch`` running (the KV cache's admission, :func:`engine_batch`; TRT-LLM
-    ``GUARANTEED_NO_EVICT`` reserves isl + osl tokens a request), iterations under
-    :func:`bench_token_budget`, replayed by the serving simulator (costmodel.serve_sim). The client
+    ``GUARANTEED_NO_EVICT`` reserves isl + osl tokens a request), iterations under the engine's
+    token budget (:func:`bench_settings`), replayed by the serving simulator (costmodel.serve_sim). The client
     is in-process (no API server: ``request_overhead_s`` 0); throughput = requests x OSL / span."""
     isl, osl, b = int(cfg.isl[0]), int(cfg.osl[0]), int(cfg.batch[0])
-    eng = engine.replace(
-        max_num_seqs=b, max_num_batched_tokens=bench_token_budget(b, isl, osl), request_overhead_s=0.0
-    )
+    eng = engine.replace(max_num_seqs=b, request_overhead_s=0.0)
     run = simulate_colocated(Instance(model, hw, eng, cfg), np.full(requests, isl), np.full(requests, osl))
     return requests * osl / run.makespan_s
 
@@ -233,9 +265,13 @@ def predict_serve_throughput(case: Case, calibration=None) -> float:
     batch is the one the engine reaches (:func:`engine_batch`)."""
     model, hw, engine, cfg = _setup(case, calibration)
     if case.int("batch") is None:
+        bench = case.str("engine") in BENCH_ENGINES
+        if bench:  # the engine is built with trtllm-bench's tuned limits (its memory plan, its budget)
+            max_bs, budget = bench_settings(model, hw, cfg)
+            engine = engine.replace(max_num_seqs=max_bs, max_num_batched_tokens=budget)
         cfg = engine_batch(model, hw, engine, cfg)
         requests = TRTLLM_BENCH_REQUESTS.get((int(cfg.isl[0]), int(cfg.osl[0])))
-        if case.str("engine") in BENCH_ENGINES and requests and case.metric == "output_tokens_per_s_total":
+        if bench and requests and case.metric == "output_tokens_per_s_total":
             return bench_throughput(model, hw, engine, cfg, requests)
     a = serve_step(model, hw, cfg, engine)
     if case.metric in ("output_tokens_per_s_per_gpu", "output_tokens_per_s"):
