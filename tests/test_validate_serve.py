@@ -101,8 +101,8 @@ def test_max_throughput_rows_run_at_the_batch_the_kv_cache_admits(result):
     engine = engine.replace(max_num_seqs=max_bs, max_num_batched_tokens=budget)
     reached = engine_batch(model, hw, engine, cfg)
     assert 27 <= int(reached.batch[0]) <= 29
-    # the prediction replays the 3000-request run at that batch (107 waves: within a few % of the
-    # static batch), and one more request would not fit
+    # the prediction composes the 3000-request run at that batch (107 full waves and one of 4:
+    # within a few % of the static batch), and one more request would not fit
     r = next(r for r in result.results if r.case.id == case.id)
     a = serve_step(model, hw, reached, engine)
     assert r.predicted == pytest.approx(bench_throughput(model, hw, engine, reached, 3000))
