@@ -177,3 +177,30 @@ def test_bench_batch_cap_is_trtllm_bench_tuning(raw, cap):
     from roofplan.validation.serve_predict import bench_batch_cap
 
     assert bench_batch_cap(raw) == cap
+
+
+@pytest.mark.parametrize(
+    "batch,max_bs,tokens,padded",
+    [
+        (393, 512, 2048, 512),  # the next listed size
+        (1320, 1536, 2048, 1536),  # above 1024 and under the cap: the cap itself is captured
+        (1000, 4096, 2048, 1024),
+        (3000, 4096, 2048, 3000),  # above min(max_batch_size, max_num_tokens): eager, unpadded
+        (64, 64, 2048, 64),
+    ],
+)
+def test_padded_graph_batch_is_trtllm_pytorch_padding(batch, max_bs, tokens, padded):
+    from roofplan.validation.serve_predict import padded_graph_batch
+
+    assert padded_graph_batch(batch, max_bs, tokens) == padded
+
+
+def test_mixed_share_counts_iterations_that_carry_a_replacement_prompt():
+    """434 requests of 128/2048 under a 2048-token budget: 434 / 2048 finish per iteration, each
+    replacement prompt fits the 1614 tokens left in one iteration -> 21.2% of iterations; 128/128
+    at 1694 requests: 13 finish per iteration -> every iteration carries prompts."""
+    from roofplan.validation.serve_predict import mixed_share
+
+    assert mixed_share(434, 128, 2048, 2048) == pytest.approx(434 / 2048)
+    assert mixed_share(1694, 128, 128, 3584) == 1.0
+    assert mixed_share(100, 5000, 1000, 2148) == pytest.approx(100 / 1000 * 3)

@@ -112,6 +112,14 @@ TRTLLM_BENCH_REQUESTS = {
 }
 
 
+#: Decode batch sizes TensorRT-LLM 1.0's perf-overview runs capture as CUDA graphs, with padding
+#: (docs/source/performance/perf-overview.md, ``llm_options.yml``: ``cuda_graph_config:
+#: enable_padding: true, batch_sizes: [1 ... 8192]``).
+TRTLLM_10_BENCH_GRAPHS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 384, 512, 1024, 2048, 4096, 8192)
+#: Engines whose benchmark runs decode through those padded graphs (the PyTorch backend).
+GRAPH_PADDED_ENGINES = ("trtllm-1.0-bench",)
+
+
 #: Server flags a row's note may state as ``key=value`` and the engine-profile field each sets:
 #: SGLang ``--mem-fraction-static F`` and vLLM ``--gpu-memory-utilization F`` leave 1 - F of the
 #: device memory out of the weights + KV pool; ``--max-num-seqs`` / ``--max-running-requests`` cap
@@ -241,7 +249,27 @@ def bench_settings(model, hw, cfg: ServeConfigs) -> tuple[int, int]:
     return bench_batch_cap(requests), bench_token_budget(requests, isl, osl)
 
 
-def bench_throughput(model, hw, engine, cfg: ServeConfigs, requests: int) -> float:
+def padded_graph_batch(batch: int, max_batch_size: int, max_num_tokens: int) -> int:
+    """The batch a generation-only step of ``batch`` requests runs at in TensorRT-LLM's PyTorch
+    backend: the smallest captured graph size >= batch (``model_engine.py``, ``_round_up_batch_size``),
+    the sizes being :data:`TRTLLM_10_BENCH_GRAPHS` up to min(max_batch_size, max_num_tokens) plus
+    that cap itself when a listed size exceeds it (``_filter_cuda_graph_batch_sizes``); a batch
+    above every size runs eagerly, unpadded."""
+    cap = min(max_batch_size, max_num_tokens)
+    sizes = sorted({s for s in TRTLLM_10_BENCH_GRAPHS if s <= cap} | {cap})
+    return next((s for s in sizes if s >= batch), batch)
+
+
+def mixed_share(batch: int, isl: int, osl: int, budget: int) -> float:
+    """Share of a steady in-flight run's decode iterations that also carry a prompt chunk (and so
+    run no CUDA graph): requests finish at batch / OSL per iteration, each replacement's prompt
+    takes ceil(ISL / (budget - batch)) iterations of the budget left after the decode tokens
+    (the same count as costmodel.serve_load's share f of iterations carrying prompt tokens)."""
+    steps = math.ceil(isl / max(budget - batch, 1))
+    return min(1.0, batch / osl * steps)
+
+
+def bench_throughput(model, hw, engine, cfg: ServeConfigs, requests: int, graphs=None) -> float:
     """Output tokens/s of a trtllm-bench ``throughput`` run: ``requests`` identical requests queued
     at t = 0 with at most ``cfg.batch`` running (the KV cache's admission, :func:`engine_batch`;
     TRT-LLM ``GUARANTEED_NO_EVICT`` reserves isl + osl tokens a request). Identical requests admitted
@@ -250,11 +278,20 @@ def bench_throughput(model, hw, engine, cfg: ServeConfigs, requests: int) -> flo
     at that smaller batch; throughput = requests x OSL / the waves' summed latency. (The serving
     simulator, costmodel.serve_sim, replays the same run iteration by iteration with the ramp of
     admissions under the token budget and staggered finishes: within 4 points of this on these
-    rows, lower on 1000/1000, but at about a second a row, too slow inside a calibration fit.)"""
+    rows, lower on 1000/1000, but at about a second a row, too slow inside a calibration fit.)
+    ``graphs`` = (max_batch_size, max_num_tokens) of an engine that decodes through padded CUDA
+    graphs: the generation-only share of each wave's decode steps (1 - :func:`mixed_share`) runs
+    at :func:`padded_graph_batch`."""
     b = int(cfg.batch[0])
     full, rest = divmod(int(requests), b)
     waves = dataclasses.replace(cfg.broadcast_to(2), batch=np.array([b, max(rest, 1)]))
     latency = serve_step(model, hw, waves, engine).latency_s
+    if graphs is not None:  # (max_batch_size, max_num_tokens): generation-only steps pad to a graph
+        isl, osl = int(cfg.isl[0]), int(cfg.osl[0])
+        padded = [padded_graph_batch(int(x), *graphs) for x in waves.batch]
+        pure = np.array([1.0 - mixed_share(int(x), isl, osl, graphs[1]) for x in waves.batch])
+        graph = serve_step(model, hw, waves, engine, decode_batch=np.array(padded)).latency_s
+        latency = pure * graph + (1.0 - pure) * latency
     span = full * float(latency[0]) + (float(latency[1]) if rest else 0.0)
     return requests * int(cfg.osl[0]) / span
 
@@ -274,7 +311,8 @@ def predict_serve_throughput(case: Case, calibration=None) -> float:
         cfg = engine_batch(model, hw, engine, cfg)
         requests = TRTLLM_BENCH_REQUESTS.get((int(cfg.isl[0]), int(cfg.osl[0])))
         if bench and requests and case.metric == "output_tokens_per_s_total":
-            return bench_throughput(model, hw, engine, cfg, requests)
+            graphs = (max_bs, budget) if case.str("engine") in GRAPH_PADDED_ENGINES else None
+            return bench_throughput(model, hw, engine, cfg, requests, graphs)
     a = serve_step(model, hw, cfg, engine)
     if case.metric in ("output_tokens_per_s_per_gpu", "output_tokens_per_s"):
         return float(a.output_tokens_per_s_per_gpu[0])
