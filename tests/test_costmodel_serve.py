@@ -417,3 +417,26 @@ def test_estimate_json_document_keys():
     assert set(doc["breakdown_ms"]) == {"prefill", "decode_step"}
     assert doc["latency_ms"] == pytest.approx(doc["ttft_ms"] + 63 * doc["tpot_ms"])
     assert sum(doc["breakdown_ms"]["decode_step"].values()) == pytest.approx(doc["tpot_ms"])
+
+
+def test_a_padded_decode_batch_costs_its_rows_but_reads_only_the_real_kv():
+    """Padding B decode rows up to a CUDA-graph size G adds G - B rows to every token-wise op but no
+    KV: the step lies between the unpadded one at B and a real batch of G, and G = B changes nothing."""
+    from roofplan.costmodel.serve import ServeConfigs, serve_step
+    from roofplan.engines.catalog import load_engine
+    from roofplan.hardware.catalog import load_hardware
+    from roofplan.models.loader import load_model
+
+    model, hw, engine = load_model("llama-3.1-70b"), load_hardware("h100-sxm"), load_engine("trtllm")
+
+    def cfg(b):
+        return ServeConfigs.single(
+            tp=8, batch=b, isl=128, osl=2048, dtype="fp8", kv_dtype="fp8", engine="trtllm"
+        )
+
+    plain = float(serve_step(model, hw, cfg(434), engine).tpot_s[0])
+    same = float(serve_step(model, hw, cfg(434), engine, decode_batch=434).tpot_s[0])
+    padded = float(serve_step(model, hw, cfg(434), engine, decode_batch=512).tpot_s[0])
+    real = float(serve_step(model, hw, cfg(512), engine).tpot_s[0])
+    assert same == plain
+    assert plain < padded < real

@@ -301,3 +301,31 @@ def test_fixture_names_its_provenance_and_license():
     assert any("aiconfigurator-core 0.12.0" in line for line in head)
     assert (DATA / "LICENSE-aiconfigurator.txt").read_text().count("Apache License") >= 1
     _ = dataclasses
+
+
+def test_a100_trtllm_decode_kernels_beat_the_generic_model_on_the_held_back_half():
+    """A100's TensorRT-LLM decode rows (XQA HMMA / MMHA, TensorRT-LLM 1.0.0): the fitted kernel model
+    against the generic decode model (the same catalog with ``xqa_hbm`` 0) on the odd size bins."""
+    rows = [
+        m
+        for m in read_measurements(DATA / "measured_kernels_a100.csv")
+        if family(m) == "decode_attention" and held_back(m)
+    ]
+    assert len(rows) >= 90
+    hw = load_hardware("a100-sxm-80gb")
+    target = np.array([m.target for m in rows])
+    kernels = np.abs(predict_rows(rows, hw) / target - 1.0)
+    generic = np.abs(predict_rows(rows, hw.with_efficiency(xqa_hbm=0.0)) / target - 1.0)
+    assert np.median(kernels) <= 0.12 and np.quantile(kernels, 0.9) <= 0.30
+    assert np.median(kernels) < np.median(generic) and np.quantile(kernels, 0.9) < np.quantile(generic, 0.9)
+
+
+def test_an_8_bit_cache_on_a100_takes_the_generic_decode_model():
+    """QGMMA needs FP8 tensor cores: on A100 an 8-bit cache is not priced by the Hopper kernel model."""
+    hw = load_hardware("a100-sxm-80gb")
+    generic = hw.with_efficiency(xqa_hbm=0.0)
+    args = (64, 4096, 32, 8, 128)
+    fp8 = float(ops.decode_attention_time(*args, hw, kv_dtype="fp8", dispatch="trtllm"))
+    assert fp8 == float(ops.decode_attention_time(*args, generic, kv_dtype="fp8", dispatch="trtllm"))
+    bf16 = float(ops.decode_attention_time(*args, hw, kv_dtype="bf16", dispatch="trtllm"))
+    assert bf16 != float(ops.decode_attention_time(*args, generic, kv_dtype="bf16", dispatch="trtllm"))

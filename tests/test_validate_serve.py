@@ -79,35 +79,128 @@ def test_ambiguous_a100_rows_read_per_gpu(result):
 
 
 def test_max_throughput_rows_run_at_the_batch_the_kv_cache_admits(result):
-    """A max-throughput row (no batch column) runs at the largest batch whose KV cache fits.
-    Hand calculation for Llama-3.1-70B FP8 on one H100 at 128/2048 (trtllm-bench, v0.17):
-    weights = 68.45e9 FP8 decoder params (1 B) + embedding and LM head 2 x 128256 x 8192 in bf16
-    (2 B) = 72.65e9 B; HBM 80 GiB = 85.90e9 less the 2 GiB runtime reserve = 83.75e9; the KV
-    cache gets 0.95 of the 11.10e9 left, less the 8192-token activation workspace (8192 x
-    2 x (4 x 8192 + 8192 + 2048 + 8192 + 2 x 28672) B = 1.78e9): 8.76e9 B; each request holds
-    (128 + 2048) tokens x 80 layers x 8 KV heads x 128 x 2 (K, V) x 1 B = 356.5e6 B (+ 0.5e6 of
-    fp32 logits) -> 24 requests."""
+    """A max-throughput row (no batch column) runs at the largest batch whose KV cache fits, in an
+    engine built with trtllm-bench's tuned limits (here a 2048-token budget, see
+    test_bench_settings_follow_trtllm_bench_tuning). Hand calculation for Llama-3.1-70B FP8 on one
+    H100 at 128/2048 (trtllm-bench, v0.17): weights = 68.45e9 FP8 decoder params (1 B) + embedding
+    and LM head 2 x 128256 x 8192 in bf16 (2 B) = 72.65e9 B; HBM 80 GiB = 85.90e9 less the 2 GiB
+    runtime reserve = 83.75e9; the KV cache gets 0.95 of the 11.10e9 left, less the 2048-token
+    activation workspace (2048 x 2 x (4 x 8192 + 8192 + 2048 + 8192 + 2 x 28672) B = 0.445e9):
+    10.10e9 B; each request holds (128 + 2048) tokens x 80 layers x 8 KV heads x 128 x 2 (K, V) x
+    1 B = 356.5e6 B (+ 0.5e6 of fp32 logits) -> 28 requests."""
     from roofplan.costmodel.serve import ServeConfigs, serve_step
     from roofplan.hardware.catalog import load_hardware
     from roofplan.models.loader import load_model
-    from roofplan.validation.serve_predict import engine_batch
+    from roofplan.validation.serve_predict import bench_settings, bench_throughput, engine_batch
 
     case = next(c for c in read_cases() if c.id == "trtllm017-h100-l31-70b-tp1-128-2048")
     model, hw = load_model("llama-3.1-70b"), load_hardware("h100-sxm")
     engine, kv = engine_for(case)
     cfg = ServeConfigs.single(tp=1, batch=1, isl=128, osl=2048, dtype="fp8", kv_dtype=kv, engine="trtllm")
+    max_bs, budget = bench_settings(model, hw, cfg)
+    engine = engine.replace(max_num_seqs=max_bs, max_num_batched_tokens=budget)
     reached = engine_batch(model, hw, engine, cfg)
-    assert 23 <= int(reached.batch[0]) <= 25
-    # the prediction is the static batch at that batch size, and one more request would not fit
+    assert 27 <= int(reached.batch[0]) <= 29
+    # the prediction composes the 3000-request run at that batch (107 full waves and one of 4:
+    # within a few % of the static batch), and one more request would not fit
     r = next(r for r in result.results if r.case.id == case.id)
     a = serve_step(model, hw, reached, engine)
-    assert r.predicted == pytest.approx(float(a.output_tokens_per_s[0]))
+    assert r.predicted == pytest.approx(bench_throughput(model, hw, engine, reached, 3000))
+    assert r.predicted == pytest.approx(float(a.output_tokens_per_s[0]), rel=0.05)
     assert a.fits[0]
     bigger = ServeConfigs.single(
         tp=1, batch=int(reached.batch[0]) + 1, isl=128, osl=2048, dtype="fp8", kv_dtype=kv, engine="trtllm"
     )
     assert not serve_step(model, hw, bigger, engine).fits[0]
-    # measured 911.6 tok/s with ~24 running requests: the memory-bound decode step (~26 ms); the
-    # measured FP8 GEMM tables stream weights at 0.80 of HBM on H100 (tools/fit_ops.py), which puts
-    # the prediction 16 % low (README known misses)
-    assert abs(r.error) < 0.20
+    # measured 911.6 tok/s: with 28 running requests the memory-bound decode step (~31 ms)
+    assert abs(r.error) < 0.10
+
+
+@pytest.mark.parametrize(
+    "batch,isl,osl,budget",
+    [
+        (1573, 128, 2048, 2048),  # 1573 x 1.0625 = 1671 < 4096: at least 2048
+        (2500, 128, 2048, 2816),  # 2656.25 -> up to a multiple of 256
+        (300, 2048, 128, 5120),  # 5100 -> up to a multiple of 512
+        (1633, 5000, 500, 18432),  # 17963 -> up to a multiple of 1024
+        (4096, 2048, 128, 32768),  # 69632 capped at 32768
+    ],
+)
+def test_bench_token_budget_is_trtllm_bench_tuning(batch, isl, osl, budget):
+    """trtllm-bench's max_num_tokens (tuning.py finetune_setting), by hand."""
+    from roofplan.validation.serve_predict import bench_token_budget
+
+    assert bench_token_budget(batch, isl, osl) == budget
+
+
+def test_a_bench_run_pays_for_its_last_partial_wave():
+    """B + 1 requests at batch B run a second wave of one request: its osl - 1 decode steps at
+    batch 1 come on top of the first wave, so the run's throughput falls below that of 2B
+    requests (two full waves), and the extra span is at least those steps."""
+    from roofplan.costmodel.serve import ServeConfigs, step_time
+    from roofplan.engines.catalog import load_engine
+    from roofplan.hardware.catalog import load_hardware
+    from roofplan.models.loader import load_model
+    from roofplan.validation.serve_predict import bench_throughput
+
+    model, hw = load_model("llama-3.1-8b"), load_hardware("h100-sxm")
+    engine = load_engine("trtllm")
+    B, isl, osl = 64, 128, 256
+    cfg = ServeConfigs.single(tp=1, batch=B, isl=isl, osl=osl, dtype="fp8", kv_dtype="fp8", engine="trtllm")
+    full = bench_throughput(model, hw, engine, cfg, 2 * B)
+    one = bench_throughput(model, hw, engine, cfg, B)
+    partial = bench_throughput(model, hw, engine, cfg, B + 1)
+    assert partial < full
+    t1 = float(step_time(model, hw, engine, cfg, 0.0, 0.0, 1.0, isl + osl / 2.0)[0])
+    span_one, span_partial = B * osl / one, (B + 1) * osl / partial
+    assert span_partial - span_one >= 0.9 * (osl - 1) * t1
+
+
+@pytest.mark.parametrize("tp,settings", [(1, (64, 2048)), (8, (1792, 2048))])
+def test_bench_settings_follow_trtllm_bench_tuning(tp, settings):
+    """trtllm-bench's tuning for Llama-3.1-70B FP8 (70.55e9 params x 1 B) on H100 (80 GiB =
+    85.90e9 B) at 128/2048, by hand: KV per token 2 x 80 layers x max(tp, 8) heads x 128 x 1 B =
+    163840 B, x 2176 tokens = 356.5e6 B a request. TP1: 0.95 x (85.90e9 - 70.55e9) / 356.5e6 =
+    40.9 requests -> batch cap 64 (the minimum), budget 40.9 x 1.0625 = 43 -> 2048. TP8:
+    0.95 x (8 x 85.90e9 - 70.55e9) / 356.5e6 = 1643 -> 1792 (multiple of 256), 1746 -> 2048."""
+    from roofplan.costmodel.serve import ServeConfigs
+    from roofplan.hardware.catalog import load_hardware
+    from roofplan.models.loader import load_model
+    from roofplan.validation.serve_predict import bench_settings
+
+    cfg = ServeConfigs.single(tp=tp, batch=1, isl=128, osl=2048, dtype="fp8", kv_dtype="fp8", engine="trtllm")
+    assert bench_settings(load_model("llama-3.1-70b"), load_hardware("h100-sxm"), cfg) == settings
+
+
+@pytest.mark.parametrize("raw,cap", [(40.9, 64), (300, 384), (1643, 1792), (9000, 4096)])
+def test_bench_batch_cap_is_trtllm_bench_tuning(raw, cap):
+    from roofplan.validation.serve_predict import bench_batch_cap
+
+    assert bench_batch_cap(raw) == cap
+
+
+@pytest.mark.parametrize(
+    "batch,max_bs,tokens,padded",
+    [
+        (393, 512, 2048, 512),  # the next listed size
+        (1320, 1536, 2048, 1536),  # above 1024 and under the cap: the cap itself is captured
+        (1000, 4096, 2048, 1024),
+        (3000, 4096, 2048, 3000),  # above min(max_batch_size, max_num_tokens): eager, unpadded
+        (64, 64, 2048, 64),
+    ],
+)
+def test_padded_graph_batch_is_trtllm_pytorch_padding(batch, max_bs, tokens, padded):
+    from roofplan.validation.serve_predict import padded_graph_batch
+
+    assert padded_graph_batch(batch, max_bs, tokens) == padded
+
+
+def test_mixed_share_counts_iterations_that_carry_a_replacement_prompt():
+    """434 requests of 128/2048 under a 2048-token budget: 434 / 2048 finish per iteration, each
+    replacement prompt fits the 1614 tokens left in one iteration -> 21.2% of iterations; 128/128
+    at 1694 requests: 13 finish per iteration -> every iteration carries prompts."""
+    from roofplan.validation.serve_predict import mixed_share
+
+    assert mixed_share(434, 128, 2048, 2048) == pytest.approx(434 / 2048)
+    assert mixed_share(1694, 128, 128, 3584) == 1.0
+    assert mixed_share(100, 5000, 1000, 2148) == pytest.approx(100 / 1000 * 3)

@@ -32,9 +32,10 @@ from roofplan.calibration.op_rows import family, held_back, predict_rows, size_b
 from roofplan.hardware.catalog import load_hardware  # noqa: E402
 
 #: TensorRT-LLM decode-kernel parameters (costmodel.trtllm_decode), fitted on ``impl=trtllm`` decode
-#: rows of devices where TensorRT-LLM runs XQA / masked MHA (Hopper); the launch grid's waves make
-#: the cost piecewise constant in the occupancies, so these are fitted by differential evolution.
-XQA_DEVICES = ("h100-sxm", "h200-sxm")
+#: rows of devices where TensorRT-LLM runs XQA / masked MHA (Hopper; A100, whose SM80 build has the
+#: HMMA XQA and MMHA kernels but no QGMMA); the launch grid's waves make the cost piecewise constant
+#: in the occupancies, so these are fitted by differential evolution.
+XQA_DEVICES = ("h100-sxm", "h200-sxm", "a100-sxm-80gb")
 XQA_PARAMS = [
     ("xqa_hbm", 0.6, 1.0),
     ("xqa_preprocess_s", 1e-6, 20e-6),
@@ -53,6 +54,16 @@ XQA_PARAMS = [
     ("mmha_elem_rate", 1e9, 2e12),
     ("mmha_fp8_cvt_rate", 1e9, 2e12),
 ]
+#: Kernel-model parameters that only rows with an 8-bit KV cache inform (the QGMMA kernel, FP8
+#: conversion in MMHA): not fitted on a table without such rows (A100's: bf16 caches only).
+FP8_KV_PARAMS = {
+    "xqa_fused_floor_s",
+    "xqa_qgmma_ctas_per_sm",
+    "xqa_qgmma_cta_s",
+    "xqa_qgmma_cta_Bps",
+    "xqa_qgmma_elem_rate",
+    "mmha_fp8_cvt_rate",
+}
 #: FlashAttention-3 decode parameters (costmodel.flash_decode), fitted in the same way on the
 #: ``impl=flash`` decode rows (vLLM's measured tables) of the same devices.
 FA_PARAMS = [
@@ -286,6 +297,8 @@ def fit_device(rows, hw_id: str):
         if fam == "decode_attention" and hw_id in XQA_DEVICES:
             for impl, (kparams, key) in KERNEL_MODELS.items():
                 mine = [m for m in sub if m.row.get("impl") == impl]
+                if not any(m.row.get("kv_dtype") == "fp8" for m in mine):
+                    kparams = [p for p in kparams if p[0] not in FP8_KV_PARAMS]
                 if mine and (ONLY is None or ONLY & {p[0] for p in kparams}):
                     hw, _ = fit_family_global([m for m in mine if not held_back(m)], hw, kparams)
                     fitted[key] = [p[0] for p in kparams]

@@ -348,7 +348,13 @@ def decode_attention_time(
         else _f(kv_bytes_per_token)
     )
     fp8_kv = DTYPE_BYTES.get(kv_dtype, 2.0) < 2.0
-    if dispatch == "trtllm" and shared_kv and trtllm_decode.has_xqa_model(eff) and hw.compute_units:
+    if (
+        dispatch == "trtllm"
+        and shared_kv
+        and trtllm_decode.has_xqa_model(eff)
+        and hw.compute_units
+        and trtllm_decode.covers_cache("fp8" in hw.peak_flops, fp8_kv)
+    ):
         return trtllm_decode.trtllm_decode_time(
             b, L, heads, hk, d, per_tok, fp8_kv, hw.hbm_Bps, float(hw.compute_units), eff
         )

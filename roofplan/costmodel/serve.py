@@ -742,13 +742,17 @@ def serve_step(
     hw: DeviceSpec,
     cfg: ServeConfigs,
     engine: EngineProfile,
+    decode_batch=None,
 ) -> ServeArrays:
     """TTFT, TPOT, throughput and memory of B requests prefilled together then decoded together.
 
     With pp > 1 the batch is split into m = min(B, pp) microbatches (vLLM runs pp virtual engines):
     prefill takes (m + pp - 1) stage times of B/m requests (GPipe fill, Huang et al. 2019), every
     decode round pp stage times of B/m requests. TPOT is the decode step at the mean context
-    isl + osl/2 (step time is linear in the context). latency = TTFT + (osl-1)·TPOT."""
+    isl + osl/2 (step time is linear in the context). latency = TTFT + (osl-1)·TPOT.
+    ``decode_batch`` (>= B): the rows each decode step computes when the engine pads the batch up
+    to a captured CUDA graph (TensorRT-LLM's PyTorch backend appends dummy generation requests);
+    the B requests' KV is all they read (the same KV bytes spread over the padded rows)."""
     validate_serve_config(model, cfg)
     mem = serve_memory(model, hw, engine, cfg)
     B = cfg.batch.astype(float)
@@ -762,7 +766,8 @@ def serve_step(
         model, hw, engine, cfg, Bm * isl, (isl + 1.0) / 2.0, 0.0, 0.0, prefill_seqs=Bm, _mem=mem
     )
     prefill = _compose(st, fx, p2p, m + pp - 1.0, pp)
-    st, fx, p2p = step_parts(model, hw, engine, cfg, 0.0, 0.0, Bm, isl + osl / 2.0, _mem=mem)
+    Bd = Bm if decode_batch is None else np.maximum(np.asarray(decode_batch, dtype=float) / m, Bm)
+    st, fx, p2p = step_parts(model, hw, engine, cfg, 0.0, 0.0, Bd, (isl + osl / 2.0) * Bm / Bd, _mem=mem)
     decode = _compose(st, fx, p2p, pp, pp)
 
     return static_arrays(cfg, prefill, decode, mem)

@@ -4,7 +4,8 @@ TensorRT-LLM picks one of three generation-phase attention kernels per call, and
 grid whose shape decides how well the KV-cache read fills the GPU. The rules below restate
 TensorRT-LLM 1.x (``kernels/decoderMaskedMultiheadAttention``):
 
-* **Which kernel** (:func:`kernel_choice`). XQA takes query-head groups of 2..32 (vanilla MHA and
+* **Which kernel** (:func:`kernel_choice`). The A100 (SM80) build has the HMMA XQA and MMHA
+  kernels but no QGMMA, so there only 16-bit caches are priced here (:func:`covers_cache`). XQA takes query-head groups of 2..32 (vanilla MHA and
   larger groups run the masked multi-head attention kernel, "MMHA"). With an FP8 KV cache and
   16-bit activations XQA always runs, on Hopper as the QGMMA kernel that also applies RoPE and
   appends the new token itself ("MMHA does not support this combination",
@@ -56,6 +57,13 @@ MMHA_VECTOR_BYTES = 16.0
 def has_xqa_model(eff: Efficiency) -> bool:
     """Whether this device carries fitted TensorRT-LLM decode-kernel parameters."""
     return eff.xqa_hbm > 0
+
+
+def covers_cache(has_fp8_units: bool, fp8_kv: bool) -> bool:
+    """Whether the fitted kernels price this cache: an 8-bit cache runs the QGMMA kernel, which
+    needs FP8 tensor cores (Hopper's warpgroup MMA); on a device without them (A100, SM80, where
+    TensorRT-LLM keeps no FP8 KV cache) such a cache is left to the generic decode model."""
+    return bool(has_fp8_units or not fp8_kv)
 
 
 def kernel_choice(batch, kv_len, heads, kv_heads, fp8_kv, sms: float):

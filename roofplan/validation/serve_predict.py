@@ -26,12 +26,19 @@ engine picks that batch, so the row cannot state it; it is predicted rather than
 largest batch whose KV cache for isl + osl tokens per request fits under the benchmark's memory
 settings (``kv_cache_free_gpu_mem_fraction`` 0.95 of the memory left after the weights and the
 runtime, batch capped at 4096 by trtllm-bench's tuning), see :func:`engine_batch`. These tables
-report the instance's total output tokens/s (``output_tokens_per_s_total``).
+report the instance's total output tokens/s (``output_tokens_per_s_total``): the dataset's output
+tokens over the run's span. trtllm-bench builds the engine with limits it derives from the dataset
+(:func:`bench_settings`: a batch cap and an iteration token budget, which also sizes the activation
+workspace the KV cache makes room for). The run is a finite dataset (:data:`TRTLLM_BENCH_REQUESTS`
+requests): waves of the static batch, the last one at the remainder (:func:`bench_throughput`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
+
+import numpy as np
 
 from roofplan import resolve
 from roofplan.costmodel.serve import ServeConfigs, max_batch, serve_step, step_time
@@ -91,6 +98,34 @@ ENGINE_MAP: dict[str, tuple[str, dict, bool]] = {
     "trtllm": ("trtllm", {}, False),
     "generic": ("generic", {}, False),
 }
+
+
+#: Engines whose rows without a ``batch`` are trtllm-bench ``throughput`` runs (:func:`bench_throughput`).
+BENCH_ENGINES = ("trtllm-0.17-bench", "trtllm-1.0-bench")
+#: (ISL, OSL) -> requests in the synthetic dataset of a trtllm-bench max-throughput run (TensorRT-LLM
+#: docs/source/performance/perf-overview.md, v0.17 and v1.0, the ``$num_requests`` table: "for longer
+#: input/output sequence lengths, requests remain in the system longer and therefore require less
+#: requests to achieve steady state").
+TRTLLM_BENCH_REQUESTS = {
+    (128, 128): 30000,
+    (128, 2048): 3000,
+    (128, 4096): 1500,
+    (500, 2000): 3000,
+    (1000, 1000): 3000,
+    (1000, 2000): 1500,
+    (2048, 128): 3000,
+    (2048, 2048): 1500,
+    (5000, 500): 1500,
+    (20000, 2000): 1000,
+}
+
+
+#: Decode batch sizes TensorRT-LLM 1.0's perf-overview runs capture as CUDA graphs, with padding
+#: (docs/source/performance/perf-overview.md, ``llm_options.yml``: ``cuda_graph_config:
+#: enable_padding: true, batch_sizes: [1 ... 8192]``).
+TRTLLM_10_BENCH_GRAPHS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 384, 512, 1024, 2048, 4096, 8192)
+#: Engines whose benchmark runs decode through those padded graphs (the PyTorch backend).
+GRAPH_PADDED_ENGINES = ("trtllm-1.0-bench",)
 
 
 #: Server flags a row's note may state as ``key=value`` and the engine-profile field each sets:
@@ -170,10 +205,103 @@ def engine_batch(model, hw, engine, cfg) -> ServeConfigs:
     so the in-flight batcher keeps as many requests running as its KV cache admits, each holding
     blocks for isl + osl tokens (TRT-LLM ``GUARANTEED_NO_EVICT``, vLLM/SGLang admission by
     free blocks), up to the engine's ``max_num_seqs``: ``serve_memory(...).max_batch``. With
-    identical requests that all arrive at t = 0 the running set starts and finishes together, so
-    the steady state is the static batch of :func:`serve_step` at that batch."""
+    identical requests that all arrive at t = 0 the running set starts and finishes nearly
+    together, so without a dataset size the static batch of :func:`serve_step` at that batch
+    stands for the run (:func:`bench_throughput` composes its waves where the dataset is known)."""
     b = int(max_batch(model, hw, cfg, engine)[0])
     return dataclasses.replace(cfg, batch=max(b, 1))
+
+
+#: Weight / KV bytes per element trtllm-bench's tuning assumes per checkpoint dtype
+#: (``tensorrt_llm/bench/build/tuning.py``, ``BYTES_PER_ELEM``: FP8 1, NVFP4 0.5, else 2).
+_BENCH_ELEM_BYTES = {"fp8": 1.0, "fp4": 0.5}
+
+
+def bench_token_budget(batch: float, isl: int, osl: int) -> int:
+    """``max_num_tokens`` trtllm-bench sets for a dataset of ISL/OSL requests and a KV cache it
+    estimates at ``batch`` of them (``tensorrt_llm/bench/build/tuning.py``, ``finetune_setting``:
+    batch x (1 + ISL/OSL), capped at 32768, rounded up to 256 tokens (at least 2048) below 4096,
+    to 512 below 8192, else to 1024). Every iteration's prompt and decode tokens share it."""
+    raw = min(batch * (1.0 + isl / osl), 32768.0)
+    if raw < 4096:
+        return max(2048, 256 * math.ceil(raw / 256))
+    if raw < 8192:
+        return 512 * math.ceil(raw / 512)
+    return 1024 * math.ceil(raw / 1024)
+
+
+def bench_batch_cap(batch: float) -> int:
+    """``max_batch_size`` of the same tuning: the estimate capped at 4096 and rounded up (to 32,
+    at least 64, below 256; to 128 below 1024; else to 256)."""
+    raw = min(batch, 4096.0)
+    if raw < 256:
+        return max(64, 32 * math.ceil(raw / 32))
+    if raw < 1024:
+        return 128 * math.ceil(raw / 128)
+    return 256 * math.ceil(raw / 256)
+
+
+def bench_settings(model, hw, cfg: ServeConfigs) -> tuple[int, int]:
+    """(max_batch_size, max_num_tokens) trtllm-bench derives from the dataset before the run
+    (``tuning.py``, ``calc_engine_setting``, TensorRT-LLM v0.17 build and v1.0 PyTorch flow alike):
+    its own estimate of the requests the KV cache holds, 0.95 of the device memory left after
+    parameters x bytes per element, over (ISL + OSL) tokens of 2 x layers x max(tp, kv heads) x
+    head dim x KV bytes each (pp 1), then :func:`bench_batch_cap` and :func:`bench_token_budget`."""
+    isl, osl, tp = int(cfg.isl[0]), int(cfg.osl[0]), int(cfg.tp[0])
+    gpus = tp * int(cfg.pp[0])
+    weights = model.params_total * _BENCH_ELEM_BYTES.get(cfg.dtype, 2.0)
+    kv_elem = 1.0 if cfg.kv_dtype_resolved == "fp8" else 2.0
+    per_token = 2.0 * model.layers * max(tp, model.kv_heads) * model.head_dim * kv_elem
+    requests = 0.95 * (float(hw.hbm_bytes) * gpus - weights) / (per_token * (isl + osl))
+    requests /= int(cfg.pp[0])
+    return bench_batch_cap(requests), bench_token_budget(requests, isl, osl)
+
+
+def padded_graph_batch(batch: int, max_batch_size: int, max_num_tokens: int) -> int:
+    """The batch a generation-only step of ``batch`` requests runs at in TensorRT-LLM's PyTorch
+    backend: the smallest captured graph size >= batch (``model_engine.py``, ``_round_up_batch_size``),
+    the sizes being :data:`TRTLLM_10_BENCH_GRAPHS` up to min(max_batch_size, max_num_tokens) plus
+    that cap itself when a listed size exceeds it (``_filter_cuda_graph_batch_sizes``); a batch
+    above every size runs eagerly, unpadded."""
+    cap = min(max_batch_size, max_num_tokens)
+    sizes = sorted({s for s in TRTLLM_10_BENCH_GRAPHS if s <= cap} | {cap})
+    return next((s for s in sizes if s >= batch), batch)
+
+
+def mixed_share(batch: int, isl: int, osl: int, budget: int) -> float:
+    """Share of a steady in-flight run's decode iterations that also carry a prompt chunk (and so
+    run no CUDA graph): requests finish at batch / OSL per iteration, each replacement's prompt
+    takes ceil(ISL / (budget - batch)) iterations of the budget left after the decode tokens
+    (the same count as costmodel.serve_load's share f of iterations carrying prompt tokens)."""
+    steps = math.ceil(isl / max(budget - batch, 1))
+    return min(1.0, batch / osl * steps)
+
+
+def bench_throughput(model, hw, engine, cfg: ServeConfigs, requests: int, graphs=None) -> float:
+    """Output tokens/s of a trtllm-bench ``throughput`` run: ``requests`` identical requests queued
+    at t = 0 with at most ``cfg.batch`` running (the KV cache's admission, :func:`engine_batch`;
+    TRT-LLM ``GUARANTEED_NO_EVICT`` reserves isl + osl tokens a request). Identical requests admitted
+    together finish together, so the run is waves of the static batch (:func:`serve_step`):
+    floor(requests / batch) full ones and a last one of the remainder, which decodes its OSL tokens
+    at that smaller batch; throughput = requests x OSL / the waves' summed latency. (The serving
+    simulator, costmodel.serve_sim, replays the same run iteration by iteration with the ramp of
+    admissions under the token budget and staggered finishes: within 4 points of this on these
+    rows, lower on 1000/1000, but at about a second a row, too slow inside a calibration fit.)
+    ``graphs`` = (max_batch_size, max_num_tokens) of an engine that decodes through padded CUDA
+    graphs: the generation-only share of each wave's decode steps (1 - :func:`mixed_share`) runs
+    at :func:`padded_graph_batch`."""
+    b = int(cfg.batch[0])
+    full, rest = divmod(int(requests), b)
+    waves = dataclasses.replace(cfg.broadcast_to(2), batch=np.array([b, max(rest, 1)]))
+    latency = serve_step(model, hw, waves, engine).latency_s
+    if graphs is not None:  # (max_batch_size, max_num_tokens): generation-only steps pad to a graph
+        isl, osl = int(cfg.isl[0]), int(cfg.osl[0])
+        padded = [padded_graph_batch(int(x), *graphs) for x in waves.batch]
+        pure = np.array([1.0 - mixed_share(int(x), isl, osl, graphs[1]) for x in waves.batch])
+        graph = serve_step(model, hw, waves, engine, decode_batch=np.array(padded)).latency_s
+        latency = pure * graph + (1.0 - pure) * latency
+    span = full * float(latency[0]) + (float(latency[1]) if rest else 0.0)
+    return requests * int(cfg.osl[0]) / span
 
 
 @predictor("serve_throughput")
@@ -184,7 +312,15 @@ def predict_serve_throughput(case: Case, calibration=None) -> float:
     batch is the one the engine reaches (:func:`engine_batch`)."""
     model, hw, engine, cfg = _setup(case, calibration)
     if case.int("batch") is None:
+        bench = case.str("engine") in BENCH_ENGINES
+        if bench:  # the engine is built with trtllm-bench's tuned limits (its memory plan, its budget)
+            max_bs, budget = bench_settings(model, hw, cfg)
+            engine = engine.replace(max_num_seqs=max_bs, max_num_batched_tokens=budget)
         cfg = engine_batch(model, hw, engine, cfg)
+        requests = TRTLLM_BENCH_REQUESTS.get((int(cfg.isl[0]), int(cfg.osl[0])))
+        if bench and requests and case.metric == "output_tokens_per_s_total":
+            graphs = (max_bs, budget) if case.str("engine") in GRAPH_PADDED_ENGINES else None
+            return bench_throughput(model, hw, engine, cfg, requests, graphs)
     a = serve_step(model, hw, cfg, engine)
     if case.metric in ("output_tokens_per_s_per_gpu", "output_tokens_per_s"):
         return float(a.output_tokens_per_s_per_gpu[0])
