@@ -167,15 +167,28 @@ class SimResult:
 
 
 def _closed_loop_arrivals(
-    step, arrival: list[float], kv_prompt, gen_target, closed: int, prefix: int = 0, per_round: float = 1.0
+    step,
+    arrival: list[float],
+    kv_prompt,
+    gen_target,
+    closed: int,
+    prefix: int = 0,
+    per_round: float = 1.0,
+    burst_start: bool = False,
 ) -> None:
     """A closed loop of ``closed`` clients: the first C requests start spread over one request
     lifetime (its decoding iterations, ``per_round`` tokens each; desynchronised clients), the rest
     wait for completions (arrival = inf, in place). A spread over more than one lifetime would let
     a client's second request meet a later client's first; with fixed lengths such a bunch then
-    prefills, decodes and finishes together for the rest of the run."""
+    prefills, decodes and finishes together for the rest of the run. ``burst_start``: the first C
+    start together at 0 instead, as ``vllm bench serve --max-concurrency C`` launches its clients
+    (vllm/benchmarks/serve.py ``benchmark``: one asyncio task per request, gated by a semaphore of
+    C, so the first C pass at once); with fixed lengths the clients then stay in lock-step."""
     n = len(arrival)
     c0 = min(closed, n)
+    if burst_start:
+        arrival[:] = [0.0] * c0 + [float("inf")] * (n - c0)
+        return
     ctx = prefix + sum(kv_prompt) / n + sum(gen_target) / (2 * n)
     life = max(sum(gen_target) / n / per_round, 1.0) * step(0.0, 1.0, float(c0), ctx)
     arrival[:] = [life * k / c0 for k in range(c0)] + [float("inf")] * (n - c0)
@@ -280,6 +293,7 @@ def run_instance(
     prefix: int = 0,
     api_s: float = 0.0,
     per_round: float = 1.0,
+    burst_start: bool = False,
 ) -> tuple[list[float], list[float], list[float], dict]:
     """Simulate one instance. Request i arrives at ``arrival[i]`` (sorted), must compute
     ``prompt[i]`` prompt tokens (0: its KV arrives ready, disaggregated decode), holds ``kv_prompt[i]``
@@ -289,11 +303,12 @@ def run_instance(
     per-request time) later (``arrival`` is overwritten in place). ``prefix``: tokens
     of every prompt already in the prefix cache (shared, held outside ``kv_blocks``): prompts and
     decoding requests attend to them on top of their own tokens. ``per_round``: tokens a decoding
-    request gains per iteration (speculative decoding: E, as a mean). Returns (first-token times,
-    finish times, first-decode times, counters)."""
+    request gains per iteration (speculative decoding: E, as a mean). ``burst_start``: the closed
+    loop's first C requests all start at 0 (:func:`_closed_loop_arrivals`). Returns (first-token
+    times, finish times, first-decode times, counters)."""
     n = len(arrival)
     if closed is not None:
-        _closed_loop_arrivals(step, arrival, kv_prompt, gen_target, closed, prefix, per_round)
+        _closed_loop_arrivals(step, arrival, kv_prompt, gen_target, closed, prefix, per_round, burst_start)
     R = _Requests(arrival, prompt, kv_prompt, gen_target, closed, api_s, per_round)
     first, begun, gen, todo, done_pre = R.first, R.begun, R.gen, R.todo, R.done_pre
     base, start, epoch, heap, decoding, waiting = R.base, R.start, R.epoch, R.heap, R.decoding, R.waiting
@@ -518,9 +533,11 @@ def simulate_colocated(
     prefix_hit: int = 0,
     spec: SpecDecode | None = None,
     expert_skew: float = 1.0,
+    burst_start: bool = False,
 ) -> SimResult:
     """``instances`` colocated replicas of ``inst`` behind a router, fed ``arrival_s`` or a closed
-    loop of ``concurrency`` clients (split evenly over the replicas). A request reaches the engine
+    loop of ``concurrency`` clients (split evenly over the replicas; ``burst_start``: the clients'
+    first requests all start at 0, see :func:`_closed_loop_arrivals`). A request reaches the engine
     the engine's ``request_overhead_s`` after its client sends it (the API server's time); TTFT and
     latency count from the send. ``prefix_hit``: prompt tokens
     every request finds in the prefix cache (one shared copy per attention-DP rank): prompts
@@ -572,6 +589,7 @@ def simulate_colocated(
             prefix=int(prefix_hit),
             api_s=api,
             per_round=1.0 if spec is None else spec.tokens_per_step,
+            burst_start=burst_start,
         )
         arr[idx] = np.asarray(a) - api  # the clients' send times
         wait[idx] = np.asarray(st["begun"]) - np.asarray(a)

@@ -7,12 +7,21 @@ vary; the note says which). A row whose note states ``rate=R`` (requests/s) was 
 open loop instead (``--request-rate``, guidellm ``--rate``) and leaves ``batch`` empty.
 ``ttft_ms_mean`` / ``tpot_ms_mean`` / ``latency_s_mean`` are the benchmark's mean TTFT, mean TPOT
 and mean end-to-end latency (``_p50``: medians; ``total_tokens_per_s_per_gpu``: input + output
-tokens/s over the instance's GPUs). They are predicted by the steady state of
+tokens/s over the instance's GPUs; ``total_tokens_per_s``: the same over the whole instance).
+They are predicted by the steady state of
 :func:`roofplan.costmodel.serve_load.closed_loop` (or :func:`~roofplan.costmodel.serve_load.open_loop`,
 Poisson arrivals) with the engine profile of the row's engine string
 (:data:`roofplan.validation.serve_predict.ENGINE_MAP`) and the server flags its note states as
 ``key=value`` (:func:`roofplan.validation.serve_predict.note_engine_args`). TTFT, TPOT and latency rows are reported
 apart (``roofplan validate`` groups ``serve_load`` on its own).
+
+A row whose note states ``burst=N`` is one burst: N requests handed to the engine at t = 0 and
+drained (``vllm bench throughput`` with ``--num-prompts N --max-num-seqs N``, the offline
+``LLM.generate`` path: vllm/benchmarks/throughput.py ``run_vllm`` adds every prompt before the
+engine steps). It has no steady state; it is predicted by :func:`burst`, the iteration-level
+simulator (:func:`roofplan.costmodel.serve_sim.simulate_colocated`) run on N requests arriving at
+0, whose elapsed time is the simulated makespan (throughput = N·(isl + osl) / makespan, the
+benchmark's ``tokens_per_second``).
 """
 
 from __future__ import annotations
@@ -21,7 +30,7 @@ import re
 
 import numpy as np
 
-from roofplan.costmodel import serve_load
+from roofplan.costmodel import serve_load, serve_sim
 from roofplan.validation.cases import Case, predictor
 from roofplan.validation.serve_predict import _setup
 
@@ -34,6 +43,7 @@ METRICS = {
     "tpot_ms_p50": ("tpot_s", "p50", 1e3),
     "latency_s_mean": ("latency_s", "mean", 1.0),
     "total_tokens_per_s_per_gpu": ("total_tokens_per_s", None, 1.0),
+    "total_tokens_per_s": ("total_tokens_per_s", None, 1.0),
 }
 
 
@@ -43,23 +53,51 @@ def stated_rate(case: Case) -> float | None:
     return float(m.group(1)) if m else None
 
 
+def stated_burst(case: Case) -> int | None:
+    """The number of requests of a one-burst row (note ``burst=N``), else None."""
+    m = re.search(r"\bburst=([0-9]+)", case.str("note"))
+    return int(m.group(1)) if m else None
+
+
+def burst(inst: serve_load.Instance, isl: int, osl: int, n: int) -> serve_sim.SimResult:
+    """n requests of ``isl`` prompt and ``osl`` output tokens that all reach the engine at t = 0,
+    simulated iteration by iteration until the last finishes (admission by free KV blocks up to
+    ``max_num_seqs``, chunked prefill under the token budget, recompute preemption): the same
+    step times as every other serving prediction (serve_load.round_time)."""
+    return serve_sim.simulate_colocated(inst, np.full(n, isl), np.full(n, osl), np.zeros(n))
+
+
+def _burst_metric(case: Case, inst: serve_load.Instance, isl: int, osl: int, n: int) -> float:
+    """A burst row's metric: throughput over the makespan, or the mean/median over all n
+    requests (one wave, no warm-up to drop)."""
+    r = burst(inst, isl, osl, n)
+    field, stat, scale = METRICS[case.metric]
+    if stat is None:
+        total = n * (isl + osl) / r.makespan_s
+        gpus = int(inst.cfg.tp[0]) * int(inst.cfg.pp[0])
+        return total / gpus if case.metric.endswith("_per_gpu") else total
+    return r.summary(field, skip=0.0)[stat] * scale
+
+
 @predictor("serve_load")
 def predict_serve_load(case: Case, calibration=None) -> float:
-    """The row's metric (:data:`METRICS`) for ``batch`` closed-loop clients or the open loop at
-    the note's ``rate=R``."""
+    """The row's metric (:data:`METRICS`) for ``batch`` closed-loop clients, the open loop at
+    the note's ``rate=R`` or the burst of the note's ``burst=N`` requests (:func:`burst`)."""
     model, hw, engine, cfg = _setup(case, calibration)
     if case.metric not in METRICS:
         raise ValueError(f"serve_load metric {case.metric!r} not supported ({', '.join(METRICS)})")
-    rate, conc = stated_rate(case), case.int("batch")
+    rate, conc, n = stated_rate(case), case.int("batch"), stated_burst(case)
+    inst = serve_load.Instance(model, hw, engine, cfg)
+    if n:
+        return _burst_metric(case, inst, int(cfg.isl[0]), int(cfg.osl[0]), n)
     if not conc and not rate:
         raise ValueError(
             f"serve_load row {case.id}: the batch column (the concurrency) or rate=R in the note is required"
         )
-    inst = serve_load.Instance(model, hw, engine, cfg)
     isl, osl = np.array([int(cfg.isl[0])]), np.array([int(cfg.osl[0])])
     r = serve_load.open_loop(inst, isl, osl, rate) if rate else serve_load.closed_loop(inst, isl, osl, conc)
     field, stat, scale = METRICS[case.metric]
     value = getattr(r, field)
-    if stat is None:  # a rate of the whole instance: per GPU
-        return value / (int(cfg.tp[0]) * int(cfg.pp[0]))
+    if stat is None:  # a rate of the whole instance (per GPU where the metric says so)
+        return value / (int(cfg.tp[0]) * int(cfg.pp[0])) if case.metric.endswith("_per_gpu") else value
     return value[stat] * scale

@@ -89,6 +89,12 @@ ENGINE_MAP: dict[str, tuple[str, dict, bool]] = {
         {"request_overhead_s": VLLM_017_REQUEST_OVERHEAD_S, "api_output_s": VLLM_017_API_OUTPUT_S},
         False,
     ),
+    # vLLM v0.11.1 (ROCm image rocm/vllm:rocm7.0.0_vllm_0.11.1_20251103) driven offline by
+    # ``vllm bench throughput`` (the AMD performance-results rows; ROCm/MAD scripts/vllm): prompts go
+    # straight to the LLM engine, no API server, so none of the profile's per-request API time
+    # (48.7 ms, vLLM v0.11 behind ``vllm bench serve``); MAD's float8 runs pass --kv-cache-dtype
+    # fp8 (scripts/vllm/vllm_benchmark_report.sh DTYPE), the -FP8-KV checkpoints carry KV scales.
+    "vllm-0.11-offline": ("vllm", {"request_overhead_s": 0.0}, True),
     # SambaFlow on SN40L (LLM-Inference-Bench rows): the generic profile without the GPU engines'
     # per-step host work: SambaFlow turns consecutive calls of the fused decoder kernel into one
     # call with a pipelined outer loop (SambaNova SN40L DAC 2025 talk), so no per-step host
