@@ -31,12 +31,19 @@ from roofplan.validation.suite import predict, read_cases  # noqa: E402
 #: Megatron-Bridge 25.09 runs on B200 and GB200 and the 25.11 TP2 CP2 Llama 3.1 405B run on GB300
 #: (the other 25.11/26.02 runs of those systems stay in the suite).
 HELD_OUT_CSV = ROOT / "tools" / "data" / "heldout_training.csv"
-#: Devices that share a die and board limit with a fitted one take its value. GB300 (1400 W) does
-#: not share GB200's (1200 W) board limit and has held-out runs of its own.
+#: Devices without held-out runs of their own take a fitted device's value, with the reason in the
+#: source. H200 and A100 40GB share the die and board limit of the device they copy. B300 does
+#: not (1100 W against B200's 1000 W) but has no training run to fit, so B200's value is its prior.
+#: GB300 (1400 W) does not share GB200's (1200 W) board limit and has held-out runs of its own.
 SAME_AS = {
-    "h200-sxm": "h100-sxm",
-    "a100-sxm-40gb": "a100-sxm-80gb",
-    "b300-sxm": "b200-sxm",
+    "h200-sxm": ("h100-sxm", "same die and board power limit"),
+    "a100-sxm-40gb": ("a100-sxm-80gb", "same die and board power limit"),
+    "b300-sxm": (
+        "b200-sxm",
+        "no B300 training run to fit. Not the same power limit: B300 allows 1,100 W against "
+        "B200's 1,000 W, so the power-limited fraction may be higher here; the value is a prior, "
+        "not a measurement of this board",
+    ),
 }
 
 
@@ -88,8 +95,8 @@ def main() -> None:
         lines = {hw_id: source(hw_id, value, mine)}
         lines.update(
             {
-                other: f"assumed equal to {hw_id} (same die and board power limit; see {hw_id}.yaml)"
-                for other, same in SAME_AS.items()
+                other: f"assumed equal to {hw_id} ({why}; see {hw_id}.yaml)"
+                for other, (same, why) in SAME_AS.items()
                 if same == hw_id
             }
         )

@@ -57,6 +57,8 @@ FP8_RECIPES = ("current", "delayed")
 TRAIN_DTYPES = ("bf16", "fp16", "fp8")
 #: Pipeline engines (``TrainConfigs.pipeline_engine``).
 PIPELINE_ENGINES = ("megatron", "deepspeed")
+#: Cross-entropy implementations (``TrainConfigs.cross_entropy``).
+CROSS_ENTROPY_IMPLS = ("unfused", "te")
 
 
 def choices(name: str) -> tuple[str, ...]:
@@ -175,6 +177,14 @@ class TrainConfigs:
     #: all-gather after the step; like Megatron it sends 1/tp of the boundary activation and
     #: all-gathers it on arrival, ``deepspeed/runtime/pipe/engine.py`` and ``schedule.py``).
     pipeline_engine: str = field(default="megatron", metadata={"choices": PIPELINE_ENGINES})
+    #: Vocab-parallel cross-entropy on the LM head's logits: ``unfused`` (Megatron's
+    #: ``tensor_parallel.vocab_parallel_cross_entropy`` on fp32 logits, several passes) or ``te``
+    #: (Megatron-Core ``cross_entropy_loss_fusion`` with ``cross_entropy_fusion_impl="te"``:
+    #: Transformer Engine's Triton ``parallel_cross_entropy`` reads the bf16 logits in an online-
+    #: softmax pass and once more to write the gradient in place, ``transformer_engine/pytorch/
+    #: triton/cross_entropy.py``; Megatron-Bridge's performance scripts set it,
+    #: ``scripts/performance/utils/helpers.py`` ``set_common_perf_overrides``).
+    cross_entropy: str = field(default="unfused", metadata={"choices": CROSS_ENTROPY_IMPLS})
     #: Decoder layers whose activations are offloaded to host memory (Megatron ``--cpu-offloading
     #: --cpu-offloading-num-layers N``, Transformer Engine's ``get_cpu_offload_context``): each
     #: offloaded layer's saved tensors are copied out during the forward and back before its

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from roofplan.costmodel.train_configs import (
+    CROSS_ENTROPY_IMPLS,
     FP8_RECIPES,
     MOE_DISPATCHERS,
     OFFLOAD,
@@ -263,6 +264,7 @@ def estimate_training(
     grad_reduce_in_fp32=True,
     split_accounts_ends=False,
     pipeline_engine="megatron",
+    cross_entropy="unfused",
     act_offload_layers=0,
 ) -> TrainEstimate:
     """Estimate one training configuration (docs/SPEC.md §3.1) of ``model`` (a ModelSpec) on ``hw`` (a
@@ -300,6 +302,8 @@ def estimate_training(
         raise InputError("fp8_recipe", fp8_recipe, f"expected one of {', '.join(FP8_RECIPES)}")
     if pipeline_engine not in PIPELINE_ENGINES:
         raise InputError("pipeline_engine", pipeline_engine, f"expected one of {', '.join(PIPELINE_ENGINES)}")
+    if cross_entropy not in CROSS_ENTROPY_IMPLS:
+        raise InputError("cross_entropy", cross_entropy, f"expected one of {', '.join(CROSS_ENTROPY_IMPLS)}")
     if gpus_per_node is not None:
         gpus_per_node = positive_int("gpus_per_node", gpus_per_node)
     m = _spec("model", model, ModelSpec)
@@ -328,6 +332,7 @@ def estimate_training(
         grad_reduce_in_fp32=bool(grad_reduce_in_fp32),
         split_accounts_ends=bool(split_accounts_ends),
         pipeline_engine=pipeline_engine,
+        cross_entropy=cross_entropy,
         act_offload_layers=_count("act_offload_layers", act_offload_layers),
     )
     code = int(check_train_config(m, cfg)[0])

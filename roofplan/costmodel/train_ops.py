@@ -710,12 +710,18 @@ def _ends(L: StepLanes):
     Megatron's vocab-parallel cross-entropy on fp32 logits: cast (write), max, exp-sum, loss (3
     reads), softmax gradient (read + write): 7 x 4 B. The output layer is Megatron's own
     ColumnParallelLinear, outside Transformer Engine's FP8 autocast (which wraps the decoder block
-    only): it stays BF16 in an FP8 run. Returns (embedding, head)."""
+    only): it stays BF16 in an FP8 run. With ``cross_entropy="te"`` the fused kernel makes three
+    passes over the bf16 logits instead (``TrainConfigs.cross_entropy``). Returns (embedding, head)."""
     s, t = L.s, L.tokens
     emb = L.mem(t * s.h * ACT_BYTES * 2.0) + L.mem(t * s.h * 4.0 * 2.0)
     head_g = gemm_time(t, s.vocab / L.tp, s.h, **L.gk_bf16)
-    head = 3.0 * head_g + L.mem(t * s.vocab / L.tp * 4.0 * 7.0, launches=6.0)
-    return emb, head
+    if L.cfg.cross_entropy == "te":
+        # Transformer Engine's fused kernel: online-softmax read, then read and in-place write of
+        # the gradient, all on the bf16 logits (3 x 2 B, 3 launches)
+        ce = L.mem(t * s.vocab / L.tp * ACT_BYTES * 3.0, launches=3.0)
+    else:
+        ce = L.mem(t * s.vocab / L.tp * 4.0 * 7.0, launches=6.0)
+    return emb, 3.0 * head_g + ce
 
 
 def stage_compute(L: StepLanes, ops: LayerOps) -> StageCompute:

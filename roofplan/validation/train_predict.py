@@ -51,6 +51,7 @@ STACKS: dict[str, dict] = {
         "ep_comm_overlap": True,
         "moe_force_balance": True,
         "grad_reduce_in_fp32": False,
+        "cross_entropy": "te",
     },
     "megatron-moe-modelzoo": {
         "flash_attention": True,
@@ -171,6 +172,7 @@ def estimate_case(case: Case, calibration=None):
         overlap_grad_reduce=prof.get("overlap_grad_reduce", True),
         split_accounts_ends=prof.get("split_accounts_ends", False),
         pipeline_engine=prof.get("pipeline_engine", "megatron"),
+        cross_entropy=prof.get("cross_entropy", "unfused"),
         calibration_label=calibration,
     )
 
