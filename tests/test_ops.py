@@ -247,6 +247,22 @@ def test_mxfp4_moe_on_sm90_is_the_triton_grid_with_block_m_from_tokens_per_exper
     assert t64 - 70e-6 == pytest.approx(gemm(64, 16, 2048, 1024) + gemm(64, 16, 1024, 1024))
 
 
+def test_round_robin_router_replays_the_collectors_generator_on_rank_0():
+    # one token, top-2 of 8 experts (stride 4): copies to experts 0 and 4; at ep 8 rank 0 holds expert
+    # 0 alone and gets one copy, 4x the mean 2 / 8
+    share, hit, tiles = ops.router_stats("round_robin", 8, 8, 1, 2)
+    assert (float(share), float(hit)) == (4.0, 1.0) and float(tiles[0]) == 1.0
+    # 16 tokens, top-8 of 128 (stride 16): token i's copies i, i + 16, ... all distinct -> 128 experts,
+    # one copy each; at ep 8 rank 0's 16 experts (0..15) get one copy each (tokens 0..15, j = 0)
+    assert float(ops.router_stats("round_robin", 128, 1, 16, 8)[1]) == 128.0
+    share, hit, _ = ops.router_stats("round_robin", 128, 8, 16, 8)
+    assert (float(share), float(hit)) == (1.0, 16.0)
+    # 2 tokens, top-1 of 16 (stride 16 > tokens): experts int(i x 16 / 2) = 0 and 8; at ep 2 rank 0
+    # (experts 0..7) gets token 0 only
+    share, hit, _ = ops.router_stats("round_robin", 16, 2, 2, 1)
+    assert (float(share), float(hit)) == (1.0, 1.0)
+
+
 def test_every_moe_dtype_has_rows_in_both_halves():
     rows = [m for m in _ROWS["measured_kernels_hopper.csv"] if family(m) == "moe"]
     for hw_id in ("h100-sxm", "h200-sxm"):

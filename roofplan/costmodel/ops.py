@@ -416,17 +416,18 @@ def router_stats(distribution: str, experts, ep, tokens, topk=1.0):
     E, ep, T, k = (
         np.array(x, dtype=float) for x in np.broadcast_arrays(_f(experts), _f(ep), _f(tokens), _f(topk))
     )
-    if not distribution or distribution in ("balanced", "round_robin"):
+    if distribution == "round_robin":
+        keys = np.stack([E.ravel(), ep.ravel(), T.ravel(), k.ravel()], axis=1)
+        uniq, inv = np.unique(keys, axis=0, return_inverse=True)
+        stats = np.array([_round_robin_rank0(*(int(v) for v in key)) for key in uniq])[inv.ravel()]
+        shape = E.shape
+        tiles = np.stack([stats[:, 2 + i].reshape(shape) for i in range(len(TOKEN_TILES))])
+        return stats[:, 0].reshape(shape), stats[:, 1].reshape(shape), tiles
+    if not distribution or distribution == "balanced":
         copies = T * k / ep
         e_local = np.maximum(E / ep, 1.0)
-        if distribution == "round_robin":
-            # aiconfigurator's balanced router (``balanced_logits`` of its MoE collectors, the
-            # "balanced" rows of its measured tables): token i's j-th copy goes to expert
-            # (i + j x ceil(E / topk)) mod E, spread over the stride when there are fewer tokens
-            # than it; so a rank's copies land on distinct experts until every local expert has one
-            hit = np.minimum(e_local, copies)
-        else:  # independent uniform picks: the expected distinct experts of ``copies`` draws
-            hit = e_local * (1.0 - np.power(1.0 - 1.0 / e_local, copies))
+        # independent uniform picks: the expected distinct experts of ``copies`` draws
+        hit = e_local * (1.0 - np.power(1.0 - 1.0 / e_local, copies))
         per = copies / np.maximum(hit, 1e-9)
         tiles = np.stack([hit * np.ceil(np.maximum(per, 1e-9) / t - 1e-9) for t in TOKEN_TILES])
         return np.ones_like(E), hit, tiles
@@ -446,6 +447,28 @@ def _rank_stats(mine, tokens: int, topk: int, ep: int) -> tuple[float, ...]:
     tiles = [float(np.ceil(mine / t).sum(axis=1).mean()) for t in TOKEN_TILES]
     share = float(mine.sum(axis=1).mean() / max(tokens * topk / max(ep, 1), 1e-30))
     return (share, float((mine > 0).sum(axis=1).mean()), *tiles)
+
+
+@functools.lru_cache(maxsize=4096)
+def _round_robin_rank0(experts: int, ep: int, tokens: int, topk: int) -> tuple[float, ...]:
+    """(load share, experts hit, token tiles per :data:`TOKEN_TILES`) of rank 0 under
+    aiconfigurator's balanced router (``balanced_logits`` of its MoE collectors, the "balanced"
+    rows of its measured tables), replayed exactly: with stride = ceil(experts / topk), token i's
+    j-th copy goes to expert (i + j x stride) mod experts, or, with fewer tokens than the stride,
+    to int(i x stride / tokens + j x stride) mod experts (a token's copies that land on one expert
+    count once: the router keeps distinct experts). Rank 0 holds experts [0, experts / ep) and is
+    the rank measured (nothing is swapped, unlike the skewed router): one token always sends a
+    copy to expert 0, so rank 0 reads one expert's weights even with fewer copies than ranks."""
+    stride = -(-experts // max(topk, 1))
+    i = np.arange(tokens, dtype=float)[:, None]
+    j = np.arange(topk, dtype=float)[None, :]
+    first = i if tokens >= stride else i * stride / tokens
+    chosen = np.floor(first + j * stride).astype(np.int64) % experts
+    rows = np.repeat(np.arange(tokens), topk)
+    flat = np.unique(rows * experts + chosen.ravel())  # distinct experts per token
+    loads = np.bincount(flat % experts, minlength=experts).astype(float)
+    per_rank = max(experts // max(ep, 1), 1)
+    return _rank_stats(loads[None, :per_rank], tokens, topk, ep)
 
 
 @functools.lru_cache(maxsize=4096)
