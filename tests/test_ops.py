@@ -215,6 +215,62 @@ def test_moe_layer_costs_more_with_skew_and_with_more_tokens():
     assert np.all(np.diff(ops.moe_time(np.array([1, 64, 4096, 65536]), *args, ep=8)) > 0)
 
 
+def test_mxfp4_moe_on_sm90_is_the_triton_grid_with_block_m_from_tokens_per_expert():
+    hw = _grid_device(moe_mma_mxfp4=0.5, moe_cta_mxfp4_Bps=50e9, moe_mxfp4_floor_s=70e-6, moe_hbm=0.8)
+    sm_flops = ops.gemm_peak(hw, "mxfp4_wo") / 100 * 0.5
+
+    def gemm(block_m, tiles, n, k):
+        # ceil(tiles x n / 128 CTAs over 100 SMs) waves of (tile_s + max(MMA, k-slab stream))
+        waves = np.ceil(tiles * np.ceil(n / 128) / 100)
+        tile = 1e-6 + max(2 * 128 * block_m * k / sm_flops, (128 * 0.53125 + block_m * 2) * k / 50e9)
+        return waves * tile
+
+    # 4 tokens x top-4 of 16 experts (round robin): 16 copies on 16 experts, one each -> block_m 16
+    # (1 x 4 // 16 rounds to 1), one 16-token tile per expert; gate/up 2048 x 1024, down 1024 x 1024
+    t = float(
+        ops.moe_time(4, 1024, 1024, 16, 4, hw, dtype="mxfp4_wo", distribution="round_robin", kernels="trtllm")
+    )
+    hbm = hw.hbm_Bps * 0.8
+    g1 = max(gemm(16, 16, 2048, 1024), 16 * 2048 * 1024 * 0.53125 / hbm + 16 * (1024 + 2048) * 2 / hbm)
+    g2 = max(gemm(16, 16, 1024, 1024), 16 * 1024 * 1024 * 0.53125 / hbm + 16 * (1024 + 1024) * 2 / hbm)
+    assert t == pytest.approx(g1 + g2 + 70e-6)
+    # 96 copies per expert take one 128-token block (triton_kernels' block_m cap), 64 one 64-token block
+    t64, t96 = (
+        float(
+            ops.moe_time(
+                m * 4, 1024, 1024, 16, 4, hw, dtype="mxfp4_wo", distribution="round_robin", kernels="trtllm"
+            )
+        )
+        for m in (64, 96)
+    )
+    assert t96 - 70e-6 == pytest.approx(gemm(128, 16, 2048, 1024) + gemm(128, 16, 1024, 1024))
+    assert t64 - 70e-6 == pytest.approx(gemm(64, 16, 2048, 1024) + gemm(64, 16, 1024, 1024))
+
+
+def test_round_robin_router_replays_the_collectors_generator_on_rank_0():
+    # one token, top-2 of 8 experts (stride 4): copies to experts 0 and 4; at ep 8 rank 0 holds expert
+    # 0 alone and gets one copy, 4x the mean 2 / 8
+    share, hit, tiles = ops.router_stats("round_robin", 8, 8, 1, 2)
+    assert (float(share), float(hit)) == (4.0, 1.0) and float(tiles[0]) == 1.0
+    # 16 tokens, top-8 of 128 (stride 16): token i's copies i, i + 16, ... all distinct -> 128 experts,
+    # one copy each; at ep 8 rank 0's 16 experts (0..15) get one copy each (tokens 0..15, j = 0)
+    assert float(ops.router_stats("round_robin", 128, 1, 16, 8)[1]) == 128.0
+    share, hit, _ = ops.router_stats("round_robin", 128, 8, 16, 8)
+    assert (float(share), float(hit)) == (1.0, 16.0)
+    # 2 tokens, top-1 of 16 (stride 16 > tokens): experts int(i x 16 / 2) = 0 and 8; at ep 2 rank 0
+    # (experts 0..7) gets token 0 only
+    share, hit, _ = ops.router_stats("round_robin", 16, 2, 2, 1)
+    assert (float(share), float(hit)) == (1.0, 1.0)
+
+
+def test_every_moe_dtype_has_rows_in_both_halves():
+    rows = [m for m in _ROWS["measured_kernels_hopper.csv"] if family(m) == "moe"]
+    for hw_id in ("h100-sxm", "h200-sxm"):
+        for dtype in {m.row["dtype"] for m in rows}:
+            mine = [held_back(m) for m in rows if m.hardware == hw_id and m.row["dtype"] == dtype]
+            assert 0.3 < np.mean(mine) < 0.7, (hw_id, dtype, np.mean(mine))
+
+
 # -- collectives ---------------------------------------------------------------------------------------------
 def test_nccl_takes_the_fastest_protocol():
     hw = _device(
@@ -267,7 +323,7 @@ TARGETS = {
     "nccl": (0.10, 0.25),
     "custom_allreduce": (0.10, 0.36),
     "decode_attention": (0.10, 0.25),
-    "moe": (0.08, 0.38),
+    "moe": (0.10, 0.25),
 }
 
 

@@ -132,6 +132,10 @@ ATTN_BATCH = {1, 8, 64}
 ATTN_HEADS = {8, 32, 64}
 GEN_BATCH = {1, 16, 256}
 MOE_TOKENS = {1, 16, 64, 256, 1024, 4096, 16384}
+# Every power of two for the MXFP4 weight-only rows: their one shape (gpt-oss, hidden = inter = 2880,
+# top-4) puts the powers of four of MOE_TOKENS all in odd log2 FLOP bins (held back), so the odd
+# powers are kept too and both halves of the split hold MXFP4 rows.
+MOE_TOKENS_MXFP4 = {1 << i for i in range(0, 15)}
 MOE_TP_EP = {(1, 1), (1, 8), (2, 1), (8, 1)}
 MOE_DIST = {"balanced", "power_law_1.2"}
 MLA_BATCH = {1, 4, 16, 64, 256}
@@ -176,10 +180,9 @@ def keep_gen(r) -> bool:
 
 
 def keep_moe(r) -> bool:
+    tokens = MOE_TOKENS_MXFP4 if r.moe_dtype == "w4a16_mxfp4" else MOE_TOKENS
     return (
-        r.num_tokens in MOE_TOKENS
-        and (r.moe_tp_size, r.moe_ep_size) in MOE_TP_EP
-        and r.distribution in MOE_DIST
+        r.num_tokens in tokens and (r.moe_tp_size, r.moe_ep_size) in MOE_TP_EP and r.distribution in MOE_DIST
     )
 
 

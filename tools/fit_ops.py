@@ -93,6 +93,9 @@ MOE_GRID_PARAMS = [
     ("moe_expert_fp8_block_s", 1e-9, 2e-6),
     ("moe_permute_Bps", 1e11, 5e12),
     ("moe_permute_fp8_block_Bps", 1e11, 5e12),
+    ("moe_mma_mxfp4", 0.05, 1.0),
+    ("moe_cta_mxfp4_Bps", 1e9, 1e12),
+    ("moe_mxfp4_floor_s", 1e-6, 150e-6),
 ]
 #: Where the launch-grid fit starts (catalog values of 0 mean "not characterised").
 MOE_GRID_START = {
@@ -107,6 +110,9 @@ MOE_GRID_START = {
     "moe_expert_fp8_block_s": 3e-7,
     "moe_permute_Bps": 1e12,
     "moe_permute_fp8_block_Bps": 5e11,
+    "moe_mma_mxfp4": 0.4,
+    "moe_cta_mxfp4_Bps": 5e10,
+    "moe_mxfp4_floor_s": 60e-6,
 }
 #: decode row ``impl`` -> (parameters, report/fitted key) of the kernel models fitted on XQA_DEVICES.
 KERNEL_MODELS = {
@@ -219,6 +225,7 @@ CLASS_PARAMS = {
         "moe_permute_fp8_block_Bps",
     ),
     "fp4": ("gemm_max_fp4", "gemm_hbm_fp4", "gemm_floor_fp4_s"),
+    "mxfp4_wo": ("moe_mma_mxfp4", "moe_cta_mxfp4_Bps", "moe_mxfp4_floor_s"),
 }
 
 
@@ -227,6 +234,7 @@ def informed(params, rows):
     from roofplan.costmodel.ops import gemm_class
 
     present = {gemm_class(m.row.get("dtype", "bf16")) for m in rows}
+    present |= {m.row.get("dtype") for m in rows}  # the MXFP4 weight-only MoE parameters
     drop = {n for c, names in CLASS_PARAMS.items() if c not in present for n in names}
     return [p for p in params if p[0] not in drop]
 

@@ -397,6 +397,12 @@ MOE_TILES_WO = tuple((w, t) for w in (64.0, 128.0) for t in (16.0, 32.0, 64.0, 1
 MOE_TILES_FP8_BLOCK = ((128.0, 64.0), (128.0, 128.0), (256.0, 64.0), (256.0, 128.0))
 #: Token columns of the candidate tiles, for the per-expert tile counts of :func:`router_load`.
 TOKEN_TILES = (16.0, 32.0, 64.0, 128.0, 256.0)
+#: Weight columns of a CTA of the Triton ``matmul_ogs`` kernel TensorRT-LLM runs for W4A16 MXFP4
+#: MoE on SM90 (aiconfigurator-core 0.12.0 ``sdk/common.py`` ``MoEQuantMode.w4a16_mxfp4``: "GPT-OSS's
+#: triton_kernels mxfp4 path"; triton_kernels ``matmul_ogs_details/opt_flags_details/opt_flags_nvidia.py``
+#: ``compute_block_n``: 128 with the Hopper MX-scale layout at 4 warps; ``compute_block_k``: 128 for
+#: 4-bit weights without native MXFP tensor cores).
+MXFP4_TRITON_BLOCK_N = 128.0
 
 
 def router_load(distribution: str, experts, ep, tokens, topk=1.0):
@@ -416,17 +422,18 @@ def router_stats(distribution: str, experts, ep, tokens, topk=1.0):
     E, ep, T, k = (
         np.array(x, dtype=float) for x in np.broadcast_arrays(_f(experts), _f(ep), _f(tokens), _f(topk))
     )
-    if not distribution or distribution in ("balanced", "round_robin"):
+    if distribution == "round_robin":
+        keys = np.stack([E.ravel(), ep.ravel(), T.ravel(), k.ravel()], axis=1)
+        uniq, inv = np.unique(keys, axis=0, return_inverse=True)
+        stats = np.array([_round_robin_rank0(*(int(v) for v in key)) for key in uniq])[inv.ravel()]
+        shape = E.shape
+        tiles = np.stack([stats[:, 2 + i].reshape(shape) for i in range(len(TOKEN_TILES))])
+        return stats[:, 0].reshape(shape), stats[:, 1].reshape(shape), tiles
+    if not distribution or distribution == "balanced":
         copies = T * k / ep
         e_local = np.maximum(E / ep, 1.0)
-        if distribution == "round_robin":
-            # aiconfigurator's balanced router (``balanced_logits`` of its MoE collectors, the
-            # "balanced" rows of its measured tables): token i's j-th copy goes to expert
-            # (i + j x ceil(E / topk)) mod E, spread over the stride when there are fewer tokens
-            # than it; so a rank's copies land on distinct experts until every local expert has one
-            hit = np.minimum(e_local, copies)
-        else:  # independent uniform picks: the expected distinct experts of ``copies`` draws
-            hit = e_local * (1.0 - np.power(1.0 - 1.0 / e_local, copies))
+        # independent uniform picks: the expected distinct experts of ``copies`` draws
+        hit = e_local * (1.0 - np.power(1.0 - 1.0 / e_local, copies))
         per = copies / np.maximum(hit, 1e-9)
         tiles = np.stack([hit * np.ceil(np.maximum(per, 1e-9) / t - 1e-9) for t in TOKEN_TILES])
         return np.ones_like(E), hit, tiles
@@ -446,6 +453,28 @@ def _rank_stats(mine, tokens: int, topk: int, ep: int) -> tuple[float, ...]:
     tiles = [float(np.ceil(mine / t).sum(axis=1).mean()) for t in TOKEN_TILES]
     share = float(mine.sum(axis=1).mean() / max(tokens * topk / max(ep, 1), 1e-30))
     return (share, float((mine > 0).sum(axis=1).mean()), *tiles)
+
+
+@functools.lru_cache(maxsize=4096)
+def _round_robin_rank0(experts: int, ep: int, tokens: int, topk: int) -> tuple[float, ...]:
+    """(load share, experts hit, token tiles per :data:`TOKEN_TILES`) of rank 0 under
+    aiconfigurator's balanced router (``balanced_logits`` of its MoE collectors, the "balanced"
+    rows of its measured tables), replayed exactly: with stride = ceil(experts / topk), token i's
+    j-th copy goes to expert (i + j x stride) mod experts, or, with fewer tokens than the stride,
+    to int(i x stride / tokens + j x stride) mod experts (a token's copies that land on one expert
+    count once: the router keeps distinct experts). Rank 0 holds experts [0, experts / ep) and is
+    the rank measured (nothing is swapped, unlike the skewed router): one token always sends a
+    copy to expert 0, so rank 0 reads one expert's weights even with fewer copies than ranks."""
+    stride = -(-experts // max(topk, 1))
+    i = np.arange(tokens, dtype=float)[:, None]
+    j = np.arange(topk, dtype=float)[None, :]
+    first = i if tokens >= stride else i * stride / tokens
+    chosen = np.floor(first + j * stride).astype(np.int64) % experts
+    rows = np.repeat(np.arange(tokens), topk)
+    flat = np.unique(rows * experts + chosen.ravel())  # distinct experts per token
+    loads = np.bincount(flat % experts, minlength=experts).astype(float)
+    per_rank = max(experts // max(ep, 1), 1)
+    return _rank_stats(loads[None, :per_rank], tokens, topk, ep)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -597,6 +626,8 @@ def _moe_time_grid(T, h, f, E, k, ep, up, hw, dtype, distribution, eff, weight_b
     scale layout the grouped kernels set up)."""
     share, touched, tiles = router_stats(distribution, E, ep, T, k)
     copies = T * k / ep * share  # token copies arriving at the busiest rank's experts
+    if dtype == "mxfp4_wo" and eff.moe_mma_mxfp4 > 0:
+        return _moe_time_triton_mxfp4(tiles, copies, touched, T * k / E, h, f, up, hw, eff, weight_bw_Bps)
     kw = {"dtype": dtype, "eff": eff, "weight_bw_Bps": weight_bw_Bps}
     g = grouped_gemm_time(tiles, copies, touched, up * f, h, hw, **kw) + grouped_gemm_time(
         tiles, copies, touched, h, f, hw, **kw
@@ -609,6 +640,47 @@ def _moe_time_grid(T, h, f, E, k, ep, up, hw, dtype, distribution, eff, weight_b
     bw = np.minimum(bw, hw.hbm_Bps * eff.hbm)
     per_expert = (eff.moe_expert_fp8_block_s if block else 0.0) or eff.moe_expert_s
     return g + moved / bw + eff.moe_grid_floor_s + np.maximum(E / ep, 1.0) * per_expert
+
+
+def triton_mxfp4_gemm_time(
+    token_tiles, copies, experts_hit, tokens_per_expert, n, k, hw: DeviceSpec, *, eff, weight_bw_Bps=None
+):
+    """Seconds of one Triton ``matmul_ogs`` grouped GEMM with MXFP4 weights and bf16 activations on
+    SM90 (the kernel TensorRT-LLM runs for W4A16 MXFP4 MoE on Hopper, :data:`MXFP4_TRITON_BLOCK_N`):
+    the token block is not autotuned but set from the mean copies per expert over all experts
+    (``tokens_per_expert``; triton_kernels ``routing.routing``: block_m = next power of two of
+    tokens x topk // experts, clipped to 16..128), the weight block is 128 columns, so the CTAs are the experts' token tiles x
+    ceil(n / 128), in waves over the SMs. A tile costs ``moe_tile_s`` plus the larger of its MMA at
+    ``moe_mma_mxfp4`` of the SM's share of the 16-bit peak (the weights are upcast in registers:
+    Hopper has no MXFP4 tensor-core path) and the stream of its weight and activation k-slabs at
+    ``moe_cta_mxfp4_Bps`` (the dequantisation, E2M1 nibbles and an E8M0 scale per 32, runs in the
+    mainloop). Bounded below by the touched experts' weights read once at ``moe_hbm``."""
+    n, k, copies, hit = _f(n), _f(k), _f(copies), _f(experts_hit)
+    wb, sms = WEIGHT_BYTES["mxfp4_wo"], float(hw.compute_units)
+    per_expert = np.maximum(np.floor(_f(tokens_per_expert)), 1.0)
+    block_m = np.clip(2.0 ** np.ceil(np.log2(per_expert)), 16.0, 128.0)
+    sm_flops = gemm_peak(hw, "mxfp4_wo") / sms * eff.moe_mma_mxfp4
+    t = np.zeros_like(block_m)
+    for bm in (16.0, 32.0, 64.0, 128.0):
+        ctas = token_tiles[TOKEN_TILES.index(bm)] * np.ceil(n / MXFP4_TRITON_BLOCK_N)
+        t_mma = 2.0 * MXFP4_TRITON_BLOCK_N * bm * k / sm_flops
+        t_stream = (MXFP4_TRITON_BLOCK_N * wb + bm * 2.0) * k / eff.moe_cta_mxfp4_Bps
+        t = np.where(block_m == bm, np.ceil(ctas / sms) * (eff.moe_tile_s + np.maximum(t_mma, t_stream)), t)
+    hbm = hw.hbm_Bps * eff.moe_hbm
+    w_bw = hbm if weight_bw_Bps is None else np.minimum(_f(weight_bw_Bps), hbm)
+    return np.maximum(t, hit * n * k * wb / w_bw + copies * (k + n) * 2.0 / hbm)
+
+
+def _moe_time_triton_mxfp4(tiles, copies, touched, per_expert, h, f, up, hw, eff, weight_bw_Bps):
+    """:func:`moe_time` of W4A16 MXFP4 on SM90 as TensorRT-LLM's Triton MoE runs it: the two
+    ``matmul_ogs`` GEMMs (:func:`triton_mxfp4_gemm_time`; the gather of the routed rows is fused into
+    the first, the activation into its epilogue, the scatter and top-k combine into the second) and
+    ``moe_mxfp4_floor_s``, the fixed cost of the sequence (routing, the GEMMs' launches: the measured
+    rows take about 70 us at one token and one local expert, where the weights read take 4 us)."""
+    kw = {"eff": eff, "weight_bw_Bps": weight_bw_Bps}
+    g = triton_mxfp4_gemm_time(tiles, copies, touched, per_expert, up * f, h, hw, **kw)
+    g = g + triton_mxfp4_gemm_time(tiles, copies, touched, per_expert, h, f, hw, **kw)
+    return g + eff.moe_mxfp4_floor_s
 
 
 def _moe_time_stacked(T, h, f, E, k, ep, up, hw, dtype, distribution, eff, weight_bw_Bps):

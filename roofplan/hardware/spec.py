@@ -147,7 +147,10 @@ class Efficiency:
       a tile's k-slabs), ``moe_hbm`` (HBM fraction of the touched experts' weight read),
       ``moe_tile_s`` (per-tile prologue/epilogue), ``moe_grid_floor_s`` (fixed cost of the kernel sequence), ``moe_expert_s`` / ``moe_expert_fp8_block_s`` (cost
       per local expert), ``moe_permute_Bps`` / ``moe_permute_fp8_block_Bps`` (stream rate of the
-      permute, activation and finalize kernels); ``elementwise_floor_s``;
+      permute, activation and finalize kernels); ``moe_mma_mxfp4`` / ``moe_cta_mxfp4_Bps`` /
+      ``moe_mxfp4_floor_s`` (the Triton MXFP4 weight-only MoE TensorRT-LLM runs on SM90,
+      :func:`roofplan.costmodel.ops.triton_mxfp4_gemm_time`; ``moe_mma_mxfp4`` 0 = not
+      characterised, the weight-only grouped-GEMM tiles apply); ``elementwise_floor_s``;
       ``nccl_ll_latency_s`` / ``nccl_ll128_latency_s`` (per-phase latency of NCCL's LL and LL128
       protocols, 0 = not characterised: Simple only; ``intra_latency_s`` is Simple's),
       ``nvls_min_ranks`` (smallest group NCCL runs NVLink SHARP on); ``intra_bw_pair`` (bus
@@ -265,6 +268,9 @@ class Efficiency:
     moe_expert_fp8_block_s: float = 0.0
     moe_permute_Bps: float = 0.0
     moe_permute_fp8_block_Bps: float = 0.0
+    moe_mma_mxfp4: float = 0.0
+    moe_cta_mxfp4_Bps: float = 0.0
+    moe_mxfp4_floor_s: float = 0.0
     elementwise_floor_s: float = 2e-6
     intra_bw_pair: float = 0.0
     nccl_ll_latency_s: float = 0.0
