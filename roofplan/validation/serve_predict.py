@@ -93,7 +93,11 @@ ENGINE_MAP: dict[str, tuple[str, dict, bool]] = {
     # ``vllm bench throughput`` (the AMD performance-results rows; ROCm/MAD scripts/vllm): prompts go
     # straight to the LLM engine, no API server, so none of the profile's per-request API time
     # (48.7 ms, vLLM v0.11 behind ``vllm bench serve``); MAD's float8 runs pass --kv-cache-dtype
-    # fp8 (scripts/vllm/vllm_benchmark_report.sh DTYPE), the -FP8-KV checkpoints carry KV scales.
+    # fp8 (scripts/vllm/vllm_benchmark_report.sh DTYPE), the -FP8-KV checkpoints carry KV scales,
+    # and AMD's documented ``vllm bench throughput`` command for these checkpoints sets
+    # kv_cache_dtype=fp8 (ROCm docs "vLLM inference performance testing", the page of the previous
+    # image rocm6.4.1_vllm_0.10.1_20250909, amd/Llama-3.1-405B-Instruct-FP8-KV; ``auto`` only for
+    # the bf16 meta-llama checkpoints), so the FP8 KV cache stands (bf16 would not close the gap).
     "vllm-0.11-offline": ("vllm", {"request_overhead_s": 0.0}, True),
     # SambaFlow on SN40L (LLM-Inference-Bench rows): the generic profile without the GPU engines'
     # per-step host work: SambaFlow turns consecutive calls of the fused decoder kernel into one
