@@ -321,7 +321,7 @@ TARGETS = {
     "gemm": (0.10, 0.25),
     "attention": (0.10, 0.25),
     "nccl": (0.10, 0.25),
-    "custom_allreduce": (0.10, 0.36),
+    "custom_allreduce": (0.10, 0.26),
     "decode_attention": (0.10, 0.25),
     "moe": (0.10, 0.25),
 }
