@@ -357,19 +357,7 @@ def estimate_serving_load(
         )
     n = _positive("instances", instances)
     inst = _feature_instance(
-        make_instance(
-            model,
-            hw,
-            tp=tp,
-            pp=pp,
-            ep=ep,
-            dp=dp,
-            dtype=dtype,
-            kv_dtype=kv_dtype,
-            engine=engine,
-            isl=int(np.max(workload.isl)),
-            osl=int(np.max(workload.osl)),
-        ),
+        _workload_instance(model, hw, workload, dict(tp=tp, pp=pp, ep=ep, dp=dp), dtype, kv_dtype, engine),
         workload,
         speculative,
         prefix_hit,
@@ -391,6 +379,21 @@ def estimate_serving_load(
                 {"max_rate_rps": res.max_rate_rps},
             )
     return LoadEstimate(inst, workload, res)
+
+
+def _workload_instance(model, hw, wl: Workload, shape: dict, dtype, kv_dtype, engine) -> serve_load.Instance:
+    """The instance of ``shape`` (tp/pp/ep/dp) sized for the workload's longest prompt and output
+    (its memory and maximum batch are for the longest request)."""
+    return make_instance(
+        model,
+        hw,
+        **shape,
+        dtype=dtype,
+        kv_dtype=kv_dtype,
+        engine=engine,
+        isl=int(np.max(wl.isl)),
+        osl=int(np.max(wl.osl)),
+    )
 
 
 def _feature_instance(inst: serve_load.Instance, wl: Workload, speculative, prefix_hit, expert_skew):
@@ -538,16 +541,9 @@ def simulate_serving(
     if mode not in ("colocated", "disagg"):
         raise InputError("--mode", mode, "colocated or disagg")
     shape = dict(tp=tp, pp=pp, ep=ep, dp=dp)
-    common = dict(
-        dtype=dtype,
-        kv_dtype=kv_dtype,
-        engine=engine,
-        isl=int(np.max(workload.isl)),
-        osl=int(np.max(workload.osl)),
-    )
-    inst = make_instance(model, hw, **shape, **common)
-    hit = resolve_prefix_hit(prefix_hit, int(np.min(workload.isl)))
-    skew = check_expert_skew(expert_skew)
+    inst = _workload_instance(model, hw, workload, shape, dtype, kv_dtype, engine)
+    finst = _feature_instance(inst, workload, speculative, prefix_hit, expert_skew)
+    hit, skew = finst.prefix_hit, finst.expert_skew
     _check_fits(inst, workload, hit)
     wl = workload
     n_req = requests or (len(wl) if wl.source.startswith("trace") else SIM_REQUESTS)
@@ -560,7 +556,6 @@ def simulate_serving(
         isl, osl = wl.isl, wl.osl
     mr = None
     if mode == "colocated":
-        finst = dataclasses.replace(inst, spec=speculative, prefix_hit=hit, expert_skew=skew)
         mr = serve_load.max_rate(finst, serve_load.moments(finst, wl.isl, wl.osl)) * _positive(
             "instances", instances
         )
@@ -598,8 +593,7 @@ def simulate_serving(
         n_inst = instances
     else:
         pshape = {**shape, **(prefill_shape or {})}
-        pcommon = {**common, "engine": prefill_engine or engine}
-        pinst = make_instance(model, hw, **pshape, **pcommon)
+        pinst = _workload_instance(model, hw, workload, pshape, dtype, kv_dtype, prefill_engine or engine)
         same_node = (int(pinst.cfg.devices[0]) + int(inst.cfg.devices[0])) <= inst.hw.devices_per_node
         res = serve_sim.simulate_disagg(
             pinst,
