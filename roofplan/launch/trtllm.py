@@ -198,11 +198,7 @@ def emit(best: dict, request: dict, target: str | None = None) -> dict[str, str]
         steps.append("Node 0's script also starts the disaggregated proxy (trtllm_disagg.yaml).")
     elif n_colo > 1:
         urls = [f"{_host(i.head, best)}:{port(i, n_colo)}" for i in insts]
-        files[sc.ROUTER_CONF] = sc.nginx_router(best, urls)
-        files["trtllm_router.sh"] = sc.script(
-            head + ["Run on node 0: the router of the colocated instances."],
-            [f'exec nginx -p "$PWD" -c {sc.ROUTER_CONF} -g "daemon off;"'],
-        )
+        files.update(sc.nginx_router_files(best, urls, "trtllm", head))
         steps.append(f"Then on node 0: `bash trtllm_router.sh` (nginx; hosts in {sc.ROUTER_CONF}).")
     files[sc.bench_name("trtllm")] = sc.benchmark_script(best, request, "trtllm")
     steps.append(
