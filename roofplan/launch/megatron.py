@@ -28,6 +28,7 @@ from roofplan.launch.common import (
     MEGATRON_LR_ARGS,
     TRAIN_PLACEHOLDERS,
     command_line,
+    megatron_full_recompute_args,
     megatron_length_args,
     megatron_width_args,
     prediction_header,
@@ -237,24 +238,7 @@ def parallel_args(model: ModelSpec, c: Mapping, target: str | None = None) -> li
     elif rc == "full":
         stage_layers = -(-model.layers // c["pp"])  # the largest (middle) stage
         n = c.get("recompute_layers") or 0
-        if n and n < stage_layers:
-            a += [
-                "--recompute-granularity",
-                "full",
-                "--recompute-method",
-                "block",
-                "--recompute-num-layers",
-                str(n),
-            ]
-        else:
-            a += [
-                "--recompute-granularity",
-                "full",
-                "--recompute-method",
-                "uniform",
-                "--recompute-num-layers",
-                "1",
-            ]
+        a += megatron_full_recompute_args(n if n < stage_layers else 0)
     dtype = c["dtype"]
     if dtype == "fp16":
         a += ["--fp16"]
