@@ -1236,16 +1236,15 @@ def plan_training(
     headroom = _headroom_bytes(memory_headroom_gib, hw)
     band = _error_band(error_bands, hw, model)
     tie = band.fraction if robust_choice else None
-    fixed = _fixed_degrees(tp=tp, pp=pp, cp=cp, ep=ep, vpp=vpp)
-    opts = SpaceOptions(
-        recompute=_names("recompute", recompute, RECOMPUTE_CODES),
-        zero=tuple(int(z) for z in _names("zero", zero, (0, 1, 2, 3))),
-        offload=_names("offload", offload, OFFLOAD_CODES),
-        sequence_parallel=_names("sequence_parallel", sequence_parallel, (False, True)),
+    opts = _space_options(
+        frameworks,
+        recompute=recompute,
+        zero=zero,
+        offload=offload,
+        sequence_parallel=sequence_parallel,
         max_micro_batch=max_micro_batch,
         allow_cross_node_tp=allow_cross_node_tp,
-        framework=(frameworks[0] if len(frameworks) == 1 else tuple(frameworks)) if frameworks else None,
-        **fixed,
+        fixed=_fixed_degrees(tp=tp, pp=pp, cp=cp, ep=ep, vpp=vpp),
     )
 
     counts = _gpu_counts(gpus, node, objective)
@@ -1278,11 +1277,7 @@ def plan_training(
         raise _infeasible(model, hw, gpus=gpus, **job, **limits, state=state)
 
     pool = _pooled(model, hw, state, dtype=dtype, gpus_per_node=node, tokens=tokens)
-    pool = [pool[i] for i in _robust_rank(pool, objective, tie)]
-    fastest = min(pool, key=lambda c: _sort_key(c, objective))
-    lead = _distinct(pool, 2 * top)  # refine a few more than shown: refinements can collide
-    if all(c is not fastest for c in lead):
-        lead.append(fastest)  # the band is measured from the fastest, so it is refined and ranked too
+    pool, fastest, lead = _shortlist(pool, objective, tie, top)
     placement_doc: dict = {"method": "none"}
     if placement:
         lead, fastest, placement_doc = _placed(
@@ -1301,11 +1296,7 @@ def plan_training(
         lead = lead[:top]
     _annotate(lead, error_bands, band, hw, model, dtype)
     best = lead[0]
-    tied = [c for c in lead if c.get("tied_with_best")]
-    note = _robust_note(best, fastest, tied, objective, band) if tie is not None else ""
-    why = _why(best, lead + [c for c in pool if c not in lead], objective, note)
-    if fastest is not best:
-        why["fastest"] = brief(fastest)
+    why = _why_doc(lead, pool, fastest, objective, tie, band)
 
     obj = _objective_doc(hw, objective, counts, tokens, best)
     inputs = _inputs_doc(
@@ -1343,6 +1334,56 @@ def plan_training(
         placement=placement_doc,
         why=why,
     )
+
+
+def _space_options(
+    frameworks: list[str],
+    *,
+    recompute,
+    zero,
+    offload,
+    sequence_parallel,
+    max_micro_batch: int,
+    allow_cross_node_tp: bool,
+    fixed: dict,
+) -> SpaceOptions:
+    """The search space's options: the knobs the caller allows (each checked against its codes),
+    the fixed degrees and the launcher(s) the space is restricted to (None: any)."""
+    return SpaceOptions(
+        recompute=_names("recompute", recompute, RECOMPUTE_CODES),
+        zero=tuple(int(z) for z in _names("zero", zero, (0, 1, 2, 3))),
+        offload=_names("offload", offload, OFFLOAD_CODES),
+        sequence_parallel=_names("sequence_parallel", sequence_parallel, (False, True)),
+        max_micro_batch=max_micro_batch,
+        allow_cross_node_tp=allow_cross_node_tp,
+        framework=(frameworks[0] if len(frameworks) == 1 else tuple(frameworks)) if frameworks else None,
+        **fixed,
+    )
+
+
+def _shortlist(pool: list[dict], objective: str, tie, top: int) -> tuple[list[dict], dict, list[dict]]:
+    """The pooled candidates in robust rank order, the fastest of them, and the distinct leaders
+    to refine: a few more than shown (refinements can collide), and the fastest among them, since
+    the error band is measured from it."""
+    pool = [pool[i] for i in _robust_rank(pool, objective, tie)]
+    fastest = min(pool, key=lambda c: _sort_key(c, objective))
+    lead = _distinct(pool, 2 * top)
+    if all(c is not fastest for c in lead):
+        lead.append(fastest)
+    return pool, fastest, lead
+
+
+def _why_doc(lead: list[dict], pool: list[dict], fastest: dict, objective: str, tie, band) -> dict:
+    """Why the first of ``lead`` won (:func:`_why` over the leaders, then the rest of the pool),
+    with the robust choice's note when ties were broken by simplicity and the fastest candidate
+    when it is not the pick."""
+    best = lead[0]
+    tied = [c for c in lead if c.get("tied_with_best")]
+    note = _robust_note(best, fastest, tied, objective, band) if tie is not None else ""
+    why = _why(best, lead + [c for c in pool if c not in lead], objective, note)
+    if fastest is not best:
+        why["fastest"] = brief(fastest)
+    return why
 
 
 def _frameworks(emit, dtype: str) -> list[str]:
