@@ -33,7 +33,7 @@ from roofplan.costmodel.power import energy_kwh, require_power, train_power_w
 from roofplan.costmodel.train_configs import FP8_RECIPES, INT_FIELDS, MOE_DISPATCHERS, TRAIN_DTYPES
 from roofplan.costmodel.train_estimate import ESTIMATE_METRICS, estimate_fields
 from roofplan.errors import InfeasibleError, InputError
-from roofplan.hardware.spec import DeviceSpec
+from roofplan.hardware.spec import DeviceSpec, usd_per_million_tokens
 from roofplan.models.spec import ModelSpec
 from roofplan.solver import constraints as cons
 from roofplan.solver import frameworks as frameworks_
@@ -131,7 +131,7 @@ def _score(
     """Higher is better: tokens/s, minus dollars per million tokens, or minus joules per token
     (``power_w``: mean power per GPU)."""
     if objective == "cost":
-        return -(price * np.asarray(gpus, dtype=float) / 3600.0) / np.maximum(tokens_per_s, 1e-30) * 1e6
+        return -usd_per_million_tokens(price * np.asarray(gpus, dtype=float), np.maximum(tokens_per_s, 1e-30))
     if objective == "energy":
         return (
             -np.asarray(power_w, dtype=float)
@@ -493,7 +493,7 @@ def _candidate(
     est = {**estimate_fields(m.__getitem__), "fits": True}
     price = hw.price_per_hour
     if price is not None and tps > 0:
-        est["usd_per_million_tokens"] = price * g / 3600.0 / tps * 1e6
+        est["usd_per_million_tokens"] = usd_per_million_tokens(price * g, tps)
     pw = _power_w(hw, m)
     if pw is not None:
         est["power_w_per_gpu"] = float(pw)
