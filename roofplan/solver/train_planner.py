@@ -367,17 +367,7 @@ def _search(
             excluded = ~cons.mask(post, arrays)
             if excluded.any():
                 state.rejected["constraint"] += int(excluded.sum())
-            fits = np.asarray(arr.fits, dtype=bool)
-            # the cost model's fits covers HBM and the offload tier; tell the two apart
-            hbm_oom = ~fits & ~excluded & (arr.mem_total > arr.capacity)
-            for name, mask in (("oom", hbm_oom), ("offload_oom", ~fits & ~excluded & ~hbm_oom)):
-                if mask.any():
-                    state.rejected[name] += int(mask.sum())
-            fits &= ~excluded
-            tight = fits & (arr.capacity - arr.mem_total < headroom_bytes)
-            if tight.any():
-                state.rejected["headroom"] += int(tight.sum())
-                fits &= ~tight
+            fits = _feasible(state, arr, excluded, headroom_bytes)
             nf = int(fits.sum())
             state.feasible += nf
             if nf:
@@ -386,24 +376,42 @@ def _search(
                 score = _score(arr.tokens_per_s[fits], gpus, objective, hw.price_per_hour, pw)
                 k = min(pool, nf)
                 top = np.argpartition(-score, k - 1)[:k] if nf > k else np.arange(nf)
-                idx = np.flatnonzero(fits)[top]
-                cfg_part = {kk: v[idx] for kk, v in arrays.items()}
-                cfg_part["gpus"] = np.full(idx.size, gpus, dtype=np.int64)
-                met_part = {m: np.asarray(getattr(arr, m), dtype=float)[idx] for m in _METRICS}
-                _merge(state, cfg_part, met_part, score[top], pool)
+                _merge(state, *_rows(arrays, arr, np.flatnonzero(fits)[top], gpus), score[top], pool)
                 if band is not None:
                     state.best_score = max(state.best_score, float(score.max()))
                     near = np.flatnonzero(score >= _threshold(state.best_score, band))
-                    idx = np.flatnonzero(fits)[near]
-                    cfg_part = {kk: v[idx] for kk, v in arrays.items()}
-                    cfg_part["gpus"] = np.full(idx.size, gpus, dtype=np.int64)
-                    met_part = {m: np.asarray(getattr(arr, m), dtype=float)[idx] for m in _METRICS}
-                    _merge_robust(state, cfg_part, met_part, score[near], pool, band)
+                    rows = _rows(arrays, arr, np.flatnonzero(fits)[near], gpus)
+                    _merge_robust(state, *rows, score[near], pool, band)
         if progress is not None:
             progress(min(start + CHUNK, n), n)
         if found and stop_at_first:
             return True
     return found
+
+
+def _feasible(state: _Search, arr, excluded: np.ndarray, headroom_bytes: float) -> np.ndarray:
+    """Rows of a chunk that fit, are not excluded by a constraint and leave ``headroom_bytes``
+    free; the others are counted in ``state.rejected`` as ``oom`` (HBM), ``offload_oom`` (the
+    offload tier: the cost model's fits covers both) or ``headroom``."""
+    fits = np.asarray(arr.fits, dtype=bool)
+    hbm_oom = ~fits & ~excluded & (arr.mem_total > arr.capacity)
+    for name, mask in (("oom", hbm_oom), ("offload_oom", ~fits & ~excluded & ~hbm_oom)):
+        if mask.any():
+            state.rejected[name] += int(mask.sum())
+    fits &= ~excluded
+    tight = fits & (arr.capacity - arr.mem_total < headroom_bytes)
+    if tight.any():
+        state.rejected["headroom"] += int(tight.sum())
+        fits &= ~tight
+    return fits
+
+
+def _rows(arrays: dict, arr, idx: np.ndarray, gpus: int) -> tuple[dict, dict]:
+    """The configurations (tagged with the GPU count) and the metrics of rows ``idx`` of a chunk."""
+    cfg_part = {k: v[idx] for k, v in arrays.items()}
+    cfg_part["gpus"] = np.full(idx.size, gpus, dtype=np.int64)
+    met_part = {m: np.asarray(getattr(arr, m), dtype=float)[idx] for m in _METRICS}
+    return cfg_part, met_part
 
 
 def _rank(score: np.ndarray, cfg: dict, met: dict) -> np.ndarray:
