@@ -1008,39 +1008,36 @@ def _infeasible(
     if restricted and _fits_any(model, hw, gpus=gpus, seq_len=seq_len, opts=full, **kw):
         fixes.append("allow every recompute / ZeRO / offload / sequence-parallel option and every degree")
         details["full_space"] = True
-    for k in range(1, 13):
-        g = gpus * 2**k
-        if g > _MAX_RELAXED_GPUS:  # beyond any cluster; degree products would also overflow int64
-            break
-        if _fits_any(model, hw, gpus=g, seq_len=seq_len, opts=opts, **kw):
-            fixes.append(f"use {g} GPUs ({2**k}x)")
-            details["gpus"] = g
-            break
-    if "gpus" not in details:
+
+    def fits(**change) -> bool:
+        return _fits_any(model, hw, **({"gpus": gpus, "seq_len": seq_len, "opts": opts} | kw | change))
+
+    # beyond _MAX_RELAXED_GPUS: beyond any cluster; degree products would also overflow int64
+    more = [gpus * 2**k for k in range(1, 13) if gpus * 2**k <= _MAX_RELAXED_GPUS]
+    g = _first(more, lambda g: fits(gpus=g))
+    if g is not None:
+        fixes.append(f"use {g} GPUs ({g // gpus}x)")
+        details["gpus"] = g
+    else:
         # more GPUs did not help: the budget may be larger than the global batch can use (every
         # layout rejected for divisibility); fewer GPUs, or a larger global batch, then fit
         # whole nodes times a power of two, then fractions of a node, largest first
         fewer = [gpus_per_node * 2**k for k in range(40) if gpus_per_node * 2**k < gpus][::-1]
         fewer += [gpus_per_node // 2**k for k in range(1, 8) if 1 <= gpus_per_node // 2**k < gpus]
-        for g in dict.fromkeys(fewer):
-            if _fits_any(model, hw, gpus=g, seq_len=seq_len, opts=opts, **kw):
-                fixes.append(f"use fewer GPUs: {g}")
-                details["gpus"] = g
-                break
-        gb = global_batch * 2
-        while gb <= min(global_batch * 2**20, 2**31 - 1):
-            if _fits_any(model, hw, gpus=gpus, seq_len=seq_len, opts=opts, **(kw | {"global_batch": gb})):
-                fixes.append(f"raise --global-batch to {gb}")
-                details["global_batch"] = gb
-                break
-            gb *= 2
-    s = seq_len // 2
-    while s >= 128:
-        if _fits_any(model, hw, gpus=gpus, seq_len=s, opts=opts, **kw):
-            fixes.append(f"shorten --seq-len to {s}")
-            details["seq_len"] = s
-            break
-        s //= 2
+        g = _first(dict.fromkeys(fewer), lambda g: fits(gpus=g))
+        if g is not None:
+            fixes.append(f"use fewer GPUs: {g}")
+            details["gpus"] = g
+        larger = [global_batch * 2**k for k in range(1, 21) if global_batch * 2**k <= 2**31 - 1]
+        gb = _first(larger, lambda gb: fits(global_batch=gb))
+        if gb is not None:
+            fixes.append(f"raise --global-batch to {gb}")
+            details["global_batch"] = gb
+    shorter = [seq_len // 2**k for k in range(1, 64) if seq_len // 2**k >= 128]
+    sl = _first(shorter, lambda sl: fits(seq_len=sl))
+    if sl is not None:
+        fixes.append(f"shorten --seq-len to {sl}")
+        details["seq_len"] = sl
     if (
         not opts.allow_cross_node_tp
         and gpus > gpus_per_node
@@ -1067,6 +1064,12 @@ def _infeasible(
     )
     details.update({"searched": state.searched, "rejected": dict(state.rejected)})
     return InfeasibleError(msg, suggestion, details)
+
+
+def _first(values, fits):
+    """The first of ``values`` (tried in order: the smallest change first) for which ``fits``
+    holds, or None."""
+    return next((v for v in values if fits(v)), None)
 
 
 def _headroom_bytes(gib, hw: DeviceSpec) -> float:
