@@ -91,6 +91,13 @@ def did_you_mean(value: str, choices: list[str] | tuple[str, ...]) -> str:
     return f"did you mean {' or '.join(close)}? " if close else ""
 
 
+def unknown_key(where: str, shown, key, choices: list[str] | tuple[str, ...], listed: str) -> InputError:
+    """The InputError for a mapping key that is not among ``choices``: ``shown`` (the value, or a
+    word such as "unknown field") at ``where``, then a suggestion and ``listed`` followed by every
+    choice, so one mistyped key is answered the same way in every input file."""
+    return InputError(where, shown, did_you_mean(str(key), choices) + listed + ", ".join(choices))
+
+
 #: Largest count any input accepts (GPUs, batch, tokens, degrees): larger values are no realistic
 #: input and would overflow the int64 arrays of the vectorised cost model.
 MAX_COUNT = 2**31 - 1

@@ -357,19 +357,7 @@ def estimate_serving_load(
         )
     n = _positive("instances", instances)
     inst = _feature_instance(
-        make_instance(
-            model,
-            hw,
-            tp=tp,
-            pp=pp,
-            ep=ep,
-            dp=dp,
-            dtype=dtype,
-            kv_dtype=kv_dtype,
-            engine=engine,
-            isl=int(np.max(workload.isl)),
-            osl=int(np.max(workload.osl)),
-        ),
+        _workload_instance(model, hw, workload, dict(tp=tp, pp=pp, ep=ep, dp=dp), dtype, kv_dtype, engine),
         workload,
         speculative,
         prefix_hit,
@@ -391,6 +379,21 @@ def estimate_serving_load(
                 {"max_rate_rps": res.max_rate_rps},
             )
     return LoadEstimate(inst, workload, res)
+
+
+def _workload_instance(model, hw, wl: Workload, shape: dict, dtype, kv_dtype, engine) -> serve_load.Instance:
+    """The instance of ``shape`` (tp/pp/ep/dp) sized for the workload's longest prompt and output
+    (its memory and maximum batch are for the longest request)."""
+    return make_instance(
+        model,
+        hw,
+        **shape,
+        dtype=dtype,
+        kv_dtype=kv_dtype,
+        engine=engine,
+        isl=int(np.max(wl.isl)),
+        osl=int(np.max(wl.osl)),
+    )
 
 
 def _feature_instance(inst: serve_load.Instance, wl: Workload, speculative, prefix_hit, expert_skew):
@@ -496,6 +499,40 @@ class Simulation:
         return doc
 
 
+def _sim_lengths(wl: Workload, requests: int | None, seed) -> tuple[np.ndarray, np.ndarray]:
+    """Prompt and output lengths of the simulated requests: the workload's own when it has as
+    many as are asked for (default: a trace's length, else SIM_REQUESTS), else drawn from it
+    uniformly with replacement (seeded)."""
+    n_req = requests or (len(wl) if wl.source.startswith("trace") else SIM_REQUESTS)
+    n_req = _positive("requests", n_req)
+    if len(wl) == n_req:
+        return wl.isl, wl.osl
+    rng = np.random.default_rng(seed)
+    pick = rng.integers(0, len(wl), n_req) if len(wl) > 1 else np.zeros(n_req, dtype=np.int64)
+    return wl.isl[pick], wl.osl[pick]
+
+
+def _sim_arrivals(
+    wl: Workload, n_req: int, rate, concurrency, mode: str, seed
+) -> tuple[np.ndarray | None, dict]:
+    """Arrival times of ``n_req`` requests and the document's load keys: the trace's own arrivals
+    (neither rate nor concurrency given), Poisson arrivals at ``rate``, or None for a closed loop
+    of ``concurrency`` clients (colocated only: each completion sends the next request,
+    serve_sim.run_instance ``closed=``); bad input: exit 2."""
+    if wl.arrival_s is not None and rate is None and concurrency is None:
+        return wl.arrival_s[:n_req] - wl.arrival_s[0], {"load": "trace"}
+    if rate is not None and concurrency is None:
+        arrivals = serve_sim.poisson_arrivals(n_req, _positive("rate", rate, integer=False), seed)
+        return arrivals, {"load": "rate", "rate_rps": float(rate)}
+    if concurrency is not None and rate is None:
+        if mode != "colocated":
+            raise InputError("--concurrency", concurrency, "with --mode colocated (use --rate for disagg)")
+        return None, {"load": "concurrency", "concurrency": _positive("concurrency", concurrency)}
+    raise InputError(
+        "load", "missing or both", "exactly one of --rate or --concurrency (or a trace with arrival_s)"
+    )
+
+
 def simulate_serving(
     model,
     hw,
@@ -538,48 +575,18 @@ def simulate_serving(
     if mode not in ("colocated", "disagg"):
         raise InputError("--mode", mode, "colocated or disagg")
     shape = dict(tp=tp, pp=pp, ep=ep, dp=dp)
-    common = dict(
-        dtype=dtype,
-        kv_dtype=kv_dtype,
-        engine=engine,
-        isl=int(np.max(workload.isl)),
-        osl=int(np.max(workload.osl)),
-    )
-    inst = make_instance(model, hw, **shape, **common)
-    hit = resolve_prefix_hit(prefix_hit, int(np.min(workload.isl)))
-    skew = check_expert_skew(expert_skew)
+    inst = _workload_instance(model, hw, workload, shape, dtype, kv_dtype, engine)
+    finst = _feature_instance(inst, workload, speculative, prefix_hit, expert_skew)
+    hit, skew = finst.prefix_hit, finst.expert_skew
     _check_fits(inst, workload, hit)
     wl = workload
-    n_req = requests or (len(wl) if wl.source.startswith("trace") else SIM_REQUESTS)
-    n_req = _positive("requests", n_req)
-    rng = np.random.default_rng(seed)
-    if len(wl) != n_req:
-        pick = rng.integers(0, len(wl), n_req) if len(wl) > 1 else np.zeros(n_req, dtype=np.int64)
-        isl, osl = wl.isl[pick], wl.osl[pick]
-    else:
-        isl, osl = wl.isl, wl.osl
+    isl, osl = _sim_lengths(wl, requests, seed)
     mr = None
     if mode == "colocated":
-        finst = dataclasses.replace(inst, spec=speculative, prefix_hit=hit, expert_skew=skew)
         mr = serve_load.max_rate(finst, serve_load.moments(finst, wl.isl, wl.osl)) * _positive(
             "instances", instances
         )
-    load: dict = {}
-    if wl.arrival_s is not None and rate is None and concurrency is None:
-        arrivals = wl.arrival_s[:n_req] - wl.arrival_s[0]
-        load["load"] = "trace"
-    elif rate is not None and concurrency is None:
-        arrivals = serve_sim.poisson_arrivals(n_req, _positive("rate", rate, integer=False), seed)
-        load.update(load="rate", rate_rps=float(rate))
-    elif concurrency is not None and rate is None:
-        if mode != "colocated":
-            raise InputError("--concurrency", concurrency, "with --mode colocated (use --rate for disagg)")
-        arrivals = None  # each completion sends the next request (serve_sim.run_instance closed=)
-        load.update(load="concurrency", concurrency=_positive("concurrency", concurrency))
-    else:
-        raise InputError(
-            "load", "missing or both", "exactly one of --rate or --concurrency (or a trace with arrival_s)"
-        )
+    arrivals, load = _sim_arrivals(wl, len(isl), rate, concurrency, mode, seed)
     if mode == "colocated":
         res = serve_sim.simulate_colocated(
             inst,
@@ -598,8 +605,7 @@ def simulate_serving(
         n_inst = instances
     else:
         pshape = {**shape, **(prefill_shape or {})}
-        pcommon = {**common, "engine": prefill_engine or engine}
-        pinst = make_instance(model, hw, **pshape, **pcommon)
+        pinst = _workload_instance(model, hw, workload, pshape, dtype, kv_dtype, prefill_engine or engine)
         same_node = (int(pinst.cfg.devices[0]) + int(inst.cfg.devices[0])) <= inst.hw.devices_per_node
         res = serve_sim.simulate_disagg(
             pinst,

@@ -127,6 +127,14 @@ def test_simulator_agrees_with_the_analytic_steady_state(inst, frac):
     assert s.mean_running == pytest.approx(a.running_per_instance, rel=0.06)
 
 
+def _closed_loops(inst, clients: int, n: int):
+    """The analytic and the simulated closed loop of ``clients`` over ``n`` prompts of 1,000
+    tokens with outputs uniform over 200 +- 20% (seeded: desynchronised returns)."""
+    rng = np.random.default_rng(3)
+    isl, osl = np.full(n, 1000), rng.integers(160, 241, n)
+    return SL.closed_loop(inst, isl, osl, clients), SS.simulate_colocated(inst, isl, osl, concurrency=clients)
+
+
 def test_closed_loop_simulation_agrees(inst):
     """32 clients: with fixed lengths the simulator's mean TPOT and running batch match the analytic
     closed loop; its mean TTFT is compared with outputs uniform over 200 +- 20%, since requests of
@@ -140,10 +148,7 @@ def test_closed_loop_simulation_agrees(inst):
     s = SS.simulate_colocated(inst, isl, osl, concurrency=32)
     assert s.summary("tpot_s")["mean"] == pytest.approx(a.tpot_s["mean"], rel=0.03)
     assert s.mean_running == pytest.approx(a.running_per_instance, rel=0.05)
-    rng = np.random.default_rng(3)
-    isl, osl = np.full(4000, 1000), rng.integers(160, 241, 4000)
-    a = SL.closed_loop(inst, isl, osl, 32)
-    s = SS.simulate_colocated(inst, isl, osl, concurrency=32)
+    a, s = _closed_loops(inst, 32, 4000)
     assert s.summary("ttft_s")["mean"] == pytest.approx(a.ttft_s["mean"], rel=0.10)
 
 
@@ -151,10 +156,7 @@ def test_closed_loop_of_many_clients_agrees_with_the_simulator_at_64(inst):
     """64 clients, outputs uniform over 200 +- 20% (desynchronised returns): the simulator's mean
     TTFT, TPOT and running batch match the analytic closed loop, whose prompts now queue behind the
     other clients' (before: 88 ms analytic against 102 ms simulated)."""
-    rng = np.random.default_rng(3)
-    isl, osl = np.full(6000, 1000), rng.integers(160, 241, 6000)
-    a = SL.closed_loop(inst, isl, osl, 64)
-    s = SS.simulate_colocated(inst, isl, osl, concurrency=64)
+    a, s = _closed_loops(inst, 64, 6000)
     assert s.summary("tpot_s")["mean"] == pytest.approx(a.tpot_s["mean"], rel=0.03)
     assert s.summary("ttft_s")["mean"] == pytest.approx(a.ttft_s["mean"], rel=0.10)
     assert s.mean_running == pytest.approx(a.running_per_instance, rel=0.05)
@@ -171,10 +173,7 @@ def test_closed_loop_of_128_clients_agrees_with_the_simulator(inst):
     (iteration-level batching), so the analytic mean TTFT matches the simulator's (before: 107.6 ms
     analytic against 127.8 simulated, 16% under; the simulated prompt iteration was 56 ms against
     one prompt's 33.5)."""
-    rng = np.random.default_rng(3)
-    isl, osl = np.full(6000, 1000), rng.integers(160, 241, 6000)
-    a = SL.closed_loop(inst, isl, osl, 128)
-    s = SS.simulate_colocated(inst, isl, osl, concurrency=128)
+    a, s = _closed_loops(inst, 128, 6000)
     assert s.summary("ttft_s")["mean"] == pytest.approx(a.ttft_s["mean"], rel=0.05)
     assert s.summary("tpot_s")["mean"] == pytest.approx(a.tpot_s["mean"], rel=0.03)
 

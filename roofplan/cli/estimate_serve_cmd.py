@@ -48,7 +48,7 @@ from roofplan.cli.options import (
     WorkloadOpt,
     serving_kwargs,
 )
-from roofplan.cli.render import heading, memory_table, summary_table
+from roofplan.cli.render import heading, memory_table, share, summary_table
 
 _PARTS = ("compute", "memory", "communication", "overhead")
 _PART_LABELS = {
@@ -61,7 +61,7 @@ _PART_LABELS = {
 
 def _render(doc: dict) -> None:
     i = doc["inputs"]
-    par = f"tp={i['tp']} pp={i['pp']} ep={i['ep']} dp={i['dp']}"
+    par = _layout(i)
     heading(i, f" x {i['gpus']}  ({par})", f", engine {esc(i['engine'])}")
     console.print(
         f"batch {i['batch']}, isl {i['isl']}, osl {i['osl']}, weights {i['dtype']} "
@@ -91,9 +91,9 @@ def _render(doc: dict) -> None:
         t.add_row(
             _PART_LABELS[key],
             f"{pre[key]:,.3f}",
-            f"{pre[key] / tp_:.1%}" if tp_ else "-",
+            share(pre[key], tp_),
             f"{dec[key]:,.3f}",
-            f"{dec[key] / td_:.1%}" if td_ else "-",
+            share(dec[key], td_),
         )
     t.add_row(
         styled("[bold]total[/bold]"),
@@ -109,6 +109,11 @@ def _render(doc: dict) -> None:
         ("usable (after engine reserve)", mem["usable"]),
     )
     console.print(memory_table(mem, ("weights", "kv_cache", "activations", "total"), doc["fits"], extra))
+
+
+def _layout(i: dict) -> str:
+    """The parallel layout of one serving instance in ``inputs`` (``tp=.. pp=.. ep=.. dp=..``)."""
+    return f"tp={i['tp']} pp={i['pp']} ep={i['ep']} dp={i['dp']}"
 
 
 def _feature_rows(s: Table, i: dict) -> None:
@@ -129,7 +134,7 @@ def _feature_rows(s: Table, i: dict) -> None:
 def render_load(doc: dict, title: str) -> None:
     """People's view of a document under load (estimate serve --concurrency/--rate, simulate)."""
     i = doc["inputs"]
-    par = f"tp={i['tp']} pp={i['pp']} ep={i['ep']} dp={i['dp']}"
+    par = _layout(i)
     heading(
         i,
         f": {i['instances']} instance(s) of {i['gpus']} GPU(s) ({par})",

@@ -43,7 +43,7 @@ from roofplan.cli.options import (
     flag,
     value,
 )
-from roofplan.cli.render import heading, memory_table, summary_table
+from roofplan.cli.render import heading, memory_table, share, summary_table
 from roofplan.errors import InputError
 
 _TIME_LABELS = {
@@ -83,7 +83,7 @@ def _render(doc: dict) -> None:
     t.add_column("seconds", justify="right")
     t.add_column("share", justify="right")
     for key, val in doc["breakdown_s"].items():
-        t.add_row(_TIME_LABELS.get(key, key), f"{val:.4f}", f"{val / step:.1%}" if step else "-")
+        t.add_row(_TIME_LABELS.get(key, key), f"{val:.4f}", share(val, step))
     t.add_row(styled("[bold]step[/bold]"), styled(f"[bold]{step:.4f}[/bold]"), "100.0%")
     console.print(t)
 

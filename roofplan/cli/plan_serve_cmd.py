@@ -44,6 +44,7 @@ from roofplan.cli.options import (
     value,
 )
 from roofplan.errors import InputError
+from roofplan.hardware.spec import usd_per_million_tokens
 from roofplan.launch.registry import SERVE_EMITTERS as EMITTERS
 from roofplan.solver.serve_request import MAX_SERVE_GPUS  # the planner's suggestions respect it too
 
@@ -393,7 +394,7 @@ def _render_load(best: dict) -> None:
         console.print(
             f"energy {best['joules_per_output_token']:.3g} J per output token at {best['power_w'] / 1e3:,.2f} kW"
             + (
-                f"; ${usd / 3600 / best['output_tokens_per_s'] * 1e6:.3f} per million output tokens"
+                f"; ${usd_per_million_tokens(usd, best['output_tokens_per_s']):.3f} per million output tokens"
                 if usd and best["output_tokens_per_s"] > 0
                 else ""
             ),

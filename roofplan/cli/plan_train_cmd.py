@@ -87,14 +87,10 @@ def _si(v: float) -> str:
     return f"{v:.3g}"
 
 
-def _render(doc: dict, written: list[str], frameworks: list[str] | None = None) -> None:
-    i = doc["inputs"]
-    console.print(
-        styled(
-            f"[bold]{esc(i['model'])}[/bold] on [bold]{i['gpus']} x {esc(i['hardware'])}[/bold]: global "
-            f"batch {i['global_batch']} x {i['seq_len']} tokens, {i['dtype']}, objective {i['objective']}"
-        )
-    )
+def _candidates_table(cands: list[dict], objective: str) -> Table:
+    """'Best training configurations': one row per ranked candidate (the first in bold green),
+    with the GPU-count and EP columns only when they vary and the cost or energy column when
+    that is the objective."""
     t = Table(
         title="Best training configurations",
         box=box.SIMPLE_HEAD,
@@ -103,10 +99,9 @@ def _render(doc: dict, written: list[str], frameworks: list[str] | None = None) 
         collapse_padding=True,
         show_edge=False,
     )
-    cands = doc["candidates"]
     moe = any(c["ep"] > 1 for c in cands)
     many_gpus = len({c["gpus"] for c in cands}) > 1
-    has_cost = doc["objective"]["name"] == "cost" and any("usd_per_million_tokens" in c for c in cands)
+    has_cost = objective == "cost" and any("usd_per_million_tokens" in c for c in cands)
     cols = (
         ["#", "tie"]
         + (["GPUs"] if many_gpus else [])
@@ -114,7 +109,7 @@ def _render(doc: dict, written: list[str], frameworks: list[str] | None = None) 
         + (["ep"] if moe else [])
         + ["rc", "Z", "off", "step s", "tok/s", "MFU", "GiB", "free"]
     )
-    has_energy = doc["objective"]["name"] == "energy" and any("joules_per_token" in c for c in cands)
+    has_energy = objective == "energy" and any("joules_per_token" in c for c in cands)
     if has_cost:
         cols.append("$/Mtok")
     if has_energy:
@@ -123,25 +118,15 @@ def _render(doc: dict, written: list[str], frameworks: list[str] | None = None) 
         t.add_column(c, justify="left" if c in ("rc", "off", "layout") else "right", no_wrap=True)
     short_off = {"none": "-", "optimizer": "opt", "optimizer+params": "opt+par"}
     for c in cands:
-        rc = {"none": "-", "selective": "sel", "full": "full"}[c["recompute"]]
-        if c["recompute"] == "full" and c["recompute_layers"]:
-            rc += f":{c['recompute_layers']}"
-        layout = (
-            f"{c['tp']}x{c['pp']}x{c['dp']}x{c['cp']}"
-            + ("+sp" if c["sequence_parallel"] else "")
-            + ("+ov" if c.get("tp_comm_overlap") else "")
-            + ("+deepep" if c.get("moe_dispatcher") == "deepep" else "")
-            + ("+delayed" if c.get("fp8_recipe") == "delayed" and c["dtype"] == "fp8" else "")
-        )
         row = (
             [str(c["rank"]), "≈" if c.get("tied_with_best") else ""]
             + ([str(c["gpus"])] if many_gpus else [])
-            + [layout, str(c["vpp"]), str(c["micro_batch"])]
+            + [_layout_cell(c), str(c["vpp"]), str(c["micro_batch"])]
         )
         if moe:
             row.append(str(c["ep"]))
         row += [
-            rc,
+            _recompute_cell(c),
             str(c["zero"]),
             _offload_cell(short_off[c["offload"]], c.get("act_offload_layers", 0)),
             f"{c['step_time_s']:.2f}",
@@ -157,6 +142,38 @@ def _render(doc: dict, written: list[str], frameworks: list[str] | None = None) 
             v = c.get("joules_per_token")
             row.append("-" if v is None else f"{v:.4f}")
         t.add_row(*row, style="bold green" if c["rank"] == 1 else None)
+    return t
+
+
+def _layout_cell(c: dict) -> str:
+    """A candidate's layout as TPxPPxDPxCP with its switches (+sp, +ov, +deepep, +delayed)."""
+    return (
+        f"{c['tp']}x{c['pp']}x{c['dp']}x{c['cp']}"
+        + ("+sp" if c["sequence_parallel"] else "")
+        + ("+ov" if c.get("tp_comm_overlap") else "")
+        + ("+deepep" if c.get("moe_dispatcher") == "deepep" else "")
+        + ("+delayed" if c.get("fp8_recipe") == "delayed" and c["dtype"] == "fp8" else "")
+    )
+
+
+def _recompute_cell(c: dict) -> str:
+    """A candidate's recompute: -, sel, full, or full:N for N layers per stage."""
+    rc = {"none": "-", "selective": "sel", "full": "full"}[c["recompute"]]
+    if c["recompute"] == "full" and c["recompute_layers"]:
+        rc += f":{c['recompute_layers']}"
+    return rc
+
+
+def _render(doc: dict, written: list[str], frameworks: list[str] | None = None) -> None:
+    i = doc["inputs"]
+    console.print(
+        styled(
+            f"[bold]{esc(i['model'])}[/bold] on [bold]{i['gpus']} x {esc(i['hardware'])}[/bold]: global "
+            f"batch {i['global_batch']} x {i['seq_len']} tokens, {i['dtype']}, objective {i['objective']}"
+        )
+    )
+    cands = doc["candidates"]
+    t = _candidates_table(cands, doc["objective"]["name"])
     console.print(t)
     cap = cands[0]["memory_gib_per_gpu"]["capacity"]
     console.print(

@@ -22,12 +22,17 @@ def memory_table(
     for key in keys:
         val = mem[key]
         label = styled(f"[bold]{key}[/bold]") if key == "total" else key
-        t.add_row(label, f"{val:.2f}", f"{val / cap:.1%}" if cap else "-")
+        t.add_row(label, f"{val:.2f}", share(val, cap))
     for label, val in extra:
-        t.add_row(label, f"{val:.2f}", f"{val / cap:.1%}" if cap else "")
+        t.add_row(label, f"{val:.2f}", share(val, cap, ""))
     color = "green" if fits else "red"
     t.add_row("capacity", styled(f"[{color}]{cap:.2f}[/{color}]"), "")
     return t
+
+
+def share(part: float, whole: float, none: str = "-") -> str:
+    """``part`` as a percentage of ``whole`` (one decimal), or ``none`` when the whole is zero."""
+    return f"{part / whole:.1%}" if whole else none
 
 
 def heading(inputs: dict, devices: str, rest: str = "") -> None:

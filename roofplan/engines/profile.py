@@ -12,7 +12,7 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
-from roofplan.errors import InputError, did_you_mean
+from roofplan.errors import InputError, unknown_key
 
 #: Engine profiles shipped with roofplan (``roofplan/catalogs/engines/<name>.yaml``).
 ENGINES = ("generic", "vllm", "sglang", "trtllm")
@@ -153,11 +153,7 @@ def check_engine_fields(block: object, where: str) -> dict:
     out = {}
     for key, value in block.items():
         if key not in names:
-            raise InputError(
-                f"{where}.{key}",
-                "unknown field",
-                did_you_mean(str(key), names) + "allowed: " + ", ".join(names),
-            )
+            raise unknown_key(f"{where}.{key}", "unknown field", key, names, "allowed: ")
         try:
             out[key] = _coerce(key, value)
         except InputError as exc:

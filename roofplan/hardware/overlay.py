@@ -20,7 +20,7 @@ import math
 import os
 
 from roofplan.engines.profile import ENGINES, check_engine_fields
-from roofplan.errors import InputError, did_you_mean
+from roofplan.errors import InputError, unknown_key
 from roofplan.hardware.spec import DeviceSpec, Efficiency, out_of_bounds
 from roofplan.inputs import is_file, load_yaml, read_text, user_path
 
@@ -87,11 +87,7 @@ def _normalise(doc: object, label: str) -> dict:
         raise InputError(label, "not a mapping", f"expected a mapping with schema: {SCHEMA}")
     for k in doc:
         if k not in _KEYS:
-            raise InputError(
-                f"{label}: {k}",
-                "unknown key",
-                did_you_mean(str(k), _KEYS) + "allowed keys: " + ", ".join(_KEYS),
-            )
+            raise unknown_key(f"{label}: {k}", "unknown key", k, _KEYS, "allowed keys: ")
     schema = doc.get("schema", SCHEMA)
     if schema != SCHEMA:
         raise InputError(f"{label}: schema", schema, f"expected {SCHEMA}")
@@ -111,11 +107,7 @@ def _normalise(doc: object, label: str) -> dict:
     eff: dict[str, float] = {}
     for name, value in eff_in.items():
         if name not in allowed:
-            raise InputError(
-                f"{label}: efficiency.{name}",
-                "unknown field",
-                did_you_mean(str(name), allowed) + "allowed: " + ", ".join(allowed),
-            )
+            raise unknown_key(f"{label}: efficiency.{name}", "unknown field", name, allowed, "allowed: ")
         eff[name] = check_efficiency_value(name, value, f"{label}: efficiency.{name}")
 
     engines = doc.get("engines") or {}
@@ -123,11 +115,7 @@ def _normalise(doc: object, label: str) -> dict:
         raise InputError(f"{label}: engines", engines, "expected a mapping engine name -> {field: value}")
     for name, block in engines.items():
         if name not in ENGINES:
-            raise InputError(
-                f"{label}: engines.{name}",
-                "unknown engine",
-                did_you_mean(str(name), ENGINES) + "allowed: " + ", ".join(ENGINES),
-            )
+            raise unknown_key(f"{label}: engines.{name}", "unknown engine", name, ENGINES, "allowed: ")
         # every block, not only the engine in use: a bad value must not wait for the day it is used
         engines = {**engines, name: check_engine_fields(block, f"{label}: engines.{name}")}
 

@@ -344,3 +344,10 @@ class DeviceSpec:
     def with_efficiency(self, **changes: float) -> DeviceSpec:
         """A copy with some efficiency parameters replaced (calibration overlays, invariants)."""
         return dataclasses.replace(self, efficiency=dataclasses.replace(self.efficiency, **changes))
+
+
+def usd_per_million_tokens(usd_per_hour, tokens_per_s):
+    """Dollars per million tokens of a deployment that costs ``usd_per_hour`` (all its devices at
+    ``price_per_hour`` each) and produces ``tokens_per_s``: (USD/h / 3600 s/h) / (tokens/s) x 1e6.
+    Scalars or numpy arrays."""
+    return usd_per_hour / 3600.0 / tokens_per_s * 1e6

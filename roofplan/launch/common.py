@@ -89,6 +89,22 @@ TRAIN_PLACEHOLDERS = {
 }
 
 
+def megatron_full_recompute_args(layers: int) -> list[str]:
+    """Megatron's flags for full activation recompute (``megatron/training/arguments.py``, shared
+    by the Megatron-DeepSpeed fork): ``block`` recomputes the first ``layers`` layers of each
+    stage (a partial recompute), 0 means every layer (``uniform``, one layer per checkpoint)."""
+    if layers:
+        return [
+            "--recompute-granularity",
+            "full",
+            "--recompute-method",
+            "block",
+            "--recompute-num-layers",
+            str(layers),
+        ]
+    return ["--recompute-granularity", "full", "--recompute-method", "uniform", "--recompute-num-layers", "1"]
+
+
 #: Flags Megatron-LM and its DeepSpeed fork spell alike, around the placeholders above: the data
 #: (a 99/1/0 train/valid/test split), the learning-rate schedule (cosine from 1.5e-4 to 1.5e-5,
 #: weight decay 0.1, clipping at 1.0: starting values in the style of Megatron-LM's example

@@ -21,6 +21,7 @@ from roofplan.launch.common import (
     TRAIN_PLACEHOLDERS,
     command_line,
     dumps_json,
+    megatron_full_recompute_args,
     megatron_length_args,
     megatron_width_args,
     nodes,
@@ -185,17 +186,7 @@ def recompute_args(config: Mapping) -> list[str]:
         return ["--recompute-granularity", "selective"]
     if rc != "full":
         return []
-    n = config.get("recompute_layers") or 0
-    if n:
-        return [
-            "--recompute-granularity",
-            "full",
-            "--recompute-method",
-            "block",
-            "--recompute-num-layers",
-            str(n),
-        ]
-    return ["--recompute-granularity", "full", "--recompute-method", "uniform", "--recompute-num-layers", "1"]
+    return megatron_full_recompute_args(config.get("recompute_layers") or 0)
 
 
 def argv(model: ModelSpec, config: Mapping, target: str | None = None) -> list[str]:

@@ -28,6 +28,7 @@ from roofplan.launch.common import (
     MEGATRON_LR_ARGS,
     TRAIN_PLACEHOLDERS,
     command_line,
+    megatron_full_recompute_args,
     megatron_length_args,
     megatron_width_args,
     prediction_header,
@@ -174,6 +175,24 @@ def parallel_args(model: ModelSpec, c: Mapping, target: str | None = None) -> li
         "--context-parallel-size",
         str(c["cp"]),
     ]
+    a += _stage_args(model, c)
+    if model.moe is not None:
+        a += _expert_args(c, target)
+    if c["sequence_parallel"] and c["tp"] > 1:
+        a += ["--sequence-parallel"]
+        if c.get("tp_comm_overlap"):
+            a += ["--tp-comm-overlap"]
+    a += _data_parallel_args(c)
+    a += ["--micro-batch-size", str(c["micro_batch"]), "--global-batch-size", str(c["global_batch"])]
+    a += _recompute_args(model, c)
+    a += _precision_args(c)
+    return a
+
+
+def _stage_args(model: ModelSpec, c: Mapping) -> list[str]:
+    """Layers per pipeline stage: per virtual stage when interleaved, else the first and last
+    stage's share when the layers do not split evenly (:func:`pipeline_split`)."""
+    a: list[str] = []
     if c["vpp"] > 1:
         a += ["--num-layers-per-virtual-pipeline-stage", str(model.layers // (c["pp"] * c["vpp"]))]
     elif model.layers % c["pp"]:
@@ -184,24 +203,33 @@ def parallel_args(model: ModelSpec, c: Mapping, target: str | None = None) -> li
             "--decoder-last-pipeline-num-layers",
             str(last),
         ]
-    if model.moe is not None:
-        a += ["--expert-model-parallel-size", str(c["ep"])]
-        if c.get("etp"):
-            a += ["--expert-tensor-parallel-size", str(c["etp"])]
-        # The 1F1B A2A overlap the cost model assumes (TrainConfigs.ep_comm_overlap): Megatron-Core
-        # runs it without a pipeline or interleaved, not under full recomputation.
-        if (
-            c.get("ep_comm_overlap", True)
-            and c["ep"] > 1
-            and (c["pp"] == 1 or c["vpp"] > 1)
-            and c["recompute"] != "full"
-            and versions.feature("megatron", target, "ep_a2a_overlap")
-        ):
-            a += ["--overlap-moe-expert-parallel-comm", "--delay-wgrad-compute"]
-    if c["sequence_parallel"] and c["tp"] > 1:
-        a += ["--sequence-parallel"]
-        if c.get("tp_comm_overlap"):
-            a += ["--tp-comm-overlap"]
+    return a
+
+
+def _expert_args(c: Mapping, target: str | None) -> list[str]:
+    """Expert parallelism of an MoE model, and the 1F1B all-to-all overlap where Megatron-Core runs
+    it."""
+    a: list[str] = []
+    a += ["--expert-model-parallel-size", str(c["ep"])]
+    if c.get("etp"):
+        a += ["--expert-tensor-parallel-size", str(c["etp"])]
+    # The 1F1B A2A overlap the cost model assumes (TrainConfigs.ep_comm_overlap): Megatron-Core
+    # runs it without a pipeline or interleaved, not under full recomputation.
+    if (
+        c.get("ep_comm_overlap", True)
+        and c["ep"] > 1
+        and (c["pp"] == 1 or c["vpp"] > 1)
+        and c["recompute"] != "full"
+        and versions.feature("megatron", target, "ep_a2a_overlap")
+    ):
+        a += ["--overlap-moe-expert-parallel-comm", "--delay-wgrad-compute"]
+    return a
+
+
+def _data_parallel_args(c: Mapping) -> list[str]:
+    """ZeRO (distributed optimizer, Megatron-FSDP from stage 2), the gradient / parameter overlap
+    and the optimizer and activation offload."""
+    a: list[str] = []
     zero = c["zero"]
     if zero >= 1:
         a += ["--use-distributed-optimizer"]
@@ -227,7 +255,12 @@ def parallel_args(model: ModelSpec, c: Mapping, target: str | None = None) -> li
     if c.get("act_offload_layers", 0):
         # validate_args turns cpu_offloading on when the layer count is > 0 (arguments.py)
         a += ["--cpu-offloading-num-layers", str(c["act_offload_layers"])]
-    a += ["--micro-batch-size", str(c["micro_batch"]), "--global-batch-size", str(c["global_batch"])]
+    return a
+
+
+def _recompute_args(model: ModelSpec, c: Mapping) -> list[str]:
+    """Activation recompute: selective (with MLA's up-projections) or full."""
+    a: list[str] = []
     rc = c["recompute"]
     if rc == "selective":
         a += ["--recompute-granularity", "selective"]
@@ -237,24 +270,13 @@ def parallel_args(model: ModelSpec, c: Mapping, target: str | None = None) -> li
     elif rc == "full":
         stage_layers = -(-model.layers // c["pp"])  # the largest (middle) stage
         n = c.get("recompute_layers") or 0
-        if n and n < stage_layers:
-            a += [
-                "--recompute-granularity",
-                "full",
-                "--recompute-method",
-                "block",
-                "--recompute-num-layers",
-                str(n),
-            ]
-        else:
-            a += [
-                "--recompute-granularity",
-                "full",
-                "--recompute-method",
-                "uniform",
-                "--recompute-num-layers",
-                "1",
-            ]
+        a += megatron_full_recompute_args(n if n < stage_layers else 0)
+    return a
+
+
+def _precision_args(c: Mapping) -> list[str]:
+    """Training precision: bf16, fp16, or fp8 with its scaling recipe."""
+    a: list[str] = []
     dtype = c["dtype"]
     if dtype == "fp16":
         a += ["--fp16"]

@@ -180,6 +180,20 @@ def nginx_router(best: dict, urls: list[str]) -> str:
 
 
 ROUTER_CONF = "router_nginx.conf"
+
+
+def nginx_router_files(best: dict, urls: list[str], engine: str, head: list[str]) -> dict[str, str]:
+    """The router of colocated instances for an engine without one of its own: the nginx
+    configuration (:func:`nginx_router`) and ``<engine>_router.sh``, which runs it on node 0."""
+    return {
+        ROUTER_CONF: nginx_router(best, urls),
+        f"{engine}_router.sh": script(
+            head + ["Run on node 0: the router of the colocated instances."],
+            [f'exec nginx -p "$PWD" -c {ROUTER_CONF} -g "daemon off;"'],
+        ),
+    }
+
+
 BENCH_RESULT = "roofplan_bench_{engine}.json"
 
 

@@ -121,6 +121,50 @@ def serve_argv(inst: sc.Instance, request: dict, n_colo: int) -> list:
     return argv
 
 
+def _instance_lines(inst, request: dict, n_colo: int) -> list[str]:
+    """The lines of the head node's script that start one instance: a comment naming its nodes
+    and GPUs, then trtllm-serve in the background, under ``srun`` with ``trtllm-llmapi-launch``
+    when the instance spans nodes (one MPI task per GPU), else on its node's GPUs."""
+    argv = serve_argv(inst, request, n_colo)
+    if inst.multi_node:
+        hosts = ",".join(sc.node_var(n) for n in inst.nodes)
+        argv = [
+            "srun",
+            "-N",
+            len(inst.nodes),
+            f"--ntasks-per-node={len(inst.gpus[0])}",
+            "--mpi=pmix",
+            sc.Raw(f'--nodelist="{hosts}"'),
+            "trtllm-llmapi-launch",
+            *argv,
+        ]
+    else:
+        argv = [f"CUDA_VISIBLE_DEVICES={','.join(map(str, inst.gpus[0]))}", *argv]
+    where = f"nodes {', '.join(map(str, inst.nodes))}" if inst.multi_node else f"node {inst.head}"
+    return [
+        f"# {inst.role} instance {inst.index}: {where}, GPUs {','.join(map(str, inst.gpus[0]))}",
+        sc.argv_lines(argv) + " &",
+    ]
+
+
+def _proxy_config(best: dict, insts) -> dict:
+    """The ``trtllm-serve disaggregated`` proxy configuration: the context (prefill) and
+    generation (decode) servers' URLs, serving on the router port."""
+    return {
+        "hostname": "0.0.0.0",
+        "port": sc.ROUTER_PORT,
+        "backend": "pytorch",
+        "context_servers": {
+            "num_instances": best["prefill"]["instances"],
+            "urls": [f"{_host(i.head, best)}:{port(i)}" for i in insts if i.role == "prefill"],
+        },
+        "generation_servers": {
+            "num_instances": best["decode"]["instances"],
+            "urls": [f"{_host(i.head, best)}:{port(i)}" for i in insts if i.role == "decode"],
+        },
+    }
+
+
 def emit(best: dict, request: dict, target: str | None = None) -> dict[str, str]:
     """LLM-API YAMLs, one script per node, the proxy (disaggregation) or an nginx router (several
     colocated instances: trtllm-serve has no replica router), and a README section."""
@@ -139,44 +183,10 @@ def emit(best: dict, request: dict, target: str | None = None) -> dict[str, str]
     n_colo = sum(1 for i in insts if i.role == "colocated")
     per_node: dict[int, list[str]] = {}
     for inst in insts:
-        argv = serve_argv(inst, request, n_colo)
-        if inst.multi_node:
-            hosts = ",".join(sc.node_var(n) for n in inst.nodes)
-            argv = [
-                "srun",
-                "-N",
-                len(inst.nodes),
-                f"--ntasks-per-node={len(inst.gpus[0])}",
-                "--mpi=pmix",
-                sc.Raw(f'--nodelist="{hosts}"'),
-                "trtllm-llmapi-launch",
-                *argv,
-            ]
-        else:
-            argv = [f"CUDA_VISIBLE_DEVICES={','.join(map(str, inst.gpus[0]))}", *argv]
-        where = f"nodes {', '.join(map(str, inst.nodes))}" if inst.multi_node else f"node {inst.head}"
-        per_node.setdefault(inst.head, []).extend(
-            [
-                f"# {inst.role} instance {inst.index}: {where}, GPUs {','.join(map(str, inst.gpus[0]))}",
-                sc.argv_lines(argv) + " &",
-            ]
-        )
+        per_node.setdefault(inst.head, []).extend(_instance_lines(inst, request, n_colo))
     if best["mode"] == "disagg":
-        proxy = {
-            "hostname": "0.0.0.0",
-            "port": sc.ROUTER_PORT,
-            "backend": "pytorch",
-            "context_servers": {
-                "num_instances": best["prefill"]["instances"],
-                "urls": [f"{_host(i.head, best)}:{port(i)}" for i in insts if i.role == "prefill"],
-            },
-            "generation_servers": {
-                "num_instances": best["decode"]["instances"],
-                "urls": [f"{_host(i.head, best)}:{port(i)}" for i in insts if i.role == "decode"],
-            },
-        }
         files["trtllm_disagg.yaml"] = yaml_text(
-            proxy, head + ["Proxy: trtllm-serve disaggregated -c trtllm_disagg.yaml"]
+            _proxy_config(best, insts), head + ["Proxy: trtllm-serve disaggregated -c trtllm_disagg.yaml"]
         )
         per_node.setdefault(0, []).extend(
             [
@@ -198,11 +208,7 @@ def emit(best: dict, request: dict, target: str | None = None) -> dict[str, str]
         steps.append("Node 0's script also starts the disaggregated proxy (trtllm_disagg.yaml).")
     elif n_colo > 1:
         urls = [f"{_host(i.head, best)}:{port(i, n_colo)}" for i in insts]
-        files[sc.ROUTER_CONF] = sc.nginx_router(best, urls)
-        files["trtllm_router.sh"] = sc.script(
-            head + ["Run on node 0: the router of the colocated instances."],
-            [f'exec nginx -p "$PWD" -c {sc.ROUTER_CONF} -g "daemon off;"'],
-        )
+        files.update(sc.nginx_router_files(best, urls, "trtllm", head))
         steps.append(f"Then on node 0: `bash trtllm_router.sh` (nginx; hosts in {sc.ROUTER_CONF}).")
     files[sc.bench_name("trtllm")] = sc.benchmark_script(best, request, "trtllm")
     steps.append(

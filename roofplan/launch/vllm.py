@@ -202,11 +202,7 @@ def emit(best: dict, request: dict, target: str | None = None) -> dict[str, str]
         steps.append(f"Then on node 0: `bash vllm_proxy.sh` (needs vLLM's source tree for {PROXY_SCRIPT}).")
     elif n_colo > 1:
         urls = [f"{sc.node_host(i.head, best)}:{port(i, n_colo)}" for i in insts]
-        files[sc.ROUTER_CONF] = sc.nginx_router(best, urls)
-        files["vllm_router.sh"] = sc.script(
-            head + ["Run on node 0: the router of the colocated instances."],
-            [f'exec nginx -p "$PWD" -c {sc.ROUTER_CONF} -g "daemon off;"'],
-        )
+        files.update(sc.nginx_router_files(best, urls, "vllm", head))
         steps.append(
             f"Then on node 0: `bash vllm_router.sh` (nginx; edit the hosts in {sc.ROUTER_CONF} "
             "if the nodes are not reachable as node<n>)."

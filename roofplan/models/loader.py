@@ -58,7 +58,7 @@ import re
 from functools import cache, lru_cache
 from pathlib import Path
 
-from roofplan.errors import InputError, did_you_mean
+from roofplan.errors import InputError, did_you_mean, unknown_key
 from roofplan.inputs import is_dir, is_file, load_yaml, read_text, user_path
 from roofplan.models.hf_config import read_hf_config
 from roofplan.models.spec import (
@@ -149,11 +149,7 @@ def model_from_dict(doc: dict, *, where: str, default_name: str) -> ModelSpec:
     allowed = sorted(set(_SPEC_FIELDS) | set(_EXTRA_KEYS))
     for key, value in doc.items():
         if key not in allowed:
-            raise InputError(
-                f"{where}: {key}",
-                value,
-                did_you_mean(str(key), allowed) + "a model field, one of " + ", ".join(allowed),
-            )
+            raise unknown_key(f"{where}: {key}", value, key, allowed, "a model field, one of ")
     if "schema" in doc and doc["schema"] != MODEL_SCHEMA:
         raise InputError(f"{where}: schema", doc["schema"], MODEL_SCHEMA)
     for key in _REQUIRED:
@@ -193,11 +189,7 @@ def model_from_dict(doc: dict, *, where: str, default_name: str) -> ModelSpec:
             raise InputError(f"{where}: {key}", sub, "a mapping with keys " + ", ".join(names))
         for sub_key, value in sub.items():
             if sub_key not in names:
-                raise InputError(
-                    f"{where}: {key}.{sub_key}",
-                    value,
-                    did_you_mean(str(sub_key), names) + "one of " + ", ".join(names),
-                )
+                raise unknown_key(f"{where}: {key}.{sub_key}", value, sub_key, names, "one of ")
             optional = "None" in str(next(f.type for f in dataclasses.fields(cls) if f.name == sub_key))
             if sub_key in ints and not (value is None and optional):  # bounds before the spec's own checks
                 check_count(f"{where}: {key}.{sub_key}", value, sub_key, 1 if key == "mla" else 0)

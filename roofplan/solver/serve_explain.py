@@ -22,53 +22,9 @@ def raise_infeasible(
     """Explain why nothing was chosen with the smallest change that would fit."""
     hw_txt = " + ".join(p.name for p in pools)
     cap_txt = str(budget.total) if budget.total is not None else "+".join(map(str, budget.per_pool.values()))
-    any_fit = any(np.any(R.fits) for R in colo + pre + dec)
-    if not any_fit:
-        need = _min_gpus_to_fit(model, pools, eng, isl=isl, osl=osl, **common)
-        what = (
-            f"{model.name} ({model.params_total / 1e9:.0f}B parameters) does not fit on {cap_txt} x {hw_txt}"
-        )
-        if need is None:
-            raise InfeasibleError(what, "try a smaller --dtype/--kv-dtype or shorter --isl/--osl")
-        raise InfeasibleError(
-            what,
-            use_gpus(need, "the smallest instance that fits needs")
-            + (
-                " or more (disaggregation needs one prefill and one decode instance)"
-                if mode == "disagg"
-                else ""
-            ),
-        )
-    ttfts, tpots = [], []
-    for R in colo:
-        if np.any(R.fits):
-            ttfts.append(float(np.min(R.ttft_s[R.fits])))
-            tpots.append(float(np.min(R.tpot_s[R.fits])))
-    fit_d = [R for R in dec if np.any(R.fits)]
-    for R in pre:
-        if np.any(R.fits) and fit_d:
-            i = int(np.argmin(np.where(R.fits, R.ttft_s, np.inf)))
-            kv = min(
-                float(
-                    np.min(
-                        kv_transfer_time(
-                            model,
-                            R,
-                            Rd,
-                            np.full(int(np.count_nonzero(Rd.fits)), i),
-                            np.nonzero(Rd.fits)[0],
-                            isl=isl,
-                            kv_dtype=kv_dtype,
-                        )
-                    )
-                )
-                for Rd in fit_d
-            )
-            ttfts.append(float(R.ttft_s[i]) + kv)
-    for R in fit_d:
-        tpots.append(float(np.min(R.tpot_s[R.fits])))
-    best_ttft = min(ttfts) * 1e3 if ttfts else None
-    best_tpot = min(tpots) * 1e3 if tpots else None
+    if not any(np.any(R.fits) for R in colo + pre + dec):
+        raise _no_fit(model, pools, eng, f"{cap_txt} x {hw_txt}", mode, isl=isl, osl=osl, **common)
+    best_ttft, best_tpot = _tightest_ms(model, colo, pre, dec, isl=isl, kv_dtype=kv_dtype)
     reach = []
     if best_ttft is not None:
         reach.append(f"TTFT {best_ttft:.1f} ms")
@@ -85,11 +41,7 @@ def raise_infeasible(
     )
     if rate is not None and sla_ok:
         # The targets are reachable; the rate is not, within the budget.
-        per_gpu = _best_rate_per_gpu(model, colo, pre, dec, ttft_s, isl, kv_dtype)
-        need = math.ceil(rate / per_gpu) if per_gpu else None
-        dpn = max(p.hw.devices_per_node for p in pools)
-        if need and need > dpn:  # whole nodes
-            need = math.ceil(need / dpn) * dpn
+        need = _gpus_for_rate(model, pools, colo, pre, dec, ttft_s, rate, isl, kv_dtype)
         msg = f"no deployment of {model.name} on {cap_txt} x {hw_txt} sustains {rate:g} requests/s" + (
             f" within {' and '.join(targets)}" if targets else ""
         )
@@ -121,6 +73,63 @@ def raise_infeasible(
     hint = ("the tightest reachable are " + " and ".join(reach) + " (each on its own)") if reach else ""
     hint += "; relax --ttft-ms/--tpot-ms or add GPUs" if hint else "relax --ttft-ms/--tpot-ms or add GPUs"
     raise InfeasibleError(msg, hint, details)
+
+
+def _no_fit(model, pools, eng, where: str, mode: str, *, isl, osl, **common) -> InfeasibleError:
+    """No candidate fits in memory: the GPUs the smallest fitting instance needs (on any pool),
+    or, when none fits at all, smaller precisions or lengths."""
+    need = _min_gpus_to_fit(model, pools, eng, isl=isl, osl=osl, **common)
+    what = f"{model.name} ({model.params_total / 1e9:.0f}B parameters) does not fit on {where}"
+    if need is None:
+        return InfeasibleError(what, "try a smaller --dtype/--kv-dtype or shorter --isl/--osl")
+    more = " or more (disaggregation needs one prefill and one decode instance)" if mode == "disagg" else ""
+    return InfeasibleError(what, use_gpus(need, "the smallest instance that fits needs") + more)
+
+
+def _tightest_ms(model, colo, pre, dec, *, isl, kv_dtype) -> tuple[float | None, float | None]:
+    """The lowest TTFT and TPOT (ms) any fitting candidate reaches, each on its own: colocated
+    instances as they are; a prefill instance's fastest pass plus the quickest KV transfer to a
+    fitting decode instance (None where no candidate fits)."""
+    ttfts, tpots = [], []
+    for R in colo:
+        if np.any(R.fits):
+            ttfts.append(float(np.min(R.ttft_s[R.fits])))
+            tpots.append(float(np.min(R.tpot_s[R.fits])))
+    fit_d = [R for R in dec if np.any(R.fits)]
+    for R in pre:
+        if np.any(R.fits) and fit_d:
+            i = int(np.argmin(np.where(R.fits, R.ttft_s, np.inf)))
+            kv = min(
+                float(
+                    np.min(
+                        kv_transfer_time(
+                            model,
+                            R,
+                            Rd,
+                            np.full(int(np.count_nonzero(Rd.fits)), i),
+                            np.nonzero(Rd.fits)[0],
+                            isl=isl,
+                            kv_dtype=kv_dtype,
+                        )
+                    )
+                )
+                for Rd in fit_d
+            )
+            ttfts.append(float(R.ttft_s[i]) + kv)
+    for R in fit_d:
+        tpots.append(float(np.min(R.tpot_s[R.fits])))
+    return (min(ttfts) * 1e3 if ttfts else None, min(tpots) * 1e3 if tpots else None)
+
+
+def _gpus_for_rate(model, pools, colo, pre, dec, ttft_s, rate, isl, kv_dtype) -> int | None:
+    """GPUs the best requests/s per GPU reached needs for ``rate``, in whole nodes beyond one node
+    (None when no candidate has a rate)."""
+    per_gpu = _best_rate_per_gpu(model, colo, pre, dec, ttft_s, isl, kv_dtype)
+    need = math.ceil(rate / per_gpu) if per_gpu else None
+    dpn = max(p.hw.devices_per_node for p in pools)
+    if need and need > dpn:  # whole nodes
+        need = math.ceil(need / dpn) * dpn
+    return need
 
 
 def _smallest_pair(pre, dec) -> int | None:

@@ -565,16 +565,9 @@ def plan_serving(
         )
     best, simulated = pick(best_colo, best_dis), None
     if slo_percentile is not None:
-        req = {
-            "isl": isl,
-            "osl": osl,
-            "dtype": dtype,
-            "kv_dtype": kv_dtype,
-            "ttft_ms": ttft_ms,
-            "tpot_ms": tpot_ms,
-        }
-        if S.features is not None:  # speculative decoding, prefix caching and skew, simulated as modelled
-            req.update(speculative=S.features[0], prefix_hit=S.features[1], expert_skew=S.features[2])
+        req = _simulated_request(
+            S, isl=isl, osl=osl, dtype=dtype, kv_dtype=kv_dtype, ttft_ms=ttft_ms, tpot_ms=tpot_ms
+        )
         best, simulated, best_colo = _confirmed(S, best, best_colo, best_dis, req)
     alternatives = {name: b for name, b in (("colocated", best_colo), ("disagg", best_dis)) if b is not None}
     band = robust.serve_error_band(error_bands, best.decode.hardware)
@@ -593,6 +586,22 @@ def plan_serving(
         feasible=feasible,
         frontier=series,
     )
+
+
+def _simulated_request(S, *, isl, osl, dtype, kv_dtype, ttft_ms, tpot_ms) -> dict:
+    """The request the percentile pick is simulated with: its lengths, precisions and targets,
+    and the serving features (speculative decoding, prefix caching, expert skew) as modelled."""
+    req = {
+        "isl": isl,
+        "osl": osl,
+        "dtype": dtype,
+        "kv_dtype": kv_dtype,
+        "ttft_ms": ttft_ms,
+        "tpot_ms": tpot_ms,
+    }
+    if S.features is not None:
+        req.update(speculative=S.features[0], prefix_hit=S.features[1], expert_skew=S.features[2])
+    return req
 
 
 def _chosen(best: Deployment, pd_info: dict, slo_percentile, rate, simulated, band) -> Deployment:

@@ -187,11 +187,16 @@ def _instance_power(pool: Pool, s: Shapes, compute_s, memory_s, total_s) -> np.n
 def _within_sla(rejected: dict, fits, latency, limit, reason: str):
     """Candidates that fit in memory and meet ``limit`` (if any); rejections counted by reason."""
     _count(rejected, "oom", ~fits)
-    ok = fits.copy()
-    if limit is not None:
-        _count(rejected, reason, ok & (latency > limit))
-        ok &= latency <= limit
-    return ok
+    return _meets(rejected, fits, latency, limit, reason)
+
+
+def _meets(rejected: dict, ok, latency, limit, reason: str):
+    """``ok`` narrowed to the candidates whose ``latency`` is within ``limit`` (all when there is
+    no limit); the ones it drops are counted under ``reason``."""
+    if limit is None:
+        return ok.copy()
+    _count(rejected, reason, ok & (latency > limit))
+    return ok & (latency <= limit)
 
 
 def evaluate_decode(
@@ -260,13 +265,8 @@ def evaluate_colocated(
     )
     _count(rejected, "oom", C > m.max_batch)
     _count(rejected, "chunk_budget", (C <= m.max_batch) & ~m.balanced)
-    ok = m.fits.copy()
-    if ttft_s is not None:
-        _count(rejected, "ttft_sla", ok & (m.ttft_s > ttft_s))
-        ok &= m.ttft_s <= ttft_s
-    if tpot_s is not None:
-        _count(rejected, "tpot_sla", ok & (m.tpot_s > tpot_s))
-        ok &= m.tpot_s <= tpot_s
+    ok = _meets(rejected, m.fits, m.ttft_s, ttft_s, "ttft_sla")
+    ok = _meets(rejected, ok, m.tpot_s, tpot_s, "tpot_sla")
     return RoleCandidates(
         "colocated",
         pool,
@@ -381,10 +381,7 @@ def queue_prefill(model, R: RoleCandidates, *, isl, kv_dtype, p, ttft_s) -> None
     idx = np.arange(len(R.batch))
     kv = kv_transfer_time(model, R, R, idx, idx, isl=isl, kv_dtype=kv_dtype)
     r = prefill_goodput(R.rate, R.ttft_s, kv, p, None if ttft_s is None else (1 - DECODE_SLOT_SHARE) * ttft_s)
-    lost = R.ok & (r <= 0)
-    _count(R.rejected, "percentile_sla", lost)
-    R.rate = np.where(r > 0, r, R.rate)
-    R.ok = R.ok & ~lost
+    _cap_rate(R, r)
 
 
 #: Share of the TTFT target a request may wait for a decode slot (disaggregated, percentile SLA).
@@ -398,9 +395,15 @@ def queue_decode(R: RoleCandidates, *, osl, p, ttft_s) -> None:
 
     slack = None if ttft_s is None else DECODE_SLOT_SHARE * ttft_s
     r = decode_goodput(R.rate, R.batch, R.tpot_s, osl, p, slack)
-    lost = R.ok & (r <= 0)
+    _cap_rate(R, r)
+
+
+def _cap_rate(R: RoleCandidates, goodput) -> None:
+    """Replace each candidate's rate by its percentile ``goodput`` where that is positive; the
+    candidates with none (no rate meets the percentile target) are no longer ok (in place)."""
+    lost = R.ok & (goodput <= 0)
     _count(R.rejected, "percentile_sla", lost)
-    R.rate = np.where(r > 0, r, R.rate)
+    R.rate = np.where(goodput > 0, goodput, R.rate)
     R.ok = R.ok & ~lost
 
 

@@ -33,7 +33,7 @@ from roofplan.costmodel.power import energy_kwh, require_power, train_power_w
 from roofplan.costmodel.train_configs import FP8_RECIPES, INT_FIELDS, MOE_DISPATCHERS, TRAIN_DTYPES
 from roofplan.costmodel.train_estimate import ESTIMATE_METRICS, estimate_fields
 from roofplan.errors import InfeasibleError, InputError
-from roofplan.hardware.spec import DeviceSpec
+from roofplan.hardware.spec import DeviceSpec, usd_per_million_tokens
 from roofplan.models.spec import ModelSpec
 from roofplan.solver import constraints as cons
 from roofplan.solver import frameworks as frameworks_
@@ -131,7 +131,7 @@ def _score(
     """Higher is better: tokens/s, minus dollars per million tokens, or minus joules per token
     (``power_w``: mean power per GPU)."""
     if objective == "cost":
-        return -(price * np.asarray(gpus, dtype=float) / 3600.0) / np.maximum(tokens_per_s, 1e-30) * 1e6
+        return -usd_per_million_tokens(price * np.asarray(gpus, dtype=float), np.maximum(tokens_per_s, 1e-30))
     if objective == "energy":
         return (
             -np.asarray(power_w, dtype=float)
@@ -367,17 +367,7 @@ def _search(
             excluded = ~cons.mask(post, arrays)
             if excluded.any():
                 state.rejected["constraint"] += int(excluded.sum())
-            fits = np.asarray(arr.fits, dtype=bool)
-            # the cost model's fits covers HBM and the offload tier; tell the two apart
-            hbm_oom = ~fits & ~excluded & (arr.mem_total > arr.capacity)
-            for name, mask in (("oom", hbm_oom), ("offload_oom", ~fits & ~excluded & ~hbm_oom)):
-                if mask.any():
-                    state.rejected[name] += int(mask.sum())
-            fits &= ~excluded
-            tight = fits & (arr.capacity - arr.mem_total < headroom_bytes)
-            if tight.any():
-                state.rejected["headroom"] += int(tight.sum())
-                fits &= ~tight
+            fits = _feasible(state, arr, excluded, headroom_bytes)
             nf = int(fits.sum())
             state.feasible += nf
             if nf:
@@ -386,24 +376,42 @@ def _search(
                 score = _score(arr.tokens_per_s[fits], gpus, objective, hw.price_per_hour, pw)
                 k = min(pool, nf)
                 top = np.argpartition(-score, k - 1)[:k] if nf > k else np.arange(nf)
-                idx = np.flatnonzero(fits)[top]
-                cfg_part = {kk: v[idx] for kk, v in arrays.items()}
-                cfg_part["gpus"] = np.full(idx.size, gpus, dtype=np.int64)
-                met_part = {m: np.asarray(getattr(arr, m), dtype=float)[idx] for m in _METRICS}
-                _merge(state, cfg_part, met_part, score[top], pool)
+                _merge(state, *_rows(arrays, arr, np.flatnonzero(fits)[top], gpus), score[top], pool)
                 if band is not None:
                     state.best_score = max(state.best_score, float(score.max()))
                     near = np.flatnonzero(score >= _threshold(state.best_score, band))
-                    idx = np.flatnonzero(fits)[near]
-                    cfg_part = {kk: v[idx] for kk, v in arrays.items()}
-                    cfg_part["gpus"] = np.full(idx.size, gpus, dtype=np.int64)
-                    met_part = {m: np.asarray(getattr(arr, m), dtype=float)[idx] for m in _METRICS}
-                    _merge_robust(state, cfg_part, met_part, score[near], pool, band)
+                    rows = _rows(arrays, arr, np.flatnonzero(fits)[near], gpus)
+                    _merge_robust(state, *rows, score[near], pool, band)
         if progress is not None:
             progress(min(start + CHUNK, n), n)
         if found and stop_at_first:
             return True
     return found
+
+
+def _feasible(state: _Search, arr, excluded: np.ndarray, headroom_bytes: float) -> np.ndarray:
+    """Rows of a chunk that fit, are not excluded by a constraint and leave ``headroom_bytes``
+    free; the others are counted in ``state.rejected`` as ``oom`` (HBM), ``offload_oom`` (the
+    offload tier: the cost model's fits covers both) or ``headroom``."""
+    fits = np.asarray(arr.fits, dtype=bool)
+    hbm_oom = ~fits & ~excluded & (arr.mem_total > arr.capacity)
+    for name, mask in (("oom", hbm_oom), ("offload_oom", ~fits & ~excluded & ~hbm_oom)):
+        if mask.any():
+            state.rejected[name] += int(mask.sum())
+    fits &= ~excluded
+    tight = fits & (arr.capacity - arr.mem_total < headroom_bytes)
+    if tight.any():
+        state.rejected["headroom"] += int(tight.sum())
+        fits &= ~tight
+    return fits
+
+
+def _rows(arrays: dict, arr, idx: np.ndarray, gpus: int) -> tuple[dict, dict]:
+    """The configurations (tagged with the GPU count) and the metrics of rows ``idx`` of a chunk."""
+    cfg_part = {k: v[idx] for k, v in arrays.items()}
+    cfg_part["gpus"] = np.full(idx.size, gpus, dtype=np.int64)
+    met_part = {m: np.asarray(getattr(arr, m), dtype=float)[idx] for m in _METRICS}
+    return cfg_part, met_part
 
 
 def _rank(score: np.ndarray, cfg: dict, met: dict) -> np.ndarray:
@@ -493,7 +501,7 @@ def _candidate(
     est = {**estimate_fields(m.__getitem__), "fits": True}
     price = hw.price_per_hour
     if price is not None and tps > 0:
-        est["usd_per_million_tokens"] = price * g / 3600.0 / tps * 1e6
+        est["usd_per_million_tokens"] = usd_per_million_tokens(price * g, tps)
     pw = _power_w(hw, m)
     if pw is not None:
         est["power_w_per_gpu"] = float(pw)
@@ -1000,39 +1008,36 @@ def _infeasible(
     if restricted and _fits_any(model, hw, gpus=gpus, seq_len=seq_len, opts=full, **kw):
         fixes.append("allow every recompute / ZeRO / offload / sequence-parallel option and every degree")
         details["full_space"] = True
-    for k in range(1, 13):
-        g = gpus * 2**k
-        if g > _MAX_RELAXED_GPUS:  # beyond any cluster; degree products would also overflow int64
-            break
-        if _fits_any(model, hw, gpus=g, seq_len=seq_len, opts=opts, **kw):
-            fixes.append(f"use {g} GPUs ({2**k}x)")
-            details["gpus"] = g
-            break
-    if "gpus" not in details:
+
+    def fits(**change) -> bool:
+        return _fits_any(model, hw, **({"gpus": gpus, "seq_len": seq_len, "opts": opts} | kw | change))
+
+    # beyond _MAX_RELAXED_GPUS: beyond any cluster; degree products would also overflow int64
+    more = [gpus * 2**k for k in range(1, 13) if gpus * 2**k <= _MAX_RELAXED_GPUS]
+    g = _first(more, lambda g: fits(gpus=g))
+    if g is not None:
+        fixes.append(f"use {g} GPUs ({g // gpus}x)")
+        details["gpus"] = g
+    else:
         # more GPUs did not help: the budget may be larger than the global batch can use (every
         # layout rejected for divisibility); fewer GPUs, or a larger global batch, then fit
         # whole nodes times a power of two, then fractions of a node, largest first
         fewer = [gpus_per_node * 2**k for k in range(40) if gpus_per_node * 2**k < gpus][::-1]
         fewer += [gpus_per_node // 2**k for k in range(1, 8) if 1 <= gpus_per_node // 2**k < gpus]
-        for g in dict.fromkeys(fewer):
-            if _fits_any(model, hw, gpus=g, seq_len=seq_len, opts=opts, **kw):
-                fixes.append(f"use fewer GPUs: {g}")
-                details["gpus"] = g
-                break
-        gb = global_batch * 2
-        while gb <= min(global_batch * 2**20, 2**31 - 1):
-            if _fits_any(model, hw, gpus=gpus, seq_len=seq_len, opts=opts, **(kw | {"global_batch": gb})):
-                fixes.append(f"raise --global-batch to {gb}")
-                details["global_batch"] = gb
-                break
-            gb *= 2
-    s = seq_len // 2
-    while s >= 128:
-        if _fits_any(model, hw, gpus=gpus, seq_len=s, opts=opts, **kw):
-            fixes.append(f"shorten --seq-len to {s}")
-            details["seq_len"] = s
-            break
-        s //= 2
+        g = _first(dict.fromkeys(fewer), lambda g: fits(gpus=g))
+        if g is not None:
+            fixes.append(f"use fewer GPUs: {g}")
+            details["gpus"] = g
+        larger = [global_batch * 2**k for k in range(1, 21) if global_batch * 2**k <= 2**31 - 1]
+        gb = _first(larger, lambda gb: fits(global_batch=gb))
+        if gb is not None:
+            fixes.append(f"raise --global-batch to {gb}")
+            details["global_batch"] = gb
+    shorter = [seq_len // 2**k for k in range(1, 64) if seq_len // 2**k >= 128]
+    sl = _first(shorter, lambda sl: fits(seq_len=sl))
+    if sl is not None:
+        fixes.append(f"shorten --seq-len to {sl}")
+        details["seq_len"] = sl
     if (
         not opts.allow_cross_node_tp
         and gpus > gpus_per_node
@@ -1059,6 +1064,12 @@ def _infeasible(
     )
     details.update({"searched": state.searched, "rejected": dict(state.rejected)})
     return InfeasibleError(msg, suggestion, details)
+
+
+def _first(values, fits):
+    """The first of ``values`` (tried in order: the smallest change first) for which ``fits``
+    holds, or None."""
+    return next((v for v in values if fits(v)), None)
 
 
 def _headroom_bytes(gib, hw: DeviceSpec) -> float:
@@ -1236,16 +1247,15 @@ def plan_training(
     headroom = _headroom_bytes(memory_headroom_gib, hw)
     band = _error_band(error_bands, hw, model)
     tie = band.fraction if robust_choice else None
-    fixed = _fixed_degrees(tp=tp, pp=pp, cp=cp, ep=ep, vpp=vpp)
-    opts = SpaceOptions(
-        recompute=_names("recompute", recompute, RECOMPUTE_CODES),
-        zero=tuple(int(z) for z in _names("zero", zero, (0, 1, 2, 3))),
-        offload=_names("offload", offload, OFFLOAD_CODES),
-        sequence_parallel=_names("sequence_parallel", sequence_parallel, (False, True)),
+    opts = _space_options(
+        frameworks,
+        recompute=recompute,
+        zero=zero,
+        offload=offload,
+        sequence_parallel=sequence_parallel,
         max_micro_batch=max_micro_batch,
         allow_cross_node_tp=allow_cross_node_tp,
-        framework=(frameworks[0] if len(frameworks) == 1 else tuple(frameworks)) if frameworks else None,
-        **fixed,
+        fixed=_fixed_degrees(tp=tp, pp=pp, cp=cp, ep=ep, vpp=vpp),
     )
 
     counts = _gpu_counts(gpus, node, objective)
@@ -1278,11 +1288,7 @@ def plan_training(
         raise _infeasible(model, hw, gpus=gpus, **job, **limits, state=state)
 
     pool = _pooled(model, hw, state, dtype=dtype, gpus_per_node=node, tokens=tokens)
-    pool = [pool[i] for i in _robust_rank(pool, objective, tie)]
-    fastest = min(pool, key=lambda c: _sort_key(c, objective))
-    lead = _distinct(pool, 2 * top)  # refine a few more than shown: refinements can collide
-    if all(c is not fastest for c in lead):
-        lead.append(fastest)  # the band is measured from the fastest, so it is refined and ranked too
+    pool, fastest, lead = _shortlist(pool, objective, tie, top)
     placement_doc: dict = {"method": "none"}
     if placement:
         lead, fastest, placement_doc = _placed(
@@ -1301,11 +1307,7 @@ def plan_training(
         lead = lead[:top]
     _annotate(lead, error_bands, band, hw, model, dtype)
     best = lead[0]
-    tied = [c for c in lead if c.get("tied_with_best")]
-    note = _robust_note(best, fastest, tied, objective, band) if tie is not None else ""
-    why = _why(best, lead + [c for c in pool if c not in lead], objective, note)
-    if fastest is not best:
-        why["fastest"] = brief(fastest)
+    why = _why_doc(lead, pool, fastest, objective, tie, band)
 
     obj = _objective_doc(hw, objective, counts, tokens, best)
     inputs = _inputs_doc(
@@ -1343,6 +1345,56 @@ def plan_training(
         placement=placement_doc,
         why=why,
     )
+
+
+def _space_options(
+    frameworks: list[str],
+    *,
+    recompute,
+    zero,
+    offload,
+    sequence_parallel,
+    max_micro_batch: int,
+    allow_cross_node_tp: bool,
+    fixed: dict,
+) -> SpaceOptions:
+    """The search space's options: the knobs the caller allows (each checked against its codes),
+    the fixed degrees and the launcher(s) the space is restricted to (None: any)."""
+    return SpaceOptions(
+        recompute=_names("recompute", recompute, RECOMPUTE_CODES),
+        zero=tuple(int(z) for z in _names("zero", zero, (0, 1, 2, 3))),
+        offload=_names("offload", offload, OFFLOAD_CODES),
+        sequence_parallel=_names("sequence_parallel", sequence_parallel, (False, True)),
+        max_micro_batch=max_micro_batch,
+        allow_cross_node_tp=allow_cross_node_tp,
+        framework=(frameworks[0] if len(frameworks) == 1 else tuple(frameworks)) if frameworks else None,
+        **fixed,
+    )
+
+
+def _shortlist(pool: list[dict], objective: str, tie, top: int) -> tuple[list[dict], dict, list[dict]]:
+    """The pooled candidates in robust rank order, the fastest of them, and the distinct leaders
+    to refine: a few more than shown (refinements can collide), and the fastest among them, since
+    the error band is measured from it."""
+    pool = [pool[i] for i in _robust_rank(pool, objective, tie)]
+    fastest = min(pool, key=lambda c: _sort_key(c, objective))
+    lead = _distinct(pool, 2 * top)
+    if all(c is not fastest for c in lead):
+        lead.append(fastest)
+    return pool, fastest, lead
+
+
+def _why_doc(lead: list[dict], pool: list[dict], fastest: dict, objective: str, tie, band) -> dict:
+    """Why the first of ``lead`` won (:func:`_why` over the leaders, then the rest of the pool),
+    with the robust choice's note when ties were broken by simplicity and the fastest candidate
+    when it is not the pick."""
+    best = lead[0]
+    tied = [c for c in lead if c.get("tied_with_best")]
+    note = _robust_note(best, fastest, tied, objective, band) if tie is not None else ""
+    why = _why(best, lead + [c for c in pool if c not in lead], objective, note)
+    if fastest is not best:
+        why["fastest"] = brief(fastest)
+    return why
 
 
 def _frameworks(emit, dtype: str) -> list[str]:

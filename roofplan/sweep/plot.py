@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from roofplan.hardware.spec import usd_per_million_tokens
 from roofplan.outputs import write_file
 from roofplan.solver.pareto import pareto_front, require_matplotlib
 from roofplan.sweep.output import workload_key
@@ -30,7 +31,7 @@ def _serve_points(rows: list[dict]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     for r in rows:
         for x, y, usd in json.loads(r.get("pareto") or "[]"):
             if usd and y > 0:
-                out.setdefault(_device(r), []).append((x, usd / 3600.0 / y * 1e6))
+                out.setdefault(_device(r), []).append((x, usd_per_million_tokens(usd, y)))
     return {k: (np.array([p[0] for p in v]), np.array([p[1] for p in v])) for k, v in out.items()}
 
 

@@ -20,6 +20,7 @@ import os
 from collections.abc import Callable
 
 from roofplan.errors import InfeasibleError, InputError
+from roofplan.hardware.spec import usd_per_million_tokens
 from roofplan.sweep.spec import SCENARIO_KEYS
 
 #: Result columns, after the scenario's own (SCENARIO_KEYS); one schema for training and serving
@@ -149,7 +150,7 @@ def _serve(s: dict, prices: dict) -> dict:
         "tokens_per_s_per_user": b["tokens_per_s_per_user"],
         "goodput_rps": b["goodput_rps"],
         "price_per_hour": price,
-        "usd_per_million_tokens": price / 3600.0 / out_tps * 1e6 if price and out_tps else None,
+        "usd_per_million_tokens": usd_per_million_tokens(price, out_tps) if price and out_tps else None,
         "power_w": b.get("power_w"),
         "joules_per_token": b.get("joules_per_output_token"),
         "pareto": json.dumps(_pareto_points(plan, hw), separators=(",", ":")),
