@@ -33,14 +33,15 @@ def test_grid_pads_heads_to_64_row_tiles_and_splits_the_sms_into_parts():
 def test_compute_bound_time_is_the_padded_tiles_of_one_part():
     """Hand calculation: 128 heads, 1024 sequences of 16384 tokens, KV stream made free: the time
     is each of 66 parts' share of 64-token tiles times one 64x64 tile (QK 576 + PV 512) at the
-    tile rate, plus the per-(sequence, head) Q/O traffic, the combine and the floor."""
+    tile rate, plus the serial scheduler's per-sequence cost, the per-(sequence, head) Q/O traffic
+    and the floor (no sequence is split: 256 tiles each, shares of 3972)."""
     hw = load_hardware("h100-sxm")
     eff = hw.with_efficiency(mla_hbm=1e9).efficiency
     b, L, h, sms, peak = 1024.0, 16384.0, 128.0, 132.0, hw.peak("bf16")
     tile = 2 * 64 * 64 * (576 + 512) / (peak / sms * eff.mla_mma)
     want = (
         np.ceil(b * L / 64 / 66) * tile
-        + np.ceil(b / 66) * eff.mla_seq_s
+        + b * eff.mla_meta_s
         + b * h * (576 + 512) * 2 / eff.mla_qo_Bps
         + eff.mla_floor_s
     )
@@ -60,7 +61,7 @@ def test_heads_below_64_cost_the_same_tensor_work():
     ]
     assert t[0] == pytest.approx(t[1], rel=1e-12)
     # no sequence is split at either grid (128 tiles each, shares of 249 / 497 tiles)
-    kernel = [x - eff.mla_floor_s for x in t]
+    kernel = [x - eff.mla_floor_s - 256.0 * eff.mla_meta_s for x in t]
     assert kernel[2] == pytest.approx(2.0 * kernel[1], rel=0.02)
 
 

@@ -83,10 +83,10 @@ MLA_PARAMS = [
     ("mla_hbm", 0.5, 1.0),
     ("mla_mma", 0.2, 1.0),
     ("mla_mma_fp8", 0.2, 1.0),
-    ("mla_seq_s", 1e-9, 20e-6),
     ("mla_qo_Bps", 1e10, 1e13),
     ("mla_floor_s", 1e-6, 30e-6),
     ("mla_combine_s", 1e-8, 30e-6),
+    ("mla_meta_s", 1e-11, 1e-6),
 ]
 #: MoE launch-grid parameters (costmodel.ops.grouped_gemm_time / moe_time), fitted on the moe rows
 #: of devices whose MoE rows are TensorRT-LLM's SM90 grouped-GEMM kernels (Hopper); the CTA waves

@@ -19,8 +19,8 @@ flashMLA/``, after ``deepseek-ai/FlashMLA`` ``csrc/flash_api.cpp``). Its grid, r
 **Time.** Each CTA walks its share of KV tiles; a tile costs the larger of its tensor-core work
 (the padded 64-row tile at ``mla_mma`` / ``mla_mma_fp8`` of one SM's share of peak) and nothing
 else: the KV stream is bounded for the whole kernel by the cached bytes over ``mla_hbm`` of HBM
-bandwidth. Each (sequence, M block) a CTA starts pays ``mla_seq_s`` (loading its 64 query rows,
-the softmax epilogue, writing its partial output). The absorbed query and the output of every
+bandwidth. Before it, ``get_mla_metadata_kernel`` (one CTA) assigns the tiles to the parts in a
+loop that walks the batch serially: ``mla_meta_s`` per sequence. The absorbed query and the output of every
 (sequence, head), ``(576 + 512) x 2`` bytes, move through the RoPE/append preprocessing and the
 combine kernels at ``mla_qo_Bps``; merging split sequences costs ``mla_combine_s``
 (:func:`split_sequences`); ``mla_floor_s`` is the fixed cost of the call (launches, the
@@ -82,11 +82,12 @@ def mla_decode_time(batch, kv_len, heads, per_tok, fp8_kv, hbm_Bps, peak_flops, 
     tiles = b * np.ceil(L / FLASHMLA_BLOCK_N)
     t_tile = tile_seconds(peak_flops, sms, (eff.mla_mma, eff.mla_mma_fp8), fp8)
     share = np.ceil(tiles / parts)
-    per_cta = share * t_tile + np.ceil(b / parts) * eff.mla_seq_s
+    per_cta = share * t_tile
     hbm = b * L * per_tok / (hbm_Bps * eff.mla_hbm)
     qo = b * h * (FLASHMLA_QK_DIM + FLASHMLA_V_DIM) * 2.0 / eff.mla_qo_Bps
     combine = np.where(split_sequences(L, share), eff.mla_combine_s, 0.0)
-    return np.maximum(per_cta, hbm) + qo + combine + eff.mla_floor_s
+    meta = b * eff.mla_meta_s
+    return np.maximum(per_cta, hbm) + qo + combine + meta + eff.mla_floor_s
 
 
 def split_sequences(kv_len, share):

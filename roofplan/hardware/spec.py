@@ -253,10 +253,10 @@ class Efficiency:
     mla_hbm: float = 0.0
     mla_mma: float = 0.6
     mla_mma_fp8: float = 0.6
-    mla_seq_s: float = 0.0
     mla_qo_Bps: float = 1e12
     mla_floor_s: float = 0.0
     mla_combine_s: float = 0.0
+    mla_meta_s: float = 0.0
     moe_gemm: float = 0.8
     moe_gemm_fp8: float = 0.0
     moe_gemm_fp8_block: float = 0.0
