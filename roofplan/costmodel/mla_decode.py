@@ -4,9 +4,9 @@ For multi-head latent attention (DeepSeek-V2 §2.1, absorbed form of App. C) the
 attends over the compressed latent cache: every query head scores against the same 576-wide
 token (``kv_lora_rank`` 512 + decoupled RoPE 64) and accumulates the 512-wide latent as its value,
 so the cache has a single "KV head" and each cached token costs ``2 x heads x (576 + 512)`` FLOPs.
-On SM90 TensorRT-LLM runs this with its port of DeepSeek's FlashMLA when the latent is 512 + 64
-(``cpp/tensorrt_llm/common/attentionOp.cpp``, ``mUseFlashMLA``; ``cpp/tensorrt_llm/kernels/
-flashMLA/``, after ``deepseek-ai/FlashMLA`` ``csrc/flash_api.cpp``). Its grid, restated:
+On SM90 TensorRT-LLM runs this with its port of DeepSeek's FlashMLA
+(``cpp/tensorrt_llm/common/attentionOp.cpp`` includes ``kernels/flashMLA/flash_mla.h``; upstream
+``deepseek-ai/FlashMLA``, paged cache in blocks of 64 tokens, for the 512 + 64 latent only). Its grid, restated:
 
 * **Tiles** (:func:`m_blocks`): the query heads of a sequence are one M dimension of
   ``FLASHMLA_BLOCK_M`` = 64 rows; ``ceil(heads / 64)`` M blocks, each padded to 64 rows, so below
@@ -24,9 +24,11 @@ loop that walks the batch serially: ``mla_meta_s`` per sequence. The absorbed qu
 (sequence, head), ``(576 + 512) x 2`` bytes, move through the RoPE/append preprocessing and the
 combine kernels at ``mla_qo_Bps``; merging split sequences costs ``mla_combine_s``
 (:func:`split_sequences`); ``mla_floor_s`` is the fixed cost of the call (launches, the
-metadata kernel, the RoPE/append preprocessing). The parameters are fitted per device on TensorRT-LLM's measured
+RoPE/append preprocessing). The parameters are fitted per device on TensorRT-LLM's measured
 MLA generation tables (``tools/fit_ops.py``); a device without them has ``mla_hbm = 0`` and uses
-the generic decode model of :mod:`roofplan.costmodel.ops`.
+the generic decode model of :mod:`roofplan.costmodel.ops`. (Cross-check, not fitted: FlashMLA's
+README states up to 3000 GB/s memory-bound and 580-660 TFLOPS compute-bound on H800 SXM5; the H100
+fit gives 0.90 x 3.35 TB/s = 3.0 TB/s and 0.64 x 989 = 634 TFLOPS.)
 """
 
 from __future__ import annotations
@@ -35,9 +37,9 @@ import numpy as np
 
 from roofplan.hardware.spec import Efficiency
 
-#: Query rows (heads of one sequence) per FlashMLA tile (``Flash_fwd_kernel_traits_mla::kBlockM``).
+#: Query rows (heads of one sequence) per FlashMLA tile (its ``block_size_m``, the 64 of ``get_mla_metadata``).
 FLASHMLA_BLOCK_M = 64.0
-#: KV tokens per FlashMLA tile (``kBlockN``; also the paged-cache block size FlashMLA requires).
+#: KV tokens per FlashMLA tile (its ``block_size_n``; also the paged-cache block size FlashMLA requires).
 FLASHMLA_BLOCK_N = 64.0
 #: Latent width scored per token (``kv_lora_rank`` 512 + RoPE 64) and the value width (512): the
 #: only shape TensorRT-LLM sends to FlashMLA.
@@ -51,7 +53,7 @@ def has_mla_model(eff: Efficiency) -> bool:
 
 
 def covers_shape(head_dim) -> bool:
-    """Whether FlashMLA runs this latent (576 = 512 + 64, TensorRT-LLM's ``mUseFlashMLA`` check)."""
+    """Whether FlashMLA runs this latent (576 = 512 + 64, the only one its kernels are built for)."""
     return bool(np.all(np.asarray(head_dim, dtype=float) == FLASHMLA_QK_DIM))
 
 
