@@ -139,7 +139,7 @@ MOE_TOKENS_MXFP4 = {1 << i for i in range(0, 15)}
 MOE_TP_EP = {(1, 1), (1, 8), (2, 1), (8, 1)}
 MOE_DIST = {"balanced", "power_law_1.2"}
 MLA_BATCH = {1, 4, 16, 64, 256}
-MLA_GEN_BATCH = {1, 16, 256}
+MLA_GEN_BATCH = {1, 8, 64, 512}
 
 
 def default_data_dir() -> str:
@@ -194,10 +194,7 @@ def keep_mla_ctx(r) -> bool:
 
 def keep_mla_gen(r) -> bool:
     return (
-        r.batch_size in MLA_GEN_BATCH
-        and (r.step + 1) in POW2
-        and (r.step + 1) >= 64
-        and r.num_heads in {128, 64, 32, 16, 8}
+        r.batch_size in MLA_GEN_BATCH and (r.step + 1) in POW2 and (r.step + 1) >= 64 and r.num_heads in POW2
     )
 
 
@@ -261,7 +258,16 @@ def convert(table: str, df: pd.DataFrame, hw: str, src: str, full: bool):
             if ctx:
                 o.update(kind="attention", seq_len=r.isl, kv_len=r.isl, kv_heads=r.num_heads)
             else:
-                o.update(kind="decode_attention", seq_len=r.isl, kv_len=r.step + 1, kv_heads=1)
+                # absorbed MLA over the latent cache: one "KV head" of 576 = kv_lora 512 + rope 64
+                # (the value is the 512-wide latent); TensorRT-LLM runs FlashMLA on SM90
+                o.update(
+                    kind="decode_attention",
+                    seq_len=r.isl,
+                    kv_len=r.step + 1,
+                    kv_heads=1,
+                    head_dim=576,
+                    impl="trtllm_mla",
+                )
                 rid += f" cached={r.step} absorbed"
         elif base == "moe_perf":
             if not (full or keep_moe(r)):
@@ -345,7 +351,8 @@ def main(argv=None) -> int:
     ap.add_argument(
         "--with-mla",
         action="store_true",
-        help="also the MLA tables (their rows leave head_dim empty: not readable by roofplan yet)",
+        help="also the MLA context table (its rows leave head_dim empty: not readable by roofplan yet; "
+        "the MLA generation table is always read)",
     )
     a = ap.parse_args(argv)
 
@@ -359,11 +366,8 @@ def main(argv=None) -> int:
         f"gemm/trtllm/{v}/gemm_perf.parquet",
         f"attention/trtllm/{v}/context_attention_perf.parquet",
         f"attention/trtllm/{v}/generation_attention_perf.parquet",
-        *(
-            [f"mla/trtllm/{v}/context_mla_perf.parquet", f"mla/trtllm/{v}/generation_mla_perf.parquet"]
-            if a.with_mla
-            else []
-        ),
+        *([f"mla/trtllm/{v}/context_mla_perf.parquet"] if a.with_mla else []),
+        f"mla/trtllm/{v}/generation_mla_perf.parquet",
         *([f"attention/vllm/{a.vllm_version}/generation_attention_perf.parquet"] if a.vllm_version else []),
         f"moe/trtllm/{v}/moe_perf.parquet",
         f"comm/nccl/{nv}/nccl_perf.parquet",

@@ -63,6 +63,7 @@ FP8_KV_PARAMS = {
     "xqa_qgmma_cta_Bps",
     "xqa_qgmma_elem_rate",
     "mmha_fp8_cvt_rate",
+    "mla_mma_fp8",
 }
 #: FlashAttention-3 decode parameters (costmodel.flash_decode), fitted in the same way on the
 #: ``impl=flash`` decode rows (vLLM's measured tables) of the same devices.
@@ -75,6 +76,17 @@ FA_PARAMS = [
     ("fa_combine_s", 1e-8, 30e-6),
     ("fa_max_splits", 1.0, 128.0),
     ("fa_fp8_cvt_rate", 1e9, 5e12),
+]
+#: FlashMLA decode parameters (costmodel.mla_decode), fitted in the same way on the ``impl=trtllm_mla``
+#: decode rows (TensorRT-LLM's measured MLA generation tables) of the same devices.
+MLA_PARAMS = [
+    ("mla_hbm", 0.5, 1.0),
+    ("mla_mma", 0.2, 1.0),
+    ("mla_mma_fp8", 0.2, 1.0),
+    ("mla_qo_Bps", 1e10, 1e13),
+    ("mla_floor_s", 1e-6, 30e-6),
+    ("mla_combine_s", 1e-8, 30e-6),
+    ("mla_meta_s", 1e-11, 1e-6),
 ]
 #: MoE launch-grid parameters (costmodel.ops.grouped_gemm_time / moe_time), fitted on the moe rows
 #: of devices whose MoE rows are TensorRT-LLM's SM90 grouped-GEMM kernels (Hopper); the CTA waves
@@ -118,6 +130,7 @@ MOE_GRID_START = {
 KERNEL_MODELS = {
     "trtllm": (XQA_PARAMS, "decode_attention_trtllm"),
     "flash": (FA_PARAMS, "decode_attention_flash"),
+    "trtllm_mla": (MLA_PARAMS, "decode_attention_mla"),
 }
 #: family -> (parameter, lower, upper); fitted in this order.
 FAMILIES = {

@@ -42,8 +42,9 @@ OP_DTYPES = (*DTYPE_BYTES, "fp8_block", "mxfp4_wo", "int8_wo")
 #: Collective implementations: NCCL's own choice, NCCL forced to NVLink SHARP, an engine's custom all-reduce.
 COLLECTIVE_IMPLS = ("nccl", "nvls", "custom")
 #: Decode-attention kernel libraries: FlashAttention / FlashInfer decode (vLLM, SGLang) or
-#: TensorRT-LLM's XQA / masked-MHA dispatch (costmodel.trtllm_decode).
-DECODE_IMPLS = ("flash", "trtllm")
+#: TensorRT-LLM's XQA / masked-MHA dispatch (costmodel.trtllm_decode) or its FlashMLA decode of MLA
+#: latents (costmodel.mla_decode).
+DECODE_IMPLS = ("flash", "trtllm", "trtllm_mla")
 #: Kinds of the shared published-measurements format, predicted by ``roofplan.validation.suite``.
 SUITE_KINDS = ("train", "serve_step", "serve_throughput", "serve_spec", "op_gemm", "op_allreduce")
 KINDS = OP_KINDS + SUITE_KINDS

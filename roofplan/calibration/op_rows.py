@@ -12,7 +12,7 @@ import numpy as np
 
 from roofplan.costmodel import ops
 from roofplan.costmodel.collectives import collective_time
-from roofplan.hardware.spec import DeviceSpec
+from roofplan.hardware.spec import DTYPE_BYTES, DeviceSpec
 
 #: What a "size" is for each kind when rows are banded (tables of ``validate --measurements``) and
 #: when alternate log2 bins are held back from a fit.
@@ -88,8 +88,15 @@ def _decode_attention(ms, hw: DeviceSpec) -> np.ndarray:
     def time_of(sub, group):
         kv_dtype, impl = group
         shape = _cols(sub, "batch", "kv_len", "heads", "kv_heads", "head_dim")
+        # an absorbed MLA row caches one latent of head_dim elements per token (no separate V)
+        latent = shape[4] * DTYPE_BYTES.get(kv_dtype, 2.0) if impl == "trtllm_mla" else None
         return ops.decode_attention_time(
-            *shape, hw, kv_dtype=kv_dtype, q_len=_col(sub, "seq_len"), dispatch=impl
+            *shape,
+            hw,
+            kv_dtype=kv_dtype,
+            q_len=_col(sub, "seq_len"),
+            dispatch=impl,
+            kv_bytes_per_token=latent,
         )
 
     return _per_group(ms, lambda m: (m.row["kv_dtype"], m.row["impl"]), time_of)

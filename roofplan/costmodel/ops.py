@@ -55,7 +55,7 @@ import functools
 
 import numpy as np
 
-from roofplan.costmodel import flash_decode, trtllm_decode
+from roofplan.costmodel import flash_decode, mla_decode, trtllm_decode
 from roofplan.costmodel.collectives import collective_time
 from roofplan.hardware.spec import DTYPE_BYTES, DeviceSpec, Efficiency
 
@@ -337,7 +337,8 @@ def decode_attention_time(
     layer on this device (MLA latent); ``shared_kv`` False re-reads K/V once per query head.
     ``dispatch`` names the kernel library: ``"trtllm"``, TensorRT-LLM's XQA / masked-MHA kernels
     (:mod:`roofplan.costmodel.trtllm_decode`); ``"flash"``, FlashAttention-3 paged decode as vLLM
-    and SGLang run it (:mod:`roofplan.costmodel.flash_decode`); each where the device's catalog
+    and SGLang run it (:mod:`roofplan.costmodel.flash_decode`); ``"trtllm_mla"``, TensorRT-LLM's FlashMLA for an
+    absorbed MLA latent of ``head_dim`` 576 (:mod:`roofplan.costmodel.mla_decode`); each where the device's catalog
     characterises it. Otherwise (and for ``"shared"``) the generic model below."""
     eff = hw.efficiency if eff is None else eff
     b, L = _f(batch), np.maximum(_f(kv_len), 1.0)
@@ -357,6 +358,23 @@ def decode_attention_time(
     ):
         return trtllm_decode.trtllm_decode_time(
             b, L, heads, hk, d, per_tok, fp8_kv, hw.hbm_Bps, float(hw.compute_units), eff
+        )
+    if (
+        dispatch == "trtllm_mla"
+        and mla_decode.has_mla_model(eff)
+        and mla_decode.covers_shape(d)
+        and hw.compute_units
+    ):
+        return mla_decode.mla_decode_time(
+            b,
+            L,
+            heads,
+            per_tok,
+            fp8_kv,
+            hw.hbm_Bps,
+            hw.peak("bf16" if "bf16" in hw.peak_flops else "fp16"),
+            float(hw.compute_units),
+            eff,
         )
     if dispatch == "flash" and shared_kv and flash_decode.has_fa3_model(eff) and hw.compute_units:
         return flash_decode.fa3_decode_time(

@@ -51,7 +51,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from roofplan.costmodel import ops
+from roofplan.costmodel import mla_decode, ops
 from roofplan.costmodel.collectives import collective_time
 from roofplan.costmodel.serve_configs import (  # noqa: F401 - re-exported: the serving contract
     KV_DTYPES,
@@ -400,7 +400,8 @@ def prefill_attention_term(s: StepInputs, acc: _Acc) -> None:
 
 #: Decode-attention kernel library of each engine (ops.decode_attention_time ``dispatch``): TensorRT-LLM
 #: its own XQA / masked MHA; vLLM and SGLang FlashAttention-3 on Hopper (vLLM's FLASH_ATTN backend,
-#: SGLang's ``fa3`` attention backend, their defaults there). MLA runs other kernels (FlashMLA).
+#: SGLang's ``fa3`` attention backend, their defaults there). MLA runs other kernels (FlashMLA,
+#: :func:`decode_kernels`).
 ENGINE_DECODE_KERNELS = {"trtllm": "trtllm", "vllm": "flash", "sglang": "flash"}
 
 
@@ -410,8 +411,22 @@ ENGINE_MOE_KERNELS = {"trtllm": "trtllm"}
 
 
 def decode_kernels(engine_name: str, model) -> str:
-    """The ``dispatch`` of :func:`ops.decode_attention_time` for this engine and model."""
-    return "shared" if model.mla is not None else ENGINE_DECODE_KERNELS.get(engine_name, "shared")
+    """The ``dispatch`` of :func:`ops.decode_attention_time` for this engine and model: an MLA
+    model runs TensorRT-LLM's FlashMLA under TensorRT-LLM (``"trtllm_mla"``, where the latent is
+    the 512 + 64 FlashMLA takes) and the generic model elsewhere (no measured tables of vLLM's or
+    SGLang's MLA kernels are characterised)."""
+    if model.mla is not None:
+        return "trtllm_mla" if engine_name == "trtllm" else "shared"
+    return ENGINE_DECODE_KERNELS.get(engine_name, "shared")
+
+
+def decode_head_dim(model, dispatch: str, eff) -> float:
+    """Head dimension handed to the decode kernel: the absorbed latent (kv_lora_rank + RoPE dims,
+    DeepSeek-V2 App. C) for FlashMLA on a device that characterises it, else the query head
+    dimension (what the generic decode model takes)."""
+    if dispatch == "trtllm_mla" and mla_decode.has_mla_model(eff):
+        return float(model.mla.kv_lora_rank + model.mla.qk_rope_head_dim)
+    return model.q_dim / model.heads
 
 
 def decode_attention_term(s: StepInputs, acc: _Acc) -> None:
@@ -432,18 +447,19 @@ def decode_attention_term(s: StepInputs, acc: _Acc) -> None:
     kv_tok = s.kv_token_layer
     kv_tokens_read = np.where(kv_tok > 0, kv_read_layer / np.maximum(kv_tok, 1e-30), 0.0)
     f_dec = Td_r * model.attention_context(cd_) * f_dec_tok
+    dispatch = decode_kernels(s.engine.name, model)
     t_dec = ops.decode_attention_time(
         Td_r,
         np.maximum(kv_tokens_read, 1.0),
         model.heads / tp,
         _kv_heads_device(s),
-        model.q_dim / model.heads,
+        decode_head_dim(model, dispatch, s.eff),
         s.hw,
         eff=s.eff,
         kv_bytes_per_token=kv_tok,
         shared_kv=reread == 1.0,
         kv_dtype=s.cfg.kv_dtype_resolved,
-        dispatch=decode_kernels(s.engine.name, model),
+        dispatch=dispatch,
     )
     acc.add(0.0, np.where(s.decode_seqs > 0, np.maximum(t_dec, f_dec / (s.peak16 * s.eff.attn_max)), 0.0))
 

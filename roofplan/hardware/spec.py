@@ -137,7 +137,8 @@ class Efficiency:
       ``decode_split_len`` (KV tokens per flash-decoding split); ``xqa_*`` / ``mmha_*`` (TensorRT-LLM's
       decode kernels on Hopper, :mod:`roofplan.costmodel.trtllm_decode`; ``xqa_hbm`` 0 = not
       characterised, the generic decode model applies); ``fa_*`` (FlashAttention-3 paged decode as vLLM
-      and SGLang run it, :mod:`roofplan.costmodel.flash_decode`; ``fa_hbm`` 0 = not characterised); ``moe_gemm`` (grouped-GEMM
+      and SGLang run it, :mod:`roofplan.costmodel.flash_decode`; ``fa_hbm`` 0 = not characterised); ``mla_*`` (TensorRT-LLM's FlashMLA decode of MLA models on Hopper,
+      :mod:`roofplan.costmodel.mla_decode`; ``mla_hbm`` 0 = not characterised); ``moe_gemm`` (grouped-GEMM
       efficiency relative to one dense GEMM of the stacked rows; ``moe_gemm_fp8`` /
       ``moe_gemm_fp8_block`` per class, 0 = ``moe_gemm``), ``moe_floor_s``; ``moe_mma`` ... (the
       grouped-GEMM launch-grid model of TensorRT-LLM's MoE kernels, :func:`roofplan.costmodel.ops.grouped_gemm_time`;
@@ -253,6 +254,13 @@ class Efficiency:
     fa_combine_s: float = 0.0
     fa_max_splits: float = 32.0
     fa_fp8_cvt_rate: float = 30e9
+    mla_hbm: float = 0.0
+    mla_mma: float = 0.6
+    mla_mma_fp8: float = 0.6
+    mla_qo_Bps: float = 1e12
+    mla_floor_s: float = 0.0
+    mla_combine_s: float = 0.0
+    mla_meta_s: float = 0.0
     moe_gemm: float = 0.8
     moe_gemm_fp8: float = 0.0
     moe_gemm_fp8_block: float = 0.0
