@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -365,3 +366,27 @@ def test_overlay_changes_predictions_in_the_expected_direction():
     t = memory_time(1e9, bandwidth_Bps=h.hbm_Bps, eff=h.efficiency, launches=0)
     t_slow = memory_time(1e9, bandwidth_Bps=slow.hbm_Bps, eff=slow.efficiency, launches=0)
     assert np.isclose(t_slow, 2 * t)
+
+
+_FIT_SOURCE = re.compile(r"fit: tools/fit_ops\.py on the \w+ rows of (measured_kernels_\w+\.csv)")
+_VERSIONS = re.compile(r"TensorRT-LLM (\S+) / NCCL ([\d.]+)")
+
+
+@pytest.mark.parametrize("hw_id", list_hardware())
+def test_a_kernel_fit_names_a_fixture_with_this_devices_rows_and_its_versions(hw_id):
+    # a value fitted on a fixture must come from that fixture's rows of this very device, and the
+    # package versions any source quotes for a fixture must be the fixture's own (its header says them)
+    data = Path(__file__).parent / "data"
+    for f in load_entry(hw_id).fields:
+        m = _FIT_SOURCE.search(f.source or "")
+        if not m:
+            continue
+        text = (data / m.group(1)).read_text()
+        if f.source.startswith("fit:"):
+            assert f",{hw_id}," in text, (f.path, f.source)
+        head = " ".join(text.splitlines()[:4])
+        tail = f.source[m.end() :]
+        for trt, nccl in _VERSIONS.findall(tail[:120]):
+            assert f"TensorRT-LLM {trt}" in head and f"NCCL {nccl}" in head, (f.path, f.source)
+        for nccl in re.findall(r"^ \(aiconfigurator-core [\d.]+ measured tables, NCCL ([\d.]+)\)", tail):
+            assert f"NCCL {nccl}" in head, (f.path, f.source)
