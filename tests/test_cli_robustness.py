@@ -441,3 +441,15 @@ def test_mistyped_ids_get_a_suggestion(argv, hint, one_line_error):
 def test_unrelated_ids_get_no_suggestion(one_line_error):
     line = one_line_error(runner.invoke(app, ["catalog", "show", "tpu-v5p"]), 2, "tpu-v5p")
     assert "did you mean" not in line
+
+
+def test_python_m_without_dependencies_says_so_in_one_line():
+    # an interpreter without typer (the CLI's first import): one line naming the package, exit 2
+    import subprocess
+    import sys
+
+    code = "import sys, runpy; sys.modules['typer'] = None; runpy.run_module('roofplan', run_name='__main__')"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 2
+    assert r.stderr.count("\n") == 1 and "'typer'" in r.stderr and "pip install" in r.stderr
+    assert "Traceback" not in r.stderr
