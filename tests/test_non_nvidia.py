@@ -1,6 +1,7 @@
 """Device-specific modelling of the non-NVIDIA catalogs against published measurements and hand
-calculations: the MI300X Infinity Fabric full mesh (bandwidth grows with the group) and the SN40L
-fused dataflow decoder (tensor-parallel collectives hidden behind the weight stream)."""
+calculations: the MI300X Infinity Fabric full mesh (bandwidth grows with the group), the SN40L
+fused dataflow decoder (tensor-parallel collectives hidden behind the weight stream), and the CDNA2
+(MI250X / MI250) FlashAttention and streaming-bandwidth parameters."""
 
 import dataclasses
 import json
