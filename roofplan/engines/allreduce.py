@@ -84,7 +84,11 @@ STRATEGIES: dict[str, AllReduceStrategy] = {
         "selectImplementation): one-shot up to the IPC workspace (customAllReduceUtils "
         "getMaxRequiredWorkspaceSize: 16e6 bytes for 2 ranks) for 2 ranks, below 1e6 bytes for up to 4 "
         "ranks and below 500e3 bytes beyond, NCCL otherwise (AUTO keeps two-shot off: the WAR for "
-        "NVIDIA bug 4718747 in that function)",
+        "NVIDIA bug 4718747 in that function). The measured TensorRT-LLM 1.3.0rc20 AUTO table "
+        "(aiconfigurator-core 0.12.0) follows this rule; the per-SM lookup table of later sources "
+        "(customAllReduceUtils.h AllReduceBestStrategyTableSM90, by tokens and hidden size) would run "
+        "two-shot at 4 and 8 ranks for mid-size messages (hidden 4096: 8-512 tokens), which that table "
+        "does not show",
     ),
     "vllm": AllReduceStrategy(
         "vllm",
