@@ -20,6 +20,7 @@ decode_attention,h100-sxm,d1,,,,,64,32,8,128,,4096,bf16,,,,,,,,,,,,180
 moe,h100-sxm,m1,,,,bf16,,,,,,,,,,,,4096,128,8,4096,1536,8,balanced,900
 collective,h100-sxm,c1,,,,,,,,,,,,all_reduce,8,1048576,nccl,,,,,,,,40
 collective,h100-sxm,c2,,,,,,,,,,,,all_reduce,8,65536,custom,,,,,,,,12
+collective,h100-sxm,c3,,,,,,,,,,,,all_reduce,8,4194304,custom_vllm,,,,,,,,31
 """
 
 
@@ -30,7 +31,7 @@ def test_every_row_is_predicted_by_the_shared_row_predictor(tmp_path, cli):
     assert r.exit_code == 0, r.output
     doc = json.loads(r.stdout)
     assert doc["schema"] == "roofplan.validate.measurements/v1"
-    assert [row["id"] for row in doc["rows"]] == ["g1", "g2", "a1", "d1", "m1", "c1", "c2"]
+    assert [row["id"] for row in doc["rows"]] == ["g1", "g2", "a1", "d1", "m1", "c1", "c2", "c3"]
     # the numbers are the operator library's, row by row (no fit)
     hw = load_hardware("h100-sxm")
     ms = read_measurements(f)
@@ -75,6 +76,8 @@ def test_hardware_filter_counts_what_it_skips(cli):
         ("gemm,h100-sxm,bad,4096,abc,8192,bf16,,,,,,,,,,,,,,,,,,,355", "line 2 n"),
         ("moe,h100-sxm,bad,,,,bf16,,,,,,,,,,,,4096,128,8,4096,1536,8,zipf,900", "line 2 distribution"),
         ("collective,h100-sxm,bad,,,,,,,,,,,,all_gather,8,4096,custom,,,,,,,,12", "line 2 impl"),
+        ("collective,h100-sxm,bad,,,,,,,,,,,,all_gather,8,4096,custom_vllm,,,,,,,,12", "line 2 impl"),
+        ("collective,h100-sxm,bad,,,,,,,,,,,,all_reduce,8,4096,custom_tgi,,,,,,,,12", "line 2 impl"),
         ("decode_attention,h100-sxm,bad,,,,,64,32,8,128,,-5,bf16,,,,,,,,,,,,180", "line 2 kv_len"),
         ("decode_attention,h100-sxm,bad,,,,,64,32,8,128,,4096,bf16,,,,nvls,,,,,,,,180", "line 2 impl"),
     ],
@@ -91,3 +94,30 @@ def test_malformed_row_is_one_line_naming_file_line_and_column(tmp_path, line, w
 def test_hardware_without_measurements_flag_is_a_usage_error(cli):
     r = cli("validate", "--hardware", "h100-sxm")
     assert r.exit_code == 2 and "--measurements" in r.stderr
+
+
+def test_a_custom_row_naming_its_engine_is_priced_by_that_engines_rule(tmp_path):
+    """On H100 a 4 MiB all-reduce on 8 ranks is NCCL under TensorRT-LLM AUTO (above 500e3 bytes),
+    symmetric-memory multimem under vLLM and two-shot under SGLang: three different predictions,
+    each the operator library's for that rule."""
+    from roofplan.costmodel import ops
+    from roofplan.costmodel.collectives import collective_time
+    from roofplan.engines.allreduce import STRATEGIES
+
+    head = ROWS.splitlines()[0]
+    lines = [
+        f"collective,h100-sxm,{e},,,,,,,,,,,,all_reduce,8,4194304,custom_{e},,,,,,,,30"
+        for e in STRATEGIES
+        if e != "generic"
+    ]
+    f = tmp_path / "ar.csv"
+    f.write_text(head + "\n" + "\n".join(lines) + "\n")
+    hw = load_hardware("h100-sxm")
+    ms = read_measurements(f)
+    got = {m.id: float(predict_op_rows("collective", [m], hw)[0]) for m in ms}
+    assert got["trtllm"] == pytest.approx(float(collective_time("all_reduce", 4194304, 8, hw)))
+    for e in ("vllm", "sglang"):
+        assert got[e] == pytest.approx(
+            float(ops.custom_allreduce_time(4194304, 8, hw, strategy=STRATEGIES[e]))
+        )
+    assert len(set(got.values())) == 3

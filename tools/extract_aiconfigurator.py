@@ -19,7 +19,9 @@ Tables read, relative to the package's ``systems/data/<system>/`` folder
   mla/trtllm/<V>/generation_mla_perf.parquet              -> kind=decode_attention (MLA)
   moe/trtllm/<V>/moe_perf.parquet                         -> kind=moe
   comm/nccl/<N>/nccl_perf.parquet                         -> kind=collective, impl=nccl
-  comm/trtllm/<V>/custom_allreduce_perf.parquet           -> kind=collective, impl=custom
+  comm/trtllm/<V>/custom_allreduce_perf.parquet           -> kind=collective, impl=custom_trtllm
+  comm/vllm/<VA>/custom_allreduce_perf.parquet            -> kind=collective, impl=custom_vllm
+  comm/sglang/<S>/custom_allreduce_perf.parquet           -> kind=collective, impl=custom_sglang
 
 Units and meanings (from the aiconfigurator collector scripts):
   * ``latency`` is milliseconds (CUDA-event / nccl-tests time); written as us.
@@ -39,7 +41,13 @@ Units and meanings (from the aiconfigurator collector scripts):
   * nccl: nccl-tests (-g N, one node), out-of-place time; ``message_size`` is in
     elements (bytes = elements x dtype size = nccl-tests "size").
   * custom all-reduce: TRT-LLM ``AllReduce`` (strategy AUTO, autotune off),
-    CUDA-graph timed; ``message_size`` is elements of bf16.
+    CUDA-graph timed; ``message_size`` is elements of bf16.  vLLM and SGLang:
+    the engine's ``tensor_model_parallel_all_reduce`` (its own dispatch between
+    custom all-reduce, symmetric memory and NCCL; SGLang with symmetric memory
+    and MSCCL++ off, as it serves by default), timed in CUDA-graph mode
+    (``backend`` *_graph) and eagerly; only the graph rows are kept (engines
+    replay decode steps as CUDA graphs; the eager rows add 20-30 us of host
+    dispatch per call, which the engine profiles price separately).
 
 Large tables are subsampled deterministically (same rule for both GPUs) so the
 fixture stays small; ``--full`` disables subsampling.  Per-family counts before
@@ -303,6 +311,9 @@ def convert(table: str, df: pd.DataFrame, hw: str, src: str, full: bool):
                 dtype=d,
             )
         elif base == "custom_allreduce_perf":
+            backend = str(getattr(r, "backend", "graph"))
+            if not backend.endswith("graph"):
+                continue  # eager rows: host dispatch, not the kernel (see the module docstring)
             d = dt(r.allreduce_dtype)
             o.update(
                 kind="collective",
@@ -310,10 +321,11 @@ def convert(table: str, df: pd.DataFrame, hw: str, src: str, full: bool):
                 ranks=r.num_gpus,
                 nodes=1,
                 bytes=int(r.message_size) * DTYPE_BYTES[d],
-                impl="custom",
+                impl="custom_" + table.split("/")[1],  # comm/<engine>/<version>/...
                 dtype=d,
             )
-            rid += f" trtllm_impl={getattr(r, 'implementation', 'auto')}"
+            engine = table.split("/")[1]
+            rid += f" trtllm_impl={r.implementation}" if engine == "trtllm" else f" backend={backend}"
         else:
             raise ValueError(f"unknown table {table}")
         o["id"] = rid
@@ -338,6 +350,16 @@ def main(argv=None) -> int:
         default="0.24.0",
         help="vLLM data folder whose generation-attention table (FlashAttention-3 decode) is added; "
         "'' for none",
+    )
+    ap.add_argument(
+        "--vllm-allreduce-version",
+        default="0.24.0",
+        help="vLLM data folder whose custom all-reduce table is added; '' for none",
+    )
+    ap.add_argument(
+        "--sglang-version",
+        default="0.5.14",
+        help="SGLang data folder whose custom all-reduce table is added; '' for none",
     )
     ap.add_argument("--out", default="measured_kernels.csv")
     ap.add_argument("--full", action="store_true", help="keep every row (no subsampling)")
@@ -372,6 +394,12 @@ def main(argv=None) -> int:
         f"moe/trtllm/{v}/moe_perf.parquet",
         f"comm/nccl/{nv}/nccl_perf.parquet",
         f"comm/trtllm/{v}/custom_allreduce_perf.parquet",
+        *(
+            [f"comm/vllm/{a.vllm_allreduce_version}/custom_allreduce_perf.parquet"]
+            if a.vllm_allreduce_version
+            else []
+        ),
+        *([f"comm/sglang/{a.sglang_version}/custom_allreduce_perf.parquet"] if a.sglang_version else []),
     ]
     rows = []
     print(f"{'table':60s} {'hw':9s} {'before':>7s} {'after':>7s}", file=sys.stderr)

@@ -8,7 +8,9 @@ residuals (soft-L1 loss, so a few odd kernels do not steer the fit) to the rows 
 bins only; the rows of odd bins are held back (``roofplan.calibration.op_rows.held_back``).
 Families are fitted in dependency order (GEMM first: MoE reuses its parameters; decode attention
 reuses its occupancy). On Hopper the MoE rows fit the launch-grid parameters (MOE_GRID_PARAMS) by
-differential evolution instead, as the decode-kernel parameters are. The tool prints median and p90 |error| of the fitted and the held-back
+differential evolution instead, as the decode-kernel parameters are, and the custom all-reduce rows
+fit each engine's kernel latency and the shared one-/two-shot parameters of the engines' dispatch
+rules (CUSTOM_AR_LATENCY, CUSTOM_AR_SHARED) jointly. The tool prints median and p90 |error| of the fitted and the held-back
 half per family and size band; ``--write`` puts the values into the built-in catalog YAMLs with a
 source string naming the table and the split. roofplan never imports this at run time.
 """
@@ -126,6 +128,33 @@ MOE_GRID_START = {
     "moe_cta_mxfp4_Bps": 5e10,
     "moe_mxfp4_floor_s": 60e-6,
 }
+#: Devices whose custom all-reduce rows are fitted with each engine's dispatch rule
+#: (roofplan.engines.allreduce, the engines' SM90 rules); elsewhere the engine-neutral model
+#: (FAMILIES["custom_allreduce"]) is fitted to all custom rows.
+CUSTOM_AR_RULE_DEVICES = ("h100-sxm", "h200-sxm")
+#: custom all-reduce row ``impl`` -> its engine's kernel latency (fitted where that engine has rows).
+CUSTOM_AR_LATENCY = {
+    "custom_trtllm": ("custom_ar_trtllm_latency_s", 0.2e-6, 40e-6),
+    "custom_vllm": ("custom_ar_vllm_latency_s", 0.2e-6, 40e-6),
+    "custom_sglang": ("custom_ar_sglang_latency_s", 0.2e-6, 40e-6),
+}
+#: Shared by the engines' kernels on one device: the latency per peer and the one-shot fabric
+#: fraction; the two-shot fraction only where an engine's rule runs two-shot (vLLM, SGLang: AUTO
+#: of TensorRT-LLM never does).
+CUSTOM_AR_SHARED = [("custom_ar_peer_latency_s", 1e-9, 2e-6), ("custom_ar_one_shot_bw", 0.1, 1.0)]
+CUSTOM_AR_TWO_SHOT = ("custom_ar_two_shot_bw", 0.1, 1.0)
+
+
+def custom_ar_rule_params(rows):
+    """The dispatch-rule parameters the custom all-reduce ``rows`` of one device inform."""
+    impls = {m.row["impl"] for m in rows}
+    params = [CUSTOM_AR_LATENCY[i] for i in CUSTOM_AR_LATENCY if i in impls]
+    if not params:
+        return []
+    two = impls & {"custom_vllm", "custom_sglang"}
+    return params + CUSTOM_AR_SHARED + ([CUSTOM_AR_TWO_SHOT] if two else [])
+
+
 #: decode row ``impl`` -> (parameters, report/fitted key) of the kernel models fitted on XQA_DEVICES.
 KERNEL_MODELS = {
     "trtllm": (XQA_PARAMS, "decode_attention_trtllm"),
@@ -195,6 +224,12 @@ START = {
     "attn_max_fp8": 0.5,
     "moe_gemm_fp8": 0.8,
     "moe_gemm_fp8_block": 0.8,
+    "custom_ar_trtllm_latency_s": 3e-6,
+    "custom_ar_vllm_latency_s": 4e-6,
+    "custom_ar_sglang_latency_s": 3e-6,
+    "custom_ar_peer_latency_s": 1e-7,
+    "custom_ar_one_shot_bw": 0.6,
+    "custom_ar_two_shot_bw": 0.6,
 }
 #: What each fixture's rows are, for the catalog source strings.
 PROVENANCE = {
@@ -203,6 +238,11 @@ PROVENANCE = {
     "measured_kernels_a100.csv": "aiconfigurator-core 0.12.0 measured tables, TensorRT-LLM 1.0.0 / NCCL 2.27.3",
     "measured_kernels_published.csv": "published microbenchmarks, each row's source column: ROCm blogs, rccl-tests, "
     "hipblaslt-bench, aiter, torch_npu matmul and attention timings",
+}
+#: (fixture, family) -> the measured tables of that family's rows, where one family spans several.
+TABLES = {
+    ("measured_kernels_hopper.csv", "custom_allreduce"): "custom_allreduce_perf of comm/trtllm/1.3.0rc20, "
+    "comm/vllm/0.24.0 and comm/sglang/0.5.14, CUDA-graph rows",
 }
 #: NVLS group sizes tried (a discrete choice, picked by the fitted half's cost).
 NVLS_MIN_RANKS = (2.0, 4.0, 8.0)
@@ -334,6 +374,14 @@ def fit_device(rows, hw_id: str):
                 report[fam] = sub
             continue  # the stacked-GEMM parameters keep their catalog values on these devices
         fit_rows = [m for m in sub if not held_back(m)]
+        if fam == "custom_allreduce" and hw_id in CUSTOM_AR_RULE_DEVICES:
+            rule = [m for m in sub if m.row["impl"] != "custom"]
+            params = [p for p in custom_ar_rule_params(rule) if ONLY is None or p[0] in ONLY]
+            if params:
+                hw, _ = fit_family([m for m in rule if not held_back(m)], hw, params)
+                fitted[fam] = [p[0] for p in params]
+                report[fam] = rule
+            continue  # the engine-neutral parameters keep their catalog values on these devices
         params = [p for p in informed(params, sub) if ONLY is None or p[0] in ONLY]
         if not params:
             continue
@@ -374,6 +422,10 @@ def print_report(hw, report, fitted) -> None:
                 continue
             e = errors(rows, hw)
             print(f"   {part:9s} {summary(e)}")
+            if fam == "custom_allreduce":  # each engine's rows apart (the target holds per engine)
+                impls = np.array([m.row["impl"] for m in rows])
+                for impl in sorted(set(impls)):
+                    print(f"      {impl:12s} {summary(e[impls == impl])}")
             bands: dict = {}
             for m, x in zip(rows, e, strict=True):
                 bands.setdefault(size_band(m), []).append(x)
@@ -396,10 +448,9 @@ def write_catalog(hw, fitted, table: str) -> None:
         value = getattr(hw.efficiency, name)
         shown = f"{value * 1e6:.4g} us" if name.endswith("_s") else f"{value:.4g}"
         fam = next(f for f in fams if name in fitted[f] or (f == "nccl" and name == "nvls_min_ranks"))
-        src = (
-            f"fit: tools/fit_ops.py on the {fam} rows of {table} ({PROVENANCE.get(table, 'published tables')}), "
-            "even log2 size bins; odd bins held back"
-        )
+        where = f"{table} ({PROVENANCE.get(table, 'published tables')}"
+        where += f"; {TABLES[table, fam]})" if (table, fam) in TABLES else ")"
+        src = f"fit: tools/fit_ops.py on the {fam} rows of {where}, even log2 size bins; odd bins held back"
         new = f'  {name}: {{value: {shown}, source: "{src}"}}'
         for i in range(start + 1, len(lines)):
             m = _LINE.match(lines[i])

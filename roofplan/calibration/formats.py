@@ -31,6 +31,7 @@ from pathlib import Path
 
 from roofplan.costmodel.collectives import COLLECTIVES
 from roofplan.costmodel.roofline import gemm_flops
+from roofplan.engines.allreduce import STRATEGIES
 from roofplan.errors import InputError
 from roofplan.hardware.spec import DTYPE_BYTES
 from roofplan.inputs import MAX_ROWS, is_file, open_limited, user_path
@@ -39,8 +40,11 @@ from roofplan.inputs import MAX_ROWS, is_file, open_limited, user_path
 OP_KINDS = ("gemm", "attention", "decode_attention", "moe", "collective")
 #: dtypes an operator row may name (GEMM classes of costmodel.ops plus the MoE weight formats).
 OP_DTYPES = (*DTYPE_BYTES, "fp8_block", "mxfp4_wo", "int8_wo")
-#: Collective implementations: NCCL's own choice, NCCL forced to NVLink SHARP, an engine's custom all-reduce.
-COLLECTIVE_IMPLS = ("nccl", "nvls", "custom")
+#: Collective implementations: NCCL's own choice, NCCL forced to NVLink SHARP, an engine's custom
+#: all-reduce: ``custom`` (engine not named: the fastest of one-shot, two-shot and NCCL) or
+#: ``custom_<engine>`` (that engine's dispatch rule, roofplan.engines.allreduce.STRATEGIES).
+CUSTOM_IMPLS = ("custom", *(f"custom_{name}" for name in STRATEGIES if name != "generic"))
+COLLECTIVE_IMPLS = ("nccl", "nvls", *CUSTOM_IMPLS)
 #: Decode-attention kernel libraries: FlashAttention / FlashInfer decode (vLLM, SGLang) or
 #: TensorRT-LLM's XQA / masked-MHA dispatch (costmodel.trtllm_decode) or its FlashMLA decode of MLA
 #: latents (costmodel.mla_decode).
@@ -368,7 +372,7 @@ def _collective_row(row: dict, origin: str, unit: str, metric):
         )
     nbytes = parse_size(row.get("bytes") or row.get("size") or "", _where(origin, "bytes"))
     impl = _choice(row, "impl", origin, COLLECTIVE_IMPLS, "nccl")
-    if impl == "custom" and op != "all_reduce":
+    if impl in CUSTOM_IMPLS and op != "all_reduce":
         raise InputError(
             _where(origin, "impl"), row.get("impl"), "a custom implementation exists for all_reduce only"
         )

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from roofplan.calibration.formats import CUSTOM_IMPLS
 from roofplan.costmodel import ops
 from roofplan.costmodel.collectives import collective_time
+from roofplan.engines.allreduce import GENERIC, STRATEGIES
 from roofplan.hardware.spec import DTYPE_BYTES, DeviceSpec
 
 #: What a "size" is for each kind when rows are banded (tables of ``validate --measurements``) and
@@ -126,8 +128,9 @@ def _collective(ms, hw: DeviceSpec) -> np.ndarray:
     for (op, impl, dtype), idx in _groups(ms, lambda m: (m.row["op"], m.row["impl"], m.row["dtype"])):
         idx = np.array(idx)
         nbytes = _col([ms[i] for i in idx], "bytes")
-        if impl == "custom":
-            out[idx] = ops.custom_allreduce_time(nbytes, ranks[idx], hw)
+        if impl in CUSTOM_IMPLS:  # custom_<engine>: that engine's dispatch rule
+            rule = STRATEGIES[impl.removeprefix("custom_")] if impl != "custom" else GENERIC
+            out[idx] = ops.custom_allreduce_time(nbytes, ranks[idx], hw, strategy=rule)
         else:
             # NVLS reduces 16/32-bit floats in the switch (multimem.ld_reduce); int8 runs the ring
             nvls = True if impl == "nvls" else (False if dtype in ("int8", "fp8") else None)
@@ -172,5 +175,5 @@ def size_band(m) -> str:
 def family(m) -> str:
     """Family a row is reported under: the kind, with collectives split by implementation."""
     if m.kind == "collective":
-        return "custom_allreduce" if m.row["impl"] == "custom" else "nccl"
+        return "custom_allreduce" if m.row["impl"] in CUSTOM_IMPLS else "nccl"
     return m.kind

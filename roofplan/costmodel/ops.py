@@ -44,8 +44,9 @@ Terms and their physics:
   :func:`custom_allreduce_time`): the alpha-beta model of :mod:`roofplan.costmodel.collectives`
   (ring/tree over the node hierarchy) for NCCL, taking the fastest of NCCL's LL / LL128 / Simple
   protocols for the size and NVLink SHARP only from ``nvls_min_ranks`` ranks; the engines' custom
-  all-reduce (vLLM/SGLang/TensorRT-LLM) as the faster of one-shot (every rank reads all peers'
-  buffers, (g-1)·B per rank) and two-shot (reduce-scatter + all-gather, 2(g-1)/g·B).
+  all-reduce (vLLM/SGLang/TensorRT-LLM) as one-shot (every rank reads all peers' buffers, (g-1)·B
+  per rank), two-shot (reduce-scatter + all-gather, 2(g-1)/g·B), in-switch multimem or NCCL, chosen
+  by the engine's dispatch rule (:mod:`roofplan.engines.allreduce`).
 * **Elementwise** (:func:`elementwise_time`): bytes over HBM bandwidth plus a floor per kernel.
 """
 
@@ -57,6 +58,7 @@ import numpy as np
 
 from roofplan.costmodel import flash_decode, mla_decode, trtllm_decode
 from roofplan.costmodel.collectives import collective_time
+from roofplan.engines.allreduce import GENERIC, AllReduceStrategy
 from roofplan.hardware.spec import DTYPE_BYTES, DeviceSpec, Efficiency
 
 #: GEMM compute classes and what they mean for the kernel (weight bytes from DTYPE_BYTES).
@@ -723,17 +725,35 @@ def elementwise_time(nbytes, hw: DeviceSpec, *, eff: Efficiency | None = None, k
     return _f(nbytes) / (hw.hbm_Bps * eff.hbm) + kernels * eff.elementwise_floor_s
 
 
-def custom_allreduce_time(nbytes, ranks, hw: DeviceSpec, *, eff: Efficiency | None = None):
-    """Seconds of an engine's custom all-reduce inside one node (vLLM ``custom_all_reduce``,
-    SGLang, TensorRT-LLM ``AllReduceStrategy.AUTO``): the faster of one-shot (each rank reads the
-    (g-1) peer buffers over NVLink and reduces locally: one latency, (g-1)·B per rank) and two-shot
-    (reduce-scatter then all-gather: two latencies, 2(g-1)/g·B per rank), at ``custom_ar_bw`` of
-    the fabric's per-device bandwidth. Like TensorRT-LLM's AUTO strategy, large messages fall back
-    to NCCL when it is faster (NVLS on 8 H100s beats two-shot from a few MiB)."""
+def custom_allreduce_time(
+    nbytes, ranks, hw: DeviceSpec, *, eff: Efficiency | None = None, strategy: AllReduceStrategy = GENERIC
+):
+    """Seconds of an engine's custom all-reduce inside one node, as the engine's dispatch rule
+    ``strategy`` (:data:`roofplan.engines.allreduce.STRATEGIES`) picks the algorithm for each
+    message and group size: one-shot (each rank reads the (g-1) peer buffers over NVLink and
+    reduces locally: one latency, (g-1)·B per rank), two-shot (reduce-scatter then all-gather: two
+    latencies, 2(g-1)/g·B per rank), multimem (two-shot with the reduction and the broadcast in the
+    NVSwitch, at the device's ``nvls_speedup`` over two-shot) or NCCL (collectives.py).
+
+    The rule is priced where the device characterises the engine's kernel (its
+    ``strategy.latency`` field > 0): latency ``L = strategy.latency + (g-1)·custom_ar_peer_latency_s``,
+    one-shot at ``custom_ar_one_shot_bw`` and two-shot at ``custom_ar_two_shot_bw`` of the fabric's
+    per-device bandwidth. Elsewhere (and for :data:`GENERIC`) the engine-neutral model takes the
+    fastest of one-shot, two-shot (``custom_ar_latency_s``, ``custom_ar_bw``) and NCCL."""
     eff = hw.efficiency if eff is None else eff
-    B, g = _f(nbytes), _f(ranks)
-    bw = hw.intra.bandwidth_Bps * eff.custom_ar_bw
-    one = eff.custom_ar_latency_s + (g - 1.0) * B / bw
-    two = 2.0 * eff.custom_ar_latency_s + 2.0 * (g - 1.0) / g * B / bw
+    B, g = np.broadcast_arrays(_f(nbytes), _f(ranks))
+    fabric = hw.intra.bandwidth_Bps
     nccl = collective_time("all_reduce", B, g, hw)
-    return np.where(g > 1, np.minimum(np.minimum(one, two), nccl), 0.0)
+    if not strategy.characterised(eff):
+        L, bw = eff.custom_ar_latency_s, fabric * eff.custom_ar_bw
+        one = L + (g - 1.0) * B / bw
+        two = 2.0 * L + 2.0 * (g - 1.0) / g * B / bw
+        return np.where(g > 1, np.minimum(np.minimum(one, two), nccl), 0.0)
+    L = getattr(eff, strategy.latency) + (g - 1.0) * eff.custom_ar_peer_latency_s
+    bw1 = fabric * (eff.custom_ar_one_shot_bw or eff.custom_ar_bw)
+    bw2 = fabric * (eff.custom_ar_two_shot_bw or eff.custom_ar_bw)
+    one = L + (g - 1.0) * B / bw1
+    two = 2.0 * L + 2.0 * (g - 1.0) / g * B / bw2
+    multimem = 2.0 * L + 2.0 * (g - 1.0) / g * B / (bw2 * eff.nvls_speedup)
+    t = np.choose(strategy.algorithm(B, g), [one, two, multimem, nccl])  # order of ALGORITHMS
+    return np.where(g > 1, t, 0.0)

@@ -158,16 +158,19 @@ class _Acc:
 
 
 def _allreduce(hw: DeviceSpec, engine: EngineProfile, nbytes, size) -> np.ndarray:
-    """TP all-reduce: NCCL (collectives.py), or the engine's custom all-reduce for messages up to
-    ``custom_allreduce_max_bytes`` inside a node (operator library, ``ops.custom_allreduce_time``)."""
+    """TP all-reduce: NCCL (collectives.py), or inside a node the engine's custom all-reduce
+    (operator library, ``ops.custom_allreduce_time``): by the engine's dispatch rule where the
+    device characterises it (the rule sends large messages to NCCL itself), else the fastest of
+    one-shot, two-shot and NCCL for messages up to ``custom_allreduce_max_bytes``."""
     nccl = collective_time("all_reduce", nbytes, size, hw)
     if not engine.custom_allreduce:
         return nccl
-    custom = ops.custom_allreduce_time(nbytes, size, hw)
-    use = (np.asarray(nbytes) <= engine.custom_allreduce_max_bytes) & (
-        np.asarray(size) <= hw.devices_per_node
-    )
-    return np.where(use & (np.asarray(size) > 1), np.minimum(custom, nccl), nccl)
+    rule = engine.allreduce
+    custom = ops.custom_allreduce_time(nbytes, size, hw, strategy=rule)
+    use = (np.asarray(size) <= hw.devices_per_node) & (np.asarray(size) > 1)
+    if not rule.characterised(hw.efficiency):
+        use = use & (np.asarray(nbytes) <= engine.custom_allreduce_max_bytes)
+    return np.where(use, custom, nccl)
 
 
 @dataclass

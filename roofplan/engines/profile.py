@@ -12,6 +12,7 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
+from roofplan.engines.allreduce import STRATEGIES, AllReduceStrategy
 from roofplan.errors import InputError, unknown_key
 
 #: Engine profiles shipped with roofplan (``roofplan/catalogs/engines/<name>.yaml``).
@@ -41,9 +42,12 @@ class EngineProfile:
       tokens and streaming its chunk, done for every running request in one process (vLLM V1's
       ``AsyncLLM`` output handler, then each request's SSE generator, on one asyncio loop). A first
       token waits for that pass (``serve_load.frontend_wait``); 0: not characterised.
-    * ``custom_allreduce``: the engine runs its own one-/two-shot all-reduce inside a node for
-      messages up to ``custom_allreduce_max_bytes`` (priced by ``ops.custom_allreduce_time`` with the
-      device's ``custom_ar_*`` parameters); False: NCCL (collectives.py).
+    * ``custom_allreduce``: the engine runs its own all-reduce inside a node for messages up to
+      ``custom_allreduce_max_bytes`` (priced by ``ops.custom_allreduce_time`` with the device's
+      ``custom_ar_*`` parameters); False: NCCL (collectives.py).
+    * ``allreduce_strategy``: the dispatch rule of that all-reduce, a name in
+      :data:`roofplan.engines.allreduce.STRATEGIES` (which of one-shot, two-shot, in-switch
+      multimem and NCCL it runs by message and group size; ``generic``: the fastest).
     * ``flash_attention``: prefill attention is fused (scores never reach HBM, Dao et al. 2022);
       False materialises the score matrix (eager attention).
     * ``gqa_kv_shared``: decode attention reads each KV head once for its whole query group
@@ -75,6 +79,7 @@ class EngineProfile:
     api_output_s: float = 0.0
     custom_allreduce: bool = False
     custom_allreduce_max_bytes: float = 8 * 2**20
+    allreduce_strategy: str = "generic"
     flash_attention: bool = True
     gqa_kv_shared: bool = True
     memory_reserve_fraction: float = 0.1
@@ -88,6 +93,11 @@ class EngineProfile:
     @classmethod
     def field_names(cls) -> tuple[str, ...]:
         return tuple(f.name for f in dataclasses.fields(cls))
+
+    @property
+    def allreduce(self) -> AllReduceStrategy:
+        """The dispatch rule of the engine's custom all-reduce."""
+        return STRATEGIES[self.allreduce_strategy]
 
     def replace(self, **changes) -> EngineProfile:
         """A copy with some fields replaced (calibration overlays, engine-version tables)."""
@@ -123,6 +133,10 @@ def _coerce(name: str, value):
     """Type-check one profile field (YAML and overlays are user input: exit 2 on nonsense)."""
     if name in _STR:
         return "" if value is None else str(value)
+    if name == "allreduce_strategy":
+        if value not in STRATEGIES:
+            raise InputError(f"engine.{name}", value, "one of " + ", ".join(STRATEGIES))
+        return value
     if name in _BOOL:
         if not isinstance(value, bool):
             raise InputError(f"engine.{name}", value, "true or false")

@@ -156,7 +156,14 @@ class Efficiency:
       protocols, 0 = not characterised: Simple only; ``intra_latency_s`` is Simple's),
       ``nvls_min_ranks`` (smallest group NCCL runs NVLink SHARP on); ``intra_bw_pair`` (bus
       bandwidth fraction of 2-rank groups on a switch, 0 = ``intra_bw``); ``custom_ar_latency_s`` and
-      ``custom_ar_bw`` (the engines' one-/two-shot all-reduce: latency and fraction of the fabric).
+      ``custom_ar_bw`` (the engine-neutral custom all-reduce, the fastest of one-shot, two-shot and
+      NCCL: latency and fraction of the fabric); ``custom_ar_trtllm_latency_s`` /
+      ``custom_ar_vllm_latency_s`` / ``custom_ar_sglang_latency_s`` (base latency of that engine's
+      custom all-reduce kernel; 0 = not characterised: the engine-neutral model prices it),
+      ``custom_ar_peer_latency_s`` (their latency per peer rank: flags and barriers),
+      ``custom_ar_one_shot_bw`` / ``custom_ar_two_shot_bw`` (fabric fraction of their one-shot and
+      two-shot phases; 0 = ``custom_ar_bw``), each engine dispatching by its own rule
+      (:mod:`roofplan.engines.allreduce`).
     * ``attn_max``: fraction of dense peak reached by fused (FlashAttention-style) attention.
     * ``hbm``: fraction of peak HBM bandwidth reached by streaming kernels (docs/reference/hardware.md §16b).
     * ``intra_bw`` / ``inter_bw``: fraction of fabric bandwidth a collective's bus bandwidth
@@ -286,6 +293,12 @@ class Efficiency:
     nvls_min_ranks: float = 4.0
     custom_ar_latency_s: float = 5e-6
     custom_ar_bw: float = 0.8
+    custom_ar_trtllm_latency_s: float = 0.0
+    custom_ar_vllm_latency_s: float = 0.0
+    custom_ar_sglang_latency_s: float = 0.0
+    custom_ar_peer_latency_s: float = 0.0
+    custom_ar_one_shot_bw: float = 0.0
+    custom_ar_two_shot_bw: float = 0.0
 
     @classmethod
     def field_names(cls) -> tuple[str, ...]:

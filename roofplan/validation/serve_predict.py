@@ -55,8 +55,14 @@ VLLM_017_API_OUTPUT_S = 4.383e-4
 ENGINE_MAP: dict[str, tuple[str, dict, bool]] = {
     # Splitwise (Patel et al., ISCA 2024) profiled vLLM of 2023 (v0.1/0.2): eager PyTorch without
     # CUDA graphs (added in vLLM 0.2.2), PagedAttention v1/v2 decode with one thread block per
-    # query head (KV re-read per head of a GQA group), xformers fused prefill attention.
-    "splitwise-profile": ("vllm", {"cuda_graphs": False, "gqa_kv_shared": False}, False),
+    # query head (KV re-read per head of a GQA group), xformers fused prefill attention, and NCCL
+    # all-reduce: vLLM's custom all-reduce arrived with vllm-project/vllm PR #2192 (merged in
+    # January 2024, on by default from April 2024, PR #4040).
+    "splitwise-profile": (
+        "vllm",
+        {"cuda_graphs": False, "gqa_kv_shared": False, "custom_allreduce": False},
+        False,
+    ),
     # TensorRT-LLM v0.6.1 docs/source/performance.md: gptSessionBenchmark without --enable_cuda_graph;
     # masked MHA decode kernel before XQA (XQA for GQA/MQA arrived in 0.7.0); engines built with
     # --enable_fp8 --fp8_kv_cache on H100.
