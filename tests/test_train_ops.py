@@ -205,3 +205,33 @@ def test_te_fused_cross_entropy_saves_the_hand_counted_logit_traffic():
     e = H100.efficiency
     by_hand = 22.0 * logits / (H100.hbm_Bps * e.hbm) + 3.0 * e.kernel_launch_s
     assert np.allclose(unfused - fused, by_hand, rtol=1e-9)
+
+
+def test_context_parallel_attention_runs_one_kernel_per_ring_step_by_hand():
+    """CP2 at 8192 tokens, TP2 (16 query heads, 4 KV heads per rank): this rank's 4096 queries do
+    the same score work as one kernel against all 8192 keys, but as two kernels over 4096-long key
+    blocks: the causal diagonal step (half of 4096 x 4096) and one unmasked step of 4096 queries x
+    2048 keys (the pacing rank's half block). Compute-bound, each kernel's time is its FLOPs over
+    the rate times (kv + attn_half_len) / kv, so with the floors and the output merge taken off the
+    ring / single-kernel ratio is [0.5 (4096 + a)/4096 + 0.5 (2048 + a)/2048] / ((8192 + a)/8192)."""
+    from roofplan.costmodel.ops import prefill_attention_time
+    from roofplan.costmodel.train_ops import CP_MERGE_BYTES
+
+    L = step_lanes(LLAMA, H100, _cfg(cp=2, seq_len=8192, global_batch=16))
+    ops = layer_ops(L)
+    e = L.e_tc
+    single = prefill_attention_time(
+        1, 4096, 8192, 16, 4, 128, H100, eff=e, v_head_dim=128, causal_fraction=0.5, kv_cache=False
+    )
+    merge = L.mem(CP_MERGE_BYTES * 2 * 4096 / 2 * 4096, launches=2.0)
+    a = e.attn_half_len
+    by_hand = (0.5 * (4096 + a) / 4096 + 0.5 * (2048 + a) / 2048) / ((8192 + a) / 8192)
+    ring = (ops.attn_f - merge - 2 * e.attn_floor_s) / (single - e.attn_floor_s)
+    assert np.allclose(ring, by_hand, rtol=1e-3)
+    assert np.all(ring > 1.0)  # shorter key rows never run faster
+    # without context parallelism the attention is the one causal kernel over the whole sequence
+    ops1 = layer_ops(step_lanes(LLAMA, H100, _cfg(seq_len=8192, global_batch=16)))
+    whole = prefill_attention_time(
+        1, 8192, 8192, 16, 4, 128, H100, eff=e, v_head_dim=128, causal_fraction=0.5, kv_cache=False
+    )
+    assert np.allclose(ops1.attn_f, whole)

@@ -437,20 +437,38 @@ def attention_core(L: StepLanes, ops: LayerOps) -> None:
     if L.flash:
         # the prefill kernel without a KV cache; the backward kernel does FLASH_BWD_RATIO x the
         # work at FLASH_BWD_EFF_RATIO of the rate
-        f = prefill_attention_time(
-            L.mb,
-            seq / cp,
-            seq,
-            s.heads / tp,
-            np.maximum(s.kv_width / (s.qk_dim + s.v_head) / tp, 1.0),
-            s.qk_dim,
-            L.hw,
-            eff=L.e_tc,
-            v_head_dim=s.v_head,
-            causal_fraction=CAUSAL_FRACTION_FLASH,
-            kv_cache=False,
-        )
-        bk = (f - e.attn_floor_s) * FLASH_BWD_RATIO / FLASH_BWD_EFF_RATIO + e.attn_floor_s
+        def kernel(q_len, kv_len, causal_fraction):
+            fwd = prefill_attention_time(
+                L.mb,
+                q_len,
+                kv_len,
+                s.heads / tp,
+                np.maximum(s.kv_width / (s.qk_dim + s.v_head) / tp, 1.0),
+                s.qk_dim,
+                L.hw,
+                eff=L.e_tc,
+                v_head_dim=s.v_head,
+                causal_fraction=causal_fraction,
+                kv_cache=False,
+            )
+            return fwd, (fwd - e.attn_floor_s) * FLASH_BWD_RATIO / FLASH_BWD_EFF_RATIO + e.attn_floor_s
+
+        # Context parallel (Transformer Engine ``AttnFuncWithCPAndKVP2P``, load-balanced causal
+        # split: each rank holds chunks r and 2cp-1-r of 2cp): not one kernel over all keys but
+        # one per ring step over a seq/cp-long key block. Step 0 is causal over the rank's own
+        # chunks (half the scores); each of the cp-1 others is unmasked and covers half of the
+        # block (the rank's later query chunk against all received keys, or all its queries
+        # against the received earlier chunk), so the rows are seq/cp or seq/(2cp) keys long and
+        # the kernels run lower on the length curve (``attn_half_len``). The ring synchronises
+        # every step, so the rank with the short-key steps (all queries x half the keys) paces.
+        # Same FLOPs as the single kernel: seq^2/(2 cp) scores per rank.
+        blk = seq / cp
+        f1, b1 = kernel(seq, seq, CAUSAL_FRACTION_FLASH)
+        f0, b0 = kernel(blk, blk, CAUSAL_FRACTION_FLASH)
+        fr, br = kernel(blk, blk / 2.0, 1.0)
+        ring = cp > 1
+        f = np.where(ring, f0 + (cp - 1.0) * fr, f1)
+        bk = np.where(ring, b0 + (cp - 1.0) * br, b1)
         # context parallel (Transformer Engine p2p ring): each of the cp steps merges its partial
         # output into an fp32 accumulator; the backward accumulates dq and dk/dv likewise.
         merge = CP_MERGE_BYTES * cp * L.tokens / tp
