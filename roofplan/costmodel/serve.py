@@ -410,18 +410,21 @@ ENGINE_DECODE_KERNELS = {"trtllm": "trtllm", "vllm": "flash", "sglang": "flash"}
 ENGINE_MOE_KERNELS = {"trtllm": "trtllm"}
 
 
-def decode_kernels(engine: EngineProfile, model, eff=None) -> str:
+def decode_kernels(engine: EngineProfile | str, model, eff=None) -> str:
     """The ``dispatch`` of :func:`ops.decode_attention_time` for this engine and model: an MLA
     model runs TensorRT-LLM's FlashMLA under TensorRT-LLM (``"trtllm_mla"``, where the latent is
     the 512 + 64 FlashMLA takes) and the generic model elsewhere (no measured tables of vLLM's or
     SGLang's MLA kernels are characterised); an engine that runs vLLM V1's Triton unified attention
     on ROCm (``EngineProfile.rocm_triton_attention``) dispatches ``"triton"`` on a device whose
-    ``eff`` characterises that kernel (``triton_decode_hbm`` > 0)."""
+    ``eff`` characterises that kernel (``triton_decode_hbm`` > 0). ``engine`` may be a profile's
+    name alone (no ROCm Triton attention then)."""
+    name = engine if isinstance(engine, str) else engine.name
     if model.mla is not None:
-        return "trtllm_mla" if engine.name == "trtllm" else "shared"
-    if engine.rocm_triton_attention and eff is not None and eff.triton_decode_hbm > 0:
+        return "trtllm_mla" if name == "trtllm" else "shared"
+    triton = not isinstance(engine, str) and engine.rocm_triton_attention
+    if triton and eff is not None and eff.triton_decode_hbm > 0:
         return "triton"
-    return ENGINE_DECODE_KERNELS.get(engine.name, "shared")
+    return ENGINE_DECODE_KERNELS.get(name, "shared")
 
 
 def decode_head_dim(model, dispatch: str, eff) -> float:
