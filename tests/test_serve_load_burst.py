@@ -93,3 +93,55 @@ def test_mi300x_burst_rows_state_every_setting():
         assert profile.max_num_seqs == c.int("batch") and profile.max_num_batched_tokens == 131072
         assert profile.request_overhead_s == 0.0 and kv == "fp8"
         assert profile.memory_reserve_fraction == pytest.approx(0.1)
+
+
+def test_burst_output_rate_is_the_total_rate_times_the_output_share():
+    """``output_tokens_per_s`` of a burst (MAD's throughput_gen = N·osl / elapsed) and
+    ``total_tokens_per_s`` (vllm bench throughput's tokens_per_second = N·(isl + osl) / elapsed)
+    come from the same makespan: their ratio is osl / (isl + osl) exactly, and the output rate is
+    N·osl over the simulated makespan."""
+    rows = {c.metric: c for c in read_cases() if c.id == "amd-perf-mi300x-l31-70b-fp8-2048-2048-n1500-tput"}
+    (case,) = rows.values()
+    assert case.metric == "output_tokens_per_s"
+    from roofplan.validation.load_predict import _burst_metric
+
+    inst = _inst(max_num_seqs=1024)
+    n, isl, osl = 48, 512, 64
+    r = burst(inst, isl, osl, n)
+    out = _burst_metric(Case({"id": "o", "metric": "output_tokens_per_s"}), inst, isl, osl, n)
+    tot = _burst_metric(Case({"id": "t", "metric": "total_tokens_per_s"}), inst, isl, osl, n)
+    assert out == pytest.approx(n * osl / r.makespan_s, rel=1e-12)
+    assert out / tot == pytest.approx(osl / (isl + osl), rel=1e-12)
+
+
+def test_triton_attention_prices_the_kv_stream_at_its_own_fraction():
+    """vLLM V1's Triton attention on ROCm (rocm_triton_attention) streams the paged KV at the
+    device's triton_decode_hbm instead of decode_hbm: on MI300X a long-context decode step grows by
+    the KV bytes x (1/triton - 1/decode) / HBM bandwidth (hand calculation; the step is otherwise
+    the same), and a device that does not characterise the kernel (H100: 0) is unchanged."""
+    model = resolve.model("llama-3.1-70b")
+    for hw_id in ("mi300x", "h100-sxm"):
+        hw = resolve.hardware(hw_id)
+        cfg = ServeConfigs.single(
+            tp=8, pp=1, ep=1, dp=1, batch=1, isl=4096, osl=1, dtype="fp8", kv_dtype="fp8", engine="vllm"
+        )
+        on = resolve.engine("vllm")
+        off = on.replace(rocm_triton_attention=False)
+        assert on.rocm_triton_attention
+        d, ctx = 256.0, 4096.0
+
+        def step(eng, hw=hw, cfg=cfg, d=d, ctx=ctx):
+            i = serve_load.Instance(model, hw, eng, cfg)
+            return float(np.ravel(serve_load.round_time(i, 0.0, 0.0, d, ctx))[0])
+
+        eff = hw.efficiency
+        if eff.triton_decode_hbm == 0:
+            assert step(on) == step(off)
+            continue
+        # 80 layers, 1 KV head per GPU of 128 dims, K and V, 1 byte (FP8): bytes one step reads;
+        # the generic model's occupancy: d x 1 head x ctx/split_len work items against the CUs
+        kv_bytes = d * ctx * model.layers * 1 * 128 * 2 * 1.0
+        items = d * 1 * max(ctx / eff.decode_split_len, 1.0)
+        par = items / (items + hw.compute_units * eff.decode_occupancy)
+        extra = kv_bytes / (hw.hbm_Bps * par) * (1 / eff.triton_decode_hbm - 1 / eff.decode_hbm)
+        assert step(on) - step(off) == pytest.approx(extra, rel=0.05)

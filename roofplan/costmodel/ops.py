@@ -52,6 +52,7 @@ Terms and their physics:
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 import numpy as np
@@ -341,8 +342,12 @@ def decode_attention_time(
     (:mod:`roofplan.costmodel.trtllm_decode`); ``"flash"``, FlashAttention-3 paged decode as vLLM
     and SGLang run it (:mod:`roofplan.costmodel.flash_decode`); ``"trtllm_mla"``, TensorRT-LLM's FlashMLA for an
     absorbed MLA latent of ``head_dim`` 576 (:mod:`roofplan.costmodel.mla_decode`); each where the device's catalog
-    characterises it. Otherwise (and for ``"shared"``) the generic model below."""
+    characterises it. Otherwise (and for ``"shared"``) the generic model below; ``"triton"`` (vLLM
+    V1's Triton unified attention on ROCm) is the generic model with the KV stream at the device's
+    ``triton_decode_hbm`` of HBM bandwidth instead of ``decode_hbm``."""
     eff = hw.efficiency if eff is None else eff
+    if dispatch == "triton" and eff.triton_decode_hbm > 0:
+        eff = dataclasses.replace(eff, decode_hbm=eff.triton_decode_hbm)
     b, L = _f(batch), np.maximum(_f(kv_len), 1.0)
     hk, d = _f(kv_heads), _f(head_dim)
     per_tok = (

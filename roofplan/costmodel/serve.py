@@ -413,14 +413,21 @@ ENGINE_DECODE_KERNELS = {"trtllm": "trtllm", "vllm": "flash", "sglang": "flash"}
 ENGINE_MOE_KERNELS = {"trtllm": "trtllm"}
 
 
-def decode_kernels(engine_name: str, model) -> str:
+def decode_kernels(engine: EngineProfile | str, model, eff=None) -> str:
     """The ``dispatch`` of :func:`ops.decode_attention_time` for this engine and model: an MLA
     model runs TensorRT-LLM's FlashMLA under TensorRT-LLM (``"trtllm_mla"``, where the latent is
     the 512 + 64 FlashMLA takes) and the generic model elsewhere (no measured tables of vLLM's or
-    SGLang's MLA kernels are characterised)."""
+    SGLang's MLA kernels are characterised); an engine that runs vLLM V1's Triton unified attention
+    on ROCm (``EngineProfile.rocm_triton_attention``) dispatches ``"triton"`` on a device whose
+    ``eff`` characterises that kernel (``triton_decode_hbm`` > 0). ``engine`` may be a profile's
+    name alone (no ROCm Triton attention then)."""
+    name = engine if isinstance(engine, str) else engine.name
     if model.mla is not None:
-        return "trtllm_mla" if engine_name == "trtllm" else "shared"
-    return ENGINE_DECODE_KERNELS.get(engine_name, "shared")
+        return "trtllm_mla" if name == "trtllm" else "shared"
+    triton = not isinstance(engine, str) and engine.rocm_triton_attention
+    if triton and eff is not None and eff.triton_decode_hbm > 0:
+        return "triton"
+    return ENGINE_DECODE_KERNELS.get(name, "shared")
 
 
 def decode_head_dim(model, dispatch: str, eff) -> float:
@@ -450,7 +457,7 @@ def decode_attention_term(s: StepInputs, acc: _Acc) -> None:
     kv_tok = s.kv_token_layer
     kv_tokens_read = np.where(kv_tok > 0, kv_read_layer / np.maximum(kv_tok, 1e-30), 0.0)
     f_dec = Td_r * model.attention_context(cd_) * f_dec_tok
-    dispatch = decode_kernels(s.engine.name, model)
+    dispatch = decode_kernels(s.engine, model, s.eff)
     t_dec = ops.decode_attention_time(
         Td_r,
         np.maximum(kv_tokens_read, 1.0),

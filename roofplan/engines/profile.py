@@ -62,6 +62,11 @@ class EngineProfile:
       cache (CUDA context, cuBLAS/NCCL workspaces, sampler/decoder buffers).
     * ``max_num_seqs``: most requests one iteration runs (vLLM ``--max-num-seqs``, SGLang
       ``--max-running-requests``, TRT-LLM ``max_batch_size``); ``None``: only memory limits it.
+    * ``rocm_triton_attention``: on an AMD device the engine runs vLLM V1's Triton unified attention
+      (``TRITON_ATTN``, vllm/v1/attention/backends/triton_attn.py), its ROCm default from V1 until
+      0.19 whenever AITER is off (``VLLM_ROCM_USE_AITER`` unset, as in the rocm/vllm images); its
+      decode KV stream is priced with the device's ``triton_decode_hbm`` (0 on a device that does
+      not characterise it: the device's generic ``decode_hbm``). False: the engine's other kernels.
     * ``linear_state_bytes``: bytes per element of a linear mixer's recurrent state (Gated
       DeltaNet / Mamba-2 layers), which every request holds whatever its length: 4 (fp32, the
       ``mamba_ssm_dtype`` of the Qwen3.5 and Nemotron-H configs and both engines' default), 2 with
@@ -88,6 +93,7 @@ class EngineProfile:
     runtime_reserve_bytes: float = 0.0
     max_num_seqs: int | None = None
     linear_state_bytes: float = 4.0
+    rocm_triton_attention: bool = False
     source: str = ""
 
     @classmethod
@@ -107,7 +113,14 @@ class EngineProfile:
         return dataclasses.replace(self, **{k: _coerce(k, v) for k, v in changes.items()})
 
 
-_BOOL = {"cuda_graphs", "flash_attention", "gqa_kv_shared", "reserve_of_free", "custom_allreduce"}
+_BOOL = {
+    "cuda_graphs",
+    "flash_attention",
+    "gqa_kv_shared",
+    "reserve_of_free",
+    "custom_allreduce",
+    "rocm_triton_attention",
+}
 #: Ceiling (inclusive) of each numeric field; the floor is 0 (fractions: see _coerce). Engines'
 #: fixed costs are microseconds to milliseconds (vLLM ~4 ms per step, launch gaps ~2 us): 10 s per
 #: kernel or per step is no engine; sizes up to 2^40 bytes (the largest device memory allowed).

@@ -137,7 +137,9 @@ class Efficiency:
       ``decode_split_len`` (KV tokens per flash-decoding split); ``xqa_*`` / ``mmha_*`` (TensorRT-LLM's
       decode kernels on Hopper, :mod:`roofplan.costmodel.trtllm_decode`; ``xqa_hbm`` 0 = not
       characterised, the generic decode model applies); ``fa_*`` (FlashAttention-3 paged decode as vLLM
-      and SGLang run it, :mod:`roofplan.costmodel.flash_decode`; ``fa_hbm`` 0 = not characterised); ``mla_*`` (TensorRT-LLM's FlashMLA decode of MLA models on Hopper,
+      and SGLang run it, :mod:`roofplan.costmodel.flash_decode`; ``fa_hbm`` 0 = not characterised); ``triton_decode_hbm`` (HBM fraction of the paged-KV read
+      of vLLM V1's Triton unified attention on ROCm, ``EngineProfile.rocm_triton_attention``; 0 = not
+      characterised, ``decode_hbm`` applies); ``mla_*`` (TensorRT-LLM's FlashMLA decode of MLA models on Hopper,
       :mod:`roofplan.costmodel.mla_decode`; ``mla_hbm`` 0 = not characterised); ``moe_gemm`` (grouped-GEMM
       efficiency relative to one dense GEMM of the stacked rows; ``moe_gemm_fp8`` /
       ``moe_gemm_fp8_block`` per class, 0 = ``moe_gemm``), ``moe_floor_s``; ``moe_mma`` ... (the
@@ -254,6 +256,7 @@ class Efficiency:
     mmha_elem_rate: float = 6e9
     mmha_fp8_cvt_rate: float = 1e12
     fa_hbm: float = 0.0
+    triton_decode_hbm: float = 0.0
     fa_floor_s: float = 0.0
     fa_cta_s: float = 0.0
     fa_cta_Bps: float = 50e9

@@ -7,7 +7,8 @@ vary; the note says which). A row whose note states ``rate=R`` (requests/s) was 
 open loop instead (``--request-rate``, guidellm ``--rate``) and leaves ``batch`` empty.
 ``ttft_ms_mean`` / ``tpot_ms_mean`` / ``latency_s_mean`` are the benchmark's mean TTFT, mean TPOT
 and mean end-to-end latency (``_p50``: medians; ``total_tokens_per_s_per_gpu``: input + output
-tokens/s over the instance's GPUs; ``total_tokens_per_s``: the same over the whole instance).
+tokens/s over the instance's GPUs; ``total_tokens_per_s``: the same over the whole instance;
+``output_tokens_per_s``: generated tokens/s of the whole instance).
 They are predicted by the steady state of
 :func:`roofplan.costmodel.serve_load.closed_loop` (or :func:`~roofplan.costmodel.serve_load.open_loop`,
 Poisson arrivals) with the engine profile of the row's engine string
@@ -20,8 +21,10 @@ drained (``vllm bench throughput`` with ``--num-prompts N --max-num-seqs N``, th
 ``LLM.generate`` path: vllm/benchmarks/throughput.py ``run_vllm`` adds every prompt before the
 engine steps). It has no steady state; it is predicted by :func:`burst`, the iteration-level
 simulator (:func:`roofplan.costmodel.serve_sim.simulate_colocated`) run on N requests arriving at
-0, whose elapsed time is the simulated makespan (throughput = N·(isl + osl) / makespan, the
-benchmark's ``tokens_per_second``).
+0, whose elapsed time is the simulated makespan (``total_tokens_per_s`` = N·(isl + osl) /
+makespan, the benchmark's ``tokens_per_second``; ``output_tokens_per_s`` = N·osl / makespan, the
+``throughput_gen`` that ROCm/MAD scripts/vllm/vllm_json_to_csv.py derives from the same run as
+num_prompts x output_len / elapsed_time).
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ METRICS = {
     "latency_s_mean": ("latency_s", "mean", 1.0),
     "total_tokens_per_s_per_gpu": ("total_tokens_per_s", None, 1.0),
     "total_tokens_per_s": ("total_tokens_per_s", None, 1.0),
+    "output_tokens_per_s": ("output_tokens_per_s", None, 1.0),
 }
 
 
@@ -68,12 +72,14 @@ def burst(inst: serve_load.Instance, isl: int, osl: int, n: int) -> serve_sim.Si
 
 
 def _burst_metric(case: Case, inst: serve_load.Instance, isl: int, osl: int, n: int) -> float:
-    """A burst row's metric: throughput over the makespan, or the mean/median over all n
-    requests (one wave, no warm-up to drop)."""
+    """A burst row's metric: throughput over the makespan (input + output tokens, or output tokens
+    only for ``output_tokens_per_s``), or the mean/median over all n requests (one wave, no warm-up
+    to drop)."""
     r = burst(inst, isl, osl, n)
     field, stat, scale = METRICS[case.metric]
     if stat is None:
-        total = n * (isl + osl) / r.makespan_s
+        per_request = osl if field == "output_tokens_per_s" else isl + osl
+        total = n * per_request / r.makespan_s
         gpus = int(inst.cfg.tp[0]) * int(inst.cfg.pp[0])
         return total / gpus if case.metric.endswith("_per_gpu") else total
     return r.summary(field, skip=0.0)[stat] * scale

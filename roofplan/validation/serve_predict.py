@@ -81,7 +81,10 @@ ENGINE_MAP: dict[str, tuple[str, dict, bool]] = {
     "fastertransformer": ("trtllm", {"cuda_graphs": False}, False),
     # Vidur profiles vLLM operators (op rows only).
     "vidur-profile": ("vllm", {}, False),
-    "vllm": ("vllm", {}, False),
+    # The suite's plain "vllm" rows on an AMD device are LLM-Inference-Bench's vLLM v0.6.1 (V0: the
+    # ROCm custom paged attention, not V1's Triton unified attention); on NVIDIA devices the flag
+    # has no effect (their catalogs do not characterise the Triton kernel).
+    "vllm": ("vllm", {"rocm_triton_attention": False}, False),
     # vLLM >= 0.10 with --async-scheduling: the scheduler prepares step n+1 while the GPU runs step
     # n (vLLM docs, "Asynchronous scheduling"), so the per-step host work is hidden behind any step
     # longer than it (the profile's step_overhead_s, 1.5 ms, against 5-10 ms decode steps).
