@@ -91,10 +91,11 @@ MLA_PARAMS = [
     ("mla_meta_s", 1e-11, 1e-6),
 ]
 #: MoE launch-grid parameters (costmodel.ops.grouped_gemm_time / moe_time), fitted on the moe rows
-#: of devices whose MoE rows are TensorRT-LLM's SM90 grouped-GEMM kernels (Hopper); the CTA waves
+#: of devices whose MoE rows are TensorRT-LLM's grouped-GEMM kernels (Hopper: SM90 CUTLASS 3.x; A100:
+#: the SM80 CUTLASS 2.x grouped GEMM, its own tiles, ops.MOE_TILES_SM80); the CTA waves
 #: make the cost piecewise constant, so these are fitted by differential evolution. Elsewhere the
 #: stacked-GEMM parameters of FAMILIES["moe"] are fitted.
-MOE_GRID_DEVICES = ("h100-sxm", "h200-sxm")
+MOE_GRID_DEVICES = ("h100-sxm", "h200-sxm", "a100-sxm-80gb")
 MOE_GRID_PARAMS = [
     ("moe_mma", 0.2, 1.0),
     ("moe_mma_fp8", 0.2, 1.0),

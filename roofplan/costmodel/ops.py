@@ -492,6 +492,12 @@ MOE_TILES_WO = tuple((w, t) for w in (64.0, 128.0) for t in (16.0, 32.0, 64.0, 1
 #: ``fp8_blockscale_gemm``): token blocks of 64 or 128 rows (BLOCK_M), weight blocks of 128 or 256
 #: columns (BLOCK_N), the 128-wide K step of the scales.
 MOE_TILES_FP8_BLOCK = ((128.0, 64.0), (128.0, 128.0), (256.0, 64.0), (256.0, 128.0))
+#: The same on SM80 devices (``gemm_cta_intensity`` > 0), where TensorRT-LLM's MoE runs the
+#: CUTLASS 2.x grouped GEMM over the SM80 candidates of ``get_candidate_tiles`` (the 16-bit
+#: ``base_configs``: CtaShape32x128, 64x128, 128x128, tokens x weight columns; ``WeightOnly``:
+#: 16x128, 16x256, 32x128, 64x128, 128x128), written as weight rows x token columns.
+MOE_TILES_SM80 = ((128.0, 32.0), (128.0, 64.0), (128.0, 128.0))
+MOE_TILES_WO_SM80 = ((128.0, 16.0), (256.0, 16.0), (128.0, 32.0), (128.0, 64.0), (128.0, 128.0))
 #: Token columns of the candidate tiles, for the per-expert tile counts of :func:`router_load`.
 TOKEN_TILES = (16.0, 32.0, 64.0, 128.0, 256.0)
 #: Weight columns of a CTA of the Triton ``matmul_ogs`` kernel TensorRT-LLM runs for W4A16 MXFP4
@@ -663,7 +669,11 @@ def grouped_gemm_time(
     sms = float(hw.compute_units)
     sm_flops = gemm_peak(hw, dtype) / sms * mma
     best = None
-    for w_rows, t_cols in {"wo": MOE_TILES_WO, "fp8_block": MOE_TILES_FP8_BLOCK}.get(c, MOE_TILES):
+    if eff.gemm_cta_intensity > 0:  # SM80: the CUTLASS 2.x grouped GEMM's tiles
+        cands = MOE_TILES_WO_SM80 if c == "wo" else MOE_TILES_SM80
+    else:
+        cands = {"wo": MOE_TILES_WO, "fp8_block": MOE_TILES_FP8_BLOCK}.get(c, MOE_TILES)
+    for w_rows, t_cols in cands:
         ctas = token_tiles[TOKEN_TILES.index(t_cols)] * np.ceil(n / w_rows)
         t_mma = 2.0 * w_rows * t_cols * k / sm_flops
         t_stream = (w_rows * wb + t_cols * ab) * k / eff.moe_cta_Bps
