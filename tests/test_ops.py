@@ -203,7 +203,8 @@ def test_grouped_gemm_waves_step_with_the_experts():
 
 def test_moe_grid_model_applies_only_where_characterised():
     assert ops.has_grouped_moe_model(load_hardware("h100-sxm"))
-    assert not ops.has_grouped_moe_model(load_hardware("a100-sxm-80gb"))
+    assert ops.has_grouped_moe_model(load_hardware("a100-sxm-80gb"))  # the SM80 grid (MOE_TILES_SM80)
+    assert not ops.has_grouped_moe_model(load_hardware("mi300x"))
     assert not ops.has_grouped_moe_model(_grid_device(moe_mma=0.0))
 
 

@@ -181,6 +181,7 @@ FAMILIES = {
         ("gemm_cta_intensity", 8.0, 256.0),
         ("gemm_floor_wo_s", 0.5e-6, 40e-6),
         ("gemm_floor_gemv_s", 0.5e-6, 40e-6),
+        ("gemm_gemv_cta_Bps", 5e8, 1e11),
         ("gemm_wo_dequant_rate", 1e11, 1e15),
     ],
     "attention": [
@@ -216,8 +217,14 @@ FAMILIES = {
 }
 #: GEMM parameters fitted only on SM80 devices (catalog ``gemm_cta_intensity`` > 0): the SM80
 #: tile choice and TensorRT-LLM's SM80 weight-only kernels (fixed costs of the CUTLASS GEMM and the
-#: batched GEMV, dequantisation rate).
-SM80_GEMM_PARAMS = ("gemm_cta_intensity", "gemm_floor_wo_s", "gemm_floor_gemv_s", "gemm_wo_dequant_rate")
+#: batched GEMV, the GEMV CTA's stream rate, dequantisation rate).
+SM80_GEMM_PARAMS = (
+    "gemm_cta_intensity",
+    "gemm_floor_wo_s",
+    "gemm_floor_gemv_s",
+    "gemm_gemv_cta_Bps",
+    "gemm_wo_dequant_rate",
+)
 #: Starting points of parameters whose catalog value is 0 ("not characterised"): NCCL's own
 #: base latencies of LL / LL128 on NVLink (src/graph/tuning.cc, order of a few microseconds).
 START = {

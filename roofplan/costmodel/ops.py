@@ -101,11 +101,26 @@ SM80_TILES_INT8 = (
     (256.0, 128.0),
 )
 SM80_TILES_WO = ((16.0, 128.0), (16.0, 256.0), (32.0, 128.0), (64.0, 128.0), (128.0, 128.0))
-#: Rows up to which TensorRT-LLM's weight-only GEMM runs its CUDA-core batched GEMV kernel instead
-#: of the CUTLASS one (``WeightOnlyQuantMatmulPlugin``: ``m < SMALL_M_FAST_PATH`` = 5), and the
-#: output columns one GEMV CTA computes over the whole K (no split-K): a narrow N leaves SMs idle.
-WO_GEMV_MAX_M = 4.0
-WO_GEMV_N = 128.0
+#: Rows up to which TensorRT-LLM runs its CUDA-core GEMV kernels instead of CUTLASS: the weight-only
+#: batched GEMV (``WeightOnlyQuantMatmulPlugin``: ``m < SMALL_M_FAST_PATH`` = 5) and the SmoothQuant
+#: int8 GEMV (``SmoothQuantGemmPlugin``: ``m <= 4``, ``smooth_quant::int8_sq_launcher``).
+GEMV_MAX_M = 4.0
+#: The GEMVs' launch: one CTA of 128 threads takes all M rows and a few output columns over the
+#: whole K (no split-K): weight-only ``weightOnlyBatchedGemv`` (``kernelDispatcher.h``,
+#: ``kernel.h``) CtaN = 8 interleaved groups of kInterleave = 128 x 8 / (64 x weight bits) columns;
+#: SmoothQuant ``int8SQ.cu`` CtaN = 2 columns. 16 such CTAs fit an SM80 SM (2048 threads).
+GEMV_CTAS_PER_SM = 16.0
+#: The dtypes that have a GEMV kernel on SM80.
+GEMV_DTYPES = (*WEIGHT_ONLY, "int8")
+
+
+def gemv_columns(dtype: str) -> float:
+    """Output columns one CUDA-core GEMV CTA computes (:data:`GEMV_MAX_M`)."""
+    if dtype == "int8":
+        return 2.0
+    return 8.0 * 128.0 * 8.0 / (64.0 * WEIGHT_BYTES[dtype] * 8.0)
+
+
 #: Query rows per FlashAttention CTA (FA2/FA3 forward tile, Dao 2023; Shah et al. 2024).
 ATTN_Q_TILE = 128.0
 
@@ -184,12 +199,12 @@ def sm80_parallelism(m, n, k, sms: float, intensity: float, dtype="bf16"):
     with split-K where its tiles leave SMs idle, as with the 64-element quantum."""
     m, n, k = _f(m), _f(n), _f(k)
     gemv = None
-    if dtype in WEIGHT_ONLY:
-        ctas = np.ceil(n / WO_GEMV_N) + 0.0 * m
+    if dtype in GEMV_DTYPES:
+        ctas = np.ceil(n / gemv_columns(dtype)) + 0.0 * m
         gemv = (ctas / (np.ceil(ctas / sms) * sms), ctas, np.ones_like(ctas))
     best = None
     cands = SM80_TILES_WO if dtype in WEIGHT_ONLY else SM80_TILES_INT8 if dtype == "int8" else SM80_TILES
-    for tm, tn in cands:
+    for tm, tn in sorted(cands, key=lambda t: -t[0] * t[1]):  # ties: the larger tile (fewer L2 reads)
         tiles = np.ceil(m / tm) * np.ceil(n / tn)
         pad = (m * n) / (tiles * tm * tn)
         splits = np.clip(np.floor(sms / tiles), 1.0, np.maximum(np.floor(k / SPLIT_K_MIN), 1.0))
@@ -202,7 +217,7 @@ def sm80_parallelism(m, n, k, sms: float, intensity: float, dtype="bf16"):
             take = util > best[0]
             best = tuple(np.where(take, a, b) for a, b in zip((util, ctas, splits), best, strict=True))
     if gemv is not None:
-        small = m <= WO_GEMV_MAX_M
+        small = m <= GEMV_MAX_M
         best = tuple(np.where(small, a, b) for a, b in zip(gemv, best, strict=True))
     return best
 
@@ -242,8 +257,9 @@ def gemm_components(
     m, n, k = np.maximum(_f(m), 1.0), _f(n), _f(k)
     c = gemm_class(dtype)
     _, ghbm, floor = gemm_params(eff, dtype)
-    if dtype in WEIGHT_ONLY and eff.gemm_floor_gemv_s and eff.gemm_cta_intensity and hw.compute_units:
-        floor = np.where(m <= WO_GEMV_MAX_M, eff.gemm_floor_gemv_s, floor)  # the batched GEMV kernel
+    gemv = bool(dtype in GEMV_DTYPES and eff.gemm_cta_intensity and hw.compute_units)  # SM80 GEMVs
+    if gemv and eff.gemm_floor_gemv_s:
+        floor = np.where(m <= GEMV_MAX_M, eff.gemm_floor_gemv_s, floor)
     wb = WEIGHT_BYTES[dtype] if weight_bytes is None else weight_bytes
     ab_in = (
         {"bf16": min(DTYPE_BYTES.get(dtype, 2.0), 2.0), "fp4": 0.5625}.get(c, 1.0)
@@ -269,6 +285,12 @@ def gemm_components(
     )
     w_bw = hbm if weight_bw_Bps is None else np.minimum(_f(weight_bw_Bps), hbm)
     t_m = (k * n * wb / w_bw + act_in_hbm * (m * k * ab_in + m * n * ob * splits) / hbm) / mem_par
+    if gemv and eff.gemm_gemv_cta_Bps:
+        # the GEMV: the HBM stream, or each CTA's serial K loop over its columns' weights at
+        # ``gemm_gemv_cta_Bps`` in waves of the resident CTAs, whichever is longer
+        waves = np.ceil(ctas / (float(hw.compute_units) * GEMV_CTAS_PER_SM))
+        cta = waves * gemv_columns(dtype) * k * WEIGHT_BYTES[dtype] / eff.gemm_gemv_cta_Bps
+        t_m = np.where(m <= GEMV_MAX_M, np.maximum(t_m * mem_par, cta), t_m)
     if quantise and c in (
         "fp8",
         "fp8_block",

@@ -133,8 +133,10 @@ class Efficiency:
       tensor cores (0 = the 64-element tile quantum of Hopper-class kernels; > 0 = the SM80
       candidate tiles of :data:`roofplan.costmodel.ops.SM80_TILES`); ``gemm_floor_wo_s``: fixed
       time of a weight-only (W4A16 / W8A16) GEMM kernel (0 = ``gemm_floor_s``);
-      ``gemm_floor_gemv_s``: the same for the weight-only batched GEMV kernel that runs up to
-      :data:`roofplan.costmodel.ops.WO_GEMV_MAX_M` rows where the device characterises SM80 tiles;
+      ``gemm_floor_gemv_s``: the same for the CUDA-core GEMV kernels (weight-only, SmoothQuant
+      int8) that run up to :data:`roofplan.costmodel.ops.GEMV_MAX_M` rows where the device
+      characterises SM80 tiles; ``gemm_gemv_cta_Bps``: weight bytes per second one GEMV CTA streams
+      through its K loop (0 = the GEMV is priced as the HBM stream of its CTAs);
       ``gemm_wo_dequant_rate``: weights per second the device dequantises in a weight-only GEMM's
       main loop, once per M tile (0 = dequantisation hidden); ``gemm_occupancy``: fraction of the SMs whose CTAs
       saturate HBM; ``attn_max_fp8``, ``attn_half_len`` (KV length at which prefill attention
@@ -239,6 +241,7 @@ class Efficiency:
     gemm_cta_intensity: float = 0.0
     gemm_floor_wo_s: float = 0.0
     gemm_floor_gemv_s: float = 0.0
+    gemm_gemv_cta_Bps: float = 0.0
     gemm_wo_dequant_rate: float = 0.0
     attn_max_fp8: float = 0.0
     attn_half_len: float = 512.0
