@@ -21,6 +21,11 @@ Terms and their physics:
   them quantise the activation first (a bf16 read and an fp8 write of M x K, the measured Linear
   includes it; NVIDIA Transformer Engine ``Float8CurrentScaling``); block-scaled FP8 (DeepSeek-V3
   1x128 / 128x128 scales, DeepGEMM) quantises per token group in the same way and has no split-K.
+  On SM80 devices (``gemm_cta_intensity`` > 0) the tile is instead the best of the Ampere kernels'
+  candidate CTA tiles (:data:`SM80_TILES`: padding x waves x the tile's operand reuse against
+  ``gemm_cta_intensity``), weight-only GEMMs pay their dequantisation (``gemm_wo_dequant_rate``)
+  and their own floor, and up to :data:`GEMV_MAX_M` rows the weight-only and SmoothQuant int8
+  GEMMs are TensorRT-LLM's CUDA-core GEMVs, paced by each CTA's serial K loop.
 * **Prefill attention** (:func:`prefill_attention_time`): FlashAttention FLOPs (Dao et al. 2022) at
   ``attn_max`` of the compute dtype's peak, with the CTA waves of (batch x heads x query tiles of
   128) and a saturating length term ``s/(s + attn_half_len)`` (softmax rescaling and the causal
@@ -38,7 +43,8 @@ Terms and their physics:
   launch grid (:func:`grouped_gemm_time`: per expert ceil(m_e / token tile) x ceil(n / weight tile)
   CTAs in waves over the SMs, a tile costing the larger of its MMA and its k-slab stream, bounded
   below by the touched experts' weight read), plus the permute / activation / finalize streams, a
-  cost per local expert and a floor; elsewhere as one GEMM of the stacked rows over the touched
+  cost per local expert and a floor (on SM80 the CUTLASS 2.x grouped GEMM's tiles,
+  :data:`MOE_TILES_SM80`); elsewhere as one GEMM of the stacked rows over the touched
   experts' weights at a grouped-GEMM efficiency, plus the permute bytes and a floor.
 * **Collectives** (:func:`roofplan.costmodel.collectives.collective_time`,
   :func:`custom_allreduce_time`): the alpha-beta model of :mod:`roofplan.costmodel.collectives`
