@@ -91,10 +91,11 @@ MLA_PARAMS = [
     ("mla_meta_s", 1e-11, 1e-6),
 ]
 #: MoE launch-grid parameters (costmodel.ops.grouped_gemm_time / moe_time), fitted on the moe rows
-#: of devices whose MoE rows are TensorRT-LLM's SM90 grouped-GEMM kernels (Hopper); the CTA waves
+#: of devices whose MoE rows are TensorRT-LLM's grouped-GEMM kernels (Hopper: SM90 CUTLASS 3.x; A100:
+#: the SM80 CUTLASS 2.x grouped GEMM, its own tiles, ops.MOE_TILES_SM80); the CTA waves
 #: make the cost piecewise constant, so these are fitted by differential evolution. Elsewhere the
 #: stacked-GEMM parameters of FAMILIES["moe"] are fitted.
-MOE_GRID_DEVICES = ("h100-sxm", "h200-sxm")
+MOE_GRID_DEVICES = ("h100-sxm", "h200-sxm", "a100-sxm-80gb")
 MOE_GRID_PARAMS = [
     ("moe_mma", 0.2, 1.0),
     ("moe_mma_fp8", 0.2, 1.0),
@@ -177,6 +178,11 @@ FAMILIES = {
         ("gemm_hbm_fp4", 0.2, 1.0),
         ("gemm_floor_fp4_s", 0.5e-6, 40e-6),
         ("gemm_k_half", 1.0, 4096.0),
+        ("gemm_cta_intensity", 8.0, 256.0),
+        ("gemm_floor_wo_s", 0.5e-6, 40e-6),
+        ("gemm_floor_gemv_s", 0.5e-6, 40e-6),
+        ("gemm_gemv_cta_Bps", 5e8, 1e11),
+        ("gemm_wo_dequant_rate", 1e11, 1e15),
     ],
     "attention": [
         ("attn_max", 0.2, 1.0),
@@ -209,6 +215,16 @@ FAMILIES = {
     ],
     "custom_allreduce": [("custom_ar_latency_s", 0.2e-6, 40e-6), ("custom_ar_bw", 0.1, 1.0)],
 }
+#: GEMM parameters fitted only on SM80 devices (catalog ``gemm_cta_intensity`` > 0): the SM80
+#: tile choice and TensorRT-LLM's SM80 weight-only kernels (fixed costs of the CUTLASS GEMM and the
+#: batched GEMV, the GEMV CTA's stream rate, dequantisation rate).
+SM80_GEMM_PARAMS = (
+    "gemm_cta_intensity",
+    "gemm_floor_wo_s",
+    "gemm_floor_gemv_s",
+    "gemm_gemv_cta_Bps",
+    "gemm_wo_dequant_rate",
+)
 #: Starting points of parameters whose catalog value is 0 ("not characterised"): NCCL's own
 #: base latencies of LL / LL128 on NVLink (src/graph/tuning.cc, order of a few microseconds).
 START = {
@@ -383,6 +399,8 @@ def fit_device(rows, hw_id: str):
                 report[fam] = rule
             continue  # the engine-neutral parameters keep their catalog values on these devices
         params = [p for p in informed(params, sub) if ONLY is None or p[0] in ONLY]
+        if not hw.efficiency.gemm_cta_intensity:  # SM80 tiles only where the catalog says SM80
+            params = [p for p in params if p[0] not in SM80_GEMM_PARAMS]
         if not params:
             continue
         fitted[fam] = [p[0] for p in params]

@@ -58,6 +58,8 @@ TIME = (1e-9, 1e-2)
 EFFICIENCY_BOUNDS: dict[str, tuple[float, float]] = {
     "nvls_speedup": (0.5, 2.0),
     "gemm_k_half": (1.0, 1e5),
+    "gemm_cta_intensity": (1.0, 1e3),
+    "gemm_wo_dequant_rate": (1e10, 1e16),
     "gemm_blend": (1.0, 20.0),
     "attn_half_len": (1.0, 1e5),
     "nvls_min_ranks": (2.0, 72.0),

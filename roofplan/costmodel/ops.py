@@ -21,6 +21,11 @@ Terms and their physics:
   them quantise the activation first (a bf16 read and an fp8 write of M x K, the measured Linear
   includes it; NVIDIA Transformer Engine ``Float8CurrentScaling``); block-scaled FP8 (DeepSeek-V3
   1x128 / 128x128 scales, DeepGEMM) quantises per token group in the same way and has no split-K.
+  On SM80 devices (``gemm_cta_intensity`` > 0) the tile is instead the best of the Ampere kernels'
+  candidate CTA tiles (:data:`SM80_TILES`: padding x waves x the tile's operand reuse against
+  ``gemm_cta_intensity``), weight-only GEMMs pay their dequantisation (``gemm_wo_dequant_rate``)
+  and their own floor, and up to :data:`GEMV_MAX_M` rows the weight-only and SmoothQuant int8
+  GEMMs are TensorRT-LLM's CUDA-core GEMVs, paced by each CTA's serial K loop.
 * **Prefill attention** (:func:`prefill_attention_time`): FlashAttention FLOPs (Dao et al. 2022) at
   ``attn_max`` of the compute dtype's peak, with the CTA waves of (batch x heads x query tiles of
   128) and a saturating length term ``s/(s + attn_half_len)`` (softmax rescaling and the causal
@@ -38,7 +43,8 @@ Terms and their physics:
   launch grid (:func:`grouped_gemm_time`: per expert ceil(m_e / token tile) x ceil(n / weight tile)
   CTAs in waves over the SMs, a tile costing the larger of its MMA and its k-slab stream, bounded
   below by the touched experts' weight read), plus the permute / activation / finalize streams, a
-  cost per local expert and a floor; elsewhere as one GEMM of the stacked rows over the touched
+  cost per local expert and a floor (on SM80 the CUTLASS 2.x grouped GEMM's tiles,
+  :data:`MOE_TILES_SM80`); elsewhere as one GEMM of the stacked rows over the touched
   experts' weights at a grouped-GEMM efficiency, plus the permute bytes and a floor.
 * **Collectives** (:func:`roofplan.costmodel.collectives.collective_time`,
   :func:`custom_allreduce_time`): the alpha-beta model of :mod:`roofplan.costmodel.collectives`
@@ -70,10 +76,58 @@ from roofplan.hardware.spec import DTYPE_BYTES, DeviceSpec, Efficiency
 GEMM_DTYPES = ("bf16", "fp16", "fp8", "fp8_block", "int8", "int4", "int8_wo", "mxfp4_wo", "fp32", "tf32")
 #: Bytes per weight element of the GEMM formats that DTYPE_BYTES does not name.
 WEIGHT_BYTES = {**DTYPE_BYTES, "fp8_block": 1.0, "int8_wo": 1.0, "mxfp4_wo": 0.53125}
+#: The weight-only (mixed-input) formats: dequantised in registers onto the 16-bit tensor cores.
+WEIGHT_ONLY = ("int4", "int8_wo", "mxfp4_wo")
 #: Tile quantum of M and N (elements): Hopper CUTLASS/cuBLAS tiles are multiples of 64.
 TILE = 64.0
 #: Smallest K slice a split-K CTA takes (elements).
 SPLIT_K_MIN = 256.0
+#: CTA tiles (M x N, elements; M = tokens) of the SM80 (Ampere, mma.sync) GEMM kernels: cuBLAS's
+#: ``ampere_*_s16816gemm_*`` family (64x64 to 256x128) for the 16-bit GEMMs, with the CUTLASS 2.x
+#: 32x128 of TensorRT-LLM. A CTA tile reuses each operand element tile_n (A) or tile_m (B) times,
+#: so its intensity is tm*tn/(tm+tn) FLOPs per operand element; below ``gemm_cta_intensity`` the
+#: L2 / shared-memory feed (not HBM) limits the tensor cores.
+SM80_TILES = (
+    (32.0, 128.0),
+    (64.0, 64.0),
+    (64.0, 128.0),
+    (128.0, 64.0),
+    (128.0, 128.0),
+    (128.0, 256.0),
+    (256.0, 128.0),
+)
+#: TensorRT-LLM's SM80 CUTLASS candidates (``cutlass_heuristic.cpp`` ``get_candidate_tiles``) for
+#: SmoothQuant int8 (``Int8``: CtaShape32x128, 64x128, 128x64, 64x64, 128x256, 256x128) and for the
+#: weight-only fpA_intB GEMM (``WeightOnly``: CtaShape16x128, 16x256, 32x128, 64x128, 128x128).
+SM80_TILES_INT8 = (
+    (32.0, 128.0),
+    (64.0, 128.0),
+    (128.0, 64.0),
+    (64.0, 64.0),
+    (128.0, 256.0),
+    (256.0, 128.0),
+)
+SM80_TILES_WO = ((16.0, 128.0), (16.0, 256.0), (32.0, 128.0), (64.0, 128.0), (128.0, 128.0))
+#: Rows up to which TensorRT-LLM runs its CUDA-core GEMV kernels instead of CUTLASS: the weight-only
+#: batched GEMV (``WeightOnlyQuantMatmulPlugin``: ``m < SMALL_M_FAST_PATH`` = 5) and the SmoothQuant
+#: int8 GEMV (``SmoothQuantGemmPlugin``: ``m <= 4``, ``smooth_quant::int8_sq_launcher``).
+GEMV_MAX_M = 4.0
+#: The GEMVs' launch: one CTA of 128 threads takes all M rows and a few output columns over the
+#: whole K (no split-K): weight-only ``weightOnlyBatchedGemv`` (``kernelDispatcher.h``,
+#: ``kernel.h``) CtaN = 8 interleaved groups of kInterleave = 128 x 8 / (64 x weight bits) columns;
+#: SmoothQuant ``int8SQ.cu`` CtaN = 2 columns. 16 such CTAs fit an SM80 SM (2048 threads).
+GEMV_CTAS_PER_SM = 16.0
+#: The dtypes that have a GEMV kernel on SM80.
+GEMV_DTYPES = (*WEIGHT_ONLY, "int8")
+
+
+def gemv_columns(dtype: str) -> float:
+    """Output columns one CUDA-core GEMV CTA computes (:data:`GEMV_MAX_M`)."""
+    if dtype == "int8":
+        return 2.0
+    return 8.0 * 128.0 * 8.0 / (64.0 * WEIGHT_BYTES[dtype] * 8.0)
+
+
 #: Query rows per FlashAttention CTA (FA2/FA3 forward tile, Dao 2023; Shah et al. 2024).
 ATTN_Q_TILE = 128.0
 
@@ -109,6 +163,8 @@ def gemm_params(eff: Efficiency, dtype: str) -> tuple[float, float, float]:
             eff.gemm_hbm_fp4 or eff.gemm_hbm_fp8 or eff.gemm_hbm,
             eff.gemm_floor_fp4_s or eff.gemm_floor_fp8_s,
         )
+    if dtype in WEIGHT_ONLY and eff.gemm_floor_wo_s:
+        return eff.gemm_max, eff.gemm_hbm, eff.gemm_floor_wo_s
     return eff.gemm_max, eff.gemm_hbm, eff.gemm_floor_s
 
 
@@ -116,16 +172,20 @@ def gemm_peak(hw: DeviceSpec, dtype: str) -> float:
     """Dense tensor-core peak a GEMM of ``dtype`` runs at (weight-only int4 computes in 16-bit)."""
     if dtype == "fp8_block":
         return hw.peak("fp8")
-    if dtype in ("int4", "int8_wo", "mxfp4_wo"):  # weight-only formats dequantise onto 16-bit tensor cores
+    if dtype in WEIGHT_ONLY:  # weight-only formats dequantise onto 16-bit tensor cores
         return hw.peak("bf16") if "bf16" in hw.peak_flops else hw.peak("fp16")
     return hw.peak(dtype)
 
 
-def gemm_parallelism(m, n, k, compute_units: float | None):
+def gemm_parallelism(m, n, k, compute_units: float | None, *, eff: Efficiency | None = None, dtype="bf16"):
     """(tile utilisation, CTAs, split-K factor) of an (M x K) @ (K x N) GEMM.
 
     Utilisation = (useful / padded tile area) x (CTAs / (waves x SMs)); without a known SM count
-    only tile padding is modelled and the CTAs are taken as filling the device."""
+    only tile padding is modelled and the CTAs are taken as filling the device. Where ``eff``
+    characterises SM80 tiles (``gemm_cta_intensity`` > 0) the kernel is the best of
+    :func:`sm80_parallelism`; otherwise tiles are the 64-element quantum of Hopper-class kernels."""
+    if eff is not None and eff.gemm_cta_intensity > 0 and compute_units:
+        return sm80_parallelism(m, n, k, float(compute_units), eff.gemm_cta_intensity, dtype)
     m, n, k = _f(m), _f(n), _f(k)
     tiles = np.ceil(m / TILE) * np.ceil(n / TILE)
     pad = (m * n) / (np.ceil(m / TILE) * TILE * np.ceil(n / TILE) * TILE)
@@ -138,6 +198,37 @@ def gemm_parallelism(m, n, k, compute_units: float | None):
     return pad * wave, ctas, splits
 
 
+def sm80_parallelism(m, n, k, sms: float, intensity: float, dtype="bf16"):
+    """:func:`gemm_parallelism` of an SM80 GEMM: of the candidate tiles (:data:`SM80_TILES`,
+    :data:`SM80_TILES_INT8`, :data:`SM80_TILES_WO`) the heuristic runs the one of highest
+    utilisation = padding x waves x min(1, tile intensity / ``intensity``) (a small tile wastes no
+    padding and fills the waves, but re-reads its operands from L2 more often per FLOP), each
+    with split-K where its tiles leave SMs idle, as with the 64-element quantum."""
+    m, n, k = _f(m), _f(n), _f(k)
+    gemv = None
+    if dtype in GEMV_DTYPES:
+        ctas = np.ceil(n / gemv_columns(dtype)) + 0.0 * m
+        gemv = (ctas / (np.ceil(ctas / sms) * sms), ctas, np.ones_like(ctas))
+    best = None
+    cands = SM80_TILES_WO if dtype in WEIGHT_ONLY else SM80_TILES_INT8 if dtype == "int8" else SM80_TILES
+    for tm, tn in sorted(cands, key=lambda t: -t[0] * t[1]):  # ties: the larger tile (fewer L2 reads)
+        tiles = np.ceil(m / tm) * np.ceil(n / tn)
+        pad = (m * n) / (tiles * tm * tn)
+        splits = np.clip(np.floor(sms / tiles), 1.0, np.maximum(np.floor(k / SPLIT_K_MIN), 1.0))
+        ctas = tiles * splits
+        wave = ctas / (np.ceil(ctas / sms) * sms)
+        util = pad * wave * min(1.0, tm * tn / (tm + tn) / intensity)
+        if best is None:
+            best = (util, ctas, splits)
+        else:
+            take = util > best[0]
+            best = tuple(np.where(take, a, b) for a, b in zip((util, ctas, splits), best, strict=True))
+    if gemv is not None:
+        small = m <= GEMV_MAX_M
+        best = tuple(np.where(small, a, b) for a, b in zip(gemv, best, strict=True))
+    return best
+
+
 def gemm_efficiency(
     m, n, k, hw: DeviceSpec, *, dtype: str = "bf16", eff: Efficiency | None = None, _par=None
 ):
@@ -145,7 +236,9 @@ def gemm_efficiency(
     ``gemm_max`` x tile and wave utilisation x the main-loop term of the K slice each CTA runs."""
     eff = hw.efficiency if eff is None else eff
     util, _, splits = (
-        gemm_parallelism(np.maximum(_f(m), 1.0), n, k, hw.compute_units) if _par is None else _par
+        gemm_parallelism(np.maximum(_f(m), 1.0), n, k, hw.compute_units, eff=eff, dtype=dtype)
+        if _par is None
+        else _par
     )
     k_slice = _f(k) / splits
     return gemm_params(eff, dtype)[0] * np.maximum(util * k_slice / (k_slice + eff.gemm_k_half), 1e-4)
@@ -171,6 +264,9 @@ def gemm_components(
     m, n, k = np.maximum(_f(m), 1.0), _f(n), _f(k)
     c = gemm_class(dtype)
     _, ghbm, floor = gemm_params(eff, dtype)
+    gemv = bool(dtype in GEMV_DTYPES and eff.gemm_cta_intensity and hw.compute_units)  # SM80 GEMVs
+    if gemv and eff.gemm_floor_gemv_s:
+        floor = np.where(m <= GEMV_MAX_M, eff.gemm_floor_gemv_s, floor)
     wb = WEIGHT_BYTES[dtype] if weight_bytes is None else weight_bytes
     ab_in = (
         {"bf16": min(DTYPE_BYTES.get(dtype, 2.0), 2.0), "fp4": 0.5625}.get(c, 1.0)
@@ -178,7 +274,7 @@ def gemm_components(
         else act_bytes
     )
     ob = 2.0 if out_bytes is None else out_bytes
-    par = gemm_parallelism(m, n, k, hw.compute_units)
+    par = gemm_parallelism(m, n, k, hw.compute_units, eff=eff, dtype=dtype)
     _, ctas, splits = par
     t_c = (
         2.0
@@ -187,12 +283,21 @@ def gemm_components(
         * k
         / (gemm_peak(hw, dtype) * gemm_efficiency(m, n, k, hw, dtype=dtype, eff=eff, _par=par))
     )
+    if dtype in WEIGHT_ONLY and eff.gemm_wo_dequant_rate:
+        # each row of M tiles (at most the largest weight-only tile's rows) dequantises the weights
+        t_c = t_c + np.ceil(m / max(t[0] for t in SM80_TILES_WO)) * n * k / eff.gemm_wo_dequant_rate
     hbm = hw.hbm_Bps * ghbm
     mem_par = (
         np.minimum(1.0, ctas / (float(hw.compute_units) * eff.gemm_occupancy)) if hw.compute_units else 1.0
     )
     w_bw = hbm if weight_bw_Bps is None else np.minimum(_f(weight_bw_Bps), hbm)
     t_m = (k * n * wb / w_bw + act_in_hbm * (m * k * ab_in + m * n * ob * splits) / hbm) / mem_par
+    if gemv and eff.gemm_gemv_cta_Bps:
+        # the GEMV: the HBM stream, or each CTA's serial K loop over its columns' weights at
+        # ``gemm_gemv_cta_Bps`` in waves of the resident CTAs, whichever is longer
+        waves = np.ceil(ctas / (float(hw.compute_units) * GEMV_CTAS_PER_SM))
+        cta = waves * gemv_columns(dtype) * k * WEIGHT_BYTES[dtype] / eff.gemm_gemv_cta_Bps
+        t_m = np.where(m <= GEMV_MAX_M, np.maximum(t_m * mem_par, cta), t_m)
     if quantise and c in (
         "fp8",
         "fp8_block",
@@ -420,6 +525,12 @@ MOE_TILES_WO = tuple((w, t) for w in (64.0, 128.0) for t in (16.0, 32.0, 64.0, 1
 #: ``fp8_blockscale_gemm``): token blocks of 64 or 128 rows (BLOCK_M), weight blocks of 128 or 256
 #: columns (BLOCK_N), the 128-wide K step of the scales.
 MOE_TILES_FP8_BLOCK = ((128.0, 64.0), (128.0, 128.0), (256.0, 64.0), (256.0, 128.0))
+#: The same on SM80 devices (``gemm_cta_intensity`` > 0), where TensorRT-LLM's MoE runs the
+#: CUTLASS 2.x grouped GEMM over the SM80 candidates of ``get_candidate_tiles`` (the 16-bit
+#: ``base_configs``: CtaShape32x128, 64x128, 128x128, tokens x weight columns; ``WeightOnly``:
+#: 16x128, 16x256, 32x128, 64x128, 128x128), written as weight rows x token columns.
+MOE_TILES_SM80 = ((128.0, 32.0), (128.0, 64.0), (128.0, 128.0))
+MOE_TILES_WO_SM80 = ((128.0, 16.0), (256.0, 16.0), (128.0, 32.0), (128.0, 64.0), (128.0, 128.0))
 #: Token columns of the candidate tiles, for the per-expert tile counts of :func:`router_load`.
 TOKEN_TILES = (16.0, 32.0, 64.0, 128.0, 256.0)
 #: Weight columns of a CTA of the Triton ``matmul_ogs`` kernel TensorRT-LLM runs for W4A16 MXFP4
@@ -542,7 +653,7 @@ def moe_class(dtype: str) -> str:
     """Grouped-GEMM class of a MoE dtype: ``wo`` for the weight-only (mixed-input) formats (int4 /
     int8 / MXFP4 weights dequantised in registers onto the 16-bit tensor cores: the ``bf16``
     parameters, the weight-only tiles), otherwise the GEMM class."""
-    return "wo" if dtype in ("int4", "int8_wo", "mxfp4_wo") else gemm_class(dtype)
+    return "wo" if dtype in WEIGHT_ONLY else gemm_class(dtype)
 
 
 def has_grouped_moe_model(hw: DeviceSpec, eff: Efficiency | None = None) -> bool:
@@ -591,7 +702,11 @@ def grouped_gemm_time(
     sms = float(hw.compute_units)
     sm_flops = gemm_peak(hw, dtype) / sms * mma
     best = None
-    for w_rows, t_cols in {"wo": MOE_TILES_WO, "fp8_block": MOE_TILES_FP8_BLOCK}.get(c, MOE_TILES):
+    if eff.gemm_cta_intensity > 0:  # SM80: the CUTLASS 2.x grouped GEMM's tiles
+        cands = MOE_TILES_WO_SM80 if c == "wo" else MOE_TILES_SM80
+    else:
+        cands = {"wo": MOE_TILES_WO, "fp8_block": MOE_TILES_FP8_BLOCK}.get(c, MOE_TILES)
+    for w_rows, t_cols in cands:
         ctas = token_tiles[TOKEN_TILES.index(t_cols)] * np.ceil(n / w_rows)
         t_mma = 2.0 * w_rows * t_cols * k / sm_flops
         t_stream = (w_rows * wb + t_cols * ab) * k / eff.moe_cta_Bps

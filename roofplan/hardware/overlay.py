@@ -47,6 +47,7 @@ def efficiency_kind(name: str) -> tuple[str, bool]:
         "moe_gemm_fp8",
         "moe_gemm_fp8_block",
         "gemm_k_half",
+        "gemm_cta_intensity",
         "gemm_blend",
         "attn_half_len",
         "nvls_min_ranks",

@@ -128,7 +128,17 @@ class Efficiency:
       ``gemm_max_fp8_block``: tensor-core fraction of block-scaled FP8; ``gemm_max_fp4`` /
       ``gemm_hbm_fp4`` / ``gemm_floor_fp4_s``: the W4A4 FP4 class (0 = the FP8 class's value); ``gemm_k_half``: K at which
       the main loop reaches half its steady state; ``gemm_blend``: p of the p-norm that blends the
-      compute and memory times (infinity = max); ``gemm_occupancy``: fraction of the SMs whose CTAs
+      compute and memory times (infinity = max); ``gemm_cta_intensity``: on SM80 devices, the
+      FLOPs per operand byte a CTA tile must reach for its L2/shared-memory feed not to stall the
+      tensor cores (0 = the 64-element tile quantum of Hopper-class kernels; > 0 = the SM80
+      candidate tiles of :data:`roofplan.costmodel.ops.SM80_TILES`); ``gemm_floor_wo_s``: fixed
+      time of a weight-only (W4A16 / W8A16) GEMM kernel (0 = ``gemm_floor_s``);
+      ``gemm_floor_gemv_s``: the same for the CUDA-core GEMV kernels (weight-only, SmoothQuant
+      int8) that run up to :data:`roofplan.costmodel.ops.GEMV_MAX_M` rows where the device
+      characterises SM80 tiles; ``gemm_gemv_cta_Bps``: weight bytes per second one GEMV CTA streams
+      through its K loop (0 = the GEMV is priced as the HBM stream of its CTAs);
+      ``gemm_wo_dequant_rate``: weights per second the device dequantises in a weight-only GEMM's
+      main loop, once per M tile (0 = dequantisation hidden); ``gemm_occupancy``: fraction of the SMs whose CTAs
       saturate HBM; ``attn_max_fp8``, ``attn_half_len`` (KV length at which prefill attention
       reaches half of ``attn_max``), ``attn_floor_s``, ``attn_score_flops`` (cost of the softmax
       per score element in matmul FLOPs: the special-function units' throughput); ``decode_hbm``
@@ -230,6 +240,11 @@ class Efficiency:
     gemm_k_half: float = 128.0
     gemm_blend: float = 4.0
     gemm_occupancy: float = 0.5
+    gemm_cta_intensity: float = 0.0
+    gemm_floor_wo_s: float = 0.0
+    gemm_floor_gemv_s: float = 0.0
+    gemm_gemv_cta_Bps: float = 0.0
+    gemm_wo_dequant_rate: float = 0.0
     attn_max_fp8: float = 0.0
     attn_half_len: float = 512.0
     attn_floor_s: float = 10e-6
