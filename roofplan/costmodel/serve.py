@@ -223,6 +223,17 @@ class StepInputs:
         return self.tokens_rank * self.hidden * self.act_bytes
 
 
+def _gemm_dtype(weight_dtype: str, cdt: str) -> str:
+    """GEMM kernel class (:data:`ops.GEMM_DTYPES`) of ``weight_dtype`` weights computing at ``cdt``:
+    weight-only int4 (W4A16) where no W4A8 path exists, weight-only MXFP4 where the device has no
+    FP4 tensor cores (``cdt`` then the 16-bit dtype), else the compute dtype."""
+    if weight_dtype == "int4" and cdt not in ("fp8", "int8"):
+        return "int4"
+    if weight_dtype == "fp4" and cdt != "fp4":
+        return "mxfp4_wo"
+    return cdt
+
+
 def step_inputs(
     model,
     hw,
@@ -290,8 +301,10 @@ def step_inputs(
         decode_context=vec(decode_context),
         prefill_seqs=Sp,
         # the GEMM kernel class: weight-only int4 (W4A16) dequantises onto the 16-bit tensor cores,
-        # W4A8 onto the fp8 ones; fp8/int8 W8A8 quantise activations per tensor (ops.gemm_components)
-        gemm_dtype="int4" if (cfg.dtype == "int4" and cdt not in ("fp8", "int8")) else cdt,
+        # W4A8 onto the fp8 ones; fp4 without FP4 tensor cores is weight-only MXFP4 (W4A16, 4.25
+        # bits a weight streamed: serve_configs.compute_dtype); fp8/int8 W8A8 quantise activations
+        # per tensor (ops.gemm_components)
+        gemm_dtype=_gemm_dtype(cfg.dtype, cdt),
         weight_bytes=DTYPE_BYTES[cfg.dtype],
         act_bytes=DTYPE_BYTES[act_dtype(cfg.dtype)],
         peak16=hw.peak(compute_dtype(hw, act_dtype(cfg.dtype))),

@@ -147,7 +147,11 @@ def compute_dtype(hw: DeviceSpec, weight_dtype: str) -> str:
         return weight_dtype
     if weight_dtype == "fp4" and "fp4" in hw.peak_flops:  # W4A4 NVFP4 / MXFP4 GEMMs (Blackwell, CDNA 4)
         return "fp4"
-    if weight_dtype in ("int4", "fp4") and "fp8" in hw.peak_flops:
+    # fp4 without FP4 tensor cores is weight-only W4A16: vLLM's MXFP4 MoE takes its Triton backend
+    # on ROCm (triton_kernels ``matmul_ogs``, vllm/model_executor/layers/quantization/mxfp4.py
+    # get_mxfp4_backend: "Auto-selected: Triton (ROCm)") and Triton / Marlin on Hopper, both with
+    # ``mxfp4_w4a16_moe_quant_config`` and bf16 activations (Mxfp4Config.get_supported_act_dtypes)
+    if weight_dtype == "int4" and "fp8" in hw.peak_flops:
         return "fp8"
     return act
 
