@@ -37,7 +37,7 @@ from roofplan.hardware.catalog import load_hardware  # noqa: E402
 #: rows of devices where TensorRT-LLM runs XQA / masked MHA (Hopper; A100, whose SM80 build has the
 #: HMMA XQA and MMHA kernels but no QGMMA); the launch grid's waves make the cost piecewise constant
 #: in the occupancies, so these are fitted by differential evolution.
-XQA_DEVICES = ("h100-sxm", "h200-sxm", "a100-sxm-80gb")
+XQA_DEVICES = ("h100-sxm", "h200-sxm", "a100-sxm-80gb", "b200-sxm", "gb200-nvl72")
 XQA_PARAMS = [
     ("xqa_hbm", 0.6, 1.0),
     ("xqa_preprocess_s", 1e-6, 20e-6),
@@ -94,7 +94,7 @@ MLA_PARAMS = [
 #: of devices whose MoE rows are TensorRT-LLM's SM90 grouped-GEMM kernels (Hopper); the CTA waves
 #: make the cost piecewise constant, so these are fitted by differential evolution. Elsewhere the
 #: stacked-GEMM parameters of FAMILIES["moe"] are fitted.
-MOE_GRID_DEVICES = ("h100-sxm", "h200-sxm")
+MOE_GRID_DEVICES = ("h100-sxm", "h200-sxm", "b200-sxm", "gb200-nvl72")
 MOE_GRID_PARAMS = [
     ("moe_mma", 0.2, 1.0),
     ("moe_mma_fp8", 0.2, 1.0),
@@ -110,6 +110,7 @@ MOE_GRID_PARAMS = [
     ("moe_mma_mxfp4", 0.05, 1.0),
     ("moe_cta_mxfp4_Bps", 1e9, 1e12),
     ("moe_mxfp4_floor_s", 1e-6, 150e-6),
+    ("moe_mma_fp4", 0.1, 1.0),
 ]
 #: Where the launch-grid fit starts (catalog values of 0 mean "not characterised").
 MOE_GRID_START = {
@@ -127,6 +128,7 @@ MOE_GRID_START = {
     "moe_mma_mxfp4": 0.4,
     "moe_cta_mxfp4_Bps": 5e10,
     "moe_mxfp4_floor_s": 60e-6,
+    "moe_mma_fp4": 0.5,
 }
 #: Devices whose custom all-reduce rows are fitted with each engine's dispatch rule
 #: (roofplan.engines.allreduce, the engines' SM90 rules); elsewhere the engine-neutral model
@@ -277,7 +279,7 @@ CLASS_PARAMS = {
         "moe_expert_fp8_block_s",
         "moe_permute_fp8_block_Bps",
     ),
-    "fp4": ("gemm_max_fp4", "gemm_hbm_fp4", "gemm_floor_fp4_s"),
+    "fp4": ("gemm_max_fp4", "gemm_hbm_fp4", "gemm_floor_fp4_s", "moe_mma_fp4"),
     "mxfp4_wo": ("moe_mma_mxfp4", "moe_cta_mxfp4_Bps", "moe_mxfp4_floor_s"),
 }
 
@@ -367,6 +369,8 @@ def fit_device(rows, hw_id: str):
             continue  # the generic decode parameters keep their catalog values on these devices
         if fam == "moe" and hw_id in MOE_GRID_DEVICES:
             params = [p for p in informed(MOE_GRID_PARAMS, sub) if ONLY is None or p[0] in ONLY]
+            if hw.efficiency.moe_tile_arch >= 100:  # the Triton MXFP4 model restates SM90's kernel
+                params = [p for p in params if p[0] not in CLASS_PARAMS["mxfp4_wo"]]
             if params:
                 fit_rows = [m for m in sub if not held_back(m)]
                 hw, _ = fit_family_global(fit_rows, hw, params, generations=100, start=MOE_GRID_START)

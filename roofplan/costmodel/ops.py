@@ -34,7 +34,8 @@ Terms and their physics:
 * **MoE** (:func:`moe_time`): the grouped GEMMs of the local experts (gate+up, down) at the rows each
   expert receives; a skewed router (power-law expert loads, the measured tables' generator) loads
   one rank most, and that rank sets the pace (:func:`router_load`, :func:`router_stats`). Where the
-  catalog characterises TensorRT-LLM's SM90 grouped kernels, each grouped GEMM is priced from its
+  catalog characterises TensorRT-LLM's SM90 or SM100 grouped kernels (``moe_tile_arch`` names the
+  tile set), each grouped GEMM is priced from its
   launch grid (:func:`grouped_gemm_time`: per expert ceil(m_e / token tile) x ceil(n / weight tile)
   CTAs in waves over the SMs, a tile costing the larger of its MMA and its k-slab stream, bounded
   below by the touched experts' weight read), plus the permute / activation / finalize streams, a
@@ -71,6 +72,13 @@ GEMM_DTYPES = ("bf16", "fp16", "fp8", "fp8_block", "int8", "int4", "int8_wo", "m
 WEIGHT_BYTES = {**DTYPE_BYTES, "fp8_block": 1.0, "int8_wo": 1.0, "mxfp4_wo": 0.53125}
 #: Tile quantum of M and N (elements): Hopper CUTLASS/cuBLAS tiles are multiples of 64.
 TILE = 64.0
+#: Weight-side (N) tile of the NVFP4 W4A4 GEMMs on Blackwell: the SM100 block-scaled FP4 kernels run
+#: 128-wide weight tiles (TensorRT-LLM ``cutlass_heuristic.cpp`` ``FP4_ONLY`` candidates
+#: CtaShape128x{64,128,256}) and no split-K; the measured B200 NVFP4 rows at 16 tokens take
+#: 13.6-16.1 us for N = 1024..16384 at K = 4096 (one wave up to 148 x 128 columns) but grow
+#: linearly with K (8.3 -> 37.6 us for K = 1024..16384 at N = 4096): few CTAs, each streaming
+#: its K, not HBM, set the pace.
+FP4_TILE_N = 128.0
 #: Smallest K slice a split-K CTA takes (elements).
 SPLIT_K_MIN = 256.0
 #: Query rows per FlashAttention CTA (FA2/FA3 forward tile, Dao 2023; Shah et al. 2024).
@@ -120,18 +128,22 @@ def gemm_peak(hw: DeviceSpec, dtype: str) -> float:
     return hw.peak(dtype)
 
 
-def gemm_parallelism(m, n, k, compute_units: float | None):
+def gemm_parallelism(m, n, k, compute_units: float | None, dtype: str = "bf16"):
     """(tile utilisation, CTAs, split-K factor) of an (M x K) @ (K x N) GEMM.
 
     Utilisation = (useful / padded tile area) x (CTAs / (waves x SMs)); without a known SM count
-    only tile padding is modelled and the CTAs are taken as filling the device."""
+    only tile padding is modelled and the CTAs are taken as filling the device. The NVFP4 W4A4
+    class (:data:`FP4_TILE_N`) tiles the weight side by 128 and never splits K."""
     m, n, k = _f(m), _f(n), _f(k)
-    tiles = np.ceil(m / TILE) * np.ceil(n / TILE)
-    pad = (m * n) / (np.ceil(m / TILE) * TILE * np.ceil(n / TILE) * TILE)
+    fp4 = gemm_class(dtype) == "fp4"
+    tn = FP4_TILE_N if fp4 else TILE
+    tiles = np.ceil(m / TILE) * np.ceil(n / tn)
+    pad = (m * n) / (np.ceil(m / TILE) * TILE * np.ceil(n / tn) * tn)
     if not compute_units:
         return pad, tiles, np.ones_like(tiles)
     sms = float(compute_units)
-    splits = np.clip(np.floor(sms / tiles), 1.0, np.maximum(np.floor(k / SPLIT_K_MIN), 1.0))
+    most = 1.0 if fp4 else np.maximum(np.floor(k / SPLIT_K_MIN), 1.0)
+    splits = np.clip(np.floor(sms / tiles), 1.0, most)
     ctas = tiles * splits
     wave = ctas / (np.ceil(ctas / sms) * sms)
     return pad * wave, ctas, splits
@@ -144,7 +156,7 @@ def gemm_efficiency(
     ``gemm_max`` x tile and wave utilisation x the main-loop term of the K slice each CTA runs."""
     eff = hw.efficiency if eff is None else eff
     util, _, splits = (
-        gemm_parallelism(np.maximum(_f(m), 1.0), n, k, hw.compute_units) if _par is None else _par
+        gemm_parallelism(np.maximum(_f(m), 1.0), n, k, hw.compute_units, dtype) if _par is None else _par
     )
     k_slice = _f(k) / splits
     return gemm_params(eff, dtype)[0] * np.maximum(util * k_slice / (k_slice + eff.gemm_k_half), 1e-4)
@@ -177,7 +189,7 @@ def gemm_components(
         else act_bytes
     )
     ob = 2.0 if out_bytes is None else out_bytes
-    par = gemm_parallelism(m, n, k, hw.compute_units)
+    par = gemm_parallelism(m, n, k, hw.compute_units, dtype)
     _, ctas, splits = par
     t_c = (
         2.0
@@ -415,6 +427,15 @@ MOE_TILES_WO = tuple((w, t) for w in (64.0, 128.0) for t in (16.0, 32.0, 64.0, 1
 #: ``fp8_blockscale_gemm``): token blocks of 64 or 128 rows (BLOCK_M), weight blocks of 128 or 256
 #: columns (BLOCK_N), the 128-wide K step of the scales.
 MOE_TILES_FP8_BLOCK = ((128.0, 64.0), (128.0, 128.0), (256.0, 64.0), (256.0, 128.0))
+#: The same on Blackwell (SM100, B200/GB200; ``moe_tile_arch`` 100): TensorRT-LLM's
+#: ``cutlass_heuristic.cpp`` ``get_candidate_configs_sm100`` with ``GROUPED_GEMM`` offers 64- and
+#: 128-row tiles by 32 to 256 token columns (1-SM and 2-SM cluster variants of the same per-SM tile;
+#: no 256-row tile, no 16-column tile outside FP8).
+MOE_TILES_SM100 = tuple((w, t) for w in (64.0, 128.0) for t in (32.0, 64.0, 128.0, 256.0))
+#: SM100 per-tensor FP8 adds the 128x16 tile (``FP8_ONLY``).
+MOE_TILES_SM100_FP8 = MOE_TILES_SM100 + ((128.0, 16.0),)
+#: SM100 NVFP4 W4A4 (``FP4_ONLY``): 128 weight rows by 64 (SM100 only), 128 or 256 token columns.
+MOE_TILES_SM100_FP4 = ((128.0, 64.0), (128.0, 128.0), (128.0, 256.0))
 #: Token columns of the candidate tiles, for the per-expert tile counts of :func:`router_load`.
 TOKEN_TILES = (16.0, 32.0, 64.0, 128.0, 256.0)
 #: Weight columns of a CTA of the Triton ``matmul_ogs`` kernel TensorRT-LLM runs for W4A16 MXFP4
@@ -554,6 +575,19 @@ def balanced_token_tiles(rows_per_expert, experts):
     return np.stack([e * np.ceil(np.maximum(m, 1e-9) / t - 1e-9) for t in TOKEN_TILES])
 
 
+def moe_tiles(moe_cls: str, eff: Efficiency) -> tuple:
+    """Candidate (weight rows, token columns) CTA tiles of a grouped-GEMM class on the catalog's
+    ``moe_tile_arch``: SM90 (:data:`MOE_TILES`) or SM100 (:data:`MOE_TILES_SM100`); the
+    weight-only and block-scaled FP8 kernels keep their tiles on both."""
+    if moe_cls == "wo":
+        return MOE_TILES_WO
+    if moe_cls == "fp8_block":
+        return MOE_TILES_FP8_BLOCK
+    if eff.moe_tile_arch >= 100.0:
+        return {"fp8": MOE_TILES_SM100_FP8, "fp4": MOE_TILES_SM100_FP4}.get(moe_cls, MOE_TILES_SM100)
+    return MOE_TILES
+
+
 def grouped_gemm_time(
     token_tiles,
     copies,
@@ -569,9 +603,8 @@ def grouped_gemm_time(
     act_bytes=None,
 ):
     """Seconds of one grouped GEMM (one problem per touched expert, weights n x k each, ``copies``
-    token copies in all) as its launch grid runs: for each candidate CTA tile of the class
-    (:data:`MOE_TILES`, :data:`MOE_TILES_FP8_BLOCK`, :data:`MOE_TILES_WO`; the autotuner keeps the
-    fastest) the CTAs are the experts' token tiles (``token_tiles``, indexed like
+    token copies in all) as its launch grid runs: for each candidate CTA tile of the class on the
+    catalog's architecture (:func:`moe_tiles`; the autotuner keeps the fastest) the CTAs are the experts' token tiles (``token_tiles``, indexed like
     :data:`TOKEN_TILES`) x ceil(n / weight rows), in waves over the SMs; a tile costs ``moe_tile_s``
     (prologue, epilogue) plus the larger of its MMA time (at ``moe_mma*`` of the SM's share of the
     dtype's dense peak) and the stream of its weight and activation k-slabs at the per-CTA rate
@@ -581,12 +614,14 @@ def grouped_gemm_time(
     n, k, copies, hit = _f(n), _f(k), _f(copies), _f(experts_hit)
     c = moe_class(dtype)
     wb = WEIGHT_BYTES.get(dtype, 2.0) if weight_bytes is None else weight_bytes
-    ab = ({"bf16": 2.0, "wo": 2.0}.get(c, 1.0)) if act_bytes is None else act_bytes
-    mma = {"fp8": eff.moe_mma_fp8, "fp8_block": eff.moe_mma_fp8_block}.get(c, 0.0) or eff.moe_mma
+    # NVFP4 activations: E2M1 nibbles and an E4M3 scale per 16 elements
+    ab = ({"bf16": 2.0, "wo": 2.0, "fp4": 0.5625}.get(c, 1.0)) if act_bytes is None else act_bytes
+    mma = {"fp8": eff.moe_mma_fp8, "fp8_block": eff.moe_mma_fp8_block, "fp4": eff.moe_mma_fp4}.get(c, 0.0)
+    mma = mma or eff.moe_mma
     sms = float(hw.compute_units)
     sm_flops = gemm_peak(hw, dtype) / sms * mma
     best = None
-    for w_rows, t_cols in {"wo": MOE_TILES_WO, "fp8_block": MOE_TILES_FP8_BLOCK}.get(c, MOE_TILES):
+    for w_rows, t_cols in moe_tiles(c, eff):
         ctas = token_tiles[TOKEN_TILES.index(t_cols)] * np.ceil(n / w_rows)
         t_mma = 2.0 * w_rows * t_cols * k / sm_flops
         t_stream = (w_rows * wb + t_cols * ab) * k / eff.moe_cta_Bps

@@ -53,6 +53,7 @@ def efficiency_kind(name: str) -> tuple[str, bool]:
         "attn_score_flops",
         "decode_split_len",
         "fa_max_splits",
+        "moe_tile_arch",
     ) or name.endswith("_per_sm"):
         return "number", zero_ok
     return "fraction", zero_ok

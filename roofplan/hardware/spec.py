@@ -151,7 +151,10 @@ class Efficiency:
       permute, activation and finalize kernels); ``moe_mma_mxfp4`` / ``moe_cta_mxfp4_Bps`` /
       ``moe_mxfp4_floor_s`` (the Triton MXFP4 weight-only MoE TensorRT-LLM runs on SM90,
       :func:`roofplan.costmodel.ops.triton_mxfp4_gemm_time`; ``moe_mma_mxfp4`` 0 = not
-      characterised, the weight-only grouped-GEMM tiles apply); ``elementwise_floor_s``;
+      characterised, the weight-only grouped-GEMM tiles apply); ``moe_mma_fp4`` (the launch-grid
+      MMA fraction of the NVFP4 W4A4 class, 0 = ``moe_mma``); ``moe_tile_arch`` (the SM architecture
+      whose CUTLASS grouped-GEMM candidate tiles the launch grid takes: 90 Hopper, 100 Blackwell
+      B200/GB200, :data:`roofplan.costmodel.ops.MOE_TILES_SM100`); ``elementwise_floor_s``;
       ``nccl_ll_latency_s`` / ``nccl_ll128_latency_s`` (per-phase latency of NCCL's LL and LL128
       protocols, 0 = not characterised: Simple only; ``intra_latency_s`` is Simple's),
       ``nvls_min_ranks`` (smallest group NCCL runs NVLink SHARP on); ``intra_bw_pair`` (bus
@@ -286,6 +289,8 @@ class Efficiency:
     moe_mma_mxfp4: float = 0.0
     moe_cta_mxfp4_Bps: float = 0.0
     moe_mxfp4_floor_s: float = 0.0
+    moe_mma_fp4: float = 0.0
+    moe_tile_arch: float = 90.0
     elementwise_floor_s: float = 2e-6
     intra_bw_pair: float = 0.0
     nccl_ll_latency_s: float = 0.0
