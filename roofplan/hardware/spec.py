@@ -136,7 +136,8 @@ class Efficiency:
       ``decode_floor_s``, ``decode_occupancy`` (SMs, as a fraction, whose CTAs half-saturate HBM),
       ``decode_split_len`` (KV tokens per flash-decoding split); ``xqa_*`` / ``mmha_*`` (TensorRT-LLM's
       decode kernels on Hopper, :mod:`roofplan.costmodel.trtllm_decode`; ``xqa_hbm`` 0 = not
-      characterised, the generic decode model applies); ``fa_*`` (FlashAttention-3 paged decode as vLLM
+      characterised, the generic decode model applies; ``mmha_reread_Bps``: the rate MMHA's
+      per-query-head CTAs re-read a shared KV head at, 0 = not modelled); ``fa_*`` (FlashAttention-3 paged decode as vLLM
       and SGLang run it, :mod:`roofplan.costmodel.flash_decode`; ``fa_hbm`` 0 = not characterised); ``mla_*`` (TensorRT-LLM's FlashMLA decode of MLA models on Hopper,
       :mod:`roofplan.costmodel.mla_decode`; ``mla_hbm`` 0 = not characterised); ``moe_gemm`` (grouped-GEMM
       efficiency relative to one dense GEMM of the stacked rows; ``moe_gemm_fp8`` /
@@ -152,7 +153,9 @@ class Efficiency:
       ``moe_mxfp4_floor_s`` (the Triton MXFP4 weight-only MoE TensorRT-LLM runs on SM90,
       :func:`roofplan.costmodel.ops.triton_mxfp4_gemm_time`; ``moe_mma_mxfp4`` 0 = not
       characterised, the weight-only grouped-GEMM tiles apply); ``moe_mma_fp4`` (the launch-grid
-      MMA fraction of the NVFP4 W4A4 class, 0 = ``moe_mma``); ``moe_tile_arch`` (the SM architecture
+      MMA fraction of the NVFP4 W4A4 class, 0 = ``moe_mma``) and ``moe_hbm_fp4`` (its weight-read HBM
+      fraction, 0 = ``moe_hbm``) and ``moe_expert_fp4_s`` (its cost per local expert, 0 =
+      ``moe_expert_s``); ``moe_tile_arch`` (the SM architecture
       whose CUTLASS grouped-GEMM candidate tiles the launch grid takes: 90 Hopper, 100 Blackwell
       B200/GB200, :data:`roofplan.costmodel.ops.MOE_TILES_SM100`); ``elementwise_floor_s``;
       ``nccl_ll_latency_s`` / ``nccl_ll128_latency_s`` (per-phase latency of NCCL's LL and LL128
@@ -256,6 +259,7 @@ class Efficiency:
     mmha_cta_Bps: float = 50e9
     mmha_elem_rate: float = 6e9
     mmha_fp8_cvt_rate: float = 1e12
+    mmha_reread_Bps: float = 0.0
     fa_hbm: float = 0.0
     fa_floor_s: float = 0.0
     fa_cta_s: float = 0.0
@@ -290,6 +294,8 @@ class Efficiency:
     moe_cta_mxfp4_Bps: float = 0.0
     moe_mxfp4_floor_s: float = 0.0
     moe_mma_fp4: float = 0.0
+    moe_hbm_fp4: float = 0.0
+    moe_expert_fp4_s: float = 0.0
     moe_tile_arch: float = 90.0
     elementwise_floor_s: float = 2e-6
     intra_bw_pair: float = 0.0
