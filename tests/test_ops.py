@@ -559,3 +559,17 @@ def test_sm100_moe_grid_beats_the_stacked_model_on_the_held_back_half():
     grid = np.abs(predict_rows(rows, hw) / target - 1.0)
     stacked = np.abs(predict_rows(rows, hw.with_efficiency(moe_mma=0.0)) / target - 1.0)
     assert np.quantile(grid, 0.9) < np.quantile(stacked, 0.9) and np.median(grid) < np.median(stacked)
+
+
+def test_mmha_reread_floor_counts_the_cache_once_per_query_head():
+    """64 query heads over one KV head (XQA refuses the group): with ``mmha_reread_Bps`` the kernel
+    is no faster than 64 reads of the cache at that rate; 0 (every Hopper catalog) leaves it out."""
+    from roofplan.costmodel import trtllm_decode
+
+    b, L, h, d, tok = 16.0, 8192.0, 64.0, 128.0, 512.0  # one KV head of d=128 in bf16: K+V 512 B
+    base = Efficiency(mmha_cta_s=0.0, mmha_cta_Bps=1e15, mmha_elem_rate=1e16, xqa_merge_s=0.0)
+    args = (b, L, h, d, tok, False, 0.0, 148.0)
+    assert float(trtllm_decode.mmha_time(*args, base)) < 1e-6
+    rate = 5e12
+    t = float(trtllm_decode.mmha_time(*args, dataclasses.replace(base, mmha_reread_Bps=rate)))
+    assert t == pytest.approx(b * h * L * tok / rate)
