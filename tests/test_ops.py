@@ -487,10 +487,14 @@ def test_an_8_bit_cache_on_a100_takes_the_generic_decode_model():
 def test_fp4_gemm_tiles_the_weight_side_by_128_and_never_splits_k():
     """16 tokens x 4096 outputs on 148 SMs: BF16 tiles the outputs by 64 (64 CTAs) and splits K
     in two to fill the SMs; NVFP4 tiles them by 128 (32 CTAs) and keeps K whole."""
-    _, ctas, splits = ops.gemm_parallelism(16, 4096, 4096, 148, "bf16")
+    _, ctas, splits = ops.gemm_parallelism(16, 4096, 4096, 148)
     assert float(ctas) == 128 and float(splits) == 2  # 64 tiles x 2 splits
-    _, ctas, splits = ops.gemm_parallelism(16, 4096, 4096, 148, "fp4")
+    b200 = load_hardware("b200-sxm").efficiency
+    assert ops.gemm_tile_n(b200, "fp4") == 128 and ops.gemm_tile_n(b200, "bf16") == 0
+    _, ctas, splits = ops.gemm_parallelism(16, 4096, 4096, 148, ops.gemm_tile_n(b200, "fp4"))
     assert float(ctas) == 32 and float(splits) == 1
+    # MI355X's aiter FP4 GEMMs keep the generic grid
+    assert ops.gemm_tile_n(load_hardware("mi355x").efficiency, "fp4") == 0
 
 
 def test_sm100_grouped_gemm_candidate_tiles():

@@ -72,7 +72,8 @@ GEMM_DTYPES = ("bf16", "fp16", "fp8", "fp8_block", "int8", "int4", "int8_wo", "m
 WEIGHT_BYTES = {**DTYPE_BYTES, "fp8_block": 1.0, "int8_wo": 1.0, "mxfp4_wo": 0.53125}
 #: Tile quantum of M and N (elements): Hopper CUTLASS/cuBLAS tiles are multiples of 64.
 TILE = 64.0
-#: Weight-side (N) tile of the NVFP4 W4A4 GEMMs on Blackwell: the SM100 block-scaled FP4 kernels run
+#: Weight-side (N) tile of the NVFP4 W4A4 GEMMs on Blackwell (the catalogs' ``gemm_fp4_tile_n``;
+#: 0 elsewhere, e.g. MI355X's aiter FP4 GEMMs keep the generic grid): the SM100 block-scaled FP4 kernels run
 #: 128-wide weight tiles (TensorRT-LLM ``cutlass_heuristic.cpp`` ``FP4_ONLY`` candidates
 #: CtaShape128x{64,128,256}) and no split-K; the measured B200 NVFP4 rows at 16 tokens take
 #: 13.6-16.1 us for N = 1024..16384 at K = 4096 (one wave up to 148 x 128 columns) but grow
@@ -128,25 +129,31 @@ def gemm_peak(hw: DeviceSpec, dtype: str) -> float:
     return hw.peak(dtype)
 
 
-def gemm_parallelism(m, n, k, compute_units: float | None, dtype: str = "bf16"):
+def gemm_parallelism(m, n, k, compute_units: float | None, tile_n: float = 0.0):
     """(tile utilisation, CTAs, split-K factor) of an (M x K) @ (K x N) GEMM.
 
     Utilisation = (useful / padded tile area) x (CTAs / (waves x SMs)); without a known SM count
-    only tile padding is modelled and the CTAs are taken as filling the device. The NVFP4 W4A4
-    class (:data:`FP4_TILE_N`) tiles the weight side by 128 and never splits K."""
+    only tile padding is modelled and the CTAs are taken as filling the device. ``tile_n`` > 0
+    (:func:`gemm_tile_n`: Blackwell's NVFP4 kernels) tiles the weight side by that width and never
+    splits K."""
     m, n, k = _f(m), _f(n), _f(k)
-    fp4 = gemm_class(dtype) == "fp4"
-    tn = FP4_TILE_N if fp4 else TILE
+    tn = tile_n or TILE
     tiles = np.ceil(m / TILE) * np.ceil(n / tn)
     pad = (m * n) / (np.ceil(m / TILE) * TILE * np.ceil(n / tn) * tn)
     if not compute_units:
         return pad, tiles, np.ones_like(tiles)
     sms = float(compute_units)
-    most = 1.0 if fp4 else np.maximum(np.floor(k / SPLIT_K_MIN), 1.0)
+    most = 1.0 if tile_n else np.maximum(np.floor(k / SPLIT_K_MIN), 1.0)
     splits = np.clip(np.floor(sms / tiles), 1.0, most)
     ctas = tiles * splits
     wave = ctas / (np.ceil(ctas / sms) * sms)
     return pad * wave, ctas, splits
+
+
+def gemm_tile_n(eff: Efficiency, dtype: str) -> float:
+    """Weight-side tile of a GEMM of ``dtype`` where the device's kernels fix it and do not split K
+    (``gemm_fp4_tile_n`` for the NVFP4 class, :data:`FP4_TILE_N` on Blackwell), else 0."""
+    return eff.gemm_fp4_tile_n if gemm_class(dtype) == "fp4" else 0.0
 
 
 def gemm_efficiency(
@@ -156,7 +163,9 @@ def gemm_efficiency(
     ``gemm_max`` x tile and wave utilisation x the main-loop term of the K slice each CTA runs."""
     eff = hw.efficiency if eff is None else eff
     util, _, splits = (
-        gemm_parallelism(np.maximum(_f(m), 1.0), n, k, hw.compute_units, dtype) if _par is None else _par
+        gemm_parallelism(np.maximum(_f(m), 1.0), n, k, hw.compute_units, gemm_tile_n(eff, dtype))
+        if _par is None
+        else _par
     )
     k_slice = _f(k) / splits
     return gemm_params(eff, dtype)[0] * np.maximum(util * k_slice / (k_slice + eff.gemm_k_half), 1e-4)
@@ -189,7 +198,7 @@ def gemm_components(
         else act_bytes
     )
     ob = 2.0 if out_bytes is None else out_bytes
-    par = gemm_parallelism(m, n, k, hw.compute_units, dtype)
+    par = gemm_parallelism(m, n, k, hw.compute_units, gemm_tile_n(eff, dtype))
     _, ctas, splits = par
     t_c = (
         2.0

@@ -126,7 +126,9 @@ class Efficiency:
       operands at; ``gemm_floor_s`` (and ``_fp8_s``, ``_fp8_block_s``): fixed time of one GEMM
       kernel (launch or graph replay, epilogue; FP8 adds the scale computation);
       ``gemm_max_fp8_block``: tensor-core fraction of block-scaled FP8; ``gemm_max_fp4`` /
-      ``gemm_hbm_fp4`` / ``gemm_floor_fp4_s``: the W4A4 FP4 class (0 = the FP8 class's value); ``gemm_k_half``: K at which
+      ``gemm_hbm_fp4`` / ``gemm_floor_fp4_s``: the W4A4 FP4 class (0 = the FP8 class's value);
+      ``gemm_fp4_tile_n``: the weight-side tile of that class's kernels, which then never split K
+      (0 = the generic 64-wide tiles with split-K); ``gemm_k_half``: K at which
       the main loop reaches half its steady state; ``gemm_blend``: p of the p-norm that blends the
       compute and memory times (infinity = max); ``gemm_occupancy``: fraction of the SMs whose CTAs
       saturate HBM; ``attn_max_fp8``, ``attn_half_len`` (KV length at which prefill attention
@@ -225,6 +227,7 @@ class Efficiency:
     gemm_max_fp4: float = 0.0
     gemm_hbm_fp4: float = 0.0
     gemm_floor_fp4_s: float = 0.0
+    gemm_fp4_tile_n: float = 0.0
     gemm_hbm: float = 0.8
     gemm_hbm_fp8: float = 0.0
     gemm_hbm_fp8_block: float = 0.0
