@@ -41,16 +41,16 @@ def test_each_family_is_accurate_on_its_own(result):
     # PyTorch backend), Llama 3.1 8B / 70B / 405B and 3.3 70B in FP8 on H100 and H200, TP 1-8
     assert med["trtllm-0.17-bench"] <= 0.08
     assert med["trtllm-1.0-bench"] <= 0.08
-    # B200 / GB200 NVFP4 rows of the same 1.0 table run on datasheet-prior efficiencies (no FP4
-    # GEMM measurement to fit): a known miss of about +30-45 %, bounded here so it cannot grow.
-    assert med["trtllm-1.0-bench-fp4"] <= 0.45
+    # B200 / GB200 NVFP4 rows of the same 1.0 table, on the NVFP4 GEMM and TensorRT-LLM decode
+    # kernels fitted on NVIDIA's measured B200 / GB200 tables: median +5 %, bounded here
+    assert med["trtllm-1.0-bench-fp4"] <= 0.10
 
 
 def test_blackwell_fp4_rows_are_over_predicted_not_scattered(result):
-    """The Blackwell rows share one cause (FP4 GEMMs reach less than the BF16 MAMF fraction the
-    catalogs carry as a prior): every row errs high, and GB200 sits above B200 as its peaks do."""
+    """The Blackwell rows err high or within a point of zero (what the kernel fits leave out is
+    serving overhead, which adds time: -0.5 % .. +16 %), and GB200 sits above B200 as its peaks do."""
     rows = {r.case.id: r for r in result.results if r.case.str("dtype") == "fp4"}
-    assert len(rows) >= 10 and all(r.error > 0 for r in rows.values())
+    assert len(rows) >= 10 and all(-0.02 < r.error < 0.20 for r in rows.values())
     b, g = rows["trtllm10-b200-l33-70b-tp1-fp4-1000-1000"], rows["trtllm10-gb200-l33-70b-tp1-fp4-1000-1000"]
     assert g.case.measured > b.case.measured and g.predicted > b.predicted
 

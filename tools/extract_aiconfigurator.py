@@ -17,7 +17,7 @@ Tables read, relative to the package's ``systems/data/<system>/`` folder
   attention/trtllm/<V>/generation_attention_perf.parquet  -> kind=decode_attention
   mla/trtllm/<V>/context_mla_perf.parquet                 -> kind=attention (MLA)
   mla/trtllm/<V>/generation_mla_perf.parquet              -> kind=decode_attention (MLA)
-  moe/trtllm/<V>/moe_perf.parquet                         -> kind=moe
+  moe/trtllm/<V>/moe_perf.parquet                         -> kind=moe (impl=min_latency: the NVFP4 min-latency kernels)
   comm/nccl/<N>/nccl_perf.parquet                         -> kind=collective, impl=nccl
   comm/trtllm/<V>/custom_allreduce_perf.parquet           -> kind=collective, impl=custom_trtllm
   comm/vllm/<VA>/custom_allreduce_perf.parquet            -> kind=collective, impl=custom_vllm
@@ -293,6 +293,9 @@ def convert(table: str, df: pd.DataFrame, hw: str, src: str, full: bool):
                 # the tables' "balanced" router is the collectors' round-robin generator
                 # (balanced_logits), not independent uniform picks
                 distribution="round_robin" if r.distribution == "balanced" else r.distribution,
+                # the NVFP4 min-latency kernel sequence is another kernel than the CUTLASS one
+                # measured on the same shapes (up to 3.6x faster): its own impl, not one family
+                impl="min_latency" if r.kernel_source.endswith("min_latency") else "",
             )
             rid += " " + (
                 r.kernel_source.replace("moe_torch_flow_", "")

@@ -7,8 +7,10 @@ For each device in the file and each operator family, the family's parameters (s
 residuals (soft-L1 loss, so a few odd kernels do not steer the fit) to the rows of EVEN log2 size
 bins only; the rows of odd bins are held back (``roofplan.calibration.op_rows.held_back``).
 Families are fitted in dependency order (GEMM first: MoE reuses its parameters; decode attention
-reuses its occupancy). On Hopper the MoE rows fit the launch-grid parameters (MOE_GRID_PARAMS) by
-differential evolution instead, as the decode-kernel parameters are, and the custom all-reduce rows
+reuses its occupancy). On Hopper and Blackwell (B200/GB200: the SM100 tile set of the catalog's
+``moe_tile_arch``) the MoE rows fit the launch-grid parameters (MOE_GRID_PARAMS) by differential
+evolution instead, as the decode-kernel parameters are (the NVFP4 min-latency rows, family
+``moe_min_latency``, are another kernel sequence and are not fitted), and the custom all-reduce rows
 fit each engine's kernel latency and the shared one-/two-shot parameters of the engines' dispatch
 rules (CUSTOM_AR_LATENCY, CUSTOM_AR_SHARED) jointly. The tool prints median and p90 |error| of the fitted and the held-back
 half per family and size band; ``--write`` puts the values into the built-in catalog YAMLs with a
@@ -35,9 +37,10 @@ from roofplan.hardware.catalog import load_hardware  # noqa: E402
 
 #: TensorRT-LLM decode-kernel parameters (costmodel.trtllm_decode), fitted on ``impl=trtllm`` decode
 #: rows of devices where TensorRT-LLM runs XQA / masked MHA (Hopper; A100, whose SM80 build has the
-#: HMMA XQA and MMHA kernels but no QGMMA); the launch grid's waves make the cost piecewise constant
+#: HMMA XQA and MMHA kernels but no QGMMA; B200/GB200, whose 1.3.0rc20 tables follow the same
+#: dispatch: groups over 32 cost as much as that many KV heads); the launch grid's waves make the cost piecewise constant
 #: in the occupancies, so these are fitted by differential evolution.
-XQA_DEVICES = ("h100-sxm", "h200-sxm", "a100-sxm-80gb")
+XQA_DEVICES = ("h100-sxm", "h200-sxm", "a100-sxm-80gb", "b200-sxm", "gb200-nvl72")
 XQA_PARAMS = [
     ("xqa_hbm", 0.6, 1.0),
     ("xqa_preprocess_s", 1e-6, 20e-6),
@@ -56,6 +59,9 @@ XQA_PARAMS = [
     ("mmha_elem_rate", 1e9, 2e12),
     ("mmha_fp8_cvt_rate", 1e9, 2e12),
 ]
+#: Fitted only on the SM100 tables (group-64 rows over one KV head; Hopper keeps 0, not modelled).
+MMHA_REREAD = ("mmha_reread_Bps", 5e11, 1e13)
+MMHA_REREAD_DEVICES = ("b200-sxm", "gb200-nvl72")
 #: Kernel-model parameters that only rows with an 8-bit KV cache inform (the QGMMA kernel, FP8
 #: conversion in MMHA): not fitted on a table without such rows (A100's: bf16 caches only).
 FP8_KV_PARAMS = {
@@ -91,11 +97,11 @@ MLA_PARAMS = [
     ("mla_meta_s", 1e-11, 1e-6),
 ]
 #: MoE launch-grid parameters (costmodel.ops.grouped_gemm_time / moe_time), fitted on the moe rows
-#: of devices whose MoE rows are TensorRT-LLM's grouped-GEMM kernels (Hopper: SM90 CUTLASS 3.x; A100:
-#: the SM80 CUTLASS 2.x grouped GEMM, its own tiles, ops.MOE_TILES_SM80); the CTA waves
-#: make the cost piecewise constant, so these are fitted by differential evolution. Elsewhere the
-#: stacked-GEMM parameters of FAMILIES["moe"] are fitted.
-MOE_GRID_DEVICES = ("h100-sxm", "h200-sxm", "a100-sxm-80gb")
+#: of devices whose MoE rows are TensorRT-LLM's grouped-GEMM kernels (Hopper: SM90 CUTLASS 3.x;
+#: B200/GB200: SM100 CUTLASS; A100: the SM80 CUTLASS 2.x grouped GEMM, its own tiles,
+#: ops.MOE_TILES_SM80); the CTA waves make the cost piecewise constant, so these are fitted by
+#: differential evolution. Elsewhere the stacked-GEMM parameters of FAMILIES["moe"] are fitted.
+MOE_GRID_DEVICES = ("h100-sxm", "h200-sxm", "a100-sxm-80gb", "b200-sxm", "gb200-nvl72")
 MOE_GRID_PARAMS = [
     ("moe_mma", 0.2, 1.0),
     ("moe_mma_fp8", 0.2, 1.0),
@@ -111,6 +117,9 @@ MOE_GRID_PARAMS = [
     ("moe_mma_mxfp4", 0.05, 1.0),
     ("moe_cta_mxfp4_Bps", 1e9, 1e12),
     ("moe_mxfp4_floor_s", 1e-6, 150e-6),
+    ("moe_mma_fp4", 0.1, 1.0),
+    ("moe_hbm_fp4", 0.2, 1.0),
+    ("moe_expert_fp4_s", 1e-9, 2e-6),
 ]
 #: Where the launch-grid fit starts (catalog values of 0 mean "not characterised").
 MOE_GRID_START = {
@@ -128,6 +137,9 @@ MOE_GRID_START = {
     "moe_mma_mxfp4": 0.4,
     "moe_cta_mxfp4_Bps": 5e10,
     "moe_mxfp4_floor_s": 60e-6,
+    "moe_mma_fp4": 0.5,
+    "moe_hbm_fp4": 0.5,
+    "moe_expert_fp4_s": 1.5e-7,
 }
 #: Devices whose custom all-reduce rows are fitted with each engine's dispatch rule
 #: (roofplan.engines.allreduce, the engines' SM90 rules); elsewhere the engine-neutral model
@@ -293,7 +305,14 @@ CLASS_PARAMS = {
         "moe_expert_fp8_block_s",
         "moe_permute_fp8_block_Bps",
     ),
-    "fp4": ("gemm_max_fp4", "gemm_hbm_fp4", "gemm_floor_fp4_s"),
+    "fp4": (
+        "gemm_max_fp4",
+        "gemm_hbm_fp4",
+        "gemm_floor_fp4_s",
+        "moe_mma_fp4",
+        "moe_hbm_fp4",
+        "moe_expert_fp4_s",
+    ),
     "mxfp4_wo": ("moe_mma_mxfp4", "moe_cta_mxfp4_Bps", "moe_mxfp4_floor_s"),
 }
 
@@ -376,6 +395,8 @@ def fit_device(rows, hw_id: str):
                 mine = [m for m in sub if m.row.get("impl") == impl]
                 if not any(m.row.get("kv_dtype") == "fp8" for m in mine):
                     kparams = [p for p in kparams if p[0] not in FP8_KV_PARAMS]
+                if impl == "trtllm" and hw_id in MMHA_REREAD_DEVICES:
+                    kparams = kparams + [MMHA_REREAD]
                 if mine and (ONLY is None or ONLY & {p[0] for p in kparams}):
                     hw, _ = fit_family_global([m for m in mine if not held_back(m)], hw, kparams)
                     fitted[key] = [p[0] for p in kparams]
@@ -383,6 +404,8 @@ def fit_device(rows, hw_id: str):
             continue  # the generic decode parameters keep their catalog values on these devices
         if fam == "moe" and hw_id in MOE_GRID_DEVICES:
             params = [p for p in informed(MOE_GRID_PARAMS, sub) if ONLY is None or p[0] in ONLY]
+            if hw.efficiency.moe_tile_arch >= 100:  # the Triton MXFP4 model restates SM90's kernel
+                params = [p for p in params if p[0] not in CLASS_PARAMS["mxfp4_wo"]]
             if params:
                 fit_rows = [m for m in sub if not held_back(m)]
                 hw, _ = fit_family_global(fit_rows, hw, params, generations=100, start=MOE_GRID_START)

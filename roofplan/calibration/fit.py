@@ -69,6 +69,8 @@ EFFICIENCY_BOUNDS: dict[str, tuple[float, float]] = {
     "attn_score_flops": (1.0, 4096.0),
     "decode_split_len": (16.0, 65536.0),
     "fa_max_splits": (1.0, 128.0),
+    "moe_tile_arch": (80.0, 120.0),
+    "gemm_fp4_tile_n": (16.0, 512.0),
 }
 #: Bounds by name suffix of the decode-kernel parameters (costmodel.trtllm_decode / flash_decode):
 #: per-CTA bandwidths (B/s), element rates (operations/s) and resident CTAs per SM.

@@ -49,6 +49,11 @@ COLLECTIVE_IMPLS = ("nccl", "nvls", *CUSTOM_IMPLS)
 #: TensorRT-LLM's XQA / masked-MHA dispatch (costmodel.trtllm_decode) or its FlashMLA decode of MLA
 #: latents (costmodel.mla_decode).
 DECODE_IMPLS = ("flash", "trtllm", "trtllm_mla")
+#: The ``impl`` of a ``moe`` row is a free kernel label (default ``cutlass``, TensorRT-LLM's CUTLASS
+#: grouped-GEMM MoE; the published AMD rows name theirs, e.g. ``aiter_ck_2stage``); this one means
+#: TensorRT-LLM's NVFP4 min-latency MoE path (aiconfigurator's ``moe_torch_flow_min_latency`` rows:
+#: measured only, not modelled; :func:`roofplan.costmodel.ops.moe_time` prices the CUTLASS sequence).
+MOE_MIN_LATENCY = "min_latency"
 #: Kinds of the shared published-measurements format, predicted by ``roofplan.validation.suite``.
 SUITE_KINDS = ("train", "serve_step", "serve_throughput", "serve_spec", "op_gemm", "op_allreduce")
 KINDS = OP_KINDS + SUITE_KINDS
@@ -340,6 +345,7 @@ def _moe_row(row: dict, origin: str, unit: str, metric):
         dtype=_choice(row, "dtype", origin, OP_DTYPES, "bf16"),
         distribution=_distribution(row, origin),
         gated=_bool(row, "gated", origin, True),
+        impl=(row.get("impl") or "").strip().lower() or "cutlass",
     )
     if f["topk"] > f["experts"] or f["experts"] % f["ep"]:
         raise InputError(

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from roofplan.calibration.formats import CUSTOM_IMPLS
+from roofplan.calibration.formats import CUSTOM_IMPLS, MOE_MIN_LATENCY
 from roofplan.costmodel import ops
 from roofplan.costmodel.collectives import collective_time
 from roofplan.engines.allreduce import GENERIC, STRATEGIES
@@ -173,7 +173,11 @@ def size_band(m) -> str:
 
 
 def family(m) -> str:
-    """Family a row is reported under: the kind, with collectives split by implementation."""
+    """Family a row is reported under: the kind, with collectives split by implementation and the
+    NVFP4 min-latency MoE rows (another kernel sequence than the CUTLASS one the MoE model prices,
+    measured on the same shapes) apart from the other MoE rows."""
     if m.kind == "collective":
         return "custom_allreduce" if m.row["impl"] in CUSTOM_IMPLS else "nccl"
+    if m.kind == "moe" and m.row.get("impl") == MOE_MIN_LATENCY:
+        return "moe_min_latency"
     return m.kind

@@ -39,7 +39,8 @@ Terms and their physics:
 * **MoE** (:func:`moe_time`): the grouped GEMMs of the local experts (gate+up, down) at the rows each
   expert receives; a skewed router (power-law expert loads, the measured tables' generator) loads
   one rank most, and that rank sets the pace (:func:`router_load`, :func:`router_stats`). Where the
-  catalog characterises TensorRT-LLM's SM90 grouped kernels, each grouped GEMM is priced from its
+  catalog characterises TensorRT-LLM's SM90 or SM100 grouped kernels (``moe_tile_arch`` names the
+  tile set), each grouped GEMM is priced from its
   launch grid (:func:`grouped_gemm_time`: per expert ceil(m_e / token tile) x ceil(n / weight tile)
   CTAs in waves over the SMs, a tile costing the larger of its MMA and its k-slab stream, bounded
   below by the touched experts' weight read), plus the permute / activation / finalize streams, a
@@ -80,6 +81,14 @@ WEIGHT_BYTES = {**DTYPE_BYTES, "fp8_block": 1.0, "int8_wo": 1.0, "mxfp4_wo": 0.5
 WEIGHT_ONLY = ("int4", "int8_wo", "mxfp4_wo")
 #: Tile quantum of M and N (elements): Hopper CUTLASS/cuBLAS tiles are multiples of 64.
 TILE = 64.0
+#: Weight-side (N) tile of the NVFP4 W4A4 GEMMs on Blackwell (the catalogs' ``gemm_fp4_tile_n``;
+#: 0 elsewhere, e.g. MI355X's aiter FP4 GEMMs keep the generic grid): the SM100 block-scaled FP4 kernels run
+#: 128-wide weight tiles (TensorRT-LLM ``cutlass_heuristic.cpp`` ``FP4_ONLY`` candidates
+#: CtaShape128x{64,128,256}) and no split-K; the measured B200 NVFP4 rows at 16 tokens take
+#: 13.6-16.1 us for N = 1024..16384 at K = 4096 (one wave up to 148 x 128 columns) but grow
+#: linearly with K (8.3 -> 37.6 us for K = 1024..16384 at N = 4096): few CTAs, each streaming
+#: its K, not HBM, set the pace.
+FP4_TILE_N = 128.0
 #: Smallest K slice a split-K CTA takes (elements).
 SPLIT_K_MIN = 256.0
 #: CTA tiles (M x N, elements; M = tokens) of the SM80 (Ampere, mma.sync) GEMM kernels: cuBLAS's
@@ -177,22 +186,28 @@ def gemm_peak(hw: DeviceSpec, dtype: str) -> float:
     return hw.peak(dtype)
 
 
-def gemm_parallelism(m, n, k, compute_units: float | None, *, eff: Efficiency | None = None, dtype="bf16"):
+def gemm_parallelism(
+    m, n, k, compute_units: float | None, tile_n: float = 0.0, *, eff: Efficiency | None = None, dtype="bf16"
+):
     """(tile utilisation, CTAs, split-K factor) of an (M x K) @ (K x N) GEMM.
 
     Utilisation = (useful / padded tile area) x (CTAs / (waves x SMs)); without a known SM count
     only tile padding is modelled and the CTAs are taken as filling the device. Where ``eff``
     characterises SM80 tiles (``gemm_cta_intensity`` > 0) the kernel is the best of
-    :func:`sm80_parallelism`; otherwise tiles are the 64-element quantum of Hopper-class kernels."""
+    :func:`sm80_parallelism`; otherwise tiles are the 64-element quantum of Hopper-class kernels,
+    and ``tile_n`` > 0 (:func:`gemm_tile_n`: Blackwell's NVFP4 kernels) tiles the weight side by
+    that width and never splits K."""
     if eff is not None and eff.gemm_cta_intensity > 0 and compute_units:
         return sm80_parallelism(m, n, k, float(compute_units), eff.gemm_cta_intensity, dtype)
     m, n, k = _f(m), _f(n), _f(k)
-    tiles = np.ceil(m / TILE) * np.ceil(n / TILE)
-    pad = (m * n) / (np.ceil(m / TILE) * TILE * np.ceil(n / TILE) * TILE)
+    tn = tile_n or TILE
+    tiles = np.ceil(m / TILE) * np.ceil(n / tn)
+    pad = (m * n) / (np.ceil(m / TILE) * TILE * np.ceil(n / tn) * tn)
     if not compute_units:
         return pad, tiles, np.ones_like(tiles)
     sms = float(compute_units)
-    splits = np.clip(np.floor(sms / tiles), 1.0, np.maximum(np.floor(k / SPLIT_K_MIN), 1.0))
+    most = 1.0 if tile_n else np.maximum(np.floor(k / SPLIT_K_MIN), 1.0)
+    splits = np.clip(np.floor(sms / tiles), 1.0, most)
     ctas = tiles * splits
     wave = ctas / (np.ceil(ctas / sms) * sms)
     return pad * wave, ctas, splits
@@ -229,6 +244,12 @@ def sm80_parallelism(m, n, k, sms: float, intensity: float, dtype="bf16"):
     return best
 
 
+def gemm_tile_n(eff: Efficiency, dtype: str) -> float:
+    """Weight-side tile of a GEMM of ``dtype`` where the device's kernels fix it and do not split K
+    (``gemm_fp4_tile_n`` for the NVFP4 class, :data:`FP4_TILE_N` on Blackwell), else 0."""
+    return eff.gemm_fp4_tile_n if gemm_class(dtype) == "fp4" else 0.0
+
+
 def gemm_efficiency(
     m, n, k, hw: DeviceSpec, *, dtype: str = "bf16", eff: Efficiency | None = None, _par=None
 ):
@@ -236,7 +257,9 @@ def gemm_efficiency(
     ``gemm_max`` x tile and wave utilisation x the main-loop term of the K slice each CTA runs."""
     eff = hw.efficiency if eff is None else eff
     util, _, splits = (
-        gemm_parallelism(np.maximum(_f(m), 1.0), n, k, hw.compute_units, eff=eff, dtype=dtype)
+        gemm_parallelism(
+            np.maximum(_f(m), 1.0), n, k, hw.compute_units, gemm_tile_n(eff, dtype), eff=eff, dtype=dtype
+        )
         if _par is None
         else _par
     )
@@ -274,7 +297,7 @@ def gemm_components(
         else act_bytes
     )
     ob = 2.0 if out_bytes is None else out_bytes
-    par = gemm_parallelism(m, n, k, hw.compute_units, eff=eff, dtype=dtype)
+    par = gemm_parallelism(m, n, k, hw.compute_units, gemm_tile_n(eff, dtype), eff=eff, dtype=dtype)
     _, ctas, splits = par
     t_c = (
         2.0
@@ -531,6 +554,15 @@ MOE_TILES_FP8_BLOCK = ((128.0, 64.0), (128.0, 128.0), (256.0, 64.0), (256.0, 128
 #: 16x128, 16x256, 32x128, 64x128, 128x128), written as weight rows x token columns.
 MOE_TILES_SM80 = ((128.0, 32.0), (128.0, 64.0), (128.0, 128.0))
 MOE_TILES_WO_SM80 = ((128.0, 16.0), (256.0, 16.0), (128.0, 32.0), (128.0, 64.0), (128.0, 128.0))
+#: The same on Blackwell (SM100, B200/GB200; ``moe_tile_arch`` 100): TensorRT-LLM's
+#: ``cutlass_heuristic.cpp`` ``get_candidate_configs_sm100`` with ``GROUPED_GEMM`` offers 64- and
+#: 128-row tiles by 32 to 256 token columns (1-SM and 2-SM cluster variants of the same per-SM tile;
+#: no 256-row tile, no 16-column tile outside FP8).
+MOE_TILES_SM100 = tuple((w, t) for w in (64.0, 128.0) for t in (32.0, 64.0, 128.0, 256.0))
+#: SM100 per-tensor FP8 adds the 128x16 tile (``FP8_ONLY``).
+MOE_TILES_SM100_FP8 = MOE_TILES_SM100 + ((128.0, 16.0),)
+#: SM100 NVFP4 W4A4 (``FP4_ONLY``): 128 weight rows by 64 (SM100 only), 128 or 256 token columns.
+MOE_TILES_SM100_FP4 = ((128.0, 64.0), (128.0, 128.0), (128.0, 256.0))
 #: Token columns of the candidate tiles, for the per-expert tile counts of :func:`router_load`.
 TOKEN_TILES = (16.0, 32.0, 64.0, 128.0, 256.0)
 #: Weight columns of a CTA of the Triton ``matmul_ogs`` kernel TensorRT-LLM runs for W4A16 MXFP4
@@ -670,6 +702,22 @@ def balanced_token_tiles(rows_per_expert, experts):
     return np.stack([e * np.ceil(np.maximum(m, 1e-9) / t - 1e-9) for t in TOKEN_TILES])
 
 
+def moe_tiles(moe_cls: str, eff: Efficiency) -> tuple:
+    """Candidate (weight rows, token columns) CTA tiles of a grouped-GEMM class on the catalog's
+    ``moe_tile_arch``: SM90 (:data:`MOE_TILES`) or SM100 (:data:`MOE_TILES_SM100`); the
+    weight-only and block-scaled FP8 kernels keep their tiles on both. SM80 devices
+    (``gemm_cta_intensity`` > 0) run the CUTLASS 2.x grouped GEMM (:data:`MOE_TILES_SM80`)."""
+    if eff.gemm_cta_intensity > 0:  # SM80: the CUTLASS 2.x grouped GEMM's tiles
+        return MOE_TILES_WO_SM80 if moe_cls == "wo" else MOE_TILES_SM80
+    if moe_cls == "wo":
+        return MOE_TILES_WO
+    if moe_cls == "fp8_block":
+        return MOE_TILES_FP8_BLOCK
+    if eff.moe_tile_arch >= 100.0:
+        return {"fp8": MOE_TILES_SM100_FP8, "fp4": MOE_TILES_SM100_FP4}.get(moe_cls, MOE_TILES_SM100)
+    return MOE_TILES
+
+
 def grouped_gemm_time(
     token_tiles,
     copies,
@@ -685,9 +733,8 @@ def grouped_gemm_time(
     act_bytes=None,
 ):
     """Seconds of one grouped GEMM (one problem per touched expert, weights n x k each, ``copies``
-    token copies in all) as its launch grid runs: for each candidate CTA tile of the class
-    (:data:`MOE_TILES`, :data:`MOE_TILES_FP8_BLOCK`, :data:`MOE_TILES_WO`; the autotuner keeps the
-    fastest) the CTAs are the experts' token tiles (``token_tiles``, indexed like
+    token copies in all) as its launch grid runs: for each candidate CTA tile of the class on the
+    catalog's architecture (:func:`moe_tiles`; the autotuner keeps the fastest) the CTAs are the experts' token tiles (``token_tiles``, indexed like
     :data:`TOKEN_TILES`) x ceil(n / weight rows), in waves over the SMs; a tile costs ``moe_tile_s``
     (prologue, epilogue) plus the larger of its MMA time (at ``moe_mma*`` of the SM's share of the
     dtype's dense peak) and the stream of its weight and activation k-slabs at the per-CTA rate
@@ -697,22 +744,22 @@ def grouped_gemm_time(
     n, k, copies, hit = _f(n), _f(k), _f(copies), _f(experts_hit)
     c = moe_class(dtype)
     wb = WEIGHT_BYTES.get(dtype, 2.0) if weight_bytes is None else weight_bytes
-    ab = ({"bf16": 2.0, "wo": 2.0}.get(c, 1.0)) if act_bytes is None else act_bytes
-    mma = {"fp8": eff.moe_mma_fp8, "fp8_block": eff.moe_mma_fp8_block}.get(c, 0.0) or eff.moe_mma
+    # NVFP4 activations: E2M1 nibbles and an E4M3 scale per 16 elements
+    ab = ({"bf16": 2.0, "wo": 2.0, "fp4": 0.5625}.get(c, 1.0)) if act_bytes is None else act_bytes
+    mma = {"fp8": eff.moe_mma_fp8, "fp8_block": eff.moe_mma_fp8_block, "fp4": eff.moe_mma_fp4}.get(c, 0.0)
+    mma = mma or eff.moe_mma
     sms = float(hw.compute_units)
     sm_flops = gemm_peak(hw, dtype) / sms * mma
     best = None
-    if eff.gemm_cta_intensity > 0:  # SM80: the CUTLASS 2.x grouped GEMM's tiles
-        cands = MOE_TILES_WO_SM80 if c == "wo" else MOE_TILES_SM80
-    else:
-        cands = {"wo": MOE_TILES_WO, "fp8_block": MOE_TILES_FP8_BLOCK}.get(c, MOE_TILES)
-    for w_rows, t_cols in cands:
+    for w_rows, t_cols in moe_tiles(c, eff):
         ctas = token_tiles[TOKEN_TILES.index(t_cols)] * np.ceil(n / w_rows)
         t_mma = 2.0 * w_rows * t_cols * k / sm_flops
         t_stream = (w_rows * wb + t_cols * ab) * k / eff.moe_cta_Bps
         t = np.ceil(ctas / sms) * (eff.moe_tile_s + np.maximum(t_mma, t_stream))
         best = t if best is None else np.minimum(best, t)
-    hbm = hw.hbm_Bps * eff.moe_hbm
+    # the block-scaled FP4 kernels read their weights at a lower HBM fraction (as the dense NVFP4
+    # GEMMs do: gemm_hbm_fp4)
+    hbm = hw.hbm_Bps * ((eff.moe_hbm_fp4 if c == "fp4" else 0.0) or eff.moe_hbm)
     w_bw = hbm if weight_bw_Bps is None else np.minimum(_f(weight_bw_Bps), hbm)
     return np.maximum(best, hit * n * k * wb / w_bw + copies * (k * ab + n * 2.0) / hbm)
 
@@ -761,7 +808,7 @@ def _moe_time_grid(T, h, f, E, k, ep, up, hw, dtype, distribution, eff, weight_b
     (unpermute, top-k reduction) streaming their bytes at ``moe_permute_Bps``
     (``moe_permute_fp8_block_Bps`` with the 1x128 block quantisation: these kernels gather and
     scatter rows through the permutation); ``moe_grid_floor_s`` for the sequence and
-    ``moe_expert_s`` (``moe_expert_fp8_block_s``) per local expert, touched or not (the measured
+    ``moe_expert_s`` (``moe_expert_fp8_block_s``, ``moe_expert_fp4_s``) per local expert, touched or not (the measured
     one-token rows grow with experts / ep at equal weights read: the per-expert problem list and
     scale layout the grouped kernels set up)."""
     share, touched, tiles = router_stats(distribution, E, ep, T, k)
@@ -775,10 +822,14 @@ def _moe_time_grid(T, h, f, E, k, ep, up, hw, dtype, distribution, eff, weight_b
     # permute (16-bit read and write), activation (read up x f, write f), finalize (read the
     # copies' outputs, write the tokens')
     moved = copies * (h * 2.0 * 3.0 + f * 2.0 * (up + 1.0)) + T / ep * h * 2.0
-    block = moe_class(dtype) == "fp8_block"
+    c = moe_class(dtype)
+    block = c == "fp8_block"
     bw = (eff.moe_permute_fp8_block_Bps if block else 0.0) or eff.moe_permute_Bps
     bw = np.minimum(bw, hw.hbm_Bps * eff.hbm)
-    per_expert = (eff.moe_expert_fp8_block_s if block else 0.0) or eff.moe_expert_s
+    # the block-scaled classes set up each local expert's scale layout as well (NVFP4 on B200: one
+    # token over 256 local experts takes 68 us, over 32 experts 32 us; BF16 35 and 23 us)
+    per_expert = {"fp8_block": eff.moe_expert_fp8_block_s, "fp4": eff.moe_expert_fp4_s}.get(c, 0.0)
+    per_expert = per_expert or eff.moe_expert_s
     return g + moved / bw + eff.moe_grid_floor_s + np.maximum(E / ep, 1.0) * per_expert
 
 

@@ -54,6 +54,8 @@ def efficiency_kind(name: str) -> tuple[str, bool]:
         "attn_score_flops",
         "decode_split_len",
         "fa_max_splits",
+        "moe_tile_arch",
+        "gemm_fp4_tile_n",
     ) or name.endswith("_per_sm"):
         return "number", zero_ok
     return "fraction", zero_ok

@@ -126,7 +126,9 @@ class Efficiency:
       operands at; ``gemm_floor_s`` (and ``_fp8_s``, ``_fp8_block_s``): fixed time of one GEMM
       kernel (launch or graph replay, epilogue; FP8 adds the scale computation);
       ``gemm_max_fp8_block``: tensor-core fraction of block-scaled FP8; ``gemm_max_fp4`` /
-      ``gemm_hbm_fp4`` / ``gemm_floor_fp4_s``: the W4A4 FP4 class (0 = the FP8 class's value); ``gemm_k_half``: K at which
+      ``gemm_hbm_fp4`` / ``gemm_floor_fp4_s``: the W4A4 FP4 class (0 = the FP8 class's value);
+      ``gemm_fp4_tile_n``: the weight-side tile of that class's kernels, which then never split K
+      (0 = the generic 64-wide tiles with split-K); ``gemm_k_half``: K at which
       the main loop reaches half its steady state; ``gemm_blend``: p of the p-norm that blends the
       compute and memory times (infinity = max); ``gemm_cta_intensity``: on SM80 devices, the
       FLOPs per operand byte a CTA tile must reach for its L2/shared-memory feed not to stall the
@@ -146,7 +148,8 @@ class Efficiency:
       ``decode_floor_s``, ``decode_occupancy`` (SMs, as a fraction, whose CTAs half-saturate HBM),
       ``decode_split_len`` (KV tokens per flash-decoding split); ``xqa_*`` / ``mmha_*`` (TensorRT-LLM's
       decode kernels on Hopper, :mod:`roofplan.costmodel.trtllm_decode`; ``xqa_hbm`` 0 = not
-      characterised, the generic decode model applies); ``fa_*`` (FlashAttention-3 paged decode as vLLM
+      characterised, the generic decode model applies; ``mmha_reread_Bps``: the rate MMHA's
+      per-query-head CTAs re-read a shared KV head at, 0 = not modelled); ``fa_*`` (FlashAttention-3 paged decode as vLLM
       and SGLang run it, :mod:`roofplan.costmodel.flash_decode`; ``fa_hbm`` 0 = not characterised); ``triton_decode_hbm`` (HBM fraction of the paged-KV read
       of vLLM V1's Triton unified attention on ROCm, ``EngineProfile.rocm_triton_attention``; 0 = not
       characterised, ``decode_hbm`` applies); ``mla_*`` (TensorRT-LLM's FlashMLA decode of MLA models on Hopper,
@@ -163,7 +166,12 @@ class Efficiency:
       permute, activation and finalize kernels); ``moe_mma_mxfp4`` / ``moe_cta_mxfp4_Bps`` /
       ``moe_mxfp4_floor_s`` (the Triton MXFP4 weight-only MoE TensorRT-LLM runs on SM90,
       :func:`roofplan.costmodel.ops.triton_mxfp4_gemm_time`; ``moe_mma_mxfp4`` 0 = not
-      characterised, the weight-only grouped-GEMM tiles apply); ``elementwise_floor_s``;
+      characterised, the weight-only grouped-GEMM tiles apply); ``moe_mma_fp4`` (the launch-grid
+      MMA fraction of the NVFP4 W4A4 class, 0 = ``moe_mma``) and ``moe_hbm_fp4`` (its weight-read HBM
+      fraction, 0 = ``moe_hbm``) and ``moe_expert_fp4_s`` (its cost per local expert, 0 =
+      ``moe_expert_s``); ``moe_tile_arch`` (the SM architecture
+      whose CUTLASS grouped-GEMM candidate tiles the launch grid takes: 90 Hopper, 100 Blackwell
+      B200/GB200, :data:`roofplan.costmodel.ops.MOE_TILES_SM100`); ``elementwise_floor_s``;
       ``nccl_ll_latency_s`` / ``nccl_ll128_latency_s`` (per-phase latency of NCCL's LL and LL128
       protocols, 0 = not characterised: Simple only; ``intra_latency_s`` is Simple's),
       ``nvls_min_ranks`` (smallest group NCCL runs NVLink SHARP on); ``intra_bw_pair`` (bus
@@ -231,6 +239,7 @@ class Efficiency:
     gemm_max_fp4: float = 0.0
     gemm_hbm_fp4: float = 0.0
     gemm_floor_fp4_s: float = 0.0
+    gemm_fp4_tile_n: float = 0.0
     gemm_hbm: float = 0.8
     gemm_hbm_fp8: float = 0.0
     gemm_hbm_fp8_block: float = 0.0
@@ -270,6 +279,7 @@ class Efficiency:
     mmha_cta_Bps: float = 50e9
     mmha_elem_rate: float = 6e9
     mmha_fp8_cvt_rate: float = 1e12
+    mmha_reread_Bps: float = 0.0
     fa_hbm: float = 0.0
     triton_decode_hbm: float = 0.0
     fa_floor_s: float = 0.0
@@ -304,6 +314,10 @@ class Efficiency:
     moe_mma_mxfp4: float = 0.0
     moe_cta_mxfp4_Bps: float = 0.0
     moe_mxfp4_floor_s: float = 0.0
+    moe_mma_fp4: float = 0.0
+    moe_hbm_fp4: float = 0.0
+    moe_expert_fp4_s: float = 0.0
+    moe_tile_arch: float = 90.0
     elementwise_floor_s: float = 2e-6
     intra_bw_pair: float = 0.0
     nccl_ll_latency_s: float = 0.0
