@@ -3,15 +3,24 @@ streamed (E2M1 nibbles plus one E8M0 scale per 32, OCP MX spec v1.0), compute on
 vLLM's MXFP4 MoE takes its Triton backend on ROCm and Triton / Marlin on Hopper, all with bf16
 activations (vllm/model_executor/layers/quantization/mxfp4.py); FP4 devices keep W4A4."""
 
+import dataclasses
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from roofplan.costmodel.ops import gemm_params
-from roofplan.costmodel.serve import _gemm_dtype, serve_step
+from roofplan.costmodel.serve import _gemm_dtype, serve_step, step_inputs
 from roofplan.costmodel.serve_configs import ServeConfigs, compute_dtype
+from roofplan.costmodel.serve_memory import weight_bytes_per_device
 from roofplan.engines.catalog import load_engine
 from roofplan.hardware.catalog import load_hardware
+from roofplan.hardware.spec import DTYPE_BYTES
+from roofplan.models.hf_config import spec_from_hf_dict
 from roofplan.models.loader import load_model
+
+FIXTURES = Path(__file__).parent / "fixtures" / "hf"
 
 GENERIC = load_engine("generic")
 
@@ -54,3 +63,33 @@ def test_fp4_decode_streams_four_and_a_quarter_bits_a_weight():
     hbm16, hbm8 = gemm_params(hw.efficiency, "bf16")[1], gemm_params(hw.efficiency, "fp8")[1]
     w4a8 = (body / hbm8 + 2 * head / hbm16) / (2 * (body + head) / hbm16)
     assert got < w4a8 - 0.1
+
+
+def test_gpt_oss_keeps_its_non_expert_weights_bf16_under_fp4_experts():
+    # config.json quantization_config: MXFP4 experts; self_attn, mlp.router, embed_tokens and lm_head
+    # not converted (bf16). The weight bytes differ from an all-fp4 checkpoint by exactly the decoder's
+    # non-expert params x (2 - fp4 bytes); the experts are 36 layers x 128 x 3 x 2880 x 2880 by hand
+    oss = load_model("gpt-oss-120b")
+    assert oss.dense_dtype == "bf16"
+    cfg = ServeConfigs.single(dtype="fp4", batch=1, isl=1, osl=1)
+    experts = 36 * 128 * 3 * 2880 * 2880
+    non_expert = oss.params_total - oss.embedding_params() - oss.head_params() - experts
+    kept = float(weight_bytes_per_device(oss, cfg)[0])
+    all_fp4 = float(weight_bytes_per_device(dataclasses.replace(oss, dense_dtype=None), cfg)[0])
+    assert kept - all_fp4 == pytest.approx(non_expert * (2.0 - DTYPE_BYTES["fp4"]), rel=1e-9)
+    # a bf16 run is unchanged by the note (nothing is narrower than the kept dtype)
+    bf16 = ServeConfigs.single(dtype="bf16", batch=1, isl=1, osl=1)
+    assert float(weight_bytes_per_device(oss, bf16)[0]) == float(
+        weight_bytes_per_device(dataclasses.replace(oss, dense_dtype=None), bf16)[0]
+    )
+    # the step prices attention / router GEMMs in the 16-bit class, the experts weight-only MXFP4
+    s = step_inputs(oss, load_hardware("mi300x"), GENERIC, cfg, 0.0, 0.0, 1.0, 1024.0)
+    assert (s.dense_gemm_dtype, s.dense_weight_bytes) == ("bf16", 2.0)
+    assert (s.gemm_dtype, s.weight_bytes) == ("mxfp4_wo", DTYPE_BYTES["fp4"])
+
+
+def test_hf_reader_takes_the_dense_dtype_from_quantization_config():
+    doc = json.loads((FIXTURES / "gpt-oss-20b" / "config.json").read_text())
+    assert spec_from_hf_dict(doc).dense_dtype == "bf16"
+    doc.pop("quantization_config")
+    assert spec_from_hf_dict(doc).dense_dtype is None

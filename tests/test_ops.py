@@ -250,6 +250,45 @@ def test_mxfp4_moe_on_sm90_is_the_triton_grid_with_block_m_from_tokens_per_exper
     assert t64 - 70e-6 == pytest.approx(gemm(64, 16, 2048, 1024) + gemm(64, 16, 1024, 1024))
 
 
+def test_mxfp4_moe_on_cdna3_takes_the_amd_flags_256_wide_blocks_and_split_k():
+    # triton_kernels make_default_opt_flags_amd: block_n 256, block_m >= 32, split_k = CUs // grid
+    hw = dataclasses.replace(
+        _grid_device(moe_mma_mxfp4=0.5, moe_cta_mxfp4_Bps=50e9, moe_mxfp4_floor_s=70e-6, moe_hbm=0.8),
+        vendor="AMD",
+    )
+    sm_flops = ops.gemm_peak(hw, "mxfp4_wo") / 100 * 0.5
+    hbm = hw.hbm_Bps * 0.8
+
+    def gemm(block_m, tiles, n, k, hit, copies):
+        ctas = tiles * np.ceil(n / 256)
+        split = max(np.floor(100 / ctas), 1.0)
+        ks = k / split
+        tile = 1e-6 + max(2 * 256 * block_m * ks / sm_flops, (256 * 0.53125 + block_m * 2) * ks / 50e9)
+        return max(
+            np.ceil(ctas * split / 100) * tile, hit * n * k * 0.53125 / hbm + copies * (k + n) * 2 / hbm
+        )
+
+    # one token, top-4 of 16 (round robin): 4 experts, one copy each -> block_m 32 (the AMD floor);
+    # gate/up 4 x 8 = 32 CTAs split 3 ways over K, down 4 x 4 = 16 CTAs split 6 ways
+    t = float(ops.moe_time(1, 1024, 1024, 16, 4, hw, dtype="mxfp4_wo", distribution="round_robin"))
+    assert t == pytest.approx(gemm(32, 4, 2048, 1024, 4, 4) + gemm(32, 4, 1024, 1024, 4, 4) + 70e-6)
+    # the same kernel under vLLM ("shared") and TensorRT-LLM: W4A16 MXFP4 is one Triton kernel
+    assert t == pytest.approx(
+        float(
+            ops.moe_time(
+                1, 1024, 1024, 16, 4, hw, dtype="mxfp4_wo", distribution="round_robin", kernels="trtllm"
+            )
+        )
+    )
+    # 600 copies per expert: 128-row blocks for gate/up (n 2048), 64 for down (n 1024 < 2048)
+    _, hit, tiles = ops.router_stats("round_robin", 16, 1, 2400, 4)
+    t = float(ops.moe_time(2400, 1024, 1024, 16, 4, hw, dtype="mxfp4_wo", distribution="round_robin"))
+    i64, i128 = ops.TOKEN_TILES.index(64.0), ops.TOKEN_TILES.index(128.0)
+    g1 = gemm(128, float(tiles[i128]), 2048, 1024, float(hit), 9600)
+    g2 = gemm(64, float(tiles[i64]), 1024, 1024, float(hit), 9600)
+    assert t == pytest.approx(g1 + g2 + 70e-6)
+
+
 def test_round_robin_router_replays_the_collectors_generator_on_rank_0():
     # one token, top-2 of 8 experts (stride 4): copies to experts 0 and 4; at ep 8 rank 0 holds expert
     # 0 alone and gets one copy, 4x the mean 2 / 8

@@ -571,6 +571,12 @@ TOKEN_TILES = (16.0, 32.0, 64.0, 128.0, 256.0)
 #: ``compute_block_n``: 128 with the Hopper MX-scale layout at 4 warps; ``compute_block_k``: 128 for
 #: 4-bit weights without native MXFP tensor cores).
 MXFP4_TRITON_BLOCK_N = 128.0
+#: The same kernel on CDNA 3 (gfx942, vLLM's MXFP4 MoE on ROCm): triton_kernels
+#: ``matmul_ogs_details/opt_flags.py`` ``make_default_opt_flags_amd`` takes block_m = max(32,
+#: min(next power of two of tokens per expert, 64)) (128 from 512 tokens per expert at n >= 2048),
+#: block_n 256 / block_k 128 for 4-bit weights (the 32x256x128 specialisation profiled in
+#: ROCm/triton#970) and splits K over max(1, CUs // grid) when the grid underfills the device.
+MXFP4_TRITON_BLOCK_N_CDNA = 256.0
 
 
 def router_load(distribution: str, experts, ep, tokens, topk=1.0):
@@ -797,7 +803,10 @@ def moe_time(
     E, k, ep = _f(experts), _f(topk), _f(ep)
     up = 2.0 if gated else 1.0
     args = (T, h, f, E, k, ep, up, hw, dtype, distribution, eff, weight_bw_Bps)
-    grid = kernels == "trtllm" and has_grouped_moe_model(hw, eff)
+    # W4A16 MXFP4 is one kernel under every engine (TensorRT-LLM on SM90, vLLM's Triton backend on
+    # ROCm and Hopper: triton_kernels matmul_ogs), priced by its launch grid where characterised
+    triton = dtype == "mxfp4_wo" and eff.moe_mma_mxfp4 > 0 and bool(hw.compute_units)
+    grid = triton or (kernels == "trtllm" and has_grouped_moe_model(hw, eff))
     return _moe_time_grid(*args) if grid else _moe_time_stacked(*args)
 
 
@@ -837,7 +846,9 @@ def triton_mxfp4_gemm_time(
     token_tiles, copies, experts_hit, tokens_per_expert, n, k, hw: DeviceSpec, *, eff, weight_bw_Bps=None
 ):
     """Seconds of one Triton ``matmul_ogs`` grouped GEMM with MXFP4 weights and bf16 activations on
-    SM90 (the kernel TensorRT-LLM runs for W4A16 MXFP4 MoE on Hopper, :data:`MXFP4_TRITON_BLOCK_N`):
+    SM90 (the kernel TensorRT-LLM and vLLM run for W4A16 MXFP4 MoE on Hopper,
+    :data:`MXFP4_TRITON_BLOCK_N`; on CDNA 3 with the AMD flags, :data:`MXFP4_TRITON_BLOCK_N_CDNA`,
+    split-K CTAs each streaming k / split, the split's reduction not priced):
     the token block is not autotuned but set from the mean copies per expert over all experts
     (``tokens_per_expert``; triton_kernels ``routing.routing``: block_m = next power of two of
     tokens x topk // experts, clipped to 16..128), the weight block is 128 columns, so the CTAs are the experts' token tiles x
@@ -849,14 +860,22 @@ def triton_mxfp4_gemm_time(
     n, k, copies, hit = _f(n), _f(k), _f(copies), _f(experts_hit)
     wb, sms = WEIGHT_BYTES["mxfp4_wo"], float(hw.compute_units)
     per_expert = np.maximum(np.floor(_f(tokens_per_expert)), 1.0)
-    block_m = np.clip(2.0 ** np.ceil(np.log2(per_expert)), 16.0, 128.0)
+    pow2 = 2.0 ** np.ceil(np.log2(per_expert))
+    cdna = hw.vendor == "AMD"  # CDNA 3 flags (MXFP4_TRITON_BLOCK_N_CDNA), else the SM90 ones
+    if cdna:
+        block_n = MXFP4_TRITON_BLOCK_N_CDNA
+        block_m = np.where((per_expert >= 512.0) & (n >= 2048.0), 128.0, np.clip(pow2, 32.0, 64.0))
+    else:
+        block_n, block_m = MXFP4_TRITON_BLOCK_N, np.clip(pow2, 16.0, 128.0)
     sm_flops = gemm_peak(hw, "mxfp4_wo") / sms * eff.moe_mma_mxfp4
     t = np.zeros_like(block_m)
     for bm in (16.0, 32.0, 64.0, 128.0):
-        ctas = token_tiles[TOKEN_TILES.index(bm)] * np.ceil(n / MXFP4_TRITON_BLOCK_N)
-        t_mma = 2.0 * MXFP4_TRITON_BLOCK_N * bm * k / sm_flops
-        t_stream = (MXFP4_TRITON_BLOCK_N * wb + bm * 2.0) * k / eff.moe_cta_mxfp4_Bps
-        t = np.where(block_m == bm, np.ceil(ctas / sms) * (eff.moe_tile_s + np.maximum(t_mma, t_stream)), t)
+        ctas = token_tiles[TOKEN_TILES.index(bm)] * np.ceil(n / block_n)
+        split = np.maximum(np.floor(sms / np.maximum(ctas, 1.0)), 1.0) if cdna else 1.0
+        t_mma = 2.0 * block_n * bm * k / split / sm_flops
+        t_stream = (block_n * wb + bm * 2.0) * k / split / eff.moe_cta_mxfp4_Bps
+        waves = np.ceil(ctas * split / sms)
+        t = np.where(block_m == bm, waves * (eff.moe_tile_s + np.maximum(t_mma, t_stream)), t)
     hbm = hw.hbm_Bps * eff.moe_hbm
     w_bw = hbm if weight_bw_Bps is None else np.minimum(_f(weight_bw_Bps), hbm)
     return np.maximum(t, hit * n * k * wb / w_bw + copies * (k + n) * 2.0 / hbm)

@@ -62,6 +62,7 @@ from roofplan.costmodel.serve_configs import (  # noqa: F401 - re-exported: the 
     act_dtype,
     check_serve_config,
     compute_dtype,
+    dense_weight_dtype,
     validate_serve_config,
 )
 from roofplan.costmodel.serve_memory import (  # noqa: F401 - re-exported: the serving contract
@@ -200,6 +201,8 @@ class StepInputs:
     prefill_seqs: np.ndarray
     gemm_dtype: str
     weight_bytes: float
+    dense_gemm_dtype: str  # attention / router / dense-MLP GEMMs: ModelSpec.dense_dtype where kept
+    dense_weight_bytes: float
     act_bytes: float
     peak16: float
     hbm_Bps: float
@@ -283,6 +286,7 @@ def step_inputs(
     else:
         w_bw = np.full(n, hbm)
     sh = model_shapes(model)
+    ddt = dense_weight_dtype(model, cfg.dtype)
     return StepInputs(
         model=model,
         hw=hw,
@@ -306,6 +310,8 @@ def step_inputs(
         # per tensor (ops.gemm_components)
         gemm_dtype=_gemm_dtype(cfg.dtype, cdt),
         weight_bytes=DTYPE_BYTES[cfg.dtype],
+        dense_gemm_dtype=_gemm_dtype(ddt, compute_dtype(hw, ddt)),
+        dense_weight_bytes=DTYPE_BYTES[ddt],
         act_bytes=DTYPE_BYTES[act_dtype(cfg.dtype)],
         peak16=hw.peak(compute_dtype(hw, act_dtype(cfg.dtype))),
         hbm_Bps=hbm,
@@ -321,10 +327,12 @@ def step_inputs(
 
 
 # --- per-op terms of one decoder layer on one device (each books into an _Acc) ------------------------
-def gemm_term(s: StepInputs, acc: _Acc, m, n_, k, count=1.0) -> None:
+def gemm_term(s: StepInputs, acc: _Acc, m, n_, k, count=1.0, expert=False) -> None:
     """``count`` GEMM kernels of (m x k) @ (k x n_) with weights streamed at ``s.weight_Bps``
-    (operator library: tiles, waves, split-K, floors)."""
+    (operator library: tiles, waves, split-K, floors); ``expert``: an expert's weights, at the
+    serving dtype, else the non-expert weights' (:func:`dense_weight_dtype`)."""
     m = np.maximum(m, 0.0)
+    dtype, wbytes = (s.gemm_dtype, s.weight_bytes) if expert else (s.dense_gemm_dtype, s.dense_weight_bytes)
     # FP8/INT8 serving checkpoints (ModelOpt, llm-compressor) carry static per-tensor activation
     # scales, and the engines fuse the cast into the kernel that produces the activation (RMSNorm,
     # SiLU x mul): no separate quantisation kernel per GEMM (quantise=False)
@@ -333,11 +341,11 @@ def gemm_term(s: StepInputs, acc: _Acc, m, n_, k, count=1.0) -> None:
         n_,
         k,
         s.hw,
-        dtype=s.gemm_dtype,
+        dtype=dtype,
         eff=s.eff,
         weight_bw_Bps=s.weight_Bps,
         act_in_hbm=s.act_hbm,
-        weight_bytes=s.weight_bytes,
+        weight_bytes=wbytes,
         act_bytes=None,
         quantise=False,
     )
@@ -516,8 +524,8 @@ def moe_term(s: StepInputs, acc: _Acc, expert_skew: float = 1.0) -> None:
         rows = (
             np.where(touched > 0, T * k / np.maximum(touched, 1e-9), 0.0) * skew
         )  # tokens per touched expert
-        gemm_term(s, acc, rows, mats_in * mo.expert_ffn / etp, h, touched_dev)
-        gemm_term(s, acc, rows, h, mo.expert_ffn / etp, touched_dev)
+        gemm_term(s, acc, rows, mats_in * mo.expert_ffn / etp, h, touched_dev, expert=True)
+        gemm_term(s, acc, rows, h, mo.expert_ffn / etp, touched_dev, expert=True)
         acc.add(
             0.0,
             s.act_hbm * rows * touched_dev * (mats_in + 1) * mo.expert_ffn / etp * s.act_bytes / s.hbm_Bps,
@@ -546,8 +554,8 @@ def moe_term(s: StepInputs, acc: _Acc, expert_skew: float = 1.0) -> None:
     gemm_term(s, acc, s.tokens_rank, E, h)  # router
     if mo.shared_experts:
         sf = mo.shared_experts * mo.shared_ffn_size
-        gemm_term(s, acc, s.tokens_rank, mats_in * sf / s.tp, h)
-        gemm_term(s, acc, s.tokens_rank, h, sf / s.tp)
+        gemm_term(s, acc, s.tokens_rank, mats_in * sf / s.tp, h, expert=True)
+        gemm_term(s, acc, s.tokens_rank, h, sf / s.tp, expert=True)
 
 
 def elementwise_term(s: StepInputs, acc: _Acc) -> None:

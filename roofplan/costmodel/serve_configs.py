@@ -12,7 +12,7 @@ from dataclasses import dataclass, fields
 import numpy as np
 
 from roofplan.errors import InputError
-from roofplan.hardware.spec import DeviceSpec
+from roofplan.hardware.spec import DTYPE_BYTES, DeviceSpec
 from roofplan.models.spec import ModelSpec
 
 WEIGHT_DTYPES = ("bf16", "fp16", "fp8", "int8", "int4", "fp4")
@@ -136,6 +136,16 @@ class ServeArrays:
 def act_dtype(weight_dtype: str) -> str:
     """Activations (and the default KV cache) stay 16-bit: fp16 for fp16 models, else bf16."""
     return "fp16" if weight_dtype == "fp16" else "bf16"
+
+
+def dense_weight_dtype(model: ModelSpec, weight_dtype: str) -> str:
+    """Dtype of the weights outside the experts (attention, router, dense MLPs): the checkpoint's
+    ``dense_dtype`` where it keeps them wider than the serving dtype (gpt-oss: MXFP4 experts,
+    bf16 elsewhere, ``quantization_config.modules_to_not_convert``), else the serving dtype."""
+    kept = model.dense_dtype
+    if kept is not None and DTYPE_BYTES[kept] > DTYPE_BYTES[weight_dtype]:
+        return kept
+    return weight_dtype
 
 
 def compute_dtype(hw: DeviceSpec, weight_dtype: str) -> str:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from roofplan.costmodel.serve_configs import ServeConfigs, act_dtype
+from roofplan.costmodel.serve_configs import ServeConfigs, act_dtype, dense_weight_dtype
 from roofplan.engines.profile import EngineProfile
 from roofplan.hardware.spec import DTYPE_BYTES, DeviceSpec
 from roofplan.models.spec import ModelSpec
@@ -64,22 +64,24 @@ def _weight_params_per_device(model: ModelSpec, tp, pp, ep, dp, split: bool = Fa
     """Parameters resident on the busiest device: its pipeline stage's layers sharded over tp
     (attention, dense MLPs, shared experts), E/ep experts each split over tp·dp/ep, plus the
     vocab-parallel embedding and LM head (both on one stage when pp = 1). ``split``: return
-    (decoder-layer params, embedding + LM-head params) separately."""
+    (decoder-layer params, embedding + LM-head params, of the decoder's the experts' params:
+    routed and shared) separately."""
     tp, pp, ep, dp = (np.asarray(x, dtype=float) for x in (tp, pp, ep, dp))
     attn = model.attention_params() + 2 * model._norm_params()
     dense = model.dense_layers * (attn + model.mlp_params(model.ffn)) / tp
-    moe = 0.0
+    moe = experts = 0.0
     if model.moe_layers:
         m = model.moe
         etp = tp * dp / ep
-        experts = m.num_experts / ep * model.mlp_params(m.expert_ffn) / etp
+        routed = m.num_experts / ep * model.mlp_params(m.expert_ffn) / etp
         shared = m.shared_experts * model.mlp_params(m.shared_ffn_size) / tp
-        moe = model.moe_layers * ((attn + model.hidden * m.num_experts) / tp + experts + shared)
+        moe = model.moe_layers * ((attn + model.hidden * m.num_experts) / tp + routed + shared)
+        experts = model.moe_layers * (routed + shared) / pp
     body = (dense + moe) / pp
     emb = model.embedding_params() / tp
     head = model.head_params() / tp
     ends = np.where(pp > 1, np.maximum(emb, head), emb + head)
-    return (body, ends) if split else body + ends
+    return (body, ends, experts) if split else body + ends
 
 
 def weight_bytes_per_device(model: ModelSpec, cfg: ServeConfigs) -> np.ndarray:
@@ -88,9 +90,13 @@ def weight_bytes_per_device(model: ModelSpec, cfg: ServeConfigs) -> np.ndarray:
     (TensorRT Model Optimizer exports list ``lm_head`` under ``exclude_modules`` in
     hf_quant_config.json, e.g. nvidia/Llama-3.1-8B-Instruct-FP8; vLLM's Fp8LinearMethod applies to
     the decoder's Linear layers, VocabParallelEmbedding/ParallelLMHead stay 16-bit), so both stay
-    in the 16-bit activation dtype."""
-    body, ends = _weight_params_per_device(model, cfg.tp, cfg.pp, cfg.ep, cfg.dp, split=True)
-    return body * DTYPE_BYTES[cfg.dtype] + ends * DTYPE_BYTES[act_dtype(cfg.dtype)]
+    in the 16-bit activation dtype. A checkpoint that quantises its experts only keeps the other
+    decoder weights at ``dense_dtype`` (:func:`serve_configs.dense_weight_dtype`)."""
+    body, ends, experts = _weight_params_per_device(model, cfg.tp, cfg.pp, cfg.ep, cfg.dp, split=True)
+    dense = DTYPE_BYTES[dense_weight_dtype(model, cfg.dtype)]
+    return (
+        (body - experts) * dense + experts * DTYPE_BYTES[cfg.dtype] + ends * DTYPE_BYTES[act_dtype(cfg.dtype)]
+    )
 
 
 def _act_bytes_per_token(model: ModelSpec, tp, dtype: str) -> np.ndarray:

@@ -340,6 +340,14 @@ def _gpt_oss(cfg: _Config) -> dict:
     sliding = sum(1 for t in _layer_types(cfg, spec["layers"]) if t == "sliding_attention")
     if sliding:
         spec["window"] = WindowSpec(layers=sliding, window=cfg.int("sliding_window", default=128))
+    # the published checkpoints quantise the experts only: quantization_config {quant_method:
+    # mxfp4, modules_to_not_convert: model.layers.*.self_attn, model.layers.*.mlp.router,
+    # model.embed_tokens, lm_head} (transformers convert_oai_to_hf writes the same list)
+    quant = cfg.get("quantization_config", default=None)
+    if isinstance(quant, dict) and quant.get("quant_method") == "mxfp4":
+        kept = quant.get("modules_to_not_convert") or []
+        if any(str(m).endswith("self_attn") for m in kept):
+            spec["dense_dtype"] = {"float16": "fp16"}.get(cfg.get("torch_dtype", default="bfloat16"), "bf16")
     return spec
 
 

@@ -49,6 +49,9 @@ Model YAML schema (``roofplan.model/v1``; the presets are examples)::
     mtp_layers: 0                  # multi-token-prediction modules trained with the model
     vision_params: 0               # vision tower + projector weights in the checkpoint (in the
                                    # total only; a text token never runs them)
+    dense_dtype: bf16              # optional: dtype the non-expert weights keep when only the
+                                   # experts are quantised (gpt-oss MXFP4: attention, router,
+                                   # embeddings, LM head stay bf16)
 """
 
 from __future__ import annotations
@@ -62,6 +65,7 @@ from roofplan.errors import InputError, did_you_mean, unknown_key
 from roofplan.inputs import is_dir, is_file, load_yaml, read_text, user_path
 from roofplan.models.hf_config import read_hf_config
 from roofplan.models.spec import (
+    DENSE_DTYPES,
     LinearMixerSpec,
     MLASpec,
     ModelSpec,
@@ -165,6 +169,10 @@ def model_from_dict(doc: dict, *, where: str, default_name: str) -> ModelSpec:
         if isinstance(theta, bool) or not isinstance(theta, (int, float)) or not 0 < theta < 1e12:
             raise InputError(f"{where}: rope_theta", theta, "a positive number below 1e12")
         kwargs["rope_theta"] = float(theta)
+    if doc.get("dense_dtype") is not None:
+        if doc["dense_dtype"] not in DENSE_DTYPES:
+            raise InputError(f"{where}: dense_dtype", doc["dense_dtype"], " or ".join(DENSE_DTYPES))
+        kwargs["dense_dtype"] = doc["dense_dtype"]
     for key in _BOOL_FIELDS:
         if doc.get(key) is not None:
             if not isinstance(doc[key], bool):

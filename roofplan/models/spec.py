@@ -18,6 +18,9 @@ import numpy as np
 from roofplan.errors import InputError
 from roofplan.hardware.spec import DTYPE_BYTES
 
+#: Dtypes a checkpoint's unquantised (non-expert) weights may keep (:attr:`ModelSpec.dense_dtype`).
+DENSE_DTYPES = ("bf16", "fp16")
+
 #: Ceiling (inclusive) of every integer field of a model, by field name; the floor is 1 (0 where
 #: the field says "none"). The largest published models are two to three orders of magnitude
 #: below: Llama-3.1-405B has 126 layers, hidden 16,384, FFN 53,248, 128 heads, vocab 128,256;
@@ -233,6 +236,13 @@ class ModelSpec:
     #: Counted in ``params_total`` (the published totals include them) but in no text-token
     #: FLOP, activation or active count: a text-only request never runs them.
     vision_params: int = 0
+    #: Dtype that the weights outside the experts keep in a checkpoint whose experts are quantised
+    #: (None: every linear layer takes the serving dtype). gpt-oss ships MXFP4 experts only:
+    #: config.json ``quantization_config`` {quant_method: mxfp4, modules_to_not_convert:
+    #: self_attn, mlp.router, embed_tokens, lm_head}, the rest bf16 (model card §2). Attention,
+    #: router, dense MLPs, embedding and LM head then stay at this dtype when the serving dtype
+    #: is narrower; routed and shared experts take the serving dtype.
+    dense_dtype: str | None = None
     source: str = ""
 
     def __post_init__(self) -> None:
@@ -276,6 +286,8 @@ class ModelSpec:
                 self.moe.first_dense_layers,
                 f"at most layers ({self.layers})",
             )
+        if self.dense_dtype is not None and self.dense_dtype not in DENSE_DTYPES:
+            raise InputError(f"{self.name or 'model'}.dense_dtype", self.dense_dtype, "bf16 or fp16")
         if self.params_total > MAX_PARAMS:
             raise InputError(
                 f"{self.name or 'model'}",
