@@ -63,21 +63,16 @@ def stated_burst(case: Case) -> int | None:
     return int(m.group(1)) if m else None
 
 
-#: Row fields that name what a row reports, not the run it reports on.
-_REPORT_FIELDS = frozenset({"id", "metric", "value", "unit"})
-#: Results of the runs already priced in this process, by the row's run fields: a source often
-#: reports several metrics of one run (TTFT, TPOT and throughput at one concurrency), which are
-#: one simulation or one steady state, not one each.
+#: Runs already priced in this process, keyed by everything a run depends on (the instance, as
+#: its repr: model, device, engine and configuration, and the load). A source often reports several
+#: metrics of one run (TTFT, TPOT and throughput at one concurrency); they are one simulation or one
+#: steady state, not one each.
 _RESULTS: dict[tuple, object] = {}
 
 
-def _memo(case: Case, run, calibration=None):
-    """``run()`` once per run (the row's fields less :data:`_REPORT_FIELDS`) of the built-in
-    catalogs; a calibrated prediction is always run afresh. The result objects are read, never
-    changed."""
-    if calibration is not None:
-        return run()
-    key = tuple(sorted((k, v) for k, v in case.row.items() if k not in _REPORT_FIELDS))
+def _run_once(inst: serve_load.Instance, load: tuple, run):
+    """``run()`` once per (instance, load); the result objects are read, never changed."""
+    key = (repr(inst), load)
     if key not in _RESULTS:
         _RESULTS[key] = run()
     return _RESULTS[key]
@@ -91,13 +86,11 @@ def burst(inst: serve_load.Instance, isl: int, osl: int, n: int) -> serve_sim.Si
     return serve_sim.simulate_colocated(inst, np.full(n, isl), np.full(n, osl), np.zeros(n))
 
 
-def _burst_metric(
-    case: Case, inst: serve_load.Instance, isl: int, osl: int, n: int, calibration=None
-) -> float:
+def _burst_metric(case: Case, inst: serve_load.Instance, isl: int, osl: int, n: int) -> float:
     """A burst row's metric: throughput over the makespan (input + output tokens, or output tokens
     only for ``output_tokens_per_s``), or the mean/median over all n requests (one wave, no warm-up
     to drop)."""
-    r = _memo(case, lambda: burst(inst, isl, osl, n), calibration)
+    r = _run_once(inst, ("burst", isl, osl, n), lambda: burst(inst, isl, osl, n))
     field, stat, scale = METRICS[case.metric]
     if stat is None:
         per_request = osl if field == "output_tokens_per_s" else isl + osl
@@ -117,20 +110,21 @@ def predict_serve_load(case: Case, calibration=None) -> float:
     rate, conc, n = stated_rate(case), case.int("batch"), stated_burst(case)
     inst = serve_load.Instance(model, hw, engine, cfg)
     if n:
-        return _burst_metric(case, inst, int(cfg.isl[0]), int(cfg.osl[0]), n, calibration)
+        return _burst_metric(case, inst, int(cfg.isl[0]), int(cfg.osl[0]), n)
     if not conc and not rate:
         raise ValueError(
             f"serve_load row {case.id}: the batch column (the concurrency) or rate=R in the note is required"
         )
     isl, osl = np.array([int(cfg.isl[0])]), np.array([int(cfg.osl[0])])
-    r = _memo(
-        case,
+    load = ("open", rate) if rate else ("closed", conc)
+    r = _run_once(
+        inst,
+        (*load, int(isl[0]), int(osl[0])),
         lambda: (
             serve_load.open_loop(inst, isl, osl, rate)
             if rate
             else serve_load.closed_loop(inst, isl, osl, conc)
         ),
-        calibration,
     )
     field, stat, scale = METRICS[case.metric]
     value = getattr(r, field)
