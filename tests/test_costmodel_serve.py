@@ -440,3 +440,21 @@ def test_a_padded_decode_batch_costs_its_rows_but_reads_only_the_real_kv():
     real = float(serve_step(model, hw, cfg(512), engine).tpot_s[0])
     assert same == plain
     assert plain < padded < real
+
+
+def test_async_scheduling_hides_host_step_work_behind_the_gpu():
+    """Asynchronous scheduling (vLLM >= 0.14's default) overlaps the per-step host work with the
+    GPU: step = max(GPU, host) instead of GPU + host. With a host time below the GPU's step the
+    synchronous step is exactly step_overhead_s longer; with a host time above it the asynchronous
+    step is the host time itself."""
+    cfg = _cfg(tp=1)
+    eng = load_engine("vllm")
+    sync, asyn = eng.replace(async_scheduling=False), eng.replace(async_scheduling=True)
+    batch = np.array([1, 16, 128])
+    t_sync = step_time(LLAMA31_8B, H100, sync, cfg, 0, 0, batch, 2048)
+    t_async = step_time(LLAMA31_8B, H100, asyn, cfg, 0, 0, batch, 2048)
+    assert np.all(t_async > eng.step_overhead_s)  # a decode of 16 GB of weights takes ~5 ms
+    np.testing.assert_allclose(t_sync - t_async, eng.step_overhead_s, rtol=1e-9)
+    slow_host = 0.5  # seconds of host work per step, far above the GPU's ~5 ms
+    t_host = step_time(LLAMA31_8B, H100, asyn.replace(step_overhead_s=slow_host), cfg, 0, 0, batch, 2048)
+    np.testing.assert_allclose(t_host, slow_host, rtol=1e-9)

@@ -12,6 +12,8 @@ al., OSDI 2024) and Vidur (Agrawal et al., MLSys 2024). Its time on one device i
           + kernels x kernel_gap
     host  = kernels x host_op   (0 when the step replays a CUDA graph)
     step  = max(GPU, host) + step_overhead          (the host runs ahead of the GPU asynchronously)
+    step  = max(GPU + gaps, step_overhead)          (engines with asynchronous scheduling: the host
+                                                     prepares step n+1 while the GPU runs step n)
 
 with the fixed costs from the engine profile (:mod:`roofplan.engines`). The code names
 each term: :func:`step_inputs` resolves the batch and rates once; per-op terms
@@ -112,12 +114,17 @@ class StepParts:
     comm: np.ndarray
     overhead: np.ndarray
     total: np.ndarray = field(init=False)
+    #: The ``overhead`` is host work that overlaps the GPU (asynchronous scheduling): an iteration
+    #: pays only the part of it that exceeds the GPU's time (:func:`_compose`).
+    overlaps_gpu: bool = False
 
     def __post_init__(self) -> None:
         self.total = self.compute + self.memory + self.comm + self.overhead
 
     def scaled(self, k) -> StepParts:
-        return StepParts(self.compute * k, self.memory * k, self.comm * k, self.overhead * k)
+        return StepParts(
+            self.compute * k, self.memory * k, self.comm * k, self.overhead * k, self.overlaps_gpu
+        )
 
 
 # ------------------------------------------------------------------------------------------------
@@ -726,15 +733,20 @@ def step_parts(
     memory = layers_stage * layer_m + head_m
     comm = layers_stage * layer_comm + head_comm
     stage = StepParts(compute, memory, comm, stage_overhead(s, layers_stage, compute + memory + comm))
-    fixed = StepParts(np.zeros(s.n), np.zeros(s.n), np.zeros(s.n), np.full(s.n, engine.step_overhead_s))
+    zeros = np.zeros(s.n)
+    fixed = StepParts(zeros, zeros, zeros, np.full(s.n, engine.step_overhead_s), engine.async_scheduling)
     return stage, fixed, pp_comm(s)
 
 
 def _compose(stage: StepParts, fixed: StepParts, p2p, passes, pp) -> StepParts:
-    """``passes`` stage times in sequence plus pp-1 boundary transfers and the per-step overhead."""
+    """``passes`` stage times in sequence plus pp-1 boundary transfers and the per-step overhead:
+    all of it, or with asynchronous scheduling (``fixed.overlaps_gpu``) only the part that the GPU's
+    time does not cover (the scheduler runs one step ahead; vLLM docs "Asynchronous scheduling")."""
     out = stage.scaled(passes)
     out.comm = out.comm + (pp - 1.0) * p2p
-    out.overhead = out.overhead + fixed.overhead
+    gpu = out.compute + out.memory + out.comm + out.overhead
+    host = np.maximum(fixed.overhead - gpu, 0.0) if fixed.overlaps_gpu else fixed.overhead
+    out.overhead = out.overhead + host
     out.total = out.compute + out.memory + out.comm + out.overhead
     return out
 

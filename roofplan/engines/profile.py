@@ -67,6 +67,11 @@ class EngineProfile:
       0.19 whenever AITER is off (``VLLM_ROCM_USE_AITER`` unset, as in the rocm/vllm images); its
       decode KV stream is priced with the device's ``triton_decode_hbm`` (0 on a device that does
       not characterise it: the device's generic ``decode_hbm``). False: the engine's other kernels.
+    * ``async_scheduling``: the engine schedules iteration n+1 while the GPU runs iteration n, so
+      ``step_overhead_s`` costs an iteration only where it exceeds the GPU's time (vLLM
+      ``--async-scheduling``, on by default from v0.14: ``VllmConfig.__post_init__`` enables it
+      unless speculative decoding other than EAGLE/MTP or an executor without support rules it
+      out). False: the host work runs between iterations, in series with the GPU.
     * ``linear_state_bytes``: bytes per element of a linear mixer's recurrent state (Gated
       DeltaNet / Mamba-2 layers), which every request holds whatever its length: 4 (fp32, the
       ``mamba_ssm_dtype`` of the Qwen3.5 and Nemotron-H configs and both engines' default), 2 with
@@ -94,6 +99,7 @@ class EngineProfile:
     max_num_seqs: int | None = None
     linear_state_bytes: float = 4.0
     rocm_triton_attention: bool = False
+    async_scheduling: bool = False
     source: str = ""
 
     @classmethod
@@ -120,6 +126,7 @@ _BOOL = {
     "reserve_of_free",
     "custom_allreduce",
     "rocm_triton_attention",
+    "async_scheduling",
 }
 #: Ceiling (inclusive) of each numeric field; the floor is 0 (fractions: see _coerce). Engines'
 #: fixed costs are microseconds to milliseconds (vLLM ~4 ms per step, launch gaps ~2 us): 10 s per

@@ -47,8 +47,8 @@ from roofplan.validation.cases import Case, predictor
 #: vLLM v0.17.1 + guidellm per-request API-server seconds (tools/fit_request_overhead.py, FIT_ROWS:
 #: the 1 req/s median TTFT) and API-server seconds per running request per engine step
 #: (OUTPUT_FIT_ROWS: the 8 req/s bf16 median TTFT); the 4 req/s and FP8 8 req/s rows are held back.
-VLLM_017_REQUEST_OVERHEAD_S = 6.158e-3
-VLLM_017_API_OUTPUT_S = 4.383e-4
+VLLM_017_REQUEST_OVERHEAD_S = 8.605e-3
+VLLM_017_API_OUTPUT_S = 5.042e-4
 
 #: CSV ``engine`` string -> (profile, version features that differ from the profile, kv dtype rule).
 #: ``fp8_kv``: the benchmark built the engine with an FP8 KV cache whenever weights were FP8.
@@ -60,7 +60,7 @@ ENGINE_MAP: dict[str, tuple[str, dict, bool]] = {
     # January 2024, on by default from April 2024, PR #4040).
     "splitwise-profile": (
         "vllm",
-        {"cuda_graphs": False, "gqa_kv_shared": False, "custom_allreduce": False},
+        {"cuda_graphs": False, "gqa_kv_shared": False, "custom_allreduce": False, "async_scheduling": False},
         False,
     ),
     # TensorRT-LLM v0.6.1 docs/source/performance.md: gptSessionBenchmark without --enable_cuda_graph;
@@ -80,15 +80,16 @@ ENGINE_MAP: dict[str, tuple[str, dict, bool]] = {
     # FasterTransformer (TRT-LLM's predecessor): C++ runtime with fused kernels, no CUDA graphs.
     "fastertransformer": ("trtllm", {"cuda_graphs": False}, False),
     # Vidur profiles vLLM operators (op rows only).
-    "vidur-profile": ("vllm", {}, False),
+    "vidur-profile": ("vllm", {"async_scheduling": False}, False),
     # The suite's plain "vllm" rows on an AMD device are LLM-Inference-Bench's vLLM v0.6.1 (V0: the
     # ROCm custom paged attention, not V1's Triton unified attention); on NVIDIA devices the flag
-    # has no effect (their catalogs do not characterise the Triton kernel).
-    "vllm": ("vllm", {"rocm_triton_attention": False}, False),
-    # vLLM >= 0.10 with --async-scheduling: the scheduler prepares step n+1 while the GPU runs step
-    # n (vLLM docs, "Asynchronous scheduling"), so the per-step host work is hidden behind any step
-    # longer than it (the profile's step_overhead_s, 1.5 ms, against 5-10 ms decode steps).
-    "vllm-async": ("vllm", {"step_overhead_s": 0.0}, False),
+    # has no effect (their catalogs do not characterise the Triton kernel). Both that and the
+    # gpustack H100 rows' v0.11.0 schedule synchronously (async scheduling became the default in
+    # v0.14).
+    "vllm": ("vllm", {"rocm_triton_attention": False, "async_scheduling": False}, False),
+    # vLLM 0.10-0.13 with --async-scheduling given (the profile's default from v0.14): the
+    # scheduler prepares step n+1 while the GPU runs step n (vLLM docs, "Asynchronous scheduling").
+    "vllm-async": ("vllm", {"async_scheduling": True}, False),
     # vLLM v0.17.1 behind guidellm (the gpustack H200 performance-lab rows): its per-request API
     # time and its per-running-request output pass (serve_load.frontend_wait), fitted by
     # tools/fit_request_overhead.py on the 1 and 8 req/s median TTFTs (the 4 req/s and FP8 rows
@@ -107,7 +108,7 @@ ENGINE_MAP: dict[str, tuple[str, dict, bool]] = {
     # kv_cache_dtype=fp8 (ROCm docs "vLLM inference performance testing", the page of the previous
     # image rocm6.4.1_vllm_0.10.1_20250909, amd/Llama-3.1-405B-Instruct-FP8-KV; ``auto`` only for
     # the bf16 meta-llama checkpoints), so the FP8 KV cache stands (bf16 would not close the gap).
-    "vllm-0.11-offline": ("vllm", {"request_overhead_s": 0.0}, True),
+    "vllm-0.11-offline": ("vllm", {"request_overhead_s": 0.0, "async_scheduling": False}, True),
     # SambaFlow on SN40L (LLM-Inference-Bench rows): the generic profile without the GPU engines'
     # per-step host work: SambaFlow turns consecutive calls of the fused decoder kernel into one
     # call with a pipelined outer loop (SambaNova SN40L DAC 2025 talk), so no per-step host
