@@ -193,7 +193,9 @@ def test_fixed_lengths_lock_step_in_the_simulator(inst):
     a_spread = SL.closed_loop(inst, isl, spread, 64).ttft_s["mean"]
     assert sim_same > 1.3 * sim_spread
     assert a_same == pytest.approx(a_spread, rel=0.02)
-    assert a_spread == pytest.approx(sim_spread, rel=0.05)
+    # 6.2% apart with vLLM's asynchronous scheduling (4.3% when each step also paid 1.5 ms of host
+    # work in series): the simulated TTFT falls faster than the analytic one as steps shorten
+    assert a_spread == pytest.approx(sim_spread, rel=0.07)
 
 
 def test_many_clients_queue_like_poisson_arrivals_plus_the_returns_together(inst):

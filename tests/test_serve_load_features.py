@@ -51,6 +51,12 @@ def test_open_loop_with_features_agrees_with_the_simulator(inst, feats):
 
 
 def test_closed_loop_with_features_agrees_with_the_simulator(inst):
+    """Synchronous scheduling: with identical lengths the simulated closed loop runs in lock-step
+    bunches, and how they form depends on the step time. With vLLM's asynchronous scheduling the
+    simulated mean TTFT here is 99.3 ms against 85.4 analytic (+16%; synchronous: 78.9 against
+    87.5, -10%), while TPOT agrees to 3.4% either way: an open disagreement of the two models,
+    not of the features this test checks."""
+    inst = dataclasses.replace(inst, engine=inst.engine.replace(async_scheduling=False))
     feats = dict(spec=EAGLE, prefix_hit=500)
     isl, osl = fixed(4000, 1000, 200)
     a = SL.closed_loop(with_features(inst, **feats), isl[:1], osl[:1], 32)
