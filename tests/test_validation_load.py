@@ -52,7 +52,7 @@ def test_h200_ttft_rows_with_the_vllm_017_api_server():
     """vLLM v0.17.1 behind guidellm (engine string vllm-0.17), median TTFTs: its per-request API
     time is fitted on the 1 req/s row and its per-running-request output pass on the 8 req/s bf16
     row (tools/fit_request_overhead.py); the 4 req/s and FP8 8 req/s rows are held back. The
-    medians grow 35.6 -> 42.1 -> 62.6 ms from 1 to 8 req/s, the GPU iterations alone 28.8 -> 36.5
+    medians grow 35.6 -> 42.1 -> 62.6 ms from 1 to 8 req/s, the GPU iterations alone 28.8 -> 36.5 (synchronous step)
     ms: without the output pass the held-back rows were -8% and -35%. The means are not rows: a
     few multi-second first tokens carry them (4 req/s: mean 126 ms, median 42, P99 3.6 s)."""
     from roofplan.validation.serve_predict import VLLM_017_API_OUTPUT_S, VLLM_017_REQUEST_OVERHEAD_S
