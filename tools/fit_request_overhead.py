@@ -42,8 +42,8 @@ FIT_ROWS = {
 #: Engines whose per-running-request API-server time (``api_output_s``, the output pass a first
 #: token waits for: ``serve_load.frontend_wait``) is fitted too, each on one row at a rate where the
 #: pass matters: the 8 req/s bf16 row for vLLM v0.17.1 (its median TTFT grows 35.6 -> 42.1 -> 62.6
-#: ms from 1 to 4 to 8 req/s, which the GPU iterations alone do not: 28.8 -> 31.8 -> 36.5 ms with the synchronous step of the earlier fit). The
-#: two values are fitted in turn (each row depends a little on the other value) until they settle;
+#: ms from 1 to 4 to 8 req/s, which the GPU iterations alone do not: 28.8 -> 31.8 -> 36.5 ms with
+#: the synchronous step of the earlier fit). The two values are fitted in turn (each row depends a little on the other value) until they settle;
 #: the 4 req/s and FP8 8 req/s rows are held back.
 OUTPUT_FIT_ROWS = {
     "vllm-0.17": "gpustack-h200-qwen35-35b-a3b-r8-vllm-ttft-p50",

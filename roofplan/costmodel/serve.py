@@ -744,7 +744,7 @@ def _compose(stage: StepParts, fixed: StepParts, p2p, passes, pp) -> StepParts:
     time does not cover (the scheduler runs one step ahead; vLLM docs "Asynchronous scheduling")."""
     out = stage.scaled(passes)
     out.comm = out.comm + (pp - 1.0) * p2p
-    gpu = out.compute + out.memory + out.comm + out.overhead
+    gpu = out.total + (pp - 1.0) * p2p
     host = np.maximum(fixed.overhead - gpu, 0.0) if fixed.overlaps_gpu else fixed.overhead
     out.overhead = out.overhead + host
     out.total = out.compute + out.memory + out.comm + out.overhead
