@@ -101,3 +101,39 @@ def test_colocated_pick_is_the_simplest_within_the_serving_band():
     assert (best["decode"]["tp"], best["decode"]["pp"]) == (1, 1)
     band = best["error_band_pct"] / 100
     assert raw["goodput_rps"] * (1 - band) <= best["goodput_rps"] < raw["goodput_rps"]
+
+
+def test_a_pick_the_simulator_turns_down_is_reported(monkeypatch):
+    """When the simulator refutes the analytic pick the plan falls back to the next candidate, and
+    says so: the refuted deployment (the pick without confirmation), its analytic goodput and the
+    simulated percentiles that missed, in the JSON and in the text."""
+    from roofplan.solver import serve_goodput
+
+    real, calls = serve_goodput.confirm, []
+
+    def refute_first(*a, **k):
+        out = real(*a, **k)
+        calls.append(out)
+        return {**out, "meets_sla": False} if len(calls) == 1 else out
+
+    kw = dict(gpus=2, ttft_ms=300, tpot_ms=25, slo_percentile=90, **REQ)
+    honest = plan_serving("llama-3.1-8b", "h100-sxm", **kw).best
+    assert honest["simulator_rejected"] == []
+    monkeypatch.setattr(serve_goodput, "confirm", refute_first)
+    best = plan_serving("llama-3.1-8b", "h100-sxm", **kw).best
+    (turned,) = best["simulator_rejected"]
+    same = ("mode", "ratio", "gpus", "goodput_rps")
+    assert {k: turned[k] for k in same} == {k: honest[k] for k in same}
+    assert (
+        turned["decode"]["tp"] == honest["decode"]["tp"] and turned["decode"]["pp"] == honest["decode"]["pp"]
+    )
+    assert (
+        turned["simulated"]["ttft_p90_ms"] == calls[0]["ttft_p90_ms"] and not turned["simulated"]["meets_sla"]
+    )
+    assert best["simulated"]["meets_sla"] and best["goodput_rps"] <= honest["goodput_rps"]
+    calls.clear()
+    r = CliRunner().invoke(
+        app, [*serve_plan(2, 1000, 200), "--ttft-ms", "300", "--tpot-ms", "25", "--engine", "vllm"]
+    )
+    assert r.exit_code == 0, r.output
+    assert "turned down first: " + turned["mode"] in " ".join(r.stdout.split())

@@ -330,3 +330,39 @@ def test_serve_load_rows_held_back_from_the_fit_meet_the_target():
     assert len(errs["ttft_ms_mean"]) >= 6 and len(errs["tpot_ms_mean"]) >= 8
     for metric, e in errs.items():
         assert np.median(e) <= 0.10, metric
+
+
+def test_pipelined_prefill_queues_once_in_front_of_its_first_stage():
+    """A pp=4 prefill instance taking one 4000-token prompt a pass is a tandem of four equal
+    deterministic stages: the queue forms only in front of the first (service S = pass / 4, the
+    rate the planner's prefill candidates assume), so the mean wait is Pollaczek-Khinchine's
+    M/D/1 with that S, and a prompt's own time is still the whole pass. (Four independent
+    full-pass servers fed round robin would wait about four times longer at the same load.)"""
+    import dataclasses
+
+    p = instance("llama-3.1-70b", tp=2, pp=4, isl=4000, osl=2)
+    p = dataclasses.replace(p, engine=p.engine.replace(max_num_batched_tokens=4000))
+    d = instance("llama-3.1-70b", tp=8, isl=4000, osl=2)
+    pass_s = SL.round_time(p, 4000.0, 2000.5, 0.0, 1.0)[0]
+    S = pass_s / 4
+    n = 12000
+    isl, osl = fixed(n, 4000, 2)
+
+    def run(rate):
+        return SS.simulate_disagg(
+            p,
+            d,
+            isl,
+            osl,
+            SS.poisson_arrivals(n, rate, seed=3),
+            prefill_instances=1,
+            decode_instances=1,
+            transfer_s=lambda x: np.zeros(len(x)),
+        )
+
+    idle = run(0.01 / S)
+    api = p.engine.request_overhead_s
+    assert idle.summary("ttft_s")["p50"] - api == pytest.approx(pass_s, rel=0.03)
+    rho = 0.7
+    wait = run(rho / S).summary("wait_s")["mean"]
+    assert wait == pytest.approx(rho * S / (2 * (1 - rho)), rel=0.15)

@@ -258,6 +258,13 @@ def _json_safe(doc: dict) -> dict:
     return _plain(doc)
 
 
+def _layout(a: dict) -> str:
+    """A deployment's layout in one phrase: ``2 x (tp=8 pp=1)`` or ``1P1D P(tp=2 pp=4) D(tp=8 pp=1)``."""
+    if not a["ratio"]:
+        return f"{a.get('instances') or 1} x ({_cfg(a['prefill'])})"
+    return f"{a['ratio']} P({_cfg(a['prefill'])}) D({_cfg(a['decode'])})"
+
+
 def _cfg(c: dict) -> str:
     s = f"tp={c['tp']} pp={c['pp']}"
     if c["dp"] > 1 or c["ep"] > 1:
@@ -380,14 +387,22 @@ def _render_load(best: dict) -> None:
                 f"{h['sla_limit_rps']:.3f} req/s (headroom {h['headroom_pct']:.1f} %)"
             )
         console.print(line, highlight=False)
+        key = p.replace(".", "_")
         if sim:
-            key = p.replace(".", "_")
             verdict = "[green]confirmed[/green]" if sim["meets_sla"] else "[red]not confirmed[/red]"
             console.print(
                 styled(
                     f"simulator ({sim['requests']:,} requests): p{p} TTFT {sim[f'ttft_p{key}_ms']:.1f} ms, "
                     f"p{p} TPOT {sim[f'tpot_p{key}_ms']:.2f} ms: {verdict}"
                 )
+            )
+        for r in best.get("simulator_rejected") or ():
+            s = r["simulated"]
+            console.print(
+                f"  turned down first: {r['mode']} {_layout(r)} (analytic goodput {r['goodput_rps']:.3f} req/s): simulated "
+                f"p{p} TTFT {s[f'ttft_p{key}_ms']:.1f} ms, p{p} TPOT {s[f'tpot_p{key}_ms']:.2f} ms",
+                style="dim",
+                highlight=False,
             )
     if best.get("joules_per_output_token") is not None:
         usd = best.get("price_per_hour")
@@ -411,9 +426,7 @@ def _render_alternatives(doc: dict) -> None:
         for col in ("mode", "layout", "GPUs", "TTFT ms", "TPOT ms", "tok/s/GPU", "goodput req/s"):
             c.add_column(col, justify="right" if col not in ("mode", "layout") else "left")
         for name, a in alt.items():
-            layout = a["ratio"] if a["ratio"] else f"{a.get('instances', 1)} x ({_cfg(a['prefill'])})"
-            if a["ratio"]:
-                layout += f" P({_cfg(a['prefill'])}) D({_cfg(a['decode'])})"
+            layout = _layout(a)
             mark = " *" if name == best["mode"] else ""
             c.add_row(
                 name + mark,

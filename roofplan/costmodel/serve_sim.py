@@ -24,9 +24,11 @@ Deployments: ``instances`` colocated replicas behind a router (round robin, or u
 which makes each replica's arrivals Poisson), or xPyD disaggregation: prefill instances run
 prompt-only iterations (requests leave after their first token), the KV cache then travels
 ``transfer_s(isl)`` seconds to a decode instance (round robin), which admits it straight into
-decoding. A prefill instance with pp stages keeps pp passes in flight (pp virtual servers, each
-pass the full pp-stage time: the GPipe steady state the planner's prefill rate assumes). TTFT is counted when the decode instance holds the KV (the first token is streamed from
-there).
+decoding. A prefill instance with pp stages is a tandem of pp equal stages fed from one queue:
+a pass occupies the first stage for 1/pp of its time and its prompts are done pp - 1 stage times
+later (at most pp passes in flight, vLLM's batch queue; the GPipe steady state the planner's
+prefill rate assumes). TTFT is counted when the decode instance holds the KV (the first token is
+streamed from there).
 """
 
 from __future__ import annotations
@@ -294,6 +296,7 @@ def run_instance(
     api_s: float = 0.0,
     per_round: float = 1.0,
     burst_start: bool = False,
+    drain_stages: int = 0,
 ) -> tuple[list[float], list[float], list[float], dict]:
     """Simulate one instance. Request i arrives at ``arrival[i]`` (sorted), must compute
     ``prompt[i]`` prompt tokens (0: its KV arrives ready, disaggregated decode), holds ``kv_prompt[i]``
@@ -304,7 +307,9 @@ def run_instance(
     of every prompt already in the prefix cache (shared, held outside ``kv_blocks``): prompts and
     decoding requests attend to them on top of their own tokens. ``per_round``: tokens a decoding
     request gains per iteration (speculative decoding: E, as a mean). ``burst_start``: the closed
-    loop's first C requests all start at 0 (:func:`_closed_loop_arrivals`). Returns (first-token
+    loop's first C requests all start at 0 (:func:`_closed_loop_arrivals`). ``drain_stages``: a
+    pipelined prefill instance whose ``step`` is the first stage's share of a pass: the prompts a
+    pass completes are done that many further stage times later. Returns (first-token
     times, finish times, first-decode times, counters)."""
     n = len(arrival)
     if closed is not None:
@@ -387,7 +392,7 @@ def run_instance(
             if done_pre[i] < todo[i]:
                 still.append(i)
                 continue
-            freed, ctx = R.prompt_done(i, t, it, block)
+            freed, ctx = R.prompt_done(i, t + drain_stages * dt, it, block)
             blocks_pre -= freed
             if ctx >= 0:
                 d += 1
@@ -448,9 +453,11 @@ def _table(
     prefix=0,
     spec: SpecDecode | None = None,
     expert_skew: float = 1.0,
+    stages: int = 1,
 ) -> StepTable:
     """The step table over the contexts this workload reaches (prompts of ``isl`` tokens of which
-    ``prefix`` are cached: chunks of the miss at context prefix + (miss+1)/2)."""
+    ``prefix`` are cached: chunks of the miss at context prefix + (miss+1)/2); ``stages`` > 1: the
+    time one of that many equal pipeline stages takes of each iteration."""
     mean_ctx = float(np.mean(np.asarray(isl) + np.asarray(osl) / 2.0))
     seq_cap = int(min(max_seqs, max(blocks, 0) * BLOCK_TOKENS / max(mean_ctx - prefix, 1.0) * 2 + 8))
     u = np.unique(np.asarray(isl) - prefix)
@@ -460,8 +467,12 @@ def _table(
         "cp": [prefix + (float(x) + 1) / 2 for x in few],
         "cd": [mean_ctx],
     }
-    plain = spec is None and expert_skew == 1.0
-    fn = round_time if plain else (lambda i, *a: iteration_time(i, *a, spec=spec, expert_skew=expert_skew))
+    plain = spec is None and expert_skew == 1.0 and stages == 1
+    fn = (
+        round_time
+        if plain
+        else (lambda i, *a: iteration_time(i, *a, spec=spec, expert_skew=expert_skew) / stages)
+    )
     return StepTable(inst, budget, 0 if prefill_only else max(seq_cap, 1), max_ctx, anchors, time_fn=fn)
 
 
@@ -630,6 +641,8 @@ def simulate_disagg(
     hit = int(prefix_hit)
     miss = isl - hit
     bp, sp, kp, cp = _instance_limits(prefill, isl, np.ones_like(osl), hit)
+    # pp > 1: one queue in front of a tandem of pp stages; the table holds the first stage's time
+    depth = prefill.pp
     tab_p = _table(
         prefill,
         isl,
@@ -641,17 +654,14 @@ def simulate_disagg(
         prefill_only=True,
         prefix=hit,
         expert_skew=expert_skew,
+        stages=depth,
     )
-    # pp > 1: successive passes overlap in the pipeline (GPipe steady state, as the planner's prefill
-    # rate): pp passes in flight, each taking the full pp-stage time -- pp virtual servers per instance
-    depth = prefill.pp
-    kp = max(kp // depth, 1)
-    wp = _route(n, prefill_instances * depth, router, rng)
+    wp = _route(n, prefill_instances, router, rng)
     ready = np.full(n, np.nan)
     wait = np.full(n, np.nan)
     tot = _Counters()
     api = float(prefill.engine.request_overhead_s)  # the prefill side's API server takes the request
-    for k in range(prefill_instances * depth):
+    for k in range(prefill_instances):
         idx = np.nonzero(wp == k)[0]
         if len(idx) == 0:
             continue
@@ -662,10 +672,11 @@ def simulate_disagg(
             miss[idx].tolist(),
             [ones[0]] * len(idx),
             budget=bp,
-            share=prefill.pp * prefill.dp,
+            share=prefill.dp,
             max_seqs=sp,
             kv_blocks=kp,
             prefix=hit,
+            drain_stages=depth - 1,
         )
         ready[idx] = np.asarray(f) + np.asarray(transfer_s(isl[idx]), dtype=float)
         wait[idx] = np.asarray(st["begun"]) - (arr[idx] + api)

@@ -302,11 +302,13 @@ def _confirmed(
 ):
     """Run the top picks through the simulator until one meets the percentile targets
     (CONFIRM_TRIES at most); none confirmed: the analytic pick, flagged. Returns (best, simulated,
-    best colocated)."""
+    best colocated, turned down): the last lists every candidate the simulator refuted before the
+    pick, in the order tried, each with its simulated percentiles (:func:`_turned_down`)."""
     from roofplan.solver.serve_goodput import confirm
 
     first, tried_dis, colo_failed = None, False, 0
     simulated: dict = {}
+    refuted: list[dict] = []
     for _ in range(CONFIRM_TRIES):
         pool = next(pool for pool in S.pools if pool.name == best.decode.hardware)
         op_rate = float(S.rate) if S.rate is not None else float(best.goodput_rps)
@@ -314,7 +316,8 @@ def _confirmed(
         simulated = confirm(S.model, pool.hw, eng, best.to_json(), req, S.slo_percentile, op_rate)
         first = first or (best, simulated, best_colo)
         if simulated["meets_sla"]:
-            return best, simulated, best_colo
+            return best, simulated, best_colo, refuted
+        refuted.append(_turned_down(best, simulated))
         if best is best_dis:
             tried_dis = True
         else:  # drop this colocated candidate
@@ -330,7 +333,27 @@ def _confirmed(
             best = pick(best_colo, best_dis)
         if best is None:
             break
-    return first
+    # none confirmed: the first pick stands, flagged; the others tried are still reported
+    return (*first, refuted[1:])
+
+
+def _turned_down(d: Deployment, simulated: dict) -> dict:
+    """What the plan reports of a candidate the simulator refuted: its layout, its analytic
+    goodput and latencies, and the simulated percentiles that missed the targets."""
+    j = d.to_json()
+    keep = ("tp", "pp", "ep", "dp", "batch", "instances")
+    return {
+        "mode": j["mode"],
+        "ratio": j["ratio"],
+        "instances": j.get("instances"),
+        "prefill": {k: j["prefill"][k] for k in keep if k in j["prefill"]},
+        "decode": {k: j["decode"][k] for k in keep if k in j["decode"]},
+        "gpus": j["gpus"],
+        "ttft_ms": j["ttft_ms"],
+        "tpot_ms": j["tpot_ms"],
+        "goodput_rps": j["goodput_rps"],
+        "simulated": simulated,
+    }
 
 
 def _request_doc(S: _Search, ttft_ms, tpot_ms, rate) -> dict:
@@ -563,15 +586,15 @@ def plan_serving(
             engine,
             S.common,
         )
-    best, simulated = pick(best_colo, best_dis), None
+    best, simulated, refuted = pick(best_colo, best_dis), None, []
     if slo_percentile is not None:
         req = _simulated_request(
             S, isl=isl, osl=osl, dtype=dtype, kv_dtype=kv_dtype, ttft_ms=ttft_ms, tpot_ms=tpot_ms
         )
-        best, simulated, best_colo = _confirmed(S, best, best_colo, best_dis, req)
+        best, simulated, best_colo, refuted = _confirmed(S, best, best_colo, best_dis, req)
     alternatives = {name: b for name, b in (("colocated", best_colo), ("disagg", best_dis)) if b is not None}
     band = robust.serve_error_band(error_bands, best.decode.hardware)
-    chosen = _chosen(best, pd_info, slo_percentile, rate, simulated, band)
+    chosen = _chosen(best, pd_info, slo_percentile, rate, simulated, band, refuted)
     front, series = pareto_points(
         S.model, S.colo, S.pre, S.dec, S.budget, osl=osl, isl=isl, ttft_s=S.ttft_s, kv_dtype=kv_dtype
     )
@@ -604,10 +627,10 @@ def _simulated_request(S, *, isl, osl, dtype, kv_dtype, ttft_ms, tpot_ms) -> dic
     return req
 
 
-def _chosen(best: Deployment, pd_info: dict, slo_percentile, rate, simulated, band) -> Deployment:
+def _chosen(best: Deployment, pd_info: dict, slo_percentile, rate, simulated, band, refuted) -> Deployment:
     """The pick with what only the chosen deployment reports: its error band, placement, ILP
-    statistics, percentile headroom and the simulator's verdict (its alternative entry stays
-    without them)."""
+    statistics, percentile headroom, the simulator's verdict and the candidates it turned down
+    first (its alternative entry stays without them)."""
     from dataclasses import replace
 
     extra = {"error_band_pct": band.pct, "error_band": band.label, "placement": placement(best.to_json())}
@@ -617,4 +640,5 @@ def _chosen(best: Deployment, pd_info: dict, slo_percentile, rate, simulated, ba
         extra["slo_percentile"] = float(slo_percentile)
         extra["headroom"] = _headroom(best, rate)
         extra["simulated"] = simulated
+        extra["simulator_rejected"] = refuted
     return replace(best, extra=extra)
