@@ -40,7 +40,7 @@ def test_closed_loop_of_one_is_one_prefill_then_decode_steps(inst):
     t_pre = SL.round_time(inst, 1000.0, 500.5, 1.0, ctx)[0]
     # a lone client: its prompt rides one iteration (next to its own... no other decodes), then O-1 decodes
     assert r.tpot_s["mean"] == pytest.approx(t_dec, rel=0.02)
-    # plus the API server's per-request time (vLLM: 48.7 ms), with no iteration to wait for
+    # plus the API server's per-request time (vLLM: 49.6 ms), with no iteration to wait for
     assert r.ttft_s["mean"] == pytest.approx(t_pre + inst.engine.request_overhead_s, rel=0.05)
     assert r.rate_rps == pytest.approx(1.0 / (r.ttft_s["mean"] + 199 * r.tpot_s["mean"]), rel=0.02)
 
@@ -193,9 +193,9 @@ def test_fixed_lengths_lock_step_in_the_simulator(inst):
     a_spread = SL.closed_loop(inst, isl, spread, 64).ttft_s["mean"]
     assert sim_same > 1.3 * sim_spread
     assert a_same == pytest.approx(a_spread, rel=0.02)
-    # 6.2% apart with vLLM's asynchronous scheduling (4.3% when each step also paid 1.5 ms of host
-    # work in series): the simulated TTFT falls faster than the analytic one as steps shorten
-    assert a_spread == pytest.approx(sim_spread, rel=0.07)
+    # 2.9% apart with vLLM's asynchronous scheduling and its 0.6 ms host step (6.2% with the
+    # earlier 1.5 ms prior, which hid behind the GPU less)
+    assert a_spread == pytest.approx(sim_spread, rel=0.05)
 
 
 def test_many_clients_queue_like_poisson_arrivals_plus_the_returns_together(inst):

@@ -51,21 +51,25 @@ def test_open_loop_with_features_agrees_with_the_simulator(inst, feats):
 
 
 def test_closed_loop_with_features_agrees_with_the_simulator(inst):
-    """Synchronous scheduling: with identical lengths the simulated closed loop runs in lock-step
-    bunches, and how they form depends on the step time. With vLLM's asynchronous scheduling the
-    simulated mean TTFT here is 99.3 ms against 85.4 analytic (+16%; synchronous: 78.9 against
-    87.5, -10%), while TPOT agrees to 3.4% either way: an open disagreement of the two models,
-    not of the features this test checks."""
-    inst = dataclasses.replace(inst, engine=inst.engine.replace(async_scheduling=False))
+    """Outputs of 200 +- 20 %: with identical lengths the simulated closed loop runs in lock-step
+    bunches the analytic steady state does not have (test_serve_load's
+    test_fixed_lengths_lock_step_in_the_simulator; here +18 % on TTFT), so the two models are
+    compared where both apply. The profile's default (asynchronous) scheduling and the
+    synchronous one both agree."""
+    import numpy as np
+
     feats = dict(spec=EAGLE, prefix_hit=500)
-    isl, osl = fixed(4000, 1000, 200)
-    a = SL.closed_loop(with_features(inst, **feats), isl[:1], osl[:1], 32)
-    s = SS.simulate_colocated(inst, isl, osl, concurrency=32, **sim_kw(feats))
-    assert s.summary("tpot_s")["mean"] == pytest.approx(a.tpot_s["mean"], rel=0.03)
-    assert s.summary("ttft_s")["mean"] == pytest.approx(a.ttft_s["mean"], rel=0.10)
-    assert s.mean_running == pytest.approx(a.running_per_instance, rel=0.05)
-    # Little's law holds with E tokens per round as without
-    assert a.rate_rps * a.latency_s["mean"] == pytest.approx(32, rel=0.02)
+    rng = np.random.default_rng(0)
+    isl, osl = np.full(4000, 1000), rng.integers(160, 241, 4000)
+    for asynchronous in (True, False):
+        i = dataclasses.replace(inst, engine=inst.engine.replace(async_scheduling=asynchronous))
+        a = SL.closed_loop(with_features(i, **feats), isl, osl, 32)
+        s = SS.simulate_colocated(i, isl, osl, concurrency=32, **sim_kw(feats))
+        assert s.summary("tpot_s")["mean"] == pytest.approx(a.tpot_s["mean"], rel=0.03)
+        assert s.summary("ttft_s")["mean"] == pytest.approx(a.ttft_s["mean"], rel=0.06)
+        assert s.mean_running == pytest.approx(a.running_per_instance, rel=0.03)
+        # Little's law holds with E tokens per round as without
+        assert a.rate_rps * a.latency_s["mean"] == pytest.approx(32, rel=0.02)
 
 
 def test_expert_skew_under_load_agrees_with_the_simulator_and_costs_rate():

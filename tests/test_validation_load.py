@@ -36,7 +36,7 @@ def test_open_loop_rows_are_the_open_loop_steady_state():
 def test_h200_latency_rows_under_load():
     """Held-out rows (no constant was fitted on them): gpustack Qwen3.5-35B-A3B on one H200,
     vLLM v0.17.1, ShareGPT at 1, 4 and 8 requests/s (bf16) and 8 requests/s (FP8). vLLM 0.17
-    schedules asynchronously, so its 1.5 ms of host work per step hides behind the GPU's step; the
+    schedules asynchronously, so its 0.6 ms of host work per step hides behind the GPU's step; the
     rows then read -21%, -17%, -6% (bf16) and -35% (FP8), where the synchronous step read +6..+7%
     and -17%: at one or two running requests this hybrid MoE (Gated DeltaNet + attention, 256
     experts) measures ~6.5 ms per token against 4.7 ms of priced GPU work. The bounds pin that

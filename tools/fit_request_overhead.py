@@ -49,6 +49,26 @@ OUTPUT_FIT_ROWS = {
     "vllm-0.17": "gpustack-h200-qwen35-35b-a3b-r8-vllm-ttft-p50",
 }
 
+#: Engines whose per-iteration host time (``step_overhead_s``: scheduler, input preparation and
+#: sampler, serialised with the GPU where scheduling is synchronous) is fitted too, on the TPOT of
+#: the concurrency-1 row, where every iteration is one request's decode step and the host share is
+#: plainest. vLLM v0.11.0 (the gpustack H100 rows) schedules synchronously; its TPOT rows at
+#: concurrency 2, 4 and 8 are held back. The profile's earlier value (1.5 ms) was a prior read off
+#: the V1 blog's figures, not a measurement.
+STEP_FIT_ROWS = {
+    "vllm": "gpustack-h100-qwen3-8b-c1-vllm-tpot",
+    # vLLM V0 (LLM-Inference-Bench): offline, no API server; fitted on the wall time of one static
+    # batch-1 run on H100 (1024 + 1024 tokens: 1023 decode steps of one request); the batch 16, 32
+    # and 64 runs and the MI300X rows are held back.
+    "vllm-v0": "lib-h100-l3-8b-b1-1024",
+}
+
+#: Engines whose per-running-request host time per iteration (``host_seq_s``) is fitted too: vLLM
+#: V0 on the batch-64 run of the same H100 series (where 64 requests' per-sequence work shows).
+SEQ_FIT_ROWS = {
+    "vllm-v0": "lib-h100-l3-8b-b64-1024",
+}
+
 
 @contextmanager
 def _overhead(engine: str, values: dict):
@@ -69,31 +89,44 @@ def _predict(case, engine: str, values: dict) -> float:
 
 
 def fit(engine: str, case, field: str = "request_overhead_s", fixed: dict | None = None) -> float:
-    """The ``field`` value (seconds) at which ``case`` (a TTFT row) is predicted exactly, the other
-    fields ``fixed``: TTFT grows monotonically in either, so a few secant steps converge."""
+    """The ``field`` value (seconds) at which ``case`` (a TTFT, TPOT or wall-time row) is predicted
+    exactly, the other fields ``fixed``: each grows monotonically in every field, so a few secant
+    steps converge."""
     fixed = fixed or {}
     target = float(case.row["value"])
     x0, x1 = 0.0, 0.05 if field == "request_overhead_s" else 5e-4
+    scale = {"ms": 1e3, "s": 1.0}.get(case.row.get("unit"), 1.0)  # to a microsecond
     f0 = _predict(case, engine, {**fixed, field: x0}) - target
     for _ in range(8):
         f1 = _predict(case, engine, {**fixed, field: x1}) - target
-        if abs(f1) < 1e-3 or f1 == f0:  # a microsecond
+        if abs(f1) < 1e-6 * scale or f1 == f0:
             break
         x0, x1, f0 = x1, max(x1 - f1 * (x1 - x0) / (f1 - f0), 0.0), f1
     return x1
 
 
+#: Each fitted field and the table naming the row it is fitted on.
+_FIELDS = (
+    ("request_overhead_s", FIT_ROWS),
+    ("api_output_s", OUTPUT_FIT_ROWS),
+    ("step_overhead_s", STEP_FIT_ROWS),
+    ("host_seq_s", SEQ_FIT_ROWS),
+)
+
+
 def fit_engine(engine: str, cases: dict) -> dict:
-    """The fitted fields of one engine string: ``request_overhead_s`` on its FIT_ROWS row and, where
-    OUTPUT_FIT_ROWS names one, ``api_output_s`` on that row, in turn until both settle."""
-    values = {"request_overhead_s": fit(engine, cases[FIT_ROWS[engine]])}
-    if engine not in OUTPUT_FIT_ROWS:
-        return values
-    for _ in range(4):
-        out = fit(engine, cases[OUTPUT_FIT_ROWS[engine]], "api_output_s", values)
-        values = {"request_overhead_s": fit(engine, cases[FIT_ROWS[engine]], fixed={"api_output_s": out})}
-        values["api_output_s"] = out
+    """The fitted fields of one engine string, each on the row its table names, in turn (every row
+    depends a little on every field) until they settle."""
+    rows = {field: table[engine] for field, table in _FIELDS if engine in table}
+    values: dict = {}
+    for _ in range(4 if len(rows) > 1 else 1):
+        for field, row in rows.items():
+            values[field] = fit(engine, cases[row], field, {k: v for k, v in values.items() if k != field})
     return values
+
+
+def _fit_rows(engine: str) -> tuple:
+    return tuple(table[engine] for _, table in _FIELDS if engine in table)
 
 
 def _report(cases, fitted: dict) -> None:
@@ -104,7 +137,7 @@ def _report(cases, fitted: dict) -> None:
         engine = c.str("engine")
         if engine not in fitted:
             continue
-        part = "fit " if c.id in (FIT_ROWS.get(engine), OUTPUT_FIT_ROWS.get(engine)) else "held"
+        part = "fit " if c.id in _fit_rows(engine) else "held"
         got = _predict(c, engine, fitted[engine])
         err = got / float(c.row["value"]) - 1
         if part == "held":
@@ -124,15 +157,18 @@ def _report(cases, fitted: dict) -> None:
 
 
 def main() -> None:
-    cases = [c for c in read_cases() if c.kind == "serve_load"]
+    engines = list(dict.fromkeys(e for _, table in _FIELDS for e in table))
+    cases = [
+        c
+        for c in read_cases()
+        if c.kind == "serve_load" or (c.kind == "serve_throughput" and c.str("engine") in engines)
+    ]
     by_id = {c.id: c for c in cases}
     fitted = {}
-    for engine, row in FIT_ROWS.items():
-        fitted[engine] = fit_engine(engine, by_id)  # seconds (the rows are in ms; the secant does not mind)
+    for engine in engines:
+        fitted[engine] = fit_engine(engine, by_id)  # seconds (the secant does not mind the row's unit)
         shown = ", ".join(f"{k} = {v:.4g}" for k, v in fitted[engine].items())
-        print(
-            f"{engine}: {shown} (fitted on {row}{', ' + OUTPUT_FIT_ROWS[engine] if engine in OUTPUT_FIT_ROWS else ''})"
-        )
+        print(f"{engine}: {shown} (fitted on {', '.join(_fit_rows(engine))})")
     fitted["trtllm"] = {"request_overhead_s": fitted["vllm"]["request_overhead_s"]}
     print(
         f"trtllm: request_overhead_s = {fitted['trtllm']['request_overhead_s']:.4g} (vLLM's value as a prior, not fitted)"

@@ -734,7 +734,10 @@ def step_parts(
     comm = layers_stage * layer_comm + head_comm
     stage = StepParts(compute, memory, comm, stage_overhead(s, layers_stage, compute + memory + comm))
     zeros = np.zeros(s.n)
-    fixed = StepParts(zeros, zeros, zeros, np.full(s.n, engine.step_overhead_s), engine.async_scheduling)
+    host = engine.step_overhead_s + engine.host_seq_s * (s.decode_seqs + s.prefill_seqs)
+    fixed = StepParts(
+        zeros, zeros, zeros, np.broadcast_to(host, (s.n,)).astype(float), engine.async_scheduling
+    )
     return stage, fixed, pp_comm(s)
 
 

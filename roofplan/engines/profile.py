@@ -34,6 +34,10 @@ class EngineProfile:
       so the built-in engines set 0).
     * ``step_overhead_s``: per-iteration host work that does not overlap the GPU (scheduling,
       sampling, detokenisation, input preparation).
+    * ``host_seq_s``: host time per request an iteration runs, in series with the GPU like
+      ``step_overhead_s`` (per-sequence Python work of vLLM's V0 engine: sequence groups, block
+      tables, sampler output processing); 0 where not characterised (the V1-era engines' per-step
+      host time shows no per-request growth on the suite's rows).
     * ``request_overhead_s``: per-request time on the TTFT path outside the GPU iterations, in the
       engine's API server: the HTTP request, chat template and tokenisation, the hand-off to the
       engine core and admission, and the first detokenised chunk streamed back. Paid once per
@@ -85,6 +89,7 @@ class EngineProfile:
     host_op_s: float | None = None
     kernel_gap_s: float = 2e-6
     step_overhead_s: float = 1e-3
+    host_seq_s: float = 0.0
     request_overhead_s: float = 0.0
     api_output_s: float = 0.0
     custom_allreduce: bool = False
@@ -136,6 +141,7 @@ ENGINE_BOUNDS: dict[str, float] = {
     "host_op_s": 10.0,
     "kernel_gap_s": 10.0,
     "step_overhead_s": 10.0,
+    "host_seq_s": 1.0,
     "request_overhead_s": 10.0,
     "api_output_s": 1.0,
     "custom_allreduce_max_bytes": 2.0**40,

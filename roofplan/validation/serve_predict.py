@@ -49,6 +49,11 @@ from roofplan.validation.cases import Case, predictor
 #: (OUTPUT_FIT_ROWS: the 8 req/s bf16 median TTFT); the 4 req/s and FP8 8 req/s rows are held back.
 VLLM_017_REQUEST_OVERHEAD_S = 8.605e-3
 VLLM_017_API_OUTPUT_S = 5.042e-4
+#: vLLM V0 (LLM-Inference-Bench rows) host seconds per step and per running request per step
+#: (tools/fit_request_overhead.py, STEP_FIT_ROWS and SEQ_FIT_ROWS: the H100 batch-1 and batch-64
+#: latency rows; the batch-16 and -32 rows and the MI300X rows are held back).
+VLLM_V0_STEP_OVERHEAD_S = 1.284e-3
+VLLM_V0_HOST_SEQ_S = 6.829e-5
 
 #: CSV ``engine`` string -> (profile, version features that differ from the profile, kv dtype rule).
 #: ``fp8_kv``: the benchmark built the engine with an FP8 KV cache whenever weights were FP8.
@@ -81,19 +86,36 @@ ENGINE_MAP: dict[str, tuple[str, dict, bool]] = {
     "fastertransformer": ("trtllm", {"cuda_graphs": False}, False),
     # Vidur profiles vLLM operators (op rows only).
     "vidur-profile": ("vllm", {"async_scheduling": False}, False),
-    # The suite's plain "vllm" rows on an AMD device are LLM-Inference-Bench's vLLM v0.6.1 (V0: the
-    # ROCm custom paged attention, not V1's Triton unified attention); on NVIDIA devices the flag
-    # has no effect (their catalogs do not characterise the Triton kernel). Both that and the
-    # gpustack H100 rows' v0.11.0 schedule synchronously (async scheduling became the default in
-    # v0.14).
-    "vllm": ("vllm", {"rocm_triton_attention": False, "async_scheduling": False}, False),
+    # vLLM's V0 engine (before the V1 rewrite, on by default from v0.8): LLM-Inference-Bench's
+    # rows, v0.6.1 on MI300X (the ROCm custom paged attention, not V1's Triton unified attention; on
+    # NVIDIA devices that flag has no effect) and a mid-2024 0.4/0.5 release on H100. V0 scheduled
+    # synchronously and its per-step host work (scheduler, input preparation, sampler and output
+    # processing in the one Python process) was several times V1's: the vLLM v0.6.0 blog
+    # (2024-09-05) profiles Llama 3 8B on one H100 at 29 % of the time in scheduling against 38 % on
+    # the GPU, and that work grows with the running requests (per-sequence Python objects, block
+    # tables and sampler outputs). Its step_overhead_s and host_seq_s are fitted by
+    # tools/fit_request_overhead.py on the H100 batch-1 and batch-64 rows; the H100 batch-16 and
+    # -32 rows and the MI300X rows are held back.
+    "vllm-v0": (
+        "vllm",
+        {
+            "rocm_triton_attention": False,
+            "async_scheduling": False,
+            "step_overhead_s": VLLM_V0_STEP_OVERHEAD_S,
+            "host_seq_s": VLLM_V0_HOST_SEQ_S,
+        },
+        False,
+    ),
+    # The gpustack H100 rows' vLLM v0.11.0 (V1) schedules synchronously (async scheduling became
+    # the default in v0.14); its step_overhead_s is the profile's, fitted on those rows.
+    "vllm": ("vllm", {"async_scheduling": False}, False),
     # vLLM 0.10-0.13 with --async-scheduling given (the profile's default from v0.14): the
     # scheduler prepares step n+1 while the GPU runs step n (vLLM docs, "Asynchronous scheduling").
     "vllm-async": ("vllm", {"async_scheduling": True}, False),
     # vLLM v0.17.1 behind guidellm (the gpustack H200 performance-lab rows): its per-request API
     # time and its per-running-request output pass (serve_load.frontend_wait), fitted by
     # tools/fit_request_overhead.py on the 1 and 8 req/s median TTFTs (the 4 req/s and FP8 rows
-    # are held back); the profile's 48.7 ms is vLLM v0.11 behind ``vllm bench serve``.
+    # are held back); the profile's 49.6 ms is vLLM v0.11 behind ``vllm bench serve``.
     "vllm-0.17": (
         "vllm",
         {"request_overhead_s": VLLM_017_REQUEST_OVERHEAD_S, "api_output_s": VLLM_017_API_OUTPUT_S},
@@ -102,7 +124,7 @@ ENGINE_MAP: dict[str, tuple[str, dict, bool]] = {
     # vLLM v0.11.1 (ROCm image rocm/vllm:rocm7.0.0_vllm_0.11.1_20251103) driven offline by
     # ``vllm bench throughput`` (the AMD performance-results rows; ROCm/MAD scripts/vllm): prompts go
     # straight to the LLM engine, no API server, so none of the profile's per-request API time
-    # (48.7 ms, vLLM v0.11 behind ``vllm bench serve``); MAD's float8 runs pass --kv-cache-dtype
+    # (49.6 ms, vLLM v0.11 behind ``vllm bench serve``); MAD's float8 runs pass --kv-cache-dtype
     # fp8 (scripts/vllm/vllm_benchmark_report.sh DTYPE), the -FP8-KV checkpoints carry KV scales,
     # and AMD's documented ``vllm bench throughput`` command for these checkpoints sets
     # kv_cache_dtype=fp8 (ROCm docs "vLLM inference performance testing", the page of the previous
@@ -180,9 +202,12 @@ def note_engine_args(case: Case) -> dict:
 
 def engine_for(case: Case, calibration=None):
     """(engine profile, kv dtype) for a row's engine string (unknown strings: the generic profile),
-    with the server flags its note states (:func:`note_engine_args`)."""
+    with the server flags its note states (:func:`note_engine_args`). A calibration overlay's
+    ``engines.<name>`` block applies last: what a user fitted on their rows wins over the suite's
+    version table, so ``calibrate`` can move a field that table sets."""
     name, changes, fp8_kv = ENGINE_MAP.get(case.str("engine"), ("generic", {}, False))
-    profile = resolve.engine(name, calibration).replace(**{**changes, **note_engine_args(case)})
+    versioned = resolve.engine(name).replace(**{**changes, **note_engine_args(case)})
+    profile = resolve.engine(versioned, calibration)
     dtype = case.str("dtype", "bf16")
     kv = "fp8" if (fp8_kv and dtype in ("fp8", "fp4")) else None  # NVFP4 checkpoints keep an FP8 KV cache
     return profile, kv
