@@ -458,3 +458,19 @@ def test_async_scheduling_hides_host_step_work_behind_the_gpu():
     slow_host = 0.5  # seconds of host work per step, far above the GPU's ~5 ms
     t_host = step_time(LLAMA31_8B, H100, asyn.replace(step_overhead_s=slow_host), cfg, 0, 0, batch, 2048)
     np.testing.assert_allclose(t_host, slow_host, rtol=1e-9)
+
+
+def test_per_request_host_time_adds_per_running_request():
+    """``host_seq_s`` (vLLM V0's per-sequence host work) adds that many seconds per request an
+    iteration runs, decoding or prefilling, in series with the GPU under synchronous scheduling."""
+    cfg = _cfg(tp=1)
+    eng = load_engine("vllm").replace(async_scheduling=False)
+    per = 7e-5
+    batch = np.array([1, 16, 64])
+    base = step_time(LLAMA31_8B, H100, eng, cfg, 0, 0, batch, 2048)
+    more = step_time(LLAMA31_8B, H100, eng.replace(host_seq_s=per), cfg, 0, 0, batch, 2048)
+    np.testing.assert_allclose(more - base, per * batch, rtol=1e-9)
+    # one prompt chunk beside the decodes is one more request in the iteration
+    base = step_time(LLAMA31_8B, H100, eng, cfg, 512, 256.5, batch, 2048)
+    more = step_time(LLAMA31_8B, H100, eng.replace(host_seq_s=per), cfg, 512, 256.5, batch, 2048)
+    np.testing.assert_allclose(more - base, per * (batch + 1), rtol=1e-9)

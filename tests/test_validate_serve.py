@@ -204,3 +204,23 @@ def test_mixed_share_counts_iterations_that_carry_a_replacement_prompt():
     assert mixed_share(434, 128, 2048, 2048) == pytest.approx(434 / 2048)
     assert mixed_share(1694, 128, 128, 3584) == 1.0
     assert mixed_share(100, 5000, 1000, 2148) == pytest.approx(100 / 1000 * 3)
+
+
+def test_a_calibration_overlay_applies_after_the_engine_version_table():
+    """The suite's vLLM V0 rows set step_overhead_s from their version table; a user's overlay that
+    fits vllm.step_overhead_s must still move them (calibrate could not before: the table won).
+    Static batch of 16 for 1023 decode steps: 1 ms more per step is ~1.02 s more in series."""
+    from roofplan.validation.suite import predict, read_cases
+
+    (case,) = [c for c in read_cases() if c.id == "lib-h100-l3-8b-b16-1024"]
+    base = predict(case)
+    ov = {
+        "schema": "roofplan.calibration/v1",
+        "hardware": "h100-sxm",
+        "engines": {"vllm": {"step_overhead_s": 0.0}},
+    }
+    zero = predict(case, ov)
+    ov["engines"]["vllm"]["step_overhead_s"] = 1e-3
+    one = predict(case, ov)
+    assert zero < base
+    assert one - zero == pytest.approx(1024 * 1e-3, rel=0.01)
