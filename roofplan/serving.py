@@ -372,13 +372,19 @@ def estimate_serving_load(
         r = _positive("rate", rate, integer=False)
         res = serve_load.open_loop(inst, workload.isl, workload.osl, r, n)
         if res.utilisation >= 1.0:
-            need = math.ceil(n * res.utilisation + 1e-9)
-            raise InfeasibleError(
-                f"rate {r:g} req/s exceeds what {n} instance(s) sustain",
-                f"the largest sustainable rate is {res.max_rate_rps:.4g} req/s (or use --instances {need})",
-                {"max_rate_rps": res.max_rate_rps},
-            )
+            raise _unsustainable(r, n, res.max_rate_rps)
     return LoadEstimate(inst, workload, res)
+
+
+def _unsustainable(rate: float, instances: int, max_rate: float) -> InfeasibleError:
+    """The exit-3 error of a rate above what ``instances`` replicas sustain (``max_rate`` for all of
+    them): it names that rate and the replicas the rate would need."""
+    need = math.ceil(instances * rate / max_rate + 1e-9)
+    return InfeasibleError(
+        f"rate {rate:g} req/s exceeds what {instances} instance(s) sustain",
+        f"the largest sustainable rate is {max_rate:.4g} req/s (or use --instances {need})",
+        {"max_rate_rps": max_rate},
+    )
 
 
 def _workload_instance(model, hw, wl: Workload, shape: dict, dtype, kv_dtype, engine) -> serve_load.Instance:
@@ -587,6 +593,8 @@ def simulate_serving(
             "instances", instances
         )
     arrivals, load = _sim_arrivals(wl, len(isl), rate, concurrency, mode, seed)
+    if mr is not None and load.get("rate_rps", 0.0) >= mr:  # the queue would grow without bound
+        raise _unsustainable(float(rate), int(instances), mr)
     if mode == "colocated":
         res = serve_sim.simulate_colocated(
             inst,

@@ -41,6 +41,12 @@ def test_unsustainable_rate_exits_3_naming_the_largest_rate(one_line_error, cli)
     mr = float(line.split("largest sustainable rate is ")[1].split()[0])
     r = cli(*EST + ["--rate", str(0.95 * mr), "--isl", "1000", "--osl", "200", "--json"])
     assert r.exit_code == 0, r.output
+    # simulate refuses the same rate with the same line (its queue would grow without bound, and
+    # its percentiles with the number of requests simulated); below it, it runs
+    sim = one_line_error(cli(*SIM + ["--rate", "1000", "--isl", "1000", "--osl", "200"]), 3)
+    assert sim == line
+    r = cli(*SIM + ["--rate", str(0.9 * mr), "--isl", "1000", "--osl", "200", "--requests", "2000", "--json"])
+    assert r.exit_code == 0, r.output
 
 
 @pytest.mark.parametrize(
