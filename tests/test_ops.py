@@ -451,6 +451,7 @@ TARGETS = {
     "custom_allreduce": (0.10, 0.25),
     "decode_attention": (0.10, 0.25),
     "moe": (0.10, 0.25),
+    "moe_vllm": (0.10, 0.25),
 }
 
 

@@ -18,6 +18,9 @@ Tables read, relative to the package's ``systems/data/<system>/`` folder
   mla/trtllm/<V>/context_mla_perf.parquet                 -> kind=attention (MLA)
   mla/trtllm/<V>/generation_mla_perf.parquet              -> kind=decode_attention (MLA)
   moe/trtllm/<V>/moe_perf.parquet                         -> kind=moe (impl=min_latency: the NVFP4 min-latency kernels)
+  moe/vllm/<VM>/moe_perf.parquet                          -> kind=moe, impl=vllm (vLLM's Triton fused MoE, bf16
+                                                             and fp8_block) or vllm_flashinfer (FlashInfer's
+                                                             CUTLASS MoE, which vLLM runs for per-tensor fp8)
   comm/nccl/<N>/nccl_perf.parquet                         -> kind=collective, impl=nccl
   comm/trtllm/<V>/custom_allreduce_perf.parquet           -> kind=collective, impl=custom_trtllm
   comm/vllm/<VA>/custom_allreduce_perf.parquet            -> kind=collective, impl=custom_vllm
@@ -37,7 +40,7 @@ Units and meanings (from the aiconfigurator collector scripts):
     q_lora 1536); ``num_heads`` is already per GPU (= 128 / tp_size).
   * moe: TRT-LLM fused MoE forward on one GPU holding num_experts/ep experts
     with inter_size/tp slices; num_tokens = tokens entering the layer on this
-    GPU; no all-to-all / all-reduce included.
+    GPU; no all-to-all / all-reduce included (vLLM's table: its FusedMoE layer, the same columns).
   * nccl: nccl-tests (-g N, one node), out-of-place time; ``message_size`` is in
     elements (bytes = elements x dtype size = nccl-tests "size").
   * custom all-reduce: TRT-LLM ``AllReduce`` (strategy AUTO, autotune off),
@@ -146,6 +149,9 @@ MOE_TOKENS = {1, 16, 64, 256, 1024, 4096, 16384}
 MOE_TOKENS_MXFP4 = {1 << i for i in range(0, 15)}
 MOE_TP_EP = {(1, 1), (1, 8), (2, 1), (8, 1)}
 MOE_DIST = {"balanced", "power_law_1.2"}
+#: vLLM MoE dtypes the cost model's fused-MoE (stacked-GEMM) model prices; its W4A16 Marlin and
+#: MXFP4 rows are other kernels (the MXFP4 one has its own model) and are not extracted.
+VLLM_MOE_DTYPES = {"bfloat16", "fp8", "fp8_block"}
 MLA_BATCH = {1, 4, 16, 64, 256}
 MLA_GEN_BATCH = {1, 8, 64, 512}
 
@@ -278,7 +284,8 @@ def convert(table: str, df: pd.DataFrame, hw: str, src: str, full: bool):
                 )
                 rid += f" cached={r.step} absorbed"
         elif base == "moe_perf":
-            if not (full or keep_moe(r)):
+            engine = table.split("/")[1]  # moe/<engine>/<version>/...
+            if not (full or keep_moe(r)) or (engine == "vllm" and r.moe_dtype not in VLLM_MOE_DTYPES):
                 continue
             o.update(
                 kind="moe",
@@ -297,11 +304,15 @@ def convert(table: str, df: pd.DataFrame, hw: str, src: str, full: bool):
                 # measured on the same shapes (up to 3.6x faster): its own impl, not one family
                 impl="min_latency" if r.kernel_source.endswith("min_latency") else "",
             )
-            rid += " " + (
-                r.kernel_source.replace("moe_torch_flow_", "")
-                if r.kernel_source != "moe_torch_flow"
-                else "default"
-            )
+            if engine == "vllm":  # FlashInfer's CUTLASS MoE (per-tensor FP8) is another kernel
+                o["impl"] = "vllm_flashinfer" if "flashinfer" in r.kernel_source else "vllm"
+                rid = f"vllm_{rid} {r.kernel_source.replace('vllm_', '')}"
+            else:
+                rid += " " + (
+                    r.kernel_source.replace("moe_torch_flow_", "")
+                    if r.kernel_source != "moe_torch_flow"
+                    else "default"
+                )
         elif base == "nccl_perf":
             d = dt(r.nccl_dtype)
             o.update(
@@ -335,6 +346,22 @@ def convert(table: str, df: pd.DataFrame, hw: str, src: str, full: bool):
         yield o
 
 
+def _moe_shape(r) -> tuple:
+    return r["hidden"], r["moe_ffn"], r["experts"], r["topk"]
+
+
+def _mark_nongated_vllm(rows, hw: str) -> None:
+    """vLLM's MoE table has no activation column; its shapes are the collector's model list, the
+    same as TensorRT-LLM's table, whose kernel names say which MoEs have no gate (Nemotron-H's
+    squared-ReLU experts). The vLLM rows of those shapes are marked so (in place)."""
+    mine = [r for r in rows if r["kind"] == "moe" and r["hardware"] == hw]
+    nongated = {_moe_shape(r) for r in mine if r["gated"] == "no"}
+    for r in mine:
+        if r["impl"].startswith("vllm") and _moe_shape(r) in nongated:
+            r["gated"] = "no"
+            r["id"] += " nongated"
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument(
@@ -353,6 +380,11 @@ def main(argv=None) -> int:
         default="0.24.0",
         help="vLLM data folder whose generation-attention table (FlashAttention-3 decode) is added; "
         "'' for none",
+    )
+    ap.add_argument(
+        "--vllm-moe-version",
+        default="0.24.0",
+        help="vLLM data folder whose MoE table (its fused MoE kernels) is added; '' for none",
     )
     ap.add_argument(
         "--vllm-allreduce-version",
@@ -395,6 +427,7 @@ def main(argv=None) -> int:
         f"mla/trtllm/{v}/generation_mla_perf.parquet",
         *([f"attention/vllm/{a.vllm_version}/generation_attention_perf.parquet"] if a.vllm_version else []),
         f"moe/trtllm/{v}/moe_perf.parquet",
+        *([f"moe/vllm/{a.vllm_moe_version}/moe_perf.parquet"] if a.vllm_moe_version else []),
         f"comm/nccl/{nv}/nccl_perf.parquet",
         f"comm/trtllm/{v}/custom_allreduce_perf.parquet",
         *(
@@ -420,6 +453,7 @@ def main(argv=None) -> int:
                 r["gated"] = ("no" if "nongated" in r["id"] else "yes") if r["kind"] == "moe" else ""
             print(f"{t:60s} {hw:9s} {len(df):7d} {len(out):7d}", file=sys.stderr)
             rows.extend(out)
+        _mark_nongated_vllm(rows, hw)
     with open(a.out, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=COLUMNS, lineterminator="\n")
         w.writeheader()

@@ -54,6 +54,13 @@ DECODE_IMPLS = ("flash", "trtllm", "trtllm_mla")
 #: TensorRT-LLM's NVFP4 min-latency MoE path (aiconfigurator's ``moe_torch_flow_min_latency`` rows:
 #: measured only, not modelled; :func:`roofplan.costmodel.ops.moe_time` prices the CUTLASS sequence).
 MOE_MIN_LATENCY = "min_latency"
+#: ``impl`` labels of an engine's own fused MoE kernels: vLLM's Triton fused MoE (bf16 and FP8 block
+#: scales) and the FlashInfer CUTLASS MoE vLLM runs for per-tensor FP8 checkpoints, priced by the cost
+#: model's fused-MoE (stacked-GEMM) model, the one serving under vLLM and SGLang takes
+#: (costmodel.serve ENGINE_MOE_KERNELS), and reported as their own families ``moe_<impl>``. The
+#: FlashInfer rows are measured only: their time barely moves from 32 to 4096 tokens, which no GEMM
+#: model of the stacked rows reproduces, so they are not fitted and show what the model misses.
+MOE_FUSED_IMPLS = ("vllm", "vllm_flashinfer")
 #: Kinds of the shared published-measurements format, predicted by ``roofplan.validation.suite``.
 SUITE_KINDS = ("train", "serve_step", "serve_throughput", "serve_spec", "op_gemm", "op_allreduce")
 KINDS = OP_KINDS + SUITE_KINDS

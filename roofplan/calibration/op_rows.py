@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from roofplan.calibration.formats import CUSTOM_IMPLS, MOE_MIN_LATENCY
+from roofplan.calibration.formats import CUSTOM_IMPLS, MOE_FUSED_IMPLS, MOE_MIN_LATENCY
 from roofplan.costmodel import ops
 from roofplan.costmodel.collectives import collective_time
 from roofplan.engines.allreduce import GENERIC, STRATEGIES
@@ -106,15 +106,20 @@ def _decode_attention(ms, hw: DeviceSpec) -> np.ndarray:
 
 def _moe(ms, hw: DeviceSpec) -> np.ndarray:
     def time_of(sub, group):
-        dtype, dist, gated = group
+        dtype, dist, gated, impl = group
         shape = _cols(sub, "tokens", "hidden", "moe_ffn", "experts", "topk")
         ep, tp = _cols(sub, "ep", "tp")
-        # the measured MoE rows are TensorRT-LLM's MoE kernels (cutlass grouped GEMM sequences)
+        # TensorRT-LLM's MoE kernels (cutlass grouped GEMM sequences) unless the row names an
+        # engine's fused MoE (MOE_FUSED_IMPLS), which the stacked-GEMM model prices
+        kernels = "shared" if impl in MOE_FUSED_IMPLS else "trtllm"
         return ops.moe_time(
-            *shape, hw, ep=ep, tp=tp, dtype=dtype, distribution=dist, gated=gated, kernels="trtllm"
+            *shape, hw, ep=ep, tp=tp, dtype=dtype, distribution=dist, gated=gated, kernels=kernels
         )
 
-    return _per_group(ms, lambda m: (m.row["dtype"], m.row["distribution"], m.row["gated"]), time_of)
+    def key(m):
+        return m.row["dtype"], m.row["distribution"], m.row["gated"], m.row.get("impl")
+
+    return _per_group(ms, key, time_of)
 
 
 def _collective(ms, hw: DeviceSpec) -> np.ndarray:
@@ -180,4 +185,6 @@ def family(m) -> str:
         return "custom_allreduce" if m.row["impl"] in CUSTOM_IMPLS else "nccl"
     if m.kind == "moe" and m.row.get("impl") == MOE_MIN_LATENCY:
         return "moe_min_latency"
+    if m.kind == "moe" and m.row.get("impl") in MOE_FUSED_IMPLS:
+        return "moe_" + m.row["impl"]
     return m.kind

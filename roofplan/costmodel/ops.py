@@ -807,7 +807,7 @@ def moe_time(
     # ROCm and Hopper: triton_kernels matmul_ogs), priced by its launch grid where characterised
     triton = dtype == "mxfp4_wo" and eff.moe_mma_mxfp4 > 0 and bool(hw.compute_units)
     grid = triton or (kernels == "trtllm" and has_grouped_moe_model(hw, eff))
-    return _moe_time_grid(*args) if grid else _moe_time_stacked(*args)
+    return _moe_time_grid(*args) if grid else _moe_time_stacked(*args, every_copy=kernels == "shared")
 
 
 def _moe_time_grid(T, h, f, E, k, ep, up, hw, dtype, distribution, eff, weight_bw_Bps):
@@ -893,20 +893,30 @@ def _moe_time_triton_mxfp4(tiles, copies, touched, per_expert, h, f, up, hw, eff
     return g + eff.moe_mxfp4_floor_s
 
 
-def _moe_time_stacked(T, h, f, E, k, ep, up, hw, dtype, distribution, eff, weight_bw_Bps):
-    """:func:`moe_time` where the grouped kernels are not characterised: one GEMM of the stacked
-    rows (the tiles of all experts share the waves) over the touched experts' weights, at the
-    class's grouped-GEMM efficiency ``moe_gemm*`` relative to a dense GEMM, plus the permute and
-    unpermute bytes and ``moe_floor_s``."""
+def _moe_time_stacked(T, h, f, E, k, ep, up, hw, dtype, distribution, eff, weight_bw_Bps, every_copy=False):
+    """:func:`moe_time` where the grouped kernels are not characterised (and for the engines' fused
+    MoE kernels): one GEMM of the stacked rows (the tiles of all experts share the waves) over the
+    touched experts' weights, its compute at the class's grouped-GEMM efficiency ``moe_gemm*``
+    relative to a dense GEMM and its weight and activation stream at ``moe_stream`` of a dense
+    GEMM's (0: the same ``moe_gemm*``), plus the permute and unpermute bytes and ``moe_floor_s``.
+    ``every_copy`` (the engines' fused MoE, vLLM's ``fused_experts``): the top-k reduction reads the
+    output slot of every token copy, local expert or not (with expert parallelism over all-gathered
+    tokens the slots of other ranks' experts are zeros it still sums), so the unpermute traffic is
+    that of all T·k copies rather than of the rank's T·k/ep."""
     share, touched = router_load(distribution, E, ep, T, k)
     assignments = T * k / ep * share  # token copies arriving at the busiest rank's experts
     wb = WEIGHT_BYTES.get(dtype, 2.0) * touched
-    kw = {"dtype": dtype, "eff": eff, "weight_bw_Bps": weight_bw_Bps, "weight_bytes": wb}
-    g = gemm_time(assignments, up * f, h, hw, **kw) + gemm_time(assignments, h, f, hw, **kw)
     c = gemm_class(dtype)
     grouped = {"fp8": eff.moe_gemm_fp8, "fp8_block": eff.moe_gemm_fp8_block}.get(c, 0.0) or eff.moe_gemm
-    per_assign = assignments * h * 2.0 * 4.0 / (hw.hbm_Bps * eff.hbm)  # permute + unpermute r/w, bf16
-    return g / grouped + per_assign + eff.moe_floor_s
+    stream = eff.moe_stream or grouped
+    kw = {"dtype": dtype, "eff": eff, "weight_bw_Bps": weight_bw_Bps, "weight_bytes": wb}
+    g = 0.0
+    for n_, k_ in ((up * f, h), (h, f)):  # gate/up, then down
+        t_c, t_m, fixed = gemm_components(assignments, n_, k_, hw, **kw)
+        g = g + blend(t_c / grouped, t_m / stream, eff) + fixed / grouped
+    copies = T * k if every_copy else assignments
+    per_assign = copies * h * 2.0 * 4.0 / (hw.hbm_Bps * eff.hbm)  # permute + unpermute r/w, bf16
+    return g + per_assign + eff.moe_floor_s
 
 
 def elementwise_time(nbytes, hw: DeviceSpec, *, eff: Efficiency | None = None, kernels=1.0):

@@ -46,6 +46,7 @@ def efficiency_kind(name: str) -> tuple[str, bool]:
         "moe_gemm",
         "moe_gemm_fp8",
         "moe_gemm_fp8_block",
+        "moe_stream",
         "gemm_k_half",
         "gemm_cta_intensity",
         "gemm_blend",

@@ -155,7 +155,9 @@ class Efficiency:
       characterised, ``decode_hbm`` applies); ``mla_*`` (TensorRT-LLM's FlashMLA decode of MLA models on Hopper,
       :mod:`roofplan.costmodel.mla_decode`; ``mla_hbm`` 0 = not characterised); ``moe_gemm`` (grouped-GEMM
       efficiency relative to one dense GEMM of the stacked rows; ``moe_gemm_fp8`` /
-      ``moe_gemm_fp8_block`` per class, 0 = ``moe_gemm``), ``moe_floor_s``; ``moe_mma`` ... (the
+      ``moe_gemm_fp8_block`` per class, 0 = ``moe_gemm``), ``moe_stream`` (the fraction of a dense
+      GEMM's weight and activation stream the engines' fused MoE kernels reach, where it differs from
+      their compute efficiency; 0 = the class's ``moe_gemm``), ``moe_floor_s``; ``moe_mma`` ... (the
       grouped-GEMM launch-grid model of TensorRT-LLM's MoE kernels, :func:`roofplan.costmodel.ops.grouped_gemm_time`;
       ``moe_mma`` 0 = not characterised, the stacked-GEMM model with ``moe_gemm`` applies):
       ``moe_mma`` / ``moe_mma_fp8`` / ``moe_mma_fp8_block`` (fraction of an SM's share of the dense
@@ -299,6 +301,7 @@ class Efficiency:
     moe_gemm: float = 0.8
     moe_gemm_fp8: float = 0.0
     moe_gemm_fp8_block: float = 0.0
+    moe_stream: float = 0.0
     moe_floor_s: float = 30e-6
     moe_mma: float = 0.0
     moe_mma_fp8: float = 0.0
