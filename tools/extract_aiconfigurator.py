@@ -21,6 +21,7 @@ Tables read, relative to the package's ``systems/data/<system>/`` folder
   moe/vllm/<VM>/moe_perf.parquet                          -> kind=moe, impl=vllm (vLLM's Triton fused MoE, bf16
                                                              and fp8_block) or vllm_flashinfer (FlashInfer's
                                                              CUTLASS MoE, which vLLM runs for per-tensor fp8)
+  moe/sglang/<S>/moe_perf.parquet                         -> kind=moe, impl=sglang (SGLang's Triton fused MoE)
   comm/nccl/<N>/nccl_perf.parquet                         -> kind=collective, impl=nccl
   comm/trtllm/<V>/custom_allreduce_perf.parquet           -> kind=collective, impl=custom_trtllm
   comm/vllm/<VA>/custom_allreduce_perf.parquet            -> kind=collective, impl=custom_vllm
@@ -152,6 +153,18 @@ MOE_DIST = {"balanced", "power_law_1.2"}
 #: vLLM MoE dtypes the cost model's fused-MoE (stacked-GEMM) model prices; its W4A16 Marlin and
 #: MXFP4 rows are other kernels (the MXFP4 one has its own model) and are not extracted.
 VLLM_MOE_DTYPES = {"bfloat16", "fp8", "fp8_block"}
+#: SGLang's MoE rows kept: its Triton fused MoE (the lineage of vLLM's) in bf16 and FP8 block
+#: scales, a check of the model fitted on vLLM's rows that no fit sees.
+SGLANG_MOE = ("sglang_fused_moe_triton", {"bfloat16", "fp8_block"})
+
+
+def _fused_moe_kept(engine: str, r) -> bool:
+    """Whether a row of an engine's own MoE table is extracted (VLLM_MOE_DTYPES, SGLANG_MOE)."""
+    if engine == "vllm":
+        return r.moe_dtype in VLLM_MOE_DTYPES
+    return r.kernel_source == SGLANG_MOE[0] and r.moe_dtype in SGLANG_MOE[1]
+
+
 MLA_BATCH = {1, 4, 16, 64, 256}
 MLA_GEN_BATCH = {1, 8, 64, 512}
 
@@ -285,7 +298,7 @@ def convert(table: str, df: pd.DataFrame, hw: str, src: str, full: bool):
                 rid += f" cached={r.step} absorbed"
         elif base == "moe_perf":
             engine = table.split("/")[1]  # moe/<engine>/<version>/...
-            if not (full or keep_moe(r)) or (engine == "vllm" and r.moe_dtype not in VLLM_MOE_DTYPES):
+            if not (full or keep_moe(r)) or (engine != "trtllm" and not _fused_moe_kept(engine, r)):
                 continue
             o.update(
                 kind="moe",
@@ -304,9 +317,9 @@ def convert(table: str, df: pd.DataFrame, hw: str, src: str, full: bool):
                 # measured on the same shapes (up to 3.6x faster): its own impl, not one family
                 impl="min_latency" if r.kernel_source.endswith("min_latency") else "",
             )
-            if engine == "vllm":  # FlashInfer's CUTLASS MoE (per-tensor FP8) is another kernel
-                o["impl"] = "vllm_flashinfer" if "flashinfer" in r.kernel_source else "vllm"
-                rid = f"vllm_{rid} {r.kernel_source.replace('vllm_', '')}"
+            if engine != "trtllm":  # FlashInfer's CUTLASS MoE (vLLM's per-tensor FP8) is another kernel
+                o["impl"] = f"{engine}_flashinfer" if "flashinfer" in r.kernel_source else engine
+                rid = f"{engine}_{rid} {r.kernel_source.replace(engine + '_', '')}"
             else:
                 rid += " " + (
                     r.kernel_source.replace("moe_torch_flow_", "")
@@ -357,7 +370,7 @@ def _mark_nongated_vllm(rows, hw: str) -> None:
     mine = [r for r in rows if r["kind"] == "moe" and r["hardware"] == hw]
     nongated = {_moe_shape(r) for r in mine if r["gated"] == "no"}
     for r in mine:
-        if r["impl"].startswith("vllm") and _moe_shape(r) in nongated:
+        if r["impl"] not in ("", "min_latency") and _moe_shape(r) in nongated:
             r["gated"] = "no"
             r["id"] += " nongated"
 
@@ -428,6 +441,7 @@ def main(argv=None) -> int:
         *([f"attention/vllm/{a.vllm_version}/generation_attention_perf.parquet"] if a.vllm_version else []),
         f"moe/trtllm/{v}/moe_perf.parquet",
         *([f"moe/vllm/{a.vllm_moe_version}/moe_perf.parquet"] if a.vllm_moe_version else []),
+        *([f"moe/sglang/{a.sglang_version}/moe_perf.parquet"] if a.sglang_version else []),
         f"comm/nccl/{nv}/nccl_perf.parquet",
         f"comm/trtllm/{v}/custom_allreduce_perf.parquet",
         *(

@@ -60,7 +60,9 @@ MOE_MIN_LATENCY = "min_latency"
 #: (costmodel.serve ENGINE_MOE_KERNELS), and reported as their own families ``moe_<impl>``. The
 #: FlashInfer rows are measured only: their time barely moves from 32 to 4096 tokens, which no GEMM
 #: model of the stacked rows reproduces, so they are not fitted and show what the model misses.
-MOE_FUSED_IMPLS = ("vllm", "vllm_flashinfer")
+#: SGLang's Triton fused MoE rows (``sglang``) are not fitted either: they check the model fitted
+#: on vLLM's.
+MOE_FUSED_IMPLS = ("vllm", "vllm_flashinfer", "sglang")
 #: Kinds of the shared published-measurements format, predicted by ``roofplan.validation.suite``.
 SUITE_KINDS = ("train", "serve_step", "serve_throughput", "serve_spec", "op_gemm", "op_allreduce")
 KINDS = OP_KINDS + SUITE_KINDS
