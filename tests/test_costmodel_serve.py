@@ -474,3 +474,20 @@ def test_per_request_host_time_adds_per_running_request():
     base = step_time(LLAMA31_8B, H100, eng, cfg, 512, 256.5, batch, 2048)
     more = step_time(LLAMA31_8B, H100, eng.replace(host_seq_s=per), cfg, 512, 256.5, batch, 2048)
     np.testing.assert_allclose(more - base, per * (batch + 1), rtol=1e-9)
+
+
+def test_block_scaled_fp8_weights_and_their_activation_quantisation():
+    """``fp8_block`` (DeepSeek-V3 / Qwen FP8 checkpoints): one fp32 scale per 128 x 128 weight
+    block, so the weights are fp8's times 1 + 4/16384; each GEMM's 1 x 128 activation groups are
+    quantised in a kernel of their own, so a decode step is never faster than per-tensor fp8's
+    (whose static scales fuse the cast into the producing kernel). On a device without FP8 tensor
+    cores (A100) both run as 8-bit weights on the 16-bit units: the steps differ only by the scales."""
+    eng = load_engine("vllm")
+    kw = dict(tp=1, batch=1, isl=512, osl=64)
+    per_tensor = serve_step(LLAMA31_8B, H100, _cfg(dtype="fp8", **kw), eng)
+    block = serve_step(LLAMA31_8B, H100, _cfg(dtype="fp8_block", **kw), eng)
+    assert block.mem_weights[0] == pytest.approx(per_tensor.mem_weights[0] * (1 + 4 / 16384), rel=2e-3)
+    assert block.tpot_s[0] > per_tensor.tpot_s[0]
+    a_pt = serve_step(LLAMA31_8B, A100, _cfg(dtype="fp8", **kw), eng)
+    a_bl = serve_step(LLAMA31_8B, A100, _cfg(dtype="fp8_block", **kw), eng)
+    assert a_bl.tpot_s[0] == pytest.approx(a_pt.tpot_s[0], rel=1e-3)

@@ -336,3 +336,18 @@ def test_every_file_is_parseable(emitter):
         elif name.endswith(".sh"):
             for line in text.replace("\\\n", " ").splitlines():
                 shlex.split(line)
+
+
+def test_block_fp8_comes_from_the_checkpoint_not_a_flag():
+    """Per-tensor fp8 quantises a 16-bit checkpoint online (``--quantization fp8``); block-scaled
+    fp8 is read from the checkpoint's quantization_config, so no flag is written and the MODEL
+    placeholder says what the weights must be."""
+    best = _colocated(_role(8, batch=32, chunk=512, max_num_batched_tokens=544))
+    for emitter, program in ((vllm, ["vllm", "serve"]), (sglang, ["python", "-m", "sglang.launch_server"])):
+        for dtype, flagged in (("fp8", True), ("fp8_block", False)):
+            files = emitter.emit(best, {**REQUEST, "dtype": dtype})
+            text = "\n".join(t for n, t in files.items() if n.endswith(".sh"))
+            argvs = commands(text, program)
+            assert argvs, (emitter.__name__, program)
+            assert all(("--quantization" in a) == flagged for a in argvs)
+            assert ("128 x 128 block scales" in text) == (not flagged)

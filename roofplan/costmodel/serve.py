@@ -241,6 +241,8 @@ def _gemm_dtype(weight_dtype: str, cdt: str) -> str:
         return "int4"
     if weight_dtype == "fp4" and cdt != "fp4":
         return "mxfp4_wo"
+    if weight_dtype == "fp8_block" and cdt == "fp8":
+        return "fp8_block"
     return cdt
 
 
@@ -342,7 +344,9 @@ def gemm_term(s: StepInputs, acc: _Acc, m, n_, k, count=1.0, expert=False) -> No
     dtype, wbytes = (s.gemm_dtype, s.weight_bytes) if expert else (s.dense_gemm_dtype, s.dense_weight_bytes)
     # FP8/INT8 serving checkpoints (ModelOpt, llm-compressor) carry static per-tensor activation
     # scales, and the engines fuse the cast into the kernel that produces the activation (RMSNorm,
-    # SiLU x mul): no separate quantisation kernel per GEMM (quantise=False)
+    # SiLU x mul): no separate quantisation kernel per GEMM (quantise=False). Block-scaled FP8
+    # quantises each 1 x 128 activation group in a kernel of its own before the GEMM (vLLM
+    # per_token_group_quant_fp8 in apply_w8a8_block_fp8_linear; SGLang likewise)
     t_c, t_m, fixed = ops.gemm_components(
         m,
         n_,
@@ -354,7 +358,7 @@ def gemm_term(s: StepInputs, acc: _Acc, m, n_, k, count=1.0, expert=False) -> No
         act_in_hbm=s.act_hbm,
         weight_bytes=wbytes,
         act_bytes=None,
-        quantise=False,
+        quantise=dtype == "fp8_block",
     )
     if not s.hw.dataflow:  # one kernel: the blended time, booked to whichever side dominates
         t = ops.blend(t_c, t_m, s.eff) + fixed

@@ -15,7 +15,10 @@ from roofplan.errors import InputError
 from roofplan.hardware.spec import DTYPE_BYTES, DeviceSpec
 from roofplan.models.spec import ModelSpec
 
-WEIGHT_DTYPES = ("bf16", "fp16", "fp8", "int8", "int4", "fp4")
+#: ``fp8`` is W8A8 with per-tensor scales (ModelOpt, llm-compressor checkpoints: static activation
+#: scales); ``fp8_block`` W8A8 with 128 x 128 weight-block scales and 1 x 128 activation groups
+#: quantised on the fly (DeepSeek-V3 and Qwen FP8 checkpoints).
+WEIGHT_DTYPES = ("bf16", "fp16", "fp8", "fp8_block", "int8", "int4", "fp4")
 KV_DTYPES = ("bf16", "fp16", "fp8", "int8")
 
 
@@ -155,6 +158,8 @@ def compute_dtype(hw: DeviceSpec, weight_dtype: str) -> str:
         act = "fp16" if "fp16" in hw.peak_flops else "bf16"
     if weight_dtype in ("fp8", "int8") and weight_dtype in hw.peak_flops:
         return weight_dtype
+    if weight_dtype == "fp8_block" and "fp8" in hw.peak_flops:
+        return "fp8"
     if weight_dtype == "fp4" and "fp4" in hw.peak_flops:  # W4A4 NVFP4 / MXFP4 GEMMs (Blackwell, CDNA 4)
         return "fp4"
     # fp4 without FP4 tensor cores is weight-only W4A16: vLLM's MXFP4 MoE takes its Triton backend

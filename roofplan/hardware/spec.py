@@ -23,6 +23,9 @@ DTYPE_BYTES: dict[str, float] = {
     "bf16": 2.0,
     "fp16": 2.0,
     "fp8": 1.0,
+    # FP8 with one fp32 scale per 128 x 128 weight block (DeepSeek-V3 and Qwen FP8 checkpoints,
+    # ``weight_block_size`` [128, 128]): 1 + 4 / 16384 bytes a weight
+    "fp8_block": 1.0 + 4.0 / 16384.0,
     "int8": 1.0,
     "int4": 0.5,
     # NVFP4 / MXFP4: 4-bit elements plus one 8-bit scale per 16 (NVFP4) elements = 4.5 bits

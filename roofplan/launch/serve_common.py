@@ -72,12 +72,25 @@ def model_id(request: dict) -> str:
     return str(request.get("model_id") or request.get("model"))
 
 
+#: Weight dtypes the engines take from the checkpoint's own ``quantization_config`` (no flag
+#: quantises a 16-bit checkpoint into them): what MODEL must then hold.
+QUANTISED_CHECKPOINTS = {
+    "fp8_block": "FP8 weights with 128 x 128 block scales (weight_block_size [128, 128])",
+    "fp4": "NVFP4 / MXFP4 weights",
+    "int4": "int4 weights (AWQ / GPTQ)",
+}
+
+
 def model_default(request: dict) -> str:
     """Shell lines giving ``MODEL`` its default unless the environment sets it; the default is one
-    quoted word, so a hostile name (``$(...)``, a newline) stays text."""
+    quoted word, so a hostile name (``$(...)``, a newline) stays text. Where the plan prices weights
+    that only a quantised checkpoint holds (QUANTISED_CHECKPOINTS), a comment says so."""
+    held = QUANTISED_CHECKPOINTS.get(str(request.get("dtype")))
+    note = f"# the plan prices {held}: MODEL must be a checkpoint that holds them\n" if held else ""
     return (
         "# --- placeholder: MODEL, the Hugging Face id or local path of the weights ---\n"
-        f'if [ -z "${{MODEL:-}}" ]; then MODEL={quote_for("sh", model_id(request))}; fi'
+        + note
+        + f'if [ -z "${{MODEL:-}}" ]; then MODEL={quote_for("sh", model_id(request))}; fi'
     )
 
 

@@ -66,7 +66,7 @@ def mfu_class(model) -> str:
 
 
 def precision(dtype: str) -> str:
-    return "fp8" if dtype == "fp8" else "16bit"
+    return "fp8" if dtype in ("fp8", "fp8_block") else "16bit"
 
 
 def _band(groups: dict, keys, percentile: int, kind: str) -> ErrorBand:

@@ -209,7 +209,9 @@ def engine_for(case: Case, calibration=None):
     versioned = resolve.engine(name).replace(**{**changes, **note_engine_args(case)})
     profile = resolve.engine(versioned, calibration)
     dtype = case.str("dtype", "bf16")
-    kv = "fp8" if (fp8_kv and dtype in ("fp8", "fp4")) else None  # NVFP4 checkpoints keep an FP8 KV cache
+    kv = (
+        "fp8" if (fp8_kv and dtype in ("fp8", "fp8_block", "fp4")) else None
+    )  # NVFP4 checkpoints keep an FP8 KV cache
     return profile, kv
 
 
