@@ -37,14 +37,17 @@ def test_h200_latency_rows_under_load():
     """Held-out rows (no constant was fitted on them): gpustack Qwen3.5-35B-A3B on one H200,
     vLLM v0.17.1, ShareGPT at 1, 4 and 8 requests/s (bf16) and 8 requests/s (FP8). vLLM 0.17
     schedules asynchronously, so its 0.6 ms of host work per step hides behind the GPU's step; the
-    rows then read -21%, -17%, -6% (bf16) and -35% (FP8), where the synchronous step read +6..+7%
-    and -17%: at one or two running requests this hybrid MoE (Gated DeltaNet + attention, 256
-    experts) measures ~6.5 ms per token against 4.7 ms of priced GPU work. The bounds pin that
+    rows then read -18%, -20%, -13% (bf16) and -27% (FP8, block-scaled), where the synchronous step
+    with the earlier 1.5 ms prior read +6..+7% and -17%: at one or two running requests this
+    hybrid MoE (Gated DeltaNet + attention, 256 experts) measures ~6.5 ms per token against
+    ~4.7 ms of priced GPU work, although its MoE kernels are priced within 10% of vLLM's measured
+    ones (tests/test_ops.py moe_vllm): the gap is elsewhere (the small per-layer kernels of the
+    GDN and gated-attention blocks are the candidates; not measured here). The bounds pin that
     shortfall, not a target."""
     cases = {c.id: c for c in _rows("gpustack-h200-") if c.metric == "latency_s_mean"}
     assert len(cases) == 4
     for rid, c in cases.items():
-        bound = 0.40 if "-fp8-" in rid else 0.25
+        bound = 0.32 if "-fp8-" in rid else 0.25
         assert abs(predict(c) / c.measured - 1) <= bound, rid
 
 
