@@ -11,8 +11,9 @@ al., OSDI 2024) and Vidur (Agrawal et al., MLSys 2024). Its time on one device i
           + collectives (TP all-reduce, EP all-to-all, PP send/recv; collectives.py)
           + kernels x kernel_gap
     host  = kernels x host_op   (0 when the step replays a CUDA graph)
-    step  = max(GPU, host) + step_overhead          (the host runs ahead of the GPU asynchronously)
-    step  = max(GPU + gaps, step_overhead)          (engines with asynchronous scheduling: the host
+    sched = step_overhead + host_seq x requests in the iteration      (the scheduler's host work)
+    step  = max(GPU, host) + sched                  (the host runs ahead of the GPU asynchronously)
+    step  = max(GPU + gaps, sched)                  (engines with asynchronous scheduling: the host
                                                      prepares step n+1 while the GPU runs step n)
 
 with the fixed costs from the engine profile (:mod:`roofplan.engines`). The code names
