@@ -1,14 +1,14 @@
 """``python -m roofplan``: the command line. Without its runtime dependencies installed (typer,
-rich, numpy, scipy, pulp, pyyaml: ``pip install -e .``) ``--help`` (or no arguments) still lists the
-commands (:mod:`roofplan.cli.plain_help`, standard library only) and exits 0; any other command
-says in one line what is missing and exits 2."""
+rich, numpy, scipy, pulp, pyyaml: ``pip install -e .``) ``--help`` still lists the commands
+(:mod:`roofplan.cli.plain_help`, standard library only) and exits 0; anything else says in one
+line what is missing and exits 2."""
 
 import sys
 
 try:
     from roofplan.cli.app import main
 except ModuleNotFoundError as exc:  # an interpreter without roofplan's dependencies
-    if sys.argv[1:] in ([], ["--help"], ["-h"]):
+    if sys.argv[1:] in (["--help"], ["-h"]):
         from roofplan.cli.plain_help import render
 
         sys.stdout.write(render(exc.name))
