@@ -456,6 +456,12 @@ TARGETS = {
     # pinned at what it reaches, 11.3 % / 43.7 % (H100) and 13.3 % / 42.9 % (H200) held back; its
     # bf16 kernel at 1024+ tokens is 31-36 % slower than vLLM's at the same shapes
     "moe_sglang": (0.14, 0.45),
+    # vLLM's Gated DeltaNet kernels (costmodel.linear_mixer), fitted on the even bins
+    "linear_attention_vllm": (0.10, 0.25),
+    # SGLang's, priced by the model fitted on vLLM's (no fit sees these): pinned at what they reach,
+    # 16.6 % / 73.6 % (H100) and 21.9 % / 78.1 % (H200) held back; SGLang's chunked scan (FLA's
+    # Triton kernels) is 59 % off the FlashInfer kernel vLLM runs at the same shapes
+    "linear_attention_sglang": (0.23, 0.80),
 }
 
 

@@ -21,6 +21,8 @@ moe,h100-sxm,m1,,,,bf16,,,,,,,,,,,,4096,128,8,4096,1536,8,balanced,900
 collective,h100-sxm,c1,,,,,,,,,,,,all_reduce,8,1048576,nccl,,,,,,,,40
 collective,h100-sxm,c2,,,,,,,,,,,,all_reduce,8,65536,custom,,,,,,,,12
 collective,h100-sxm,c3,,,,,,,,,,,,all_reduce,8,4194304,custom_vllm,,,,,,,,31
+linear_attention,h100-sxm,l1,,,,fp32,64,32,16,128,1,,,recurrent_update,,,vllm,,,,,,,,71
+linear_attention,h100-sxm,l2,,,,,8,32,16,128,4096,,,chunk_scan,,,sglang,,,,,,,,3380
 """
 
 
@@ -31,7 +33,7 @@ def test_every_row_is_predicted_by_the_shared_row_predictor(tmp_path, cli):
     assert r.exit_code == 0, r.output
     doc = json.loads(r.stdout)
     assert doc["schema"] == "roofplan.validate.measurements/v1"
-    assert [row["id"] for row in doc["rows"]] == ["g1", "g2", "a1", "d1", "m1", "c1", "c2", "c3"]
+    assert [row["id"] for row in doc["rows"]] == ["g1", "g2", "a1", "d1", "m1", "c1", "c2", "c3", "l1", "l2"]
     # the numbers are the operator library's, row by row (no fit)
     hw = load_hardware("h100-sxm")
     ms = read_measurements(f)
@@ -40,7 +42,16 @@ def test_every_row_is_predicted_by_the_shared_row_predictor(tmp_path, cli):
         assert row["predicted_s"] == pytest.approx(expect, rel=1e-12)
         assert row["error"] == pytest.approx(expect / m.target - 1, rel=1e-9)
     fams = {f["family"] for f in doc["families"]}
-    assert fams == {"gemm", "attention", "decode_attention", "moe", "nccl", "custom_allreduce"}
+    assert fams == {
+        "gemm",
+        "attention",
+        "decode_attention",
+        "moe",
+        "nccl",
+        "custom_allreduce",
+        "linear_attention_vllm",
+        "linear_attention_sglang",
+    }
 
 
 def test_table_shows_families_and_bands(tmp_path, cli):
@@ -80,6 +91,9 @@ def test_hardware_filter_counts_what_it_skips(cli):
         ("collective,h100-sxm,bad,,,,,,,,,,,,all_reduce,8,4096,custom_tgi,,,,,,,,12", "line 2 impl"),
         ("decode_attention,h100-sxm,bad,,,,,64,32,8,128,,-5,bf16,,,,,,,,,,,,180", "line 2 kv_len"),
         ("decode_attention,h100-sxm,bad,,,,,64,32,8,128,,4096,bf16,,,,nvls,,,,,,,,180", "line 2 impl"),
+        ("linear_attention,h100-sxm,bad,,,,,64,32,16,128,1,,,scan,,,vllm,,,,,,,,71", "line 2 op"),
+        ("linear_attention,h100-sxm,bad,,,,,64,32,16,128,4,,,conv_update,,,vllm,,,,,,,,9", "line 2 seq_len"),
+        ("linear_attention,h100-sxm,bad,,,,,64,32,16,128,4096,,,conv,,,vllm,,,,,,,,ms", "line 2 time_us"),
     ],
 )
 def test_malformed_row_is_one_line_naming_file_line_and_column(tmp_path, line, where, cli):

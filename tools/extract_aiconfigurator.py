@@ -22,12 +22,21 @@ Tables read, relative to the package's ``systems/data/<system>/`` folder
                                                              and fp8_block) or vllm_flashinfer (FlashInfer's
                                                              CUTLASS MoE, which vLLM runs for per-tensor fp8)
   moe/sglang/<S>/moe_perf.parquet                         -> kind=moe, impl=sglang (SGLang's Triton fused MoE)
+  linear_attention/<E>/<V>/gdn_perf.parquet               -> kind=linear_attention, impl=<E> (vllm, sglang,
+                                                             trtllm: each engine's Gated DeltaNet kernels)
   comm/nccl/<N>/nccl_perf.parquet                         -> kind=collective, impl=nccl
   comm/trtllm/<V>/custom_allreduce_perf.parquet           -> kind=collective, impl=custom_trtllm
   comm/vllm/<VA>/custom_allreduce_perf.parquet            -> kind=collective, impl=custom_vllm
   comm/sglang/<S>/custom_allreduce_perf.parquet           -> kind=collective, impl=custom_sglang
 
 Units and meanings (from the aiconfigurator collector scripts):
+  * gdn: one Gated DeltaNet kernel of a Qwen3.5 layer; heads are per GPU (num_v_heads value heads,
+    num_k_heads key heads of head_k_dim = head_v_dim = 128, conv width 4); batch_size sequences of
+    seq_len new tokens (1 at generation). The kernel names map to the op column: causal_conv1d_update
+    -> conv_update, the fused recurrent gated delta rule -> recurrent_update, causal_conv1d_fn ->
+    conv, chunk_gated_delta_rule(_flashinfer) -> chunk_scan. The recurrent state is taken as fp32
+    (the engines' default state dtype for Qwen3.5; the table does not say). Rows repeated across
+    models of the same per-GPU shape keep the first model's.
   * ``latency`` is milliseconds (CUDA-event / nccl-tests time); written as us.
   * gemm: activation x[m, k] (bf16) times weight[n, k] via TensorRT-LLM's
     ``Linear``; m = tokens, n = output features, k = input features.
@@ -225,6 +234,28 @@ def keep_mla_gen(r) -> bool:
     )
 
 
+GDN_OPS = {
+    "causal_conv1d_update": "conv_update",
+    "fused_recurrent": "recurrent_update",
+    "causal_conv1d_fn": "conv",
+    "chunk_gated_delta_rule": "chunk_scan",
+}
+GDN_BATCH = {1, 8, 64}
+
+
+def gdn_op(kernel: str) -> str:
+    return next(op for prefix, op in GDN_OPS.items() if kernel.startswith(prefix))
+
+
+def keep_gdn(r, seen: set) -> bool:
+    """Generation rows all, context rows at batch 1/8/64; one model per per-GPU kernel shape."""
+    key = (r.kernel_source, r.batch_size, r.seq_len, r.num_k_heads, r.num_v_heads)
+    if key in seen or (r.phase == "context" and r.batch_size not in GDN_BATCH):
+        return False
+    seen.add(key)
+    return True
+
+
 def blank() -> dict:
     return {c: "" for c in COLUMNS}
 
@@ -236,6 +267,7 @@ def fmt_time(ms: float) -> str:
 def convert(table: str, df: pd.DataFrame, hw: str, src: str, full: bool):
     """Yield output rows for one parquet table."""
     base = os.path.basename(table).replace(".parquet", "")
+    seen: set = set()
     for idx, r in enumerate(df.itertuples(index=False)):
         o = blank()
         o["hardware"] = hw
@@ -326,6 +358,21 @@ def convert(table: str, df: pd.DataFrame, hw: str, src: str, full: bool):
                     if r.kernel_source != "moe_torch_flow"
                     else "default"
                 )
+        elif base == "gdn_perf":
+            if not (full or keep_gdn(r, seen)):
+                continue
+            o.update(
+                kind="linear_attention",
+                op=gdn_op(r.kernel_source),
+                batch=r.batch_size,
+                seq_len=r.seq_len,
+                heads=r.num_v_heads,
+                kv_heads=r.num_k_heads,
+                head_dim=r.head_k_dim,
+                dtype="fp32",
+                impl=table.split("/")[1],  # linear_attention/<engine>/<version>/...
+            )
+            rid += f" {r.kernel_source} {r.model_name.split('/')[-1]}"
         elif base == "nccl_perf":
             d = dt(r.nccl_dtype)
             o.update(
@@ -373,6 +420,12 @@ def _mark_nongated_vllm(rows, hw: str) -> None:
         if r["impl"] not in ("", "min_latency") and _moe_shape(r) in nongated:
             r["gated"] = "no"
             r["id"] += " nongated"
+
+
+def gdn_tables(a) -> list[tuple[str, str]]:
+    """(engine, version) of the Gated DeltaNet kernel tables read (vLLM's, SGLang's, TensorRT-LLM's)."""
+    pairs = [("vllm", a.vllm_moe_version), ("sglang", a.sglang_version), ("trtllm", a.trtllm_version)]
+    return [(e, v) for e, v in pairs if v]
 
 
 def main(argv=None) -> int:
@@ -442,6 +495,7 @@ def main(argv=None) -> int:
         f"moe/trtllm/{v}/moe_perf.parquet",
         *([f"moe/vllm/{a.vllm_moe_version}/moe_perf.parquet"] if a.vllm_moe_version else []),
         *([f"moe/sglang/{a.sglang_version}/moe_perf.parquet"] if a.sglang_version else []),
+        *(f"linear_attention/{e}/{ver}/gdn_perf.parquet" for e, ver in gdn_tables(a)),
         f"comm/nccl/{nv}/nccl_perf.parquet",
         f"comm/trtllm/{v}/custom_allreduce_perf.parquet",
         *(

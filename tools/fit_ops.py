@@ -226,6 +226,20 @@ FAMILIES = {
         ("moe_stream", 0.2, 1.5),
         ("moe_floor_s", 0.5e-6, 200e-6),
     ],
+    # vLLM's Gated DeltaNet kernels (impl=vllm rows; costmodel.linear_mixer), which serving under
+    # every engine takes; SGLang's and TensorRT-LLM's rows (their own families) check them
+    "linear_attention_vllm": [
+        ("gdn_conv_update_floor_s", 0.3e-6, 20e-6),
+        ("gdn_conv_update_hbm", 0.1, 1.0),
+        ("gdn_recurrent_floor_s", 0.3e-6, 20e-6),
+        ("gdn_recurrent_hbm", 0.1, 1.0),
+        ("gdn_recurrent_blend", 1.0, 8.0),
+        ("gdn_conv_floor_s", 0.3e-6, 20e-6),
+        ("gdn_conv_hbm", 0.1, 1.0),
+        ("gdn_chunk_floor_s", 0.1e-6, 50e-6),
+        ("gdn_chunk_mma", 0.05, 1.0),
+        ("gdn_chunk_cta_s", 0.0, 50e-6),
+    ],
     "nccl": [
         ("intra_bw", 0.3, 1.0),
         ("intra_bw_pair", 0.2, 1.0),
@@ -263,6 +277,15 @@ START = {
     "moe_gemm_fp8": 0.8,
     "moe_gemm_fp8_block": 0.8,
     "moe_stream": 0.9,
+    "gdn_conv_update_floor_s": 2e-6,
+    "gdn_conv_update_hbm": 0.7,
+    "gdn_recurrent_floor_s": 4e-6,
+    "gdn_recurrent_hbm": 0.8,
+    "gdn_conv_floor_s": 2e-6,
+    "gdn_conv_hbm": 0.6,
+    "gdn_chunk_floor_s": 5e-6,
+    "gdn_chunk_mma": 0.5,
+    "gdn_chunk_cta_s": 5e-6,
     "custom_ar_trtllm_latency_s": 3e-6,
     "custom_ar_vllm_latency_s": 4e-6,
     "custom_ar_sglang_latency_s": 3e-6,
@@ -282,6 +305,9 @@ PROVENANCE = {
 TABLES = {
     ("measured_kernels_hopper.csv", "moe_vllm"): "moe_perf of moe/vllm/0.24.0: vLLM's Triton fused MoE, bf16 "
     "and fp8_block; its FlashInfer CUTLASS rows (per-tensor fp8) are not fitted",
+    ("measured_kernels_hopper.csv", "linear_attention_vllm"): "gdn_perf of linear_attention/vllm/0.24.0: "
+    "vLLM's Gated DeltaNet kernels (causal_conv1d_update, the packed fused recurrent decode, "
+    "causal_conv1d_fn, FlashInfer's chunked gated delta rule), fp32 state",
     ("measured_kernels_hopper.csv", "custom_allreduce"): "custom_allreduce_perf of comm/trtllm/1.3.0rc20, "
     "comm/vllm/0.24.0 and comm/sglang/0.5.14, CUDA-graph rows",
 }

@@ -61,6 +61,7 @@ EFFICIENCY_BOUNDS: dict[str, tuple[float, float]] = {
     "gemm_cta_intensity": (1.0, 1e3),
     "gemm_wo_dequant_rate": (1e10, 1e16),
     "gemm_blend": (1.0, 20.0),
+    "gdn_recurrent_blend": (1.0, 8.0),
     "attn_half_len": (1.0, 1e5),
     "nvls_min_ranks": (2.0, 72.0),
     "moe_gemm": (0.05, 1.5),

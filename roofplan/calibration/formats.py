@@ -37,7 +37,7 @@ from roofplan.hardware.spec import DTYPE_BYTES
 from roofplan.inputs import MAX_ROWS, is_file, open_limited, user_path
 
 #: Kinds predicted by this package's own vectorised operator predictors.
-OP_KINDS = ("gemm", "attention", "decode_attention", "moe", "collective")
+OP_KINDS = ("gemm", "attention", "decode_attention", "moe", "linear_attention", "collective")
 #: dtypes an operator row may name (GEMM classes of costmodel.ops plus the MoE weight formats).
 OP_DTYPES = (*DTYPE_BYTES, "fp8_block", "mxfp4_wo", "int8_wo")
 #: Collective implementations: NCCL's own choice, NCCL forced to NVLink SHARP, an engine's custom
@@ -63,6 +63,13 @@ MOE_MIN_LATENCY = "min_latency"
 #: SGLang's Triton fused MoE rows (``sglang``) are not fitted either: they check the model fitted
 #: on vLLM's.
 MOE_FUSED_IMPLS = ("vllm", "vllm_flashinfer", "sglang")
+#: The kernels of a ``linear_attention`` row (a Gated DeltaNet layer, costmodel.linear_mixer): decode
+#: ``conv_update`` (causal_conv1d_update) and ``recurrent_update`` (the fused recurrent gated delta
+#: rule), prefill ``conv`` (causal_conv1d_fn) and ``chunk_scan`` (the chunked gated delta rule).
+LINEAR_OPS = ("conv_update", "recurrent_update", "conv", "chunk_scan")
+#: Width of the Gated DeltaNet causal conv (Qwen3-Next / Qwen3.5 ``linear_conv_kernel_dim``), which
+#: a ``linear_attention`` row does not name.
+LINEAR_CONV_KERNEL = 4
 #: Kinds of the shared published-measurements format, predicted by ``roofplan.validation.suite``.
 SUITE_KINDS = ("train", "serve_step", "serve_throughput", "serve_spec", "op_gemm", "op_allreduce")
 KINDS = OP_KINDS + SUITE_KINDS
@@ -364,6 +371,31 @@ def _moe_row(row: dict, origin: str, unit: str, metric):
     return f, work, _FLOP_RATES, metric
 
 
+def _linear_row(row: dict, origin: str, unit: str, metric):
+    """(fields, work, rate units, metric) of a ``linear_attention`` row (a time: no rate unit). One
+    Gated DeltaNet kernel of ``batch`` sequences of ``seq_len`` new tokens, ``heads`` value heads
+    and ``kv_heads`` key heads of ``head_dim``, the recurrent state in ``dtype`` (fp32 default);
+    ``impl`` the engine whose kernel it is (vllm default)."""
+    h = _positive(row, "heads", origin, integer=True)
+    f = dict(
+        op=_choice(row, "op", origin, LINEAR_OPS, ""),
+        batch=_positive(row, "batch", origin, integer=True, default=1.0),
+        seq_len=_positive(row, "seq_len", origin, integer=True, default=1.0),
+        heads=h,
+        kv_heads=_positive(row, "kv_heads", origin, integer=True, default=h),
+        head_dim=_positive(row, "head_dim", origin, integer=True),
+        dtype=_choice(row, "dtype", origin, tuple(DTYPE_BYTES), "fp32"),
+        impl=(row.get("impl") or "").strip().lower() or "vllm",
+    )
+    if not f["op"]:
+        raise InputError(_where(origin, "op"), row.get("op"), "expected one of " + ", ".join(LINEAR_OPS))
+    if f["op"] in ("conv_update", "recurrent_update") and f["seq_len"] != 1:
+        raise InputError(
+            _where(origin, "seq_len"), row.get("seq_len"), "1 for a decode kernel (one new token)"
+        )
+    return f, 0.0, {}, metric
+
+
 def _collective_row(row: dict, origin: str, unit: str, metric):
     """(fields, work, rate units, metric) of a collective row (nccl-tests names accepted): work in
     bytes, times the bus factor when the value is a bus bandwidth."""
@@ -415,6 +447,7 @@ _ROW_READERS = {
     "attention": _attention_row,
     "decode_attention": _decode_row,
     "moe": _moe_row,
+    "linear_attention": _linear_row,
 }
 
 

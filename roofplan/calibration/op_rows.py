@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from roofplan.calibration.formats import CUSTOM_IMPLS, MOE_FUSED_IMPLS, MOE_MIN_LATENCY
-from roofplan.costmodel import ops
+from roofplan.calibration.formats import CUSTOM_IMPLS, LINEAR_CONV_KERNEL, MOE_FUSED_IMPLS, MOE_MIN_LATENCY
+from roofplan.costmodel import linear_mixer, ops
 from roofplan.costmodel.collectives import collective_time
 from roofplan.engines.allreduce import GENERIC, STRATEGIES
 from roofplan.hardware.spec import DTYPE_BYTES, DeviceSpec
@@ -23,6 +23,7 @@ SIZE_MEASURES = {
     "attention": "FLOPs of the call",
     "decode_attention": "KV bytes read",
     "moe": "FLOPs of the routed tokens",
+    "linear_attention": "state elements x new tokens",
     "collective": "message bytes",
 }
 
@@ -48,6 +49,8 @@ def row_size(m) -> float:
         return r["batch"] * r["kv_len"] * 2.0 * r["kv_heads"] * r["head_dim"]
     if m.kind == "moe":
         return 6.0 * r["tokens"] * r["topk"] * r["hidden"] * r["moe_ffn"] / r["tp"]
+    if m.kind == "linear_attention":
+        return r["batch"] * r["seq_len"] * r["heads"] * r["head_dim"] ** 2
     return r["bytes"]
 
 
@@ -122,6 +125,25 @@ def _moe(ms, hw: DeviceSpec) -> np.ndarray:
     return _per_group(ms, key, time_of)
 
 
+def _linear_attention(ms, hw: DeviceSpec) -> np.ndarray:
+    """One Gated DeltaNet kernel per row (costmodel.linear_mixer): the conv over q, k and v
+    (2 x kv_heads + heads channels of head_dim), the recurrent state of heads x head_dim^2."""
+
+    def time_of(sub, group):
+        op, dtype = group
+        b, s, h, hk, d = _cols(sub, "batch", "seq_len", "heads", "kv_heads", "head_dim")
+        conv_dim, width = (2.0 * hk + h) * d, LINEAR_CONV_KERNEL
+        if op == "conv_update":
+            return linear_mixer.conv_update_time(b, conv_dim, width, hw)
+        if op == "recurrent_update":
+            return linear_mixer.recurrent_update_time(b, h, d, d, hw, state_bytes=DTYPE_BYTES[dtype])
+        if op == "conv":
+            return linear_mixer.conv_time(b, s, conv_dim, width, hw)
+        return linear_mixer.chunk_scan_time(b, s, h, d, d, hw)
+
+    return _per_group(ms, lambda m: (m.row["op"], m.row["dtype"]), time_of)
+
+
 def _collective(ms, hw: DeviceSpec) -> np.ndarray:
     out = np.empty(len(ms))
     ranks, nodes = _col(ms, "ranks"), _col(ms, "nodes")
@@ -148,6 +170,7 @@ PREDICTORS = {
     "attention": _attention,
     "decode_attention": _decode_attention,
     "moe": _moe,
+    "linear_attention": _linear_attention,
     "collective": _collective,
 }
 
@@ -187,4 +210,6 @@ def family(m) -> str:
         return "moe_min_latency"
     if m.kind == "moe" and m.row.get("impl") in MOE_FUSED_IMPLS:
         return "moe_" + m.row["impl"]
+    if m.kind == "linear_attention":  # each engine's GDN kernels are their own family
+        return "linear_attention_" + m.row["impl"]
     return m.kind

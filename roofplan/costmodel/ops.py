@@ -55,6 +55,9 @@ Terms and their physics:
   per rank), two-shot (reduce-scatter + all-gather, 2(g-1)/g·B), in-switch multimem or NCCL, chosen
   by the engine's dispatch rule (:mod:`roofplan.engines.allreduce`).
 * **Elementwise** (:func:`elementwise_time`): bytes over HBM bandwidth plus a floor per kernel.
+* **Linear mixers** (:mod:`roofplan.costmodel.linear_mixer`): a Gated DeltaNet / Mamba-2 layer's conv
+  and recurrent-state kernels, HBM streams of the conv windows and states over floors at decode, the
+  causal conv and the chunked scan (waves of per-(sequence, head) CTAs walking their chunks) at prefill.
 """
 
 from __future__ import annotations

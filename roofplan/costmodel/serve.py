@@ -54,7 +54,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from roofplan.costmodel import mla_decode, ops
+from roofplan.costmodel import linear_mixer, mla_decode, ops
 from roofplan.costmodel.collectives import collective_time
 from roofplan.costmodel.serve_configs import (  # noqa: F401 - re-exported: the serving contract
     KV_DTYPES,
@@ -103,6 +103,10 @@ _OP_FLOORS = (
     "moe_floor_s",
     "moe_grid_floor_s",
     "elementwise_floor_s",
+    "gdn_conv_update_floor_s",
+    "gdn_recurrent_floor_s",
+    "gdn_conv_floor_s",
+    "gdn_chunk_floor_s",
 )
 
 
@@ -507,6 +511,27 @@ def decode_attention_term(s: StepInputs, acc: _Acc) -> None:
     acc.add(0.0, np.where(s.decode_seqs > 0, np.maximum(t_dec, f_dec / (s.peak16 * s.eff.attn_max)), 0.0))
 
 
+def linear_mixer_term(s: StepInputs, acc: _Acc) -> None:
+    """A linear mixer's own kernels (Gated DeltaNet / Mamba-2; costmodel.linear_mixer) in one of
+    its layers, their projections being in :func:`attention_projections_term`: at decode each
+    running sequence's conv window and recurrent state read and written (the state at the engine's
+    ``linear_state_bytes``), at prefill the causal conv and the chunked scan over each prompt's new
+    tokens. Heads and conv channels are split over the tp ranks (vLLM and SGLang shard
+    ``num_heads // tp``); the attention ranks (dp) split the sequences."""
+    lin, hw, eff = s.model.linear, s.hw, s.eff
+    heads, conv_dim = lin.heads / s.tp, lin.conv_dim / s.tp
+    dk, dv, width = lin.key_dim, lin.value_dim, lin.conv_kernel
+    state_b = s.engine.linear_state_bytes
+    decode = linear_mixer.decode_time(s.decode_seqs / s.dp, heads, dk, dv, conv_dim, width, hw, eff, state_b)
+    seqs = np.maximum(s.prefill_seqs / s.dp, 1.0)
+    new = s.prefill_tokens / s.dp / seqs
+    prefill = new > 0
+    conv = np.where(prefill, linear_mixer.conv_time(seqs, new, conv_dim, width, hw, eff), 0.0)
+    scan = np.where(prefill, linear_mixer.chunk_scan_time(seqs, new, heads, dk, dv, hw, eff), 0.0)
+    acc.add(0.0, decode + conv)
+    acc.add(scan, 0.0)
+
+
 def dense_mlp_term(s: StepInputs, acc: _Acc) -> None:
     """Gate/up (column-parallel) and down (row-parallel) GEMMs and the SiLU x mul traffic."""
     mats_in = s.shapes.act_mult
@@ -662,6 +687,11 @@ def decoder_layer(s: StepInputs, expert_skew: float = 1.0) -> tuple[np.ndarray, 
     attention_projections_term(s, acc)
     prefill_attention_term(s, acc)
     decode_attention_term(s, acc)
+    linear = s.model.linear
+    if linear is not None and linear.heads:
+        mixer = _Acc(s.n, s.hw.dataflow)
+        linear_mixer_term(s, mixer)
+        acc.include(mixer, linear.layers / s.model.layers)
     comm = tp_comm(s)  # after the O projection (row-parallel)
     dense_frac = s.shapes.dense_layers / s.shapes.layers
     moe_frac = 1.0 - dense_frac

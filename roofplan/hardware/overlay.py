@@ -50,6 +50,7 @@ def efficiency_kind(name: str) -> tuple[str, bool]:
         "gemm_k_half",
         "gemm_cta_intensity",
         "gemm_blend",
+        "gdn_recurrent_blend",
         "attn_half_len",
         "nvls_min_ranks",
         "attn_score_flops",

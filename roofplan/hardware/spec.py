@@ -177,6 +177,12 @@ class Efficiency:
       ``moe_expert_s``); ``moe_tile_arch`` (the SM architecture
       whose CUTLASS grouped-GEMM candidate tiles the launch grid takes: 90 Hopper, 100 Blackwell
       B200/GB200, :data:`roofplan.costmodel.ops.MOE_TILES_SM100`); ``elementwise_floor_s``;
+      ``gdn_*`` (the linear-attention kernels of a Gated DeltaNet / Mamba-2 layer as vLLM runs
+      them, :mod:`roofplan.costmodel.linear_mixer`: floor and HBM fraction of the decode conv-state
+      update, of the recurrent state update (blended by a p-norm of power ``gdn_recurrent_blend``)
+      and of the prefill causal conv; the chunked prefill scan's floor, the fraction of an SM's
+      share of the 16-bit peak its chunk loop reaches and its per-CTA fixed cost; a 0 floor / HBM /
+      MMA fraction = not characterised: ``elementwise_floor_s`` / ``hbm`` / ``attn_max`` apply);
       ``nccl_ll_latency_s`` / ``nccl_ll128_latency_s`` (per-phase latency of NCCL's LL and LL128
       protocols, 0 = not characterised: Simple only; ``intra_latency_s`` is Simple's),
       ``nvls_min_ranks`` (smallest group NCCL runs NVLink SHARP on); ``intra_bw_pair`` (bus
@@ -325,6 +331,16 @@ class Efficiency:
     moe_expert_fp4_s: float = 0.0
     moe_tile_arch: float = 90.0
     elementwise_floor_s: float = 2e-6
+    gdn_conv_update_floor_s: float = 0.0
+    gdn_conv_update_hbm: float = 0.0
+    gdn_recurrent_floor_s: float = 0.0
+    gdn_recurrent_hbm: float = 0.0
+    gdn_recurrent_blend: float = 2.0
+    gdn_conv_floor_s: float = 0.0
+    gdn_conv_hbm: float = 0.0
+    gdn_chunk_floor_s: float = 0.0
+    gdn_chunk_mma: float = 0.0
+    gdn_chunk_cta_s: float = 0.0
     intra_bw_pair: float = 0.0
     nccl_ll_latency_s: float = 0.0
     nccl_ll128_latency_s: float = 0.0

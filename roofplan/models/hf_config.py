@@ -411,7 +411,15 @@ def _gated_deltanet(cfg: _Config, hidden: int, count: int) -> LinearMixerSpec:
         + dv
         + value_dim * hidden
     )
-    return LinearMixerSpec(layers=count, params=params, state_elems=nv * dk * dv + conv_dim * (kernel - 1))
+    return LinearMixerSpec(
+        layers=count,
+        params=params,
+        state_elems=nv * dk * dv + conv_dim * (kernel - 1),
+        heads=nv,
+        key_dim=dk,
+        conv_dim=conv_dim,
+        conv_kernel=kernel,
+    )
 
 
 def _qwen3_5(cfg: _Config) -> dict:
@@ -451,7 +459,14 @@ def _mamba2(cfg: _Config, hidden: int, count: int) -> LinearMixerSpec:
         + inner * hidden
     )
     return LinearMixerSpec(
-        layers=count, params=params, state_elems=nh * hd * state + conv_dim * (kernel - 1), kind="mamba2"
+        layers=count,
+        params=params,
+        state_elems=nh * hd * state + conv_dim * (kernel - 1),
+        kind="mamba2",
+        heads=nh,
+        key_dim=state,
+        conv_dim=conv_dim,
+        conv_kernel=kernel,
     )
 
 

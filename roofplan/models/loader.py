@@ -45,7 +45,8 @@ Model YAML schema (``roofplan.model/v1``; the presets are examples)::
     attn_layers: 0                 # full-attention layers (0: all not windowed or linear)
     attn_output_gate: false        # gated query projection (Qwen3.5)
     window: {layers: 18, window: 128, kind: sliding}          # optional: sliding | chunked layers
-    linear: {layers: 45, params: .., state_elems: .., kind: gated_deltanet}   # or mamba2
+    linear: {layers: 45, params: .., state_elems: .., kind: gated_deltanet,   # or mamba2
+             heads: 64, key_dim: 128, conv_dim: 12288, conv_kernel: 4}   # kernel shape (optional)
     mtp_layers: 0                  # multi-token-prediction modules trained with the model
     vision_params: 0               # vision tower + projector weights in the checkpoint (in the
                                    # total only; a text token never runs them)

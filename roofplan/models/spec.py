@@ -54,6 +54,9 @@ MODEL_BOUNDS: dict[str, int] = {
     "window": 2**27,
     "params": 2**36,
     "state_elems": 2**32,
+    "key_dim": 2**16,
+    "conv_dim": 2**24,
+    "conv_kernel": 2**10,
     "index_heads": 2**16,
     "index_head_dim": 2**16,
     "topk": 2**27,
@@ -168,17 +171,52 @@ class LinearMixerSpec:
     """``layers`` token mixers without a growing KV cache: linear attention (Gated DeltaNet,
     Qwen3-Next/Qwen3.5) or a state-space layer (Mamba-2, Nemotron-H). ``params`` are one mixer's
     weights; ``state_elems`` the recurrent plus convolution state one sequence keeps in one mixer
-    (constant in the context length)."""
+    (constant in the context length).
+
+    The kernel shape, for pricing the mixer's own kernels (:mod:`roofplan.costmodel.linear_mixer`):
+    ``heads`` recurrent-state heads (Gated DeltaNet ``linear_num_value_heads``, Mamba-2
+    ``mamba_num_heads``), ``key_dim`` the state's key side per head (``linear_key_head_dim``,
+    Mamba-2 ``ssm_state_size``), ``conv_dim`` the channels of the depthwise causal conv and
+    ``conv_kernel`` its width. ``heads`` 0 = not given: only the weights and the state's memory are
+    priced."""
 
     layers: int
     params: int
     state_elems: int
     kind: str = "gated_deltanet"
+    heads: int = 0
+    key_dim: int = 0
+    conv_dim: int = 0
+    conv_kernel: int = 4
 
     def __post_init__(self) -> None:
         _require_positive("linear", layers=self.layers, params=self.params, state_elems=self.state_elems)
         if self.kind not in ("gated_deltanet", "mamba2"):
             raise InputError("linear.kind", self.kind, "gated_deltanet or mamba2")
+        for name in ("heads", "key_dim", "conv_dim", "conv_kernel"):
+            check_count(f"linear.{name}", getattr(self, name), name, minimum=0)
+        if self.heads and not (self.key_dim and self.conv_dim and self.conv_kernel):
+            raise InputError("linear.key_dim", self.key_dim, "key_dim, conv_dim and conv_kernel with heads")
+        if self.heads and self.recurrent_elems_per_head <= 0:
+            raise InputError(
+                "linear.state_elems", self.state_elems, "more than conv_dim x (conv_kernel - 1) elements"
+            )
+
+    @property
+    def conv_state_elems(self) -> int:
+        """Convolution window one sequence keeps: conv_dim x (conv_kernel - 1)."""
+        return self.conv_dim * (self.conv_kernel - 1)
+
+    @property
+    def recurrent_elems_per_head(self) -> float:
+        """Recurrent state per head (key_dim x value_dim), what the rest of ``state_elems`` holds."""
+        return (self.state_elems - self.conv_state_elems) / self.heads if self.heads else 0.0
+
+    @property
+    def value_dim(self) -> float:
+        """Value side of one head's recurrent state (Gated DeltaNet ``linear_value_head_dim``,
+        Mamba-2 ``mamba_head_dim``)."""
+        return self.recurrent_elems_per_head / self.key_dim if self.key_dim else 0.0
 
 
 @dataclass(frozen=True)
@@ -466,7 +504,8 @@ class ModelSpec:
         2 x heads x (qk_dim + v_dim) x keys per softmax layer (Kaplan et al. 2020 Table 1), where a
         windowed layer sees at most its window and a DSA layer its top-k (plus the indexer's
         2 x index_heads x index_head_dim per cached key). Linear mixers' recurrences (a few MFLOPs
-        per token, against their projections' ~100) are left to their projection weights."""
+        per token, against their projections' ~100) are left to their projection weights here;
+        their kernels' time is priced in :mod:`roofplan.costmodel.linear_mixer`."""
         qk = self.q_dim // self.heads
         v = self.v_dim // self.heads
         per_key = 2.0 * self.heads * (qk + v)

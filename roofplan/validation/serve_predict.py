@@ -47,8 +47,10 @@ from roofplan.validation.cases import Case, predictor
 #: vLLM v0.17.1 + guidellm per-request API-server seconds (tools/fit_request_overhead.py, FIT_ROWS:
 #: the 1 req/s median TTFT) and API-server seconds per running request per engine step
 #: (OUTPUT_FIT_ROWS: the 8 req/s bf16 median TTFT); the 4 req/s and FP8 8 req/s rows are held back.
-VLLM_017_REQUEST_OVERHEAD_S = 9.577e-3
-VLLM_017_API_OUTPUT_S = 5.86e-4
+#: Fitted with the Gated DeltaNet kernels priced (costmodel.linear_mixer): 9.58 ms and 0.586 ms
+#: before, when these two terms absorbed the 30 linear layers' prefill and decode kernels.
+VLLM_017_REQUEST_OVERHEAD_S = 8.406e-3
+VLLM_017_API_OUTPUT_S = 4.289e-4
 #: vLLM V0 (LLM-Inference-Bench rows) host seconds per step and per running request per step
 #: (tools/fit_request_overhead.py, STEP_FIT_ROWS and SEQ_FIT_ROWS: the H100 batch-1 and batch-64
 #: latency rows; the batch-16 and -32 rows and the MI300X rows are held back).
