@@ -387,6 +387,39 @@ def _unsustainable(rate: float, instances: int, max_rate: float) -> InfeasibleEr
     )
 
 
+def _unsustainable_disagg(
+    rate: float, prefill: tuple[int, float], decode: tuple[int, float]
+) -> InfeasibleError:
+    """The exit-3 error of a rate above what a disaggregated deployment sustains: ``prefill`` and
+    ``decode`` are (instances, upper-bound rate of one instance) of each role; it names the role
+    that binds and the instances of each role the rate would need."""
+    (p, rp), (d, rd) = prefill, decode
+    max_rate = min(p * rp, d * rd)
+    need_p, need_d = math.ceil(rate / rp + 1e-9), math.ceil(rate / rd + 1e-9)
+    role = "prefill" if p * rp <= d * rd else "decode"
+    return InfeasibleError(
+        f"rate {rate:g} req/s exceeds what {p} prefill and {d} decode instance(s) sustain (the {role} side binds)",
+        f"the largest sustainable rate is at most {max_rate:.4g} req/s (or use --prefill-instances "
+        f"{max(p, need_p)} --decode-instances {max(d, need_d)})",
+        {"max_rate_rps": max_rate, "prefill_rate_rps": p * rp, "decode_rate_rps": d * rd},
+    )
+
+
+def _check_disagg_rate(pinst, dinst, wl: Workload, rate: float, prefill_instances, decode_instances) -> None:
+    """Exit 3 when the offered ``rate`` reaches the upper bound of what the prefill or the decode
+    instances carry (serve_load.prefill_role_rate / decode_role_rate): the queue would grow without
+    bound and the simulated percentiles with the number of requests."""
+    if rate <= 0:
+        return
+    p = _positive("prefill_instances", prefill_instances)
+    d = _positive("decode_instances", decode_instances)
+    pinst = dataclasses.replace(pinst, prefix_hit=dinst.prefix_hit, expert_skew=dinst.expert_skew)
+    rp = serve_load.prefill_role_rate(pinst, serve_load.moments(pinst, wl.isl, wl.osl))
+    rd = serve_load.decode_role_rate(dinst, serve_load.moments(dinst, wl.isl, wl.osl))
+    if rate >= min(p * rp, d * rd):
+        raise _unsustainable_disagg(rate, (p, rp), (d, rd))
+
+
 def _workload_instance(model, hw, wl: Workload, shape: dict, dtype, kv_dtype, engine) -> serve_load.Instance:
     """The instance of ``shape`` (tp/pp/ep/dp) sized for the workload's longest prompt and output
     (its memory and maximum batch are for the longest request)."""
@@ -574,7 +607,9 @@ def simulate_serving(
     prompt) is a prefix every prompt shares and finds cached: only the rest is prefilled, held and
     shipped; ``speculative`` (a SpecDecode) gives decoding requests E tokens per iteration at the
     cost of a verify pass and k drafts; ``expert_skew`` loads the busiest EP rank. ``utilisation``
-    (colocated only) is against the analytic largest sustainable rate with the same features."""
+    (colocated only) is against the analytic largest sustainable rate with the same features. A
+    rate at or above the largest sustainable rate (colocated) or the upper bound of either role
+    (disaggregated) raises InfeasibleError (exit 3): its queue would grow without bound."""
     import time
 
     t0 = time.perf_counter()
@@ -614,6 +649,7 @@ def simulate_serving(
     else:
         pshape = {**shape, **(prefill_shape or {})}
         pinst = _workload_instance(model, hw, workload, pshape, dtype, kv_dtype, prefill_engine or engine)
+        _check_disagg_rate(pinst, finst, wl, load.get("rate_rps", 0.0), prefill_instances, decode_instances)
         same_node = (int(pinst.cfg.devices[0]) + int(inst.cfg.devices[0])) <= inst.hw.devices_per_node
         res = serve_sim.simulate_disagg(
             pinst,

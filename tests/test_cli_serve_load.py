@@ -49,6 +49,23 @@ def test_unsustainable_rate_exits_3_naming_the_largest_rate(one_line_error, cli)
     assert r.exit_code == 0, r.output
 
 
+def test_disagg_rate_above_either_role_exits_3_naming_the_instances(one_line_error, cli):
+    """xPyD: the rate above the prefill instances' upper bound (iterations full of prompt tokens)
+    or the decode instances' (the largest batch decoding) is refused like a colocated one; the
+    instances the line names carry it."""
+    args = ["--mode", "disagg", "--isl", "1000", "--osl", "200", "--requests", "1500"]
+    line = one_line_error(cli(*SIM, *args, "--rate", "1000"), 3)
+    assert "1 prefill and 1 decode instance(s)" in line and "side binds" in line
+    bound = float(line.split("at most ")[1].split()[0])
+    p = int(line.split("--prefill-instances ")[1].split()[0])
+    d = int(line.split("--decode-instances ")[1].split(")")[0])
+    assert p > 1 and d > 1 and bound < 1000
+    ok = cli(*SIM, *args, "--rate", "1000", "--prefill-instances", str(p), "--decode-instances", str(d))
+    assert ok.exit_code == 0, ok.output
+    # below the bound it simulates
+    assert cli(*SIM, *args, "--rate", str(0.5 * bound)).exit_code == 0
+
+
 @pytest.mark.parametrize(
     "name,text,where",
     [

@@ -308,6 +308,8 @@ TABLES = {
     ("measured_kernels_hopper.csv", "linear_attention_vllm"): "gdn_perf of linear_attention/vllm/0.24.0: "
     "vLLM's Gated DeltaNet kernels (causal_conv1d_update, the packed fused recurrent decode, "
     "causal_conv1d_fn, FlashInfer's chunked gated delta rule), fp32 state",
+    ("measured_kernels_blackwell.csv", "linear_attention_vllm"): "gdn_perf of linear_attention/vllm/0.24.0: "
+    "vLLM's Gated DeltaNet kernels, fp32 state",
     ("measured_kernels_hopper.csv", "custom_allreduce"): "custom_allreduce_perf of comm/trtllm/1.3.0rc20, "
     "comm/vllm/0.24.0 and comm/sglang/0.5.14, CUDA-graph rows",
 }

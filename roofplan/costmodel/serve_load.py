@@ -491,6 +491,25 @@ def max_rate(inst: Instance, mo: Moments) -> float:
     return float(capacity(inst, mo)[0])
 
 
+def prefill_role_rate(inst: Instance, mo: Moments) -> float:
+    """Largest request rate one prefill-only instance of a disaggregated deployment can reach: every
+    iteration full of prompt tokens (the token budget), nothing decoding; budget / isl prompts per
+    iteration. An upper bound (partial batches and the queue only lower it)."""
+    tokens = float(np.asarray(mo.budget, dtype=float).ravel()[0])
+    prompts = max(tokens / max(mo.isl, 1.0), 1.0)
+    t = float(np.asarray(round_time(inst, tokens, mo.pre_ctx, 0.0, 0.0, prompts)).ravel()[0])
+    return prompts / t if t > 0 else math.inf
+
+
+def decode_role_rate(inst: Instance, mo: Moments) -> float:
+    """Largest request rate one decode-only instance can reach: its largest running batch (the
+    sequence cap or the KV cache over a request's time-weighted context) in pure decode
+    iterations, each request staying osl / E of them. An upper bound."""
+    d = float(_max_seqs(inst, mo)[0])
+    t = float(np.asarray(round_time(inst, 0.0, 0.0, d, mo.dec_ctx)).ravel()[0])
+    return d / (mo.osl / mo.per_round * t) if t > 0 and d > 0 else 0.0
+
+
 _REPEATED: dict = {}
 
 
