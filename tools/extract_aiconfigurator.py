@@ -15,6 +15,8 @@ Tables read, relative to the package's ``systems/data/<system>/`` folder
   gemm/trtllm/<V>/gemm_perf.parquet                       -> kind=gemm
   attention/trtllm/<V>/context_attention_perf.parquet     -> kind=attention
   attention/trtllm/<V>/generation_attention_perf.parquet  -> kind=decode_attention
+  attention/{vllm,sglang}/<V>/context_attention_perf      -> kind=attention, impl=vllm / sglang (their FlashAttention-3
+                                                             call: the cache write and the kernel, no RoPE)
   mla/trtllm/<V>/context_mla_perf.parquet                 -> kind=attention (MLA)
   mla/trtllm/<V>/generation_mla_perf.parquet              -> kind=decode_attention (MLA)
   moe/trtllm/<V>/moe_perf.parquet                         -> kind=moe (impl=min_latency: the NVFP4 min-latency kernels)
@@ -234,6 +236,9 @@ def keep_mla_gen(r) -> bool:
     )
 
 
+#: The FlashAttention-3 prefill kernels of vLLM's and SGLang's context-attention tables (their
+#: FA4 / Triton rows are other kernels, not kept).
+FA3_PREFILL = {"vllm_flash_attn_fa3", "fa3"}
 GDN_OPS = {
     "causal_conv1d_update": "conv_update",
     "fused_recurrent": "recurrent_update",
@@ -293,6 +298,12 @@ def convert(table: str, df: pd.DataFrame, hw: str, src: str, full: bool):
             )
             if ctx:
                 o.update(kind="attention", seq_len=r.isl, kv_len=r.isl)
+                engine = table.split("/")[1]  # attention/<engine>/<version>/...
+                if engine != "trtllm":  # an engine's FlashAttention-3 call; its other kernels are not kept
+                    if r.kernel_source not in FA3_PREFILL:
+                        continue
+                    o["impl"] = engine
+                    rid = f"{engine}_{rid} {r.kernel_source}"
             else:
                 # TensorRT-LLM's XQA / masked-MHA dispatch, or vLLM's FlashAttention-3 decode
                 impl = "trtllm" if "/trtllm/" in table else "flash"
@@ -492,6 +503,12 @@ def main(argv=None) -> int:
         *([f"mla/trtllm/{v}/context_mla_perf.parquet"] if a.with_mla else []),
         f"mla/trtllm/{v}/generation_mla_perf.parquet",
         *([f"attention/vllm/{a.vllm_version}/generation_attention_perf.parquet"] if a.vllm_version else []),
+        *([f"attention/vllm/{a.vllm_version}/context_attention_perf.parquet"] if a.vllm_version else []),
+        *(
+            [f"attention/sglang/{a.sglang_version}/context_attention_perf.parquet"]
+            if a.sglang_version
+            else []
+        ),
         f"moe/trtllm/{v}/moe_perf.parquet",
         *([f"moe/vllm/{a.vllm_moe_version}/moe_perf.parquet"] if a.vllm_moe_version else []),
         *([f"moe/sglang/{a.sglang_version}/moe_perf.parquet"] if a.sglang_version else []),

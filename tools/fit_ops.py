@@ -203,6 +203,16 @@ FAMILIES = {
         ("attn_floor_s", 0.5e-6, 100e-6),
         ("attn_score_flops", 1.0, 4096.0),
     ],
+    # vLLM's FlashAttention-3 prefill (impl=vllm rows; ops.prefill_attention_time kernels="flash"),
+    # which serving under vLLM and SGLang takes; SGLang's rows (attention_sglang) check it
+    "attention_vllm": [
+        ("fa_prefill_max", 0.2, 1.0),
+        ("fa_prefill_max_fp8", 0.1, 1.0),
+        ("fa_prefill_cache_hbm", 0.05, 1.0),
+        ("fa_prefill_half_len", 1.0, 16384.0),
+        ("fa_prefill_floor_s", 0.5e-6, 100e-6),
+        ("fa_prefill_score_flops", 1.0, 4096.0),
+    ],
     "decode_attention": [
         ("decode_hbm", 0.2, 1.0),
         ("decode_seq_s", 1e-9, 20e-6),
@@ -277,6 +287,12 @@ START = {
     "moe_gemm_fp8": 0.8,
     "moe_gemm_fp8_block": 0.8,
     "moe_stream": 0.9,
+    "fa_prefill_max": 0.7,
+    "fa_prefill_max_fp8": 0.4,
+    "fa_prefill_cache_hbm": 0.5,
+    "fa_prefill_half_len": 256.0,
+    "fa_prefill_floor_s": 10e-6,
+    "fa_prefill_score_flops": 64.0,
     "gdn_conv_update_floor_s": 2e-6,
     "gdn_conv_update_hbm": 0.7,
     "gdn_recurrent_floor_s": 4e-6,
@@ -308,6 +324,8 @@ TABLES = {
     ("measured_kernels_hopper.csv", "linear_attention_vllm"): "gdn_perf of linear_attention/vllm/0.24.0: "
     "vLLM's Gated DeltaNet kernels (causal_conv1d_update, the packed fused recurrent decode, "
     "causal_conv1d_fn, FlashInfer's chunked gated delta rule), fp32 state",
+    ("measured_kernels_hopper.csv", "attention_vllm"): "context_attention_perf of attention/vllm/0.24.0: "
+    "vLLM's FlashAttention-3 prefill (vllm_flash_attn_fa3: the cache write and the kernel)",
     ("measured_kernels_blackwell.csv", "linear_attention_vllm"): "gdn_perf of linear_attention/vllm/0.24.0: "
     "vLLM's Gated DeltaNet kernels, fp32 state",
     ("measured_kernels_hopper.csv", "custom_allreduce"): "custom_allreduce_perf of comm/trtllm/1.3.0rc20, "

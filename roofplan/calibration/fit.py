@@ -69,6 +69,8 @@ EFFICIENCY_BOUNDS: dict[str, tuple[float, float]] = {
     "moe_gemm_fp8_block": (0.05, 1.5),
     "moe_stream": (0.05, 1.5),
     "attn_score_flops": (1.0, 4096.0),
+    "fa_prefill_half_len": (1.0, 1e5),
+    "fa_prefill_score_flops": (1.0, 4096.0),
     "decode_split_len": (16.0, 65536.0),
     "fa_max_splits": (1.0, 128.0),
     "moe_tile_arch": (80.0, 120.0),

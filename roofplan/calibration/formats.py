@@ -49,6 +49,11 @@ COLLECTIVE_IMPLS = ("nccl", "nvls", *CUSTOM_IMPLS)
 #: TensorRT-LLM's XQA / masked-MHA dispatch (costmodel.trtllm_decode) or its FlashMLA decode of MLA
 #: latents (costmodel.mla_decode).
 DECODE_IMPLS = ("flash", "trtllm", "trtllm_mla")
+#: ``impl`` of a prefill ``attention`` row that names an engine's FlashAttention-3 call (vLLM's
+#: FLASH_ATTN backend, SGLang's ``fa3``; costmodel.ops.prefill_attention_time ``kernels="flash"``),
+#: reported as the family ``attention_<impl>``; any other label (none: TensorRT-LLM's attention op;
+#: a published kernel's name, e.g. ``aiter_v3_asm``) is the family ``attention``.
+ATTENTION_FLASH_IMPLS = ("vllm", "sglang")
 #: The ``impl`` of a ``moe`` row is a free kernel label (default ``cutlass``, TensorRT-LLM's CUTLASS
 #: grouped-GEMM MoE; the published AMD rows name theirs, e.g. ``aiter_ck_2stage``); this one means
 #: TensorRT-LLM's NVFP4 min-latency MoE path (aiconfigurator's ``moe_torch_flow_min_latency`` rows:
@@ -324,6 +329,7 @@ def _attention_row(row: dict, origin: str, unit: str, metric):
         direction=_choice(row, "direction", origin, ("fwd", "bwd", "fwd_bwd"), "fwd"),
         dtype=_choice(row, "dtype", origin, OP_DTYPES, "bf16"),
         kv_dtype=_choice(row, "kv_dtype", origin, tuple(DTYPE_BYTES), "bf16"),
+        impl=(row.get("impl") or "").strip().lower(),  # a kernel label (published rows name theirs)
     )
     work = attention_flops(
         b, h, s, fields["kv_len"], fields["head_dim"], fields["causal"], fields["direction"]

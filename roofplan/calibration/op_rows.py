@@ -10,7 +10,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from roofplan.calibration.formats import CUSTOM_IMPLS, LINEAR_CONV_KERNEL, MOE_FUSED_IMPLS, MOE_MIN_LATENCY
+from roofplan.calibration.formats import (
+    ATTENTION_FLASH_IMPLS,
+    CUSTOM_IMPLS,
+    LINEAR_CONV_KERNEL,
+    MOE_FUSED_IMPLS,
+    MOE_MIN_LATENCY,
+)
 from roofplan.costmodel import linear_mixer, ops
 from roofplan.costmodel.collectives import collective_time
 from roofplan.engines.allreduce import GENERIC, STRATEGIES
@@ -78,15 +84,20 @@ def _gemm(ms, hw: DeviceSpec) -> np.ndarray:
 
 def _attention(ms, hw: DeviceSpec) -> np.ndarray:
     def time_of(sub, group):
-        dtype, kv_dtype, causal, direction = group
+        dtype, kv_dtype, causal, direction, impl = group
         shape = _cols(sub, "batch", "seq_len", "kv_len", "heads", "kv_heads", "head_dim")
-        t = ops.prefill_attention_time(*shape, hw, dtype=dtype, kv_dtype=kv_dtype, causal=causal)
+        kernels = "flash" if impl in ATTENTION_FLASH_IMPLS else "trtllm"
+        t = ops.prefill_attention_time(
+            *shape, hw, dtype=dtype, kv_dtype=kv_dtype, causal=causal, kernels=kernels
+        )
         # backward: FlashAttention-2 counts 2.5x the forward work
         return t if direction == "fwd" else t * {"bwd": 2.5, "fwd_bwd": 3.5}[direction]
 
-    return _per_group(
-        ms, lambda m: (m.row["dtype"], m.row["kv_dtype"], m.row["causal"], m.row["direction"]), time_of
-    )
+    def key(m):
+        r = m.row
+        return r["dtype"], r["kv_dtype"], r["causal"], r["direction"], r.get("impl", "")
+
+    return _per_group(ms, key, time_of)
 
 
 def _decode_attention(ms, hw: DeviceSpec) -> np.ndarray:
@@ -210,6 +221,8 @@ def family(m) -> str:
         return "moe_min_latency"
     if m.kind == "moe" and m.row.get("impl") in MOE_FUSED_IMPLS:
         return "moe_" + m.row["impl"]
+    if m.kind == "attention" and m.row.get("impl") in ATTENTION_FLASH_IMPLS:
+        return "attention_" + m.row["impl"]
     if m.kind == "linear_attention":  # each engine's GDN kernels are their own family
         return "linear_attention_" + m.row["impl"]
     return m.kind

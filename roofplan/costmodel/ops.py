@@ -405,14 +405,31 @@ def prefill_attention_time(
     kv_bytes_per_token=None,
     causal_fraction=None,
     kv_cache=True,
+    kernels: str = "trtllm",
 ):
     """Seconds of one fused prefill attention kernel (FlashAttention / TRT-LLM FMHA) over ``batch``
     sequences of ``seq_len`` new query tokens attending to ``kv_len`` keys (kv_len >= seq_len with
     a cached prefix), including the write of the new K/V into the paged cache.
     ``kv_bytes_per_token`` overrides the cached bytes per token and layer (MLA latent);
     ``causal_fraction`` overrides the computed share of the score matrix (context-parallel ranks
-    see balanced causal chunks); ``kv_cache`` False (training) leaves out the cache preprocessing."""
+    see balanced causal chunks); ``kv_cache`` False (training) leaves out the cache preprocessing.
+    ``kernels``: ``"trtllm"`` TensorRT-LLM's attention op (its QKV preprocessing applies RoPE and
+    writes the cache, then the FMHA), ``"flash"`` FlashAttention-3 as vLLM and SGLang call it
+    (the cache write, then the kernel; RoPE is the model's own kernel, :func:`rope_time`) at the
+    ``fa_prefill_*`` parameters where the device characterises them."""
     eff = hw.efficiency if eff is None else eff
+    flash = kernels == "flash" and eff.fa_prefill_max > 0
+    if flash:
+        # over an FP8 cache vLLM runs FA3's FP8 kernel (Q quantised, K/V descaled): the 8-bit class
+        dtype = "fp8" if kv_dtype == "fp8" else dtype
+        eff = dataclasses.replace(
+            eff,
+            attn_max=eff.fa_prefill_max,
+            attn_max_fp8=eff.fa_prefill_max_fp8 or eff.fa_prefill_max,
+            attn_half_len=eff.fa_prefill_half_len or eff.attn_half_len,
+            attn_floor_s=eff.fa_prefill_floor_s,
+            attn_score_flops=eff.fa_prefill_score_flops or eff.attn_score_flops,
+        )
     b, s, kv = _f(batch), np.maximum(_f(seq_len), 1.0), np.maximum(_f(kv_len), 1.0)
     h, hk, d = _f(heads), _f(kv_heads), _f(head_dim)
     dv = d if v_head_dim is None else _f(v_head_dim)
@@ -445,10 +462,25 @@ def prefill_attention_time(
     # cache; TensorRT-LLM ``QKVPreprocessing``, vLLM ``reshape_and_cache``): reads the 16-bit
     # projections of the new tokens, writes the rotated Q and the cache entries
     new_kv = b * s * per_tok
-    t_pre = (
-        (act_in_hbm * b * s * (h * d * 2.0 * 2.0 + hk * (d + dv) * 2.0) + new_kv) / hbm if kv_cache else 0.0
-    )
+    if flash:  # the engine's cache write (vLLM reshape_and_cache_flash): K/V read, paged slots written
+        cache = (act_in_hbm * b * s * hk * (d + dv) * 2.0 + new_kv) / (
+            hw.hbm_Bps * (eff.fa_prefill_cache_hbm or eff.hbm)
+        )
+        t_pre = cache if kv_cache else 0.0
+    else:
+        rope = act_in_hbm * b * s * (h * d * 2.0 * 2.0 + hk * (d + dv) * 2.0)
+        t_pre = (rope + new_kv) / hbm if kv_cache else 0.0
     return np.maximum(t_c, t_m) + t_pre + eff.attn_floor_s
+
+
+def rope_time(
+    tokens, heads, kv_heads, head_dim, hw: DeviceSpec, *, eff: Efficiency | None = None, act_in_hbm=1.0
+):
+    """Seconds of the rotary-embedding kernel an engine runs before FlashAttention (vLLM / SGLang
+    ``rotary_emb``, in place): the 16-bit Q and K of ``tokens`` read and written once, plus one
+    elementwise floor (:func:`elementwise_time`)."""
+    nbytes = act_in_hbm * _f(tokens) * (_f(heads) + _f(kv_heads)) * _f(head_dim) * 2.0 * 2.0
+    return elementwise_time(nbytes, hw, eff=eff)
 
 
 def decode_attention_time(

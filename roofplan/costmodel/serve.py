@@ -419,7 +419,13 @@ def prefill_attention_term(s: StepInputs, acc: _Acc) -> None:
             v_head_dim=model.v_dim / model.heads,
             kv_bytes_per_token=s.kv_token_layer,
             causal_fraction=attended,
+            kernels=prefill_kernels(s.engine),
         )
+        if prefill_kernels(s.engine) == "flash" and s.eff.fa_prefill_max > 0:  # RoPE: its own kernel
+            rope = ops.rope_time(
+                Tp_r, heads_dev, _kv_heads_device(s), model.q_dim / model.heads, s.hw, eff=s.eff
+            )
+            t_pre = t_pre + rope
         t_pre = np.where(Tp > 0, t_pre, 0.0)
         compute_bound = f_pre / (s.peak16 * s.eff.attn_max) >= b_pre / s.hbm_Bps
         acc.add(np.where(compute_bound, t_pre, 0.0), np.where(compute_bound, 0.0, t_pre))
@@ -443,6 +449,17 @@ def prefill_attention_term(s: StepInputs, acc: _Acc) -> None:
 #: SGLang's ``fa3`` attention backend, their defaults there). MLA runs other kernels (FlashMLA,
 #: :func:`decode_kernels`).
 ENGINE_DECODE_KERNELS = {"trtllm": "trtllm", "vllm": "flash", "sglang": "flash"}
+
+
+#: Prefill-attention kernel library of each engine (ops.prefill_attention_time ``kernels``):
+#: TensorRT-LLM its attention op (QKV preprocessing + FMHA); vLLM and SGLang FlashAttention-3 on
+#: Hopper (vLLM's FLASH_ATTN backend, SGLang's ``fa3``), RoPE before it as the model's own kernel.
+ENGINE_PREFILL_KERNELS = {"vllm": "flash", "sglang": "flash"}
+
+
+def prefill_kernels(engine: EngineProfile) -> str:
+    """The ``kernels`` of :func:`ops.prefill_attention_time` for ``engine`` (by its profile name)."""
+    return ENGINE_PREFILL_KERNELS.get(engine.name, "trtllm")
 
 
 #: MoE kernel library of each engine (ops.moe_time ``kernels``): TensorRT-LLM its cutlass MoE

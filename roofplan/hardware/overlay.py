@@ -54,6 +54,8 @@ def efficiency_kind(name: str) -> tuple[str, bool]:
         "attn_half_len",
         "nvls_min_ranks",
         "attn_score_flops",
+        "fa_prefill_half_len",
+        "fa_prefill_score_flops",
         "decode_split_len",
         "fa_max_splits",
         "moe_tile_arch",

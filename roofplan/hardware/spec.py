@@ -153,7 +153,11 @@ class Efficiency:
       decode kernels on Hopper, :mod:`roofplan.costmodel.trtllm_decode`; ``xqa_hbm`` 0 = not
       characterised, the generic decode model applies; ``mmha_reread_Bps``: the rate MMHA's
       per-query-head CTAs re-read a shared KV head at, 0 = not modelled); ``fa_*`` (FlashAttention-3 paged decode as vLLM
-      and SGLang run it, :mod:`roofplan.costmodel.flash_decode`; ``fa_hbm`` 0 = not characterised); ``triton_decode_hbm`` (HBM fraction of the paged-KV read
+      and SGLang run it, :mod:`roofplan.costmodel.flash_decode`; ``fa_hbm`` 0 = not characterised); ``fa_prefill_*``
+      (FlashAttention-3 prefill as vLLM and SGLang run it, :func:`roofplan.costmodel.ops.prefill_attention_time`
+      ``kernels="flash"``: the ``attn_max`` / ``attn_half_len`` / ``attn_floor_s`` / ``attn_score_flops``
+      of that kernel, ``fa_prefill_max_fp8`` its FP8 kernel over an FP8 cache, 0 = ``fa_prefill_max``,
+      ``fa_prefill_cache_hbm`` the HBM fraction of the engine's cache-write kernel, 0 = ``hbm``; ``fa_prefill_max`` 0 = not characterised, TensorRT-LLM's attention op applies); ``triton_decode_hbm`` (HBM fraction of the paged-KV read
       of vLLM V1's Triton unified attention on ROCm, ``EngineProfile.rocm_triton_attention``; 0 = not
       characterised, ``decode_hbm`` applies); ``mla_*`` (TensorRT-LLM's FlashMLA decode of MLA models on Hopper,
       :mod:`roofplan.costmodel.mla_decode`; ``mla_hbm`` 0 = not characterised); ``moe_gemm`` (grouped-GEMM
@@ -292,6 +296,12 @@ class Efficiency:
     mmha_fp8_cvt_rate: float = 1e12
     mmha_reread_Bps: float = 0.0
     fa_hbm: float = 0.0
+    fa_prefill_max: float = 0.0
+    fa_prefill_max_fp8: float = 0.0
+    fa_prefill_cache_hbm: float = 0.0
+    fa_prefill_half_len: float = 0.0
+    fa_prefill_floor_s: float = 0.0
+    fa_prefill_score_flops: float = 0.0
     triton_decode_hbm: float = 0.0
     fa_floor_s: float = 0.0
     fa_cta_s: float = 0.0
