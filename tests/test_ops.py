@@ -461,8 +461,8 @@ TARGETS = {
     # H200: MHA with 8 heads of 64 dims is 28 % fast, too few CTAs for the wave model)
     "attention_vllm": (0.10, 0.28),
     # SGLang's FA3 call priced by the vLLM fit (never fitted): 33 % / 69 % (H100) and 34 % / 72 %
-    # (H200) held back, all of it faster than the model; its table times the kernel without the
-    # cache write vLLM's includes, which SGLang's server still runs
+    # (H200) held back, all of it faster than the model; its table appears to time the kernel
+    # without the cache write vLLM's includes (not confirmed), which SGLang's server still runs
     "attention_sglang": (0.36, 0.75),
     # vLLM's Gated DeltaNet kernels (costmodel.linear_mixer), fitted on the even bins
     "linear_attention_vllm": (0.10, 0.25),
