@@ -123,13 +123,15 @@ def test_server_flags_in_the_note_set_the_engine_profile():
 
 def test_saturated_h200_sglang_rows():
     """SGLang cookbook, Qwen3.5 on H200 at 1024 clients (SGLang 0.5.16, 8192/1024 fixed lengths,
-    held back): the instance's throughput within 10 % and the median TPOT within 30 % on all four
+    held back): the instance's throughput within 10 % and the median TPOT within 25 % on all four
     servers. Pricing the Gated DeltaNet kernels (costmodel.linear_mixer, on vLLM's measured tables)
     moved the throughput from +11/+8/+9/-3 % to -1/-6/-4/-9 % and the TPOT from +6/-1/+15/+11 % to
     +19/+13/+29/+18 %: at 8192-token prompts about half of each second is prefill (27B FP8: 0.52 s
     per 8192-token step), so TPOT ~ decode step / (1 - prefill share) is as sensitive to the prefill
     step as the throughput is and misses the other way; SGLang's own chunked scan (FLA) measures
-    slower than the FlashInfer kernel priced, so the GDN kernels do not explain the gap. The FP8 35B-A3B server ran --mamba-ssm-dtype bfloat16 (its note says so): with the
+    slower than the FlashInfer kernel priced, so the GDN kernels do not explain the gap. SGLang's
+    FA3 prefill and DeepGEMM block-FP8 GEMMs (on their measured tables) then brought the FP8 rows
+    to TPOT +11 / +20 % and throughput -4 / +3 % (35B-A3B, 27B). The FP8 35B-A3B server ran --mamba-ssm-dtype bfloat16 (its note says so): with the
     linear state at 2 bytes the running batch that Little's law gives from the page's own numbers,
     output tokens/s x TPOT = 35770 x 1024 / 9216 x 42.93 ms = 171 requests, is matched within 10 %
     (the fp32 state admitted 114: TPOT was -34 %)."""
@@ -137,7 +139,7 @@ def test_saturated_h200_sglang_rows():
     assert len(rows) == 8
     for c in rows.values():
         err = predict(c) / c.measured - 1
-        assert abs(err) <= (0.10 if c.metric == "total_tokens_per_s_per_gpu" else 0.30), c.id
+        assert abs(err) <= (0.10 if c.metric == "total_tokens_per_s_per_gpu" else 0.25), c.id
     tput, tpot = (rows[f"sglang-cookbook-h200-qwen35-35b-a3b-fp8-c1024-{m}"] for m in ("tput", "tpot"))
     share = 1024 / (8192 + 1024)  # output tokens of the total
     running = predict(tput) * share * predict(tpot) / 1e3

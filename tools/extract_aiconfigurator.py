@@ -13,6 +13,7 @@ Tables read, relative to the package's ``systems/data/<system>/`` folder
 (``<system>`` is ``h100_sxm``, ``h200_sxm`` or another ``--system``; versions are arguments):
 
   gemm/trtllm/<V>/gemm_perf.parquet                       -> kind=gemm
+  gemm/sglang/<S>/gemm_perf.parquet                       -> kind=gemm, impl=sglang (cuBLAS bf16, DeepGEMM block FP8)
   attention/trtllm/<V>/context_attention_perf.parquet     -> kind=attention
   attention/trtllm/<V>/generation_attention_perf.parquet  -> kind=decode_attention
   attention/{vllm,sglang}/<V>/context_attention_perf      -> kind=attention, impl=vllm / sglang (their FlashAttention-3
@@ -236,6 +237,9 @@ def keep_mla_gen(r) -> bool:
     )
 
 
+#: The GEMM kernels kept from SGLang's table: cuBLAS bf16 and DeepGEMM block FP8 (its per-tensor FP8
+#: rows time the dynamic activation quantisation, which serving's static-scale FP8 leaves out).
+ENGINE_GEMMS = {"sglang_torch_linear", "sglang_deepgemm_gemm_nt_f8f8bf16"}
 #: The FlashAttention-3 prefill kernels of vLLM's and SGLang's context-attention tables (their
 #: FA4 / Triton rows are other kernels, not kept).
 FA3_PREFILL = {"vllm_flash_attn_fa3", "fa3"}
@@ -283,6 +287,12 @@ def convert(table: str, df: pd.DataFrame, hw: str, src: str, full: bool):
             if not (full or keep_gemm(r)):
                 continue
             o.update(kind="gemm", m=r.m, n=r.n, k=r.k, dtype=dt(r.gemm_dtype))
+            engine = table.split("/")[1]  # gemm/<engine>/<version>/...
+            if engine != "trtllm":  # an engine's own GEMMs: its bf16 and block-FP8 kernels
+                if r.kernel_source not in ENGINE_GEMMS:
+                    continue
+                o["impl"] = engine
+                rid = f"{engine}_{rid} {r.kernel_source}"
         elif base in ("context_attention_perf", "generation_attention_perf"):
             ctx = base.startswith("context")
             if not (full or (keep_ctx(r) if ctx else keep_gen(r))):
@@ -498,6 +508,7 @@ def main(argv=None) -> int:
     v, nv = a.trtllm_version, a.nccl_version
     tables = [
         f"gemm/trtllm/{v}/gemm_perf.parquet",
+        *([f"gemm/sglang/{a.sglang_version}/gemm_perf.parquet"] if a.sglang_version else []),
         f"attention/trtllm/{v}/context_attention_perf.parquet",
         f"attention/trtllm/{v}/generation_attention_perf.parquet",
         *([f"mla/trtllm/{v}/context_mla_perf.parquet"] if a.with_mla else []),

@@ -203,6 +203,13 @@ FAMILIES = {
         ("attn_floor_s", 0.5e-6, 100e-6),
         ("attn_score_flops", 1.0, 4096.0),
     ],
+    # SGLang's GEMMs (impl=sglang rows): its block-FP8 DeepGEMM kernel (ops.gemm_time
+    # kernels="deepgemm"); its cuBLAS bf16 rows check the TensorRT-LLM-fitted bf16 class
+    "gemm_sglang": [
+        ("gemm_max_deepgemm", 0.3, 1.0),
+        ("gemm_hbm_deepgemm", 0.3, 1.0),
+        ("gemm_floor_deepgemm_s", 0.5e-6, 40e-6),
+    ],
     # vLLM's FlashAttention-3 prefill (impl=vllm rows; ops.prefill_attention_time kernels="flash"),
     # which serving under vLLM and SGLang takes; SGLang's rows (attention_sglang) check it
     "attention_vllm": [
@@ -287,6 +294,9 @@ START = {
     "moe_gemm_fp8": 0.8,
     "moe_gemm_fp8_block": 0.8,
     "moe_stream": 0.9,
+    "gemm_max_deepgemm": 0.7,
+    "gemm_hbm_deepgemm": 0.75,
+    "gemm_floor_deepgemm_s": 8e-6,
     "fa_prefill_max": 0.7,
     "fa_prefill_max_fp8": 0.4,
     "fa_prefill_cache_hbm": 0.5,
@@ -324,6 +334,8 @@ TABLES = {
     ("measured_kernels_hopper.csv", "linear_attention_vllm"): "gdn_perf of linear_attention/vllm/0.24.0: "
     "vLLM's Gated DeltaNet kernels (causal_conv1d_update, the packed fused recurrent decode, "
     "causal_conv1d_fn, FlashInfer's chunked gated delta rule), fp32 state",
+    ("measured_kernels_hopper.csv", "gemm_sglang"): "gemm_perf of gemm/sglang/0.5.14: SGLang's DeepGEMM "
+    "block-FP8 GEMM (sglang_deepgemm_gemm_nt_f8f8bf16) and cuBLAS bf16",
     ("measured_kernels_hopper.csv", "attention_vllm"): "context_attention_perf of attention/vllm/0.24.0: "
     "vLLM's FlashAttention-3 prefill (vllm_flash_attn_fa3: the cache write and the kernel)",
     ("measured_kernels_blackwell.csv", "linear_attention_vllm"): "gdn_perf of linear_attention/vllm/0.24.0: "

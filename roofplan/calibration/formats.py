@@ -309,7 +309,13 @@ _BYTE_RATES = {"GB/s": 1e9}
 def _gemm_row(row: dict, origin: str, unit: str, metric):
     """(fields, work, rate units, metric) of a ``gemm`` row: work in FLOPs."""
     m, n, k = (_positive(row, c, origin, integer=True) for c in ("m", "n", "k"))
-    fields = dict(m=m, n=n, k=k, dtype=_choice(row, "dtype", origin, OP_DTYPES, "bf16"))
+    fields = dict(
+        m=m,
+        n=n,
+        k=k,
+        dtype=_choice(row, "dtype", origin, OP_DTYPES, "bf16"),
+        impl=(row.get("impl") or "").strip().lower(),  # the engine whose GEMM it is (none: TensorRT-LLM's)
+    )
     return fields, float(gemm_flops(m, n, k)), _FLOP_RATES, metric
 
 

@@ -19,6 +19,7 @@ from roofplan.calibration.formats import (
 )
 from roofplan.costmodel import linear_mixer, ops
 from roofplan.costmodel.collectives import collective_time
+from roofplan.costmodel.serve import ENGINE_GEMM_KERNELS
 from roofplan.engines.allreduce import GENERIC, STRATEGIES
 from roofplan.hardware.spec import DTYPE_BYTES, DeviceSpec
 
@@ -77,9 +78,15 @@ def _per_group(ms, key, time_of) -> np.ndarray:
 
 
 def _gemm(ms, hw: DeviceSpec) -> np.ndarray:
-    return _per_group(
-        ms, "dtype", lambda sub, dtype: ops.gemm_time(*_cols(sub, "m", "n", "k"), hw, dtype=dtype)
-    )
+    """One GEMM per row; a row naming an engine runs that engine's kernel library
+    (costmodel.serve.ENGINE_GEMM_KERNELS: SGLang's block FP8 on DeepGEMM)."""
+
+    def time_of(sub, group):
+        dtype, impl = group
+        kernels = ENGINE_GEMM_KERNELS.get(impl, "trtllm")
+        return ops.gemm_time(*_cols(sub, "m", "n", "k"), hw, dtype=dtype, kernels=kernels)
+
+    return _per_group(ms, lambda m: (m.row["dtype"], m.row.get("impl", "")), time_of)
 
 
 def _attention(ms, hw: DeviceSpec) -> np.ndarray:
@@ -221,6 +228,8 @@ def family(m) -> str:
         return "moe_min_latency"
     if m.kind == "moe" and m.row.get("impl") in MOE_FUSED_IMPLS:
         return "moe_" + m.row["impl"]
+    if m.kind == "gemm" and m.row.get("impl") in ENGINE_GEMM_KERNELS:
+        return "gemm_" + m.row["impl"]
     if m.kind == "attention" and m.row.get("impl") in ATTENTION_FLASH_IMPLS:
         return "attention_" + m.row["impl"]
     if m.kind == "linear_attention":  # each engine's GDN kernels are their own family

@@ -284,9 +284,17 @@ def gemm_components(
     act_bytes=None,
     out_bytes=None,
     quantise=True,
+    kernels: str = "trtllm",
 ):
     """(tensor-core seconds, streaming seconds, fixed seconds) of one GEMM kernel; see :func:`gemm_time`."""
     eff = hw.efficiency if eff is None else eff
+    if kernels == "deepgemm" and dtype == "fp8_block" and eff.gemm_max_deepgemm > 0:
+        eff = dataclasses.replace(
+            eff,
+            gemm_max_fp8_block=eff.gemm_max_deepgemm,
+            gemm_hbm_fp8_block=eff.gemm_hbm_deepgemm or eff.gemm_hbm_fp8_block,
+            gemm_floor_fp8_block_s=eff.gemm_floor_deepgemm_s or eff.gemm_floor_fp8_block_s,
+        )
     m, n, k = np.maximum(_f(m), 1.0), _f(n), _f(k)
     c = gemm_class(dtype)
     _, ghbm, floor = gemm_params(eff, dtype)
@@ -361,6 +369,7 @@ def gemm_time(
     act_bytes=None,
     out_bytes=None,
     quantise=True,
+    kernels: str = "trtllm",
 ):
     """Seconds of one (M x K) @ (K x N) GEMM kernel (M = tokens, N = output features, K = input).
 
@@ -368,7 +377,9 @@ def gemm_time(
     ``act_in_hbm`` = 0 keeps activations on chip (dataflow devices); ``quantise`` False leaves out
     the FP8 activation cast (Transformer Engine training prices its casts itself). ``eff``
     defaults to the device's own; callers pass :func:`roofplan.costmodel.roofline.sustained` for
-    long runs."""
+    long runs. ``kernels``: the kernel library (``"trtllm"``: TensorRT-LLM's, the catalog's GEMM
+    classes; ``"deepgemm"``: block-scaled FP8 as SGLang runs it, DeepGEMM with its fused
+    per-token-group quantisation, at the ``gemm_*_deepgemm`` parameters where characterised)."""
     eff = hw.efficiency if eff is None else eff
     t_c, t_m, fixed = gemm_components(
         m,
@@ -383,6 +394,7 @@ def gemm_time(
         act_bytes=act_bytes,
         out_bytes=out_bytes,
         quantise=quantise,
+        kernels=kernels,
     )
     return blend(t_c, t_m, eff) + fixed
 

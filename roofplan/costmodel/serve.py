@@ -364,6 +364,7 @@ def gemm_term(s: StepInputs, acc: _Acc, m, n_, k, count=1.0, expert=False) -> No
         weight_bytes=wbytes,
         act_bytes=None,
         quantise=dtype == "fp8_block",
+        kernels=gemm_kernels(s.engine),
     )
     if not s.hw.dataflow:  # one kernel: the blended time, booked to whichever side dominates
         t = ops.blend(t_c, t_m, s.eff) + fixed
@@ -460,6 +461,18 @@ ENGINE_PREFILL_KERNELS = {"vllm": "flash", "sglang": "flash"}
 def prefill_kernels(engine: EngineProfile) -> str:
     """The ``kernels`` of :func:`ops.prefill_attention_time` for ``engine`` (by its profile name)."""
     return ENGINE_PREFILL_KERNELS.get(engine.name, "trtllm")
+
+
+#: GEMM kernel library of each engine (ops.gemm_time ``kernels``): SGLang runs block-scaled FP8 on
+#: DeepGEMM (``sglang_deepgemm_gemm_nt_f8f8bf16``, its per-token-group quantisation fused); the
+#: others the catalog's GEMM classes (fitted on TensorRT-LLM's Linear, which vLLM's large-M
+#: block-FP8 GEMMs match to 3 %).
+ENGINE_GEMM_KERNELS = {"sglang": "deepgemm"}
+
+
+def gemm_kernels(engine: EngineProfile) -> str:
+    """The ``kernels`` of :func:`ops.gemm_time` for ``engine`` (by its profile name)."""
+    return ENGINE_GEMM_KERNELS.get(engine.name, "trtllm")
 
 
 #: MoE kernel library of each engine (ops.moe_time ``kernels``): TensorRT-LLM its cutlass MoE

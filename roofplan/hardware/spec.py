@@ -128,7 +128,10 @@ class Efficiency:
       ``gemm_hbm`` / ``gemm_hbm_fp8`` / ``gemm_hbm_fp8_block``: HBM fraction a GEMM streams its
       operands at; ``gemm_floor_s`` (and ``_fp8_s``, ``_fp8_block_s``): fixed time of one GEMM
       kernel (launch or graph replay, epilogue; FP8 adds the scale computation);
-      ``gemm_max_fp8_block``: tensor-core fraction of block-scaled FP8; ``gemm_max_fp4`` /
+      ``gemm_max_fp8_block``: tensor-core fraction of block-scaled FP8; ``gemm_max_deepgemm`` /
+      ``gemm_hbm_deepgemm`` / ``gemm_floor_deepgemm_s``: the same class as SGLang runs it (DeepGEMM with
+      its fused per-token-group quantisation, :func:`roofplan.costmodel.ops.gemm_time`
+      ``kernels="deepgemm"``; 0 = the block-FP8 class's values); ``gemm_max_fp4`` /
       ``gemm_hbm_fp4`` / ``gemm_floor_fp4_s``: the W4A4 FP4 class (0 = the FP8 class's value);
       ``gemm_fp4_tile_n``: the weight-side tile of that class's kernels, which then never split K
       (0 = the generic 64-wide tiles with split-K); ``gemm_k_half``: K at which
@@ -260,6 +263,9 @@ class Efficiency:
     gemm_hbm_fp8_block: float = 0.0
     gemm_floor_s: float = 3e-6
     gemm_floor_fp8_s: float = 6e-6
+    gemm_max_deepgemm: float = 0.0
+    gemm_hbm_deepgemm: float = 0.0
+    gemm_floor_deepgemm_s: float = 0.0
     gemm_floor_fp8_block_s: float = 6e-6
     gemm_k_half: float = 128.0
     gemm_blend: float = 4.0
