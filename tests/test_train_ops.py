@@ -235,3 +235,32 @@ def test_context_parallel_attention_runs_one_kernel_per_ring_step_by_hand():
         1, 8192, 8192, 16, 4, 128, H100, eff=e, v_head_dim=128, causal_fraction=0.5, kv_cache=False
     )
     assert np.allclose(ops1.attn_f, whole)
+
+
+def test_hybrid_stack_prices_its_linear_layers_with_the_serving_kernels():
+    """Qwen3.5-27B (48 Gated DeltaNet + 16 attention layers): the mixer core of the mean layer is
+    16/64 of the attention core plus 48/64 of the linear layers' prefill kernels over the
+    micro-batch (costmodel.linear_mixer, the op serving prices), backward 2.5x that forward."""
+    import dataclasses
+
+    from roofplan.costmodel import linear_mixer
+    from roofplan.costmodel.train_ops import LINEAR_MIXER_BWD_RATIO
+    from roofplan.models import load_model
+
+    model = load_model("qwen3.5-27b")
+    plain = dataclasses.replace(model, linear=dataclasses.replace(model.linear, heads=0))
+    cfg = _cfg(tp=2, micro_batch=2, seq_len=8192)
+    hyb, att = (layer_ops(step_lanes(m, H100, cfg)) for m in (model, plain))
+    lin = model.linear
+    share = lin.layers / model.layers
+    L = step_lanes(model, H100, cfg)
+    fwd = linear_mixer.prefill_time(
+        2, 8192, lin.heads / 2, lin.key_dim, lin.value_dim, lin.conv_dim / 2, lin.conv_kernel, H100, L.e_tc
+    )
+    assert share == 48 / 64
+    np.testing.assert_allclose(hyb.attn_f, (1 - share) * att.attn_f + share * fwd, rtol=1e-12)
+    np.testing.assert_allclose(
+        hyb.attn_b, (1 - share) * att.attn_b + share * LINEAR_MIXER_BWD_RATIO * fwd, rtol=1e-12
+    )
+    # at 8192 tokens a linear layer's kernels cost less than a softmax attention core
+    assert float(fwd) < float(np.ravel(att.attn_f)[0])

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from roofplan.costmodel import linear_mixer
 from roofplan.costmodel.collectives import collective_time
 from roofplan.costmodel.lanes import distinct_rows
 from roofplan.costmodel.ops import (
@@ -573,6 +574,34 @@ def fp8_casts(L: StepLanes, ops: LayerOps) -> None:
         )
 
 
+#: Backward of the chunked gated-delta-rule scan relative to its forward kernels (a prior: no
+#: measured backward table). FLA's ``chunk_gated_delta_rule_bwd`` recomputes the chunk states, then
+#: runs the state products again for dq, dk, dv, the gate and beta gradients and the state
+#: gradient walked backwards over the chunks; counted as FlashAttention-2's backward ratio.
+LINEAR_MIXER_BWD_RATIO = FLASH_BWD_RATIO
+
+
+def linear_mixer_core(L: StepLanes, ops: LayerOps) -> None:
+    """A hybrid stack's token mixers (Gated DeltaNet / Mamba-2 and softmax attention): the
+    attention core of :func:`attention_core` weighted by the softmax layers' share of the layers,
+    plus the linear layers' own kernels (costmodel.linear_mixer: the causal conv and the chunked
+    scan over the micro-batch's sequences, heads and conv channels split over tp) weighted by
+    theirs; backward :data:`LINEAR_MIXER_BWD_RATIO` x the forward. Models whose linear block gives
+    no kernel shape (``heads`` 0) keep every layer's attention core."""
+    lin = L.model.linear
+    if lin is None or not lin.heads:
+        return
+    share = lin.layers / L.model.layers
+    seq_rank = L.seq / L.cp
+    heads, conv = lin.heads / L.tp, lin.conv_dim / L.tp
+    fwd = linear_mixer.prefill_time(
+        L.mb, seq_rank, heads, lin.key_dim, lin.value_dim, conv, lin.conv_kernel, L.hw, L.e_tc
+    )
+    ops.attn_f = (1.0 - share) * ops.attn_f + share * fwd
+    ops.attn_b = (1.0 - share) * ops.attn_b + share * LINEAR_MIXER_BWD_RATIO * fwd
+    ops.attn_sel = (1.0 - share) * ops.attn_sel  # the scan's backward recomputes its own states
+
+
 def layer_ops(L: StepLanes) -> LayerOps:
     """The op table of one decoder layer of each kind (dense, MoE) for every lane."""
     ops = dense_gemms(L)
@@ -580,6 +609,7 @@ def layer_ops(L: StepLanes) -> LayerOps:
     if L.s.moe_layers:
         ffn_elems_moe, permute_bytes = moe_gemms(L, ops)
     attention_core(L, ops)
+    linear_mixer_core(L, ops)
     elementwise(L, ops, ffn_elems_moe, permute_bytes)
     fp8_casts(L, ops)
     ops.embedding, ops.head = _ends(L)
