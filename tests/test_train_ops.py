@@ -264,3 +264,34 @@ def test_hybrid_stack_prices_its_linear_layers_with_the_serving_kernels():
     )
     # at 8192 tokens a linear layer's kernels cost less than a softmax attention core
     assert float(fwd) < float(np.ravel(att.attn_f)[0])
+
+
+def test_windowed_layers_price_the_scores_their_window_leaves():
+    """gpt-oss (18 of 36 layers a 128-token sliding window): the mean layer's core is half the
+    full-attention core plus half a kernel over 128-key rows computing s w - w^2/2 scores; a window
+    at least the sequence (Llama 4 Scout's 8192-token chunks at 4096) is the causal kernel."""
+    import dataclasses
+
+    from roofplan.costmodel.train_ops import flash_kernel, window_share_of_scores
+    from roofplan.models import load_model
+
+    s, w = 8192.0, 128.0
+    assert window_share_of_scores(w, "sliding", s) == (s * w - w * w / 2) / (s * s)
+    assert window_share_of_scores(2048, "chunked", s) == 2048 / (2 * s)
+    assert window_share_of_scores(8192, "chunked", 4096.0) == 0.5  # causal
+    model = load_model("gpt-oss-120b")
+    plain = dataclasses.replace(model, window=None)
+    cfg = _cfg(tp=8, dp=1, ep=1, seq_len=8192)
+    L = step_lanes(model, H100, cfg)
+    win, full = (layer_ops(step_lanes(m, H100, cfg)) for m in (model, plain))
+    share = model.window.layers / model.layers
+    wf, wb = flash_kernel(L, s, w, window_share_of_scores(w, "sliding", s) * s / w)
+    np.testing.assert_allclose(win.attn_f, (1 - share) * full.attn_f + share * wf, rtol=1e-12)
+    np.testing.assert_allclose(win.attn_b, (1 - share) * full.attn_b + share * wb, rtol=1e-12)
+    # 3 % of the scores, but 128-key rows sit low on the length curve: a quarter of the time
+    assert float(np.ravel(wf)[0]) < 0.3 * float(np.ravel(full.attn_f)[0])
+    scout = load_model("llama-4-scout")
+    short = _cfg(tp=8, dp=1, ep=1, seq_len=4096)
+    a = layer_ops(step_lanes(scout, H100, short))
+    b = layer_ops(step_lanes(dataclasses.replace(scout, window=None), H100, short))
+    np.testing.assert_allclose(a.attn_f, b.attn_f, rtol=1e-12)

@@ -430,29 +430,36 @@ def moe_gemms(L: StepLanes, ops: LayerOps) -> tuple:
     return slots * s.expert_ffn / etp + t * s.shared_ffn / L.tp, 4.0 * sent * s.h * ACT_BYTES / L.sp_div
 
 
+def flash_kernel(L: StepLanes, q_len, kv_len, causal_fraction):
+    """(forward, backward) seconds of one fused attention kernel of the micro-batch on this
+    device's heads: the prefill kernel without a KV cache; the backward kernel does
+    FLASH_BWD_RATIO x the work at FLASH_BWD_EFF_RATIO of the rate."""
+    s, e, tp = L.s, L.e, L.tp
+    fwd = prefill_attention_time(
+        L.mb,
+        q_len,
+        kv_len,
+        s.heads / tp,
+        np.maximum(s.kv_width / (s.qk_dim + s.v_head) / tp, 1.0),
+        s.qk_dim,
+        L.hw,
+        eff=L.e_tc,
+        v_head_dim=s.v_head,
+        causal_fraction=causal_fraction,
+        kv_cache=False,
+    )
+    return fwd, (fwd - e.attn_floor_s) * FLASH_BWD_RATIO / FLASH_BWD_EFF_RATIO + e.attn_floor_s
+
+
 def attention_core(L: StepLanes, ops: LayerOps) -> None:
     """Attention core forward/backward: fused FlashAttention from the operator library, or the 2021
     stack's two batched GEMMs around a fused scale-mask-softmax and dropout (Megatron SC21)."""
     s, e, b, seq, cp, tp = L.s, L.e, ACT_BYTES, L.seq, L.cp, L.tp
     score = L.mb * (s.heads / tp) * (seq / cp) * seq  # this device's heads, query chunk, all keys
     if L.flash:
-        # the prefill kernel without a KV cache; the backward kernel does FLASH_BWD_RATIO x the
-        # work at FLASH_BWD_EFF_RATIO of the rate
+
         def kernel(q_len, kv_len, causal_fraction):
-            fwd = prefill_attention_time(
-                L.mb,
-                q_len,
-                kv_len,
-                s.heads / tp,
-                np.maximum(s.kv_width / (s.qk_dim + s.v_head) / tp, 1.0),
-                s.qk_dim,
-                L.hw,
-                eff=L.e_tc,
-                v_head_dim=s.v_head,
-                causal_fraction=causal_fraction,
-                kv_cache=False,
-            )
-            return fwd, (fwd - e.attn_floor_s) * FLASH_BWD_RATIO / FLASH_BWD_EFF_RATIO + e.attn_floor_s
+            return flash_kernel(L, q_len, kv_len, causal_fraction)
 
         # Context parallel (Transformer Engine ``AttnFuncWithCPAndKVP2P``, load-balanced causal
         # split: each rank holds chunks r and 2cp-1-r of 2cp): not one kernel over all keys but
@@ -581,25 +588,52 @@ def fp8_casts(L: StepLanes, ops: LayerOps) -> None:
 LINEAR_MIXER_BWD_RATIO = FLASH_BWD_RATIO
 
 
-def linear_mixer_core(L: StepLanes, ops: LayerOps) -> None:
-    """A hybrid stack's token mixers (Gated DeltaNet / Mamba-2 and softmax attention): the
-    attention core of :func:`attention_core` weighted by the softmax layers' share of the layers,
-    plus the linear layers' own kernels (costmodel.linear_mixer: the causal conv and the chunked
-    scan over the micro-batch's sequences, heads and conv channels split over tp) weighted by
-    theirs; backward :data:`LINEAR_MIXER_BWD_RATIO` x the forward. Models whose linear block gives
-    no kernel shape (``heads`` 0) keep every layer's attention core."""
-    lin = L.model.linear
-    if lin is None or not lin.heads:
+def window_share_of_scores(window, kind: str, seq):
+    """Share of the causal sequence's full s x s score matrix a windowed layer computes: a sliding
+    window of w keys sum_i min(i, w) ~ s w - w^2 / 2 scores; chunks of c tokens, causal inside
+    each, s c / 2 (Llama 4 ``attention_chunk_size``)."""
+    w = np.minimum(float(window), seq)
+    if kind == "chunked":
+        return w / (2.0 * seq)
+    return (seq * w - w * w / 2.0) / (seq * seq)
+
+
+def mixer_core(L: StepLanes, ops: LayerOps) -> None:
+    """A hybrid stack's token mixers, averaged over the layers as the op table's mean layer is:
+    the full-attention layers' core of :func:`attention_core`; windowed layers (sliding or chunked)
+    the same fused kernel over the scores their window leaves (:func:`window_share_of_scores`, rows
+    as long as the window); linear layers (Gated DeltaNet / Mamba-2, whose kernel shape the
+    spec gives) their own kernels, costmodel.linear_mixer's causal conv and chunked scan over the
+    micro-batch's sequences with heads and conv channels split over tp, backward
+    :data:`LINEAR_MIXER_BWD_RATIO` x forward (the one serving prices at prefill). A plain
+    transformer keeps its core; so does a stack without the fused kernel (the 2021 stack)."""
+    model = L.model
+    lin = model.linear if (model.linear is not None and model.linear.heads) else None
+    win = model.window if L.flash else None
+    if lin is None and win is None:
         return
-    share = lin.layers / L.model.layers
-    seq_rank = L.seq / L.cp
-    heads, conv = lin.heads / L.tp, lin.conv_dim / L.tp
-    fwd = linear_mixer.prefill_time(
-        L.mb, seq_rank, heads, lin.key_dim, lin.value_dim, conv, lin.conv_kernel, L.hw, L.e_tc
-    )
-    ops.attn_f = (1.0 - share) * ops.attn_f + share * fwd
-    ops.attn_b = (1.0 - share) * ops.attn_b + share * LINEAR_MIXER_BWD_RATIO * fwd
-    ops.attn_sel = (1.0 - share) * ops.attn_sel  # the scan's backward recomputes its own states
+    layers = float(model.layers)
+    f = b = sel = 0.0
+    full = 1.0
+    if lin is not None:
+        share = lin.layers / layers
+        fwd = linear_mixer.prefill_time(
+            L.mb, L.seq / L.cp, lin.heads / L.tp, lin.key_dim, lin.value_dim, lin.conv_dim / L.tp,
+            lin.conv_kernel, L.hw, L.e_tc,
+        )  # fmt: skip
+        f, b, full = f + share * fwd, b + share * LINEAR_MIXER_BWD_RATIO * fwd, full - share
+    if win is not None:
+        share = win.layers / layers
+        frac = window_share_of_scores(win.window, win.kind, L.seq)
+        # rows as long as the window (short rows run low on the kernel's length curve, as a
+        # windowed kernel's do), the share of them computed giving the window's scores; a window
+        # at least the sequence is the causal kernel itself
+        kv = np.minimum(float(win.window), L.seq)
+        wf, wb = flash_kernel(L, L.seq / L.cp, kv, frac * L.seq / kv)
+        f, b, full = f + share * wf, b + share * wb, full - share
+    ops.attn_f = full * ops.attn_f + f
+    ops.attn_b = full * ops.attn_b + b
+    ops.attn_sel = full * ops.attn_sel + sel  # the scan's backward recomputes its own states
 
 
 def layer_ops(L: StepLanes) -> LayerOps:
@@ -609,7 +643,7 @@ def layer_ops(L: StepLanes) -> LayerOps:
     if L.s.moe_layers:
         ffn_elems_moe, permute_bytes = moe_gemms(L, ops)
     attention_core(L, ops)
-    linear_mixer_core(L, ops)
+    mixer_core(L, ops)
     elementwise(L, ops, ffn_elems_moe, permute_bytes)
     fp8_casts(L, ops)
     ops.embedding, ops.head = _ends(L)
