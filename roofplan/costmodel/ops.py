@@ -142,6 +142,8 @@ def gemv_columns(dtype: str) -> float:
 
 #: Query rows per FlashAttention CTA (FA2/FA3 forward tile, Dao 2023; Shah et al. 2024).
 ATTN_Q_TILE = 128.0
+#: FlashAttention-3's (SM90) query tile for head dimensions up to 96 (hopper/tile_size.h).
+FA3_SMALL_HEAD_Q_TILE = 192.0
 
 
 def _f(x) -> np.ndarray:
@@ -457,7 +459,10 @@ def prefill_attention_time(
         else hw.peak("bf16" if "bf16" in hw.peak_flops else "fp16")
     )
     amax = (eff.attn_max_fp8 or eff.attn_max) if fp8 else eff.attn_max
-    ctas = b * h * np.ceil(s / ATTN_Q_TILE)
+    # FlashAttention-3's SM90 forward tiles 192 query rows for head dims up to 96, 128 above
+    # (hopper/tile_size.h tile_size_fwd_sm90, vLLM's fork of FlashAttention as well)
+    q_tile = np.where(d <= 96.0, FA3_SMALL_HEAD_Q_TILE, ATTN_Q_TILE) if flash else ATTN_Q_TILE
+    ctas = b * h * np.ceil(s / q_tile)
     sms = float(hw.compute_units or 0.0)
     wave = ctas / (np.ceil(ctas / sms) * sms) if sms else 1.0
     util = np.maximum(wave * kv / (kv + eff.attn_half_len), 1e-4)
