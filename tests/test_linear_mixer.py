@@ -96,3 +96,20 @@ def test_mixer_shape_is_checked():
     with pytest.raises(InputError, match="linear.state_elems"):
         LinearMixerSpec(layers=2, params=10, state_elems=100, heads=2, key_dim=8, conv_dim=50, conv_kernel=4)
     assert np.isclose(LinearMixerSpec(30, 1, 548864, heads=32, key_dim=128, conv_dim=8192).value_dim, 128)
+
+
+def test_a_bad_mixer_shape_in_a_model_file_names_the_file():
+    from roofplan.models.loader import model_from_dict
+
+    doc = {
+        "layers": 4,
+        "hidden": 256,
+        "heads": 4,
+        "kv_heads": 2,
+        "head_dim": 64,
+        "ffn": 512,
+        "vocab": 1000,
+        "linear": {"layers": 2, "params": 1000, "state_elems": 100, "heads": 2},
+    }
+    with pytest.raises(InputError, match=r"^m\.yaml: linear\.key_dim: 0 is not valid"):
+        model_from_dict(doc, where="m.yaml", default_name="m")

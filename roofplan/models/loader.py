@@ -206,6 +206,8 @@ def model_from_dict(doc: dict, *, where: str, default_name: str) -> ModelSpec:
             kwargs[key] = cls(**sub)
         except TypeError as exc:  # a required key is missing
             raise InputError(f"{where}: {key}", sub, f"keys {', '.join(names)} ({exc})") from None
+        except InputError as exc:  # the sub-spec's own checks: the same line, naming the file
+            raise InputError(f"{where}: {exc.field}", exc.value, exc.allowed) from None
     return ModelSpec(**kwargs)
 
 
