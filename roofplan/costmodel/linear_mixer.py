@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from roofplan.costmodel.ops import peak16
 from roofplan.hardware.spec import DeviceSpec, Efficiency
 
 #: Tokens per chunk of the chunked gated-delta-rule scan (FLA ``chunk_gated_delta_rule`` and
@@ -39,10 +40,6 @@ ACT_BYTES = 2.0
 
 def _f(x) -> np.ndarray:
     return np.asarray(x, dtype=float)
-
-
-def _peak16(hw: DeviceSpec) -> float:
-    return hw.peak("bf16") if "bf16" in hw.peak_flops else hw.peak("fp16")
 
 
 def _floor(eff: Efficiency, value: float) -> float:
@@ -102,7 +99,7 @@ def chunk_scan_time(
     eff = hw.efficiency if eff is None else eff
     # without a known SM count the device is one unit: the scan's FLOPs at the 16-bit peak
     sms = float(hw.compute_units or 1)
-    per_sm = _peak16(hw) / sms * (eff.gdn_chunk_mma or eff.attn_max)
+    per_sm = peak16(hw) / sms * (eff.gdn_chunk_mma or eff.attn_max)
     chunk_s = CHUNK * chunk_flops_per_token(key_dim, value_dim) / per_sm
     waves = np.ceil(_f(seqs) * _f(heads) / sms)
     chunks = np.ceil(_f(new_tokens) / CHUNK)

@@ -182,12 +182,17 @@ def gemm_params(eff: Efficiency, dtype: str) -> tuple[float, float, float]:
     return eff.gemm_max, eff.gemm_hbm, eff.gemm_floor_s
 
 
+def peak16(hw: DeviceSpec) -> float:
+    """The device's dense 16-bit tensor-core peak (bf16, or fp16 where it has no bf16 rate)."""
+    return hw.peak("bf16") if "bf16" in hw.peak_flops else hw.peak("fp16")
+
+
 def gemm_peak(hw: DeviceSpec, dtype: str) -> float:
     """Dense tensor-core peak a GEMM of ``dtype`` runs at (weight-only int4 computes in 16-bit)."""
     if dtype == "fp8_block":
         return hw.peak("fp8")
     if dtype in WEIGHT_ONLY:  # weight-only formats dequantise onto 16-bit tensor cores
-        return hw.peak("bf16") if "bf16" in hw.peak_flops else hw.peak("fp16")
+        return peak16(hw)
     return hw.peak(dtype)
 
 
@@ -453,11 +458,7 @@ def prefill_attention_time(
     # matmul but 3.9 TFLOPS of MUFU exp, 256x less, so small head dims are exp-bound)
     flops = b * h * s * kv * causal_frac * (2.0 * (d + dv) + eff.attn_score_flops)
     fp8 = dtype == "fp8"
-    peak = (
-        hw.peak("fp8")
-        if fp8 and "fp8" in hw.peak_flops
-        else hw.peak("bf16" if "bf16" in hw.peak_flops else "fp16")
-    )
+    peak = hw.peak("fp8") if fp8 and "fp8" in hw.peak_flops else peak16(hw)
     amax = (eff.attn_max_fp8 or eff.attn_max) if fp8 else eff.attn_max
     # FlashAttention-3's SM90 forward tiles 192 query rows for head dims up to 96, 128 above
     # (hopper/tile_size.h tile_size_fwd_sm90, vLLM's fork of FlashAttention as well)
@@ -559,7 +560,7 @@ def decode_attention_time(
             per_tok,
             fp8_kv,
             hw.hbm_Bps,
-            hw.peak("bf16" if "bf16" in hw.peak_flops else "fp16"),
+            peak16(hw),
             float(hw.compute_units),
             eff,
         )
@@ -573,15 +574,7 @@ def decode_attention_time(
     sms = float(hw.compute_units or 0.0)
     par = np.maximum(ctas / (ctas + sms * eff.decode_occupancy), 1e-9) if sms else 1.0  # smooth saturation
     t_m = kv_bytes / (hw.hbm_Bps * eff.decode_hbm * par)
-    t_c = (
-        4.0
-        * b
-        * _f(heads)
-        * _f(q_len)
-        * L
-        * d
-        / (hw.peak("bf16" if "bf16" in hw.peak_flops else "fp16") * eff.attn_max)
-    )
+    t_c = 4.0 * b * _f(heads) * _f(q_len) * L * d / (peak16(hw) * eff.attn_max)
     return np.maximum(t_m, t_c) + b * eff.decode_seq_s + eff.decode_floor_s
 
 

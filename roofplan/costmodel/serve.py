@@ -406,6 +406,7 @@ def prefill_attention_term(s: StepInputs, acc: _Acc) -> None:
         # each query attends to attention_context keys on average (the causal mean, fewer in
         # windowed / sparse layers): the score matrix's computed share of b x s x kv
         attended = np.minimum(model.attention_context(cp_) / np.maximum(kv_len, 1.0), 1.0)
+        kernels = prefill_kernels(s.engine)
         t_pre = ops.prefill_attention_time(
             b_seqs,
             np.maximum(s_new, 1.0),
@@ -420,9 +421,9 @@ def prefill_attention_term(s: StepInputs, acc: _Acc) -> None:
             v_head_dim=model.v_dim / model.heads,
             kv_bytes_per_token=s.kv_token_layer,
             causal_fraction=attended,
-            kernels=prefill_kernels(s.engine),
+            kernels=kernels,
         )
-        if prefill_kernels(s.engine) == "flash" and s.eff.fa_prefill_max > 0:  # RoPE: its own kernel
+        if kernels == "flash" and s.eff.fa_prefill_max > 0:  # RoPE: its own kernel
             rope = ops.rope_time(
                 Tp_r, heads_dev, _kv_heads_device(s), model.q_dim / model.heads, s.hw, eff=s.eff
             )

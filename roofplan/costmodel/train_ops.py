@@ -613,7 +613,7 @@ def mixer_core(L: StepLanes, ops: LayerOps) -> None:
     if lin is None and win is None:
         return
     layers = float(model.layers)
-    f = b = sel = 0.0
+    f = b = 0.0
     full = 1.0
     if lin is not None:
         share = lin.layers / layers
@@ -633,7 +633,9 @@ def mixer_core(L: StepLanes, ops: LayerOps) -> None:
         f, b, full = f + share * wf, b + share * wb, full - share
     ops.attn_f = full * ops.attn_f + f
     ops.attn_b = full * ops.attn_b + b
-    ops.attn_sel = full * ops.attn_sel + sel  # the scan's backward recomputes its own states
+    # selective recompute re-runs the full-attention core only: a windowed kernel's backward
+    # recomputes its scores as the full one's does, the scan's backward its own states
+    ops.attn_sel = full * ops.attn_sel
 
 
 def layer_ops(L: StepLanes) -> LayerOps:
